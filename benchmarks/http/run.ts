@@ -1,0 +1,449 @@
+/**
+ * The HTTP benchmark: in one run, on this machine, it measures the mock upstream directly,
+ * the raw Bun proxy (the baseline) and the gateway, each in its own process, with the same
+ * bodies, loads and rounds, and writes the table to benchmarks/results/.
+ *
+ *   bun run bench [--quick] [--duration 10] [--rounds 3] [--connections 50] [--rate 500]
+ *                 [--scenario chat|stream|all] [--mode concurrency|rate|all]
+ *                 [--targets mock,raw,gateway] [--plugins '["auth"]'] [--env KEY=VALUE ...]
+ *
+ * Everything listens on 127.0.0.1 and every load step is bounded in time.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpus, release, tmpdir, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { SCENARIOS, BENCH_MODEL, type ScenarioName } from '../fixtures/bodies.ts'
+import { MOCK_UPSTREAM_CLI } from '../fixtures/mock-upstream.ts'
+import { freePort, spawnServer, type ServerProcess } from '../fixtures/processes.ts'
+import type { FixedRateResult } from './fixed-rate.ts'
+import { cpuMicros, sampleRss } from './proc.ts'
+import { TARGET_LABELS, renderTable, summarize, writeResults, type LoadMode, type RunMeta, type Sample, type TargetName } from './report.ts'
+import { verifyTarget, type Verification } from './verify.ts'
+import { hasWrk, runWrk } from './wrk.ts'
+
+const ROOT = new URL('../../', import.meta.url).pathname
+const RAW_PROXY = new URL('./raw-proxy.ts', import.meta.url).pathname
+const FIXED_RATE = new URL('./fixed-rate.ts', import.meta.url).pathname
+const GATEWAY_ENTRY = join(ROOT, 'src/main.ts')
+const UPSTREAM_SECRET = 'sk-upstream-test'
+
+/** Parsed command-line settings. */
+interface Settings {
+  durationS: number
+  rounds: number
+  warmupS: number
+  connections: number
+  threads: number
+  rate: number
+  scenarios: ScenarioName[]
+  modes: LoadMode[]
+  targets: TargetName[]
+  plugins: unknown[]
+  env: Record<string, string>
+  apiKey: string | undefined
+  label: string | null
+  outDir: string
+  mockChunks: number | undefined
+  mockChunkDelayMs: number | undefined
+  mockLatencyMs: number | undefined
+}
+
+const USAGE = `usage: bun run bench [options]
+  --quick                 short run: 3 s, 1 round, 1 s warm-up (explicit flags still win)
+  --duration <s>          seconds per measurement (default 10)
+  --rounds <n>            rounds per measurement; medians and min–max are reported (default 3)
+  --warmup <s>            warm-up seconds per target and scenario (default 2)
+  --connections <n>       wrk connections for the fixed-concurrency load (default 50)
+  --threads <n>           wrk threads (default 1: leaves the other core to the servers)
+  --rate <n>              requests per second for the fixed-rate load (default 500)
+  --scenario <s>          chat | stream | all (default all)
+  --mode <m>              concurrency | rate | all (default all)
+  --targets <list>        comma list of mock, raw, gateway (default all three)
+  --plugins <json>        gateway plugins list, e.g. '["auth","quota"]' (default [])
+  --env KEY=VALUE         extra environment for the gateway (repeatable)
+  --api-key <key>         bearer key for every target (default: none, or one created through
+                          the admin API when the plugins include "auth")
+  --label <name>          appended to the results file names, e.g. auth-on
+  --out <dir>             results directory (default benchmarks/results)
+  --mock-chunks <n>, --mock-chunk-delay-ms <ms>, --mock-latency-ms <ms>   shape the mock upstream`
+
+function parseSettings(argv: string[]): Settings {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      duration: { type: 'string' },
+      rounds: { type: 'string' },
+      warmup: { type: 'string' },
+      connections: { type: 'string', default: '50' },
+      threads: { type: 'string', default: '1' },
+      rate: { type: 'string', default: '500' },
+      scenario: { type: 'string', default: 'all' },
+      mode: { type: 'string', default: 'all' },
+      targets: { type: 'string', default: 'mock,raw,gateway' },
+      plugins: { type: 'string', default: '[]' },
+      env: { type: 'string', multiple: true, default: [] },
+      'api-key': { type: 'string' },
+      label: { type: 'string' },
+      out: { type: 'string', default: join(ROOT, 'benchmarks/results') },
+      'mock-chunks': { type: 'string' },
+      'mock-chunk-delay-ms': { type: 'string' },
+      'mock-latency-ms': { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  })
+  if (values.help) {
+    console.log(USAGE)
+    process.exit(0)
+  }
+  const positive = (name: string, raw: string): number => {
+    const value = Number(raw)
+    if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} must be a positive number, got '${raw}'`)
+    return value
+  }
+  const optional = (name: string, raw: string | undefined): number | undefined => (raw === undefined ? undefined : positive(name, raw))
+  const pick = <T extends string>(name: string, raw: string, allowed: readonly T[]): T[] => {
+    if (raw === 'all') return [...allowed]
+    const chosen = raw.split(',').map((s) => s.trim())
+    for (const c of chosen) if (!allowed.includes(c as T)) throw new Error(`--${name}: '${c}' is not one of ${allowed.join(', ')}`)
+    return chosen as T[]
+  }
+  let plugins: unknown
+  try {
+    plugins = JSON.parse(values.plugins)
+  } catch {
+    throw new Error(`--plugins must be a JSON array, got '${values.plugins}'`)
+  }
+  if (!Array.isArray(plugins)) throw new Error(`--plugins must be a JSON array, got '${values.plugins}'`)
+  const env: Record<string, string> = {}
+  for (const pair of values.env) {
+    const eq = pair.indexOf('=')
+    if (eq <= 0) throw new Error(`--env expects KEY=VALUE, got '${pair}'`)
+    env[pair.slice(0, eq)] = pair.slice(eq + 1)
+  }
+  const label = values.label ?? null
+  if (label !== null && !/^[a-z0-9][a-z0-9-]{0,40}$/.test(label)) throw new Error('--label must be lower-case letters, digits and dashes')
+  return {
+    durationS: positive('duration', values.duration ?? (values.quick ? '3' : '10')),
+    rounds: Math.round(positive('rounds', values.rounds ?? (values.quick ? '1' : '3'))),
+    warmupS: positive('warmup', values.warmup ?? (values.quick ? '1' : '2')),
+    connections: Math.round(positive('connections', values.connections)),
+    threads: Math.round(positive('threads', values.threads)),
+    rate: positive('rate', values.rate),
+    scenarios: pick('scenario', values.scenario, Object.keys(SCENARIOS) as ScenarioName[]),
+    modes: pick('mode', values.mode, ['concurrency', 'rate'] as const),
+    targets: pick('targets', values.targets, ['mock', 'raw', 'gateway'] as const),
+    plugins,
+    env,
+    apiKey: values['api-key'],
+    label,
+    outDir: values.out,
+    mockChunks: optional('mock-chunks', values['mock-chunks']),
+    mockChunkDelayMs: values['mock-chunk-delay-ms'] === undefined ? undefined : Number(values['mock-chunk-delay-ms']),
+    mockLatencyMs: values['mock-latency-ms'] === undefined ? undefined : Number(values['mock-latency-ms']),
+  }
+}
+
+/** A server being measured. */
+interface Target {
+  name: TargetName
+  /** Base URL ending in `/v1`. */
+  baseUrl: string
+  /** The process whose CPU and memory are charged to this row. */
+  pid: number
+}
+
+function log(message: string): void {
+  console.error(message)
+}
+
+function gitInfo(): { commit: string; dirty: boolean } {
+  const run = (args: string[]): string => {
+    const out = Bun.spawnSync(['git', ...args], { cwd: ROOT })
+    return out.exitCode === 0 ? out.stdout.toString().trim() : ''
+  }
+  return { commit: run(['rev-parse', 'HEAD']) || 'unknown', dirty: run(['status', '--porcelain']) !== '' }
+}
+
+function machineInfo(): RunMeta['machine'] {
+  let cpu = cpus()[0]?.model ?? 'unknown'
+  try {
+    cpu = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? cpu
+  } catch {
+    // not Linux: keep os.cpus()
+  }
+  return { nproc: cpus().length, cpu, memoryGb: Math.round(totalmem() / 2 ** 30), kernel: release() }
+}
+
+function wrkVersion(): string | null {
+  if (!hasWrk()) return null
+  const out = Bun.spawnSync(['wrk', '-v'])
+  return `${out.stdout.toString()}${out.stderr.toString()}`.split('\n')[0]?.split(' Copyright')[0]?.trim() ?? 'wrk'
+}
+
+function gatewayConfig(mockUrl: string, plugins: unknown[]): string {
+  return JSON.stringify(
+    {
+      environment: 'dev',
+      providers: [{ id: 'up', type: 'openai-compatible', baseUrl: mockUrl, keys: [{ id: 'k1', secret: UPSTREAM_SECRET }] }],
+      models: [{ name: BENCH_MODEL, targets: [{ provider: 'up', model: BENCH_MODEL }] }],
+      plugins,
+    },
+    null,
+    2,
+  )
+}
+
+function usesAuth(plugins: readonly unknown[]): boolean {
+  return plugins.some((p) => p === 'auth' || (typeof p === 'object' && p !== null && 'use' in p && p.use === 'auth'))
+}
+
+/** Creates a user and an API key through the admin API (DESIGN.md), for runs with the auth plugin on. */
+async function provisionKey(origin: string, adminKey: string): Promise<string> {
+  const call = async (path: string, body: unknown): Promise<Record<string, unknown>> => {
+    const res = await fetch(`${origin}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${adminKey}` },
+      body: JSON.stringify(body),
+    })
+    const text = await res.text()
+    if (res.status !== 201 && res.status !== 200) throw new Error(`admin ${path} answered ${res.status}: ${text.slice(0, 300)}`)
+    return JSON.parse(text) as Record<string, unknown>
+  }
+  const user = await call('/admin/users', { name: 'bench' })
+  const key = await call('/admin/keys', { user_id: user.id, name: 'bench' })
+  if (typeof key.key !== 'string') throw new Error('admin /admin/keys returned no key')
+  return key.key
+}
+
+async function mockStats(origin: string): Promise<{ requests: number; last_authorization: unknown }> {
+  const res = await fetch(`${origin}/mock/stats`)
+  return (await res.json()) as { requests: number; last_authorization: unknown }
+}
+
+async function measure(target: Target, scenario: ScenarioName, mode: LoadMode, round: number, s: Settings, bodyFiles: Record<ScenarioName, string>, apiKey: string | undefined): Promise<Sample> {
+  const url = `${target.baseUrl}/chat/completions`
+  const cpuBefore = cpuMicros(target.pid)
+  const rss = sampleRss(target.pid)
+  let sample: Omit<Sample, 'cpuUsPerReq' | 'peakRssMb'>
+  let served: number
+  if (mode === 'concurrency') {
+    const r = await runWrk({ url, bodyFile: bodyFiles[scenario], apiKey, connections: s.connections, threads: s.threads, durationS: s.durationS })
+    sample = { scenario, mode, target: target.name, round, rps: r.rps, p50Ms: r.latencyMs.p50, p99Ms: r.latencyMs.p99, requests: r.requests, non2xx: r.non2xx, errors: r.socketErrors }
+    served = r.requests
+  } else {
+    const r = await runFixedRateProcess(url, bodyFiles[scenario], SCENARIOS[scenario].stream, s.rate, s.durationS, apiKey)
+    sample = {
+      scenario,
+      mode,
+      target: target.name,
+      round,
+      rps: r.achievedRps,
+      p50Ms: r.latencyMs.p50,
+      p99Ms: r.latencyMs.p99,
+      requests: r.ok + r.non2xx + r.invalid,
+      non2xx: r.non2xx,
+      errors: r.invalid + r.failed + r.timedOut + r.dropped,
+    }
+    // The server also answered the generator's unrecorded warm-up inside this CPU window.
+    served = sample.requests + r.warmupAnswered
+  }
+  const cpu = cpuMicros(target.pid) - cpuBefore
+  const peakKib = rss.stop()
+  return { ...sample, cpuUsPerReq: served > 0 ? cpu / served : Number.NaN, peakRssMb: peakKib / 1024 }
+}
+
+/** The fixed-rate generator runs in its own process, away from the runner's timers and /proc sampling. */
+async function runFixedRateProcess(url: string, bodyFile: string, stream: boolean, rate: number, durationS: number, apiKey: string | undefined): Promise<FixedRateResult> {
+  const args = ['bun', 'run', FIXED_RATE, '--url', url, '--body-file', bodyFile, '--rate', String(rate), '--duration', String(durationS)]
+  if (stream) args.push('--stream')
+  if (apiKey !== undefined) args.push('--api-key', apiKey)
+  const proc = Bun.spawn(args, { stdout: 'pipe', stderr: 'pipe' })
+  const guard = setTimeout(() => proc.kill('SIGKILL'), (durationS + 30) * 1000)
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+  clearTimeout(guard)
+  const line = stdout.split('\n').find((l) => l.startsWith('FIXED_RATE_JSON '))
+  if (code !== 0 || line === undefined) throw new Error(`fixed-rate generator failed (exit ${code}): ${stderr.trim() || stdout.trim()}`)
+  return JSON.parse(line.slice('FIXED_RATE_JSON '.length)) as FixedRateResult
+}
+
+async function warmUp(target: Target, scenario: ScenarioName, s: Settings, bodyFiles: Record<ScenarioName, string>, apiKey: string | undefined): Promise<void> {
+  const url = `${target.baseUrl}/chat/completions`
+  if (hasWrk()) await runWrk({ url, bodyFile: bodyFiles[scenario], apiKey, connections: s.connections, threads: s.threads, durationS: s.warmupS })
+  else await runFixedRateProcess(url, bodyFiles[scenario], SCENARIOS[scenario].stream, s.rate, s.warmupS, apiKey)
+}
+
+function fmt(sample: Sample): string {
+  return (
+    `${Math.round(sample.rps).toLocaleString('en-US')} req/s, p50 ${sample.p50Ms.toFixed(2)} ms, p99 ${sample.p99Ms.toFixed(2)} ms, ` +
+    `${Math.round(sample.cpuUsPerReq)} µs CPU/req, ${Math.round(sample.peakRssMb)} MB` +
+    (sample.non2xx + sample.errors > 0 ? `, ${sample.non2xx} non-2xx, ${sample.errors} errors` : '')
+  )
+}
+
+/** Runs the benchmark with command-line `argv`; returns the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let s: Settings
+  try {
+    s = parseSettings(argv)
+  } catch (error) {
+    console.error(`${error instanceof Error ? error.message : String(error)}\n\n${USAGE}`)
+    return 2
+  }
+  const notes: string[] = []
+  if (s.modes.includes('concurrency') && !hasWrk()) {
+    console.error('wrk is not installed; it drives the fixed-concurrency load. Install it with `apt-get install -y wrk` (Debian/Ubuntu) or run with --mode rate.')
+    return 2
+  }
+  if (s.targets.includes('gateway') && !existsSync(GATEWAY_ENTRY)) {
+    log(`note: ${GATEWAY_ENTRY} does not exist yet; measuring without the gateway row`)
+    notes.push('gateway row skipped: src/main.ts did not exist')
+    s.targets = s.targets.filter((t) => t !== 'gateway')
+  }
+
+  // Per measurement: the load itself, the 0.5 s pause, and for fixed rate the generator's start and 1 s warm-up.
+  const perRound = s.modes.reduce((sum, mode) => sum + s.durationS + (mode === 'rate' ? 2 : 0.5), 0)
+  const estimate = s.scenarios.length * s.targets.length * (s.warmupS + 1 + s.rounds * perRound)
+  log(`sluice HTTP benchmark: ${s.scenarios.join('+')} × ${s.modes.join('+')} × ${s.targets.join('+')}, ${s.rounds} round(s) of ${s.durationS} s; about ${Math.ceil(estimate / 60)} min`)
+
+  const tmp = mkdtempSync(join(tmpdir(), 'sluice-bench-'))
+  const servers: ServerProcess[] = []
+  const cleanup = async (): Promise<void> => {
+    await Promise.all(servers.map((server) => server.stop()))
+  }
+  const onSignal = (): void => {
+    void cleanup().then(() => process.exit(130))
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+
+  try {
+    const bodyFiles = {} as Record<ScenarioName, string>
+    for (const name of Object.keys(SCENARIOS) as ScenarioName[]) {
+      bodyFiles[name] = join(tmp, `${name}.json`)
+      writeFileSync(bodyFiles[name], SCENARIOS[name].body)
+    }
+
+    // The mock always runs: it is the upstream of the other two.
+    const mockPort = freePort()
+    const mockArgs = ['bun', 'run', MOCK_UPSTREAM_CLI, '--port', String(mockPort)]
+    if (s.mockChunks !== undefined) mockArgs.push('--chunks', String(s.mockChunks))
+    if (s.mockChunkDelayMs !== undefined) mockArgs.push('--chunk-delay-ms', String(s.mockChunkDelayMs))
+    if (s.mockLatencyMs !== undefined) mockArgs.push('--latency-ms', String(s.mockLatencyMs))
+    const mock = await spawnServer({ name: 'mock upstream', cmd: mockArgs, port: mockPort, logFile: join(tmp, 'mock.log') })
+    servers.push(mock)
+    const targets: Target[] = []
+    if (s.targets.includes('mock')) targets.push({ name: 'mock', baseUrl: `${mock.origin}/v1`, pid: mock.pid })
+
+    if (s.targets.includes('raw')) {
+      const port = freePort()
+      const raw = await spawnServer({ name: 'raw proxy', cmd: ['bun', 'run', RAW_PROXY, '--port', String(port), '--upstream', mock.origin], port, logFile: join(tmp, 'raw.log') })
+      servers.push(raw)
+      targets.push({ name: 'raw', baseUrl: `${raw.origin}/v1`, pid: raw.pid })
+    }
+
+    let apiKey = s.apiKey
+    if (s.targets.includes('gateway')) {
+      const port = freePort()
+      const configFile = join(tmp, 'sluice.config.json')
+      writeFileSync(configFile, gatewayConfig(`${mock.origin}/v1`, s.plugins))
+      const adminKey = s.env.SLUICE_ADMIN_KEY ?? `bench-admin-${crypto.randomUUID()}`
+      const env = {
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        SLUICE_CONFIG: configFile,
+        DATABASE_URL: 'sqlite::memory:',
+        LOG_LEVEL: 'error',
+        SLUICE_ADMIN_KEY: adminKey,
+        // Set so a dev boot does not write a key file into the repository's data dir.
+        SLUICE_ENCRYPTION_KEY: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64'),
+        ...s.env,
+      }
+      const gateway = await spawnServer({ name: 'gateway', cmd: ['bun', 'run', GATEWAY_ENTRY], cwd: ROOT, env, port, logFile: join(tmp, 'gateway.log') })
+      servers.push(gateway)
+      targets.push({ name: 'gateway', baseUrl: `${gateway.origin}/v1`, pid: gateway.pid })
+      if (apiKey === undefined && usesAuth(s.plugins)) {
+        apiKey = await provisionKey(gateway.origin, adminKey)
+        log('created a benchmark API key through the admin API')
+      }
+    }
+
+    const verification: Record<string, Verification> = {}
+    for (const target of targets) {
+      const before = await mockStats(mock.origin)
+      verification[target.name] = await verifyTarget(TARGET_LABELS[target.name], target.baseUrl, apiKey)
+      const after = await mockStats(mock.origin)
+      // Identical bodies could come from the gateway's built-in mock provider; the upstream's counter proves the hop happened.
+      if (after.requests - before.requests < 2) throw new Error(`${TARGET_LABELS[target.name]} answered without calling the mock upstream`)
+      if (target.name === 'gateway' && after.last_authorization !== `Bearer ${UPSTREAM_SECRET}`) {
+        throw new Error(`the gateway did not send the configured upstream key (saw ${String(after.last_authorization)})`)
+      }
+      log(`verified ${TARGET_LABELS[target.name]}: completion, stream framing, [DONE] and usage are valid, and the upstream was called`)
+    }
+
+    const samples: Sample[] = []
+    for (const scenario of s.scenarios) {
+      for (const target of targets) await warmUp(target, scenario, s, bodyFiles, apiKey)
+      for (const mode of s.modes) {
+        for (let round = 1; round <= s.rounds; round++) {
+          // Rotate the order each round so slow drift (heat, page cache) does not always favour one target.
+          const order = targets.map((_, i) => targets[(i + round - 1) % targets.length]).filter((t): t is Target => t !== undefined)
+          for (const target of order) {
+            const sample = await measure(target, scenario, mode, round, s, bodyFiles, apiKey)
+            samples.push(sample)
+            log(`[${scenario}/${mode} round ${round}] ${TARGET_LABELS[target.name]}: ${fmt(sample)}`)
+            // Let sockets from the last run close before the next one starts.
+            await Bun.sleep(500)
+          }
+        }
+      }
+    }
+
+    const rows = summarize(samples)
+    const table = renderTable(rows, { connections: s.connections, rate: s.rate })
+    const git = gitInfo()
+    notes.push(
+      'CPU µs/req and peak RSS are of the target server process only (for the proxies, not of the mock behind them).',
+      `All processes share this machine's cores: wrk (${s.threads} thread), the mock, the proxy or gateway; compare rows of one run, not across machines.`,
+    )
+    const meta: RunMeta = {
+      date: new Date().toISOString(),
+      commit: git.commit,
+      dirty: git.dirty,
+      label: s.label,
+      machine: machineInfo(),
+      bun: Bun.version,
+      wrk: wrkVersion(),
+      settings: {
+        duration_s: s.durationS,
+        rounds: s.rounds,
+        warmup_s: s.warmupS,
+        connections: s.connections,
+        wrk_threads: s.threads,
+        rate: s.rate,
+        plugins: s.plugins,
+        extra_env: Object.keys(s.env),
+        body_bytes: { chat: SCENARIOS.chat.body.length, stream: SCENARIOS.stream.body.length },
+      },
+      notes,
+    }
+    const files = writeResults(s.outDir, meta, samples, rows, table, { verification })
+    console.log(`\n${table}`)
+    for (const note of notes) console.log(`- ${note}`)
+    console.log(`\nresults: ${files.md}\n         ${files.json}`)
+    const failures = rows.reduce((sum, r) => sum + r.non2xx + r.errors, 0)
+    if (failures > 0) log(`warning: ${failures} non-2xx answers or errors during the run (see the table)`)
+    return 0
+  } catch (error) {
+    console.error(`benchmark failed: ${error instanceof Error ? error.message : String(error)}`)
+    return 1
+  } finally {
+    await cleanup()
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    rmSync(tmp, { recursive: true, force: true })
+  }
+}
+
+if (import.meta.main) process.exit(await main(Bun.argv.slice(2)))

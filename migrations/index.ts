@@ -1,0 +1,16 @@
+/**
+ * Every migration, listed by hand.
+ *
+ * A static list rather than a directory scan: it works the same from source, from a
+ * bundle and from a compiled binary, and a migration can never be picked up (or missed)
+ * because of what happens to sit in a folder at run time.
+ *
+ * Kysely runs them in the order of their names, so a new migration takes the next
+ * number: `0002-…`. Never rename or edit one that has shipped; add a new one.
+ */
+import type { Migration } from 'kysely/migration';
+import * as initial from './0001-initial.ts';
+
+export const migrations = {
+  '0001-initial': initial,
+} as const satisfies Readonly<Record<string, Migration>>;

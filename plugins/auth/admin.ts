@@ -1,0 +1,495 @@
+import { Elysia } from 'elysia'
+import type { Selectable } from 'kysely'
+import { GatewayError } from '../../src/errors.ts'
+import { isUniqueViolation } from '../../src/db/index.ts'
+import type { ApiKeysTable, TeamsTable, UsersTable } from '../../src/db/schema.ts'
+import { newId } from '../../src/lib/id.ts'
+import type { Services } from '../../src/services.ts'
+import { displayKey, mintKey } from './key-format.ts'
+import { audit, decodeCursor, encodeCursor, fromJson, iso, toJson, type Db } from './repo.ts'
+import * as S from './schemas.ts'
+
+type UserRow = Selectable<UsersTable>
+type TeamRow = Selectable<TeamsTable>
+type KeyRow = Selectable<ApiKeysTable>
+
+export interface AdminDeps {
+  services: Services
+  environment: string
+  /** Tell every instance to drop cached key records: a key hash, or all. */
+  invalidate(hash: string | null): Promise<void>
+}
+
+const MAX_METADATA = 16 * 1024
+const tags = ['Admin: users, teams, keys']
+
+/** `/admin` routes for users, teams, members and keys. Every change is audited and invalidates caches. */
+export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
+  const db: Db = services.db.db
+  const now = () => services.now()
+
+  const user = async (id: string, includeDeleted = false): Promise<UserRow> => {
+    const row = await db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst()
+    if (!row || (row.deleted_at && !includeDeleted)) throw notFound('user', id)
+    return row
+  }
+  const team = async (id: string): Promise<TeamRow> => {
+    const row = await db.selectFrom('teams').selectAll().where('id', '=', id).executeTakeFirst()
+    if (!row || row.deleted_at) throw notFound('team', id)
+    return row
+  }
+  const key = async (id: string): Promise<KeyRow> => {
+    const row = await db.selectFrom('api_keys').selectAll().where('id', '=', id).executeTakeFirst()
+    if (!row) throw notFound('key', id)
+    return row
+  }
+
+  return new Elysia({ name: 'sluice.auth.admin', prefix: '/admin' })
+    // Transform runs before body validation: a caller without the admin key learns nothing about the schema.
+    .onTransform(({ request }) => {
+      const refused = services.admin.check(request)
+      if (refused) throw refused
+    })
+    // Users
+    .post(
+      '/users',
+      async ({ body, set }) => {
+        checkMetadata(body.metadata)
+        const at = iso(now())
+        const id = body.id ?? newId('usr')
+        await insertOrConflict(
+          () =>
+            db
+              .insertInto('users')
+              .values({ id, email: body.email ?? null, name: body.name ?? null, disabled_at: null, deleted_at: null, limits: toJson(body.limits), budget: toJson(body.budget), metadata: toJson(body.metadata), created_at: at, updated_at: at })
+              .execute(),
+          `A user with id "${id}"${body.email ? ` or email "${body.email}"` : ''} already exists.`,
+        )
+        await audit(db, { action: 'user.create', targetType: 'user', targetId: id })
+        set.status = 201
+        return userView(await user(id))
+      },
+      { body: S.CreateUser, detail: { tags, summary: 'Create a user' } },
+    )
+    .get(
+      '/users',
+      async ({ query }) => {
+        const rows = await page(db.selectFrom('users').selectAll().where('deleted_at', 'is', null), query)
+        return list(rows, userView)
+      },
+      { query: S.ListQuery, detail: { tags, summary: 'List users (newest first, cursor paged)' } },
+    )
+    .get('/users/:id', async ({ params }) => userView(await user(params.id, true)), { detail: { tags, summary: 'Get a user (deleted users too, with status "deleted")' } })
+    .patch(
+      '/users/:id',
+      async ({ params, body }) => {
+        const row = await user(params.id)
+        checkMetadata(body.metadata)
+        const at = iso(now())
+        await insertOrConflict(
+          () =>
+            db
+              .updateTable('users')
+              .set({
+                ...(body.email !== undefined && { email: body.email }),
+                ...(body.name !== undefined && { name: body.name }),
+                ...(body.disabled !== undefined && { disabled_at: body.disabled ? (row.disabled_at ?? at) : null }),
+                ...(body.limits !== undefined && { limits: toJson(body.limits) }),
+                ...(body.budget !== undefined && { budget: toJson(body.budget) }),
+                ...(body.metadata !== undefined && { metadata: toJson(body.metadata) }),
+                updated_at: at,
+              })
+              .where('id', '=', row.id)
+              .execute(),
+          `Another user already has email "${body.email}".`,
+        )
+        await audit(db, { action: 'user.update', targetType: 'user', targetId: row.id, details: { fields: Object.keys(body) } })
+        await invalidate(null)
+        return userView(await user(row.id))
+      },
+      { body: S.PatchUser, detail: { tags, summary: 'Update a user; {"disabled": true} refuses all its keys' } },
+    )
+    .delete(
+      '/users/:id',
+      async ({ params }) => {
+        const row = await user(params.id)
+        const at = iso(now())
+        await db.updateTable('users').set({ deleted_at: at, updated_at: at }).where('id', '=', row.id).execute()
+        await audit(db, { action: 'user.delete', targetType: 'user', targetId: row.id })
+        await invalidate(null)
+        return userView(await user(row.id, true))
+      },
+      { detail: { tags, summary: 'Soft-delete a user: its keys stay and are refused with invalid_user_for_key' } },
+    )
+    // Teams
+    .post(
+      '/teams',
+      async ({ body, set }) => {
+        checkMetadata(body.metadata)
+        const at = iso(now())
+        const id = body.id ?? newId('team')
+        await insertOrConflict(
+          () =>
+            db
+              .insertInto('teams')
+              .values({ id, name: body.name, limits: toJson(body.limits), budget: toJson(body.budget), metadata: toJson(body.metadata), deleted_at: null, created_at: at, updated_at: at })
+              .execute(),
+          `A team with id "${id}" already exists.`,
+        )
+        await audit(db, { action: 'team.create', targetType: 'team', targetId: id })
+        set.status = 201
+        return teamView(await team(id))
+      },
+      { body: S.CreateTeam, detail: { tags, summary: 'Create a team' } },
+    )
+    .get(
+      '/teams',
+      async ({ query }) => list(await page(db.selectFrom('teams').selectAll().where('deleted_at', 'is', null), query), teamView),
+      { query: S.ListQuery, detail: { tags, summary: 'List teams' } },
+    )
+    .get('/teams/:id', async ({ params }) => teamView(await team(params.id)), { detail: { tags, summary: 'Get a team' } })
+    .patch(
+      '/teams/:id',
+      async ({ params, body }) => {
+        const row = await team(params.id)
+        checkMetadata(body.metadata)
+        await db
+          .updateTable('teams')
+          .set({
+            ...(body.name !== undefined && { name: body.name }),
+            ...(body.limits !== undefined && { limits: toJson(body.limits) }),
+            ...(body.budget !== undefined && { budget: toJson(body.budget) }),
+            ...(body.metadata !== undefined && { metadata: toJson(body.metadata) }),
+            updated_at: iso(now()),
+          })
+          .where('id', '=', row.id)
+          .execute()
+        await audit(db, { action: 'team.update', targetType: 'team', targetId: row.id, details: { fields: Object.keys(body) } })
+        await invalidate(null)
+        return teamView(await team(row.id))
+      },
+      { body: S.PatchTeam, detail: { tags, summary: 'Update a team' } },
+    )
+    .delete(
+      '/teams/:id',
+      async ({ params }) => {
+        const row = await team(params.id)
+        const at = iso(now())
+        await db.updateTable('teams').set({ deleted_at: at, updated_at: at }).where('id', '=', row.id).execute()
+        await audit(db, { action: 'team.delete', targetType: 'team', targetId: row.id })
+        await invalidate(null)
+        return { ...teamView(row), deleted_at: at }
+      },
+      { detail: { tags, summary: 'Soft-delete a team: keys bound to it are refused' } },
+    )
+    .get(
+      '/teams/:id/members',
+      async ({ params }) => {
+        const row = await team(params.id)
+        const members = await db.selectFrom('team_members').selectAll().where('team_id', '=', row.id).orderBy('created_at').execute()
+        return { object: 'list', data: members.map((m) => ({ object: 'team_member', team_id: m.team_id, user_id: m.user_id, role: m.role, created_at: m.created_at })), next_cursor: null }
+      },
+      { detail: { tags, summary: 'List the members of a team' } },
+    )
+    .post(
+      '/teams/:id/members',
+      async ({ params, body, set }) => {
+        const t = await team(params.id)
+        const u = await user(body.user_id)
+        const at = iso(now())
+        await insertOrConflict(
+          () => db.insertInto('team_members').values({ team_id: t.id, user_id: u.id, role: body.role ?? 'member', created_at: at }).execute(),
+          `User ${u.id} is already a member of team ${t.id}.`,
+        )
+        await audit(db, { action: 'team.member.add', targetType: 'team', targetId: t.id, details: { user_id: u.id } })
+        await invalidate(null)
+        set.status = 201
+        return { object: 'team_member', team_id: t.id, user_id: u.id, role: body.role ?? 'member', created_at: at }
+      },
+      { body: S.AddMember, detail: { tags, summary: 'Add a user to a team' } },
+    )
+    .delete(
+      '/teams/:id/members/:user_id',
+      async ({ params }) => {
+        const t = await team(params.id)
+        const result = await db.deleteFrom('team_members').where('team_id', '=', t.id).where('user_id', '=', params.user_id).executeTakeFirst()
+        if (Number(result.numDeletedRows) === 0) throw new GatewayError('not_found', `User ${params.user_id} is not a member of team ${t.id}.`)
+        await audit(db, { action: 'team.member.remove', targetType: 'team', targetId: t.id, details: { user_id: params.user_id } })
+        await invalidate(null)
+        return { object: 'team_member', team_id: t.id, user_id: params.user_id, deleted: true }
+      },
+      { detail: { tags, summary: 'Remove a user from a team' } },
+    )
+    // Keys
+    .post(
+      '/keys',
+      async ({ body, set }) => {
+        const owner = await user(body.user_id)
+        if (owner.disabled_at) throw new GatewayError('invalid_request', `User ${owner.id} is disabled; enable it before giving it keys.`, { param: 'user_id' })
+        if (body.team_id) {
+          await team(body.team_id)
+          const member = await db.selectFrom('team_members').select('user_id').where('team_id', '=', body.team_id).where('user_id', '=', owner.id).executeTakeFirst()
+          if (!member) throw new GatewayError('invalid_request', `User ${owner.id} is not a member of team ${body.team_id}; add it first (POST /admin/teams/${body.team_id}/members).`, { param: 'team_id' })
+        }
+        checkMetadata(body.metadata)
+        const expiresAt = parseTime(body.expires_at, 'expires_at')
+        if (expiresAt !== null && expiresAt <= now()) throw new GatewayError('invalid_request', 'expires_at must be in the future.', { param: 'expires_at' })
+        const minted = mintKey(body.environment ?? environment)
+        const at = iso(now())
+        const id = newId('key')
+        await db
+          .insertInto('api_keys')
+          .values({
+            id, hash: minted.hash, start: minted.start, end: minted.end, environment: body.environment ?? environment, user_id: owner.id,
+            team_id: body.team_id ?? null, name: body.name ?? null, models: toJson(body.models), scopes: toJson(body.scopes),
+            limits: toJson(body.limits), budget: toJson(body.budget), status: 'active', expires_at: expiresAt === null ? null : iso(expiresAt),
+            created_at: at, updated_at: at, last_used_at: null, revoked_at: null, revoked_reason: null, rotated_from: null,
+            rotated_to: null, grace_until: null, metadata: toJson(body.metadata),
+          })
+          .execute()
+        await audit(db, { action: 'key.create', targetType: 'key', targetId: id, details: { user_id: owner.id, team_id: body.team_id ?? null } })
+        // A negative cache entry for this hash (someone tried it before it existed) must go.
+        await invalidate(minted.hash)
+        set.status = 201
+        return { ...keyView(await key(id), now()), key: minted.plaintext }
+      },
+      { body: S.CreateKey, detail: { tags, summary: 'Create a key; the plaintext `key` appears only in this response' } },
+    )
+    .get(
+      '/keys',
+      async ({ query }) => {
+        let q = db.selectFrom('api_keys').selectAll()
+        if (query.user_id) q = q.where('user_id', '=', query.user_id)
+        if (query.team_id) q = q.where('team_id', '=', query.team_id)
+        const at = iso(now())
+        if (query.status === 'revoked') q = q.where((eb) => eb.or([eb('status', '=', 'revoked'), eb('grace_until', '<=', at)]))
+        if (query.status === 'expired') q = q.where('status', '=', 'active').where('expires_at', '<=', at)
+        if (query.status === 'active') {
+          q = q
+            .where('status', '=', 'active')
+            .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', at)]))
+            .where((eb) => eb.or([eb('grace_until', 'is', null), eb('grace_until', '>', at)]))
+        }
+        return list(await page(q, query), (r: KeyRow) => keyView(r, now()))
+      },
+      { query: S.KeyListQuery, detail: { tags, summary: 'List keys, filtered by owner, team or status' } },
+    )
+    .get(
+      '/keys/expiring',
+      async ({ query }) => {
+        const within = parseDuration(query.within ?? '7d')
+        const from = iso(now())
+        const to = iso(now() + within)
+        const rows = await db
+          .selectFrom('api_keys')
+          .selectAll()
+          .where('status', '=', 'active')
+          .where('expires_at', '>', from)
+          .where('expires_at', '<=', to)
+          .orderBy('expires_at')
+          .limit(1000)
+          .execute()
+        return { object: 'list', data: rows.map((r) => keyView(r, now())), next_cursor: null }
+      },
+      { query: S.ExpiringQuery, detail: { tags, summary: 'Active keys that expire within a window (default 7d)' } },
+    )
+    .get('/keys/:id', async ({ params }) => keyView(await key(params.id), now()), { detail: { tags, summary: 'Get a key (never its plaintext)' } })
+    .patch(
+      '/keys/:id',
+      async ({ params, body }) => {
+        const row = await key(params.id)
+        checkMetadata(body.metadata)
+        const expiresAt = body.expires_at === undefined ? undefined : parseTime(body.expires_at, 'expires_at')
+        await db
+          .updateTable('api_keys')
+          .set({
+            ...(body.name !== undefined && { name: body.name }),
+            ...(expiresAt !== undefined && { expires_at: expiresAt === null ? null : iso(expiresAt) }),
+            ...(body.models !== undefined && { models: toJson(body.models) }),
+            ...(body.scopes !== undefined && { scopes: toJson(body.scopes) }),
+            ...(body.limits !== undefined && { limits: toJson(body.limits) }),
+            ...(body.budget !== undefined && { budget: toJson(body.budget) }),
+            ...(body.metadata !== undefined && { metadata: toJson(body.metadata) }),
+            updated_at: iso(now()),
+          })
+          .where('id', '=', row.id)
+          .execute()
+        await audit(db, { action: 'key.update', targetType: 'key', targetId: row.id, details: { fields: Object.keys(body) } })
+        await invalidate(row.hash)
+        return keyView(await key(row.id), now())
+      },
+      { body: S.PatchKey, detail: { tags, summary: 'Change a key: name, expiry, models, scopes, limits, budget' } },
+    )
+    .post(
+      '/keys/:id/revoke',
+      async ({ params, body }) => {
+        const row = await key(params.id)
+        if (row.status === 'revoked') throw new GatewayError('conflict', `Key ${row.id} is already revoked (at ${row.revoked_at}).`)
+        const at = iso(now())
+        await db.updateTable('api_keys').set({ status: 'revoked', revoked_at: at, revoked_reason: body?.reason ?? null, updated_at: at }).where('id', '=', row.id).execute()
+        await audit(db, { action: 'key.revoke', targetType: 'key', targetId: row.id, details: { reason: body?.reason ?? null } })
+        await invalidate(row.hash)
+        return keyView(await key(row.id), now())
+      },
+      { body: S.RevokeKey, detail: { tags, summary: 'Revoke a key at once, on every instance' } },
+    )
+    .post(
+      '/keys/:id/rotate',
+      async ({ params, body, set }) => {
+        const row = await key(params.id)
+        const view = keyView(row, now())
+        if (view.status !== 'active') throw new GatewayError('conflict', `Key ${row.id} is ${view.status}; only an active key can be rotated.`)
+        const grace = body?.grace_seconds ?? 0
+        const minted = mintKey(row.environment)
+        const id = newId('key')
+        const at = iso(now())
+        const graceUntil = iso(now() + grace * 1000)
+        await db.transaction().execute(async (tx) => {
+          await tx
+            .insertInto('api_keys')
+            .values({
+              ...row, id, hash: minted.hash, start: minted.start, end: minted.end, created_at: at, updated_at: at, last_used_at: null,
+              status: 'active', revoked_at: null, revoked_reason: null, rotated_from: row.id, rotated_to: null, grace_until: null,
+            })
+            .execute()
+          await tx
+            .updateTable('api_keys')
+            .set({
+              rotated_to: id,
+              grace_until: graceUntil,
+              updated_at: at,
+              ...(grace === 0 && { status: 'revoked' as const, revoked_at: at, revoked_reason: 'rotated' }),
+            })
+            .where('id', '=', row.id)
+            .execute()
+        })
+        await audit(db, { action: 'key.rotate', targetType: 'key', targetId: row.id, details: { new_key_id: id, grace_seconds: grace } })
+        await invalidate(row.hash)
+        await invalidate(minted.hash)
+        set.status = 201
+        return { ...keyView(await key(id), now()), key: minted.plaintext, previous: keyView(await key(row.id), now()) }
+      },
+      { body: S.RotateKey, detail: { tags, summary: 'Replace a key with a new secret; the old one works for grace_seconds more' } },
+    )
+}
+
+/** Newest first, after the cursor. */
+async function page<Q extends { where: Function; orderBy: Function; limit: Function }>(
+  q: Q,
+  query: { limit?: number; cursor?: string },
+): Promise<{ rows: Array<{ created_at: string; id: string } & Record<string, unknown>>; limit: number }> {
+  const limit = query.limit ?? 100
+  let sel = q as unknown as import('kysely').SelectQueryBuilder<Record<string, { created_at: string; id: string }>, string, { created_at: string; id: string }>
+  if (query.cursor) {
+    const c = decodeCursor(query.cursor)
+    if (!c) throw new GatewayError('invalid_request', 'The cursor is not one this API gave out; start again without it.', { param: 'cursor' })
+    sel = sel.where((eb) => eb.or([eb('created_at', '<', c.createdAt), eb.and([eb('created_at', '=', c.createdAt), eb('id', '<', c.id)])]))
+  }
+  const rows = await sel.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute()
+  return { rows: rows as Array<{ created_at: string; id: string } & Record<string, unknown>>, limit }
+}
+
+function list<R extends { created_at: string; id: string }, V>(result: { rows: unknown[]; limit: number }, view: (row: R) => V) {
+  const rows = result.rows as R[]
+  const more = rows.length > result.limit
+  const shown = more ? rows.slice(0, result.limit) : rows
+  const last = shown[shown.length - 1]
+  return { object: 'list' as const, data: shown.map(view), next_cursor: more && last ? encodeCursor(last.created_at, last.id) : null }
+}
+
+export function userView(r: UserRow) {
+  return {
+    object: 'user' as const,
+    id: r.id,
+    email: r.email,
+    name: r.name,
+    status: r.deleted_at ? 'deleted' : r.disabled_at ? 'disabled' : 'active',
+    disabled_at: r.disabled_at,
+    deleted_at: r.deleted_at,
+    limits: fromJson(r.limits),
+    budget: fromJson(r.budget),
+    metadata: fromJson(r.metadata),
+    created_at: r.created_at,
+    updated_at: r.updated_at,
+  }
+}
+
+export function teamView(r: TeamRow) {
+  return {
+    object: 'team' as const,
+    id: r.id,
+    name: r.name,
+    limits: fromJson(r.limits),
+    budget: fromJson(r.budget),
+    metadata: fromJson(r.metadata),
+    deleted_at: r.deleted_at,
+    created_at: r.created_at,
+    updated_at: r.updated_at,
+  }
+}
+
+/** A key as the admin API shows it: the display form, never the hash or plaintext. */
+export function keyView(r: KeyRow, now: number) {
+  const rotatedOut = r.grace_until !== null && Date.parse(r.grace_until) <= now
+  const expired = r.expires_at !== null && Date.parse(r.expires_at) <= now
+  const status = r.status === 'revoked' || rotatedOut ? 'revoked' : expired ? 'expired' : 'active'
+  return {
+    object: 'api_key' as const,
+    id: r.id,
+    name: r.name,
+    display: displayKey(r.start, r.end),
+    start: r.start,
+    end: r.end,
+    environment: r.environment,
+    status,
+    user_id: r.user_id,
+    team_id: r.team_id,
+    models: fromJson<string[]>(r.models),
+    scopes: fromJson<string[]>(r.scopes),
+    limits: fromJson(r.limits),
+    budget: fromJson(r.budget),
+    metadata: fromJson(r.metadata),
+    expires_at: r.expires_at,
+    created_at: r.created_at,
+    updated_at: r.updated_at,
+    last_used_at: r.last_used_at,
+    revoked_at: r.revoked_at,
+    revoked_reason: r.revoked_reason,
+    rotated_from: r.rotated_from,
+    rotated_to: r.rotated_to,
+    grace_until: r.grace_until,
+  }
+}
+
+const notFound = (kind: string, id: string) => new GatewayError('not_found', `No ${kind} with id "${id}".`)
+
+async function insertOrConflict(write: () => Promise<unknown>, message: string): Promise<void> {
+  try {
+    await write()
+  } catch (error) {
+    if (isUniqueViolation(error)) throw new GatewayError('conflict', message)
+    throw error
+  }
+}
+
+function checkMetadata(metadata: unknown): void {
+  if (metadata !== undefined && metadata !== null && JSON.stringify(metadata).length > MAX_METADATA) {
+    throw new GatewayError('invalid_request', `metadata is larger than ${MAX_METADATA} bytes once encoded.`, { param: 'metadata' })
+  }
+}
+
+function parseTime(value: string | null | undefined, param: string): number | null {
+  if (value === undefined || value === null) return null
+  const at = Date.parse(value)
+  if (Number.isNaN(at) || !/^\d{4}-\d{2}-\d{2}T/.test(value)) {
+    throw new GatewayError('invalid_request', `${param} must be an RFC 3339 time such as 2030-01-31T00:00:00Z.`, { param })
+  }
+  return at
+}
+
+const UNITS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 } as const
+export function parseDuration(text: string): number {
+  const match = /^(\d{1,6})(s|m|h|d|w)$/.exec(text)
+  if (!match) throw new GatewayError('invalid_request', `"${text}" is not a duration such as 7d or 12h.`, { param: 'within' })
+  return Number(match[1]) * UNITS[match[2] as keyof typeof UNITS]
+}

@@ -1,0 +1,148 @@
+import { Type } from '@sinclair/typebox'
+import { definePlugin, type GatewayRequest } from '../../src/plugin.ts'
+import { presentedSecret } from '../../src/admin-key.ts'
+import { newId } from '../../src/lib/id.ts'
+import { adminRoutes } from './admin.ts'
+import { mintKey } from './key-format.ts'
+import { iso, touchKeys, type KeyRecord } from './repo.ts'
+import { KeyVerifier, type Presented, type Verdict } from './verify.ts'
+
+const Options = Type.Object(
+  {
+    /** Key records kept in memory. @default 100000 */
+    cache_size: Type.Integer({ minimum: 1, default: 100_000 }),
+    /** How long a cached record is trusted without an invalidation message (a safety net if one is lost). @default 30000 */
+    cache_ttl_ms: Type.Integer({ minimum: 0, default: 30_000 }),
+    /** How long an unknown key stays known-unknown. @default 5000 */
+    negative_ttl_ms: Type.Integer({ minimum: 0, default: 5_000 }),
+    /** How often `last_used_at` is written, in one batch. @default 5000 */
+    last_used_flush_ms: Type.Integer({ minimum: 100, default: 5_000 }),
+    /** On the first start of an empty database, create a demo user and key and print the key. @default true */
+    demo_key: Type.Boolean({ default: true }),
+  },
+  { additionalProperties: false },
+)
+
+const CHANNEL = 'auth.invalidate'
+const LOCAL = 'auth'
+const MAX_PENDING_TOUCHES = 100_000
+
+/** The record a request was admitted with, for `describe`. */
+const recordOf = (req: GatewayRequest): KeyRecord | undefined => req.locals[LOCAL] as KeyRecord | undefined
+
+/**
+ * API keys tied to users, teams and environments: every refusal a distinct code with a
+ * message that says what to do. Also serves the admin API for users, teams and keys.
+ */
+export const auth = definePlugin({
+  name: 'auth',
+  options: Options,
+  async setup({ options, config, services, logger }) {
+    const db = services.db.db
+    const verifier = new KeyVerifier({
+      db,
+      environment: config.environment,
+      now: services.now,
+      cacheSize: options.cache_size,
+      cacheTtlMs: options.cache_ttl_ms,
+      negativeTtlMs: options.negative_ttl_ms,
+    })
+    await services.bus.subscribe(CHANNEL, (message) => verifier.invalidate(message === '*' ? null : message))
+    const invalidate = (hash: string | null) => services.bus.publish(CHANNEL, hash ?? '*')
+
+    // last_used_at: remembered per key, written in one batch off the response path.
+    let touched = new Map<string, number>()
+    const flush = async () => {
+      if (touched.size === 0) return
+      const batch = touched
+      touched = new Map()
+      try {
+        await touchKeys(db, batch)
+      } catch (error) {
+        logger.warn('could not write last_used_at; will retry', { error: String(error), keys: batch.size })
+        for (const [id, at] of batch) if (!touched.has(id) && touched.size < MAX_PENDING_TOUCHES) touched.set(id, at)
+      }
+    }
+    const timer = setInterval(() => void flush(), options.last_used_flush_ms)
+    timer.unref?.()
+
+    if (options.demo_key) await createDemoKey(services.db.db, config.environment, logger)
+
+    const present = (req: GatewayRequest): Presented => ({
+      key: presentedSecret(req.request),
+      endpoint: req.endpoint,
+      model: req.endpoint === 'models.list' || req.endpoint === 'models.get' || req.endpoint === 'key' ? undefined : req.model,
+      team: req.request.headers.get('openai-organization'),
+    })
+    const apply = (req: GatewayRequest, verdict: Verdict) => {
+      if (!verdict.ok) return verdict.error
+      req.identity = verdict.identity
+      req.locals[LOCAL] = verdict.record
+      if (touched.size < MAX_PENDING_TOUCHES) touched.set(verdict.record.id, services.now())
+      return undefined
+    }
+
+    return {
+      authenticate(req) {
+        const verdict = verifier.verify(present(req))
+        return verdict instanceof Promise ? verdict.then((v) => apply(req, v)) : apply(req, verdict)
+      },
+      describe(req) {
+        const record = recordOf(req)
+        if (!record) return {}
+        const identity = req.identity
+        const now = services.now()
+        return {
+          id: record.id,
+          name: record.name,
+          environment: record.environment,
+          status: record.graceUntil !== null && record.graceUntil > now ? 'rotating' : 'active',
+          user_id: record.user.id,
+          team_id: identity?.teamId ?? null,
+          models: record.models,
+          scopes: record.scopes,
+          limits: record.limits,
+          budget: record.budget,
+          expires_at: record.expiresAt === null ? null : iso(record.expiresAt),
+          grace_until: record.graceUntil === null ? null : iso(record.graceUntil),
+        }
+      },
+      routes(app) {
+        app.use(adminRoutes({ services, environment: config.environment, invalidate }))
+      },
+      stats: () => ({ hits: verifier.hits, misses: verifier.misses }),
+      async close() {
+        clearInterval(timer)
+        await flush()
+      },
+    }
+  },
+})
+
+/** First start of an empty database: one demo user with one key, printed once. */
+async function createDemoKey(db: import('kysely').Kysely<import('../../src/db/schema.ts').Database>, environment: string, logger: import('../../src/lib/logger.ts').Logger): Promise<void> {
+  const done = await db.selectFrom('settings').select('value').where('key', '=', 'demo_key_created').executeTakeFirst()
+  if (done) return
+  const anyUser = await db.selectFrom('users').select('id').limit(1).executeTakeFirst()
+  const at = new Date().toISOString()
+  const claimed = await db
+    .insertInto('settings')
+    .values({ key: 'demo_key_created', value: at, updated_at: at })
+    .onConflict((oc) => oc.column('key').doNothing())
+    .executeTakeFirst()
+  // Another instance claimed it, or the operator already has users: nothing to do.
+  if (Number(claimed.numInsertedOrUpdatedRows ?? 0) === 0 || anyUser) return
+  const userId = 'usr_demo'
+  const minted = mintKey(environment)
+  await db.insertInto('users').values({ id: userId, email: null, name: 'Demo user', disabled_at: null, deleted_at: null, limits: null, budget: null, metadata: null, created_at: at, updated_at: at }).execute()
+  await db
+    .insertInto('api_keys')
+    .values({
+      id: newId('key'), hash: minted.hash, start: minted.start, end: minted.end, environment, user_id: userId, team_id: null, name: 'demo',
+      models: null, scopes: null, limits: null, budget: null, status: 'active', expires_at: null, created_at: at, updated_at: at, last_used_at: null,
+      revoked_at: null, revoked_reason: null, rotated_from: null, rotated_to: null, grace_until: null, metadata: null,
+    })
+    .execute()
+  console.log(`\n  sluice demo API key for user ${userId} (shown once):\n    ${minted.plaintext}\n`)
+  logger.info('created the demo user and key and printed the key once', { user_id: userId })
+}

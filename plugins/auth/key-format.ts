@@ -1,0 +1,45 @@
+import { randomBase62 } from '../../src/lib/id.ts'
+import { ENV_SLUG } from '../../src/config/schema.ts'
+
+/** Characters of secret after `sk-<env>-`: 43 base62 characters carry 256 bits. */
+export const SECRET_LENGTH = 43
+const MIN_SECRET_LENGTH = 32
+const SHAPE = /^sk-([a-z0-9]{1,16})-([0-9A-Za-z]{32,256})$/
+
+/** A freshly minted key: the plaintext (shown once) and what is stored. */
+export interface MintedKey {
+  plaintext: string
+  hash: string
+  start: string
+  end: string
+}
+
+/** SHA-256 hex of the whole key: the only form a key is stored in. */
+export const hashKey = (key: string): string => new Bun.CryptoHasher('sha256').update(key).digest('hex')
+
+/** Mint `sk-<env>-<secret>` from the CSPRNG. */
+export function mintKey(environment: string): MintedKey {
+  if (!ENV_SLUG.test(environment)) throw new Error(`"${environment}" is not an environment slug`)
+  const plaintext = `sk-${environment}-${randomBase62(SECRET_LENGTH)}`
+  return { plaintext, hash: hashKey(plaintext), start: plaintext.slice(0, 12), end: plaintext.slice(-4) }
+}
+
+/** The environment of a well-formed key; null when it does not have the sluice key shape. */
+export function keyEnvironment(key: string): string | null {
+  const match = SHAPE.exec(key)
+  if (!match || match[2]!.length < MIN_SECRET_LENGTH) return null
+  return match[1]!
+}
+
+/**
+ * A form of a presented key that is safe to show and log: never the whole key.
+ * Long enough keys show their display start and last four, like the admin API does.
+ */
+export function maskKey(key: string): string {
+  if (key.length >= 24) return `${key.slice(0, 12)}…${key.slice(-4)}`
+  if (key.length >= 8) return `${key.slice(0, 4)}…(${key.length} characters)`
+  return `(${key.length} characters)`
+}
+
+/** The masked display form of a stored key. */
+export const displayKey = (start: string, end: string): string => `${start}…${end}`

@@ -1,0 +1,140 @@
+import type { Kysely, Transaction } from 'kysely'
+import type { Database } from '../../src/db/schema.ts'
+import type { Budget, Limits } from '../../src/limits.ts'
+import { newId } from '../../src/lib/id.ts'
+
+/** A database or a transaction: repositories take either, so callers can group writes. */
+export type Db = Kysely<Database> | Transaction<Database>
+
+export const iso = (ms: number): string => new Date(ms).toISOString()
+export const toJson = (v: unknown): string | null => (v === undefined || v === null ? null : JSON.stringify(v))
+export function fromJson<T>(text: string | null): T | null {
+  if (text === null) return null
+  try {
+    return JSON.parse(text) as T
+  } catch {
+    return null
+  }
+}
+const ms = (t: string | null): number | null => (t === null ? null : Date.parse(t))
+
+/** Everything auth needs to decide about one key, loaded in one go and cached. */
+export interface KeyRecord {
+  id: string
+  hash: string
+  start: string
+  end: string
+  environment: string
+  name: string | null
+  teamId: string | null
+  models: string[] | null
+  scopes: string[] | null
+  limits: Limits | null
+  budget: Budget | null
+  status: 'active' | 'revoked'
+  expiresAt: number | null
+  revokedAt: number | null
+  revokedReason: string | null
+  rotatedTo: string | null
+  rotatedToStart: string | null
+  graceUntil: number | null
+  user: {
+    id: string
+    disabledAt: number | null
+    deletedAt: number | null
+    limits: Limits | null
+    budget: Budget | null
+  }
+  /** The teams the owner belongs to, by id. */
+  teams: Map<string, { id: string; deletedAt: number | null; limits: Limits | null; budget: Budget | null }>
+}
+
+/** Load a key with its owner and the owner's teams; null when no key has that hash. */
+export async function findKeyRecord(db: Db, hash: string): Promise<KeyRecord | null> {
+  const row = await db
+    .selectFrom('api_keys as k')
+    .innerJoin('users as u', 'u.id', 'k.user_id')
+    .leftJoin('api_keys as n', 'n.id', 'k.rotated_to')
+    .select([
+      'k.id', 'k.hash', 'k.start', 'k.end', 'k.environment', 'k.name', 'k.team_id', 'k.models', 'k.scopes', 'k.limits',
+      'k.budget', 'k.status', 'k.expires_at', 'k.revoked_at', 'k.revoked_reason', 'k.rotated_to', 'k.grace_until',
+      'u.id as user_id', 'u.disabled_at as user_disabled_at', 'u.deleted_at as user_deleted_at',
+      'u.limits as user_limits', 'u.budget as user_budget', 'n.start as rotated_to_start',
+    ])
+    .where('k.hash', '=', hash)
+    .executeTakeFirst()
+  if (!row) return null
+  const teamRows = await db
+    .selectFrom('team_members as m')
+    .innerJoin('teams as t', 't.id', 'm.team_id')
+    .select(['t.id', 't.deleted_at', 't.limits', 't.budget'])
+    .where('m.user_id', '=', row.user_id)
+    .execute()
+  return {
+    id: row.id,
+    hash: row.hash,
+    start: row.start,
+    end: row.end,
+    environment: row.environment,
+    name: row.name,
+    teamId: row.team_id,
+    models: fromJson<string[]>(row.models),
+    scopes: fromJson<string[]>(row.scopes),
+    limits: fromJson<Limits>(row.limits),
+    budget: fromJson<Budget>(row.budget),
+    status: row.status,
+    expiresAt: ms(row.expires_at),
+    revokedAt: ms(row.revoked_at),
+    revokedReason: row.revoked_reason,
+    rotatedTo: row.rotated_to,
+    rotatedToStart: row.rotated_to_start ?? null,
+    graceUntil: ms(row.grace_until),
+    user: {
+      id: row.user_id,
+      disabledAt: ms(row.user_disabled_at),
+      deletedAt: ms(row.user_deleted_at),
+      limits: fromJson<Limits>(row.user_limits),
+      budget: fromJson<Budget>(row.user_budget),
+    },
+    teams: new Map(
+      teamRows.map((t) => [t.id, { id: t.id, deletedAt: ms(t.deleted_at), limits: fromJson<Limits>(t.limits), budget: fromJson<Budget>(t.budget) }]),
+    ),
+  }
+}
+
+/** Write `last_used_at` for many keys at once. */
+export async function touchKeys(db: Db, used: Map<string, number>): Promise<void> {
+  if (used.size === 0) return
+  await db.transaction().execute(async (tx) => {
+    for (const [id, at] of used) {
+      await tx.updateTable('api_keys').set({ last_used_at: iso(at) }).where('id', '=', id).execute()
+    }
+  })
+}
+
+/** One row of the audit trail. Never pass secrets in `details`. */
+export async function audit(db: Db, entry: { action: string; targetType: string; targetId: string; details?: unknown; actor?: string }): Promise<void> {
+  await db
+    .insertInto('audit_log')
+    .values({
+      id: newId('aud'),
+      at: new Date().toISOString(),
+      actor: entry.actor ?? 'admin',
+      action: entry.action,
+      target_type: entry.targetType,
+      target_id: entry.targetId,
+      details: toJson(entry.details),
+    })
+    .execute()
+}
+
+/** Opaque cursor over (created_at, id), newest first. */
+export const encodeCursor = (createdAt: string, id: string): string => Buffer.from(`${createdAt}|${id}`).toString('base64url')
+export function decodeCursor(cursor: string): { createdAt: string; id: string } | null {
+  const text = Buffer.from(cursor, 'base64url').toString('utf8')
+  const bar = text.indexOf('|')
+  if (bar <= 0) return null
+  const createdAt = text.slice(0, bar)
+  if (Number.isNaN(Date.parse(createdAt))) return null
+  return { createdAt, id: text.slice(bar + 1) }
+}

@@ -1,0 +1,86 @@
+import { t } from 'elysia'
+import { BudgetSchema, LimitsSchema } from '../../src/limits.ts'
+import { SCOPES } from './verify.ts'
+
+const Nullable = <T extends Parameters<typeof t.Union>[0][number]>(s: T) => t.Union([s, t.Null()])
+const UserId = t.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$', description: 'usr_… (generated when omitted)' })
+const TeamId = t.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$', description: 'team_… (generated when omitted)' })
+const Name = t.String({ minLength: 1, maxLength: 200 })
+const Email = t.String({ minLength: 3, maxLength: 320, pattern: '^[^\\s@]+@[^\\s@]+$' })
+const Metadata = t.Record(t.String({ maxLength: 100 }), t.Unknown(), { description: 'Free-form JSON (at most 16 KiB once encoded)' })
+const Time = t.String({ description: 'RFC 3339 time', maxLength: 40 })
+const ModelNames = t.Array(t.String({ minLength: 1, maxLength: 256 }), { maxItems: 1000, description: 'Models the key may use; null or absent: all' })
+const Scopes = t.Array(t.Union(SCOPES.map((s) => t.Literal(s))), { maxItems: SCOPES.length, description: `Scopes: ${SCOPES.join(', ')}; null or absent: all` })
+
+export const Limits = LimitsSchema
+export const Budget = BudgetSchema
+
+export const CreateUser = t.Object(
+  { id: t.Optional(UserId), email: t.Optional(Email), name: t.Optional(Name), limits: t.Optional(Limits), budget: t.Optional(Budget), metadata: t.Optional(Metadata) },
+  { additionalProperties: false },
+)
+export const PatchUser = t.Object(
+  {
+    email: t.Optional(Nullable(Email)),
+    name: t.Optional(Nullable(Name)),
+    disabled: t.Optional(t.Boolean()),
+    limits: t.Optional(Nullable(Limits)),
+    budget: t.Optional(Nullable(Budget)),
+    metadata: t.Optional(Nullable(Metadata)),
+  },
+  { additionalProperties: false },
+)
+export const CreateTeam = t.Object(
+  { id: t.Optional(TeamId), name: Name, limits: t.Optional(Limits), budget: t.Optional(Budget), metadata: t.Optional(Metadata) },
+  { additionalProperties: false },
+)
+export const PatchTeam = t.Object(
+  { name: t.Optional(Name), limits: t.Optional(Nullable(Limits)), budget: t.Optional(Nullable(Budget)), metadata: t.Optional(Nullable(Metadata)) },
+  { additionalProperties: false },
+)
+export const AddMember = t.Object({ user_id: UserId, role: t.Optional(t.Union([t.Literal('member'), t.Literal('admin')])) }, { additionalProperties: false })
+
+export const CreateKey = t.Object(
+  {
+    user_id: UserId,
+    team_id: t.Optional(Nullable(TeamId)),
+    name: t.Optional(Name),
+    environment: t.Optional(t.String({ pattern: '^[a-z0-9]{1,16}$', description: 'Defaults to the gateway environment' })),
+    expires_at: t.Optional(Nullable(Time)),
+    models: t.Optional(Nullable(ModelNames)),
+    scopes: t.Optional(Nullable(Scopes)),
+    limits: t.Optional(Nullable(Limits)),
+    budget: t.Optional(Nullable(Budget)),
+    metadata: t.Optional(Metadata),
+  },
+  { additionalProperties: false },
+)
+export const PatchKey = t.Object(
+  {
+    name: t.Optional(Nullable(Name)),
+    expires_at: t.Optional(Nullable(Time)),
+    models: t.Optional(Nullable(ModelNames)),
+    scopes: t.Optional(Nullable(Scopes)),
+    limits: t.Optional(Nullable(Limits)),
+    budget: t.Optional(Nullable(Budget)),
+    metadata: t.Optional(Nullable(Metadata)),
+  },
+  { additionalProperties: false },
+)
+export const RevokeKey = t.Object({ reason: t.Optional(t.String({ maxLength: 500 })) }, { additionalProperties: false })
+export const RotateKey = t.Object(
+  { grace_seconds: t.Optional(t.Integer({ minimum: 0, maximum: 30 * 86400, description: 'How long the old key keeps working. @default 0' })) },
+  { additionalProperties: false },
+)
+export const ListQuery = t.Object({
+  limit: t.Optional(t.Numeric({ minimum: 1, maximum: 500 })),
+  cursor: t.Optional(t.String({ maxLength: 200 })),
+})
+export const KeyListQuery = t.Object({
+  user_id: t.Optional(t.String({ maxLength: 64 })),
+  team_id: t.Optional(t.String({ maxLength: 64 })),
+  status: t.Optional(t.Union([t.Literal('active'), t.Literal('revoked'), t.Literal('expired')])),
+  limit: t.Optional(t.Numeric({ minimum: 1, maximum: 500 })),
+  cursor: t.Optional(t.String({ maxLength: 200 })),
+})
+export const ExpiringQuery = t.Object({ within: t.Optional(t.String({ pattern: '^\\d{1,6}(s|m|h|d|w)$', description: 'e.g. 7d, 12h @default 7d' })) })

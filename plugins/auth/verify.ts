@@ -1,0 +1,182 @@
+import { GatewayError } from '../../src/errors.ts'
+import type { Endpoint, Identity } from '../../src/plugin.ts'
+import { LruCache } from './cache.ts'
+import { displayKey, hashKey, keyEnvironment, maskKey } from './key-format.ts'
+import { findKeyRecord, iso, type Db, type KeyRecord } from './repo.ts'
+
+/** The scope each endpoint needs. Key introspection needs none: a key may always ask about itself. */
+export const ENDPOINT_SCOPES: Record<Endpoint, string | null> = {
+  'chat.completions': 'chat',
+  completions: 'completions',
+  embeddings: 'embeddings',
+  'models.list': 'models',
+  'models.get': 'models',
+  'tokens.count': 'tokens',
+  key: null,
+}
+export const SCOPES = ['chat', 'completions', 'embeddings', 'models', 'tokens'] as const
+
+/** What a check is about: the presented key, the request's endpoint, model and named team. */
+export interface Presented {
+  key: string | null
+  endpoint: Endpoint
+  model?: string
+  /** Team named by `OpenAI-Organization`. */
+  team?: string | null
+}
+
+export type Verdict = { ok: true; identity: Identity; record: KeyRecord } | { ok: false; error: GatewayError; record: KeyRecord | null }
+
+export interface VerifierOptions {
+  db: Db
+  environment: string
+  now: () => number
+  cacheSize: number
+  cacheTtlMs: number
+  negativeTtlMs: number
+}
+
+/**
+ * Decides about a presented key. A warm key costs one SHA-256 and a map lookup: records
+ * are cached (bounded, with expiry); unknown hashes are cached briefly too, so a flood
+ * of wrong keys does not reach the database. Invalidation bumps a generation so a load
+ * that raced an invalidation is not cached.
+ */
+export class KeyVerifier {
+  private readonly cache: LruCache<KeyRecord | null>
+  private readonly loading = new Map<string, Promise<KeyRecord | null>>()
+  private generation = 0
+  hits = 0
+  misses = 0
+
+  constructor(private readonly options: VerifierOptions) {
+    this.cache = new LruCache(options.cacheSize, options.now)
+  }
+
+  invalidate(hash: string | null): void {
+    this.generation++
+    if (hash === null) this.cache.clear()
+    else this.cache.delete(hash)
+  }
+
+  /** The cached or loaded record for a hash (null: no such key). */
+  lookup(hash: string): KeyRecord | null | Promise<KeyRecord | null> {
+    const cached = this.cache.get(hash)
+    if (cached !== undefined) {
+      this.hits++
+      return cached
+    }
+    this.misses++
+    let pending = this.loading.get(hash)
+    if (!pending) {
+      const generation = this.generation
+      pending = findKeyRecord(this.options.db, hash).finally(() => this.loading.delete(hash))
+      pending.then(
+        (record) => {
+          if (generation === this.generation) this.cache.set(hash, record, record ? this.options.cacheTtlMs : this.options.negativeTtlMs)
+        },
+        () => {},
+      )
+      this.loading.set(hash, pending)
+    }
+    return pending
+  }
+
+  verify(presented: Presented): Verdict | Promise<Verdict> {
+    const key = presented.key
+    if (!key) {
+      return fail(new GatewayError('missing_api_key', 'No API key was sent. Send your sluice key as `Authorization: Bearer sk-<env>-…` or in the `x-api-key` header.'))
+    }
+    const env = keyEnvironment(key)
+    if (env === null) {
+      return fail(new GatewayError('invalid_api_key', `The API key ${maskKey(key)} is malformed. sluice keys look like sk-<environment>-<secret of 32+ letters and digits>; check for a truncated copy, quotes or spaces.`))
+    }
+    if (env !== this.options.environment) {
+      return fail(new GatewayError('environment_mismatch', `The API key ${maskKey(key)} belongs to the "${env}" environment, but this gateway serves "${this.options.environment}". Use a ${this.options.environment} key here, or send the request to the ${env} gateway.`))
+    }
+    const record = this.lookup(hashKey(key))
+    if (record instanceof Promise) return record.then((r) => this.decide(key, r, presented))
+    return this.decide(key, record, presented)
+  }
+
+  /** The rules, in the order a user should hear about them. */
+  decide(key: string, record: KeyRecord | null, presented: Presented): Verdict {
+    if (!record) {
+      return fail(new GatewayError('invalid_api_key', `The API key ${maskKey(key)} is not known to this gateway. Check that you copied the whole key (it is shown only once, at creation); otherwise ask an admin for a new one.`))
+    }
+    const shown = displayKey(record.start, record.end)
+    const now = this.options.now()
+    const no = (error: GatewayError): Verdict => ({ ok: false, error, record })
+
+    if (record.status === 'revoked') {
+      const reason = record.revokedReason ? ` (reason: ${record.revokedReason})` : ''
+      const when = record.revokedAt ? ` on ${iso(record.revokedAt)}` : ''
+      return no(new GatewayError('key_revoked', `The API key ${shown} was revoked${when}${reason}. Ask an admin for a new key.`))
+    }
+    if (record.graceUntil !== null && record.graceUntil <= now) {
+      const successor = record.rotatedToStart ? ` (it starts with ${record.rotatedToStart})` : ''
+      return no(new GatewayError('key_revoked', `The API key ${shown} was replaced by rotation and its grace period ended at ${iso(record.graceUntil)}. Use the new key${successor}.`))
+    }
+    if (record.expiresAt !== null && record.expiresAt <= now) {
+      return no(new GatewayError('key_expired', `The API key ${shown} expired at ${iso(record.expiresAt)}. Ask an admin to extend it (PATCH /admin/keys/${record.id} with a later expires_at) or to create a new key.`))
+    }
+    const user = record.user
+    if (user.deletedAt !== null) {
+      return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: its owner ${user.id} was deleted at ${iso(user.deletedAt)}, and keys of deleted users are refused. Ask an admin for a key of an active user.`))
+    }
+    if (user.disabledAt !== null) {
+      return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: its owner ${user.id} is disabled (since ${iso(user.disabledAt)}). Ask an admin to enable the user again (PATCH /admin/users/${user.id} {"disabled": false}).`))
+    }
+    let teamId = record.teamId
+    if (teamId !== null) {
+      const team = record.teams.get(teamId)
+      if (!team) {
+        return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: its owner ${user.id} is not a member of team ${teamId}, which the key is bound to. Ask an admin to add the user to the team (POST /admin/teams/${teamId}/members), or use a key not bound to it.`))
+      }
+      if (team.deletedAt !== null) {
+        return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: the key is bound to team ${teamId}, which was deleted at ${iso(team.deletedAt)}. Use a key of an existing team.`))
+      }
+    }
+    const named = presented.team
+    if (named) {
+      if (teamId !== null && named !== teamId) {
+        return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: the request names team ${named} (OpenAI-Organization header) but the key is bound to team ${teamId}. Drop the header, or use a key of team ${named}.`))
+      }
+      const team = record.teams.get(named)
+      if (!team || team.deletedAt !== null) {
+        return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: its owner ${user.id} is not a member of team ${named}, named by the OpenAI-Organization header. Drop the header, or ask an admin to add the user to that team.`))
+      }
+      teamId = named
+    }
+    const scope = ENDPOINT_SCOPES[presented.endpoint]
+    if (scope !== null && record.scopes !== null && !record.scopes.includes(scope)) {
+      const held = record.scopes.length ? record.scopes.join(', ') : 'none'
+      return no(new GatewayError('insufficient_permissions', `The API key ${shown} lacks the "${scope}" scope that this endpoint needs; it holds: ${held}. Ask an admin to grant it (PATCH /admin/keys/${record.id} scopes).`))
+    }
+    if (presented.model !== undefined && record.models !== null && !record.models.includes(presented.model)) {
+      const allowed = record.models.length ? record.models.join(', ') : 'none'
+      return no(new GatewayError('model_not_allowed', `The API key ${shown} may not use model "${presented.model}"; it may use: ${allowed}. Ask an admin to allow it (PATCH /admin/keys/${record.id} models).`, { param: 'model' }))
+    }
+    const team = teamId === null ? undefined : record.teams.get(teamId)
+    return {
+      ok: true,
+      record,
+      identity: {
+        keyId: record.id,
+        userId: user.id,
+        teamId,
+        environment: record.environment,
+        models: record.models,
+        scopes: record.scopes,
+        attributes: {
+          keyName: record.name,
+          limits: { key: record.limits, user: user.limits, team: team?.limits ?? null },
+          budget: { key: record.budget, user: user.budget, team: team?.budget ?? null },
+          expiresAt: record.expiresAt,
+        },
+      },
+    }
+  }
+}
+
+const fail = (error: GatewayError): Verdict => ({ ok: false, error, record: null })

@@ -1,0 +1,10 @@
+import type { PluginFactory } from '../src/plugin.ts'
+import { auth } from './auth/index.ts'
+
+/**
+ * The built-in plugins by the name a config lists them with. A config without a
+ * `plugins` list gets all of them, in this order.
+ */
+export const BUILTIN_PLUGINS: Record<string, PluginFactory> = {
+  auth: auth as unknown as PluginFactory,
+}

@@ -1,0 +1,75 @@
+import { timingSafeEqual } from 'node:crypto'
+import type { Kysely } from 'kysely'
+import type { Database } from './db/schema.ts'
+import { GatewayError } from './errors.ts'
+import { randomBase62 } from './lib/id.ts'
+import type { Logger } from './lib/logger.ts'
+
+const SETTING = 'admin_key_sha256'
+
+/** Checks the admin bearer key of `/admin/*` requests. */
+export interface AdminAuth {
+  /** Undefined when the request carries the admin key; the refusal otherwise. */
+  check(request: Request): GatewayError | undefined
+}
+
+const sha256 = (text: string): Buffer => Buffer.from(new Bun.CryptoHasher('sha256').update(text).digest())
+
+/** The secret a request presents: `Authorization: Bearer …`, else `x-api-key`. */
+export function presentedSecret(request: Request): string | null {
+  const auth = request.headers.get('authorization')
+  if (auth) {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(auth)
+    return match ? match[1]! : null
+  }
+  return request.headers.get('x-api-key')?.trim() || null
+}
+
+/**
+ * The admin key: `SLUICE_ADMIN_KEY` when set; otherwise one generated on first start,
+ * printed once and kept only as its SHA-256. Compared in constant time.
+ */
+export async function ensureAdminKey(
+  db: Kysely<Database>,
+  configured: string | null,
+  logger: Logger,
+  print: (text: string) => void = (t) => console.log(t),
+): Promise<AdminAuth> {
+  let digest: Buffer
+  if (configured) {
+    digest = sha256(configured)
+  } else {
+    const row = await db.selectFrom('settings').select('value').where('key', '=', SETTING).executeTakeFirst()
+    if (row) {
+      digest = Buffer.from(row.value, 'hex')
+    } else {
+      const key = `sluice-admin-${randomBase62(40)}`
+      digest = sha256(key)
+      await db
+        .insertInto('settings')
+        .values({ key: SETTING, value: digest.toString('hex'), updated_at: new Date().toISOString() })
+        .onConflict((oc) => oc.column('key').doNothing())
+        .execute()
+      // Another instance may have won the race; the stored one is the admin key then.
+      const stored = await db.selectFrom('settings').select('value').where('key', '=', SETTING).executeTakeFirstOrThrow()
+      if (stored.value === digest.toString('hex')) {
+        print(`\n  sluice admin key (shown once; set SLUICE_ADMIN_KEY to choose your own):\n    ${key}\n`)
+        logger.info('generated the admin key and printed it once')
+      } else {
+        digest = Buffer.from(stored.value, 'hex')
+      }
+    }
+  }
+  return {
+    check(request) {
+      const secret = presentedSecret(request)
+      if (!secret) {
+        return new GatewayError('invalid_admin_key', 'No admin key was sent. Send it as `Authorization: Bearer <admin key>`.')
+      }
+      if (!timingSafeEqual(sha256(secret), digest)) {
+        return new GatewayError('invalid_admin_key', 'The admin key is wrong. Use the key printed at first start or the value of SLUICE_ADMIN_KEY.')
+      }
+      return undefined
+    },
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * `bun run migrate` as an operator runs it: a child process, DATABASE_URL in its environment.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { migrations } from '../../migrations/index.ts';
+import {
+  createTestPostgresDatabase,
+  postgresUrlForTests,
+  type TestPostgresDatabase,
+} from '../../test/support/services.ts';
+
+const SCRIPT = join(import.meta.dir, 'migrate.ts');
+const MIGRATION_NAMES = Object.keys(migrations);
+const count = MIGRATION_NAMES.length;
+/** The last line of a run that applied every migration. */
+const appliedAllLine = (url: string): string =>
+  `done: applied ${count} migration${count === 1 ? '' : 's'} to ${url}, now up to date`;
+
+interface RunResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+async function runMigrate(databaseUrl: string | undefined, args: string[] = [], cwd?: string): Promise<RunResult> {
+  const env: Record<string, string | undefined> = { ...process.env, DATABASE_URL: databaseUrl };
+  const child = Bun.spawn([process.execPath, SCRIPT, ...args], { env, cwd, stdout: 'pipe', stderr: 'pipe' });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ]);
+  return { code, stdout, stderr };
+}
+
+const scratchDir = mkdtempSync(join(tmpdir(), 'sluice-migrate-cli-'));
+afterAll(() => rmSync(scratchDir, { recursive: true, force: true }));
+
+describe('bun run migrate on SQLite', () => {
+  const url = `sqlite://${join(scratchDir, 'cli', 'sluice.db')}`;
+
+  test('applies every migration, printing each, then a final line', async () => {
+    const { code, stdout, stderr } = await runMigrate(url);
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    const lines = stdout.trim().split('\n');
+    expect(lines.slice(0, -1)).toEqual(MIGRATION_NAMES.map((name) => `applied ${name}`));
+    expect(lines.at(-1)).toBe(appliedAllLine(url));
+  });
+
+  test('a second run applies nothing', async () => {
+    const { code, stdout } = await runMigrate(url);
+    expect(code).toBe(0);
+    expect(stdout.trim()).toBe(`done: ${url} is already up to date`);
+  });
+
+  test('--status lists each migration with when it was applied', async () => {
+    const { code, stdout } = await runMigrate(url, ['--status']);
+    expect(code).toBe(0);
+    const lines = stdout.trim().split('\n');
+    MIGRATION_NAMES.forEach((name, i) => {
+      expect(lines[i]).toMatch(new RegExp(`^${name}\\s+applied \\d{4}-\\d{2}-\\d{2}T`));
+    });
+    expect(lines.at(-1)).toBe(`${count} applied, 0 pending on ${url}`);
+  });
+
+  test('--status on a fresh database shows everything pending and changes nothing', async () => {
+    const fresh = `sqlite://${join(scratchDir, 'fresh.db')}`;
+    const { code, stdout } = await runMigrate(fresh, ['--status']);
+    expect(code).toBe(0);
+    expect(stdout).toContain(`${MIGRATION_NAMES[0]}  pending`);
+    expect(stdout.trim().split('\n').at(-1)).toBe(`0 applied, ${count} pending on ${fresh}`);
+    expect((await runMigrate(fresh, ['--status'])).stdout).toContain('pending');
+  });
+
+  test('without DATABASE_URL it uses ./data/sluice.db under the current directory', async () => {
+    const cwd = mkdtempSync(join(scratchDir, 'default-'));
+    const { code, stdout } = await runMigrate(undefined, [], cwd);
+    expect(code).toBe(0);
+    expect(stdout.trim().split('\n').at(-1)).toBe(appliedAllLine('sqlite://./data/sluice.db'));
+    expect(await Bun.file(join(cwd, 'data', 'sluice.db')).exists()).toBe(true);
+  });
+});
+
+describe('bun run migrate failures', () => {
+  test('an unsupported URL exits 1 with a message naming the supported forms, password masked', async () => {
+    const { code, stdout, stderr } = await runMigrate('mysql://root:hunter2@localhost/sluice');
+    expect(code).toBe(1);
+    expect(stdout).toBe('');
+    expect(stderr).toContain('Unsupported DATABASE_URL "mysql://root:***@localhost/sluice"');
+    expect(stderr).toContain('sqlite::memory:');
+    expect(stderr).not.toContain('hunter2');
+  });
+
+  test('an unreachable Postgres exits 1 and says which database failed', async () => {
+    const { code, stderr } = await runMigrate('postgres://postgres:hunter2@127.0.0.1:1/none');
+    expect(code).toBe(1);
+    expect(stderr).toContain('migrate: failed on postgres://postgres:***@127.0.0.1:1/none');
+    expect(stderr).not.toContain('hunter2');
+  });
+
+  test('an unknown argument exits 2 with the usage', async () => {
+    const { code, stderr } = await runMigrate('sqlite::memory:', ['--sideways']);
+    expect(code).toBe(2);
+    expect(stderr).toContain('unknown argument --sideways');
+    expect(stderr).toContain('Usage: bun run migrate');
+  });
+});
+
+const postgresUrl = await postgresUrlForTests('src/cli/migrate.test.ts');
+
+describe.skipIf(postgresUrl === null)('bun run migrate on Postgres', () => {
+  let database: TestPostgresDatabase | undefined;
+  beforeAll(async () => {
+    database = await createTestPostgresDatabase(postgresUrl ?? '', 'cli');
+  });
+  afterAll(async () => {
+    await database?.drop();
+  });
+
+  test('applies, then finds nothing to apply', async () => {
+    const url = database?.url ?? '';
+    const first = await runMigrate(url);
+    expect(first.code).toBe(0);
+    expect(first.stdout).toContain(`applied ${MIGRATION_NAMES[0]}`);
+    const second = await runMigrate(url);
+    expect(second.code).toBe(0);
+    expect(second.stdout.trim()).toEndWith('is already up to date');
+  });
+});

@@ -1,0 +1,254 @@
+import { existsSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import { Value } from '@sinclair/typebox/value'
+import { ConfigFileSchema, ENV_SLUG, type ConfigFile, type ModelConfig, type ProviderConfig } from './schema.ts'
+import { isLogLevel, type LogLevel } from '../lib/logger.ts'
+
+/** Where each provider type's official SDK points by default. */
+export const DEFAULT_BASE_URLS: Partial<Record<ProviderConfig['type'], string>> = {
+  openai: 'https://api.openai.com/v1',
+  anthropic: 'https://api.anthropic.com',
+  gemini: 'https://generativelanguage.googleapis.com',
+}
+
+/** Served when the config names no providers: the built-in deterministic mock. */
+export const MOCK_PROVIDER: ProviderConfig = { id: 'mock', type: 'mock', keys: [{ id: 'mock', secret: '' }] }
+export const MOCK_MODEL: ModelConfig = { name: 'mock-gpt', targets: [{ provider: 'mock', model: 'mock-gpt' }] }
+
+export const DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+/** The configuration after files, environment variables and defaults are merged and checked. */
+export interface ResolvedConfig {
+  environment: string
+  port: number
+  host: string
+  databaseUrl: string
+  redisUrl: string | null
+  adminKey: string | null
+  encryptionKey: string | null
+  tls: { cert: string; key: string } | null
+  logLevel: LogLevel
+  maxBodyBytes: number
+  shutdownGraceMs: number
+  providers: ProviderConfig[]
+  models: ModelConfig[]
+  /** Plugin entries as written: names, `{use, options}`, or plugin objects from a TS config; null: all built-ins. */
+  plugins: unknown[] | null
+  /** The config file read, if any. */
+  configPath: string | null
+  /** Relative plugin paths resolve from here (the config file's folder, else the working dir). */
+  baseDir: string
+}
+
+/** A config that cannot boot: every problem, each with its path. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n` + problems.map((p) => `  - ${p}`).join('\n'))
+    this.name = 'ConfigError'
+  }
+}
+
+/** Identity helper that types a TS config file. */
+export const defineConfig = (config: ConfigFile & { plugins?: unknown[] }): ConfigFile => config
+
+export interface LoadOptions {
+  env?: Record<string, string | undefined>
+  cwd?: string
+  /** A config object to use instead of reading a file (tests, embedding). */
+  config?: ConfigFile
+}
+
+/** Read, interpolate, validate and merge the config. Throws `ConfigError` listing every problem. */
+export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedConfig> {
+  const env = options.env ?? process.env
+  const cwd = options.cwd ?? process.cwd()
+  const problems: string[] = []
+
+  let raw: unknown = options.config ?? {}
+  let configPath: string | null = null
+  if (!options.config) {
+    configPath = findConfigFile(env, cwd, problems)
+    if (configPath) raw = await readConfigFile(configPath, problems)
+  }
+  if (problems.length) throw new ConfigError(problems)
+
+  const file = interpolate(raw, '', env, problems) as ConfigFile
+  for (const error of Value.Errors(ConfigFileSchema, file)) {
+    problems.push(`${error.path || '/'}: ${error.message}${describeValue(error.value)}`)
+  }
+  if (problems.length) throw new ConfigError(problems)
+
+  const providers = file.providers ?? [MOCK_PROVIDER]
+  const models = file.models ?? (file.providers ? [] : [MOCK_MODEL])
+  checkReferences(providers, models, problems)
+
+  const environment = env.SLUICE_ENV ?? file.environment ?? 'dev'
+  if (!ENV_SLUG.test(environment)) problems.push(`SLUICE_ENV: "${environment}" is not an environment slug ([a-z0-9]{1,16})`)
+
+  const port = parsePort(env.PORT, file.server?.port ?? 8080, problems)
+  const logLevel = env.LOG_LEVEL ?? 'info'
+  if (!isLogLevel(logLevel)) problems.push(`LOG_LEVEL: "${logLevel}" is not one of debug, info, warn, error, silent`)
+
+  const tlsCert = env.SLUICE_TLS_CERT
+  const tlsKey = env.SLUICE_TLS_KEY
+  if (Boolean(tlsCert) !== Boolean(tlsKey)) problems.push('SLUICE_TLS_CERT and SLUICE_TLS_KEY: set both or neither')
+
+  const encryptionKey = env.SLUICE_ENCRYPTION_KEY || null
+  if (encryptionKey && decodedLength(encryptionKey) !== 32) {
+    problems.push('SLUICE_ENCRYPTION_KEY: must be 32 bytes, base64-encoded (try: openssl rand -base64 32)')
+  }
+
+  const plugins = file.plugins ?? null
+  plugins?.forEach((entry, i) => checkPluginEntry(entry, `/plugins/${i}`, problems))
+
+  if (problems.length) throw new ConfigError(problems)
+
+  return {
+    environment,
+    port,
+    host: env.HOST ?? file.server?.host ?? '0.0.0.0',
+    databaseUrl: env.DATABASE_URL ?? file.database?.url ?? 'sqlite://./data/sluice.db',
+    redisUrl: env.REDIS_URL || file.redis?.url || null,
+    adminKey: env.SLUICE_ADMIN_KEY || null,
+    encryptionKey,
+    tls: tlsCert && tlsKey ? { cert: tlsCert, key: tlsKey } : null,
+    logLevel: logLevel as LogLevel,
+    maxBodyBytes: file.limits?.max_body_bytes ?? DEFAULT_MAX_BODY_BYTES,
+    shutdownGraceMs: file.server?.shutdown_grace_ms ?? 10_000,
+    providers,
+    models,
+    plugins,
+    configPath,
+    baseDir: configPath ? dirname(configPath) : cwd,
+  }
+}
+
+function findConfigFile(env: Record<string, string | undefined>, cwd: string, problems: string[]): string | null {
+  if (env.SLUICE_CONFIG) {
+    const path = resolve(cwd, env.SLUICE_CONFIG)
+    if (!existsSync(path)) problems.push(`SLUICE_CONFIG: no file at ${path}`)
+    return path
+  }
+  for (const name of ['sluice.config.ts', 'sluice.config.json']) {
+    const path = resolve(cwd, name)
+    if (existsSync(path)) return path
+  }
+  return null
+}
+
+async function readConfigFile(path: string, problems: string[]): Promise<unknown> {
+  try {
+    if (path.endsWith('.json')) {
+      const text = await Bun.file(path).text()
+      try {
+        return JSON.parse(text)
+      } catch (e) {
+        problems.push(`${path}: not valid JSON (${(e as Error).message})`)
+        return {}
+      }
+    }
+    const mod: Record<string, unknown> = await import(path)
+    const config = mod.default ?? mod.config
+    if (typeof config !== 'object' || config === null) {
+      problems.push(`${path}: must export the config as default (export default defineConfig({...}))`)
+      return {}
+    }
+    return config
+  } catch (e) {
+    problems.push(`${path}: cannot be loaded: ${(e as Error).message}`)
+    return {}
+  }
+}
+
+const VAR = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g
+
+/** Replace `${NAME}` in every string; plain objects and arrays are walked, other values kept as they are. */
+function interpolate(value: unknown, path: string, env: Record<string, string | undefined>, problems: string[]): unknown {
+  if (typeof value === 'string') {
+    return value.replace(VAR, (_, name: string) => {
+      const v = env[name]
+      if (v === undefined) {
+        problems.push(`${path || '/'}: environment variable ${name} is not set`)
+        return ''
+      }
+      return v
+    })
+  }
+  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, `${path}/${i}`, env, problems))
+  if (isPlainObject(value)) {
+    const out: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(value)) out[k] = interpolate(v, `${path}/${k}`, env, problems)
+    return out
+  }
+  return value
+}
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype
+
+function checkReferences(providers: ProviderConfig[], models: ModelConfig[], problems: string[]): void {
+  const providerIds = new Set<string>()
+  providers.forEach((p, i) => {
+    if (providerIds.has(p.id)) problems.push(`/providers/${i}/id: duplicate provider id "${p.id}"`)
+    providerIds.add(p.id)
+    const keyIds = new Set<string>()
+    p.keys.forEach((k, j) => {
+      if (keyIds.has(k.id)) problems.push(`/providers/${i}/keys/${j}/id: duplicate key id "${k.id}" in provider "${p.id}"`)
+      keyIds.add(k.id)
+    })
+    if (p.type === 'openai-compatible' && !p.baseUrl) problems.push(`/providers/${i}/baseUrl: required for type openai-compatible`)
+    if (p.baseUrl && !URL.canParse(p.baseUrl)) problems.push(`/providers/${i}/baseUrl: "${p.baseUrl}" is not a URL`)
+  })
+  const names = new Set(models.map((m) => m.name))
+  const seen = new Set<string>()
+  models.forEach((m, i) => {
+    if (seen.has(m.name)) problems.push(`/models/${i}/name: duplicate model name "${m.name}"`)
+    seen.add(m.name)
+    m.targets.forEach((t, j) => {
+      if (!providerIds.has(t.provider)) problems.push(`/models/${i}/targets/${j}/provider: no provider with id "${t.provider}"`)
+    })
+    m.fallbacks?.forEach((f, j) => {
+      if (!names.has(f)) problems.push(`/models/${i}/fallbacks/${j}: no model named "${f}"`)
+      if (f === m.name) problems.push(`/models/${i}/fallbacks/${j}: a model cannot fall back to itself`)
+    })
+  })
+}
+
+function checkPluginEntry(entry: unknown, path: string, problems: string[]): void {
+  if (typeof entry === 'string') return
+  if (typeof entry === 'function') return
+  if (isPlainObject(entry)) {
+    if ('use' in entry) {
+      if (typeof entry.use !== 'string' || entry.use === '') problems.push(`${path}/use: must be a module path`)
+      if (entry.options !== undefined && !isPlainObject(entry.options)) problems.push(`${path}/options: must be an object`)
+      return
+    }
+  }
+  if (typeof entry === 'object' && entry !== null && 'definition' in entry) return
+  problems.push(`${path}: expected a plugin name, {"use": path, "options": {...}}, or a plugin`)
+}
+
+function parsePort(raw: string | undefined, fallback: number, problems: string[]): number {
+  if (raw === undefined || raw === '') return fallback
+  const n = Number(raw)
+  if (!Number.isInteger(n) || n < 0 || n > 65535) {
+    problems.push(`PORT: "${raw}" is not a port number`)
+    return fallback
+  }
+  return n
+}
+
+function decodedLength(b64: string): number {
+  try {
+    return Buffer.from(b64, 'base64').length
+  } catch {
+    return -1
+  }
+}
+
+function describeValue(value: unknown): string {
+  if (value === undefined) return ''
+  const s = JSON.stringify(value)
+  if (s === undefined) return ''
+  return ` (got ${s.length > 60 ? s.slice(0, 57) + '...' : s})`
+}

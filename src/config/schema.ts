@@ -1,0 +1,146 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+
+/** Environment slug: the `<env>` of `sk-<env>-<secret>`. */
+export const ENV_SLUG = /^[a-z0-9]{1,16}$/
+
+const Id = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$' })
+
+export const ProviderKeySchema = Type.Object(
+  {
+    id: Id,
+    /** Upstream secret; may be empty for servers that need none. */
+    secret: Type.String({ maxLength: 4096 }),
+    /** Relative share for weighted balancing. @default 1 */
+    weight: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000 })),
+    rpm: Type.Optional(Type.Integer({ minimum: 1 })),
+    tpm: Type.Optional(Type.Integer({ minimum: 1 })),
+  },
+  { additionalProperties: false },
+)
+
+export const TimeoutsSchema = Type.Object(
+  {
+    /** ms until the upstream answers with headers. @default 60000 */
+    first_byte_ms: Type.Optional(Type.Integer({ minimum: 1 })),
+    /** ms between two stream chunks. @default 120000 */
+    idle_ms: Type.Optional(Type.Integer({ minimum: 1 })),
+    /** ms for the whole call. @default 600000 */
+    total_ms: Type.Optional(Type.Integer({ minimum: 1 })),
+  },
+  { additionalProperties: false },
+)
+
+export const PROVIDER_TYPES = ['openai', 'openai-compatible', 'anthropic', 'gemini', 'mock'] as const
+
+export const ProviderSchema = Type.Object(
+  {
+    id: Id,
+    type: Type.Union(PROVIDER_TYPES.map((p) => Type.Literal(p))),
+    /** The official SDK's base URL; each adapter appends its own paths. */
+    baseUrl: Type.Optional(Type.String({ pattern: '^https?://' })),
+    keys: Type.Array(ProviderKeySchema, { minItems: 1 }),
+    /** Extra headers sent upstream on every call. */
+    headers: Type.Optional(Type.Record(Type.String(), Type.String())),
+    timeouts: Type.Optional(TimeoutsSchema),
+    /** Adapter-specific settings (e.g. the mock's latency, Anthropic's version). */
+    options: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  },
+  { additionalProperties: false },
+)
+
+export const PricingSchema = Type.Object(
+  {
+    /** USD per million input tokens. */
+    input: Type.Number({ minimum: 0 }),
+    /** USD per million output tokens. */
+    output: Type.Number({ minimum: 0 }),
+    /** USD per million cached input tokens. @default input */
+    cached_input: Type.Optional(Type.Number({ minimum: 0 })),
+  },
+  { additionalProperties: false },
+)
+
+export const STRATEGIES = ['weighted', 'round-robin', 'least-busy', 'latency', 'usage'] as const
+
+export const ModelSchema = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 256 }),
+    /** How the balance plugin picks among targets. @default "weighted" */
+    strategy: Type.Optional(Type.Union(STRATEGIES.map((s) => Type.Literal(s)))),
+    targets: Type.Array(
+      Type.Object(
+        {
+          provider: Id,
+          model: Type.String({ minLength: 1, maxLength: 256 }),
+          weight: Type.Optional(Type.Number({ minimum: 0 })),
+        },
+        { additionalProperties: false },
+      ),
+      { minItems: 1 },
+    ),
+    /** Model groups tried in order after this one's targets fail. */
+    fallbacks: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
+    pricing: Type.Optional(PricingSchema),
+    /** tiktoken encoding for models the built-in table does not know. */
+    encoding: Type.Optional(Type.String()),
+  },
+  { additionalProperties: false },
+)
+
+export const PluginEntrySchema = Type.Union([
+  Type.String({ minLength: 1 }),
+  Type.Object(
+    {
+      use: Type.String({ minLength: 1 }),
+      options: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    },
+    { additionalProperties: false },
+  ),
+])
+
+/** The config file's shape (JSON form; the TS form is the same object through `defineConfig`). */
+export const ConfigFileSchema = Type.Object(
+  {
+    $schema: Type.Optional(Type.String()),
+    /** The environment this gateway serves. @default "dev" */
+    environment: Type.Optional(Type.String({ pattern: ENV_SLUG.source })),
+    providers: Type.Optional(Type.Array(ProviderSchema)),
+    models: Type.Optional(Type.Array(ModelSchema)),
+    /** Built-in plugin names, `{use, options}` entries, or plugin objects (TS config only). */
+    plugins: Type.Optional(Type.Array(Type.Unknown())),
+    limits: Type.Optional(
+      Type.Object(
+        {
+          /** Largest accepted request body. @default 33554432 (32 MiB) */
+          max_body_bytes: Type.Optional(Type.Integer({ minimum: 1024 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    database: Type.Optional(Type.Object({ url: Type.String() }, { additionalProperties: false })),
+    redis: Type.Optional(Type.Object({ url: Type.String() }, { additionalProperties: false })),
+    server: Type.Optional(
+      Type.Object(
+        {
+          port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+          host: Type.Optional(Type.String()),
+          /** ms that SIGTERM waits for in-flight requests. @default 10000 */
+          shutdown_grace_ms: Type.Optional(Type.Integer({ minimum: 0 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+)
+
+export type ConfigFile = Static<typeof ConfigFileSchema>
+export type ProviderConfig = Static<typeof ProviderSchema>
+export type ProviderKeyConfig = Static<typeof ProviderKeySchema>
+export type ModelConfig = Static<typeof ModelSchema>
+export type Pricing = Static<typeof PricingSchema>
+export type ProviderType = (typeof PROVIDER_TYPES)[number]
+export type Strategy = (typeof STRATEGIES)[number]
+export type Timeouts = Static<typeof TimeoutsSchema>
+
+export type { TSchema }

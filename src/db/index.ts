@@ -1,0 +1,167 @@
+/**
+ * The one place a `DATABASE_URL` becomes a Kysely instance. Everything else takes the
+ * `db` from the returned handle and never asks which database it is talking to.
+ */
+import { SQL } from 'bun';
+import { resolve } from 'node:path';
+import { Kysely, sql } from 'kysely';
+import { PostgresJSDialect } from 'kysely-postgres-js';
+import type { Database } from './schema.ts';
+import { BunSqliteDialect, SQLITE_MEMORY, openSqliteDatabase } from './sqlite-dialect.ts';
+
+export type { Database } from './schema.ts';
+export { describeError, isForeignKeyViolation, isUniqueViolation } from './errors.ts';
+
+/** The URL used when `DATABASE_URL` is not set. */
+export const DEFAULT_DATABASE_URL = 'sqlite://./data/sluice.db';
+
+/** Postgres pool size when the URL has no `?max=`. */
+export const DEFAULT_POSTGRES_POOL_SIZE = 10;
+
+/** How long `ping()` waits for an answer by default, so a readiness probe never hangs on a dead server. */
+export const DEFAULT_PING_TIMEOUT_MS = 2000;
+
+export type DatabaseDialect = 'sqlite' | 'postgres';
+
+export interface DatabaseHandle {
+  readonly db: Kysely<Database>;
+  readonly dialect: DatabaseDialect;
+  /** The URL it was opened with, password masked: safe to log. */
+  readonly url: string;
+  /** Closes the database (SQLite) or the pool (Postgres). Safe to call twice. */
+  close(): Promise<void>;
+  /** `true` when a trivial query answers within the timeout; never throws. */
+  ping(timeoutMs?: number): Promise<boolean>;
+}
+
+/** What a `DATABASE_URL` says, once understood. */
+export type DatabaseTarget =
+  | { readonly dialect: 'sqlite'; /** absolute path, or `:memory:` */ readonly filename: string }
+  | {
+      readonly dialect: 'postgres';
+      /** The URL handed to Bun's client: our own parameters (`max`, `search_path`) taken out. */
+      readonly connectionUrl: string;
+      readonly max: number;
+      /** Sent as the `search_path` of every connection, when set. */
+      readonly searchPath: string | null;
+    };
+
+const SUPPORTED_FORMS =
+  'sqlite://RELATIVE/PATH (e.g. sqlite://./data/sluice.db), sqlite:///ABSOLUTE/PATH, sqlite::memory:, ' +
+  'or postgres://USER:PASSWORD@HOST:PORT/DATABASE (postgresql:// also works; ?max=N sets the pool size, ' +
+  `default ${DEFAULT_POSTGRES_POOL_SIZE}; ?search_path=SCHEMA picks the schema)`;
+
+const SQLITE_PREFIX = 'sqlite://';
+const SQLITE_MEMORY_URLS: ReadonlySet<string> = new Set(['sqlite::memory:', 'sqlite://:memory:']);
+
+/** Replaces the password of a URL with `***`, so it can be logged or put in an error message. */
+export function maskDatabaseUrl(url: string): string {
+  // Not `new URL`: this must also work on URLs too broken to parse, which end up in error messages.
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@?#]*:)[^@/?#]*@/i, '$1***@');
+}
+
+/**
+ * Reads a database URL; throws an Error naming the supported forms when it is not one.
+ * A relative SQLite path is resolved against the current directory.
+ */
+export function parseDatabaseUrl(url: string): DatabaseTarget {
+  const trimmed = url.trim();
+  if (SQLITE_MEMORY_URLS.has(trimmed)) {
+    return { dialect: 'sqlite', filename: SQLITE_MEMORY };
+  }
+  if (trimmed.startsWith(SQLITE_PREFIX)) {
+    const path = trimmed.slice(SQLITE_PREFIX.length);
+    if (path === '') {
+      throw new Error(`DATABASE_URL "${trimmed}" names no file. Expected ${SUPPORTED_FORMS}`);
+    }
+    if (path.includes('?')) {
+      throw new Error(`DATABASE_URL "${trimmed}": SQLite URLs take no parameters. Expected ${SUPPORTED_FORMS}`);
+    }
+    return { dialect: 'sqlite', filename: resolve(path) };
+  }
+  if (/^postgres(ql)?:\/\//i.test(trimmed)) {
+    return parsePostgresUrl(trimmed);
+  }
+  throw new Error(`Unsupported DATABASE_URL "${maskDatabaseUrl(trimmed)}". Expected ${SUPPORTED_FORMS}`);
+}
+
+function parsePostgresUrl(url: string): DatabaseTarget {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new Error(`DATABASE_URL "${maskDatabaseUrl(url)}" is not a valid URL. Expected ${SUPPORTED_FORMS}`);
+  }
+  if (parsed.hostname === '') {
+    throw new Error(`DATABASE_URL "${maskDatabaseUrl(url)}" names no host. Expected ${SUPPORTED_FORMS}`);
+  }
+  const maxParam = parsed.searchParams.get('max');
+  let max = DEFAULT_POSTGRES_POOL_SIZE;
+  if (maxParam !== null) {
+    max = Number(maxParam);
+    if (!Number.isInteger(max) || max < 1) {
+      throw new Error(`DATABASE_URL "${maskDatabaseUrl(url)}": max must be a positive integer, got "${maxParam}"`);
+    }
+  }
+  const searchPath = parsed.searchParams.get('search_path');
+  if (searchPath === '') {
+    throw new Error(`DATABASE_URL "${maskDatabaseUrl(url)}": search_path is empty`);
+  }
+  parsed.searchParams.delete('max');
+  parsed.searchParams.delete('search_path');
+  return { dialect: 'postgres', connectionUrl: parsed.toString(), max, searchPath };
+}
+
+/**
+ * Opens the database a URL names (see {@link parseDatabaseUrl} for the forms).
+ *
+ * SQLite is opened at once, so a path that cannot be created or written fails here, at boot.
+ * Postgres connects lazily, on the first query: run the migrations (or `ping()`) to find
+ * out whether the server answers.
+ */
+export async function createDatabase(url: string): Promise<DatabaseHandle> {
+  const target = parseDatabaseUrl(url);
+  const maskedUrl = maskDatabaseUrl(url.trim());
+  if (target.dialect === 'sqlite') {
+    let database: ReturnType<typeof openSqliteDatabase>;
+    try {
+      database = openSqliteDatabase(target.filename);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new Error(`Cannot open the SQLite database at ${target.filename}: ${reason}`, { cause: error });
+    }
+    return createHandle(new Kysely<Database>({ dialect: new BunSqliteDialect({ database }) }), 'sqlite', maskedUrl);
+  }
+  const client = new SQL(target.connectionUrl, {
+    max: target.max,
+    ...(target.searchPath === null ? {} : { connection: { search_path: target.searchPath } }),
+  });
+  // controlPostgres: the dialect opens a separate one-connection client (lazily) to cancel a
+  // query that was aborted, instead of waiting for a free connection in a busy pool.
+  const dialect = new PostgresJSDialect({ postgres: client, controlPostgres: SQL });
+  return createHandle(new Kysely<Database>({ dialect }), 'postgres', maskedUrl);
+}
+
+function createHandle(db: Kysely<Database>, dialect: DatabaseDialect, url: string): DatabaseHandle {
+  let closing: Promise<void> | undefined;
+  return {
+    db,
+    dialect,
+    url,
+    close() {
+      closing ??= db.destroy();
+      return closing;
+    },
+    async ping(timeoutMs = DEFAULT_PING_TIMEOUT_MS) {
+      if (closing !== undefined) {
+        return false;
+      }
+      try {
+        await sql`select 1`.execute(db, { signal: AbortSignal.timeout(timeoutMs) });
+        return true;
+      } catch {
+        return false;
+      }
+    },
+  };
+}

@@ -1,0 +1,141 @@
+/**
+ * Runs the migrations listed in migrations/index.ts with Kysely's Migrator.
+ *
+ * On both dialects a run is one transaction (Postgres has transactional DDL, and the
+ * SQLite dialect turns it on), so a failed run leaves the schema as it was before it.
+ */
+import { sql, type Kysely } from 'kysely';
+import { Migrator, NO_MIGRATIONS, type Migration, type MigrationResultSet } from 'kysely/migration';
+import { migrations as allMigrations } from '../../migrations/index.ts';
+import { describeError } from './errors.ts';
+
+/** Migrations by name; Kysely runs them in name order. */
+export type MigrationSet = Readonly<Record<string, Migration>>;
+
+export interface MigrateOptions {
+  /**
+   * The migrations to run.
+   * @default the list in migrations/index.ts
+   */
+  readonly migrations?: MigrationSet;
+}
+
+export interface MigrationStatusEntry {
+  readonly name: string;
+  /** When it was applied (ISO-8601), or `null` while pending. */
+  readonly executedAt: string | null;
+}
+
+/** A migration run that failed, or could not start. */
+export class MigrationError extends Error {
+  /** The migration that threw, or `null` when the run failed before any migration started. */
+  readonly migrationName: string | null;
+
+  constructor(message: string, migrationName: string | null, cause: unknown) {
+    super(message, { cause });
+    this.name = 'MigrationError';
+    this.migrationName = migrationName;
+  }
+}
+
+/**
+ * Applies every pending migration, in name order. Returns the names it applied (empty
+ * when the schema was already up to date); throws a {@link MigrationError} otherwise.
+ */
+export async function migrateToLatest<DB>(db: Kysely<DB>, options: MigrateOptions = {}): Promise<{ applied: string[] }> {
+  const migrator = await createMigrator(db, options);
+  const names = succeeded(await migrator.migrateToLatest(), 'apply');
+  return { applied: names };
+}
+
+/**
+ * Reverts the last `steps` applied migrations (`'all'`: every one), newest first.
+ * Returns the names it reverted; throws a {@link MigrationError} otherwise.
+ */
+export async function migrateDown<DB>(
+  db: Kysely<DB>,
+  steps: number | 'all' = 1,
+  options: MigrateOptions = {},
+): Promise<{ reverted: string[] }> {
+  const migrator = await createMigrator(db, options);
+  if (steps === 'all') {
+    return { reverted: succeeded(await migrator.migrateTo(NO_MIGRATIONS), 'revert') };
+  }
+  if (!Number.isInteger(steps) || steps < 0) {
+    throw new Error(`steps must be a non-negative integer or 'all', got ${steps}`);
+  }
+  const reverted: string[] = [];
+  // Kysely's migrateDown goes one step at a time; each step is its own transaction.
+  for (let step = 0; step < steps; step++) {
+    const names = succeeded(await migrator.migrateDown(), 'revert');
+    if (names.length === 0) {
+      break;
+    }
+    reverted.push(...names);
+  }
+  return { reverted };
+}
+
+/** Every known migration in order, with when it was applied (`null`: pending). */
+export async function migrationStatus<DB>(
+  db: Kysely<DB>,
+  options: MigrateOptions = {},
+): Promise<MigrationStatusEntry[]> {
+  const migrator = await createMigrator(db, options);
+  try {
+    const infos = await migrator.getMigrations();
+    return infos.map((info) => ({ name: info.name, executedAt: info.executedAt?.toISOString() ?? null }));
+  } catch (error) {
+    throw new MigrationError(`Could not read the migration status: ${describeError(error)}`, null, error);
+  }
+}
+
+async function createMigrator<DB>(db: Kysely<DB>, options: MigrateOptions): Promise<Migrator> {
+  const set = options.migrations ?? allMigrations;
+  let migrationTableSchema: string | undefined;
+  try {
+    migrationTableSchema = await currentPostgresSchema(db);
+  } catch (error) {
+    // The first query of a run: this is where an unreachable server shows up.
+    throw new MigrationError(`Could not query the database: ${describeError(error)}`, null, error);
+  }
+  return new Migrator({ db, provider: { getMigrations: async () => ({ ...set }) }, migrationTableSchema });
+}
+
+/**
+ * On Postgres, the schema our tables go to (the first of `search_path`); `undefined` on SQLite.
+ *
+ * Kysely looks for its bookkeeping table across every schema it can see, so without this
+ * a `kysely_migration` table left in another schema of the same database (another app, or
+ * another sluice on its own `search_path`) would be taken for ours.
+ */
+async function currentPostgresSchema<DB>(db: Kysely<DB>): Promise<string | undefined> {
+  // SQLite has no schemas: its introspector returns none, and no Postgres database has zero.
+  const schemas = await db.introspection.getSchemas();
+  if (schemas.length === 0) {
+    return undefined;
+  }
+  const result = await sql<{ schema: string | null }>`select current_schema() as schema`.execute(db);
+  return result.rows[0]?.schema ?? undefined;
+}
+
+function succeeded(resultSet: MigrationResultSet, verb: 'apply' | 'revert'): string[] {
+  const { error, results = [] } = resultSet;
+  if (error === undefined) {
+    return results.filter((result) => result.status === 'Success').map((result) => result.migrationName);
+  }
+  const failed = results.find((result) => result.status === 'Error')?.migrationName ?? null;
+  // Kysely refuses a database that has run a migration this code does not list.
+  const hint = /previously executed migration .* is missing/.test(describeError(error))
+    ? ' (was this database migrated by a newer version of sluice?)'
+    : '';
+  const message =
+    failed === null
+      ? `Could not ${verb} migrations: ${describeError(error)}${hint}`
+      : `Migration "${failed}" failed to ${verb}: ${describeError(error)}. ${
+          verb === 'apply'
+            ? 'The whole run was rolled back: none of its migrations was applied.'
+            : 'Its transaction was rolled back.'
+        }`;
+  throw new MigrationError(message, failed, error);
+}

@@ -1,0 +1,250 @@
+/**
+ * Row types of every table, assembled into {@link Database} for `Kysely<Database>`.
+ *
+ * The column types are the portable subset shared by SQLite and Postgres (see
+ * migrations/0001-initial.ts): times are ISO-8601 UTC strings, JSON is text,
+ * booleans are 0/1 integers. Repositories parse and serialise at their edge, so
+ * these types say exactly what the database stores and returns on both dialects.
+ *
+ * Naming: `XRow` is what a select returns, `XInsert` what an insert takes,
+ * `XUpdate` what an update takes. The `Row` suffix keeps them apart from the
+ * API-facing TypeBox types that share the domain names (`User`, `ApiKey`, ...).
+ */
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+
+/** An instant as `Date.prototype.toISOString()` writes it (`2025-01-31T12:00:00.000Z`): fixed width, so text order is time order on both dialects. */
+export type IsoTimestamp = string;
+
+/** A `JSON.stringify` result stored as TEXT; `null` in a nullable JSON column means "not set" (for `models`/`scopes`: no restriction). */
+export type JsonText = string;
+
+/** A boolean stored as INTEGER, because SQLite has no boolean type. */
+export type IntBoolean = 0 | 1;
+
+/** Written once at insert, never by an update: keeps `Updateable<...>` from offering to rewrite keys and creation times. */
+type Immutable<T> = ColumnType<T, T, never>;
+
+export interface UsersTable {
+  /** `usr_…` */
+  id: Immutable<string>;
+  /** Unique when set; several users may have none. */
+  email: string | null;
+  name: string | null;
+  disabled_at: IsoTimestamp | null;
+  /** Soft delete: the user's keys stay and are refused with `invalid_user_for_key`. */
+  deleted_at: IsoTimestamp | null;
+  /** `{rpm?, tpm?, max_parallel?}` */
+  limits: JsonText | null;
+  /** `{tokens?, usd?, period}` */
+  budget: JsonText | null;
+  metadata: JsonText | null;
+  created_at: Immutable<IsoTimestamp>;
+  updated_at: IsoTimestamp;
+}
+
+export interface TeamsTable {
+  /** `team_…` */
+  id: Immutable<string>;
+  name: string;
+  limits: JsonText | null;
+  budget: JsonText | null;
+  metadata: JsonText | null;
+  deleted_at: IsoTimestamp | null;
+  created_at: Immutable<IsoTimestamp>;
+  updated_at: IsoTimestamp;
+}
+
+export interface TeamMembersTable {
+  team_id: Immutable<string>;
+  user_id: Immutable<string>;
+  /** @default 'member' */
+  role: Generated<string>;
+  created_at: Immutable<IsoTimestamp>;
+}
+
+/** The two states a key record can be in; expiry is a time, not a status. */
+export type ApiKeyStatus = 'active' | 'revoked';
+
+export interface ApiKeysTable {
+  /** `key_…` */
+  id: Immutable<string>;
+  /** SHA-256 hex of the whole plaintext key; unique. */
+  hash: string;
+  /** First 12 characters of the key, for display. */
+  start: string;
+  /** Last 4 characters of the key, for display. (A reserved word in SQL: Kysely quotes it; quote it in raw SQL.) */
+  end: string;
+  environment: string;
+  user_id: string;
+  team_id: string | null;
+  name: string | null;
+  /** JSON array of model names; `null` = every model. */
+  models: JsonText | null;
+  /** JSON array of scopes; `null` = every scope. */
+  scopes: JsonText | null;
+  limits: JsonText | null;
+  budget: JsonText | null;
+  /** @default 'active' */
+  status: Generated<ApiKeyStatus>;
+  expires_at: IsoTimestamp | null;
+  created_at: Immutable<IsoTimestamp>;
+  updated_at: IsoTimestamp;
+  last_used_at: IsoTimestamp | null;
+  revoked_at: IsoTimestamp | null;
+  revoked_reason: string | null;
+  /** Id of the key this one replaced. */
+  rotated_from: string | null;
+  /** Id of the key that replaced this one. */
+  rotated_to: string | null;
+  /** After a rotation the old key stays valid until then. */
+  grace_until: IsoTimestamp | null;
+  metadata: JsonText | null;
+}
+
+export interface AuditLogTable {
+  /** Text, not an autoincrement: autoincrement DDL differs between SQLite and Postgres. */
+  id: Immutable<string>;
+  at: IsoTimestamp;
+  /** Who did it, e.g. `admin` or a key id. */
+  actor: string;
+  /** e.g. `key.revoke` */
+  action: string;
+  target_type: string | null;
+  target_id: string | null;
+  details: JsonText | null;
+}
+
+export interface SettingsTable {
+  key: Immutable<string>;
+  value: string;
+  updated_at: IsoTimestamp;
+}
+
+export interface ProvidersTable {
+  id: Immutable<string>;
+  /** `openai` | `openai-compatible` | `anthropic` | `gemini` | `mock` (validated by the app, not the database, so new adapters need no migration). */
+  type: string;
+  base_url: string | null;
+  /** @default '{}' */
+  config: Generated<JsonText>;
+  created_at: Immutable<IsoTimestamp>;
+  updated_at: IsoTimestamp;
+  deleted_at: IsoTimestamp | null;
+}
+
+export interface ProviderKeysTable {
+  id: Immutable<string>;
+  provider_id: Immutable<string>;
+  /** Encrypted envelope (AES-256-GCM); never the plaintext secret. */
+  secret_enc: string;
+  /** Id of the master key that sealed `secret_enc`, so the master key can be rotated. */
+  key_version: string;
+  /** @default 1 */
+  weight: Generated<number>;
+  rpm: number | null;
+  tpm: number | null;
+  disabled_at: IsoTimestamp | null;
+  created_at: Immutable<IsoTimestamp>;
+  updated_at: IsoTimestamp;
+}
+
+export interface ModelsTable {
+  name: Immutable<string>;
+  /** The model definition (targets, strategy, fallbacks, pricing) as JSON. */
+  config: JsonText;
+  created_at: Immutable<IsoTimestamp>;
+  updated_at: IsoTimestamp;
+}
+
+export interface RequestLogsTable {
+  /** The request id (`req_…`). */
+  id: Immutable<string>;
+  at: IsoTimestamp;
+  /** `null` when the request was refused before a key was known. */
+  key_id: string | null;
+  user_id: string | null;
+  team_id: string | null;
+  environment: string;
+  endpoint: string;
+  /** The model the client asked for. */
+  model: string | null;
+  provider: string | null;
+  upstream_model: string | null;
+  provider_key_id: string | null;
+  /** HTTP status sent to the client. */
+  status: number;
+  error_code: string | null;
+  /** @default 0 */
+  prompt_tokens: Generated<number>;
+  /** @default 0 */
+  completion_tokens: Generated<number>;
+  /** @default 0 */
+  cached_tokens: Generated<number>;
+  /** @default 0 */
+  total_tokens: Generated<number>;
+  /** @default 0 */
+  cost_usd: Generated<number>;
+  /** Where the token counts came from, e.g. `provider` or `estimate`. */
+  usage_source: string | null;
+  latency_ms: number;
+  /** Time to first token, streams only. */
+  ttft_ms: number | null;
+  /** @default 0 */
+  streamed: Generated<IntBoolean>;
+  client_ip: string | null;
+  user_agent: string | null;
+}
+
+/** Every table, keyed by its SQL name: the type parameter of `Kysely<Database>`. */
+export interface Database {
+  users: UsersTable;
+  teams: TeamsTable;
+  team_members: TeamMembersTable;
+  api_keys: ApiKeysTable;
+  audit_log: AuditLogTable;
+  settings: SettingsTable;
+  providers: ProvidersTable;
+  provider_keys: ProviderKeysTable;
+  models: ModelsTable;
+  request_logs: RequestLogsTable;
+}
+
+export type UserRow = Selectable<UsersTable>;
+export type UserInsert = Insertable<UsersTable>;
+export type UserUpdate = Updateable<UsersTable>;
+
+export type TeamRow = Selectable<TeamsTable>;
+export type TeamInsert = Insertable<TeamsTable>;
+export type TeamUpdate = Updateable<TeamsTable>;
+
+export type TeamMemberRow = Selectable<TeamMembersTable>;
+export type TeamMemberInsert = Insertable<TeamMembersTable>;
+export type TeamMemberUpdate = Updateable<TeamMembersTable>;
+
+export type ApiKeyRow = Selectable<ApiKeysTable>;
+export type ApiKeyInsert = Insertable<ApiKeysTable>;
+export type ApiKeyUpdate = Updateable<ApiKeysTable>;
+
+export type AuditLogRow = Selectable<AuditLogTable>;
+export type AuditLogInsert = Insertable<AuditLogTable>;
+export type AuditLogUpdate = Updateable<AuditLogTable>;
+
+export type SettingRow = Selectable<SettingsTable>;
+export type SettingInsert = Insertable<SettingsTable>;
+export type SettingUpdate = Updateable<SettingsTable>;
+
+export type ProviderRow = Selectable<ProvidersTable>;
+export type ProviderInsert = Insertable<ProvidersTable>;
+export type ProviderUpdate = Updateable<ProvidersTable>;
+
+export type ProviderKeyRow = Selectable<ProviderKeysTable>;
+export type ProviderKeyInsert = Insertable<ProviderKeysTable>;
+export type ProviderKeyUpdate = Updateable<ProviderKeysTable>;
+
+export type ModelRow = Selectable<ModelsTable>;
+export type ModelInsert = Insertable<ModelsTable>;
+export type ModelUpdate = Updateable<ModelsTable>;
+
+export type RequestLogRow = Selectable<RequestLogsTable>;
+export type RequestLogInsert = Insertable<RequestLogsTable>;
+export type RequestLogUpdate = Updateable<RequestLogsTable>;

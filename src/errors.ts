@@ -1,0 +1,96 @@
+/**
+ * The one error type of sluice. Every refusal, on every route, is a `GatewayError`
+ * with a code from the closed table below; status and `type` follow from the code.
+ */
+
+/** OpenAI/Anthropic-style error families. */
+export type ErrorType =
+  | 'invalid_request_error'
+  | 'authentication_error'
+  | 'permission_error'
+  | 'not_found_error'
+  | 'rate_limit_error'
+  | 'api_error'
+
+/** The closed set of error codes (DESIGN.md, "Errors"), each with its status and type. */
+export const ERROR_CODES = {
+  missing_api_key: { status: 401, type: 'authentication_error' },
+  invalid_api_key: { status: 401, type: 'authentication_error' },
+  key_revoked: { status: 401, type: 'authentication_error' },
+  key_expired: { status: 401, type: 'authentication_error' },
+  invalid_user_for_key: { status: 403, type: 'permission_error' },
+  environment_mismatch: { status: 403, type: 'permission_error' },
+  model_not_allowed: { status: 403, type: 'permission_error' },
+  insufficient_permissions: { status: 403, type: 'permission_error' },
+  rate_limit_exceeded: { status: 429, type: 'rate_limit_error' },
+  insufficient_quota: { status: 429, type: 'rate_limit_error' },
+  model_not_found: { status: 404, type: 'not_found_error' },
+  invalid_request: { status: 400, type: 'invalid_request_error' },
+  request_too_large: { status: 413, type: 'invalid_request_error' },
+  upstream_error: { status: 502, type: 'api_error' },
+  no_healthy_upstream: { status: 503, type: 'api_error' },
+  upstream_timeout: { status: 504, type: 'api_error' },
+  quota_backend_unavailable: { status: 503, type: 'api_error' },
+  invalid_admin_key: { status: 401, type: 'authentication_error' },
+  not_found: { status: 404, type: 'not_found_error' },
+  method_not_allowed: { status: 405, type: 'invalid_request_error' },
+  conflict: { status: 409, type: 'invalid_request_error' },
+  internal_error: { status: 500, type: 'api_error' },
+} as const satisfies Record<string, { status: number; type: ErrorType }>
+
+export type ErrorCode = keyof typeof ERROR_CODES
+
+/** Options for a {@link GatewayError} beyond its code and message. */
+export interface GatewayErrorOptions {
+  /** The request field at fault, as OpenAI's `param`. */
+  param?: string | null
+  /** Overrides the table's status: an upstream's own 4xx reaches the client with its status. */
+  status?: number
+  /** Overrides the table's type (used for upstream errors passed through). */
+  type?: ErrorType
+  /** Extra response headers, e.g. `Retry-After`. */
+  headers?: Record<string, string>
+  cause?: unknown
+}
+
+/** A refusal with a documented code. Returned (not thrown) by plugin hooks; thrown elsewhere is fine too. */
+export class GatewayError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  readonly type: ErrorType
+  readonly param: string | null
+  readonly headers: Record<string, string> | undefined
+
+  constructor(code: ErrorCode, message: string, options: GatewayErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'GatewayError'
+    const entry = ERROR_CODES[code]
+    this.code = code
+    this.status = options.status ?? entry.status
+    this.type = options.type ?? entry.type
+    this.param = options.param ?? null
+    this.headers = options.headers
+  }
+
+  /** The JSON envelope every client sees. */
+  toJSON(): ErrorEnvelope {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } }
+  }
+
+  /** A complete HTTP response carrying the envelope, the request id and any extra headers. */
+  toResponse(requestId: string): Response {
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'x-request-id': requestId,
+      ...this.headers,
+    }
+    return new Response(JSON.stringify(this.toJSON()), { status: this.status, headers })
+  }
+}
+
+/** The body of every error response. */
+export interface ErrorEnvelope {
+  error: { message: string; type: ErrorType; param: string | null; code: ErrorCode }
+}
+
+export const isGatewayError = (value: unknown): value is GatewayError => value instanceof GatewayError

@@ -1,0 +1,28 @@
+/**
+ * sluice's public API: what a plugin author or an embedding program imports.
+ */
+export { definePlugin } from './plugin.ts'
+export type {
+  AttemptFailure,
+  Endpoint,
+  GatewayRequest,
+  HookResult,
+  Identity,
+  Outcome,
+  PluginContext,
+  PluginDefinition,
+  PluginFactory,
+  PluginHooks,
+  PluginInstance,
+  RoutePlan,
+  StreamChunk,
+  Usage,
+} from './plugin.ts'
+export { GatewayError, ERROR_CODES, type ErrorCode, type ErrorType, type ErrorEnvelope } from './errors.ts'
+export { defineConfig, loadConfig, ConfigError, type ResolvedConfig } from './config/load.ts'
+export type { ConfigFile, ModelConfig, ProviderConfig } from './config/schema.ts'
+export { createGateway, type Gateway, type GatewayOptions } from './server.ts'
+export type { ModelGroup, RouteTarget, GroupTarget, ProviderRuntime } from './models.ts'
+export type { Services } from './services.ts'
+export type { ProviderAdapter, UpstreamCall } from './providers/types.ts'
+export { t } from 'elysia'

@@ -1,0 +1,47 @@
+import { ConfigError, loadConfig } from './config/load.ts'
+import { createGateway } from './server.ts'
+
+/** `bun run start`: load config, boot, listen, and stop cleanly on SIGTERM/SIGINT. */
+async function main(): Promise<void> {
+  let config
+  try {
+    config = await loadConfig()
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`sluice: ${error.message}`)
+      process.exit(2)
+    }
+    throw error
+  }
+  const gateway = await createGateway(config)
+  const server = gateway.listen({ reusePort: process.env.SLUICE_REUSE_PORT === '1' })
+  gateway.logger.info('sluice listening', {
+    url: `${config.tls ? 'https' : 'http'}://${server.hostname}:${server.port}`,
+    environment: config.environment,
+    database: gateway.services.db.url,
+    redis: config.redisUrl ? 'configured' : 'in-process',
+    plugins: gateway.plugins.map((p) => p.name),
+    models: gateway.models.list().map((m) => m.name),
+  })
+
+  let stopping = false
+  const stop = async (signal: string) => {
+    if (stopping) return
+    stopping = true
+    gateway.logger.info('shutting down', { signal })
+    try {
+      await gateway.close()
+      process.exit(0)
+    } catch (error) {
+      gateway.logger.error('shutdown failed', { error: String(error) })
+      process.exit(1)
+    }
+  }
+  process.on('SIGTERM', () => void stop('SIGTERM'))
+  process.on('SIGINT', () => void stop('SIGINT'))
+}
+
+main().catch((error: unknown) => {
+  console.error('sluice: failed to start:', error instanceof Error ? error.message : error)
+  process.exit(1)
+})

@@ -1,0 +1,518 @@
+import { GatewayError } from './errors.ts'
+import type { Logger } from './lib/logger.ts'
+import { SseSplitter, eventData } from './lib/sse.ts'
+import { parseUsage, priceOf, roughTokens } from './lib/usage.ts'
+import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
+import type {
+  AttemptFailure,
+  Endpoint,
+  GatewayRequest,
+  HookResult,
+  MaybePromise,
+  Outcome,
+  PluginHooks,
+  RoutePlan,
+  StreamChunk,
+  Usage,
+} from './plugin.ts'
+
+/** A plugin after `setup`: its name and the hooks it returned. */
+export interface LoadedPlugin {
+  readonly name: string
+  readonly hooks: PluginHooks
+}
+
+export interface PipelineOptions {
+  plugins: readonly LoadedPlugin[]
+  models: ModelRegistry
+  logger: Logger
+}
+
+type Stage = (req: GatewayRequest) => MaybePromise<HookResult>
+type UsageHook = (req: GatewayRequest, usage: Usage) => void
+type CompleteHook = (req: GatewayRequest, outcome: Outcome) => void
+type ChunkHook = (req: GatewayRequest, chunk: StreamChunk) => boolean | void
+
+const DEFAULT_FIRST_BYTE_MS = 60_000
+const encoder = new TextEncoder()
+
+/**
+ * The request pipeline: authenticate → resolve model → admit → route → call upstream →
+ * stream back, with usage and completion hooks after. Stage lists are built once; a
+ * stage no plugin uses costs nothing, and with no plugin at all the upstream body is
+ * handed to the client untouched.
+ */
+export class Pipeline {
+  private readonly authenticateHooks: Stage[]
+  private readonly admitHooks: Stage[]
+  private readonly routeHooks: NonNullable<PluginHooks['route']>[]
+  private readonly usageHooks: UsageHook[]
+  private readonly completeHooks: CompleteHook[]
+  private readonly chunkHooks: ChunkHook[]
+  private readonly describeHooks: NonNullable<PluginHooks['describe']>[]
+  /** Some plugin needs to see the response as it passes. */
+  private readonly tap: boolean
+  private readonly models: ModelRegistry
+  private readonly logger: Logger
+
+  constructor(options: PipelineOptions) {
+    const hooks = options.plugins.map((p) => p.hooks)
+    const pick = <K extends keyof PluginHooks>(k: K) =>
+      hooks.flatMap((h) => (h[k] ? [(h[k] as (...a: never[]) => unknown).bind(h) as NonNullable<PluginHooks[K]>] : []))
+    this.authenticateHooks = pick('authenticate')
+    this.admitHooks = pick('admit')
+    this.routeHooks = pick('route')
+    this.usageHooks = pick('onUsage')
+    this.completeHooks = pick('onComplete')
+    this.chunkHooks = pick('onStreamChunk')
+    this.describeHooks = pick('describe')
+    this.tap = this.usageHooks.length + this.completeHooks.length + this.chunkHooks.length > 0
+    this.models = options.models
+    this.logger = options.logger
+  }
+
+  /** A fresh request record. */
+  createRequest(endpoint: Endpoint, request: Request, id: string, body: Record<string, unknown> = {}): GatewayRequest {
+    const model = typeof body.model === 'string' ? body.model : undefined
+    return {
+      id,
+      endpoint,
+      request,
+      body,
+      model,
+      stream: body.stream === true,
+      startedAt: performance.now(),
+      identity: undefined,
+      group: undefined,
+      target: undefined,
+      responseHeaders: {},
+      usage: undefined,
+      locals: {},
+    }
+  }
+
+  /** Run the authenticate stage alone (model list, key introspection, token counting). */
+  authenticate(req: GatewayRequest): MaybePromise<HookResult> {
+    return this.runStage(this.authenticateHooks, req)
+  }
+
+  /** What the plugins say about the calling key, for `GET /v1/key`. */
+  async describe(req: GatewayRequest): Promise<Record<string, unknown>> {
+    const parts = await Promise.all(this.describeHooks.map((hook) => hook(req)))
+    return Object.assign({}, ...parts)
+  }
+
+  /** An error response for a request, with its collected headers, reported to `onComplete`. */
+  fail(req: GatewayRequest, error: GatewayError): Response {
+    const response = error.toResponse(req.id)
+    for (const [k, v] of Object.entries(req.responseHeaders)) if (!response.headers.has(k)) response.headers.set(k, v)
+    if (this.completeHooks.length) {
+      const outcome: Outcome = {
+        status: error.status,
+        errorCode: error.code,
+        latencyMs: performance.now() - req.startedAt,
+        ttftMs: null,
+        aborted: false,
+      }
+      queueMicrotask(() => this.complete(req, outcome))
+    }
+    return response
+  }
+
+  /** The whole path of a model call (chat, completions, embeddings). */
+  async handle(req: GatewayRequest): Promise<Response> {
+    let plan: RoutePlan | undefined
+    try {
+      const refused = await this.runStage(this.authenticateHooks, req)
+      if (refused) return this.fail(req, refused)
+
+      const group = req.model === undefined ? undefined : this.models.get(req.model)
+      if (!group) return this.fail(req, modelNotFound(req.model))
+      req.group = group
+
+      const refusedAdmission = await this.runStage(this.admitHooks, req)
+      if (refusedAdmission) return this.fail(req, refusedAdmission)
+
+      const routed = await this.plan(req, group)
+      if (routed instanceof GatewayError) return this.fail(req, routed)
+      plan = routed
+
+      if (req.stream && this.usageHooks.length && req.endpoint !== 'embeddings') askForStreamUsage(req)
+
+      const result = await this.callUpstream(req, plan)
+      if (result instanceof GatewayError) {
+        plan.release?.()
+        return this.fail(req, result)
+      }
+      return this.respond(req, result, plan)
+    } catch (error) {
+      plan?.release?.()
+      if (error instanceof GatewayError) return this.fail(req, error)
+      this.logger.error('request failed unexpectedly', { request_id: req.id, error: String(error) })
+      return this.fail(req, new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${req.id} to the operator.`))
+    }
+  }
+
+  private runStage(stage: Stage[], req: GatewayRequest): MaybePromise<HookResult> {
+    if (stage.length === 0) return undefined
+    if (stage.length === 1) return stage[0]!(req)
+    return (async () => {
+      for (const hook of stage) {
+        const result = await hook(req)
+        if (result) return result
+      }
+      return undefined
+    })()
+  }
+
+  private async plan(req: GatewayRequest, group: ModelGroup): Promise<RoutePlan | GatewayError> {
+    for (const hook of this.routeHooks) {
+      const plan = await hook(req, group)
+      if (plan) return plan
+    }
+    return firstTargetPlan(group)
+  }
+
+  /** Try targets as the plan gives them until one answers 2xx or the plan runs out. */
+  private async callUpstream(req: GatewayRequest, plan: RoutePlan): Promise<Response | GatewayError> {
+    let failure: AttemptFailure | undefined
+    for (;;) {
+      const next = await plan.next(failure)
+      if (next === undefined) return failure?.error ?? new GatewayError('no_healthy_upstream', `No upstream is available for model "${req.model}" right now; retry shortly.`)
+      if (next instanceof GatewayError) return next
+      if (req.request.signal.aborted) return new GatewayError('upstream_error', 'The client closed the request.')
+      const started = performance.now()
+      const outcome = await this.attempt(req, next)
+      const latency = performance.now() - started
+      if (outcome instanceof Response) {
+        req.target = next
+        plan.report?.(next, latency, outcome, undefined)
+        return outcome
+      }
+      failure = { ...outcome, target: next, latencyMs: latency }
+      plan.report?.(next, latency, undefined, failure)
+      this.logger.debug('upstream attempt failed', { request_id: req.id, provider: next.provider.id, key: next.key.id, status: failure.status })
+    }
+  }
+
+  private async attempt(req: GatewayRequest, target: RouteTarget): Promise<Response | Omit<AttemptFailure, 'target' | 'latencyMs'>> {
+    const body = req.body.model === target.model ? req.body : { ...req.body, model: target.model }
+    const controller = new AbortController()
+    const clientSignal = req.request.signal
+    const onClientAbort = () => controller.abort(new DOMException('client closed the request', 'AbortError'))
+    clientSignal.addEventListener('abort', onClientAbort, { once: true })
+    const firstByteMs = target.provider.config.timeouts?.first_byte_ms ?? DEFAULT_FIRST_BYTE_MS
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      controller.abort(new DOMException('upstream timed out', 'TimeoutError'))
+    }, firstByteMs)
+    try {
+      const response = await target.provider.adapter.send({
+        endpoint: req.endpoint,
+        body,
+        stream: req.stream,
+        key: target.key,
+        signal: controller.signal,
+      })
+      if (response.ok) return response
+      const text = await response.text().catch(() => '')
+      return {
+        status: response.status,
+        error: upstreamError(response.status, text, target, response.headers),
+        retryAfter: retryAfterSeconds(response.headers.get('retry-after')),
+      }
+    } catch (error) {
+      if (timedOut) {
+        return {
+          status: 0,
+          error: new GatewayError('upstream_timeout', `Upstream provider "${target.provider.id}" did not answer within ${firstByteMs} ms.`),
+          retryAfter: null,
+        }
+      }
+      return {
+        status: 0,
+        error: new GatewayError('upstream_error', `Upstream provider "${target.provider.id}" could not be reached: ${scrub(errorMessage(error), target.key.secret)}`),
+        retryAfter: null,
+      }
+    } finally {
+      clearTimeout(timer)
+      clientSignal.removeEventListener('abort', onClientAbort)
+    }
+  }
+
+  /** Build the client response around the upstream one; never buffer it. */
+  private respond(req: GatewayRequest, upstream: Response, plan: RoutePlan): Response {
+    const headers: Record<string, string> = {
+      'content-type': upstream.headers.get('content-type') ?? (req.stream ? 'text/event-stream' : 'application/json'),
+      'x-request-id': req.id,
+    }
+    if (req.stream) headers['cache-control'] = 'no-cache'
+    for (const k in req.responseHeaders) headers[k] = req.responseHeaders[k]!
+    // Content-Encoding and Content-Length are not copied: Bun's fetch already decoded the body.
+    if (!this.tap || !upstream.body) {
+      plan.release?.()
+      return new Response(upstream.body, { status: upstream.status, headers })
+    }
+    const body = req.stream ? this.tapStream(req, upstream.body, plan) : this.tapJson(req, upstream.body, plan)
+    return new Response(body, { status: upstream.status, headers })
+  }
+
+  /** Pass a JSON body through while keeping a copy to read its usage at the end. */
+  private tapJson(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan): ReadableStream<Uint8Array> {
+    const reader = source.getReader()
+    const parts: Uint8Array[] = []
+    let finished = false
+    const finish = (aborted: boolean) => {
+      if (finished) return
+      finished = true
+      plan.release?.()
+      let usage: Usage | null = null
+      if (!aborted) {
+        try {
+          const parsed = JSON.parse(Buffer.concat(parts).toString('utf8')) as Record<string, unknown>
+          usage = parseUsage(parsed.usage, req.group?.pricing)
+        } catch {
+          // A body that is not JSON has no usage to read; fall back to an estimate.
+        }
+      }
+      this.settle(req, usage ?? estimateUsage(req, 0), aborted, null, 200)
+    }
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const { done, value } = await reader.read()
+          if (done) {
+            controller.close()
+            finish(false)
+            return
+          }
+          parts.push(value)
+          controller.enqueue(value)
+        } catch (error) {
+          controller.error(error)
+          finish(true)
+        }
+      },
+      cancel(reason) {
+        finish(true)
+        return reader.cancel(reason)
+      },
+    })
+  }
+
+  /** Pass an SSE stream through, showing each event to the chunk hooks and picking up usage. */
+  private tapStream(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan): ReadableStream<Uint8Array> {
+    const reader = source.getReader()
+    const decoder = new TextDecoder()
+    const splitter = new SseSplitter()
+    const chunkHooks = this.chunkHooks
+    const hideUsageChunk = req.locals.__hideUsageChunk === true
+    const rewrite = chunkHooks.length > 0 || hideUsageChunk
+    let usage: Usage | null = null
+    let completionChars = 0
+    let ttft: number | null = null
+    let finished = false
+
+    const inspect = (event: string): boolean => {
+      const data = eventData(event)
+      if (data === null || data === '[DONE]') return true
+      // Parse only when someone needs the chunk or it carries usage: most chunks carry `"usage":null`.
+      const hasUsage = data.includes('"usage":{')
+      if (!hasUsage && chunkHooks.length === 0) {
+        completionChars += contentLength(data)
+        return true
+      }
+      let parsed: Record<string, unknown>
+      try {
+        parsed = JSON.parse(data) as Record<string, unknown>
+      } catch {
+        return true
+      }
+      let keep = true
+      if (hasUsage) {
+        usage = parseUsage(parsed.usage, req.group?.pricing) ?? usage
+        const choices = parsed.choices
+        if (hideUsageChunk && Array.isArray(choices) && choices.length === 0) keep = false
+      } else {
+        completionChars += contentLength(data)
+      }
+      for (const hook of chunkHooks) if (hook(req, { data: parsed }) === false) keep = false
+      return keep
+    }
+
+    const finish = (aborted: boolean) => {
+      if (finished) return
+      finished = true
+      plan.release?.()
+      this.settle(req, usage ?? estimateUsage(req, completionChars), aborted, ttft, 200)
+    }
+
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const { done, value } = await reader.read()
+          if (done) {
+            const rest = splitter.flush()
+            if (rest !== null && inspect(rest) && rewrite) controller.enqueue(encoder.encode(rest + '\n\n'))
+            controller.close()
+            finish(false)
+            return
+          }
+          if (ttft === null) ttft = performance.now() - req.startedAt
+          const events = splitter.push(decoder.decode(value, { stream: true }))
+          if (!rewrite) {
+            for (const e of events) inspect(e)
+            controller.enqueue(value)
+            return
+          }
+          let out = ''
+          for (const e of events) if (inspect(e)) out += e + '\n\n'
+          if (out) controller.enqueue(encoder.encode(out))
+        } catch (error) {
+          controller.error(error)
+          finish(true)
+        }
+      },
+      cancel(reason) {
+        finish(true)
+        return reader.cancel(reason)
+      },
+    })
+  }
+
+  /** Usage and completion hooks, after the response; a failing hook is logged, never thrown. */
+  private settle(req: GatewayRequest, usage: Usage, aborted: boolean, ttftMs: number | null, status: number): void {
+    req.usage = usage
+    for (const hook of this.usageHooks) {
+      try {
+        hook(req, usage)
+      } catch (error) {
+        this.logger.error('onUsage hook failed', { request_id: req.id, error: String(error) })
+      }
+    }
+    this.complete(req, { status, errorCode: null, latencyMs: performance.now() - req.startedAt, ttftMs, aborted })
+  }
+
+  private complete(req: GatewayRequest, outcome: Outcome): void {
+    for (const hook of this.completeHooks) {
+      try {
+        hook(req, outcome)
+      } catch (error) {
+        this.logger.error('onComplete hook failed', { request_id: req.id, error: String(error) })
+      }
+    }
+  }
+}
+
+/** Without a routing plugin: the group's first target with its provider's first key, once. */
+function firstTargetPlan(group: ModelGroup): RoutePlan {
+  let given = false
+  return {
+    next() {
+      if (given) return undefined
+      given = true
+      const target = group.targets[0]!
+      return { provider: target.provider, model: target.model, key: target.provider.keys[0]!, group: group.name }
+    },
+  }
+}
+
+/** Ask the upstream for a usage chunk; hide it from a client that did not ask for one. */
+function askForStreamUsage(req: GatewayRequest): void {
+  const options = req.body.stream_options
+  const wanted = typeof options === 'object' && options !== null && (options as Record<string, unknown>).include_usage === true
+  if (wanted) return
+  req.body = { ...req.body, stream_options: { ...(typeof options === 'object' && options !== null ? options : {}), include_usage: true } }
+  req.locals.__hideUsageChunk = true
+}
+
+function estimateUsage(req: GatewayRequest, completionChars: number): Usage {
+  const promptTokens = roughTokens(promptChars(req.body))
+  const completionTokens = roughTokens(completionChars)
+  return {
+    promptTokens,
+    completionTokens,
+    cachedTokens: 0,
+    totalTokens: promptTokens + completionTokens,
+    costUsd: priceOf(promptTokens, completionTokens, 0, req.group?.pricing),
+    source: 'estimated',
+  }
+}
+
+function promptChars(body: Record<string, unknown>): number {
+  const source = body.messages ?? body.prompt ?? body.input
+  if (typeof source === 'string') return source.length
+  return source === undefined ? 0 : JSON.stringify(source).length
+}
+
+/** Characters of generated text in one chunk's JSON, without parsing it. */
+function contentLength(data: string): number {
+  let total = 0
+  for (const field of ['"content":"', '"text":"', '"arguments":"']) {
+    let i = data.indexOf(field)
+    while (i !== -1) {
+      const start = i + field.length
+      let j = start
+      while (j < data.length && data.charCodeAt(j) !== 34) j += data.charCodeAt(j) === 92 ? 2 : 1
+      total += j - start
+      i = data.indexOf(field, j)
+    }
+  }
+  return total
+}
+
+function modelNotFound(model: string | undefined): GatewayError {
+  if (model === undefined) return new GatewayError('invalid_request', 'The request must name a model.', { param: 'model' })
+  return new GatewayError('model_not_found', `The model "${model}" is not served by this gateway. GET /v1/models lists the models your key may use.`, { param: 'model' })
+}
+
+/** Map an upstream's error answer into the envelope, keeping its status for request errors. */
+export function upstreamError(status: number, text: string, target: RouteTarget, headers: Headers): GatewayError {
+  const provider = target.provider.id
+  const detail = scrub(upstreamMessage(text), target.key.secret)
+  if (status === 401 || status === 403) {
+    return new GatewayError('upstream_error', `Upstream provider "${provider}" refused the gateway's key "${target.key.id}" (HTTP ${status}): ${detail} An operator must fix or replace that provider key.`)
+  }
+  if (status === 429) {
+    const retry = headers.get('retry-after')
+    return new GatewayError('rate_limit_exceeded', `Upstream provider "${provider}" is rate-limiting the gateway's key "${target.key.id}": ${detail}`, {
+      headers: retry ? { 'retry-after': retry } : undefined,
+    })
+  }
+  if (status >= 400 && status < 500) {
+    const code = status === 404 ? 'model_not_found' : status === 413 ? 'request_too_large' : 'invalid_request'
+    return new GatewayError(code, `Upstream provider "${provider}" rejected the request (HTTP ${status}): ${detail}`, { status })
+  }
+  return new GatewayError('upstream_error', `Upstream provider "${provider}" failed (HTTP ${status}): ${detail}`)
+}
+
+function upstreamMessage(text: string): string {
+  try {
+    const parsed = JSON.parse(text) as { error?: { message?: unknown } | string; message?: unknown }
+    if (typeof parsed.error === 'string') return parsed.error
+    if (typeof parsed.error?.message === 'string') return parsed.error.message
+    if (typeof parsed.message === 'string') return parsed.message
+  } catch {
+    // Not JSON: show the start of the text.
+  }
+  const trimmed = text.trim()
+  return trimmed ? trimmed.slice(0, 500) : 'no details given.'
+}
+
+/** Remove a provider secret from text that may reach a client or a log. */
+export function scrub(text: string, secret: string): string {
+  return secret.length >= 4 ? text.split(secret).join('***') : text
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}
+
+function retryAfterSeconds(value: string | null): number | null {
+  if (!value) return null
+  const n = Number(value)
+  if (Number.isFinite(n)) return Math.max(0, n)
+  const at = Date.parse(value)
+  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000))
+}

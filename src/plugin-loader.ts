@@ -1,0 +1,96 @@
+import { isAbsolute, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { Value } from '@sinclair/typebox/value'
+import { ConfigError, type ResolvedConfig } from './config/load.ts'
+import { isPluginFactory, isPluginInstance, type PluginContext, type PluginInstance } from './plugin.ts'
+import type { LoadedPlugin } from './pipeline.ts'
+import type { PluginFactory } from './plugin.ts'
+
+/** Turn the config's plugin entries into instances; every problem is reported, each naming its plugin. */
+export async function resolvePlugins(config: ResolvedConfig, builtins: Record<string, PluginFactory>): Promise<PluginInstance[]> {
+  const problems: string[] = []
+  const entries = config.plugins ?? Object.keys(builtins)
+  const instances: PluginInstance[] = []
+  const seen = new Set<string>()
+  for (const [i, entry] of entries.entries()) {
+    const instance = await toInstance(entry, `/plugins/${i}`, config, builtins, problems)
+    if (!instance) continue
+    const options = validateOptions(instance, `/plugins/${i}`, problems)
+    // The same plugin with equal options registers once (a config and a preset may both list it).
+    const identity = `${instance.name}\u0000${JSON.stringify(options ?? null)}`
+    if (seen.has(identity)) continue
+    seen.add(identity)
+    instances.push({ ...instance, options })
+  }
+  if (problems.length) throw new ConfigError(problems)
+  return instances
+}
+
+/** Run each plugin's `setup` in order; a failure names the plugin. */
+export async function setupPlugins(instances: PluginInstance[], base: Omit<PluginContext, 'options'>): Promise<LoadedPlugin[]> {
+  const loaded: LoadedPlugin[] = []
+  for (const instance of instances) {
+    try {
+      const hooks = await instance.definition.setup({ ...base, options: instance.options as never })
+      loaded.push({ name: instance.name, hooks: hooks ?? {} })
+    } catch (error) {
+      throw new Error(`plugin "${instance.name}" failed to start: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
+    }
+  }
+  return loaded
+}
+
+async function toInstance(
+  entry: unknown,
+  path: string,
+  config: ResolvedConfig,
+  builtins: Record<string, PluginFactory>,
+  problems: string[],
+): Promise<PluginInstance | undefined> {
+  if (typeof entry === 'string') {
+    const factory = builtins[entry]
+    if (!factory) {
+      const names = Object.keys(builtins)
+      problems.push(`${path}: unknown plugin "${entry}"; built-in plugins are ${names.length ? names.join(', ') : '(none)'}; load your own with {"use": "./path/to/plugin.ts"}`)
+      return undefined
+    }
+    return factory()
+  }
+  if (isPluginInstance(entry)) return entry
+  if (isPluginFactory(entry)) return entry()
+  if (typeof entry === 'object' && entry !== null && 'use' in entry) {
+    const { use, options } = entry as { use: string; options?: unknown }
+    const builtin = builtins[use]
+    if (builtin) return builtin(options as never)
+    const target = isAbsolute(use) ? use : resolve(config.baseDir, use)
+    let mod: Record<string, unknown>
+    try {
+      mod = await import(pathToFileURL(target).href)
+    } catch (error) {
+      problems.push(`${path}: plugin "${use}" cannot be loaded: ${error instanceof Error ? error.message : String(error)}`)
+      return undefined
+    }
+    const found = [mod.default, ...Object.values(mod)].find((v) => isPluginFactory(v) || isPluginInstance(v))
+    if (!found) {
+      problems.push(`${path}: plugin "${use}" exports no plugin (export one made with definePlugin)`)
+      return undefined
+    }
+    const instance = isPluginFactory(found) ? found() : (found as PluginInstance)
+    return { ...instance, options: options ?? instance.options }
+  }
+  problems.push(`${path}: expected a plugin name, {"use": path, "options": {...}}, or a plugin`)
+  return undefined
+}
+
+function validateOptions(instance: PluginInstance, path: string, problems: string[]): unknown {
+  const schema = instance.definition.options
+  if (!schema) return instance.options
+  // Defaults first, so a plugin listed bare gets its documented defaults.
+  const value = Value.Default(schema, structuredClone(instance.options ?? {}))
+  let ok = true
+  for (const error of Value.Errors(schema, value)) {
+    ok = false
+    problems.push(`${path}: plugin "${instance.name}" option ${error.path || '/'}: ${error.message}`)
+  }
+  return ok ? value : undefined
+}

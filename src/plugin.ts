@@ -1,0 +1,184 @@
+import type { Static, TSchema } from '@sinclair/typebox'
+import type { Elysia } from 'elysia'
+import type { GatewayError } from './errors.ts'
+import type { ResolvedConfig } from './config/load.ts'
+import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
+import type { Logger } from './lib/logger.ts'
+import type { Services } from './services.ts'
+
+/** The client-facing endpoints that run through the plugin pipeline. */
+export type Endpoint =
+  | 'chat.completions'
+  | 'completions'
+  | 'embeddings'
+  | 'models.list'
+  | 'models.get'
+  | 'key'
+  | 'tokens.count'
+
+/** Who is calling, as established by an `authenticate` hook. */
+export interface Identity {
+  keyId: string
+  userId: string
+  /** The team usage is billed to: the key's team, or the one named by `OpenAI-Organization`. */
+  teamId: string | null
+  environment: string
+  /** Models this key may use; `null` means all. */
+  models: readonly string[] | null
+  /** Scopes this key holds; `null` means all. */
+  scopes: readonly string[] | null
+  /** Plugin-specific facts about the identity (limits, budgets, names). */
+  attributes: Readonly<Record<string, unknown>>
+}
+
+/** Token usage of one request, from the provider or estimated. */
+export interface Usage {
+  promptTokens: number
+  completionTokens: number
+  cachedTokens: number
+  totalTokens: number
+  /** USD, when pricing is known. */
+  costUsd: number | null
+  source: 'provider' | 'estimated'
+}
+
+/** One client request as it moves through the stages. Plugins read it and may annotate it. */
+export interface GatewayRequest {
+  readonly id: string
+  readonly endpoint: Endpoint
+  /** The raw incoming request (headers, signal, URL). */
+  readonly request: Request
+  /** The parsed JSON body (empty object for GET endpoints). Plugins may change it before `route`. */
+  body: Record<string, unknown>
+  /** The model the client asked for. */
+  readonly model: string | undefined
+  readonly stream: boolean
+  /** `performance.now()` when the request arrived. */
+  readonly startedAt: number
+  /** Set by an `authenticate` hook. */
+  identity: Identity | undefined
+  /** The model group the requested model resolved to. */
+  group: ModelGroup | undefined
+  /** The upstream target of the attempt that answered. */
+  target: RouteTarget | undefined
+  /** Headers to add to the client response (rate-limit headers and the like). */
+  readonly responseHeaders: Record<string, string>
+  /** Usage once known. */
+  usage: Usage | undefined
+  /** Per-plugin scratch space, keyed by plugin name. */
+  readonly locals: Record<string, unknown>
+}
+
+/** What a hook may return: nothing to continue, a `GatewayError` to refuse. */
+export type HookResult = void | undefined | GatewayError
+export type MaybePromise<T> = T | Promise<T>
+
+/** Why an upstream attempt failed, handed to the route plan to choose what comes next. */
+export interface AttemptFailure {
+  target: RouteTarget
+  /** HTTP status from upstream, or 0 for network errors and timeouts. */
+  status: number
+  error: GatewayError
+  /** Seconds from the upstream's `Retry-After`, if any. */
+  retryAfter: number | null
+  /** ms the attempt took. */
+  latencyMs: number
+}
+
+/** What the route stage produces: the targets to try, in order, told of each failure. */
+export interface RoutePlan {
+  /** The next target to try, or a `GatewayError` (or nothing) when there is none left. */
+  next(previous: AttemptFailure | undefined): MaybePromise<RouteTarget | GatewayError | undefined>
+  /** Told of every attempt's end: success (`failure` undefined) or failure. */
+  report?(target: RouteTarget, latencyMs: number, response: Response | undefined, failure: AttemptFailure | undefined): void
+  /** Called once when the request ends, to release anything held (in-flight counts). */
+  release?(): void
+}
+
+/** Outcome of a request, handed to `onComplete` after the response has been sent. */
+export interface Outcome {
+  status: number
+  errorCode: string | null
+  /** ms from arrival to the last byte (or the error). */
+  latencyMs: number
+  /** ms from arrival to the first body byte of a stream. */
+  ttftMs: number | null
+  /** The client went away before the end. */
+  aborted: boolean
+}
+
+/** A parsed server-sent event of an OpenAI-format stream. */
+export interface StreamChunk {
+  /** The parsed `data:` JSON. */
+  data: Record<string, unknown>
+}
+
+/** The stages a plugin may take part in. All optional; only stages some plugin uses are attached. */
+export interface PluginHooks {
+  /** Establish `req.identity`, or refuse. */
+  authenticate?(req: GatewayRequest): MaybePromise<HookResult>
+  /** Admit or refuse by limits, budgets, policy. */
+  admit?(req: GatewayRequest): MaybePromise<HookResult>
+  /** Pick upstream targets. The first plugin that returns a plan wins; without one the core tries the group's first target. */
+  route?(req: GatewayRequest, group: ModelGroup): MaybePromise<RoutePlan | GatewayError | undefined>
+  /** Every parsed chunk of a streamed response. Return `false` to keep the chunk from the client. */
+  onStreamChunk?(req: GatewayRequest, chunk: StreamChunk): boolean | void
+  /** The request's usage, once known (also for streams cut off by the client). */
+  onUsage?(req: GatewayRequest, usage: Usage): void
+  /** After the response has been sent. Never delays the client. */
+  onComplete?(req: GatewayRequest, outcome: Outcome): void
+  /** Facts about the calling key for `GET /v1/key` (status, limits, remaining quota); merged over all plugins. */
+  describe?(req: GatewayRequest): MaybePromise<Record<string, unknown>>
+  /** Extra HTTP routes, registered on the app (outside the `/v1` pipeline). */
+  routes?(app: Elysia): unknown
+  /** Called on shutdown, after the server stopped accepting. */
+  close?(): MaybePromise<void>
+}
+
+/** What `setup` receives: the resolved config, shared services, the plugin's validated options. */
+export interface PluginContext<Options = unknown> {
+  options: Options
+  config: ResolvedConfig
+  services: Services
+  models: ModelRegistry
+  logger: Logger
+}
+
+/** A plugin definition: a name, an options schema, and a setup that returns hooks. */
+export interface PluginDefinition<S extends TSchema | undefined = TSchema | undefined> {
+  readonly name: string
+  /** TypeBox schema of the options; they are validated against it at boot. */
+  readonly options?: S
+  setup(ctx: PluginContext<S extends TSchema ? Static<S> : undefined>): MaybePromise<PluginHooks>
+}
+
+/** A plugin with its options bound, as listed in a config. */
+export interface PluginInstance {
+  readonly name: string
+  readonly definition: PluginDefinition
+  readonly options: unknown
+}
+
+/** What `definePlugin` returns: call it with options to get an instance; list it bare for the defaults. */
+export type PluginFactory<S extends TSchema | undefined = TSchema | undefined> = ((
+  options?: S extends TSchema ? Static<S> : undefined,
+) => PluginInstance) & { readonly definition: PluginDefinition<S> }
+
+/**
+ * Define a plugin. The result is a factory: `myPlugin({ ... })` binds options; a bare
+ * `myPlugin` in a config uses the defaults. The same name with equal options registers once.
+ */
+export function definePlugin<S extends TSchema | undefined = undefined>(definition: PluginDefinition<S>): PluginFactory<S> {
+  const factory = (options?: unknown): PluginInstance => ({
+    name: definition.name,
+    definition: definition as PluginDefinition,
+    options,
+  })
+  return Object.assign(factory, { definition }) as PluginFactory<S>
+}
+
+export const isPluginInstance = (value: unknown): value is PluginInstance =>
+  typeof value === 'object' && value !== null && 'definition' in value && 'name' in value
+
+export const isPluginFactory = (value: unknown): value is PluginFactory =>
+  typeof value === 'function' && 'definition' in value

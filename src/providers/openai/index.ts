@@ -1,0 +1,52 @@
+import type { ProviderConfig } from '../../config/schema.ts'
+import type { Endpoint } from '../../plugin.ts'
+import type { AdapterFactory, ProviderAdapter, UpstreamCall } from '../types.ts'
+
+const PATHS: Partial<Record<Endpoint, string>> = {
+  'chat.completions': '/chat/completions',
+  completions: '/completions',
+  embeddings: '/embeddings',
+}
+
+/** Options shared by OpenAI and the vendors that copy its API. */
+export interface OpenAIBaseOptions {
+  type: string
+  baseUrl: string
+  /** Builds the auth headers for a key (OpenAI: `Authorization: Bearer`; Azure: `api-key`). */
+  authHeaders?: (secret: string) => Record<string, string>
+}
+
+const bearer = (secret: string): Record<string, string> => (secret ? { authorization: `Bearer ${secret}` } : {})
+
+/**
+ * The OpenAI wire format is the gateway's own, so this adapter forwards bodies as they
+ * are and hands the upstream response back untouched: no translation on the hot path.
+ */
+export function createOpenAIBase(provider: ProviderConfig, options: OpenAIBaseOptions): ProviderAdapter {
+  const base = options.baseUrl.replace(/\/+$/, '')
+  // Built once: the URL per endpoint and the constant headers.
+  const urls = new Map<Endpoint, string>()
+  for (const [endpoint, path] of Object.entries(PATHS) as [Endpoint, string][]) urls.set(endpoint, base + path)
+  const authHeaders = options.authHeaders ?? bearer
+  const fixed: Record<string, string> = { 'content-type': 'application/json', ...provider.headers }
+
+  return {
+    type: options.type,
+    endpoints: new Set(urls.keys()),
+    send(call: UpstreamCall): Promise<Response> {
+      const url = urls.get(call.endpoint)
+      if (!url) return Promise.reject(new Error(`provider ${provider.id} does not serve ${call.endpoint}`))
+      return fetch(url, {
+        method: 'POST',
+        headers: { ...fixed, ...authHeaders(call.key.secret) },
+        body: JSON.stringify(call.body),
+        signal: call.signal,
+        // Never follow a redirect with a secret attached to somewhere we were not told about.
+        redirect: 'manual',
+      })
+    },
+  }
+}
+
+export const openaiAdapter: AdapterFactory = (provider) =>
+  createOpenAIBase(provider, { type: 'openai', baseUrl: provider.baseUrl ?? 'https://api.openai.com/v1' })

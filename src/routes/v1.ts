@@ -1,0 +1,113 @@
+import { Elysia } from 'elysia'
+import { GatewayError } from '../errors.ts'
+import { readJsonObject } from '../lib/body.ts'
+import type { ModelGroup, ModelRegistry } from '../models.ts'
+import type { Pipeline } from '../pipeline.ts'
+import type { Endpoint, GatewayRequest } from '../plugin.ts'
+import { ChatCompletionBody, CompletionBody, EmbeddingBody, KeyInfo, ModelList, ModelObject } from './schemas.ts'
+
+export interface V1Options {
+  pipeline: Pipeline
+  models: ModelRegistry
+  maxBodyBytes: number
+}
+
+const security: Record<string, string[]>[] = [{ bearer: [] }, { apiKey: [] }]
+
+/** The OpenAI-compatible client API. Each handler hands straight to the pipeline. */
+export function v1Routes({ pipeline, models, maxBodyBytes }: V1Options) {
+  const parse = ({ request }: { request: Request }) => readJsonObject(request, maxBodyBytes)
+  const call = (endpoint: Endpoint) => ({ body, request, set }: { body: Record<string, unknown>; request: Request; set: { headers: Record<string, unknown> } }) =>
+    pipeline.handle(pipeline.createRequest(endpoint, request, set.headers['x-request-id'] as string, body))
+
+  const visible = (req: GatewayRequest): ModelGroup[] => {
+    const allowed = req.identity?.models
+    const all = models.list()
+    return allowed ? all.filter((g) => allowed.includes(g.name)) : all
+  }
+  const modelObject = (g: ModelGroup) => ({ id: g.name, object: 'model' as const, created: g.created, owned_by: 'sluice' })
+
+  return new Elysia({ name: 'sluice.v1' })
+    .post('/v1/chat/completions', call('chat.completions'), {
+      parse,
+      body: ChatCompletionBody,
+      detail: { tags: ['OpenAI'], summary: 'Create a chat completion (plain or streamed as server-sent events)', security },
+    })
+    .post('/v1/completions', call('completions'), {
+      parse,
+      body: CompletionBody,
+      detail: { tags: ['OpenAI'], summary: 'Create a legacy text completion', security },
+    })
+    .post('/v1/embeddings', call('embeddings'), {
+      parse,
+      body: EmbeddingBody,
+      detail: { tags: ['OpenAI'], summary: 'Create embeddings', security },
+    })
+    .get(
+      '/v1/models',
+      async ({ request, set }) => {
+        const req = pipeline.createRequest('models.list', request, set.headers['x-request-id'] as string)
+        const refused = await pipeline.authenticate(req)
+        if (refused) return pipeline.fail(req, refused)
+        return withHeaders(req, { object: 'list', data: visible(req).map(modelObject), next_cursor: null })
+      },
+      { response: { 200: ModelList }, detail: { tags: ['OpenAI'], summary: 'List the models the calling key may use', security } },
+    )
+    .get(
+      '/v1/models/:id',
+      async ({ request, set, params }) => {
+        const req = pipeline.createRequest('models.get', request, set.headers['x-request-id'] as string)
+        const refused = await pipeline.authenticate(req)
+        if (refused) return pipeline.fail(req, refused)
+        const id = decodeURIComponent(params.id)
+        const group = visible(req).find((g) => g.name === id)
+        if (!group) {
+          return pipeline.fail(req, new GatewayError('model_not_found', `The model "${id}" is not served to this key. GET /v1/models lists the models your key may use.`, { param: 'model' }))
+        }
+        return withHeaders(req, modelObject(group))
+      },
+      { response: { 200: ModelObject }, detail: { tags: ['OpenAI'], summary: 'Retrieve one model', security } },
+    )
+    .get(
+      '/v1/key',
+      async ({ request, set }) => {
+        const req = pipeline.createRequest('key', request, set.headers['x-request-id'] as string)
+        const refused = await pipeline.authenticate(req)
+        if (refused) return pipeline.fail(req, refused)
+        return withHeaders(req, { ...KEY_DEFAULTS, ...(await pipeline.describe(req)) })
+      },
+      {
+        response: { 200: KeyInfo },
+        detail: {
+          tags: ['OpenAI'],
+          summary: 'Introspect the calling key: owner, team, environment, scopes, models, limits, remaining quota, expiry',
+          description: 'The self-service answer to "why is my key refused?". A refused key gets the error that says why.',
+          security,
+        },
+      },
+    )
+}
+
+/** Fields of `GET /v1/key` that stay null when no plugin fills them. */
+const KEY_DEFAULTS = {
+  object: 'api_key',
+  id: null,
+  name: null,
+  environment: null,
+  status: null,
+  user_id: null,
+  team_id: null,
+  models: null,
+  scopes: null,
+  limits: null,
+  budget: null,
+  expires_at: null,
+  remaining: { requests: null, tokens: null, budget_tokens: null, budget_usd: null },
+}
+
+/** A JSON response carrying the headers plugins collected (rate limits). */
+function withHeaders(req: GatewayRequest, body: unknown): Response {
+  return new Response(JSON.stringify(body), {
+    headers: { 'content-type': 'application/json', 'x-request-id': req.id, ...req.responseHeaders },
+  })
+}

@@ -1,0 +1,204 @@
+import { Elysia, type ValidationError } from 'elysia'
+import type { Server } from 'bun'
+import { GatewayError } from './errors.ts'
+import { ensureAdminKey } from './admin-key.ts'
+import type { ResolvedConfig } from './config/load.ts'
+import { createDatabase, type DatabaseHandle } from './db/index.ts'
+import { migrateToLatest } from './db/migrate.ts'
+import { createLocalBus, createRedisBus } from './lib/bus.ts'
+import { newRequestId } from './lib/id.ts'
+import { createLogger, type Logger } from './lib/logger.ts'
+import { ModelRegistry } from './models.ts'
+import { Pipeline, type LoadedPlugin } from './pipeline.ts'
+import { resolvePlugins, setupPlugins } from './plugin-loader.ts'
+import { createRedis, maskUrl, type RedisClient } from './redis.ts'
+import { docsRoutes } from './routes/docs.ts'
+import { opsRoutes } from './routes/ops.ts'
+import { v1Routes } from './routes/v1.ts'
+import type { Services } from './services.ts'
+import { BUILTIN_PLUGINS } from '../plugins/index.ts'
+import pkg from '../package.json' with { type: 'json' }
+
+export interface GatewayOptions {
+  logger?: Logger
+  /** Use these instead of opening the configured ones (tests share a database this way). */
+  services?: Partial<Services>
+  /** Clock for time-based rules. @default Date.now */
+  now?: () => number
+}
+
+/** A booted gateway: the app, its parts, and how to serve and stop it. */
+export interface Gateway {
+  readonly app: Elysia
+  readonly config: ResolvedConfig
+  readonly services: Services
+  readonly models: ModelRegistry
+  readonly pipeline: Pipeline
+  readonly plugins: readonly LoadedPlugin[]
+  readonly logger: Logger
+  /** Handle one request in process (tests, embedding). */
+  handle(request: Request): Promise<Response>
+  /** Listen on the configured host and port (or the given ones). */
+  listen(options?: { port?: number; hostname?: string; reusePort?: boolean }): Server<unknown>
+  /** Stop accepting, let in-flight requests finish (bounded), close plugins and backends. */
+  close(): Promise<void>
+}
+
+/** The composition root: opens backends, runs migrations, sets up plugins, builds the app. */
+export async function createGateway(config: ResolvedConfig, options: GatewayOptions = {}): Promise<Gateway> {
+  const logger = options.logger ?? createLogger(config.logLevel)
+  const ownDb = !options.services?.db
+  const db: DatabaseHandle = options.services?.db ?? (await createDatabase(config.databaseUrl))
+  if (ownDb) await migrateToLatest(db.db)
+  let redis: RedisClient | null = options.services?.redis ?? null
+  const ownRedis = !redis && config.redisUrl !== null
+  if (ownRedis && config.redisUrl) redis = createRedis(config.redisUrl)
+  const bus = options.services?.bus ?? (redis ? createRedisBus(redis) : createLocalBus())
+  const admin = options.services?.admin ?? (await ensureAdminKey(db.db, config.adminKey, logger))
+  const services: Services = { db, redis, bus, admin, now: options.now ?? options.services?.now ?? Date.now }
+
+  const models = new ModelRegistry(config.providers, config.models)
+  const instances = await resolvePlugins(config, BUILTIN_PLUGINS)
+  const plugins = await setupPlugins(instances, { config, services, models, logger })
+  const pipeline = new Pipeline({ plugins, models, logger })
+
+  const app = buildApp({ config, services, models, pipeline, plugins, logger })
+  let server: Server<unknown> | undefined
+
+  return {
+    app,
+    config,
+    services,
+    models,
+    pipeline,
+    plugins,
+    logger,
+    handle: (request) => app.handle(request),
+    listen(listenOptions = {}) {
+      server = Bun.serve({
+        port: listenOptions.port ?? config.port,
+        hostname: listenOptions.hostname ?? config.host,
+        reusePort: listenOptions.reusePort ?? false,
+        // Our own reader enforces the configured limit with the error envelope; Bun's cap is a backstop.
+        maxRequestBodySize: config.maxBodyBytes * 2 + 1024 * 1024,
+        idleTimeout: 0,
+        ...(config.tls ? { tls: { cert: Bun.file(config.tls.cert), key: Bun.file(config.tls.key) } } : {}),
+        fetch: (request) => app.handle(request),
+      })
+      return server
+    },
+    async close() {
+      if (server) {
+        const grace = config.shutdownGraceMs
+        await Promise.race([server.stop(false), Bun.sleep(grace)])
+        server.stop(true)
+      }
+      for (const plugin of [...plugins].reverse()) {
+        try {
+          await plugin.hooks.close?.()
+        } catch (error) {
+          logger.error('plugin failed to close', { plugin: plugin.name, error: String(error) })
+        }
+      }
+      await bus.close()
+      if (ownRedis) redis?.disconnect()
+      if (ownDb) await db.close()
+    },
+  }
+}
+
+interface AppParts {
+  config: ResolvedConfig
+  services: Services
+  models: ModelRegistry
+  pipeline: Pipeline
+  plugins: readonly LoadedPlugin[]
+  logger: Logger
+}
+
+function buildApp({ config, services, models, pipeline, plugins, logger }: AppParts): Elysia {
+  // normalize: false: Elysia's default normalization rewrites invalid values (`stream_options: 5` → `{}`) instead of refusing them.
+  const app = new Elysia({ name: 'sluice', normalize: false })
+    .onRequest(({ set }) => {
+      set.headers['x-request-id'] = newRequestId()
+    })
+    .onError(({ code, error, set, request }) => {
+      const id = (set.headers['x-request-id'] as string | undefined) ?? newRequestId()
+      return toGatewayError(code, error, request, allowed, logger, id).toResponse(id)
+    })
+    .use(docsRoutes(pkg.version))
+    .use(opsRoutes({ services }))
+    .use(v1Routes({ pipeline, models, maxBodyBytes: config.maxBodyBytes }))
+  for (const plugin of plugins) plugin.hooks.routes?.(app as unknown as Elysia)
+
+  // Paths and their methods, known once all routes are in: an unknown method on a known path is 405.
+  const allowed = methodTable(app.routes.map((r) => ({ method: r.method, path: r.path })))
+  return app as unknown as Elysia
+}
+
+/** Map anything that reached the error handler to the one envelope. */
+function toGatewayError(
+  code: string | number,
+  error: unknown,
+  request: Request,
+  allowed: (path: string) => string[],
+  logger: Logger,
+  id: string,
+): GatewayError {
+  if (error instanceof GatewayError) return error
+  // Elysia wraps what a custom `parse` throws (our 413 and JSON errors) in its ParseError.
+  if (error instanceof Error && error.cause instanceof GatewayError) return error.cause
+  const path = new URL(request.url).pathname
+  switch (code) {
+    case 'NOT_FOUND': {
+      const methods = allowed(path)
+      if (methods.length) {
+        return new GatewayError('method_not_allowed', `${request.method} is not allowed on ${path}; use ${methods.join(' or ')}.`, {
+          headers: { allow: methods.join(', ') },
+        })
+      }
+      return new GatewayError('not_found', `No route ${request.method} ${path}. The API is described at /swagger.`)
+    }
+    case 'PARSE':
+      return new GatewayError('invalid_request', 'The request body is not valid JSON. Send a JSON object with Content-Type: application/json.')
+    case 'VALIDATION': {
+      const v = error as ValidationError
+      const first = v.valueError
+      const param = first?.path ? pointerToParam(first.path) : null
+      const message = first ? `Invalid value for ${param ? `"${param}"` : 'the body'}: ${first.message}.` : 'The request is not valid for this endpoint.'
+      return new GatewayError('invalid_request', message, { param })
+    }
+    default:
+      logger.error('unhandled error', { request_id: id, code: String(code), error: error instanceof Error ? error.stack : String(error) })
+      return new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${id} to the operator.`)
+  }
+}
+
+/** `/messages/0/role` → `messages[0].role`, as OpenAI names parameters. */
+export function pointerToParam(pointer: string): string {
+  return pointer
+    .split('/')
+    .filter(Boolean)
+    .map((part, i) => (/^\d+$/.test(part) ? `[${part}]` : i === 0 ? part : `.${part}`))
+    .join('')
+}
+
+function methodTable(routes: { method: string; path: string }[]): (path: string) => string[] {
+  const table = new Map<string, { pattern: RegExp; methods: Set<string> }>()
+  for (const r of routes) {
+    let entry = table.get(r.path)
+    if (!entry) {
+      const pattern = new RegExp('^' + r.path.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/:[^/]+/g, '[^/]+').replace(/\*/g, '.*') + '/?$')
+      table.set(r.path, (entry = { pattern, methods: new Set() }))
+    }
+    entry.methods.add(r.method.toUpperCase())
+  }
+  const entries = [...table.values()]
+  return (path) => {
+    const methods = new Set<string>()
+    for (const e of entries) if (e.pattern.test(path)) for (const m of e.methods) methods.add(m)
+    return [...methods]
+  }
+}
+
+export { maskUrl }

@@ -1,0 +1,267 @@
+/**
+ * Gateway core, error paths: every failure reaches the client as the one envelope with the
+ * status from DESIGN.md's table and a request id. Real HTTP on 127.0.0.1; the mock upstream
+ * (with failure injection) is the only fake. No plugin.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import OpenAI, { APIError } from 'openai'
+import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
+import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
+import { REQUEST_ID, closedPort, expectError, postJson } from './support/http.ts'
+
+const SECRET = 'sk-upstream-secret-0123456789'
+const MAX_BODY = 4096
+const messages = [{ role: 'user', content: 'hello there' }]
+const chat = { model: 'mock-gpt', messages }
+
+let upstream: MockUpstream
+let gw: TestGateway
+let chatUrl: string
+
+beforeAll(async () => {
+  upstream = await startMockUpstream()
+  const deadPort = await closedPort()
+  gw = await startGateway(
+    upstreamConfig(upstream.url, {
+      providers: [
+        { id: 'up', type: 'openai-compatible', baseUrl: upstream.url, keys: [{ id: 'k1', secret: SECRET }] },
+        { id: 'dead', type: 'openai-compatible', baseUrl: `http://127.0.0.1:${deadPort}/v1`, keys: [{ id: 'd1', secret: SECRET }] },
+        { id: 'slow', type: 'openai-compatible', baseUrl: upstream.url, keys: [{ id: 's1', secret: SECRET }], timeouts: { first_byte_ms: 150 } },
+      ],
+      models: [
+        { name: 'mock-gpt', targets: [{ provider: 'up', model: 'mock-gpt' }] },
+        { name: 'dead-model', targets: [{ provider: 'dead', model: 'mock-gpt' }] },
+        // The mock upstream waits 3 s before answering a model named mock-slow-3000.
+        { name: 'slow-model', targets: [{ provider: 'slow', model: 'mock-slow-3000' }] },
+      ],
+      limits: { max_body_bytes: MAX_BODY },
+    }),
+  )
+  chatUrl = `${gw.url}/v1/chat/completions`
+})
+afterAll(async () => {
+  await gw.close()
+  await upstream.stop()
+})
+beforeEach(() => upstream.reset())
+
+describe('upstream failures', () => {
+  test('upstream 500 → 502 upstream_error', async () => {
+    upstream.setFailure({ status: 500 })
+    const error = await expectError(await postJson(chatUrl, chat), 'upstream_error')
+    expect(error.message).toContain('HTTP 500')
+    expect(upstream.stats.requests).toBe(1)
+  })
+
+  test("upstream 400 → 400 invalid_request in our envelope, carrying the upstream's message", async () => {
+    upstream.setFailure({
+      status: 400,
+      body: { error: { message: "Invalid 'temperature': decimal above maximum value.", type: 'invalid_request_error', param: 'temperature', code: 'decimal_above_max_value' } },
+    })
+    const error = await expectError(await postJson(chatUrl, chat), 'invalid_request', 400)
+    expect(error.message).toContain("Invalid 'temperature': decimal above maximum value.")
+  })
+
+  test('upstream 401 → 502, and the provider secret appears nowhere in the answer', async () => {
+    // The upstream echoes the key it was sent, as OpenAI does ("Incorrect API key provided: sk-…").
+    upstream.setFailure({ status: 401, body: { error: { message: `Incorrect API key provided: ${SECRET}.`, type: 'invalid_request_error', param: null, code: 'invalid_api_key' } } })
+    const res = await postJson(chatUrl, chat)
+    const raw = await res.clone().text()
+    const error = await expectError(res, 'upstream_error')
+    expect(error.message).toContain('401')
+    expect(raw).not.toContain(SECRET)
+    expect(raw).not.toContain(SECRET.slice(0, 16))
+    for (const [, value] of res.headers) expect(value).not.toContain(SECRET)
+  })
+
+  test('upstream 429 with Retry-After → 429 rate_limit_exceeded with retry-after', async () => {
+    upstream.setFailure({ status: 429, headers: { 'retry-after': '17' } })
+    const res = await postJson(chatUrl, chat)
+    expect(res.headers.get('retry-after')).toBe('17')
+    await expectError(res, 'rate_limit_exceeded')
+  })
+
+  test('upstream unreachable (nothing listens on its port) → 502 upstream_error', async () => {
+    const error = await expectError(await postJson(chatUrl, { ...chat, model: 'dead-model' }), 'upstream_error')
+    expect(error.message).toContain('dead')
+    expect(error.message).not.toContain(SECRET)
+  })
+
+  test('upstream slower than timeouts.first_byte_ms → 504 upstream_timeout', async () => {
+    const error = await expectError(await postJson(chatUrl, { ...chat, model: 'slow-model' }), 'upstream_timeout')
+    expect(error.message).toContain('150 ms')
+    expect(upstream.stats.requests).toBe(1)
+  })
+})
+
+describe('bad requests', () => {
+  test('malformed JSON → 400 invalid_request (not 422)', async () => {
+    const error = await expectError(await postJson(chatUrl, '{"model": "mock-gpt", "messages": ['), 'invalid_request')
+    expect(error.message).toContain('not valid JSON')
+    expect(upstream.stats.requests).toBe(0)
+  })
+
+  test('an empty body → 400 invalid_request saying it is empty', async () => {
+    const error = await expectError(await postJson(chatUrl, ''), 'invalid_request')
+    expect(error.message).toContain('empty')
+  })
+
+  test('a JSON array body → 400 invalid_request asking for an object', async () => {
+    const error = await expectError(await postJson(chatUrl, JSON.stringify([chat])), 'invalid_request')
+    expect(error.message).toContain('must be a JSON object')
+  })
+
+  test('a JSON scalar body → 400 invalid_request asking for an object', async () => {
+    const error = await expectError(await postJson(chatUrl, '"hello"'), 'invalid_request')
+    expect(error.message).toContain('must be a JSON object')
+  })
+
+  const invalid: Array<[string, string, Record<string, unknown>]> = [
+    ['no messages', 'messages', { model: 'mock-gpt' }],
+    ['messages not an array', 'messages', { model: 'mock-gpt', messages: 'hi' }],
+    ['empty messages', 'messages', { model: 'mock-gpt', messages: [] }],
+    ['a message without role', 'messages[0].role', { model: 'mock-gpt', messages: [{ content: 'hi' }] }],
+    ['a second message with a numeric role', 'messages[1].role', { model: 'mock-gpt', messages: [{ role: 'user', content: 'a' }, { role: 7, content: 'b' }] }],
+    ['no model', 'model', { messages }],
+    ['a numeric model', 'model', { model: 42, messages }],
+    ['temperature out of range', 'temperature', { ...chat, temperature: 9 }],
+    ['max_tokens not an integer', 'max_tokens', { ...chat, max_tokens: 1.5 }],
+    // Refused, not rewritten: Elysia's default normalisation once turned these into {} and {"0":"a",…} and forwarded them.
+    ['stream_options a number', 'stream_options', { ...chat, stream_options: 5 }],
+    ['stream_options a string', 'stream_options', { ...chat, stream_options: 'abc' }],
+    ['a message that is a string', 'messages[0]', { model: 'mock-gpt', messages: ['hi'] }],
+  ]
+  for (const [what, param, body] of invalid) {
+    test(`validation: ${what} → 400 invalid_request with param "${param}"`, async () => {
+      const error = await expectError(await postJson(chatUrl, body), 'invalid_request')
+      expect(error.param).toBe(param)
+      expect(error.message).toContain(param)
+      expect(upstream.stats.requests).toBe(0)
+    })
+  }
+
+  test('validation on the other POST routes names the field too', async () => {
+    const emb = await expectError(await postJson(`${gw.url}/v1/embeddings`, { model: 'mock-gpt' }), 'invalid_request')
+    expect(emb.param).toBe('input')
+    const comp = await expectError(await postJson(`${gw.url}/v1/completions`, { prompt: 'hi' }), 'invalid_request')
+    expect(comp.param).toBe('model')
+    expect(upstream.stats.requests).toBe(0)
+  })
+
+  test('a body over limits.max_body_bytes, with Content-Length → 413 request_too_large', async () => {
+    const body = JSON.stringify({ ...chat, messages: [{ role: 'user', content: 'x'.repeat(MAX_BODY * 2) }] })
+    const res = await postJson(chatUrl, body)
+    await expectError(res, 'request_too_large')
+    expect(upstream.stats.requests).toBe(0)
+  })
+
+  test('a chunked body (no Content-Length) over the limit → 413 request_too_large', async () => {
+    const piece = new TextEncoder().encode('x'.repeat(1024))
+    let sent = 0
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode('{"model":"mock-gpt","messages":[{"role":"user","content":"'))
+      },
+      pull(controller) {
+        // Far more than the limit, so a reader that does not stop would be seen holding it all.
+        if (sent++ < 64) controller.enqueue(piece)
+        else {
+          controller.enqueue(new TextEncoder().encode('"}]}'))
+          controller.close()
+        }
+      },
+    })
+    const res = await fetch(chatUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body, duplex: 'half' } as RequestInit)
+    await expectError(res, 'request_too_large')
+    expect(upstream.stats.requests).toBe(0)
+  })
+
+  test('a chunked body under the limit is read and served', async () => {
+    const text = JSON.stringify({ ...chat, max_tokens: 2 })
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        const bytes = new TextEncoder().encode(text)
+        controller.enqueue(bytes.slice(0, 10))
+        controller.enqueue(bytes.slice(10))
+        controller.close()
+      },
+    })
+    const res = await fetch(chatUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body, duplex: 'half' } as RequestInit)
+    expect(res.status).toBe(200)
+    expect(((await res.json()) as { choices: Array<{ message: { content: string } }> }).choices[0]?.message.content).toBe('This is')
+  })
+
+  test('unknown model → 404 model_not_found naming the model', async () => {
+    const error = await expectError(await postJson(chatUrl, { ...chat, model: 'gpt-nonexistent' }), 'model_not_found')
+    expect(error.param).toBe('model')
+    expect(error.message).toContain('gpt-nonexistent')
+    await expectError(await fetch(`${gw.url}/v1/models/gpt-nonexistent`), 'model_not_found')
+    expect(upstream.stats.requests).toBe(0)
+  })
+})
+
+describe('routing errors', () => {
+  test('unknown route → 404 not_found', async () => {
+    await expectError(await fetch(`${gw.url}/v1/nothing-here`), 'not_found')
+    await expectError(await postJson(`${gw.url}/v2/chat/completions`, chat), 'not_found')
+    await expectError(await fetch(`${gw.url}/`), 'not_found')
+  })
+
+  test('wrong method on a known route → 405 method_not_allowed with Allow', async () => {
+    const get = await fetch(chatUrl)
+    expect(get.headers.get('allow')).toBe('POST')
+    await expectError(get, 'method_not_allowed')
+
+    const del = await fetch(`${gw.url}/v1/models/mock-gpt`, { method: 'DELETE' })
+    expect(del.headers.get('allow')).toBe('GET')
+    await expectError(del, 'method_not_allowed')
+
+    const post = await fetch(`${gw.url}/health`, { method: 'POST' })
+    expect(post.headers.get('allow')).toBe('GET')
+    await expectError(post, 'method_not_allowed')
+  })
+})
+
+describe('the openai client sees APIError with the status and code', () => {
+  const client = () => new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 })
+
+  async function rejection(work: Promise<unknown>): Promise<APIError> {
+    const error = await work.then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    expect(error).toBeInstanceOf(APIError)
+    return error as APIError
+  }
+
+  test('unknown model', async () => {
+    const error = await rejection(client().chat.completions.create({ model: 'gpt-nonexistent', messages: [{ role: 'user', content: 'hi' }] }))
+    expect(error.status).toBe(404)
+    expect(error.code).toBe('model_not_found')
+    expect(error.type).toBe('not_found_error')
+    expect(error.param).toBe('model')
+    expect(error.requestID ?? '').toMatch(REQUEST_ID)
+  })
+
+  test('upstream 500', async () => {
+    upstream.setFailure({ status: 500 })
+    const error = await rejection(client().chat.completions.create({ model: 'mock-gpt', messages: [{ role: 'user', content: 'hi' }] }))
+    expect(error.status).toBe(502)
+    expect(error.code).toBe('upstream_error')
+  })
+
+  test('upstream 429 on a stream', async () => {
+    upstream.setFailure({ status: 429, headers: { 'retry-after': '3' } })
+    const error = await rejection(client().chat.completions.create({ model: 'mock-gpt', messages: [{ role: 'user', content: 'hi' }], stream: true }))
+    expect(error.status).toBe(429)
+    expect(error.code).toBe('rate_limit_exceeded')
+    expect(error.headers?.get('retry-after')).toBe('3')
+  })
+
+  test('validation', async () => {
+    const error = await rejection(client().chat.completions.create({ model: 'mock-gpt', messages: [] }))
+    expect(error.status).toBe(400)
+    expect(error.code).toBe('invalid_request')
+    expect(error.param).toBe('messages')
+  })
+})

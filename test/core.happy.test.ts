@@ -1,0 +1,243 @@
+/**
+ * Gateway core, happy paths: the official `openai` client → a listening gateway → the mock
+ * upstream over real HTTP on 127.0.0.1, with no plugin. The mock upstream is the only fake.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import OpenAI from 'openai'
+import { loadConfig } from '../src/config/load.ts'
+import { createGateway } from '../src/server.ts'
+import { createLogger } from '../src/lib/logger.ts'
+import { mockChatCompletion, mockEmbeddings, replyText } from '../src/providers/mock/generate.ts'
+import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
+import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
+import { REQUEST_ID, postJson, type ChunkLike } from './support/http.ts'
+
+const SECRET = 'sk-upstream-secret-0123456789'
+const messages = [{ role: 'user' as const, content: 'hello there' }]
+
+describe('core happy paths through the openai client', () => {
+  let upstream: MockUpstream
+  let gw: TestGateway
+  let client: OpenAI
+
+  beforeAll(async () => {
+    upstream = await startMockUpstream()
+    gw = await startGateway(
+      upstreamConfig(upstream.url, {
+        models: [
+          { name: 'mock-gpt', targets: [{ provider: 'up', model: 'mock-gpt' }] },
+          { name: 'mock-embed', targets: [{ provider: 'up', model: 'mock-embed' }] },
+          // The client-facing name differs from the upstream's model name.
+          { name: 'house-model', targets: [{ provider: 'up', model: 'upstream-model-v2' }] },
+        ],
+      }),
+    )
+    client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'sk-dev-client-key-not-checked', maxRetries: 0 })
+  })
+  afterAll(async () => {
+    await gw.close()
+    await upstream.stop()
+  })
+  beforeEach(() => upstream.reset())
+
+  test('chat completion: content, usage and model come back as the upstream gave them', async () => {
+    const { data, response } = await client.chat.completions.create({ model: 'mock-gpt', messages, max_tokens: 5 }).withResponse()
+    const expected = mockChatCompletion({ model: 'mock-gpt', messages, max_tokens: 5 }, { created: data.created })
+    expect(data.choices[0]?.message.content).toBe('This is a mock reply')
+    expect(data.model).toBe('mock-gpt')
+    expect(data.usage).toEqual({ prompt_tokens: 9, completion_tokens: 5, total_tokens: 14 })
+    expect(data as unknown).toEqual(expected)
+    expect(response.status).toBe(200)
+    expect(response.headers.get('x-request-id')).toMatch(REQUEST_ID)
+    expect(upstream.stats.requests).toBe(1)
+  })
+
+  test('the upstream gets the provider key as Bearer and the upstream model name, not the client key or name', async () => {
+    const completion = await client.chat.completions.create({ model: 'house-model', messages, max_tokens: 2 })
+    expect(upstream.stats.lastHeaders?.get('authorization')).toBe(`Bearer ${SECRET}`)
+    expect((upstream.stats.lastBody as { model: string }).model).toBe('upstream-model-v2')
+    // The answer is the upstream's own, naming the model it ran.
+    expect(completion.model).toBe('upstream-model-v2')
+    expect(completion.choices[0]?.message.content).toBe('This is')
+  })
+
+  test('fields the gateway does not know pass through to the upstream untouched', async () => {
+    const body = {
+      model: 'mock-gpt',
+      messages,
+      seed: 42,
+      logit_bias: { '50256': -100 },
+      response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' } } },
+      some_future_param: { nested: [1, 'two', { three: null }], flag: true },
+    }
+    const res = await postJson(`${gw.url}/v1/chat/completions`, body)
+    expect(res.status).toBe(200)
+    await res.arrayBuffer()
+    expect(upstream.stats.lastBody).toEqual(body)
+  })
+
+  test('streamed chat through the client: role, content pieces, finish, [DONE]', async () => {
+    const stream = await client.chat.completions.create({ model: 'mock-gpt', messages, max_tokens: 4, stream: true })
+    const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = []
+    for await (const chunk of stream) chunks.push(chunk)
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('This is a mock')
+    expect(chunks[0]?.choices[0]?.delta.role).toBe('assistant')
+    expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('stop')
+    // Without include_usage, no chunk carries usage.
+    expect(chunks.every((c) => c.usage === undefined || c.usage === null)).toBe(true)
+    expect(chunks.length).toBe(6)
+  })
+
+  test('a stream with stream_options.include_usage ends with a usage chunk', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'mock-gpt',
+      messages,
+      max_tokens: 3,
+      stream: true,
+      stream_options: { include_usage: true },
+    })
+    const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = []
+    for await (const chunk of stream) chunks.push(chunk)
+    const last = chunks.at(-1)
+    expect(last?.choices).toEqual([])
+    expect(last?.usage).toEqual({ prompt_tokens: 9, completion_tokens: 3, total_tokens: 12 })
+    expect(chunks.filter((c) => c.usage).length).toBe(1)
+    expect((upstream.stats.lastBody as { stream_options: unknown }).stream_options).toEqual({ include_usage: true })
+  })
+
+  test('legacy completions', async () => {
+    const completion = await client.completions.create({ model: 'mock-gpt', prompt: 'Say hi', max_tokens: 3 })
+    expect(completion.object).toBe('text_completion')
+    expect(completion.choices[0]?.text).toBe('This is a')
+    expect(completion.usage?.completion_tokens).toBe(3)
+    expect((upstream.stats.lastBody as { prompt: string }).prompt).toBe('Say hi')
+  })
+
+  test('embeddings (the client asks for base64 and decodes it)', async () => {
+    const result = await client.embeddings.create({ model: 'mock-embed', input: ['alpha', 'beta'] })
+    const expected = mockEmbeddings({ model: 'mock-embed', input: ['alpha', 'beta'] })
+    expect(result.data.length).toBe(2)
+    expect(result.model).toBe('mock-embed')
+    expect(result.usage).toEqual(expected.usage)
+    const first = expected.data[0]?.embedding as number[]
+    expect(result.data[0]?.embedding.length).toBe(first.length)
+    result.data[0]?.embedding.forEach((v, i) => expect(v).toBeCloseTo(first[i]!, 5))
+    expect((upstream.stats.lastBody as { encoding_format?: string }).encoding_format).toBe('base64')
+  })
+
+  test('models list: every configured model, as an OpenAI list with next_cursor null', async () => {
+    const ids: string[] = []
+    for await (const model of client.models.list()) ids.push(model.id)
+    expect(ids.sort()).toEqual(['house-model', 'mock-embed', 'mock-gpt'])
+
+    const res = await fetch(`${gw.url}/v1/models`)
+    expect(res.status).toBe(200)
+    const body = (await res.json()) as { object: string; data: Array<Record<string, unknown>>; next_cursor: unknown }
+    expect(body.object).toBe('list')
+    expect(body.next_cursor).toBeNull()
+    expect(body.data.length).toBe(3)
+    for (const m of body.data) {
+      expect(Object.keys(m).sort()).toEqual(['created', 'id', 'object', 'owned_by'])
+      expect(m.object).toBe('model')
+      expect(Number.isInteger(m.created)).toBe(true)
+    }
+    // The list is the gateway's own: the upstream is not asked.
+    expect(upstream.stats.requests).toBe(0)
+  })
+
+  test('model retrieve', async () => {
+    const model = await client.models.retrieve('house-model')
+    expect(model.id).toBe('house-model')
+    expect(model.object).toBe('model')
+    expect(model.owned_by).toBe('sluice')
+  })
+
+  test('x-request-id is present, req_-prefixed and distinct on every kind of response', async () => {
+    const responses = [
+      await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages }),
+      await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, stream: true }),
+      await fetch(`${gw.url}/v1/models`),
+      await fetch(`${gw.url}/v1/models/mock-gpt`),
+      await postJson(`${gw.url}/v1/chat/completions`, { model: 'nope', messages }),
+      await postJson(`${gw.url}/v1/chat/completions`, '{not json'),
+      await fetch(`${gw.url}/no/such/route`),
+      await fetch(`${gw.url}/health`),
+      await fetch(`${gw.url}/ready`),
+      await fetch(`${gw.url}/swagger/json`),
+      await fetch(`${gw.url}/swagger`),
+    ]
+    const ids = responses.map((r) => r.headers.get('x-request-id'))
+    for (const [i, id] of ids.entries()) expect({ i, id }).toEqual({ i, id: expect.stringMatching(REQUEST_ID) })
+    expect(new Set(ids).size).toBe(ids.length)
+    expect(responses.map((r) => r.status)).toEqual([200, 200, 200, 200, 404, 400, 404, 200, 200, 200, 200])
+    await Promise.all(responses.map((r) => r.arrayBuffer()))
+  })
+})
+
+describe('a stream arrives chunk by chunk, not buffered', () => {
+  let upstream: MockUpstream
+  let gw: TestGateway
+
+  beforeAll(async () => {
+    upstream = await startMockUpstream({ chunkDelayMs: 40 })
+    gw = await startGateway(upstreamConfig(upstream.url))
+  })
+  afterAll(async () => {
+    await gw.close()
+    await upstream.stop()
+  })
+
+  test('content chunks reach the client spread out over the stream, the first long before the end', async () => {
+    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 })
+    const start = performance.now()
+    const stream = await client.chat.completions.create({ model: 'mock-gpt', messages, max_tokens: 8, stream: true })
+    const arrivals: Array<{ at: number; content: string }> = []
+    for await (const chunk of stream) {
+      const content = chunk.choices[0]?.delta.content
+      if (content) arrivals.push({ at: performance.now(), content })
+    }
+    const end = performance.now()
+    expect(arrivals.map((a) => a.content).join('')).toBe(replyText(8))
+    expect(arrivals.length).toBe(8)
+
+    // Compare arrival times with one another only. Buffered, every chunk would arrive at
+    // the end together; passed through, the first comes well before the last.
+    const first = arrivals[0]!.at
+    const last = arrivals.at(-1)!.at
+    expect(first - start).toBeLessThan((end - start) / 2)
+    expect(last - first).toBeGreaterThan((end - start) / 2)
+    // Each chunk arrived on its own, later than the one before.
+    const gaps = arrivals.slice(1).map((a, i) => a.at - arrivals[i]!.at)
+    const spread = (last - first) / gaps.length
+    expect(gaps.filter((g) => g > spread / 4).length).toBe(gaps.length)
+  })
+})
+
+describe('the built-in mock provider, with no configuration at all', () => {
+  test('an empty config serves mock-gpt from the built-in mock provider', async () => {
+    const config = await loadConfig({ config: {}, env: { DATABASE_URL: 'sqlite::memory:', LOG_LEVEL: 'silent' } })
+    expect(config.providers).toEqual([{ id: 'mock', type: 'mock', keys: [{ id: 'mock', secret: '' }] }])
+    expect(config.models.map((m) => m.name)).toEqual(['mock-gpt'])
+    expect(config.environment).toBe('dev')
+    // The core is under test here, not the built-in plugins (auth would ask for a key).
+    const gateway = await createGateway({ ...config, plugins: [] }, { logger: createLogger('silent') })
+    const server = gateway.listen({ port: 0, hostname: '127.0.0.1' })
+    try {
+      const client = new OpenAI({ baseURL: `http://127.0.0.1:${server.port}/v1`, apiKey: 'unused', maxRetries: 0 })
+      const completion = await client.chat.completions.create({ model: 'mock-gpt', messages, max_tokens: 4 })
+      expect(completion.choices[0]?.message.content).toBe('This is a mock')
+      expect(completion.model).toBe('mock-gpt')
+      expect(completion.usage?.completion_tokens).toBe(4)
+
+      const res = await postJson(`http://127.0.0.1:${server.port}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 3, stream: true })
+      const parsed = parseSse(await res.text())
+      expect(parsed.done).toBe(true)
+      expect((parsed.events as ChunkLike[]).map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('This is a')
+
+      const models = await client.models.list()
+      expect(models.data.map((m) => m.id)).toEqual(['mock-gpt'])
+    } finally {
+      await gateway.close()
+    }
+  })
+})

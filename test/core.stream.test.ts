@@ -1,0 +1,246 @@
+/**
+ * Gateway core, transport: compressed upstreams, clients that go away mid-stream, and the
+ * usage chunk the gateway asks for on a plugin's behalf. Real HTTP on 127.0.0.1 only.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import { request as httpRequest } from 'node:http'
+import { gunzipSync } from 'node:zlib'
+import { definePlugin } from '../src/plugin.ts'
+import type { Outcome, Usage } from '../src/plugin.ts'
+import { mockChatCompletion, mockEmbeddings } from '../src/providers/mock/generate.ts'
+import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
+import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
+import { postJson, streamedText, waitFor, type ChunkLike } from './support/http.ts'
+
+const messages = [{ role: 'user', content: 'hello there' }]
+
+/** Records what the usage and completion hooks were told. */
+function recorder() {
+  const usages: Usage[] = []
+  const outcomes: Outcome[] = []
+  const plugin = definePlugin({
+    name: 'test-recorder',
+    setup: () => ({
+      onUsage: (_req, usage) => void usages.push(usage),
+      onComplete: (_req, outcome) => void outcomes.push(outcome),
+    }),
+  })
+  return { plugin, usages, outcomes }
+}
+
+/** A raw HTTP exchange: the bytes and headers exactly as sent, with no decompression on our side. */
+function rawPost(url: string, body: unknown): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; bytes: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: 'POST', headers: { 'content-type': 'application/json', 'accept-encoding': 'identity' } }, (res) => {
+      const parts: Buffer[] = []
+      res.on('data', (d: Buffer) => parts.push(d))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, bytes: Buffer.concat(parts) }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(JSON.stringify(body))
+  })
+}
+
+/** The body as the headers describe it: gunzipped if and only if they say gzip. */
+function decodeAsDeclared(raw: { headers: Record<string, string | string[] | undefined>; bytes: Buffer }): unknown {
+  const encoding = raw.headers['content-encoding']
+  const text = encoding === 'gzip' ? gunzipSync(raw.bytes).toString('utf8') : raw.bytes.toString('utf8')
+  return JSON.parse(text)
+}
+
+describe('a gzip-compressing upstream', () => {
+  let upstream: MockUpstream
+  let plain: TestGateway
+  let tapped: TestGateway
+  const rec = recorder()
+
+  beforeAll(async () => {
+    upstream = await startMockUpstream({ gzip: true })
+    plain = await startGateway(upstreamConfig(upstream.url))
+    // With a usage hook the gateway reads the body as it passes: a second code path.
+    tapped = await startGateway(upstreamConfig(upstream.url, { plugins: [rec.plugin] }))
+  })
+  afterAll(async () => {
+    await plain.close()
+    await tapped.close()
+    await upstream.stop()
+  })
+  beforeEach(() => upstream.reset())
+
+  test('the mock really compresses (so the tests below test something)', async () => {
+    const raw = await rawPost(`${upstream.url}/chat/completions`, { model: 'mock-gpt', messages })
+    expect(raw.headers['content-encoding']).toBe('gzip')
+    expect(raw.bytes[0]).toBe(0x1f)
+    expect(raw.bytes[1]).toBe(0x8b)
+  })
+
+  for (const which of ['no plugin', 'a usage plugin'] as const) {
+    test(`chat: the client gets the JSON with headers that match the bytes (${which})`, async () => {
+      const gw = which === 'no plugin' ? plain : tapped
+      const body = { model: 'mock-gpt', messages, max_tokens: 3 }
+      const raw = await rawPost(`${gw.url}/v1/chat/completions`, body)
+      expect(raw.status).toBe(200)
+      const parsed = decodeAsDeclared(raw) as ReturnType<typeof mockChatCompletion>
+      expect(parsed).toEqual(mockChatCompletion(body, { created: parsed.created }))
+      if (raw.headers['content-length'] !== undefined) expect(Number(raw.headers['content-length'])).toBe(raw.bytes.length)
+      expect(upstream.stats.requests).toBe(1)
+
+      // And through fetch, which decodes whatever the headers claim.
+      const res = await postJson(`${gw.url}/v1/chat/completions`, body)
+      expect(((await res.json()) as { choices: Array<{ message: { content: string } }> }).choices[0]?.message.content).toBe('This is a')
+    })
+  }
+
+  test('the usage hook reads the provider usage from a decompressed body', async () => {
+    rec.usages.length = 0
+    const body = { model: 'mock-gpt', input: 'alpha' }
+    const res = await postJson(`${tapped.url}/v1/embeddings`, body)
+    expect(((await res.json()) as { usage: unknown }).usage).toEqual(mockEmbeddings(body).usage)
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    expect(rec.usages[0]).toMatchObject({ source: 'provider', promptTokens: mockEmbeddings(body).usage.prompt_tokens })
+  })
+})
+
+describe('a client that goes away mid-stream', () => {
+  let upstream: MockUpstream
+  let plain: TestGateway
+  let tapped: TestGateway
+  const rec = recorder()
+
+  beforeAll(async () => {
+    upstream = await startMockUpstream({ chunkDelayMs: 50 })
+    plain = await startGateway(upstreamConfig(upstream.url))
+    tapped = await startGateway(upstreamConfig(upstream.url, { plugins: [rec.plugin] }))
+  })
+  afterAll(async () => {
+    await plain.close()
+    await tapped.close()
+    await upstream.stop()
+  })
+  beforeEach(() => {
+    upstream.reset()
+    rec.usages.length = 0
+    rec.outcomes.length = 0
+  })
+
+  /** Start a long stream (200 pieces, 50 ms apart), read until its second piece, then abort. */
+  async function readThenAbort(gw: TestGateway): Promise<string> {
+    const controller = new AbortController()
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'mock-gpt', messages, max_tokens: 200, stream: true }),
+      signal: controller.signal,
+    })
+    expect(res.status).toBe(200)
+    const reader = res.body!.getReader()
+    const decoder = new TextDecoder()
+    let text = ''
+    while (!text.includes('"content":" is"')) {
+      const { value, done } = await reader.read()
+      if (done) throw new Error('the stream ended before the client went away')
+      text += decoder.decode(value, { stream: true })
+    }
+    controller.abort()
+    return text
+  }
+
+  test('with no plugin: the upstream stream is cancelled', async () => {
+    const seen = await readThenAbort(plain)
+    expect(seen).toContain('"role":"assistant"')
+    await waitFor(() => upstream.stats.aborted === 1, 'the upstream stream cancelled')
+    expect(upstream.stats.requests).toBe(1)
+  })
+
+  test('with a plugin: the upstream is cancelled and onUsage/onComplete still fire, with aborted: true', async () => {
+    await readThenAbort(tapped)
+    await waitFor(() => upstream.stats.aborted === 1, 'the upstream stream cancelled')
+    await waitFor(() => rec.outcomes.length === 1, 'onComplete')
+    expect(rec.usages.length).toBe(1)
+    for (const outcome of rec.outcomes) {
+      expect(outcome.aborted).toBe(true)
+      expect(outcome.status).toBe(200)
+      expect(outcome.errorCode).toBeNull()
+      expect(outcome.ttftMs).not.toBeNull()
+    }
+    // The stream was cut before its usage chunk: the usage is an estimate, with the prompt counted.
+    for (const usage of rec.usages) {
+      expect(usage.source).toBe('estimated')
+      expect(usage.promptTokens).toBeGreaterThan(0)
+    }
+  })
+})
+
+describe('the usage chunk a plugin needs', () => {
+  let upstream: MockUpstream
+  let gw: TestGateway
+  let plain: TestGateway
+  const rec = recorder()
+
+  beforeAll(async () => {
+    upstream = await startMockUpstream()
+    gw = await startGateway(upstreamConfig(upstream.url, { plugins: [rec.plugin] }))
+    plain = await startGateway(upstreamConfig(upstream.url))
+  })
+  afterAll(async () => {
+    await gw.close()
+    await plain.close()
+    await upstream.stop()
+  })
+  beforeEach(() => {
+    upstream.reset()
+    rec.usages.length = 0
+    rec.outcomes.length = 0
+  })
+
+  test('is asked of the upstream, hidden from a client that did not ask, and reaches onUsage', async () => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 4, stream: true })
+    const parsed = parseSse(await res.text())
+    expect(parsed.done).toBe(true)
+    const chunks = parsed.events as ChunkLike[]
+    expect(streamedText(chunks)).toBe('This is a mock')
+    // role, 4 pieces, finish: the usage chunk (choices: []) is gone.
+    expect(chunks.length).toBe(6)
+    expect(chunks.every((c) => c.choices.length === 1)).toBe(true)
+    expect(chunks.some((c) => c.usage)).toBe(false)
+
+    expect((upstream.stats.lastBody as { stream_options?: unknown }).stream_options).toEqual({ include_usage: true })
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    expect(rec.usages[0]).toEqual({ promptTokens: 9, completionTokens: 4, cachedTokens: 0, totalTokens: 13, costUsd: null, source: 'provider' })
+    expect(rec.outcomes[0]?.aborted).toBe(false)
+  })
+
+  test('other stream_options the client sent are kept when include_usage is added', async () => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 2, stream: true, stream_options: { include_obfuscation: false } })
+    expect(parseSse(await res.text()).done).toBe(true)
+    expect((upstream.stats.lastBody as { stream_options?: unknown }).stream_options).toEqual({ include_obfuscation: false, include_usage: true })
+  })
+
+  test('a client that asked for it still gets it', async () => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 2, stream: true, stream_options: { include_usage: true } })
+    const chunks = parseSse(await res.text()).events as ChunkLike[]
+    expect(chunks.at(-1)?.choices).toEqual([])
+    expect(chunks.at(-1)?.usage).toEqual({ prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 })
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    expect(rec.usages[0]?.completionTokens).toBe(2)
+  })
+
+  test('without a usage plugin the stream options are the client’s own', async () => {
+    const res = await postJson(`${plain.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 2, stream: true })
+    expect(parseSse(await res.text()).done).toBe(true)
+    expect((upstream.stats.lastBody as Record<string, unknown>).stream_options).toBeUndefined()
+  })
+
+  test('legacy completion streams get the same treatment', async () => {
+    const res = await postJson(`${gw.url}/v1/completions`, { model: 'mock-gpt', prompt: 'Say hi', max_tokens: 3, stream: true })
+    const parsed = parseSse(await res.text())
+    expect(parsed.done).toBe(true)
+    const events = parsed.events as Array<{ choices: Array<{ text: string }>; usage?: unknown }>
+    expect(events.map((e) => e.choices[0]?.text ?? '').join('')).toBe('This is a')
+    expect(events.every((e) => e.choices.length > 0)).toBe(true)
+    expect((upstream.stats.lastBody as { stream_options?: unknown }).stream_options).toEqual({ include_usage: true })
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    expect(rec.usages[0]).toMatchObject({ source: 'provider', completionTokens: 3 })
+  })
+})

@@ -1,0 +1,400 @@
+/**
+ * The plugin API, end to end: hooks run in their documented order, refuse with their own
+ * errors, pick targets and hide chunks; plugins are validated and set up at boot, loaded
+ * from files, and registered once. Real HTTP on 127.0.0.1; the mock upstream is the only fake.
+ */
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { Type } from '@sinclair/typebox'
+import { ConfigError, loadConfig } from '../src/config/load.ts'
+import { GatewayError } from '../src/errors.ts'
+import { createLogger } from '../src/lib/logger.ts'
+import { definePlugin } from '../src/plugin.ts'
+import type { RouteTarget } from '../src/models.ts'
+import { resolvePlugins } from '../src/plugin-loader.ts'
+import { createGateway } from '../src/server.ts'
+import { BUILTIN_PLUGINS } from '../plugins/index.ts'
+import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
+import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
+import { expectError, postJson, streamedText, waitFor, type ChunkLike } from './support/http.ts'
+
+const messages = [{ role: 'user', content: 'hello there' }]
+const chat = { model: 'mock-gpt', messages, max_tokens: 3 }
+const SRC = resolve(import.meta.dir, '../src')
+
+let upstream: MockUpstream
+let other: MockUpstream
+const gateways: TestGateway[] = []
+
+beforeAll(async () => {
+  upstream = await startMockUpstream()
+  other = await startMockUpstream()
+})
+afterAll(async () => {
+  await upstream.stop()
+  await other.stop()
+})
+beforeEach(() => {
+  upstream.reset()
+  other.reset()
+})
+afterEach(async () => {
+  await Promise.all(gateways.splice(0).map((g) => g.close()))
+})
+
+async function boot(plugins: unknown[], extra: Parameters<typeof upstreamConfig>[1] = {}): Promise<TestGateway> {
+  const gw = await startGateway(upstreamConfig(upstream.url, { plugins, ...extra }))
+  gateways.push(gw)
+  return gw
+}
+
+describe('hooks at run time', () => {
+  test('hooks run in order: authenticate → admit → route → onUsage → onComplete', async () => {
+    const calls: string[] = []
+    const order = definePlugin({
+      name: 'order',
+      setup: () => ({
+        authenticate: () => void calls.push('authenticate'),
+        admit: () => void calls.push('admit'),
+        route: () => void calls.push('route'),
+        onUsage: () => void calls.push('onUsage'),
+        onComplete: () => void calls.push('onComplete'),
+      }),
+    })
+    const gw = await boot([order])
+    const res = await postJson(`${gw.url}/v1/chat/completions`, chat)
+    expect(res.status).toBe(200)
+    await res.json()
+    await waitFor(() => calls.includes('onComplete'), 'onComplete')
+    expect(calls).toEqual(['authenticate', 'admit', 'route', 'onUsage', 'onComplete'])
+    expect(upstream.stats.requests).toBe(1)
+  })
+
+  test('stages run across plugins in the order they are listed', async () => {
+    const calls: string[] = []
+    const make = (name: string) =>
+      definePlugin({
+        name,
+        setup: () => ({
+          authenticate: () => void calls.push(`${name}.authenticate`),
+          admit: () => void calls.push(`${name}.admit`),
+        }),
+      })
+    const gw = await boot([make('first'), make('second')])
+    await (await postJson(`${gw.url}/v1/chat/completions`, chat)).arrayBuffer()
+    expect(calls).toEqual(['first.authenticate', 'second.authenticate', 'first.admit', 'second.admit'])
+  })
+
+  test('a hook returning a GatewayError refuses with its code and status; later stages and the upstream do not run', async () => {
+    const calls: string[] = []
+    const outcomes: Array<{ status: number; errorCode: string | null }> = []
+    const gate = definePlugin({
+      name: 'gate',
+      setup: () => ({
+        authenticate: (req) => {
+          calls.push('authenticate')
+          if (!req.request.headers.get('authorization')) return new GatewayError('missing_api_key', 'Send a key as Authorization: Bearer <key>.')
+        },
+        admit: (req) => {
+          calls.push('admit')
+          req.responseHeaders['x-ratelimit-remaining-requests'] = '0'
+          if (req.model === 'mock-gpt') return new GatewayError('rate_limit_exceeded', 'Too many requests; retry in 5 seconds.', { headers: { 'retry-after': '5' } })
+        },
+        route: () => void calls.push('route'),
+        onComplete: (_req, outcome) => void outcomes.push(outcome),
+      }),
+    })
+    const gw = await boot([gate])
+
+    const noKey = await postJson(`${gw.url}/v1/chat/completions`, chat)
+    await expectError(noKey, 'missing_api_key')
+    expect(calls).toEqual(['authenticate'])
+
+    calls.length = 0
+    const limited = await postJson(`${gw.url}/v1/chat/completions`, chat, { authorization: 'Bearer anything' })
+    expect(limited.headers.get('retry-after')).toBe('5')
+    // Headers a plugin collected reach the client on a refusal too.
+    expect(limited.headers.get('x-ratelimit-remaining-requests')).toBe('0')
+    await expectError(limited, 'rate_limit_exceeded')
+    expect(calls).toEqual(['authenticate', 'admit'])
+    expect(upstream.stats.requests).toBe(0)
+
+    // The authenticate stage also guards the model list.
+    await expectError(await fetch(`${gw.url}/v1/models`), 'missing_api_key')
+    await waitFor(() => outcomes.length === 3, 'onComplete for each refusal')
+    expect(outcomes.map((o) => [o.status, o.errorCode])).toEqual([
+      [401, 'missing_api_key'],
+      [429, 'rate_limit_exceeded'],
+      [401, 'missing_api_key'],
+    ])
+  })
+
+  test('a route hook can send the request to a different target', async () => {
+    const router = definePlugin({
+      name: 'router',
+      setup: ({ models }) => {
+        const elsewhere = models.provider('elsewhere')
+        if (!elsewhere) throw new Error('provider "elsewhere" missing')
+        return {
+          route: (req, group) => {
+            if (req.body.metadata === undefined) return undefined
+            let given = false
+            return {
+              next: (): RouteTarget | undefined => {
+                if (given) return undefined
+                given = true
+                return { provider: elsewhere, model: 'routed-model', key: elsewhere.keys[0]!, group: group.name }
+              },
+            }
+          },
+        }
+      },
+    })
+    const gw = await boot([router], {
+      providers: [
+        { id: 'up', type: 'openai-compatible', baseUrl: upstream.url, keys: [{ id: 'k1', secret: 'sk-upstream-secret-0123456789' }] },
+        { id: 'elsewhere', type: 'openai-compatible', baseUrl: other.url, keys: [{ id: 'e1', secret: 'sk-elsewhere-secret-987654' }] },
+      ],
+    })
+
+    const routed = await postJson(`${gw.url}/v1/chat/completions`, { ...chat, metadata: { route: 'yes' } })
+    expect(((await routed.json()) as { model: string }).model).toBe('routed-model')
+    expect(other.stats.requests).toBe(1)
+    expect(upstream.stats.requests).toBe(0)
+    expect(other.stats.lastHeaders?.get('authorization')).toBe('Bearer sk-elsewhere-secret-987654')
+    expect((other.stats.lastBody as { model: string }).model).toBe('routed-model')
+
+    // Without a plan from the hook the core takes the group's first target.
+    const plain = await postJson(`${gw.url}/v1/chat/completions`, chat)
+    expect(((await plain.json()) as { model: string }).model).toBe('mock-gpt')
+    expect(upstream.stats.requests).toBe(1)
+    expect(other.stats.requests).toBe(1)
+  })
+
+  test('a route hook returning a GatewayError refuses', async () => {
+    const closed = definePlugin({
+      name: 'closed',
+      setup: () => ({ route: () => new GatewayError('no_healthy_upstream', 'Every upstream is cooling down; retry shortly.') }),
+    })
+    const gw = await boot([closed])
+    await expectError(await postJson(`${gw.url}/v1/chat/completions`, chat), 'no_healthy_upstream')
+    expect(upstream.stats.requests).toBe(0)
+  })
+
+  test('onStreamChunk returning false hides that chunk from the client', async () => {
+    const seen: string[] = []
+    const censor = definePlugin({
+      name: 'censor',
+      setup: () => ({
+        onStreamChunk: (_req, chunk) => {
+          const choices = chunk.data.choices as ChunkLike['choices']
+          const content = choices[0]?.delta.content ?? ''
+          seen.push(content)
+          if (content === ' mock') return false
+        },
+      }),
+    })
+    const gw = await boot([censor])
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { ...chat, max_tokens: 5, stream: true })
+    const parsed = parseSse(await res.text())
+    expect(parsed.done).toBe(true)
+    const chunks = parsed.events as ChunkLike[]
+    expect(streamedText(chunks)).toBe('This is a reply')
+    // The hook saw every chunk, the hidden one included: role, five pieces, finish.
+    expect(seen).toEqual(['', 'This', ' is', ' a', ' mock', ' reply', ''])
+    expect(chunks.length).toBe(6)
+  })
+
+  test('a plugin may rewrite the body before the upstream sees it, and add response headers', async () => {
+    const rewrite = definePlugin({
+      name: 'rewrite',
+      setup: () => ({
+        admit: (req) => {
+          req.body = { ...req.body, user: 'tenant-42' }
+          req.responseHeaders['x-rewritten'] = 'yes'
+        },
+      }),
+    })
+    const gw = await boot([rewrite])
+    const res = await postJson(`${gw.url}/v1/chat/completions`, chat)
+    expect(res.status).toBe(200)
+    expect(res.headers.get('x-rewritten')).toBe('yes')
+    expect(upstream.stats.lastBody).toEqual({ ...chat, user: 'tenant-42' })
+  })
+
+  test('a hook that throws becomes a 500 internal_error envelope, not a crash', async () => {
+    const broken = definePlugin({
+      name: 'broken',
+      setup: () => ({
+        admit: () => {
+          throw new Error('boom')
+        },
+      }),
+    })
+    const gw = await boot([broken])
+    const res = await postJson(`${gw.url}/v1/chat/completions`, chat)
+    expect(res.status).toBe(500)
+    const body = (await res.json()) as { error: { code: string; message: string } }
+    expect(body.error.code).toBe('internal_error')
+    expect(body.error.message).not.toContain('boom')
+    // The gateway still serves.
+    expect((await fetch(`${gw.url}/health`)).status).toBe(200)
+  })
+
+  test('a plugin can add its own routes', async () => {
+    const extra = definePlugin({
+      name: 'extra-routes',
+      setup: () => ({ routes: (app) => app.get('/plugin/ping', () => ({ pong: true })) }),
+    })
+    const gw = await boot([extra])
+    const res = await fetch(`${gw.url}/plugin/ping`)
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({ pong: true })
+    await expectError(await fetch(`${gw.url}/plugin/ping`, { method: 'POST' }), 'method_not_allowed')
+  })
+})
+
+describe('plugins at boot', () => {
+  const limiter = definePlugin({
+    name: 'limiter',
+    options: Type.Object({ limit: Type.Integer({ minimum: 1 }), mode: Type.Union([Type.Literal('soft'), Type.Literal('hard')], { default: 'soft' }) }, { additionalProperties: false }),
+    setup: ({ options }) => ({ admit: (req) => void (req.responseHeaders['x-limit'] = `${options.limit}/${options.mode}`) }),
+  })
+
+  async function configWith(plugins: unknown[]) {
+    return loadConfig({ config: upstreamConfig(upstream.url, { plugins }), env: { DATABASE_URL: 'sqlite::memory:', LOG_LEVEL: 'silent' } })
+  }
+
+  test('options are validated: every problem names the plugin, its place and the option path', async () => {
+    const config = await configWith([limiter({ limit: 0, mode: 'soft' }), limiter({ limit: 2, mode: 'loud' as 'soft' })])
+    const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    const problems = (error as ConfigError).problems
+    expect(problems.length).toBe(2)
+    expect(problems[0]).toStartWith('/plugins/0: plugin "limiter" option /limit:')
+    expect(problems[1]).toStartWith('/plugins/1: plugin "limiter" option /mode:')
+  })
+
+  test('createGateway refuses to boot with bad plugin options', async () => {
+    const config = await configWith([limiter({ limit: -3, mode: 'hard' })])
+    const error = await createGateway(config, { logger: createLogger('silent') }).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as Error).message).toContain('plugin "limiter" option /limit')
+  })
+
+  test('defaults from the options schema are filled in', async () => {
+    const gw = await boot([limiter({ limit: 7 } as { limit: number; mode: 'soft' })])
+    const res = await postJson(`${gw.url}/v1/chat/completions`, chat)
+    expect(res.headers.get('x-limit')).toBe('7/soft')
+  })
+
+  test('a plugin whose setup throws is named in the error', async () => {
+    const exploding = definePlugin({
+      name: 'exploding',
+      setup: () => {
+        throw new Error('cannot reach the license server')
+      },
+    })
+    const error = await startGateway(upstreamConfig(upstream.url, { plugins: [exploding] })).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(Error)
+    expect((error as Error).message).toContain('"exploding"')
+    expect((error as Error).message).toContain('cannot reach the license server')
+  })
+
+  test('the same plugin listed twice with equal options registers once; with other options, twice', async () => {
+    let setups = 0
+    let admits = 0
+    const counted = definePlugin({
+      name: 'counted',
+      options: Type.Object({ tag: Type.String() }),
+      setup: () => {
+        setups++
+        return { admit: () => void admits++ }
+      },
+    })
+    const once = await boot([counted({ tag: 'a' }), counted({ tag: 'a' })])
+    expect(once.gateway.plugins.map((p) => p.name)).toEqual(['counted'])
+    expect(setups).toBe(1)
+    await (await postJson(`${once.url}/v1/chat/completions`, chat)).arrayBuffer()
+    expect(admits).toBe(1)
+
+    const twice = await boot([counted({ tag: 'a' }), counted({ tag: 'b' })])
+    expect(twice.gateway.plugins.map((p) => p.name)).toEqual(['counted', 'counted'])
+    expect(setups).toBe(3)
+  })
+
+  test('an unknown built-in name is an error naming it and how to load your own', async () => {
+    const config = await configWith(['no-such-plugin'])
+    const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).problems).toEqual([expect.stringContaining('/plugins/0: unknown plugin "no-such-plugin"')])
+    expect((error as ConfigError).problems[0]).toContain('"use"')
+  })
+})
+
+describe('a user plugin from a file, listed in a JSON config', () => {
+  let dir: string
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-plugin-'))
+    writeFileSync(
+      join(dir, 'stamp.ts'),
+      `import { definePlugin, t } from ${JSON.stringify(join(SRC, 'index.ts'))}
+
+export const stamp = definePlugin({
+  name: 'stamp',
+  options: t.Object({ header: t.String({ minLength: 1 }), value: t.String() }, { additionalProperties: false }),
+  setup: ({ options }) => ({
+    admit(req) {
+      req.responseHeaders[options.header] = options.value
+    },
+  }),
+})
+`,
+    )
+    writeFileSync(join(dir, 'not-a-plugin.ts'), 'export const answer = 42\n')
+  })
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+  async function bootFromFile(plugins: unknown[]) {
+    const path = join(dir, `config-${crypto.randomUUID()}.json`)
+    writeFileSync(path, JSON.stringify(upstreamConfig(upstream.url, { plugins })))
+    const config = await loadConfig({ env: { SLUICE_CONFIG: path, DATABASE_URL: 'sqlite::memory:', LOG_LEVEL: 'silent' }, cwd: '/' })
+    return config
+  }
+
+  test('{"use": "./stamp.ts", "options": {...}} loads relative to the config file, with its options', async () => {
+    const config = await bootFromFile([{ use: './stamp.ts', options: { header: 'x-stamp', value: 'from-file' } }])
+    const gateway = await createGateway(config, { logger: createLogger('silent') })
+    const server = gateway.listen({ port: 0, hostname: '127.0.0.1' })
+    try {
+      expect(gateway.plugins.map((p) => p.name)).toEqual(['stamp'])
+      const res = await postJson(`http://127.0.0.1:${server.port}/v1/chat/completions`, chat)
+      expect(res.status).toBe(200)
+      expect(res.headers.get('x-stamp')).toBe('from-file')
+    } finally {
+      await gateway.close()
+    }
+  })
+
+  test('its options are validated at boot, naming the plugin', async () => {
+    const config = await bootFromFile([{ use: './stamp.ts', options: { header: '', value: 'x', extra: true } }])
+    const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    const problems = (error as ConfigError).problems
+    expect(problems.some((p) => p.startsWith('/plugins/0: plugin "stamp" option /header'))).toBe(true)
+    expect(problems.every((p) => p.startsWith('/plugins/0: plugin "stamp"'))).toBe(true)
+  })
+
+  test('a missing file and a file without a plugin are each reported with their entry', async () => {
+    const config = await bootFromFile([{ use: './nowhere.ts' }, { use: './not-a-plugin.ts' }])
+    const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    const problems = (error as ConfigError).problems
+    expect(problems.length).toBe(2)
+    expect(problems[0]).toStartWith('/plugins/0: plugin "./nowhere.ts" cannot be loaded')
+    expect(problems[1]).toStartWith('/plugins/1: plugin "./not-a-plugin.ts" exports no plugin')
+  })
+})
