@@ -1,5 +1,6 @@
 import type { PluginFactory } from '../src/plugin.ts'
 import { auth } from './auth/index.ts'
+import { quota } from './quota/index.ts'
 
 /**
  * The built-in plugins by the name a config lists them with. A config without a
@@ -7,4 +8,5 @@ import { auth } from './auth/index.ts'
  */
 export const BUILTIN_PLUGINS: Record<string, PluginFactory> = {
   auth: auth as unknown as PluginFactory,
+  quota: quota as unknown as PluginFactory,
 }

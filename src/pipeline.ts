@@ -1,7 +1,7 @@
 import { GatewayError } from './errors.ts'
 import type { Logger } from './lib/logger.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
-import { parseUsage, priceOf, roughTokens } from './lib/usage.ts'
+import { parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
 import type {
   AttemptFailure,
@@ -428,7 +428,7 @@ function askForStreamUsage(req: GatewayRequest): void {
 }
 
 function estimateUsage(req: GatewayRequest, completionChars: number): Usage {
-  const promptTokens = roughTokens(promptChars(req.body))
+  const promptTokens = roughPromptTokens(req)
   const completionTokens = roughTokens(completionChars)
   return {
     promptTokens,
@@ -438,12 +438,6 @@ function estimateUsage(req: GatewayRequest, completionChars: number): Usage {
     costUsd: priceOf(promptTokens, completionTokens, 0, req.group?.pricing),
     source: 'estimated',
   }
-}
-
-function promptChars(body: Record<string, unknown>): number {
-  const source = body.messages ?? body.prompt ?? body.input
-  if (typeof source === 'string') return source.length
-  return source === undefined ? 0 : JSON.stringify(source).length
 }
 
 /** Characters of generated text in one chunk's JSON, without parsing it. */

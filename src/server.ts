@@ -7,6 +7,7 @@ import { createDatabase, type DatabaseHandle } from './db/index.ts'
 import { migrateToLatest } from './db/migrate.ts'
 import { createLocalBus, createRedisBus } from './lib/bus.ts'
 import { newRequestId } from './lib/id.ts'
+import { roughPromptTokens } from './lib/usage.ts'
 import { createLogger, type Logger } from './lib/logger.ts'
 import { ModelRegistry } from './models.ts'
 import { Pipeline, type LoadedPlugin } from './pipeline.ts'
@@ -55,7 +56,14 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
   if (ownRedis && config.redisUrl) redis = createRedis(config.redisUrl)
   const bus = options.services?.bus ?? (redis ? createRedisBus(redis) : createLocalBus())
   const admin = options.services?.admin ?? (await ensureAdminKey(db.db, config.adminKey, logger))
-  const services: Services = { db, redis, bus, admin, now: options.now ?? options.services?.now ?? Date.now }
+  const services: Services = {
+    db,
+    redis,
+    bus,
+    admin,
+    now: options.now ?? options.services?.now ?? Date.now,
+    countPromptTokens: options.services?.countPromptTokens ?? roughPromptTokens,
+  }
 
   const models = new ModelRegistry(config.providers, config.models)
   const instances = await resolvePlugins(config, BUILTIN_PLUGINS)

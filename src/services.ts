@@ -2,6 +2,7 @@ import type { DatabaseHandle } from './db/index.ts'
 import type { RedisClient } from './redis.ts'
 import type { MessageBus } from './lib/bus.ts'
 import type { AdminAuth } from './admin-key.ts'
+import type { GatewayRequest } from './plugin.ts'
 
 /**
  * Shared backends, chosen once at boot. Plugins receive these and never ask which
@@ -16,4 +17,9 @@ export interface Services {
   admin: AdminAuth
   /** Milliseconds since the epoch; injectable for tests of time-based rules. */
   now(): number
+  /**
+   * Prompt tokens of a request, for reservations. A rough count (4 characters a token) until
+   * a token-counting plugin puts its own here at setup; callers cache the result per request.
+   */
+  countPromptTokens(req: GatewayRequest): number
 }

@@ -126,8 +126,10 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
 function findConfigFile(env: Record<string, string | undefined>, cwd: string, problems: string[]): string | null {
   if (env.SLUICE_CONFIG) {
     const path = resolve(cwd, env.SLUICE_CONFIG)
-    if (!existsSync(path)) problems.push(`SLUICE_CONFIG: no file at ${path}`)
-    return path
+    if (existsSync(path)) return path
+    // One message for one problem: a missing file is not also reported as unreadable.
+    problems.push(`SLUICE_CONFIG: no file at ${path}`)
+    return null
   }
   for (const name of ['sluice.config.ts', 'sluice.config.json']) {
     const path = resolve(cwd, name)
@@ -175,7 +177,8 @@ function interpolate(value: unknown, path: string, env: Record<string, string | 
     })
   }
   if (Array.isArray(value)) return value.map((v, i) => interpolate(v, `${path}/${i}`, env, problems))
-  if (isPlainObject(value)) {
+  // A plugin instance from a TS config is a plain object too; copying it would drop the symbol keys of its TypeBox options schema.
+  if (isPlainObject(value) && !isPluginObject(value)) {
     const out: Record<string, unknown> = {}
     for (const [k, v] of Object.entries(value)) out[k] = interpolate(v, `${path}/${k}`, env, problems)
     return out
@@ -185,6 +188,10 @@ function interpolate(value: unknown, path: string, env: Record<string, string | 
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype
+
+/** `definePlugin(...)(options)`: holds a `setup` function, so it cannot come from JSON. */
+const isPluginObject = (v: Record<string, unknown>): boolean =>
+  typeof v.definition === 'object' && v.definition !== null && typeof (v.definition as { setup?: unknown }).setup === 'function'
 
 function checkReferences(providers: ProviderConfig[], models: ModelConfig[], problems: string[]): void {
   const providerIds = new Set<string>()

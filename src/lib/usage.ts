@@ -31,3 +31,10 @@ export function priceOf(prompt: number, completion: number, cached: number, pric
 
 /** A rough count (4 characters a token) for when the provider reports none. */
 export const roughTokens = (chars: number): number => Math.ceil(chars / 4)
+
+/** Rough prompt tokens of a request body: its messages, prompt or input, 4 characters a token. */
+export function roughPromptTokens(req: { body: Record<string, unknown> }): number {
+  const source = req.body.messages ?? req.body.prompt ?? req.body.input
+  if (source === undefined) return 0
+  return roughTokens(typeof source === 'string' ? source.length : JSON.stringify(source).length)
+}

@@ -16,7 +16,8 @@ const security: Record<string, string[]>[] = [{ bearer: [] }, { apiKey: [] }]
 
 /** The OpenAI-compatible client API. Each handler hands straight to the pipeline. */
 export function v1Routes({ pipeline, models, maxBodyBytes }: V1Options) {
-  const parse = ({ request }: { request: Request }) => readJsonObject(request, maxBodyBytes)
+  // Our reader runs first and always answers; the trailing 'json' never runs but tells the OpenAPI generator the body is JSON.
+  const parse = [({ request }: { request: Request }) => readJsonObject(request, maxBodyBytes), 'json' as const]
   const call = (endpoint: Endpoint) => ({ body, request, set }: { body: Record<string, unknown>; request: Request; set: { headers: Record<string, unknown> } }) =>
     pipeline.handle(pipeline.createRequest(endpoint, request, set.headers['x-request-id'] as string, body))
 

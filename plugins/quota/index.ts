@@ -1,0 +1,238 @@
+import { Type } from '@sinclair/typebox'
+import type { Redis } from 'ioredis'
+import { definePlugin, type GatewayRequest, type Identity } from '../../src/plugin.ts'
+import { GatewayError } from '../../src/errors.ts'
+import type { Budget, Limits } from '../../src/limits.ts'
+import { priceOf } from '../../src/lib/usage.ts'
+import { MICRO, planItems, type Item, type Subjects } from './plan.ts'
+import { MemoryStore, type AdmitOutcome, type QuotaStore } from './store.ts'
+import { RedisStore } from './redis-store.ts'
+
+const Options = Type.Object(
+  {
+    /** With Redis unreachable: `closed` refuses with 503 quota_backend_unavailable; `open` admits and counts in process. @default "closed" */
+    fail_mode: Type.Union([Type.Literal('closed'), Type.Literal('open')], { default: 'closed' }),
+    /** Completion tokens reserved when a request sets no `max_tokens`. @default 256 */
+    completion_estimate: Type.Integer({ minimum: 0, default: 256 }),
+    /** A `max_parallel` lease expires after this long, so a crashed instance does not hold it forever. @default 600000 */
+    lease_ms: Type.Integer({ minimum: 1000, default: 600_000 }),
+    /** Redis Cluster hash tag shared by every quota key, so one script sees them all in one slot. @default "sluice" */
+    hash_tag: Type.String({ minLength: 1, maxLength: 64, pattern: '^[^{}]+$', default: 'sluice' }),
+    /** ms a Redis call may take before it counts as unreachable. @default 1000 */
+    redis_timeout_ms: Type.Integer({ minimum: 10, default: 1000 }),
+  },
+  { additionalProperties: false },
+)
+
+const LOCAL = 'quota'
+
+/** What admission took, kept on the request until it settles. */
+interface Reservation {
+  items: Item[]
+  store: QuotaStore
+  tokens: number
+  microUsd: number
+}
+
+const MEASURE_WORDS = {
+  requests: 'requests per minute',
+  tokens: 'tokens per minute',
+  parallel: 'requests in flight',
+  budget_tokens: 'token budget',
+  budget_usd: 'USD budget',
+} as const
+
+/**
+ * Limits and budgets on keys, users and teams: token buckets for requests and tokens per
+ * minute, leases for requests in flight, period counters for budgets. Admission takes from
+ * all of them at once or from none; settlement charges the real usage afterwards.
+ */
+export const quota = definePlugin({
+  name: 'quota',
+  options: Options,
+  async setup({ options, services, logger }) {
+    const memory = new MemoryStore()
+    let primary: QuotaStore = memory
+    let client: Redis | undefined
+    if (services.redis) {
+      // Its own connection: fail fast when Redis is away instead of queueing behind a reconnect.
+      client = (services.redis as Redis).duplicate({
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 0,
+        commandTimeout: options.redis_timeout_ms,
+        enableAutoPipelining: true,
+      })
+      client.on('error', () => {})
+      await Promise.race([new Promise((resolve) => client!.once('ready', resolve)), Bun.sleep(2000)])
+      primary = new RedisStore(client)
+    }
+    let lastWarn = 0
+    const backendDown = (error: unknown): QuotaStore | GatewayError => {
+      if (services.now() - lastWarn > 10_000) {
+        lastWarn = services.now()
+        logger.warn('quota backend unreachable', { error: String(error), fail_mode: options.fail_mode })
+      }
+      if (options.fail_mode === 'open') return memory
+      return new GatewayError('quota_backend_unavailable', 'The quota backend is unreachable and this gateway is set to refuse requests rather than admit them without limits. Retry shortly; if it persists, tell the operator.')
+    }
+
+    const reserveTokens = (req: GatewayRequest): number => {
+      const max = req.body.max_completion_tokens ?? req.body.max_tokens
+      const completion = req.endpoint === 'embeddings' ? 0 : typeof max === 'number' && max > 0 ? max : options.completion_estimate
+      return services.countPromptTokens(req) + completion
+    }
+
+    return {
+      async admit(req) {
+        const subjects = subjectsOf(req.identity)
+        if (!subjects) return
+        const tokens = reserveTokens(req)
+        const promptShare = services.countPromptTokens(req)
+        const usd = priceOf(promptShare, tokens - promptShare, 0, req.group?.pricing) ?? 0
+        const microUsd = Math.round(usd * MICRO)
+        const now = services.now()
+        const items = planItems(subjects, { tokens, microUsd }, now, { tag: options.hash_tag, leaseMs: options.lease_ms })
+        if (items.length === 0) return
+
+        let store = primary
+        let outcome: AdmitOutcome
+        try {
+          outcome = await store.admit(items, req.id, now)
+        } catch (error) {
+          const fallback = backendDown(error)
+          if (fallback instanceof GatewayError) return fallback
+          store = fallback
+          outcome = await store.admit(items, req.id, now)
+        }
+        Object.assign(req.responseHeaders, rateLimitHeaders(items, outcome.remaining))
+        if (!outcome.ok) return refusal(items[outcome.failed]!, outcome, req.responseHeaders)
+        req.locals[LOCAL] = { items, store, tokens, microUsd } satisfies Reservation
+      },
+      onComplete(req) {
+        const reservation = req.locals[LOCAL] as Reservation | undefined
+        if (!reservation) return
+        req.locals[LOCAL] = undefined
+        const usage = req.usage
+        // Without usage (the upstream failed), the tokens and money reserved go back; the request still counts.
+        const realTokens = usage?.totalTokens ?? 0
+        const realMicro = usage?.costUsd ? Math.round(usage.costUsd * MICRO) : 0
+        const deltas = reservation.items.map((item) =>
+          item.measure === 'tokens' || item.measure === 'budget_tokens' ? realTokens - reservation.tokens : item.measure === 'budget_usd' ? realMicro - reservation.microUsd : 0,
+        )
+        reservation.store.settle(reservation.items, deltas, req.id, services.now()).catch((error: unknown) => {
+          logger.warn('quota settlement failed', { request_id: req.id, error: String(error) })
+        })
+      },
+      async describe(req) {
+        const subjects = subjectsOf(req.identity)
+        const none = { requests: null, tokens: null, budget_tokens: null, budget_usd: null }
+        if (!subjects) return { remaining: none }
+        const now = services.now()
+        const items = planItems(subjects, { tokens: 0, microUsd: 0 }, now, { tag: options.hash_tag, leaseMs: options.lease_ms })
+        let left: number[]
+        try {
+          left = await primary.peek(items, now)
+        } catch {
+          left = await memory.peek(items, now)
+        }
+        const least = (measure: Item['measure']) => {
+          let min: number | null = null
+          items.forEach((it, i) => {
+            if (it.measure === measure) min = min === null ? left[i]! : Math.min(min, left[i]!)
+          })
+          return min
+        }
+        const usd = least('budget_usd')
+        const floorOrNull = (v: number | null) => (v === null ? null : Math.max(0, Math.floor(v)))
+        return {
+          remaining: {
+            requests: floorOrNull(least('requests')),
+            tokens: floorOrNull(least('tokens')),
+            budget_tokens: floorOrNull(least('budget_tokens')),
+            budget_usd: usd === null ? null : Math.max(0, usd) / MICRO,
+          },
+        }
+      },
+      async close() {
+        await memory.close()
+        client?.disconnect()
+      },
+    }
+  },
+})
+
+interface Attributes {
+  limits?: { key: Limits | null; user: Limits | null; team: Limits | null }
+  budget?: { key: Budget | null; user: Budget | null; team: Budget | null }
+}
+
+/** The limits of the key, its user and the billed team, as the auth plugin put them on the identity. */
+function subjectsOf(identity: Identity | undefined): Subjects | null {
+  if (!identity) return null
+  const a = identity.attributes as Attributes
+  if (!a.limits && !a.budget) return null
+  return {
+    key: { id: identity.keyId, limits: a.limits?.key ?? null, budget: a.budget?.key ?? null },
+    user: { id: identity.userId, limits: a.limits?.user ?? null, budget: a.budget?.user ?? null },
+    team: identity.teamId ? { id: identity.teamId, limits: a.limits?.team ?? null, budget: a.budget?.team ?? null } : null,
+  }
+}
+
+/** OpenAI's headers for the bucket of each kind that will refuse first. */
+export function rateLimitHeaders(items: Item[], remaining: number[]): Record<string, string> {
+  const headers: Record<string, string> = {}
+  for (const [measure, suffix] of [
+    ['requests', 'requests'],
+    ['tokens', 'tokens'],
+  ] as const) {
+    let best = -1
+    items.forEach((it, i) => {
+      if (it.measure === measure && (best < 0 || remaining[i]! < remaining[best]!)) best = i
+    })
+    if (best < 0) continue
+    const item = items[best]!
+    const left = Math.max(0, remaining[best]!)
+    headers[`x-ratelimit-limit-${suffix}`] = String(item.limit)
+    headers[`x-ratelimit-remaining-${suffix}`] = String(Math.floor(left))
+    headers[`x-ratelimit-reset-${suffix}`] = formatDuration((item.limit - left) / item.rate)
+  }
+  return headers
+}
+
+/** OpenAI's reset format: `20ms`, `1.5s`, `6m0s`, `1h2m3s`. */
+export function formatDuration(ms: number): string {
+  if (!(ms > 0)) return '0s'
+  if (ms < 1000) return `${Math.ceil(ms)}ms`
+  const total = ms / 1000
+  if (total < 60) return `${Math.round(total * 1000) / 1000}s`
+  const h = Math.floor(total / 3600)
+  const m = Math.floor((total % 3600) / 60)
+  const s = Math.ceil(total % 60)
+  return h > 0 ? `${h}h${m}m${s}s` : `${m}m${s}s`
+}
+
+/** The 429 for the item that refused, naming it, with a Retry-After that holds to the second. */
+function refusal(item: Item, outcome: AdmitOutcome, headers: Record<string, string>): GatewayError {
+  const who = `${item.scope} ${item.id}`
+  const extra: Record<string, string> = { ...headers }
+  const retry = outcome.waitMs === null ? null : Math.max(1, Math.ceil(outcome.waitMs / 1000))
+  if (retry !== null) extra['retry-after'] = String(retry)
+  const after = retry === null ? '' : ` Retry after ${retry} s.`
+  switch (item.measure) {
+    case 'requests':
+      return new GatewayError('rate_limit_exceeded', `Rate limit reached for ${MEASURE_WORDS.requests} on ${who}: ${item.limit} per minute.${after}`, { headers: extra })
+    case 'tokens':
+      if (outcome.waitMs === null) {
+        return new GatewayError('rate_limit_exceeded', `This request needs about ${item.cost} tokens, more than the ${MEASURE_WORDS.tokens} limit of ${who} (${item.limit}); lower max_tokens or shorten the prompt.`, { headers: extra, param: 'max_tokens' })
+      }
+      return new GatewayError('rate_limit_exceeded', `Rate limit reached for ${MEASURE_WORDS.tokens} on ${who}: ${item.limit} per minute; this request reserves about ${item.cost} tokens (prompt + max_tokens).${after}`, { headers: extra })
+    case 'parallel':
+      return new GatewayError('rate_limit_exceeded', `Too many requests in flight for ${who}: at most ${item.limit} at once. Retry when one finishes.`, { headers: { ...headers, 'retry-after': '1' } })
+    case 'budget_tokens':
+    case 'budget_usd': {
+      const what = item.measure === 'budget_usd' ? `USD budget of ${item.limit / MICRO}` : `token budget of ${item.limit}`
+      const renews = item.until === null ? ' It does not renew (period "total"); ask an admin to raise it.' : ` It renews at ${new Date(item.until).toISOString()}.`
+      return new GatewayError('insufficient_quota', `The ${what} for ${who} is spent for this period.${renews}`, { headers: extra })
+    }
+  }
+}

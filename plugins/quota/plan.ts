@@ -1,0 +1,91 @@
+import type { Budget, Limits } from '../../src/limits.ts'
+
+/** Who a limit hangs on. */
+export type Scope = 'key' | 'user' | 'team'
+/** What a limit counts. */
+export type Measure = 'requests' | 'tokens' | 'parallel' | 'budget_tokens' | 'budget_usd'
+
+/**
+ * One thing admission must take from: a token bucket (`bucket`), a period counter
+ * (`counter`) or a lease set (`lease`). Both stores run the same list with the same rules.
+ */
+export interface Item {
+  kind: 'bucket' | 'counter' | 'lease'
+  scope: Scope
+  id: string
+  measure: Measure
+  /** The store key (Redis key layout; also the in-process map key). */
+  key: string
+  /** Bucket capacity, counter limit or lease maximum. */
+  limit: number
+  /** Bucket refill per ms (0 for counters and leases). */
+  rate: number
+  /** What this request takes: 1 request, N tokens, micro-USD, or 1 lease. */
+  cost: number
+  /** Counter: ms epoch when its period ends (null for `total`). Lease: its lifetime in ms. */
+  until: number | null
+}
+
+/** The limits and budgets of one request's key, user and team. */
+export interface Subjects {
+  key: { id: string; limits: Limits | null; budget: Budget | null }
+  user: { id: string; limits: Limits | null; budget: Budget | null }
+  team: { id: string; limits: Limits | null; budget: Budget | null } | null
+}
+
+export const MICRO = 1_000_000
+
+/**
+ * Every item a request must take from. Keys share one hash tag so a Redis Cluster keeps
+ * all of them in one slot, where one script can check and take them atomically.
+ */
+export function planItems(
+  subjects: Subjects,
+  costs: { tokens: number; microUsd: number },
+  now: number,
+  options: { tag: string; leaseMs: number },
+): Item[] {
+  const items: Item[] = []
+  const base = `{${options.tag}}`
+  const add = (scope: Scope, subject: { id: string; limits: Limits | null; budget: Budget | null }) => {
+    const limits = subject.limits
+    const prefix = `${base}:${scope}:${subject.id}`
+    if (limits?.rpm) items.push({ kind: 'bucket', scope, id: subject.id, measure: 'requests', key: `${prefix}:rpm`, limit: limits.rpm, rate: limits.rpm / 60_000, cost: 1, until: null })
+    if (limits?.tpm) items.push({ kind: 'bucket', scope, id: subject.id, measure: 'tokens', key: `${prefix}:tpm`, limit: limits.tpm, rate: limits.tpm / 60_000, cost: costs.tokens, until: null })
+    if (limits?.max_parallel) items.push({ kind: 'lease', scope, id: subject.id, measure: 'parallel', key: `${prefix}:par`, limit: limits.max_parallel, rate: 0, cost: 1, until: options.leaseMs })
+    const budget = subject.budget
+    if (budget) {
+      const period = periodOf(budget.period, now)
+      if (budget.tokens) items.push({ kind: 'counter', scope, id: subject.id, measure: 'budget_tokens', key: `${prefix}:bt:${period.label}`, limit: budget.tokens, rate: 0, cost: costs.tokens, until: period.end })
+      if (budget.usd) items.push({ kind: 'counter', scope, id: subject.id, measure: 'budget_usd', key: `${prefix}:bu:${period.label}`, limit: Math.round(budget.usd * MICRO), rate: 0, cost: costs.microUsd, until: period.end })
+    }
+  }
+  add('key', subjects.key)
+  add('user', subjects.user)
+  if (subjects.team) add('team', subjects.team)
+  return items
+}
+
+/** The UTC calendar period containing `now`: a label for keys and its end. Weeks start on Monday. */
+export function periodOf(period: Budget['period'], now: number): { label: string; end: number | null } {
+  const d = new Date(now)
+  const y = d.getUTCFullYear()
+  const m = d.getUTCMonth()
+  const day = d.getUTCDate()
+  switch (period) {
+    case 'day':
+      return { label: `d${ymd(y, m, day)}`, end: Date.UTC(y, m, day + 1) }
+    case 'week': {
+      const offset = (d.getUTCDay() + 6) % 7
+      return { label: `w${ymd(y, m, day - offset)}`, end: Date.UTC(y, m, day - offset + 7) }
+    }
+    case 'month':
+      return { label: `m${y}-${String(m + 1).padStart(2, '0')}`, end: Date.UTC(y, m + 1, 1) }
+    case 'total':
+      return { label: 'total', end: null }
+  }
+}
+
+function ymd(y: number, m: number, day: number): string {
+  return new Date(Date.UTC(y, m, day)).toISOString().slice(0, 10)
+}

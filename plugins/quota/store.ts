@@ -1,0 +1,173 @@
+import type { Item } from './plan.ts'
+
+/** What admission found: taken from every item, or refused by one. */
+export interface AdmitOutcome {
+  ok: boolean
+  /** Index of the item that refused (when not ok). */
+  failed: number
+  /**
+   * ms until the refusing item could admit this request; `null` when waiting will not
+   * help (the request costs more than the limit, or a total budget is spent).
+   */
+  waitMs: number | null
+  /** What each item has left after this request (before it, when refused). */
+  remaining: number[]
+}
+
+/**
+ * The quota backend: one atomic admission over all items, then a settlement with the real
+ * cost. In-process and Redis implementations keep the same rules; the plugin chooses one at boot.
+ */
+export interface QuotaStore {
+  readonly name: 'memory' | 'redis'
+  admit(items: Item[], leaseId: string, now: number): Promise<AdmitOutcome>
+  /** Adjust by `deltas[i]` (real cost minus reserved, per item) and release this request's leases. */
+  settle(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void>
+  /** What each item has left now, taking nothing. */
+  peek(items: Item[], now: number): Promise<number[]>
+  close(): Promise<void>
+}
+
+interface BucketState {
+  tokens: number
+  ts: number
+}
+
+/** Entries past this many are swept of those that refilled; then the oldest go. */
+const DEFAULT_MAX_ENTRIES = 200_000
+
+/**
+ * Quota in one process, with exactly the rules of the Redis script. Every map is bounded:
+ * a bucket that has refilled is the same as no bucket, so it can go.
+ */
+export class MemoryStore implements QuotaStore {
+  readonly name = 'memory' as const
+  private readonly buckets = new Map<string, BucketState & { full: number }>()
+  private readonly counters = new Map<string, { used: number; expires: number | null }>()
+  private readonly leases = new Map<string, Map<string, number>>()
+
+  constructor(private readonly maxEntries = DEFAULT_MAX_ENTRIES) {}
+
+  async admit(items: Item[], leaseId: string, now: number): Promise<AdmitOutcome> {
+    return this.admitSync(items, leaseId, now)
+  }
+
+  admitSync(items: Item[], leaseId: string, now: number): AdmitOutcome {
+    const remaining: number[] = []
+    let failed = -1
+    let waitMs: number | null = 0
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]!
+      if (item.kind === 'bucket') {
+        const available = this.bucketAvailable(item, now)
+        remaining.push(available)
+        if (failed < 0 && item.cost > available) {
+          failed = i
+          waitMs = item.cost > item.limit ? null : Math.ceil((item.cost - available) / item.rate)
+        }
+      } else if (item.kind === 'counter') {
+        const used = this.counterUsed(item, now)
+        remaining.push(item.limit - used)
+        if (failed < 0 && (used + item.cost > item.limit || used >= item.limit)) {
+          failed = i
+          waitMs = item.cost > item.limit || item.until === null ? null : Math.max(0, item.until - now)
+        }
+      } else {
+        const held = this.liveLeases(item.key, now)
+        remaining.push(item.limit - held.size)
+        if (failed < 0 && held.size >= item.limit) {
+          failed = i
+          let soonest = Infinity
+          for (const expiry of held.values()) soonest = Math.min(soonest, expiry)
+          waitMs = Number.isFinite(soonest) ? Math.max(0, soonest - now) : null
+        }
+      }
+    }
+    if (failed >= 0) return { ok: false, failed, waitMs, remaining }
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]!
+      if (item.kind === 'bucket') {
+        const tokens = remaining[i]! - item.cost
+        this.buckets.set(item.key, { tokens, ts: now, full: now + (item.limit - tokens) / item.rate })
+      } else if (item.kind === 'counter') {
+        this.counters.set(item.key, { used: item.limit - remaining[i]! + item.cost, expires: item.until })
+      } else {
+        this.liveLeases(item.key, now).set(leaseId, now + (item.until ?? 0))
+      }
+      remaining[i] = remaining[i]! - item.cost
+    }
+    this.bound(now)
+    return { ok: true, failed: -1, waitMs: 0, remaining }
+  }
+
+  async settle(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void> {
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i]!
+      const delta = deltas[i] ?? 0
+      if (item.kind === 'lease') {
+        this.leases.get(item.key)?.delete(leaseId)
+      } else if (delta !== 0 && item.kind === 'bucket') {
+        const tokens = Math.min(item.limit, this.bucketAvailable(item, now) - delta)
+        this.buckets.set(item.key, { tokens, ts: now, full: now + (item.limit - tokens) / item.rate })
+      } else if (delta !== 0) {
+        const used = Math.max(0, this.counterUsed(item, now) + delta)
+        this.counters.set(item.key, { used, expires: item.until })
+      }
+    }
+  }
+
+  async peek(items: Item[], now: number): Promise<number[]> {
+    return items.map((item) =>
+      item.kind === 'bucket' ? this.bucketAvailable(item, now) : item.kind === 'counter' ? item.limit - this.counterUsed(item, now) : item.limit - this.liveLeases(item.key, now).size,
+    )
+  }
+
+  async close(): Promise<void> {
+    this.buckets.clear()
+    this.counters.clear()
+    this.leases.clear()
+  }
+
+  private bucketAvailable(item: Item, now: number): number {
+    const state = this.buckets.get(item.key)
+    if (!state) return item.limit
+    return Math.min(item.limit, state.tokens + Math.max(0, now - state.ts) * item.rate)
+  }
+
+  private counterUsed(item: Item, now: number): number {
+    const state = this.counters.get(item.key)
+    if (!state) return 0
+    if (state.expires !== null && state.expires <= now) {
+      this.counters.delete(item.key)
+      return 0
+    }
+    return state.used
+  }
+
+  private liveLeases(key: string, now: number): Map<string, number> {
+    let held = this.leases.get(key)
+    if (!held) {
+      held = new Map()
+      this.leases.set(key, held)
+    }
+    for (const [id, expiry] of held) if (expiry <= now) held.delete(id)
+    return held
+  }
+
+  /** Keep the maps bounded: drop what no longer matters, then the oldest if still too many. */
+  private bound(now: number): void {
+    if (this.buckets.size > this.maxEntries) {
+      for (const [k, s] of this.buckets) if (s.full <= now) this.buckets.delete(k)
+      for (const k of this.buckets.keys()) {
+        if (this.buckets.size <= this.maxEntries) break
+        this.buckets.delete(k)
+      }
+    }
+    if (this.counters.size > this.maxEntries) {
+      for (const [k, s] of this.counters) if (s.expires !== null && s.expires <= now) this.counters.delete(k)
+    }
+    if (this.leases.size > this.maxEntries) {
+      for (const [k, held] of this.leases) if (held.size === 0) this.leases.delete(k)
+    }
+  }
+}
