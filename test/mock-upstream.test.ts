@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import OpenAI from 'openai'
 import { mockChatCompletion } from '../src/providers/mock/generate.ts'
 import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 
@@ -154,6 +155,44 @@ describe('mock upstream: failure injection', () => {
       expect((await post(guarded, '/chat/completions', chatBody, { authorization: 'Bearer sk-good' })).status).toBe(200)
     } finally {
       await guarded.stop()
+    }
+  })
+})
+
+describe('mock upstream: the official OpenAI SDK reads it', () => {
+  let upstream: MockUpstream
+  let client: OpenAI
+  beforeAll(async () => {
+    upstream = await startMockUpstream()
+    client = new OpenAI({ baseURL: upstream.url, apiKey: 'sk-upstream-test', maxRetries: 0 })
+  })
+  afterAll(() => upstream.stop())
+
+  test('chat, stream with usage, base64 embeddings and errors', async () => {
+    const messages = [{ role: 'user' as const, content: 'hello there' }]
+    const completion = await client.chat.completions.create({ model: 'mock-gpt', messages })
+    expect(completion.usage?.completion_tokens).toBe(16)
+
+    const stream = await client.chat.completions.create({ model: 'mock-gpt', messages, stream: true, stream_options: { include_usage: true } })
+    let text = ''
+    let completionTokens = 0
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? ''
+      completionTokens = chunk.usage?.completion_tokens ?? completionTokens
+    }
+    expect(text).toBe(completion.choices[0]?.message.content ?? '')
+    expect(completionTokens).toBe(16)
+
+    // The SDK asks for base64 by default and decodes it; the floats must survive the trip.
+    const embeddings = await client.embeddings.create({ model: 'mock-embed', input: 'hello' })
+    expect(upstream.stats.lastBody).toMatchObject({ encoding_format: 'base64' })
+    expect(embeddings.data[0]?.embedding).toHaveLength(8)
+
+    const failure = await client.chat.completions.create({ model: 'mock-fail-429', messages }).catch((error: unknown) => error)
+    expect(failure).toBeInstanceOf(OpenAI.APIError)
+    if (failure instanceof OpenAI.APIError) {
+      expect(failure.status).toBe(429)
+      expect(failure.code).toBe('rate_limit_exceeded')
     }
   })
 })

@@ -27,6 +27,8 @@ const tags = ['Admin: users, teams, keys']
 export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
   const db: Db = services.db.db
   const now = () => services.now()
+  // Requests whose admin key parse already checked, so transform need not hash it again.
+  const checked = new WeakSet<Request>()
 
   const user = async (id: string, includeDeleted = false): Promise<UserRow> => {
     const row = await db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst()
@@ -45,8 +47,17 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
   }
 
   return new Elysia({ name: 'sluice.auth.admin', prefix: '/admin' })
-    // Transform runs before body validation: a caller without the admin key learns nothing about the schema.
+    // The admin key is checked before anything else looks at the request: in parse (which runs
+    // first, and only for requests with a body) and in transform (every request). A caller
+    // without the key learns nothing about the body or query, not even that the JSON is broken.
+    .onParse(({ request }) => {
+      if (checked.has(request)) return
+      const refused = services.admin.check(request)
+      if (refused) throw refused
+      checked.add(request)
+    })
     .onTransform(({ request }) => {
+      if (checked.has(request)) return
       const refused = services.admin.check(request)
       if (refused) throw refused
     })

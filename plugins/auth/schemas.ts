@@ -67,10 +67,13 @@ export const PatchKey = t.Object(
   },
   { additionalProperties: false },
 )
-export const RevokeKey = t.Object({ reason: t.Optional(t.String({ maxLength: 500 })) }, { additionalProperties: false })
-export const RotateKey = t.Object(
-  { grace_seconds: t.Optional(t.Integer({ minimum: 0, maximum: 30 * 86400, description: 'How long the old key keeps working. @default 0' })) },
-  { additionalProperties: false },
+// Both bodies are optional: `POST /admin/keys/:id/revoke` with no body at all is the common call.
+export const RevokeKey = t.Optional(t.Object({ reason: t.Optional(t.String({ maxLength: 500 })) }, { additionalProperties: false }))
+export const RotateKey = t.Optional(
+  t.Object(
+    { grace_seconds: t.Optional(t.Integer({ minimum: 0, maximum: 30 * 86400, description: 'How long the old key keeps working. @default 0' })) },
+    { additionalProperties: false },
+  ),
 )
 export const ListQuery = t.Object({
   limit: t.Optional(t.Numeric({ minimum: 1, maximum: 500 })),

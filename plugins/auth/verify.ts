@@ -143,8 +143,11 @@ export class KeyVerifier {
         return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: the request names team ${named} (OpenAI-Organization header) but the key is bound to team ${teamId}. Drop the header, or use a key of team ${named}.`))
       }
       const team = record.teams.get(named)
-      if (!team || team.deletedAt !== null) {
+      if (!team) {
         return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: its owner ${user.id} is not a member of team ${named}, named by the OpenAI-Organization header. Drop the header, or ask an admin to add the user to that team.`))
+      }
+      if (team.deletedAt !== null) {
+        return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: the request names team ${named} (OpenAI-Organization header), which was deleted at ${iso(team.deletedAt)}. Drop the header, or name an existing team.`))
       }
       teamId = named
     }

@@ -1,0 +1,468 @@
+/**
+ * Auth plugin and admin API, happy paths: an admin makes users, teams and keys; clients use
+ * the keys through the official OpenAI SDK against a listening gateway. The mock upstream
+ * is the only fake; time-based rules run on an injected clock.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { startMockUpstream, type MockUpstream } from '../../test/fixtures/mock-upstream.ts'
+import {
+  ADMIN_KEY,
+  Clock,
+  chat,
+  expectApiError,
+  sha256Hex,
+  startAuthGateway,
+  uid,
+  userWithKey,
+  type AuthGateway,
+  type CreatedKey,
+} from '../../test/support/auth.ts'
+
+const BASE62_SECRET = /^sk-dev-[0-9A-Za-z]{32,}$/
+
+let upstream: MockUpstream
+let gw: AuthGateway
+const clock = new Clock()
+
+beforeAll(async () => {
+  upstream = await startMockUpstream()
+  gw = await startAuthGateway(upstream.url, {
+    gateway: { now: clock.now },
+    config: { plugins: [{ use: 'auth', options: { demo_key: false, last_used_flush_ms: 100 } }] },
+  })
+})
+afterAll(async () => {
+  await gw?.close()
+  await upstream?.stop()
+})
+
+interface List<T> {
+  object: 'list'
+  data: T[]
+  next_cursor: string | null
+}
+
+describe('admin creates users, teams, members and keys', () => {
+  test('user → 201 with the given id and email; GET returns it', async () => {
+    const id = uid('usr')
+    const res = await gw.admin('POST', '/admin/users', { id, email: `${id}@example.com`, name: 'Ada' })
+    expect(res.status).toBe(201)
+    const user = (await res.json()) as Record<string, unknown>
+    expect(user).toMatchObject({ object: 'user', id, email: `${id}@example.com`, name: 'Ada', status: 'active', deleted_at: null })
+    expect(await gw.adminOk('GET', `/admin/users/${id}`)).toEqual(user)
+  })
+
+  test('user without id gets a generated usr_… id', async () => {
+    const res = await gw.admin('POST', '/admin/users', {})
+    expect(res.status).toBe(201)
+    expect(((await res.json()) as { id: string }).id).toMatch(/^usr_[A-Za-z0-9]+$/)
+  })
+
+  test('team → 201, member → 201, members are listed', async () => {
+    const userId = uid('usr')
+    await gw.adminOk('POST', '/admin/users', { id: userId })
+    const teamRes = await gw.admin('POST', '/admin/teams', { name: 'Platform' })
+    expect(teamRes.status).toBe(201)
+    const team = (await teamRes.json()) as { id: string; name: string }
+    expect(team.id).toMatch(/^team_[A-Za-z0-9]+$/)
+    expect(team.name).toBe('Platform')
+    const member = await gw.admin('POST', `/admin/teams/${team.id}/members`, { user_id: userId })
+    expect(member.status).toBe(201)
+    expect(await member.json()).toMatchObject({ team_id: team.id, user_id: userId, role: 'member' })
+    const members = await gw.adminOk<List<{ user_id: string }>>('GET', `/admin/teams/${team.id}/members`)
+    expect(members.data.map((m) => m.user_id)).toEqual([userId])
+  })
+
+  test('key → 201 with the plaintext once: sk-dev- prefix, 32+ base62 secret; GET never shows it nor the hash', async () => {
+    const userId = uid('usr')
+    await gw.adminOk('POST', '/admin/users', { id: userId })
+    const res = await gw.admin('POST', '/admin/keys', { user_id: userId, name: 'ci' })
+    expect(res.status).toBe(201)
+    const created = (await res.json()) as CreatedKey
+    expect(created.key).toMatch(BASE62_SECRET)
+    expect(created.id).toMatch(/^key_[A-Za-z0-9]+$/)
+    expect(created).toMatchObject({ object: 'api_key', user_id: userId, team_id: null, name: 'ci', environment: 'dev', status: 'active' })
+    expect(created.start).toBe(created.key.slice(0, 12))
+    expect(created.end).toBe(created.key.slice(-4))
+    expect(created.display).toBe(`${created.key.slice(0, 12)}…${created.key.slice(-4)}`)
+    expect('hash' in created).toBe(false)
+
+    const hash = sha256Hex(created.key)
+    for (const path of [`/admin/keys/${created.id}`, `/admin/keys?user_id=${userId}`, '/admin/keys']) {
+      const text = await (await gw.admin('GET', path)).text()
+      expect(text).toContain(created.id)
+      expect(text).not.toContain(created.key)
+      expect(text).not.toContain(created.key.slice(12, -4))
+      expect(text).not.toContain(hash)
+      expect(text).not.toContain('"hash"')
+      expect(text).not.toContain('"key":')
+    }
+  })
+})
+
+describe('clients use a key through the OpenAI SDK', () => {
+  let key: CreatedKey
+  beforeAll(async () => {
+    key = (await userWithKey(gw)).key
+  })
+
+  test('chat completion', async () => {
+    const completion = await chat(gw.client(key.key))
+    expect(completion.object).toBe('chat.completion')
+    expect(completion.choices[0]?.message.content).toContain('mock reply')
+    // The upstream sees the provider's key, never the client's.
+    expect(upstream.stats.lastHeaders?.get('authorization')).not.toContain(key.key)
+  })
+
+  test('chat completion stream', async () => {
+    const stream = await gw.client(key.key).chat.completions.create({
+      model: 'mock-gpt',
+      messages: [{ role: 'user', content: 'hello' }],
+      stream: true,
+    })
+    let text = ''
+    let finish: string | null = null
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? ''
+      finish = chunk.choices[0]?.finish_reason ?? finish
+    }
+    expect(text).toContain('mock reply')
+    expect(finish).toBe('stop')
+  })
+
+  test('embeddings', async () => {
+    const result = await gw.client(key.key).embeddings.create({ model: 'mock-embed', input: ['a', 'b'] })
+    expect(result.data).toHaveLength(2)
+    expect(result.data[0]?.embedding.length).toBeGreaterThan(0)
+  })
+
+  test('models list: all configured models for a key without a models restriction', async () => {
+    const ids: string[] = []
+    for await (const m of gw.client(key.key).models.list()) ids.push(m.id)
+    expect(ids.sort()).toEqual(['mock-embed', 'mock-gpt', 'other-gpt'])
+  })
+
+  test('x-api-key header works like Authorization: Bearer', async () => {
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'x-api-key': key.key, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'mock-gpt', messages: [{ role: 'user', content: 'hi' }] }),
+    })
+    expect(res.status).toBe(200)
+    expect(((await res.json()) as { object: string }).object).toBe('chat.completion')
+  })
+
+  test('last_used_at is written after use (batched)', async () => {
+    const fresh = (await userWithKey(gw)).key
+    await chat(gw.client(fresh.key))
+    // The batch is written on an interval (100 ms here) or on close; poll for it.
+    const deadline = Date.now() + 3000
+    let lastUsed: string | null = null
+    while (Date.now() < deadline && lastUsed === null) {
+      lastUsed = (await gw.adminOk<{ last_used_at: string | null }>('GET', `/admin/keys/${fresh.id}`)).last_used_at
+      if (lastUsed === null) await Bun.sleep(200)
+    }
+    expect(lastUsed).not.toBeNull()
+  }, 15_000)
+})
+
+describe('per-key models', () => {
+  test('/v1/models lists only the models the key may use; GET /v1/models/{id} agrees', async () => {
+    const { key } = await userWithKey(gw, { models: ['mock-gpt', 'mock-embed'] })
+    const client = gw.client(key.key)
+    const ids: string[] = []
+    for await (const m of client.models.list()) ids.push(m.id)
+    expect(ids.sort()).toEqual(['mock-embed', 'mock-gpt'])
+    expect((await client.models.retrieve('mock-gpt')).id).toBe('mock-gpt')
+    // A model the key may not use is as invisible as one that does not exist.
+    const message = await expectApiError(client.models.retrieve('other-gpt'), 'model_not_found')
+    expect(message).toContain('other-gpt')
+    // And it can use the allowed one.
+    expect((await chat(client)).object).toBe('chat.completion')
+  })
+})
+
+describe('GET /v1/key', () => {
+  test('returns every DESIGN field for the calling key', async () => {
+    const expiresAt = clock.iso(10 * 86_400_000)
+    const { key, userId } = await userWithKey(gw, {
+      name: 'introspect-me',
+      models: ['mock-gpt'],
+      scopes: ['chat', 'models'],
+      limits: { rpm: 60, tpm: 10_000 },
+      budget: { usd: 5, period: 'month' },
+      expires_at: expiresAt,
+    })
+    const info = await gw.client(key.key).get<unknown, Record<string, unknown>>('/key')
+    for (const field of ['id', 'name', 'environment', 'status', 'user_id', 'team_id', 'models', 'scopes', 'limits', 'budget', 'expires_at', 'remaining']) {
+      expect(info).toHaveProperty(field)
+    }
+    expect(info).toMatchObject({
+      id: key.id,
+      name: 'introspect-me',
+      environment: 'dev',
+      status: 'active',
+      user_id: userId,
+      team_id: null,
+      models: ['mock-gpt'],
+      scopes: ['chat', 'models'],
+      limits: { rpm: 60, tpm: 10_000 },
+      budget: { usd: 5, period: 'month' },
+      expires_at: expiresAt,
+    })
+    expect(info.remaining).toEqual({ requests: null, tokens: null, budget_tokens: null, budget_usd: null })
+    expect(JSON.stringify(info)).not.toContain(key.key)
+  })
+
+  test('a key may introspect itself even without any scope for model endpoints', async () => {
+    const { key } = await userWithKey(gw, { scopes: ['embeddings'] })
+    expect((await gw.client(key.key).get<unknown, { id: string }>('/key')).id).toBe(key.id)
+  })
+})
+
+describe('teams', () => {
+  test('OpenAI-Organization naming a team of the key owner is accepted and sets team_id', async () => {
+    const { key, userId } = await userWithKey(gw)
+    const teamId = uid('team')
+    await gw.adminOk('POST', '/admin/teams', { id: teamId, name: 'Billing' })
+    await gw.adminOk('POST', `/admin/teams/${teamId}/members`, { user_id: userId })
+    const client = gw.client(key.key, { organization: teamId })
+    expect((await chat(client)).object).toBe('chat.completion')
+    // The header names a sluice team; it is not the upstream's business.
+    expect(upstream.stats.lastHeaders?.get('openai-organization') ?? null).toBeNull()
+    const info = await client.get<unknown, { team_id: string | null }>('/key')
+    expect(info.team_id).toBe(teamId)
+    // Without the header the key has no team.
+    expect((await gw.client(key.key).get<unknown, { team_id: string | null }>('/key')).team_id).toBeNull()
+  })
+
+  test('a key bound to a team reports it, and the same team in OpenAI-Organization is accepted', async () => {
+    const { key, teamId } = await userWithKey(gw, {}, { team: true })
+    expect(key.team_id).toBe(teamId)
+    const info = await gw.client(key.key, { organization: teamId! }).get<unknown, { team_id: string | null }>('/key')
+    expect(info.team_id).toBe(teamId)
+    expect((await gw.client(key.key).get<unknown, { team_id: string | null }>('/key')).team_id).toBe(teamId)
+  })
+})
+
+describe('rotation', () => {
+  test('with grace: old and new keys both work during the grace period; old is refused after it', async () => {
+    const { key } = await userWithKey(gw, { name: 'rotating' })
+    await chat(gw.client(key.key)) // warm the cache with the old record
+    const res = await gw.admin('POST', `/admin/keys/${key.id}/rotate`, { grace_seconds: 60 })
+    expect(res.status).toBe(201)
+    const rotated = (await res.json()) as CreatedKey & { previous: Record<string, unknown> }
+    expect(rotated.key).toMatch(BASE62_SECRET)
+    expect(rotated.key).not.toBe(key.key)
+    expect(rotated).toMatchObject({ rotated_from: key.id, name: 'rotating', status: 'active' })
+    expect(rotated.previous).toMatchObject({ id: key.id, rotated_to: rotated.id, status: 'active', grace_until: clock.iso(60_000) })
+
+    expect((await chat(gw.client(key.key))).object).toBe('chat.completion')
+    expect((await chat(gw.client(rotated.key))).object).toBe('chat.completion')
+    expect((await gw.client(key.key).get<unknown, { status: string }>('/key')).status).toBe('rotating')
+
+    clock.advance(61_000)
+    const message = await expectApiError(chat(gw.client(key.key)), 'key_revoked')
+    expect(message).toContain('rotation')
+    expect(message).toContain(rotated.start)
+    expect((await chat(gw.client(rotated.key))).object).toBe('chat.completion')
+    expect(await gw.adminOk('GET', `/admin/keys/${key.id}`)).toMatchObject({ status: 'revoked' })
+  })
+
+  test('without grace: the old key stops at once', async () => {
+    const { key } = await userWithKey(gw)
+    await chat(gw.client(key.key))
+    const rotated = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${key.id}/rotate`, {})
+    await expectApiError(chat(gw.client(key.key)), 'key_revoked')
+    expect((await chat(gw.client(rotated.key))).object).toBe('chat.completion')
+  })
+})
+
+describe('listing keys', () => {
+  test('GET /admin/keys/expiring?within=7d lists a key expiring in 2 days, not one in 30 days', async () => {
+    const soon = (await userWithKey(gw, { expires_at: clock.iso(2 * 86_400_000) })).key
+    const later = (await userWithKey(gw, { expires_at: clock.iso(30 * 86_400_000) })).key
+    const never = (await userWithKey(gw)).key
+    const list = await gw.adminOk<List<{ id: string }>>('GET', '/admin/keys/expiring?within=7d')
+    const ids = list.data.map((k) => k.id)
+    expect(ids).toContain(soon.id)
+    expect(ids).not.toContain(later.id)
+    expect(ids).not.toContain(never.id)
+    expect((await gw.adminOk<List<{ id: string }>>('GET', '/admin/keys/expiring?within=31d')).data.map((k) => k.id)).toContain(later.id)
+    // The default window is 7 days.
+    expect((await gw.adminOk<List<{ id: string }>>('GET', '/admin/keys/expiring')).data.map((k) => k.id)).toContain(soon.id)
+  })
+
+  test('filters by user_id and by status active | revoked | expired', async () => {
+    const userId = uid('usr')
+    await gw.adminOk('POST', '/admin/users', { id: userId })
+    const mk = (body: Record<string, unknown> = {}) => gw.adminOk<CreatedKey>('POST', '/admin/keys', { user_id: userId, ...body })
+    const active = await mk()
+    const revoked = await mk()
+    await gw.adminOk('POST', `/admin/keys/${revoked.id}/revoke`, { reason: 'leaked' })
+    const expiring = await mk({ expires_at: clock.iso(1000) })
+    const rotatedOut = await mk()
+    const successor = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${rotatedOut.id}/rotate`, { grace_seconds: 1 })
+    clock.advance(2000)
+
+    const ids = async (query: string) =>
+      (await gw.adminOk<List<{ id: string }>>('GET', `/admin/keys?user_id=${userId}${query}`)).data.map((k) => k.id).sort()
+    expect(await ids('')).toEqual([active.id, revoked.id, expiring.id, rotatedOut.id, successor.id].sort())
+    expect(await ids('&status=active')).toEqual([active.id, successor.id].sort())
+    expect(await ids('&status=revoked')).toEqual([revoked.id, rotatedOut.id].sort())
+    expect(await ids('&status=expired')).toEqual([expiring.id])
+
+    // Another user's keys are not listed under this one.
+    const other = await userWithKey(gw)
+    expect(await ids('')).not.toContain(other.key.id)
+    expect((await gw.adminOk<List<{ id: string }>>('GET', `/admin/keys?user_id=${other.userId}`)).data.map((k) => k.id)).toEqual([other.key.id])
+  })
+
+  test('filters by team_id', async () => {
+    const { key, teamId, userId } = await userWithKey(gw, {}, { team: true })
+    await gw.adminOk('POST', '/admin/keys', { user_id: userId }) // same user, no team
+    const list = await gw.adminOk<List<{ id: string }>>('GET', `/admin/keys?team_id=${teamId}`)
+    expect(list.data.map((k) => k.id)).toEqual([key.id])
+  })
+
+  test('cursor paging: 5 keys with limit=2 come as 2, 2, 1, each once, newest first', async () => {
+    const userId = uid('usr')
+    await gw.adminOk('POST', '/admin/users', { id: userId })
+    const made: string[] = []
+    // Same clock for all five: created_at ties, and the id breaks them.
+    for (let i = 0; i < 5; i++) made.push((await gw.adminOk<CreatedKey>('POST', '/admin/keys', { user_id: userId })).id)
+    const pages: string[][] = []
+    let cursor: string | null = null
+    do {
+      const query: string = `/admin/keys?user_id=${userId}&limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`
+      const page: List<{ id: string }> = await gw.adminOk<List<{ id: string }>>('GET', query)
+      pages.push(page.data.map((k) => k.id))
+      cursor = page.next_cursor
+    } while (cursor !== null && pages.length < 10)
+    expect(pages.map((p) => p.length)).toEqual([2, 2, 1])
+    const seen = pages.flat()
+    expect(new Set(seen).size).toBe(5)
+    expect([...seen].sort()).toEqual([...made].sort())
+    // Newest first; equal times fall back to id order, descending.
+    expect(seen).toEqual([...made].sort().reverse())
+  })
+
+  test('cursor paging over users and teams too', async () => {
+    for (let i = 0; i < 3; i++) await gw.adminOk('POST', '/admin/teams', { name: `paged ${i}` })
+    const first = await gw.adminOk<List<{ id: string }>>('GET', '/admin/teams?limit=2')
+    expect(first.data).toHaveLength(2)
+    expect(first.next_cursor).not.toBeNull()
+    const second = await gw.adminOk<List<{ id: string }>>('GET', `/admin/teams?limit=2&cursor=${first.next_cursor}`)
+    expect(second.data.map((t) => t.id)).not.toContain(first.data[0]!.id)
+    const users = await gw.adminOk<List<{ id: string }>>('GET', '/admin/users?limit=1')
+    expect(users.data).toHaveLength(1)
+    expect(users.next_cursor).not.toBeNull()
+  })
+})
+
+describe('changes', () => {
+  test('PATCH a key: models, scopes, name and expires_at take effect at once', async () => {
+    const { key } = await userWithKey(gw)
+    const client = gw.client(key.key)
+    await chat(client, 'other-gpt')
+    const patched = await gw.adminOk('PATCH', `/admin/keys/${key.id}`, { models: ['mock-gpt'], name: 'narrowed' })
+    expect(patched).toMatchObject({ models: ['mock-gpt'], name: 'narrowed' })
+    await expectApiError(chat(client, 'other-gpt'), 'model_not_allowed')
+    expect((await chat(client, 'mock-gpt')).object).toBe('chat.completion')
+    await gw.adminOk('PATCH', `/admin/keys/${key.id}`, { models: null })
+    expect((await chat(client, 'other-gpt')).object).toBe('chat.completion')
+
+    await gw.adminOk('PATCH', `/admin/keys/${key.id}`, { scopes: ['embeddings'] })
+    await expectApiError(chat(client), 'insufficient_permissions')
+    expect((await client.embeddings.create({ model: 'mock-embed', input: 'x' })).data).toHaveLength(1)
+    await gw.adminOk('PATCH', `/admin/keys/${key.id}`, { scopes: null })
+
+    // An expiry in the past is how an admin ends a key now; a later one brings it back.
+    await gw.adminOk('PATCH', `/admin/keys/${key.id}`, { expires_at: clock.iso(-1000) })
+    await expectApiError(chat(client), 'key_expired')
+    const extended = clock.iso(86_400_000)
+    expect(await gw.adminOk('PATCH', `/admin/keys/${key.id}`, { expires_at: extended })).toMatchObject({ expires_at: extended, status: 'active' })
+    expect((await chat(client)).object).toBe('chat.completion')
+  })
+
+  test('PATCH a user disabled → refused; enabled again → accepted', async () => {
+    const { key, userId } = await userWithKey(gw)
+    const client = gw.client(key.key)
+    await chat(client)
+    expect(await gw.adminOk('PATCH', `/admin/users/${userId}`, { disabled: true })).toMatchObject({ status: 'disabled' })
+    await expectApiError(chat(client), 'invalid_user_for_key')
+    expect(await gw.adminOk('PATCH', `/admin/users/${userId}`, { disabled: false })).toMatchObject({ status: 'active', disabled_at: null })
+    expect((await chat(client)).object).toBe('chat.completion')
+  })
+
+  test('DELETE a user is a soft delete: GET shows it as deleted and its keys stay', async () => {
+    const { key, userId } = await userWithKey(gw)
+    const deleted = await gw.adminOk('DELETE', `/admin/users/${userId}`)
+    expect(deleted).toMatchObject({ id: userId, status: 'deleted' })
+    expect(await gw.adminOk('GET', `/admin/users/${userId}`)).toMatchObject({ status: 'deleted' })
+    expect(await gw.adminOk('GET', `/admin/keys/${key.id}`)).toMatchObject({ id: key.id, user_id: userId })
+    const users = await gw.adminOk<List<{ id: string }>>('GET', '/admin/users?limit=500')
+    expect(users.data.map((u) => u.id)).not.toContain(userId)
+  })
+})
+
+describe('audit log', () => {
+  test('every admin action writes a row naming its target, and no secret', async () => {
+    const userId = uid('usr')
+    const teamId = uid('team')
+    await gw.adminOk('POST', '/admin/users', { id: userId })
+    await gw.adminOk('PATCH', `/admin/users/${userId}`, { name: 'Renamed' })
+    await gw.adminOk('POST', '/admin/teams', { id: teamId, name: 'Audited' })
+    await gw.adminOk('PATCH', `/admin/teams/${teamId}`, { name: 'Audited 2' })
+    await gw.adminOk('POST', `/admin/teams/${teamId}/members`, { user_id: userId })
+    const key = await gw.adminOk<CreatedKey>('POST', '/admin/keys', { user_id: userId, team_id: teamId })
+    await gw.adminOk('PATCH', `/admin/keys/${key.id}`, { name: 'x' })
+    const rotated = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${key.id}/rotate`, { grace_seconds: 10 })
+    await gw.adminOk('POST', `/admin/keys/${rotated.id}/revoke`, { reason: 'test' })
+    await gw.adminOk('DELETE', `/admin/teams/${teamId}/members/${userId}`)
+    await gw.adminOk('DELETE', `/admin/teams/${teamId}`)
+    await gw.adminOk('DELETE', `/admin/users/${userId}`)
+
+    const rows = await gw.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('target_id', 'in', [userId, teamId, key.id, rotated.id])
+      .execute()
+    const actions = rows.map((r) => `${r.action} ${r.target_type}:${r.target_id}`).sort()
+    expect(actions).toEqual(
+      [
+        `user.create user:${userId}`,
+        `user.update user:${userId}`,
+        `team.create team:${teamId}`,
+        `team.update team:${teamId}`,
+        `team.member.add team:${teamId}`,
+        `key.create key:${key.id}`,
+        `key.update key:${key.id}`,
+        `key.rotate key:${key.id}`,
+        `key.revoke key:${rotated.id}`,
+        `team.member.remove team:${teamId}`,
+        `team.delete team:${teamId}`,
+        `user.delete user:${userId}`,
+      ].sort(),
+    )
+    for (const row of rows) {
+      expect(row.actor).toBe('admin')
+      expect(Number.isNaN(Date.parse(row.at))).toBe(false)
+      const text = JSON.stringify(row)
+      expect(text).not.toContain(key.key)
+      expect(text).not.toContain(rotated.key)
+      expect(text).not.toContain(ADMIN_KEY)
+    }
+    const rotate = rows.find((r) => r.action === 'key.rotate')!
+    expect(JSON.parse(rotate.details!)).toMatchObject({ new_key_id: rotated.id, grace_seconds: 10 })
+  })
+
+  test('reads write no audit rows', async () => {
+    const before = await gw.db.selectFrom('audit_log').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()
+    await gw.adminOk('GET', '/admin/users')
+    await gw.adminOk('GET', '/admin/keys')
+    await gw.adminOk('GET', '/admin/keys/expiring')
+    const after = await gw.db.selectFrom('audit_log').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()
+    expect(Number(after.n)).toBe(Number(before.n))
+  })
+})

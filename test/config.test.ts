@@ -1,0 +1,304 @@
+/**
+ * Configuration: files (JSON and TS), `${VAR}` interpolation, environment overrides, and a
+ * bad config reported in full, one line per problem with its path.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { ConfigError, DEFAULT_MAX_BODY_BYTES, loadConfig, type LoadOptions } from '../src/config/load.ts'
+import type { ConfigFile } from '../src/config/schema.ts'
+import { resolvePlugins } from '../src/plugin-loader.ts'
+import { BUILTIN_PLUGINS } from '../plugins/index.ts'
+
+const SRC_INDEX = resolve(import.meta.dir, '../src/index.ts')
+
+const provider = (extra: Record<string, unknown> = {}) => ({
+  id: 'up',
+  type: 'openai-compatible' as const,
+  baseUrl: 'http://127.0.0.1:9/v1',
+  keys: [{ id: 'k1', secret: 'plain' }],
+  ...extra,
+})
+const model = { name: 'm', targets: [{ provider: 'up', model: 'upstream-m' }] }
+
+/** The `ConfigError` a load throws (fails the test if it does not throw one). */
+async function problemsOf(options: LoadOptions): Promise<string[]> {
+  const error = await loadConfig(options).then(
+    () => undefined,
+    (e: unknown) => e,
+  )
+  expect(error).toBeInstanceOf(ConfigError)
+  return (error as ConfigError).problems
+}
+
+let dir: string
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'sluice-config-'))
+})
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+/** A fresh folder under the temp dir (Bun caches imported modules by path, so TS configs need unique paths). */
+function folder(): string {
+  const path = join(dir, crypto.randomUUID())
+  mkdirSync(path)
+  return path
+}
+
+describe('defaults', () => {
+  test('no file and no variables: dev, port 8080, SQLite file, built-in mock, all built-in plugins', async () => {
+    const config = await loadConfig({ env: {}, cwd: folder() })
+    expect(config).toMatchObject({
+      environment: 'dev',
+      port: 8080,
+      host: '0.0.0.0',
+      databaseUrl: 'sqlite://./data/sluice.db',
+      redisUrl: null,
+      maxBodyBytes: 32 * 1024 * 1024,
+      plugins: null,
+      configPath: null,
+    })
+    expect(DEFAULT_MAX_BODY_BYTES).toBe(33_554_432)
+    expect(config.providers.map((p) => [p.id, p.type])).toEqual([['mock', 'mock']])
+    expect(config.models.map((m) => m.name)).toEqual(['mock-gpt'])
+  })
+
+  test('a config with providers but no models serves no models (the mock is only the no-config default)', async () => {
+    const config = await loadConfig({ env: {}, config: { providers: [provider()] } })
+    expect(config.models).toEqual([])
+    expect(config.providers.map((p) => p.id)).toEqual(['up'])
+  })
+})
+
+describe('${VAR} interpolation', () => {
+  test('variables are replaced in every string, anywhere in the tree', async () => {
+    const config = await loadConfig({
+      env: { UP_KEY: 'sk-from-env', HOSTPORT: '10.0.0.7:8000', ORG: 'acme' },
+      config: {
+        providers: [provider({ baseUrl: 'http://${HOSTPORT}/v1', keys: [{ id: 'k1', secret: '${UP_KEY}' }], headers: { 'x-org': 'org-${ORG}-${ORG}' } })],
+        models: [model],
+      },
+    })
+    expect(config.providers[0]?.keys[0]?.secret).toBe('sk-from-env')
+    expect(config.providers[0]?.baseUrl).toBe('http://10.0.0.7:8000/v1')
+    expect(config.providers[0]?.headers).toEqual({ 'x-org': 'org-acme-acme' })
+  })
+
+  test('a variable set to the empty string is used as is; text that is not ${NAME} is left alone', async () => {
+    const config = await loadConfig({
+      env: { EMPTY: '' },
+      config: { providers: [provider({ keys: [{ id: 'k1', secret: '${EMPTY}' }, { id: 'k2', secret: '$NOT_A_REF {X} ${lower-case}' }] })], models: [model] },
+    })
+    expect(config.providers[0]?.keys.map((k) => k.secret)).toEqual(['', '$NOT_A_REF {X} ${lower-case}'])
+  })
+
+  test('a missing variable is an error that names it and where it is used; every missing one is listed', async () => {
+    const problems = await problemsOf({
+      env: {},
+      config: { providers: [provider({ keys: [{ id: 'k1', secret: '${OPENAI_KEY_1}' }, { id: 'k2', secret: '${OPENAI_KEY_2}' }] })], models: [model] },
+    })
+    expect(problems).toEqual([
+      expect.stringMatching(/^\/providers\/0\/keys\/0\/secret: .*OPENAI_KEY_1/),
+      expect.stringMatching(/^\/providers\/0\/keys\/1\/secret: .*OPENAI_KEY_2/),
+    ])
+  })
+})
+
+describe('a bad config', () => {
+  test('two wrong things → two problems, each with its path, one line each in the message', async () => {
+    const error = await loadConfig({ env: {}, config: { environment: 'Prod!', limits: { max_body_bytes: 10 } } as ConfigFile }).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    const { problems, message } = error as ConfigError
+    expect(problems.length).toBe(2)
+    expect(problems[0]).toStartWith('/environment: ')
+    expect(problems[0]).toContain('"Prod!"')
+    expect(problems[1]).toStartWith('/limits/max_body_bytes: ')
+    expect(message.split('\n').filter((line) => line.startsWith('  - '))).toEqual([`  - ${problems[0]}`, `  - ${problems[1]}`])
+    expect(message).toContain('2 problems')
+  })
+
+  test('problems deep in lists are reported with their index', async () => {
+    const problems = await problemsOf({
+      env: {},
+      config: {
+        providers: [provider(), provider({ id: 'second', type: 'no-such-type' }), provider({ id: 'third', keys: [] })],
+        models: [model],
+        unknownTopLevel: true,
+      } as unknown as ConfigFile,
+    })
+    expect(problems.some((p) => p.startsWith('/providers/1/type: '))).toBe(true)
+    expect(problems.some((p) => p.startsWith('/providers/2/keys: '))).toBe(true)
+    expect(problems.some((p) => p.includes('unknownTopLevel'))).toBe(true)
+    expect(problems.every((p) => p.startsWith('/'))).toBe(true)
+  })
+
+  test('references: a model targeting an unknown provider and a fallback to an unknown model are both reported', async () => {
+    const problems = await problemsOf({
+      env: {},
+      config: {
+        providers: [provider()],
+        models: [
+          { name: 'a', targets: [{ provider: 'up', model: 'x' }, { provider: 'ghost', model: 'y' }], fallbacks: ['b', 'nowhere'] },
+          { name: 'b', targets: [{ provider: 'up', model: 'z' }] },
+        ],
+      },
+    })
+    expect(problems).toEqual(['/models/0/targets/1/provider: no provider with id "ghost"', '/models/0/fallbacks/1: no model named "nowhere"'])
+  })
+
+  test('duplicates and an openai-compatible provider without baseUrl are reported', async () => {
+    const problems = await problemsOf({
+      env: {},
+      config: {
+        providers: [provider(), provider({ baseUrl: undefined, keys: [{ id: 'k', secret: '' }, { id: 'k', secret: '' }] })],
+        models: [model, model],
+      },
+    })
+    expect(problems).toContain('/providers/1/id: duplicate provider id "up"')
+    expect(problems).toContain('/providers/1/keys/1/id: duplicate key id "k" in provider "up"')
+    expect(problems).toContain('/providers/1/baseUrl: required for type openai-compatible')
+    expect(problems).toContain('/models/1/name: duplicate model name "m"')
+  })
+
+  test('bad environment variables are reported by name', async () => {
+    const problems = await problemsOf({ env: { PORT: 'eighty', SLUICE_ENV: 'NOT A SLUG', LOG_LEVEL: 'chatty' }, config: {} })
+    expect(problems.length).toBe(3)
+    expect(problems.some((p) => p.startsWith('PORT: '))).toBe(true)
+    expect(problems.some((p) => p.startsWith('SLUICE_ENV: '))).toBe(true)
+    expect(problems.some((p) => p.startsWith('LOG_LEVEL: '))).toBe(true)
+  })
+
+  test('an unknown built-in plugin name is an error naming it', async () => {
+    const config = await loadConfig({ env: {}, config: { plugins: ['definitely-not-a-plugin'] } })
+    const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).problems).toEqual([expect.stringContaining('/plugins/0: unknown plugin "definitely-not-a-plugin"')])
+  })
+
+  test('a malformed plugin entry is reported by loadConfig with its path', async () => {
+    const problems = await problemsOf({ env: {}, config: { plugins: [{ use: '' }, 42] } as unknown as ConfigFile })
+    expect(problems.some((p) => p.startsWith('/plugins/0'))).toBe(true)
+    expect(problems.some((p) => p.startsWith('/plugins/1'))).toBe(true)
+  })
+})
+
+describe('environment variables override the file', () => {
+  const file: ConfigFile = {
+    environment: 'prod',
+    server: { port: 9000, host: '10.1.1.1' },
+    database: { url: 'sqlite://./from-file.db' },
+    providers: [provider()],
+    models: [model],
+  }
+
+  test('without variables, the file wins over defaults', async () => {
+    const config = await loadConfig({ env: {}, config: file })
+    expect([config.environment, config.port, config.host, config.databaseUrl]).toEqual(['prod', 9000, '10.1.1.1', 'sqlite://./from-file.db'])
+  })
+
+  test('SLUICE_ENV, PORT, HOST and DATABASE_URL override it', async () => {
+    const config = await loadConfig({
+      env: { SLUICE_ENV: 'staging', PORT: '9123', HOST: '127.0.0.1', DATABASE_URL: 'sqlite::memory:', REDIS_URL: 'redis://127.0.0.1:6390' },
+      config: file,
+    })
+    expect([config.environment, config.port, config.host, config.databaseUrl, config.redisUrl]).toEqual([
+      'staging',
+      9123,
+      '127.0.0.1',
+      'sqlite::memory:',
+      'redis://127.0.0.1:6390',
+    ])
+  })
+})
+
+describe('config files', () => {
+  const json = { environment: 'jsonenv', providers: [provider({ keys: [{ id: 'k1', secret: '${FILE_SECRET}' }] })], models: [model], limits: { max_body_bytes: 2048 } }
+
+  test('a JSON file named by SLUICE_CONFIG (relative to the working dir), interpolated', async () => {
+    const cwd = folder()
+    mkdirSync(join(cwd, 'conf'))
+    writeFileSync(join(cwd, 'conf', 'gateway.json'), JSON.stringify(json))
+    const config = await loadConfig({ env: { SLUICE_CONFIG: 'conf/gateway.json', FILE_SECRET: 's3' }, cwd })
+    expect(config.configPath).toBe(join(cwd, 'conf', 'gateway.json'))
+    expect(config.baseDir).toBe(join(cwd, 'conf'))
+    expect(config.environment).toBe('jsonenv')
+    expect(config.maxBodyBytes).toBe(2048)
+    expect(config.providers[0]?.keys[0]?.secret).toBe('s3')
+  })
+
+  test('sluice.config.json in the working dir, by default', async () => {
+    const cwd = folder()
+    writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify(json))
+    const config = await loadConfig({ env: { FILE_SECRET: 'x' }, cwd })
+    expect(config.configPath).toBe(join(cwd, 'sluice.config.json'))
+    expect(config.environment).toBe('jsonenv')
+  })
+
+  const tsConfig = (env: string) => `import { defineConfig } from ${JSON.stringify(SRC_INDEX)}
+
+export default defineConfig({
+  environment: ${JSON.stringify(env)},
+  providers: [{ id: 'up', type: 'openai-compatible', baseUrl: 'http://127.0.0.1:9/v1', keys: [{ id: 'k1', secret: '\${TS_SECRET}' }] }],
+  models: [{ name: 'm', targets: [{ provider: 'up', model: 'upstream-m' }] }],
+  plugins: [],
+})
+`
+
+  test('sluice.config.ts with defineConfig in the working dir, preferred over sluice.config.json', async () => {
+    const cwd = folder()
+    writeFileSync(join(cwd, 'sluice.config.ts'), tsConfig('tsenv'))
+    writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify(json))
+    const config = await loadConfig({ env: { TS_SECRET: 'from-ts' }, cwd })
+    expect(config.configPath).toBe(join(cwd, 'sluice.config.ts'))
+    expect(config.environment).toBe('tsenv')
+    expect(config.providers[0]?.keys[0]?.secret).toBe('from-ts')
+    expect(config.plugins).toEqual([])
+  })
+
+  test('a TS config may list plugin instances with options; they survive loading intact', async () => {
+    const cwd = folder()
+    const blockPii = resolve(import.meta.dir, '../plugins/examples/block-pii/index.ts')
+    writeFileSync(
+      join(cwd, 'sluice.config.ts'),
+      `import { defineConfig } from ${JSON.stringify(SRC_INDEX)}
+import { blockPii } from ${JSON.stringify(blockPii)}
+
+export default defineConfig({ plugins: [blockPii({ action: 'redact', detect: ['email'], replacement: '[gone]' })] })
+`,
+    )
+    const config = await loadConfig({ env: {}, cwd })
+    const instances = await resolvePlugins(config, BUILTIN_PLUGINS)
+    expect(instances.map((i) => [i.name, i.options])).toEqual([['block-pii', { action: 'redact', detect: ['email'], replacement: '[gone]' }]])
+  })
+
+  test('a TS file named by SLUICE_CONFIG (absolute)', async () => {
+    const where = join(folder(), 'custom.config.ts')
+    writeFileSync(where, tsConfig('custom'))
+    const config = await loadConfig({ env: { SLUICE_CONFIG: where, TS_SECRET: 'y' }, cwd: folder() })
+    expect(config.configPath).toBe(where)
+    expect(config.environment).toBe('custom')
+  })
+
+  test('SLUICE_CONFIG naming a missing file is an error naming the path', async () => {
+    const cwd = folder()
+    const problems = await problemsOf({ env: { SLUICE_CONFIG: 'missing.json' }, cwd })
+    expect(problems).toEqual([`SLUICE_CONFIG: no file at ${join(cwd, 'missing.json')}`])
+  })
+
+  test('a JSON file that does not parse is an error naming the file', async () => {
+    const cwd = folder()
+    writeFileSync(join(cwd, 'sluice.config.json'), '{"environment": "prod",')
+    const problems = await problemsOf({ env: {}, cwd })
+    expect(problems.length).toBe(1)
+    expect(problems[0]).toStartWith(`${join(cwd, 'sluice.config.json')}: not valid JSON`)
+  })
+
+  test('a TS file without a default export is an error naming the file', async () => {
+    const cwd = folder()
+    writeFileSync(join(cwd, 'sluice.config.ts'), 'export const nothing = 1\n')
+    const problems = await problemsOf({ env: {}, cwd })
+    expect(problems.length).toBe(1)
+    expect(problems[0]).toStartWith(join(cwd, 'sluice.config.ts'))
+    expect(problems[0]).toContain('export default defineConfig')
+  })
+})
