@@ -1,5 +1,7 @@
 import { GatewayError } from './errors.ts'
 import type { Logger } from './lib/logger.ts'
+import type { Services } from './services.ts'
+import type { Pricing } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
@@ -26,7 +28,12 @@ export interface PipelineOptions {
   plugins: readonly LoadedPlugin[]
   models: ModelRegistry
   logger: Logger
+  /** For the tokenizer in force (a plugin may install one during setup). */
+  services: Pick<Services, 'tokenizer'>
 }
+
+/** Raw data of stream events kept to count a completion when the provider reports no usage. */
+const MAX_KEPT_EVENT_CHARS = 4 * 1024 * 1024
 
 type Stage = (req: GatewayRequest) => MaybePromise<HookResult>
 type UsageHook = (req: GatewayRequest, usage: Usage) => void
@@ -54,6 +61,7 @@ export class Pipeline {
   private readonly tap: boolean
   private readonly models: ModelRegistry
   private readonly logger: Logger
+  private readonly services: Pick<Services, 'tokenizer'>
 
   constructor(options: PipelineOptions) {
     const hooks = options.plugins.map((p) => p.hooks)
@@ -69,6 +77,7 @@ export class Pipeline {
     this.tap = this.usageHooks.length + this.completeHooks.length + this.chunkHooks.length > 0
     this.models = options.models
     this.logger = options.logger
+    this.services = options.services
   }
 
   /** A fresh request record. */
@@ -268,15 +277,16 @@ export class Pipeline {
       finished = true
       plan.release?.()
       let usage: Usage | null = null
+      let parsed: Record<string, unknown> | undefined
       if (!aborted) {
         try {
-          const parsed = JSON.parse(Buffer.concat(parts).toString('utf8')) as Record<string, unknown>
-          usage = parseUsage(parsed.usage, req.group?.pricing)
+          parsed = JSON.parse(Buffer.concat(parts).toString('utf8')) as Record<string, unknown>
+          usage = parseUsage(parsed.usage, this.pricingOf(req))
         } catch {
           // A body that is not JSON has no usage to read; fall back to an estimate.
         }
       }
-      this.settle(req, usage ?? estimateUsage(req, 0), aborted, null, 200)
+      this.settle(req, usage, () => (parsed ? messageText(parsed) : ''), aborted, null, 200)
     }
     return new ReadableStream<Uint8Array>({
       async pull(controller) {
@@ -310,19 +320,23 @@ export class Pipeline {
     const hideUsageChunk = req.locals.__hideUsageChunk === true
     const rewrite = chunkHooks.length > 0 || hideUsageChunk
     let usage: Usage | null = null
-    let completionChars = 0
+    // Without provider usage the completion is counted at the end from these (bounded).
+    const kept: string[] = []
+    let keptChars = 0
     let ttft: number | null = null
     let finished = false
 
+    const self = this
     const inspect = (event: string): boolean => {
       const data = eventData(event)
       if (data === null || data === '[DONE]') return true
       // Parse only when someone needs the chunk or it carries usage: most chunks carry `"usage":null`.
       const hasUsage = data.includes('"usage":{')
-      if (!hasUsage && chunkHooks.length === 0) {
-        completionChars += contentLength(data)
-        return true
+      if (!hasUsage && usage === null && keptChars < MAX_KEPT_EVENT_CHARS) {
+        kept.push(data)
+        keptChars += data.length
       }
+      if (!hasUsage && chunkHooks.length === 0) return true
       let parsed: Record<string, unknown>
       try {
         parsed = JSON.parse(data) as Record<string, unknown>
@@ -331,11 +345,9 @@ export class Pipeline {
       }
       let keep = true
       if (hasUsage) {
-        usage = parseUsage(parsed.usage, req.group?.pricing) ?? usage
+        usage = parseUsage(parsed.usage, self.pricingOf(req)) ?? usage
         const choices = parsed.choices
         if (hideUsageChunk && Array.isArray(choices) && choices.length === 0) keep = false
-      } else {
-        completionChars += contentLength(data)
       }
       for (const hook of chunkHooks) if (hook(req, { data: parsed }) === false) keep = false
       return keep
@@ -345,7 +357,7 @@ export class Pipeline {
       if (finished) return
       finished = true
       plan.release?.()
-      this.settle(req, usage ?? estimateUsage(req, completionChars), aborted, ttft, 200)
+      this.settle(req, usage, () => completionText(kept), aborted, ttft, 200)
     }
 
     return new ReadableStream<Uint8Array>({
@@ -381,17 +393,48 @@ export class Pipeline {
     })
   }
 
-  /** Usage and completion hooks, after the response; a failing hook is logged, never thrown. */
-  private settle(req: GatewayRequest, usage: Usage, aborted: boolean, ttftMs: number | null, status: number): void {
-    req.usage = usage
-    for (const hook of this.usageHooks) {
-      try {
-        hook(req, usage)
-      } catch (error) {
-        this.logger.error('onUsage hook failed', { request_id: req.id, error: String(error) })
+  /** Prices of the request's model: config first, then the tokenizer's table. */
+  pricingOf(req: GatewayRequest): Pricing | undefined {
+    return this.services.tokenizer.pricing(req.group?.name ?? req.model ?? '', req.target?.model, req.group?.pricing)
+  }
+
+  /**
+   * Usage and completion hooks, after the response. Without provider usage the tokenizer
+   * counts the prompt and the streamed text first; that waits on nobody but the hooks.
+   */
+  private settle(req: GatewayRequest, usage: Usage | null, completion: () => string, aborted: boolean, ttftMs: number | null, status: number): void {
+    const finish = (u: Usage) => {
+      req.usage = u
+      for (const hook of this.usageHooks) {
+        try {
+          hook(req, u)
+        } catch (error) {
+          this.logger.error('onUsage hook failed', { request_id: req.id, error: String(error) })
+        }
       }
+      this.complete(req, { status, errorCode: null, latencyMs: performance.now() - req.startedAt, ttftMs, aborted })
     }
-    this.complete(req, { status, errorCode: null, latencyMs: performance.now() - req.startedAt, ttftMs, aborted })
+    if (usage) return finish(usage)
+    const text = completion()
+    this.countUsage(req, text).then(finish, (error: unknown) => {
+      this.logger.warn('could not count usage; using an estimate', { request_id: req.id, error: String(error) })
+      finish(estimateUsage(req, text, this.pricingOf(req)))
+    })
+  }
+
+  private async countUsage(req: GatewayRequest, text: string): Promise<Usage> {
+    const tokenizer = this.services.tokenizer
+    const model = req.target?.model ?? req.model ?? ''
+    const promptTokens = await tokenizer.countPrompt(req.endpoint, req.body, model, 'settle')
+    const completionTokens = text ? await tokenizer.countText(text, model) : 0
+    return {
+      promptTokens,
+      completionTokens,
+      cachedTokens: 0,
+      totalTokens: promptTokens + completionTokens,
+      costUsd: priceOf(promptTokens, completionTokens, 0, this.pricingOf(req)),
+      source: 'estimated',
+    }
   }
 
   private complete(req: GatewayRequest, outcome: Outcome): void {
@@ -427,33 +470,48 @@ function askForStreamUsage(req: GatewayRequest): void {
   req.locals.__hideUsageChunk = true
 }
 
-function estimateUsage(req: GatewayRequest, completionChars: number): Usage {
-  const promptTokens = roughPromptTokens(req)
-  const completionTokens = roughTokens(completionChars)
+function estimateUsage(req: GatewayRequest, text: string, pricing: Pricing | undefined): Usage {
+  const promptTokens = roughPromptTokens(req.body)
+  const completionTokens = roughTokens(text.length)
   return {
     promptTokens,
     completionTokens,
     cachedTokens: 0,
     totalTokens: promptTokens + completionTokens,
-    costUsd: priceOf(promptTokens, completionTokens, 0, req.group?.pricing),
+    costUsd: priceOf(promptTokens, completionTokens, 0, pricing),
     source: 'estimated',
   }
 }
 
-/** Characters of generated text in one chunk's JSON, without parsing it. */
-function contentLength(data: string): number {
-  let total = 0
-  for (const field of ['"content":"', '"text":"', '"arguments":"']) {
-    let i = data.indexOf(field)
-    while (i !== -1) {
-      const start = i + field.length
-      let j = start
-      while (j < data.length && data.charCodeAt(j) !== 34) j += data.charCodeAt(j) === 92 ? 2 : 1
-      total += j - start
-      i = data.indexOf(field, j)
+/** The generated text of a non-streamed OpenAI-format answer. */
+function messageText(body: Record<string, unknown>): string {
+  const choices = Array.isArray(body.choices) ? (body.choices as Array<{ message?: { content?: unknown }; text?: unknown }>) : []
+  let text = ''
+  for (const c of choices) {
+    if (typeof c.message?.content === 'string') text += c.message.content
+    if (typeof c.text === 'string') text += c.text
+  }
+  return text
+}
+
+/** The generated text of OpenAI-format stream events: content, legacy text, tool-call arguments. */
+export function completionText(events: readonly string[]): string {
+  let text = ''
+  for (const data of events) {
+    let parsed: { choices?: Array<{ delta?: { content?: unknown; tool_calls?: Array<{ function?: { arguments?: unknown } }> }; text?: unknown }> }
+    try {
+      parsed = JSON.parse(data) as typeof parsed
+    } catch {
+      continue
+    }
+    for (const choice of parsed.choices ?? []) {
+      if (typeof choice.text === 'string') text += choice.text
+      const delta = choice.delta
+      if (typeof delta?.content === 'string') text += delta.content
+      for (const call of delta?.tool_calls ?? []) if (typeof call.function?.arguments === 'string') text += call.function.arguments
     }
   }
-  return total
+  return text
 }
 
 function modelNotFound(model: string | undefined): GatewayError {

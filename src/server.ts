@@ -7,7 +7,7 @@ import { createDatabase, type DatabaseHandle } from './db/index.ts'
 import { migrateToLatest } from './db/migrate.ts'
 import { createLocalBus, createRedisBus } from './lib/bus.ts'
 import { newRequestId } from './lib/id.ts'
-import { roughPromptTokens } from './lib/usage.ts'
+import { roughTokenizer } from './lib/usage.ts'
 import { createLogger, type Logger } from './lib/logger.ts'
 import { ModelRegistry } from './models.ts'
 import { Pipeline, type LoadedPlugin } from './pipeline.ts'
@@ -62,13 +62,13 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     bus,
     admin,
     now: options.now ?? options.services?.now ?? Date.now,
-    countPromptTokens: options.services?.countPromptTokens ?? roughPromptTokens,
+    tokenizer: options.services?.tokenizer ?? roughTokenizer,
   }
 
   const models = new ModelRegistry(config.providers, config.models)
   const instances = await resolvePlugins(config, BUILTIN_PLUGINS)
   const plugins = await setupPlugins(instances, { config, services, models, logger })
-  const pipeline = new Pipeline({ plugins, models, logger })
+  const pipeline = new Pipeline({ plugins, models, logger, services })
 
   const app = buildApp({ config, services, models, pipeline, plugins, logger })
   let server: Server<unknown> | undefined

@@ -2,7 +2,8 @@ import type { DatabaseHandle } from './db/index.ts'
 import type { RedisClient } from './redis.ts'
 import type { MessageBus } from './lib/bus.ts'
 import type { AdminAuth } from './admin-key.ts'
-import type { GatewayRequest } from './plugin.ts'
+import type { Endpoint } from './plugin.ts'
+import type { Pricing } from './config/schema.ts'
 
 /**
  * Shared backends, chosen once at boot. Plugins receive these and never ask which
@@ -18,8 +19,24 @@ export interface Services {
   /** Milliseconds since the epoch; injectable for tests of time-based rules. */
   now(): number
   /**
-   * Prompt tokens of a request, for reservations. A rough count (4 characters a token) until
-   * a token-counting plugin puts its own here at setup; callers cache the result per request.
+   * Token counting and prices. A rough counter (4 characters a token, config prices) until a
+   * token-counting plugin installs its own here during setup.
    */
-  countPromptTokens(req: GatewayRequest): number
+  tokenizer: Tokenizer
+}
+
+/** Why a count is asked for: a reservation may be an estimate; `count` and `settle` want the exact figure. */
+export type CountPurpose = 'reserve' | 'settle' | 'count'
+
+/** Counts tokens the way the upstream model does, and knows what they cost. */
+export interface Tokenizer {
+  readonly name: string
+  /** The encoding a model's text is counted with (`estimate` for the rough counter). */
+  encodingFor(model: string): string
+  /** Prompt tokens of a request body (chat messages and tools, a completion prompt, embedding input). */
+  countPrompt(endpoint: Endpoint, body: Record<string, unknown>, model: string, purpose: CountPurpose): number | Promise<number>
+  /** Tokens of generated text. */
+  countText(text: string, model: string): number | Promise<number>
+  /** USD per million tokens for a model: the config's pricing first, then any built-in table. */
+  pricing(model: string, upstreamModel: string | undefined, configured: Pricing | undefined): Pricing | undefined
 }

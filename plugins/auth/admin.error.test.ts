@@ -339,8 +339,12 @@ describe('lists', () => {
   })
 
   test('a bad limit or status → 400', async () => {
-    for (const query of ['limit=0', 'limit=501', 'limit=two', 'limit=1.5', 'status=deleted']) {
-      await refused('GET', `/admin/keys?${query}`, undefined, 'invalid_request')
+    for (const query of ['limit=0', 'limit=501', 'limit=two', 'limit=1.5', 'limit=-3', 'status=deleted']) {
+      const error = await refused('GET', `/admin/keys?${query}`, undefined, 'invalid_request')
+      expect(error.param).toBe(query.split('=')[0]!)
+    }
+    for (const list of ['/admin/users', '/admin/teams']) {
+      expect((await refused('GET', `${list}?limit=1000`, undefined, 'invalid_request')).param).toBe('limit')
     }
   })
 })

@@ -336,6 +336,10 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
       async ({ params, body }) => {
         const row = await key(params.id)
         if (row.status === 'revoked') throw new GatewayError('conflict', `Key ${row.id} is already revoked (at ${row.revoked_at}).`)
+        // A rotated key whose grace period ended is refused already; there is nothing to revoke.
+        if (row.grace_until !== null && Date.parse(row.grace_until) <= now()) {
+          throw new GatewayError('conflict', `Key ${row.id} is already revoked: it was rotated and its grace period ended at ${row.grace_until}.`)
+        }
         const at = iso(now())
         await db.updateTable('api_keys').set({ status: 'revoked', revoked_at: at, revoked_reason: body?.reason ?? null, updated_at: at }).where('id', '=', row.id).execute()
         await audit(db, { action: 'key.revoke', targetType: 'key', targetId: row.id, details: { reason: body?.reason ?? null } })
@@ -350,6 +354,10 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         const row = await key(params.id)
         const view = keyView(row, now())
         if (view.status !== 'active') throw new GatewayError('conflict', `Key ${row.id} is ${view.status}; only an active key can be rotated.`)
+        // Rotating it again would give it a second successor and could stretch its grace period.
+        if (row.rotated_to !== null) {
+          throw new GatewayError('conflict', `Key ${row.id} was already rotated (to ${row.rotated_to}); rotate that key instead.`)
+        }
         const grace = body?.grace_seconds ?? 0
         const minted = mintKey(row.environment)
         const id = newId('key')
@@ -390,6 +398,9 @@ async function page<Q extends { where: Function; orderBy: Function; limit: Funct
   query: { limit?: number; cursor?: string },
 ): Promise<{ rows: Array<{ created_at: string; id: string } & Record<string, unknown>>; limit: number }> {
   const limit = query.limit ?? 100
+  if (!Number.isInteger(limit) || limit < 1 || limit > S.MAX_PAGE) {
+    throw new GatewayError('invalid_request', `limit must be an integer from 1 to ${S.MAX_PAGE}.`, { param: 'limit' })
+  }
   let sel = q as unknown as import('kysely').SelectQueryBuilder<Record<string, { created_at: string; id: string }>, string, { created_at: string; id: string }>
   if (query.cursor) {
     const c = decodeCursor(query.cursor)
@@ -489,11 +500,27 @@ function checkMetadata(metadata: unknown): void {
   }
 }
 
+/** RFC 3339 date-time: full date, `T`, full time, optional fraction, and a `Z` or `±hh:mm` offset (never local time). */
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/
+
 function parseTime(value: string | null | undefined, param: string): number | null {
   if (value === undefined || value === null) return null
-  const at = Date.parse(value)
-  if (Number.isNaN(at) || !/^\d{4}-\d{2}-\d{2}T/.test(value)) {
-    throw new GatewayError('invalid_request', `${param} must be an RFC 3339 time such as 2030-01-31T00:00:00Z.`, { param })
+  const match = RFC3339.exec(value)
+  const at = match ? Date.parse(value.toUpperCase()) : Number.NaN
+  // Date.parse rolls impossible dates over (Feb 30 → Mar 2); the fields must survive a round trip.
+  const [, y, mo, d, h, mi, sec] = match ?? []
+  const fields = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(sec)))
+  const real =
+    match !== null &&
+    !Number.isNaN(at) &&
+    fields.getUTCFullYear() === Number(y) &&
+    fields.getUTCMonth() === Number(mo) - 1 &&
+    fields.getUTCDate() === Number(d) &&
+    fields.getUTCHours() === Number(h) &&
+    fields.getUTCMinutes() === Number(mi) &&
+    fields.getUTCSeconds() === Number(sec)
+  if (!real) {
+    throw new GatewayError('invalid_request', `${param} must be an RFC 3339 time with a time zone, such as 2030-01-31T00:00:00Z; got "${value}".`, { param })
   }
   return at
 }

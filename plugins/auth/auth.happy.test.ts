@@ -193,7 +193,7 @@ describe('GET /v1/key', () => {
       budget: { usd: 5, period: 'month' },
       expires_at: expiresAt,
     })
-    const info = await gw.client(key.key).get<unknown, Record<string, unknown>>('/key')
+    const info = await gw.client(key.key).get<Record<string, unknown>>('/key')
     for (const field of ['id', 'name', 'environment', 'status', 'user_id', 'team_id', 'models', 'scopes', 'limits', 'budget', 'expires_at', 'remaining']) {
       expect(info).toHaveProperty(field)
     }
@@ -216,7 +216,7 @@ describe('GET /v1/key', () => {
 
   test('a key may introspect itself even without any scope for model endpoints', async () => {
     const { key } = await userWithKey(gw, { scopes: ['embeddings'] })
-    expect((await gw.client(key.key).get<unknown, { id: string }>('/key')).id).toBe(key.id)
+    expect((await gw.client(key.key).get<{ id: string }>('/key')).id).toBe(key.id)
   })
 })
 
@@ -230,18 +230,18 @@ describe('teams', () => {
     expect((await chat(client)).object).toBe('chat.completion')
     // The header names a sluice team; it is not the upstream's business.
     expect(upstream.stats.lastHeaders?.get('openai-organization') ?? null).toBeNull()
-    const info = await client.get<unknown, { team_id: string | null }>('/key')
+    const info = await client.get<{ team_id: string | null }>('/key')
     expect(info.team_id).toBe(teamId)
     // Without the header the key has no team.
-    expect((await gw.client(key.key).get<unknown, { team_id: string | null }>('/key')).team_id).toBeNull()
+    expect((await gw.client(key.key).get<{ team_id: string | null }>('/key')).team_id).toBeNull()
   })
 
   test('a key bound to a team reports it, and the same team in OpenAI-Organization is accepted', async () => {
     const { key, teamId } = await userWithKey(gw, {}, { team: true })
     expect(key.team_id).toBe(teamId)
-    const info = await gw.client(key.key, { organization: teamId! }).get<unknown, { team_id: string | null }>('/key')
+    const info = await gw.client(key.key, { organization: teamId! }).get<{ team_id: string | null }>('/key')
     expect(info.team_id).toBe(teamId)
-    expect((await gw.client(key.key).get<unknown, { team_id: string | null }>('/key')).team_id).toBe(teamId)
+    expect((await gw.client(key.key).get<{ team_id: string | null }>('/key')).team_id).toBe(teamId)
   })
 })
 
@@ -259,7 +259,7 @@ describe('rotation', () => {
 
     expect((await chat(gw.client(key.key))).object).toBe('chat.completion')
     expect((await chat(gw.client(rotated.key))).object).toBe('chat.completion')
-    expect((await gw.client(key.key).get<unknown, { status: string }>('/key')).status).toBe('rotating')
+    expect((await gw.client(key.key).get<{ status: string }>('/key')).status).toBe('rotating')
 
     clock.advance(61_000)
     const message = await expectApiError(chat(gw.client(key.key)), 'key_revoked')

@@ -48,7 +48,20 @@ export const auth = definePlugin({
       negativeTtlMs: options.negative_ttl_ms,
     })
     await services.bus.subscribe(CHANNEL, (message) => verifier.invalidate(message === '*' ? null : message))
-    const invalidate = (hash: string | null) => services.bus.publish(CHANNEL, hash ?? '*')
+    const invalidate = async (hash: string | null) => {
+      // Here first: over Redis this instance hears its own message only after a round trip,
+      // and the admin's next request must already see the change.
+      verifier.invalidate(hash)
+      try {
+        await services.bus.publish(CHANNEL, hash ?? '*')
+      } catch (error) {
+        // The change is in the database; failing the admin call would suggest it is not.
+        logger.error('could not tell other instances to drop a cached key; they keep it until cache_ttl_ms passes', {
+          error: String(error),
+          cache_ttl_ms: options.cache_ttl_ms,
+        })
+      }
+    }
 
     // last_used_at: remembered per key, written in one batch off the response path.
     let touched = new Map<string, number>()

@@ -1,3 +1,4 @@
+import { Type } from '@sinclair/typebox'
 import { t } from 'elysia'
 import { BudgetSchema, LimitsSchema } from '../../src/limits.ts'
 import { SCOPES } from './verify.ts'
@@ -71,19 +72,26 @@ export const PatchKey = t.Object(
 export const RevokeKey = t.Optional(t.Object({ reason: t.Optional(t.String({ maxLength: 500 })) }, { additionalProperties: false }))
 export const RotateKey = t.Optional(
   t.Object(
-    { grace_seconds: t.Optional(t.Integer({ minimum: 0, maximum: 30 * 86400, description: 'How long the old key keeps working. @default 0' })) },
+    // TypeBox's Integer, not Elysia's `t.Integer`, which also takes numeric strings ("60").
+    { grace_seconds: t.Optional(Type.Integer({ minimum: 0, maximum: 30 * 86400, description: 'How long the old key keeps working. @default 0' })) },
     { additionalProperties: false },
   ),
 )
+/** Page size bounds; the range is checked by the handler so the refusal can name `limit`. */
+export const MAX_PAGE = 500
+// Elysia's `t.Integer` reads the query string's digits; a range in the schema would fail
+// inside its decoder, where the error no longer knows the field.
+const Limit = t.Integer({ description: `Page size, 1 to ${MAX_PAGE} @default 100` })
+const Cursor = t.String({ maxLength: 200, description: 'next_cursor of the previous page' })
 export const ListQuery = t.Object({
-  limit: t.Optional(t.Numeric({ minimum: 1, maximum: 500 })),
-  cursor: t.Optional(t.String({ maxLength: 200 })),
+  limit: t.Optional(Limit),
+  cursor: t.Optional(Cursor),
 })
 export const KeyListQuery = t.Object({
   user_id: t.Optional(t.String({ maxLength: 64 })),
   team_id: t.Optional(t.String({ maxLength: 64 })),
   status: t.Optional(t.Union([t.Literal('active'), t.Literal('revoked'), t.Literal('expired')])),
-  limit: t.Optional(t.Numeric({ minimum: 1, maximum: 500 })),
-  cursor: t.Optional(t.String({ maxLength: 200 })),
+  limit: t.Optional(Limit),
+  cursor: t.Optional(Cursor),
 })
 export const ExpiringQuery = t.Object({ within: t.Optional(t.String({ pattern: '^\\d{1,6}(s|m|h|d|w)$', description: 'e.g. 7d, 12h @default 7d' })) })

@@ -29,6 +29,8 @@ export type Verdict = { ok: true; identity: Identity; record: KeyRecord } | { ok
 
 export interface VerifierOptions {
   db: Db
+  /** Loads the record of a hash. @default findKeyRecord on `db` (tests count or delay loads through this) */
+  load?: (hash: string) => Promise<KeyRecord | null>
   environment: string
   now: () => number
   cacheSize: number
@@ -49,14 +51,23 @@ export class KeyVerifier {
   hits = 0
   misses = 0
 
+  private readonly load: (hash: string) => Promise<KeyRecord | null>
+
   constructor(private readonly options: VerifierOptions) {
     this.cache = new LruCache(options.cacheSize, options.now)
+    this.load = options.load ?? ((hash) => findKeyRecord(options.db, hash))
   }
 
   invalidate(hash: string | null): void {
     this.generation++
-    if (hash === null) this.cache.clear()
-    else this.cache.delete(hash)
+    // A load in flight may have read the old row: later lookups must not join it.
+    if (hash === null) {
+      this.cache.clear()
+      this.loading.clear()
+    } else {
+      this.cache.delete(hash)
+      this.loading.delete(hash)
+    }
   }
 
   /** The cached or loaded record for a hash (null: no such key). */
@@ -67,18 +78,19 @@ export class KeyVerifier {
       return cached
     }
     this.misses++
-    let pending = this.loading.get(hash)
-    if (!pending) {
-      const generation = this.generation
-      pending = findKeyRecord(this.options.db, hash).finally(() => this.loading.delete(hash))
-      pending.then(
-        (record) => {
-          if (generation === this.generation) this.cache.set(hash, record, record ? this.options.cacheTtlMs : this.options.negativeTtlMs)
-        },
-        () => {},
-      )
-      this.loading.set(hash, pending)
-    }
+    const joined = this.loading.get(hash)
+    if (joined) return joined
+    const generation = this.generation
+    const pending: Promise<KeyRecord | null> = this.load(hash).finally(() => {
+      if (this.loading.get(hash) === pending) this.loading.delete(hash)
+    })
+    pending.then(
+      (record) => {
+        if (generation === this.generation) this.cache.set(hash, record, record ? this.options.cacheTtlMs : this.options.negativeTtlMs)
+      },
+      () => {},
+    )
+    this.loading.set(hash, pending)
     return pending
   }
 

@@ -76,19 +76,22 @@ export const quota = definePlugin({
       return new GatewayError('quota_backend_unavailable', 'The quota backend is unreachable and this gateway is set to refuse requests rather than admit them without limits. Retry shortly; if it persists, tell the operator.')
     }
 
-    const reserveTokens = (req: GatewayRequest): number => {
+    /** Prompt tokens (as the tokenizer in force counts them for a reservation) and the completion allowance. */
+    const reserveTokens = async (req: GatewayRequest): Promise<{ prompt: number; completion: number }> => {
       const max = req.body.max_completion_tokens ?? req.body.max_tokens
       const completion = req.endpoint === 'embeddings' ? 0 : typeof max === 'number' && max > 0 ? max : options.completion_estimate
-      return services.countPromptTokens(req) + completion
+      const prompt = await services.tokenizer.countPrompt(req.endpoint, req.body, req.group?.name ?? req.model ?? '', 'reserve')
+      return { prompt, completion }
     }
 
     return {
       async admit(req) {
         const subjects = subjectsOf(req.identity)
         if (!subjects) return
-        const tokens = reserveTokens(req)
-        const promptShare = services.countPromptTokens(req)
-        const usd = priceOf(promptShare, tokens - promptShare, 0, req.group?.pricing) ?? 0
+        const reserve = await reserveTokens(req)
+        const tokens = reserve.prompt + reserve.completion
+        const pricing = services.tokenizer.pricing(req.group?.name ?? req.model ?? '', undefined, req.group?.pricing)
+        const usd = priceOf(reserve.prompt, reserve.completion, 0, pricing) ?? 0
         const microUsd = Math.round(usd * MICRO)
         const now = services.now()
         const items = planItems(subjects, { tokens, microUsd }, now, { tag: options.hash_tag, leaseMs: options.lease_ms })

@@ -1,5 +1,6 @@
 import type { Pricing } from '../config/schema.ts'
 import type { Usage } from '../plugin.ts'
+import type { Tokenizer } from '../services.ts'
 
 const int = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.floor(v) : 0)
 
@@ -33,8 +34,17 @@ export function priceOf(prompt: number, completion: number, cached: number, pric
 export const roughTokens = (chars: number): number => Math.ceil(chars / 4)
 
 /** Rough prompt tokens of a request body: its messages, prompt or input, 4 characters a token. */
-export function roughPromptTokens(req: { body: Record<string, unknown> }): number {
-  const source = req.body.messages ?? req.body.prompt ?? req.body.input
+export function roughPromptTokens(body: Record<string, unknown>): number {
+  const source = body.messages ?? body.prompt ?? body.input
   if (source === undefined) return 0
   return roughTokens(typeof source === 'string' ? source.length : JSON.stringify(source).length)
+}
+
+/** The tokenizer in force without a token-counting plugin: estimates, and prices from the config only. */
+export const roughTokenizer: Tokenizer = {
+  name: 'estimate',
+  encodingFor: () => 'estimate',
+  countPrompt: (_endpoint, body) => roughPromptTokens(body),
+  countText: (text) => roughTokens(text.length),
+  pricing: (_model, _upstream, configured) => configured,
 }

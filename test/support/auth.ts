@@ -212,9 +212,10 @@ export async function dumpDatabase(db: import('kysely').Kysely<Database>): Promi
 }
 
 /** Row counts of the tables the admin API writes. */
-export async function countRows(db: import('kysely').Kysely<Database>): Promise<Record<string, number>> {
-  const out: Record<string, number> = {}
-  for (const table of ['users', 'teams', 'team_members', 'api_keys', 'audit_log'] as const) {
+const COUNTED = ['users', 'teams', 'team_members', 'api_keys', 'audit_log'] as const
+export async function countRows(db: import('kysely').Kysely<Database>): Promise<Record<(typeof COUNTED)[number], number>> {
+  const out = { users: 0, teams: 0, team_members: 0, api_keys: 0, audit_log: 0 }
+  for (const table of COUNTED) {
     const row = await db.selectFrom(table).select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow()
     out[table] = Number(row.n)
   }
