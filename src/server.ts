@@ -7,12 +7,13 @@ import { createDatabase, type DatabaseHandle } from './db/index.ts'
 import { migrateToLatest } from './db/migrate.ts'
 import { createLocalBus, createRedisBus } from './lib/bus.ts'
 import { newRequestId } from './lib/id.ts'
+import { pointerToParam } from './lib/validate.ts'
 import { roughTokenizer } from './lib/usage.ts'
 import { createLogger, type Logger } from './lib/logger.ts'
 import { ModelRegistry } from './models.ts'
 import { Pipeline, type LoadedPlugin } from './pipeline.ts'
 import { resolvePlugins, setupPlugins } from './plugin-loader.ts'
-import { createRedis, maskUrl, type RedisClient } from './redis.ts'
+import type { RedisClient } from './redis.ts'
 import { docsRoutes } from './routes/docs.ts'
 import { opsRoutes } from './routes/ops.ts'
 import { v1Routes } from './routes/v1.ts'
@@ -53,7 +54,8 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
   if (ownDb) await migrateToLatest(db.db)
   let redis: RedisClient | null = options.services?.redis ?? null
   const ownRedis = !redis && config.redisUrl !== null
-  if (ownRedis && config.redisUrl) redis = createRedis(config.redisUrl)
+  // ioredis is loaded only when Redis is configured: an embedded gateway does not pay its memory.
+  if (ownRedis && config.redisUrl) redis = (await import('./redis.ts')).createRedis(config.redisUrl)
   const bus = options.services?.bus ?? (redis ? createRedisBus(redis) : createLocalBus())
   const admin = options.services?.admin ?? (await ensureAdminKey(db.db, config.adminKey, logger))
   const services: Services = {
@@ -182,15 +184,6 @@ function toGatewayError(
   }
 }
 
-/** `/messages/0/role` → `messages[0].role`, as OpenAI names parameters. */
-export function pointerToParam(pointer: string): string {
-  return pointer
-    .split('/')
-    .filter(Boolean)
-    .map((part, i) => (/^\d+$/.test(part) ? `[${part}]` : i === 0 ? part : `.${part}`))
-    .join('')
-}
-
 function methodTable(routes: { method: string; path: string }[]): (path: string) => string[] {
   const table = new Map<string, { pattern: RegExp; methods: Set<string> }>()
   for (const r of routes) {
@@ -209,4 +202,3 @@ function methodTable(routes: { method: string; path: string }[]): (path: string)
   }
 }
 
-export { maskUrl }

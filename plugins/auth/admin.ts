@@ -5,7 +5,7 @@ import { isUniqueViolation } from '../../src/db/index.ts'
 import type { ApiKeysTable, TeamsTable, UsersTable } from '../../src/db/schema.ts'
 import { newId } from '../../src/lib/id.ts'
 import type { Services } from '../../src/services.ts'
-import { displayKey, mintKey } from './key-format.ts'
+import { displayKey, echo, mintKey } from './key-format.ts'
 import { audit, decodeCursor, encodeCursor, fromJson, iso, toJson, type Db } from './repo.ts'
 import * as S from './schemas.ts'
 
@@ -74,7 +74,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
               .insertInto('users')
               .values({ id, email: body.email ?? null, name: body.name ?? null, disabled_at: null, deleted_at: null, limits: toJson(body.limits), budget: toJson(body.budget), metadata: toJson(body.metadata), created_at: at, updated_at: at })
               .execute(),
-          `A user with id "${id}"${body.email ? ` or email "${body.email}"` : ''} already exists.`,
+          `A user with id "${echo(id)}"${body.email ? ` or email "${body.email}"` : ''} already exists.`,
         )
         await audit(db, { action: 'user.create', targetType: 'user', targetId: id })
         set.status = 201
@@ -145,7 +145,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
               .insertInto('teams')
               .values({ id, name: body.name, limits: toJson(body.limits), budget: toJson(body.budget), metadata: toJson(body.metadata), deleted_at: null, created_at: at, updated_at: at })
               .execute(),
-          `A team with id "${id}" already exists.`,
+          `A team with id "${echo(id)}" already exists.`,
         )
         await audit(db, { action: 'team.create', targetType: 'team', targetId: id })
         set.status = 201
@@ -224,7 +224,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
       async ({ params }) => {
         const t = await team(params.id)
         const result = await db.deleteFrom('team_members').where('team_id', '=', t.id).where('user_id', '=', params.user_id).executeTakeFirst()
-        if (Number(result.numDeletedRows) === 0) throw new GatewayError('not_found', `User ${params.user_id} is not a member of team ${t.id}.`)
+        if (Number(result.numDeletedRows) === 0) throw new GatewayError('not_found', `User ${echo(params.user_id)} is not a member of team ${t.id}.`)
         await audit(db, { action: 'team.member.remove', targetType: 'team', targetId: t.id, details: { user_id: params.user_id } })
         await invalidate(null)
         return { object: 'team_member', team_id: t.id, user_id: params.user_id, deleted: true }
@@ -483,7 +483,7 @@ export function keyView(r: KeyRow, now: number) {
   }
 }
 
-const notFound = (kind: string, id: string) => new GatewayError('not_found', `No ${kind} with id "${id}".`)
+const notFound = (kind: string, id: string) => new GatewayError('not_found', `No ${kind} with id "${echo(id)}".`)
 
 async function insertOrConflict(write: () => Promise<unknown>, message: string): Promise<void> {
   try {

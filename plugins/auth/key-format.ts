@@ -41,5 +41,14 @@ export function maskKey(key: string): string {
   return `(${key.length} characters)`
 }
 
+/**
+ * Caller input echoed in a message (an id, a team header, a model name): a value shaped
+ * like a key is masked, since messages never carry a whole key; anything long is cut.
+ */
+export function echo(value: string, max = 64): string {
+  if (keyEnvironment(value) !== null) return maskKey(value)
+  return value.length > max ? `${value.slice(0, max)}…` : value
+}
+
 /** The masked display form of a stored key. */
 export const displayKey = (start: string, end: string): string => `${start}…${end}`

@@ -1,7 +1,7 @@
 import { GatewayError } from '../../src/errors.ts'
 import type { Endpoint, Identity } from '../../src/plugin.ts'
 import { LruCache } from './cache.ts'
-import { displayKey, hashKey, keyEnvironment, maskKey } from './key-format.ts'
+import { displayKey, echo, hashKey, keyEnvironment, maskKey } from './key-format.ts'
 import { findKeyRecord, iso, type Db, type KeyRecord } from './repo.ts'
 
 /** The scope each endpoint needs. Key introspection needs none: a key may always ask about itself. */
@@ -151,15 +151,16 @@ export class KeyVerifier {
     }
     const named = presented.team
     if (named) {
+      const shownTeam = echo(named)
       if (teamId !== null && named !== teamId) {
-        return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: the request names team ${named} (OpenAI-Organization header) but the key is bound to team ${teamId}. Drop the header, or use a key of team ${named}.`))
+        return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: the request names team ${shownTeam} (OpenAI-Organization header) but the key is bound to team ${teamId}. Drop the header, or use a key of team ${shownTeam}.`))
       }
       const team = record.teams.get(named)
       if (!team) {
-        return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: its owner ${user.id} is not a member of team ${named}, named by the OpenAI-Organization header. Drop the header, or ask an admin to add the user to that team.`))
+        return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: its owner ${user.id} is not a member of team ${shownTeam}, named by the OpenAI-Organization header. Drop the header, or ask an admin to add the user to that team.`))
       }
       if (team.deletedAt !== null) {
-        return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: the request names team ${named} (OpenAI-Organization header), which was deleted at ${iso(team.deletedAt)}. Drop the header, or name an existing team.`))
+        return no(new GatewayError('invalid_user_for_key', `Invalid user associated with this key: the request names team ${shownTeam} (OpenAI-Organization header), which was deleted at ${iso(team.deletedAt)}. Drop the header, or name an existing team.`))
       }
       teamId = named
     }
@@ -170,7 +171,7 @@ export class KeyVerifier {
     }
     if (presented.model !== undefined && record.models !== null && !record.models.includes(presented.model)) {
       const allowed = record.models.length ? record.models.join(', ') : 'none'
-      return no(new GatewayError('model_not_allowed', `The API key ${shown} may not use model "${presented.model}"; it may use: ${allowed}. Ask an admin to allow it (PATCH /admin/keys/${record.id} models).`, { param: 'model' }))
+      return no(new GatewayError('model_not_allowed', `The API key ${shown} may not use model "${echo(presented.model, 256)}"; it may use: ${allowed}. Ask an admin to allow it (PATCH /admin/keys/${record.id} models).`, { param: 'model' }))
     }
     const team = teamId === null ? undefined : record.teams.get(teamId)
     return {

@@ -1,7 +1,6 @@
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { Elysia } from 'elysia'
 import { openapi } from '@elysiajs/openapi'
-import { getAbsoluteFSPath } from 'swagger-ui-dist'
 import { GatewayError } from '../errors.ts'
 
 const ASSETS = {
@@ -42,7 +41,8 @@ window.ui = SwaggerUIBundle({
  * from the installed swagger-ui-dist package, so the page renders with no internet access.
  */
 export function docsRoutes(version: string) {
-  const dir = getAbsoluteFSPath()
+  // Resolve the folder without importing the package: its entry loads the whole UI bundle into memory.
+  const dir = dirname(require.resolve('swagger-ui-dist/package.json'))
   const files = new Map(Object.entries(ASSETS).map(([name, type]) => [name, { path: join(dir, name), type }]))
   return new Elysia({ name: 'sluice.docs' })
     .use(

@@ -1,6 +1,7 @@
-import { Elysia } from 'elysia'
+import { Elysia, type TSchema } from 'elysia'
 import { GatewayError } from '../errors.ts'
 import { readJsonObject } from '../lib/body.ts'
+import { compileCheck } from '../lib/validate.ts'
 import type { ModelGroup, ModelRegistry } from '../models.ts'
 import type { Pipeline } from '../pipeline.ts'
 import type { Endpoint, GatewayRequest } from '../plugin.ts'
@@ -16,10 +17,16 @@ const security: Record<string, string[]>[] = [{ bearer: [] }, { apiKey: [] }]
 
 /** The OpenAI-compatible client API. Each handler hands straight to the pipeline. */
 export function v1Routes({ pipeline, models, maxBodyBytes }: V1Options) {
-  // Our reader runs first and always answers; the trailing 'json' never runs but tells the OpenAPI generator the body is JSON.
-  const parse = [({ request }: { request: Request }) => readJsonObject(request, maxBodyBytes), 'json' as const]
-  const call = (endpoint: Endpoint) => ({ body, request, set }: { body: Record<string, unknown>; request: Request; set: { headers: Record<string, unknown> } }) =>
-    pipeline.handle(pipeline.createRequest(endpoint, request, set.headers['x-request-id'] as string, body))
+  // Read and check in the parse step: compiled at boot, and Elysia's own validation (which decodes and
+  // copies) stays off the hot path. The schema still documents the route through `requestBody`.
+  const reader = (schema: TSchema) => {
+    const check = compileCheck(schema)
+    return ({ request }: { request: Request }) => readJsonObject(request, maxBodyBytes).then(check)
+  }
+  const jsonBody = (schema: TSchema) => ({ required: true, content: { 'application/json': { schema } } })
+  // `body` is what the reader returned: a checked JSON object.
+  const call = (endpoint: Endpoint) => ({ body, request, set }: { body: unknown; request: Request; set: { headers: Record<string, unknown> } }) =>
+    pipeline.handle(pipeline.createRequest(endpoint, request, set.headers['x-request-id'] as string, body as Record<string, unknown>))
 
   const visible = (req: GatewayRequest): ModelGroup[] => {
     const allowed = req.identity?.models
@@ -30,19 +37,16 @@ export function v1Routes({ pipeline, models, maxBodyBytes }: V1Options) {
 
   return new Elysia({ name: 'sluice.v1' })
     .post('/v1/chat/completions', call('chat.completions'), {
-      parse,
-      body: ChatCompletionBody,
-      detail: { tags: ['OpenAI'], summary: 'Create a chat completion (plain or streamed as server-sent events)', security },
+      parse: reader(ChatCompletionBody),
+      detail: { requestBody: jsonBody(ChatCompletionBody), tags: ['OpenAI'], summary: 'Create a chat completion (plain or streamed as server-sent events)', security },
     })
     .post('/v1/completions', call('completions'), {
-      parse,
-      body: CompletionBody,
-      detail: { tags: ['OpenAI'], summary: 'Create a legacy text completion', security },
+      parse: reader(CompletionBody),
+      detail: { requestBody: jsonBody(CompletionBody), tags: ['OpenAI'], summary: 'Create a legacy text completion', security },
     })
     .post('/v1/embeddings', call('embeddings'), {
-      parse,
-      body: EmbeddingBody,
-      detail: { tags: ['OpenAI'], summary: 'Create embeddings', security },
+      parse: reader(EmbeddingBody),
+      detail: { requestBody: jsonBody(EmbeddingBody), tags: ['OpenAI'], summary: 'Create embeddings', security },
     })
     .get(
       '/v1/models',

@@ -1,0 +1,94 @@
+/**
+ * The Lua scripts: each *_SHA constant is the SHA-1 of its script (recomputed here, so an
+ * edited script with a stale SHA fails), and the store still works when Redis has forgotten
+ * them (SCRIPT FLUSH: EVALSHA answers NOSCRIPT, the store falls back to EVAL once).
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { Redis } from 'ioredis'
+import { deleteTaggedKeys } from '../../test/support/redis-procs.ts'
+import { redisUrlForTests, uniqueTestName } from '../../test/support/services.ts'
+import * as lua from './lua.ts'
+import type { Item } from './plan.ts'
+import { RedisStore } from './redis-store.ts'
+
+const sha1 = (text: string): string => new Bun.CryptoHasher('sha1').update(text).digest('hex')
+
+const SCRIPTS = [
+  ['ADMIT', lua.ADMIT_SCRIPT, lua.ADMIT_SHA],
+  ['SETTLE', lua.SETTLE_SCRIPT, lua.SETTLE_SHA],
+  ['PEEK', lua.PEEK_SCRIPT, lua.PEEK_SHA],
+] as const
+
+describe('script constants', () => {
+  for (const [name, script, sha] of SCRIPTS) {
+    test(`${name}_SHA is the SHA-1 of ${name}_SCRIPT`, () => {
+      expect(sha).toMatch(/^[0-9a-f]{40}$/)
+      expect(sha1(script)).toBe(sha)
+    })
+  }
+
+  test('every exported *_SCRIPT has a matching *_SHA and is covered above', () => {
+    const names = Object.keys(lua).filter((k) => k.endsWith('_SCRIPT')).sort()
+    expect(names).toEqual(SCRIPTS.map(([name]) => `${name}_SCRIPT`).sort())
+    for (const name of names) expect(Object.keys(lua)).toContain(name.replace(/_SCRIPT$/, '_SHA'))
+  })
+})
+
+const redisUrl = await redisUrlForTests('plugins/quota/lua.test.ts')
+
+describe.skipIf(redisUrl === null)('against Redis', () => {
+  const tag = uniqueTestName('lua')
+  let client: Redis
+  let store: RedisStore
+
+  beforeAll(() => {
+    client = new Redis(redisUrl!, { enableAutoPipelining: true, maxRetriesPerRequest: 1 })
+    store = new RedisStore(client)
+  })
+  afterAll(async () => {
+    client.disconnect()
+    await deleteTaggedKeys(redisUrl!, tag)
+  })
+
+  const items = (name: string): Item[] => [
+    { kind: 'bucket', scope: 'key', id: 'k', measure: 'requests', key: `{${tag}}:${name}:rpm`, limit: 2, rate: 2 / 60_000, cost: 1, until: null },
+    { kind: 'counter', scope: 'key', id: 'k', measure: 'budget_tokens', key: `{${tag}}:${name}:bt`, limit: 100, rate: 0, cost: 10, until: Date.now() + 60_000 },
+    { kind: 'lease', scope: 'key', id: 'k', measure: 'parallel', key: `{${tag}}:${name}:par`, limit: 5, rate: 0, cost: 1, until: 60_000 },
+  ]
+
+  test('Redis computes the same SHAs (SCRIPT LOAD answers the constant)', async () => {
+    for (const [, script, sha] of SCRIPTS) expect(String(await client.script('LOAD', script))).toBe(sha)
+  })
+
+  test('after SCRIPT FLUSH, admit, settle and peek still work (NOSCRIPT → EVAL), and the scripts are cached again', async () => {
+    await client.script('FLUSH')
+    const exists = async () => ((await client.script('EXISTS', lua.ADMIT_SHA, lua.SETTLE_SHA, lua.PEEK_SHA)) as number[]).map(Number)
+    expect(await exists()).toEqual([0, 0, 0])
+
+    const plan = items('flushed')
+    const first = await store.admit(plan, 'req_1', Date.now())
+    expect(first.ok).toBe(true)
+    expect(first.remaining.map(Math.round)).toEqual([1, 90, 4])
+    await store.settle(plan, [0, -5, 0], 'req_1', Date.now())
+    expect((await store.peek(plan, Date.now())).map(Math.round)).toEqual([1, 95, 5])
+    // EVAL caches the script under its SHA, so the next EVALSHA hits.
+    expect(await exists()).toEqual([1, 1, 1])
+    expect((await store.admit(plan, 'req_2', Date.now())).ok).toBe(true)
+    expect((await store.admit(plan, 'req_3', Date.now())).ok).toBe(false)
+  })
+
+  test('concurrent first calls after a flush (auto-pipelined together) all fall back and all succeed', async () => {
+    await client.script('FLUSH')
+    const plan = items('flushed-concurrent')
+    const outcomes = await Promise.all(Array.from({ length: 20 }, (_, i) => store.admit(plan, `req_c${i}`, Date.now())))
+    // The bucket admits 2, the rest are refused by it; none throws.
+    expect(outcomes.filter((o) => o.ok)).toHaveLength(2)
+    expect(outcomes.filter((o) => !o.ok).every((o) => o.failed === 0)).toBe(true)
+  })
+
+  test('an error other than NOSCRIPT is not retried by EVAL: it reaches the caller', async () => {
+    const broken = items('wrongtype')
+    await client.set(broken[0]!.key, 'not a hash')
+    await expect(store.admit(broken, 'req_w', Date.now())).rejects.toThrow(/WRONGTYPE/)
+  })
+})

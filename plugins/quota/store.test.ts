@@ -1,0 +1,430 @@
+/**
+ * One suite, two backends: the in-process MemoryStore and the RedisStore (real Redis, keys
+ * under a hash tag unique to this run, deleted afterwards) must keep exactly the same rules.
+ *
+ * Time: the memory store takes `now` from its caller, Redis reads its own TIME. The suite
+ * passes Date.now() and measures real waits from outside: every call happens between
+ * `before` and `after`, so elapsed time between two calls lies in
+ * [start of the second − end of the first, end of the second − start of the first],
+ * and the assertions accept exactly that range (plus 2 ms of clock rounding).
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { Redis } from 'ioredis'
+import { deleteTaggedKeys } from '../../test/support/redis-procs.ts'
+import { redisUrlForTests, uniqueTestName } from '../../test/support/services.ts'
+import type { Item } from './plan.ts'
+import { RedisStore } from './redis-store.ts'
+import { MemoryStore, type AdmitOutcome, type QuotaStore } from './store.ts'
+
+const redisUrl = await redisUrlForTests('plugins/quota/store.test.ts')
+const tag = uniqueTestName('store')
+
+interface Backend {
+  name: string
+  available: boolean
+  open(): Promise<QuotaStore>
+  close(): Promise<void>
+}
+
+let redisClient: Redis | undefined
+const backends: Backend[] = [
+  {
+    name: 'MemoryStore',
+    available: true,
+    open: async () => new MemoryStore(),
+    close: async () => {},
+  },
+  {
+    name: 'RedisStore',
+    available: redisUrl !== null,
+    async open() {
+      redisClient = new Redis(redisUrl!, { enableAutoPipelining: true, maxRetriesPerRequest: 1 })
+      return new RedisStore(redisClient)
+    },
+    async close() {
+      redisClient?.disconnect()
+      await deleteTaggedKeys(redisUrl!, tag)
+    },
+  },
+]
+
+let seq = 0
+/** A key of its own per test, under the run's hash tag. */
+const fresh = (what: string): string => `{${tag}}:t${seq++}:${what}`
+
+const bucket = (limit: number, perMinute: number, cost: number, key = fresh('b')): Item => ({
+  kind: 'bucket', scope: 'key', id: 'k', measure: 'tokens', key, limit, rate: perMinute / 60_000, cost, until: null,
+})
+const counter = (limit: number, cost: number, until: number | null, key = fresh('c')): Item => ({
+  kind: 'counter', scope: 'key', id: 'k', measure: 'budget_tokens', key, limit, rate: 0, cost, until,
+})
+const lease = (max: number, leaseMs: number, key = fresh('l')): Item => ({
+  kind: 'lease', scope: 'key', id: 'k', measure: 'parallel', key, limit: max, rate: 0, cost: 1, until: leaseMs,
+})
+const withCost = (item: Item, cost: number): Item => ({ ...item, cost })
+
+/** A call and the wall-clock window it ran in. */
+async function timed<T>(work: () => Promise<T>): Promise<{ value: T; before: number; after: number }> {
+  const before = Date.now()
+  const value = await work()
+  return { value, before, after: Date.now() }
+}
+
+/** Elapsed time between two timed calls, as the range the store's own clock must fall in. */
+const between = (first: { before: number; after: number }, second: { before: number; after: number }) => ({
+  min: second.before - first.after - 2,
+  max: second.after - first.before + 2,
+})
+
+for (const backend of backends) {
+  describe.skipIf(!backend.available)(backend.name, () => {
+    let store: QuotaStore
+    let lid = 0
+    const leaseId = () => `req_${backend.name}_${lid++}`
+    const admit = (items: Item[], id = leaseId()): Promise<AdmitOutcome> => store.admit(items, id, Date.now())
+    const peek = (items: Item[]) => store.peek(items, Date.now())
+    const settle = (items: Item[], deltas: number[], id: string) => store.settle(items, deltas, id, Date.now())
+
+    beforeAll(async () => {
+      store = await backend.open()
+    })
+    afterAll(async () => {
+      await backend.close()
+    })
+
+    describe('token bucket', () => {
+      test('capacity is the limit: a fresh bucket admits exactly `limit` costs of 1, then refuses', async () => {
+        // 5 per minute: what refills during the test (≪ 1) cannot admit a 6th.
+        const item = bucket(5, 5, 1)
+        const outcomes: AdmitOutcome[] = []
+        for (let i = 0; i < 7; i++) outcomes.push(await admit([item]))
+        expect(outcomes.map((o) => o.ok)).toEqual([true, true, true, true, true, false, false])
+        expect(outcomes.slice(0, 5).map((o) => Math.round(o.remaining[0]!))).toEqual([4, 3, 2, 1, 0])
+        expect(outcomes[5]).toMatchObject({ ok: false, failed: 0 })
+      })
+
+      test('one admission may take the whole capacity at once, not a token more', async () => {
+        const item = bucket(1000, 1, 1000)
+        expect((await admit([item])).ok).toBe(true)
+        const again = await admit([withCost(item, 1)])
+        expect(again.ok).toBe(false)
+      })
+
+      test('refill is continuous: after taking all, waiting X ms gives back rate × X', async () => {
+        // 60 000 per minute = 1 per ms.
+        const item = bucket(60_000, 60_000, 60_000)
+        const took = await timed(() => admit([item]))
+        expect(took.value.ok).toBe(true)
+        expect(took.value.remaining[0]).toBeCloseTo(0, 5)
+        await Bun.sleep(150)
+        const seen = await timed(() => peek([item]))
+        const { min, max } = between(took, seen)
+        expect(seen.value[0]!).toBeGreaterThanOrEqual(min * 1)
+        expect(seen.value[0]!).toBeLessThanOrEqual(max * 1)
+        expect(seen.value[0]!).toBeGreaterThanOrEqual(148)
+      })
+
+      test('refill never goes above capacity', async () => {
+        const item = bucket(10, 600_000, 3)
+        expect((await admit([item])).ok).toBe(true)
+        await Bun.sleep(20)
+        expect((await peek([item]))[0]).toBe(10)
+      })
+
+      test('a partially refilled bucket admits what it holds and refuses more', async () => {
+        // 600 per minute = 0.01 per ms: 100 ms give back about one token.
+        const item = bucket(10, 600, 10)
+        const took = await timed(() => admit([item]))
+        expect(took.value.ok).toBe(true)
+        await Bun.sleep(230)
+        // Between 2 and 3 tokens are back (a loaded machine may make it more; then it is still ≥ 2).
+        const three = await admit([withCost(item, 2)])
+        expect(three.ok).toBe(true)
+      })
+
+      test('waitMs is the time until the bucket holds the cost; waiting that long admits, waiting half does not', async () => {
+        // 600 per minute: one token every 100 ms.
+        const item = bucket(10, 600, 10)
+        const took = await timed(() => admit([item]))
+        expect(took.value.ok).toBe(true)
+        const refused = await timed(() => admit([withCost(item, 1)]))
+        expect(refused.value.ok).toBe(false)
+        const wait = refused.value.waitMs!
+        const { min, max } = between(took, refused)
+        // ceil((1 − refilled) / rate) with refilled = elapsed × 0.01.
+        expect(wait).toBeLessThanOrEqual(100 - Math.floor(min) + 1)
+        expect(wait).toBeGreaterThanOrEqual(100 - Math.ceil(max) - 1)
+        expect(wait).toBeGreaterThan(0)
+
+        await Bun.sleep(Math.floor(wait / 2))
+        const early = await admit([withCost(item, 1)])
+        if (!early.ok) {
+          expect(early.waitMs!).toBeGreaterThan(0)
+          expect(early.waitMs!).toBeLessThan(wait)
+          await Bun.sleep(early.waitMs!)
+        }
+        expect((await admit([withCost(item, 1)])).ok).toBe(true)
+      })
+
+      test('Retry-After arithmetic holds to the second: a 1-per-second bucket asks for at most 1 s, 1-per-minute for at most 60 s', async () => {
+        const perSecond = bucket(2, 60, 2)
+        const perMinute = bucket(1, 1, 1)
+        expect((await admit([perSecond])).ok).toBe(true)
+        expect((await admit([perMinute])).ok).toBe(true)
+        const a = await admit([withCost(perSecond, 1)])
+        const b = await admit([withCost(perMinute, 1)])
+        expect(Math.ceil(a.waitMs! / 1000)).toBe(1)
+        expect(a.waitMs!).toBeGreaterThan(900)
+        expect(Math.ceil(b.waitMs! / 1000)).toBe(60)
+        expect(b.waitMs!).toBeGreaterThan(59_000)
+      })
+
+      test('a cost above the limit can never be admitted: waitMs is null', async () => {
+        const item = bucket(100, 100, 101)
+        const outcome = await admit([item])
+        expect(outcome).toMatchObject({ ok: false, failed: 0, waitMs: null })
+        expect(outcome.remaining[0]).toBe(100)
+      })
+    })
+
+    describe('all or nothing', () => {
+      test('an admission refused by its 3rd item (exhausted) takes nothing from items 1 and 2', async () => {
+        const a = bucket(10, 1, 1)
+        const b = counter(100, 7, Date.now() + 3_600_000)
+        const c = bucket(5, 1, 5)
+        expect((await admit([c])).ok).toBe(true)
+        const outcome = await admit([a, b, withCost(c, 1)])
+        expect(outcome.ok).toBe(false)
+        expect(outcome.failed).toBe(2)
+        expect(outcome.waitMs).toBeGreaterThan(0)
+        // Remaining is what each had before the refusal.
+        expect(Math.round(outcome.remaining[0]!)).toBe(10)
+        expect(outcome.remaining[1]).toBe(100)
+        const [ra, rb] = await peek([a, b])
+        expect(Math.round(ra!)).toBe(10)
+        expect(rb).toBe(100)
+      })
+
+      test('refused by a 3rd item whose cost exceeds its limit: nothing taken, waitMs null', async () => {
+        const a = bucket(10, 1, 1)
+        const b = lease(1, 60_000)
+        const c = bucket(2, 1, 3)
+        const outcome = await admit([a, b, c])
+        expect(outcome).toMatchObject({ ok: false, failed: 2, waitMs: null })
+        const [ra, rb] = await peek([a, b])
+        expect(Math.round(ra!)).toBe(10)
+        expect(rb).toBe(1)
+        // The lease was not taken either: the only slot is still free.
+        expect((await admit([b])).ok).toBe(true)
+      })
+
+      test('refused by a 3rd item that is a spent budget: the lease and bucket before it stay untouched', async () => {
+        const a = lease(1, 60_000)
+        const b = bucket(3, 1, 1)
+        const c = counter(5, 5, Date.now() + 3_600_000)
+        expect((await admit([c])).ok).toBe(true)
+        const outcome = await admit([a, b, withCost(c, 0)])
+        expect(outcome).toMatchObject({ ok: false, failed: 2 })
+        const [ra, rb, rc] = await peek([a, b, c])
+        expect(ra).toBe(1)
+        expect(Math.round(rb!)).toBe(3)
+        expect(rc).toBe(0)
+      })
+
+      test('the first refusing item is reported even when a later one would refuse too', async () => {
+        const a = bucket(1, 1, 2)
+        const b = bucket(1, 1, 2)
+        expect(await admit([bucket(5, 1, 1), a, b])).toMatchObject({ ok: false, failed: 1, waitMs: null })
+      })
+
+      test('on success every item is taken and remaining is what is left after it', async () => {
+        const items = [bucket(10, 1, 4), counter(50, 20, Date.now() + 3_600_000), lease(3, 60_000)]
+        const outcome = await admit(items)
+        expect(outcome.ok).toBe(true)
+        expect(outcome.failed).toBe(-1)
+        expect(outcome.waitMs).toBe(0)
+        expect(outcome.remaining.map((r) => Math.round(r))).toEqual([6, 30, 2])
+        expect((await peek(items)).map((r) => Math.round(r))).toEqual([6, 30, 2])
+      })
+    })
+
+    describe('counters (budgets)', () => {
+      test('admit up to the limit exactly, then refuse; once exhausted even cost 0 is refused', async () => {
+        const until = Date.now() + 3_600_000
+        const item = counter(10, 4, until)
+        expect((await admit([item])).ok).toBe(true)
+        expect((await admit([item])).ok).toBe(true)
+        const over = await admit([item])
+        expect(over).toMatchObject({ ok: false, failed: 0 })
+        expect(over.remaining[0]).toBe(2)
+        const exact = await admit([withCost(item, 2)])
+        expect(exact.ok).toBe(true)
+        expect(exact.remaining[0]).toBe(0)
+        const zero = await admit([withCost(item, 0)])
+        expect(zero).toMatchObject({ ok: false, failed: 0 })
+        expect(zero.remaining[0]).toBe(0)
+      })
+
+      test('waitMs of a spent period budget is the time until the period ends', async () => {
+        const until = Date.now() + 90_000
+        const item = counter(1, 1, until)
+        expect((await admit([item])).ok).toBe(true)
+        const now = Date.now()
+        const refused = await store.admit([item], leaseId(), now)
+        expect(refused.ok).toBe(false)
+        expect(refused.waitMs).toBe(until - now)
+      })
+
+      test('a spent total budget never renews: waitMs null', async () => {
+        const item = counter(3, 3, null)
+        expect((await admit([item])).ok).toBe(true)
+        expect(await admit([withCost(item, 1)])).toMatchObject({ ok: false, waitMs: null })
+      })
+
+      test('a cost above the budget is refused with waitMs null, taking nothing', async () => {
+        const item = counter(10, 11, Date.now() + 60_000)
+        expect(await admit([item])).toMatchObject({ ok: false, waitMs: null, remaining: [10] })
+        expect(await peek([item])).toEqual([10])
+      })
+    })
+
+    describe('leases (max_parallel)', () => {
+      test('refuse at the maximum; settling one frees its slot', async () => {
+        const item = lease(2, 60_000)
+        const [a, b, c] = [leaseId(), leaseId(), leaseId()]
+        expect((await admit([item], a)).ok).toBe(true)
+        expect((await admit([item], b)).ok).toBe(true)
+        const refused = await admit([item], c)
+        expect(refused).toMatchObject({ ok: false, failed: 0 })
+        expect(refused.remaining[0]).toBe(0)
+        await settle([item], [0], a)
+        expect(await peek([item])).toEqual([1])
+        expect((await admit([item], c)).ok).toBe(true)
+        expect((await admit([item])).ok).toBe(false)
+      })
+
+      test('waitMs of a full lease set is the time until the oldest lease expires', async () => {
+        const item = lease(1, 30_000)
+        const took = await timed(() => admit([item]))
+        const refused = await timed(() => admit([item]))
+        expect(refused.value.ok).toBe(false)
+        const { max } = between(took, refused)
+        expect(refused.value.waitMs!).toBeLessThanOrEqual(30_000)
+        expect(refused.value.waitMs!).toBeGreaterThanOrEqual(30_000 - max)
+      })
+
+      test('a lease expires by itself after its lifetime (a crashed holder does not block forever)', async () => {
+        const item = lease(1, 1000)
+        expect((await admit([item])).ok).toBe(true)
+        expect((await admit([item])).ok).toBe(false)
+        await Bun.sleep(1050)
+        expect((await admit([item])).ok).toBe(true)
+      })
+
+      test('settling a lease that is not held changes nothing', async () => {
+        const item = lease(1, 60_000)
+        const held = leaseId()
+        expect((await admit([item], held)).ok).toBe(true)
+        await settle([item], [0], 'req_never_admitted')
+        expect(await peek([item])).toEqual([0])
+      })
+    })
+
+    describe('settlement', () => {
+      test('a refund goes back to the bucket but never above capacity', async () => {
+        const item = bucket(100, 1, 50)
+        const id = leaseId()
+        expect((await admit([item], id)).ok).toBe(true)
+        await settle([item], [-80], id)
+        expect(Math.round((await peek([item]))[0]!)).toBe(100)
+      })
+
+      test('a partial refund leaves what was really used taken', async () => {
+        const item = bucket(100, 1, 60)
+        const id = leaseId()
+        expect((await admit([item], id)).ok).toBe(true)
+        await settle([item], [-45], id)
+        expect(Math.round((await peek([item]))[0]!)).toBe(85)
+      })
+
+      test('a charge above the reservation takes more, and may leave the bucket in debt', async () => {
+        const item = bucket(100, 1, 90)
+        const id = leaseId()
+        expect((await admit([item], id)).ok).toBe(true)
+        await settle([item], [30], id)
+        const [left] = await peek([item])
+        expect(Math.round(left!)).toBe(-20)
+        const refused = await admit([withCost(item, 1)])
+        expect(refused.ok).toBe(false)
+        // 21 tokens at 1 per minute.
+        expect(Math.ceil(refused.waitMs! / 1000)).toBe(21 * 60)
+      })
+
+      test('counters: refund and charge, never below zero', async () => {
+        const until = Date.now() + 3_600_000
+        const item = counter(1000, 300, until)
+        const id = leaseId()
+        expect((await admit([item], id)).ok).toBe(true)
+        await settle([item], [-200], id)
+        expect(await peek([item])).toEqual([900])
+        await settle([item], [50], id)
+        expect(await peek([item])).toEqual([850])
+        await settle([item], [-10_000], id)
+        expect(await peek([item])).toEqual([1000])
+      })
+
+      test('a counter charged past its limit refuses everything after, even cost 0', async () => {
+        const item = counter(100, 90, Date.now() + 3_600_000)
+        const id = leaseId()
+        expect((await admit([item], id)).ok).toBe(true)
+        await settle([item], [25], id)
+        expect(await peek([item])).toEqual([-15])
+        expect(await admit([withCost(item, 0)])).toMatchObject({ ok: false, failed: 0 })
+      })
+
+      test('settling refunds, charges and releases over all items of one request at once', async () => {
+        const until = Date.now() + 3_600_000
+        const items = [bucket(1000, 1, 400), counter(5000, 400, until), lease(1, 60_000), bucket(10, 1, 1)]
+        const id = leaseId()
+        expect((await admit(items, id)).ok).toBe(true)
+        await settle(items, [-250, -250, 0, 0], id)
+        expect((await peek(items)).map((r) => Math.round(r))).toEqual([850, 4850, 1, 9])
+      })
+
+      test('a zero delta leaves buckets and counters as they are', async () => {
+        const items = [bucket(1000, 1, 400), counter(5000, 400, Date.now() + 3_600_000)]
+        const id = leaseId()
+        expect((await admit(items, id)).ok).toBe(true)
+        await settle(items, [0, 0], id)
+        expect((await peek(items)).map((r) => Math.round(r))).toEqual([600, 4600])
+      })
+    })
+
+    describe('peek', () => {
+      test('unknown items are full and peeking takes nothing', async () => {
+        const items = [bucket(7, 1, 1), counter(9, 1, Date.now() + 60_000), lease(4, 60_000)]
+        expect(await peek(items)).toEqual([7, 9, 4])
+        expect(await peek(items)).toEqual([7, 9, 4])
+      })
+
+      test('no items: no answer needed', async () => {
+        expect(await peek([])).toEqual([])
+      })
+    })
+
+    describe('concurrency', () => {
+      test('100 simultaneous admissions on a bucket of 30 admit exactly 30', async () => {
+        const item = bucket(30, 1, 1)
+        const outcomes = await Promise.all(Array.from({ length: 100 }, () => admit([item])))
+        expect(outcomes.filter((o) => o.ok)).toHaveLength(30)
+      })
+
+      test('simultaneous admissions over shared and own items never overdraw the shared one', async () => {
+        const shared = counter(1000, 100, Date.now() + 3_600_000)
+        const outcomes = await Promise.all(Array.from({ length: 25 }, () => admit([bucket(5, 1, 1), shared, lease(1, 60_000)])))
+        expect(outcomes.filter((o) => o.ok)).toHaveLength(10)
+        expect(await peek([shared])).toEqual([0])
+      })
+    })
+  })
+}

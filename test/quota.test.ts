@@ -1,0 +1,486 @@
+/**
+ * The quota plugin through a real listening gateway (auth + quota in front of mock
+ * upstreams), twice: with the quota in process, and in Redis (REDIS_URL, keys under a hash
+ * tag unique to this run, deleted afterwards). What a client sees: 429s that name the scope
+ * and measure, Retry-After, OpenAI's x-ratelimit-* headers, budgets that renew at UTC
+ * midnight, leases for requests in flight, reservations settled to real usage.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
+import { deleteTaggedKeys } from './support/redis-procs.ts'
+import { redisUrlForTests, uniqueTestName } from './support/services.ts'
+import {
+  PRICING,
+  createKey,
+  createTeam,
+  createUser,
+  eventually,
+  expectQuotaError,
+  quotaConfig,
+  rateLimitHeaders,
+  startQuotaGateway,
+  type QuotaGateway,
+} from './support/quota.ts'
+
+const redisUrl = await redisUrlForTests('test/quota.test.ts')
+
+let upstream: MockUpstream
+let streamUpstream: MockUpstream
+
+beforeAll(async () => {
+  upstream = await startMockUpstream()
+  // 16 words, one chunk each, 150 ms apart: a stream that lasts over 2 s, long enough to cut.
+  streamUpstream = await startMockUpstream({ chunkDelayMs: 150 })
+})
+afterAll(async () => {
+  await upstream?.stop()
+  await streamUpstream?.stop()
+})
+
+const SLOW_MS = 600
+const SLOW_MODEL = `mock-slow-${SLOW_MS}`
+
+const backends = [
+  { name: 'in process', redis: null as string | null, available: true },
+  { name: 'Redis', redis: redisUrl, available: redisUrl !== null },
+]
+
+for (const backend of backends) {
+  describe.skipIf(!backend.available)(`quota (${backend.name})`, () => {
+    const tag = uniqueTestName('quota')
+    let gw: QuotaGateway
+
+    beforeAll(async () => {
+      gw = await startQuotaGateway(quotaConfig(upstream.url, { streamUpstreamUrl: streamUpstream.url, quota: { hash_tag: tag }, slowMs: SLOW_MS }), {
+        redisUrl: backend.redis,
+      })
+    })
+    afterAll(async () => {
+      await gw?.close()
+      if (backend.redis) await deleteTaggedKeys(backend.redis, tag)
+    })
+
+    describe('requests per minute', () => {
+      test('admits rpm requests with x-ratelimit-*-requests headers counting down, then 429 rate_limit_exceeded naming key and requests, with Retry-After', async () => {
+        const user = await createUser(gw)
+        const { id, key } = await createKey(gw, user, { limits: { rpm: 3 } })
+        const seen = []
+        for (let i = 0; i < 3; i++) {
+          const res = await gw.chat(key)
+          expect(res.status).toBe(200)
+          seen.push(rateLimitHeaders(res, 'requests'))
+          await res.arrayBuffer()
+        }
+        expect(seen.map((h) => [h?.limit, h?.remaining])).toEqual([
+          [3, 2],
+          [3, 1],
+          [3, 0],
+        ])
+        // Reset: time until the bucket is full again, one request per 20 s.
+        expect(seen[0]!.resetMs).toBeGreaterThan(19_000)
+        expect(seen[0]!.resetMs).toBeLessThanOrEqual(20_000)
+        expect(seen[2]!.resetMs).toBeGreaterThan(59_000)
+        expect(seen[2]!.resetMs).toBeLessThanOrEqual(60_000)
+
+        const refused = await gw.chat(key)
+        const retryAfter = refused.headers.get('retry-after')
+        const message = await expectQuotaError(refused, 'rate_limit_exceeded')
+        expect(message).toContain(`key ${id}`)
+        expect(message).toContain('requests per minute')
+        expect(message).toContain('3 per minute')
+        // The next token comes 20 s after the first admission, minus the little time this test took.
+        expect(retryAfter).toMatch(/^\d+$/)
+        expect(Number(retryAfter)).toBeGreaterThanOrEqual(18)
+        expect(Number(retryAfter)).toBeLessThanOrEqual(20)
+        expect(message).toContain(`Retry after ${retryAfter} s`)
+        // The refusal carries the headers too, with nothing remaining.
+        expect(refused.headers.get('x-ratelimit-remaining-requests')).toBe('0')
+        expect(upstream.stats.requests).toBeGreaterThan(0)
+      })
+
+      test('a refused request does not reach the upstream', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { limits: { rpm: 1 } })
+        expect((await gw.chat(key)).status).toBe(200)
+        const before = upstream.stats.requests
+        const refused = await gw.chat(key)
+        await expectQuotaError(refused, 'rate_limit_exceeded')
+        expect(upstream.stats.requests).toBe(before)
+      })
+
+      test("the user's rpm applies across all keys of the user, and the message names the user", async () => {
+        const user = await createUser(gw, { limits: { rpm: 2 } })
+        const a = await createKey(gw, user)
+        const b = await createKey(gw, user)
+        expect((await gw.chat(a.key)).status).toBe(200)
+        const second = await gw.chat(b.key)
+        expect(second.status).toBe(200)
+        expect(rateLimitHeaders(second, 'requests')).toMatchObject({ limit: 2, remaining: 0 })
+        const refused = await gw.chat(a.key)
+        const message = await expectQuotaError(refused, 'rate_limit_exceeded')
+        expect(message).toContain(`user ${user}`)
+        expect(message).toContain('requests per minute')
+        expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+      })
+
+      test("the team's rpm applies across keys of different members, and the message names the team", async () => {
+        const alice = await createUser(gw)
+        const bob = await createUser(gw)
+        const team = await createTeam(gw, [alice, bob], { limits: { rpm: 3 } })
+        const a = await createKey(gw, alice, { team_id: team })
+        const b = await createKey(gw, bob, { team_id: team })
+        expect((await gw.chat(a.key)).status).toBe(200)
+        expect((await gw.chat(a.key)).status).toBe(200)
+        expect((await gw.chat(b.key)).status).toBe(200)
+        const message = await expectQuotaError(await gw.chat(b.key), 'rate_limit_exceeded')
+        expect(message).toContain(`team ${team}`)
+        expect(message).toContain('requests per minute')
+      })
+
+      test('a team named by OpenAI-Organization is billed too: its limit covers unbound keys that name it', async () => {
+        const carol = await createUser(gw)
+        const dave = await createUser(gw)
+        const team = await createTeam(gw, [carol, dave], { limits: { rpm: 2 } })
+        const c = await createKey(gw, carol)
+        const d = await createKey(gw, dave)
+        const org = { headers: { 'openai-organization': team } }
+        expect((await gw.chat(c.key, {}, org)).status).toBe(200)
+        expect((await gw.chat(d.key, {}, org)).status).toBe(200)
+        expect(await expectQuotaError(await gw.chat(c.key, {}, org), 'rate_limit_exceeded')).toContain(`team ${team}`)
+        // Without the header the team is not billed, so the same key is admitted.
+        expect((await gw.chat(c.key)).status).toBe(200)
+      })
+
+      test('key, user and team limits together: the tightest refuses', async () => {
+        const user = await createUser(gw, { limits: { rpm: 5 } })
+        const team = await createTeam(gw, [user], { limits: { rpm: 4 } })
+        const { key } = await createKey(gw, user, { team_id: team, limits: { rpm: 10 } })
+        for (let i = 0; i < 4; i++) expect((await gw.chat(key)).status).toBe(200)
+        expect(await expectQuotaError(await gw.chat(key), 'rate_limit_exceeded')).toContain(`team ${team}`)
+      })
+    })
+
+    describe('tokens per minute', () => {
+      test('x-ratelimit-*-tokens headers show the reservation (prompt + max_tokens); a request that does not fit is refused naming tokens', async () => {
+        const user = await createUser(gw)
+        const { id, key } = await createKey(gw, user, { limits: { tpm: 1000 } })
+        const res = await gw.chat(key, { max_tokens: 400 })
+        expect(res.status).toBe(200)
+        const tokens = rateLimitHeaders(res, 'tokens')!
+        expect(tokens.limit).toBe(1000)
+        // 400 for max_tokens plus a few for the prompt.
+        expect(tokens.remaining).toBeLessThanOrEqual(600)
+        expect(tokens.remaining).toBeGreaterThan(580)
+        expect(tokens.resetMs).toBeGreaterThan(0)
+        expect(res.headers.get('x-ratelimit-limit-requests')).toBeNull()
+        await res.arrayBuffer()
+
+        const refused = await gw.chat(key, { max_tokens: 900 })
+        const retryAfter = refused.headers.get('retry-after')
+        const message = await expectQuotaError(refused, 'rate_limit_exceeded')
+        expect(message).toContain(`key ${id}`)
+        expect(message).toContain('tokens per minute')
+        expect(Number(retryAfter)).toBeGreaterThanOrEqual(1)
+        expect(Number(retryAfter)).toBeLessThanOrEqual(60)
+      })
+
+      test('a request that needs more tokens than the limit can ever hold: no Retry-After, and the message says to lower max_tokens', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { limits: { tpm: 100 } })
+        const refused = await gw.chat(key, { max_tokens: 500 })
+        expect(refused.headers.get('retry-after')).toBeNull()
+        const message = await expectQuotaError(refused, 'rate_limit_exceeded')
+        expect(message).toContain('max_tokens')
+        expect(message).toContain('tokens per minute')
+        // Nothing was taken: a small request still fits.
+        expect((await gw.chat(key, { max_tokens: 10 })).status).toBe(200)
+      })
+
+      test('both measures on one key: success carries both header sets', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { limits: { rpm: 50, tpm: 50_000 } })
+        const res = await gw.chat(key, { max_tokens: 20 })
+        expect(res.status).toBe(200)
+        expect(rateLimitHeaders(res, 'requests')).toMatchObject({ limit: 50, remaining: 49 })
+        expect(rateLimitHeaders(res, 'tokens')?.limit).toBe(50_000)
+        await res.arrayBuffer()
+      })
+    })
+
+    describe('reservation and settlement', () => {
+      test('tokens are reserved (prompt + estimate) and settled to the real usage afterwards', async () => {
+        const user = await createUser(gw)
+        // 600 tpm refills 0.01 token per ms, slow enough to see the settlement.
+        const { key } = await createKey(gw, user, { limits: { tpm: 600 }, budget: { tokens: 100_000, period: 'day' } })
+        // No max_tokens: the plugin reserves completion_estimate (256); the mock answers 16 words.
+        const res = await gw.chat(key)
+        expect(res.status).toBe(200)
+        const reservedLeft = rateLimitHeaders(res, 'tokens')!.remaining
+        expect(reservedLeft).toBeLessThanOrEqual(600 - 256)
+        const body = (await res.json()) as { usage: { total_tokens: number } }
+        const real = body.usage.total_tokens
+        expect(real).toBeLessThan(100)
+
+        // The budget counter does not refill: after settlement it shows exactly the real usage.
+        const info = await eventually(async () => {
+          const i = await gw.keyInfo(key)
+          return i.remaining.budget_tokens === 100_000 - real ? i : undefined
+        }, 5000, 'budget settled to real usage')
+        // The bucket got the difference back (plus a little refill, capped at capacity).
+        expect(info.remaining.tokens!).toBeGreaterThanOrEqual(600 - real - 1)
+        expect(info.remaining.tokens!).toBeGreaterThan(reservedLeft + 200)
+      })
+
+      test('a failed upstream call gives the reserved tokens back (the request still counts)', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { limits: { rpm: 10 }, budget: { tokens: 10_000, period: 'day' } })
+        upstream.setFailure({ status: 500, times: 1 })
+        const res = await gw.chat(key, { max_tokens: 1000 })
+        expect(res.status).toBe(502)
+        await res.arrayBuffer()
+        const info = await eventually(async () => {
+          const i = await gw.keyInfo(key)
+          return i.remaining.budget_tokens === 10_000 ? i : undefined
+        }, 5000, 'reservation refunded')
+        expect(info.remaining.requests).toBe(9)
+      })
+
+      test('a stream cut off by the client still settles: tokens come back and its lease is released', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { limits: { max_parallel: 1 }, budget: { tokens: 10_000, period: 'day' } })
+        const controller = new AbortController()
+        const res = await gw.chat(key, { model: 'stream-gpt', stream: true, max_tokens: 2000 }, { signal: controller.signal })
+        expect(res.status).toBe(200)
+        const reader = res.body!.getReader()
+        const first = await reader.read()
+        expect(first.done).toBe(false)
+
+        // While it streams: the reservation (prompt + 2000) is taken and the only slot is held.
+        const during = await gw.keyInfo(key)
+        expect(during.remaining.budget_tokens!).toBeLessThanOrEqual(10_000 - 2000)
+        await expectQuotaError(await gw.chat(key), 'rate_limit_exceeded')
+
+        controller.abort()
+        await reader.cancel().catch(() => {})
+
+        const after = await eventually(async () => {
+          const i = await gw.keyInfo(key)
+          return i.remaining.budget_tokens! > 10_000 - 100 ? i : undefined
+        }, 5000, 'the cut stream to settle')
+        // Settled to what was used (prompt and the words sent so far), not to the reservation.
+        expect(after.remaining.budget_tokens!).toBeLessThan(10_000)
+        await eventually(async () => {
+          const next = await gw.chat(key)
+          if (next.status !== 200) {
+            await next.arrayBuffer()
+            return undefined
+          }
+          await next.arrayBuffer()
+          return true
+        }, 5000, 'the lease to be released')
+      })
+
+      test('a complete stream settles from the usage chunk', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { budget: { tokens: 10_000, period: 'day' } })
+        const res = await gw.chat(key, { stream: true, max_tokens: 8, stream_options: { include_usage: true } })
+        expect(res.status).toBe(200)
+        const text = await res.text()
+        const usage = text
+          .split('\n\n')
+          .filter((f) => f.startsWith('data: {'))
+          .map((f) => JSON.parse(f.slice(6)) as { usage?: { total_tokens: number } | null })
+          .find((c) => c.usage)?.usage
+        expect(usage?.total_tokens).toBeGreaterThan(8)
+        await eventually(async () => ((await gw.keyInfo(key)).remaining.budget_tokens === 10_000 - usage!.total_tokens ? true : undefined), 5000, 'stream settlement')
+      })
+    })
+
+    describe('max_parallel', () => {
+      test('refuses the (N+1)th concurrent request with rate_limit_exceeded, and admits again once one finishes', async () => {
+        const user = await createUser(gw)
+        const { id, key } = await createKey(gw, user, { limits: { max_parallel: 2 } })
+        const slow = () => gw.chat(key, { model: SLOW_MODEL })
+        const first = slow()
+        const second = slow()
+        // Both are admitted before the third is sent (the mock holds them SLOW_MS).
+        await Bun.sleep(150)
+        const third = await slow()
+        const retryAfter = third.headers.get('retry-after')
+        const message = await expectQuotaError(third, 'rate_limit_exceeded')
+        expect(message).toContain(`key ${id}`)
+        expect(message).toContain('in flight')
+        expect(message).toContain('at most 2')
+        expect(retryAfter).toBe('1')
+        const [a, b] = await Promise.all([first, second])
+        expect([a.status, b.status]).toEqual([200, 200])
+        await Promise.all([a.arrayBuffer(), b.arrayBuffer()])
+        // The leases go back once the responses are done (settlement is just after the last byte).
+        await eventually(async () => {
+          const pair = await Promise.all([slow(), slow()])
+          await Promise.all(pair.map((r) => r.arrayBuffer()))
+          return pair.every((r) => r.status === 200) ? true : undefined
+        }, 8000, 'two slots free again')
+      })
+
+      test("the team's max_parallel holds across keys of different members", async () => {
+        const u1 = await createUser(gw)
+        const u2 = await createUser(gw)
+        const team = await createTeam(gw, [u1, u2], { limits: { max_parallel: 1 } })
+        const k1 = await createKey(gw, u1, { team_id: team })
+        const k2 = await createKey(gw, u2, { team_id: team })
+        const first = gw.chat(k1.key, { model: SLOW_MODEL })
+        await Bun.sleep(150)
+        const message = await expectQuotaError(await gw.chat(k2.key, { model: SLOW_MODEL }), 'rate_limit_exceeded')
+        expect(message).toContain(`team ${team}`)
+        const done = await first
+        expect(done.status).toBe(200)
+        await done.arrayBuffer()
+      })
+    })
+
+    describe('budgets', () => {
+      test('a spent token budget refuses with insufficient_quota, naming it and when it renews (next UTC midnight)', async () => {
+        const user = await createUser(gw)
+        const { id, key } = await createKey(gw, user, { budget: { tokens: 300, period: 'day' } })
+        const ok = await gw.chat(key, { max_tokens: 200 })
+        expect(ok.status).toBe(200)
+        await ok.arrayBuffer()
+        const refused = await gw.chat(key, { max_tokens: 200 })
+        const retryAfter = refused.headers.get('retry-after')
+        const message = await expectQuotaError(refused, 'insufficient_quota')
+        const now = new Date()
+        const midnight = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1)).toISOString()
+        expect(message).toContain('token budget of 300')
+        expect(message).toContain(`key ${id}`)
+        expect(message).toContain(`renews at ${midnight}`)
+        // Retry-After points at the renewal.
+        const secondsToMidnight = (Date.parse(midnight) - Date.now()) / 1000
+        expect(Math.abs(Number(retryAfter) - secondsToMidnight)).toBeLessThan(5)
+      })
+
+      test('once the budget is exhausted, even a tiny request is refused', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { budget: { tokens: 60, period: 'month' } })
+        // The mock answers exactly max_tokens words; prompt and answer use up the budget.
+        const res = await gw.chat(key, { max_tokens: 40 })
+        expect(res.status).toBe(200)
+        const used = ((await res.json()) as { usage: { total_tokens: number } }).usage.total_tokens
+        expect(used).toBeGreaterThanOrEqual(45)
+        await eventually(async () => ((await gw.keyInfo(key)).remaining.budget_tokens === Math.max(0, 60 - used) ? true : undefined), 5000, 'settled')
+        const message = await expectQuotaError(await gw.chat(key, { max_tokens: 1 }), 'insufficient_quota')
+        expect(message).toContain('token budget')
+      })
+
+      test('a total budget says it does not renew, and gives no Retry-After', async () => {
+        const user = await createUser(gw, { budget: { tokens: 50, period: 'total' } })
+        const { key } = await createKey(gw, user)
+        const refused = await gw.chat(key, { max_tokens: 100 })
+        expect(refused.headers.get('retry-after')).toBeNull()
+        const message = await expectQuotaError(refused, 'insufficient_quota')
+        expect(message).toContain(`user ${user}`)
+        expect(message).toContain('does not renew')
+      })
+
+      test("a team's USD budget is shared by its members' keys", async () => {
+        const u1 = await createUser(gw)
+        const u2 = await createUser(gw)
+        // mock-gpt costs $1000 per million prompt tokens and $2000 per million completion tokens.
+        const team = await createTeam(gw, [u1, u2], { budget: { usd: 0.5, period: 'week' } })
+        const k1 = await createKey(gw, u1, { team_id: team })
+        const k2 = await createKey(gw, u2, { team_id: team })
+        // 100 completion tokens reserve ≈ $0.2 each.
+        const a = await gw.chat(k1.key, { max_tokens: 100 })
+        expect(a.status).toBe(200)
+        await a.arrayBuffer()
+        const b = await gw.chat(k2.key, { max_tokens: 100 })
+        expect(b.status).toBe(200)
+        await b.arrayBuffer()
+        await eventually(async () => {
+          const left = (await gw.keyInfo(k1.key)).remaining.budget_usd!
+          return left < 0.1 ? left : undefined
+        }, 5000, 'USD settled')
+        const message = await expectQuotaError(await gw.chat(k1.key, { max_tokens: 100 }), 'insufficient_quota')
+        expect(message).toContain(`team ${team}`)
+        expect(message).toContain('USD budget of 0.5')
+      })
+    })
+
+    describe('GET /v1/key', () => {
+      test('remaining shows requests, tokens, budget_tokens and budget_usd (the least over key, user and team)', async () => {
+        const user = await createUser(gw, { limits: { rpm: 7 } })
+        const team = await createTeam(gw, [user], { budget: { usd: 2, period: 'day' } })
+        const { key } = await createKey(gw, user, { team_id: team, limits: { rpm: 20, tpm: 5000 }, budget: { tokens: 9000, period: 'month' } })
+        const before = await gw.keyInfo(key)
+        expect(before.remaining).toEqual({ requests: 7, tokens: 5000, budget_tokens: 9000, budget_usd: 2 })
+        expect(before.limits).toEqual({ rpm: 20, tpm: 5000 })
+        expect(before.budget).toEqual({ tokens: 9000, period: 'month' })
+
+        const res = await gw.chat(key, { max_tokens: 30 })
+        expect(res.status).toBe(200)
+        const { usage } = (await res.json()) as { usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number } }
+        const cost = (usage.prompt_tokens * PRICING.input + usage.completion_tokens * PRICING.output) / 1_000_000
+        const after = await eventually(async () => {
+          const i = await gw.keyInfo(key)
+          return i.remaining.budget_tokens === 9000 - usage.total_tokens ? i : undefined
+        }, 5000, 'settled')
+        expect(after.remaining.requests).toBe(6)
+        expect(after.remaining.tokens!).toBeGreaterThanOrEqual(5000 - usage.total_tokens - 1)
+        expect(after.remaining.tokens!).toBeLessThanOrEqual(5000)
+        expect(after.remaining.budget_usd!).toBeCloseTo(2 - cost, 6)
+      })
+
+      test('a key without limits or budgets has null everywhere in remaining', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user)
+        expect((await gw.keyInfo(key)).remaining).toEqual({ requests: null, tokens: null, budget_tokens: null, budget_usd: null })
+      })
+
+      test('GET /v1/key itself takes nothing', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { limits: { rpm: 2 } })
+        for (let i = 0; i < 5; i++) expect((await gw.keyInfo(key)).remaining.requests).toBe(2)
+      })
+    })
+  })
+}
+
+describe.each(backends.filter((b) => b.available))('budget period rollover with an injected clock ($name)', (backend) => {
+  const tag = uniqueTestName('quota_clock')
+  let gw: QuotaGateway
+  // A fixed UTC day in the future, so Redis expiries computed from it lie ahead of Redis' own clock.
+  const dayEnd = Date.UTC(new Date().getUTCFullYear() + 1, 2, 31)
+  let now = dayEnd - 60_000
+
+  beforeAll(async () => {
+    gw = await startQuotaGateway(quotaConfig(upstream.url, { quota: { hash_tag: tag } }), { redisUrl: backend.redis, gateway: { now: () => now } })
+  })
+  afterAll(async () => {
+    await gw?.close()
+    if (backend.redis) await deleteTaggedKeys(backend.redis, tag)
+  })
+
+  test('spent on day D → refused until 23:59:59.999; at D+1 00:00:00.000Z admitted again', async () => {
+    const user = await createUser(gw)
+    const { key } = await createKey(gw, user, { budget: { tokens: 100, period: 'day' } })
+    const first = await gw.chat(key, { max_tokens: 60 })
+    expect(first.status).toBe(200)
+    await first.arrayBuffer()
+    await eventually(async () => ((await gw.keyInfo(key)).remaining.budget_tokens! < 40 ? true : undefined), 5000, 'settled')
+
+    const refused = await gw.chat(key, { max_tokens: 60 })
+    const retryAfter = refused.headers.get('retry-after')
+    const message = await expectQuotaError(refused, 'insufficient_quota')
+    expect(message).toContain(`renews at ${new Date(dayEnd).toISOString()}`)
+    expect(retryAfter).toBe('60')
+
+    now = dayEnd - 1
+    await expectQuotaError(await gw.chat(key, { max_tokens: 60 }), 'insufficient_quota')
+
+    now = dayEnd
+    expect((await gw.keyInfo(key)).remaining.budget_tokens).toBe(100)
+    const renewed = await gw.chat(key, { max_tokens: 60 })
+    expect(renewed.status).toBe(200)
+    await renewed.arrayBuffer()
+  })
+})
