@@ -1,10 +1,10 @@
 /**
- * A bounded map with per-entry expiry and least-recently-used eviction. A Map keeps
- * insertion order, so re-inserting on a hit moves an entry to the young end and the
- * oldest entry is always first.
+ * A bounded map with per-entry expiry and second-chance eviction (an approximation of
+ * least-recently-used). A hit only sets a flag, which is cheaper than moving the entry;
+ * eviction walks from the oldest insertion and spares, once, entries hit since.
  */
 export class LruCache<V> {
-  private readonly map = new Map<string, { value: V; expires: number }>()
+  private readonly map = new Map<string, { value: V; expires: number; hit: boolean }>()
 
   constructor(
     private readonly capacity: number,
@@ -18,18 +18,24 @@ export class LruCache<V> {
       this.map.delete(key)
       return undefined
     }
-    // Refreshing recency costs a delete and a set; skip it for the youngest entries would need a second structure.
-    this.map.delete(key)
-    this.map.set(key, entry)
+    entry.hit = true
     return entry.value
   }
 
   set(key: string, value: V, ttlMs: number): void {
     this.map.delete(key)
-    this.map.set(key, { value, expires: this.now() + ttlMs })
-    if (this.map.size > this.capacity) {
-      const oldest = this.map.keys().next().value
-      if (oldest !== undefined) this.map.delete(oldest)
+    this.map.set(key, { value, expires: this.now() + ttlMs, hit: false })
+    if (this.map.size > this.capacity) this.evictOne()
+  }
+
+  /** Remove the oldest entry not hit since it was last spared; spared entries move to the young end. */
+  private evictOne(): void {
+    // Bounded: after one pass every entry's flag is clear, so the loop ends within capacity + 1 steps.
+    for (const [key, entry] of this.map) {
+      this.map.delete(key)
+      if (!entry.hit) return
+      entry.hit = false
+      this.map.set(key, entry)
     }
   }
 

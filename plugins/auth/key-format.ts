@@ -15,7 +15,7 @@ export interface MintedKey {
 }
 
 /** SHA-256 hex of the whole key: the only form a key is stored in. */
-export const hashKey = (key: string): string => new Bun.CryptoHasher('sha256').update(key).digest('hex')
+export const hashKey = (key: string): string => Bun.SHA256.hash(key, 'hex')
 
 /** Mint `sk-<env>-<secret>` from the CSPRNG. */
 export function mintKey(environment: string): MintedKey {

@@ -47,6 +47,8 @@ export interface KeyRecord {
   }
   /** The teams the owner belongs to, by id. */
   teams: Map<string, { id: string; deletedAt: number | null; limits: Limits | null; budget: Budget | null }>
+  /** The admitting verdict for requests that name no team, built once (see KeyVerifier.decide). */
+  verdict?: { ok: true; identity: import('../../src/plugin.ts').Identity; record: KeyRecord }
 }
 
 /** Load a key with its owner and the owner's teams; null when no key has that hash. */

@@ -173,25 +173,32 @@ export class KeyVerifier {
       const allowed = record.models.length ? record.models.join(', ') : 'none'
       return no(new GatewayError('model_not_allowed', `The API key ${shown} may not use model "${echo(presented.model, 256)}"; it may use: ${allowed}. Ask an admin to allow it (PATCH /admin/keys/${record.id} models).`, { param: 'model' }))
     }
-    const team = teamId === null ? undefined : record.teams.get(teamId)
-    return {
-      ok: true,
-      record,
-      identity: {
-        keyId: record.id,
-        userId: user.id,
-        teamId,
-        environment: record.environment,
-        models: record.models,
-        scopes: record.scopes,
-        attributes: {
-          keyName: record.name,
-          limits: { key: record.limits, user: user.limits, team: team?.limits ?? null },
-          budget: { key: record.budget, user: user.budget, team: team?.budget ?? null },
-          expiresAt: record.expiresAt,
-        },
+    // The usual case (no team named by the request) reuses one verdict per record: no allocation per request.
+    if (!named) return (record.verdict ??= success(record, teamId))
+    return success(record, teamId)
+  }
+}
+
+function success(record: KeyRecord, teamId: string | null): Extract<Verdict, { ok: true }> {
+  const team = teamId === null ? undefined : record.teams.get(teamId)
+  const user = record.user
+  return {
+    ok: true,
+    record,
+    identity: {
+      keyId: record.id,
+      userId: user.id,
+      teamId,
+      environment: record.environment,
+      models: record.models,
+      scopes: record.scopes,
+      attributes: {
+        keyName: record.name,
+        limits: { key: record.limits, user: user.limits, team: team?.limits ?? null },
+        budget: { key: record.budget, user: user.budget, team: team?.budget ?? null },
+        expiresAt: record.expiresAt,
       },
-    }
+    },
   }
 }
 

@@ -45,6 +45,10 @@ export interface RedisProcess {
   kill(): Promise<void>
   /** Start it again on the same port (after `kill`). */
   restart(): Promise<void>
+  /** SIGSTOP: connections stay open, nothing answers (a hung server). */
+  pause(): void
+  /** SIGCONT after `pause`. */
+  resume(): void
 }
 
 /**
@@ -77,6 +81,12 @@ export async function startRedisServer(options: { port?: number; args?: string[]
     async restart() {
       if (proc) throw new Error('redis-server is still running')
       await start()
+    },
+    pause() {
+      proc?.kill('SIGSTOP')
+    },
+    resume() {
+      proc?.kill('SIGCONT')
     },
   }
 }
