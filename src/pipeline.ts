@@ -259,9 +259,13 @@ export class Pipeline {
     if (req.stream) headers['cache-control'] = 'no-cache'
     for (const k in req.responseHeaders) headers[k] = req.responseHeaders[k]!
     // Content-Encoding and Content-Length are not copied: Bun's fetch already decoded the body.
-    if (!this.tap || !upstream.body) {
+    if (!upstream.body) {
       plan.release?.()
-      return new Response(upstream.body, { status: upstream.status, headers })
+      return new Response(null, { status: upstream.status, headers })
+    }
+    if (!this.tap) {
+      const body = plan.release ? releaseAtEnd(upstream.body, plan.release.bind(plan)) : upstream.body
+      return new Response(body, { status: upstream.status, headers })
     }
     const body = req.stream ? this.tapStream(req, upstream.body, plan) : this.tapJson(req, upstream.body, plan)
     return new Response(body, { status: upstream.status, headers })
@@ -446,6 +450,36 @@ export class Pipeline {
       }
     }
   }
+}
+
+/** Pass a body through untouched, calling `release` once when it ends, fails or is cancelled. */
+function releaseAtEnd(source: ReadableStream<Uint8Array>, release: () => void): ReadableStream<Uint8Array> {
+  const reader = source.getReader()
+  let released = false
+  const once = () => {
+    if (!released) {
+      released = true
+      release()
+    }
+  }
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read()
+        if (done) {
+          controller.close()
+          once()
+        } else controller.enqueue(value)
+      } catch (error) {
+        controller.error(error)
+        once()
+      }
+    },
+    cancel(reason) {
+      once()
+      return reader.cancel(reason)
+    },
+  })
 }
 
 /** Without a routing plugin: the group's first target with its provider's first key, once. */

@@ -182,24 +182,22 @@ export class KeyVerifier {
 function success(record: KeyRecord, teamId: string | null): Extract<Verdict, { ok: true }> {
   const team = teamId === null ? undefined : record.teams.get(teamId)
   const user = record.user
-  return {
-    ok: true,
-    record,
-    identity: {
-      keyId: record.id,
-      userId: user.id,
-      teamId,
-      environment: record.environment,
-      models: record.models,
-      scopes: record.scopes,
-      attributes: {
-        keyName: record.name,
-        limits: { key: record.limits, user: user.limits, team: team?.limits ?? null },
-        budget: { key: record.budget, user: user.budget, team: team?.budget ?? null },
-        expiresAt: record.expiresAt,
-      },
-    },
-  }
+  // Frozen: one identity may serve many requests of the same key at once.
+  const identity = Object.freeze({
+    keyId: record.id,
+    userId: user.id,
+    teamId,
+    environment: record.environment,
+    models: record.models,
+    scopes: record.scopes,
+    attributes: Object.freeze({
+      keyName: record.name,
+      limits: Object.freeze({ key: record.limits, user: user.limits, team: team?.limits ?? null }),
+      budget: Object.freeze({ key: record.budget, user: user.budget, team: team?.budget ?? null }),
+      expiresAt: record.expiresAt,
+    }),
+  })
+  return { ok: true, record, identity }
 }
 
 const fail = (error: GatewayError): Verdict => ({ ok: false, error, record: null })

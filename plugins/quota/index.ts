@@ -1,5 +1,6 @@
 import { Type } from '@sinclair/typebox'
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
+import type { RedisClient } from '../../src/redis.ts'
 import { definePlugin, type GatewayRequest, type Identity } from '../../src/plugin.ts'
 import { GatewayError } from '../../src/errors.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
@@ -53,15 +54,9 @@ export const quota = definePlugin({
   async setup({ options, services, logger }) {
     const memory = new MemoryStore()
     let primary: QuotaStore = memory
-    let client: Redis | undefined
+    let client: RedisClient | undefined
     if (services.redis) {
-      // Its own connection: fail fast when Redis is away instead of queueing behind a reconnect.
-      client = (services.redis as Redis).duplicate({
-        enableOfflineQueue: false,
-        maxRetriesPerRequest: 0,
-        commandTimeout: options.redis_timeout_ms,
-        enableAutoPipelining: true,
-      })
+      client = failFastClient(services.redis, options.redis_timeout_ms)
       client.on('error', () => {})
       await Promise.race([new Promise((resolve) => client!.once('ready', resolve)), Bun.sleep(2000)])
       primary = new RedisStore(client)
@@ -166,6 +161,21 @@ export const quota = definePlugin({
     }
   },
 })
+
+/**
+ * The quota's own connection, duplicated from the gateway's: it fails fast when Redis is away
+ * (no offline queue, no retry, a timeout per command) instead of queueing behind a reconnect,
+ * and pipelines concurrent admissions. A Cluster takes node options under `redisOptions`, and
+ * its `duplicate` takes the startup nodes first: passed like a single node's, the options would
+ * be silently dropped (no timeout: a hung node would hang every request).
+ */
+function failFastClient(redis: RedisClient, timeoutMs: number): RedisClient {
+  const node = { maxRetriesPerRequest: 0, commandTimeout: timeoutMs }
+  if (redis.isCluster) {
+    return (redis as Cluster).duplicate([], { enableOfflineQueue: false, enableAutoPipelining: true, redisOptions: node })
+  }
+  return (redis as Redis).duplicate({ ...node, enableOfflineQueue: false, enableAutoPipelining: true })
+}
 
 interface Attributes {
   limits?: { key: Limits | null; user: Limits | null; team: Limits | null }

@@ -1,4 +1,4 @@
-import { t, type TSchema } from 'elysia'
+import { Type as t, type TSchema } from '@sinclair/typebox'
 
 /**
  * Request bodies of the OpenAI endpoints. They check what the gateway relies on and let
