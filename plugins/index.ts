@@ -1,6 +1,7 @@
 import type { PluginFactory } from '../src/plugin.ts'
 import { auth } from './auth/index.ts'
 import { quota } from './quota/index.ts'
+import { balance } from './balance/index.ts'
 
 /**
  * The built-in plugins by the name a config lists them with. A config without a
@@ -9,4 +10,5 @@ import { quota } from './quota/index.ts'
 export const BUILTIN_PLUGINS: Record<string, PluginFactory> = {
   auth: auth as unknown as PluginFactory,
   quota: quota as unknown as PluginFactory,
+  balance: balance as unknown as PluginFactory,
 }

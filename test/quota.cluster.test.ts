@@ -4,7 +4,7 @@
  * admission touches the key's, the user's and the team's buckets, leases and counters in one
  * Lua script; that works in a cluster only because all of them share one hash tag (one slot).
  */
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -12,6 +12,9 @@ import { Cluster } from 'ioredis'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { cleanupDir, redisBinariesForTests, waitForPing } from './support/redis-procs.ts'
 import { createKey, createTeam, createUser, eventually, expectQuotaError, quotaConfig, startQuotaGateway, type QuotaGateway } from './support/quota.ts'
+
+// bun test's default is 5 s per test (bunfig cannot change it); these start servers and wait on real time.
+setDefaultTimeout(20_000)
 
 const haveRedis = redisBinariesForTests('test/quota.cluster.test.ts')
 
@@ -82,6 +85,7 @@ describe.skipIf(!haveRedis)('quota on Redis Cluster', () => {
   /** A client of our own, to look inside the cluster. */
   const withCluster = async <T>(work: (c: Cluster) => Promise<T>): Promise<T> => {
     const c = new Cluster(nodes.map((n) => ({ host: '127.0.0.1', port: n.port })), { redisOptions: { maxRetriesPerRequest: 1 } })
+    c.on('error', () => {})
     try {
       return await work(c)
     } finally {

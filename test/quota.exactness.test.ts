@@ -8,7 +8,7 @@
  * burst). T is measured from before the first send to after the last reply, so the range holds
  * whatever the machine's speed; with a burst under 2 s it is exactly N.
  */
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -26,6 +26,9 @@ import {
   uniqueTestName,
   type TestPostgresDatabase,
 } from './support/services.ts'
+
+// bun test's default is 5 s per test (bunfig cannot change it); these start servers and wait on real time.
+setDefaultTimeout(20_000)
 
 const postgresUrl = await postgresUrlForTests('test/quota.exactness.test.ts')
 const redisUrl = await redisUrlForTests('test/quota.exactness.test.ts')

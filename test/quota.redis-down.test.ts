@@ -5,12 +5,15 @@
  * with fail_mode "open" (admit, counting in process, limits still enforced). Both must go
  * back to Redis on their own once it answers again.
  */
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
 import { Redis } from 'ioredis'
 import { createLocalBus } from '../src/lib/bus.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { cleanupDir, freePort, redisBinariesForTests, startRedisServer, type RedisProcess } from './support/redis-procs.ts'
 import { createKey, createUser, eventually, expectQuotaError, quotaConfig, startQuotaGateway, type QuotaGateway } from './support/quota.ts'
+
+// bun test's default is 5 s per test (bunfig cannot change it); these start servers and wait on real time.
+setDefaultTimeout(20_000)
 
 const haveRedis = redisBinariesForTests('test/quota.redis-down.test.ts')
 

@@ -5,7 +5,7 @@
  * and measure, Retry-After, OpenAI's x-ratelimit-* headers, budgets that renew at UTC
  * midnight, leases for requests in flight, reservations settled to real usage.
  */
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { deleteTaggedKeys } from './support/redis-procs.ts'
 import { redisUrlForTests, uniqueTestName } from './support/services.ts'
@@ -21,6 +21,9 @@ import {
   startQuotaGateway,
   type QuotaGateway,
 } from './support/quota.ts'
+
+// bun test's default is 5 s per test (bunfig cannot change it); these start servers and wait on real time.
+setDefaultTimeout(15_000)
 
 const redisUrl = await redisUrlForTests('test/quota.test.ts')
 
