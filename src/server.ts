@@ -11,6 +11,7 @@ import { pointerToParam } from './lib/validate.ts'
 import { roughTokenizer } from './lib/usage.ts'
 import { createLogger, type Logger } from './lib/logger.ts'
 import { ModelRegistry } from './models.ts'
+import { Catalog } from './catalog.ts'
 import { Pipeline, type LoadedPlugin } from './pipeline.ts'
 import { resolvePlugins, setupPlugins } from './plugin-loader.ts'
 import type { RedisClient } from './redis.ts'
@@ -68,11 +69,23 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
   }
 
   const models = new ModelRegistry(config.providers, config.models)
-  const instances = await resolvePlugins(config, BUILTIN_PLUGINS)
-  const plugins = await setupPlugins(instances, { config, services, models, logger })
+  // Providers and models added through the admin API join those of the config before plugins start.
+  const catalog = new Catalog(config, services, models, logger)
+  let plugins: LoadedPlugin[]
+  try {
+    await catalog.start()
+    const instances = await resolvePlugins(config, BUILTIN_PLUGINS)
+    plugins = await setupPlugins(instances, { config, services, models, logger })
+  } catch (error) {
+    // A boot that fails half-way closes what it opened, so an embedding program can retry.
+    await bus.close().catch(() => {})
+    if (ownRedis) redis?.disconnect()
+    if (ownDb) await db.close().catch(() => {})
+    throw error
+  }
   const pipeline = new Pipeline({ plugins, models, logger, services })
 
-  const app = buildApp({ config, services, models, pipeline, plugins, logger })
+  const app = buildApp({ config, services, models, pipeline, plugins, logger, catalog })
   let server: Server<unknown> | undefined
 
   return {
@@ -118,6 +131,7 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
 }
 
 interface AppParts {
+  catalog: Catalog
   config: ResolvedConfig
   services: Services
   models: ModelRegistry
@@ -126,7 +140,7 @@ interface AppParts {
   logger: Logger
 }
 
-function buildApp({ config, services, models, pipeline, plugins, logger }: AppParts): Elysia {
+function buildApp({ config, services, models, pipeline, plugins, logger, catalog }: AppParts): Elysia {
   // normalize: false: Elysia's default normalization rewrites invalid values (`stream_options: 5` → `{}`) instead of refusing them.
   const app = new Elysia({ name: 'sluice', normalize: false })
     .onRequest(({ set }) => {
@@ -139,6 +153,7 @@ function buildApp({ config, services, models, pipeline, plugins, logger }: AppPa
     .use(docsRoutes(pkg.version))
     .use(opsRoutes({ services }))
     .use(v1Routes({ pipeline, models, maxBodyBytes: config.maxBodyBytes }))
+    .use(catalog.routes())
   for (const plugin of plugins) plugin.hooks.routes?.(app as unknown as Elysia)
 
   // Paths and their methods, known once all routes are in: an unknown method on a known path is 405.

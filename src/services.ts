@@ -4,6 +4,8 @@ import type { MessageBus } from './lib/bus.ts'
 import type { AdminAuth } from './admin-key.ts'
 import type { Endpoint } from './plugin.ts'
 import type { Pricing } from './config/schema.ts'
+import type { MetricsRegistry } from './metrics.ts'
+import type { UpstreamHealth } from './upstream-health.ts'
 
 /**
  * Shared backends, chosen once at boot. Plugins receive these and never ask which
@@ -23,6 +25,10 @@ export interface Services {
    * token-counting plugin installs its own here during setup.
    */
   tokenizer: Tokenizer
+  /** The Prometheus registry behind `GET /metrics`: plugins register their own counters, gauges and histograms here at setup. */
+  metrics: MetricsRegistry
+  /** Health of each upstream provider key from the pipeline's attempts (last status, runs of 401/403). */
+  upstreams: UpstreamHealth
 }
 
 /** Why a count is asked for: a reservation may be an estimate; `count` and `settle` want the exact figure. */

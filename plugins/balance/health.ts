@@ -2,19 +2,23 @@
 export interface KeyHealth {
   provider: string
   key: string
-  /** Not used until then (a 429, or the key's own rpm/tpm reached). ms epoch, 0 = not cooling. */
+  /** Not used until then (after a 429). ms epoch, 0 = not cooling. */
   coolingUntil: number
   /** Refused by the upstream (401/403): not used again until an operator acts. */
   dead: string | null
   /** Consecutive failures (5xx, timeouts, network) and the circuit that opens after too many. */
   failures: number
+  /** ms epoch the open circuit ends; 0 = closed. Past but not 0 = half-open: one trial decides. */
   openUntil: number
+  /** The half-open circuit's one trial request is in flight. */
+  trial: boolean
   inFlight: number
   /** Exponentially weighted moving average of attempt latency, ms; 0 = unknown. */
   latencyEwma: number
-  /** Learned from the upstream's rate-limit headers: remaining share 0..1, and when it was learned. */
+  /** Learned from the upstream's rate-limit headers: remaining share 0..1, null = unknown. */
   headroom: number | null
-  headroomAt: number
+  /** ms epoch the learned headroom stops being true (the provider's window resets). */
+  headroomUntil: number
   lastError: { at: number; status: number; message: string } | null
 }
 
@@ -25,14 +29,47 @@ export interface SharedState {
   coolingUntil: number
   dead: string | null
   openUntil: number
+  /** An operator put the key back into service: forget cooling, death and circuit everywhere. */
+  reset?: boolean
 }
 
 export function newHealth(provider: string, key: string): KeyHealth {
-  return { provider, key, coolingUntil: 0, dead: null, failures: 0, openUntil: 0, inFlight: 0, latencyEwma: 0, headroom: null, headroomAt: 0, lastError: null }
+  return {
+    provider,
+    key,
+    coolingUntil: 0,
+    dead: null,
+    failures: 0,
+    openUntil: 0,
+    trial: false,
+    inFlight: 0,
+    latencyEwma: 0,
+    headroom: null,
+    headroomUntil: 0,
+    lastError: null,
+  }
 }
 
-/** Available now: not dead, not cooling, circuit closed (or half-open: its wait is over). */
-export const available = (h: KeyHealth, now: number): boolean => h.dead === null && h.coolingUntil <= now && h.openUntil <= now
+/** Fold one attempt's latency into the key's moving average (the first sample is taken as is). */
+export function recordLatency(h: KeyHealth, latencyMs: number, alpha: number): void {
+  h.latencyEwma = h.latencyEwma === 0 ? latencyMs : h.latencyEwma + alpha * (latencyMs - h.latencyEwma)
+}
+
+/** The circuit's open period is over but no request has closed it yet. */
+export const halfOpen = (h: KeyHealth, now: number): boolean => h.openUntil !== 0 && h.openUntil <= now
+
+/**
+ * Available now: not dead, not cooling, circuit closed, or half-open with no trial
+ * in flight (the trial decides; the others keep away until it has).
+ */
+export const available = (h: KeyHealth, now: number): boolean =>
+  h.dead === null && h.coolingUntil <= now && h.openUntil <= now && !(h.trial && h.openUntil !== 0)
+
+/** When the key can be used again, ms epoch; Infinity when dead, `now` or earlier when it can now. */
+export function availableAt(h: KeyHealth, now: number): number {
+  if (h.dead !== null) return Infinity
+  return Math.max(h.coolingUntil, h.openUntil, now)
+}
 
 export function stateOf(h: KeyHealth, now: number): 'healthy' | 'cooling' | 'dead' | 'open' {
   if (h.dead !== null) return 'dead'
@@ -41,26 +78,61 @@ export function stateOf(h: KeyHealth, now: number): 'healthy' | 'cooling' | 'dea
   return 'healthy'
 }
 
+/** Headroom learned from one answer: the tighter limit's remaining share, until its window resets. */
+export interface Headroom {
+  share: number
+  /** ms epoch. */
+  until: number
+}
+
+/** How long learned headroom is trusted when the provider says nothing about its reset. */
+export const DEFAULT_HEADROOM_TTL_MS = 60_000
+
+/** [remaining, limit, reset] header names: OpenAI's, then Anthropic's. */
+const LIMIT_HEADERS = [
+  ['x-ratelimit-remaining-requests', 'x-ratelimit-limit-requests', 'x-ratelimit-reset-requests'],
+  ['x-ratelimit-remaining-tokens', 'x-ratelimit-limit-tokens', 'x-ratelimit-reset-tokens'],
+  ['anthropic-ratelimit-requests-remaining', 'anthropic-ratelimit-requests-limit', 'anthropic-ratelimit-requests-reset'],
+  ['anthropic-ratelimit-tokens-remaining', 'anthropic-ratelimit-tokens-limit', 'anthropic-ratelimit-tokens-reset'],
+  ['anthropic-ratelimit-input-tokens-remaining', 'anthropic-ratelimit-input-tokens-limit', 'anthropic-ratelimit-input-tokens-reset'],
+  ['anthropic-ratelimit-output-tokens-remaining', 'anthropic-ratelimit-output-tokens-limit', 'anthropic-ratelimit-output-tokens-reset'],
+] as const
+
 /**
  * Headroom from the rate-limit headers providers send: OpenAI's `x-ratelimit-remaining-*`
- * with `x-ratelimit-limit-*`, Anthropic's `anthropic-ratelimit-*-remaining` with `-limit`.
- * The tighter of requests and tokens, as a share of the limit.
+ * with `x-ratelimit-limit-*` and `x-ratelimit-reset-*` (a duration: `1s`, `6m0s`, `20ms`),
+ * Anthropic's `anthropic-ratelimit-*-remaining` with `-limit` and `-reset` (RFC 3339).
+ * The tighter of requests and tokens, as a share of the limit; null when no header says.
  */
-export function headroomFrom(headers: Headers): number | null {
-  const share = (remaining: string | null, limit: string | null): number | null => {
-    if (remaining === null) return null
+export function headroomFrom(headers: Headers, now: number): Headroom | null {
+  let best: Headroom | null = null
+  for (const [remainingName, limitName, resetName] of LIMIT_HEADERS) {
+    const remaining = headers.get(remainingName)
+    if (remaining === null) continue
     const r = Number(remaining)
-    const l = limit === null ? NaN : Number(limit)
-    if (!Number.isFinite(r)) return null
-    if (Number.isFinite(l) && l > 0) return Math.max(0, Math.min(1, r / l))
-    return r > 0 ? 1 : 0
+    if (remaining.trim() === '' || !Number.isFinite(r)) continue
+    const l = Number(headers.get(limitName) ?? NaN)
+    const share = Number.isFinite(l) && l > 0 ? Math.max(0, Math.min(1, r / l)) : r > 0 ? 1 : 0
+    if (best !== null && share >= best.share) continue
+    best = { share, until: resetAt(headers.get(resetName), now) ?? now + DEFAULT_HEADROOM_TTL_MS }
   }
-  const candidates = [
-    share(headers.get('x-ratelimit-remaining-requests'), headers.get('x-ratelimit-limit-requests')),
-    share(headers.get('x-ratelimit-remaining-tokens'), headers.get('x-ratelimit-limit-tokens')),
-    share(headers.get('anthropic-ratelimit-requests-remaining'), headers.get('anthropic-ratelimit-requests-limit')),
-    share(headers.get('anthropic-ratelimit-tokens-remaining'), headers.get('anthropic-ratelimit-tokens-limit')),
-    share(headers.get('anthropic-ratelimit-input-tokens-remaining'), headers.get('anthropic-ratelimit-input-tokens-limit')),
-  ].filter((v): v is number => v !== null)
-  return candidates.length ? Math.min(...candidates) : null
+  return best
+}
+
+const DURATION_PART = /(\d+(?:\.\d+)?)(ms|h|m|s)/g
+const DURATION = /^(?:\d+(?:\.\d+)?(?:ms|h|m|s))+$/
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const
+
+/** A reset header as ms epoch: OpenAI's duration (`6m0s`), bare seconds, or an RFC 3339 time. */
+export function resetAt(value: string | null, now: number): number | null {
+  if (value === null) return null
+  const v = value.trim()
+  if (DURATION.test(v)) {
+    let ms = 0
+    for (const [, n, unit] of v.matchAll(DURATION_PART)) ms += Number(n) * UNIT_MS[unit as keyof typeof UNIT_MS]
+    return now + ms
+  }
+  if (/^\d+(?:\.\d+)?$/.test(v)) return now + Number(v) * 1000
+  const at = Date.parse(v)
+  return Number.isNaN(at) ? null : at
 }

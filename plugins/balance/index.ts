@@ -4,7 +4,7 @@ import { definePlugin, type AttemptFailure, type RoutePlan } from '../../src/plu
 import { GatewayError } from '../../src/errors.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
 import type { GroupTarget, ModelGroup, ModelRegistry, RouteTarget } from '../../src/models.ts'
-import { available, headroomFrom, newHealth, stateOf, type KeyHealth, type SharedState } from './health.ts'
+import { available, headroomFrom, newHealth, recordLatency, stateOf, type KeyHealth, type SharedState } from './health.ts'
 import { PICKERS, newPickerState, type Candidate, type PickerState } from './strategies.ts'
 
 const Options = Type.Object(
@@ -142,7 +142,7 @@ export const balance = definePlugin({
 
     const onSuccess = (h: KeyHealth, latencyMs: number, response: Response) => {
       h.failures = 0
-      h.latencyEwma = h.latencyEwma === 0 ? latencyMs : h.latencyEwma + options.latency_alpha * (latencyMs - h.latencyEwma)
+      recordLatency(h, latencyMs, options.latency_alpha)
       const room = headroomFrom(response.headers)
       if (room !== null) {
         h.headroom = room

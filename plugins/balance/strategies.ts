@@ -66,16 +66,21 @@ const latency: Picker = (candidates, state) => {
   return score(a) <= score(b) ? a : b
 }
 
-/** Most headroom as learned from the provider's rate-limit headers; unknown counts as full. */
+/**
+ * Most headroom as learned from the provider's rate-limit headers; unknown counts as full.
+ * Ties are broken uniformly (reservoir sampling), so equal keys share the traffic evenly.
+ */
 const usage: Picker = (candidates, state) => {
   let best = candidates[0]!
   let bestRoom = -1
+  let ties = 0
   for (const c of candidates) {
     const room = c.health.headroom ?? 1
-    if (room > bestRoom || (room === bestRoom && state.random() < 0.5)) {
+    if (room > bestRoom) {
       best = c
       bestRoom = room
-    }
+      ties = 1
+    } else if (room === bestRoom && state.random() * ++ties < 1) best = c
   }
   return best
 }

@@ -99,7 +99,7 @@ export const quota = definePlugin({
         } catch (error) {
           // A timed-out script may still run once a hung Redis wakes up; its lease would then block a
           // max_parallel slot for lease_ms. Sent on the same connection, this release runs right after it.
-          if (items.some((it) => it.kind === 'lease')) store.settle(items, items.map(() => 0), req.id, now).catch(() => {})
+          if (items.some((it) => it.kind === 'lease')) store.release(items, req.id).catch(() => {})
           const fallback = backendDown(error)
           if (fallback instanceof GatewayError) return fallback
           store = fallback

@@ -46,6 +46,17 @@ export class RedisStore implements QuotaStore {
     await this.run(SETTLE_SHA, SETTLE_SCRIPT, encode(items, leaseId, now, (i) => deltas[i] ?? 0))
   }
 
+  /**
+   * Plain ZREMs, not a script: sent right behind a timed-out admission on the same connection,
+   * they run after it even if it runs late. A script could answer NOSCRIPT first, and its EVAL
+   * retry would then queue behind later commands.
+   */
+  async release(items: Item[], leaseId: string): Promise<void> {
+    const removals: Promise<unknown>[] = []
+    for (const it of items) if (it.kind === 'lease') removals.push(this.client.zrem(it.key, leaseId))
+    await Promise.all(removals)
+  }
+
   async peek(items: Item[], now: number): Promise<number[]> {
     if (items.length === 0) return []
     const reply = (await this.run(PEEK_SHA, PEEK_SCRIPT, encode(items, '', now, () => 0))) as string[]

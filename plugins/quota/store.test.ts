@@ -321,6 +321,20 @@ for (const backend of backends) {
         expect((await admit([item])).ok).toBe(true)
       })
 
+      test("release drops only this request's leases and leaves buckets and counters as taken", async () => {
+        const items = [bucket(10, 1, 3), counter(100, 30, Date.now() + 3_600_000), lease(2, 60_000)]
+        const mine = leaseId()
+        const other = leaseId()
+        expect((await admit(items, mine)).ok).toBe(true)
+        expect((await admit([items[2]!], other)).ok).toBe(true)
+        await store.release(items, mine)
+        expect((await peek(items)).map((r) => Math.round(r))).toEqual([7, 70, 1])
+        // Releasing again, or a request that holds nothing, is harmless.
+        await store.release(items, mine)
+        await store.release(items, 'req_unknown')
+        expect(await peek([items[2]!])).toEqual([1])
+      })
+
       test('settling a lease that is not held changes nothing', async () => {
         const item = lease(1, 60_000)
         const held = leaseId()

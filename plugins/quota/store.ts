@@ -23,6 +23,11 @@ export interface QuotaStore {
   admit(items: Item[], leaseId: string, now: number): Promise<AdmitOutcome>
   /** Adjust by `deltas[i]` (real cost minus reserved, per item) and release this request's leases. */
   settle(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void>
+  /**
+   * Drop this request's leases and touch nothing else: after an admission whose outcome is
+   * unknown (it timed out), so a late-running admission cannot hold a max_parallel slot.
+   */
+  release(items: Item[], leaseId: string): Promise<void>
   /** What each item has left now, taking nothing. */
   peek(items: Item[], now: number): Promise<number[]>
   close(): Promise<void>
@@ -114,6 +119,10 @@ export class MemoryStore implements QuotaStore {
         this.counters.set(item.key, { used, expires: item.until })
       }
     }
+  }
+
+  async release(items: Item[], leaseId: string): Promise<void> {
+    for (const item of items) if (item.kind === 'lease') this.leases.get(item.key)?.delete(leaseId)
   }
 
   async peek(items: Item[], now: number): Promise<number[]> {

@@ -193,7 +193,7 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> =>
 const isPluginObject = (v: Record<string, unknown>): boolean =>
   typeof v.definition === 'object' && v.definition !== null && typeof (v.definition as { setup?: unknown }).setup === 'function'
 
-function checkReferences(providers: ProviderConfig[], models: ModelConfig[], problems: string[]): void {
+export function checkReferences(providers: ProviderConfig[], models: ModelConfig[], problems: string[]): void {
   const providerIds = new Set<string>()
   providers.forEach((p, i) => {
     if (providerIds.has(p.id)) problems.push(`/providers/${i}/id: duplicate provider id "${p.id}"`)

@@ -1,0 +1,353 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { Elysia } from 'elysia'
+import { Type, type Static } from '@sinclair/typebox'
+import type { Kysely } from 'kysely'
+import { checkReferences, type ResolvedConfig } from './config/load.ts'
+import { ModelSchema, PROVIDER_TYPES, ProviderKeySchema, TimeoutsSchema, type ModelConfig, type ProviderConfig } from './config/schema.ts'
+import type { Database } from './db/schema.ts'
+import { isUniqueViolation } from './db/index.ts'
+import { GatewayError } from './errors.ts'
+import { randomBase62 } from './lib/id.ts'
+import type { Logger } from './lib/logger.ts'
+import { decryptSecret, encryptSecret, masterKey, type MasterKey } from './lib/secrets.ts'
+import { compileCheck } from './lib/validate.ts'
+import { ModelRegistry } from './models.ts'
+import type { Services } from './services.ts'
+
+const CHANNEL = 'catalog.changed'
+
+/** The master keys: the current one seals, every listed one opens (old ones during a rotation). */
+export interface MasterKeys {
+  current: MasterKey | null
+  all: MasterKey[]
+}
+
+/**
+ * `SLUICE_ENCRYPTION_KEY` (current) and `SLUICE_ENCRYPTION_KEY_PREVIOUS` (comma-separated,
+ * still accepted for opening). In dev without one, a key is generated next to the SQLite file
+ * (or kept in memory for an in-memory database); elsewhere there is none until it is set.
+ */
+export function loadMasterKeys(config: ResolvedConfig, env: Record<string, string | undefined> = process.env): MasterKeys {
+  const previous = (env.SLUICE_ENCRYPTION_KEY_PREVIOUS ?? '').split(',').map((s) => s.trim()).filter(Boolean).map(masterKey)
+  let current = config.encryptionKey ? masterKey(config.encryptionKey) : null
+  if (!current && config.environment === 'dev') current = masterKey(devKey(config.databaseUrl))
+  return { current, all: [...(current ? [current] : []), ...previous] }
+}
+
+function devKey(databaseUrl: string): string {
+  const file = databaseUrl.startsWith('sqlite://') ? databaseUrl.slice('sqlite://'.length) : null
+  if (!file || file === ':memory:' || databaseUrl === 'sqlite::memory:') return Buffer.from(randomBase62(32)).toString('base64')
+  const path = `${dirname(file)}/encryption.key`
+  if (existsSync(path)) return readFileSync(path, 'utf8').trim()
+  mkdirSync(dirname(path), { recursive: true })
+  const key = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64')
+  writeFileSync(path, key + '\n', { mode: 0o600 })
+  return key
+}
+
+const AdminProviderKey = Type.Object(
+  { ...ProviderKeySchema.properties, secret: Type.String({ maxLength: 4096, description: 'Stored encrypted; never returned' }) },
+  { additionalProperties: false },
+)
+export const AdminProvider = Type.Object(
+  {
+    id: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$' }),
+    type: Type.Union(PROVIDER_TYPES.map((p) => Type.Literal(p))),
+    base_url: Type.Optional(Type.String({ pattern: '^https?://', maxLength: 2048 })),
+    keys: Type.Array(AdminProviderKey, { minItems: 1, maxItems: 1000 }),
+    headers: Type.Optional(Type.Record(Type.String(), Type.String({ maxLength: 4096 }))),
+    timeouts: Type.Optional(TimeoutsSchema),
+    options: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  },
+  { additionalProperties: false },
+)
+const AdminProviderPatch = Type.Partial(Type.Omit(AdminProvider, ['id']), { additionalProperties: false })
+const AdminModelPatch = Type.Partial(Type.Omit(ModelSchema, ['name']), { additionalProperties: false })
+type AdminProviderBody = Static<typeof AdminProvider>
+
+/** Stored provider settings (everything but the secrets, which live encrypted in provider_keys). */
+interface StoredProvider {
+  headers?: Record<string, string>
+  timeouts?: ProviderConfig['timeouts']
+  options?: Record<string, unknown>
+}
+
+/**
+ * Providers and models: those of the config file plus those managed at run time through the
+ * admin API (kept in the database, provider secrets sealed). Every change reloads the model
+ * registry on every instance.
+ */
+export class Catalog {
+  private readonly db: Kysely<Database>
+  private readonly masters: MasterKeys
+
+  constructor(
+    private readonly config: ResolvedConfig,
+    private readonly services: Services,
+    private readonly models: ModelRegistry,
+    private readonly logger: Logger,
+    masters?: MasterKeys,
+  ) {
+    this.db = services.db.db
+    this.masters = masters ?? loadMasterKeys(config)
+  }
+
+  /** Load the database part and listen for changes from other instances. */
+  async start(): Promise<void> {
+    await this.reload()
+    await this.services.bus.subscribe(CHANNEL, () => {
+      this.reload().catch((error: unknown) => this.logger.error('could not reload providers and models', { error: String(error) }))
+    })
+  }
+
+  /** Rebuild the registry from the config and the database. */
+  async reload(): Promise<void> {
+    const { providers, models } = await this.stored()
+    this.models.replace([...this.config.providers, ...providers], [...this.config.models, ...models])
+  }
+
+  private async stored(): Promise<{ providers: ProviderConfig[]; models: ModelConfig[] }> {
+    const rows = await this.db.selectFrom('providers').selectAll().where('deleted_at', 'is', null).orderBy('created_at').execute()
+    const keyRows = await this.db.selectFrom('provider_keys').selectAll().where('disabled_at', 'is', null).orderBy('created_at').execute()
+    const providers = rows.map((row): ProviderConfig => {
+      const stored = JSON.parse(row.config) as StoredProvider
+      const keys = keyRows
+        .filter((k) => k.provider_id === row.id)
+        .map((k) => ({
+          id: keyIdOf(row.id, k.id),
+          secret: decryptSecret(this.masters.all, k.secret_enc, k.id),
+          weight: k.weight,
+          ...(k.rpm !== null && { rpm: k.rpm }),
+          ...(k.tpm !== null && { tpm: k.tpm }),
+        }))
+      return { id: row.id, type: row.type as ProviderConfig['type'], ...(row.base_url && { baseUrl: row.base_url }), keys, ...stored }
+    })
+    const modelRows = await this.db.selectFrom('models').selectAll().orderBy('created_at').execute()
+    return { providers, models: modelRows.map((m) => JSON.parse(m.config) as ModelConfig) }
+  }
+
+  /** Check a would-be catalog as the config check does, then tell every instance. */
+  private async commit(change: (db: Kysely<Database>) => Promise<void>, candidate: { providers: ProviderConfig[]; models: ModelConfig[] }): Promise<void> {
+    const problems: string[] = []
+    checkReferences([...this.config.providers, ...candidate.providers], [...this.config.models, ...candidate.models], problems)
+    if (problems.length) throw new GatewayError('invalid_request', problems.join('; '))
+    try {
+      // Building a registry from the candidate catches unsupported types before anything is written.
+      new ModelRegistry([...this.config.providers, ...candidate.providers], [...this.config.models, ...candidate.models])
+    } catch (error) {
+      throw new GatewayError('invalid_request', error instanceof Error ? error.message : String(error))
+    }
+    await change(this.db)
+    await this.reload()
+    await this.services.bus.publish(CHANNEL, String(Date.now())).catch((error: unknown) => this.logger.warn('could not announce a catalog change', { error: String(error) }))
+  }
+
+  /** Seal a secret bound to its row (`context` = the provider_keys row id). */
+  private seal(context: string, secret: string): { secret_enc: string; key_version: string } {
+    const master = this.masters.current
+    if (!master) {
+      throw new GatewayError('invalid_request', 'Provider secrets cannot be stored: SLUICE_ENCRYPTION_KEY is not set (it is required outside dev). Set a 32-byte base64 key and restart.')
+    }
+    return { secret_enc: encryptSecret(master, secret, context), key_version: master.id }
+  }
+
+  private isConfigProvider = (id: string) => this.config.providers.some((p) => p.id === id)
+  private isConfigModel = (name: string) => this.config.models.some((m) => m.name === name)
+
+  /** `/admin/providers` and `/admin/models`. */
+  routes() {
+    const checkProvider = compileCheck(AdminProvider)
+    const checkProviderPatch = compileCheck(AdminProviderPatch)
+    const checkModel = compileCheck(ModelSchema)
+    const checkModelPatch = compileCheck(AdminModelPatch)
+    const tags = ['Admin: providers and models']
+    const readOnly = (kind: string, id: string) => new GatewayError('conflict', `${kind} "${id}" is defined in the config file; change it there.`)
+
+    const providerView = (p: ProviderConfig, source: 'config' | 'admin') => ({
+      object: 'provider',
+      id: p.id,
+      type: p.type,
+      base_url: p.baseUrl ?? null,
+      source,
+      keys: p.keys.map((k) => ({ id: k.id, weight: k.weight ?? 1, rpm: k.rpm ?? null, tpm: k.tpm ?? null, has_secret: k.secret.length > 0 })),
+      headers: p.headers ? Object.keys(p.headers) : [],
+      timeouts: p.timeouts ?? null,
+    })
+    const modelView = (m: ModelConfig, source: 'config' | 'admin') => ({ object: 'model_group', source, ...m })
+
+    return new Elysia({ name: 'sluice.admin.catalog', prefix: '/admin' })
+      .onTransform(({ request }) => {
+        const refused = this.services.admin.check(request)
+        if (refused) throw refused
+      })
+      .get(
+        '/providers',
+        async () => {
+          const { providers } = await this.stored()
+          return { object: 'list', data: [...this.config.providers.map((p) => providerView(p, 'config')), ...providers.map((p) => providerView(p, 'admin'))], next_cursor: null }
+        },
+        { detail: { tags, summary: 'List providers (secrets are never shown)' } },
+      )
+      .get(
+        '/providers/:id',
+        async ({ params }) => {
+          const config = this.config.providers.find((p) => p.id === params.id)
+          if (config) return providerView(config, 'config')
+          const found = (await this.stored()).providers.find((p) => p.id === params.id)
+          if (!found) throw new GatewayError('not_found', `No provider "${params.id}".`)
+          return providerView(found, 'admin')
+        },
+        { detail: { tags, summary: 'Get a provider' } },
+      )
+      .post(
+        '/providers',
+        async ({ body, set }) => {
+          const input = checkProvider(body as Record<string, unknown>) as AdminProviderBody
+          if (this.isConfigProvider(input.id)) throw readOnly('Provider', input.id)
+          const current = await this.stored()
+          if (current.providers.some((p) => p.id === input.id)) throw new GatewayError('conflict', `A provider with id "${input.id}" already exists.`)
+          const provider = toProviderConfig(input)
+          await this.commit(async (db) => {
+            const at = new Date().toISOString()
+            await db.transaction().execute(async (tx) => {
+              // A provider deleted earlier under this id leaves a row behind (its secrets are already gone).
+              await tx.deleteFrom('providers').where('id', '=', input.id).where('deleted_at', 'is not', null).execute()
+              await tx.insertInto('providers').values({ id: input.id, type: input.type, base_url: input.base_url ?? null, config: JSON.stringify(storedPart(input)), created_at: at, updated_at: at, deleted_at: null }).execute()
+              for (const k of input.keys) {
+                await tx.insertInto('provider_keys').values({ id: rowIdOf(input.id, k.id), provider_id: input.id, ...this.seal(rowIdOf(input.id, k.id), k.secret), weight: k.weight ?? 1, rpm: k.rpm ?? null, tpm: k.tpm ?? null, disabled_at: null, created_at: at, updated_at: at }).execute()
+              }
+            })
+          }, { providers: [...current.providers, provider], models: current.models }).catch(conflictOn(`A provider with id "${input.id}" already exists.`))
+          set.status = 201
+          return providerView(provider, 'admin')
+        },
+        { parse: 'json', detail: { tags, summary: 'Add a provider; its key secrets are stored encrypted', requestBody: jsonBody(AdminProvider) } },
+      )
+      .patch(
+        '/providers/:id',
+        async ({ params, body }) => {
+          if (this.isConfigProvider(params.id)) throw readOnly('Provider', params.id)
+          const patch = checkProviderPatch(body as Record<string, unknown>) as Partial<AdminProviderBody>
+          const current = await this.stored()
+          const existing = current.providers.find((p) => p.id === params.id)
+          if (!existing) throw new GatewayError('not_found', `No provider "${params.id}".`)
+          const merged = toProviderConfig({ ...fromProviderConfig(existing), ...patch, id: params.id })
+          await this.commit(async (db) => {
+            const at = new Date().toISOString()
+            await db.transaction().execute(async (tx) => {
+              await tx.updateTable('providers').set({ type: merged.type, base_url: merged.baseUrl ?? null, config: JSON.stringify(storedPart(fromProviderConfig(merged))), updated_at: at }).where('id', '=', params.id).execute()
+              if (patch.keys) {
+                await tx.deleteFrom('provider_keys').where('provider_id', '=', params.id).execute()
+                for (const k of patch.keys) {
+                  await tx.insertInto('provider_keys').values({ id: rowIdOf(params.id, k.id), provider_id: params.id, ...this.seal(rowIdOf(params.id, k.id), k.secret), weight: k.weight ?? 1, rpm: k.rpm ?? null, tpm: k.tpm ?? null, disabled_at: null, created_at: at, updated_at: at }).execute()
+                }
+              }
+            })
+          }, { providers: current.providers.map((p) => (p.id === params.id ? merged : p)), models: current.models })
+          return providerView(merged, 'admin')
+        },
+        { parse: 'json', detail: { tags, summary: 'Change a provider; `keys`, when given, replaces all its keys', requestBody: jsonBody(AdminProviderPatch) } },
+      )
+      .delete(
+        '/providers/:id',
+        async ({ params }) => {
+          if (this.isConfigProvider(params.id)) throw readOnly('Provider', params.id)
+          const current = await this.stored()
+          if (!current.providers.some((p) => p.id === params.id)) throw new GatewayError('not_found', `No provider "${params.id}".`)
+          const users = [...this.config.models, ...current.models].filter((m) => m.targets.some((t) => t.provider === params.id)).map((m) => m.name)
+          if (users.length) throw new GatewayError('conflict', `Provider "${params.id}" is used by model(s) ${users.join(', ')}; change or delete them first.`)
+          await this.commit(async (db) => {
+            const at = new Date().toISOString()
+            await db.updateTable('providers').set({ deleted_at: at, updated_at: at }).where('id', '=', params.id).execute()
+            await db.deleteFrom('provider_keys').where('provider_id', '=', params.id).execute()
+          }, { providers: current.providers.filter((p) => p.id !== params.id), models: current.models })
+          return { object: 'provider', id: params.id, deleted: true }
+        },
+        { detail: { tags, summary: 'Delete a provider (its sealed secrets are erased)' } },
+      )
+      .get(
+        '/models',
+        async () => {
+          const { models } = await this.stored()
+          return { object: 'list', data: [...this.config.models.map((m) => modelView(m, 'config')), ...models.map((m) => modelView(m, 'admin'))], next_cursor: null }
+        },
+        { detail: { tags, summary: 'List model groups' } },
+      )
+      .post(
+        '/models',
+        async ({ body, set }) => {
+          const model = checkModel(body as Record<string, unknown>) as ModelConfig
+          if (this.isConfigModel(model.name)) throw readOnly('Model', model.name)
+          const current = await this.stored()
+          if (current.models.some((m) => m.name === model.name)) throw new GatewayError('conflict', `A model named "${model.name}" already exists.`)
+          await this.commit(async (db) => {
+            const at = new Date().toISOString()
+            await db.insertInto('models').values({ name: model.name, config: JSON.stringify(model), created_at: at, updated_at: at }).execute()
+          }, { providers: current.providers, models: [...current.models, model] }).catch(conflictOn(`A model named "${model.name}" already exists.`))
+          set.status = 201
+          return modelView(model, 'admin')
+        },
+        { parse: 'json', detail: { tags, summary: 'Add a model group', requestBody: jsonBody(ModelSchema) } },
+      )
+      .patch(
+        '/models/:name',
+        async ({ params, body }) => {
+          if (this.isConfigModel(params.name)) throw readOnly('Model', params.name)
+          const patch = checkModelPatch(body as Record<string, unknown>) as Partial<ModelConfig>
+          const current = await this.stored()
+          const existing = current.models.find((m) => m.name === params.name)
+          if (!existing) throw new GatewayError('not_found', `No model "${params.name}".`)
+          const merged: ModelConfig = { ...existing, ...patch, name: params.name }
+          await this.commit(async (db) => {
+            await db.updateTable('models').set({ config: JSON.stringify(merged), updated_at: new Date().toISOString() }).where('name', '=', params.name).execute()
+          }, { providers: current.providers, models: current.models.map((m) => (m.name === params.name ? merged : m)) })
+          return modelView(merged, 'admin')
+        },
+        { parse: 'json', detail: { tags, summary: 'Change a model group', requestBody: jsonBody(AdminModelPatch) } },
+      )
+      .delete(
+        '/models/:name',
+        async ({ params }) => {
+          if (this.isConfigModel(params.name)) throw readOnly('Model', params.name)
+          const current = await this.stored()
+          if (!current.models.some((m) => m.name === params.name)) throw new GatewayError('not_found', `No model "${params.name}".`)
+          await this.commit(async (db) => {
+            await db.deleteFrom('models').where('name', '=', params.name).execute()
+          }, { providers: current.providers, models: current.models.filter((m) => m.name !== params.name) })
+          return { object: 'model_group', name: params.name, deleted: true }
+        },
+        { detail: { tags, summary: 'Delete a model group' } },
+      )
+  }
+}
+
+/** Key ids are per provider; rows are unique across providers, so the row id carries both. */
+const rowIdOf = (provider: string, key: string) => `${provider}/${key}`
+const keyIdOf = (provider: string, rowId: string) => (rowId.startsWith(`${provider}/`) ? rowId.slice(provider.length + 1) : rowId)
+
+const jsonBody = (schema: object) => ({ required: true, content: { 'application/json': { schema } } })
+
+function toProviderConfig(input: AdminProviderBody): ProviderConfig {
+  return {
+    id: input.id,
+    type: input.type,
+    ...(input.base_url && { baseUrl: input.base_url }),
+    keys: input.keys.map((k) => ({ ...k })),
+    ...storedPart(input),
+  }
+}
+
+function fromProviderConfig(p: ProviderConfig): AdminProviderBody {
+  return { id: p.id, type: p.type, ...(p.baseUrl && { base_url: p.baseUrl }), keys: p.keys.map((k) => ({ ...k })), ...storedPart({ headers: p.headers, timeouts: p.timeouts, options: p.options }) }
+}
+
+function storedPart(p: { headers?: Record<string, string>; timeouts?: ProviderConfig['timeouts']; options?: Record<string, unknown> }): StoredProvider {
+  return { ...(p.headers && { headers: p.headers }), ...(p.timeouts && { timeouts: p.timeouts }), ...(p.options && { options: p.options }) }
+}
+
+const conflictOn = (message: string) => (error: unknown) => {
+  if (isUniqueViolation(error)) throw new GatewayError('conflict', message)
+  throw error
+}
+

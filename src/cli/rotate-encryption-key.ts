@@ -1,0 +1,58 @@
+/**
+ * `bun run rotate-encryption-key`: re-seal every stored provider secret under a new master key.
+ *
+ *   SLUICE_ENCRYPTION_KEY_PREVIOUS=<old key> SLUICE_ENCRYPTION_KEY=<new key> bun run rotate-encryption-key
+ *
+ * Only the per-secret data keys are re-sealed; the secrets' own ciphertext is kept. Rows
+ * already under the new key are left alone, so the command can be run again safely. Start
+ * the gateways with the new key (and the old one in SLUICE_ENCRYPTION_KEY_PREVIOUS until
+ * this has run), then drop the old one.
+ */
+import { createDatabase } from '../db/index.ts'
+import { migrateToLatest } from '../db/migrate.ts'
+import { envelopeKeyId, masterKey, rewrapSecret } from '../lib/secrets.ts'
+
+async function main(): Promise<number> {
+  const currentText = process.env.SLUICE_ENCRYPTION_KEY
+  const previousText = process.env.SLUICE_ENCRYPTION_KEY_PREVIOUS
+  if (!currentText || !previousText) {
+    console.error('rotate-encryption-key: set SLUICE_ENCRYPTION_KEY to the NEW key and SLUICE_ENCRYPTION_KEY_PREVIOUS to the old one(s), comma-separated')
+    return 2
+  }
+  let current, previous
+  try {
+    current = masterKey(currentText)
+    previous = previousText.split(',').map((s) => masterKey(s.trim()))
+  } catch (error) {
+    console.error(`rotate-encryption-key: ${(error as Error).message}`)
+    return 2
+  }
+  const url = process.env.DATABASE_URL ?? 'sqlite://./data/sluice.db'
+  const handle = await createDatabase(url)
+  try {
+    await migrateToLatest(handle.db)
+    const rows = await handle.db.selectFrom('provider_keys').select(['id', 'provider_id', 'secret_enc']).execute()
+    let rotated = 0
+    let kept = 0
+    await handle.db.transaction().execute(async (tx) => {
+      for (const row of rows) {
+        if (envelopeKeyId(row.secret_enc) === current.id) {
+          kept++
+          continue
+        }
+        const sealed = rewrapSecret([current, ...previous], current, row.secret_enc, row.id)
+        await tx.updateTable('provider_keys').set({ secret_enc: sealed, key_version: current.id, updated_at: new Date().toISOString() }).where('id', '=', row.id).where('provider_id', '=', row.provider_id).execute()
+        rotated++
+      }
+    })
+    console.log(`rotate-encryption-key: re-sealed ${rotated} secret(s) under key ${current.id}; ${kept} already were (${handle.url})`)
+    return 0
+  } catch (error) {
+    console.error(`rotate-encryption-key: ${(error as Error).message}; nothing was changed`)
+    return 1
+  } finally {
+    await handle.close()
+  }
+}
+
+process.exit(await main())

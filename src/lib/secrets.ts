@@ -1,0 +1,85 @@
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+
+/**
+ * Secrets at rest by envelope encryption: each secret has its own random data key
+ * (AES-256-GCM); the data key is sealed with the master key (AES-256-GCM too), and the
+ * envelope names the master key by an id. Rotating the master key re-seals data keys only.
+ */
+export interface Envelope {
+  v: 1
+  /** Id of the master key that sealed `wk`. */
+  kid: string
+  /** The data key sealed by the master key: iv | tag | ciphertext, base64. */
+  wk: string
+  /** The secret sealed by the data key: iv | tag | ciphertext, base64. */
+  ct: string
+}
+
+/** A master key and its id (the first 16 hex characters of its SHA-256: public, not the key). */
+export interface MasterKey {
+  id: string
+  key: Buffer
+}
+
+export function masterKey(base64: string): MasterKey {
+  const key = Buffer.from(base64, 'base64')
+  if (key.length !== 32) throw new Error('an encryption key must be 32 bytes, base64-encoded (try: openssl rand -base64 32)')
+  return { id: Bun.SHA256.hash(key, 'hex').slice(0, 16), key }
+}
+
+function seal(key: Buffer, plaintext: Buffer, aad: string): string {
+  const iv = randomBytes(12)
+  const cipher = createCipheriv('aes-256-gcm', key, iv)
+  cipher.setAAD(Buffer.from(aad))
+  const body = Buffer.concat([cipher.update(plaintext), cipher.final()])
+  return Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64')
+}
+
+function open(key: Buffer, sealed: string, aad: string): Buffer {
+  const raw = Buffer.from(sealed, 'base64')
+  const decipher = createDecipheriv('aes-256-gcm', key, raw.subarray(0, 12))
+  decipher.setAAD(Buffer.from(aad))
+  decipher.setAuthTag(raw.subarray(12, 28))
+  return Buffer.concat([decipher.update(raw.subarray(28)), decipher.final()])
+}
+
+/**
+ * Seal a secret. `context` (e.g. `provider/key`) is bound in as additional data, so an
+ * envelope copied onto another row does not open there.
+ */
+export function encryptSecret(master: MasterKey, secret: string, context: string): string {
+  const dataKey = randomBytes(32)
+  const envelope: Envelope = { v: 1, kid: master.id, wk: seal(master.key, dataKey, `${master.id}|${context}`), ct: seal(dataKey, Buffer.from(secret, 'utf8'), context) }
+  return JSON.stringify(envelope)
+}
+
+/** Open an envelope with whichever of the known master keys sealed it. */
+export function decryptSecret(masters: readonly MasterKey[], stored: string, context: string): string {
+  const envelope = parseEnvelope(stored)
+  const master = masters.find((m) => m.id === envelope.kid)
+  if (!master) throw new Error(`the secret of ${context} was sealed with master key ${envelope.kid}, which is not configured`)
+  const dataKey = open(master.key, envelope.wk, `${master.id}|${context}`)
+  return open(dataKey, envelope.ct, context).toString('utf8')
+}
+
+/** Re-seal the data key under another master key; the secret's own ciphertext is kept. */
+export function rewrapSecret(from: readonly MasterKey[], to: MasterKey, stored: string, context: string): string {
+  const envelope = parseEnvelope(stored)
+  const master = from.find((m) => m.id === envelope.kid)
+  if (!master) throw new Error(`the secret of ${context} was sealed with master key ${envelope.kid}, which is not configured`)
+  const dataKey = open(master.key, envelope.wk, `${master.id}|${context}`)
+  const next: Envelope = { v: 1, kid: to.id, wk: seal(to.key, dataKey, `${to.id}|${context}`), ct: envelope.ct }
+  return JSON.stringify(next)
+}
+
+export function envelopeKeyId(stored: string): string {
+  return parseEnvelope(stored).kid
+}
+
+function parseEnvelope(stored: string): Envelope {
+  const value = JSON.parse(stored) as Partial<Envelope>
+  if (value.v !== 1 || typeof value.kid !== 'string' || typeof value.wk !== 'string' || typeof value.ct !== 'string') {
+    throw new Error('not a sealed secret envelope')
+  }
+  return value as Envelope
+}

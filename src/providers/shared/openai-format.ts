@@ -1,0 +1,272 @@
+/**
+ * OpenAI's wire format, as the translating adapters (anthropic, gemini) produce it: the
+ * shapes of a chat completion, its stream chunks and its errors, plus the small readers
+ * the request translators share. Nothing here knows about a particular provider.
+ */
+
+/** A JSON object read from a request or an upstream answer. */
+export type JsonObject = Record<string, unknown>
+
+export const isRecord = (value: unknown): value is JsonObject =>
+  typeof value === 'object' && value !== null && !Array.isArray(value)
+
+export const str = (value: unknown): string | undefined => (typeof value === 'string' ? value : undefined)
+
+export const num = (value: unknown): number | undefined =>
+  typeof value === 'number' && Number.isFinite(value) ? value : undefined
+
+/** A non-negative integer token count, 0 for anything else. */
+export const count = (value: unknown): number =>
+  typeof value === 'number' && Number.isFinite(value) && value > 0 ? Math.floor(value) : 0
+
+/**
+ * The outcome of translating a request: the upstream body, or why it cannot be sent.
+ * A refusal is an expected answer (the client asked for something the provider lacks),
+ * so it is a value, answered as a 400 without calling the upstream.
+ */
+export type Translation<T> = { ok: true; value: T } | { ok: false; message: string; param: string | null }
+
+export const refuse = (message: string, param: string | null = null): { ok: false; message: string; param: string | null } => ({
+  ok: false,
+  message,
+  param,
+})
+
+// ---------------------------------------------------------------- responses
+
+export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter'
+
+export interface ToolCall {
+  id: string
+  type: 'function'
+  function: { name: string; arguments: string }
+  /** Provider data the client must send back with the call (Gemini's thought signature). */
+  extra_content?: JsonObject
+}
+
+export interface ChatUsage {
+  prompt_tokens: number
+  completion_tokens: number
+  total_tokens: number
+  prompt_tokens_details?: { cached_tokens: number }
+  completion_tokens_details?: { reasoning_tokens: number }
+}
+
+export interface ChatMessage {
+  role: 'assistant'
+  content: string | null
+  refusal: null
+  tool_calls?: ToolCall[]
+}
+
+export interface ChatChoice {
+  index: number
+  message: ChatMessage
+  logprobs: null
+  finish_reason: FinishReason
+}
+
+export interface ChatCompletion {
+  id: string
+  object: 'chat.completion'
+  created: number
+  model: string
+  choices: ChatChoice[]
+  usage?: ChatUsage
+}
+
+/** Usage in OpenAI's shape; `cached` and `reasoning` details only when there are some. */
+export function chatUsage(prompt: number, completion: number, cached = 0, reasoning = 0): ChatUsage {
+  const usage: ChatUsage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
+  usage.prompt_tokens_details = { cached_tokens: cached }
+  if (reasoning > 0) usage.completion_tokens_details = { reasoning_tokens: reasoning }
+  return usage
+}
+
+export const nowSeconds = (): number => Math.floor(Date.now() / 1000)
+
+/** An id for a generated tool call, where the provider gives none (OpenAI's `call_…`). */
+export const newCallId = (): string => 'call_' + crypto.randomUUID().replaceAll('-', '').slice(0, 24)
+
+const JSON_HEADERS = { 'content-type': 'application/json' } as const
+const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' } as const
+
+export function jsonResponse(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), { status, headers: { ...JSON_HEADERS, ...headers } })
+}
+
+export function sseResponse(body: ReadableStream<Uint8Array>, status = 200, headers: Record<string, string> = {}): Response {
+  return new Response(body, { status, headers: { ...SSE_HEADERS, ...headers } })
+}
+
+// ---------------------------------------------------------------- errors
+
+/** OpenAI's error families, by HTTP status. */
+export function errorTypeForStatus(status: number): string {
+  if (status === 401) return 'authentication_error'
+  if (status === 403) return 'permission_error'
+  if (status === 404) return 'not_found_error'
+  if (status === 429) return 'rate_limit_error'
+  if (status >= 500) return 'api_error'
+  return 'invalid_request_error'
+}
+
+export interface OpenAIErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null }
+}
+
+export function errorBody(message: string, type: string, code: string | null = null, param: string | null = null): OpenAIErrorBody {
+  return { error: { message, type, param, code } }
+}
+
+/** An OpenAI-style error response, as an upstream that speaks OpenAI would have sent it. */
+export function errorResponse(status: number, message: string, options: { type?: string; code?: string | null; param?: string | null; headers?: Record<string, string> } = {}): Response {
+  return jsonResponse(errorBody(message, options.type ?? errorTypeForStatus(status), options.code ?? null, options.param ?? null), status, options.headers)
+}
+
+/** The 400 a translator's refusal becomes; the upstream is never called. */
+export function refusalResponse(refusal: { message: string; param: string | null }): Response {
+  return errorResponse(400, refusal.message, { code: 'invalid_request', param: refusal.param })
+}
+
+/** Copy the headers `keep` selects (rate-limit and retry hints), for balancing to read. */
+export function pickHeaders(headers: Headers, keep: (name: string) => boolean): Record<string, string> {
+  const out: Record<string, string> = {}
+  headers.forEach((value, name) => {
+    if (keep(name)) out[name] = value
+  })
+  return out
+}
+
+// ---------------------------------------------------------------- stream chunks
+
+export const SSE_DONE = 'data: [DONE]\n\n'
+
+export const sseFrame = (data: unknown): string => `data: ${JSON.stringify(data)}\n\n`
+
+/** The head every chunk of one stream shares. */
+export interface ChunkHead {
+  id: string
+  model: string
+  created: number
+}
+
+/**
+ * Writes the frames of one OpenAI chat stream. With `include_usage` every chunk carries
+ * `"usage":null` and the usage arrives in a last, choice-less chunk, as OpenAI does it.
+ */
+export class ChunkWriter {
+  constructor(
+    public head: ChunkHead,
+    private readonly includeUsage: boolean,
+  ) {}
+
+  delta(delta: JsonObject, index = 0, finishReason: FinishReason | null = null): string {
+    const chunk: JsonObject = {
+      id: this.head.id,
+      object: 'chat.completion.chunk',
+      created: this.head.created,
+      model: this.head.model,
+      choices: [{ index, delta, logprobs: null, finish_reason: finishReason }],
+    }
+    if (this.includeUsage) chunk.usage = null
+    return sseFrame(chunk)
+  }
+
+  finish(reason: FinishReason, index = 0): string {
+    return this.delta({}, index, reason)
+  }
+
+  /** The usage chunk, or nothing when the client did not ask for one. */
+  usage(usage: ChatUsage): string {
+    if (!this.includeUsage) return ''
+    return sseFrame({ id: this.head.id, object: 'chat.completion.chunk', created: this.head.created, model: this.head.model, choices: [], usage })
+  }
+}
+
+/** Whether a chat body asked for the usage chunk. */
+export function wantsStreamUsage(body: JsonObject): boolean {
+  const options = body.stream_options
+  return isRecord(options) && options.include_usage === true
+}
+
+/**
+ * An error inside a stream, the way OpenAI sends one: a `data:` frame holding `{error}`
+ * and no `[DONE]` after it. The official clients raise it as an API error.
+ */
+export const streamErrorFrame = (message: string, type: string, code: string | null = null): string => sseFrame(errorBody(message, type, code))
+
+// ---------------------------------------------------------------- request readers
+
+/** `data:<mime>;base64,<data>` split in two; null for anything else. */
+export function parseDataUrl(url: string): { mimeType: string; data: string } | null {
+  const match = /^data:([^;,]+)(?:;[^;,]*)*;base64,(.*)$/s.exec(url)
+  if (!match?.[1] || match[2] === undefined) return null
+  return { mimeType: match[1].toLowerCase(), data: match[2] }
+}
+
+/** The text of an OpenAI message `content` (string or parts); null when a part is not text. */
+export function contentText(content: unknown): string | null {
+  if (content === null || content === undefined) return ''
+  if (typeof content === 'string') return content
+  if (!Array.isArray(content)) return null
+  let text = ''
+  for (const part of content) {
+    if (!isRecord(part)) return null
+    if (part.type === 'text' && typeof part.text === 'string') text += text ? '\n' + part.text : part.text
+    else if (part.type === 'refusal' && typeof part.refusal === 'string') text += text ? '\n' + part.refusal : part.refusal
+    else return null
+  }
+  return text
+}
+
+/** `stop` as a list of strings (OpenAI takes one string or up to four). */
+export function stopList(stop: unknown): string[] | undefined {
+  if (typeof stop === 'string') return stop ? [stop] : undefined
+  if (!Array.isArray(stop)) return undefined
+  const list = stop.filter((s): s is string => typeof s === 'string' && s !== '')
+  return list.length ? list : undefined
+}
+
+/** The completion budget: `max_completion_tokens` wins over the older `max_tokens`. */
+export function maxTokensOf(body: JsonObject): number | undefined {
+  return num(body.max_completion_tokens) ?? num(body.max_tokens)
+}
+
+/** Parse a tool call's `arguments` string to the object providers want. */
+export function parseArguments(args: unknown): JsonObject | null {
+  if (args === undefined || args === null || args === '') return {}
+  if (isRecord(args)) return args
+  if (typeof args !== 'string') return null
+  try {
+    const parsed: unknown = JSON.parse(args)
+    return isRecord(parsed) ? parsed : null
+  } catch {
+    return null
+  }
+}
+
+/** A tool's function definition, checked. */
+export function functionTool(tool: unknown): { name: string; description?: string; parameters?: JsonObject } | null {
+  if (!isRecord(tool) || tool.type !== 'function' || !isRecord(tool.function)) return null
+  const fn = tool.function
+  const name = str(fn.name)
+  if (!name) return null
+  const out: { name: string; description?: string; parameters?: JsonObject } = { name }
+  const description = str(fn.description)
+  if (description) out.description = description
+  if (isRecord(fn.parameters)) out.parameters = fn.parameters
+  return out
+}
+
+/** OpenAI's `tool_choice`, normalised. */
+export type ToolChoice = { mode: 'auto' | 'none' | 'required' } | { mode: 'function'; name: string }
+
+export function toolChoiceOf(choice: unknown): ToolChoice | null | undefined {
+  if (choice === undefined || choice === null) return undefined
+  if (choice === 'auto' || choice === 'none' || choice === 'required') return { mode: choice }
+  if (isRecord(choice) && choice.type === 'function' && isRecord(choice.function) && typeof choice.function.name === 'string') {
+    return { mode: 'function', name: choice.function.name }
+  }
+  return null
+}

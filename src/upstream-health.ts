@@ -1,0 +1,161 @@
+import { LATENCY_BUCKETS, STATUS_LABELS, type CounterSeries, type GaugeSeries, type HistogramSeries, type MetricsRegistry } from './metrics.ts'
+import type { RouteTarget } from './models.ts'
+
+/** What the gateway knows about one provider key from its last upstream attempts. */
+export interface UpstreamKeyState {
+  readonly provider: string
+  readonly key: string
+  /** From the last attempt: a 2xx or a request error (400, 404, 413…) says the key works; 401, 403, 429, 5xx and network errors say it does not. */
+  readonly healthy: boolean
+  /** HTTP status of the last attempt; 0 for a network error or timeout. */
+  readonly lastStatus: number
+  /** ms epoch of the last attempt. */
+  readonly lastAttemptAt: number
+  /** 401/403 answers in a row (a 2xx or a request error resets it; 429, 5xx and network errors leave it). */
+  readonly consecutiveAuthFailures: number
+  /** ms epoch of the first 401/403 of the current run of them; null when the run is 0. */
+  readonly authFailingSince: number | null
+}
+
+/** Upstream keys remembered; more (run-time providers come and go) evict the least recently used. @default 10000 */
+export const MAX_TRACKED_KEYS = 10_000
+
+interface Entry extends UpstreamKeyState {
+  healthy: boolean
+  lastStatus: number
+  lastAttemptAt: number
+  consecutiveAuthFailures: number
+  authFailingSince: number | null
+  up: GaugeSeries
+  attempts: Map<number, CounterSeries>
+  latency: HistogramSeries
+}
+
+/**
+ * Health of each upstream provider key, from every attempt the pipeline makes: the
+ * `sluice_upstream_key_up` gauge, attempts by status, upstream latency, and the run of
+ * 401/403 answers that marks a key as dead. A routing plugin may read it to steer
+ * traffic; the logging plugin alerts on it. Bounded: at most {@link MAX_TRACKED_KEYS} keys.
+ */
+export class UpstreamHealth {
+  /** provider id → key id → state: looked up on every attempt without building a string. */
+  private readonly byProvider = new Map<string, Map<string, Entry>>()
+  private size = 0
+  private readonly up
+  private readonly attempts
+  private readonly latency
+
+  constructor(
+    metrics: MetricsRegistry,
+    private readonly now: () => number = Date.now,
+    private readonly maxKeys = MAX_TRACKED_KEYS,
+  ) {
+    this.up = metrics.gauge({
+      name: 'sluice_upstream_key_up',
+      help: 'Whether the last upstream attempt with this provider key said the key works (1) or not (0: 401, 403, 429, 5xx, network error).',
+      labelNames: ['provider', 'key'],
+      maxSeries: maxKeys,
+    })
+    this.attempts = metrics.counter({
+      name: 'sluice_upstream_attempts_total',
+      help: 'Upstream attempts by provider key and HTTP status (0: network error or timeout).',
+      labelNames: ['provider', 'key', 'status'],
+      maxSeries: 5000,
+    })
+    this.latency = metrics.histogram({
+      name: 'sluice_upstream_duration_seconds',
+      help: 'Time from sending an attempt upstream to its response headers (or its failure).',
+      labelNames: ['provider'],
+      buckets: LATENCY_BUCKETS,
+      maxSeries: 200,
+    })
+  }
+
+  /** Record one upstream attempt: its status (0: no answer) and how long it took. */
+  record(target: RouteTarget, status: number, latencyMs: number): void {
+    const entry = this.entry(target.provider.id, target.key.id)
+    const now = this.now()
+    entry.lastStatus = status
+    entry.lastAttemptAt = now
+    entry.healthy = worksWith(status)
+    entry.up.set(entry.healthy ? 1 : 0)
+    if (status === 401 || status === 403) {
+      if (entry.consecutiveAuthFailures === 0) entry.authFailingSince = now
+      entry.consecutiveAuthFailures++
+    } else if (entry.healthy) {
+      entry.consecutiveAuthFailures = 0
+      entry.authFailingSince = null
+    }
+    let counter = entry.attempts.get(status)
+    if (!counter) {
+      counter = this.attempts.labels(target.provider.id, target.key.id, STATUS_LABELS[status] ?? String(status))
+      entry.attempts.set(status, counter)
+    }
+    counter.inc()
+    entry.latency.observe(latencyMs / 1000)
+  }
+
+  /** The state of one key, if it was tried. */
+  get(provider: string, key: string): UpstreamKeyState | undefined {
+    return this.byProvider.get(provider)?.get(key)
+  }
+
+  /** Every key tried so far (at most the bound). */
+  list(): UpstreamKeyState[] {
+    const out: UpstreamKeyState[] = []
+    for (const keys of this.byProvider.values()) for (const e of keys.values()) out.push(snapshot(e))
+    return out
+  }
+
+  private entry(provider: string, key: string): Entry {
+    let keys = this.byProvider.get(provider)
+    const found = keys?.get(key)
+    if (found) return found
+    if (this.size >= this.maxKeys) this.evictOne()
+    if (!keys) this.byProvider.set(provider, (keys = new Map()))
+    const entry: Entry = {
+      provider,
+      key,
+      healthy: true,
+      lastStatus: 0,
+      lastAttemptAt: 0,
+      consecutiveAuthFailures: 0,
+      authFailingSince: null,
+      up: this.up.labels(provider, key),
+      attempts: new Map(),
+      latency: this.latency.labels(provider),
+    }
+    keys.set(key, entry)
+    this.size++
+    return entry
+  }
+
+  private evictOne(): void {
+    let oldest: Entry | undefined
+    for (const keys of this.byProvider.values()) for (const e of keys.values()) if (!oldest || e.lastAttemptAt < oldest.lastAttemptAt) oldest = e
+    if (!oldest) return
+    const keys = this.byProvider.get(oldest.provider)!
+    keys.delete(oldest.key)
+    if (keys.size === 0) this.byProvider.delete(oldest.provider)
+    this.size--
+  }
+}
+
+/** Does this status say the key itself works? A request error (400, 404…) is the client's, not the key's. */
+function worksWith(status: number): boolean {
+  if (status >= 200 && status < 300) return true
+  if (status === 401 || status === 403 || status === 429) return false
+  return status >= 400 && status < 500
+}
+
+function snapshot(e: Entry): UpstreamKeyState {
+  return {
+    provider: e.provider,
+    key: e.key,
+    healthy: e.healthy,
+    lastStatus: e.lastStatus,
+    lastAttemptAt: e.lastAttemptAt,
+    consecutiveAuthFailures: e.consecutiveAuthFailures,
+    authFailingSince: e.authFailingSince,
+  }
+}
