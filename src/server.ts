@@ -10,12 +10,16 @@ import { newRequestId } from './lib/id.ts'
 import { pointerToParam } from './lib/validate.ts'
 import { roughTokenizer } from './lib/usage.ts'
 import { createLogger, type Logger } from './lib/logger.ts'
+import { MetricsRegistry } from './metrics.ts'
+import { createHttpMetrics, registerProcessMetrics } from './http-metrics.ts'
+import { UpstreamHealth } from './upstream-health.ts'
 import { ModelRegistry } from './models.ts'
 import { Catalog } from './catalog.ts'
 import { Pipeline, type LoadedPlugin } from './pipeline.ts'
 import { resolvePlugins, setupPlugins } from './plugin-loader.ts'
 import type { RedisClient } from './redis.ts'
 import { docsRoutes } from './routes/docs.ts'
+import { doctorRoutes } from './routes/doctor.ts'
 import { opsRoutes } from './routes/ops.ts'
 import { v1Routes } from './routes/v1.ts'
 import type { Services } from './services.ts'
@@ -59,13 +63,18 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
   if (ownRedis && config.redisUrl) redis = (await import('./redis.ts')).createRedis(config.redisUrl)
   const bus = options.services?.bus ?? (redis ? createRedisBus(redis) : createLocalBus())
   const admin = options.services?.admin ?? (await ensureAdminKey(db.db, config.adminKey, logger))
+  const now = options.now ?? options.services?.now ?? Date.now
+  // One registry per gateway: two gateways in one process (tests) keep their counts apart.
+  const metrics = options.services?.metrics ?? new MetricsRegistry()
   const services: Services = {
     db,
     redis,
     bus,
     admin,
-    now: options.now ?? options.services?.now ?? Date.now,
+    now,
     tokenizer: options.services?.tokenizer ?? roughTokenizer,
+    metrics,
+    upstreams: options.services?.upstreams ?? new UpstreamHealth(metrics, now),
   }
 
   const models = new ModelRegistry(config.providers, config.models)
@@ -83,10 +92,26 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     if (ownDb) await db.close().catch(() => {})
     throw error
   }
-  const pipeline = new Pipeline({ plugins, models, logger, services })
+  let server: Server<unknown> | undefined
+  const pipeline = new Pipeline({
+    plugins,
+    models,
+    logger,
+    services,
+    clientAddress: (request) => server?.requestIP(request)?.address ?? null,
+  })
 
   const app = buildApp({ config, services, models, pipeline, plugins, logger, catalog })
-  let server: Server<unknown> | undefined
+  registerProcessMetrics(metrics, plugins)
+  const http = createHttpMetrics(metrics, app.routes)
+  // Every answer, in process or over the socket, is counted here: one map read, an increment, an observation.
+  const dispatch = (request: Request): Promise<Response> => {
+    const started = performance.now()
+    return app.handle(request).then((response) => {
+      http.record(request.url, response.status, performance.now() - started)
+      return response
+    })
+  }
 
   return {
     app,
@@ -96,7 +121,7 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     pipeline,
     plugins,
     logger,
-    handle: (request) => app.handle(request),
+    handle: dispatch,
     listen(listenOptions = {}) {
       server = Bun.serve({
         port: listenOptions.port ?? config.port,
@@ -106,7 +131,7 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
         maxRequestBodySize: config.maxBodyBytes * 2 + 1024 * 1024,
         idleTimeout: 0,
         ...(config.tls ? { tls: { cert: Bun.file(config.tls.cert), key: Bun.file(config.tls.key) } } : {}),
-        fetch: (request) => app.handle(request),
+        fetch: dispatch,
       })
       return server
     },
@@ -154,6 +179,7 @@ function buildApp({ config, services, models, pipeline, plugins, logger, catalog
     .use(opsRoutes({ services }))
     .use(v1Routes({ pipeline, models, maxBodyBytes: config.maxBodyBytes }))
     .use(catalog.routes())
+    .use(doctorRoutes({ pipeline, models, services }))
   for (const plugin of plugins) plugin.hooks.routes?.(app as unknown as Elysia)
 
   // Paths and their methods, known once all routes are in: an unknown method on a known path is 405.

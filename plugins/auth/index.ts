@@ -3,8 +3,10 @@ import { definePlugin, type GatewayRequest } from '../../src/plugin.ts'
 import { presentedSecret } from '../../src/admin-key.ts'
 import { newId } from '../../src/lib/id.ts'
 import { adminRoutes } from './admin.ts'
-import { mintKey } from './key-format.ts'
-import { iso, touchKeys, type KeyRecord } from './repo.ts'
+import { displayKey, echo, mintKey } from './key-format.ts'
+import { findKeyRecord, iso, touchKeys, type KeyRecord } from './repo.ts'
+import { DIAGNOSE } from '../../src/routes/doctor.ts'
+import { GatewayError } from '../../src/errors.ts'
 import { KeyVerifier, type Presented, type Verdict } from './verify.ts'
 
 const Options = Type.Object(
@@ -88,15 +90,30 @@ export const auth = definePlugin({
       team: req.request.headers.get('openai-organization'),
     })
     const apply = (req: GatewayRequest, verdict: Verdict) => {
+      const diagnosing = req.locals[DIAGNOSE] !== undefined
+      // The key doctor may describe a refused key too; a client request never gets that far.
+      if (verdict.record && (verdict.ok || diagnosing)) req.locals[LOCAL] = verdict.record
       if (!verdict.ok) return verdict.error
       req.identity = verdict.identity
-      req.locals[LOCAL] = verdict.record
-      if (touched.size < MAX_PENDING_TOUCHES) touched.set(verdict.record.id, services.now())
+      if (!diagnosing && touched.size < MAX_PENDING_TOUCHES) touched.set(verdict.record.id, services.now())
       return undefined
+    }
+
+    /** The key doctor picked a key by id: the same rules, on a fresh read. */
+    const diagnoseById = async (req: GatewayRequest, keyId: string) => {
+      const record = await findKeyRecord(db, keyId, 'id')
+      if (!record) return new GatewayError('not_found', `No key with id "${echo(keyId)}".`)
+      const presented = present(req)
+      if (record.environment !== config.environment) {
+        return apply(req, { ok: false, record, error: new GatewayError('environment_mismatch', `The API key ${displayKey(record.start, record.end)} belongs to the "${record.environment}" environment, but this gateway serves "${config.environment}".`) })
+      }
+      return apply(req, verifier.decide(displayKey(record.start, record.end), record, presented))
     }
 
     return {
       authenticate(req) {
+        const byId = req.locals[DIAGNOSE]
+        if (typeof byId === 'string') return diagnoseById(req, byId)
         const verdict = verifier.verify(present(req))
         return verdict instanceof Promise ? verdict.then((v) => apply(req, v)) : apply(req, verdict)
       },
@@ -109,7 +126,7 @@ export const auth = definePlugin({
           id: record.id,
           name: record.name,
           environment: record.environment,
-          status: record.graceUntil !== null && record.graceUntil > now ? 'rotating' : 'active',
+          status: keyStatus(record, now),
           user_id: record.user.id,
           team_id: identity?.teamId ?? null,
           models: record.models,
@@ -131,6 +148,13 @@ export const auth = definePlugin({
     }
   },
 })
+
+/** A key's state as a person would name it. */
+function keyStatus(record: KeyRecord, now: number): 'active' | 'rotating' | 'revoked' | 'expired' {
+  if (record.status === 'revoked' || (record.graceUntil !== null && record.graceUntil <= now)) return 'revoked'
+  if (record.expiresAt !== null && record.expiresAt <= now) return 'expired'
+  return record.graceUntil !== null ? 'rotating' : 'active'
+}
 
 /** First start of an empty database: one demo user with one key, printed once. */
 async function createDemoKey(db: import('kysely').Kysely<import('../../src/db/schema.ts').Database>, environment: string, logger: import('../../src/lib/logger.ts').Logger): Promise<void> {

@@ -51,8 +51,8 @@ export interface KeyRecord {
   verdict?: { ok: true; identity: import('../../src/plugin.ts').Identity; record: KeyRecord }
 }
 
-/** Load a key with its owner and the owner's teams; null when no key has that hash. */
-export async function findKeyRecord(db: Db, hash: string): Promise<KeyRecord | null> {
+/** Load a key with its owner and the owner's teams; null when no key has that hash (or, with `by: 'id'`, that id). */
+export async function findKeyRecord(db: Db, hash: string, by: 'hash' | 'id' = 'hash'): Promise<KeyRecord | null> {
   const row = await db
     .selectFrom('api_keys as k')
     .innerJoin('users as u', 'u.id', 'k.user_id')
@@ -63,7 +63,7 @@ export async function findKeyRecord(db: Db, hash: string): Promise<KeyRecord | n
       'u.id as user_id', 'u.disabled_at as user_disabled_at', 'u.deleted_at as user_deleted_at',
       'u.limits as user_limits', 'u.budget as user_budget', 'n.start as rotated_to_start',
     ])
-    .where('k.hash', '=', hash)
+    .where(by === 'hash' ? 'k.hash' : 'k.id', '=', hash)
     .executeTakeFirst()
   if (!row) return null
   const teamRows = await db

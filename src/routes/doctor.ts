@@ -1,0 +1,83 @@
+import { Elysia } from 'elysia'
+import { Type, type Static } from '@sinclair/typebox'
+import { GatewayError } from '../errors.ts'
+import { compileCheck } from '../lib/validate.ts'
+import type { ModelRegistry } from '../models.ts'
+import type { Pipeline } from '../pipeline.ts'
+import type { Endpoint } from '../plugin.ts'
+import type { Services } from '../services.ts'
+
+/**
+ * `req.locals` key by which the key doctor asks the authenticate stage about a key id instead
+ * of a presented key. Only this admin route sets it; client requests cannot reach `locals`.
+ */
+export const DIAGNOSE = 'sluice.diagnose'
+
+const ENDPOINTS = ['chat.completions', 'completions', 'embeddings', 'models.list', 'tokens.count'] as const
+
+export const DiagnoseBody = Type.Object(
+  {
+    key: Type.Optional(Type.String({ minLength: 1, maxLength: 1024, description: 'A key as a client would send it' })),
+    key_id: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'Or a key id (key_…)' })),
+    model: Type.Optional(Type.String({ minLength: 1, maxLength: 256, description: 'The model the client asks for' })),
+    team: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'The team the client names in OpenAI-Organization' })),
+    endpoint: Type.Optional(Type.Union(ENDPOINTS.map((e) => Type.Literal(e)), { default: 'chat.completions' })),
+  },
+  { additionalProperties: false },
+)
+type Diagnose = Static<typeof DiagnoseBody>
+
+/**
+ * The key doctor: what the gateway would answer a request with this key, model and team,
+ * and why — through the same authenticate stage and model lookup, without calling upstream
+ * and without counting anything against the key.
+ */
+export function doctorRoutes({ pipeline, models, services }: { pipeline: Pipeline; models: ModelRegistry; services: Services }) {
+  const check = compileCheck(DiagnoseBody)
+  return new Elysia({ name: 'sluice.doctor' }).post(
+    '/admin/doctor',
+    async ({ body, request, set }) => {
+      const refused = services.admin.check(request)
+      if (refused) throw refused
+      const input = check(body as Record<string, unknown>) as Diagnose
+      if (!input.key === !input.key_id) throw new GatewayError('invalid_request', 'Send exactly one of "key" or "key_id".', { param: 'key' })
+      const endpoint: Endpoint = input.endpoint ?? 'chat.completions'
+      const headers = new Headers()
+      if (input.key) headers.set('authorization', `Bearer ${input.key}`)
+      if (input.team) headers.set('openai-organization', input.team)
+      const probe = new Request('http://doctor.invalid/', { headers })
+      const req = pipeline.createRequest(endpoint, probe, set.headers['x-request-id'] as string, input.model ? { model: input.model } : {})
+      req.locals[DIAGNOSE] = input.key_id ?? true
+
+      let error = await pipeline.authenticate(req)
+      if (error?.code === 'not_found' && input.key_id) throw error
+      if (!error && input.model && endpoint !== 'models.list' && !models.get(input.model)) {
+        error = new GatewayError('model_not_found', `The model "${input.model}" is not served by this gateway.`, { param: 'model' })
+      }
+      const described = await pipeline.describe(req)
+      const remaining = (described.remaining ?? null) as Record<string, number | null> | null
+      const exhausted = remaining ? Object.entries(remaining).filter(([, v]) => v !== null && v <= 0).map(([k]) => k) : []
+      const { remaining: _r, ...key } = described
+      return {
+        object: 'key_diagnosis',
+        allowed: !error && exhausted.length === 0,
+        status: error ? error.status : exhausted.length ? 429 : 200,
+        error: error ? error.toJSON().error : null,
+        quota: exhausted.length ? `exhausted: ${exhausted.join(', ')}` : remaining ? 'ok' : 'no limits',
+        endpoint,
+        model: input.model ?? null,
+        team: input.team ?? null,
+        key: Object.keys(key).length ? key : null,
+        remaining,
+      }
+    },
+    {
+      parse: 'json',
+      detail: {
+        tags: ['Admin: users, teams, keys'],
+        summary: 'Key doctor: what the gateway would answer a key (or key id), model and team, and why',
+        requestBody: { required: true, content: { 'application/json': { schema: DiagnoseBody } } },
+      },
+    },
+  )
+}

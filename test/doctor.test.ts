@@ -1,0 +1,81 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
+import { Clock, startAuthGateway, uid, userWithKey, type AuthGateway } from './support/auth.ts'
+
+interface Diagnosis {
+  object: string
+  allowed: boolean
+  status: number
+  error: { code: string; message: string } | null
+  quota: string
+  key: { id: string; status: string; user_id: string } | null
+  remaining: { requests: number | null } | null
+}
+
+describe('key doctor', () => {
+  let mock: MockUpstream
+  let gw: AuthGateway
+  const clock = new Clock()
+  const diagnose = async (body: unknown) => {
+    const res = await gw.admin('POST', '/admin/doctor', body)
+    return { status: res.status, body: (await res.json()) as Diagnosis }
+  }
+
+  beforeAll(async () => {
+    mock = await startMockUpstream()
+    gw = await startAuthGateway(mock.url, { config: { plugins: [{ use: 'auth', options: { demo_key: false } }, 'quota'] }, gateway: { now: clock.now } })
+  })
+  afterAll(async () => {
+    await gw?.close()
+    await mock?.stop()
+  })
+
+  test('an allowed key: the same answer as the gateway, with owner, status and what is left', async () => {
+    const { key, userId } = await userWithKey(gw, { models: ['mock-gpt'], limits: { rpm: 5 } })
+    const { status, body } = await diagnose({ key: key.key, model: 'mock-gpt' })
+    expect(status).toBe(200)
+    expect(body.allowed).toBe(true)
+    expect(body.status).toBe(200)
+    expect(body.key).toMatchObject({ id: key.id, status: 'active', user_id: userId })
+    expect(body.remaining?.requests).toBe(5)
+    expect(JSON.stringify(body)).not.toContain(key.key)
+    // The doctor counts nothing against the key.
+    expect((await diagnose({ key: key.key, model: 'mock-gpt' })).body.remaining?.requests).toBe(5)
+  })
+
+  test('each refusal is explained with the code a client would get', async () => {
+    const { key } = await userWithKey(gw, { models: ['mock-gpt'] })
+    expect((await diagnose({ key: key.key, model: 'other-gpt' })).body.error?.code).toBe('model_not_allowed')
+    expect((await diagnose({ key: 'sk-prod-' + 'a'.repeat(40), model: 'mock-gpt' })).body.error?.code).toBe('environment_mismatch')
+    expect((await diagnose({ key: 'nonsense', model: 'mock-gpt' })).body.error?.code).toBe('invalid_api_key')
+    const team = uid('team')
+    await gw.adminOk('POST', '/admin/teams', { id: team, name: 'T' })
+    const named = await diagnose({ key: key.key, model: 'mock-gpt', team })
+    expect(named.body.error?.code).toBe('invalid_user_for_key')
+    expect(named.body.error?.message).toStartWith('Invalid user associated with this key')
+
+    await gw.adminOk('POST', `/admin/keys/${key.id}/revoke`, { reason: 'test' })
+    const revoked = await diagnose({ key_id: key.id, model: 'mock-gpt' })
+    expect(revoked.body).toMatchObject({ allowed: false, status: 401, error: { code: 'key_revoked' }, key: { id: key.id, status: 'revoked' } })
+  })
+
+  test('an expired key picked by id, and a spent limit', async () => {
+    const { key } = await userWithKey(gw, { expires_at: clock.iso(60_000) })
+    clock.advance(61_000)
+    const expired = await diagnose({ key_id: key.id })
+    expect(expired.body).toMatchObject({ allowed: false, status: 401, error: { code: 'key_expired' }, key: { status: 'expired' } })
+
+    const limited = await userWithKey(gw, { limits: { rpm: 1 } })
+    await gw.client(limited.key.key).chat.completions.create({ model: 'mock-gpt', messages: [{ role: 'user', content: 'hi' }] })
+    const spent = await diagnose({ key: limited.key.key, model: 'mock-gpt' })
+    expect(spent.body).toMatchObject({ allowed: false, status: 429, error: null, quota: 'exhausted: requests' })
+  })
+
+  test('bad input and no admin key', async () => {
+    expect((await diagnose({})).status).toBe(400)
+    expect((await diagnose({ key: 'a', key_id: 'b' })).status).toBe(400)
+    expect((await diagnose({ key_id: 'key_missing' })).status).toBe(404)
+    const anon = await gw.admin('POST', '/admin/doctor', { key: 'x' }, { authorization: 'Bearer wrong' })
+    expect(anon.status).toBe(401)
+  })
+})
