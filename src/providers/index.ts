@@ -3,11 +3,15 @@ import type { AdapterFactory, ProviderAdapter } from './types.ts'
 import { openaiAdapter } from './openai/index.ts'
 import { openaiCompatibleAdapter } from './openai-compatible/index.ts'
 import { mockAdapter } from './mock/index.ts'
+import { anthropicAdapter } from './anthropic/index.ts'
+import { geminiAdapter } from './gemini/index.ts'
 
 /** Every provider type and its adapter; the one place that maps a type to code. */
 export const ADAPTERS: Partial<Record<ProviderType, AdapterFactory>> = {
   openai: openaiAdapter,
   'openai-compatible': openaiCompatibleAdapter,
+  anthropic: anthropicAdapter,
+  gemini: geminiAdapter,
   mock: mockAdapter,
 }
 

@@ -48,6 +48,12 @@ type Blocks = AnthropicBlock[] | Fail
 
 const isFail = (value: unknown): value is Fail => isRecord(value) && value.ok === false
 
+/**
+ * Anthropic accepts tool ids of `[a-zA-Z0-9_-]` only; ids made elsewhere (other providers,
+ * other gateways) may hold more. The same mapping on both sides keeps calls and results paired.
+ */
+export const toolUseId = (id: string): string => id.replace(/[^a-zA-Z0-9_-]/g, '_')
+
 /** Carry a client's prompt-caching mark (`cache_control`, as LiteLLM clients send it) onto a block. */
 function withCache(block: AnthropicBlock, part: JsonObject): AnthropicBlock {
   if (isRecord(part.cache_control)) block.cache_control = part.cache_control
@@ -130,12 +136,13 @@ function assistantBlocks(message: JsonObject, param: string): Blocks {
   if (Array.isArray(calls)) {
     for (const [i, call] of calls.entries()) {
       const at = `${param}.tool_calls[${i}]`
-      if (!isRecord(call) || !isRecord(call.function) || !str(call.id) || !str(call.function.name)) {
-        return refuse('A tool call needs an id and function.name.', at)
-      }
-      const input = parseArguments(call.function.arguments)
+      const fn = isRecord(call) && isRecord(call.function) ? call.function : undefined
+      const id = isRecord(call) ? str(call.id) : undefined
+      const name = str(fn?.name)
+      if (!fn || !id || !name) return refuse('A tool call needs an id and function.name.', at)
+      const input = parseArguments(fn.arguments)
       if (input === null) return refuse('Tool call arguments must be a JSON object.', `${at}.function.arguments`)
-      blocks.push({ type: 'tool_use', id: call.id, name: call.function.name, input })
+      blocks.push({ type: 'tool_use', id: toolUseId(id), name, input })
     }
   }
   return blocks
@@ -145,7 +152,7 @@ function assistantBlocks(message: JsonObject, param: string): Blocks {
 function toolResultBlock(message: JsonObject, param: string): AnthropicBlock | Fail {
   const id = str(message.tool_call_id)
   if (!id) return refuse('A tool message needs tool_call_id.', `${param}.tool_call_id`)
-  const block: AnthropicBlock = { type: 'tool_result', tool_use_id: id }
+  const block: AnthropicBlock = { type: 'tool_result', tool_use_id: toolUseId(id) }
   const content = message.content
   if (typeof content === 'string') {
     if (content !== '') block.content = content
@@ -169,6 +176,21 @@ function append(turns: AnthropicMessage[], role: 'user' | 'assistant', blocks: A
 function toolResultsFirst(turn: AnthropicMessage): void {
   if (turn.role !== 'user' || !turn.content.some((b) => b.type === 'tool_result')) return
   turn.content = [...turn.content.filter((b) => b.type === 'tool_result'), ...turn.content.filter((b) => b.type !== 'tool_result')]
+}
+
+/**
+ * A final assistant turn is a prefill Claude continues from; Anthropic refuses one that ends
+ * in whitespace, so the trailing whitespace goes (and the turn, if nothing is left).
+ */
+function trimPrefill(turns: AnthropicMessage[]): void {
+  const last = turns[turns.length - 1]
+  if (last?.role !== 'assistant') return
+  const block = last.content[last.content.length - 1]
+  if (block?.type !== 'text' || typeof block.text !== 'string') return
+  const text = block.text.trimEnd()
+  if (text) block.text = text
+  else last.content.pop()
+  if (last.content.length === 0) turns.pop()
 }
 
 function translateMessages(messages: unknown): { system: AnthropicBlock[]; turns: AnthropicMessage[] } | Fail {
@@ -216,8 +238,9 @@ function translateMessages(messages: unknown): { system: AnthropicBlock[]; turns
         return refuse(`Messages with role "${String(message.role)}" cannot be sent to Anthropic.`, `${param}.role`)
     }
   }
-  if (turns.length === 0) return refuse('Anthropic needs at least one non-empty user or assistant message.', 'messages')
   for (const turn of turns) toolResultsFirst(turn)
+  trimPrefill(turns)
+  if (turns.length === 0) return refuse('Anthropic needs at least one non-empty user or assistant message.', 'messages')
   return { system, turns }
 }
 
@@ -242,14 +265,23 @@ function translateTools(body: JsonObject): Pick<AnthropicRequest, 'tools' | 'too
   const choice = toolChoiceOf(body.tool_choice)
   if (choice === null) return refuse('tool_choice must be "auto", "none", "required" or {type: "function", function: {name}}.', 'tool_choice')
   const parallel = body.parallel_tool_calls === false ? { disable_parallel_tool_use: true } : {}
-  if (choice === undefined || choice.mode === 'auto') {
-    if (choice !== undefined || body.parallel_tool_calls === false) out.tool_choice = { type: 'auto', ...parallel }
-  } else if (choice.mode === 'none') {
-    out.tool_choice = { type: 'none' }
-  } else if (choice.mode === 'required') {
-    out.tool_choice = { type: 'any', ...parallel }
-  } else {
-    out.tool_choice = { type: 'tool', name: choice.name, ...parallel }
+  if (choice === undefined) {
+    if (body.parallel_tool_calls === false) out.tool_choice = { type: 'auto', ...parallel }
+    return out
+  }
+  switch (choice.mode) {
+    case 'auto':
+      out.tool_choice = { type: 'auto', ...parallel }
+      break
+    case 'none':
+      out.tool_choice = { type: 'none' }
+      break
+    case 'required':
+      out.tool_choice = { type: 'any', ...parallel }
+      break
+    case 'function':
+      out.tool_choice = { type: 'tool', name: choice.name, ...parallel }
+      break
   }
   return out
 }

@@ -35,8 +35,10 @@ export function finishReason(stopReason: unknown): FinishReason {
  * apart from `input_tokens`; OpenAI's `prompt_tokens` holds all of them, with the cache
  * hits repeated as `cached_tokens`.
  */
-export function usageOf(usage: unknown): ChatUsage {
-  const u = isRecord(usage) ? usage : {}
+export function usageOf(usage: unknown): ChatUsage | undefined {
+  // No usage is better than zeros: without it the gateway counts the tokens itself.
+  if (!isRecord(usage)) return undefined
+  const u = usage
   const cacheRead = count(u.cache_read_input_tokens)
   const prompt = count(u.input_tokens) + cacheRead + count(u.cache_creation_input_tokens)
   return chatUsage(prompt, count(u.output_tokens), cacheRead)
@@ -77,8 +79,9 @@ export function toChatCompletion(message: JsonObject, fallbackModel: string): Ch
         finish_reason: finishReason(message.stop_reason),
       },
     ],
-    usage: usageOf(message.usage),
   }
+  const usage = usageOf(message.usage)
+  if (usage) completion.usage = usage
   return completion
 }
 

@@ -177,9 +177,9 @@ export class ChunkWriter {
     return this.delta({}, index, reason)
   }
 
-  /** The usage chunk, or nothing when the client did not ask for one. */
-  usage(usage: ChatUsage): string {
-    if (!this.includeUsage) return ''
+  /** The usage chunk, or nothing when the client did not ask for one or the provider reported none. */
+  usage(usage: ChatUsage | undefined): string {
+    if (!this.includeUsage || usage === undefined) return ''
     return sseFrame({ id: this.head.id, object: 'chat.completion.chunk', created: this.head.created, model: this.head.model, choices: [], usage })
   }
 }

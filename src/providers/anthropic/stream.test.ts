@@ -1,0 +1,151 @@
+import { describe, expect, test } from 'bun:test'
+import { parseSse } from '../../../test/fixtures/mock-upstream.ts'
+import { anthropicStreamToOpenAI } from './stream.ts'
+
+/** A stream as the Messages API sends it: a text block, then a tool_use block, with a ping. */
+const EVENTS: Array<Record<string, unknown>> = [
+  {
+    type: 'message_start',
+    message: {
+      id: 'msg_01',
+      type: 'message',
+      role: 'assistant',
+      model: 'claude-x-2025',
+      content: [],
+      stop_reason: null,
+      stop_sequence: null,
+      usage: { input_tokens: 25, cache_read_input_tokens: 5, cache_creation_input_tokens: 0, output_tokens: 1 },
+    },
+  },
+  { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } },
+  { type: 'ping' },
+  { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'Okay, ' } },
+  { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'checking.' } },
+  { type: 'content_block_stop', index: 0 },
+  { type: 'content_block_start', index: 1, content_block: { type: 'tool_use', id: 'toolu_01', name: 'get_weather', input: {} } },
+  { type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json: '' } },
+  { type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json: '{"city": "Pa' } },
+  { type: 'content_block_delta', index: 1, delta: { type: 'input_json_delta', partial_json: 'ris"}' } },
+  { type: 'content_block_stop', index: 1 },
+  { type: 'content_block_start', index: 2, content_block: { type: 'tool_use', id: 'toolu_02', name: 'get_time', input: {} } },
+  { type: 'content_block_stop', index: 2 },
+  { type: 'message_delta', delta: { stop_reason: 'tool_use', stop_sequence: null }, usage: { output_tokens: 40 } },
+  { type: 'message_stop' },
+]
+
+const sse = (events: Array<Record<string, unknown>>): string =>
+  events.map((e) => `event: ${String(e.type)}\ndata: ${JSON.stringify(e)}\n\n`).join('')
+
+function source(text: string, pieceSize = Infinity): ReadableStream<Uint8Array> {
+  const bytes = new TextEncoder().encode(text)
+  return new ReadableStream({
+    start(c) {
+      const size = Math.min(pieceSize, bytes.length || 1)
+      for (let i = 0; i < bytes.length; i += size) c.enqueue(bytes.slice(i, i + size))
+      c.close()
+    },
+  })
+}
+
+interface Chunk {
+  id: string
+  object: string
+  model: string
+  choices: Array<{ index: number; delta: Record<string, unknown>; finish_reason: string | null }>
+  usage?: unknown
+}
+
+async function translate(text: string, includeUsage = false, pieceSize = Infinity): Promise<{ chunks: Chunk[]; done: boolean; raw: string }> {
+  const raw = await new Response(anthropicStreamToOpenAI(source(text, pieceSize), { model: 'asked-model', includeUsage })).text()
+  const parsed = parseSse(raw)
+  return { chunks: parsed.events as Chunk[], done: parsed.done, raw }
+}
+
+describe('anthropicStreamToOpenAI', () => {
+  test('a text block and tool_use blocks become OpenAI chunks, in order', async () => {
+    const { chunks, done } = await translate(sse(EVENTS))
+    expect(done).toBe(true)
+    for (const chunk of chunks) expect(chunk).toMatchObject({ id: 'msg_01', object: 'chat.completion.chunk', model: 'claude-x-2025' })
+    expect(chunks.map((c) => c.choices[0]?.delta)).toEqual([
+      { role: 'assistant', content: '' },
+      { content: 'Okay, ' },
+      { content: 'checking.' },
+      { tool_calls: [{ index: 0, id: 'toolu_01', type: 'function', function: { name: 'get_weather', arguments: '' } }] },
+      { tool_calls: [{ index: 0, function: { arguments: '{"city": "Pa' } }] },
+      { tool_calls: [{ index: 0, function: { arguments: 'ris"}' } }] },
+      { tool_calls: [{ index: 1, id: 'toolu_02', type: 'function', function: { name: 'get_time', arguments: '' } }] },
+      // A tool call whose input never streamed gets "{}", as the non-streamed answer has.
+      { tool_calls: [{ index: 1, function: { arguments: '{}' } }] },
+      {},
+    ])
+    expect(chunks.map((c) => c.choices[0]?.finish_reason)).toEqual([null, null, null, null, null, null, null, null, 'tool_calls'])
+  })
+
+  test('a message that opens with a tool call sends the role with it and content null, as OpenAI does', async () => {
+    const { chunks } = await translate(sse([EVENTS[0]!, ...EVENTS.slice(6)]))
+    expect(chunks[0]?.choices[0]?.delta).toEqual({
+      role: 'assistant',
+      content: null,
+      tool_calls: [{ index: 0, id: 'toolu_01', type: 'function', function: { name: 'get_weather', arguments: '' } }],
+    })
+  })
+
+  test('an empty message still gets its role chunk before the finish', async () => {
+    const { chunks } = await translate(sse([EVENTS[0]!, { type: 'message_delta', delta: { stop_reason: 'end_turn' } }, { type: 'message_stop' }]))
+    expect(chunks.map((c) => c.choices[0])).toMatchObject([
+      { delta: { role: 'assistant', content: '' }, finish_reason: null },
+      { delta: {}, finish_reason: 'stop' },
+    ])
+  })
+
+  test('the same output however the bytes are cut', async () => {
+    const whole = await translate(sse(EVENTS), true)
+    for (const size of [1, 7, 64]) {
+      const cut = await translate(sse(EVENTS), true, size)
+      expect(cut.chunks.map((c) => c.choices)).toEqual(whole.chunks.map((c) => c.choices))
+    }
+  })
+
+  test('include_usage: usage null on every chunk, then the usage chunk from message_start + message_delta', async () => {
+    const { chunks } = await translate(sse(EVENTS), true)
+    const last = chunks.at(-1)
+    expect(last?.choices).toEqual([])
+    expect(last?.usage).toEqual({ prompt_tokens: 30, completion_tokens: 40, total_tokens: 70, prompt_tokens_details: { cached_tokens: 5 } })
+    for (const chunk of chunks.slice(0, -1)) expect(chunk.usage).toBeNull()
+  })
+
+  test('an error event becomes an OpenAI error frame and ends the stream without [DONE]', async () => {
+    const events = [
+      EVENTS[0]!,
+      EVENTS[1]!,
+      EVENTS[3]!,
+      { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } },
+      EVENTS[4]!,
+    ]
+    const { raw } = await translate(sse(events))
+    const frames = raw.trimEnd().split('\n\n')
+    expect(frames).toHaveLength(3)
+    expect(JSON.parse(frames[2]!.slice('data: '.length))).toEqual({
+      error: { message: 'Overloaded', type: 'api_error', param: null, code: 'overloaded_error' },
+    })
+    expect(raw).not.toContain('[DONE]')
+  })
+
+  test('a stream cut before message_stop ends with an error frame, not a silent [DONE]', async () => {
+    const { raw } = await translate(sse(EVENTS.slice(0, 4)))
+    expect(raw).not.toContain('[DONE]')
+    expect(raw.trimEnd().split('\n\n').at(-1)).toContain('"code":"upstream_error"')
+  })
+
+  test('unknown event types and non-JSON data are skipped', async () => {
+    const odd = sse([EVENTS[0]!, { type: 'future_event', x: 1 }]) + 'event: weird\ndata: not json\n\n' + sse(EVENTS.slice(1))
+    const { chunks } = await translate(odd)
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('Okay, checking.')
+  })
+
+  test('a stop_reason of max_tokens finishes with length', async () => {
+    const events = [EVENTS[0]!, EVENTS[1]!, EVENTS[3]!, { type: 'message_delta', delta: { stop_reason: 'max_tokens' }, usage: { output_tokens: 2 } }, { type: 'message_stop' }]
+    const { chunks } = await translate(sse(events))
+    expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('length')
+  })
+})

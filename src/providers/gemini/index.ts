@@ -1,0 +1,104 @@
+import type { AdapterFactory, UpstreamCall } from '../types.ts'
+import {
+  errorResponse,
+  isRecord,
+  jsonResponse,
+  pickHeaders,
+  refusalResponse,
+  sseResponse,
+  str,
+  wantsStreamUsage,
+} from '../shared/openai-format.ts'
+import { modelPath, toGeminiEmbedRequest, toGeminiRequest } from './request.ts'
+import { toChatCompletion, toEmbeddingList, toErrorResponse } from './response.ts'
+import { geminiStreamToOpenAI } from './stream.ts'
+
+/** @default 'v1beta' */
+const DEFAULT_API_VERSION = 'v1beta'
+
+const passHeaders = (headers: Headers): Record<string, string> => pickHeaders(headers, (name) => name === 'retry-after')
+
+/** Read an upstream JSON object; a read that fails (abort, timeout) throws on to the pipeline. */
+async function readJson(upstream: Response): Promise<Record<string, unknown> | null> {
+  const text = await upstream.text()
+  try {
+    const parsed: unknown = JSON.parse(text)
+    return isRecord(parsed) ? parsed : null
+  } catch {
+    return null
+  }
+}
+
+/**
+ * Google's Gemini API (generateContent, streamGenerateContent, batchEmbedContents) behind
+ * the OpenAI API. `baseUrl` is the SDK's (`https://generativelanguage.googleapis.com`);
+ * the adapter calls `{baseUrl}/{api_version}/models/{model}:{method}` with the key in
+ * `x-goog-api-key`. Options: `api_version` (default v1beta), `safety_settings` (sent as
+ * `safetySettings` on every chat call).
+ */
+export const geminiAdapter: AdapterFactory = (provider) => {
+  // A baseUrl that already ends in an API version (a common slip) gives that version.
+  const trimmed = (provider.baseUrl ?? 'https://generativelanguage.googleapis.com').replace(/\/+$/, '')
+  const versioned = /^(.*)\/(v1(?:alpha|beta)?)$/.exec(trimmed)
+  const base = versioned?.[1] ?? trimmed
+  const options = provider.options ?? {}
+  const apiVersion = typeof options.api_version === 'string' ? options.api_version : (versioned?.[2] ?? DEFAULT_API_VERSION)
+  if (!/^v[0-9a-z]+$/.test(apiVersion)) throw new Error(`provider "${provider.id}": options.api_version must look like "v1beta"`)
+  if (options.safety_settings !== undefined && !Array.isArray(options.safety_settings)) {
+    throw new Error(`provider "${provider.id}": options.safety_settings must be an array`)
+  }
+  const translation = { safetySettings: Array.isArray(options.safety_settings) ? options.safety_settings : undefined }
+  const fixed: Record<string, string> = { 'content-type': 'application/json', ...provider.headers }
+  const urlOf = (model: string, method: string): string =>
+    `${base}/${apiVersion}/${modelPath(model).split('/').map(encodeURIComponent).join('/')}:${method}`
+
+  const post = (url: string, body: unknown, call: UpstreamCall): Promise<Response> =>
+    fetch(url, {
+      method: 'POST',
+      headers: { ...fixed, 'x-goog-api-key': call.key.secret },
+      body: JSON.stringify(body),
+      signal: call.signal,
+      redirect: 'manual',
+    })
+
+  async function chat(call: UpstreamCall, model: string): Promise<Response> {
+    const translated = toGeminiRequest(call.body, translation)
+    if (!translated.ok) return refusalResponse(translated)
+    const url = call.stream ? urlOf(model, 'streamGenerateContent') + '?alt=sse' : urlOf(model, 'generateContent')
+    const upstream = await post(url, translated.value, call)
+    if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
+    if (call.stream) {
+      if (!upstream.body) return errorResponse(502, 'Gemini answered a stream request without a body.')
+      const body = geminiStreamToOpenAI(upstream.body, { model, includeUsage: wantsStreamUsage(call.body) })
+      return sseResponse(body, upstream.status, passHeaders(upstream.headers))
+    }
+    const response = await readJson(upstream)
+    if (!response) return errorResponse(502, 'Gemini answered with a body that is not a JSON object.')
+    return jsonResponse(toChatCompletion(response, model), upstream.status, passHeaders(upstream.headers))
+  }
+
+  async function embeddings(call: UpstreamCall, model: string): Promise<Response> {
+    const translated = toGeminiEmbedRequest(call.body, model)
+    if (!translated.ok) return refusalResponse(translated)
+    const upstream = await post(urlOf(model, 'batchEmbedContents'), translated.value, call)
+    if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
+    const response = await readJson(upstream)
+    if (!response) return errorResponse(502, 'Gemini answered with a body that is not a JSON object.')
+    const list = toEmbeddingList(response, model, call.body.encoding_format === 'base64')
+    return jsonResponse(list, upstream.status, passHeaders(upstream.headers))
+  }
+
+  return {
+    type: 'gemini',
+    endpoints: new Set(['chat.completions', 'embeddings'] as const),
+    send(call: UpstreamCall): Promise<Response> {
+      const model = str(call.body.model)
+      if (!model) return Promise.resolve(errorResponse(400, 'The request must name a model.', { code: 'invalid_request', param: 'model' }))
+      if (call.endpoint === 'chat.completions') return chat(call, model)
+      if (call.endpoint === 'embeddings') return embeddings(call, model)
+      return Promise.resolve(
+        errorResponse(400, `Provider "${provider.id}" (gemini) serves chat completions and embeddings only, not ${call.endpoint}.`, { code: 'unsupported_endpoint' }),
+      )
+    },
+  }
+}

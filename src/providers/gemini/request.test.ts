@@ -1,0 +1,161 @@
+import { describe, expect, test } from 'bun:test'
+import { guessMimeType, modelPath, toGeminiEmbedRequest, toGeminiRequest, type GeminiRequest } from './request.ts'
+
+function ok(body: Record<string, unknown>, options = {}): GeminiRequest {
+  const result = toGeminiRequest(body, options)
+  if (!result.ok) throw new Error(`refused: ${result.message}`)
+  return result.value
+}
+
+function refused(body: Record<string, unknown>): { message: string; param: string | null } {
+  const result = toGeminiRequest(body)
+  if (result.ok) throw new Error('expected a refusal')
+  return result
+}
+
+const call = (id: string, name: string, args = '{}', extra?: unknown) => ({ id, type: 'function', function: { name, arguments: args }, ...(extra ? { extra_content: extra } : {}) })
+
+describe('toGeminiRequest', () => {
+  test('parallel tool results merge into one user turn of functionResponses, named from the calls', () => {
+    const request = ok({
+      messages: [
+        { role: 'user', content: 'both please' },
+        { role: 'assistant', content: 'On it.', tool_calls: [call('c1', 'weather', '{"city":"Oslo"}'), call('c2', 'time')] },
+        { role: 'tool', tool_call_id: 'c2', content: '12:00' },
+        { role: 'tool', tool_call_id: 'c1', content: '{"temp": 3}' },
+      ],
+    })
+    expect(request.contents).toEqual([
+      { role: 'user', parts: [{ text: 'both please' }] },
+      { role: 'model', parts: [{ text: 'On it.' }, { functionCall: { name: 'weather', args: { city: 'Oslo' } } }, { functionCall: { name: 'time', args: {} } }] },
+      {
+        role: 'user',
+        parts: [
+          // Plain text results are wrapped; JSON objects are sent as the response itself.
+          { functionResponse: { name: 'time', response: { content: '12:00' } } },
+          { functionResponse: { name: 'weather', response: { temp: 3 } } },
+        ],
+      },
+    ])
+  })
+
+  test('a thought signature in extra_content goes back on its functionCall part', () => {
+    const request = ok({
+      messages: [
+        { role: 'user', content: 'go' },
+        { role: 'assistant', content: null, tool_calls: [call('c1', 'f', '{}', { google: { thought_signature: 'c2ln' } })] },
+        { role: 'tool', tool_call_id: 'c1', content: 'done' },
+      ],
+    })
+    expect(request.contents[1]?.parts[0]).toEqual({ functionCall: { name: 'f', args: {} }, thoughtSignature: 'c2ln' })
+  })
+
+  test('tools: the JSON Schema is sent as parametersJsonSchema; a function without parameters has none', () => {
+    const schema = { type: 'object', properties: { q: { type: ['string', 'null'] } }, additionalProperties: false, $schema: 'x' }
+    const request = ok({
+      messages: [{ role: 'user', content: 'x' }],
+      tools: [
+        { type: 'function', function: { name: 'search', description: 'Search', parameters: schema } },
+        { type: 'function', function: { name: 'ping', parameters: { type: 'object', properties: {} } } },
+        { type: 'function', function: { name: 'now' } },
+      ],
+    })
+    expect(request.tools).toEqual([
+      { functionDeclarations: [{ name: 'search', description: 'Search', parametersJsonSchema: schema }, { name: 'ping' }, { name: 'now' }] },
+    ])
+    expect(request.toolConfig).toBeUndefined()
+  })
+
+  test('generationConfig from the sampling fields; response_format to a JSON mime type and schema', () => {
+    const request = ok({
+      messages: [{ role: 'user', content: 'x' }],
+      max_tokens: 5,
+      temperature: 1.5,
+      top_p: 0.5,
+      top_k: 3,
+      seed: 7,
+      presence_penalty: 0.1,
+      frequency_penalty: 0.2,
+      stop: ['a', 'b'],
+      n: 2,
+      response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' } } },
+      logprobs: true,
+      user: 'ignored',
+    })
+    expect(request.generationConfig).toEqual({
+      maxOutputTokens: 5,
+      temperature: 1.5,
+      topP: 0.5,
+      topK: 3,
+      seed: 7,
+      presencePenalty: 0.1,
+      frequencyPenalty: 0.2,
+      stopSequences: ['a', 'b'],
+      candidateCount: 2,
+      responseMimeType: 'application/json',
+      responseJsonSchema: { type: 'object' },
+    })
+    expect(ok({ messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_object' } }).generationConfig).toEqual({ responseMimeType: 'application/json' })
+    expect(ok({ messages: [{ role: 'user', content: 'x' }] }).generationConfig).toBeUndefined()
+  })
+
+  test('audio and PDF parts go inline; safety settings from the provider options', () => {
+    const request = ok(
+      {
+        messages: [
+          {
+            role: 'user',
+            content: [
+              { type: 'input_audio', input_audio: { data: 'AAAA', format: 'mp3' } },
+              { type: 'file', file: { file_data: 'data:application/pdf;base64,JVBERi0=' } },
+            ],
+          },
+        ],
+      },
+      { safetySettings: [{ category: 'HARM_CATEGORY_HARASSMENT', threshold: 'BLOCK_NONE' }] },
+    )
+    expect(request.contents[0]?.parts).toEqual([
+      { inlineData: { mimeType: 'audio/mp3', data: 'AAAA' } },
+      { inlineData: { mimeType: 'application/pdf', data: 'JVBERi0=' } },
+    ])
+    expect(request.safetySettings).toEqual([{ category: 'HARM_CATEGORY_HARASSMENT', threshold: 'BLOCK_NONE' }])
+  })
+
+  test('what Gemini cannot take is refused with the field named', () => {
+    const user = (content: unknown) => ({ messages: [{ role: 'user', content }] })
+    expect(refused(user([{ type: 'image_url', image_url: { url: 'https://x.test/img' } }])).message).toContain('.png')
+    expect(refused(user([{ type: 'file', file: { file_id: 'f' } }])).param).toBe('messages[0].content[0]')
+    expect(refused(user([{ type: 'input_audio', input_audio: { data: 'x', format: 'flac' } }])).param).toBe('messages[0].content[0]')
+    expect(refused({ messages: [{ role: 'tool', tool_call_id: 'nope', content: 'x' }] }).message).toContain('nope')
+    expect(refused({ messages: [{ role: 'system', content: 'only system' }] }).param).toBe('messages')
+    expect(refused({ ...user('x'), response_format: { type: 'json_schema', json_schema: {} } }).param).toBe('response_format')
+    expect(refused({ messages: [{ role: 'assistant', content: null, tool_calls: [call('c', 'f', '[1]')] }] }).param).toBe('messages[0].tool_calls[0].function.arguments')
+  })
+
+  test('a tool message may name its function itself when the call is not in the history', () => {
+    const request = ok({ messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: 'y' }, { role: 'tool', tool_call_id: 'gone', name: 'f', content: 'r' }] })
+    expect(request.contents[2]).toEqual({ role: 'user', parts: [{ functionResponse: { name: 'f', response: { content: 'r' } } }] })
+  })
+})
+
+describe('helpers', () => {
+  test('guessMimeType reads the path extension, ignoring the query', () => {
+    expect(guessMimeType('https://x.test/a/b.PNG?x=1')).toBe('image/png')
+    expect(guessMimeType('https://x.test/a.jpeg#f')).toBe('image/jpeg')
+    expect(guessMimeType('https://x.test/a.webp')).toBe('image/webp')
+    expect(guessMimeType('https://x.test/download?file=a.png')).toBeUndefined()
+    expect(guessMimeType('not a url')).toBeUndefined()
+  })
+
+  test('modelPath adds models/ unless the name has its own collection', () => {
+    expect(modelPath('gemini-2.5-flash')).toBe('models/gemini-2.5-flash')
+    expect(modelPath('tunedModels/my-model')).toBe('tunedModels/my-model')
+  })
+
+  test('toGeminiEmbedRequest: one request per input string; token arrays are refused', () => {
+    const result = toGeminiEmbedRequest({ input: 'hello', dimensions: 3 }, 'emb')
+    expect(result).toEqual({ ok: true, value: { requests: [{ model: 'models/emb', content: { parts: [{ text: 'hello' }] }, outputDimensionality: 3 }] } })
+    expect(toGeminiEmbedRequest({ input: [1, 2, 3] }, 'emb').ok).toBe(false)
+    expect(toGeminiEmbedRequest({ input: [] }, 'emb').ok).toBe(false)
+  })
+})

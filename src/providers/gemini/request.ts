@@ -1,0 +1,352 @@
+import {
+  contentText,
+  functionTool,
+  isRecord,
+  maxTokensOf,
+  num,
+  parseArguments,
+  parseDataUrl,
+  refuse,
+  stopList,
+  str,
+  toolChoiceOf,
+  type JsonObject,
+  type Translation,
+} from '../shared/openai-format.ts'
+
+/** One part of a Gemini `Content`: text, inline data, a file, a function call or response. */
+export type GeminiPart = JsonObject
+
+export interface GeminiContent {
+  role: 'user' | 'model'
+  parts: GeminiPart[]
+}
+
+export interface GeminiFunctionDeclaration {
+  name: string
+  description?: string
+  /** JSON Schema as the client wrote it (Gemini's `parametersJsonSchema` takes it unchanged). */
+  parametersJsonSchema?: JsonObject
+}
+
+/** The body of `generateContent` / `streamGenerateContent`, as far as the translation fills it. */
+export interface GeminiRequest {
+  contents: GeminiContent[]
+  systemInstruction?: { parts: GeminiPart[] }
+  tools?: Array<{ functionDeclarations: GeminiFunctionDeclaration[] }>
+  toolConfig?: { functionCallingConfig: { mode: 'AUTO' | 'ANY' | 'NONE'; allowedFunctionNames?: string[] } }
+  generationConfig?: JsonObject
+  safetySettings?: unknown[]
+}
+
+export interface GeminiRequestOptions {
+  /** Sent as `safetySettings` on every call (provider option `safety_settings`). */
+  safetySettings?: unknown[]
+}
+
+type Fail = { ok: false; message: string; param: string | null }
+const isFail = (value: unknown): value is Fail => isRecord(value) && value.ok === false
+
+/** Where the client's tool call carries Gemini's thought signature (Google's OpenAI-compatible convention). */
+export function thoughtSignatureOf(call: JsonObject): string | undefined {
+  const extra = call.extra_content
+  return isRecord(extra) && isRecord(extra.google) ? str(extra.google.thought_signature) : undefined
+}
+
+const MIME_BY_EXTENSION: Record<string, string> = {
+  png: 'image/png',
+  jpg: 'image/jpeg',
+  jpeg: 'image/jpeg',
+  gif: 'image/gif',
+  webp: 'image/webp',
+  heic: 'image/heic',
+  heif: 'image/heif',
+  pdf: 'application/pdf',
+}
+
+/** The MIME type an http(s) URL's file extension suggests. */
+export function guessMimeType(url: string): string | undefined {
+  let path: string
+  try {
+    path = new URL(url).pathname
+  } catch {
+    return undefined
+  }
+  const ext = /\.([a-z0-9]+)$/i.exec(path)?.[1]?.toLowerCase()
+  return ext ? MIME_BY_EXTENSION[ext] : undefined
+}
+
+function imagePart(part: JsonObject, param: string): GeminiPart | Fail {
+  const image = part.image_url
+  const url = typeof image === 'string' ? image : isRecord(image) ? str(image.url) : undefined
+  if (!url) return refuse('An image_url part needs image_url.url.', param)
+  const data = parseDataUrl(url)
+  if (data) return { inlineData: { mimeType: data.mimeType, data: data.data } }
+  if (/^https?:\/\//i.test(url)) {
+    const mimeType = guessMimeType(url)
+    if (!mimeType) {
+      return refuse(
+        'Gemini needs the type of a linked image: use a URL ending in .png, .jpg, .jpeg, .gif, .webp, .heic or .heif, or send the image inline as a data: URL.',
+        param,
+      )
+    }
+    return { fileData: { mimeType, fileUri: url } }
+  }
+  return refuse('Image URLs must be data: URLs (base64) or http(s) URLs.', param)
+}
+
+const AUDIO_MIME: Record<string, string> = { wav: 'audio/wav', mp3: 'audio/mp3' }
+
+/** A user message's content as parts. */
+function userParts(content: unknown, param: string): GeminiPart[] | Fail {
+  if (typeof content === 'string') return content === '' ? [] : [{ text: content }]
+  if (content === null || content === undefined) return []
+  if (!Array.isArray(content)) return refuse('Message content must be a string or an array of parts.', param)
+  const parts: GeminiPart[] = []
+  for (const [i, part] of content.entries()) {
+    const at = `${param}[${i}]`
+    if (!isRecord(part)) return refuse('Each content part must be an object.', at)
+    switch (part.type) {
+      case 'text': {
+        const text = str(part.text) ?? ''
+        if (text !== '') parts.push({ text })
+        break
+      }
+      case 'image_url': {
+        const image = imagePart(part, at)
+        if (isFail(image)) return image
+        parts.push(image)
+        break
+      }
+      case 'input_audio': {
+        const audio = isRecord(part.input_audio) ? part.input_audio : {}
+        const mimeType = AUDIO_MIME[str(audio.format) ?? '']
+        const data = str(audio.data)
+        if (!mimeType || !data) return refuse('input_audio needs data and a format of wav or mp3.', at)
+        parts.push({ inlineData: { mimeType, data } })
+        break
+      }
+      case 'file': {
+        const file = isRecord(part.file) ? part.file : {}
+        const data = parseDataUrl(str(file.file_data) ?? '')
+        if (!data) return refuse('Gemini accepts file parts only as data: URLs in file.file_data (file ids cannot be forwarded).', at)
+        parts.push({ inlineData: { mimeType: data.mimeType, data: data.data } })
+        break
+      }
+      default:
+        return refuse(`Content parts of type "${String(part.type)}" cannot be sent to Gemini.`, at)
+    }
+  }
+  return parts
+}
+
+/** An assistant message: its text, then its tool calls as functionCall parts. */
+function modelParts(message: JsonObject, param: string, callNames: Map<string, string>): GeminiPart[] | Fail {
+  const parts: GeminiPart[] = []
+  const text = contentText(message.content)
+  if (text === null) return refuse('Assistant messages sent to Gemini may only hold text and tool calls.', `${param}.content`)
+  if (text !== '') parts.push({ text })
+  const calls = message.tool_calls
+  if (Array.isArray(calls)) {
+    for (const [i, call] of calls.entries()) {
+      const at = `${param}.tool_calls[${i}]`
+      if (!isRecord(call) || !isRecord(call.function) || !str(call.function.name)) return refuse('A tool call needs function.name.', at)
+      const name = str(call.function.name)!
+      const args = parseArguments(call.function.arguments)
+      if (args === null) return refuse('Tool call arguments must be a JSON object.', `${at}.function.arguments`)
+      const id = str(call.id)
+      if (id) callNames.set(id, name)
+      const part: GeminiPart = { functionCall: { name, args } }
+      const signature = thoughtSignatureOf(call)
+      if (signature) part.thoughtSignature = signature
+      parts.push(part)
+    }
+  }
+  return parts
+}
+
+/** A `tool` message as a functionResponse part; Gemini wants the function's name, found from the call id. */
+function functionResponsePart(message: JsonObject, param: string, callNames: Map<string, string>): GeminiPart | Fail {
+  const id = str(message.tool_call_id)
+  const name = (id ? callNames.get(id) : undefined) ?? str(message.name)
+  if (!name) {
+    return refuse(
+      `The tool message answers tool_call_id "${id ?? ''}", which no earlier assistant message called; Gemini needs the function name.`,
+      `${param}.tool_call_id`,
+    )
+  }
+  const text = contentText(message.content)
+  if (text === null) return refuse('Tool messages sent to Gemini may only hold text.', `${param}.content`)
+  let response: JsonObject = { content: text }
+  try {
+    const parsed: unknown = JSON.parse(text)
+    if (isRecord(parsed)) response = parsed
+  } catch {
+    // Plain text results are wrapped as {content}.
+  }
+  return { functionResponse: { name, response } }
+}
+
+function append(contents: GeminiContent[], role: 'user' | 'model', parts: GeminiPart[]): void {
+  if (parts.length === 0) return
+  const last = contents[contents.length - 1]
+  if (last?.role === role) last.parts.push(...parts)
+  else contents.push({ role, parts })
+}
+
+function translateMessages(messages: unknown): { system: GeminiPart[]; contents: GeminiContent[] } | Fail {
+  if (!Array.isArray(messages) || messages.length === 0) return refuse('messages must be a non-empty array.', 'messages')
+  const system: GeminiPart[] = []
+  const contents: GeminiContent[] = []
+  const callNames = new Map<string, string>()
+  for (const [i, message] of messages.entries()) {
+    const param = `messages[${i}]`
+    if (!isRecord(message)) return refuse('Each message must be an object.', param)
+    switch (message.role) {
+      case 'system':
+      case 'developer': {
+        const text = contentText(message.content)
+        if (text === null) return refuse('System messages may only hold text.', `${param}.content`)
+        if (text !== '') system.push({ text })
+        break
+      }
+      case 'user': {
+        const parts = userParts(message.content, `${param}.content`)
+        if (isFail(parts)) return parts
+        append(contents, 'user', parts)
+        break
+      }
+      case 'assistant': {
+        const parts = modelParts(message, param, callNames)
+        if (isFail(parts)) return parts
+        append(contents, 'model', parts)
+        break
+      }
+      case 'tool': {
+        const part = functionResponsePart(message, param, callNames)
+        if (isFail(part)) return part
+        append(contents, 'user', [part])
+        break
+      }
+      default:
+        return refuse(`Messages with role "${String(message.role)}" cannot be sent to Gemini.`, `${param}.role`)
+    }
+  }
+  if (contents.length === 0) return refuse('Gemini needs at least one non-empty user or assistant message.', 'messages')
+  return { system, contents }
+}
+
+function translateTools(body: JsonObject): Pick<GeminiRequest, 'tools' | 'toolConfig'> | Fail {
+  const out: Pick<GeminiRequest, 'tools' | 'toolConfig'> = {}
+  if (body.tools === undefined || body.tools === null) return out
+  if (!Array.isArray(body.tools)) return refuse('tools must be an array.', 'tools')
+  const declarations: GeminiFunctionDeclaration[] = []
+  for (const [i, tool] of body.tools.entries()) {
+    const fn = functionTool(tool)
+    if (!fn) return refuse('Only tools of type "function" with a name can be sent to Gemini.', `tools[${i}]`)
+    const declaration: GeminiFunctionDeclaration = { name: fn.name }
+    if (fn.description) declaration.description = fn.description
+    // A function without parameters is declared without a schema; Gemini refuses an empty object schema on some models.
+    const properties = fn.parameters?.properties
+    if (fn.parameters && !(isRecord(properties) && Object.keys(properties).length === 0)) declaration.parametersJsonSchema = fn.parameters
+    declarations.push(declaration)
+  }
+  if (declarations.length === 0) return out
+  out.tools = [{ functionDeclarations: declarations }]
+  const choice = toolChoiceOf(body.tool_choice)
+  if (choice === null) return refuse('tool_choice must be "auto", "none", "required" or {type: "function", function: {name}}.', 'tool_choice')
+  if (choice === undefined) return out
+  switch (choice.mode) {
+    case 'auto':
+      out.toolConfig = { functionCallingConfig: { mode: 'AUTO' } }
+      break
+    case 'none':
+      out.toolConfig = { functionCallingConfig: { mode: 'NONE' } }
+      break
+    case 'required':
+      out.toolConfig = { functionCallingConfig: { mode: 'ANY' } }
+      break
+    case 'function':
+      out.toolConfig = { functionCallingConfig: { mode: 'ANY', allowedFunctionNames: [choice.name] } }
+      break
+  }
+  return out
+}
+
+function generationConfig(body: JsonObject): JsonObject | Fail {
+  const config: JsonObject = {}
+  const max = maxTokensOf(body)
+  if (max !== undefined) config.maxOutputTokens = max
+  const numeric: Array<[string, string]> = [
+    ['temperature', 'temperature'],
+    ['top_p', 'topP'],
+    ['top_k', 'topK'],
+    ['seed', 'seed'],
+    ['presence_penalty', 'presencePenalty'],
+    ['frequency_penalty', 'frequencyPenalty'],
+  ]
+  for (const [from, to] of numeric) {
+    const value = num(body[from])
+    if (value !== undefined) config[to] = value
+  }
+  const stop = stopList(body.stop)
+  if (stop) config.stopSequences = stop
+  const n = num(body.n)
+  if (n !== undefined && n > 1) config.candidateCount = n
+  const format = body.response_format
+  if (isRecord(format)) {
+    if (format.type === 'json_object') config.responseMimeType = 'application/json'
+    else if (format.type === 'json_schema') {
+      const schema = isRecord(format.json_schema) ? format.json_schema.schema : undefined
+      if (!isRecord(schema)) return refuse('response_format.json_schema.schema must be a JSON Schema object.', 'response_format')
+      config.responseMimeType = 'application/json'
+      config.responseJsonSchema = schema
+    }
+  }
+  return config
+}
+
+/** Gemini's path for a model: `models/{model}`, or the name as given when it already has a collection. */
+export function modelPath(model: string): string {
+  return model.includes('/') ? model : `models/${model}`
+}
+
+/**
+ * Translate an OpenAI chat body into a `generateContent` body. System messages become
+ * `systemInstruction`; assistant turns are role `model`; tool results are
+ * `functionResponse` parts named after the call they answer; consecutive turns of one
+ * role are merged.
+ */
+export function toGeminiRequest(body: JsonObject, options: GeminiRequestOptions = {}): Translation<GeminiRequest> {
+  const conversation = translateMessages(body.messages)
+  if (isFail(conversation)) return conversation
+  const tools = translateTools(body)
+  if (isFail(tools)) return tools
+  const config = generationConfig(body)
+  if (isFail(config)) return config
+
+  const request: GeminiRequest = { contents: conversation.contents }
+  if (conversation.system.length) request.systemInstruction = { parts: conversation.system }
+  if (tools.tools) request.tools = tools.tools
+  if (tools.toolConfig) request.toolConfig = tools.toolConfig
+  if (Object.keys(config).length) request.generationConfig = config
+  if (options.safetySettings) request.safetySettings = options.safetySettings
+  return { ok: true, value: request }
+}
+
+/** The body of `batchEmbedContents` for an OpenAI embeddings body. */
+export function toGeminiEmbedRequest(body: JsonObject, model: string): Translation<{ requests: JsonObject[] }> {
+  const input = body.input
+  const texts = typeof input === 'string' ? [input] : Array.isArray(input) && input.every((x) => typeof x === 'string') ? (input as string[]) : null
+  if (texts === null || texts.length === 0) {
+    return refuse('Gemini embeddings take input as a string or an array of strings (token arrays cannot be forwarded).', 'input')
+  }
+  const dimensions = num(body.dimensions)
+  const path = modelPath(model)
+  const requests = texts.map((text) => {
+    const request: JsonObject = { model: path, content: { parts: [{ text }] } }
+    if (dimensions !== undefined) request.outputDimensionality = dimensions
+    return request
+  })
+  return { ok: true, value: { requests } }
+}

@@ -1,0 +1,157 @@
+import {
+  chatUsage,
+  count,
+  errorResponse,
+  errorTypeForStatus,
+  isRecord,
+  newCallId,
+  nowSeconds,
+  str,
+  type ChatChoice,
+  type ChatCompletion,
+  type ChatUsage,
+  type FinishReason,
+  type JsonObject,
+  type ToolCall,
+} from '../shared/openai-format.ts'
+
+const FILTERED = new Set(['SAFETY', 'RECITATION', 'BLOCKLIST', 'PROHIBITED_CONTENT', 'SPII', 'IMAGE_SAFETY', 'IMAGE_PROHIBITED_CONTENT'])
+
+/** Gemini's `finishReason` in OpenAI's terms; a candidate that called functions finished with `tool_calls`. */
+export function finishReason(reason: unknown, calledTools: boolean): FinishReason {
+  if (reason === 'MAX_TOKENS') return 'length'
+  if (typeof reason === 'string' && FILTERED.has(reason)) return 'content_filter'
+  return calledTools ? 'tool_calls' : 'stop'
+}
+
+/**
+ * `usageMetadata` in OpenAI's terms. `promptTokenCount` already includes cached content;
+ * thinking tokens are output tokens, as OpenAI counts reasoning.
+ */
+export function usageOf(metadata: unknown): ChatUsage | undefined {
+  // No usage is better than zeros: without it the gateway counts the tokens itself.
+  if (!isRecord(metadata)) return undefined
+  const u = metadata
+  const thoughts = count(u.thoughtsTokenCount)
+  return chatUsage(count(u.promptTokenCount), count(u.candidatesTokenCount) + thoughts, count(u.cachedContentTokenCount), thoughts)
+}
+
+/** A functionCall part as an OpenAI tool call; a thought signature rides along for the client to send back. */
+export function toolCallOf(part: JsonObject): ToolCall | null {
+  const call = part.functionCall
+  if (!isRecord(call)) return null
+  const toolCall: ToolCall = {
+    id: str(call.id) ?? newCallId(),
+    type: 'function',
+    function: { name: str(call.name) ?? '', arguments: JSON.stringify(isRecord(call.args) ? call.args : {}) },
+  }
+  const signature = str(part.thoughtSignature)
+  if (signature) toolCall.extra_content = { google: { thought_signature: signature } }
+  return toolCall
+}
+
+/** The visible text of a part; thought summaries are not part of the answer. */
+export const textOf = (part: JsonObject): string => (part.thought === true ? '' : (str(part.text) ?? ''))
+
+function choiceOf(candidate: JsonObject, position: number): ChatChoice {
+  const content = isRecord(candidate.content) ? candidate.content : {}
+  const parts = Array.isArray(content.parts) ? content.parts.filter(isRecord) : []
+  let text = ''
+  const toolCalls: ToolCall[] = []
+  for (const part of parts) {
+    text += textOf(part)
+    const call = toolCallOf(part)
+    if (call) toolCalls.push(call)
+  }
+  return {
+    index: typeof candidate.index === 'number' ? candidate.index : position,
+    message: {
+      role: 'assistant',
+      content: text === '' && toolCalls.length ? null : text,
+      refusal: null,
+      ...(toolCalls.length ? { tool_calls: toolCalls } : {}),
+    },
+    logprobs: null,
+    finish_reason: finishReason(candidate.finishReason, toolCalls.length > 0),
+  }
+}
+
+/** An OpenAI-style id from Gemini's `responseId`. */
+export const completionId = (response: JsonObject): string => {
+  const id = str(response.responseId)
+  return id ? `chatcmpl-${id}` : `chatcmpl-${crypto.randomUUID().replaceAll('-', '')}`
+}
+
+/** A `GenerateContentResponse` as an OpenAI `chat.completion`. A blocked prompt is one empty, filtered choice. */
+export function toChatCompletion(response: JsonObject, fallbackModel: string): ChatCompletion {
+  const candidates = Array.isArray(response.candidates) ? response.candidates.filter(isRecord) : []
+  const choices = candidates.map(choiceOf)
+  if (choices.length === 0) {
+    choices.push({ index: 0, message: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: 'content_filter' })
+  }
+  const completion: ChatCompletion = {
+    id: completionId(response),
+    object: 'chat.completion',
+    created: nowSeconds(),
+    model: str(response.modelVersion) ?? fallbackModel,
+    choices,
+  }
+  const usage = usageOf(response.usageMetadata)
+  if (usage) completion.usage = usage
+  return completion
+}
+
+/** An OpenAI embeddings list from `batchEmbedContents`; base64 as OpenAI encodes it (little-endian float32). */
+export function toEmbeddingList(response: JsonObject, model: string, base64: boolean): JsonObject {
+  const embeddings = Array.isArray(response.embeddings) ? response.embeddings.filter(isRecord) : []
+  const data = embeddings.map((embedding, index) => {
+    const values = Array.isArray(embedding.values) ? embedding.values.map((v) => (typeof v === 'number' ? v : 0)) : []
+    const vector = base64 ? Buffer.from(new Float32Array(values).buffer).toString('base64') : values
+    return { object: 'embedding', index, embedding: vector }
+  })
+  // Gemini reports no token counts for embeddings; the gateway counts them itself.
+  return { object: 'list', data, model }
+}
+
+/** Seconds from a `google.rpc.RetryInfo` detail (`"37s"`, `"0.5s"`), for a `retry-after` header. */
+export function retryAfterOf(details: unknown): string | undefined {
+  if (!Array.isArray(details)) return undefined
+  for (const detail of details) {
+    if (!isRecord(detail) || !String(detail['@type'] ?? '').endsWith('google.rpc.RetryInfo')) continue
+    const seconds = /^(\d+(?:\.\d+)?)s$/.exec(str(detail.retryDelay) ?? '')?.[1]
+    if (seconds !== undefined) return String(Math.ceil(Number(seconds)))
+  }
+  return undefined
+}
+
+/** Gemini answers a bad API key with 400 INVALID_ARGUMENT; it is a key problem, so it becomes the 401 it means. */
+function isKeyError(details: unknown): boolean {
+  return Array.isArray(details) && details.some((d) => isRecord(d) && (d.reason === 'API_KEY_INVALID' || d.reason === 'API_KEY_EXPIRED'))
+}
+
+/**
+ * A Gemini error answer (`{error: {code, message, status, details}}`) as an OpenAI-style
+ * error with the same status. A retry delay becomes `retry-after`.
+ */
+export function toErrorResponse(status: number, text: string, headers: Headers): Response {
+  let message = ''
+  let code: string | null = null
+  let details: unknown
+  try {
+    const raw: unknown = JSON.parse(text)
+    // The JSON-array stream form wraps its error in a list.
+    const parsed: unknown = Array.isArray(raw) ? raw[0] : raw
+    if (isRecord(parsed) && isRecord(parsed.error)) {
+      message = str(parsed.error.message) ?? ''
+      code = str(parsed.error.status)?.toLowerCase() ?? null
+      details = parsed.error.details
+    }
+  } catch {
+    message = text.trim().slice(0, 500)
+  }
+  const mapped = status === 400 && isKeyError(details) ? 401 : status
+  const out: Record<string, string> = {}
+  const retry = headers.get('retry-after') ?? retryAfterOf(details)
+  if (retry) out['retry-after'] = retry
+  return errorResponse(mapped, message || `Gemini answered HTTP ${status}.`, { type: errorTypeForStatus(mapped), code, headers: out })
+}

@@ -1,0 +1,146 @@
+import {
+  ChunkWriter,
+  SSE_DONE,
+  errorTypeForStatus,
+  isRecord,
+  nowSeconds,
+  num,
+  str,
+  streamErrorFrame,
+  type JsonObject,
+} from '../shared/openai-format.ts'
+import { translateSse, type SseTranslator } from '../shared/sse-transform.ts'
+import { completionId, finishReason, textOf, toolCallOf, usageOf } from './response.ts'
+
+export interface GeminiStreamOptions {
+  /** The model asked for, until a chunk's `modelVersion` names the one that answers. */
+  model: string
+  /** The client asked for `stream_options.include_usage`. */
+  includeUsage: boolean
+}
+
+interface CandidateState {
+  /** The role chunk was sent. */
+  announced: boolean
+  toolCalls: number
+  finished: boolean
+}
+
+/**
+ * `streamGenerateContent?alt=sse` chunks → OpenAI `chat.completion.chunk` frames. Each
+ * Gemini chunk is a whole `GenerateContentResponse` holding the next piece of each
+ * candidate: text parts become content deltas, a functionCall part (Gemini sends it
+ * whole) becomes a tool call announced with id and name and then given its arguments,
+ * `finishReason` becomes the finish chunk. The stream has no end marker: when the
+ * upstream body ends, the usage chunk (if asked) and `[DONE]` follow.
+ */
+export class GeminiStreamTranslator implements SseTranslator {
+  done = false
+  private readonly writer: ChunkWriter
+  private headSet = false
+  private readonly candidates = new Map<number, CandidateState>()
+  private usage: unknown
+
+  constructor(private readonly options: GeminiStreamOptions) {
+    this.writer = new ChunkWriter({ id: 'chatcmpl-pending', model: options.model, created: nowSeconds() }, options.includeUsage)
+  }
+
+  push(data: string): string {
+    let chunk: unknown
+    try {
+      chunk = JSON.parse(data)
+    } catch {
+      return ''
+    }
+    if (!isRecord(chunk)) return ''
+    if (isRecord(chunk.error)) {
+      this.done = true
+      const status = num(chunk.error.code) ?? 500
+      return streamErrorFrame(str(chunk.error.message) ?? 'The upstream stream failed.', errorTypeForStatus(status), str(chunk.error.status)?.toLowerCase() ?? null)
+    }
+    if (!this.headSet) {
+      this.headSet = true
+      this.writer.head.id = completionId(chunk)
+      this.writer.head.model = str(chunk.modelVersion) ?? this.options.model
+    }
+    if (chunk.usageMetadata !== undefined) this.usage = chunk.usageMetadata
+    let out = ''
+    const candidates = Array.isArray(chunk.candidates) ? chunk.candidates.filter(isRecord) : []
+    candidates.forEach((candidate, position) => {
+      out += this.candidate(typeof candidate.index === 'number' ? candidate.index : position, candidate)
+    })
+    const feedback = chunk.promptFeedback
+    if (candidates.length === 0 && isRecord(feedback) && feedback.blockReason) {
+      // The prompt itself was blocked: one empty, filtered choice, as the non-streamed answer has.
+      const state = this.state(0)
+      out += this.roleChunk(0, state)
+      if (!state.finished) {
+        state.finished = true
+        out += this.writer.finish('content_filter', 0)
+      }
+    }
+    return out
+  }
+
+  end(): string {
+    if (this.done) return ''
+    this.done = true
+    if (this.candidates.size === 0) {
+      return streamErrorFrame('The upstream stream ended before any content arrived.', 'api_error', 'upstream_error')
+    }
+    let out = ''
+    for (const [index, state] of this.candidates) {
+      if (state.finished) continue
+      state.finished = true
+      out += this.roleChunk(index, state) + this.writer.finish(state.toolCalls > 0 ? 'tool_calls' : 'stop', index)
+    }
+    return out + this.writer.usage(usageOf(this.usage)) + SSE_DONE
+  }
+
+  private state(index: number): CandidateState {
+    let state = this.candidates.get(index)
+    if (!state) {
+      state = { announced: false, toolCalls: 0, finished: false }
+      this.candidates.set(index, state)
+    }
+    return state
+  }
+
+  private roleChunk(index: number, state: CandidateState): string {
+    if (state.announced) return ''
+    state.announced = true
+    return this.writer.delta({ role: 'assistant', content: '' }, index)
+  }
+
+  private candidate(index: number, candidate: JsonObject): string {
+    const state = this.state(index)
+    let out = ''
+    if (state.finished) return out
+    const content = isRecord(candidate.content) ? candidate.content : {}
+    const parts = Array.isArray(content.parts) ? content.parts.filter(isRecord) : []
+    for (const part of parts) {
+      const text = textOf(part)
+      if (text) out += this.roleChunk(index, state) + this.writer.delta({ content: text }, index)
+      const call = toolCallOf(part)
+      if (!call) continue
+      const callIndex = state.toolCalls++
+      const head: JsonObject = { index: callIndex, id: call.id, type: 'function', function: { name: call.function.name, arguments: '' } }
+      if (call.extra_content) head.extra_content = call.extra_content
+      // A call that opens the message carries the role and `content: null`, as OpenAI sends it.
+      const role = state.announced ? {} : { role: 'assistant', content: null }
+      state.announced = true
+      out += this.writer.delta({ ...role, tool_calls: [head] }, index)
+      out += this.writer.delta({ tool_calls: [{ index: callIndex, function: { arguments: call.function.arguments } }] }, index)
+    }
+    if (candidate.finishReason) {
+      state.finished = true
+      out += this.roleChunk(index, state) + this.writer.finish(finishReason(candidate.finishReason, state.toolCalls > 0), index)
+    }
+    return out
+  }
+}
+
+/** Translate a Gemini SSE body into an OpenAI SSE body, chunk by chunk. */
+export function geminiStreamToOpenAI(source: ReadableStream<Uint8Array>, options: GeminiStreamOptions): ReadableStream<Uint8Array> {
+  return translateSse(source, new GeminiStreamTranslator(options))
+}

@@ -1,0 +1,145 @@
+import { describe, expect, test } from 'bun:test'
+import { translateSse, type SseTranslator } from './sse-transform.ts'
+
+const encoder = new TextEncoder()
+
+/** Upper-cases each event's data; finishes on "STOP", closes with "END". */
+function upper(): { done: boolean; seen: string[] } & SseTranslator {
+  return {
+    done: false,
+    seen: [],
+    push(data) {
+      this.seen.push(data)
+      if (data === 'stop') {
+        this.done = true
+        return 'data: STOP\n\n'
+      }
+      return data === 'ping' ? '' : `data: ${data.toUpperCase()}\n\n`
+    },
+    end() {
+      return this.done ? '' : 'data: END\n\n'
+    },
+  }
+}
+
+/** A source whose chunks the test releases one by one, recording reads and cancels. */
+function manualSource() {
+  let controller!: ReadableStreamDefaultController<Uint8Array>
+  let pulls = 0
+  let cancelled: unknown = null
+  const stream = new ReadableStream<Uint8Array>(
+    {
+      start(c) {
+        controller = c
+      },
+      pull() {
+        pulls++
+      },
+      cancel(reason) {
+        cancelled = reason ?? 'cancelled'
+      },
+    },
+    { highWaterMark: 0 },
+  )
+  return {
+    stream,
+    send: (text: string) => controller.enqueue(encoder.encode(text)),
+    close: () => controller.close(),
+    fail: (error: Error) => controller.error(error),
+    get pulls() {
+      return pulls
+    },
+    get cancelled() {
+      return cancelled
+    },
+  }
+}
+
+const decode = (chunk: Uint8Array | undefined): string => new TextDecoder().decode(chunk)
+
+describe('translateSse', () => {
+  test('hands each translated event on as soon as it arrives (no buffering to the end)', async () => {
+    const source = manualSource()
+    const reader = translateSse(source.stream, upper()).getReader()
+    source.send('data: a\n\n')
+    expect(decode((await reader.read()).value)).toBe('data: A\n\n')
+    // The upstream is still open: the second event comes out before the source ends.
+    source.send('data: b\n\n')
+    expect(decode((await reader.read()).value)).toBe('data: B\n\n')
+    source.close()
+    expect(decode((await reader.read()).value)).toBe('data: END\n\n')
+    expect((await reader.read()).done).toBe(true)
+  })
+
+  test('events split anywhere, even inside a multi-byte character, are put back together', async () => {
+    const text = 'event: x\ndata: héllo wörld\n\ndata: ping\n\ndata: ✓ done\n\n'
+    const bytes = encoder.encode(text)
+    for (const size of [1, 2, 3, 5, 7]) {
+      const translator = upper()
+      const source = new ReadableStream<Uint8Array>({
+        start(c) {
+          for (let i = 0; i < bytes.length; i += size) c.enqueue(bytes.slice(i, i + size))
+          c.close()
+        },
+      })
+      const out = await new Response(translateSse(source, translator)).text()
+      expect(out).toBe('data: HÉLLO WÖRLD\n\ndata: ✓ DONE\n\ndata: END\n\n')
+      expect(translator.seen).toEqual(['héllo wörld', 'ping', '✓ done'])
+    }
+  })
+
+  test('CRLF framing (as Google sends it), split anywhere, and a last event without its blank line', async () => {
+    const bytes = encoder.encode('data: one\r\n\r\ndata: two\r\n\r\ndata: three')
+    for (const size of [1, 2, 3, 4, 5, 6, 7, 11, 64]) {
+      const source = new ReadableStream<Uint8Array>({
+        start(c) {
+          for (let i = 0; i < bytes.length; i += size) c.enqueue(bytes.slice(i, i + size))
+          c.close()
+        },
+      })
+      expect(await new Response(translateSse(source, upper())).text()).toBe('data: ONE\n\ndata: TWO\n\ndata: THREE\n\ndata: END\n\n')
+    }
+  })
+
+  test('reads the upstream only as the client reads (no read-ahead)', async () => {
+    const source = manualSource()
+    const reader = translateSse(source.stream, upper()).getReader()
+    await Bun.sleep(5)
+    expect(source.pulls).toBe(0)
+    const pending = reader.read()
+    source.send('data: a\n\n')
+    await pending
+    await Bun.sleep(5)
+    // One read asked for, one upstream pull; nothing queued behind the client's back.
+    expect(source.pulls).toBe(1)
+    await reader.cancel()
+  })
+
+  test('cancelling the translated stream cancels the upstream body', async () => {
+    const source = manualSource()
+    const reader = translateSse(source.stream, upper()).getReader()
+    source.send('data: a\n\n')
+    await reader.read()
+    await reader.cancel('client gone')
+    expect(source.cancelled).toBe('client gone')
+  })
+
+  test('once the translator is done the stream closes and the rest of the upstream is dropped', async () => {
+    const source = manualSource()
+    const translator = upper()
+    const reader = translateSse(source.stream, translator).getReader()
+    source.send('data: a\n\ndata: stop\n\ndata: after\n\n')
+    expect(decode((await reader.read()).value)).toBe('data: A\n\ndata: STOP\n\n')
+    expect((await reader.read()).done).toBe(true)
+    expect(translator.seen).toEqual(['a', 'stop'])
+    expect(source.cancelled).not.toBeNull()
+  })
+
+  test('an upstream read error errors the translated stream', async () => {
+    const source = manualSource()
+    const reader = translateSse(source.stream, upper()).getReader()
+    const pending = reader.read()
+    source.fail(new Error('connection reset'))
+    await expect(pending).rejects.toThrow('connection reset')
+  })
+})

@@ -1,0 +1,402 @@
+/**
+ * The anthropic adapter end to end: the official `openai` client → a listening gateway →
+ * a mock that speaks Anthropic's real Messages API wire format and validates what it is
+ * sent. The client must get what OpenAI would have given it. Real HTTP on 127.0.0.1.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import OpenAI from 'openai'
+import type { ConfigFile } from '../src/config/schema.ts'
+import { definePlugin, type Usage } from '../src/plugin.ts'
+import { MOCK_CLAUDE_REPLY, startMockAnthropic, type MockAnthropic } from './fixtures/mock-anthropic.ts'
+import { parseSse } from './fixtures/mock-upstream.ts'
+import { startGateway, type TestGateway } from './support/gateway.ts'
+import { expectError, postJson, waitFor } from './support/http.ts'
+
+const SECRET = 'sk-ant-api03-upstream-secret-0123456789abcdef'
+const UPSTREAM_MODEL = 'claude-sonnet-4-5'
+const PNG = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=='
+
+const weatherTool = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'Current weather for a city',
+    parameters: {
+      type: 'object',
+      properties: { city: { type: 'string' }, unit: { type: 'string', enum: ['celsius', 'fahrenheit'] } },
+      required: ['city', 'unit'],
+      additionalProperties: false,
+    },
+  },
+} as const satisfies OpenAI.Chat.Completions.ChatCompletionTool
+
+type Chunk = OpenAI.Chat.Completions.ChatCompletionChunk
+
+function config(baseUrl: string, plugins: unknown[] = []): ConfigFile & { plugins?: unknown[] } {
+  return {
+    providers: [{ id: 'claude', type: 'anthropic', baseUrl, keys: [{ id: 'an-1', secret: SECRET }] }],
+    models: [{ name: 'claude-test', targets: [{ provider: 'claude', model: UPSTREAM_MODEL }] }],
+    plugins,
+  }
+}
+
+const lastBody = (mock: MockAnthropic) => mock.stats.lastBody as Record<string, unknown> & { messages: unknown[] }
+
+async function collect(stream: AsyncIterable<Chunk>): Promise<Chunk[]> {
+  const chunks: Chunk[] = []
+  for await (const chunk of stream) chunks.push(chunk)
+  return chunks
+}
+
+describe('anthropic provider through the gateway', () => {
+  let mock: MockAnthropic
+  let gw: TestGateway
+  let client: OpenAI
+
+  beforeAll(async () => {
+    mock = await startMockAnthropic({ apiKeys: [SECRET] })
+    gw = await startGateway(config(mock.url))
+    client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'sk-dev-client-key-not-checked', maxRetries: 0 })
+  })
+  afterAll(async () => {
+    await gw.close()
+    await mock.stop()
+  })
+  beforeEach(() => mock.reset())
+
+  test('plain chat: a chat.completion from a Messages API answer, key in x-api-key', async () => {
+    const completion = await client.chat.completions.create({ model: 'claude-test', messages: [{ role: 'user', content: 'hello' }] })
+    expect(completion.object).toBe('chat.completion')
+    expect(completion.id).toStartWith('msg_mock')
+    expect(completion.model).toBe(UPSTREAM_MODEL)
+    expect(completion.choices).toHaveLength(1)
+    expect(completion.choices[0]).toMatchObject({ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: MOCK_CLAUDE_REPLY } })
+    const words = MOCK_CLAUDE_REPLY.split(' ').length
+    expect(completion.usage?.completion_tokens).toBe(words)
+    expect(completion.usage?.total_tokens).toBe((completion.usage?.prompt_tokens ?? 0) + words)
+    expect(completion.usage?.prompt_tokens).toBeGreaterThan(0)
+
+    const headers = mock.stats.lastHeaders!
+    expect(headers.get('x-api-key')).toBe(SECRET)
+    expect(headers.get('anthropic-version')).toBe('2023-06-01')
+    expect(headers.get('authorization')).toBeNull()
+    // Anthropic requires max_tokens: the default is sent when the client gives none.
+    expect(mock.stats.lastBody).toEqual({ model: UPSTREAM_MODEL, max_tokens: 4096, messages: [{ role: 'user', content: [{ type: 'text', text: 'hello' }] }] })
+  })
+
+  test('system and developer messages become the top-level system; same-role turns are merged', async () => {
+    const completion = await client.chat.completions.create({
+      model: 'claude-test',
+      max_tokens: 50,
+      temperature: 0.2,
+      top_p: 0.9,
+      user: 'user-42',
+      messages: [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'developer', content: 'Answer in English.' },
+        { role: 'user', content: 'hi' },
+        { role: 'user', content: [{ type: 'text', text: 'are you there?' }] },
+        { role: 'assistant', content: 'yes' },
+        { role: 'user', content: 'good' },
+      ],
+    })
+    expect(completion.choices[0]?.message.content).toBe(MOCK_CLAUDE_REPLY)
+    expect(mock.stats.lastBody).toEqual({
+      model: UPSTREAM_MODEL,
+      max_tokens: 50,
+      temperature: 0.2,
+      top_p: 0.9,
+      metadata: { user_id: 'user-42' },
+      system: [
+        { type: 'text', text: 'Be brief.' },
+        { type: 'text', text: 'Answer in English.' },
+      ],
+      messages: [
+        { role: 'user', content: [{ type: 'text', text: 'hi' }, { type: 'text', text: 'are you there?' }] },
+        { role: 'assistant', content: [{ type: 'text', text: 'yes' }] },
+        { role: 'user', content: [{ type: 'text', text: 'good' }] },
+      ],
+    })
+  })
+
+  test('images: a data: URL becomes a base64 image block, an http URL a url source', async () => {
+    const completion = await client.chat.completions.create({
+      model: 'claude-test',
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'What are these?' },
+            { type: 'image_url', image_url: { url: `data:image/png;base64,${PNG}` } },
+            { type: 'image_url', image_url: { url: 'https://example.com/cat.jpg', detail: 'low' } },
+          ],
+        },
+      ],
+    })
+    expect(completion.choices[0]?.message.content).toStartWith('I see 2 images.')
+    expect(lastBody(mock).messages[0]).toEqual({
+      role: 'user',
+      content: [
+        { type: 'text', text: 'What are these?' },
+        { type: 'image', source: { type: 'base64', media_type: 'image/png', data: PNG } },
+        { type: 'image', source: { type: 'url', url: 'https://example.com/cat.jpg' } },
+      ],
+    })
+  })
+
+  test('tools: a tool_use answer becomes tool_calls with JSON-string arguments; the result goes back as tool_result', async () => {
+    const first = await client.chat.completions.create({
+      model: 'claude-test',
+      messages: [{ role: 'user', content: 'use get_weather for Paris' }],
+      tools: [weatherTool],
+    })
+    const choice = first.choices[0]!
+    expect(choice.finish_reason).toBe('tool_calls')
+    expect(choice.message.content).toBe('Calling get_weather.')
+    const call = choice.message.tool_calls?.[0]
+    expect(call?.type).toBe('function')
+    if (call?.type !== 'function') throw new Error('expected a function tool call')
+    expect(call.id).toStartWith('toolu_mock')
+    expect(call.function.name).toBe('get_weather')
+    expect(typeof call.function.arguments).toBe('string')
+    expect(JSON.parse(call.function.arguments)).toEqual({ city: 'mock', unit: 'celsius' })
+    expect(lastBody(mock).tools).toEqual([
+      { name: 'get_weather', description: 'Current weather for a city', input_schema: weatherTool.function.parameters },
+    ])
+    expect(lastBody(mock).tool_choice).toBeUndefined()
+
+    const second = await client.chat.completions.create({
+      model: 'claude-test',
+      messages: [{ role: 'user', content: 'use get_weather for Paris' }, choice.message, { role: 'tool', tool_call_id: call.id, content: 'sunny, 21 C' }],
+      tools: [weatherTool],
+    })
+    expect(second.choices[0]?.finish_reason).toBe('stop')
+    expect(second.choices[0]?.message.content).toBe('Tool result received: sunny, 21 C')
+    expect(lastBody(mock).messages).toEqual([
+      { role: 'user', content: [{ type: 'text', text: 'use get_weather for Paris' }] },
+      {
+        role: 'assistant',
+        content: [
+          { type: 'text', text: 'Calling get_weather.' },
+          { type: 'tool_use', id: call.id, name: 'get_weather', input: { city: 'mock', unit: 'celsius' } },
+        ],
+      },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: call.id, content: 'sunny, 21 C' }] },
+    ])
+  })
+
+  test('tool_choice: required → any, a named function → tool, none → none; parallel_tool_calls false is kept', async () => {
+    const messages: OpenAI.Chat.Completions.ChatCompletionMessageParam[] = [{ role: 'user', content: 'hello' }]
+    const required = await client.chat.completions.create({ model: 'claude-test', messages, tools: [weatherTool], tool_choice: 'required', parallel_tool_calls: false })
+    expect(lastBody(mock).tool_choice).toEqual({ type: 'any', disable_parallel_tool_use: true })
+    expect(required.choices[0]?.finish_reason).toBe('tool_calls')
+
+    await client.chat.completions.create({ model: 'claude-test', messages, tools: [weatherTool], tool_choice: { type: 'function', function: { name: 'get_weather' } } })
+    expect(lastBody(mock).tool_choice).toEqual({ type: 'tool', name: 'get_weather' })
+
+    const none = await client.chat.completions.create({ model: 'claude-test', messages: [{ role: 'user', content: 'use get_weather' }], tools: [weatherTool], tool_choice: 'none' })
+    expect(lastBody(mock).tool_choice).toEqual({ type: 'none' })
+    expect(none.choices[0]?.finish_reason).toBe('stop')
+    expect(none.choices[0]?.message.tool_calls).toBeUndefined()
+  })
+
+  test('stop reasons: max_tokens → length, a stop sequence → stop', async () => {
+    const short = await client.chat.completions.create({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], max_completion_tokens: 3 })
+    expect(short.choices[0]).toMatchObject({ finish_reason: 'length', message: { content: 'Hello from the' } })
+    expect(lastBody(mock).max_tokens).toBe(3)
+
+    const stopped = await client.chat.completions.create({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stop: ['mock'] })
+    expect(stopped.choices[0]).toMatchObject({ finish_reason: 'stop', message: { content: 'Hello from the ' } })
+    expect(lastBody(mock).stop_sequences).toEqual(['mock'])
+  })
+
+  test('streamed text: OpenAI SSE frames, role first, content pieces, finish chunk, [DONE]', async () => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hello' }], stream: true })
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toStartWith('text/event-stream')
+    const parsed = parseSse(await res.text())
+    expect(parsed.done).toBe(true)
+    const chunks = parsed.events as Chunk[]
+    for (const chunk of chunks) {
+      expect(chunk.object).toBe('chat.completion.chunk')
+      expect(chunk.id).toStartWith('msg_mock')
+      expect(chunk.model).toBe(UPSTREAM_MODEL)
+      expect('usage' in chunk).toBe(false)
+    }
+    expect(chunks[0]?.choices[0]?.delta).toEqual({ role: 'assistant', content: '' })
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe(MOCK_CLAUDE_REPLY)
+    // One chunk per upstream text delta: translated event by event, not re-chunked.
+    expect(chunks).toHaveLength(1 + MOCK_CLAUDE_REPLY.split(' ').length + 1)
+    expect(chunks.at(-1)?.choices[0]).toMatchObject({ delta: {}, finish_reason: 'stop' })
+    expect(lastBody(mock).stream).toBe(true)
+  })
+
+  test('streamed text with include_usage ends with the usage chunk; other chunks carry usage null', async () => {
+    const body = { model: 'claude-test', messages: [{ role: 'user' as const, content: 'hello' }] }
+    const plain = await client.chat.completions.create(body)
+    const chunks = await collect(await client.chat.completions.create({ ...body, stream: true, stream_options: { include_usage: true } }))
+    const last = chunks.at(-1)
+    expect(last?.choices).toEqual([])
+    expect(last?.usage).toEqual(plain.usage!)
+    for (const chunk of chunks.slice(0, -1)) expect(chunk.usage).toBeNull()
+    expect(chunks.at(-2)?.choices[0]?.finish_reason).toBe('stop')
+  })
+
+  test('streamed tool calls: id and name first, then argument pieces; the SDK helper accumulates them', async () => {
+    const params = { model: 'claude-test', messages: [{ role: 'user' as const, content: 'use get_weather for Paris' }], tools: [weatherTool] }
+    const chunks = await collect(await client.chat.completions.create({ ...params, stream: true }))
+    const toolDeltas = chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? [])
+    expect(toolDeltas[0]).toMatchObject({ index: 0, type: 'function', function: { name: 'get_weather', arguments: '' } })
+    expect(toolDeltas[0]?.id).toStartWith('toolu_mock')
+    expect(toolDeltas.length).toBeGreaterThan(2)
+    for (const delta of toolDeltas.slice(1)) expect(delta.id).toBeUndefined()
+    expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('tool_calls')
+
+    const stream = client.chat.completions.stream({ ...params })
+    const final = await stream.finalChatCompletion()
+    const message = final.choices[0]?.message
+    expect(message?.content).toBe('Calling get_weather.')
+    const call = message?.tool_calls?.[0]
+    if (call?.type !== 'function') throw new Error('expected a function tool call')
+    expect(call.function.name).toBe('get_weather')
+    expect(JSON.parse(call.function.arguments)).toEqual({ city: 'mock', unit: 'celsius' })
+    expect(final.choices[0]?.finish_reason).toBe('tool_calls')
+  })
+
+  test('streamed stop reason max_tokens → length', async () => {
+    const chunks = await collect(await client.chat.completions.create({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2, stream: true }))
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('Hello from')
+    expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('length')
+  })
+
+  test('an error event inside the stream reaches the client as an API error', async () => {
+    mock.setFailure({ status: 529, midStream: true, times: 1 })
+    const stream = await client.chat.completions.create({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
+    const seen: Chunk[] = []
+    const error = await (async () => {
+      try {
+        for await (const chunk of stream) seen.push(chunk)
+      } catch (err) {
+        return err
+      }
+      return null
+    })()
+    expect(error).toBeInstanceOf(OpenAI.APIError)
+    expect((error as Error).message).toContain('Overloaded')
+    expect(seen.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('Hello ')
+  })
+
+  test('a client that goes away mid-stream cancels the upstream stream', async () => {
+    const slow = await startMockAnthropic({ chunkDelayMs: 40 })
+    const slowGw = await startGateway(config(slow.url))
+    try {
+      const controller = new AbortController()
+      const res = await fetch(`${slowGw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stream: true }),
+        signal: controller.signal,
+      })
+      const reader = res.body!.getReader()
+      await reader.read()
+      controller.abort()
+      await waitFor(() => slow.stats.aborted === 1, 'the mock to see its stream cancelled')
+    } finally {
+      await slowGw.close()
+      await slow.stop()
+    }
+  })
+
+  describe('provider errors in the gateway envelope', () => {
+    test('400 from Anthropic → 400 invalid_request carrying Anthropic\'s message', async () => {
+      // Anthropic's temperature tops out at 1; the mock refuses as the API does.
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], temperature: 1.5 })
+      const error = await expectError(res, 'invalid_request', 400)
+      expect(error.message).toContain('temperature: Input should be less than or equal to 1')
+      expect(error.message).toContain('"claude"')
+    })
+
+    test('429 → 429 rate_limit_exceeded with Retry-After', async () => {
+      mock.setFailure({ status: 429, times: 1 })
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] })
+      expect(res.headers.get('retry-after')).toBe('7')
+      const error = await expectError(res, 'rate_limit_exceeded', 429)
+      expect(error.message).toContain('per-minute rate limit')
+    })
+
+    test('500 and 529 (overloaded) → 502 upstream_error', async () => {
+      for (const status of [500, 529]) {
+        mock.setFailure({ status, times: 1 })
+        const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] })
+        const error = await expectError(res, 'upstream_error', 502)
+        expect(error.message).toContain(status === 529 ? 'Overloaded' : 'Internal server error')
+      }
+    })
+
+    test('the upstream key never reaches the client, even when the provider echoes it', async () => {
+      mock.setFailure({ status: 401, times: 1, body: { type: 'error', error: { type: 'authentication_error', message: `invalid x-api-key ${SECRET}` } } })
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] })
+      const text = await res.clone().text()
+      expect(text).not.toContain(SECRET)
+      const error = await expectError(res, 'upstream_error', 502)
+      expect(error.message).toContain('an-1')
+    })
+
+    test('a request Anthropic cannot take is refused with 400 before any upstream call', async () => {
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], n: 2 })
+      const error = await expectError(res, 'invalid_request', 400)
+      expect(error.message).toContain('n must be 1')
+      expect(mock.stats.requests).toBe(0)
+    })
+
+    test('embeddings are not served by an anthropic provider: 400 that says so', async () => {
+      const res = await postJson(`${gw.url}/v1/embeddings`, { model: 'claude-test', input: 'hello' })
+      const error = await expectError(res, 'invalid_request', 400)
+      expect(error.message).toContain('chat completions only')
+      expect(mock.stats.requests).toBe(0)
+    })
+  })
+})
+
+describe('anthropic usage accounting', () => {
+  test('cache reads and writes count as prompt tokens; reads are the cached_tokens', async () => {
+    const mock = await startMockAnthropic({ cacheReadTokens: 100, cacheCreationTokens: 20 })
+    const gw = await startGateway(config(mock.url))
+    try {
+      const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 })
+      const completion = await client.chat.completions.create({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] })
+      const usage = completion.usage!
+      const input = usage.prompt_tokens - 120
+      expect(input).toBeGreaterThan(0)
+      expect(usage.prompt_tokens_details?.cached_tokens).toBe(100)
+      expect(usage.total_tokens).toBe(usage.prompt_tokens + usage.completion_tokens)
+
+      const chunks = await collect(
+        await client.chat.completions.create({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stream: true, stream_options: { include_usage: true } }),
+      )
+      expect(chunks.at(-1)?.usage).toEqual(usage)
+    } finally {
+      await gw.close()
+      await mock.stop()
+    }
+  })
+
+  test('a usage plugin gets the provider usage of a stream; the client that did not ask sees no usage chunk', async () => {
+    const usages: Usage[] = []
+    const recorder = definePlugin({ name: 'test-usage', setup: () => ({ onUsage: (_req, usage) => void usages.push(usage) }) })
+    const mock = await startMockAnthropic()
+    const gw = await startGateway(config(mock.url, [recorder]))
+    try {
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
+      const parsed = parseSse(await res.text())
+      expect(parsed.done).toBe(true)
+      expect((parsed.events as Chunk[]).some((c) => Array.isArray(c.choices) && c.choices.length === 0)).toBe(false)
+      await waitFor(() => usages.length === 1, 'the usage hook')
+      expect(usages[0]).toMatchObject({ source: 'provider', completionTokens: MOCK_CLAUDE_REPLY.split(' ').length })
+      expect(usages[0]!.promptTokens).toBeGreaterThan(0)
+    } finally {
+      await gw.close()
+      await mock.stop()
+    }
+  })
+})

@@ -1,0 +1,470 @@
+/**
+ * The gemini adapter end to end: the official `openai` client → a listening gateway → a
+ * mock that speaks Google's real Gemini API wire format (generateContent,
+ * streamGenerateContent?alt=sse, batchEmbedContents) and validates what it is sent. The
+ * client must get what OpenAI would have given it. Real HTTP on 127.0.0.1.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import OpenAI from 'openai'
+import type { ConfigFile } from '../src/config/schema.ts'
+import { definePlugin, type Usage } from '../src/plugin.ts'
+import { mockEmbeddings } from '../src/providers/mock/generate.ts'
+import { MOCK_GEMINI_REPLY, mockThoughtSignature, startMockGemini, type MockGemini } from './fixtures/mock-gemini.ts'
+import { parseSse } from './fixtures/mock-upstream.ts'
+import { startGateway, type TestGateway } from './support/gateway.ts'
+import { expectError, postJson, waitFor } from './support/http.ts'
+
+const SECRET = 'AIzaSy-upstream-secret-0123456789abcdef'
+const UPSTREAM_MODEL = 'gemini-2.5-flash'
+const PNG = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=='
+const WORDS = MOCK_GEMINI_REPLY.split(' ').length
+
+const weatherTool = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'Current weather for a city',
+    parameters: {
+      type: 'object',
+      properties: { city: { type: 'string' }, unit: { type: 'string', enum: ['celsius', 'fahrenheit'] } },
+      required: ['city', 'unit'],
+      additionalProperties: false,
+    },
+  },
+} as const satisfies OpenAI.Chat.Completions.ChatCompletionTool
+
+type Chunk = OpenAI.Chat.Completions.ChatCompletionChunk
+type Message = OpenAI.Chat.Completions.ChatCompletionMessageParam
+
+function config(baseUrl: string, plugins: unknown[] = []): ConfigFile & { plugins?: unknown[] } {
+  return {
+    providers: [{ id: 'google', type: 'gemini', baseUrl, keys: [{ id: 'gm-1', secret: SECRET }] }],
+    models: [
+      { name: 'gemini-test', targets: [{ provider: 'google', model: UPSTREAM_MODEL }] },
+      { name: 'gemini-embed', targets: [{ provider: 'google', model: 'gemini-embedding-001' }] },
+    ],
+    plugins,
+  }
+}
+
+const lastBody = (mock: MockGemini) => mock.stats.lastBody as Record<string, unknown> & { contents: unknown[] }
+
+async function collect(stream: AsyncIterable<Chunk>): Promise<Chunk[]> {
+  const chunks: Chunk[] = []
+  for await (const chunk of stream) chunks.push(chunk)
+  return chunks
+}
+
+describe('gemini provider through the gateway', () => {
+  let mock: MockGemini
+  let gw: TestGateway
+  let client: OpenAI
+
+  beforeAll(async () => {
+    mock = await startMockGemini({ apiKeys: [SECRET] })
+    gw = await startGateway(config(mock.url))
+    client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'sk-dev-client-key-not-checked', maxRetries: 0 })
+  })
+  afterAll(async () => {
+    await gw.close()
+    await mock.stop()
+  })
+  beforeEach(() => mock.reset())
+
+  test('plain chat: a chat.completion from generateContent, key in x-goog-api-key', async () => {
+    const completion = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'hello' }] })
+    expect(completion.object).toBe('chat.completion')
+    expect(completion.id).toStartWith('chatcmpl-mock')
+    expect(completion.model).toBe(UPSTREAM_MODEL)
+    expect(completion.choices).toHaveLength(1)
+    expect(completion.choices[0]).toMatchObject({ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: MOCK_GEMINI_REPLY } })
+    expect(completion.usage?.completion_tokens).toBe(WORDS)
+    expect(completion.usage?.prompt_tokens).toBeGreaterThan(0)
+    expect(completion.usage?.total_tokens).toBe((completion.usage?.prompt_tokens ?? 0) + WORDS)
+
+    expect(mock.stats.lastPath).toBe(`/v1beta/models/${UPSTREAM_MODEL}:generateContent`)
+    expect(mock.stats.lastHeaders?.get('x-goog-api-key')).toBe(SECRET)
+    expect(mock.stats.lastHeaders?.get('authorization')).toBeNull()
+    expect(mock.stats.lastBody).toEqual({ contents: [{ role: 'user', parts: [{ text: 'hello' }] }] })
+  })
+
+  test('system → systemInstruction, assistant → model, same-role turns merged, generationConfig', async () => {
+    const completion = await client.chat.completions.create({
+      model: 'gemini-test',
+      max_tokens: 50,
+      temperature: 0.3,
+      top_p: 0.8,
+      stop: 'never-appears',
+      messages: [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'developer', content: 'Answer in English.' },
+        { role: 'user', content: 'hi' },
+        { role: 'user', content: [{ type: 'text', text: 'are you there?' }] },
+        { role: 'assistant', content: 'yes' },
+        { role: 'user', content: 'good' },
+      ],
+    })
+    expect(completion.choices[0]?.message.content).toBe(MOCK_GEMINI_REPLY)
+    expect(mock.stats.lastBody).toEqual({
+      systemInstruction: { parts: [{ text: 'Be brief.' }, { text: 'Answer in English.' }] },
+      contents: [
+        { role: 'user', parts: [{ text: 'hi' }, { text: 'are you there?' }] },
+        { role: 'model', parts: [{ text: 'yes' }] },
+        { role: 'user', parts: [{ text: 'good' }] },
+      ],
+      generationConfig: { maxOutputTokens: 50, temperature: 0.3, topP: 0.8, stopSequences: ['never-appears'] },
+    })
+  })
+
+  test('images: a data: URL becomes inlineData, an http URL with a known type fileData', async () => {
+    const completion = await client.chat.completions.create({
+      model: 'gemini-test',
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'What are these?' },
+            { type: 'image_url', image_url: { url: `data:image/png;base64,${PNG}` } },
+            { type: 'image_url', image_url: { url: 'https://example.com/cat.JPG?size=large' } },
+          ],
+        },
+      ],
+    })
+    expect(completion.choices[0]?.message.content).toStartWith('I see 2 images.')
+    expect(lastBody(mock).contents[0]).toEqual({
+      role: 'user',
+      parts: [
+        { text: 'What are these?' },
+        { inlineData: { mimeType: 'image/png', data: PNG } },
+        { fileData: { mimeType: 'image/jpeg', fileUri: 'https://example.com/cat.JPG?size=large' } },
+      ],
+    })
+  })
+
+  test('an http image URL whose type cannot be told is refused with a clear 400, without calling Gemini', async () => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, {
+      model: 'gemini-test',
+      messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/render?id=7' } }] }],
+    })
+    const error = await expectError(res, 'invalid_request', 400)
+    expect(error.message).toContain('data: URL')
+    expect(mock.stats.requests).toBe(0)
+  })
+
+  test('tools: a functionCall becomes tool_calls with a generated id; the result goes back as functionResponse by name', async () => {
+    const first = await client.chat.completions.create({
+      model: 'gemini-test',
+      messages: [{ role: 'user', content: 'use get_weather for Paris' }],
+      tools: [weatherTool],
+    })
+    const choice = first.choices[0]!
+    expect(choice.finish_reason).toBe('tool_calls')
+    expect(choice.message.content).toBeNull()
+    const call = choice.message.tool_calls?.[0]
+    if (call?.type !== 'function') throw new Error('expected a function tool call')
+    expect(call.id).toMatch(/^call_[0-9a-f]{24}$/)
+    expect(call.function.name).toBe('get_weather')
+    expect(JSON.parse(call.function.arguments)).toEqual({ city: 'mock', unit: 'celsius' })
+    // The JSON Schema goes as parametersJsonSchema, untouched (additionalProperties and all).
+    expect(lastBody(mock).tools).toEqual([
+      { functionDeclarations: [{ name: 'get_weather', description: 'Current weather for a city', parametersJsonSchema: weatherTool.function.parameters }] },
+    ])
+
+    const second = await client.chat.completions.create({
+      model: 'gemini-test',
+      messages: [
+        { role: 'user', content: 'use get_weather for Paris' },
+        choice.message,
+        { role: 'tool', tool_call_id: call.id, content: '{"forecast":"sunny"}' },
+      ],
+      tools: [weatherTool],
+    })
+    expect(second.choices[0]).toMatchObject({ finish_reason: 'stop', message: { content: 'Tool result received: {"forecast":"sunny"}' } })
+    expect(lastBody(mock).contents).toEqual([
+      { role: 'user', parts: [{ text: 'use get_weather for Paris' }] },
+      { role: 'model', parts: [{ functionCall: { name: 'get_weather', args: { city: 'mock', unit: 'celsius' } } }] },
+      { role: 'user', parts: [{ functionResponse: { name: 'get_weather', response: { forecast: 'sunny' } } }] },
+    ])
+  })
+
+  test('tool_choice: required → ANY, a named function → ANY with allowedFunctionNames, none → NONE', async () => {
+    const messages: Message[] = [{ role: 'user', content: 'hello' }]
+    const required = await client.chat.completions.create({ model: 'gemini-test', messages, tools: [weatherTool], tool_choice: 'required' })
+    expect(lastBody(mock).toolConfig).toEqual({ functionCallingConfig: { mode: 'ANY' } })
+    expect(required.choices[0]?.finish_reason).toBe('tool_calls')
+
+    await client.chat.completions.create({ model: 'gemini-test', messages, tools: [weatherTool], tool_choice: { type: 'function', function: { name: 'get_weather' } } })
+    expect(lastBody(mock).toolConfig).toEqual({ functionCallingConfig: { mode: 'ANY', allowedFunctionNames: ['get_weather'] } })
+
+    const none = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'use get_weather' }], tools: [weatherTool], tool_choice: 'none' })
+    expect(lastBody(mock).toolConfig).toEqual({ functionCallingConfig: { mode: 'NONE' } })
+    expect(none.choices[0]?.finish_reason).toBe('stop')
+  })
+
+  test('finish reasons: MAX_TOKENS → length, SAFETY → content_filter, a blocked prompt → content_filter', async () => {
+    const short = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }], max_completion_tokens: 3 })
+    expect(short.choices[0]).toMatchObject({ finish_reason: 'length', message: { content: 'Hello from the' } })
+    expect(lastBody(mock).generationConfig).toEqual({ maxOutputTokens: 3 })
+
+    const filtered = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'BLOCKME please' }] })
+    expect(filtered.choices[0]).toMatchObject({ finish_reason: 'content_filter', message: { content: '' } })
+
+    const blocked = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'BLOCKPROMPT please' }] })
+    expect(blocked.choices).toHaveLength(1)
+    expect(blocked.choices[0]?.finish_reason).toBe('content_filter')
+  })
+
+  test('n → candidateCount, one choice per candidate', async () => {
+    const completion = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }], n: 2, max_tokens: 2 })
+    expect(completion.choices.map((c) => [c.index, c.message.content])).toEqual([
+      [0, 'Hello from'],
+      [1, 'Hello from'],
+    ])
+    expect((lastBody(mock).generationConfig as Record<string, unknown>).candidateCount).toBe(2)
+  })
+
+  test('streamed text: OpenAI SSE frames, role first, content pieces, finish chunk, [DONE]', async () => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gemini-test', messages: [{ role: 'user', content: 'hello' }], stream: true })
+    expect(res.status).toBe(200)
+    expect(res.headers.get('content-type')).toStartWith('text/event-stream')
+    const parsed = parseSse(await res.text())
+    expect(parsed.done).toBe(true)
+    const chunks = parsed.events as Chunk[]
+    for (const chunk of chunks) {
+      expect(chunk.object).toBe('chat.completion.chunk')
+      expect(chunk.id).toBe(chunks[0]!.id)
+      expect(chunk.model).toBe(UPSTREAM_MODEL)
+      expect('usage' in chunk).toBe(false)
+    }
+    expect(chunks[0]?.choices[0]?.delta).toEqual({ role: 'assistant', content: '' })
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe(MOCK_GEMINI_REPLY)
+    expect(chunks).toHaveLength(1 + WORDS + 1)
+    expect(chunks.at(-1)?.choices[0]).toMatchObject({ delta: {}, finish_reason: 'stop' })
+    expect(mock.stats.lastPath).toBe(`/v1beta/models/${UPSTREAM_MODEL}:streamGenerateContent?alt=sse`)
+  })
+
+  test('streamed text with include_usage ends with the usage chunk; other chunks carry usage null', async () => {
+    const body = { model: 'gemini-test', messages: [{ role: 'user' as const, content: 'hello' }] }
+    const plain = await client.chat.completions.create(body)
+    const chunks = await collect(await client.chat.completions.create({ ...body, stream: true, stream_options: { include_usage: true } }))
+    const last = chunks.at(-1)
+    expect(last?.choices).toEqual([])
+    expect(last?.usage).toEqual(plain.usage!)
+    for (const chunk of chunks.slice(0, -1)) expect(chunk.usage).toBeNull()
+  })
+
+  test('streamed tool calls: id and name first, then arguments; the SDK helper accumulates them', async () => {
+    const params = { model: 'gemini-test', messages: [{ role: 'user' as const, content: 'use get_weather for Paris' }], tools: [weatherTool] }
+    const chunks = await collect(await client.chat.completions.create({ ...params, stream: true }))
+    // As OpenAI does it: the role arrives with the first tool call, content null.
+    expect(chunks[0]?.choices[0]?.delta).toMatchObject({ role: 'assistant', content: null })
+    const toolDeltas = chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? [])
+    expect(toolDeltas[0]).toMatchObject({ index: 0, type: 'function', function: { name: 'get_weather', arguments: '' } })
+    expect(toolDeltas[0]?.id).toMatch(/^call_/)
+    expect(JSON.parse(toolDeltas.map((d) => d.function?.arguments ?? '').join(''))).toEqual({ city: 'mock', unit: 'celsius' })
+    expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('tool_calls')
+
+    const final = await client.chat.completions.stream(params).finalChatCompletion()
+    expect(final.choices[0]?.message.content).toBeNull()
+    const call = final.choices[0]?.message.tool_calls?.[0]
+    if (call?.type !== 'function') throw new Error('expected a function tool call')
+    expect(call.function.name).toBe('get_weather')
+    expect(JSON.parse(call.function.arguments)).toEqual({ city: 'mock', unit: 'celsius' })
+    expect(final.choices[0]?.finish_reason).toBe('tool_calls')
+  })
+
+  test('an error frame inside the stream reaches the client as an API error', async () => {
+    mock.setFailure({ status: 503, midStream: true, times: 1 })
+    const stream = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
+    const error = await (async () => {
+      try {
+        for await (const _ of stream) void _
+      } catch (err) {
+        return err
+      }
+      return null
+    })()
+    expect(error).toBeInstanceOf(OpenAI.APIError)
+    expect((error as Error).message).toContain('overloaded')
+  })
+
+  test('a client that goes away mid-stream cancels the upstream stream', async () => {
+    const slow = await startMockGemini({ chunkDelayMs: 40 })
+    const slowGw = await startGateway(config(slow.url))
+    try {
+      const controller = new AbortController()
+      const res = await fetch(`${slowGw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }], stream: true }),
+        signal: controller.signal,
+      })
+      const reader = res.body!.getReader()
+      await reader.read()
+      controller.abort()
+      await waitFor(() => slow.stats.aborted === 1, 'the mock to see its stream cancelled')
+    } finally {
+      await slowGw.close()
+      await slow.stop()
+    }
+  })
+
+  test('embeddings through batchEmbedContents (the client asks for base64 and decodes it)', async () => {
+    const result = await client.embeddings.create({ model: 'gemini-embed', input: ['alpha', 'beta'], dimensions: 4 })
+    expect(result.object).toBe('list')
+    expect(result.model).toBe('gemini-embedding-001')
+    expect(result.data.map((d) => d.index)).toEqual([0, 1])
+    const expected = mockEmbeddings({ input: 'alpha', dimensions: 4 }).data[0]!.embedding as number[]
+    result.data[0]!.embedding.forEach((v, i) => expect(v).toBeCloseTo(expected[i]!, 5))
+    expect(mock.stats.lastPath).toBe('/v1beta/models/gemini-embedding-001:batchEmbedContents')
+    expect(mock.stats.lastBody).toEqual({
+      requests: [
+        { model: 'models/gemini-embedding-001', content: { parts: [{ text: 'alpha' }] }, outputDimensionality: 4 },
+        { model: 'models/gemini-embedding-001', content: { parts: [{ text: 'beta' }] }, outputDimensionality: 4 },
+      ],
+    })
+  })
+
+  describe('provider errors in the gateway envelope', () => {
+    test('400 from Gemini → 400 invalid_request carrying Google\'s message', async () => {
+      // A refusal as Google words it: {error: {code, message, status}}.
+      mock.setFailure({ status: 400, times: 1, body: { error: { code: 400, message: '* GenerateContentRequest.generation_config.top_k: must be positive', status: 'INVALID_ARGUMENT' } } })
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }] })
+      const error = await expectError(res, 'invalid_request', 400)
+      expect(error.message).toContain('top_k: must be positive')
+      expect(error.message).toContain('"google"')
+    })
+
+    test('a request the mock validates as invalid is passed on with Google\'s own message', async () => {
+      const res = await postJson(`${gw.url}/v1/chat/completions`, {
+        model: 'gemini-test',
+        messages: [{ role: 'user', content: 'hi' }],
+        stop: ['a', 'b', 'c', 'd', 'e', 'f'],
+      })
+      const error = await expectError(res, 'invalid_request', 400)
+      expect(error.message).toContain('at most 5 stop sequences')
+    })
+
+    test('429 RESOURCE_EXHAUSTED → 429 rate_limit_exceeded, the RetryInfo delay as Retry-After', async () => {
+      mock.setFailure({ status: 429, times: 1 })
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }] })
+      expect(res.headers.get('retry-after')).toBe('7')
+      const error = await expectError(res, 'rate_limit_exceeded', 429)
+      expect(error.message).toContain('exceeded your current quota')
+    })
+
+    test('500 and 503 → 502 upstream_error', async () => {
+      for (const status of [500, 503]) {
+        mock.setFailure({ status, times: 1 })
+        const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }] })
+        await expectError(res, 'upstream_error', 502)
+      }
+    })
+
+    test('a rejected key (Google answers 400 API_KEY_INVALID) is a key problem: 502, and the key is never shown', async () => {
+      const other = await startMockGemini({ apiKeys: ['some-other-key'] })
+      const otherGw = await startGateway(config(other.url))
+      try {
+        const res = await postJson(`${otherGw.url}/v1/chat/completions`, { model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }] })
+        const text = await res.clone().text()
+        expect(text).not.toContain(SECRET)
+        const error = await expectError(res, 'upstream_error', 502)
+        expect(error.message).toContain('gm-1')
+        expect(error.message).toContain('API key not valid')
+      } finally {
+        await otherGw.close()
+        await other.stop()
+      }
+    })
+
+    test('a tool message answering an unknown call is refused with 400 before any upstream call', async () => {
+      const res = await postJson(`${gw.url}/v1/chat/completions`, {
+        model: 'gemini-test',
+        messages: [
+          { role: 'user', content: 'hi' },
+          { role: 'tool', tool_call_id: 'call_nowhere', content: 'x' },
+        ],
+      })
+      const error = await expectError(res, 'invalid_request', 400)
+      expect(error.message).toContain('call_nowhere')
+      expect(mock.stats.requests).toBe(0)
+    })
+  })
+})
+
+describe('gemini specifics', () => {
+  test('thought signatures ride on tool calls as extra_content and go back with the history (Gemini 3)', async () => {
+    const mock = await startMockGemini({ thoughtSignatures: true })
+    const gw = await startGateway(config(mock.url))
+    try {
+      const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 })
+      const ask: Message = { role: 'user', content: 'use get_weather for Paris' }
+      const first = await client.chat.completions.create({ model: 'gemini-test', messages: [ask], tools: [weatherTool] })
+      const message = first.choices[0]!.message
+      const call = message.tool_calls?.[0] as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall & { extra_content?: unknown }
+      expect(call.extra_content).toEqual({ google: { thought_signature: mockThoughtSignature('get_weather') } })
+
+      const second = await client.chat.completions.create({
+        model: 'gemini-test',
+        messages: [ask, message, { role: 'tool', tool_call_id: call.id, content: 'sunny' }],
+        tools: [weatherTool],
+      })
+      expect(second.choices[0]?.message.content).toBe('Tool result received: {"content":"sunny"}')
+      const model = (mock.stats.lastBody as { contents: Array<{ parts: Array<Record<string, unknown>> }> }).contents[1]
+      expect(model?.parts[0]?.thoughtSignature).toBe(mockThoughtSignature('get_weather'))
+
+      // Streams carry the signature on the tool call's first delta.
+      const chunks = await collect(await client.chat.completions.create({ model: 'gemini-test', messages: [ask], tools: [weatherTool], stream: true }))
+      const head = chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? [])[0] as { extra_content?: unknown }
+      expect(head.extra_content).toEqual({ google: { thought_signature: mockThoughtSignature('get_weather') } })
+
+      // A history without the signature is refused by Gemini 3, with its message.
+      const stripped = { role: 'assistant' as const, content: null, tool_calls: [{ id: call.id, type: 'function' as const, function: call.function }] }
+      const res = await postJson(`${gw.url}/v1/chat/completions`, {
+        model: 'gemini-test',
+        messages: [ask, stripped, { role: 'tool', tool_call_id: call.id, content: 'sunny' }],
+        tools: [weatherTool],
+      })
+      const error = await expectError(res, 'invalid_request', 400)
+      expect(error.message).toContain('thought_signature')
+    } finally {
+      await gw.close()
+      await mock.stop()
+    }
+  })
+
+  test('usage: cached content and thinking tokens map to cached_tokens and reasoning_tokens', async () => {
+    const mock = await startMockGemini({ cachedTokens: 5, thoughtsTokens: 11 })
+    const gw = await startGateway(config(mock.url))
+    try {
+      const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 })
+      const completion = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }] })
+      const usage = completion.usage!
+      expect(usage.prompt_tokens_details?.cached_tokens).toBe(5)
+      expect(usage.completion_tokens).toBe(WORDS + 11)
+      expect(usage.completion_tokens_details?.reasoning_tokens).toBe(11)
+      expect(usage.total_tokens).toBe(usage.prompt_tokens + usage.completion_tokens)
+    } finally {
+      await gw.close()
+      await mock.stop()
+    }
+  })
+
+  test('a usage plugin gets the provider usage of a stream; the client that did not ask sees no usage chunk', async () => {
+    const usages: Usage[] = []
+    const recorder = definePlugin({ name: 'test-usage', setup: () => ({ onUsage: (_req, usage) => void usages.push(usage) }) })
+    const mock = await startMockGemini()
+    const gw = await startGateway(config(mock.url, [recorder]))
+    try {
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
+      const parsed = parseSse(await res.text())
+      expect(parsed.done).toBe(true)
+      expect((parsed.events as Chunk[]).some((c) => c.choices.length === 0)).toBe(false)
+      await waitFor(() => usages.length === 1, 'the usage hook')
+      expect(usages[0]).toMatchObject({ source: 'provider', completionTokens: WORDS })
+    } finally {
+      await gw.close()
+      await mock.stop()
+    }
+  })
+})
