@@ -60,7 +60,7 @@ describe.skipIf(postgresUrl === null || redisUrl === null)('exact limits across 
     }
     const spawn = (i: number) => {
       const port = freePort()
-      return spawnServer({ name: `gateway-${i}`, cmd: ['bun', 'run', 'src/main.ts'], cwd: ROOT, port, env: { ...env, PORT: String(port) }, logFile: join(dir, `gateway-${i}.log`), startTimeoutMs: 25_000 })
+      return spawnServer({ name: `gateway-${i}`, cmd: [process.execPath, 'run', 'src/main.ts'], cwd: ROOT, port, env: { ...env, PORT: String(port) }, logFile: join(dir, `gateway-${i}.log`), startTimeoutMs: 25_000 })
     }
     // The first one migrates the empty database; the others start together once it has.
     servers.push(await spawn(0))

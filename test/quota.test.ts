@@ -304,10 +304,11 @@ for (const backend of backends) {
         const user = await createUser(gw)
         const { id, key } = await createKey(gw, user, { limits: { max_parallel: 2 } })
         const slow = () => gw.chat(key, { model: SLOW_MODEL })
+        const before = upstream.stats.requests
         const first = slow()
         const second = slow()
-        // Both are admitted before the third is sent (the mock holds them SLOW_MS).
-        await Bun.sleep(150)
+        // Both were admitted once the mock has them (it holds them SLOW_MS); only then the third goes.
+        await eventually(async () => (upstream.stats.requests >= before + 2 ? true : undefined), 5000, 'two requests upstream')
         const third = await slow()
         const retryAfter = third.headers.get('retry-after')
         const message = await expectQuotaError(third, 'rate_limit_exceeded')
@@ -332,8 +333,9 @@ for (const backend of backends) {
         const team = await createTeam(gw, [u1, u2], { limits: { max_parallel: 1 } })
         const k1 = await createKey(gw, u1, { team_id: team })
         const k2 = await createKey(gw, u2, { team_id: team })
+        const before = upstream.stats.requests
         const first = gw.chat(k1.key, { model: SLOW_MODEL })
-        await Bun.sleep(150)
+        await eventually(async () => (upstream.stats.requests >= before + 1 ? true : undefined), 5000, 'the first request upstream')
         const message = await expectQuotaError(await gw.chat(k2.key, { model: SLOW_MODEL }), 'rate_limit_exceeded')
         expect(message).toContain(`team ${team}`)
         const done = await first

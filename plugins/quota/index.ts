@@ -21,6 +21,8 @@ const Options = Type.Object(
     hash_tag: Type.String({ minLength: 1, maxLength: 64, pattern: '^[^{}]+$', default: 'sluice' }),
     /** ms a Redis call may take before it counts as unreachable. @default 1000 */
     redis_timeout_ms: Type.Integer({ minimum: 10, default: 1000 }),
+    /** Connections to Redis for admissions; two keep Redis busy while the client handles replies. @default 2 */
+    redis_connections: Type.Integer({ minimum: 1, maximum: 16, default: 2 }),
   },
   { additionalProperties: false },
 )
@@ -54,12 +56,13 @@ export const quota = definePlugin({
   async setup({ options, services, logger }) {
     const memory = new MemoryStore()
     let primary: QuotaStore = memory
-    let client: RedisClient | undefined
     if (services.redis) {
-      client = failFastClient(services.redis, options.redis_timeout_ms)
-      client.on('error', () => {})
-      await Promise.race([new Promise((resolve) => client!.once('ready', resolve)), Bun.sleep(2000)])
-      primary = new RedisStore(client)
+      const redis = services.redis
+      const clients = Array.from({ length: options.redis_connections }, () => failFastClient(redis, options.redis_timeout_ms))
+      // Without a listener an unreachable Redis would print every reconnect attempt; backendDown logs instead.
+      for (const client of clients) client.on('error', () => {})
+      await Promise.race([Promise.all(clients.map((client) => new Promise((resolve) => client.once('ready', resolve)))), Bun.sleep(2000)])
+      primary = new RedisStore(clients)
     }
     let lastWarn = 0
     const backendDown = (error: unknown): QuotaStore | GatewayError => {
@@ -156,7 +159,7 @@ export const quota = definePlugin({
       },
       async close() {
         await memory.close()
-        client?.disconnect()
+        if (primary !== memory) await primary.close()
       },
     }
   },
@@ -207,23 +210,25 @@ export function rateLimitHeaders(items: Item[], remaining: number[]): Record<str
     })
     if (best < 0) continue
     const item = items[best]!
-    const left = Math.max(0, remaining[best]!)
+    const left = remaining[best]!
     headers[`x-ratelimit-limit-${suffix}`] = String(item.limit)
-    headers[`x-ratelimit-remaining-${suffix}`] = String(Math.floor(left))
+    headers[`x-ratelimit-remaining-${suffix}`] = String(Math.max(0, Math.floor(left)))
+    // From what is really left: a bucket in debt (charged more than it held) takes longer than a minute.
     headers[`x-ratelimit-reset-${suffix}`] = formatDuration((item.limit - left) / item.rate)
   }
   return headers
 }
 
-/** OpenAI's reset format: `20ms`, `1.5s`, `6m0s`, `1h2m3s`. */
+/** OpenAI's reset format: `20ms`, `1.5s`, `6m0s`, `1h2m3s`; rounded up, never promising a reset too early. */
 export function formatDuration(ms: number): string {
   if (!(ms > 0)) return '0s'
-  if (ms < 1000) return `${Math.ceil(ms)}ms`
-  const total = ms / 1000
-  if (total < 60) return `${Math.round(total * 1000) / 1000}s`
-  const h = Math.floor(total / 3600)
-  const m = Math.floor((total % 3600) / 60)
-  const s = Math.ceil(total % 60)
+  const whole = Math.ceil(ms)
+  if (whole < 1000) return `${whole}ms`
+  if (whole < 60_000) return `${whole / 1000}s`
+  const secs = Math.ceil(whole / 1000)
+  const h = Math.floor(secs / 3600)
+  const m = Math.floor((secs % 3600) / 60)
+  const s = secs % 60
   return h > 0 ? `${h}h${m}m${s}s` : `${m}m${s}s`
 }
 

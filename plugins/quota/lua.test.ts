@@ -88,7 +88,8 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
 
   test('an error other than NOSCRIPT is not retried by EVAL: it reaches the caller', async () => {
     const broken = items('wrongtype')
-    await client.set(broken[0]!.key, 'not a hash')
+    // A lease set that is not a sorted set: ZREMRANGEBYSCORE fails with WRONGTYPE.
+    await client.set(broken[2]!.key, 'not a sorted set')
     await expect(store.admit(broken, 'req_w', Date.now())).rejects.toThrow(/WRONGTYPE/)
   })
 })

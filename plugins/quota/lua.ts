@@ -5,7 +5,18 @@
  * Items are passed as KEYS[i] plus five ARGV fields each: kind (b = token bucket,
  * c = period counter, l = lease set), limit, rate per ms, cost (or delta), until.
  * Time for buckets and leases is Redis's own clock, so instances with skewed clocks agree.
- * Numbers go back as strings: Redis would truncate Lua floats to integers.
+ *
+ * They are written for Redis' single thread, where each redis.call and each Lua number
+ * formatting costs whole µs (measured in benchmarks/micro/admission.ts):
+ * - one MGET reads every bucket and counter (a lease set is no string: MGET reads it as nil);
+ * - a bucket is ONE number, the ms at which it will be full again ("full"): it holds
+ *   limit − max(0, full − now) × rate tokens, less than zero when a settlement charged more
+ *   than it held. Taking c tokens sets full = now + (limit − left) / rate. One SET with PX
+ *   writes it; a counter (the integer used so far) is one SET with PXAT;
+ * - numbers are handed to redis.call as Lua numbers, which Redis formats in C at full
+ *   precision (%.17g), never through string.format or tostring in Lua;
+ * - replies are integers (Redis would truncate a Lua float): what is left, in thousandths
+ *   (floored), and the wait in ms, -1 meaning never.
  */
 
 export const ADMIT_SCRIPT = `local t = redis.call('TIME')
@@ -13,9 +24,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = tonumber(ARGV[1])
 local lease = ARGV[2]
 local clientNow = tonumber(ARGV[3])
+local vals = redis.call('MGET', unpack(KEYS))
 local avail = {}
 local failed = 0
-local wait = '0'
+local wait = 0
 for i = 1, n do
   local b = 3 + (i - 1) * 5
   local kind = ARGV[b + 1]
@@ -24,20 +36,20 @@ for i = 1, n do
   local cost = tonumber(ARGV[b + 4])
   local untl = tonumber(ARGV[b + 5])
   if kind == 'b' then
-    local s = redis.call('HMGET', KEYS[i], 't', 'ts')
+    local full = tonumber(vals[i] or '0') or 0
     local a = limit
-    if s[1] then a = math.min(limit, tonumber(s[1]) + math.max(0, now - tonumber(s[2])) * rate) end
+    if full > now then a = limit - (full - now) * rate end
     avail[i] = a
     if failed == 0 and cost > a then
       failed = i
-      if cost > limit then wait = 'never' else wait = tostring(math.ceil((cost - a) / rate)) end
+      if cost > limit then wait = -1 else wait = math.ceil((cost - a) / rate) end
     end
   elseif kind == 'c' then
-    local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+    local used = tonumber(vals[i] or '0') or 0
     avail[i] = limit - used
     if failed == 0 and (used + cost > limit or used >= limit) then
       failed = i
-      if cost > limit or untl < 0 then wait = 'never' else wait = tostring(math.max(0, untl - clientNow)) end
+      if cost > limit or untl < 0 then wait = -1 else wait = math.max(0, untl - clientNow) end
     end
   else
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
@@ -46,7 +58,7 @@ for i = 1, n do
     if failed == 0 and held >= limit then
       failed = i
       local first = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-      if first[2] then wait = tostring(math.max(0, tonumber(first[2]) - now)) else wait = 'never' end
+      if first[2] then wait = math.max(0, tonumber(first[2]) - now) else wait = -1 end
     end
   end
 end
@@ -55,7 +67,7 @@ if failed > 0 then
   out[1] = 0
   out[2] = failed - 1
   out[3] = wait
-  for i = 1, n do out[3 + i] = tostring(avail[i]) end
+  for i = 1, n do out[3 + i] = math.floor(avail[i] * 1000) end
   return out
 end
 for i = 1, n do
@@ -67,29 +79,28 @@ for i = 1, n do
   local untl = tonumber(ARGV[b + 5])
   local left = avail[i] - cost
   if kind == 'b' then
-    redis.call('HSET', KEYS[i], 't', tostring(left), 'ts', tostring(now))
-    redis.call('PEXPIRE', KEYS[i], math.ceil((limit - left) / rate) + 1000)
+    local ms = (limit - left) / rate
+    redis.call('SET', KEYS[i], now + ms, 'PX', math.ceil(ms) + 1000)
   elseif kind == 'c' then
-    redis.call('INCRBY', KEYS[i], cost)
-    if untl >= 0 then redis.call('PEXPIREAT', KEYS[i], untl + 86400000) end
+    if untl >= 0 then redis.call('SET', KEYS[i], limit - left, 'PXAT', untl + 86400000) else redis.call('SET', KEYS[i], limit - left) end
   else
     redis.call('ZADD', KEYS[i], now + untl, lease)
     redis.call('PEXPIRE', KEYS[i], untl + 1000)
   end
-  avail[i] = left
+  out[3 + i] = math.floor(left * 1000)
 end
 out[1] = 1
 out[2] = -1
-out[3] = '0'
-for i = 1, n do out[3 + i] = tostring(avail[i]) end
+out[3] = 0
 return out`
 
-export const ADMIT_SHA = 'e7636ffe17796be4abbac9f00c39f5b413c5fa28'
+export const ADMIT_SHA = 'a6aaf0ee4790dfe8b26533e5b6ee21f298c146ff'
 
 export const SETTLE_SCRIPT = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = tonumber(ARGV[1])
 local lease = ARGV[2]
+local vals = redis.call('MGET', unpack(KEYS))
 for i = 1, n do
   local b = 3 + (i - 1) * 5
   local kind = ARGV[b + 1]
@@ -100,42 +111,42 @@ for i = 1, n do
   if kind == 'l' then
     redis.call('ZREM', KEYS[i], lease)
   elseif delta ~= 0 and kind == 'b' then
-    local s = redis.call('HMGET', KEYS[i], 't', 'ts')
+    local full = tonumber(vals[i] or '0') or 0
     local a = limit
-    if s[1] then a = math.min(limit, tonumber(s[1]) + math.max(0, now - tonumber(s[2])) * rate) end
-    local left = math.min(limit, a - delta)
-    redis.call('HSET', KEYS[i], 't', tostring(left), 'ts', tostring(now))
-    redis.call('PEXPIRE', KEYS[i], math.ceil((limit - left) / rate) + 1000)
+    if full > now then a = limit - (full - now) * rate end
+    local ms = (limit - math.min(limit, a - delta)) / rate
+    redis.call('SET', KEYS[i], now + ms, 'PX', math.ceil(ms) + 1000)
   elseif delta ~= 0 then
-    local v = redis.call('INCRBY', KEYS[i], delta)
-    if v < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
-    if untl >= 0 and redis.call('PTTL', KEYS[i]) < 0 then redis.call('PEXPIREAT', KEYS[i], untl + 86400000) end
+    local used = math.max(0, (tonumber(vals[i] or '0') or 0) + delta)
+    if untl >= 0 then redis.call('SET', KEYS[i], used, 'PXAT', untl + 86400000) else redis.call('SET', KEYS[i], used) end
   end
 end
 return 1`
 
-export const SETTLE_SHA = '4d49717a49802ff56cc5df4b68ba48d4e98b8aa1'
+export const SETTLE_SHA = '690c093ef61e52b590a2266fabaf5dc21c62609f'
 
 export const PEEK_SCRIPT = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = tonumber(ARGV[1])
+local vals = redis.call('MGET', unpack(KEYS))
 local out = {}
 for i = 1, n do
   local b = 3 + (i - 1) * 5
   local kind = ARGV[b + 1]
   local limit = tonumber(ARGV[b + 2])
   local rate = tonumber(ARGV[b + 3])
+  local a
   if kind == 'b' then
-    local s = redis.call('HMGET', KEYS[i], 't', 'ts')
-    local a = limit
-    if s[1] then a = math.min(limit, tonumber(s[1]) + math.max(0, now - tonumber(s[2])) * rate) end
-    out[i] = tostring(a)
+    local full = tonumber(vals[i] or '0') or 0
+    a = limit
+    if full > now then a = limit - (full - now) * rate end
   elseif kind == 'c' then
-    out[i] = tostring(limit - tonumber(redis.call('GET', KEYS[i]) or '0'))
+    a = limit - (tonumber(vals[i] or '0') or 0)
   else
-    out[i] = tostring(limit - redis.call('ZCOUNT', KEYS[i], now, '+inf'))
+    a = limit - redis.call('ZCOUNT', KEYS[i], now, '+inf')
   end
+  out[i] = math.floor(a * 1000)
 end
 return out`
 
-export const PEEK_SHA = 'b76c01ad07ee3da447081bd874ba3d8d90511c4e'
+export const PEEK_SHA = 'b17a8a6548b2bd206146d326d69f9956465f2a60'

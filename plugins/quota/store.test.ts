@@ -26,7 +26,7 @@ interface Backend {
   close(): Promise<void>
 }
 
-let redisClient: Redis | undefined
+let redisClients: Redis[] = []
 const backends: Backend[] = [
   {
     name: 'MemoryStore',
@@ -38,11 +38,12 @@ const backends: Backend[] = [
     name: 'RedisStore',
     available: redisUrl !== null,
     async open() {
-      redisClient = new Redis(redisUrl!, { enableAutoPipelining: true, maxRetriesPerRequest: 1 })
-      return new RedisStore(redisClient)
+      // Two connections, as the plugin opens by default: a request keeps to one of them.
+      redisClients = [0, 1].map(() => new Redis(redisUrl!, { enableAutoPipelining: true, maxRetriesPerRequest: 1 }))
+      return new RedisStore(redisClients)
     },
     async close() {
-      redisClient?.disconnect()
+      for (const client of redisClients) client.disconnect()
       await deleteTaggedKeys(redisUrl!, tag)
     },
   },
@@ -177,6 +178,20 @@ for (const backend of backends) {
         expect(a.waitMs!).toBeGreaterThan(900)
         expect(Math.ceil(b.waitMs! / 1000)).toBe(60)
         expect(b.waitMs!).toBeGreaterThan(59_000)
+      })
+
+      test('a changed limit keeps the time the bucket needs to fill: both stores agree', async () => {
+        // 600 per minute, 10 taken: full again in 1000 ms.
+        const key = fresh('b')
+        expect((await admit([bucket(10, 600, 10, key)])).ok).toBe(true)
+        // Raised to 6000 per minute (capacity 100): ~1000 ms from full at 100 per s, so about 0 left
+        // (not 90); lowered to 60 per minute (capacity 1): ~1000 ms from full at 1 per s, so about 0 too.
+        const [raised] = await peek([bucket(100, 6000, 0, key)])
+        expect(raised!).toBeGreaterThanOrEqual(0)
+        expect(raised!).toBeLessThan(10)
+        const [lowered] = await peek([bucket(1, 60, 0, key)])
+        expect(lowered!).toBeGreaterThanOrEqual(0)
+        expect(lowered!).toBeLessThan(0.2)
       })
 
       test('a cost above the limit can never be admitted: waitMs is null', async () => {

@@ -33,11 +33,6 @@ export interface QuotaStore {
   close(): Promise<void>
 }
 
-interface BucketState {
-  tokens: number
-  ts: number
-}
-
 /** Entries past this many are swept of those that refilled; then the oldest go. */
 const DEFAULT_MAX_ENTRIES = 200_000
 
@@ -47,7 +42,11 @@ const DEFAULT_MAX_ENTRIES = 200_000
  */
 export class MemoryStore implements QuotaStore {
   readonly name = 'memory' as const
-  private readonly buckets = new Map<string, BucketState & { full: number }>()
+  /**
+   * A bucket is the ms at which it will be full again, as in the Redis script: it holds
+   * limit − max(0, full − now) × rate (below zero after a charge beyond what it held).
+   */
+  private readonly buckets = new Map<string, number>()
   private readonly counters = new Map<string, { used: number; expires: number | null }>()
   private readonly leases = new Map<string, Map<string, number>>()
 
@@ -92,8 +91,7 @@ export class MemoryStore implements QuotaStore {
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!
       if (item.kind === 'bucket') {
-        const tokens = remaining[i]! - item.cost
-        this.buckets.set(item.key, { tokens, ts: now, full: now + (item.limit - tokens) / item.rate })
+        this.buckets.set(item.key, now + (item.limit - (remaining[i]! - item.cost)) / item.rate)
       } else if (item.kind === 'counter') {
         this.counters.set(item.key, { used: item.limit - remaining[i]! + item.cost, expires: item.until })
       } else {
@@ -112,8 +110,8 @@ export class MemoryStore implements QuotaStore {
       if (item.kind === 'lease') {
         this.leases.get(item.key)?.delete(leaseId)
       } else if (delta !== 0 && item.kind === 'bucket') {
-        const tokens = Math.min(item.limit, this.bucketAvailable(item, now) - delta)
-        this.buckets.set(item.key, { tokens, ts: now, full: now + (item.limit - tokens) / item.rate })
+        const left = Math.min(item.limit, this.bucketAvailable(item, now) - delta)
+        this.buckets.set(item.key, now + (item.limit - left) / item.rate)
       } else if (delta !== 0) {
         const used = Math.max(0, this.counterUsed(item, now) + delta)
         this.counters.set(item.key, { used, expires: item.until })
@@ -138,9 +136,8 @@ export class MemoryStore implements QuotaStore {
   }
 
   private bucketAvailable(item: Item, now: number): number {
-    const state = this.buckets.get(item.key)
-    if (!state) return item.limit
-    return Math.min(item.limit, state.tokens + Math.max(0, now - state.ts) * item.rate)
+    const full = this.buckets.get(item.key)
+    return full === undefined || full <= now ? item.limit : item.limit - (full - now) * item.rate
   }
 
   private counterUsed(item: Item, now: number): number {
@@ -166,7 +163,7 @@ export class MemoryStore implements QuotaStore {
   /** Keep the maps bounded: drop what no longer matters, then the oldest if still too many. */
   private bound(now: number): void {
     if (this.buckets.size > this.maxEntries) {
-      for (const [k, s] of this.buckets) if (s.full <= now) this.buckets.delete(k)
+      for (const [k, full] of this.buckets) if (full <= now) this.buckets.delete(k)
       for (const k of this.buckets.keys()) {
         if (this.buckets.size <= this.maxEntries) break
         this.buckets.delete(k)
