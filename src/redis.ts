@@ -3,8 +3,18 @@ import { Cluster, Redis } from 'ioredis'
 /** A single-node client or a cluster client; both speak the same commands. */
 export type RedisClient = Redis | Cluster
 
-/** Parse `redis://…`, `rediss://…` or `redis+cluster://h1:p1,h2:p2` into a connected-on-demand client. */
-export function createRedis(url: string): RedisClient {
+/**
+ * Parse `redis://…`, `rediss://…` or `redis+cluster://h1:p1,h2:p2` into a client that connects
+ * and reconnects by itself. Connection errors are reported through `onError` (rate-limited by
+ * the caller), never as unhandled error events.
+ */
+export function createRedis(url: string, onError: (error: Error) => void = () => {}): RedisClient {
+  const client = connect(url)
+  client.on('error', onError)
+  return client
+}
+
+function connect(url: string): RedisClient {
   if (url.startsWith('redis+cluster://')) {
     const rest = url.slice('redis+cluster://'.length)
     const at = rest.lastIndexOf('@')
@@ -18,6 +28,7 @@ export function createRedis(url: string): RedisClient {
     return new Cluster(nodes, {
       redisOptions: { username: user || undefined, password: password || undefined, maxRetriesPerRequest: 1 },
       enableOfflineQueue: true,
+      enableAutoPipelining: true,
     })
   }
   if (!url.startsWith('redis://') && !url.startsWith('rediss://')) {

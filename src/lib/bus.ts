@@ -37,8 +37,13 @@ export function createRedisBus(client: RedisClient, prefix = 'sluice:'): Message
   subscriber.on('message', (channel: string, message: string) => {
     for (const h of handlers.get(channel.slice(prefix.length)) ?? []) h(message)
   })
-  // A subscriber connection that drops and reconnects resubscribes by itself (ioredis autoResubscribe).
+  // Errors surface through the main client's listener; a lost connection reconnects by itself.
   subscriber.on('error', () => {})
+  // Subscribe again to every channel whenever the connection becomes ready: this covers a Redis
+  // that was down at boot (the first SUBSCRIBE failed) as well as reconnects.
+  subscriber.on('ready', () => {
+    if (handlers.size) void subscriber.subscribe(...[...handlers.keys()].map((c) => prefix + c)).catch(() => {})
+  })
   return {
     async publish(channel, message) {
       await client.publish(prefix + channel, message)
@@ -48,7 +53,8 @@ export function createRedisBus(client: RedisClient, prefix = 'sluice:'): Message
       const first = !set
       if (!set) handlers.set(channel, (set = new Set()))
       set.add(handler)
-      if (first) await subscriber.subscribe(prefix + channel)
+      // With Redis away the subscription is made on the next 'ready'; the boot does not wait for Redis.
+      if (first) await subscriber.subscribe(prefix + channel).catch(() => {})
     },
     async close() {
       handlers.clear()
