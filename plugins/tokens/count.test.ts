@@ -1,0 +1,301 @@
+/**
+ * The counting rules through the real tiktoken encoders, against the figures OpenAI's cookbook
+ * "How to count tokens with tiktoken" published (each one matched the API's own
+ * `usage.prompt_tokens` when published), plus the structure of each rule.
+ */
+import { beforeAll, describe, expect, test } from 'bun:test'
+import { Tiktoken } from 'tiktoken/lite'
+import {
+  CL100K_TOOLS,
+  O200K_TOOLS,
+  countBody,
+  countInput,
+  countMessages,
+  countTools,
+  imageSize,
+  imageTokens,
+  segmentedEncode,
+  segments,
+  type Encode,
+} from './count.ts'
+
+interface Ranks {
+  bpe_ranks: string
+  special_tokens: Record<string, number>
+  pat_str: string
+}
+
+let o200k: Encode
+let cl100k: Encode
+let o200kWhole: Encode
+beforeAll(async () => {
+  const build = (r: Ranks) => new Tiktoken(r.bpe_ranks, r.special_tokens, r.pat_str)
+  const o = build((await import('tiktoken/encoders/o200k_base')).default)
+  const c = build((await import('tiktoken/encoders/cl100k_base')).default)
+  // As the worker builds them: encode_ordinary, long runs cut.
+  o200kWhole = (text) => o.encode_ordinary(text).length
+  o200k = segmentedEncode(o200kWhole)
+  cl100k = segmentedEncode((text) => c.encode_ordinary(text).length)
+})
+
+/** The cookbook's chat example: six messages, four with a `name`. */
+const COOKBOOK_MESSAGES = [
+  { role: 'system', content: 'You are a helpful, pattern-following assistant that translates corporate jargon into plain English.' },
+  { role: 'system', name: 'example_user', content: 'New synergies will help drive top-line growth.' },
+  { role: 'system', name: 'example_assistant', content: 'Things working well together will increase revenue.' },
+  { role: 'system', name: 'example_user', content: "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage." },
+  { role: 'system', name: 'example_assistant', content: "Let's talk later when we're less busy about how to do better." },
+  { role: 'user', content: "This late pivot means we don't have time to boil the ocean for the client deliverable." },
+]
+
+/** The cookbook's tools example: one function with a plain and an enum property. */
+const WEATHER_TOOLS = [
+  {
+    type: 'function',
+    function: {
+      name: 'get_current_weather',
+      description: 'Get the current weather in a given location',
+      parameters: {
+        type: 'object',
+        properties: {
+          location: { type: 'string', description: 'The city and state, e.g. San Francisco, CA' },
+          unit: { type: 'string', description: 'The unit of temperature to return', enum: ['celsius', 'fahrenheit'] },
+        },
+        required: ['location'],
+      },
+    },
+  },
+]
+const WEATHER_MESSAGES = [
+  { role: 'system', content: 'You are a helpful assistant that can answer to questions about the weather.' },
+  { role: 'user', content: "What's the weather like in San Francisco?" },
+]
+
+describe("the cookbook's published counts", () => {
+  test('the chat example with names: 129 for gpt-3.5-turbo and gpt-4 (cl100k_base), 124 for gpt-4o and gpt-4o-mini (o200k_base)', () => {
+    expect(countBody('chat.completions', { messages: COOKBOOK_MESSAGES }, cl100k, CL100K_TOOLS)).toBe(129)
+    expect(countBody('chat.completions', { messages: COOKBOOK_MESSAGES }, o200k, O200K_TOOLS)).toBe(124)
+  })
+
+  test('the weather-tool example: 105 for gpt-3.5-turbo and gpt-4, 101 for gpt-4o and gpt-4o-mini', () => {
+    const body = { messages: WEATHER_MESSAGES, tools: WEATHER_TOOLS }
+    expect(countBody('chat.completions', body, cl100k, CL100K_TOOLS)).toBe(105)
+    expect(countBody('chat.completions', body, o200k, O200K_TOOLS)).toBe(101)
+  })
+
+  test('the same bodies through the token-count endpoint shape (no endpoint hint) count the same', () => {
+    expect(countBody('tokens.count', { messages: COOKBOOK_MESSAGES }, o200k, O200K_TOOLS)).toBe(124)
+    expect(countBody('tokens.count', { messages: WEATHER_MESSAGES, tools: WEATHER_TOOLS }, cl100k, CL100K_TOOLS)).toBe(105)
+  })
+})
+
+describe('messages', () => {
+  test('3 per message, every string field encoded, 3 to prime the reply', () => {
+    const n = countMessages([{ role: 'user', content: 'hello there' }], o200k)
+    expect(n).toBe(3 + o200k('user') + o200k('hello there') + 3)
+    expect(countMessages([], o200k)).toBe(3)
+  })
+
+  test('a name costs its text and one more token', () => {
+    const without = countMessages([{ role: 'user', content: 'hi' }], o200k)
+    const withName = countMessages([{ role: 'user', content: 'hi', name: 'alice_smith' }], o200k)
+    expect(withName - without).toBe(o200k('alice_smith') + 1)
+  })
+
+  test('assistant tool calls count their function name and arguments; the tool answer counts its id and content', () => {
+    const args = '{"location":"Paris, France","unit":"celsius"}'
+    const messages = [
+      { role: 'assistant', content: null, tool_calls: [{ id: 'call_abc123', type: 'function', function: { name: 'get_current_weather', arguments: args } }] },
+      { role: 'tool', tool_call_id: 'call_abc123', content: '{"temperature":21}' },
+    ]
+    const expected = 3 + o200k('assistant') + o200k('get_current_weather') + o200k(args) + (3 + o200k('tool') + o200k('call_abc123') + o200k('{"temperature":21}')) + 3
+    expect(countMessages(messages, o200k)).toBe(expected)
+    // The legacy single function_call counts the same way.
+    const legacy = [{ role: 'assistant', content: null, function_call: { name: 'get_current_weather', arguments: args } }]
+    expect(countMessages(legacy, o200k)).toBe(3 + o200k('assistant') + o200k('get_current_weather') + o200k(args) + 3)
+  })
+
+  test('multi-part content: text parts encoded, image parts by the image rule', () => {
+    const messages = [
+      {
+        role: 'user',
+        content: [
+          { type: 'text', text: 'What is in these pictures?' },
+          { type: 'image_url', image_url: { url: 'https://example.com/a.png', detail: 'low' } },
+          { type: 'image_url', image_url: { url: 'https://example.com/b.png' } },
+        ],
+      },
+    ]
+    expect(countMessages(messages, o200k)).toBe(3 + o200k('user') + o200k('What is in these pictures?') + 85 + 765 + 3)
+  })
+
+  test('non-string fields other than content, tool calls and function calls add nothing', () => {
+    expect(countMessages([{ role: 'user', content: 'x', extra: { a: 1 }, n: 5 }], o200k)).toBe(3 + o200k('user') + o200k('x') + 3)
+  })
+})
+
+describe('special-token text', () => {
+  test('<|endoftext|> and friends are counted as plain text, never an error', () => {
+    expect(o200k('<|endoftext|>')).toBe(7)
+    expect(cl100k('<|endoftext|>')).toBeGreaterThan(1)
+    const messages = [{ role: 'user', content: 'say <|endoftext|> and <|im_start|> please' }]
+    expect(countMessages(messages, o200k)).toBe(3 + o200k('user') + o200k('say <|endoftext|> and <|im_start|> please') + 3)
+  })
+})
+
+describe('tools', () => {
+  test("the cookbook's rule, term by term (an encoder that counts characters shows each part)", () => {
+    const chars: Encode = (s) => s.length
+    const tools = [
+      {
+        type: 'function',
+        function: {
+          name: 'f',
+          description: 'Does it.',
+          parameters: { type: 'object', properties: { a: { type: 'string', description: 'An a.' }, b: { type: 'string', description: 'B', enum: ['x', 'yy'] } } },
+        },
+      },
+    ]
+    const expected =
+      O200K_TOOLS.funcInit +
+      'f:Does it'.length +
+      O200K_TOOLS.propInit +
+      (O200K_TOOLS.propKey + 'a:string:An a'.length) +
+      (O200K_TOOLS.propKey + O200K_TOOLS.enumInit + (O200K_TOOLS.enumItem + 1) + (O200K_TOOLS.enumItem + 2) + 'b:string:B'.length) +
+      O200K_TOOLS.funcEnd
+    expect(countTools(tools, chars, O200K_TOOLS)).toBe(expected)
+  })
+
+  test('a function without properties skips the property terms; no functions costs nothing', () => {
+    const chars: Encode = (s) => s.length
+    expect(countTools([{ type: 'function', function: { name: 'ping', parameters: { type: 'object', properties: {} } } }], chars, CL100K_TOOLS)).toBe(10 + 'ping:'.length + 12)
+    expect(countTools([], chars, CL100K_TOOLS)).toBe(0)
+  })
+
+  test('legacy `functions` count like tools', () => {
+    const fn = WEATHER_TOOLS[0]!.function
+    expect(countBody('chat.completions', { messages: WEATHER_MESSAGES, functions: [fn] }, o200k, O200K_TOOLS)).toBe(101)
+  })
+})
+
+describe('images', () => {
+  /** A PNG header (signature + IHDR) with the given size, as a data URL. */
+  const png = (w: number, h: number) => {
+    const b = Buffer.alloc(33)
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).copy(b, 0)
+    b.writeUInt32BE(13, 8)
+    b.write('IHDR', 12, 'latin1')
+    b.writeUInt32BE(w, 16)
+    b.writeUInt32BE(h, 20)
+    return `data:image/png;base64,${b.toString('base64')}`
+  }
+  /** A JPEG with an APP1 segment before its frame header. */
+  const jpeg = (w: number, h: number) => {
+    const app1 = Buffer.concat([Buffer.from([0xff, 0xe1, 0x01, 0x02]), Buffer.alloc(0x0100)])
+    const sof = Buffer.from([0xff, 0xc0, 0x00, 0x11, 0x08, h >> 8, h & 0xff, w >> 8, w & 0xff, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    return `data:image/jpeg;base64,${Buffer.concat([Buffer.from([0xff, 0xd8]), app1, sof]).toString('base64')}`
+  }
+  const gif = (w: number, h: number) => {
+    const b = Buffer.alloc(13)
+    b.write('GIF89a', 0, 'latin1')
+    b.writeUInt16LE(w, 6)
+    b.writeUInt16LE(h, 8)
+    return `data:image/gif;base64,${b.toString('base64')}`
+  }
+
+  /** A WebP with an extended (VP8X) header. */
+  const webp = (w: number, h: number) => {
+    const b = Buffer.alloc(30)
+    b.write('RIFF', 0, 'latin1')
+    b.writeUInt32LE(22, 4)
+    b.write('WEBPVP8X', 8, 'latin1')
+    b.writeUInt32LE(10, 16)
+    b.writeUIntLE(w - 1, 24, 3)
+    b.writeUIntLE(h - 1, 27, 3)
+    return `data:image/webp;base64,${b.toString('base64')}`
+  }
+
+  test('low detail is 85; an image of unknown size at high or auto detail is taken as 1024×1024: 765', () => {
+    expect(imageTokens('low', null)).toBe(85)
+    expect(imageTokens('high', null)).toBe(765)
+    expect(imageTokens('auto', null)).toBe(765)
+    expect(imageTokens(undefined, null)).toBe(765)
+  })
+
+  test("OpenAI's published examples: 1024×1024 high is 765, 2048×4096 high is 1105", () => {
+    expect(imageTokens('high', { width: 1024, height: 1024 })).toBe(765)
+    expect(imageTokens('high', { width: 2048, height: 4096 })).toBe(1105)
+    expect(imageTokens('high', { width: 512, height: 512 })).toBe(255)
+  })
+
+  test('the size is read from data URLs (PNG, JPEG, GIF, WebP); remote URLs have none', () => {
+    expect(imageSize(png(2048, 4096))).toEqual({ width: 2048, height: 4096 })
+    expect(imageSize(jpeg(640, 480))).toEqual({ width: 640, height: 480 })
+    expect(imageSize(gif(100, 50))).toEqual({ width: 100, height: 50 })
+    expect(imageSize(webp(800, 600))).toEqual({ width: 800, height: 600 })
+    expect(imageSize('https://example.com/cat.png')).toBeNull()
+    expect(imageSize('data:image/png;base64,!!!')).toBeNull()
+    const part = (url: string, detail?: string) => [{ role: 'user', content: [{ type: 'image_url', image_url: { url, detail } }] }]
+    const overhead = 3 + o200k('user') + 3
+    expect(countMessages(part(png(2048, 4096)), o200k)).toBe(overhead + 1105)
+    expect(countMessages(part(png(2048, 4096), 'low'), o200k)).toBe(overhead + 85)
+    expect(countMessages(part(jpeg(640, 480)), o200k)).toBe(overhead + 85 + 170 * 2)
+  })
+})
+
+describe('completion prompts and embedding inputs', () => {
+  test('a string, strings, a token array (its length), token arrays (their lengths)', () => {
+    expect(countInput('hello world', o200k)).toBe(o200k('hello world'))
+    expect(countInput(['hello', 'brave new world'], o200k)).toBe(o200k('hello') + o200k('brave new world'))
+    expect(countInput([15339, 1917, 0], o200k)).toBe(3)
+    expect(countInput([[1, 2, 3], [4, 5]], o200k)).toBe(5)
+    expect(countInput(undefined, o200k)).toBe(0)
+  })
+
+  test('the endpoint picks the field; without one the body shape does', () => {
+    expect(countBody('embeddings', { input: ['a b c', 'd'] }, cl100k, CL100K_TOOLS)).toBe(cl100k('a b c') + cl100k('d'))
+    expect(countBody('completions', { prompt: 'Say this is a test' }, cl100k, CL100K_TOOLS)).toBe(cl100k('Say this is a test'))
+    expect(countBody('tokens.count', { input: [[1, 2], [3]] }, cl100k, CL100K_TOOLS)).toBe(3)
+  })
+})
+
+describe('long runs without spaces (BPE is quadratic in a piece)', () => {
+  test('ordinary text is one segment, not copied', () => {
+    const text = 'The quick brown fox jumps over the lazy dog. '.repeat(1000)
+    const parts = segments(text)
+    expect(parts.length).toBe(1)
+    expect(parts[0]).toBe(text)
+  })
+
+  test('a run longer than the limit is cut, and the pieces cover the text exactly', () => {
+    const text = `start ${'a'.repeat(1000)} end`
+    const parts = segments(text, 256)
+    expect(parts.join('')).toBe(text)
+    const longestRun = (p: string) => Math.max(...p.split(/\s+/).map((run) => run.length))
+    expect(Math.max(...parts.map(longestRun))).toBeLessThanOrEqual(256)
+  })
+
+  test('text without spaces (CJK, URLs, code) is cut before punctuation, where the count does not change', () => {
+    const cjk = '今天天气很好，我们去公园散步吧。他说这个问题需要仔细考虑！'.repeat(200)
+    expect(segments(cjk).length).toBeGreaterThan(10)
+    expect(o200k(cjk)).toBe(o200kWhole(cjk))
+    const url = `https://example.com/${'path/segment-'.repeat(100)}?q=1&r=2`
+    expect(o200k(url)).toBe(o200kWhole(url))
+    const code = 'function(a,b){return a+b;};'.repeat(100)
+    expect(o200k(code)).toBe(o200kWhole(code))
+  })
+
+  test('a cut never splits a surrogate pair', () => {
+    const emoji = '😀'.repeat(600)
+    for (const part of segments(emoji, 257)) expect(part.charCodeAt(0) >= 0xdc00 && part.charCodeAt(0) <= 0xdfff).toBe(false)
+  })
+
+  test('100 KB of one letter counts in well under a second (7 s as one piece), within 1% of the exact figure', () => {
+    const text = 'a'.repeat(100_000)
+    const started = performance.now()
+    const n = o200k(text)
+    expect(performance.now() - started).toBeLessThan(1000)
+    const exact = 12_500 // tiktoken's count of the whole run, measured once (it takes seconds)
+    expect(Math.abs(n - exact) / exact).toBeLessThan(0.01)
+  })
+})

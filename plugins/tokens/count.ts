@@ -1,0 +1,310 @@
+/**
+ * Token counting rules, as OpenAI's cookbook "How to count tokens with tiktoken" gives them.
+ * Pure functions over an `encode(text) => token count`, so they are tested without WASM and
+ * run unchanged inside the counting worker.
+ *
+ * Chat: 3 tokens per message, every string field of a message encoded (role, content, name,
+ * tool_call_id…), 1 more per `name`, and 3 to prime the reply. Tools: the cookbook's
+ * `num_tokens_for_tools` rule. Images: OpenAI's tile rule (see {@link imageTokens}).
+ * These are the published rules, which matched the API when published; they stay estimates.
+ */
+import type { Endpoint } from '../../src/plugin.ts'
+
+/** Tokens of one text. Text that looks like a special token (`<|endoftext|>`) is plain text. */
+export type Encode = (text: string) => number
+
+export const TOKENS_PER_MESSAGE = 3
+export const TOKENS_PER_NAME = 1
+/** Every reply is primed with `<|start|>assistant<|message|>`. */
+export const REPLY_PRIMER = 3
+
+/** The cookbook's overheads of function definitions. */
+export interface ToolConstants {
+  funcInit: number
+  propInit: number
+  propKey: number
+  enumInit: number
+  enumItem: number
+  funcEnd: number
+}
+
+/** gpt-4o, gpt-4o-mini and the other o200k models. */
+export const O200K_TOOLS: ToolConstants = { funcInit: 7, propInit: 3, propKey: 3, enumInit: -3, enumItem: 3, funcEnd: 12 }
+/** gpt-3.5-turbo, gpt-4 and the other cl100k models (and the older encodings, for want of a published figure). */
+export const CL100K_TOOLS: ToolConstants = { funcInit: 10, propInit: 3, propKey: 3, enumInit: -3, enumItem: 3, funcEnd: 12 }
+
+export const toolConstantsFor = (encoding: string): ToolConstants => (encoding === 'o200k_base' ? O200K_TOOLS : CL100K_TOOLS)
+
+/** OpenAI's image rule: a `low` detail image is a flat 85 tokens; otherwise 85 + 170 per 512 px tile. */
+export const IMAGE_BASE_TOKENS = 85
+export const IMAGE_TILE_TOKENS = 170
+/** Size assumed for an image whose size the gateway cannot see (a remote URL): 765 tokens at high detail. */
+export const ASSUMED_IMAGE_SIZE = { width: 1024, height: 1024 } as const
+
+type Json = Record<string, unknown>
+const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v)
+const str = (v: unknown): string => (typeof v === 'string' ? v : '')
+const withoutPeriod = (s: string): string => (s.endsWith('.') ? s.slice(0, -1) : s)
+
+/**
+ * Prompt tokens of a request body. The endpoint decides which field is the prompt; for any
+ * other endpoint (`tokens.count`) the body's shape does: `messages`, else `prompt`, else `input`.
+ */
+export function countBody(endpoint: Endpoint, body: Json, encode: Encode, tools: ToolConstants): number {
+  const kind =
+    endpoint === 'chat.completions' ? 'chat' : endpoint === 'completions' ? 'prompt' : endpoint === 'embeddings' ? 'input' : Array.isArray(body.messages) ? 'chat' : body.prompt !== undefined ? 'prompt' : 'input'
+  if (kind === 'chat') return countChat(body, encode, tools)
+  return countInput(kind === 'prompt' ? body.prompt : body.input, encode)
+}
+
+/** A chat body: its messages, plus its tool (or legacy `functions`) definitions. */
+export function countChat(body: Json, encode: Encode, tools: ToolConstants): number {
+  const messages = Array.isArray(body.messages) ? body.messages : []
+  const defs = [...(Array.isArray(body.tools) ? body.tools : []), ...(Array.isArray(body.functions) ? body.functions : [])]
+  return countMessages(messages, encode) + countTools(defs, encode, tools)
+}
+
+/** The cookbook's `num_tokens_from_messages`, extended to content parts and tool calls. */
+export function countMessages(messages: readonly unknown[], encode: Encode): number {
+  let n = 0
+  for (const message of messages) {
+    if (!isRecord(message)) continue
+    n += TOKENS_PER_MESSAGE
+    for (const key in message) {
+      const value = message[key]
+      if (typeof value === 'string') {
+        n += encode(value)
+        if (key === 'name') n += TOKENS_PER_NAME
+      } else if (key === 'content' && Array.isArray(value)) {
+        n += countContentParts(value, encode)
+      } else if (key === 'tool_calls' && Array.isArray(value)) {
+        for (const call of value) if (isRecord(call)) n += countFunctionCall(call.function, encode)
+      } else if (key === 'function_call') {
+        n += countFunctionCall(value, encode)
+      }
+    }
+  }
+  return n + REPLY_PRIMER
+}
+
+/** An assistant's call: the function name and its arguments, as the model wrote them. */
+function countFunctionCall(fn: unknown, encode: Encode): number {
+  if (!isRecord(fn)) return 0
+  return encode(str(fn.name)) + encode(str(fn.arguments))
+}
+
+/**
+ * Multi-part content: text (and refusal) parts are encoded, images follow the image rule.
+ * Audio and file parts have no published rule and count 0.
+ */
+export function countContentParts(parts: readonly unknown[], encode: Encode): number {
+  let n = 0
+  for (const part of parts) {
+    if (typeof part === 'string') {
+      n += encode(part)
+      continue
+    }
+    if (!isRecord(part)) continue
+    if (typeof part.text === 'string') n += encode(part.text)
+    else if (typeof part.refusal === 'string') n += encode(part.refusal)
+    else if (part.type === 'image_url' || isRecord(part.image_url)) {
+      const image = isRecord(part.image_url) ? part.image_url : {}
+      n += imageTokens(image.detail, imageSize(str(image.url)))
+    }
+  }
+  return n
+}
+
+/** The cookbook's `num_tokens_for_tools`: `functions` are `{type: 'function', function}` tools or bare legacy functions. */
+export function countTools(functions: readonly unknown[], encode: Encode, c: ToolConstants): number {
+  let n = 0
+  let any = false
+  for (const entry of functions) {
+    if (!isRecord(entry)) continue
+    const fn = isRecord(entry.function) ? entry.function : typeof entry.name === 'string' ? entry : undefined
+    if (!fn) continue
+    any = true
+    n += c.funcInit
+    n += encode(`${str(fn.name)}:${withoutPeriod(str(fn.description))}`)
+    const properties = isRecord(fn.parameters) && isRecord(fn.parameters.properties) ? fn.parameters.properties : undefined
+    if (!properties) continue
+    const keys = Object.keys(properties)
+    if (keys.length === 0) continue
+    n += c.propInit
+    for (const key of keys) {
+      n += c.propKey
+      const property = isRecord(properties[key]) ? (properties[key] as Json) : {}
+      if (Array.isArray(property.enum)) {
+        n += c.enumInit
+        for (const item of property.enum) n += c.enumItem + encode(String(item))
+      }
+      n += encode(`${key}:${typeName(property.type)}:${withoutPeriod(str(property.description))}`)
+    }
+  }
+  return any ? n + c.funcEnd : 0
+}
+
+/** `"string"`, or `["string", "null"]` as `string,null`. */
+function typeName(type: unknown): string {
+  if (typeof type === 'string') return type
+  if (Array.isArray(type)) return type.filter((t) => typeof t === 'string').join(',')
+  return ''
+}
+
+/**
+ * A completion `prompt` or an embeddings `input`: a string, strings, or token arrays (already
+ * tokens: their length counts, whatever the encoding).
+ */
+export function countInput(input: unknown, encode: Encode): number {
+  if (typeof input === 'string') return encode(input)
+  if (!Array.isArray(input)) return 0
+  let n = 0
+  for (const item of input) {
+    if (typeof item === 'string') n += encode(item)
+    else if (typeof item === 'number') n += 1
+    else if (Array.isArray(item)) n += item.length
+  }
+  return n
+}
+
+/**
+ * OpenAI's image rule for tile-based vision models: `low` detail is 85 tokens. Otherwise
+ * (`high`, `auto`, none) the image is scaled to fit 2048×2048, then down so its shorter side
+ * is at most 768 px, and costs 85 + 170 per 512 px tile. Without a known size it is taken as
+ * 1024×1024: 768×768, 4 tiles, 765 tokens. `auto` is counted as `high`, the larger figure.
+ */
+export function imageTokens(detail: unknown, size: { width: number; height: number } | null): number {
+  if (detail === 'low') return IMAGE_BASE_TOKENS
+  let { width, height } = size ?? ASSUMED_IMAGE_SIZE
+  if (!(width > 0 && height > 0)) ({ width, height } = ASSUMED_IMAGE_SIZE)
+  if (width > 2048 || height > 2048) {
+    const scale = 2048 / Math.max(width, height)
+    width = Math.floor(width * scale)
+    height = Math.floor(height * scale)
+  }
+  if (Math.min(width, height) > 768) {
+    const scale = 768 / Math.min(width, height)
+    width = Math.floor(width * scale)
+    height = Math.floor(height * scale)
+  }
+  return IMAGE_BASE_TOKENS + IMAGE_TILE_TOKENS * Math.ceil(width / 512) * Math.ceil(height / 512)
+}
+
+/** Base64 characters read from a data URL to find the size: enough for a JPEG with EXIF before its frame header. */
+const IMAGE_HEADER_CHARS = 96 * 1024
+
+/** Width and height of a PNG, GIF, JPEG or WebP sent as a base64 data URL; null for anything else (remote URLs). */
+export function imageSize(url: string): { width: number; height: number } | null {
+  if (!url.startsWith('data:')) return null
+  const comma = url.indexOf(',')
+  if (comma < 0 || !url.slice(0, comma).endsWith(';base64')) return null
+  const head = url.slice(comma + 1, comma + 1 + IMAGE_HEADER_CHARS)
+  const b = Buffer.from(head.slice(0, head.length - (head.length % 4)), 'base64')
+  if (b.length >= 24 && b[0] === 0x89 && b.toString('latin1', 1, 4) === 'PNG') return { width: b.readUInt32BE(16), height: b.readUInt32BE(20) }
+  if (b.length >= 10 && b.toString('latin1', 0, 3) === 'GIF') return { width: b.readUInt16LE(6), height: b.readUInt16LE(8) }
+  if (b.length >= 30 && b.toString('latin1', 0, 4) === 'RIFF' && b.toString('latin1', 8, 12) === 'WEBP') return webpSize(b)
+  if (b.length >= 4 && b[0] === 0xff && b[1] === 0xd8) return jpegSize(b)
+  return null
+}
+
+function webpSize(b: Buffer): { width: number; height: number } | null {
+  const chunk = b.toString('latin1', 12, 16)
+  if (chunk === 'VP8X') return { width: 1 + b.readUIntLE(24, 3), height: 1 + b.readUIntLE(27, 3) }
+  if (chunk === 'VP8 ') return { width: b.readUInt16LE(26) & 0x3fff, height: b.readUInt16LE(28) & 0x3fff }
+  if (chunk === 'VP8L') {
+    const bits = b.readUInt32LE(21)
+    return { width: 1 + (bits & 0x3fff), height: 1 + ((bits >> 14) & 0x3fff) }
+  }
+  return null
+}
+
+/** The first start-of-frame marker's size; markers are walked by their lengths. */
+function jpegSize(b: Buffer): { width: number; height: number } | null {
+  let i = 2
+  while (i + 9 < b.length) {
+    if (b[i] !== 0xff) return null
+    const marker = b[i + 1]!
+    if (marker === 0xff) {
+      i++
+      continue
+    }
+    const length = b.readUInt16BE(i + 2)
+    // SOF0..SOF15, except DHT (C4), JPG (C8) and DAC (CC), carry the frame size.
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      return { width: b.readUInt16BE(i + 7), height: b.readUInt16BE(i + 5) }
+    }
+    i += 2 + length
+  }
+  return null
+}
+
+/**
+ * Longest run of non-space (or space) characters encoded in one piece. BPE merging is
+ * quadratic in a piece's length (100 KB of one letter takes tiktoken 7 s), so longer runs —
+ * base64, minified code, CJK text without spaces — are cut, preferably just before
+ * punctuation or a digit that follows a letter, where tiktoken's own pattern starts a new piece.
+ * A cut elsewhere may move the count by a token.
+ */
+export const MAX_RUN = 256
+/** How far back from the limit a cut looks for such a boundary. */
+const CUT_LOOKBACK = 64
+
+/** `text` in pieces that are safe to encode separately; `[text]` (no copy) for ordinary text. */
+export function segments(text: string, limit: number = MAX_RUN): string[] {
+  if (text.length <= limit) return [text]
+  let out: string[] | undefined
+  let start = 0
+  let runStart = 0
+  let inSpace = isSpace(text.charCodeAt(0))
+  for (let i = 1; i < text.length; i++) {
+    const space = isSpace(text.charCodeAt(i))
+    if (space !== inSpace) {
+      inSpace = space
+      runStart = i
+      continue
+    }
+    if (i - runStart < limit) continue
+    const cut = inSpace ? i : cutBefore(text, i, Math.max(runStart + 1, i - CUT_LOOKBACK))
+    ;(out ??= []).push(text.slice(start, cut))
+    start = runStart = cut
+  }
+  if (!out) return [text]
+  out.push(text.slice(start))
+  return out
+}
+
+/** A cut position in (floor, i]: before punctuation or a digit that follows a letter if there is one, never inside a surrogate pair. */
+function cutBefore(text: string, i: number, floor: number): number {
+  for (let j = i; j > floor; j--) {
+    const c = text.charCodeAt(j)
+    if ((isPunctuation(c) || isDigit(c)) && isLetter(text.charCodeAt(j - 1))) return j
+  }
+  const c = text.charCodeAt(i)
+  return c >= 0xdc00 && c <= 0xdfff ? i - 1 : i
+}
+
+function isSpace(c: number): boolean {
+  return (
+    c === 32 || (c >= 9 && c <= 13) || c === 0x85 || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000
+  )
+}
+
+const isDigit = (c: number): boolean => c >= 48 && c <= 57
+
+function isPunctuation(c: number): boolean {
+  if (c < 0x80) return !isSpace(c) && !isDigit(c) && !((c >= 65 && c <= 90) || (c >= 97 && c <= 122))
+  // General punctuation, CJK symbols and punctuation, fullwidth ASCII punctuation.
+  return (c >= 0x2010 && c <= 0x2027) || (c >= 0x3001 && c <= 0x303f) || (c >= 0xff01 && c <= 0xff0f) || (c >= 0xff1a && c <= 0xff20) || (c >= 0xff3b && c <= 0xff40) || (c >= 0xff5b && c <= 0xff65)
+}
+
+const isLetter = (c: number): boolean => !isSpace(c) && !isDigit(c) && !isPunctuation(c)
+
+/** Tokens of `text` through an encoder of one piece at a time, cut by {@link segments}. */
+export function segmentedEncode(encodeOne: Encode, limit: number = MAX_RUN): Encode {
+  return (text) => {
+    const parts = segments(text, limit)
+    let n = 0
+    for (const part of parts) n += encodeOne(part)
+    return n
+  }
+}

@@ -1,0 +1,135 @@
+import { Type } from '@sinclair/typebox'
+import type { Pricing } from '../../src/config/schema.ts'
+import { roughPromptTokens } from '../../src/lib/usage.ts'
+import type { ModelRegistry } from '../../src/models.ts'
+import { definePlugin } from '../../src/plugin.ts'
+import type { Tokenizer } from '../../src/services.ts'
+import { ENCODINGS, isEncoding, knownEncoding, type EncodingName } from './encodings.ts'
+import { CountPool } from './pool.ts'
+import { builtinPricing } from './prices.ts'
+
+const Options = Type.Object(
+  {
+    /** Encoding of models that neither the config (a model group's `encoding`) nor the built-in table knows. @default "o200k_base" */
+    default_encoding: Type.Union(
+      ENCODINGS.map((e) => Type.Literal(e)),
+      { default: 'o200k_base' },
+    ),
+    /** Counting threads (Bun Workers), started on the first exact count. @default 1 */
+    workers: Type.Integer({ minimum: 1, maximum: 64, default: 1 }),
+    /**
+     * Encodings to build in every worker in the background at boot, so no count waits for a
+     * build (o200k_base takes about half a second). Empty: nothing loads until a count needs it. @default []
+     */
+    preload: Type.Array(Type.Union(ENCODINGS.map((e) => Type.Literal(e))), { default: [] }),
+    /**
+     * How quota reservations count a prompt: `estimate` (4 characters a token, no wait) or
+     * `exact` (tiktoken in a worker, about 0.3 ms per KB of prompt). Settlement corrects a
+     * reservation from the real usage either way. @default "estimate"
+     */
+    reserve: Type.Union([Type.Literal('estimate'), Type.Literal('exact')], { default: 'estimate' }),
+    /** Counts waiting or running at once; more are refused (settlement then falls back to the estimate). @default 1024 */
+    max_pending: Type.Integer({ minimum: 1, default: 1024 }),
+    /** A count not done within this many ms fails and its worker is restarted. @default 30000 */
+    timeout_ms: Type.Integer({ minimum: 50, default: 30_000 }),
+  },
+  { additionalProperties: false },
+)
+
+/** Runtime-added model groups may name an encoding this build lacks; each is warned about once (bounded). */
+const MAX_WARNED = 1000
+
+/**
+ * Exact token counts with tiktoken, off the event loop, and prices: installs a `Tokenizer`
+ * into the shared services during setup. The core uses it to count usage a provider did not
+ * report (streams without a usage chunk, cut streams) and for `POST /v1/tokens/count`; the
+ * quota plugin uses it to reserve.
+ */
+export const tokens = definePlugin({
+  name: 'tokens',
+  options: Options,
+  setup({ options, services, models, logger }) {
+    for (const group of models.list()) {
+      if (group.encoding !== undefined && !isEncoding(group.encoding)) {
+        throw new Error(`model "${group.name}": encoding "${group.encoding}" is not one of ${ENCODINGS.join(', ')}`)
+      }
+    }
+    const pool = new CountPool({ size: options.workers, maxPending: options.max_pending, timeoutMs: options.timeout_ms, logger })
+    const warned = new Set<string>()
+    const encodingFor = (model: string): EncodingName => {
+      const found = resolveEncoding(models, model, options.default_encoding)
+      if (found.unknown && warned.size < MAX_WARNED && !warned.has(found.unknown)) {
+        warned.add(found.unknown)
+        logger.warn('a model group names an encoding this build does not have; using the default', { encoding: found.unknown, default: options.default_encoding })
+      }
+      return found.encoding
+    }
+
+    const tokenizer: Tokenizer = {
+      name: 'tiktoken',
+      encodingFor,
+      countPrompt(endpoint, body, model, purpose) {
+        if (purpose === 'reserve' && options.reserve === 'estimate') return roughPromptTokens(body)
+        return pool.run({ op: 'prompt', encoding: encodingFor(model), endpoint, body })
+      },
+      countText(text, model) {
+        return text.length === 0 ? 0 : pool.run({ op: 'text', encoding: encodingFor(model), text })
+      },
+      pricing: (model, upstreamModel, configured) => configured ?? tablePricing(models, model, upstreamModel),
+    }
+    services.tokenizer = tokenizer
+    if (options.preload.length > 0) pool.warm(options.preload)
+
+    return {
+      /** Worker threads running and counts pending (for tests and diagnostics). */
+      stats: () => ({ workers: pool.running, started: pool.started, pending: pool.pending }),
+      close: () => pool.close(),
+    }
+  },
+})
+
+/**
+ * A model group's configured encoding, then the table by the client model name, then by the
+ * group's upstream model names; a name that is no group (an upstream model, as settlement
+ * passes it) is looked up in the table, then in the configured groups that target it.
+ */
+export function resolveEncoding(models: ModelRegistry, model: string, fallback: EncodingName): { encoding: EncodingName; unknown?: string } {
+  const configured = (encoding: string | undefined) => (encoding === undefined ? undefined : isEncoding(encoding) ? { encoding } : { encoding: fallback, unknown: encoding })
+  const group = models.get(model)
+  if (group) {
+    const own = configured(group.encoding) ?? known(model)
+    if (own) return own
+    for (const target of group.targets) {
+      const upstream = known(target.model)
+      if (upstream) return upstream
+    }
+    return { encoding: fallback }
+  }
+  const direct = known(model)
+  if (direct) return direct
+  for (const g of models.list()) {
+    if (g.encoding !== undefined && g.targets.some((t) => t.model === model)) return configured(g.encoding)!
+  }
+  return { encoding: fallback }
+}
+
+const known = (model: string): { encoding: EncodingName } | undefined => {
+  const encoding = knownEncoding(model)
+  return encoding ? { encoding } : undefined
+}
+
+/** The built-in price of what is really called: the upstream model, else the group's targets, else the client model name. */
+export function tablePricing(models: ModelRegistry, model: string, upstreamModel: string | undefined): Pricing | undefined {
+  if (upstreamModel) {
+    const upstream = builtinPricing(upstreamModel)
+    if (upstream) return upstream
+  }
+  const group = models.get(model)
+  if (group) {
+    for (const target of group.targets) {
+      const price = builtinPricing(target.model)
+      if (price) return price
+    }
+  }
+  return builtinPricing(model)
+}

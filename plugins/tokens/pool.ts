@@ -1,0 +1,171 @@
+import { GatewayError } from '../../src/errors.ts'
+import type { Logger } from '../../src/lib/logger.ts'
+import type { CountJob, CountReply } from './worker.ts'
+
+export interface CountPoolOptions {
+  /** Worker threads at most. */
+  size: number
+  /** Counts waiting or running at once, over all workers; more are refused at once. */
+  maxPending: number
+  /** A count not answered within this many ms fails, and its worker is replaced. */
+  timeoutMs: number
+  logger: Logger
+  /** The worker script. @default ./worker.ts */
+  script?: URL
+}
+
+/** A job as a caller hands it in; the pool gives it its id. */
+export type CountRequest = CountJob extends infer J ? (J extends CountJob ? Omit<J, 'id'> : never) : never
+
+interface Pending {
+  resolve(tokens: number): void
+  reject(error: Error): void
+  timer: ReturnType<typeof setTimeout>
+}
+
+/** Bun's Worker: `ref`/`unref` let an idle pool not hold the process open (absent from the DOM typing some files pull in). */
+type BunWorker = Worker & { ref(): void; unref(): void }
+
+interface Slot {
+  readonly worker: BunWorker
+  readonly pending: Map<number, Pending>
+}
+
+/**
+ * A small pool of counting workers. Nothing starts until the first count, so a gateway whose
+ * providers always report usage never loads the encoders. Each job goes to the least busy
+ * worker (a new one is started while there is room and every running one is busy). A worker
+ * runs one count at a time; the WASM call cannot be interrupted, so a count that overruns its
+ * timeout ends its worker, and the counts queued behind it fail with it (callers fall back).
+ */
+export class CountPool {
+  private readonly slots: (Slot | undefined)[]
+  private readonly script: URL
+  private nextId = 1
+  private pendingTotal = 0
+  private closed = false
+  /** Workers started since boot (restarts included). */
+  started = 0
+
+  constructor(private readonly options: CountPoolOptions) {
+    this.slots = Array.from({ length: options.size }, () => undefined)
+    this.script = options.script ?? new URL('./worker.ts', import.meta.url)
+  }
+
+  /** Workers running now. */
+  get running(): number {
+    return this.slots.filter(Boolean).length
+  }
+
+  /** Counts waiting or running now. */
+  get pending(): number {
+    return this.pendingTotal
+  }
+
+  run(request: CountRequest): Promise<number> {
+    if (this.closed) return Promise.reject(new GatewayError('internal_error', 'The gateway is shutting down; token counting has stopped.'))
+    if (this.pendingTotal >= this.options.maxPending) {
+      return Promise.reject(
+        new GatewayError('rate_limit_exceeded', `The gateway's token counter is at capacity (${this.options.maxPending} counts pending); retry in a moment.`, {
+          headers: { 'retry-after': '1' },
+        }),
+      )
+    }
+    return this.enqueue(this.pick(), request)
+  }
+
+  /** Start every worker now and build these encoders in each, in the background (the `preload` option). */
+  warm(encodings: readonly CountJob['encoding'][]): void {
+    for (let i = 0; i < this.slots.length; i++) {
+      for (const encoding of encodings) this.enqueue(i, { op: 'text', encoding, text: '' }).catch(() => {})
+    }
+  }
+
+  private enqueue(index: number, request: CountRequest): Promise<number> {
+    const slot = this.slots[index] ?? this.spawn(index)
+    const id = this.nextId++
+    return new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => this.overrun(index, slot, id), this.options.timeoutMs)
+      slot.pending.set(id, { resolve, reject, timer })
+      this.pendingTotal++
+      if (slot.pending.size === 1) slot.worker.ref()
+      try {
+        slot.worker.postMessage({ ...request, id } as CountJob)
+      } catch (error) {
+        this.settle(slot, id)?.reject(error instanceof Error ? error : new Error(String(error)))
+      }
+    })
+  }
+
+  /** Stop every worker; counts still pending fail. */
+  async close(): Promise<void> {
+    this.closed = true
+    for (let i = 0; i < this.slots.length; i++) this.stop(i, () => new GatewayError('internal_error', 'The gateway is shutting down; token counting has stopped.'))
+  }
+
+  /** The least busy running worker, or a free place for a new one when every running worker is busy. */
+  private pick(): number {
+    let best = -1
+    let free = -1
+    for (let i = 0; i < this.slots.length; i++) {
+      const slot = this.slots[i]
+      if (!slot) {
+        if (free < 0) free = i
+        continue
+      }
+      if (best < 0 || slot.pending.size < this.slots[best]!.pending.size) best = i
+    }
+    if (best < 0) return free
+    return this.slots[best]!.pending.size > 0 && free >= 0 ? free : best
+  }
+
+  private spawn(index: number): Slot {
+    const worker = new Worker(this.script) as BunWorker
+    const slot: Slot = { worker, pending: new Map() }
+    this.slots[index] = slot
+    this.started++
+    worker.unref()
+    worker.onmessage = (event: MessageEvent<CountReply>) => {
+      const reply = event.data
+      const pending = this.settle(slot, reply.id)
+      if (!pending) return
+      if ('error' in reply) pending.reject(new Error(`token counting failed: ${reply.error}`))
+      else pending.resolve(reply.tokens)
+    }
+    worker.onerror = (event) => {
+      this.options.logger.error('token counting worker failed; restarting it on the next count', { error: event.message })
+      if (this.slots[index] === slot) this.stop(index, () => new Error(`token counting worker failed: ${event.message}`))
+    }
+    return slot
+  }
+
+  /** Forget a job (answered, failed or timed out); the worker may sleep once it has none. */
+  private settle(slot: Slot, id: number): Pending | undefined {
+    const pending = slot.pending.get(id)
+    if (!pending) return undefined
+    slot.pending.delete(id)
+    clearTimeout(pending.timer)
+    this.pendingTotal--
+    if (slot.pending.size === 0) slot.worker.unref()
+    return pending
+  }
+
+  private overrun(index: number, slot: Slot, id: number): void {
+    if (this.slots[index] !== slot) return
+    const ms = this.options.timeoutMs
+    this.options.logger.warn('a token count overran its timeout; restarting its worker', { timeout_ms: ms, queued: slot.pending.size - 1 })
+    this.stop(index, (jobId) =>
+      jobId === id
+        ? new GatewayError('rate_limit_exceeded', `Counting the tokens of this request took longer than ${ms} ms (the prompt is very large or the counter is busy); retry later or send a shorter prompt.`, { headers: { 'retry-after': '1' } })
+        : new GatewayError('rate_limit_exceeded', `The gateway's token counter was restarted after a count overran ${ms} ms; retry in a moment.`, { headers: { 'retry-after': '1' } }),
+    )
+  }
+
+  private stop(index: number, reason: (id: number) => Error): void {
+    const slot = this.slots[index]
+    if (!slot) return
+    this.slots[index] = undefined
+    for (const id of [...slot.pending.keys()]) this.settle(slot, id)?.reject(reason(id))
+    slot.worker.terminate()
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * Built-in list prices, USD per million tokens, for common models: used only when a model
+ * group has no `pricing` in the config — the config always overrides this table.
+ *
+ * Standard tier, text tokens, as each vendor published them (checked November 2025). Tiered
+ * prices use the lower tier (Gemini 2.5 Pro: prompts up to 200k tokens); `cached_input` is the
+ * cache-read price (Anthropic's cache writes cost more and are not modelled). Prices change:
+ * set `pricing` on a model group when the bill must match.
+ */
+import type { Pricing } from '../../src/config/schema.ts'
+import { baseModelName } from './encodings.ts'
+
+export const BUILTIN_PRICES = {
+  // OpenAI
+  'gpt-5': { input: 1.25, output: 10, cached_input: 0.125 },
+  'gpt-5-mini': { input: 0.25, output: 2, cached_input: 0.025 },
+  'gpt-5-nano': { input: 0.05, output: 0.4, cached_input: 0.005 },
+  'gpt-4.1': { input: 2, output: 8, cached_input: 0.5 },
+  'gpt-4.1-mini': { input: 0.4, output: 1.6, cached_input: 0.1 },
+  'gpt-4.1-nano': { input: 0.1, output: 0.4, cached_input: 0.025 },
+  'gpt-4o': { input: 2.5, output: 10, cached_input: 1.25 },
+  'gpt-4o-mini': { input: 0.15, output: 0.6, cached_input: 0.075 },
+  o1: { input: 15, output: 60, cached_input: 7.5 },
+  'o1-mini': { input: 1.1, output: 4.4, cached_input: 0.55 },
+  o3: { input: 2, output: 8, cached_input: 0.5 },
+  'o3-mini': { input: 1.1, output: 4.4, cached_input: 0.55 },
+  'o4-mini': { input: 1.1, output: 4.4, cached_input: 0.275 },
+  'gpt-4-turbo': { input: 10, output: 30 },
+  'gpt-4': { input: 30, output: 60 },
+  'gpt-3.5-turbo': { input: 0.5, output: 1.5 },
+  'text-embedding-3-small': { input: 0.02, output: 0 },
+  'text-embedding-3-large': { input: 0.13, output: 0 },
+  'text-embedding-ada-002': { input: 0.1, output: 0 },
+  // Anthropic
+  'claude-opus-4-5': { input: 5, output: 25, cached_input: 0.5 },
+  'claude-opus-4-1': { input: 15, output: 75, cached_input: 1.5 },
+  'claude-opus-4': { input: 15, output: 75, cached_input: 1.5 },
+  'claude-sonnet-4-5': { input: 3, output: 15, cached_input: 0.3 },
+  'claude-sonnet-4': { input: 3, output: 15, cached_input: 0.3 },
+  'claude-haiku-4-5': { input: 1, output: 5, cached_input: 0.1 },
+  'claude-3-7-sonnet': { input: 3, output: 15, cached_input: 0.3 },
+  'claude-3-5-sonnet': { input: 3, output: 15, cached_input: 0.3 },
+  'claude-3-5-haiku': { input: 0.8, output: 4, cached_input: 0.08 },
+  // Google
+  'gemini-2.5-pro': { input: 1.25, output: 10, cached_input: 0.125 },
+  'gemini-2.5-flash': { input: 0.3, output: 2.5, cached_input: 0.03 },
+  'gemini-2.5-flash-lite': { input: 0.1, output: 0.4, cached_input: 0.01 },
+} as const satisfies Record<string, Pricing>
+
+const TABLE: ReadonlyMap<string, Pricing> = new Map(Object.entries(BUILTIN_PRICES))
+
+/**
+ * A dated or aliased variant of a listed model: `gpt-4o-2024-08-06`, `gpt-4-0613`,
+ * `claude-sonnet-4-20250514`, `claude-3-5-haiku-latest`, `claude-sonnet-4-0`,
+ * `gemini-2.5-flash-preview-05-20`. Only these suffixes match, so `gpt-4o-mini` never takes
+ * `gpt-4o`'s price and `claude-opus-4-5` never takes `claude-opus-4`'s.
+ */
+const VARIANT = /^(.+?)-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|0|latest|preview(?:-\d{2}-\d{2}|-\d{4}-\d{2}-\d{2})?)$/
+
+const FINE_TUNED = /(?:^|\/)ft:/i
+
+/** The built-in price of a model, by its name or the name it is a dated variant of. Fine-tuned models (`ft:…`) cost more: none. */
+export function builtinPricing(model: string): Pricing | undefined {
+  if (FINE_TUNED.test(model)) return undefined
+  const name = baseModelName(model)
+  const exact = TABLE.get(name)
+  if (exact) return exact
+  const base = VARIANT.exec(name)?.[1]
+  return base === undefined ? undefined : TABLE.get(base)
+}

@@ -1,0 +1,420 @@
+/**
+ * The tokens plugin in a real gateway on 127.0.0.1: `POST /v1/tokens/count`, usage counted
+ * with tiktoken when the provider reports none (streams, cut streams), cost from the config
+ * and from the built-in table, and counting kept off the event loop. The upstreams are the
+ * mock and, for answers without usage, a bare OpenAI-format server defined here.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import type { Server } from 'bun'
+import { roughPromptTokens } from '../../src/lib/usage.ts'
+import { definePlugin, type GatewayRequest, type Usage } from '../../src/plugin.ts'
+import { startMockUpstream, type MockUpstream } from '../../test/fixtures/mock-upstream.ts'
+import { startAuthGateway, userWithKey, type AuthGateway } from '../../test/support/auth.ts'
+import { startGateway as startTestGateway, type TestGateway } from '../../test/support/gateway.ts'
+import { expectError, postJson, waitFor } from '../../test/support/http.ts'
+import { BUILTIN_PRICES } from './prices.ts'
+
+/** The cookbook's chat example: 124 tokens for gpt-4o (o200k_base), 129 for gpt-4 (cl100k_base). */
+const COOKBOOK_MESSAGES = [
+  { role: 'system', content: 'You are a helpful, pattern-following assistant that translates corporate jargon into plain English.' },
+  { role: 'system', name: 'example_user', content: 'New synergies will help drive top-line growth.' },
+  { role: 'system', name: 'example_assistant', content: 'Things working well together will increase revenue.' },
+  { role: 'system', name: 'example_user', content: "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage." },
+  { role: 'system', name: 'example_assistant', content: "Let's talk later when we're less busy about how to do better." },
+  { role: 'user', content: "This late pivot means we don't have time to boil the ocean for the client deliverable." },
+]
+/** The cookbook's weather example: 101 with its tool for gpt-4o, 105 for gpt-4. */
+const WEATHER = {
+  messages: [
+    { role: 'system', content: 'You are a helpful assistant that can answer to questions about the weather.' },
+    { role: 'user', content: "What's the weather like in San Francisco?" },
+  ],
+  tools: [
+    {
+      type: 'function',
+      function: {
+        name: 'get_current_weather',
+        description: 'Get the current weather in a given location',
+        parameters: {
+          type: 'object',
+          properties: {
+            location: { type: 'string', description: 'The city and state, e.g. San Francisco, CA' },
+            unit: { type: 'string', description: 'The unit of temperature to return', enum: ['celsius', 'fahrenheit'] },
+          },
+          required: ['location'],
+        },
+      },
+    },
+  ],
+}
+/** The cookbook's sample sentence: 6 tokens in both o200k_base and cl100k_base. */
+const ANSWER = ['tiktoken', ' is', ' great', '!']
+const ANSWER_TOKENS = 6
+
+/**
+ * An OpenAI-format upstream that never reports usage, whatever `stream_options` says. The
+ * model `*-slow` streams 200 pieces 20 ms apart, for clients that go away.
+ */
+function bareUpstream() {
+  let requests = 0
+  let lastBody: Record<string, unknown> | undefined
+  let cancelled = 0
+  const chunk = (model: string, delta: Record<string, unknown>, finish: string | null = null) =>
+    `data: ${JSON.stringify({ id: 'chatcmpl-bare', object: 'chat.completion.chunk', created: 0, model, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`
+  const server: Server<unknown> = Bun.serve({
+    port: 0,
+    hostname: '127.0.0.1',
+    idleTimeout: 60,
+    routes: {
+      '/v1/chat/completions': {
+        POST: async (req) => {
+          requests++
+          const body = (await req.json()) as Record<string, unknown>
+          lastBody = body
+          const model = String(body.model)
+          if (body.stream !== true) {
+            return Response.json({
+              id: 'chatcmpl-bare',
+              object: 'chat.completion',
+              created: 0,
+              model,
+              choices: [{ index: 0, message: { role: 'assistant', content: ANSWER.join('') }, finish_reason: 'stop' }],
+            })
+          }
+          const slow = model.endsWith('-slow')
+          const pieces = slow ? Array.from({ length: 200 }, (_, i) => ` word${i}`) : ANSWER
+          const encoder = new TextEncoder()
+          let closed = false
+          const stream = new ReadableStream<Uint8Array>({
+            async start(controller) {
+              controller.enqueue(encoder.encode(chunk(model, { role: 'assistant', content: '' })))
+              for (const piece of pieces) {
+                if (closed) return
+                if (slow) await Bun.sleep(20)
+                if (closed) return
+                controller.enqueue(encoder.encode(chunk(model, { content: piece })))
+              }
+              controller.enqueue(encoder.encode(chunk(model, {}, 'stop')))
+              controller.enqueue(encoder.encode('data: [DONE]\n\n'))
+              controller.close()
+            },
+            cancel() {
+              closed = true
+              cancelled++
+            },
+          })
+          return new Response(stream, { headers: { 'content-type': 'text/event-stream' } })
+        },
+      },
+    },
+    fetch: () => new Response('not found', { status: 404 }),
+  })
+  return {
+    url: `http://127.0.0.1:${server.port}/v1`,
+    get requests() {
+      return requests
+    },
+    get lastBody() {
+      return lastBody
+    },
+    get cancelled() {
+      return cancelled
+    },
+    stop: () => server.stop(true),
+  }
+}
+
+/** Records every usage event with the model the client asked for. */
+function recorder() {
+  const usages: Array<{ model: string | undefined; usage: Usage }> = []
+  const plugin = definePlugin({
+    name: 'test-usage-recorder',
+    setup: () => ({ onUsage: (req: GatewayRequest, usage: Usage) => void usages.push({ model: req.model, usage }) }),
+  })
+  return { plugin, usages }
+}
+
+/** The tokens plugin's own counters (workers running and started, counts pending). */
+const tokenStats = (gw: TestGateway) => (gw.gateway.plugins.find((p) => p.name === 'tokens')?.hooks.stats?.() ?? {}) as { workers?: number; started?: number; pending?: number }
+
+/** A gateway with a fixed admin key (none is generated and printed). */
+const startGateway = (cfg: Parameters<typeof startTestGateway>[0]) => startTestGateway(cfg, { env: { SLUICE_ADMIN_KEY: 'sluice-tokens-test-admin-key-0123456789' } })
+
+const count = (gw: TestGateway, body: unknown, headers: Record<string, string> = {}) => postJson(`${gw.url}/v1/tokens/count`, body, headers)
+
+let mock: MockUpstream
+let bare: ReturnType<typeof bareUpstream>
+beforeAll(async () => {
+  mock = await startMockUpstream()
+  bare = bareUpstream()
+})
+afterAll(async () => {
+  await mock.stop()
+  await bare.stop()
+})
+
+function config(plugins: unknown[]) {
+  return {
+    providers: [
+      { id: 'mock', type: 'openai-compatible' as const, baseUrl: mock.url, keys: [{ id: 'm1', secret: 'sk-mock-upstream-0123456789' }] },
+      { id: 'bare', type: 'openai-compatible' as const, baseUrl: bare.url, keys: [{ id: 'b1', secret: 'sk-bare-upstream-0123456789' }] },
+    ],
+    models: [
+      { name: 'gpt-4o', targets: [{ provider: 'bare', model: 'gpt-4o' }] },
+      { name: 'gpt-4', targets: [{ provider: 'bare', model: 'gpt-4-0613' }] },
+      { name: 'priced', pricing: { input: 1, output: 2 }, targets: [{ provider: 'bare', model: 'gpt-4o' }] },
+      { name: 'gpt-4o-slow', targets: [{ provider: 'bare', model: 'gpt-4o-slow' }] },
+      { name: 'gpt-4o-mini', targets: [{ provider: 'mock', model: 'mock-gpt' }] },
+      { name: 'embed', targets: [{ provider: 'mock', model: 'text-embedding-3-small' }] },
+      { name: 'local', encoding: 'cl100k_base', targets: [{ provider: 'mock', model: 'llama-3' }] },
+    ],
+    plugins,
+  }
+}
+
+describe('POST /v1/tokens/count', () => {
+  let gw: TestGateway
+  beforeAll(async () => {
+    gw = await startGateway(config(['tokens']))
+  })
+  afterAll(() => gw.close())
+  beforeEach(() => mock.reset())
+
+  test("a chat body: the cookbook's counts, by each model's encoding", async () => {
+    const cases = [
+      [{ model: 'gpt-4o', messages: COOKBOOK_MESSAGES }, 'o200k_base', 124],
+      [{ model: 'gpt-4', messages: COOKBOOK_MESSAGES }, 'cl100k_base', 129],
+      [{ model: 'gpt-4o', ...WEATHER }, 'o200k_base', 101],
+      [{ model: 'gpt-4', ...WEATHER }, 'cl100k_base', 105],
+      // A configured encoding for a model the table does not know.
+      [{ model: 'local', messages: COOKBOOK_MESSAGES }, 'cl100k_base', 129],
+    ] as const
+    for (const [body, encoding, tokens] of cases) {
+      const res = await count(gw, body)
+      expect(res.status).toBe(200)
+      expect(res.headers.get('x-request-id')).toStartWith('req_')
+      expect(await res.json()).toEqual({ model: body.model, encoding, prompt_tokens: tokens })
+    }
+  })
+
+  test('an embeddings body: strings are encoded, token arrays count their length', async () => {
+    const text = await count(gw, { model: 'embed', input: ['hello world', 'tiktoken is great!'] })
+    expect(await text.json()).toEqual({ model: 'embed', encoding: 'cl100k_base', prompt_tokens: 2 + 6 })
+    const ids = await count(gw, { model: 'embed', input: [[1, 2, 3], [4]] })
+    expect(await ids.json()).toEqual({ model: 'embed', encoding: 'cl100k_base', prompt_tokens: 4 })
+  })
+
+  test('never calls the upstream', async () => {
+    await count(gw, { model: 'gpt-4o-mini', messages: COOKBOOK_MESSAGES })
+    const before = bare.requests
+    await count(gw, { model: 'gpt-4o', messages: COOKBOOK_MESSAGES })
+    expect(mock.stats.requests).toBe(0)
+    expect(bare.requests).toBe(before)
+  })
+
+  test('an unknown model is 404 model_not_found; a body that is neither shape is 400 naming the field', async () => {
+    const notFound = await expectError(await count(gw, { model: 'no-such-model', messages: COOKBOOK_MESSAGES }), 'model_not_found')
+    expect(notFound.param).toBe('model')
+    expect((await expectError(await count(gw, { model: 'gpt-4o' }), 'invalid_request')).param).toBe('messages')
+    expect((await expectError(await count(gw, { model: 'gpt-4o', messages: [] }), 'invalid_request')).param).toBe('messages')
+    expect((await expectError(await count(gw, { model: 'gpt-4o', input: { text: 'x' } }), 'invalid_request')).param).toBe('input')
+    expect((await expectError(await count(gw, { messages: COOKBOOK_MESSAGES }), 'invalid_request')).param).toBe('model')
+  })
+
+  test('special-token text is counted as text', async () => {
+    const res = await count(gw, { model: 'gpt-4o', input: '<|endoftext|>' })
+    expect(await res.json()).toEqual({ model: 'gpt-4o', encoding: 'o200k_base', prompt_tokens: 7 })
+  })
+
+  test('is in the OpenAPI document under OpenAI, with both body shapes', async () => {
+    const doc = (await (await fetch(`${gw.url}/swagger/json`)).json()) as {
+      paths: Record<string, Record<string, { tags?: string[]; requestBody?: { content: Record<string, { schema: { anyOf?: Array<{ required?: string[] }> } }> } }>>
+    }
+    const op = doc.paths['/v1/tokens/count']?.post
+    expect(op?.tags).toEqual(['OpenAI'])
+    const shapes = op?.requestBody?.content['application/json']?.schema.anyOf ?? []
+    expect(shapes.map((s) => [...(s.required ?? [])].sort())).toEqual([
+      ['messages', 'model'],
+      ['input', 'model'],
+    ])
+  })
+})
+
+describe('POST /v1/tokens/count without the tokens plugin', () => {
+  test('answers with the rough estimate and says so', async () => {
+    const gw = await startGateway(config([]))
+    try {
+      const body = { model: 'gpt-4o', messages: COOKBOOK_MESSAGES }
+      const res = await count(gw, body)
+      expect(await res.json()).toEqual({ model: 'gpt-4o', encoding: 'estimate', prompt_tokens: roughPromptTokens(body) })
+    } finally {
+      await gw.close()
+    }
+  })
+})
+
+describe('POST /v1/tokens/count with auth', () => {
+  let gw: AuthGateway
+  beforeAll(async () => {
+    gw = await startAuthGateway(mock.url, { config: { plugins: [{ use: 'auth', options: { demo_key: false } }, 'tokens'] } })
+  })
+  afterAll(() => gw.close())
+
+  test('needs a key, the tokens scope, and the model allowed to the key', async () => {
+    const body = { model: 'mock-gpt', messages: [{ role: 'user', content: 'hello' }] }
+    await expectError(await count(gw, body), 'missing_api_key')
+    const chatOnly = await userWithKey(gw, { scopes: ['chat'] })
+    const refused = await count(gw, body, { authorization: `Bearer ${chatOnly.key.key}` })
+    expect(refused.status).toBe(403)
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('insufficient_permissions')
+
+    const counter = await userWithKey(gw, { scopes: ['tokens'], models: ['mock-gpt'] })
+    const ok = await count(gw, body, { authorization: `Bearer ${counter.key.key}` })
+    expect(ok.status).toBe(200)
+    expect(await ok.json()).toEqual({ model: 'mock-gpt', encoding: 'o200k_base', prompt_tokens: 3 + 1 + 1 + 3 })
+    const other = await count(gw, { ...body, model: 'other-gpt' }, { authorization: `Bearer ${counter.key.key}` })
+    expect(other.status).toBe(403)
+    expect(((await other.json()) as { error: { code: string } }).error.code).toBe('model_not_allowed')
+  })
+})
+
+describe('usage the provider did not report', () => {
+  let gw: TestGateway
+  const rec = recorder()
+  beforeAll(async () => {
+    gw = await startGateway(config(['tokens', rec.plugin]))
+  })
+  afterAll(() => gw.close())
+  beforeEach(() => {
+    rec.usages.length = 0
+  })
+
+  const priceOf = (prompt: number, completion: number, p: { input: number; output: number }) => (prompt * p.input + completion * p.output) / 1_000_000
+
+  test('a stream without a usage chunk is counted exactly: source "estimated", tiktoken counts, built-in price', async () => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gpt-4o', messages: COOKBOOK_MESSAGES, stream: true })
+    const text = await res.text()
+    expect(text).toContain('"content":" great"')
+    expect(text).not.toContain('"usage"')
+    // The gateway asked for usage; this upstream ignores the request.
+    expect((bare.lastBody?.stream_options as Record<string, unknown>).include_usage).toBe(true)
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    const { usage } = rec.usages[0]!
+    expect(usage).toEqual({
+      promptTokens: 124,
+      completionTokens: ANSWER_TOKENS,
+      cachedTokens: 0,
+      totalTokens: 124 + ANSWER_TOKENS,
+      costUsd: priceOf(124, ANSWER_TOKENS, BUILTIN_PRICES['gpt-4o']),
+      source: 'estimated',
+    })
+  })
+
+  test('the upstream model decides the encoding and the price (gpt-4-0613: cl100k_base, gpt-4 prices)', async () => {
+    await (await postJson(`${gw.url}/v1/chat/completions`, { model: 'gpt-4', messages: COOKBOOK_MESSAGES, stream: true })).text()
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    expect(rec.usages[0]!.usage).toMatchObject({ promptTokens: 129, completionTokens: ANSWER_TOKENS, costUsd: priceOf(129, ANSWER_TOKENS, BUILTIN_PRICES['gpt-4']), source: 'estimated' })
+  })
+
+  test('a plain answer without usage, with tools: counted the same way', async () => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gpt-4o', ...WEATHER })
+    expect(res.status).toBe(200)
+    await res.text()
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    expect(rec.usages[0]!.usage).toMatchObject({ promptTokens: 101, completionTokens: ANSWER_TOKENS, source: 'estimated' })
+  })
+
+  test("the config's pricing wins over the built-in table", async () => {
+    await (await postJson(`${gw.url}/v1/chat/completions`, { model: 'priced', messages: COOKBOOK_MESSAGES, stream: true })).text()
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    expect(rec.usages[0]!.usage.costUsd).toBe(priceOf(124, ANSWER_TOKENS, { input: 1, output: 2 }))
+  })
+
+  test('a stream the client cuts halfway still produces a usage event, the prompt counted exactly', async () => {
+    const controller = new AbortController()
+    const cancelledBefore = bare.cancelled
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o-slow', messages: COOKBOOK_MESSAGES, stream: true }),
+      signal: controller.signal,
+    })
+    const reader = res.body!.getReader()
+    const decoder = new TextDecoder()
+    let seen = ''
+    while (!seen.includes(' word3')) {
+      const { value, done } = await reader.read()
+      if (done) throw new Error('the stream ended before the client went away')
+      seen += decoder.decode(value, { stream: true })
+    }
+    controller.abort()
+    await waitFor(() => rec.usages.length === 1, 'onUsage after the cut')
+    await waitFor(() => bare.cancelled === cancelledBefore + 1, 'the upstream stream cancelled')
+    const { usage } = rec.usages[0]!
+    expect(usage.source).toBe('estimated')
+    expect(usage.promptTokens).toBe(124)
+    // At least the four words the client saw (" word0" … " word3": 2 tokens each), far fewer than all 200.
+    expect(usage.completionTokens).toBeGreaterThanOrEqual(8)
+    expect(usage.completionTokens).toBeLessThan(200)
+  })
+})
+
+describe('usage the provider reported', () => {
+  let gw: TestGateway
+  const rec = recorder()
+  beforeAll(async () => {
+    gw = await startGateway(config(['tokens', rec.plugin]))
+  })
+  afterAll(() => gw.close())
+
+  test('is taken as it is (source "provider"), priced from the built-in table, and loads no encoder', async () => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello there' }], stream: true })
+    await res.text()
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    const plain = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello there' }] })
+    await plain.text()
+    await waitFor(() => rec.usages.length === 2, 'onUsage')
+    for (const { usage } of rec.usages) {
+      expect(usage.source).toBe('provider')
+      const p = BUILTIN_PRICES['gpt-4o-mini']
+      expect(usage.costUsd).toBeCloseTo((usage.promptTokens * p.input + usage.completionTokens * p.output) / 1_000_000, 15)
+    }
+    // Quota-style reservations estimate by default, so nothing here needed the counting worker.
+    expect(tokenStats(gw)).toEqual({ workers: 0, started: 0, pending: 0 })
+  })
+})
+
+describe('counting a large prompt', () => {
+  let gw: TestGateway
+  beforeAll(async () => {
+    gw = await startGateway(config(['tokens']))
+    // Warm the worker and the encoder first: the point is the counting itself.
+    await count(gw, { model: 'gpt-4o', messages: [{ role: 'user', content: 'warm up' }] })
+  })
+  afterAll(() => gw.close())
+
+  test('happens off the main thread: a timer keeps firing while 1 MB is counted', async () => {
+    const words = 'the quick brown fox jumps over the lazy dog while a gateway counts its tokens'.split(' ')
+    let content = ''
+    for (let i = 0; content.length < 1_000_000; i++) content += words[i % words.length] + (i % 19 === 18 ? '.\n' : ' ')
+    const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content }] })
+
+    let last = performance.now()
+    let maxGap = 0
+    const timer = setInterval(() => {
+      const now = performance.now()
+      maxGap = Math.max(maxGap, now - last)
+      last = now
+    }, 2)
+    const started = performance.now()
+    const res = await count(gw, body)
+    const took = performance.now() - started
+    clearInterval(timer)
+
+    const answer = (await res.json()) as { prompt_tokens: number }
+    expect(answer.prompt_tokens).toBeGreaterThan(200_000)
+    // tiktoken needs a few hundred ms for 1 MB; the loop never waited more than a small part of that.
+    expect(took).toBeGreaterThan(100)
+    expect(maxGap).toBeLessThan(Math.max(50, took / 4))
+  })
+})
