@@ -10,7 +10,9 @@
  */
 import type { Migration } from 'kysely/migration';
 import * as initial from './0001-initial.ts';
+import * as logging from './0002-logging.ts';
 
 export const migrations = {
   '0001-initial': initial,
+  '0002-logging': logging,
 } as const satisfies Readonly<Record<string, Migration>>;

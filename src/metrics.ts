@@ -37,6 +37,11 @@ export interface MetricOptions {
   maxSeries?: number
 }
 
+export interface CounterOptions extends MetricOptions {
+  /** Called on every scrape before rendering: copy totals kept elsewhere (a writer's drop count) with `sync`. */
+  collect?: (counter: Counter) => void
+}
+
 export interface GaugeOptions extends MetricOptions {
   /** Called on every scrape before rendering: set the gauge from some other state (a queue's depth, a cache's hits). */
   collect?: (gauge: Gauge) => void
@@ -52,6 +57,8 @@ export interface CounterSeries {
   readonly value: number
   /** Add `n` (default 1); negative amounts are ignored, as a counter only goes up. */
   inc(n?: number): void
+  /** Set from a running total kept elsewhere (for collectors); a lower total is ignored. */
+  sync(total: number): void
 }
 
 /** One series of a gauge. */
@@ -77,6 +84,9 @@ class Series {
 class CounterChild extends Series implements CounterSeries {
   inc(n = 1): void {
     if (n > 0) this.value += n
+  }
+  sync(total: number): void {
+    if (total > this.value) this.value = total
   }
 }
 
@@ -203,6 +213,11 @@ abstract class Metric<C extends AnyChild> {
 
 export class Counter extends Metric<CounterChild> {
   readonly type = 'counter' as const
+  readonly collect: ((counter: Counter) => void) | undefined
+  constructor(options: CounterOptions) {
+    super(options)
+    this.collect = options.collect
+  }
   protected create(labelText: string): CounterChild {
     return new CounterChild(labelText)
   }
@@ -284,7 +299,7 @@ export type AnyMetric = Counter | Gauge | Histogram
 export class MetricsRegistry {
   private readonly metrics = new Map<string, AnyMetric>()
 
-  counter(options: MetricOptions): Counter {
+  counter(options: CounterOptions): Counter {
     return this.register(options, 'counter', () => new Counter(options))
   }
 
@@ -306,9 +321,9 @@ export class MetricsRegistry {
     const out: string[] = []
     const overflow: string[] = []
     for (const metric of this.metrics.values()) {
-      if (metric instanceof Gauge && metric.collect) {
+      if (metric.type !== 'histogram' && metric.collect) {
         try {
-          metric.collect(metric)
+          ;(metric.collect as (m: typeof metric) => void)(metric)
         } catch {
           // A failing collector leaves its last values; the scrape itself must not fail.
         }

@@ -195,6 +195,29 @@ export interface RequestLogsTable {
   user_agent: string | null;
 }
 
+/** An alert the logging plugin raised (migrations/0002-logging.ts): claimed, then sent once. */
+export interface AlertsSentTable {
+  /** `kind:subject:threshold:period`: the same alert twice is the same row. */
+  id: Immutable<string>;
+  /** `key_expiring`, `budget`, `upstream_key_dead`. */
+  kind: Immutable<string>;
+  /** What it is about, e.g. `key:key_…`, `user:usr_…`, `provider_key:openai/oa-1`. */
+  subject: Immutable<string>;
+  threshold: Immutable<number>;
+  /** The period it belongs to (a budget period label, an expiry time, the start of a failure run). */
+  period: Immutable<string>;
+  /** @default 'pending' */
+  status: Generated<'pending' | 'sent'>;
+  /** @default 0 */
+  attempts: Generated<number>;
+  /** The JSON body POSTed to the webhook. */
+  payload: JsonText;
+  next_attempt_at: IsoTimestamp;
+  last_error: string | null;
+  created_at: Immutable<IsoTimestamp>;
+  sent_at: IsoTimestamp | null;
+}
+
 /** Every table, keyed by its SQL name: the type parameter of `Kysely<Database>`. */
 export interface Database {
   users: UsersTable;
@@ -207,6 +230,7 @@ export interface Database {
   provider_keys: ProviderKeysTable;
   models: ModelsTable;
   request_logs: RequestLogsTable;
+  alerts_sent: AlertsSentTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
@@ -248,3 +272,7 @@ export type ModelUpdate = Updateable<ModelsTable>;
 export type RequestLogRow = Selectable<RequestLogsTable>;
 export type RequestLogInsert = Insertable<RequestLogsTable>;
 export type RequestLogUpdate = Updateable<RequestLogsTable>;
+
+export type AlertSentRow = Selectable<AlertsSentTable>;
+export type AlertSentInsert = Insertable<AlertsSentTable>;
+export type AlertSentUpdate = Updateable<AlertsSentTable>;

@@ -1,0 +1,115 @@
+import { Elysia } from 'elysia'
+import { GatewayError } from '../../src/errors.ts'
+import type { RequestLogRow } from '../../src/db/schema.ts'
+import type { Services } from '../../src/services.ts'
+import { logPage, usageBy, type LogFilter } from './repo.ts'
+import * as S from './schemas.ts'
+
+const tags = ['Admin: usage and logs']
+const security = [{ bearer: [] }]
+
+/** `/admin/usage` and `/admin/logs`, behind the admin key. */
+export function analyticsRoutes(services: Services) {
+  const db = services.db.db
+  return (
+    new Elysia({ name: 'sluice.logging.admin', prefix: '/admin' })
+      // Every route here is a GET: transform runs for each of them before the query is read.
+      .onTransform(({ request }) => {
+        const refused = services.admin.check(request)
+        if (refused) throw refused
+      })
+      .get(
+        '/usage',
+        async ({ query }) => {
+          const by = query.group_by ?? 'key'
+          const limit = bounded(query.limit, 1000, S.MAX_GROUPS, 'limit')
+          const filter: LogFilter = { ...range(query.from, query.to), keyId: query.key_id, userId: query.user_id, teamId: query.team_id, model: query.model }
+          const data = await usageBy(db, by, filter, limit)
+          return { object: 'list' as const, group_by: by, data, next_cursor: null }
+        },
+        {
+          query: S.UsageQuery,
+          response: { 200: S.UsageList },
+          detail: {
+            tags,
+            security,
+            summary: 'Usage grouped by key, user, team, model, provider key or UTC day',
+            description: 'Requests, errors (status ≥ 400), tokens and USD cost per group over [from, to), most requests first. Counts requests whose log row is written (rows are written in batches, normally within a second).',
+          },
+        },
+      )
+      .get(
+        '/logs',
+        async ({ query }) => {
+          const limit = bounded(query.limit, 100, S.MAX_LOG_PAGE, 'limit')
+          const filter: LogFilter = {
+            ...range(query.from, query.to),
+            keyId: query.key_id,
+            userId: query.user_id,
+            teamId: query.team_id,
+            model: query.model,
+            provider: query.provider,
+            code: query.code,
+            status: query.status === undefined ? undefined : query.status.endsWith('xx') ? { class: Number(query.status[0]) } : { exact: Number(query.status) },
+          }
+          const rows = await logPage(db, filter, query.before === undefined ? null : parseBefore(query.before), limit + 1)
+          const more = rows.length > limit
+          const shown = more ? rows.slice(0, limit) : rows
+          const last = shown[shown.length - 1]
+          return { object: 'list' as const, data: shown.map(logView), next_cursor: more && last ? encodeCursor(last.at, last.id) : null }
+        },
+        {
+          query: S.LogsQuery,
+          response: { 200: S.LogList },
+          detail: {
+            tags,
+            security,
+            summary: 'Request log, newest first, filtered and cursor-paged',
+            description: 'One row per request. Pass `next_cursor` back as `before` for the next page. Never contains a key, a secret or a body.',
+          },
+        },
+      )
+  )
+}
+
+function logView(r: RequestLogRow) {
+  return { object: 'request_log' as const, ...r, streamed: r.streamed === 1 }
+}
+
+/** Opaque cursor over (at, id), newest first. */
+export const encodeCursor = (at: string, id: string): string => Buffer.from(`${at}|${id}`).toString('base64url')
+
+const ISO_START = /^\d{4}-\d{2}-\d{2}/
+
+/** `before` is a cursor this API gave out, or a time. */
+function parseBefore(value: string): { at: string; id: string | null } {
+  if (ISO_START.test(value)) return { at: time(value, 'before'), id: null }
+  const text = Buffer.from(value, 'base64url').toString('utf8')
+  const bar = text.indexOf('|')
+  const at = bar > 0 ? text.slice(0, bar) : ''
+  if (!ISO_START.test(at) || Number.isNaN(Date.parse(at))) {
+    throw new GatewayError('invalid_request', 'before must be the next_cursor of a previous page or an RFC 3339 time; start again without it.', { param: 'before' })
+  }
+  return { at, id: text.slice(bar + 1) }
+}
+
+function range(from: string | undefined, to: string | undefined): { from?: string; to?: string } {
+  const out: { from?: string; to?: string } = {}
+  if (from !== undefined) out.from = time(from, 'from')
+  if (to !== undefined) out.to = time(to, 'to')
+  if (out.from !== undefined && out.to !== undefined && out.from >= out.to) throw new GatewayError('invalid_request', 'from must be earlier than to.', { param: 'from' })
+  return out
+}
+
+/** An RFC 3339 time as the table stores times (UTC, milliseconds), so text comparison is time comparison. */
+function time(value: string, param: string): string {
+  const ms = ISO_START.test(value) ? Date.parse(value) : Number.NaN
+  if (Number.isNaN(ms)) throw new GatewayError('invalid_request', `${param} must be an RFC 3339 time such as 2026-01-31T00:00:00Z.`, { param })
+  return new Date(ms).toISOString()
+}
+
+function bounded(value: number | undefined, fallback: number, max: number, param: string): number {
+  const n = value ?? fallback
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new GatewayError('invalid_request', `${param} must be an integer from 1 to ${max}.`, { param })
+  return n
+}

@@ -1,0 +1,158 @@
+import { sql, type Expression, type Kysely, type Transaction } from 'kysely'
+import type { Database, RequestLogRow } from '../../src/db/schema.ts'
+
+/** A database or a transaction: repositories take either. */
+export type Db = Kysely<Database> | Transaction<Database>
+
+export const GROUPINGS = ['key', 'user', 'team', 'model', 'provider_key', 'day'] as const
+export type Grouping = (typeof GROUPINGS)[number]
+
+/** Filters shared by the usage report and the log listing. */
+export interface LogFilter {
+  from?: string
+  to?: string
+  keyId?: string
+  userId?: string
+  teamId?: string
+  model?: string
+  provider?: string
+  /** An exact status, or a class as its first digit (4 for 4xx). */
+  status?: { exact: number } | { class: number }
+  code?: string
+}
+
+export interface UsageGroup {
+  group: string | null
+  requests: number
+  errors: number
+  prompt_tokens: number
+  completion_tokens: number
+  total_tokens: number
+  cost_usd: number
+}
+
+/** Postgres returns sums of integers as bigint text; SQLite as numbers. */
+const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v))
+
+function groupExpression(by: Grouping): Expression<string | null> {
+  switch (by) {
+    case 'key':
+      return sql.ref<string | null>('key_id')
+    case 'user':
+      return sql.ref<string | null>('user_id')
+    case 'team':
+      return sql.ref<string | null>('team_id')
+    case 'model':
+      return sql.ref<string | null>('model')
+    // `||` is SQL's concatenation on both dialects; a NULL part makes the group NULL (no upstream was tried).
+    case 'provider_key':
+      return sql<string | null>`${sql.ref('provider')} || '/' || ${sql.ref('provider_key_id')}`
+    // ISO times: the first ten characters are the UTC day.
+    case 'day':
+      return sql<string | null>`substr(${sql.ref('at')}, 1, 10)`
+  }
+}
+
+function applyFilter<Q extends { where: (...args: never[]) => unknown }>(q: Q, f: LogFilter): Q {
+  let r = q as unknown as import('kysely').SelectQueryBuilder<Database, 'request_logs', object>
+  if (f.from !== undefined) r = r.where('at', '>=', f.from)
+  if (f.to !== undefined) r = r.where('at', '<', f.to)
+  if (f.keyId !== undefined) r = r.where('key_id', '=', f.keyId)
+  if (f.userId !== undefined) r = r.where('user_id', '=', f.userId)
+  if (f.teamId !== undefined) r = r.where('team_id', '=', f.teamId)
+  if (f.model !== undefined) r = r.where('model', '=', f.model)
+  if (f.provider !== undefined) r = r.where('provider', '=', f.provider)
+  if (f.code !== undefined) r = r.where('error_code', '=', f.code)
+  if (f.status !== undefined) {
+    if ('exact' in f.status) r = r.where('status', '=', f.status.exact)
+    else r = r.where('status', '>=', f.status.class * 100).where('status', '<', f.status.class * 100 + 100)
+  }
+  return r as unknown as Q
+}
+
+/** Requests, errors, tokens and cost per group, most requests first. */
+export async function usageBy(db: Db, by: Grouping, filter: LogFilter, limit: number): Promise<UsageGroup[]> {
+  const group = groupExpression(by)
+  const q = applyFilter(db.selectFrom('request_logs'), filter)
+    .select([
+      sql<string | null>`${group}`.as('group'),
+      (eb) => eb.fn.countAll<number>().as('requests'),
+      sql<number>`sum(case when ${sql.ref('status')} >= 400 then 1 else 0 end)`.as('errors'),
+      (eb) => eb.fn.sum<number>('prompt_tokens').as('prompt_tokens'),
+      (eb) => eb.fn.sum<number>('completion_tokens').as('completion_tokens'),
+      (eb) => eb.fn.sum<number>('total_tokens').as('total_tokens'),
+      (eb) => eb.fn.sum<number>('cost_usd').as('cost_usd'),
+    ])
+    .groupBy(group)
+    .orderBy(sql`count(*)`, 'desc')
+    .orderBy(group)
+    .limit(limit)
+  const rows = await q.execute()
+  return rows.map((r) => ({
+    group: r.group === null || r.group === undefined ? null : String(r.group),
+    requests: num(r.requests),
+    errors: num(r.errors),
+    prompt_tokens: num(r.prompt_tokens),
+    completion_tokens: num(r.completion_tokens),
+    total_tokens: num(r.total_tokens),
+    cost_usd: num(r.cost_usd),
+  }))
+}
+
+/** One page of log rows, newest first, strictly before the cursor `(at, id)` when given. */
+export async function logPage(db: Db, filter: LogFilter, before: { at: string; id: string | null } | null, limit: number): Promise<RequestLogRow[]> {
+  let q = applyFilter(db.selectFrom('request_logs').selectAll(), filter)
+  if (before) {
+    const { at, id } = before
+    q = id === null ? q.where('at', '<', at) : q.where((eb) => eb.or([eb('at', '<', at), eb.and([eb('at', '=', at), eb('id', '<', id)])]))
+  }
+  const rows = await q.orderBy('at', 'desc').orderBy('id', 'desc').limit(limit).execute()
+  return rows.map(normaliseRow)
+}
+
+/** Numbers as numbers on both dialects (Postgres' driver may hand bigints back as text). */
+export function normaliseRow(r: RequestLogRow): RequestLogRow {
+  return {
+    ...r,
+    status: num(r.status),
+    prompt_tokens: num(r.prompt_tokens),
+    completion_tokens: num(r.completion_tokens),
+    cached_tokens: num(r.cached_tokens),
+    total_tokens: num(r.total_tokens),
+    cost_usd: num(r.cost_usd),
+    latency_ms: num(r.latency_ms),
+    ttft_ms: r.ttft_ms === null ? null : num(r.ttft_ms),
+    streamed: num(r.streamed) === 1 ? 1 : 0,
+  }
+}
+
+/**
+ * Delete up to `batch` rows older than `cutoff` (ISO), oldest first, in one short statement;
+ * returns how many went. Called in a loop: no single statement holds a lock for long.
+ */
+export async function deleteOlderThan(db: Db, cutoff: string, batch: number): Promise<number> {
+  const result = await db
+    .deleteFrom('request_logs')
+    .where('id', 'in', (eb) => eb.selectFrom('request_logs').select('id').where('at', '<', cutoff).orderBy('at').limit(batch))
+    .executeTakeFirst()
+  return Number(result.numDeletedRows)
+}
+
+export type SpendColumn = 'key_id' | 'user_id' | 'team_id'
+
+/** Tokens and USD spent per subject since `from` (ISO; null: ever), for the given ids. */
+export async function spendSince(db: Db, column: SpendColumn, ids: readonly string[], from: string | null): Promise<Map<string, { tokens: number; usd: number }>> {
+  const out = new Map<string, { tokens: number; usd: number }>()
+  // Bounded IN lists: both dialects cap bound parameters.
+  for (let i = 0; i < ids.length; i += 500) {
+    const chunk = ids.slice(i, i + 500)
+    let q = db
+      .selectFrom('request_logs')
+      .select([sql<string>`${sql.ref(column)}`.as('id'), (eb) => eb.fn.sum<number>('total_tokens').as('tokens'), (eb) => eb.fn.sum<number>('cost_usd').as('usd')])
+      .where(column, 'in', chunk)
+    if (from !== null) q = q.where('at', '>=', from)
+    const rows = await q.groupBy(column).execute()
+    for (const r of rows) out.set(String(r.id), { tokens: num(r.tokens), usd: num(r.usd) })
+  }
+  return out
+}
