@@ -4,7 +4,7 @@ import { definePlugin, type AttemptFailure, type RoutePlan } from '../../src/plu
 import { GatewayError } from '../../src/errors.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
 import type { GroupTarget, ModelGroup, ModelRegistry, RouteTarget } from '../../src/models.ts'
-import { available, headroomFrom, newHealth, recordLatency, stateOf, type KeyHealth, type SharedState } from './health.ts'
+import { available, availableAt, halfOpen, headroomFrom, newHealth, recordLatency, stateOf, type KeyHealth, type SharedState } from './health.ts'
 import { PICKERS, newPickerState, type Candidate, type PickerState } from './strategies.ts'
 
 const Options = Type.Object(
@@ -31,8 +31,16 @@ const CHANNEL = 'balance.health'
 
 /** A group's (target, key) pairs with their picking state, built once per group object. */
 interface Pool {
-  candidates: (Candidate & { target: GroupTarget; key: ProviderKeyConfig })[]
+  group: ModelGroup
+  candidates: (Candidate & { target: GroupTarget; key: ProviderKeyConfig; route: RouteTarget })[]
   state: PickerState
+  /** This pool, then its group's fallbacks' pools; filled on first use. */
+  chain: Pool[] | undefined
+  /**
+   * Whether a stream keeps its key busy until it ends: only for strategies that read the
+   * in-flight counts. Watching a stream for its end costs a JavaScript hop per chunk.
+   */
+  holdsStreams: boolean
 }
 
 /** Per provider key: its own rpm/tpm, kept in process (the upstream's limit is per key, not per request). */
@@ -64,21 +72,36 @@ export const balance = definePlugin({
     }
     // Every configured key gets its record up front; the maps never hold more than the config has.
     for (const p of models.providers()) for (const k of p.keys) healthOf(p.id, k.id)
+    /** Forget keys the registry no longer has (providers changed at run time through the admin API). */
+    const prune = () => {
+      const live = new Set<string>()
+      for (const p of models.providers()) for (const k of p.keys) live.add(id(p.id, k.id))
+      for (const k of health.keys()) if (!live.has(k)) health.delete(k)
+      for (const k of rates.keys()) if (!live.has(k)) rates.delete(k)
+    }
 
-    const share = (h: KeyHealth) => {
+    const share = (h: KeyHealth, reset = false) => {
       const state: SharedState = { provider: h.provider, key: h.key, coolingUntil: h.coolingUntil, dead: h.dead, openUntil: h.openUntil }
+      if (reset) state.reset = true
       services.bus.publish(CHANNEL, JSON.stringify(state)).catch((error: unknown) => logger.warn('could not share key health', { error: String(error) }))
+    }
+    const clear = (h: KeyHealth) => {
+      h.dead = null
+      h.coolingUntil = 0
+      h.openUntil = 0
+      h.failures = 0
+      h.trial = false
     }
     await services.bus.subscribe(CHANNEL, (message) => {
       try {
         const s = JSON.parse(message) as SharedState
-        const k = id(s.provider, s.key)
-        const h = health.get(k)
+        const h = health.get(id(s.provider, s.key))
         if (!h) return
+        if (s.reset === true) return clear(h)
+        // Merge, never undo: each instance keeps the longest cooldown and open period it heard of.
         h.coolingUntil = Math.max(h.coolingUntil, s.coolingUntil)
         h.openUntil = Math.max(h.openUntil, s.openUntil)
-        if (s.dead === null && h.dead !== null && s.coolingUntil === 0 && s.openUntil === 0) h.dead = null
-        else if (s.dead !== null) h.dead = s.dead
+        if (s.dead !== null) h.dead = s.dead
       } catch {
         // Not ours or malformed: ignore.
       }
@@ -87,23 +110,41 @@ export const balance = definePlugin({
     const poolOf = (group: ModelGroup): Pool => {
       let pool = pools.get(group)
       if (pool) return pool
+      // A group object is new after every registry change: the moment to drop keys that went away.
+      prune()
       const candidates: Pool['candidates'] = []
       for (const target of group.targets) {
         for (const key of target.provider.keys) {
-          candidates.push({ index: candidates.length, weight: target.weight * (key.weight ?? 1), health: healthOf(target.provider.id, key.id), target, key })
+          const route: RouteTarget = { provider: target.provider, model: target.model, key, group: group.name }
+          candidates.push({ index: candidates.length, weight: target.weight * (key.weight ?? 1), health: healthOf(target.provider.id, key.id), target, key, route })
         }
       }
-      pool = { candidates, state: newPickerState(candidates.length) }
+      const holdsStreams = group.strategy === 'least-busy' || group.strategy === 'latency'
+      pool = { group, candidates, state: newPickerState(candidates.length), chain: undefined, holdsStreams }
       pools.set(group, pool)
       return pool
     }
+    /** The group, then its fallbacks in order (each once; a fallback's own fallbacks are not followed). */
+    const chainOf = (group: ModelGroup): readonly Pool[] => {
+      const pool = poolOf(group)
+      if (pool.chain) return pool.chain
+      const chain = [pool]
+      for (const name of group.fallbacks) {
+        const g = models.get(name)
+        if (g && !chain.some((p) => p.group === g)) chain.push(poolOf(g))
+      }
+      // The registry swaps every group at once on a change, so a chain is final for its group object.
+      pool.chain = chain
+      return chain
+    }
 
     /**
-     * Room under the key's own rpm/tpm for one more request of `tokens`. With `take`, the
-     * request is counted; without, only checked (candidates that are not chosen keep theirs).
+     * ms until the key's own rpm/tpm has room for one more request of `tokens` (0: room now).
+     * With `take`, the request is counted; without, only checked (candidates that are not
+     * chosen keep theirs).
      */
-    const keyRate = (provider: string, key: ProviderKeyConfig, tokens: number, take: boolean): boolean => {
-      if (!key.rpm && !key.tpm) return true
+    const rateWait = (provider: string, key: ProviderKeyConfig, tokens: number, take: boolean): number => {
+      if (!key.rpm && !key.tpm) return 0
       const k = id(provider, key.id)
       let r = rates.get(k)
       if (!r) rates.set(k, (r = { rpm: null, tpm: null }))
@@ -111,16 +152,21 @@ export const balance = definePlugin({
       const level = (b: { tokens: number; ts: number } | null, limit: number) => Math.min(limit, (b?.tokens ?? limit) + ((t - (b?.ts ?? t)) * limit) / 60_000)
       const rpmLeft = key.rpm ? level(r.rpm, key.rpm) : Infinity
       const tpmLeft = key.tpm ? level(r.tpm, key.tpm) : Infinity
-      if (rpmLeft < 1 || tpmLeft < Math.min(tokens, key.tpm ?? tokens)) return false
-      if (take) {
+      const tpmNeed = Math.min(tokens, key.tpm ?? tokens)
+      const wait = Math.max(
+        rpmLeft < 1 ? ((1 - rpmLeft) * 60_000) / key.rpm! : 0,
+        tpmLeft < tpmNeed ? ((tpmNeed - tpmLeft) * 60_000) / key.tpm! : 0,
+      )
+      if (wait === 0 && take) {
         if (key.rpm) r.rpm = { tokens: rpmLeft - 1, ts: t }
         if (key.tpm) r.tpm = { tokens: tpmLeft - tokens, ts: t }
       }
-      return true
+      return wait
     }
 
     const onFailure = (h: KeyHealth, failure: AttemptFailure) => {
       const t = now()
+      h.trial = false
       h.lastError = { at: t, status: failure.status, message: failure.error.message.slice(0, 300) }
       if (failure.status === 429) {
         h.coolingUntil = t + (failure.retryAfter !== null ? failure.retryAfter * 1000 : options.cooldown_ms)
@@ -141,63 +187,91 @@ export const balance = definePlugin({
     }
 
     const onSuccess = (h: KeyHealth, latencyMs: number, response: Response) => {
+      // A success closes the circuit (it was closed already, or this was the half-open trial).
       h.failures = 0
+      h.openUntil = 0
+      h.trial = false
       recordLatency(h, latencyMs, options.latency_alpha)
-      const room = headroomFrom(response.headers)
+      const room = headroomFrom(response.headers, now())
       if (room !== null) {
-        h.headroom = room
-        h.headroomAt = now()
+        h.headroom = room.share
+        h.headroomUntil = room.until
       }
+    }
+
+    /** Nothing left to try: say why, and when a retry could succeed. */
+    const noHealthy = (chain: readonly Pool[], tokens: number): GatewayError => {
+      const t = now()
+      let soonest = Infinity
+      let limited = false
+      for (const pool of chain) {
+        for (const c of pool.candidates) {
+          let at = availableAt(c.health, t)
+          if (at === t && !(c.health.trial && c.health.openUntil !== 0)) {
+            const wait = rateWait(c.target.provider.id, c.key, tokens, false)
+            if (wait > 0) limited = true
+            at = t + wait
+          }
+          soonest = Math.min(soonest, at)
+        }
+      }
+      const name = chain[0]!.group.name
+      const retryAfter = Number.isFinite(soonest) ? Math.max(1, Math.ceil((soonest - t) / 1000)) : undefined
+      return new GatewayError(
+        'no_healthy_upstream',
+        limited
+          ? `Every upstream key for model "${name}" is busy or at its own rate limit right now; retry in ${retryAfter ?? 1} s.`
+          : `No upstream is available for model "${name}": every key is cooling down, refused by its provider, or failing. Retry shortly; an operator can see why at GET /admin/providers/health.`,
+        { headers: retryAfter !== undefined ? { 'retry-after': String(retryAfter) } : undefined },
+      )
     }
 
     return {
       route(req, group): RoutePlan {
-        const chain = groupChain(group, models)
-        const tried = new Set<Candidate>()
+        const chain = chainOf(group)
         const tokens = typeof req.body.max_tokens === 'number' ? req.body.max_tokens : 0
+        const signal = req.request.signal
+        // Most requests succeed at the first attempt: the list of tried candidates is made on the first failure.
+        let tried: Candidate[] | undefined
         let attempts = 0
         let retries = 0
         let current: Candidate | undefined
-        let sawAny = false
+        let holds = false
 
         const pick = (): RouteTarget | undefined => {
-          for (const g of chain) {
-            const pool = poolOf(g)
-            const t = now()
-            const open = pool.candidates.filter((c) => !tried.has(c) && available(c.health, t))
-            if (open.length) sawAny = true
-            const ready = open.filter((c) => keyRate(c.target.provider.id, c.key, tokens, false))
+          const t = now()
+          for (const pool of chain) {
+            const ready: Pool['candidates'] = []
+            for (const c of pool.candidates) {
+              // Learned headroom holds only until the provider's window resets.
+              if (c.health.headroom !== null && c.health.headroomUntil <= t) c.health.headroom = null
+              if (available(c.health, t) && !tried?.includes(c) && rateWait(c.target.provider.id, c.key, tokens, false) === 0) ready.push(c)
+            }
             if (ready.length === 0) continue
-            const chosen = PICKERS[g.strategy](ready, pool.state) as Pool['candidates'][number]
-            keyRate(chosen.target.provider.id, chosen.key, tokens, true)
-            tried.add(chosen)
+            const chosen = PICKERS[pool.group.strategy](ready, pool.state) as Pool['candidates'][number]
+            rateWait(chosen.target.provider.id, chosen.key, tokens, true)
+            if (halfOpen(chosen.health, t)) chosen.health.trial = true
             attempts++
             chosen.health.inFlight++
             current = chosen
-            return { provider: chosen.target.provider, model: chosen.target.model, key: chosen.key, group: g.name }
+            holds = req.stream && pool.holdsStreams
+            return chosen.route
           }
           return undefined
         }
 
-        return {
-          async next(previous) {
-            if (previous) {
-              if (!retryable(previous.status) && previous.status !== 429 && previous.status !== 401 && previous.status !== 403) return previous.error
-              if (attempts >= options.max_attempts) return previous.error
-              if (retryable(previous.status)) {
-                const ceiling = Math.min(options.backoff_max_ms, options.backoff_ms * 2 ** retries++)
-                if (ceiling > 0) await Bun.sleep(Math.random() * ceiling)
-              }
-            }
-            const target = pick()
-            if (target) return target
-            if (previous) return previous.error
-            return new GatewayError(
-              'no_healthy_upstream',
-              sawAny
-                ? `Every upstream key for model "${group.name}" is at its own rate limit right now; retry in a few seconds.`
-                : `No upstream is available for model "${group.name}": every key is cooling down, refused by its provider, or failing. Retry shortly; an operator can see why at GET /admin/providers/health.`,
-            )
+        const plan: RoutePlan = {
+          next(previous) {
+            if (signal.aborted) return previous?.error ?? new GatewayError('upstream_error', 'The client closed the request.')
+            if (!previous) return pick() ?? noHealthy(chain, tokens)
+            // The request's own fault (400, 404, 413, 422...): another key would answer the same.
+            if (!retryable(previous.status) && !keyFault(previous.status)) return previous.error
+            if (attempts >= options.max_attempts) return retryable(previous.status) ? previous.error : noHealthy(chain, tokens)
+            if (!retryable(previous.status)) return pick() ?? noHealthy(chain, tokens)
+            const ceiling = Math.min(options.backoff_max_ms, options.backoff_ms * 2 ** retries++)
+            const again = () => pick() ?? previous.error
+            // Full jitter; the last failure says more than "nothing left" when no key remains.
+            return ceiling > 0 ? Bun.sleep(Math.random() * ceiling).then(again) : again()
           },
           report(_target, latencyMs, response, failure) {
             const c = current
@@ -205,16 +279,32 @@ export const balance = definePlugin({
             if (failure) {
               c.health.inFlight--
               current = undefined
-              onFailure(c.health, failure)
-            } else if (response) onSuccess(c.health, latencyMs, response)
+              ;(tried ??= []).push(c)
+              // The client going away is not the key's fault.
+              if (signal.aborted) c.health.trial = false
+              else onFailure(c.health, failure)
+            } else if (response) {
+              onSuccess(c.health, latencyMs, response)
+              if (!holds) {
+                // A whole answer follows its headers at once: the key is free now. So is a stream's
+                // key when the group's strategy does not count streams. Without a release the core
+                // hands the body to the client untouched, much cheaper than watching for its end.
+                c.health.inFlight--
+                current = undefined
+                plan.release = undefined
+              }
+            }
           },
           release() {
             if (current) {
               current.health.inFlight--
+              // A trial that ended without a verdict (the client left) frees the slot for another.
+              current.health.trial = false
               current = undefined
             }
           },
         }
+        return plan
       },
 
       routes(app) {
@@ -253,11 +343,8 @@ export const balance = definePlugin({
               ({ params }) => {
                 const h = health.get(id(params.provider, params.key))
                 if (!h) throw new GatewayError('not_found', `No provider key "${params.key}" in provider "${params.provider}".`)
-                h.dead = null
-                h.coolingUntil = 0
-                h.openUntil = 0
-                h.failures = 0
-                share(h)
+                clear(h)
+                share(h, true)
                 return { object: 'provider_key_health', provider: h.provider, key: h.key, state: stateOf(h, now()) }
               },
               { detail: { tags: ['Admin: providers'], summary: 'Put a dead, cooling or open provider key back into service' } },
@@ -268,15 +355,8 @@ export const balance = definePlugin({
   },
 })
 
-/** 5xx, timeouts and network errors (status 0) are worth another target. */
+/** 5xx, timeouts and network errors (status 0) are worth another target, after a backoff. */
 const retryable = (status: number): boolean => status === 0 || status >= 500
 
-/** The group, then its fallbacks in order (each once; a fallback's own fallbacks are not followed). */
-function groupChain(group: ModelGroup, models: ModelRegistry): ModelGroup[] {
-  const chain = [group]
-  for (const name of group.fallbacks) {
-    const g = models.get(name)
-    if (g && !chain.includes(g)) chain.push(g)
-  }
-  return chain
-}
+/** About the key, not the request: rate-limited (429) or refused (401, 403). Another key may do. */
+const keyFault = (status: number): boolean => status === 429 || status === 401 || status === 403

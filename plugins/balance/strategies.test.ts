@@ -48,7 +48,7 @@ describe('weighted (smooth weighted round robin)', () => {
     [[1, 1]],
     [[3, 1, 1, 1]],
     [[0.5, 1.5, 10]],
-  ])('over 10,000 picks the shares match weights %p within 2%%', (weights) => {
+  ])('over 10,000 picks the shares match weights %p within 2 points', (weights) => {
     const cs = candidates(weights)
     const { counts } = run('weighted', cs, state(cs.length))
     const total = weights.reduce((a, b) => a + b, 0)
@@ -67,6 +67,12 @@ describe('weighted (smooth weighted round robin)', () => {
     // A plain weighted round robin would send 5 in a row to the heaviest; SWRR interleaves.
     for (const [i, w] of weights.entries()) expect(longestRun[i]!).toBeLessThanOrEqual(Math.ceil(w / (8 - w)))
     expect(longestRun).toEqual([1, 1, 2])
+  })
+
+  test('weight 0 is never picked while another candidate is available', () => {
+    const { counts } = run('weighted', candidates([0, 1, 3]), state(3))
+    expect(counts).toEqual([0, 2500, 7500])
+    expect(run('weighted', candidates([0]), state(1), 10).counts).toEqual([10])
   })
 
   test('a candidate that drops out and comes back does not get a burst', () => {

@@ -1,0 +1,159 @@
+import { describe, expect, test } from 'bun:test'
+import { DEFAULT_HEADROOM_TTL_MS, available, availableAt, halfOpen, headroomFrom, newHealth, recordLatency, resetAt, stateOf } from './health.ts'
+
+const NOW = Date.parse('2025-06-01T12:00:00Z')
+
+describe('headroomFrom: OpenAI headers', () => {
+  test('remaining over limit, the tighter of requests and tokens, until that window resets', () => {
+    const headers = new Headers({
+      'x-ratelimit-limit-requests': '500',
+      'x-ratelimit-remaining-requests': '400',
+      'x-ratelimit-reset-requests': '12ms',
+      'x-ratelimit-limit-tokens': '200000',
+      'x-ratelimit-remaining-tokens': '50000',
+      'x-ratelimit-reset-tokens': '6m0s',
+    })
+    expect(headroomFrom(headers, NOW)).toEqual({ share: 0.25, until: NOW + 360_000 })
+  })
+
+  test('remaining 0 is no headroom, until the reset the provider names', () => {
+    const headers = new Headers({ 'x-ratelimit-limit-requests': '60', 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '1s' })
+    expect(headroomFrom(headers, NOW)).toEqual({ share: 0, until: NOW + 1000 })
+  })
+
+  test('remaining without a limit: some or none', () => {
+    expect(headroomFrom(new Headers({ 'x-ratelimit-remaining-requests': '7' }), NOW)?.share).toBe(1)
+    expect(headroomFrom(new Headers({ 'x-ratelimit-remaining-requests': '0' }), NOW)?.share).toBe(0)
+  })
+
+  test('without a reset header the learned headroom is trusted for a default while', () => {
+    expect(headroomFrom(new Headers({ 'x-ratelimit-remaining-tokens': '0', 'x-ratelimit-limit-tokens': '10' }), NOW)).toEqual({ share: 0, until: NOW + DEFAULT_HEADROOM_TTL_MS })
+  })
+
+  test('clamped to 0..1 and garbage ignored', () => {
+    expect(headroomFrom(new Headers({ 'x-ratelimit-remaining-requests': '900', 'x-ratelimit-limit-requests': '100' }), NOW)?.share).toBe(1)
+    expect(headroomFrom(new Headers({ 'x-ratelimit-remaining-requests': '-5', 'x-ratelimit-limit-requests': '100' }), NOW)?.share).toBe(0)
+    expect(headroomFrom(new Headers({ 'x-ratelimit-remaining-requests': 'lots' }), NOW)).toBeNull()
+    expect(headroomFrom(new Headers({ 'x-ratelimit-remaining-requests': '' }), NOW)).toBeNull()
+  })
+
+  test('no rate-limit headers: unknown', () => {
+    expect(headroomFrom(new Headers({ 'content-type': 'application/json' }), NOW)).toBeNull()
+  })
+})
+
+describe('headroomFrom: Anthropic headers', () => {
+  test('requests, tokens, input and output tokens; the tightest wins, with its RFC 3339 reset', () => {
+    const headers = new Headers({
+      'anthropic-ratelimit-requests-limit': '50',
+      'anthropic-ratelimit-requests-remaining': '49',
+      'anthropic-ratelimit-requests-reset': '2025-06-01T12:00:01Z',
+      'anthropic-ratelimit-input-tokens-limit': '40000',
+      'anthropic-ratelimit-input-tokens-remaining': '4000',
+      'anthropic-ratelimit-input-tokens-reset': '2025-06-01T12:00:30Z',
+      'anthropic-ratelimit-output-tokens-limit': '8000',
+      'anthropic-ratelimit-output-tokens-remaining': '4000',
+      'anthropic-ratelimit-output-tokens-reset': '2025-06-01T12:00:05Z',
+    })
+    expect(headroomFrom(headers, NOW)).toEqual({ share: 0.1, until: NOW + 30_000 })
+  })
+
+  test('tokens exhausted', () => {
+    const headers = new Headers({
+      'anthropic-ratelimit-tokens-limit': '100000',
+      'anthropic-ratelimit-tokens-remaining': '0',
+      'anthropic-ratelimit-tokens-reset': '2025-06-01T12:01:00Z',
+    })
+    expect(headroomFrom(headers, NOW)).toEqual({ share: 0, until: NOW + 60_000 })
+  })
+})
+
+describe('resetAt', () => {
+  test.each([
+    ['1s', 1000],
+    ['20ms', 20],
+    ['6m0s', 360_000],
+    ['1h2m3.5s', 3_723_500],
+    ['2', 2000],
+    ['0.5', 500],
+    ['1m', 60_000],
+    ['1.5m30s', 120_000],
+  ])('%p is %p ms from now', (value, ms) => {
+    expect(resetAt(value, NOW)).toBe(NOW + ms)
+  })
+
+  test('an RFC 3339 time is taken as is; nonsense is unknown', () => {
+    expect(resetAt('2025-06-01T12:00:10Z', NOW)).toBe(NOW + 10_000)
+    expect(resetAt('soon', NOW)).toBeNull()
+    for (const bad of ['', 'ms', '5x', '2s3', '1..5s', '-1s']) expect(resetAt(bad, NOW)).toBeNull()
+    expect(resetAt(null, NOW)).toBeNull()
+  })
+})
+
+describe('available and stateOf', () => {
+  test('a new key is healthy and available', () => {
+    const h = newHealth('p', 'k')
+    expect(available(h, NOW)).toBe(true)
+    expect(stateOf(h, NOW)).toBe('healthy')
+    expect(availableAt(h, NOW)).toBe(NOW)
+  })
+
+  test('cooling until its time, then available again', () => {
+    const h = newHealth('p', 'k')
+    h.coolingUntil = NOW + 1000
+    expect(available(h, NOW)).toBe(false)
+    expect(stateOf(h, NOW)).toBe('cooling')
+    expect(availableAt(h, NOW)).toBe(NOW + 1000)
+    expect(available(h, NOW + 1000)).toBe(true)
+    expect(stateOf(h, NOW + 1000)).toBe('healthy')
+  })
+
+  test('dead stays dead, whatever the time', () => {
+    const h = newHealth('p', 'k')
+    h.dead = 'refused (HTTP 401)'
+    expect(available(h, NOW + 86_400_000)).toBe(false)
+    expect(stateOf(h, NOW + 86_400_000)).toBe('dead')
+    expect(availableAt(h, NOW)).toBe(Infinity)
+  })
+
+  test('open circuit: unavailable while open; half-open lets exactly one trial through', () => {
+    const h = newHealth('p', 'k')
+    h.openUntil = NOW + 500
+    expect(available(h, NOW)).toBe(false)
+    expect(stateOf(h, NOW)).toBe('open')
+    expect(halfOpen(h, NOW)).toBe(false)
+
+    const later = NOW + 500
+    expect(halfOpen(h, later)).toBe(true)
+    expect(available(h, later)).toBe(true)
+    h.trial = true
+    expect(available(h, later)).toBe(false)
+    // The trial succeeded: the circuit closes.
+    h.trial = false
+    h.openUntil = 0
+    expect(halfOpen(h, later)).toBe(false)
+    expect(available(h, later)).toBe(true)
+  })
+
+  test('the worst state wins: dead over open over cooling', () => {
+    const h = newHealth('p', 'k')
+    h.coolingUntil = NOW + 1000
+    h.openUntil = NOW + 2000
+    expect(stateOf(h, NOW)).toBe('open')
+    expect(availableAt(h, NOW)).toBe(NOW + 2000)
+    h.dead = 'refused'
+    expect(stateOf(h, NOW)).toBe('dead')
+  })
+})
+
+describe('recordLatency', () => {
+  test('first sample as is, then an exponentially weighted moving average', () => {
+    const h = newHealth('p', 'k')
+    recordLatency(h, 100, 0.5)
+    expect(h.latencyEwma).toBe(100)
+    recordLatency(h, 200, 0.5)
+    expect(h.latencyEwma).toBe(150)
+    recordLatency(h, 150, 0.5)
+    expect(h.latencyEwma).toBe(150)
+  })
+})
