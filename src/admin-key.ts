@@ -4,13 +4,27 @@ import type { Database } from './db/schema.ts'
 import { GatewayError } from './errors.ts'
 import { randomBase62 } from './lib/id.ts'
 import type { Logger } from './lib/logger.ts'
+import { CSRF_HEADER, type ConsoleSessions } from './console/session.ts'
 
 const SETTING = 'admin_key_sha256'
 
-/** Checks the admin bearer key of `/admin/*` requests. */
+/** Checks the admin bearer key (or a console session) of `/admin/*` requests. */
 export interface AdminAuth {
-  /** Undefined when the request carries the admin key; the refusal otherwise. */
+  /**
+   * Undefined when the request carries the admin key, or, with no `Authorization` nor
+   * `x-api-key` header, a valid console session cookie (plus its CSRF header on a change);
+   * the refusal otherwise.
+   */
   check(request: Request): GatewayError | undefined
+  /** Whether a secret is the admin key, in constant time (the console's sign-in). */
+  matches(secret: string): boolean
+  /** Console sessions signed for this admin key; null when the console is off. */
+  readonly sessions: ConsoleSessions | null
+}
+
+export interface AdminKeyOptions {
+  /** Builds the console's sessions from the admin key's SHA-256 (they are bound to it). */
+  sessions?: (adminDigest: Buffer) => ConsoleSessions
 }
 
 const sha256 = (text: string): Buffer => Buffer.from(new Bun.CryptoHasher('sha256').update(text).digest())
@@ -34,6 +48,7 @@ export async function ensureAdminKey(
   configured: string | null,
   logger: Logger,
   print: (text: string) => void = (t) => console.log(t),
+  options: AdminKeyOptions = {},
 ): Promise<AdminAuth> {
   let digest: Buffer
   if (configured) {
@@ -60,13 +75,29 @@ export async function ensureAdminKey(
       }
     }
   }
+  const matches = (secret: string): boolean => timingSafeEqual(sha256(secret), digest)
+  const sessions = options.sessions?.(digest) ?? null
   return {
+    sessions,
+    matches,
     check(request) {
+      // A request that presents a key is judged by that key alone, as before the console existed.
+      if (sessions && !request.headers.has('authorization') && !request.headers.has('x-api-key')) {
+        const { refusal } = sessions.authorize(request)
+        if (refusal === null) return undefined
+        if (refusal === 'invalid_session') {
+          return new GatewayError('invalid_admin_key', 'Your console session has ended (signed out, expired, or the admin key changed). Sign in again at /console.')
+        }
+        if (refusal === 'missing_csrf') {
+          // 403, not 401: the session is valid, but this change does not prove it comes from the console page.
+          return new GatewayError('insufficient_permissions', `This change carries a console session cookie but not its CSRF token in the ${CSRF_HEADER} header; make changes from the console, or send the admin key as a bearer token.`)
+        }
+      }
       const secret = presentedSecret(request)
       if (!secret) {
         return new GatewayError('invalid_admin_key', 'No admin key was sent. Send it as `Authorization: Bearer <admin key>`.')
       }
-      if (!timingSafeEqual(sha256(secret), digest)) {
+      if (!matches(secret)) {
         return new GatewayError('invalid_admin_key', 'The admin key is wrong. Use the key printed at first start or the value of SLUICE_ADMIN_KEY.')
       }
       return undefined

@@ -1,0 +1,76 @@
+import { readFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+
+/** One built file of the console, held in memory. */
+export interface ConsoleAsset {
+  readonly body: Uint8Array<ArrayBuffer>
+  readonly type: string
+  readonly etag: string
+}
+
+/** The console's page and its assets, built once per process. */
+export interface ConsoleBundle {
+  /** The HTML shell; it links the assets by their content-hashed names. */
+  readonly html: string
+  /** By file name under /console/assets/. */
+  readonly assets: ReadonlyMap<string, ConsoleAsset>
+}
+
+const WEB = join(import.meta.dir, 'web')
+
+let building: Promise<ConsoleBundle> | undefined
+
+/**
+ * Bundle the console with Bun's bundler into memory: preact, htm and uPlot from
+ * node_modules, no CDN, nothing written to disk. One build per process (about 50 ms),
+ * shared by every gateway in it; a failed build is retried by the next caller.
+ */
+export function consoleBundle(): Promise<ConsoleBundle> {
+  building ??= build().catch((error: unknown) => {
+    building = undefined
+    throw error
+  })
+  return building
+}
+
+async function build(): Promise<ConsoleBundle> {
+  const result = await Bun.build({
+    entrypoints: [join(WEB, 'main.js')],
+    target: 'browser',
+    format: 'esm',
+    minify: true,
+    define: { 'process.env.NODE_ENV': '"production"' },
+  })
+  const entry = result.outputs.find((o) => o.kind === 'entry-point')
+  if (!result.success || !entry) throw new Error(`the console did not build:\n${result.logs.map(String).join('\n')}`)
+  const uplotCss = join(dirname(require.resolve('uplot/package.json')), 'dist', 'uPlot.min.css')
+  const css = (await readFile(uplotCss, 'utf8')) + '\n' + (await readFile(join(WEB, 'styles.css'), 'utf8'))
+  const js = new Uint8Array(await entry.arrayBuffer())
+  const files = [asset('app', 'js', js, 'text/javascript; charset=utf-8'), asset('app', 'css', new TextEncoder().encode(css), 'text/css; charset=utf-8')]
+  const [script, style] = files as [Named, Named]
+  return { html: page(`/console/assets/${script.name}`, `/console/assets/${style.name}`), assets: new Map(files.map((f) => [f.name, f.asset])) }
+}
+
+type Named = { name: string; asset: ConsoleAsset }
+
+function asset(base: string, ext: string, body: Uint8Array<ArrayBuffer>, type: string): Named {
+  const hash = Bun.hash(body).toString(36)
+  return { name: `${base}-${hash}.${ext}`, asset: { body, type, etag: `"${hash}"` } }
+}
+
+const page = (script: string, style: string) => `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<title>sluice console</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="${style}">
+<script type="module" src="${script}"></script>
+</head>
+<body>
+<div id="app"><p class="boot">Loading the sluice console…</p></div>
+<noscript><p class="boot">The sluice console needs JavaScript. The same operations are available through the admin API (see /swagger).</p></noscript>
+</body>
+</html>`

@@ -1,0 +1,248 @@
+/**
+ * The console's server side without a browser: the page and its assets, sign-in, the
+ * session cookie on the admin API (reads with the cookie, changes with the CSRF header too),
+ * the bearer path unchanged, sign-out across instances, expiry, and the console turned off.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { createLocalBus } from '../lib/bus.ts'
+import { startGateway, type TestGateway } from '../../test/support/gateway.ts'
+import { CSRF_HEADER, SESSION_COOKIE } from './session.ts'
+
+const ADMIN_KEY = 'sluice-admin-console-routes-0123456789'
+const ENCRYPTION_KEY = Buffer.alloc(32, 9).toString('base64')
+const BASE = 'http://gw.test'
+const HOUR = 3_600_000
+
+let clock = Date.parse('2030-01-01T00:00:00Z')
+const env = { SLUICE_ADMIN_KEY: ADMIN_KEY, SLUICE_ENCRYPTION_KEY: ENCRYPTION_KEY }
+
+async function boot(options: { env?: Record<string, string>; bus?: ReturnType<typeof createLocalBus>; config?: Record<string, unknown> } = {}): Promise<TestGateway> {
+  return startGateway(
+    { plugins: ['auth', 'balance'], ...options.config },
+    { env: { ...env, ...options.env }, listen: false, gateway: { now: () => clock, ...(options.bus && { services: { bus: options.bus } }) } },
+  )
+}
+
+const call = (gw: TestGateway, path: string, init: RequestInit & { headers?: Record<string, string> } = {}) => gw.gateway.handle(new Request(BASE + path, init))
+
+async function signIn(gw: TestGateway, headers: Record<string, string> = {}): Promise<{ cookie: string; csrf: string; setCookie: string }> {
+  const res = await call(gw, '/console/login', { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ admin_key: ADMIN_KEY }) })
+  expect(res.status).toBe(200)
+  const setCookie = res.headers.get('set-cookie') ?? ''
+  const body = (await res.json()) as { csrf_token: string }
+  return { cookie: setCookie.split(';')[0]!, csrf: body.csrf_token, setCookie }
+}
+
+const errorOf = async (res: Response) => ((await res.json()) as { error: { code: string; message: string; type: string } }).error
+
+let gw: TestGateway
+beforeAll(async () => {
+  gw = await boot()
+})
+afterAll(() => gw.close())
+
+describe('page and assets', () => {
+  test('GET /console is the HTML shell with a strict CSP, linking hashed local assets', async () => {
+    for (const path of ['/console', '/console/']) {
+      const res = await call(gw, path)
+      expect(res.status).toBe(200)
+      expect(res.headers.get('content-type')).toStartWith('text/html')
+      expect(res.headers.get('content-security-policy')).toContain("default-src 'none'; script-src 'self'")
+      expect(res.headers.get('content-security-policy')).toContain("frame-ancestors 'none'")
+      expect(res.headers.get('cache-control')).toBe('no-store')
+      const html = await res.text()
+      expect(html).toMatch(/<script type="module" src="\/console\/assets\/app-[0-9a-z]+\.js"><\/script>/)
+      expect(html).not.toMatch(/https?:\/\//)
+    }
+  })
+
+  test('assets are served from memory, cacheable forever, with an ETag; unknown ones are 404 in the envelope', async () => {
+    const html = await (await call(gw, '/console')).text()
+    const [script, style] = [/src="([^"]+\.js)"/.exec(html)![1]!, /href="([^"]+\.css)"/.exec(html)![1]!]
+    const js = await call(gw, script)
+    expect(js.status).toBe(200)
+    expect(js.headers.get('content-type')).toBe('text/javascript; charset=utf-8')
+    expect(js.headers.get('cache-control')).toContain('immutable')
+    expect((await js.text()).length).toBeGreaterThan(20_000)
+    const css = await call(gw, style)
+    expect(css.headers.get('content-type')).toBe('text/css; charset=utf-8')
+    expect(await css.text()).toContain('.uplot')
+    const again = await call(gw, script, { headers: { 'if-none-match': js.headers.get('etag')! } })
+    expect(again.status).toBe(304)
+    const missing = await call(gw, '/console/assets/nope.js')
+    expect(missing.status).toBe(404)
+    expect((await errorOf(missing)).code).toBe('not_found')
+  })
+
+  test('the console routes stay out of the OpenAPI document', async () => {
+    const doc = (await (await call(gw, '/swagger/json')).json()) as { paths: Record<string, unknown> }
+    expect(Object.keys(doc.paths).filter((p) => p.startsWith('/console'))).toEqual([])
+  })
+})
+
+describe('sign-in', () => {
+  test('a wrong admin key is 401 invalid_admin_key and sets no cookie', async () => {
+    const res = await call(gw, '/console/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ admin_key: 'sluice-admin-wrong' }) })
+    expect(res.status).toBe(401)
+    expect(res.headers.get('set-cookie')).toBeNull()
+    expect(await errorOf(res)).toMatchObject({ code: 'invalid_admin_key', type: 'authentication_error' })
+  })
+
+  test('a body that is not JSON, or lacks admin_key, is 400 invalid_request', async () => {
+    const broken = await call(gw, '/console/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' })
+    expect(broken.status).toBe(400)
+    const empty = await call(gw, '/console/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
+    expect(empty.status).toBe(400)
+    expect((await errorOf(empty)).message).toContain('admin_key')
+  })
+
+  test('the right key sets an HttpOnly, SameSite=Strict, 8-hour cookie; Secure behind an HTTPS proxy', async () => {
+    const { setCookie, csrf } = await signIn(gw)
+    expect(setCookie).toMatch(new RegExp(`^${SESSION_COOKIE}=v1\\.[^;]+; Path=/; Max-Age=28800; HttpOnly; SameSite=Strict$`))
+    expect(csrf).toMatch(/^[A-Za-z0-9_-]{43}$/)
+    expect((await signIn(gw, { 'x-forwarded-proto': 'https' })).setCookie).toEndWith('; Secure')
+  })
+
+  test('GET /console/session tells the page whether it is signed in, and its CSRF token', async () => {
+    const anonymous = await (await call(gw, '/console/session')).json()
+    expect(anonymous).toEqual({ object: 'console_session', authenticated: false, csrf_token: null, expires_at: null, environment: 'dev' })
+    const { cookie, csrf } = await signIn(gw)
+    const signed = await (await call(gw, '/console/session', { headers: { cookie } })).json()
+    expect(signed).toMatchObject({ authenticated: true, csrf_token: csrf, expires_at: new Date(clock + 8 * HOUR).toISOString() })
+  })
+})
+
+describe('the admin API with a session', () => {
+  let cookie: string
+  let csrf: string
+  beforeAll(async () => {
+    ;({ cookie, csrf } = await signIn(gw))
+  })
+
+  test('reads need only the cookie, on every admin route family', async () => {
+    for (const path of ['/admin/users', '/admin/keys', '/admin/keys/expiring', '/admin/providers', '/admin/models', '/admin/providers/health']) {
+      const res = await call(gw, path, { headers: { cookie } })
+      expect({ path, status: res.status }).toEqual({ path, status: 200 })
+    }
+  })
+
+  test('a change without the CSRF header, or with a wrong one, is 403 insufficient_permissions and changes nothing', async () => {
+    for (const headers of [{}, { [CSRF_HEADER]: 'x'.repeat(43) }] as Record<string, string>[]) {
+      const res = await call(gw, '/admin/users', { method: 'POST', headers: { cookie, 'content-type': 'application/json', ...headers }, body: '{"id":"mallory"}' })
+      expect(res.status).toBe(403)
+      expect(await errorOf(res)).toMatchObject({ code: 'insufficient_permissions', type: 'permission_error' })
+    }
+    expect((await call(gw, '/admin/users/mallory', { headers: { cookie } })).status).toBe(404)
+    // The doctor checks the admin key itself, in its handler: the same rule holds there.
+    const doctor = await call(gw, '/admin/doctor', { method: 'POST', headers: { cookie, 'content-type': 'application/json' }, body: '{"key":"sk-dev-x"}' })
+    expect(doctor.status).toBe(403)
+  })
+
+  test('with the CSRF header a change goes through, the doctor answers', async () => {
+    const res = await call(gw, '/admin/users', { method: 'POST', headers: { cookie, 'content-type': 'application/json', [CSRF_HEADER]: csrf }, body: '{"id":"carol"}' })
+    expect(res.status).toBe(201)
+    const doctor = await call(gw, '/admin/doctor', { method: 'POST', headers: { cookie, 'content-type': 'application/json', [CSRF_HEADER]: csrf }, body: '{"key":"sk-dev-nope"}' })
+    expect(doctor.status).toBe(200)
+    expect(((await doctor.json()) as { error: { code: string } }).error.code).toBe('invalid_api_key')
+  })
+
+  test('a request that sends a key is judged by the key alone: the bearer path is unchanged', async () => {
+    const wrong = await call(gw, '/admin/users', { headers: { cookie, authorization: 'Bearer sluice-admin-wrong' } })
+    expect(wrong.status).toBe(401)
+    expect((await errorOf(wrong)).message).toBe('The admin key is wrong. Use the key printed at first start or the value of SLUICE_ADMIN_KEY.')
+    const viaHeader = await call(gw, '/admin/users', { headers: { cookie, 'x-api-key': 'nope' } })
+    expect(viaHeader.status).toBe(401)
+    const bearer = await call(gw, '/admin/users', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: '{"id":"dave"}' })
+    expect(bearer.status).toBe(201)
+    const none = await call(gw, '/admin/users')
+    expect((await errorOf(none)).message).toBe('No admin key was sent. Send it as `Authorization: Bearer <admin key>`.')
+  })
+
+  test('a forged or stale cookie is 401 invalid_admin_key that says to sign in again', async () => {
+    const res = await call(gw, '/admin/users', { headers: { cookie: `${SESSION_COOKIE}=v1.AAAAAAAAAAAAAAAAAAAAAA.1.9999999999.forged` } })
+    expect(res.status).toBe(401)
+    expect(await errorOf(res)).toMatchObject({ code: 'invalid_admin_key' })
+    expect((await errorOf(await call(gw, '/admin/users', { headers: { cookie: `${SESSION_COOKIE}=junk` } }))).message).toContain('Sign in again at /console')
+  })
+
+  test('the cookie opens nothing on /v1: client routes want an API key', async () => {
+    const res = await call(gw, '/v1/models', { headers: { cookie } })
+    expect(res.status).toBe(401)
+    expect((await errorOf(res)).code).toBe('missing_api_key')
+  })
+})
+
+describe('session end', () => {
+  test('a session expires after its time', async () => {
+    const { cookie } = await signIn(gw)
+    clock += 8 * HOUR - 1000
+    expect((await call(gw, '/admin/users', { headers: { cookie } })).status).toBe(200)
+    clock += 1000
+    expect((await call(gw, '/admin/users', { headers: { cookie } })).status).toBe(401)
+  })
+
+  test('sign-out needs the CSRF header, then ends the session and clears the cookie', async () => {
+    const { cookie, csrf } = await signIn(gw)
+    const forced = await call(gw, '/console/logout', { method: 'POST', headers: { cookie } })
+    expect(forced.status).toBe(403)
+    expect((await call(gw, '/admin/users', { headers: { cookie } })).status).toBe(200)
+    const out = await call(gw, '/console/logout', { method: 'POST', headers: { cookie, [CSRF_HEADER]: csrf } })
+    expect(out.status).toBe(200)
+    expect(out.headers.get('set-cookie')).toBe(`${SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict`)
+    expect((await call(gw, '/admin/users', { headers: { cookie } })).status).toBe(401)
+    // Signing out without a live session just clears the cookie.
+    const again = await call(gw, '/console/logout', { method: 'POST', headers: { cookie } })
+    expect(again.status).toBe(200)
+  })
+})
+
+describe('many instances', () => {
+  test('a session holds on every instance with the same keys, and a sign-out reaches them all over the bus', async () => {
+    const bus = createLocalBus()
+    const a = await boot({ bus })
+    const b = await boot({ bus })
+    try {
+      const { cookie, csrf } = await signIn(a)
+      expect((await call(b, '/admin/users', { headers: { cookie } })).status).toBe(200)
+      expect((await call(a, '/console/logout', { method: 'POST', headers: { cookie, [CSRF_HEADER]: csrf } })).status).toBe(200)
+      expect((await call(b, '/admin/users', { headers: { cookie } })).status).toBe(401)
+    } finally {
+      await a.close()
+      await b.close()
+    }
+  })
+
+  test('a new admin key, or another master key, ends every session', async () => {
+    const { cookie } = await signIn(gw)
+    const rekeyed = await boot({ env: { SLUICE_ADMIN_KEY: `${ADMIN_KEY}-new` } })
+    const otherMaster = await boot({ env: { SLUICE_ENCRYPTION_KEY: Buffer.alloc(32, 1).toString('base64') } })
+    try {
+      expect((await call(rekeyed, '/admin/users', { headers: { cookie } })).status).toBe(401)
+      expect((await call(otherMaster, '/admin/users', { headers: { cookie } })).status).toBe(401)
+    } finally {
+      await rekeyed.close()
+      await otherMaster.close()
+    }
+  })
+})
+
+describe('console turned off', () => {
+  test('console.enabled false: no /console routes, and no cookie opens the admin API', async () => {
+    const { cookie } = await signIn(gw)
+    const off = await boot({ config: { console: { enabled: false } } })
+    try {
+      expect(off.gateway.services.admin.sessions).toBeNull()
+      expect((await errorOf(await call(off, '/console'))).code).toBe('not_found')
+      expect((await call(off, '/console/login', { method: 'POST', body: '{}' })).status).toBe(404)
+      expect((await call(off, '/admin/users', { headers: { cookie } })).status).toBe(401)
+      expect((await call(off, '/admin/users', { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).status).toBe(200)
+    } finally {
+      await off.close()
+    }
+  })
+
+  test('a bad console config stops the boot with its path', async () => {
+    await expect(boot({ config: { console: { session_ttl_ms: 5 } } })).rejects.toThrow('/console/session_ttl_ms')
+    await expect(boot({ config: { console: { enable: true } } })).rejects.toThrow('/console')
+  })
+})

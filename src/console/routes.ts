@@ -1,0 +1,119 @@
+import { Elysia } from 'elysia'
+import { Type, type Static } from '@sinclair/typebox'
+import type { ResolvedConfig } from '../config/load.ts'
+import { GatewayError } from '../errors.ts'
+import type { Logger } from '../lib/logger.ts'
+import { compileCheck } from '../lib/validate.ts'
+import type { Services } from '../services.ts'
+import { consoleBundle } from './assets.ts'
+import { clearedCookie, sessionCookie, type ConsoleSession, type ConsoleSessions } from './session.ts'
+
+/** Bus channel on which a logout reaches every instance. */
+const LOGOUT_CHANNEL = 'console.logout'
+
+const LoginBody = Type.Object({ admin_key: Type.String({ minLength: 1, maxLength: 1024 }) }, { additionalProperties: false })
+type Login = Static<typeof LoginBody>
+
+/**
+ * The page's security headers: scripts and styles from this origin only (every asset is
+ * bundled and served here), no framing, no referrer leaving the console.
+ */
+const PAGE_HEADERS = {
+  'content-type': 'text/html; charset=utf-8',
+  'cache-control': 'no-store',
+  'content-security-policy':
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+  'x-frame-options': 'DENY',
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+} as const
+
+const sessionView = (session: ConsoleSession | null, environment: string) =>
+  session
+    ? { object: 'console_session' as const, authenticated: true, csrf_token: session.csrf, expires_at: new Date(session.expiresAt).toISOString(), environment }
+    : { object: 'console_session' as const, authenticated: false, csrf_token: null, expires_at: null, environment }
+
+export interface ConsoleDeps {
+  config: ResolvedConfig
+  services: Services
+  logger: Logger
+}
+
+/**
+ * The admin console at /console: its page and bundled assets, and sign-in, session and
+ * sign-out. Everything else the console does goes through the `/admin/*` JSON API, which
+ * accepts the session cookie (see `AdminAuth.check`). No hook here reaches other routes.
+ */
+export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
+  const sessions: ConsoleSessions | null = services.admin.sessions
+  if (!sessions) throw new Error('the console is enabled but the admin check has no console sessions')
+  // Start bundling now, so the first visit does not wait; a failure is logged and retried on that visit.
+  consoleBundle().catch((error: unknown) => logger.error('the console did not build', { error: String(error) }))
+  await services.bus.subscribe(LOGOUT_CHANNEL, (message) => {
+    const parsed = /^([A-Za-z0-9_-]{22}) (\d{1,15})$/.exec(message)
+    if (parsed) sessions.revoke(parsed[1]!, Number(parsed[2]))
+  })
+  const check = compileCheck(LoginBody)
+  // Behind a TLS-terminating proxy the gateway speaks plain HTTP; the browser still sees HTTPS.
+  const secure = (request: Request) =>
+    config.tls !== null || request.url.startsWith('https:') || request.headers.get('x-forwarded-proto')?.split(',')[0]?.trim() === 'https'
+  const hide = { hide: true } as const
+
+  const pageRoute = async () => new Response((await consoleBundle()).html, { headers: PAGE_HEADERS })
+  return new Elysia({ name: 'sluice.console', prefix: '/console' })
+    .get('', pageRoute, { detail: hide })
+    .get('/', pageRoute, { detail: hide })
+    .get(
+      '/assets/:file',
+      async ({ params, request }) => {
+        const file = (await consoleBundle()).assets.get(params.file)
+        if (!file) throw new GatewayError('not_found', `No asset "${params.file}" under /console/assets.`)
+        const headers = { 'content-type': file.type, etag: file.etag, 'cache-control': 'public, max-age=31536000, immutable', 'x-content-type-options': 'nosniff' }
+        if (request.headers.get('if-none-match') === file.etag) return new Response(null, { status: 304, headers })
+        return new Response(file.body, { headers })
+      },
+      { detail: hide },
+    )
+    .get(
+      '/session',
+      ({ request, set }) => {
+        set.headers['cache-control'] = 'no-store'
+        return sessionView(sessions.authorize(request).session, config.environment)
+      },
+      { detail: hide },
+    )
+    .post(
+      '/login',
+      ({ body, request, set }) => {
+        const input = check((body ?? {}) as Record<string, unknown>) as Login
+        if (!services.admin.matches(input.admin_key)) {
+          throw new GatewayError('invalid_admin_key', 'The admin key is wrong. Use the key printed at first start or the value of SLUICE_ADMIN_KEY.', { param: 'admin_key' })
+        }
+        const { token, session } = sessions.issue()
+        set.headers['set-cookie'] = sessionCookie(token, session.expiresAt - services.now(), secure(request))
+        set.headers['cache-control'] = 'no-store'
+        logger.info('console sign-in', { session: session.id.slice(0, 6) })
+        return sessionView(session, config.environment)
+      },
+      { parse: 'json', detail: hide },
+    )
+    .post(
+      '/logout',
+      async ({ request, set }) => {
+        const { session } = sessions.authorize(request)
+        if (session) {
+          // A live session signs out only with its CSRF token: no other site can sign the admin out.
+          const refused = services.admin.check(request)
+          if (refused) throw refused
+          sessions.revoke(session.id, session.expiresAt)
+          await services.bus.publish(LOGOUT_CHANNEL, `${session.id} ${session.expiresAt}`).catch((error: unknown) => {
+            logger.warn('could not announce a console sign-out to other instances', { error: String(error) })
+          })
+        }
+        set.headers['set-cookie'] = clearedCookie(secure(request))
+        set.headers['cache-control'] = 'no-store'
+        return sessionView(null, config.environment)
+      },
+      { detail: hide },
+    )
+}

@@ -1,0 +1,292 @@
+// Keys: list with status, owner, team, environment, last use and expiry; create, change,
+// revoke and rotate. A new plaintext key is shown once.
+import { useEffect, useMemo, useState } from 'preact/hooks'
+import { html } from 'htm/preact'
+import { api, qs, useResource } from '../api.js'
+import { Badge, Dialog, ErrorNote, Field, Note, PageHead, SecretReveal, Table, checkedValues, fmtBudget, fmtLimits, fmtList, fmtRelative, fmtTime, formValues, intOrUndefined, useAction } from '../ui.js'
+
+const SCOPES = ['chat', 'completions', 'embeddings', 'models', 'tokens']
+const WEEK_MS = 7 * 86_400_000
+const GRACE = [
+  { seconds: 0, label: 'None: the old key stops now' },
+  { seconds: 3600, label: '1 hour' },
+  { seconds: 86_400, label: '1 day' },
+  { seconds: 7 * 86_400, label: '7 days' },
+]
+
+/** @typedef {{ id: string, name: string | null, display: string, environment: string, status: string, user_id: string, team_id: string | null, models: string[] | null, scopes: string[] | null, limits: any, budget: any, expires_at: string | null, last_used_at: string | null, created_at: string, grace_until: string | null, rotated_to: string | null }} Key */
+
+/** @param {Key} k */
+const expiringSoon = (k) => k.status === 'active' && k.expires_at !== null && Date.parse(k.expires_at) - Date.now() <= WEEK_MS
+
+/** `2030-01-31T00:00:00Z` → the value of a datetime-local input, in local time. @param {string | null} iso */
+function toLocalInput(iso) {
+  if (!iso) return ''
+  const d = new Date(iso)
+  const pad = (/** @type {number} */ n) => String(n).padStart(2, '0')
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`
+}
+
+/**
+ * Name, expiry, models, scopes, limits and budget: the settings a key is created or changed with.
+ * @param {{ prefix: string, initial?: Partial<Key>, models: string[] }} props
+ */
+function KeySettings({ prefix, initial = {}, models }) {
+  const known = [...new Set([...models, ...(initial.models ?? [])])]
+  const id = (/** @type {string} */ name) => `${prefix}-${name}`
+  return html`
+    <div class="grid">
+      <${Field} id=${id('name')} label="Name" hint="Shown in lists; optional."><input id=${id('name')} name="name" maxlength="200" value=${initial.name ?? ''} /></${Field}>
+      <${Field} id=${id('expires')} label="Expires at" hint="Local time; empty: never."><input id=${id('expires')} name="expires_at" type="datetime-local" value=${toLocalInput(initial.expires_at ?? null)} /></${Field}>
+    </div>
+    <fieldset>
+      <legend>Models</legend>
+      <p class="hint">None ticked: every model of the gateway.</p>
+      <div class="checks">
+        ${known.length ? known.map((m) => html`<label class="check"><input type="checkbox" name="models" value=${m} checked=${initial.models?.includes(m) ?? false} /> ${m}</label>`) : html`<span class="hint">No models are configured.</span>`}
+      </div>
+    </fieldset>
+    <fieldset>
+      <legend>Scopes</legend>
+      <p class="hint">None ticked: every endpoint.</p>
+      <div class="checks">
+        ${SCOPES.map((s) => html`<label class="check"><input type="checkbox" name="scopes" value=${s} checked=${initial.scopes?.includes(s) ?? false} /> ${s}</label>`)}
+      </div>
+    </fieldset>
+    <fieldset>
+      <legend>Limits</legend>
+      <div class="grid">
+        <${Field} id=${id('rpm')} label="Requests per minute"><input id=${id('rpm')} name="rpm" type="number" min="1" step="1" inputmode="numeric" value=${initial.limits?.rpm ?? ''} /></${Field}>
+        <${Field} id=${id('tpm')} label="Tokens per minute"><input id=${id('tpm')} name="tpm" type="number" min="1" step="1" inputmode="numeric" value=${initial.limits?.tpm ?? ''} /></${Field}>
+        <${Field} id=${id('parallel')} label="Requests in flight"><input id=${id('parallel')} name="max_parallel" type="number" min="1" step="1" inputmode="numeric" value=${initial.limits?.max_parallel ?? ''} /></${Field}>
+      </div>
+    </fieldset>
+    <fieldset>
+      <legend>Budget</legend>
+      <div class="grid">
+        <${Field} id=${id('budget-period')} label="Period">
+          <select id=${id('budget-period')} name="budget_period" value=${initial.budget?.period ?? ''}>
+            <option value="">No budget</option><option value="day">Per day</option><option value="week">Per week</option><option value="month">Per month</option><option value="total">In total</option>
+          </select>
+        </${Field}>
+        <${Field} id=${id('budget-tokens')} label="Tokens"><input id=${id('budget-tokens')} name="budget_tokens" type="number" min="1" step="1" inputmode="numeric" value=${initial.budget?.tokens ?? ''} /></${Field}>
+        <${Field} id=${id('budget-usd')} label="USD"><input id=${id('budget-usd')} name="budget_usd" type="number" min="0.01" step="0.01" inputmode="decimal" value=${initial.budget?.usd ?? ''} /></${Field}>
+      </div>
+    </fieldset>`
+}
+
+/** The settings of a KeySettings form, null where nothing is set. @param {HTMLFormElement} form */
+function readSettings(form) {
+  const v = formValues(form)
+  const models = checkedValues(form, 'models')
+  const scopes = checkedValues(form, 'scopes')
+  const limits = { rpm: intOrUndefined(v.rpm), tpm: intOrUndefined(v.tpm), max_parallel: intOrUndefined(v.max_parallel) }
+  const hasLimits = Object.values(limits).some((x) => x !== undefined)
+  const budget = v.budget_period ? { period: v.budget_period, tokens: intOrUndefined(v.budget_tokens), usd: v.budget_usd ? Number(v.budget_usd) : undefined } : null
+  return {
+    name: v.name || null,
+    expires_at: v.expires_at ? new Date(v.expires_at).toISOString() : null,
+    models: models.length ? models : null,
+    scopes: scopes.length ? scopes : null,
+    limits: hasLimits ? limits : null,
+    budget,
+  }
+}
+
+/** @param {{ params: Record<string, string>, environment: string }} props */
+export function KeysPage({ params, environment }) {
+  const filter = { user_id: params.user_id ?? '', team_id: params.team_id ?? '', status: params.status ?? '' }
+  const first = useResource(`/admin/keys${qs({ ...filter, limit: 50 })}`)
+  const [more, setMore] = useState(/** @type {Key[]} */ ([]))
+  const [cursor, setCursor] = useState(/** @type {string | null} */ (null))
+  useEffect(() => {
+    setMore([])
+    setCursor(first.data?.next_cursor ?? null)
+  }, [first.data])
+  const expiring = useResource('/admin/keys/expiring?within=7d')
+  const models = useResource('/admin/models')
+  const users = useResource('/admin/users?limit=500')
+  const teams = useResource('/admin/teams?limit=500')
+  const modelNames = useMemo(() => (models.data?.data ?? []).map((/** @type {any} */ m) => m.name), [models.data])
+  const expiringIds = useMemo(() => new Set((expiring.data?.data ?? []).map((/** @type {Key} */ k) => k.id)), [expiring.data])
+
+  const [creating, setCreating] = useState(false)
+  const [reveal, setReveal] = useState(/** @type {{ title: string, value: string } | null} */ (null))
+  const [editing, setEditing] = useState(/** @type {Key | null} */ (null))
+  const [revoking, setRevoking] = useState(/** @type {Key | null} */ (null))
+  const [rotating, setRotating] = useState(/** @type {Key | null} */ (null))
+  const [done, setDone] = useState(/** @type {string | null} */ (null))
+  const [run, busy, error] = useAction()
+  const [runMore, loadingMore, moreError] = useAction()
+
+  const reload = () => {
+    first.reload()
+    expiring.reload()
+  }
+  const rows = /** @type {Key[]} */ ([...(first.data?.data ?? []), ...more])
+  const applyFilter = (/** @type {SubmitEvent} */ e) => {
+    e.preventDefault()
+    const v = formValues(/** @type {HTMLFormElement} */ (e.currentTarget))
+    location.hash = `#/keys${qs(v)}`
+  }
+
+  const create = (/** @type {SubmitEvent} */ e) => {
+    e.preventDefault()
+    const form = /** @type {HTMLFormElement} */ (e.currentTarget)
+    const v = formValues(form)
+    const settings = readSettings(form)
+    /** @type {Record<string, unknown>} */
+    const body = { user_id: v.user_id }
+    if (v.team_id) body.team_id = v.team_id
+    if (v.environment) body.environment = v.environment
+    for (const [k, value] of Object.entries(settings)) if (value !== null) body[k] = value
+    run(async () => {
+      const key = await api('POST', '/admin/keys', body)
+      form.reset()
+      setCreating(false)
+      setReveal({ title: `New key ${key.name ?? key.id} for ${key.user_id}`, value: key.key })
+      reload()
+    })
+  }
+  const save = (/** @type {SubmitEvent} */ e) => {
+    e.preventDefault()
+    if (!editing) return
+    const settings = readSettings(/** @type {HTMLFormElement} */ (e.currentTarget))
+    run(async () => {
+      await api('PATCH', `/admin/keys/${encodeURIComponent(editing.id)}`, settings)
+      setDone(`Key ${editing.name ?? editing.id} saved.`)
+      setEditing(null)
+      reload()
+    })
+  }
+  const revoke = (/** @type {SubmitEvent} */ e) => {
+    e.preventDefault()
+    if (!revoking) return
+    const { reason } = formValues(/** @type {HTMLFormElement} */ (e.currentTarget))
+    run(async () => {
+      await api('POST', `/admin/keys/${encodeURIComponent(revoking.id)}/revoke`, reason ? { reason } : {})
+      setDone(`Key ${revoking.name ?? revoking.id} revoked.`)
+      setRevoking(null)
+      reload()
+    })
+  }
+  const rotate = (/** @type {SubmitEvent} */ e) => {
+    e.preventDefault()
+    if (!rotating) return
+    const grace = Number(formValues(/** @type {HTMLFormElement} */ (e.currentTarget)).grace_seconds || 0)
+    run(async () => {
+      const key = await api('POST', `/admin/keys/${encodeURIComponent(rotating.id)}/rotate`, { grace_seconds: grace })
+      setRotating(null)
+      setReveal({ title: `Rotated: the new key of ${rotating.name ?? rotating.id}`, value: key.key })
+      reload()
+    })
+  }
+  const loadMore = () =>
+    runMore(async () => {
+      const page = await api('GET', `/admin/keys${qs({ ...filter, limit: 50, cursor })}`)
+      setMore((m) => [...m, ...page.data])
+      setCursor(page.next_cursor)
+    })
+  const closeDialogs = () => {
+    setEditing(null)
+    setRevoking(null)
+    setRotating(null)
+  }
+  const label = (/** @type {Key} */ k) => k.name ?? k.id
+
+  return html`<section>
+    <${PageHead} lead="API keys: who owns them, what they may do, and when they stop working.">Keys</${PageHead}>
+    ${reveal ? html`<${SecretReveal} title=${reveal.title} value=${reveal.value} onDone=${() => setReveal(null)} />` : null}
+    ${done ? html`<${Note} tone="ok">${done}</${Note}>` : null}
+    <div class="toolbar">
+      <button type="button" class="primary" aria-expanded=${creating} aria-controls="create-key" onClick=${() => setCreating(!creating)}>${creating ? 'Cancel' : 'Create a key'}</button>
+      <button type="button" onClick=${reload}>Refresh</button>
+    </div>
+    <datalist id="user-ids">${(users.data?.data ?? []).map((/** @type {any} */ u) => html`<option value=${u.id}>${u.name ?? u.email ?? ''}</option>`)}</datalist>
+    <datalist id="team-ids">${(teams.data?.data ?? []).map((/** @type {any} */ t) => html`<option value=${t.id}>${t.name}</option>`)}</datalist>
+    ${creating
+      ? html`<form id="create-key" class="panel" onSubmit=${create} aria-labelledby="create-key-title">
+          <h2 id="create-key-title">Create a key</h2>
+          <div class="grid">
+            <${Field} id="create-user" label="Owner (user id)"><input id="create-user" name="user_id" list="user-ids" required autocomplete="off" value=${params.user_id ?? ''} /></${Field}>
+            <${Field} id="create-team" label="Team (optional)" hint="The owner must be a member."><input id="create-team" name="team_id" list="team-ids" autocomplete="off" value=${params.team_id ?? ''} /></${Field}>
+            <${Field} id="create-env" label="Environment" hint=${`Empty: ${environment}, this gateway's.`}><input id="create-env" name="environment" pattern="[a-z0-9]{1,16}" placeholder=${environment} /></${Field}>
+          </div>
+          <${KeySettings} prefix="create" models=${modelNames} />
+          <${ErrorNote} error=${error} />
+          <div class="actions"><button type="submit" class="primary" disabled=${busy}>${busy ? 'Creating…' : 'Create key'}</button></div>
+        </form>`
+      : null}
+    <form class="filters" onSubmit=${applyFilter} aria-label="Filter keys">
+      <${Field} id="f-user" label="Owner"><input id="f-user" name="user_id" list="user-ids" value=${filter.user_id} autocomplete="off" /></${Field}>
+      <${Field} id="f-team" label="Team"><input id="f-team" name="team_id" list="team-ids" value=${filter.team_id} autocomplete="off" /></${Field}>
+      <${Field} id="f-status" label="Status">
+        <select id="f-status" name="status" value=${filter.status}><option value="">Any</option><option value="active">Active</option><option value="expired">Expired</option><option value="revoked">Revoked</option></select>
+      </${Field}>
+      <button type="submit">Filter</button>
+    </form>
+    ${expiringIds.size ? html`<${Note} tone="warn">${expiringIds.size} active key${expiringIds.size === 1 ? '' : 's'} expire${expiringIds.size === 1 ? 's' : ''} within 7 days (highlighted).</${Note}>` : null}
+    <${ErrorNote} error=${first.error} />
+    ${first.loading && !first.data ? html`<p class="empty">Loading keys…</p>` : html`<${Table}
+      caption="API keys"
+      rows=${rows}
+      rowKey=${(/** @type {Key} */ k) => k.id}
+      rowClass=${(/** @type {Key} */ k) => (expiringIds.has(k.id) || expiringSoon(k) ? 'expiring' : '')}
+      empty="No keys match."
+      columns=${[
+        { label: 'Key', cell: (/** @type {Key} */ k) => html`<div class="key-cell"><strong>${k.name ?? 'unnamed'}</strong><span class="mono">${k.display}</span><span class="muted mono">${k.id}</span></div>` },
+        { label: 'Status', cell: (/** @type {Key} */ k) => html`<${Badge} value=${k.status} />${expiringIds.has(k.id) || expiringSoon(k) ? html` <${Badge} value="expiring" />` : null}${k.grace_until && k.status === 'active' ? html`<div class="muted">rotated; works until ${fmtTime(k.grace_until)}</div>` : null}` },
+        { label: 'Owner', cell: (/** @type {Key} */ k) => html`<a href=${`#/keys?user_id=${encodeURIComponent(k.user_id)}`}>${k.user_id}</a>` },
+        { label: 'Team', cell: (/** @type {Key} */ k) => k.team_id ?? '—' },
+        { label: 'Env', cell: (/** @type {Key} */ k) => html`<code>${k.environment}</code>` },
+        { label: 'Last used', cell: (/** @type {Key} */ k) => html`<span title=${fmtTime(k.last_used_at)}>${k.last_used_at ? fmtRelative(k.last_used_at) : 'never'}</span>` },
+        { label: 'Expires', cell: (/** @type {Key} */ k) => (k.expires_at ? html`<span title=${fmtTime(k.expires_at)}>${fmtRelative(k.expires_at)}</span>` : 'never') },
+        { label: 'Access', cell: (/** @type {Key} */ k) => html`<div class="muted small">models: ${fmtList(k.models)}<br />scopes: ${fmtList(k.scopes)}<br />limits: ${fmtLimits(k.limits)}<br />budget: ${fmtBudget(k.budget)}</div>` },
+        {
+          label: 'Actions',
+          cell: (/** @type {Key} */ k) => html`<div class="row-actions">
+            ${k.status === 'active' ? html`<button type="button" onClick=${() => setEditing(k)} aria-label=${`Edit ${label(k)}`}>Edit</button>` : null}
+            ${k.status === 'active' && !k.rotated_to ? html`<button type="button" onClick=${() => setRotating(k)} aria-label=${`Rotate ${label(k)}`}>Rotate</button>` : null}
+            ${k.status === 'active' ? html`<button type="button" class="danger" onClick=${() => setRevoking(k)} aria-label=${`Revoke ${label(k)}`}>Revoke</button>` : null}
+            <a class="button-link" href=${`#/doctor?key_id=${encodeURIComponent(k.id)}`} aria-label=${`Diagnose ${label(k)}`}>Diagnose</a>
+            <a class="button-link" href=${`#/logs?key_id=${encodeURIComponent(k.id)}`} aria-label=${`Logs of ${label(k)}`}>Logs</a>
+          </div>`,
+        },
+      ]}
+    />`}
+    <${ErrorNote} error=${moreError} />
+    ${cursor ? html`<div class="actions"><button type="button" onClick=${loadMore} disabled=${loadingMore}>${loadingMore ? 'Loading…' : 'Load more keys'}</button></div>` : null}
+
+    <${Dialog} title=${`Edit ${editing ? label(editing) : ''}`} open=${editing !== null} onClose=${closeDialogs}>
+      ${editing
+        ? html`<form onSubmit=${save}>
+            <${KeySettings} prefix="edit" initial=${editing} models=${modelNames} />
+            <${ErrorNote} error=${error} />
+            <div class="actions"><button type="button" onClick=${closeDialogs}>Cancel</button><button type="submit" class="primary" disabled=${busy}>Save changes</button></div>
+          </form>`
+        : null}
+    </${Dialog}>
+    <${Dialog} title=${`Revoke ${revoking ? label(revoking) : ''}?`} open=${revoking !== null} onClose=${closeDialogs}>
+      ${revoking
+        ? html`<form onSubmit=${revoke}>
+            <p>Every request with <span class="mono">${revoking.display}</span> is refused with <code>key_revoked</code>, on every instance, within a second. This cannot be undone.</p>
+            <${Field} id="revoke-reason" label="Reason (optional)" hint="Shown in the refusal's message and the audit log."><input id="revoke-reason" name="reason" maxlength="500" /></${Field}>
+            <${ErrorNote} error=${error} />
+            <div class="actions"><button type="button" onClick=${closeDialogs}>Cancel</button><button type="submit" class="danger" disabled=${busy}>Revoke key</button></div>
+          </form>`
+        : null}
+    </${Dialog}>
+    <${Dialog} title=${`Rotate ${rotating ? label(rotating) : ''}`} open=${rotating !== null} onClose=${closeDialogs}>
+      ${rotating
+        ? html`<form onSubmit=${rotate}>
+            <p>A new secret replaces <span class="mono">${rotating.display}</span>, with the same owner, team, models, scopes, limits and budget. The new key is shown once.</p>
+            <${Field} id="rotate-grace" label="Grace period" hint="How long the old key keeps working, so clients can switch.">
+              <select id="rotate-grace" name="grace_seconds">${GRACE.map((g) => html`<option value=${g.seconds}>${g.label}</option>`)}</select>
+            </${Field}>
+            <${ErrorNote} error=${error} />
+            <div class="actions"><button type="button" onClick=${closeDialogs}>Cancel</button><button type="submit" class="primary" disabled=${busy}>Rotate key</button></div>
+          </form>`
+        : null}
+    </${Dialog}>
+  </section>`
+}

@@ -1,0 +1,78 @@
+// Logs: recent requests, filtered by key, user, model, status and error code, paged backwards.
+import { useState } from 'preact/hooks'
+import { html } from 'htm/preact'
+import { qs, useResource } from '../api.js'
+import { ErrorNote, Field, Note, PageHead, Table, fmtNum, fmtTime, fmtUsd, formValues } from '../ui.js'
+
+const FILTERS = ['key_id', 'user_id', 'model', 'status', 'code']
+
+/** @typedef {{ id: string, at: string, key_id: string | null, user_id: string | null, team_id: string | null, model: string | null, provider: string | null, status: number, error_code: string | null, prompt_tokens: number | null, completion_tokens: number | null, total_tokens: number | null, cost_usd: number | null, latency_ms: number | null }} LogRow */
+
+/** @param {{ params: Record<string, string> }} props */
+export function LogsPage({ params }) {
+  /** @type {Record<string, string>} */
+  const filter = Object.fromEntries(FILTERS.map((f) => [f, params[f] ?? '']))
+  const limit = params.limit ?? '50'
+  // The cursors of the pages before this one, so "Newer" can go back.
+  const [trail, setTrail] = useState(/** @type {string[]} */ ([]))
+  const [before, setBefore] = useState(/** @type {string | null} */ (null))
+  const page = useResource(`/admin/logs${qs({ ...filter, limit, before })}`)
+  const loggingOff = page.error && (page.error.status === 404 || page.error.status === 405)
+
+  const apply = (/** @type {SubmitEvent} */ e) => {
+    e.preventDefault()
+    location.hash = `#/logs${qs(formValues(/** @type {HTMLFormElement} */ (e.currentTarget)))}`
+  }
+  const older = () => {
+    setTrail((t) => [...t, before ?? ''])
+    setBefore(page.data?.next_cursor ?? null)
+  }
+  const newer = () => {
+    const previous = trail[trail.length - 1]
+    setTrail((t) => t.slice(0, -1))
+    setBefore(previous || null)
+  }
+  return html`<section>
+    <${PageHead} lead="Every request the gateway answered, newest first.">Logs</${PageHead}>
+    <form class="filters" onSubmit=${apply} aria-label="Filter logs">
+      <${Field} id="log-key" label="Key id"><input id="log-key" name="key_id" value=${filter.key_id} autocomplete="off" /></${Field}>
+      <${Field} id="log-user" label="User id"><input id="log-user" name="user_id" value=${filter.user_id} autocomplete="off" /></${Field}>
+      <${Field} id="log-model" label="Model"><input id="log-model" name="model" value=${filter.model} autocomplete="off" /></${Field}>
+      <${Field} id="log-status" label="Status"><input id="log-status" name="status" value=${filter.status} pattern="[1-5]([0-9]{2}|xx)" placeholder="e.g. 401 or 4xx" /></${Field}>
+      <${Field} id="log-code" label="Error code"><input id="log-code" name="code" value=${filter.code} autocomplete="off" placeholder="e.g. key_revoked" /></${Field}>
+      <${Field} id="log-limit" label="Per page">
+        <select id="log-limit" name="limit" value=${limit}>${['25', '50', '100', '200'].map((n) => html`<option value=${n}>${n}</option>`)}</select>
+      </${Field}>
+      <button type="submit">Filter</button>
+      <button type="button" onClick=${() => { setTrail([]); setBefore(null); page.reload() }}>Newest</button>
+    </form>
+    ${loggingOff
+      ? html`<${Note} tone="warn">Request logs come from the <code>logging</code> plugin, which is not enabled on this gateway (<code>GET /admin/logs</code> answered ${page.error?.status}).</${Note}>`
+      : html`<${ErrorNote} error=${page.error} />`}
+    ${page.data
+      ? html`<${Table}
+          caption="Requests, newest first"
+          rows=${page.data.data}
+          rowKey=${(/** @type {LogRow} */ r) => r.id}
+          rowClass=${(/** @type {LogRow} */ r) => (r.status >= 400 ? 'failed' : '')}
+          empty="No requests match."
+          columns=${[
+            { label: 'Time', cell: (/** @type {LogRow} */ r) => html`<span class="nowrap">${fmtTime(r.at)}</span>` },
+            { label: 'Status', cell: (/** @type {LogRow} */ r) => html`<span class=${r.status >= 400 ? 'status-bad' : 'status-ok'}>${r.status}</span>${r.error_code ? html` <code>${r.error_code}</code>` : null}` },
+            { label: 'Key', cell: (/** @type {LogRow} */ r) => (r.key_id ? html`<a class="mono" href=${`#/logs?key_id=${encodeURIComponent(r.key_id)}`}>${r.key_id}</a>` : '—') },
+            { label: 'User', cell: (/** @type {LogRow} */ r) => r.user_id ?? '—' },
+            { label: 'Team', cell: (/** @type {LogRow} */ r) => r.team_id ?? '—' },
+            { label: 'Model', cell: (/** @type {LogRow} */ r) => r.model ?? '—' },
+            { label: 'Provider', cell: (/** @type {LogRow} */ r) => r.provider ?? '—' },
+            { label: 'Tokens', cell: (/** @type {LogRow} */ r) => (r.total_tokens === null || r.total_tokens === undefined ? '—' : html`<span title=${`${fmtNum(r.prompt_tokens)} prompt + ${fmtNum(r.completion_tokens)} completion`}>${fmtNum(r.total_tokens)}</span>`), className: 'num' },
+            { label: 'Cost', cell: (/** @type {LogRow} */ r) => fmtUsd(r.cost_usd), className: 'num' },
+            { label: 'Latency', cell: (/** @type {LogRow} */ r) => (r.latency_ms === null || r.latency_ms === undefined ? '—' : `${fmtNum(Math.round(r.latency_ms))} ms`), className: 'num' },
+          ]}
+        />`
+      : page.loading ? html`<p class="empty">Loading…</p>` : null}
+    <div class="actions pager">
+      <button type="button" onClick=${newer} disabled=${trail.length === 0}>Newer</button>
+      <button type="button" onClick=${older} disabled=${!page.data?.next_cursor}>Older</button>
+    </div>
+  </section>`
+}

@@ -1,0 +1,182 @@
+// Users and teams: create, disable, delete, and team membership.
+import { useState } from 'preact/hooks'
+import { html } from 'htm/preact'
+import { api, useResource } from '../api.js'
+import { Badge, Dialog, ErrorNote, Field, Note, PageHead, Table, fmtTime, formValues, useAction } from '../ui.js'
+
+/** @typedef {{ id: string, email: string | null, name: string | null, status: string, created_at: string }} User */
+/** @typedef {{ id: string, name: string, created_at: string }} Team */
+
+export function PeoplePage() {
+  const users = useResource('/admin/users?limit=500')
+  const teams = useResource('/admin/teams?limit=500')
+  const [team, setTeam] = useState(/** @type {Team | null} */ (null))
+  const [deleting, setDeleting] = useState(/** @type {{ kind: 'user' | 'team', id: string } | null} */ (null))
+  const [done, setDone] = useState(/** @type {string | null} */ (null))
+  const [runUser, userBusy, userError] = useAction()
+  const [runTeam, teamBusy, teamError] = useAction()
+  const [run, busy, error] = useAction()
+
+  const createUser = (/** @type {SubmitEvent} */ e) => {
+    e.preventDefault()
+    const form = /** @type {HTMLFormElement} */ (e.currentTarget)
+    const v = formValues(form)
+    runUser(async () => {
+      const user = await api('POST', '/admin/users', Object.fromEntries(Object.entries(v).filter(([, x]) => x)))
+      form.reset()
+      setDone(`User ${user.id} created.`)
+      users.reload()
+    })
+  }
+  const createTeam = (/** @type {SubmitEvent} */ e) => {
+    e.preventDefault()
+    const form = /** @type {HTMLFormElement} */ (e.currentTarget)
+    const v = formValues(form)
+    runTeam(async () => {
+      const created = await api('POST', '/admin/teams', Object.fromEntries(Object.entries(v).filter(([, x]) => x)))
+      form.reset()
+      setDone(`Team ${created.id} created.`)
+      teams.reload()
+    })
+  }
+  const setDisabled = (/** @type {User} */ u, /** @type {boolean} */ disabled) =>
+    run(async () => {
+      await api('PATCH', `/admin/users/${encodeURIComponent(u.id)}`, { disabled })
+      setDone(`User ${u.id} ${disabled ? 'disabled: its keys are refused with invalid_user_for_key' : 'enabled'}.`)
+      users.reload()
+    })
+  const confirmDelete = () =>
+    run(async () => {
+      if (!deleting) return
+      await api('DELETE', `/admin/${deleting.kind}s/${encodeURIComponent(deleting.id)}`)
+      setDone(`${deleting.kind === 'user' ? 'User' : 'Team'} ${deleting.id} deleted.`)
+      if (deleting.kind === 'team' && team?.id === deleting.id) setTeam(null)
+      setDeleting(null)
+      users.reload()
+      teams.reload()
+    })
+
+  return html`<section>
+    <${PageHead} lead="A key belongs to a user; a user may belong to teams; a key may be bound to one team.">Users and teams</${PageHead}>
+    ${done ? html`<${Note} tone="ok">${done}</${Note}>` : null}
+    <${ErrorNote} error=${error} />
+    <datalist id="people-user-ids">${(users.data?.data ?? []).map((/** @type {User} */ u) => html`<option value=${u.id}>${u.name ?? u.email ?? ''}</option>`)}</datalist>
+    <div class="split">
+      <section aria-labelledby="users-title">
+        <h2 id="users-title">Users</h2>
+        <form class="panel" onSubmit=${createUser} aria-labelledby="new-user-title">
+          <h3 id="new-user-title">New user</h3>
+          <div class="grid">
+            <${Field} id="user-id" label="Id (optional)" hint="Generated (usr_…) when empty."><input id="user-id" name="id" pattern="[A-Za-z0-9_.:\\-]{1,64}" autocomplete="off" /></${Field}>
+            <${Field} id="user-email" label="Email"><input id="user-email" name="email" type="email" autocomplete="off" /></${Field}>
+            <${Field} id="user-name" label="Name"><input id="user-name" name="name" autocomplete="off" /></${Field}>
+          </div>
+          <${ErrorNote} error=${userError} />
+          <div class="actions"><button type="submit" class="primary" disabled=${userBusy}>Create user</button></div>
+        </form>
+        <${ErrorNote} error=${users.error} />
+        <${Table}
+          caption="Users"
+          rows=${users.data?.data ?? []}
+          rowKey=${(/** @type {User} */ u) => u.id}
+          empty=${users.loading ? 'Loading users…' : 'No users yet.'}
+          columns=${[
+            { label: 'User', cell: (/** @type {User} */ u) => html`<div class="key-cell"><strong>${u.name ?? u.email ?? u.id}</strong><span class="muted mono">${u.id}</span>${u.email && u.name ? html`<span class="muted">${u.email}</span>` : null}</div>` },
+            { label: 'Status', cell: (/** @type {User} */ u) => html`<${Badge} value=${u.status} />` },
+            { label: 'Created', cell: (/** @type {User} */ u) => fmtTime(u.created_at) },
+            {
+              label: 'Actions',
+              cell: (/** @type {User} */ u) => html`<div class="row-actions">
+                <a class="button-link" href=${`#/keys?user_id=${encodeURIComponent(u.id)}`} aria-label=${`Keys of ${u.id}`}>Keys</a>
+                ${u.status === 'active' ? html`<button type="button" onClick=${() => setDisabled(u, true)} disabled=${busy} aria-label=${`Disable ${u.id}`}>Disable</button>` : html`<button type="button" onClick=${() => setDisabled(u, false)} disabled=${busy} aria-label=${`Enable ${u.id}`}>Enable</button>`}
+                <button type="button" class="danger" onClick=${() => setDeleting({ kind: 'user', id: u.id })} aria-label=${`Delete ${u.id}`}>Delete</button>
+              </div>`,
+            },
+          ]}
+        />
+      </section>
+      <section aria-labelledby="teams-title">
+        <h2 id="teams-title">Teams</h2>
+        <form class="panel" onSubmit=${createTeam} aria-labelledby="new-team-title">
+          <h3 id="new-team-title">New team</h3>
+          <div class="grid">
+            <${Field} id="team-id" label="Id (optional)" hint="Generated (team_…) when empty."><input id="team-id" name="id" pattern="[A-Za-z0-9_.:\\-]{1,64}" autocomplete="off" /></${Field}>
+            <${Field} id="team-name" label="Name"><input id="team-name" name="name" required autocomplete="off" /></${Field}>
+          </div>
+          <${ErrorNote} error=${teamError} />
+          <div class="actions"><button type="submit" class="primary" disabled=${teamBusy}>Create team</button></div>
+        </form>
+        <${ErrorNote} error=${teams.error} />
+        <${Table}
+          caption="Teams"
+          rows=${teams.data?.data ?? []}
+          rowKey=${(/** @type {Team} */ t) => t.id}
+          rowClass=${(/** @type {Team} */ t) => (team?.id === t.id ? 'selected' : '')}
+          empty=${teams.loading ? 'Loading teams…' : 'No teams yet.'}
+          columns=${[
+            { label: 'Team', cell: (/** @type {Team} */ t) => html`<div class="key-cell"><strong>${t.name}</strong><span class="muted mono">${t.id}</span></div>` },
+            { label: 'Created', cell: (/** @type {Team} */ t) => fmtTime(t.created_at) },
+            {
+              label: 'Actions',
+              cell: (/** @type {Team} */ t) => html`<div class="row-actions">
+                <button type="button" aria-pressed=${team?.id === t.id} onClick=${() => setTeam(team?.id === t.id ? null : t)} aria-label=${`Members of ${t.id}`}>Members</button>
+                <button type="button" class="danger" onClick=${() => setDeleting({ kind: 'team', id: t.id })} aria-label=${`Delete team ${t.id}`}>Delete</button>
+              </div>`,
+            },
+          ]}
+        />
+        ${team ? html`<${Members} team=${team} key=${team.id} />` : null}
+      </section>
+    </div>
+    <${Dialog} title=${`Delete ${deleting?.kind ?? ''} ${deleting?.id ?? ''}?`} open=${deleting !== null} onClose=${() => setDeleting(null)}>
+      <p>${deleting?.kind === 'user'
+        ? 'The user is soft-deleted: its keys stay in the database and every request with them is refused with invalid_user_for_key.'
+        : 'The team is soft-deleted: keys bound to it are refused.'}</p>
+      <${ErrorNote} error=${error} />
+      <div class="actions"><button type="button" onClick=${() => setDeleting(null)}>Cancel</button><button type="button" class="danger" onClick=${confirmDelete} disabled=${busy}>Delete</button></div>
+    </${Dialog}>
+  </section>`
+}
+
+/** @param {{ team: Team }} props */
+function Members({ team }) {
+  const members = useResource(`/admin/teams/${encodeURIComponent(team.id)}/members`)
+  const [run, busy, error] = useAction()
+  const add = (/** @type {SubmitEvent} */ e) => {
+    e.preventDefault()
+    const form = /** @type {HTMLFormElement} */ (e.currentTarget)
+    const v = formValues(form)
+    run(async () => {
+      await api('POST', `/admin/teams/${encodeURIComponent(team.id)}/members`, { user_id: v.user_id, role: v.role || 'member' })
+      form.reset()
+      members.reload()
+    })
+  }
+  const remove = (/** @type {string} */ userId) =>
+    run(async () => {
+      await api('DELETE', `/admin/teams/${encodeURIComponent(team.id)}/members/${encodeURIComponent(userId)}`)
+      members.reload()
+    })
+  return html`<section class="panel" aria-labelledby="members-title">
+    <h3 id="members-title">Members of ${team.name}</h3>
+    <${ErrorNote} error=${members.error} />
+    <${Table}
+      caption=${`Members of ${team.name}`}
+      rows=${members.data?.data ?? []}
+      rowKey=${(/** @type {any} */ m) => m.user_id}
+      empty=${members.loading ? 'Loading members…' : 'No members yet.'}
+      columns=${[
+        { label: 'User', cell: (/** @type {any} */ m) => html`<span class="mono">${m.user_id}</span>` },
+        { label: 'Role', cell: (/** @type {any} */ m) => m.role },
+        { label: 'Since', cell: (/** @type {any} */ m) => fmtTime(m.created_at) },
+        { label: 'Actions', cell: (/** @type {any} */ m) => html`<button type="button" class="danger" onClick=${() => remove(m.user_id)} disabled=${busy} aria-label=${`Remove ${m.user_id} from ${team.id}`}>Remove</button>` },
+      ]}
+    />
+    <form class="inline-form" onSubmit=${add} aria-label=${`Add a member to ${team.name}`}>
+      <${Field} id="member-user" label="User id"><input id="member-user" name="user_id" list="people-user-ids" required autocomplete="off" /></${Field}>
+      <${Field} id="member-role" label="Role"><select id="member-role" name="role"><option value="member">member</option><option value="admin">admin</option></select></${Field}>
+      <button type="submit" class="primary" disabled=${busy}>Add member</button>
+    </form>
+    <${ErrorNote} error=${error} />
+  </section>`
+}
