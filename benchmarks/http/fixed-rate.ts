@@ -6,6 +6,8 @@
  *
  *   bun run benchmarks/http/fixed-rate.ts --url http://127.0.0.1:8080/v1/chat/completions \
  *     --body-file body.json --rate 500 --duration 10 [--warmup 1] [--stream] [--api-key KEY]
+ *     [--header 'name: value' ...] [--keys-file keys.txt] [--large-body-file big.json --large-every 10]
+ *     [--expect-status 429]
  *
  * Prints one line `FIXED_RATE_JSON {...}` with the result.
  */
@@ -33,13 +35,23 @@ export interface FixedRateOptions {
    * a fresh process whose first requests pay for new connections and cold code. @default 1
    */
   warmupS?: number
+  /** Extra request headers (a peer gateway's routing headers). */
+  headers?: Record<string, string>
+  /** API keys sent in turn, request i with key i mod n (instead of `apiKey`). */
+  keys?: readonly string[]
+  /** Every `largeEvery`-th request sends this body instead of `body`. */
+  largeBody?: string
+  /** @default 10 */
+  largeEvery?: number
+  /** The status every answer should have (401, 429): such answers with an error envelope count as valid. @default 200 with a completion */
+  expectStatus?: number
 }
 
 /** What one fixed-rate run measured. */
 export interface FixedRateResult {
   /** Requests due in the measured period: rate × duration. */
   scheduled: number
-  /** 200 answers with a valid body. */
+  /** Answers with the expected status (200 unless `expectStatus`) and a valid body. */
   ok: number
   /** Answers with another status. */
   non2xx: number
@@ -70,8 +82,12 @@ export async function runFixedRate(opts: FixedRateOptions): Promise<FixedRateRes
   const total = warmup + scheduled
   const intervalMs = 1000 / opts.rate
   const maxInFlight = opts.maxInFlight ?? 2000
-  const headers: Record<string, string> = { 'content-type': 'application/json' }
+  const headers: Record<string, string> = { 'content-type': 'application/json', ...opts.headers }
   if (opts.apiKey !== undefined) headers.authorization = `Bearer ${opts.apiKey}`
+  const expectStatus = opts.expectStatus ?? 200
+  const largeEvery = opts.largeEvery ?? 10
+  // Built once: a request only picks one of these.
+  const keyedHeaders = opts.keys?.map((key) => ({ ...headers, authorization: `Bearer ${key}` }))
   const abort = new AbortController()
 
   const latencies = new Float64Array(scheduled)
@@ -88,12 +104,15 @@ export async function runFixedRate(opts: FixedRateOptions): Promise<FixedRateRes
   let lastAnswer = 0
   let settle: (() => void) | undefined
 
-  const valid = (text: string): boolean => (opts.stream ? text.endsWith('data: [DONE]\n\n') : text.includes('"choices"'))
+  const valid = (text: string): boolean =>
+    expectStatus !== 200 ? text.includes('"error"') : opts.stream ? text.endsWith('data: [DONE]\n\n') : text.includes('"choices"')
 
-  const fire = async (dueAt: number, counted: boolean): Promise<void> => {
+  const fire = async (dueAt: number, counted: boolean, index: number): Promise<void> => {
     inFlight++
     try {
-      const res = await fetch(opts.url, { method: 'POST', headers, body: opts.body, signal: abort.signal })
+      const body = opts.largeBody !== undefined && (index + 1) % largeEvery === 0 ? opts.largeBody : opts.body
+      const h = keyedHeaders === undefined ? headers : keyedHeaders[index % keyedHeaders.length]!
+      const res = await fetch(opts.url, { method: 'POST', headers: h, body, signal: abort.signal })
       const text = await res.text()
       const now = performance.now()
       if (!counted) {
@@ -101,7 +120,7 @@ export async function runFixedRate(opts: FixedRateOptions): Promise<FixedRateRes
         return
       }
       lastAnswer = now
-      if (res.status !== 200) non2xx++
+      if (res.status !== expectStatus) non2xx++
       else if (!valid(text)) invalid++
       else {
         ok++
@@ -129,7 +148,7 @@ export async function runFixedRate(opts: FixedRateOptions): Promise<FixedRateRes
         sent++
         if (inFlight >= maxInFlight) {
           if (counted) dropped++
-        } else void fire(dueAt, counted)
+        } else void fire(dueAt, counted, sent - 1)
       }
       if (sent >= total) resolve()
       else setTimeout(tick, Math.max(0, origin + sent * intervalMs - performance.now()))
@@ -183,6 +202,11 @@ if (import.meta.main) {
       stream: { type: 'boolean', default: false },
       'max-in-flight': { type: 'string' },
       warmup: { type: 'string', default: '1' },
+      header: { type: 'string', multiple: true, default: [] },
+      'keys-file': { type: 'string' },
+      'large-body-file': { type: 'string' },
+      'large-every': { type: 'string', default: '10' },
+      'expect-status': { type: 'string' },
     },
   })
   if (values.url === undefined || values['body-file'] === undefined) {
@@ -198,6 +222,16 @@ if (import.meta.main) {
     stream: values.stream,
     maxInFlight: values['max-in-flight'] === undefined ? undefined : Number(values['max-in-flight']),
     warmupS: Number(values.warmup),
+    headers: Object.fromEntries(
+      values.header.map((h) => {
+        const colon = h.indexOf(':')
+        return [h.slice(0, colon).trim(), h.slice(colon + 1).trim()]
+      }),
+    ),
+    keys: values['keys-file'] === undefined ? undefined : readFileSync(values['keys-file'], 'utf8').split('\n').filter((k) => k !== ''),
+    largeBody: values['large-body-file'] === undefined ? undefined : readFileSync(values['large-body-file'], 'utf8'),
+    largeEvery: Number(values['large-every']),
+    expectStatus: values['expect-status'] === undefined ? undefined : Number(values['expect-status']),
   })
   console.log(`FIXED_RATE_JSON ${JSON.stringify(result)}`)
   // Keep-alive sockets in fetch's pool would otherwise hold the process open.

@@ -2,7 +2,7 @@
  * What a server process costs, read from /proc (Linux only): CPU time and resident memory.
  * Read from outside the process, so measuring does not disturb the server being measured.
  */
-import { readFileSync } from 'node:fs'
+import { readFileSync, readdirSync, readlinkSync } from 'node:fs'
 
 let clockTicks: number | undefined
 
@@ -47,4 +47,43 @@ export function sampleRss(pid: number, intervalMs = 100): { stop(): number } {
       return Math.max(peak, rssKib(pid))
     },
   }
+}
+
+/**
+ * Whether `pid` itself holds a listening TCP socket on `port` (Linux: /proc/net/tcp{,6} and the
+ * process's fds). With reusePort every process sharing a port has its own listening socket, so
+ * this tells a freshly started one is up even while another already answers on the port.
+ */
+export function listensOn(pid: number, port: number): boolean {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0')
+  const inodes = new Set<string>()
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string
+    try {
+      text = readFileSync(table, 'utf8')
+    } catch {
+      continue
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/)
+      // local_address is HEX_IP:HEX_PORT, st 0A is LISTEN, inode is the tenth field.
+      if (f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A' && f[9] !== undefined) inodes.add(f[9])
+    }
+  }
+  if (inodes.size === 0) return false
+  let fds: string[]
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`)
+  } catch {
+    return false
+  }
+  for (const fd of fds) {
+    try {
+      const link = readlinkSync(`/proc/${pid}/fd/${fd}`)
+      if (link.startsWith('socket:[') && inodes.has(link.slice(8, -1))) return true
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return false
 }

@@ -6,11 +6,11 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { spread, type Spread } from './stats.ts'
 
-export type TargetName = 'mock' | 'raw' | 'gateway'
+export type TargetName = 'mock' | 'raw' | 'baseline' | 'gateway'
 export type LoadMode = 'concurrency' | 'rate'
 
 /** Display names of the targets, in table order. */
-export const TARGET_LABELS = { mock: 'mock (direct)', raw: 'raw proxy', gateway: 'sluice' } as const satisfies Record<TargetName, string>
+export const TARGET_LABELS = { mock: 'mock (direct)', raw: 'raw proxy', baseline: 'sluice (baseline)', gateway: 'sluice' } as const satisfies Record<TargetName, string>
 
 /** One measured run of one target. */
 export interface Sample {

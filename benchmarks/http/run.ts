@@ -6,6 +6,7 @@
  *   bun run bench [--quick] [--duration 10] [--rounds 3] [--connections 50] [--rate 500]
  *                 [--scenario chat|stream|all] [--mode concurrency|rate|all]
  *                 [--targets mock,raw,gateway] [--plugins '["auth"]'] [--env KEY=VALUE ...]
+ *                 [--keys 8] [--baseline-plugins '[]']
  *
  * Everything listens on 127.0.0.1 and every load step is bounded in time.
  */
@@ -40,6 +41,10 @@ interface Settings {
   modes: LoadMode[]
   targets: TargetName[]
   plugins: unknown[]
+  /** Provider keys the gateway's one provider gets (all accepted by the mock). */
+  keys: number
+  /** Plugins of a second gateway measured in the same run (one key): the `baseline` row; null = none. */
+  baselinePlugins: unknown[] | null
   env: Record<string, string>
   apiKey: string | undefined
   label: string | null
@@ -62,6 +67,9 @@ const USAGE = `usage: bun run bench [options]
   --targets <list>        comma list of mock, raw, gateway (default all three)
   --plugins <json>        gateway plugins list, e.g. '["auth","quota"]' (default [])
   --env KEY=VALUE         extra environment for the gateway (repeatable)
+  --keys <n>              provider keys of the gateway's provider, e.g. 8 for the balance plugin (default 1)
+  --baseline-plugins <json>  also run a second gateway with these plugins and one key, measured in the
+                          same run as the row "sluice (baseline)", e.g. '[]' to price a plugin set
   --api-key <key>         bearer key for every target (default: none, or one created through
                           the admin API when the plugins include "auth")
   --label <name>          appended to the results file names, e.g. auth-on
@@ -83,6 +91,8 @@ function parseSettings(argv: string[]): Settings {
       mode: { type: 'string', default: 'all' },
       targets: { type: 'string', default: 'mock,raw,gateway' },
       plugins: { type: 'string', default: '[]' },
+      keys: { type: 'string', default: '1' },
+      'baseline-plugins': { type: 'string' },
       env: { type: 'string', multiple: true, default: [] },
       'api-key': { type: 'string' },
       label: { type: 'string' },
@@ -109,13 +119,24 @@ function parseSettings(argv: string[]): Settings {
     for (const c of chosen) if (!allowed.includes(c as T)) throw new Error(`--${name}: '${c}' is not one of ${allowed.join(', ')}`)
     return chosen as T[]
   }
-  let plugins: unknown
-  try {
-    plugins = JSON.parse(values.plugins)
-  } catch {
-    throw new Error(`--plugins must be a JSON array, got '${values.plugins}'`)
+  const pluginList = (name: string, raw: string): unknown[] => {
+    let list: unknown
+    try {
+      list = JSON.parse(raw)
+    } catch {
+      throw new Error(`--${name} must be a JSON array, got '${raw}'`)
+    }
+    if (!Array.isArray(list)) throw new Error(`--${name} must be a JSON array, got '${raw}'`)
+    return list
   }
-  if (!Array.isArray(plugins)) throw new Error(`--plugins must be a JSON array, got '${values.plugins}'`)
+  const plugins = pluginList('plugins', values.plugins)
+  const baselinePlugins = values['baseline-plugins'] === undefined ? null : pluginList('baseline-plugins', values['baseline-plugins'])
+  // One API key goes to every target, and each gateway has its own database: auth can be on one gateway only.
+  if (baselinePlugins !== null && (usesAuth(baselinePlugins) || usesAuth(plugins))) {
+    throw new Error('--baseline-plugins cannot be combined with the auth plugin (each gateway would need its own API key)')
+  }
+  const keys = positive('keys', values.keys)
+  if (!Number.isInteger(keys) || keys > 1000) throw new Error(`--keys must be an integer from 1 to 1000, got '${values.keys}'`)
   const env: Record<string, string> = {}
   for (const pair of values.env) {
     const eq = pair.indexOf('=')
@@ -133,8 +154,13 @@ function parseSettings(argv: string[]): Settings {
     rate: positive('rate', values.rate),
     scenarios: pick('scenario', values.scenario, Object.keys(SCENARIOS) as ScenarioName[]),
     modes: pick('mode', values.mode, ['concurrency', 'rate'] as const),
-    targets: pick('targets', values.targets, ['mock', 'raw', 'gateway'] as const),
+    targets: [
+      ...pick('targets', values.targets, ['mock', 'raw', 'gateway'] as const),
+      ...(baselinePlugins !== null ? (['baseline'] as const) : []),
+    ],
     plugins,
+    keys,
+    baselinePlugins,
     env,
     apiKey: values['api-key'],
     label,
@@ -182,11 +208,15 @@ function wrkVersion(): string | null {
   return `${out.stdout.toString()}${out.stderr.toString()}`.split('\n')[0]?.split(' Copyright')[0]?.trim() ?? 'wrk'
 }
 
-function gatewayConfig(mockUrl: string, plugins: unknown[]): string {
+/** The upstream secret of key `i` (1-based) out of `n`: the one secret alone, numbered when there are more. */
+const upstreamSecret = (i: number, n: number): string => (n === 1 ? UPSTREAM_SECRET : `${UPSTREAM_SECRET}-${i}`)
+
+function gatewayConfig(mockUrl: string, plugins: unknown[], keyCount: number): string {
+  const keys = Array.from({ length: keyCount }, (_, i) => ({ id: `k${i + 1}`, secret: upstreamSecret(i + 1, keyCount) }))
   return JSON.stringify(
     {
       environment: 'dev',
-      providers: [{ id: 'up', type: 'openai-compatible', baseUrl: mockUrl, keys: [{ id: 'k1', secret: UPSTREAM_SECRET }] }],
+      providers: [{ id: 'up', type: 'openai-compatible', baseUrl: mockUrl, keys }],
       models: [{ name: BENCH_MODEL, targets: [{ provider: 'up', model: BENCH_MODEL }] }],
       plugins,
     },
@@ -344,11 +374,11 @@ export async function main(argv: string[]): Promise<number> {
     }
 
     let apiKey = s.apiKey
-    if (s.targets.includes('gateway')) {
+    const adminKey = s.env.SLUICE_ADMIN_KEY ?? `bench-admin-${crypto.randomUUID()}`
+    const spawnGateway = async (name: 'gateway' | 'baseline', plugins: unknown[], keys: number): Promise<ServerProcess> => {
       const port = freePort()
-      const configFile = join(tmp, 'sluice.config.json')
-      writeFileSync(configFile, gatewayConfig(`${mock.origin}/v1`, s.plugins))
-      const adminKey = s.env.SLUICE_ADMIN_KEY ?? `bench-admin-${crypto.randomUUID()}`
+      const configFile = join(tmp, `sluice.${name}.config.json`)
+      writeFileSync(configFile, gatewayConfig(`${mock.origin}/v1`, plugins, keys))
       const env = {
         PORT: String(port),
         HOST: '127.0.0.1',
@@ -360,9 +390,14 @@ export async function main(argv: string[]): Promise<number> {
         SLUICE_ENCRYPTION_KEY: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64'),
         ...s.env,
       }
-      const gateway = await spawnServer({ name: 'gateway', cmd: ['bun', 'run', GATEWAY_ENTRY], cwd: ROOT, env, port, logFile: join(tmp, 'gateway.log') })
-      servers.push(gateway)
-      targets.push({ name: 'gateway', baseUrl: `${gateway.origin}/v1`, pid: gateway.pid })
+      const server = await spawnServer({ name, cmd: ['bun', 'run', GATEWAY_ENTRY], cwd: ROOT, env, port, logFile: join(tmp, `${name}.log`) })
+      servers.push(server)
+      targets.push({ name, baseUrl: `${server.origin}/v1`, pid: server.pid })
+      return server
+    }
+    if (s.baselinePlugins !== null) await spawnGateway('baseline', s.baselinePlugins, 1)
+    if (s.targets.includes('gateway')) {
+      const gateway = await spawnGateway('gateway', s.plugins, s.keys)
       if (apiKey === undefined && usesAuth(s.plugins)) {
         apiKey = await provisionKey(gateway.origin, adminKey)
         log('created a benchmark API key through the admin API')
@@ -376,8 +411,10 @@ export async function main(argv: string[]): Promise<number> {
       const after = await mockStats(mock.origin)
       // Identical bodies could come from the gateway's built-in mock provider; the upstream's counter proves the hop happened.
       if (after.requests - before.requests < 2) throw new Error(`${TARGET_LABELS[target.name]} answered without calling the mock upstream`)
-      if (target.name === 'gateway' && after.last_authorization !== `Bearer ${UPSTREAM_SECRET}`) {
-        throw new Error(`the gateway did not send the configured upstream key (saw ${String(after.last_authorization)})`)
+      const keys = target.name === 'gateway' ? s.keys : 1
+      const sent = new Set(Array.from({ length: keys }, (_, i) => `Bearer ${upstreamSecret(i + 1, keys)}`))
+      if ((target.name === 'gateway' || target.name === 'baseline') && !sent.has(String(after.last_authorization))) {
+        throw new Error(`${TARGET_LABELS[target.name]} did not send a configured upstream key (saw ${String(after.last_authorization)})`)
       }
       log(`verified ${TARGET_LABELS[target.name]}: completion, stream framing, [DONE] and usage are valid, and the upstream was called`)
     }
@@ -423,6 +460,8 @@ export async function main(argv: string[]): Promise<number> {
         wrk_threads: s.threads,
         rate: s.rate,
         plugins: s.plugins,
+        keys: s.keys,
+        baseline_plugins: s.baselinePlugins,
         extra_env: Object.keys(s.env),
         body_bytes: { chat: SCENARIOS.chat.body.length, stream: SCENARIOS.stream.body.length },
       },

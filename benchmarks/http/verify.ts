@@ -14,19 +14,19 @@ export interface Verification {
   streamContent: string
 }
 
-function headers(apiKey: string | undefined): Record<string, string> {
-  return apiKey === undefined ? { 'content-type': 'application/json' } : { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` }
+function headers(apiKey: string | undefined, extra: Record<string, string> = {}): Record<string, string> {
+  return apiKey === undefined ? { 'content-type': 'application/json', ...extra } : { 'content-type': 'application/json', ...extra, authorization: `Bearer ${apiKey}` }
 }
 
 function fail(target: string, what: string, detail: string): never {
   throw new Error(`${target}: ${what}: ${detail.slice(0, 500)}`)
 }
 
-/** Checks one target (`baseUrl` ends in `/v1`); throws with what was wrong. */
-export async function verifyTarget(target: string, baseUrl: string, apiKey?: string): Promise<Verification> {
+/** Checks one target (`baseUrl` ends in `/v1`); throws with what was wrong. `extraHeaders` go with every request (a peer's routing headers). */
+export async function verifyTarget(target: string, baseUrl: string, apiKey?: string, extraHeaders?: Record<string, string>): Promise<Verification> {
   const url = `${baseUrl}/chat/completions`
 
-  const res = await fetch(url, { method: 'POST', headers: headers(apiKey), body: CHAT_BODY })
+  const res = await fetch(url, { method: 'POST', headers: headers(apiKey, extraHeaders), body: CHAT_BODY })
   const text = await res.text()
   if (res.status !== 200) fail(target, `chat answered ${res.status}`, text)
   const chat = JSON.parse(text) as { object?: unknown; choices?: Array<{ message?: { content?: unknown } }>; usage?: { total_tokens?: unknown } }
@@ -34,7 +34,7 @@ export async function verifyTarget(target: string, baseUrl: string, apiKey?: str
   if (chat.object !== 'chat.completion' || typeof content !== 'string' || content === '') fail(target, 'chat is not a completion', text)
   if (typeof chat.usage?.total_tokens !== 'number') fail(target, 'chat has no usage', text)
 
-  const streamRes = await fetch(url, { method: 'POST', headers: headers(apiKey), body: STREAM_BODY })
+  const streamRes = await fetch(url, { method: 'POST', headers: headers(apiKey, extraHeaders), body: STREAM_BODY })
   const streamText = await streamRes.text()
   if (streamRes.status !== 200) fail(target, `stream answered ${streamRes.status}`, streamText)
   if (!(streamRes.headers.get('content-type') ?? '').startsWith('text/event-stream')) {

@@ -15,6 +15,13 @@ export interface WrkOptions {
   /** wrk threads; on a 2-core machine 1 leaves a core to the servers. */
   threads: number
   durationS: number
+  /** Extra request headers, e.g. a peer gateway's routing headers. */
+  headers?: Record<string, string>
+  /**
+   * Options of dynamic.lua (rotating API keys, a share of large bodies, counting one expected status);
+   * when set, dynamic.lua runs instead of post.lua.
+   */
+  dynamic?: { keysFile?: string; largeBodyFile?: string; largeEvery?: number; expectStatus?: number }
 }
 
 /** What one wrk run measured. */
@@ -27,6 +34,8 @@ export interface WrkResult {
   /** Socket errors: connect, read, write, timeout. */
   socketErrors: number
   latencyMs: { p50: number; p90: number; p99: number; max: number; mean: number }
+  /** With `dynamic.expectStatus`: answers with that status and with any other. */
+  expected?: { status: number; matched: number; other: number }
 }
 
 interface WrkJson {
@@ -34,9 +43,11 @@ interface WrkJson {
   duration_us: number
   errors: { connect: number; read: number; write: number; status: number; timeout: number }
   latency_us: { p50: number; p90: number; p99: number; max: number; mean: number }
+  expected?: { status: number; matched: number; other: number }
 }
 
 const SCRIPT = new URL('./post.lua', import.meta.url).pathname
+const DYNAMIC_SCRIPT = new URL('./dynamic.lua', import.meta.url).pathname
 
 /** Whether wrk is on the PATH. */
 export function hasWrk(): boolean {
@@ -45,9 +56,14 @@ export function hasWrk(): boolean {
 
 /** Runs wrk once; throws if it fails or does not print its summary. */
 export async function runWrk(opts: WrkOptions): Promise<WrkResult> {
-  const args = ['wrk', '-t', String(opts.threads), '-c', String(opts.connections), '-d', `${opts.durationS}s`, '--timeout', '10s', '-s', SCRIPT]
+  const d = opts.dynamic
+  const args = ['wrk', '-t', String(opts.threads), '-c', String(opts.connections), '-d', `${opts.durationS}s`, '--timeout', '10s', '-s', d === undefined ? SCRIPT : DYNAMIC_SCRIPT]
   if (opts.apiKey !== undefined) args.push('-H', `Authorization: Bearer ${opts.apiKey}`)
+  for (const [name, value] of Object.entries(opts.headers ?? {})) args.push('-H', `${name}: ${value}`)
   args.push(opts.url, '--', opts.bodyFile)
+  if (d?.keysFile !== undefined) args.push('keys', d.keysFile)
+  if (d?.largeBodyFile !== undefined) args.push('large', d.largeBodyFile, String(d.largeEvery ?? 10))
+  if (d?.expectStatus !== undefined) args.push('expect', String(d.expectStatus))
   const proc = Bun.spawn(args, { stdout: 'pipe', stderr: 'pipe' })
   // wrk stops by itself after -d; the guard only covers a wedged process.
   const guard = setTimeout(() => proc.kill('SIGKILL'), (opts.durationS + 20) * 1000)
@@ -72,5 +88,6 @@ export async function runWrk(opts: WrkOptions): Promise<WrkResult> {
       max: ms(parsed.latency_us.max),
       mean: ms(parsed.latency_us.mean),
     },
+    ...(parsed.expected !== undefined && { expected: parsed.expected }),
   }
 }

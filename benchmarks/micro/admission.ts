@@ -14,6 +14,7 @@ import { Redis } from 'ioredis'
 import { planItems, type Item, type Subjects } from '../../plugins/quota/plan.ts'
 import { RedisStore } from '../../plugins/quota/redis-store.ts'
 import { MemoryStore, type QuotaStore } from '../../plugins/quota/store.ts'
+import { emitBenchJson, fromMitata, target, type MicroResult, type MicroTarget } from './lib/bench-json.ts'
 
 const { values } = parseArgs({
   args: Bun.argv.slice(2),
@@ -135,7 +136,7 @@ summary(() => {
     do_not_optimize(requestItems(k++))
   })
 })
-await run()
+const mitataResult = await run()
 
 const admit = rows.find(([n]) => n === 'RedisStore.admit')
 if (admit) {
@@ -154,3 +155,16 @@ if (redisStore) {
   client.disconnect()
   second.disconnect()
 }
+
+// The machine-readable summary for `bun run bench` (benchmarks/suite/micro.ts): the closed-loop rates and mitata's per-call times.
+const rates: MicroResult[] = rows.map(([name, perSecond]) => ({ name, unit: 'ops/s', value: perSecond }))
+const targets: MicroTarget[] = admit ? [target('RedisStore.admit, 2 connections, 50 in flight', admit[1], 'ops/s', '>=', 50_000)] : []
+emitBenchJson({
+  bench: 'admission',
+  verified: [
+    'MemoryStore: a limit of 500 admits exactly 500 of 1,500 concurrent attempts, budget charged exactly',
+    ...(redisStore ? ['RedisStore: a limit of 500 admits exactly 500 of 1,500 concurrent attempts, budget charged exactly'] : ['RedisStore not measured: Redis unreachable']),
+  ],
+  results: [...rates, ...fromMitata(mitataResult)],
+  targets,
+})

@@ -10,6 +10,7 @@ import { createDatabase } from '../../src/db/index.ts'
 import { migrateToLatest } from '../../src/db/migrate.ts'
 import { mintKey } from '../../plugins/auth/key-format.ts'
 import { KeyVerifier } from '../../plugins/auth/verify.ts'
+import { emitBenchJson, fromMitata, resultNamed, target } from './lib/bench-json.ts'
 
 const KEYS = 10_000
 const handle = await createDatabase('sqlite::memory:')
@@ -55,7 +56,18 @@ summary(() => {
   })
 })
 
-await run()
+const results = fromMitata(await run())
 if (verifier.misses !== missesBefore) throw new Error(`the measured loop read the database ${verifier.misses - missesBefore} times`)
 console.log(`database reads during the measured loop: 0 (cache hits ${verifier.hits})`)
 await handle.close()
+emitBenchJson({
+  bench: 'key-verify',
+  verified: [
+    `${KEYS} keys warmed, every verdict admitted`,
+    'a warm key is verified synchronously, from the cache',
+    'a model outside the key is refused with model_not_allowed',
+    'the measured loop read the database 0 times',
+  ],
+  results,
+  targets: [target('warm key verification, median', resultNamed(results, 'warm key verification (10k keys cached)').value, 'ns', '<', 3000)],
+})

@@ -1,0 +1,380 @@
+/**
+ * The suite's results: medians with min–max over rounds, ratios against the baselines of the
+ * same run (raw proxy, mock direct, the gateway without the plugin), the issue's targets with a
+ * verdict, written to benchmarks/results/ with the commit and machine, and the summary section of
+ * benchmarks/README.md (between its results markers) rewritten.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpus, release, totalmem } from 'node:os'
+import { join } from 'node:path'
+import type { MicroRun } from './micro.ts'
+import type { Keys100kResult } from './keys100k.ts'
+import type { Mode, Sample } from './load.ts'
+import type { ScaleResult } from './scale.ts'
+import { DELTA_REFERENCE, SCENARIO_LABELS, TARGET_LABELS, TARGET_ORDER } from './http.ts'
+import type { ScenarioId } from './options.ts'
+import { SCENARIO_IDS } from './options.ts'
+import { spread, type Spread } from '../http/stats.ts'
+
+export const README_START = '<!-- results:start -->'
+export const README_END = '<!-- results:end -->'
+
+/** One row of the matrix table. */
+export interface MatrixRow {
+  scenario: ScenarioId
+  mode: Mode
+  target: string
+  rounds: number
+  rps: Spread
+  p50Ms: Spread
+  p99Ms: Spread
+  cpuUsPerReq: Spread
+  peakRssMb: Spread
+  /** CPU of the suite's Redis per answer (targets that use it). */
+  redisCpuUsPerReq: Spread | null
+  wrong: number
+  errors: number
+  /** Median req/s over the raw proxy's (fixed concurrency). */
+  rpsVsRaw: number | null
+  cpuVsRaw: number | null
+  /** Median p50 minus mock-direct's (fixed rate): the latency the hop adds. */
+  addedP50Ms: number | null
+}
+
+export function summarize(samples: readonly Sample[]): MatrixRow[] {
+  const groups = new Map<string, Sample[]>()
+  for (const s of samples) {
+    const key = `${s.scenario}|${s.mode}|${s.target}`
+    groups.set(key, [...(groups.get(key) ?? []), s])
+  }
+  const rows: MatrixRow[] = []
+  for (const group of groups.values()) {
+    const f = group[0]!
+    const pick = (g: (s: Sample) => number) => spread(group.map(g))
+    rows.push({
+      scenario: f.scenario,
+      mode: f.mode,
+      target: f.target,
+      rounds: group.length,
+      rps: pick((s) => s.rps),
+      p50Ms: pick((s) => s.p50Ms),
+      p99Ms: pick((s) => s.p99Ms),
+      cpuUsPerReq: pick((s) => s.cpuUsPerReq),
+      peakRssMb: pick((s) => s.peakRssMb),
+      redisCpuUsPerReq: f.sideCpuUsPerReq === null ? null : pick((s) => s.sideCpuUsPerReq ?? Number.NaN),
+      wrong: group.reduce((n, s) => n + s.wrong, 0),
+      errors: group.reduce((n, s) => n + s.errors, 0),
+      rpsVsRaw: null,
+      cpuVsRaw: null,
+      addedP50Ms: null,
+    })
+  }
+  for (const r of rows) {
+    const peer = (t: string) => rows.find((x) => x.scenario === r.scenario && x.mode === r.mode && x.target === t)
+    const raw = peer('raw')
+    const mock = peer('mock')
+    if (raw !== undefined && r.mode === 'concurrency') r.rpsVsRaw = r.rps.median / raw.rps.median
+    if (raw !== undefined) r.cpuVsRaw = r.cpuUsPerReq.median / raw.cpuUsPerReq.median
+    if (mock !== undefined && r.mode === 'rate') r.addedP50Ms = r.p50Ms.median - mock.p50Ms.median
+  }
+  const key = (r: MatrixRow) => [SCENARIO_IDS.indexOf(r.scenario), r.mode === 'concurrency' ? 0 : 1, TARGET_ORDER.indexOf(r.target)]
+  return rows.sort((a, b) => {
+    const ka = key(a)
+    const kb = key(b)
+    return ka[0]! - kb[0]! || ka[1]! - kb[1]! || ka[2]! - kb[2]!
+  })
+}
+
+// ---- formatting
+
+function num(v: number, digits: number): string {
+  return Number.isFinite(v) ? v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '—'
+}
+function cell(s: Spread, digits: number): string {
+  return s.min === s.max ? num(s.median, digits) : `${num(s.median, digits)} (${num(s.min, digits)}–${num(s.max, digits)})`
+}
+const ratio = (v: number | null): string => (v === null || !Number.isFinite(v) ? '—' : `×${v.toFixed(2)}`)
+const signedMs = (v: number | null): string => (v === null || !Number.isFinite(v) ? '—' : `${v >= 0 ? '+' : ''}${v.toFixed(3)} ms`)
+
+/** ns as the most readable unit. */
+function duration(ns: number): string {
+  if (!Number.isFinite(ns)) return '—'
+  if (ns < 1000) return `${ns.toFixed(ns < 10 ? 2 : 1)} ns`
+  if (ns < 1e6) return `${(ns / 1000).toFixed(2)} µs`
+  return `${(ns / 1e6).toFixed(2)} ms`
+}
+
+// ---- tables
+
+export function matrixTable(rows: readonly MatrixRow[], load: { connections: number; rate: number }): string {
+  const head =
+    '| scenario | load | target | req/s | p50 ms | p99 ms | CPU µs/req | + Redis CPU µs/req | peak RSS MB | wrong / errors | req/s vs raw | CPU vs raw | p50 added vs mock |\n' +
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+  return (
+    head +
+    rows
+      .map(
+        (r) =>
+          `| ${SCENARIO_LABELS[r.scenario]} | ${r.mode === 'concurrency' ? `${load.connections} conns` : `${load.rate} req/s`} | ${TARGET_LABELS[r.target] ?? r.target} | ${cell(r.rps, 0)} | ${cell(r.p50Ms, 2)} | ${cell(r.p99Ms, 2)} | ${cell(r.cpuUsPerReq, 0)} | ${(r.redisCpuUsPerReq ?? null) === null ? '—' : cell(r.redisCpuUsPerReq!, 0)} | ${cell(r.peakRssMb, 0)} | ${r.wrong} / ${r.errors} | ${ratio(r.rpsVsRaw)} | ${ratio(r.cpuVsRaw)} | ${signedMs(r.addedP50Ms)} |`,
+      )
+      .join('\n') +
+    '\n'
+  )
+}
+
+/** Per-plugin deltas: each plugin's row against the gateway without it, at fixed concurrency. */
+export function deltaTable(rows: readonly MatrixRow[]): string | null {
+  const lines: string[] = []
+  for (const plugin of Object.keys(DELTA_REFERENCE)) {
+    const ref = DELTA_REFERENCE[plugin]!
+    const cells: string[] = []
+    let any = false
+    for (const scenario of ['chat', 'stream'] as const) {
+      const row = rows.find((r) => r.scenario === scenario && r.mode === 'concurrency' && r.target === plugin)
+      const base = rows.find((r) => r.scenario === scenario && r.mode === 'concurrency' && r.target === ref)
+      if (row === undefined || base === undefined) {
+        cells.push('—', '—')
+        continue
+      }
+      any = true
+      cells.push(ratio(row.rps.median / base.rps.median), `${row.cpuUsPerReq.median - base.cpuUsPerReq.median >= 0 ? '+' : ''}${num(row.cpuUsPerReq.median - base.cpuUsPerReq.median, 0)}`)
+    }
+    if (any) lines.push(`| ${TARGET_LABELS[plugin]} | ${TARGET_LABELS[ref]} | ${cells.join(' | ')} |`)
+  }
+  if (lines.length === 0) return null
+  return '| with | against | chat req/s | chat CPU µs/req | stream req/s | stream CPU µs/req |\n|---|---|---:|---:|---:|---:|\n' + lines.join('\n') + '\n'
+}
+
+export function peerTable(rows: readonly MatrixRow[]): string | null {
+  const lines: string[] = []
+  for (const scenario of ['chat', 'stream'] as const) {
+    const get = (t: string, m: Mode) => rows.find((r) => r.scenario === scenario && r.mode === m && r.target === t)
+    const pk = get('portkey', 'concurrency')
+    if (pk === undefined) continue
+    for (const t of ['full', 'bare', 'raw']) {
+      const row = get(t, 'concurrency')
+      if (row === undefined) continue
+      const pkRate = get('portkey', 'rate')
+      const rowRate = get(t, 'rate')
+      lines.push(
+        `| ${SCENARIO_LABELS[scenario]} | ${TARGET_LABELS[t]} | ${num(row.rps.median, 0)} | ${num(pk.rps.median, 0)} | ${ratio(row.rps.median / pk.rps.median)} | ${num(row.cpuUsPerReq.median, 0)} / ${num(pk.cpuUsPerReq.median, 0)} | ${rowRate && pkRate ? `${num(rowRate.p50Ms.median, 2)} / ${num(pkRate.p50Ms.median, 2)}` : '—'} |`,
+      )
+    }
+  }
+  if (lines.length === 0) return null
+  return '| scenario | row | its req/s | Portkey req/s | ratio | CPU µs/req (it / Portkey) | p50 ms at fixed rate (it / Portkey) |\n|---|---|---:|---:|---:|---:|---:|\n' + lines.join('\n') + '\n'
+}
+
+export function scaleTables(scale: ScaleResult): string {
+  const one = scale.rows.find((r) => r.processes === 1)
+  const t1 =
+    '| processes | req/s | vs 1 process | p50 ms | CPU µs/req (all processes) | + Redis CPU µs/req | peak RSS MB (sum) | CPU share per process |\n|---:|---:|---:|---:|---:|---:|---:|---|\n' +
+    scale.rows
+      .map(
+        (r) =>
+          `| ${r.processes} | ${cell(r.rps, 0)} | ${one ? ratio(r.rps.median / one.rps.median) : '—'} | ${cell(r.p50Ms, 2)} | ${cell(r.cpuUsPerReq, 0)} | ${(r.redisCpuUsPerReq ?? null) === null ? '—' : cell(r.redisCpuUsPerReq!, 0)} | ${cell(r.peakRssMb, 0)} | ${r.cpuShares.map((s) => `${Math.round(s * 100)} %`).join(' · ')} |`,
+      )
+      .join('\n') +
+    '\n'
+  const t2 =
+    '| processes | key rpm | sent | admitted | allowed (rpm + refill) | refused 429 | other | burst s | processes serving | request-log rows (200s) | verdict |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n' +
+    scale.exactness
+      .map(
+        (e) =>
+          `| ${e.processes} | ${e.rpm} | ${e.sent} | ${e.admitted} | ${e.rpm}–${Math.floor(e.bound) + 1} | ${e.refused} | ${e.other} | ${e.elapsedS.toFixed(2)} | ${e.processesServing} / ${e.processes} | ${e.logged ? `${e.logged.rows} (${e.logged.ok})` : '—'} | ${e.exact ? 'exact' : '**not exact**'} |`,
+      )
+      .join('\n') +
+    '\n'
+  return `${t1}\nLimits across the processes (a fresh key per count, a burst of 3 × rpm on new connections):\n\n${t2}`
+}
+
+export function keysTable(k: Keys100kResult, rate: number): string {
+  return (
+    '| keys in the database | keys the load uses | RSS after boot MB | first use of each key: req/s, peak RSS MB | peak RSS under load MB | req/s (fixed concurrency) | p50 ms | p50 / p99 ms at fixed rate | wrong / errors |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n' +
+    `| ${k.keys.toLocaleString('en-US')} | ${k.spread.toLocaleString('en-US')} | ${num(k.rssAfterBootMb, 0)} | ${num(k.fillPerSecond, 0)}, ${num(k.rssFillPeakMb, 0)} | ${num(k.rssLoadPeakMb, 0)} | ${cell(k.rps, 0)} | ${cell(k.p50Ms, 2)} | ${k.rate ? `${num(k.rate.p50Ms, 2)} / ${num(k.rate.p99Ms, 2)} (${rate} req/s)` : '—'} | ${k.samples.reduce((n, s) => n + s.wrong, 0) + (k.rate?.wrong ?? 0)} / ${k.samples.reduce((n, s) => n + s.errors, 0) + (k.rate?.errors ?? 0)} |\n`
+  )
+}
+
+export function microTable(runs: readonly MicroRun[]): string {
+  const lines: string[] = []
+  for (const run of runs) {
+    const name = run.file.replace('benchmarks/micro/', '')
+    if (run.report === null) {
+      lines.push(`| ${name} | **${run.ok ? 'no report' : 'failed'}**: ${run.problem ?? ''} | | | |`)
+      continue
+    }
+    for (const r of run.report.results) {
+      const value = r.unit === 'ns/op' ? duration(r.value) : `${Math.round(r.value).toLocaleString('en-US')} /s`
+      const p99 = r.p99 === undefined ? '' : duration(r.p99)
+      lines.push(`| ${name} | ${r.name} | ${value} | ${p99} | ${run.report.verified.length} checks |`)
+    }
+  }
+  return '| file | measure | median (or rate) | p99 | verified first |\n|---|---|---:|---:|---|\n' + lines.join('\n') + '\n'
+}
+
+// ---- targets
+
+export interface TargetVerdict {
+  name: string
+  measured: string
+  met: boolean | null
+}
+
+export function evaluateTargets(rows: readonly MatrixRow[], micro: readonly MicroRun[], keys: Keys100kResult | null): TargetVerdict[] {
+  const get = (s: ScenarioId, m: Mode, t: string) => rows.find((r) => r.scenario === s && r.mode === m && r.target === t)
+  const out: TargetVerdict[] = []
+  for (const [scenario, limit, what] of [
+    ['chat', 0.7, 'non-streaming'],
+    ['stream', 0.6, 'streaming'],
+  ] as const) {
+    const r = get(scenario, 'concurrency', 'full')?.rpsVsRaw ?? null
+    out.push({ name: `full stack ≥ ${limit.toFixed(2)}× raw proxy, ${what} (req/s, fixed concurrency)`, measured: r === null ? 'not measured' : `×${r.toFixed(2)}`, met: r === null ? null : r >= limit })
+  }
+  for (const scenario of ['chat', 'stream'] as const) {
+    const full = get(scenario, 'concurrency', 'full')
+    const pk = get(scenario, 'concurrency', 'portkey')
+    const r = full && pk ? full.rps.median / pk.rps.median : null
+    out.push({ name: `full stack ≥ 4× Portkey, ${scenario} (req/s, fixed concurrency)`, measured: r === null ? 'not measured' : `×${r.toFixed(2)}`, met: r === null ? null : r >= 4 })
+  }
+  const added = get('chat', 'rate', 'full')?.addedP50Ms ?? null
+  const rateRow = get('chat', 'rate', 'full')
+  out.push({
+    name: 'full stack adds < 0.25 ms p50 over the mock direct, chat at a fixed rate',
+    measured: added === null ? 'not measured' : `${added >= 0 ? '+' : ''}${added.toFixed(3)} ms${rateRow ? ` (p50 ${rateRow.p50Ms.median.toFixed(2)} ms)` : ''}`,
+    met: added === null ? null : added < 0.25,
+  })
+  const peak = keys === null ? null : Math.max(keys.rssFillPeakMb, keys.rssLoadPeakMb)
+  out.push({ name: 'peak RSS < 150 MB with 100,000 keys in the database, load over 10,000', measured: peak === null ? 'not measured' : `${peak.toFixed(0)} MB`, met: peak === null ? null : peak < 150 })
+  for (const run of micro) {
+    for (const t of run.report?.targets ?? []) {
+      const value = t.unit === 'ns' ? duration(t.value) : `${Math.round(t.value).toLocaleString('en-US')} ${t.unit}`
+      const limit = t.unit === 'ns' ? duration(t.limit) : `${t.limit.toLocaleString('en-US')} ${t.unit}`
+      out.push({ name: `${t.name} ${t.op === '<' ? '<' : '≥'} ${limit} (${run.file.replace('benchmarks/micro/', '')})`, measured: value, met: t.met })
+    }
+  }
+  const has = (n: string) => out.some((t) => t.name.includes(n))
+  if (!has('key verification')) out.push({ name: 'warm key verification < 3 µs (key-verify.ts)', measured: 'not measured', met: null })
+  if (!has('RedisStore.admit')) out.push({ name: 'Redis admission ≥ 50,000/s (admission.ts)', measured: 'not measured', met: null })
+  return out
+}
+
+export function targetsTable(targets: readonly TargetVerdict[], quick: boolean): string {
+  const verdict = (t: TargetVerdict) => (t.met === null ? '—' : quick ? (t.met ? 'met (smoke)' : 'missed (smoke)') : t.met ? '**met**' : '**missed**')
+  return '| target | measured | verdict |\n|---|---:|---|\n' + targets.map((t) => `| ${t.name} | ${t.measured} | ${verdict(t)} |`).join('\n') + '\n'
+}
+
+// ---- run metadata and files
+
+export interface RunMeta {
+  date: string
+  commit: string
+  dirty: boolean
+  label: string | null
+  quick: boolean
+  machine: { nproc: number; cpu: string; memoryGb: number; kernel: string; loadavg: string }
+  bun: string
+  wrk: string | null
+  settings: Record<string, unknown>
+  durationS: number
+}
+
+export function gitInfo(root: string): { commit: string; dirty: boolean } {
+  const run = (args: string[]) => {
+    const out = Bun.spawnSync(['git', ...args], { cwd: root })
+    return out.exitCode === 0 ? out.stdout.toString().trim() : ''
+  }
+  return { commit: run(['rev-parse', 'HEAD']) || 'unknown', dirty: run(['status', '--porcelain']) !== '' }
+}
+
+export function machineInfo(): RunMeta['machine'] {
+  let cpu = cpus()[0]?.model ?? 'unknown'
+  let loadavg = ''
+  try {
+    cpu = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? cpu
+    loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')
+  } catch {
+    // not Linux
+  }
+  return { nproc: cpus().length, cpu, memoryGb: Math.round(totalmem() / 2 ** 30), kernel: release(), loadavg }
+}
+
+export function wrkVersion(): string | null {
+  if (Bun.which('wrk') === null) return null
+  const out = Bun.spawnSync(['wrk', '-v'])
+  return `${out.stdout.toString()}${out.stderr.toString()}`.split('\n')[0]?.split(' Copyright')[0]?.trim() || 'wrk'
+}
+
+/** Everything a run produced, as written to the JSON file. */
+export interface SuiteResult {
+  meta: RunMeta
+  targets: TargetVerdict[]
+  micro: MicroRun[]
+  matrix: { rows: MatrixRow[]; samples: Sample[]; verified: Record<string, string[]> } | null
+  scale: ScaleResult | null
+  keys100k: Keys100kResult | null
+  notes: string[]
+  skipped: string[]
+}
+
+/** The markdown report: the targets, then each part's table. */
+export function renderReport(r: SuiteResult, opts: { heading: string; link?: string }): string {
+  const m = r.meta
+  const parts: string[] = []
+  parts.push(opts.heading)
+  if (m.quick) parts.push('> **Smoke run (`--quick`): short measurements, one round. These numbers are not results.**\n')
+  parts.push(
+    `- commit \`${m.commit.slice(0, 12)}\`${m.dirty ? ' (with uncommitted changes)' : ''}, ${m.date}, ${Math.round(m.durationS / 60)} min${m.label ? `, label ${m.label}` : ''}\n` +
+      `- machine: ${m.machine.nproc} × ${m.machine.cpu}, ${m.machine.memoryGb} GB, Linux ${m.machine.kernel}, load average at start ${m.machine.loadavg}; Bun ${m.bun}; ${m.wrk ?? 'no wrk'}\n` +
+      `- settings: ${Object.entries(m.settings)
+        .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+        .join(', ')}` +
+      (opts.link ? `\n- full results: ${opts.link}` : '') +
+      '\n',
+  )
+  parts.push(`### Targets\n\n${targetsTable(r.targets, m.quick)}`)
+  if (r.matrix && r.matrix.rows.length > 0) {
+    const load = { connections: Number(m.settings.connections), rate: Number(m.settings.rate) }
+    parts.push(`### HTTP scenarios\n\nMedian over ${String(m.settings.rounds)} round(s), (min–max) where rounds differ.\n\n${matrixTable(r.matrix.rows, load)}`)
+    const deltas = deltaTable(r.matrix.rows)
+    if (deltas) parts.push(`### Per-plugin deltas (fixed concurrency)\n\nEach plugin alone against the gateway without it (quota against auth, which it needs): req/s ratio and added CPU per request.\n\n${deltas}`)
+    const peer = peerTable(r.matrix.rows)
+    if (peer) parts.push(`### Against Portkey\n\n${peer}`)
+  }
+  if (r.scale) parts.push(`### Several processes on one port (full stack, Postgres, Redis)\n\n${scaleTables(r.scale)}`)
+  if (r.keys100k) parts.push(`### RSS with ${r.keys100k.keys.toLocaleString('en-US')} keys (full stack, Postgres)\n\n${keysTable(r.keys100k, Number(m.settings.rate))}`)
+  if (r.micro.length > 0) parts.push(`### Micro-benchmarks\n\n${microTable(r.micro)}`)
+  const notes = [...r.notes, ...r.skipped.map((s) => `skipped: ${s}`)]
+  if (notes.length > 0) parts.push(`### Notes\n\n${notes.map((n) => `- ${n}`).join('\n')}\n`)
+  return parts.join('\n')
+}
+
+export function writeSuiteResults(dir: string, r: SuiteResult): { json: string; md: string } {
+  mkdirSync(dir, { recursive: true })
+  const stamp = r.meta.date.replace(/[:]/g, '-').replace(/\.\d+Z$/, 'Z')
+  const stem = `suite-${stamp}-${r.meta.commit.slice(0, 7)}${r.meta.quick ? '-quick' : ''}${r.meta.label === null ? '' : `-${r.meta.label}`}`
+  const json = join(dir, `${stem}.json`)
+  const md = join(dir, `${stem}.md`)
+  writeFileSync(json, `${JSON.stringify(r, null, 2)}\n`)
+  writeFileSync(md, renderReport(r, { heading: `# Benchmark suite ${r.meta.date}\n` }) + appendVerified(r))
+  return { json, md }
+}
+
+function appendVerified(r: SuiteResult): string {
+  const lines: string[] = ['\n### Verified before measuring\n']
+  for (const [target, checks] of Object.entries(r.matrix?.verified ?? {})) for (const c of checks) lines.push(`- ${TARGET_LABELS[target] ?? target}: ${c}`)
+  for (const c of r.scale?.verified ?? []) lines.push(`- scale: ${c}`)
+  for (const c of r.keys100k?.verified ?? []) lines.push(`- keys100k: ${c}`)
+  for (const run of r.micro) for (const c of run.report?.verified ?? []) lines.push(`- ${run.file.replace('benchmarks/micro/', '')}: ${c}`)
+  for (const run of r.micro) for (const n of run.report?.notes ?? []) lines.push(`- ${run.file.replace('benchmarks/micro/', '')} (note): ${n}`)
+  return lines.length > 1 ? `${lines.join('\n')}\n` : ''
+}
+
+/** Replaces what is between the results markers of the README with the summary. */
+export function rewriteReadme(readmePath: string, r: SuiteResult, resultsLink: string): void {
+  const text = readFileSync(readmePath, 'utf8')
+  const start = text.indexOf(README_START)
+  const end = text.indexOf(README_END)
+  if (start === -1 || end === -1 || end < start) throw new Error(`${readmePath} has no ${README_START} … ${README_END} section`)
+  const body = renderReport(r, { heading: `_Written by \`bun run bench\`; do not edit between the markers._\n`, link: resultsLink })
+  writeFileSync(readmePath, `${text.slice(0, start + README_START.length)}\n${body}\n${text.slice(end)}`)
+}
