@@ -24,5 +24,7 @@ export type { ConfigFile, ModelConfig, ProviderConfig } from './config/schema.ts
 export { createGateway, type Gateway, type GatewayOptions } from './server.ts'
 export type { ModelGroup, RouteTarget, GroupTarget, ProviderRuntime } from './models.ts'
 export type { Services } from './services.ts'
+export { LATENCY_BUCKETS, type MetricsRegistry, type Counter, type Gauge, type Histogram } from './metrics.ts'
+export type { UpstreamHealth, UpstreamKeyState } from './upstream-health.ts'
 export type { ProviderAdapter, UpstreamCall } from './providers/types.ts'
 export { t } from 'elysia'

@@ -25,3 +25,29 @@ export const BudgetSchema = Type.Object(
 
 export type Limits = Static<typeof LimitsSchema>
 export type Budget = Static<typeof BudgetSchema>
+
+/**
+ * The UTC calendar period of a budget that contains `now`: its label, start and end (ms epoch;
+ * both null for `total`). Weeks start on Monday. Budgets are spent per period and renew at its end.
+ */
+export function budgetPeriod(period: Budget['period'], now: number): { label: string; start: number | null; end: number | null } {
+  const d = new Date(now)
+  const y = d.getUTCFullYear()
+  const m = d.getUTCMonth()
+  const day = d.getUTCDate()
+  const ymd = (ms: number) => new Date(ms).toISOString().slice(0, 10)
+  switch (period) {
+    case 'day': {
+      const start = Date.UTC(y, m, day)
+      return { label: `d${ymd(start)}`, start, end: Date.UTC(y, m, day + 1) }
+    }
+    case 'week': {
+      const start = Date.UTC(y, m, day - ((d.getUTCDay() + 6) % 7))
+      return { label: `w${ymd(start)}`, start, end: start + 7 * 86_400_000 }
+    }
+    case 'month':
+      return { label: `m${y}-${String(m + 1).padStart(2, '0')}`, start: Date.UTC(y, m, 1), end: Date.UTC(y, m + 1, 1) }
+    case 'total':
+      return { label: 'total', start: null, end: null }
+  }
+}

@@ -3,7 +3,7 @@ import type { Logger } from './lib/logger.ts'
 import type { Services } from './services.ts'
 import type { Pricing } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
-import { parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
+import { findUsage, parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
 import type {
   AttemptFailure,
@@ -28,8 +28,13 @@ export interface PipelineOptions {
   plugins: readonly LoadedPlugin[]
   models: ModelRegistry
   logger: Logger
-  /** For the tokenizer in force (a plugin may install one during setup). */
-  services: Pick<Services, 'tokenizer'>
+  /** For the tokenizer in force (a plugin may install one during setup) and the upstream key health every attempt reports to. */
+  services: Pick<Services, 'tokenizer' | 'upstreams'>
+  /**
+   * The socket address of a request's client while it is being handled (Bun's `server.requestIP`);
+   * null in process. Asked once per request, and only when some plugin takes part in requests.
+   */
+  clientAddress?: (request: Request) => string | null
 }
 
 /** Raw data of stream events kept to count a completion when the provider reports no usage. */
@@ -61,7 +66,9 @@ export class Pipeline {
   private readonly tap: boolean
   private readonly models: ModelRegistry
   private readonly logger: Logger
-  private readonly services: Pick<Services, 'tokenizer'>
+  private readonly services: Pick<Services, 'tokenizer' | 'upstreams'>
+  /** Resolves the client address, or null when no plugin could read it. */
+  private readonly clientAddress: ((request: Request) => string | null) | null
 
   constructor(options: PipelineOptions) {
     const hooks = options.plugins.map((p) => p.hooks)
@@ -78,6 +85,8 @@ export class Pipeline {
     this.models = options.models
     this.logger = options.logger
     this.services = options.services
+    // Bun answers requestIP only while the request is open, so it is read up front; with no plugin nobody would read it.
+    this.clientAddress = options.plugins.length > 0 && options.clientAddress ? options.clientAddress : null
   }
 
   /** A fresh request record. */
@@ -91,6 +100,7 @@ export class Pipeline {
       model,
       stream: body.stream === true,
       startedAt: performance.now(),
+      clientIp: this.clientAddress === null ? null : this.clientAddress(request),
       identity: undefined,
       group: undefined,
       target: undefined,
@@ -109,6 +119,18 @@ export class Pipeline {
   async describe(req: GatewayRequest): Promise<Record<string, unknown>> {
     const parts = await Promise.all(this.describeHooks.map((hook) => hook(req)))
     return Object.assign({}, ...parts)
+  }
+
+  /**
+   * A response the route built itself (model list, key introspection), reported to `onComplete`
+   * like every other answer; returned unchanged.
+   */
+  answered(req: GatewayRequest, response: Response): Response {
+    if (this.completeHooks.length) {
+      const outcome: Outcome = { status: response.status, errorCode: null, latencyMs: performance.now() - req.startedAt, ttftMs: null, aborted: false }
+      queueMicrotask(() => this.complete(req, outcome))
+    }
+    return response
   }
 
   /** An error response for a request, with its collected headers, reported to `onComplete`. */
@@ -146,7 +168,8 @@ export class Pipeline {
       if (routed instanceof GatewayError) return this.fail(req, routed)
       plan = routed
 
-      if (req.stream && this.usageHooks.length && req.endpoint !== 'embeddings') askForStreamUsage(req)
+      // Someone will read the usage (onUsage, or onComplete through req.usage): ask the upstream for it rather than estimate.
+      if (req.stream && this.usageHooks.length + this.completeHooks.length > 0 && req.endpoint !== 'embeddings') askForStreamUsage(req)
 
       const result = await this.callUpstream(req, plan)
       if (result instanceof GatewayError) {
@@ -190,14 +213,17 @@ export class Pipeline {
       if (next === undefined) return failure?.error ?? new GatewayError('no_healthy_upstream', `No upstream is available for model "${req.model}" right now; retry shortly.`)
       if (next instanceof GatewayError) return next
       if (req.request.signal.aborted) return new GatewayError('upstream_error', 'The client closed the request.')
+      // Set before the attempt: a request that fails upstream is still logged against the key that failed it.
+      req.target = next
       const started = performance.now()
       const outcome = await this.attempt(req, next)
       const latency = performance.now() - started
       if (outcome instanceof Response) {
-        req.target = next
+        this.services.upstreams.record(next, outcome.status, latency)
         plan.report?.(next, latency, outcome, undefined)
         return outcome
       }
+      this.services.upstreams.record(next, outcome.status, latency)
       failure = { ...outcome, target: next, latencyMs: latency }
       plan.report?.(next, latency, undefined, failure)
       this.logger.debug('upstream attempt failed', { request_id: req.id, provider: next.provider.id, key: next.key.id, status: failure.status })
@@ -250,7 +276,7 @@ export class Pipeline {
     }
   }
 
-  /** Build the client response around the upstream one; never buffer it. */
+  /** Build the client response around the upstream one; never buffer it (bytes go on as they arrive). */
   private respond(req: GatewayRequest, upstream: Response, plan: RoutePlan): Response {
     const headers: Record<string, string> = {
       'content-type': upstream.headers.get('content-type') ?? (req.stream ? 'text/event-stream' : 'application/json'),
@@ -261,18 +287,23 @@ export class Pipeline {
     // Content-Encoding and Content-Length are not copied: Bun's fetch already decoded the body.
     if (!upstream.body) {
       plan.release?.()
+      // Nothing to tap (a bodiless answer): the usage and completion hooks still hear of it.
+      if (this.tap) queueMicrotask(() => this.settle(req, null, () => '', false, null, upstream.status))
       return new Response(null, { status: upstream.status, headers })
     }
     if (!this.tap) {
       const body = plan.release ? releaseAtEnd(upstream.body, plan.release.bind(plan)) : upstream.body
       return new Response(body, { status: upstream.status, headers })
     }
-    const body = req.stream ? this.tapStream(req, upstream.body, plan) : this.tapJson(req, upstream.body, plan)
+    const body = req.stream ? this.tapStream(req, upstream.body, plan, upstream.status) : this.tapJson(req, upstream.body, plan, upstream.status)
     return new Response(body, { status: upstream.status, headers })
   }
 
-  /** Pass a JSON body through while keeping a copy to read its usage at the end. */
-  private tapJson(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan): ReadableStream<Uint8Array> {
+  /**
+   * Pass a JSON body through as it arrives, keeping a copy to read its usage at the end. Only the
+   * usage object is parsed; the whole answer only when it has none and its completion must be counted.
+   */
+  private tapJson(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, status: number): ReadableStream<Uint8Array> {
     const reader = source.getReader()
     const parts: Uint8Array[] = []
     let finished = false
@@ -280,23 +311,24 @@ export class Pipeline {
       if (finished) return
       finished = true
       plan.release?.()
-      let usage: Usage | null = null
-      let parsed: Record<string, unknown> | undefined
-      if (!aborted) {
+      const bytes = aborted ? null : parts.length === 1 ? parts[0]! : Buffer.concat(parts)
+      const usage = bytes ? parseUsage(findUsage(bytes), this.pricingOf(req)) : null
+      const completion = () => {
+        if (!bytes) return ''
         try {
-          parsed = JSON.parse(Buffer.concat(parts).toString('utf8')) as Record<string, unknown>
-          usage = parseUsage(parsed.usage, this.pricingOf(req))
+          return messageText(JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) as Record<string, unknown>)
         } catch {
-          // A body that is not JSON has no usage to read; fall back to an estimate.
+          // A body that is not JSON has nothing to count.
+          return ''
         }
       }
-      this.settle(req, usage, () => (parsed ? messageText(parsed) : ''), aborted, null, 200)
+      this.settle(req, usage, completion, aborted, null, status)
     }
     return new ReadableStream<Uint8Array>({
       async pull(controller) {
         try {
           const { done, value } = await reader.read()
-          if (done) {
+          if (done || !value) {
             controller.close()
             finish(false)
             return
@@ -316,7 +348,7 @@ export class Pipeline {
   }
 
   /** Pass an SSE stream through, showing each event to the chunk hooks and picking up usage. */
-  private tapStream(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan): ReadableStream<Uint8Array> {
+  private tapStream(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, status: number): ReadableStream<Uint8Array> {
     const reader = source.getReader()
     const decoder = new TextDecoder()
     const splitter = new SseSplitter()
@@ -361,7 +393,7 @@ export class Pipeline {
       if (finished) return
       finished = true
       plan.release?.()
-      this.settle(req, usage, () => completionText(kept), aborted, ttft, 200)
+      this.settle(req, usage, () => completionText(kept), aborted, ttft, status)
     }
 
     return new ReadableStream<Uint8Array>({
@@ -376,6 +408,7 @@ export class Pipeline {
             return
           }
           if (ttft === null) ttft = performance.now() - req.startedAt
+          const hadPending = splitter.pending
           const events = splitter.push(decoder.decode(value, { stream: true }))
           if (!rewrite) {
             for (const e of events) inspect(e)
@@ -383,8 +416,15 @@ export class Pipeline {
             return
           }
           let out = ''
-          for (const e of events) if (inspect(e)) out += e + '\n\n'
-          if (out) controller.enqueue(encoder.encode(out))
+          let all = true
+          for (const e of events) {
+            if (inspect(e)) out += e + '\n\n'
+            else all = false
+          }
+          // A chunk of whole events that all stay goes on as it came (most chunks: only the usage
+          // chunk is hidden); re-encoding is for chunks that lose an event or split one.
+          if (all && !hadPending && !splitter.pending) controller.enqueue(value)
+          else if (out) controller.enqueue(encoder.encode(out))
         } catch (error) {
           controller.error(error)
           finish(true)

@@ -55,11 +55,13 @@ export interface GatewayRequest {
   readonly stream: boolean
   /** `performance.now()` when the request arrived. */
   readonly startedAt: number
+  /** The client's socket address (not `X-Forwarded-For`), when served over a listening socket and some plugin is loaded; null otherwise. */
+  readonly clientIp: string | null
   /** Set by an `authenticate` hook. */
   identity: Identity | undefined
   /** The model group the requested model resolved to. */
   group: ModelGroup | undefined
-  /** The upstream target of the attempt that answered. */
+  /** The upstream target of the attempt that answered, or of the last one tried when none did. */
   target: RouteTarget | undefined
   /** Headers to add to the client response (rate-limit headers and the like). */
   readonly responseHeaders: Record<string, string>
@@ -131,6 +133,12 @@ export interface PluginHooks {
   describe?(req: GatewayRequest): MaybePromise<Record<string, unknown>>
   /** Extra HTTP routes, registered on the app (outside the `/v1` pipeline). */
   routes?(app: Elysia): unknown
+  /**
+   * Counters a plugin keeps (cache hits and misses, say), read at every `GET /metrics` scrape and
+   * shown as `sluice_plugin_stat{plugin, stat}`; with `hits` and `misses` also as
+   * `sluice_plugin_cache_hit_ratio{plugin}`.
+   */
+  stats?(): Record<string, number>
   /** Called on shutdown, after the server stopped accepting. */
   close?(): MaybePromise<void>
 }

@@ -14,7 +14,9 @@ import { MetricsRegistry } from './metrics.ts'
 import { createHttpMetrics, registerProcessMetrics } from './http-metrics.ts'
 import { UpstreamHealth } from './upstream-health.ts'
 import { ModelRegistry } from './models.ts'
-import { Catalog } from './catalog.ts'
+import { Catalog, loadMasterKeys } from './catalog.ts'
+import { consoleRoutes } from './console/routes.ts'
+import { ConsoleSessions, sessionSecret } from './console/session.ts'
 import { Pipeline, type LoadedPlugin } from './pipeline.ts'
 import { resolvePlugins, setupPlugins } from './plugin-loader.ts'
 import type { RedisClient } from './redis.ts'
@@ -60,10 +62,24 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
   let redis: RedisClient | null = options.services?.redis ?? null
   const ownRedis = !redis && config.redisUrl !== null
   // ioredis is loaded only when Redis is configured: an embedded gateway does not pay its memory.
-  if (ownRedis && config.redisUrl) redis = (await import('./redis.ts')).createRedis(config.redisUrl)
+  if (ownRedis && config.redisUrl) {
+    let lastReport = 0
+    redis = (await import('./redis.ts')).createRedis(config.redisUrl, (error) => {
+      if (Date.now() - lastReport < 10_000) return
+      lastReport = Date.now()
+      logger.warn('redis unreachable; retrying', { error: error.message })
+    })
+  }
   const bus = options.services?.bus ?? (redis ? createRedisBus(redis) : createLocalBus())
-  const admin = options.services?.admin ?? (await ensureAdminKey(db.db, config.adminKey, logger))
   const now = options.now ?? options.services?.now ?? Date.now
+  const masters = loadMasterKeys(config)
+  const admin =
+    options.services?.admin ??
+    (await ensureAdminKey(db.db, config.adminKey, logger, undefined, {
+      ...(config.console.enabled && {
+        sessions: (digest) => new ConsoleSessions({ secret: sessionSecret(consoleSeed(masters.current?.key, logger), digest), ttlMs: config.console.sessionTtlMs, now }),
+      }),
+    }))
   // One registry per gateway: two gateways in one process (tests) keep their counts apart.
   const metrics = options.services?.metrics ?? new MetricsRegistry()
   const services: Services = {
@@ -79,10 +95,12 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
 
   const models = new ModelRegistry(config.providers, config.models)
   // Providers and models added through the admin API join those of the config before plugins start.
-  const catalog = new Catalog(config, services, models, logger)
+  const catalog = new Catalog(config, services, models, logger, masters)
   let plugins: LoadedPlugin[]
+  let consoleApp: ConsoleApp | null = null
   try {
     await catalog.start()
+    if (config.console.enabled && services.admin.sessions) consoleApp = await consoleRoutes({ config, services, logger })
     const instances = await resolvePlugins(config, BUILTIN_PLUGINS)
     plugins = await setupPlugins(instances, { config, services, models, logger })
   } catch (error) {
@@ -101,7 +119,7 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     clientAddress: (request) => server?.requestIP(request)?.address ?? null,
   })
 
-  const app = buildApp({ config, services, models, pipeline, plugins, logger, catalog })
+  const app = buildApp({ config, services, models, pipeline, plugins, logger, catalog, consoleApp })
   registerProcessMetrics(metrics, plugins)
   const http = createHttpMetrics(metrics, app.routes)
   // Every answer, in process or over the socket, is counted here: one map read, an increment, an observation.
@@ -155,6 +173,8 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
   }
 }
 
+type ConsoleApp = Awaited<ReturnType<typeof consoleRoutes>>
+
 interface AppParts {
   catalog: Catalog
   config: ResolvedConfig
@@ -163,9 +183,21 @@ interface AppParts {
   pipeline: Pipeline
   plugins: readonly LoadedPlugin[]
   logger: Logger
+  /** The admin console's routes, when it is on. */
+  consoleApp: ConsoleApp | null
 }
 
-function buildApp({ config, services, models, pipeline, plugins, logger, catalog }: AppParts): Elysia {
+/**
+ * What console sessions are signed from: the master encryption key, shared by every instance
+ * (so a session holds on all of them), else a random secret of this process.
+ */
+function consoleSeed(master: Uint8Array | undefined, logger: Logger): Uint8Array {
+  if (master) return master
+  logger.warn('console sessions hold on this instance only: set SLUICE_ENCRYPTION_KEY to share them between instances')
+  return crypto.getRandomValues(new Uint8Array(32))
+}
+
+function buildApp({ config, services, models, pipeline, plugins, logger, catalog, consoleApp }: AppParts): Elysia {
   // normalize: false: Elysia's default normalization rewrites invalid values (`stream_options: 5` → `{}`) instead of refusing them.
   const app = new Elysia({ name: 'sluice', normalize: false })
     .onRequest(({ set }) => {
@@ -177,9 +209,10 @@ function buildApp({ config, services, models, pipeline, plugins, logger, catalog
     })
     .use(docsRoutes(pkg.version))
     .use(opsRoutes({ services }))
-    .use(v1Routes({ pipeline, models, maxBodyBytes: config.maxBodyBytes }))
+    .use(v1Routes({ pipeline, models, maxBodyBytes: config.maxBodyBytes, services }))
     .use(catalog.routes())
     .use(doctorRoutes({ pipeline, models, services }))
+  if (consoleApp) app.use(consoleApp)
   for (const plugin of plugins) plugin.hooks.routes?.(app as unknown as Elysia)
 
   // Paths and their methods, known once all routes are in: an unknown method on a known path is 405.

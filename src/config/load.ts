@@ -30,6 +30,8 @@ export interface ResolvedConfig {
   logLevel: LogLevel
   maxBodyBytes: number
   shutdownGraceMs: number
+  /** The admin console at /console. */
+  console: { enabled: boolean; sessionTtlMs: number }
   providers: ProviderConfig[]
   models: ModelConfig[]
   /** Plugin entries as written: names, `{use, options}`, or plugin objects from a TS config; null: all built-ins. */
@@ -115,6 +117,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     logLevel: logLevel as LogLevel,
     maxBodyBytes: file.limits?.max_body_bytes ?? DEFAULT_MAX_BODY_BYTES,
     shutdownGraceMs: file.server?.shutdown_grace_ms ?? 10_000,
+    console: { enabled: file.console?.enabled ?? true, sessionTtlMs: file.console?.session_ttl_ms ?? 8 * 60 * 60 * 1000 },
     providers,
     models,
     plugins,

@@ -117,6 +117,18 @@ export const ConfigFileSchema = Type.Object(
         { additionalProperties: false },
       ),
     ),
+    /** The admin console at /console (the browser key-management portal). */
+    console: Type.Optional(
+      Type.Object(
+        {
+          /** Serve the console. @default true */
+          enabled: Type.Optional(Type.Boolean()),
+          /** ms a console sign-in lasts. @default 28800000 (8 h) */
+          session_ttl_ms: Type.Optional(Type.Integer({ minimum: 60_000, maximum: 7 * 86_400_000 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
     database: Type.Optional(Type.Object({ url: Type.String() }, { additionalProperties: false })),
     redis: Type.Optional(Type.Object({ url: Type.String() }, { additionalProperties: false })),
     server: Type.Optional(

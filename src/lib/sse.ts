@@ -7,8 +7,16 @@ export class SseSplitter {
 
   push(text: string): string[] {
     let buf = this.rest + text
-    // Normalise CRLF only when present: most upstreams send bare LF.
-    if (buf.includes('\r')) buf = buf.replace(/\r\n?/g, '\n')
+    // Normalise CRLF only when present: most upstreams send bare LF. A CR at the very end waits:
+    // its LF may come with the next read, and the pair is one line break, not two.
+    let heldCr = false
+    if (buf.includes('\r')) {
+      if (buf.endsWith('\r')) {
+        heldCr = true
+        buf = buf.slice(0, -1)
+      }
+      buf = buf.replace(/\r\n?/g, '\n')
+    }
     const events: string[] = []
     let start = 0
     for (;;) {
@@ -17,13 +25,18 @@ export class SseSplitter {
       events.push(buf.slice(start, end))
       start = end + 2
     }
-    this.rest = buf.slice(start)
+    this.rest = heldCr ? buf.slice(start) + '\r' : buf.slice(start)
     return events
+  }
+
+  /** Whether part of an event waits for the rest of it. */
+  get pending(): boolean {
+    return this.rest.length > 0
   }
 
   /** Whatever is left when the stream ends without a final blank line. */
   flush(): string | null {
-    const rest = this.rest
+    const rest = this.rest.replace(/\r\n?/g, '\n')
     this.rest = ''
     return rest.trim() ? rest : null
   }
@@ -31,6 +44,8 @@ export class SseSplitter {
 
 /** The joined `data:` lines of one event, or null when it has none (comments, keep-alives). */
 export function eventData(event: string): string | null {
+  // The common case, one `data: …` line, without splitting.
+  if (event.startsWith('data: ') && !event.includes('\n')) return event.slice(6)
   let data: string | null = null
   for (const line of event.split('\n')) {
     if (!line.startsWith('data:')) continue

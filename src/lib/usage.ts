@@ -23,6 +23,58 @@ export function parseUsage(raw: unknown, pricing: Pricing | undefined): Usage | 
   }
 }
 
+const QUOTE = 0x22
+const BACKSLASH = 0x5c
+/** `"usage"` as bytes. */
+const USAGE_KEY = [0x22, 0x75, 0x73, 0x61, 0x67, 0x65, 0x22] as const
+const decoder = new TextDecoder()
+
+/** Where `"usage"` last occurs at or before `from`, unescaped; -1 when nowhere. */
+function lastUsageKey(bytes: Uint8Array, from: number): number {
+  outer: for (let at = Math.min(from, bytes.length - USAGE_KEY.length); at >= 0; at--) {
+    for (let k = 0; k < USAGE_KEY.length; k++) if (bytes[at + k] !== USAGE_KEY[k]) continue outer
+    // `\"usage\"` is text inside a string, not the key.
+    if (at > 0 && bytes[at - 1] === BACKSLASH) continue
+    return at
+  }
+  return -1
+}
+
+/**
+ * The `usage` object of a JSON answer, parsed alone: found from the end (OpenAI-format answers
+ * put it last), checked to be a key (not escaped text inside a string), and cut at its matching
+ * brace. Saves decoding and parsing the whole answer on every request. `undefined` when there is none.
+ */
+export function findUsage(bytes: Uint8Array): unknown {
+  const at = lastUsageKey(bytes, bytes.length)
+  if (at < 0) return undefined
+  let i = at + USAGE_KEY.length
+  while (i < bytes.length && bytes[i]! <= 0x20) i++
+  if (bytes[i] !== 0x3a) return undefined
+  i++
+  while (i < bytes.length && bytes[i]! <= 0x20) i++
+  if (bytes[i] !== 0x7b) return undefined
+  const start = i
+  let depth = 0
+  let inString = false
+  for (; i < bytes.length; i++) {
+    const c = bytes[i]!
+    if (inString) {
+      if (c === BACKSLASH) i++
+      else if (c === QUOTE) inString = false
+    } else if (c === QUOTE) inString = true
+    else if (c === 0x7b) depth++
+    else if (c === 0x7d && --depth === 0) {
+      try {
+        return JSON.parse(decoder.decode(bytes.subarray(start, i + 1)))
+      } catch {
+        return undefined
+      }
+    }
+  }
+  return undefined
+}
+
 /** USD for token counts at per-million prices; null without pricing. */
 export function priceOf(prompt: number, completion: number, cached: number, pricing: Pricing | undefined): number | null {
   if (!pricing) return null

@@ -120,3 +120,33 @@ export const KeyInfo = t.Object(
   },
   { additionalProperties: true },
 )
+
+/** `POST /v1/tokens/count` with a chat body: the prompt a chat completion would send. */
+export const TokenCountChatBody = t.Object(
+  {
+    model: t.String({ minLength: 1 }),
+    messages: t.Array(ChatMessage, { minItems: 1 }),
+    tools: t.Optional(t.Array(t.Object({ type: t.String() }, open))),
+  },
+  { ...open, title: 'Chat body', description: 'A chat completion request (other fields are accepted and ignored)' },
+)
+
+/** `POST /v1/tokens/count` with an embeddings body. */
+export const TokenCountEmbeddingBody = t.Object(
+  {
+    model: t.String({ minLength: 1 }),
+    input: EmbeddingBody.properties.input,
+  },
+  { ...open, title: 'Embeddings body', description: 'An embeddings request (other fields are accepted and ignored)' },
+)
+
+export const TokenCountBody = t.Union([TokenCountChatBody, TokenCountEmbeddingBody], {
+  description: 'A chat body (`model`, `messages`, `tools?`) or an embeddings body (`model`, `input`)',
+})
+
+/** What `POST /v1/tokens/count` answers. */
+export const TokenCount = t.Object({
+  model: t.String({ description: 'The model the prompt was counted for' }),
+  encoding: t.String({ description: 'The tiktoken encoding used, or `estimate` when no token-counting plugin is loaded (4 characters a token)' }),
+  prompt_tokens: t.Integer({ minimum: 0, description: 'Prompt tokens, counted by OpenAI’s published rules (messages, names, tools, images)' }),
+})

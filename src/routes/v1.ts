@@ -5,18 +5,32 @@ import { compileCheck } from '../lib/validate.ts'
 import type { ModelGroup, ModelRegistry } from '../models.ts'
 import type { Pipeline } from '../pipeline.ts'
 import type { Endpoint, GatewayRequest } from '../plugin.ts'
-import { ChatCompletionBody, CompletionBody, EmbeddingBody, KeyInfo, ModelList, ModelObject } from './schemas.ts'
+import type { Services } from '../services.ts'
+import {
+  ChatCompletionBody,
+  CompletionBody,
+  EmbeddingBody,
+  KeyInfo,
+  ModelList,
+  ModelObject,
+  TokenCount,
+  TokenCountBody,
+  TokenCountChatBody,
+  TokenCountEmbeddingBody,
+} from './schemas.ts'
 
 export interface V1Options {
   pipeline: Pipeline
   models: ModelRegistry
   maxBodyBytes: number
+  /** Read per request: the tokenizer in force is the one a plugin installed during setup, or the rough one. */
+  services: Pick<Services, 'tokenizer'>
 }
 
 const security: Record<string, string[]>[] = [{ bearer: [] }, { apiKey: [] }]
 
 /** The OpenAI-compatible client API. Each handler hands straight to the pipeline. */
-export function v1Routes({ pipeline, models, maxBodyBytes }: V1Options) {
+export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options) {
   // Read and check in the parse step: compiled at boot, and Elysia's own validation (which decodes and
   // copies) stays off the hot path. The schema still documents the route through `requestBody`.
   const reader = (schema: TSchema) => {
@@ -24,9 +38,19 @@ export function v1Routes({ pipeline, models, maxBodyBytes }: V1Options) {
     return ({ request }: { request: Request }) => readJsonObject(request, maxBodyBytes).then(check)
   }
   const jsonBody = (schema: TSchema) => ({ required: true, content: { 'application/json': { schema } } })
+  // Two body shapes: checked against the one it claims to be, so an error names the field at fault.
+  const checkChatCount = compileCheck(TokenCountChatBody)
+  const checkEmbeddingCount = compileCheck(TokenCountEmbeddingBody)
+  const countReader = ({ request }: { request: Request }) =>
+    readJsonObject(request, maxBodyBytes).then((body) => ('input' in body && !('messages' in body) ? checkEmbeddingCount(body) : checkChatCount(body)))
   // `body` is what the reader returned: a checked JSON object.
-  const call = (endpoint: Endpoint) => ({ body, request, set }: { body: unknown; request: Request; set: { headers: Record<string, unknown> } }) =>
-    pipeline.handle(pipeline.createRequest(endpoint, request, set.headers['x-request-id'] as string, body as Record<string, unknown>))
+  const call = (endpoint: Endpoint) => ({ body, request, set }: { body: unknown; request: Request; set: { headers: Record<string, unknown> } }) => {
+    const id = set.headers['x-request-id'] as string
+    // The pipeline never throws and its every response carries the id. With `set` left empty Elysia hands
+    // the response to Bun as it is, instead of copying it (and turning a bytes body into a stream) to merge headers.
+    delete set.headers['x-request-id']
+    return pipeline.handle(pipeline.createRequest(endpoint, request, id, body as Record<string, unknown>))
+  }
 
   const visible = (req: GatewayRequest): ModelGroup[] => {
     const allowed = req.identity?.models
@@ -54,7 +78,7 @@ export function v1Routes({ pipeline, models, maxBodyBytes }: V1Options) {
         const req = pipeline.createRequest('models.list', request, set.headers['x-request-id'] as string)
         const refused = await pipeline.authenticate(req)
         if (refused) return pipeline.fail(req, refused)
-        return withHeaders(req, { object: 'list', data: visible(req).map(modelObject), next_cursor: null })
+        return pipeline.answered(req, withHeaders(req, { object: 'list', data: visible(req).map(modelObject), next_cursor: null }))
       },
       { response: { 200: ModelList }, detail: { tags: ['OpenAI'], summary: 'List the models the calling key may use', security } },
     )
@@ -69,9 +93,44 @@ export function v1Routes({ pipeline, models, maxBodyBytes }: V1Options) {
         if (!group) {
           return pipeline.fail(req, new GatewayError('model_not_found', `The model "${id}" is not served to this key. GET /v1/models lists the models your key may use.`, { param: 'model' }))
         }
-        return withHeaders(req, modelObject(group))
+        return pipeline.answered(req, withHeaders(req, modelObject(group)))
       },
       { response: { 200: ModelObject }, detail: { tags: ['OpenAI'], summary: 'Retrieve one model', security } },
+    )
+    .post(
+      '/v1/tokens/count',
+      async ({ body, request, set }) => {
+        const req = pipeline.createRequest('tokens.count', request, set.headers['x-request-id'] as string, body as Record<string, unknown>)
+        const refused = await pipeline.authenticate(req)
+        if (refused) return pipeline.fail(req, refused)
+        const group = models.get(req.model ?? '')
+        if (!group) {
+          return pipeline.fail(req, new GatewayError('model_not_found', `The model "${req.model}" is not served by this gateway. GET /v1/models lists the models your key may use.`, { param: 'model' }))
+        }
+        const tokenizer = services.tokenizer
+        const endpoint: Endpoint = Array.isArray(req.body.messages) ? 'chat.completions' : 'embeddings'
+        let promptTokens: number
+        try {
+          promptTokens = await tokenizer.countPrompt(endpoint, req.body, group.name, 'count')
+        } catch (error) {
+          // The counter's own refusals (at capacity, overrun) are answers; anything else is a bug for the error handler.
+          if (error instanceof GatewayError) return pipeline.fail(req, error)
+          throw error
+        }
+        return pipeline.answered(req, withHeaders(req, { model: group.name, encoding: tokenizer.encodingFor(group.name), prompt_tokens: promptTokens }))
+      },
+      {
+        parse: countReader,
+        response: { 200: TokenCount },
+        detail: {
+          requestBody: jsonBody(TokenCountBody),
+          tags: ['OpenAI'],
+          summary: 'Count the prompt tokens of a chat or embeddings request without calling the model',
+          description:
+            'Counts as the model\'s tokenizer does (tiktoken, OpenAI\'s rules for messages, names, tools and images) when the `tokens` plugin is loaded; otherwise an estimate of 4 characters a token, with `encoding: "estimate"`. Needs the `tokens` scope.',
+          security,
+        },
+      },
     )
     .get(
       '/v1/key',
@@ -79,7 +138,7 @@ export function v1Routes({ pipeline, models, maxBodyBytes }: V1Options) {
         const req = pipeline.createRequest('key', request, set.headers['x-request-id'] as string)
         const refused = await pipeline.authenticate(req)
         if (refused) return pipeline.fail(req, refused)
-        return withHeaders(req, { ...KEY_DEFAULTS, ...(await pipeline.describe(req)) })
+        return pipeline.answered(req, withHeaders(req, { ...KEY_DEFAULTS, ...(await pipeline.describe(req)) }))
       },
       {
         response: { 200: KeyInfo },
