@@ -1,8 +1,10 @@
-import { GatewayError } from './errors.ts'
+import { type ErrorCode, GatewayError } from './errors.ts'
 import type { Logger } from './lib/logger.ts'
 import type { Services } from './services.ts'
 import type { Pricing } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
+import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
+import { streamErrorFrame } from './providers/shared/openai-format.ts'
 import { findUsage, parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
 import type {
@@ -46,6 +48,18 @@ type CompleteHook = (req: GatewayRequest, outcome: Outcome) => void
 type ChunkHook = (req: GatewayRequest, chunk: StreamChunk) => boolean | void
 
 const DEFAULT_FIRST_BYTE_MS = 60_000
+const DEFAULT_IDLE_MS = 120_000
+const DEFAULT_TOTAL_MS = 600_000
+
+/** An upstream call that answered 2xx: its response, and what can still cut it off. */
+class Answer {
+  constructor(
+    readonly response: Response,
+    readonly controller: AbortController,
+    /** `performance.now()` when the call started (its total timeout counts from here). */
+    readonly startedAt: number,
+  ) {}
+}
 const encoder = new TextEncoder()
 
 /**
@@ -69,6 +83,8 @@ export class Pipeline {
   private readonly services: Pick<Services, 'tokenizer' | 'upstreams'>
   /** Resolves the client address, or null when no plugin could read it. */
   private readonly clientAddress: ((request: Request) => string | null) | null
+  /** Idle and total timeouts of bodies already flowing to clients. */
+  readonly watchdog = new Watchdog()
 
   constructor(options: PipelineOptions) {
     const hooks = options.plugins.map((p) => p.hooks)
@@ -206,7 +222,7 @@ export class Pipeline {
   }
 
   /** Try targets as the plan gives them until one answers 2xx or the plan runs out. */
-  private async callUpstream(req: GatewayRequest, plan: RoutePlan): Promise<Response | GatewayError> {
+  private async callUpstream(req: GatewayRequest, plan: RoutePlan): Promise<Answer | GatewayError> {
     let failure: AttemptFailure | undefined
     for (;;) {
       const next = await plan.next(failure)
@@ -218,9 +234,9 @@ export class Pipeline {
       const started = performance.now()
       const outcome = await this.attempt(req, next)
       const latency = performance.now() - started
-      if (outcome instanceof Response) {
-        this.services.upstreams.record(next, outcome.status, latency)
-        plan.report?.(next, latency, outcome, undefined)
+      if (outcome instanceof Answer) {
+        this.services.upstreams.record(next, outcome.response.status, latency)
+        plan.report?.(next, latency, outcome.response, undefined)
         return outcome
       }
       this.services.upstreams.record(next, outcome.status, latency)
@@ -230,13 +246,16 @@ export class Pipeline {
     }
   }
 
-  private async attempt(req: GatewayRequest, target: RouteTarget): Promise<Response | Omit<AttemptFailure, 'target' | 'latencyMs'>> {
+  private async attempt(req: GatewayRequest, target: RouteTarget): Promise<Answer | Omit<AttemptFailure, 'target' | 'latencyMs'>> {
     const body = req.body.model === target.model ? req.body : { ...req.body, model: target.model }
     const controller = new AbortController()
     const clientSignal = req.request.signal
     const onClientAbort = () => controller.abort(new DOMException('client closed the request', 'AbortError'))
     clientSignal.addEventListener('abort', onClientAbort, { once: true })
-    const firstByteMs = target.provider.config.timeouts?.first_byte_ms ?? DEFAULT_FIRST_BYTE_MS
+    const timeouts = target.provider.config.timeouts
+    // The whole call may be shorter than the wait for the first byte.
+    const firstByteMs = Math.min(timeouts?.first_byte_ms ?? DEFAULT_FIRST_BYTE_MS, timeouts?.total_ms ?? DEFAULT_TOTAL_MS)
+    const startedAt = performance.now()
     let timedOut = false
     const timer = setTimeout(() => {
       timedOut = true
@@ -250,7 +269,7 @@ export class Pipeline {
         key: target.key,
         signal: controller.signal,
       })
-      if (response.ok) return response
+      if (response.ok) return new Answer(response, controller, startedAt)
       const text = await response.text().catch(() => '')
       return {
         status: response.status,
@@ -277,7 +296,8 @@ export class Pipeline {
   }
 
   /** Build the client response around the upstream one; never buffer it (bytes go on as they arrive). */
-  private respond(req: GatewayRequest, upstream: Response, plan: RoutePlan): Response {
+  private respond(req: GatewayRequest, answer: Answer, plan: RoutePlan): Response {
+    const upstream = answer.response
     const headers: Record<string, string> = {
       'content-type': upstream.headers.get('content-type') ?? (req.stream ? 'text/event-stream' : 'application/json'),
       'x-request-id': req.id,
@@ -291,25 +311,81 @@ export class Pipeline {
       if (this.tap) queueMicrotask(() => this.settle(req, null, () => '', false, null, upstream.status))
       return new Response(null, { status: upstream.status, headers })
     }
-    if (!this.tap) {
-      const body = plan.release ? releaseAtEnd(upstream.body, plan.release.bind(plan)) : upstream.body
-      return new Response(body, { status: upstream.status, headers })
-    }
-    const body = req.stream ? this.tapStream(req, upstream.body, plan, upstream.status) : this.tapJson(req, upstream.body, plan, upstream.status)
+    const timeouts = req.target?.provider.config.timeouts
+    const watch = this.watchdog.watch(answer.controller, timeouts?.idle_ms ?? DEFAULT_IDLE_MS, answer.startedAt + (timeouts?.total_ms ?? DEFAULT_TOTAL_MS))
+    const body = !this.tap
+      ? this.guard(req, upstream.body, plan, watch)
+      : req.stream
+        ? this.tapStream(req, upstream.body, plan, upstream.status, watch)
+        : this.tapJson(req, upstream.body, plan, upstream.status, watch)
     return new Response(body, { status: upstream.status, headers })
+  }
+
+  /**
+   * A read of the upstream body failed. When the watchdog cut it off, a stream ends with an error
+   * event the client's SDK raises (the status line has long gone out); anything else errors the
+   * client's body. Returns whether the upstream timed out.
+   */
+  private broke(req: GatewayRequest, controller: ReadableStreamDefaultController<Uint8Array>, watch: BodyWatch, error: unknown): boolean {
+    if (watch.timedOut === null) {
+      controller.error(error)
+      return false
+    }
+    const message = watch.describe(req.target?.provider.id ?? 'unknown')
+    this.logger.warn('upstream body timed out', { request_id: req.id, provider: req.target?.provider.id, timeout: watch.timedOut })
+    if (req.stream) {
+      controller.enqueue(encoder.encode(streamErrorFrame(message, 'api_error', 'upstream_timeout')))
+      controller.close()
+    } else controller.error(new GatewayError('upstream_timeout', message))
+    return true
+  }
+
+  /** Pass a body through untouched, under the watchdog, releasing the plan once when it ends, fails or is cancelled. */
+  private guard(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, watch: BodyWatch): ReadableStream<Uint8Array> {
+    const reader = source.getReader()
+    const watchdog = this.watchdog
+    let ended = false
+    const end = () => {
+      if (ended) return
+      ended = true
+      watchdog.end(watch)
+      plan.release?.()
+    }
+    return new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        try {
+          const { done, value } = await reader.read()
+          if (done) {
+            controller.close()
+            end()
+            return
+          }
+          watch.touch()
+          controller.enqueue(value)
+        } catch (error) {
+          end()
+          this.broke(req, controller, watch, error)
+        }
+      },
+      cancel(reason) {
+        end()
+        return reader.cancel(reason)
+      },
+    })
   }
 
   /**
    * Pass a JSON body through as it arrives, keeping a copy to read its usage at the end. Only the
    * usage object is parsed; the whole answer only when it has none and its completion must be counted.
    */
-  private tapJson(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, status: number): ReadableStream<Uint8Array> {
+  private tapJson(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, status: number, watch: BodyWatch): ReadableStream<Uint8Array> {
     const reader = source.getReader()
     const parts: Uint8Array[] = []
     let finished = false
-    const finish = (aborted: boolean) => {
+    const finish = (aborted: boolean, errorCode: ErrorCode | null = null) => {
       if (finished) return
       finished = true
+      this.watchdog.end(watch)
       plan.release?.()
       const bytes = aborted ? null : parts.length === 1 ? parts[0]! : Buffer.concat(parts)
       const usage = bytes ? parseUsage(findUsage(bytes), this.pricingOf(req)) : null
@@ -322,10 +398,10 @@ export class Pipeline {
           return ''
         }
       }
-      this.settle(req, usage, completion, aborted, null, status)
+      this.settle(req, usage, completion, aborted, null, status, errorCode)
     }
     return new ReadableStream<Uint8Array>({
-      async pull(controller) {
+      pull: async (controller) => {
         try {
           const { done, value } = await reader.read()
           if (done || !value) {
@@ -333,11 +409,11 @@ export class Pipeline {
             finish(false)
             return
           }
+          watch.touch()
           parts.push(value)
           controller.enqueue(value)
         } catch (error) {
-          controller.error(error)
-          finish(true)
+          finish(true, this.broke(req, controller, watch, error) ? 'upstream_timeout' : null)
         }
       },
       cancel(reason) {
@@ -348,7 +424,7 @@ export class Pipeline {
   }
 
   /** Pass an SSE stream through, showing each event to the chunk hooks and picking up usage. */
-  private tapStream(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, status: number): ReadableStream<Uint8Array> {
+  private tapStream(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, status: number, watch: BodyWatch): ReadableStream<Uint8Array> {
     const reader = source.getReader()
     const decoder = new TextDecoder()
     const splitter = new SseSplitter()
@@ -389,15 +465,16 @@ export class Pipeline {
       return keep
     }
 
-    const finish = (aborted: boolean) => {
+    const finish = (aborted: boolean, errorCode: ErrorCode | null = null) => {
       if (finished) return
       finished = true
+      this.watchdog.end(watch)
       plan.release?.()
-      this.settle(req, usage, () => completionText(kept), aborted, ttft, status)
+      this.settle(req, usage, () => completionText(kept), aborted, ttft, status, errorCode)
     }
 
     return new ReadableStream<Uint8Array>({
-      async pull(controller) {
+      pull: async (controller) => {
         try {
           const { done, value } = await reader.read()
           if (done) {
@@ -407,6 +484,7 @@ export class Pipeline {
             finish(false)
             return
           }
+          watch.touch()
           if (ttft === null) ttft = performance.now() - req.startedAt
           const hadPending = splitter.pending
           const events = splitter.push(decoder.decode(value, { stream: true }))
@@ -426,8 +504,7 @@ export class Pipeline {
           if (all && !hadPending && !splitter.pending) controller.enqueue(value)
           else if (out) controller.enqueue(encoder.encode(out))
         } catch (error) {
-          controller.error(error)
-          finish(true)
+          finish(true, this.broke(req, controller, watch, error) ? 'upstream_timeout' : null)
         }
       },
       cancel(reason) {
@@ -446,7 +523,15 @@ export class Pipeline {
    * Usage and completion hooks, after the response. Without provider usage the tokenizer
    * counts the prompt and the streamed text first; that waits on nobody but the hooks.
    */
-  private settle(req: GatewayRequest, usage: Usage | null, completion: () => string, aborted: boolean, ttftMs: number | null, status: number): void {
+  private settle(
+    req: GatewayRequest,
+    usage: Usage | null,
+    completion: () => string,
+    aborted: boolean,
+    ttftMs: number | null,
+    status: number,
+    errorCode: ErrorCode | null = null,
+  ): void {
     const finish = (u: Usage) => {
       req.usage = u
       for (const hook of this.usageHooks) {
@@ -456,7 +541,7 @@ export class Pipeline {
           this.logger.error('onUsage hook failed', { request_id: req.id, error: String(error) })
         }
       }
-      this.complete(req, { status, errorCode: null, latencyMs: performance.now() - req.startedAt, ttftMs, aborted })
+      this.complete(req, { status, errorCode, latencyMs: performance.now() - req.startedAt, ttftMs, aborted })
     }
     if (usage) return finish(usage)
     const text = completion()
@@ -490,36 +575,6 @@ export class Pipeline {
       }
     }
   }
-}
-
-/** Pass a body through untouched, calling `release` once when it ends, fails or is cancelled. */
-function releaseAtEnd(source: ReadableStream<Uint8Array>, release: () => void): ReadableStream<Uint8Array> {
-  const reader = source.getReader()
-  let released = false
-  const once = () => {
-    if (!released) {
-      released = true
-      release()
-    }
-  }
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      try {
-        const { done, value } = await reader.read()
-        if (done) {
-          controller.close()
-          once()
-        } else controller.enqueue(value)
-      } catch (error) {
-        controller.error(error)
-        once()
-      }
-    },
-    cancel(reason) {
-      once()
-      return reader.cancel(reason)
-    },
-  })
 }
 
 /** Without a routing plugin: the group's first target with its provider's first key, once. */
