@@ -312,6 +312,13 @@ export class Pipeline {
       return new Response(null, { status: upstream.status, headers })
     }
     const timeouts = req.target?.provider.config.timeouts
+    // The one body handed to the client natively (wrapping it in a JavaScript stream costs about a
+    // quarter of the throughput): a JSON answer no plugin reads, nothing to release at its end, and
+    // no body timeout the operator asked for. Its upstream has finished generating before it sends
+    // headers, so first_byte_ms already covers the wait.
+    if (!this.tap && !req.stream && !plan.release && timeouts?.idle_ms === undefined && timeouts?.total_ms === undefined) {
+      return new Response(upstream.body, { status: upstream.status, headers })
+    }
     const watch = this.watchdog.watch(answer.controller, timeouts?.idle_ms ?? DEFAULT_IDLE_MS, answer.startedAt + (timeouts?.total_ms ?? DEFAULT_TOTAL_MS))
     const body = !this.tap
       ? this.guard(req, upstream.body, plan, watch)
