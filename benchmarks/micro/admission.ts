@@ -13,6 +13,7 @@ import { bench, do_not_optimize, run, summary } from 'mitata'
 import { Redis } from 'ioredis'
 import { planItems, type Item, type Subjects } from '../../plugins/quota/plan.ts'
 import { RedisStore } from '../../plugins/quota/redis-store.ts'
+import { IoredisConnection, NativeConnection } from '../../plugins/quota/connection.ts'
 import { MemoryStore, type QuotaStore } from '../../plugins/quota/store.ts'
 import { emitBenchJson, fromMitata, target, type MicroResult, type MicroTarget } from './lib/bench-json.ts'
 
@@ -87,11 +88,16 @@ const client = connect()
 const second = connect()
 let redisStore: RedisStore | null = null
 let oneConnection: RedisStore | null = null
+let ioredisStore: RedisStore | null = null
 try {
   await client.connect()
   await second.connect()
-  redisStore = new RedisStore([client, second])
-  oneConnection = new RedisStore(client)
+  // As the plugin opens them on a single node: two native connections. The ioredis store is what a Cluster gets.
+  const natives = [new NativeConnection(values.redis, 1000), new NativeConnection(values.redis, 1000)]
+  await Promise.all(natives.map((c) => c.whenConnected(2000)))
+  redisStore = new RedisStore(natives)
+  oneConnection = new RedisStore(new NativeConnection(values.redis, 1000))
+  ioredisStore = new RedisStore([new IoredisConnection(client), new IoredisConnection(second)])
   await verify(redisStore, 'redis')
 } catch (error) {
   console.warn(`Redis at ${values.redis} is not usable (${error instanceof Error ? error.message : String(error)}): measuring the MemoryStore only`)
@@ -119,6 +125,8 @@ if (redisStore) {
   const single = oneConnection!
   await measure('RedisStore.admit, 1 connection', (i) => single.admit(PLANS[i % SUBJECTS]!, `req_${i}`, Date.now()))
   await measure('RedisStore.admit', (i) => store.admit(PLANS[i % SUBJECTS]!, `req_${i}`, Date.now()))
+  const overIoredis = ioredisStore!
+  await measure('RedisStore.admit over ioredis (Cluster path)', (i) => overIoredis.admit(PLANS[i % SUBJECTS]!, `req_${i}`, Date.now()))
   await measure('RedisStore.admit + settle (a whole request)', async (i) => {
     const items = PLANS[i % SUBJECTS]!
     await store.admit(items, `req_${i}`, Date.now())
@@ -154,6 +162,8 @@ if (redisStore) {
   } while (cursor !== '0')
   client.disconnect()
   second.disconnect()
+  await redisStore.close()
+  await oneConnection?.close()
 }
 
 // The machine-readable summary for `bun run bench` (benchmarks/suite/micro.ts): the closed-loop rates and mitata's per-call times.

@@ -10,6 +10,7 @@ import { redisUrlForTests, uniqueTestName } from '../../test/support/services.ts
 import * as lua from './lua.ts'
 import type { Item } from './plan.ts'
 import { RedisStore } from './redis-store.ts'
+import { IoredisConnection } from './connection.ts'
 
 const sha1 = (text: string): string => new Bun.CryptoHasher('sha1').update(text).digest('hex')
 
@@ -43,7 +44,7 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
 
   beforeAll(() => {
     client = new Redis(redisUrl!, { enableAutoPipelining: true, maxRetriesPerRequest: 1 })
-    store = new RedisStore(client)
+    store = new RedisStore(new IoredisConnection(client))
   })
   afterAll(async () => {
     client.disconnect()
@@ -91,5 +92,24 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     // A lease set that is not a sorted set: ZREMRANGEBYSCORE fails with WRONGTYPE.
     await client.set(broken[2]!.key, 'not a sorted set')
     await expect(store.admit(broken, 'req_w', Date.now())).rejects.toThrow(/WRONGTYPE/)
+  })
+
+  test('admissions of one turn share a script call, and one failing request does not fail the others in it', async () => {
+    const broken = items('wrongtype-batch')
+    await client.set(broken[2]!.key, 'not a sorted set')
+    const good = items('good-batch')
+    const [a, b, c] = await Promise.allSettled([
+      store.admit(good, 'req_g1', Date.now()),
+      store.admit(broken, 'req_b1', Date.now()),
+      store.admit(good, 'req_g2', Date.now()),
+    ])
+    expect(a).toMatchObject({ status: 'fulfilled', value: { ok: true } })
+    expect(b.status).toBe('rejected')
+    expect(String((b as PromiseRejectedResult).reason)).toMatch(/WRONGTYPE/)
+    // The later request in the same call saw what the earlier one took.
+    expect(c).toMatchObject({ status: 'fulfilled', value: { ok: true } })
+    expect((c as PromiseFulfilledResult<{ remaining: number[] }>).value.remaining.map(Math.round)).toEqual([0, 80, 3])
+    // The broken request took nothing from its bucket.
+    expect(await client.get(broken[0]!.key)).toBeNull()
   })
 })

@@ -1,6 +1,7 @@
 /**
- * One suite, two backends: the in-process MemoryStore and the RedisStore (real Redis, keys
- * under a hash tag unique to this run, deleted afterwards) must keep exactly the same rules.
+ * One suite, three backends: the in-process MemoryStore and the RedisStore over Bun's native
+ * client and over ioredis (real Redis, keys under a hash tag unique to this run, deleted
+ * afterwards) must keep exactly the same rules.
  *
  * Time: the memory store takes `now` from its caller, Redis reads its own TIME. The suite
  * passes Date.now() and measures real waits from outside: every call happens between
@@ -14,6 +15,7 @@ import { deleteTaggedKeys } from '../../test/support/redis-procs.ts'
 import { redisUrlForTests, uniqueTestName } from '../../test/support/services.ts'
 import type { Item } from './plan.ts'
 import { RedisStore } from './redis-store.ts'
+import { IoredisConnection, NativeConnection } from './connection.ts'
 import { MemoryStore, type AdmitOutcome, type QuotaStore } from './store.ts'
 
 const redisUrl = await redisUrlForTests('plugins/quota/store.test.ts')
@@ -27,6 +29,7 @@ interface Backend {
 }
 
 let redisClients: Redis[] = []
+let nativeClients: NativeConnection[] = []
 const backends: Backend[] = [
   {
     name: 'MemoryStore',
@@ -35,12 +38,25 @@ const backends: Backend[] = [
     close: async () => {},
   },
   {
-    name: 'RedisStore',
+    name: 'RedisStore (native client)',
     available: redisUrl !== null,
     async open() {
       // Two connections, as the plugin opens by default: a request keeps to one of them.
+      nativeClients = [0, 1].map(() => new NativeConnection(redisUrl!, 1000))
+      await Promise.all(nativeClients.map((c) => c.whenConnected(2000)))
+      return new RedisStore(nativeClients)
+    },
+    async close() {
+      for (const client of nativeClients) client.close()
+      await deleteTaggedKeys(redisUrl!, tag)
+    },
+  },
+  {
+    name: 'RedisStore (ioredis, as on a Cluster)',
+    available: redisUrl !== null,
+    async open() {
       redisClients = [0, 1].map(() => new Redis(redisUrl!, { enableAutoPipelining: true, maxRetriesPerRequest: 1 }))
-      return new RedisStore(redisClients)
+      return new RedisStore(redisClients.map((c) => new IoredisConnection(c)))
     },
     async close() {
       for (const client of redisClients) client.disconnect()

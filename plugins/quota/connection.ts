@@ -1,0 +1,133 @@
+import { RedisClient as NativeRedis } from 'bun'
+import type { RedisClient } from '../../src/redis.ts'
+
+/** What the Redis quota store sends: scripts, and plain ZREMs. Every call fails fast. */
+export interface ScriptConnection {
+  evalsha(sha: string, args: readonly (string | number)[]): Promise<unknown>
+  eval(script: string, args: readonly (string | number)[]): Promise<unknown>
+  zrem(key: string, member: string): Promise<unknown>
+  close(): void
+}
+
+/** Over an ioredis client (single node or Cluster), which brings its own command timeout. */
+export class IoredisConnection implements ScriptConnection {
+  constructor(private readonly client: RedisClient) {}
+  evalsha(sha: string, args: readonly (string | number)[]): Promise<unknown> {
+    return this.client.evalsha(sha, ...(args as [number, ...(string | number)[]]))
+  }
+  eval(script: string, args: readonly (string | number)[]): Promise<unknown> {
+    return this.client.eval(script, ...(args as [number, ...(string | number)[]]))
+  }
+  zrem(key: string, member: string): Promise<unknown> {
+    return this.client.zrem(key, member)
+  }
+  close(): void {
+    this.client.disconnect()
+  }
+}
+
+const RECONNECT_MIN_MS = 100
+const RECONNECT_MAX_MS = 2000
+
+/**
+ * Over Bun's native Redis client (single node): several times less CPU per call than ioredis on
+ * Bun, whose socket writes go through the node:net layer. No offline queue: while disconnected a
+ * call fails at once. A call that gets no answer within `timeoutMs` (a hung server) is rejected;
+ * its reply, if it ever comes, is dropped by the client in order. Reconnects on its own, forever,
+ * with a capped backoff, until closed.
+ */
+export class NativeConnection implements ScriptConnection {
+  private readonly client: NativeRedis
+  private closed = false
+  private retryMs = RECONNECT_MIN_MS
+  private retryTimer: ReturnType<typeof setTimeout> | null = null
+  private readonly waiting: (() => void)[] = []
+
+  constructor(
+    url: string,
+    private readonly timeoutMs: number,
+    private readonly onError: (error: unknown) => void = () => {},
+  ) {
+    this.client = new NativeRedis(url, {
+      enableOfflineQueue: false,
+      enableAutoPipelining: true,
+      autoReconnect: false,
+      connectionTimeout: Math.max(timeoutMs, 1000),
+    })
+    this.client.onconnect = () => {
+      this.retryMs = RECONNECT_MIN_MS
+      for (const resolve of this.waiting.splice(0)) resolve()
+    }
+    this.client.onclose = (error) => {
+      if (this.closed) return
+      this.onError(error)
+      this.scheduleReconnect()
+    }
+    this.connect()
+  }
+
+  private connect(): void {
+    this.client.connect().catch((error: unknown) => {
+      if (this.closed) return
+      this.onError(error)
+      this.scheduleReconnect()
+    })
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed || this.retryTimer !== null) return
+    const wait = this.retryMs
+    this.retryMs = Math.min(RECONNECT_MAX_MS, this.retryMs * 2)
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null
+      if (!this.client.connected) this.connect()
+    }, wait)
+    this.retryTimer.unref?.()
+  }
+
+  /** Resolves once connected, or after `maxMs` (calls fail fast until a retry connects). */
+  whenConnected(maxMs: number): Promise<void> {
+    if (this.client.connected) return Promise.resolve()
+    return Promise.race([new Promise<void>((resolve) => this.waiting.push(resolve)), Bun.sleep(maxMs)])
+  }
+
+  /** Whether the connection is up now. */
+  get connected(): boolean {
+    return this.client.connected
+  }
+
+  private send(command: string, args: readonly (string | number)[]): Promise<unknown> {
+    if (!this.client.connected) return Promise.reject(new Error(`Redis is not connected (${command})`))
+    const strings = new Array<string>(args.length)
+    for (let i = 0; i < args.length; i++) strings[i] = String(args[i])
+    const reply = this.client.send(command, strings) as Promise<unknown>
+    return new Promise<unknown>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`Redis did not answer ${command} within ${this.timeoutMs} ms`)), this.timeoutMs)
+      reply.then(
+        (value) => {
+          clearTimeout(timer)
+          resolve(value)
+        },
+        (error: unknown) => {
+          clearTimeout(timer)
+          reject(error)
+        },
+      )
+    })
+  }
+
+  evalsha(sha: string, args: readonly (string | number)[]): Promise<unknown> {
+    return this.send('EVALSHA', [sha, ...args])
+  }
+  eval(script: string, args: readonly (string | number)[]): Promise<unknown> {
+    return this.send('EVAL', [script, ...args])
+  }
+  zrem(key: string, member: string): Promise<unknown> {
+    return this.send('ZREM', [key, member])
+  }
+  close(): void {
+    this.closed = true
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer)
+    this.client.close()
+  }
+}
