@@ -320,12 +320,53 @@ export class Pipeline {
       return new Response(upstream.body, { status: upstream.status, headers })
     }
     const watch = this.watchdog.watch(answer.controller, timeouts?.idle_ms ?? DEFAULT_IDLE_MS, answer.startedAt + (timeouts?.total_ms ?? DEFAULT_TOTAL_MS))
-    const body = !this.tap
-      ? this.guard(req, upstream.body, plan, watch)
-      : req.stream
-        ? this.tapStream(req, upstream.body, plan, upstream.status, watch)
-        : this.tapJson(req, upstream.body, plan, upstream.status, watch)
+    if (!req.stream) return this.mirrorJson(req, answer, plan, watch, headers)
+    const body = this.tap ? this.tapStream(req, upstream.body, plan, upstream.status, watch) : this.guard(req, upstream.body, plan, watch)
     return new Response(body, { status: upstream.status, headers })
+  }
+
+  /**
+   * A non-streamed answer goes to the client natively, as its bytes arrive, while a clone of it
+   * is read to its end: for the usage the hooks need, to release the plan and to stop watching.
+   * (Bun mirrors a cloned fetch body in native code: about a tenth of the throughput, where
+   * passing the body through a JavaScript stream costs about a quarter.) Nothing arrives between
+   * two chunks of a JSON answer that is worth telling apart, so `idle_ms` here bounds the time from
+   * the headers to the end of the body. A client that goes away aborts the upstream call.
+   */
+  private mirrorJson(req: GatewayRequest, answer: Answer, plan: RoutePlan, watch: BodyWatch, headers: Record<string, string>): Response {
+    const upstream = answer.response
+    const status = upstream.status
+    const copy = upstream.clone()
+    const signal = req.request.signal
+    const onClientAbort = () => answer.controller.abort(new DOMException('client closed the request', 'AbortError'))
+    signal.addEventListener('abort', onClientAbort, { once: true })
+    const end = () => {
+      signal.removeEventListener('abort', onClientAbort)
+      this.watchdog.end(watch)
+      plan.release?.()
+    }
+    copy.bytes().then(
+      (bytes) => {
+        end()
+        if (!this.tap) return
+        const usage = parseUsage(findUsage(bytes), this.pricingOf(req))
+        const completion = () => {
+          try {
+            return messageText(JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) as Record<string, unknown>)
+          } catch {
+            // A body that is not JSON has nothing to count.
+            return ''
+          }
+        }
+        this.settle(req, usage, completion, false, null, status)
+      },
+      () => {
+        end()
+        if (watch.timedOut !== null) this.logger.warn('upstream body timed out', { request_id: req.id, provider: req.target?.provider.id, timeout: watch.timedOut })
+        if (this.tap) this.settle(req, null, () => '', true, null, status, watch.timedOut === null ? null : 'upstream_timeout')
+      },
+    )
+    return new Response(upstream.body, { status, headers })
   }
 
   /**
@@ -376,55 +417,6 @@ export class Pipeline {
       },
       cancel(reason) {
         end()
-        return reader.cancel(reason)
-      },
-    })
-  }
-
-  /**
-   * Pass a JSON body through as it arrives, keeping a copy to read its usage at the end. Only the
-   * usage object is parsed; the whole answer only when it has none and its completion must be counted.
-   */
-  private tapJson(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, status: number, watch: BodyWatch): ReadableStream<Uint8Array> {
-    const reader = source.getReader()
-    const parts: Uint8Array[] = []
-    let finished = false
-    const finish = (aborted: boolean, errorCode: ErrorCode | null = null) => {
-      if (finished) return
-      finished = true
-      this.watchdog.end(watch)
-      plan.release?.()
-      const bytes = aborted ? null : parts.length === 1 ? parts[0]! : Buffer.concat(parts)
-      const usage = bytes ? parseUsage(findUsage(bytes), this.pricingOf(req)) : null
-      const completion = () => {
-        if (!bytes) return ''
-        try {
-          return messageText(JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) as Record<string, unknown>)
-        } catch {
-          // A body that is not JSON has nothing to count.
-          return ''
-        }
-      }
-      this.settle(req, usage, completion, aborted, null, status, errorCode)
-    }
-    return new ReadableStream<Uint8Array>({
-      pull: async (controller) => {
-        try {
-          const { done, value } = await reader.read()
-          if (done || !value) {
-            controller.close()
-            finish(false)
-            return
-          }
-          watch.touch()
-          parts.push(value)
-          controller.enqueue(value)
-        } catch (error) {
-          finish(true, this.broke(req, controller, watch, error) ? 'upstream_timeout' : null)
-        }
-      },
-      cancel(reason) {
-        finish(true)
         return reader.cancel(reason)
       },
     })
