@@ -19,5 +19,9 @@ export function randomBase62(length: number): string {
 /** A prefixed id such as `usr_…`, `key_…`, `req_…`. */
 export const newId = (prefix: string, length = 20): string => `${prefix}_${randomBase62(length)}`
 
-/** Request ids are made per request: a UUID without dashes is cheaper than base62 sampling. */
-export const newRequestId = (): string => 'req_' + crypto.randomUUID().replaceAll('-', '')
+/**
+ * Request ids are made per request: a UUID without dashes is cheaper than base62 sampling. Version 7
+ * starts with the time, so request-log rows (whose primary key this is) go in at the end of the
+ * index instead of at a random place in it, and ids sort by when the request came.
+ */
+export const newRequestId = (): string => 'req_' + Bun.randomUUIDv7().replaceAll('-', '')
