@@ -118,6 +118,7 @@ export class Pipeline {
       startedAt: performance.now(),
       clientIp: this.clientAddress === null ? null : this.clientAddress(request),
       identity: undefined,
+      refusedKey: undefined,
       group: undefined,
       target: undefined,
       responseHeaders: {},

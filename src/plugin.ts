@@ -59,6 +59,12 @@ export interface GatewayRequest {
   readonly clientIp: string | null
   /** Set by an `authenticate` hook. */
   identity: Identity | undefined
+  /**
+   * The key a refused request presented, when an `authenticate` hook recognised it (revoked,
+   * expired, another environment's…): what logs need to tie the refusal to the key and its
+   * owner. Never set on an admitted request (see `identity`).
+   */
+  refusedKey: { keyId: string; userId: string; teamId: string | null } | undefined
   /** The model group the requested model resolved to. */
   group: ModelGroup | undefined
   /** The upstream target of the attempt that answered, or of the last one tried when none did. */

@@ -132,6 +132,16 @@ describe('request log rows', () => {
     expect(r).toMatchObject({ key_id: null, user_id: null, team_id: null, provider: null, provider_key_id: null, status: 401, error_code: 'invalid_api_key', total_tokens: 0, usage_source: null, model: 'mock-gpt' })
   })
 
+  test('a refused request with a key the gateway knows (revoked): tied to that key, its owner and team', async () => {
+    const { userId, teamId, key } = await userWithKey(gw, {}, { team: true })
+    await gw.adminOk('POST', `/admin/keys/${key.id}/revoke`, { reason: 'test' })
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages }, { authorization: `Bearer ${key.key}` })
+    expect(res.status).toBe(401)
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('key_revoked')
+    const r = await row(res.headers.get('x-request-id')!)
+    expect(r).toMatchObject({ key_id: key.id, user_id: userId, team_id: teamId, provider: null, status: 401, error_code: 'key_revoked', total_tokens: 0 })
+  })
+
   test('an upstream failure: the provider and key that failed, status 502', async () => {
     const { key } = await userWithKey(gw)
     const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'broken', messages }, { authorization: `Bearer ${key.key}` })

@@ -93,7 +93,10 @@ export const auth = definePlugin({
       const diagnosing = req.locals[DIAGNOSE] !== undefined
       // The key doctor may describe a refused key too; a client request never gets that far.
       if (verdict.record && (verdict.ok || diagnosing)) req.locals[LOCAL] = verdict.record
-      if (!verdict.ok) return verdict.error
+      if (!verdict.ok) {
+        if (verdict.record) req.refusedKey = { keyId: verdict.record.id, userId: verdict.record.user.id, teamId: verdict.record.teamId }
+        return verdict.error
+      }
       req.identity = verdict.identity
       if (!diagnosing && touched.size < MAX_PENDING_TOUCHES) touched.set(verdict.record.id, services.now())
       return undefined

@@ -53,7 +53,8 @@ export function clientIpOf(req: GatewayRequest, trustProxy: boolean): string | n
 
 /** One row per request, from what the pipeline recorded on it and how it ended. */
 export function toRow(req: GatewayRequest, outcome: Outcome, arrivedAt: number, environment: string, trustProxy: boolean): LogRow {
-  const identity = req.identity
+  // A refused request is still tied to the key it presented, when auth knew it.
+  const identity = req.identity ?? req.refusedKey
   const usage = req.usage
   const target = req.target
   const userAgent = req.request.headers.get('user-agent')
@@ -63,7 +64,7 @@ export function toRow(req: GatewayRequest, outcome: Outcome, arrivedAt: number, 
     key_id: identity?.keyId ?? null,
     user_id: identity?.userId ?? null,
     team_id: identity?.teamId ?? null,
-    environment: identity?.environment ?? environment,
+    environment: req.identity?.environment ?? environment,
     endpoint: req.endpoint,
     model: req.model === undefined ? null : req.model.slice(0, MAX_MODEL),
     provider: target?.provider.id ?? null,
