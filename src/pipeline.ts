@@ -371,25 +371,22 @@ export class Pipeline {
   }
 
   /**
-   * A read of the upstream body failed. When the watchdog cut it off, a stream ends with an error
-   * event the client's SDK raises (the status line has long gone out); anything else errors the
-   * client's body. Returns whether the upstream timed out.
+   * A read of an upstream stream failed. When the watchdog cut it off, the stream ends with an
+   * error event the client's SDK raises (the status line has long gone out); anything else errors
+   * the client's body. Returns whether the upstream timed out.
    */
   private broke(req: GatewayRequest, controller: ReadableStreamDefaultController<Uint8Array>, watch: BodyWatch, error: unknown): boolean {
     if (watch.timedOut === null) {
       controller.error(error)
       return false
     }
-    const message = watch.describe(req.target?.provider.id ?? 'unknown')
     this.logger.warn('upstream body timed out', { request_id: req.id, provider: req.target?.provider.id, timeout: watch.timedOut })
-    if (req.stream) {
-      controller.enqueue(encoder.encode(streamErrorFrame(message, 'api_error', 'upstream_timeout')))
-      controller.close()
-    } else controller.error(new GatewayError('upstream_timeout', message))
+    controller.enqueue(encoder.encode(streamErrorFrame(watch.describe(req.target?.provider.id ?? 'unknown'), 'api_error', 'upstream_timeout')))
+    controller.close()
     return true
   }
 
-  /** Pass a body through untouched, under the watchdog, releasing the plan once when it ends, fails or is cancelled. */
+  /** Pass a stream through untouched, under the watchdog, releasing the plan once when it ends, fails or is cancelled. */
   private guard(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, watch: BodyWatch): ReadableStream<Uint8Array> {
     const reader = source.getReader()
     const watchdog = this.watchdog

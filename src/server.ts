@@ -159,6 +159,8 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
         await Promise.race([server.stop(false), Bun.sleep(grace)])
         server.stop(true)
       }
+      // Every request is over: nothing is left to cut off.
+      pipeline.watchdog.close()
       for (const plugin of [...plugins].reverse()) {
         try {
           await plugin.hooks.close?.()
