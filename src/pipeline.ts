@@ -101,13 +101,17 @@ export class Pipeline {
     this.models = options.models
     this.logger = options.logger
     this.services = options.services
-    // Bun answers requestIP only while the request is open, so it is read up front; with no plugin nobody would read it.
+    // Bun answers requestIP only while the request is open (see createRequest); with no plugin nobody would read it.
     this.clientAddress = options.plugins.length > 0 && options.clientAddress ? options.clientAddress : null
   }
 
   /** A fresh request record. */
   createRequest(endpoint: Endpoint, request: Request, id: string, body: Record<string, unknown> = {}): GatewayRequest {
     const model = typeof body.model === 'string' ? body.model : undefined
+    const resolve = this.clientAddress
+    // Asked of Bun only when read: hooks before the response read it while the request is open;
+    // completion hooks run after it, so with one of those it is read now.
+    let clientIp: string | null | undefined = resolve === null ? null : this.completeHooks.length > 0 ? resolve(request) : undefined
     return {
       id,
       endpoint,
@@ -116,7 +120,10 @@ export class Pipeline {
       model,
       stream: body.stream === true,
       startedAt: performance.now(),
-      clientIp: this.clientAddress === null ? null : this.clientAddress(request),
+      get clientIp() {
+        if (clientIp === undefined) clientIp = resolve!(request)
+        return clientIp
+      },
       identity: undefined,
       refusedKey: undefined,
       group: undefined,

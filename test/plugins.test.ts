@@ -243,6 +243,20 @@ describe('hooks at run time', () => {
     expect((await fetch(`${gw.url}/health`)).status).toBe(200)
   })
 
+  test('the client address: read by a hook before the response, or by a completion hook after it', async () => {
+    const seen: (string | null)[] = []
+    const early = definePlugin({ name: 'ip-early', setup: () => ({ authenticate: (req) => void seen.push(req.clientIp) }) })
+    const late = definePlugin({ name: 'ip-late', setup: () => ({ onComplete: (req) => void seen.push(req.clientIp) }) })
+    const onlyEarly = await boot([early])
+    expect((await postJson(`${onlyEarly.url}/v1/chat/completions`, chat)).status).toBe(200)
+    expect(seen).toEqual(['127.0.0.1'])
+    const both = await boot([early, late])
+    const res = await postJson(`${both.url}/v1/chat/completions`, chat)
+    await res.arrayBuffer()
+    await waitFor(() => seen.length === 3, 'the completion hook')
+    expect(seen).toEqual(['127.0.0.1', '127.0.0.1', '127.0.0.1'])
+  })
+
   test('a plugin can add its own routes', async () => {
     const extra = definePlugin({
       name: 'extra-routes',
