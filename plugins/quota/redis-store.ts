@@ -5,10 +5,15 @@ import { ADMIT_SCRIPT, ADMIT_SHA, PEEK_SCRIPT, PEEK_SHA, SETTLE_SCRIPT, SETTLE_S
 
 const KIND = { bucket: 'b', counter: 'c', lease: 'l' } as const
 
-/** KEYS and ARGV of a PEEK call over `items` (one request; the fourth field of each item is unused). */
+/** The five ARGV fields of one item; `value` is its cost (admission) or delta (settlement). */
+function pushItem(argv: (string | number)[], it: Item, value: number): void {
+  argv.push(KIND[it.kind], it.limit, it.rate, value, it.until ?? -1)
+}
+
+/** KEYS and ARGV of a PEEK call over `items` (one request; the value field is unused). */
 function encode(items: Item[], now: number): (string | number)[] {
   const args: (string | number)[] = [items.length, ...items.map((it) => it.key), items.length, '', now]
-  for (const it of items) args.push(KIND[it.kind], it.limit, it.rate, 0, it.until ?? -1)
+  for (const it of items) pushItem(args, it, 0)
   return args
 }
 
@@ -71,7 +76,7 @@ class Batcher {
       for (let i = 0; i < p.items.length; i++) {
         const it = p.items[i]!
         keys.push(it.key)
-        argv.push(KIND[it.kind], it.limit, it.rate, p.values[i] ?? 0, it.until ?? -1)
+        pushItem(argv, it, p.values[i] ?? 0)
       }
     }
     const args: (string | number)[] = [keys.length, ...keys, ...argv]
