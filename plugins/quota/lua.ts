@@ -2,19 +2,25 @@
  * The quota scripts. Each is a constant with its SHA-1 written out, run by EVALSHA and
  * loaded by EVAL only when Redis answers NOSCRIPT; a test recomputes the SHAs.
  *
- * Items are passed as KEYS[i] plus five ARGV fields each: kind (b = token bucket,
- * c = period counter, l = lease set), limit, rate per ms, cost (or delta), until.
+ * Items are their store keys plus five fields each: kind (b = token bucket, c = period counter,
+ * l = lease set), limit, rate per ms, cost (or delta), until.
  * Time for buckets and leases is Redis's own clock, so instances with skewed clocks agree.
  *
- * ADMIT and SETTLE take a batch: ARGV[1] is the number of requests, then per request n (its
- * item count), its lease id, the caller's clock and five fields per item; KEYS are the requests'
- * keys one after the other. Requests run in order, each exactly as if it were its own script
- * (a later one sees what an earlier one took). Each runs under pcall: one that fails (a key of
- * the wrong type) answers -2 and its message, and the others go on.
+ * ADMIT and SETTLE take a batch: KEYS are the requests' keys one after the other, and ARGV[1]
+ * is ONE JSON array (read by Redis' built-in cjson): the number of requests, then per request
+ * n (its item count), its lease id, the caller's clock and five fields per item. One argument
+ * instead of ~6 per item: every argument costs the client and Redis (a Lua string each), and
+ * cjson hands numbers over as numbers. Requests run in order, each exactly as if it were its
+ * own script (a later one sees what an earlier one took). Each runs under pcall: one that
+ * fails (a key of the wrong type) answers -2 and its message, and the others go on. PEEK takes
+ * one request in plain ARGV fields.
  *
  * They are written for Redis' single thread, where each redis.call and each Lua number
  * formatting costs whole µs (measured in benchmarks/micro/admission.ts):
- * - one MGET reads every bucket and counter (a lease set is no string: MGET reads it as nil);
+ * - one MGET per batch reads every bucket and counter of all its requests (a lease set is no
+ *   string: MGET reads it as nil); requests then read and update a table in Lua, and each key
+ *   a batch changed is written once at the end, so a team budget that many requests of one
+ *   batch share costs one SET, not one per request;
  * - a bucket is ONE number, the ms at which it will be full again ("full"): it holds
  *   limit − max(0, full − now) × rate tokens, less than zero when a settlement charged more
  *   than it held. Taking c tokens sets full = now + (limit − left) / rate. One SET with PX
@@ -25,86 +31,104 @@
  *   (floored), and the wait in ms, -1 meaning never.
  */
 
-export const ADMIT_SCRIPT = `local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+export const ADMIT_SCRIPT = `local KEYS, A, floor, ceil = KEYS, cjson.decode(ARGV[1]), math.floor, math.ceil
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
+local val, todo, order = {}, {}, {}
+do
+  local uniq, u = {}, 0
+  for i = 1, #KEYS do
+    local k = KEYS[i]
+    if val[k] == nil then val[k] = false; u = u + 1; uniq[u] = k end
+  end
+  local got = redis.call('MGET', unpack(uniq))
+  for i = 1, u do val[uniq[i]] = tonumber(got[i] or '0') or 0 end
+end
 local out = {}
 local o = 0
 local k0 = 0
 local a0 = 1
 local function admit(n, lease, clientNow)
-  local keys = {}
-  for i = 1, n do keys[i] = KEYS[k0 + i] end
-  local vals = redis.call('MGET', unpack(keys))
-  local avail = {}
+  local avail, after = {}, {}
   local failed = 0
   local wait = 0
+  local b = a0 + 3
   for i = 1, n do
-    local b = a0 + 3 + (i - 1) * 5
-    local kind = ARGV[b + 1]
-    local limit = tonumber(ARGV[b + 2])
-    local rate = tonumber(ARGV[b + 3])
-    local cost = tonumber(ARGV[b + 4])
-    local untl = tonumber(ARGV[b + 5])
+    local kind = A[b + 1]
+    local limit = A[b + 2]
+    local cost = A[b + 4]
+    local key = KEYS[k0 + i]
+    local a
     if kind == 'b' then
-      local full = tonumber(vals[i] or '0') or 0
-      local a = limit
+      local rate = A[b + 3]
+      local full = val[key]
+      a = limit
       if full > now then a = limit - (full - now) * rate end
-      avail[i] = a
       if failed == 0 and cost > a then
         failed = i
-        if cost > limit then wait = -1 else wait = math.ceil((cost - a) / rate) end
+        if cost > limit then wait = -1 else wait = ceil((cost - a) / rate) end
       end
+      after[i] = now + (limit - a + cost) / rate
     elseif kind == 'c' then
-      local used = tonumber(vals[i] or '0') or 0
-      avail[i] = limit - used
+      local used = val[key]
+      a = limit - used
       if failed == 0 and (used + cost > limit or used >= limit) then
         failed = i
+        local untl = A[b + 5]
         if cost > limit or untl < 0 then wait = -1 else wait = math.max(0, untl - clientNow) end
       end
+      after[i] = used + cost
     else
-      redis.call('ZREMRANGEBYSCORE', keys[i], '-inf', now)
-      local held = redis.call('ZCARD', keys[i])
-      avail[i] = limit - held
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+      local held = redis.call('ZCARD', key)
+      a = limit - held
       if failed == 0 and held >= limit then
         failed = i
-        local first = redis.call('ZRANGE', keys[i], 0, 0, 'WITHSCORES')
+        local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
         if first[2] then wait = math.max(0, tonumber(first[2]) - now) else wait = -1 end
       end
     end
+    avail[i] = a
+    b = b + 5
   end
   if failed > 0 then
     out[o + 1] = 0
     out[o + 2] = failed - 1
     out[o + 3] = wait
-    for i = 1, n do out[o + 3 + i] = math.floor(avail[i] * 1000) end
+    for i = 1, n do out[o + 3 + i] = floor(avail[i] * 1000) end
     return
   end
+  b = a0 + 3
   for i = 1, n do
-    local b = a0 + 3 + (i - 1) * 5
-    local kind = ARGV[b + 1]
-    local limit = tonumber(ARGV[b + 2])
-    local rate = tonumber(ARGV[b + 3])
-    local cost = tonumber(ARGV[b + 4])
-    local untl = tonumber(ARGV[b + 5])
-    local left = avail[i] - cost
-    if kind == 'b' then
-      local ms = (limit - left) / rate
-      redis.call('SET', keys[i], now + ms, 'PX', math.ceil(ms) + 1000)
-    elseif kind == 'c' then
-      if untl >= 0 then redis.call('SET', keys[i], limit - left, 'PXAT', untl + 86400000) else redis.call('SET', keys[i], limit - left) end
-    else
-      redis.call('ZADD', keys[i], now + untl, lease)
-      redis.call('PEXPIRE', keys[i], untl + 1000)
+    if A[b + 1] == 'l' then
+      local key = KEYS[k0 + i]
+      local untl = A[b + 5]
+      redis.call('ZADD', key, now + untl, lease)
+      redis.call('PEXPIRE', key, untl + 1000)
     end
-    out[o + 3 + i] = math.floor(left * 1000)
+    b = b + 5
+  end
+  b = a0 + 3
+  for i = 1, n do
+    local kind = A[b + 1]
+    if kind ~= 'l' then
+      local key = KEYS[k0 + i]
+      val[key] = after[i]
+      if not todo[key] then
+        if kind == 'b' then todo[key] = 'b' else todo[key] = A[b + 5] end
+        order[#order + 1] = key
+      end
+    end
+    out[o + 3 + i] = floor((avail[i] - A[b + 4]) * 1000)
+    b = b + 5
   end
   out[o + 1] = 1
   out[o + 2] = -1
   out[o + 3] = 0
 end
-for r = 1, tonumber(ARGV[1]) do
-  local n = tonumber(ARGV[a0 + 1])
-  local ok, err = pcall(admit, n, ARGV[a0 + 2], tonumber(ARGV[a0 + 3]))
+for r = 1, A[1] do
+  local n = A[a0 + 1]
+  local ok, err = pcall(admit, n, A[a0 + 2], A[a0 + 3])
   if not ok then
     for i = 1, n + 3 do out[o + i] = 0 end
     out[o + 1] = -2
@@ -114,49 +138,90 @@ for r = 1, tonumber(ARGV[1]) do
   k0 = k0 + n
   a0 = a0 + 3 + n * 5
 end
+for i = 1, #order do
+  local key = order[i]
+  local w = todo[key]
+  if w == 'b' then
+    local ms = val[key] - now
+    if ms < 0 then ms = 0 end
+    redis.call('SET', key, val[key], 'PX', ceil(ms) + 1000)
+  elseif w >= 0 then
+    redis.call('SET', key, val[key], 'PXAT', w + 86400000)
+  else
+    redis.call('SET', key, val[key])
+  end
+end
 return out`
 
-export const ADMIT_SHA = '5542a6230ec7fbe4e3a3ddb02be2dcde45179241'
+export const ADMIT_SHA = 'f2070b56add5d5170438aa5f03a108e9b1116581'
 
-export const SETTLE_SCRIPT = `local t = redis.call('TIME')
+export const SETTLE_SCRIPT = `local KEYS, A = KEYS, cjson.decode(ARGV[1])
+local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local val, todo, order = {}, {}, {}
+do
+  local uniq, u = {}, 0
+  for i = 1, #KEYS do
+    local k = KEYS[i]
+    if val[k] == nil then val[k] = false; u = u + 1; uniq[u] = k end
+  end
+  local got = redis.call('MGET', unpack(uniq))
+  for i = 1, u do val[uniq[i]] = tonumber(got[i] or '0') or 0 end
+end
 local k0 = 0
 local a0 = 1
 local function settle(n, lease)
-  local keys = {}
-  for i = 1, n do keys[i] = KEYS[k0 + i] end
-  local vals = redis.call('MGET', unpack(keys))
   for i = 1, n do
     local b = a0 + 3 + (i - 1) * 5
-    local kind = ARGV[b + 1]
-    local limit = tonumber(ARGV[b + 2])
-    local rate = tonumber(ARGV[b + 3])
-    local delta = tonumber(ARGV[b + 4])
-    local untl = tonumber(ARGV[b + 5])
-    if kind == 'l' then
-      redis.call('ZREM', keys[i], lease)
-    elseif delta ~= 0 and kind == 'b' then
-      local full = tonumber(vals[i] or '0') or 0
-      local a = limit
-      if full > now then a = limit - (full - now) * rate end
-      local ms = (limit - math.min(limit, a - delta)) / rate
-      redis.call('SET', keys[i], now + ms, 'PX', math.ceil(ms) + 1000)
-    elseif delta ~= 0 then
-      local used = math.max(0, (tonumber(vals[i] or '0') or 0) + delta)
-      if untl >= 0 then redis.call('SET', keys[i], used, 'PXAT', untl + 86400000) else redis.call('SET', keys[i], used) end
+    local kind = A[b + 1]
+    if kind == 'l' then redis.call('ZREM', KEYS[k0 + i], lease) end
+  end
+  for i = 1, n do
+    local b = a0 + 3 + (i - 1) * 5
+    local kind = A[b + 1]
+    local delta = A[b + 4]
+    if kind ~= 'l' and delta ~= 0 then
+      local key = KEYS[k0 + i]
+      local limit = A[b + 2]
+      if kind == 'b' then
+        local rate = A[b + 3]
+        local full = val[key]
+        local a = limit
+        if full > now then a = limit - (full - now) * rate end
+        val[key] = now + (limit - math.min(limit, a - delta)) / rate
+      else
+        val[key] = math.max(0, val[key] + delta)
+      end
+      if not todo[key] then
+        if kind == 'b' then todo[key] = 'b' else todo[key] = A[b + 5] end
+        order[#order + 1] = key
+      end
     end
   end
 end
 local out = {}
-for r = 1, tonumber(ARGV[1]) do
-  local n = tonumber(ARGV[a0 + 1])
-  if pcall(settle, n, ARGV[a0 + 2]) then out[r] = 1 else out[r] = 0 end
+for r = 1, A[1] do
+  local n = A[a0 + 1]
+  if pcall(settle, n, A[a0 + 2]) then out[r] = 1 else out[r] = 0 end
   k0 = k0 + n
   a0 = a0 + 3 + n * 5
 end
+for i = 1, #order do
+  local key = order[i]
+  local w = todo[key]
+  if w == 'b' then
+    local ms = val[key] - now
+    if ms < 0 then ms = 0 end
+    redis.call('SET', key, val[key], 'PX', math.ceil(ms) + 1000)
+  elseif w >= 0 then
+    redis.call('SET', key, val[key], 'PXAT', w + 86400000)
+  else
+    redis.call('SET', key, val[key])
+  end
+end
 return out`
 
-export const SETTLE_SHA = '6a14326ed81519dca518b0306502431cc49ee1f0'
+export const SETTLE_SHA = '1989a6478cb9eefda577e2a84d87d41bc1bc4e2d'
 
 export const PEEK_SCRIPT = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -79,7 +79,9 @@ class Batcher {
         pushItem(argv, it, p.values[i] ?? 0)
       }
     }
-    const args: (string | number)[] = [keys.length, ...keys, ...argv]
+    // One JSON argument for the whole batch: a client pays per argument (Bun's client ~0.15 µs
+    // each), Redis makes a Lua string of each; cjson reads numbers as numbers, no tonumber.
+    const args: (string | number)[] = [keys.length, ...keys, JSON.stringify(argv)]
     const call = admit ? this.run(this.connection, ADMIT_SHA, ADMIT_SCRIPT, args) : this.run(this.connection, SETTLE_SHA, SETTLE_SCRIPT, args)
     call.then(
       (reply) => (admit ? resolveAdmits(batch, reply as (number | string)[]) : resolveSettles(batch, reply as number[])),
