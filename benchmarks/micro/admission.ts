@@ -11,7 +11,7 @@
 import { parseArgs } from 'node:util'
 import { bench, do_not_optimize, run, summary } from 'mitata'
 import { Redis } from 'ioredis'
-import { planItems, type Item, type Subjects } from '../../plugins/quota/plan.ts'
+import { planItems, wireOf, type Item, type Subjects } from '../../plugins/quota/plan.ts'
 import { RedisStore } from '../../plugins/quota/redis-store.ts'
 import { IoredisConnection, NativeConnection } from '../../plugins/quota/connection.ts'
 import { MemoryStore, type QuotaStore } from '../../plugins/quota/store.ts'
@@ -38,7 +38,10 @@ function requestItems(i: number, limits = { rpm: 1_000_000_000, tpm: 10_000_000_
     user: { id: `usr_${n}`, limits: { rpm: limits.rpm }, budget: null },
     team: { id: `team_${n % 10}`, limits: null, budget: { tokens: 1_000_000_000_000, period: 'day' } },
   }
-  return planItems(subjects, { tokens: 300, microUsd: 0 }, Date.now(), { tag: TAG, leaseMs: 600_000 })
+  const items = planItems(subjects, { tokens: 300, microUsd: 0 }, Date.now(), { tag: TAG, leaseMs: 600_000 })
+  // As the plugin's PlanCache does: the fixed fields the scripts read are encoded once per plan.
+  for (const it of items) it.wire = wireOf(it)
+  return items
 }
 // Plans are made once: the benchmark measures the store, not planItems.
 const PLANS = Array.from({ length: SUBJECTS }, (_, i) => requestItems(i))

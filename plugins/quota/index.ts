@@ -5,7 +5,7 @@ import { definePlugin, type GatewayRequest, type Identity } from '../../src/plug
 import { GatewayError } from '../../src/errors.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
 import { priceOf } from '../../src/lib/usage.ts'
-import { MICRO, planItems, type Item, type Subjects } from './plan.ts'
+import { MICRO, PlanCache, planItems, withCosts, type Item, type Subjects } from './plan.ts'
 import { MemoryStore, type AdmitOutcome, type QuotaStore } from './store.ts'
 import { RedisStore } from './redis-store.ts'
 import { IoredisConnection, NativeConnection } from './connection.ts'
@@ -90,18 +90,21 @@ export const quota = definePlugin({
       return { prompt, completion }
     }
 
+    const plans = new PlanCache({ tag: options.hash_tag, leaseMs: options.lease_ms })
+
     return {
       async admit(req) {
-        const subjects = subjectsOf(req.identity)
-        if (!subjects) return
+        const identity = req.identity
+        if (!identity || !hasLimits(identity)) return
+        const now = services.now()
+        const template = plans.template(identity, () => subjectsOf(identity), now)
+        if (template === null) return
         const reserve = await reserveTokens(req)
         const tokens = reserve.prompt + reserve.completion
         const pricing = services.tokenizer.pricing(req.group?.name ?? req.model ?? '', undefined, req.group?.pricing)
         const usd = priceOf(reserve.prompt, reserve.completion, 0, pricing) ?? 0
         const microUsd = Math.round(usd * MICRO)
-        const now = services.now()
-        const items = planItems(subjects, { tokens, microUsd }, now, { tag: options.hash_tag, leaseMs: options.lease_ms })
-        if (items.length === 0) return
+        const items = withCosts(template, { tokens, microUsd })
 
         let store = primary
         let outcome: AdmitOutcome
@@ -116,7 +119,7 @@ export const quota = definePlugin({
           store = fallback
           outcome = await store.admit(items, req.id, now)
         }
-        Object.assign(req.responseHeaders, rateLimitHeaders(items, outcome.remaining))
+        putRateLimitHeaders(req.responseHeaders, items, outcome.remaining)
         if (!outcome.ok) return refusal(items[outcome.failed]!, outcome, req.responseHeaders)
         req.locals[LOCAL] = { items, store, tokens, microUsd } satisfies Reservation
       },
@@ -205,26 +208,46 @@ function subjectsOf(identity: Identity | undefined): Subjects | null {
   }
 }
 
+/** Whether auth put any limit or budget on the identity (quota has nothing to do otherwise). */
+function hasLimits(identity: Identity): boolean {
+  const a = identity.attributes as Attributes
+  return Boolean(a.limits || a.budget)
+}
+
 /** OpenAI's headers for the bucket of each kind that will refuse first. */
 export function rateLimitHeaders(items: Item[], remaining: number[]): Record<string, string> {
   const headers: Record<string, string> = {}
-  for (const [measure, suffix] of [
-    ['requests', 'requests'],
-    ['tokens', 'tokens'],
-  ] as const) {
-    let best = -1
-    items.forEach((it, i) => {
-      if (it.measure === measure && (best < 0 || remaining[i]! < remaining[best]!)) best = i
-    })
-    if (best < 0) continue
-    const item = items[best]!
-    const left = remaining[best]!
-    headers[`x-ratelimit-limit-${suffix}`] = String(item.limit)
-    headers[`x-ratelimit-remaining-${suffix}`] = String(Math.max(0, Math.floor(left)))
-    // From what is really left: a bucket in debt (charged more than it held) takes longer than a minute.
-    headers[`x-ratelimit-reset-${suffix}`] = formatDuration((item.limit - left) / item.rate)
-  }
+  putRateLimitHeaders(headers, items, remaining)
   return headers
+}
+
+/** rateLimitHeaders, written straight into `headers` (the hot path: no object, no closure per request). */
+function putRateLimitHeaders(headers: Record<string, string>, items: Item[], remaining: number[]): void {
+  let requests = -1
+  let tokens = -1
+  for (let i = 0; i < items.length; i++) {
+    const m = items[i]!.measure
+    if (m === 'requests') {
+      if (requests < 0 || remaining[i]! < remaining[requests]!) requests = i
+    } else if (m === 'tokens') {
+      if (tokens < 0 || remaining[i]! < remaining[tokens]!) tokens = i
+    }
+  }
+  if (requests >= 0) {
+    const item = items[requests]!
+    const left = remaining[requests]!
+    headers['x-ratelimit-limit-requests'] = String(item.limit)
+    headers['x-ratelimit-remaining-requests'] = String(Math.max(0, Math.floor(left)))
+    // From what is really left: a bucket in debt (charged more than it held) takes longer than a minute.
+    headers['x-ratelimit-reset-requests'] = formatDuration((item.limit - left) / item.rate)
+  }
+  if (tokens >= 0) {
+    const item = items[tokens]!
+    const left = remaining[tokens]!
+    headers['x-ratelimit-limit-tokens'] = String(item.limit)
+    headers['x-ratelimit-remaining-tokens'] = String(Math.max(0, Math.floor(left)))
+    headers['x-ratelimit-reset-tokens'] = formatDuration((item.limit - left) / item.rate)
+  }
 }
 
 /** OpenAI's reset format: `20ms`, `1.5s`, `6m0s`, `1h2m3s`; rounded up, never promising a reset too early. */

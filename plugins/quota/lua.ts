@@ -3,7 +3,8 @@
  * loaded by EVAL only when Redis answers NOSCRIPT; a test recomputes the SHAs.
  *
  * Items are their store keys plus five fields each: kind (b = token bucket, c = period counter,
- * l = lease set), limit, rate per ms, cost (or delta), until.
+ * l = lease set), limit, rate per ms, until, cost (or delta); the first four are fixed per key
+ * and limit, so the client encodes them once.
  * Time for buckets and leases is Redis's own clock, so instances with skewed clocks agree.
  *
  * ADMIT and SETTLE take a batch: KEYS are the requests' keys one after the other, and ARGV[1]
@@ -13,7 +14,7 @@
  * cjson hands numbers over as numbers. Requests run in order, each exactly as if it were its
  * own script (a later one sees what an earlier one took). Each runs under pcall: one that
  * fails (a key of the wrong type) answers -2 and its message, and the others go on. PEEK takes
- * one request in plain ARGV fields.
+ * one request in plain ARGV fields: kind, limit, rate, cost (unused), until.
  *
  * They are written for Redis' single thread, where each redis.call and each Lua number
  * formatting costs whole µs (measured in benchmarks/micro/admission.ts):
@@ -56,7 +57,7 @@ local function admit(n, lease, clientNow)
   for i = 1, n do
     local kind = A[b + 1]
     local limit = A[b + 2]
-    local cost = A[b + 4]
+    local cost = A[b + 5]
     local key = KEYS[k0 + i]
     local a
     if kind == 'b' then
@@ -74,7 +75,7 @@ local function admit(n, lease, clientNow)
       a = limit - used
       if failed == 0 and (used + cost > limit or used >= limit) then
         failed = i
-        local untl = A[b + 5]
+        local untl = A[b + 4]
         if cost > limit or untl < 0 then wait = -1 else wait = math.max(0, untl - clientNow) end
       end
       after[i] = used + cost
@@ -102,7 +103,7 @@ local function admit(n, lease, clientNow)
   for i = 1, n do
     if A[b + 1] == 'l' then
       local key = KEYS[k0 + i]
-      local untl = A[b + 5]
+      local untl = A[b + 4]
       redis.call('ZADD', key, now + untl, lease)
       redis.call('PEXPIRE', key, untl + 1000)
     end
@@ -115,11 +116,11 @@ local function admit(n, lease, clientNow)
       local key = KEYS[k0 + i]
       val[key] = after[i]
       if not todo[key] then
-        if kind == 'b' then todo[key] = 'b' else todo[key] = A[b + 5] end
+        if kind == 'b' then todo[key] = 'b' else todo[key] = A[b + 4] end
         order[#order + 1] = key
       end
     end
-    out[o + 3 + i] = floor((avail[i] - A[b + 4]) * 1000)
+    out[o + 3 + i] = floor((avail[i] - A[b + 5]) * 1000)
     b = b + 5
   end
   out[o + 1] = 1
@@ -153,7 +154,7 @@ for i = 1, #order do
 end
 return out`
 
-export const ADMIT_SHA = 'f2070b56add5d5170438aa5f03a108e9b1116581'
+export const ADMIT_SHA = '792a9fb8b8c5d28a928434db7004c2b545aeb32e'
 
 export const SETTLE_SCRIPT = `local KEYS, A = KEYS, cjson.decode(ARGV[1])
 local t = redis.call('TIME')
@@ -179,7 +180,7 @@ local function settle(n, lease)
   for i = 1, n do
     local b = a0 + 3 + (i - 1) * 5
     local kind = A[b + 1]
-    local delta = A[b + 4]
+    local delta = A[b + 5]
     if kind ~= 'l' and delta ~= 0 then
       local key = KEYS[k0 + i]
       local limit = A[b + 2]
@@ -193,7 +194,7 @@ local function settle(n, lease)
         val[key] = math.max(0, val[key] + delta)
       end
       if not todo[key] then
-        if kind == 'b' then todo[key] = 'b' else todo[key] = A[b + 5] end
+        if kind == 'b' then todo[key] = 'b' else todo[key] = A[b + 4] end
         order[#order + 1] = key
       end
     end
@@ -221,7 +222,7 @@ for i = 1, #order do
 end
 return out`
 
-export const SETTLE_SHA = '1989a6478cb9eefda577e2a84d87d41bc1bc4e2d'
+export const SETTLE_SHA = '3a327e53fcad66f75cd5f9814ddc0a653dcaefb3'
 
 export const PEEK_SCRIPT = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -4,7 +4,7 @@
  */
 import { describe, expect, test } from 'bun:test'
 import type { Budget, Limits } from '../../src/limits.ts'
-import { MICRO, periodOf, planItems, type Subjects } from './plan.ts'
+import { MICRO, PlanCache, periodOf, planItems, wireOf, withCosts, type Subjects } from './plan.ts'
 
 const at = (iso: string): number => {
   const ms = Date.parse(iso)
@@ -150,5 +150,47 @@ describe('planItems', () => {
 
   test('no limits and no budget: nothing to take', () => {
     expect(planItems({ key: { id: 'k', limits: null, budget: null }, user: { id: 'u', limits: {}, budget: null }, team: null }, { tokens: 1, microUsd: 1 }, now, options)).toEqual([])
+  })
+})
+
+describe('PlanCache', () => {
+  const opts = { tag: 't', leaseMs: 60_000 }
+  const subjects: Subjects = {
+    key: { id: 'k', limits: { rpm: 10, tpm: 1000 }, budget: { tokens: 5000, period: 'day' } },
+    user: { id: 'u', limits: null, budget: null },
+    team: null,
+  }
+  const day = Date.UTC(2026, 10, 28, 12)
+
+  test('one plan per owner until its first budget period ends; costs go in per request', () => {
+    const cache = new PlanCache(opts)
+    const owner = {}
+    let made = 0
+    const make = () => (made++, subjects)
+    const a = cache.template(owner, make, day)!
+    expect(cache.template(owner, make, day + 3_600_000)).toBe(a)
+    expect(made).toBe(1)
+    const items = withCosts(a, { tokens: 300, microUsd: 7 })
+    expect(items.map(({ wire: _, ...it }) => it)).toEqual(planItems(subjects, { tokens: 300, microUsd: 7 }, day, opts))
+    // The fixed fields the Redis scripts read are encoded once, in the plan.
+    expect(items.map((it) => it.wire)).toEqual(planItems(subjects, { tokens: 0, microUsd: 0 }, day, opts).map(wireOf))
+    expect(items[0]!.wire).toBe('"b",10,0.00016666666666666666,-1')
+    // Midnight UTC: the day budget's key changes, so the plan is made again.
+    const next = cache.template(owner, make, Date.UTC(2026, 10, 29))!
+    expect(made).toBe(2)
+    expect(next.find((it) => it.measure === 'budget_tokens')!.key).toContain('d2026-11-29')
+    // A clock that goes back makes a new plan too.
+    cache.template(owner, make, day)
+    expect(made).toBe(3)
+  })
+
+  test('an owner with nothing to limit plans nothing, once', () => {
+    const cache = new PlanCache(opts)
+    const owner = {}
+    let made = 0
+    const none: Subjects = { key: { id: 'k', limits: null, budget: null }, user: { id: 'u', limits: null, budget: null }, team: null }
+    expect(cache.template(owner, () => (made++, none), day)).toBeNull()
+    expect(cache.template(owner, () => (made++, none), day)).toBeNull()
+    expect(made).toBe(1)
   })
 })

@@ -24,6 +24,18 @@ export interface Item {
   cost: number
   /** Counter: ms epoch when its period ends (null for `total`). Lease: its lifetime in ms. */
   until: number | null
+  /**
+   * kind, limit, rate and until as the Redis scripts read them (JSON array elements), made once
+   * per plan: formatting a rate like 16666.666666666668 costs more than the rest of encoding.
+   */
+  wire?: string
+}
+
+const WIRE_KIND = { bucket: 'b', counter: 'c', lease: 'l' } as const
+
+/** The fixed fields of an item as the Redis scripts read them (see Item.wire). */
+export function wireOf(it: Item): string {
+  return it.wire ?? `"${WIRE_KIND[it.kind]}",${it.limit},${it.rate},${it.until ?? -1}`
 }
 
 /** The limits and budgets of one request's key, user and team. */
@@ -88,4 +100,45 @@ export function periodOf(period: Budget['period'], now: number): { label: string
 
 function ymd(y: number, m: number, day: number): string {
   return new Date(Date.UTC(y, m, day)).toISOString().slice(0, 10)
+}
+
+/** A request's items with the costs of `costs` put in: 1 for requests and leases, tokens or micro-USD for the rest. */
+export function withCosts(template: readonly Item[], costs: { tokens: number; microUsd: number }): Item[] {
+  const items = new Array<Item>(template.length)
+  for (let i = 0; i < template.length; i++) {
+    const t = template[i]!
+    const cost = t.measure === 'tokens' || t.measure === 'budget_tokens' ? costs.tokens : t.measure === 'budget_usd' ? costs.microUsd : 1
+    items[i] = { kind: t.kind, scope: t.scope, id: t.id, measure: t.measure, key: t.key, limit: t.limit, rate: t.rate, cost, until: t.until, wire: t.wire }
+  }
+  return items
+}
+
+/**
+ * planItems, remembered per owner object (the identity auth hands out, one per key record and
+ * shared by its requests): building keys and budget periods costs more than the admission's
+ * own work in the gateway. A plan holds from the time it was made until the first of its
+ * budget periods ends; a clock that goes back (tests) makes a new one.
+ */
+export class PlanCache {
+  private readonly plans = new WeakMap<object, { template: Item[] | null; from: number; until: number }>()
+
+  constructor(private readonly options: { tag: string; leaseMs: number }) {}
+
+  /**
+   * The owner's items with no costs in (see withCosts), or null when nothing limits it.
+   * `subjects` is called only to make a new plan.
+   */
+  template(owner: object, subjects: () => Subjects | null, now: number): readonly Item[] | null {
+    let plan = this.plans.get(owner)
+    if (plan === undefined || now < plan.from || now >= plan.until) {
+      const s = subjects()
+      const template = s === null ? null : planItems(s, { tokens: 0, microUsd: 0 }, now, this.options)
+      for (const it of template ?? []) it.wire = wireOf(it)
+      let until = Infinity
+      for (const it of template ?? []) if (it.kind === 'counter' && it.until !== null) until = Math.min(until, it.until)
+      plan = { template: template !== null && template.length > 0 ? template : null, from: now, until }
+      this.plans.set(owner, plan)
+    }
+    return plan.template
+  }
 }
