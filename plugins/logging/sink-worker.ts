@@ -7,6 +7,7 @@
  * Protocol (structured-clone messages):
  *   main → worker  { type: 'init', target }                 → { id: 0, ok, error? }
  *   main → worker  { type: 'write', id, statements }         → { id, ok, error? }
+ *                  (statements: WorkerStatement[] as JSON text)
  *   main → worker  { type: 'close', id }                     → { id, ok }
  */
 import { SQL } from 'bun'
@@ -27,7 +28,7 @@ export interface WorkerStatement {
 
 export type WorkerMessage =
   | { type: 'init'; target: WorkerTarget }
-  | { type: 'write'; id: number; statements: WorkerStatement[] }
+  | { type: 'write'; id: number; statements: string }
   | { type: 'close'; id: number }
 
 export interface WorkerReply {
@@ -97,7 +98,7 @@ self.onmessage = async (event: MessageEvent<WorkerMessage>) => {
     case 'write':
       try {
         if (!writer) throw new Error('the request-log writer thread has no database')
-        await writer.write(message.statements)
+        await writer.write(JSON.parse(message.statements) as WorkerStatement[])
         reply({ id: message.id, ok: true })
       } catch (error) {
         reply({ id: message.id, ok: false, error: describe(error) })
