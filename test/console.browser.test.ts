@@ -335,7 +335,8 @@ describe.skipIf(!available)('admin console in Chromium', () => {
     expect(await page.evaluate(() => document.activeElement?.textContent)).toBe('Keys')
     await page.keyboard.press('Enter')
     await page.getByRole('heading', { level: 1, name: 'Keys' }).waitFor()
-    // Focus moves to the new page's heading.
+    // Focus moves to the new page's heading (in an effect, after the page has painted).
+    await page.waitForFunction(() => document.activeElement?.tagName === 'H1', undefined, { timeout: 3000 }).catch(() => {})
     expect(await page.evaluate(() => document.activeElement?.tagName)).toBe('H1')
   })
 
