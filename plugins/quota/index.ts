@@ -233,21 +233,15 @@ function putRateLimitHeaders(headers: Record<string, string>, items: Item[], rem
       if (tokens < 0 || remaining[i]! < remaining[tokens]!) tokens = i
     }
   }
-  if (requests >= 0) {
-    const item = items[requests]!
-    const left = remaining[requests]!
-    headers['x-ratelimit-limit-requests'] = String(item.limit)
-    headers['x-ratelimit-remaining-requests'] = String(Math.max(0, Math.floor(left)))
-    // From what is really left: a bucket in debt (charged more than it held) takes longer than a minute.
-    headers['x-ratelimit-reset-requests'] = formatDuration((item.limit - left) / item.rate)
-  }
-  if (tokens >= 0) {
-    const item = items[tokens]!
-    const left = remaining[tokens]!
-    headers['x-ratelimit-limit-tokens'] = String(item.limit)
-    headers['x-ratelimit-remaining-tokens'] = String(Math.max(0, Math.floor(left)))
-    headers['x-ratelimit-reset-tokens'] = formatDuration((item.limit - left) / item.rate)
-  }
+  if (requests >= 0) putBucket(headers, 'requests', items[requests]!, remaining[requests]!)
+  if (tokens >= 0) putBucket(headers, 'tokens', items[tokens]!, remaining[tokens]!)
+}
+
+function putBucket(headers: Record<string, string>, suffix: 'requests' | 'tokens', item: Item, left: number): void {
+  headers[`x-ratelimit-limit-${suffix}`] = String(item.limit)
+  headers[`x-ratelimit-remaining-${suffix}`] = String(Math.max(0, Math.floor(left)))
+  // From what is really left: a bucket in debt (charged more than it held) takes longer than a minute.
+  headers[`x-ratelimit-reset-${suffix}`] = formatDuration((item.limit - left) / item.rate)
 }
 
 /** OpenAI's reset format: `20ms`, `1.5s`, `6m0s`, `1h2m3s`; rounded up, never promising a reset too early. */

@@ -32,10 +32,15 @@
  *   (floored), and the wait in ms, -1 meaning never.
  */
 
-export const ADMIT_SCRIPT = `local KEYS, A, floor, ceil = KEYS, cjson.decode(ARGV[1]), math.floor, math.ceil
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
-local val, todo, order = {}, {}, {}
+/** Redis' own clock in ms: buckets and leases of every instance agree on it. */
+const NOW = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
+
+/**
+ * ADMIT and SETTLE begin alike: one MGET of the batch's distinct keys into `val` (a missing or
+ * non-numeric value reads as 0). `todo` and `order` collect the keys a request changed.
+ */
+const BATCH_READ = `local val, todo, order = {}, {}, {}
 do
   local uniq, u = {}, 0
   for i = 1, #KEYS do
@@ -44,7 +49,29 @@ do
   end
   local got = redis.call('MGET', unpack(uniq))
   for i = 1, u do val[uniq[i]] = tonumber(got[i] or '0') or 0 end
-end
+end`
+
+/**
+ * ...and end alike: each changed key written once. todo[key] is 'b' for a bucket (it lives until
+ * it is full again, plus a second) or a counter's period end (kept a day past it; -1: no end).
+ */
+const BATCH_WRITE = `for i = 1, #order do
+  local key = order[i]
+  local w = todo[key]
+  if w == 'b' then
+    local ms = val[key] - now
+    if ms < 0 then ms = 0 end
+    redis.call('SET', key, val[key], 'PX', math.ceil(ms) + 1000)
+  elseif w >= 0 then
+    redis.call('SET', key, val[key], 'PXAT', w + 86400000)
+  else
+    redis.call('SET', key, val[key])
+  end
+end`
+
+export const ADMIT_SCRIPT = `local KEYS, A, floor, ceil = KEYS, cjson.decode(ARGV[1]), math.floor, math.ceil
+${NOW}
+${BATCH_READ}
 local out = {}
 local o = 0
 local k0 = 0
@@ -139,36 +166,14 @@ for r = 1, A[1] do
   k0 = k0 + n
   a0 = a0 + 3 + n * 5
 end
-for i = 1, #order do
-  local key = order[i]
-  local w = todo[key]
-  if w == 'b' then
-    local ms = val[key] - now
-    if ms < 0 then ms = 0 end
-    redis.call('SET', key, val[key], 'PX', ceil(ms) + 1000)
-  elseif w >= 0 then
-    redis.call('SET', key, val[key], 'PXAT', w + 86400000)
-  else
-    redis.call('SET', key, val[key])
-  end
-end
+${BATCH_WRITE}
 return out`
 
-export const ADMIT_SHA = '792a9fb8b8c5d28a928434db7004c2b545aeb32e'
+export const ADMIT_SHA = '3ec4b20f593889c9924caf87d0b82cd3afc1dea6'
 
 export const SETTLE_SCRIPT = `local KEYS, A = KEYS, cjson.decode(ARGV[1])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local val, todo, order = {}, {}, {}
-do
-  local uniq, u = {}, 0
-  for i = 1, #KEYS do
-    local k = KEYS[i]
-    if val[k] == nil then val[k] = false; u = u + 1; uniq[u] = k end
-  end
-  local got = redis.call('MGET', unpack(uniq))
-  for i = 1, u do val[uniq[i]] = tonumber(got[i] or '0') or 0 end
-end
+${NOW}
+${BATCH_READ}
 local k0 = 0
 local a0 = 1
 local function settle(n, lease)
@@ -207,25 +212,12 @@ for r = 1, A[1] do
   k0 = k0 + n
   a0 = a0 + 3 + n * 5
 end
-for i = 1, #order do
-  local key = order[i]
-  local w = todo[key]
-  if w == 'b' then
-    local ms = val[key] - now
-    if ms < 0 then ms = 0 end
-    redis.call('SET', key, val[key], 'PX', math.ceil(ms) + 1000)
-  elseif w >= 0 then
-    redis.call('SET', key, val[key], 'PXAT', w + 86400000)
-  else
-    redis.call('SET', key, val[key])
-  end
-end
+${BATCH_WRITE}
 return out`
 
 export const SETTLE_SHA = '3a327e53fcad66f75cd5f9814ddc0a653dcaefb3'
 
-export const PEEK_SCRIPT = `local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+export const PEEK_SCRIPT = `${NOW}
 local n = tonumber(ARGV[1])
 local vals = redis.call('MGET', unpack(KEYS))
 local out = {}

@@ -1,0 +1,66 @@
+/**
+ * touchKeys writes each key's own last_used_at, in chunks of one statement, on SQLite and on
+ * Postgres; keys not in the map keep theirs.
+ */
+import { afterAll, describe, expect, test } from 'bun:test'
+import { createDatabase, type DatabaseHandle } from '../../src/db/index.ts'
+import { migrateToLatest } from '../../src/db/migrate.ts'
+import { createTestPostgresDatabase, postgresUrlForTests, type TestPostgresDatabase } from '../../test/support/services.ts'
+import { TOUCH_CHUNK, touchKeys } from './repo.ts'
+
+const at = '2026-01-01T00:00:00.000Z'
+
+async function seed(handle: DatabaseHandle, count: number): Promise<string[]> {
+  await migrateToLatest(handle.db)
+  await handle.db.insertInto('users').values({ id: 'usr_t', email: null, name: 't', disabled_at: null, deleted_at: null, limits: null, budget: null, metadata: null, created_at: at, updated_at: at }).execute()
+  const ids = Array.from({ length: count }, (_, i) => `key_t${i}`)
+  for (let base = 0; base < count; base += 500) {
+    const rows = ids.slice(base, base + 500).map((id, j) => ({
+      id, hash: `hash_${id}`, start: 'sk-dev-', end: String(j).padStart(4, '0'), environment: 'dev', user_id: 'usr_t', team_id: null, name: null, models: null, scopes: null,
+      limits: null, budget: null, status: 'active' as const, expires_at: null, created_at: at, updated_at: at, last_used_at: null, revoked_at: null, revoked_reason: null,
+      rotated_from: null, rotated_to: null, grace_until: null, metadata: null,
+    }))
+    await handle.db.insertInto('api_keys').values(rows).execute()
+  }
+  return ids
+}
+
+async function check(handle: DatabaseHandle): Promise<void> {
+  // More than two chunks, with one left over; the last key is not touched.
+  const ids = await seed(handle, TOUCH_CHUNK * 2 + 7)
+  const used = new Map<string, number>()
+  const base = Date.UTC(2026, 10, 28)
+  ids.slice(0, -1).forEach((id, i) => used.set(id, base + i * 1000))
+  await touchKeys(handle.db, used)
+  const rows = await handle.db.selectFrom('api_keys').select(['id', 'last_used_at']).execute()
+  const got = new Map(rows.map((r) => [r.id, r.last_used_at]))
+  ids.slice(0, -1).forEach((id, i) => expect(got.get(id)).toBe(new Date(base + i * 1000).toISOString()))
+  expect(got.get(ids.at(-1)!)).toBeNull()
+}
+
+const pgUrl = await postgresUrlForTests('plugins/auth/repo.test.ts')
+
+describe('touchKeys', () => {
+  test('SQLite: every key gets its own time, across chunks', async () => {
+    const handle = await createDatabase('sqlite://:memory:')
+    try {
+      await check(handle)
+    } finally {
+      await handle.close()
+    }
+  })
+
+  let pg: TestPostgresDatabase | undefined
+  afterAll(async () => {
+    await pg?.drop()
+  })
+  test.skipIf(pgUrl === null)('Postgres: every key gets its own time, across chunks', async () => {
+    pg = await createTestPostgresDatabase(pgUrl!, 'touch')
+    const handle = await createDatabase(pg.url)
+    try {
+      await check(handle)
+    } finally {
+      await handle.close()
+    }
+  })
+})
