@@ -112,4 +112,22 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     // The broken request took nothing from its bucket.
     expect(await client.get(broken[0]!.key)).toBeNull()
   })
+
+  test('keys expire: a bucket two minutes after its last write (longer while in debt), a counter a day after its period, a lease set after its lifetime', async () => {
+    const plan = items('expiry')
+    expect((await store.admit(plan, 'req_e1', Date.now())).ok).toBe(true)
+    const bucketTtl = await client.pttl(plan[0]!.key)
+    // Half a bucket of 2 per minute is 30 s from full: kept 120 s, never less than the time to full.
+    expect(bucketTtl).toBeGreaterThan(115_000)
+    expect(bucketTtl).toBeLessThanOrEqual(120_000)
+    expect(Number(await client.call('PEXPIRETIME', plan[1]!.key))).toBe(plan[1]!.until! + 86_400_000)
+    const leaseTtl = await client.pttl(plan[2]!.key)
+    expect(leaseTtl).toBeGreaterThan(55_000)
+    expect(leaseTtl).toBeLessThanOrEqual(61_000)
+    // Charged 10 more than the bucket held: 11 requests from full at 2 a minute, 330 s.
+    await store.settle(plan, [10, 0, 0], 'req_e1', Date.now())
+    const inDebt = await client.pttl(plan[0]!.key)
+    expect(inDebt).toBeGreaterThan(320_000)
+    expect(inDebt).toBeLessThanOrEqual(331_000)
+  })
 })

@@ -25,7 +25,8 @@
  * - a bucket is ONE number, the ms at which it will be full again ("full"): it holds
  *   limit − max(0, full − now) × rate tokens, less than zero when a settlement charged more
  *   than it held. Taking c tokens sets full = now + (limit − left) / rate. One SET with PX
- *   writes it; a counter (the integer used so far) is one SET with PXAT;
+ *   writes it (a missing key is a full bucket, so it may expire any time after it is full);
+ *   a counter (the integer used so far) is one SET with PXAT;
  * - numbers are handed to redis.call as Lua numbers, which Redis formats in C at full
  *   precision (%.17g), never through string.format or tostring in Lua;
  * - replies are integers (Redis would truncate a Lua float): what is left, in thousandths
@@ -52,16 +53,21 @@ do
 end`
 
 /**
- * ...and end alike: each changed key written once. todo[key] is 'b' for a bucket (it lives until
- * it is full again, plus a second) or a counter's period end (kept a day past it; -1: no end).
+ * ...and end alike: each changed key written once. todo[key] is 'b' for a bucket or a counter's
+ * period end (a counter is kept a day past it; -1: no end). A bucket is kept two minutes past
+ * its last write, a constant string (a per-key TTL is one more number for Redis to format, about
+ * a tenth of an admission), unless it is further than that from full: in debt after a settlement.
  */
 const BATCH_WRITE = `for i = 1, #order do
   local key = order[i]
   local w = todo[key]
   if w == 'b' then
     local ms = val[key] - now
-    if ms < 0 then ms = 0 end
-    redis.call('SET', key, val[key], 'PX', math.ceil(ms) + 1000)
+    if ms < 119000 then
+      redis.call('SET', key, val[key], 'PX', '120000')
+    else
+      redis.call('SET', key, val[key], 'PX', math.ceil(ms) + 1000)
+    end
   elseif w >= 0 then
     redis.call('SET', key, val[key], 'PXAT', w + 86400000)
   else
@@ -169,7 +175,7 @@ end
 ${BATCH_WRITE}
 return out`
 
-export const ADMIT_SHA = '3ec4b20f593889c9924caf87d0b82cd3afc1dea6'
+export const ADMIT_SHA = 'a07edc1d7a95160d14c8ebb93bcaf6fe370100df'
 
 export const SETTLE_SCRIPT = `local KEYS, A = KEYS, cjson.decode(ARGV[1])
 ${NOW}
@@ -215,7 +221,7 @@ end
 ${BATCH_WRITE}
 return out`
 
-export const SETTLE_SHA = '3a327e53fcad66f75cd5f9814ddc0a653dcaefb3'
+export const SETTLE_SHA = 'b8603886007b243b9005664aa7650561150e1370'
 
 export const PEEK_SCRIPT = `${NOW}
 local n = tonumber(ARGV[1])
