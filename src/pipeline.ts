@@ -58,6 +58,12 @@ class Answer {
     readonly controller: AbortController,
     /** `performance.now()` when the call started (its total timeout counts from here). */
     readonly startedAt: number,
+    /**
+     * Stops a client that goes away from aborting the call. The listener the attempt set stays on
+     * through the body (one listener a request, not one per stage); a body that goes on natively
+     * keeps it until the request is gone, where a late abort finds nothing left to stop.
+     */
+    readonly detach: () => void,
   ) {}
 }
 const encoder = new TextEncoder()
@@ -265,6 +271,7 @@ export class Pipeline {
     const firstByteMs = Math.min(timeouts?.first_byte_ms ?? DEFAULT_FIRST_BYTE_MS, timeouts?.total_ms ?? DEFAULT_TOTAL_MS)
     const startedAt = performance.now()
     let timedOut = false
+    let kept = false
     const timer = setTimeout(() => {
       timedOut = true
       controller.abort(new DOMException('upstream timed out', 'TimeoutError'))
@@ -277,7 +284,10 @@ export class Pipeline {
         key: target.key,
         signal: controller.signal,
       })
-      if (response.ok) return new Answer(response, controller, startedAt)
+      if (response.ok) {
+        kept = true
+        return new Answer(response, controller, startedAt, () => clientSignal.removeEventListener('abort', onClientAbort))
+      }
       const text = await response.text().catch(() => '')
       return {
         status: response.status,
@@ -299,7 +309,7 @@ export class Pipeline {
       }
     } finally {
       clearTimeout(timer)
-      clientSignal.removeEventListener('abort', onClientAbort)
+      if (!kept) clientSignal.removeEventListener('abort', onClientAbort)
     }
   }
 
@@ -314,6 +324,7 @@ export class Pipeline {
     for (const k in req.responseHeaders) headers[k] = req.responseHeaders[k]!
     // Content-Encoding and Content-Length are not copied: Bun's fetch already decoded the body.
     if (!upstream.body) {
+      answer.detach()
       plan.release?.()
       // Nothing to tap (a bodiless answer): the usage and completion hooks still hear of it.
       if (this.tap) queueMicrotask(() => this.settle(req, null, () => '', false, null, upstream.status))
@@ -346,11 +357,9 @@ export class Pipeline {
     const upstream = answer.response
     const status = upstream.status
     const copy = upstream.clone()
-    const signal = req.request.signal
-    const onClientAbort = () => answer.controller.abort(new DOMException('client closed the request', 'AbortError'))
-    signal.addEventListener('abort', onClientAbort, { once: true })
+    // The attempt's listener still aborts the call if the client goes away; it goes at the end.
     const end = () => {
-      signal.removeEventListener('abort', onClientAbort)
+      answer.detach()
       this.watchdog.end(watch)
       plan.release?.()
     }
