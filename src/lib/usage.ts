@@ -66,7 +66,9 @@ export function findUsage(bytes: Uint8Array): unknown {
     else if (c === 0x7b) depth++
     else if (c === 0x7d && --depth === 0) {
       try {
-        return JSON.parse(decoder.decode(bytes.subarray(start, i + 1)))
+        // A copy, not a view: a view of a fetched body makes the engine give it a buffer of its
+        // own first (~1 µs); copying the ~100 bytes of a usage object costs a tenth of that.
+        return JSON.parse(decoder.decode(bytes.slice(start, i + 1)))
       } catch {
         return undefined
       }
