@@ -95,7 +95,7 @@ export const quota = definePlugin({
     return {
       async admit(req) {
         const identity = req.identity
-        if (!identity || !hasLimits(identity)) return
+        if (!identity) return
         const now = services.now()
         const template = plans.template(identity, () => subjectsOf(identity), now)
         if (template === null) return
@@ -206,12 +206,6 @@ function subjectsOf(identity: Identity | undefined): Subjects | null {
     user: { id: identity.userId, limits: a.limits?.user ?? null, budget: a.budget?.user ?? null },
     team: identity.teamId ? { id: identity.teamId, limits: a.limits?.team ?? null, budget: a.budget?.team ?? null } : null,
   }
-}
-
-/** Whether auth put any limit or budget on the identity (quota has nothing to do otherwise). */
-function hasLimits(identity: Identity): boolean {
-  const a = identity.attributes as Attributes
-  return Boolean(a.limits || a.budget)
 }
 
 /** OpenAI's headers for the bucket of each kind that will refuse first. */

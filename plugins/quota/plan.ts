@@ -31,11 +31,12 @@ export interface Item {
   wire?: string
 }
 
-const WIRE_KIND = { bucket: 'b', counter: 'c', lease: 'l' } as const
+/** An item's kind as the Redis scripts name it. */
+export const KIND_LETTER = { bucket: 'b', counter: 'c', lease: 'l' } as const
 
 /** The fixed fields of an item as the Redis scripts read them (see Item.wire). */
 export function wireOf(it: Item): string {
-  return it.wire ?? `"${WIRE_KIND[it.kind]}",${it.limit},${it.rate},${it.until ?? -1}`
+  return it.wire ?? `"${KIND_LETTER[it.kind]}",${it.limit},${it.rate},${it.until ?? -1}`
 }
 
 /** The limits and budgets of one request's key, user and team. */
@@ -132,11 +133,13 @@ export class PlanCache {
     let plan = this.plans.get(owner)
     if (plan === undefined || now < plan.from || now >= plan.until) {
       const s = subjects()
-      const template = s === null ? null : planItems(s, { tokens: 0, microUsd: 0 }, now, this.options)
-      for (const it of template ?? []) it.wire = wireOf(it)
+      const template = s === null ? [] : planItems(s, { tokens: 0, microUsd: 0 }, now, this.options)
       let until = Infinity
-      for (const it of template ?? []) if (it.kind === 'counter' && it.until !== null) until = Math.min(until, it.until)
-      plan = { template: template !== null && template.length > 0 ? template : null, from: now, until }
+      for (const it of template) {
+        it.wire = wireOf(it)
+        if (it.kind === 'counter' && it.until !== null) until = Math.min(until, it.until)
+      }
+      plan = { template: template.length > 0 ? template : null, from: now, until }
       this.plans.set(owner, plan)
     }
     return plan.template

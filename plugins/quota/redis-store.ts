@@ -1,14 +1,12 @@
 import type { ScriptConnection } from './connection.ts'
-import { wireOf, type Item } from './plan.ts'
+import { KIND_LETTER, wireOf, type Item } from './plan.ts'
 import type { AdmitOutcome, QuotaStore } from './store.ts'
 import { ADMIT_SCRIPT, ADMIT_SHA, PEEK_SCRIPT, PEEK_SHA, SETTLE_SCRIPT, SETTLE_SHA } from './lua.ts'
-
-const KIND = { bucket: 'b', counter: 'c', lease: 'l' } as const
 
 /** KEYS and ARGV of a PEEK call over `items` (one request): per item kind, limit, rate, an unused 0, until. */
 function encodePeek(items: Item[], now: number): (string | number)[] {
   const args: (string | number)[] = [items.length, ...items.map((it) => it.key), items.length, '', now]
-  for (const it of items) args.push(KIND[it.kind], it.limit, it.rate, 0, it.until ?? -1)
+  for (const it of items) args.push(KIND_LETTER[it.kind], it.limit, it.rate, 0, it.until ?? -1)
   return args
 }
 
