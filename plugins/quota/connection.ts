@@ -1,10 +1,13 @@
 import { RedisClient as NativeRedis } from 'bun'
 import type { RedisClient } from '../../src/redis.ts'
 
+/** A script argument: a key or a number, or binary (a packed batch, see pack.ts). */
+export type ScriptArg = string | number | Buffer
+
 /** What the Redis quota store sends: scripts, and plain ZREMs. Every call fails fast. */
 export interface ScriptConnection {
-  evalsha(sha: string, args: readonly (string | number)[]): Promise<unknown>
-  eval(script: string, args: readonly (string | number)[]): Promise<unknown>
+  evalsha(sha: string, args: readonly ScriptArg[]): Promise<unknown>
+  eval(script: string, args: readonly ScriptArg[]): Promise<unknown>
   zrem(key: string, member: string): Promise<unknown>
   close(): void
 }
@@ -12,11 +15,11 @@ export interface ScriptConnection {
 /** Over an ioredis client (single node or Cluster), which brings its own command timeout. */
 export class IoredisConnection implements ScriptConnection {
   constructor(private readonly client: RedisClient) {}
-  evalsha(sha: string, args: readonly (string | number)[]): Promise<unknown> {
-    return this.client.evalsha(sha, ...(args as [number, ...(string | number)[]]))
+  evalsha(sha: string, args: readonly ScriptArg[]): Promise<unknown> {
+    return this.client.evalsha(sha, ...(args as [number, ...ScriptArg[]]))
   }
-  eval(script: string, args: readonly (string | number)[]): Promise<unknown> {
-    return this.client.eval(script, ...(args as [number, ...(string | number)[]]))
+  eval(script: string, args: readonly ScriptArg[]): Promise<unknown> {
+    return this.client.eval(script, ...(args as [number, ...ScriptArg[]]))
   }
   zrem(key: string, member: string): Promise<unknown> {
     return this.client.zrem(key, member)
@@ -96,11 +99,15 @@ export class NativeConnection implements ScriptConnection {
     return this.client.connected
   }
 
-  private send(command: string, args: readonly (string | number)[]): Promise<unknown> {
+  private send(command: string, args: readonly ScriptArg[]): Promise<unknown> {
     if (!this.client.connected) return Promise.reject(new Error(`Redis is not connected (${command})`))
-    const strings = new Array<string>(args.length)
-    for (let i = 0; i < args.length; i++) strings[i] = String(args[i])
-    const reply = this.client.send(command, strings) as Promise<unknown>
+    // Bun's client sends a Buffer as binary, though its typings name only strings.
+    const out = new Array<string | Buffer>(args.length)
+    for (let i = 0; i < args.length; i++) {
+      const a = args[i]!
+      out[i] = typeof a === 'object' ? a : String(a)
+    }
+    const reply = this.client.send(command, out as string[]) as Promise<unknown>
     return new Promise<unknown>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`Redis did not answer ${command} within ${this.timeoutMs} ms`)), this.timeoutMs)
       reply.then(
@@ -116,10 +123,10 @@ export class NativeConnection implements ScriptConnection {
     })
   }
 
-  evalsha(sha: string, args: readonly (string | number)[]): Promise<unknown> {
+  evalsha(sha: string, args: readonly ScriptArg[]): Promise<unknown> {
     return this.send('EVALSHA', [sha, ...args])
   }
-  eval(script: string, args: readonly (string | number)[]): Promise<unknown> {
+  eval(script: string, args: readonly ScriptArg[]): Promise<unknown> {
     return this.send('EVAL', [script, ...args])
   }
   zrem(key: string, member: string): Promise<unknown> {

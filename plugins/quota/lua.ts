@@ -8,10 +8,11 @@
  * Time for buckets and leases is Redis's own clock, so instances with skewed clocks agree.
  *
  * ADMIT and SETTLE take a batch: KEYS are the requests' keys one after the other, and ARGV[1]
- * is ONE JSON array (read by Redis' built-in cjson): the number of requests, then per request
- * n (its item count), its lease id, the caller's clock and five fields per item. One argument
- * instead of ~6 per item: every argument costs the client and Redis (a Lua string each), and
- * cjson hands numbers over as numbers. Requests run in order, each exactly as if it were its
+ * is ONE MessagePack array (pack.ts; read by Redis' bundled cmsgpack): the number of requests,
+ * then per request n (its item count), its lease id, the caller's clock and five fields per
+ * item. One argument instead of ~6 per item: every argument costs the client and Redis (a Lua
+ * string each); cmsgpack hands numbers over as numbers, and reads binary doubles three times
+ * faster than cjson parses text. Requests run in order, each exactly as if it were its
  * own script (a later one sees what an earlier one took). Each runs under pcall: one that
  * fails (a key of the wrong type) answers -2 and its message, and the others go on. PEEK takes
  * one request in plain ARGV fields: kind, limit, rate, cost (unused), until.
@@ -75,15 +76,16 @@ const BATCH_WRITE = `for i = 1, #order do
   end
 end`
 
-export const ADMIT_SCRIPT = `local KEYS, A, floor, ceil = KEYS, cjson.decode(ARGV[1]), math.floor, math.ceil
+export const ADMIT_SCRIPT = `local KEYS, A, floor, ceil = KEYS, cmsgpack.unpack(ARGV[1]), math.floor, math.ceil
 ${NOW}
 ${BATCH_READ}
 local out = {}
 local o = 0
 local k0 = 0
 local a0 = 1
+-- Shared by the requests (each writes 1..n before it reads them): no tables per request.
+local avail, after = {}, {}
 local function admit(n, lease, clientNow)
-  local avail, after = {}, {}
   local failed = 0
   local wait = 0
   local b = a0 + 3
@@ -175,9 +177,9 @@ end
 ${BATCH_WRITE}
 return out`
 
-export const ADMIT_SHA = 'a07edc1d7a95160d14c8ebb93bcaf6fe370100df'
+export const ADMIT_SHA = 'be3614b28428a1160f9885b41d1a6d1c7f6219d7'
 
-export const SETTLE_SCRIPT = `local KEYS, A = KEYS, cjson.decode(ARGV[1])
+export const SETTLE_SCRIPT = `local KEYS, A = KEYS, cmsgpack.unpack(ARGV[1])
 ${NOW}
 ${BATCH_READ}
 local k0 = 0
@@ -221,7 +223,7 @@ end
 ${BATCH_WRITE}
 return out`
 
-export const SETTLE_SHA = 'b8603886007b243b9005664aa7650561150e1370'
+export const SETTLE_SHA = '26ee62abdeedf0418e3da09e4266f9e9f30cdc2f'
 
 export const PEEK_SCRIPT = `${NOW}
 local n = tonumber(ARGV[1])

@@ -1,4 +1,5 @@
 import type { Budget, Limits } from '../../src/limits.ts'
+import { PackWriter } from './pack.ts'
 
 /** Who a limit hangs on. */
 export type Scope = 'key' | 'user' | 'team'
@@ -25,18 +26,21 @@ export interface Item {
   /** Counter: ms epoch when its period ends (null for `total`). Lease: its lifetime in ms. */
   until: number | null
   /**
-   * kind, limit, rate and until as the Redis scripts read them (JSON array elements), made once
-   * per plan: formatting a rate like 16666.666666666668 costs more than the rest of encoding.
+   * kind, limit, rate and until as the Redis scripts read them (four MessagePack values, see
+   * pack.ts), packed once per plan and copied into each batch.
    */
-  wire?: string
+  wire?: Uint8Array
 }
 
 /** An item's kind as the Redis scripts name it. */
 export const KIND_LETTER = { bucket: 'b', counter: 'c', lease: 'l' } as const
 
+/** How many values wireOf packs. */
+export const WIRE_VALUES = 4
+
 /** The fixed fields of an item as the Redis scripts read them (see Item.wire). */
-export function wireOf(it: Item): string {
-  return it.wire ?? `"${KIND_LETTER[it.kind]}",${it.limit},${it.rate},${it.until ?? -1}`
+export function wireOf(it: Item): Uint8Array {
+  return it.wire ?? PackWriter.pack([KIND_LETTER[it.kind], it.limit, it.rate, it.until ?? -1])
 }
 
 /** The limits and budgets of one request's key, user and team. */
