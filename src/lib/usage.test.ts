@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { findUsage } from './usage.ts'
+import { findUsage, roughPromptTokens } from './usage.ts'
 
 const bytes = (v: unknown) => new TextEncoder().encode(typeof v === 'string' ? v : JSON.stringify(v))
 
@@ -28,5 +28,30 @@ describe('findUsage', () => {
     const inner = bytes({ usage: { total_tokens: 7 } })
     big.set(inner, 10)
     expect(findUsage(big.subarray(10, 10 + inner.length))).toEqual({ total_tokens: 7 })
+  })
+})
+
+describe('roughPromptTokens', () => {
+  // Bodies without escapes or numbers: the estimate reads the JSON length exactly, from string lengths.
+  const bodies: Record<string, unknown>[] = [
+    { model: 'm', messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hello there' }] },
+    { model: 'm', messages: [{ role: 'user', content: [{ type: 'text', text: 'what is this' }, { type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] }] },
+    { model: 'm', messages: [{ role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{}' } }] }] },
+    { model: 'm', messages: [] },
+    { model: 'm', input: ['one', 'two', 'three'] },
+    { model: 'm', messages: [{ role: 'user', content: 'x', name: undefined }] },
+  ]
+  test('4 characters a token of the prompt part as JSON text', () => {
+    for (const body of bodies) {
+      const source = body.messages ?? body.input
+      expect(roughPromptTokens(body)).toBe(Math.ceil(JSON.stringify(source).length / 4))
+    }
+  })
+  test('a string prompt counts its characters; no prompt counts 0; deep nesting still counts', () => {
+    expect(roughPromptTokens({ prompt: 'abcdefgh' })).toBe(2)
+    expect(roughPromptTokens({ model: 'm' })).toBe(0)
+    let deep: unknown = 'leaf'
+    for (let i = 0; i < 100; i++) deep = [deep]
+    expect(roughPromptTokens({ input: deep })).toBe(Math.ceil(JSON.stringify(deep).length / 4))
   })
 })
