@@ -341,8 +341,75 @@ export class Pipeline {
     }
     const watch = this.watchdog.watch(answer.controller, timeouts?.idle_ms ?? DEFAULT_IDLE_MS, answer.startedAt + (timeouts?.total_ms ?? DEFAULT_TOTAL_MS))
     if (!req.stream) return this.mirrorJson(req, answer, plan, watch, headers)
+    if (this.tap && this.chunkHooks.length === 0 && req.locals.__hideUsageChunk !== true && timeouts?.idle_ms === undefined && timeouts?.total_ms === undefined) {
+      return this.mirrorStream(req, answer, plan, watch, headers)
+    }
     const body = this.tap ? this.tapStream(req, upstream.body, plan, upstream.status, watch) : this.guard(req, upstream.body, plan, watch)
     return new Response(body, { status: upstream.status, headers })
+  }
+
+  /**
+   * A stream no hook rewrites goes to the client natively, chunk by chunk as it arrives, while a
+   * clone is read here for the usage, the time to the first byte and the completion text: the
+   * client's bytes never pass through a JavaScript stream (measured: see benchmarks/README.md).
+   * Used only when the operator set no idle or total timeout on the provider: the defaults still
+   * stop a stalled upstream (the watchdog aborts the call, the client's stream ends short and the
+   * request is logged with upstream_timeout), but the error event a configured timeout promises the
+   * client is written by tapStream, which owns the client's stream.
+   */
+  private mirrorStream(req: GatewayRequest, answer: Answer, plan: RoutePlan, watch: BodyWatch, headers: Record<string, string>): Response {
+    const upstream = answer.response
+    const status = upstream.status
+    const reader = upstream.clone().body!.getReader()
+    const decoder = new TextDecoder()
+    const splitter = new SseSplitter()
+    let usage: Usage | null = null
+    const kept: string[] = []
+    let keptChars = 0
+    let ttft: number | null = null
+    const inspect = (event: string): void => {
+      const data = eventData(event)
+      if (data === null || data === '[DONE]') return
+      if (!data.includes('"usage":{')) {
+        if (usage === null && keptChars < MAX_KEPT_EVENT_CHARS) {
+          kept.push(data)
+          keptChars += data.length
+        }
+        return
+      }
+      try {
+        usage = parseUsage((JSON.parse(data) as Record<string, unknown>).usage, this.pricingOf(req)) ?? usage
+      } catch {
+        // Not JSON: nothing to read.
+      }
+    }
+    const finish = (aborted: boolean, errorCode: ErrorCode | null) => {
+      answer.detach()
+      this.watchdog.end(watch)
+      plan.release?.()
+      this.settle(req, usage, () => completionText(kept), aborted, ttft, status, errorCode)
+    }
+    const read = (): void => {
+      reader.read().then(
+        ({ done, value }) => {
+          if (done) {
+            const rest = splitter.flush()
+            if (rest !== null) inspect(rest)
+            return finish(false, null)
+          }
+          watch.touch()
+          if (ttft === null) ttft = performance.now() - req.startedAt
+          for (const e of splitter.push(decoder.decode(value, { stream: true }))) inspect(e)
+          read()
+        },
+        () => {
+          if (watch.timedOut !== null) this.logger.warn('upstream body timed out', { request_id: req.id, provider: req.target?.provider.id, timeout: watch.timedOut })
+          finish(true, watch.timedOut === null ? null : 'upstream_timeout')
+        },
+      )
+    }
+    read()
+    return new Response(upstream.body, { status, headers })
   }
 
   /**

@@ -124,13 +124,17 @@ describe('a client that goes away mid-stream', () => {
     rec.outcomes.length = 0
   })
 
-  /** Start a long stream (200 pieces, 50 ms apart), read until its second piece, then abort. */
-  async function readThenAbort(gw: TestGateway): Promise<string> {
+  /**
+   * Start a long stream (200 pieces, 50 ms apart), read until its second piece, then abort. A
+   * client that asks for the usage chunk itself gets the upstream's bytes natively while the
+   * gateway reads a copy (Pipeline.mirrorStream); otherwise the gateway's own stream hides it.
+   */
+  async function readThenAbort(gw: TestGateway, clientAsksUsage = false): Promise<string> {
     const controller = new AbortController()
     const res = await fetch(`${gw.url}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'mock-gpt', messages, max_tokens: 200, stream: true }),
+      body: JSON.stringify({ model: 'mock-gpt', messages, max_tokens: 200, stream: true, ...(clientAsksUsage && { stream_options: { include_usage: true } }) }),
       signal: controller.signal,
     })
     expect(res.status).toBe(200)
@@ -153,8 +157,11 @@ describe('a client that goes away mid-stream', () => {
     expect(upstream.stats.requests).toBe(1)
   })
 
-  test('with a plugin: the upstream is cancelled and onUsage/onComplete still fire, with aborted: true', async () => {
-    await readThenAbort(tapped)
+  test.each([
+    ['the gateway hides the usage chunk', false],
+    ['the client asked for the usage chunk (its stream goes on natively)', true],
+  ])('with a plugin (%s): the upstream is cancelled and onUsage/onComplete still fire, with aborted: true', async (_, clientAsksUsage) => {
+    await readThenAbort(tapped, clientAsksUsage)
     await waitFor(() => upstream.stats.aborted === 1, 'the upstream stream cancelled')
     await waitFor(() => rec.outcomes.length === 1, 'onComplete')
     expect(rec.usages.length).toBe(1)
@@ -217,13 +224,37 @@ describe('the usage chunk a plugin needs', () => {
     expect((upstream.stats.lastBody as { stream_options?: unknown }).stream_options).toEqual({ include_obfuscation: false, include_usage: true })
   })
 
-  test('a client that asked for it still gets it', async () => {
-    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 2, stream: true, stream_options: { include_usage: true } })
-    const chunks = parseSse(await res.text()).events as ChunkLike[]
+  test('a client that asked for it still gets it, byte for byte as the upstream sent it', async () => {
+    const body = { model: 'mock-gpt', messages, max_tokens: 2, stream: true, stream_options: { include_usage: true } }
+    const text = await (await postJson(`${gw.url}/v1/chat/completions`, body)).text()
+    const chunks = parseSse(text).events as ChunkLike[]
     expect(chunks.at(-1)?.choices).toEqual([])
     expect(chunks.at(-1)?.usage).toEqual({ prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 })
-    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    // The mock's answer is deterministic but for its id and time: the same bytes with those aligned.
+    const direct = await (await postJson(`${upstream.url}/chat/completions`, body)).text()
+    const align = (s: string) => s.replace(/chatcmpl-[A-Za-z0-9]+/g, 'ID').replace(/"created":\d+/g, '"created":0')
+    expect(align(text)).toBe(align(direct))
+    await waitFor(() => rec.outcomes.length === 1, 'onComplete')
     expect(rec.usages[0]?.completionTokens).toBe(2)
+    expect(rec.outcomes[0]).toMatchObject({ status: 200, aborted: false, errorCode: null })
+    expect(rec.outcomes[0]?.ttftMs).toBeGreaterThan(0)
+  })
+
+  test('a stream the client asked usage of that comes without it is estimated from the text it carried', async () => {
+    // An OpenAI-compatible server that ignores stream_options: no usage chunk at all.
+    const frame = (content: string) => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content } }] })}\n\n`
+    const bare = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: () => new Response(frame('Hello there, ') + frame('a few words of text.') + 'data: [DONE]\n\n', { headers: { 'content-type': 'text/event-stream' } }) })
+    const local = await startGateway(upstreamConfig(`http://127.0.0.1:${bare.port}/v1`, { plugins: [rec.plugin] }))
+    try {
+      const res = await postJson(`${local.url}/v1/chat/completions`, { model: 'mock-gpt', messages, stream: true, stream_options: { include_usage: true } })
+      expect(streamedText(parseSse(await res.text()).events as ChunkLike[])).toBe('Hello there, a few words of text.')
+      await waitFor(() => rec.outcomes.length === 1, 'onComplete')
+      expect(rec.usages[0]).toMatchObject({ source: 'estimated', completionTokens: Math.ceil('Hello there, a few words of text.'.length / 4) })
+      expect(rec.usages[0]!.promptTokens).toBeGreaterThan(0)
+    } finally {
+      await local.close()
+      bare.stop(true)
+    }
   })
 
   test('without a usage plugin the stream options are the client’s own', async () => {
