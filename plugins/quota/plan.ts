@@ -1,5 +1,4 @@
 import type { Budget, Limits } from '../../src/limits.ts'
-import { PackWriter } from './pack.ts'
 
 /** Who a limit hangs on. */
 export type Scope = 'key' | 'user' | 'team'
@@ -25,23 +24,10 @@ export interface Item {
   cost: number
   /** Counter: ms epoch when its period ends (null for `total`). Lease: its lifetime in ms. */
   until: number | null
-  /**
-   * kind, limit, rate and until as the Redis scripts read them (four MessagePack values, see
-   * pack.ts), packed once per plan and copied into each batch.
-   */
-  wire?: Uint8Array
 }
 
 /** An item's kind as the Redis scripts name it. */
 export const KIND_LETTER = { bucket: 'b', counter: 'c', lease: 'l' } as const
-
-/** How many values wireOf packs. */
-export const WIRE_VALUES = 4
-
-/** The fixed fields of an item as the Redis scripts read them (see Item.wire). */
-export function wireOf(it: Item): Uint8Array {
-  return it.wire ?? PackWriter.pack([KIND_LETTER[it.kind], it.limit, it.rate, it.until ?? -1])
-}
 
 /** The limits and budgets of one request's key, user and team. */
 export interface Subjects {
@@ -113,7 +99,7 @@ export function withCosts(template: readonly Item[], costs: { tokens: number; mi
   for (let i = 0; i < template.length; i++) {
     const t = template[i]!
     const cost = t.measure === 'tokens' || t.measure === 'budget_tokens' ? costs.tokens : t.measure === 'budget_usd' ? costs.microUsd : 1
-    items[i] = { kind: t.kind, scope: t.scope, id: t.id, measure: t.measure, key: t.key, limit: t.limit, rate: t.rate, cost, until: t.until, wire: t.wire }
+    items[i] = { kind: t.kind, scope: t.scope, id: t.id, measure: t.measure, key: t.key, limit: t.limit, rate: t.rate, cost, until: t.until }
   }
   return items
 }
@@ -139,10 +125,7 @@ export class PlanCache {
       const s = subjects()
       const template = s === null ? [] : planItems(s, { tokens: 0, microUsd: 0 }, now, this.options)
       let until = Infinity
-      for (const it of template) {
-        it.wire = wireOf(it)
-        if (it.kind === 'counter' && it.until !== null) until = Math.min(until, it.until)
-      }
+      for (const it of template) if (it.kind === 'counter' && it.until !== null) until = Math.min(until, it.until)
       plan = { template: template.length > 0 ? template : null, from: now, until }
       this.plans.set(owner, plan)
     }

@@ -1,5 +1,5 @@
 import type { ScriptArg, ScriptConnection } from './connection.ts'
-import { KIND_LETTER, WIRE_VALUES, wireOf, type Item } from './plan.ts'
+import { KIND_LETTER, type Item } from './plan.ts'
 import { PackWriter } from './pack.ts'
 import type { AdmitOutcome, QuotaStore } from './store.ts'
 import { ADMIT_SCRIPT, ADMIT_SHA, PEEK_SCRIPT, PEEK_SHA, SETTLE_SCRIPT, SETTLE_SHA } from './lua.ts'
@@ -21,6 +21,13 @@ interface Pending {
   resolve(reply: AdmitOutcome | undefined): void
   reject(error: unknown): void
 }
+
+/** Each kind's letter (see KIND_LETTER), packed once. */
+const KIND_PACKED = {
+  bucket: PackWriter.pack([KIND_LETTER.bucket]),
+  counter: PackWriter.pack([KIND_LETTER.counter]),
+  lease: PackWriter.pack([KIND_LETTER.lease]),
+} as const
 
 /** Requests per script call at most (bounds how long one call holds Redis' thread). */
 const MAX_BATCH = 64
@@ -78,7 +85,10 @@ class Batcher {
         const it = p.items[i]!
         args.push(it.key)
         const value = p.values[i] ?? 0
-        pack.raw(wireOf(it), WIRE_VALUES)
+        pack.raw(KIND_PACKED[it.kind], 1)
+        pack.number(it.limit)
+        pack.number(it.rate)
+        pack.number(it.until ?? -1)
         // A NaN or an infinity would spoil the script's arithmetic: it counts as 0.
         pack.number(Number.isFinite(value) ? value : 0)
       }
