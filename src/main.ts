@@ -22,6 +22,9 @@ async function main(): Promise<void> {
     redis: config.redisUrl ? 'configured' : 'in-process',
     plugins: gateway.plugins.map((p) => p.name),
     models: gateway.models.list().map((m) => m.name),
+    pid: process.pid,
+    // Set before the process started, by `bun run start` unless given (src/lib/allocator.ts).
+    allocator_purge_delay: process.env.MIMALLOC_PURGE_DELAY ?? 'mimalloc default',
   })
 
   let stopping = false

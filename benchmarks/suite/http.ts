@@ -32,12 +32,13 @@ const GATEWAYS: Record<string, { label: string; plugins: readonly string[]; redi
 export const TARGET_LABELS: Record<string, string> = {
   mock: 'mock (direct)',
   raw: 'raw Bun proxy',
+  rawalloc: 'raw Bun proxy, MIMALLOC_PURGE_DELAY=-1',
   ...Object.fromEntries(Object.entries(GATEWAYS).map(([id, g]) => [id, g.label])),
   portkey: 'Portkey 1.15.2',
 }
 
 /** Table order of the targets. */
-export const TARGET_ORDER = ['mock', 'raw', 'bare', 'auth', 'quota', 'tokens', 'balance', 'logging', 'full', 'portkey']
+export const TARGET_ORDER = ['mock', 'raw', 'rawalloc', 'bare', 'auth', 'quota', 'tokens', 'balance', 'logging', 'full', 'portkey']
 
 /** Which row a plugin row is priced against: quota against auth (it needs it), the rest against no plugins. */
 export const DELTA_REFERENCE: Record<string, string> = { auth: 'bare', quota: 'auth', tokens: 'bare', balance: 'bare', logging: 'bare' }
@@ -68,7 +69,8 @@ export function planMatrix(o: SuiteOptions, peer: boolean): Cell[] {
     const deltas: string[] = o.deltaPlugins as DeltaPlugin[]
     for (const scenario of o.scenarios) {
       if (scenario === 'chat' || scenario === 'stream') {
-        cells.push({ scenario, concurrency: ['mock', 'raw', 'bare', ...deltas, 'full', ...p], rate: ['mock', 'raw', 'bare', 'full', ...p] })
+        // rawalloc: the baseline with the allocator setting the gateway runs with (src/lib/allocator.ts).
+        cells.push({ scenario, concurrency: ['mock', 'raw', 'rawalloc', 'bare', ...deltas, 'full', ...p], rate: ['mock', 'raw', 'bare', 'full', ...p] })
       } else if (scenario === 'mix') {
         cells.push({ scenario, concurrency: ['mock', 'raw', 'bare', 'full'], rate: ['mock', 'raw', 'bare', 'full'] })
       } else {
@@ -152,6 +154,7 @@ export async function runMatrix(o: SuiteOptions, stack: Stack, ctx: { mock: Serv
   }
   if (needed.has('mock')) add('mock', ctx.mock)
   if (needed.has('raw')) add('raw', await startRawProxy(stack, ctx.mock.origin))
+  if (needed.has('rawalloc')) add('rawalloc', await startRawProxy(stack, ctx.mock.origin, true))
   for (const id of TARGET_ORDER) {
     const g = GATEWAYS[id]
     if (g === undefined || !needed.has(id)) continue

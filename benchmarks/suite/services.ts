@@ -11,6 +11,7 @@ import { Redis } from 'ioredis'
 import { BENCH_MODEL } from '../fixtures/bodies.ts'
 import { MOCK_UPSTREAM_CLI } from '../fixtures/mock-upstream.ts'
 import { freePort, spawnServer, type ServerProcess } from '../fixtures/processes.ts'
+import { allocatorEnv } from '../../src/lib/allocator.ts'
 import { listensOn } from '../http/proc.ts'
 
 export const ROOT = new URL('../../', import.meta.url).pathname
@@ -124,15 +125,21 @@ export async function startMock(stack: Stack): Promise<ServerProcess> {
   return spawnServer({ name: 'mock upstream', cmd: ['bun', 'run', MOCK_UPSTREAM_CLI, '--port', String(port)], port, logFile: join(stack.tmp, 'mock.log'), onSpawn: (stop) => stack.own('mock', stop) })
 }
 
-/** Starts the raw Bun pass-through proxy in front of `upstreamOrigin`. */
-export async function startRawProxy(stack: Stack, upstreamOrigin: string): Promise<ServerProcess> {
+/**
+ * Starts the raw Bun pass-through proxy in front of `upstreamOrigin`: with Bun's defaults (the
+ * baseline), or with the allocator settings `bun run start` gives the gateway (`tuned`), so a
+ * reader can price the gateway against a proxy that got the same setting.
+ */
+export async function startRawProxy(stack: Stack, upstreamOrigin: string, tuned = false): Promise<ServerProcess> {
   const port = freePort()
+  const name = tuned ? 'rawalloc' : 'raw'
   return spawnServer({
-    name: 'raw proxy',
+    name: tuned ? 'raw proxy (allocator as bun run start)' : 'raw proxy',
     cmd: ['bun', 'run', RAW_PROXY, '--port', String(port), '--upstream', upstreamOrigin],
+    ...(tuned && { env: allocatorEnv() }),
     port,
-    logFile: join(stack.tmp, 'raw.log'),
-    onSpawn: (stop) => stack.own('raw', stop),
+    logFile: join(stack.tmp, `${name}.log`),
+    onSpawn: (stop) => stack.own(name, stop),
   })
 }
 
@@ -184,6 +191,8 @@ function gatewayEnv(stack: Stack, spec: GatewaySpec, mockOrigin: string, port: n
     SLUICE_ADMIN_KEY: adminKey,
     // Set so a dev boot writes no key file into the repository's data dir.
     SLUICE_ENCRYPTION_KEY: ENCRYPTION_KEY,
+    // What `bun run start` sets (src/lib/allocator.ts): the gateway is measured as it is run.
+    ...allocatorEnv(),
   }
   if (spec.redisUrl !== null) env.REDIS_URL = spec.redisUrl
   if (reusePort) env.SLUICE_REUSE_PORT = '1'
