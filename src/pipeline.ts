@@ -41,6 +41,8 @@ export interface PipelineOptions {
 
 /** Raw data of stream events kept to count a completion when the provider reports no usage. */
 const MAX_KEPT_EVENT_CHARS = 4 * 1024 * 1024
+/** Bytes of a mirrored stream held to be read at its end (Pipeline.mirrorStream); past them, read as they come. */
+const MAX_HELD_BYTES = 1024 * 1024
 
 type Stage = (req: GatewayRequest) => MaybePromise<HookResult>
 type UsageHook = (req: GatewayRequest, usage: Usage) => void
@@ -361,6 +363,13 @@ export class Pipeline {
     const upstream = answer.response
     const status = upstream.status
     const reader = upstream.clone().body!.getReader()
+    // The copy's chunks are only held until the end, where one decode and one search from the end
+    // find the usage chunk (the last event but [DONE]); decoding and splitting every chunk as it
+    // came cost a stream of 16 chunks several µs. Past MAX_HELD_BYTES they are decoded and split as
+    // they come instead, so memory stays bounded; a stream without usage is split at the end too,
+    // for the text its estimate is counted from.
+    let held: Uint8Array[] | null = []
+    let heldBytes = 0
     const decoder = new TextDecoder()
     const splitter = new SseSplitter()
     let usage: Usage | null = null
@@ -383,23 +392,45 @@ export class Pipeline {
         // Not JSON: nothing to read.
       }
     }
+    const split = (text: string): void => {
+      for (const e of splitter.push(text)) inspect(e)
+    }
+    /** What was held, read: the usage from the end when there is one, else every event. */
+    const readHeld = (): void => {
+      if (held === null) {
+        split(decoder.decode())
+      } else {
+        const text = decoder.decode(held.length === 1 ? held[0] : Buffer.concat(held))
+        held = null
+        usage = lastUsage(text, this.pricingOf(req))
+        if (usage === null) split(text)
+      }
+      const rest = splitter.flush()
+      if (rest !== null) inspect(rest)
+    }
     const finish = (aborted: boolean, errorCode: ErrorCode | null) => {
       answer.detach()
       this.watchdog.end(watch)
       plan.release?.()
+      readHeld()
       this.settle(req, usage, () => completionText(kept), aborted, ttft, status, errorCode)
     }
     const read = (): void => {
       reader.read().then(
         ({ done, value }) => {
-          if (done) {
-            const rest = splitter.flush()
-            if (rest !== null) inspect(rest)
-            return finish(false, null)
-          }
+          if (done) return finish(false, null)
           watch.touch()
           if (ttft === null) ttft = performance.now() - req.startedAt
-          for (const e of splitter.push(decoder.decode(value, { stream: true }))) inspect(e)
+          if (held === null) split(decoder.decode(value, { stream: true }))
+          else {
+            held.push(value)
+            heldBytes += value.byteLength
+            if (heldBytes > MAX_HELD_BYTES) {
+              const all = Buffer.concat(held)
+              held = null
+              split(decoder.decode(all, { stream: true }))
+            }
+          }
           read()
         },
         () => {
@@ -705,6 +736,27 @@ function messageText(body: Record<string, unknown>): string {
 }
 
 /** The generated text of OpenAI-format stream events: content, legacy text, tool-call arguments. */
+/**
+ * The usage of a whole OpenAI-format stream's text, from its last event that carries one (read
+ * from the end: usage comes last, just before [DONE]); null when none does, or when that event is
+ * not one JSON line (the caller then splits the stream event by event). `"usage":{` cannot occur
+ * inside a JSON string (its quotes would be escaped), so a match is a real key.
+ */
+export function lastUsage(text: string, pricing: Pricing | undefined): Usage | null {
+  const at = text.lastIndexOf('"usage":{')
+  if (at < 0) return null
+  const line = text.lastIndexOf('data:', at)
+  if (line < 0) return null
+  let end = text.indexOf('\n', at)
+  if (end < 0) end = text.length
+  if (text.charCodeAt(end - 1) === 13) end--
+  try {
+    return parseUsage((JSON.parse(text.slice(line + 5, end)) as Record<string, unknown>).usage, pricing)
+  } catch {
+    return null
+  }
+}
+
 export function completionText(events: readonly string[]): string {
   let text = ''
   for (const data of events) {

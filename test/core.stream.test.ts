@@ -6,6 +6,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:tes
 import { request as httpRequest } from 'node:http'
 import { gunzipSync } from 'node:zlib'
 import { definePlugin } from '../src/plugin.ts'
+import { lastUsage } from '../src/pipeline.ts'
 import type { Outcome, Usage } from '../src/plugin.ts'
 import { mockChatCompletion, mockEmbeddings } from '../src/providers/mock/generate.ts'
 import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
@@ -273,5 +274,58 @@ describe('the usage chunk a plugin needs', () => {
     expect((upstream.stats.lastBody as { stream_options?: unknown }).stream_options).toEqual({ include_usage: true })
     await waitFor(() => rec.usages.length === 1, 'onUsage')
     expect(rec.usages[0]).toMatchObject({ source: 'provider', completionTokens: 3 })
+  })
+})
+
+describe('lastUsage: the usage of a whole stream, read from its end', () => {
+  const chunk = (obj: unknown) => `data: ${JSON.stringify(obj)}\n\n`
+  const usage = { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 }
+  test('the last usage event wins; [DONE] after it; CRLF lines', () => {
+    const text = chunk({ choices: [{ delta: { content: 'the "usage":{ of it' } }], usage: null }) + chunk({ choices: [], usage }) + 'data: [DONE]\n\n'
+    expect(lastUsage(text, undefined)).toMatchObject({ promptTokens: 7, completionTokens: 3, totalTokens: 10, source: 'provider' })
+    expect(lastUsage(text.replaceAll('\n', '\r\n'), undefined)).toMatchObject({ totalTokens: 10 })
+  })
+  test('none, or an event it cannot read as one JSON line: null (the caller splits every event)', () => {
+    expect(lastUsage(chunk({ choices: [{ delta: { content: 'hi' } }], usage: null }) + 'data: [DONE]\n\n', undefined)).toBeNull()
+    // One event over two data: lines (legal SSE, not what OpenAI sends).
+    expect(lastUsage('data: {"choices":[],\ndata: "usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}\n\n', undefined)).toBeNull()
+  })
+})
+
+describe('a mirrored stream longer than what is held for the end', () => {
+  test('over 1 MiB: read as it comes from there on, and its usage still reaches the hooks', async () => {
+    const rec = recorder()
+    const piece = 'x'.repeat(4000)
+    const frames: string[] = []
+    for (let i = 0; i < 400; i++) frames.push(`data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: piece } }], usage: null })}\n\n`)
+    frames.push(`data: ${JSON.stringify({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 400, total_tokens: 405 } })}\n\ndata: [DONE]\n\n`)
+    const encoder = new TextEncoder()
+    const big = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch: () =>
+        new Response(
+          new ReadableStream({
+            pull(controller) {
+              const next = frames.shift()
+              if (next === undefined) controller.close()
+              else controller.enqueue(encoder.encode(next))
+            },
+          }),
+          { headers: { 'content-type': 'text/event-stream' } },
+        ),
+    })
+    const gw = await startGateway(upstreamConfig(`http://127.0.0.1:${big.port}/v1`, { plugins: [rec.plugin] }))
+    try {
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, stream: true, stream_options: { include_usage: true } })
+      const text = await res.text()
+      expect(text.length).toBeGreaterThan(1_600_000)
+      expect(parseSse(text).done).toBe(true)
+      await waitFor(() => rec.outcomes.length === 1, 'onComplete')
+      expect(rec.usages[0]).toMatchObject({ source: 'provider', completionTokens: 400, totalTokens: 405 })
+    } finally {
+      await gw.close()
+      big.stop(true)
+    }
   })
 })
