@@ -7,7 +7,7 @@
  * second; by default mimalloc's scavenger thread gave pages back and the serving thread faulted
  * them in again on the next request. Measured on the full stack (chat, 50 connections, see
  * benchmarks/README.md): 15-25 % more requests per second, about a quarter less CPU per request,
- * for an RSS that stays at its peak (about 10-35 MB more) instead of shrinking when load drops.
+ * for an RSS that stays at its peak (about 15-25 MB more) instead of shrinking when load drops.
  * An operator who prefers the memory back sets MIMALLOC_PURGE_DELAY to a delay in ms (0 at once).
  */
 export const ALLOCATOR_ENV: Readonly<Record<string, string>> = { MIMALLOC_PURGE_DELAY: '-1' }
