@@ -5,7 +5,7 @@ import type { Pricing } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
 import { streamErrorFrame } from './providers/shared/openai-format.ts'
-import { findUsage, parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
+import { findUsage, lastUsage, parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
 import type {
   AttemptFailure,
@@ -372,22 +372,13 @@ export class Pipeline {
     let heldBytes = 0
     const decoder = new TextDecoder()
     const splitter = new SseSplitter()
-    let usage: Usage | null = null
-    const kept: string[] = []
-    let keptChars = 0
+    const seen = new StreamUsage(() => this.pricingOf(req))
     let ttft: number | null = null
     const inspect = (event: string): void => {
       const data = eventData(event)
-      if (data === null || data === '[DONE]') return
-      if (!data.includes('"usage":{')) {
-        if (usage === null && keptChars < MAX_KEPT_EVENT_CHARS) {
-          kept.push(data)
-          keptChars += data.length
-        }
-        return
-      }
+      if (data === null || data === '[DONE]' || !seen.sees(data)) return
       try {
-        usage = parseUsage((JSON.parse(data) as Record<string, unknown>).usage, this.pricingOf(req)) ?? usage
+        seen.take(JSON.parse(data) as Record<string, unknown>)
       } catch {
         // Not JSON: nothing to read.
       }
@@ -402,8 +393,7 @@ export class Pipeline {
       } else {
         const text = decoder.decode(held.length === 1 ? held[0] : Buffer.concat(held))
         held = null
-        usage = lastUsage(text, this.pricingOf(req))
-        if (usage === null) split(text)
+        if (!seen.takeLast(text)) split(text)
       }
       const rest = splitter.flush()
       if (rest !== null) inspect(rest)
@@ -413,7 +403,7 @@ export class Pipeline {
       this.watchdog.end(watch)
       plan.release?.()
       readHeld()
-      this.settle(req, usage, () => completionText(kept), aborted, ttft, status, errorCode)
+      this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode)
     }
     const read = (): void => {
       reader.read().then(
@@ -543,23 +533,15 @@ export class Pipeline {
     const chunkHooks = this.chunkHooks
     const hideUsageChunk = req.locals.__hideUsageChunk === true
     const rewrite = chunkHooks.length > 0 || hideUsageChunk
-    let usage: Usage | null = null
-    // Without provider usage the completion is counted at the end from these (bounded).
-    const kept: string[] = []
-    let keptChars = 0
+    const seen = new StreamUsage(() => this.pricingOf(req))
     let ttft: number | null = null
     let finished = false
 
-    const self = this
     const inspect = (event: string): boolean => {
       const data = eventData(event)
       if (data === null || data === '[DONE]') return true
-      // Parse only when someone needs the chunk or it carries usage: most chunks carry `"usage":null`.
-      const hasUsage = data.includes('"usage":{')
-      if (!hasUsage && usage === null && keptChars < MAX_KEPT_EVENT_CHARS) {
-        kept.push(data)
-        keptChars += data.length
-      }
+      // Parse only when someone needs the chunk or it carries usage.
+      const hasUsage = seen.sees(data)
       if (!hasUsage && chunkHooks.length === 0) return true
       let parsed: Record<string, unknown>
       try {
@@ -569,7 +551,7 @@ export class Pipeline {
       }
       let keep = true
       if (hasUsage) {
-        usage = parseUsage(parsed.usage, self.pricingOf(req)) ?? usage
+        seen.take(parsed)
         const choices = parsed.choices
         if (hideUsageChunk && Array.isArray(choices) && choices.length === 0) keep = false
       }
@@ -582,7 +564,7 @@ export class Pipeline {
       finished = true
       this.watchdog.end(watch)
       plan.release?.()
-      this.settle(req, usage, () => completionText(kept), aborted, ttft, status, errorCode)
+      this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode)
     }
 
     return new ReadableStream<Uint8Array>({
@@ -737,24 +719,38 @@ function messageText(body: Record<string, unknown>): string {
 
 /** The generated text of OpenAI-format stream events: content, legacy text, tool-call arguments. */
 /**
- * The usage of a whole OpenAI-format stream's text, from its last event that carries one (read
- * from the end: usage comes last, just before [DONE]); null when none does, or when that event is
- * not one JSON line (the caller then splits the stream event by event). `"usage":{` cannot occur
- * inside a JSON string (its quotes would be escaped), so a match is a real key.
+ * What a stream's events tell about its usage: the usage of the event that carries one and, until
+ * one does, the data of the others (bounded), for an estimate counted from their text.
  */
-export function lastUsage(text: string, pricing: Pricing | undefined): Usage | null {
-  const at = text.lastIndexOf('"usage":{')
-  if (at < 0) return null
-  const line = text.lastIndexOf('data:', at)
-  if (line < 0) return null
-  let end = text.indexOf('\n', at)
-  if (end < 0) end = text.length
-  if (text.charCodeAt(end - 1) === 13) end--
-  try {
-    return parseUsage((JSON.parse(text.slice(line + 5, end)) as Record<string, unknown>).usage, pricing)
-  } catch {
-    return null
+class StreamUsage {
+  usage: Usage | null = null
+  private readonly kept: string[] = []
+  private keptChars = 0
+
+  constructor(private readonly pricing: () => Pricing | undefined) {}
+
+  /** An event's data, seen in order; true when it carries usage (most chunks carry `"usage":null`), to be parsed and handed to `take`. */
+  sees(data: string): boolean {
+    if (data.includes('"usage":{')) return true
+    if (this.usage === null && this.keptChars < MAX_KEPT_EVENT_CHARS) {
+      this.kept.push(data)
+      this.keptChars += data.length
+    }
+    return false
   }
+
+  /** The parsed event that carries usage. */
+  take(parsed: Record<string, unknown>): void {
+    this.usage = parseUsage(parsed.usage, this.pricing()) ?? this.usage
+  }
+
+  /** The whole stream's text at once, when it was held to its end: the usage found from the end, if any (see lastUsage). */
+  takeLast(text: string): boolean {
+    this.usage = lastUsage(text, this.pricing())
+    return this.usage !== null
+  }
+
+  readonly completion = (): string => completionText(this.kept)
 }
 
 export function completionText(events: readonly string[]): string {

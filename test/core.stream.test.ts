@@ -6,7 +6,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:tes
 import { request as httpRequest } from 'node:http'
 import { gunzipSync } from 'node:zlib'
 import { definePlugin } from '../src/plugin.ts'
-import { lastUsage } from '../src/pipeline.ts'
+import { lastUsage } from '../src/lib/usage.ts'
 import type { Outcome, Usage } from '../src/plugin.ts'
 import { mockChatCompletion, mockEmbeddings } from '../src/providers/mock/generate.ts'
 import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'

@@ -84,6 +84,27 @@ export function priceOf(prompt: number, completion: number, cached: number, pric
   return (uncached * pricing.input + cached * (pricing.cached_input ?? pricing.input) + completion * pricing.output) / 1_000_000
 }
 
+/**
+ * The usage of a whole OpenAI-format stream's text, from its last event that carries one (read
+ * from the end: usage comes last, just before [DONE]); null when none does, or when that event is
+ * not one JSON line (the caller then splits the stream event by event). `"usage":{` cannot occur
+ * inside a JSON string (its quotes would be escaped), so a match is a real key.
+ */
+export function lastUsage(text: string, pricing: Pricing | undefined): Usage | null {
+  const at = text.lastIndexOf('"usage":{')
+  if (at < 0) return null
+  const line = text.lastIndexOf('data:', at)
+  if (line < 0) return null
+  let end = text.indexOf('\n', at)
+  if (end < 0) end = text.length
+  if (text.charCodeAt(end - 1) === 13) end--
+  try {
+    return parseUsage((JSON.parse(text.slice(line + 5, end)) as Record<string, unknown>).usage, pricing)
+  } catch {
+    return null
+  }
+}
+
 /** A rough count (4 characters a token) for when the provider reports none. */
 export const roughTokens = (chars: number): number => Math.ceil(chars / 4)
 
