@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { Subprocess } from 'bun'
 import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
-import { upstreamConfig } from './support/gateway.ts'
+import { processEnv, upstreamConfig } from './support/gateway.ts'
 import { closedPort, streamedText, type ChunkLike } from './support/http.ts'
 
 const MAIN = resolve(import.meta.dir, '../src/main.ts')
@@ -46,15 +46,7 @@ test('SIGTERM: the in-flight stream completes, new connections are refused, the 
   const port = await closedPort()
   proc = Bun.spawn(['bun', 'run', MAIN], {
     cwd: dir,
-    env: {
-      ...process.env,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      DATABASE_URL: 'sqlite::memory:',
-      SLUICE_CONFIG: configPath,
-      SLUICE_ADMIN_KEY: 'sluice-admin-test-only-0123456789',
-      LOG_LEVEL: 'warn',
-    },
+    env: processEnv(port, configPath, { LOG_LEVEL: 'warn' }),
     stdin: 'ignore',
     stdout: 'pipe',
     stderr: 'pipe',

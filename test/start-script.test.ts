@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { ALLOCATOR_ENV } from '../src/lib/allocator.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
-import { upstreamConfig } from './support/gateway.ts'
+import { processEnv, upstreamConfig } from './support/gateway.ts'
 import { closedPort } from './support/http.ts'
 
 const ROOT = resolve(import.meta.dir, '..')
@@ -39,17 +39,7 @@ async function bootLine(extraEnv: Record<string, string>): Promise<Record<string
   const configPath = join(dir, 'sluice.config.json')
   writeFileSync(configPath, JSON.stringify(upstreamConfig(upstream.url)))
   const port = await closedPort()
-  const env: Record<string, string | undefined> = {
-    ...process.env,
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    DATABASE_URL: 'sqlite::memory:',
-    SLUICE_CONFIG: configPath,
-    SLUICE_ADMIN_KEY: 'sluice-admin-test-only-0123456789',
-    SLUICE_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'),
-    LOG_LEVEL: 'info',
-    ...extraEnv,
-  }
+  const env = processEnv(port, configPath, { SLUICE_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'), LOG_LEVEL: 'info', ...extraEnv })
   if (!('MIMALLOC_PURGE_DELAY' in extraEnv)) delete env.MIMALLOC_PURGE_DELAY
   const proc = Bun.spawn(['bun', 'run', 'start'], { cwd: ROOT, env, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
   pids.push(proc.pid)

@@ -35,3 +35,16 @@ export function upstreamConfig(baseUrl: string, extra: Partial<ConfigFile> & { p
     ...extra,
   }
 }
+
+/** The environment of a gateway started as its own process (`bun run src/main.ts` or `bun run start`): loopback, in-memory SQLite, a test admin key. */
+export function processEnv(port: number, configPath: string, extra: Record<string, string> = {}): Record<string, string | undefined> {
+  return {
+    ...process.env,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    DATABASE_URL: 'sqlite::memory:',
+    SLUICE_CONFIG: configPath,
+    SLUICE_ADMIN_KEY: 'sluice-admin-test-only-0123456789',
+    ...extra,
+  }
+}
