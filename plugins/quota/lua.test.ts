@@ -15,8 +15,7 @@ import { IoredisConnection } from './connection.ts'
 const sha1 = (text: string): string => new Bun.CryptoHasher('sha1').update(text).digest('hex')
 
 const SCRIPTS = [
-  ['ADMIT', lua.ADMIT_SCRIPT, lua.ADMIT_SHA],
-  ['SETTLE', lua.SETTLE_SCRIPT, lua.SETTLE_SHA],
+  ['BATCH', lua.BATCH_SCRIPT, lua.BATCH_SHA],
   ['PEEK', lua.PEEK_SCRIPT, lua.PEEK_SHA],
 ] as const
 
@@ -63,8 +62,8 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
 
   test('after SCRIPT FLUSH, admit, settle and peek still work (NOSCRIPT → EVAL), and the scripts are cached again', async () => {
     await client.script('FLUSH')
-    const exists = async () => ((await client.script('EXISTS', lua.ADMIT_SHA, lua.SETTLE_SHA, lua.PEEK_SHA)) as number[]).map(Number)
-    expect(await exists()).toEqual([0, 0, 0])
+    const exists = async () => ((await client.script('EXISTS', lua.BATCH_SHA, lua.PEEK_SHA)) as number[]).map(Number)
+    expect(await exists()).toEqual([0, 0])
 
     const plan = items('flushed')
     const first = await store.admit(plan, 'req_1', Date.now())
@@ -73,7 +72,7 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     await store.settle(plan, [0, -5, 0], 'req_1', Date.now())
     expect((await store.peek(plan, Date.now())).map(Math.round)).toEqual([1, 95, 5])
     // EVAL caches the script under its SHA, so the next EVALSHA hits.
-    expect(await exists()).toEqual([1, 1, 1])
+    expect(await exists()).toEqual([1, 1])
     expect((await store.admit(plan, 'req_2', Date.now())).ok).toBe(true)
     expect((await store.admit(plan, 'req_3', Date.now())).ok).toBe(false)
   })
@@ -111,6 +110,21 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     expect((c as PromiseFulfilledResult<{ remaining: number[] }>).value.remaining.map(Math.round)).toEqual([0, 80, 3])
     // The broken request took nothing from its bucket.
     expect(await client.get(broken[0]!.key)).toBeNull()
+  })
+
+  test('settlements and admissions of one turn share one script call, settlements first', async () => {
+    const plan = items('shared-call')
+    expect((await store.admit(plan, 'req_s1', Date.now())).ok).toBe(true)
+    expect((await store.admit(plan, 'req_s2', Date.now())).ok).toBe(true)
+    // The request bucket (2 a minute) is empty now: alone, a third admission is refused.
+    const calls = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await client.info('commandstats'))?.[1] ?? 0)
+    const before = await calls()
+    // In one turn: req_s1 settles, giving a request and 10 tokens back, and req_s3 asks for one.
+    const [, third] = await Promise.all([store.settle(plan, [-1, -10, 0], 'req_s1', Date.now()), store.admit(plan, 'req_s3', Date.now())])
+    expect((await calls()) - before).toBe(1)
+    expect(third.ok).toBe(true)
+    // The budget saw the refund before the admission: 100 - 3 × 10 + 10; req_s1's lease is gone.
+    expect(third.remaining.map(Math.round)).toEqual([0, 80, 3])
   })
 
   test('keys expire: a bucket two minutes after its last write (longer while in debt), a counter a day after its period, a lease set after its lifetime', async () => {

@@ -7,15 +7,19 @@
  * and limit, so the client encodes them once.
  * Time for buckets and leases is Redis's own clock, so instances with skewed clocks agree.
  *
- * ADMIT and SETTLE take a batch: KEYS are the requests' keys one after the other, and ARGV[1]
- * is ONE MessagePack array (pack.ts; read by Redis' bundled cmsgpack): the number of requests,
- * then per request n (its item count), its lease id, the caller's clock and five fields per
- * item. One argument instead of ~6 per item: every argument costs the client and Redis (a Lua
- * string each); cmsgpack hands numbers over as numbers, and reads binary doubles three times
- * faster than cjson parses text. Requests run in order, each exactly as if it were its
- * own script (a later one sees what an earlier one took). Each runs under pcall: one that
- * fails (a key of the wrong type) answers -2 and its message, and the others go on. PEEK takes
- * one request in plain ARGV fields: kind, limit, rate, cost (unused), until.
+ * BATCH takes what one connection gathered in a turn of the event loop: settlements, then
+ * admissions. KEYS are the requests' keys one after the other (settlements first), and ARGV[1]
+ * is ONE MessagePack array (pack.ts; read by Redis' bundled cmsgpack): the number of
+ * settlements, the number of admissions, then per request n (its item count), its lease id, the
+ * caller's clock and five fields per item. One argument instead of ~6 per item: every argument
+ * costs the client and Redis (a Lua string each); cmsgpack hands numbers over as numbers, and
+ * reads binary doubles three times faster than cjson parses text. One call for both kinds: the
+ * per-call work (the script call, TIME, one MGET, one SET per changed key) is shared by the
+ * requests that end and those that begin, and a key both touch is read and written once.
+ * Requests run in order, each exactly as if it were its own script (a later one sees what an
+ * earlier one took). Each runs under pcall: an admission that fails (a key of the wrong type)
+ * answers -2 and its message, a settlement 0, and the others go on. PEEK takes one request in
+ * plain ARGV fields: kind, limit, rate, cost (unused), until.
  *
  * They are written for Redis' single thread, where each redis.call and each Lua number
  * formatting costs whole µs (measured in benchmarks/micro/admission.ts):
@@ -39,8 +43,8 @@ const NOW = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
 
 /**
- * ADMIT and SETTLE begin alike: one MGET of the batch's distinct keys into `val` (a missing or
- * non-numeric value reads as 0). `todo` and `order` collect the keys a request changed.
+ * BATCH begins with one MGET of the batch's distinct keys into `val` (a missing or non-numeric
+ * value reads as 0). `todo` and `order` collect the keys a request changed.
  */
 const BATCH_READ = `local val, todo, order = {}, {}, {}
 do
@@ -54,7 +58,7 @@ do
 end`
 
 /**
- * ...and end alike: each changed key written once. todo[key] is 'b' for a bucket or a counter's
+ * ...and ends with each changed key written once. todo[key] is 'b' for a bucket or a counter's
  * period end (a counter is kept a day past it; -1: no end). A bucket is kept two minutes past
  * its last write, a constant string (a per-key TTL is one more number for Redis to format, about
  * a tenth of an admission), unless it is further than that from full: in debt after a settlement.
@@ -76,15 +80,44 @@ const BATCH_WRITE = `for i = 1, #order do
   end
 end`
 
-export const ADMIT_SCRIPT = `local KEYS, A, floor, ceil = KEYS, cmsgpack.unpack(ARGV[1]), math.floor, math.ceil
+export const BATCH_SCRIPT = `local KEYS, A, floor, ceil = KEYS, cmsgpack.unpack(ARGV[1]), math.floor, math.ceil
 ${NOW}
 ${BATCH_READ}
 local out = {}
 local o = 0
 local k0 = 0
-local a0 = 1
--- Shared by the requests (each writes 1..n before it reads them): no tables per request.
+local a0 = 2
+-- Shared by the admissions (each writes 1..n before it reads them): no tables per request.
 local avail, after = {}, {}
+local function settle(n, lease)
+  for i = 1, n do
+    local b = a0 + 3 + (i - 1) * 5
+    local kind = A[b + 1]
+    if kind == 'l' then redis.call('ZREM', KEYS[k0 + i], lease) end
+  end
+  for i = 1, n do
+    local b = a0 + 3 + (i - 1) * 5
+    local kind = A[b + 1]
+    local delta = A[b + 5]
+    if kind ~= 'l' and delta ~= 0 then
+      local key = KEYS[k0 + i]
+      local limit = A[b + 2]
+      if kind == 'b' then
+        local rate = A[b + 3]
+        local full = val[key]
+        local a = limit
+        if full > now then a = limit - (full - now) * rate end
+        val[key] = now + (limit - math.min(limit, a - delta)) / rate
+      else
+        val[key] = math.max(0, val[key] + delta)
+      end
+      if not todo[key] then
+        if kind == 'b' then todo[key] = 'b' else todo[key] = A[b + 4] end
+        order[#order + 1] = key
+      end
+    end
+  end
+end
 local function admit(n, lease, clientNow)
   local failed = 0
   local wait = 0
@@ -164,6 +197,13 @@ local function admit(n, lease, clientNow)
 end
 for r = 1, A[1] do
   local n = A[a0 + 1]
+  if pcall(settle, n, A[a0 + 2]) then out[o + 1] = 1 else out[o + 1] = 0 end
+  o = o + 1
+  k0 = k0 + n
+  a0 = a0 + 3 + n * 5
+end
+for r = 1, A[2] do
+  local n = A[a0 + 1]
   local ok, err = pcall(admit, n, A[a0 + 2], A[a0 + 3])
   if not ok then
     for i = 1, n + 3 do out[o + i] = 0 end
@@ -177,53 +217,7 @@ end
 ${BATCH_WRITE}
 return out`
 
-export const ADMIT_SHA = 'be3614b28428a1160f9885b41d1a6d1c7f6219d7'
-
-export const SETTLE_SCRIPT = `local KEYS, A = KEYS, cmsgpack.unpack(ARGV[1])
-${NOW}
-${BATCH_READ}
-local k0 = 0
-local a0 = 1
-local function settle(n, lease)
-  for i = 1, n do
-    local b = a0 + 3 + (i - 1) * 5
-    local kind = A[b + 1]
-    if kind == 'l' then redis.call('ZREM', KEYS[k0 + i], lease) end
-  end
-  for i = 1, n do
-    local b = a0 + 3 + (i - 1) * 5
-    local kind = A[b + 1]
-    local delta = A[b + 5]
-    if kind ~= 'l' and delta ~= 0 then
-      local key = KEYS[k0 + i]
-      local limit = A[b + 2]
-      if kind == 'b' then
-        local rate = A[b + 3]
-        local full = val[key]
-        local a = limit
-        if full > now then a = limit - (full - now) * rate end
-        val[key] = now + (limit - math.min(limit, a - delta)) / rate
-      else
-        val[key] = math.max(0, val[key] + delta)
-      end
-      if not todo[key] then
-        if kind == 'b' then todo[key] = 'b' else todo[key] = A[b + 4] end
-        order[#order + 1] = key
-      end
-    end
-  end
-end
-local out = {}
-for r = 1, A[1] do
-  local n = A[a0 + 1]
-  if pcall(settle, n, A[a0 + 2]) then out[r] = 1 else out[r] = 0 end
-  k0 = k0 + n
-  a0 = a0 + 3 + n * 5
-end
-${BATCH_WRITE}
-return out`
-
-export const SETTLE_SHA = '26ee62abdeedf0418e3da09e4266f9e9f30cdc2f'
+export const BATCH_SHA = '4e8b790738af347885b33f17dfff2b38a56c2a52'
 
 export const PEEK_SCRIPT = `${NOW}
 local n = tonumber(ARGV[1])

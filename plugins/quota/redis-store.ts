@@ -2,7 +2,7 @@ import type { ScriptArg, ScriptConnection } from './connection.ts'
 import { KIND_LETTER, type Item } from './plan.ts'
 import { PackWriter } from './pack.ts'
 import type { AdmitOutcome, QuotaStore } from './store.ts'
-import { ADMIT_SCRIPT, ADMIT_SHA, PEEK_SCRIPT, PEEK_SHA, SETTLE_SCRIPT, SETTLE_SHA } from './lua.ts'
+import { BATCH_SCRIPT, BATCH_SHA, PEEK_SCRIPT, PEEK_SHA } from './lua.ts'
 
 /** KEYS and ARGV of a PEEK call over `items` (one request): per item kind, limit, rate, an unused 0, until. */
 function encodePeek(items: Item[], now: number): (string | number)[] {
@@ -33,9 +33,10 @@ const KIND_PACKED = {
 const MAX_BATCH = 64
 
 /**
- * The admissions and settlements of one connection that arrived in the same turn of the event
- * loop, sent as one script call each at the end of it: Redis runs them in order, exactly as it
- * would run them one by one, for a fraction of the per-call cost on both sides.
+ * The settlements and admissions of one connection that arrived in the same turn of the event
+ * loop, sent as one script call at the end of it: Redis runs them in order (settlements first:
+ * they return what ended requests did not use), exactly as it would run them one by one, for a
+ * fraction of the per-call cost on both sides.
  */
 class Batcher {
   private admits: Pending[] = []
@@ -66,48 +67,59 @@ class Batcher {
 
   private flush(): void {
     this.scheduled = false
-    while (this.admits.length > 0) this.send(this.admits.splice(0, MAX_BATCH), true)
-    while (this.settles.length > 0) this.send(this.settles.splice(0, MAX_BATCH), false)
+    while (this.settles.length > 0 || this.admits.length > 0) {
+      const settles = this.settles.splice(0, MAX_BATCH)
+      this.send(settles, this.admits.splice(0, MAX_BATCH - settles.length))
+    }
   }
 
-  private send(batch: Pending[], admit: boolean): void {
+  private send(settles: Pending[], admits: Pending[]): void {
     // KEYS, then one MessagePack argument for the whole batch: a client pays per argument (Bun's
     // client ~0.15 µs each) and Redis makes a Lua string of each; cmsgpack reads numbers as numbers.
     const args: ScriptArg[] = [0]
     const pack = this.pack
     pack.begin()
-    pack.number(batch.length)
-    for (const p of batch) {
-      pack.number(p.items.length)
-      pack.string(p.leaseId)
-      pack.number(p.now)
-      for (let i = 0; i < p.items.length; i++) {
-        const it = p.items[i]!
-        args.push(it.key)
-        const value = p.values[i] ?? 0
-        pack.raw(KIND_PACKED[it.kind], 1)
-        pack.number(it.limit)
-        pack.number(it.rate)
-        pack.number(it.until ?? -1)
-        // A NaN or an infinity would spoil the script's arithmetic: it counts as 0.
-        pack.number(Number.isFinite(value) ? value : 0)
-      }
-    }
+    pack.number(settles.length)
+    pack.number(admits.length)
+    for (const p of settles) this.put(p, args)
+    for (const p of admits) this.put(p, args)
     args[0] = args.length - 1
     args.push(pack.finish())
-    const call = admit ? this.run(this.connection, ADMIT_SHA, ADMIT_SCRIPT, args) : this.run(this.connection, SETTLE_SHA, SETTLE_SCRIPT, args)
-    call.then(
-      (reply) => (admit ? resolveAdmits(batch, reply as (number | string)[]) : resolveSettles(batch, reply as number[])),
+    this.run(this.connection, BATCH_SHA, BATCH_SCRIPT, args).then(
+      (reply) => {
+        const replies = reply as (number | string)[]
+        settles.forEach((p, r) => (replies[r] === 1 ? p.resolve(undefined) : p.reject(new Error('the settlement script failed for this request'))))
+        resolveAdmits(admits, replies, settles.length)
+      },
       (error: unknown) => {
-        for (const p of batch) p.reject(error)
+        for (const p of settles) p.reject(error)
+        for (const p of admits) p.reject(error)
       },
     )
   }
+
+  /** One request: its keys onto KEYS, its fields into the pack. */
+  private put(p: Pending, args: ScriptArg[]): void {
+    const pack = this.pack
+    pack.number(p.items.length)
+    pack.string(p.leaseId)
+    pack.number(p.now)
+    for (let i = 0; i < p.items.length; i++) {
+      const it = p.items[i]!
+      args.push(it.key)
+      const value = p.values[i] ?? 0
+      pack.raw(KIND_PACKED[it.kind], 1)
+      pack.number(it.limit)
+      pack.number(it.rate)
+      pack.number(it.until ?? -1)
+      // A NaN or an infinity would spoil the script's arithmetic: it counts as 0.
+      pack.number(Number.isFinite(value) ? value : 0)
+    }
+  }
 }
 
-/** [status, failed, wait ms (-1: never), left × 1000 per item] per request; status -2 is an error, its message second. */
-function resolveAdmits(batch: Pending[], reply: (number | string)[]): void {
-  let o = 0
+/** From `o` on: [status, failed, wait ms (-1: never), left × 1000 per item] per request; status -2 is an error, its message second. */
+function resolveAdmits(batch: Pending[], reply: (number | string)[], o: number): void {
   for (const p of batch) {
     const n = p.items.length
     if (reply[o] === -2) p.reject(new Error(String(reply[o + 1])))
@@ -119,10 +131,6 @@ function resolveAdmits(batch: Pending[], reply: (number | string)[]): void {
     }
     o += 3 + n
   }
-}
-
-function resolveSettles(batch: Pending[], reply: number[]): void {
-  batch.forEach((p, r) => (reply[r] === 1 ? p.resolve(undefined) : p.reject(new Error('the settlement script failed for this request'))))
 }
 
 /**
@@ -169,9 +177,21 @@ export class RedisStore implements QuotaStore {
   }
 
   async settle(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void> {
-    if (!items.some((it, i) => it.kind === 'lease' || (deltas[i] ?? 0) !== 0)) return
+    // Only what changes goes to Redis (a lease to drop, a bucket or counter to correct): the
+    // request bucket never does, and every key costs Redis a read and the client an argument.
+    const changed: Item[] = []
+    const values: number[] = []
+    for (let i = 0; i < items.length; i++) {
+      const it = items[i]!
+      const delta = deltas[i] ?? 0
+      if (it.kind === 'lease' || delta !== 0) {
+        changed.push(it)
+        values.push(delta)
+      }
+    }
+    if (changed.length === 0) return
     await new Promise<AdmitOutcome | undefined>((resolve, reject) => {
-      this.batchers[this.indexFor(leaseId)]!.settle({ items, leaseId, now, values: deltas, resolve, reject })
+      this.batchers[this.indexFor(leaseId)]!.settle({ items: changed, leaseId, now, values, resolve, reject })
     })
   }
 
