@@ -110,12 +110,29 @@ try {
 
 console.log(`\nclosed loop, ${CONCURRENCY} callers in flight, ${SECONDS} s each; a request = ${PLANS[0]!.length} items (key rpm + tpm, user rpm, team day budget), ${SUBJECTS} keys`)
 const rows: [string, number, number][] = []
-const measure = async (name: string, call: (i: number) => Promise<unknown>) => {
+/** CPU per call of the rows that ask for it: this process's, and Redis' own (INFO cpu, so a remote Redis counts too). */
+const cpuRows: { name: string; clientUs: number; redisUs: number }[] = []
+const redisCpuSeconds = async (): Promise<number> => {
+  const info = await client.info('cpu')
+  const field = (name: string) => Number(new RegExp(`${name}:([0-9.]+)`).exec(info)?.[1] ?? 0)
+  return field('used_cpu_sys') + field('used_cpu_user')
+}
+const measure = async (name: string, call: (i: number) => Promise<unknown>, cpu = false) => {
   // A short warm-up: JIT, script cache, connection.
   await closedLoop(call, 0.3, CONCURRENCY)
+  const redisBefore = cpu ? await redisCpuSeconds() : 0
+  const clientBefore = process.cpuUsage()
   const r = await closedLoop(call, SECONDS, CONCURRENCY)
   rows.push([name, r.perSecond, r.done])
-  console.log(`  ${name.padEnd(44)} ${fmt(r.perSecond).padStart(12)} /s`)
+  let extra = ''
+  if (cpu) {
+    const used = process.cpuUsage(clientBefore)
+    const clientUs = (used.user + used.system) / r.done
+    const redisUs = ((await redisCpuSeconds()) - redisBefore) * 1e6 / r.done
+    cpuRows.push({ name, clientUs, redisUs })
+    extra = `   CPU per call: this process ${clientUs.toFixed(1)} µs, Redis ${redisUs.toFixed(1)} µs`
+  }
+  console.log(`  ${name.padEnd(44)} ${fmt(r.perSecond).padStart(12)} /s${extra}`)
 }
 
 await measure('MemoryStore.admit', (i) => memory.admit(PLANS[i % SUBJECTS]!, 'req', Date.now()))
@@ -127,14 +144,14 @@ if (redisStore) {
   await measure('baseline: EVALSHA of `return 1`', () => client.evalsha(noopSha, 0))
   const single = oneConnection!
   await measure('RedisStore.admit, 1 connection', (i) => single.admit(PLANS[i % SUBJECTS]!, `req_${i}`, Date.now()))
-  await measure('RedisStore.admit', (i) => store.admit(PLANS[i % SUBJECTS]!, `req_${i}`, Date.now()))
+  await measure('RedisStore.admit', (i) => store.admit(PLANS[i % SUBJECTS]!, `req_${i}`, Date.now()), true)
   const overIoredis = ioredisStore!
   await measure('RedisStore.admit over ioredis (Cluster path)', (i) => overIoredis.admit(PLANS[i % SUBJECTS]!, `req_${i}`, Date.now()))
   await measure('RedisStore.admit + settle (a whole request)', async (i) => {
     const items = PLANS[i % SUBJECTS]!
     await store.admit(items, `req_${i}`, Date.now())
     await store.settle(items, items.map(() => -100), `req_${i}`, Date.now())
-  })
+  }, true)
 }
 
 // Per-call cost in process, with mitata (the sync core the MemoryStore's promise wraps).
@@ -171,6 +188,10 @@ if (redisStore) {
 
 // The machine-readable summary for `bun run bench` (benchmarks/suite/micro.ts): the closed-loop rates and mitata's per-call times.
 const rates: MicroResult[] = rows.map(([name, perSecond]) => ({ name, unit: 'ops/s', value: perSecond }))
+for (const row of cpuRows) {
+  rates.push({ name: `${row.name}: CPU of this process per call`, unit: 'µs/op', value: row.clientUs })
+  rates.push({ name: `${row.name}: CPU of Redis per call`, unit: 'µs/op', value: row.redisUs })
+}
 const targets: MicroTarget[] = admit ? [target('RedisStore.admit, 2 connections, 50 in flight', admit[1], 'ops/s', '>=', 50_000)] : []
 emitBenchJson({
   bench: 'admission',
