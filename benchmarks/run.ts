@@ -24,7 +24,7 @@ import { estimateMatrixS, planMatrix, runMatrix } from './suite/http.ts'
 import { runKeys100k, type Keys100kResult } from './suite/keys100k.ts'
 import { microFiles, runMicro, type MicroRun } from './suite/micro.ts'
 import { USAGE, parseOptions, type SuiteOptions } from './suite/options.ts'
-import { evaluateTargets, gitInfo, machineInfo, renderReport, rewriteReadme, summarize, writeSuiteResults, wrkVersion, type SuiteResult } from './suite/report.ts'
+import { cpuTicks, evaluateTargets, gitInfo, machineInfo, stolenPercent, renderReport, rewriteReadme, summarize, writeSuiteResults, wrkVersion, type SuiteResult } from './suite/report.ts'
 import { PROCESS_COUNTS, runScale, type ScaleResult } from './suite/scale.ts'
 import { ROOT, Stack, postgresReachable, startMock, startPrivateRedis } from './suite/services.ts'
 
@@ -79,6 +79,9 @@ async function main(argv: string[]): Promise<number> {
   const est = estimate(o, files.length)
   const startedAt = new Date()
   const machine = machineInfo()
+  const ticksAtStart = cpuTicks()
+  // Read before the run: a commit made while it runs must not be named as the code measured.
+  const git = gitInfo(ROOT)
   log(`sluice benchmark suite${o.quick ? ' (quick smoke run)' : ''}: ${[...o.parts].join(', ')}; about ${Math.ceil(est.total / 60)} min (${est.parts}); load average ${machine.loadavg}`)
 
   const tmp = mkdtempSync(join(tmpdir(), 'sluice-suite-'))
@@ -183,7 +186,6 @@ async function main(argv: string[]): Promise<number> {
     process.off('SIGTERM', onSignal)
   }
 
-  const git = gitInfo(ROOT)
   const result: SuiteResult = {
     meta: {
       date: startedAt.toISOString(),
@@ -192,6 +194,7 @@ async function main(argv: string[]): Promise<number> {
       label: o.label,
       quick: o.quick,
       machine,
+      stolenPercent: stolenPercent(ticksAtStart, cpuTicks()),
       bun: Bun.version,
       wrk: wrkVersion(),
       settings: {

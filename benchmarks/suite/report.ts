@@ -276,6 +276,12 @@ export interface RunMeta {
   label: string | null
   quick: boolean
   machine: { nproc: number; cpu: string; memoryGb: number; kernel: string; loadavg: string }
+  /**
+   * Share of the machine's CPU time the hypervisor gave to other guests during the run (the
+   * `steal` column of /proc/stat), in percent; null where it cannot be read. Above a few percent,
+   * numbers of different runs compare poorly.
+   */
+  stolenPercent?: number | null
   bun: string
   wrk: string | null
   settings: Record<string, unknown>
@@ -300,6 +306,24 @@ export function machineInfo(): RunMeta['machine'] {
     // not Linux
   }
   return { nproc: cpus().length, cpu, memoryGb: Math.round(totalmem() / 2 ** 30), kernel: release(), loadavg }
+}
+
+/** The machine's CPU time so far in clock ticks: all of it, and the part stolen by the hypervisor. */
+export function cpuTicks(): { total: number; steal: number } | null {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
+    // user nice system idle iowait irq softirq steal (guest time is already inside user and nice).
+    const total = fields.slice(0, 8).reduce((a, b) => a + b, 0)
+    return { total, steal: fields[7] ?? 0 }
+  } catch {
+    return null
+  }
+}
+
+/** Percent of the CPU time between two readings that was stolen. */
+export function stolenPercent(from: ReturnType<typeof cpuTicks>, to: ReturnType<typeof cpuTicks>): number | null {
+  if (from === null || to === null || to.total <= from.total) return null
+  return Math.round(((to.steal - from.steal) / (to.total - from.total)) * 1000) / 10
 }
 
 export function wrkVersion(): string | null {
@@ -328,7 +352,7 @@ export function renderReport(r: SuiteResult, opts: { heading: string; link?: str
   if (m.quick) parts.push('> **Smoke run (`--quick`): short measurements, one round. These numbers are not results.**\n')
   parts.push(
     `- commit \`${m.commit.slice(0, 12)}\`${m.dirty ? ' (with uncommitted changes)' : ''}, ${m.date}, ${Math.round(m.durationS / 60)} min${m.label ? `, label ${m.label}` : ''}\n` +
-      `- machine: ${m.machine.nproc} × ${m.machine.cpu}, ${m.machine.memoryGb} GB, Linux ${m.machine.kernel}, load average at start ${m.machine.loadavg}; Bun ${m.bun}; ${m.wrk ?? 'no wrk'}\n` +
+      `- machine: ${m.machine.nproc} × ${m.machine.cpu}, ${m.machine.memoryGb} GB, Linux ${m.machine.kernel}, load average at start ${m.machine.loadavg}${m.stolenPercent != null ? `, CPU time stolen by the hypervisor during the run ${m.stolenPercent}%${m.stolenPercent >= 5 ? ' (**high: numbers compare poorly with other runs**)' : ''}` : ''}; Bun ${m.bun}; ${m.wrk ?? 'no wrk'}\n` +
       `- settings: ${Object.entries(m.settings)
         .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
         .join(', ')}` +
