@@ -1,12 +1,13 @@
 /**
  * touchKeys writes each key's own last_used_at, in chunks of one statement, on SQLite and on
- * Postgres; keys not in the map keep theirs.
+ * Postgres; keys not in the map keep theirs. findKeyRecord shares what cached records have in
+ * common, frozen.
  */
 import { afterAll, describe, expect, test } from 'bun:test'
 import { createDatabase, type DatabaseHandle } from '../../src/db/index.ts'
 import { migrateToLatest } from '../../src/db/migrate.ts'
 import { createTestPostgresDatabase, postgresUrlForTests, type TestPostgresDatabase } from '../../test/support/services.ts'
-import { TOUCH_CHUNK, touchKeys } from './repo.ts'
+import { TOUCH_CHUNK, findKeyRecord, touchKeys } from './repo.ts'
 
 const at = '2026-01-01T00:00:00.000Z'
 
@@ -59,6 +60,35 @@ describe('touchKeys', () => {
     const handle = await createDatabase(pg.url)
     try {
       await check(handle)
+    } finally {
+      await handle.close()
+    }
+  })
+})
+
+describe('findKeyRecord', () => {
+  test('records with the same limits, budget, models or scopes share one frozen value; an owner without teams one empty map', async () => {
+    const handle = await createDatabase('sqlite://:memory:')
+    try {
+      const [a, b, c] = await seed(handle, 3)
+      const limits = JSON.stringify({ rpm: 60, tpm: 1000 })
+      const budget = JSON.stringify({ usd: 5, period: 'month' })
+      await handle.db.updateTable('api_keys').set({ limits, budget, models: JSON.stringify(['m1', 'm2']) }).where('id', 'in', [a!, b!]).execute()
+      await handle.db.updateTable('api_keys').set({ limits: JSON.stringify({ rpm: 61 }) }).where('id', '=', c!).execute()
+      const [ra, rb, rc] = await Promise.all([a, b, c].map((id) => findKeyRecord(handle.db, id!, 'id')))
+      expect(ra!.limits).toEqual({ rpm: 60, tpm: 1000 })
+      expect(ra!.limits).toBe(rb!.limits)
+      expect(ra!.budget).toBe(rb!.budget)
+      expect(ra!.models).toBe(rb!.models)
+      expect(rc!.limits).toEqual({ rpm: 61 })
+      expect(Object.isFrozen(ra!.limits)).toBe(true)
+      expect(Object.isFrozen(ra!.models)).toBe(true)
+      expect(() => {
+        ;(ra!.limits as { rpm: number }).rpm = 1
+      }).toThrow(TypeError)
+      expect(rb!.limits!.rpm).toBe(60)
+      expect(ra!.teams.size).toBe(0)
+      expect(ra!.teams).toBe(rb!.teams)
     } finally {
       await handle.close()
     }

@@ -18,6 +18,36 @@ export function fromJson<T>(text: string | null): T | null {
 }
 const ms = (t: string | null): number | null => (t === null ? null : Date.parse(t))
 
+/** Distinct JSON texts whose parsed value is shared (see sharedJson); past this, values are parsed per record. */
+const SHARED_JSON_MAX = 4096
+const sharedValues = new Map<string, unknown>()
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v)
+    Object.freeze(value)
+  }
+  return value
+}
+
+/**
+ * fromJson for the cached key records: one frozen value per distinct text. Keys mostly share a
+ * few tiers of limits, budgets, models and scopes, and the auth cache holds up to `cache_size`
+ * records; each held its own parsed copies (about 200 bytes a key of the 2.4 KB a cached key
+ * cost). Frozen, so no holder can change what the others see.
+ */
+function sharedJson<T>(text: string | null): T | null {
+  if (text === null) return null
+  const known = sharedValues.get(text)
+  if (known !== undefined) return known as T
+  const value = deepFreeze(fromJson<T>(text))
+  if (value !== null && sharedValues.size < SHARED_JSON_MAX) sharedValues.set(text, value)
+  return value
+}
+
+/** The teams of an owner who belongs to none: one empty map for all their records. */
+const NO_TEAMS: KeyRecord['teams'] = new Map()
+
 /** Everything auth needs to decide about one key, loaded in one go and cached. */
 export interface KeyRecord {
   id: string
@@ -46,7 +76,7 @@ export interface KeyRecord {
     budget: Budget | null
   }
   /** The teams the owner belongs to, by id. */
-  teams: Map<string, { id: string; deletedAt: number | null; limits: Limits | null; budget: Budget | null }>
+  teams: ReadonlyMap<string, { id: string; deletedAt: number | null; limits: Limits | null; budget: Budget | null }>
   /** The admitting verdict for requests that name no team, built once (see KeyVerifier.decide). */
   verdict?: { ok: true; identity: import('../../src/plugin.ts').Identity; record: KeyRecord }
 }
@@ -80,10 +110,10 @@ export async function findKeyRecord(db: Db, hash: string, by: 'hash' | 'id' = 'h
     environment: row.environment,
     name: row.name,
     teamId: row.team_id,
-    models: fromJson<string[]>(row.models),
-    scopes: fromJson<string[]>(row.scopes),
-    limits: fromJson<Limits>(row.limits),
-    budget: fromJson<Budget>(row.budget),
+    models: sharedJson<string[]>(row.models),
+    scopes: sharedJson<string[]>(row.scopes),
+    limits: sharedJson<Limits>(row.limits),
+    budget: sharedJson<Budget>(row.budget),
     status: row.status,
     expiresAt: ms(row.expires_at),
     revokedAt: ms(row.revoked_at),
@@ -95,12 +125,13 @@ export async function findKeyRecord(db: Db, hash: string, by: 'hash' | 'id' = 'h
       id: row.user_id,
       disabledAt: ms(row.user_disabled_at),
       deletedAt: ms(row.user_deleted_at),
-      limits: fromJson<Limits>(row.user_limits),
-      budget: fromJson<Budget>(row.user_budget),
+      limits: sharedJson<Limits>(row.user_limits),
+      budget: sharedJson<Budget>(row.user_budget),
     },
-    teams: new Map(
-      teamRows.map((t) => [t.id, { id: t.id, deletedAt: ms(t.deleted_at), limits: fromJson<Limits>(t.limits), budget: fromJson<Budget>(t.budget) }]),
-    ),
+    teams:
+      teamRows.length === 0
+        ? NO_TEAMS
+        : new Map(teamRows.map((t) => [t.id, { id: t.id, deletedAt: ms(t.deleted_at), limits: sharedJson<Limits>(t.limits), budget: sharedJson<Budget>(t.budget) }])),
   }
 }
 

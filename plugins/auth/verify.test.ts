@@ -12,7 +12,7 @@ import { ENDPOINT_SCOPES, KeyVerifier, type Presented } from './verify.ts'
 const NOW = Date.parse('2030-06-01T00:00:00Z')
 const KEY = 'sk-dev-' + 'A1b2C3d4'.repeat(5) + 'xyz'
 
-type Team = KeyRecord['teams'] extends Map<string, infer T> ? T : never
+type Team = KeyRecord['teams'] extends ReadonlyMap<string, infer T> ? T : never
 const team = (id: string, deletedAt: number | null = null): [string, Team] => [id, { id, deletedAt, limits: null, budget: null }]
 
 function keyRecord(over: Partial<Omit<KeyRecord, 'user'>> & { user?: Partial<KeyRecord['user']> } = {}): KeyRecord {

@@ -86,7 +86,8 @@ export class KeyVerifier {
     })
     pending.then(
       (record) => {
-        if (generation === this.generation) this.cache.set(hash, record, record ? this.options.cacheTtlMs : this.options.negativeTtlMs)
+        // Keyed by the record's own copy of the hash (equal to the one looked up): one string a key, not two.
+        if (generation === this.generation) this.cache.set(record !== null && record.hash === hash ? record.hash : hash, record, record ? this.options.cacheTtlMs : this.options.negativeTtlMs)
       },
       () => {},
     )
