@@ -60,14 +60,49 @@ class Answer {
     readonly controller: AbortController,
     /** `performance.now()` when the call started (its total timeout counts from here). */
     readonly startedAt: number,
-    /**
-     * Stops a client that goes away from aborting the call. The listener the attempt set stays on
-     * through the body (one listener a request, not one per stage); a body that goes on natively
-     * keeps it until the request is gone, where a late abort finds nothing left to stop.
-     */
-    readonly detach: () => void,
+    private readonly guard: CallGuard,
   ) {}
+
+  /**
+   * Stops a client that goes away from aborting the call. The listener the attempt set stays on
+   * through the body (one listener a request, not one per stage); a body that goes on natively
+   * keeps it until the request is gone, where a late abort finds nothing left to stop.
+   */
+  detach(): void {
+    this.guard.detach()
+  }
 }
+
+/**
+ * What aborts one upstream call: the client going away, or its first-byte timeout. An object
+ * with `handleEvent` is the listener and the timer's argument, so a call makes no closures.
+ */
+class CallGuard {
+  readonly controller = new AbortController()
+  timedOut = false
+
+  constructor(private readonly clientSignal: AbortSignal) {
+    clientSignal.addEventListener('abort', this, { once: true })
+  }
+
+  /** The client closed the request. */
+  handleEvent(): void {
+    this.controller.abort(new DOMException('client closed the request', 'AbortError'))
+  }
+
+  detach(): void {
+    this.clientSignal.removeEventListener('abort', this)
+  }
+}
+
+/** The completion text where there is none, or where the usage is known and it is never read. */
+const NO_TEXT = (): string => ''
+
+function firstByteTimeout(guard: CallGuard): void {
+  guard.timedOut = true
+  guard.controller.abort(new DOMException('upstream timed out', 'TimeoutError'))
+}
+
 const encoder = new TextEncoder()
 
 /**
@@ -186,17 +221,22 @@ export class Pipeline {
   async handle(req: GatewayRequest): Promise<Response> {
     let plan: RoutePlan | undefined
     try {
-      const refused = await this.runStage(this.authenticateHooks, req)
+      // Awaited only when a hook answered with a promise: an await of a plain value still costs a
+      // promise and a turn of the microtask queue, several per request on the hot path.
+      let refused = this.runStage(this.authenticateHooks, req)
+      if (refused instanceof Promise) refused = await refused
       if (refused) return this.fail(req, refused)
 
       const group = req.model === undefined ? undefined : this.models.get(req.model)
       if (!group) return this.fail(req, modelNotFound(req.model))
       req.group = group
 
-      const refusedAdmission = await this.runStage(this.admitHooks, req)
+      let refusedAdmission = this.runStage(this.admitHooks, req)
+      if (refusedAdmission instanceof Promise) refusedAdmission = await refusedAdmission
       if (refusedAdmission) return this.fail(req, refusedAdmission)
 
-      const routed = await this.plan(req, group)
+      let routed = this.plan(req, group)
+      if (routed instanceof Promise) routed = await routed
       if (routed instanceof GatewayError) return this.fail(req, routed)
       plan = routed
 
@@ -229,10 +269,23 @@ export class Pipeline {
     })()
   }
 
-  private async plan(req: GatewayRequest, group: ModelGroup): Promise<RoutePlan | GatewayError> {
-    for (const hook of this.routeHooks) {
-      const plan = await hook(req, group)
+  private plan(req: GatewayRequest, group: ModelGroup): MaybePromise<RoutePlan | GatewayError> {
+    const hooks = this.routeHooks
+    for (let i = 0; i < hooks.length; i++) {
+      const plan = hooks[i]!(req, group)
+      if (plan instanceof Promise) return this.planFrom(plan, i, req, group)
       if (plan) return plan
+    }
+    return firstTargetPlan(group)
+  }
+
+  /** The rest of plan() once a route hook answered with a promise. */
+  private async planFrom(pending: Promise<RoutePlan | GatewayError | undefined>, at: number, req: GatewayRequest, group: ModelGroup): Promise<RoutePlan | GatewayError> {
+    const plan = await pending
+    if (plan) return plan
+    for (const hook of this.routeHooks.slice(at + 1)) {
+      const next = await hook(req, group)
+      if (next) return next
     }
     return firstTargetPlan(group)
   }
@@ -241,7 +294,8 @@ export class Pipeline {
   private async callUpstream(req: GatewayRequest, plan: RoutePlan): Promise<Answer | GatewayError> {
     let failure: AttemptFailure | undefined
     for (;;) {
-      const next = await plan.next(failure)
+      let next = plan.next(failure)
+      if (next instanceof Promise) next = await next
       if (next === undefined) return failure?.error ?? new GatewayError('no_healthy_upstream', `No upstream is available for model "${req.model}" right now; retry shortly.`)
       if (next instanceof GatewayError) return next
       if (req.request.signal.aborted) return new GatewayError('upstream_error', 'The client closed the request.')
@@ -264,31 +318,24 @@ export class Pipeline {
 
   private async attempt(req: GatewayRequest, target: RouteTarget): Promise<Answer | Omit<AttemptFailure, 'target' | 'latencyMs'>> {
     const body = req.body.model === target.model ? req.body : { ...req.body, model: target.model }
-    const controller = new AbortController()
-    const clientSignal = req.request.signal
-    const onClientAbort = () => controller.abort(new DOMException('client closed the request', 'AbortError'))
-    clientSignal.addEventListener('abort', onClientAbort, { once: true })
+    const guard = new CallGuard(req.request.signal)
     const timeouts = target.provider.config.timeouts
     // The whole call may be shorter than the wait for the first byte.
     const firstByteMs = Math.min(timeouts?.first_byte_ms ?? DEFAULT_FIRST_BYTE_MS, timeouts?.total_ms ?? DEFAULT_TOTAL_MS)
     const startedAt = performance.now()
-    let timedOut = false
     let kept = false
-    const timer = setTimeout(() => {
-      timedOut = true
-      controller.abort(new DOMException('upstream timed out', 'TimeoutError'))
-    }, firstByteMs)
+    const timer = setTimeout(firstByteTimeout, firstByteMs, guard)
     try {
       const response = await target.provider.adapter.send({
         endpoint: req.endpoint,
         body,
         stream: req.stream,
         key: target.key,
-        signal: controller.signal,
+        signal: guard.controller.signal,
       })
       if (response.ok) {
         kept = true
-        return new Answer(response, controller, startedAt, () => clientSignal.removeEventListener('abort', onClientAbort))
+        return new Answer(response, guard.controller, startedAt, guard)
       }
       const text = await response.text().catch(() => '')
       return {
@@ -297,7 +344,7 @@ export class Pipeline {
         retryAfter: retryAfterSeconds(response.headers.get('retry-after')),
       }
     } catch (error) {
-      if (timedOut) {
+      if (guard.timedOut) {
         return {
           status: 0,
           error: new GatewayError('upstream_timeout', `Upstream provider "${target.provider.id}" did not answer within ${firstByteMs} ms.`),
@@ -311,7 +358,7 @@ export class Pipeline {
       }
     } finally {
       clearTimeout(timer)
-      if (!kept) clientSignal.removeEventListener('abort', onClientAbort)
+      if (!kept) guard.detach()
     }
   }
 
@@ -329,7 +376,7 @@ export class Pipeline {
       answer.detach()
       plan.release?.()
       // Nothing to tap (a bodiless answer): the usage and completion hooks still hear of it.
-      if (this.tap) queueMicrotask(() => this.settle(req, null, () => '', false, null, upstream.status))
+      if (this.tap) queueMicrotask(() => this.settle(req, null, NO_TEXT, false, null, upstream.status))
       return new Response(null, { status: upstream.status, headers })
     }
     const timeouts = req.target?.provider.config.timeouts
@@ -456,20 +503,24 @@ export class Pipeline {
         end()
         if (!this.tap) return
         const usage = parseUsage(findUsage(bytes), this.pricingOf(req))
-        const completion = () => {
-          try {
-            return messageText(JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) as Record<string, unknown>)
-          } catch {
-            // A body that is not JSON has nothing to count.
-            return ''
-          }
-        }
+        // The text is read only when there is no usage to take.
+        const completion =
+          usage !== null
+            ? NO_TEXT
+            : () => {
+                try {
+                  return messageText(JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) as Record<string, unknown>)
+                } catch {
+                  // A body that is not JSON has nothing to count.
+                  return ''
+                }
+              }
         this.settle(req, usage, completion, false, null, status)
       },
       () => {
         end()
         if (watch.timedOut !== null) this.logger.warn('upstream body timed out', { request_id: req.id, provider: req.target?.provider.id, timeout: watch.timedOut })
-        if (this.tap) this.settle(req, null, () => '', true, null, status, watch.timedOut === null ? null : 'upstream_timeout')
+        if (this.tap) this.settle(req, null, NO_TEXT, true, null, status, watch.timedOut === null ? null : 'upstream_timeout')
       },
     )
     return new Response(upstream.body, { status, headers })
@@ -626,18 +677,9 @@ export class Pipeline {
     status: number,
     errorCode: ErrorCode | null = null,
   ): void {
-    const finish = (u: Usage) => {
-      req.usage = u
-      for (const hook of this.usageHooks) {
-        try {
-          hook(req, u)
-        } catch (error) {
-          this.logger.error('onUsage hook failed', { request_id: req.id, error: String(error) })
-        }
-      }
-      this.complete(req, { status, errorCode, latencyMs: performance.now() - req.startedAt, ttftMs, aborted })
-    }
-    if (usage) return finish(usage)
+    // The usual case, usage reported: no closure for the counting path below.
+    if (usage) return this.finish(req, usage, aborted, ttftMs, status, errorCode)
+    const finish = (u: Usage) => this.finish(req, u, aborted, ttftMs, status, errorCode)
     const text = completion()
     this.countUsage(req, text).then(finish, (error: unknown) => {
       this.logger.warn('could not count usage; using an estimate', { request_id: req.id, error: String(error) })
@@ -658,6 +700,19 @@ export class Pipeline {
       costUsd: priceOf(promptTokens, completionTokens, 0, this.pricingOf(req)),
       source: 'estimated',
     }
+  }
+
+  /** The usage is known: the usage hooks hear it, then the completion hooks hear the end. */
+  private finish(req: GatewayRequest, usage: Usage, aborted: boolean, ttftMs: number | null, status: number, errorCode: ErrorCode | null): void {
+    req.usage = usage
+    for (const hook of this.usageHooks) {
+      try {
+        hook(req, usage)
+      } catch (error) {
+        this.logger.error('onUsage hook failed', { request_id: req.id, error: String(error) })
+      }
+    }
+    this.complete(req, { status, errorCode, latencyMs: performance.now() - req.startedAt, ttftMs, aborted })
   }
 
   private complete(req: GatewayRequest, outcome: Outcome): void {

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox'
 import { Elysia } from 'elysia'
-import { definePlugin, type AttemptFailure, type RoutePlan } from '../../src/plugin.ts'
+import { definePlugin, type AttemptFailure, type MaybePromise, type RoutePlan } from '../../src/plugin.ts'
 import { GatewayError } from '../../src/errors.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
 import type { GroupTarget, ModelGroup, ModelRegistry, RouteTarget } from '../../src/models.ts'
@@ -226,85 +226,107 @@ export const balance = definePlugin({
       )
     }
 
+    /**
+     * One request's walk over the candidates: a class, so its methods are made once, not again
+     * for every request. Most requests succeed at the first attempt: the list of tried candidates
+     * is made on the first failure.
+     */
+    class BalancePlan implements RoutePlan {
+      private tried: Candidate[] | undefined = undefined
+      private attempts = 0
+      private retries = 0
+      private current: Candidate | undefined = undefined
+      private holds = false
+      /** Whether the key is still held; `release` reads it (see below). */
+      private holding = true
+
+      constructor(
+        private readonly chain: readonly Pool[],
+        private readonly tokens: number,
+        private readonly signal: AbortSignal,
+        private readonly stream: boolean,
+      ) {}
+
+      /**
+       * Present while the plan holds a key until the request's end; absent once it does not. The
+       * core hands a body no plugin reads to the client untouched only when there is nothing to
+       * release, much cheaper than watching for its end.
+       */
+      get release(): (() => void) | undefined {
+        return this.holding ? this.releaseHeld : undefined
+      }
+
+      private releaseHeld(this: BalancePlan): void {
+        const current = this.current
+        if (current) {
+          current.health.inFlight--
+          // A trial that ended without a verdict (the client left) frees the slot for another.
+          current.health.trial = false
+          this.current = undefined
+        }
+      }
+
+      private pick(): RouteTarget | undefined {
+        const t = now()
+        for (const pool of this.chain) {
+          const ready: Pool['candidates'] = []
+          for (const c of pool.candidates) {
+            // Learned headroom holds only until the provider's window resets.
+            if (c.health.headroom !== null && c.health.headroomUntil <= t) c.health.headroom = null
+            if (available(c.health, t) && !this.tried?.includes(c) && rateWait(c.target.provider.id, c.key, this.tokens, false) === 0) ready.push(c)
+          }
+          if (ready.length === 0) continue
+          const chosen = PICKERS[pool.group.strategy](ready, pool.state) as Pool['candidates'][number]
+          rateWait(chosen.target.provider.id, chosen.key, this.tokens, true)
+          if (halfOpen(chosen.health, t)) chosen.health.trial = true
+          this.attempts++
+          chosen.health.inFlight++
+          this.current = chosen
+          this.holds = this.stream && pool.holdsStreams
+          return chosen.route
+        }
+        return undefined
+      }
+
+      next(previous: AttemptFailure | undefined): MaybePromise<RouteTarget | GatewayError | undefined> {
+        if (this.signal.aborted) return previous?.error ?? new GatewayError('upstream_error', 'The client closed the request.')
+        if (!previous) return this.pick() ?? noHealthy(this.chain, this.tokens)
+        // The request's own fault (400, 404, 413, 422...): another key would answer the same.
+        if (!retryable(previous.status) && !keyFault(previous.status)) return previous.error
+        if (this.attempts >= options.max_attempts) return retryable(previous.status) ? previous.error : noHealthy(this.chain, this.tokens)
+        if (!retryable(previous.status)) return this.pick() ?? noHealthy(this.chain, this.tokens)
+        const ceiling = Math.min(options.backoff_max_ms, options.backoff_ms * 2 ** this.retries++)
+        const again = () => this.pick() ?? previous.error
+        // Full jitter; the last failure says more than "nothing left" when no key remains.
+        return ceiling > 0 ? Bun.sleep(Math.random() * ceiling).then(again) : again()
+      }
+
+      report(_target: RouteTarget, latencyMs: number, response: Response | undefined, failure: AttemptFailure | undefined): void {
+        const c = this.current
+        if (!c) return
+        if (failure) {
+          c.health.inFlight--
+          this.current = undefined
+          ;(this.tried ??= []).push(c)
+          // The client going away is not the key's fault.
+          if (this.signal.aborted) c.health.trial = false
+          else onFailure(c.health, failure)
+        } else if (response) {
+          onSuccess(c.health, latencyMs, response)
+          if (!this.holds) {
+            // A whole answer follows its headers at once: the key is free now. So is a stream's
+            // key when the group's strategy does not count streams.
+            c.health.inFlight--
+            this.current = undefined
+            this.holding = false
+          }
+        }
+      }
+    }
+
     return {
       route(req, group): RoutePlan {
-        const chain = chainOf(group)
-        const tokens = typeof req.body.max_tokens === 'number' ? req.body.max_tokens : 0
-        const signal = req.request.signal
-        // Most requests succeed at the first attempt: the list of tried candidates is made on the first failure.
-        let tried: Candidate[] | undefined
-        let attempts = 0
-        let retries = 0
-        let current: Candidate | undefined
-        let holds = false
-
-        const pick = (): RouteTarget | undefined => {
-          const t = now()
-          for (const pool of chain) {
-            const ready: Pool['candidates'] = []
-            for (const c of pool.candidates) {
-              // Learned headroom holds only until the provider's window resets.
-              if (c.health.headroom !== null && c.health.headroomUntil <= t) c.health.headroom = null
-              if (available(c.health, t) && !tried?.includes(c) && rateWait(c.target.provider.id, c.key, tokens, false) === 0) ready.push(c)
-            }
-            if (ready.length === 0) continue
-            const chosen = PICKERS[pool.group.strategy](ready, pool.state) as Pool['candidates'][number]
-            rateWait(chosen.target.provider.id, chosen.key, tokens, true)
-            if (halfOpen(chosen.health, t)) chosen.health.trial = true
-            attempts++
-            chosen.health.inFlight++
-            current = chosen
-            holds = req.stream && pool.holdsStreams
-            return chosen.route
-          }
-          return undefined
-        }
-
-        const plan: RoutePlan = {
-          next(previous) {
-            if (signal.aborted) return previous?.error ?? new GatewayError('upstream_error', 'The client closed the request.')
-            if (!previous) return pick() ?? noHealthy(chain, tokens)
-            // The request's own fault (400, 404, 413, 422...): another key would answer the same.
-            if (!retryable(previous.status) && !keyFault(previous.status)) return previous.error
-            if (attempts >= options.max_attempts) return retryable(previous.status) ? previous.error : noHealthy(chain, tokens)
-            if (!retryable(previous.status)) return pick() ?? noHealthy(chain, tokens)
-            const ceiling = Math.min(options.backoff_max_ms, options.backoff_ms * 2 ** retries++)
-            const again = () => pick() ?? previous.error
-            // Full jitter; the last failure says more than "nothing left" when no key remains.
-            return ceiling > 0 ? Bun.sleep(Math.random() * ceiling).then(again) : again()
-          },
-          report(_target, latencyMs, response, failure) {
-            const c = current
-            if (!c) return
-            if (failure) {
-              c.health.inFlight--
-              current = undefined
-              ;(tried ??= []).push(c)
-              // The client going away is not the key's fault.
-              if (signal.aborted) c.health.trial = false
-              else onFailure(c.health, failure)
-            } else if (response) {
-              onSuccess(c.health, latencyMs, response)
-              if (!holds) {
-                // A whole answer follows its headers at once: the key is free now. So is a stream's
-                // key when the group's strategy does not count streams. Without a release the core
-                // hands the body to the client untouched, much cheaper than watching for its end.
-                c.health.inFlight--
-                current = undefined
-                plan.release = undefined
-              }
-            }
-          },
-          release() {
-            if (current) {
-              current.health.inFlight--
-              // A trial that ended without a verdict (the client left) frees the slot for another.
-              current.health.trial = false
-              current = undefined
-            }
-          },
-        }
-        return plan
+        return new BalancePlan(chainOf(group), typeof req.body.max_tokens === 'number' ? req.body.max_tokens : 0, req.request.signal, req.stream)
       },
 
       routes(app) {

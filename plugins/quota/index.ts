@@ -83,11 +83,12 @@ export const quota = definePlugin({
     }
 
     /** Prompt tokens (as the tokenizer in force counts them for a reservation) and the completion allowance. */
-    const reserveTokens = async (req: GatewayRequest): Promise<{ prompt: number; completion: number }> => {
+    const reserveTokens = (req: GatewayRequest): { prompt: number; completion: number } | Promise<{ prompt: number; completion: number }> => {
       const max = req.body.max_completion_tokens ?? req.body.max_tokens
       const completion = req.endpoint === 'embeddings' ? 0 : typeof max === 'number' && max > 0 ? max : options.completion_estimate
-      const prompt = await services.tokenizer.countPrompt(req.endpoint, req.body, req.group?.name ?? req.model ?? '', 'reserve')
-      return { prompt, completion }
+      const prompt = services.tokenizer.countPrompt(req.endpoint, req.body, req.group?.name ?? req.model ?? '', 'reserve')
+      // An estimate is a plain number: no promise for it.
+      return prompt instanceof Promise ? prompt.then((counted) => ({ prompt: counted, completion })) : { prompt, completion }
     }
 
     const plans = new PlanCache({ tag: options.hash_tag, leaseMs: options.lease_ms })
@@ -97,9 +98,10 @@ export const quota = definePlugin({
         const identity = req.identity
         if (!identity) return
         const now = services.now()
-        const template = plans.template(identity, () => subjectsOf(identity), now)
+        const template = plans.template(identity, subjectsOf, now)
         if (template === null) return
-        const reserve = await reserveTokens(req)
+        let reserve = reserveTokens(req)
+        if (reserve instanceof Promise) reserve = await reserve
         const tokens = reserve.prompt + reserve.completion
         const pricing = services.tokenizer.pricing(req.group?.name ?? req.model ?? '', undefined, req.group?.pricing)
         const usd = priceOf(reserve.prompt, reserve.completion, 0, pricing) ?? 0
@@ -131,9 +133,12 @@ export const quota = definePlugin({
         // Without usage (the upstream failed), the tokens and money reserved go back; the request still counts.
         const realTokens = usage?.totalTokens ?? 0
         const realMicro = usage?.costUsd ? Math.round(usage.costUsd * MICRO) : 0
-        const deltas = reservation.items.map((item) =>
-          item.measure === 'tokens' || item.measure === 'budget_tokens' ? realTokens - reservation.tokens : item.measure === 'budget_usd' ? realMicro - reservation.microUsd : 0,
-        )
+        const items = reservation.items
+        const deltas = new Array<number>(items.length)
+        for (let i = 0; i < items.length; i++) {
+          const m = items[i]!.measure
+          deltas[i] = m === 'tokens' || m === 'budget_tokens' ? realTokens - reservation.tokens : m === 'budget_usd' ? realMicro - reservation.microUsd : 0
+        }
         reservation.store.settle(reservation.items, deltas, req.id, services.now()).catch((error: unknown) => {
           logger.warn('quota settlement failed', { request_id: req.id, error: String(error) })
         })

@@ -117,12 +117,12 @@ export class PlanCache {
 
   /**
    * The owner's items with no costs in (see withCosts), or null when nothing limits it.
-   * `subjects` is called only to make a new plan.
+   * `subjects` is called (with the owner: no closure per call) only to make a new plan.
    */
-  template(owner: object, subjects: () => Subjects | null, now: number): readonly Item[] | null {
+  template<O extends object>(owner: O, subjects: (owner: O) => Subjects | null, now: number): readonly Item[] | null {
     let plan = this.plans.get(owner)
     if (plan === undefined || now < plan.from || now >= plan.until) {
-      const s = subjects()
+      const s = subjects(owner)
       const template = s === null ? [] : planItems(s, { tokens: 0, microUsd: 0 }, now, this.options)
       let until = Infinity
       for (const it of template) if (it.kind === 'counter' && it.until !== null) until = Math.min(until, it.until)

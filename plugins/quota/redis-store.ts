@@ -16,8 +16,8 @@ interface Pending {
   items: Item[]
   leaseId: string
   now: number
-  /** The cost (admission) or delta (settlement) of each item. */
-  values: number[]
+  /** The delta of each item (settlement); null: each item's own cost (admission). */
+  values: number[] | null
   resolve(reply: AdmitOutcome | undefined): void
   reject(error: unknown): void
 }
@@ -107,7 +107,7 @@ class Batcher {
     for (let i = 0; i < p.items.length; i++) {
       const it = p.items[i]!
       args.push(it.key)
-      const value = p.values[i] ?? 0
+      const value = p.values === null ? it.cost : (p.values[i] ?? 0)
       pack.raw(KIND_PACKED[it.kind], 1)
       pack.number(it.limit)
       pack.number(it.rate)
@@ -172,11 +172,11 @@ export class RedisStore implements QuotaStore {
 
   admit(items: Item[], leaseId: string, now: number): Promise<AdmitOutcome> {
     return new Promise<AdmitOutcome | undefined>((resolve, reject) => {
-      this.batchers[this.indexFor(leaseId)]!.admit({ items, leaseId, now, values: items.map((it) => it.cost), resolve, reject })
+      this.batchers[this.indexFor(leaseId)]!.admit({ items, leaseId, now, values: null, resolve, reject })
     }) as Promise<AdmitOutcome>
   }
 
-  async settle(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void> {
+  settle(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void> {
     // Only what changes goes to Redis (a lease to drop, a bucket or counter to correct): the
     // request bucket never does, and every key costs Redis a read and the client an argument.
     const changed: Item[] = []
@@ -189,10 +189,10 @@ export class RedisStore implements QuotaStore {
         values.push(delta)
       }
     }
-    if (changed.length === 0) return
-    await new Promise<AdmitOutcome | undefined>((resolve, reject) => {
+    if (changed.length === 0) return Promise.resolve()
+    return new Promise<AdmitOutcome | undefined>((resolve, reject) => {
       this.batchers[this.indexFor(leaseId)]!.settle({ items: changed, leaseId, now, values, resolve, reject })
-    })
+    }) as Promise<unknown> as Promise<void>
   }
 
   /**
