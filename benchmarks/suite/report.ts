@@ -204,7 +204,8 @@ export function microTable(runs: readonly MicroRun[]): string {
       continue
     }
     for (const r of run.report.results) {
-      const value = r.unit === 'ns/op' ? duration(r.value) : `${Math.round(r.value).toLocaleString('en-US')} /s`
+      const value =
+        r.unit === 'ns/op' ? duration(r.value) : r.unit === 'ops/s' ? `${Math.round(r.value).toLocaleString('en-US')} /s` : `${r.value.toFixed(1)} ${r.unit}`
       const p99 = r.p99 === undefined ? '' : duration(r.p99)
       lines.push(`| ${name} | ${r.name} | ${value} | ${p99} | ${run.report.verified.length} checks |`)
     }

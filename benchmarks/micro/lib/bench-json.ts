@@ -11,7 +11,7 @@ export const BENCH_JSON_PREFIX = 'BENCH_JSON '
 /** One measured quantity: a time per operation (ns, the median of mitata's samples) or a rate. */
 export interface MicroResult {
   name: string
-  unit: 'ns/op' | 'ops/s' | 'µs/op'
+  unit: 'ns/op' | 'ops/s' | 'µs/op' | 'objects/request'
   /** ns/op: the median (p50) sample; ops/s: the measured rate. */
   value: number
   min?: number
