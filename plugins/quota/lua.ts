@@ -10,15 +10,16 @@
  * BATCH takes what one connection gathered in a turn of the event loop: settlements, then
  * admissions. KEYS are the requests' keys one after the other (settlements first), and ARGV[1]
  * is ONE MessagePack array (pack.ts; read by Redis' bundled cmsgpack): the number of
- * settlements, the number of admissions, then per request n (its item count), its lease id, the
- * caller's clock and five fields per item. One argument instead of ~6 per item: every argument
+ * settlements, the number of admissions, then per request n (its item count), its lease id (''
+ * when it has no lease items), the caller's clock and five fields per item. One argument instead of ~6 per item: every argument
  * costs the client and Redis (a Lua string each); cmsgpack hands numbers over as numbers, and
  * reads binary doubles three times faster than cjson parses text. One call for both kinds: the
  * per-call work (the script call, TIME, one MGET, one SET per changed key) is shared by the
  * requests that end and those that begin, and a key both touch is read and written once.
  * Requests run in order, each exactly as if it were its own script (a later one sees what an
- * earlier one took). Each runs under pcall: an admission that fails (a key of the wrong type)
- * answers -2 and its message, a settlement 0, and the others go on. PEEK takes one request in
+ * earlier one took). A request with leases runs under pcall (only lease commands can fail, on a
+ * key of another type): an admission that fails answers -2 and its message, a settlement 0, and
+ * the others go on. PEEK takes one request in
  * plain ARGV fields: kind, limit, rate, cost (unused), until.
  *
  * They are written for Redis' single thread, where each redis.call and each Lua number
@@ -90,10 +91,11 @@ local a0 = 2
 -- Shared by the admissions (each writes 1..n before it reads them): no tables per request.
 local avail, after = {}, {}
 local function settle(n, lease)
-  for i = 1, n do
-    local b = a0 + 3 + (i - 1) * 5
-    local kind = A[b + 1]
-    if kind == 'l' then redis.call('ZREM', KEYS[k0 + i], lease) end
+  if lease ~= '' then
+    for i = 1, n do
+      local b = a0 + 3 + (i - 1) * 5
+      if A[b + 1] == 'l' then redis.call('ZREM', KEYS[k0 + i], lease) end
+    end
   end
   for i = 1, n do
     local b = a0 + 3 + (i - 1) * 5
@@ -167,15 +169,17 @@ local function admit(n, lease, clientNow)
     for i = 1, n do out[o + 3 + i] = floor(avail[i] * 1000) end
     return
   end
-  b = a0 + 3
-  for i = 1, n do
-    if A[b + 1] == 'l' then
-      local key = KEYS[k0 + i]
-      local untl = A[b + 4]
-      redis.call('ZADD', key, now + untl, lease)
-      redis.call('PEXPIRE', key, untl + 1000)
+  if lease ~= '' then
+    b = a0 + 3
+    for i = 1, n do
+      if A[b + 1] == 'l' then
+        local key = KEYS[k0 + i]
+        local untl = A[b + 4]
+        redis.call('ZADD', key, now + untl, lease)
+        redis.call('PEXPIRE', key, untl + 1000)
+      end
+      b = b + 5
     end
-    b = b + 5
   end
   b = a0 + 3
   for i = 1, n do
@@ -195,16 +199,23 @@ local function admit(n, lease, clientNow)
   out[o + 2] = -1
   out[o + 3] = 0
 end
+-- Only lease commands can fail (a key of another type); a request without leases needs no pcall.
 for r = 1, A[1] do
   local n = A[a0 + 1]
-  if pcall(settle, n, A[a0 + 2]) then out[o + 1] = 1 else out[o + 1] = 0 end
+  local lease = A[a0 + 2]
+  if lease == '' then
+    settle(n, lease)
+    out[o + 1] = 1
+  elseif pcall(settle, n, lease) then out[o + 1] = 1 else out[o + 1] = 0 end
   o = o + 1
   k0 = k0 + n
   a0 = a0 + 3 + n * 5
 end
 for r = 1, A[2] do
   local n = A[a0 + 1]
-  local ok, err = pcall(admit, n, A[a0 + 2], A[a0 + 3])
+  local lease = A[a0 + 2]
+  local ok, err = true, nil
+  if lease == '' then admit(n, lease, A[a0 + 3]) else ok, err = pcall(admit, n, lease, A[a0 + 3]) end
   if not ok then
     for i = 1, n + 3 do out[o + i] = 0 end
     out[o + 1] = -2
@@ -217,7 +228,7 @@ end
 ${BATCH_WRITE}
 return out`
 
-export const BATCH_SHA = '4e8b790738af347885b33f17dfff2b38a56c2a52'
+export const BATCH_SHA = 'b394dae4dce2a8a51a5bfbe41817509b83a84d9a'
 
 export const PEEK_SCRIPT = `${NOW}
 local n = tonumber(ARGV[1])

@@ -102,7 +102,10 @@ class Batcher {
   private put(p: Pending, args: ScriptArg[]): void {
     const pack = this.pack
     pack.number(p.items.length)
-    pack.string(p.leaseId)
+    // The lease id only matters to lease items; '' tells the script there are none (no pcall needed).
+    let leases = false
+    for (let i = 0; i < p.items.length; i++) if (p.items[i]!.kind === 'lease') leases = true
+    pack.string(leases ? p.leaseId : '')
     pack.number(p.now)
     for (let i = 0; i < p.items.length; i++) {
       const it = p.items[i]!
