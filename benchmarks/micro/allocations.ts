@@ -19,6 +19,8 @@ import { parseArgs } from 'node:util'
 import { loadConfig } from '../../src/config/load.ts'
 import { createGateway } from '../../src/server.ts'
 import { CHAT_BODY } from '../fixtures/bodies.ts'
+import { MOCK_UPSTREAM_CLI } from '../fixtures/mock-upstream.ts'
+import { freePort, spawnServer } from '../fixtures/processes.ts'
 import { emitBenchJson, type MicroResult } from './lib/bench-json.ts'
 
 const { values } = parseArgs({
@@ -34,13 +36,6 @@ const ROUNDS = 3
 /** Types shown, in this order; the rest are summed into "other". */
 const SHOWN = ['Function', 'JSLexicalEnvironment', 'Promise', 'AsyncFunctionGenerator', 'Object', 'Array', 'string'] as const
 
-function freePort(): number {
-  const s = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
-  const port = s.port
-  s.stop(true)
-  return port
-}
-
 async function redisAnswers(url: string): Promise<boolean> {
   const { RedisClient } = await import('bun')
   const client = new RedisClient(url, { connectionTimeout: 1000, autoReconnect: false })
@@ -55,13 +50,10 @@ async function redisAnswers(url: string): Promise<boolean> {
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-alloc-'))
 const mockPort = freePort()
-const mock = Bun.spawn(['bun', 'run', join(import.meta.dir, '../../test/fixtures/mock-upstream.ts'), '--port', String(mockPort)], { stdout: 'ignore', stderr: 'inherit' })
+let stopMock: (() => Promise<void>) | undefined
 const notes: string[] = []
 try {
-  for (let i = 0; i < 100; i++) {
-    if (await fetch(`http://127.0.0.1:${mockPort}/v1/models`).then((r) => r.ok, () => false)) break
-    await Bun.sleep(50)
-  }
+  await spawnServer({ name: 'mock upstream', cmd: ['bun', 'run', MOCK_UPSTREAM_CLI, '--port', String(mockPort)], port: mockPort, logFile: join(dir, 'mock.log'), onSpawn: (stop) => (stopMock = stop) })
   const useRedis = await redisAnswers(values.redis)
   if (!useRedis) notes.push(`Redis at ${values.redis} did not answer: quota counted in process`)
   const configFile = join(dir, 'sluice.config.json')
@@ -158,6 +150,6 @@ try {
     await gateway.close()
   }
 } finally {
-  mock.kill()
+  await stopMock?.()
   rmSync(dir, { recursive: true, force: true })
 }
