@@ -55,13 +55,17 @@ const DEFAULT_TOTAL_MS = 600_000
 
 /** An upstream call that answered 2xx: its response, and what can still cut it off. */
 class Answer {
+  /** Aborts the call (the watchdog's timeouts use it). */
+  readonly controller: AbortController
+
   constructor(
     readonly response: Response,
-    readonly controller: AbortController,
+    private readonly guard: CallGuard,
     /** `performance.now()` when the call started (its total timeout counts from here). */
     readonly startedAt: number,
-    private readonly guard: CallGuard,
-  ) {}
+  ) {
+    this.controller = guard.controller
+  }
 
   /**
    * Stops a client that goes away from aborting the call. The listener the attempt set stays on
@@ -335,7 +339,7 @@ export class Pipeline {
       })
       if (response.ok) {
         kept = true
-        return new Answer(response, guard.controller, startedAt, guard)
+        return new Answer(response, guard, startedAt)
       }
       const text = await response.text().catch(() => '')
       return {
@@ -772,7 +776,6 @@ function messageText(body: Record<string, unknown>): string {
   return text
 }
 
-/** The generated text of OpenAI-format stream events: content, legacy text, tool-call arguments. */
 /**
  * What a stream's events tell about its usage: the usage of the event that carries one and, until
  * one does, the data of the others (bounded), for an estimate counted from their text.
@@ -808,6 +811,7 @@ class StreamUsage {
   readonly completion = (): string => completionText(this.kept)
 }
 
+/** The generated text of OpenAI-format stream events: content, legacy text, tool-call arguments. */
 export function completionText(events: readonly string[]): string {
   let text = ''
   for (const data of events) {

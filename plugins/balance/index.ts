@@ -237,8 +237,6 @@ export const balance = definePlugin({
       private retries = 0
       private current: Candidate | undefined = undefined
       private holds = false
-      /** Whether the key is still held; `release` reads it (see below). */
-      private holding = true
 
       constructor(
         private readonly chain: readonly Pool[],
@@ -248,12 +246,12 @@ export const balance = definePlugin({
       ) {}
 
       /**
-       * Present while the plan holds a key until the request's end; absent once it does not. The
-       * core hands a body no plugin reads to the client untouched only when there is nothing to
-       * release, much cheaper than watching for its end.
+       * Present while the plan holds a key (`current`) until the request's end; absent once it does
+       * not. The core hands a body no plugin reads to the client untouched only when there is
+       * nothing to release, much cheaper than watching for its end.
        */
       get release(): (() => void) | undefined {
-        return this.holding ? this.releaseHeld : undefined
+        return this.current === undefined ? undefined : this.releaseHeld
       }
 
       private releaseHeld(this: BalancePlan): void {
@@ -318,7 +316,6 @@ export const balance = definePlugin({
             // key when the group's strategy does not count streams.
             c.health.inFlight--
             this.current = undefined
-            this.holding = false
           }
         }
       }
