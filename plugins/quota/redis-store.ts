@@ -11,14 +11,14 @@ function encodePeek(items: Item[], now: number): (string | number)[] {
   return args
 }
 
-/** One request's admission or settlement waiting for its batch. */
-interface Pending {
+/** One request's admission (R: its outcome) or settlement (R: void) waiting for its batch. */
+interface Pending<R> {
   items: Item[]
   leaseId: string
   now: number
   /** The delta of each item (settlement); null: each item's own cost (admission). */
   values: number[] | null
-  resolve(reply: AdmitOutcome | undefined): void
+  resolve(reply: R): void
   reject(error: unknown): void
 }
 
@@ -39,8 +39,8 @@ const MAX_BATCH = 64
  * fraction of the per-call cost on both sides.
  */
 class Batcher {
-  private admits: Pending[] = []
-  private settles: Pending[] = []
+  private admits: Pending<AdmitOutcome>[] = []
+  private settles: Pending<void>[] = []
   private scheduled = false
   private readonly pack = new PackWriter()
 
@@ -49,12 +49,12 @@ class Batcher {
     private readonly run: (client: ScriptConnection, sha: string, script: string, args: ScriptArg[]) => Promise<unknown>,
   ) {}
 
-  admit(p: Pending): void {
+  admit(p: Pending<AdmitOutcome>): void {
     this.admits.push(p)
     this.schedule()
   }
 
-  settle(p: Pending): void {
+  settle(p: Pending<void>): void {
     this.settles.push(p)
     this.schedule()
   }
@@ -73,7 +73,7 @@ class Batcher {
     }
   }
 
-  private send(settles: Pending[], admits: Pending[]): void {
+  private send(settles: Pending<void>[], admits: Pending<AdmitOutcome>[]): void {
     // KEYS, then one MessagePack argument for the whole batch: a client pays per argument (Bun's
     // client ~0.15 µs each) and Redis makes a Lua string of each; cmsgpack reads numbers as numbers.
     const args: ScriptArg[] = [0]
@@ -88,7 +88,7 @@ class Batcher {
     this.run(this.connection, BATCH_SHA, BATCH_SCRIPT, args).then(
       (reply) => {
         const replies = reply as (number | string)[]
-        settles.forEach((p, r) => (replies[r] === 1 ? p.resolve(undefined) : p.reject(new Error('the settlement script failed for this request'))))
+        settles.forEach((p, r) => (replies[r] === 1 ? p.resolve() : p.reject(new Error('the settlement script failed for this request'))))
         resolveAdmits(admits, replies, settles.length)
       },
       (error: unknown) => {
@@ -99,7 +99,7 @@ class Batcher {
   }
 
   /** One request: its keys onto KEYS, its fields into the pack. */
-  private put(p: Pending, args: ScriptArg[]): void {
+  private put(p: Pending<unknown>, args: ScriptArg[]): void {
     const pack = this.pack
     pack.number(p.items.length)
     // The lease id only matters to lease items; '' tells the script there are none (no pcall needed).
@@ -122,7 +122,7 @@ class Batcher {
 }
 
 /** From `o` on: [status, failed, wait ms (-1: never), left × 1000 per item] per request; status -2 is an error, its message second. */
-function resolveAdmits(batch: Pending[], reply: (number | string)[], o: number): void {
+function resolveAdmits(batch: Pending<AdmitOutcome>[], reply: (number | string)[], o: number): void {
   for (const p of batch) {
     const n = p.items.length
     if (reply[o] === -2) p.reject(new Error(String(reply[o + 1])))
@@ -174,9 +174,9 @@ export class RedisStore implements QuotaStore {
   }
 
   admit(items: Item[], leaseId: string, now: number): Promise<AdmitOutcome> {
-    return new Promise<AdmitOutcome | undefined>((resolve, reject) => {
+    return new Promise<AdmitOutcome>((resolve, reject) => {
       this.batchers[this.indexFor(leaseId)]!.admit({ items, leaseId, now, values: null, resolve, reject })
-    }) as Promise<AdmitOutcome>
+    })
   }
 
   settle(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void> {
@@ -193,9 +193,9 @@ export class RedisStore implements QuotaStore {
       }
     }
     if (changed.length === 0) return Promise.resolve()
-    return new Promise<AdmitOutcome | undefined>((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
       this.batchers[this.indexFor(leaseId)]!.settle({ items: changed, leaseId, now, values, resolve, reject })
-    }) as Promise<unknown> as Promise<void>
+    })
   }
 
   /**
