@@ -3,24 +3,24 @@
  * loaded by EVAL only when Redis answers NOSCRIPT; a test recomputes the SHAs.
  *
  * Items are their store keys plus five fields each: kind (b = token bucket, c = period counter,
- * l = lease set), limit, rate per ms, until, cost (or delta); the first four are fixed per key
- * and limit, so the client encodes them once.
+ * l = lease set), limit, rate per ms, until, cost (or delta).
  * Time for buckets and leases is Redis's own clock, so instances with skewed clocks agree.
  *
  * BATCH takes what one connection gathered in a turn of the event loop: settlements, then
  * admissions. KEYS are the requests' keys one after the other (settlements first), and ARGV[1]
  * is ONE MessagePack array (pack.ts; read by Redis' bundled cmsgpack): the number of
  * settlements, the number of admissions, then per request n (its item count), its lease id (''
- * when it has no lease items), the caller's clock and five fields per item. One argument instead of ~6 per item: every argument
- * costs the client and Redis (a Lua string each); cmsgpack hands numbers over as numbers, and
- * reads binary doubles three times faster than cjson parses text. One call for both kinds: the
- * per-call work (the script call, TIME, one MGET, one SET per changed key) is shared by the
- * requests that end and those that begin, and a key both touch is read and written once.
- * Requests run in order, each exactly as if it were its own script (a later one sees what an
- * earlier one took). A request with leases runs under pcall (only lease commands can fail, on a
- * key of another type): an admission that fails answers -2 and its message, a settlement 0, and
- * the others go on. PEEK takes one request in
- * plain ARGV fields: kind, limit, rate, cost (unused), until.
+ * when it has no lease items), the caller's clock and five fields per item. One argument instead
+ * of ~6 per item: every argument costs the client and Redis (a Lua string each); cmsgpack hands
+ * numbers over as numbers, and reads binary doubles three times faster than cjson parses text.
+ * One call for both kinds: the per-call work (the script call, TIME, one MGET, one SET per
+ * changed key) is shared by the requests that end and those that begin, and a key both touch is
+ * read and written once. Requests run in order, each exactly as if it were its own script (a
+ * later one sees what an earlier one took). A request with leases runs under pcall (only lease
+ * commands can fail, on a key of another type): an admission that fails answers -2 and its
+ * message, a settlement 0, and the others go on.
+ *
+ * PEEK takes one request in plain ARGV fields: kind, limit, rate, cost (unused), until.
  *
  * They are written for Redis' single thread, where each redis.call and each Lua number
  * formatting costs whole µs (measured in benchmarks/micro/admission.ts):
