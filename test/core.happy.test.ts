@@ -7,7 +7,7 @@ import OpenAI from 'openai'
 import { loadConfig } from '../src/config/load.ts'
 import { createGateway } from '../src/server.ts'
 import { createLogger } from '../src/lib/logger.ts'
-import { mockChatCompletion, mockEmbeddings, replyText } from '../src/providers/mock/generate.ts'
+import { mockChatCompletion, mockEmbeddings } from '../src/providers/mock/generate.ts'
 import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
 import { REQUEST_ID, postJson, type ChunkLike } from './support/http.ts'
@@ -175,41 +175,65 @@ describe('core happy paths through the openai client', () => {
 })
 
 describe('a stream arrives chunk by chunk, not buffered', () => {
-  let upstream: MockUpstream
+  // Lockstep, so no clock decides the outcome: this upstream sends the next content chunk only
+  // once the client holds the one before. A gateway that buffered would hold the first chunk
+  // until the stream ended; the upstream then waits in vain (WAIT_MS per chunk, so the test
+  // still ends) and notes every chunk it had to send before the client saw the previous one.
+  const PARTS = ['one ', 'two ', 'three ', 'four ', 'five']
+  const WAIT_MS = 3000
+  let upstream: ReturnType<typeof Bun.serve>
   let gw: TestGateway
+  let seen: Array<PromiseWithResolvers<void>> = []
+  let unseen: number[] = []
+
+  function frame(delta: object, finish: string | null, extra: object = {}): Uint8Array {
+    const chunk = { id: 'chatcmpl-lockstep', object: 'chat.completion.chunk', created: 0, model: 'mock-gpt', choices: [{ index: 0, delta, finish_reason: finish }], ...extra }
+    return new TextEncoder().encode(`data: ${JSON.stringify(chunk)}\n\n`)
+  }
 
   beforeAll(async () => {
-    upstream = await startMockUpstream({ chunkDelayMs: 40 })
-    gw = await startGateway(upstreamConfig(upstream.url))
+    upstream = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch: () =>
+        new Response(
+          new ReadableStream<Uint8Array>({
+            async start(controller) {
+              controller.enqueue(frame({ role: 'assistant', content: '' }, null))
+              for (const [i, part] of PARTS.entries()) {
+                controller.enqueue(frame({ content: part }, null))
+                const arrived = await Promise.race([seen[i]!.promise.then(() => true), Bun.sleep(WAIT_MS).then(() => false)])
+                if (!arrived) unseen.push(i)
+              }
+              controller.enqueue(frame({}, 'stop', { usage: { prompt_tokens: 3, completion_tokens: PARTS.length, total_tokens: 3 + PARTS.length } }))
+              controller.enqueue(new TextEncoder().encode('data: [DONE]\n\n'))
+              controller.close()
+            },
+          }),
+          { headers: { 'content-type': 'text/event-stream' } },
+        ),
+    })
+    gw = await startGateway(upstreamConfig(`http://127.0.0.1:${upstream.port}/v1`))
   })
   afterAll(async () => {
     await gw.close()
-    await upstream.stop()
+    upstream.stop(true)
   })
 
-  test('content chunks reach the client spread out over the stream, the first long before the end', async () => {
+  test('each content chunk reaches the client before the upstream sends the next one', async () => {
+    seen = PARTS.map(() => Promise.withResolvers<void>())
+    unseen = []
     const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 })
-    const start = performance.now()
-    const stream = await client.chat.completions.create({ model: 'mock-gpt', messages, max_tokens: 8, stream: true })
-    const arrivals: Array<{ at: number; content: string }> = []
+    const stream = await client.chat.completions.create({ model: 'mock-gpt', messages, stream: true })
+    const contents: string[] = []
     for await (const chunk of stream) {
       const content = chunk.choices[0]?.delta.content
-      if (content) arrivals.push({ at: performance.now(), content })
+      if (!content) continue
+      seen[contents.length]?.resolve()
+      contents.push(content)
     }
-    const end = performance.now()
-    expect(arrivals.map((a) => a.content).join('')).toBe(replyText(8))
-    expect(arrivals.length).toBe(8)
-
-    // Compare arrival times with one another only. Buffered, every chunk would arrive at
-    // the end together; passed through, the first comes well before the last.
-    const first = arrivals[0]!.at
-    const last = arrivals.at(-1)!.at
-    expect(first - start).toBeLessThan((end - start) / 2)
-    expect(last - first).toBeGreaterThan((end - start) / 2)
-    // Each chunk arrived on its own, later than the one before.
-    const gaps = arrivals.slice(1).map((a, i) => a.at - arrivals[i]!.at)
-    const spread = (last - first) / gaps.length
-    expect(gaps.filter((g) => g > spread / 4).length).toBe(gaps.length)
+    expect(contents).toEqual(PARTS)
+    expect(unseen).toEqual([])
   })
 })
 
