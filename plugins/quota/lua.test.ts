@@ -10,7 +10,7 @@ import { redisUrlForTests, uniqueTestName } from '../../test/support/services.ts
 import * as lua from './lua.ts'
 import type { Item } from './plan.ts'
 import { RedisStore } from './redis-store.ts'
-import { IoredisConnection } from './connection.ts'
+import { IoredisConnection, type ScriptArg, type ScriptConnection } from './connection.ts'
 
 const sha1 = (text: string): string => new Bun.CryptoHasher('sha1').update(text).digest('hex')
 
@@ -130,6 +130,37 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     expect(third.ok).toBe(true)
     // The budget saw the refund before the admission: 100 - 3 × 10 + 10; req_s1's lease is gone.
     expect(third.remaining.map(Math.round)).toEqual([0, 80, 3])
+  })
+
+  test("a batch names each key once in KEYS, however many of its requests share it, and each request still sees the ones before", async () => {
+    // The real connection, with every script call's arguments noted on the way.
+    const sent: ScriptArg[][] = []
+    const inner = new IoredisConnection(client)
+    const recording: ScriptConnection = {
+      evalsha: (sha, args) => (sent.push([...args]), inner.evalsha(sha, args)),
+      eval: (script, args) => (sent.push([...args]), inner.eval(script, args)),
+      zrem: (key, member) => inner.zrem(key, member),
+      close: () => {},
+    }
+    const recorded = new RedisStore(recording)
+    const shared = items('distinct').map((it, i) => (i === 0 ? { ...it, limit: 100, rate: 100 / 60_000 } : it))
+    const own = items('distinct-other').slice(0, 1)
+    const outcomes = await Promise.all([
+      ...Array.from({ length: 5 }, (_, i) => recorded.admit(shared, `req_d${i}`, Date.now())),
+      recorded.admit(own, 'req_o1', Date.now()),
+    ])
+    expect(sent).toHaveLength(1)
+    const keys = sent[0]!.slice(1, 1 + Number(sent[0]![0]))
+    expect(keys).toEqual([...shared.map((it) => it.key), own[0]!.key])
+    // In order: each admission took 10 tokens and a lease after the one before it.
+    expect(outcomes.slice(0, 5).map((o) => [o.ok, Math.round(o.remaining[1]!), o.remaining[2]])).toEqual([
+      [true, 90, 4],
+      [true, 80, 3],
+      [true, 70, 2],
+      [true, 60, 1],
+      [true, 50, 0],
+    ])
+    expect(outcomes[5]).toMatchObject({ ok: true })
   })
 
   test('keys expire: a bucket two minutes after its last write (longer while in debt), a counter a day after its period, a lease set after its lifetime', async () => {

@@ -2,15 +2,17 @@
  * The quota scripts. Each is a constant with its SHA-1 written out, run by EVALSHA and
  * loaded by EVAL only when Redis answers NOSCRIPT; a test recomputes the SHAs.
  *
- * Items are their store keys plus five fields each: kind (b = token bucket, c = period counter,
- * l = lease set), limit, rate per ms, until, cost (or delta).
+ * Items are a store key and five fields: kind (b = token bucket, c = period counter, l = lease
+ * set), limit, rate per ms, until, cost (or delta).
  * Time for buckets and leases is Redis's own clock, so instances with skewed clocks agree.
  *
  * BATCH takes what one connection gathered in a turn of the event loop: settlements, then
- * admissions. KEYS are the requests' keys one after the other (settlements first), and ARGV[1]
- * is ONE MessagePack array (pack.ts; read by Redis' bundled cmsgpack): the number of
- * settlements, the number of admissions, then per request n (its item count), its lease id (''
- * when it has no lease items), the caller's clock and five fields per item. One argument instead
+ * admissions. KEYS are the batch's distinct keys, each once, in the order the batch first names
+ * them (the requests of one API key share theirs), and ARGV[1] is ONE MessagePack array (pack.ts;
+ * read by Redis' bundled cmsgpack): the number of settlements, the number of admissions, then per
+ * request n (its item count), its lease id ('' when it has no lease items), the caller's clock
+ * and six fields per item: kind, the index of its key in KEYS, limit, rate, until, cost (or
+ * delta). One argument instead
  * of ~6 per item: every argument costs the client and Redis (a Lua string each); cmsgpack hands
  * numbers over as numbers, and reads binary doubles three times faster than cjson parses text.
  * One call for both kinds: the per-call work (the script call, TIME, one MGET, one SET per
@@ -44,18 +46,13 @@ const NOW = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
 
 /**
- * BATCH begins with one MGET of the batch's distinct keys into `val` (a missing or non-numeric
- * value reads as 0). `todo` and `order` collect the keys a request changed.
+ * BATCH begins with one MGET of the batch's keys (distinct already) into `val` (a missing or
+ * non-numeric value reads as 0). `todo` and `order` collect the keys a request changed.
  */
 const BATCH_READ = `local val, todo, order = {}, {}, {}
-do
-  local uniq, u = {}, 0
-  for i = 1, #KEYS do
-    local k = KEYS[i]
-    if val[k] == nil then val[k] = false; u = u + 1; uniq[u] = k end
-  end
-  local got = redis.call('MGET', unpack(uniq))
-  for i = 1, u do val[uniq[i]] = tonumber(got[i] or '0') or 0 end
+if #KEYS > 0 then
+  local got = redis.call('MGET', unpack(KEYS))
+  for i = 1, #KEYS do val[KEYS[i]] = tonumber(got[i] or '0') or 0 end
 end`
 
 /**
@@ -86,26 +83,25 @@ ${NOW}
 ${BATCH_READ}
 local out = {}
 local o = 0
-local k0 = 0
 local a0 = 2
 -- Shared by the admissions (each writes 1..n before it reads them): no tables per request.
 local avail, after = {}, {}
 local function settle(n, lease)
   if lease ~= '' then
     for i = 1, n do
-      local b = a0 + 3 + (i - 1) * 5
-      if A[b + 1] == 'l' then redis.call('ZREM', KEYS[k0 + i], lease) end
+      local b = a0 + 3 + (i - 1) * 6
+      if A[b + 1] == 'l' then redis.call('ZREM', KEYS[A[b + 2]], lease) end
     end
   end
   for i = 1, n do
-    local b = a0 + 3 + (i - 1) * 5
+    local b = a0 + 3 + (i - 1) * 6
     local kind = A[b + 1]
-    local delta = A[b + 5]
+    local delta = A[b + 6]
     if kind ~= 'l' and delta ~= 0 then
-      local key = KEYS[k0 + i]
-      local limit = A[b + 2]
+      local key = KEYS[A[b + 2]]
+      local limit = A[b + 3]
       if kind == 'b' then
-        local rate = A[b + 3]
+        local rate = A[b + 4]
         local full = val[key]
         local a = limit
         if full > now then a = limit - (full - now) * rate end
@@ -114,7 +110,7 @@ local function settle(n, lease)
         val[key] = math.max(0, val[key] + delta)
       end
       if not todo[key] then
-        if kind == 'b' then todo[key] = 'b' else todo[key] = A[b + 4] end
+        if kind == 'b' then todo[key] = 'b' else todo[key] = A[b + 5] end
         order[#order + 1] = key
       end
     end
@@ -126,12 +122,12 @@ local function admit(n, lease, clientNow)
   local b = a0 + 3
   for i = 1, n do
     local kind = A[b + 1]
-    local limit = A[b + 2]
-    local cost = A[b + 5]
-    local key = KEYS[k0 + i]
+    local key = KEYS[A[b + 2]]
+    local limit = A[b + 3]
+    local cost = A[b + 6]
     local a
     if kind == 'b' then
-      local rate = A[b + 3]
+      local rate = A[b + 4]
       local full = val[key]
       a = limit
       if full > now then a = limit - (full - now) * rate end
@@ -145,7 +141,7 @@ local function admit(n, lease, clientNow)
       a = limit - used
       if failed == 0 and (used + cost > limit or used >= limit) then
         failed = i
-        local untl = A[b + 4]
+        local untl = A[b + 5]
         if cost > limit or untl < 0 then wait = -1 else wait = math.max(0, untl - clientNow) end
       end
       after[i] = used + cost
@@ -160,7 +156,7 @@ local function admit(n, lease, clientNow)
       end
     end
     avail[i] = a
-    b = b + 5
+    b = b + 6
   end
   if failed > 0 then
     out[o + 1] = 0
@@ -173,27 +169,27 @@ local function admit(n, lease, clientNow)
     b = a0 + 3
     for i = 1, n do
       if A[b + 1] == 'l' then
-        local key = KEYS[k0 + i]
-        local untl = A[b + 4]
+        local key = KEYS[A[b + 2]]
+        local untl = A[b + 5]
         redis.call('ZADD', key, now + untl, lease)
         redis.call('PEXPIRE', key, untl + 1000)
       end
-      b = b + 5
+      b = b + 6
     end
   end
   b = a0 + 3
   for i = 1, n do
     local kind = A[b + 1]
     if kind ~= 'l' then
-      local key = KEYS[k0 + i]
+      local key = KEYS[A[b + 2]]
       val[key] = after[i]
       if not todo[key] then
-        if kind == 'b' then todo[key] = 'b' else todo[key] = A[b + 4] end
+        if kind == 'b' then todo[key] = 'b' else todo[key] = A[b + 5] end
         order[#order + 1] = key
       end
     end
-    out[o + 3 + i] = floor((avail[i] - A[b + 5]) * 1000)
-    b = b + 5
+    out[o + 3 + i] = floor((avail[i] - A[b + 6]) * 1000)
+    b = b + 6
   end
   out[o + 1] = 1
   out[o + 2] = -1
@@ -208,8 +204,7 @@ for r = 1, A[1] do
     out[o + 1] = 1
   elseif pcall(settle, n, lease) then out[o + 1] = 1 else out[o + 1] = 0 end
   o = o + 1
-  k0 = k0 + n
-  a0 = a0 + 3 + n * 5
+  a0 = a0 + 3 + n * 6
 end
 for r = 1, A[2] do
   local n = A[a0 + 1]
@@ -222,13 +217,12 @@ for r = 1, A[2] do
     out[o + 2] = type(err) == 'table' and (err.err or 'script error') or tostring(err)
   end
   o = o + 3 + n
-  k0 = k0 + n
-  a0 = a0 + 3 + n * 5
+  a0 = a0 + 3 + n * 6
 end
 ${BATCH_WRITE}
 return out`
 
-export const BATCH_SHA = 'b394dae4dce2a8a51a5bfbe41817509b83a84d9a'
+export const BATCH_SHA = '9d18f6e6df1b8202413bbbddbf7de4469a1a69ee'
 
 export const PEEK_SCRIPT = `${NOW}
 local n = tonumber(ARGV[1])

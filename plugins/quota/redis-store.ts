@@ -43,6 +43,8 @@ class Batcher {
   private settles: Pending<void>[] = []
   private scheduled = false
   private readonly pack = new PackWriter()
+  /** A batch's keys, each sent once: its index in KEYS (1-based, as Lua reads it). */
+  private readonly keyIndex = new Map<string, number>()
 
   constructor(
     private readonly connection: ScriptConnection,
@@ -83,6 +85,7 @@ class Batcher {
     pack.number(admits.length)
     for (const p of settles) this.put(p, args)
     for (const p of admits) this.put(p, args)
+    this.keyIndex.clear()
     args[0] = args.length - 1
     args.push(pack.finish())
     this.run(this.connection, BATCH_SHA, BATCH_SCRIPT, args).then(
@@ -98,9 +101,10 @@ class Batcher {
     )
   }
 
-  /** One request: its keys onto KEYS, its fields into the pack. */
+  /** One request: its keys onto KEYS (those the batch has not named yet), its fields into the pack. */
   private put(p: Pending<unknown>, args: ScriptArg[]): void {
     const pack = this.pack
+    const keyIndex = this.keyIndex
     pack.number(p.items.length)
     // The lease id only matters to lease items; '' tells the script there are none (no pcall needed).
     let leases = false
@@ -109,9 +113,14 @@ class Batcher {
     pack.number(p.now)
     for (let i = 0; i < p.items.length; i++) {
       const it = p.items[i]!
-      args.push(it.key)
+      let k = keyIndex.get(it.key)
+      if (k === undefined) {
+        k = args.push(it.key) - 1
+        keyIndex.set(it.key, k)
+      }
       const value = p.values === null ? it.cost : (p.values[i] ?? 0)
       pack.raw(KIND_PACKED[it.kind], 1)
+      pack.number(k)
       pack.number(it.limit)
       pack.number(it.rate)
       pack.number(it.until ?? -1)
