@@ -4,7 +4,9 @@
  * over 1 for comparison) with 50 callers in flight, against the MemoryStore
  * and against a baseline of bare Redis round trips (PING, and EVALSHA of a script that does
  * nothing) at the same concurrency. Correctness is checked first: a known limit admits
- * exactly that many. Target: ≥ 50 000 admissions/s from one process.
+ * exactly that many. Target: ≥ 50 000 admissions/s from one process. Then the latency side:
+ * the median round trip of one admission at a time, back to back and 2 ms apart (as at a fixed
+ * 500 req/s), next to a PING's.
  *
  *   bun run benchmarks/micro/admission.ts [--seconds 3] [--concurrency 50] [--redis redis://127.0.0.1:6379]
  */
@@ -112,6 +114,9 @@ console.log(`\nclosed loop, ${CONCURRENCY} callers in flight, ${SECONDS} s each;
 const rows: [string, number, number][] = []
 /** CPU per call of the rows that ask for it: this process's, and Redis' own (INFO cpu, so a remote Redis counts too). */
 const cpuRows: { name: string; clientUs: number; redisUs: number }[] = []
+/** Median round trips of single calls (see `paced`). */
+const latencyRows: { name: string; us: number }[] = []
+const PACED_CALLS = 500
 const redisCpuSeconds = async (): Promise<number> => {
   const info = await client.info('cpu')
   const field = (name: string) => Number(new RegExp(`${name}:([0-9.]+)`).exec(info)?.[1] ?? 0)
@@ -152,6 +157,30 @@ if (redisStore) {
     await store.admit(items, `req_${i}`, Date.now())
     await store.settle(items, items.map(() => -100), `req_${i}`, Date.now())
   }, true)
+
+  // What one admission adds to a request's latency when nothing else is in flight, as at the
+  // suite's fixed 500 req/s: calls one at a time, back to back and then 2 ms apart. Apart, each
+  // call finds Redis' caches cold (other processes ran on its core in between), and the script
+  // takes several times longer than back to back: the floor under the "added p50" target.
+  console.log(`\none call at a time (${PACED_CALLS} calls): median round trip`)
+  const paced = async (name: string, gapMs: number, call: (i: number) => Promise<unknown>) => {
+    for (let i = 0; i < 50; i++) await call(i)
+    const took = new Float64Array(PACED_CALLS)
+    for (let i = 0; i < PACED_CALLS; i++) {
+      const t = performance.now()
+      await call(i)
+      took[i] = (performance.now() - t) * 1000
+      if (gapMs > 0) await Bun.sleep(gapMs)
+    }
+    took.sort()
+    const p50 = took[PACED_CALLS >> 1]!
+    latencyRows.push({ name: `${name}, ${gapMs === 0 ? 'back to back' : `${gapMs} ms apart`}: median round trip`, us: p50 })
+    console.log(`  ${`${name}, ${gapMs === 0 ? 'back to back' : `${gapMs} ms apart`}`.padEnd(44)} ${p50.toFixed(0).padStart(9)} µs`)
+  }
+  for (const gap of [0, 2]) {
+    await paced('baseline: PING', gap, () => client.ping())
+    await paced('RedisStore.admit', gap, (i) => store.admit(PLANS[i % SUBJECTS]!, `req_p${i}`, Date.now()))
+  }
 }
 
 // Per-call cost in process, with mitata (the sync core the MemoryStore's promise wraps).
@@ -188,6 +217,7 @@ if (redisStore) {
 
 // The machine-readable summary for `bun run bench` (benchmarks/suite/micro.ts): the closed-loop rates and mitata's per-call times.
 const rates: MicroResult[] = rows.map(([name, perSecond]) => ({ name, unit: 'ops/s', value: perSecond }))
+for (const row of latencyRows) rates.push({ name: row.name, unit: 'µs/op', value: row.us })
 for (const row of cpuRows) {
   rates.push({ name: `${row.name}: CPU of this process per call`, unit: 'µs/op', value: row.clientUs })
   rates.push({ name: `${row.name}: CPU of Redis per call`, unit: 'µs/op', value: row.redisUs })
