@@ -132,7 +132,7 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     expect(third.remaining.map(Math.round)).toEqual([0, 80, 3])
   })
 
-  test("a batch names each key once in KEYS, however many of its requests share it, and each request still sees the ones before", async () => {
+  test("consecutive requests of one plan name their keys once in KEYS, and each request still sees the ones before", async () => {
     // The real connection, with every script call's arguments noted on the way.
     const sent: ScriptArg[][] = []
     const inner = new IoredisConnection(client)
@@ -161,6 +161,35 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
       [true, 50, 0],
     ])
     expect(outcomes[5]).toMatchObject({ ok: true })
+  })
+
+  test('a key named twice in one batch (at another position in the next request) is one bucket: the second request sees what the first took', async () => {
+    const sent: ScriptArg[][] = []
+    const inner = new IoredisConnection(client)
+    const recording: ScriptConnection = {
+      evalsha: (sha, args) => (sent.push([...args]), inner.evalsha(sha, args)),
+      eval: (script, args) => (sent.push([...args]), inner.eval(script, args)),
+      zrem: (key, member) => inner.zrem(key, member),
+      close: () => {},
+    }
+    const recorded = new RedisStore(recording)
+    const [rpm, budget] = items('twice')
+    // The same two keys, in the other order: the second request names them again.
+    const first = [rpm!, budget!]
+    const second = [budget!, rpm!]
+    const third = [rpm!, budget!]
+    const outcomes = await Promise.all([
+      recorded.admit(first, 'req_t1', Date.now()),
+      recorded.admit(second, 'req_t2', Date.now()),
+      recorded.admit(third, 'req_t3', Date.now()),
+    ])
+    expect(sent).toHaveLength(1)
+    expect(Number(sent[0]![0])).toBe(6)
+    // rpm holds 2: the first and second take one each, the third is refused on it (its item 0).
+    expect(outcomes.map((o) => o.ok)).toEqual([true, true, false])
+    expect(outcomes[2]).toMatchObject({ failed: 0 })
+    expect(Math.round(outcomes[1]!.remaining[0]!)).toBe(80)
+    expect(Math.round(outcomes[1]!.remaining[1]!)).toBe(0)
   })
 
   test('keys expire: a bucket two minutes after its last write (longer while in debt), a counter a day after its period, a lease set after its lifetime', async () => {

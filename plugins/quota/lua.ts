@@ -7,8 +7,9 @@
  * Time for buckets and leases is Redis's own clock, so instances with skewed clocks agree.
  *
  * BATCH takes what one connection gathered in a turn of the event loop: settlements, then
- * admissions. KEYS are the batch's distinct keys, each once, in the order the batch first names
- * them (the requests of one API key share theirs), and ARGV[1] is ONE MessagePack array (pack.ts;
+ * admissions. KEYS name the batch's keys (consecutive requests of one API key share their entries;
+ * a key may still appear more than once, which the script does not mind), and ARGV[1] is ONE
+ * MessagePack array (pack.ts;
  * read by Redis' bundled cmsgpack): the number of settlements, the number of admissions, then per
  * request n (its item count), its lease id ('' when it has no lease items), the caller's clock
  * and six fields per item: kind, the index of its key in KEYS, limit, rate, until, cost (or
