@@ -132,8 +132,8 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     expect(third.remaining.map(Math.round)).toEqual([0, 80, 3])
   })
 
-  test("consecutive requests of one plan name their keys once in KEYS, and each request still sees the ones before", async () => {
-    // The real connection, with every script call's arguments noted on the way.
+  /** A store over the real connection that notes every script call's arguments on the way. */
+  const recordingStore = (): { sent: ScriptArg[][]; recorded: RedisStore } => {
     const sent: ScriptArg[][] = []
     const inner = new IoredisConnection(client)
     const recording: ScriptConnection = {
@@ -142,7 +142,11 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
       zrem: (key, member) => inner.zrem(key, member),
       close: () => {},
     }
-    const recorded = new RedisStore(recording)
+    return { sent, recorded: new RedisStore(recording) }
+  }
+
+  test("consecutive requests of one plan name their keys once in KEYS, and each request still sees the ones before", async () => {
+    const { sent, recorded } = recordingStore()
     const shared = items('distinct').map((it, i) => (i === 0 ? { ...it, limit: 100, rate: 100 / 60_000 } : it))
     const own = items('distinct-other').slice(0, 1)
     const outcomes = await Promise.all([
@@ -164,15 +168,7 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
   })
 
   test('a key named twice in one batch (at another position in the next request) is one bucket: the second request sees what the first took', async () => {
-    const sent: ScriptArg[][] = []
-    const inner = new IoredisConnection(client)
-    const recording: ScriptConnection = {
-      evalsha: (sha, args) => (sent.push([...args]), inner.evalsha(sha, args)),
-      eval: (script, args) => (sent.push([...args]), inner.eval(script, args)),
-      zrem: (key, member) => inner.zrem(key, member),
-      close: () => {},
-    }
-    const recorded = new RedisStore(recording)
+    const { sent, recorded } = recordingStore()
     const [rpm, budget] = items('twice')
     // The same two keys, in the other order: the second request names them again.
     const first = [rpm!, budget!]
