@@ -160,8 +160,8 @@ if (redisStore) {
 
   // What one admission adds to a request's latency when nothing else is in flight, as at the
   // suite's fixed 500 req/s: calls one at a time, back to back and then 2 ms apart. Apart, each
-  // call finds Redis' caches cold (other processes ran on its core in between), and the script
-  // takes several times longer than back to back: the floor under the "added p50" target.
+  // call wakes a sleeping Redis and finds caches cold (a PING slows down too): the floor under
+  // the "added p50" target.
   console.log(`\none call at a time (${PACED_CALLS} calls): median round trip`)
   const paced = async (name: string, gapMs: number, call: (i: number) => Promise<unknown>) => {
     for (let i = 0; i < 50; i++) await call(i)
@@ -174,8 +174,9 @@ if (redisStore) {
     }
     took.sort()
     const p50 = took[PACED_CALLS >> 1]!
-    latencyRows.push({ name: `${name}, ${gapMs === 0 ? 'back to back' : `${gapMs} ms apart`}: median round trip`, us: p50 })
-    console.log(`  ${`${name}, ${gapMs === 0 ? 'back to back' : `${gapMs} ms apart`}`.padEnd(44)} ${p50.toFixed(0).padStart(9)} µs`)
+    const label = `${name}, ${gapMs === 0 ? 'back to back' : `${gapMs} ms apart`}`
+    latencyRows.push({ name: `${label}: median round trip`, us: p50 })
+    console.log(`  ${label.padEnd(44)} ${p50.toFixed(0).padStart(9)} µs`)
   }
   for (const gap of [0, 2]) {
     await paced('baseline: PING', gap, () => client.ping())

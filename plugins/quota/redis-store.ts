@@ -45,10 +45,9 @@ class Batcher {
   private readonly pack = new PackWriter()
   /**
    * The keys of the request put last, by item position, and their places in KEYS: a request whose
-   * key at a position is the same reuses the place (the requests of one API key, or of one user's
-   * keys, share it). A key of another position or of an earlier request is sent again, harmlessly:
-   * a per-batch Map found every repeat, but at 10,000 keys in use it grew and was cleared each batch
-   * (by estimate ~30 KB of garbage a batch), and the peak RSS of the keys100k run rose with it.
+   * key at a position is the same reuses the place (consecutive requests of one API key share all
+   * of theirs). Any other repeat is sent again, which the script does not mind; finding every
+   * repeat needs a lookup built per batch, whose garbage at 10,000 keys in use raised peak RSS.
    */
   private readonly lastKeys: string[] = []
   private readonly lastIndex: number[] = []
