@@ -1,7 +1,8 @@
 /**
  * touchKeys writes each key's own last_used_at, in chunks of one statement, on SQLite and on
  * Postgres; keys not in the map keep theirs. findKeyRecord shares what cached records have in
- * common, frozen.
+ * common, frozen, and its queries (compiled once per database or transaction) answer for the
+ * value of each call, on the connection they were given.
  */
 import { afterAll, describe, expect, test } from 'bun:test'
 import { createDatabase, type DatabaseHandle } from '../../src/db/index.ts'
@@ -66,7 +67,70 @@ describe('touchKeys', () => {
   })
 })
 
+/** Each lookup answers for its own hash, id and owner; inside a transaction it reads what the transaction wrote. */
+async function lookups(handle: DatabaseHandle, seesUncommitted: boolean): Promise<void> {
+  const [a, b, c] = await seed(handle, 3)
+  const db = handle.db
+  await db.insertInto('users').values({ id: 'usr_u', email: null, name: 'u', disabled_at: null, deleted_at: null, limits: null, budget: null, metadata: null, created_at: at, updated_at: at }).execute()
+  for (const team of ['team_x', 'team_y']) {
+    await db.insertInto('teams').values({ id: team, name: team, deleted_at: null, limits: null, budget: null, metadata: null, created_at: at, updated_at: at }).execute()
+    await db.insertInto('team_members').values({ team_id: team, user_id: 'usr_u', role: 'member', created_at: at }).execute()
+  }
+  await db.updateTable('api_keys').set({ user_id: 'usr_u' }).where('id', '=', b!).execute()
+
+  for (const id of [a!, b!, c!, a!]) {
+    const byHash = await findKeyRecord(db, `hash_${id}`)
+    const byId = await findKeyRecord(db, id, 'id')
+    expect(byHash!.id).toBe(id)
+    expect(byId!.hash).toBe(`hash_${id}`)
+    expect(byHash!.user.id).toBe(id === b ? 'usr_u' : 'usr_t')
+    expect([...byHash!.teams.keys()].sort()).toEqual(id === b ? ['team_x', 'team_y'] : [])
+  }
+  expect(await findKeyRecord(db, 'hash_nobody')).toBeNull()
+  expect(await findKeyRecord(db, 'key_nobody', 'id')).toBeNull()
+
+  await db.transaction().execute(async (tx) => {
+    await tx
+      .insertInto('api_keys')
+      .values({
+        id: 'key_tx', hash: 'hash_key_tx', start: 'sk-dev-', end: 'txtx', environment: 'dev', user_id: 'usr_u', team_id: null, name: null, models: null, scopes: null,
+        limits: null, budget: null, status: 'active', expires_at: null, created_at: at, updated_at: at, last_used_at: null, revoked_at: null, revoked_reason: null,
+        rotated_from: null, rotated_to: null, grace_until: null, metadata: null,
+      })
+      .execute()
+    const inside = await findKeyRecord(tx, 'hash_key_tx')
+    expect(inside!.id).toBe('key_tx')
+    expect(inside!.teams.size).toBe(2)
+    if (!seesUncommitted) expect(await findKeyRecord(db, 'hash_key_tx')).toBeNull()
+  })
+  expect((await findKeyRecord(db, 'hash_key_tx'))!.id).toBe('key_tx')
+}
+
 describe('findKeyRecord', () => {
+  test('SQLite: every lookup answers for its own key and owner, in and out of a transaction', async () => {
+    const handle = await createDatabase('sqlite://:memory:')
+    try {
+      // One connection: the database reads what its open transaction wrote.
+      await lookups(handle, true)
+    } finally {
+      await handle.close()
+    }
+  })
+
+  let pg: TestPostgresDatabase | undefined
+  afterAll(async () => {
+    await pg?.drop()
+  })
+  test.skipIf(pgUrl === null)('Postgres: every lookup answers for its own key and owner, in and out of a transaction', async () => {
+    pg = await createTestPostgresDatabase(pgUrl!, 'lookups')
+    const handle = await createDatabase(pg.url)
+    try {
+      await lookups(handle, false)
+    } finally {
+      await handle.close()
+    }
+  })
+
   test('records with the same limits, budget, models or scopes share one frozen value; an owner without teams one empty map', async () => {
     const handle = await createDatabase('sqlite://:memory:')
     try {
