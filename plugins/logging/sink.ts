@@ -1,6 +1,7 @@
-import { createQueryId, sql, type CompiledQuery, type Kysely } from 'kysely'
+import { sql, type CompiledQuery, type Kysely } from 'kysely'
 import { maskDatabaseUrl, parseDatabaseUrl, type Database, type DatabaseHandle } from '../../src/db/index.ts'
 import { SQLITE_MEMORY } from '../../src/db/sqlite-dialect.ts'
+import { chunkSizes, withParameters } from '../../src/db/statements.ts'
 import type { RequestLogInsert } from '../../src/db/schema.ts'
 import type { WorkerMessage, WorkerReply, WorkerStatement, WorkerTarget } from './sink-worker.ts'
 import type { BatchSink } from './writer.ts'
@@ -11,27 +12,6 @@ const COLUMNS = [
   'provider_key_id', 'status', 'error_code', 'prompt_tokens', 'completion_tokens', 'cached_tokens', 'total_tokens',
   'cost_usd', 'usage_source', 'latency_ms', 'ttft_ms', 'streamed', 'client_ip', 'user_agent',
 ] as const satisfies readonly (keyof RequestLogInsert)[]
-
-/**
- * Statement sizes of a batch of `n` rows: full batches of `max`, then the remainder in
- * powers of two (437 → 256, 128, 32, 16, 4, 1). Every multi-row INSERT is one of at most
- * log2(max) + 2 shapes, so each is compiled once and prepared-statement caches on both
- * dialects stay small and warm instead of holding one statement per batch length.
- */
-export function chunkSizes(n: number, max: number): number[] {
-  const sizes: number[] = []
-  let left = n
-  while (left >= max) {
-    sizes.push(max)
-    left -= max
-  }
-  while (left > 0) {
-    const size = 2 ** Math.floor(Math.log2(left))
-    sizes.push(size)
-    left -= size
-  }
-  return sizes
-}
 
 /**
  * `INSERT INTO request_logs (…) VALUES (…), … ON CONFLICT (id) DO NOTHING` for `size` rows,
@@ -59,9 +39,7 @@ class InsertStatements {
       const row = rows[i]!
       for (const c of COLUMNS) params.push(row[c] ?? null)
     }
-    // The compiled query with new parameters. Not CompiledQuery.raw: it freezes the array, which
-    // for 12,000 parameters costs more than the insert.
-    return { query: compiled.query, queryId: createQueryId(), sql: compiled.sql, parameters: params }
+    return withParameters(compiled, params)
   }
 }
 

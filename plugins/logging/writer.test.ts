@@ -1,7 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { BoundedQueue } from './queue.ts'
 import { BatchWriter, type BatchWriterOptions } from './writer.ts'
-import { chunkSizes } from './sink.ts'
 
 const OPTIONS: BatchWriterOptions = { queueSize: 1000, batchSize: 10, flushMs: 20, retryBaseMs: 10, retryMaxMs: 40, writeTimeoutMs: 1000 }
 
@@ -146,21 +145,5 @@ describe('BatchWriter', () => {
     expect(calls).toBe(2)
     expect(w.errors).toBe(1)
     await w.close(100)
-  })
-})
-
-describe('chunkSizes', () => {
-  test('full batches, then powers of two: few statement shapes', () => {
-    expect(chunkSizes(0, 500)).toEqual([])
-    expect(chunkSizes(500, 500)).toEqual([500])
-    expect(chunkSizes(437, 500)).toEqual([256, 128, 32, 16, 4, 1])
-    expect(chunkSizes(1001, 500)).toEqual([500, 500, 1])
-    const shapes = new Set<number>()
-    for (let n = 1; n <= 1500; n++) {
-      const sizes = chunkSizes(n, 500)
-      expect(sizes.reduce((a, b) => a + b, 0)).toBe(n)
-      for (const s of sizes) shapes.add(s)
-    }
-    expect(shapes.size).toBeLessThanOrEqual(10)
   })
 })
