@@ -42,11 +42,12 @@ async function check(handle: DatabaseHandle): Promise<void> {
 
 const pgUrl = await postgresUrlForTests('plugins/auth/repo.test.ts')
 
-describe('touchKeys', () => {
-  test('SQLite: every key gets its own time, across chunks', async () => {
+/** `title` as two tests: on in-memory SQLite, and on a Postgres database of its own (skipped without one). */
+function onBothDialects(title: string, run: (handle: DatabaseHandle, dialect: 'sqlite' | 'postgres') => Promise<void>): void {
+  test(`SQLite: ${title}`, async () => {
     const handle = await createDatabase('sqlite://:memory:')
     try {
-      await check(handle)
+      await run(handle, 'sqlite')
     } finally {
       await handle.close()
     }
@@ -56,15 +57,19 @@ describe('touchKeys', () => {
   afterAll(async () => {
     await pg?.drop()
   })
-  test.skipIf(pgUrl === null)('Postgres: every key gets its own time, across chunks', async () => {
-    pg = await createTestPostgresDatabase(pgUrl!, 'touch')
+  test.skipIf(pgUrl === null)(`Postgres: ${title}`, async () => {
+    pg = await createTestPostgresDatabase(pgUrl!, 'repo')
     const handle = await createDatabase(pg.url)
     try {
-      await check(handle)
+      await run(handle, 'postgres')
     } finally {
       await handle.close()
     }
   })
+}
+
+describe('touchKeys', () => {
+  onBothDialects('every key gets its own time, across chunks', (handle) => check(handle))
 })
 
 /** Each lookup answers for its own hash, id and owner; inside a transaction it reads what the transaction wrote. */
@@ -107,29 +112,8 @@ async function lookups(handle: DatabaseHandle, seesUncommitted: boolean): Promis
 }
 
 describe('findKeyRecord', () => {
-  test('SQLite: every lookup answers for its own key and owner, in and out of a transaction', async () => {
-    const handle = await createDatabase('sqlite://:memory:')
-    try {
-      // One connection: the database reads what its open transaction wrote.
-      await lookups(handle, true)
-    } finally {
-      await handle.close()
-    }
-  })
-
-  let pg: TestPostgresDatabase | undefined
-  afterAll(async () => {
-    await pg?.drop()
-  })
-  test.skipIf(pgUrl === null)('Postgres: every lookup answers for its own key and owner, in and out of a transaction', async () => {
-    pg = await createTestPostgresDatabase(pgUrl!, 'lookups')
-    const handle = await createDatabase(pg.url)
-    try {
-      await lookups(handle, false)
-    } finally {
-      await handle.close()
-    }
-  })
+  // SQLite has one connection: the database reads what its open transaction wrote.
+  onBothDialects('every lookup answers for its own key and owner, in and out of a transaction', (handle, dialect) => lookups(handle, dialect === 'sqlite'))
 
   test('records with the same limits, budget, models or scopes share one frozen value; an owner without teams one empty map', async () => {
     const handle = await createDatabase('sqlite://:memory:')
