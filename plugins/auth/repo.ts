@@ -197,7 +197,7 @@ function touchStatement(db: Db, size: number): CompiledQuery {
  * gateway serving 10,000 keys touches about that many every flush: a statement each cost the
  * serving thread half a second of Kysely and driver work and held the transaction open for
  * 10,000 round trips; building the chunks' SQL through Kysely every flush was still 3.8% of all
- * CPU in a profile of 10,000 keys in turn (10,000 keys on SQLite: 103-105 ms before, 17 ms now).
+ * CPU in a profile of 10,000 keys in turn (10,000 keys on SQLite: 103-105 ms before, 17-24 ms now).
  */
 export async function touchKeys(db: Db, used: Map<string, number>): Promise<void> {
   if (used.size === 0) return
