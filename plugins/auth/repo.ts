@@ -1,8 +1,8 @@
-import { sql, type CompiledQuery, type InferResult, type Kysely, type Transaction } from 'kysely'
+import { sql, type CompiledQuery, type Kysely, type Transaction } from 'kysely'
 import type { Database } from '../../src/db/schema.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
 import { newId } from '../../src/lib/id.ts'
-import { chunkSizes, withParameters } from '../../src/db/statements.ts'
+import { chunkSizes, compileOnce, withParameters } from '../../src/db/statements.ts'
 
 /** A database or a transaction: repositories take either, so callers can group writes. */
 export type Db = Kysely<Database> | Transaction<Database>
@@ -102,35 +102,17 @@ const teamsQuery = (db: Db) =>
     .select(['t.id', 't.deleted_at', 't.limits', 't.budget'])
     .where('m.user_id', '=', '')
 
-interface KeyQueries {
-  hash: CompiledQuery<InferResult<ReturnType<typeof keyQuery>>[number]>
-  id: CompiledQuery<InferResult<ReturnType<typeof keyQuery>>[number]>
-  teams: CompiledQuery<InferResult<ReturnType<typeof teamsQuery>>[number]>
-}
-
-/**
- * The reads of findKeyRecord, built and compiled once per database (and per transaction), then
- * only re-bound. Building them through the query builder on every key the cache did not hold was
- * about two thirds of findKeyRecord's CPU in a profile of cold keys; one lookup on Postgres now
- * takes about a third less time (benchmarks/README.md, "RSS with 100,000 keys").
- */
-const compiled = new WeakMap<Db, KeyQueries>()
-
-function queriesFor(db: Db): KeyQueries {
-  let q = compiled.get(db)
-  if (q === undefined) {
-    q = { hash: keyQuery(db, 'hash').compile(), id: keyQuery(db, 'id').compile(), teams: teamsQuery(db).compile() }
-    compiled.set(db, q)
-  }
-  return q
-}
-
 /** Load a key with its owner and the owner's teams; null when no key has that hash (or, with `by: 'id'`, that id). */
 export async function findKeyRecord(db: Db, hash: string, by: 'hash' | 'id' = 'hash'): Promise<KeyRecord | null> {
-  const queries = queriesFor(db)
-  const row = (await db.executeQuery(withParameters(queries[by], [hash]))).rows[0]
+  // Compiled once per database (and per transaction), then only re-bound. Building them through the
+  // query builder on every key the cache did not hold was about two thirds of findKeyRecord's CPU in
+  // a profile of cold keys; one lookup on Postgres now takes about a third less time
+  // (benchmarks/README.md, "RSS with 100,000 keys").
+  const keyRead = compileOnce(db, by === 'hash' ? 'auth.key_by_hash' : 'auth.key_by_id', () => keyQuery(db, by).compile())
+  const row = (await db.executeQuery(withParameters(keyRead, [hash]))).rows[0]
   if (!row) return null
-  const teamRows = (await db.executeQuery(withParameters(queries.teams, [row.user_id]))).rows
+  const teamsRead = compileOnce(db, 'auth.teams_of_user', () => teamsQuery(db).compile())
+  const teamRows = (await db.executeQuery(withParameters(teamsRead, [row.user_id]))).rows
   return {
     id: row.id,
     hash: row.hash,
@@ -172,23 +154,16 @@ export async function findKeyRecord(db: Db, hash: string, by: 'hash' | 'id' = 'h
  */
 export const TOUCH_CHUNK = 50
 
-/** The UPDATEs of touchKeys by number of keys, compiled once per database (a few sizes: see chunkSizes). */
-const touchStatements = new WeakMap<Db, Map<number, CompiledQuery>>()
-
+/** The UPDATE of touchKeys for `size` keys (a few sizes: see chunkSizes). */
 function touchStatement(db: Db, size: number): CompiledQuery {
-  let bySize = touchStatements.get(db)
-  if (bySize === undefined) touchStatements.set(db, (bySize = new Map()))
-  let statement = bySize.get(size)
-  if (statement === undefined) {
+  return compileOnce(db, `auth.touch_${size}`, () => {
     const slots = Array.from({ length: size }, () => '')
     const cases = sql.join(
       slots.map((v) => sql`when ${v} then ${v}`),
       sql` `,
     )
-    statement = sql`update api_keys set last_used_at = case id ${cases} end where id in (${sql.join(slots)})`.compile(db)
-    bySize.set(size, statement)
-  }
-  return statement
+    return sql`update api_keys set last_used_at = case id ${cases} end where id in (${sql.join(slots)})`.compile(db)
+  })
 }
 
 /**

@@ -1,7 +1,7 @@
 import { sql, type CompiledQuery, type Kysely } from 'kysely'
 import { maskDatabaseUrl, parseDatabaseUrl, type Database, type DatabaseHandle } from '../../src/db/index.ts'
 import { SQLITE_MEMORY } from '../../src/db/sqlite-dialect.ts'
-import { chunkSizes, withParameters } from '../../src/db/statements.ts'
+import { chunkSizes, compileOnce, withParameters } from '../../src/db/statements.ts'
 import type { RequestLogInsert } from '../../src/db/schema.ts'
 import type { WorkerMessage, WorkerReply, WorkerStatement, WorkerTarget } from './sink-worker.ts'
 import type { BatchSink } from './writer.ts'
@@ -20,20 +20,17 @@ const COLUMNS = [
  * Skipping ids already stored makes writing a batch twice (a retry after a timeout) harmless.
  */
 class InsertStatements {
-  private readonly bySize = new Map<number, CompiledQuery>()
   constructor(private readonly db: Kysely<Database>) {}
 
   query(rows: readonly RequestLogInsert[], offset: number, size: number): CompiledQuery {
-    let compiled = this.bySize.get(size)
-    if (compiled === undefined) {
+    const compiled = compileOnce(this.db, `logging.insert_${size}`, () => {
       const template = Object.fromEntries(COLUMNS.map((c) => [c, null])) as unknown as RequestLogInsert
-      compiled = this.db
+      return this.db
         .insertInto('request_logs')
         .values(Array.from({ length: size }, () => template))
         .onConflict((oc) => oc.column('id').doNothing())
         .compile()
-      this.bySize.set(size, compiled)
-    }
+    })
     const params: unknown[] = []
     for (let i = offset; i < offset + size; i++) {
       const row = rows[i]!

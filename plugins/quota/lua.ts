@@ -9,12 +9,11 @@
  * BATCH takes what one connection gathered in a turn of the event loop: settlements, then
  * admissions. KEYS name the batch's keys (consecutive requests of one API key share their entries;
  * a key may still appear more than once, which the script does not mind), and ARGV[1] is ONE
- * MessagePack array (pack.ts;
- * read by Redis' bundled cmsgpack): the number of settlements, the number of admissions, then per
- * request n (its item count), its lease id ('' when it has no lease items), the caller's clock
- * and six fields per item: kind, the index of its key in KEYS, limit, rate, until, cost (or
- * delta). One argument instead
- * of ~6 per item: every argument costs the client and Redis (a Lua string each); cmsgpack hands
+ * MessagePack array (pack.ts; read by Redis' bundled cmsgpack): the number of settlements, the
+ * number of admissions, then per request n (its item count), its lease id ('' when it has no lease
+ * items), the caller's clock and six fields per item: kind, the index of its key in KEYS, limit,
+ * rate, until, cost (or delta). One argument instead of ~6 per item: every argument costs the
+ * client and Redis (a Lua string each); cmsgpack hands
  * numbers over as numbers, and reads binary doubles three times faster than cjson parses text.
  * One call for both kinds: the per-call work (the script call, TIME, one MGET, one SET per
  * changed key) is shared by the requests that end and those that begin, and a key both touch is

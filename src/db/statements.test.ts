@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { sql } from 'kysely'
 import { createDatabase } from './index.ts'
-import { chunkSizes, withParameters } from './statements.ts'
+import { chunkSizes, compileOnce, withParameters } from './statements.ts'
 
 describe('chunkSizes', () => {
   test('full statements, then powers of two: few statement shapes', () => {
@@ -30,6 +30,31 @@ describe('withParameters', () => {
       expect(() => withParameters(compiled, ['only one'])).toThrow('compiled with 2 parameters was given 1')
     } finally {
       await handle.close()
+    }
+  })
+})
+
+describe('compileOnce', () => {
+  test('builds a statement once per database object and name', async () => {
+    const a = await createDatabase('sqlite://:memory:')
+    const b = await createDatabase('sqlite://:memory:')
+    try {
+      let builds = 0
+      const build = (db: typeof a.db) => () => {
+        builds++
+        return sql<{ v: number }>`select ${0} as v`.compile(db)
+      }
+      const first = compileOnce(a.db, 'test.select', build(a.db))
+      expect(compileOnce(a.db, 'test.select', build(a.db))).toBe(first)
+      expect(builds).toBe(1)
+      expect(compileOnce(a.db, 'test.other', build(a.db))).not.toBe(first)
+      expect(compileOnce(b.db, 'test.select', build(b.db))).not.toBe(first)
+      expect(builds).toBe(3)
+      expect((await b.db.executeQuery(withParameters(compileOnce(b.db, 'test.select', build(b.db)), [5]))).rows).toEqual([{ v: 5 }])
+      expect(builds).toBe(3)
+    } finally {
+      await a.close()
+      await b.close()
     }
   })
 })

@@ -21,6 +21,21 @@ export function chunkSizes(n: number, max: number): number[] {
   return sizes
 }
 
+const compiledByDb = new WeakMap<object, Map<string, CompiledQuery>>()
+
+/**
+ * The statement `name` of a database (or transaction), built and compiled by `build` the first
+ * time it is asked for and kept as long as the database object lives. A name stands for one
+ * statement shape: its parameters are bound per run with withParameters.
+ */
+export function compileOnce<R>(db: object, name: string, build: () => CompiledQuery<R>): CompiledQuery<R> {
+  let byName = compiledByDb.get(db)
+  if (byName === undefined) compiledByDb.set(db, (byName = new Map()))
+  let statement = byName.get(name)
+  if (statement === undefined) byName.set(name, (statement = build()))
+  return statement as CompiledQuery<R>
+}
+
 /**
  * A compiled query run again with other parameters (as many, in the same places): building a
  * query through Kysely's builder and compiling it costs more than binding a flat array, so a
