@@ -145,6 +145,91 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     return { sent, recorded: new RedisStore(recording) }
   }
 
+  /** Stores over recording connections to the real Redis (`n` of them), settlements waiting `settleWaitMs`. */
+  const recordingStores = (n: number, settleWaitMs: number) => {
+    const sent: { connection: number; args: ScriptArg[] }[] = []
+    const connections = Array.from({ length: n }, (_, connection): ScriptConnection => {
+      const inner = new IoredisConnection(client)
+      return {
+        evalsha: (sha, args) => (sent.push({ connection, args: [...args] }), inner.evalsha(sha, args)),
+        eval: (script, args) => (sent.push({ connection, args: [...args] }), inner.eval(script, args)),
+        zrem: (key, member) => inner.zrem(key, member),
+        close: () => {},
+      }
+    })
+    return { sent, recorded: new RedisStore(connections, { settleWaitMs }) }
+  }
+  /** Two admissions of `plan` (its request bucket holds 2 a minute): the bucket is empty after them. */
+  const drain = async (store: RedisStore, plan: Item[], ids: string[]) => {
+    for (const id of ids) expect((await store.admit(plan, id, Date.now())).ok).toBe(true)
+  }
+
+  describe('settlements wait for the next admission', () => {
+    test("a settlement waits, then rides in the next admission's script call, ahead of it", async () => {
+      const { sent, recorded } = recordingStores(1, 60_000)
+      const plan = items('ride')
+      await drain(recorded, plan, ['req_r1', 'req_r2'])
+      expect(sent).toHaveLength(2)
+      let settled = false
+      const settling = recorded.settle(plan, [-1, -10, 0], 'req_r1', Date.now()).then(() => (settled = true))
+      await Bun.sleep(20)
+      // Nothing was sent for it yet.
+      expect(sent).toHaveLength(2)
+      expect(settled).toBe(false)
+      const third = await recorded.admit(plan, 'req_r3', Date.now())
+      await settling
+      expect(sent).toHaveLength(3)
+      // Admitted only because the refund ran first: the request bucket was empty, the budget 100 - 3 × 10 + 10.
+      expect(third.ok).toBe(true)
+      expect(third.remaining.map(Math.round)).toEqual([0, 80, 3])
+    })
+
+    test('an admission on the other connection takes it too', async () => {
+      const { sent, recorded } = recordingStores(2, 60_000)
+      const plan = items('ride-across')
+      await drain(recorded, plan, ['req_a1', 'req_a2'])
+      const settledOn = sent[0]!.connection
+      // An id whose admission goes to the other connection (found by trying: the choice is the store's).
+      let other = ''
+      for (let i = 0; other === '' && i < 100; i++) {
+        const before = sent.length
+        await recorded.admit(items(`probe-${i}`).slice(0, 1), `req_p${i}`, Date.now())
+        if (sent[before]!.connection !== settledOn) other = `req_p${i}`
+      }
+      expect(other).not.toBe('')
+      const before = sent.length
+      const settling = recorded.settle(plan, [-1, -10, 0], 'req_a1', Date.now())
+      const third = await recorded.admit(plan, other, Date.now())
+      await settling
+      expect(sent.slice(before).map((s) => s.connection)).toEqual([1 - settledOn])
+      expect(third.ok).toBe(true)
+      expect(third.remaining.map(Math.round)).toEqual([0, 80, 3])
+    })
+
+    test('with no admission, it goes alone once the wait is over', async () => {
+      const { sent, recorded } = recordingStores(2, 30)
+      const plan = items('alone')
+      await drain(recorded, plan, ['req_l1', 'req_l2'])
+      const start = Date.now()
+      await recorded.settle(plan, [-1, -10, 0], 'req_l1', start)
+      expect(Date.now() - start).toBeGreaterThanOrEqual(25)
+      expect(sent).toHaveLength(3)
+      const left = await store.peek(plan, Date.now())
+      expect(left.map(Math.floor)).toEqual([1, 90, 4])
+    })
+
+    test('close() sends what waits and lets it answer before closing', async () => {
+      const { sent, recorded } = recordingStores(1, 60_000)
+      const plan = items('close')
+      await drain(recorded, plan, ['req_c1', 'req_c2'])
+      const settling = recorded.settle(plan, [-1, -10, 0], 'req_c1', Date.now())
+      await recorded.close()
+      await settling
+      expect(sent).toHaveLength(3)
+      expect((await store.peek(plan, Date.now())).map(Math.floor)).toEqual([1, 90, 4])
+    })
+  })
+
   test("consecutive requests of one plan name their keys once in KEYS, and each request still sees the ones before", async () => {
     const { sent, recorded } = recordingStore()
     const shared = items('distinct').map((it, i) => (i === 0 ? { ...it, limit: 100, rate: 100 / 60_000 } : it))

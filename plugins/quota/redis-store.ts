@@ -33,6 +33,18 @@ const KIND_PACKED = {
 const MAX_BATCH = 64
 
 /**
+ * How long a settlement may wait for an admission to ride with (see RedisStore.settle): long
+ * enough that a gateway serving a few hundred requests a second sends one script call per
+ * request instead of two, short next to the upstream call it settles.
+ */
+export const SETTLE_WAIT_MS = 5
+
+export interface RedisStoreOptions {
+  /** @default SETTLE_WAIT_MS */
+  settleWaitMs?: number
+}
+
+/**
  * The settlements and admissions of one connection that arrived in the same turn of the event
  * loop, sent as one script call at the end of it: Redis runs them in order (settlements first:
  * they return what ended requests did not use), exactly as it would run them one by one, for a
@@ -55,6 +67,8 @@ class Batcher {
   constructor(
     private readonly connection: ScriptConnection,
     private readonly run: (client: ScriptConnection, sha: string, script: string, args: ScriptArg[]) => Promise<unknown>,
+    /** The store's settlements waiting for an admission to ride with (shared by its connections). */
+    private readonly waiting: Pending<void>[],
   ) {}
 
   admit(p: Pending<AdmitOutcome>): void {
@@ -75,6 +89,9 @@ class Batcher {
 
   private flush(): void {
     this.scheduled = false
+    // Settlements waiting on any connection go first, in the same call as these admissions: Redis
+    // runs them before the admissions, so an admission sees every request this gateway ended.
+    if (this.admits.length > 0 && this.waiting.length > 0) this.settles.push(...this.waiting.splice(0))
     while (this.settles.length > 0 || this.admits.length > 0) {
       const settles = this.settles.splice(0, MAX_BATCH)
       this.send(settles, this.admits.splice(0, MAX_BATCH - settles.length))
@@ -158,19 +175,34 @@ function resolveAdmits(batch: Pending<AdmitOutcome>[], reply: (number | string)[
  * Quota in Redis: each admission and settlement is atomic, run by a script; those of one turn of
  * the event loop share one script call (see Batcher), one round trip.
  *
+ * A settlement waits up to `settleWaitMs` for the next admission on any connection and goes in
+ * its call, first: at a few hundred requests a second that is one script call a request instead
+ * of two (Redis' CPU a request at 4,000 a second: 64-67 -> 39-40 µs). Nothing is lost by waiting:
+ * an admission of this gateway still sees every request it ended, another gateway sees the
+ * refund or the charge that much later (after an upstream call of its own length), and close()
+ * sends what waits.
+ *
  * Over more than one connection, one batch can be in Redis while the client reads the replies of
- * another. A request keeps to one connection, chosen by its id, so a release sent after a
- * timed-out admission runs after it.
+ * another. An admission keeps to one connection, chosen by its request id, so a release sent after
+ * a timed-out admission runs after it; a settlement may go on any (its admission has answered).
  */
 export class RedisStore implements QuotaStore {
   readonly name = 'redis' as const
   private readonly clients: readonly ScriptConnection[]
   private readonly batchers: readonly Batcher[]
+  /** Settlements not sent yet: the next admission on any connection takes them, or the timer does. */
+  private readonly waiting: Pending<void>[] = []
+  private waitTimer: ReturnType<typeof setTimeout> | null = null
+  private nextAlone = 0
+  /** Settlements not answered yet, waited for by close(). */
+  private readonly unanswered = new Set<Promise<void>>()
+  private readonly settleWaitMs: number
 
-  constructor(clients: ScriptConnection | readonly ScriptConnection[]) {
+  constructor(clients: ScriptConnection | readonly ScriptConnection[], options: RedisStoreOptions = {}) {
+    this.settleWaitMs = options.settleWaitMs ?? SETTLE_WAIT_MS
     this.clients = isList(clients) ? clients : [clients]
     if (this.clients.length === 0) throw new Error('RedisStore needs at least one connection')
-    this.batchers = this.clients.map((c) => new Batcher(c, (client, sha, script, args) => this.run(client, sha, script, args)))
+    this.batchers = this.clients.map((c) => new Batcher(c, (client, sha, script, args) => this.run(client, sha, script, args), this.waiting))
   }
 
   /** The connection of a request: a cheap hash of the end of its id (ids end in random characters). */
@@ -211,9 +243,25 @@ export class RedisStore implements QuotaStore {
       }
     }
     if (changed.length === 0) return Promise.resolve()
-    return new Promise<void>((resolve, reject) => {
-      this.batchers[this.indexFor(leaseId)]!.settle({ items: changed, leaseId, now, values, resolve, reject })
+    const settled = new Promise<void>((resolve, reject) => {
+      this.waiting.push({ items: changed, leaseId, now, values, resolve, reject })
+      this.waitTimer ??= setTimeout(() => this.sendWaiting(), this.settleWaitMs)
     })
+    this.unanswered.add(settled)
+    const forget = () => void this.unanswered.delete(settled)
+    settled.then(forget, forget)
+    return settled
+  }
+
+  /**
+   * Settlements that no admission took within SETTLE_WAIT_MS go in a call of their own. Any
+   * connection will do: the admission each settles has had its answer.
+   */
+  private sendWaiting(): void {
+    this.waitTimer = null
+    if (this.waiting.length === 0) return
+    const batcher = this.batchers[this.nextAlone++ % this.batchers.length]!
+    for (const p of this.waiting.splice(0)) batcher.settle(p)
   }
 
   /**
@@ -235,6 +283,11 @@ export class RedisStore implements QuotaStore {
   }
 
   async close(): Promise<void> {
+    // What ended requests used is not dropped: waiting settlements go out now, and every settlement
+    // sent is answered (or fails) before the connections close.
+    if (this.waitTimer !== null) clearTimeout(this.waitTimer)
+    this.sendWaiting()
+    await Promise.allSettled([...this.unanswered])
     for (const client of this.clients) client.close()
   }
 }
