@@ -210,6 +210,17 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
       expect(left.map(Math.floor)).toEqual([1, 90, 4])
     })
 
+    test('a peek sends what waits first: remaining counts every request that ended', async () => {
+      const { sent, recorded } = recordingStore(2, 60_000)
+      const plan = items('peek')
+      await drain(recorded, plan, ['req_k1', 'req_k2'])
+      const settling = recorded.settle(plan, [-1, -10, 0], 'req_k1', Date.now())
+      expect((await recorded.peek(plan, Date.now())).map(Math.floor)).toEqual([1, 90, 4])
+      await settling
+      // The two admissions, the settlement, then the peek.
+      expect(sent).toHaveLength(4)
+    })
+
     test('close() sends what waits and lets it answer before closing', async () => {
       const { sent, recorded } = recordingStore(1, 60_000)
       const plan = items('close')

@@ -29,6 +29,8 @@ const KIND_PACKED = {
   lease: PackWriter.pack([KIND_LETTER.lease]),
 } as const
 
+const NONE_WAITING: readonly Pending<void>[] = []
+
 /** Requests per script call at most (bounds how long one call holds Redis' thread). */
 const MAX_BATCH = 64
 
@@ -67,8 +69,8 @@ class Batcher {
   constructor(
     private readonly connection: ScriptConnection,
     private readonly run: (client: ScriptConnection, sha: string, script: string, args: ScriptArg[]) => Promise<unknown>,
-    /** The store's settlements waiting for an admission to ride with (shared by its connections). */
-    private readonly waiting: Pending<void>[],
+    /** Takes the store's settlements waiting for an admission to ride with (on any of its connections). */
+    private readonly takeWaiting: () => readonly Pending<void>[],
   ) {}
 
   admit(p: Pending<AdmitOutcome>): void {
@@ -91,7 +93,7 @@ class Batcher {
     this.scheduled = false
     // Settlements waiting on any connection go first, in the same call as these admissions: Redis
     // runs them before the admissions, so an admission sees every request this gateway ended.
-    if (this.admits.length > 0 && this.waiting.length > 0) this.settles.push(...this.waiting.splice(0))
+    if (this.admits.length > 0) for (const p of this.takeWaiting()) this.settles.push(p)
     while (this.settles.length > 0 || this.admits.length > 0) {
       const settles = this.settles.splice(0, MAX_BATCH)
       this.send(settles, this.admits.splice(0, MAX_BATCH - settles.length))
@@ -202,7 +204,8 @@ export class RedisStore implements QuotaStore {
     this.settleWaitMs = options.settleWaitMs ?? SETTLE_WAIT_MS
     this.clients = isList(clients) ? clients : [clients]
     if (this.clients.length === 0) throw new Error('RedisStore needs at least one connection')
-    this.batchers = this.clients.map((c) => new Batcher(c, (client, sha, script, args) => this.run(client, sha, script, args), this.waiting))
+    const takeWaiting = () => this.takeWaiting()
+    this.batchers = this.clients.map((c) => new Batcher(c, (client, sha, script, args) => this.run(client, sha, script, args), takeWaiting))
   }
 
   /** The connection of a request: a cheap hash of the end of its id (ids end in random characters). */
@@ -253,15 +256,24 @@ export class RedisStore implements QuotaStore {
     return settled
   }
 
+  /** The waiting settlements, now in the caller's hands; their timer is off. */
+  private takeWaiting(): readonly Pending<void>[] {
+    if (this.waitTimer !== null) {
+      clearTimeout(this.waitTimer)
+      this.waitTimer = null
+    }
+    return this.waiting.length === 0 ? NONE_WAITING : this.waiting.splice(0)
+  }
+
   /**
-   * Settlements that no admission took within SETTLE_WAIT_MS go in a call of their own. Any
-   * connection will do: the admission each settles has had its answer.
+   * Settlements that no admission took in time go in a call of their own (at the end of this
+   * turn). Any connection will do: the admission each settles has had its answer.
    */
   private sendWaiting(): void {
-    this.waitTimer = null
-    if (this.waiting.length === 0) return
+    const waiting = this.takeWaiting()
+    if (waiting.length === 0) return
     const batcher = this.batchers[this.nextAlone++ % this.batchers.length]!
-    for (const p of this.waiting.splice(0)) batcher.settle(p)
+    for (const p of waiting) batcher.settle(p)
   }
 
   /**
@@ -278,6 +290,12 @@ export class RedisStore implements QuotaStore {
 
   async peek(items: Item[], now: number): Promise<number[]> {
     if (items.length === 0) return []
+    // What shows remaining includes every request this gateway has settled: none is still waiting.
+    if (this.unanswered.size > 0) {
+      const settling = [...this.unanswered]
+      this.sendWaiting()
+      await Promise.allSettled(settling)
+    }
     const reply = (await this.run(this.clients[0]!, PEEK_SHA, PEEK_SCRIPT, encodePeek(items, now))) as number[]
     return reply.map((left) => left / 1000)
   }
@@ -285,7 +303,6 @@ export class RedisStore implements QuotaStore {
   async close(): Promise<void> {
     // What ended requests used is not dropped: waiting settlements go out now, and every settlement
     // sent is answered (or fails) before the connections close.
-    if (this.waitTimer !== null) clearTimeout(this.waitTimer)
     this.sendWaiting()
     await Promise.allSettled([...this.unanswered])
     for (const client of this.clients) client.close()
