@@ -179,7 +179,7 @@ function resolveAdmits(batch: Pending<AdmitOutcome>[], reply: (number | string)[
  *
  * A settlement waits up to `settleWaitMs` for the next admission on any connection and goes in
  * its call, first: at a few hundred requests a second that is one script call a request instead
- * of two (Redis' CPU a request at 4,000 a second: 64-67 -> 39-40 µs). Nothing is lost by waiting:
+ * of two (Redis' CPU a request at 4,000 a second: 62-67 -> 39-42 µs). Nothing is lost by waiting:
  * an admission of this gateway still sees every request it ended, another gateway sees the
  * refund or the charge that much later (after an upstream call of its own length), and close()
  * sends what waits.
