@@ -181,8 +181,8 @@ function resolveAdmits(batch: Pending<AdmitOutcome>[], reply: (number | string)[
  * its call, first: at a few hundred requests a second that is one script call a request instead
  * of two (Redis' CPU a request at 4,000 a second: 62-67 -> 39-42 µs). Nothing is lost by waiting:
  * an admission of this gateway still sees every request it ended, another gateway sees the
- * refund or the charge that much later (after an upstream call of its own length), and close()
- * sends what waits.
+ * refund or the charge that much later (after an upstream call of its own length), and peek()
+ * and close() send what waits first.
  *
  * Over more than one connection, one batch can be in Redis while the client reads the replies of
  * another. An admission keeps to one connection, chosen by its request id, so a release sent after
