@@ -196,7 +196,7 @@ export class RedisStore implements QuotaStore {
   private readonly waiting: Pending<void>[] = []
   private waitTimer: ReturnType<typeof setTimeout> | null = null
   private nextAlone = 0
-  /** Settlements not answered yet, waited for by close(). */
+  /** Settlements not answered yet, waited for by peek() and close(). */
   private readonly unanswered = new Set<Promise<void>>()
   private readonly settleWaitMs: number
 

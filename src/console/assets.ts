@@ -23,7 +23,7 @@ let building: Promise<ConsoleBundle> | undefined
 
 /**
  * Bundle the console into memory: preact, htm and uPlot from node_modules, no CDN. One build
- * per process (about 200 ms), shared by every gateway in it; a failed build is retried by the
+ * per process (20–50 ms), shared by every gateway in it; a failed build is retried by the
  * next caller.
  */
 export function consoleBundle(): Promise<ConsoleBundle> {
@@ -36,7 +36,7 @@ export function consoleBundle(): Promise<ConsoleBundle> {
 
 /**
  * The build runs in a child `bun build` into a temporary folder, which is read and removed:
- * Bun's bundler keeps what it allocated in the process that ran it (about 8 MB of RSS for the
+ * Bun's bundler keeps what it allocated in the process that ran it (4–6 MB of RSS for the
  * life of the gateway, measured at boot), and a gateway that serves the console once an hour
  * should not carry that.
  */
