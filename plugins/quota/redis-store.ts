@@ -39,7 +39,7 @@ const MAX_BATCH = 64
  * enough that a gateway serving a few hundred requests a second sends one script call per
  * request instead of two, short next to the upstream call it settles.
  */
-export const SETTLE_WAIT_MS = 5
+const SETTLE_WAIT_MS = 5
 
 export interface RedisStoreOptions {
   /** @default SETTLE_WAIT_MS */
