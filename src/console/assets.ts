@@ -1,5 +1,4 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { readFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 
 /** One built file of the console, held in memory. */
@@ -22,9 +21,9 @@ const WEB = join(import.meta.dir, 'web')
 let building: Promise<ConsoleBundle> | undefined
 
 /**
- * Bundle the console into memory: preact, htm and uPlot from node_modules, no CDN. One build
- * per process (20–50 ms), shared by every gateway in it; a failed build is retried by the
- * next caller.
+ * Bundle the console into memory: preact, htm and uPlot from node_modules, no CDN, nothing
+ * written to disk. One build per process (20–50 ms), shared by every gateway in it; a failed
+ * build is retried by the next caller.
  */
 export function consoleBundle(): Promise<ConsoleBundle> {
   building ??= build().catch((error: unknown) => {
@@ -35,30 +34,23 @@ export function consoleBundle(): Promise<ConsoleBundle> {
 }
 
 /**
- * The build runs in a child `bun build` into a temporary folder, which is read and removed:
- * Bun's bundler keeps what it allocated in the process that ran it (4–6 MB of RSS for the
- * life of the gateway, measured at boot), and a gateway that serves the console once an hour
- * should not carry that.
+ * The build runs in a child `bun build`, which prints the bundle: Bun's bundler keeps what it
+ * allocated in the process that ran it (4–6 MB of RSS for the life of the gateway, measured at
+ * boot), and a gateway that serves the console once an hour should not carry that.
  */
 async function build(): Promise<ConsoleBundle> {
-  const out = await mkdtemp(join(tmpdir(), 'sluice-console-'))
-  try {
-    const child = Bun.spawn(
-      [process.execPath, 'build', join(WEB, 'main.js'), '--target=browser', '--format=esm', '--minify', '--define', 'process.env.NODE_ENV="production"', '--outdir', out],
-      // BUN_BE_BUN: a `bun build --compile`d gateway runs as the bun CLI for this one call.
-      { cwd: WEB, env: { ...process.env, BUN_BE_BUN: '1' }, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' },
-    )
-    const [code, stdout, stderr] = await Promise.all([child.exited, new Response(child.stdout).text(), new Response(child.stderr).text()])
-    if (code !== 0) throw new Error(`the console did not build (bun build exited with ${code}):\n${(stderr || stdout).trim()}`)
-    const js = new Uint8Array(await readFile(join(out, 'main.js')))
-    const uplotCss = join(dirname(require.resolve('uplot/package.json')), 'dist', 'uPlot.min.css')
-    const css = (await readFile(uplotCss, 'utf8')) + '\n' + (await readFile(join(WEB, 'styles.css'), 'utf8'))
-    const files = [asset('app', 'js', js, 'text/javascript; charset=utf-8'), asset('app', 'css', new TextEncoder().encode(css), 'text/css; charset=utf-8')]
-    const [script, style] = files as [Named, Named]
-    return { html: page(`/console/assets/${script.name}`, `/console/assets/${style.name}`), assets: new Map(files.map((f) => [f.name, f.asset])) }
-  } finally {
-    await rm(out, { recursive: true, force: true })
-  }
+  const child = Bun.spawn(
+    [process.execPath, 'build', join(WEB, 'main.js'), '--target=browser', '--format=esm', '--minify', '--define', 'process.env.NODE_ENV="production"'],
+    // BUN_BE_BUN: a `bun build --compile`d gateway runs as the bun CLI for this one call.
+    { cwd: WEB, env: { ...process.env, BUN_BE_BUN: '1' }, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' },
+  )
+  const [code, js, stderr] = await Promise.all([child.exited, new Response(child.stdout).bytes(), new Response(child.stderr).text()])
+  if (code !== 0 || js.length === 0) throw new Error(`the console did not build (bun build exited with ${code}):\n${stderr.trim()}`)
+  const uplotCss = join(dirname(require.resolve('uplot/package.json')), 'dist', 'uPlot.min.css')
+  const css = (await readFile(uplotCss, 'utf8')) + '\n' + (await readFile(join(WEB, 'styles.css'), 'utf8'))
+  const files = [asset('app', 'js', js, 'text/javascript; charset=utf-8'), asset('app', 'css', new TextEncoder().encode(css), 'text/css; charset=utf-8')]
+  const [script, style] = files as [Named, Named]
+  return { html: page(`/console/assets/${script.name}`, `/console/assets/${style.name}`), assets: new Map(files.map((f) => [f.name, f.asset])) }
 }
 
 type Named = { name: string; asset: ConsoleAsset }
