@@ -154,6 +154,17 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
   const drain = async (store: RedisStore, plan: Item[], ids: string[]) => {
     for (const id of ids) expect((await store.admit(plan, id, Date.now())).ok).toBe(true)
   }
+  /**
+   * A recording store (`n` connections, settlements waiting `settleWaitMs`) whose plan `name` has
+   * had two admissions; `refund()` settles the first: a request, 10 tokens and its lease back.
+   */
+  const afterTwo = async (name: string, n: number, settleWaitMs: number) => {
+    const { sent, recorded } = recordingStore(n, settleWaitMs)
+    const plan = items(name)
+    await drain(recorded, plan, [`req_${name}_1`, `req_${name}_2`])
+    const refund = () => recorded.settle(plan, [-1, -10, 0], `req_${name}_1`, Date.now())
+    return { sent, recorded, plan, refund }
+  }
   /** A third admission after the first request's refund (a request, 10 tokens, its lease): it passes only if the refund ran first. */
   const expectRefundSeen = (third: AdmitOutcome) => {
     expect(third.ok).toBe(true)
@@ -163,25 +174,21 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
 
   describe('settlements wait for the next admission', () => {
     test("a settlement waits, then rides in the next admission's script call, ahead of it", async () => {
-      const { sent, recorded } = recordingStore(1, 60_000)
-      const plan = items('ride')
-      await drain(recorded, plan, ['req_r1', 'req_r2'])
+      const { sent, recorded, plan, refund } = await afterTwo('ride', 1, 60_000)
       expect(sent).toHaveLength(2)
       let settled = false
-      const settling = recorded.settle(plan, [-1, -10, 0], 'req_r1', Date.now()).then(() => (settled = true))
+      const settling = refund().then(() => (settled = true))
       await Bun.sleep(20)
       // Nothing was sent for it yet.
       expect(sent).toHaveLength(2)
       expect(settled).toBe(false)
-      expectRefundSeen(await recorded.admit(plan, 'req_r3', Date.now()))
+      expectRefundSeen(await recorded.admit(plan, 'req_ride_3', Date.now()))
       await settling
       expect(sent).toHaveLength(3)
     })
 
     test('an admission on the other connection takes it too', async () => {
-      const { sent, recorded } = recordingStore(2, 60_000)
-      const plan = items('ride-across')
-      await drain(recorded, plan, ['req_a1', 'req_a2'])
+      const { sent, recorded, plan, refund } = await afterTwo('across', 2, 60_000)
       const settledOn = sent[0]!.connection
       // An id whose admission goes to the other connection (found by trying: the choice is the store's).
       let other = ''
@@ -192,18 +199,16 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
       }
       expect(other).not.toBe('')
       const before = sent.length
-      const settling = recorded.settle(plan, [-1, -10, 0], 'req_a1', Date.now())
+      const settling = refund()
       expectRefundSeen(await recorded.admit(plan, other, Date.now()))
       await settling
       expect(sent.slice(before).map((s) => s.connection)).toEqual([1 - settledOn])
     })
 
     test('with no admission, it goes alone once the wait is over', async () => {
-      const { sent, recorded } = recordingStore(2, 30)
-      const plan = items('alone')
-      await drain(recorded, plan, ['req_l1', 'req_l2'])
+      const { sent, plan, refund } = await afterTwo('alone', 2, 30)
       const start = Date.now()
-      await recorded.settle(plan, [-1, -10, 0], 'req_l1', start)
+      await refund()
       expect(Date.now() - start).toBeGreaterThanOrEqual(25)
       expect(sent).toHaveLength(3)
       const left = await store.peek(plan, Date.now())
@@ -211,10 +216,8 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     })
 
     test('a peek sends what waits first: remaining counts every request that ended', async () => {
-      const { sent, recorded } = recordingStore(2, 60_000)
-      const plan = items('peek')
-      await drain(recorded, plan, ['req_k1', 'req_k2'])
-      const settling = recorded.settle(plan, [-1, -10, 0], 'req_k1', Date.now())
+      const { sent, recorded, plan, refund } = await afterTwo('peek', 2, 60_000)
+      const settling = refund()
       expect((await recorded.peek(plan, Date.now())).map(Math.floor)).toEqual([1, 90, 4])
       await settling
       // The two admissions, the settlement, then the peek.
@@ -222,10 +225,8 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     })
 
     test('close() sends what waits and lets it answer before closing', async () => {
-      const { sent, recorded } = recordingStore(1, 60_000)
-      const plan = items('close')
-      await drain(recorded, plan, ['req_c1', 'req_c2'])
-      const settling = recorded.settle(plan, [-1, -10, 0], 'req_c1', Date.now())
+      const { sent, recorded, plan, refund } = await afterTwo('close', 1, 60_000)
+      const settling = refund()
       await recorded.close()
       await settling
       expect(sent).toHaveLength(3)
