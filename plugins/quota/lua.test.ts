@@ -137,18 +137,32 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
    * A store over `n` recording connections to the real Redis (each script call noted with its
    * connection and arguments), settlements waiting `settleWaitMs` for an admission.
    */
-  const recordingStore = (n = 1, settleWaitMs?: number) => {
+  const recordingStore = (n = 1, settleWaitMs?: number, slowMs = 0) => {
     const sent: { connection: number; args: ScriptArg[] }[] = []
+    /** Calls not answered yet when the store closed each connection. */
+    const openAtClose: number[] = []
+    let unanswered = 0
     const connections = Array.from({ length: n }, (_, connection): ScriptConnection => {
       const inner = new IoredisConnection(client)
+      // Every connection but the first (where peeks go) can be slow: its calls reach Redis `slowMs` late.
+      const call = async <T>(args: readonly ScriptArg[], run: () => Promise<T>): Promise<T> => {
+        sent.push({ connection, args: [...args] })
+        unanswered++
+        try {
+          if (connection > 0 && slowMs > 0) await Bun.sleep(slowMs)
+          return await run()
+        } finally {
+          unanswered--
+        }
+      }
       return {
-        evalsha: (sha, args) => (sent.push({ connection, args: [...args] }), inner.evalsha(sha, args)),
-        eval: (script, args) => (sent.push({ connection, args: [...args] }), inner.eval(script, args)),
+        evalsha: (sha, args) => call(args, () => inner.evalsha(sha, args)),
+        eval: (script, args) => call(args, () => inner.eval(script, args)),
         zrem: (key, member) => inner.zrem(key, member),
-        close: () => {},
+        close: () => void openAtClose.push(unanswered),
       }
     })
-    return { sent, recorded: new RedisStore(connections, settleWaitMs === undefined ? {} : { settleWaitMs }) }
+    return { sent, openAtClose, recorded: new RedisStore(connections, settleWaitMs === undefined ? {} : { settleWaitMs }) }
   }
   /** Two admissions of `plan` (its request bucket holds 2 a minute): the bucket is empty after them. */
   const drain = async (store: RedisStore, plan: Item[], ids: string[]) => {
@@ -158,12 +172,31 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
    * A recording store (`n` connections, settlements waiting `settleWaitMs`) whose plan `name` has
    * had two admissions; `refund()` settles the first: a request, 10 tokens and its lease back.
    */
-  const afterTwo = async (name: string, n: number, settleWaitMs: number) => {
-    const { sent, recorded } = recordingStore(n, settleWaitMs)
+  const afterTwo = async (name: string, n: number, settleWaitMs: number, slowMs = 0) => {
+    const { sent, openAtClose, recorded } = recordingStore(n, settleWaitMs, slowMs)
     const plan = items(name)
     await drain(recorded, plan, [`req_${name}_1`, `req_${name}_2`])
     const refund = () => recorded.settle(plan, [-1, -10, 0], `req_${name}_1`, Date.now())
-    return { sent, recorded, plan, refund }
+    /** An id whose admission goes to `connection` (found by trying: the choice is the store's). */
+    const idOn = async (connection: number): Promise<string> => {
+      for (let i = 0; i < 100; i++) {
+        const before = sent.length
+        await recorded.admit(items(`${name}-probe-${i}`).slice(0, 1), `req_${name}_p${i}`, Date.now())
+        if (sent[before]!.connection === connection) return `req_${name}_p${i}`
+      }
+      throw new Error(`no id found for connection ${connection}`)
+    }
+    /** The refund, sent (not answered) in the call of an admission of another plan on connection 1. */
+    const refundInFlight = async () => {
+      const other = await idOn(1)
+      const settling = refund()
+      const admitting = recorded.admit(items(`${name}-other`).slice(0, 1), other, Date.now())
+      // The batch leaves at the end of this turn; the slow connection holds it from Redis meanwhile.
+      await new Promise((resolve) => setImmediate(resolve))
+      // In an object: an async function returning the promise itself would wait for it.
+      return { answered: Promise.all([settling, admitting]) }
+    }
+    return { sent, openAtClose, recorded, plan, refund, refundInFlight }
   }
   /** A third admission after the first request's refund (a request, 10 tokens, its lease): it passes only if the refund ran first. */
   const expectRefundSeen = (third: AdmitOutcome) => {
@@ -222,6 +255,22 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
       await settling
       // The two admissions, the settlement, then the peek.
       expect(sent).toHaveLength(4)
+    })
+
+    test('a peek waits for a settlement already on its way over another connection', async () => {
+      const { recorded, plan, refundInFlight } = await afterTwo('peek-slow', 2, 60_000, 50)
+      const { answered } = await refundInFlight()
+      expect((await recorded.peek(plan, Date.now())).map(Math.floor)).toEqual([1, 90, 4])
+      await answered
+    })
+
+    test('close() waits for a settlement on its way before it closes the connections', async () => {
+      const { openAtClose, recorded, plan, refundInFlight } = await afterTwo('close-slow', 2, 60_000, 50)
+      const { answered } = await refundInFlight()
+      await recorded.close()
+      expect(openAtClose).toEqual([0, 0])
+      await answered
+      expect((await store.peek(plan, Date.now())).map(Math.floor)).toEqual([1, 90, 4])
     })
 
     test('close() sends what waits and lets it answer before closing', async () => {

@@ -71,6 +71,8 @@ class Batcher {
     private readonly run: (client: ScriptConnection, sha: string, script: string, args: ScriptArg[]) => Promise<unknown>,
     /** Takes the store's settlements waiting for an admission to ride with (on any of its connections). */
     private readonly takeWaiting: () => readonly Pending<void>[],
+    /** Told of every script call that carries settlements, until it is answered. */
+    private readonly track: (sent: Promise<void>) => void,
   ) {}
 
   admit(p: Pending<AdmitOutcome>): void {
@@ -78,9 +80,10 @@ class Batcher {
     this.schedule()
   }
 
-  settle(p: Pending<void>): void {
-    this.settles.push(p)
-    this.schedule()
+  /** Settlements sent now, with whatever else waits on this connection. */
+  settleNow(list: readonly Pending<void>[]): void {
+    for (const p of list) this.settles.push(p)
+    this.flush()
   }
 
   private schedule(): void {
@@ -113,7 +116,7 @@ class Batcher {
     for (const p of admits) this.put(p, args)
     args[0] = args.length - 1
     args.push(pack.finish())
-    this.run(this.connection, BATCH_SHA, BATCH_SCRIPT, args).then(
+    const sent = this.run(this.connection, BATCH_SHA, BATCH_SCRIPT, args).then(
       (reply) => {
         const replies = reply as (number | string)[]
         settles.forEach((p, r) => (replies[r] === 1 ? p.resolve() : p.reject(new Error('the settlement script failed for this request'))))
@@ -124,6 +127,7 @@ class Batcher {
         for (const p of admits) p.reject(error)
       },
     )
+    if (settles.length > 0) this.track(sent)
   }
 
   /** One request: its keys onto KEYS (unless the request before named them there), its fields into the pack. */
@@ -196,16 +200,22 @@ export class RedisStore implements QuotaStore {
   private readonly waiting: Pending<void>[] = []
   private waitTimer: ReturnType<typeof setTimeout> | null = null
   private nextAlone = 0
-  /** Settlements not answered yet, waited for by peek() and close(). */
-  private readonly unanswered = new Set<Promise<void>>()
+  /** Script calls carrying settlements, not answered yet: peek() and close() wait for them. */
+  private readonly settling = new Set<Promise<void>>()
   private readonly settleWaitMs: number
 
   constructor(clients: ScriptConnection | readonly ScriptConnection[], options: RedisStoreOptions = {}) {
     this.settleWaitMs = options.settleWaitMs ?? SETTLE_WAIT_MS
     this.clients = isList(clients) ? clients : [clients]
     if (this.clients.length === 0) throw new Error('RedisStore needs at least one connection')
+    const run = (client: ScriptConnection, sha: string, script: string, args: ScriptArg[]) => this.run(client, sha, script, args)
     const takeWaiting = () => this.takeWaiting()
-    this.batchers = this.clients.map((c) => new Batcher(c, (client, sha, script, args) => this.run(client, sha, script, args), takeWaiting))
+    const track = (sent: Promise<void>) => {
+      this.settling.add(sent)
+      const forget = () => void this.settling.delete(sent)
+      sent.then(forget, forget)
+    }
+    this.batchers = this.clients.map((c) => new Batcher(c, run, takeWaiting, track))
   }
 
   /** The connection of a request: a cheap hash of the end of its id (ids end in random characters). */
@@ -246,14 +256,10 @@ export class RedisStore implements QuotaStore {
       }
     }
     if (changed.length === 0) return Promise.resolve()
-    const settled = new Promise<void>((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
       this.waiting.push({ items: changed, leaseId, now, values, resolve, reject })
       this.waitTimer ??= setTimeout(() => this.sendWaiting(), this.settleWaitMs)
     })
-    this.unanswered.add(settled)
-    const forget = () => void this.unanswered.delete(settled)
-    settled.then(forget, forget)
-    return settled
   }
 
   /** The waiting settlements, now in the caller's hands; their timer is off. */
@@ -266,14 +272,12 @@ export class RedisStore implements QuotaStore {
   }
 
   /**
-   * Settlements that no admission took in time go in a call of their own (at the end of this
-   * turn). Any connection will do: the admission each settles has had its answer.
+   * Settlements that no admission took in time go now, in a call of their own. Any connection
+   * will do: the admission each settles has had its answer.
    */
   private sendWaiting(): void {
     const waiting = this.takeWaiting()
-    if (waiting.length === 0) return
-    const batcher = this.batchers[this.nextAlone++ % this.batchers.length]!
-    for (const p of waiting) batcher.settle(p)
+    if (waiting.length > 0) this.batchers[this.nextAlone++ % this.batchers.length]!.settleNow(waiting)
   }
 
   /**
@@ -291,11 +295,8 @@ export class RedisStore implements QuotaStore {
   async peek(items: Item[], now: number): Promise<number[]> {
     if (items.length === 0) return []
     // What shows remaining includes every request this gateway has settled: none is still waiting.
-    if (this.unanswered.size > 0) {
-      const settling = [...this.unanswered]
-      this.sendWaiting()
-      await Promise.allSettled(settling)
-    }
+    this.sendWaiting()
+    if (this.settling.size > 0) await Promise.allSettled([...this.settling])
     const reply = (await this.run(this.clients[0]!, PEEK_SHA, PEEK_SCRIPT, encodePeek(items, now))) as number[]
     return reply.map((left) => left / 1000)
   }
@@ -304,7 +305,7 @@ export class RedisStore implements QuotaStore {
     // What ended requests used is not dropped: waiting settlements go out now, and every settlement
     // sent is answered (or fails) before the connections close.
     this.sendWaiting()
-    await Promise.allSettled([...this.unanswered])
+    await Promise.allSettled([...this.settling])
     for (const client of this.clients) client.close()
   }
 }
