@@ -283,6 +283,76 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     })
   })
 
+  describe('settlements without leases are summed per key', () => {
+    /** A plan without leases: a token bucket of 100 and a budget of 100, each request taking 10 of both. */
+    const plain = (name: string): Item[] => [
+      { kind: 'bucket', scope: 'key', id: 'k', measure: 'tokens', key: `{${tag}}:${name}:tpm`, limit: 100, rate: 100 / 3_600_000, cost: 10, until: null },
+      { kind: 'counter', scope: 'key', id: 'k', measure: 'budget_tokens', key: `{${tag}}:${name}:bt`, limit: 100, rate: 0, cost: 10, until: Date.now() + 60_000 },
+    ]
+    /** The counts at the head of a batch's pack: settlements, admissions (each below 128: one byte after the 5-byte array header). */
+    const counts = (args: ScriptArg[]) => {
+      const pack = args[args.length - 1] as Buffer
+      return [pack[5], pack[6]]
+    }
+
+    test("one turn's settlements go as one, and the next admission sees every one of them", async () => {
+      const { sent, recorded } = recordingStore(1, 60_000)
+      const plan = plain('summed')
+      for (let i = 0; i < 5; i++) expect((await recorded.admit(plan, `req_sum${i}`, Date.now())).ok).toBe(true)
+      const before = sent.length
+      // Each of the five used 4 of the 10 tokens it reserved.
+      const settled = Array.from({ length: 5 }, (_, i) => recorded.settle(plan, [-6, -6], `req_sum${i}`, Date.now()))
+      const sixth = await recorded.admit(plan, 'req_sum5', Date.now())
+      await Promise.all(settled)
+      expect(sent.length - before).toBe(1)
+      expect(counts(sent[before]!.args)).toEqual([1, 1])
+      // KEYS: the two keys once, shared by the sum and the admission after it.
+      expect(sent[before]!.args[0]).toBe(2)
+      // 100 - 5 × 10 + 5 × 6 - 10 of each.
+      expect(sixth.ok).toBe(true)
+      expect(sixth.remaining.map(Math.round)).toEqual([70, 70])
+    })
+
+    test('the sum leaves what the settlements leave one by one, charges first (a refund stops at a full bucket, a counter at 0)', async () => {
+      const { recorded } = recordingStore(1, 60_000)
+      const summed = plain('sum-order-a')
+      const single = plain('sum-order-b')
+      for (const plan of [summed, single]) for (let i = 0; i < 3; i++) expect((await recorded.admit(plan, `req_o${i}`, Date.now())).ok).toBe(true)
+      // Each plan: 70 tokens and 70 of the budget left. The refunds (-30, -50) would take both past full
+      // (and the counter below 0) without the charges (+20, +10).
+      const deltas = [[-30, -30], [20, 20], [-50, -50], [10, 10]]
+      await Promise.all(deltas.map((d, i) => recorded.settle(summed, d, `req_a${i}`, Date.now())).concat(recorded.peek(summed, Date.now()).then(() => undefined)))
+      for (const d of [deltas[1]!, deltas[3]!, deltas[0]!, deltas[2]!]) {
+        const settling = recorded.settle(single, d, 'req_b', Date.now())
+        await recorded.peek(single, Date.now())
+        await settling
+      }
+      const [a, b] = await Promise.all([store.peek(summed, Date.now()), store.peek(single, Date.now())])
+      expect(a.map(Math.round)).toEqual(b.map(Math.round))
+      expect(a.map(Math.round)).toEqual([100, 100])
+    })
+
+    test('deltas that cancel out send nothing; their promise is kept', async () => {
+      const { sent, recorded } = recordingStore(1, 20)
+      const plan = plain('cancel')
+      expect((await recorded.admit(plan, 'req_c0', Date.now())).ok).toBe(true)
+      const before = sent.length
+      await Promise.all([recorded.settle(plan, [5, 5], 'req_c1', Date.now()), recorded.settle(plan, [-5, -5], 'req_c2', Date.now())])
+      expect(sent.length).toBe(before)
+      expect((await store.peek(plan, Date.now())).map(Math.round)).toEqual([90, 90])
+    })
+
+    test('past 256 keys the sum goes in parts of one call, and its promise waits for every part', async () => {
+      const { sent, recorded } = recordingStore(1, 1)
+      const plans = Array.from({ length: 300 }, (_, i) => plain(`parts-${i}`).slice(1))
+      await Promise.all(plans.map((plan, i) => recorded.settle(plan, [3], `req_parts${i}`, Date.now())))
+      expect(sent).toHaveLength(1)
+      expect(counts(sent[0]!.args)).toEqual([2, 0])
+      const values = await client.mget(...plans.map((plan) => plan[0]!.key))
+      expect(values.every((v) => v === '3')).toBe(true)
+    })
+  })
+
   test("consecutive requests of one plan name their keys once in KEYS, and each request still sees the ones before", async () => {
     const { sent, recorded } = recordingStore()
     const shared = items('distinct').map((it, i) => (i === 0 ? { ...it, limit: 100, rate: 100 / 60_000 } : it))

@@ -34,6 +34,9 @@ const NONE_WAITING: readonly Pending<void>[] = []
 /** Requests per script call at most (bounds how long one call holds Redis' thread). */
 const MAX_BATCH = 64
 
+/** Items of one summed settlement at most (each is a key for Redis to read and write). */
+const MAX_SUMMED_ITEMS = 256
+
 /**
  * How long a settlement may wait for an admission to ride with (see RedisStore.settle): long
  * enough that a gateway serving a few hundred requests a second sends one script call per
@@ -186,7 +189,8 @@ function resolveAdmits(batch: Pending<AdmitOutcome>[], reply: (number | string)[
  * of two (Redis' CPU a request at 4,000 a second: 62-67 -> 39-42 µs). Nothing is lost by waiting:
  * an admission of this gateway still sees every request it ended, another gateway sees the
  * refund or the charge that much later (after an upstream call of its own length), and peek()
- * and close() send what waits first.
+ * and close() send what waits first. Waiting settlements without leases are summed per key and
+ * sent as one (Redis' CPU a request at one API key under load: 13-14 -> 11-12 µs).
  *
  * Over more than one connection, one batch can be in Redis while the client reads the replies of
  * another. An admission keeps to one connection, chosen by its request id, so a release sent after
@@ -196,8 +200,15 @@ export class RedisStore implements QuotaStore {
   readonly name = 'redis' as const
   private readonly clients: readonly ScriptConnection[]
   private readonly batchers: readonly Batcher[]
-  /** Settlements not sent yet: the next admission on any connection takes them, or the timer does. */
+  /**
+   * Settlements not sent yet: the next admission on any connection takes them, or the timer does.
+   * Those without leases are summed per key (`sums`) and go as one; a lease is one request's to
+   * drop, so a settlement with one waits whole in `waiting`.
+   */
   private readonly waiting: Pending<void>[] = []
+  private readonly sums = new Map<string, { item: Item; delta: number }>()
+  /** What the settlements in `sums` were promised: one promise for all of them, settled by their call. */
+  private summed: { promise: Promise<void>; resolve(): void; reject(error: unknown): void } | null = null
   private waitTimer: ReturnType<typeof setTimeout> | null = null
   private nextAlone = 0
   /** Script calls carrying settlements, not answered yet: peek() and close() wait for them. */
@@ -243,8 +254,54 @@ export class RedisStore implements QuotaStore {
   }
 
   settle(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void> {
-    // Only what changes goes to Redis (a lease to drop, a bucket or counter to correct): the
-    // request bucket never does, and every key costs Redis a read and the client an argument.
+    let leases = false
+    for (let i = 0; i < items.length; i++) if (items[i]!.kind === 'lease') leases = true
+    return leases ? this.settleWithLeases(items, deltas, leaseId, now) : this.settleSummed(items, deltas)
+  }
+
+  /**
+   * A settlement without leases is added to the sums waiting per key, which go to Redis as one
+   * settlement: its keys read and written once, and nothing packed per request. Summing is exact:
+   * it is what Redis would hold after running the settlements one by one with every charge before
+   * every refund, an order they could have come in (a bucket is never above full, nor a counter
+   * below 0, after a charge; so only the refunds can reach either bound, and they do so whether
+   * they come one by one or summed). Deltas that cancel out are not sent.
+   */
+  private settleSummed(items: Item[], deltas: number[]): Promise<void> {
+    const sums = this.sums
+    let changed = false
+    for (let i = 0; i < items.length; i++) {
+      const delta = deltas[i] ?? 0
+      // A NaN or an infinity would spoil the sum: it counts as 0, as it does in a settlement of its own.
+      if (delta === 0 || !Number.isFinite(delta)) continue
+      changed = true
+      const it = items[i]!
+      const sum = sums.get(it.key)
+      // The item itself is the latest request's: a limit changed meanwhile applies from now on.
+      if (sum === undefined) sums.set(it.key, { item: it, delta })
+      else {
+        sum.item = it
+        sum.delta += delta
+      }
+    }
+    // Only what changes goes to Redis: the request bucket never does.
+    if (!changed) return Promise.resolve()
+    this.waitTimer ??= setTimeout(() => this.sendWaiting(), this.settleWaitMs)
+    if (this.summed === null) {
+      let resolve!: () => void
+      let reject!: (error: unknown) => void
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res
+        reject = rej
+      })
+      this.summed = { promise, resolve, reject }
+    }
+    return this.summed.promise
+  }
+
+  private settleWithLeases(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void> {
+    // Only what changes goes to Redis (a lease to drop, a bucket or counter to correct): every key
+    // costs Redis a read and the client an argument.
     const changed: Item[] = []
     const values: number[] = []
     for (let i = 0; i < items.length; i++) {
@@ -262,13 +319,41 @@ export class RedisStore implements QuotaStore {
     })
   }
 
-  /** The waiting settlements, now in the caller's hands; their timer is off. */
+  /** The waiting settlements, now in the caller's hands (the sums as one or a few); their timer is off. */
   private takeWaiting(): readonly Pending<void>[] {
     if (this.waitTimer !== null) {
       clearTimeout(this.waitTimer)
       this.waitTimer = null
     }
-    return this.waiting.length === 0 ? NONE_WAITING : this.waiting.splice(0)
+    if (this.summed === null) return this.waiting.length === 0 ? NONE_WAITING : this.waiting.splice(0)
+    const taken = this.waiting.splice(0)
+    const { resolve, reject } = this.summed
+    this.summed = null
+    const items: Item[] = []
+    const values: number[] = []
+    for (const sum of this.sums.values()) {
+      if (sum.delta === 0) continue
+      items.push(sum.item)
+      values.push(sum.delta)
+    }
+    this.sums.clear()
+    if (items.length === 0) {
+      resolve()
+      return taken
+    }
+    // Past MAX_SUMMED_ITEMS keys, in parts: the promise is kept once every part is answered.
+    const parts = Math.ceil(items.length / MAX_SUMMED_ITEMS)
+    let open = parts
+    const done = () => {
+      if (--open === 0) resolve()
+    }
+    for (let p = 0; p < parts; p++) {
+      const from = p * MAX_SUMMED_ITEMS
+      const to = Math.min(items.length, from + MAX_SUMMED_ITEMS)
+      const one = parts === 1
+      taken.push({ items: one ? items : items.slice(from, to), leaseId: '', now: 0, values: one ? values : values.slice(from, to), resolve: done, reject })
+    }
+    return taken
   }
 
   /**
