@@ -13,8 +13,8 @@
  * number of admissions, then per request n (its item count), its lease id ('' when it has no lease
  * items), the caller's clock and six fields per item: kind, the index of its key in KEYS, limit,
  * rate, until, cost (or delta). One argument instead of ~6 per item: every argument costs the
- * client and Redis (a Lua string each); cmsgpack hands
- * numbers over as numbers, and reads binary doubles three times faster than cjson parses text.
+ * client and Redis (a Lua string each); cmsgpack hands numbers over as numbers, and reads binary
+ * doubles three times faster than cjson parses text.
  * One call for both kinds: the per-call work (the script call, TIME, one MGET, one SET per
  * changed key) is shared by the requests that end and those that begin, and a key both touch is
  * read and written once. Requests run in order, each exactly as if it were its own script (a

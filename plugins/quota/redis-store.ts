@@ -208,7 +208,7 @@ export class RedisStore implements QuotaStore {
   private readonly waiting: Pending<void>[] = []
   private readonly sums = new Map<string, { item: Item; delta: number }>()
   /** What the settlements in `sums` were promised: one promise for all of them, settled by their call. */
-  private summed: { promise: Promise<void>; resolve(): void; reject(error: unknown): void } | null = null
+  private summed: PromiseWithResolvers<void> | null = null
   private waitTimer: ReturnType<typeof setTimeout> | null = null
   private nextAlone = 0
   /** Script calls carrying settlements, not answered yet: peek() and close() wait for them. */
@@ -286,16 +286,8 @@ export class RedisStore implements QuotaStore {
     }
     // Only what changes goes to Redis: the request bucket never does.
     if (!changed) return Promise.resolve()
-    this.waitTimer ??= setTimeout(() => this.sendWaiting(), this.settleWaitMs)
-    if (this.summed === null) {
-      let resolve!: () => void
-      let reject!: (error: unknown) => void
-      const promise = new Promise<void>((res, rej) => {
-        resolve = res
-        reject = rej
-      })
-      this.summed = { promise, resolve, reject }
-    }
+    this.waitForAdmission()
+    this.summed ??= Promise.withResolvers<void>()
     return this.summed.promise
   }
 
@@ -315,8 +307,13 @@ export class RedisStore implements QuotaStore {
     if (changed.length === 0) return Promise.resolve()
     return new Promise<void>((resolve, reject) => {
       this.waiting.push({ items: changed, leaseId, now, values, resolve, reject })
-      this.waitTimer ??= setTimeout(() => this.sendWaiting(), this.settleWaitMs)
+      this.waitForAdmission()
     })
+  }
+
+  /** What waits goes with the next admission, or alone once `settleWaitMs` has passed. */
+  private waitForAdmission(): void {
+    this.waitTimer ??= setTimeout(() => this.sendWaiting(), this.settleWaitMs)
   }
 
   /** The waiting settlements, now in the caller's hands (the sums as one or a few); their timer is off. */
@@ -347,11 +344,9 @@ export class RedisStore implements QuotaStore {
     const done = () => {
       if (--open === 0) resolve()
     }
-    for (let p = 0; p < parts; p++) {
-      const from = p * MAX_SUMMED_ITEMS
-      const to = Math.min(items.length, from + MAX_SUMMED_ITEMS)
-      const one = parts === 1
-      taken.push({ items: one ? items : items.slice(from, to), leaseId: '', now: 0, values: one ? values : values.slice(from, to), resolve: done, reject })
+    for (let from = 0; from < items.length; from += MAX_SUMMED_ITEMS) {
+      const to = from + MAX_SUMMED_ITEMS
+      taken.push({ items: items.slice(from, to), leaseId: '', now: 0, values: values.slice(from, to), resolve: done, reject })
     }
     return taken
   }
