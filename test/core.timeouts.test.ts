@@ -22,7 +22,7 @@ const chunk = (text: string) => `data: ${JSON.stringify({ id: 'c1', object: 'cha
 
 /**
  * Models: `stall-stream` sends two chunks and then nothing; `slow-stream` sends a chunk every
- * 40 ms for 2 s; `stall-json` sends half a JSON body and then nothing.
+ * 40 ms for 2 s; `stall-json` sends half a JSON body and then nothing; `hold` answers after 3 s.
  */
 function startStaller(): Staller {
   const state = { aborted: 0 }
@@ -32,6 +32,11 @@ function startStaller(): Staller {
     async fetch(request) {
       const body = (await request.json()) as { model: string }
       request.signal.addEventListener('abort', () => state.aborted++, { once: true })
+      if (body.model === 'hold') {
+        // Answers only after 3 s: long after the test's client has left.
+        await Bun.sleep(3000)
+        return Response.json({ id: 'x', object: 'chat.completion', created: 1, model: 'hold', choices: [] })
+      }
       let timer: ReturnType<typeof setInterval> | undefined
       const stream = new ReadableStream<Uint8Array>({
         start(controller) {
@@ -77,6 +82,7 @@ function config(baseUrl: string, plugins: unknown[]) {
       { name: 'stall-stream', targets: [{ provider: 'idle', model: 'stall-stream' }] },
       { name: 'stall-json', targets: [{ provider: 'idle', model: 'stall-json' }] },
       { name: 'slow-stream', targets: [{ provider: 'total', model: 'slow-stream' }] },
+      { name: 'hold', targets: [{ provider: 'idle', model: 'hold' }] },
     ],
     plugins,
   }
@@ -162,8 +168,26 @@ for (const mode of ['no plugin', 'a plugin tapping the body'] as const) {
       await waitFor(() => staller.aborted > before, 'the upstream call to be aborted')
     })
 
+    test('a client that leaves before the upstream answers gets its upstream call aborted', async () => {
+      const before = staller.aborted
+      const client = new AbortController()
+      const call = fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'hold', messages: [{ role: 'user', content: 'hi' }] }),
+        signal: client.signal,
+      }).catch((error: unknown) => error)
+      await waitFor(() => gw.gateway.pipeline.clients.size === 1, 'the upstream call to be under way')
+      client.abort()
+      expect(await call).toBeInstanceOf(Error)
+      // Noticed by the pipeline's check of calls in flight (every 50 ms), long before the upstream's 3 s.
+      await waitFor(() => staller.aborted > before, 'the upstream call to be aborted', 2000)
+      await waitFor(() => gw.gateway.pipeline.clients.size === 0, 'the call to be no longer watched')
+    })
+
     test('nothing stays watched once the bodies ended', async () => {
       await waitFor(() => gw.gateway.pipeline.watchdog.size === 0, 'the watchdog to be empty')
+      await waitFor(() => gw.gateway.pipeline.clients.size === 0, 'no call to be watched for its client')
     })
   })
 }
