@@ -3,7 +3,6 @@ import type { Logger } from './lib/logger.ts'
 import type { Services } from './services.ts'
 import type { Pricing } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
-import { ClientWatch, type ClientBound } from './lib/client-watch.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
 import { streamErrorFrame } from './providers/shared/openai-format.ts'
 import { findUsage, lastUsage, parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
@@ -69,9 +68,9 @@ class Answer {
   }
 
   /**
-   * Stops a client that goes away from aborting the call. The call stays watched through the body
-   * it read (one entry a request, not one per stage); a body handed on natively lets go at once,
-   * since Bun cancels it, and the call with it, when the client leaves.
+   * Stops a client that goes away from aborting the call. The listener the attempt set stays on
+   * through the body (one listener a request, not one per stage); a body that goes on natively
+   * keeps it until the request is gone, where a late abort finds nothing left to stop.
    */
   detach(): void {
     this.guard.detach()
@@ -79,27 +78,24 @@ class Answer {
 }
 
 /**
- * What stops one upstream call: the client going away (noticed by the pipeline's ClientWatch),
- * or its first-byte timeout. The object itself is the watched entry and the timer's argument, so
- * a call makes no closures.
+ * What aborts one upstream call: the client going away, or its first-byte timeout. An object
+ * with `handleEvent` is the listener and the timer's argument, so a call makes no closures.
  */
-class CallGuard implements ClientBound {
+class CallGuard {
   readonly controller = new AbortController()
   timedOut = false
 
-  constructor(
-    readonly clientSignal: AbortSignal,
-    private readonly clients: ClientWatch,
-  ) {
-    clients.add(this)
+  constructor(private readonly clientSignal: AbortSignal) {
+    clientSignal.addEventListener('abort', this, { once: true })
   }
 
-  clientGone(): void {
+  /** The client closed the request. */
+  handleEvent(): void {
     this.controller.abort(new DOMException('client closed the request', 'AbortError'))
   }
 
   detach(): void {
-    this.clients.delete(this)
+    this.clientSignal.removeEventListener('abort', this)
   }
 }
 
@@ -136,8 +132,6 @@ export class Pipeline {
   private readonly clientAddress: ((request: Request) => string | null) | null
   /** Idle and total timeouts of bodies already flowing to clients. */
   readonly watchdog = new Watchdog()
-  /** Upstream calls (and the bodies read from them) stopped when their client goes away. */
-  readonly clients = new ClientWatch()
 
   constructor(options: PipelineOptions) {
     const hooks = options.plugins.map((p) => p.hooks)
@@ -328,7 +322,7 @@ export class Pipeline {
 
   private async attempt(req: GatewayRequest, target: RouteTarget): Promise<Answer | Omit<AttemptFailure, 'target' | 'latencyMs'>> {
     const body = req.body.model === target.model ? req.body : { ...req.body, model: target.model }
-    const guard = new CallGuard(req.request.signal, this.clients)
+    const guard = new CallGuard(req.request.signal)
     const timeouts = target.provider.config.timeouts
     // The whole call may be shorter than the wait for the first byte.
     const firstByteMs = Math.min(timeouts?.first_byte_ms ?? DEFAULT_FIRST_BYTE_MS, timeouts?.total_ms ?? DEFAULT_TOTAL_MS)
@@ -396,7 +390,6 @@ export class Pipeline {
     // on the provider. Only first_byte_ms applies to it; the default idle and total timeouts are
     // for bodies the gateway reads anyway.
     if (!this.tap && !plan.release && timeouts?.idle_ms === undefined && timeouts?.total_ms === undefined) {
-      answer.detach()
       return new Response(upstream.body, { status: upstream.status, headers })
     }
     const watch = this.watchdog.watch(answer.controller, timeouts?.idle_ms ?? DEFAULT_IDLE_MS, answer.startedAt + (timeouts?.total_ms ?? DEFAULT_TOTAL_MS))
@@ -404,7 +397,7 @@ export class Pipeline {
     if (this.tap && this.chunkHooks.length === 0 && req.locals.__hideUsageChunk !== true && timeouts?.idle_ms === undefined && timeouts?.total_ms === undefined) {
       return this.mirrorStream(req, answer, plan, watch, headers)
     }
-    const body = this.tap ? this.tapStream(req, answer, plan, watch) : this.guard(req, answer, plan, watch)
+    const body = this.tap ? this.tapStream(req, upstream.body, plan, upstream.status, watch) : this.guard(req, upstream.body, plan, watch)
     return new Response(body, { status: upstream.status, headers })
   }
 
@@ -554,14 +547,13 @@ export class Pipeline {
   }
 
   /** Pass a stream through untouched, under the watchdog, releasing the plan once when it ends, fails or is cancelled. */
-  private guard(req: GatewayRequest, answer: Answer, plan: RoutePlan, watch: BodyWatch): ReadableStream<Uint8Array> {
-    const reader = answer.response.body!.getReader()
+  private guard(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, watch: BodyWatch): ReadableStream<Uint8Array> {
+    const reader = source.getReader()
     const watchdog = this.watchdog
     let ended = false
     const end = () => {
       if (ended) return
       ended = true
-      answer.detach()
       watchdog.end(watch)
       plan.release?.()
     }
@@ -589,9 +581,8 @@ export class Pipeline {
   }
 
   /** Pass an SSE stream through, showing each event to the chunk hooks and picking up usage. */
-  private tapStream(req: GatewayRequest, answer: Answer, plan: RoutePlan, watch: BodyWatch): ReadableStream<Uint8Array> {
-    const status = answer.response.status
-    const reader = answer.response.body!.getReader()
+  private tapStream(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, status: number, watch: BodyWatch): ReadableStream<Uint8Array> {
+    const reader = source.getReader()
     const decoder = new TextDecoder()
     const splitter = new SseSplitter()
     const chunkHooks = this.chunkHooks
@@ -626,7 +617,6 @@ export class Pipeline {
     const finish = (aborted: boolean, errorCode: ErrorCode | null = null) => {
       if (finished) return
       finished = true
-      answer.detach()
       this.watchdog.end(watch)
       plan.release?.()
       this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode)

@@ -161,7 +161,6 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
       }
       // Every request is over: nothing is left to cut off.
       pipeline.watchdog.close()
-      pipeline.clients.close()
       for (const plugin of [...plugins].reverse()) {
         try {
           await plugin.hooks.close?.()
