@@ -1,7 +1,8 @@
 /**
  * Timeouts once the upstream has answered: `idle_ms` (nothing sent for too long) and `total_ms`
- * (the whole call), on streams and on JSON bodies, with and without a plugin tapping the body.
- * The upstream here is a small Bun server that stalls on purpose. Real HTTP on 127.0.0.1.
+ * (the whole call), on streams and on JSON bodies, with and without a plugin tapping the body;
+ * and a client that leaves while the upstream has not answered yet. The upstream here is a small
+ * Bun server that stalls on purpose. Real HTTP on 127.0.0.1.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
