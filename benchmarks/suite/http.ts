@@ -12,6 +12,7 @@ import type { ServerProcess } from '../fixtures/processes.ts'
 import { verifyTarget } from '../http/verify.ts'
 import { checkFullStack, checkLarge, checkLimited, checkUnauth } from './checks.ts'
 import { measure, warmUp, type Credentials, type LoadSettings, type LoadTarget, type Mode, type Sample, type Scenario } from './load.ts'
+import type { MemoryProfile } from '../../src/lib/allocator.ts'
 import { SCENARIO_IDS as SCENARIO_ORDER, type DeltaPlugin, type ScenarioId, type SuiteOptions } from './options.ts'
 import { GENEROUS, UPSTREAM_KEYS, ensurePeer, mockStats, peerHeaders, provisionKey, startGateway, startPeer, startRawProxy, type GatewaySpec, type Stack } from './services.ts'
 
@@ -19,7 +20,7 @@ import { GENEROUS, UPSTREAM_KEYS, ensurePeer, mockStats, peerHeaders, provisionK
 export const FULL_STACK = ['auth', 'tokens', 'quota', 'balance', 'logging'] as const
 
 /** Gateway configurations by target id. The quota delta runs with auth: without an identity it has nothing to limit. */
-const GATEWAYS: Record<string, { label: string; plugins: readonly string[]; redis: boolean }> = {
+const GATEWAYS: Record<string, { label: string; plugins: readonly string[]; redis: boolean; memory?: MemoryProfile }> = {
   bare: { label: 'sluice, no plugins', plugins: [], redis: false },
   auth: { label: 'sluice + auth', plugins: ['auth'], redis: false },
   quota: { label: 'sluice + auth + quota (Redis)', plugins: ['auth', 'quota'], redis: true },
@@ -27,6 +28,8 @@ const GATEWAYS: Record<string, { label: string; plugins: readonly string[]; redi
   balance: { label: 'sluice + balance (4 keys)', plugins: ['balance'], redis: false },
   logging: { label: 'sluice + logging', plugins: ['logging'], redis: false },
   full: { label: 'sluice full stack', plugins: FULL_STACK, redis: true },
+  // What the memory profile for small RSS costs in throughput (src/lib/allocator.ts).
+  lean: { label: 'sluice full stack, SLUICE_MEMORY=lean', plugins: FULL_STACK, redis: true, memory: 'lean' },
 }
 
 export const TARGET_LABELS: Record<string, string> = {
@@ -38,7 +41,7 @@ export const TARGET_LABELS: Record<string, string> = {
 }
 
 /** Table order of the targets. */
-export const TARGET_ORDER = ['mock', 'raw', 'rawalloc', 'bare', 'auth', 'quota', 'tokens', 'balance', 'logging', 'full', 'portkey']
+export const TARGET_ORDER = ['mock', 'raw', 'rawalloc', 'bare', 'auth', 'quota', 'tokens', 'balance', 'logging', 'full', 'lean', 'portkey']
 
 /** Which row a plugin row is priced against: quota against auth (it needs it), the rest against no plugins. */
 export const DELTA_REFERENCE: Record<string, string> = { auth: 'bare', quota: 'auth', tokens: 'bare', balance: 'bare', logging: 'bare' }
@@ -70,7 +73,7 @@ export function planMatrix(o: SuiteOptions, peer: boolean): Cell[] {
     for (const scenario of o.scenarios) {
       if (scenario === 'chat' || scenario === 'stream') {
         // rawalloc: the baseline with the allocator setting the gateway runs with (src/lib/allocator.ts).
-        cells.push({ scenario, concurrency: ['mock', 'raw', 'rawalloc', 'bare', ...deltas, 'full', ...p], rate: ['mock', 'raw', 'bare', 'full', ...p] })
+        cells.push({ scenario, concurrency: ['mock', 'raw', 'rawalloc', 'bare', ...deltas, 'full', 'lean', ...p], rate: ['mock', 'raw', 'bare', 'full', ...p] })
       } else if (scenario === 'mix') {
         cells.push({ scenario, concurrency: ['mock', 'raw', 'bare', 'full'], rate: ['mock', 'raw', 'bare', 'full'] })
       } else {
@@ -159,7 +162,7 @@ export async function runMatrix(o: SuiteOptions, stack: Stack, ctx: { mock: Serv
     const g = GATEWAYS[id]
     if (g === undefined || !needed.has(id)) continue
     if (g.redis && ctx.redisUrl === null) throw new Error(`${g.label} needs Redis`)
-    const spec: GatewaySpec = { name: id, plugins: [...g.plugins], redisUrl: g.redis ? ctx.redisUrl : null }
+    const spec: GatewaySpec = { name: id, plugins: [...g.plugins], redisUrl: g.redis ? ctx.redisUrl : null, ...(g.memory && { memory: g.memory }) }
     log(`starting ${g.label}…`)
     const server = await startGateway(stack, spec, ctx.mock.origin, ctx.adminKey)
     add(id, server)

@@ -3,7 +3,8 @@
  * (Kysely, hashes from plugins/auth/key-format.ts mintKey, generous limits), then the full-stack
  * gateway under load from 10,000 distinct keys in turn, so its key cache fills and is used.
  * Reports RSS after boot, the peak while the cache fills (the first pass reads every key from
- * the database) and the peak under measured load, against the target of 150 MB.
+ * the database) and the peak under measured load, against the target of 150 MB: once per memory
+ * profile (src/lib/allocator.ts), each a fresh gateway process on the same database.
  */
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -18,6 +19,7 @@ import { measure, sampleRssAll, type LoadTarget, type Sample, type Scenario } fr
 import type { SuiteOptions } from './options.ts'
 import { GENEROUS, createBenchDatabase, startGateway, type Stack } from './services.ts'
 import { rssKib } from '../http/proc.ts'
+import type { MemoryProfile } from '../../src/lib/allocator.ts'
 
 const BATCH = 1000
 
@@ -48,6 +50,15 @@ export interface Keys100kResult {
   keys: number
   spread: number
   insertS: number
+  /** One gateway per memory profile, in the order run. */
+  runs: Keys100kRun[]
+  verified: string[]
+  notes: string[]
+}
+
+/** One gateway process under one memory profile. */
+export interface Keys100kRun {
+  memory: MemoryProfile
   rssAfterBootMb: number
   /** Peak during the first pass over the spread (every key read from the database once). */
   rssFillPeakMb: number
@@ -60,11 +71,17 @@ export interface Keys100kResult {
   rps: Spread
   p50Ms: Spread
   rate: Sample | null
-  verified: string[]
-  notes: string[]
 }
 
-export async function runKeys100k(o: SuiteOptions, stack: Stack, ctx: { mockOrigin: string; redisUrl: string; redisPid: number | null; adminKey: string; dbName: string }): Promise<Keys100kResult> {
+interface Keys100kContext {
+  mockOrigin: string
+  redisUrl: string
+  redisPid: number | null
+  adminKey: string
+  dbName: string
+}
+
+export async function runKeys100k(o: SuiteOptions, stack: Stack, ctx: Keys100kContext): Promise<Keys100kResult> {
   const log = stack.log
   const verified: string[] = []
   const databaseUrl = await createBenchDatabase(stack, o.postgresUrl, ctx.dbName)
@@ -131,7 +148,24 @@ export async function runKeys100k(o: SuiteOptions, stack: Stack, ctx: { mockOrig
   const bodyFile = join(stack.tmp, 'keys100k-chat.json')
   writeFileSync(bodyFile, CHAT_BODY)
 
-  const server = await startGateway(stack, { name: 'keys100k', plugins: [...FULL_STACK], redisUrl: ctx.redisUrl, databaseUrl }, ctx.mockOrigin, ctx.adminKey)
+  const runs: Keys100kRun[] = []
+  for (const memory of o.keysMemory) {
+    runs.push(await measureProfile(o, stack, ctx, { memory, databaseUrl, plaintexts, keysFile, bodyFile, verified }))
+  }
+  return { keys: o.keyCount, spread: plaintexts.length, insertS, runs, verified, notes: [] }
+}
+
+/** One gateway under `memory` on the filled database: boot, the first (uncached) pass, the rounds, the fixed rate; stopped after. */
+async function measureProfile(
+  o: SuiteOptions,
+  stack: Stack,
+  ctx: Keys100kContext,
+  run: { memory: MemoryProfile; databaseUrl: string; plaintexts: string[]; keysFile: string; bodyFile: string; verified: string[] },
+): Promise<Keys100kRun> {
+  const { memory, databaseUrl, plaintexts, keysFile, bodyFile } = run
+  const log = (line: string) => stack.log(line.replace('keys100k', `keys100k (${memory})`))
+  const verified: string[] = []
+  const server = await startGateway(stack, { name: `keys100k-${memory}`, plugins: [...FULL_STACK], redisUrl: ctx.redisUrl, databaseUrl, memory }, ctx.mockOrigin, ctx.adminKey)
   await Bun.sleep(500)
   const rssAfterBootMb = rssKib(server.pid) / 1024
   const url = `${server.origin}/v1/chat/completions`
@@ -145,7 +179,7 @@ export async function runKeys100k(o: SuiteOptions, stack: Stack, ctx: { mockOrig
   verified.push('three stored keys (start, middle, end of the spread) get completions')
   verified.push(await checkUnauth('keys100k gateway', url, CHAT_BODY, unknownKey()))
 
-  const target: LoadTarget = { id: 'keys100k', label: 'sluice full stack, 100k keys', url, pids: [server.pid] }
+  const target: LoadTarget = { id: `keys100k-${memory}`, label: `sluice full stack, 100k keys, SLUICE_MEMORY=${memory}`, url, pids: [server.pid] }
   const scenario: Scenario = { id: 'chat', label: 'chat', bodyFile, stream: false, expectStatus: 200 }
   const credentials = { keysFile }
   const settings = { durationS: o.durationS, connections: o.connections, threads: o.threads, rate: o.rate }
@@ -154,7 +188,6 @@ export async function runKeys100k(o: SuiteOptions, stack: Stack, ctx: { mockOrig
   const fill = sampleRssAll([server.pid])
   const pass = await everyKeyOnce(url, plaintexts, 32)
   const rssFillPeakMb = fill.stop().totalKib / 1024
-  const notes: string[] = []
   if (pass.ok !== plaintexts.length) throw new Error(`keys100k: the first pass over ${plaintexts.length} keys got ${pass.ok} completions (${pass.other} other answers)`)
   verified.push(`every one of the ${plaintexts.length.toLocaleString('en-US')} keys of the spread got a completion on its first (uncached) use`)
   log(`keys100k: first pass, each key once (uncached): ${pass.perSecond.toFixed(0)} req/s, peak RSS ${rssFillPeakMb.toFixed(0)} MB`)
@@ -171,10 +204,10 @@ export async function runKeys100k(o: SuiteOptions, stack: Stack, ctx: { mockOrig
   log(`keys100k at ${o.rate} req/s: p50 ${rate.p50Ms.toFixed(2)} ms, p99 ${rate.p99Ms.toFixed(2)} ms, peak ${Math.round(rate.peakRssMb)} MB`)
   const rssLoadPeakMb = load.stop().totalKib / 1024
   const rssAfterMb = rssKib(server.pid) / 1024
+  await server.stop()
+  for (const v of verified) run.verified.push(`${memory}: ${v}`)
   return {
-    keys: o.keyCount,
-    spread: plaintexts.length,
-    insertS,
+    memory,
     rssAfterBootMb,
     rssFillPeakMb,
     fillPerSecond: pass.perSecond,
@@ -184,7 +217,5 @@ export async function runKeys100k(o: SuiteOptions, stack: Stack, ctx: { mockOrig
     rps: spread(samples.map((s) => s.rps)),
     p50Ms: spread(samples.map((s) => s.p50Ms)),
     rate,
-    verified,
-    notes,
   }
 }

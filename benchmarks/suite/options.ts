@@ -5,6 +5,7 @@
  */
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { MEMORY_PROFILES, type MemoryProfile } from '../../src/lib/allocator.ts'
 
 export const SCENARIO_IDS = ['chat', 'stream', 'mix', 'unauth', 'limited'] as const
 export type ScenarioId = (typeof SCENARIO_IDS)[number]
@@ -32,6 +33,8 @@ export interface SuiteOptions {
   /** Keys inserted for the keys100k part, and how many of them the load spreads over. */
   keyCount: number
   keySpread: number
+  /** Memory profiles the keys100k part runs a gateway under, in order (src/lib/allocator.ts). */
+  keysMemory: MemoryProfile[]
   /** Existing Redis to use instead of a private redis-server. */
   redisUrl: string | null
   /** Postgres server (any database on it) where the bench databases are created and dropped. */
@@ -72,6 +75,7 @@ other parts
   --scale-duration <s>    seconds per process count and round (default 5; --quick 2)
   --key-count <n>         keys inserted for --keys100k (default 100000)
   --key-spread <n>        distinct keys the --keys100k load uses (default 10000)
+  --keys-memory <list>    memory profiles (SLUICE_MEMORY) --keys100k runs a gateway under (default fast,lean)
   --redis <url>           use this Redis instead of starting a private redis-server
   --postgres <url>        Postgres server for the bench databases (default postgres://postgres@127.0.0.1:5432/postgres)
 
@@ -108,6 +112,7 @@ export function parseOptions(argv: string[], root: string): SuiteOptions {
       'scale-duration': { type: 'string' },
       'key-count': { type: 'string', default: '100000' },
       'key-spread': { type: 'string', default: '10000' },
+      'keys-memory': { type: 'string', default: 'fast,lean' },
       redis: { type: 'string' },
       postgres: { type: 'string', default: process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres' },
       out: { type: 'string', default: join(root, 'benchmarks/results') },
@@ -141,6 +146,11 @@ export function parseOptions(argv: string[], root: string): SuiteOptions {
     const chosen = list(raw)
     for (const c of chosen) if (!allowed.includes(c as T)) throw new Error(`--${name}: '${c}' is not one of ${allowed.join(', ')}`)
     return chosen as T[]
+  }
+
+  const nonEmpty = <T>(name: string, chosen: T[]): T[] => {
+    if (chosen.length === 0) throw new Error(`--${name}: name at least one`)
+    return chosen
   }
 
   const quick = values.quick
@@ -181,6 +191,7 @@ export function parseOptions(argv: string[], root: string): SuiteOptions {
     scaleDurationS: positive('scale-duration', values['scale-duration'] ?? (quick ? '2' : '5')),
     keyCount: Math.round(positive('key-count', values['key-count'])),
     keySpread: Math.round(positive('key-spread', values['key-spread'])),
+    keysMemory: nonEmpty('keys-memory', oneOf('keys-memory', values['keys-memory'], Object.keys(MEMORY_PROFILES) as MemoryProfile[])),
     redisUrl: values.redis ?? null,
     postgresUrl: values.postgres,
     outDir: values.out,

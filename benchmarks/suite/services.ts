@@ -11,7 +11,7 @@ import { Redis } from 'ioredis'
 import { BENCH_MODEL } from '../fixtures/bodies.ts'
 import { MOCK_UPSTREAM_CLI } from '../fixtures/mock-upstream.ts'
 import { freePort, spawnServer, type ServerProcess } from '../fixtures/processes.ts'
-import { allocatorEnv } from '../../src/lib/allocator.ts'
+import { allocatorEnv, type MemoryProfile } from '../../src/lib/allocator.ts'
 import { listensOn } from '../http/proc.ts'
 
 export const ROOT = new URL('../../', import.meta.url).pathname
@@ -136,7 +136,7 @@ export async function startRawProxy(stack: Stack, upstreamOrigin: string, tuned 
   return spawnServer({
     name: tuned ? 'raw proxy (allocator as bun run start)' : 'raw proxy',
     cmd: ['bun', 'run', RAW_PROXY, '--port', String(port), '--upstream', upstreamOrigin],
-    ...(tuned && { env: allocatorEnv() }),
+    ...(tuned && { env: allocatorEnv(process.env, 'fast') }),
     port,
     logFile: join(stack.tmp, `${name}.log`),
     onSpawn: (stop) => stack.own(name, stop),
@@ -160,6 +160,8 @@ export interface GatewaySpec {
   databaseUrl?: string
   /** Auth options, e.g. a bigger key cache. */
   authOptions?: Record<string, unknown>
+  /** SLUICE_MEMORY of the process, as `bun run start` would apply it (default fast). */
+  memory?: MemoryProfile
 }
 
 /** Plugins list as the config file takes it; auth without the demo key (nothing printed, nothing extra in the database). */
@@ -192,7 +194,8 @@ function gatewayEnv(stack: Stack, spec: GatewaySpec, mockOrigin: string, port: n
     // Set so a dev boot writes no key file into the repository's data dir.
     SLUICE_ENCRYPTION_KEY: ENCRYPTION_KEY,
     // What `bun run start` sets (src/lib/allocator.ts): the gateway is measured as it is run.
-    ...allocatorEnv(),
+    SLUICE_MEMORY: spec.memory ?? 'fast',
+    ...allocatorEnv(process.env, spec.memory ?? 'fast'),
   }
   if (spec.redisUrl !== null) env.REDIS_URL = spec.redisUrl
   if (reusePort) env.SLUICE_REUSE_PORT = '1'
