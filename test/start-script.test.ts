@@ -109,6 +109,40 @@ describe('bun run start', () => {
     expect(line.parentPid).toBe(line.runnerPid)
   }, 30_000)
 
+  test('src/main.ts started directly with SLUICE_MEMORY=lean but without its variables says so in its log', async () => {
+    const configPath = join(dir, 'sluice.config.json')
+    writeFileSync(configPath, JSON.stringify(upstreamConfig(upstream.url)))
+    const port = await closedPort()
+    const env = processEnv(port, configPath, { SLUICE_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'), LOG_LEVEL: 'info', SLUICE_MEMORY: 'lean' })
+    for (const k of MEMORY_VARIABLES) delete env[k]
+    const proc = Bun.spawn([process.execPath, 'run', 'src/main.ts'], { cwd: ROOT, env, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
+    pids.push(proc.pid)
+    // Warnings go to stderr, the boot line to stdout.
+    const readUntil = async (stream: ReadableStream<Uint8Array>, needle: string): Promise<string> => {
+      const reader = stream.getReader()
+      const decoder = new TextDecoder()
+      let text = ''
+      const deadline = Date.now() + 20_000
+      while (!text.includes(needle)) {
+        if (Date.now() > deadline) throw new Error(`no "${needle}" within 20 s; so far: ${text.slice(0, 800)}`)
+        const { value, done } = await reader.read()
+        if (done) throw new Error(`the gateway closed its output before "${needle}": ${text.slice(0, 800)}`)
+        text += decoder.decode(value, { stream: true })
+      }
+      reader.releaseLock()
+      return text.split('\n').find((l) => l.includes(needle))!
+    }
+    const [bootText, warningText] = await Promise.all([readUntil(proc.stdout, 'sluice listening'), readUntil(proc.stderr, 'is not in force')])
+    const warning = JSON.parse(warningText) as Record<string, unknown>
+    expect(warning.msg).toBe('SLUICE_MEMORY=lean is not in force: MIMALLOC_PURGE_DELAY and BUN_JSC_heapGrowthMaxIncrease must be in the environment the process starts with (bun run start sets them)')
+    expect(warning.expected).toEqual({ ...MEMORY_PROFILES.lean })
+    const boot = JSON.parse(bootText) as Record<string, unknown>
+    expect(boot.memory_profile).toBe('lean')
+    expect(boot.heap_growth_max_increase).toBe('Bun default')
+    proc.kill('SIGTERM')
+    expect(await proc.exited).toBe(0)
+  }, 30_000)
+
   test('an unknown SLUICE_MEMORY stops the start with the accepted values, before anything boots', async () => {
     const configPath = join(dir, 'sluice.config.json')
     writeFileSync(configPath, JSON.stringify(upstreamConfig(upstream.url)))
