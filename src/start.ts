@@ -18,6 +18,11 @@ try {
 const unset = Object.entries(wanted).some(([k, v]) => process.env[k] !== v)
 if (unset && typeof process.execve === 'function') {
   const main = fileURLToPath(new URL('./main.ts', import.meta.url))
-  process.execve(process.execPath, [process.execPath, 'run', main, ...process.argv.slice(2)], { ...process.env, ...wanted })
+  try {
+    process.execve(process.execPath, [process.execPath, 'run', main, ...process.argv.slice(2)], { ...process.env, ...wanted })
+  } catch (error) {
+    // The gateway still starts, under Bun's own settings; its boot line shows what is in force.
+    console.error(`sluice: could not restart with the memory settings ${JSON.stringify(wanted)}: ${error instanceof Error ? error.message : String(error)}`)
+  }
 }
 await import('./main.ts')
