@@ -1,5 +1,5 @@
 import { ConfigError, loadConfig } from './config/load.ts'
-import { MEMORY_PROFILES, allocatorEnv, memoryProfile } from './lib/allocator.ts'
+import { MEMORY_PROFILES, memoryProfile } from './lib/memory.ts'
 import { createGateway } from './server.ts'
 
 /** `bun run start`: load config, boot, listen, and stop cleanly on SIGTERM/SIGINT. */
@@ -31,17 +31,17 @@ async function main(): Promise<void> {
     plugins: gateway.plugins.map((p) => p.name),
     models: gateway.models.list().map((m) => m.name),
     pid: process.pid,
-    // Set before the process started, by `bun run start` unless given (src/lib/allocator.ts).
+    // Set before the process started, by `bun run start` unless given (src/lib/memory.ts).
     memory_profile: profile,
     allocator_purge_delay: process.env.MIMALLOC_PURGE_DELAY ?? 'mimalloc default',
     heap_growth_max_increase: process.env.BUN_JSC_heapGrowthMaxIncrease ?? 'Bun default',
   })
   // Started some other way than `bun run start` (src/start.ts), a chosen profile's variables may be missing.
-  const wanted = allocatorEnv(process.env, profile)
-  const missing = Object.keys(MEMORY_PROFILES[profile]).filter((k) => process.env[k] !== wanted[k])
+  const settings: Readonly<Record<string, string>> = MEMORY_PROFILES[profile]
+  const missing = Object.keys(settings).filter((k) => process.env[k] === undefined)
   if (process.env.SLUICE_MEMORY && missing.length > 0) {
     gateway.logger.warn(`SLUICE_MEMORY=${profile} is not in force: ${missing.join(' and ')} must be in the environment the process starts with (bun run start sets them)`, {
-      expected: Object.fromEntries(missing.map((k) => [k, wanted[k]])),
+      expected: Object.fromEntries(missing.map((k) => [k, settings[k]])),
     })
   }
 

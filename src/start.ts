@@ -1,15 +1,15 @@
 /**
- * `bun run start`: the gateway under the memory profile SLUICE_MEMORY names (src/lib/allocator.ts).
+ * `bun run start`: the gateway under the memory profile SLUICE_MEMORY names (src/lib/memory.ts).
  * Bun reads those variables only when a process starts, so when the environment lacks one of them
  * this process replaces itself (execve: the same pid, nothing left behind to supervise) with
  * `bun run src/main.ts` under the completed environment. Otherwise it runs the gateway itself.
  */
 import { fileURLToPath } from 'node:url'
-import { allocatorEnv } from './lib/allocator.ts'
+import { memoryEnv } from './lib/memory.ts'
 
 let wanted: Record<string, string>
 try {
-  wanted = allocatorEnv()
+  wanted = memoryEnv()
 } catch (error) {
   console.error(`sluice: ${error instanceof Error ? error.message : String(error)}`)
   process.exit(2)

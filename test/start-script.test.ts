@@ -1,6 +1,6 @@
 /**
  * `bun run start`, the command the README and DESIGN.md give, as a user runs it: it boots the
- * gateway with the memory profile SLUICE_MEMORY names (src/lib/allocator.ts), keeping any of
+ * gateway with the memory profile SLUICE_MEMORY names (src/lib/memory.ts), keeping any of
  * the profile's variables the environment already sets, and the boot log line says what is in
  * force. A profile that needs variables the process lacks is applied by replacing the process
  * (execve), so the gateway keeps the pid `bun run start` got.
@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { ALLOCATOR_ENV, MEMORY_PROFILES, MEMORY_VARIABLES, allocatorEnv, memoryProfile } from '../src/lib/allocator.ts'
+import { MEMORY_PROFILES, MEMORY_VARIABLES, memoryEnv, memoryProfile } from '../src/lib/memory.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { processEnv, upstreamConfig } from './support/gateway.ts'
 import { closedPort } from './support/http.ts'
@@ -77,7 +77,7 @@ async function bootLine(extraEnv: Record<string, string>): Promise<Record<string
 
 describe('bun run start', () => {
   test('runs the gateway with MIMALLOC_PURGE_DELAY=-1 when the environment sets none', async () => {
-    expect(ALLOCATOR_ENV.MIMALLOC_PURGE_DELAY).toBe('-1')
+    expect(MEMORY_PROFILES.fast.MIMALLOC_PURGE_DELAY).toBe('-1')
     const line = await bootLine({})
     expect(line.allocator_purge_delay).toBe('-1')
   }, 30_000)
@@ -165,11 +165,11 @@ describe('memory profiles', () => {
   })
 
   test("a profile's variables, under the environment's own values", () => {
-    expect(allocatorEnv({})).toEqual({ MIMALLOC_PURGE_DELAY: '-1' })
-    expect(allocatorEnv({ SLUICE_MEMORY: 'lean' })).toEqual({ ...MEMORY_PROFILES.lean })
-    expect(allocatorEnv({ SLUICE_MEMORY: 'lean', MIMALLOC_PURGE_DELAY: '500' })).toEqual({ ...MEMORY_PROFILES.lean, MIMALLOC_PURGE_DELAY: '500' })
+    expect(memoryEnv({})).toEqual({ MIMALLOC_PURGE_DELAY: '-1' })
+    expect(memoryEnv({ SLUICE_MEMORY: 'lean' })).toEqual({ ...MEMORY_PROFILES.lean })
+    expect(memoryEnv({ SLUICE_MEMORY: 'lean', MIMALLOC_PURGE_DELAY: '500' })).toEqual({ ...MEMORY_PROFILES.lean, MIMALLOC_PURGE_DELAY: '500' })
     // An explicit profile argument wins over SLUICE_MEMORY (the benchmarks pick one per gateway).
-    expect(allocatorEnv({ SLUICE_MEMORY: 'lean' }, 'fast')).toEqual({ MIMALLOC_PURGE_DELAY: '-1' })
+    expect(memoryEnv({ SLUICE_MEMORY: 'lean' }, 'fast')).toEqual({ MIMALLOC_PURGE_DELAY: '-1' })
     for (const vars of Object.values(MEMORY_PROFILES)) for (const k of Object.keys(vars)) expect(MEMORY_VARIABLES as readonly string[]).toContain(k)
   })
 })

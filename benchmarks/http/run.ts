@@ -22,7 +22,7 @@ import { cpuMicros, sampleRss } from './proc.ts'
 import { TARGET_LABELS, renderTable, summarize, writeResults, type LoadMode, type RunMeta, type Sample, type TargetName } from './report.ts'
 import { verifyTarget, type Verification } from './verify.ts'
 import { hasWrk, runWrk } from './wrk.ts'
-import { allocatorEnv } from '../../src/lib/allocator.ts'
+import { memoryEnv } from '../../src/lib/memory.ts'
 
 const ROOT = new URL('../../', import.meta.url).pathname
 const RAW_PROXY = new URL('./raw-proxy.ts', import.meta.url).pathname
@@ -391,8 +391,8 @@ export async function main(argv: string[]): Promise<number> {
         SLUICE_ADMIN_KEY: adminKey,
         // Set so a dev boot does not write a key file into the repository's data dir.
         SLUICE_ENCRYPTION_KEY: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64'),
-        // As `bun run start` runs it (src/lib/allocator.ts); --env MIMALLOC_PURGE_DELAY=… overrides.
-        ...allocatorEnv(),
+        // As `bun run start` runs it (src/lib/memory.ts); --env MIMALLOC_PURGE_DELAY=… overrides.
+        ...memoryEnv(),
         ...s.env,
       }
       const server = await spawnServer({ name, cmd: ['bun', 'run', GATEWAY_ENTRY], cwd: ROOT, env, port, logFile: join(tmp, `${name}.log`) })

@@ -12,7 +12,7 @@ import type { ServerProcess } from '../fixtures/processes.ts'
 import { verifyTarget } from '../http/verify.ts'
 import { checkFullStack, checkLarge, checkLimited, checkUnauth } from './checks.ts'
 import { measure, warmUp, type Credentials, type LoadSettings, type LoadTarget, type Mode, type Sample, type Scenario } from './load.ts'
-import type { MemoryProfile } from '../../src/lib/allocator.ts'
+import type { MemoryProfile } from '../../src/lib/memory.ts'
 import { SCENARIO_IDS as SCENARIO_ORDER, type DeltaPlugin, type ScenarioId, type SuiteOptions } from './options.ts'
 import { GENEROUS, UPSTREAM_KEYS, ensurePeer, mockStats, peerHeaders, provisionKey, startGateway, startPeer, startRawProxy, type GatewaySpec, type Stack } from './services.ts'
 
@@ -28,7 +28,7 @@ const GATEWAYS: Record<string, { label: string; plugins: readonly string[]; redi
   balance: { label: 'sluice + balance (4 keys)', plugins: ['balance'], redis: false },
   logging: { label: 'sluice + logging', plugins: ['logging'], redis: false },
   full: { label: 'sluice full stack', plugins: FULL_STACK, redis: true },
-  // What the memory profile for small RSS costs in throughput (src/lib/allocator.ts).
+  // What the memory profile for small RSS costs in throughput (src/lib/memory.ts).
   lean: { label: 'sluice full stack, SLUICE_MEMORY=lean', plugins: FULL_STACK, redis: true, memory: 'lean' },
 }
 
@@ -72,7 +72,7 @@ export function planMatrix(o: SuiteOptions, peer: boolean): Cell[] {
     const deltas: string[] = o.deltaPlugins as DeltaPlugin[]
     for (const scenario of o.scenarios) {
       if (scenario === 'chat' || scenario === 'stream') {
-        // rawalloc: the baseline with the allocator setting the gateway runs with (src/lib/allocator.ts).
+        // rawalloc: the baseline with the allocator setting the gateway runs with (src/lib/memory.ts).
         cells.push({ scenario, concurrency: ['mock', 'raw', 'rawalloc', 'bare', ...deltas, 'full', 'lean', ...p], rate: ['mock', 'raw', 'bare', 'full', ...p] })
       } else if (scenario === 'mix') {
         cells.push({ scenario, concurrency: ['mock', 'raw', 'bare', 'full'], rate: ['mock', 'raw', 'bare', 'full'] })

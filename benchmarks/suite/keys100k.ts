@@ -4,7 +4,7 @@
  * gateway under load from 10,000 distinct keys in turn, so its key cache fills and is used.
  * Reports RSS after boot, the peak while the cache fills (the first pass reads every key from
  * the database) and the peak under measured load, against the target of 150 MB: once per memory
- * profile (src/lib/allocator.ts), each a fresh gateway process on the same database.
+ * profile (src/lib/memory.ts), each a fresh gateway process on the same database.
  */
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -19,7 +19,7 @@ import { measure, sampleRssAll, type LoadTarget, type Sample, type Scenario } fr
 import type { SuiteOptions } from './options.ts'
 import { GENEROUS, createBenchDatabase, startGateway, type Stack } from './services.ts'
 import { rssKib } from '../http/proc.ts'
-import type { MemoryProfile } from '../../src/lib/allocator.ts'
+import type { MemoryProfile } from '../../src/lib/memory.ts'
 
 const BATCH = 1000
 

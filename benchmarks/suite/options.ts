@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { MEMORY_PROFILES, type MemoryProfile } from '../../src/lib/allocator.ts'
+import { MEMORY_PROFILES, type MemoryProfile } from '../../src/lib/memory.ts'
 
 export const SCENARIO_IDS = ['chat', 'stream', 'mix', 'unauth', 'limited'] as const
 export type ScenarioId = (typeof SCENARIO_IDS)[number]
@@ -33,7 +33,7 @@ export interface SuiteOptions {
   /** Keys inserted for the keys100k part, and how many of them the load spreads over. */
   keyCount: number
   keySpread: number
-  /** Memory profiles the keys100k part runs a gateway under, in order (src/lib/allocator.ts). */
+  /** Memory profiles the keys100k part runs a gateway under, in order (src/lib/memory.ts). */
   keysMemory: MemoryProfile[]
   /** Existing Redis to use instead of a private redis-server. */
   redisUrl: string | null

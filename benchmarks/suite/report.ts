@@ -234,7 +234,7 @@ export function evaluateTargets(rows: readonly MatrixRow[], micro: readonly Micr
   ] as const) {
     const full = get(scenario, 'concurrency', 'full')
     const r = full?.rpsVsRaw ?? null
-    // Also against the raw proxy run with the gateway's allocator setting (src/lib/allocator.ts): like for like.
+    // Also against the raw proxy run with the gateway's allocator setting (src/lib/memory.ts): like for like.
     const tuned = get(scenario, 'concurrency', 'rawalloc')
     const alike = full && tuned ? ` (×${(full.rps.median / tuned.rps.median).toFixed(2)} vs the raw proxy with MIMALLOC_PURGE_DELAY=-1)` : ''
     // The default profile is what the verdict is on; the lean profile's figure shows what its memory costs.

@@ -11,7 +11,7 @@ import { Redis } from 'ioredis'
 import { BENCH_MODEL } from '../fixtures/bodies.ts'
 import { MOCK_UPSTREAM_CLI } from '../fixtures/mock-upstream.ts'
 import { freePort, spawnServer, type ServerProcess } from '../fixtures/processes.ts'
-import { allocatorEnv, type MemoryProfile } from '../../src/lib/allocator.ts'
+import { memoryEnv, type MemoryProfile } from '../../src/lib/memory.ts'
 import { listensOn } from '../http/proc.ts'
 
 export const ROOT = new URL('../../', import.meta.url).pathname
@@ -136,7 +136,7 @@ export async function startRawProxy(stack: Stack, upstreamOrigin: string, tuned 
   return spawnServer({
     name: tuned ? 'raw proxy (allocator as bun run start)' : 'raw proxy',
     cmd: ['bun', 'run', RAW_PROXY, '--port', String(port), '--upstream', upstreamOrigin],
-    ...(tuned && { env: allocatorEnv(process.env, 'fast') }),
+    ...(tuned && { env: memoryEnv(process.env, 'fast') }),
     port,
     logFile: join(stack.tmp, `${name}.log`),
     onSpawn: (stop) => stack.own(name, stop),
@@ -193,9 +193,9 @@ function gatewayEnv(stack: Stack, spec: GatewaySpec, mockOrigin: string, port: n
     SLUICE_ADMIN_KEY: adminKey,
     // Set so a dev boot writes no key file into the repository's data dir.
     SLUICE_ENCRYPTION_KEY: ENCRYPTION_KEY,
-    // What `bun run start` sets (src/lib/allocator.ts): the gateway is measured as it is run.
+    // What `bun run start` sets (src/lib/memory.ts): the gateway is measured as it is run.
     SLUICE_MEMORY: spec.memory ?? 'fast',
-    ...allocatorEnv(process.env, spec.memory ?? 'fast'),
+    ...memoryEnv(process.env, spec.memory ?? 'fast'),
   }
   if (spec.redisUrl !== null) env.REDIS_URL = spec.redisUrl
   if (reusePort) env.SLUICE_REUSE_PORT = '1'

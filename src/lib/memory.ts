@@ -15,7 +15,7 @@
  * `lean`: freed memory goes back to the OS (mimalloc's own 10 ms), and the heap may grow only 30 %
  * past its live size before a full collection (BUN_JSC_heapGrowthMaxIncrease=0.3). Together, not
  * either alone, they halve the RSS: measured with 100,000 keys in Postgres and load over 10,000 of
- * them, a peak of 146-148 MB against 268-288. The price is CPU on the collector's and the
+ * them, a peak of 141-148 MB against 266-288. The price is CPU on the collector's and the
  * allocator's threads, fewer requests a second at saturation (benchmarks/README.md).
  */
 export const MEMORY_PROFILES = {
@@ -38,12 +38,9 @@ export function memoryProfile(env: Record<string, string | undefined> = process.
   throw new Error(`SLUICE_MEMORY must be one of ${Object.keys(MEMORY_PROFILES).join(', ')} (got "${raw}")`)
 }
 
-/** The profile's variables under what the caller's environment already sets (its own values win). */
-export function allocatorEnv(env: Record<string, string | undefined> = process.env, profile: MemoryProfile = memoryProfile(env)): Record<string, string> {
+/** The profile's variables under what the caller's environment already sets (its own values win): what `bun run start` runs the gateway with. */
+export function memoryEnv(env: Record<string, string | undefined> = process.env, profile: MemoryProfile = memoryProfile(env)): Record<string, string> {
   const out: Record<string, string> = {}
   for (const [k, v] of Object.entries(MEMORY_PROFILES[profile])) out[k] = env[k] ?? v
   return out
 }
-
-/** The fast profile's variables, as the raw-proxy baseline of the benchmarks gets them. */
-export const ALLOCATOR_ENV: Readonly<Record<string, string>> = MEMORY_PROFILES.fast
