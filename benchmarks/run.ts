@@ -52,7 +52,8 @@ function estimate(o: SuiteOptions, microCount: number): { total: number; parts: 
   if (o.parts.has('micro')) parts.push(['micro', microCount * (o.quick ? 12 : 30)])
   if (o.parts.has('http') || o.parts.has('peer')) parts.push(['http', estimateMatrixS(planMatrix(o, o.parts.has('peer')), o)])
   if (o.parts.has('scale')) parts.push(['scale', PROCESS_COUNTS.length * (4 + o.warmupS + o.rounds * (o.scaleDurationS + 0.8) + 8)])
-  if (o.parts.has('keys100k')) parts.push(['keys100k', o.keyCount / 8000 + 5 + o.keySpread / 500 + o.rounds * (o.durationS + 0.8) + o.durationS + 3])
+  // The insert once, then a gateway per memory profile.
+  if (o.parts.has('keys100k')) parts.push(['keys100k', o.keyCount / 8000 + 5 + o.keysMemory.length * (o.keySpread / 500 + o.rounds * (o.durationS + 0.8) + o.durationS + 3)])
   const total = parts.reduce((s, [, v]) => s + v, 0)
   return { total, parts: parts.map(([n, v]) => `${n} ~${Math.ceil(v / 60)} min`).join(', ') }
 }
