@@ -5,7 +5,7 @@ import { definePlugin, type GatewayRequest, type Identity } from '../../src/plug
 import { GatewayError } from '../../src/errors.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
 import { priceOf } from '../../src/lib/usage.ts'
-import { MICRO, PlanCache, planItems, withCosts, type Item, type Subjects } from './plan.ts'
+import { MICRO, PlanCache, hasLease, planItems, withCosts, type Item, type Subjects } from './plan.ts'
 import { MemoryStore, type AdmitOutcome, type QuotaStore } from './store.ts'
 import { RedisStore } from './redis-store.ts'
 import { IoredisConnection, NativeConnection } from './connection.ts'
@@ -115,7 +115,7 @@ export const quota = definePlugin({
         } catch (error) {
           // A timed-out script may still run once a hung Redis wakes up; its lease would then block a
           // max_parallel slot for lease_ms. Sent on the same connection, this release runs right after it.
-          if (items.some((it) => it.kind === 'lease')) store.release(items, req.id).catch(() => {})
+          if (hasLease(items)) store.release(items, req.id).catch(() => {})
           const fallback = backendDown(error)
           if (fallback instanceof GatewayError) return fallback
           store = fallback

@@ -26,6 +26,12 @@ export interface Item {
   until: number | null
 }
 
+/** Whether a request's items hold a lease (a max_parallel slot), which only that request can drop. */
+export function hasLease(items: readonly Item[]): boolean {
+  for (let i = 0; i < items.length; i++) if (items[i]!.kind === 'lease') return true
+  return false
+}
+
 /** An item's kind as the Redis scripts name it. */
 export const KIND_LETTER = { bucket: 'b', counter: 'c', lease: 'l' } as const
 

@@ -1,5 +1,5 @@
 import type { ScriptArg, ScriptConnection } from './connection.ts'
-import { KIND_LETTER, type Item } from './plan.ts'
+import { KIND_LETTER, hasLease, type Item } from './plan.ts'
 import { PackWriter } from './pack.ts'
 import type { AdmitOutcome, QuotaStore } from './store.ts'
 import { BATCH_SCRIPT, BATCH_SHA, PEEK_SCRIPT, PEEK_SHA } from './lua.ts'
@@ -140,9 +140,7 @@ class Batcher {
     const lastIndex = this.lastIndex
     pack.number(p.items.length)
     // The lease id only matters to lease items; '' tells the script there are none (no pcall needed).
-    let leases = false
-    for (let i = 0; i < p.items.length; i++) if (p.items[i]!.kind === 'lease') leases = true
-    pack.string(leases ? p.leaseId : '')
+    pack.string(hasLease(p.items) ? p.leaseId : '')
     pack.number(p.now)
     for (let i = 0; i < p.items.length; i++) {
       const it = p.items[i]!
@@ -254,9 +252,7 @@ export class RedisStore implements QuotaStore {
   }
 
   settle(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void> {
-    let leases = false
-    for (let i = 0; i < items.length; i++) if (items[i]!.kind === 'lease') leases = true
-    return leases ? this.settleWithLeases(items, deltas, leaseId, now) : this.settleSummed(items, deltas)
+    return hasLease(items) ? this.settleWithLeases(items, deltas, leaseId, now) : this.settleSummed(items, deltas)
   }
 
   /**
