@@ -170,7 +170,6 @@ async function main(argv: string[]): Promise<number> {
             if (scale.exactness.some((e) => !e.exact)) failed = true
           } else {
             keys100k = await runKeys100k(o, stack, ctx)
-            notes.push(...keys100k.notes)
           }
         } catch (error) {
           fail(part, error)

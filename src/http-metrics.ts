@@ -85,18 +85,19 @@ export function registerProcessMetrics(registry: MetricsRegistry, plugins: reado
   // (Bun's heapTotal counts the heap's blocks but not its large objects, so it can read below heapUsed: left out.)
   registry.gauge({ name: 'sluice_js_heap_used_bytes', help: 'JavaScript heap size: live objects and garbage not yet collected.', collect: (g) => g.set(process.memoryUsage().heapUsed) })
   registry.gauge({ name: 'sluice_js_external_memory_bytes', help: 'Memory outside the JavaScript heap that heap objects hold (buffers), freed when they are collected.', collect: (g) => g.set(process.memoryUsage().external) })
-  const profile = (() => {
-    try {
-      return memoryProfile()
-    } catch {
-      return 'unknown'
-    }
-  })()
+  // Fixed when the process started: read once.
+  let profile: string
+  try {
+    profile = memoryProfile()
+  } catch {
+    profile = 'unknown'
+  }
+  const inForce = [profile, process.env.MIMALLOC_PURGE_DELAY ?? 'default', process.env.BUN_JSC_heapGrowthMaxIncrease ?? 'default']
   registry.gauge({
     name: 'sluice_memory_profile',
     help: 'The memory profile (SLUICE_MEMORY) and the settings in force (1 on the one series).',
     labelNames: ['profile', 'allocator_purge_delay', 'heap_growth_max_increase'],
-    collect: (g) => g.labels(profile, process.env.MIMALLOC_PURGE_DELAY ?? 'default', process.env.BUN_JSC_heapGrowthMaxIncrease ?? 'default').set(1),
+    collect: (g) => g.labels(...inForce).set(1),
   })
   registry.counter({
     name: 'sluice_log_lines_dropped_total',

@@ -53,7 +53,6 @@ export interface Keys100kResult {
   /** One gateway per memory profile, in the order run. */
   runs: Keys100kRun[]
   verified: string[]
-  notes: string[]
 }
 
 /** One gateway process under one memory profile. */
@@ -152,7 +151,7 @@ export async function runKeys100k(o: SuiteOptions, stack: Stack, ctx: Keys100kCo
   for (const memory of o.keysMemory) {
     runs.push(await measureProfile(o, stack, ctx, { memory, databaseUrl, plaintexts, keysFile, bodyFile, verified }))
   }
-  return { keys: o.keyCount, spread: plaintexts.length, insertS, runs, verified, notes: [] }
+  return { keys: o.keyCount, spread: plaintexts.length, insertS, runs, verified }
 }
 
 /** One gateway under `memory` on the filled database: boot, the first (uncached) pass, the rounds, the fixed rate; stopped after. */

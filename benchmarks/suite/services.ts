@@ -184,6 +184,7 @@ function writeConfig(stack: Stack, spec: GatewaySpec, mockOrigin: string): strin
 
 /** The environment of a gateway process. */
 function gatewayEnv(stack: Stack, spec: GatewaySpec, mockOrigin: string, port: number, adminKey: string, reusePort: boolean): Record<string, string> {
+  const memory = spec.memory ?? 'fast'
   const env: Record<string, string> = {
     PORT: String(port),
     HOST: '127.0.0.1',
@@ -194,8 +195,8 @@ function gatewayEnv(stack: Stack, spec: GatewaySpec, mockOrigin: string, port: n
     // Set so a dev boot writes no key file into the repository's data dir.
     SLUICE_ENCRYPTION_KEY: ENCRYPTION_KEY,
     // What `bun run start` sets (src/lib/memory.ts): the gateway is measured as it is run.
-    SLUICE_MEMORY: spec.memory ?? 'fast',
-    ...memoryEnv(process.env, spec.memory ?? 'fast'),
+    SLUICE_MEMORY: memory,
+    ...memoryEnv(process.env, memory),
   }
   if (spec.redisUrl !== null) env.REDIS_URL = spec.redisUrl
   if (reusePort) env.SLUICE_REUSE_PORT = '1'
