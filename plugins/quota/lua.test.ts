@@ -177,11 +177,11 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     const plan = items(name)
     await drain(recorded, plan, [`req_${name}_1`, `req_${name}_2`])
     const refund = () => recorded.settle(plan, [-1, -10, 0], `req_${name}_1`, Date.now())
-    /** An id whose admission goes to `connection` (found by trying: the choice is the store's). */
+    /** An id whose admissions with a lease go to `connection` (found by trying: the choice is the store's). */
     const idOn = async (connection: number): Promise<string> => {
       for (let i = 0; i < 100; i++) {
         const before = sent.length
-        await recorded.admit(items(`${name}-probe-${i}`).slice(0, 1), `req_${name}_p${i}`, Date.now())
+        await recorded.admit(items(`${name}-probe-${i}`), `req_${name}_p${i}`, Date.now())
         if (sent[before]!.connection === connection) return `req_${name}_p${i}`
       }
       throw new Error(`no id found for connection ${connection}`)
@@ -190,7 +190,7 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     const refundInFlight = async () => {
       const other = await idOn(1)
       const settling = refund()
-      const admitting = recorded.admit(items(`${name}-other`).slice(0, 1), other, Date.now())
+      const admitting = recorded.admit(items(`${name}-other`), other, Date.now())
       // The batch leaves at the end of this turn; the slow connection holds it from Redis meanwhile.
       await new Promise((resolve) => setImmediate(resolve))
       // In an object: an async function returning the promise itself would wait for it.
@@ -204,6 +204,35 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     // The request bucket was empty; the budget is 100 - 3 × 10 + 10; two leases held.
     expect(third.remaining.map(Math.round)).toEqual([0, 80, 3])
   }
+
+  describe('which connection an admission takes', () => {
+    test("a turn's admissions without leases share one script call over two connections, and the next turn's go on the other", async () => {
+      const { sent, recorded } = recordingStore(2)
+      const admitTurn = (turn: number) =>
+        Promise.all(Array.from({ length: 8 }, (_, i) => recorded.admit(items(`turn-${turn}-${i}`).slice(0, 2), `req_turn_${turn}_${i}`, Date.now())))
+      const first = await admitTurn(1)
+      const second = await admitTurn(2)
+      for (const outcome of [...first, ...second]) expect(outcome.ok).toBe(true)
+      expect(sent).toHaveLength(2)
+      expect(sent[0]!.connection).not.toBe(sent[1]!.connection)
+    })
+
+    test('an admission that takes a lease keeps to the connection of its request id, whatever the turn', async () => {
+      const { sent, recorded } = recordingStore(2)
+      // A request bucket with room for every turn's admission.
+      const plan = items('lease-conn').map((it) => (it.kind === 'bucket' ? { ...it, limit: 100, rate: 100 / 60_000 } : it))
+      // Admissions of other requests in between move the turn on; a lease's own connection does not move.
+      const connections: number[] = []
+      for (let turn = 0; turn < 4; turn++) {
+        await recorded.admit(items(`lease-conn-other-${turn}`).slice(0, 1), `req_other_${turn}`, Date.now())
+        const before = sent.length
+        expect((await recorded.admit(plan, 'req_lease_same', Date.now())).ok).toBe(true)
+        connections.push(sent[before]!.connection)
+        await recorded.settle(plan, [0, 0, 0], 'req_lease_same', Date.now())
+      }
+      expect(new Set(connections).size).toBe(1)
+    })
+  })
 
   describe('settlements wait for the next admission', () => {
     test("a settlement waits, then rides in the next admission's script call, ahead of it", async () => {
@@ -223,11 +252,11 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     test('an admission on the other connection takes it too', async () => {
       const { sent, recorded, plan, refund } = await afterTwo('across', 2, 60_000)
       const settledOn = sent[0]!.connection
-      // An id whose admission goes to the other connection (found by trying: the choice is the store's).
+      // An id whose admissions with a lease go to the other connection (found by trying: the choice is the store's).
       let other = ''
       for (let i = 0; other === '' && i < 100; i++) {
         const before = sent.length
-        await recorded.admit(items(`probe-${i}`).slice(0, 1), `req_p${i}`, Date.now())
+        await recorded.admit(items(`probe-${i}`), `req_p${i}`, Date.now())
         if (sent[before]!.connection !== settledOn) other = `req_p${i}`
       }
       expect(other).not.toBe('')

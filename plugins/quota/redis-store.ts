@@ -78,6 +78,11 @@ class Batcher {
     private readonly track: (sent: Promise<void>) => void,
   ) {}
 
+  /** Admissions wait here for the send at the end of this turn. */
+  get gathering(): boolean {
+    return this.scheduled
+  }
+
   admit(p: Pending<AdmitOutcome>): void {
     this.admits.push(p)
     this.schedule()
@@ -191,8 +196,10 @@ function resolveAdmits(batch: Pending<AdmitOutcome>[], reply: (number | string)[
  * sent as one (Redis' CPU a request at one API key under load: 13-14 -> 11-12 µs).
  *
  * Over more than one connection, one batch can be in Redis while the client reads the replies of
- * another. An admission keeps to one connection, chosen by its request id, so a release sent after
- * a timed-out admission runs after it; a settlement may go on any (its admission has answered).
+ * another. The admissions of one turn without leases go together on one connection, the next turn's
+ * on the next (see turnIndex). An admission that takes a lease keeps to the connection its request
+ * id picks, so the release sent after it timed out runs after it; a settlement may go on any (its
+ * admission has answered).
  */
 export class RedisStore implements QuotaStore {
   readonly name = 'redis' as const
@@ -209,6 +216,8 @@ export class RedisStore implements QuotaStore {
   private summed: PromiseWithResolvers<void> | null = null
   private waitTimer: ReturnType<typeof setTimeout> | null = null
   private nextAlone = 0
+  /** The connection that gathers this turn's admissions without leases (see turnIndex). */
+  private turn = 0
   /** Script calls carrying settlements, not answered yet: peek() and close() wait for them. */
   private readonly settling = new Set<Promise<void>>()
   private readonly settleWaitMs: number
@@ -246,9 +255,22 @@ export class RedisStore implements QuotaStore {
   }
 
   admit(items: Item[], leaseId: string, now: number): Promise<AdmitOutcome> {
+    const batcher = this.batchers[hasLease(items) ? this.indexFor(leaseId) : this.turnIndex()]!
     return new Promise<AdmitOutcome>((resolve, reject) => {
-      this.batchers[this.indexFor(leaseId)]!.admit({ items, leaseId, now, values: null, resolve, reject })
+      batcher.admit({ items, leaseId, now, values: null, resolve, reject })
     })
+  }
+
+  /**
+   * The connection for an admission without leases: the one already gathering this turn's, else
+   * the next in turn. A turn's admissions then share one script call, where spread over the
+   * connections by request id they took one call per connection (Redis' per-call work paid twice);
+   * consecutive turns still take turns, so one batch can be in Redis while the next is built.
+   */
+  private turnIndex(): number {
+    if (this.batchers[this.turn]!.gathering) return this.turn
+    this.turn = (this.turn + 1) % this.batchers.length
+    return this.turn
   }
 
   settle(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void> {
