@@ -27,8 +27,8 @@ export type MemoryProfile = keyof typeof MEMORY_PROFILES
 
 export const DEFAULT_MEMORY_PROFILE: MemoryProfile = 'fast'
 
-/** Every variable some profile sets (the boot line reports them). */
-export const MEMORY_VARIABLES = ['MIMALLOC_PURGE_DELAY', 'BUN_JSC_heapGrowthMaxIncrease'] as const
+/** Every variable some profile sets. */
+export const MEMORY_VARIABLES: readonly string[] = [...new Set(Object.values(MEMORY_PROFILES).flatMap((vars) => Object.keys(vars)))]
 
 /** The profile SLUICE_MEMORY names; throws with the accepted values on anything else. */
 export function memoryProfile(env: Record<string, string | undefined> = process.env): MemoryProfile {
