@@ -163,6 +163,17 @@ describe('latency (power of two choices)', () => {
     expect(PICKERS.latency(cs, state(2)).index).toBe(1)
   })
 
+  test('a key without a latency yet wins its tie with the best known, whichever of the two is drawn first', () => {
+    for (let seed = 1; seed <= 20; seed++) {
+      const cs = candidates([1, 1])
+      cs[0]!.health.latencyEwma = 80
+      expect(PICKERS.latency(cs, state(2, seed)).index).toBe(1)
+      cs[0]!.health.latencyEwma = 0
+      cs[1]!.health.latencyEwma = 80
+      expect(PICKERS.latency(cs, state(2, seed)).index).toBe(0)
+    }
+  })
+
   test('a single candidate is returned as is', () => {
     const cs = candidates([1])
     expect(PICKERS.latency(cs, state(1)).index).toBe(0)

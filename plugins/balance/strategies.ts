@@ -53,7 +53,8 @@ const leastBusy: Picker = (candidates) => {
 
 /**
  * Power of two choices on a latency score (EWMA times in-flight + 1): two random candidates,
- * the better one wins. Unknown latency counts as the best seen, so new keys get tried.
+ * the better one wins. Unknown latency counts as the best seen and wins a tie, so a new (or
+ * never answered) key is tried the first time it is drawn, not on a coin toss each time.
  */
 const latency: Picker = (candidates, state) => {
   if (candidates.length === 1) return candidates[0]!
@@ -63,7 +64,10 @@ const latency: Picker = (candidates, state) => {
   const known = candidates.map((c) => c.health.latencyEwma).filter((v) => v > 0)
   const floor = known.length ? Math.min(...known) : 1
   const score = (c: Candidate) => (c.health.latencyEwma || floor) * (c.health.inFlight + 1)
-  return score(a) <= score(b) ? a : b
+  const sa = score(a)
+  const sb = score(b)
+  if (sa !== sb) return sa < sb ? a : b
+  return b.health.latencyEwma === 0 && a.health.latencyEwma !== 0 ? b : a
 }
 
 /**
