@@ -12,7 +12,7 @@
  * Results go to benchmarks/results/ (JSON + markdown, with commit and machine); a full run also
  * rewrites the results section of benchmarks/README.md. See `bun run bench --help`.
  *
- * Flags of the older single-configuration runner (--targets, --mode, --baseline-plugins, --keys,
+ * Flags of the older single-configuration runner (--targets, --mode, --baseline-plugins, --keys, --strategy,
  * --env, --api-key, --mock-*, or --plugins with a JSON array) are passed on to it: benchmarks/http/run.ts.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -28,7 +28,7 @@ import { cpuTicks, evaluateTargets, gitInfo, machineInfo, stolenPercent, renderR
 import { PROCESS_COUNTS, runScale, type ScaleResult } from './suite/scale.ts'
 import { ROOT, Stack, postgresReachable, startMock, startPrivateRedis } from './suite/services.ts'
 
-const LEGACY_FLAGS = ['--targets', '--mode', '--baseline-plugins', '--keys', '--env', '--api-key', '--mock-chunks', '--mock-chunk-delay-ms', '--mock-latency-ms']
+const LEGACY_FLAGS = ['--targets', '--mode', '--baseline-plugins', '--keys', '--strategy', '--env', '--api-key', '--mock-chunks', '--mock-chunk-delay-ms', '--mock-latency-ms']
 
 /**
  * Runs of the single-configuration runner: one of its own flags, or `--plugins` with a JSON array

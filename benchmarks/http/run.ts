@@ -6,7 +6,7 @@
  *   bun run bench [--quick] [--duration 10] [--rounds 3] [--connections 50] [--rate 500]
  *                 [--scenario chat|stream|all] [--mode concurrency|rate|all]
  *                 [--targets mock,raw,gateway] [--plugins '["auth"]'] [--env KEY=VALUE ...]
- *                 [--keys 8] [--baseline-plugins '[]']
+ *                 [--keys 8] [--strategy latency] [--baseline-plugins '[]']
  *
  * Everything listens on 127.0.0.1 and every load step is bounded in time.
  */
@@ -23,6 +23,7 @@ import { TARGET_LABELS, renderTable, summarize, writeResults, type LoadMode, typ
 import { verifyTarget, type Verification } from './verify.ts'
 import { hasWrk, runWrk } from './wrk.ts'
 import { memoryEnv } from '../../src/lib/memory.ts'
+import { STRATEGIES, type Strategy } from '../../src/config/schema.ts'
 
 const ROOT = new URL('../../', import.meta.url).pathname
 const RAW_PROXY = new URL('./raw-proxy.ts', import.meta.url).pathname
@@ -44,6 +45,8 @@ interface Settings {
   plugins: unknown[]
   /** Provider keys the gateway's one provider gets (all accepted by the mock). */
   keys: number
+  /** The bench model's balancing strategy (what the balance plugin picks keys by); null = the default. */
+  strategy: Strategy | null
   /** Plugins of a second gateway measured in the same run (one key): the `baseline` row; null = none. */
   baselinePlugins: unknown[] | null
   env: Record<string, string>
@@ -69,6 +72,7 @@ const USAGE = `usage: bun run bench [options]
   --plugins <json>        gateway plugins list, e.g. '["auth","quota"]' (default [])
   --env KEY=VALUE         extra environment for the gateway (repeatable)
   --keys <n>              provider keys of the gateway's provider, e.g. 8 for the balance plugin (default 1)
+  --strategy <name>       the gateway model's strategy: ${STRATEGIES.join(', ')} (default: weighted)
   --baseline-plugins <json>  also run a second gateway with these plugins and one key, measured in the
                           same run as the row "sluice (baseline)", e.g. '[]' to price a plugin set
   --api-key <key>         bearer key for every target (default: none, or one created through
@@ -93,6 +97,7 @@ function parseSettings(argv: string[]): Settings {
       targets: { type: 'string', default: 'mock,raw,gateway' },
       plugins: { type: 'string', default: '[]' },
       keys: { type: 'string', default: '1' },
+      strategy: { type: 'string' },
       'baseline-plugins': { type: 'string' },
       env: { type: 'string', multiple: true, default: [] },
       'api-key': { type: 'string' },
@@ -138,6 +143,8 @@ function parseSettings(argv: string[]): Settings {
   }
   const keys = positive('keys', values.keys)
   if (!Number.isInteger(keys) || keys > 1000) throw new Error(`--keys must be an integer from 1 to 1000, got '${values.keys}'`)
+  const strategy = values.strategy === undefined ? null : pick('strategy', values.strategy, STRATEGIES)
+  if (strategy !== null && strategy.length !== 1) throw new Error(`--strategy takes one of ${STRATEGIES.join(', ')}`)
   const env: Record<string, string> = {}
   for (const pair of values.env) {
     const eq = pair.indexOf('=')
@@ -161,6 +168,7 @@ function parseSettings(argv: string[]): Settings {
     ],
     plugins,
     keys,
+    strategy: strategy?.[0] ?? null,
     baselinePlugins,
     env,
     apiKey: values['api-key'],
@@ -212,13 +220,13 @@ function wrkVersion(): string | null {
 /** The upstream secret of key `i` (1-based) out of `n`: the one secret alone, numbered when there are more. */
 const upstreamSecret = (i: number, n: number): string => (n === 1 ? UPSTREAM_SECRET : `${UPSTREAM_SECRET}-${i}`)
 
-function gatewayConfig(mockUrl: string, plugins: unknown[], keyCount: number): string {
+function gatewayConfig(mockUrl: string, plugins: unknown[], keyCount: number, strategy: Strategy | null): string {
   const keys = Array.from({ length: keyCount }, (_, i) => ({ id: `k${i + 1}`, secret: upstreamSecret(i + 1, keyCount) }))
   return JSON.stringify(
     {
       environment: 'dev',
       providers: [{ id: 'up', type: 'openai-compatible', baseUrl: mockUrl, keys }],
-      models: [{ name: BENCH_MODEL, targets: [{ provider: 'up', model: BENCH_MODEL }] }],
+      models: [{ name: BENCH_MODEL, ...(strategy === null ? {} : { strategy }), targets: [{ provider: 'up', model: BENCH_MODEL }] }],
       plugins,
     },
     null,
@@ -376,10 +384,10 @@ export async function main(argv: string[]): Promise<number> {
 
     let apiKey = s.apiKey
     const adminKey = s.env.SLUICE_ADMIN_KEY ?? `bench-admin-${crypto.randomUUID()}`
-    const spawnGateway = async (name: 'gateway' | 'baseline', plugins: unknown[], keys: number): Promise<ServerProcess> => {
+    const spawnGateway = async (name: 'gateway' | 'baseline', plugins: unknown[], keys: number, strategy: Strategy | null): Promise<ServerProcess> => {
       const port = freePort()
       const configFile = join(tmp, `sluice.${name}.config.json`)
-      writeFileSync(configFile, gatewayConfig(`${mock.origin}/v1`, plugins, keys))
+      writeFileSync(configFile, gatewayConfig(`${mock.origin}/v1`, plugins, keys, strategy))
       const env = {
         PORT: String(port),
         HOST: '127.0.0.1',
@@ -400,9 +408,9 @@ export async function main(argv: string[]): Promise<number> {
       targets.push({ name, baseUrl: `${server.origin}/v1`, pid: server.pid })
       return server
     }
-    if (s.baselinePlugins !== null) await spawnGateway('baseline', s.baselinePlugins, 1)
+    if (s.baselinePlugins !== null) await spawnGateway('baseline', s.baselinePlugins, 1, null)
     if (s.targets.includes('gateway')) {
-      const gateway = await spawnGateway('gateway', s.plugins, s.keys)
+      const gateway = await spawnGateway('gateway', s.plugins, s.keys, s.strategy)
       if (apiKey === undefined && usesAuth(s.plugins)) {
         apiKey = await provisionKey(gateway.origin, adminKey)
         log('created a benchmark API key through the admin API')
@@ -466,6 +474,7 @@ export async function main(argv: string[]): Promise<number> {
         rate: s.rate,
         plugins: s.plugins,
         keys: s.keys,
+        strategy: s.strategy,
         baseline_plugins: s.baselinePlugins,
         extra_env: Object.keys(s.env),
         body_bytes: { chat: SCENARIOS.chat.body.length, stream: SCENARIOS.stream.body.length },
