@@ -316,15 +316,24 @@ describe('strategies through the gateway', () => {
   })
 
   test('latency shifts traffic off a key that became slower', async () => {
-    const g = await boot({ keys: ['a', 'b'], models: [{ name: 'm', strategy: 'latency', targets: [{ provider: 'acct', model: 'mock-gpt' }] }] })
+    const g = await boot({
+      providers: { acct: ['a', 'b'], warm: ['w'] },
+      models: [
+        { name: 'm', strategy: 'latency', targets: [{ provider: 'acct', model: 'mock-gpt' }] },
+        { name: 'w', targets: [{ provider: 'warm', model: 'mock-gpt' }] },
+      ],
+    })
+    // A cold first request (compiling the path, opening the upstream connection) would be the first
+    // sample of whichever key served it: warm the gateway up through a key outside the group.
+    await okSequential(g, 3, { model: 'w' })
     up.set(secretOf('a'), { latencyMs: 80 })
     await okSequential(g, 20)
     // Whichever key goes first, the other is tried next (an unknown latency wins the tie): `a` once.
     const first = [requests('a'), requests('b')]
     expect(first).toEqual([1, 19])
 
-    // `a`'s average is its one slow sample (80 ms and whatever the first request cost). 250 ms
-    // samples take `b` past it within a few requests, even with a cold start of 100 ms in there.
+    // `a`'s average is its one 80 ms sample. 250 ms samples take `b` past it within two requests,
+    // and past a sample of a few times that within a few more.
     up.set(secretOf('a'), { latencyMs: 0 })
     up.set(secretOf('b'), { latencyMs: 250 })
     await okSequential(g, 20)
