@@ -15,6 +15,7 @@ import { DELTA_REFERENCE, SCENARIO_LABELS, TARGET_LABELS, TARGET_ORDER } from '.
 import type { ScenarioId } from './options.ts'
 import { SCENARIO_IDS } from './options.ts'
 import { spread, type Spread } from '../http/stats.ts'
+import { DEFAULT_MEMORY_PROFILE } from '../../src/lib/memory.ts'
 
 export const README_START = '<!-- results:start -->'
 export const README_END = '<!-- results:end -->'
@@ -263,7 +264,7 @@ export function evaluateTargets(rows: readonly MatrixRow[], micro: readonly Micr
     measured:
       peaks.length === 0
         ? 'not measured'
-        : peaks.map((p) => `${p.mb.toFixed(0)} MB (SLUICE_MEMORY=${p.memory}${p.memory === 'fast' ? ', the default' : ''})`).join(', ') +
+        : peaks.map((p) => `${p.mb.toFixed(0)} MB (SLUICE_MEMORY=${p.memory}${p.memory === DEFAULT_MEMORY_PROFILE ? ', the default' : ''})`).join(', ') +
           (meeting.length > 0 && meeting.length < peaks.length ? `; met by ${meeting.map((p) => p.memory).join(', ')} only` : ''),
     met: peaks.length === 0 ? null : meeting.length > 0,
   })

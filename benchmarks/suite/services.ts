@@ -11,7 +11,7 @@ import { Redis } from 'ioredis'
 import { BENCH_MODEL } from '../fixtures/bodies.ts'
 import { MOCK_UPSTREAM_CLI } from '../fixtures/mock-upstream.ts'
 import { freePort, spawnServer, type ServerProcess } from '../fixtures/processes.ts'
-import { memoryEnv, type MemoryProfile } from '../../src/lib/memory.ts'
+import { DEFAULT_MEMORY_PROFILE, memoryEnv, type MemoryProfile } from '../../src/lib/memory.ts'
 import { listensOn } from '../http/proc.ts'
 
 export const ROOT = new URL('../../', import.meta.url).pathname
@@ -136,7 +136,7 @@ export async function startRawProxy(stack: Stack, upstreamOrigin: string, tuned 
   return spawnServer({
     name: tuned ? 'raw proxy (allocator as bun run start)' : 'raw proxy',
     cmd: ['bun', 'run', RAW_PROXY, '--port', String(port), '--upstream', upstreamOrigin],
-    ...(tuned && { env: memoryEnv(process.env, 'fast') }),
+    ...(tuned && { env: memoryEnv(process.env, DEFAULT_MEMORY_PROFILE) }),
     port,
     logFile: join(stack.tmp, `${name}.log`),
     onSpawn: (stop) => stack.own(name, stop),
@@ -160,7 +160,7 @@ export interface GatewaySpec {
   databaseUrl?: string
   /** Auth options, e.g. a bigger key cache. */
   authOptions?: Record<string, unknown>
-  /** SLUICE_MEMORY of the process, as `bun run start` would apply it (default fast). */
+  /** SLUICE_MEMORY of the process, as `bun run start` would apply it (default: DEFAULT_MEMORY_PROFILE). */
   memory?: MemoryProfile
 }
 
@@ -184,7 +184,7 @@ function writeConfig(stack: Stack, spec: GatewaySpec, mockOrigin: string): strin
 
 /** The environment of a gateway process. */
 function gatewayEnv(stack: Stack, spec: GatewaySpec, mockOrigin: string, port: number, adminKey: string, reusePort: boolean): Record<string, string> {
-  const memory = spec.memory ?? 'fast'
+  const memory = spec.memory ?? DEFAULT_MEMORY_PROFILE
   const env: Record<string, string> = {
     PORT: String(port),
     HOST: '127.0.0.1',
