@@ -130,6 +130,8 @@ export class Pipeline {
   private readonly services: Pick<Services, 'tokenizer' | 'upstreams'>
   /** Resolves the client address, or null when no plugin could read it. */
   private readonly clientAddress: ((request: Request) => string | null) | null
+  /** Some completion hook reads the client address: it is asked of Bun while the request is open. */
+  private readonly completeReadsClientIp: boolean
   /** Idle and total timeouts of bodies already flowing to clients. */
   readonly watchdog = new Watchdog()
 
@@ -150,6 +152,7 @@ export class Pipeline {
     this.services = options.services
     // Bun answers requestIP only while the request is open (see createRequest); with no plugin nobody would read it.
     this.clientAddress = options.plugins.length > 0 && options.clientAddress ? options.clientAddress : null
+    this.completeReadsClientIp = hooks.some((h) => h.onComplete !== undefined && h.readsClientIpOnComplete !== false)
   }
 
   /** A fresh request record. */
@@ -157,8 +160,8 @@ export class Pipeline {
     const model = typeof body.model === 'string' ? body.model : undefined
     const resolve = this.clientAddress
     // Asked of Bun only when read: hooks before the response read it while the request is open;
-    // completion hooks run after it, so with one of those it is read now.
-    let clientIp: string | null | undefined = resolve === null ? null : this.completeHooks.length > 0 ? resolve(request) : undefined
+    // completion hooks run after it, so with one of those that reads it, it is read now.
+    let clientIp: string | null | undefined = resolve === null ? null : this.completeReadsClientIp ? resolve(request) : undefined
     return {
       id,
       endpoint,

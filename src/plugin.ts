@@ -135,6 +135,13 @@ export interface PluginHooks {
   onUsage?(req: GatewayRequest, usage: Usage): void
   /** After the response has been sent. Never delays the client. */
   onComplete?(req: GatewayRequest, outcome: Outcome): void
+  /**
+   * Set to false when this plugin's `onComplete` never reads `req.clientIp`. Bun answers the client
+   * address only while the request is open, so a completion hook makes the pipeline ask for it on
+   * every request (a system call and an object), unless every plugin with one says false. A hook
+   * that says false and reads it anyway gets the address only if an earlier hook read it, else null.
+   */
+  readsClientIpOnComplete?: boolean
   /** Facts about the calling key for `GET /v1/key` (status, limits, remaining quota); merged over all plugins. */
   describe?(req: GatewayRequest): MaybePromise<Record<string, unknown>>
   /** Extra HTTP routes, registered on the app (outside the `/v1` pipeline). */

@@ -125,6 +125,8 @@ export const quota = definePlugin({
         if (!outcome.ok) return refusal(items[outcome.failed]!, outcome, req.responseHeaders)
         req.locals[LOCAL] = { items, store, tokens, microUsd } satisfies Reservation
       },
+      // The settlement needs the usage only: the pipeline need not ask Bun for the client address for it.
+      readsClientIpOnComplete: false,
       onComplete(req) {
         const reservation = req.locals[LOCAL] as Reservation | undefined
         if (!reservation) return
