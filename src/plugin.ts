@@ -139,7 +139,8 @@ export interface PluginHooks {
    * Set to false when this plugin's `onComplete` never reads `req.clientIp`. Bun answers the client
    * address only while the request is open, so a completion hook makes the pipeline ask for it on
    * every request (a system call and an object), unless every plugin with one says false. A hook
-   * that says false and reads it anyway gets the address only if an earlier hook read it, else null.
+   * that says false and reads it anyway is sure of the address only if an earlier hook read it;
+   * otherwise it may read null.
    */
   readsClientIpOnComplete?: boolean
   /** Facts about the calling key for `GET /v1/key` (status, limits, remaining quota); merged over all plugins. */
