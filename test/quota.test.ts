@@ -199,6 +199,21 @@ for (const backend of backends) {
         expect((await gw.chat(key, { max_tokens: 10 })).status).toBe(200)
       })
 
+      test('a request asking for n completions reserves max_tokens for each of them', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { limits: { tpm: 1000 } })
+        const res = await gw.chat(key, { max_tokens: 100, n: 8 })
+        expect(res.status).toBe(200)
+        const tokens = rateLimitHeaders(res, 'tokens')!
+        // 8 × 100 for the completions plus a few for the prompt.
+        expect(tokens.remaining).toBeLessThanOrEqual(200)
+        expect(tokens.remaining).toBeGreaterThan(180)
+        await res.arrayBuffer()
+        // Ten such requests cannot all be admitted at once against 1,000 tokens a minute.
+        const second = await gw.chat(key, { max_tokens: 100, n: 8 })
+        await expectQuotaError(second, 'rate_limit_exceeded')
+      })
+
       test('both measures on one key: success carries both header sets', async () => {
         const user = await createUser(gw)
         const { key } = await createKey(gw, user, { limits: { rpm: 50, tpm: 50_000 } })
@@ -380,11 +395,47 @@ for (const backend of backends) {
       test('a total budget says it does not renew, and gives no Retry-After', async () => {
         const user = await createUser(gw, { budget: { tokens: 50, period: 'total' } })
         const { key } = await createKey(gw, user)
-        const refused = await gw.chat(key, { max_tokens: 100 })
+        const ok = await gw.chat(key, { max_tokens: 30 })
+        expect(ok.status).toBe(200)
+        await ok.arrayBuffer()
+        const refused = await gw.chat(key, { max_tokens: 30 })
         expect(refused.headers.get('retry-after')).toBeNull()
         const message = await expectQuotaError(refused, 'insufficient_quota')
         expect(message).toContain(`user ${user}`)
         expect(message).toContain('does not renew')
+      })
+
+      test('a request that alone reserves more than the whole budget is told so (lower max_tokens), not that the budget is spent', async () => {
+        const user = await createUser(gw)
+        const { id, key } = await createKey(gw, user, { budget: { tokens: 50, period: 'day' } })
+        const refused = await gw.chat(key, { max_tokens: 100 })
+        expect(refused.headers.get('retry-after')).toBeNull()
+        const message = await expectQuotaError(refused, 'insufficient_quota')
+        expect(message).toContain(`more than the whole token budget of 50 for key ${id}`)
+        expect(message).toContain('lower max_tokens')
+        expect(message).not.toContain('is spent')
+        // Nothing was taken: a request that fits is admitted.
+        const ok = await gw.chat(key, { max_tokens: 10 })
+        expect(ok.status).toBe(200)
+        await ok.arrayBuffer()
+      })
+
+      test('a rate limit that refills sooner does not hide a spent budget: insufficient_quota with Retry-After at the renewal', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { limits: { rpm: 1 }, budget: { tokens: 300, period: 'day' } })
+        const ok = await gw.chat(key, { max_tokens: 250 })
+        expect(ok.status).toBe(200)
+        await ok.arrayBuffer()
+        // Both the rpm bucket (about 60 s) and the budget (until midnight) refuse this one.
+        const refused = await gw.chat(key, { max_tokens: 100 })
+        const retryAfter = Number(refused.headers.get('retry-after'))
+        const message = await expectQuotaError(refused, 'insufficient_quota')
+        expect(message).toContain('token budget of 300')
+        const now = new Date()
+        const midnight = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1)
+        const secondsToMidnight = (midnight - Date.now()) / 1000
+        // Unless the test runs in the last minute of a UTC day, the budget's wait is the longer one.
+        if (secondsToMidnight > 70) expect(Math.abs(retryAfter - secondsToMidnight)).toBeLessThan(5)
       })
 
       test("a team's USD budget is shared by its members' keys", async () => {

@@ -85,7 +85,8 @@ export const quota = definePlugin({
     /** Prompt tokens (as the tokenizer in force counts them for a reservation) and the completion allowance. */
     const reserveTokens = (req: GatewayRequest): { prompt: number; completion: number } | Promise<{ prompt: number; completion: number }> => {
       const max = req.body.max_completion_tokens ?? req.body.max_tokens
-      const completion = req.endpoint === 'embeddings' ? 0 : typeof max === 'number' && max > 0 ? max : options.completion_estimate
+      const each = typeof max === 'number' && max > 0 ? max : options.completion_estimate
+      const completion = req.endpoint === 'embeddings' ? 0 : each * completionsAsked(req.body)
       const prompt = services.tokenizer.countPrompt(req.endpoint, req.body, req.group?.name ?? req.model ?? '', 'reserve')
       // An estimate is a plain number: no promise for it.
       return prompt instanceof Promise ? prompt.then((counted) => ({ prompt: counted, completion })) : { prompt, completion }
@@ -238,6 +239,24 @@ function putRateLimitHeaders(headers: Record<string, string>, items: Item[], rem
   if (tokens >= 0) putBucket(headers, 'tokens', items[tokens]!, remaining[tokens]!)
 }
 
+/**
+ * How many completions a request asks the provider for: `n` (and `best_of`, which the legacy
+ * endpoint generates and bills whole) for each prompt of a legacy completion's list. Each may
+ * run to max_tokens, so the reservation takes that many allowances.
+ */
+export function completionsAsked(body: Record<string, unknown>): number {
+  const n = positiveInt(body.n)
+  const bestOf = positiveInt(body.best_of)
+  const prompt = body.prompt
+  // A list of strings or of token lists is several prompts; a list of numbers is one prompt's tokens.
+  const prompts = Array.isArray(prompt) && prompt.length > 0 && typeof prompt[0] !== 'number' ? prompt.length : 1
+  return Math.max(n, bestOf) * prompts
+}
+
+function positiveInt(value: unknown): number {
+  return typeof value === 'number' && Number.isInteger(value) && value > 1 ? value : 1
+}
+
 function putBucket(headers: Record<string, string>, suffix: 'requests' | 'tokens', item: Item, left: number): void {
   headers[`x-ratelimit-limit-${suffix}`] = String(item.limit)
   headers[`x-ratelimit-remaining-${suffix}`] = String(Math.max(0, Math.floor(left)))
@@ -272,12 +291,16 @@ function refusal(item: Item, outcome: AdmitOutcome, headers: Record<string, stri
       if (outcome.waitMs === null) {
         return new GatewayError('rate_limit_exceeded', `This request needs about ${item.cost} tokens, more than the ${MEASURE_WORDS.tokens} limit of ${who} (${item.limit}); lower max_tokens or shorten the prompt.`, { headers: extra, param: 'max_tokens' })
       }
-      return new GatewayError('rate_limit_exceeded', `Rate limit reached for ${MEASURE_WORDS.tokens} on ${who}: ${item.limit} per minute; this request reserves about ${item.cost} tokens (prompt + max_tokens).${after}`, { headers: extra })
+      return new GatewayError('rate_limit_exceeded', `Rate limit reached for ${MEASURE_WORDS.tokens} on ${who}: ${item.limit} per minute; this request reserves about ${item.cost} tokens (prompt + max_tokens for each completion asked).${after}`, { headers: extra })
     case 'parallel':
       return new GatewayError('rate_limit_exceeded', `Too many requests in flight for ${who}: at most ${item.limit} at once. Retry when one finishes.`, { headers: { ...headers, 'retry-after': '1' } })
     case 'budget_tokens':
     case 'budget_usd': {
       const what = item.measure === 'budget_usd' ? `USD budget of ${item.limit / MICRO}` : `token budget of ${item.limit}`
+      if (item.cost > item.limit) {
+        const needs = item.measure === 'budget_usd' ? `about ${item.cost / MICRO} USD` : `about ${item.cost} tokens`
+        return new GatewayError('insufficient_quota', `This request reserves ${needs}, more than the whole ${what} for ${who}; lower max_tokens or shorten the prompt.`, { headers: extra, param: 'max_tokens' })
+      }
       const renews = item.until === null ? ' It does not renew (period "total"); ask an admin to raise it.' : ` It renews at ${new Date(item.until).toISOString()}.`
       return new GatewayError('insufficient_quota', `The ${what} for ${who} is spent for this period.${renews}`, { headers: extra })
     }

@@ -119,6 +119,9 @@ end
 local function admit(n, lease, clientNow)
   local failed = 0
   local wait = 0
+  -- Of the items without room, the one with the longest wait is told (-1, never, above all; a
+  -- full lease set only where nothing else refuses): the request passes once all have room.
+  local rank = -2
   local b = a0 + 3
   for i = 1, n do
     local kind = A[b + 1]
@@ -131,26 +134,29 @@ local function admit(n, lease, clientNow)
       local full = val[key]
       a = limit
       if full > now then a = limit - (full - now) * rate end
-      if failed == 0 and cost > a then
-        failed = i
-        if cost > limit then wait = -1 else wait = ceil((cost - a) / rate) end
+      if cost > a then
+        local w, r = -1, math.huge
+        if cost <= limit then w = ceil((cost - a) / rate); r = w end
+        if r > rank then failed = i; wait = w; rank = r end
       end
       after[i] = now + (limit - a + cost) / rate
     elseif kind == 'c' then
       local used = val[key]
       a = limit - used
-      if failed == 0 and (used + cost > limit or used >= limit) then
-        failed = i
+      if used + cost > limit or used >= limit then
         local untl = A[b + 5]
-        if cost > limit or untl < 0 then wait = -1 else wait = math.max(0, untl - clientNow) end
+        local w, r = -1, math.huge
+        if cost <= limit and untl >= 0 then w = math.max(0, untl - clientNow); r = w end
+        if r > rank then failed = i; wait = w; rank = r end
       end
       after[i] = used + cost
     else
       redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
       local held = redis.call('ZCARD', key)
       a = limit - held
-      if failed == 0 and held >= limit then
+      if rank < -1 and held >= limit then
         failed = i
+        rank = -1
         local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
         if first[2] then wait = math.max(0, tonumber(first[2]) - now) else wait = -1 end
       end
@@ -222,7 +228,7 @@ end
 ${BATCH_WRITE}
 return out`
 
-export const BATCH_SHA = '9d18f6e6df1b8202413bbbddbf7de4469a1a69ee'
+export const BATCH_SHA = 'a9b060592de60c6fd938a5471699f9d99c7dfffa'
 
 export const PEEK_SCRIPT = `${NOW}
 local n = tonumber(ARGV[1])

@@ -262,10 +262,52 @@ for (const backend of backends) {
         expect(rc).toBe(0)
       })
 
-      test('the first refusing item is reported even when a later one would refuse too', async () => {
+      test('of two items that can never admit the request, the first is reported', async () => {
         const a = bucket(1, 1, 2)
         const b = bucket(1, 1, 2)
         expect(await admit([bucket(5, 1, 1), a, b])).toMatchObject({ ok: false, failed: 1, waitMs: null })
+      })
+
+      test('of several items without room, the one with the longest wait is reported (the request passes only when all have room)', async () => {
+        // A 60-per-minute bucket refills a request in 1 s; a 1-per-minute one in 60 s.
+        const fast = bucket(1, 60, 1)
+        const slow = bucket(1, 1, 1)
+        expect((await admit([fast, slow])).ok).toBe(true)
+        const outcome = await admit([fast, slow])
+        expect(outcome).toMatchObject({ ok: false, failed: 1 })
+        expect(outcome.waitMs!).toBeGreaterThan(58_000)
+        // Reported first or last, the longer wait wins.
+        const reversed = await admit([slow, fast])
+        expect(reversed).toMatchObject({ ok: false, failed: 0 })
+        expect(reversed.waitMs!).toBeGreaterThan(58_000)
+      })
+
+      test('a spent period budget outranks a bucket that refills sooner: its wait is the time to the period end', async () => {
+        const rpm = bucket(1, 1, 1)
+        const end = Date.now() + 3_600_000
+        const budget = counter(5, 5, end)
+        expect((await admit([rpm, budget])).ok).toBe(true)
+        const outcome = await admit([rpm, withCost(budget, 1)])
+        expect(outcome).toMatchObject({ ok: false, failed: 1 })
+        expect(outcome.waitMs!).toBeGreaterThan(3_590_000)
+        expect(outcome.waitMs!).toBeLessThanOrEqual(3_600_000)
+      })
+
+      test('a wait that never ends outranks any finite one', async () => {
+        const rpm = bucket(1, 1, 1)
+        const total = counter(5, 5, null)
+        expect((await admit([rpm, total])).ok).toBe(true)
+        expect(await admit([rpm, withCost(total, 1)])).toMatchObject({ ok: false, failed: 1, waitMs: null })
+      })
+
+      test('a full max_parallel set is reported only when no other item refuses', async () => {
+        const slots = lease(1, 60_000)
+        const rpm = bucket(1, 1, 1)
+        expect((await admit([slots, rpm])).ok).toBe(true)
+        const both = await admit([slots, rpm])
+        expect(both).toMatchObject({ ok: false, failed: 1 })
+        expect(both.waitMs!).toBeGreaterThan(58_000)
+        expect(await admit([slots, bucket(5, 1, 1)])).toMatchObject({ ok: false, failed: 0 })
       })
 
       test('on success every item is taken and remaining is what is left after it', async () => {

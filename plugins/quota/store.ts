@@ -3,10 +3,11 @@ import type { Item } from './plan.ts'
 /** What admission found: taken from every item, or refused by one. */
 export interface AdmitOutcome {
   ok: boolean
-  /** Index of the item that refused (when not ok). */
+  /** Index of the item that refused (when not ok): of those without room, the one with the longest wait. */
   failed: number
   /**
-   * ms until the refusing item could admit this request; `null` when waiting will not
+   * ms until the refusing item could admit this request (the longest wait of all items without room;
+   * a full `max_parallel` set counts only where nothing else refuses); `null` when waiting will not
    * help (the request costs more than the limit, or a total budget is spent).
    */
   waitMs: number | null
@@ -31,6 +32,17 @@ export interface QuotaStore {
   /** What each item has left now, taking nothing. */
   peek(items: Item[], now: number): Promise<number[]>
   close(): Promise<void>
+}
+
+/**
+ * Whether a refusal waiting `wait` ms (null: never) names the request's real wait better than the
+ * one kept so far: the request passes only once every item has room, so the longest wait is the
+ * one to tell (a bucket that refills in a second does not help while a budget is spent).
+ */
+function longerWait(wait: number | null, kept: number | null, keptIsLease: boolean): boolean {
+  if (keptIsLease) return true
+  if (kept === null) return false
+  return wait === null || wait > kept
 }
 
 /** Entries past this many are swept of those that refilled; then the oldest go. */
@@ -60,27 +72,38 @@ export class MemoryStore implements QuotaStore {
     const remaining: number[] = []
     let failed = -1
     let waitMs: number | null = 0
+    let leaseFailed = false
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!
       if (item.kind === 'bucket') {
         const available = this.bucketAvailable(item, now)
         remaining.push(available)
-        if (failed < 0 && item.cost > available) {
-          failed = i
-          waitMs = item.cost > item.limit ? null : Math.ceil((item.cost - available) / item.rate)
+        if (item.cost > available) {
+          const wait = item.cost > item.limit ? null : Math.ceil((item.cost - available) / item.rate)
+          if (failed < 0 || longerWait(wait, waitMs, leaseFailed)) {
+            failed = i
+            waitMs = wait
+            leaseFailed = false
+          }
         }
       } else if (item.kind === 'counter') {
         const used = this.counterUsed(item, now)
         remaining.push(item.limit - used)
-        if (failed < 0 && (used + item.cost > item.limit || used >= item.limit)) {
-          failed = i
-          waitMs = item.cost > item.limit || item.until === null ? null : Math.max(0, item.until - now)
+        if (used + item.cost > item.limit || used >= item.limit) {
+          const wait = item.cost > item.limit || item.until === null ? null : Math.max(0, item.until - now)
+          if (failed < 0 || longerWait(wait, waitMs, leaseFailed)) {
+            failed = i
+            waitMs = wait
+            leaseFailed = false
+          }
         }
       } else {
         const held = this.liveLeases(item.key, now)
         remaining.push(item.limit - held.size)
+        // A full lease set refuses only where no other item does: its slot frees when a request ends.
         if (failed < 0 && held.size >= item.limit) {
           failed = i
+          leaseFailed = true
           let soonest = Infinity
           for (const expiry of held.values()) soonest = Math.min(soonest, expiry)
           waitMs = Number.isFinite(soonest) ? Math.max(0, soonest - now) : null
