@@ -16,8 +16,10 @@ export const LimitsSchema = Type.Object(
 /** A spending budget per UTC calendar period, or in total. */
 export const BudgetSchema = Type.Object(
   {
-    tokens: Type.Optional(Type.Integer({ minimum: 1 })),
-    usd: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+    // Bounded so what is left, in thousandths, stays a 64-bit integer in Redis' replies.
+    tokens: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000_000_000 })),
+    /** Counted in millionths of a dollar: the smallest budget is one of them. */
+    usd: Type.Optional(Type.Number({ minimum: 0.000001, maximum: 1_000_000_000 })),
     period: Type.Union([Type.Literal('day'), Type.Literal('week'), Type.Literal('month'), Type.Literal('total')]),
   },
   { additionalProperties: false, description: 'Budget in tokens and/or USD per period' },
