@@ -12,14 +12,28 @@ export interface ScriptConnection {
   close(): void
 }
 
+/**
+ * A call that never left this process (the connection was down): running it again cannot apply
+ * it twice, where a call that timed out may still run in Redis.
+ */
+export class NotSentError extends Error {
+  override readonly name = 'NotSentError'
+}
+
+/** ioredis refuses a command up front, unsent, when it is offline and may not queue it. */
+function unsent(error: unknown): never {
+  if (error instanceof Error && error.message.includes('enableOfflineQueue')) throw new NotSentError(error.message)
+  throw error
+}
+
 /** Over an ioredis client (single node or Cluster), which brings its own command timeout. */
 export class IoredisConnection implements ScriptConnection {
   constructor(private readonly client: RedisClient) {}
   evalsha(sha: string, args: readonly ScriptArg[]): Promise<unknown> {
-    return this.client.evalsha(sha, ...(args as [number, ...ScriptArg[]]))
+    return this.client.evalsha(sha, ...(args as [number, ...ScriptArg[]])).catch(unsent)
   }
   eval(script: string, args: readonly ScriptArg[]): Promise<unknown> {
-    return this.client.eval(script, ...(args as [number, ...ScriptArg[]]))
+    return this.client.eval(script, ...(args as [number, ...ScriptArg[]])).catch(unsent)
   }
   zrem(key: string, member: string): Promise<unknown> {
     return this.client.zrem(key, member)
@@ -100,7 +114,7 @@ export class NativeConnection implements ScriptConnection {
   }
 
   private send(command: string, args: readonly ScriptArg[]): Promise<unknown> {
-    if (!this.client.connected) return Promise.reject(new Error(`Redis is not connected (${command})`))
+    if (!this.client.connected) return Promise.reject(new NotSentError(`Redis is not connected (${command})`))
     // Bun's client sends a Buffer as binary, though its typings name only strings.
     const out = new Array<string | Buffer>(args.length)
     for (let i = 0; i < args.length; i++) {

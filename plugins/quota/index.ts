@@ -5,6 +5,7 @@ import { definePlugin, type GatewayRequest, type Identity } from '../../src/plug
 import { GatewayError } from '../../src/errors.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
 import { priceOf } from '../../src/lib/usage.ts'
+import { settleSurely } from './settle.ts'
 import { MICRO, PlanCache, hasLease, planItems, withCosts, type Item, type Subjects } from './plan.ts'
 import { MemoryStore, type AdmitOutcome, type QuotaStore } from './store.ts'
 import { RedisStore } from './redis-store.ts'
@@ -29,6 +30,9 @@ const Options = Type.Object(
 )
 
 const LOCAL = 'quota'
+/** Retries of a settlement that could not be sent, and of the lease release after one that failed: 0.25 + 0.5 + 1 + 2 + 4 s. */
+const SETTLE_RETRIES = 5
+const SETTLE_RETRY_MS = 250
 
 /** What admission took, kept on the request until it settles. */
 interface Reservation {
@@ -142,8 +146,11 @@ export const quota = definePlugin({
           const m = items[i]!.measure
           deltas[i] = m === 'tokens' || m === 'budget_tokens' ? realTokens - reservation.tokens : m === 'budget_usd' ? realMicro - reservation.microUsd : 0
         }
-        reservation.store.settle(reservation.items, deltas, req.id, services.now()).catch((error: unknown) => {
-          logger.warn('quota settlement failed', { request_id: req.id, error: String(error) })
+        settleSurely(reservation.store, items, deltas, req.id, {
+          retries: SETTLE_RETRIES,
+          baseMs: SETTLE_RETRY_MS,
+          now: services.now,
+          lost: (error) => logger.warn('quota settlement failed; its refund or charge is lost, its max_parallel slots are released', { request_id: req.id, error: String(error) }),
         })
       },
       async describe(req) {
