@@ -38,7 +38,7 @@ describe.skipIf(!haveRedis)('settling while the Redis connection is down', () =>
 
   /** Kill the store's connection and wait until it has noticed (it reconnects on its own after 100 ms). */
   async function dropConnection(): Promise<void> {
-    await admin.client('KILL', 'TYPE', 'normal', 'SKIPME', 'yes')
+    await admin.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes')
     const until = Date.now() + 2000
     while (connection.connected && Date.now() < until) await Bun.sleep(2)
     expect(connection.connected).toBe(false)
