@@ -47,12 +47,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
 
 /**
  * BATCH begins with one MGET of the batch's keys (distinct already) into `val` (a missing or
- * non-numeric value reads as 0). `todo` and `order` collect the keys a request changed.
+ * non-numeric value reads as 0); one per 4,000 keys, as Lua cannot unpack more than about 8,000
+ * values at once (a call of many summed settlements can carry 16,384 keys). `todo` and `order` collect the keys a request changed.
  */
 const BATCH_READ = `local val, todo, order = {}, {}, {}
-if #KEYS > 0 then
-  local got = redis.call('MGET', unpack(KEYS))
-  for i = 1, #KEYS do val[KEYS[i]] = tonumber(got[i] or '0') or 0 end
+local nk = #KEYS
+for from = 1, nk, 4000 do
+  local to = math.min(nk, from + 3999)
+  local got = redis.call('MGET', unpack(KEYS, from, to))
+  for i = from, to do val[KEYS[i]] = tonumber(got[i - from + 1] or '0') or 0 end
 end`
 
 /**
@@ -228,7 +231,7 @@ end
 ${BATCH_WRITE}
 return out`
 
-export const BATCH_SHA = 'a9b060592de60c6fd938a5471699f9d99c7dfffa'
+export const BATCH_SHA = '47651b7dbbed73a0f93fda94d92f34e3a686af9b'
 
 export const PEEK_SCRIPT = `${NOW}
 local n = tonumber(ARGV[1])

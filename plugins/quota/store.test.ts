@@ -487,6 +487,13 @@ for (const backend of backends) {
       })
     })
 
+    test('a settlement over 10,000 distinct keys goes through whole (one script call may carry more keys than Lua unpacks at once)', async () => {
+      const items = Array.from({ length: 10_000 }, () => counter(1000, 0, Date.now() + 3_600_000))
+      await settle(items, items.map(() => 7), leaseId())
+      const left = await peek([items[0]!, items[4_999]!, items[9_999]!])
+      expect(left).toEqual([993, 993, 993])
+    })
+
     describe('peek', () => {
       test('unknown items are full and peeking takes nothing', async () => {
         const items = [bucket(7, 1, 1), counter(9, 1, Date.now() + 60_000), lease(4, 60_000)]
