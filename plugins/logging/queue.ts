@@ -42,6 +42,13 @@ export class BoundedQueue<T> {
     }
   }
 
+  /** Remove all but the first `keep` items; returns how many went. */
+  truncate(keep: number): number {
+    const n = Math.max(0, this.size - keep)
+    this.items.length -= n
+    return n
+  }
+
   /** Remove everything; returns how many items there were. */
   clear(): number {
     const n = this.size

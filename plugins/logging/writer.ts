@@ -45,6 +45,8 @@ export class BatchWriter<T> {
   private timer: ReturnType<typeof setTimeout> | undefined
   private retryTimer: ReturnType<typeof setTimeout> | undefined
   private writing: Promise<void> | null = null
+  /** Rows of the batch being written now (still at the head of the queue until it succeeds). */
+  private inFlight = 0
   private closing = false
   private closed = false
 
@@ -92,7 +94,11 @@ export class BatchWriter<T> {
     }
     this.closed = true
     this.clearTimers()
-    const lost = this.queue.clear()
+    // A batch still being written is counted when its write ends: written, or dropped if it fails.
+    this.dropShutdown(this.queue.truncate(this.writing ? this.inFlight : 0))
+  }
+
+  private dropShutdown(lost: number): void {
     if (lost > 0) {
       this.dropped.shutdown += lost
       this.events.dropped?.('shutdown', lost)
@@ -130,9 +136,17 @@ export class BatchWriter<T> {
       first = false
       const batch = this.queue.peek(this.options.batchSize)
       const started = performance.now()
+      this.inFlight = batch.length
       try {
         await this.sink(batch, AbortSignal.timeout(this.options.writeTimeoutMs))
       } catch (error) {
+        this.inFlight = 0
+        // Closed while it was being written: nothing will retry it.
+        if (this.closed) {
+          this.errors++
+          this.dropShutdown(this.queue.clear())
+          return
+        }
         this.errors++
         this.failuresInARow++
         const wait = this.backoff()
@@ -146,6 +160,7 @@ export class BatchWriter<T> {
         }
         return
       }
+      this.inFlight = 0
       this.queue.shift(batch.length)
       this.written += batch.length
       if (this.failuresInARow > 0) {
