@@ -29,14 +29,31 @@ export interface AdminKeyOptions {
 
 const sha256 = (text: string): Buffer => Buffer.from(new Bun.CryptoHasher('sha256').update(text).digest())
 
-/** The secret a request presents: `Authorization: Bearer …`, else `x-api-key`. */
+const BEARER = /^Bearer\s+(\S+)\s*$/i
+const EMPTY_BEARER = /^\s*(Bearer\s*)?$/i
+
+/**
+ * The secret a request presents: `Authorization: Bearer …`, else `x-api-key`. An Authorization
+ * header with no usable bearer token (`Bearer ` with nothing after it, as the OpenAI SDK sends
+ * with an empty api_key, or another form) does not hide a key sent in `x-api-key`.
+ */
 export function presentedSecret(request: Request): string | null {
   const auth = request.headers.get('authorization')
   if (auth) {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(auth)
-    return match ? match[1]! : null
+    const match = BEARER.exec(auth)
+    if (match) return match[1]!
   }
   return request.headers.get('x-api-key')?.trim() || null
+}
+
+/**
+ * Whether `Authorization` holds something other than `Bearer <token>` or an empty bearer: a bare
+ * key, `Token …`, `Basic …`, a token with spaces. Only worth asking once presentedSecret found
+ * nothing, to tell the caller the header's form is wrong rather than that no key was sent.
+ */
+export function malformedAuthorization(request: Request): boolean {
+  const auth = request.headers.get('authorization')
+  return auth !== null && !BEARER.test(auth) && !EMPTY_BEARER.test(auth)
 }
 
 /**
@@ -95,6 +112,9 @@ export async function ensureAdminKey(
       }
       const secret = presentedSecret(request)
       if (!secret) {
+        if (malformedAuthorization(request)) {
+          return new GatewayError('invalid_admin_key', 'The Authorization header is not of the form `Bearer <admin key>`. Send the admin key as `Authorization: Bearer <admin key>`.')
+        }
         return new GatewayError('invalid_admin_key', 'No admin key was sent. Send it as `Authorization: Bearer <admin key>`.')
       }
       if (!matches(secret)) {

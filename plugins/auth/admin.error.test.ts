@@ -331,7 +331,7 @@ describe('times', () => {
 describe('lists', () => {
   test('a bad cursor → 400 naming cursor', async () => {
     for (const cursor of ['zzz', Buffer.from('not a date|key_1').toString('base64url'), '%00', 'a'.repeat(300)]) {
-      for (const list of ['/admin/keys', '/admin/users', '/admin/teams']) {
+      for (const list of ['/admin/keys', '/admin/users', '/admin/teams', '/admin/keys/expiring']) {
         const error = await refused('GET', `${list}?cursor=${encodeURIComponent(cursor)}`, undefined, 'invalid_request')
         expect(error.param).toBe('cursor')
       }
@@ -343,7 +343,7 @@ describe('lists', () => {
       const error = await refused('GET', `/admin/keys?${query}`, undefined, 'invalid_request')
       expect(error.param).toBe(query.split('=')[0]!)
     }
-    for (const list of ['/admin/users', '/admin/teams']) {
+    for (const list of ['/admin/users', '/admin/teams', '/admin/keys/expiring']) {
       expect((await refused('GET', `${list}?limit=1000`, undefined, 'invalid_request')).param).toBe('limit')
     }
   })

@@ -8,6 +8,7 @@ import type { Services } from '../../src/services.ts'
 import { displayKey, echo, mintKey } from './key-format.ts'
 import { audit, decodeCursor, encodeCursor, fromJson, iso, toJson, type Db } from './repo.ts'
 import * as S from './schemas.ts'
+import { ROTATED } from './verify.ts'
 
 type UserRow = Selectable<UsersTable>
 type TeamRow = Selectable<TeamsTable>
@@ -23,7 +24,11 @@ export interface AdminDeps {
 const MAX_METADATA = 16 * 1024
 const tags = ['Admin: users, teams, keys']
 
-/** `/admin` routes for users, teams, members and keys. Every change is audited and invalidates caches. */
+/**
+ * `/admin` routes for users, teams, members and keys. Every change invalidates caches, then is
+ * audited: caches first, so an audit write that fails cannot leave a revoked key (or a disabled
+ * user's keys) served from cache until the TTL, with the admin's retry refused as a conflict.
+ */
 export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
   const db: Db = services.db.db
   const now = () => services.now()
@@ -114,8 +119,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
               .execute(),
           `Another user already has email "${body.email}".`,
         )
-        await audit(db, { action: 'user.update', targetType: 'user', targetId: row.id, details: { fields: Object.keys(body) } })
         await invalidate(null)
+        await audit(db, { action: 'user.update', targetType: 'user', targetId: row.id, details: { fields: Object.keys(body) } })
         return userView(await user(row.id))
       },
       { body: S.PatchUser, detail: { tags, summary: 'Update a user; {"disabled": true} refuses all its keys' } },
@@ -126,8 +131,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         const row = await user(params.id)
         const at = iso(now())
         await db.updateTable('users').set({ deleted_at: at, updated_at: at }).where('id', '=', row.id).execute()
-        await audit(db, { action: 'user.delete', targetType: 'user', targetId: row.id })
         await invalidate(null)
+        await audit(db, { action: 'user.delete', targetType: 'user', targetId: row.id })
         return userView(await user(row.id, true))
       },
       { detail: { tags, summary: 'Soft-delete a user: its keys stay and are refused with invalid_user_for_key' } },
@@ -175,8 +180,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           })
           .where('id', '=', row.id)
           .execute()
-        await audit(db, { action: 'team.update', targetType: 'team', targetId: row.id, details: { fields: Object.keys(body) } })
         await invalidate(null)
+        await audit(db, { action: 'team.update', targetType: 'team', targetId: row.id, details: { fields: Object.keys(body) } })
         return teamView(await team(row.id))
       },
       { body: S.PatchTeam, detail: { tags, summary: 'Update a team' } },
@@ -187,8 +192,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         const row = await team(params.id)
         const at = iso(now())
         await db.updateTable('teams').set({ deleted_at: at, updated_at: at }).where('id', '=', row.id).execute()
-        await audit(db, { action: 'team.delete', targetType: 'team', targetId: row.id })
         await invalidate(null)
+        await audit(db, { action: 'team.delete', targetType: 'team', targetId: row.id })
         return { ...teamView(row), deleted_at: at }
       },
       { detail: { tags, summary: 'Soft-delete a team: keys bound to it are refused' } },
@@ -212,8 +217,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           () => db.insertInto('team_members').values({ team_id: t.id, user_id: u.id, role: body.role ?? 'member', created_at: at }).execute(),
           `User ${u.id} is already a member of team ${t.id}.`,
         )
-        await audit(db, { action: 'team.member.add', targetType: 'team', targetId: t.id, details: { user_id: u.id } })
         await invalidate(null)
+        await audit(db, { action: 'team.member.add', targetType: 'team', targetId: t.id, details: { user_id: u.id } })
         set.status = 201
         return { object: 'team_member', team_id: t.id, user_id: u.id, role: body.role ?? 'member', created_at: at }
       },
@@ -225,8 +230,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         const t = await team(params.id)
         const result = await db.deleteFrom('team_members').where('team_id', '=', t.id).where('user_id', '=', params.user_id).executeTakeFirst()
         if (Number(result.numDeletedRows) === 0) throw new GatewayError('not_found', `User ${echo(params.user_id)} is not a member of team ${t.id}.`)
-        await audit(db, { action: 'team.member.remove', targetType: 'team', targetId: t.id, details: { user_id: params.user_id } })
         await invalidate(null)
+        await audit(db, { action: 'team.member.remove', targetType: 'team', targetId: t.id, details: { user_id: params.user_id } })
         return { object: 'team_member', team_id: t.id, user_id: params.user_id, deleted: true }
       },
       { detail: { tags, summary: 'Remove a user from a team' } },
@@ -258,9 +263,9 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
             rotated_to: null, grace_until: null, metadata: toJson(body.metadata),
           })
           .execute()
-        await audit(db, { action: 'key.create', targetType: 'key', targetId: id, details: { user_id: owner.id, team_id: body.team_id ?? null } })
         // A negative cache entry for this hash (someone tried it before it existed) must go.
         await invalidate(minted.hash)
+        await audit(db, { action: 'key.create', targetType: 'key', targetId: id, details: { user_id: owner.id, team_id: body.team_id ?? null } })
         set.status = 201
         return { ...keyView(await key(id), now()), key: minted.plaintext }
       },
@@ -274,12 +279,11 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         if (query.team_id) q = q.where('team_id', '=', query.team_id)
         const at = iso(now())
         if (query.status === 'revoked') q = q.where((eb) => eb.or([eb('status', '=', 'revoked'), eb('grace_until', '<=', at)]))
-        if (query.status === 'expired') q = q.where('status', '=', 'active').where('expires_at', '<=', at)
+        // As keyView names them: a rotated key past its grace is revoked, whatever its expiry.
+        const inGrace = (qb: typeof q) => qb.where((eb) => eb.or([eb('grace_until', 'is', null), eb('grace_until', '>', at)]))
+        if (query.status === 'expired') q = inGrace(q.where('status', '=', 'active').where('expires_at', '<=', at))
         if (query.status === 'active') {
-          q = q
-            .where('status', '=', 'active')
-            .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', at)]))
-            .where((eb) => eb.or([eb('grace_until', 'is', null), eb('grace_until', '>', at)]))
+          q = inGrace(q.where('status', '=', 'active').where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', at)])))
         }
         return list(await page(q, query), (r: KeyRow) => keyView(r, now()))
       },
@@ -289,20 +293,33 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
       '/keys/expiring',
       async ({ query }) => {
         const within = parseDuration(query.within ?? '7d')
+        const limit = pageSize(query.limit)
         const from = iso(now())
         const to = iso(now() + within)
-        const rows = await db
+        let q = db
           .selectFrom('api_keys')
           .selectAll()
           .where('status', '=', 'active')
+          // A rotated key past its grace is refused already: it has nothing left to expire.
+          .where((eb) => eb.or([eb('grace_until', 'is', null), eb('grace_until', '>', from)]))
           .where('expires_at', '>', from)
           .where('expires_at', '<=', to)
-          .orderBy('expires_at')
-          .limit(1000)
-          .execute()
-        return { object: 'list', data: rows.map((r) => keyView(r, now())), next_cursor: null }
+        // Soonest first, so the cursor is over (expires_at, id) rather than the other lists' (created_at, id).
+        if (query.cursor) {
+          const c = decodeCursor(query.cursor)
+          if (!c) throw badCursor()
+          q = q.where((eb) => eb.or([eb('expires_at', '>', c.createdAt), eb.and([eb('expires_at', '=', c.createdAt), eb('id', '>', c.id)])]))
+        }
+        const rows = await q.orderBy('expires_at').orderBy('id').limit(limit + 1).execute()
+        const shown = rows.length > limit ? rows.slice(0, limit) : rows
+        const last = shown[shown.length - 1]
+        return {
+          object: 'list' as const,
+          data: shown.map((r) => keyView(r, now())),
+          next_cursor: rows.length > limit && last?.expires_at ? encodeCursor(last.expires_at, last.id) : null,
+        }
       },
-      { query: S.ExpiringQuery, detail: { tags, summary: 'Active keys that expire within a window (default 7d)' } },
+      { query: S.ExpiringQuery, detail: { tags, summary: 'Active keys that expire within a window (default 7d), soonest first, cursor paged' } },
     )
     .get('/keys/:id', async ({ params }) => keyView(await key(params.id), now()), { detail: { tags, summary: 'Get a key (never its plaintext)' } })
     .patch(
@@ -325,8 +342,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           })
           .where('id', '=', row.id)
           .execute()
-        await audit(db, { action: 'key.update', targetType: 'key', targetId: row.id, details: { fields: Object.keys(body) } })
         await invalidate(row.hash)
+        await audit(db, { action: 'key.update', targetType: 'key', targetId: row.id, details: { fields: Object.keys(body) } })
         return keyView(await key(row.id), now())
       },
       { body: S.PatchKey, detail: { tags, summary: 'Change a key: name, expiry, models, scopes, limits, budget' } },
@@ -342,8 +359,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         }
         const at = iso(now())
         await db.updateTable('api_keys').set({ status: 'revoked', revoked_at: at, revoked_reason: body?.reason ?? null, updated_at: at }).where('id', '=', row.id).execute()
-        await audit(db, { action: 'key.revoke', targetType: 'key', targetId: row.id, details: { reason: body?.reason ?? null } })
         await invalidate(row.hash)
+        await audit(db, { action: 'key.revoke', targetType: 'key', targetId: row.id, details: { reason: body?.reason ?? null } })
         return keyView(await key(row.id), now())
       },
       { body: S.RevokeKey, detail: { tags, summary: 'Revoke a key at once, on every instance' } },
@@ -377,14 +394,14 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
               rotated_to: id,
               grace_until: graceUntil,
               updated_at: at,
-              ...(grace === 0 && { status: 'revoked' as const, revoked_at: at, revoked_reason: 'rotated' }),
+              ...(grace === 0 && { status: 'revoked' as const, revoked_at: at, revoked_reason: ROTATED }),
             })
             .where('id', '=', row.id)
             .execute()
         })
-        await audit(db, { action: 'key.rotate', targetType: 'key', targetId: row.id, details: { new_key_id: id, grace_seconds: grace } })
         await invalidate(row.hash)
         await invalidate(minted.hash)
+        await audit(db, { action: 'key.rotate', targetType: 'key', targetId: row.id, details: { new_key_id: id, grace_seconds: grace } })
         set.status = 201
         return { ...keyView(await key(id), now()), key: minted.plaintext, previous: keyView(await key(row.id), now()) }
       },
@@ -397,19 +414,26 @@ async function page<Q extends { where: Function; orderBy: Function; limit: Funct
   q: Q,
   query: { limit?: number; cursor?: string },
 ): Promise<{ rows: Array<{ created_at: string; id: string } & Record<string, unknown>>; limit: number }> {
-  const limit = query.limit ?? 100
-  if (!Number.isInteger(limit) || limit < 1 || limit > S.MAX_PAGE) {
-    throw new GatewayError('invalid_request', `limit must be an integer from 1 to ${S.MAX_PAGE}.`, { param: 'limit' })
-  }
+  const limit = pageSize(query.limit)
   let sel = q as unknown as import('kysely').SelectQueryBuilder<Record<string, { created_at: string; id: string }>, string, { created_at: string; id: string }>
   if (query.cursor) {
     const c = decodeCursor(query.cursor)
-    if (!c) throw new GatewayError('invalid_request', 'The cursor is not one this API gave out; start again without it.', { param: 'cursor' })
+    if (!c) throw badCursor()
     sel = sel.where((eb) => eb.or([eb('created_at', '<', c.createdAt), eb.and([eb('created_at', '=', c.createdAt), eb('id', '<', c.id)])]))
   }
   const rows = await sel.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute()
   return { rows: rows as Array<{ created_at: string; id: string } & Record<string, unknown>>, limit }
 }
+
+/** The `limit` of a list request, checked here so the refusal names the field. */
+function pageSize(limit: number | undefined = 100): number {
+  if (!Number.isInteger(limit) || limit < 1 || limit > S.MAX_PAGE) {
+    throw new GatewayError('invalid_request', `limit must be an integer from 1 to ${S.MAX_PAGE}.`, { param: 'limit' })
+  }
+  return limit
+}
+
+const badCursor = () => new GatewayError('invalid_request', 'The cursor is not one this API gave out; start again without it.', { param: 'cursor' })
 
 function list<R extends { created_at: string; id: string }, V>(result: { rows: unknown[]; limit: number }, view: (row: R) => V) {
   const rows = result.rows as R[]

@@ -144,6 +144,66 @@ describe('key_revoked (401)', () => {
     expect(message).toContain(rotated.start)
     record('rotated out', message)
   })
+
+  test('rotated with the default grace of 0: the old key is refused at once, naming its successor, not "ask an admin"', async () => {
+    const { key } = await userWithKey(gw)
+    await chat(gw.client(key.key))
+    const rotated = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${key.id}/rotate`, {})
+    const message = await expectApiError(chat(gw.client(key.key)), 'key_revoked')
+    expect(message).toContain('rotation')
+    expect(message).toContain(`Use the new key (it starts with ${rotated.start})`)
+    expect(message).not.toContain('Ask an admin')
+    expect(message).not.toContain(rotated.key)
+    record('rotated at once', message)
+    expect((await chat(gw.client(rotated.key))).object).toBe('chat.completion')
+  })
+
+  test('a rotated key revoked by an admin during its grace period still says it was revoked, with the reason', async () => {
+    const { key } = await userWithKey(gw)
+    await gw.adminOk('POST', `/admin/keys/${key.id}/rotate`, { grace_seconds: 3600 })
+    await gw.adminOk('POST', `/admin/keys/${key.id}/revoke`, { reason: 'leaked' })
+    const message = await expectApiError(chat(gw.client(key.key)), 'key_revoked')
+    expect(message).toContain('was revoked')
+    expect(message).toContain('leaked')
+  })
+})
+
+describe('Authorization header forms', () => {
+  test('an empty bearer (`Authorization: Bearer `) does not hide a key sent in x-api-key', async () => {
+    const { key } = await userWithKey(gw)
+    const client = gw.client(key.key, { headers: { Authorization: 'Bearer ', 'x-api-key': key.key } })
+    expect((await chat(client)).object).toBe('chat.completion')
+    for (const authorization of ['Bearer ', 'Bearer', 'bearer   ']) {
+      const res = await fetch(`${gw.url}/v1/key`, { headers: { authorization, 'x-api-key': key.key } })
+      expect({ authorization, status: res.status }).toEqual({ authorization, status: 200 })
+      expect(((await res.json()) as { id: string }).id).toBe(key.id)
+    }
+  })
+
+  test('an empty bearer and no x-api-key is still "no key sent"', async () => {
+    const res = await fetch(`${gw.url}/v1/models`, { headers: { authorization: 'Bearer ' } })
+    expect((await expectEnvelope(res, 'missing_api_key')).message).toContain('No API key')
+  })
+
+  test('another form of Authorization (Token …, a bare key, Basic, a token with spaces) and no x-api-key → invalid_api_key saying to send Bearer', async () => {
+    const { key } = await userWithKey(gw)
+    let first: string | undefined
+    for (const authorization of [`Token ${key.key}`, key.key, 'Basic YWRtaW46YWRtaW4=', `Bearer ${key.key} extra`]) {
+      const res = await fetch(`${gw.url}/v1/models`, { headers: { authorization } })
+      const { message } = await expectEnvelope(res, 'invalid_api_key')
+      expect(message).toContain('Authorization: Bearer')
+      expect(message).not.toContain(key.key)
+      first ??= message
+    }
+    record('authorization form', first!)
+  })
+
+  test('another form of Authorization with a valid x-api-key: the x-api-key is used', async () => {
+    const { key } = await userWithKey(gw)
+    const res = await fetch(`${gw.url}/v1/key`, { headers: { authorization: `Token ${key.key}`, 'x-api-key': key.key } })
+    expect(res.status).toBe(200)
+    expect(((await res.json()) as { id: string }).id).toBe(key.id)
+  })
 })
 
 describe('key_expired (401)', () => {
@@ -375,6 +435,15 @@ describe('invalid_admin_key (401)', () => {
     const ok = await fetch(`${gw.url}/admin/users?limit=1`, { headers: { 'x-api-key': ADMIN_KEY } })
     expect(ok.status).toBe(200)
   })
+
+  test('an empty bearer does not hide the admin key in x-api-key; another Authorization form is refused saying to send Bearer', async () => {
+    const ok = await fetch(`${gw.url}/admin/users?limit=1`, { headers: { authorization: 'Bearer ', 'x-api-key': ADMIN_KEY } })
+    expect(ok.status).toBe(200)
+    const { message } = await expectEnvelope(await fetch(`${gw.url}/admin/users?limit=1`, { headers: { authorization: `Token ${ADMIN_KEY}` } }), 'invalid_admin_key')
+    expect(message).toContain('Authorization: Bearer <admin key>')
+    expect(message).not.toContain(ADMIN_KEY)
+    record('admin authorization form', message)
+  })
 })
 
 describe('on the real clock', () => {
@@ -400,7 +469,7 @@ describe('on the real clock', () => {
 describe('messages', () => {
   test('each distinct cause has a distinct message', () => {
     // Run last (bun runs tests of a file in order): every cause above has recorded its message.
-    expect(messages.size).toBe(18)
+    expect(messages.size).toBe(21)
     const byTemplate = new Map<string, string[]>()
     for (const [cause, message] of messages) {
       const t = template(message)

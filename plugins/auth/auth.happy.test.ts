@@ -318,6 +318,67 @@ describe('listing keys', () => {
     expect((await gw.adminOk<List<{ id: string }>>('GET', `/admin/keys?user_id=${other.userId}`)).data.map((k) => k.id)).toEqual([other.key.id])
   })
 
+  test('expiring leaves out a rotated key past its grace (its successor, with the same expiry, is listed); a key still in its grace stays', async () => {
+    const inWindow = clock.iso(2 * 86_400_000)
+    const rotatedOut = (await userWithKey(gw, { expires_at: inWindow })).key
+    const successor = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${rotatedOut.id}/rotate`, { grace_seconds: 1 })
+    const rotating = (await userWithKey(gw, { expires_at: inWindow })).key
+    await gw.adminOk('POST', `/admin/keys/${rotating.id}/rotate`, { grace_seconds: 3600 })
+    const rotatedAtOnce = (await userWithKey(gw, { expires_at: inWindow })).key
+    await gw.adminOk('POST', `/admin/keys/${rotatedAtOnce.id}/rotate`, {})
+    clock.advance(2000)
+    const listed = new Map<string, string>()
+    let cursor: string | null = null
+    do {
+      const page: List<{ id: string; status: string }> = await gw.adminOk('GET', `/admin/keys/expiring?limit=500${cursor ? `&cursor=${cursor}` : ''}`)
+      for (const k of page.data) listed.set(k.id, k.status)
+      cursor = page.next_cursor
+    } while (cursor !== null)
+    expect(listed.has(rotatedOut.id)).toBe(false)
+    expect(listed.has(rotatedAtOnce.id)).toBe(false)
+    expect(listed.get(successor.id)).toBe('active')
+    expect(listed.get(rotating.id)).toBe('active')
+    // Everything listed is active, as the route says.
+    expect(new Set(listed.values())).toEqual(new Set(['active']))
+  })
+
+  test('status=expired leaves out a rotated key past its grace: it is revoked, as its own status says', async () => {
+    const userId = uid('usr')
+    await gw.adminOk('POST', '/admin/users', { id: userId })
+    const key = await gw.adminOk<CreatedKey>('POST', '/admin/keys', { user_id: userId, expires_at: clock.iso(3000) })
+    const successor = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${key.id}/rotate`, { grace_seconds: 1 })
+    clock.advance(4000)
+    const listed = async (status: string) =>
+      (await gw.adminOk<List<{ id: string; status: string }>>('GET', `/admin/keys?user_id=${userId}&status=${status}`)).data.map((k) => [k.id, k.status])
+    expect(await listed('expired')).toEqual([[successor.id, 'expired']])
+    expect(await listed('revoked')).toEqual([[key.id, 'revoked']])
+  })
+
+  test('expiring is cursor paged, soonest first: 5 keys with limit=2 come as 2, 2, 1 among the rest, each once, in expiry order', async () => {
+    const userId = uid('usr')
+    await gw.adminOk('POST', '/admin/users', { id: userId })
+    const made: string[] = []
+    // Two share an expiry: the id breaks the tie.
+    for (const hours of [5, 1, 3, 3, 2]) {
+      made.push((await gw.adminOk<CreatedKey>('POST', '/admin/keys', { user_id: userId, expires_at: clock.iso(hours * 3_600_000) })).id)
+    }
+    const pages: Array<Array<{ id: string; expires_at: string }>> = []
+    let cursor: string | null = null
+    do {
+      const page: List<{ id: string; expires_at: string }> = await gw.adminOk('GET', `/admin/keys/expiring?within=1d&limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)
+      pages.push(page.data)
+      cursor = page.next_cursor
+    } while (cursor !== null && pages.length < 1000)
+    const all = pages.flat()
+    expect(pages.slice(0, -1).every((p) => p.length === 2)).toBe(true)
+    expect(new Set(all.map((k) => k.id)).size).toBe(all.length)
+    const order = all.map((k) => [k.expires_at, k.id].join(' '))
+    expect(order).toEqual([...order].sort())
+    const mine = all.map((k) => k.id).filter((id) => made.includes(id))
+    const expected = [made[1]!, made[4]!, ...[made[2]!, made[3]!].sort(), made[0]!]
+    expect(mine).toEqual(expected)
+  })
+
   test('filters by team_id', async () => {
     const { key, teamId, userId } = await userWithKey(gw, {}, { team: true })
     await gw.adminOk('POST', '/admin/keys', { user_id: userId }) // same user, no team

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox'
 import { definePlugin, type GatewayRequest } from '../../src/plugin.ts'
-import { presentedSecret } from '../../src/admin-key.ts'
+import { malformedAuthorization, presentedSecret } from '../../src/admin-key.ts'
 import { newId } from '../../src/lib/id.ts'
 import { adminRoutes } from './admin.ts'
 import { displayKey, echo, mintKey } from './key-format.ts'
@@ -83,12 +83,17 @@ export const auth = definePlugin({
 
     if (options.demo_key) await createDemoKey(services.db.db, config.environment, logger)
 
-    const present = (req: GatewayRequest): Presented => ({
-      key: presentedSecret(req.request),
-      endpoint: req.endpoint,
-      model: req.endpoint === 'models.list' || req.endpoint === 'models.get' || req.endpoint === 'key' ? undefined : req.model,
-      team: req.request.headers.get('openai-organization'),
-    })
+    const present = (req: GatewayRequest): Presented => {
+      const key = presentedSecret(req.request)
+      return {
+        key,
+        endpoint: req.endpoint,
+        model: req.endpoint === 'models.list' || req.endpoint === 'models.get' || req.endpoint === 'key' ? undefined : req.model,
+        team: req.request.headers.get('openai-organization'),
+        // Read only when no key was found: a request with a key pays nothing for it.
+        malformedAuthorization: key === null && malformedAuthorization(req.request),
+      }
+    }
     const apply = (req: GatewayRequest, verdict: Verdict) => {
       const diagnosing = req.locals[DIAGNOSE] !== undefined
       // The key doctor may describe a refused key too; a client request never gets that far.

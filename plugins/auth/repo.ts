@@ -206,7 +206,7 @@ export async function audit(db: Db, entry: { action: string; targetType: string;
     .execute()
 }
 
-/** Opaque cursor over (created_at, id), newest first. */
+/** Opaque cursor over a row's time and id: (created_at, id) for most lists, (expires_at, id) for expiring keys. */
 export const encodeCursor = (createdAt: string, id: string): string => Buffer.from(`${createdAt}|${id}`).toString('base64url')
 export function decodeCursor(cursor: string): { createdAt: string; id: string } | null {
   const text = Buffer.from(cursor, 'base64url').toString('utf8')

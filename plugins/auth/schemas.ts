@@ -94,4 +94,8 @@ export const KeyListQuery = t.Object({
   limit: t.Optional(Limit),
   cursor: t.Optional(Cursor),
 })
-export const ExpiringQuery = t.Object({ within: t.Optional(t.String({ pattern: '^\\d{1,6}(s|m|h|d|w)$', description: 'e.g. 7d, 12h @default 7d' })) })
+export const ExpiringQuery = t.Object({
+  within: t.Optional(t.String({ pattern: '^\\d{1,6}(s|m|h|d|w)$', description: 'e.g. 7d, 12h @default 7d' })),
+  limit: t.Optional(Limit),
+  cursor: t.Optional(Cursor),
+})

@@ -15,6 +15,8 @@ export const ENDPOINT_SCOPES: Record<Endpoint, string | null> = {
   key: null,
 }
 export const SCOPES = ['chat', 'completions', 'embeddings', 'models', 'tokens'] as const
+/** The `revoked_reason` of a key that rotation without a grace period revoked. */
+export const ROTATED = 'rotated'
 
 /** What a check is about: the presented key, the request's endpoint, model and named team. */
 export interface Presented {
@@ -23,6 +25,8 @@ export interface Presented {
   model?: string
   /** Team named by `OpenAI-Organization`. */
   team?: string | null
+  /** With no key: `Authorization` held something other than `Bearer <key>` (see malformedAuthorization). */
+  malformedAuthorization?: boolean
 }
 
 export type Verdict = { ok: true; identity: Identity; record: KeyRecord } | { ok: false; error: GatewayError; record: KeyRecord | null }
@@ -98,6 +102,9 @@ export class KeyVerifier {
   verify(presented: Presented): Verdict | Promise<Verdict> {
     const key = presented.key
     if (!key) {
+      if (presented.malformedAuthorization) {
+        return fail(new GatewayError('invalid_api_key', 'The Authorization header is not of the form `Bearer <key>` (the word Bearer, a space, then the key, with no spaces in it). Send your sluice key as `Authorization: Bearer sk-<env>-…` or in the `x-api-key` header.'))
+      }
       return fail(new GatewayError('missing_api_key', 'No API key was sent. Send your sluice key as `Authorization: Bearer sk-<env>-…` or in the `x-api-key` header.'))
     }
     const env = keyEnvironment(key)
@@ -121,6 +128,12 @@ export class KeyVerifier {
     const now = this.options.now()
     const no = (error: GatewayError): Verdict => ({ ok: false, error, record })
 
+    // Rotation without grace revokes the old key at once; its holder needs the successor, not an admin.
+    if (record.status === 'revoked' && record.revokedReason === ROTATED && record.rotatedTo !== null) {
+      const successor = record.rotatedToStart ? ` (it starts with ${record.rotatedToStart})` : ''
+      const when = record.revokedAt ? ` on ${iso(record.revokedAt)}` : ''
+      return no(new GatewayError('key_revoked', `The API key ${shown} was replaced by rotation${when}. Use the new key${successor}.`))
+    }
     if (record.status === 'revoked') {
       const reason = record.revokedReason ? ` (reason: ${record.revokedReason})` : ''
       const when = record.revokedAt ? ` on ${iso(record.revokedAt)}` : ''

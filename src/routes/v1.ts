@@ -88,7 +88,8 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
         const req = pipeline.createRequest('models.get', request, set.headers['x-request-id'] as string)
         const refused = await pipeline.authenticate(req)
         if (refused) return pipeline.fail(req, refused)
-        const id = decodeURIComponent(params.id)
+        // Elysia's router has decoded the path parameter already; decoding again would break ids holding a "%".
+        const id = params.id
         const group = visible(req).find((g) => g.name === id)
         if (!group) {
           return pipeline.fail(req, new GatewayError('model_not_found', `The model "${id}" is not served to this key. GET /v1/models lists the models your key may use.`, { param: 'model' }))

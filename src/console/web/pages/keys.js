@@ -103,7 +103,7 @@ export function KeysPage({ params, environment }) {
     setMore([])
     setCursor(first.data?.next_cursor ?? null)
   }, [first.data])
-  const expiring = useResource('/admin/keys/expiring?within=7d')
+  const expiring = useResource('/admin/keys/expiring?within=7d&limit=500')
   const models = useResource('/admin/models')
   const users = useResource('/admin/users?limit=500')
   const teams = useResource('/admin/teams?limit=500')
