@@ -5,7 +5,7 @@ import type { Pricing } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
 import { streamErrorFrame } from './providers/shared/openai-format.ts'
-import { findUsage, lastUsage, parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
+import { carriesUsage, findUsage, lastUsage, parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
 import type {
   AttemptFailure,
@@ -666,9 +666,12 @@ export class Pipeline {
     })
   }
 
-  /** Prices of the request's model: config first, then the tokenizer's table. */
+  /** Prices of the model group that served the request: config first, then the tokenizer's table. */
   pricingOf(req: GatewayRequest): Pricing | undefined {
-    return this.services.tokenizer.pricing(req.group?.name ?? req.model ?? '', req.target?.model, req.group?.pricing)
+    const target = req.target
+    // After a fallback another group served the request: its prices apply, not the requested one's.
+    const group = target === undefined || target.group === req.group?.name ? req.group : (this.models.get(target.group) ?? req.group)
+    return this.services.tokenizer.pricing(group?.name ?? req.model ?? '', target?.model, group?.pricing)
   }
 
   /**
@@ -792,7 +795,7 @@ class StreamUsage {
 
   /** An event's data, seen in order; true when it carries usage (most chunks carry `"usage":null`), to be parsed and handed to `take`. */
   sees(data: string): boolean {
-    if (data.includes('"usage":{')) return true
+    if (carriesUsage(data)) return true
     if (this.usage === null && this.keptChars < MAX_KEPT_EVENT_CHARS) {
       this.kept.push(data)
       this.keptChars += data.length
@@ -839,10 +842,11 @@ function modelNotFound(model: string | undefined): GatewayError {
   return new GatewayError('model_not_found', `The model "${model}" is not served by this gateway. GET /v1/models lists the models your key may use.`, { param: 'model' })
 }
 
-/** Map an upstream's error answer into the envelope, keeping its status for request errors. */
+/** Map an upstream's error answer into the envelope, keeping its status (and the field it blames) for request errors. */
 export function upstreamError(status: number, text: string, target: RouteTarget, headers: Headers): GatewayError {
   const provider = target.provider.id
-  const detail = scrub(upstreamMessage(text), target.key.secret)
+  const said = upstreamDetail(text)
+  const detail = scrub(said.message, target.key.secret)
   if (status === 401 || status === 403) {
     return new GatewayError('upstream_error', `Upstream provider "${provider}" refused the gateway's key "${target.key.id}" (HTTP ${status}): ${detail} An operator must fix or replace that provider key.`)
   }
@@ -854,22 +858,25 @@ export function upstreamError(status: number, text: string, target: RouteTarget,
   }
   if (status >= 400 && status < 500) {
     const code = status === 404 ? 'model_not_found' : status === 413 ? 'request_too_large' : 'invalid_request'
-    return new GatewayError(code, `Upstream provider "${provider}" rejected the request (HTTP ${status}): ${detail}`, { status })
+    // An adapter's refusal (or the upstream's own 4xx) names the field at fault; the client should see it.
+    return new GatewayError(code, `Upstream provider "${provider}" rejected the request (HTTP ${status}): ${detail}`, { status, param: said.param === null ? null : scrub(said.param, target.key.secret) })
   }
   return new GatewayError('upstream_error', `Upstream provider "${provider}" failed (HTTP ${status}): ${detail}`)
 }
 
-function upstreamMessage(text: string): string {
+/** The message of an upstream's error body, and the request field it names (OpenAI's `param`), if any. */
+function upstreamDetail(text: string): { message: string; param: string | null } {
   try {
-    const parsed = JSON.parse(text) as { error?: { message?: unknown } | string; message?: unknown }
-    if (typeof parsed.error === 'string') return parsed.error
-    if (typeof parsed.error?.message === 'string') return parsed.error.message
-    if (typeof parsed.message === 'string') return parsed.message
+    const parsed = JSON.parse(text) as { error?: { message?: unknown; param?: unknown } | string; message?: unknown }
+    if (typeof parsed.error === 'string') return { message: parsed.error, param: null }
+    const param = typeof parsed.error?.param === 'string' ? parsed.error.param : null
+    if (typeof parsed.error?.message === 'string') return { message: parsed.error.message, param }
+    if (typeof parsed.message === 'string') return { message: parsed.message, param }
   } catch {
     // Not JSON: show the start of the text.
   }
   const trimmed = text.trim()
-  return trimmed ? trimmed.slice(0, 500) : 'no details given.'
+  return { message: trimmed ? trimmed.slice(0, 500) : 'no details given.', param: null }
 }
 
 /** Remove a provider secret from text that may reach a client or a log. */

@@ -1,10 +1,11 @@
 /**
  * Gateway core, error paths: every failure reaches the client as the one envelope with the
- * status from DESIGN.md's table and a request id. Real HTTP on 127.0.0.1; the mock upstream
- * (with failure injection) is the only fake. No plugin.
+ * status from DESIGN.md's table and a request id. Real HTTP on 127.0.0.1; the mock upstreams
+ * (OpenAI's format with failure injection, and Anthropic's) are the only fakes. No plugin.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
 import OpenAI, { APIError } from 'openai'
+import { startMockAnthropic, type MockAnthropic } from './fixtures/mock-anthropic.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
 import { REQUEST_ID, closedPort, expectError, postJson } from './support/http.ts'
@@ -60,6 +61,7 @@ describe('upstream failures', () => {
     })
     const error = await expectError(await postJson(chatUrl, chat), 'invalid_request', 400)
     expect(error.message).toContain("Invalid 'temperature': decimal above maximum value.")
+    expect(error.param).toBe('temperature')
   })
 
   test('upstream 401 → 502, and the provider secret appears nowhere in the answer', async () => {
@@ -197,6 +199,31 @@ describe('bad requests', () => {
     expect(error.message).toContain('gpt-nonexistent')
     await expectError(await fetch(`${gw.url}/v1/models/gpt-nonexistent`), 'model_not_found')
     expect(upstream.stats.requests).toBe(0)
+  })
+})
+
+describe('a request the provider adapter cannot translate', () => {
+  let anthropic: MockAnthropic
+  let local: TestGateway
+
+  beforeAll(async () => {
+    anthropic = await startMockAnthropic()
+    local = await startGateway({
+      providers: [{ id: 'claude', type: 'anthropic', baseUrl: anthropic.url, keys: [{ id: 'an-1', secret: SECRET }] }],
+      models: [{ name: 'claude-test', targets: [{ provider: 'claude', model: 'claude-sonnet-4-5' }] }],
+      plugins: [],
+    })
+  })
+  afterAll(async () => {
+    await local.close()
+    await anthropic.stop()
+  })
+
+  test('→ 400 invalid_request whose param names the field the adapter refused', async () => {
+    const error = await expectError(await postJson(`${local.url}/v1/chat/completions`, { ...chat, model: 'claude-test', n: 2 }), 'invalid_request', 400)
+    expect(error.message).toContain('n must be 1')
+    expect(error.param).toBe('n')
+    expect(anthropic.stats.requests).toBe(0)
   })
 })
 

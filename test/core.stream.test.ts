@@ -277,6 +277,58 @@ describe('the usage chunk a plugin needs', () => {
   })
 })
 
+/** JSON as Python's json.dumps writes it by default: a space after every `,` and `:`. */
+function pyDumps(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(pyDumps).join(', ')}]`
+  if (typeof value === 'object' && value !== null) return `{${Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${pyDumps(v)}`).join(', ')}}`
+  return JSON.stringify(value)
+}
+
+describe('an upstream that writes its JSON with spaces, as Python servers do', () => {
+  const usage = { prompt_tokens: 7, completion_tokens: 2, total_tokens: 9 }
+  const chunk = (choices: unknown[], u: unknown) => `data: ${pyDumps({ id: 'chatcmpl-py', object: 'chat.completion.chunk', model: 'mock-gpt', choices, usage: u })}\n\n`
+  const body =
+    chunk([{ index: 0, delta: { role: 'assistant', content: 'Hello ' }, finish_reason: null }], null) +
+    chunk([{ index: 0, delta: { content: 'there' }, finish_reason: 'stop' }], null) +
+    chunk([], usage) +
+    'data: [DONE]\n\n'
+  const rec = recorder()
+  let py: ReturnType<typeof Bun.serve>
+  let gw: TestGateway
+
+  beforeAll(async () => {
+    py = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: () => new Response(body, { headers: { 'content-type': 'text/event-stream' } }) })
+    gw = await startGateway(upstreamConfig(`http://127.0.0.1:${py.port}/v1`, { plugins: [rec.plugin] }))
+  })
+  afterAll(async () => {
+    await gw.close()
+    py.stop(true)
+  })
+  beforeEach(() => {
+    rec.usages.length = 0
+    rec.outcomes.length = 0
+  })
+
+  test('the usage chunk the client did not ask for is hidden, and its usage reaches onUsage', async () => {
+    expect(body).toContain('"usage": {')
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, stream: true })
+    const parsed = parseSse(await res.text())
+    expect(parsed.done).toBe(true)
+    const chunks = parsed.events as ChunkLike[]
+    expect(streamedText(chunks)).toBe('Hello there')
+    expect(chunks.every((c) => c.choices.length === 1)).toBe(true)
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    expect(rec.usages[0]).toEqual({ promptTokens: 7, completionTokens: 2, cachedTokens: 0, totalTokens: 9, costUsd: null, source: 'provider' })
+  })
+
+  test('a client that asked for usage gets the chunk as sent, and the hooks get the provider usage', async () => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, stream: true, stream_options: { include_usage: true } })
+    expect(await res.text()).toBe(body)
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    expect(rec.usages[0]).toMatchObject({ promptTokens: 7, completionTokens: 2, totalTokens: 9, source: 'provider' })
+  })
+})
+
 describe('lastUsage: the usage of a whole stream, read from its end', () => {
   const chunk = (obj: unknown) => `data: ${JSON.stringify(obj)}\n\n`
   const usage = { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 }
@@ -284,6 +336,10 @@ describe('lastUsage: the usage of a whole stream, read from its end', () => {
     const text = chunk({ choices: [{ delta: { content: 'the "usage":{ of it' } }], usage: null }) + chunk({ choices: [], usage }) + 'data: [DONE]\n\n'
     expect(lastUsage(text, undefined)).toMatchObject({ promptTokens: 7, completionTokens: 3, totalTokens: 10, source: 'provider' })
     expect(lastUsage(text.replaceAll('\n', '\r\n'), undefined)).toMatchObject({ totalTokens: 10 })
+  })
+  test('whitespace after the colon, and `"usage": null` chunks after the one that has it', () => {
+    const text = `data: {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}}\n\ndata: {"choices": [], "usage": null}\n\ndata: [DONE]\n\n`
+    expect(lastUsage(text, undefined)).toMatchObject({ promptTokens: 7, completionTokens: 3, totalTokens: 10, source: 'provider' })
   })
   test('none, or an event it cannot read as one JSON line: null (the caller splits every event)', () => {
     expect(lastUsage(chunk({ choices: [{ delta: { content: 'hi' } }], usage: null }) + 'data: [DONE]\n\n', undefined)).toBeNull()

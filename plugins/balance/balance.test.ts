@@ -282,6 +282,16 @@ describe('fallbacks', () => {
     expect(up.counts(['m1', 'm2', 's1'].map(secretOf))).toEqual([1, 1, 1])
   })
 
+  test('a primary whose retries spend max_attempts still leaves the fallback its attempt', async () => {
+    const keys = ['m1', 'm2', 'm3', 'm4']
+    const g = await boot({ ...setup, providers: { main: keys, spare: ['s1'] }, options: { max_attempts: 4 } })
+    for (const k of keys) up.set(secretOf(k), { failure: { status: 500 } })
+    const res = await g.chat()
+    expect(res.status).toBe(200)
+    expect(((await res.json()) as { model: string }).model).toBe('mock-gpt-spare')
+    expect(up.counts([...keys, 's1'].map(secretOf))).toEqual([1, 1, 1, 1, 1])
+  })
+
   test('the last attempts fail: 502 upstream_error; every key dead: 503 no_healthy_upstream', async () => {
     const g = await boot(setup)
     up.set(secretOf('m1'), { failure: { status: 401 } })

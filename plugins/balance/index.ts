@@ -2,6 +2,7 @@ import { Type } from '@sinclair/typebox'
 import { Elysia } from 'elysia'
 import { definePlugin, type AttemptFailure, type MaybePromise, type RoutePlan } from '../../src/plugin.ts'
 import { GatewayError } from '../../src/errors.ts'
+import { roughPromptTokens } from '../../src/lib/usage.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
 import type { GroupTarget, ModelGroup, ModelRegistry, RouteTarget } from '../../src/models.ts'
 import { available, availableAt, halfOpen, headroomFrom, newHealth, recordLatency, stateOf, type KeyHealth, type SharedState } from './health.ts'
@@ -9,7 +10,11 @@ import { PICKERS, newPickerState, type Candidate, type PickerState } from './str
 
 const Options = Type.Object(
   {
-    /** Attempts per request across the group and its fallbacks. @default 4 */
+    /**
+     * Attempts per request across the group and its fallbacks. Once they are spent, each fallback
+     * group not tried yet still gets one attempt: the client sees success while any path works.
+     * @default 4
+     */
     max_attempts: Type.Integer({ minimum: 1, maximum: 20, default: 4 }),
     /** Cooldown after a 429 that carries no Retry-After. @default 10000 */
     cooldown_ms: Type.Integer({ minimum: 0, default: 10_000 }),
@@ -36,6 +41,8 @@ interface Pool {
   state: PickerState
   /** This pool, then its group's fallbacks' pools; filled on first use. */
   chain: Pool[] | undefined
+  /** Some key of the chain has its own tpm: only then are a request's tokens estimated. Set with `chain`. */
+  metered: boolean
   /**
    * Whether a stream keeps its key busy until it ends: only for strategies that read the
    * in-flight counts. Watching a stream for its end costs a JavaScript hop per chunk.
@@ -70,16 +77,6 @@ export const balance = definePlugin({
       if (!h) health.set(k, (h = newHealth(provider, key)))
       return h
     }
-    // Every configured key gets its record up front; the maps never hold more than the config has.
-    for (const p of models.providers()) for (const k of p.keys) healthOf(p.id, k.id)
-    /** Forget keys the registry no longer has (providers changed at run time through the admin API). */
-    const prune = () => {
-      const live = new Set<string>()
-      for (const p of models.providers()) for (const k of p.keys) live.add(id(p.id, k.id))
-      for (const k of health.keys()) if (!live.has(k)) health.delete(k)
-      for (const k of rates.keys()) if (!live.has(k)) rates.delete(k)
-    }
-
     const share = (h: KeyHealth, reset = false) => {
       const state: SharedState = { provider: h.provider, key: h.key, coolingUntil: h.coolingUntil, dead: h.dead, openUntil: h.openUntil }
       if (reset) state.reset = true
@@ -92,6 +89,40 @@ export const balance = definePlugin({
       h.failures = 0
       h.trial = false
     }
+    /**
+     * A hash of each key's secret, to tell when the operator replaced it: a new secret under the
+     * same key id is another upstream key, which inherits nothing of the old one's record.
+     */
+    const secrets = new Map<string, number | bigint>()
+    /**
+     * Forget keys the registry no longer has (providers changed at run time through the admin
+     * API), and what a key earned under a secret it no longer has.
+     */
+    const prune = () => {
+      const live = new Set<string>()
+      for (const p of models.providers()) {
+        for (const k of p.keys) {
+          const kid = id(p.id, k.id)
+          live.add(kid)
+          const secret = Bun.hash(k.secret)
+          const before = secrets.get(kid)
+          if (before !== undefined && before !== secret) {
+            const h = health.get(kid)
+            // Cleared in place: requests still in flight on it hold this record.
+            if (h) clear(h)
+            rates.delete(kid)
+          }
+          secrets.set(kid, secret)
+        }
+      }
+      for (const k of health.keys()) if (!live.has(k)) health.delete(k)
+      for (const k of rates.keys()) if (!live.has(k)) rates.delete(k)
+      for (const k of secrets.keys()) if (!live.has(k)) secrets.delete(k)
+    }
+    // Every configured key gets its record up front; the maps never hold more than the config has.
+    for (const p of models.providers()) for (const k of p.keys) healthOf(p.id, k.id)
+    prune()
+
     await services.bus.subscribe(CHANNEL, (message) => {
       try {
         const s = JSON.parse(message) as SharedState
@@ -120,7 +151,7 @@ export const balance = definePlugin({
         }
       }
       const holdsStreams = group.strategy === 'least-busy' || group.strategy === 'latency'
-      pool = { group, candidates, state: newPickerState(candidates.length), chain: undefined, holdsStreams }
+      pool = { group, candidates, state: newPickerState(candidates.length), chain: undefined, metered: false, holdsStreams }
       pools.set(group, pool)
       return pool
     }
@@ -135,6 +166,7 @@ export const balance = definePlugin({
       }
       // The registry swaps every group at once on a change, so a chain is final for its group object.
       pool.chain = chain
+      pool.metered = chain.some((p) => p.candidates.some((c) => c.key.tpm !== undefined))
       return chain
     }
 
@@ -235,6 +267,8 @@ export const balance = definePlugin({
       private tried: Candidate[] | undefined = undefined
       private attempts = 0
       private retries = 0
+      /** The furthest pool of the chain an attempt went to (0: the group itself). */
+      private reached = 0
       private current: Candidate | undefined = undefined
       private holds = false
 
@@ -264,9 +298,11 @@ export const balance = definePlugin({
         }
       }
 
-      private pick(): RouteTarget | undefined {
+      /** The next candidate, from the first pool at or after `from` that has one ready. */
+      private pick(from = 0): RouteTarget | undefined {
         const t = now()
-        for (const pool of this.chain) {
+        for (let i = from; i < this.chain.length; i++) {
+          const pool = this.chain[i]!
           const ready: Pool['candidates'] = []
           for (const c of pool.candidates) {
             // Learned headroom holds only until the provider's window resets.
@@ -278,6 +314,7 @@ export const balance = definePlugin({
           rateWait(chosen.target.provider.id, chosen.key, this.tokens, true)
           if (halfOpen(chosen.health, t)) chosen.health.trial = true
           this.attempts++
+          if (i > this.reached) this.reached = i
           chosen.health.inFlight++
           this.current = chosen
           this.holds = this.stream && pool.holdsStreams
@@ -291,7 +328,11 @@ export const balance = definePlugin({
         if (!previous) return this.pick() ?? noHealthy(this.chain, this.tokens)
         // The request's own fault (400, 404, 413, 422...): another key would answer the same.
         if (!retryable(previous.status) && !keyFault(previous.status)) return previous.error
-        if (this.attempts >= options.max_attempts) return retryable(previous.status) ? previous.error : noHealthy(this.chain, this.tokens)
+        if (this.attempts >= options.max_attempts) {
+          // The budget is spent, but a fallback group not tried yet gets its one attempt (no backoff:
+          // another group is another upstream).
+          return this.pick(this.reached + 1) ?? (retryable(previous.status) ? previous.error : noHealthy(this.chain, this.tokens))
+        }
         if (!retryable(previous.status)) return this.pick() ?? noHealthy(this.chain, this.tokens)
         const ceiling = Math.min(options.backoff_max_ms, options.backoff_ms * 2 ** this.retries++)
         const again = () => this.pick() ?? previous.error
@@ -323,7 +364,8 @@ export const balance = definePlugin({
 
     return {
       route(req, group): RoutePlan {
-        return new BalancePlan(chainOf(group), typeof req.body.max_tokens === 'number' ? req.body.max_tokens : 0, req.request.signal, req.stream)
+        const chain = chainOf(group)
+        return new BalancePlan(chain, chain[0]!.metered ? tokensOf(req.body) : 0, req.request.signal, req.stream)
       },
 
       routes(app) {
@@ -373,6 +415,15 @@ export const balance = definePlugin({
     }
   },
 })
+
+/**
+ * What a request may cost against a key's own tpm, as the provider counts it before answering:
+ * its prompt (estimated: 4 characters a token) plus the completion it allows.
+ */
+function tokensOf(body: Record<string, unknown>): number {
+  const max = body.max_completion_tokens ?? body.max_tokens
+  return roughPromptTokens(body) + (typeof max === 'number' && max > 0 ? max : 0)
+}
 
 /** 5xx, timeouts and network errors (status 0) are worth another target, after a backoff. */
 const retryable = (status: number): boolean => status === 0 || status >= 500

@@ -84,15 +84,39 @@ export function priceOf(prompt: number, completion: number, cached: number, pric
   return (uncached * pricing.input + cached * (pricing.cached_input ?? pricing.input) + completion * pricing.output) / 1_000_000
 }
 
+/** A `usage` key in JSON text; whether it holds an object is read after it, past any whitespace. */
+const USAGE_KEY_TEXT = '"usage":'
+
+/** Whether the first character at or after `i` that is not JSON whitespace opens an object. */
+function objectAt(text: string, i: number): boolean {
+  let c = text.charCodeAt(i)
+  while (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) c = text.charCodeAt(++i)
+  return c === 0x7b
+}
+
+/**
+ * Whether one stream event's data has a `usage` key holding an object, written compactly
+ * (`"usage":{`) or with a space after the colon, as Python's json.dumps writes it. Most chunks
+ * of a stream that reports usage carry `"usage":null`: one search, then a look at what follows.
+ */
+export function carriesUsage(data: string): boolean {
+  for (let at = data.indexOf(USAGE_KEY_TEXT); at >= 0; at = data.indexOf(USAGE_KEY_TEXT, at + USAGE_KEY_TEXT.length)) {
+    if (objectAt(data, at + USAGE_KEY_TEXT.length)) return true
+  }
+  return false
+}
+
 /**
  * The usage of a whole OpenAI-format stream's text, from its last event that carries one (read
  * from the end: usage comes last, just before [DONE]); null when none does, or when that event is
- * not one JSON line (the caller then splits the stream event by event). `"usage":{` cannot occur
+ * not one JSON line (the caller then splits the stream event by event). `"usage":` cannot occur
  * inside a JSON string (its quotes would be escaped), so a match is a real key.
  */
 export function lastUsage(text: string, pricing: Pricing | undefined): Usage | null {
-  const at = text.lastIndexOf('"usage":{')
-  if (at < 0) return null
+  let at = text.lastIndexOf(USAGE_KEY_TEXT)
+  // Skip the `"usage":null` of chunks after the last one that has an object.
+  while (at > 0 && !objectAt(text, at + USAGE_KEY_TEXT.length)) at = text.lastIndexOf(USAGE_KEY_TEXT, at - 1)
+  if (at <= 0) return null
   const line = text.lastIndexOf('data:', at)
   if (line < 0) return null
   let end = text.indexOf('\n', at)

@@ -1,0 +1,145 @@
+/**
+ * The balance plugin together with the rest of the gateway: what a fallback costs, a provider
+ * key's own tpm, and a key whose secret the operator replaced through the admin API. Real HTTP
+ * on 127.0.0.1 to the keyed upstream (the only fake), which tells the keys apart by secret.
+ */
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import type { ConfigFile } from '../src/config/schema.ts'
+import { definePlugin, type Usage } from '../src/plugin.ts'
+import { startKeyedUpstream, type KeyedUpstream } from './fixtures/keyed-upstream.ts'
+import { secretOf, type HealthRow } from './support/balance.ts'
+import { startGateway, type TestGateway } from './support/gateway.ts'
+import { expectError, postJson, waitFor } from './support/http.ts'
+
+const ADMIN = 'sluice-balance-gateway-test-admin-0123456789'
+const admin = { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }
+/** Short timings so a failing key does not slow the tests. */
+const FAST = { cooldown_ms: 1000, circuit_failures: 3, circuit_open_ms: 600, backoff_ms: 5, backoff_max_ms: 20 }
+
+let up: KeyedUpstream
+let gw: TestGateway | undefined
+
+beforeAll(async () => {
+  up = await startKeyedUpstream()
+})
+afterAll(async () => {
+  await up.stop()
+})
+beforeEach(() => up.reset())
+afterEach(async () => {
+  await gw?.close()
+  gw = undefined
+})
+
+async function boot(config: ConfigFile, plugins: unknown[] = []): Promise<TestGateway> {
+  gw = await startGateway({ ...config, plugins: [{ use: 'balance', options: FAST }, ...plugins] }, { env: { SLUICE_ADMIN_KEY: ADMIN } })
+  return gw
+}
+
+const provider = (id: string, keys: NonNullable<ConfigFile['providers']>[number]['keys']) => ({ id, type: 'openai-compatible' as const, baseUrl: up.url, keys })
+const chat = (g: TestGateway, body: Record<string, unknown> = {}) =>
+  postJson(`${g.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'hello' }], ...body })
+const requests = (key: string): number => up.stats(secretOf(key)).requests
+
+describe('usage after a fallback', () => {
+  test('is priced at the group that served the request, not the one the client named', async () => {
+    const usages: Usage[] = []
+    const recorder = definePlugin({ name: 'test-usage', setup: () => ({ onUsage: (_req, usage) => void usages.push(usage) }) })
+    const g = await boot(
+      {
+        providers: [provider('main', [{ id: 'm1', secret: secretOf('m1') }]), provider('spare', [{ id: 's1', secret: secretOf('s1') }])],
+        models: [
+          { name: 'm', targets: [{ provider: 'main', model: 'mock-gpt' }], fallbacks: ['backup'], pricing: { input: 1, output: 1 } },
+          { name: 'backup', targets: [{ provider: 'spare', model: 'mock-gpt-spare' }], pricing: { input: 100, output: 200 } },
+        ],
+      },
+      [recorder],
+    )
+    up.set(secretOf('m1'), { failure: { status: 500 } })
+    const res = await chat(g)
+    expect(res.status).toBe(200)
+    const body = (await res.json()) as { model: string; usage: { prompt_tokens: number; completion_tokens: number } }
+    expect(body.model).toBe('mock-gpt-spare')
+    expect([requests('m1'), requests('s1')]).toEqual([1, 1])
+    await waitFor(() => usages.length === 1, 'onUsage')
+    expect(usages[0]!.promptTokens).toBe(body.usage.prompt_tokens)
+    expect(usages[0]!.costUsd).toBeCloseTo((body.usage.prompt_tokens * 100 + body.usage.completion_tokens * 200) / 1_000_000, 12)
+  })
+})
+
+describe("a provider key's own tpm", () => {
+  test('counts the prompt: a long prompt without max_tokens spends a small tpm at once', async () => {
+    const g = await boot({
+      providers: [provider('acct', [{ id: 'a', secret: secretOf('a'), tpm: 100 }, { id: 'b', secret: secretOf('b') }])],
+      models: [{ name: 'm', targets: [{ provider: 'acct', model: 'mock-gpt' }] }],
+    })
+    // About 200 tokens of prompt (4 characters a token): over `a`'s whole minute after one request.
+    const long = { messages: [{ role: 'user', content: 'word '.repeat(160) }] }
+    for (let i = 0; i < 6; i++) {
+      const res = await chat(g, long)
+      expect(res.status).toBe(200)
+      await res.arrayBuffer()
+    }
+    expect([requests('a'), requests('b')]).toEqual([1, 5])
+  })
+
+  test('counts max_completion_tokens (the newer spelling of max_tokens)', async () => {
+    const g = await boot({
+      providers: [provider('acct', [{ id: 'a', secret: secretOf('a'), tpm: 100 }])],
+      models: [{ name: 'm', targets: [{ provider: 'acct', model: 'mock-gpt' }] }],
+    })
+    const first = await chat(g, { max_completion_tokens: 60 })
+    expect(first.status).toBe(200)
+    await first.arrayBuffer()
+    // The first request took about 70 of the 100 tokens: the second does not fit before the provider would refuse it.
+    const error = await expectError(await chat(g, { max_completion_tokens: 60 }), 'no_healthy_upstream')
+    expect(error.message).toContain('rate limit')
+    expect(requests('a')).toBe(1)
+  })
+})
+
+describe('a provider key whose secret the operator replaced', () => {
+  const OLD = secretOf('k1-old')
+  const NEW = secretOf('k1-new')
+
+  async function keyRow(g: TestGateway): Promise<HealthRow> {
+    const res = await fetch(`${g.url}/admin/providers/health`, { headers: admin })
+    expect(res.status).toBe(200)
+    const row = ((await res.json()) as { data: HealthRow[] }).data.find((r) => r.provider === 'live' && r.key === 'k1')
+    if (!row) throw new Error('no health row for live/k1')
+    return row
+  }
+
+  test('is no longer dead: the new secret is another upstream key; a change that keeps the secret keeps the verdict', async () => {
+    // Nothing in the config: the provider and its model come through the admin API, as an operator adds them.
+    const g = await boot({})
+    const created = await fetch(`${g.url}/admin/providers`, {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({ id: 'live', type: 'openai-compatible', base_url: up.url, keys: [{ id: 'k1', secret: OLD }] }),
+    })
+    expect(created.status).toBe(201)
+    const model = await fetch(`${g.url}/admin/models`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'm', targets: [{ provider: 'live', model: 'mock-gpt' }] }) })
+    expect(model.status).toBe(201)
+
+    up.set(OLD, { failure: { status: 401 } })
+    await expectError(await chat(g), 'no_healthy_upstream')
+    expect((await keyRow(g)).state).toBe('dead')
+
+    // Another setting changes, the secret stays: the registry is rebuilt and the key stays dead.
+    const headers = await fetch(`${g.url}/admin/providers/live`, { method: 'PATCH', headers: admin, body: JSON.stringify({ headers: { 'x-team': 'a' } }) })
+    expect(headers.status).toBe(200)
+    await expectError(await chat(g), 'no_healthy_upstream')
+    expect(up.stats(OLD).requests).toBe(1)
+
+    const replaced = await fetch(`${g.url}/admin/providers/live`, { method: 'PATCH', headers: admin, body: JSON.stringify({ keys: [{ id: 'k1', secret: NEW }] }) })
+    expect(replaced.status).toBe(200)
+    const res = await chat(g)
+    expect(res.status).toBe(200)
+    await res.arrayBuffer()
+    expect([up.stats(OLD).requests, up.stats(NEW).requests]).toEqual([1, 1])
+    const row = await keyRow(g)
+    expect(row.state).toBe('healthy')
+    expect(row.dead_reason).toBeNull()
+  })
+})
