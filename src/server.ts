@@ -4,6 +4,7 @@ import { GatewayError } from './errors.ts'
 import { ensureAdminKey } from './admin-key.ts'
 import type { ResolvedConfig } from './config/load.ts'
 import { createDatabase, type DatabaseHandle } from './db/index.ts'
+import { isUnstorableText } from './db/errors.ts'
 import { migrateToLatest } from './db/migrate.ts'
 import { createLocalBus, createRedisBus } from './lib/bus.ts'
 import { newRequestId } from './lib/id.ts'
@@ -255,6 +256,10 @@ function toGatewayError(
       return new GatewayError('invalid_request', message, { param })
     }
     default:
+      // Bad input that only the database noticed: the client's to fix, not the operator's.
+      if (isUnstorableText(error)) {
+        return new GatewayError('invalid_request', 'A text value in the request holds the NUL character (\\u0000), which cannot be stored. Remove it and send the request again.')
+      }
       logger.error('unhandled error', { request_id: id, code: String(code), error: error instanceof Error ? error.stack : String(error) })
       return new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${id} to the operator.`)
   }

@@ -11,6 +11,7 @@ const SQLITE_UNIQUE_CODES: ReadonlySet<string> = new Set(['SQLITE_CONSTRAINT_UNI
 const SQLITE_FOREIGN_KEY_CODE = 'SQLITE_CONSTRAINT_FOREIGNKEY';
 const POSTGRES_UNIQUE_VIOLATION = '23505';
 const POSTGRES_FOREIGN_KEY_VIOLATION = '23503';
+const POSTGRES_UNSTORABLE_TEXT = '22021';
 
 function field(error: unknown, name: 'code' | 'errno'): unknown {
   return typeof error === 'object' && error !== null && name in error
@@ -24,6 +25,14 @@ export function isUniqueViolation(error: unknown): boolean {
   return (
     (typeof code === 'string' && SQLITE_UNIQUE_CODES.has(code)) || field(error, 'errno') === POSTGRES_UNIQUE_VIOLATION
   );
+}
+
+/**
+ * True when Postgres refused a text value it cannot store (SQLSTATE 22021: a NUL character,
+ * which a JSON string may hold and a Postgres `text` may not). SQLite stores such text.
+ */
+export function isUnstorableText(error: unknown): boolean {
+  return field(error, 'errno') === POSTGRES_UNSTORABLE_TEXT;
 }
 
 /** True when the error is a foreign key violation (a row that points at nothing, or is still pointed at). */
