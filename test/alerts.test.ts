@@ -7,11 +7,19 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { Kysely } from 'kysely'
+import { createDatabase } from '../src/db/index.ts'
+import { migrateToLatest } from '../src/db/migrate.ts'
+import type { Database } from '../src/db/schema.ts'
+import { createLogger } from '../src/lib/logger.ts'
+import { MetricsRegistry } from '../src/metrics.ts'
+import { UpstreamHealth } from '../src/upstream-health.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startAuthGateway, userWithKey, uid, type AuthGateway } from './support/auth.ts'
 import { postJson, waitFor } from './support/http.ts'
+import { logRow } from './support/logging.ts'
 import { sampleValue, scrape } from './support/metrics.ts'
-import type { AlertPayload } from '../plugins/logging/alerts.ts'
+import { AlertMonitor, type AlertOptions, type AlertPayload } from '../plugins/logging/alerts.ts'
 
 const DAY = 86_400_000
 const messages = [{ role: 'user', content: 'hello there' }]
@@ -62,6 +70,26 @@ function boot(file: string, webhookUrl: string, alerts: Record<string, unknown> 
     },
     env: { DATABASE_URL: `sqlite://${file}` },
   })
+}
+
+/** An AlertMonitor of its own on a fresh in-memory database, ticked by the test (no timer). */
+async function standaloneMonitor(webhookUrl: string, options: Partial<AlertOptions> = {}): Promise<{ db: Kysely<Database>; monitor: AlertMonitor; close(): Promise<void> }> {
+  const handle = await createDatabase('sqlite::memory:')
+  await migrateToLatest(handle.db)
+  const metrics = new MetricsRegistry()
+  const monitor = new AlertMonitor(
+    handle.db,
+    { webhookUrl, expiringWithinDays: 7, budgetThresholds: [0.8, 1], checkMs: 60_000, deadKeyFailures: 1, retryBaseMs: 50, retryMaxMs: 1000, timeoutMs: 1000, ...options },
+    { now: Date.now, logger: createLogger('silent'), upstreams: new UpstreamHealth(metrics), environment: 'dev', metrics },
+  )
+  return {
+    db: handle.db,
+    monitor,
+    async close() {
+      await monitor.close(2000)
+      await handle.close()
+    },
+  }
 }
 
 describe('alerts by webhook', () => {
@@ -171,6 +199,117 @@ describe('alerts by webhook', () => {
     } finally {
       await gw.close()
       receiver.stop()
+    }
+  })
+
+  test('a dead upstream key is alerted once a day across instances and restarts, though each saw it fail at another time', async () => {
+    const receiver = startReceiver()
+    const file = join(dir, 'dead-shared.db')
+    let first = await boot(file, receiver.url)
+    const second = await boot(file, receiver.url)
+    try {
+      const { key } = await userWithKey(first)
+      const auth = { authorization: `Bearer ${key.key}` }
+      const refuse = async (gw: AuthGateway) => {
+        upstream.setFailure({ status: 401, times: 1 })
+        expect((await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages }, auth)).status).toBe(502)
+      }
+      await refuse(first)
+      await waitFor(() => receiver.of('upstream_key_dead').length === 1, 'the dead-key alert')
+      await Bun.sleep(5)
+      await refuse(second)
+      await Bun.sleep(400) // several checks of both
+      // A restart forgets when the key began failing; it fails again, later.
+      await first.close()
+      first = await boot(file, receiver.url)
+      await refuse(first)
+      await Bun.sleep(400)
+      const dead = receiver.of('upstream_key_dead')
+      expect(dead.length).toBe(1)
+      expect(dead[0]).toMatchObject({ subject: { type: 'provider_key', id: 'up/k1' }, period: `d${new Date().toISOString().slice(0, 10)}` })
+      const rows = await first.db.selectFrom('alerts_sent').select(['kind', 'status']).execute()
+      expect(rows).toEqual([{ kind: 'upstream_key_dead', status: 'sent' }])
+    } finally {
+      upstream.setFailure(null)
+      await Promise.all([first.close(), second.close()])
+      receiver.stop()
+    }
+  })
+
+  test('budgets: every subject with a budget is checked, past the first page of them', async () => {
+    const receiver = startReceiver()
+    const m = await standaloneMonitor(receiver.url, { budgetThresholds: [1], budgetPageSize: 500 })
+    try {
+      const now = new Date().toISOString()
+      const ids = Array.from({ length: 1205 }, (_, i) => `usr_page_${String(i).padStart(4, '0')}`)
+      const budget = JSON.stringify({ tokens: 100, period: 'total' })
+      for (let i = 0; i < ids.length; i += 200) {
+        await m.db
+          .insertInto('users')
+          .values(ids.slice(i, i + 200).map((id) => ({ id, email: null, name: null, disabled_at: null, deleted_at: null, limits: null, budget, metadata: null, created_at: now, updated_at: now })))
+          .execute()
+      }
+      // Only the last user, by id and by insertion, has spent its budget.
+      const late = ids.at(-1)!
+      await m.db.insertInto('request_logs').values([logRow('req_page_1', now, { user_id: ids[3]!, total_tokens: 50 }), logRow('req_page_2', now, { user_id: late, total_tokens: 120 })]).execute()
+      await m.monitor.tick()
+      await waitFor(() => receiver.received.length === 1, 'the budget alert of the last user')
+      await m.monitor.tick()
+      expect(receiver.of('budget').map((a) => [a.subject, a.threshold])).toEqual([[{ type: 'user', id: late }, 1]])
+    } finally {
+      await m.close()
+      receiver.stop()
+    }
+  })
+
+  test('a delivery claim lasts from when it is taken, however long the deliveries before it in the round took', async () => {
+    // Each POST takes 300 ms: the sixth alert of a round is claimed 1.5 s in, past twice the timeout.
+    const timeoutMs = 600
+    let db: Kysely<Database> | undefined
+    const claims: Array<{ id: string; heldForMs: number }> = []
+    const server = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      async fetch(req) {
+        const id = req.headers.get('x-sluice-alert-id')!
+        const row = await db!.selectFrom('alerts_sent').select('next_attempt_at').where('id', '=', id).executeTakeFirstOrThrow()
+        claims.push({ id, heldForMs: Date.parse(row.next_attempt_at) - Date.now() })
+        await Bun.sleep(300)
+        return new Response(null, { status: 204 })
+      },
+    })
+    const m = await standaloneMonitor(`http://127.0.0.1:${server.port}/hook`, { timeoutMs })
+    db = m.db
+    try {
+      const past = new Date(Date.now() - 1000).toISOString()
+      await m.db
+        .insertInto('alerts_sent')
+        .values(
+          Array.from({ length: 6 }, (_, i) => ({
+            id: `test:alert:${i}`,
+            kind: 'budget',
+            subject: `user:usr_${i}`,
+            threshold: 1,
+            period: 'total',
+            status: 'pending',
+            attempts: 0,
+            payload: JSON.stringify({ id: `test:alert:${i}` }),
+            next_attempt_at: past,
+            last_error: null,
+            created_at: past,
+            sent_at: null,
+          })),
+        )
+        .execute()
+      await m.monitor.tick()
+      expect(claims.map((c) => c.id)).toEqual(Array.from({ length: 6 }, (_, i) => `test:alert:${i}`))
+      // While its POST runs, each alert is still claimed: no other instance may take it.
+      for (const c of claims) expect([c.id, c.heldForMs > timeoutMs]).toEqual([c.id, true])
+      const rows = await m.db.selectFrom('alerts_sent').select(['status', 'attempts']).execute()
+      expect(rows.every((r) => r.status === 'sent' && r.attempts === 1)).toBe(true)
+    } finally {
+      await m.close()
+      server.stop(true)
     }
   })
 

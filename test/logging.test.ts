@@ -245,6 +245,77 @@ describe('idempotent by request id', () => {
   })
 })
 
+/**
+ * Requests whose values no database column takes as they are: a NUL in the model (Postgres
+ * text refuses it), token counts past 2^31-1 (Postgres integer) and a cost that overflows to
+ * Infinity (null by the time it reaches the writer thread: NOT NULL, on both databases). Each
+ * row is stored in a form the database takes, and the rows after it are written too.
+ */
+async function unwritableValues(databaseUrl: string): Promise<void> {
+  const tg = await startGateway(
+    upstreamConfig(upstream.url, {
+      models: [{ name: 'mock-gpt', targets: [{ provider: 'up', model: 'mock-gpt' }], pricing: PRICING }],
+      plugins: [{ use: 'logging', options: { flush_ms: 10, retry_base_ms: 20, retry_max_ms: 50 } }],
+    }),
+    { env: { DATABASE_URL: databaseUrl } },
+  )
+  try {
+    const ids: string[] = []
+    const send = async (model: string) => {
+      const res = await postJson(`${tg.url}/v1/chat/completions`, { model, messages, max_tokens: 2 })
+      await res.arrayBuffer()
+      ids.push(res.headers.get('x-request-id')!)
+      return res.status
+    }
+    // Not a model the gateway serves: refused, and logged with the name the client sent.
+    expect(await send('mock\u0000gpt')).toBe(404)
+    const huge = 1e308
+    upstream.setFailure({
+      status: 200,
+      times: 1,
+      body: {
+        id: 'chatcmpl-huge',
+        object: 'chat.completion',
+        created: 1,
+        model: 'mock-gpt',
+        choices: [{ index: 0, message: { role: 'assistant', content: 'hi' }, finish_reason: 'stop' }],
+        usage: { prompt_tokens: huge, completion_tokens: huge, total_tokens: huge, prompt_tokens_details: { cached_tokens: 3_000_000_000 } },
+      },
+    })
+    expect(await send('mock-gpt')).toBe(200)
+    expect(await send('mock-gpt')).toBe(200)
+    const db = tg.gateway.services.db.db
+    await waitForRows(db, 3, 5000)
+    const stored = await db.selectFrom('request_logs').selectAll().where('id', 'in', ids).execute()
+    const byId = new Map(stored.map((r) => [r.id, r]))
+    expect(byId.get(ids[0]!)).toMatchObject({ model: 'mockgpt', status: 404 })
+    const big = byId.get(ids[1]!)!
+    expect([big.prompt_tokens, big.completion_tokens, big.cached_tokens, big.total_tokens].map(Number)).toEqual([2_147_483_647, 2_147_483_647, 2_147_483_647, 2_147_483_647])
+    expect(Number(big.cost_usd)).toBe(0)
+    expect(byId.get(ids[2]!)).toMatchObject({ model: 'mock-gpt', status: 200 })
+    expect(loggingHooks(tg.gateway).stats()).toMatchObject({ queued: 0, write_errors: 0 })
+  } finally {
+    upstream.setFailure(null)
+    await tg.close()
+  }
+}
+
+describe('values no database column takes as they are', () => {
+  test('on SQLite, through the writer thread', async () => {
+    await unwritableValues(`sqlite://${join(scratch, 'unwritable.db')}`)
+  })
+  describe.skipIf(postgresUrl === null)('on Postgres', () => {
+    let pg: TestPostgresDatabase
+    beforeAll(async () => {
+      pg = await createTestPostgresDatabase(postgresUrl!, 'logging_unwritable')
+    })
+    afterAll(() => pg.drop())
+    test('through the writer thread', async () => {
+      await unwritableValues(pg.url)
+    })
+  })
+})
+
 describe('queue bound, drops, and the flush on close', () => {
   test('while the database refuses writes, responses are unaffected, rows wait up to queue_size, the newest beyond it are dropped and counted', async () => {
     const file = join(scratch, 'bound.db')

@@ -18,6 +18,8 @@ export interface AlertOptions {
   retryBaseMs: number
   retryMaxMs: number
   timeoutMs: number
+  /** Keys, users or teams with a budget read per query; a check reads them all, page by page. @default 1000 */
+  budgetPageSize?: number
 }
 
 /** The JSON body POSTed to the webhook. `id` is stable: a receiver may dedupe on it. */
@@ -33,6 +35,12 @@ export interface AlertPayload {
   details: Record<string, unknown>
 }
 
+/** A subject with a budget, as a page of them is read. */
+interface Budgeted {
+  id: string
+  budget: string | null
+}
+
 interface Candidate {
   kind: AlertKind
   subject: AlertPayload['subject']
@@ -44,7 +52,7 @@ interface Candidate {
 
 /** Alert ids this process knows are recorded, so a check does not ask the database again. */
 const MAX_KNOWN = 10_000
-/** Candidates looked at per kind and check. */
+/** Candidates looked at per kind and check (expiring keys, dead upstream keys); the default page of budget subjects. */
 const MAX_PER_CHECK = 1000
 
 const iso = (ms: number) => new Date(ms).toISOString()
@@ -149,57 +157,98 @@ export class AlertMonitor {
   private async budgets(): Promise<Candidate[]> {
     const now = this.deps.now()
     const at = iso(now)
-    const [keys, users, teams] = await Promise.all([
-      this.db
-        .selectFrom('api_keys')
-        .select(['id', 'budget'])
-        .where('budget', 'is not', null)
-        .where('status', '=', 'active')
-        .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', at)]))
-        .limit(MAX_PER_CHECK)
-        .execute(),
-      this.db.selectFrom('users').select(['id', 'budget']).where('budget', 'is not', null).where('deleted_at', 'is', null).limit(MAX_PER_CHECK).execute(),
-      this.db.selectFrom('teams').select(['id', 'budget']).where('budget', 'is not', null).where('deleted_at', 'is', null).limit(MAX_PER_CHECK).execute(),
-    ])
-    const out: Candidate[] = []
-    const scopes: Array<['key' | 'user' | 'team', SpendColumn, Array<{ id: string; budget: string | null }>]> = [
-      ['key', 'key_id', keys],
-      ['user', 'user_id', users],
-      ['team', 'team_id', teams],
+    const size = this.options.budgetPageSize ?? MAX_PER_CHECK
+    // Pages in id order, each starting after the last id of the one before: every subject is
+    // seen once per check however many there are, and no query reads more than `size` rows.
+    const pages: Array<['key' | 'user' | 'team', SpendColumn, (after: string | null) => Promise<Budgeted[]>]> = [
+      [
+        'key',
+        'key_id',
+        (after) =>
+          this.db
+            .selectFrom('api_keys')
+            .select(['id', 'budget'])
+            .where('budget', 'is not', null)
+            .where('status', '=', 'active')
+            .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', at)]))
+            .$if(after !== null, (q) => q.where('id', '>', after!))
+            .orderBy('id')
+            .limit(size)
+            .execute(),
+      ],
+      [
+        'user',
+        'user_id',
+        (after) =>
+          this.db
+            .selectFrom('users')
+            .select(['id', 'budget'])
+            .where('budget', 'is not', null)
+            .where('deleted_at', 'is', null)
+            .$if(after !== null, (q) => q.where('id', '>', after!))
+            .orderBy('id')
+            .limit(size)
+            .execute(),
+      ],
+      [
+        'team',
+        'team_id',
+        (after) =>
+          this.db
+            .selectFrom('teams')
+            .select(['id', 'budget'])
+            .where('budget', 'is not', null)
+            .where('deleted_at', 'is', null)
+            .$if(after !== null, (q) => q.where('id', '>', after!))
+            .orderBy('id')
+            .limit(size)
+            .execute(),
+      ],
     ]
-    for (const [type, column, rows] of scopes) {
-      // Subjects whose budgets share a period start are summed in one query.
-      const byStart = new Map<string, Array<{ id: string; budget: Budget; label: string }>>()
-      for (const r of rows) {
-        const budget = parseBudget(r.budget)
-        if (!budget) continue
-        const period = budgetPeriod(budget.period, now)
-        const start = period.start === null ? '' : iso(period.start)
-        let list = byStart.get(start)
-        if (!list) byStart.set(start, (list = []))
-        list.push({ id: r.id, budget, label: period.label })
-      }
-      for (const [start, subjects] of byStart) {
-        const spent = await spendSince(this.db, column, subjects.map((s) => s.id), start === '' ? null : start)
-        for (const s of subjects) {
-          const used = spent.get(s.id) ?? { tokens: 0, usd: 0 }
-          const fraction = Math.max(s.budget.tokens ? used.tokens / s.budget.tokens : 0, s.budget.usd ? used.usd / s.budget.usd : 0)
-          for (const threshold of this.options.budgetThresholds) {
-            if (fraction < threshold) continue
-            const pct = Math.round(threshold * 100)
-            out.push({
-              kind: 'budget',
-              subject: { type, id: s.id },
-              threshold,
-              period: s.label,
-              message: `The ${s.budget.period === 'total' ? 'total' : s.budget.period + 'ly'} budget of ${type} ${s.id} is ${pct >= 100 ? 'spent' : `${pct}% spent`} (${describeSpend(used, s.budget)}).`,
-              details: { budget: s.budget, spent: { tokens: used.tokens, usd: used.usd }, fraction },
-            })
-          }
-        }
+    const out: Candidate[] = []
+    for (const [type, column, page] of pages) {
+      for (let after: string | null = null; ; ) {
+        const rows = await page(after)
+        await this.budgetPage(type, column, rows, now, out)
+        if (rows.length < size) break
+        after = rows[rows.length - 1]!.id
       }
     }
     return out
+  }
+
+  /** The budget alerts of one page of subjects, added to `out`. */
+  private async budgetPage(type: 'key' | 'user' | 'team', column: SpendColumn, rows: Budgeted[], now: number, out: Candidate[]): Promise<void> {
+    // Subjects whose budgets share a period start are summed in one query.
+    const byStart = new Map<string, Array<{ id: string; budget: Budget; label: string }>>()
+    for (const r of rows) {
+      const budget = parseBudget(r.budget)
+      if (!budget) continue
+      const period = budgetPeriod(budget.period, now)
+      const start = period.start === null ? '' : iso(period.start)
+      let list = byStart.get(start)
+      if (!list) byStart.set(start, (list = []))
+      list.push({ id: r.id, budget, label: period.label })
+    }
+    for (const [start, subjects] of byStart) {
+      const spent = await spendSince(this.db, column, subjects.map((s) => s.id), start === '' ? null : start)
+      for (const s of subjects) {
+        const used = spent.get(s.id) ?? { tokens: 0, usd: 0 }
+        const fraction = Math.max(s.budget.tokens ? used.tokens / s.budget.tokens : 0, s.budget.usd ? used.usd / s.budget.usd : 0)
+        for (const threshold of this.options.budgetThresholds) {
+          if (fraction < threshold) continue
+          const pct = Math.round(threshold * 100)
+          out.push({
+            kind: 'budget',
+            subject: { type, id: s.id },
+            threshold,
+            period: s.label,
+            message: `The ${s.budget.period === 'total' ? 'total' : s.budget.period + 'ly'} budget of ${type} ${s.id} is ${pct >= 100 ? 'spent' : `${pct}% spent`} (${describeSpend(used, s.budget)}).`,
+            details: { budget: s.budget, spent: { tokens: used.tokens, usd: used.usd }, fraction },
+          })
+        }
+      }
+    }
   }
 
   private deadKeys(): Candidate[] {
@@ -212,8 +261,10 @@ export class AlertMonitor {
         kind: 'upstream_key_dead' as const,
         subject: { type: 'provider_key' as const, id: `${k.provider}/${k.key}` },
         threshold: n,
-        // The start of this run of refusals: a key that recovers and dies again is alerted again.
-        period: iso(k.authFailingSince!),
+        // The UTC day this run of refusals began, not its instant: that instant is what this
+        // process saw, and another instance (or this one after a restart) sees another, so the
+        // id must not depend on it. Once per key and day; a key dead again on a later day is alerted again.
+        period: budgetPeriod('day', k.authFailingSince!).label,
         message: `Upstream provider "${k.provider}" refused the gateway's key "${k.key}" ${k.consecutiveAuthFailures} times in a row (last HTTP ${k.lastStatus}). Fix or replace that provider key.`,
         details: { provider: k.provider, key: k.key, consecutive_failures: k.consecutiveAuthFailures, last_status: k.lastStatus, failing_since: iso(k.authFailingSince!) },
       }))
@@ -262,9 +313,10 @@ export class AlertMonitor {
     for (const row of due) {
       if (this.closed) return
       // Claim: move its next attempt past this one's timeout; another instance that read it too finds it moved.
+      // From the time of the claim: the deliveries before it in this round may have taken a while.
       const claimed = await this.db
         .updateTable('alerts_sent')
-        .set({ next_attempt_at: iso(now + this.options.timeoutMs * 2), attempts: row.attempts + 1 })
+        .set({ next_attempt_at: iso(Date.now() + this.options.timeoutMs * 2), attempts: row.attempts + 1 })
         .where('id', '=', row.id)
         .where('status', '=', 'pending')
         .where('next_attempt_at', '=', row.next_attempt_at)

@@ -48,6 +48,15 @@ describe('redactBody', () => {
     expect(out.split(MASKED).length - 1).toBe(6)
   })
 
+  test('camelCase field names of secrets are masked too; names that only contain the word are not', () => {
+    const secrets = ['clientSecret', 'accessToken', 'authToken', 'secretKey', 'privateKey', 'sessionToken', 'apiKey', 'APIKey', 'openAIKey', 'awsSecretAccessKey', 'refreshToken', 'xApiKey', 'clientSECRET']
+    const body = { model: 'm', metadata: Object.fromEntries(secrets.map((name, i) => [name, `value-${i}`])) }
+    expect(redactBody(body)).toEqual({ model: 'm', metadata: Object.fromEntries(secrets.map((name) => [name, MASKED])) })
+    // A word inside another word is no boundary, and a plural count is no secret.
+    const kept = { monkey: 'banana', keyboard: 'qwerty', maxTokens: 'five', tokenizer: 'cl100k', secretary: 'Ann', authorName: 'Bo' }
+    expect(redactBody(kept)).toEqual(kept)
+  })
+
   test('bounded: deep nesting, long arrays and long strings are cut', () => {
     let deep: unknown = 'bottom'
     for (let i = 0; i < 20; i++) deep = { d: deep }

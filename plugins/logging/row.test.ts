@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { isoTime } from './row.ts'
+import { forwardedAddress, isoTime } from './row.ts'
 
 describe('isoTime', () => {
   test('matches Date#toISOString, across seconds and for fractional times', () => {
@@ -8,5 +8,23 @@ describe('isoTime', () => {
       expect(isoTime(base + ms)).toBe(new Date(base + ms).toISOString())
     }
     expect(isoTime(0)).toBe('1970-01-01T00:00:00.000Z')
+  })
+})
+
+describe('forwardedAddress', () => {
+  test('the first X-Forwarded-For entry when it is an IPv4 or IPv6 address', () => {
+    expect(forwardedAddress('203.0.113.7')).toBe('203.0.113.7')
+    expect(forwardedAddress(' 203.0.113.7 , 10.0.0.1')).toBe('203.0.113.7')
+    expect(forwardedAddress('2001:db8::1, 10.0.0.1')).toBe('2001:db8::1')
+    expect(forwardedAddress('::ffff:192.0.2.1')).toBe('::ffff:192.0.2.1')
+    expect(forwardedAddress('fe80::1%eth0')).toBe('fe80::1%eth0')
+  })
+
+  test('anything else is no address: hex words, bare colons, ports, brackets, names, zones on IPv4', () => {
+    for (const value of ['cafe', 'beef:cafe', '::::', ':', '1.2.3.4:5678', '[2001:db8::1]', '[2001:db8::1]:443', '256.1.1.1', '1.2.3', 'example.com', 'unknown', '1.2.3.4%eth0', 'fe80::1%', 'fe80::1%<x>', '<script>alert(1)</script>', '', ' , 1.2.3.4']) {
+      expect([value, forwardedAddress(value)]).toEqual([value, null])
+    }
+    expect(forwardedAddress(null)).toBeNull()
+    expect(forwardedAddress(`2001:db8::1%${'x'.repeat(80)}`)).toBeNull()
   })
 })

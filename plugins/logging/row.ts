@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import type { RequestLogInsert } from '../../src/db/schema.ts'
 import type { GatewayRequest, Outcome } from '../../src/plugin.ts'
 import { redactBody } from './redact.ts'
@@ -7,8 +8,33 @@ export const CLIENT_CLOSED = 'client_closed'
 
 const MAX_MODEL = 256
 const MAX_USER_AGENT = 512
-/** An address as it may appear in `X-Forwarded-For`: IPv4, IPv6 (possibly with a zone), nothing else. */
-const ADDRESS = /^[0-9A-Fa-f:.%]{2,64}$/
+/** Longest `X-Forwarded-For` entry looked at (an IPv6 address with a zone fits). */
+const MAX_ADDRESS = 64
+/** The largest value of a Postgres `integer` column. */
+const MAX_INT = 2_147_483_647
+
+/**
+ * Text a database column will take: Postgres refuses NUL in `text`, and a row it refuses would
+ * fail its whole batch on every retry, holding up every row behind it.
+ */
+function text(s: string): string {
+  return s.indexOf('\u0000') < 0 ? s : s.replaceAll('\u0000', '')
+}
+
+/** {@link text}, cut to `max` characters first when given one; null for a value not there. */
+function textOrNull(s: string | null | undefined, max = Infinity): string | null {
+  return s === null || s === undefined ? null : text(s.length > max ? s.slice(0, max) : s)
+}
+
+/** A count an `integer` column will take: whole, within [0, 2^31-1]; anything else (NaN) is 0. */
+function count(n: number): number {
+  return n >= 0 ? (n < MAX_INT ? Math.floor(n) : MAX_INT) : 0
+}
+
+/** A cost a `double precision NOT NULL` column will take: finite and not negative (Infinity would become null on its way to the writer thread). */
+function usd(n: number): number {
+  return Number.isFinite(n) && n > 0 ? n : 0
+}
 
 let isoSecond = Number.NaN
 let isoPrefix = ''
@@ -35,23 +61,35 @@ export type LogRow = RequestLogInsert & {
 }
 
 /**
+ * The first entry of an `X-Forwarded-For` value when it is an IPv4 or IPv6 address (with its
+ * zone, if any); null otherwise: not a port, brackets, a name or anything else.
+ */
+export function forwardedAddress(header: string | null): string | null {
+  if (!header) return null
+  const comma = header.indexOf(',')
+  const first = (comma < 0 ? header : header.slice(0, comma)).trim()
+  // isIP takes an IPv6 zone made of a name or number (`fe80::1%eth0`) and nothing looser.
+  return first.length <= MAX_ADDRESS && isIP(first) !== 0 ? first : null
+}
+
+/**
  * The client address: the first `X-Forwarded-For` entry when the gateway sits behind a proxy
  * the operator trusts (`trust_proxy`), else the socket's peer. A header value that is not an
  * address is ignored rather than stored.
  */
 export function clientIpOf(req: GatewayRequest, trustProxy: boolean): string | null {
   if (trustProxy) {
-    const forwarded = req.request.headers.get('x-forwarded-for')
-    if (forwarded) {
-      const comma = forwarded.indexOf(',')
-      const first = (comma < 0 ? forwarded : forwarded.slice(0, comma)).trim()
-      if (ADDRESS.test(first)) return first
-    }
+    const forwarded = forwardedAddress(req.request.headers.get('x-forwarded-for'))
+    if (forwarded !== null) return forwarded
   }
   return req.clientIp
 }
 
-/** One row per request, from what the pipeline recorded on it and how it ended. */
+/**
+ * One row per request, from what the pipeline recorded on it and how it ended. Every value is
+ * made one both databases accept (no NUL in text, counts within `integer`, a finite cost): the
+ * writer retries a refused batch as it is, so a row no database takes would stop the log.
+ */
 export function toRow(req: GatewayRequest, outcome: Outcome, arrivedAt: number, environment: string, trustProxy: boolean): LogRow {
   // A refused request is still tied to the key it presented, when auth knew it.
   const identity = req.identity ?? req.refusedKey
@@ -66,23 +104,24 @@ export function toRow(req: GatewayRequest, outcome: Outcome, arrivedAt: number, 
     team_id: identity?.teamId ?? null,
     environment: req.identity?.environment ?? environment,
     endpoint: req.endpoint,
-    model: req.model === undefined ? null : req.model.slice(0, MAX_MODEL),
-    provider: target?.provider.id ?? null,
-    upstream_model: target?.model ?? null,
-    provider_key_id: target?.key.id ?? null,
+    model: textOrNull(req.model, MAX_MODEL),
+    // Upstream names come from the config or the admin API: not cut, but no NUL either.
+    provider: textOrNull(target?.provider.id),
+    upstream_model: textOrNull(target?.model),
+    provider_key_id: textOrNull(target?.key.id),
     status: outcome.status,
     error_code: outcome.errorCode ?? (outcome.aborted ? CLIENT_CLOSED : null),
-    prompt_tokens: usage?.promptTokens ?? 0,
-    completion_tokens: usage?.completionTokens ?? 0,
-    cached_tokens: usage?.cachedTokens ?? 0,
-    total_tokens: usage?.totalTokens ?? 0,
-    cost_usd: usage?.costUsd ?? 0,
+    prompt_tokens: usage ? count(usage.promptTokens) : 0,
+    completion_tokens: usage ? count(usage.completionTokens) : 0,
+    cached_tokens: usage ? count(usage.cachedTokens) : 0,
+    total_tokens: usage ? count(usage.totalTokens) : 0,
+    cost_usd: usd(usage?.costUsd ?? 0),
     usage_source: usage?.source ?? null,
-    latency_ms: Math.round(outcome.latencyMs),
-    ttft_ms: outcome.ttftMs === null ? null : Math.round(outcome.ttftMs),
+    latency_ms: count(Math.round(outcome.latencyMs)),
+    ttft_ms: outcome.ttftMs === null ? null : count(Math.round(outcome.ttftMs)),
     streamed: req.stream ? 1 : 0,
-    client_ip: clientIpOf(req, trustProxy),
-    user_agent: userAgent === null ? null : userAgent.slice(0, MAX_USER_AGENT),
+    client_ip: textOrNull(clientIpOf(req, trustProxy)),
+    user_agent: textOrNull(userAgent, MAX_USER_AGENT),
   }
 }
 
