@@ -35,20 +35,36 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
   // copies) stays off the hot path. The schema still documents the route through `requestBody`.
   const reader = (schema: TSchema) => {
     const check = compileCheck(schema)
-    return ({ request }: { request: Request }) => readJsonObject(request, maxBodyBytes).then(check)
+    const checked = (body: Record<string, unknown>) => refusedOr(body, check)
+    return ({ request }: { request: Request }) => readJsonObject(request, maxBodyBytes).then(checked, refusedBody)
+  }
+  /**
+   * A body the route refused (too large, not JSON, not valid) is a request like any other to the
+   * plugins: it is authenticated first (a client without a valid key learns that, not what is wrong
+   * with its body) and ends through the pipeline, so it is logged, counted and tied to its key.
+   */
+  const refuse = async (endpoint: Endpoint, refused: RefusedBody, request: Request, id: string): Promise<Response> => {
+    const req = pipeline.createRequest(endpoint, request, id, refused.body)
+    let failed = pipeline.authenticate(req)
+    if (failed instanceof Promise) failed = await failed
+    return pipeline.fail(req, failed ?? refused.error)
   }
   const jsonBody = (schema: TSchema) => ({ required: true, content: { 'application/json': { schema } } })
   // Two body shapes: checked against the one it claims to be, so an error names the field at fault.
   const checkChatCount = compileCheck(TokenCountChatBody)
   const checkEmbeddingCount = compileCheck(TokenCountEmbeddingBody)
   const countReader = ({ request }: { request: Request }) =>
-    readJsonObject(request, maxBodyBytes).then((body) => ('input' in body && !('messages' in body) ? checkEmbeddingCount(body) : checkChatCount(body)))
+    readJsonObject(request, maxBodyBytes).then(
+      (body) => refusedOr(body, 'input' in body && !('messages' in body) ? checkEmbeddingCount : checkChatCount),
+      refusedBody,
+    )
   // `body` is what the reader returned: a checked JSON object.
   const call = (endpoint: Endpoint) => ({ body, request, set }: { body: unknown; request: Request; set: { headers: Record<string, unknown> } }) => {
     const id = set.headers['x-request-id'] as string
     // The pipeline never throws and its every response carries the id. With `set` left empty Elysia hands
     // the response to Bun as it is, instead of copying it (and turning a bytes body into a stream) to merge headers.
     delete set.headers['x-request-id']
+    if (body instanceof RefusedBody) return refuse(endpoint, body, request, id)
     return pipeline.handle(pipeline.createRequest(endpoint, request, id, body as Record<string, unknown>))
   }
 
@@ -101,6 +117,11 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
     .post(
       '/v1/tokens/count',
       async ({ body, request, set }) => {
+        if (body instanceof RefusedBody) {
+          const id = set.headers['x-request-id'] as string
+          delete set.headers['x-request-id']
+          return refuse('tokens.count', body, request, id)
+        }
         const req = pipeline.createRequest('tokens.count', request, set.headers['x-request-id'] as string, body as Record<string, unknown>)
         const refused = await pipeline.authenticate(req)
         if (refused) return pipeline.fail(req, refused)
@@ -151,6 +172,34 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
         },
       },
     )
+}
+
+/**
+ * What a /v1 body reader returns for a body it refused, in place of the body: the route answers
+ * it through the pipeline (see `refuse`) rather than Elysia's error handler, which no plugin hears.
+ */
+class RefusedBody {
+  constructor(
+    readonly error: GatewayError,
+    /** What could be read of it (a valid JSON object that failed its check), for the log row's model. */
+    readonly body: Record<string, unknown> = {},
+  ) {}
+}
+
+/** The body as its check returns it, or what it refused. */
+function refusedOr(body: Record<string, unknown>, check: (body: Record<string, unknown>) => Record<string, unknown>): Record<string, unknown> | RefusedBody {
+  try {
+    return check(body)
+  } catch (error) {
+    if (error instanceof GatewayError) return new RefusedBody(error, body)
+    throw error
+  }
+}
+
+/** A body that could not be read as JSON (or was too large), as a refusal; anything else is the error handler's. */
+function refusedBody(error: unknown): RefusedBody {
+  if (error instanceof GatewayError) return new RefusedBody(error)
+  throw error
 }
 
 /** Fields of `GET /v1/key` that stay null when no plugin fills them. */

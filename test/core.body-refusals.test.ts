@@ -1,0 +1,93 @@
+/**
+ * A /v1 request whose body is refused (not JSON, not valid for the endpoint, too large) is still
+ * a request to the plugins: the key is checked first (a client without a valid key is told that,
+ * not what is wrong with its body), and it ends through the pipeline, so completion hooks (the
+ * request log, the metrics) see it, tied to its key. A real gateway with auth and a plugin that
+ * records each completion; the mock upstream is never called.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { definePlugin, type Outcome } from '../src/plugin.ts'
+import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
+import { startAuthGateway, userWithKey, type AuthGateway } from './support/auth.ts'
+
+interface Seen {
+  endpoint: string
+  model: string | undefined
+  keyId: string | undefined
+  status: number
+  code: string | null
+}
+
+describe('refused bodies go through the pipeline', () => {
+  let upstream: MockUpstream
+  let gw: AuthGateway
+  let key: string
+  let keyId: string
+  const seen: Seen[] = []
+  const recorder = definePlugin({
+    name: 'recorder',
+    setup: () => ({
+      onComplete(req, outcome: Outcome) {
+        seen.push({ endpoint: req.endpoint, model: req.model, keyId: (req.identity ?? req.refusedKey)?.keyId, status: outcome.status, code: outcome.errorCode })
+      },
+    }),
+  })
+
+  beforeAll(async () => {
+    upstream = await startMockUpstream()
+    gw = await startAuthGateway(upstream.url, { config: { plugins: [{ use: 'auth', options: { demo_key: false } }, recorder], limits: { max_body_bytes: 4096 } } })
+    const made = await userWithKey(gw)
+    key = made.key.key
+    keyId = made.key.id
+  })
+  afterAll(async () => {
+    await gw?.close()
+    await upstream?.stop()
+  })
+
+  const post = (path: string, body: string, auth: string | null) =>
+    fetch(gw.url + path, { method: 'POST', headers: { 'content-type': 'application/json', ...(auth === null ? {} : { authorization: `Bearer ${auth}` }) }, body })
+
+  /** The `n`th completion the recorder saw since it was emptied (1-based), once it has seen it. */
+  async function nth(n: number): Promise<Seen | undefined> {
+    const until = Date.now() + 2000
+    while (seen.length < n && Date.now() < until) await Bun.sleep(5)
+    return seen[n - 1]
+  }
+
+  test('an invalid body with a valid key: 400 naming the field, recorded with the key and the model', async () => {
+    seen.length = 0
+    const res = await post('/v1/chat/completions', JSON.stringify({ model: 'mock-gpt', messages: 'hi' }), key)
+    expect(res.status).toBe(400)
+    const body = (await res.json()) as { error: { code: string; param: string | null } }
+    expect(body.error.code).toBe('invalid_request')
+    expect(body.error.param).toBe('messages')
+    expect(res.headers.get('x-request-id')).toMatch(/^req_/)
+    expect(await nth(1)).toEqual({ endpoint: 'chat.completions', model: 'mock-gpt', keyId, status: 400, code: 'invalid_request' })
+    expect(upstream.stats.requests).toBe(0)
+  })
+
+  test('a body that is not JSON, and one too large: recorded too', async () => {
+    seen.length = 0
+    const bad = await post('/v1/embeddings', '{', key)
+    expect(bad.status).toBe(400)
+    await bad.arrayBuffer()
+    expect(await nth(1)).toMatchObject({ endpoint: 'embeddings', keyId, status: 400, code: 'invalid_request' })
+    const big = await post('/v1/chat/completions', JSON.stringify({ model: 'mock-gpt', messages: [{ role: 'user', content: 'x'.repeat(8000) }] }), key)
+    expect(big.status).toBe(413)
+    await big.arrayBuffer()
+    expect(await nth(2)).toMatchObject({ endpoint: 'chat.completions', keyId, status: 413, code: 'request_too_large' })
+  })
+
+  test('without a key, or with a wrong one, the answer is the key error (401), recorded as such', async () => {
+    seen.length = 0
+    const none = await post('/v1/chat/completions', '{', null)
+    expect(none.status).toBe(401)
+    expect(((await none.json()) as { error: { code: string } }).error.code).toBe('missing_api_key')
+    expect(await nth(1)).toMatchObject({ status: 401, code: 'missing_api_key' })
+    const wrong = await post('/v1/tokens/count', JSON.stringify({ model: 'mock-gpt' }), 'sk-dev-' + 'x'.repeat(40))
+    expect(wrong.status).toBe(401)
+    await wrong.arrayBuffer()
+    expect(await nth(2)).toMatchObject({ endpoint: 'tokens.count', status: 401 })
+  })
+})
