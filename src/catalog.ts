@@ -176,8 +176,21 @@ export class Catalog {
     })
     const modelView = (m: ModelConfig, source: 'config' | 'admin') => ({ object: 'model_group', source, ...m })
 
+    // Requests whose admin key parse already checked, so transform need not hash it again.
+    const admitted = new WeakSet<Request>()
     return new Elysia({ name: 'sluice.admin.catalog', prefix: '/admin' })
+      // The admin key is checked before anything else looks at the request, as in the users/teams/
+      // keys admin routes: in parse (which runs first, ahead of the routes' JSON parser, on every
+      // method but GET and HEAD, body or not) and in transform (every route). A caller without the
+      // key learns nothing about the body, not even that the JSON is broken.
+      .onParse(({ request }) => {
+        if (admitted.has(request)) return
+        const refused = this.services.admin.check(request)
+        if (refused) throw refused
+        admitted.add(request)
+      })
       .onTransform(({ request }) => {
+        if (admitted.has(request)) return
         const refused = this.services.admin.check(request)
         if (refused) throw refused
       })

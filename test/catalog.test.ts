@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
+import { expectEnvelope } from './support/auth.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'
 import { decryptSecret, encryptSecret, masterKey, rewrapSecret } from '../src/lib/secrets.ts'
 
@@ -105,6 +106,32 @@ describe('providers and models through the admin API', () => {
     const anon = await fetch(`${gw.url}/admin/providers`)
     expect(anon.status).toBe(401)
     expect((await anon.json()).error.code).toBe('invalid_admin_key')
+  })
+
+  test('the admin key is checked before the body is read: 401 whatever the body, 400 only with the key', async () => {
+    const routes: [string, string, unknown][] = [
+      ['POST', '/admin/providers', { id: 'anon', type: 'openai-compatible', base_url: mock.url, keys: [{ id: 'k1', secret: SECRET }] }],
+      ['PATCH', '/admin/providers/live', { base_url: 'http://127.0.0.1:9/' }],
+      ['POST', '/admin/models', { name: 'anon-gpt', targets: [{ provider: 'live', model: 'mock-gpt' }] }],
+    ]
+    const callers: Record<string, string>[] = [{}, { authorization: 'Bearer wrong' }, { authorization: 'Token wrong' }, { 'x-api-key': 'wrong' }]
+    const before = await gw.gateway.services.db.db.selectFrom('providers').selectAll().execute()
+    for (const [method, path, valid] of routes) {
+      for (const caller of callers) {
+        for (const body of ['{', undefined, '', JSON.stringify(valid)]) {
+          const headers = body === undefined ? caller : { ...caller, 'content-type': 'application/json' }
+          const res = await fetch(`${gw.url}${path}`, { method, headers, body })
+          expect({ method, path, caller, body, status: res.status }).toEqual({ method, path, caller, body, status: 401 })
+          await expectEnvelope(res, 'invalid_admin_key')
+        }
+      }
+      const broken = await fetch(`${gw.url}${path}`, { method, headers: admin, body: '{' })
+      await expectEnvelope(broken, 'invalid_request')
+    }
+    expect(await gw.gateway.services.db.db.selectFrom('providers').selectAll().execute()).toEqual(before)
+    expect(await gw.gateway.services.db.db.selectFrom('models').selectAll().where('name', '=', 'anon-gpt').execute()).toEqual([])
+    const mistyped = await fetch(`${gw.url}/admin/providers/live`, { method: 'PATCH', headers: admin, body: JSON.stringify({ base_url: 5 }) })
+    expect((await expectEnvelope(mistyped, 'invalid_request')).param).toBe('base_url')
   })
 
   test('rotate-encryption-key re-seals secrets; the gateway then starts with the new key only', async () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
-import { Clock, startAuthGateway, uid, userWithKey, type AuthGateway } from './support/auth.ts'
+import { ADMIN_KEY, Clock, expectEnvelope, startAuthGateway, uid, userWithKey, type AuthGateway } from './support/auth.ts'
 
 interface Diagnosis {
   object: string
@@ -77,5 +77,23 @@ describe('key doctor', () => {
     expect((await diagnose({ key_id: 'key_missing' })).status).toBe(404)
     const anon = await gw.admin('POST', '/admin/doctor', { key: 'x' }, { authorization: 'Bearer wrong' })
     expect(anon.status).toBe(401)
+  })
+
+  test('the admin key is checked before the body is read: 401 whatever the body, 400 only with the key', async () => {
+    const callers: Record<string, string>[] = [{}, { authorization: 'Bearer wrong' }, { authorization: 'Token wrong' }, { 'x-api-key': 'wrong' }]
+    const bodies: (string | undefined)[] = ['{', undefined, '', JSON.stringify({ key: 'x' })]
+    for (const caller of callers) {
+      for (const body of bodies) {
+        const headers = body === undefined ? caller : { ...caller, 'content-type': 'application/json' }
+        const res = await fetch(`${gw.url}/admin/doctor`, { method: 'POST', headers, body })
+        expect({ caller, body, status: res.status }).toEqual({ caller, body, status: 401 })
+        await expectEnvelope(res, 'invalid_admin_key')
+      }
+    }
+    const admin = { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }
+    const broken = await fetch(`${gw.url}/admin/doctor`, { method: 'POST', headers: admin, body: '{' })
+    await expectEnvelope(broken, 'invalid_request')
+    const mistyped = await fetch(`${gw.url}/admin/doctor`, { method: 'POST', headers: admin, body: JSON.stringify({ key: 5 }) })
+    expect((await expectEnvelope(mistyped, 'invalid_request')).param).toBe('key')
   })
 })

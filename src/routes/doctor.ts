@@ -34,50 +34,66 @@ type Diagnose = Static<typeof DiagnoseBody>
  */
 export function doctorRoutes({ pipeline, models, services }: { pipeline: Pipeline; models: ModelRegistry; services: Services }) {
   const check = compileCheck(DiagnoseBody)
-  return new Elysia({ name: 'sluice.doctor' }).post(
-    '/admin/doctor',
-    async ({ body, request, set }) => {
+  // Requests whose admin key parse already checked, so transform need not hash it again.
+  const admitted = new WeakSet<Request>()
+  return new Elysia({ name: 'sluice.doctor' })
+    // The admin key is checked before the body is read, as in the users/teams/keys admin routes:
+    // in parse (which runs first, ahead of the route's JSON parser, body or not) and in transform
+    // (for a route parse would skip). A caller without the key learns nothing about the body, not
+    // even that the JSON is broken.
+    .onParse(({ request }) => {
+      if (admitted.has(request)) return
       const refused = services.admin.check(request)
       if (refused) throw refused
-      const input = check(body as Record<string, unknown>) as Diagnose
-      if (!input.key === !input.key_id) throw new GatewayError('invalid_request', 'Send exactly one of "key" or "key_id".', { param: 'key' })
-      const endpoint: Endpoint = input.endpoint ?? 'chat.completions'
-      const headers = new Headers()
-      if (input.key) headers.set('authorization', `Bearer ${input.key}`)
-      if (input.team) headers.set('openai-organization', input.team)
-      const probe = new Request('http://doctor.invalid/', { headers })
-      const req = pipeline.createRequest(endpoint, probe, set.headers['x-request-id'] as string, input.model ? { model: input.model } : {})
-      req.locals[DIAGNOSE] = input.key_id ?? true
+      admitted.add(request)
+    })
+    .onTransform(({ request }) => {
+      if (admitted.has(request)) return
+      const refused = services.admin.check(request)
+      if (refused) throw refused
+    })
+    .post(
+      '/admin/doctor',
+      async ({ body, set }) => {
+        const input = check(body as Record<string, unknown>) as Diagnose
+        if (!input.key === !input.key_id) throw new GatewayError('invalid_request', 'Send exactly one of "key" or "key_id".', { param: 'key' })
+        const endpoint: Endpoint = input.endpoint ?? 'chat.completions'
+        const headers = new Headers()
+        if (input.key) headers.set('authorization', `Bearer ${input.key}`)
+        if (input.team) headers.set('openai-organization', input.team)
+        const probe = new Request('http://doctor.invalid/', { headers })
+        const req = pipeline.createRequest(endpoint, probe, set.headers['x-request-id'] as string, input.model ? { model: input.model } : {})
+        req.locals[DIAGNOSE] = input.key_id ?? true
 
-      let error = await pipeline.authenticate(req)
-      if (error?.code === 'not_found' && input.key_id) throw error
-      if (!error && input.model && endpoint !== 'models.list' && !models.get(input.model)) {
-        error = new GatewayError('model_not_found', `The model "${input.model}" is not served by this gateway.`, { param: 'model' })
-      }
-      const described = await pipeline.describe(req)
-      const remaining = (described.remaining ?? null) as Record<string, number | null> | null
-      const exhausted = remaining ? Object.entries(remaining).filter(([, v]) => v !== null && v <= 0).map(([k]) => k) : []
-      const { remaining: _r, ...key } = described
-      return {
-        object: 'key_diagnosis',
-        allowed: !error && exhausted.length === 0,
-        status: error ? error.status : exhausted.length ? 429 : 200,
-        error: error ? error.toJSON().error : null,
-        quota: exhausted.length ? `exhausted: ${exhausted.join(', ')}` : remaining ? 'ok' : 'no limits',
-        endpoint,
-        model: input.model ?? null,
-        team: input.team ?? null,
-        key: Object.keys(key).length ? key : null,
-        remaining,
-      }
-    },
-    {
-      parse: 'json',
-      detail: {
-        tags: ['Admin: users, teams, keys'],
-        summary: 'Key doctor: what the gateway would answer a key (or key id), model and team, and why',
-        requestBody: { required: true, content: { 'application/json': { schema: DiagnoseBody } } },
+        let error = await pipeline.authenticate(req)
+        if (error?.code === 'not_found' && input.key_id) throw error
+        if (!error && input.model && endpoint !== 'models.list' && !models.get(input.model)) {
+          error = new GatewayError('model_not_found', `The model "${input.model}" is not served by this gateway.`, { param: 'model' })
+        }
+        const described = await pipeline.describe(req)
+        const remaining = (described.remaining ?? null) as Record<string, number | null> | null
+        const exhausted = remaining ? Object.entries(remaining).filter(([, v]) => v !== null && v <= 0).map(([k]) => k) : []
+        const { remaining: _r, ...key } = described
+        return {
+          object: 'key_diagnosis',
+          allowed: !error && exhausted.length === 0,
+          status: error ? error.status : exhausted.length ? 429 : 200,
+          error: error ? error.toJSON().error : null,
+          quota: exhausted.length ? `exhausted: ${exhausted.join(', ')}` : remaining ? 'ok' : 'no limits',
+          endpoint,
+          model: input.model ?? null,
+          team: input.team ?? null,
+          key: Object.keys(key).length ? key : null,
+          remaining,
+        }
       },
-    },
-  )
+      {
+        parse: 'json',
+        detail: {
+          tags: ['Admin: users, teams, keys'],
+          summary: 'Key doctor: what the gateway would answer a key (or key id), model and team, and why',
+          requestBody: { required: true, content: { 'application/json': { schema: DiagnoseBody } } },
+        },
+      },
+    )
 }
