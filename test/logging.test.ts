@@ -597,8 +597,105 @@ function analyticsSuite(databaseUrl: () => string): void {
   })
 }
 
+/**
+ * More groups than a small page, with ties in request count at the page boundaries and a null
+ * group tied with named ones: 23 keys with 1 to 3 requests each, plus 2 requests with no key.
+ */
+function usagePagingFixture(): RequestLogInsert[] {
+  const rows: RequestLogInsert[] = []
+  for (let i = 0; i < 23; i++) {
+    for (let n = 0; n <= i % 3; n++) {
+      rows.push(
+        logRow(`req_pg_${String(i).padStart(2, '0')}_${n}`, `2026-04-${String(1 + (i % 9)).padStart(2, '0')}T12:00:0${n}.000Z`, {
+          key_id: `key_${String(i).padStart(2, '0')}`,
+          model: i % 5 === 0 ? null : `m_${i % 7}`,
+          status: n === 1 ? 500 : 200,
+          total_tokens: i + n,
+        }),
+      )
+    }
+  }
+  rows.push(logRow('req_pg_anon_0', '2026-04-03T01:00:00.000Z', { model: null, status: 401 }), logRow('req_pg_anon_1', '2026-04-04T01:00:00.000Z', { model: null, status: 401 }))
+  return rows
+}
+
+/** The report's order: most requests first, then by group, the null group last. */
+const reportOrder = (a: { group: string | null; requests: number }, b: { group: string | null; requests: number }) =>
+  b.requests - a.requests || (a.group === null ? 1 : 0) - (b.group === null ? 1 : 0) || (a.group === null || b.group === null ? 0 : a.group < b.group ? -1 : a.group > b.group ? 1 : 0)
+
+function usagePagingSuite(databaseUrl: () => string): void {
+  let tg: TestGateway
+  const rows = usagePagingFixture()
+  const admin = (path: string) => fetch(`${tg.url}${path}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+  type Group = { group: string | null; requests: number; cost_usd: number }
+  type UsagePage = { object: string; group_by: string; data: Group[]; next_cursor: string | null }
+  const ok = async (path: string): Promise<UsagePage> => {
+    const res = await admin(path)
+    const text = await res.text()
+    if (res.status !== 200) throw new Error(`${path} → ${res.status} ${text}`)
+    return JSON.parse(text) as UsagePage
+  }
+
+  beforeAll(async () => {
+    tg = await startGateway(upstreamConfig(upstream.url, { plugins: ['logging'] }), { env: { DATABASE_URL: databaseUrl(), SLUICE_ADMIN_KEY: ADMIN_KEY } })
+    await tg.gateway.services.db.db.insertInto('request_logs').values(rows).execute()
+  })
+  afterAll(() => tg.close())
+
+  const groupings: Array<[string, (r: RequestLogInsert) => string | null]> = [
+    ['key', (r) => r.key_id ?? null],
+    ['model', (r) => r.model ?? null],
+    ['day', (r) => r.at.slice(0, 10)],
+  ]
+  for (const [by, group] of groupings) {
+    test(`GET /admin/usage?group_by=${by}: one order on every database (null group last among equal counts), and cursor pages cover every group once`, async () => {
+      const expected = expectedGroups(rows, group).sort(reportOrder)
+      const whole = await ok(`/admin/usage?group_by=${by}`)
+      expect(whole.next_cursor).toBeNull()
+      expect(whole.data.map((g) => [g.group, g.requests])).toEqual(expected.map((g) => [g.group, g.requests]))
+
+      // A limit exactly the number of groups is one page with nothing after it.
+      expect((await ok(`/admin/usage?group_by=${by}&limit=${expected.length}`)).next_cursor).toBeNull()
+
+      for (const limit of [4, 5]) {
+        const seen: Group[] = []
+        let cursor: string | null = null
+        let pages = 0
+        do {
+          const page: UsagePage = await ok(`/admin/usage?group_by=${by}&limit=${limit}${cursor ? `&cursor=${cursor}` : ''}`)
+          expect(page.data.length).toBeLessThanOrEqual(limit)
+          seen.push(...page.data)
+          cursor = page.next_cursor
+          pages++
+        } while (cursor && pages < 50)
+        expect(cursor).toBeNull()
+        expect(pages).toBe(Math.ceil(expected.length / limit))
+        expect(roundCost(seen)).toEqual(roundCost(expected))
+      }
+    })
+  }
+
+  test('the key report exercises both cursor edges at the null group: a page ending on it (limit 4), one ending just before it in a tie (limit 5)', () => {
+    const groups = expectedGroups(rows, (r) => r.key_id ?? null).sort(reportOrder)
+    const nullAt = groups.findIndex((g) => g.group === null)
+    expect(groups[nullAt - 1]!.requests).toBe(groups[nullAt]!.requests)
+    expect(nullAt % 4).toBe(3)
+    expect(nullAt % 5).toBe(0)
+  })
+
+  test('refusals: a cursor that is not one, or one from another grouping', async () => {
+    const { expectEnvelope } = await import('./support/auth.ts')
+    expect((await expectEnvelope(await admin('/admin/usage?cursor=bm90IGEgY3Vyc29y'), 'invalid_request')).param).toBe('cursor')
+    expect((await expectEnvelope(await admin(`/admin/usage?cursor=${Buffer.from('["key",0,null]').toString('base64url')}`), 'invalid_request')).param).toBe('cursor')
+    const first = await ok('/admin/usage?group_by=key&limit=2')
+    expect(first.next_cursor).not.toBeNull()
+    expect((await expectEnvelope(await admin(`/admin/usage?group_by=model&cursor=${first.next_cursor}`), 'invalid_request')).param).toBe('cursor')
+  })
+}
+
 describe('analytics on SQLite', () => {
   analyticsSuite(() => 'sqlite::memory:')
+  describe('usage pages', () => usagePagingSuite(() => 'sqlite::memory:'))
 
   test('both routes are in Swagger with their query parameters', async () => {
     const tg = await startGateway(upstreamConfig(upstream.url, { plugins: ['logging'] }))
@@ -621,6 +718,15 @@ describe.skipIf(postgresUrl === null)('analytics on Postgres', () => {
   })
   afterAll(() => pg.drop())
   analyticsSuite(() => pg.url)
+})
+
+describe.skipIf(postgresUrl === null)('usage pages on Postgres', () => {
+  let pg: TestPostgresDatabase
+  beforeAll(async () => {
+    pg = await createTestPostgresDatabase(postgresUrl!, 'logging_usage_pages')
+  })
+  afterAll(() => pg.drop())
+  usagePagingSuite(() => pg.url)
 })
 
 describe('structured log line', () => {

@@ -2,7 +2,7 @@ import { Elysia } from 'elysia'
 import { GatewayError } from '../../src/errors.ts'
 import type { RequestLogRow } from '../../src/db/schema.ts'
 import type { Services } from '../../src/services.ts'
-import { logPage, usageBy, type LogFilter } from './repo.ts'
+import { GROUPINGS, logPage, usageBy, type Grouping, type LogFilter, type UsageCursor } from './repo.ts'
 import * as S from './schemas.ts'
 
 const tags = ['Admin: usage and logs']
@@ -24,8 +24,12 @@ export function analyticsRoutes(services: Services) {
           const by = query.group_by ?? 'key'
           const limit = bounded(query.limit, 1000, S.MAX_GROUPS, 'limit')
           const filter: LogFilter = { ...range(query.from, query.to), keyId: query.key_id, userId: query.user_id, teamId: query.team_id, model: query.model }
-          const data = await usageBy(db, by, filter, limit)
-          return { object: 'list' as const, group_by: by, data, next_cursor: null }
+          const after = query.cursor === undefined ? null : parseUsageCursor(query.cursor, by)
+          const groups = await usageBy(db, by, filter, limit + 1, after)
+          const more = groups.length > limit
+          const data = more ? groups.slice(0, limit) : groups
+          const last = data[data.length - 1]
+          return { object: 'list' as const, group_by: by, data, next_cursor: more && last ? encodeUsageCursor(by, last) : null }
         },
         {
           query: S.UsageQuery,
@@ -34,7 +38,8 @@ export function analyticsRoutes(services: Services) {
             tags,
             security,
             summary: 'Usage grouped by key, user, team, model, provider key or UTC day',
-            description: 'Requests, errors (status ≥ 400), tokens and USD cost per group over [from, to), most requests first. Counts requests whose log row is written (rows are written in batches, normally within a second).',
+            description:
+              'Requests, errors (status ≥ 400), tokens and USD cost per group over [from, to), most requests first, then by group (the null group last). Pass `next_cursor` back as `cursor` for the next page. Counts requests whose log row is written (rows are written in batches, normally within a second); pages are exact when `to` is in the past, while with live traffic a group whose count changes between pages may move across the page boundary.',
           },
         },
       )
@@ -80,6 +85,27 @@ function logView(r: RequestLogRow) {
 export const encodeCursor = (at: string, id: string): string => Buffer.from(`${at}|${id}`).toString('base64url')
 
 const ISO_START = /^\d{4}-\d{2}-\d{2}/
+
+/** Opaque cursor over (requests, group), in the report's order; it names its grouping so it is not reused under another. */
+const encodeUsageCursor = (by: Grouping, last: UsageCursor): string => Buffer.from(JSON.stringify([by, last.requests, last.group])).toString('base64url')
+
+function parseUsageCursor(value: string, by: Grouping): UsageCursor {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(Buffer.from(value, 'base64url').toString('utf8'))
+  } catch {
+    parsed = null
+  }
+  if (!Array.isArray(parsed) || parsed.length !== 3 || !(GROUPINGS as readonly unknown[]).includes(parsed[0])) {
+    throw new GatewayError('invalid_request', 'cursor must be the next_cursor of a previous page; start again without it.', { param: 'cursor' })
+  }
+  const [grouping, requests, group] = parsed as [Grouping, unknown, unknown]
+  if (grouping !== by) throw new GatewayError('invalid_request', `cursor is from a report grouped by ${grouping}, not ${by}; start again without it.`, { param: 'cursor' })
+  if (!Number.isSafeInteger(requests) || (requests as number) < 1 || (group !== null && typeof group !== 'string')) {
+    throw new GatewayError('invalid_request', 'cursor must be the next_cursor of a previous page; start again without it.', { param: 'cursor' })
+  }
+  return { requests: requests as number, group: group as string | null }
+}
 
 /** `before` is a cursor this API gave out, or a time. */
 function parseBefore(value: string): { at: string; id: string | null } {

@@ -20,6 +20,8 @@ export interface AlertOptions {
   timeoutMs: number
   /** Keys, users or teams with a budget read per query; a check reads them all, page by page. @default 1000 */
   budgetPageSize?: number
+  /** Keys expiring within the window read per query; a check reads them all, page by page. @default 1000 */
+  expiringPageSize?: number
 }
 
 /** The JSON body POSTed to the webhook. `id` is stable: a receiver may dedupe on it. */
@@ -52,7 +54,7 @@ interface Candidate {
 
 /** Alert ids this process knows are recorded, so a check does not ask the database again. */
 const MAX_KNOWN = 10_000
-/** Candidates looked at per kind and check (expiring keys, dead upstream keys); the default page of budget subjects. */
+/** Dead upstream keys looked at per check; the default page of expiring keys and of budget subjects. */
 const MAX_PER_CHECK = 1000
 
 const iso = (ms: number) => new Date(ms).toISOString()
@@ -133,16 +135,34 @@ export class AlertMonitor {
 
   private async expiringKeys(): Promise<Candidate[]> {
     const now = this.deps.now()
-    const rows = await this.db
-      .selectFrom('api_keys')
-      .select(['id', 'user_id', 'team_id', 'name', 'start', 'end', 'environment', 'expires_at'])
-      .where('status', '=', 'active')
-      .where('grace_until', 'is', null)
-      .where('expires_at', '>', iso(now))
-      .where('expires_at', '<=', iso(now + this.options.expiringWithinDays * DAY))
-      .orderBy('expires_at')
-      .limit(MAX_PER_CHECK)
-      .execute()
+    const from = iso(now)
+    const until = iso(now + this.options.expiringWithinDays * DAY)
+    const size = this.options.expiringPageSize ?? MAX_PER_CHECK
+    // Pages in (expires_at, id) order, each starting after the last row of the one before: every
+    // key in the window is seen once per check however many there are, no query reads more than `size`.
+    const page = (after: { expiresAt: string; id: string } | null) =>
+      this.db
+        .selectFrom('api_keys')
+        .select(['id', 'user_id', 'team_id', 'name', 'start', 'end', 'environment', 'expires_at'])
+        .where('status', '=', 'active')
+        .where('grace_until', 'is', null)
+        .where('expires_at', '>', from)
+        .where('expires_at', '<=', until)
+        .$if(after !== null, (q) =>
+          q.where((eb) => eb.or([eb('expires_at', '>', after!.expiresAt), eb.and([eb('expires_at', '=', after!.expiresAt), eb('id', '>', after!.id)])])),
+        )
+        .orderBy('expires_at')
+        .orderBy('id')
+        .limit(size)
+        .execute()
+    const rows: Awaited<ReturnType<typeof page>> = []
+    for (let after: { expiresAt: string; id: string } | null = null; ; ) {
+      const got = await page(after)
+      rows.push(...got)
+      if (got.length < size) break
+      const last = got[got.length - 1]!
+      after = { expiresAt: last.expires_at!, id: last.id }
+    }
     return rows.map((r) => ({
       kind: 'key_expiring',
       subject: { type: 'key', id: r.id },

@@ -70,10 +70,20 @@ function applyFilter<Q extends { where: (...args: never[]) => unknown }>(q: Q, f
   return r as unknown as Q
 }
 
-/** Requests, errors, tokens and cost per group, most requests first. */
-export async function usageBy(db: Db, by: Grouping, filter: LogFilter, limit: number): Promise<UsageGroup[]> {
+/** Where a usage page ends: the last group shown and its request count. */
+export interface UsageCursor {
+  requests: number
+  group: string | null
+}
+
+/**
+ * Requests, errors, tokens and cost per group: most requests first, then by group with the
+ * null group last on both dialects (SQLite sorts NULL first, Postgres last), so the order is
+ * total and the same everywhere. With `after`, only the groups that come after it in that order.
+ */
+export async function usageBy(db: Db, by: Grouping, filter: LogFilter, limit: number, after: UsageCursor | null = null): Promise<UsageGroup[]> {
   const group = groupExpression(by)
-  const q = applyFilter(db.selectFrom('request_logs'), filter)
+  const grouped = applyFilter(db.selectFrom('request_logs'), filter)
     .select([
       sql<string | null>`${group}`.as('group'),
       (eb) => eb.fn.countAll<number>().as('requests'),
@@ -84,10 +94,18 @@ export async function usageBy(db: Db, by: Grouping, filter: LogFilter, limit: nu
       (eb) => eb.fn.sum<number>('cost_usd').as('cost_usd'),
     ])
     .groupBy(group)
-    .orderBy(sql`count(*)`, 'desc')
-    .orderBy(group)
-    .limit(limit)
-  const rows = await q.execute()
+  // Filtered and ordered outside the aggregate, by its output columns: the keyset condition
+  // then needs no HAVING that repeats the grouping expression.
+  const isNull = sql<number>`case when ${sql.ref('u.group')} is null then 1 else 0 end`
+  let q = db.selectFrom(grouped.as('u')).selectAll('u')
+  if (after) {
+    const { requests, group: last } = after
+    q =
+      last === null
+        ? q.where('u.requests', '<', requests)
+        : q.where((eb) => eb.or([eb('u.requests', '<', requests), eb.and([eb('u.requests', '=', requests), eb.or([eb('u.group', 'is', null), eb('u.group', '>', last)])])]))
+  }
+  const rows = await q.orderBy('u.requests', 'desc').orderBy(isNull).orderBy('u.group').limit(limit).execute()
   return rows.map((r) => ({
     group: r.group === null || r.group === undefined ? null : String(r.group),
     requests: num(r.requests),

@@ -18,7 +18,9 @@ export const UsageQuery = t.Object({
   team_id: t.Optional(Id('Only this team')),
   model: t.Optional(Id('Only this requested model')),
   // Range checked by the handler, so the refusal can name the field.
-  limit: t.Optional(t.Integer({ description: `Most groups, 1 to ${MAX_GROUPS} @default 1000` })),
+  limit: t.Optional(t.Integer({ description: `Page size in groups, 1 to ${MAX_GROUPS} @default 1000` })),
+  // A group can be a 256-character model name: room for its UTF-8, in base64.
+  cursor: t.Optional(t.String({ maxLength: 4096, description: 'next_cursor of the previous page' })),
 })
 
 export const UsageGroup = t.Object({
@@ -35,7 +37,7 @@ export const UsageList = t.Object({
   object: t.Literal('list'),
   group_by: t.String(),
   data: t.Array(UsageGroup),
-  next_cursor: t.Null(),
+  next_cursor: t.Union([t.String(), t.Null()], { description: 'Pass it back as `cursor` for the next page; null on the last one' }),
 })
 
 export const LogsQuery = t.Object({
