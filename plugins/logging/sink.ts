@@ -204,6 +204,8 @@ function threadSink(handle: DatabaseHandle, target: WorkerTarget, max: number): 
       w.terminate()
       if (worker === w) worker = undefined
       ready = undefined
+      // A write still waiting on the thread will never be answered now: it failed (its rows are counted as lost).
+      failAll(new Error('the request-log writer thread was closed'))
     },
   }
 }

@@ -98,6 +98,14 @@ export class BatchWriter<T> {
     this.dropShutdown(this.queue.truncate(this.writing ? this.inFlight : 0))
   }
 
+  /**
+   * Resolves once no write is under way, or after `maxMs`. After close, and once the sink is closed
+   * (which ends a write it still held), the batch that was being written is then counted.
+   */
+  async settled(maxMs: number): Promise<void> {
+    if (this.writing) await Promise.race([this.writing, Bun.sleep(maxMs)])
+  }
+
   private dropShutdown(lost: number): void {
     if (lost > 0) {
       this.dropped.shutdown += lost
