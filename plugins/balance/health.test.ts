@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { DEFAULT_HEADROOM_TTL_MS, available, availableAt, halfOpen, headroomFrom, newHealth, recordLatency, resetAt, stateOf } from './health.ts'
+import { DEFAULT_HEADROOM_TTL_MS, available, availableAt, cooldownOf, coolingUntil, halfOpen, headroomFrom, newHealth, recordLatency, resetAt, stateOf } from './health.ts'
 
 const NOW = Date.parse('2025-06-01T12:00:00Z')
 
@@ -93,54 +93,83 @@ describe('resetAt', () => {
 describe('available and stateOf', () => {
   test('a new key is healthy and available', () => {
     const h = newHealth('p', 'k')
-    expect(available(h, NOW)).toBe(true)
+    const m = cooldownOf(h, 'model-a')
+    expect(available(h, m, NOW)).toBe(true)
     expect(stateOf(h, NOW)).toBe('healthy')
-    expect(availableAt(h, NOW)).toBe(NOW)
+    expect(availableAt(h, m, NOW)).toBe(NOW)
   })
 
-  test('cooling until its time, then available again', () => {
+  test('cooling for one model until its time, then available again; the key\'s other models are not cooling', () => {
     const h = newHealth('p', 'k')
-    h.coolingUntil = NOW + 1000
-    expect(available(h, NOW)).toBe(false)
+    const a = cooldownOf(h, 'model-a')
+    const b = cooldownOf(h, 'model-b')
+    a.until = NOW + 1000
+    expect(available(h, a, NOW)).toBe(false)
+    expect(availableAt(h, a, NOW)).toBe(NOW + 1000)
+    expect(available(h, b, NOW)).toBe(true)
+    expect(availableAt(h, b, NOW)).toBe(NOW)
     expect(stateOf(h, NOW)).toBe('cooling')
-    expect(availableAt(h, NOW)).toBe(NOW + 1000)
-    expect(available(h, NOW + 1000)).toBe(true)
+    expect(coolingUntil(h, NOW)).toBe(NOW + 1000)
+    expect(available(h, a, NOW + 1000)).toBe(true)
     expect(stateOf(h, NOW + 1000)).toBe('healthy')
+    expect(coolingUntil(h, NOW + 1000)).toBe(0)
   })
 
-  test('dead stays dead, whatever the time', () => {
+  test('one record per model: asking again gives the same record', () => {
     const h = newHealth('p', 'k')
+    expect(cooldownOf(h, 'model-a')).toBe(cooldownOf(h, 'model-a'))
+    expect(cooldownOf(h, 'model-a')).not.toBe(cooldownOf(h, 'model-b'))
+    expect(h.cooldowns.size).toBe(2)
+  })
+
+  test('the key cools until the last of its models is back', () => {
+    const h = newHealth('p', 'k')
+    cooldownOf(h, 'model-a').until = NOW + 1000
+    cooldownOf(h, 'model-b').until = NOW + 3000
+    expect(coolingUntil(h, NOW)).toBe(NOW + 3000)
+    expect(coolingUntil(h, NOW + 2000)).toBe(NOW + 3000)
+    expect(stateOf(h, NOW + 2000)).toBe('cooling')
+  })
+
+  test('dead stays dead, whatever the time and for every model', () => {
+    const h = newHealth('p', 'k')
+    const m = cooldownOf(h, 'model-a')
     h.dead = 'refused (HTTP 401)'
-    expect(available(h, NOW + 86_400_000)).toBe(false)
+    expect(available(h, m, NOW + 86_400_000)).toBe(false)
     expect(stateOf(h, NOW + 86_400_000)).toBe('dead')
-    expect(availableAt(h, NOW)).toBe(Infinity)
+    expect(availableAt(h, m, NOW)).toBe(Infinity)
   })
 
-  test('open circuit: unavailable while open; half-open lets exactly one trial through', () => {
+  test('open circuit: unavailable while open, for every model; half-open lets exactly one trial through', () => {
     const h = newHealth('p', 'k')
+    const m = cooldownOf(h, 'model-a')
+    const other = cooldownOf(h, 'model-b')
     h.openUntil = NOW + 500
-    expect(available(h, NOW)).toBe(false)
+    expect(available(h, m, NOW)).toBe(false)
+    expect(available(h, other, NOW)).toBe(false)
     expect(stateOf(h, NOW)).toBe('open')
     expect(halfOpen(h, NOW)).toBe(false)
 
     const later = NOW + 500
     expect(halfOpen(h, later)).toBe(true)
-    expect(available(h, later)).toBe(true)
+    expect(available(h, m, later)).toBe(true)
     h.trial = true
-    expect(available(h, later)).toBe(false)
+    expect(available(h, m, later)).toBe(false)
+    expect(available(h, other, later)).toBe(false)
     // The trial succeeded: the circuit closes.
     h.trial = false
     h.openUntil = 0
     expect(halfOpen(h, later)).toBe(false)
-    expect(available(h, later)).toBe(true)
+    expect(available(h, m, later)).toBe(true)
   })
 
   test('the worst state wins: dead over open over cooling', () => {
     const h = newHealth('p', 'k')
-    h.coolingUntil = NOW + 1000
+    const m = cooldownOf(h, 'model-a')
+    m.until = NOW + 1000
     h.openUntil = NOW + 2000
     expect(stateOf(h, NOW)).toBe('open')
-    expect(availableAt(h, NOW)).toBe(NOW + 2000)
+    expect(availableAt(h, m, NOW)).toBe(NOW + 2000)
     h.dead = 'refused'
     expect(stateOf(h, NOW)).toBe('dead')
   })

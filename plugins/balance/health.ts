@@ -1,9 +1,22 @@
+/**
+ * A key's cooldown for one upstream model, after a 429. OpenAI, Anthropic and Gemini count rate
+ * limits per model: a 429 for `gpt-4o` says nothing about `gpt-4o-mini` on the same key.
+ */
+export interface Cooldown {
+  readonly model: string
+  /** The key is not used for this model until then. ms epoch, 0 = not cooling. */
+  until: number
+}
+
 /** What the gateway knows about one provider key. */
 export interface KeyHealth {
   provider: string
   key: string
-  /** Not used until then (after a 429). ms epoch, 0 = not cooling. */
-  coolingUntil: number
+  /**
+   * One cooldown per upstream model the configured groups send to this key, by model: made when
+   * the registry is read and pruned with it, so bounded by the config.
+   */
+  cooldowns: Map<string, Cooldown>
   /** Refused by the upstream (401/403): not used again until an operator acts. */
   dead: string | null
   /** Consecutive failures (5xx, timeouts, network) and the circuit that opens after too many. */
@@ -26,6 +39,16 @@ export interface KeyHealth {
 export interface SharedState {
   provider: string
   key: string
+  /**
+   * The upstream model `coolingUntil` is for (after a 429); absent when the message is about the
+   * key's death or circuit only. Instances older than per-model cooldowns send none and cool the
+   * whole key: their cooldown is ignored (their `dead` and `openUntil` still count).
+   */
+  model?: string
+  /**
+   * The cooldown of `model`, ms epoch; always a number, 0 without a cooldown: older instances
+   * merge it into the whole key's with Math.max, which a missing field would turn into NaN.
+   */
   coolingUntil: number
   dead: string | null
   openUntil: number
@@ -37,7 +60,7 @@ export function newHealth(provider: string, key: string): KeyHealth {
   return {
     provider,
     key,
-    coolingUntil: 0,
+    cooldowns: new Map(),
     dead: null,
     failures: 0,
     openUntil: 0,
@@ -58,23 +81,38 @@ export function recordLatency(h: KeyHealth, latencyMs: number, alpha: number): v
 /** The circuit's open period is over but no request has closed it yet. */
 export const halfOpen = (h: KeyHealth, now: number): boolean => h.openUntil !== 0 && h.openUntil <= now
 
-/**
- * Available now: not dead, not cooling, circuit closed, or half-open with no trial
- * in flight (the trial decides; the others keep away until it has).
- */
-export const available = (h: KeyHealth, now: number): boolean =>
-  h.dead === null && h.coolingUntil <= now && h.openUntil <= now && !(h.trial && h.openUntil !== 0)
-
-/** When the key can be used again, ms epoch; Infinity when dead, `now` or earlier when it can now. */
-export function availableAt(h: KeyHealth, now: number): number {
-  if (h.dead !== null) return Infinity
-  return Math.max(h.coolingUntil, h.openUntil, now)
+/** The key's cooldown for `model`, made on first ask (only for models the config sends to the key). */
+export function cooldownOf(h: KeyHealth, model: string): Cooldown {
+  let c = h.cooldowns.get(model)
+  if (!c) h.cooldowns.set(model, (c = { model, until: 0 }))
+  return c
 }
 
+/**
+ * Available now for the model of `cooldown`: not dead, not cooling for that model, circuit
+ * closed, or half-open with no trial in flight (the trial decides; the others keep away until it has).
+ */
+export const available = (h: KeyHealth, cooldown: Cooldown, now: number): boolean =>
+  h.dead === null && cooldown.until <= now && h.openUntil <= now && !(h.trial && h.openUntil !== 0)
+
+/** When the key can be used again for the model of `cooldown`, ms epoch; Infinity when dead, `now` or earlier when it can now. */
+export function availableAt(h: KeyHealth, cooldown: Cooldown, now: number): number {
+  if (h.dead !== null) return Infinity
+  return Math.max(cooldown.until, h.openUntil, now)
+}
+
+/** When the last of the key's running cooldowns ends, ms epoch; 0 when it is cooling for no model. */
+export function coolingUntil(h: KeyHealth, now: number): number {
+  let until = 0
+  for (const c of h.cooldowns.values()) if (c.until > now && c.until > until) until = c.until
+  return until
+}
+
+/** The key's state for the health view: `cooling` while it is cooling for any model. */
 export function stateOf(h: KeyHealth, now: number): 'healthy' | 'cooling' | 'dead' | 'open' {
   if (h.dead !== null) return 'dead'
   if (h.openUntil > now) return 'open'
-  if (h.coolingUntil > now) return 'cooling'
+  if (coolingUntil(h, now) > now) return 'cooling'
   return 'healthy'
 }
 

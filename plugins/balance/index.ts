@@ -5,7 +5,7 @@ import { GatewayError } from '../../src/errors.ts'
 import { roughPromptTokens } from '../../src/lib/usage.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
 import type { GroupTarget, ModelGroup, ModelRegistry, RouteTarget } from '../../src/models.ts'
-import { available, availableAt, halfOpen, headroomFrom, newHealth, recordLatency, stateOf, type KeyHealth, type SharedState } from './health.ts'
+import { available, availableAt, cooldownOf, coolingUntil, halfOpen, headroomFrom, newHealth, recordLatency, stateOf, type Cooldown, type KeyHealth, type SharedState } from './health.ts'
 import { PICKERS, newPickerState, type Candidate, type PickerState } from './strategies.ts'
 
 const Options = Type.Object(
@@ -16,7 +16,7 @@ const Options = Type.Object(
      * @default 4
      */
     max_attempts: Type.Integer({ minimum: 1, maximum: 20, default: 4 }),
-    /** Cooldown after a 429 that carries no Retry-After. @default 10000 */
+    /** Cooldown of a key for the model a 429 was for, when it carries no Retry-After. @default 10000 */
     cooldown_ms: Type.Integer({ minimum: 0, default: 10_000 }),
     /** Consecutive failures (5xx, timeouts, network) that open a key's circuit. @default 5 */
     circuit_failures: Type.Integer({ minimum: 1, default: 5 }),
@@ -37,7 +37,8 @@ const CHANNEL = 'balance.health'
 /** A group's (target, key) pairs with their picking state, built once per group object. */
 interface Pool {
   group: ModelGroup
-  candidates: (Candidate & { target: GroupTarget; key: ProviderKeyConfig; route: RouteTarget })[]
+  /** `cooling`: the key's cooldown for the target's upstream model, looked up once here, not per pick. */
+  candidates: (Candidate & { target: GroupTarget; key: ProviderKeyConfig; route: RouteTarget; cooling: Cooldown })[]
   state: PickerState
   /** This pool, then its group's fallbacks' pools; filled on first use. */
   chain: Pool[] | undefined
@@ -77,14 +78,17 @@ export const balance = definePlugin({
       if (!h) health.set(k, (h = newHealth(provider, key)))
       return h
     }
-    const share = (h: KeyHealth, reset = false) => {
-      const state: SharedState = { provider: h.provider, key: h.key, coolingUntil: h.coolingUntil, dead: h.dead, openUntil: h.openUntil }
+    /** Tell the other instances about `h`, and about its cooldown for one model when `cooling` is given. */
+    const share = (h: KeyHealth, cooling: Cooldown | null, reset = false) => {
+      const state: SharedState = { provider: h.provider, key: h.key, coolingUntil: cooling?.until ?? 0, dead: h.dead, openUntil: h.openUntil }
+      if (cooling) state.model = cooling.model
       if (reset) state.reset = true
       services.bus.publish(CHANNEL, JSON.stringify(state)).catch((error: unknown) => logger.warn('could not share key health', { error: String(error) }))
     }
     const clear = (h: KeyHealth) => {
       h.dead = null
-      h.coolingUntil = 0
+      // In place: pools' candidates hold these records.
+      for (const c of h.cooldowns.values()) c.until = 0
       h.openUntil = 0
       h.failures = 0
       h.trial = false
@@ -95,8 +99,11 @@ export const balance = definePlugin({
      */
     const secrets = new Map<string, number | bigint>()
     /**
-     * Forget keys the registry no longer has (providers changed at run time through the admin
-     * API), and what a key earned under a secret it no longer has.
+     * Give every configured key its record, and each a cooldown per upstream model the groups send
+     * to it; forget keys and models the registry no longer has (changed at run time through the
+     * admin API), and what a key earned under a secret it no longer has. Made up front, not on a
+     * key's first use: a cooldown another instance shares finds its record here before this
+     * instance served that model. The maps never hold more than the config has.
      */
     const prune = () => {
       const live = new Set<string>()
@@ -113,14 +120,26 @@ export const balance = definePlugin({
             rates.delete(kid)
           }
           secrets.set(kid, secret)
+          healthOf(p.id, k.id)
         }
       }
       for (const k of health.keys()) if (!live.has(k)) health.delete(k)
       for (const k of rates.keys()) if (!live.has(k)) rates.delete(k)
       for (const k of secrets.keys()) if (!live.has(k)) secrets.delete(k)
+      const served = new Map<KeyHealth, Set<string>>()
+      for (const group of models.list()) {
+        for (const target of group.targets) {
+          for (const key of target.provider.keys) {
+            const h = healthOf(target.provider.id, key.id)
+            cooldownOf(h, target.model)
+            let names = served.get(h)
+            if (!names) served.set(h, (names = new Set()))
+            names.add(target.model)
+          }
+        }
+      }
+      for (const h of health.values()) for (const model of h.cooldowns.keys()) if (!served.get(h)?.has(model)) h.cooldowns.delete(model)
     }
-    // Every configured key gets its record up front; the maps never hold more than the config has.
-    for (const p of models.providers()) for (const k of p.keys) healthOf(p.id, k.id)
     prune()
 
     await services.bus.subscribe(CHANNEL, (message) => {
@@ -130,7 +149,12 @@ export const balance = definePlugin({
         if (!h) return
         if (s.reset === true) return clear(h)
         // Merge, never undo: each instance keeps the longest cooldown and open period it heard of.
-        h.coolingUntil = Math.max(h.coolingUntil, s.coolingUntil)
+        // A cooldown without a model (an instance older than per-model cooldowns) is left out: on
+        // the whole key it would keep models that are not limited off the key, and ignoring it costs
+        // at most one 429 here, after which this instance cools that model itself. A model this
+        // instance does not send to the key has no record and is left out too.
+        const cooling = typeof s.model === 'string' ? h.cooldowns.get(s.model) : undefined
+        if (cooling && typeof s.coolingUntil === 'number') cooling.until = Math.max(cooling.until, s.coolingUntil)
         h.openUntil = Math.max(h.openUntil, s.openUntil)
         if (s.dead !== null) h.dead = s.dead
       } catch {
@@ -147,7 +171,8 @@ export const balance = definePlugin({
       for (const target of group.targets) {
         for (const key of target.provider.keys) {
           const route: RouteTarget = { provider: target.provider, model: target.model, key, group: group.name }
-          candidates.push({ index: candidates.length, weight: target.weight * (key.weight ?? 1), health: healthOf(target.provider.id, key.id), target, key, route })
+          const health = healthOf(target.provider.id, key.id)
+          candidates.push({ index: candidates.length, weight: target.weight * (key.weight ?? 1), health, cooling: cooldownOf(health, target.model), target, key, route })
         }
       }
       const holdsStreams = group.strategy === 'least-busy' || group.strategy === 'latency'
@@ -196,24 +221,30 @@ export const balance = definePlugin({
       return wait
     }
 
-    const onFailure = (h: KeyHealth, failure: AttemptFailure) => {
+    /**
+     * A 429 cools the key for the attempt's upstream model only (providers limit per model); a
+     * 401/403 is about the key itself, dead for every model. 5xx, timeouts and network errors
+     * count toward the key's one circuit: they are the provider endpoint failing (an outage, a
+     * network path), which no other model on the same key and endpoint would escape.
+     */
+    const onFailure = (h: KeyHealth, cooling: Cooldown, failure: AttemptFailure) => {
       const t = now()
       h.trial = false
       h.lastError = { at: t, status: failure.status, message: failure.error.message.slice(0, 300) }
       if (failure.status === 429) {
-        h.coolingUntil = t + (failure.retryAfter !== null ? failure.retryAfter * 1000 : options.cooldown_ms)
-        share(h)
+        cooling.until = t + (failure.retryAfter !== null ? failure.retryAfter * 1000 : options.cooldown_ms)
+        share(h, cooling)
       } else if (failure.status === 401 || failure.status === 403) {
         h.dead = `the upstream refused this key (HTTP ${failure.status}) at ${new Date(t).toISOString()}`
         logger.warn('provider key marked dead', { provider: h.provider, key: h.key, status: failure.status })
-        share(h)
+        share(h, null)
       } else if (retryable(failure.status)) {
         h.failures++
         if (h.failures >= options.circuit_failures) {
           h.openUntil = t + options.circuit_open_ms
           // After the open period one trial request decides: another failure opens it again.
           h.failures = options.circuit_failures - 1
-          share(h)
+          share(h, null)
         }
       }
     }
@@ -238,7 +269,7 @@ export const balance = definePlugin({
       let limited = false
       for (const pool of chain) {
         for (const c of pool.candidates) {
-          let at = availableAt(c.health, t)
+          let at = availableAt(c.health, c.cooling, t)
           if (at === t && !(c.health.trial && c.health.openUntil !== 0)) {
             const wait = rateWait(c.target.provider.id, c.key, tokens, false)
             if (wait > 0) limited = true
@@ -264,12 +295,12 @@ export const balance = definePlugin({
      * is made on the first failure.
      */
     class BalancePlan implements RoutePlan {
-      private tried: Candidate[] | undefined = undefined
+      private tried: Pool['candidates'][number][] | undefined = undefined
       private attempts = 0
       private retries = 0
       /** The furthest pool of the chain an attempt went to (0: the group itself). */
       private reached = 0
-      private current: Candidate | undefined = undefined
+      private current: Pool['candidates'][number] | undefined = undefined
       private holds = false
 
       constructor(
@@ -307,7 +338,7 @@ export const balance = definePlugin({
           for (const c of pool.candidates) {
             // Learned headroom holds only until the provider's window resets.
             if (c.health.headroom !== null && c.health.headroomUntil <= t) c.health.headroom = null
-            if (available(c.health, t) && !this.tried?.includes(c) && rateWait(c.target.provider.id, c.key, this.tokens, false) === 0) ready.push(c)
+            if (available(c.health, c.cooling, t) && !this.tried?.includes(c) && rateWait(c.target.provider.id, c.key, this.tokens, false) === 0) ready.push(c)
           }
           if (ready.length === 0) continue
           const chosen = PICKERS[pool.group.strategy](ready, pool.state) as Pool['candidates'][number]
@@ -349,7 +380,7 @@ export const balance = definePlugin({
           ;(this.tried ??= []).push(c)
           // The client going away is not the key's fault.
           if (this.signal.aborted) c.health.trial = false
-          else onFailure(c.health, failure)
+          else onFailure(c.health, c.cooling, failure)
         } else if (response) {
           onSuccess(c.health, latencyMs, response)
           if (!this.holds) {
@@ -381,23 +412,28 @@ export const balance = definePlugin({
                 const t = now()
                 return {
                   object: 'list',
-                  data: [...health.values()].map((h) => ({
-                    object: 'provider_key_health',
-                    provider: h.provider,
-                    key: h.key,
-                    state: stateOf(h, t),
-                    cooling_until: h.coolingUntil > t ? new Date(h.coolingUntil).toISOString() : null,
-                    dead_reason: h.dead,
-                    circuit: { consecutive_failures: h.failures, open_until: h.openUntil > t ? new Date(h.openUntil).toISOString() : null },
-                    in_flight: h.inFlight,
-                    latency_ewma_ms: h.latencyEwma ? Math.round(h.latencyEwma * 100) / 100 : null,
-                    headroom: h.headroom,
-                    last_error: h.lastError ? { at: new Date(h.lastError.at).toISOString(), status: h.lastError.status, message: h.lastError.message } : null,
-                  })),
+                  data: [...health.values()].map((h) => {
+                    const cooling = coolingUntil(h, t)
+                    return {
+                      object: 'provider_key_health',
+                      provider: h.provider,
+                      key: h.key,
+                      state: stateOf(h, t),
+                      // When the key is back for every model; `cooling_models` says which models wait, until when.
+                      cooling_until: cooling > t ? new Date(cooling).toISOString() : null,
+                      cooling_models: [...h.cooldowns.values()].filter((c) => c.until > t).map((c) => ({ model: c.model, until: new Date(c.until).toISOString() })),
+                      dead_reason: h.dead,
+                      circuit: { consecutive_failures: h.failures, open_until: h.openUntil > t ? new Date(h.openUntil).toISOString() : null },
+                      in_flight: h.inFlight,
+                      latency_ewma_ms: h.latencyEwma ? Math.round(h.latencyEwma * 100) / 100 : null,
+                      headroom: h.headroom,
+                      last_error: h.lastError ? { at: new Date(h.lastError.at).toISOString(), status: h.lastError.status, message: h.lastError.message } : null,
+                    }
+                  }),
                   next_cursor: null,
                 }
               },
-              { detail: { tags: ['Admin: providers'], summary: 'Health of every provider key: healthy, cooling, dead or open, with latency and headroom' } },
+              { detail: { tags: ['Admin: providers'], summary: 'Health of every provider key: healthy, cooling (for which upstream models), dead or open, with latency and headroom' } },
             )
             .post(
               '/:provider/keys/:key/reset',
@@ -405,7 +441,7 @@ export const balance = definePlugin({
                 const h = health.get(id(params.provider, params.key))
                 if (!h) throw new GatewayError('not_found', `No provider key "${params.key}" in provider "${params.provider}".`)
                 clear(h)
-                share(h, true)
+                share(h, null, true)
                 return { object: 'provider_key_health', provider: h.provider, key: h.key, state: stateOf(h, now()) }
               },
               { detail: { tags: ['Admin: providers'], summary: 'Put a dead, cooling or open provider key back into service' } },
