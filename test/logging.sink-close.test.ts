@@ -23,10 +23,10 @@ test('a write still waiting on the writer thread fails when the sink closes', as
   // The thread waits up to 5 s for the lock: longer than close waits for it.
   const sink = requestLogSink(handle, { maxRowsPerStatement: 500, databaseUrl: `sqlite://${file}`, thread: true, busyMs: 5000 })
   // The thread is started (and has opened the file) before the lock is taken.
-  await sink.write([logRow('req_before_lock', new Date().toISOString())])
+  await sink.write([logRow('req_before_lock', new Date().toISOString())], AbortSignal.timeout(10_000))
   const lock = lockSqlite(file)
   try {
-    const write = sink.write([logRow('req_locked', new Date().toISOString())])
+    const write = sink.write([logRow('req_locked', new Date().toISOString())], AbortSignal.timeout(10_000))
     const outcome = write.then(
       () => 'written',
       () => 'failed',
