@@ -19,6 +19,13 @@ export type Endpoint =
 /** Who is calling, as established by an `authenticate` hook. */
 export interface Identity {
   keyId: string
+  /**
+   * The first key of this key's rotation chain, under which its own limits and budgets are
+   * counted: rotation replaces the secret only, so a successor (and its predecessor, during the
+   * grace period) carries on one set of buckets and budget counters. Messages and logs name
+   * `keyId`, the key the client sent. @default keyId (a key never rotated is its own lineage)
+   */
+  keyLineageId?: string
   userId: string
   /** The team usage is billed to: the key's team, or the one named by `OpenAI-Organization`. */
   teamId: string | null

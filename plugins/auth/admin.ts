@@ -260,7 +260,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
             team_id: body.team_id ?? null, name: body.name ?? null, models: toJson(body.models), scopes: toJson(body.scopes),
             limits: toJson(body.limits), budget: toJson(body.budget), status: 'active', expires_at: expiresAt === null ? null : iso(expiresAt),
             created_at: at, updated_at: at, last_used_at: null, revoked_at: null, revoked_reason: null, rotated_from: null,
-            rotated_to: null, grace_until: null, metadata: toJson(body.metadata),
+            rotated_to: null, grace_until: null, metadata: toJson(body.metadata), lineage_id: null,
           })
           .execute()
         // A negative cache entry for this hash (someone tried it before it existed) must go.
@@ -386,6 +386,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
             .values({
               ...row, id, hash: minted.hash, start: minted.start, end: minted.end, created_at: at, updated_at: at, last_used_at: null,
               status: 'active', revoked_at: null, revoked_reason: null, rotated_from: row.id, rotated_to: null, grace_until: null,
+              // Rotation replaces the secret only: limits and spend carry on under the chain's first key.
+              lineage_id: row.lineage_id ?? row.id,
             })
             .execute()
           await tx
@@ -405,7 +407,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         set.status = 201
         return { ...keyView(await key(id), now()), key: minted.plaintext, previous: keyView(await key(row.id), now()) }
       },
-      { body: S.RotateKey, detail: { tags, summary: 'Replace a key with a new secret; the old one works for grace_seconds more' } },
+      { body: S.RotateKey, detail: { tags, summary: 'Replace a key with a new secret, keeping its limits, budget and spend; the old one works for grace_seconds more' } },
     )
 }
 
@@ -504,6 +506,8 @@ export function keyView(r: KeyRow, now: number) {
     rotated_from: r.rotated_from,
     rotated_to: r.rotated_to,
     grace_until: r.grace_until,
+    // Which keys share limits and budget counters: all those of one rotation chain, named by its first key.
+    lineage_id: r.lineage_id ?? r.id,
   }
 }
 

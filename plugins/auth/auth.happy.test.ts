@@ -269,6 +269,18 @@ describe('rotation', () => {
     expect(await gw.adminOk('GET', `/admin/keys/${key.id}`)).toMatchObject({ status: 'revoked' })
   })
 
+  test('every key of a rotation chain names the first one as its lineage_id (whose limits and budget they share)', async () => {
+    const { key } = await userWithKey(gw, { limits: { rpm: 100 } })
+    expect(await gw.adminOk('GET', `/admin/keys/${key.id}`)).toMatchObject({ lineage_id: key.id })
+    const second = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${key.id}/rotate`, { grace_seconds: 60 })
+    const third = await gw.adminOk<CreatedKey & { previous: Record<string, unknown> }>('POST', `/admin/keys/${second.id}/rotate`, { grace_seconds: 60 })
+    expect(second).toMatchObject({ rotated_from: key.id, lineage_id: key.id, limits: { rpm: 100 } })
+    expect(third).toMatchObject({ rotated_from: second.id, lineage_id: key.id, limits: { rpm: 100 } })
+    expect(third.previous).toMatchObject({ id: second.id, lineage_id: key.id })
+    // Client-facing, each key is still itself.
+    expect((await gw.client(third.key).get<{ id: string }>('/key')).id).toBe(third.id)
+  })
+
   test('without grace: the old key stops at once', async () => {
     const { key } = await userWithKey(gw)
     await chat(gw.client(key.key))

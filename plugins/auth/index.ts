@@ -185,7 +185,7 @@ async function createDemoKey(db: import('kysely').Kysely<import('../../src/db/sc
     .values({
       id: newId('key'), hash: minted.hash, start: minted.start, end: minted.end, environment, user_id: userId, team_id: null, name: 'demo',
       models: null, scopes: null, limits: null, budget: null, status: 'active', expires_at: null, created_at: at, updated_at: at, last_used_at: null,
-      revoked_at: null, revoked_reason: null, rotated_from: null, rotated_to: null, grace_until: null, metadata: null,
+      revoked_at: null, revoked_reason: null, rotated_from: null, rotated_to: null, grace_until: null, metadata: null, lineage_id: null,
     })
     .execute()
   console.log(`\n  sluice demo API key for user ${userId} (shown once):\n    ${minted.plaintext}\n`)

@@ -91,6 +91,13 @@ async function lookups(handle: DatabaseHandle, seesUncommitted: boolean): Promis
     expect(byHash!.user.id).toBe(id === b ? 'usr_u' : 'usr_t')
     expect([...byHash!.teams.keys()].sort()).toEqual(id === b ? ['team_x', 'team_y'] : [])
   }
+  // A key never rotated is its own lineage; a successor carries the first key's.
+  expect((await findKeyRecord(db, `hash_${a}`))!.lineageId).toBe(a!)
+  await db
+    .insertInto('api_keys')
+    .values({ id: 'key_next', hash: 'hash_key_next', start: 'sk-dev-', end: 'next', environment: 'dev', user_id: 'usr_t', rotated_from: b!, lineage_id: a!, created_at: at, updated_at: at })
+    .execute()
+  expect((await findKeyRecord(db, 'hash_key_next'))!).toMatchObject({ id: 'key_next', lineageId: a! })
   expect(await findKeyRecord(db, 'hash_nobody')).toBeNull()
   expect(await findKeyRecord(db, 'key_nobody', 'id')).toBeNull()
 

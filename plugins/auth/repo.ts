@@ -52,6 +52,8 @@ const NO_TEAMS: KeyRecord['teams'] = new Map()
 /** Everything auth needs to decide about one key, loaded in one go and cached. */
 export interface KeyRecord {
   id: string
+  /** The first key of this key's rotation chain (its own id if never rotated): its limits and budgets are counted under it. */
+  lineageId: string
   hash: string
   start: string
   end: string
@@ -89,7 +91,7 @@ const keyQuery = (db: Db, by: 'hash' | 'id') =>
     .leftJoin('api_keys as n', 'n.id', 'k.rotated_to')
     .select([
       'k.id', 'k.hash', 'k.start', 'k.end', 'k.environment', 'k.name', 'k.team_id', 'k.models', 'k.scopes', 'k.limits',
-      'k.budget', 'k.status', 'k.expires_at', 'k.revoked_at', 'k.revoked_reason', 'k.rotated_to', 'k.grace_until',
+      'k.budget', 'k.status', 'k.expires_at', 'k.revoked_at', 'k.revoked_reason', 'k.rotated_to', 'k.grace_until', 'k.lineage_id',
       'u.id as user_id', 'u.disabled_at as user_disabled_at', 'u.deleted_at as user_deleted_at',
       'u.limits as user_limits', 'u.budget as user_budget', 'n.start as rotated_to_start',
     ])
@@ -115,6 +117,7 @@ export async function findKeyRecord(db: Db, hash: string, by: 'hash' | 'id' = 'h
   const teamRows = (await db.executeQuery(withParameters(teamsRead, [row.user_id]))).rows
   return {
     id: row.id,
+    lineageId: row.lineage_id ?? row.id,
     hash: row.hash,
     start: row.start,
     end: row.end,

@@ -19,6 +19,7 @@ function keyRecord(over: Partial<Omit<KeyRecord, 'user'>> & { user?: Partial<Key
   const { user, ...rest } = over
   return {
     id: 'key_1',
+    lineageId: 'key_1',
     hash: hashKey(KEY),
     start: KEY.slice(0, 12),
     end: KEY.slice(-4),
@@ -181,6 +182,12 @@ describe('KeyVerifier.decide: the order of the rules', () => {
       expect(verdict.identity).toMatchObject({ keyId: 'key_1', userId: 'usr_1', teamId: 'team_a', environment: 'dev' })
       expect(verdict.identity.attributes.limits).toEqual({ key: { rpm: 1 }, user: { rpm: 2 }, team: { rpm: 3 } })
     }
+  })
+
+  test("the identity of a rotated key names the key itself, and its lineage (the chain's first key) apart", () => {
+    const verdict = v.decide(KEY, keyRecord({ id: 'key_2', lineageId: 'key_1' }), presented())
+    expect(verdict.ok).toBe(true)
+    if (verdict.ok) expect(verdict.identity).toMatchObject({ keyId: 'key_2', keyLineageId: 'key_1' })
   })
 })
 

@@ -199,6 +199,7 @@ function success(record: KeyRecord, teamId: string | null): Extract<Verdict, { o
   // Frozen: one identity may serve many requests of the same key at once.
   const identity = Object.freeze({
     keyId: record.id,
+    keyLineageId: record.lineageId,
     userId: user.id,
     teamId,
     environment: record.environment,

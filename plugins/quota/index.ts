@@ -211,13 +211,14 @@ interface Attributes {
   budget?: { key: Budget | null; user: Budget | null; team: Budget | null }
 }
 
-/** The limits of the key, its user and the billed team, as the auth plugin put them on the identity. */
+/** The limits of the key (counted under its lineage), its user and the billed team, as the auth plugin put them on the identity. */
 function subjectsOf(identity: Identity | undefined): Subjects | null {
   if (!identity) return null
   const a = identity.attributes as Attributes
   if (!a.limits && !a.budget) return null
   return {
-    key: { id: identity.keyId, limits: a.limits?.key ?? null, budget: a.budget?.key ?? null },
+    // Counted under the key's lineage, so rotation carries its limits and spend on; refusals still name the key sent.
+    key: { id: identity.keyId, countedAs: identity.keyLineageId, limits: a.limits?.key ?? null, budget: a.budget?.key ?? null },
     user: { id: identity.userId, limits: a.limits?.user ?? null, budget: a.budget?.user ?? null },
     team: identity.teamId ? { id: identity.teamId, limits: a.limits?.team ?? null, budget: a.budget?.team ?? null } : null,
   }

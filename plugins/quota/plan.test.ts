@@ -140,6 +140,13 @@ describe('planItems', () => {
     ])
   })
 
+  test('a rotated key is counted under its lineage (countedAs) but still named by its own id', () => {
+    const successor = { ...everything, key: { id: 'key_new', countedAs: 'key_first', limits, budget } }
+    const items = planItems(successor, { tokens: 1, microUsd: 1 }, now, options).filter((i) => i.scope === 'key')
+    expect(items.map((i) => i.key)).toEqual(['rpm', 'tpm', 'par', 'bt:d2030-06-15', 'bu:d2030-06-15'].map((s) => `{tag-x}:key:key_first:${s}`))
+    expect(new Set(items.map((i) => i.id))).toEqual(new Set(['key_new']))
+  })
+
   test('a total budget has no end; a week budget is keyed by its Monday', () => {
     const total = planItems({ key: { id: 'k', limits: null, budget: { tokens: 5, period: 'total' } }, user: { id: 'u', limits: null, budget: { usd: 2, period: 'week' } }, team: null }, { tokens: 1, microUsd: 1 }, now, options)
     expect(total.map((i) => [i.key, i.until])).toEqual([

@@ -12,6 +12,7 @@ export type Measure = 'requests' | 'tokens' | 'parallel' | 'budget_tokens' | 'bu
 export interface Item {
   kind: 'bucket' | 'counter' | 'lease'
   scope: Scope
+  /** The subject's id, as refusals name it (the store key may be under its lineage: see Subject). */
   id: string
   measure: Measure
   /** The store key (Redis key layout; also the in-process map key). */
@@ -35,11 +36,23 @@ export function hasLease(items: readonly Item[]): boolean {
 /** An item's kind as the Redis scripts name it. */
 export const KIND_LETTER = { bucket: 'b', counter: 'c', lease: 'l' } as const
 
+/** One key, user or team with its limits and budget. */
+export interface Subject {
+  id: string
+  /**
+   * The id its buckets, leases and counters are kept under, when not `id`: a rotated key's
+   * lineage (Identity.keyLineageId), so every key of a rotation chain takes from the same ones.
+   */
+  countedAs?: string
+  limits: Limits | null
+  budget: Budget | null
+}
+
 /** The limits and budgets of one request's key, user and team. */
 export interface Subjects {
-  key: { id: string; limits: Limits | null; budget: Budget | null }
-  user: { id: string; limits: Limits | null; budget: Budget | null }
-  team: { id: string; limits: Limits | null; budget: Budget | null } | null
+  key: Subject
+  user: Subject
+  team: Subject | null
 }
 
 export const MICRO = 1_000_000
@@ -56,9 +69,9 @@ export function planItems(
 ): Item[] {
   const items: Item[] = []
   const base = `{${options.tag}}`
-  const add = (scope: Scope, subject: { id: string; limits: Limits | null; budget: Budget | null }) => {
+  const add = (scope: Scope, subject: Subject) => {
     const limits = subject.limits
-    const prefix = `${base}:${scope}:${subject.id}`
+    const prefix = `${base}:${scope}:${subject.countedAs ?? subject.id}`
     if (limits?.rpm) items.push({ kind: 'bucket', scope, id: subject.id, measure: 'requests', key: `${prefix}:rpm`, limit: limits.rpm, rate: limits.rpm / 60_000, cost: 1, until: null })
     if (limits?.tpm) items.push({ kind: 'bucket', scope, id: subject.id, measure: 'tokens', key: `${prefix}:tpm`, limit: limits.tpm, rate: limits.tpm / 60_000, cost: costs.tokens, until: null })
     if (limits?.max_parallel) items.push({ kind: 'lease', scope, id: subject.id, measure: 'parallel', key: `${prefix}:par`, limit: limits.max_parallel, rate: 0, cost: 1, until: options.leaseMs })

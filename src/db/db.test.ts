@@ -286,6 +286,7 @@ function sharedSuite(url: () => string): void {
         rotated_to: null,
         grace_until: null,
         metadata: null,
+        lineage_id: null,
       });
 
       const revoked = await db

@@ -99,6 +99,12 @@ export interface ApiKeysTable {
   /** After a rotation the old key stays valid until then. */
   grace_until: IsoTimestamp | null;
   metadata: JsonText | null;
+  /**
+   * Id of the first key of this key's rotation chain (migrations/0003-lineage.ts); `null`
+   * = the key's own id. The quota counts the key's limits and budgets under it, so rotation
+   * changes the secret and nothing else. Set once, when rotation creates the key.
+   */
+  lineage_id: Immutable<string | null>;
 }
 
 export interface AuditLogTable {
