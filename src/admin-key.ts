@@ -27,6 +27,23 @@ export interface AdminKeyOptions {
   sessions?: (adminDigest: Buffer) => ConsoleSessions
 }
 
+/**
+ * Elysia hooks that refuse a request without the admin key before anything else looks at it:
+ * `parse` runs first, ahead of a route's own body parser (a caller without the key learns
+ * nothing about its body, not even that the JSON is broken), and `transform` on every request,
+ * for those with no body to parse. A request that passed once is not checked (hashed) again.
+ */
+export function adminGuard(admin: AdminAuth): { parse: (ctx: { request: Request }) => void; transform: (ctx: { request: Request }) => void } {
+  const passed = new WeakSet<Request>()
+  const check = ({ request }: { request: Request }): void => {
+    if (passed.has(request)) return
+    const refused = admin.check(request)
+    if (refused) throw refused
+    passed.add(request)
+  }
+  return { parse: check, transform: check }
+}
+
 const sha256 = (text: string): Buffer => Buffer.from(new Bun.CryptoHasher('sha256').update(text).digest())
 
 const BEARER = /^Bearer\s+(\S+)\s*$/i

@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { Elysia } from 'elysia'
+import { adminGuard } from './admin-key.ts'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
 import { checkReferences, type ResolvedConfig } from './config/load.ts'
@@ -176,24 +177,11 @@ export class Catalog {
     })
     const modelView = (m: ModelConfig, source: 'config' | 'admin') => ({ object: 'model_group', source, ...m })
 
-    // Requests whose admin key parse already checked, so transform need not hash it again.
-    const admitted = new WeakSet<Request>()
+    const guard = adminGuard(this.services.admin)
     return new Elysia({ name: 'sluice.admin.catalog', prefix: '/admin' })
-      // The admin key is checked before anything else looks at the request, as in the users/teams/
-      // keys admin routes: in parse (which runs first, ahead of the routes' JSON parser, on every
-      // method but GET and HEAD, body or not) and in transform (every route). A caller without the
-      // key learns nothing about the body, not even that the JSON is broken.
-      .onParse(({ request }) => {
-        if (admitted.has(request)) return
-        const refused = this.services.admin.check(request)
-        if (refused) throw refused
-        admitted.add(request)
-      })
-      .onTransform(({ request }) => {
-        if (admitted.has(request)) return
-        const refused = this.services.admin.check(request)
-        if (refused) throw refused
-      })
+      // The admin key before anything else looks at the request, the body included (see adminGuard).
+      .onParse(guard.parse)
+      .onTransform(guard.transform)
       .get(
         '/providers',
         async () => {

@@ -1,4 +1,5 @@
 import { Elysia } from 'elysia'
+import { adminGuard } from '../../src/admin-key.ts'
 import type { Selectable } from 'kysely'
 import { GatewayError } from '../../src/errors.ts'
 import { isUniqueViolation } from '../../src/db/index.ts'
@@ -32,8 +33,7 @@ const tags = ['Admin: users, teams, keys']
 export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
   const db: Db = services.db.db
   const now = () => services.now()
-  // Requests whose admin key parse already checked, so transform need not hash it again.
-  const checked = new WeakSet<Request>()
+  const guard = adminGuard(services.admin)
 
   const user = async (id: string, includeDeleted = false): Promise<UserRow> => {
     const row = await db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst()
@@ -52,20 +52,9 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
   }
 
   return new Elysia({ name: 'sluice.auth.admin', prefix: '/admin' })
-    // The admin key is checked before anything else looks at the request: in parse (which runs
-    // first, and only for requests with a body) and in transform (every request). A caller
-    // without the key learns nothing about the body or query, not even that the JSON is broken.
-    .onParse(({ request }) => {
-      if (checked.has(request)) return
-      const refused = services.admin.check(request)
-      if (refused) throw refused
-      checked.add(request)
-    })
-    .onTransform(({ request }) => {
-      if (checked.has(request)) return
-      const refused = services.admin.check(request)
-      if (refused) throw refused
-    })
+    // The admin key before anything else looks at the request (see adminGuard).
+    .onParse(guard.parse)
+    .onTransform(guard.transform)
     // Users
     .post(
       '/users',

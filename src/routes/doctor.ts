@@ -1,4 +1,5 @@
 import { Elysia } from 'elysia'
+import { adminGuard } from '../admin-key.ts'
 import { Type, type Static } from '@sinclair/typebox'
 import { GatewayError } from '../errors.ts'
 import { compileCheck } from '../lib/validate.ts'
@@ -34,24 +35,11 @@ type Diagnose = Static<typeof DiagnoseBody>
  */
 export function doctorRoutes({ pipeline, models, services }: { pipeline: Pipeline; models: ModelRegistry; services: Services }) {
   const check = compileCheck(DiagnoseBody)
-  // Requests whose admin key parse already checked, so transform need not hash it again.
-  const admitted = new WeakSet<Request>()
+  const guard = adminGuard(services.admin)
   return new Elysia({ name: 'sluice.doctor' })
-    // The admin key is checked before the body is read, as in the users/teams/keys admin routes:
-    // in parse (which runs first, ahead of the route's JSON parser, body or not) and in transform
-    // (for a route parse would skip). A caller without the key learns nothing about the body, not
-    // even that the JSON is broken.
-    .onParse(({ request }) => {
-      if (admitted.has(request)) return
-      const refused = services.admin.check(request)
-      if (refused) throw refused
-      admitted.add(request)
-    })
-    .onTransform(({ request }) => {
-      if (admitted.has(request)) return
-      const refused = services.admin.check(request)
-      if (refused) throw refused
-    })
+    // The admin key before the body is read (see adminGuard).
+    .onParse(guard.parse)
+    .onTransform(guard.transform)
     .post(
       '/admin/doctor',
       async ({ body, set }) => {
