@@ -1,7 +1,8 @@
 /**
  * Webhook alerts from the logging plugin, received by a real local HTTP server: an expiring
  * key (once, and not again after a restart), budgets passing 80 % and 100 %, an upstream key
- * the provider keeps refusing, and delivery retried until a failing receiver accepts.
+ * the provider keeps refusing, and delivery retried until a failing receiver accepts. A key's
+ * budget is its rotation chain's (lineage's): alerted once per lineage, on SQLite and Postgres.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -10,7 +11,7 @@ import { join } from 'node:path'
 import type { Kysely } from 'kysely'
 import { createDatabase } from '../src/db/index.ts'
 import { migrateToLatest } from '../src/db/migrate.ts'
-import type { Database } from '../src/db/schema.ts'
+import type { ApiKeyInsert, Database } from '../src/db/schema.ts'
 import { createLogger } from '../src/lib/logger.ts'
 import { MetricsRegistry } from '../src/metrics.ts'
 import { UpstreamHealth } from '../src/upstream-health.ts'
@@ -19,9 +20,11 @@ import { startAuthGateway, userWithKey, uid, type AuthGateway } from './support/
 import { postJson, waitFor } from './support/http.ts'
 import { logRow } from './support/logging.ts'
 import { sampleValue, scrape } from './support/metrics.ts'
+import { createTestPostgresDatabase, postgresUrlForTests, type TestPostgresDatabase } from './support/services.ts'
 import { AlertMonitor, type AlertOptions, type AlertPayload } from '../plugins/logging/alerts.ts'
 
 const DAY = 86_400_000
+const postgresUrl = await postgresUrlForTests('test/alerts.test.ts')
 const messages = [{ role: 'user', content: 'hello there' }]
 
 /** A webhook receiver that records every POST and fails the first `failFirst` of them. */
@@ -72,9 +75,13 @@ function boot(file: string, webhookUrl: string, alerts: Record<string, unknown> 
   })
 }
 
-/** An AlertMonitor of its own on a fresh in-memory database, ticked by the test (no timer). */
-async function standaloneMonitor(webhookUrl: string, options: Partial<AlertOptions> = {}): Promise<{ db: Kysely<Database>; monitor: AlertMonitor; close(): Promise<void> }> {
-  const handle = await createDatabase('sqlite::memory:')
+/** An AlertMonitor of its own on a fresh database (in-memory SQLite unless `url`), ticked by the test (no timer). */
+async function standaloneMonitor(
+  webhookUrl: string,
+  options: Partial<AlertOptions> = {},
+  url = 'sqlite::memory:',
+): Promise<{ db: Kysely<Database>; monitor: AlertMonitor; close(): Promise<void> }> {
+  const handle = await createDatabase(url)
   await migrateToLatest(handle.db)
   const metrics = new MetricsRegistry()
   const monitor = new AlertMonitor(
@@ -171,6 +178,59 @@ describe('alerts by webhook', () => {
       // The user's budget is far from spent: no alert.
       expect(budget.filter((a) => a.subject.type === 'user')).toEqual([])
       expect(sampleValue(await scrape(gw.url), 'sluice_alerts_sent_total', { kind: 'budget' })).toBe(4)
+    } finally {
+      await gw.close()
+      receiver.stop()
+    }
+  })
+
+  test('a key\'s budget is its lineage\'s: spend carries over a rotation, one alert per threshold, naming the key in use, not again after another rotation', async () => {
+    const receiver = startReceiver()
+    const gw = await boot(join(dir, 'budget-lineage.db'), receiver.url)
+    try {
+      const { key: first, userId } = await userWithKey(gw, { budget: { tokens: 100, period: 'total' } })
+      let n = 0
+      const spend = (keyId: string, tokens: number) => gw.db.insertInto('request_logs').values(logRow(`req_lineage_${n++}`, new Date().toISOString(), { key_id: keyId, user_id: userId, total_tokens: tokens })).execute()
+      const rotate = async (id: string) => (await gw.adminOk<{ id: string }>('POST', `/admin/keys/${id}/rotate`, { grace_seconds: 0 })).id
+      const keyAlerts = () => receiver.of('budget').filter((a) => a.subject.type === 'key')
+
+      await spend(first.id, 60)
+      await Bun.sleep(300) // several checks: 60 % is no threshold
+      expect(keyAlerts()).toEqual([])
+      const second = await rotate(first.id)
+      await spend(second, 25)
+      await waitFor(() => keyAlerts().length >= 1, 'the 80 % alert of the lineage')
+      const alert = keyAlerts()[0]!
+      // The lineage's id (its first key's): the same subject, so the same alert id, after any rotation.
+      expect(alert).toMatchObject({
+        id: `budget:key:${first.id}:0.8:total`,
+        subject: { type: 'key', id: first.id },
+        threshold: 0.8,
+        period: 'total',
+        details: { key_id: second, lineage_id: first.id, lineage_keys: 2, user_id: userId, spent: { tokens: 85 }, budget: { tokens: 100, period: 'total' } },
+      })
+      expect(alert.message).toContain(`key ${second}`)
+      expect(alert.message).toContain('85 of 100 tokens')
+      expect(alert.message).toContain(`the keys it replaced (rotation chain ${first.id})`)
+
+      // Rotated again: still 85 % of the same total budget, already alerted.
+      const third = await rotate(second)
+      await Bun.sleep(400)
+      expect(keyAlerts().map((a) => a.threshold)).toEqual([0.8])
+      // The checks still see the lineage, now through its third key.
+      await spend(third, 15)
+      await waitFor(() => keyAlerts().length >= 2, 'the 100 % alert of the lineage')
+      await Bun.sleep(300)
+      expect(keyAlerts().map((a) => [a.subject.id, a.threshold, a.details.key_id])).toEqual([
+        [first.id, 0.8, second],
+        [first.id, 1, third],
+      ])
+      expect(keyAlerts()[1]!.message).toContain(`key ${third}`)
+      const rows = await gw.db.selectFrom('alerts_sent').select(['subject', 'status']).where('kind', '=', 'budget').orderBy('threshold').execute()
+      expect(rows).toEqual([
+        { subject: `key:${first.id}`, status: 'sent' },
+        { subject: `key:${first.id}`, status: 'sent' },
+      ])
     } finally {
       await gw.close()
       receiver.stop()
@@ -394,4 +454,114 @@ describe('alerts by webhook', () => {
   test('a webhook_url that is not http(s) stops the boot, naming the option', async () => {
     await expect(boot(join(dir, 'bad.db'), 'ftp://example.com/x')).rejects.toThrow(/webhook_url/)
   })
+})
+
+/**
+ * Key lineages on one database, read a few per page: each lineage once, by its first key's id,
+ * with the budget of its newest live key, spend summed over all its keys for the period.
+ */
+function lineageSuite(url: () => string) {
+  test('budgets of key lineages: one alert per lineage and threshold, in grace or after, across pages', async () => {
+    const receiver = startReceiver()
+    const m = await standaloneMonitor(receiver.url, { budgetPageSize: 2 }, url())
+    try {
+      const now = Date.now()
+      const at = (ms = 0) => new Date(now + ms).toISOString()
+      await m.db.insertInto('users').values({ id: 'usr_lin', email: null, name: null, disabled_at: null, deleted_at: null, limits: null, budget: null, metadata: null, created_at: at(), updated_at: at() }).execute()
+      const total = JSON.stringify({ tokens: 100, period: 'total' })
+      const key = (id: string, createdAt: string, over: Partial<ApiKeyInsert> = {}): ApiKeyInsert => ({
+        id,
+        hash: `hash_${id}`,
+        start: 'sk-dev-abcde',
+        end: id.slice(-4),
+        environment: 'dev',
+        user_id: 'usr_lin',
+        budget: total,
+        // Every column the rows set, in each row: a multi-row insert would write the others as NULL, not their default.
+        status: 'active',
+        revoked_at: null,
+        rotated_from: null,
+        rotated_to: null,
+        grace_until: null,
+        lineage_id: null,
+        created_at: createdAt,
+        updated_at: createdAt,
+        ...over,
+      })
+      const rotated = (to: string, graceUntil: string, over: Partial<ApiKeyInsert> = {}): Partial<ApiKeyInsert> => ({ rotated_to: to, grace_until: graceUntil, ...over })
+      const revoked = { status: 'revoked', revoked_at: at(-DAY) } satisfies Partial<ApiKeyInsert>
+      // Ids chosen so that, in key-id order, current keys and the keys they replaced interleave.
+      await m.db
+        .insertInto('api_keys')
+        .values([
+          // In its grace period: the old key and its successor, both live; the successor is in use.
+          key('key_l1_z', at(-2 * DAY), rotated('key_l1_a', at(DAY))),
+          key('key_l1_a', at(-DAY), { rotated_from: 'key_l1_z', lineage_id: 'key_l1_z' }),
+          // A key never rotated.
+          key('key_l2', at(-DAY)),
+          // Both keys gone: nothing to alert, whatever was spent.
+          key('key_l3_a', at(-2 * DAY), rotated('key_l3_b', at(-DAY), revoked)),
+          key('key_l3_b', at(-DAY), { rotated_from: 'key_l3_a', lineage_id: 'key_l3_a', ...revoked }),
+          // Three keys, a daily budget on the one in use: yesterday's spend of the second is not today's.
+          key('key_l4_c', at(-3 * DAY), rotated('key_l4_x', at(-2 * DAY), revoked)),
+          key('key_l4_x', at(-2 * DAY), { rotated_from: 'key_l4_c', lineage_id: 'key_l4_c', rotated_to: 'key_l4_b', grace_until: at(-DAY) }),
+          key('key_l4_b', at(-DAY), { rotated_from: 'key_l4_x', lineage_id: 'key_l4_c', budget: JSON.stringify({ tokens: 100, period: 'day' }) }),
+          // Rotated within one clock tick, in its grace period: the chain's last key is the one in use.
+          key('key_l5_m', at(-DAY), rotated('key_l5_d', at(DAY))),
+          key('key_l5_d', at(-DAY), { rotated_from: 'key_l5_m', lineage_id: 'key_l5_m' }),
+          // The key in use has no budget: its lineage has none, whatever the key in grace had.
+          key('key_l6_a', at(-DAY), rotated('key_l6_b', at(DAY))),
+          key('key_l6_b', at(), { rotated_from: 'key_l6_a', lineage_id: 'key_l6_a', budget: null }),
+        ])
+        .execute()
+      // Logged now, but for the second key of lineage 4: a second before today's UTC midnight.
+      const yesterday = new Date(Math.floor(now / DAY) * DAY - 1000).toISOString()
+      const spent: Array<[string, number, string?]> = [
+        ['key_l1_z', 50],
+        ['key_l1_a', 40],
+        ['key_l2', 85],
+        ['key_l3_a', 100],
+        ['key_l3_b', 100],
+        ['key_l4_c', 50],
+        ['key_l4_x', 40, yesterday],
+        ['key_l4_b', 35],
+        ['key_l5_m', 70],
+        ['key_l5_d', 10],
+        ['key_l6_a', 95],
+      ]
+      await m.db
+        .insertInto('request_logs')
+        .values(spent.map(([keyId, tokens, when], i) => logRow(`req_lin_${i}`, when ?? at(), { key_id: keyId, user_id: 'usr_lin', total_tokens: tokens })))
+        .execute()
+      await m.monitor.tick()
+      await waitFor(() => receiver.received.length >= 4, 'an alert per lineage past 80 %')
+      await m.monitor.tick()
+      await Bun.sleep(100)
+      const alerts = receiver.of('budget').map((a) => [a.subject.id, a.threshold, a.details.key_id, (a.details.spent as { tokens: number }).tokens, a.details.lineage_keys])
+      expect(alerts.sort()).toEqual(
+        [
+          ['key_l1_z', 0.8, 'key_l1_a', 90, 2],
+          ['key_l2', 0.8, 'key_l2', 85, 1],
+          ['key_l4_c', 0.8, 'key_l4_b', 85, 3],
+          ['key_l5_m', 0.8, 'key_l5_d', 80, 2],
+        ].sort(),
+      )
+      const single = receiver.of('budget').find((a) => a.subject.id === 'key_l2')!
+      expect(single.message).toBe('The total budget of key key_l2 is 80% spent (85 of 100 tokens).')
+    } finally {
+      await m.close()
+      receiver.stop()
+    }
+  })
+}
+
+describe('budget alerts per key lineage on SQLite', () => lineageSuite(() => 'sqlite::memory:'))
+
+describe.skipIf(postgresUrl === null)('budget alerts per key lineage on Postgres', () => {
+  let pg: TestPostgresDatabase
+  beforeAll(async () => {
+    pg = await createTestPostgresDatabase(postgresUrl!, 'alerts_lineage')
+  })
+  afterAll(() => pg.drop())
+  lineageSuite(() => pg.url)
 })

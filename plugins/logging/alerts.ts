@@ -4,7 +4,7 @@ import { budgetPeriod, type Budget } from '../../src/limits.ts'
 import type { Logger } from '../../src/lib/logger.ts'
 import type { CounterSeries, MetricsRegistry } from '../../src/metrics.ts'
 import type { UpstreamHealth } from '../../src/upstream-health.ts'
-import { spendSince, type SpendColumn } from './repo.ts'
+import { lineageSpendSince, spendSince, type SpendColumn } from './repo.ts'
 
 /** The kinds of alert, as the `kind` field of the webhook body. */
 export type AlertKind = 'key_expiring' | 'budget' | 'upstream_key_dead'
@@ -39,8 +39,19 @@ export interface AlertPayload {
 
 /** A subject with a budget, as a page of them is read. */
 interface Budgeted {
+  /** The subject: a user, a team, or a key lineage (the id of its rotation chain's first key). */
   id: string
   budget: string | null
+  /** Key lineages: the key in use (whose budget it is) and how many keys the lineage has. */
+  key?: { id: string; userId: string; keys: number }
+}
+
+/** How budget subjects of one type are read, page by page, and what they spent. */
+interface BudgetPages {
+  type: 'key' | 'user' | 'team'
+  /** The subjects of the page after `after` (null: the first), and where the next page starts (null: none). */
+  page: (after: string | null) => Promise<{ subjects: Budgeted[]; next: string | null }>
+  spend: (ids: readonly string[], from: string | null) => Promise<Map<string, { tokens: number; usd: number }>>
 }
 
 interface Candidate {
@@ -178,69 +189,117 @@ export class AlertMonitor {
     const now = this.deps.now()
     const at = iso(now)
     const size = this.options.budgetPageSize ?? MAX_PER_CHECK
+    const spendBy = (column: SpendColumn) => (ids: readonly string[], from: string | null) => spendSince(this.db, column, ids, from)
+    const byId = (rows: Budgeted[]) => ({ subjects: rows, next: rows.length < size ? null : rows[rows.length - 1]!.id })
     // Pages in id order, each starting after the last id of the one before: every subject is
-    // seen once per check however many there are, and no query reads more than `size` rows.
-    const pages: Array<['key' | 'user' | 'team', SpendColumn, (after: string | null) => Promise<Budgeted[]>]> = [
-      [
-        'key',
-        'key_id',
-        (after) =>
-          this.db
-            .selectFrom('api_keys')
-            .select(['id', 'budget'])
-            .where('budget', 'is not', null)
-            .where('status', '=', 'active')
-            .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', at)]))
-            .$if(after !== null, (q) => q.where('id', '>', after!))
-            .orderBy('id')
-            .limit(size)
-            .execute(),
-      ],
-      [
-        'user',
-        'user_id',
-        (after) =>
-          this.db
-            .selectFrom('users')
-            .select(['id', 'budget'])
-            .where('budget', 'is not', null)
-            .where('deleted_at', 'is', null)
-            .$if(after !== null, (q) => q.where('id', '>', after!))
-            .orderBy('id')
-            .limit(size)
-            .execute(),
-      ],
-      [
-        'team',
-        'team_id',
-        (after) =>
-          this.db
-            .selectFrom('teams')
-            .select(['id', 'budget'])
-            .where('budget', 'is not', null)
-            .where('deleted_at', 'is', null)
-            .$if(after !== null, (q) => q.where('id', '>', after!))
-            .orderBy('id')
-            .limit(size)
-            .execute(),
-      ],
+    // seen once per check however many there are, and a page is at most `size` users, teams or
+    // keys (with, for keys, the other keys of their rotation chains).
+    const pages: BudgetPages[] = [
+      { type: 'key', page: (after) => this.keyLineages(at, after, size), spend: (ids, from) => lineageSpendSince(this.db, ids, from) },
+      {
+        type: 'user',
+        spend: spendBy('user_id'),
+        page: async (after) =>
+          byId(
+            await this.db
+              .selectFrom('users')
+              .select(['id', 'budget'])
+              .where('budget', 'is not', null)
+              .where('deleted_at', 'is', null)
+              .$if(after !== null, (q) => q.where('id', '>', after!))
+              .orderBy('id')
+              .limit(size)
+              .execute(),
+          ),
+      },
+      {
+        type: 'team',
+        spend: spendBy('team_id'),
+        page: async (after) =>
+          byId(
+            await this.db
+              .selectFrom('teams')
+              .select(['id', 'budget'])
+              .where('budget', 'is not', null)
+              .where('deleted_at', 'is', null)
+              .$if(after !== null, (q) => q.where('id', '>', after!))
+              .orderBy('id')
+              .limit(size)
+              .execute(),
+          ),
+      },
     ]
     const out: Candidate[] = []
-    for (const [type, column, page] of pages) {
+    for (const { type, page, spend } of pages) {
       for (let after: string | null = null; ; ) {
-        const rows = await page(after)
-        await this.budgetPage(type, column, rows, now, out)
-        if (rows.length < size) break
-        after = rows[rows.length - 1]!.id
+        const { subjects, next } = await page(after)
+        await this.budgetPage(type, spend, subjects, now, out)
+        if (next === null) break
+        after = next
       }
     }
     return out
   }
 
+  /**
+   * One page of key lineages with a budget. A lineage (`coalesce(lineage_id, id)`: the first
+   * key of a rotation chain) is checked against the budget of its newest live key, the one a
+   * client should be using, and named by it. Paged by that key's id: a lineage has one newest
+   * live key, so it comes once per check, and the page is `size` keys in primary-key order. A
+   * rotation between two pages can show a lineage twice (the same alert ids) or not until the
+   * next check.
+   */
+  private async keyLineages(at: string, after: string | null, size: number): Promise<{ subjects: Budgeted[]; next: string | null }> {
+    const keys = await this.db
+      .selectFrom('api_keys')
+      .select(['id', 'lineage_id', 'budget', 'user_id'])
+      .where('budget', 'is not', null)
+      .where('status', '=', 'active')
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', at)]))
+      .where((eb) => eb.or([eb('grace_until', 'is', null), eb('grace_until', '>', at)]))
+      .$if(after !== null, (q) => q.where('id', '>', after!))
+      .orderBy('id')
+      .limit(size)
+      .execute()
+    const next = keys.length < size ? null : keys[keys.length - 1]!.id
+    // Every key of these lineages, to find each one's newest live key and count its keys. Read
+    // by api_keys_lineage_id_idx and the primary key; the liveness test is made here, not in
+    // SQL, where SQLite would rather scan api_keys_status_idx (every active key) for it.
+    const lineages = [...new Set(keys.map((k) => k.lineage_id ?? k.id))]
+    const newest = new Map<string, { id: string; createdAt: string; last: boolean }>()
+    const count = new Map<string, number>()
+    for (let i = 0; i < lineages.length; i += 500) {
+      const chunk = lineages.slice(i, i + 500)
+      const members = await this.db
+        .selectFrom('api_keys')
+        .select(['id', 'lineage_id', 'status', 'expires_at', 'grace_until', 'created_at', 'rotated_to'])
+        .where((eb) => eb.or([eb('lineage_id', 'in', chunk), eb.and([eb('lineage_id', 'is', null), eb('id', 'in', chunk)])]))
+        .execute()
+      for (const m of members) {
+        const lineage = m.lineage_id ?? m.id
+        count.set(lineage, (count.get(lineage) ?? 0) + 1)
+        const live = m.status === 'active' && (m.expires_at === null || m.expires_at > at) && (m.grace_until === null || m.grace_until > at)
+        if (!live) continue
+        // Newest by creation; within one clock tick the chain's last key (not rotated), then the id.
+        const seen = newest.get(lineage)
+        const candidate = { id: m.id, createdAt: m.created_at, last: m.rotated_to === null }
+        if (!seen || newer(candidate, seen)) newest.set(lineage, candidate)
+      }
+    }
+    const subjects: Budgeted[] = []
+    for (const k of keys) {
+      const lineage = k.lineage_id ?? k.id
+      // Not the key in use: its lineage is checked (once) by the key that is, if that one has a budget.
+      if (newest.get(lineage)?.id !== k.id) continue
+      subjects.push({ id: lineage, budget: k.budget, key: { id: k.id, userId: k.user_id, keys: count.get(lineage) ?? 1 } })
+    }
+    return { subjects, next }
+  }
+
   /** The budget alerts of one page of subjects, added to `out`. */
-  private async budgetPage(type: 'key' | 'user' | 'team', column: SpendColumn, rows: Budgeted[], now: number, out: Candidate[]): Promise<void> {
+  private async budgetPage(type: BudgetPages['type'], spend: BudgetPages['spend'], rows: Budgeted[], now: number, out: Candidate[]): Promise<void> {
     // Subjects whose budgets share a period start are summed in one query.
-    const byStart = new Map<string, Array<{ id: string; budget: Budget; label: string }>>()
+    const byStart = new Map<string, Array<{ row: Budgeted; budget: Budget; label: string }>>()
     for (const r of rows) {
       const budget = parseBudget(r.budget)
       if (!budget) continue
@@ -248,23 +307,32 @@ export class AlertMonitor {
       const start = period.start === null ? '' : iso(period.start)
       let list = byStart.get(start)
       if (!list) byStart.set(start, (list = []))
-      list.push({ id: r.id, budget, label: period.label })
+      list.push({ row: r, budget, label: period.label })
     }
     for (const [start, subjects] of byStart) {
-      const spent = await spendSince(this.db, column, subjects.map((s) => s.id), start === '' ? null : start)
-      for (const s of subjects) {
-        const used = spent.get(s.id) ?? { tokens: 0, usd: 0 }
-        const fraction = Math.max(s.budget.tokens ? used.tokens / s.budget.tokens : 0, s.budget.usd ? used.usd / s.budget.usd : 0)
+      const spent = await spend(subjects.map((s) => s.row.id), start === '' ? null : start)
+      for (const { row, budget, label } of subjects) {
+        const used = spent.get(row.id) ?? { tokens: 0, usd: 0 }
+        const fraction = Math.max(budget.tokens ? used.tokens / budget.tokens : 0, budget.usd ? used.usd / budget.usd : 0)
         for (const threshold of this.options.budgetThresholds) {
           if (fraction < threshold) continue
           const pct = Math.round(threshold * 100)
+          const key = row.key
+          // A key's alert is its lineage's (the subject id stays across rotations), but names the key in use.
+          const named = key ? `key ${key.id}` : `${type} ${row.id}`
+          const chain = !key || key.keys < 2 ? '' : ` This includes the spend of ${key.id === row.id ? 'the other keys of its rotation chain' : `the keys it replaced (rotation chain ${row.id})`}: ${key.keys} keys in all.`
           out.push({
             kind: 'budget',
-            subject: { type, id: s.id },
+            subject: { type, id: row.id },
             threshold,
-            period: s.label,
-            message: `The ${s.budget.period === 'total' ? 'total' : s.budget.period + 'ly'} budget of ${type} ${s.id} is ${pct >= 100 ? 'spent' : `${pct}% spent`} (${describeSpend(used, s.budget)}).`,
-            details: { budget: s.budget, spent: { tokens: used.tokens, usd: used.usd }, fraction },
+            period: label,
+            message: `The ${budget.period === 'total' ? 'total' : budget.period + 'ly'} budget of ${named} is ${pct >= 100 ? 'spent' : `${pct}% spent`} (${describeSpend(used, budget)}).${chain}`,
+            details: {
+              budget,
+              spent: { tokens: used.tokens, usd: used.usd },
+              fraction,
+              ...(key && { key_id: key.id, lineage_id: row.id, lineage_keys: key.keys, user_id: key.userId }),
+            },
           })
         }
       }
@@ -391,6 +459,13 @@ export class AlertMonitor {
       return error instanceof Error ? `${error.name}: ${error.message}`.replaceAll(this.options.webhookUrl, '<webhook_url>') : String(error)
     }
   }
+}
+
+/** Whether key `a` is newer than key `b` of the same lineage: a total order, so a lineage has one newest key. */
+function newer(a: { id: string; createdAt: string; last: boolean }, b: { id: string; createdAt: string; last: boolean }): boolean {
+  if (a.createdAt !== b.createdAt) return a.createdAt > b.createdAt
+  if (a.last !== b.last) return a.last
+  return a.id > b.id
 }
 
 function parseBudget(text: string | null): Budget | null {

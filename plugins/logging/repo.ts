@@ -174,3 +174,28 @@ export async function spendSince(db: Db, column: SpendColumn, ids: readonly stri
   }
   return out
 }
+
+/**
+ * Tokens and USD spent per key lineage since `from` (ISO; null: ever), for the given lineage
+ * ids: the logged spend of every key of the lineage (`coalesce(lineage_id, id)`), so a rotated
+ * key's spend goes on from its predecessors', as the quota counts it.
+ */
+export async function lineageSpendSince(db: Db, lineages: readonly string[], from: string | null): Promise<Map<string, { tokens: number; usd: number }>> {
+  const out = new Map<string, { tokens: number; usd: number }>()
+  const lineage = sql<string>`coalesce(${sql.ref('k.lineage_id')}, ${sql.ref('k.id')})`
+  // Each chunk is bound twice: 500 keeps a query far below both dialects' parameter caps.
+  for (let i = 0; i < lineages.length; i += 500) {
+    const chunk = lineages.slice(i, i + 500)
+    let q = db
+      .selectFrom('api_keys as k')
+      .innerJoin('request_logs as r', 'r.key_id', 'k.id')
+      .select([lineage.as('id'), (eb) => eb.fn.sum<number>('r.total_tokens').as('tokens'), (eb) => eb.fn.sum<number>('r.cost_usd').as('usd')])
+      // The lineage's first key by its id, its successors by api_keys_lineage_id_idx; both
+      // then reach their rows by request_logs_key_id_at_idx.
+      .where((eb) => eb.or([eb('k.lineage_id', 'in', chunk), eb.and([eb('k.lineage_id', 'is', null), eb('k.id', 'in', chunk)])]))
+    if (from !== null) q = q.where('r.at', '>=', from)
+    const rows = await q.groupBy(lineage).execute()
+    for (const r of rows) out.set(String(r.id), { tokens: num(r.tokens), usd: num(r.usd) })
+  }
+  return out
+}
