@@ -108,8 +108,10 @@ describe('alerts by webhook', () => {
       const soon = new Date(Date.now() + 3 * DAY).toISOString()
       const { key, userId } = await userWithKey(gw, { expires_at: soon, name: 'ci-deploy' })
       await userWithKey(gw, { expires_at: new Date(Date.now() + 20 * DAY).toISOString() }) // outside the window
-      const revoked = await userWithKey(gw, { expires_at: new Date(Date.now() + 2 * DAY).toISOString() })
+      // Into the window only once revoked: a check between its creation and its revocation would alert it.
+      const revoked = await userWithKey(gw, { expires_at: new Date(Date.now() + 20 * DAY).toISOString() })
       await gw.adminOk('POST', `/admin/keys/${revoked.key.id}/revoke`)
+      await gw.db.updateTable('api_keys').set({ expires_at: new Date(Date.now() + 2 * DAY).toISOString() }).where('id', '=', revoked.key.id).execute()
       await waitFor(() => receiver.of('key_expiring').length >= 1, 'the expiring-key alert')
       await Bun.sleep(400) // several more checks
       expect(receiver.of('key_expiring').length).toBe(1)
