@@ -5,8 +5,10 @@
  */
 import { beforeAll, describe, expect, test } from 'bun:test'
 import { Tiktoken } from 'tiktoken/lite'
+import { ModelRegistry } from '../../src/models.ts'
 import {
   CL100K_TOOLS,
+  IMAGE_RULES,
   O200K_TOOLS,
   countBody,
   countInput,
@@ -14,10 +16,12 @@ import {
   countTools,
   imageSize,
   imageTokens,
+  knownImageRule,
   segmentedEncode,
   segments,
   type Encode,
 } from './count.ts'
+import { resolveImageRule } from './index.ts'
 
 interface Ranks {
   bpe_ranks: string
@@ -240,6 +244,127 @@ describe('images', () => {
     expect(countMessages(part(png(2048, 4096)), o200k)).toBe(overhead + 1105)
     expect(countMessages(part(png(2048, 4096), 'low'), o200k)).toBe(overhead + 85)
     expect(countMessages(part(jpeg(640, 480)), o200k)).toBe(overhead + 85 + 170 * 2)
+  })
+})
+
+describe("image rules by model (OpenAI's vision guide, Calculating costs)", () => {
+  const size = (width: number, height: number) => ({ width, height })
+  const rule = (model: string) => IMAGE_RULES[knownImageRule(model) ?? 'gpt-4o']
+
+  test('gpt-4o-mini: 2833 + 5667 a tile, so 1024×1024 at high detail is 2833 + 4 × 5667', () => {
+    expect(imageTokens('high', size(1024, 1024), rule('gpt-4o-mini'))).toBe(25_501)
+    expect(imageTokens('auto', null, rule('gpt-4o-mini-2024-07-18'))).toBe(25_501)
+    expect(imageTokens('high', size(2048, 4096), rule('gpt-4o-mini'))).toBe(2833 + 6 * 5667)
+  })
+
+  test('o1, o1-pro and o3: 75 + 150 a tile; computer-use-preview 65 + 129; gpt-5 70 + 140', () => {
+    for (const model of ['o1', 'o1-2024-12-17', 'o1-pro', 'o3', 'o3-pro']) {
+      expect({ model, tokens: imageTokens('high', size(1024, 1024), rule(model)) }).toEqual({ model, tokens: 75 + 4 * 150 })
+    }
+    expect(imageTokens('high', size(1024, 1024), rule('computer-use-preview'))).toBe(65 + 4 * 129)
+    expect(imageTokens('high', size(1024, 1024), rule('gpt-5'))).toBe(70 + 4 * 140)
+    expect(imageTokens('high', size(1024, 1024), rule('gpt-5-chat-latest'))).toBe(70 + 4 * 140)
+  })
+
+  test("32 px patches, the guide's examples: 1024×1024 is 1024 patches, 1800×2400 is 1452; times the model's multiplier, rounded up", () => {
+    const patchesOnly = { kind: 'patches', per100: 100 } as const
+    expect(imageTokens('high', size(1024, 1024), patchesOnly)).toBe(1024)
+    expect(imageTokens('high', size(1800, 2400), patchesOnly)).toBe(1452)
+    expect(imageTokens('high', size(2400, 1800), patchesOnly)).toBe(1452)
+    // 1024 × 1.62 = 1658.88; 1452 × 1.62 = 2352.24; 1024 × 2.46 = 2519.04; 1024 × 1.72 = 1761.28.
+    expect(imageTokens('high', size(1024, 1024), rule('gpt-4.1-mini'))).toBe(1659)
+    expect(imageTokens('high', size(1800, 2400), rule('gpt-4.1-mini-2025-04-14'))).toBe(2353)
+    expect(imageTokens('high', size(1024, 1024), rule('gpt-4.1-nano'))).toBe(2520)
+    expect(imageTokens('high', size(1024, 1024), rule('o4-mini'))).toBe(1762)
+    expect(imageTokens('high', size(1024, 1024), rule('gpt-5-mini'))).toBe(1659)
+    expect(imageTokens('high', size(1024, 1024), rule('gpt-5-nano'))).toBe(2520)
+    // An unseen size is 1024×1024 here too; a small image is a few patches: 4 × 2 = 8, × 1.62 = 12.96.
+    expect(imageTokens(undefined, null, rule('gpt-4.1-mini'))).toBe(1659)
+    expect(imageTokens('high', size(128, 64), rule('gpt-4.1-mini'))).toBe(13)
+  })
+
+  test('patches: never more than 1536 however large or thin the image, never 0; 50 patches × 1.62 is exactly 81', () => {
+    const patchesOnly = { kind: 'patches', per100: 100 } as const
+    for (const [w, h] of [[8000, 8000], [100_000, 1], [1, 100_000], [4000, 1474], [4097, 33]] as const) {
+      const n = imageTokens('high', size(w, h), patchesOnly)
+      expect({ w, h, ok: n >= 1 && n <= 1536 }).toEqual({ w, h, ok: true })
+    }
+    expect(imageTokens('high', size(32 * 10, 32 * 5), rule('gpt-4.1-mini'))).toBe(81)
+  })
+
+  test('low detail: the base figure of a tile model; a patch model counts its patches whatever the detail', () => {
+    expect(imageTokens('low', size(2048, 4096), rule('gpt-4o'))).toBe(85)
+    expect(imageTokens('low', size(2048, 4096), rule('gpt-4o-mini'))).toBe(2833)
+    expect(imageTokens('low', size(2048, 4096), rule('o1'))).toBe(75)
+    expect(imageTokens('low', size(2048, 4096), rule('o3'))).toBe(75)
+    expect(imageTokens('low', size(2048, 4096), rule('gpt-5'))).toBe(70)
+    expect(imageTokens('low', size(2048, 4096), rule('computer-use-preview'))).toBe(65)
+    expect(imageTokens('low', size(1024, 1024), rule('gpt-4.1-mini'))).toBe(imageTokens('high', size(1024, 1024), rule('gpt-4.1-mini')))
+    expect(imageTokens('low', size(1024, 1024), rule('o4-mini'))).toBe(1762)
+  })
+
+  test("families: dated and other - variants, provider prefixes, fine-tunes; the longest family wins; look-alikes are unknown", () => {
+    const cases = {
+      'gpt-4o-mini-2024-07-18': 'gpt-4o-mini',
+      'openai/gpt-4o-mini': 'gpt-4o-mini',
+      'ft:gpt-4o-mini-2024-07-18:acme::abc123': 'gpt-4o-mini',
+      'GPT-4O-2024-08-06': 'gpt-4o',
+      'gpt-4.1-nano-2025-04-14': 'gpt-4.1-nano',
+      'gpt-4.1-2025-04-14': 'gpt-4.1',
+      'o4-mini-high': 'o4-mini',
+      'gpt-5-mini-2025-08-07': 'gpt-5-mini',
+      'computer-use-preview-2025-03-11': 'computer-use-preview',
+    } as const
+    for (const [model, family] of Object.entries(cases)) expect({ model, family: knownImageRule(model) }).toEqual({ model, family })
+    for (const model of ['gpt-4ox', 'o10', 'gpt-5.1', 'mock-gpt', 'llama-3', 'claude-sonnet-4', 'gpt-4', '']) expect({ model, family: knownImageRule(model) }).toEqual({ model, family: undefined })
+  })
+
+  test("a model the table does not know keeps gpt-4o's figures: 85 + 170 a tile, 85 at low detail", () => {
+    const provider = { id: 'up', type: 'openai-compatible' as const, baseUrl: 'http://127.0.0.1:9/v1', keys: [{ id: 'k', secret: '' }] }
+    const models = new ModelRegistry([provider], [{ name: 'local', targets: [{ provider: 'up', model: 'llama-3' }] }])
+    for (const model of ['local', 'llama-3', 'gpt-4-turbo', 'gpt-5.1']) {
+      const images = IMAGE_RULES[resolveImageRule(models, model)]
+      expect({ model, high: imageTokens('high', size(1024, 1024), images), low: imageTokens('low', null, images) }).toEqual({ model, high: 765, low: 85 })
+    }
+  })
+
+  test('resolveImageRule: the client name, then its upstream names; an upstream name, then the groups that target it', () => {
+    const provider = { id: 'up', type: 'openai-compatible' as const, baseUrl: 'http://127.0.0.1:9/v1', keys: [{ id: 'k', secret: '' }] }
+    const models = new ModelRegistry(
+      [provider],
+      [
+        { name: 'gpt-4o-mini', targets: [{ provider: 'up', model: 'prod-mini-deployment' }] },
+        { name: 'vision', targets: [{ provider: 'up', model: 'unknown-1' }, { provider: 'up', model: 'o3-2025-04-16' }] },
+        { name: 'cheap', targets: [{ provider: 'up', model: 'gpt-4.1-nano' }] },
+      ],
+    )
+    expect(resolveImageRule(models, 'gpt-4o-mini')).toBe('gpt-4o-mini')
+    expect(resolveImageRule(models, 'vision')).toBe('o3')
+    expect(resolveImageRule(models, 'cheap')).toBe('gpt-4.1-nano')
+    // Settlement passes the upstream model.
+    expect(resolveImageRule(models, 'o4-mini-2025-04-16')).toBe('o4-mini')
+    expect(resolveImageRule(models, 'prod-mini-deployment')).toBe('gpt-4o-mini')
+    expect(resolveImageRule(models, 'unknown-1')).toBe('gpt-4o')
+  })
+
+  test("a request body is counted with the model's rule: text as before, each image by the rule", () => {
+    const body = {
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'What is in these pictures?' },
+            { type: 'image_url', image_url: { url: 'https://example.com/a.png', detail: 'low' } },
+            { type: 'image_url', image_url: { url: 'https://example.com/b.png' } },
+          ],
+        },
+      ],
+    }
+    const text = 3 + o200k('user') + o200k('What is in these pictures?') + 3
+    expect(countBody('chat.completions', body, o200k, O200K_TOOLS)).toBe(text + 85 + 765)
+    expect(countBody('chat.completions', body, o200k, O200K_TOOLS, rule('gpt-4o-mini'))).toBe(text + 2833 + 25_501)
+    expect(countBody('tokens.count', body, o200k, O200K_TOOLS, rule('o1'))).toBe(text + 75 + 675)
+    expect(countBody('chat.completions', body, o200k, O200K_TOOLS, rule('gpt-4.1-mini'))).toBe(text + 1659 + 1659)
   })
 })
 

@@ -5,10 +5,11 @@
  *
  * Chat: 3 tokens per message, every string field of a message encoded (role, content, name,
  * tool_call_id…), 1 more per `name`, and 3 to prime the reply. Tools: the cookbook's
- * `num_tokens_for_tools` rule. Images: OpenAI's tile rule (see {@link imageTokens}).
- * These are the published rules, which matched the API when published; they stay estimates.
+ * `num_tokens_for_tools` rule. Images: the rule of the model, from OpenAI's vision guide (see
+ * {@link imageTokens}). These are the published rules, which matched the API when published; they stay estimates.
  */
 import type { Endpoint } from '../../src/plugin.ts'
+import { baseModelName } from './encodings.ts'
 
 /** Tokens of one text. Text that looks like a special token (`<|endoftext|>`) is plain text. */
 export type Encode = (text: string) => number
@@ -35,11 +36,71 @@ export const CL100K_TOOLS: ToolConstants = { funcInit: 10, propInit: 3, propKey:
 
 export const toolConstantsFor = (encoding: string): ToolConstants => (encoding === 'o200k_base' ? O200K_TOOLS : CL100K_TOOLS)
 
-/** OpenAI's image rule: a `low` detail image is a flat 85 tokens; otherwise 85 + 170 per 512 px tile. */
-export const IMAGE_BASE_TOKENS = 85
-export const IMAGE_TILE_TOKENS = 170
-/** Size assumed for an image whose size the gateway cannot see (a remote URL): 765 tokens at high detail. */
+/**
+ * How a model turns an image into prompt tokens, as OpenAI's vision guide ("Images and vision",
+ * section "Calculating costs") gives it. `tiles`: `low` detail costs `base`; otherwise the image
+ * is scaled (see {@link imageTokens}) and costs `base` + `tile` per 512 px tile. `patches`: the
+ * number of 32 px patches covering the image (at most {@link MAX_PATCHES}) times the model's
+ * multiplier, whatever the detail (the guide gives these models no low-detail figure).
+ */
+export type ImageRule = { readonly kind: 'tiles'; readonly base: number; readonly tile: number } | { readonly kind: 'patches'; readonly per100: number }
+
+const tiles = (base: number, tile: number): ImageRule => ({ kind: 'tiles', base, tile })
+/** `per100`: the guide's multiplier × 100, kept whole so 50 patches × 1.62 is 81, not 81.00000000000001. */
+const patches = (per100: number): ImageRule => ({ kind: 'patches', per100 })
+
+/**
+ * Each model family's image rule. A family covers its dated and other `-` variants
+ * (`gpt-4o-mini-2024-07-18`, `o3-pro`); the longest listed family wins, so `gpt-4o-mini`
+ * never takes `gpt-4o`'s rule. gpt-image-1 (input fidelity, 512 px shortest side) is not listed:
+ * its images arrive on the images endpoints, which are not counted.
+ */
+export const IMAGE_RULES = {
+  'gpt-4o': tiles(85, 170),
+  'gpt-4.1': tiles(85, 170),
+  'gpt-4.5': tiles(85, 170),
+  'gpt-4o-mini': tiles(2833, 5667),
+  'gpt-5': tiles(70, 140),
+  'gpt-5-chat-latest': tiles(70, 140),
+  o1: tiles(75, 150),
+  'o1-pro': tiles(75, 150),
+  o3: tiles(75, 150),
+  'computer-use-preview': tiles(65, 129),
+  'gpt-4.1-mini': patches(162),
+  'gpt-4.1-nano': patches(246),
+  'gpt-5-mini': patches(162),
+  'gpt-5-nano': patches(246),
+  'o4-mini': patches(172),
+} as const satisfies Record<string, ImageRule>
+
+export type ImageRuleName = keyof typeof IMAGE_RULES
+
+/** gpt-4o's rule, for every model the table does not know (85 + 170 per tile; `low` 85). */
+export const DEFAULT_IMAGE_RULE: ImageRuleName = 'gpt-4o'
+
+const IMAGE_FAMILIES: ReadonlyMap<string, ImageRuleName> = new Map(Object.keys(IMAGE_RULES).map((name) => [name, name as ImageRuleName]))
+
+/**
+ * The image rule of a known model family, or undefined: the name (provider prefix and `ft:`
+ * stripped, as for encodings), then the name cut back one `-` part at a time, so the longest
+ * family that is a whole-part prefix wins (`o4-mini-high` → `o4-mini`; `gpt-4ox` → none).
+ */
+export function knownImageRule(model: string): ImageRuleName | undefined {
+  let name = baseModelName(model)
+  for (;;) {
+    const rule = IMAGE_FAMILIES.get(name)
+    if (rule) return rule
+    const dash = name.lastIndexOf('-')
+    if (dash <= 0) return undefined
+    name = name.slice(0, dash)
+  }
+}
+
+/** Size assumed for an image whose size the gateway cannot see (a remote URL): 765 tokens at high detail for gpt-4o. */
 export const ASSUMED_IMAGE_SIZE = { width: 1024, height: 1024 } as const
+/** The patch rule's side and its cap on patches per image. */
+export const PATCH_SIZE = 32
+export const MAX_PATCHES = 1536
 
 type Json = Record<string, unknown>
 const isRecord = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v)
@@ -49,23 +110,24 @@ const withoutPeriod = (s: string): string => (s.endsWith('.') ? s.slice(0, -1) :
 /**
  * Prompt tokens of a request body. The endpoint decides which field is the prompt; for any
  * other endpoint (`tokens.count`) the body's shape does: `messages`, else `prompt`, else `input`.
+ * `images` is the counted model's image rule (gpt-4o's when not given).
  */
-export function countBody(endpoint: Endpoint, body: Json, encode: Encode, tools: ToolConstants): number {
+export function countBody(endpoint: Endpoint, body: Json, encode: Encode, tools: ToolConstants, images: ImageRule = IMAGE_RULES[DEFAULT_IMAGE_RULE]): number {
   const kind =
     endpoint === 'chat.completions' ? 'chat' : endpoint === 'completions' ? 'prompt' : endpoint === 'embeddings' ? 'input' : Array.isArray(body.messages) ? 'chat' : body.prompt !== undefined ? 'prompt' : 'input'
-  if (kind === 'chat') return countChat(body, encode, tools)
+  if (kind === 'chat') return countChat(body, encode, tools, images)
   return countInput(kind === 'prompt' ? body.prompt : body.input, encode)
 }
 
 /** A chat body: its messages, plus its tool (or legacy `functions`) definitions. */
-export function countChat(body: Json, encode: Encode, tools: ToolConstants): number {
+export function countChat(body: Json, encode: Encode, tools: ToolConstants, images: ImageRule = IMAGE_RULES[DEFAULT_IMAGE_RULE]): number {
   const messages = Array.isArray(body.messages) ? body.messages : []
   const defs = [...(Array.isArray(body.tools) ? body.tools : []), ...(Array.isArray(body.functions) ? body.functions : [])]
-  return countMessages(messages, encode) + countTools(defs, encode, tools)
+  return countMessages(messages, encode, images) + countTools(defs, encode, tools)
 }
 
 /** The cookbook's `num_tokens_from_messages`, extended to content parts and tool calls. */
-export function countMessages(messages: readonly unknown[], encode: Encode): number {
+export function countMessages(messages: readonly unknown[], encode: Encode, images: ImageRule = IMAGE_RULES[DEFAULT_IMAGE_RULE]): number {
   let n = 0
   for (const message of messages) {
     if (!isRecord(message)) continue
@@ -76,7 +138,7 @@ export function countMessages(messages: readonly unknown[], encode: Encode): num
         n += encode(value)
         if (key === 'name') n += TOKENS_PER_NAME
       } else if (key === 'content' && Array.isArray(value)) {
-        n += countContentParts(value, encode)
+        n += countContentParts(value, encode, images)
       } else if (key === 'tool_calls' && Array.isArray(value)) {
         for (const call of value) if (isRecord(call)) n += countFunctionCall(call.function, encode)
       } else if (key === 'function_call') {
@@ -94,10 +156,10 @@ function countFunctionCall(fn: unknown, encode: Encode): number {
 }
 
 /**
- * Multi-part content: text (and refusal) parts are encoded, images follow the image rule.
+ * Multi-part content: text (and refusal) parts are encoded, images follow the model's image rule.
  * Audio and file parts have no published rule and count 0.
  */
-export function countContentParts(parts: readonly unknown[], encode: Encode): number {
+export function countContentParts(parts: readonly unknown[], encode: Encode, images: ImageRule = IMAGE_RULES[DEFAULT_IMAGE_RULE]): number {
   let n = 0
   for (const part of parts) {
     if (typeof part === 'string') {
@@ -109,7 +171,7 @@ export function countContentParts(parts: readonly unknown[], encode: Encode): nu
     else if (typeof part.refusal === 'string') n += encode(part.refusal)
     else if (part.type === 'image_url' || isRecord(part.image_url)) {
       const image = isRecord(part.image_url) ? part.image_url : {}
-      n += imageTokens(image.detail, imageSize(str(image.url)))
+      n += imageTokens(image.detail, imageSize(str(image.url)), images)
     }
   }
   return n
@@ -168,15 +230,17 @@ export function countInput(input: unknown, encode: Encode): number {
 }
 
 /**
- * OpenAI's image rule for tile-based vision models: `low` detail is 85 tokens. Otherwise
- * (`high`, `auto`, none) the image is scaled to fit 2048×2048, then down so its shorter side
- * is at most 768 px, and costs 85 + 170 per 512 px tile. Without a known size it is taken as
- * 1024×1024: 768×768, 4 tiles, 765 tokens. `auto` is counted as `high`, the larger figure.
+ * Tokens of one image under a model's rule. Tiles: `low` detail is the base figure; otherwise
+ * (`high`, `auto`, none) the image is scaled to fit 2048×2048, then down so its shorter side is
+ * at most 768 px, and costs base + tile × its 512 px tiles. Patches: see {@link patchTokens}.
+ * Without a known size the image is taken as 1024×1024 (gpt-4o: 768×768, 4 tiles, 765 tokens).
+ * `auto` is counted as `high`, the larger figure.
  */
-export function imageTokens(detail: unknown, size: { width: number; height: number } | null): number {
-  if (detail === 'low') return IMAGE_BASE_TOKENS
+export function imageTokens(detail: unknown, size: { width: number; height: number } | null, rule: ImageRule = IMAGE_RULES[DEFAULT_IMAGE_RULE]): number {
   let { width, height } = size ?? ASSUMED_IMAGE_SIZE
   if (!(width > 0 && height > 0)) ({ width, height } = ASSUMED_IMAGE_SIZE)
+  if (rule.kind === 'patches') return patchTokens(width, height, rule.per100)
+  if (detail === 'low') return rule.base
   if (width > 2048 || height > 2048) {
     const scale = 2048 / Math.max(width, height)
     width = Math.floor(width * scale)
@@ -187,8 +251,31 @@ export function imageTokens(detail: unknown, size: { width: number; height: numb
     width = Math.floor(width * scale)
     height = Math.floor(height * scale)
   }
-  return IMAGE_BASE_TOKENS + IMAGE_TILE_TOKENS * Math.ceil(width / 512) * Math.ceil(height / 512)
+  return rule.base + rule.tile * Math.ceil(width / 512) * Math.ceil(height / 512)
 }
+
+/**
+ * The guide's patch rule: the 32 px patches that cover the image; past 1536 the image is scaled
+ * by r = √(32² × 1536 / (w × h)), then by as much more as fits its tighter side to whole patches,
+ * and the patches counted again (capped at 1536). Tokens are patches × the model's multiplier,
+ * rounded up (the guide does not say how; up never counts less than the bill).
+ * The guide's example: 1800×2400 is 57 × 75 = 4275 patches, scaled to 33 × 44 = 1452.
+ */
+function patchTokens(width: number, height: number, per100: number): number {
+  let n = Math.ceil(width / PATCH_SIZE) * Math.ceil(height / PATCH_SIZE)
+  if (n > MAX_PATCHES) {
+    const r = Math.sqrt((PATCH_SIZE * PATCH_SIZE * MAX_PATCHES) / (width * height))
+    const across = (width * r) / PATCH_SIZE
+    const down = (height * r) / PATCH_SIZE
+    // At least one patch a side, so a sliver of an image still scales by its other side.
+    const fit = Math.min(Math.max(1, Math.floor(across)) / across, Math.max(1, Math.floor(down)) / down)
+    n = Math.min(MAX_PATCHES, wholeCeil(across * fit) * wholeCeil(down * fit))
+  }
+  return Math.ceil((n * per100) / 100)
+}
+
+/** Ceiling of a value that is a whole number in exact arithmetic but may carry float error (33.000000000000004 is 33). */
+const wholeCeil = (x: number): number => Math.ceil(x - 1e-9)
 
 /** Base64 characters read from a data URL to find the size: enough for a JPEG with EXIF before its frame header. */
 const IMAGE_HEADER_CHARS = 96 * 1024

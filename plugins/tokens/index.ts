@@ -4,6 +4,7 @@ import { roughPromptTokens } from '../../src/lib/usage.ts'
 import type { ModelRegistry } from '../../src/models.ts'
 import { definePlugin } from '../../src/plugin.ts'
 import type { Tokenizer } from '../../src/services.ts'
+import { DEFAULT_IMAGE_RULE, knownImageRule, type ImageRuleName } from './count.ts'
 import { ENCODINGS, isEncoding, knownEncoding, type EncodingName } from './encodings.ts'
 import { CountPool } from './pool.ts'
 import { builtinPricing } from './prices.ts'
@@ -70,7 +71,7 @@ export const tokens = definePlugin({
       encodingFor,
       countPrompt(endpoint, body, model, purpose) {
         if (purpose === 'reserve' && options.reserve === 'estimate') return roughPromptTokens(body)
-        return pool.run({ op: 'prompt', encoding: encodingFor(model), endpoint, body })
+        return pool.run({ op: 'prompt', encoding: encodingFor(model), images: resolveImageRule(models, model), endpoint, body })
       },
       countText(text, model) {
         return text.length === 0 ? 0 : pool.run({ op: 'text', encoding: encodingFor(model), text })
@@ -111,6 +112,32 @@ export function resolveEncoding(models: ModelRegistry, model: string, fallback: 
     if (g.encoding !== undefined && g.targets.some((t) => t.model === model)) return configured(g.encoding)!
   }
   return { encoding: fallback }
+}
+
+/**
+ * The image rule of a client model name or an upstream one, found as the encoding is: a group's
+ * own name, then its targets' upstream names; a name that is no group (settlement passes the
+ * upstream model), then the groups that target it by their names. Else gpt-4o's.
+ */
+export function resolveImageRule(models: ModelRegistry, model: string): ImageRuleName {
+  const own = knownImageRule(model)
+  const group = models.get(model)
+  if (group) {
+    if (own) return own
+    for (const target of group.targets) {
+      const upstream = knownImageRule(target.model)
+      if (upstream) return upstream
+    }
+    return DEFAULT_IMAGE_RULE
+  }
+  if (own) return own
+  for (const g of models.list()) {
+    if (g.targets.some((t) => t.model === model)) {
+      const named = knownImageRule(g.name)
+      if (named) return named
+    }
+  }
+  return DEFAULT_IMAGE_RULE
 }
 
 const known = (model: string): { encoding: EncodingName } | undefined => {

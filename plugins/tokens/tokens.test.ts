@@ -197,6 +197,29 @@ describe('POST /v1/tokens/count', () => {
     }
   })
 
+  test("images by the model's rule: gpt-4o-mini's 2833 + 5667 a tile; a model without one of its own keeps gpt-4o's", async () => {
+    // A remote image is taken as 1024×1024: 4 tiles at high detail. 'user' is 1 token in both encodings.
+    const messages = [
+      {
+        role: 'user',
+        content: [
+          { type: 'image_url', image_url: { url: 'https://example.com/cat.png', detail: 'high' } },
+          { type: 'image_url', image_url: { url: 'https://example.com/dog.png', detail: 'low' } },
+        ],
+      },
+    ]
+    const text = 3 + 1 + 3
+    const cases = [
+      ['gpt-4o-mini', 'o200k_base', 2833 + 4 * 5667 + 2833],
+      ['gpt-4o', 'o200k_base', 85 + 4 * 170 + 85],
+      ['gpt-4', 'cl100k_base', 85 + 4 * 170 + 85],
+    ] as const
+    for (const [model, encoding, images] of cases) {
+      const res = await count(gw, { model, messages })
+      expect(await res.json()).toEqual({ model, encoding, prompt_tokens: text + images })
+    }
+  })
+
   test('an embeddings body: strings are encoded, token arrays count their length', async () => {
     const text = await count(gw, { model: 'embed', input: ['hello world', 'tiktoken is great!'] })
     expect(await text.json()).toEqual({ model: 'embed', encoding: 'cl100k_base', prompt_tokens: 2 + 6 })

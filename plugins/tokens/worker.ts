@@ -5,12 +5,12 @@
  */
 import { Tiktoken } from 'tiktoken/lite'
 import type { Endpoint } from '../../src/plugin.ts'
-import { countBody, segmentedEncode, toolConstantsFor, type Encode } from './count.ts'
+import { DEFAULT_IMAGE_RULE, IMAGE_RULES, countBody, segmentedEncode, toolConstantsFor, type Encode, type ImageRuleName } from './count.ts'
 import type { EncodingName } from './encodings.ts'
 
-/** A job: the prompt of a request body, or a text. */
+/** A job: the prompt of a request body (with the model's image rule, gpt-4o's if absent), or a text. */
 export type CountJob =
-  | { id: number; op: 'prompt'; encoding: EncodingName; endpoint: Endpoint; body: Record<string, unknown> }
+  | { id: number; op: 'prompt'; encoding: EncodingName; images?: ImageRuleName; endpoint: Endpoint; body: Record<string, unknown> }
   | { id: number; op: 'text'; encoding: EncodingName; text: string }
 
 export type CountReply = { id: number; tokens: number } | { id: number; error: string }
@@ -51,7 +51,8 @@ function encoderFor(name: EncodingName): Promise<Encode> {
 
 async function run(job: CountJob): Promise<number> {
   const encode = await encoderFor(job.encoding)
-  return job.op === 'text' ? encode(job.text) : countBody(job.endpoint, job.body, encode, toolConstantsFor(job.encoding))
+  if (job.op === 'text') return encode(job.text)
+  return countBody(job.endpoint, job.body, encode, toolConstantsFor(job.encoding), IMAGE_RULES[job.images ?? DEFAULT_IMAGE_RULE])
 }
 
 declare const self: Worker
