@@ -1,5 +1,6 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { Elysia } from 'elysia'
 import { adminGuard } from './admin-key.ts'
 import { Type, type Static } from '@sinclair/typebox'
@@ -7,10 +8,10 @@ import type { Kysely } from 'kysely'
 import { checkReferences, type ResolvedConfig } from './config/load.ts'
 import { ModelSchema, PROVIDER_TYPES, ProviderKeySchema, TimeoutsSchema, type ModelConfig, type ProviderConfig } from './config/schema.ts'
 import type { Database } from './db/schema.ts'
-import { isUniqueViolation } from './db/index.ts'
+import { DEFAULT_DATABASE_URL, isUniqueViolation, parseDatabaseUrl } from './db/index.ts'
+import { SQLITE_MEMORY } from './db/sqlite-dialect.ts'
 import { GatewayError } from './errors.ts'
-import { randomBase62 } from './lib/id.ts'
-import type { Logger } from './lib/logger.ts'
+import { createLogger, type Logger } from './lib/logger.ts'
 import { decryptSecret, encryptSecret, masterKey, type MasterKey } from './lib/secrets.ts'
 import { compileCheck } from './lib/validate.ts'
 import { ModelRegistry } from './models.ts'
@@ -26,25 +27,74 @@ export interface MasterKeys {
 
 /**
  * `SLUICE_ENCRYPTION_KEY` (current) and `SLUICE_ENCRYPTION_KEY_PREVIOUS` (comma-separated,
- * still accepted for opening). In dev without one, a key is generated next to the SQLite file
- * (or kept in memory for an in-memory database); elsewhere there is none until it is set.
+ * still accepted for opening). In dev without one, a key is generated into a file and kept
+ * there for the next start (see {@link devKeyPath}); an in-memory database, gone at exit,
+ * gets a key of the process. Elsewhere there is none until it is set.
  */
-export function loadMasterKeys(config: ResolvedConfig, env: Record<string, string | undefined> = process.env): MasterKeys {
+export function loadMasterKeys(
+  config: ResolvedConfig,
+  env: Record<string, string | undefined> = process.env,
+  logger: Logger = createLogger(config.logLevel),
+): MasterKeys {
   const previous = (env.SLUICE_ENCRYPTION_KEY_PREVIOUS ?? '').split(',').map((s) => s.trim()).filter(Boolean).map(masterKey)
   let current = config.encryptionKey ? masterKey(config.encryptionKey) : null
-  if (!current && config.environment === 'dev') current = masterKey(devKey(config.databaseUrl))
+  if (!current && config.environment === 'dev') current = devKey(config.databaseUrl, logger)
   return { current, all: [...(current ? [current] : []), ...previous] }
 }
 
-function devKey(databaseUrl: string): string {
-  const file = databaseUrl.startsWith('sqlite://') ? databaseUrl.slice('sqlite://'.length) : null
-  if (!file || file === ':memory:' || databaseUrl === 'sqlite::memory:') return Buffer.from(randomBase62(32)).toString('base64')
-  const path = `${dirname(file)}/encryption.key`
-  if (existsSync(path)) return readFileSync(path, 'utf8').trim()
-  mkdirSync(dirname(path), { recursive: true })
-  const key = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64')
-  writeFileSync(path, key + '\n', { mode: 0o600 })
+/**
+ * Where the dev key lives: beside the SQLite file, else (Postgres) in the data dir the default
+ * database would use (`./data` under the working directory), so that secrets sealed before a
+ * restart still open after it. `null` for an in-memory database.
+ */
+export function devKeyPath(databaseUrl: string): string | null {
+  const target = parseDatabaseUrl(databaseUrl)
+  if (target.dialect === 'sqlite') return target.filename === SQLITE_MEMORY ? null : join(dirname(target.filename), DEV_KEY_FILE)
+  const data = parseDatabaseUrl(DEFAULT_DATABASE_URL)
+  if (data.dialect !== 'sqlite') throw new Error(`the default database ${DEFAULT_DATABASE_URL} is not a SQLite file`)
+  return join(dirname(data.filename), DEV_KEY_FILE)
+}
+
+const DEV_KEY_FILE = 'encryption.key'
+
+function devKey(databaseUrl: string, logger: Logger): MasterKey {
+  const path = devKeyPath(databaseUrl)
+  if (path === null) return masterKey(randomBytes(32).toString('base64'))
+  const created = !existsSync(path) && createKeyFile(path)
+  const text = readFileSync(path, 'utf8').trim()
+  let key: MasterKey
+  try {
+    key = masterKey(text)
+  } catch (error) {
+    throw new Error(`${path}: ${error instanceof Error ? error.message : String(error)}; set SLUICE_ENCRYPTION_KEY, or remove the file to have a new key made (secrets sealed with the old one are then lost)`, { cause: error })
+  }
+  // Where, never what: the path tells the operator what to keep with the database.
+  logger.info(created ? 'generated a dev encryption key for secrets at rest' : 'using the dev encryption key for secrets at rest', {
+    path,
+    key_id: key.id,
+    hint: 'set SLUICE_ENCRYPTION_KEY outside dev',
+  })
   return key
+}
+
+/**
+ * Writes a new key to `path` unless another process got there first (two instances starting
+ * together must end up with the same key): the key goes to a file of this process, which is
+ * then linked into place, a step that fails rather than replaces. `true` when ours won.
+ */
+function createKeyFile(path: string): boolean {
+  mkdirSync(dirname(path), { recursive: true })
+  const staging = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`
+  writeFileSync(staging, randomBytes(32).toString('base64') + '\n', { mode: 0o600 })
+  try {
+    linkSync(staging, path)
+    return true
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false
+    throw error
+  } finally {
+    rmSync(staging, { force: true })
+  }
 }
 
 const AdminProviderKey = Type.Object(

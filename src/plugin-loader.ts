@@ -1,7 +1,7 @@
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Value } from '@sinclair/typebox/value'
-import { ConfigError, type ResolvedConfig } from './config/load.ts'
+import { ConfigError, checkPluginEntry, type ResolvedConfig } from './config/load.ts'
 import { isPluginFactory, isPluginInstance, type PluginContext, type PluginInstance } from './plugin.ts'
 import type { LoadedPlugin } from './pipeline.ts'
 import type { PluginFactory } from './plugin.ts'
@@ -59,6 +59,10 @@ async function toInstance(
   if (isPluginInstance(entry)) return entry
   if (isPluginFactory(entry)) return entry()
   if (typeof entry === 'object' && entry !== null && 'use' in entry) {
+    // A config that did not come through loadConfig (an embedding program's) is checked here too.
+    const before = problems.length
+    checkPluginEntry(entry, path, problems)
+    if (problems.length > before) return undefined
     const { use, options } = entry as { use: string; options?: unknown }
     const builtin = builtins[use]
     if (builtin) return builtin(options as never)

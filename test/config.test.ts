@@ -175,6 +175,55 @@ describe('a bad config', () => {
     expect((error as ConfigError).problems).toEqual([expect.stringContaining('/plugins/0: unknown plugin "definitely-not-a-plugin"')])
   })
 
+  test('a problem never shows a value that came from an environment variable', async () => {
+    const secret = 'sk-' + 'a'.repeat(48)
+    const error = await loadConfig({
+      env: { K: secret },
+      config: {
+        environment: '${K}',
+        server: { port: '${K}' },
+        providers: [provider({ keys: [{ id: 'k', key: '${K}' }] })],
+        models: [model],
+      } as unknown as ConfigFile,
+    }).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    const { message, problems } = error as ConfigError
+    expect(problems).toContain('/providers/0/keys/0/key: Unexpected property')
+    expect(problems.some((p) => p.startsWith('/environment: '))).toBe(true)
+    expect(problems.some((p) => p.startsWith('/server/port: '))).toBe(true)
+    expect(message).not.toContain(secret.slice(0, 12))
+  })
+
+  test('nor the value of a misspelt key or of anything under a provider key, even written in the file', async () => {
+    const secret = 'sk-' + 'b'.repeat(48)
+    const { message } = (await loadConfig({
+      env: {},
+      config: { providers: [provider({ keys: [{ id: 'k', secret: 5 }, { id: 'k2', secert: secret }] })], models: [model] } as unknown as ConfigFile,
+    }).catch((e: unknown) => e)) as ConfigError
+    expect(message).toContain('/providers/0/keys/1/secert: Unexpected property')
+    expect(message).toContain('/providers/0/keys/0/secret: ')
+    expect(message).not.toContain(secret.slice(0, 12))
+    expect(message).not.toContain('got')
+  })
+
+  test('a plugin entry with a key other than use and options is refused, naming the key', async () => {
+    const problems = await problemsOf({
+      env: {},
+      config: { plugins: [{ use: 'quota', option: { fail_open: true } }, 'tokens', { use: 'auth', enabled: false }] } as unknown as ConfigFile,
+    })
+    expect(problems).toEqual([
+      expect.stringMatching(/^\/plugins\/0\/option: unknown key.*did you mean "options"/),
+      expect.stringMatching(/^\/plugins\/2\/enabled: unknown key/),
+    ])
+  })
+
+  test('the plugin loader refuses such an entry too, when the config did not come through loadConfig', async () => {
+    const config = { ...(await loadConfig({ env: {}, config: { plugins: [] } })), plugins: [{ use: 'quota', option: {} }] }
+    const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).problems).toEqual([expect.stringMatching(/^\/plugins\/0\/option: unknown key/)])
+  })
+
   test('a malformed plugin entry is reported by loadConfig with its path', async () => {
     const problems = await problemsOf({ env: {}, config: { plugins: [{ use: '' }, 42] } as unknown as ConfigFile })
     expect(problems.some((p) => p.startsWith('/plugins/0'))).toBe(true)

@@ -2,7 +2,7 @@
  * `bun run migrate` as an operator runs it: a child process, DATABASE_URL in its environment.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { migrations } from '../../migrations/index.ts';
@@ -25,8 +25,13 @@ interface RunResult {
   readonly stderr: string;
 }
 
-async function runMigrate(databaseUrl: string | undefined, args: string[] = [], cwd?: string): Promise<RunResult> {
-  const env: Record<string, string | undefined> = { ...process.env, DATABASE_URL: databaseUrl };
+async function runMigrate(
+  databaseUrl: string | undefined,
+  args: string[] = [],
+  cwd?: string,
+  extraEnv: Record<string, string> = {},
+): Promise<RunResult> {
+  const env: Record<string, string | undefined> = { ...process.env, DATABASE_URL: databaseUrl, SLUICE_CONFIG: undefined, ...extraEnv };
   const child = Bun.spawn([process.execPath, SCRIPT, ...args], { env, cwd, stdout: 'pipe', stderr: 'pipe' });
   const [stdout, stderr, code] = await Promise.all([
     new Response(child.stdout).text(),
@@ -85,6 +90,64 @@ describe('bun run migrate on SQLite', () => {
   });
 });
 
+describe('bun run migrate finds the database as the gateway does', () => {
+  test('without DATABASE_URL, database.url of ./sluice.config.json in the working dir', async () => {
+    const cwd = mkdtempSync(join(scratchDir, 'config-'));
+    const url = `sqlite://${join(cwd, 'named-by-config.db')}`;
+    writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify({ database: { url } }));
+    const { code, stdout, stderr } = await runMigrate(undefined, [], cwd);
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    expect(stdout.trim().split('\n').at(-1)).toBe(appliedAllLine(url));
+    expect(existsSync(join(cwd, 'data'))).toBe(false);
+  });
+
+  test('the file SLUICE_CONFIG names, ${VAR} in database.url interpolated; other sections are not needed', async () => {
+    const cwd = mkdtempSync(join(scratchDir, 'config-'));
+    const file = join(cwd, 'elsewhere.db');
+    const configPath = join(cwd, 'conf', 'gateway.json');
+    mkdirSync(join(cwd, 'conf'));
+    // The provider secret's variable is not set here: the gateway would refuse to start, migrate need not.
+    writeFileSync(
+      configPath,
+      JSON.stringify({
+        database: { url: 'sqlite://${DB_FILE}' },
+        providers: [{ id: 'p', type: 'openai', keys: [{ id: 'k', secret: '${NOT_SET_HERE}' }] }],
+      }),
+    );
+    const { code, stdout } = await runMigrate(undefined, ['--status'], cwd, { SLUICE_CONFIG: 'conf/gateway.json', DB_FILE: file });
+    expect(code).toBe(0);
+    expect(stdout.trim().split('\n').at(-1)).toBe(`0 applied, ${count} pending on sqlite://${file}`);
+  });
+
+  test('DATABASE_URL still wins over the file', async () => {
+    const cwd = mkdtempSync(join(scratchDir, 'config-'));
+    writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify({ database: { url: 'mysql://not:used@h/x' } }));
+    const url = `sqlite://${join(cwd, 'from-env.db')}`;
+    const { code, stdout } = await runMigrate(url, ['--status'], cwd);
+    expect(code).toBe(0);
+    expect(stdout).toContain(`pending on ${url}`);
+  });
+
+  test('a bad database section exits 2 naming the path; a bad URL in it exits 1, password masked', async () => {
+    const cwd = mkdtempSync(join(scratchDir, 'config-'));
+    writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify({ database: { url: 5 } }));
+    const bad = await runMigrate(undefined, [], cwd);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('/database/url: Expected string');
+
+    const missing = await runMigrate(undefined, [], cwd, { SLUICE_CONFIG: 'nowhere.json' });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`SLUICE_CONFIG: no file at ${join(cwd, 'nowhere.json')}`);
+
+    writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify({ database: { url: 'mysql://root:hunter2@localhost/sluice' } }));
+    const unsupported = await runMigrate(undefined, [], cwd);
+    expect(unsupported.code).toBe(1);
+    expect(unsupported.stderr).toContain('Unsupported DATABASE_URL "mysql://root:***@localhost/sluice"');
+    expect(unsupported.stderr).not.toContain('hunter2');
+  });
+});
+
 describe('bun run migrate failures', () => {
   test('an unsupported URL exits 1 with a message naming the supported forms, password masked', async () => {
     const { code, stdout, stderr } = await runMigrate('mysql://root:hunter2@localhost/sluice');
@@ -119,6 +182,14 @@ describe.skipIf(postgresUrl === null)('bun run migrate on Postgres', () => {
   });
   afterAll(async () => {
     await database?.drop();
+  });
+
+  test('a config file naming the database is enough (no DATABASE_URL)', async () => {
+    const cwd = mkdtempSync(join(scratchDir, 'pg-config-'));
+    writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify({ database: { url: '${PG_URL}' } }));
+    const { code, stdout } = await runMigrate(undefined, ['--status'], cwd, { PG_URL: database?.url ?? '' });
+    expect(code).toBe(0);
+    expect(stdout.trim().split('\n').at(-1)).toBe(`0 applied, ${count} pending on ${database?.url ?? ''}`);
   });
 
   test('applies, then finds nothing to apply', async () => {

@@ -1,17 +1,20 @@
 /**
- * `bun run migrate`: brings the database named by `DATABASE_URL` up to date.
+ * `bun run migrate`: brings the gateway's database up to date (the one it would open:
+ * `DATABASE_URL`, else `database.url` in the config file, else the default).
  * `bun run migrate --status` lists every migration and whether it was applied.
  *
- * Exit codes: 0 done, 1 the database or a migration failed, 2 bad arguments.
+ * Exit codes: 0 done, 1 the database or a migration failed, 2 bad arguments or a bad config file.
  */
+import { ConfigError, loadDatabaseUrl } from '../config/load.ts';
 import { describeError } from '../db/errors.ts';
 import { DEFAULT_DATABASE_URL, createDatabase, type DatabaseHandle } from '../db/index.ts';
 import { migrateToLatest, migrationStatus } from '../db/migrate.ts';
 
 const USAGE = `Usage: bun run migrate [--status]
 
-Applies every pending migration to the database named by DATABASE_URL
-(default ${DEFAULT_DATABASE_URL}).
+Applies every pending migration to the database the gateway uses: DATABASE_URL,
+else database.url in the config file (SLUICE_CONFIG, else ./sluice.config.ts or
+./sluice.config.json), else ${DEFAULT_DATABASE_URL}.
 
   --status   list the migrations and when each was applied; change nothing
   --help     show this text`;
@@ -28,12 +31,14 @@ async function main(args: readonly string[]): Promise<number> {
   }
   const statusOnly = args.includes('--status');
 
-  // An empty DATABASE_URL (as `DATABASE_URL= bun run migrate` sets) means "not set".
-  const url = process.env.DATABASE_URL || DEFAULT_DATABASE_URL;
   let handle: DatabaseHandle;
   try {
-    handle = await createDatabase(url);
+    handle = await createDatabase(await loadDatabaseUrl());
   } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`migrate: ${error.message}`);
+      return 2;
+    }
     console.error(`migrate: ${describeError(error)}`);
     return 1;
   }

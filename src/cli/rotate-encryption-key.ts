@@ -7,8 +7,15 @@
  * already under the new key are left alone, so the command can be run again safely. Start
  * the gateways with the new key (and the old one in SLUICE_ENCRYPTION_KEY_PREVIOUS until
  * this has run), then drop the old one.
+ *
+ * It works on the database the gateway uses: `DATABASE_URL`, else `database.url` in the config
+ * file (`SLUICE_CONFIG`, else ./sluice.config.ts or ./sluice.config.json), else the default.
+ *
+ * Exit codes: 0 done, 1 the database could not be opened or the rotation failed, 2 bad keys or a bad config file.
  */
-import { createDatabase } from '../db/index.ts'
+import { ConfigError, loadDatabaseUrl } from '../config/load.ts'
+import { describeError } from '../db/errors.ts'
+import { createDatabase, type DatabaseHandle } from '../db/index.ts'
 import { migrateToLatest } from '../db/migrate.ts'
 import { envelopeKeyId, masterKey, rewrapSecret } from '../lib/secrets.ts'
 
@@ -24,11 +31,20 @@ async function main(): Promise<number> {
     current = masterKey(currentText)
     previous = previousText.split(',').map((s) => masterKey(s.trim()))
   } catch (error) {
-    console.error(`rotate-encryption-key: ${(error as Error).message}`)
+    console.error(`rotate-encryption-key: ${describeError(error)}`)
     return 2
   }
-  const url = process.env.DATABASE_URL ?? 'sqlite://./data/sluice.db'
-  const handle = await createDatabase(url)
+  let handle: DatabaseHandle
+  try {
+    handle = await createDatabase(await loadDatabaseUrl())
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`rotate-encryption-key: ${error.message}`)
+      return 2
+    }
+    console.error(`rotate-encryption-key: ${describeError(error)}; nothing was changed`)
+    return 1
+  }
   try {
     await migrateToLatest(handle.db)
     const rows = await handle.db.selectFrom('provider_keys').select(['id', 'provider_id', 'secret_enc']).execute()
@@ -48,11 +64,17 @@ async function main(): Promise<number> {
     console.log(`rotate-encryption-key: re-sealed ${rotated} secret(s) under key ${current.id}; ${kept} already were (${handle.url})`)
     return 0
   } catch (error) {
-    console.error(`rotate-encryption-key: ${(error as Error).message}; nothing was changed`)
+    console.error(`rotate-encryption-key: ${describeError(error)}; nothing was changed`)
     return 1
   } finally {
     await handle.close()
   }
 }
 
-process.exit(await main())
+process.exit(
+  await main().catch((error: unknown) => {
+    // Whatever escaped main is still reported as one line and an exit code, not as a crash.
+    console.error(`rotate-encryption-key: ${describeError(error)}`)
+    return 1
+  }),
+)

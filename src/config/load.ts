@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
-import { Value } from '@sinclair/typebox/value'
-import { ConfigFileSchema, ENV_SLUG, type ConfigFile, type ModelConfig, type ProviderConfig } from './schema.ts'
+import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
+import { ConfigFileSchema, ENV_SLUG, PluginUseEntrySchema, type ConfigFile, type ModelConfig, type ProviderConfig } from './schema.ts'
 import { isLogLevel, type LogLevel } from '../lib/logger.ts'
+import { DEFAULT_DATABASE_URL } from '../db/index.ts'
 
 /** Where each provider type's official SDK points by default. */
 export const DEFAULT_BASE_URLS: Partial<Record<ProviderConfig['type'], string>> = {
@@ -66,17 +67,12 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   const cwd = options.cwd ?? process.cwd()
   const problems: string[] = []
 
-  let raw: unknown = options.config ?? {}
-  let configPath: string | null = null
-  if (!options.config) {
-    configPath = findConfigFile(env, cwd, problems)
-    if (configPath) raw = await readConfigFile(configPath, problems)
-  }
+  const { raw, configPath } = await readRawConfig(options, env, cwd, problems)
   if (problems.length) throw new ConfigError(problems)
 
   const file = interpolate(raw, '', env, problems) as ConfigFile
   for (const error of Value.Errors(ConfigFileSchema, file)) {
-    problems.push(`${error.path || '/'}: ${error.message}${describeValue(error.value)}`)
+    problems.push(`${error.path || '/'}: ${error.message}${describeValue(error, raw)}`)
   }
   if (problems.length) throw new ConfigError(problems)
 
@@ -109,7 +105,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     environment,
     port,
     host: env.HOST ?? file.server?.host ?? '0.0.0.0',
-    databaseUrl: env.DATABASE_URL ?? file.database?.url ?? 'sqlite://./data/sluice.db',
+    databaseUrl: databaseUrlOf(env, file),
     redisUrl: env.REDIS_URL || file.redis?.url || null,
     adminKey: env.SLUICE_ADMIN_KEY || null,
     encryptionKey,
@@ -124,6 +120,46 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     configPath,
     baseDir: configPath ? dirname(configPath) : cwd,
   }
+}
+
+/**
+ * The database URL the gateway would use, for the commands that work on its database
+ * (`bun run migrate`, `bun run rotate-encryption-key`): `DATABASE_URL`, else the config file's
+ * `database.url` (the file found as {@link loadConfig} finds it, `SLUICE_CONFIG` included),
+ * else the default. Only the `database` section is interpolated and checked, so a config whose
+ * provider secrets are not in this environment still names its database. Throws `ConfigError`.
+ */
+export async function loadDatabaseUrl(options: LoadOptions = {}): Promise<string> {
+  const env = options.env ?? process.env
+  // The variable wins whatever the file says, so the file need not even be read.
+  if (env.DATABASE_URL !== undefined) return env.DATABASE_URL
+  const problems: string[] = []
+  const { raw } = await readRawConfig(options, env, options.cwd ?? process.cwd(), problems)
+  if (problems.length) throw new ConfigError(problems)
+  const database = isPlainObject(raw) ? raw.database : undefined
+  const file = (database === undefined ? {} : { database: interpolate(database, '/database', env, problems) }) as ConfigFile
+  for (const error of Value.Errors(ConfigFileSchema, file)) {
+    problems.push(`${error.path || '/'}: ${error.message}${describeValue(error, raw)}`)
+  }
+  if (problems.length) throw new ConfigError(problems)
+  return databaseUrlOf(env, file)
+}
+
+/** One precedence for the gateway and its commands: the variable (even empty: then it is refused, not ignored), the file, the default. */
+function databaseUrlOf(env: Record<string, string | undefined>, file: ConfigFile): string {
+  return env.DATABASE_URL ?? file.database?.url ?? DEFAULT_DATABASE_URL
+}
+
+/** The config as written (not yet interpolated): the one given, the file found, or `{}`. */
+async function readRawConfig(
+  options: LoadOptions,
+  env: Record<string, string | undefined>,
+  cwd: string,
+  problems: string[],
+): Promise<{ raw: unknown; configPath: string | null }> {
+  if (options.config) return { raw: options.config, configPath: null }
+  const configPath = findConfigFile(env, cwd, problems)
+  return { raw: configPath ? await readConfigFile(configPath, problems) : {}, configPath }
 }
 
 function findConfigFile(env: Record<string, string | undefined>, cwd: string, problems: string[]): string | null {
@@ -207,7 +243,8 @@ export function checkReferences(providers: ProviderConfig[], models: ModelConfig
       keyIds.add(k.id)
     })
     if (p.type === 'openai-compatible' && !p.baseUrl) problems.push(`/providers/${i}/baseUrl: required for type openai-compatible`)
-    if (p.baseUrl && !URL.canParse(p.baseUrl)) problems.push(`/providers/${i}/baseUrl: "${p.baseUrl}" is not a URL`)
+    // The value is not repeated: it may have come from a `${VAR}` and carry a credential.
+    if (p.baseUrl && !URL.canParse(p.baseUrl)) problems.push(`/providers/${i}/baseUrl: not a URL`)
   })
   const names = new Set(models.map((m) => m.name))
   const seen = new Set<string>()
@@ -224,19 +261,39 @@ export function checkReferences(providers: ProviderConfig[], models: ModelConfig
   })
 }
 
-function checkPluginEntry(entry: unknown, path: string, problems: string[]): void {
+/** The keys a `{use, options}` entry may have, from its schema. */
+const PLUGIN_ENTRY_KEYS: ReadonlySet<string> = new Set(Object.keys(PluginUseEntrySchema.properties))
+
+/**
+ * Check one entry of `plugins`, adding a problem (with its path) for each thing wrong. A key the
+ * entry does not know is refused rather than ignored: `"option"` for `"options"` would otherwise
+ * start the plugin with its defaults, and `"enabled": false` would still start it.
+ */
+export function checkPluginEntry(entry: unknown, path: string, problems: string[]): void {
   if (typeof entry === 'string') return
   if (typeof entry === 'function') return
   if (isPlainObject(entry)) {
     if ('use' in entry) {
       if (typeof entry.use !== 'string' || entry.use === '') problems.push(`${path}/use: must be a module path`)
       if (entry.options !== undefined && !isPlainObject(entry.options)) problems.push(`${path}/options: must be an object`)
+      for (const key of Object.keys(entry)) {
+        if (!PLUGIN_ENTRY_KEYS.has(key)) problems.push(`${path}/${pointerSegment(key)}: unknown key; a plugin entry takes only "use" and "options"${unknownKeyHint(key)}`)
+      }
       return
     }
   }
   if (typeof entry === 'object' && entry !== null && 'definition' in entry) return
   problems.push(`${path}: expected a plugin name, {"use": path, "options": {...}}, or a plugin`)
 }
+
+function unknownKeyHint(key: string): string {
+  if (/^option/i.test(key)) return ' (did you mean "options"?)'
+  if (/^(enabled?|disabled?)$/i.test(key)) return ' (to leave a plugin out, remove its entry)'
+  return ''
+}
+
+/** A key as one segment of a JSON pointer (RFC 6901), like the paths the schema errors carry. */
+const pointerSegment = (key: string): string => key.replaceAll('~', '~0').replaceAll('/', '~1')
 
 function parsePort(raw: string | undefined, fallback: number, problems: string[]): number {
   if (raw === undefined || raw === '') return fallback
@@ -256,9 +313,32 @@ function decodedLength(b64: string): number {
   }
 }
 
-function describeValue(value: unknown): string {
-  if (value === undefined) return ''
-  const s = JSON.stringify(value)
-  if (s === undefined) return ''
+/** Path segments under which a value is taken for a secret and never shown. */
+const SECRET_SEGMENT = /secret|key|token|pass(word|wd)?|credential|auth|headers/i
+
+/**
+ * ` (got …)` for a schema error, or nothing when the value might be a secret: a value that came
+ * (wholly or partly) from a `${VAR}`, the value of a property the schema does not know (a
+ * misspelt `secret` is still a secret), or anything under a path that names a secret, keys or
+ * headers (a TS config may hold secrets read from the environment itself, with no `${VAR}`).
+ */
+function describeValue(error: ValueError, raw: unknown): string {
+  if (error.value === undefined) return ''
+  if (error.type === ValueErrorType.ObjectAdditionalProperties) return ''
+  const segments = error.path.split('/').slice(1).map((s) => s.replaceAll('~1', '/').replaceAll('~0', '~'))
+  if (segments.some((s) => SECRET_SEGMENT.test(s))) return ''
+  const s = JSON.stringify(error.value)
+  if (s === undefined || s !== JSON.stringify(valueAt(raw, segments))) return ''
   return ` (got ${s.length > 60 ? s.slice(0, 57) + '...' : s})`
+}
+
+/** The value at a JSON pointer's segments in the config as written (before `${VAR}` interpolation). */
+function valueAt(root: unknown, segments: readonly string[]): unknown {
+  let node = root
+  for (const segment of segments) {
+    if (Array.isArray(node)) node = node[Number(segment)]
+    else if (isPlainObject(node)) node = node[segment]
+    else return undefined
+  }
+  return node
 }

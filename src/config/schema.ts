@@ -87,16 +87,16 @@ export const ModelSchema = Type.Object(
   { additionalProperties: false },
 )
 
-export const PluginEntrySchema = Type.Union([
-  Type.String({ minLength: 1 }),
-  Type.Object(
-    {
-      use: Type.String({ minLength: 1 }),
-      options: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
-    },
-    { additionalProperties: false },
-  ),
-])
+/** A `{use, options}` plugin entry: a built-in name or a module path, and the plugin's options. */
+export const PluginUseEntrySchema = Type.Object(
+  {
+    use: Type.String({ minLength: 1 }),
+    options: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  },
+  { additionalProperties: false },
+)
+
+export const PluginEntrySchema = Type.Union([Type.String({ minLength: 1 }), PluginUseEntrySchema])
 
 /** The config file's shape (JSON form; the TS form is the same object through `defineConfig`). */
 export const ConfigFileSchema = Type.Object(

@@ -666,6 +666,33 @@ describe('parseDatabaseUrl', () => {
     expect(maskDatabaseUrl('sqlite://./data/sluice.db')).toBe('sqlite://./data/sluice.db');
   });
 
+  test('maskDatabaseUrl splits the user info at the last @, as the URL parser does', () => {
+    // The driver connects as u with password "p@ss" to host: all of "p@ss" is the secret.
+    const url = 'postgres://u:p@ss@host/db';
+    expect(new URL(url).hostname).toBe('host');
+    expect(maskDatabaseUrl(url)).toBe('postgres://u:***@host/db');
+    expect(maskDatabaseUrl('postgres://u:p@ss@host:5432/db?max=2')).toBe('postgres://u:***@host:5432/db?max=2');
+    // Too broken to parse (a port that is not a number): the same split, by hand.
+    expect(maskDatabaseUrl('postgres://u:p@ss@host:port/db')).toBe('postgres://u:***@host:port/db');
+    expect(maskDatabaseUrl('postgres://u@host:port/db')).toBe('postgres://u@host:port/db');
+  });
+
+  test('maskDatabaseUrl hides a password given as a query parameter', () => {
+    expect(maskDatabaseUrl('postgres://u@host/db?password=hunter2&max=2')).toBe('postgres://u@host/db?password=***&max=2');
+    expect(maskDatabaseUrl('postgres://u:pw@host/db?sslpassword=hunter2')).toBe('postgres://u:***@host/db?sslpassword=***');
+    expect(maskDatabaseUrl('postgres://u@host:port/db?max=2&password=hunter2')).toBe('postgres://u@host:port/db?max=2&password=***');
+    const message = ((): string => {
+      try {
+        parseDatabaseUrl('postgres://u@h/db?password=hunter2&max=0');
+      } catch (error) {
+        return (error as Error).message;
+      }
+      return 'accepted';
+    })();
+    expect(message).toContain('max must be a positive integer');
+    expect(message).not.toContain('hunter2');
+  });
+
   test('createDatabase rejects an unknown scheme', async () => {
     await expect(createDatabase('redis://localhost:6379')).rejects.toThrow(/Unsupported DATABASE_URL/);
   });

@@ -54,10 +54,40 @@ const SUPPORTED_FORMS =
 const SQLITE_PREFIX = 'sqlite://';
 const SQLITE_MEMORY_URLS: ReadonlySet<string> = new Set(['sqlite::memory:', 'sqlite://:memory:']);
 
-/** Replaces the password of a URL with `***`, so it can be logged or put in an error message. */
+/** Query parameters a Postgres URL may carry a password in (libpq reads both). */
+const PASSWORD_PARAMS = ['password', 'sslpassword'] as const;
+
+/**
+ * Replaces the password of a URL (the one after `user:` and the `password` / `sslpassword`
+ * query parameters) with `***`, so it can be logged or put in an error message.
+ */
 export function maskDatabaseUrl(url: string): string {
-  // Not `new URL`: this must also work on URLs too broken to parse, which end up in error messages.
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@?#]*:)[^@/?#]*@/i, '$1***@');
+  const parsed = URL.parse(url);
+  if (parsed === null) {
+    return maskUnparsedUrl(url);
+  }
+  const params = PASSWORD_PARAMS.filter((name) => parsed.searchParams.has(name));
+  if (parsed.password === '' && params.length === 0) {
+    // Nothing secret: hand it back exactly as written rather than as the URL parser re-spells it.
+    return url;
+  }
+  if (parsed.password !== '') {
+    parsed.password = '***';
+  }
+  for (const name of params) {
+    parsed.searchParams.set(name, '***');
+  }
+  return parsed.href;
+}
+
+/**
+ * The same for a URL too broken to parse (these end up in error messages). The user info ends
+ * at the LAST `@` before the path, as the URL parser reads it, so `u:p@ss@host` hides `p@ss`.
+ */
+function maskUnparsedUrl(url: string): string {
+  return url
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/?#]*:)[^/?#]*@/i, '$1***@')
+    .replace(/([?&](?:ssl)?password=)[^&#]*/gi, '$1***');
 }
 
 /**

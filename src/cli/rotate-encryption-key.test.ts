@@ -1,0 +1,97 @@
+/**
+ * `bun run rotate-encryption-key` as an operator runs it: a child process, in a directory whose
+ * config file names the database, the keys in its environment.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createDatabase } from '../db/index.ts'
+import { masterKey } from '../lib/secrets.ts'
+import { startGateway } from '../../test/support/gateway.ts'
+
+const SCRIPT = join(import.meta.dir, 'rotate-encryption-key.ts')
+const ADMIN = 'rotate-cli-admin-key'
+const KEY_A = Buffer.alloc(32, 3).toString('base64')
+const KEY_B = Buffer.alloc(32, 4).toString('base64')
+
+interface RunResult {
+  readonly code: number
+  readonly stdout: string
+  readonly stderr: string
+}
+
+async function runRotate(cwd: string, extraEnv: Record<string, string> = {}): Promise<RunResult> {
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    DATABASE_URL: undefined,
+    SLUICE_CONFIG: undefined,
+    SLUICE_ENCRYPTION_KEY: KEY_B,
+    SLUICE_ENCRYPTION_KEY_PREVIOUS: KEY_A,
+    ...extraEnv,
+  }
+  const child = Bun.spawn([process.execPath, SCRIPT], { env, cwd, stdout: 'pipe', stderr: 'pipe' })
+  const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
+  return { code, stdout, stderr }
+}
+
+let dir: string
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'sluice-rotate-cli-'))
+})
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+describe('rotate-encryption-key finds the database as the gateway does', () => {
+  test('without DATABASE_URL it re-seals the secrets of the database the config file names', async () => {
+    const cwd = mkdtempSync(join(dir, 'config-'))
+    const url = `sqlite://${join(cwd, 'gateway.db')}`
+    const gw = await startGateway({ environment: 'prod', plugins: [] }, { env: { SLUICE_ADMIN_KEY: ADMIN, DATABASE_URL: url, SLUICE_ENCRYPTION_KEY: KEY_A } })
+    try {
+      const created = await fetch(`${gw.url}/admin/providers`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ id: 'p', type: 'openai-compatible', base_url: 'http://127.0.0.1:9/v1', keys: [{ id: 'k', secret: 'sk-upstream-0123456789' }] }),
+      })
+      expect(created.status).toBe(201)
+    } finally {
+      await gw.close()
+    }
+    writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify({ database: { url } }))
+
+    const { code, stdout, stderr } = await runRotate(cwd)
+    expect(stderr).toBe('')
+    expect(code).toBe(0)
+    expect(stdout).toContain(`re-sealed 1 secret(s) under key ${masterKey(KEY_B).id}; 0 already were (${url})`)
+
+    const handle = await createDatabase(url)
+    try {
+      const rows = await handle.db.selectFrom('provider_keys').select('key_version').execute()
+      expect(rows).toEqual([{ key_version: masterKey(KEY_B).id }])
+    } finally {
+      await handle.close()
+    }
+  })
+
+  test('a bad URL, from the file or the variable, is one clear line and exit code 1, password masked', async () => {
+    const cwd = mkdtempSync(join(dir, 'bad-'))
+    writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify({ database: { url: 'mysql://root:hunter2@localhost/sluice' } }))
+    const cases: Record<string, string>[] = [{}, { DATABASE_URL: 'postgres://u:hunter2@h:port/db' }]
+    for (const extra of cases) {
+      const { code, stdout, stderr } = await runRotate(cwd, extra)
+      expect(code).toBe(1)
+      expect(stdout).toBe('')
+      expect(stderr).toStartWith('rotate-encryption-key: ')
+      expect(stderr).toMatch(/DATABASE_URL "(mysql:\/\/root|postgres:\/\/u):\*\*\*@/)
+      expect(stderr.trim().split('\n')).toHaveLength(1)
+      expect(stderr).not.toContain('hunter2')
+    }
+  })
+
+  test('a config file that cannot be used exits 2 naming the problem', async () => {
+    const cwd = mkdtempSync(join(dir, 'bad-config-'))
+    writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify({ database: { url: '${NO_SUCH_VARIABLE}' } }))
+    const { code, stderr } = await runRotate(cwd)
+    expect(code).toBe(2)
+    expect(stderr).toContain('/database/url: environment variable NO_SUCH_VARIABLE is not set')
+  })
+})
