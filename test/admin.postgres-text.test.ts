@@ -20,7 +20,8 @@ describe.skipIf(postgresUrl === null)('NUL characters on Postgres', () => {
   beforeAll(async () => {
     upstream = await startMockUpstream()
     database = await createTestPostgresDatabase(postgresUrl!, 'nul_text')
-    gw = await startAuthGateway(upstream.url, { env: { DATABASE_URL: database.url } })
+    // A key of its own: in dev on Postgres the gateway would otherwise keep one in ./data.
+    gw = await startAuthGateway(upstream.url, { env: { DATABASE_URL: database.url, SLUICE_ENCRYPTION_KEY: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('base64') } })
   })
   afterAll(async () => {
     await gw?.close()
