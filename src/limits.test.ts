@@ -15,8 +15,8 @@ describe('BudgetSchema', () => {
     [{ usd: 1_000_000_000, period: 'month' }, true],
     [{ usd: 1_000_000_001, period: 'month' }, false],
     [{ tokens: 1, period: 'total' }, true],
-    [{ tokens: 1_000_000_000_000, period: 'week' }, true],
-    [{ tokens: 1_000_000_000_001, period: 'week' }, false],
+    [{ tokens: 1_000_000_000_000_000, period: 'week' }, true],
+    [{ tokens: 1_000_000_000_000_001, period: 'week' }, false],
     [{ tokens: 1.5, period: 'week' }, false],
   ])('%j valid: %p', (budget, valid) => {
     expect(Value.Check(BudgetSchema, budget)).toBe(valid)

@@ -17,7 +17,7 @@ export const LimitsSchema = Type.Object(
 export const BudgetSchema = Type.Object(
   {
     // Bounded so what is left, in thousandths, stays a 64-bit integer in Redis' replies.
-    tokens: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000_000_000 })),
+    tokens: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000_000_000_000 })),
     /** Counted in millionths of a dollar: the smallest budget is one of them. */
     usd: Type.Optional(Type.Number({ minimum: 0.000001, maximum: 1_000_000_000 })),
     period: Type.Union([Type.Literal('day'), Type.Literal('week'), Type.Literal('month'), Type.Literal('total')]),
