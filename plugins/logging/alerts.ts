@@ -191,43 +191,24 @@ export class AlertMonitor {
     const size = this.options.budgetPageSize ?? MAX_PER_CHECK
     const spendBy = (column: SpendColumn) => (ids: readonly string[], from: string | null) => spendSince(this.db, column, ids, from)
     const byId = (rows: Budgeted[]) => ({ subjects: rows, next: rows.length < size ? null : rows[rows.length - 1]!.id })
+    /** Users or teams with a budget and not deleted, in id order, after `after`. */
+    const budgetedPage = (table: 'users' | 'teams', after: string | null): Promise<Budgeted[]> =>
+      this.db
+        .selectFrom(table)
+        .select(['id', 'budget'])
+        .where('budget', 'is not', null)
+        .where('deleted_at', 'is', null)
+        .$if(after !== null, (q) => q.where('id', '>', after!))
+        .orderBy('id')
+        .limit(size)
+        .execute()
     // Pages in id order, each starting after the last id of the one before: every subject is
     // seen once per check however many there are, and a page is at most `size` users, teams or
     // keys (with, for keys, the other keys of their rotation chains).
     const pages: BudgetPages[] = [
       { type: 'key', page: (after) => this.keyLineages(at, after, size), spend: (ids, from) => lineageSpendSince(this.db, ids, from) },
-      {
-        type: 'user',
-        spend: spendBy('user_id'),
-        page: async (after) =>
-          byId(
-            await this.db
-              .selectFrom('users')
-              .select(['id', 'budget'])
-              .where('budget', 'is not', null)
-              .where('deleted_at', 'is', null)
-              .$if(after !== null, (q) => q.where('id', '>', after!))
-              .orderBy('id')
-              .limit(size)
-              .execute(),
-          ),
-      },
-      {
-        type: 'team',
-        spend: spendBy('team_id'),
-        page: async (after) =>
-          byId(
-            await this.db
-              .selectFrom('teams')
-              .select(['id', 'budget'])
-              .where('budget', 'is not', null)
-              .where('deleted_at', 'is', null)
-              .$if(after !== null, (q) => q.where('id', '>', after!))
-              .orderBy('id')
-              .limit(size)
-              .execute(),
-          ),
-      },
+      { type: 'user', spend: spendBy('user_id'), page: async (after) => byId(await budgetedPage('users', after)) },
+      { type: 'team', spend: spendBy('team_id'), page: async (after) => byId(await budgetedPage('teams', after)) },
     ]
     const out: Candidate[] = []
     for (const { type, page, spend } of pages) {
