@@ -628,33 +628,44 @@ export class Pipeline {
     return new ReadableStream<Uint8Array>({
       pull: async (controller) => {
         try {
-          const { done, value } = await reader.read()
-          if (done) {
-            const rest = splitter.flush()
-            if (rest !== null && inspect(rest) && rewrite) controller.enqueue(encoder.encode(rest + '\n\n'))
-            controller.close()
-            finish(false)
-            return
+          // Reads until there is something to send: a pull that ends having enqueued nothing is not
+          // called again, and the client's stream would stall for good (a read that held only the
+          // hidden usage chunk, only events a hook dropped, or only part of an event).
+          for (;;) {
+            const { done, value } = await reader.read()
+            if (done) {
+              const rest = splitter.flush()
+              if (rest !== null && inspect(rest) && rewrite) controller.enqueue(encoder.encode(rest + '\n\n'))
+              controller.close()
+              finish(false)
+              return
+            }
+            watch.touch()
+            if (ttft === null) ttft = performance.now() - req.startedAt
+            const hadPending = splitter.pending
+            const events = splitter.push(decoder.decode(value, { stream: true }))
+            if (!rewrite) {
+              for (const e of events) inspect(e)
+              controller.enqueue(value)
+              return
+            }
+            let out = ''
+            let all = true
+            for (const e of events) {
+              if (inspect(e)) out += e + '\n\n'
+              else all = false
+            }
+            // A chunk of whole events that all stay goes on as it came (most chunks: only the usage
+            // chunk is hidden); re-encoding is for chunks that lose an event or split one.
+            if (all && !hadPending && !splitter.pending) {
+              controller.enqueue(value)
+              return
+            }
+            if (out) {
+              controller.enqueue(encoder.encode(out))
+              return
+            }
           }
-          watch.touch()
-          if (ttft === null) ttft = performance.now() - req.startedAt
-          const hadPending = splitter.pending
-          const events = splitter.push(decoder.decode(value, { stream: true }))
-          if (!rewrite) {
-            for (const e of events) inspect(e)
-            controller.enqueue(value)
-            return
-          }
-          let out = ''
-          let all = true
-          for (const e of events) {
-            if (inspect(e)) out += e + '\n\n'
-            else all = false
-          }
-          // A chunk of whole events that all stay goes on as it came (most chunks: only the usage
-          // chunk is hidden); re-encoding is for chunks that lose an event or split one.
-          if (all && !hadPending && !splitter.pending) controller.enqueue(value)
-          else if (out) controller.enqueue(encoder.encode(out))
         } catch (error) {
           finish(true, this.broke(req, controller, watch, error) ? 'upstream_timeout' : null)
         }
