@@ -132,6 +132,16 @@ export class Pipeline {
   private readonly clientAddress: ((request: Request) => string | null) | null
   /** Some completion hook reads the client address: it is asked of Bun while the request is open. */
   private readonly completeReadsClientIp: boolean
+  /** The plugins of the usage, completion and chunk hooks, in their order: their error lines name them. */
+  private readonly usageNames: string[]
+  private readonly completeNames: string[]
+  private readonly chunkNames: string[]
+  /**
+   * Requests whose usage and completion hooks wait for the end of this turn of the event loop, and
+   * how each ended: the hooks run after the responses are written, so none delays its client.
+   */
+  private endingReqs: GatewayRequest[] = []
+  private endingOutcomes: Outcome[] = []
   /** Idle and total timeouts of bodies already flowing to clients. */
   readonly watchdog = new Watchdog()
 
@@ -145,6 +155,10 @@ export class Pipeline {
     this.usageHooks = pick('onUsage')
     this.completeHooks = pick('onComplete')
     this.chunkHooks = pick('onStreamChunk')
+    const names = (k: 'onUsage' | 'onComplete' | 'onStreamChunk') => options.plugins.filter((p) => p.hooks[k]).map((p) => p.name)
+    this.usageNames = names('onUsage')
+    this.completeNames = names('onComplete')
+    this.chunkNames = names('onStreamChunk')
     this.describeHooks = pick('describe')
     this.tap = this.usageHooks.length + this.completeHooks.length + this.chunkHooks.length > 0
     this.models = options.models
@@ -201,8 +215,7 @@ export class Pipeline {
    */
   answered(req: GatewayRequest, response: Response): Response {
     if (this.completeHooks.length) {
-      const outcome: Outcome = { status: response.status, errorCode: null, latencyMs: performance.now() - req.startedAt, ttftMs: null, aborted: false }
-      queueMicrotask(() => this.complete(req, outcome))
+      this.defer(req, { status: response.status, errorCode: null, latencyMs: performance.now() - req.startedAt, ttftMs: null, aborted: false })
     }
     return response
   }
@@ -212,14 +225,7 @@ export class Pipeline {
     const response = error.toResponse(req.id)
     for (const [k, v] of Object.entries(req.responseHeaders)) if (!response.headers.has(k)) response.headers.set(k, v)
     if (this.completeHooks.length) {
-      const outcome: Outcome = {
-        status: error.status,
-        errorCode: error.code,
-        latencyMs: performance.now() - req.startedAt,
-        ttftMs: null,
-        aborted: false,
-      }
-      queueMicrotask(() => this.complete(req, outcome))
+      this.defer(req, { status: error.status, errorCode: error.code, latencyMs: performance.now() - req.startedAt, ttftMs: null, aborted: false })
     }
     return response
   }
@@ -252,12 +258,12 @@ export class Pipeline {
 
       const result = await this.callUpstream(req, plan)
       if (result instanceof GatewayError) {
-        plan.release?.()
+        this.release(plan, req)
         return this.fail(req, result)
       }
       return this.respond(req, result, plan)
     } catch (error) {
-      plan?.release?.()
+      if (plan) this.release(plan, req)
       if (error instanceof GatewayError) return this.fail(req, error)
       this.logger.error('request failed unexpectedly', { request_id: req.id, error: String(error) })
       return this.fail(req, new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${req.id} to the operator.`))
@@ -381,9 +387,9 @@ export class Pipeline {
     // Content-Encoding and Content-Length are not copied: Bun's fetch already decoded the body.
     if (!upstream.body) {
       answer.detach()
-      plan.release?.()
+      this.release(plan, req)
       // Nothing to tap (a bodiless answer): the usage and completion hooks still hear of it.
-      if (this.tap) queueMicrotask(() => this.settle(req, null, NO_TEXT, false, null, upstream.status))
+      if (this.tap) this.settle(req, null, NO_TEXT, false, null, upstream.status)
       return new Response(null, { status: upstream.status, headers })
     }
     const timeouts = req.target?.provider.config.timeouts
@@ -455,7 +461,7 @@ export class Pipeline {
     const finish = (aborted: boolean, errorCode: ErrorCode | null) => {
       answer.detach()
       this.watchdog.end(watch)
-      plan.release?.()
+      this.release(plan, req)
       readHeld()
       this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode)
     }
@@ -503,7 +509,7 @@ export class Pipeline {
     const end = () => {
       answer.detach()
       this.watchdog.end(watch)
-      plan.release?.()
+      this.release(plan, req)
     }
     copy.bytes().then(
       (bytes) => {
@@ -558,7 +564,7 @@ export class Pipeline {
       if (ended) return
       ended = true
       watchdog.end(watch)
-      plan.release?.()
+      this.release(plan, req)
     }
     return new ReadableStream<Uint8Array>({
       pull: async (controller) => {
@@ -613,7 +619,14 @@ export class Pipeline {
         const choices = parsed.choices
         if (hideUsageChunk && Array.isArray(choices) && choices.length === 0) keep = false
       }
-      for (const hook of chunkHooks) if (hook(req, { data: parsed }) === false) keep = false
+      for (let i = 0; i < chunkHooks.length; i++) {
+        try {
+          if (chunkHooks[i]!(req, { data: parsed }) === false) keep = false
+        } catch (error) {
+          // The chunk goes on as it came: one plugin's failure does not cut the client's stream.
+          this.hookFailed('onStreamChunk', this.chunkNames[i]!, req, error)
+        }
+      }
       return keep
     }
 
@@ -621,7 +634,7 @@ export class Pipeline {
       if (finished) return
       finished = true
       this.watchdog.end(watch)
-      plan.release?.()
+      this.release(plan, req)
       this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode)
     }
 
@@ -698,9 +711,11 @@ export class Pipeline {
     status: number,
     errorCode: ErrorCode | null = null,
   ): void {
+    // Taken now: counting the usage below may wait on the tokenizer's workers, which is no part of the request.
+    const latencyMs = performance.now() - req.startedAt
     // The usual case, usage reported: no closure for the counting path below.
-    if (usage) return this.finish(req, usage, aborted, ttftMs, status, errorCode)
-    const finish = (u: Usage) => this.finish(req, u, aborted, ttftMs, status, errorCode)
+    if (usage) return this.finish(req, usage, { status, errorCode, latencyMs, ttftMs, aborted })
+    const finish = (u: Usage) => this.finish(req, u, { status, errorCode, latencyMs, ttftMs, aborted })
     const text = completion()
     this.countUsage(req, text).then(finish, (error: unknown) => {
       this.logger.warn('could not count usage; using an estimate', { request_id: req.id, error: String(error) })
@@ -723,25 +738,65 @@ export class Pipeline {
     }
   }
 
-  /** The usage is known: the usage hooks hear it, then the completion hooks hear the end. */
-  private finish(req: GatewayRequest, usage: Usage, aborted: boolean, ttftMs: number | null, status: number, errorCode: ErrorCode | null): void {
+  /** The usage is known: after this turn, the usage hooks hear it, then the completion hooks hear the end. */
+  private finish(req: GatewayRequest, usage: Usage, outcome: Outcome): void {
     req.usage = usage
-    for (const hook of this.usageHooks) {
-      try {
-        hook(req, usage)
-      } catch (error) {
-        this.logger.error('onUsage hook failed', { request_id: req.id, error: String(error) })
-      }
+    this.defer(req, outcome)
+  }
+
+  /** Runs the request's usage and completion hooks at the end of this turn (see endingReqs). */
+  private defer(req: GatewayRequest, outcome: Outcome): void {
+    this.endingReqs.push(req)
+    this.endingOutcomes.push(outcome)
+    if (this.endingReqs.length === 1) setImmediate(this.runEnding)
+  }
+
+  /** The usage and completion hooks of every request deferred so far; also run at shutdown, before the plugins close. */
+  readonly runEnding = (): void => {
+    const reqs = this.endingReqs
+    if (reqs.length === 0) return
+    const outcomes = this.endingOutcomes
+    this.endingReqs = []
+    this.endingOutcomes = []
+    for (let i = 0; i < reqs.length; i++) this.complete(reqs[i]!, outcomes[i]!)
+  }
+
+  /** A hook threw, or its promise failed: logged with the plugin's name; the request and the others go on. */
+  private hookFailed(hook: string, plugin: string, req: GatewayRequest, error: unknown): void {
+    this.logger.error(`${hook} hook failed`, { plugin, request_id: req.id, error: String(error) })
+  }
+
+  /** The plan's end (a slot it held, a count): a plugin's failure there is logged, not thrown at the body's reader. */
+  private release(plan: RoutePlan, req: GatewayRequest): void {
+    if (!plan.release) return
+    try {
+      plan.release()
+    } catch (error) {
+      this.logger.error('route plan release failed', { request_id: req.id, error: String(error) })
     }
-    this.complete(req, { status, errorCode, latencyMs: performance.now() - req.startedAt, ttftMs, aborted })
   }
 
   private complete(req: GatewayRequest, outcome: Outcome): void {
-    for (const hook of this.completeHooks) {
+    const usage = req.usage
+    if (usage !== undefined) {
+      const hooks = this.usageHooks
+      for (let i = 0; i < hooks.length; i++) {
+        try {
+          // A hook may be async: its failure is caught too, or it would end the process.
+          const done: unknown = hooks[i]!(req, usage)
+          if (done instanceof Promise) done.catch((error: unknown) => this.hookFailed('onUsage', this.usageNames[i]!, req, error))
+        } catch (error) {
+          this.hookFailed('onUsage', this.usageNames[i]!, req, error)
+        }
+      }
+    }
+    const hooks = this.completeHooks
+    for (let i = 0; i < hooks.length; i++) {
       try {
-        hook(req, outcome)
+        const done: unknown = hooks[i]!(req, outcome)
+        if (done instanceof Promise) done.catch((error: unknown) => this.hookFailed('onComplete', this.completeNames[i]!, req, error))
       } catch (error) {
-        this.logger.error('onComplete hook failed', { request_id: req.id, error: String(error) })
+        this.hookFailed('onComplete', this.completeNames[i]!, req, error)
       }
     }
   }

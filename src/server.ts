@@ -162,6 +162,8 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
       }
       // Every request is over: nothing is left to cut off.
       pipeline.watchdog.close()
+      // Their usage and completion hooks run now, while the plugins are still open.
+      pipeline.runEnding()
       for (const plugin of [...plugins].reverse()) {
         try {
           await plugin.hooks.close?.()
