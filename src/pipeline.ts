@@ -230,6 +230,25 @@ export class Pipeline {
     return response
   }
 
+  /**
+   * A request whose client went away before the upstream answered: nobody reads the response;
+   * the hooks hear it as aborted (status 499, as proxies log it), not as an upstream failure.
+   */
+  private closedByClient(req: GatewayRequest): Response {
+    if (this.completeHooks.length) this.defer(req, { status: 499, errorCode: null, latencyMs: performance.now() - req.startedAt, ttftMs: null, aborted: true })
+    return new GatewayError('upstream_error', 'The client closed the request.').toResponse(req.id)
+  }
+
+  /**
+   * How a body read that failed ended: the watchdog's timeout, the client going away (which aborts
+   * the call), or else the upstream failing mid-body, which is no client's doing.
+   */
+  private cutShort(req: GatewayRequest, watch: BodyWatch): { aborted: boolean; errorCode: ErrorCode | null } {
+    if (watch.timedOut !== null) return { aborted: true, errorCode: 'upstream_timeout' }
+    if (req.request.signal.aborted) return { aborted: true, errorCode: null }
+    return { aborted: false, errorCode: 'upstream_error' }
+  }
+
   /** The whole path of a model call (chat, completions, embeddings). */
   async handle(req: GatewayRequest): Promise<Response> {
     let plan: RoutePlan | undefined
@@ -257,9 +276,9 @@ export class Pipeline {
       if (req.stream && this.usageHooks.length + this.completeHooks.length > 0 && req.endpoint !== 'embeddings') askForStreamUsage(req)
 
       const result = await this.callUpstream(req, plan)
-      if (result instanceof GatewayError) {
+      if (result instanceof GatewayError || result === null) {
         this.release(plan, req)
-        return this.fail(req, result)
+        return result === null ? this.closedByClient(req) : this.fail(req, result)
       }
       return this.respond(req, result, plan)
     } catch (error) {
@@ -304,14 +323,15 @@ export class Pipeline {
   }
 
   /** Try targets as the plan gives them until one answers 2xx or the plan runs out. */
-  private async callUpstream(req: GatewayRequest, plan: RoutePlan): Promise<Answer | GatewayError> {
+  /** The upstream's answer, the error to give, or null when the client went away first. */
+  private async callUpstream(req: GatewayRequest, plan: RoutePlan): Promise<Answer | GatewayError | null> {
     let failure: AttemptFailure | undefined
     for (;;) {
       let next = plan.next(failure)
       if (next instanceof Promise) next = await next
       if (next === undefined) return failure?.error ?? new GatewayError('no_healthy_upstream', `No upstream is available for model "${req.model}" right now; retry shortly.`)
       if (next instanceof GatewayError) return next
-      if (req.request.signal.aborted) return new GatewayError('upstream_error', 'The client closed the request.')
+      if (req.request.signal.aborted) return null
       // Set before the attempt: a request that fails upstream is still logged against the key that failed it.
       req.target = next
       const started = performance.now()
@@ -322,8 +342,13 @@ export class Pipeline {
         plan.report?.(next, latency, outcome.response, undefined)
         return outcome
       }
-      this.services.upstreams.record(next, outcome.status, latency)
       failure = { ...outcome, target: next, latencyMs: latency }
+      // The client going away aborted the call: no fault of the key's, and nobody to answer.
+      if (req.request.signal.aborted) {
+        plan.report?.(next, latency, undefined, failure)
+        return null
+      }
+      this.services.upstreams.record(next, outcome.status, latency)
       plan.report?.(next, latency, undefined, failure)
       this.logger.debug('upstream attempt failed', { request_id: req.id, provider: next.provider.id, key: next.key.id, status: failure.status })
     }
@@ -485,7 +510,8 @@ export class Pipeline {
         },
         () => {
           if (watch.timedOut !== null) this.logger.warn('upstream body timed out', { request_id: req.id, provider: req.target?.provider.id, timeout: watch.timedOut })
-          finish(true, watch.timedOut === null ? null : 'upstream_timeout')
+          const end = this.cutShort(req, watch)
+          finish(end.aborted, end.errorCode)
         },
       )
     }
@@ -533,7 +559,10 @@ export class Pipeline {
       () => {
         end()
         if (watch.timedOut !== null) this.logger.warn('upstream body timed out', { request_id: req.id, provider: req.target?.provider.id, timeout: watch.timedOut })
-        if (this.tap) this.settle(req, null, NO_TEXT, true, null, status, watch.timedOut === null ? null : 'upstream_timeout')
+        if (this.tap) {
+          const cut = this.cutShort(req, watch)
+          this.settle(req, null, NO_TEXT, cut.aborted, null, status, cut.errorCode)
+        }
       },
     )
     return new Response(upstream.body, { status, headers })
@@ -680,7 +709,9 @@ export class Pipeline {
             }
           }
         } catch (error) {
-          finish(true, this.broke(req, controller, watch, error) ? 'upstream_timeout' : null)
+          this.broke(req, controller, watch, error)
+          const end = this.cutShort(req, watch)
+          finish(end.aborted, end.errorCode)
         }
       },
       cancel(reason) {

@@ -118,7 +118,10 @@ export interface Outcome {
   latencyMs: number
   /** ms from arrival to the first body byte of a stream. */
   ttftMs: number | null
-  /** The client went away before the end. */
+  /**
+   * The client went away before the end (status 499 when it left before the upstream answered;
+   * an upstream that fails mid-body is `errorCode: 'upstream_error'` with `aborted: false`).
+   */
   aborted: boolean
 }
 
