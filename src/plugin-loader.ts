@@ -17,7 +17,7 @@ export async function resolvePlugins(config: ResolvedConfig, builtins: Record<st
     if (!instance) continue
     const options = validateOptions(instance, `/plugins/${i}`, problems)
     // The same plugin with equal options registers once (a config and a preset may both list it).
-    const identity = `${instance.name}\u0000${JSON.stringify(options ?? null)}`
+    const identity = `${instance.name}\u0000${optionsIdentity(options)}`
     if (seen.has(identity)) continue
     seen.add(identity)
     instances.push({ ...instance, options })
@@ -48,7 +48,8 @@ async function toInstance(
   problems: string[],
 ): Promise<PluginInstance | undefined> {
   if (typeof entry === 'string') {
-    const factory = builtins[entry]
+    // Own names only: "constructor" or "toString" is no built-in plugin.
+    const factory = Object.hasOwn(builtins, entry) ? builtins[entry] : undefined
     if (!factory) {
       const names = Object.keys(builtins)
       problems.push(`${path}: unknown plugin "${entry}"; built-in plugins are ${names.length ? names.join(', ') : '(none)'}; load your own with {"use": "./path/to/plugin.ts"}`)
@@ -64,7 +65,7 @@ async function toInstance(
     checkPluginEntry(entry, path, problems)
     if (problems.length > before) return undefined
     const { use, options } = entry as { use: string; options?: unknown }
-    const builtin = builtins[use]
+    const builtin = Object.hasOwn(builtins, use) ? builtins[use] : undefined
     if (builtin) return builtin(options as never)
     const target = isAbsolute(use) ? use : resolve(config.baseDir, use)
     let mod: Record<string, unknown>
@@ -89,12 +90,67 @@ async function toInstance(
 function validateOptions(instance: PluginInstance, path: string, problems: string[]): unknown {
   const schema = instance.definition.options
   if (!schema) return instance.options
-  // Defaults first, so a plugin listed bare gets its documented defaults.
-  const value = Value.Default(schema, structuredClone(instance.options ?? {}))
+  // Defaults first, so a plugin listed bare gets its documented defaults. `Value.Default` writes
+  // them into the objects it is given, so it gets copies of the caller's (see copyContainers).
+  const value = Value.Default(schema, copyContainers(instance.options ?? {}))
   let ok = true
   for (const error of Value.Errors(schema, value)) {
     ok = false
     problems.push(`${path}: plugin "${instance.name}" option ${error.path || '/'}: ${error.message}`)
   }
   return ok ? value : undefined
+}
+
+/**
+ * A copy of the plain objects and arrays in a plugin's options (the only values defaults are
+ * written into), so filling in defaults never changes the object the config passed, which may
+ * be shared with another entry. Everything else is kept as it is, not cloned: a TypeScript
+ * config may pass functions, class instances (a client, a Map) or RegExps, which a structured
+ * clone refuses or strips of their class.
+ */
+function copyContainers(value: unknown, copies = new Map<object, unknown>()): unknown {
+  if (typeof value !== 'object' || value === null) return value
+  const done = copies.get(value)
+  if (done !== undefined) return done
+  if (Array.isArray(value)) {
+    const out: unknown[] = []
+    copies.set(value, out)
+    for (const item of value) out.push(copyContainers(item, copies))
+    return out
+  }
+  const proto = Object.getPrototypeOf(value)
+  if (proto !== Object.prototype && proto !== null) return value
+  const out: Record<string, unknown> = Object.create(proto)
+  copies.set(value, out)
+  // Defined, not assigned: an own "__proto__" key (JSON.parse makes them) stays a key.
+  for (const [key, item] of Object.entries(value)) Object.defineProperty(out, key, { value: copyContainers(item, copies), enumerable: true, writable: true, configurable: true })
+  return out
+}
+
+const references = new WeakMap<object, number>()
+let nextReference = 0
+
+/**
+ * A key equal for equal options: JSON for JSON data; a function or class instance counts as
+ * equal only to itself (JSON would drop a function, making two different callbacks look equal).
+ * Options that cannot be written out (a cycle) never count as equal to another entry's.
+ */
+function optionsIdentity(options: unknown): string {
+  const ref = (value: object): string => {
+    let id = references.get(value)
+    if (id === undefined) references.set(value, (id = ++nextReference))
+    return `\u0000ref:${id}`
+  }
+  try {
+    return JSON.stringify(options ?? null, (_key, value: unknown) => {
+      if (typeof value === 'function') return ref(value)
+      if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+        const proto = Object.getPrototypeOf(value)
+        if (proto !== Object.prototype && proto !== null) return ref(value)
+      }
+      return value
+    })
+  } catch {
+    return ref({})
+  }
 }

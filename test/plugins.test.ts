@@ -346,6 +346,67 @@ describe('plugins at boot', () => {
     expect((error as ConfigError).problems).toEqual([expect.stringContaining('/plugins/0: unknown plugin "no-such-plugin"')])
     expect((error as ConfigError).problems[0]).toContain('"use"')
   })
+  test('names an object has by inheritance ("constructor", "toString"…) are unknown plugins too, not a crash', async () => {
+    for (const name of ['constructor', 'toString', 'hasOwnProperty', '__proto__']) {
+      const config = await configWith([name])
+      const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)
+      expect({ name, error }).toEqual({ name, error: expect.any(ConfigError) })
+      expect((error as ConfigError).problems).toEqual([expect.stringContaining(`/plugins/0: unknown plugin "${name}"`)])
+    }
+    // As {"use": name}, such a name is no built-in either: it is looked for as a file, and reported as one.
+    const config = await configWith([{ use: 'constructor' }])
+    const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).problems.length).toBe(1)
+    expect((error as ConfigError).problems[0]).toStartWith('/plugins/0: plugin "constructor" cannot be loaded')
+  })
+
+  describe('options a TypeScript config passes as values: functions and class instances', () => {
+    class Clock {
+      now = () => 42
+    }
+    const hooked = definePlugin({
+      name: 'hooked',
+      options: Type.Object(
+        { onAdmit: Type.Function([Type.String()], Type.Void()), clock: Type.Optional(Type.Any()), tag: Type.String({ default: 'plain' }) },
+        { additionalProperties: false },
+      ),
+      setup: ({ options }) => ({
+        admit(req) {
+          options.onAdmit(req.id)
+          req.responseHeaders['x-hooked'] = `${options.tag}/${(options.clock as Clock | undefined)?.now() ?? '-'}`
+        },
+      }),
+    })
+
+    test('a function and a class instance reach setup as passed (not cloned); defaults are filled in without changing the config', async () => {
+      const seen: string[] = []
+      const clock = new Clock()
+      const options = { onAdmit: (id: string) => void seen.push(id), clock }
+      const gw = await boot([hooked(options as never)])
+      const res = await postJson(`${gw.url}/v1/chat/completions`, chat)
+      expect(res.status).toBe(200)
+      expect(res.headers.get('x-hooked')).toBe('plain/42')
+      await res.arrayBuffer()
+      expect(seen.length).toBe(1)
+      expect(options).toEqual({ onAdmit: options.onAdmit, clock }) // no `tag` written into the caller's object
+    })
+
+    test('the same callback listed twice registers once; a different callback, twice', async () => {
+      const onAdmit = () => {}
+      const config = await configWith([hooked({ onAdmit } as never), hooked({ onAdmit } as never), hooked({ onAdmit: () => {} } as never)])
+      const instances = await resolvePlugins(config, BUILTIN_PLUGINS)
+      expect(instances.length).toBe(2)
+    })
+
+    test('a function where the schema wants data is an option error naming /plugins/0 and the plugin', async () => {
+      const config = await configWith([limiter({ limit: () => 3 } as never)])
+      const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(ConfigError)
+      expect((error as ConfigError).problems.length).toBe(1)
+      expect((error as ConfigError).problems[0]).toStartWith('/plugins/0: plugin "limiter" option /limit:')
+    })
+  })
 })
 
 describe('a user plugin from a file, listed in a JSON config', () => {

@@ -8,6 +8,7 @@ import { blockPii } from './index.ts'
 
 const VISA = '4111 1111 1111 1111' // a test card number: passes Luhn
 const ORDER = '4111111111111112' // 16 digits that fail Luhn: an order number, not a card
+const LUHN_13 = '4222222222222' // 13 digits that pass Luhn (an old 13-digit Visa test number): too short for a card today
 
 let upstream: MockUpstream
 beforeAll(async () => {
@@ -62,6 +63,41 @@ describe('block-pii in block mode (the default)', () => {
     expect(upstream.stats.lastBody).toEqual(body)
   })
 
+  test('bare digit runs are not phone numbers: arithmetic, order numbers and ISBNs go through untouched', async () => {
+    for (const content of ['What is 123456789 * 2?', 'Where is order 4111111111111?', 'ISBN 9780306406157', 'ISBN 978-0-306-40615-7', 'That is 1 234 567 890 in all']) {
+      const body = chat(content)
+      const res = await postJson(`${gw.url}/v1/chat/completions`, body)
+      expect({ content, status: res.status }).toEqual({ content, status: 200 })
+      await res.arrayBuffer()
+      expect(upstream.stats.lastBody).toEqual(body)
+    }
+    expect(upstream.stats.requests).toBe(5)
+  })
+
+  test('phone numbers in the shapes people write them are refused', async () => {
+    for (const phone of ['+1 415 555 0100', '+14155550100', '+44 (0)20 7946 0958', '(415) 555-0100', '415-555-0100', '415.555.0100', '020 7946 0958']) {
+      const error = await expectError(await postJson(`${gw.url}/v1/chat/completions`, chat(`call me on ${phone} tomorrow`)), 'invalid_request')
+      expect({ phone, message: error.message }).toEqual({ phone, message: expect.stringContaining('(phone)') })
+    }
+    expect(upstream.stats.requests).toBe(0)
+  })
+
+  test('a 13-digit number that passes Luhn is not a card (no issuer uses that length any more)', async () => {
+    const body = chat(`Where is order ${LUHN_13}?`)
+    const res = await postJson(`${gw.url}/v1/chat/completions`, body)
+    expect(res.status).toBe(200)
+    await res.arrayBuffer()
+    expect(upstream.stats.lastBody).toEqual(body)
+  })
+
+  test('card numbers of each common issuer and length are refused, bare or grouped, also with a CVV after them', async () => {
+    for (const card of [VISA, '4111111111111111', '5555-5555-5555-4444', '378282246310005', '6011111111111117', '3566002020360505', `${VISA} 123`]) {
+      const error = await expectError(await postJson(`${gw.url}/v1/chat/completions`, chat(`pay with ${card} please`)), 'invalid_request')
+      expect({ card, message: error.message }).toEqual({ card, message: expect.stringContaining('(card)') })
+    }
+    expect(upstream.stats.requests).toBe(0)
+  })
+
   test('a clean request goes through untouched', async () => {
     const body = chat('What is the capital of France?')
     const res = await postJson(`${gw.url}/v1/chat/completions`, body)
@@ -83,6 +119,28 @@ describe('block-pii in redact mode', () => {
     expect(res.status).toBe(200)
     await res.arrayBuffer()
     expect(upstream.stats.lastBody).toEqual(chat(`I am [REDACTED], card [REDACTED], order ${ORDER}.`, { temperature: 0.5 }))
+  })
+
+  test('only phone-shaped numbers are redacted as phones; a card is not mistaken for one', async () => {
+    const phoneOnly = await startGateway(upstreamConfig(upstream.url, { plugins: [blockPii({ action: 'redact', detect: ['phone'], replacement: '[PHONE]' })] }))
+    try {
+      const text = `Call (415) 555-0100 or +1 415 555 0100 about order 4111111111111, card ${VISA}, 123456789 * 2.`
+      const res = await postJson(`${phoneOnly.url}/v1/chat/completions`, chat(text))
+      expect(res.status).toBe(200)
+      await res.arrayBuffer()
+      expect((upstream.stats.lastBody as { messages: Array<{ content: string }> }).messages[1]?.content).toBe(
+        `Call [PHONE] or [PHONE] about order 4111111111111, card ${VISA}, 123456789 * 2.`,
+      )
+    } finally {
+      await phoneOnly.close()
+    }
+  })
+
+  test('a card followed by its CVV is redacted, the CVV and a 13-digit Luhn-valid number left as they are', async () => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, chat(`card ${VISA} 123, ref ${LUHN_13}`))
+    expect(res.status).toBe(200)
+    await res.arrayBuffer()
+    expect((upstream.stats.lastBody as { messages: Array<{ content: string }> }).messages[1]?.content).toBe(`card [REDACTED] 123, ref ${LUHN_13}`)
   })
 
   test('embedding inputs are redacted element by element', async () => {

@@ -3,14 +3,95 @@ import { definePlugin } from '../../../src/plugin.ts'
 import { GatewayError } from '../../../src/errors.ts'
 import type { GatewayRequest } from '../../../src/plugin.ts'
 
-/** What this plugin can find, each a name and a pattern. */
+/** Where a match sits in a text: start and end offsets. */
+type Span = readonly [start: number, end: number]
+
+/**
+ * What this plugin can find: each a name and a function giving the spans of its matches.
+ *
+ * Long numbers are common in prompts (order and tracking numbers, ISBNs, arithmetic), so a
+ * bare run of digits counts as neither a phone number nor, on its own, a card number:
+ * - a phone number needs a phone's shape: a leading `+` and country code
+ *   (`+1 415 555 0100`, `+14155550100`, `+44 (0)20 7946 0958`), an area code in parentheses
+ *   (`(415) 555-0100`), or three groups split by one kind of separator, the last of four digits
+ *   (`415-555-0100`, `415.555.0100`, `020 7946 0958`); 8 to 15 digits in all (E.164 allows 15);
+ * - a card number is 14 to 19 digits (optionally grouped by spaces or dashes) that pass Luhn
+ *   and start with an issuer prefix in a length that issuer uses (see {@link CARD_ISSUERS}).
+ *   13-digit numbers are not taken for cards: only old Visa cards had 13 digits, and refusing
+ *   every Luhn-valid 13-digit number starting with 4 would refuse many order numbers.
+ */
 const DETECTORS = {
-  email: /[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}/g,
-  // 13 to 19 digits with optional spaces or dashes, checked with Luhn below to avoid refusing order numbers.
-  card: /\b(?:\d[ -]?){12,18}\d\b/g,
-  phone: /(?<![\w+])\+?\d{1,3}[ .-]?\(?\d{2,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}(?!\w)/g,
-  iban: /\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?\b/g,
-} as const
+  email: (text: string) => regexSpans(text, /[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}/g),
+  card: cardSpans,
+  phone: (text: string) => regexSpans(text, PHONE, (m) => within(m.replace(/\D/g, '').length, 8, 15)),
+  iban: (text: string) => regexSpans(text, /\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?\b/g),
+} satisfies Record<string, (text: string) => Span[]>
+
+/** Phone-shaped text (see {@link DETECTORS}); never a part of a longer run of digits. */
+const PHONE = new RegExp(
+  String.raw`(?<![\w+]|\d[ .-])(?:` +
+    // International: + and a country code, then digit groups (an area code may sit in parentheses).
+    String.raw`\+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){1,5}` +
+    // National, the area code in parentheses.
+    String.raw`|\(\d{2,5}\)[ .-]?\d{2,4}(?:[ .-]?\d{2,4}){1,2}` +
+    // National, three groups split by the same separator, the last of four digits (not a thousands grouping).
+    String.raw`|(?:1[ .-])?\d{2,5}(?<sep>[ .-])\d{3,4}\k<sep>\d{4}(?!\k<sep>\d)` +
+    String.raw`)(?!\w|[.-]\d)`,
+  'g',
+)
+
+/**
+ * Issuer prefixes (IIN ranges) and the lengths their cards are issued in: Visa, Mastercard,
+ * American Express, Diners Club, JCB, Discover, UnionPay and Maestro.
+ */
+const CARD_ISSUERS: ReadonlyArray<readonly [prefix: RegExp, min: number, max: number]> = [
+  [/^4/, 16, 19], // Visa (16 or 19; 13-digit Visa numbers are no longer issued)
+  [/^(?:5[1-5]|222[1-9]|22[3-9]\d|2[3-6]\d\d|27[01]\d|2720)/, 16, 16], // Mastercard
+  [/^3[47]/, 15, 15], // American Express
+  [/^3(?:0[0-5]|[689])/, 14, 19], // Diners Club
+  [/^35(?:2[89]|[3-8]\d)/, 16, 19], // JCB
+  [/^(?:6011|64[4-9]|65)/, 16, 19], // Discover
+  [/^62/, 16, 19], // UnionPay
+  [/^(?:50|5[6-8]|6\d)/, 16, 19], // Maestro
+]
+
+/** Whether a string of digits is a payment card number: an issuer's prefix and length, and Luhn. */
+function isCardNumber(digits: string): boolean {
+  return CARD_ISSUERS.some(([prefix, min, max]) => prefix.test(digits) && within(digits.length, min, max)) && luhn(digits)
+}
+
+/**
+ * Card numbers: in each run of digit groups (split by single spaces or dashes), the first
+ * whole groups that make a card number, so a card followed by its CVV or preceded by a
+ * quantity is still found. A bare run of digits is taken whole.
+ */
+function cardSpans(text: string): Span[] {
+  const spans: Span[] = []
+  for (const run of text.matchAll(/(?<!\w)\d+(?:[ -]\d+)*(?!\w)/g)) {
+    const groups = [...run[0].matchAll(/\d+/g)].map((g) => ({ start: run.index + g.index, digits: g[0] }))
+    for (let i = 0; i < groups.length; i++) {
+      let digits = ''
+      for (let j = i; j < groups.length && digits.length < 19; j++) {
+        digits += groups[j]!.digits
+        if (digits.length >= 14 && digits.length <= 19 && isCardNumber(digits)) {
+          spans.push([groups[i]!.start, groups[j]!.start + groups[j]!.digits.length])
+          i = j
+          break
+        }
+      }
+    }
+  }
+  return spans
+}
+
+/** The spans of a global pattern's matches that `accept` allows. */
+function regexSpans(text: string, pattern: RegExp, accept: (match: string) => boolean = () => true): Span[] {
+  const spans: Span[] = []
+  for (const m of text.matchAll(pattern)) if (accept(m[0])) spans.push([m.index, m.index + m[0].length])
+  return spans
+}
+
+const within = (n: number, min: number, max: number): boolean => n >= min && n <= max
 
 type Detector = keyof typeof DETECTORS
 
@@ -37,15 +118,14 @@ export const blockPii = definePlugin({
     const detectors = options.detect.map((name) => [name as Detector, DETECTORS[name as Detector]] as const)
 
     const find = (text: string): Detector | null => {
-      for (const [name, pattern] of detectors) {
-        for (const match of text.matchAll(pattern)) if (name !== 'card' || luhn(match[0])) return name
-      }
+      for (const [name, spansOf] of detectors) if (spansOf(text).length > 0) return name
       return null
     }
     const redact = (text: string): string => {
       let out = text
-      for (const [name, pattern] of detectors) {
-        out = out.replace(pattern, (m) => (name !== 'card' || luhn(m) ? options.replacement : m))
+      for (const [, spansOf] of detectors) {
+        // From the end, so earlier offsets stay valid.
+        for (const [start, end] of spansOf(out).reverse()) out = out.slice(0, start) + options.replacement + out.slice(end)
       }
       return out
     }
@@ -120,9 +200,7 @@ function mapPromptTexts(body: Record<string, unknown>, fn: (s: string) => string
 }
 
 /** The Luhn checksum every payment card number satisfies. */
-function luhn(candidate: string): boolean {
-  const digits = candidate.replace(/\D/g, '')
-  if (digits.length < 13 || digits.length > 19) return false
+function luhn(digits: string): boolean {
   let sum = 0
   for (let i = 0; i < digits.length; i++) {
     let d = digits.charCodeAt(digits.length - 1 - i) - 48
