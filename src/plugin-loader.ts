@@ -34,6 +34,8 @@ export async function setupPlugins(instances: PluginInstance[], base: Omit<Plugi
       const hooks = await instance.definition.setup({ ...base, options: instance.options as never })
       loaded.push({ name: instance.name, hooks: hooks ?? {} })
     } catch (error) {
+      // Those already started are closed (the last first): a boot that fails leaves nothing running.
+      for (const started of loaded.reverse()) await Promise.resolve(started.hooks.close?.()).catch(() => {})
       throw new Error(`plugin "${instance.name}" failed to start: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
     }
   }

@@ -120,7 +120,27 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     clientAddress: (request) => server?.requestIP(request)?.address ?? null,
   })
 
-  const app = buildApp({ config, services, models, pipeline, plugins, logger, catalog, consoleApp })
+  /** Each plugin's close, the last started first; a failure is logged with the plugin's name. */
+  const closePlugins = async (started: readonly LoadedPlugin[]): Promise<void> => {
+    for (const plugin of [...started].reverse()) {
+      try {
+        await plugin.hooks.close?.()
+      } catch (error) {
+        logger.error('plugin failed to close', { plugin: plugin.name, error: String(error) })
+      }
+    }
+  }
+  let app: Elysia
+  try {
+    app = buildApp({ config, services, models, pipeline, plugins, logger, catalog, consoleApp })
+  } catch (error) {
+    // A plugin's routes failed to mount: what started is closed, as for a plugin that failed to start.
+    await closePlugins(plugins)
+    await bus.close().catch(() => {})
+    if (ownRedis) redis?.disconnect()
+    if (ownDb) await db.close().catch(() => {})
+    throw error
+  }
   registerProcessMetrics(metrics, plugins)
   const http = createHttpMetrics(metrics, app.routes)
   // Every answer, in process or over the socket, is counted here: one map read, an increment, an observation.
@@ -164,13 +184,7 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
       pipeline.watchdog.close()
       // Their usage and completion hooks run now, while the plugins are still open.
       pipeline.runEnding()
-      for (const plugin of [...plugins].reverse()) {
-        try {
-          await plugin.hooks.close?.()
-        } catch (error) {
-          logger.error('plugin failed to close', { plugin: plugin.name, error: String(error) })
-        }
-      }
+      await closePlugins(plugins)
       await bus.close()
       if (ownRedis) redis?.disconnect()
       if (ownDb) await db.close()
@@ -218,7 +232,13 @@ function buildApp({ config, services, models, pipeline, plugins, logger, catalog
     .use(catalog.routes())
     .use(doctorRoutes({ pipeline, models, services }))
   if (consoleApp) app.use(consoleApp)
-  for (const plugin of plugins) plugin.hooks.routes?.(app as unknown as Elysia)
+  for (const plugin of plugins) {
+    try {
+      plugin.hooks.routes?.(app as unknown as Elysia)
+    } catch (error) {
+      throw new Error(`plugin "${plugin.name}" failed to add its routes: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
+    }
+  }
 
   // Paths and their methods, known once all routes are in: an unknown method on a known path is 405.
   const allowed = methodTable(app.routes.map((r) => ({ method: r.method, path: r.path })))

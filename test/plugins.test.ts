@@ -281,6 +281,30 @@ describe('plugins at boot', () => {
     return loadConfig({ config: upstreamConfig(upstream.url, { plugins }), env: { DATABASE_URL: 'sqlite::memory:', LOG_LEVEL: 'silent' } })
   }
 
+  test('a boot that fails at a later plugin (its setup, or its routes) closes the plugins already started, and names the one that failed', async () => {
+    for (const failing of ['setup', 'routes'] as const) {
+      const closed: string[] = []
+      const good = definePlugin({ name: 'good', setup: () => ({ close: () => void closed.push('good') }) })
+      const bad = definePlugin({
+        name: 'bad',
+        setup: () => {
+          if (failing === 'setup') throw new Error('no database')
+          return {
+            routes: () => {
+              throw new Error('route clash')
+            },
+            close: () => void closed.push('bad'),
+          }
+        },
+      })
+      const config = await configWith([good, bad])
+      const error = await createGateway(config, { logger: createLogger('silent') }).catch((e: unknown) => e)
+      expect(String(error)).toContain('plugin "bad" failed to')
+      expect(String(error)).toContain(failing === 'setup' ? 'no database' : 'route clash')
+      expect(closed).toEqual(failing === 'setup' ? ['good'] : ['bad', 'good'])
+    }
+  })
+
   test('options are validated: every problem names the plugin, its place and the option path', async () => {
     const config = await configWith([limiter({ limit: 0, mode: 'soft' }), limiter({ limit: 2, mode: 'loud' as 'soft' })])
     const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)
