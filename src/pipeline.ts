@@ -283,10 +283,15 @@ export class Pipeline {
       return this.respond(req, result, plan)
     } catch (error) {
       if (plan) this.release(plan, req)
-      if (error instanceof GatewayError) return this.fail(req, error)
-      this.logger.error('request failed unexpectedly', { request_id: req.id, error: String(error) })
-      return this.fail(req, new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${req.id} to the operator.`))
+      return this.failed(req, error)
     }
+  }
+
+  /** Something threw on the request's way (a hook, the gateway itself): logged unless a GatewayError, answered with the request's id. */
+  failed(req: GatewayRequest, error: unknown): Response {
+    if (error instanceof GatewayError) return this.fail(req, error)
+    this.logger.error('request failed unexpectedly', { request_id: req.id, error: String(error) })
+    return this.fail(req, new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${req.id} to the operator.`))
   }
 
   private runStage(stage: Stage[], req: GatewayRequest): MaybePromise<HookResult> {

@@ -91,3 +91,32 @@ describe('refused bodies go through the pipeline', () => {
     expect(await nth(2)).toMatchObject({ endpoint: 'tokens.count', status: 401 })
   })
 })
+
+describe('an authenticate hook that throws on a refused body', () => {
+  test('the answer is 500 with the request id the hooks saw, and the completion hooks hear of it', async () => {
+    const upstream = await startMockUpstream()
+    const seen: Array<{ id: string; status: number; code: string | null }> = []
+    const broken = definePlugin({
+      name: 'broken-auth',
+      setup: () => ({
+        authenticate: () => {
+          throw new Error('key store unreachable')
+        },
+        onComplete: (req, outcome: Outcome) => void seen.push({ id: req.id, status: outcome.status, code: outcome.errorCode }),
+      }),
+    })
+    const gw = await startAuthGateway(upstream.url, { config: { plugins: [broken] } })
+    try {
+      const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' })
+      expect(res.status).toBe(500)
+      const id = res.headers.get('x-request-id')
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('internal_error')
+      const until = Date.now() + 2000
+      while (seen.length === 0 && Date.now() < until) await Bun.sleep(5)
+      expect(seen).toEqual([{ id: id!, status: 500, code: 'internal_error' }])
+    } finally {
+      await gw.close()
+      await upstream.stop()
+    }
+  })
+})

@@ -45,9 +45,14 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
    */
   const refuse = async (endpoint: Endpoint, refused: RefusedBody, request: Request, id: string): Promise<Response> => {
     const req = pipeline.createRequest(endpoint, request, id, refused.body)
-    let failed = pipeline.authenticate(req)
-    if (failed instanceof Promise) failed = await failed
-    return pipeline.fail(req, failed ?? refused.error)
+    try {
+      const checked = pipeline.authenticate(req)
+      const failed = checked instanceof Promise ? await checked : checked
+      return pipeline.fail(req, failed ?? refused.error)
+    } catch (error) {
+      // A hook that throws: the answer keeps the request's id, and the completion hooks hear of it.
+      return pipeline.failed(req, error)
+    }
   }
   const jsonBody = (schema: TSchema) => ({ required: true, content: { 'application/json': { schema } } })
   // Two body shapes: checked against the one it claims to be, so an error names the field at fault.
