@@ -1,3 +1,4 @@
+import { Type, type TSchema } from '@sinclair/typebox'
 import { Elysia } from 'elysia'
 import { adminGuard } from '../../src/admin-key.ts'
 import type { Selectable } from 'kysely'
@@ -258,7 +259,10 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         set.status = 201
         return { ...keyView(await key(id), now()), key: minted.plaintext }
       },
-      { body: S.CreateKey, detail: { tags, summary: 'Create a key; the plaintext `key` appears only in this response' } },
+      {
+        body: S.CreateKey,
+        detail: { tags, summary: 'Create a key; the plaintext `key` appears only in this response', responses: created('The new key, with its plaintext `key`', CreatedKey) },
+      },
     )
     .get(
       '/keys',
@@ -396,7 +400,14 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         set.status = 201
         return { ...keyView(await key(id), now()), key: minted.plaintext, previous: keyView(await key(row.id), now()) }
       },
-      { body: S.RotateKey, detail: { tags, summary: 'Replace a key with a new secret, keeping its limits, budget and spend; the old one works for grace_seconds more' } },
+      {
+        body: S.RotateKey,
+        detail: {
+          tags,
+          summary: 'Replace a key with a new secret, keeping its limits, budget and spend; the old one works for grace_seconds more',
+          responses: created('The new key, with its plaintext `key`, and the `previous` one as it is now', RotatedKey),
+        },
+      },
     )
 }
 
@@ -464,6 +475,43 @@ export function teamView(r: TeamRow) {
     updated_at: r.updated_at,
   }
 }
+
+/** The 201 response of a route, for its documentation (responses are not validated against it). */
+const created = (description: string, schema: TSchema) => ({ 201: { description, content: { 'application/json': { schema } } } })
+
+const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()])
+const Time = Type.String({ format: 'date-time' })
+/** What keyView returns, for the documentation (test/docs.test.ts compares it with a real response). */
+const KeyView = Type.Object({
+  object: Type.Literal('api_key'),
+  id: Type.String(),
+  name: Nullable(Type.String()),
+  display: Type.String({ description: 'The key shortened for display: its start and last 4 characters' }),
+  start: Type.String(),
+  end: Type.String(),
+  environment: Type.String(),
+  status: Type.Union([Type.Literal('active'), Type.Literal('revoked'), Type.Literal('expired')]),
+  user_id: Type.String(),
+  team_id: Nullable(Type.String()),
+  models: Nullable(Type.Array(Type.String())),
+  scopes: Nullable(Type.Array(Type.String())),
+  limits: Nullable(S.Limits),
+  budget: Nullable(S.Budget),
+  metadata: Nullable(Type.Record(Type.String(), Type.Unknown())),
+  expires_at: Nullable(Time),
+  created_at: Time,
+  updated_at: Time,
+  last_used_at: Nullable(Time),
+  revoked_at: Nullable(Time),
+  revoked_reason: Nullable(Type.String()),
+  rotated_from: Nullable(Type.String()),
+  rotated_to: Nullable(Type.String()),
+  grace_until: Nullable(Time),
+  lineage_id: Type.String({ description: 'The first key of its rotation chain, whose limits and budget counters the chain shares' }),
+})
+const Plaintext = Type.String({ description: 'The key itself: shown in this response only, never again' })
+const CreatedKey = Type.Object({ ...KeyView.properties, key: Plaintext })
+const RotatedKey = Type.Object({ ...KeyView.properties, key: Plaintext, previous: KeyView })
 
 /** A key as the admin API shows it: the display form, never the hash or plaintext. */
 export function keyView(r: KeyRow, now: number) {

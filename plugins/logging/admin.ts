@@ -6,7 +6,6 @@ import { GROUPINGS, logPage, usageBy, type Grouping, type LogFilter, type UsageC
 import * as S from './schemas.ts'
 
 const tags = ['Admin: usage and logs']
-const security = [{ bearer: [] }]
 
 /** `/admin/usage` and `/admin/logs`, behind the admin key. */
 export function analyticsRoutes(services: Services) {
@@ -36,7 +35,6 @@ export function analyticsRoutes(services: Services) {
           response: { 200: S.UsageList },
           detail: {
             tags,
-            security,
             summary: 'Usage grouped by key, user, team, model, provider key or UTC day',
             description:
               'Requests, errors (status ≥ 400), tokens and USD cost per group over [from, to), most requests first, then by group (the null group last). Pass `next_cursor` back as `cursor` for the next page. Counts requests whose log row is written (rows are written in batches, normally within a second); pages are exact when `to` is in the past, while with live traffic a group whose count changes between pages may move across the page boundary.',
@@ -68,7 +66,6 @@ export function analyticsRoutes(services: Services) {
           response: { 200: S.LogList },
           detail: {
             tags,
-            security,
             summary: 'Request log, newest first, filtered and cursor-paged',
             description: 'One row per request. Pass `next_cursor` back as `before` for the next page. Never contains a key, a secret or a body.',
           },

@@ -1,7 +1,11 @@
 import { dirname, join } from 'node:path'
 import { Elysia } from 'elysia'
 import { openapi } from '@elysiajs/openapi'
+import { getPossiblePath, unwrapSchema } from '@elysiajs/openapi/openapi'
+import { OptionalKind } from '@sinclair/typebox'
 import { GatewayError } from '../errors.ts'
+
+const SPEC_PATH = '/swagger/json'
 
 const ASSETS = {
   'swagger-ui.css': 'text/css; charset=utf-8',
@@ -44,11 +48,18 @@ export function docsRoutes(version: string) {
   // Resolve the folder without importing the package: its entry loads the whole UI bundle into memory.
   const dir = dirname(require.resolve('swagger-ui-dist/package.json'))
   const files = new Map(Object.entries(ASSETS).map(([name, type]) => [name, { path: join(dir, name), type }]))
-  return new Elysia({ name: 'sluice.docs' })
+  const docs = new Elysia({ name: 'sluice.docs' })
+  // Every route of the app this is used in: what the openapi plugin reads too (protected in Elysia's types only).
+  const appRoutes = () => (docs as unknown as { getGlobalRoutes(): readonly DocumentedRoute[] }).getGlobalRoutes()
+  return docs
+    // Local: runs for this instance's routes only, the document's among them (registered below).
+    .onAfterHandle(({ path, response }) => {
+      if (path === SPEC_PATH && response !== null && typeof response === 'object') complete(response as OpenApiDoc, appRoutes())
+    })
     .use(
       openapi({
         path: '/swagger',
-        specPath: '/swagger/json',
+        specPath: SPEC_PATH,
         provider: null,
         exclude: { paths: [/^\/swagger/] },
         documentation: {
@@ -60,8 +71,10 @@ export function docsRoutes(version: string) {
           },
           components: {
             securitySchemes: {
-              bearer: { type: 'http', scheme: 'bearer', description: 'A sluice API key, or the admin key for /admin routes' },
-              apiKey: { type: 'apiKey', in: 'header', name: 'x-api-key' },
+              bearer: { type: 'http', scheme: 'bearer', description: 'A sluice API key (sk-<env>-…)' },
+              apiKey: { type: 'apiKey', in: 'header', name: 'x-api-key', description: 'A sluice API key, for clients that cannot send a bearer token' },
+              // Its own scheme, so that Swagger UI holds the admin key and an API key at once and sends each where it belongs.
+              admin: { type: 'http', scheme: 'bearer', description: 'The admin key: SLUICE_ADMIN_KEY, or the one printed at first start' },
             },
           },
         },
@@ -77,4 +90,51 @@ export function docsRoutes(version: string) {
       },
       { detail: { hide: true } },
     )
+}
+
+/** Every /admin route is behind the admin key (adminGuard, or its own check); one that is not says so in its `security`. */
+const ADMIN_SECURITY = [{ admin: [] }]
+
+interface Operation {
+  requestBody?: { content?: Record<string, unknown>; required?: boolean }
+  security?: unknown[]
+}
+interface OpenApiDoc {
+  paths?: Record<string, Record<string, Operation>>
+}
+interface DocumentedRoute {
+  method: string
+  path: string
+  hooks?: { body?: unknown }
+}
+
+/**
+ * Fills in what @elysiajs/openapi leaves out of the document, in place (the plugin builds it once
+ * and serves that object again, so this is idempotent):
+ *
+ * - A route's `body` schema. Once a route has a parse hook, the plugin documents its body under the
+ *   content types of its parsers named by string (`parse: 'json'`…) and skips those that are
+ *   functions, such as adminGuard's `onParse` check of the admin key: the body of every guarded
+ *   route came out as `content: {}`, and the empty requestBody replaced any `detail.requestBody`.
+ *   It is documented here as JSON, what the API takes, with the very schema that validates it;
+ *   required unless the schema is optional (a key's revoke and rotate take no body as well).
+ * - The admin key for every /admin operation that declares no `security`.
+ */
+function complete(doc: OpenApiDoc, routes: readonly DocumentedRoute[]): void {
+  for (const route of routes) {
+    const body = route.hooks?.body
+    if (!body) continue
+    for (const path of getPossiblePath(route.path)) {
+      const requestBody = doc.paths?.[path.replace(/:([^/]+)/g, '{$1}')]?.[route.method.toLowerCase()]?.requestBody
+      if (!requestBody?.content || Object.keys(requestBody.content).length > 0) continue
+      const schema = unwrapSchema(body as Parameters<typeof unwrapSchema>[0])
+      if (!schema) continue
+      requestBody.content['application/json'] = { schema }
+      requestBody.required = !(typeof body === 'object' && OptionalKind in body)
+    }
+  }
+  for (const [path, operations] of Object.entries(doc.paths ?? {})) {
+    if (path !== '/admin' && !path.startsWith('/admin/')) continue
+    for (const operation of Object.values(operations)) operation.security ??= ADMIN_SECURITY
+  }
 }
