@@ -11,7 +11,7 @@ import type { Outcome, Usage } from '../src/plugin.ts'
 import { mockChatCompletion, mockEmbeddings } from '../src/providers/mock/generate.ts'
 import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
-import { postJson, streamedText, waitFor, type ChunkLike } from './support/http.ts'
+import { postJson, settledHooks, streamedText, waitFor, type ChunkLike } from './support/http.ts'
 
 const messages = [{ role: 'user', content: 'hello there' }]
 
@@ -26,7 +26,13 @@ function recorder() {
       onComplete: (_req, outcome) => void outcomes.push(outcome),
     }),
   })
-  return { plugin, usages, outcomes }
+  /** Empties the record once the hooks of earlier requests have all been heard (see settledHooks). */
+  async function reset(): Promise<void> {
+    await settledHooks(() => usages.length + outcomes.length)
+    usages.length = 0
+    outcomes.length = 0
+  }
+  return { plugin, usages, outcomes, reset }
 }
 
 /** A raw HTTP exchange: the bytes and headers exactly as sent, with no decompression on our side. */
@@ -94,7 +100,7 @@ describe('a gzip-compressing upstream', () => {
   }
 
   test('the usage hook reads the provider usage from a decompressed body', async () => {
-    rec.usages.length = 0
+    await rec.reset()
     const body = { model: 'mock-gpt', input: 'alpha' }
     const res = await postJson(`${tapped.url}/v1/embeddings`, body)
     expect(((await res.json()) as { usage: unknown }).usage).toEqual(mockEmbeddings(body).usage)
@@ -121,10 +127,9 @@ describe('a client that goes away mid-stream', () => {
     await tapped.close()
     await upstream.stop()
   })
-  beforeEach(() => {
+  beforeEach(async () => {
     upstream.reset()
-    rec.usages.length = 0
-    rec.outcomes.length = 0
+    await rec.reset()
   })
 
   /**
@@ -198,10 +203,9 @@ describe('the usage chunk a plugin needs', () => {
     await plain.close()
     await upstream.stop()
   })
-  beforeEach(() => {
+  beforeEach(async () => {
     upstream.reset()
-    rec.usages.length = 0
-    rec.outcomes.length = 0
+    await rec.reset()
   })
 
   test('is asked of the upstream, hidden from a client that did not ask, and reaches onUsage', async () => {
@@ -306,9 +310,8 @@ describe('an upstream that writes its JSON with spaces, as Python servers do', (
     await gw.close()
     py.stop(true)
   })
-  beforeEach(() => {
-    rec.usages.length = 0
-    rec.outcomes.length = 0
+  beforeEach(async () => {
+    await rec.reset()
   })
 
   test('the usage chunk the client did not ask for is hidden, and its usage reaches onUsage', async () => {

@@ -11,7 +11,7 @@ import { definePlugin, type GatewayRequest, type Usage } from '../../src/plugin.
 import { startMockUpstream, type MockUpstream } from '../../test/fixtures/mock-upstream.ts'
 import { startAuthGateway, userWithKey, type AuthGateway } from '../../test/support/auth.ts'
 import { startGateway as startTestGateway, type TestGateway } from '../../test/support/gateway.ts'
-import { expectError, postJson, waitFor } from '../../test/support/http.ts'
+import { expectError, postJson, settledHooks, waitFor } from '../../test/support/http.ts'
 import { BUILTIN_PRICES } from './prices.ts'
 
 /** The cookbook's chat example: 124 tokens for gpt-4o (o200k_base), 129 for gpt-4 (cl100k_base). */
@@ -308,7 +308,8 @@ describe('usage the provider did not report', () => {
     gw = await startGateway(config(['tokens', rec.plugin]))
   })
   afterAll(() => gw.close())
-  beforeEach(() => {
+  beforeEach(async () => {
+    await settledHooks(() => rec.usages.length)
     rec.usages.length = 0
   })
 

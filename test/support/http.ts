@@ -88,3 +88,17 @@ export interface ChunkLike {
 export function streamedText(chunks: readonly ChunkLike[]): string {
   return chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')
 }
+
+/**
+ * Resolves once `count()` has not moved for `quietMs` (at most `maxMs`): hooks run after the
+ * responses, so a test's last request may still be heard after the next test began. For emptying
+ * a record of hook calls between tests.
+ */
+export async function settledHooks(count: () => number, quietMs = 30, maxMs = 2000): Promise<void> {
+  const deadline = Date.now() + maxMs
+  let seen = -1
+  while (Date.now() < deadline && seen !== count()) {
+    seen = count()
+    await Bun.sleep(quietMs)
+  }
+}
