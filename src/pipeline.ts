@@ -813,26 +813,21 @@ export class Pipeline {
   }
 
   private complete(req: GatewayRequest, outcome: Outcome): void {
-    const usage = req.usage
-    if (usage !== undefined) {
-      const hooks = this.usageHooks
-      for (let i = 0; i < hooks.length; i++) {
-        try {
-          // A hook may be async: its failure is caught too, or it would end the process.
-          const done: unknown = hooks[i]!(req, usage)
-          if (done instanceof Promise) done.catch((error: unknown) => this.hookFailed('onUsage', this.usageNames[i]!, req, error))
-        } catch (error) {
-          this.hookFailed('onUsage', this.usageNames[i]!, req, error)
-        }
-      }
-    }
-    const hooks = this.completeHooks
+    if (req.usage !== undefined) this.runAfter('onUsage', this.usageHooks, this.usageNames, req, req.usage)
+    this.runAfter('onComplete', this.completeHooks, this.completeNames, req, outcome)
+  }
+
+  /**
+   * Each hook of a stage that runs after the response, in order. A hook may be async: a failure,
+   * thrown or from its promise (which would otherwise end the process), is logged and skipped.
+   */
+  private runAfter<A>(stage: 'onUsage' | 'onComplete', hooks: readonly ((req: GatewayRequest, arg: A) => void)[], names: readonly string[], req: GatewayRequest, arg: A): void {
     for (let i = 0; i < hooks.length; i++) {
       try {
-        const done: unknown = hooks[i]!(req, outcome)
-        if (done instanceof Promise) done.catch((error: unknown) => this.hookFailed('onComplete', this.completeNames[i]!, req, error))
+        const done: unknown = hooks[i]!(req, arg)
+        if (done instanceof Promise) done.catch((error: unknown) => this.hookFailed(stage, names[i]!, req, error))
       } catch (error) {
-        this.hookFailed('onComplete', this.completeNames[i]!, req, error)
+        this.hookFailed(stage, names[i]!, req, error)
       }
     }
   }
