@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox'
 import type { Pricing } from '../../src/config/schema.ts'
 import { roughPromptTokens } from '../../src/lib/usage.ts'
-import type { ModelRegistry } from '../../src/models.ts'
+import type { ModelGroup, ModelRegistry } from '../../src/models.ts'
 import { definePlugin } from '../../src/plugin.ts'
 import type { Tokenizer } from '../../src/services.ts'
 import { DEFAULT_IMAGE_RULE, knownImageRule, type ImageRuleName } from './count.ts'
@@ -66,12 +66,22 @@ export const tokens = definePlugin({
       return found.encoding
     }
 
+    // A group's image rule is worked out once: the registry replaces a group's object when it changes.
+    const imageRules = new WeakMap<ModelGroup, ImageRuleName>()
+    const imageRuleFor = (model: string): ImageRuleName => {
+      const group = models.get(model)
+      if (!group) return resolveImageRule(models, model)
+      let rule = imageRules.get(group)
+      if (rule === undefined) imageRules.set(group, (rule = resolveImageRule(models, model)))
+      return rule
+    }
+
     const tokenizer: Tokenizer = {
       name: 'tiktoken',
       encodingFor,
       countPrompt(endpoint, body, model, purpose) {
         if (purpose === 'reserve' && options.reserve === 'estimate') return roughPromptTokens(body)
-        return pool.run({ op: 'prompt', encoding: encodingFor(model), images: resolveImageRule(models, model), endpoint, body })
+        return pool.run({ op: 'prompt', encoding: encodingFor(model), images: imageRuleFor(model), endpoint, body })
       },
       countText(text, model) {
         return text.length === 0 ? 0 : pool.run({ op: 'text', encoding: encodingFor(model), text })
