@@ -120,7 +120,8 @@ export function toRow(req: GatewayRequest, outcome: Outcome, arrivedAt: number, 
     latency_ms: count(Math.round(outcome.latencyMs)),
     ttft_ms: outcome.ttftMs === null ? null : count(Math.round(outcome.ttftMs)),
     streamed: req.stream ? 1 : 0,
-    client_ip: textOrNull(clientIpOf(req, trustProxy)),
+    // A socket's peer, or an X-Forwarded-For entry isIP accepted: no NUL in either.
+    client_ip: clientIpOf(req, trustProxy),
     user_agent: textOrNull(userAgent, MAX_USER_AGENT),
   }
 }
