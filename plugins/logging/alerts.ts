@@ -4,7 +4,7 @@ import { budgetPeriod, type Budget } from '../../src/limits.ts'
 import type { Logger } from '../../src/lib/logger.ts'
 import type { CounterSeries, MetricsRegistry } from '../../src/metrics.ts'
 import type { UpstreamHealth } from '../../src/upstream-health.ts'
-import { lineageSpendSince, spendSince, type SpendColumn } from './repo.ts'
+import { inChunks, lineageSpendSince, spendSince, type SpendColumn } from './repo.ts'
 
 /** The kinds of alert, as the `kind` field of the webhook body. */
 export type AlertKind = 'key_expiring' | 'budget' | 'upstream_key_dead'
@@ -249,8 +249,7 @@ export class AlertMonitor {
     const lineages = [...new Set(keys.map((k) => k.lineage_id ?? k.id))]
     const newest = new Map<string, { id: string; createdAt: string; last: boolean }>()
     const count = new Map<string, number>()
-    for (let i = 0; i < lineages.length; i += 500) {
-      const chunk = lineages.slice(i, i + 500)
+    await inChunks(lineages, async (chunk) => {
       const members = await this.db
         .selectFrom('api_keys')
         .select(['id', 'lineage_id', 'status', 'expires_at', 'grace_until', 'created_at', 'rotated_to'])
@@ -266,7 +265,7 @@ export class AlertMonitor {
         const candidate = { id: m.id, createdAt: m.created_at, last: m.rotated_to === null }
         if (!seen || newer(candidate, seen)) newest.set(lineage, candidate)
       }
-    }
+    })
     const subjects: Budgeted[] = []
     for (const k of keys) {
       const lineage = k.lineage_id ?? k.id

@@ -161,9 +161,7 @@ export type SpendColumn = 'key_id' | 'user_id' | 'team_id'
 /** Tokens and USD spent per subject since `from` (ISO; null: ever), for the given ids. */
 export async function spendSince(db: Db, column: SpendColumn, ids: readonly string[], from: string | null): Promise<Map<string, { tokens: number; usd: number }>> {
   const out = new Map<string, { tokens: number; usd: number }>()
-  // Bounded IN lists: both dialects cap bound parameters.
-  for (let i = 0; i < ids.length; i += 500) {
-    const chunk = ids.slice(i, i + 500)
+  await inChunks(ids, async (chunk) => {
     let q = db
       .selectFrom('request_logs')
       .select([sql<string>`${sql.ref(column)}`.as('id'), (eb) => eb.fn.sum<number>('total_tokens').as('tokens'), (eb) => eb.fn.sum<number>('cost_usd').as('usd')])
@@ -171,7 +169,7 @@ export async function spendSince(db: Db, column: SpendColumn, ids: readonly stri
     if (from !== null) q = q.where('at', '>=', from)
     const rows = await q.groupBy(column).execute()
     for (const r of rows) out.set(String(r.id), { tokens: num(r.tokens), usd: num(r.usd) })
-  }
+  })
   return out
 }
 
@@ -183,9 +181,8 @@ export async function spendSince(db: Db, column: SpendColumn, ids: readonly stri
 export async function lineageSpendSince(db: Db, lineages: readonly string[], from: string | null): Promise<Map<string, { tokens: number; usd: number }>> {
   const out = new Map<string, { tokens: number; usd: number }>()
   const lineage = sql<string>`coalesce(${sql.ref('k.lineage_id')}, ${sql.ref('k.id')})`
-  // Each chunk is bound twice: 500 keeps a query far below both dialects' parameter caps.
-  for (let i = 0; i < lineages.length; i += 500) {
-    const chunk = lineages.slice(i, i + 500)
+  // Each chunk is bound twice: still far below both dialects' parameter caps.
+  await inChunks(lineages, async (chunk) => {
     let q = db
       .selectFrom('api_keys as k')
       .innerJoin('request_logs as r', 'r.key_id', 'k.id')
@@ -196,6 +193,11 @@ export async function lineageSpendSince(db: Db, lineages: readonly string[], fro
     if (from !== null) q = q.where('r.at', '>=', from)
     const rows = await q.groupBy(lineage).execute()
     for (const r of rows) out.set(String(r.id), { tokens: num(r.tokens), usd: num(r.usd) })
-  }
+  })
   return out
+}
+
+/** Runs `run` on the ids 500 at a time, one after the other: both dialects cap the parameters a statement binds. */
+export async function inChunks(ids: readonly string[], run: (chunk: readonly string[]) => Promise<void>): Promise<void> {
+  for (let i = 0; i < ids.length; i += 500) await run(ids.slice(i, i + 500))
 }
