@@ -120,13 +120,18 @@ function copyContainers(value: unknown, copies = new Map<object, unknown>()): un
     for (const item of value) out.push(copyContainers(item, copies))
     return out
   }
-  const proto = Object.getPrototypeOf(value)
-  if (proto !== Object.prototype && proto !== null) return value
-  const out: Record<string, unknown> = Object.create(proto)
+  if (!isPlainObject(value)) return value
+  const out: Record<string, unknown> = Object.create(Object.getPrototypeOf(value) as object | null)
   copies.set(value, out)
   // Defined, not assigned: an own "__proto__" key (JSON.parse makes them) stays a key.
   for (const [key, item] of Object.entries(value)) Object.defineProperty(out, key, { value: copyContainers(item, copies), enumerable: true, writable: true, configurable: true })
   return out
+}
+
+/** An object literal or a JSON object (its prototype Object's or none), not a class instance. */
+function isPlainObject(value: object): boolean {
+  const proto: unknown = Object.getPrototypeOf(value)
+  return proto === Object.prototype || proto === null
 }
 
 const references = new WeakMap<object, number>()
@@ -146,10 +151,7 @@ function optionsIdentity(options: unknown): string {
   try {
     return JSON.stringify(options ?? null, (_key, value: unknown) => {
       if (typeof value === 'function') return ref(value)
-      if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
-        const proto = Object.getPrototypeOf(value)
-        if (proto !== Object.prototype && proto !== null) return ref(value)
-      }
+      if (typeof value === 'object' && value !== null && !Array.isArray(value) && !isPlainObject(value)) return ref(value)
       return value
     })
   } catch {
