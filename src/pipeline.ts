@@ -1,7 +1,7 @@
 import { type ErrorCode, GatewayError } from './errors.ts'
 import type { Logger } from './lib/logger.ts'
 import type { Services } from './services.ts'
-import type { Pricing } from './config/schema.ts'
+import type { Pricing, Timeouts } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
 import { streamErrorFrame } from './providers/shared/openai-format.ts'
@@ -363,8 +363,7 @@ export class Pipeline {
     const body = req.body.model === target.model ? req.body : { ...req.body, model: target.model }
     const guard = new CallGuard(req.request.signal)
     const timeouts = target.provider.config.timeouts
-    // The whole call may be shorter than the wait for the first byte.
-    const firstByteMs = Math.min(timeouts?.first_byte_ms ?? DEFAULT_FIRST_BYTE_MS, timeouts?.total_ms ?? DEFAULT_TOTAL_MS)
+    const firstByteMs = headersWaitMs(timeouts, req.stream)
     const startedAt = performance.now()
     let kept = false
     const timer = setTimeout(firstByteTimeout, firstByteMs, guard)
@@ -831,6 +830,19 @@ export class Pipeline {
       }
     }
   }
+}
+
+/**
+ * How long an upstream call may take to answer with its headers. A stream sends them at once and
+ * then its first token, so the default is `first_byte_ms`' own; a JSON answer's headers come only
+ * once the whole completion is generated (minutes for a long one or a reasoning model), so its
+ * default is the whole call's `total_ms`: cutting it at a minute would fail it and send it again to
+ * the next target, paid twice. A `first_byte_ms` the operator set applies to both. Never longer than
+ * the whole call.
+ */
+export function headersWaitMs(timeouts: Timeouts | undefined, stream: boolean): number {
+  const total = timeouts?.total_ms ?? DEFAULT_TOTAL_MS
+  return Math.min(timeouts?.first_byte_ms ?? (stream ? DEFAULT_FIRST_BYTE_MS : total), total)
 }
 
 /** Without a routing plugin: the group's first target with its provider's first key, once. */

@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
+import { headersWaitMs } from '../src/pipeline.ts'
 import { definePlugin } from '../src/plugin.ts'
 import type { Outcome } from '../src/plugin.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'
@@ -196,3 +197,23 @@ for (const mode of ['no plugin', 'a plugin tapping the body'] as const) {
     })
   })
 }
+
+describe('the wait for the upstream\'s headers (first_byte_ms)', () => {
+  test('a stream waits first_byte_ms (60 s by default) for its headers', () => {
+    expect(headersWaitMs(undefined, true)).toBe(60_000)
+    expect(headersWaitMs({ total_ms: 900_000 }, true)).toBe(60_000)
+  })
+
+  test('a JSON answer, whose headers come once it is generated, waits the whole call by default, not a minute', () => {
+    expect(headersWaitMs(undefined, false)).toBe(600_000)
+    expect(headersWaitMs({ total_ms: 900_000 }, false)).toBe(900_000)
+    expect(headersWaitMs({ idle_ms: 1000 }, false)).toBe(600_000)
+  })
+
+  test('a first_byte_ms the operator set applies to both, never past total_ms', () => {
+    expect(headersWaitMs({ first_byte_ms: 5000 }, false)).toBe(5000)
+    expect(headersWaitMs({ first_byte_ms: 5000 }, true)).toBe(5000)
+    expect(headersWaitMs({ first_byte_ms: 5000, total_ms: 2000 }, true)).toBe(2000)
+    expect(headersWaitMs({ total_ms: 2000 }, true)).toBe(2000)
+  })
+})

@@ -20,7 +20,7 @@ export const ProviderKeySchema = Type.Object(
 
 export const TimeoutsSchema = Type.Object(
   {
-    /** ms until the upstream answers with headers. @default 60000 */
+    /** ms until the upstream answers with headers. @default 60000 for a stream, total_ms for a JSON answer (whose headers come once it is generated) */
     first_byte_ms: Type.Optional(Type.Integer({ minimum: 1 })),
     /** ms between two stream chunks. @default 120000 */
     idle_ms: Type.Optional(Type.Integer({ minimum: 1 })),
