@@ -7,7 +7,7 @@ import type { Budget, Limits } from '../../src/limits.ts'
 import { priceOf } from '../../src/lib/usage.ts'
 import { settleSurely } from './settle.ts'
 import { MICRO, PlanCache, hasLease, planItems, withCosts, type Item, type Subjects } from './plan.ts'
-import { MemoryStore, type AdmitOutcome, type QuotaStore } from './store.ts'
+import { MemoryStore, type AdmitOutcome, type HeldLeases, type QuotaStore } from './store.ts'
 import { RedisStore } from './redis-store.ts'
 import { IoredisConnection, NativeConnection } from './connection.ts'
 
@@ -17,7 +17,7 @@ const Options = Type.Object(
     fail_mode: Type.Union([Type.Literal('closed'), Type.Literal('open')], { default: 'closed' }),
     /** Completion tokens reserved when a request sets no `max_tokens`. @default 256 */
     completion_estimate: Type.Integer({ minimum: 0, default: 256 }),
-    /** A `max_parallel` lease expires after this long, so a crashed instance does not hold it forever. @default 600000 */
+    /** A `max_parallel` lease expires this long after it was taken or last renewed (every third of it while its request runs), so a crashed instance does not hold it forever. @default 600000 */
     lease_ms: Type.Integer({ minimum: 1000, default: 600_000 }),
     /** Redis Cluster hash tag shared by every quota key, so one script sees them all in one slot. @default "sluice" */
     hash_tag: Type.String({ minLength: 1, maxLength: 64, pattern: '^[^{}]+$', default: 'sluice' }),
@@ -33,6 +33,8 @@ const LOCAL = 'quota'
 /** Retries of a settlement that could not be sent, and of the lease release after one that failed: 0.25 + 0.5 + 1 + 2 + 4 s. */
 const SETTLE_RETRIES = 5
 const SETTLE_RETRY_MS = 250
+/** A request still holding leases after this long is taken for lost (its end never heard): its leases are no longer renewed. */
+const MAX_RENEWED_MS = 24 * 60 * 60 * 1000
 
 /** What admission took, kept on the request until it settles. */
 interface Reservation {
@@ -98,6 +100,33 @@ export const quota = definePlugin({
 
     const plans = new PlanCache({ tag: options.hash_tag, leaseMs: options.lease_ms })
 
+    // Requests in flight that hold max_parallel leases, by request id. A lease expires lease_ms
+    // after it was taken; a call may run longer (each attempt up to its provider's total_ms, and a
+    // fallback after it), and its slot would then be free while it still runs. Every third of
+    // lease_ms, the leases of the requests still here are renewed in one call per store.
+    const leased = new Map<string, HeldLeases & { store: QuotaStore; since: number }>()
+    const renewLeases = (): void => {
+      const now = services.now()
+      const byStore = new Map<QuotaStore, HeldLeases[]>()
+      for (const [id, held] of leased) {
+        if (now - held.since > MAX_RENEWED_MS) {
+          leased.delete(id)
+          logger.warn('a request has held its max_parallel leases for a day; they are no longer renewed', { request_id: id })
+          continue
+        }
+        let list = byStore.get(held.store)
+        if (!list) byStore.set(held.store, (list = []))
+        list.push(held)
+      }
+      for (const [store, list] of byStore) {
+        store.renew(list, now).catch((error: unknown) => logger.warn('renewing max_parallel leases failed; retried at the next renewal', { leases: list.length, error: String(error) }))
+      }
+    }
+    const renewer = setInterval(() => {
+      if (leased.size > 0) renewLeases()
+    }, Math.floor(options.lease_ms / 3))
+    renewer.unref()
+
     return {
       async admit(req) {
         const identity = req.identity
@@ -129,6 +158,7 @@ export const quota = definePlugin({
         putRateLimitHeaders(req.responseHeaders, items, outcome.remaining)
         if (!outcome.ok) return refusal(items[outcome.failed]!, outcome, req.responseHeaders)
         req.locals[LOCAL] = { items, store, tokens, microUsd } satisfies Reservation
+        if (hasLease(items)) leased.set(req.id, { items, leaseId: req.id, store, since: now })
       },
       // The settlement needs the usage only: the pipeline need not ask Bun for the client address for it.
       readsClientIpOnComplete: false,
@@ -136,6 +166,7 @@ export const quota = definePlugin({
         const reservation = req.locals[LOCAL] as Reservation | undefined
         if (!reservation) return
         req.locals[LOCAL] = undefined
+        if (leased.size > 0) leased.delete(req.id)
         const usage = req.usage
         // Without usage (the upstream failed), the tokens and money reserved go back; the request still counts.
         const realTokens = usage?.totalTokens ?? 0
@@ -184,6 +215,7 @@ export const quota = definePlugin({
         }
       },
       async close() {
+        clearInterval(renewer)
         await memory.close()
         if (primary !== memory) await primary.close()
       },

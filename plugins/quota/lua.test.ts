@@ -18,6 +18,7 @@ const sha1 = (text: string): string => new Bun.CryptoHasher('sha1').update(text)
 const SCRIPTS = [
   ['BATCH', lua.BATCH_SCRIPT, lua.BATCH_SHA],
   ['PEEK', lua.PEEK_SCRIPT, lua.PEEK_SHA],
+  ['RENEW', lua.RENEW_SCRIPT, lua.RENEW_SHA],
 ] as const
 
 describe('script constants', () => {

@@ -257,3 +257,25 @@ end
 return out`
 
 export const PEEK_SHA = 'b17a8a6548b2bd206146d326d69f9956465f2a60'
+
+/**
+ * RENEW pushes back the expiry of leases still held: KEYS are lease sets, ARGV pairs of the lease
+ * id and its `until` (ms), one pair a key. Only a lease the set still holds unexpired is renewed:
+ * one a settlement removed, or that expired (its slot may be another request's by now), stays
+ * gone. The set lives past its latest lease, as when the lease was taken. Answers how many were
+ * renewed.
+ */
+export const RENEW_SCRIPT = `${NOW}
+local renewed = 0
+for i = 1, #KEYS do
+  local untl = tonumber(ARGV[2 * i])
+  local held = tonumber(redis.call('ZSCORE', KEYS[i], ARGV[2 * i - 1]) or '0') or 0
+  if held > now then
+    redis.call('ZADD', KEYS[i], 'XX', now + untl, ARGV[2 * i - 1])
+    redis.call('PEXPIRE', KEYS[i], untl + 1000)
+    renewed = renewed + 1
+  end
+end
+return renewed`
+
+export const RENEW_SHA = 'e3246236af3997e7fa91bbfa7a104e0bfe951ee2'

@@ -1,8 +1,8 @@
 import type { ScriptArg, ScriptConnection } from './connection.ts'
 import { KIND_LETTER, hasLease, type Item } from './plan.ts'
 import { PackWriter } from './pack.ts'
-import type { AdmitOutcome, QuotaStore } from './store.ts'
-import { BATCH_SCRIPT, BATCH_SHA, PEEK_SCRIPT, PEEK_SHA } from './lua.ts'
+import type { AdmitOutcome, HeldLeases, QuotaStore } from './store.ts'
+import { BATCH_SCRIPT, BATCH_SHA, PEEK_SCRIPT, PEEK_SHA, RENEW_SCRIPT, RENEW_SHA } from './lua.ts'
 
 /** KEYS and ARGV of a PEEK call over `items` (one request): per item kind, limit, rate, an unused 0, until. */
 function encodePeek(items: Item[], now: number): (string | number)[] {
@@ -10,6 +10,9 @@ function encodePeek(items: Item[], now: number): (string | number)[] {
   for (const it of items) args.push(KIND_LETTER[it.kind], it.limit, it.rate, 0, it.until ?? -1)
   return args
 }
+
+/** Leases a RENEW call carries at most (its KEYS and ARGV are unpacked by Redis, not by Lua). */
+const RENEW_CHUNK = 1000
 
 /** One request's admission (R: its outcome) or settlement (R: void) waiting for its batch. */
 interface Pending<R> {
@@ -388,6 +391,29 @@ export class RedisStore implements QuotaStore {
     const removals: Promise<unknown>[] = []
     for (const it of items) if (it.kind === 'lease') removals.push(client.zrem(it.key, leaseId))
     await Promise.all(removals)
+  }
+
+  /** RENEW calls of at most RENEW_CHUNK leases each, on the first connection (any would do: ZADD XX cannot bring back a released lease). */
+  async renew(held: readonly HeldLeases[], _now: number): Promise<void> {
+    const keys: string[] = []
+    const argv: (string | number)[] = []
+    const calls: Promise<unknown>[] = []
+    const flush = () => {
+      if (keys.length === 0) return
+      calls.push(this.run(this.clients[0]!, RENEW_SHA, RENEW_SCRIPT, [keys.length, ...keys, ...argv]))
+      keys.length = 0
+      argv.length = 0
+    }
+    for (const { items, leaseId } of held) {
+      for (const it of items) {
+        if (it.kind !== 'lease') continue
+        keys.push(it.key)
+        argv.push(leaseId, it.until ?? 0)
+        if (keys.length === RENEW_CHUNK) flush()
+      }
+    }
+    flush()
+    await Promise.all(calls)
   }
 
   async peek(items: Item[], now: number): Promise<number[]> {

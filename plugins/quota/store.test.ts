@@ -394,6 +394,37 @@ for (const backend of backends) {
         expect((await admit([item])).ok).toBe(true)
       })
 
+      test('renew keeps a lease held past its lifetime, and the lease set with it', async () => {
+        const item = lease(1, 1000)
+        const mine = leaseId()
+        expect((await admit([item], mine)).ok).toBe(true)
+        for (let i = 0; i < 3; i++) {
+          await Bun.sleep(500)
+          await store.renew([{ items: [item], leaseId: mine }], Date.now())
+        }
+        // 1.5 s after it was taken, a lease of 1 s still holds its slot.
+        expect((await admit([item])).ok).toBe(false)
+        await settle([item], [0], mine)
+        expect((await admit([item])).ok).toBe(true)
+      })
+
+      test('renew does not take again a lease that was released or has expired, nor one never taken', async () => {
+        const released = lease(1, 60_000)
+        const expired = lease(1, 1000)
+        const [a, b] = [leaseId(), leaseId()]
+        expect((await admit([released], a)).ok).toBe(true)
+        expect((await admit([expired], b)).ok).toBe(true)
+        await settle([released], [0], a)
+        await Bun.sleep(1050)
+        await store.renew([{ items: [released], leaseId: a }, { items: [expired], leaseId: b }, { items: [released], leaseId: 'req_never_admitted' }], Date.now())
+        expect(await peek([released, expired])).toEqual([1, 1])
+        // Buckets and counters of a request are no leases: renewing them changes nothing.
+        const others = [bucket(10, 1, 3), counter(100, 30, Date.now() + 3_600_000)]
+        expect((await admit(others, a)).ok).toBe(true)
+        await store.renew([{ items: others, leaseId: a }], Date.now())
+        expect((await peek(others)).map((r) => Math.round(r))).toEqual([7, 70])
+      })
+
       test("release drops only this request's leases and leaves buckets and counters as taken", async () => {
         const items = [bucket(10, 1, 3), counter(100, 30, Date.now() + 3_600_000), lease(2, 60_000)]
         const mine = leaseId()

@@ -15,6 +15,12 @@ export interface AdmitOutcome {
   remaining: number[]
 }
 
+/** A request in flight that holds leases: its items (the lease items among them count) and its lease id. */
+export interface HeldLeases {
+  readonly items: readonly Item[]
+  readonly leaseId: string
+}
+
 /**
  * The quota backend: one atomic admission over all items, then a settlement with the real
  * cost. In-process and Redis implementations keep the same rules; the plugin chooses one at boot.
@@ -29,6 +35,12 @@ export interface QuotaStore {
    * unknown (it timed out), so a late-running admission cannot hold a max_parallel slot.
    */
   release(items: Item[], leaseId: string): Promise<void>
+  /**
+   * Push back the expiry of each request's leases it still holds (to `until` from now): a request
+   * that runs longer than `lease_ms` keeps its `max_parallel` slot. A lease already released or
+   * expired is not taken again.
+   */
+  renew(held: readonly HeldLeases[], now: number): Promise<void>
   /** What each item has left now, taking nothing. */
   peek(items: Item[], now: number): Promise<number[]>
   close(): Promise<void>
@@ -144,6 +156,17 @@ export class MemoryStore implements QuotaStore {
 
   async release(items: Item[], leaseId: string): Promise<void> {
     for (const item of items) if (item.kind === 'lease') this.leases.get(item.key)?.delete(leaseId)
+  }
+
+  async renew(held: readonly HeldLeases[], now: number): Promise<void> {
+    for (const { items, leaseId } of held) {
+      for (const item of items) {
+        if (item.kind !== 'lease') continue
+        const leases = this.leases.get(item.key)
+        const expiry = leases?.get(leaseId)
+        if (leases && expiry !== undefined && expiry > now) leases.set(leaseId, now + (item.until ?? 0))
+      }
+    }
   }
 
   async peek(items: Item[], now: number): Promise<number[]> {
