@@ -29,6 +29,13 @@ export function createOpenAIBase(provider: ProviderConfig, options: OpenAIBaseOp
   for (const [endpoint, path] of Object.entries(PATHS) as [Endpoint, string][]) urls.set(endpoint, base + path)
   const authHeaders = options.authHeaders ?? bearer
   const fixed: Record<string, string> = { 'content-type': 'application/json', ...provider.headers }
+  // `options.stream_usage: false`: for servers that refuse `stream_options` (the gateway adds it to
+  // every stream to read the usage); their streams are then counted by estimate.
+  const streamUsage = provider.options?.stream_usage
+  if (streamUsage !== undefined && typeof streamUsage !== 'boolean') {
+    throw new Error(`provider "${provider.id}": options.stream_usage must be true or false`)
+  }
+  const dropStreamOptions = streamUsage === false
 
   return {
     type: options.type,
@@ -39,13 +46,18 @@ export function createOpenAIBase(provider: ProviderConfig, options: OpenAIBaseOp
       return fetch(url, {
         method: 'POST',
         headers: { ...fixed, ...authHeaders(call.key.secret) },
-        body: JSON.stringify(call.body),
+        body: JSON.stringify(dropStreamOptions && call.body.stream_options !== undefined ? withoutStreamOptions(call.body) : call.body),
         signal: call.signal,
         // Never follow a redirect with a secret attached to somewhere we were not told about.
         redirect: 'manual',
       })
     },
   }
+}
+
+function withoutStreamOptions(body: Record<string, unknown>): Record<string, unknown> {
+  const { stream_options: _dropped, ...rest } = body
+  return rest
 }
 
 export const openaiAdapter: AdapterFactory = (provider) =>
