@@ -12,9 +12,11 @@ import type { Migration } from 'kysely/migration';
 import * as initial from './0001-initial.ts';
 import * as logging from './0002-logging.ts';
 import * as lineage from './0003-lineage.ts';
+import * as consoleRevocations from './0004-console-revocations.ts';
 
 export const migrations = {
   '0001-initial': initial,
   '0002-logging': logging,
   '0003-lineage': lineage,
+  '0004-console-revocations': consoleRevocations,
 } as const satisfies Readonly<Record<string, Migration>>;

@@ -4,9 +4,15 @@
  * the bearer path unchanged, sign-out across instances, expiry, and the console turned off.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createLocalBus } from '../lib/bus.ts'
 import { startGateway, type TestGateway } from '../../test/support/gateway.ts'
+import { createTestPostgresDatabase, postgresUrlForTests } from '../../test/support/services.ts'
 import { CSRF_HEADER, SESSION_COOKIE } from './session.ts'
+
+const postgresUrl = await postgresUrlForTests('src/console/routes.test.ts')
 
 const ADMIN_KEY = 'sluice-admin-console-routes-0123456789'
 const ENCRYPTION_KEY = Buffer.alloc(32, 9).toString('base64')
@@ -224,6 +230,57 @@ describe('many instances', () => {
       await otherMaster.close()
     }
   })
+})
+
+describe('sign-outs outlive a restart', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-console-'))
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+  const databases = [
+    { name: 'SQLite file', available: true, open: async () => ({ url: `sqlite://${join(dir, 'revocations.db')}`, drop: async () => {} }) },
+    {
+      name: 'Postgres',
+      available: postgresUrl !== null,
+      open: async () => {
+        const made = await createTestPostgresDatabase(postgresUrl!, 'console_revocations')
+        return { url: made.url, drop: () => made.drop() }
+      },
+    },
+  ]
+  for (const database of databases) {
+    test.skipIf(!database.available)(`a signed-out session stays out after a restart, and on an instance started later (${database.name})`, async () => {
+      const { url, drop } = await database.open()
+      const started: TestGateway[] = []
+      const start = async () => {
+        const booted = await boot({ env: { DATABASE_URL: url } })
+        started.push(booted)
+        return booted
+      }
+      try {
+        const first = await start()
+        const out = await signIn(first)
+        const kept = await signIn(first)
+        expect((await call(first, '/console/logout', { method: 'POST', headers: { cookie: out.cookie, [CSRF_HEADER]: out.csrf } })).status).toBe(200)
+        // A second instance on the same database, started after the sign-out: no bus message reached it.
+        const later = await start()
+        await first.close()
+        const restarted = await start()
+        for (const gw of [later, restarted]) {
+          expect((await call(gw, '/admin/users', { headers: { cookie: out.cookie } })).status).toBe(401)
+          expect((await call(gw, '/admin/users', { headers: { cookie: kept.cookie } })).status).toBe(200)
+        }
+        // Once the session would have expired anyway, its row goes at the next start.
+        const rows = async () => (await restarted.gateway.services.db.db.selectFrom('console_revocations').select('session_id').execute()).length
+        expect(await rows()).toBe(1)
+        clock += 9 * HOUR
+        const afterExpiry = await start()
+        expect(await rows()).toBe(0)
+        expect((await call(afterExpiry, '/admin/users', { headers: { cookie: out.cookie } })).status).toBe(401)
+      } finally {
+        for (const gw of started) await gw.close().catch(() => {})
+        await drop()
+      }
+    })
+  }
 })
 
 describe('console turned off', () => {

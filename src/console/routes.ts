@@ -49,10 +49,25 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
   if (!sessions) throw new Error('the console is enabled but the admin check has no console sessions')
   // Start bundling now, so the first visit does not wait; a failure is logged and retried on that visit.
   consoleBundle().catch((error: unknown) => logger.error('the console did not build', { error: String(error) }))
+  // Sign-outs of sessions that have not expired yet, from the database: a restart, or an instance
+  // started after the sign-out (which the bus message did not reach), does not take them again.
+  const db = services.db.db
+  await db.deleteFrom('console_revocations').where('expires_at', '<=', new Date(services.now()).toISOString()).execute()
+  const revoked = await db.selectFrom('console_revocations').select(['session_id', 'expires_at']).limit(sessions.maxRevoked + 1).execute()
+  for (const row of revoked) sessions.revoke(row.session_id, Date.parse(row.expires_at))
   await services.bus.subscribe(LOGOUT_CHANNEL, (message) => {
     const parsed = /^([A-Za-z0-9_-]{22}) (\d{1,15})$/.exec(message)
     if (parsed) sessions.revoke(parsed[1]!, Number(parsed[2]))
   })
+  /** Write a sign-out down until the session's expiry, and drop the rows of sessions that expired. */
+  const remember = async (session: ConsoleSession): Promise<void> => {
+    await db
+      .insertInto('console_revocations')
+      .values({ session_id: session.id, expires_at: new Date(session.expiresAt).toISOString() })
+      .onConflict((oc) => oc.column('session_id').doNothing())
+      .execute()
+    await db.deleteFrom('console_revocations').where('expires_at', '<=', new Date(services.now()).toISOString()).execute()
+  }
   const check = compileCheck(LoginBody)
   // Behind a TLS-terminating proxy the gateway speaks plain HTTP; the browser still sees HTTPS.
   const secure = (request: Request) =>
@@ -106,6 +121,9 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
           const refused = services.admin.check(request)
           if (refused) throw refused
           sessions.revoke(session.id, session.expiresAt)
+          await remember(session).catch((error: unknown) => {
+            logger.warn('could not record a console sign-out in the database; a restart would take the session again until it expires', { error: String(error) })
+          })
           await services.bus.publish(LOGOUT_CHANNEL, `${session.id} ${session.expiresAt}`).catch((error: unknown) => {
             logger.warn('could not announce a console sign-out to other instances', { error: String(error) })
           })

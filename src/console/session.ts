@@ -46,9 +46,10 @@ export type SessionRefusal = 'no_session' | 'invalid_session' | 'missing_csrf'
  */
 export class ConsoleSessions {
   readonly ttlMs: number
+  /** Revocations remembered at most; past it every session issued before ends. */
+  readonly maxRevoked: number
   private readonly secret: Uint8Array
   private readonly now: () => number
-  private readonly maxRevoked: number
   /** Revoked session id → its expiry (after which the signature check refuses it anyway). */
   private readonly revoked = new Map<string, number>()
   /** Sessions issued before this moment are refused (set when the revoked set overflows). */

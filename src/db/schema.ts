@@ -224,6 +224,13 @@ export interface AlertsSentTable {
   sent_at: IsoTimestamp | null;
 }
 
+/** A console session signed out before its expiry (migrations/0004-console-revocations.ts). */
+export interface ConsoleRevocationsTable {
+  session_id: Immutable<string>;
+  /** The session's own expiry: past it the row is deleted. */
+  expires_at: Immutable<IsoTimestamp>;
+}
+
 /** Every table, keyed by its SQL name: the type parameter of `Kysely<Database>`. */
 export interface Database {
   users: UsersTable;
@@ -237,6 +244,7 @@ export interface Database {
   models: ModelsTable;
   request_logs: RequestLogsTable;
   alerts_sent: AlertsSentTable;
+  console_revocations: ConsoleRevocationsTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
