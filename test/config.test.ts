@@ -92,6 +92,23 @@ describe('${VAR} interpolation', () => {
     expect(config.providers[0]?.keys.map((k) => k.secret)).toEqual(['', '$NOT_A_REF {X} ${lower-case}'])
   })
 
+  test('${NAME:-default} takes the default when NAME is unset or empty, and the variable otherwise', async () => {
+    const config = await loadConfig({
+      env: { SET: 'from-env', EMPTY: '' },
+      config: {
+        providers: [
+          provider({
+            baseUrl: 'http://${UNSET_HOST:-127.0.0.1:8000}/v1',
+            keys: [{ id: 'k1', secret: '${SET:-fallback}' }, { id: 'k2', secret: '${EMPTY:-fallback}' }, { id: 'k3', secret: '${UNSET:-}' }, { id: 'k4', secret: 'a-${UNSET:-b:c-d}-e' }],
+          }),
+        ],
+        models: [model],
+      },
+    })
+    expect(config.providers[0]?.baseUrl).toBe('http://127.0.0.1:8000/v1')
+    expect(config.providers[0]?.keys.map((k) => k.secret)).toEqual(['from-env', 'fallback', '', 'a-b:c-d-e'])
+  })
+
   test('a missing variable is an error that names it and where it is used; every missing one is listed', async () => {
     const problems = await problemsOf({
       env: {},

@@ -201,13 +201,15 @@ async function readConfigFile(path: string, problems: string[]): Promise<unknown
   }
 }
 
-const VAR = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g
+/** `${NAME}`, or `${NAME:-default}` (as in a shell: the default when NAME is unset or empty). */
+const VAR = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
 
-/** Replace `${NAME}` in every string; plain objects and arrays are walked, other values kept as they are. */
+/** Replace `${NAME}` and `${NAME:-default}` in every string; plain objects and arrays are walked, other values kept as they are. */
 function interpolate(value: unknown, path: string, env: Record<string, string | undefined>, problems: string[]): unknown {
   if (typeof value === 'string') {
-    return value.replace(VAR, (_, name: string) => {
+    return value.replace(VAR, (_, name: string, fallback: string | undefined) => {
       const v = env[name]
+      if (fallback !== undefined) return v === undefined || v === '' ? fallback : v
       if (v === undefined) {
         problems.push(`${path || '/'}: environment variable ${name} is not set`)
         return ''
