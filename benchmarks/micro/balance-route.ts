@@ -23,7 +23,7 @@ const models = new ModelRegistry(
   [{ name: 'mock-gpt', targets: [{ provider: 'up', model: 'mock-gpt' }] }],
 )
 const group = models.get('mock-gpt')!
-const options = { max_attempts: 4, cooldown_ms: 10_000, circuit_failures: 5, circuit_open_ms: 30_000, backoff_ms: 50, backoff_max_ms: 1000, latency_alpha: 0.3 }
+const options = { max_attempts: 4, cooldown_ms: 10_000, circuit_failures: 5, circuit_open_ms: 30_000, backoff_ms: 50, backoff_max_ms: 1000, latency_alpha: 0.3, latency_ttl_ms: 300_000 }
 // Only what the plugin reads at setup and per request; the admin routes are not exercised here.
 const services = { bus: createLocalBus(), now: Date.now } as unknown as Services
 const context = { options, services, models, logger: createLogger('silent'), config: {} } as unknown as PluginContext<typeof options>

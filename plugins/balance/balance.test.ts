@@ -352,6 +352,29 @@ describe('strategies through the gateway', () => {
     expect((await g.key('b')).latency_ewma_ms!).toBeGreaterThan((await g.key('a')).latency_ewma_ms!)
   })
 
+  test('latency: a key that was slow once is tried again once its average is older than latency_ttl_ms, and takes traffic if it is fast now', async () => {
+    const g = await boot({
+      providers: { acct: ['a', 'b'], warm: ['w'] },
+      models: [
+        { name: 'm', strategy: 'latency', targets: [{ provider: 'acct', model: 'mock-gpt' }] },
+        { name: 'w', targets: [{ provider: 'warm', model: 'mock-gpt' }] },
+      ],
+      options: { latency_ttl_ms: 500 },
+    })
+    await okSequential(g, 3, { model: 'w' })
+    up.set(secretOf('a'), { latencyMs: 150 })
+    await okSequential(g, 10)
+    expect([requests('a'), requests('b')]).toEqual([1, 9])
+    // `a` is fast again, but nothing sends it a request to show it while its 150 ms average stands.
+    up.set(secretOf('a'), { latencyMs: 0 })
+    up.set(secretOf('b'), { latencyMs: 40 })
+    await Bun.sleep(600)
+    // Both averages have gone stale and are forgotten: whichever key serves first, the other (unknown)
+    // wins the next draw, and from then on `a`'s fresh samples keep it ahead of `b`'s 40 ms.
+    await okSequential(g, 10)
+    expect(requests('a')).toBeGreaterThanOrEqual(1 + 5)
+  })
+
   test('usage avoids a key whose x-ratelimit-remaining-requests reads 0, until its window resets', async () => {
     const g = await boot({ keys: ['a', 'b'], models: [{ name: 'm', strategy: 'usage', targets: [{ provider: 'acct', model: 'mock-gpt' }] }] })
     up.set(secretOf('a'), { headers: { 'x-ratelimit-limit-requests': '100', 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '1s' } })

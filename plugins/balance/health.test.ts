@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { DEFAULT_HEADROOM_TTL_MS, available, availableAt, cooldownOf, coolingUntil, halfOpen, headroomFrom, newHealth, recordLatency, resetAt, stateOf } from './health.ts'
+import { DEFAULT_HEADROOM_TTL_MS, available, availableAt, cooldownOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, recordLatency, resetAt, stateOf } from './health.ts'
 
 const NOW = Date.parse('2025-06-01T12:00:00Z')
 
@@ -178,11 +178,24 @@ describe('available and stateOf', () => {
 describe('recordLatency', () => {
   test('first sample as is, then an exponentially weighted moving average', () => {
     const h = newHealth('p', 'k')
-    recordLatency(h, 100, 0.5)
+    recordLatency(h, 100, 0.5, 1000)
     expect(h.latencyEwma).toBe(100)
-    recordLatency(h, 200, 0.5)
+    recordLatency(h, 200, 0.5, 2000)
     expect(h.latencyEwma).toBe(150)
-    recordLatency(h, 150, 0.5)
+    recordLatency(h, 150, 0.5, 3000)
     expect(h.latencyEwma).toBe(150)
+    expect(h.latencyAt).toBe(3000)
+  })
+
+  test('an average no sample refreshed for the ttl is forgotten (unknown again); a fresher one is kept', () => {
+    const h = newHealth('p', 'k')
+    recordLatency(h, 900, 0.5, 10_000)
+    forgetStaleLatency(h, 10_000 + 60_000, 60_000)
+    expect(h.latencyEwma).toBe(900)
+    forgetStaleLatency(h, 10_000 + 60_001, 60_000)
+    expect([h.latencyEwma, h.latencyAt]).toEqual([0, 0])
+    // Unknown, the next sample is taken as is.
+    recordLatency(h, 40, 0.5, 80_000)
+    expect(h.latencyEwma).toBe(40)
   })
 })

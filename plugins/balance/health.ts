@@ -28,6 +28,8 @@ export interface KeyHealth {
   inFlight: number
   /** Exponentially weighted moving average of attempt latency, ms; 0 = unknown. */
   latencyEwma: number
+  /** ms epoch of its newest sample; 0 = none. Past `latency_ttl_ms` the average is forgotten. */
+  latencyAt: number
   /** Learned from the upstream's rate-limit headers: remaining share 0..1, null = unknown. */
   headroom: number | null
   /** ms epoch the learned headroom stops being true (the provider's window resets). */
@@ -67,6 +69,7 @@ export function newHealth(provider: string, key: string): KeyHealth {
     trial: false,
     inFlight: 0,
     latencyEwma: 0,
+    latencyAt: 0,
     headroom: null,
     headroomUntil: 0,
     lastError: null,
@@ -74,8 +77,22 @@ export function newHealth(provider: string, key: string): KeyHealth {
 }
 
 /** Fold one attempt's latency into the key's moving average (the first sample is taken as is). */
-export function recordLatency(h: KeyHealth, latencyMs: number, alpha: number): void {
+export function recordLatency(h: KeyHealth, latencyMs: number, alpha: number, at: number): void {
   h.latencyEwma = h.latencyEwma === 0 ? latencyMs : h.latencyEwma + alpha * (latencyMs - h.latencyEwma)
+  h.latencyAt = at
+}
+
+/**
+ * Forget a latency average no sample has refreshed for `ttlMs`. The latency strategy sends
+ * nothing to a key slower than the others, so without this a key that was slow once (a bad
+ * minute upstream) would keep its old average, and no traffic, for good; unknown, it is tried
+ * the next time it is drawn, and its new samples decide.
+ */
+export function forgetStaleLatency(h: KeyHealth, now: number, ttlMs: number): void {
+  if (h.latencyAt !== 0 && now - h.latencyAt > ttlMs) {
+    h.latencyEwma = 0
+    h.latencyAt = 0
+  }
 }
 
 /** The circuit's open period is over but no request has closed it yet. */

@@ -5,7 +5,7 @@ import { GatewayError } from '../../src/errors.ts'
 import { roughPromptTokens } from '../../src/lib/usage.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
 import type { GroupTarget, ModelGroup, ModelRegistry, RouteTarget } from '../../src/models.ts'
-import { available, availableAt, cooldownOf, coolingUntil, halfOpen, headroomFrom, newHealth, recordLatency, stateOf, type Cooldown, type KeyHealth, type SharedState } from './health.ts'
+import { available, availableAt, cooldownOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, recordLatency, stateOf, type Cooldown, type KeyHealth, type SharedState } from './health.ts'
 import { PICKERS, newPickerState, type Candidate, type PickerState } from './strategies.ts'
 
 const Options = Type.Object(
@@ -28,6 +28,8 @@ const Options = Type.Object(
     backoff_max_ms: Type.Integer({ minimum: 0, default: 1000 }),
     /** Weight of the newest latency sample in the moving average. @default 0.3 */
     latency_alpha: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 0.3 }),
+    /** A key's latency average no request has refreshed for this long is forgotten, so the latency strategy tries the key again. @default 300000 */
+    latency_ttl_ms: Type.Integer({ minimum: 100, default: 300_000 }),
   },
   { additionalProperties: false },
 )
@@ -254,7 +256,7 @@ export const balance = definePlugin({
       h.failures = 0
       h.openUntil = 0
       h.trial = false
-      recordLatency(h, latencyMs, options.latency_alpha)
+      recordLatency(h, latencyMs, options.latency_alpha, now())
       const room = headroomFrom(response.headers, now())
       if (room !== null) {
         h.headroom = room.share
@@ -338,6 +340,7 @@ export const balance = definePlugin({
           for (const c of pool.candidates) {
             // Learned headroom holds only until the provider's window resets.
             if (c.health.headroom !== null && c.health.headroomUntil <= t) c.health.headroom = null
+            forgetStaleLatency(c.health, t, options.latency_ttl_ms)
             if (available(c.health, c.cooling, t) && !this.tried?.includes(c) && rateWait(c.target.provider.id, c.key, this.tokens, false) === 0) ready.push(c)
           }
           if (ready.length === 0) continue

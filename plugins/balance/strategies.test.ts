@@ -129,7 +129,7 @@ describe('latency (power of two choices)', () => {
     for (let i = 0; i < n; i++) {
       const c = PICKERS.latency(cs, s)
       counts[c.index]!++
-      recordLatency(c.health, latencyOf(c.index), 0.3)
+      recordLatency(c.health, latencyOf(c.index), 0.3, i + 1)
     }
     return counts
   }
