@@ -10,6 +10,7 @@ import type { ConfigFile } from '../src/config/schema.ts'
 import { definePlugin, type Usage } from '../src/plugin.ts'
 import { mockEmbeddings } from '../src/providers/mock/generate.ts'
 import { MOCK_GEMINI_REPLY, mockThoughtSignature, startMockGemini, type MockGemini } from './fixtures/mock-gemini.ts'
+import { SKIP_THOUGHT_SIGNATURE } from '../src/providers/gemini/request.ts'
 import { parseSse } from './fixtures/mock-upstream.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'
 import { expectError, postJson, waitFor } from './support/http.ts'
@@ -41,6 +42,7 @@ function config(baseUrl: string, plugins: unknown[] = []): ConfigFile & { plugin
     providers: [{ id: 'google', type: 'gemini', baseUrl, keys: [{ id: 'gm-1', secret: SECRET }] }],
     models: [
       { name: 'gemini-test', targets: [{ provider: 'google', model: UPSTREAM_MODEL }] },
+      { name: 'gemini-3-test', targets: [{ provider: 'google', model: 'gemini-3-pro-preview' }] },
       { name: 'gemini-embed', targets: [{ provider: 'google', model: 'gemini-embedding-001' }] },
     ],
     plugins,
@@ -139,6 +141,15 @@ describe('gemini provider through the gateway', () => {
         { fileData: { mimeType: 'image/jpeg', fileUri: 'https://example.com/cat.JPG?size=large' } },
       ],
     })
+  })
+
+  test('a JPEG data URL typed image/jpg (which OpenAI accepts and Google refuses) reaches Gemini as image/jpeg', async () => {
+    const completion = await client.chat.completions.create({
+      model: 'gemini-test',
+      messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/jpg;base64,/9j/4AAQSkZJRg==' } }] }],
+    })
+    expect(completion.choices[0]?.message.content).toStartWith('I see 1 image.')
+    expect(lastBody(mock).contents[0]).toEqual({ role: 'user', parts: [{ inlineData: { mimeType: 'image/jpeg', data: '/9j/4AAQSkZJRg==' } }] })
   })
 
   test('an http image URL whose type cannot be told is refused with a clear 400, without calling Gemini', async () => {
@@ -288,6 +299,23 @@ describe('gemini provider through the gateway', () => {
     expect((error as Error).message).toContain('overloaded')
   })
 
+  test('a stream Gemini ends before its finishReason reaches the client as an API error, not as a complete answer', async () => {
+    mock.setFailure({ status: 200, midStream: true, cut: true, times: 1 })
+    const stream = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
+    const seen: Chunk[] = []
+    const error = await (async () => {
+      try {
+        for await (const chunk of stream) seen.push(chunk)
+      } catch (err) {
+        return err
+      }
+      return null
+    })()
+    expect(error).toBeInstanceOf(OpenAI.APIError)
+    expect((error as Error).message).toContain('before the answer was complete')
+    expect(seen.some((c) => c.choices[0]?.finish_reason)).toBe(false)
+  })
+
   test('a client that goes away mid-stream cancels the upstream stream', async () => {
     const slow = await startMockGemini({ chunkDelayMs: 40 })
     const slowGw = await startGateway(config(slow.url))
@@ -323,6 +351,18 @@ describe('gemini provider through the gateway', () => {
         { model: 'models/gemini-embedding-001', content: { parts: [{ text: 'beta' }] }, outputDimensionality: 4 },
       ],
     })
+  })
+
+  test('more embeddings inputs than one Gemini batch takes (100) go in several calls, joined in order', async () => {
+    const input = Array.from({ length: 250 }, (_, i) => `text ${i}`)
+    const result = await client.embeddings.create({ model: 'gemini-embed', input, dimensions: 3, encoding_format: 'float' })
+    expect(mock.stats.requests).toBe(3)
+    expect(result.data).toHaveLength(250)
+    expect(result.data.map((d) => d.index)).toEqual(input.map((_, i) => i))
+    for (const i of [0, 99, 100, 249]) {
+      expect(result.data[i]!.embedding).toEqual(mockEmbeddings({ input: input[i]!, dimensions: 3 }).data[0]!.embedding as number[])
+    }
+    expect((mock.stats.lastBody as { requests: unknown[] }).requests).toHaveLength(50)
   })
 
   describe('provider errors in the gateway envelope', () => {
@@ -399,13 +439,13 @@ describe('gemini specifics', () => {
     try {
       const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 })
       const ask: Message = { role: 'user', content: 'use get_weather for Paris' }
-      const first = await client.chat.completions.create({ model: 'gemini-test', messages: [ask], tools: [weatherTool] })
+      const first = await client.chat.completions.create({ model: 'gemini-3-test', messages: [ask], tools: [weatherTool] })
       const message = first.choices[0]!.message
       const call = message.tool_calls?.[0] as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall & { extra_content?: unknown }
       expect(call.extra_content).toEqual({ google: { thought_signature: mockThoughtSignature('get_weather') } })
 
       const second = await client.chat.completions.create({
-        model: 'gemini-test',
+        model: 'gemini-3-test',
         messages: [ask, message, { role: 'tool', tool_call_id: call.id, content: 'sunny' }],
         tools: [weatherTool],
       })
@@ -414,19 +454,28 @@ describe('gemini specifics', () => {
       expect(model?.parts[0]?.thoughtSignature).toBe(mockThoughtSignature('get_weather'))
 
       // Streams carry the signature on the tool call's first delta.
-      const chunks = await collect(await client.chat.completions.create({ model: 'gemini-test', messages: [ask], tools: [weatherTool], stream: true }))
+      const chunks = await collect(await client.chat.completions.create({ model: 'gemini-3-test', messages: [ask], tools: [weatherTool], stream: true }))
       const head = chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? [])[0] as { extra_content?: unknown }
       expect(head.extra_content).toEqual({ google: { thought_signature: mockThoughtSignature('get_weather') } })
 
-      // A history without the signature is refused by Gemini 3, with its message.
+      // Most OpenAI clients (LangChain among them) drop extra_content from the history. Gemini 3
+      // refuses such a history, so the call goes with Google's documented skip value instead.
       const stripped = { role: 'assistant' as const, content: null, tool_calls: [{ id: call.id, type: 'function' as const, function: call.function }] }
-      const res = await postJson(`${gw.url}/v1/chat/completions`, {
-        model: 'gemini-test',
+      const third = await client.chat.completions.create({
+        model: 'gemini-3-test',
         messages: [ask, stripped, { role: 'tool', tool_call_id: call.id, content: 'sunny' }],
         tools: [weatherTool],
       })
-      const error = await expectError(res, 'invalid_request', 400)
-      expect(error.message).toContain('thought_signature')
+      expect(third.choices[0]?.message.content).toBe('Tool result received: {"content":"sunny"}')
+      const replayed = (mock.stats.lastBody as { contents: Array<{ parts: Array<Record<string, unknown>> }> }).contents[1]
+      expect(replayed?.parts[0]?.thoughtSignature).toBe(SKIP_THOUGHT_SIGNATURE)
+
+      // A Gemini 2.x model never checks signatures, and gets the history as the client sent it
+      // (this mock checks whatever the model, so it refuses it: what matters is what was sent).
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gemini-test', messages: [ask, stripped, { role: 'tool', tool_call_id: call.id, content: 'sunny' }] })
+      expect(res.status).toBe(400)
+      const unsigned = (mock.stats.lastBody as { contents: Array<{ parts: Array<Record<string, unknown>> }> }).contents[1]
+      expect(unsigned?.parts[0]?.thoughtSignature).toBeUndefined()
     } finally {
       await gw.close()
       await mock.stop()

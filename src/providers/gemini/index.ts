@@ -9,7 +9,7 @@ import {
   str,
   wantsStreamUsage,
 } from '../shared/openai-format.ts'
-import { modelPath, toGeminiEmbedRequest, toGeminiRequest } from './request.ts'
+import { EMBED_BATCH_LIMIT, modelPath, toGeminiEmbedRequest, toGeminiRequest } from './request.ts'
 import { toChatCompletion, toEmbeddingList, toErrorResponse } from './response.ts'
 import { geminiStreamToOpenAI } from './stream.ts'
 
@@ -77,15 +77,31 @@ export const geminiAdapter: AdapterFactory = (provider) => {
     return jsonResponse(toChatCompletion(response, model), upstream.status, passHeaders(upstream.headers))
   }
 
+  /**
+   * Gemini takes at most EMBED_BATCH_LIMIT inputs a call, OpenAI clients send up to 2048:
+   * larger inputs go in consecutive calls (one at a time, so a rate limit stops the rest)
+   * and their embeddings are joined in order. The first failing call answers for all.
+   */
   async function embeddings(call: UpstreamCall, model: string): Promise<Response> {
     const translated = toGeminiEmbedRequest(call.body, model)
     if (!translated.ok) return refusalResponse(translated)
-    const upstream = await post(urlOf(model, 'batchEmbedContents'), translated.value, call)
-    if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
-    const response = await readJson(upstream)
-    if (!response) return errorResponse(502, 'Gemini answered with a body that is not a JSON object.')
-    const list = toEmbeddingList(response, model, call.body.encoding_format === 'base64')
-    return jsonResponse(list, upstream.status, passHeaders(upstream.headers))
+    const { requests } = translated.value
+    const joined: unknown[] = []
+    let last: Response | undefined
+    for (let start = 0; start < requests.length; start += EMBED_BATCH_LIMIT) {
+      const batch = requests.slice(start, start + EMBED_BATCH_LIMIT)
+      const upstream = await post(urlOf(model, 'batchEmbedContents'), { requests: batch }, call)
+      if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
+      const response = await readJson(upstream)
+      if (!response) return errorResponse(502, 'Gemini answered with a body that is not a JSON object.')
+      // Each embedding's index is its place in the joined list: a short batch would shift every later one.
+      const embeddings = Array.isArray(response.embeddings) ? response.embeddings : []
+      if (embeddings.length !== batch.length) return errorResponse(502, `Gemini answered ${embeddings.length} embeddings for ${batch.length} inputs.`)
+      joined.push(...embeddings)
+      last = upstream
+    }
+    const list = toEmbeddingList({ embeddings: joined }, model, call.body.encoding_format === 'base64')
+    return jsonResponse(list, last?.status ?? 200, last ? passHeaders(last.headers) : {})
   }
 
   return {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { guessMimeType, modelPath, toGeminiEmbedRequest, toGeminiRequest, type GeminiRequest } from './request.ts'
+import { SKIP_THOUGHT_SIGNATURE, checksThoughtSignatures, guessMimeType, modelPath, toGeminiEmbedRequest, toGeminiRequest, type GeminiRequest } from './request.ts'
 
 function ok(body: Record<string, unknown>, options = {}): GeminiRequest {
   const result = toGeminiRequest(body, options)
@@ -48,6 +48,53 @@ describe('toGeminiRequest', () => {
       ],
     })
     expect(request.contents[1]?.parts[0]).toEqual({ functionCall: { name: 'f', args: {} }, thoughtSignature: 'c2ln' })
+  })
+
+  test('a replayed step whose calls lost their thought signature gets the skip value on its first call (Gemini 3 and later)', () => {
+    const history = (model: string) => ({
+      model,
+      messages: [
+        { role: 'user', content: 'go' },
+        // As LangChain and most OpenAI clients send it back: no extra_content.
+        { role: 'assistant', content: 'Checking.', tool_calls: [call('c1', 'f'), call('c2', 'g')] },
+        { role: 'tool', tool_call_id: 'c1', content: 'a' },
+        { role: 'tool', tool_call_id: 'c2', content: 'b' },
+        { role: 'assistant', content: null, tool_calls: [call('c3', 'f', '{}', { google: { thought_signature: 'real' } }), call('c4', 'g')] },
+        { role: 'tool', tool_call_id: 'c3', content: 'a' },
+        { role: 'tool', tool_call_id: 'c4', content: 'b' },
+      ],
+    })
+    const parts = (model: string) => ok(history(model)).contents.filter((c) => c.role === 'model').map((c) => c.parts)
+    expect(parts('gemini-3-pro-preview')).toEqual([
+      [{ text: 'Checking.' }, { functionCall: { name: 'f', args: {} }, thoughtSignature: SKIP_THOUGHT_SIGNATURE }, { functionCall: { name: 'g', args: {} } }],
+      // A real signature is kept, and the step needs no other.
+      [{ functionCall: { name: 'f', args: {} }, thoughtSignature: 'real' }, { functionCall: { name: 'g', args: {} } }],
+    ])
+    // Older models never check, and get the history as it was.
+    expect(parts('gemini-2.5-flash')[0]).toEqual([{ text: 'Checking.' }, { functionCall: { name: 'f', args: {} } }, { functionCall: { name: 'g', args: {} } }])
+  })
+
+  test('checksThoughtSignatures: every model but Gemini 1.x and 2.x, aliases included', () => {
+    for (const model of ['gemini-3-pro-preview', 'gemini-3.1-flash', 'gemini-flash-latest', 'models/gemini-3-flash']) expect(checksThoughtSignatures(model)).toBe(true)
+    for (const model of ['gemini-2.5-pro', 'gemini-2.0-flash-001', 'gemini-1.5-flash', 'models/gemini-2.5-flash']) expect(checksThoughtSignatures(model)).toBe(false)
+  })
+
+  test('a JPEG data URL written as image/jpg goes as image/jpeg, the only name Gemini takes', () => {
+    const request = ok({
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'image_url', image_url: { url: 'data:image/jpg;base64,/9j/4AAQ' } },
+            { type: 'file', file: { file_data: 'data:image/JPG;base64,/9j/4AAQ' } },
+          ],
+        },
+      ],
+    })
+    expect(request.contents[0]?.parts).toEqual([
+      { inlineData: { mimeType: 'image/jpeg', data: '/9j/4AAQ' } },
+      { inlineData: { mimeType: 'image/jpeg', data: '/9j/4AAQ' } },
+    ])
   })
 
   test('tools: the JSON Schema is sent as parametersJsonSchema; a function without parameters has none', () => {

@@ -76,12 +76,21 @@ export function guessMimeType(url: string): string | undefined {
   return ext ? MIME_BY_EXTENSION[ext] : undefined
 }
 
+/**
+ * Inline data as Gemini takes it. Clients often write JPEGs as `image/jpg` (OpenAI accepts
+ * it), while Gemini refuses anything but the registered `image/jpeg`.
+ */
+function inlinePart(data: { mimeType: string; data: string }): GeminiPart {
+  const mimeType = data.mimeType === 'image/jpg' ? 'image/jpeg' : data.mimeType
+  return { inlineData: { mimeType, data: data.data } }
+}
+
 function imagePart(part: JsonObject, param: string): GeminiPart | Fail {
   const image = part.image_url
   const url = typeof image === 'string' ? image : isRecord(image) ? str(image.url) : undefined
   if (!url) return refuse('An image_url part needs image_url.url.', param)
   const data = parseDataUrl(url)
-  if (data) return { inlineData: { mimeType: data.mimeType, data: data.data } }
+  if (data) return inlinePart(data)
   if (/^https?:\/\//i.test(url)) {
     const mimeType = guessMimeType(url)
     if (!mimeType) {
@@ -130,7 +139,7 @@ function userParts(content: unknown, param: string): GeminiPart[] | Fail {
         const file = isRecord(part.file) ? part.file : {}
         const data = parseDataUrl(str(file.file_data) ?? '')
         if (!data) return refuse('Gemini accepts file parts only as data: URLs in file.file_data (file ids cannot be forwarded).', at)
-        parts.push({ inlineData: { mimeType: data.mimeType, data: data.data } })
+        parts.push(inlinePart(data))
         break
       }
       default:
@@ -140,13 +149,33 @@ function userParts(content: unknown, param: string): GeminiPart[] | Fail {
   return parts
 }
 
-/** An assistant message: its text, then its tool calls as functionCall parts. */
-function modelParts(message: JsonObject, param: string, callNames: Map<string, string>): GeminiPart[] | Fail {
+/**
+ * The value Google documents for a function call whose thought signature is lost: it tells
+ * Gemini 3 to skip the check instead of refusing the whole request.
+ */
+export const SKIP_THOUGHT_SIGNATURE = 'skip_thought_signature_validator'
+
+/** Gemini 1.x and 2.x do not check thought signatures; every later model (and every alias) may. */
+const UNSIGNED_GENERATIONS = /(^|\/)gemini-[12]([.-]|$)/i
+
+/** Whether a model refuses a function call replayed without its thought signature (a body without a model is translated as it is). */
+export function checksThoughtSignatures(model: string | undefined): boolean {
+  return model !== undefined && !UNSIGNED_GENERATIONS.test(model)
+}
+
+/**
+ * An assistant message: its text, then its tool calls as functionCall parts. Gemini 3 refuses
+ * a replayed step whose calls carry no thought signature, and most OpenAI clients drop the
+ * `extra_content` that holds it; such a step gets the documented skip value on its first call.
+ */
+function modelParts(message: JsonObject, param: string, callNames: Map<string, string>, fillSignatures: boolean): GeminiPart[] | Fail {
   const parts: GeminiPart[] = []
   const text = contentText(message.content)
   if (text === null) return refuse('Assistant messages sent to Gemini may only hold text and tool calls.', `${param}.content`)
   if (text !== '') parts.push({ text })
   const calls = message.tool_calls
+  let firstCall: GeminiPart | undefined
+  let signed = false
   if (Array.isArray(calls)) {
     for (const [i, call] of calls.entries()) {
       const at = `${param}.tool_calls[${i}]`
@@ -159,9 +188,12 @@ function modelParts(message: JsonObject, param: string, callNames: Map<string, s
       const part: GeminiPart = { functionCall: { name, args } }
       const signature = thoughtSignatureOf(call)
       if (signature) part.thoughtSignature = signature
+      signed ||= signature !== undefined
+      firstCall ??= part
       parts.push(part)
     }
   }
+  if (fillSignatures && firstCall && !signed) firstCall.thoughtSignature = SKIP_THOUGHT_SIGNATURE
   return parts
 }
 
@@ -194,7 +226,7 @@ function append(contents: GeminiContent[], role: 'user' | 'model', parts: Gemini
   else contents.push({ role, parts })
 }
 
-function translateMessages(messages: unknown): { system: GeminiPart[]; contents: GeminiContent[] } | Fail {
+function translateMessages(messages: unknown, fillSignatures: boolean): { system: GeminiPart[]; contents: GeminiContent[] } | Fail {
   if (!Array.isArray(messages) || messages.length === 0) return refuse('messages must be a non-empty array.', 'messages')
   const system: GeminiPart[] = []
   const contents: GeminiContent[] = []
@@ -217,7 +249,7 @@ function translateMessages(messages: unknown): { system: GeminiPart[]; contents:
         break
       }
       case 'assistant': {
-        const parts = modelParts(message, param, callNames)
+        const parts = modelParts(message, param, callNames, fillSignatures)
         if (isFail(parts)) return parts
         append(contents, 'model', parts)
         break
@@ -315,10 +347,11 @@ export function modelPath(model: string): string {
  * Translate an OpenAI chat body into a `generateContent` body. System messages become
  * `systemInstruction`; assistant turns are role `model`; tool results are
  * `functionResponse` parts named after the call they answer; consecutive turns of one
- * role are merged.
+ * role are merged. `body.model` (the upstream model) decides whether replayed tool calls
+ * that lost their thought signature get Google's skip value.
  */
 export function toGeminiRequest(body: JsonObject, options: GeminiRequestOptions = {}): Translation<GeminiRequest> {
-  const conversation = translateMessages(body.messages)
+  const conversation = translateMessages(body.messages, checksThoughtSignatures(str(body.model)))
   if (isFail(conversation)) return conversation
   const tools = translateTools(body)
   if (isFail(tools)) return tools
@@ -334,7 +367,10 @@ export function toGeminiRequest(body: JsonObject, options: GeminiRequestOptions 
   return { ok: true, value: request }
 }
 
-/** The body of `batchEmbedContents` for an OpenAI embeddings body. */
+/** The most requests one `batchEmbedContents` call takes; OpenAI takes up to 2048 inputs in one call. */
+export const EMBED_BATCH_LIMIT = 100
+
+/** The body of `batchEmbedContents` for an OpenAI embeddings body (the adapter splits it into calls of at most EMBED_BATCH_LIMIT). */
 export function toGeminiEmbedRequest(body: JsonObject, model: string): Translation<{ requests: JsonObject[] }> {
   const input = body.input
   const texts = typeof input === 'string' ? [input] : Array.isArray(input) && input.every((x) => typeof x === 'string') ? (input as string[]) : null

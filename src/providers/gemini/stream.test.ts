@@ -106,10 +106,23 @@ describe('geminiStreamToOpenAI', () => {
     expect(blocked.chunks.map((c) => c.choices[0]?.finish_reason)).toEqual([null, 'content_filter'])
   })
 
-  test('a stream that ends without a finishReason is finished by the adapter', async () => {
-    const { chunks, done } = await translate(sse(CHUNKS.slice(0, 2)))
-    expect(done).toBe(true)
-    expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('stop')
+  test('a stream that ends before a finishReason was cut off: an error event, no finish chunk, no partial usage, no [DONE]', async () => {
+    const { chunks, done, raw } = await translate(sse(CHUNKS.slice(0, 2)), true)
+    expect(done).toBe(false)
+    const deltas = chunks.slice(0, -1)
+    expect(deltas.map((c) => c.choices[0]?.delta.content ?? null)).toEqual(['', 'Hel', 'lo'])
+    expect(deltas.some((c) => c.choices[0]?.finish_reason)).toBe(false)
+    // The partial usageMetadata (no candidatesTokenCount) must not become a usage chunk billed as real.
+    expect(raw).not.toContain('"prompt_tokens"')
+    expect(JSON.parse(raw.trimEnd().split('\n\n').at(-1)!.slice(6))).toEqual({
+      error: { message: 'The upstream stream ended before the answer was complete.', type: 'api_error', param: null, code: 'upstream_error' },
+    })
+    // With several candidates, each must have finished.
+    const two = [
+      { candidates: [0, 1].map((index) => ({ index, content: { parts: [{ text: `c${index}` }] } })), ...head },
+      { candidates: [{ index: 0, finishReason: 'STOP' }], usageMetadata: usage, ...head },
+    ]
+    expect((await translate(sse(two))).raw).toContain('"code":"upstream_error"')
   })
 
   test('an error frame ends the stream with an OpenAI error frame and no [DONE]; an empty stream is an error too', async () => {

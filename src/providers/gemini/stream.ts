@@ -32,7 +32,8 @@ interface CandidateState {
  * candidate: text parts become content deltas, a functionCall part (Gemini sends it
  * whole) becomes a tool call announced with id and name and then given its arguments,
  * `finishReason` becomes the finish chunk. The stream has no end marker: when the
- * upstream body ends, the usage chunk (if asked) and `[DONE]` follow.
+ * upstream body ends, the usage chunk (if asked) and `[DONE]` follow, or an error event
+ * if some candidate never got its `finishReason`.
  */
 export class GeminiStreamTranslator implements SseTranslator {
   done = false
@@ -88,13 +89,14 @@ export class GeminiStreamTranslator implements SseTranslator {
     if (this.candidates.size === 0) {
       return streamErrorFrame('The upstream stream ended before any content arrived.', 'api_error', 'upstream_error')
     }
-    let out = ''
-    for (const [index, state] of this.candidates) {
-      if (state.finished) continue
-      state.finished = true
-      out += this.roleChunk(index, state) + this.writer.finish(state.toolCalls > 0 ? 'tool_calls' : 'stop', index)
+    // Gemini has no end marker: the last chunk carries each candidate's finishReason, and
+    // without it the model had not stopped. Such a stream was cut off; finishing it with
+    // `stop` would pass a truncated answer off as whole, and its usage (only complete on
+    // the last chunk) would bill the completion as zero tokens.
+    for (const state of this.candidates.values()) {
+      if (!state.finished) return streamErrorFrame('The upstream stream ended before the answer was complete.', 'api_error', 'upstream_error')
     }
-    return out + this.writer.usage(usageOf(this.usage)) + SSE_DONE
+    return this.writer.usage(usageOf(this.usage)) + SSE_DONE
   }
 
   private state(index: number): CandidateState {
