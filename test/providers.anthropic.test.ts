@@ -89,7 +89,8 @@ describe('anthropic provider through the gateway', () => {
       model: 'claude-test',
       max_tokens: 50,
       temperature: 0.2,
-      top_p: 0.9,
+      // The neutral top_p many clients send by default is left out: the model refuses it with temperature.
+      top_p: 1,
       user: 'user-42',
       messages: [
         { role: 'system', content: 'Be brief.' },
@@ -105,7 +106,6 @@ describe('anthropic provider through the gateway', () => {
       model: UPSTREAM_MODEL,
       max_tokens: 50,
       temperature: 0.2,
-      top_p: 0.9,
       metadata: { user_id: 'user-42' },
       system: [
         { type: 'text', text: 'Be brief.' },
@@ -117,6 +117,45 @@ describe('anthropic provider through the gateway', () => {
         { role: 'user', content: [{ type: 'text', text: 'good' }] },
       ],
     })
+  })
+
+  test('what OpenAI accepts and Anthropic would refuse is made acceptable before it is sent', async () => {
+    // Each of these was a 400 from Anthropic: temperature above 1, a whitespace stop sequence,
+    // whitespace-only texts, an image/jpg data URL, a function schema without "type", an email as user.
+    const completion = await client.chat.completions.create({
+      model: 'claude-test',
+      temperature: 1.5,
+      user: 'ada@example.com',
+      stop: ['\n', 'mock'],
+      tools: [{ type: 'function', function: { name: 'noop', parameters: {} } }],
+      messages: [
+        { role: 'system', content: ' ' },
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'hi' },
+            { type: 'text', text: '\n' },
+            { type: 'image_url', image_url: { url: `data:image/jpg;base64,${PNG}` } },
+          ],
+        },
+      ],
+    })
+    expect(completion.choices[0]).toMatchObject({ finish_reason: 'stop', message: { content: 'I see 1 image. Hello from the ' } })
+    const body = lastBody(mock)
+    expect(body.temperature).toBe(1)
+    expect(body.metadata).toEqual({ user_id: new Bun.CryptoHasher('sha256').update('ada@example.com').digest('hex') })
+    expect(body.stop_sequences).toEqual(['mock'])
+    expect(body.system).toBeUndefined()
+    expect(body.tools).toEqual([{ name: 'noop', input_schema: { type: 'object' } }])
+    expect(body.messages).toEqual([
+      {
+        role: 'user',
+        content: [
+          { type: 'text', text: 'hi' },
+          { type: 'image', source: { type: 'base64', media_type: 'image/jpeg', data: PNG } },
+        ],
+      },
+    ])
   })
 
   test('images: a data: URL becomes a base64 image block, an http URL a url source', async () => {
@@ -198,6 +237,33 @@ describe('anthropic provider through the gateway', () => {
     expect(lastBody(mock).tool_choice).toEqual({ type: 'none' })
     expect(none.choices[0]?.finish_reason).toBe('stop')
     expect(none.choices[0]?.message.tool_calls).toBeUndefined()
+  })
+
+  test('response_format json_schema: the content is JSON that follows the schema, streamed or not', async () => {
+    const schema = {
+      type: 'object',
+      properties: { city: { type: 'string' }, days: { type: 'integer' } },
+      required: ['city', 'days'],
+      additionalProperties: false,
+    }
+    const params = {
+      model: 'claude-test',
+      messages: [{ role: 'user' as const, content: 'The forecast for Paris, as JSON.' }],
+      response_format: { type: 'json_schema' as const, json_schema: { name: 'forecast', schema, strict: true } },
+    }
+    const completion = await client.chat.completions.create(params)
+    expect(completion.choices[0]?.finish_reason).toBe('stop')
+    expect(completion.choices[0]?.message.tool_calls).toBeUndefined()
+    expect(JSON.parse(completion.choices[0]?.message.content ?? '')).toEqual({ city: 'mock', days: 1 })
+    expect(lastBody(mock).tool_choice).toEqual({ type: 'tool', name: 'forecast' })
+
+    const chunks = await collect(await client.chat.completions.create({ ...params, stream: true }))
+    expect(JSON.parse(chunks.map((c) => c.choices[0]?.delta.content ?? '').join(''))).toEqual({ city: 'mock', days: 1 })
+    expect(chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? [])).toEqual([])
+    expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('stop')
+
+    const object = await client.chat.completions.create({ ...params, response_format: { type: 'json_object' } })
+    expect(JSON.parse(object.choices[0]?.message.content ?? '')).toEqual({})
   })
 
   test('stop reasons: max_tokens → length, a stop sequence → stop', async () => {
@@ -283,6 +349,8 @@ describe('anthropic provider through the gateway', () => {
     })()
     expect(error).toBeInstanceOf(OpenAI.APIError)
     expect((error as Error).message).toContain('Overloaded')
+    // The gateway's code for an upstream failure (DESIGN.md), not Anthropic's "overloaded_error".
+    expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('upstream_error')
     expect(seen.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('Hello ')
   })
 
@@ -309,11 +377,25 @@ describe('anthropic provider through the gateway', () => {
 
   describe('provider errors in the gateway envelope', () => {
     test('400 from Anthropic → 400 invalid_request carrying Anthropic\'s message', async () => {
-      // Anthropic's temperature tops out at 1; the mock refuses as the API does.
-      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], temperature: 1.5 })
+      // Both set to values that matter: the gateway cannot choose one, and the model refuses the pair.
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], temperature: 0.5, top_p: 0.9 })
       const error = await expectError(res, 'invalid_request', 400)
-      expect(error.message).toContain('temperature: Input should be less than or equal to 1')
+      expect(error.message).toContain('`temperature` and `top_p` cannot both be specified')
       expect(error.message).toContain('"claude"')
+    })
+
+    test('an Anthropic organisation out of credit is the key\'s fault: 502 upstream_error, not the client\'s 400', async () => {
+      const credit = 'Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.'
+      for (const failure of [
+        { status: 400, body: { type: 'error', error: { type: 'invalid_request_error', message: credit } } },
+        { status: 402 },
+      ]) {
+        mock.setFailure({ ...failure, times: 1 })
+        const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] })
+        const error = await expectError(res, 'upstream_error', 502)
+        expect(error.message).toContain('credit balance is too low')
+        expect(error.message).toContain('"an-1"')
+      }
     })
 
     test('429 → 429 rate_limit_exceeded with Retry-After', async () => {
@@ -355,6 +437,33 @@ describe('anthropic provider through the gateway', () => {
       expect(error.message).toContain('chat completions only')
       expect(mock.stats.requests).toBe(0)
     })
+  })
+})
+
+describe('anthropic key failover', () => {
+  test('a key whose organisation is out of credit is set aside and the next key answers', async () => {
+    const other = 'sk-ant-api03-second-account-0123456789abcdef'
+    const mock = await startMockAnthropic({ apiKeys: [SECRET, other] })
+    const keys = [
+      { id: 'an-1', secret: SECRET },
+      { id: 'an-2', secret: other },
+    ]
+    const gw = await startGateway({
+      providers: [{ id: 'claude', type: 'anthropic', baseUrl: mock.url, keys }],
+      models: [{ name: 'claude-test', targets: [{ provider: 'claude', model: UPSTREAM_MODEL }] }],
+      plugins: ['balance'],
+    })
+    try {
+      const credit = 'Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.'
+      mock.setFailure({ status: 400, times: 1, body: { type: 'error', error: { type: 'invalid_request_error', message: credit } } })
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] })
+      // The first key tried (whichever balancing picks) was refused; the other one answered.
+      expect(res.status).toBe(200)
+      expect(mock.stats.requests).toBe(2)
+    } finally {
+      await gw.close()
+      await mock.stop()
+    }
   })
 })
 

@@ -7,7 +7,7 @@ import {
   sseResponse,
   wantsStreamUsage,
 } from '../shared/openai-format.ts'
-import { toAnthropicRequest } from './request.ts'
+import { answerToolName, toAnthropicRequest } from './request.ts'
 import { rateLimitHeaders, toChatCompletion, toErrorResponse } from './response.ts'
 import { anthropicStreamToOpenAI } from './stream.ts'
 
@@ -49,6 +49,8 @@ export const anthropicAdapter: AdapterFactory = (provider) => {
       if (!translated.ok) return refusalResponse(translated)
       const request = translated.value
       if (call.stream) request.stream = true
+      // Where the client asked for JSON, the answer comes back as a call of this tool.
+      const answerTool = answerToolName(call.body)
 
       const upstream = await fetch(url, {
         method: 'POST',
@@ -62,7 +64,13 @@ export const anthropicAdapter: AdapterFactory = (provider) => {
 
       if (call.stream) {
         if (!upstream.body) return errorResponse(502, 'Anthropic answered a stream request without a body.')
-        const body = anthropicStreamToOpenAI(upstream.body, { model: request.model, includeUsage: wantsStreamUsage(call.body) })
+        const body = anthropicStreamToOpenAI(upstream.body, {
+          model: request.model,
+          includeUsage: wantsStreamUsage(call.body),
+          provider: provider.id,
+          secret: call.key.secret,
+          answerTool,
+        })
         return sseResponse(body, upstream.status, headers)
       }
       // Read first, parse after: a read that fails (abort, timeout) must reach the pipeline as such.
@@ -74,7 +82,7 @@ export const anthropicAdapter: AdapterFactory = (provider) => {
         return errorResponse(502, 'Anthropic answered with a body that is not JSON.')
       }
       if (!isRecord(message)) return errorResponse(502, 'Anthropic answered with an unexpected body.')
-      return jsonResponse(toChatCompletion(message, request.model), upstream.status, headers)
+      return jsonResponse(toChatCompletion(message, request.model, answerTool), upstream.status, headers)
     },
   }
 }

@@ -111,7 +111,7 @@ describe('toAnthropicRequest', () => {
       seed: 1,
       presence_penalty: 0.5,
       logprobs: true,
-      response_format: { type: 'json_object' },
+      response_format: { type: 'text' },
     })
     expect(request).toEqual({
       model: 'claude-x',
@@ -134,7 +134,6 @@ describe('toAnthropicRequest', () => {
   test('what Anthropic cannot take is refused with the field named', () => {
     const user = (content: unknown) => ({ messages: [{ role: 'user', content }] })
     expect(refused({ ...user('x'), n: 3 }).param).toBe('n')
-    expect(refused({ ...user('x'), response_format: { type: 'json_schema', json_schema: { schema: {} } } }).param).toBe('response_format')
     expect(refused(user([{ type: 'input_audio', input_audio: { data: 'x', format: 'wav' } }])).param).toBe('messages[0].content[0]')
     expect(refused(user([{ type: 'image_url', image_url: { url: 'ftp://x/y.png' } }])).message).toContain('data: URLs')
     expect(refused(user([{ type: 'file', file: { file_id: 'file-1' } }])).message).toContain('PDF')
@@ -146,6 +145,119 @@ describe('toAnthropicRequest', () => {
     expect(refused({ ...user('x'), tools: [{ type: 'code_interpreter' }] }).param).toBe('tools[0]')
     expect(refused({ ...user('x'), tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'sometimes' }).param).toBe('tool_choice')
     expect(refused({ messages: [] }).param).toBe('messages')
+  })
+})
+
+describe('toAnthropicRequest, what Anthropic would refuse is made acceptable', () => {
+  const user = (content: unknown) => [{ role: 'user', content }]
+
+  test('texts of whitespace only are dropped like empty ones (Anthropic refuses them)', () => {
+    const request = ok({
+      messages: [
+        { role: 'system', content: ' \n' },
+        { role: 'developer', content: [{ type: 'text', text: '\t' }, { type: 'text', text: 'Be brief.' }] },
+        { role: 'user', content: [{ type: 'text', text: 'look' }, { type: 'text', text: '\n\n' }] },
+        { role: 'assistant', content: '  ', tool_calls: [call('t1')] },
+        { role: 'tool', tool_call_id: 't1', content: '\n' },
+        { role: 'user', content: ' ' },
+      ],
+    })
+    expect(request.system).toEqual([{ type: 'text', text: 'Be brief.' }])
+    expect(request.messages).toEqual([
+      { role: 'user', content: [{ type: 'text', text: 'look' }] },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 't1', name: 'lookup', input: { q: 'x' } }] },
+      // A tool result with nothing in it is sent without content, as the API allows.
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 't1' }] },
+    ])
+    expect(refused({ messages: user('   ') }).param).toBe('messages')
+  })
+
+  test('stop sequences of whitespace only are left out (Anthropic refuses them); the others are kept', () => {
+    expect(ok({ messages: user('x'), stop: ['\n', 'END', ' \t'] }).stop_sequences).toEqual(['END'])
+    expect(ok({ messages: user('x'), stop: '\n\n' }).stop_sequences).toBeUndefined()
+  })
+
+  test('temperature above 1 (OpenAI allows 2) is sent as 1, the most Anthropic takes', () => {
+    expect(ok({ messages: user('x'), temperature: 1.7 }).temperature).toBe(1)
+    expect(ok({ messages: user('x'), temperature: 0.3 }).temperature).toBe(0.3)
+  })
+
+  test('temperature and top_p: the one at its neutral value 1 is left out (recent models refuse both)', () => {
+    const both = (temperature: number, top_p: number) => {
+      const { temperature: t, top_p: p } = ok({ messages: user('x'), temperature, top_p })
+      return { t, p }
+    }
+    expect(both(0.2, 1)).toEqual({ t: 0.2, p: undefined })
+    expect(both(1, 0.9)).toEqual({ t: undefined, p: 0.9 })
+    expect(both(1.5, 0.9)).toEqual({ t: undefined, p: 0.9 })
+    // Both set to something that matters: both are sent, and the model decides.
+    expect(both(0.2, 0.9)).toEqual({ t: 0.2, p: 0.9 })
+    expect(ok({ messages: user('x'), top_p: 1 }).top_p).toBe(1)
+  })
+
+  test('image/jpg data URLs are sent as image/jpeg; a PDF sent as image_url becomes a document', () => {
+    const request = ok({
+      messages: user([
+        { type: 'image_url', image_url: { url: 'data:image/jpg;base64,/9j/4AAQ' } },
+        { type: 'image_url', image_url: { url: 'data:application/pdf;base64,JVBERi0=' } },
+      ]),
+    })
+    expect(request.messages[0]?.content).toEqual([
+      { type: 'image', source: { type: 'base64', media_type: 'image/jpeg', data: '/9j/4AAQ' } },
+      { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBERi0=' } },
+    ])
+  })
+
+  test('a user that is an email or a phone number, or too long, goes as its SHA-256 (Anthropic refuses it)', () => {
+    const hex = (text: string) => new Bun.CryptoHasher('sha256').update(text).digest('hex')
+    expect(ok({ messages: user('x'), user: 'ada@example.com' }).metadata).toEqual({ user_id: hex('ada@example.com') })
+    expect(ok({ messages: user('x'), user: '+1 (555) 010-9999' }).metadata).toEqual({ user_id: hex('+1 (555) 010-9999') })
+    expect(ok({ messages: user('x'), user: 'u'.repeat(300) }).metadata).toEqual({ user_id: hex('u'.repeat(300)) })
+    // An opaque id is sent as it is; OpenAI's newer safety_identifier is the same thing.
+    expect(ok({ messages: user('x'), user: 'usr_42' }).metadata).toEqual({ user_id: 'usr_42' })
+    expect(ok({ messages: user('x'), safety_identifier: 'sid-9', user: 'usr_42' }).metadata).toEqual({ user_id: 'sid-9' })
+  })
+
+  test('function parameters without a type are an object schema, as OpenAI reads them', () => {
+    const tools = [
+      { type: 'function', function: { name: 'a', parameters: {} } },
+      { type: 'function', function: { name: 'b', parameters: { properties: { q: { type: 'string' } }, required: ['q'] } } },
+    ]
+    expect(ok({ messages: user('x'), tools }).tools?.map((t) => t.input_schema)).toEqual([
+      { type: 'object' },
+      { type: 'object', properties: { q: { type: 'string' } }, required: ['q'] },
+    ])
+  })
+})
+
+describe('toAnthropicRequest, response_format', () => {
+  const messages = [{ role: 'user', content: 'The weather in Paris, as JSON.' }]
+  const schema = { type: 'object', properties: { city: { type: 'string' } }, required: ['city'], additionalProperties: false }
+
+  test('json_schema: the schema is asked for through a tool Claude must call, named after it', () => {
+    const request = ok({ messages, response_format: { type: 'json_schema', json_schema: { name: 'weather', description: 'The forecast.', schema, strict: true } } })
+    expect(request.tools).toEqual([{ name: 'weather', description: 'Give your whole answer through this tool. The forecast.', input_schema: schema }])
+    expect(request.tool_choice).toEqual({ type: 'tool', name: 'weather' })
+    // A name Anthropic would refuse for a tool is replaced.
+    expect(ok({ messages, response_format: { type: 'json_schema', json_schema: { name: 'my schema!', schema } } }).tool_choice).toEqual({ type: 'tool', name: 'json_answer' })
+  })
+
+  test('json_object: a tool that takes any object', () => {
+    const request = ok({ messages, response_format: { type: 'json_object' } })
+    expect(request.tools).toMatchObject([{ name: 'json_answer', input_schema: { type: 'object', additionalProperties: true } }])
+    expect(request.tool_choice).toEqual({ type: 'tool', name: 'json_answer' })
+  })
+
+  test('with tools of its own: json_schema is refused, json_object is left to the prompt', () => {
+    const tools = [{ type: 'function', function: { name: 'f' } }]
+    expect(refused({ messages, tools, response_format: { type: 'json_schema', json_schema: { name: 'w', schema } } }).param).toBe('response_format')
+    const request = ok({ messages, tools, tool_choice: 'auto', response_format: { type: 'json_object' } })
+    expect(request.tools?.map((t) => t.name)).toEqual(['f'])
+    expect(request.tool_choice).toEqual({ type: 'auto' })
+  })
+
+  test('a json_schema that is not an object is refused with the field named', () => {
+    expect(refused({ messages, response_format: { type: 'json_schema', json_schema: { name: 'n', schema: { type: 'array' } } } }).param).toBe('response_format.json_schema.schema')
   })
 })
 

@@ -60,19 +60,33 @@ function withCache(block: AnthropicBlock, part: JsonObject): AnthropicBlock {
   return block
 }
 
+/** Whether a text is empty or only whitespace: the Messages API refuses such a text block. */
+const blank = (text: string): boolean => text.trim() === ''
+
 function textBlock(text: string, part?: JsonObject): AnthropicBlock[] {
-  // The Messages API refuses empty text blocks.
-  if (text === '') return []
+  // The Messages API refuses text blocks that are empty or only whitespace ("text content
+  // blocks must contain non-whitespace text"); such a part carries nothing for Claude anyway.
+  if (blank(text)) return []
   const block: AnthropicBlock = { type: 'text', text }
   return [part ? withCache(block, part) : block]
 }
+
+/**
+ * Browsers, pasteboards and many tools label JPEG data as `image/jpg` (or `image/pjpeg`);
+ * Anthropic takes only `image/jpeg` for it and refuses the request otherwise.
+ */
+const imageMediaType = (mimeType: string): string => (mimeType === 'image/jpg' || mimeType === 'image/pjpeg' ? 'image/jpeg' : mimeType)
 
 function imageBlock(part: JsonObject, param: string): AnthropicBlock | Fail {
   const image = part.image_url
   const url = typeof image === 'string' ? image : isRecord(image) ? str(image.url) : undefined
   if (!url) return refuse('An image_url part needs image_url.url.', param)
   const data = parseDataUrl(url)
-  if (data) return withCache({ type: 'image', source: { type: 'base64', media_type: data.mimeType, data: data.data } }, part)
+  if (data?.mimeType === 'application/pdf') {
+    // Some clients send a PDF as an image_url data: URL; Claude reads it as a document.
+    return withCache({ type: 'document', source: { type: 'base64', media_type: data.mimeType, data: data.data } }, part)
+  }
+  if (data) return withCache({ type: 'image', source: { type: 'base64', media_type: imageMediaType(data.mimeType), data: data.data } }, part)
   if (/^https?:\/\//i.test(url)) return withCache({ type: 'image', source: { type: 'url', url } }, part)
   return refuse('Image URLs must be data: URLs (base64) or http(s) URLs.', param)
 }
@@ -155,7 +169,7 @@ function toolResultBlock(message: JsonObject, param: string): AnthropicBlock | F
   const block: AnthropicBlock = { type: 'tool_result', tool_use_id: toolUseId(id) }
   const content = message.content
   if (typeof content === 'string') {
-    if (content !== '') block.content = content
+    if (!blank(content)) block.content = content
   } else if (Array.isArray(content)) {
     const blocks = userBlocks(content, `${param}.content`)
     if (isFail(blocks)) return blocks
@@ -244,6 +258,15 @@ function translateMessages(messages: unknown): { system: AnthropicBlock[]; turns
   return { system, turns }
 }
 
+/**
+ * A function's parameters as Anthropic's `input_schema`, which must say `type: "object"`.
+ * OpenAI takes a schema without it (`{}`, or only `properties`) as an object all the same.
+ */
+function inputSchema(parameters: JsonObject | undefined): JsonObject {
+  if (!parameters) return { type: 'object', properties: {} }
+  return parameters.type === undefined ? { type: 'object', ...parameters } : parameters
+}
+
 function translateTools(body: JsonObject): Pick<AnthropicRequest, 'tools' | 'tool_choice'> | Fail {
   const out: Pick<AnthropicRequest, 'tools' | 'tool_choice'> = {}
   if (body.tools === undefined || body.tools === null) return out
@@ -254,7 +277,7 @@ function translateTools(body: JsonObject): Pick<AnthropicRequest, 'tools' | 'too
     if (!fn) return refuse('Only tools of type "function" with a name can be sent to Anthropic.', `tools[${i}]`)
     const entry: NonNullable<AnthropicRequest['tools']>[number] = {
       name: fn.name,
-      input_schema: fn.parameters ?? { type: 'object', properties: {} },
+      input_schema: inputSchema(fn.parameters),
     }
     if (fn.description) entry.description = fn.description
     if (isRecord(tool) && isRecord(tool.cache_control)) entry.cache_control = tool.cache_control
@@ -286,6 +309,93 @@ function translateTools(body: JsonObject): Pick<AnthropicRequest, 'tools' | 'too
   return out
 }
 
+/** A tool Claude is made to call, whose input is the JSON answer `response_format` asks for. */
+export interface AnswerTool {
+  name: string
+  description: string
+  input_schema: JsonObject
+}
+
+/** The answer tool's name when the client's json_schema has none that Anthropic takes for a tool. */
+const ANSWER_TOOL = 'json_answer'
+const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/
+
+/**
+ * `response_format` asks for JSON, which the Messages API has no switch for on every model:
+ * the answer is asked for through a tool Claude must call (json_schema: the client's schema;
+ * json_object: any object), and the call's input is given back as the message content.
+ * Undefined when no JSON is asked for, or for json_object in a request that has tools of its
+ * own (the tool would take their place; the client gets Claude's text, as before); a refusal
+ * for what cannot be served that way.
+ */
+export function answerToolOf(body: JsonObject): AnswerTool | undefined | Fail {
+  const format = body.response_format
+  if (!isRecord(format) || (format.type !== 'json_object' && format.type !== 'json_schema')) return undefined
+  const ownTools = Array.isArray(body.tools) && body.tools.length > 0
+  if (format.type === 'json_object') {
+    if (ownTools) return undefined
+    return {
+      name: ANSWER_TOOL,
+      description: 'Give your whole answer through this tool, as the JSON object the conversation asks for.',
+      input_schema: { type: 'object', additionalProperties: true },
+    }
+  }
+  if (ownTools) {
+    return refuse('response_format json_schema cannot be combined with tools for Anthropic models: the schema is asked for through a tool of its own.', 'response_format')
+  }
+  const spec = isRecord(format.json_schema) ? format.json_schema : {}
+  const schema = isRecord(spec.schema) ? spec.schema : { type: 'object', additionalProperties: true }
+  if (schema.type !== 'object') {
+    return refuse('response_format json_schema must describe an object (type "object") for Anthropic models.', 'response_format.json_schema.schema')
+  }
+  const name = str(spec.name)
+  const description = str(spec.description)
+  return {
+    name: name && TOOL_NAME.test(name) ? name : ANSWER_TOOL,
+    description: description ? `Give your whole answer through this tool. ${description}` : 'Give your whole answer through this tool, as JSON that follows its schema.',
+    input_schema: schema,
+  }
+}
+
+/** The name of the tool a request's JSON answer comes back through, if it asks for one that way. */
+export function answerToolName(body: JsonObject): string | undefined {
+  const tool = answerToolOf(body)
+  return tool && !isFail(tool) ? tool.name : undefined
+}
+
+/**
+ * `temperature` and `top_p` as Anthropic takes them. OpenAI's temperature goes up to 2,
+ * Anthropic's to 1: above 1 is Claude's most random, 1. Recent Claude models refuse
+ * `temperature` and `top_p` together; many clients send one of them at its neutral value
+ * (1, which changes nothing), so that one is left out when the other is set.
+ */
+function sampling(body: JsonObject): Pick<AnthropicRequest, 'temperature' | 'top_p'> {
+  const raw = num(body.temperature)
+  let temperature = raw === undefined ? undefined : Math.min(raw, 1)
+  let topP = num(body.top_p)
+  if (temperature !== undefined && topP !== undefined) {
+    if (topP >= 1) topP = undefined
+    else if (temperature === 1) temperature = undefined
+  }
+  const out: Pick<AnthropicRequest, 'temperature' | 'top_p'> = {}
+  if (temperature !== undefined) out.temperature = temperature
+  if (topP !== undefined) out.top_p = topP
+  return out
+}
+
+const EMAIL_OR_PHONE = /@|^\+?[\d\s().-]{7,}$/
+
+/**
+ * Anthropic takes a `user_id` of at most 256 characters and refuses one that looks like an
+ * email address or a phone number (it must be opaque), where OpenAI takes any string; many
+ * applications send the user's email. Such a value goes as its SHA-256, which stays the same
+ * for the same user (what the id is for) and tells Anthropic nothing about who it is.
+ */
+function opaqueUserId(user: string): string {
+  if (user.length <= 256 && !EMAIL_OR_PHONE.test(user)) return user
+  return new Bun.CryptoHasher('sha256').update(user).digest('hex')
+}
+
 /**
  * Translate an OpenAI chat body into a Messages API body. System and developer messages
  * become the top-level `system`; tool results travel as `tool_result` blocks in user
@@ -296,10 +406,8 @@ export function toAnthropicRequest(body: JsonObject, options: AnthropicRequestOp
   if (!model) return refuse('The request must name a model.', 'model')
   const n = num(body.n)
   if (n !== undefined && n > 1) return refuse('Anthropic returns one choice per request: n must be 1.', 'n')
-  const format = body.response_format
-  if (isRecord(format) && format.type === 'json_schema') {
-    return refuse('response_format json_schema is not supported for Anthropic models; describe the JSON in the prompt or use a tool.', 'response_format')
-  }
+  const answer = answerToolOf(body)
+  if (isFail(answer)) return answer
 
   const conversation = translateMessages(body.messages)
   if (isFail(conversation)) return conversation
@@ -312,18 +420,21 @@ export function toAnthropicRequest(body: JsonObject, options: AnthropicRequestOp
     messages: conversation.turns,
   }
   if (conversation.system.length) request.system = conversation.system
-  const temperature = num(body.temperature)
-  if (temperature !== undefined) request.temperature = temperature
-  const topP = num(body.top_p)
-  if (topP !== undefined) request.top_p = topP
+  Object.assign(request, sampling(body))
   const topK = num(body.top_k)
   if (topK !== undefined) request.top_k = topK
-  const stop = stopList(body.stop)
-  if (stop) request.stop_sequences = stop
+  // Anthropic refuses a stop sequence of whitespace only ("\n" is a common one); it is left out.
+  const stop = stopList(body.stop)?.filter((sequence) => !blank(sequence))
+  if (stop?.length) request.stop_sequences = stop
   if (body.stream === true) request.stream = true
   if (tools.tools) request.tools = tools.tools
   if (tools.tool_choice) request.tool_choice = tools.tool_choice
-  const user = str(body.user)
-  if (user) request.metadata = { user_id: user }
+  if (answer) {
+    request.tools = [answer]
+    request.tool_choice = { type: 'tool', name: answer.name }
+  }
+  // OpenAI's newer safety_identifier means what `user` meant, and what Anthropic's user_id means.
+  const user = str(body.safety_identifier) || str(body.user)
+  if (user) request.metadata = { user_id: opaqueUserId(user) }
   return { ok: true, value: request }
 }

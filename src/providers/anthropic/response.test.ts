@@ -78,6 +78,27 @@ describe('toChatCompletion', () => {
   })
 })
 
+describe('toChatCompletion with a JSON answer (response_format)', () => {
+  test('the answer tool\'s input is the content, as JSON text, and the finish is stop', () => {
+    const completion = toChatCompletion(
+      {
+        content: [{ type: 'tool_use', id: 'toolu_1', name: 'weather', input: { city: 'Paris', temp: 21 } }],
+        stop_reason: 'tool_use',
+        usage: { input_tokens: 3, output_tokens: 4 },
+      },
+      'm',
+      'weather',
+    )
+    expect(completion.choices[0]).toMatchObject({ finish_reason: 'stop', message: { role: 'assistant', content: '{"city":"Paris","temp":21}' } })
+    expect(completion.choices[0]?.message.tool_calls).toBeUndefined()
+  })
+
+  test('an answer cut by max_tokens still finishes with length', () => {
+    const completion = toChatCompletion({ content: [{ type: 'tool_use', id: 't', name: 'json_answer', input: {} }], stop_reason: 'max_tokens' }, 'm', 'json_answer')
+    expect(completion.choices[0]).toMatchObject({ finish_reason: 'length', message: { content: '{}' } })
+  })
+})
+
 const errorOf = async (res: Response) => (await res.json()) as { error: { message: string; type: string } }
 
 describe('toErrorResponse', () => {
@@ -99,5 +120,18 @@ describe('toErrorResponse', () => {
     expect((await errorOf(html)).error.message).toBe('<html>bad gateway</html>')
     const empty = toErrorResponse(500, '', new Headers())
     expect((await errorOf(empty)).error.message).toBe('Anthropic answered HTTP 500.')
+  })
+
+  test('an organisation out of credit is a fault of the key (403), not of the request', async () => {
+    // Anthropic answers this as a 400 invalid_request_error; the client's request is fine.
+    const credit = 'Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.'
+    const noCredit = toErrorResponse(400, JSON.stringify({ type: 'error', error: { type: 'invalid_request_error', message: credit } }), new Headers())
+    expect(noCredit.status).toBe(403)
+    expect(await noCredit.json()).toMatchObject({ error: { message: credit, type: 'permission_error' } })
+    const billing = toErrorResponse(402, JSON.stringify({ type: 'error', error: { type: 'billing_error', message: 'Payment required' } }), new Headers())
+    expect(billing.status).toBe(403)
+    // Any other 400 stays a 400.
+    const bad = toErrorResponse(400, JSON.stringify({ type: 'error', error: { type: 'invalid_request_error', message: 'max_tokens: Field required' } }), new Headers())
+    expect(bad.status).toBe(400)
   })
 })

@@ -44,15 +44,21 @@ export function usageOf(usage: unknown): ChatUsage | undefined {
   return chatUsage(prompt, count(u.output_tokens), cacheRead)
 }
 
-/** A Messages API answer as an OpenAI `chat.completion`. */
-export function toChatCompletion(message: JsonObject, fallbackModel: string): ChatCompletion {
+/**
+ * A Messages API answer as an OpenAI `chat.completion`. `answerTool` names the tool a JSON
+ * answer was asked through (response_format): its input is the content, as JSON text.
+ */
+export function toChatCompletion(message: JsonObject, fallbackModel: string, answerTool?: string): ChatCompletion {
   let text = ''
+  let answer: string | undefined
   const toolCalls: ToolCall[] = []
   const blocks = Array.isArray(message.content) ? message.content : []
   for (const block of blocks) {
     if (!isRecord(block)) continue
     if (block.type === 'text' && typeof block.text === 'string') text += block.text
-    else if (block.type === 'tool_use') {
+    else if (block.type === 'tool_use' && answerTool !== undefined && block.name === answerTool) {
+      answer = JSON.stringify(isRecord(block.input) ? block.input : {})
+    } else if (block.type === 'tool_use') {
       toolCalls.push({
         id: str(block.id) ?? '',
         type: 'function',
@@ -61,6 +67,8 @@ export function toChatCompletion(message: JsonObject, fallbackModel: string): Ch
     }
     // thinking, redacted_thinking and server-tool blocks have no OpenAI counterpart.
   }
+  // The client asked for JSON: any text beside the answer would make the content unparseable.
+  if (answer !== undefined) text = answer
   const completion: ChatCompletion = {
     id: str(message.id) ?? 'msg_unknown',
     object: 'chat.completion',
@@ -76,7 +84,7 @@ export function toChatCompletion(message: JsonObject, fallbackModel: string): Ch
           ...(toolCalls.length ? { tool_calls: toolCalls } : {}),
         },
         logprobs: null,
-        finish_reason: finishReason(message.stop_reason),
+        finish_reason: answer !== undefined && toolCalls.length === 0 && message.stop_reason === 'tool_use' ? 'stop' : finishReason(message.stop_reason),
       },
     ],
   }
@@ -89,8 +97,20 @@ export function toChatCompletion(message: JsonObject, fallbackModel: string): Ch
 export const rateLimitHeaders = (headers: Headers): Record<string, string> =>
   pickHeaders(headers, (name) => name === 'retry-after' || name.startsWith('anthropic-ratelimit-') || name === 'request-id')
 
-/** Anthropic's 529 (overloaded) is a 503 in HTTP terms. */
-export const statusOf = (status: number): number => (status === 529 ? 503 : status)
+/** How Anthropic words the 400 it answers when the key's organisation has no credit left. */
+const NO_CREDIT = /credit balance is too low/i
+
+/**
+ * The status the gateway acts on. Anthropic's 529 (overloaded) is a 503 in HTTP terms. An
+ * organisation out of credit (a 402 billing_error, or the 400 whose message says the credit
+ * balance is too low) is the key's fault, not the request's: as a 403, balancing stops using
+ * that key and tries the next, and the client is not told that its request was invalid.
+ */
+export function statusOf(status: number, type?: string, message = ''): number {
+  if (status === 529) return 503
+  if (status === 402 || type === 'billing_error' || (status === 400 && NO_CREDIT.test(message))) return 403
+  return status
+}
 
 /**
  * An Anthropic error answer (`{type: "error", error: {type, message}}`) as an OpenAI-style
@@ -108,9 +128,9 @@ export function toErrorResponse(status: number, text: string, headers: Headers):
   } catch {
     message = text.trim().slice(0, 500)
   }
-  const mapped = statusOf(status)
+  const mapped = statusOf(status, type, message)
   return errorResponse(mapped, message || `Anthropic answered HTTP ${status}.`, {
-    type: mapped >= 500 || !type ? errorTypeForStatus(mapped) : type,
+    type: mapped >= 500 || mapped !== status || !type ? errorTypeForStatus(mapped) : type,
     code: type ?? null,
     headers: rateLimitHeaders(headers),
   })

@@ -33,6 +33,8 @@ const EVENTS: Array<Record<string, unknown>> = [
   { type: 'message_stop' },
 ]
 
+const SECRET = 'sk-ant-stream-secret'
+
 const sse = (events: Array<Record<string, unknown>>): string =>
   events.map((e) => `event: ${String(e.type)}\ndata: ${JSON.stringify(e)}\n\n`).join('')
 
@@ -55,8 +57,9 @@ interface Chunk {
   usage?: unknown
 }
 
-async function translate(text: string, includeUsage = false, pieceSize = Infinity): Promise<{ chunks: Chunk[]; done: boolean; raw: string }> {
-  const raw = await new Response(anthropicStreamToOpenAI(source(text, pieceSize), { model: 'asked-model', includeUsage })).text()
+async function translate(text: string, includeUsage = false, pieceSize = Infinity, answerTool?: string): Promise<{ chunks: Chunk[]; done: boolean; raw: string }> {
+  const options = { model: 'asked-model', includeUsage, provider: 'claude', secret: SECRET, answerTool }
+  const raw = await new Response(anthropicStreamToOpenAI(source(text, pieceSize), options)).text()
   const parsed = parseSse(raw)
   return { chunks: parsed.events as Chunk[], done: parsed.done, raw }
 }
@@ -114,6 +117,21 @@ describe('anthropicStreamToOpenAI', () => {
     for (const chunk of chunks.slice(0, -1)) expect(chunk.usage).toBeNull()
   })
 
+  test('a message_delta that gives null for the input counts keeps those of message_start', async () => {
+    // The API's MessageDeltaUsage has nullable input counts; a null is "not restated", not zero.
+    const events = [
+      ...EVENTS.slice(0, -2),
+      {
+        type: 'message_delta',
+        delta: { stop_reason: 'tool_use', stop_sequence: null },
+        usage: { input_tokens: null, cache_read_input_tokens: null, cache_creation_input_tokens: null, output_tokens: 40, server_tool_use: null },
+      },
+      { type: 'message_stop' },
+    ]
+    const { chunks } = await translate(sse(events), true)
+    expect(chunks.at(-1)?.usage).toEqual({ prompt_tokens: 30, completion_tokens: 40, total_tokens: 70, prompt_tokens_details: { cached_tokens: 5 } })
+  })
+
   test('an error event becomes an OpenAI error frame and ends the stream without [DONE]', async () => {
     const events = [
       EVENTS[0]!,
@@ -125,10 +143,25 @@ describe('anthropicStreamToOpenAI', () => {
     const { raw } = await translate(sse(events))
     const frames = raw.trimEnd().split('\n\n')
     expect(frames).toHaveLength(3)
+    // The gateway's code (DESIGN.md), not Anthropic's type: that one stays readable in the message.
     expect(JSON.parse(frames[2]!.slice('data: '.length))).toEqual({
-      error: { message: 'Overloaded', type: 'api_error', param: null, code: 'overloaded_error' },
+      error: { message: 'Upstream provider "claude" failed mid-stream (overloaded_error): Overloaded', type: 'api_error', param: null, code: 'upstream_error' },
     })
     expect(raw).not.toContain('[DONE]')
+  })
+
+  test('error events carry the code DESIGN.md gives their cause, and never the key', async () => {
+    const frameOf = async (error: Record<string, unknown>) => {
+      const { raw } = await translate(sse([EVENTS[0]!, { type: 'error', error }]))
+      return JSON.parse(raw.trimEnd().split('\n\n').at(-1)!.slice('data: '.length)) as { error: { message: string; type: string; code: string } }
+    }
+    expect((await frameOf({ type: 'rate_limit_error', message: 'slow down' })).error).toMatchObject({ type: 'rate_limit_error', code: 'rate_limit_exceeded' })
+    expect((await frameOf({ type: 'invalid_request_error', message: 'bad' })).error).toMatchObject({ type: 'invalid_request_error', code: 'invalid_request' })
+    expect((await frameOf({ type: 'api_error', message: 'Internal server error' })).error).toMatchObject({ type: 'api_error', code: 'upstream_error' })
+    expect((await frameOf({ type: 'some_new_error' })).error).toMatchObject({ type: 'api_error', code: 'upstream_error' })
+    const echoed = await frameOf({ type: 'authentication_error', message: `invalid x-api-key ${SECRET}` })
+    expect(echoed.error.message).not.toContain(SECRET)
+    expect(echoed.error.code).toBe('upstream_error')
   })
 
   test('a stream cut before message_stop ends with an error frame, not a silent [DONE]', async () => {
@@ -141,6 +174,26 @@ describe('anthropicStreamToOpenAI', () => {
     const odd = sse([EVENTS[0]!, { type: 'future_event', x: 1 }]) + 'event: weird\ndata: not json\n\n' + sse(EVENTS.slice(1))
     const { chunks } = await translate(odd)
     expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('Okay, checking.')
+  })
+
+  test('a JSON answer (response_format) streams as content, and finishes with stop', async () => {
+    const events = [
+      EVENTS[0]!,
+      { type: 'content_block_start', index: 0, content_block: { type: 'tool_use', id: 'toolu_9', name: 'weather', input: {} } },
+      { type: 'content_block_delta', index: 0, delta: { type: 'input_json_delta', partial_json: '' } },
+      { type: 'content_block_delta', index: 0, delta: { type: 'input_json_delta', partial_json: '{"city": ' } },
+      { type: 'content_block_delta', index: 0, delta: { type: 'input_json_delta', partial_json: '"Paris"}' } },
+      { type: 'content_block_stop', index: 0 },
+      { type: 'message_delta', delta: { stop_reason: 'tool_use', stop_sequence: null }, usage: { output_tokens: 9 } },
+      { type: 'message_stop' },
+    ]
+    const { chunks, done } = await translate(sse(events), false, Infinity, 'weather')
+    expect(done).toBe(true)
+    expect(chunks.map((c) => c.choices[0]?.delta)).toEqual([{ role: 'assistant', content: '' }, { content: '{"city": ' }, { content: '"Paris"}' }, {}])
+    expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('stop')
+    // An answer whose input never streamed is the empty object, as the non-streamed answer has it.
+    const empty = await translate(sse([...events.slice(0, 2), ...events.slice(5)]), false, Infinity, 'weather')
+    expect(empty.chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('{}')
   })
 
   test('a stop_reason of max_tokens finishes with length', async () => {

@@ -1,8 +1,8 @@
+import { ERROR_CODES, type ErrorCode } from '../../errors.ts'
 import {
   ChunkWriter,
   SSE_DONE,
   count,
-  errorTypeForStatus,
   isRecord,
   nowSeconds,
   str,
@@ -18,14 +18,24 @@ export interface AnthropicStreamOptions {
   model: string
   /** The client asked for `stream_options.include_usage`. */
   includeUsage: boolean
+  /** The provider's id, named in an error event so the client knows which upstream failed. */
+  provider: string
+  /** The key's secret, kept out of any error text the upstream sends. */
+  secret: string
+  /** The tool a JSON answer was asked through (response_format): its input streams as content. */
+  answerTool?: string
 }
 
-/** Anthropic's stream error types that mean "try again later" rather than "bad request". */
-const STREAM_ERROR_STATUS: Record<string, number> = {
-  overloaded_error: 503,
-  api_error: 500,
-  rate_limit_error: 429,
-  invalid_request_error: 400,
+/**
+ * An `error` event's Anthropic type as the gateway's code (DESIGN.md): the status line has gone
+ * out, so the code is the only thing a client can branch on. What is not the client's fault
+ * (overloaded, internal, the key's account) is `upstream_error`.
+ */
+const STREAM_ERROR_CODES: Readonly<Record<string, ErrorCode>> = {
+  invalid_request_error: 'invalid_request',
+  request_too_large: 'request_too_large',
+  rate_limit_error: 'rate_limit_exceeded',
+  timeout_error: 'upstream_timeout',
 }
 
 /**
@@ -34,7 +44,8 @@ const STREAM_ERROR_STATUS: Record<string, number> = {
  * becomes a tool call (id and name first, then its `input_json_delta` pieces as arguments),
  * `message_delta` brings the stop reason and output usage, `message_stop` closes with the
  * finish chunk, the usage chunk (if asked) and `[DONE]`. An `error` event becomes an
- * OpenAI error frame and ends the stream.
+ * OpenAI error frame and ends the stream. The input of the answer tool (a JSON answer asked
+ * for with response_format) streams as content instead of as a tool call.
  */
 export class AnthropicStreamTranslator implements SseTranslator {
   done = false
@@ -44,6 +55,9 @@ export class AnthropicStreamTranslator implements SseTranslator {
   private readonly toolIndex = new Map<number, number>()
   /** Tool calls whose arguments have begun; one that ends without any gets `{}` as non-streamed. */
   private readonly argsSeen = new Set<number>()
+  /** The content block of the answer tool, whose input is streamed as content; -1 before it starts. */
+  private answerBlock = -1
+  private answerSeen = false
   private finish: FinishReason = 'stop'
   private usage: JsonObject | undefined
 
@@ -71,19 +85,18 @@ export class AnthropicStreamTranslator implements SseTranslator {
       case 'message_delta': {
         if (isRecord(event.delta) && event.delta.stop_reason) this.finish = finishReason(event.delta.stop_reason)
         // message_delta's usage is cumulative; it may restate the input counts too.
-        if (isRecord(event.usage)) this.usage = { ...(this.usage ?? {}), ...event.usage }
+        if (isRecord(event.usage)) this.takeUsage(event.usage)
         return ''
       }
-      case 'message_stop':
+      case 'message_stop': {
         this.done = true
-        return this.roleChunk() + this.writer.finish(this.finish) + this.writer.usage(usageOf(this.usage)) + SSE_DONE
-      case 'error': {
-        this.done = true
-        const error = isRecord(event.error) ? event.error : {}
-        const type = str(error.type) ?? 'api_error'
-        const status = STREAM_ERROR_STATUS[type] ?? 500
-        return streamErrorFrame(str(error.message) ?? 'The upstream stream failed.', errorTypeForStatus(status), type)
+        // Claude stopped to "call" the answer tool: for the client the answer is complete.
+        const finish = this.answerBlock >= 0 && this.toolIndex.size === 0 && this.finish === 'tool_calls' ? 'stop' : this.finish
+        return this.roleChunk() + this.writer.finish(finish) + this.writer.usage(usageOf(this.usage)) + SSE_DONE
       }
+      case 'error':
+        this.done = true
+        return this.errorFrame(isRecord(event.error) ? event.error : {})
       default:
         // ping, and event types added later.
         return ''
@@ -93,15 +106,40 @@ export class AnthropicStreamTranslator implements SseTranslator {
   end(): string {
     if (this.done) return ''
     this.done = true
-    return streamErrorFrame('The upstream stream ended before the message was complete.', 'api_error', 'upstream_error')
+    return streamErrorFrame(
+      `Upstream provider "${this.options.provider}" ended the stream before the message was complete.`,
+      ERROR_CODES.upstream_error.type,
+      'upstream_error',
+    )
+  }
+
+  /** An Anthropic `error` event as the gateway's error frame, with Anthropic's type kept in the message. */
+  private errorFrame(error: JsonObject): string {
+    const type = str(error.type) ?? 'api_error'
+    const code = STREAM_ERROR_CODES[type] ?? 'upstream_error'
+    const secret = this.options.secret
+    let detail = str(error.message) ?? 'no details given.'
+    if (secret.length >= 4) detail = detail.split(secret).join('***')
+    return streamErrorFrame(`Upstream provider "${this.options.provider}" failed mid-stream (${type}): ${detail}`, ERROR_CODES[code].type, code)
   }
 
   private start(message: JsonObject): string {
     this.writer.head.id = str(message.id) ?? this.writer.head.id
     this.writer.head.model = str(message.model) ?? this.options.model
-    if (isRecord(message.usage)) this.usage = { ...message.usage }
+    if (isRecord(message.usage)) this.takeUsage(message.usage)
     // The role goes out with the first content, so it can take the shape OpenAI gives it.
     return ''
+  }
+
+  /**
+   * Keep the counts an event states. The API (and proxies in front of it) send `null` for a
+   * count they do not restate, as message_delta does for the input counts: a null must not
+   * wipe the number message_start gave, or the prompt tokens of the stream would read 0.
+   */
+  private takeUsage(usage: JsonObject): void {
+    const kept: JsonObject = { ...(this.usage ?? {}) }
+    for (const [name, value] of Object.entries(usage)) if (typeof value === 'number') kept[name] = value
+    this.usage = kept
   }
 
   /** The first chunk of an OpenAI stream carries the role, once: with `content: ''` before text. */
@@ -124,6 +162,10 @@ export class AnthropicStreamTranslator implements SseTranslator {
       return text ? this.roleChunk() + this.writer.delta({ content: text }) : ''
     }
     if (block.type !== 'tool_use') return ''
+    if (this.options.answerTool !== undefined && block.name === this.options.answerTool) {
+      this.answerBlock = index
+      return ''
+    }
     const toolIndex = this.toolIndex.size
     this.toolIndex.set(index, toolIndex)
     const call = { index: toolIndex, id: str(block.id) ?? '', type: 'function', function: { name: str(block.name) ?? '', arguments: '' } }
@@ -131,6 +173,10 @@ export class AnthropicStreamTranslator implements SseTranslator {
   }
 
   private blockStop(index: number): string {
+    if (index === this.answerBlock && !this.answerSeen) {
+      this.answerSeen = true
+      return this.roleChunk() + this.writer.delta({ content: '{}' })
+    }
     const toolIndex = this.toolIndex.get(index)
     if (toolIndex === undefined || this.argsSeen.has(toolIndex)) return ''
     this.argsSeen.add(toolIndex)
@@ -143,8 +189,13 @@ export class AnthropicStreamTranslator implements SseTranslator {
       return text ? this.roleChunk() + this.writer.delta({ content: text }) : ''
     }
     if (delta.type === 'input_json_delta') {
-      const toolIndex = this.toolIndex.get(index)
       const piece = str(delta.partial_json)
+      if (index === this.answerBlock) {
+        if (!piece) return ''
+        this.answerSeen = true
+        return this.roleChunk() + this.writer.delta({ content: piece })
+      }
+      const toolIndex = this.toolIndex.get(index)
       if (toolIndex === undefined || !piece) return ''
       this.argsSeen.add(toolIndex)
       return this.writer.delta({ tool_calls: [{ index: toolIndex, function: { arguments: piece } }] })
