@@ -69,7 +69,7 @@ export const geminiAdapter: AdapterFactory = (provider) => {
     if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
     if (call.stream) {
       if (!upstream.body) return errorResponse(502, 'Gemini answered a stream request without a body.')
-      const body = geminiStreamToOpenAI(upstream.body, { model, includeUsage: wantsStreamUsage(call.body) })
+      const body = geminiStreamToOpenAI(upstream.body, { model, includeUsage: wantsStreamUsage(call.body), provider: provider.id, secret: call.key.secret })
       return sseResponse(body, upstream.status, passHeaders(upstream.headers))
     }
     const response = await readJson(upstream)

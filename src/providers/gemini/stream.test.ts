@@ -37,7 +37,7 @@ interface Chunk {
 }
 
 async function translate(text: string, includeUsage = false, pieceSize = Infinity): Promise<{ chunks: Chunk[]; done: boolean; raw: string }> {
-  const raw = await new Response(geminiStreamToOpenAI(source(text, pieceSize), { model: 'asked', includeUsage })).text()
+  const raw = await new Response(geminiStreamToOpenAI(source(text, pieceSize), { model: 'asked', includeUsage, provider: 'google', secret: 'AIza-test-secret-0123' })).text()
   const parsed = parseSse(raw)
   return { chunks: parsed.events as Chunk[], done: parsed.done, raw }
 }
@@ -128,9 +128,22 @@ describe('geminiStreamToOpenAI', () => {
   test('an error frame ends the stream with an OpenAI error frame and no [DONE]; an empty stream is an error too', async () => {
     const failed = await translate(sse([CHUNKS[0]!, { error: { code: 503, message: 'The model is overloaded.', status: 'UNAVAILABLE' } }, CHUNKS[1]!]))
     expect(failed.raw).not.toContain('[DONE]')
-    expect(JSON.parse(failed.raw.trimEnd().split('\n\n').at(-1)!.slice(6))).toEqual({
-      error: { message: 'The model is overloaded.', type: 'api_error', param: null, code: 'unavailable' },
+    const lastFrame = (raw: string) => JSON.parse(raw.trimEnd().split('\n\n').at(-1)!.slice(6)) as { error: Record<string, unknown> }
+    // The code is one of DESIGN.md's (a client branches on it); Google's status stays in the message.
+    expect(lastFrame(failed.raw)).toEqual({
+      error: { message: 'Upstream provider "google" failed mid-stream (UNAVAILABLE): The model is overloaded.', type: 'api_error', param: null, code: 'upstream_error' },
     })
+    const codes: Array<[number, string, string]> = [
+      [429, 'RESOURCE_EXHAUSTED', 'rate_limit_exceeded'],
+      [400, 'INVALID_ARGUMENT', 'invalid_request'],
+      [504, 'DEADLINE_EXCEEDED', 'upstream_timeout'],
+      [500, 'INTERNAL', 'upstream_error'],
+    ]
+    for (const [code, status, expected] of codes) {
+      const frame = lastFrame((await translate(sse([CHUNKS[0]!, { error: { code, message: 'key AIza-test-secret-0123 failed', status } }]))).raw)
+      expect(frame.error.code).toBe(expected)
+      expect(String(frame.error.message)).not.toContain('AIza-test-secret-0123')
+    }
     const empty = await translate('')
     expect(empty.raw).toContain('"code":"upstream_error"')
   })

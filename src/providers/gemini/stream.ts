@@ -1,7 +1,7 @@
+import { ERROR_CODES, type ErrorCode } from '../../errors.ts'
 import {
   ChunkWriter,
   SSE_DONE,
-  errorTypeForStatus,
   isRecord,
   nowSeconds,
   num,
@@ -17,6 +17,23 @@ export interface GeminiStreamOptions {
   model: string
   /** The client asked for `stream_options.include_usage`. */
   includeUsage: boolean
+  /** The provider's id, named in an error event so the client knows which upstream failed. */
+  provider: string
+  /** The key's secret, kept out of any error text the upstream sends. */
+  secret: string
+}
+
+/**
+ * An error chunk's HTTP code as the gateway's code (DESIGN.md): the status line has gone out,
+ * so the code is the only thing a client can branch on. What is not the client's fault
+ * (overloaded, internal, the key's) is `upstream_error`.
+ */
+function streamErrorCode(status: number): ErrorCode {
+  if (status === 400) return 'invalid_request'
+  if (status === 413) return 'request_too_large'
+  if (status === 429) return 'rate_limit_exceeded'
+  if (status === 504) return 'upstream_timeout'
+  return 'upstream_error'
 }
 
 interface CandidateState {
@@ -57,7 +74,11 @@ export class GeminiStreamTranslator implements SseTranslator {
     if (isRecord(chunk.error)) {
       this.done = true
       const status = num(chunk.error.code) ?? 500
-      return streamErrorFrame(str(chunk.error.message) ?? 'The upstream stream failed.', errorTypeForStatus(status), str(chunk.error.status)?.toLowerCase() ?? null)
+      const code = streamErrorCode(status)
+      let detail = str(chunk.error.message) ?? 'no details given.'
+      if (this.options.secret.length >= 4) detail = detail.split(this.options.secret).join('***')
+      const what = str(chunk.error.status) ?? `HTTP ${status}`
+      return streamErrorFrame(`Upstream provider "${this.options.provider}" failed mid-stream (${what}): ${detail}`, ERROR_CODES[code].type, code)
     }
     if (!this.headSet) {
       this.headSet = true
