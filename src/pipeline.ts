@@ -1,4 +1,4 @@
-import { type ErrorCode, GatewayError } from './errors.ts'
+import { ERROR_CODES, type ErrorCode, GatewayError } from './errors.ts'
 import type { Logger } from './lib/logger.ts'
 import type { Services } from './services.ts'
 import type { Pricing, Timeouts } from './config/schema.ts'
@@ -492,7 +492,7 @@ export class Pipeline {
       this.watchdog.end(watch)
       this.release(plan, req)
       readHeld()
-      this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode)
+      this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode ?? (aborted ? null : seen.endedOnError()))
     }
     const read = (): void => {
       reader.read().then(
@@ -668,7 +668,7 @@ export class Pipeline {
       finished = true
       this.watchdog.end(watch)
       this.release(plan, req)
-      this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode)
+      this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode ?? (aborted ? null : seen.endedOnError()))
     }
 
     return new ReadableStream<Uint8Array>({
@@ -899,11 +899,14 @@ class StreamUsage {
   usage: Usage | null = null
   private readonly kept: string[] = []
   private keptChars = 0
+  /** The data of the newest event: a stream that ends on an error event is told by its last one. */
+  private last: string | null = null
 
   constructor(private readonly pricing: () => Pricing | undefined) {}
 
   /** An event's data, seen in order; true when it carries usage (most chunks carry `"usage":null`), to be parsed and handed to `take`. */
   sees(data: string): boolean {
+    this.last = data
     if (carriesUsage(data)) return true
     if (this.usage === null && this.keptChars < MAX_KEPT_EVENT_CHARS) {
       this.kept.push(data)
@@ -924,7 +927,27 @@ class StreamUsage {
   }
 
   readonly completion = (): string => completionText(this.kept)
+
+  /**
+   * The code of the error event the stream ended on (an upstream that failed after its 200, or
+   * an adapter's frame for it), or null: the request is then logged as the failure it was, not
+   * as a success. A code that is not one of the gateway's counts as `upstream_error`.
+   */
+  endedOnError(): ErrorCode | null {
+    const data = this.last
+    if (data === null || !ERROR_EVENT.test(data)) return null
+    try {
+      const error = (JSON.parse(data) as { error?: { code?: unknown } }).error
+      const code = error?.code
+      return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code) ? (code as ErrorCode) : 'upstream_error'
+    } catch {
+      return null
+    }
+  }
 }
+
+/** An SSE event whose data is an error object (OpenAI's shape, which every adapter writes). */
+const ERROR_EVENT = /^\s*\{\s*"error"\s*:/
 
 /** The generated text of OpenAI-format stream events: content, legacy text, tool-call arguments. */
 export function completionText(events: readonly string[]): string {

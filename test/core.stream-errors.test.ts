@@ -1,0 +1,86 @@
+/**
+ * A stream whose upstream fails after its 200 ends on an error event (OpenAI's
+ * `data: {"error": …}`, which every adapter writes for a failure mid-stream). The client sees the
+ * event; the completion hooks (logging, metrics) must hear the request as the failure it was, with
+ * the event's code, not as a success. Both ways a stream is read: mirrored (the client asked for
+ * the usage chunk itself) and tapped (the gateway hides the usage chunk it asked for).
+ * The upstream is a small Bun server; real HTTP on 127.0.0.1.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { definePlugin, type Outcome } from '../src/plugin.ts'
+import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
+import { settledHooks } from './support/http.ts'
+
+const frame = (data: unknown) => `data: ${JSON.stringify(data)}\n\n`
+const chunk = (text: string) => frame({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content: text }, finish_reason: null }] })
+
+/** Models: `fails-known` ends on an error event with a gateway code, `fails-other` with a code of its own, `whole` ends normally. */
+function body(model: string): string {
+  if (model === 'fails-known') return chunk('Hel') + frame({ error: { message: 'Rate limit reached mid-stream.', type: 'rate_limit_error', param: null, code: 'rate_limit_exceeded' } })
+  if (model === 'fails-other') return chunk('Hel') + frame({ error: { message: 'The server had an error.', type: 'server_error', param: null, code: 'server_overloaded' } })
+  const usage = { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 }
+  return chunk('Hel') + chunk('lo') + frame({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [], usage }) + 'data: [DONE]\n\n'
+}
+
+let upstream: ReturnType<typeof Bun.serve>
+let gw: TestGateway
+const outcomes: Outcome[] = []
+const recorder = definePlugin({ name: 'outcome-recorder', setup: () => ({ onComplete: (_req, outcome) => void outcomes.push(outcome) }) })
+
+beforeAll(async () => {
+  upstream = Bun.serve({
+    hostname: '127.0.0.1',
+    port: 0,
+    async fetch(request) {
+      const { model } = (await request.json()) as { model: string }
+      return new Response(body(model), { headers: { 'content-type': 'text/event-stream' } })
+    },
+  })
+  const url = `http://127.0.0.1:${upstream.port}/v1`
+  gw = await startGateway(
+    upstreamConfig(url, {
+      models: ['fails-known', 'fails-other', 'whole'].map((name) => ({ name, targets: [{ provider: 'up', model: name }] })),
+      plugins: [recorder],
+    }),
+  )
+})
+afterAll(async () => {
+  await gw?.close()
+  upstream?.stop(true)
+})
+
+async function streamOf(model: string, askUsage: boolean): Promise<{ status: number; text: string; outcome: Outcome }> {
+  await settledHooks(() => outcomes.length)
+  outcomes.length = 0
+  const res = await fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: 'hi' }], ...(askUsage ? { stream_options: { include_usage: true } } : {}) }),
+  })
+  const text = await res.text()
+  await settledHooks(() => outcomes.length)
+  expect(outcomes).toHaveLength(1)
+  return { status: res.status, text, outcome: outcomes[0]! }
+}
+
+for (const [way, askUsage] of [['mirrored', true], ['tapped', false]] as const) {
+  describe(`a stream that ends on an error event (${way})`, () => {
+    test("is heard with the event's code when it is one of the gateway's", async () => {
+      const { status, text, outcome } = await streamOf('fails-known', askUsage)
+      expect(status).toBe(200)
+      expect(text).toContain('Rate limit reached mid-stream.')
+      expect(outcome).toMatchObject({ status: 200, errorCode: 'rate_limit_exceeded', aborted: false })
+    })
+
+    test('is heard as upstream_error when its code is not one of the gateway\'s', async () => {
+      const { outcome } = await streamOf('fails-other', askUsage)
+      expect(outcome).toMatchObject({ status: 200, errorCode: 'upstream_error', aborted: false })
+    })
+
+    test('a stream that ends normally is heard without an error', async () => {
+      const { text, outcome } = await streamOf('whole', askUsage)
+      expect(text).toContain('[DONE]')
+      expect(outcome).toMatchObject({ status: 200, errorCode: null, aborted: false })
+    })
+  })
+}
