@@ -139,6 +139,20 @@ describe('bad requests', () => {
     ['stream_options a number', 'stream_options', { ...chat, stream_options: 5 }],
     ['stream_options a string', 'stream_options', { ...chat, stream_options: 'abc' }],
     ['a message that is a string', 'messages[0]', { model: 'mock-gpt', messages: ['hi'] }],
+    ['content a number', 'messages[0].content', { model: 'mock-gpt', messages: [{ role: 'user', content: 5 }] }],
+    ['a numeric name', 'messages[0].name', { model: 'mock-gpt', messages: [{ role: 'user', content: 'a', name: 5 }] }],
+    ['stream a string', 'stream', { ...chat, stream: 'yes' }],
+    ['include_usage a string', 'stream_options.include_usage', { ...chat, stream: true, stream_options: { include_usage: 'yes' } }],
+    ['max_completion_tokens zero', 'max_completion_tokens', { ...chat, max_completion_tokens: 0 }],
+    ['top_p above 1', 'top_p', { ...chat, top_p: 1.5 }],
+    ['frequency_penalty above 2', 'frequency_penalty', { ...chat, frequency_penalty: 2.5 }],
+    ['presence_penalty below -2', 'presence_penalty', { ...chat, presence_penalty: -3 }],
+    ['top_logprobs above 20', 'top_logprobs', { ...chat, logprobs: true, top_logprobs: 21 }],
+    ['n zero', 'n', { ...chat, n: 0 }],
+    ['stop a number', 'stop', { ...chat, stop: 5 }],
+    ['a stop sequence that is not a string', 'stop[1]', { ...chat, stop: ['END', 7] }],
+    ['tools an object', 'tools', { ...chat, tools: { type: 'function' } }],
+    ['a tool without its type', 'tools[0].type', { ...chat, tools: [{ function: { name: 'f' } }] }],
   ]
   for (const [what, param, body] of invalid) {
     test(`validation: ${what} → 400 invalid_request with param "${param}"`, async () => {
@@ -148,6 +162,31 @@ describe('bad requests', () => {
       expect(upstream.stats.requests).toBe(0)
     })
   }
+
+  test('a field that may take several shapes is explained by the shape that came closest, not "union value"', async () => {
+    const cases: Array<[string, Record<string, unknown>, string, string]> = [
+      ['/v1/chat/completions', { ...chat, temperature: 9 }, 'temperature', 'Expected number to be less or equal to 2'],
+      ['/v1/chat/completions', { ...chat, max_tokens: 'ten' }, 'max_tokens', 'Expected integer or null'],
+      ['/v1/completions', { model: 'mock-gpt', prompt: 5 }, 'prompt', 'Expected string or array or null'],
+      // A list of token ids with a string in it: the token-list shape got furthest, so its item is named.
+      ['/v1/completions', { model: 'mock-gpt', prompt: [1, 2, 'three'] }, 'prompt[2]', 'Expected integer'],
+      ['/v1/completions', { model: 'mock-gpt', prompt: [[1], [2, 'x']] }, 'prompt[1][1]', 'Expected integer'],
+      ['/v1/embeddings', { model: 'mock-embed', input: [1.5] }, 'input[0]', 'Expected string or integer or array'],
+      ['/v1/embeddings', { model: 'mock-embed', input: 'a', encoding_format: 'hex' }, 'encoding_format', "Expected 'float' or 'base64' or null"],
+      ['/v1/embeddings', { model: 'mock-embed', input: 'a', dimensions: 0 }, 'dimensions', 'Expected integer to be greater or equal to 1'],
+    ]
+    for (const [path, body, param, reason] of cases) {
+      const error = await expectError(await postJson(gw.url + path, body), 'invalid_request')
+      expect({ path, param: error.param, message: error.message }).toEqual({ path, param, message: `Invalid value for "${param}": ${reason}.` })
+    }
+    expect(upstream.stats.requests).toBe(0)
+  })
+
+  test('a missing field is named as missing', async () => {
+    const error = await expectError(await postJson(`${gw.url}/v1/completions`, { model: 'mock-gpt' }), 'invalid_request')
+    expect(error.param).toBe('prompt')
+    expect(error.message).toBe('Missing required parameter "prompt".')
+  })
 
   test('validation on the other POST routes names the field too', async () => {
     const emb = await expectError(await postJson(`${gw.url}/v1/embeddings`, { model: 'mock-gpt' }), 'invalid_request')

@@ -76,6 +76,138 @@ describe('core happy paths through the openai client', () => {
     expect(upstream.stats.lastBody).toEqual(body)
   })
 
+  describe('every request OpenAI documents as valid is served, and reaches the upstream as sent', () => {
+    // From the openai SDK's ChatCompletionCreateParams, CompletionCreateParams and EmbeddingCreateParams.
+    // SDKs and frameworks send `null` for optional fields they leave unset (openai-python's None, LangChain, LiteLLM).
+    const tool = { type: 'function', function: { name: 'get_weather', description: 'Weather.', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'], additionalProperties: false }, strict: true } }
+    const chatBodies: Array<[string, Record<string, unknown>]> = [
+      [
+        'every message role and content shape',
+        {
+          messages: [
+            { role: 'system', content: 'Be brief.', name: 'house-rules' },
+            { role: 'developer', content: [{ type: 'text', text: 'Answer in English.' }] },
+            {
+              role: 'user',
+              name: 'ada',
+              content: [
+                { type: 'text', text: 'What is this?' },
+                { type: 'image_url', image_url: { url: 'https://example.com/cat.png', detail: 'low' } },
+                { type: 'input_audio', input_audio: { data: 'UklGRg==', format: 'wav' } },
+                { type: 'file', file: { file_id: 'file-abc123' } },
+              ],
+            },
+            { role: 'assistant', content: null, refusal: null, audio: null, name: 'bot', tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
+            { role: 'tool', tool_call_id: 'call_1', content: [{ type: 'text', text: 'sunny' }] },
+            { role: 'assistant', content: [{ type: 'refusal', refusal: 'I cannot.' }], refusal: 'I cannot.' },
+            { role: 'assistant', audio: { id: 'audio_abc' } },
+            { role: 'assistant', content: null, function_call: { name: 'get_weather', arguments: '{}' } },
+            { role: 'function', name: 'get_weather', content: null },
+            { role: 'user', content: 'And tomorrow?', name: null },
+          ],
+        },
+      ],
+      [
+        'the newer parameters',
+        {
+          max_completion_tokens: 5,
+          reasoning_effort: 'minimal',
+          verbosity: 'low',
+          modalities: ['text', 'audio'],
+          audio: { voice: 'alloy', format: 'wav' },
+          prediction: { type: 'content', content: 'hello there' },
+          store: true,
+          metadata: { team: 'search' },
+          service_tier: 'flex',
+          tools: [tool, { type: 'custom', custom: { name: 'grammar', format: { type: 'text' } } }],
+          tool_choice: { type: 'function', function: { name: 'get_weather' } },
+          parallel_tool_calls: false,
+          logit_bias: { '50256': -100, '11': 100 },
+          logprobs: true,
+          top_logprobs: 20,
+          seed: -7,
+          stop: ['\n\n', 'END'],
+          response_format: { type: 'json_schema', json_schema: { name: 'answer', strict: true, schema: { type: 'object', properties: {}, additionalProperties: false } } },
+          web_search_options: { search_context_size: 'low', user_location: { type: 'approximate', approximate: { city: 'Paris' } } },
+          user: 'user-1',
+          safety_identifier: 'hash-of-user-1',
+          prompt_cache_key: 'tenant-1',
+        },
+      ],
+      ['tool_choice as a string, response_format json_object, stop as a string', { tools: [tool], tool_choice: 'required', response_format: { type: 'json_object' }, stop: 'END' }],
+      ['the deprecated functions and function_call', { functions: [{ name: 'get_weather', parameters: { type: 'object', properties: {} } }], function_call: { name: 'get_weather' } }],
+      ['the low bounds', { temperature: 0, top_p: 0, n: 1, frequency_penalty: -2, presence_penalty: -2, top_logprobs: 0, logprobs: true, max_tokens: 1 }],
+      ['the high bounds', { temperature: 2, top_p: 1, n: 128, frequency_penalty: 2, presence_penalty: 2 }],
+      [
+        'null for every optional field',
+        Object.fromEntries(
+          ['stream', 'stream_options', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'n', 'frequency_penalty', 'presence_penalty', 'stop', 'seed', 'logprobs', 'top_logprobs', 'logit_bias', 'metadata', 'modalities', 'audio', 'prediction', 'store', 'service_tier', 'reasoning_effort', 'verbosity', 'safety_identifier', 'prompt_cache_key', 'tools', 'tool_choice', 'user'].map((field) => [field, null]),
+        ),
+      ],
+      ['extras of a provider (vLLM)', { top_k: 40, min_p: 0.05, repetition_penalty: 1.1, guided_json: { type: 'object' }, chat_template_kwargs: { enable_thinking: false } }],
+    ]
+    for (const [what, extra] of chatBodies) {
+      test(`chat: ${what}`, async () => {
+        const body = { model: 'mock-gpt', messages, ...extra }
+        const res = await postJson(`${gw.url}/v1/chat/completions`, body)
+        expect(res.status).toBe(200)
+        await res.arrayBuffer()
+        expect(upstream.stats.lastBody).toEqual(body)
+      })
+    }
+
+    const completionBodies: Array<[string, Record<string, unknown>]> = [
+      ['a list of prompts', { prompt: ['Say hi', 'Say bye'] }],
+      ['a prompt of token ids', { prompt: [1212, 318, 257, 1332] }],
+      ['prompts of token ids', { prompt: [[1212, 318], [257, 1332]] }],
+      ['a null prompt (a new document)', { prompt: null }],
+      ['suffix, echo, best_of, logprobs', { prompt: 'def add(a, b):', suffix: '\n\nprint(add(1, 2))', echo: true, best_of: 3, n: 2, logprobs: 5, max_tokens: 4 }],
+      ['null for the optional fields', { prompt: 'Say hi', ...Object.fromEntries(['stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'n', 'best_of', 'echo', 'logprobs', 'suffix', 'stop', 'seed', 'logit_bias', 'frequency_penalty', 'presence_penalty'].map((f) => [f, null])) }],
+    ]
+    for (const [what, extra] of completionBodies) {
+      test(`completions: ${what}`, async () => {
+        const body = { model: 'mock-gpt', ...extra }
+        const res = await postJson(`${gw.url}/v1/completions`, body)
+        expect(res.status).toBe(200)
+        await res.arrayBuffer()
+        expect(upstream.stats.lastBody).toEqual(body)
+      })
+    }
+
+    const embeddingBodies: Array<[string, Record<string, unknown>]> = [
+      ['a string, with dimensions, float and a user', { input: 'alpha', dimensions: 8, encoding_format: 'float', user: 'user-1' }],
+      ['token ids', { input: [1212, 318, 257] }],
+      ['lists of token ids, as base64', { input: [[1212, 318], [257]], encoding_format: 'base64' }],
+      ['null for the optional fields', { input: ['alpha', 'beta'], dimensions: null, encoding_format: null, user: null }],
+    ]
+    for (const [what, extra] of embeddingBodies) {
+      test(`embeddings: ${what}`, async () => {
+        const body = { model: 'mock-embed', ...extra }
+        const res = await postJson(`${gw.url}/v1/embeddings`, body)
+        expect(res.status).toBe(200)
+        await res.arrayBuffer()
+        expect(upstream.stats.lastBody).toEqual(body)
+      })
+    }
+
+    test('a stream with stream_options null gets no usage chunk; include_obfuscation reaches the upstream', async () => {
+      const plain = parseSse(await (await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 2, stream: true, stream_options: null })).text())
+      expect(plain.done).toBe(true)
+      expect((plain.events as Array<{ usage?: unknown }>).every((e) => e.usage === undefined || e.usage === null)).toBe(true)
+
+      const options = { include_usage: true, include_obfuscation: false }
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 2, stream: true, stream_options: options })
+      expect(parseSse(await res.text()).done).toBe(true)
+      expect((upstream.stats.lastBody as { stream_options: unknown }).stream_options).toEqual(options)
+    })
+
+    test('the openai client, passing null where the SDK types allow it', async () => {
+      const completion = await client.chat.completions.create({ model: 'mock-gpt', messages, max_tokens: null, temperature: null, n: null, stream: null, stop: null, seed: null })
+      expect(completion.choices[0]?.message.content).toStartWith('This is a mock reply')
+      expect(upstream.stats.lastBody).toMatchObject({ max_tokens: null, temperature: null, n: null, stream: null })
+    })
+  })
+
   test('streamed chat through the client: role, content pieces, finish, [DONE]', async () => {
     const stream = await client.chat.completions.create({ model: 'mock-gpt', messages, max_tokens: 4, stream: true })
     const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = []

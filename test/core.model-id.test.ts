@@ -1,6 +1,7 @@
 /**
  * `GET /v1/models/{id}` with ids that need percent-encoding in a path: a slash, a space, a
  * percent sign. The router decodes the path parameter once; the id must not be decoded again.
+ * A slash may also arrive raw (clients that do not encode the id): the id is still one id.
  * Real HTTP on 127.0.0.1, no plugin.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
@@ -41,6 +42,20 @@ describe('GET /v1/models/{id} decodes the id once', () => {
     const res = await fetch(`${gw.url}/v1/models/%2541`)
     expect(((await res.json()) as { id: string }).id).toBe('%41')
     await expectError(await fetch(`${gw.url}/v1/models/A`), 'model_not_found')
+  })
+
+  test('an id sent with a raw slash, as openai-python puts it in the path, is found as itself', async () => {
+    // openai-python builds f"/models/{model}": the slash goes out as a slash, the space as %20.
+    const res = await fetch(`${gw.url}/v1/models/acme/llama%203`)
+    expect(res.status).toBe(200)
+    expect(await res.json()).toMatchObject({ id: 'acme/llama 3', object: 'model', owned_by: 'sluice' })
+    const missing = await expectError(await fetch(`${gw.url}/v1/models/acme/llama%204`), 'model_not_found')
+    expect(missing.message).toContain('"acme/llama 4"')
+  })
+
+  test('an id with a malformed escape is named as sent, not as "null"', async () => {
+    const error = await expectError(await fetch(`${gw.url}/v1/models/%zz`), 'model_not_found')
+    expect(error.message).toContain('"%zz"')
   })
 
   test('the OpenAI SDK retrieves a model whose id holds a slash and a space', async () => {

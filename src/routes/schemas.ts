@@ -3,45 +3,69 @@ import { Type as t, type TSchema } from '@sinclair/typebox'
 /**
  * Request bodies of the OpenAI endpoints. They check what the gateway relies on and let
  * every other field through untouched (`additionalProperties`), so new OpenAI parameters
- * reach the upstream without a gateway release.
+ * and providers' own extras (vLLM's `top_k`, `repetition_penalty`) reach the upstream
+ * without a gateway release.
  */
 const open = { additionalProperties: true } as const
 
+/**
+ * An optional field that may also be `null`: OpenAI takes `null` for "not set" on its optional
+ * parameters, and clients send it (openai-python's `None`, LangChain's and LiteLLM's defaults).
+ */
+const OrNull = <T extends TSchema>(schema: T) => t.Optional(t.Union([schema, t.Null()]))
+
 export const ChatMessage = t.Object(
   {
-    role: t.String({ minLength: 1, description: 'system, developer, user, assistant or tool' }),
+    role: t.String({ minLength: 1, description: 'system, developer, user, assistant, tool or function' }),
     content: t.Optional(t.Union([t.String(), t.Array(t.Unknown()), t.Null()])),
-    name: t.Optional(t.String()),
+    name: OrNull(t.String()),
   },
   open,
 )
 
-const MaxTokens = t.Optional(t.Integer({ minimum: 1 }))
-const StreamOptions = t.Optional(t.Object({ include_usage: t.Optional(t.Boolean()) }, open))
+const MaxTokens = OrNull(t.Integer({ minimum: 1 }))
+const StreamOptions = OrNull(t.Object({ include_usage: OrNull(t.Boolean()) }, open))
+const Tools = OrNull(t.Array(t.Object({ type: t.String() }, open)))
+
+/** The sampling parameters both text endpoints share, at the bounds OpenAI documents. */
+const sampling = {
+  temperature: OrNull(t.Number({ minimum: 0, maximum: 2 })),
+  top_p: OrNull(t.Number({ minimum: 0, maximum: 1 })),
+  frequency_penalty: OrNull(t.Number({ minimum: -2, maximum: 2 })),
+  presence_penalty: OrNull(t.Number({ minimum: -2, maximum: 2 })),
+  // Checked because the Anthropic and Gemini adapters translate it (and would drop a wrong shape silently).
+  stop: OrNull(t.Union([t.String(), t.Array(t.String())])),
+}
 
 export const ChatCompletionBody = t.Object(
   {
     model: t.String({ minLength: 1 }),
     messages: t.Array(ChatMessage, { minItems: 1 }),
-    stream: t.Optional(t.Boolean()),
+    stream: OrNull(t.Boolean()),
     stream_options: StreamOptions,
     max_tokens: MaxTokens,
     max_completion_tokens: MaxTokens,
-    temperature: t.Optional(t.Number({ minimum: 0, maximum: 2 })),
-    n: t.Optional(t.Integer({ minimum: 1, maximum: 128 })),
-    tools: t.Optional(t.Array(t.Object({ type: t.String() }, open))),
-    user: t.Optional(t.String()),
+    ...sampling,
+    n: OrNull(t.Integer({ minimum: 1, maximum: 128 })),
+    top_logprobs: OrNull(t.Integer({ minimum: 0, maximum: 20 })),
+    tools: Tools,
+    user: OrNull(t.String()),
   },
   { ...open, description: 'OpenAI chat completion request' },
 )
 
+/** A prompt or an embeddings input: a string, strings, one tokenized text, or several. */
+const TextOrTokens = [t.String(), t.Array(t.String()), t.Array(t.Integer()), t.Array(t.Array(t.Integer()))] as const
+
 export const CompletionBody = t.Object(
   {
     model: t.String({ minLength: 1 }),
-    prompt: t.Union([t.String(), t.Array(t.String()), t.Array(t.Integer()), t.Array(t.Array(t.Integer()))]),
-    stream: t.Optional(t.Boolean()),
+    // Required, but null is OpenAI's "no prompt" (the model starts from a new document).
+    prompt: t.Union([...TextOrTokens, t.Null()]),
+    stream: OrNull(t.Boolean()),
     stream_options: StreamOptions,
     max_tokens: MaxTokens,
+    ...sampling,
   },
   { ...open, description: 'OpenAI legacy completion request' },
 )
@@ -49,9 +73,9 @@ export const CompletionBody = t.Object(
 export const EmbeddingBody = t.Object(
   {
     model: t.String({ minLength: 1 }),
-    input: t.Union([t.String(), t.Array(t.String()), t.Array(t.Integer()), t.Array(t.Array(t.Integer()))]),
-    dimensions: t.Optional(t.Integer({ minimum: 1 })),
-    encoding_format: t.Optional(t.Union([t.Literal('float'), t.Literal('base64')])),
+    input: t.Union([...TextOrTokens]),
+    dimensions: OrNull(t.Integer({ minimum: 1 })),
+    encoding_format: OrNull(t.Union([t.Literal('float'), t.Literal('base64')])),
   },
   { ...open, description: 'OpenAI embeddings request' },
 )
@@ -126,7 +150,7 @@ export const TokenCountChatBody = t.Object(
   {
     model: t.String({ minLength: 1 }),
     messages: t.Array(ChatMessage, { minItems: 1 }),
-    tools: t.Optional(t.Array(t.Object({ type: t.String() }, open))),
+    tools: Tools,
   },
   { ...open, title: 'Chat body', description: 'A chat completion request (other fields are accepted and ignored)' },
 )

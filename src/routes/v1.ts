@@ -80,6 +80,17 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
   }
   const modelObject = (g: ModelGroup) => ({ id: g.name, object: 'model' as const, created: g.created, owned_by: 'sluice' })
 
+  const retrieveModel = async (request: Request, requestId: string, id: string): Promise<Response> => {
+    const req = pipeline.createRequest('models.get', request, requestId)
+    const refused = await pipeline.authenticate(req)
+    if (refused) return pipeline.fail(req, refused)
+    const group = visible(req).find((g) => g.name === id)
+    if (!group) {
+      return pipeline.fail(req, new GatewayError('model_not_found', `The model "${id}" is not served to this key. GET /v1/models lists the models your key may use.`, { param: 'model' }))
+    }
+    return pipeline.answered(req, withHeaders(req, modelObject(group)))
+  }
+
   return new Elysia({ name: 'sluice.v1' })
     .post('/v1/chat/completions', call('chat.completions'), {
       parse: reader(ChatCompletionBody),
@@ -103,22 +114,18 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
       },
       { response: { 200: ModelList }, detail: { tags: ['OpenAI'], summary: 'List the models the calling key may use', security } },
     )
-    .get(
-      '/v1/models/:id',
-      async ({ request, set, params }) => {
-        const req = pipeline.createRequest('models.get', request, set.headers['x-request-id'] as string)
-        const refused = await pipeline.authenticate(req)
-        if (refused) return pipeline.fail(req, refused)
-        // Elysia's router has decoded the path parameter already; decoding again would break ids holding a "%".
-        const id = params.id
-        const group = visible(req).find((g) => g.name === id)
-        if (!group) {
-          return pipeline.fail(req, new GatewayError('model_not_found', `The model "${id}" is not served to this key. GET /v1/models lists the models your key may use.`, { param: 'model' }))
-        }
-        return pipeline.answered(req, withHeaders(req, modelObject(group)))
-      },
-      { response: { 200: ModelObject }, detail: { tags: ['OpenAI'], summary: 'Retrieve one model', security } },
-    )
+    // Elysia's router has decoded the path parameter already; decoding again would break ids holding a "%".
+    // It gives null for a malformed escape ("%zz"), which is then taken as sent.
+    .get('/v1/models/:id', ({ request, set, params }) => retrieveModel(request, set.headers['x-request-id'] as string, (params.id as string | null) ?? rawModelId(request)), {
+      response: { 200: ModelObject },
+      detail: { tags: ['OpenAI'], summary: 'Retrieve one model', security },
+    })
+    // An id holding a raw slash (`meta-llama/Llama-3.1-8B`), as openai-python and other clients put it
+    // in the path unencoded. The router leaves the part after the slash as sent, so the id is decoded here, once.
+    .get('/v1/models/:id/*', ({ request, set }) => retrieveModel(request, set.headers['x-request-id'] as string, decodeOnce(rawModelId(request))), {
+      response: { 200: ModelObject },
+      detail: { hide: true },
+    })
     .post(
       '/v1/tokens/count',
       async ({ body, request, set }) => {
@@ -205,6 +212,21 @@ function refusedOr(body: Record<string, unknown>, check: (body: Record<string, u
 function refusedBody(error: unknown): RefusedBody {
   if (error instanceof GatewayError) return new RefusedBody(error)
   throw error
+}
+
+/** The id part of a `/v1/models/{id}` URL, as sent. */
+function rawModelId(request: Request): string {
+  const { pathname } = new URL(request.url)
+  return pathname.slice(pathname.indexOf('/models/') + '/models/'.length)
+}
+
+/** Percent-escapes decoded; with a malformed one the text is taken as sent. */
+function decodeOnce(segment: string): string {
+  try {
+    return decodeURIComponent(segment)
+  } catch {
+    return segment
+  }
 }
 
 /** Fields of `GET /v1/key` that stay null when no plugin fills them. */
