@@ -8,7 +8,7 @@ import { isUnstorableText } from './db/errors.ts'
 import { migrateToLatest } from './db/migrate.ts'
 import { createLocalBus, createRedisBus } from './lib/bus.ts'
 import { newRequestId } from './lib/id.ts'
-import { pointerToParam } from './lib/validate.ts'
+import { invalidRequest } from './lib/validate.ts'
 import { roughTokenizer } from './lib/usage.ts'
 import { createLogger, type Logger } from './lib/logger.ts'
 import { MetricsRegistry } from './metrics.ts'
@@ -271,11 +271,7 @@ function toGatewayError(
     case 'PARSE':
       return new GatewayError('invalid_request', 'The request body is not valid JSON. Send a JSON object with Content-Type: application/json.')
     case 'VALIDATION': {
-      const v = error as ValidationError
-      const first = v.valueError
-      const param = first?.path ? pointerToParam(first.path) : null
-      const message = first ? `Invalid value for ${param ? `"${param}"` : 'the body'}: ${first.message}.` : 'The request is not valid for this endpoint.'
-      return new GatewayError('invalid_request', message, { param })
+      return invalidRequest((error as ValidationError).valueError)
     }
     default:
       // Bad input that only the database noticed: the client's to fix, not the operator's.

@@ -106,6 +106,13 @@ describe('wrong types → 400 invalid_request naming the field', () => {
     await refused('POST', `/admin/keys/${fx.key.id}/revoke`, { reason: 42 }, 'invalid_request')
   })
 
+  test('a field of several allowed shapes is refused naming them, not with "Expected union value"', async () => {
+    const role = await refused('POST', `/admin/teams/${fx.team}/members`, { user_id: fx.outsider, role: 'owner' }, 'invalid_request')
+    expect(role.message).toBe(`Invalid value for "role": Expected 'member' or 'admin'.`)
+    const expiry = await refused('POST', '/admin/keys', { user_id: fx.user, expires_at: 5 }, 'invalid_request')
+    expect(expiry.message).toBe('Invalid value for "expires_at": Expected string or null.')
+  })
+
   test('bodies that are not JSON objects', async () => {
     for (const body of ['{broken', '[]', '"a string"', '42', 'null']) {
       await refused('POST', '/admin/users', body, 'invalid_request')

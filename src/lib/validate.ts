@@ -20,16 +20,20 @@ export function compileCheck<T extends TSchema>(schema: T): (value: Record<strin
   const compiled = TypeCompiler.Compile(schema)
   return (value) => {
     if (compiled.Check(value)) return value
-    const first = compiled.Errors(value).First()
-    const reason = first ? explain(first) : undefined
-    const param = reason?.path ? pointerToParam(reason.path) : null
-    const message = !reason
-      ? 'The request body is not valid for this endpoint.'
-      : reason.missing && param
-        ? `Missing required parameter "${param}".`
-        : `Invalid value for ${param ? `"${param}"` : 'the body'}: ${reason.message}.`
-    throw new GatewayError('invalid_request', message, { param })
+    throw invalidRequest(compiled.Errors(value).First())
   }
+}
+
+/** The 400 for a value a schema refused, from its first error (Elysia's route checks use it too). */
+export function invalidRequest(first: ValueError | undefined): GatewayError {
+  const reason = first ? explain(first) : undefined
+  const param = reason?.path ? pointerToParam(reason.path) : null
+  const message = !reason
+    ? 'The request body is not valid for this endpoint.'
+    : reason.missing && param
+      ? `Missing required parameter "${param}".`
+      : `Invalid value for ${param ? `"${param}"` : 'the body'}: ${reason.message}.`
+  return new GatewayError('invalid_request', message, { param })
 }
 
 /** Errors that only say the value is of another type, as opposed to a value of the right type that breaks a bound. */
