@@ -993,10 +993,6 @@ export function upstreamError(status: number, text: string, target: RouteTarget,
     // An adapter's refusal (or the upstream's own 4xx) names the field at fault; the client should see it.
     return new GatewayError(code, `Upstream provider "${provider}" rejected the request (HTTP ${status}): ${detail}`, { status, param: said.param === null ? null : scrub(said.param, target.key.secret) })
   }
-  if (status === 504) {
-    // The upstream's own gateway gave up waiting (Anthropic's timeout_error is a 504 too): a timeout, as DESIGN.md names it.
-    return new GatewayError('upstream_timeout', `Upstream provider "${provider}" timed out (HTTP 504): ${detail}`)
-  }
   return new GatewayError('upstream_error', `Upstream provider "${provider}" failed (HTTP ${status}): ${detail}`)
 }
 
