@@ -159,6 +159,8 @@ describe('anthropicStreamToOpenAI', () => {
     expect((await frameOf({ type: 'invalid_request_error', message: 'bad' })).error).toMatchObject({ type: 'invalid_request_error', code: 'invalid_request' })
     expect((await frameOf({ type: 'api_error', message: 'Internal server error' })).error).toMatchObject({ type: 'api_error', code: 'upstream_error' })
     expect((await frameOf({ type: 'some_new_error' })).error).toMatchObject({ type: 'api_error', code: 'upstream_error' })
+    // Anthropic's own timeout is an upstream 5xx: upstream_error (upstream_timeout is the gateway's own timeouts).
+    expect((await frameOf({ type: 'timeout_error', message: 'Request timed out' })).error).toMatchObject({ type: 'api_error', code: 'upstream_error' })
     const echoed = await frameOf({ type: 'authentication_error', message: `invalid x-api-key ${SECRET}` })
     expect(echoed.error.message).not.toContain(SECRET)
     expect(echoed.error.code).toBe('upstream_error')

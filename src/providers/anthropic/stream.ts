@@ -29,13 +29,13 @@ export interface AnthropicStreamOptions {
 /**
  * An `error` event's Anthropic type as the gateway's code (DESIGN.md): the status line has gone
  * out, so the code is the only thing a client can branch on. What is not the client's fault
- * (overloaded, internal, the key's account) is `upstream_error`.
+ * (overloaded, internal, timed out upstream, the key's account) is `upstream_error`, as an upstream
+ * 5xx is before the status line (DESIGN.md); `upstream_timeout` is the gateway's own timeouts.
  */
 const STREAM_ERROR_CODES: Readonly<Record<string, ErrorCode>> = {
   invalid_request_error: 'invalid_request',
   request_too_large: 'request_too_large',
   rate_limit_error: 'rate_limit_exceeded',
-  timeout_error: 'upstream_timeout',
 }
 
 /**

@@ -136,7 +136,7 @@ describe('geminiStreamToOpenAI', () => {
     const codes: Array<[number, string, string]> = [
       [429, 'RESOURCE_EXHAUSTED', 'rate_limit_exceeded'],
       [400, 'INVALID_ARGUMENT', 'invalid_request'],
-      [504, 'DEADLINE_EXCEEDED', 'upstream_timeout'],
+      [504, 'DEADLINE_EXCEEDED', 'upstream_error'],
       [500, 'INTERNAL', 'upstream_error'],
     ]
     for (const [code, status, expected] of codes) {

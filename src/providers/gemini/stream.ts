@@ -32,7 +32,7 @@ function streamErrorCode(status: number): ErrorCode {
   if (status === 400) return 'invalid_request'
   if (status === 413) return 'request_too_large'
   if (status === 429) return 'rate_limit_exceeded'
-  if (status === 504) return 'upstream_timeout'
+  // A 5xx (504 included) is upstream_error, as before the status line (DESIGN.md); upstream_timeout is the gateway's own timeouts.
   return 'upstream_error'
 }
 
