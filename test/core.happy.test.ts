@@ -79,6 +79,14 @@ describe('core happy paths through the openai client', () => {
   describe('every request OpenAI documents as valid is served, and reaches the upstream as sent', () => {
     // From the openai SDK's ChatCompletionCreateParams, CompletionCreateParams and EmbeddingCreateParams.
     // SDKs and frameworks send `null` for optional fields they leave unset (openai-python's None, LangChain, LiteLLM).
+    /** A test that `body` posted to `path` is answered 200 and reaches the upstream exactly as sent. */
+    const sentAsIs = (name: string, path: string, body: Record<string, unknown>) =>
+      test(name, async () => {
+        const res = await postJson(`${gw.url}${path}`, body)
+        expect(res.status).toBe(200)
+        await res.arrayBuffer()
+        expect(upstream.stats.lastBody).toEqual(body)
+      })
     const tool = { type: 'function', function: { name: 'get_weather', description: 'Weather.', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'], additionalProperties: false }, strict: true } }
     const chatBodies: Array<[string, Record<string, unknown>]> = [
       [
@@ -146,15 +154,7 @@ describe('core happy paths through the openai client', () => {
       ],
       ['extras of a provider (vLLM)', { top_k: 40, min_p: 0.05, repetition_penalty: 1.1, guided_json: { type: 'object' }, chat_template_kwargs: { enable_thinking: false } }],
     ]
-    for (const [what, extra] of chatBodies) {
-      test(`chat: ${what}`, async () => {
-        const body = { model: 'mock-gpt', messages, ...extra }
-        const res = await postJson(`${gw.url}/v1/chat/completions`, body)
-        expect(res.status).toBe(200)
-        await res.arrayBuffer()
-        expect(upstream.stats.lastBody).toEqual(body)
-      })
-    }
+    for (const [what, extra] of chatBodies) sentAsIs(`chat: ${what}`, '/v1/chat/completions', { model: 'mock-gpt', messages, ...extra })
 
     const completionBodies: Array<[string, Record<string, unknown>]> = [
       ['a list of prompts', { prompt: ['Say hi', 'Say bye'] }],
@@ -164,15 +164,7 @@ describe('core happy paths through the openai client', () => {
       ['suffix, echo, best_of, logprobs', { prompt: 'def add(a, b):', suffix: '\n\nprint(add(1, 2))', echo: true, best_of: 3, n: 2, logprobs: 5, max_tokens: 4 }],
       ['null for the optional fields', { prompt: 'Say hi', ...Object.fromEntries(['stream', 'stream_options', 'max_tokens', 'temperature', 'top_p', 'n', 'best_of', 'echo', 'logprobs', 'suffix', 'stop', 'seed', 'logit_bias', 'frequency_penalty', 'presence_penalty'].map((f) => [f, null])) }],
     ]
-    for (const [what, extra] of completionBodies) {
-      test(`completions: ${what}`, async () => {
-        const body = { model: 'mock-gpt', ...extra }
-        const res = await postJson(`${gw.url}/v1/completions`, body)
-        expect(res.status).toBe(200)
-        await res.arrayBuffer()
-        expect(upstream.stats.lastBody).toEqual(body)
-      })
-    }
+    for (const [what, extra] of completionBodies) sentAsIs(`completions: ${what}`, '/v1/completions', { model: 'mock-gpt', ...extra })
 
     const embeddingBodies: Array<[string, Record<string, unknown>]> = [
       ['a string, with dimensions, float and a user', { input: 'alpha', dimensions: 8, encoding_format: 'float', user: 'user-1' }],
@@ -180,15 +172,7 @@ describe('core happy paths through the openai client', () => {
       ['lists of token ids, as base64', { input: [[1212, 318], [257]], encoding_format: 'base64' }],
       ['null for the optional fields', { input: ['alpha', 'beta'], dimensions: null, encoding_format: null, user: null }],
     ]
-    for (const [what, extra] of embeddingBodies) {
-      test(`embeddings: ${what}`, async () => {
-        const body = { model: 'mock-embed', ...extra }
-        const res = await postJson(`${gw.url}/v1/embeddings`, body)
-        expect(res.status).toBe(200)
-        await res.arrayBuffer()
-        expect(upstream.stats.lastBody).toEqual(body)
-      })
-    }
+    for (const [what, extra] of embeddingBodies) sentAsIs(`embeddings: ${what}`, '/v1/embeddings', { model: 'mock-embed', ...extra })
 
     test('a stream with stream_options null gets no usage chunk; include_obfuscation reaches the upstream', async () => {
       const plain = parseSse(await (await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 2, stream: true, stream_options: null })).text())

@@ -10,7 +10,7 @@ import { definePlugin, type Usage } from '../src/plugin.ts'
 import { MOCK_CLAUDE_REPLY, startMockAnthropic, type MockAnthropic } from './fixtures/mock-anthropic.ts'
 import { parseSse } from './fixtures/mock-upstream.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'
-import { expectError, postJson, waitFor } from './support/http.ts'
+import { drainStream, expectError, postJson, waitFor } from './support/http.ts'
 
 const SECRET = 'sk-ant-api03-upstream-secret-0123456789abcdef'
 const UPSTREAM_MODEL = 'claude-sonnet-4-5'
@@ -338,15 +338,7 @@ describe('anthropic provider through the gateway', () => {
   test('an error event inside the stream reaches the client as an API error', async () => {
     mock.setFailure({ status: 529, midStream: true, times: 1 })
     const stream = await client.chat.completions.create({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
-    const seen: Chunk[] = []
-    const error = await (async () => {
-      try {
-        for await (const chunk of stream) seen.push(chunk)
-      } catch (err) {
-        return err
-      }
-      return null
-    })()
+    const { seen, error } = await drainStream<Chunk>(stream)
     expect(error).toBeInstanceOf(OpenAI.APIError)
     expect((error as Error).message).toContain('Overloaded')
     // The gateway's code for an upstream failure (DESIGN.md), not Anthropic's "overloaded_error".

@@ -13,7 +13,7 @@ import { MOCK_GEMINI_REPLY, mockThoughtSignature, startMockGemini, type MockGemi
 import { SKIP_THOUGHT_SIGNATURE } from '../src/providers/gemini/request.ts'
 import { parseSse } from './fixtures/mock-upstream.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'
-import { expectError, postJson, waitFor } from './support/http.ts'
+import { drainStream, expectError, postJson, waitFor } from './support/http.ts'
 
 const SECRET = 'AIzaSy-upstream-secret-0123456789abcdef'
 const UPSTREAM_MODEL = 'gemini-2.5-flash'
@@ -302,15 +302,7 @@ describe('gemini provider through the gateway', () => {
   test('a stream Gemini ends before its finishReason reaches the client as an API error, not as a complete answer', async () => {
     mock.setFailure({ status: 200, midStream: true, cut: true, times: 1 })
     const stream = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
-    const seen: Chunk[] = []
-    const error = await (async () => {
-      try {
-        for await (const chunk of stream) seen.push(chunk)
-      } catch (err) {
-        return err
-      }
-      return null
-    })()
+    const { seen, error } = await drainStream<Chunk>(stream)
     expect(error).toBeInstanceOf(OpenAI.APIError)
     expect((error as Error).message).toContain('before the answer was complete')
     expect(seen.some((c) => c.choices[0]?.finish_reason)).toBe(false)

@@ -325,17 +325,26 @@ describe('strategies through the gateway', () => {
     expect(slow / (slow + fast)).toBeLessThan(0.1)
   })
 
-  test('latency shifts traffic off a key that became slower', async () => {
+  /**
+   * Keys `a` and `b` under the latency strategy, warmed up through a key outside the group: a cold
+   * first request (compiling the path, opening the upstream connection) would be the first sample
+   * of whichever key served it.
+   */
+  async function latencyGateway(options: Record<string, unknown> = {}): Promise<BalanceGateway> {
     const g = await boot({
       providers: { acct: ['a', 'b'], warm: ['w'] },
       models: [
         { name: 'm', strategy: 'latency', targets: [{ provider: 'acct', model: 'mock-gpt' }] },
         { name: 'w', targets: [{ provider: 'warm', model: 'mock-gpt' }] },
       ],
+      options,
     })
-    // A cold first request (compiling the path, opening the upstream connection) would be the first
-    // sample of whichever key served it: warm the gateway up through a key outside the group.
     await okSequential(g, 3, { model: 'w' })
+    return g
+  }
+
+  test('latency shifts traffic off a key that became slower', async () => {
+    const g = await latencyGateway()
     up.set(secretOf('a'), { latencyMs: 80 })
     await okSequential(g, 20)
     // Whichever key goes first, the other is tried next (an unknown latency wins the tie): `a` once.
@@ -353,15 +362,7 @@ describe('strategies through the gateway', () => {
   })
 
   test('latency: a key that was slow once is tried again once its average is older than latency_ttl_ms, and takes traffic if it is fast now', async () => {
-    const g = await boot({
-      providers: { acct: ['a', 'b'], warm: ['w'] },
-      models: [
-        { name: 'm', strategy: 'latency', targets: [{ provider: 'acct', model: 'mock-gpt' }] },
-        { name: 'w', targets: [{ provider: 'warm', model: 'mock-gpt' }] },
-      ],
-      options: { latency_ttl_ms: 500 },
-    })
-    await okSequential(g, 3, { model: 'w' })
+    const g = await latencyGateway({ latency_ttl_ms: 500 })
     up.set(secretOf('a'), { latencyMs: 150 })
     await okSequential(g, 10)
     expect([requests('a'), requests('b')]).toEqual([1, 9])

@@ -102,3 +102,14 @@ export async function settledHooks(count: () => number, quietMs = 30, maxMs = 20
     await Bun.sleep(quietMs)
   }
 }
+
+/** Read a client stream to its end: the chunks seen, and what it threw (null when it ended well). */
+export async function drainStream<T>(stream: AsyncIterable<T>): Promise<{ seen: T[]; error: unknown }> {
+  const seen: T[] = []
+  try {
+    for await (const chunk of stream) seen.push(chunk)
+  } catch (error) {
+    return { seen, error }
+  }
+  return { seen, error: null }
+}
