@@ -14,8 +14,17 @@ export function createRedis(url: string, onError: (error: Error) => void = () =>
   return client
 }
 
+/** `host`, `host:port`, `[ipv6]` or `[ipv6]:port`. */
+function hostPort(text: string, defaultPort: string): { host: string; port: number } {
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text)
+  if (bracketed) return { host: bracketed[1]!, port: Number(bracketed[2] ?? defaultPort) }
+  const colon = text.lastIndexOf(':')
+  if (colon < 0) return { host: text || '127.0.0.1', port: Number(defaultPort) }
+  return { host: text.slice(0, colon) || '127.0.0.1', port: Number(text.slice(colon + 1) || defaultPort) }
+}
+
 /** The parts of a `redis+cluster://` or `redis+sentinel://` URL: credentials, a host list, and the path and query. */
-function hostList(url: string, scheme: string, defaultPort: string) {
+export function hostList(url: string, scheme: string, defaultPort: string) {
   const rest = url.slice(scheme.length)
   const at = rest.lastIndexOf('@')
   const auth = at >= 0 ? rest.slice(0, at) : ''
@@ -23,10 +32,7 @@ function hostList(url: string, scheme: string, defaultPort: string) {
   const slash = afterAuth.search(/[/?]/)
   const hosts = slash >= 0 ? afterAuth.slice(0, slash) : afterAuth
   const tail = new URL(`x://h${slash >= 0 ? afterAuth.slice(slash) : ''}`)
-  const nodes = hosts.split(',').map((h) => {
-    const [host = '127.0.0.1', port = defaultPort] = h.split(':')
-    return { host, port: Number(port) }
-  })
+  const nodes = hosts.split(',').map((h) => hostPort(h, defaultPort))
   const colon = auth.indexOf(':')
   const user = decodeURIComponent(colon >= 0 ? auth.slice(0, colon) : auth)
   const password = colon >= 0 ? decodeURIComponent(auth.slice(colon + 1)) : ''

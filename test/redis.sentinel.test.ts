@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from '
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createRedis, maskUrl } from '../src/redis.ts'
+import { createRedis, hostList, maskUrl } from '../src/redis.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { cleanupDir, freePort, redisBinariesForTests, startRedisServer, waitForPing, type RedisProcess } from './support/redis-procs.ts'
 import { createKey, createUser, eventually, expectQuotaError, quotaConfig, startQuotaGateway, type QuotaGateway } from './support/quota.ts'
@@ -110,6 +110,21 @@ describe('redis+sentinel:// URLs', () => {
     expect(message).toContain('must name the master after the hosts: redis+sentinel://h1:26379,h2:26379/<master name>')
     expect(message).not.toContain('secret-pw')
     expect(maskUrl('redis+sentinel://u:secret-pw@h1:26379,h2:26379/m?sentinel_password=other-pw&db=2')).toBe('redis+sentinel://u:***@h1:26379,h2:26379/m?sentinel_password=***&db=2')
+  })
+
+  test('hosts with and without ports, IPv6 in brackets, credentials and query fields are read', () => {
+    const parsed = hostList('redis+sentinel://u%40x:p%3Aw@h1,h2:26380,[::1]:26381,[fd00::2]/my%2Dmaster?db=3&sentinel_password=s', 'redis+sentinel://', '26379')
+    expect(parsed.nodes).toEqual([
+      { host: 'h1', port: 26379 },
+      { host: 'h2', port: 26380 },
+      { host: '::1', port: 26381 },
+      { host: 'fd00::2', port: 26379 },
+    ])
+    expect([parsed.username, parsed.password, parsed.path, parsed.query.get('db'), parsed.query.get('sentinel_password')]).toEqual(['u@x', 'p:w', 'my-master', '3', 's'])
+    expect(hostList('redis+cluster://10.0.0.1:7000,10.0.0.2:7001', 'redis+cluster://', '6379').nodes).toEqual([
+      { host: '10.0.0.1', port: 7000 },
+      { host: '10.0.0.2', port: 7001 },
+    ])
   })
 
   test('another scheme is refused, naming every accepted one', () => {
