@@ -34,9 +34,18 @@ export function hostList(url: string, scheme: string, defaultPort: string) {
   const tail = new URL(`x://h${slash >= 0 ? afterAuth.slice(slash) : ''}`)
   const nodes = hosts.split(',').map((h) => hostPort(h, defaultPort))
   const colon = auth.indexOf(':')
-  const user = decodeURIComponent(colon >= 0 ? auth.slice(0, colon) : auth)
-  const password = colon >= 0 ? decodeURIComponent(auth.slice(colon + 1)) : ''
-  return { nodes, username: user || undefined, password: password || undefined, path: decodeURIComponent(tail.pathname.replace(/^\//, '')), query: tail.searchParams }
+  const user = decoded(colon >= 0 ? auth.slice(0, colon) : auth)
+  const password = colon >= 0 ? decoded(auth.slice(colon + 1)) : ''
+  return { nodes, username: user || undefined, password: password || undefined, path: decoded(tail.pathname.replace(/^\//, '')), query: tail.searchParams }
+}
+
+/** Percent-escapes decoded; text with a `%` that is no escape (a password written as is) is taken as written. */
+function decoded(text: string): string {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return text
+  }
 }
 
 function connect(url: string): RedisClient {

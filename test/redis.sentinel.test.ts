@@ -121,6 +121,8 @@ describe('redis+sentinel:// URLs', () => {
       { host: 'fd00::2', port: 26379 },
     ])
     expect([parsed.username, parsed.password, parsed.path, parsed.query.get('db'), parsed.query.get('sentinel_password')]).toEqual(['u@x', 'p:w', 'my-master', '3', 's'])
+    // A password with a bare "%" (written as is, not escaped) is taken as written.
+    expect(hostList('redis+cluster://:50%off@h1:7000', 'redis+cluster://', '6379').password).toBe('50%off')
     expect(hostList('redis+cluster://10.0.0.1:7000,10.0.0.2:7001', 'redis+cluster://', '6379').nodes).toEqual([
       { host: '10.0.0.1', port: 7000 },
       { host: '10.0.0.2', port: 7001 },
