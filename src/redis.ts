@@ -1,4 +1,5 @@
 import { Cluster, Redis } from 'ioredis'
+import { decodePercent } from './lib/percent.ts'
 
 /** A single-node client or a cluster client; both speak the same commands. */
 export type RedisClient = Redis | Cluster
@@ -34,19 +35,11 @@ export function hostList(url: string, scheme: string, defaultPort: string) {
   const tail = new URL(`x://h${slash >= 0 ? afterAuth.slice(slash) : ''}`)
   const nodes = hosts.split(',').map((h) => hostPort(h, defaultPort))
   const colon = auth.indexOf(':')
-  const user = decoded(colon >= 0 ? auth.slice(0, colon) : auth)
-  const password = colon >= 0 ? decoded(auth.slice(colon + 1)) : ''
-  return { nodes, username: user || undefined, password: password || undefined, path: decoded(tail.pathname.replace(/^\//, '')), query: tail.searchParams }
+  const user = decodePercent(colon >= 0 ? auth.slice(0, colon) : auth)
+  const password = colon >= 0 ? decodePercent(auth.slice(colon + 1)) : ''
+  return { nodes, username: user || undefined, password: password || undefined, path: decodePercent(tail.pathname.replace(/^\//, '')), query: tail.searchParams }
 }
 
-/** Percent-escapes decoded; text with a `%` that is no escape (a password written as is) is taken as written. */
-function decoded(text: string): string {
-  try {
-    return decodeURIComponent(text)
-  } catch {
-    return text
-  }
-}
 
 function connect(url: string): RedisClient {
   if (url.startsWith('redis+cluster://')) {

@@ -6,6 +6,7 @@ import type { ModelGroup, ModelRegistry } from '../models.ts'
 import type { Pipeline } from '../pipeline.ts'
 import type { Endpoint, GatewayRequest } from '../plugin.ts'
 import type { Services } from '../services.ts'
+import { decodePercent } from '../lib/percent.ts'
 import {
   ChatCompletionBody,
   CompletionBody,
@@ -122,7 +123,7 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
     })
     // An id holding a raw slash (`meta-llama/Llama-3.1-8B`), as openai-python and other clients put it
     // in the path unencoded. The router leaves the part after the slash as sent, so the id is decoded here, once.
-    .get('/v1/models/:id/*', ({ request, set }) => retrieveModel(request, set.headers['x-request-id'] as string, decodeOnce(rawModelId(request))), {
+    .get('/v1/models/:id/*', ({ request, set }) => retrieveModel(request, set.headers['x-request-id'] as string, decodePercent(rawModelId(request))), {
       response: { 200: ModelObject },
       detail: { hide: true },
     })
@@ -218,15 +219,6 @@ function refusedBody(error: unknown): RefusedBody {
 function rawModelId(request: Request): string {
   const { pathname } = new URL(request.url)
   return pathname.slice(pathname.indexOf('/models/') + '/models/'.length)
-}
-
-/** Percent-escapes decoded; with a malformed one the text is taken as sent. */
-function decodeOnce(segment: string): string {
-  try {
-    return decodeURIComponent(segment)
-  } catch {
-    return segment
-  }
 }
 
 /** Fields of `GET /v1/key` that stay null when no plugin fills them. */
