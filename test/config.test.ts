@@ -12,6 +12,8 @@ import { resolvePlugins } from '../src/plugin-loader.ts'
 import { BUILTIN_PLUGINS } from '../plugins/index.ts'
 
 const SRC_INDEX = resolve(import.meta.dir, '../src/index.ts')
+/** A master key (32 bytes, base64): required outside dev. */
+const MASTER = Buffer.alloc(32, 7).toString('base64')
 
 const provider = (extra: Record<string, unknown> = {}) => ({
   id: 'up',
@@ -177,6 +179,13 @@ describe('a bad config', () => {
     expect(problems).toContain('/models/1/name: duplicate model name "m"')
   })
 
+  test('outside dev the boot stops without SLUICE_ENCRYPTION_KEY, saying how to make one; in dev it is not needed', async () => {
+    const problems = await problemsOf({ env: { SLUICE_ENV: 'prod' }, config: {} })
+    expect(problems).toEqual(['SLUICE_ENCRYPTION_KEY: required outside dev (this gateway serves "prod"); set a 32-byte base64 key (openssl rand -base64 32), the same on every instance'])
+    expect((await loadConfig({ env: { SLUICE_ENV: 'prod', SLUICE_ENCRYPTION_KEY: MASTER }, config: {} })).encryptionKey).toBe(MASTER)
+    expect((await loadConfig({ env: {}, config: {} })).encryptionKey).toBeNull()
+  })
+
   test('bad environment variables are reported by name', async () => {
     const problems = await problemsOf({ env: { PORT: 'eighty', SLUICE_ENV: 'NOT A SLUG', LOG_LEVEL: 'chatty' }, config: {} })
     expect(problems.length).toBe(3)
@@ -258,13 +267,13 @@ describe('environment variables override the file', () => {
   }
 
   test('without variables, the file wins over defaults', async () => {
-    const config = await loadConfig({ env: {}, config: file })
+    const config = await loadConfig({ env: { SLUICE_ENCRYPTION_KEY: MASTER }, config: file })
     expect([config.environment, config.port, config.host, config.databaseUrl]).toEqual(['prod', 9000, '10.1.1.1', 'sqlite://./from-file.db'])
   })
 
   test('SLUICE_ENV, PORT, HOST and DATABASE_URL override it', async () => {
     const config = await loadConfig({
-      env: { SLUICE_ENV: 'staging', PORT: '9123', HOST: '127.0.0.1', DATABASE_URL: 'sqlite::memory:', REDIS_URL: 'redis://127.0.0.1:6390' },
+      env: { SLUICE_ENV: 'staging', PORT: '9123', HOST: '127.0.0.1', DATABASE_URL: 'sqlite::memory:', REDIS_URL: 'redis://127.0.0.1:6390', SLUICE_ENCRYPTION_KEY: MASTER },
       config: file,
     })
     expect([config.environment, config.port, config.host, config.databaseUrl, config.redisUrl]).toEqual([
@@ -284,7 +293,7 @@ describe('config files', () => {
     const cwd = folder()
     mkdirSync(join(cwd, 'conf'))
     writeFileSync(join(cwd, 'conf', 'gateway.json'), JSON.stringify(json))
-    const config = await loadConfig({ env: { SLUICE_CONFIG: 'conf/gateway.json', FILE_SECRET: 's3' }, cwd })
+    const config = await loadConfig({ env: { SLUICE_CONFIG: 'conf/gateway.json', FILE_SECRET: 's3', SLUICE_ENCRYPTION_KEY: MASTER }, cwd })
     expect(config.configPath).toBe(join(cwd, 'conf', 'gateway.json'))
     expect(config.baseDir).toBe(join(cwd, 'conf'))
     expect(config.environment).toBe('jsonenv')
@@ -295,7 +304,7 @@ describe('config files', () => {
   test('sluice.config.json in the working dir, by default', async () => {
     const cwd = folder()
     writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify(json))
-    const config = await loadConfig({ env: { FILE_SECRET: 'x' }, cwd })
+    const config = await loadConfig({ env: { FILE_SECRET: 'x', SLUICE_ENCRYPTION_KEY: MASTER }, cwd })
     expect(config.configPath).toBe(join(cwd, 'sluice.config.json'))
     expect(config.environment).toBe('jsonenv')
   })
@@ -314,7 +323,7 @@ export default defineConfig({
     const cwd = folder()
     writeFileSync(join(cwd, 'sluice.config.ts'), tsConfig('tsenv'))
     writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify(json))
-    const config = await loadConfig({ env: { TS_SECRET: 'from-ts' }, cwd })
+    const config = await loadConfig({ env: { TS_SECRET: 'from-ts', SLUICE_ENCRYPTION_KEY: MASTER }, cwd })
     expect(config.configPath).toBe(join(cwd, 'sluice.config.ts'))
     expect(config.environment).toBe('tsenv')
     expect(config.providers[0]?.keys[0]?.secret).toBe('from-ts')
@@ -340,7 +349,7 @@ export default defineConfig({ plugins: [blockPii({ action: 'redact', detect: ['e
   test('a TS file named by SLUICE_CONFIG (absolute)', async () => {
     const where = join(folder(), 'custom.config.ts')
     writeFileSync(where, tsConfig('custom'))
-    const config = await loadConfig({ env: { SLUICE_CONFIG: where, TS_SECRET: 'y' }, cwd: folder() })
+    const config = await loadConfig({ env: { SLUICE_CONFIG: where, TS_SECRET: 'y', SLUICE_ENCRYPTION_KEY: MASTER }, cwd: folder() })
     expect(config.configPath).toBe(where)
     expect(config.environment).toBe('custom')
   })

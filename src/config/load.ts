@@ -96,6 +96,12 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     problems.push('SLUICE_ENCRYPTION_KEY: must be 32 bytes, base64-encoded (try: openssl rand -base64 32)')
   }
 
+  // DESIGN.md: generated into the data dir in dev only, required elsewhere. Secrets at rest (the
+  // catalog's provider keys) and console sessions shared by the instances are sealed with it.
+  if (!encryptionKey && environment !== 'dev' && ENV_SLUG.test(environment)) {
+    problems.push(`SLUICE_ENCRYPTION_KEY: required outside dev (this gateway serves "${environment}"); set a 32-byte base64 key (openssl rand -base64 32), the same on every instance`)
+  }
+
   const plugins = file.plugins ?? null
   plugins?.forEach((entry, i) => checkPluginEntry(entry, `/plugins/${i}`, problems))
 
