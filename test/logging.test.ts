@@ -502,9 +502,17 @@ function expectedGroups(rows: RequestLogInsert[], group: (r: RequestLogInsert) =
 const byGroup = (a: { group: string | null }, b: { group: string | null }) => String(a.group).localeCompare(String(b.group))
 const roundCost = <T extends { cost_usd: number }>(list: T[]) => list.map((g) => ({ ...g, cost_usd: Math.round(g.cost_usd * 1e9) / 1e9 }))
 
-function analyticsSuite(databaseUrl: () => string): void {
+/**
+ * A gateway with only logging, its request log filled with `rows` directly, booted and closed
+ * around the calling describe: what the admin reports read. `ok` reads a 200's JSON.
+ */
+function reportGateway(databaseUrl: () => string, rows: RequestLogInsert[]) {
   let tg: TestGateway
-  const rows = analyticsFixture()
+  beforeAll(async () => {
+    tg = await startGateway(upstreamConfig(upstream.url, { plugins: ['logging'] }), { env: { DATABASE_URL: databaseUrl(), SLUICE_ADMIN_KEY: ADMIN_KEY } })
+    await tg.gateway.services.db.db.insertInto('request_logs').values(rows).execute()
+  })
+  afterAll(() => tg.close())
   const admin = (path: string, headers: Record<string, string> = { authorization: `Bearer ${ADMIN_KEY}` }) => fetch(`${tg.url}${path}`, { headers })
   const ok = async <T>(path: string): Promise<T> => {
     const res = await admin(path)
@@ -512,14 +520,15 @@ function analyticsSuite(databaseUrl: () => string): void {
     if (res.status !== 200) throw new Error(`${path} → ${res.status} ${text}`)
     return JSON.parse(text) as T
   }
+  return { admin, ok }
+}
+
+function analyticsSuite(databaseUrl: () => string): void {
+  const rows = analyticsFixture()
+  const { admin, ok } = reportGateway(databaseUrl, rows)
   type UsageList = { object: string; group_by: string; data: Array<{ group: string | null; cost_usd: number }>; next_cursor: null }
   type LogList = { object: string; data: Array<{ id: string; at: string; streamed: boolean; status: number }>; next_cursor: string | null }
 
-  beforeAll(async () => {
-    tg = await startGateway(upstreamConfig(upstream.url, { plugins: ['logging'] }), { env: { DATABASE_URL: databaseUrl(), SLUICE_ADMIN_KEY: ADMIN_KEY } })
-    await tg.gateway.services.db.db.insertInto('request_logs').values(rows).execute()
-  })
-  afterAll(() => tg.close())
 
   const groupings: Array<[string, (r: RequestLogInsert) => string | null]> = [
     ['key', (r) => r.key_id ?? null],
@@ -624,23 +633,13 @@ const reportOrder = (a: { group: string | null; requests: number }, b: { group: 
   b.requests - a.requests || (a.group === null ? 1 : 0) - (b.group === null ? 1 : 0) || (a.group === null || b.group === null ? 0 : a.group < b.group ? -1 : a.group > b.group ? 1 : 0)
 
 function usagePagingSuite(databaseUrl: () => string): void {
-  let tg: TestGateway
   const rows = usagePagingFixture()
-  const admin = (path: string) => fetch(`${tg.url}${path}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })
   type Group = { group: string | null; requests: number; cost_usd: number }
   type UsagePage = { object: string; group_by: string; data: Group[]; next_cursor: string | null }
-  const ok = async (path: string): Promise<UsagePage> => {
-    const res = await admin(path)
-    const text = await res.text()
-    if (res.status !== 200) throw new Error(`${path} → ${res.status} ${text}`)
-    return JSON.parse(text) as UsagePage
-  }
+  const report = reportGateway(databaseUrl, rows)
+  const admin = report.admin
+  const ok = (path: string): Promise<UsagePage> => report.ok<UsagePage>(path)
 
-  beforeAll(async () => {
-    tg = await startGateway(upstreamConfig(upstream.url, { plugins: ['logging'] }), { env: { DATABASE_URL: databaseUrl(), SLUICE_ADMIN_KEY: ADMIN_KEY } })
-    await tg.gateway.services.db.db.insertInto('request_logs').values(rows).execute()
-  })
-  afterAll(() => tg.close())
 
   const groupings: Array<[string, (r: RequestLogInsert) => string | null]> = [
     ['key', (r) => r.key_id ?? null],
