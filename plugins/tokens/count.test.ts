@@ -266,8 +266,10 @@ describe("image rules by model (OpenAI's vision guide, Calculating costs)", () =
     expect(imageTokens('high', size(1024, 1024), rule('gpt-5-chat-latest'))).toBe(70 + 4 * 140)
   })
 
+  /** The patch rule without a model's multiplier. */
+  const patchesOnly = { kind: 'patches', per100: 100 } as const
+
   test("32 px patches, the guide's examples: 1024×1024 is 1024 patches, 1800×2400 is 1452; times the model's multiplier, rounded up", () => {
-    const patchesOnly = { kind: 'patches', per100: 100 } as const
     expect(imageTokens('high', size(1024, 1024), patchesOnly)).toBe(1024)
     expect(imageTokens('high', size(1800, 2400), patchesOnly)).toBe(1452)
     expect(imageTokens('high', size(2400, 1800), patchesOnly)).toBe(1452)
@@ -284,7 +286,6 @@ describe("image rules by model (OpenAI's vision guide, Calculating costs)", () =
   })
 
   test('patches: never more than 1536 however large or thin the image, never 0; 50 patches × 1.62 is exactly 81', () => {
-    const patchesOnly = { kind: 'patches', per100: 100 } as const
     for (const [w, h] of [[8000, 8000], [100_000, 1], [1, 100_000], [4000, 1474], [4097, 33]] as const) {
       const n = imageTokens('high', size(w, h), patchesOnly)
       expect({ w, h, ok: n >= 1 && n <= 1536 }).toEqual({ w, h, ok: true })
