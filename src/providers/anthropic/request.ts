@@ -71,12 +71,6 @@ function textBlock(text: string, part?: JsonObject): AnthropicBlock[] {
   return [part ? withCache(block, part) : block]
 }
 
-/**
- * Browsers, pasteboards and many tools label JPEG data as `image/jpg` (or `image/pjpeg`);
- * Anthropic takes only `image/jpeg` for it and refuses the request otherwise.
- */
-const imageMediaType = (mimeType: string): string => (mimeType === 'image/jpg' || mimeType === 'image/pjpeg' ? 'image/jpeg' : mimeType)
-
 function imageBlock(part: JsonObject, param: string): AnthropicBlock | Fail {
   const image = part.image_url
   const url = typeof image === 'string' ? image : isRecord(image) ? str(image.url) : undefined
@@ -86,7 +80,7 @@ function imageBlock(part: JsonObject, param: string): AnthropicBlock | Fail {
     // Some clients send a PDF as an image_url data: URL; Claude reads it as a document.
     return withCache({ type: 'document', source: { type: 'base64', media_type: data.mimeType, data: data.data } }, part)
   }
-  if (data) return withCache({ type: 'image', source: { type: 'base64', media_type: imageMediaType(data.mimeType), data: data.data } }, part)
+  if (data) return withCache({ type: 'image', source: { type: 'base64', media_type: data.mimeType, data: data.data } }, part)
   if (/^https?:\/\//i.test(url)) return withCache({ type: 'image', source: { type: 'url', url } }, part)
   return refuse('Image URLs must be data: URLs (base64) or http(s) URLs.', param)
 }

@@ -76,21 +76,12 @@ export function guessMimeType(url: string): string | undefined {
   return ext ? MIME_BY_EXTENSION[ext] : undefined
 }
 
-/**
- * Inline data as Gemini takes it. Clients often write JPEGs as `image/jpg` (OpenAI accepts
- * it), while Gemini refuses anything but the registered `image/jpeg`.
- */
-function inlinePart(data: { mimeType: string; data: string }): GeminiPart {
-  const mimeType = data.mimeType === 'image/jpg' ? 'image/jpeg' : data.mimeType
-  return { inlineData: { mimeType, data: data.data } }
-}
-
 function imagePart(part: JsonObject, param: string): GeminiPart | Fail {
   const image = part.image_url
   const url = typeof image === 'string' ? image : isRecord(image) ? str(image.url) : undefined
   if (!url) return refuse('An image_url part needs image_url.url.', param)
   const data = parseDataUrl(url)
-  if (data) return inlinePart(data)
+  if (data) return { inlineData: { mimeType: data.mimeType, data: data.data } }
   if (/^https?:\/\//i.test(url)) {
     const mimeType = guessMimeType(url)
     if (!mimeType) {
@@ -139,7 +130,7 @@ function userParts(content: unknown, param: string): GeminiPart[] | Fail {
         const file = isRecord(part.file) ? part.file : {}
         const data = parseDataUrl(str(file.file_data) ?? '')
         if (!data) return refuse('Gemini accepts file parts only as data: URLs in file.file_data (file ids cannot be forwarded).', at)
-        parts.push(inlinePart(data))
+        parts.push({ inlineData: { mimeType: data.mimeType, data: data.data } })
         break
       }
       default:

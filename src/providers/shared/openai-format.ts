@@ -198,11 +198,15 @@ export const streamErrorFrame = (message: string, type: string, code: string | n
 
 // ---------------------------------------------------------------- request readers
 
-/** `data:<mime>;base64,<data>` split in two; null for anything else. */
+/** Names clients give JPEG data (OpenAI takes them) that Anthropic and Gemini refuse for the registered `image/jpeg`. */
+const JPEG_ALIASES: ReadonlySet<string> = new Set(['image/jpg', 'image/pjpeg'])
+
+/** `data:<mime>;base64,<data>` split in two, the type lower-cased and JPEG's aliases as `image/jpeg`; null for anything else. */
 export function parseDataUrl(url: string): { mimeType: string; data: string } | null {
   const match = /^data:([^;,]+)(?:;[^;,]*)*;base64,(.*)$/s.exec(url)
   if (!match?.[1] || match[2] === undefined) return null
-  return { mimeType: match[1].toLowerCase(), data: match[2] }
+  const mimeType = match[1].toLowerCase()
+  return { mimeType: JPEG_ALIASES.has(mimeType) ? 'image/jpeg' : mimeType, data: match[2] }
 }
 
 /** The text of an OpenAI message `content` (string or parts); null when a part is not text. */
