@@ -5,6 +5,7 @@ import type { Pricing, Timeouts } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
 import { streamErrorFrame } from './providers/shared/openai-format.ts'
+import { scrub } from './lib/secrets.ts'
 import { carriesUsage, findUsage, lastUsage, parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
 import type {
@@ -1011,10 +1012,6 @@ function upstreamDetail(text: string): { message: string; param: string | null }
   return { message: trimmed ? trimmed.slice(0, 500) : 'no details given.', param: null }
 }
 
-/** Remove a provider secret from text that may reach a client or a log. */
-export function scrub(text: string, secret: string): string {
-  return secret.length >= 4 ? text.split(secret).join('***') : text
-}
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error)

@@ -83,3 +83,8 @@ function parseEnvelope(stored: string): Envelope {
   }
   return value as Envelope
 }
+
+/** Remove a provider secret from text that may reach a client or a log (an upstream may echo the key it was sent). */
+export function scrub(text: string, secret: string): string {
+  return secret.length >= 4 ? text.split(secret).join('***') : text
+}

@@ -1,4 +1,5 @@
 import { ERROR_CODES, type ErrorCode } from '../../errors.ts'
+import { scrub } from '../../lib/secrets.ts'
 import {
   ChunkWriter,
   SSE_DONE,
@@ -117,9 +118,7 @@ export class AnthropicStreamTranslator implements SseTranslator {
   private errorFrame(error: JsonObject): string {
     const type = str(error.type) ?? 'api_error'
     const code = STREAM_ERROR_CODES[type] ?? 'upstream_error'
-    const secret = this.options.secret
-    let detail = str(error.message) ?? 'no details given.'
-    if (secret.length >= 4) detail = detail.split(secret).join('***')
+    const detail = scrub(str(error.message) ?? 'no details given.', this.options.secret)
     return streamErrorFrame(`Upstream provider "${this.options.provider}" failed mid-stream (${type}): ${detail}`, ERROR_CODES[code].type, code)
   }
 

@@ -1,4 +1,5 @@
 import { ERROR_CODES, type ErrorCode } from '../../errors.ts'
+import { scrub } from '../../lib/secrets.ts'
 import {
   ChunkWriter,
   SSE_DONE,
@@ -75,8 +76,7 @@ export class GeminiStreamTranslator implements SseTranslator {
       this.done = true
       const status = num(chunk.error.code) ?? 500
       const code = streamErrorCode(status)
-      let detail = str(chunk.error.message) ?? 'no details given.'
-      if (this.options.secret.length >= 4) detail = detail.split(this.options.secret).join('***')
+      const detail = scrub(str(chunk.error.message) ?? 'no details given.', this.options.secret)
       const what = str(chunk.error.status) ?? `HTTP ${status}`
       return streamErrorFrame(`Upstream provider "${this.options.provider}" failed mid-stream (${what}): ${detail}`, ERROR_CODES[code].type, code)
     }
