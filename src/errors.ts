@@ -99,3 +99,16 @@ export interface ErrorEnvelope {
 }
 
 export const isGatewayError = (value: unknown): value is GatewayError => value instanceof GatewayError
+
+/**
+ * The gateway's code for an upstream's HTTP status (DESIGN.md): a refused provider key (401, 403)
+ * and every 5xx are `upstream_error`, a 429 `rate_limit_exceeded`, other 4xx the client's
+ * (404 `model_not_found`, 413 `request_too_large`, else `invalid_request`). Used for an answer
+ * that failed and for an error the upstream sends mid-stream, after its 200.
+ */
+export function upstreamErrorCode(status: number): ErrorCode {
+  if (status === 401 || status === 403) return 'upstream_error'
+  if (status === 429) return 'rate_limit_exceeded'
+  if (status >= 400 && status < 500) return status === 404 ? 'model_not_found' : status === 413 ? 'request_too_large' : 'invalid_request'
+  return 'upstream_error'
+}

@@ -1,4 +1,4 @@
-import { ERROR_CODES, type ErrorCode, GatewayError } from './errors.ts'
+import { ERROR_CODES, type ErrorCode, GatewayError, upstreamErrorCode } from './errors.ts'
 import type { Logger } from './lib/logger.ts'
 import type { Services } from './services.ts'
 import type { Pricing, Timeouts } from './config/schema.ts'
@@ -990,7 +990,7 @@ export function upstreamError(status: number, text: string, target: RouteTarget,
     })
   }
   if (status >= 400 && status < 500) {
-    const code = status === 404 ? 'model_not_found' : status === 413 ? 'request_too_large' : 'invalid_request'
+    const code = upstreamErrorCode(status)
     // An adapter's refusal (or the upstream's own 4xx) names the field at fault; the client should see it.
     return new GatewayError(code, `Upstream provider "${provider}" rejected the request (HTTP ${status}): ${detail}`, { status, param: said.param === null ? null : scrub(said.param, target.key.secret) })
   }

@@ -1,4 +1,4 @@
-import { ERROR_CODES, type ErrorCode } from '../../errors.ts'
+import { ERROR_CODES, upstreamErrorCode } from '../../errors.ts'
 import { scrub } from '../../lib/secrets.ts'
 import {
   ChunkWriter,
@@ -22,19 +22,6 @@ export interface GeminiStreamOptions {
   provider: string
   /** The key's secret, kept out of any error text the upstream sends. */
   secret: string
-}
-
-/**
- * An error chunk's HTTP code as the gateway's code (DESIGN.md): the status line has gone out,
- * so the code is the only thing a client can branch on. What is not the client's fault
- * (overloaded, internal, the key's) is `upstream_error`.
- */
-function streamErrorCode(status: number): ErrorCode {
-  if (status === 400) return 'invalid_request'
-  if (status === 413) return 'request_too_large'
-  if (status === 429) return 'rate_limit_exceeded'
-  // A 5xx (504 included) is upstream_error, as before the status line (DESIGN.md); upstream_timeout is the gateway's own timeouts.
-  return 'upstream_error'
 }
 
 interface CandidateState {
@@ -75,7 +62,8 @@ export class GeminiStreamTranslator implements SseTranslator {
     if (isRecord(chunk.error)) {
       this.done = true
       const status = num(chunk.error.code) ?? 500
-      const code = streamErrorCode(status)
+      // The status line has gone out: the code is the only thing a client can branch on.
+      const code = upstreamErrorCode(status)
       const detail = scrub(str(chunk.error.message) ?? 'no details given.', this.options.secret)
       const what = str(chunk.error.status) ?? `HTTP ${status}`
       return streamErrorFrame(`Upstream provider "${this.options.provider}" failed mid-stream (${what}): ${detail}`, ERROR_CODES[code].type, code)
