@@ -4,7 +4,7 @@ import type { Services } from './services.ts'
 import type { Pricing, Timeouts } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
-import { streamErrorFrame } from './providers/shared/openai-format.ts'
+import { isRecord, streamErrorFrame } from './providers/shared/openai-format.ts'
 import { scrub } from './lib/secrets.ts'
 import { carriesUsage, findUsage, lastUsage, parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
@@ -883,11 +883,36 @@ function estimateUsage(req: GatewayRequest, text: string, pricing: Pricing | und
 
 /** The generated text of a non-streamed OpenAI-format answer. */
 function messageText(body: Record<string, unknown>): string {
-  const choices = Array.isArray(body.choices) ? (body.choices as Array<{ message?: { content?: unknown }; text?: unknown }>) : []
+  const choices = Array.isArray(body.choices) ? (body.choices as Array<{ message?: unknown; text?: unknown } | null>) : []
   let text = ''
   for (const c of choices) {
-    if (typeof c.message?.content === 'string') text += c.message.content
-    if (typeof c.text === 'string') text += c.text
+    if (isRecord(c?.message)) text += generatedText(c.message)
+    if (typeof c?.text === 'string') text += c.text
+  }
+  return text
+}
+
+/** A message or a stream delta of OpenAI's format, as far as the tokens it generated go. */
+interface GeneratedPart {
+  content?: unknown
+  /** The reasoning a server shows: `reasoning_content` (DeepSeek, vLLM, the gateway's adapters) or `reasoning` (newer vLLM). */
+  reasoning_content?: unknown
+  reasoning?: unknown
+  tool_calls?: Array<{ function?: { arguments?: unknown } }>
+}
+
+/**
+ * Every text a message or delta generated: its content, its reasoning (output tokens too, and
+ * billed as such) and its tool calls' arguments, for the estimate where the upstream gives no usage.
+ */
+function generatedText(message: Record<string, unknown>): string {
+  const part = message as GeneratedPart
+  let text = ''
+  if (typeof part.content === 'string') text += part.content
+  if (typeof part.reasoning_content === 'string') text += part.reasoning_content
+  else if (typeof part.reasoning === 'string') text += part.reasoning
+  if (Array.isArray(part.tool_calls)) {
+    for (const call of part.tool_calls) if (typeof call?.function?.arguments === 'string') text += call.function.arguments
   }
   return text
 }
@@ -950,21 +975,21 @@ class StreamUsage {
 /** An SSE event whose data is an error object (OpenAI's shape, which every adapter writes). */
 const ERROR_EVENT = /^\s*\{\s*"error"\s*:/
 
-/** The generated text of OpenAI-format stream events: content, legacy text, tool-call arguments. */
+/** The generated text of OpenAI-format stream events: content, reasoning, legacy text, tool-call arguments. */
 export function completionText(events: readonly string[]): string {
   let text = ''
   for (const data of events) {
-    let parsed: { choices?: Array<{ delta?: { content?: unknown; tool_calls?: Array<{ function?: { arguments?: unknown } }> }; text?: unknown }> }
+    let parsed: { choices?: Array<{ delta?: unknown; text?: unknown } | null> } | null
     try {
       parsed = JSON.parse(data) as typeof parsed
     } catch {
       continue
     }
-    for (const choice of parsed.choices ?? []) {
-      if (typeof choice.text === 'string') text += choice.text
-      const delta = choice.delta
-      if (typeof delta?.content === 'string') text += delta.content
-      for (const call of delta?.tool_calls ?? []) if (typeof call.function?.arguments === 'string') text += call.function.arguments
+    // An event of another shape (a server's own extras) carries no text to count.
+    if (!Array.isArray(parsed?.choices)) continue
+    for (const choice of parsed.choices) {
+      if (typeof choice?.text === 'string') text += choice.text
+      if (isRecord(choice?.delta)) text += generatedText(choice.delta)
     }
   }
   return text

@@ -15,6 +15,7 @@ const enc = new TextEncoder()
 const frame = (delta: Record<string, unknown>, finish: string | null = null) =>
   `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'strict', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`
 
+const REASONING = 'The user greets me, so a short and friendly greeting back is what fits here best of all.'
 let strict: ReturnType<typeof Bun.serve>
 const bodies: Record<string, unknown>[] = []
 const usages: Usage[] = []
@@ -40,7 +41,14 @@ beforeAll(async () => {
       if ('stream_options' in body) {
         return Response.json({ error: { message: 'stream_options: Extra inputs are not permitted', type: 'invalid_request_error', param: 'stream_options', code: null } }, { status: 400 })
       }
-      const text = frame({ role: 'assistant', content: 'four words of text' }) + frame({}, 'stop') + 'data: [DONE]\n\n'
+      // Asked to "think", it shows its reasoning first, as DeepSeek and vLLM do, and reports no usage either way.
+      const thinks = JSON.stringify(body.messages).includes('think')
+      if (body.stream !== true) {
+        const message = { role: 'assistant', content: 'four words of text', ...(thinks ? { reasoning_content: REASONING } : {}) }
+        return Response.json({ id: 'c1', object: 'chat.completion', created: 1, model: 'strict', choices: [{ index: 0, message, finish_reason: 'stop' }] })
+      }
+      const reasoning = thinks ? frame({ role: 'assistant', reasoning_content: REASONING.slice(0, 20) }) + frame({ reasoning: REASONING.slice(20) }) : ''
+      const text = reasoning + frame({ role: 'assistant', content: 'four words of text' }) + frame({}, 'stop') + 'data: [DONE]\n\n'
       return new Response(enc.encode(text), { headers: { 'content-type': 'text/event-stream' } })
     },
   })
@@ -86,6 +94,28 @@ describe('a provider that refuses stream_options', () => {
     for (const usage of usages) {
       expect(usage.source).toBe('estimated')
       expect(usage.completionTokens).toBeGreaterThan(0)
+    }
+  })
+
+  test('the estimate counts the reasoning a server shows (reasoning_content, reasoning) as completion tokens', async () => {
+    const estimate = async (content: string, stream: boolean): Promise<number> => {
+      usages.length = 0
+      const res = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'strict', messages: [{ role: 'user', content }], stream }),
+      })
+      expect(res.status).toBe(200)
+      await res.arrayBuffer()
+      await settledHooks(() => usages.length)
+      expect(usages[0]?.source).toBe('estimated')
+      return usages[0]?.completionTokens ?? 0
+    }
+    for (const stream of [true, false]) {
+      const plain = await estimate('hi', stream)
+      const reasoned = await estimate('think', stream)
+      // The same answer; the reasoning's own words on top (about a token a word here).
+      expect(reasoned - plain).toBeGreaterThanOrEqual(REASONING.split(' ').length - 2)
     }
   })
 
