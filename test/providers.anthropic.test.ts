@@ -7,13 +7,15 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:tes
 import OpenAI from 'openai'
 import type { ConfigFile } from '../src/config/schema.ts'
 import { definePlugin, type Usage } from '../src/plugin.ts'
-import { MOCK_CLAUDE_REPLY, startMockAnthropic, type MockAnthropic } from './fixtures/mock-anthropic.ts'
+import { MOCK_CLAUDE_REPLY, signatureOf, startMockAnthropic, type MockAnthropic } from './fixtures/mock-anthropic.ts'
 import { parseSse } from './fixtures/mock-upstream.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'
 import { drainStream, expectError, postJson, waitFor } from './support/http.ts'
 
 const SECRET = 'sk-ant-api03-upstream-secret-0123456789abcdef'
 const UPSTREAM_MODEL = 'claude-sonnet-4-5'
+/** A model that thinks adaptively (Claude 4.6 and later), where claude-sonnet-4-5 takes a budget. */
+const ADAPTIVE_MODEL = 'claude-opus-4-7'
 const PNG = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=='
 
 const weatherTool = {
@@ -35,7 +37,10 @@ type Chunk = OpenAI.Chat.Completions.ChatCompletionChunk
 function config(baseUrl: string, plugins: unknown[] = []): ConfigFile & { plugins?: unknown[] } {
   return {
     providers: [{ id: 'claude', type: 'anthropic', baseUrl, keys: [{ id: 'an-1', secret: SECRET }] }],
-    models: [{ name: 'claude-test', targets: [{ provider: 'claude', model: UPSTREAM_MODEL }] }],
+    models: [
+      { name: 'claude-test', targets: [{ provider: 'claude', model: UPSTREAM_MODEL }] },
+      { name: 'claude-adaptive', targets: [{ provider: 'claude', model: ADAPTIVE_MODEL }] },
+    ],
     plugins,
   }
 }
@@ -222,6 +227,75 @@ describe('anthropic provider through the gateway', () => {
       },
       { role: 'user', content: [{ type: 'tool_result', tool_use_id: call.id, content: 'sunny, 21 C' }] },
     ])
+  })
+
+  describe('reasoning_effort', () => {
+    /** The thinking the mock writes for a last user text, and the message fields it comes back as. */
+    const thought = (text: string) => `The user wrote: ${text}. Answering.`
+    type Reasoning = { reasoning_content?: string; thinking_blocks?: Array<Record<string, unknown>> }
+
+    test('Claude thinks: a budget for 4.5, adaptive at an effort for 4.7; the reasoning comes back with its signature', async () => {
+      const completion = await client.chat.completions.create({ model: 'claude-test', messages: [{ role: 'user', content: 'why?' }], reasoning_effort: 'high', temperature: 0.3 })
+      expect(lastBody(mock)).toMatchObject({ thinking: { type: 'enabled', budget_tokens: 4096 }, max_tokens: 8192 })
+      // The mock refuses a temperature other than 1 while Claude thinks: the gateway left it out.
+      expect(lastBody(mock).temperature).toBeUndefined()
+      const message = completion.choices[0]!.message as typeof completion.choices[0]['message'] & Reasoning
+      expect(message.content).toBe(MOCK_CLAUDE_REPLY)
+      expect(message.reasoning_content).toBe(thought('why?'))
+      expect(message.thinking_blocks).toEqual([{ type: 'thinking', thinking: thought('why?'), signature: signatureOf(thought('why?')) }])
+      // Thinking is output: the usage the client sees counts it.
+      expect(completion.usage?.completion_tokens).toBe(MOCK_CLAUDE_REPLY.split(' ').length + thought('why?').split(' ').length)
+
+      await client.chat.completions.create({ model: 'claude-adaptive', messages: [{ role: 'user', content: 'why?' }], reasoning_effort: 'low' })
+      expect(lastBody(mock)).toMatchObject({ thinking: { type: 'adaptive' }, output_config: { effort: 'low' }, max_tokens: 4096 })
+    })
+
+    test('streamed: reasoning_content deltas, then the signed block whole, then the content', async () => {
+      const stream = await client.chat.completions.create({ model: 'claude-adaptive', messages: [{ role: 'user', content: 'why?' }], reasoning_effort: 'medium', stream: true })
+      const chunks = await collect(stream)
+      const deltas = chunks.map((c) => c.choices[0]?.delta as (Chunk['choices'][0]['delta'] & Reasoning) | undefined)
+      expect(deltas.map((d) => d?.reasoning_content ?? '').join('')).toBe(thought('why?'))
+      expect(deltas.flatMap((d) => d?.thinking_blocks ?? [])).toEqual([{ type: 'thinking', thinking: thought('why?'), signature: signatureOf(thought('why?')) }])
+      expect(deltas.map((d) => d?.content ?? '').join('')).toBe(MOCK_CLAUDE_REPLY)
+      const firstContent = deltas.findIndex((d) => typeof d?.content === 'string' && d.content !== '')
+      expect(deltas.findIndex((d) => d?.thinking_blocks !== undefined)).toBeLessThan(firstContent)
+    })
+
+    test('a tool loop: the message sent back as received keeps Claude\'s thinking; one without it goes without thinking', async () => {
+      const ask = { role: 'user', content: 'use get_weather for Paris' } as const
+      const first = await client.chat.completions.create({ model: 'claude-adaptive', messages: [ask], tools: [weatherTool], reasoning_effort: 'high' })
+      const message = first.choices[0]!.message
+      const call = message.tool_calls?.[0]
+      if (call?.type !== 'function') throw new Error('expected a function tool call')
+      expect((message as typeof message & Reasoning).thinking_blocks).toHaveLength(1)
+
+      // The message as the SDK gave it, thinking_blocks included: Claude's turn starts with its thinking.
+      const result = { role: 'tool', tool_call_id: call.id, content: 'sunny' } as const
+      const second = await client.chat.completions.create({ model: 'claude-adaptive', messages: [ask, message, result], tools: [weatherTool], reasoning_effort: 'high' })
+      expect(second.choices[0]?.message.content).toBe('Tool result received: sunny')
+      expect(lastBody(mock).thinking).toEqual({ type: 'adaptive' })
+      expect((lastBody(mock).messages[1] as { content: Array<{ type: string }> }).content.map((b) => b.type)).toEqual(['thinking', 'text', 'tool_use'])
+
+      // A client that keeps only OpenAI's fields: the mock (as Anthropic) would refuse thinking here.
+      const bare = { role: 'assistant', content: message.content, tool_calls: message.tool_calls } as const
+      const third = await client.chat.completions.create({ model: 'claude-adaptive', messages: [ask, bare, result], tools: [weatherTool], reasoning_effort: 'high' })
+      expect(third.choices[0]?.message.content).toBe('Tool result received: sunny')
+      expect(lastBody(mock).thinking).toBeUndefined()
+    })
+
+    test('what cannot go with thinking is a 400 naming the field, before any upstream call', async () => {
+      const forced = await postJson(`${gw.url}/v1/chat/completions`, {
+        model: 'claude-adaptive',
+        messages: [{ role: 'user', content: 'hi' }],
+        tools: [weatherTool],
+        tool_choice: 'required',
+        reasoning_effort: 'high',
+      })
+      expect((await expectError(forced, 'invalid_request')).param).toBe('reasoning_effort')
+      const unknown = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], reasoning_effort: 'maximum' })
+      expect((await expectError(unknown, 'invalid_request')).param).toBe('reasoning_effort')
+      expect(mock.stats.requests).toBe(0)
+    })
   })
 
   test('tool_choice: required → any, a named function → tool, none → none; parallel_tool_calls false is kept', async () => {
@@ -442,7 +516,10 @@ describe('anthropic key failover', () => {
     ]
     const gw = await startGateway({
       providers: [{ id: 'claude', type: 'anthropic', baseUrl: mock.url, keys }],
-      models: [{ name: 'claude-test', targets: [{ provider: 'claude', model: UPSTREAM_MODEL }] }],
+      models: [
+      { name: 'claude-test', targets: [{ provider: 'claude', model: UPSTREAM_MODEL }] },
+      { name: 'claude-adaptive', targets: [{ provider: 'claude', model: ADAPTIVE_MODEL }] },
+    ],
       plugins: ['balance'],
     })
     try {

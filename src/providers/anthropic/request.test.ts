@@ -280,3 +280,121 @@ describe('toAnthropicRequest, ids and prefill', () => {
     expect(blank.messages).toHaveLength(1)
   })
 })
+
+describe('reasoning_effort as thinking', () => {
+  const messages = [{ role: 'user', content: 'think' }]
+  const as = (model: string, body: Record<string, unknown>) => {
+    const result = toAnthropicRequest({ model, messages, ...body }, options)
+    if (!result.ok) throw new Error(`refused: ${result.message}`)
+    return result.value
+  }
+
+  test('Claude 4.6 and later (and names without a version) think adaptively at an effort', () => {
+    for (const model of ['claude-opus-4-6', 'claude-sonnet-4-6', 'claude-opus-4-7', 'claude-fable-5', 'claude-x']) {
+      const request = as(model, { reasoning_effort: 'medium' })
+      expect(request.thinking).toEqual({ type: 'adaptive' })
+      expect(request.output_config).toEqual({ effort: 'medium' })
+      expect(request.max_tokens).toBe(4096)
+    }
+    expect(as('claude-opus-4-7', { reasoning_effort: 'minimal' }).output_config).toEqual({ effort: 'low' })
+    expect(as('claude-opus-4-7', { reasoning_effort: 'xhigh' }).output_config).toEqual({ effort: 'xhigh' })
+  })
+
+  test('Claude 3.7 to 4.5 take a thinking budget inside max_tokens', () => {
+    const high = as('claude-sonnet-4-5-20250929', { reasoning_effort: 'high' })
+    expect(high.thinking).toEqual({ type: 'enabled', budget_tokens: 4096 })
+    expect(high.output_config).toBeUndefined()
+    // The default max_tokens (4096) would leave no room: it is raised past the budget.
+    expect(high.max_tokens).toBe(4096 + 4096)
+    expect(as('claude-3-7-sonnet-20250219', { reasoning_effort: 'low' }).thinking).toEqual({ type: 'enabled', budget_tokens: 1024 })
+    expect(as('claude-sonnet-4-20250514', { reasoning_effort: 'medium' }).thinking).toEqual({ type: 'enabled', budget_tokens: 2048 })
+    // The client's own max_tokens stays; the budget fits inside it.
+    const tight = as('claude-opus-4-1-20250805', { reasoning_effort: 'high', max_tokens: 3000 })
+    expect(tight.max_tokens).toBe(3000)
+    expect(tight.thinking).toEqual({ type: 'enabled', budget_tokens: 2999 })
+    const roomy = as('claude-opus-4-1-20250805', { reasoning_effort: 'high', max_completion_tokens: 20000 })
+    expect([roomy.max_tokens, roomy.thinking]).toEqual([20000, { type: 'enabled', budget_tokens: 4096 }])
+  })
+
+  test('a max_tokens too small for the least budget is refused, naming it', () => {
+    const result = toAnthropicRequest({ model: 'claude-sonnet-4-5', messages, reasoning_effort: 'low', max_tokens: 800 }, options)
+    expect(result).toMatchObject({ ok: false, param: 'max_tokens' })
+    if (!result.ok) expect(result.message).toContain('above 1024')
+  })
+
+  test('none, models before 3.7 and no reasoning_effort get no thinking', () => {
+    expect(as('claude-opus-4-7', { reasoning_effort: 'none' }).thinking).toBeUndefined()
+    expect(as('claude-3-5-sonnet-20241022', { reasoning_effort: 'high' }).thinking).toBeUndefined()
+    expect(as('claude-3-5-sonnet-20241022', { reasoning_effort: 'high' }).max_tokens).toBe(4096)
+    expect(as('claude-opus-4-7', {}).thinking).toBeUndefined()
+    expect(as('claude-opus-4-7', { reasoning_effort: null }).output_config).toBeUndefined()
+  })
+
+  test('a value OpenAI does not define is refused', () => {
+    const result = toAnthropicRequest({ model: 'claude-opus-4-7', messages, reasoning_effort: 'extreme' }, options)
+    expect(result).toMatchObject({ ok: false, param: 'reasoning_effort' })
+    if (!result.ok) expect(result.message).toContain('"xhigh"')
+  })
+
+  test('while Claude thinks, sampling it refuses is left out', () => {
+    const request = as('claude-opus-4-6', { reasoning_effort: 'low', temperature: 0.2, top_p: 0.5, top_k: 40 })
+    expect([request.temperature, request.top_p, request.top_k]).toEqual([undefined, undefined, undefined])
+    const kept = as('claude-opus-4-6', { reasoning_effort: 'low', temperature: 1 })
+    expect(kept.temperature).toBe(1)
+    expect(as('claude-opus-4-6', { reasoning_effort: 'low', top_p: 0.97 }).top_p).toBe(0.97)
+    // Without thinking, sampling goes as before.
+    expect(as('claude-opus-4-6', { temperature: 0.2, top_k: 40 })).toMatchObject({ temperature: 0.2, top_k: 40 })
+  })
+
+  test('a forced tool call cannot go with thinking: refused, naming what to do', () => {
+    const tools = [{ type: 'function', function: { name: 'lookup', parameters: { type: 'object' } } }]
+    for (const body of [
+      { tools, tool_choice: 'required' },
+      { tools, tool_choice: { type: 'function', function: { name: 'lookup' } } },
+      { response_format: { type: 'json_object' } },
+    ]) {
+      const result = toAnthropicRequest({ model: 'claude-opus-4-7', messages, reasoning_effort: 'high', ...body }, options)
+      expect(result).toMatchObject({ ok: false, param: 'reasoning_effort' })
+      if (!result.ok) expect(result.message).toContain('tool_choice "auto"')
+    }
+    expect(as('claude-opus-4-7', { tools, tool_choice: 'auto', reasoning_effort: 'high' }).thinking).toEqual({ type: 'adaptive' })
+  })
+
+  const signed = { type: 'thinking', thinking: 'Weather first.', signature: 'sig-1' }
+  const loop = (assistant: Record<string, unknown>) => [
+    { role: 'user', content: 'weather?' },
+    { role: 'assistant', content: null, tool_calls: [call('t1')], ...assistant },
+    { role: 'tool', tool_call_id: 't1', content: 'sunny' },
+  ]
+
+  test('thinking_blocks sent back go first in their assistant turn, signed', () => {
+    const result = toAnthropicRequest({ model: 'claude-opus-4-7', reasoning_effort: 'high', messages: loop({ thinking_blocks: [signed, { type: 'redacted_thinking', data: 'enc' }, { type: 'thinking', thinking: 'no signature' }] }) }, options)
+    if (!result.ok) throw new Error(result.message)
+    expect(result.value.thinking).toEqual({ type: 'adaptive' })
+    expect(result.value.messages[1]?.content).toEqual([
+      signed,
+      { type: 'redacted_thinking', data: 'enc' },
+      { type: 'tool_use', id: 't1', name: 'lookup', input: { q: 'x' } },
+    ])
+  })
+
+  test('a tool loop whose thinking the client dropped goes without thinking (Anthropic would refuse it)', () => {
+    const result = toAnthropicRequest({ model: 'claude-opus-4-7', reasoning_effort: 'high', messages: loop({}) }, options)
+    if (!result.ok) throw new Error(result.message)
+    expect(result.value.thinking).toBeUndefined()
+    expect(result.value.output_config).toBeUndefined()
+  })
+
+  test('without thinking, replayed thinking blocks are left out, and a turn of nothing else with them', () => {
+    const result = toAnthropicRequest({
+      model: 'claude-opus-4-7',
+      messages: [...loop({ thinking_blocks: [signed] }), { role: 'assistant', content: '', thinking_blocks: [signed] }, { role: 'user', content: 'and tomorrow?' }],
+    }, options)
+    if (!result.ok) throw new Error(result.message)
+    expect(result.value.messages.map((m) => [m.role, m.content.map((b) => b.type)])).toEqual([
+      ['user', ['text']],
+      ['assistant', ['tool_use']],
+      ['user', ['tool_result', 'text']],
+    ])
+  })
+})

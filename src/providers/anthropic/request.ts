@@ -3,14 +3,17 @@ import {
   functionTool,
   isRecord,
   maxTokensOf,
+  modelGeneration,
   num,
   parseArguments,
   parseDataUrl,
+  reasoningEffortOf,
   refuse,
   stopList,
   str,
   toolChoiceOf,
   type JsonObject,
+  type ReasoningEffort,
   type Translation,
 } from '../shared/openai-format.ts'
 
@@ -36,6 +39,8 @@ export interface AnthropicRequest {
   tools?: Array<{ name: string; description?: string; input_schema: JsonObject; cache_control?: JsonObject }>
   tool_choice?: { type: 'auto' | 'any' | 'none' | 'tool'; name?: string; disable_parallel_tool_use?: boolean }
   metadata?: { user_id: string }
+  thinking?: { type: 'adaptive' } | { type: 'enabled'; budget_tokens: number }
+  output_config?: { effort: 'low' | 'medium' | 'high' | 'xhigh' }
 }
 
 export interface AnthropicRequestOptions {
@@ -128,7 +133,7 @@ function userBlocks(content: unknown, param: string): Blocks {
 
 /** An assistant message: its text, then its tool calls as tool_use blocks. */
 function assistantBlocks(message: JsonObject, param: string): Blocks {
-  const blocks: AnthropicBlock[] = []
+  const blocks: AnthropicBlock[] = thinkingBlocks(message.thinking_blocks)
   const content = message.content
   if (Array.isArray(content)) {
     for (const [i, part] of content.entries()) {
@@ -155,6 +160,27 @@ function assistantBlocks(message: JsonObject, param: string): Blocks {
   }
   return blocks
 }
+
+/**
+ * The thinking blocks an assistant message carries back (`thinking_blocks`, as the gateway
+ * answers them and LiteLLM clients keep them): Claude's reasoning with its signature, or the
+ * encrypted data of a redacted one. Anthropic checks the signature, so only whole blocks go.
+ */
+function thinkingBlocks(value: unknown): AnthropicBlock[] {
+  if (!Array.isArray(value)) return []
+  const blocks: AnthropicBlock[] = []
+  for (const block of value) {
+    if (!isRecord(block)) continue
+    if (block.type === 'thinking' && typeof block.thinking === 'string' && typeof block.signature === 'string') {
+      blocks.push({ type: 'thinking', thinking: block.thinking, signature: block.signature })
+    } else if (block.type === 'redacted_thinking' && typeof block.data === 'string') {
+      blocks.push({ type: 'redacted_thinking', data: block.data })
+    }
+  }
+  return blocks
+}
+
+const isThinkingBlock = (block: AnthropicBlock | undefined): boolean => block?.type === 'thinking' || block?.type === 'redacted_thinking'
 
 /** A `tool` message as a tool_result block (it travels in a user turn). */
 function toolResultBlock(message: JsonObject, param: string): AnthropicBlock | Fail {
@@ -377,6 +403,93 @@ function sampling(body: JsonObject): Pick<AnthropicRequest, 'temperature' | 'top
   return out
 }
 
+/** Claude 3.7 was the first to think; from 4.6 Claude thinks adaptively (4.7 on: only so). */
+const FIRST_THINKING = 307
+const FIRST_ADAPTIVE = 406
+/** Thinking budgets (tokens) for the models that take one; Anthropic's minimum is 1,024. */
+const MIN_BUDGET = 1024
+const BUDGETS: Readonly<Record<Exclude<ReasoningEffort, 'none'>, number>> = { minimal: MIN_BUDGET, low: MIN_BUDGET, medium: 2048, high: 4096, xhigh: 8192 }
+const EFFORTS: Readonly<Record<Exclude<ReasoningEffort, 'none'>, 'low' | 'medium' | 'high' | 'xhigh'>> = {
+  minimal: 'low',
+  low: 'low',
+  medium: 'medium',
+  high: 'high',
+  xhigh: 'xhigh',
+}
+
+/**
+ * Whether the conversation is in a tool loop whose thinking was lost: the last turn gives tool
+ * results to an assistant turn that has no thinking block first. Anthropic refuses such a request
+ * with thinking on (the turn must start with the thinking that led to its tool calls), and clients
+ * that keep only OpenAI's fields do not send thinking back; that request is sent without thinking.
+ */
+function lostThinking(turns: AnthropicMessage[]): boolean {
+  const last = turns[turns.length - 1]
+  const before = turns[turns.length - 2]
+  if (last?.role !== 'user' || last.content[0]?.type !== 'tool_result' || before?.role !== 'assistant') return false
+  return !isThinkingBlock(before.content[0])
+}
+
+/**
+ * OpenAI's `reasoning_effort` as Anthropic's thinking. Claude 4.6 and later think adaptively, at
+ * an `effort` (minimal is low); 3.7 to 4.5 take a budget of thinking tokens within `max_tokens`,
+ * which is raised past the budget when the client set none, and narrows the budget when it did.
+ * A model name without a version is taken for a current one. `none`, and models before 3.7,
+ * get no thinking. Thinking rules out forcing a tool (tool_choice, response_format's answer tool):
+ * Anthropic refuses both together.
+ */
+function thinkingOf(
+  request: AnthropicRequest,
+  effort: ReasoningEffort | undefined,
+  clientMaxTokens: number | undefined,
+  defaultMaxTokens: number,
+): Partial<Pick<AnthropicRequest, 'thinking' | 'output_config' | 'max_tokens'>> | Fail | undefined {
+  if (effort === undefined || effort === 'none') return undefined
+  const generation = modelGeneration(request.model, 'claude')
+  if (generation !== undefined && generation < FIRST_THINKING) return undefined
+  if (request.tool_choice?.type === 'any' || request.tool_choice?.type === 'tool') {
+    return refuse('reasoning_effort cannot be combined with a forced tool call (tool_choice "required" or a named function, or response_format json) for Anthropic models: Claude cannot be made to call a tool while it thinks. Use tool_choice "auto", or leave reasoning_effort out.', 'reasoning_effort')
+  }
+  if (lostThinking(request.messages)) return undefined
+  if (generation === undefined || generation >= FIRST_ADAPTIVE) {
+    return { thinking: { type: 'adaptive' }, output_config: { effort: EFFORTS[effort] } }
+  }
+  let budget = BUDGETS[effort]
+  let maxTokens = request.max_tokens
+  if (clientMaxTokens === undefined) {
+    if (maxTokens <= budget) maxTokens = budget + defaultMaxTokens
+  } else if (clientMaxTokens <= budget) {
+    budget = clientMaxTokens - 1
+    if (budget < MIN_BUDGET) {
+      return refuse(`With reasoning_effort, ${request.model} needs max_tokens (or max_completion_tokens) above ${MIN_BUDGET}: its thinking budget (at least ${MIN_BUDGET} tokens) is part of it.`, 'max_tokens')
+    }
+  }
+  return { thinking: { type: 'enabled', budget_tokens: budget }, max_tokens: maxTokens }
+}
+
+/**
+ * While Claude thinks, Anthropic takes `temperature` only at 1, `top_p` only from 0.95 and no
+ * `top_k`; what the client set outside that is left out (as OpenAI's reasoning models ignore
+ * sampling), so the request is served rather than refused.
+ */
+function thinkingSampling(request: AnthropicRequest): void {
+  if (request.temperature !== undefined && request.temperature !== 1) delete request.temperature
+  if (request.top_p !== undefined && request.top_p < 0.95) delete request.top_p
+  delete request.top_k
+}
+
+/**
+ * The conversation without the thinking blocks a client replayed, for a request sent without
+ * thinking. A turn left empty goes, and the turns around it merge, as Anthropic wants alternation.
+ */
+function withoutThinking(turns: AnthropicMessage[]): AnthropicMessage[] {
+  if (!turns.some((turn) => turn.content.some(isThinkingBlock))) return turns
+  const kept: AnthropicMessage[] = []
+  for (const turn of turns) append(kept, turn.role, turn.content.filter((block) => !isThinkingBlock(block)))
+  for (const turn of kept) toolResultsFirst(turn)
+  return kept
+}
+
 const EMAIL_OR_PHONE = /@|^\+?[\d\s().-]{7,}$/
 
 /**
@@ -402,6 +515,8 @@ export function toAnthropicRequest(body: JsonObject, options: AnthropicRequestOp
   if (n !== undefined && n > 1) return refuse('Anthropic returns one choice per request: n must be 1.', 'n')
   const answer = answerToolOf(body)
   if (isFail(answer)) return answer
+  const effort = reasoningEffortOf(body)
+  if (isFail(effort)) return effort
 
   const conversation = translateMessages(body.messages)
   if (isFail(conversation)) return conversation
@@ -430,5 +545,14 @@ export function toAnthropicRequest(body: JsonObject, options: AnthropicRequestOp
   // OpenAI's newer safety_identifier means what `user` meant, and what Anthropic's user_id means.
   const user = str(body.safety_identifier) || str(body.user)
   if (user) request.metadata = { user_id: opaqueUserId(user) }
+  const thinking = thinkingOf(request, effort, maxTokensOf(body), options.defaultMaxTokens)
+  if (isFail(thinking)) return thinking
+  if (thinking) {
+    Object.assign(request, thinking)
+    thinkingSampling(request)
+  } else {
+    request.messages = withoutThinking(request.messages)
+    if (request.messages.length === 0) return refuse('Anthropic needs at least one non-empty user or assistant message.', 'messages')
+  }
   return { ok: true, value: request }
 }

@@ -28,7 +28,7 @@ describe('usageOf', () => {
 })
 
 describe('toChatCompletion', () => {
-  test('joins text blocks, turns tool_use into tool_calls, skips thinking', () => {
+  test('joins text blocks, turns tool_use into tool_calls, thinking into reasoning_content and thinking_blocks', () => {
     const completion = toChatCompletion(
       {
         id: 'msg_1',
@@ -37,6 +37,8 @@ describe('toChatCompletion', () => {
         model: 'claude-x-2025',
         content: [
           { type: 'thinking', thinking: 'hmm', signature: 'sig' },
+          { type: 'redacted_thinking', data: 'encrypted' },
+          { type: 'thinking', thinking: ', weather.', signature: 'sig2' },
           { type: 'text', text: 'Let me ' },
           { type: 'text', text: 'check.' },
           { type: 'tool_use', id: 'toolu_1', name: 'get_weather', input: { city: 'Paris', days: 2 } },
@@ -60,6 +62,12 @@ describe('toChatCompletion', () => {
             content: 'Let me check.',
             refusal: null,
             tool_calls: [{ id: 'toolu_1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris","days":2}' } }],
+            reasoning_content: 'hmm, weather.',
+            thinking_blocks: [
+              { type: 'thinking', thinking: 'hmm', signature: 'sig' },
+              { type: 'redacted_thinking', data: 'encrypted' },
+              { type: 'thinking', thinking: ', weather.', signature: 'sig2' },
+            ],
           },
         },
       ],

@@ -45,11 +45,25 @@ export function usageOf(usage: unknown): ChatUsage | undefined {
 }
 
 /**
- * A Messages API answer as an OpenAI `chat.completion`. `answerTool` names the tool a JSON
+ * A thinking block as the client keeps it to send back on the next turn (`thinking_blocks`):
+ * Claude's reasoning with its signature, or a redacted block's encrypted data. Undefined for a
+ * block without them.
+ */
+export function thinkingBlock(block: JsonObject): JsonObject | undefined {
+  if (block.type === 'redacted_thinking') return typeof block.data === 'string' ? { type: 'redacted_thinking', data: block.data } : undefined
+  if (typeof block.thinking !== 'string') return undefined
+  return { type: 'thinking', thinking: block.thinking, signature: str(block.signature) ?? '' }
+}
+
+/**
+ * A Messages API answer as an OpenAI `chat.completion`. Claude's thinking comes as
+ * `reasoning_content` (its text) and `thinking_blocks` (to be sent back with the message). `answerTool` names the tool a JSON
  * answer was asked through (response_format): its input is the content, as JSON text.
  */
 export function toChatCompletion(message: JsonObject, fallbackModel: string, answerTool?: string): ChatCompletion {
   let text = ''
+  let reasoning = ''
+  const thinking: JsonObject[] = []
   let answer: string | undefined
   const toolCalls: ToolCall[] = []
   const blocks = Array.isArray(message.content) ? message.content : []
@@ -65,7 +79,12 @@ export function toChatCompletion(message: JsonObject, fallbackModel: string, ans
         function: { name: str(block.name) ?? '', arguments: JSON.stringify(isRecord(block.input) ? block.input : {}) },
       })
     }
-    // thinking, redacted_thinking and server-tool blocks have no OpenAI counterpart.
+    else if (block.type === 'thinking' || block.type === 'redacted_thinking') {
+      const kept = thinkingBlock(block)
+      if (kept) thinking.push(kept)
+      if (typeof kept?.thinking === 'string') reasoning += kept.thinking
+    }
+    // Server-tool blocks have no OpenAI counterpart.
   }
   // The client asked for JSON: any text beside the answer would make the content unparseable.
   if (answer !== undefined) text = answer
@@ -82,6 +101,8 @@ export function toChatCompletion(message: JsonObject, fallbackModel: string, ans
           content: text === '' && toolCalls.length ? null : text,
           refusal: null,
           ...(toolCalls.length ? { tool_calls: toolCalls } : {}),
+          ...(reasoning ? { reasoning_content: reasoning } : {}),
+          ...(thinking.length ? { thinking_blocks: thinking } : {}),
         },
         logprobs: null,
         finish_reason: answer !== undefined && toolCalls.length === 0 && message.stop_reason === 'tool_use' ? 'stop' : finishReason(message.stop_reason),

@@ -204,3 +204,41 @@ describe('anthropicStreamToOpenAI', () => {
     expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('length')
   })
 })
+
+describe('anthropicStreamToOpenAI, thinking', () => {
+  const THINKING: Array<Record<string, unknown>> = [
+    EVENTS[0]!,
+    { type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: 'Paris is ' } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: 'in France.' } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'signature_delta', signature: 'EqQB' } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'signature_delta', signature: 'zz==' } },
+    { type: 'content_block_stop', index: 0 },
+    { type: 'content_block_start', index: 1, content_block: { type: 'redacted_thinking', data: 'encrypted' } },
+    { type: 'content_block_stop', index: 1 },
+    { type: 'content_block_start', index: 2, content_block: { type: 'text', text: '' } },
+    { type: 'content_block_delta', index: 2, delta: { type: 'text_delta', text: 'France.' } },
+    { type: 'content_block_stop', index: 2 },
+    { type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 30 } },
+    { type: 'message_stop' },
+  ]
+
+  test('thinking streams as reasoning_content, then each block whole and signed as thinking_blocks', async () => {
+    const { chunks, done } = await translate(sse(THINKING))
+    expect(done).toBe(true)
+    expect(chunks.map((c) => c.choices[0]?.delta)).toEqual([
+      { role: 'assistant', content: '' },
+      { reasoning_content: 'Paris is ' },
+      { reasoning_content: 'in France.' },
+      { thinking_blocks: [{ type: 'thinking', thinking: 'Paris is in France.', signature: 'EqQBzz==' }] },
+      { thinking_blocks: [{ type: 'redacted_thinking', data: 'encrypted' }] },
+      { content: 'France.' },
+      {},
+    ])
+  })
+
+  test('the same however the bytes are cut', async () => {
+    const whole = await translate(sse(THINKING))
+    for (const size of [1, 13]) expect((await translate(sse(THINKING), false, size)).chunks.map((c) => c.choices)).toEqual(whole.chunks.map((c) => c.choices))
+  })
+})

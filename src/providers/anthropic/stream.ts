@@ -12,7 +12,7 @@ import {
   type JsonObject,
 } from '../shared/openai-format.ts'
 import { translateSse, type SseTranslator } from '../shared/sse-transform.ts'
-import { finishReason, usageOf } from './response.ts'
+import { finishReason, thinkingBlock, usageOf } from './response.ts'
 
 export interface AnthropicStreamOptions {
   /** The model asked for, until `message_start` names the one that answers. */
@@ -44,7 +44,9 @@ const STREAM_ERROR_CODES: Readonly<Record<string, ErrorCode>> = {
  * `message_start` gives the role chunk, text deltas become content, a `tool_use` block
  * becomes a tool call (id and name first, then its `input_json_delta` pieces as arguments),
  * `message_delta` brings the stop reason and output usage, `message_stop` closes with the
- * finish chunk, the usage chunk (if asked) and `[DONE]`. An `error` event becomes an
+ * finish chunk, the usage chunk (if asked) and `[DONE]`. Thinking streams as
+ * `reasoning_content`; each thinking block, once complete and signed, goes whole as
+ * `thinking_blocks` for the client to send back. An `error` event becomes an
  * OpenAI error frame and ends the stream. The input of the answer tool (a JSON answer asked
  * for with response_format) streams as content instead of as a tool call.
  */
@@ -59,6 +61,8 @@ export class AnthropicStreamTranslator implements SseTranslator {
   /** The content block of the answer tool, whose input is streamed as content; -1 before it starts. */
   private answerBlock = -1
   private answerSeen = false
+  /** Thinking blocks in progress, by content block index: their text and signature so far. */
+  private readonly thinking = new Map<number, JsonObject>()
   private finish: FinishReason = 'stop'
   private usage: JsonObject | undefined
 
@@ -160,6 +164,15 @@ export class AnthropicStreamTranslator implements SseTranslator {
       const text = str(block.text)
       return text ? this.roleChunk() + this.writer.delta({ content: text }) : ''
     }
+    if (block.type === 'thinking') {
+      const text = str(block.thinking) ?? ''
+      this.thinking.set(index, { type: 'thinking', thinking: text, signature: str(block.signature) ?? '' })
+      return text ? this.roleChunk() + this.writer.delta({ reasoning_content: text }) : ''
+    }
+    if (block.type === 'redacted_thinking') {
+      const kept = thinkingBlock(block)
+      return kept ? this.roleChunk() + this.writer.delta({ thinking_blocks: [kept] }) : ''
+    }
     if (block.type !== 'tool_use') return ''
     if (this.options.answerTool !== undefined && block.name === this.options.answerTool) {
       this.answerBlock = index
@@ -172,6 +185,12 @@ export class AnthropicStreamTranslator implements SseTranslator {
   }
 
   private blockStop(index: number): string {
+    const thinking = this.thinking.get(index)
+    if (thinking) {
+      // The whole block, signed, once it is complete: what the client sends back on its next turn.
+      this.thinking.delete(index)
+      return this.roleChunk() + this.writer.delta({ thinking_blocks: [thinking] })
+    }
     if (index === this.answerBlock && !this.answerSeen) {
       this.answerSeen = true
       return this.roleChunk() + this.writer.delta({ content: '{}' })
@@ -199,7 +218,18 @@ export class AnthropicStreamTranslator implements SseTranslator {
       this.argsSeen.add(toolIndex)
       return this.writer.delta({ tool_calls: [{ index: toolIndex, function: { arguments: piece } }] })
     }
-    // thinking_delta, signature_delta, citations_delta: no OpenAI counterpart.
+    const thinking = this.thinking.get(index)
+    if (thinking && delta.type === 'thinking_delta') {
+      const piece = str(delta.thinking)
+      if (!piece) return ''
+      thinking.thinking = String(thinking.thinking) + piece
+      return this.roleChunk() + this.writer.delta({ reasoning_content: piece })
+    }
+    if (thinking && delta.type === 'signature_delta') {
+      thinking.signature = String(thinking.signature) + (str(delta.signature) ?? '')
+      return ''
+    }
+    // citations_delta: no OpenAI counterpart.
     return ''
   }
 }

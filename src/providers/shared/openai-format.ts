@@ -57,6 +57,13 @@ export interface ChatMessage {
   content: string | null
   refusal: null
   tool_calls?: ToolCall[]
+  /** The model's reasoning as text, where the provider shows it (DeepSeek's and vLLM's field name). */
+  reasoning_content?: string
+  /**
+   * The provider's reasoning blocks as they must be sent back on the next turn (Anthropic's
+   * thinking blocks with their signatures; the name LiteLLM clients use).
+   */
+  thinking_blocks?: JsonObject[]
 }
 
 export interface ChatChoice {
@@ -235,6 +242,34 @@ export function stopList(stop: unknown): string[] | undefined {
 /** The completion budget: `max_completion_tokens` wins over the older `max_tokens`. */
 export function maxTokensOf(body: JsonObject): number | undefined {
   return num(body.max_completion_tokens) ?? num(body.max_tokens)
+}
+
+/** OpenAI's `reasoning_effort` values, from none (no reasoning) to the most. */
+export const REASONING_EFFORTS = ['none', 'minimal', 'low', 'medium', 'high', 'xhigh'] as const
+export type ReasoningEffort = (typeof REASONING_EFFORTS)[number]
+
+/** A request's `reasoning_effort`, checked: undefined when not set, a refusal for a value OpenAI does not define. */
+export function reasoningEffortOf(body: JsonObject): ReasoningEffort | undefined | { ok: false; message: string; param: string | null } {
+  const effort = body.reasoning_effort
+  if (effort === undefined || effort === null) return undefined
+  const known = REASONING_EFFORTS.find((value) => value === effort)
+  if (known) return known
+  return refuse(`reasoning_effort must be one of ${REASONING_EFFORTS.map((value) => `"${value}"`).join(', ')}.`, 'reasoning_effort')
+}
+
+/**
+ * The generation in a model name, as major * 100 + minor (`claude-sonnet-4-5-20250929` → 405,
+ * `claude-3-7-sonnet` → 307, `gemini-2.5-flash` → 205), read from the first number after the
+ * family's name; a date stamp is not a minor version. Undefined for a name without one (an
+ * alias such as `gemini-flash-latest`), which callers take for the newest generation.
+ */
+export function modelGeneration(model: string, family: string): number | undefined {
+  const lower = model.toLowerCase()
+  const at = lower.lastIndexOf(family)
+  if (at < 0) return undefined
+  const match = /(?:^|[-_.])(\d{1,2})(?:[.-](\d{1,2}))?(?=$|\D)/.exec(lower.slice(at + family.length))
+  if (!match) return undefined
+  return Number(match[1]) * 100 + Number(match[2] ?? 0)
 }
 
 /** Parse a tool call's `arguments` string to the object providers want. */
