@@ -146,6 +146,65 @@ describe('toGeminiRequest', () => {
     expect(ok({ messages: [{ role: 'user', content: 'x' }] }).generationConfig).toBeUndefined()
   })
 
+  test('reasoning_effort: Gemini 3 and later get a thinkingLevel, "none" the least ("minimal"), "xhigh" only from Gemini 4', () => {
+    const level = (model: string, reasoning_effort: string) =>
+      ok({ model, reasoning_effort, messages: [{ role: 'user', content: 'x' }] }).generationConfig?.thinkingConfig
+    const expected: Array<[string, string]> = [
+      ['none', 'minimal'],
+      ['minimal', 'minimal'],
+      ['low', 'low'],
+      ['medium', 'medium'],
+      ['high', 'high'],
+      ['xhigh', 'high'],
+    ]
+    for (const model of ['gemini-3-pro-preview', 'gemini-3.1-pro']) {
+      for (const [effort, thinkingLevel] of expected) {
+        expect(level(model, effort)).toEqual(effort === 'none' ? { thinkingLevel } : { thinkingLevel, includeThoughts: true })
+      }
+    }
+    expect(level('gemini-4-pro', 'xhigh')).toEqual({ thinkingLevel: 'xhigh', includeThoughts: true })
+    expect(level('gemini-4-pro', 'none')).toEqual({ thinkingLevel: 'minimal' })
+    // An alias without a version is taken for the newest generation, but not trusted with "xhigh".
+    expect(level('gemini-flash-latest', 'medium')).toEqual({ thinkingLevel: 'medium', includeThoughts: true })
+    expect(level('gemini-flash-latest', 'xhigh')).toEqual({ thinkingLevel: 'high', includeThoughts: true })
+  })
+
+  test('reasoning_effort: Gemini 2.5 gets a thinkingBudget ("none" turns thinking off); Gemini 2.0 and older get no thinkingConfig', () => {
+    const config = (model: string, reasoning_effort: string) =>
+      ok({ model, reasoning_effort, temperature: 0.5, messages: [{ role: 'user', content: 'x' }] }).generationConfig
+    const budgets: Array<[string, number]> = [
+      ['none', 0],
+      ['minimal', 1024],
+      ['low', 1024],
+      ['medium', 8192],
+      ['high', 24576],
+      ['xhigh', 24576],
+    ]
+    for (const [effort, thinkingBudget] of budgets) {
+      // The other fields stay; a 2.5 model never gets a thinkingLevel beside its budget.
+      expect(config('gemini-2.5-flash', effort)).toEqual({
+        temperature: 0.5,
+        thinkingConfig: effort === 'none' ? { thinkingBudget } : { thinkingBudget, includeThoughts: true },
+      })
+    }
+    expect(config('models/gemini-2.5-pro', 'high')?.thinkingConfig).toEqual({ thinkingBudget: 24576, includeThoughts: true })
+    // 2.5 Pro cannot stop thinking (Google refuses a budget of 0): none is its least budget.
+    expect(config('gemini-2.5-pro', 'none')?.thinkingConfig).toEqual({ thinkingBudget: 128 })
+    for (const model of ['gemini-2.0-flash', 'gemini-1.5-pro']) expect(config(model, 'high')).toEqual({ temperature: 0.5 })
+    // Unset (or null) sends no thinkingConfig at all: the model's default.
+    expect(ok({ model: 'gemini-3-pro-preview', messages: [{ role: 'user', content: 'x' }] }).generationConfig).toBeUndefined()
+    expect(ok({ model: 'gemini-2.5-flash', reasoning_effort: null, messages: [{ role: 'user', content: 'x' }] }).generationConfig).toBeUndefined()
+  })
+
+  test('a reasoning_effort OpenAI does not define is refused, whatever the model', () => {
+    for (const model of ['gemini-3-pro-preview', 'gemini-2.5-flash', 'gemini-2.0-flash']) {
+      const refusal = refused({ model, reasoning_effort: 'max', messages: [{ role: 'user', content: 'x' }] })
+      expect(refusal.param).toBe('reasoning_effort')
+      expect(refusal.message).toContain('reasoning_effort')
+    }
+    expect(refused({ reasoning_effort: 3, messages: [{ role: 'user', content: 'x' }] }).param).toBe('reasoning_effort')
+  })
+
   test('audio and PDF parts go inline; safety settings from the provider options', () => {
     const request = ok(
       {

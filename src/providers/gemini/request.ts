@@ -3,14 +3,17 @@ import {
   functionTool,
   isRecord,
   maxTokensOf,
+  modelGeneration,
   num,
   parseArguments,
   parseDataUrl,
+  reasoningEffortOf,
   refuse,
   stopList,
   str,
   toolChoiceOf,
   type JsonObject,
+  type ReasoningEffort,
   type Translation,
 } from '../shared/openai-format.ts'
 
@@ -296,8 +299,44 @@ function translateTools(body: JsonObject): Pick<GeminiRequest, 'tools' | 'toolCo
   return out
 }
 
+/**
+ * Gemini 2.5's thinking budget in tokens for each effort, as Google's own OpenAI-compatible
+ * endpoint maps it; 0 turns thinking off on the models that allow it.
+ */
+const THINKING_BUDGETS: Record<ReasoningEffort, number> = { none: 0, minimal: 1024, low: 1024, medium: 8192, high: 24576, xhigh: 24576 }
+const PRO_LEAST_BUDGET = 128
+
+/**
+ * `generationConfig.thinkingConfig` for a `reasoning_effort`, or undefined when the model does
+ * not think. Gemini 3 and later (and an alias without a version, taken for the newest) take a
+ * `thinkingLevel`: "minimal" is their least (they cannot stop thinking), "xhigh" exists from
+ * Gemini 4 on. Gemini 2.5 takes a `thinkingBudget` instead; sending both is refused. Models
+ * before 2.5 have no thinking. Any effort but none also asks for the thought summaries.
+ */
+export function thinkingConfig(effort: ReasoningEffort, model: string): JsonObject | undefined {
+  const generation = modelGeneration(model, 'gemini')
+  if (generation !== undefined && generation < 205) return undefined
+  const config: JsonObject = {}
+  if (generation === undefined || generation >= 300) {
+    // An alias may still point at Gemini 3, which refuses "xhigh": it gets "high".
+    const xhigh = generation !== undefined && generation >= 400 ? 'xhigh' : 'high'
+    config.thinkingLevel = effort === 'none' ? 'minimal' : effort === 'xhigh' ? xhigh : effort
+  } else {
+    // Gemini 2.5 Pro cannot stop thinking (a budget of 0 is refused): none is its least, 128.
+    config.thinkingBudget = effort === 'none' && /-pro\b/i.test(model) ? PRO_LEAST_BUDGET : THINKING_BUDGETS[effort]
+  }
+  if (effort !== 'none') config.includeThoughts = true
+  return config
+}
+
 function generationConfig(body: JsonObject): JsonObject | Fail {
   const config: JsonObject = {}
+  const effort = reasoningEffortOf(body)
+  if (isFail(effort)) return effort
+  if (effort !== undefined) {
+    const thinking = thinkingConfig(effort, str(body.model) ?? '')
+    if (thinking) config.thinkingConfig = thinking
+  }
   const max = maxTokensOf(body)
   if (max !== undefined) config.maxOutputTokens = max
   const numeric: Array<[string, string]> = [
@@ -339,7 +378,8 @@ export function modelPath(model: string): string {
  * `systemInstruction`; assistant turns are role `model`; tool results are
  * `functionResponse` parts named after the call they answer; consecutive turns of one
  * role are merged. `body.model` (the upstream model) decides whether replayed tool calls
- * that lost their thought signature get Google's skip value.
+ * that lost their thought signature get Google's skip value, and how `reasoning_effort`
+ * becomes a `thinkingConfig`.
  */
 export function toGeminiRequest(body: JsonObject, options: GeminiRequestOptions = {}): Translation<GeminiRequest> {
   const conversation = translateMessages(body.messages, checksThoughtSignatures(str(body.model)))

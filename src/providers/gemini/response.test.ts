@@ -65,6 +65,38 @@ describe('toChatCompletion', () => {
     expect(completion.usage).toMatchObject({ prompt_tokens: 4, completion_tokens: 6, total_tokens: 10 })
   })
 
+  test('thought summaries go to reasoning_content, joined in order, never into content; a signature-only thought adds nothing', () => {
+    const completion = toChatCompletion(
+      {
+        candidates: [
+          {
+            index: 0,
+            finishReason: 'STOP',
+            content: {
+              role: 'model',
+              parts: [
+                { text: 'First, the question. ', thought: true },
+                { text: 'Then the answer.', thought: true },
+                { thought: true, thoughtSignature: 'c2ln' },
+                { text: 'It is 4.' },
+              ],
+            },
+          },
+        ],
+      },
+      'gemini-3-pro-preview',
+    )
+    expect(completion.choices[0]?.message).toEqual({
+      role: 'assistant',
+      content: 'It is 4.',
+      refusal: null,
+      reasoning_content: 'First, the question. Then the answer.',
+    })
+    // Without thoughts the message has no reasoning_content at all.
+    const plain = toChatCompletion({ candidates: [{ finishReason: 'STOP', content: { parts: [{ text: 'hi' }, { thought: true, thoughtSignature: 'c2ln' }] } }] }, 'm')
+    expect(plain.choices[0]?.message).toEqual({ role: 'assistant', content: 'hi', refusal: null })
+  })
+
   test('a blocked prompt (no candidates) is one empty choice finished by content_filter', () => {
     const completion = toChatCompletion({ promptFeedback: { blockReason: 'SAFETY' }, usageMetadata: { promptTokenCount: 3 } }, 'gemini-y')
     expect(completion.model).toBe('gemini-y')

@@ -53,13 +53,18 @@ export function toolCallOf(part: JsonObject): ToolCall | null {
 /** The visible text of a part; thought summaries are not part of the answer. */
 export const textOf = (part: JsonObject): string => (part.thought === true ? '' : (str(part.text) ?? ''))
 
+/** The thought summary a part holds (Gemini sends them with `includeThoughts`), or '' for any other part. */
+export const thoughtOf = (part: JsonObject): string => (part.thought === true ? (str(part.text) ?? '') : '')
+
 function choiceOf(candidate: JsonObject, position: number): ChatChoice {
   const content = isRecord(candidate.content) ? candidate.content : {}
   const parts = Array.isArray(content.parts) ? content.parts.filter(isRecord) : []
   let text = ''
+  let reasoning = ''
   const toolCalls: ToolCall[] = []
   for (const part of parts) {
     text += textOf(part)
+    reasoning += thoughtOf(part)
     const call = toolCallOf(part)
     if (call) toolCalls.push(call)
   }
@@ -70,6 +75,7 @@ function choiceOf(candidate: JsonObject, position: number): ChatChoice {
       content: text === '' && toolCalls.length ? null : text,
       refusal: null,
       ...(toolCalls.length ? { tool_calls: toolCalls } : {}),
+      ...(reasoning ? { reasoning_content: reasoning } : {}),
     },
     logprobs: null,
     finish_reason: finishReason(candidate.finishReason, toolCalls.length > 0),

@@ -59,6 +59,27 @@ describe('geminiStreamToOpenAI', () => {
     expect(chunks).toHaveLength(6)
   })
 
+  test('thought summaries stream as reasoning_content deltas, one per part, after the single role chunk and never in content', async () => {
+    const thinking = [
+      { candidates: [{ index: 0, content: { role: 'model', parts: [{ text: 'Weighing it. ', thought: true }] } }], ...head },
+      {
+        candidates: [{ index: 0, content: { role: 'model', parts: [{ text: 'Done weighing.', thought: true }, { thought: true, thoughtSignature: 'c2ln' }, { text: 'Yes.' }] } }],
+        ...head,
+      },
+      { candidates: [{ index: 0, content: { role: 'model', parts: [{ text: '' }] }, finishReason: 'STOP' }], usageMetadata: usage, ...head },
+    ]
+    const { chunks, done } = await translate(sse(thinking))
+    expect(done).toBe(true)
+    expect(chunks.map((c) => c.choices[0]?.delta)).toEqual([
+      { role: 'assistant', content: '' },
+      { reasoning_content: 'Weighing it. ' },
+      { reasoning_content: 'Done weighing.' },
+      { content: 'Yes.' },
+      {},
+    ])
+    expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('stop')
+  })
+
   test('the same output however the bytes are cut', async () => {
     const whole = await translate(sse(CHUNKS), true)
     for (const size of [1, 5, 33]) {

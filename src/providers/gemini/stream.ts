@@ -11,7 +11,7 @@ import {
   type JsonObject,
 } from '../shared/openai-format.ts'
 import { translateSse, type SseTranslator } from '../shared/sse-transform.ts'
-import { completionId, finishReason, textOf, toolCallOf, usageOf } from './response.ts'
+import { completionId, finishReason, textOf, thoughtOf, toolCallOf, usageOf } from './response.ts'
 
 export interface GeminiStreamOptions {
   /** The model asked for, until a chunk's `modelVersion` names the one that answers. */
@@ -34,9 +34,9 @@ interface CandidateState {
 /**
  * `streamGenerateContent?alt=sse` chunks → OpenAI `chat.completion.chunk` frames. Each
  * Gemini chunk is a whole `GenerateContentResponse` holding the next piece of each
- * candidate: text parts become content deltas, a functionCall part (Gemini sends it
- * whole) becomes a tool call announced with id and name and then given its arguments,
- * `finishReason` becomes the finish chunk. The stream has no end marker: when the
+ * candidate: text parts become content deltas, thought summaries `reasoning_content`
+ * deltas, a functionCall part (Gemini sends it whole) becomes a tool call announced with
+ * id and name and then given its arguments, `finishReason` becomes the finish chunk. The stream has no end marker: when the
  * upstream body ends, the usage chunk (if asked) and `[DONE]` follow, or an error event
  * if some candidate never got its `finishReason`.
  */
@@ -130,6 +130,8 @@ export class GeminiStreamTranslator implements SseTranslator {
     const content = isRecord(candidate.content) ? candidate.content : {}
     const parts = Array.isArray(content.parts) ? content.parts.filter(isRecord) : []
     for (const part of parts) {
+      const thought = thoughtOf(part)
+      if (thought) out += this.roleChunk(index, state) + this.writer.delta({ reasoning_content: thought }, index)
       const text = textOf(part)
       if (text) out += this.roleChunk(index, state) + this.writer.delta({ content: text }, index)
       const call = toolCallOf(part)
