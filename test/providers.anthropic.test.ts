@@ -443,11 +443,15 @@ describe('anthropic provider through the gateway', () => {
 
   describe('provider errors in the gateway envelope', () => {
     test('400 from Anthropic → 400 invalid_request carrying Anthropic\'s message', async () => {
-      // Both set to values that matter: the gateway cannot choose one, and the model refuses the pair.
-      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], temperature: 0.5, top_p: 0.9 })
+      mock.setFailure({ status: 400, times: 1, body: { type: 'error', error: { type: 'invalid_request_error', message: 'messages.0.content: too many images' } } })
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] })
       const error = await expectError(res, 'invalid_request', 400)
-      expect(error.message).toContain('`temperature` and `top_p` cannot both be specified')
+      expect(error.message).toContain('messages.0.content: too many images')
       expect(error.message).toContain('"claude"')
+      // temperature and top_p both set to values that matter, which Claude 4.5 refuses together: temperature goes alone.
+      const pair = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], temperature: 0.5, top_p: 0.9 })
+      expect(pair.status).toBe(200)
+      expect([lastBody(mock).temperature, lastBody(mock).top_p]).toEqual([0.5, undefined])
     })
 
     test('an Anthropic organisation out of credit is the key\'s fault: 502 upstream_error, not the client\'s 400', async () => {

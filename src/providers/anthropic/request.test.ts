@@ -182,7 +182,7 @@ describe('toAnthropicRequest, what Anthropic would refuse is made acceptable', (
     expect(ok({ messages: user('x'), temperature: 0.3 }).temperature).toBe(0.3)
   })
 
-  test('temperature and top_p: the one at its neutral value 1 is left out (recent models refuse both)', () => {
+  test('temperature and top_p: the one at its neutral value 1 is left out, and top_p where recent models refuse both', () => {
     const both = (temperature: number, top_p: number) => {
       const { temperature: t, top_p: p } = ok({ messages: user('x'), temperature, top_p })
       return { t, p }
@@ -190,8 +190,16 @@ describe('toAnthropicRequest, what Anthropic would refuse is made acceptable', (
     expect(both(0.2, 1)).toEqual({ t: 0.2, p: undefined })
     expect(both(1, 0.9)).toEqual({ t: undefined, p: 0.9 })
     expect(both(1.5, 0.9)).toEqual({ t: undefined, p: 0.9 })
-    // Both set to something that matters: both are sent, and the model decides.
-    expect(both(0.2, 0.9)).toEqual({ t: 0.2, p: 0.9 })
+    // Both set to something that matters: Claude 4.5 and later take one, temperature; older models both.
+    expect(both(0.2, 0.9)).toEqual({ t: 0.2, p: undefined })
+    const on = (model: string) => {
+      const result = toAnthropicRequest({ model, messages: user('x'), temperature: 0.2, top_p: 0.9 }, options)
+      return result.ok ? [result.value.temperature, result.value.top_p] : result.message
+    }
+    expect(on('claude-sonnet-4-5-20250929')).toEqual([0.2, undefined])
+    expect(on('claude-haiku-4-5')).toEqual([0.2, undefined])
+    expect(on('claude-opus-4-1-20250805')).toEqual([0.2, 0.9])
+    expect(on('claude-3-7-sonnet-20250219')).toEqual([0.2, 0.9])
     expect(ok({ messages: user('x'), top_p: 1 }).top_p).toBe(1)
   })
 

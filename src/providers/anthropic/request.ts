@@ -383,19 +383,26 @@ export function answerToolName(body: JsonObject): string | undefined {
   return tool && !isFail(tool) ? tool.name : undefined
 }
 
+/** From Claude 4.5 on, Anthropic refuses `temperature` and `top_p` in one request. */
+const FIRST_ONE_SAMPLER = 405
+
 /**
  * `temperature` and `top_p` as Anthropic takes them. OpenAI's temperature goes up to 2,
- * Anthropic's to 1: above 1 is Claude's most random, 1. Recent Claude models refuse
- * `temperature` and `top_p` together; many clients send one of them at its neutral value
- * (1, which changes nothing), so that one is left out when the other is set.
+ * Anthropic's to 1: above 1 is Claude's most random, 1. Claude 4.5 and later (and a model name
+ * without a version, taken for a current one) refuse the two together; many clients send one of
+ * them at its neutral value (1, which changes nothing), so that one is left out when the other is
+ * set, and when both matter `temperature` is kept (the one Anthropic suggests adjusting). Older
+ * models take both.
  */
-function sampling(body: JsonObject): Pick<AnthropicRequest, 'temperature' | 'top_p'> {
+function sampling(body: JsonObject, model: string): Pick<AnthropicRequest, 'temperature' | 'top_p'> {
   const raw = num(body.temperature)
   let temperature = raw === undefined ? undefined : Math.min(raw, 1)
   let topP = num(body.top_p)
   if (temperature !== undefined && topP !== undefined) {
+    const generation = modelGeneration(model, 'claude')
     if (topP >= 1) topP = undefined
     else if (temperature === 1) temperature = undefined
+    else if (generation === undefined || generation >= FIRST_ONE_SAMPLER) topP = undefined
   }
   const out: Pick<AnthropicRequest, 'temperature' | 'top_p'> = {}
   if (temperature !== undefined) out.temperature = temperature
@@ -529,7 +536,7 @@ export function toAnthropicRequest(body: JsonObject, options: AnthropicRequestOp
     messages: conversation.turns,
   }
   if (conversation.system.length) request.system = conversation.system
-  Object.assign(request, sampling(body))
+  Object.assign(request, sampling(body, model))
   const topK = num(body.top_k)
   if (topK !== undefined) request.top_k = topK
   // Anthropic refuses a stop sequence of whitespace only ("\n" is a common one); it is left out.
