@@ -393,6 +393,22 @@ describe('gemini provider through the gateway', () => {
       }
     })
 
+    test('an answer that is only a malformed function call is an upstream error (502), not an empty answer that looks finished', async () => {
+      const malformed = {
+        candidates: [{ content: { role: 'model', parts: [] }, finishReason: 'MALFORMED_FUNCTION_CALL', finishMessage: 'Malformed function call: print(get_weather(city="Paris"))', index: 0 }],
+        usageMetadata: { promptTokenCount: 12, totalTokenCount: 12 },
+        modelVersion: UPSTREAM_MODEL,
+      }
+      mock.setFailure({ status: 200, times: 1, body: malformed })
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gemini-test', messages: [{ role: 'user', content: 'use get_weather' }], tools: [weatherTool] })
+      const error = await expectError(res, 'upstream_error', 502)
+      expect(error.message).toContain('MALFORMED_FUNCTION_CALL')
+      expect(error.message).toContain('print(get_weather(city="Paris"))')
+      // The next call is served as usual.
+      const again = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }] })
+      expect(again.status).toBe(200)
+    })
+
     test('a rejected key (Google answers 400 API_KEY_INVALID) is a key problem: 502, and the key is never shown', async () => {
       const other = await startMockGemini({ apiKeys: ['some-other-key'] })
       const otherGw = await startGateway(config(other.url))

@@ -10,7 +10,7 @@ import {
   wantsStreamUsage,
 } from '../shared/openai-format.ts'
 import { EMBED_BATCH_LIMIT, modelPath, toGeminiEmbedRequest, toGeminiRequest } from './request.ts'
-import { toChatCompletion, toEmbeddingList, toErrorResponse } from './response.ts'
+import { brokenCallsOf, toChatCompletion, toEmbeddingList, toErrorResponse } from './response.ts'
 import { geminiStreamToOpenAI } from './stream.ts'
 
 /** @default 'v1beta' */
@@ -74,6 +74,9 @@ export const geminiAdapter: AdapterFactory = (provider) => {
     }
     const response = await readJson(upstream)
     if (!response) return errorResponse(502, 'Gemini answered with a body that is not a JSON object.')
+    // Gemini's failure, not an answer: as an upstream error, balancing tries again.
+    const broken = brokenCallsOf(response)
+    if (broken) return errorResponse(502, broken)
     return jsonResponse(toChatCompletion(response, model), upstream.status, passHeaders(upstream.headers))
   }
 

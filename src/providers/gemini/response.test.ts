@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { finishReason, retryAfterOf, toChatCompletion, toEmbeddingList, toErrorResponse, usageOf } from './response.ts'
+import { brokenCallsOf, finishReason, retryAfterOf, toChatCompletion, toEmbeddingList, toErrorResponse, usageOf } from './response.ts'
 
 describe('finishReason', () => {
   test('maps Gemini reasons; a candidate that called functions finished with tool_calls', () => {
@@ -95,6 +95,20 @@ describe('toChatCompletion', () => {
     // Without thoughts the message has no reasoning_content at all.
     const plain = toChatCompletion({ candidates: [{ finishReason: 'STOP', content: { parts: [{ text: 'hi' }, { thought: true, thoughtSignature: 'c2ln' }] } }] }, 'm')
     expect(plain.choices[0]?.message).toEqual({ role: 'assistant', content: 'hi', refusal: null })
+  })
+
+  test('brokenCallsOf: every candidate ended on a broken function call with nothing in it; anything else is an answer', () => {
+    const broken = (parts: unknown[], finishReason = 'MALFORMED_FUNCTION_CALL') => ({ content: { role: 'model', parts }, finishReason, finishMessage: 'Malformed function call: x()' })
+    expect(brokenCallsOf({ candidates: [broken([])] })).toContain('finishReason MALFORMED_FUNCTION_CALL')
+    expect(brokenCallsOf({ candidates: [broken([])] })).toContain('(Malformed function call: x())')
+    expect(brokenCallsOf({ candidates: [broken([], 'UNEXPECTED_TOOL_CALL')] })).toContain('UNEXPECTED_TOOL_CALL')
+    // Reasoning alone is no answer.
+    expect(brokenCallsOf({ candidates: [broken([{ text: 'hmm', thought: true }])] })).toBeDefined()
+    // Text that came before the broken call is given as it is; so is a candidate beside it that answered.
+    expect(brokenCallsOf({ candidates: [broken([{ text: 'Here is' }])] })).toBeUndefined()
+    expect(brokenCallsOf({ candidates: [broken([]), { content: { parts: [{ text: 'ok' }] }, finishReason: 'STOP' }] })).toBeUndefined()
+    expect(brokenCallsOf({ candidates: [{ content: { parts: [{ text: 'ok' }] }, finishReason: 'STOP' }] })).toBeUndefined()
+    expect(brokenCallsOf({ candidates: [] })).toBeUndefined()
   })
 
   test('a blocked prompt (no candidates) is one empty choice finished by content_filter', () => {

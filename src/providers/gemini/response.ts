@@ -17,6 +17,24 @@ import {
 
 const FILTERED = new Set(['SAFETY', 'RECITATION', 'BLOCKLIST', 'PROHIBITED_CONTENT', 'SPII', 'IMAGE_SAFETY', 'IMAGE_PROHIBITED_CONTENT'])
 
+/**
+ * Finish reasons for a function call Gemini generated but could not make valid (a call it wrote
+ * as code, or one the request did not allow): the candidate then holds no answer at all. Such a
+ * failure is Gemini's and passes on a second try more often than not.
+ */
+const BROKEN_CALL = new Set(['MALFORMED_FUNCTION_CALL', 'UNEXPECTED_TOOL_CALL'])
+
+/**
+ * Why a candidate that ended on a broken function call has nothing to give, or undefined for
+ * any other candidate: an error to answer instead of an empty answer that looks finished.
+ */
+export function brokenCallOf(candidate: JsonObject, answered: boolean): string | undefined {
+  const reason = candidate.finishReason
+  if (answered || typeof reason !== 'string' || !BROKEN_CALL.has(reason)) return undefined
+  const said = str(candidate.finishMessage)
+  return `Gemini ended without an answer (finishReason ${reason}): the function call it generated was not valid${said ? ` (${said.slice(0, 300)})` : ''}. Sending the request again usually succeeds.`
+}
+
 /** Gemini's `finishReason` in OpenAI's terms; a candidate that called functions finished with `tool_calls`. */
 export function finishReason(reason: unknown, calledTools: boolean): FinishReason {
   if (reason === 'MAX_TOKENS') return 'length'
@@ -86,6 +104,22 @@ function choiceOf(candidate: JsonObject, position: number): ChatChoice {
 export const completionId = (response: JsonObject): string => {
   const id = str(response.responseId)
   return id ? `chatcmpl-${id}` : `chatcmpl-${crypto.randomUUID().replaceAll('-', '')}`
+}
+
+/**
+ * Why a `GenerateContentResponse` holds no answer because every candidate ended on a broken
+ * function call (with nothing else in it), or undefined: then it is answered as an error.
+ */
+export function brokenCallsOf(response: JsonObject): string | undefined {
+  const candidates = Array.isArray(response.candidates) ? response.candidates.filter(isRecord) : []
+  let why: string | undefined
+  for (const candidate of candidates) {
+    const choice = choiceOf(candidate, 0)
+    const answered = Boolean(choice.message.content) || (choice.message.tool_calls?.length ?? 0) > 0
+    why = brokenCallOf(candidate, answered)
+    if (why === undefined) return undefined
+  }
+  return why
 }
 
 /** A `GenerateContentResponse` as an OpenAI `chat.completion`. A blocked prompt is one empty, filtered choice. */

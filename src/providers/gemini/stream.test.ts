@@ -168,4 +168,21 @@ describe('geminiStreamToOpenAI', () => {
     const empty = await translate('')
     expect(empty.raw).toContain('"code":"upstream_error"')
   })
+
+  test('a candidate that ends on a malformed function call with nothing else ends the stream on an upstream_error event', async () => {
+    const malformed = { candidates: [{ content: { role: 'model', parts: [] }, finishReason: 'MALFORMED_FUNCTION_CALL', index: 0 }], ...head }
+    const thinking = { candidates: [{ content: { role: 'model', parts: [{ text: 'Let me call it.', thought: true }] }, index: 0 }], ...head }
+    for (const chunks of [[malformed], [thinking, malformed]]) {
+      const { raw, chunks: out } = await translate(sse(chunks))
+      expect(raw).not.toContain('[DONE]')
+      expect(raw).not.toContain('"finish_reason":"stop"')
+      const error = (out.at(-1) as unknown as { error: { code: string; message: string } }).error
+      expect(error.code).toBe('upstream_error')
+      expect(error.message).toContain('MALFORMED_FUNCTION_CALL')
+    }
+    // Text that came before it is an answer: finished as usual.
+    const answered = await translate(sse([CHUNKS[0]!, malformed]))
+    expect(answered.done).toBe(true)
+    expect(answered.chunks.at(-1)?.choices[0]?.finish_reason).toBe('stop')
+  })
 })

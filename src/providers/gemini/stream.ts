@@ -11,7 +11,7 @@ import {
   type JsonObject,
 } from '../shared/openai-format.ts'
 import { translateSse, type SseTranslator } from '../shared/sse-transform.ts'
-import { completionId, finishReason, textOf, thoughtOf, toolCallOf, usageOf } from './response.ts'
+import { brokenCallOf, completionId, finishReason, textOf, thoughtOf, toolCallOf, usageOf } from './response.ts'
 
 export interface GeminiStreamOptions {
   /** The model asked for, until a chunk's `modelVersion` names the one that answers. */
@@ -28,6 +28,8 @@ interface CandidateState {
   /** The role chunk was sent. */
   announced: boolean
   toolCalls: number
+  /** Content went out (reasoning alone is no answer). */
+  answered: boolean
   finished: boolean
 }
 
@@ -111,7 +113,7 @@ export class GeminiStreamTranslator implements SseTranslator {
   private state(index: number): CandidateState {
     let state = this.candidates.get(index)
     if (!state) {
-      state = { announced: false, toolCalls: 0, finished: false }
+      state = { announced: false, toolCalls: 0, answered: false, finished: false }
       this.candidates.set(index, state)
     }
     return state
@@ -133,9 +135,13 @@ export class GeminiStreamTranslator implements SseTranslator {
       const thought = thoughtOf(part)
       if (thought) out += this.roleChunk(index, state) + this.writer.delta({ reasoning_content: thought }, index)
       const text = textOf(part)
-      if (text) out += this.roleChunk(index, state) + this.writer.delta({ content: text }, index)
+      if (text) {
+        state.answered = true
+        out += this.roleChunk(index, state) + this.writer.delta({ content: text }, index)
+      }
       const call = toolCallOf(part)
       if (!call) continue
+      state.answered = true
       const callIndex = state.toolCalls++
       const head: JsonObject = { index: callIndex, id: call.id, type: 'function', function: { name: call.function.name, arguments: '' } }
       if (call.extra_content) head.extra_content = call.extra_content
@@ -146,6 +152,12 @@ export class GeminiStreamTranslator implements SseTranslator {
       out += this.writer.delta({ tool_calls: [{ index: callIndex, function: { arguments: call.function.arguments } }] }, index)
     }
     if (candidate.finishReason) {
+      const broken = brokenCallOf(candidate, state.answered)
+      if (broken) {
+        // Nothing usable came: the stream ends on the error rather than on a finish that looks whole.
+        this.done = true
+        return out + streamErrorFrame(broken, ERROR_CODES.upstream_error.type, 'upstream_error')
+      }
       state.finished = true
       out += this.roleChunk(index, state) + this.writer.finish(finishReason(candidate.finishReason, state.toolCalls > 0), index)
     }
