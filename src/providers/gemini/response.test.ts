@@ -66,26 +66,13 @@ describe('toChatCompletion', () => {
   })
 
   test('thought summaries go to reasoning_content, joined in order, never into content; a signature-only thought adds nothing', () => {
-    const completion = toChatCompletion(
-      {
-        candidates: [
-          {
-            index: 0,
-            finishReason: 'STOP',
-            content: {
-              role: 'model',
-              parts: [
-                { text: 'First, the question. ', thought: true },
-                { text: 'Then the answer.', thought: true },
-                { thought: true, thoughtSignature: 'c2ln' },
-                { text: 'It is 4.' },
-              ],
-            },
-          },
-        ],
-      },
-      'gemini-3-pro-preview',
-    )
+    const parts = [
+      { text: 'First, the question. ', thought: true },
+      { text: 'Then the answer.', thought: true },
+      { thought: true, thoughtSignature: 'c2ln' },
+      { text: 'It is 4.' },
+    ]
+    const completion = toChatCompletion({ candidates: [{ index: 0, finishReason: 'STOP', content: { role: 'model', parts } }] }, 'gemini-3-pro-preview')
     expect(completion.choices[0]?.message).toEqual({
       role: 'assistant',
       content: 'It is 4.',
