@@ -12,22 +12,49 @@ const PATHS: Partial<Record<Endpoint, string>> = {
 export interface OpenAIBaseOptions {
   type: string
   baseUrl: string
-  /** Builds the auth headers for a key (OpenAI: `Authorization: Bearer`; Azure: `api-key`). */
-  authHeaders?: (secret: string) => Record<string, string>
 }
 
 const bearer = (secret: string): Record<string, string> => (secret ? { authorization: `Bearer ${secret}` } : {})
+
+/** A header name a key may travel in (an HTTP token), and the names that must keep their own meaning. */
+const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/
+const RESERVED_HEADERS = new Set(['content-type', 'content-length', 'host', 'transfer-encoding', 'connection'])
+
+/**
+ * `options.auth_header`: the header the key travels in, as it is, instead of `Authorization:
+ * Bearer` (Azure OpenAI's classic API takes keys in `api-key`). Undefined when not set.
+ */
+function authHeaderOf(provider: ProviderConfig): ((secret: string) => Record<string, string>) | undefined {
+  const name = provider.options?.auth_header
+  if (name === undefined) return undefined
+  if (typeof name !== 'string' || !HEADER_NAME.test(name) || RESERVED_HEADERS.has(name.toLowerCase())) {
+    throw new Error(`provider "${provider.id}": options.auth_header must be a header name such as "api-key" (not content-type, host or the like)`)
+  }
+  const header = name.toLowerCase()
+  return (secret) => (secret ? { [header]: secret } : {})
+}
+
+/**
+ * Each endpoint's URL under the base. A query in the base (Azure's `?api-version=…`) stays at
+ * the end of every URL, after the endpoint's path.
+ */
+function endpointUrls(baseUrl: string): Map<Endpoint, string> {
+  const at = baseUrl.indexOf('?')
+  const query = at === -1 ? '' : baseUrl.slice(at)
+  const base = (at === -1 ? baseUrl : baseUrl.slice(0, at)).replace(/\/+$/, '')
+  const urls = new Map<Endpoint, string>()
+  for (const [endpoint, path] of Object.entries(PATHS) as [Endpoint, string][]) urls.set(endpoint, base + path + query)
+  return urls
+}
 
 /**
  * The OpenAI wire format is the gateway's own, so this adapter forwards bodies as they
  * are and hands the upstream response back untouched: no translation on the hot path.
  */
 export function createOpenAIBase(provider: ProviderConfig, options: OpenAIBaseOptions): ProviderAdapter {
-  const base = options.baseUrl.replace(/\/+$/, '')
   // Built once: the URL per endpoint and the constant headers.
-  const urls = new Map<Endpoint, string>()
-  for (const [endpoint, path] of Object.entries(PATHS) as [Endpoint, string][]) urls.set(endpoint, base + path)
-  const authHeaders = options.authHeaders ?? bearer
+  const urls = endpointUrls(options.baseUrl)
+  const authHeaders = authHeaderOf(provider) ?? bearer
   const fixed: Record<string, string> = { 'content-type': 'application/json', ...provider.headers }
   // `options.stream_usage: false`: for servers that refuse `stream_options` (the gateway adds it to
   // every stream to read the usage); their streams are then counted by estimate.
