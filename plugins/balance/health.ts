@@ -2,10 +2,19 @@
  * A key's cooldown for one upstream model, after a 429. OpenAI, Anthropic and Gemini count rate
  * limits per model: a 429 for `gpt-4o` says nothing about `gpt-4o-mini` on the same key.
  */
+/**
+ * What a key learned about one upstream model: providers limit each model apart (OpenAI's and
+ * Anthropic's rate-limit headers and 429s are per model), so a key's state for one says nothing
+ * about another.
+ */
 export interface Cooldown {
   readonly model: string
   /** The key is not used for this model until then. ms epoch, 0 = not cooling. */
   until: number
+  /** Learned from the upstream's rate-limit headers for this model: remaining share 0..1, null = unknown. */
+  headroom: number | null
+  /** ms epoch the learned headroom stops being true (the provider's window resets). */
+  headroomUntil: number
 }
 
 /** What the gateway knows about one provider key. */
@@ -30,10 +39,6 @@ export interface KeyHealth {
   latencyEwma: number
   /** ms epoch of its newest sample; 0 = none. Past `latency_ttl_ms` the average is forgotten. */
   latencyAt: number
-  /** Learned from the upstream's rate-limit headers: remaining share 0..1, null = unknown. */
-  headroom: number | null
-  /** ms epoch the learned headroom stops being true (the provider's window resets). */
-  headroomUntil: number
   lastError: { at: number; status: number; message: string } | null
 }
 
@@ -70,8 +75,6 @@ export function newHealth(provider: string, key: string): KeyHealth {
     inFlight: 0,
     latencyEwma: 0,
     latencyAt: 0,
-    headroom: null,
-    headroomUntil: 0,
     lastError: null,
   }
 }
@@ -98,10 +101,10 @@ export function forgetStaleLatency(h: KeyHealth, now: number, ttlMs: number): vo
 /** The circuit's open period is over but no request has closed it yet. */
 export const halfOpen = (h: KeyHealth, now: number): boolean => h.openUntil !== 0 && h.openUntil <= now
 
-/** The key's cooldown for `model`, made on first ask (only for models the config sends to the key). */
+/** The key's state for `model` (cooldown, headroom), made on first ask (only for models the config sends to the key). */
 export function cooldownOf(h: KeyHealth, model: string): Cooldown {
   let c = h.cooldowns.get(model)
-  if (!c) h.cooldowns.set(model, (c = { model, until: 0 }))
+  if (!c) h.cooldowns.set(model, (c = { model, until: 0, headroom: null, headroomUntil: 0 }))
   return c
 }
 

@@ -251,16 +251,17 @@ export const balance = definePlugin({
       }
     }
 
-    const onSuccess = (h: KeyHealth, latencyMs: number, response: Response) => {
+    const onSuccess = (h: KeyHealth, cooling: Cooldown, latencyMs: number, response: Response) => {
       // A success closes the circuit (it was closed already, or this was the half-open trial).
       h.failures = 0
       h.openUntil = 0
       h.trial = false
       recordLatency(h, latencyMs, options.latency_alpha, now())
       const room = headroomFrom(response.headers, now())
+      // The provider's headers are about the model it was asked for.
       if (room !== null) {
-        h.headroom = room.share
-        h.headroomUntil = room.until
+        cooling.headroom = room.share
+        cooling.headroomUntil = room.until
       }
     }
 
@@ -339,7 +340,7 @@ export const balance = definePlugin({
           const ready: Pool['candidates'] = []
           for (const c of pool.candidates) {
             // Learned headroom holds only until the provider's window resets.
-            if (c.health.headroom !== null && c.health.headroomUntil <= t) c.health.headroom = null
+            if (c.cooling.headroom !== null && c.cooling.headroomUntil <= t) c.cooling.headroom = null
             forgetStaleLatency(c.health, t, options.latency_ttl_ms)
             if (available(c.health, c.cooling, t) && !this.tried?.includes(c) && rateWait(c.target.provider.id, c.key, this.tokens, false) === 0) ready.push(c)
           }
@@ -385,7 +386,7 @@ export const balance = definePlugin({
           if (this.signal.aborted) c.health.trial = false
           else onFailure(c.health, c.cooling, failure)
         } else if (response) {
-          onSuccess(c.health, latencyMs, response)
+          onSuccess(c.health, c.cooling, latencyMs, response)
           if (!this.holds) {
             // A whole answer follows its headers at once: the key is free now. So is a stream's
             // key when the group's strategy does not count streams.
@@ -429,7 +430,11 @@ export const balance = definePlugin({
                       circuit: { consecutive_failures: h.failures, open_until: h.openUntil > t ? new Date(h.openUntil).toISOString() : null },
                       in_flight: h.inFlight,
                       latency_ewma_ms: h.latencyEwma ? Math.round(h.latencyEwma * 100) / 100 : null,
-                      headroom: h.headroom,
+                      // The tightest headroom learned for any model; `headroom_models` has each.
+                      headroom: lowestHeadroom(h, t),
+                      headroom_models: [...h.cooldowns.values()]
+                        .filter((c) => c.headroom !== null && c.headroomUntil > t)
+                        .map((c) => ({ model: c.model, headroom: c.headroom, until: new Date(c.headroomUntil).toISOString() })),
                       last_error: h.lastError ? { at: new Date(h.lastError.at).toISOString(), status: h.lastError.status, message: h.lastError.message } : null,
                     }
                   }),
@@ -469,3 +474,12 @@ const retryable = (status: number): boolean => status === 0 || status >= 500
 
 /** About the key, not the request: rate-limited (429) or refused (401, 403). Another key may do. */
 const keyFault = (status: number): boolean => status === 429 || status === 401 || status === 403
+
+/** The lowest headroom a key has learned for any of its models and still holds, or null when none is known. */
+function lowestHeadroom(h: KeyHealth, now: number): number | null {
+  let lowest: number | null = null
+  for (const c of h.cooldowns.values()) {
+    if (c.headroom !== null && c.headroomUntil > now && (lowest === null || c.headroom < lowest)) lowest = c.headroom
+  }
+  return lowest
+}

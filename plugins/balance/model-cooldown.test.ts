@@ -1,12 +1,13 @@
 /**
  * A 429 cools a provider key for the upstream model it was for, not for the key's other models:
- * OpenAI, Anthropic and Gemini count rate limits per model. Real HTTP on 127.0.0.1 to an upstream
+ * OpenAI, Anthropic and Gemini count rate limits per model; the headroom their rate-limit headers
+ * tell is per model too. Real HTTP on 127.0.0.1 to an upstream
  * (below) whose answers are set per model name, so a fallback to another model on the same key
  * can be told apart from a retry of the same one.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
 import { mockChatCompletion, mockErrorBody } from '../../src/providers/mock/generate.ts'
-import { startBalanceGateway, type BalanceGateway, type HealthRow } from '../../test/support/balance.ts'
+import { secretOf, startBalanceGateway, type BalanceGateway, type HealthRow } from '../../test/support/balance.ts'
 import { expectError } from '../../test/support/http.ts'
 
 /** An upstream answering per model: an error set for the model, or a completion. */
@@ -14,6 +15,10 @@ interface ModelUpstream {
   url: string
   /** Make `model` answer with this error (`null`: answer normally again). */
   fail(model: string, failure: { status: number; headers?: Record<string, string> } | null): void
+  /** Headers on `model`'s successful answers to the key `secret`. */
+  headers(model: string, secret: string, headers: Record<string, string>): void
+  /** Requests that reached `model` with the key `secret`. */
+  requestsBy(model: string, secret: string): number
   /** Requests that reached `model`, failed ones included. */
   requests(model: string): number
   reset(): void
@@ -23,6 +28,7 @@ interface ModelUpstream {
 async function startModelUpstream(): Promise<ModelUpstream> {
   const failures = new Map<string, { status: number; headers?: Record<string, string> }>()
   const counts = new Map<string, number>()
+  const extra = new Map<string, Record<string, string>>()
   const server = Bun.serve({
     port: 0,
     hostname: '127.0.0.1',
@@ -31,10 +37,12 @@ async function startModelUpstream(): Promise<ModelUpstream> {
         POST: async (req) => {
           const body = (await req.json()) as Record<string, unknown>
           const model = String(body.model)
+          const secret = (req.headers.get('authorization') ?? '').replace(/^Bearer /, '')
           counts.set(model, (counts.get(model) ?? 0) + 1)
+          counts.set(`${model} ${secret}`, (counts.get(`${model} ${secret}`) ?? 0) + 1)
           const f = failures.get(model)
           if (f) return Response.json(mockErrorBody(f.status), { status: f.status, headers: f.headers })
-          return Response.json(mockChatCompletion(body))
+          return Response.json(mockChatCompletion(body), { headers: extra.get(`${model} ${secret}`) })
         },
       },
     },
@@ -43,10 +51,13 @@ async function startModelUpstream(): Promise<ModelUpstream> {
   return {
     url: `http://127.0.0.1:${server.port}/v1`,
     fail: (model, failure) => void (failure ? failures.set(model, failure) : failures.delete(model)),
+    headers: (model, secret, headers) => void extra.set(`${model} ${secret}`, headers),
     requests: (model) => counts.get(model) ?? 0,
+    requestsBy: (model, secret) => counts.get(`${model} ${secret}`) ?? 0,
     reset() {
       failures.clear()
       counts.clear()
+      extra.clear()
     },
     stop: () => server.stop(true),
   }
@@ -184,5 +195,42 @@ describe('a 429 cools the key for its upstream model only', () => {
     expect(await served(g, 'm')).toBe('model-c')
     const row = (await g.key('k1')) as CoolingRow
     expect([row.state, row.cooling_until, row.cooling_models]).toEqual(['healthy', null, []])
+  })
+})
+
+describe('headroom is learned per upstream model', () => {
+  test('a key out of room for model-a (usage strategy) is still picked for model-b, where it has room', async () => {
+    gw = await startBalanceGateway(up.url, {
+      providers: { p: ['k1', 'k2'] },
+      models: [
+        { name: 'm', strategy: 'usage', targets: [{ provider: 'p', model: 'model-a' }] },
+        { name: 'm2', strategy: 'usage', targets: [{ provider: 'p', model: 'model-b' }] },
+      ],
+      options: FAST,
+    })
+    const none = { 'x-ratelimit-limit-requests': '100', 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '60s' }
+    const some = { 'x-ratelimit-limit-requests': '100', 'x-ratelimit-remaining-requests': '50', 'x-ratelimit-reset-requests': '60s' }
+    const most = { 'x-ratelimit-limit-requests': '100', 'x-ratelimit-remaining-requests': '90', 'x-ratelimit-reset-requests': '60s' }
+    // k1: no room left for model-a, the most for model-b; k2 the other way round.
+    up.headers('model-a', secretOf('k1'), none)
+    up.headers('model-a', secretOf('k2'), some)
+    up.headers('model-b', secretOf('k1'), most)
+    up.headers('model-b', secretOf('k2'), some)
+    // Until both keys have answered once for a model, unknown headroom counts as full.
+    for (let i = 0; i < 20 && (up.requestsBy('model-a', secretOf('k1')) === 0 || up.requestsBy('model-a', secretOf('k2')) === 0); i++) await served(gw, 'm')
+    for (let i = 0; i < 20 && (up.requestsBy('model-b', secretOf('k1')) === 0 || up.requestsBy('model-b', secretOf('k2')) === 0); i++) await served(gw, 'm2')
+    const before = ['model-a', 'model-b'].map((model) => ['k1', 'k2'].map((k) => up.requestsBy(model, secretOf(k))))
+    for (let i = 0; i < 10; i++) {
+      await served(gw, 'm')
+      await served(gw, 'm2')
+    }
+    const after = ['model-a', 'model-b'].map((model) => ['k1', 'k2'].map((k) => up.requestsBy(model, secretOf(k))))
+    // model-a goes to k2 only, model-b to k1 only: what k1 learned about model-a does not stop it for model-b.
+    expect([after[0]![0]! - before[0]![0]!, after[0]![1]! - before[0]![1]!]).toEqual([0, 10])
+    expect([after[1]![0]! - before[1]![0]!, after[1]![1]! - before[1]![1]!]).toEqual([10, 0])
+
+    const row = (await gw.key('k1')) as HealthRow & { headroom: number | null; headroom_models: Array<{ model: string; headroom: number }> }
+    expect(row.headroom).toBe(0)
+    expect(row.headroom_models.map((m) => [m.model, m.headroom]).sort()).toEqual([['model-a', 0], ['model-b', 0.9]])
   })
 })

@@ -1,11 +1,13 @@
 import type { Strategy } from '../../src/config/schema.ts'
-import type { KeyHealth } from './health.ts'
+import type { Cooldown, KeyHealth } from './health.ts'
 
 /** One (target, key) pair a group can send to, with its combined weight. */
 export interface Candidate {
   index: number
   weight: number
   health: KeyHealth
+  /** The key's state for the target's upstream model (its headroom is per model). */
+  cooling: Cooldown
 }
 
 /** Chooses among the available candidates of one group. `state` belongs to the group. */
@@ -71,7 +73,8 @@ const latency: Picker = (candidates, state) => {
 }
 
 /**
- * Most headroom as learned from the provider's rate-limit headers; unknown counts as full.
+ * Most headroom for the target's model, as learned from the provider's rate-limit headers;
+ * unknown counts as full.
  * Ties are broken uniformly (reservoir sampling), so equal keys share the traffic evenly.
  */
 const usage: Picker = (candidates, state) => {
@@ -79,7 +82,7 @@ const usage: Picker = (candidates, state) => {
   let bestRoom = -1
   let ties = 0
   for (const c of candidates) {
-    const room = c.health.headroom ?? 1
+    const room = c.cooling.headroom ?? 1
     if (room > bestRoom) {
       best = c
       bestRoom = room
