@@ -283,6 +283,17 @@ describe('anthropic provider through the gateway', () => {
       expect(lastBody(mock).thinking).toBeUndefined()
     })
 
+    test('a prefill (a final assistant message) goes without thinking, which Anthropic refuses with it', async () => {
+      const res = await postJson(`${gw.url}/v1/chat/completions`, {
+        model: 'claude-adaptive',
+        messages: [{ role: 'user', content: 'name a colour' }, { role: 'assistant', content: 'The colour is' }],
+        reasoning_effort: 'high',
+      })
+      expect(res.status).toBe(200)
+      await res.arrayBuffer()
+      expect(lastBody(mock).thinking).toBeUndefined()
+    })
+
     test('what cannot go with thinking is a 400 naming the field, before any upstream call', async () => {
       const forced = await postJson(`${gw.url}/v1/chat/completions`, {
         model: 'claude-adaptive',

@@ -426,13 +426,16 @@ const EFFORTS: Readonly<Record<Exclude<ReasoningEffort, 'none'>, 'low' | 'medium
 
 /**
  * Whether the conversation is in a tool loop whose thinking was lost: the last turn gives tool
- * results to an assistant turn that has no thinking block first. Anthropic refuses such a request
+ * results to an assistant turn that has no thinking block first (or is itself such an assistant
+ * turn, a prefill). Anthropic refuses such a request
  * with thinking on (the turn must start with the thinking that led to its tool calls), and clients
  * that keep only OpenAI's fields do not send thinking back; that request is sent without thinking.
  */
 function lostThinking(turns: AnthropicMessage[]): boolean {
   const last = turns[turns.length - 1]
   const before = turns[turns.length - 2]
+  // A final assistant turn (a prefill Claude continues) must start with thinking too.
+  if (last?.role === 'assistant') return !isThinkingBlock(last.content[0])
   if (last?.role !== 'user' || last.content[0]?.type !== 'tool_result' || before?.role !== 'assistant') return false
   return !isThinkingBlock(before.content[0])
 }
