@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { modelGeneration, reasoningEffortOf } from './openai-format.ts'
+import { REASONING_EFFORTS, modelGeneration, reasoningEffortOf } from './openai-format.ts'
 
 describe('modelGeneration', () => {
   test('major * 100 + minor from the first number after the family, whatever the naming scheme', () => {
@@ -31,7 +31,8 @@ describe('modelGeneration', () => {
 
 describe('reasoningEffortOf', () => {
   test('OpenAI values pass, null and absent are unset, anything else is refused naming the field', () => {
-    for (const effort of ['none', 'minimal', 'low', 'medium', 'high', 'xhigh']) expect(reasoningEffortOf({ reasoning_effort: effort })).toBe(effort)
+    expect(REASONING_EFFORTS).toEqual(['none', 'minimal', 'low', 'medium', 'high', 'xhigh'])
+    for (const effort of REASONING_EFFORTS) expect(reasoningEffortOf({ reasoning_effort: effort })).toBe(effort)
     expect(reasoningEffortOf({})).toBeUndefined()
     expect(reasoningEffortOf({ reasoning_effort: null })).toBeUndefined()
     for (const bad of ['max', 'HIGH', 3]) expect(reasoningEffortOf({ reasoning_effort: bad })).toMatchObject({ ok: false, param: 'reasoning_effort' })
