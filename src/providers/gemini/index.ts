@@ -74,10 +74,11 @@ export const geminiAdapter: AdapterFactory = (provider) => {
     }
     const response = await readJson(upstream)
     if (!response) return errorResponse(502, 'Gemini answered with a body that is not a JSON object.')
+    const completion = toChatCompletion(response, model)
     // Gemini's failure, not an answer: as an upstream error, balancing tries again.
-    const broken = brokenCallsOf(response)
+    const broken = brokenCallsOf(response, completion)
     if (broken) return errorResponse(502, broken)
-    return jsonResponse(toChatCompletion(response, model), upstream.status, passHeaders(upstream.headers))
+    return jsonResponse(completion, upstream.status, passHeaders(upstream.headers))
   }
 
   /**

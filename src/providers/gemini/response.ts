@@ -108,14 +108,15 @@ export const completionId = (response: JsonObject): string => {
 
 /**
  * Why a `GenerateContentResponse` holds no answer because every candidate ended on a broken
- * function call (with nothing else in it), or undefined: then it is answered as an error.
+ * function call (with nothing else in it), or undefined: then it is answered as an error. Read
+ * beside the completion already made from it (its choices follow the candidates), not a second one.
  */
-export function brokenCallsOf(response: JsonObject): string | undefined {
+export function brokenCallsOf(response: JsonObject, completion: ChatCompletion = toChatCompletion(response, '')): string | undefined {
   const candidates = Array.isArray(response.candidates) ? response.candidates.filter(isRecord) : []
   let why: string | undefined
-  for (const candidate of candidates) {
-    const choice = choiceOf(candidate, 0)
-    const answered = Boolean(choice.message.content) || (choice.message.tool_calls?.length ?? 0) > 0
+  for (const [i, candidate] of candidates.entries()) {
+    const message = completion.choices[i]?.message
+    const answered = Boolean(message?.content) || (message?.tool_calls?.length ?? 0) > 0
     why = brokenCallOf(candidate, answered)
     if (why === undefined) return undefined
   }
