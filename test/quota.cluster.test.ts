@@ -150,6 +150,18 @@ describe.skipIf(!haveRedis)('quota on Redis Cluster', () => {
     expect((await gw.chat(key)).status).toBe(200)
   })
 
+  test("an operator's reset deletes a key's buckets and budget counter in the cluster at once (one DEL in the quota slot)", async () => {
+    const { id, key } = await createKey(gw, await createUser(gw), { limits: { rpm: 1, tpm: 100_000 }, budget: { tokens: 100_000, period: 'month' } })
+    expect((await gw.chat(key)).status).toBe(200)
+    await expectQuotaError(await gw.chat(key), 'rate_limit_exceeded')
+    const after = await gw.adminOk<{ store: string; requests: { remaining: number }; tokens: { remaining: number }; budget: { tokens: { spent: number } } }>(
+      'POST',
+      `/admin/keys/${id}/quota/reset`,
+    )
+    expect(after).toMatchObject({ store: 'redis', requests: { remaining: 1 }, tokens: { remaining: 100_000 }, budget: { tokens: { spent: 0 } } })
+    expect((await gw.chat(key)).status).toBe(200)
+  })
+
   /** The port of the master that holds the quota's slot. */
   const slotOwner = () =>
     withCluster(async (c) => {

@@ -145,6 +145,26 @@ describe.skipIf(!haveRedis)('quota with Redis down', () => {
     expect(info.id).toBe(openKey.id)
   })
 
+  test("Redis down: the admin quota view and reset answer 503 quota_backend_unavailable failing closed; failing open they show and reset the in-process counts", async () => {
+    for (const path of [`/admin/keys/${closedKey.id}/quota`, `/admin/keys/${closedKey.id}/quota/reset`]) {
+      const res = await closed.admin(path.endsWith('reset') ? 'POST' : 'GET', path)
+      expect(await expectQuotaError(res, 'quota_backend_unavailable')).toContain('Redis')
+    }
+    // The open gateway counted its two admissions in process (previous test): that is what it shows.
+    const view = await open.adminOk<{ store: string; requests: { remaining: number } }>('GET', `/admin/keys/${openKey.id}/quota`)
+    expect(view).toMatchObject({ store: 'memory', requests: { remaining: 0 } })
+    // A reset cannot reach Redis: refused, but the in-process counts it could reach are reset.
+    await expectQuotaError(await open.admin('POST', `/admin/keys/${openKey.id}/quota/reset`), 'quota_backend_unavailable')
+    expect((await open.adminOk<{ requests: { remaining: number } }>('GET', `/admin/keys/${openKey.id}/quota`)).requests.remaining).toBe(2)
+    // Two more admitted in process, which leaves the bucket spent again for the next test.
+    for (let i = 0; i < 2; i++) {
+      const res = await open.chat(openKey.key)
+      expect(res.status).toBe(200)
+      await res.arrayBuffer()
+    }
+    await expectQuotaError(await open.chat(openKey.key), 'rate_limit_exceeded')
+  })
+
   test('Redis restarted on the same port: both gateways use it again on their own', async () => {
     await redis.restart()
     // Closed: admitted again, through Redis.

@@ -1,7 +1,6 @@
 import { sql, type CompiledQuery, type Kysely, type Transaction } from 'kysely'
 import type { Database } from '../../src/db/schema.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
-import { newId } from '../../src/lib/id.ts'
 import { chunkSizes, compileOnce, withParameters } from '../../src/db/statements.ts'
 
 /** A database or a transaction: repositories take either, so callers can group writes. */
@@ -193,21 +192,7 @@ export async function touchKeys(db: Db, used: Map<string, number>): Promise<void
   })
 }
 
-/** One row of the audit trail. Never pass secrets in `details`. */
-export async function audit(db: Db, entry: { action: string; targetType: string; targetId: string; details?: unknown; actor?: string }): Promise<void> {
-  await db
-    .insertInto('audit_log')
-    .values({
-      id: newId('aud'),
-      at: new Date().toISOString(),
-      actor: entry.actor ?? 'admin',
-      action: entry.action,
-      target_type: entry.targetType,
-      target_id: entry.targetId,
-      details: toJson(entry.details),
-    })
-    .execute()
-}
+export { audit } from '../../src/db/audit.ts'
 
 /** Opaque cursor over a row's time and id: (created_at, id) for most lists, (expires_at, id) for expiring keys. */
 export const encodeCursor = (createdAt: string, id: string): string => Buffer.from(`${createdAt}|${id}`).toString('base64url')

@@ -9,6 +9,7 @@ import { settleSurely } from './settle.ts'
 import { MICRO, PlanCache, hasLease, planItems, withCosts, type Item, type Subjects } from './plan.ts'
 import { MemoryStore, type AdmitOutcome, type HeldLeases, type QuotaStore } from './store.ts'
 import { RedisStore } from './redis-store.ts'
+import { quotaAdminRoutes } from './admin.ts'
 import { IoredisConnection, NativeConnection } from './connection.ts'
 
 const Options = Type.Object(
@@ -79,11 +80,14 @@ export const quota = definePlugin({
       primary = new RedisStore(clients.map((client) => new IoredisConnection(client)))
     }
     let lastWarn = 0
-    const backendDown = (error: unknown): QuotaStore | GatewayError => {
+    const warnDown = (error: unknown): void => {
       if (services.now() - lastWarn > 10_000) {
         lastWarn = services.now()
         logger.warn('quota backend unreachable', { error: String(error), fail_mode: options.fail_mode })
       }
+    }
+    const backendDown = (error: unknown): QuotaStore | GatewayError => {
+      warnDown(error)
       if (options.fail_mode === 'open') return memory
       return new GatewayError('quota_backend_unavailable', 'The quota backend is unreachable and this gateway is set to refuse requests rather than admit them without limits. Retry shortly; if it persists, tell the operator.')
     }
@@ -98,7 +102,8 @@ export const quota = definePlugin({
       return prompt instanceof Promise ? prompt.then((counted) => ({ prompt: counted, completion })) : { prompt, completion }
     }
 
-    const plans = new PlanCache({ tag: options.hash_tag, leaseMs: options.lease_ms })
+    const planOptions = { tag: options.hash_tag, leaseMs: options.lease_ms }
+    const plans = new PlanCache(planOptions)
 
     // Requests in flight that hold max_parallel leases, by request id. A lease expires lease_ms
     // after it was taken; a call may run longer (each attempt up to its provider's total_ms, and a
@@ -184,12 +189,27 @@ export const quota = definePlugin({
           lost: (error) => logger.warn('quota settlement failed; its refund or charge is lost, its max_parallel slots are released', { request_id: req.id, error: String(error) }),
         })
       },
+      routes(app) {
+        app.use(
+          quotaAdminRoutes({
+            services,
+            primary,
+            memory,
+            failOpen: options.fail_mode === 'open',
+            planOptions,
+            unreachable: (error) => {
+              warnDown(error)
+              return new GatewayError('quota_backend_unavailable', `The quota backend (Redis) is unreachable, so these counts cannot be read or reset now: ${String(error)}. Retry once Redis answers; GET /ready shows it.`)
+            },
+          }),
+        )
+      },
       async describe(req) {
         const subjects = subjectsOf(req.identity)
         const none = { requests: null, tokens: null, budget_tokens: null, budget_usd: null }
         if (!subjects) return { remaining: none }
         const now = services.now()
-        const items = planItems(subjects, { tokens: 0, microUsd: 0 }, now, { tag: options.hash_tag, leaseMs: options.lease_ms })
+        const items = planItems(subjects, { tokens: 0, microUsd: 0 }, now, planOptions)
         let left: number[]
         try {
           left = await primary.peek(items, now)

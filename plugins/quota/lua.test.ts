@@ -160,6 +160,7 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
         evalsha: (sha, args) => call(args, () => inner.evalsha(sha, args)),
         eval: (script, args) => call(args, () => inner.eval(script, args)),
         zrem: (key, member) => inner.zrem(key, member),
+        del: (keys) => inner.del(keys),
         close: () => void openAtClose.push(unanswered),
       }
     })

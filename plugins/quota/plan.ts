@@ -68,24 +68,33 @@ export function planItems(
   options: { tag: string; leaseMs: number },
 ): Item[] {
   const items: Item[] = []
-  const base = `{${options.tag}}`
-  const add = (scope: Scope, subject: Subject) => {
-    const limits = subject.limits
-    const prefix = `${base}:${scope}:${subject.countedAs ?? subject.id}`
-    if (limits?.rpm) items.push({ kind: 'bucket', scope, id: subject.id, measure: 'requests', key: `${prefix}:rpm`, limit: limits.rpm, rate: limits.rpm / 60_000, cost: 1, until: null })
-    if (limits?.tpm) items.push({ kind: 'bucket', scope, id: subject.id, measure: 'tokens', key: `${prefix}:tpm`, limit: limits.tpm, rate: limits.tpm / 60_000, cost: costs.tokens, until: null })
-    if (limits?.max_parallel) items.push({ kind: 'lease', scope, id: subject.id, measure: 'parallel', key: `${prefix}:par`, limit: limits.max_parallel, rate: 0, cost: 1, until: options.leaseMs })
-    const budget = subject.budget
-    if (budget) {
-      const period = periodOf(budget.period, now)
-      if (budget.tokens) items.push({ kind: 'counter', scope, id: subject.id, measure: 'budget_tokens', key: `${prefix}:bt:${period.label}`, limit: budget.tokens, rate: 0, cost: costs.tokens, until: period.end })
-      if (budget.usd) items.push({ kind: 'counter', scope, id: subject.id, measure: 'budget_usd', key: `${prefix}:bu:${period.label}`, limit: Math.round(budget.usd * MICRO), rate: 0, cost: costs.microUsd, until: period.end })
-    }
-  }
-  add('key', subjects.key)
-  add('user', subjects.user)
-  if (subjects.team) add('team', subjects.team)
+  subjectItems('key', subjects.key, costs, now, options, items)
+  subjectItems('user', subjects.user, costs, now, options, items)
+  if (subjects.team) subjectItems('team', subjects.team, costs, now, options, items)
   return items
+}
+
+/** The items of one key, user or team alone, appended to `into` (a new list when not given). */
+export function subjectItems(
+  scope: Scope,
+  subject: Subject,
+  costs: { tokens: number; microUsd: number },
+  now: number,
+  options: { tag: string; leaseMs: number },
+  into: Item[] = [],
+): Item[] {
+  const limits = subject.limits
+  const prefix = `{${options.tag}}:${scope}:${subject.countedAs ?? subject.id}`
+  if (limits?.rpm) into.push({ kind: 'bucket', scope, id: subject.id, measure: 'requests', key: `${prefix}:rpm`, limit: limits.rpm, rate: limits.rpm / 60_000, cost: 1, until: null })
+  if (limits?.tpm) into.push({ kind: 'bucket', scope, id: subject.id, measure: 'tokens', key: `${prefix}:tpm`, limit: limits.tpm, rate: limits.tpm / 60_000, cost: costs.tokens, until: null })
+  if (limits?.max_parallel) into.push({ kind: 'lease', scope, id: subject.id, measure: 'parallel', key: `${prefix}:par`, limit: limits.max_parallel, rate: 0, cost: 1, until: options.leaseMs })
+  const budget = subject.budget
+  if (budget) {
+    const period = periodOf(budget.period, now)
+    if (budget.tokens) into.push({ kind: 'counter', scope, id: subject.id, measure: 'budget_tokens', key: `${prefix}:bt:${period.label}`, limit: budget.tokens, rate: 0, cost: costs.tokens, until: period.end })
+    if (budget.usd) into.push({ kind: 'counter', scope, id: subject.id, measure: 'budget_usd', key: `${prefix}:bu:${period.label}`, limit: Math.round(budget.usd * MICRO), rate: 0, cost: costs.microUsd, until: period.end })
+  }
+  return into
 }
 
 /** The UTC calendar period containing `now`: a label for keys and its end. Weeks start on Monday. */

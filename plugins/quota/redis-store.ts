@@ -425,6 +425,15 @@ export class RedisStore implements QuotaStore {
     return reply.map((left) => left / 1000)
   }
 
+  async reset(items: Item[]): Promise<void> {
+    const keys = items.filter((it) => it.kind !== 'lease').map((it) => it.key)
+    if (keys.length === 0) return
+    // Settlements of requests that ended before the reset are applied before it, not on top of the fresh counts.
+    this.sendWaiting()
+    if (this.settling.size > 0) await Promise.allSettled([...this.settling])
+    await this.clients[0]!.del(keys)
+  }
+
   async close(): Promise<void> {
     // What ended requests used is not dropped: waiting settlements go out now, and every settlement
     // sent is answered (or fails) before the connections close.

@@ -537,6 +537,41 @@ for (const backend of backends) {
       })
     })
 
+    describe('reset', () => {
+      test('refills buckets and zeroes counters, leaves held leases, and admits again at once', async () => {
+        const items = [bucket(2, 1, 1), counter(5, 5, Date.now() + 60_000), lease(1, 60_000)]
+        const held = leaseId()
+        expect((await admit(items, held)).ok).toBe(true)
+        // Bucket at 1 of 2, budget spent, the one slot taken.
+        expect(await peek(items)).toEqual([expect.closeTo(1, 1), 0, 0])
+        await store.reset(items)
+        expect(await peek(items)).toEqual([2, 5, 0])
+        // The lease still holds its slot: only its own settlement frees it.
+        const refused = await admit(items)
+        expect(refused.ok).toBe(false)
+        expect(refused.failed).toBe(2)
+        await settle(items, [0, 0, 0], held)
+        expect((await admit(items)).ok).toBe(true)
+      })
+
+      test('a settlement of a request that ended before the reset does not reach the fresh counts', async () => {
+        const items = [counter(100, 60, Date.now() + 60_000)]
+        const id = leaseId()
+        expect((await admit(items, id)).ok).toBe(true)
+        // Used 90 of the 60 reserved: the settlement charges 30 more, then the reset forgets all 90.
+        void settle(items, [30], id)
+        await store.reset(items)
+        expect(await peek(items)).toEqual([100])
+      })
+
+      test('resetting items never used, or no items, is harmless', async () => {
+        const items = [bucket(3, 1, 1), counter(4, 1, null)]
+        await store.reset(items)
+        await store.reset([])
+        expect(await peek(items)).toEqual([3, 4])
+      })
+    })
+
     describe('concurrency', () => {
       test('100 simultaneous admissions on a bucket of 30 admit exactly 30', async () => {
         const item = bucket(30, 1, 1)

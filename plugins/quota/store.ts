@@ -43,6 +43,12 @@ export interface QuotaStore {
   renew(held: readonly HeldLeases[], now: number): Promise<void>
   /** What each item has left now, taking nothing. */
   peek(items: Item[], now: number): Promise<number[]>
+  /**
+   * Refill the buckets and zero the counters among `items` (an operator's reset), at once; leases
+   * are left alone (each is a request still running). Settlements this store holds go first, so a
+   * request that ended before the reset cannot charge the fresh counts afterwards.
+   */
+  reset(items: Item[]): Promise<void>
   close(): Promise<void>
 }
 
@@ -173,6 +179,13 @@ export class MemoryStore implements QuotaStore {
     return items.map((item) =>
       item.kind === 'bucket' ? this.bucketAvailable(item, now) : item.kind === 'counter' ? item.limit - this.counterUsed(item, now) : item.limit - this.liveLeases(item.key, now).size,
     )
+  }
+
+  async reset(items: Item[]): Promise<void> {
+    for (const item of items) {
+      if (item.kind === 'bucket') this.buckets.delete(item.key)
+      else if (item.kind === 'counter') this.counters.delete(item.key)
+    }
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,228 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { Elysia, t } from 'elysia'
+import { adminGuard } from '../../src/admin-key.ts'
+import { audit } from '../../src/db/audit.ts'
+import { GatewayError } from '../../src/errors.ts'
+import { budgetPeriod, type Budget, type Limits } from '../../src/limits.ts'
+import type { Services } from '../../src/services.ts'
+import { MICRO, subjectItems, type Item, type Scope, type Subject } from './plan.ts'
+import type { QuotaStore } from './store.ts'
+
+const tags = ['Admin: quota']
+const Nullable = <T extends Parameters<typeof t.Union>[0][number]>(s: T) => t.Union([s, t.Null()])
+const Time = t.String({ format: 'date-time' })
+
+const Bucket = t.Object(
+  {
+    limit: t.Number({ description: 'The limit per minute (the bucket holds at most this much).' }),
+    remaining: t.Number({ description: 'What the bucket holds now (0 while a charge beyond it is being paid back).' }),
+    full_at: Nullable({ ...Time, description: 'When the bucket is full again; null when it is full now.' }),
+  },
+  { additionalProperties: false },
+)
+const Spend = t.Object(
+  {
+    limit: t.Number(),
+    spent: t.Number({ description: 'Spent in the current period (it may pass the limit: a request is charged its real usage after it ends).' }),
+    remaining: t.Number({ description: 'Left in the current period, at least 0.' }),
+  },
+  { additionalProperties: false },
+)
+
+export const QuotaView = t.Object(
+  {
+    object: t.Literal('quota'),
+    subject: t.Union([t.Literal('key'), t.Literal('user'), t.Literal('team')]),
+    id: t.String(),
+    counted_as: t.String({ description: "The id the counts are kept under: a key's rotation lineage (its first key), shared by every key of the chain; the subject's own id otherwise." }),
+    store: t.Union([t.Literal('redis'), t.Literal('memory')], { description: '`redis`: shared by every gateway instance; `memory`: this instance only (no Redis, or Redis unreachable with fail_mode open).' }),
+    requests: Nullable(Bucket),
+    tokens: Nullable(Bucket),
+    parallel: Nullable(t.Object({ limit: t.Number(), in_flight: t.Number() }, { additionalProperties: false })),
+    budget: Nullable(
+      t.Object(
+        {
+          period: t.Union([t.Literal('day'), t.Literal('week'), t.Literal('month'), t.Literal('total')]),
+          period_start: Nullable({ ...Time, description: 'Start of the current UTC period; null for `total`.' }),
+          resets_at: Nullable({ ...Time, description: 'When the budget renews; null for `total`, which never does.' }),
+          tokens: Nullable(Spend),
+          usd: Nullable(Spend),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false, description: "A key's, user's or team's own limits and budget (not those of the others a request also answers to), with what is left of each now." },
+)
+type QuotaViewT = Static<typeof QuotaView>
+
+const ResetBody = t.Optional(
+  t.Object(
+    {
+      // TypeBox's Boolean, not Elysia's `t.Boolean`, which also takes the strings "true" and "false".
+      limits: t.Optional(Type.Boolean({ description: 'Refill the requests- and tokens-per-minute buckets. In-flight slots (`max_parallel`) are never reset: each belongs to a request still running. @default true' })),
+      budget: t.Optional(Type.Boolean({ description: "Forget what the current budget period has spent. @default true" })),
+    },
+    { additionalProperties: false },
+  ),
+)
+
+export interface QuotaAdminDeps {
+  services: Services
+  /** The store admissions use now (Redis, or memory), and the in-process one. */
+  primary: QuotaStore
+  memory: QuotaStore
+  failOpen: boolean
+  planOptions: { tag: string; leaseMs: number }
+  /** The error for an unreachable Redis (logs it); the admin routes answer it as is. */
+  unreachable(error: unknown): GatewayError
+}
+
+interface Found {
+  scope: Scope
+  subject: Subject
+}
+
+/**
+ * `GET /admin/{keys,users,teams}/:id/quota` shows one subject's own counts; `POST …/quota/reset`
+ * refills its buckets and forgets its budget period's spend (an operator unblocking someone).
+ */
+export function quotaAdminRoutes(deps: QuotaAdminDeps) {
+  const { services, primary, memory } = deps
+  const db = services.db.db
+  const guard = adminGuard(services.admin)
+
+  const find = async (scope: Scope, id: string): Promise<Found> => {
+    if (scope === 'key') {
+      const row = await db.selectFrom('api_keys').select(['id', 'lineage_id', 'limits', 'budget']).where('id', '=', id).executeTakeFirst()
+      if (!row) throw notFound(scope, id)
+      return { scope, subject: { id: row.id, countedAs: row.lineage_id ?? row.id, limits: parsed<Limits>(row.limits), budget: parsed<Budget>(row.budget) } }
+    }
+    const row = await db.selectFrom(scope === 'user' ? 'users' : 'teams').select(['id', 'limits', 'budget']).where('id', '=', id).executeTakeFirst()
+    if (!row) throw notFound(scope, id)
+    return { scope, subject: { id: row.id, limits: parsed<Limits>(row.limits), budget: parsed<Budget>(row.budget) } }
+  }
+
+  /** What the store in force has left of each item: Redis, or with it unreachable the in-process counts when failing open. */
+  const peek = async (items: Item[], now: number): Promise<{ left: number[]; store: QuotaStore }> => {
+    try {
+      return { left: await primary.peek(items, now), store: primary }
+    } catch (error) {
+      if (!deps.failOpen) throw deps.unreachable(error)
+      return { left: await memory.peek(items, now), store: memory }
+    }
+  }
+
+  const view = async ({ scope, subject }: Found): Promise<QuotaViewT> => {
+    const now = services.now()
+    const items = subjectItems(scope, subject, { tokens: 0, microUsd: 0 }, now, deps.planOptions)
+    const { left, store } = await peek(items, now)
+    const at = (measure: Item['measure']) => items.findIndex((it) => it.measure === measure)
+    const bucket = (measure: 'requests' | 'tokens') => {
+      const i = at(measure)
+      if (i < 0) return null
+      const item = items[i]!
+      const remaining = left[i]!
+      return {
+        limit: item.limit,
+        remaining: Math.max(0, Math.floor(remaining)),
+        full_at: remaining >= item.limit ? null : new Date(now + Math.ceil((item.limit - remaining) / item.rate)).toISOString(),
+      }
+    }
+    const spend = (measure: 'budget_tokens' | 'budget_usd', unit: number) => {
+      const i = at(measure)
+      if (i < 0) return null
+      const limit = items[i]!.limit
+      const spent = Math.max(0, limit - left[i]!)
+      return { limit: limit / unit, spent: spent / unit, remaining: Math.max(0, limit - spent) / unit }
+    }
+    const parallel = at('parallel')
+    const budget = subject.budget
+    const period = budget ? budgetPeriod(budget.period, now) : null
+    return {
+      object: 'quota',
+      subject: scope,
+      id: subject.id,
+      counted_as: subject.countedAs ?? subject.id,
+      store: store.name,
+      requests: bucket('requests'),
+      tokens: bucket('tokens'),
+      parallel: parallel < 0 ? null : { limit: items[parallel]!.limit, in_flight: Math.max(0, items[parallel]!.limit - left[parallel]!) },
+      budget:
+        budget && period
+          ? {
+              period: budget.period,
+              period_start: period.start === null ? null : new Date(period.start).toISOString(),
+              resets_at: period.end === null ? null : new Date(period.end).toISOString(),
+              tokens: spend('budget_tokens', 1),
+              usd: spend('budget_usd', MICRO),
+            }
+          : null,
+    }
+  }
+
+  const reset = async (found: Found, body: { limits?: boolean; budget?: boolean } | null | undefined): Promise<QuotaViewT> => {
+    const limits = body?.limits ?? true
+    const budget = body?.budget ?? true
+    const items = subjectItems(found.scope, found.subject, { tokens: 0, microUsd: 0 }, services.now(), deps.planOptions).filter((it) =>
+      it.kind === 'bucket' ? limits : it.kind === 'counter' ? budget : false,
+    )
+    // The in-process counts too: they are what a gateway failing open enforces while Redis is away.
+    await memory.reset(items)
+    if (primary !== memory) {
+      try {
+        await primary.reset(items)
+      } catch (error) {
+        throw deps.unreachable(error)
+      }
+    }
+    await audit(db, {
+      action: 'quota.reset',
+      targetType: found.scope,
+      targetId: found.subject.id,
+      details: { limits, budget, counted_as: found.subject.countedAs ?? found.subject.id },
+    })
+    return view(found)
+  }
+
+  const scopes = [
+    { scope: 'key', path: 'keys', what: 'a key', note: " Counted per rotation chain: every key of the chain shares these counts (see `counted_as`)." },
+    { scope: 'user', path: 'users', what: 'a user', note: '' },
+    { scope: 'team', path: 'teams', what: 'a team', note: '' },
+  ] as const
+
+  const routesOf = ({ scope, path, what, note }: (typeof scopes)[number]) =>
+    new Elysia({ name: `sluice.quota.admin.${scope}`, prefix: '/admin' })
+      // The admin key before anything else looks at the request (see adminGuard).
+      .onParse(guard.parse)
+      .onTransform(guard.transform)
+      .get(`/${path}/:id/quota`, async ({ params }) => view(await find(scope, params.id)), {
+        response: { 200: QuotaView },
+        detail: {
+          tags,
+          summary: `What ${what} has left of its own limits and budget`,
+          description: `Its requests and tokens per minute, requests in flight and budget for the current UTC period, as the quota store counts them now. A request also answers to the limits of its key, user and team: \`GET /v1/key\` shows the tightest of them for the calling key.${note}`,
+        },
+      })
+      .post(`/${path}/:id/quota/reset`, async ({ params, body }) => reset(await find(scope, params.id), body), {
+        body: ResetBody,
+        response: { 200: QuotaView },
+        detail: {
+          tags,
+          summary: `Reset ${what}'s rate-limit buckets and budget spend`,
+          description: `Refills the requests- and tokens-per-minute buckets (\`limits\`) and forgets what the current budget period has spent (\`budget\`), both unless set to false; audited as \`quota.reset\`. Requests in flight keep their \`max_parallel\` slots; when they end, only what they used beyond what they reserved reaches the fresh counts. Without Redis each gateway instance keeps its own counts, and this resets those of the instance that answers. Answers the counts after the reset.${note}`,
+        },
+      })
+  return new Elysia({ name: 'sluice.quota.admin' }).use(routesOf(scopes[0])).use(routesOf(scopes[1])).use(routesOf(scopes[2]))
+}
+
+function parsed<T>(text: string | null): T | null {
+  if (text === null) return null
+  try {
+    return JSON.parse(text) as T
+  } catch {
+    return null
+  }
+}
+
+const notFound = (scope: Scope, id: string) => new GatewayError('not_found', `No ${scope} with id "${id.length > 100 ? `${id.slice(0, 100)}…` : id}".`)

@@ -1,0 +1,22 @@
+import type { Kysely, Transaction } from 'kysely'
+import type { Database } from './schema.ts'
+import { newId } from '../lib/id.ts'
+
+/** One row of the audit trail (admin changes, by any plugin's admin routes). Never pass secrets in `details`. */
+export async function audit(
+  db: Kysely<Database> | Transaction<Database>,
+  entry: { action: string; targetType: string; targetId: string; details?: unknown; actor?: string },
+): Promise<void> {
+  await db
+    .insertInto('audit_log')
+    .values({
+      id: newId('aud'),
+      at: new Date().toISOString(),
+      actor: entry.actor ?? 'admin',
+      action: entry.action,
+      target_type: entry.targetType,
+      target_id: entry.targetId,
+      details: entry.details === undefined || entry.details === null ? null : JSON.stringify(entry.details),
+    })
+    .execute()
+}
