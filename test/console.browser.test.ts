@@ -47,6 +47,7 @@ describe.skipIf(!available)('admin console in Chromium', () => {
   // Filled in as the story goes on.
   let plaintext = ''
   let keyId = ''
+  let rotatedDemo = ''
   let csrf = ''
 
   const shot = async (name: string) => {
@@ -221,6 +222,7 @@ describe.skipIf(!available)('admin console in Chromium', () => {
     await page.getByRole('region', { name: /Rotated: the new key of demo/ }).waitFor()
     const fresh = await page.getByLabel('New API key').inputValue()
     expect(fresh).toMatch(/^sk-dev-/)
+    rotatedDemo = fresh
     await page.getByRole('button', { name: /I have stored it/ }).click()
     // The old key keeps working for the grace period and says so; the new one has the same settings.
     await page.getByText(/rotated; works until/).waitFor()
@@ -228,6 +230,41 @@ describe.skipIf(!available)('admin console in Chromium', () => {
     const models = await new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: fresh, maxRetries: 0 }).models.list().catch((e: unknown) => e)
     // The new key carries the old one's scopes: chat only, so listing models is refused.
     expect((models as InstanceType<typeof OpenAI.APIError>).code).toBe('insufficient_permissions')
+  })
+
+  test("a key's quota: what its limits and budget have left, refilled and reset from the dialog", async () => {
+    // Both keys of the demo rotation chain (they share its counts) get 3 requests a minute and a token budget.
+    const admin = { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }
+    const keys = (await (await fetch(`${gw.url}/admin/keys?user_id=usr_demo`, { headers: admin })).json()) as { data: { id: string; name: string | null }[] }
+    const demo = keys.data.filter((k) => k.name === 'demo')
+    expect(demo).toHaveLength(2)
+    for (const k of demo) {
+      const res = await fetch(`${gw.url}/admin/keys/${k.id}`, { method: 'PATCH', headers: admin, body: JSON.stringify({ limits: { rpm: 3, tpm: 5000 }, budget: { tokens: 100_000, usd: 12.5, period: 'month' } }) })
+      expect(res.status).toBe(200)
+    }
+    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: rotatedDemo, maxRetries: 0 })
+    const reply = await client.chat.completions.create({ model: 'mock-gpt', messages: [{ role: 'user', content: 'Count me' }] })
+    const used = reply.usage!.total_tokens
+    expect(used).toBeGreaterThan(0)
+
+    await go('keys?user_id=usr_demo', 'Keys')
+    await page.getByRole('button', { name: 'Quota of demo' }).first().click()
+    const dialog = page.getByRole('dialog', { name: 'Quota of demo' })
+    // One request of 3 taken: back in 20 s.
+    await dialog.getByText(/^2 of 3 left, full again in \d+ seconds$/).waitFor()
+    await dialog.getByText(`${used.toLocaleString('en-US')} of 100,000 tokens spent`).waitFor()
+    expect(await dialog.textContent()).toContain('this month (UTC)')
+    expect(await dialog.textContent()).toContain('with every key of its rotation chain')
+    await shot('keys-quota-laptop')
+    await dialog.getByRole('button', { name: 'Refill rate limits' }).click()
+    await dialog.getByText('The rate limits of demo reset.').waitFor()
+    await dialog.getByText('3 of 3 left', { exact: true }).waitFor()
+    // The budget is kept by a refill, and reset by its own button.
+    expect(await dialog.textContent()).toContain(`${used.toLocaleString('en-US')} of 100,000 tokens spent`)
+    await dialog.getByRole('button', { name: 'Reset budget spend' }).click()
+    await dialog.getByText('The budget spend of demo reset.').waitFor()
+    await dialog.getByText('0 of 100,000 tokens spent').waitFor()
+    await dialog.getByRole('button', { name: 'Close' }).click()
   })
 
   test('a key that expires within 7 days is highlighted', async () => {

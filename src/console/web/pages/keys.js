@@ -3,6 +3,7 @@
 import { useEffect, useMemo, useState } from 'preact/hooks'
 import { html } from 'htm/preact'
 import { api, qs, useResource } from '../api.js'
+import { QuotaPanel } from './quota.js'
 import { Badge, Dialog, ErrorNote, Field, Note, PageHead, SecretReveal, Table, checkedValues, fmtBudget, fmtLimits, fmtList, fmtRelative, fmtTime, formValues, intOrUndefined, useAction } from '../ui.js'
 
 const SCOPES = ['chat', 'completions', 'embeddings', 'models', 'tokens']
@@ -115,6 +116,7 @@ export function KeysPage({ params, environment }) {
   const [editing, setEditing] = useState(/** @type {Key | null} */ (null))
   const [revoking, setRevoking] = useState(/** @type {Key | null} */ (null))
   const [rotating, setRotating] = useState(/** @type {Key | null} */ (null))
+  const [counting, setCounting] = useState(/** @type {Key | null} */ (null))
   const [done, setDone] = useState(/** @type {string | null} */ (null))
   const [run, busy, error] = useAction()
   const [runMore, loadingMore, moreError] = useAction()
@@ -191,6 +193,7 @@ export function KeysPage({ params, environment }) {
     setEditing(null)
     setRevoking(null)
     setRotating(null)
+    setCounting(null)
   }
   const label = (/** @type {Key} */ k) => k.name ?? k.id
 
@@ -247,6 +250,7 @@ export function KeysPage({ params, environment }) {
           cell: (/** @type {Key} */ k) => html`<div class="row-actions">
             ${k.status === 'active' ? html`<button type="button" onClick=${() => setEditing(k)} aria-label=${`Edit ${label(k)}`}>Edit</button>` : null}
             ${k.status === 'active' && !k.rotated_to ? html`<button type="button" onClick=${() => setRotating(k)} aria-label=${`Rotate ${label(k)}`}>Rotate</button>` : null}
+            ${k.limits || k.budget ? html`<button type="button" onClick=${() => setCounting(k)} aria-label=${`Quota of ${label(k)}`}>Quota</button>` : null}
             ${k.status === 'active' ? html`<button type="button" class="danger" onClick=${() => setRevoking(k)} aria-label=${`Revoke ${label(k)}`}>Revoke</button>` : null}
             <a class="button-link" href=${`#/doctor?key_id=${encodeURIComponent(k.id)}`} aria-label=${`Diagnose ${label(k)}`}>Diagnose</a>
             <a class="button-link" href=${`#/logs?key_id=${encodeURIComponent(k.id)}`} aria-label=${`Logs of ${label(k)}`}>Logs</a>
@@ -265,6 +269,9 @@ export function KeysPage({ params, environment }) {
             <div class="actions"><button type="button" onClick=${closeDialogs}>Cancel</button><button type="submit" class="primary" disabled=${busy}>Save changes</button></div>
           </form>`
         : null}
+    </${Dialog}>
+    <${Dialog} title=${`Quota of ${counting ? label(counting) : ''}`} open=${counting !== null} onClose=${closeDialogs}>
+      ${counting ? html`<${QuotaPanel} scope="keys" id=${counting.id} label=${label(counting)} key=${counting.id} />` : null}
     </${Dialog}>
     <${Dialog} title=${`Revoke ${revoking ? label(revoking) : ''}?`} open=${revoking !== null} onClose=${closeDialogs}>
       ${revoking

@@ -2,6 +2,7 @@
 import { useState } from 'preact/hooks'
 import { html } from 'htm/preact'
 import { api, useResource } from '../api.js'
+import { QuotaPanel } from './quota.js'
 import { Badge, Dialog, ErrorNote, Field, Note, PageHead, Table, fmtTime, formValues, useAction } from '../ui.js'
 
 /** @typedef {{ id: string, email: string | null, name: string | null, status: string, created_at: string }} User */
@@ -12,6 +13,7 @@ export function PeoplePage() {
   const teams = useResource('/admin/teams?limit=500')
   const [team, setTeam] = useState(/** @type {Team | null} */ (null))
   const [deleting, setDeleting] = useState(/** @type {{ kind: 'user' | 'team', id: string } | null} */ (null))
+  const [counting, setCounting] = useState(/** @type {{ scope: 'users' | 'teams', id: string } | null} */ (null))
   const [done, setDone] = useState(/** @type {string | null} */ (null))
   const [runUser, userBusy, userError] = useAction()
   const [runTeam, teamBusy, teamError] = useAction()
@@ -88,6 +90,7 @@ export function PeoplePage() {
               label: 'Actions',
               cell: (/** @type {User} */ u) => html`<div class="row-actions">
                 <a class="button-link" href=${`#/keys?user_id=${encodeURIComponent(u.id)}`} aria-label=${`Keys of ${u.id}`}>Keys</a>
+                <button type="button" onClick=${() => setCounting({ scope: 'users', id: u.id })} aria-label=${`Quota of ${u.id}`}>Quota</button>
                 ${u.status === 'active' ? html`<button type="button" onClick=${() => setDisabled(u, true)} disabled=${busy} aria-label=${`Disable ${u.id}`}>Disable</button>` : html`<button type="button" onClick=${() => setDisabled(u, false)} disabled=${busy} aria-label=${`Enable ${u.id}`}>Enable</button>`}
                 <button type="button" class="danger" onClick=${() => setDeleting({ kind: 'user', id: u.id })} aria-label=${`Delete ${u.id}`}>Delete</button>
               </div>`,
@@ -120,6 +123,7 @@ export function PeoplePage() {
               label: 'Actions',
               cell: (/** @type {Team} */ t) => html`<div class="row-actions">
                 <button type="button" aria-pressed=${team?.id === t.id} onClick=${() => setTeam(team?.id === t.id ? null : t)} aria-label=${`Members of ${t.id}`}>Members</button>
+                <button type="button" onClick=${() => setCounting({ scope: 'teams', id: t.id })} aria-label=${`Quota of ${t.id}`}>Quota</button>
                 <button type="button" class="danger" onClick=${() => setDeleting({ kind: 'team', id: t.id })} aria-label=${`Delete team ${t.id}`}>Delete</button>
               </div>`,
             },
@@ -134,6 +138,9 @@ export function PeoplePage() {
         : 'The team is soft-deleted: keys bound to it are refused.'}</p>
       <${ErrorNote} error=${error} />
       <div class="actions"><button type="button" onClick=${() => setDeleting(null)}>Cancel</button><button type="button" class="danger" onClick=${confirmDelete} disabled=${busy}>Delete</button></div>
+    </${Dialog}>
+    <${Dialog} title=${`Quota of ${counting?.id ?? ''}`} open=${counting !== null} onClose=${() => setCounting(null)}>
+      ${counting ? html`<${QuotaPanel} scope=${counting.scope} id=${counting.id} label=${counting.id} key=${`${counting.scope}/${counting.id}`} />` : null}
     </${Dialog}>
   </section>`
 }
