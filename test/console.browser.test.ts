@@ -199,6 +199,33 @@ describe.skipIf(!available)('admin console in Chromium', () => {
     await shot('overview-laptop')
   })
 
+  test('a request a client quotes by its x-request-id is found on the Logs page, every column shown', async () => {
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${plaintext}`, 'content-type': 'application/json', 'user-agent': 'console-lookup/1.0' },
+      body: JSON.stringify({ model: 'mock-gpt', messages: [{ role: 'user', content: 'Find me' }] }),
+    })
+    expect(res.status).toBe(200)
+    await res.arrayBuffer()
+    const requestId = res.headers.get('x-request-id')!
+    await go('logs', 'Logs')
+    await page.getByLabel('Request id').fill(requestId)
+    const detail = page.getByRole('region', { name: `Request ${requestId}` })
+    // The row is written in a batch off the response path: ask again until it is there.
+    for (let i = 0; i < 40 && (await detail.count()) === 0; i++) {
+      await page.getByRole('button', { name: 'Find' }).click()
+      await Bun.sleep(250)
+    }
+    await detail.waitFor()
+    const text = (await detail.textContent()) ?? ''
+    for (const part of ['200', 'chat.completions', keyId, 'mock-gpt', 'console-lookup/1.0', '127.0.0.1']) expect(text).toContain(part)
+    await shot('logs-request-laptop')
+    // An id never answered: the API's own explanation.
+    await page.getByLabel('Request id').fill('req_never_answered')
+    await page.getByRole('button', { name: 'Find' }).click()
+    await page.getByRole('alert').filter({ hasText: 'No request log with id "req_never_answered"' }).waitFor()
+  })
+
   test('change a key (scopes, limits, budget) and rotate it with a grace period', async () => {
     await go('keys?user_id=usr_demo', 'Keys')
     await page.getByRole('button', { name: 'Edit demo' }).click()

@@ -150,6 +150,22 @@ describe('request log rows', () => {
     expect(r).toMatchObject({ key_id: key.id, model: 'broken', provider: 'up', upstream_model: 'mock-fail-500', provider_key_id: 'k1', status: 502, error_code: 'upstream_error' })
   })
 
+  test('GET /admin/logs/:id finds the request a client quotes by its x-request-id (a refusal too); an id not logged is 404 not_found saying why', async () => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages }, { authorization: `Bearer sk-dev-${'B'.repeat(40)}` })
+    await expectError(res, 'invalid_api_key')
+    const id = res.headers.get('x-request-id')!
+    const stored = await row(id)
+    const found = await gw.adminOk<Record<string, unknown>>('GET', `/admin/logs/${id}`)
+    expect(found).toEqual({ object: 'request_log', ...stored, streamed: false })
+    expect(found).toMatchObject({ id, status: 401, error_code: 'invalid_api_key' })
+
+    const missing = await gw.admin('GET', '/admin/logs/req_never_answered')
+    const { message } = await expectError(missing, 'not_found')
+    expect(message).toContain('x-request-id')
+    expect(message).toContain('30 days')
+    expect((await fetch(`${gw.url}/admin/logs/${id}`)).status).toBe(401)
+  })
+
   test('the model list is logged too (an answer the route built itself)', async () => {
     const { key } = await userWithKey(gw)
     const res = await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${key.key}` } })
@@ -591,6 +607,11 @@ function analyticsSuite(databaseUrl: () => string): void {
     expect(await ids('before=2026-03-02T00:00:00Z')).toEqual(want((r) => r.at < '2026-03-02T00:00:00.000Z'))
     const one = (await ok<LogList>('/admin/logs?limit=1&key_id=key_a')).data[0]!
     expect(one).toMatchObject({ object: 'request_log', streamed: false })
+  })
+
+  test('GET /admin/logs/:id answers the same row as the list, numbers as numbers', async () => {
+    const listed = (await ok<LogList>('/admin/logs?limit=1000')).data
+    for (const entry of [listed[0]!, listed[listed.length - 1]!]) expect(await ok(`/admin/logs/${entry.id}`)).toEqual(entry)
   })
 
   test('refusals: no admin key, bad group_by, limit, cursor and times', async () => {

@@ -2,13 +2,13 @@ import { Elysia } from 'elysia'
 import { GatewayError } from '../../src/errors.ts'
 import type { RequestLogRow } from '../../src/db/schema.ts'
 import type { Services } from '../../src/services.ts'
-import { GROUPINGS, logPage, usageBy, type Grouping, type LogFilter, type UsageCursor } from './repo.ts'
+import { GROUPINGS, logPage, logRow, usageBy, type Grouping, type LogFilter, type UsageCursor } from './repo.ts'
 import * as S from './schemas.ts'
 
 const tags = ['Admin: usage and logs']
 
 /** `/admin/usage` and `/admin/logs`, behind the admin key. */
-export function analyticsRoutes(services: Services) {
+export function analyticsRoutes(services: Services, retentionDays: number) {
   const db = services.db.db
   return (
     new Elysia({ name: 'sluice.logging.admin', prefix: '/admin' })
@@ -68,6 +68,26 @@ export function analyticsRoutes(services: Services) {
             tags,
             summary: 'Request log, newest first, filtered and cursor-paged',
             description: 'One row per request. Pass `next_cursor` back as `before` for the next page. Never contains a key, a secret or a body.',
+          },
+        },
+      )
+      .get(
+        '/logs/:id',
+        async ({ params }) => {
+          const row = await logRow(db, params.id)
+          if (row) return logView(row)
+          const kept = retentionDays > 0 ? `, or it is older than the ${retentionDays} days rows are kept` : ''
+          throw new GatewayError(
+            'not_found',
+            `No request log with id "${params.id.length > 100 ? `${params.id.slice(0, 100)}…` : params.id}": the id is not one this gateway's deployment answered with (it is the x-request-id response header), its row is not written yet (rows are written in batches, normally within a second)${kept}.`,
+          )
+        },
+        {
+          response: { 200: S.LogEntry },
+          detail: {
+            tags,
+            summary: 'One request, by its request id',
+            description: "The log row of the request a client saw as `x-request-id` (every answer carries it, errors included): a user's report of a failed call is found by the id it quotes. Never contains a key, a secret or a body.",
           },
         },
       )

@@ -190,7 +190,7 @@ export const logging = definePlugin({
         if (logLines) logger.info('request', logFields(row, req, outcome, options.log_bodies))
       },
       routes(app) {
-        app.use(analyticsRoutes(services))
+        app.use(analyticsRoutes(services, options.retention_days))
       },
       stats: () => ({
         queued: writer.queue.size,

@@ -128,6 +128,12 @@ export async function logPage(db: Db, filter: LogFilter, before: { at: string; i
   return rows.map(normaliseRow)
 }
 
+/** The log row of one request, by its id (x-request-id), or null. */
+export async function logRow(db: Db, id: string): Promise<RequestLogRow | null> {
+  const row = await db.selectFrom('request_logs').selectAll().where('id', '=', id).executeTakeFirst()
+  return row ? normaliseRow(row) : null
+}
+
 /** Numbers as numbers on both dialects (Postgres' driver may hand bigints back as text). */
 export function normaliseRow(r: RequestLogRow): RequestLogRow {
   return {

@@ -1,4 +1,5 @@
-// Logs: recent requests, filtered by key, user, model, status and error code, paged backwards.
+// Logs: recent requests, filtered by key, user, model, status and error code, paged backwards;
+// one request found by the id its client saw (x-request-id).
 import { useState } from 'preact/hooks'
 import { html } from 'htm/preact'
 import { qs, useResource } from '../api.js'
@@ -7,6 +8,31 @@ import { ErrorNote, Field, Note, PageHead, Table, fmtNum, fmtTime, fmtUsd, formV
 const FILTERS = ['key_id', 'user_id', 'model', 'status', 'code']
 
 /** @typedef {{ id: string, at: string, key_id: string | null, user_id: string | null, team_id: string | null, model: string | null, provider: string | null, status: number, error_code: string | null, prompt_tokens: number | null, completion_tokens: number | null, total_tokens: number | null, cost_usd: number | null, latency_ms: number | null }} LogRow */
+
+/** @param {number | null | undefined} ms */
+const fmtMs = (ms) => (ms === null || ms === undefined ? '—' : `${fmtNum(Math.round(ms))} ms`)
+
+/**
+ * Every column of one request's log row.
+ * @param {{ row: LogRow & Record<string, any> }} props
+ */
+function RequestDetail({ row: r }) {
+  return html`<section class="panel" aria-label=${`Request ${r.id}`}>
+    <h2>Request <span class="mono">${r.id}</span></h2>
+    <dl class="facts">
+      <dt>Time</dt><dd>${fmtTime(r.at)}</dd>
+      <dt>Answer</dt><dd><span class=${r.status >= 400 ? 'status-bad' : 'status-ok'}>${r.status}</span>${r.error_code ? html` <code>${r.error_code}</code>` : null}</dd>
+      <dt>Endpoint</dt><dd><code>${r.endpoint}</code> in <code>${r.environment}</code>${r.streamed ? ', streamed' : ''}</dd>
+      <dt>Key</dt><dd>${r.key_id ? html`<a class="mono" href=${`#/keys?user_id=${encodeURIComponent(r.user_id ?? '')}`}>${r.key_id}</a>` : 'none (refused before a key was known)'}</dd>
+      <dt>User and team</dt><dd>${r.user_id ?? '—'} / ${r.team_id ?? '—'}</dd>
+      <dt>Model</dt><dd>${r.model ?? '—'}${r.provider ? html` → <code>${r.provider}</code>${r.upstream_model ? html` <code>${r.upstream_model}</code>` : null}${r.provider_key_id ? html` (key <code>${r.provider_key_id}</code>)` : null}` : null}</dd>
+      <dt>Tokens</dt><dd>${fmtNum(r.prompt_tokens)} prompt (${fmtNum(r.cached_tokens)} cached) + ${fmtNum(r.completion_tokens)} completion = ${fmtNum(r.total_tokens)}${r.usage_source ? html` <span class="muted">(${r.usage_source})</span>` : null}</dd>
+      <dt>Cost</dt><dd>${fmtUsd(r.cost_usd)}</dd>
+      <dt>Latency</dt><dd>${fmtMs(r.latency_ms)}${r.ttft_ms !== null && r.ttft_ms !== undefined ? `, first token after ${fmtMs(r.ttft_ms)}` : ''}</dd>
+      <dt>Client</dt><dd>${r.client_ip ?? '—'}${r.user_agent ? html` <span class="muted">${r.user_agent}</span>` : null}</dd>
+    </dl>
+  </section>`
+}
 
 /** @param {{ params: Record<string, string> }} props */
 export function LogsPage({ params }) {
@@ -18,10 +44,19 @@ export function LogsPage({ params }) {
   const [before, setBefore] = useState(/** @type {string | null} */ (null))
   const page = useResource(`/admin/logs${qs({ ...filter, limit, before })}`)
   const loggingOff = page.error && (page.error.status === 404 || page.error.status === 405)
+  const one = useResource(params.id ? `/admin/logs/${encodeURIComponent(params.id)}` : null)
 
   const apply = (/** @type {SubmitEvent} */ e) => {
     e.preventDefault()
     location.hash = `#/logs${qs(formValues(/** @type {HTMLFormElement} */ (e.currentTarget)))}`
+  }
+  const find = (/** @type {SubmitEvent} */ e) => {
+    e.preventDefault()
+    const { id } = formValues(/** @type {HTMLFormElement} */ (e.currentTarget))
+    const target = `#/logs${qs({ ...filter, limit: params.limit ?? '', id })}`
+    // The same id again (its row may have been written since): ask again.
+    if (location.hash === target) one.reload()
+    else location.hash = target
   }
   const older = () => {
     setTrail((t) => [...t, before ?? ''])
@@ -34,6 +69,12 @@ export function LogsPage({ params }) {
   }
   return html`<section>
     <${PageHead} lead="Every request the gateway answered, newest first.">Logs</${PageHead}>
+    <form class="filters" onSubmit=${find} aria-label="Find a request">
+      <${Field} id="log-id" label="Request id" hint="The x-request-id header of the answer a client got."><input id="log-id" name="id" value=${params.id ?? ''} autocomplete="off" placeholder="req_…" required /></${Field}>
+      <button type="submit">Find</button>
+    </form>
+    ${params.id ? html`<${ErrorNote} error=${one.error} />` : null}
+    ${params.id && one.data ? html`<${RequestDetail} row=${one.data} />` : null}
     <form class="filters" onSubmit=${apply} aria-label="Filter logs">
       <${Field} id="log-key" label="Key id"><input id="log-key" name="key_id" value=${filter.key_id} autocomplete="off" /></${Field}>
       <${Field} id="log-user" label="User id"><input id="log-user" name="user_id" value=${filter.user_id} autocomplete="off" /></${Field}>
