@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto'
 import type { Kysely } from 'kysely'
 import type { Database } from './db/schema.ts'
 import { GatewayError } from './errors.ts'
+import { readOptionalJsonObject } from './lib/body.ts'
 import { randomBase62 } from './lib/id.ts'
 import type { Logger } from './lib/logger.ts'
 import { CSRF_HEADER, type ConsoleSessions } from './console/session.ts'
@@ -27,21 +28,47 @@ export interface AdminKeyOptions {
   sessions?: (adminDigest: Buffer) => ConsoleSessions
 }
 
+/** The largest body an admin call takes: its JSON objects are small (metadata alone is capped at 16 KB). */
+export const ADMIN_BODY_LIMIT = 1024 * 1024
+
 /**
  * Elysia hooks that refuse a request without the admin key before anything else looks at it:
  * `parse` runs first, ahead of a route's own body parser (a caller without the key learns
  * nothing about its body, not even that the JSON is broken), and `transform` on every request,
  * for those with no body to parse. A request that passed once is not checked (hashed) again.
+ *
+ * `parse` then reads the body itself, strictly: Elysia takes broken JSON for no body where the
+ * body is optional (a revoke would then run without its reason, a reset with its defaults), so a
+ * body that is there must be a JSON object, up to ADMIN_BODY_LIMIT. `transform` refuses a path
+ * parameter the router could not decode (`%ff`: Elysia hands the route null).
  */
-export function adminGuard(admin: AdminAuth): { parse: (ctx: { request: Request }) => void; transform: (ctx: { request: Request }) => void } {
+export function adminGuard(admin: AdminAuth): {
+  parse: (ctx: { request: Request }) => Promise<Record<string, unknown> | undefined>
+  transform: (ctx: { request: Request; params?: Record<string, unknown> }) => void
+} {
   const passed = new WeakSet<Request>()
-  const check = ({ request }: { request: Request }): void => {
+  const check = (request: Request): void => {
     if (passed.has(request)) return
     const refused = admin.check(request)
     if (refused) throw refused
     passed.add(request)
   }
-  return { parse: check, transform: check }
+  return {
+    parse: ({ request }) => {
+      check(request)
+      return readOptionalJsonObject(request, ADMIN_BODY_LIMIT)
+    },
+    transform: ({ request, params }) => {
+      check(request)
+      if (params) {
+        for (const [name, value] of Object.entries(params)) {
+          if (value === null) {
+            throw new GatewayError('invalid_request', `The path's ${name} is not valid percent-encoded UTF-8; encode it with encodeURIComponent.`, { param: name })
+          }
+        }
+      }
+    },
+  }
 }
 
 const sha256 = (text: string): Buffer => Buffer.from(new Bun.CryptoHasher('sha256').update(text).digest())

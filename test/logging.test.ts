@@ -164,6 +164,8 @@ describe('request log rows', () => {
     expect(message).toContain('x-request-id')
     expect(message).toContain('30 days')
     expect((await fetch(`${gw.url}/admin/logs/${id}`)).status).toBe(401)
+    // An id the router cannot decode: 400 naming it, not a failure of the gateway.
+    expect((await expectError(await gw.admin('GET', '/admin/logs/%ff'), 'invalid_request')).param).toBe('id')
   })
 
   test('the model list is logged too (an answer the route built itself)', async () => {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from '
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { deleteTaggedKeys } from './support/redis-procs.ts'
 import { redisUrlForTests, uniqueTestName } from './support/services.ts'
-import { PRICING, createKey, createTeam, createUser, eventually, expectQuotaError, quotaConfig, startQuotaGateway, type QuotaGateway } from './support/quota.ts'
+import { PRICING, QUOTA_ADMIN_KEY, createKey, createTeam, createUser, eventually, expectQuotaError, quotaConfig, startQuotaGateway, type QuotaGateway } from './support/quota.ts'
 
 setDefaultTimeout(15_000)
 
@@ -182,6 +182,12 @@ for (const backend of backends) {
       expect(body.error.param).toBe('limits')
       const unknown = await gw.admin('POST', `/admin/keys/${id}/quota/reset`, { leases: true })
       expect(unknown.status).toBe(400)
+      // A body that is there but broken is refused, never taken for "no body" (which resets everything).
+      for (const broken of ['{"budget": fal', '[]', 'null']) {
+        const res = await fetch(`${gw.url}/admin/keys/${id}/quota/reset`, { method: 'POST', headers: { authorization: `Bearer ${QUOTA_ADMIN_KEY}`, 'content-type': 'application/json' }, body: broken })
+        expect(res.status).toBe(400)
+        expect(((await res.json()) as { error: { code: string } }).error.code).toBe('invalid_request')
+      }
       // Nothing was reset by the refused calls.
       expect((await quota('keys', id)).requests!.remaining).toBe(2)
     })

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { startMockUpstream, type MockUpstream } from '../../test/fixtures/mock-upstream.ts'
 import {
+  ADMIN_KEY,
   countRows,
   dumpDatabase,
   expectEnvelope,
@@ -117,6 +118,32 @@ describe('wrong types → 400 invalid_request naming the field', () => {
     for (const body of ['{broken', '[]', '"a string"', '42', 'null']) {
       await refused('POST', '/admin/users', body, 'invalid_request')
       await refused('POST', '/admin/keys', body, 'invalid_request')
+      await refused('PATCH', `/admin/keys/${fx.key.id}`, body, 'invalid_request')
+    }
+  })
+
+  test('where the body may be left out (revoke, rotate), one that is there but broken is refused, not taken for none', async () => {
+    for (const body of ['{"reason": "leaked', '[]', 'null', 'plain text']) {
+      const error = await refused('POST', `/admin/keys/${fx.key.id}/revoke`, body, 'invalid_request')
+      expect(error.message).toMatch(/not valid JSON|must be a JSON object/)
+      await refused('POST', `/admin/keys/${fx.key.id}/rotate`, body, 'invalid_request')
+    }
+    // Without a Content-Type (curl -d sends a form type), a JSON object is still read as JSON.
+    const res = await fetch(`${gw.url}/admin/keys/${fx.key.id}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}` }, body: '{"reason": 7}' })
+    expect((await expectEnvelope(res, 'invalid_request')).param).toBe('reason')
+    expect((await gw.adminOk<{ status: string }>('GET', `/admin/keys/${fx.key.id}`)).status).toBe('active')
+  })
+
+  test('a path parameter the router cannot decode (%ff) → 400 naming it, on every admin route group', async () => {
+    for (const [method, path] of [
+      ['GET', '/admin/keys/%ff'],
+      ['PATCH', '/admin/users/%ff'],
+      ['POST', '/admin/keys/%ff/revoke'],
+      ['DELETE', `/admin/teams/${fx.team}/members/%ff`],
+      ['GET', '/admin/providers/%ff'],
+    ] as const) {
+      const error = await refused(method, path, method === 'GET' || method === 'DELETE' ? undefined : {}, 'invalid_request')
+      expect(error.param).toBe(path.endsWith('members/%ff') ? 'user_id' : 'id')
     }
   })
 })
@@ -281,6 +308,11 @@ describe('sizes', () => {
       await expectEnvelope(res, res.status === 413 ? 'request_too_large' : 'invalid_request')
       expect(await dumpDatabase(gw.db)).toBe(before)
     }
+  })
+
+  test('an admin body over 1 MiB → 413, before it is read whole', async () => {
+    const res = await gw.admin('PATCH', `/admin/keys/${fx.key.id}`, { metadata: { blob: 'x'.repeat(1024 * 1024) } })
+    await expectEnvelope(res, 'request_too_large')
   })
 
   test('metadata over 16 KiB → 400 naming metadata', async () => {

@@ -2,6 +2,7 @@ import { Type } from '@sinclair/typebox'
 import { Elysia } from 'elysia'
 import { definePlugin, type AttemptFailure, type MaybePromise, type RoutePlan } from '../../src/plugin.ts'
 import { GatewayError } from '../../src/errors.ts'
+import { adminGuard } from '../../src/admin-key.ts'
 import { roughPromptTokens } from '../../src/lib/usage.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
 import type { GroupTarget, ModelGroup, ModelRegistry, RouteTarget } from '../../src/models.ts'
@@ -404,12 +405,12 @@ export const balance = definePlugin({
       },
 
       routes(app) {
+        const guard = adminGuard(services.admin)
         app.use(
           new Elysia({ name: 'sluice.balance.admin', prefix: '/admin/providers' })
-            .onTransform(({ request }) => {
-              const refused = services.admin.check(request)
-              if (refused) throw refused
-            })
+            // The admin key before anything else looks at the request (see adminGuard).
+            .onParse(guard.parse)
+            .onTransform(guard.transform)
             .get(
               '/health',
               () => {

@@ -1,4 +1,5 @@
 import { Elysia } from 'elysia'
+import { adminGuard } from '../../src/admin-key.ts'
 import { GatewayError } from '../../src/errors.ts'
 import type { RequestLogRow } from '../../src/db/schema.ts'
 import type { Services } from '../../src/services.ts'
@@ -13,10 +14,7 @@ export function analyticsRoutes(services: Services, retentionDays: number) {
   return (
     new Elysia({ name: 'sluice.logging.admin', prefix: '/admin' })
       // Every route here is a GET: transform runs for each of them before the query is read.
-      .onTransform(({ request }) => {
-        const refused = services.admin.check(request)
-        if (refused) throw refused
-      })
+      .onTransform(adminGuard(services.admin).transform)
       .get(
         '/usage',
         async ({ query }) => {

@@ -5,15 +5,28 @@ import { GatewayError } from '../errors.ts'
  * before reading anything, else while reading, so an oversized chunked body is never held whole.
  */
 export async function readJsonObject(request: Request, limit: number): Promise<Record<string, unknown>> {
+  const text = await readText(request, limit)
+  if (text.length === 0) throw new GatewayError('invalid_request', 'The request body is empty; send a JSON object.')
+  return parseObject(text)
+}
+
+/**
+ * A JSON object body that may be left out (an empty body reads as undefined), refused with 400 when
+ * it is there but is not a JSON object, whatever its Content-Type: broken JSON is never taken for
+ * "no body", which would run the call with its defaults instead of what the caller meant.
+ */
+export async function readOptionalJsonObject(request: Request, limit: number): Promise<Record<string, unknown> | undefined> {
+  const text = await readText(request, limit)
+  return text.trim().length === 0 ? undefined : parseObject(text)
+}
+
+async function readText(request: Request, limit: number): Promise<string> {
   const declared = request.headers.get('content-length')
   if (declared !== null && Number(declared) > limit) throw tooLarge(limit)
-  let text: string
-  if (declared !== null) {
-    text = await request.text()
-  } else {
-    text = await readCapped(request, limit)
-  }
-  if (text.length === 0) throw new GatewayError('invalid_request', 'The request body is empty; send a JSON object.')
+  return declared !== null ? request.text() : readCapped(request, limit)
+}
+
+function parseObject(text: string): Record<string, unknown> {
   let value: unknown
   try {
     value = JSON.parse(text)
