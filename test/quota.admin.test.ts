@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from '
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { deleteTaggedKeys } from './support/redis-procs.ts'
 import { redisUrlForTests, uniqueTestName } from './support/services.ts'
-import { PRICING, QUOTA_ADMIN_KEY, createKey, createTeam, createUser, eventually, expectQuotaError, quotaConfig, startQuotaGateway, type QuotaGateway } from './support/quota.ts'
+import { PRICING, QUOTA_ADMIN_KEY, createKey, createTeam, createUser, eventually, expectQuotaError, quotaConfig, startQuotaGateway, type QuotaGateway, quotaBackends } from './support/quota.ts'
 
 setDefaultTimeout(15_000)
 
@@ -46,10 +46,7 @@ afterAll(async () => {
 
 const SLOW_MS = 800
 
-const backends = [
-  { name: 'in process', redis: null as string | null, available: true },
-  { name: 'Redis', redis: redisUrl, available: redisUrl !== null },
-]
+const backends = quotaBackends(redisUrl)
 
 for (const backend of backends) {
   describe.skipIf(!backend.available)(`admin quota view and reset (${backend.name})`, () => {

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from '
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { deleteTaggedKeys } from './support/redis-procs.ts'
 import { redisUrlForTests, uniqueTestName } from './support/services.ts'
-import { createKey, createUser, eventually, expectQuotaError, quotaConfig, startQuotaGateway, type QuotaGateway } from './support/quota.ts'
+import { createKey, createUser, eventually, expectQuotaError, quotaConfig, startQuotaGateway, type QuotaGateway, quotaBackends } from './support/quota.ts'
 
 setDefaultTimeout(15_000)
 
@@ -28,10 +28,7 @@ afterAll(async () => {
   await upstream?.stop()
 })
 
-const backends = [
-  { name: 'in process', redis: null as string | null, available: true },
-  { name: 'Redis', redis: redisUrl, available: redisUrl !== null },
-]
+const backends = quotaBackends(redisUrl)
 
 for (const backend of backends) {
   describe.skipIf(!backend.available)(`max_parallel leases of long requests (${backend.name})`, () => {

@@ -20,6 +20,7 @@ import {
   rateLimitHeaders,
   startQuotaGateway,
   type QuotaGateway,
+  quotaBackends,
 } from './support/quota.ts'
 
 // bun test's default is 5 s per test (bunfig cannot change it); these start servers and wait on real time.
@@ -43,10 +44,7 @@ afterAll(async () => {
 const SLOW_MS = 600
 const SLOW_MODEL = `mock-slow-${SLOW_MS}`
 
-const backends = [
-  { name: 'in process', redis: null as string | null, available: true },
-  { name: 'Redis', redis: redisUrl, available: redisUrl !== null },
-]
+const backends = quotaBackends(redisUrl)
 
 for (const backend of backends) {
   describe.skipIf(!backend.available)(`quota (${backend.name})`, () => {

@@ -66,6 +66,14 @@ export interface KeyInfo {
   remaining: { requests: number | null; tokens: number | null; budget_tokens: number | null; budget_usd: number | null }
 }
 
+/** The two quota stores a suite runs against: in process, and Redis when the tests have one. */
+export function quotaBackends(redisUrl: string | null): { name: string; redis: string | null; available: boolean }[] {
+  return [
+    { name: 'in process', redis: null, available: true },
+    { name: 'Redis', redis: redisUrl, available: redisUrl !== null },
+  ]
+}
+
 /** Boot a listening gateway with auth and quota; `redisUrl` null keeps the quota in process. */
 export async function startQuotaGateway(
   config: ConfigFile & { plugins?: unknown[] },
