@@ -3,6 +3,7 @@ import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } 
 import { dirname, join } from 'node:path'
 import { Elysia } from 'elysia'
 import { adminGuard } from './admin-key.ts'
+import { audit } from './db/audit.ts'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
 import { checkReferences, type ResolvedConfig } from './config/load.ts'
@@ -270,6 +271,7 @@ export class Catalog {
               }
             })
           }, { providers: [...current.providers, provider], models: current.models }).catch(conflictOn(`A provider with id "${input.id}" already exists.`))
+          await audit(this.services.db.db, { action: 'provider.create', targetType: 'provider', targetId: input.id, details: { type: input.type, keys: input.keys.map((k) => k.id) } })
           set.status = 201
           return providerView(provider, 'admin')
         },
@@ -296,6 +298,8 @@ export class Catalog {
               }
             })
           }, { providers: current.providers.map((p) => (p.id === params.id ? merged : p)), models: current.models })
+          // Field names and key ids only: never a secret.
+          await audit(this.services.db.db, { action: 'provider.update', targetType: 'provider', targetId: params.id, details: { fields: Object.keys(patch), ...(patch.keys ? { keys: patch.keys.map((k) => k.id) } : {}) } })
           return providerView(merged, 'admin')
         },
         { parse: 'json', detail: { tags, summary: 'Change a provider; `keys`, when given, replaces all its keys', requestBody: jsonBody(AdminProviderPatch) } },
@@ -313,6 +317,7 @@ export class Catalog {
             await db.updateTable('providers').set({ deleted_at: at, updated_at: at }).where('id', '=', params.id).execute()
             await db.deleteFrom('provider_keys').where('provider_id', '=', params.id).execute()
           }, { providers: current.providers.filter((p) => p.id !== params.id), models: current.models })
+          await audit(this.services.db.db, { action: 'provider.delete', targetType: 'provider', targetId: params.id })
           return { object: 'provider', id: params.id, deleted: true }
         },
         { detail: { tags, summary: 'Delete a provider (its sealed secrets are erased)' } },
@@ -336,6 +341,7 @@ export class Catalog {
             const at = new Date().toISOString()
             await db.insertInto('models').values({ name: model.name, config: JSON.stringify(model), created_at: at, updated_at: at }).execute()
           }, { providers: current.providers, models: [...current.models, model] }).catch(conflictOn(`A model named "${model.name}" already exists.`))
+          await audit(this.services.db.db, { action: 'model.create', targetType: 'model', targetId: model.name, details: { targets: model.targets.map((t) => `${t.provider}/${t.model}`) } })
           set.status = 201
           return modelView(model, 'admin')
         },
@@ -353,6 +359,7 @@ export class Catalog {
           await this.commit(async (db) => {
             await db.updateTable('models').set({ config: JSON.stringify(merged), updated_at: new Date().toISOString() }).where('name', '=', params.name).execute()
           }, { providers: current.providers, models: current.models.map((m) => (m.name === params.name ? merged : m)) })
+          await audit(this.services.db.db, { action: 'model.update', targetType: 'model', targetId: params.name, details: { fields: Object.keys(patch) } })
           return modelView(merged, 'admin')
         },
         { parse: 'json', detail: { tags, summary: 'Change a model group', requestBody: jsonBody(AdminModelPatch) } },
@@ -366,6 +373,7 @@ export class Catalog {
           await this.commit(async (db) => {
             await db.deleteFrom('models').where('name', '=', params.name).execute()
           }, { providers: current.providers, models: current.models.filter((m) => m.name !== params.name) })
+          await audit(this.services.db.db, { action: 'model.delete', targetType: 'model', targetId: params.name })
           return { object: 'model_group', name: params.name, deleted: true }
         },
         { detail: { tags, summary: 'Delete a model group' } },

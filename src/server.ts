@@ -22,6 +22,7 @@ import { Pipeline, type LoadedPlugin } from './pipeline.ts'
 import { resolvePlugins, setupPlugins } from './plugin-loader.ts'
 import type { RedisClient } from './redis.ts'
 import { docsRoutes } from './routes/docs.ts'
+import { auditRoutes } from './routes/audit.ts'
 import { doctorRoutes } from './routes/doctor.ts'
 import { opsRoutes } from './routes/ops.ts'
 import { v1Routes } from './routes/v1.ts'
@@ -231,6 +232,7 @@ function buildApp({ config, services, models, pipeline, plugins, logger, catalog
     .use(v1Routes({ pipeline, models, maxBodyBytes: config.maxBodyBytes, services }))
     .use(catalog.routes())
     .use(doctorRoutes({ pipeline, models, services }))
+    .use(auditRoutes(services))
   if (consoleApp) app.use(consoleApp)
   for (const plugin of plugins) {
     try {

@@ -343,6 +343,27 @@ describe.skipIf(!available)('admin console in Chromium', () => {
     await page.getByTestId('diagnosis').getByText('key_revoked').first().waitFor()
   })
 
+  test("the key's changes are on the Audit page: created and revoked, with the reason, by the console", async () => {
+    await go('keys', 'Keys')
+    await page.getByRole('link', { name: 'Changes to browser key' }).click()
+    await page.getByRole('heading', { level: 1, name: 'Audit' }).waitFor()
+    expect(await page.getByLabel('Object id').inputValue()).toBe(keyId)
+    const revoked = page.getByRole('row').filter({ hasText: 'key.revoke' })
+    await revoked.waitFor()
+    expect(await revoked.textContent()).toContain('reason: browser test')
+    await page.getByRole('row').filter({ hasText: 'key.create' }).waitFor()
+    // Newest first: the revocation above the creation; nothing about other objects.
+    const actions = await page.locator('tbody tr').evaluateAll((rows) => rows.map((r) => r.querySelector('code')?.textContent))
+    expect(actions).toEqual(['key.revoke', 'key.create'])
+    await shot('audit-laptop')
+    // Every change of a kind: a prefix.
+    await page.getByLabel('Object id').fill('')
+    await page.getByLabel('Action').fill('user.')
+    await page.getByRole('button', { name: 'Filter' }).click()
+    await page.getByRole('row').filter({ hasText: 'user.create' }).first().waitFor()
+    expect(await page.getByRole('row').filter({ hasText: 'key.' }).count()).toBe(0)
+  })
+
   test('providers page shows each provider key and its health', async () => {
     await go('providers', 'Providers')
     const row = page.getByRole('row', { name: /mock/ }).first()
@@ -375,6 +396,7 @@ describe.skipIf(!available)('admin console in Chromium', () => {
       [`doctor?key_id=${keyId}`, 'Key doctor', 'doctor'],
       ['providers', 'Providers', 'providers'],
       [`logs?key_id=${keyId}`, 'Logs', 'logs'],
+      [`audit?target_id=${keyId}`, 'Audit', 'audit'],
     ] as const) {
       await go(hash, heading)
       if (name === 'doctor') await page.getByTestId('diagnosis').waitFor()

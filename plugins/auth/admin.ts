@@ -301,7 +301,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         if (query.cursor) {
           const c = decodeCursor(query.cursor)
           if (!c) throw badCursor()
-          q = q.where((eb) => eb.or([eb('expires_at', '>', c.createdAt), eb.and([eb('expires_at', '=', c.createdAt), eb('id', '>', c.id)])]))
+          q = q.where((eb) => eb.or([eb('expires_at', '>', c.at), eb.and([eb('expires_at', '=', c.at), eb('id', '>', c.id)])]))
         }
         const rows = await q.orderBy('expires_at').orderBy('id').limit(limit + 1).execute()
         const shown = rows.length > limit ? rows.slice(0, limit) : rows
@@ -421,7 +421,7 @@ async function page<Q extends { where: Function; orderBy: Function; limit: Funct
   if (query.cursor) {
     const c = decodeCursor(query.cursor)
     if (!c) throw badCursor()
-    sel = sel.where((eb) => eb.or([eb('created_at', '<', c.createdAt), eb.and([eb('created_at', '=', c.createdAt), eb('id', '<', c.id)])]))
+    sel = sel.where((eb) => eb.or([eb('created_at', '<', c.at), eb.and([eb('created_at', '=', c.at), eb('id', '<', c.id)])]))
   }
   const rows = await sel.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute()
   return { rows: rows as Array<{ created_at: string; id: string } & Record<string, unknown>>, limit }

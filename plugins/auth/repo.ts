@@ -194,13 +194,5 @@ export async function touchKeys(db: Db, used: Map<string, number>): Promise<void
 
 export { audit } from '../../src/db/audit.ts'
 
-/** Opaque cursor over a row's time and id: (created_at, id) for most lists, (expires_at, id) for expiring keys. */
-export const encodeCursor = (createdAt: string, id: string): string => Buffer.from(`${createdAt}|${id}`).toString('base64url')
-export function decodeCursor(cursor: string): { createdAt: string; id: string } | null {
-  const text = Buffer.from(cursor, 'base64url').toString('utf8')
-  const bar = text.indexOf('|')
-  if (bar <= 0) return null
-  const createdAt = text.slice(0, bar)
-  if (Number.isNaN(Date.parse(createdAt))) return null
-  return { createdAt, id: text.slice(bar + 1) }
-}
+// Cursors over (created_at, id) for most lists, (expires_at, id) for expiring keys.
+export { decodeCursor, encodeCursor } from '../../src/lib/cursor.ts'

@@ -1,6 +1,7 @@
 import { Elysia } from 'elysia'
 import { adminGuard } from '../../src/admin-key.ts'
 import { GatewayError } from '../../src/errors.ts'
+import { encodeCursor } from '../../src/lib/cursor.ts'
 import type { RequestLogRow } from '../../src/db/schema.ts'
 import type { Services } from '../../src/services.ts'
 import { GROUPINGS, logPage, logRow, usageBy, type Grouping, type LogFilter, type UsageCursor } from './repo.ts'
@@ -96,8 +97,6 @@ function logView(r: RequestLogRow) {
   return { object: 'request_log' as const, ...r, streamed: r.streamed === 1 }
 }
 
-/** Opaque cursor over (at, id), newest first. */
-export const encodeCursor = (at: string, id: string): string => Buffer.from(`${at}|${id}`).toString('base64url')
 
 const ISO_START = /^\d{4}-\d{2}-\d{2}/
 

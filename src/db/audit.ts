@@ -1,6 +1,5 @@
 import type { Kysely, Transaction } from 'kysely'
 import type { Database } from './schema.ts'
-import { newId } from '../lib/id.ts'
 
 /** One row of the audit trail (admin changes, by any plugin's admin routes). Never pass secrets in `details`. */
 export async function audit(
@@ -10,7 +9,8 @@ export async function audit(
   await db
     .insertInto('audit_log')
     .values({
-      id: newId('aud'),
+      // Time-ordered (UUID v7): changes of one millisecond still list in the order they were made.
+      id: `aud_${Bun.randomUUIDv7().replaceAll('-', '')}`,
       at: new Date().toISOString(),
       actor: entry.actor ?? 'admin',
       action: entry.action,

@@ -10,6 +10,7 @@ import { PeoplePage } from './pages/people.js'
 import { DoctorPage } from './pages/doctor.js'
 import { ProvidersPage } from './pages/providers.js'
 import { LogsPage } from './pages/logs.js'
+import { AuditPage } from './pages/audit.js'
 
 const PAGES = /** @type {const} */ ([
   { id: 'overview', title: 'Overview', view: OverviewPage },
@@ -18,6 +19,7 @@ const PAGES = /** @type {const} */ ([
   { id: 'doctor', title: 'Key doctor', view: DoctorPage },
   { id: 'providers', title: 'Providers', view: ProvidersPage },
   { id: 'logs', title: 'Logs', view: LogsPage },
+  { id: 'audit', title: 'Audit', view: AuditPage },
 ])
 
 /** `#/keys?user_id=u1` → { page: 'keys', params: { user_id: 'u1' } } */

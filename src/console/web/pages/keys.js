@@ -254,6 +254,7 @@ export function KeysPage({ params, environment }) {
             ${k.status === 'active' ? html`<button type="button" class="danger" onClick=${() => setRevoking(k)} aria-label=${`Revoke ${label(k)}`}>Revoke</button>` : null}
             <a class="button-link" href=${`#/doctor?key_id=${encodeURIComponent(k.id)}`} aria-label=${`Diagnose ${label(k)}`}>Diagnose</a>
             <a class="button-link" href=${`#/logs?key_id=${encodeURIComponent(k.id)}`} aria-label=${`Logs of ${label(k)}`}>Logs</a>
+            <a class="button-link" href=${`#/audit?target_id=${encodeURIComponent(k.id)}`} aria-label=${`Changes to ${label(k)}`}>Changes</a>
           </div>`,
         },
       ]}
