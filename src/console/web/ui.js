@@ -206,3 +206,31 @@ export function navigate(page, params = {}) {
 export function PageHead({ children, lead }) {
   return html`<div class="page-head"><h1 tabindex="-1">${children}</h1>${lead ? html`<p class="lead">${lead}</p>` : null}</div>`
 }
+
+/**
+ * Paging backwards through a newest-first list: `before` is the cursor of the page shown, and the
+ * cursors of the pages before it are kept so "Newer" can go back.
+ */
+export function usePager() {
+  const [trail, setTrail] = useState(/** @type {string[]} */ ([]))
+  const [before, setBefore] = useState(/** @type {string | null} */ (null))
+  return {
+    before,
+    hasNewer: trail.length > 0,
+    /** The page after this one. @param {string | null | undefined} next the list's next_cursor */
+    older(next) {
+      setTrail((t) => [...t, before ?? ''])
+      setBefore(next ?? null)
+    },
+    newer() {
+      const previous = trail[trail.length - 1]
+      setTrail((t) => t.slice(0, -1))
+      setBefore(previous || null)
+    },
+    /** Back to the newest page. */
+    reset() {
+      setTrail([])
+      setBefore(null)
+    },
+  }
+}

@@ -1,9 +1,8 @@
 // Audit: who changed what through the admin API or this console, newest first: keys created,
 // revoked and rotated, quota resets, users, teams, providers and models.
-import { useState } from 'preact/hooks'
 import { html } from 'htm/preact'
 import { qs, useResource } from '../api.js'
-import { ErrorNote, Field, PageHead, Table, fmtTime, formValues } from '../ui.js'
+import { ErrorNote, Field, PageHead, Table, fmtTime, formValues, usePager } from '../ui.js'
 
 const FILTERS = ['target_id', 'action']
 
@@ -22,23 +21,12 @@ function fmtDetails(details) {
 export function AuditPage({ params }) {
   /** @type {Record<string, string>} */
   const filter = Object.fromEntries(FILTERS.map((f) => [f, params[f] ?? '']))
-  const [trail, setTrail] = useState(/** @type {string[]} */ ([]))
-  const [before, setBefore] = useState(/** @type {string | null} */ (null))
-  const page = useResource(`/admin/audit${qs({ ...filter, limit: 50, before })}`)
+  const pager = usePager()
+  const page = useResource(`/admin/audit${qs({ ...filter, limit: 50, before: pager.before })}`)
   const apply = (/** @type {SubmitEvent} */ e) => {
     e.preventDefault()
-    setTrail([])
-    setBefore(null)
+    pager.reset()
     location.hash = `#/audit${qs(formValues(/** @type {HTMLFormElement} */ (e.currentTarget)))}`
-  }
-  const older = () => {
-    setTrail((t) => [...t, before ?? ''])
-    setBefore(page.data?.next_cursor ?? null)
-  }
-  const newer = () => {
-    const previous = trail[trail.length - 1]
-    setTrail((t) => t.slice(0, -1))
-    setBefore(previous || null)
   }
   return html`<section>
     <${PageHead} lead="Every change made through the admin API or this console, newest first.">Audit</${PageHead}>
@@ -66,8 +54,8 @@ export function AuditPage({ params }) {
         ? html`<p class="empty">Loading…</p>`
         : null}
     <div class="actions pager">
-      <button type="button" onClick=${newer} disabled=${trail.length === 0}>Newer</button>
-      <button type="button" onClick=${older} disabled=${!page.data?.next_cursor}>Older</button>
+      <button type="button" onClick=${pager.newer} disabled=${!pager.hasNewer}>Newer</button>
+      <button type="button" onClick=${() => pager.older(page.data?.next_cursor)} disabled=${!page.data?.next_cursor}>Older</button>
     </div>
   </section>`
 }

@@ -1,9 +1,8 @@
 // Logs: recent requests, filtered by key, user, model, status and error code, paged backwards;
 // one request found by the id its client saw (x-request-id).
-import { useState } from 'preact/hooks'
 import { html } from 'htm/preact'
 import { qs, useResource } from '../api.js'
-import { ErrorNote, Field, Note, PageHead, Table, fmtNum, fmtTime, fmtUsd, formValues } from '../ui.js'
+import { ErrorNote, Field, Note, PageHead, Table, fmtNum, fmtTime, fmtUsd, formValues, usePager } from '../ui.js'
 
 const FILTERS = ['key_id', 'user_id', 'model', 'status', 'code']
 
@@ -39,10 +38,8 @@ export function LogsPage({ params }) {
   /** @type {Record<string, string>} */
   const filter = Object.fromEntries(FILTERS.map((f) => [f, params[f] ?? '']))
   const limit = params.limit ?? '50'
-  // The cursors of the pages before this one, so "Newer" can go back.
-  const [trail, setTrail] = useState(/** @type {string[]} */ ([]))
-  const [before, setBefore] = useState(/** @type {string | null} */ (null))
-  const page = useResource(`/admin/logs${qs({ ...filter, limit, before })}`)
+  const pager = usePager()
+  const page = useResource(`/admin/logs${qs({ ...filter, limit, before: pager.before })}`)
   const loggingOff = page.error && (page.error.status === 404 || page.error.status === 405)
   const one = useResource(params.id ? `/admin/logs/${encodeURIComponent(params.id)}` : null)
 
@@ -57,15 +54,6 @@ export function LogsPage({ params }) {
     // The same id again (its row may have been written since): ask again.
     if (location.hash === target) one.reload()
     else location.hash = target
-  }
-  const older = () => {
-    setTrail((t) => [...t, before ?? ''])
-    setBefore(page.data?.next_cursor ?? null)
-  }
-  const newer = () => {
-    const previous = trail[trail.length - 1]
-    setTrail((t) => t.slice(0, -1))
-    setBefore(previous || null)
   }
   return html`<section>
     <${PageHead} lead="Every request the gateway answered, newest first.">Logs</${PageHead}>
@@ -85,7 +73,7 @@ export function LogsPage({ params }) {
         <select id="log-limit" name="limit" value=${limit}>${['25', '50', '100', '200'].map((n) => html`<option value=${n}>${n}</option>`)}</select>
       </${Field}>
       <button type="submit">Filter</button>
-      <button type="button" onClick=${() => { setTrail([]); setBefore(null); page.reload() }}>Newest</button>
+      <button type="button" onClick=${() => { pager.reset(); page.reload() }}>Newest</button>
     </form>
     ${loggingOff
       ? html`<${Note} tone="warn">Request logs come from the <code>logging</code> plugin, which is not enabled on this gateway (<code>GET /admin/logs</code> answered ${page.error?.status}).</${Note}>`
@@ -112,8 +100,8 @@ export function LogsPage({ params }) {
         />`
       : page.loading ? html`<p class="empty">Loading…</p>` : null}
     <div class="actions pager">
-      <button type="button" onClick=${newer} disabled=${trail.length === 0}>Newer</button>
-      <button type="button" onClick=${older} disabled=${!page.data?.next_cursor}>Older</button>
+      <button type="button" onClick=${pager.newer} disabled=${!pager.hasNewer}>Newer</button>
+      <button type="button" onClick=${() => pager.older(page.data?.next_cursor)} disabled=${!page.data?.next_cursor}>Older</button>
     </div>
   </section>`
 }
