@@ -186,6 +186,51 @@ describe('alerts by webhook', () => {
     }
   })
 
+  test("an operator's budget reset (quota plugin) starts the key's spend over: its thresholds alert again from the reset on, the spend before it no longer counts", async () => {
+    const receiver = startReceiver()
+    const gw = await startAuthGateway(upstream.url, {
+      config: {
+        plugins: [
+          { use: 'auth', options: { demo_key: false } },
+          'quota',
+          { use: 'logging', options: { flush_ms: 10, alerts: { webhook_url: receiver.url, check_ms: 100, retry_base_ms: 50 } } },
+        ],
+      },
+      env: { DATABASE_URL: `sqlite://${join(dir, 'budget-reset.db')}` },
+    })
+    try {
+      const { key } = await userWithKey(gw, { budget: { tokens: 100, period: 'day' } })
+      const auth = { authorization: `Bearer ${key.key}` }
+      let used = 0
+      const spend = async (until: number) => {
+        while (used < until) {
+          const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 5 }, auth)
+          expect(res.status).toBe(200)
+          used += ((await res.json()) as { usage: { total_tokens: number } }).usage.total_tokens
+        }
+      }
+      const keyAlerts = () => receiver.of('budget').filter((a) => a.subject.type === 'key')
+      await spend(80)
+      await waitFor(() => keyAlerts().length === 1, 'the 80 % alert')
+      expect(keyAlerts()[0]!.period).toBe(`d${new Date().toISOString().slice(0, 10)}`)
+
+      await gw.adminOk('POST', `/admin/keys/${key.id}/quota/reset`, { limits: false })
+      used = 0
+      // Spent again past 80 % of the budget since the reset (over 160 tokens in the day, which
+      // without the reset would be its 100 % alert): the 80 % alert again, of the reset's period.
+      await spend(80)
+      await waitFor(() => keyAlerts().length === 2, 'the 80 % alert after the reset')
+      await Bun.sleep(400)
+      const alerts = keyAlerts()
+      expect(alerts.map((a) => a.threshold)).toEqual([0.8, 0.8])
+      expect(alerts[1]!.period).toStartWith(`d${new Date().toISOString().slice(0, 10)}+reset `)
+      expect((alerts[1]!.details.spent as { tokens: number }).tokens).toBe(used)
+    } finally {
+      await gw.close()
+      receiver.stop()
+    }
+  })
+
   test('a key\'s budget is its lineage\'s: spend carries over a rotation, one alert per threshold, naming the key in use, not again after another rotation', async () => {
     const receiver = startReceiver()
     const gw = await boot(join(dir, 'budget-lineage.db'), receiver.url)

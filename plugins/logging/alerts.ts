@@ -290,7 +290,17 @@ export class AlertMonitor {
       list.push({ row: r, budget, label: period.label })
     }
     for (const [start, subjects] of byStart) {
-      const spent = await spend(subjects.map((s) => s.row.id), start === '' ? null : start)
+      const from = start === '' ? null : start
+      const spent = await spend(subjects.map((s) => s.row.id), from)
+      // A subject whose budget spend an operator reset in this period (the quota plugin's
+      // `quota.reset`) is counted from the reset on, and its thresholds may be crossed again.
+      const resets = await this.budgetResets(type, from)
+      for (const s of subjects) {
+        const reset = resets.get(s.row.id)
+        if (reset === undefined) continue
+        spent.set(s.row.id, (await spend([s.row.id], reset)).get(s.row.id) ?? { tokens: 0, usd: 0 })
+        s.label = `${s.label}+reset ${reset}`
+      }
       for (const { row, budget, label } of subjects) {
         const used = spent.get(row.id) ?? { tokens: 0, usd: 0 }
         const fraction = Math.max(budget.tokens ? used.tokens / budget.tokens : 0, budget.usd ? used.usd / budget.usd : 0)
@@ -317,6 +327,36 @@ export class AlertMonitor {
         }
       }
     }
+  }
+
+  /**
+   * The latest budget reset (an ISO time) of each key lineage, user or team reset since `from`
+   * (null: ever), from the audit trail. Resets are operator actions, so they are few: all of a
+   * type in the period are read, and a key's is found under the lineage it was counted as.
+   */
+  private async budgetResets(type: BudgetPages['type'], from: string | null): Promise<Map<string, string>> {
+    const rows = await this.db
+      .selectFrom('audit_log')
+      .select(['at', 'target_id', 'details'])
+      .where('action', '=', 'quota.reset')
+      .where('target_type', '=', type)
+      .$if(from !== null, (q) => q.where('at', '>=', from!))
+      .execute()
+    const latest = new Map<string, string>()
+    for (const r of rows) {
+      let details: { budget?: unknown; counted_as?: unknown } | null = null
+      try {
+        details = r.details === null ? null : (JSON.parse(r.details) as { budget?: unknown; counted_as?: unknown })
+      } catch {
+        details = null
+      }
+      if (details?.budget !== true) continue
+      const subject = typeof details.counted_as === 'string' ? details.counted_as : r.target_id
+      if (subject === null) continue
+      const seen = latest.get(subject)
+      if (seen === undefined || r.at > seen) latest.set(subject, r.at)
+    }
+    return latest
   }
 
   private deadKeys(): Candidate[] {
