@@ -324,7 +324,7 @@ describe('anthropic provider through the gateway', () => {
     expect(none.choices[0]?.message.tool_calls).toBeUndefined()
   })
 
-  test('response_format json_schema: the content is JSON that follows the schema, streamed or not', async () => {
+  test('response_format json_schema: the content is JSON that follows the schema, streamed or not (strict: structured outputs; otherwise the answer tool)', async () => {
     const schema = {
       type: 'object',
       properties: { city: { type: 'string' }, days: { type: 'integer' } },
@@ -336,19 +336,56 @@ describe('anthropic provider through the gateway', () => {
       messages: [{ role: 'user' as const, content: 'The forecast for Paris, as JSON.' }],
       response_format: { type: 'json_schema' as const, json_schema: { name: 'forecast', schema, strict: true } },
     }
-    const completion = await client.chat.completions.create(params)
-    expect(completion.choices[0]?.finish_reason).toBe('stop')
-    expect(completion.choices[0]?.message.tool_calls).toBeUndefined()
-    expect(JSON.parse(completion.choices[0]?.message.content ?? '')).toEqual({ city: 'mock', days: 1 })
-    expect(lastBody(mock).tool_choice).toEqual({ type: 'tool', name: 'forecast' })
+    const loose = { ...params, response_format: { type: 'json_schema' as const, json_schema: { name: 'forecast', schema } } }
+    for (const [body, sent] of [
+      [params, { output_config: { format: { type: 'json_schema', schema } } }],
+      [loose, { tool_choice: { type: 'tool', name: 'forecast' } }],
+    ] as const) {
+      const completion = await client.chat.completions.create(body)
+      expect(completion.choices[0]?.finish_reason).toBe('stop')
+      expect(completion.choices[0]?.message.tool_calls).toBeUndefined()
+      expect(JSON.parse(completion.choices[0]?.message.content ?? '')).toEqual({ city: 'mock', days: 1 })
+      expect(lastBody(mock)).toMatchObject(sent)
 
-    const chunks = await collect(await client.chat.completions.create({ ...params, stream: true }))
-    expect(JSON.parse(chunks.map((c) => c.choices[0]?.delta.content ?? '').join(''))).toEqual({ city: 'mock', days: 1 })
-    expect(chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? [])).toEqual([])
-    expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('stop')
+      const chunks = await collect(await client.chat.completions.create({ ...body, stream: true }))
+      expect(JSON.parse(chunks.map((c) => c.choices[0]?.delta.content ?? '').join(''))).toEqual({ city: 'mock', days: 1 })
+      expect(chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? [])).toEqual([])
+      expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('stop')
+    }
+    expect(lastBody(mock).output_config).toBeUndefined()
 
     const object = await client.chat.completions.create({ ...params, response_format: { type: 'json_object' } })
     expect(JSON.parse(object.choices[0]?.message.content ?? '')).toEqual({})
+  })
+
+  test("json_schema with Claude's thinking and the client's own tools: a structured answer, with the reasoning, where the answer tool would be refused", async () => {
+    const schema = { type: 'object', properties: { summary: { type: 'string' } }, required: ['summary'], additionalProperties: false }
+    const completion = await client.chat.completions.create({
+      model: 'claude-adaptive',
+      messages: [{ role: 'user', content: 'Summarise the plan, as JSON.' }],
+      tools: [weatherTool],
+      reasoning_effort: 'high',
+      response_format: { type: 'json_schema', json_schema: { name: 'summary', schema } },
+    })
+    const message = completion.choices[0]?.message as { content: string | null; reasoning_content?: string }
+    expect(JSON.parse(message.content ?? '')).toEqual({ summary: 'mock' })
+    expect(message.reasoning_content).toContain('Summarise the plan')
+    expect(lastBody(mock)).toMatchObject({
+      thinking: { type: 'adaptive' },
+      output_config: { effort: 'high', format: { type: 'json_schema', schema } },
+      tools: [{ name: 'get_weather' }],
+    })
+    expect(lastBody(mock).tool_choice).toBeUndefined()
+  })
+
+  test("a strict schema Anthropic does not take (an object left open) comes back as Anthropic's own 400", async () => {
+    const open = { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] }
+    const refused = await client.chat.completions
+      .create({ model: 'claude-test', messages: [{ role: 'user', content: 'JSON please' }], response_format: { type: 'json_schema', json_schema: { name: 'c', schema: open, strict: true } } })
+      .catch((e: unknown) => e)
+    expect(refused).toBeInstanceOf(OpenAI.APIError)
+    expect((refused as InstanceType<typeof OpenAI.APIError>).status).toBe(400)
+    expect((refused as Error).message).toContain("'additionalProperties' must be explicitly set to false")
   })
 
   test('stop reasons: max_tokens → length, a stop sequence → stop', async () => {

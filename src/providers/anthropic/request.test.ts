@@ -242,12 +242,41 @@ describe('toAnthropicRequest, response_format', () => {
   const messages = [{ role: 'user', content: 'The weather in Paris, as JSON.' }]
   const schema = { type: 'object', properties: { city: { type: 'string' } }, required: ['city'], additionalProperties: false }
 
+  const OLD = 'claude-sonnet-4-20250514'
+
   test('json_schema: the schema is asked for through a tool Claude must call, named after it', () => {
-    const request = ok({ messages, response_format: { type: 'json_schema', json_schema: { name: 'weather', description: 'The forecast.', schema, strict: true } } })
+    const request = ok({ model: OLD, messages, response_format: { type: 'json_schema', json_schema: { name: 'weather', description: 'The forecast.', schema, strict: true } } })
     expect(request.tools).toEqual([{ name: 'weather', description: 'Give your whole answer through this tool. The forecast.', input_schema: schema }])
     expect(request.tool_choice).toEqual({ type: 'tool', name: 'weather' })
     // A name Anthropic would refuse for a tool is replaced.
     expect(ok({ messages, response_format: { type: 'json_schema', json_schema: { name: 'my schema!', schema } } }).tool_choice).toEqual({ type: 'tool', name: 'json_answer' })
+    // Claude 4.5 and later too, for a schema that is not strict and nothing else in the way.
+    expect(ok({ model: 'claude-sonnet-4-5', messages, response_format: { type: 'json_schema', json_schema: { name: 'weather', schema } } }).tool_choice).toEqual({ type: 'tool', name: 'weather' })
+  })
+
+  test("json_schema as structured outputs (Claude 4.5 and later, and versionless names): strict, next to the client's tools, or while thinking", () => {
+    const structured = { format: { type: 'json_schema' as const, schema } }
+    for (const model of ['claude-sonnet-4-5', 'claude-opus-4-6', 'claude-haiku-4-5-20251001', 'claude-x']) {
+      const strict = ok({ model, messages, response_format: { type: 'json_schema', json_schema: { name: 'weather', schema, strict: true } } })
+      expect(strict.output_config).toEqual(structured)
+      expect(strict.tools).toBeUndefined()
+      expect(strict.tool_choice).toBeUndefined()
+    }
+    const tools = [{ type: 'function', function: { name: 'f' } }]
+    const withTools = ok({ model: 'claude-sonnet-4-5', messages, tools, response_format: { type: 'json_schema', json_schema: { name: 'w', schema } } })
+    expect(withTools.output_config).toEqual(structured)
+    expect(withTools.tools?.map((t) => t.name)).toEqual(['f'])
+    // Thinking and a structured answer together: no forced tool in the way.
+    const thinking = ok({ model: 'claude-opus-4-6', messages, reasoning_effort: 'high', response_format: { type: 'json_schema', json_schema: { name: 'w', schema } } })
+    expect(thinking.thinking).toEqual({ type: 'adaptive' })
+    expect(thinking.output_config).toEqual({ ...structured, effort: 'high' })
+    expect(thinking.tool_choice).toBeUndefined()
+    const budget = ok({ model: 'claude-sonnet-4-5', messages, reasoning_effort: 'low', response_format: { type: 'json_schema', json_schema: { name: 'w', schema } } })
+    expect(budget.thinking).toEqual({ type: 'enabled', budget_tokens: 1024 })
+    expect(budget.output_config).toEqual(structured)
+    // Before Claude 4.5: the answer tool, which thinking cannot take.
+    expect(ok({ model: 'claude-opus-4-1', messages, response_format: { type: 'json_schema', json_schema: { name: 'w', schema, strict: true } } }).output_config).toBeUndefined()
+    expect(refused({ model: 'claude-opus-4-1', messages, reasoning_effort: 'high', response_format: { type: 'json_schema', json_schema: { name: 'w', schema } } }).param).toBe('reasoning_effort')
   })
 
   test('json_object: a tool that takes any object', () => {
@@ -256,9 +285,9 @@ describe('toAnthropicRequest, response_format', () => {
     expect(request.tool_choice).toEqual({ type: 'tool', name: 'json_answer' })
   })
 
-  test('with tools of its own: json_schema is refused, json_object is left to the prompt', () => {
+  test('with tools of its own: json_schema is refused before Claude 4.5, json_object is left to the prompt', () => {
     const tools = [{ type: 'function', function: { name: 'f' } }]
-    expect(refused({ messages, tools, response_format: { type: 'json_schema', json_schema: { name: 'w', schema } } }).param).toBe('response_format')
+    expect(refused({ model: OLD, messages, tools, response_format: { type: 'json_schema', json_schema: { name: 'w', schema } } }).param).toBe('response_format')
     const request = ok({ messages, tools, tool_choice: 'auto', response_format: { type: 'json_object' } })
     expect(request.tools?.map((t) => t.name)).toEqual(['f'])
     expect(request.tool_choice).toEqual({ type: 'auto' })
@@ -266,6 +295,7 @@ describe('toAnthropicRequest, response_format', () => {
 
   test('a json_schema that is not an object is refused with the field named', () => {
     expect(refused({ messages, response_format: { type: 'json_schema', json_schema: { name: 'n', schema: { type: 'array' } } } }).param).toBe('response_format.json_schema.schema')
+    expect(refused({ messages, response_format: { type: 'json_schema', json_schema: { name: 'n', schema: { type: 'array' }, strict: true } } }).param).toBe('response_format.json_schema.schema')
   })
 })
 

@@ -40,7 +40,13 @@ export interface AnthropicRequest {
   tool_choice?: { type: 'auto' | 'any' | 'none' | 'tool'; name?: string; disable_parallel_tool_use?: boolean }
   metadata?: { user_id: string }
   thinking?: { type: 'adaptive' } | { type: 'enabled'; budget_tokens: number }
-  output_config?: { effort: 'low' | 'medium' | 'high' | 'xhigh' }
+  output_config?: { effort?: 'low' | 'medium' | 'high' | 'xhigh'; format?: StructuredFormat }
+}
+
+/** A JSON schema Claude's answer must follow (Claude 4.5 and later: structured outputs). */
+export interface StructuredFormat {
+  type: 'json_schema'
+  schema: JsonObject
 }
 
 export interface AnthropicRequestOptions {
@@ -340,13 +346,50 @@ export interface AnswerTool {
 const ANSWER_TOOL = 'json_answer'
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/
 
+/** Claude 4.5 and later answer in a JSON schema given as `output_config.format`. */
+const FIRST_STRUCTURED = 405
+
+/** The client's json_schema, refused unless it describes an object (as a tool's input or a structured answer must). */
+function jsonSchemaOf(format: JsonObject): { spec: JsonObject; schema: JsonObject } | Fail {
+  const spec = isRecord(format.json_schema) ? format.json_schema : {}
+  const schema = isRecord(spec.schema) ? spec.schema : { type: 'object', additionalProperties: true }
+  if (schema.type !== 'object') {
+    return refuse('response_format json_schema must describe an object (type "object") for Anthropic models.', 'response_format.json_schema.schema')
+  }
+  return { spec, schema }
+}
+
+/**
+ * `response_format` json_schema as Anthropic's structured outputs (`output_config.format`), where
+ * the model has them (Claude 4.5 and later, and a name without a version) and the client asked for
+ * what the answer tool cannot give: a strict schema (Anthropic holds the answer to it, as OpenAI
+ * does with `strict`), a schema next to tools of the client's own, or a schema while Claude thinks
+ * (which rules out forcing a tool). Anthropic takes what OpenAI's strict mode takes (every object
+ * closed with `additionalProperties: false`); a schema it does not take comes back as its own 400.
+ * Undefined where the answer tool serves (see answerToolOf).
+ */
+export function structuredFormatOf(body: JsonObject): StructuredFormat | undefined | Fail {
+  const format = body.response_format
+  if (!isRecord(format) || format.type !== 'json_schema') return undefined
+  const generation = modelGeneration(str(body.model) ?? '', 'claude')
+  if (generation !== undefined && generation < FIRST_STRUCTURED) return undefined
+  const found = jsonSchemaOf(format)
+  if (isFail(found)) return found
+  const ownTools = Array.isArray(body.tools) && body.tools.length > 0
+  const effort = reasoningEffortOf(body)
+  const thinks = !isFail(effort) && effort !== undefined && effort !== 'none'
+  if (found.spec.strict !== true && !ownTools && !thinks) return undefined
+  return { type: 'json_schema', schema: found.schema }
+}
+
 /**
  * `response_format` asks for JSON, which the Messages API has no switch for on every model:
  * the answer is asked for through a tool Claude must call (json_schema: the client's schema;
  * json_object: any object), and the call's input is given back as the message content.
- * Undefined when no JSON is asked for, or for json_object in a request that has tools of its
- * own (the tool would take their place; the client gets Claude's text, as before); a refusal
- * for what cannot be served that way.
+ * Undefined when no JSON is asked for, where structured outputs serve it instead (see
+ * structuredFormatOf), or for json_object in a request that has tools of its own (the tool would
+ * take their place; the client gets Claude's text, as before); a refusal for what cannot be
+ * served that way.
  */
 export function answerToolOf(body: JsonObject): AnswerTool | undefined | Fail {
   const format = body.response_format
@@ -360,20 +403,19 @@ export function answerToolOf(body: JsonObject): AnswerTool | undefined | Fail {
       input_schema: { type: 'object', additionalProperties: true },
     }
   }
+  const structured = structuredFormatOf(body)
+  if (structured !== undefined) return isFail(structured) ? structured : undefined
   if (ownTools) {
-    return refuse('response_format json_schema cannot be combined with tools for Anthropic models: the schema is asked for through a tool of its own.', 'response_format')
+    return refuse('response_format json_schema cannot be combined with tools for Anthropic models before Claude 4.5: the schema is asked for through a tool of its own.', 'response_format')
   }
-  const spec = isRecord(format.json_schema) ? format.json_schema : {}
-  const schema = isRecord(spec.schema) ? spec.schema : { type: 'object', additionalProperties: true }
-  if (schema.type !== 'object') {
-    return refuse('response_format json_schema must describe an object (type "object") for Anthropic models.', 'response_format.json_schema.schema')
-  }
-  const name = str(spec.name)
-  const description = str(spec.description)
+  const found = jsonSchemaOf(format)
+  if (isFail(found)) return found
+  const name = str(found.spec.name)
+  const description = str(found.spec.description)
   return {
     name: name && TOOL_NAME.test(name) ? name : ANSWER_TOOL,
     description: description ? `Give your whole answer through this tool. ${description}` : 'Give your whole answer through this tool, as JSON that follows its schema.',
-    input_schema: schema,
+    input_schema: found.schema,
   }
 }
 
@@ -552,13 +594,17 @@ export function toAnthropicRequest(body: JsonObject, options: AnthropicRequestOp
     request.tools = [answer]
     request.tool_choice = { type: 'tool', name: answer.name }
   }
+  const structured = structuredFormatOf(body)
+  if (structured && !isFail(structured)) request.output_config = { format: structured }
   // OpenAI's newer safety_identifier means what `user` meant, and what Anthropic's user_id means.
   const user = str(body.safety_identifier) || str(body.user)
   if (user) request.metadata = { user_id: opaqueUserId(user) }
   const thinking = thinkingOf(request, effort, maxTokensOf(body), options.defaultMaxTokens)
   if (isFail(thinking)) return thinking
   if (thinking) {
-    Object.assign(request, thinking)
+    const { output_config: effortConfig, ...rest } = thinking
+    Object.assign(request, rest)
+    if (effortConfig) request.output_config = { ...request.output_config, ...effortConfig }
     thinkingSampling(request)
   } else {
     request.messages = withoutThinking(request.messages)
