@@ -378,6 +378,23 @@ describe('anthropic provider through the gateway', () => {
     expect(lastBody(mock).tool_choice).toBeUndefined()
   })
 
+  test('a strict schema with bounds structured outputs do not hold (minimum, maxLength) is served: the bounds go to Claude as descriptions', async () => {
+    const schema = {
+      type: 'object',
+      properties: { city: { type: 'string', maxLength: 40 }, days: { type: 'integer', minimum: 1, maximum: 16 } },
+      required: ['city', 'days'],
+      additionalProperties: false,
+    }
+    const completion = await client.chat.completions.create({
+      model: 'claude-test',
+      messages: [{ role: 'user', content: 'The forecast, as JSON.' }],
+      response_format: { type: 'json_schema', json_schema: { name: 'forecast', schema, strict: true } },
+    })
+    expect(JSON.parse(completion.choices[0]?.message.content ?? '')).toEqual({ city: 'mock', days: 1 })
+    const sent = (lastBody(mock).output_config as { format: { schema: { properties: Record<string, unknown> } } }).format.schema
+    expect(sent.properties.days).toEqual({ type: 'integer', description: '{minimum: 1, maximum: 16}' })
+  })
+
   test("a strict schema Anthropic does not take (an object left open) comes back as Anthropic's own 400", async () => {
     const open = { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] }
     const refused = await client.chat.completions

@@ -285,6 +285,34 @@ describe('toAnthropicRequest, response_format', () => {
     expect(request.tool_choice).toEqual({ type: 'tool', name: 'json_answer' })
   })
 
+  test("structured outputs: the bounds Anthropic does not hold move into the field's description; the client's schema stays as it was", () => {
+    const bounded = {
+      type: 'object',
+      properties: {
+        days: { type: 'integer', minimum: 1, maximum: 16, description: 'Days ahead.' },
+        city: { type: 'string', minLength: 2, pattern: '^[A-Z]' },
+        tags: { type: 'array', items: { type: 'string', maxLength: 10 }, minItems: 2, maxItems: 5 },
+        note: { type: 'array', items: { type: 'string' }, minItems: 1 },
+      },
+      required: ['days', 'city', 'tags', 'note'],
+      additionalProperties: false,
+    }
+    const copy = structuredClone(bounded)
+    const request = ok({ model: 'claude-sonnet-4-5', messages, response_format: { type: 'json_schema', json_schema: { name: 'f', schema: bounded, strict: true } } })
+    expect(request.output_config?.format?.schema).toEqual({
+      type: 'object',
+      properties: {
+        days: { type: 'integer', description: 'Days ahead. {minimum: 1, maximum: 16}' },
+        city: { type: 'string', pattern: '^[A-Z]', description: '{minLength: 2}' },
+        tags: { type: 'array', items: { type: 'string', description: '{maxLength: 10}' }, description: '{minItems: 2, maxItems: 5}' },
+        note: { type: 'array', items: { type: 'string' }, minItems: 1 },
+      },
+      required: ['days', 'city', 'tags', 'note'],
+      additionalProperties: false,
+    })
+    expect(bounded).toEqual(copy)
+  })
+
   test('with tools of its own: json_schema is refused before Claude 4.5, json_object is left to the prompt', () => {
     const tools = [{ type: 'function', function: { name: 'f' } }]
     expect(refused({ model: OLD, messages, tools, response_format: { type: 'json_schema', json_schema: { name: 'w', schema } } }).param).toBe('response_format')

@@ -379,7 +379,41 @@ export function structuredFormatOf(body: JsonObject): StructuredFormat | undefin
   const effort = reasoningEffortOf(body)
   const thinks = !isFail(effort) && effort !== undefined && effort !== 'none'
   if (found.spec.strict !== true && !ownTools && !thinks) return undefined
-  return { type: 'json_schema', schema: found.schema }
+  return { type: 'json_schema', schema: structuredSchema(found.schema) as JsonObject }
+}
+
+/** Constraints OpenAI's strict mode takes and Anthropic's structured outputs refuse. */
+const UNHELD = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf', 'minLength', 'maxLength', 'maxItems'] as const
+
+/**
+ * A schema as structured outputs take it: the constraints they refuse (numbers' and strings'
+ * bounds, `maxItems`, `minItems` above 1) are taken out and written into the field's
+ * `description` instead, as Anthropic's own SDKs do, so Claude still reads them (the answer
+ * tool never held them either). The client's schema is not changed.
+ */
+function structuredSchema(node: unknown): unknown {
+  if (Array.isArray(node)) return node.map(structuredSchema)
+  if (!isRecord(node)) return node
+  const out: JsonObject = {}
+  const moved: string[] = []
+  for (const [key, value] of Object.entries(node)) {
+    if ((UNHELD as readonly string[]).includes(key) && typeof value === 'number') moved.push(`${key}: ${value}`)
+    else if (key === 'minItems' && typeof value === 'number' && value > 1) moved.push(`${key}: ${value}`)
+    else out[key] = key === 'properties' || key === '$defs' || key === 'definitions' ? mapValues(value) : structuredSchema(value)
+  }
+  if (moved.length) {
+    const note = `{${moved.join(', ')}}`
+    out.description = typeof out.description === 'string' && out.description ? `${out.description} ${note}` : note
+  }
+  return out
+}
+
+/** Each schema of a name → schema map (`properties`, `$defs`) made a structured-output schema. */
+function mapValues(value: unknown): unknown {
+  if (!isRecord(value)) return value
+  const out: JsonObject = {}
+  for (const [name, schema] of Object.entries(value)) out[name] = structuredSchema(schema)
+  return out
 }
 
 /**
