@@ -28,6 +28,13 @@ export interface AdminKeyOptions {
   sessions?: (adminDigest: Buffer) => ConsoleSessions
 }
 
+/**
+ * Who made an admin call that passed the check, as the audit trail names them: `console` for a
+ * console session (no key header), `admin` for the admin key.
+ */
+export const adminActor = (request: Request): 'admin' | 'console' =>
+  request.headers.has('authorization') || request.headers.has('x-api-key') ? 'admin' : 'console'
+
 /** The largest body an admin call takes: its JSON objects are small (metadata alone is capped at 16 KB). */
 export const ADMIN_BODY_LIMIT = 1024 * 1024
 

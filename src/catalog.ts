@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { Elysia } from 'elysia'
-import { adminGuard } from './admin-key.ts'
+import { adminActor, adminGuard } from './admin-key.ts'
 import { audit } from './db/audit.ts'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
@@ -254,7 +254,7 @@ export class Catalog {
       )
       .post(
         '/providers',
-        async ({ body, set }) => {
+        async ({ body, set, request }) => {
           const input = checkProvider(body as Record<string, unknown>) as AdminProviderBody
           if (this.isConfigProvider(input.id)) throw readOnly('Provider', input.id)
           const current = await this.stored()
@@ -271,7 +271,7 @@ export class Catalog {
               }
             })
           }, { providers: [...current.providers, provider], models: current.models }).catch(conflictOn(`A provider with id "${input.id}" already exists.`))
-          await audit(this.services.db.db, { action: 'provider.create', targetType: 'provider', targetId: input.id, details: { type: input.type, keys: input.keys.map((k) => k.id) } })
+          await audit(this.services.db.db, { actor: adminActor(request), action: 'provider.create', targetType: 'provider', targetId: input.id, details: { type: input.type, keys: input.keys.map((k) => k.id) } })
           set.status = 201
           return providerView(provider, 'admin')
         },
@@ -279,7 +279,7 @@ export class Catalog {
       )
       .patch(
         '/providers/:id',
-        async ({ params, body }) => {
+        async ({ params, body, request }) => {
           if (this.isConfigProvider(params.id)) throw readOnly('Provider', params.id)
           const patch = checkProviderPatch(body as Record<string, unknown>) as Partial<AdminProviderBody>
           const current = await this.stored()
@@ -299,14 +299,14 @@ export class Catalog {
             })
           }, { providers: current.providers.map((p) => (p.id === params.id ? merged : p)), models: current.models })
           // Field names and key ids only: never a secret.
-          await audit(this.services.db.db, { action: 'provider.update', targetType: 'provider', targetId: params.id, details: { fields: Object.keys(patch), ...(patch.keys ? { keys: patch.keys.map((k) => k.id) } : {}) } })
+          await audit(this.services.db.db, { actor: adminActor(request), action: 'provider.update', targetType: 'provider', targetId: params.id, details: { fields: Object.keys(patch), ...(patch.keys ? { keys: patch.keys.map((k) => k.id) } : {}) } })
           return providerView(merged, 'admin')
         },
         { parse: 'json', detail: { tags, summary: 'Change a provider; `keys`, when given, replaces all its keys', requestBody: jsonBody(AdminProviderPatch) } },
       )
       .delete(
         '/providers/:id',
-        async ({ params }) => {
+        async ({ params, request }) => {
           if (this.isConfigProvider(params.id)) throw readOnly('Provider', params.id)
           const current = await this.stored()
           if (!current.providers.some((p) => p.id === params.id)) throw new GatewayError('not_found', `No provider "${params.id}".`)
@@ -317,7 +317,7 @@ export class Catalog {
             await db.updateTable('providers').set({ deleted_at: at, updated_at: at }).where('id', '=', params.id).execute()
             await db.deleteFrom('provider_keys').where('provider_id', '=', params.id).execute()
           }, { providers: current.providers.filter((p) => p.id !== params.id), models: current.models })
-          await audit(this.services.db.db, { action: 'provider.delete', targetType: 'provider', targetId: params.id })
+          await audit(this.services.db.db, { actor: adminActor(request), action: 'provider.delete', targetType: 'provider', targetId: params.id })
           return { object: 'provider', id: params.id, deleted: true }
         },
         { detail: { tags, summary: 'Delete a provider (its sealed secrets are erased)' } },
@@ -332,7 +332,7 @@ export class Catalog {
       )
       .post(
         '/models',
-        async ({ body, set }) => {
+        async ({ body, set, request }) => {
           const model = checkModel(body as Record<string, unknown>) as ModelConfig
           if (this.isConfigModel(model.name)) throw readOnly('Model', model.name)
           const current = await this.stored()
@@ -341,7 +341,7 @@ export class Catalog {
             const at = new Date().toISOString()
             await db.insertInto('models').values({ name: model.name, config: JSON.stringify(model), created_at: at, updated_at: at }).execute()
           }, { providers: current.providers, models: [...current.models, model] }).catch(conflictOn(`A model named "${model.name}" already exists.`))
-          await audit(this.services.db.db, { action: 'model.create', targetType: 'model', targetId: model.name, details: { targets: model.targets.map((t) => `${t.provider}/${t.model}`) } })
+          await audit(this.services.db.db, { actor: adminActor(request), action: 'model.create', targetType: 'model', targetId: model.name, details: { targets: model.targets.map((t) => `${t.provider}/${t.model}`) } })
           set.status = 201
           return modelView(model, 'admin')
         },
@@ -349,7 +349,7 @@ export class Catalog {
       )
       .patch(
         '/models/:name',
-        async ({ params, body }) => {
+        async ({ params, body, request }) => {
           if (this.isConfigModel(params.name)) throw readOnly('Model', params.name)
           const patch = checkModelPatch(body as Record<string, unknown>) as Partial<ModelConfig>
           const current = await this.stored()
@@ -359,21 +359,21 @@ export class Catalog {
           await this.commit(async (db) => {
             await db.updateTable('models').set({ config: JSON.stringify(merged), updated_at: new Date().toISOString() }).where('name', '=', params.name).execute()
           }, { providers: current.providers, models: current.models.map((m) => (m.name === params.name ? merged : m)) })
-          await audit(this.services.db.db, { action: 'model.update', targetType: 'model', targetId: params.name, details: { fields: Object.keys(patch) } })
+          await audit(this.services.db.db, { actor: adminActor(request), action: 'model.update', targetType: 'model', targetId: params.name, details: { fields: Object.keys(patch) } })
           return modelView(merged, 'admin')
         },
         { parse: 'json', detail: { tags, summary: 'Change a model group', requestBody: jsonBody(AdminModelPatch) } },
       )
       .delete(
         '/models/:name',
-        async ({ params }) => {
+        async ({ params, request }) => {
           if (this.isConfigModel(params.name)) throw readOnly('Model', params.name)
           const current = await this.stored()
           if (!current.models.some((m) => m.name === params.name)) throw new GatewayError('not_found', `No model "${params.name}".`)
           await this.commit(async (db) => {
             await db.deleteFrom('models').where('name', '=', params.name).execute()
           }, { providers: current.providers, models: current.models.filter((m) => m.name !== params.name) })
-          await audit(this.services.db.db, { action: 'model.delete', targetType: 'model', targetId: params.name })
+          await audit(this.services.db.db, { actor: adminActor(request), action: 'model.delete', targetType: 'model', targetId: params.name })
           return { object: 'model_group', name: params.name, deleted: true }
         },
         { detail: { tags, summary: 'Delete a model group' } },

@@ -110,6 +110,8 @@ function auditSuite(databaseUrl: () => string): void {
     expect(byAction.get('model.create')).toMatchObject({ target_type: 'model', target_id: 'audited-gpt', details: { targets: ['audited/mock-gpt'] } })
     expect(byAction.get('provider_key.reset')).toMatchObject({ target_type: 'provider_key', target_id: 'audited/k2' })
     for (let i = 1; i < page.data.length; i++) expect(page.data[i - 1]!.at >= page.data[i]!.at).toBe(true)
+    // Every change here was made with the admin key (the console's are by `console`: see the browser test).
+    expect([...new Set(page.data.map((e) => e.actor))]).toEqual(['admin'])
   })
 
   test('no provider secret and no plaintext key, in the answer or in the table', async () => {

@@ -354,6 +354,8 @@ describe.skipIf(!available)('admin console in Chromium', () => {
     const revoked = page.getByRole('row').filter({ hasText: 'key.revoke' })
     await revoked.waitFor()
     expect(await revoked.textContent()).toContain('reason: browser test')
+    // Made in the console, so by `console`; the admin API's own calls are by `admin`.
+    expect(await revoked.locator('td').last().textContent()).toBe('console')
     await page.getByRole('row').filter({ hasText: 'key.create' }).waitFor()
     // Newest first: the revocation above the creation; nothing about other objects.
     const actions = await page.locator('tbody tr').evaluateAll((rows) => rows.map((r) => r.querySelector('code')?.textContent))

@@ -1,6 +1,6 @@
 import { Type, type TSchema } from '@sinclair/typebox'
 import { Elysia } from 'elysia'
-import { adminGuard } from '../../src/admin-key.ts'
+import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import type { Selectable } from 'kysely'
 import { GatewayError } from '../../src/errors.ts'
 import { isUniqueViolation } from '../../src/db/index.ts'
@@ -59,7 +59,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     // Users
     .post(
       '/users',
-      async ({ body, set }) => {
+      async ({ body, set, request }) => {
         checkMetadata(body.metadata)
         const at = iso(now())
         const id = body.id ?? newId('usr')
@@ -71,7 +71,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
               .execute(),
           `A user with id "${echo(id)}"${body.email ? ` or email "${body.email}"` : ''} already exists.`,
         )
-        await audit(db, { action: 'user.create', targetType: 'user', targetId: id })
+        await audit(db, { actor: adminActor(request), action: 'user.create', targetType: 'user', targetId: id })
         set.status = 201
         return userView(await user(id))
       },
@@ -88,7 +88,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     .get('/users/:id', async ({ params }) => userView(await user(params.id, true)), { detail: { tags, summary: 'Get a user (deleted users too, with status "deleted")' } })
     .patch(
       '/users/:id',
-      async ({ params, body }) => {
+      async ({ params, body, request }) => {
         const row = await user(params.id)
         checkMetadata(body.metadata)
         const at = iso(now())
@@ -110,19 +110,19 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           `Another user already has email "${body.email}".`,
         )
         await invalidate(null)
-        await audit(db, { action: 'user.update', targetType: 'user', targetId: row.id, details: { fields: Object.keys(body) } })
+        await audit(db, { actor: adminActor(request), action: 'user.update', targetType: 'user', targetId: row.id, details: { fields: Object.keys(body) } })
         return userView(await user(row.id))
       },
       { body: S.PatchUser, detail: { tags, summary: 'Update a user; {"disabled": true} refuses all its keys' } },
     )
     .delete(
       '/users/:id',
-      async ({ params }) => {
+      async ({ params, request }) => {
         const row = await user(params.id)
         const at = iso(now())
         await db.updateTable('users').set({ deleted_at: at, updated_at: at }).where('id', '=', row.id).execute()
         await invalidate(null)
-        await audit(db, { action: 'user.delete', targetType: 'user', targetId: row.id })
+        await audit(db, { actor: adminActor(request), action: 'user.delete', targetType: 'user', targetId: row.id })
         return userView(await user(row.id, true))
       },
       { detail: { tags, summary: 'Soft-delete a user: its keys stay and are refused with invalid_user_for_key' } },
@@ -130,7 +130,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     // Teams
     .post(
       '/teams',
-      async ({ body, set }) => {
+      async ({ body, set, request }) => {
         checkMetadata(body.metadata)
         const at = iso(now())
         const id = body.id ?? newId('team')
@@ -142,7 +142,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
               .execute(),
           `A team with id "${echo(id)}" already exists.`,
         )
-        await audit(db, { action: 'team.create', targetType: 'team', targetId: id })
+        await audit(db, { actor: adminActor(request), action: 'team.create', targetType: 'team', targetId: id })
         set.status = 201
         return teamView(await team(id))
       },
@@ -156,7 +156,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     .get('/teams/:id', async ({ params }) => teamView(await team(params.id)), { detail: { tags, summary: 'Get a team' } })
     .patch(
       '/teams/:id',
-      async ({ params, body }) => {
+      async ({ params, body, request }) => {
         const row = await team(params.id)
         checkMetadata(body.metadata)
         await db
@@ -171,19 +171,19 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           .where('id', '=', row.id)
           .execute()
         await invalidate(null)
-        await audit(db, { action: 'team.update', targetType: 'team', targetId: row.id, details: { fields: Object.keys(body) } })
+        await audit(db, { actor: adminActor(request), action: 'team.update', targetType: 'team', targetId: row.id, details: { fields: Object.keys(body) } })
         return teamView(await team(row.id))
       },
       { body: S.PatchTeam, detail: { tags, summary: 'Update a team' } },
     )
     .delete(
       '/teams/:id',
-      async ({ params }) => {
+      async ({ params, request }) => {
         const row = await team(params.id)
         const at = iso(now())
         await db.updateTable('teams').set({ deleted_at: at, updated_at: at }).where('id', '=', row.id).execute()
         await invalidate(null)
-        await audit(db, { action: 'team.delete', targetType: 'team', targetId: row.id })
+        await audit(db, { actor: adminActor(request), action: 'team.delete', targetType: 'team', targetId: row.id })
         return { ...teamView(row), deleted_at: at }
       },
       { detail: { tags, summary: 'Soft-delete a team: keys bound to it are refused' } },
@@ -199,7 +199,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     )
     .post(
       '/teams/:id/members',
-      async ({ params, body, set }) => {
+      async ({ params, body, set, request }) => {
         const t = await team(params.id)
         const u = await user(body.user_id)
         const at = iso(now())
@@ -208,7 +208,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           `User ${u.id} is already a member of team ${t.id}.`,
         )
         await invalidate(null)
-        await audit(db, { action: 'team.member.add', targetType: 'team', targetId: t.id, details: { user_id: u.id } })
+        await audit(db, { actor: adminActor(request), action: 'team.member.add', targetType: 'team', targetId: t.id, details: { user_id: u.id } })
         set.status = 201
         return { object: 'team_member', team_id: t.id, user_id: u.id, role: body.role ?? 'member', created_at: at }
       },
@@ -216,12 +216,12 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     )
     .delete(
       '/teams/:id/members/:user_id',
-      async ({ params }) => {
+      async ({ params, request }) => {
         const t = await team(params.id)
         const result = await db.deleteFrom('team_members').where('team_id', '=', t.id).where('user_id', '=', params.user_id).executeTakeFirst()
         if (Number(result.numDeletedRows) === 0) throw new GatewayError('not_found', `User ${echo(params.user_id)} is not a member of team ${t.id}.`)
         await invalidate(null)
-        await audit(db, { action: 'team.member.remove', targetType: 'team', targetId: t.id, details: { user_id: params.user_id } })
+        await audit(db, { actor: adminActor(request), action: 'team.member.remove', targetType: 'team', targetId: t.id, details: { user_id: params.user_id } })
         return { object: 'team_member', team_id: t.id, user_id: params.user_id, deleted: true }
       },
       { detail: { tags, summary: 'Remove a user from a team' } },
@@ -229,7 +229,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     // Keys
     .post(
       '/keys',
-      async ({ body, set }) => {
+      async ({ body, set, request }) => {
         const owner = await user(body.user_id)
         if (owner.disabled_at) throw new GatewayError('invalid_request', `User ${owner.id} is disabled; enable it before giving it keys.`, { param: 'user_id' })
         if (body.team_id) {
@@ -255,7 +255,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           .execute()
         // A negative cache entry for this hash (someone tried it before it existed) must go.
         await invalidate(minted.hash)
-        await audit(db, { action: 'key.create', targetType: 'key', targetId: id, details: { user_id: owner.id, team_id: body.team_id ?? null } })
+        await audit(db, { actor: adminActor(request), action: 'key.create', targetType: 'key', targetId: id, details: { user_id: owner.id, team_id: body.team_id ?? null } })
         set.status = 201
         return { ...keyView(await key(id), now()), key: minted.plaintext }
       },
@@ -317,7 +317,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     .get('/keys/:id', async ({ params }) => keyView(await key(params.id), now()), { detail: { tags, summary: 'Get a key (never its plaintext)' } })
     .patch(
       '/keys/:id',
-      async ({ params, body }) => {
+      async ({ params, body, request }) => {
         const row = await key(params.id)
         checkMetadata(body.metadata)
         const expiresAt = body.expires_at === undefined ? undefined : parseTime(body.expires_at, 'expires_at')
@@ -336,14 +336,14 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           .where('id', '=', row.id)
           .execute()
         await invalidate(row.hash)
-        await audit(db, { action: 'key.update', targetType: 'key', targetId: row.id, details: { fields: Object.keys(body) } })
+        await audit(db, { actor: adminActor(request), action: 'key.update', targetType: 'key', targetId: row.id, details: { fields: Object.keys(body) } })
         return keyView(await key(row.id), now())
       },
       { body: S.PatchKey, detail: { tags, summary: 'Change a key: name, expiry, models, scopes, limits, budget' } },
     )
     .post(
       '/keys/:id/revoke',
-      async ({ params, body }) => {
+      async ({ params, body, request }) => {
         const row = await key(params.id)
         if (row.status === 'revoked') throw new GatewayError('conflict', `Key ${row.id} is already revoked (at ${row.revoked_at}).`)
         // A rotated key whose grace period ended is refused already; there is nothing to revoke.
@@ -353,14 +353,14 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         const at = iso(now())
         await db.updateTable('api_keys').set({ status: 'revoked', revoked_at: at, revoked_reason: body?.reason ?? null, updated_at: at }).where('id', '=', row.id).execute()
         await invalidate(row.hash)
-        await audit(db, { action: 'key.revoke', targetType: 'key', targetId: row.id, details: { reason: body?.reason ?? null } })
+        await audit(db, { actor: adminActor(request), action: 'key.revoke', targetType: 'key', targetId: row.id, details: { reason: body?.reason ?? null } })
         return keyView(await key(row.id), now())
       },
       { body: S.RevokeKey, detail: { tags, summary: 'Revoke a key at once, on every instance' } },
     )
     .post(
       '/keys/:id/rotate',
-      async ({ params, body, set }) => {
+      async ({ params, body, set, request }) => {
         const row = await key(params.id)
         const view = keyView(row, now())
         if (view.status !== 'active') throw new GatewayError('conflict', `Key ${row.id} is ${view.status}; only an active key can be rotated.`)
@@ -396,7 +396,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         })
         await invalidate(row.hash)
         await invalidate(minted.hash)
-        await audit(db, { action: 'key.rotate', targetType: 'key', targetId: row.id, details: { new_key_id: id, grace_seconds: grace } })
+        await audit(db, { actor: adminActor(request), action: 'key.rotate', targetType: 'key', targetId: row.id, details: { new_key_id: id, grace_seconds: grace } })
         set.status = 201
         return { ...keyView(await key(id), now()), key: minted.plaintext, previous: keyView(await key(row.id), now()) }
       },

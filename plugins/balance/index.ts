@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox'
 import { Elysia } from 'elysia'
 import { definePlugin, type AttemptFailure, type MaybePromise, type RoutePlan } from '../../src/plugin.ts'
 import { GatewayError } from '../../src/errors.ts'
-import { adminGuard } from '../../src/admin-key.ts'
+import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import { audit } from '../../src/db/audit.ts'
 import { roughPromptTokens } from '../../src/lib/usage.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
@@ -447,12 +447,12 @@ export const balance = definePlugin({
             )
             .post(
               '/:provider/keys/:key/reset',
-              async ({ params }) => {
+              async ({ params, request }) => {
                 const h = health.get(id(params.provider, params.key))
                 if (!h) throw new GatewayError('not_found', `No provider key "${params.key}" in provider "${params.provider}".`)
                 clear(h)
                 share(h, null, true)
-                await audit(services.db.db, { action: 'provider_key.reset', targetType: 'provider_key', targetId: `${h.provider}/${h.key}` })
+                await audit(services.db.db, { actor: adminActor(request), action: 'provider_key.reset', targetType: 'provider_key', targetId: `${h.provider}/${h.key}` })
                 return { object: 'provider_key_health', provider: h.provider, key: h.key, state: stateOf(h, now()) }
               },
               { detail: { tags: ['Admin: providers'], summary: 'Put a dead, cooling or open provider key back into service' } },

@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { Elysia, t } from 'elysia'
-import { adminGuard } from '../../src/admin-key.ts'
+import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import { audit } from '../../src/db/audit.ts'
 import { GatewayError } from '../../src/errors.ts'
 import { budgetPeriod, type Budget, type Limits } from '../../src/limits.ts'
@@ -161,7 +161,7 @@ export function quotaAdminRoutes(deps: QuotaAdminDeps) {
     }
   }
 
-  const reset = async (found: Found, body: { limits?: boolean; budget?: boolean } | null | undefined): Promise<QuotaViewT> => {
+  const reset = async (found: Found, body: { limits?: boolean; budget?: boolean } | null | undefined, actor: string): Promise<QuotaViewT> => {
     const limits = body?.limits ?? true
     const budget = body?.budget ?? true
     const items = subjectItems(found.scope, found.subject, { tokens: 0, microUsd: 0 }, services.now(), deps.planOptions).filter((it) =>
@@ -177,6 +177,7 @@ export function quotaAdminRoutes(deps: QuotaAdminDeps) {
       }
     }
     await audit(db, {
+      actor,
       action: 'quota.reset',
       targetType: found.scope,
       targetId: found.subject.id,
@@ -204,7 +205,7 @@ export function quotaAdminRoutes(deps: QuotaAdminDeps) {
           description: `Its requests and tokens per minute, requests in flight and budget for the current UTC period, as the quota store counts them now. A request also answers to the limits of its key, user and team: \`GET /v1/key\` shows the tightest of them for the calling key.${note}`,
         },
       })
-      .post(`/${path}/:id/quota/reset`, async ({ params, body }) => reset(await find(scope, params.id), body), {
+      .post(`/${path}/:id/quota/reset`, async ({ params, body, request }) => reset(await find(scope, params.id), body, adminActor(request)), {
         body: ResetBody,
         response: { 200: QuotaView },
         detail: {

@@ -22,7 +22,7 @@ const AuditEntry = t.Object({
   object: t.Literal('audit_entry'),
   id: t.String(),
   at: t.String({ description: 'When the change was made' }),
-  actor: t.String({ description: 'Who made it: `admin` (the admin key or a console session)' }),
+  actor: t.String({ description: 'Who made it: `admin` (a call with the admin key) or `console` (a console session)' }),
   action: t.String({ description: 'e.g. key.revoke, quota.reset, provider.update' }),
   target_type: t.Union([t.String(), t.Null()]),
   target_id: t.Union([t.String(), t.Null()]),
