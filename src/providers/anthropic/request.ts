@@ -368,9 +368,7 @@ function jsonSchemaOf(format: JsonObject): { spec: JsonObject; schema: JsonObjec
  * closed with `additionalProperties: false`); a schema it does not take comes back as its own 400.
  * Undefined where the answer tool serves (see answerToolOf).
  */
-export function structuredFormatOf(body: JsonObject): StructuredFormat | undefined | Fail {
-  const format = body.response_format
-  if (!isRecord(format) || format.type !== 'json_schema') return undefined
+function structuredFormatOf(body: JsonObject, format: JsonObject): StructuredFormat | undefined | Fail {
   const generation = modelGeneration(str(body.model) ?? '', 'claude')
   if (generation !== undefined && generation < FIRST_STRUCTURED) return undefined
   const found = jsonSchemaOf(format)
@@ -417,17 +415,30 @@ function mapValues(value: unknown): unknown {
 }
 
 /**
+ * How a request's `response_format` JSON is asked of Claude: as structured outputs (`format`, see
+ * structuredFormatOf) or through the answer tool (`tool`, see answerToolOf). Undefined when no
+ * JSON is asked for, or for json_object in a request that has tools of its own; a refusal for
+ * what cannot be served.
+ */
+export function jsonAnswerOf(body: JsonObject): { format: StructuredFormat } | { tool: AnswerTool } | undefined | Fail {
+  const format = body.response_format
+  if (!isRecord(format) || (format.type !== 'json_object' && format.type !== 'json_schema')) return undefined
+  if (format.type === 'json_schema') {
+    const structured = structuredFormatOf(body, format)
+    if (structured !== undefined) return isFail(structured) ? structured : { format: structured }
+  }
+  const tool = answerToolOf(body, format)
+  return tool === undefined || isFail(tool) ? tool : { tool }
+}
+
+/**
  * `response_format` asks for JSON, which the Messages API has no switch for on every model:
  * the answer is asked for through a tool Claude must call (json_schema: the client's schema;
  * json_object: any object), and the call's input is given back as the message content.
- * Undefined when no JSON is asked for, where structured outputs serve it instead (see
- * structuredFormatOf), or for json_object in a request that has tools of its own (the tool would
- * take their place; the client gets Claude's text, as before); a refusal for what cannot be
- * served that way.
+ * Undefined for json_object in a request that has tools of its own (the tool would take their
+ * place; the client gets Claude's text, as before); a refusal for what cannot be served that way.
  */
-export function answerToolOf(body: JsonObject): AnswerTool | undefined | Fail {
-  const format = body.response_format
-  if (!isRecord(format) || (format.type !== 'json_object' && format.type !== 'json_schema')) return undefined
+function answerToolOf(body: JsonObject, format: JsonObject): AnswerTool | undefined | Fail {
   const ownTools = Array.isArray(body.tools) && body.tools.length > 0
   if (format.type === 'json_object') {
     if (ownTools) return undefined
@@ -437,8 +448,6 @@ export function answerToolOf(body: JsonObject): AnswerTool | undefined | Fail {
       input_schema: { type: 'object', additionalProperties: true },
     }
   }
-  const structured = structuredFormatOf(body)
-  if (structured !== undefined) return isFail(structured) ? structured : undefined
   if (ownTools) {
     return refuse('response_format json_schema cannot be combined with tools for Anthropic models before Claude 4.5: the schema is asked for through a tool of its own.', 'response_format')
   }
@@ -455,8 +464,8 @@ export function answerToolOf(body: JsonObject): AnswerTool | undefined | Fail {
 
 /** The name of the tool a request's JSON answer comes back through, if it asks for one that way. */
 export function answerToolName(body: JsonObject): string | undefined {
-  const tool = answerToolOf(body)
-  return tool && !isFail(tool) ? tool.name : undefined
+  const answer = jsonAnswerOf(body)
+  return answer && 'tool' in answer ? answer.tool.name : undefined
 }
 
 /** From Claude 4.5 on, Anthropic refuses `temperature` and `top_p` in one request. */
@@ -599,7 +608,7 @@ export function toAnthropicRequest(body: JsonObject, options: AnthropicRequestOp
   if (!model) return refuse('The request must name a model.', 'model')
   const n = num(body.n)
   if (n !== undefined && n > 1) return refuse('Anthropic returns one choice per request: n must be 1.', 'n')
-  const answer = answerToolOf(body)
+  const answer = jsonAnswerOf(body)
   if (isFail(answer)) return answer
   const effort = reasoningEffortOf(body)
   if (isFail(effort)) return effort
@@ -624,12 +633,10 @@ export function toAnthropicRequest(body: JsonObject, options: AnthropicRequestOp
   if (body.stream === true) request.stream = true
   if (tools.tools) request.tools = tools.tools
   if (tools.tool_choice) request.tool_choice = tools.tool_choice
-  if (answer) {
-    request.tools = [answer]
-    request.tool_choice = { type: 'tool', name: answer.name }
-  }
-  const structured = structuredFormatOf(body)
-  if (structured && !isFail(structured)) request.output_config = { format: structured }
+  if (answer && 'tool' in answer) {
+    request.tools = [answer.tool]
+    request.tool_choice = { type: 'tool', name: answer.tool.name }
+  } else if (answer) request.output_config = { format: answer.format }
   // OpenAI's newer safety_identifier means what `user` meant, and what Anthropic's user_id means.
   const user = str(body.safety_identifier) || str(body.user)
   if (user) request.metadata = { user_id: opaqueUserId(user) }
