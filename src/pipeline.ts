@@ -1037,7 +1037,6 @@ function upstreamDetail(text: string): { message: string; param: string | null }
   return { message: trimmed ? trimmed.slice(0, 500) : 'no details given.', param: null }
 }
 
-
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error)
 }

@@ -6,8 +6,9 @@ export type RedisClient = Redis | Cluster
 
 /**
  * Parse `redis://…`, `rediss://…`, `redis+cluster://h1:p1,h2:p2` or
- * `redis+sentinel://h1:p1,h2:p2/<master name>` into a client that connects and reconnects by itself. Connection errors are reported through `onError` (rate-limited by
- * the caller), never as unhandled error events.
+ * `redis+sentinel://h1:p1,h2:p2/<master name>` into a client that connects and reconnects by
+ * itself. Connection errors are reported through `onError` (rate-limited by the caller), never as
+ * unhandled error events.
  */
 export function createRedis(url: string, onError: (error: Error) => void = () => {}): RedisClient {
   const client = connect(url)
@@ -39,7 +40,6 @@ export function hostList(url: string, scheme: string, defaultPort: string) {
   const password = colon >= 0 ? decodePercent(auth.slice(colon + 1)) : ''
   return { nodes, username: user || undefined, password: password || undefined, path: decodePercent(tail.pathname.replace(/^\//, '')), query: tail.searchParams }
 }
-
 
 function connect(url: string): RedisClient {
   if (url.startsWith('redis+cluster://')) {
