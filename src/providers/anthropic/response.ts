@@ -57,8 +57,9 @@ export function thinkingBlock(block: JsonObject): JsonObject | undefined {
 
 /**
  * A Messages API answer as an OpenAI `chat.completion`. Claude's thinking comes as
- * `reasoning_content` (its text) and `thinking_blocks` (to be sent back with the message). `answerTool` names the tool a JSON
- * answer was asked through (response_format): its input is the content, as JSON text.
+ * `reasoning_content` (its text) and `thinking_blocks` (to be sent back with the message).
+ * `answerTool` names the tool a JSON answer was asked through (response_format): its input is
+ * the content, as JSON text.
  */
 export function toChatCompletion(message: JsonObject, fallbackModel: string, answerTool?: string): ChatCompletion {
   let text = ''

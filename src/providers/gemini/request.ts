@@ -84,7 +84,7 @@ function imagePart(part: JsonObject, param: string): GeminiPart | Fail {
   const url = typeof image === 'string' ? image : isRecord(image) ? str(image.url) : undefined
   if (!url) return refuse('An image_url part needs image_url.url.', param)
   const data = parseDataUrl(url)
-  if (data) return { inlineData: { mimeType: data.mimeType, data: data.data } }
+  if (data) return { inlineData: data }
   if (/^https?:\/\//i.test(url)) {
     const mimeType = guessMimeType(url)
     if (!mimeType) {
@@ -133,7 +133,7 @@ function userParts(content: unknown, param: string): GeminiPart[] | Fail {
         const file = isRecord(part.file) ? part.file : {}
         const data = parseDataUrl(str(file.file_data) ?? '')
         if (!data) return refuse('Gemini accepts file parts only as data: URLs in file.file_data (file ids cannot be forwarded).', at)
-        parts.push({ inlineData: { mimeType: data.mimeType, data: data.data } })
+        parts.push({ inlineData: data })
         break
       }
       default:

@@ -38,9 +38,9 @@ interface CandidateState {
  * Gemini chunk is a whole `GenerateContentResponse` holding the next piece of each
  * candidate: text parts become content deltas, thought summaries `reasoning_content`
  * deltas, a functionCall part (Gemini sends it whole) becomes a tool call announced with
- * id and name and then given its arguments, `finishReason` becomes the finish chunk. The stream has no end marker: when the
- * upstream body ends, the usage chunk (if asked) and `[DONE]` follow, or an error event
- * if some candidate never got its `finishReason`.
+ * id and name and then given its arguments, `finishReason` becomes the finish chunk. The
+ * stream has no end marker: when the upstream body ends, the usage chunk (if asked) and
+ * `[DONE]` follow, or an error event if some candidate never got its `finishReason`.
  */
 export class GeminiStreamTranslator implements SseTranslator {
   done = false
