@@ -163,6 +163,9 @@ describe('request log rows', () => {
     const { message } = await expectError(missing, 'not_found')
     expect(message).toContain('x-request-id')
     expect(message).toContain('30 days')
+    const pasted = `sk-dev-${'L'.repeat(40)}`
+    const echoed = await expectError(await gw.admin('GET', `/admin/logs/${pasted}`), 'not_found')
+    expect(echoed.message).not.toContain(pasted)
     expect((await fetch(`${gw.url}/admin/logs/${id}`)).status).toBe(401)
     // An id the router cannot decode: 400 naming it, not a failure of the gateway.
     expect((await expectError(await gw.admin('GET', '/admin/logs/%ff'), 'invalid_request')).param).toBe('id')

@@ -131,6 +131,11 @@ for (const backend of backends) {
       expect(((await missing.json()) as { error: { code: string } }).error.code).toBe('not_found')
       const missingReset = await gw.admin('POST', '/admin/teams/team_nope/quota/reset')
       expect(missingReset.status).toBe(404)
+      // A key pasted where its id belongs is never echoed whole.
+      const pasted = `sk-dev-${'Q'.repeat(40)}`
+      const echoed = await gw.admin('GET', `/admin/keys/${pasted}/quota`)
+      expect(echoed.status).toBe(404)
+      expect(await echoed.text()).not.toContain(pasted)
 
       for (const [method, path] of [['GET', `/admin/keys/${id}/quota`], ['POST', `/admin/keys/${id}/quota/reset`]] as const) {
         const res = await fetch(gw.url + path, { method, headers: { authorization: 'Bearer sluice-wrong-admin-key-000000000000000000', 'content-type': 'application/json' }, body: method === 'POST' ? '{"limits": "broken' : undefined })

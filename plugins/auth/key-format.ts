@@ -3,8 +3,6 @@ import { ENV_SLUG } from '../../src/config/schema.ts'
 
 /** Characters of secret after `sk-<env>-`: 43 base62 characters carry 256 bits. */
 export const SECRET_LENGTH = 43
-const MIN_SECRET_LENGTH = 32
-const SHAPE = /^sk-([a-z0-9]{1,16})-([0-9A-Za-z]{32,256})$/
 
 /** A freshly minted key: the plaintext (shown once) and what is stored. */
 export interface MintedKey {
@@ -24,31 +22,7 @@ export function mintKey(environment: string): MintedKey {
   return { plaintext, hash: hashKey(plaintext), start: plaintext.slice(0, 12), end: plaintext.slice(-4) }
 }
 
-/** The environment of a well-formed key; null when it does not have the sluice key shape. */
-export function keyEnvironment(key: string): string | null {
-  const match = SHAPE.exec(key)
-  if (!match || match[2]!.length < MIN_SECRET_LENGTH) return null
-  return match[1]!
-}
-
-/**
- * A form of a presented key that is safe to show and log: never the whole key.
- * Long enough keys show their display start and last four, like the admin API does.
- */
-export function maskKey(key: string): string {
-  if (key.length >= 24) return `${key.slice(0, 12)}…${key.slice(-4)}`
-  if (key.length >= 8) return `${key.slice(0, 4)}…(${key.length} characters)`
-  return `(${key.length} characters)`
-}
-
-/**
- * Caller input echoed in a message (an id, a team header, a model name): a value shaped
- * like a key is masked, since messages never carry a whole key; anything long is cut.
- */
-export function echo(value: string, max = 64): string {
-  if (keyEnvironment(value) !== null) return maskKey(value)
-  return value.length > max ? `${value.slice(0, max)}…` : value
-}
+export { echo, keyEnvironment, maskKey } from '../../src/lib/key-text.ts'
 
 /** The masked display form of a stored key. */
 export const displayKey = (start: string, end: string): string => `${start}…${end}`

@@ -2,6 +2,7 @@ import { Elysia } from 'elysia'
 import { adminGuard } from '../../src/admin-key.ts'
 import { GatewayError } from '../../src/errors.ts'
 import { encodeCursor } from '../../src/lib/cursor.ts'
+import { echo } from '../../src/lib/key-text.ts'
 import type { RequestLogRow } from '../../src/db/schema.ts'
 import type { Services } from '../../src/services.ts'
 import { GROUPINGS, logPage, logRow, usageBy, type Grouping, type LogFilter, type UsageCursor } from './repo.ts'
@@ -78,7 +79,7 @@ export function analyticsRoutes(services: Services, retentionDays: number) {
           const kept = retentionDays > 0 ? `, or it is older than the ${retentionDays} days rows are kept` : ''
           throw new GatewayError(
             'not_found',
-            `No request log with id "${params.id.length > 100 ? `${params.id.slice(0, 100)}…` : params.id}": the id is not one this gateway's deployment answered with (it is the x-request-id response header), its row is not written yet (rows are written in batches, normally within a second)${kept}.`,
+            `No request log with id "${echo(params.id)}": the id is not one this gateway's deployment answered with (it is the x-request-id response header), its row is not written yet (rows are written in batches, normally within a second)${kept}.`,
           )
         },
         {

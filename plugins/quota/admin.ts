@@ -3,6 +3,7 @@ import { Elysia, t } from 'elysia'
 import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import { audit } from '../../src/db/audit.ts'
 import { GatewayError } from '../../src/errors.ts'
+import { echo } from '../../src/lib/key-text.ts'
 import { budgetPeriod, type Budget, type Limits } from '../../src/limits.ts'
 import type { Services } from '../../src/services.ts'
 import { MICRO, subjectItems, type Item, type Scope, type Subject } from './plan.ts'
@@ -226,4 +227,5 @@ function parsed<T>(text: string | null): T | null {
   }
 }
 
-const notFound = (scope: Scope, id: string) => new GatewayError('not_found', `No ${scope} with id "${id.length > 100 ? `${id.slice(0, 100)}…` : id}".`)
+// A key pasted where its id belongs is masked: messages never carry a whole key.
+const notFound = (scope: Scope, id: string) => new GatewayError('not_found', `No ${scope} with id "${echo(id)}".`)
