@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path'
 import { Elysia } from 'elysia'
 import { adminActor, adminGuard } from './admin-key.ts'
 import { audit } from './db/audit.ts'
+import { echo } from './lib/key-text.ts'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
 import { checkReferences, type ResolvedConfig } from './config/load.ts'
@@ -247,7 +248,7 @@ export class Catalog {
           const config = this.config.providers.find((p) => p.id === params.id)
           if (config) return providerView(config, 'config')
           const found = (await this.stored()).providers.find((p) => p.id === params.id)
-          if (!found) throw new GatewayError('not_found', `No provider "${params.id}".`)
+          if (!found) throw new GatewayError('not_found', `No provider "${echo(params.id)}".`)
           return providerView(found, 'admin')
         },
         { detail: { tags, summary: 'Get a provider' } },
@@ -284,7 +285,7 @@ export class Catalog {
           const patch = checkProviderPatch(body as Record<string, unknown>) as Partial<AdminProviderBody>
           const current = await this.stored()
           const existing = current.providers.find((p) => p.id === params.id)
-          if (!existing) throw new GatewayError('not_found', `No provider "${params.id}".`)
+          if (!existing) throw new GatewayError('not_found', `No provider "${echo(params.id)}".`)
           const merged = toProviderConfig({ ...fromProviderConfig(existing), ...patch, id: params.id })
           await this.commit(async (db) => {
             const at = new Date().toISOString()
@@ -309,7 +310,7 @@ export class Catalog {
         async ({ params, request }) => {
           if (this.isConfigProvider(params.id)) throw readOnly('Provider', params.id)
           const current = await this.stored()
-          if (!current.providers.some((p) => p.id === params.id)) throw new GatewayError('not_found', `No provider "${params.id}".`)
+          if (!current.providers.some((p) => p.id === params.id)) throw new GatewayError('not_found', `No provider "${echo(params.id)}".`)
           const users = [...this.config.models, ...current.models].filter((m) => m.targets.some((t) => t.provider === params.id)).map((m) => m.name)
           if (users.length) throw new GatewayError('conflict', `Provider "${params.id}" is used by model(s) ${users.join(', ')}; change or delete them first.`)
           await this.commit(async (db) => {
@@ -354,7 +355,7 @@ export class Catalog {
           const patch = checkModelPatch(body as Record<string, unknown>) as Partial<ModelConfig>
           const current = await this.stored()
           const existing = current.models.find((m) => m.name === params.name)
-          if (!existing) throw new GatewayError('not_found', `No model "${params.name}".`)
+          if (!existing) throw new GatewayError('not_found', `No model "${echo(params.name)}".`)
           const merged: ModelConfig = { ...existing, ...patch, name: params.name }
           await this.commit(async (db) => {
             await db.updateTable('models').set({ config: JSON.stringify(merged), updated_at: new Date().toISOString() }).where('name', '=', params.name).execute()
@@ -369,7 +370,7 @@ export class Catalog {
         async ({ params, request }) => {
           if (this.isConfigModel(params.name)) throw readOnly('Model', params.name)
           const current = await this.stored()
-          if (!current.models.some((m) => m.name === params.name)) throw new GatewayError('not_found', `No model "${params.name}".`)
+          if (!current.models.some((m) => m.name === params.name)) throw new GatewayError('not_found', `No model "${echo(params.name)}".`)
           await this.commit(async (db) => {
             await db.deleteFrom('models').where('name', '=', params.name).execute()
           }, { providers: current.providers, models: current.models.filter((m) => m.name !== params.name) })

@@ -97,6 +97,13 @@ describe('providers and models through the admin API', () => {
     const model = await fetch(`${gw.url}/admin/models`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'm2', targets: [{ provider: 'ghost', model: 'x' }] }) })
     expect(model.status).toBe(400)
     expect((await model.json()).error.message).toContain('ghost')
+    // A key pasted where a provider id or model name belongs is never echoed whole.
+    const pasted = `sk-dev-${'C'.repeat(40)}`
+    for (const [method, path] of [['GET', `/admin/providers/${pasted}`], ['DELETE', `/admin/providers/${pasted}`], ['DELETE', `/admin/models/${pasted}`]] as const) {
+      const res = await fetch(`${gw.url}${path}`, { method, headers: admin })
+      expect(res.status).toBe(404)
+      expect(await res.text()).not.toContain(pasted)
+    }
     expect(await gw.gateway.services.db.db.selectFrom('providers').selectAll().execute()).toEqual(before)
   })
 
