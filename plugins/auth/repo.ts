@@ -2,20 +2,13 @@ import { sql, type CompiledQuery, type Kysely, type Transaction } from 'kysely'
 import type { Database } from '../../src/db/schema.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
 import { chunkSizes, compileOnce, withParameters } from '../../src/db/statements.ts'
+import { fromJson } from '../../src/lib/json-text.ts'
 
 /** A database or a transaction: repositories take either, so callers can group writes. */
 export type Db = Kysely<Database> | Transaction<Database>
 
 export const iso = (ms: number): string => new Date(ms).toISOString()
-export const toJson = (v: unknown): string | null => (v === undefined || v === null ? null : JSON.stringify(v))
-export function fromJson<T>(text: string | null): T | null {
-  if (text === null) return null
-  try {
-    return JSON.parse(text) as T
-  } catch {
-    return null
-  }
-}
+export { fromJson, toJson } from '../../src/lib/json-text.ts'
 const ms = (t: string | null): number | null => (t === null ? null : Date.parse(t))
 
 /** Distinct JSON texts whose parsed value is shared (see sharedJson); past this, values are parsed per record. */

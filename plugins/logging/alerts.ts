@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely'
 import type { Database } from '../../src/db/schema.ts'
 import { budgetPeriod, type Budget } from '../../src/limits.ts'
+import { fromJson } from '../../src/lib/json-text.ts'
 import type { Logger } from '../../src/lib/logger.ts'
 import type { CounterSeries, MetricsRegistry } from '../../src/metrics.ts'
 import type { UpstreamHealth } from '../../src/upstream-health.ts'
@@ -344,12 +345,7 @@ export class AlertMonitor {
       .execute()
     const latest = new Map<string, string>()
     for (const r of rows) {
-      let details: { budget?: unknown; counted_as?: unknown } | null = null
-      try {
-        details = r.details === null ? null : (JSON.parse(r.details) as { budget?: unknown; counted_as?: unknown })
-      } catch {
-        details = null
-      }
+      const details = fromJson<{ budget?: unknown; counted_as?: unknown }>(r.details)
       if (details?.budget !== true) continue
       const subject = typeof details.counted_as === 'string' ? details.counted_as : r.target_id
       if (subject === null) continue

@@ -3,6 +3,7 @@ import { Elysia, t } from 'elysia'
 import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import { audit } from '../../src/db/audit.ts'
 import { GatewayError } from '../../src/errors.ts'
+import { fromJson } from '../../src/lib/json-text.ts'
 import { echo } from '../../src/lib/key-text.ts'
 import { budgetPeriod, type Budget, type Limits } from '../../src/limits.ts'
 import type { Services } from '../../src/services.ts'
@@ -97,11 +98,11 @@ export function quotaAdminRoutes(deps: QuotaAdminDeps) {
     if (scope === 'key') {
       const row = await db.selectFrom('api_keys').select(['id', 'lineage_id', 'limits', 'budget']).where('id', '=', id).executeTakeFirst()
       if (!row) throw notFound(scope, id)
-      return { scope, subject: { id: row.id, countedAs: row.lineage_id ?? row.id, limits: parsed<Limits>(row.limits), budget: parsed<Budget>(row.budget) } }
+      return { scope, subject: { id: row.id, countedAs: row.lineage_id ?? row.id, limits: fromJson<Limits>(row.limits), budget: fromJson<Budget>(row.budget) } }
     }
     const row = await db.selectFrom(scope === 'user' ? 'users' : 'teams').select(['id', 'limits', 'budget']).where('id', '=', id).executeTakeFirst()
     if (!row) throw notFound(scope, id)
-    return { scope, subject: { id: row.id, limits: parsed<Limits>(row.limits), budget: parsed<Budget>(row.budget) } }
+    return { scope, subject: { id: row.id, limits: fromJson<Limits>(row.limits), budget: fromJson<Budget>(row.budget) } }
   }
 
   /** What the store in force has left of each item: Redis, or with it unreachable the in-process counts when failing open. */
@@ -216,15 +217,6 @@ export function quotaAdminRoutes(deps: QuotaAdminDeps) {
         },
       })
   return new Elysia({ name: 'sluice.quota.admin' }).use(routesOf(scopes[0])).use(routesOf(scopes[1])).use(routesOf(scopes[2]))
-}
-
-function parsed<T>(text: string | null): T | null {
-  if (text === null) return null
-  try {
-    return JSON.parse(text) as T
-  } catch {
-    return null
-  }
 }
 
 // A key pasted where its id belongs is masked: messages never carry a whole key.

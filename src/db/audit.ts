@@ -1,5 +1,6 @@
 import type { Kysely, Transaction } from 'kysely'
 import type { Database } from './schema.ts'
+import { toJson } from '../lib/json-text.ts'
 
 /** One row of the audit trail (admin changes, by any plugin's admin routes). Never pass secrets in `details`. */
 export async function audit(
@@ -16,7 +17,7 @@ export async function audit(
       action: entry.action,
       target_type: entry.targetType,
       target_id: entry.targetId,
-      details: entry.details === undefined || entry.details === null ? null : JSON.stringify(entry.details),
+      details: toJson(entry.details),
     })
     .execute()
 }

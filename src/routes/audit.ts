@@ -3,6 +3,7 @@ import { sql } from 'kysely'
 import { adminGuard } from '../admin-key.ts'
 import { GatewayError } from '../errors.ts'
 import { decodeCursor, encodeCursor } from '../lib/cursor.ts'
+import { fromJson } from '../lib/json-text.ts'
 import type { Services } from '../services.ts'
 
 const MAX_PAGE = 500
@@ -64,7 +65,8 @@ export function auditRoutes(services: Services) {
       const last = shown[shown.length - 1]
       return {
         object: 'list' as const,
-        data: shown.map((r) => ({ object: 'audit_entry' as const, ...r, details: parsed(r.details) })),
+        // Details are JSON the gateway wrote; anything else is shown as the text it is.
+        data: shown.map((r) => ({ object: 'audit_entry' as const, ...r, details: fromJson(r.details) ?? r.details })),
         next_cursor: more && last ? encodeCursor(last.at, last.id) : null,
       }
     },
@@ -79,13 +81,4 @@ export function auditRoutes(services: Services) {
       },
     },
   )
-}
-
-function parsed(text: string | null): unknown {
-  if (text === null) return null
-  try {
-    return JSON.parse(text) as unknown
-  } catch {
-    return text
-  }
 }
