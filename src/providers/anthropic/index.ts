@@ -7,7 +7,7 @@ import {
   sseResponse,
   wantsStreamUsage,
 } from '../shared/openai-format.ts'
-import { answerToolName, toAnthropicRequest } from './request.ts'
+import { toAnthropicRequest } from './request.ts'
 import { rateLimitHeaders, toChatCompletion, toErrorResponse } from './response.ts'
 import { anthropicStreamToOpenAI } from './stream.ts'
 
@@ -49,8 +49,8 @@ export const anthropicAdapter: AdapterFactory = (provider) => {
       if (!translated.ok) return refusalResponse(translated)
       const request = translated.value
       if (call.stream) request.stream = true
-      // Where the client asked for JSON, the answer comes back as a call of this tool.
-      const answerTool = answerToolName(call.body)
+      // Where the client asked for JSON through a tool, the answer comes back as a call of it.
+      const answerTool = translated.answerTool
 
       const upstream = await fetch(url, {
         method: 'POST',

@@ -254,6 +254,21 @@ describe('toAnthropicRequest, response_format', () => {
     expect(ok({ model: 'claude-sonnet-4-5', messages, response_format: { type: 'json_schema', json_schema: { name: 'weather', schema } } }).tool_choice).toEqual({ type: 'tool', name: 'weather' })
   })
 
+  test('the translation names the answer tool only when the answer comes back through one', () => {
+    const translate = (body: Record<string, unknown>) => toAnthropicRequest({ model: OLD, ...body }, options)
+    const viaTool = translate({ messages, response_format: { type: 'json_schema', json_schema: { name: 'weather', schema } } })
+    expect(viaTool.ok && viaTool.answerTool).toBe('weather')
+    const object = translate({ messages, response_format: { type: 'json_object' } })
+    expect(object.ok && object.answerTool).toBe('json_answer')
+    // The client's own forced tool is not an answer tool, nor is a structured-outputs format.
+    const forced = translate({ messages, tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: { type: 'function', function: { name: 'f' } } })
+    expect(forced.ok && forced.answerTool).toBeUndefined()
+    const structured = translate({ model: 'claude-sonnet-4-5', messages, response_format: { type: 'json_schema', json_schema: { name: 'w', schema, strict: true } } })
+    expect(structured.ok && structured.answerTool).toBeUndefined()
+    const plain = translate({ messages })
+    expect(plain.ok && plain.answerTool).toBeUndefined()
+  })
+
   test("json_schema as structured outputs (Claude 4.5 and later, and versionless names): strict, next to the client's tools, or while thinking", () => {
     const structured = { format: { type: 'json_schema' as const, schema } }
     for (const model of ['claude-sonnet-4-5', 'claude-opus-4-6', 'claude-haiku-4-5-20251001', 'claude-x']) {

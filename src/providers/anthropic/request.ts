@@ -14,7 +14,6 @@ import {
   toolChoiceOf,
   type JsonObject,
   type ReasoningEffort,
-  type Translation,
 } from '../shared/openai-format.ts'
 
 /** One content block of the Messages API (text, image, document, tool_use, tool_result). */
@@ -48,6 +47,12 @@ export interface StructuredFormat {
   type: 'json_schema'
   schema: JsonObject
 }
+
+/**
+ * A translated request; `answerTool` names the tool Claude gives its answer through when the client
+ * asked for JSON that way (see answerToolOf), so the answer can be handed back as the message content.
+ */
+export type AnthropicTranslation = { ok: true; value: AnthropicRequest; answerTool?: string } | Fail
 
 export interface AnthropicRequestOptions {
   /** Anthropic requires `max_tokens`; this is sent when the client gives none. */
@@ -462,12 +467,6 @@ function answerToolOf(body: JsonObject, format: JsonObject): AnswerTool | undefi
   }
 }
 
-/** The name of the tool a request's JSON answer comes back through, if it asks for one that way. */
-export function answerToolName(body: JsonObject): string | undefined {
-  const answer = jsonAnswerOf(body)
-  return answer && 'tool' in answer ? answer.tool.name : undefined
-}
-
 /** From Claude 4.5 on, Anthropic refuses `temperature` and `top_p` in one request. */
 const FIRST_ONE_SAMPLER = 405
 
@@ -603,7 +602,7 @@ function opaqueUserId(user: string): string {
  * become the top-level `system`; tool results travel as `tool_result` blocks in user
  * turns; consecutive turns of one role are merged, because Anthropic wants alternation.
  */
-export function toAnthropicRequest(body: JsonObject, options: AnthropicRequestOptions): Translation<AnthropicRequest> {
+export function toAnthropicRequest(body: JsonObject, options: AnthropicRequestOptions): AnthropicTranslation {
   const model = str(body.model)
   if (!model) return refuse('The request must name a model.', 'model')
   const n = num(body.n)
@@ -651,5 +650,5 @@ export function toAnthropicRequest(body: JsonObject, options: AnthropicRequestOp
     request.messages = withoutThinking(request.messages)
     if (request.messages.length === 0) return refuse('Anthropic needs at least one non-empty user or assistant message.', 'messages')
   }
-  return { ok: true, value: request }
+  return answer && 'tool' in answer ? { ok: true, value: request, answerTool: answer.tool.name } : { ok: true, value: request }
 }
