@@ -306,6 +306,11 @@ function translateTools(body: JsonObject): Pick<GeminiRequest, 'tools' | 'toolCo
 const THINKING_BUDGETS: Record<ReasoningEffort, number> = { none: 0, minimal: 1024, low: 1024, medium: 8192, high: 24576, xhigh: 24576 }
 const PRO_LEAST_BUDGET = 128
 
+/** Generations (major * 100 + minor, see modelGeneration) where the thinking switches change. */
+const FIRST_THINKING = 205
+const FIRST_THINKING_LEVEL = 300
+const FIRST_XHIGH = 400
+
 /**
  * `generationConfig.thinkingConfig` for a `reasoning_effort`, or undefined when the model does
  * not think. Gemini 3 and later (and an alias without a version, taken for the newest) take a
@@ -315,11 +320,11 @@ const PRO_LEAST_BUDGET = 128
  */
 export function thinkingConfig(effort: ReasoningEffort, model: string): JsonObject | undefined {
   const generation = modelGeneration(model, 'gemini')
-  if (generation !== undefined && generation < 205) return undefined
+  if (generation !== undefined && generation < FIRST_THINKING) return undefined
   const config: JsonObject = {}
-  if (generation === undefined || generation >= 300) {
+  if (generation === undefined || generation >= FIRST_THINKING_LEVEL) {
     // An alias may still point at Gemini 3, which refuses "xhigh": it gets "high".
-    const xhigh = generation !== undefined && generation >= 400 ? 'xhigh' : 'high'
+    const xhigh = generation !== undefined && generation >= FIRST_XHIGH ? 'xhigh' : 'high'
     config.thinkingLevel = effort === 'none' ? 'minimal' : effort === 'xhigh' ? xhigh : effort
   } else {
     // Gemini 2.5 Pro cannot stop thinking (a budget of 0 is refused): none is its least, 128.
