@@ -113,12 +113,14 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     throw error
   }
   let server: Server<unknown> | undefined
+  // A request routed under a stand-in host (see routable) is a copy: Bun knows the socket of the one it made.
+  const received = new WeakMap<Request, Request>()
   const pipeline = new Pipeline({
     plugins,
     models,
     logger,
     services,
-    clientAddress: (request) => server?.requestIP(request)?.address ?? null,
+    clientAddress: (request) => server?.requestIP(received.get(request) ?? request)?.address ?? null,
   })
 
   /** Each plugin's close, the last started first; a failure is logged with the plugin's name. */
@@ -145,8 +147,10 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
   registerProcessMetrics(metrics, plugins)
   const http = createHttpMetrics(metrics, app.routes)
   // Every answer, in process or over the socket, is counted here: one map read, an increment, an observation.
-  const dispatch = (request: Request): Promise<Response> => {
+  const dispatch = (incoming: Request): Promise<Response> => {
     const started = performance.now()
+    const request = routable(incoming)
+    if (request !== incoming) received.set(request, incoming)
     return app.handle(request).then((response) => {
       http.record(request.url, response.status, performance.now() - started)
       return response
@@ -283,6 +287,22 @@ function toGatewayError(
       logger.error('unhandled error', { request_id: id, code: String(code), error: error instanceof Error ? error.stack : String(error) })
       return new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${id} to the operator.`)
   }
+}
+
+/**
+ * Elysia looks for the path from the URL's twelfth character on, past "https://" and a host of
+ * three characters or more. Under a shorter host (`http://api/v1/models`, as a container or
+ * service name gives) it would route a wrong path, every route a 404 or 405. Such a request is
+ * routed as a copy under a stand-in host: nothing here reads the URL's host (the Host header is
+ * left as sent), and the copy follows the original's body and abort signal.
+ */
+export function routable(request: Request): Request {
+  const url = request.url
+  // "http://" is 7 characters and a host at least 1, so the path's slash is the first from 8 on.
+  if (url.indexOf('/', 8) >= 11) return request
+  const standIn = new URL(url)
+  standIn.hostname = 'localhost'
+  return new Request(standIn.href, request)
 }
 
 function methodTable(routes: { method: string; path: string }[]): (path: string) => string[] {

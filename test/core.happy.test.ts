@@ -52,6 +52,23 @@ describe('core happy paths through the openai client', () => {
     expect(upstream.stats.requests).toBe(1)
   })
 
+  test('a host name of one to three characters (a service name: http://api/v1) routes as any other', async () => {
+    for (const host of ['a', 'gw', 'api', 'a:1', 'abc:8080']) {
+      const models = await fetch(`${gw.url}/v1/models`, { headers: { host } })
+      expect(models.status).toBe(200)
+      expect(((await models.json()) as { object: string }).object).toBe('list')
+      const health = await fetch(`${gw.url}/health`, { headers: { host } })
+      expect(health.status).toBe(200)
+      const chat = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 2 }, { host })
+      expect(chat.status).toBe(200)
+      expect(((await chat.json()) as { object: string }).object).toBe('chat.completion')
+      expect((await fetch(`${gw.url}/v1/nothing`, { headers: { host } })).status).toBe(404)
+    }
+    // In process too (the gateway's own handle, as tests and embedders call it).
+    const inProcess = await gw.gateway.handle(new Request('http://api/v1/models'))
+    expect(inProcess.status).toBe(200)
+  })
+
   test('the upstream gets the provider key as Bearer and the upstream model name, not the client key or name', async () => {
     const completion = await client.chat.completions.create({ model: 'house-model', messages, max_tokens: 2 })
     expect(upstream.stats.lastHeaders?.get('authorization')).toBe(`Bearer ${SECRET}`)

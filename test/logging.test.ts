@@ -195,6 +195,20 @@ describe('client address', () => {
     }
   })
 
+  test('a request sent under a short host name (http://api/v1/…) is routed and its socket address logged', async () => {
+    const tg = await startGateway(upstreamConfig(upstream.url, { plugins: [{ use: 'logging', options: { flush_ms: 10 } }] }))
+    try {
+      const res = await postJson(`${tg.url}/v1/chat/completions`, { model: 'mock-gpt', messages }, { host: 'api' })
+      expect(res.status).toBe(200)
+      await res.arrayBuffer()
+      const db = tg.gateway.services.db.db
+      await waitForRows(db, 1)
+      expect(await db.selectFrom('request_logs').select(['client_ip', 'endpoint', 'status']).executeTakeFirstOrThrow()).toEqual({ client_ip: '127.0.0.1', endpoint: 'chat.completions', status: 200 })
+    } finally {
+      await tg.close()
+    }
+  })
+
   test('with trust_proxy, a forwarded value that is not an address is not stored', async () => {
     const tg = await startGateway(upstreamConfig(upstream.url, { plugins: [{ use: 'logging', options: { flush_ms: 10, trust_proxy: true } }] }))
     try {
