@@ -4,7 +4,7 @@ import type { Services } from './services.ts'
 import type { Pricing, Timeouts } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
-import { isRecord, streamErrorFrame } from './providers/shared/openai-format.ts'
+import { REFUSAL_HEADER, isRecord, streamErrorFrame } from './providers/shared/openai-format.ts'
 import { scrub } from './lib/secrets.ts'
 import { carriesUsage, findUsage, lastUsage, parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
@@ -354,7 +354,8 @@ export class Pipeline {
         plan.report?.(next, latency, undefined, failure)
         return null
       }
-      this.services.upstreams.record(next, outcome.status, latency)
+      // A refusal of the adapter's own never reached the upstream: nothing to count for its key.
+      if (!outcome.refused) this.services.upstreams.record(next, outcome.status, latency)
       plan.report?.(next, latency, undefined, failure)
       this.logger.debug('upstream attempt failed', { request_id: req.id, provider: next.provider.id, key: next.key.id, status: failure.status })
     }
@@ -381,6 +382,7 @@ export class Pipeline {
         return new Answer(response, guard, startedAt)
       }
       const text = await response.text().catch(() => '')
+      if (response.headers.has(REFUSAL_HEADER)) return { status: response.status, error: refusalError(text), retryAfter: null, refused: true }
       return {
         status: response.status,
         error: upstreamError(response.status, text, target, response.headers),
@@ -1020,6 +1022,12 @@ export function upstreamError(status: number, text: string, target: RouteTarget,
     return new GatewayError(code, `Upstream provider "${provider}" rejected the request (HTTP ${status}): ${detail}`, { status, param: said.param === null ? null : scrub(said.param, target.key.secret) })
   }
   return new GatewayError('upstream_error', `Upstream provider "${provider}" failed (HTTP ${status}): ${detail}`)
+}
+
+/** An adapter's refusal (see refusalResponse): the client's to fix, said as the adapter said it, blaming no provider. */
+function refusalError(text: string): GatewayError {
+  const said = upstreamDetail(text)
+  return new GatewayError('invalid_request', said.message, { param: said.param })
 }
 
 /** The message of an upstream's error body, and the request field it names (OpenAI's `param`), if any. */

@@ -98,6 +98,11 @@ export interface AttemptFailure {
   retryAfter: number | null
   /** ms the attempt took. */
   latencyMs: number
+  /**
+   * The provider's adapter refused the request before sending it (a field it cannot translate):
+   * nothing reached the upstream, so this says nothing about its key. `status` is 400.
+   */
+  refused?: boolean
 }
 
 /** What the route stage produces: the targets to try, in order, told of each failure. */

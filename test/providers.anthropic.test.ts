@@ -605,6 +605,44 @@ describe('anthropic key failover', () => {
   })
 })
 
+describe('what the client must change is not laid on the provider key', () => {
+  test("the adapter's refusal says what to change without blaming Anthropic, and neither it nor Anthropic's own 400 becomes the key's last error", async () => {
+    const mock = await startMockAnthropic({ apiKeys: [SECRET] })
+    const adminKey = 'sluice-admin-refusal-test-0123456789'
+    const gw = await startGateway({ ...config(mock.url), plugins: ['balance'] }, { env: { SLUICE_ADMIN_KEY: adminKey } })
+    const lastError = async () => {
+      const res = await fetch(`${gw.url}/admin/providers/health`, { headers: { authorization: `Bearer ${adminKey}` } })
+      return ((await res.json()) as { data: Array<{ last_error: { status: number } | null }> }).data[0]!.last_error
+    }
+    try {
+      for (const body of [
+        { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], n: 2 },
+        { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], tools: [{ type: 'function', function: {} }] },
+      ]) {
+        const error = await expectError(await postJson(`${gw.url}/v1/chat/completions`, body), 'invalid_request', 400)
+        expect(error.message).not.toContain('Upstream provider')
+        expect(error.message).not.toContain('rejected')
+      }
+      const embeddings = await expectError(await postJson(`${gw.url}/v1/embeddings`, { model: 'claude-test', input: 'hello' }), 'invalid_request', 400)
+      expect(embeddings.message).toContain('chat completions only')
+      expect(embeddings.message).not.toContain('rejected')
+      expect(mock.stats.requests).toBe(0)
+      expect(await lastError()).toBeNull()
+
+      mock.setFailure({ status: 400, times: 1, body: { type: 'error', error: { type: 'invalid_request_error', message: 'messages.0.content: too many images' } } })
+      await expectError(await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] }), 'invalid_request', 400)
+      expect(await lastError()).toBeNull()
+      // A failure of Anthropic's own is the key's to show.
+      mock.setFailure({ status: 500, times: 1 })
+      await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] })
+      expect((await lastError())?.status).toBe(500)
+    } finally {
+      await gw.close()
+      await mock.stop()
+    }
+  })
+})
+
 describe('anthropic usage accounting', () => {
   test('cache reads and writes count as prompt tokens; reads are the cached_tokens', async () => {
     const mock = await startMockAnthropic({ cacheReadTokens: 100, cacheCreationTokens: 20 })

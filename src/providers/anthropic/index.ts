@@ -43,7 +43,7 @@ export const anthropicAdapter: AdapterFactory = (provider) => {
     endpoints: new Set(['chat.completions'] as const),
     async send(call: UpstreamCall): Promise<Response> {
       if (call.endpoint !== 'chat.completions') {
-        return errorResponse(400, `Provider "${provider.id}" (anthropic) serves chat completions only, not ${call.endpoint}.`, { code: 'unsupported_endpoint' })
+        return refusalResponse({ message: `Provider "${provider.id}" (anthropic) serves chat completions only, not ${call.endpoint}.`, param: null })
       }
       const translated = toAnthropicRequest(call.body, translation)
       if (!translated.ok) return refusalResponse(translated)

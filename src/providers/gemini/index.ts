@@ -113,11 +113,11 @@ export const geminiAdapter: AdapterFactory = (provider) => {
     endpoints: new Set(['chat.completions', 'embeddings'] as const),
     send(call: UpstreamCall): Promise<Response> {
       const model = str(call.body.model)
-      if (!model) return Promise.resolve(errorResponse(400, 'The request must name a model.', { code: 'invalid_request', param: 'model' }))
+      if (!model) return Promise.resolve(refusalResponse({ message: 'The request must name a model.', param: 'model' }))
       if (call.endpoint === 'chat.completions') return chat(call, model)
       if (call.endpoint === 'embeddings') return embeddings(call, model)
       return Promise.resolve(
-        errorResponse(400, `Provider "${provider.id}" (gemini) serves chat completions and embeddings only, not ${call.endpoint}.`, { code: 'unsupported_endpoint' }),
+        refusalResponse({ message: `Provider "${provider.id}" (gemini) serves chat completions and embeddings only, not ${call.endpoint}.`, param: null }),
       )
     },
   }

@@ -131,9 +131,15 @@ export function errorResponse(status: number, message: string, options: { type?:
   return jsonResponse(errorBody(message, options.type ?? errorTypeForStatus(status), options.code ?? null, options.param ?? null), status, options.headers)
 }
 
+/**
+ * Marks an adapter's answer as its own refusal (see refusalResponse): the pipeline tells the
+ * client what to change without blaming the provider, and counts nothing against its key.
+ */
+export const REFUSAL_HEADER = 'x-sluice-refusal'
+
 /** The 400 a translator's refusal becomes; the upstream is never called. */
 export function refusalResponse(refusal: { message: string; param: string | null }): Response {
-  return errorResponse(400, refusal.message, { code: 'invalid_request', param: refusal.param })
+  return errorResponse(400, refusal.message, { code: 'invalid_request', param: refusal.param, headers: { [REFUSAL_HEADER]: '1' } })
 }
 
 /** Copy the headers `keep` selects (rate-limit and retry hints), for balancing to read. */
