@@ -378,6 +378,10 @@ export class Pipeline {
         signal: guard.controller.signal,
       })
       if (response.ok) {
+        if (isHtml(response.headers.get('content-type'))) {
+          await response.body?.cancel().catch(() => {})
+          return { status: 502, error: htmlAnswer(target, response.status), retryAfter: null }
+        }
         kept = true
         return new Answer(response, guard, startedAt)
       }
@@ -468,6 +472,7 @@ export class Pipeline {
     let ttft: number | null = null
     const inspect = (event: string): void => {
       const data = eventData(event)
+      if (data === '[DONE]') seen.done = true
       if (data === null || data === '[DONE]' || !seen.sees(data)) return
       try {
         seen.take(JSON.parse(data) as Record<string, unknown>)
@@ -485,6 +490,7 @@ export class Pipeline {
       } else {
         const text = decoder.decode(held.length === 1 ? held[0] : Buffer.concat(held))
         held = null
+        if (ENDS_DONE.test(text.slice(-64))) seen.done = true
         if (!seen.takeLast(text)) split(text)
       }
       const rest = splitter.flush()
@@ -495,7 +501,7 @@ export class Pipeline {
       this.watchdog.end(watch)
       this.release(plan, req)
       readHeld()
-      this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode ?? (aborted ? null : seen.endedOnError()))
+      this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode ?? (aborted ? null : endCode(seen)))
     }
     const read = (): void => {
       reader.read().then(
@@ -639,6 +645,7 @@ export class Pipeline {
 
     const inspect = (event: string): boolean => {
       const data = eventData(event)
+      if (data === '[DONE]') seen.done = true
       if (data === null || data === '[DONE]') return true
       // Parse only when someone needs the chunk or it carries usage.
       const hasUsage = seen.sees(data)
@@ -671,7 +678,7 @@ export class Pipeline {
       finished = true
       this.watchdog.end(watch)
       this.release(plan, req)
-      this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode ?? (aborted ? null : seen.endedOnError()))
+      this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode ?? (aborted ? null : endCode(seen)))
     }
 
     return new ReadableStream<Uint8Array>({
@@ -685,6 +692,8 @@ export class Pipeline {
             if (done) {
               const rest = splitter.flush()
               if (rest !== null && inspect(rest) && rewrite) controller.enqueue(encoder.encode(rest + '\n\n'))
+              // The client's SDK would end as on a finished answer: an error event tells it otherwise.
+              if (seen.endedOnError() === null && seen.endedEarly()) controller.enqueue(encoder.encode(streamErrorFrame(endedEarlyMessage(req), 'api_error', 'upstream_error')))
               controller.close()
               finish(false)
               return
@@ -929,6 +938,8 @@ class StreamUsage {
   private keptChars = 0
   /** The data of the newest event: a stream that ends on an error event is told by its last one. */
   private last: string | null = null
+  /** Whether the stream's `data: [DONE]` came. */
+  done = false
 
   constructor(private readonly pricing: () => Pricing | undefined) {}
 
@@ -972,7 +983,32 @@ class StreamUsage {
       return null
     }
   }
+
+  /**
+   * Whether the stream stopped before it finished: no `[DONE]`, no usage, and its last event gives
+   * no finish_reason (an upstream that closed its answer cleanly mid-way, a proxy that cut it).
+   * Only a stream that ended by itself is asked (not one the client left, nor one that failed).
+   */
+  endedEarly(): boolean {
+    if (this.done || this.usage !== null) return false
+    const data = this.last
+    return data === null || !FINISHED.test(data)
+  }
 }
+
+/** How a stream that ended by itself is logged: the error event it ended on, or upstream_error when it stopped before it finished. */
+function endCode(seen: StreamUsage): ErrorCode | null {
+  return seen.endedOnError() ?? (seen.endedEarly() ? 'upstream_error' : null)
+}
+
+const endedEarlyMessage = (req: GatewayRequest): string =>
+  `Upstream provider "${req.target?.provider.id ?? 'unknown'}" ended the stream before the answer finished (no finish_reason, no [DONE]); the text above is incomplete. Retry the request.`
+
+/** An event that ends a choice: a finish_reason given (not null). */
+const FINISHED = /"finish_reason"\s*:\s*"/
+
+/** The last event of a stream's whole text is `data: [DONE]`. */
+const ENDS_DONE = /data:[ \t]*\[DONE\][ \t]*(?:\r?\n)*$/
 
 /** An SSE event whose data is an error object (OpenAI's shape, which every adapter writes). */
 const ERROR_EVENT = /^\s*\{\s*"error"\s*:/
@@ -1022,6 +1058,20 @@ export function upstreamError(status: number, text: string, target: RouteTarget,
     return new GatewayError(code, `Upstream provider "${provider}" rejected the request (HTTP ${status}): ${detail}`, { status, param: said.param === null ? null : scrub(said.param, target.key.secret) })
   }
   return new GatewayError('upstream_error', `Upstream provider "${provider}" failed (HTTP ${status}): ${detail}`)
+}
+
+/** A web page, where the API answers JSON or an event stream. */
+const isHtml = (contentType: string | null): boolean => contentType !== null && contentType.includes('text/html')
+
+/**
+ * A 2xx that is a web page is no answer of the API's: a `baseUrl` that points at a website, or a
+ * proxy's or captive portal's page. Passed on, it would reach the client as a success.
+ */
+function htmlAnswer(target: RouteTarget, status: number): GatewayError {
+  return new GatewayError(
+    'upstream_error',
+    `Upstream provider "${target.provider.id}" answered HTTP ${status} with a web page (text/html), not the API's JSON: its baseUrl may point at a website or a proxy's login page. An operator must check the provider's configuration.`,
+  )
 }
 
 /** An adapter's refusal (see refusalResponse): the client's to fix, said as the adapter said it, blaming no provider. */

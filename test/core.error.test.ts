@@ -89,6 +89,15 @@ describe('upstream failures', () => {
     expect(error.message).not.toContain(SECRET)
   })
 
+  test('upstream 200 with a web page (a baseUrl that points at a website or a login page) → 502 upstream_error, not a success', async () => {
+    for (const stream of [false, true]) {
+      upstream.setFailure({ status: 200, body: '<html><body>Sign in to continue</body></html>', headers: { 'content-type': 'text/html; charset=utf-8' }, times: 1 })
+      const error = await expectError(await postJson(chatUrl, { ...chat, stream }), 'upstream_error', 502)
+      expect(error.message).toContain('web page')
+      expect(error.message).toContain('"up"')
+    }
+  })
+
   test('upstream slower than timeouts.first_byte_ms → 504 upstream_timeout', async () => {
     const error = await expectError(await postJson(chatUrl, { ...chat, model: 'slow-model' }), 'upstream_timeout')
     expect(error.message).toContain('150 ms')
