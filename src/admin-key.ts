@@ -47,11 +47,12 @@ export const ADMIN_BODY_LIMIT = 1024 * 1024
  * `parse` then reads the body itself, strictly: Elysia takes broken JSON for no body where the
  * body is optional (a revoke would then run without its reason, a reset with its defaults), so a
  * body that is there must be a JSON object, up to ADMIN_BODY_LIMIT. `transform` refuses a path
- * parameter the router could not decode (`%ff`: Elysia hands the route null).
+ * parameter the router could not decode (`%ff`: Elysia hands the route null), and a page size
+ * (`limit`) not written in digits. No admin input, body, path or query, may hold NUL.
  */
 export function adminGuard(admin: AdminAuth): {
   parse: (ctx: { request: Request }) => Promise<Record<string, unknown> | undefined>
-  transform: (ctx: { request: Request; params?: Record<string, unknown> }) => void
+  transform: (ctx: { request: Request; params?: Record<string, unknown>; query?: Record<string, unknown> }) => void
 } {
   const passed = new WeakSet<Request>()
   const check = (request: Request): void => {
@@ -61,21 +62,55 @@ export function adminGuard(admin: AdminAuth): {
     passed.add(request)
   }
   return {
-    parse: ({ request }) => {
+    parse: async ({ request }) => {
       check(request)
-      return readOptionalJsonObject(request, ADMIN_BODY_LIMIT)
+      const body = await readOptionalJsonObject(request, ADMIN_BODY_LIMIT)
+      const nul = body === undefined ? null : nulAt(body, '')
+      if (nul !== null) throw holdsNul(nul === '' ? 'body' : nul)
+      return body
     },
-    transform: ({ request, params }) => {
+    transform: ({ request, params, query }) => {
       check(request)
       if (params) {
         for (const [name, value] of Object.entries(params)) {
           if (value === null) {
             throw new GatewayError('invalid_request', `The path's ${name} is not valid percent-encoded UTF-8; encode it with encodeURIComponent.`, { param: name })
           }
+          if (typeof value === 'string' && value.includes('\0')) throw holdsNul(name)
+        }
+      }
+      if (query) {
+        for (const [name, value] of Object.entries(query)) {
+          if (typeof value !== 'string') continue
+          if (value.includes('\0')) throw holdsNul(name)
+          // Number() would take 0x10, 1e1 or " 5" for a page size; a size is digits.
+          if (name === 'limit' && !/^[0-9]{1,9}$/.test(value)) {
+            throw new GatewayError('invalid_request', `limit must be a whole number written in digits, such as 100; got "${value.slice(0, 40)}".`, { param: 'limit' })
+          }
         }
       }
     },
   }
+}
+
+/**
+ * The NUL character cannot be stored in Postgres text, where SQLite would keep it: refused in
+ * every admin input on both, so a call means the same whatever the database.
+ */
+const holdsNul = (param: string): GatewayError =>
+  new GatewayError('invalid_request', `${param} holds the NUL character (\\u0000), which the gateway does not take in admin input. Remove it and send the request again.`, { param })
+
+/** The path (`metadata.k`, `keys.0.id`) of the first string in a JSON value, key or value, that holds NUL; null when none does. */
+function nulAt(value: unknown, path: string): string | null {
+  if (typeof value === 'string') return value.includes('\0') ? path : null
+  if (typeof value !== 'object' || value === null) return null
+  for (const [key, item] of Object.entries(value)) {
+    const at = path === '' ? key : `${path}.${key}`
+    if (key.includes('\0')) return at
+    const found = nulAt(item, at)
+    if (found !== null) return found
+  }
+  return null
 }
 
 const sha256 = (text: string): Buffer => Buffer.from(new Bun.CryptoHasher('sha256').update(text).digest())
