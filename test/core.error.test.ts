@@ -155,6 +155,13 @@ describe('bad requests', () => {
     ['a stop sequence that is not a string', 'stop[1]', { ...chat, stop: ['END', 7] }],
     ['tools an object', 'tools', { ...chat, tools: { type: 'function' } }],
     ['a tool without its type', 'tools[0].type', { ...chat, tools: [{ function: { name: 'f' } }] }],
+    ['a function tool without a name', 'tools[0].function.name', { ...chat, tools: [{ type: 'function', function: {} }] }],
+    ['a function tool without its function', 'tools[0].function.name', { ...chat, tools: [{ type: 'function' }] }],
+    ['a function name with a space', 'tools[1].function.name', { ...chat, tools: [{ type: 'function', function: { name: 'ok' } }, { type: 'function', function: { name: 'has space!' } }] }],
+    ['a function given twice', 'tools[1].function.name', { ...chat, tools: [{ type: 'function', function: { name: 'f' } }, { type: 'function', function: { name: 'f' } }] }],
+    ['tool_choice "required" without tools', 'tool_choice', { ...chat, tool_choice: 'required' }],
+    ['tool_choice naming a function not in tools', 'tool_choice.function.name', { ...chat, tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: { type: 'function', function: { name: 'g' } } }],
+    ['max_tokens no model could take (1e300)', 'max_tokens', { ...chat, max_tokens: 1e300 }],
   ]
   for (const [what, param, body] of invalid) {
     test(`validation: ${what} → 400 invalid_request with param "${param}"`, async () => {
@@ -180,6 +187,22 @@ describe('bad requests', () => {
     for (const [path, body, param, reason] of cases) {
       const error = await expectError(await postJson(gw.url + path, body), 'invalid_request')
       expect({ path, param: error.param, message: error.message }).toEqual({ path, param, message: `Invalid value for "${param}": ${reason}.` })
+    }
+    expect(upstream.stats.requests).toBe(0)
+  })
+
+  test('tools as OpenAI takes them pass: named functions, a tool_choice naming one, tools of another type as sent', async () => {
+    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object' } } }, { type: 'custom', custom: { name: 'free form' } }]
+    const res = await postJson(chatUrl, { ...chat, tools, tool_choice: { type: 'function', function: { name: 'get_weather' } } })
+    expect(res.status).toBe(200)
+    expect((upstream.stats.lastBody as { tools: unknown }).tools).toEqual(tools)
+    expect((await postJson(chatUrl, { ...chat, tools, tool_choice: 'required' })).status).toBe(200)
+  })
+
+  test('an embeddings input with nothing to embed (an empty string or list) → 400 naming input', async () => {
+    for (const input of ['', [], [''], ['a', ''], [[]]]) {
+      const error = await expectError(await postJson(`${gw.url}/v1/embeddings`, { model: 'mock-embed', input }), 'invalid_request')
+      expect(error.param ?? '').toStartWith('input')
     }
     expect(upstream.stats.requests).toBe(0)
   })

@@ -23,7 +23,8 @@ export const ChatMessage = t.Object(
   open,
 )
 
-const MaxTokens = OrNull(t.Integer({ minimum: 1 }))
+// Bounded as a 32-bit integer, as providers take it: 1e300 is an integer to JSON, and no model's.
+const MaxTokens = OrNull(t.Integer({ minimum: 1, maximum: 2_147_483_647 }))
 const StreamOptions = OrNull(t.Object({ include_usage: OrNull(t.Boolean()) }, open))
 const Tools = OrNull(t.Array(t.Object({ type: t.String() }, open)))
 
@@ -70,10 +71,18 @@ export const CompletionBody = t.Object(
   { ...open, description: 'OpenAI legacy completion request' },
 )
 
+/** An embeddings input: as a prompt, but never empty (OpenAI refuses an empty string or list; there is nothing to embed). */
+const EmbeddingInput = [
+  t.String({ minLength: 1 }),
+  t.Array(t.String({ minLength: 1 }), { minItems: 1 }),
+  t.Array(t.Integer(), { minItems: 1 }),
+  t.Array(t.Array(t.Integer(), { minItems: 1 }), { minItems: 1 }),
+] as const
+
 export const EmbeddingBody = t.Object(
   {
     model: t.String({ minLength: 1 }),
-    input: t.Union([...TextOrTokens]),
+    input: t.Union([...EmbeddingInput]),
     dimensions: OrNull(t.Integer({ minimum: 1 })),
     encoding_format: OrNull(t.Union([t.Literal('float'), t.Literal('base64')])),
   },

@@ -34,8 +34,15 @@ const security: Record<string, string[]>[] = [{ bearer: [] }, { apiKey: [] }]
 export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options) {
   // Read and check in the parse step: compiled at boot, and Elysia's own validation (which decodes and
   // copies) stays off the hot path. The schema still documents the route through `requestBody`.
-  const reader = (schema: TSchema) => {
-    const check = compileCheck(schema)
+  const reader = (schema: TSchema, more?: (body: Record<string, unknown>) => void) => {
+    const compiled = compileCheck(schema)
+    const check = more
+      ? (body: Record<string, unknown>) => {
+          const valid = compiled(body)
+          more(valid)
+          return valid
+        }
+      : compiled
     const checked = (body: Record<string, unknown>) => refusedOr(body, check)
     return ({ request }: { request: Request }) => readJsonObject(request, maxBodyBytes).then(checked, refusedBody)
   }
@@ -94,7 +101,7 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
 
   return new Elysia({ name: 'sluice.v1' })
     .post('/v1/chat/completions', call('chat.completions'), {
-      parse: reader(ChatCompletionBody),
+      parse: reader(ChatCompletionBody, checkTools),
       detail: { requestBody: jsonBody(ChatCompletionBody), tags: ['OpenAI'], summary: 'Create a chat completion (plain or streamed as server-sent events)', security },
     })
     .post('/v1/completions', call('completions'), {
@@ -206,6 +213,46 @@ function refusedOr(body: Record<string, unknown>, check: (body: Record<string, u
   } catch (error) {
     if (error instanceof GatewayError) return new RefusedBody(error, body)
     throw error
+  }
+}
+
+/** A function's name as OpenAI takes it. */
+const FUNCTION_NAME = /^[A-Za-z0-9_-]{1,64}$/
+
+/**
+ * What the schema does not say about a chat request's tools, checked as OpenAI checks it (the
+ * Anthropic and Gemini adapters need it too): a function tool names its function, each name once;
+ * a tool_choice that names a function names one of them; "required" needs a tool. Tools of other
+ * types (OpenAI's custom tools, a server's own) go as sent.
+ */
+function checkTools(body: Record<string, unknown>): void {
+  const tools = Array.isArray(body.tools) ? (body.tools as Array<Record<string, unknown>>) : []
+  const names = new Set<string>()
+  tools.forEach((tool, i) => {
+    if (tool.type !== 'function') return
+    const fn = tool.function
+    const name = typeof fn === 'object' && fn !== null ? (fn as Record<string, unknown>).name : undefined
+    const param = `tools[${i}].function.name`
+    if (typeof name !== 'string' || !FUNCTION_NAME.test(name)) {
+      const got = typeof name === 'string' ? `"${name.slice(0, 80)}"` : 'none'
+      throw new GatewayError('invalid_request', `Invalid value for "${param}": a function tool needs a name of 1 to 64 letters, digits, _ or -; got ${got}.`, { param })
+    }
+    if (names.has(name)) throw new GatewayError('invalid_request', `Invalid value for "${param}": the function "${name}" is given twice; tool names must be unique.`, { param })
+    names.add(name)
+  })
+  const choice = body.tool_choice
+  if (choice === 'required' && tools.length === 0) {
+    throw new GatewayError('invalid_request', 'Invalid value for "tool_choice": "required" needs at least one tool in tools.', { param: 'tool_choice' })
+  }
+  if (typeof choice === 'object' && choice !== null && (choice as Record<string, unknown>).type === 'function') {
+    const fn = (choice as Record<string, unknown>).function
+    const name = typeof fn === 'object' && fn !== null ? (fn as Record<string, unknown>).name : undefined
+    if (typeof name !== 'string') {
+      throw new GatewayError('invalid_request', 'Invalid value for "tool_choice.function.name": name the function the model must call.', { param: 'tool_choice.function.name' })
+    }
+    if (!names.has(name)) {
+      throw new GatewayError('invalid_request', `Invalid value for "tool_choice.function.name": "${name.slice(0, 80)}" is not one of the functions in tools.`, { param: 'tool_choice.function.name' })
+    }
   }
 }
 
