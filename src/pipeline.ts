@@ -6,6 +6,7 @@ import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
 import { REFUSAL_HEADER, isRecord, streamErrorFrame } from './providers/shared/openai-format.ts'
 import { scrub } from './lib/secrets.ts'
+import { echo } from './lib/key-text.ts'
 import { carriesUsage, findUsage, lastUsage, parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
 import type {
@@ -335,7 +336,7 @@ export class Pipeline {
     for (;;) {
       let next = plan.next(failure)
       if (next instanceof Promise) next = await next
-      if (next === undefined) return failure?.error ?? new GatewayError('no_healthy_upstream', `No upstream is available for model "${req.model}" right now; retry shortly.`)
+      if (next === undefined) return failure?.error ?? new GatewayError('no_healthy_upstream', `No upstream is available for model "${echo(req.model ?? '', 256)}" right now; retry shortly.`)
       if (next instanceof GatewayError) return next
       if (req.request.signal.aborted) return null
       // Set before the attempt: a request that fails upstream is still logged against the key that failed it.
@@ -1033,9 +1034,9 @@ export function completionText(events: readonly string[]): string {
   return text
 }
 
-function modelNotFound(model: string | undefined): GatewayError {
+export function modelNotFound(model: string | undefined): GatewayError {
   if (model === undefined) return new GatewayError('invalid_request', 'The request must name a model.', { param: 'model' })
-  return new GatewayError('model_not_found', `The model "${model}" is not served by this gateway. GET /v1/models lists the models your key may use.`, { param: 'model' })
+  return new GatewayError('model_not_found', `The model "${echo(model, 256)}" is not served by this gateway. GET /v1/models lists the models your key may use.`, { param: 'model' })
 }
 
 /** Map an upstream's error answer into the envelope, keeping its status (and the field it blames) for request errors. */

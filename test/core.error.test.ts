@@ -271,6 +271,25 @@ describe('bad requests', () => {
     await expectError(await fetch(`${gw.url}/v1/models/gpt-nonexistent`), 'model_not_found')
     expect(upstream.stats.requests).toBe(0)
   })
+
+  test('an unknown model name is echoed cut short (a long name does not come back whole), and one shaped like a key masked', async () => {
+    const long = 'm'.repeat(3_000)
+    const key = `sk-dev-${'A1b2C3d4'.repeat(5)}`
+    for (const answer of [
+      await postJson(chatUrl, { ...chat, model: long }),
+      await fetch(`${gw.url}/v1/models/${long}`),
+      await postJson(`${gw.url}/v1/tokens/count`, { ...chat, model: long }),
+    ]) {
+      const error = await expectError(answer, 'model_not_found')
+      expect(error.message.length).toBeLessThan(500)
+      expect(error.message).toContain('m'.repeat(256) + '…')
+    }
+    for (const answer of [await postJson(chatUrl, { ...chat, model: key }), await fetch(`${gw.url}/v1/models/${key}`)]) {
+      const error = await expectError(answer, 'model_not_found')
+      expect(error.message).not.toContain(key)
+      expect(error.message).toContain(key.slice(0, 12))
+    }
+  })
 })
 
 describe('a request the provider adapter cannot translate', () => {

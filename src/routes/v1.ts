@@ -3,9 +3,10 @@ import { GatewayError } from '../errors.ts'
 import { readJsonObject } from '../lib/body.ts'
 import { compileCheck } from '../lib/validate.ts'
 import type { ModelGroup, ModelRegistry } from '../models.ts'
-import type { Pipeline } from '../pipeline.ts'
+import { modelNotFound, type Pipeline } from '../pipeline.ts'
 import type { Endpoint, GatewayRequest } from '../plugin.ts'
 import type { Services } from '../services.ts'
+import { echo } from '../lib/key-text.ts'
 import { decodePercent } from '../lib/percent.ts'
 import {
   ChatCompletionBody,
@@ -94,7 +95,7 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
     if (refused) return pipeline.fail(req, refused)
     const group = visible(req).find((g) => g.name === id)
     if (!group) {
-      return pipeline.fail(req, new GatewayError('model_not_found', `The model "${id}" is not served to this key. GET /v1/models lists the models your key may use.`, { param: 'model' }))
+      return pipeline.fail(req, new GatewayError('model_not_found', `The model "${echo(id, 256)}" is not served to this key. GET /v1/models lists the models your key may use.`, { param: 'model' }))
     }
     return pipeline.answered(req, withHeaders(req, modelObject(group)))
   }
@@ -146,9 +147,7 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
         const refused = await pipeline.authenticate(req)
         if (refused) return pipeline.fail(req, refused)
         const group = models.get(req.model ?? '')
-        if (!group) {
-          return pipeline.fail(req, new GatewayError('model_not_found', `The model "${req.model}" is not served by this gateway. GET /v1/models lists the models your key may use.`, { param: 'model' }))
-        }
+        if (!group) return pipeline.fail(req, modelNotFound(req.model))
         const tokenizer = services.tokenizer
         const endpoint: Endpoint = Array.isArray(req.body.messages) ? 'chat.completions' : 'embeddings'
         let promptTokens: number
