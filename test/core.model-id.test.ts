@@ -49,6 +49,8 @@ describe('GET /v1/models/{id} decodes the id once', () => {
     const res = await fetch(`${gw.url}/v1/models/acme/llama%203`)
     expect(res.status).toBe(200)
     expect(await res.json()).toMatchObject({ id: 'acme/llama 3', object: 'model', owned_by: 'sluice' })
+    // One trailing slash is ignored there as after an id without a slash.
+    for (const path of ['acme/llama%203/', 'mock-gpt/']) expect((await fetch(`${gw.url}/v1/models/${path}`)).status).toBe(200)
     const missing = await expectError(await fetch(`${gw.url}/v1/models/acme/llama%204`), 'model_not_found')
     expect(missing.message).toContain('"acme/llama 4"')
   })

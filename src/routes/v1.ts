@@ -261,10 +261,14 @@ function refusedBody(error: unknown): RefusedBody {
   throw error
 }
 
-/** The id part of a `/v1/models/{id}` URL, as sent. */
+/**
+ * The id part of a `/v1/models/{id}` URL, as sent. One trailing slash is not part of it, as the
+ * router ignores one after an id without a slash (`/v1/models/mock-gpt/` finds mock-gpt).
+ */
 function rawModelId(request: Request): string {
   const { pathname } = new URL(request.url)
-  return pathname.slice(pathname.indexOf('/models/') + '/models/'.length)
+  const id = pathname.slice(pathname.indexOf('/models/') + '/models/'.length)
+  return id.length > 1 && id.endsWith('/') ? id.slice(0, -1) : id
 }
 
 /** Fields of `GET /v1/key` that stay null when no plugin fills them. */
