@@ -7,15 +7,15 @@ import { audit } from './db/audit.ts'
 import { echo } from './lib/key-text.ts'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
-import { checkReferences, type ResolvedConfig } from './config/load.ts'
+import { catalogProblems, type CatalogProblem, type ResolvedConfig } from './config/load.ts'
 import { ModelSchema, PROVIDER_TYPES, ProviderKeySchema, TimeoutsSchema, type ModelConfig, type ProviderConfig } from './config/schema.ts'
 import type { Database } from './db/schema.ts'
 import { DEFAULT_DATABASE_URL, isUniqueViolation, parseDatabaseUrl } from './db/index.ts'
 import { SQLITE_MEMORY } from './db/sqlite-dialect.ts'
 import { GatewayError } from './errors.ts'
 import { createLogger, type Logger } from './lib/logger.ts'
-import { decryptSecret, encryptSecret, masterKey, type MasterKey } from './lib/secrets.ts'
-import { compileCheck } from './lib/validate.ts'
+import { decryptSecret, encryptSecret, envelopeKeyId, masterKey, rewrapSecret, type MasterKey } from './lib/secrets.ts'
+import { compileCheck, pointerToParam } from './lib/validate.ts'
 import { ModelRegistry } from './models.ts'
 import type { Services } from './services.ts'
 
@@ -105,11 +105,15 @@ const AdminProviderKey = Type.Object(
 )
 export const AdminProvider = Type.Object(
   {
-    id: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$' }),
+    id: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$', description: 'Letters, digits and . _ : -, not dots only' }),
     type: Type.Union(PROVIDER_TYPES.map((p) => Type.Literal(p))),
-    base_url: Type.Optional(Type.String({ pattern: '^https?://', maxLength: 2048 })),
+    base_url: Type.Optional(Type.String({ pattern: '^https?://', maxLength: 2048, description: 'Shown with the password of its user info and its query values masked' })),
     keys: Type.Array(AdminProviderKey, { minItems: 1, maxItems: 1000 }),
-    headers: Type.Optional(Type.Record(Type.String(), Type.String({ maxLength: 4096 }))),
+    headers: Type.Optional(
+      Type.Record(Type.String(), Type.String({ maxLength: 4096 }), {
+        description: 'Sent upstream on every call. Names are HTTP tokens (RFC 9110); values hold no CR, LF or NUL, are stored encrypted and never returned',
+      }),
+    ),
     timeouts: Type.Optional(TimeoutsSchema),
     options: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
   },
@@ -119,11 +123,34 @@ const AdminProviderPatch = Type.Partial(Type.Omit(AdminProvider, ['id']), { addi
 const AdminModelPatch = Type.Partial(Type.Omit(ModelSchema, ['name']), { additionalProperties: false })
 type AdminProviderBody = Static<typeof AdminProvider>
 
-/** Stored provider settings (everything but the secrets, which live encrypted in provider_keys). */
+/** What a provider has besides its id, type, URL and keys. */
+type ProviderSettings = Pick<ProviderConfig, 'headers' | 'timeouts' | 'options'>
+
+/**
+ * A provider's settings as its `providers.config` column holds them (its key secrets live
+ * sealed in provider_keys). Header values are often credentials (`Authorization`, Azure's
+ * `api-key`), so the headers are sealed too.
+ */
 interface StoredProvider {
+  /** The headers, names and values as one JSON object, sealed under {@link headersContext}. */
+  headers_enc?: string
+  /** Headers in plain text, as rows written before headers were sealed hold them: read, never written. */
   headers?: Record<string, string>
   timeouts?: ProviderConfig['timeouts']
   options?: Record<string, unknown>
+}
+
+/** The providers and models kept in the database. */
+interface StoredCatalog {
+  providers: ProviderConfig[]
+  models: ModelConfig[]
+}
+
+/** The entry an admin change writes or deletes, and the fields of it the caller sent (the API's names). */
+interface Subject {
+  list: CatalogProblem['list']
+  id: string
+  sent: readonly string[]
 }
 
 /**
@@ -160,11 +187,14 @@ export class Catalog {
     this.models.replace([...this.config.providers, ...providers], [...this.config.models, ...models])
   }
 
-  private async stored(): Promise<{ providers: ProviderConfig[]; models: ModelConfig[] }> {
+  private async stored(): Promise<StoredCatalog> {
+    return { providers: await this.storedProviders(), models: await this.storedModels() }
+  }
+
+  private async storedProviders(): Promise<ProviderConfig[]> {
     const rows = await this.db.selectFrom('providers').selectAll().where('deleted_at', 'is', null).orderBy('created_at').execute()
     const keyRows = await this.db.selectFrom('provider_keys').selectAll().where('disabled_at', 'is', null).orderBy('created_at').execute()
-    const providers = rows.map((row): ProviderConfig => {
-      const stored = JSON.parse(row.config) as StoredProvider
+    return rows.map((row): ProviderConfig => {
       const keys = keyRows
         .filter((k) => k.provider_id === row.id)
         .map((k) => ({
@@ -174,17 +204,46 @@ export class Catalog {
           ...(k.rpm !== null && { rpm: k.rpm }),
           ...(k.tpm !== null && { tpm: k.tpm }),
         }))
-      return { id: row.id, type: row.type as ProviderConfig['type'], ...(row.base_url && { baseUrl: row.base_url }), keys, ...stored }
+      return { id: row.id, type: row.type as ProviderConfig['type'], ...(row.base_url && { baseUrl: row.base_url }), keys, ...this.openSettings(row.id, row.config) }
     })
-    const modelRows = await this.db.selectFrom('models').selectAll().orderBy('created_at').execute()
-    return { providers, models: modelRows.map((m) => JSON.parse(m.config) as ModelConfig) }
   }
 
-  /** Check a would-be catalog as the config check does, then tell every instance. */
-  private async commit(change: (db: Kysely<Database>) => Promise<void>, candidate: { providers: ProviderConfig[]; models: ModelConfig[] }): Promise<void> {
-    const problems: string[] = []
-    checkReferences([...this.config.providers, ...candidate.providers], [...this.config.models, ...candidate.models], problems)
-    if (problems.length) throw new GatewayError('invalid_request', problems.join('; '))
+  /** Models need no secret opened: their reads do not go through the providers'. */
+  private async storedModels(): Promise<ModelConfig[]> {
+    const rows = await this.db.selectFrom('models').selectAll().orderBy('created_at').execute()
+    return rows.map((m) => JSON.parse(m.config) as ModelConfig)
+  }
+
+  /** A `providers.config` column read: sealed headers opened, plain ones (older rows) taken as they are. */
+  private openSettings(providerId: string, text: string): ProviderSettings {
+    const stored = JSON.parse(text) as StoredProvider
+    const headers = stored.headers_enc === undefined ? stored.headers : (JSON.parse(decryptSecret(this.masters.all, stored.headers_enc, headersContext(providerId))) as Record<string, string>)
+    return settingsOf({ headers, timeouts: stored.timeouts, options: stored.options })
+  }
+
+  /** The `providers.config` column to write: the headers sealed, never in plain text. */
+  private sealSettings(providerId: string, settings: ProviderSettings): string {
+    const { headers, timeouts, options } = settings
+    const stored: StoredProvider = {
+      ...(headers && Object.keys(headers).length > 0 && { headers_enc: this.sealText(headersContext(providerId), JSON.stringify(headers)) }),
+      ...(timeouts && { timeouts }),
+      ...(options && { options }),
+    }
+    return JSON.stringify(stored)
+  }
+
+  /**
+   * Check a would-be catalog as the config check does, then tell every instance. A change may
+   * bring no new problem, and the fields it sends must have none. A problem that was there
+   * before, in a field not sent, does not block it: a row written before a rule existed must
+   * not stop every later change (nor a PATCH of its other fields). Problems are reported in
+   * the admin API's own field names.
+   */
+  private async commit(change: (db: Kysely<Database>) => Promise<void>, current: StoredCatalog, candidate: StoredCatalog, subject: Subject): Promise<void> {
+    const problemsOf = (c: StoredCatalog) => catalogProblems([...this.config.providers, ...c.providers], [...this.config.models, ...c.models])
+    const before = new Set(problemsOf(current).map(problemKey))
+    const problems = problemsOf(candidate).filter((p) => !before.has(problemKey(p)) || (isSubject(p, subject) && subject.sent.includes(apiParam(p.field.slice(0, 1)))))
+    if (problems.length) throw refusal(problems, subject)
     try {
       // Building a registry from the candidate catches unsupported types before anything is written.
       new ModelRegistry([...this.config.providers, ...candidate.providers], [...this.config.models, ...candidate.models])
@@ -198,11 +257,20 @@ export class Catalog {
 
   /** Seal a secret bound to its row (`context` = the provider_keys row id). */
   private seal(context: string, secret: string): { secret_enc: string; key_version: string } {
+    const master = this.currentMaster()
+    return { secret_enc: encryptSecret(master, secret, context), key_version: master.id }
+  }
+
+  private sealText(context: string, text: string): string {
+    return encryptSecret(this.currentMaster(), text, context)
+  }
+
+  private currentMaster(): MasterKey {
     const master = this.masters.current
     if (!master) {
       throw new GatewayError('invalid_request', 'Provider secrets cannot be stored: SLUICE_ENCRYPTION_KEY is not set (it is required outside dev). Set a 32-byte base64 key and restart.')
     }
-    return { secret_enc: encryptSecret(master, secret, context), key_version: master.id }
+    return master
   }
 
   private isConfigProvider = (id: string) => this.config.providers.some((p) => p.id === id)
@@ -221,11 +289,13 @@ export class Catalog {
       object: 'provider',
       id: p.id,
       type: p.type,
-      base_url: p.baseUrl ?? null,
+      base_url: p.baseUrl ? maskBaseUrl(p.baseUrl) : null,
       source,
       keys: p.keys.map((k) => ({ id: k.id, weight: k.weight ?? 1, rpm: k.rpm ?? null, tpm: k.tpm ?? null, has_secret: k.secret.length > 0 })),
+      // Names only: values are often credentials.
       headers: p.headers ? Object.keys(p.headers) : [],
       timeouts: p.timeouts ?? null,
+      options: p.options ?? null,
     })
     const modelView = (m: ModelConfig, source: 'config' | 'admin') => ({ object: 'model_group', source, ...m })
 
@@ -237,7 +307,7 @@ export class Catalog {
       .get(
         '/providers',
         async () => {
-          const { providers } = await this.stored()
+          const providers = await this.storedProviders()
           return { object: 'list', data: [...this.config.providers.map((p) => providerView(p, 'config')), ...providers.map((p) => providerView(p, 'admin'))], next_cursor: null }
         },
         { detail: { tags, summary: 'List providers (secrets are never shown)' } },
@@ -247,7 +317,7 @@ export class Catalog {
         async ({ params }) => {
           const config = this.config.providers.find((p) => p.id === params.id)
           if (config) return providerView(config, 'config')
-          const found = (await this.stored()).providers.find((p) => p.id === params.id)
+          const found = (await this.storedProviders()).find((p) => p.id === params.id)
           if (!found) throw new GatewayError('not_found', `No provider "${echo(params.id)}".`)
           return providerView(found, 'admin')
         },
@@ -261,22 +331,28 @@ export class Catalog {
           const current = await this.stored()
           if (current.providers.some((p) => p.id === input.id)) throw new GatewayError('conflict', `A provider with id "${input.id}" already exists.`)
           const provider = toProviderConfig(input)
-          await this.commit(async (db) => {
-            const at = new Date().toISOString()
-            await db.transaction().execute(async (tx) => {
-              // A provider deleted earlier under this id leaves a row behind (its secrets are already gone).
-              await tx.deleteFrom('providers').where('id', '=', input.id).where('deleted_at', 'is not', null).execute()
-              await tx.insertInto('providers').values({ id: input.id, type: input.type, base_url: input.base_url ?? null, config: JSON.stringify(storedPart(input)), created_at: at, updated_at: at, deleted_at: null }).execute()
-              for (const k of input.keys) {
-                await tx.insertInto('provider_keys').values({ id: rowIdOf(input.id, k.id), provider_id: input.id, ...this.seal(rowIdOf(input.id, k.id), k.secret), weight: k.weight ?? 1, rpm: k.rpm ?? null, tpm: k.tpm ?? null, disabled_at: null, created_at: at, updated_at: at }).execute()
-              }
-            })
-          }, { providers: [...current.providers, provider], models: current.models }).catch(conflictOn(`A provider with id "${input.id}" already exists.`))
+          await this.commit(
+            async (db) => {
+              const at = new Date().toISOString()
+              await db.transaction().execute(async (tx) => {
+                // A provider deleted earlier under this id leaves a row behind (its secrets are already gone).
+                await tx.deleteFrom('providers').where('id', '=', input.id).where('deleted_at', 'is not', null).execute()
+                await tx.insertInto('providers').values({ id: input.id, type: input.type, base_url: input.base_url ?? null, config: this.sealSettings(input.id, provider), created_at: at, updated_at: at, deleted_at: null }).execute()
+                for (const k of input.keys) {
+                  await tx.insertInto('provider_keys').values({ id: rowIdOf(input.id, k.id), provider_id: input.id, ...this.seal(rowIdOf(input.id, k.id), k.secret), weight: k.weight ?? 1, rpm: k.rpm ?? null, tpm: k.tpm ?? null, disabled_at: null, created_at: at, updated_at: at }).execute()
+                }
+              })
+            },
+            current,
+            { providers: [...current.providers, provider], models: current.models },
+            { list: 'providers', id: input.id, sent: Object.keys(input) },
+          ).catch(conflictOn(`A provider with id "${input.id}" already exists.`))
+          // The URL is not recorded: it may carry a credential.
           await audit(this.services.db.db, { actor: adminActor(request), action: 'provider.create', targetType: 'provider', targetId: input.id, details: { type: input.type, keys: input.keys.map((k) => k.id) } })
           set.status = 201
           return providerView(provider, 'admin')
         },
-        { parse: 'json', detail: { tags, summary: 'Add a provider; its key secrets are stored encrypted', requestBody: jsonBody(AdminProvider) } },
+        { parse: 'json', detail: { tags, summary: 'Add a provider; its key secrets and header values are stored encrypted', requestBody: jsonBody(AdminProvider) } },
       )
       .patch(
         '/providers/:id',
@@ -287,23 +363,28 @@ export class Catalog {
           const existing = current.providers.find((p) => p.id === params.id)
           if (!existing) throw new GatewayError('not_found', `No provider "${echo(params.id)}".`)
           const merged = toProviderConfig({ ...fromProviderConfig(existing), ...patch, id: params.id })
-          await this.commit(async (db) => {
-            const at = new Date().toISOString()
-            await db.transaction().execute(async (tx) => {
-              await tx.updateTable('providers').set({ type: merged.type, base_url: merged.baseUrl ?? null, config: JSON.stringify(storedPart(fromProviderConfig(merged))), updated_at: at }).where('id', '=', params.id).execute()
-              if (patch.keys) {
-                await tx.deleteFrom('provider_keys').where('provider_id', '=', params.id).execute()
-                for (const k of patch.keys) {
-                  await tx.insertInto('provider_keys').values({ id: rowIdOf(params.id, k.id), provider_id: params.id, ...this.seal(rowIdOf(params.id, k.id), k.secret), weight: k.weight ?? 1, rpm: k.rpm ?? null, tpm: k.tpm ?? null, disabled_at: null, created_at: at, updated_at: at }).execute()
+          await this.commit(
+            async (db) => {
+              const at = new Date().toISOString()
+              await db.transaction().execute(async (tx) => {
+                await tx.updateTable('providers').set({ type: merged.type, base_url: merged.baseUrl ?? null, config: this.sealSettings(params.id, merged), updated_at: at }).where('id', '=', params.id).execute()
+                if (patch.keys) {
+                  await tx.deleteFrom('provider_keys').where('provider_id', '=', params.id).execute()
+                  for (const k of patch.keys) {
+                    await tx.insertInto('provider_keys').values({ id: rowIdOf(params.id, k.id), provider_id: params.id, ...this.seal(rowIdOf(params.id, k.id), k.secret), weight: k.weight ?? 1, rpm: k.rpm ?? null, tpm: k.tpm ?? null, disabled_at: null, created_at: at, updated_at: at }).execute()
+                  }
                 }
-              }
-            })
-          }, { providers: current.providers.map((p) => (p.id === params.id ? merged : p)), models: current.models })
+              })
+            },
+            current,
+            { providers: current.providers.map((p) => (p.id === params.id ? merged : p)), models: current.models },
+            { list: 'providers', id: params.id, sent: Object.keys(patch) },
+          )
           // Field names and key ids only: never a secret.
           await audit(this.services.db.db, { actor: adminActor(request), action: 'provider.update', targetType: 'provider', targetId: params.id, details: { fields: Object.keys(patch), ...(patch.keys ? { keys: patch.keys.map((k) => k.id) } : {}) } })
           return providerView(merged, 'admin')
         },
-        { parse: 'json', detail: { tags, summary: 'Change a provider; `keys`, when given, replaces all its keys', requestBody: jsonBody(AdminProviderPatch) } },
+        { parse: 'json', detail: { tags, summary: 'Change a provider; `keys`, when given, replaces all its keys, `headers` all its headers', requestBody: jsonBody(AdminProviderPatch) } },
       )
       .delete(
         '/providers/:id',
@@ -313,23 +394,40 @@ export class Catalog {
           if (!current.providers.some((p) => p.id === params.id)) throw new GatewayError('not_found', `No provider "${echo(params.id)}".`)
           const users = [...this.config.models, ...current.models].filter((m) => m.targets.some((t) => t.provider === params.id)).map((m) => m.name)
           if (users.length) throw new GatewayError('conflict', `Provider "${params.id}" is used by model(s) ${users.join(', ')}; change or delete them first.`)
-          await this.commit(async (db) => {
-            const at = new Date().toISOString()
-            await db.updateTable('providers').set({ deleted_at: at, updated_at: at }).where('id', '=', params.id).execute()
-            await db.deleteFrom('provider_keys').where('provider_id', '=', params.id).execute()
-          }, { providers: current.providers.filter((p) => p.id !== params.id), models: current.models })
+          await this.commit(
+            async (db) => {
+              const at = new Date().toISOString()
+              // The row stays (soft delete) without its settings: its sealed headers go with its key secrets.
+              await db.updateTable('providers').set({ config: '{}', deleted_at: at, updated_at: at }).where('id', '=', params.id).execute()
+              await db.deleteFrom('provider_keys').where('provider_id', '=', params.id).execute()
+            },
+            current,
+            { providers: current.providers.filter((p) => p.id !== params.id), models: current.models },
+            { list: 'providers', id: params.id, sent: [] },
+          )
           await audit(this.services.db.db, { actor: adminActor(request), action: 'provider.delete', targetType: 'provider', targetId: params.id })
           return { object: 'provider', id: params.id, deleted: true }
         },
-        { detail: { tags, summary: 'Delete a provider (its sealed secrets are erased)' } },
+        { detail: { tags, summary: 'Delete a provider (its sealed secrets, keys and header values, are erased)' } },
       )
       .get(
         '/models',
         async () => {
-          const { models } = await this.stored()
+          const models = await this.storedModels()
           return { object: 'list', data: [...this.config.models.map((m) => modelView(m, 'config')), ...models.map((m) => modelView(m, 'admin'))], next_cursor: null }
         },
         { detail: { tags, summary: 'List model groups' } },
+      )
+      .get(
+        '/models/:name',
+        async ({ params }) => {
+          const config = this.config.models.find((m) => m.name === params.name)
+          if (config) return modelView(config, 'config')
+          const found = (await this.storedModels()).find((m) => m.name === params.name)
+          if (!found) throw new GatewayError('not_found', `No model "${echo(params.name)}".`)
+          return modelView(found, 'admin')
+        },
+        { detail: { tags, summary: 'Get a model group (a name holding a slash is sent percent-encoded: %2F)' } },
       )
       .post(
         '/models',
@@ -338,10 +436,15 @@ export class Catalog {
           if (this.isConfigModel(model.name)) throw readOnly('Model', model.name)
           const current = await this.stored()
           if (current.models.some((m) => m.name === model.name)) throw new GatewayError('conflict', `A model named "${model.name}" already exists.`)
-          await this.commit(async (db) => {
-            const at = new Date().toISOString()
-            await db.insertInto('models').values({ name: model.name, config: JSON.stringify(model), created_at: at, updated_at: at }).execute()
-          }, { providers: current.providers, models: [...current.models, model] }).catch(conflictOn(`A model named "${model.name}" already exists.`))
+          await this.commit(
+            async (db) => {
+              const at = new Date().toISOString()
+              await db.insertInto('models').values({ name: model.name, config: JSON.stringify(model), created_at: at, updated_at: at }).execute()
+            },
+            current,
+            { providers: current.providers, models: [...current.models, model] },
+            { list: 'models', id: model.name, sent: Object.keys(model) },
+          ).catch(conflictOn(`A model named "${model.name}" already exists.`))
           await audit(this.services.db.db, { actor: adminActor(request), action: 'model.create', targetType: 'model', targetId: model.name, details: { targets: model.targets.map((t) => `${t.provider}/${t.model}`) } })
           set.status = 201
           return modelView(model, 'admin')
@@ -357,9 +460,14 @@ export class Catalog {
           const existing = current.models.find((m) => m.name === params.name)
           if (!existing) throw new GatewayError('not_found', `No model "${echo(params.name)}".`)
           const merged: ModelConfig = { ...existing, ...patch, name: params.name }
-          await this.commit(async (db) => {
-            await db.updateTable('models').set({ config: JSON.stringify(merged), updated_at: new Date().toISOString() }).where('name', '=', params.name).execute()
-          }, { providers: current.providers, models: current.models.map((m) => (m.name === params.name ? merged : m)) })
+          await this.commit(
+            async (db) => {
+              await db.updateTable('models').set({ config: JSON.stringify(merged), updated_at: new Date().toISOString() }).where('name', '=', params.name).execute()
+            },
+            current,
+            { providers: current.providers, models: current.models.map((m) => (m.name === params.name ? merged : m)) },
+            { list: 'models', id: params.name, sent: Object.keys(patch) },
+          )
           await audit(this.services.db.db, { actor: adminActor(request), action: 'model.update', targetType: 'model', targetId: params.name, details: { fields: Object.keys(patch) } })
           return modelView(merged, 'admin')
         },
@@ -371,9 +479,17 @@ export class Catalog {
           if (this.isConfigModel(params.name)) throw readOnly('Model', params.name)
           const current = await this.stored()
           if (!current.models.some((m) => m.name === params.name)) throw new GatewayError('not_found', `No model "${echo(params.name)}".`)
-          await this.commit(async (db) => {
-            await db.deleteFrom('models').where('name', '=', params.name).execute()
-          }, { providers: current.providers, models: current.models.filter((m) => m.name !== params.name) })
+          // As a provider used by a model: the models that fall back to this one must change first (the config file's too).
+          const dependents = [...this.config.models, ...current.models].filter((m) => m.fallbacks?.includes(params.name)).map((m) => m.name)
+          if (dependents.length) throw new GatewayError('conflict', `Model "${params.name}" is a fallback of model(s) ${dependents.join(', ')}; change or delete them first.`)
+          await this.commit(
+            async (db) => {
+              await db.deleteFrom('models').where('name', '=', params.name).execute()
+            },
+            current,
+            { providers: current.providers, models: current.models.filter((m) => m.name !== params.name) },
+            { list: 'models', id: params.name, sent: [] },
+          )
           await audit(this.services.db.db, { actor: adminActor(request), action: 'model.delete', targetType: 'model', targetId: params.name })
           return { object: 'model_group', name: params.name, deleted: true }
         },
@@ -386,6 +502,54 @@ export class Catalog {
 const rowIdOf = (provider: string, key: string) => `${provider}/${key}`
 const keyIdOf = (provider: string, rowId: string) => (rowId.startsWith(`${provider}/`) ? rowId.slice(provider.length + 1) : rowId)
 
+/**
+ * What a provider's sealed headers are bound to. `#` is in no provider or key id, so this is no
+ * provider_keys row id: an envelope copied between the two does not open.
+ */
+const headersContext = (provider: string) => `${provider}#headers`
+
+/**
+ * A `providers.config` column with its sealed headers re-sealed under `to` (their own ciphertext
+ * kept, as for key secrets), or null when it holds none or they already are: for
+ * `rotate-encryption-key`, which must move them with the key secrets or the old master key
+ * could not be dropped.
+ */
+export function resealProviderHeaders(config: string, providerId: string, from: readonly MasterKey[], to: MasterKey): string | null {
+  const stored = JSON.parse(config) as StoredProvider
+  if (stored.headers_enc === undefined || envelopeKeyId(stored.headers_enc) === to.id) return null
+  return JSON.stringify({ ...stored, headers_enc: rewrapSecret(from, to, stored.headers_enc, headersContext(providerId)) } satisfies StoredProvider)
+}
+
+const MASK = '***'
+
+/**
+ * A base URL as the admin API shows it: the password of its user info and every query value
+ * masked (Azure's classic API, among others, takes a key in the query; which parameter holds a
+ * secret is the vendor's business), the rest as written. A user name standing alone is masked
+ * too: `https://<token>@host` carries a token there. A fragment is never sent, so never needed.
+ */
+export function maskBaseUrl(url: string): string {
+  const parsed = URL.parse(url)
+  // Every stored URL was parsed when written; one that does not parse is not shown rather than risked.
+  if (!parsed) return MASK
+  if (!parsed.username && !parsed.password && !parsed.search && !parsed.hash) return url
+  if (parsed.password) parsed.password = MASK
+  else if (parsed.username) parsed.username = MASK
+  if (parsed.search) {
+    parsed.search = parsed.search
+      .slice(1)
+      .split('&')
+      .map((part) => {
+        const eq = part.indexOf('=')
+        // A part without `=` may be a bare token: masked whole.
+        return eq >= 0 ? `${part.slice(0, eq)}=${MASK}` : part === '' ? part : MASK
+      })
+      .join('&')
+  }
+  if (parsed.hash) parsed.hash = MASK
+  return parsed.href
+}
+
 const jsonBody = (schema: object) => ({ required: true, content: { 'application/json': { schema } } })
 
 function toProviderConfig(input: AdminProviderBody): ProviderConfig {
@@ -394,20 +558,47 @@ function toProviderConfig(input: AdminProviderBody): ProviderConfig {
     type: input.type,
     ...(input.base_url && { baseUrl: input.base_url }),
     keys: input.keys.map((k) => ({ ...k })),
-    ...storedPart(input),
+    ...settingsOf(input),
   }
 }
 
 function fromProviderConfig(p: ProviderConfig): AdminProviderBody {
-  return { id: p.id, type: p.type, ...(p.baseUrl && { base_url: p.baseUrl }), keys: p.keys.map((k) => ({ ...k })), ...storedPart({ headers: p.headers, timeouts: p.timeouts, options: p.options }) }
+  return { id: p.id, type: p.type, ...(p.baseUrl && { base_url: p.baseUrl }), keys: p.keys.map((k) => ({ ...k })), ...settingsOf(p) }
 }
 
-function storedPart(p: { headers?: Record<string, string>; timeouts?: ProviderConfig['timeouts']; options?: Record<string, unknown> }): StoredProvider {
+/** The settings that are set, and only those (a JSON row or a view has no `undefined`). */
+function settingsOf(p: ProviderSettings): ProviderSettings {
   return { ...(p.headers && { headers: p.headers }), ...(p.timeouts && { timeouts: p.timeouts }), ...(p.options && { options: p.options }) }
+}
+
+/** A problem's identity apart from its position, which moves as entries are added or removed. */
+const problemKey = (p: CatalogProblem) => JSON.stringify([p.list, p.entry, p.field, p.message])
+const isSubject = (p: CatalogProblem, subject: Subject) => p.list === subject.list && p.entry === subject.id
+
+/** Config fields the admin API spells otherwise (its JSON fields are snake_case). */
+const API_NAMES: ReadonlyMap<string, string> = new Map([['baseUrl', 'base_url']])
+
+/** A field of an entry as the admin API names it: `['keys', 1, 'id']` → `keys[1].id`, `['baseUrl']` → `base_url`. */
+function apiParam(field: CatalogProblem['field']): string {
+  const [first, ...rest] = field.map(String)
+  return pointerToParam(['', API_NAMES.get(first ?? '') ?? first, ...rest].join('/'))
+}
+
+/**
+ * The 400 for a refused change, in the API's terms: its field names and the caller's own
+ * indexes, never the config file's path (whose list index means nothing to the caller).
+ * `param` names the first field of the entry sent.
+ */
+function refusal(problems: readonly CatalogProblem[], subject: Subject): GatewayError {
+  const own = problems.find((p) => isSubject(p, subject))
+  const sentences = problems.map((p) => {
+    const where = isSubject(p, subject) ? `"${apiParam(p.field)}"` : `"${apiParam(p.field)}" of ${p.list === 'providers' ? 'provider' : 'model'} "${p.entry}"`
+    return `Invalid value for ${where}: ${p.message}.`
+  })
+  return new GatewayError('invalid_request', sentences.join(' '), { param: own ? apiParam(own.field) : null })
 }
 
 const conflictOn = (message: string) => (error: unknown) => {
   if (isUniqueViolation(error)) throw new GatewayError('conflict', message)
   throw error
 }
-

@@ -5,7 +5,13 @@ import { join } from 'node:path'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { expectEnvelope } from './support/auth.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'
-import { decryptSecret, encryptSecret, masterKey, rewrapSecret } from '../src/lib/secrets.ts'
+import { maskBaseUrl, resealProviderHeaders } from '../src/catalog.ts'
+import { ConfigError, loadConfig } from '../src/config/load.ts'
+import type { ConfigFile } from '../src/config/schema.ts'
+import { createDatabase } from '../src/db/index.ts'
+import { createGateway } from '../src/server.ts'
+import { createLogger } from '../src/lib/logger.ts'
+import { decryptSecret, encryptSecret, envelopeKeyId, masterKey, rewrapSecret } from '../src/lib/secrets.ts'
 
 const ADMIN = 'catalog-admin-key'
 const SECRET = 'sk-provider-secret-abcdefghijklmnop'
@@ -167,5 +173,309 @@ describe('providers and models through the admin API', () => {
       (error: unknown) => error,
     )
     expect(String(failed)).toContain('SLUICE_ENCRYPTION_KEY: required outside dev (this gateway serves "prod")')
+  })
+})
+
+/** The problems of a config that must not boot (fails the test if it boots). */
+async function bootProblems(config: ConfigFile): Promise<string[]> {
+  const error = await loadConfig({ config: { plugins: [], ...config }, env: {} }).then(
+    () => undefined,
+    (e: unknown) => e,
+  )
+  expect(error).toBeInstanceOf(ConfigError)
+  return (error as ConfigError).problems
+}
+
+describe('the config file refuses what the admin API refuses, naming the path', () => {
+  const provider = (extra: Record<string, unknown> = {}) => ({ id: 'up', type: 'openai-compatible' as const, baseUrl: 'http://127.0.0.1:9/v1', keys: [{ id: 'k1', secret: 's' }], ...extra })
+  const model = (name: string, extra: Record<string, unknown> = {}) => ({ name, targets: [{ provider: 'up', model: 'm' }], ...extra })
+
+  test('provider ids, key ids and model names of dots only, and model names blank or padded', async () => {
+    const problems = await bootProblems({
+      providers: [provider({ id: '..' }), provider({ id: 'ok', keys: [{ id: '.', secret: 's' }] }), provider()],
+      models: [model('.'), model('...'), model(' '), model(' padded'), model('acme/..'), model('acme/llama 3')],
+    })
+    expect(problems).toHaveLength(7)
+    expect(problems[0]).toStartWith('/providers/0/id: ".." is dots only')
+    expect(problems[1]).toStartWith('/providers/1/keys/0/id: key id "." is dots only')
+    expect(problems[2]).toStartWith('/models/0/name: "." has a part of dots only')
+    expect(problems[3]).toStartWith('/models/1/name: "..." has a part of dots only')
+    expect(problems[4]).toBe('/models/2/name: a model name cannot be blank')
+    expect(problems[5]).toBe('/models/3/name: a model name cannot begin or end with white space (" padded")')
+    expect(problems[6]).toStartWith('/models/4/name: "acme/.." has a part of dots only')
+    // A slash is fine: acme/llama 3 is not reported; acme/.. is (its last part is dots only).
+    expect(problems.join('\n')).not.toContain('acme/llama')
+  })
+
+  test('headers that could not be sent: a name that is no HTTP token, a value with CR, LF, NUL or beyond U+00FF; the value is never repeated', async () => {
+    const problems = await bootProblems({
+      providers: [provider({ headers: { 'bad header': 'x', 'x-ok': 'fine', 'x-inject': 'a\r\nInjected: 1', 'x-nul': 'a\u0000b', 'x-wide': '日本', 'x-tab': 'a\tb' } })],
+      models: [model('m')],
+    })
+    expect(problems).toEqual([
+      expect.stringMatching(/^\/providers\/0\/headers: header name "bad header" is not an HTTP field name/),
+      expect.stringMatching(/^\/providers\/0\/headers: the value of header "x-inject" holds a character no HTTP field value may/),
+      expect.stringMatching(/^\/providers\/0\/headers: the value of header "x-nul" /),
+      expect.stringMatching(/^\/providers\/0\/headers: the value of header "x-wide" /),
+    ])
+    expect(problems.join('\n')).not.toContain('Injected')
+  })
+
+  test('an encoding tiktoken does not ship is refused even with no tokens plugin', async () => {
+    expect(await bootProblems({ providers: [provider()], models: [model('m', { encoding: 'bogus_enc' })] })).toEqual([
+      '/models/0/encoding: "bogus_enc" is not one of o200k_base, cl100k_base, p50k_base, p50k_edit, r50k_base, gpt2',
+    ])
+    const fine = await loadConfig({ config: { plugins: [], providers: [provider()], models: [model('m', { encoding: 'cl100k_base' })] } as ConfigFile, env: {} })
+    expect(fine.models[0]?.encoding).toBe('cl100k_base')
+  })
+})
+
+describe('base URLs as the admin API shows them', () => {
+  test('the password and every query value are masked; the rest is kept as written', () => {
+    expect(maskBaseUrl('https://user:pass@example.com/v1')).toBe('https://user:***@example.com/v1')
+    expect(maskBaseUrl('https://res.openai.azure.com/openai/deployments/d?api-version=2024-06-01&key=SECRET')).toBe('https://res.openai.azure.com/openai/deployments/d?api-version=***&key=***')
+    expect(maskBaseUrl('https://TOKEN@example.com/v1')).toBe('https://***@example.com/v1')
+    expect(maskBaseUrl('https://example.com/v1?SECRET')).toBe('https://example.com/v1?***')
+    // Nothing to hide: the URL as written, not as the parser spells it (no slash added).
+    expect(maskBaseUrl('https://api.example.com')).toBe('https://api.example.com')
+  })
+})
+
+describe('sealed provider headers', () => {
+  test('the rotation re-seals them under the new key; rows without sealed headers, or already moved, are left', () => {
+    const a = masterKey(KEY_A)
+    const b = masterKey(KEY_B)
+    const headers = { 'api-key': 'header-secret-0123456789' }
+    const row = JSON.stringify({ headers_enc: encryptSecret(a, JSON.stringify(headers), 'p#headers'), timeouts: { total_ms: 5 } })
+    const moved = resealProviderHeaders(row, 'p', [a], b)
+    if (moved === null) throw new Error('nothing re-sealed')
+    const stored = JSON.parse(moved) as { headers_enc: string; timeouts: unknown }
+    expect(envelopeKeyId(stored.headers_enc)).toBe(b.id)
+    expect(JSON.parse(decryptSecret([b], stored.headers_enc, 'p#headers'))).toEqual(headers)
+    expect(stored.timeouts).toEqual({ total_ms: 5 })
+    expect(resealProviderHeaders(moved, 'p', [a, b], b)).toBeNull()
+    expect(resealProviderHeaders(JSON.stringify({ headers: headers }), 'p', [a], b)).toBeNull()
+  })
+})
+
+describe('the admin API checks providers and models as the config file does, in its own terms', () => {
+  const HEADER_SECRET = 'header-secret-abcdefghijklmnopqrstuvwxyz'
+  let mock: MockUpstream
+  let dir: string
+  let gw: TestGateway
+  const boot = () => startGateway({ environment: 'prod', plugins: [] }, { env: { SLUICE_ADMIN_KEY: ADMIN, DATABASE_URL: `sqlite://${join(dir, 'checks.db')}`, SLUICE_ENCRYPTION_KEY: KEY_A } })
+  const call = (method: string, path: string, body?: unknown) => fetch(`${gw.url}${path}`, { method, headers: admin, ...(body !== undefined && { body: JSON.stringify(body) }) })
+  const provider = (id: string, extra: Record<string, unknown> = {}) => ({ id, type: 'openai-compatible', base_url: mock.url, keys: [{ id: 'k1', secret: SECRET }], ...extra })
+  const model = (name: string, extra: Record<string, unknown> = {}) => ({ name, targets: [{ provider: 'base', model: 'mock-gpt' }], ...extra })
+  const rows = async () => ({
+    providers: await gw.gateway.services.db.db.selectFrom('providers').selectAll().execute(),
+    models: await gw.gateway.services.db.db.selectFrom('models').selectAll().execute(),
+  })
+  const chat = (name: string) => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ model: name, messages: [{ role: 'user', content: 'hi' }] }) })
+
+  beforeAll(async () => {
+    mock = await startMockUpstream({ apiKeys: [SECRET] })
+    dir = mkdtempSync(join(tmpdir(), 'sluice-catalog-checks-'))
+    gw = await boot()
+    expect((await call('POST', '/admin/providers', provider('base'))).status).toBe(201)
+  })
+  afterAll(async () => {
+    await gw?.close()
+    await mock?.stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  test('ids and names a URL path cannot carry are refused, naming the field; a slash in a model name works', async () => {
+    const before = await rows()
+    for (const id of ['.', '..', '...']) {
+      const refused = await expectEnvelope(await call('POST', '/admin/providers', provider(id)), 'invalid_request')
+      expect({ id, param: refused.param }).toEqual({ id, param: 'id' })
+      expect(refused.message).toContain('dots only')
+    }
+    expect((await expectEnvelope(await call('POST', '/admin/providers', provider('p-dots', { keys: [{ id: '..', secret: SECRET }] })), 'invalid_request')).param).toBe('keys[0].id')
+    for (const name of ['.', '..', '...', ' ', '  padded', 'padded\t', 'acme/..', '../x']) {
+      const refused = await expectEnvelope(await call('POST', '/admin/models', model(name)), 'invalid_request')
+      expect({ name, param: refused.param }).toEqual({ name, param: 'name' })
+    }
+    expect(await rows()).toEqual(before)
+
+    const slashed = 'acme/llama 3'
+    const path = `/admin/models/${encodeURIComponent(slashed)}`
+    expect((await call('POST', '/admin/models', model(slashed))).status).toBe(201)
+    expect(await (await call('GET', path)).json()).toMatchObject({ object: 'model_group', name: slashed, source: 'admin' })
+    expect((await call('PATCH', path, { pricing: { input: 1, output: 2 } })).status).toBe(200)
+    expect((await chat(slashed)).status).toBe(200)
+    expect((await call('DELETE', path)).status).toBe(200)
+    await expectEnvelope(await call('GET', path), 'not_found')
+  })
+
+  test('headers that could not be sent are refused at POST and PATCH (param "headers"), never echoing the value', async () => {
+    // NUL is refused before (the admin routes take none in any field, naming it: headers.x-nul); the catalog check is the config file's guard for it.
+    const cases: Record<string, string>[] = [{ 'bad header': 'x' }, { 'x-inject': 'a\r\nInjected: 1' }, { 'x-nul': 'a\u0000b' }, { 'x-lf': 'a\nb' }, { 'x-cr': 'a\rb' }, { 'x-wide': '日本' }, { 'x:colon': 'v' }, { '': 'v' }]
+    const before = await rows()
+    for (const headers of cases) {
+      for (const [method, path, body] of [['POST', '/admin/providers', provider('hdr', { headers })], ['PATCH', '/admin/providers/base', { headers }]] as const) {
+        const refused = await expectEnvelope(await call(method, path, body), 'invalid_request')
+        expect({ method, headers, param: refused.param }).toEqual({ method, headers, param: 'x-nul' in headers ? 'headers.x-nul' : 'headers' })
+        expect(refused.message).not.toContain('Injected')
+      }
+    }
+    expect(await rows()).toEqual(before)
+    // Still served as before: nothing of the refused changes reached the registry.
+    expect((await call('POST', '/admin/models', model('hdr-gpt'))).status).toBe(201)
+    expect((await chat('hdr-gpt')).status).toBe(200)
+    expect(mock.stats.lastHeaders?.get('x-inject')).toBeNull()
+  })
+
+  test('refusals name the fields the caller sent (base_url, keys, targets, fallbacks, encoding), never a config-file path', async () => {
+    const cases: [string, string, unknown, string, string][] = [
+      ['POST', '/admin/providers', provider('p1', { type: 'openai', base_url: 'http://' }), 'base_url', 'Invalid value for "base_url": not a URL.'],
+      ['POST', '/admin/providers', provider('p2', { keys: [{ id: 'k', secret: 's' }, { id: 'k', secret: 's' }] }), 'keys[1].id', 'Invalid value for "keys[1].id": duplicate key id "k" in provider "p2".'],
+      ['PATCH', '/admin/providers/base', { type: 'openai-compatible', base_url: 'http://' }, 'base_url', 'Invalid value for "base_url": not a URL.'],
+      ['POST', '/admin/models', model('m1', { targets: [{ provider: 'ghost', model: 'x' }] }), 'targets[0].provider', 'Invalid value for "targets[0].provider": no provider with id "ghost".'],
+      ['POST', '/admin/models', model('m2', { fallbacks: ['nowhere'] }), 'fallbacks[0]', 'Invalid value for "fallbacks[0]": no model named "nowhere".'],
+      ['POST', '/admin/models', model('m3', { encoding: 'bogus_enc' }), 'encoding', 'Invalid value for "encoding": "bogus_enc" is not one of o200k_base, cl100k_base, p50k_base, p50k_edit, r50k_base, gpt2.'],
+      ['PATCH', '/admin/models/ref-gpt', { encoding: 'bogus_enc' }, 'encoding', 'Invalid value for "encoding": "bogus_enc" is not one of o200k_base, cl100k_base, p50k_base, p50k_edit, r50k_base, gpt2.'],
+    ]
+    expect((await call('POST', '/admin/models', model('ref-gpt'))).status).toBe(201)
+    for (const [method, path, body, param, message] of cases) {
+      const refused = await expectEnvelope(await call(method, path, body), 'invalid_request')
+      expect({ method, path, ...refused }).toEqual({ method, path, param, message })
+    }
+    expect((await call('POST', '/admin/models', model('enc-gpt', { encoding: 'cl100k_base' }))).status).toBe(201)
+  })
+
+  test('a model another one falls back to cannot be deleted: 409 conflict naming it', async () => {
+    expect((await call('POST', '/admin/models', model('fa'))).status).toBe(201)
+    expect((await call('POST', '/admin/models', model('fb', { fallbacks: ['fa'] }))).status).toBe(201)
+    const refused = await expectEnvelope(await call('DELETE', '/admin/models/fa'), 'conflict')
+    expect(refused.message).toBe('Model "fa" is a fallback of model(s) fb; change or delete them first.')
+    expect((await call('GET', '/admin/models/fa')).status).toBe(200)
+    expect((await call('PATCH', '/admin/models/fb', { fallbacks: [] })).status).toBe(200)
+    expect((await call('DELETE', '/admin/models/fa')).status).toBe(200)
+  })
+
+  test('a base URL is shown with its password and query values masked, in every answer; the audit trail never has it', async () => {
+    const url = new URL(mock.url)
+    const secretUrl = `${url.protocol}//user:url-pass-0123456789@${url.host}/v1?api-version=1&key=QUERY-SECRET-0123456789`
+    const masked = `${url.protocol}//user:***@${url.host}/v1?api-version=***&key=***`
+    const answers = [
+      await call('POST', '/admin/providers', provider('cred', { base_url: secretUrl })),
+      await call('GET', '/admin/providers/cred'),
+      await call('GET', '/admin/providers'),
+      await call('PATCH', '/admin/providers/cred', { base_url: secretUrl, timeouts: { total_ms: 30000 } }),
+    ]
+    for (const res of answers) {
+      const text = await res.text()
+      expect(res.status).toBeLessThan(300)
+      expect(text).not.toContain('url-pass')
+      expect(text).not.toContain('QUERY-SECRET')
+      expect(text).toContain(masked)
+    }
+    const trail = await gw.gateway.services.db.db.selectFrom('audit_log').selectAll().where('target_id', '=', 'cred').execute()
+    expect(trail.length).toBe(2)
+    expect(JSON.stringify(trail)).not.toContain('url-pass')
+    expect(JSON.stringify(trail)).not.toContain('QUERY-SECRET')
+  })
+
+  test('options are shown as they were written, in every answer', async () => {
+    const options = { stream_usage: false, auth_header: 'api-key' }
+    const created = await call('POST', '/admin/providers', provider('opts', { options }))
+    expect(created.status).toBe(201)
+    expect(await created.json()).toMatchObject({ id: 'opts', options })
+    expect(await (await call('GET', '/admin/providers/opts')).json()).toMatchObject({ options })
+    const listed = (await (await call('GET', '/admin/providers')).json()) as { data: { id: string; options: unknown }[] }
+    expect(listed.data.find((p) => p.id === 'opts')?.options).toEqual(options)
+    expect(listed.data.find((p) => p.id === 'base')?.options).toBeNull()
+    expect(await (await call('PATCH', '/admin/providers/opts', { options: { stream_usage: true } })).json()).toMatchObject({ options: { stream_usage: true } })
+  })
+
+  test('header values are stored sealed, sent upstream, and never shown', async () => {
+    const headers = { 'api-key': HEADER_SECRET, 'x-team': 'blue' }
+    const created = await call('POST', '/admin/providers', provider('sealed', { headers }))
+    expect(created.status).toBe(201)
+    expect(await created.json()).toMatchObject({ id: 'sealed', headers: ['api-key', 'x-team'] })
+    expect(await (await call('GET', '/admin/providers/sealed')).json()).toMatchObject({ headers: ['api-key', 'x-team'] })
+    expect(JSON.stringify(await (await call('GET', '/admin/providers')).json())).not.toContain(HEADER_SECRET)
+
+    const row = async () => (await gw.gateway.services.db.db.selectFrom('providers').select('config').where('id', '=', 'sealed').executeTakeFirstOrThrow()).config
+    expect(await row()).not.toContain(HEADER_SECRET)
+    expect(await row()).not.toContain('blue')
+
+    expect((await call('POST', '/admin/models', model('sealed-gpt', { targets: [{ provider: 'sealed', model: 'mock-gpt' }] }))).status).toBe(201)
+    expect((await chat('sealed-gpt')).status).toBe(200)
+    expect(mock.stats.lastHeaders?.get('api-key')).toBe(HEADER_SECRET)
+
+    const changed = `${HEADER_SECRET}-2`
+    expect((await call('PATCH', '/admin/providers/sealed', { headers: { 'api-key': changed } })).status).toBe(200)
+    expect(await row()).not.toContain(changed)
+    expect((await chat('sealed-gpt')).status).toBe(200)
+    expect(mock.stats.lastHeaders?.get('api-key')).toBe(changed)
+    expect(mock.stats.lastHeaders?.get('x-team')).toBeNull()
+
+    // Deleted, the provider keeps its row but none of its secrets.
+    expect((await call('DELETE', '/admin/models/sealed-gpt')).status).toBe(200)
+    expect((await call('DELETE', '/admin/providers/sealed')).status).toBe(200)
+    expect(await row()).toBe('{}')
+  })
+
+  test('GET /admin/models/{name} answers a model of either source, 404 not_found with a masked echo otherwise; Swagger has it', async () => {
+    const pricing = { input: 1, output: 2 }
+    expect((await call('POST', '/admin/models', model('get-gpt', { pricing }))).status).toBe(201)
+    expect(await (await call('GET', '/admin/models/get-gpt')).json()).toEqual({ object: 'model_group', source: 'admin', name: 'get-gpt', targets: [{ provider: 'base', model: 'mock-gpt' }], pricing })
+    const pasted = `sk-prod-${'D'.repeat(40)}`
+    const missing = await call('GET', `/admin/models/${pasted}`)
+    const text = await missing.clone().text()
+    expect((await expectEnvelope(missing, 'not_found')).message).toStartWith('No model "sk-prod-')
+    expect(text).not.toContain(pasted)
+    expect((await fetch(`${gw.url}/admin/models/get-gpt`)).status).toBe(401)
+    const doc = (await (await fetch(`${gw.url}/swagger/json`)).json()) as { paths: Record<string, Record<string, { summary?: string; tags?: string[] }>> }
+    expect(doc.paths['/admin/models/{name}']?.get).toMatchObject({ tags: ['Admin: providers and models'], summary: expect.stringContaining('Get a model group') })
+  })
+
+  test('a provider row written before headers were sealed still works, and is sealed once changed', async () => {
+    await gw.close()
+    // As an older gateway wrote it: the headers in plain text in the config column.
+    const db = await createDatabase(`sqlite://${join(dir, 'checks.db')}`)
+    try {
+      const at = new Date().toISOString()
+      await db.db.insertInto('providers').values({ id: 'legacy', type: 'openai-compatible', base_url: mock.url, config: JSON.stringify({ headers: { 'x-legacy': 'old-plain-value' } }), created_at: at, updated_at: at, deleted_at: null }).execute()
+      await db.db.insertInto('provider_keys').values({ id: 'legacy/k1', provider_id: 'legacy', secret_enc: encryptSecret(masterKey(KEY_A), SECRET, 'legacy/k1'), key_version: masterKey(KEY_A).id, weight: 1, rpm: null, tpm: null, disabled_at: null, created_at: at, updated_at: at }).execute()
+      // One the headers check would refuse now.
+      await db.db.insertInto('providers').values({ id: 'legacy-bad', type: 'openai-compatible', base_url: mock.url, config: JSON.stringify({ headers: { 'bad header': 'x' } }), created_at: at, updated_at: at, deleted_at: null }).execute()
+      await db.db.insertInto('provider_keys').values({ id: 'legacy-bad/k1', provider_id: 'legacy-bad', secret_enc: encryptSecret(masterKey(KEY_A), SECRET, 'legacy-bad/k1'), key_version: masterKey(KEY_A).id, weight: 1, rpm: null, tpm: null, disabled_at: null, created_at: at, updated_at: at }).execute()
+    } finally {
+      await db.close()
+    }
+    gw = await boot()
+    expect(await (await call('GET', '/admin/providers/legacy')).json()).toMatchObject({ headers: ['x-legacy'] })
+    expect((await call('POST', '/admin/models', model('legacy-gpt', { targets: [{ provider: 'legacy', model: 'mock-gpt' }] }))).status).toBe(201)
+    expect((await chat('legacy-gpt')).status).toBe(200)
+    expect(mock.stats.lastHeaders?.get('x-legacy')).toBe('old-plain-value')
+
+    expect((await call('PATCH', '/admin/providers/legacy', { timeouts: { total_ms: 60000 } })).status).toBe(200)
+    const config = (await gw.gateway.services.db.db.selectFrom('providers').select('config').where('id', '=', 'legacy').executeTakeFirstOrThrow()).config
+    expect(config).not.toContain('old-plain-value')
+    expect((await chat('legacy-gpt')).status).toBe(200)
+    expect(mock.stats.lastHeaders?.get('x-legacy')).toBe('old-plain-value')
+
+    // A row the check would refuse blocks no other change (the model above), nor a change of its other
+    // fields; headers sent to it are checked.
+    expect((await call('PATCH', '/admin/providers/legacy-bad', { timeouts: { total_ms: 60000 } })).status).toBe(200)
+    expect((await expectEnvelope(await call('PATCH', '/admin/providers/legacy-bad', { headers: { 'bad header': 'y' } }), 'invalid_request')).param).toBe('headers')
+    expect(await (await call('PATCH', '/admin/providers/legacy-bad', { headers: { 'good-header': 'y' } })).json()).toMatchObject({ headers: ['good-header'] })
+  })
+
+  test('a model of the config file that falls back to an admin model keeps it from being deleted', async () => {
+    expect((await call('POST', '/admin/models', model('admin-target'))).status).toBe(201)
+    await gw.close()
+    // loadConfig cannot see the database, so such a config comes from a program that embeds the gateway.
+    const loaded = await loadConfig({ config: { environment: 'prod', plugins: [] } as ConfigFile, env: { SLUICE_ADMIN_KEY: ADMIN, DATABASE_URL: `sqlite://${join(dir, 'checks.db')}`, SLUICE_ENCRYPTION_KEY: KEY_A, LOG_LEVEL: 'silent' } })
+    const config = { ...loaded, providers: [{ id: 'cfg-up', type: 'openai-compatible' as const, baseUrl: mock.url, keys: [{ id: 'k', secret: SECRET }] }], models: [{ name: 'cfg-gpt', targets: [{ provider: 'cfg-up', model: 'mock-gpt' }], fallbacks: ['admin-target'] }] }
+    const gateway = await createGateway(config, { logger: createLogger('silent') })
+    const server = gateway.listen({ port: 0, hostname: '127.0.0.1' })
+    gw = { gateway, url: `http://127.0.0.1:${server.port}`, close: () => gateway.close() }
+    const refused = await expectEnvelope(await call('DELETE', '/admin/models/admin-target'), 'conflict')
+    expect(refused.message).toContain('model(s) cfg-gpt')
   })
 })

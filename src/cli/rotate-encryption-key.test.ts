@@ -50,7 +50,13 @@ describe('rotate-encryption-key finds the database as the gateway does', () => {
       const created = await fetch(`${gw.url}/admin/providers`, {
         method: 'POST',
         headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ id: 'p', type: 'openai-compatible', base_url: 'http://127.0.0.1:9/v1', keys: [{ id: 'k', secret: 'sk-upstream-0123456789' }] }),
+        body: JSON.stringify({
+          id: 'p',
+          type: 'openai-compatible',
+          base_url: 'http://127.0.0.1:9/v1',
+          keys: [{ id: 'k', secret: 'sk-upstream-0123456789' }],
+          headers: { 'api-key': 'header-secret-0123456789' },
+        }),
       })
       expect(created.status).toBe(201)
     } finally {
@@ -61,7 +67,18 @@ describe('rotate-encryption-key finds the database as the gateway does', () => {
     const { code, stdout, stderr } = await runRotate(cwd)
     expect(stderr).toBe('')
     expect(code).toBe(0)
-    expect(stdout).toContain(`re-sealed 1 secret(s) under key ${masterKey(KEY_B).id}; 0 already were (${url})`)
+    // The key's secret and the provider's sealed headers.
+    expect(stdout).toContain(`re-sealed 2 secret(s) under key ${masterKey(KEY_B).id}; 0 already were (${url})`)
+    // The old key can go: a gateway with the new one alone opens every secret (it would not boot otherwise).
+    const after = await startGateway({ environment: 'prod', plugins: [] }, { env: { SLUICE_ADMIN_KEY: ADMIN, DATABASE_URL: url, SLUICE_ENCRYPTION_KEY: KEY_B } })
+    try {
+      const provider = await fetch(`${after.url}/admin/providers/p`, { headers: { authorization: `Bearer ${ADMIN}` } })
+      expect(((await provider.json()) as { headers: string[] }).headers).toEqual(['api-key'])
+    } finally {
+      await after.close()
+    }
+    const again = await runRotate(cwd)
+    expect(again.stdout).toContain('re-sealed 0 secret(s)')
 
     const handle = await createDatabase(url)
     try {

@@ -3,7 +3,8 @@
  *
  *   SLUICE_ENCRYPTION_KEY_PREVIOUS=<old key> SLUICE_ENCRYPTION_KEY=<new key> bun run rotate-encryption-key
  *
- * Only the per-secret data keys are re-sealed; the secrets' own ciphertext is kept. Rows
+ * Provider key secrets and providers' sealed header values are re-sealed alike. Only the
+ * per-secret data keys are re-sealed; the secrets' own ciphertext is kept. Rows
  * already under the new key are left alone, so the command can be run again safely. Start
  * the gateways with the new key (and the old one in SLUICE_ENCRYPTION_KEY_PREVIOUS until
  * this has run), then drop the old one.
@@ -13,6 +14,7 @@
  *
  * Exit codes: 0 done, 1 the database could not be opened or the rotation failed, 2 bad keys or a bad config file.
  */
+import { resealProviderHeaders } from '../catalog.ts'
 import { ConfigError, loadDatabaseUrl } from '../config/load.ts'
 import { describeError } from '../db/errors.ts'
 import { createDatabase, type DatabaseHandle } from '../db/index.ts'
@@ -48,6 +50,7 @@ async function main(): Promise<number> {
   try {
     await migrateToLatest(handle.db)
     const rows = await handle.db.selectFrom('provider_keys').select(['id', 'provider_id', 'secret_enc']).execute()
+    const providers = await handle.db.selectFrom('providers').select(['id', 'config']).where('deleted_at', 'is', null).execute()
     let rotated = 0
     let kept = 0
     await handle.db.transaction().execute(async (tx) => {
@@ -58,6 +61,13 @@ async function main(): Promise<number> {
         }
         const sealed = rewrapSecret([current, ...previous], current, row.secret_enc, row.id)
         await tx.updateTable('provider_keys').set({ secret_enc: sealed, key_version: current.id, updated_at: new Date().toISOString() }).where('id', '=', row.id).where('provider_id', '=', row.provider_id).execute()
+        rotated++
+      }
+      for (const row of providers) {
+        // Null: no sealed headers, or sealed under the new key already.
+        const resealed = resealProviderHeaders(row.config, row.id, [current, ...previous], current)
+        if (resealed === null) continue
+        await tx.updateTable('providers').set({ config: resealed, updated_at: new Date().toISOString() }).where('id', '=', row.id).execute()
         rotated++
       }
     })

@@ -2,7 +2,9 @@ import { existsSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
 import { ConfigFileSchema, ENV_SLUG, PluginUseEntrySchema, type ConfigFile, type ModelConfig, type ProviderConfig } from './schema.ts'
+import { echo } from '../lib/key-text.ts'
 import { isLogLevel, type LogLevel } from '../lib/logger.ts'
+import { ENCODINGS, isEncoding } from '../../plugins/tokens/encodings.ts'
 import { DEFAULT_DATABASE_URL } from '../db/index.ts'
 
 /** Where each provider type's official SDK points by default. */
@@ -78,7 +80,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
 
   const providers = file.providers ?? [MOCK_PROVIDER]
   const models = file.models ?? (file.providers ? [] : [MOCK_MODEL])
-  checkReferences(providers, models, problems)
+  checkCatalog(providers, models, problems)
 
   const environment = env.SLUICE_ENV ?? file.environment ?? 'dev'
   if (!ENV_SLUG.test(environment)) problems.push(`SLUICE_ENV: "${environment}" is not an environment slug ([a-z0-9]{1,16})`)
@@ -240,33 +242,89 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> =>
 const isPluginObject = (v: Record<string, unknown>): boolean =>
   typeof v.definition === 'object' && v.definition !== null && typeof (v.definition as { setup?: unknown }).setup === 'function'
 
-export function checkReferences(providers: ProviderConfig[], models: ModelConfig[], problems: string[]): void {
+/** One thing wrong with a provider or a model of the catalog (the config file's, the admin API's, or both together). */
+export interface CatalogProblem {
+  /** The list the entry is in. */
+  list: 'providers' | 'models'
+  /** The entry's position in the list checked: the config file's path, meaningless to an admin API caller. */
+  index: number
+  /** The provider's id or the model's name. */
+  entry: string
+  /** Where in the entry, in the config file's field names: `['keys', 1, 'id']`, `['baseUrl']`. */
+  field: readonly (string | number)[]
+  /** What is wrong. It never repeats a URL or a header value: either may carry a credential, or come from a `${VAR}`. */
+  message: string
+}
+
+/**
+ * A header name is an HTTP token (RFC 9110, 5.1 and 5.6.2: tchar). Anything else makes every
+ * request through the provider fail when its headers are built, long after the provider was saved.
+ */
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+/**
+ * What a header value cannot hold: CR, LF and NUL (they split or end a header: RFC 9110, 5.5),
+ * the other control characters (invalid there too; HTAB is allowed), and characters beyond
+ * U+00FF, which fetch refuses to put in a header at all.
+ */
+const HEADER_VALUE_BAD = /[\0-\x08\x0a-\x1f\x7f]|[^\0-\xff]/
+/** A path segment of dots only: URLs read `.` and `..` (also as `%2e`) as steps of the path, not as names. */
+const DOTS = /^\.+$/
+const DOTS_WHY = 'dots alone make a step of a URL path ("." or ".."), not a name the API could be asked for'
+
+/**
+ * Every problem of a set of providers and models that a schema cannot see: ids that a URL
+ * cannot carry, duplicates, headers that could not be sent, references to a provider or a model
+ * that is not there. The config file reports them with their paths ({@link checkCatalog}); the
+ * admin API names its own fields instead.
+ */
+export function catalogProblems(providers: readonly ProviderConfig[], models: readonly ModelConfig[]): CatalogProblem[] {
+  const problems: CatalogProblem[] = []
   const providerIds = new Set<string>()
-  providers.forEach((p, i) => {
-    if (providerIds.has(p.id)) problems.push(`/providers/${i}/id: duplicate provider id "${p.id}"`)
+  providers.forEach((p, index) => {
+    const add = (field: readonly (string | number)[], message: string) => problems.push({ list: 'providers', index, entry: p.id, field, message })
+    if (DOTS.test(p.id)) add(['id'], `"${p.id}" is dots only: ${DOTS_WHY}`)
+    if (providerIds.has(p.id)) add(['id'], `duplicate provider id "${p.id}"`)
     providerIds.add(p.id)
     const keyIds = new Set<string>()
     p.keys.forEach((k, j) => {
-      if (keyIds.has(k.id)) problems.push(`/providers/${i}/keys/${j}/id: duplicate key id "${k.id}" in provider "${p.id}"`)
+      if (DOTS.test(k.id)) add(['keys', j, 'id'], `key id "${k.id}" is dots only: ${DOTS_WHY}`)
+      if (keyIds.has(k.id)) add(['keys', j, 'id'], `duplicate key id "${k.id}" in provider "${p.id}"`)
       keyIds.add(k.id)
     })
-    if (p.type === 'openai-compatible' && !p.baseUrl) problems.push(`/providers/${i}/baseUrl: required for type openai-compatible`)
-    // The value is not repeated: it may have come from a `${VAR}` and carry a credential.
-    if (p.baseUrl && !URL.canParse(p.baseUrl)) problems.push(`/providers/${i}/baseUrl: not a URL`)
+    if (p.type === 'openai-compatible' && !p.baseUrl) add(['baseUrl'], 'required for type openai-compatible')
+    if (p.baseUrl && !URL.canParse(p.baseUrl)) add(['baseUrl'], 'not a URL')
+    for (const [name, value] of Object.entries(p.headers ?? {})) {
+      // The name is shown JSON-quoted (a control character in it stays visible), cut and masked as any echo.
+      const shown = JSON.stringify(echo(name))
+      if (!HEADER_NAME.test(name)) add(['headers'], `header name ${shown} is not an HTTP field name (a token of letters, digits and !#$%&'*+-.^_\`|~: RFC 9110)`)
+      else if (HEADER_VALUE_BAD.test(value)) add(['headers'], `the value of header ${shown} holds a character no HTTP field value may (CR, LF, NUL or another control character, or one beyond U+00FF)`)
+    }
   })
   const names = new Set(models.map((m) => m.name))
   const seen = new Set<string>()
-  models.forEach((m, i) => {
-    if (seen.has(m.name)) problems.push(`/models/${i}/name: duplicate model name "${m.name}"`)
+  models.forEach((m, index) => {
+    const add = (field: readonly (string | number)[], message: string) => problems.push({ list: 'models', index, entry: m.name, field, message })
+    if (m.name.trim() === '') add(['name'], 'a model name cannot be blank')
+    else if (m.name.trim() !== m.name) add(['name'], `a model name cannot begin or end with white space (${JSON.stringify(m.name)})`)
+    // A slash is allowed (`acme/llama-3`), but no part between slashes may be dots only.
+    else if (m.name.split('/').some((part) => DOTS.test(part))) add(['name'], `"${m.name}" has a part of dots only: ${DOTS_WHY}`)
+    if (seen.has(m.name)) add(['name'], `duplicate model name "${m.name}"`)
     seen.add(m.name)
     m.targets.forEach((t, j) => {
-      if (!providerIds.has(t.provider)) problems.push(`/models/${i}/targets/${j}/provider: no provider with id "${t.provider}"`)
+      if (!providerIds.has(t.provider)) add(['targets', j, 'provider'], `no provider with id "${t.provider}"`)
     })
     m.fallbacks?.forEach((f, j) => {
-      if (!names.has(f)) problems.push(`/models/${i}/fallbacks/${j}: no model named "${f}"`)
-      if (f === m.name) problems.push(`/models/${i}/fallbacks/${j}: a model cannot fall back to itself`)
+      if (!names.has(f)) add(['fallbacks', j], `no model named "${f}"`)
+      if (f === m.name) add(['fallbacks', j], 'a model cannot fall back to itself')
     })
+    if (m.encoding !== undefined && !isEncoding(m.encoding)) add(['encoding'], `${JSON.stringify(echo(m.encoding))} is not one of ${ENCODINGS.join(', ')}`)
   })
+  return problems
+}
+
+/** {@link catalogProblems} as the config file reports them: one line each, with its path. */
+export function checkCatalog(providers: readonly ProviderConfig[], models: readonly ModelConfig[], problems: string[]): void {
+  for (const p of catalogProblems(providers, models)) problems.push(`/${p.list}/${p.index}/${p.field.join('/')}: ${p.message}`)
 }
 
 /** The keys a `{use, options}` entry may have, from its schema. */

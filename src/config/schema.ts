@@ -1,9 +1,11 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { ENCODINGS } from '../../plugins/tokens/encodings.ts'
 
 /** Environment slug: the `<env>` of `sk-<env>-<secret>`. */
 export const ENV_SLUG = /^[a-z0-9]{1,16}$/
 
-const Id = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$' })
+/** A provider's or a key's id. Dots alone are refused too (a URL path could not carry them), by the catalog check. */
+const Id = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$', description: 'Letters, digits and . _ : -, not dots only' })
 
 export const ProviderKeySchema = Type.Object(
   {
@@ -39,7 +41,7 @@ export const ProviderSchema = Type.Object(
     /** The official SDK's base URL; each adapter appends its own paths. */
     baseUrl: Type.Optional(Type.String({ pattern: '^https?://' })),
     keys: Type.Array(ProviderKeySchema, { minItems: 1 }),
-    /** Extra headers sent upstream on every call. */
+    /** Extra headers sent upstream on every call: names are HTTP tokens, values hold no CR, LF or NUL. */
     headers: Type.Optional(Type.Record(Type.String(), Type.String())),
     timeouts: Type.Optional(TimeoutsSchema),
     /** Adapter-specific settings (e.g. the mock's latency, Anthropic's version). */
@@ -64,7 +66,8 @@ export const STRATEGIES = ['weighted', 'round-robin', 'least-busy', 'latency', '
 
 export const ModelSchema = Type.Object(
   {
-    name: Type.String({ minLength: 1, maxLength: 256 }),
+    /** The name clients ask for; a slash is allowed, white space at either end and parts of dots only are not. */
+    name: Type.String({ minLength: 1, maxLength: 256, description: 'The name clients ask for; may hold a slash, not white space at either end nor a part of dots only' }),
     /** How the balance plugin picks among targets. @default "weighted" */
     strategy: Type.Optional(Type.Union(STRATEGIES.map((s) => Type.Literal(s)))),
     targets: Type.Array(
@@ -81,8 +84,8 @@ export const ModelSchema = Type.Object(
     /** Model groups tried in order after this one's targets fail. */
     fallbacks: Type.Optional(Type.Array(Type.String({ minLength: 1 }))),
     pricing: Type.Optional(PricingSchema),
-    /** tiktoken encoding for models the built-in table does not know. */
-    encoding: Type.Optional(Type.String()),
+    /** tiktoken encoding for models the built-in table does not know (one this build ships, checked with the catalog). */
+    encoding: Type.Optional(Type.String({ maxLength: 64, description: `tiktoken encoding: one of ${ENCODINGS.join(', ')}` })),
   },
   { additionalProperties: false },
 )
