@@ -112,6 +112,12 @@ describe('alerts by webhook', () => {
       const revoked = await userWithKey(gw, { expires_at: new Date(Date.now() + 20 * DAY).toISOString() })
       await gw.adminOk('POST', `/admin/keys/${revoked.key.id}/revoke`)
       await gw.db.updateTable('api_keys').set({ expires_at: new Date(Date.now() + 2 * DAY).toISOString() }).where('id', '=', revoked.key.id).execute()
+      // Nor keys refused for their holder (a deleted or disabled owner), whatever their expiry.
+      const gone = await userWithKey(gw, { expires_at: new Date(Date.now() + 20 * DAY).toISOString() })
+      await gw.adminOk('DELETE', `/admin/users/${gone.userId}`)
+      const off = await userWithKey(gw, { expires_at: new Date(Date.now() + 20 * DAY).toISOString() })
+      await gw.adminOk('PATCH', `/admin/users/${off.userId}`, { disabled: true })
+      await gw.db.updateTable('api_keys').set({ expires_at: soon }).where('id', 'in', [gone.key.id, off.key.id]).execute()
       await waitFor(() => receiver.of('key_expiring').length >= 1, 'the expiring-key alert')
       await Bun.sleep(400) // several more checks
       expect(receiver.of('key_expiring').length).toBe(1)

@@ -148,6 +148,18 @@ describe('wrong types → 400 invalid_request naming the field', () => {
   })
 })
 
+describe('ids of dots alone → 400', () => {
+  test('a user or team id of dots alone, which no path could reach (/admin/users/.. is /admin), is refused naming id; as user_id or team_id, naming that', async () => {
+    for (const dots of ['.', '..', '...']) {
+      expect((await refused('POST', '/admin/users', { id: dots }, 'invalid_request')).param).toBe('id')
+      expect((await refused('POST', '/admin/teams', { id: dots, name: 'dots' }, 'invalid_request')).param).toBe('id')
+      expect((await refused('POST', '/admin/keys', { user_id: dots }, 'invalid_request')).param).toBe('user_id')
+      expect((await refused('POST', '/admin/keys', { user_id: fx.user, team_id: dots }, 'invalid_request')).param).toBe('team_id')
+      expect((await refused('POST', `/admin/teams/${fx.team}/members`, { user_id: dots }, 'invalid_request')).param).toBe('user_id')
+    }
+  })
+})
+
 describe('unknown fields → 400', () => {
   test('a field the schema does not have is refused, never stored', async () => {
     const cases: Array<[string, string, Record<string, unknown>, string]> = [
@@ -223,8 +235,25 @@ describe('conflicts → 409', () => {
     expect(error.message).toContain(fx.user)
   })
 
-  test('a deleted user id cannot be reused either', async () => {
-    await refused('POST', '/admin/users', { id: fx.deleted }, 'conflict')
+  test('a deleted user id cannot be reused either, and the 409 says so rather than "already exists"', async () => {
+    const error = await refused('POST', '/admin/users', { id: fx.deleted }, 'conflict')
+    expect(error.message).toContain(`"${fx.deleted}" belongs to a user deleted at`)
+    expect(error.message).toContain('ids are not reused')
+  })
+
+  test('nor a deleted team id, which GET shows deleted, and the 409 says so', async () => {
+    const error = await refused('POST', '/admin/teams', { id: fx.deletedTeam, name: 'again' }, 'conflict')
+    expect(error.message).toContain(`"${fx.deletedTeam}" belongs to a team deleted at`)
+    expect(error.message).toContain('ids are not reused')
+    expect(await gw.adminOk('GET', `/admin/teams/${fx.deletedTeam}`)).toMatchObject({ id: fx.deletedTeam, deleted_at: expect.any(String) })
+  })
+
+  test('the email of a deleted user: the 409 names the deleted user that keeps it', async () => {
+    const email = `${uid('gone')}@example.com`
+    const gone = await gw.adminOk<{ id: string }>('POST', '/admin/users', { email })
+    await gw.adminOk('DELETE', `/admin/users/${gone.id}`)
+    const error = await refused('POST', '/admin/users', { id: uid('usr'), email }, 'conflict')
+    expect(error.message).toContain(`belongs to user ${gone.id}, deleted at`)
   })
 
   test('duplicate email, on create and on PATCH', async () => {
@@ -253,6 +282,42 @@ describe('conflicts → 409', () => {
   test('rotating a key that was already rotated (its successor is the one to rotate)', async () => {
     const error = await refused('POST', `/admin/keys/${fx.rotated.id}/rotate`, { grace_seconds: 30 * 86400 }, 'conflict')
     expect(error.message).toContain('rotated')
+  })
+})
+
+describe('rotation of a key its owner or team refuses → refused as creating one for them is', () => {
+  test('owner deleted → 404, disabled → 400, bound team deleted → 404, owner no longer in the bound team → 400; nothing is minted', async () => {
+    const deleted = await userWithKey(gw)
+    await gw.adminOk('DELETE', `/admin/users/${deleted.userId}`)
+    const disabled = await userWithKey(gw)
+    await gw.adminOk('PATCH', `/admin/users/${disabled.userId}`, { disabled: true })
+    const teamGone = await userWithKey(gw, {}, { team: true })
+    await gw.adminOk('DELETE', `/admin/teams/${teamGone.teamId}`)
+    const leftTeam = await userWithKey(gw, {}, { team: true })
+    await gw.adminOk('DELETE', `/admin/teams/${leftTeam.teamId}/members/${leftTeam.userId}`)
+
+    const cases = [
+      [deleted, 'not_found', `its owner, user ${deleted.userId}, was deleted at`],
+      [disabled, 'invalid_request', `its owner, user ${disabled.userId}, is disabled`],
+      [teamGone, 'not_found', `it is bound to team ${teamGone.teamId}, which was deleted at`],
+      [leftTeam, 'invalid_request', `its owner, user ${leftTeam.userId}, is not a member of team ${leftTeam.teamId}`],
+    ] as const
+    for (const [{ userId, teamId, key }, code, says] of cases) {
+      // The code creation answers for the same owner and team.
+      await refused('POST', '/admin/keys', { user_id: userId, ...(teamId ? { team_id: teamId } : {}) }, code)
+      for (const body of [{}, { grace_seconds: 3600 }]) {
+        const error = await refused('POST', `/admin/keys/${key.id}/rotate`, body, code)
+        expect(error.message).toStartWith(`Key ${key.id} cannot be rotated: ${says}`)
+      }
+    }
+  })
+
+  test('once the owner is enabled again, its key rotates', async () => {
+    const { userId, key } = await userWithKey(gw)
+    await gw.adminOk('PATCH', `/admin/users/${userId}`, { disabled: true })
+    await refused('POST', `/admin/keys/${key.id}/rotate`, {}, 'invalid_request')
+    await gw.adminOk('PATCH', `/admin/users/${userId}`, { disabled: false })
+    expect(await gw.adminOk('POST', `/admin/keys/${key.id}/rotate`, {})).toMatchObject({ rotated_from: key.id, status: 'active' })
   })
 })
 
@@ -360,6 +425,15 @@ describe('times', () => {
     }
   })
 
+  test('expires_at later than 9999-12-31T23:59:59.999Z in UTC → 400: stored times, fixed-width text, cannot hold it', async () => {
+    // Year 9999 with an offset west of UTC is year 10000 in UTC.
+    const late = '9999-12-31T23:30:00-01:00'
+    expect((await refused('POST', '/admin/keys', { user_id: fx.user, expires_at: late }, 'invalid_request')).param).toBe('expires_at')
+    expect((await refused('PATCH', `/admin/keys/${fx.key.id}`, { expires_at: late }, 'invalid_request')).param).toBe('expires_at')
+    const last = await gw.adminOk<CreatedKey>('POST', '/admin/keys', { user_id: fx.user, expires_at: '9999-12-31T22:59:59.999-01:00' })
+    expect(last.expires_at).toBe('9999-12-31T23:59:59.999Z')
+  })
+
   test('a bad `within` for /admin/keys/expiring → 400', async () => {
     for (const bad of ['forever', '7', '-1d', '7days', '1y']) {
       await refused('GET', `/admin/keys/expiring?within=${bad}`, undefined, 'invalid_request')
@@ -370,7 +444,7 @@ describe('times', () => {
 describe('lists', () => {
   test('a bad cursor → 400 naming cursor', async () => {
     for (const cursor of ['zzz', Buffer.from('not a date|key_1').toString('base64url'), '%00', 'a'.repeat(300)]) {
-      for (const list of ['/admin/keys', '/admin/users', '/admin/teams', '/admin/keys/expiring']) {
+      for (const list of ['/admin/keys', '/admin/users', '/admin/teams', '/admin/keys/expiring', `/admin/teams/${fx.team}/members`]) {
         const error = await refused('GET', `${list}?cursor=${encodeURIComponent(cursor)}`, undefined, 'invalid_request')
         expect(error.param).toBe('cursor')
       }
@@ -382,8 +456,14 @@ describe('lists', () => {
       const error = await refused('GET', `/admin/keys?${query}`, undefined, 'invalid_request')
       expect(error.param).toBe(query.split('=')[0]!)
     }
-    for (const list of ['/admin/users', '/admin/teams', '/admin/keys/expiring']) {
+    for (const list of ['/admin/users', '/admin/teams', '/admin/keys/expiring', `/admin/teams/${fx.team}/members`]) {
       expect((await refused('GET', `${list}?limit=1000`, undefined, 'invalid_request')).param).toBe('limit')
+    }
+  })
+
+  test('an unknown query parameter → 400 naming it, on every list', async () => {
+    for (const list of ['/admin/keys', '/admin/users', '/admin/teams', '/admin/keys/expiring', `/admin/teams/${fx.team}/members`]) {
+      expect((await refused('GET', `${list}?foo=1`, undefined, 'invalid_request')).param).toBe('foo')
     }
   })
 })

@@ -1,10 +1,11 @@
 import { Type, type TSchema } from '@sinclair/typebox'
 import { Elysia } from 'elysia'
 import { adminActor, adminGuard } from '../../src/admin-key.ts'
-import type { Selectable } from 'kysely'
+import type { Selectable, SelectQueryBuilder } from 'kysely'
 import { GatewayError } from '../../src/errors.ts'
 import { isUniqueViolation } from '../../src/db/index.ts'
 import type { ApiKeysTable, TeamsTable, UsersTable } from '../../src/db/schema.ts'
+import { holderMayUse } from '../../src/db/key-holders.ts'
 import { newId } from '../../src/lib/id.ts'
 import type { Services } from '../../src/services.ts'
 import { displayKey, echo, mintKey } from './key-format.ts'
@@ -41,15 +42,24 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     if (!row || (row.deleted_at && !includeDeleted)) throw notFound('user', id)
     return row
   }
-  const team = async (id: string): Promise<TeamRow> => {
+  const team = async (id: string, includeDeleted = false): Promise<TeamRow> => {
     const row = await db.selectFrom('teams').selectAll().where('id', '=', id).executeTakeFirst()
-    if (!row || row.deleted_at) throw notFound('team', id)
+    if (!row || (row.deleted_at && !includeDeleted)) throw notFound('team', id)
     return row
   }
   const key = async (id: string): Promise<KeyRow> => {
     const row = await db.selectFrom('api_keys').selectAll().where('id', '=', id).executeTakeFirst()
     if (!row) throw notFound('key', id)
     return row
+  }
+  /** What a new user collided with: a user holding its id (maybe a deleted one), or its email. */
+  const userConflict = async (id: string, email: string | undefined): Promise<string> => {
+    const taken = await db.selectFrom('users').select('deleted_at').where('id', '=', id).executeTakeFirst()
+    if (taken) return taken.deleted_at ? deletedIdTaken('user', id, taken.deleted_at) : `A user with id "${echo(id)}" already exists.`
+    if (email === undefined) return `A user with id "${echo(id)}" already exists.`
+    const holder = await db.selectFrom('users').select(['id', 'deleted_at']).where('email', '=', email).executeTakeFirst()
+    if (holder?.deleted_at) return `Email "${echo(email, 320)}" belongs to user ${holder.id}, deleted at ${holder.deleted_at}; a deleted user keeps its email. Use another one.`
+    return `A user with email "${echo(email, 320)}" already exists.`
   }
 
   return new Elysia({ name: 'sluice.auth.admin', prefix: '/admin' })
@@ -69,7 +79,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
               .insertInto('users')
               .values({ id, email: body.email ?? null, name: body.name ?? null, disabled_at: null, deleted_at: null, limits: toJson(body.limits), budget: toJson(body.budget), metadata: toJson(body.metadata), created_at: at, updated_at: at })
               .execute(),
-          `A user with id "${echo(id)}"${body.email ? ` or email "${body.email}"` : ''} already exists.`,
+          () => userConflict(id, body.email),
         )
         await audit(db, { actor: adminActor(request), action: 'user.create', targetType: 'user', targetId: id })
         set.status = 201
@@ -79,10 +89,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     )
     .get(
       '/users',
-      async ({ query }) => {
-        const rows = await page(db.selectFrom('users').selectAll().where('deleted_at', 'is', null), query)
-        return list(rows, userView)
-      },
+      async ({ query }) => list(await page(db.selectFrom('users').selectAll().where('deleted_at', 'is', null), query, 'id'), userView),
       { query: S.ListQuery, detail: { tags, summary: 'List users (newest first, cursor paged)' } },
     )
     .get('/users/:id', async ({ params }) => userView(await user(params.id, true)), { detail: { tags, summary: 'Get a user (deleted users too, with status "deleted")' } })
@@ -140,7 +147,10 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
               .insertInto('teams')
               .values({ id, name: body.name, limits: toJson(body.limits), budget: toJson(body.budget), metadata: toJson(body.metadata), deleted_at: null, created_at: at, updated_at: at })
               .execute(),
-          `A team with id "${echo(id)}" already exists.`,
+          async () => {
+            const taken = await db.selectFrom('teams').select('deleted_at').where('id', '=', id).executeTakeFirst()
+            return taken?.deleted_at ? deletedIdTaken('team', id, taken.deleted_at) : `A team with id "${echo(id)}" already exists.`
+          },
         )
         await audit(db, { actor: adminActor(request), action: 'team.create', targetType: 'team', targetId: id })
         set.status = 201
@@ -150,10 +160,11 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     )
     .get(
       '/teams',
-      async ({ query }) => list(await page(db.selectFrom('teams').selectAll().where('deleted_at', 'is', null), query), teamView),
+      async ({ query }) => list(await page(db.selectFrom('teams').selectAll().where('deleted_at', 'is', null), query, 'id'), teamView),
       { query: S.ListQuery, detail: { tags, summary: 'List teams' } },
     )
-    .get('/teams/:id', async ({ params }) => teamView(await team(params.id)), { detail: { tags, summary: 'Get a team' } })
+    // Deleted teams too, as for users: a deleted team's id stays taken (POST answers 409), and GET says why.
+    .get('/teams/:id', async ({ params }) => teamView(await team(params.id, true)), { detail: { tags, summary: 'Get a team (deleted teams too, with their deleted_at)' } })
     .patch(
       '/teams/:id',
       async ({ params, body, request }) => {
@@ -190,12 +201,13 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     )
     .get(
       '/teams/:id/members',
-      async ({ params }) => {
+      async ({ params, query }) => {
         const row = await team(params.id)
-        const members = await db.selectFrom('team_members').selectAll().where('team_id', '=', row.id).orderBy('created_at').execute()
-        return { object: 'list', data: members.map((m) => ({ object: 'team_member', team_id: m.team_id, user_id: m.user_id, role: m.role, created_at: m.created_at })), next_cursor: null }
+        // A membership has no id of its own: within a team, the user's id breaks ties of created_at.
+        const members = await page(db.selectFrom('team_members').selectAll().where('team_id', '=', row.id), query, 'user_id')
+        return list(members, (m) => ({ object: 'team_member' as const, team_id: m.team_id, user_id: m.user_id, role: m.role, created_at: m.created_at }))
       },
-      { detail: { tags, summary: 'List the members of a team' } },
+      { query: S.ListQuery, detail: { tags, summary: 'List the members of a team (newest first, cursor paged)' } },
     )
     .post(
       '/teams/:id/members',
@@ -230,13 +242,10 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     .post(
       '/keys',
       async ({ body, set, request }) => {
-        const owner = await user(body.user_id)
-        if (owner.disabled_at) throw new GatewayError('invalid_request', `User ${owner.id} is disabled; enable it before giving it keys.`, { param: 'user_id' })
-        if (body.team_id) {
-          await team(body.team_id)
-          const member = await db.selectFrom('team_members').select('user_id').where('team_id', '=', body.team_id).where('user_id', '=', owner.id).executeTakeFirst()
-          if (!member) throw new GatewayError('invalid_request', `User ${owner.id} is not a member of team ${body.team_id}; add it first (POST /admin/teams/${body.team_id}/members).`, { param: 'team_id' })
-        }
+        const ownerId = body.user_id
+        const teamId = body.team_id ?? null
+        const problem = await holderProblem(db, ownerId, teamId)
+        if (problem) throw createRefusal(problem, ownerId)
         checkMetadata(body.metadata)
         const expiresAt = parseTime(body.expires_at, 'expires_at')
         if (expiresAt !== null && expiresAt <= now()) throw new GatewayError('invalid_request', 'expires_at must be in the future.', { param: 'expires_at' })
@@ -246,8 +255,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         await db
           .insertInto('api_keys')
           .values({
-            id, hash: minted.hash, start: minted.start, end: minted.end, environment: body.environment ?? environment, user_id: owner.id,
-            team_id: body.team_id ?? null, name: body.name ?? null, models: toJson(body.models), scopes: toJson(body.scopes),
+            id, hash: minted.hash, start: minted.start, end: minted.end, environment: body.environment ?? environment, user_id: ownerId,
+            team_id: teamId, name: body.name ?? null, models: toJson(body.models), scopes: toJson(body.scopes),
             limits: toJson(body.limits), budget: toJson(body.budget), status: 'active', expires_at: expiresAt === null ? null : iso(expiresAt),
             created_at: at, updated_at: at, last_used_at: null, revoked_at: null, revoked_reason: null, rotated_from: null,
             rotated_to: null, grace_until: null, metadata: toJson(body.metadata), lineage_id: null,
@@ -255,7 +264,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           .execute()
         // A negative cache entry for this hash (someone tried it before it existed) must go.
         await invalidate(minted.hash)
-        await audit(db, { actor: adminActor(request), action: 'key.create', targetType: 'key', targetId: id, details: { user_id: owner.id, team_id: body.team_id ?? null } })
+        await audit(db, { actor: adminActor(request), action: 'key.create', targetType: 'key', targetId: id, details: { user_id: ownerId, team_id: teamId } })
         set.status = 201
         return { ...keyView(await key(id), now()), key: minted.plaintext }
       },
@@ -278,7 +287,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         if (query.status === 'active') {
           q = inGrace(q.where('status', '=', 'active').where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', at)])))
         }
-        return list(await page(q, query), (r: KeyRow) => keyView(r, now()))
+        return list(await page(q, query, 'id'), (r) => keyView(r, now()))
       },
       { query: S.KeyListQuery, detail: { tags, summary: 'List keys, filtered by owner, team or status' } },
     )
@@ -288,7 +297,9 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         const within = parseDuration(query.within ?? '7d')
         const limit = pageSize(query.limit)
         const from = iso(now())
-        const to = iso(now() + within)
+        // Past the last time a stored time can hold, the ISO text gets a six-digit year ("+010000-…")
+        // that sorts below every stored time: a wider window would list nothing.
+        const to = iso(Math.min(now() + within, LATEST_TIME))
         let q = db
           .selectFrom('api_keys')
           .selectAll()
@@ -297,6 +308,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           .where((eb) => eb.or([eb('grace_until', 'is', null), eb('grace_until', '>', from)]))
           .where('expires_at', '>', from)
           .where('expires_at', '<=', to)
+          // So is a key refused for its owner or team (the rules of holderProblem): its expiry changes nothing.
+          .where(holderMayUse)
         // Soonest first, so the cursor is over (expires_at, id) rather than the other lists' (created_at, id).
         if (query.cursor) {
           const c = decodeCursor(query.cursor)
@@ -312,7 +325,10 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           next_cursor: rows.length > limit && last?.expires_at ? encodeCursor(last.expires_at, last.id) : null,
         }
       },
-      { query: S.ExpiringQuery, detail: { tags, summary: 'Active keys that expire within a window (default 7d), soonest first, cursor paged' } },
+      {
+        query: S.ExpiringQuery,
+        detail: { tags, summary: 'Active keys that expire within a window (default 7d), soonest first, cursor paged; keys refused for their owner or team are left out' },
+      },
     )
     .get('/keys/:id', async ({ params }) => keyView(await key(params.id), now()), { detail: { tags, summary: 'Get a key (never its plaintext)' } })
     .patch(
@@ -368,6 +384,9 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         if (row.rotated_to !== null) {
           throw new GatewayError('conflict', `Key ${row.id} was already rotated (to ${row.rotated_to}); rotate that key instead.`)
         }
+        // The successor would be refused for its owner at once, as a new key for that owner is refused.
+        const problem = await holderProblem(db, row.user_id, row.team_id)
+        if (problem) throw rotateRefusal(problem, row)
         const grace = body?.grace_seconds ?? 0
         const minted = mintKey(row.environment)
         const id = newId('key')
@@ -411,20 +430,29 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     )
 }
 
-/** Newest first, after the cursor. */
-async function page<Q extends { where: Function; orderBy: Function; limit: Function }>(
-  q: Q,
+/**
+ * One page of a list, newest first by (created_at, `tiebreak`), after the cursor; `next_cursor`
+ * names the last row shown when more follow. `tiebreak` is a column unique among the listed rows.
+ */
+async function page<DB, TB extends keyof DB, K extends string, O extends { created_at: string } & Record<K, string>>(
+  q: SelectQueryBuilder<DB, TB, O>,
   query: { limit?: number; cursor?: string },
-): Promise<{ rows: Array<{ created_at: string; id: string } & Record<string, unknown>>; limit: number }> {
+  tiebreak: K,
+): Promise<{ rows: O[]; next_cursor: string | null }> {
   const limit = pageSize(query.limit)
-  let sel = q as unknown as import('kysely').SelectQueryBuilder<Record<string, { created_at: string; id: string }>, string, { created_at: string; id: string }>
+  // The builder's own types cannot name a column chosen by the caller; seen as one table of the
+  // two columns the cursor reads, the conditions type-check and the rows are the caller's.
+  let sel = q as unknown as SelectQueryBuilder<{ row: { created_at: string; tiebreak: string } }, 'row', O>
+  const tb = tiebreak as 'tiebreak'
   if (query.cursor) {
     const c = decodeCursor(query.cursor)
     if (!c) throw badCursor()
-    sel = sel.where((eb) => eb.or([eb('created_at', '<', c.at), eb.and([eb('created_at', '=', c.at), eb('id', '<', c.id)])]))
+    sel = sel.where((eb) => eb.or([eb('created_at', '<', c.at), eb.and([eb('created_at', '=', c.at), eb(tb, '<', c.id)])]))
   }
-  const rows = await sel.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute()
-  return { rows: rows as Array<{ created_at: string; id: string } & Record<string, unknown>>, limit }
+  const rows = await sel.orderBy('created_at', 'desc').orderBy(tb, 'desc').limit(limit + 1).execute()
+  const shown = rows.length > limit ? rows.slice(0, limit) : rows
+  const last = shown[shown.length - 1]
+  return { rows: shown, next_cursor: rows.length > limit && last ? encodeCursor(last.created_at, last[tiebreak]) : null }
 }
 
 /** The `limit` of a list request, checked here so the refusal names the field. */
@@ -437,12 +465,8 @@ function pageSize(limit: number | undefined = 100): number {
 
 const badCursor = () => new GatewayError('invalid_request', 'The cursor is not one this API gave out; start again without it.', { param: 'cursor' })
 
-function list<R extends { created_at: string; id: string }, V>(result: { rows: unknown[]; limit: number }, view: (row: R) => V) {
-  const rows = result.rows as R[]
-  const more = rows.length > result.limit
-  const shown = more ? rows.slice(0, result.limit) : rows
-  const last = shown[shown.length - 1]
-  return { object: 'list' as const, data: shown.map(view), next_cursor: more && last ? encodeCursor(last.created_at, last.id) : null }
+function list<R, V>(result: { rows: R[]; next_cursor: string | null }, view: (row: R) => V) {
+  return { object: 'list' as const, data: result.rows.map(view), next_cursor: result.next_cursor }
 }
 
 export function userView(r: UserRow) {
@@ -518,6 +542,10 @@ export function keyView(r: KeyRow, now: number) {
   const rotatedOut = r.grace_until !== null && Date.parse(r.grace_until) <= now
   const expired = r.expires_at !== null && Date.parse(r.expires_at) <= now
   const status = r.status === 'revoked' || rotatedOut ? 'revoked' : expired ? 'expired' : 'active'
+  // Nothing writes the row when a grace period ends, yet the key is revoked from then on: it shows
+  // when and why as a key rotated without grace does (rotated_to names its successor). A revocation
+  // stored during the grace period came first and stands.
+  const revokedByRotation = r.status !== 'revoked' && rotatedOut
   return {
     object: 'api_key' as const,
     id: r.id,
@@ -538,8 +566,8 @@ export function keyView(r: KeyRow, now: number) {
     created_at: r.created_at,
     updated_at: r.updated_at,
     last_used_at: r.last_used_at,
-    revoked_at: r.revoked_at,
-    revoked_reason: r.revoked_reason,
+    revoked_at: revokedByRotation ? r.grace_until : r.revoked_at,
+    revoked_reason: revokedByRotation ? ROTATED : r.revoked_reason,
     rotated_from: r.rotated_from,
     rotated_to: r.rotated_to,
     grace_until: r.grace_until,
@@ -550,20 +578,89 @@ export function keyView(r: KeyRow, now: number) {
 
 const notFound = (kind: string, id: string) => new GatewayError('not_found', `No ${kind} with id "${echo(id)}".`)
 
-async function insertOrConflict(write: () => Promise<unknown>, message: string): Promise<void> {
+/** Why a user may not hold a key (bound to a team): each is a refusal of its requests with invalid_user_for_key. */
+type HolderProblem =
+  | { kind: 'user_gone'; deletedAt: string | null }
+  | { kind: 'user_disabled'; disabledAt: string }
+  | { kind: 'team_gone'; teamId: string; deletedAt: string | null }
+  | { kind: 'not_member'; teamId: string }
+
+/**
+ * Whether `userId` may hold a key bound to `teamId`, by the rules verify.ts applies to requests:
+ * creation and rotation both mint a key, and neither mints one the gateway would refuse at once
+ * for its owner. Null when it may.
+ */
+async function holderProblem(db: Db, userId: string, teamId: string | null): Promise<HolderProblem | null> {
+  const owner = await db.selectFrom('users').select(['deleted_at', 'disabled_at']).where('id', '=', userId).executeTakeFirst()
+  if (!owner || owner.deleted_at) return { kind: 'user_gone', deletedAt: owner?.deleted_at ?? null }
+  if (owner.disabled_at) return { kind: 'user_disabled', disabledAt: owner.disabled_at }
+  if (teamId === null) return null
+  const bound = await db.selectFrom('teams').select('deleted_at').where('id', '=', teamId).executeTakeFirst()
+  if (!bound || bound.deleted_at) return { kind: 'team_gone', teamId, deletedAt: bound?.deleted_at ?? null }
+  const member = await db.selectFrom('team_members').select('user_id').where('team_id', '=', teamId).where('user_id', '=', userId).executeTakeFirst()
+  return member ? null : { kind: 'not_member', teamId }
+}
+
+/** The refusal of `POST /admin/keys` for a holder problem, naming the body field at fault. */
+function createRefusal(problem: HolderProblem, userId: string): GatewayError {
+  switch (problem.kind) {
+    case 'user_gone':
+      return notFound('user', userId)
+    case 'user_disabled':
+      return new GatewayError('invalid_request', `User ${userId} is disabled; enable it before giving it keys.`, { param: 'user_id' })
+    case 'team_gone':
+      return notFound('team', problem.teamId)
+    case 'not_member':
+      return new GatewayError('invalid_request', `User ${userId} is not a member of team ${problem.teamId}; add it first (POST /admin/teams/${problem.teamId}/members).`, { param: 'team_id' })
+  }
+}
+
+/**
+ * The refusal of a rotation for a holder problem: the same codes as creation's, since the same
+ * owner and team are refused, but no body field to name: they are the rotated key's own.
+ */
+function rotateRefusal(problem: HolderProblem, row: KeyRow): GatewayError {
+  const cannot = `Key ${row.id} cannot be rotated:`
+  switch (problem.kind) {
+    case 'user_gone':
+      return new GatewayError('not_found', `${cannot} its owner, user ${row.user_id}, was deleted${problem.deletedAt ? ` at ${problem.deletedAt}` : ''}, and a deleted user's keys are refused. Create a key for an active user instead.`)
+    case 'user_disabled':
+      return new GatewayError('invalid_request', `${cannot} its owner, user ${row.user_id}, is disabled (since ${problem.disabledAt}); enable it first (PATCH /admin/users/${row.user_id} {"disabled": false}).`)
+    case 'team_gone':
+      return new GatewayError('not_found', `${cannot} it is bound to team ${problem.teamId}, which was deleted${problem.deletedAt ? ` at ${problem.deletedAt}` : ''}, and keys bound to a deleted team are refused. Create a key of an existing team instead.`)
+    case 'not_member':
+      return new GatewayError('invalid_request', `${cannot} its owner, user ${row.user_id}, is not a member of team ${problem.teamId}, which the key is bound to; add it first (POST /admin/teams/${problem.teamId}/members).`)
+  }
+}
+
+/** Run an insert or update; a unique violation becomes a 409 with `message` (worked out only then, when it needs a lookup). */
+async function insertOrConflict(write: () => Promise<unknown>, message: string | (() => Promise<string>)): Promise<void> {
   try {
     await write()
   } catch (error) {
-    if (isUniqueViolation(error)) throw new GatewayError('conflict', message)
+    if (isUniqueViolation(error)) throw new GatewayError('conflict', typeof message === 'string' ? message : await message())
     throw error
   }
 }
+
+/**
+ * The 409 for an id a deleted user or team holds. Deletion is soft: the row stays so that its
+ * keys are still refused and its usage still named, and a new owner of the id would inherit both.
+ */
+const deletedIdTaken = (kind: 'user' | 'team', id: string, deletedAt: string): string =>
+  `The id "${echo(id)}" belongs to a ${kind} deleted at ${deletedAt}, and ids are not reused: the keys and usage recorded under it stay with the deleted ${kind}. Choose another id, or leave id out to get a generated one.`
 
 function checkMetadata(metadata: unknown): void {
   if (metadata !== undefined && metadata !== null && JSON.stringify(metadata).length > MAX_METADATA) {
     throw new GatewayError('invalid_request', `metadata is larger than ${MAX_METADATA} bytes once encoded.`, { param: 'metadata' })
   }
 }
+
+/**
+ * The last time stored times can hold: they are ISO text of fixed width so that text order is time
+ * order (migrations/0001-initial.ts), and a later time has a six-digit year that sorts first.
+ */
+const LATEST_TIME = Date.UTC(9999, 11, 31, 23, 59, 59, 999)
 
 /** RFC 3339 date-time: full date, `T`, full time, optional fraction, and a `Z` or `±hh:mm` offset (never local time). */
 const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/
@@ -587,6 +684,8 @@ function parseTime(value: string | null | undefined, param: string): number | nu
   if (!real) {
     throw new GatewayError('invalid_request', `${param} must be an RFC 3339 time with a time zone, such as 2030-01-31T00:00:00Z; got "${value}".`, { param })
   }
+  // 9999-12-31T23:59:59-01:00 is in year 10000 in UTC, which stored text cannot hold in order.
+  if (at > LATEST_TIME) throw new GatewayError('invalid_request', `${param} must be at most ${iso(LATEST_TIME)}; got "${value}".`, { param })
   return at
 }
 

@@ -10,6 +10,9 @@ import {
   Clock,
   chat,
   expectApiError,
+  expectExpiringLeavesOutRefusedKeys,
+  expectExpiringWindowsClamped,
+  expectMembersPaged,
   sha256Hex,
   startAuthGateway,
   uid,
@@ -52,6 +55,18 @@ describe('admin creates users, teams, members and keys', () => {
     expect(await gw.adminOk('GET', `/admin/users/${id}`)).toEqual(user)
   })
 
+  test('ids may hold dots, as long as not dots alone: such a user and team are read, changed and deleted by their path', async () => {
+    for (const id of [`.${uid('u')}`, `${uid('u')}..`, `a.b.${uid('c')}`]) {
+      await gw.adminOk('POST', '/admin/users', { id })
+      expect(await gw.adminOk('GET', `/admin/users/${id}`)).toMatchObject({ id, status: 'active' })
+      expect(await gw.adminOk('PATCH', `/admin/users/${id}`, { name: 'dotted' })).toMatchObject({ id, name: 'dotted' })
+      await gw.adminOk('POST', '/admin/teams', { id, name: 'dotted' })
+      await gw.adminOk('POST', `/admin/teams/${id}/members`, { user_id: id })
+      expect((await gw.adminOk<List<{ user_id: string }>>('GET', `/admin/teams/${id}/members`)).data.map((m) => m.user_id)).toEqual([id])
+      expect(await gw.adminOk('DELETE', `/admin/users/${id}`)).toMatchObject({ id, status: 'deleted' })
+    }
+  })
+
   test('user without id gets a generated usr_… id', async () => {
     const res = await gw.admin('POST', '/admin/users', {})
     expect(res.status).toBe(201)
@@ -71,6 +86,19 @@ describe('admin creates users, teams, members and keys', () => {
     expect(await member.json()).toMatchObject({ team_id: team.id, user_id: userId, role: 'member' })
     const members = await gw.adminOk<List<{ user_id: string }>>('GET', `/admin/teams/${team.id}/members`)
     expect(members.data.map((m) => m.user_id)).toEqual([userId])
+  })
+
+  test("a team's members are cursor paged like every other list: 5 with limit=2 come as 2, 2, 1, each once, newest first", () => expectMembersPaged(gw))
+
+  test('GET a deleted team shows it with its deleted_at, as GET shows a deleted user; changing it stays 404', async () => {
+    const teamId = uid('team')
+    await gw.adminOk('POST', '/admin/teams', { id: teamId, name: 'Gone' })
+    const deleted = await gw.adminOk<{ deleted_at: string }>('DELETE', `/admin/teams/${teamId}`)
+    expect(await gw.adminOk('GET', `/admin/teams/${teamId}`)).toMatchObject({ id: teamId, name: 'Gone', deleted_at: deleted.deleted_at })
+    expect((await gw.admin('PATCH', `/admin/teams/${teamId}`, { name: 'back' })).status).toBe(404)
+    expect((await gw.admin('GET', `/admin/teams/${teamId}/members`)).status).toBe(404)
+    const teams = await gw.adminOk<List<{ id: string }>>('GET', '/admin/teams?limit=500')
+    expect(teams.data.map((t) => t.id)).not.toContain(teamId)
   })
 
   test('key → 201 with the plaintext once: sk-dev- prefix, 32+ base62 secret; GET never shows it nor the hash', async () => {
@@ -269,6 +297,33 @@ describe('rotation', () => {
     expect(await gw.adminOk('GET', `/admin/keys/${key.id}`)).toMatchObject({ status: 'revoked' })
   })
 
+  test('a key rotated with grace reports, once the grace is over, when and why it stopped, as one rotated without grace does', async () => {
+    const { key, userId } = await userWithKey(gw)
+    const rotated = await gw.adminOk<CreatedKey & { previous: Record<string, unknown> }>('POST', `/admin/keys/${key.id}/rotate`, { grace_seconds: 60 })
+    const graceUntil = clock.iso(60_000)
+    // In its grace period it is active: nothing stopped it yet.
+    expect(rotated.previous).toMatchObject({ status: 'active', revoked_at: null, revoked_reason: null, grace_until: graceUntil })
+    clock.advance(60_000)
+    const stopped = { id: key.id, status: 'revoked', revoked_at: graceUntil, revoked_reason: 'rotated', rotated_to: rotated.id, grace_until: graceUntil }
+    expect(await gw.adminOk('GET', `/admin/keys/${key.id}`)).toMatchObject(stopped)
+    const listed = await gw.adminOk<List<Record<string, unknown>>>('GET', `/admin/keys?user_id=${userId}&status=revoked`)
+    expect(listed.data).toEqual([expect.objectContaining(stopped)])
+
+    // Without grace the same fields were stored at rotation: the two read alike.
+    const { key: atOnce } = await userWithKey(gw)
+    const successor = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${atOnce.id}/rotate`, {})
+    expect(await gw.adminOk('GET', `/admin/keys/${atOnce.id}`)).toMatchObject({ status: 'revoked', revoked_at: clock.iso(), revoked_reason: 'rotated', rotated_to: successor.id })
+  })
+
+  test('a key revoked by an admin during its grace period keeps that revocation, after the grace too', async () => {
+    const { key } = await userWithKey(gw)
+    await gw.adminOk('POST', `/admin/keys/${key.id}/rotate`, { grace_seconds: 60 })
+    const revokedAt = clock.iso()
+    await gw.adminOk('POST', `/admin/keys/${key.id}/revoke`, { reason: 'leaked' })
+    clock.advance(61_000)
+    expect(await gw.adminOk('GET', `/admin/keys/${key.id}`)).toMatchObject({ status: 'revoked', revoked_at: revokedAt, revoked_reason: 'leaked' })
+  })
+
   test('every key of a rotation chain names the first one as its lineage_id (whose limits and budget they share)', async () => {
     const { key } = await userWithKey(gw, { limits: { rpm: 100 } })
     expect(await gw.adminOk('GET', `/admin/keys/${key.id}`)).toMatchObject({ lineage_id: key.id })
@@ -304,6 +359,12 @@ describe('listing keys', () => {
     // The default window is 7 days.
     expect((await gw.adminOk<List<{ id: string }>>('GET', '/admin/keys/expiring')).data.map((k) => k.id)).toContain(soon.id)
   })
+
+  test('expiring: a wider window never lists fewer keys, up to ones that expire at the last time stored (9999-12-31T23:59:59.999Z)', () =>
+    expectExpiringWindowsClamped(gw, clock.now()))
+
+  test('expiring leaves out keys refused for their owner or team: owner deleted or disabled, bound team deleted or left', () =>
+    expectExpiringLeavesOutRefusedKeys(gw, clock.now()))
 
   test('filters by user_id and by status active | revoked | expired', async () => {
     const userId = uid('usr')
@@ -458,6 +519,16 @@ describe('changes', () => {
     expect((await chat(client)).object).toBe('chat.completion')
   })
 
+  test('PATCH replaces limits and budget whole, on a key, a user and a team, as the documentation says', async () => {
+    const { key, userId, teamId } = await userWithKey(gw, { limits: { rpm: 5, tpm: 1000 }, budget: { tokens: 100, usd: 1, period: 'day' } }, { team: true })
+    for (const path of [`/admin/keys/${key.id}`, `/admin/users/${userId}`, `/admin/teams/${teamId}`]) {
+      await gw.adminOk('PATCH', path, { limits: { rpm: 5, tpm: 1000 }, budget: { tokens: 100, usd: 1, period: 'day' } })
+      expect(await gw.adminOk('PATCH', path, { limits: { rpm: 7 }, budget: { usd: 5, period: 'month' } })).toMatchObject({ limits: { rpm: 7 }, budget: { usd: 5, period: 'month' } })
+      const after = await gw.adminOk<{ limits: Record<string, unknown>; budget: Record<string, unknown> }>('GET', path)
+      expect({ limits: after.limits, budget: after.budget }).toEqual({ limits: { rpm: 7 }, budget: { usd: 5, period: 'month' } })
+    }
+  })
+
   test('PATCH a user disabled → refused; enabled again → accepted', async () => {
     const { key, userId } = await userWithKey(gw)
     const client = gw.client(key.key)
@@ -476,6 +547,42 @@ describe('changes', () => {
     expect(await gw.adminOk('GET', `/admin/keys/${key.id}`)).toMatchObject({ id: key.id, user_id: userId })
     const users = await gw.adminOk<List<{ id: string }>>('GET', '/admin/users?limit=500')
     expect(users.data.map((u) => u.id)).not.toContain(userId)
+  })
+})
+
+describe('the admin documentation (/swagger/json)', () => {
+  interface Property {
+    description?: string
+  }
+  interface Doc {
+    paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: { properties: Record<string, Property> } }> } }>>
+  }
+  const fields = async (path: string, method: string): Promise<Record<string, Property>> => {
+    const doc = (await (await fetch(`${gw.url}/swagger/json`)).json()) as Doc
+    return doc.paths[path]?.[method]?.requestBody?.content['application/json']?.schema.properties ?? {}
+  }
+
+  test('user_id and team_id that name an existing user or team are described as such, not as ids generated when omitted', async () => {
+    const key = await fields('/admin/keys', 'post')
+    const member = await fields('/admin/teams/{id}/members', 'post')
+    for (const [where, field, kind] of [['POST /admin/keys', key.user_id, 'user'], ['POST /admin/keys', key.team_id, 'team'], ['POST /admin/teams/{id}/members', member.user_id, 'user']] as const) {
+      const description = field?.description ?? ''
+      expect({ where, kind, description, generated: description.includes('generated') }).toEqual({ where, kind, description: expect.stringContaining(`existing ${kind}`), generated: false })
+    }
+    // Where an id is the new row's own, it is generated when left out.
+    expect((await fields('/admin/users', 'post')).id?.description).toContain('usr_… generated when omitted')
+    expect((await fields('/admin/teams', 'post')).id?.description).toContain('team_… generated when omitted')
+  })
+
+  test('PATCH of a key, user or team says that limits and budget replace the whole object', async () => {
+    for (const path of ['/admin/keys/{id}', '/admin/users/{id}', '/admin/teams/{id}']) {
+      const patch = await fields(path, 'patch')
+      expect({ path, limits: patch.limits?.description, budget: patch.budget?.description }).toEqual({
+        path,
+        limits: expect.stringContaining('Replaces the whole limits object'),
+        budget: expect.stringContaining('Replaces the whole budget'),
+      })
+    }
   })
 })
 

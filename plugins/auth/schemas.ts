@@ -1,11 +1,18 @@
-import { Type } from '@sinclair/typebox'
+import { CloneType, Type, type TSchema } from '@sinclair/typebox'
 import { t } from 'elysia'
 import { BudgetSchema, LimitsSchema } from '../../src/limits.ts'
 import { SCOPES } from './verify.ts'
 
 const Nullable = <T extends Parameters<typeof t.Union>[0][number]>(s: T) => t.Union([s, t.Null()])
-const UserId = t.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$', description: 'usr_… (generated when omitted)' })
-const TeamId = t.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.:-]+$', description: 'team_… (generated when omitted)' })
+/**
+ * Ids of users and teams: letters, digits and `_ . : -`, but not dots alone. `.` and `..` are path
+ * segments that URL normalisation resolves (`/admin/users/..` is `/admin`), so a user or team with
+ * such an id could be created but never read, changed or deleted.
+ */
+const ID_PATTERN = '^(?!\\.+$)[A-Za-z0-9_.:-]+$'
+const Id = (description: string) => t.String({ minLength: 1, maxLength: 64, pattern: ID_PATTERN, description })
+const NewUserId = Id('usr_… generated when omitted. Letters, digits and _ . : -, not dots alone; the id of a deleted user is not reused')
+const NewTeamId = Id('team_… generated when omitted. Letters, digits and _ . : -, not dots alone; the id of a deleted team is not reused')
 const Name = t.String({ minLength: 1, maxLength: 200 })
 const Email = t.String({ minLength: 3, maxLength: 320, pattern: '^[^\\s@]+@[^\\s@]+$' })
 const Metadata = t.Record(t.String({ maxLength: 100 }), t.Unknown(), { description: 'Free-form JSON (at most 16 KiB once encoded)' })
@@ -15,9 +22,22 @@ const Scopes = t.Array(t.Union(SCOPES.map((s) => t.Literal(s))), { maxItems: SCO
 
 export const Limits = LimitsSchema
 export const Budget = BudgetSchema
+/**
+ * `schema` with another description. A description on a wrapper does not reach the document:
+ * the OpenAPI plugin folds a nullable union into its member, whose own description wins.
+ */
+const redescribe = <T extends TSchema>(schema: T, description: string): T => ({ ...CloneType(schema), description })
+// A PATCH writes limits and budget whole, as it writes every other field: what it leaves out of
+// the object is gone afterwards. Said in the documentation, since a merge is what many expect.
+const PatchLimits = t.Optional(
+  Nullable(redescribe(Limits, 'Replaces the whole limits object, it is not merged: a limit left out is removed ({"limits": {"rpm": 7}} drops a tpm set before); null removes them all')),
+)
+const PatchBudget = t.Optional(
+  Nullable(redescribe(Budget, 'Replaces the whole budget, it is not merged: a field left out is removed ({"budget": {"usd": 5, "period": "month"}} drops a tokens budget set before); null removes it')),
+)
 
 export const CreateUser = t.Object(
-  { id: t.Optional(UserId), email: t.Optional(Email), name: t.Optional(Name), limits: t.Optional(Limits), budget: t.Optional(Budget), metadata: t.Optional(Metadata) },
+  { id: t.Optional(NewUserId), email: t.Optional(Email), name: t.Optional(Name), limits: t.Optional(Limits), budget: t.Optional(Budget), metadata: t.Optional(Metadata) },
   { additionalProperties: false },
 )
 export const PatchUser = t.Object(
@@ -25,26 +45,26 @@ export const PatchUser = t.Object(
     email: t.Optional(Nullable(Email)),
     name: t.Optional(Nullable(Name)),
     disabled: t.Optional(t.Boolean()),
-    limits: t.Optional(Nullable(Limits)),
-    budget: t.Optional(Nullable(Budget)),
+    limits: PatchLimits,
+    budget: PatchBudget,
     metadata: t.Optional(Nullable(Metadata)),
   },
   { additionalProperties: false },
 )
 export const CreateTeam = t.Object(
-  { id: t.Optional(TeamId), name: Name, limits: t.Optional(Limits), budget: t.Optional(Budget), metadata: t.Optional(Metadata) },
+  { id: t.Optional(NewTeamId), name: Name, limits: t.Optional(Limits), budget: t.Optional(Budget), metadata: t.Optional(Metadata) },
   { additionalProperties: false },
 )
 export const PatchTeam = t.Object(
-  { name: t.Optional(Name), limits: t.Optional(Nullable(Limits)), budget: t.Optional(Nullable(Budget)), metadata: t.Optional(Nullable(Metadata)) },
+  { name: t.Optional(Name), limits: PatchLimits, budget: PatchBudget, metadata: t.Optional(Nullable(Metadata)) },
   { additionalProperties: false },
 )
-export const AddMember = t.Object({ user_id: UserId, role: t.Optional(t.Union([t.Literal('member'), t.Literal('admin')])) }, { additionalProperties: false })
+export const AddMember = t.Object({ user_id: Id('The user to add: the id of an existing user, not deleted'), role: t.Optional(t.Union([t.Literal('member'), t.Literal('admin')])) }, { additionalProperties: false })
 
 export const CreateKey = t.Object(
   {
-    user_id: UserId,
-    team_id: t.Optional(Nullable(TeamId)),
+    user_id: Id('The owner of the key: the id of an existing user, neither deleted nor disabled'),
+    team_id: t.Optional(Nullable(Id('The team the key is bound to: the id of an existing team the owner is a member of; null or absent: none'))),
     name: t.Optional(Name),
     environment: t.Optional(t.String({ pattern: '^[a-z0-9]{1,16}$', description: 'Defaults to the gateway environment' })),
     expires_at: t.Optional(Nullable(Time)),
@@ -62,8 +82,8 @@ export const PatchKey = t.Object(
     expires_at: t.Optional(Nullable(Time)),
     models: t.Optional(Nullable(ModelNames)),
     scopes: t.Optional(Nullable(Scopes)),
-    limits: t.Optional(Nullable(Limits)),
-    budget: t.Optional(Nullable(Budget)),
+    limits: PatchLimits,
+    budget: PatchBudget,
     metadata: t.Optional(Nullable(Metadata)),
   },
   { additionalProperties: false },

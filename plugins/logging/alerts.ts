@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely'
 import type { Database } from '../../src/db/schema.ts'
+import { holderMayUse } from '../../src/db/key-holders.ts'
 import { budgetPeriod, type Budget } from '../../src/limits.ts'
 import { fromJson } from '../../src/lib/json-text.ts'
 import type { Logger } from '../../src/lib/logger.ts'
@@ -160,6 +161,8 @@ export class AlertMonitor {
         .where('grace_until', 'is', null)
         .where('expires_at', '>', from)
         .where('expires_at', '<=', until)
+        // A key refused for its owner or team (deleted, disabled, left the team) is not worth an alert.
+        .where(holderMayUse)
         .$if(after !== null, (q) =>
           q.where((eb) => eb.or([eb('expires_at', '>', after!.expiresAt), eb.and([eb('expires_at', '=', after!.expiresAt), eb('id', '>', after!.id)])])),
         )

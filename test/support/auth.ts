@@ -224,3 +224,108 @@ export async function countRows(db: import('kysely').Kysely<Database>): Promise<
 
 /** SHA-256 hex, computed here rather than imported from the code under test. */
 export const sha256Hex = (text: string): string => new Bun.CryptoHasher('sha256').update(text).digest('hex')
+
+/** A list page of the admin API. */
+export interface ListPage<T> {
+  object: 'list'
+  data: T[]
+  next_cursor: string | null
+}
+
+/** Every item of an admin list, following next_cursor; `path` may hold a query already. */
+export async function listAll<T = Record<string, unknown>>(gw: AuthGateway, path: string, limit = 500): Promise<T[]> {
+  const items: T[] = []
+  let cursor: string | null = null
+  for (let pages = 0; pages < 1000; pages++) {
+    const page: ListPage<T> = await gw.adminOk<ListPage<T>>('GET', `${path}${path.includes('?') ? '&' : '?'}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)
+    items.push(...page.data)
+    cursor = page.next_cursor
+    if (cursor === null) return items
+  }
+  throw new Error(`${path}: more than 1000 pages`)
+}
+
+/*
+ * Scenarios run on SQLite (plugins/auth/auth.happy.test.ts) and on Postgres
+ * (plugins/auth/admin.postgres.test.ts): lists whose SQL (keyset paging, EXISTS, text times)
+ * each database must answer the same way. `now` is the gateway's clock.
+ */
+
+/** A team's members come in pages of `limit`, newest first, each once; ties of created_at fall back to the user id. */
+export async function expectMembersPaged(gw: AuthGateway): Promise<void> {
+  const teamId = uid('team')
+  await gw.adminOk('POST', '/admin/teams', { id: teamId, name: 'Paged' })
+  const users: string[] = []
+  for (let i = 0; i < 5; i++) {
+    const userId = uid('usr')
+    await gw.adminOk('POST', '/admin/users', { id: userId })
+    await gw.adminOk('POST', `/admin/teams/${teamId}/members`, { user_id: userId })
+    users.push(userId)
+  }
+  const pages: string[][] = []
+  let cursor: string | null = null
+  do {
+    const page: ListPage<{ user_id: string; team_id: string }> = await gw.adminOk('GET', `/admin/teams/${teamId}/members?limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)
+    expect(page.object).toBe('list')
+    expect(page.data.every((m) => m.team_id === teamId)).toBe(true)
+    pages.push(page.data.map((m) => m.user_id))
+    cursor = page.next_cursor
+  } while (cursor !== null && pages.length < 10)
+  expect(pages.map((p) => p.length)).toEqual([2, 2, 1])
+  const seen = pages.flat()
+  expect(new Set(seen).size).toBe(5)
+  // Joined in this order, possibly within one clock tick: newest first, then user id descending.
+  const members = await gw.db.selectFrom('team_members').select(['user_id', 'created_at']).where('team_id', '=', teamId).execute()
+  const expected = members.sort((a, b) => (a.created_at === b.created_at ? (a.user_id < b.user_id ? 1 : -1) : a.created_at < b.created_at ? 1 : -1)).map((m) => m.user_id)
+  expect(seen).toEqual(expected)
+  expect([...seen].sort()).toEqual([...users].sort())
+  // The default page holds them all, with no cursor to follow.
+  const whole = await gw.adminOk<ListPage<{ user_id: string }>>('GET', `/admin/teams/${teamId}/members`)
+  expect({ members: whole.data.map((m) => m.user_id), next_cursor: whole.next_cursor }).toEqual({ members: expected, next_cursor: null })
+}
+
+/**
+ * However wide the window of /admin/keys/expiring, it lists at least what a narrower one does:
+ * windows ending after year 9999 (999999w is allowed) are cut at the last time stored, which
+ * they still include.
+ */
+export async function expectExpiringWindowsClamped(gw: AuthGateway, now: number): Promise<void> {
+  const soon = (await userWithKey(gw, { expires_at: new Date(now + 2 * 86_400_000).toISOString() })).key
+  const last = (await userWithKey(gw, { expires_at: '9999-12-31T23:59:59.999Z' })).key
+  const ids = async (within: string) => (await listAll<{ id: string }>(gw, `/admin/keys/expiring?within=${within}`)).map((k) => k.id)
+  expect(await ids('7d')).toContain(soon.id)
+  expect(await ids('7d')).not.toContain(last.id)
+  for (const within of ['420000w', '999999w']) {
+    const listed = await ids(within)
+    expect({ within, soon: listed.includes(soon.id), last: listed.includes(last.id) }).toEqual({ within, soon: true, last: true })
+  }
+}
+
+/**
+ * /admin/keys/expiring leaves out keys the gateway refuses for their owner or team (owner deleted
+ * or disabled; bound team deleted or left), and lists them again once the owner is enabled.
+ */
+export async function expectExpiringLeavesOutRefusedKeys(gw: AuthGateway, now: number): Promise<void> {
+  const expires_at = new Date(now + 2 * 86_400_000).toISOString()
+  const kept = await userWithKey(gw, { expires_at })
+  const keptInTeam = await userWithKey(gw, { expires_at }, { team: true })
+  const deletedOwner = await userWithKey(gw, { expires_at })
+  await gw.adminOk('DELETE', `/admin/users/${deletedOwner.userId}`)
+  const disabledOwner = await userWithKey(gw, { expires_at })
+  await gw.adminOk('PATCH', `/admin/users/${disabledOwner.userId}`, { disabled: true })
+  const deletedTeam = await userWithKey(gw, { expires_at }, { team: true })
+  await gw.adminOk('DELETE', `/admin/teams/${deletedTeam.teamId}`)
+  const leftTeam = await userWithKey(gw, { expires_at }, { team: true })
+  await gw.adminOk('DELETE', `/admin/teams/${leftTeam.teamId}/members/${leftTeam.userId}`)
+  // The same owner's key not bound to the team it left is not refused.
+  const leftTeamUnbound = await gw.adminOk<CreatedKey>('POST', '/admin/keys', { user_id: leftTeam.userId, expires_at })
+
+  const listed = new Set((await listAll<{ id: string }>(gw, '/admin/keys/expiring')).map((k) => k.id))
+  const shown = (keys: Record<string, { id: string }>) => Object.fromEntries(Object.entries(keys).map(([name, k]) => [name, listed.has(k.id)]))
+  expect(
+    shown({ kept: kept.key, keptInTeam: keptInTeam.key, leftTeamUnbound, deletedOwner: deletedOwner.key, disabledOwner: disabledOwner.key, deletedTeam: deletedTeam.key, leftTeam: leftTeam.key }),
+  ).toEqual({ kept: true, keptInTeam: true, leftTeamUnbound: true, deletedOwner: false, disabledOwner: false, deletedTeam: false, leftTeam: false })
+
+  await gw.adminOk('PATCH', `/admin/users/${disabledOwner.userId}`, { disabled: false })
+  expect((await listAll<{ id: string }>(gw, '/admin/keys/expiring')).map((k) => k.id)).toContain(disabledOwner.key.id)
+}

@@ -1,9 +1,9 @@
 // Users and teams: create, disable, delete, and team membership.
 import { useState } from 'preact/hooks'
 import { html } from 'htm/preact'
-import { api, useResource } from '../api.js'
+import { api, qs, useResource } from '../api.js'
 import { QuotaPanel } from './quota.js'
-import { Badge, Dialog, ErrorNote, Field, Note, PageHead, Table, fmtTime, formValues, useAction } from '../ui.js'
+import { Badge, Dialog, ErrorNote, Field, Note, PageHead, Table, fmtTime, formValues, useAction, usePager } from '../ui.js'
 
 /** @typedef {{ id: string, email: string | null, name: string | null, status: string, created_at: string }} User */
 /** @typedef {{ id: string, name: string, created_at: string }} Team */
@@ -147,7 +147,9 @@ export function PeoplePage() {
 
 /** @param {{ team: Team }} props */
 function Members({ team }) {
-  const members = useResource(`/admin/teams/${encodeURIComponent(team.id)}/members`)
+  // Newest first, a page at a time (the list is cursor paged like the others).
+  const pager = usePager()
+  const members = useResource(`/admin/teams/${encodeURIComponent(team.id)}/members${qs({ limit: 50, cursor: pager.before })}`)
   const [run, busy, error] = useAction()
   const add = (/** @type {SubmitEvent} */ e) => {
     e.preventDefault()
@@ -179,6 +181,10 @@ function Members({ team }) {
         { label: 'Actions', cell: (/** @type {any} */ m) => html`<button type="button" class="danger" onClick=${() => remove(m.user_id)} disabled=${busy} aria-label=${`Remove ${m.user_id} from ${team.id}`}>Remove</button>` },
       ]}
     />
+    <div class="actions pager">
+      <button type="button" onClick=${pager.newer} disabled=${!pager.hasNewer}>Newer</button>
+      <button type="button" onClick=${() => pager.older(members.data?.next_cursor)} disabled=${!members.data?.next_cursor}>Older</button>
+    </div>
     <form class="inline-form" onSubmit=${add} aria-label=${`Add a member to ${team.name}`}>
       <${Field} id="member-user" label="User id"><input id="member-user" name="user_id" list="people-user-ids" required autocomplete="off" /></${Field}>
       <${Field} id="member-role" label="Role"><select id="member-role" name="role"><option value="member">member</option><option value="admin">admin</option></select></${Field}>
