@@ -16,7 +16,7 @@ import { requestLogSink } from '../plugins/logging/sink.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { ADMIN_KEY, startAuthGateway, userWithKey, type AuthGateway } from './support/auth.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
-import { REQUEST_ID, expectError, postJson } from './support/http.ts'
+import { REQUEST_ID, expectError, postJson, waitFor } from './support/http.ts'
 import { capturingLogger, lockSqlite, logRow, loggingHooks, rowCount, waitForRows } from './support/logging.ts'
 import { sampleValue, scrape } from './support/metrics.ts'
 import { createTestPostgresDatabase, postgresUrlForTests, type TestPostgresDatabase } from './support/services.ts'
@@ -328,6 +328,8 @@ async function unwritableValues(databaseUrl: string): Promise<void> {
     expect([big.prompt_tokens, big.completion_tokens, big.cached_tokens, big.total_tokens].map(Number)).toEqual([2_147_483_647, 2_147_483_647, 2_147_483_647, 2_147_483_647])
     expect(Number(big.cost_usd)).toBe(0)
     expect(byId.get(ids[2]!)).toMatchObject({ model: 'mock-gpt', status: 200 })
+    // The rows are in the database before the writer thread's word of them reaches the queue.
+    await waitFor(() => loggingHooks(tg.gateway).stats().queued === 0, 'the queue to empty')
     expect(loggingHooks(tg.gateway).stats()).toMatchObject({ queued: 0, write_errors: 0 })
   } finally {
     upstream.setFailure(null)

@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startGateway, upstreamConfig } from './support/gateway.ts'
+import { waitFor } from './support/http.ts'
 import { lockSqlite, loggingHooks, waitForRows } from './support/logging.ts'
 import { sampleValue, scrape } from './support/metrics.ts'
 import { startPostgresInstance, type PostgresInstance } from './support/postgres-instance.ts'
@@ -139,6 +140,8 @@ async function run(label: string, databaseUrl: string, outage?: Outage): Promise
       streamed: TOTAL / 10,
     })
     expect(upstream.stats.requests).toBe(TOTAL)
+    // The rows are in the database before the writer thread's word of them reaches the queue.
+    await waitFor(() => loggingHooks(tg.gateway).stats().queued === 0, 'the queue to empty')
     const m = await scrape(tg.url)
     expect(sampleValue(m, 'sluice_request_log_dropped_total', { reason: 'queue_full' })).toBe(0)
     expect(sampleValue(m, 'sluice_request_log_queue_depth')).toBe(0)
