@@ -21,6 +21,7 @@ import { ConsoleSessions, sessionSecret } from './console/session.ts'
 import { Pipeline, type LoadedPlugin } from './pipeline.ts'
 import { resolvePlugins, setupPlugins } from './plugin-loader.ts'
 import type { RedisClient } from './redis.ts'
+import { Cors } from './lib/cors.ts'
 import { docsRoutes } from './routes/docs.ts'
 import { auditRoutes } from './routes/audit.ts'
 import { doctorRoutes } from './routes/doctor.ts'
@@ -146,14 +147,35 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
   }
   registerProcessMetrics(metrics, plugins)
   const http = createHttpMetrics(metrics, app.routes)
+  const methodsOf = methodTable(app.routes.map((r) => ({ method: r.method, path: r.path })))
+  const cors = config.cors ? new Cors(config.cors) : null
+  /**
+   * OPTIONS on a route that exists: a browser's preflight (with CORS on, for the client API) or
+   * the route's methods in `Allow`. Null for a path no route has: the router's 404 then.
+   */
+  const answerOptions = (request: Request): Response | null => {
+    const methods = methodsOf(new URL(request.url).pathname)
+    if (methods.length === 0) return null
+    const allow = allowList(methods)
+    const preflight = cors !== null && Cors.applies(request.url) ? cors.preflight(request, allow) : null
+    return preflight ?? new Response(null, { status: 204, headers: { allow: allow.join(', ') } })
+  }
   // Every answer, in process or over the socket, is counted here: one map read, an increment, an observation.
   const dispatch = (incoming: Request): Promise<Response> => {
     const started = performance.now()
     const request = routable(incoming)
     if (request !== incoming) received.set(request, incoming)
+    if (request.method === 'OPTIONS') {
+      const answered = answerOptions(request)
+      if (answered) {
+        http.record(request.url, answered.status, performance.now() - started)
+        return Promise.resolve(answered)
+      }
+    }
+    const crossOrigin = cors !== null && Cors.applies(request.url)
     return app.handle(request).then((response) => {
       http.record(request.url, response.status, performance.now() - started)
-      return response
+      return crossOrigin ? cors.decorate(request, response) : response
     })
   }
 
@@ -269,7 +291,7 @@ function toGatewayError(
       const methods = allowed(path)
       if (methods.length) {
         return new GatewayError('method_not_allowed', `${request.method} is not allowed on ${path}; use ${methods.join(' or ')}.`, {
-          headers: { allow: methods.join(', ') },
+          headers: { allow: allowList(methods).join(', ') },
         })
       }
       return new GatewayError('not_found', `No route ${request.method} ${path}. The API is described at /swagger.`)
@@ -303,6 +325,14 @@ export function routable(request: Request): Request {
   const standIn = new URL(url)
   standIn.hostname = 'localhost'
   return new Request(standIn.href, request)
+}
+
+/** A route's `Allow`: its methods, HEAD where GET is (Bun answers it), and OPTIONS (answered in dispatch). */
+function allowList(methods: readonly string[]): string[] {
+  const list = [...methods]
+  if (list.includes('GET') && !list.includes('HEAD')) list.push('HEAD')
+  if (!list.includes('OPTIONS')) list.push('OPTIONS')
+  return list
 }
 
 function methodTable(routes: { method: string; path: string }[]): (path: string) => string[] {

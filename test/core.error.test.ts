@@ -326,15 +326,15 @@ describe('routing errors', () => {
 
   test('wrong method on a known route → 405 method_not_allowed with Allow', async () => {
     const get = await fetch(chatUrl)
-    expect(get.headers.get('allow')).toBe('POST')
+    expect(get.headers.get('allow')).toBe('POST, OPTIONS')
     await expectError(get, 'method_not_allowed')
 
     const del = await fetch(`${gw.url}/v1/models/mock-gpt`, { method: 'DELETE' })
-    expect(del.headers.get('allow')).toBe('GET')
+    expect(del.headers.get('allow')).toBe('GET, HEAD, OPTIONS')
     await expectError(del, 'method_not_allowed')
 
     const post = await fetch(`${gw.url}/health`, { method: 'POST' })
-    expect(post.headers.get('allow')).toBe('GET')
+    expect(post.headers.get('allow')).toBe('GET, HEAD, OPTIONS')
     await expectError(post, 'method_not_allowed')
   })
 })

@@ -4,6 +4,7 @@ import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
 import { ConfigFileSchema, ENV_SLUG, PluginUseEntrySchema, type ConfigFile, type ModelConfig, type ProviderConfig } from './schema.ts'
 import { echo } from '../lib/key-text.ts'
 import { isLogLevel, type LogLevel } from '../lib/logger.ts'
+import { originProblem, type CorsSettings } from '../lib/cors.ts'
 import { ENCODINGS, isEncoding } from '../../plugins/tokens/encodings.ts'
 import { DEFAULT_DATABASE_URL } from '../db/index.ts'
 
@@ -35,6 +36,8 @@ export interface ResolvedConfig {
   shutdownGraceMs: number
   /** The admin console at /console. */
   console: { enabled: boolean; sessionTtlMs: number }
+  /** Browser pages of other origins allowed to call `/v1/*`; null: none (no CORS headers). */
+  cors: CorsSettings | null
   providers: ProviderConfig[]
   models: ModelConfig[]
   /** Plugin entries as written: names, `{use, options}`, or plugin objects from a TS config; null: all built-ins. */
@@ -107,6 +110,12 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   const plugins = file.plugins ?? null
   plugins?.forEach((entry, i) => checkPluginEntry(entry, `/plugins/${i}`, problems))
 
+  const cors = file.server?.cors
+  cors?.origins.forEach((origin, i) => {
+    const problem = originProblem(origin, cors.origins)
+    if (problem) problems.push(`/server/cors/origins/${i}: ${problem}`)
+  })
+
   if (problems.length) throw new ConfigError(problems)
 
   return {
@@ -122,6 +131,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     maxBodyBytes: file.limits?.max_body_bytes ?? DEFAULT_MAX_BODY_BYTES,
     shutdownGraceMs: file.server?.shutdown_grace_ms ?? 10_000,
     console: { enabled: file.console?.enabled ?? true, sessionTtlMs: file.console?.session_ttl_ms ?? 8 * 60 * 60 * 1000 },
+    cors: cors ? { origins: cors.origins, maxAgeS: cors.max_age_s ?? 600 } : null,
     providers,
     models,
     plugins,

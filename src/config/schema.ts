@@ -141,6 +141,18 @@ export const ConfigFileSchema = Type.Object(
           host: Type.Optional(Type.String()),
           /** ms that SIGTERM waits for in-flight requests. @default 10000 */
           shutdown_grace_ms: Type.Optional(Type.Integer({ minimum: 0 })),
+          /** Web pages of these origins may call the client API (`/v1/*`) from a browser. @default off */
+          cors: Type.Optional(
+            Type.Object(
+              {
+                /** Exact origins (`https://app.example.com`), or `["*"]` for any. */
+                origins: Type.Array(Type.String({ minLength: 1, maxLength: 2048 }), { minItems: 1, maxItems: 1000 }),
+                /** Seconds a browser keeps a preflight's answer. @default 600 */
+                max_age_s: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400 })),
+              },
+              { additionalProperties: false },
+            ),
+          ),
         },
         { additionalProperties: false },
       ),
