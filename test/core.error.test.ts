@@ -4,6 +4,7 @@
  * (OpenAI's format with failure injection, and Anthropic's) are the only fakes. No plugin.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import { brotliCompressSync, deflateSync } from 'node:zlib'
 import OpenAI, { APIError } from 'openai'
 import { startMockAnthropic, type MockAnthropic } from './fixtures/mock-anthropic.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
@@ -205,6 +206,31 @@ describe('bad requests', () => {
       expect(error.param ?? '').toStartWith('input')
     }
     expect(upstream.stats.requests).toBe(0)
+  })
+
+  test('a compressed body (Content-Encoding gzip, deflate, br) is read; another encoding or a broken one is a 400, a bomb past the limit a 413', async () => {
+    const text = JSON.stringify(chat)
+    const compressed: Array<[string, Buffer]> = [
+      ['gzip', Buffer.from(Bun.gzipSync(text))],
+      ['deflate', deflateSync(text)],
+      // Raw deflate, without zlib's wrapper, as some clients send it.
+      ['deflate', Buffer.from(Bun.deflateSync(text))],
+      ['br', brotliCompressSync(text)],
+    ]
+    for (const [encoding, body] of compressed) {
+      const res = await fetch(chatUrl, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': encoding }, body: new Uint8Array(body) })
+      expect({ encoding, status: res.status }).toEqual({ encoding, status: 200 })
+      expect(((await res.json()) as { object: string }).object).toBe('chat.completion')
+    }
+    const unknown = await fetch(chatUrl, { method: 'POST', headers: { 'content-encoding': 'zstd' }, body: text })
+    expect((await expectError(unknown, 'invalid_request', 400)).message).toContain('Content-Encoding "zstd" is not supported')
+    const broken = await fetch(chatUrl, { method: 'POST', headers: { 'content-encoding': 'gzip' }, body: text })
+    expect((await expectError(broken, 'invalid_request', 400)).message).toContain('not valid gzip')
+    // 1 MB of JSON whitespace in 1 KB of gzip: refused at the limit, never decoded whole.
+    const bomb = Buffer.from(Bun.gzipSync(text + ' '.repeat(1_000_000)))
+    expect(bomb.byteLength).toBeLessThan(MAX_BODY)
+    await expectError(await fetch(chatUrl, { method: 'POST', headers: { 'content-encoding': 'gzip' }, body: new Uint8Array(bomb) }), 'request_too_large', 413)
+    expect(upstream.stats.requests).toBe(4)
   })
 
   test('a missing field is named as missing', async () => {

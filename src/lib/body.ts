@@ -1,3 +1,4 @@
+import { brotliDecompressSync, gunzipSync, inflateRawSync, inflateSync } from 'node:zlib'
 import { GatewayError } from '../errors.ts'
 
 /**
@@ -23,8 +24,45 @@ export async function readOptionalJsonObject(request: Request, limit: number): P
 async function readText(request: Request, limit: number): Promise<string> {
   const declared = request.headers.get('content-length')
   if (declared !== null && Number(declared) > limit) throw tooLarge(limit)
-  return declared !== null ? request.text() : readCapped(request, limit)
+  const encoding = request.headers.get('content-encoding')
+  if (encoding !== null && !IDENTITY.test(encoding)) return decoded(await readCapped(request, limit), encoding, limit)
+  return declared !== null ? request.text() : readCapped(request, limit).then(utf8)
 }
+
+const IDENTITY = /^\s*(?:identity)?\s*$/i
+
+/** Decoders for a compressed body; each stops at `limit` bytes of output, so a small bomb is a 413, not memory. */
+const DECODERS: Readonly<Record<string, (bytes: Buffer, limit: number) => Buffer>> = {
+  gzip: (bytes, limit) => gunzipSync(bytes, { maxOutputLength: limit }),
+  'x-gzip': (bytes, limit) => gunzipSync(bytes, { maxOutputLength: limit }),
+  // HTTP's deflate is zlib-wrapped (RFC 9110, 8.4.1.2); some clients send the raw stream, which is taken too.
+  deflate: (bytes, limit) => (zlibWrapped(bytes) ? inflateSync : inflateRawSync)(bytes, { maxOutputLength: limit }),
+  br: (bytes, limit) => brotliDecompressSync(bytes, { maxOutputLength: limit }),
+}
+
+/**
+ * A body sent compressed (`Content-Encoding`), as some clients send large prompts: decoded
+ * within the same limit as a plain body. An encoding not known here is refused rather than read
+ * as text, which would only fail later as "not valid JSON".
+ */
+function decoded(bytes: Buffer, encoding: string, limit: number): string {
+  const name = encoding.trim().toLowerCase()
+  const decode = DECODERS[name]
+  if (!decode) {
+    throw new GatewayError('invalid_request', `Content-Encoding "${name.slice(0, 40)}" is not supported; send the body uncompressed, or as gzip, deflate or br.`)
+  }
+  try {
+    return utf8(decode(bytes, limit))
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge(limit)
+    throw new GatewayError('invalid_request', `The request body is not valid ${name} (${(error as Error).message}); it says Content-Encoding: ${name}.`)
+  }
+}
+
+const utf8 = (bytes: Buffer): string => bytes.toString('utf8')
+
+/** zlib's two-byte header (RFC 1950): method 8 (deflate), and a check value that makes it a multiple of 31. */
+const zlibWrapped = (bytes: Buffer): boolean => bytes.length >= 2 && (bytes[0]! & 0x0f) === 8 && (bytes[0]! * 256 + bytes[1]!) % 31 === 0
 
 function parseObject(text: string): Record<string, unknown> {
   let value: unknown
@@ -39,8 +77,8 @@ function parseObject(text: string): Record<string, unknown> {
   return value as Record<string, unknown>
 }
 
-async function readCapped(request: Request, limit: number): Promise<string> {
-  if (!request.body) return ''
+async function readCapped(request: Request, limit: number): Promise<Buffer> {
+  if (!request.body) return Buffer.alloc(0)
   const reader = request.body.getReader()
   const parts: Uint8Array[] = []
   let size = 0
@@ -54,7 +92,7 @@ async function readCapped(request: Request, limit: number): Promise<string> {
     }
     parts.push(value)
   }
-  return Buffer.concat(parts).toString('utf8')
+  return Buffer.concat(parts)
 }
 
 const tooLarge = (limit: number) =>
