@@ -239,6 +239,12 @@ describe('POST /v1/tokens/count', () => {
     const notFound = await expectError(await count(gw, { model: 'no-such-model', messages: COOKBOOK_MESSAGES }), 'model_not_found')
     expect(notFound.param).toBe('model')
     expect((await expectError(await count(gw, { model: 'gpt-4o' }), 'invalid_request')).param).toBe('messages')
+    // What it takes is said, for a body with neither or with both.
+    const neither = await expectError(await count(gw, { model: 'gpt-4o', prompt: 'hi' }), 'invalid_request')
+    expect(neither.message).toContain('a chat body (model, messages, tools?) or an embeddings body (model, input)')
+    expect(neither.message).toContain('a completions prompt is not counted here')
+    const both = await expectError(await count(gw, { model: 'gpt-4o', messages: COOKBOOK_MESSAGES, input: 'hi' }), 'invalid_request')
+    expect(both.message).toContain('has both messages and input')
     expect((await expectError(await count(gw, { model: 'gpt-4o', messages: [] }), 'invalid_request')).param).toBe('messages')
     expect((await expectError(await count(gw, { model: 'gpt-4o', input: { text: 'x' } }), 'invalid_request')).param).toBe('input')
     expect((await expectError(await count(gw, { messages: COOKBOOK_MESSAGES }), 'invalid_request')).param).toBe('model')

@@ -68,10 +68,14 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
   const checkChatCount = compileCheck(TokenCountChatBody)
   const checkEmbeddingCount = compileCheck(TokenCountEmbeddingBody)
   const countReader = ({ request }: { request: Request }) =>
-    readJsonObject(request, maxBodyBytes).then(
-      (body) => refusedOr(body, 'input' in body && !('messages' in body) ? checkEmbeddingCount : checkChatCount),
-      refusedBody,
-    )
+    readJsonObject(request, maxBodyBytes).then((body) => refusedOr(body, countCheck(body)), refusedBody)
+  const countCheck = (body: Record<string, unknown>) => {
+    const chat = 'messages' in body
+    const embeddings = 'input' in body
+    if (chat && embeddings) return () => countRefusal('has both messages and input; send one of them')
+    if (!chat && !embeddings) return () => countRefusal(`has neither${'prompt' in body ? ' (a completions prompt is not counted here)' : ''}`)
+    return chat ? checkChatCount : checkEmbeddingCount
+  }
   // `body` is what the reader returned: a checked JSON object.
   const call = (endpoint: Endpoint) => ({ body, request, set }: { body: unknown; request: Request; set: { headers: Record<string, unknown> } }) => {
     const id = set.headers['x-request-id'] as string
@@ -213,6 +217,11 @@ function refusedOr(body: Record<string, unknown>, check: (body: Record<string, u
     if (error instanceof GatewayError) return new RefusedBody(error, body)
     throw error
   }
+}
+
+/** /v1/tokens/count's refusal of a body that is neither of the two it counts. */
+function countRefusal(why: string): never {
+  throw new GatewayError('invalid_request', `POST /v1/tokens/count takes a chat body (model, messages, tools?) or an embeddings body (model, input); this one ${why}.`, { param: 'messages' })
 }
 
 /** A function's name as OpenAI takes it. */
