@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { expectEnvelope } from './support/auth.ts'
-import { startGateway, type TestGateway } from './support/gateway.ts'
+import { bootProblems, startGateway, type TestGateway } from './support/gateway.ts'
 import { maskBaseUrl, resealProviderHeaders } from '../src/catalog.ts'
-import { ConfigError, loadConfig } from '../src/config/load.ts'
+import { loadConfig } from '../src/config/load.ts'
 import type { ConfigFile } from '../src/config/schema.ts'
 import { createDatabase } from '../src/db/index.ts'
 import { createGateway } from '../src/server.ts'
@@ -175,16 +175,6 @@ describe('providers and models through the admin API', () => {
     expect(String(failed)).toContain('SLUICE_ENCRYPTION_KEY: required outside dev (this gateway serves "prod")')
   })
 })
-
-/** The problems of a config that must not boot (fails the test if it boots). */
-async function bootProblems(config: ConfigFile): Promise<string[]> {
-  const error = await loadConfig({ config: { plugins: [], ...config }, env: {} }).then(
-    () => undefined,
-    (e: unknown) => e,
-  )
-  expect(error).toBeInstanceOf(ConfigError)
-  return (error as ConfigError).problems
-}
 
 describe('the config file refuses what the admin API refuses, naming the path', () => {
   const provider = (extra: Record<string, unknown> = {}) => ({ id: 'up', type: 'openai-compatible' as const, baseUrl: 'http://127.0.0.1:9/v1', keys: [{ id: 'k1', secret: 's' }], ...extra })

@@ -1,4 +1,5 @@
-import { loadConfig, type LoadOptions } from '../../src/config/load.ts'
+import { expect } from 'bun:test'
+import { ConfigError, loadConfig, type LoadOptions } from '../../src/config/load.ts'
 import type { ConfigFile } from '../../src/config/schema.ts'
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/server.ts'
 import { createLogger } from '../../src/lib/logger.ts'
@@ -47,4 +48,14 @@ export function processEnv(port: number, configPath: string, extra: Record<strin
     SLUICE_ADMIN_KEY: 'sluice-admin-test-only-0123456789',
     ...extra,
   }
+}
+
+/** The problems of a config that must not boot (no plugins unless it names them); fails the test if it boots. */
+export async function bootProblems(config: ConfigFile & { plugins?: unknown[] }): Promise<string[]> {
+  const error = await loadConfig({ config: { plugins: [], ...config }, env: {} }).then(
+    () => undefined,
+    (e: unknown) => e,
+  )
+  expect(error).toBeInstanceOf(ConfigError)
+  return (error as ConfigError).problems
 }
