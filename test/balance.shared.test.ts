@@ -1,14 +1,16 @@
 /**
  * Two gateway instances sharing one Redis: what one learns about a provider key (dead after
- * a 401, cooling for one upstream model after a 429, an open circuit) the other sees within a
- * second, and an operator's reset on one puts the key back on both. In process (startGateway twice, each
- * with its own Redis connections), the keyed upstream is the only fake.
+ * a 401, cooling for one upstream model after a 429, a circuit open for one upstream model) the
+ * other sees within a second, and an operator's reset on one puts the key back on both. In
+ * process (startGateway twice, each with its own Redis connections); the keyed upstream and the
+ * per-model one are the only fakes.
  *
  * Needs Redis: skipped with a printed line without it, a failure with CI set.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
 import { startKeyedUpstream, type KeyedUpstream } from './fixtures/keyed-upstream.ts'
-import { secretOf, startBalanceGateway, type BalanceGateway, type HealthRow } from './support/balance.ts'
+import { secretOf, startBalanceGateway, startModelUpstream, type BalanceGateway, type HealthRow, type ModelUpstream } from './support/balance.ts'
+import { expectError } from './support/http.ts'
 import { redisUrlForTests, uniqueTestName } from './support/services.ts'
 
 const SUITE = 'test/balance.shared.test.ts'
@@ -17,24 +19,28 @@ const redisUrl = await redisUrlForTests(SUITE)
 /** What "within a second" means here. */
 const PROPAGATION_MS = 1000
 
-/** A health row with the per-model list of cooldowns. */
-type CoolingRow = HealthRow & { cooling_models: { model: string; until: string }[] }
-
 describe.skipIf(redisUrl === null)('balance health shared over Redis', () => {
   // A provider id of its own: other suites on the same Redis publish health for their own keys.
   const provider = uniqueTestName('bal').replace(/_/g, '-')
+  /** A provider of its own on the per-model upstream: key `k4` serves model-a (group `pa`) and model-b (`pb`). */
+  const perModel = `${provider}-pm`
   let up: KeyedUpstream
+  let models: ModelUpstream
   let a: BalanceGateway
   let b: BalanceGateway
 
   beforeAll(async () => {
     up = await startKeyedUpstream()
+    models = await startModelUpstream()
     const setup = {
       providers: { [provider]: ['k1', 'k2', 'k3'] },
+      extraProviders: [{ id: perModel, type: 'openai-compatible' as const, baseUrl: models.url, keys: [{ id: 'k4', secret: secretOf('k4') }] }],
       // Two upstream models on the same keys: a 429 for one says nothing about the other.
       models: [
         { name: 'm', targets: [{ provider, model: 'mock-gpt' }] },
         { name: 'm2', targets: [{ provider, model: 'mock-gpt-2' }] },
+        { name: 'pa', targets: [{ provider: perModel, model: 'model-a' }] },
+        { name: 'pb', targets: [{ provider: perModel, model: 'model-b' }] },
       ],
       options: { cooldown_ms: 30_000, circuit_failures: 2, circuit_open_ms: 30_000, backoff_ms: 0 },
       env: { REDIS_URL: redisUrl ?? '' },
@@ -46,14 +52,18 @@ describe.skipIf(redisUrl === null)('balance health shared over Redis', () => {
     await a?.close()
     await b?.close()
     await up?.stop()
+    await models?.stop()
   })
-  beforeEach(() => up.reset())
+  beforeEach(() => {
+    up.reset()
+    models.reset()
+  })
 
   /** Poll instance `g` until key `k`'s row satisfies `check`; returns the ms it took. */
-  async function seenBy(g: BalanceGateway, k: string, check: (row: CoolingRow) => boolean): Promise<number> {
+  async function seenBy(g: BalanceGateway, k: string, check: (row: HealthRow) => boolean, on = provider): Promise<number> {
     const started = Date.now()
     for (;;) {
-      const row = (await g.key(k, provider)) as CoolingRow
+      const row = await g.key(k, on)
       if (check(row)) return Date.now() - started
       if (Date.now() - started > PROPAGATION_MS) throw new Error(`instance B did not see the change within ${PROPAGATION_MS} ms: ${JSON.stringify(row)}`)
       await Bun.sleep(10)
@@ -91,7 +101,7 @@ describe.skipIf(redisUrl === null)('balance health shared over Redis', () => {
     up.set(secretOf('k2'), { failure: { status: 429, headers: { 'retry-after': '20' } } })
     for (let i = 0; i < 6 && up.stats(secretOf('k2')).requests === 0; i++) await ok(a, 1)
     expect(up.stats(secretOf('k2')).requests).toBe(1)
-    const onA = (await a.key('k2', provider)) as CoolingRow
+    const onA = await a.key('k2', provider)
     expect(onA.state).toBe('cooling')
     expect(onA.cooling_models).toEqual([{ model: 'mock-gpt', until: onA.cooling_until! }])
     await seenBy(b, 'k2', (r) => r.state === 'cooling' && r.cooling_until === onA.cooling_until && JSON.stringify(r.cooling_models) === JSON.stringify(onA.cooling_models))
@@ -106,7 +116,7 @@ describe.skipIf(redisUrl === null)('balance health shared over Redis', () => {
     // …and still not mock-gpt, though k2 would answer it now: the cooldown holds until its time.
     await ok(b, 8)
     expect(up.stats(secretOf('k2')).requests).toBe(afterOther)
-    expect(((await b.key('k2', provider)) as CoolingRow).cooling_models.map((c) => c.model)).toEqual(['mock-gpt'])
+    expect((await b.key('k2', provider)).cooling_models.map((c) => c.model)).toEqual(['mock-gpt'])
 
     await a.admin('POST', `/admin/providers/${provider}/keys/k2/reset`)
     await seenBy(b, 'k2', (r) => r.state === 'healthy' && r.cooling_models.length === 0)
@@ -124,6 +134,56 @@ describe.skipIf(redisUrl === null)('balance health shared over Redis', () => {
     await seenBy(b, 'k3', (r) => r.state === 'healthy')
   })
 
+  test('a circuit opened on A for one upstream model is open on B for that model only, and what A sends leaves older instances the rest of the key', async () => {
+    const heard: Record<string, unknown>[] = []
+    await a.gateway.services.bus.subscribe('balance.health', (message) => {
+      const state = JSON.parse(message) as Record<string, unknown>
+      if (state.provider === perModel) heard.push(state)
+    })
+    models.fail('model-a', { status: 500 })
+    // circuit_failures is 2 here.
+    for (let i = 0; i < 2; i++) await expectError(await a.chat({ model: 'pa' }), 'upstream_error')
+    expect(models.requests('model-a')).toBe(2)
+    await seenBy(b, 'k4', (r) => r.state === 'open' && r.circuit_models.some((c) => c.model === 'model-a' && c.open_until !== null), perModel)
+    expect((await b.key('k4', perModel)).circuit_models.map((c) => c.model)).toEqual(['model-a'])
+    await expectError(await b.chat({ model: 'pa' }), 'no_healthy_upstream')
+    expect(models.requests('model-a')).toBe(2)
+    await ok(b, 4, 'pb')
+    expect(models.requestsBy('model-b', secretOf('k4'))).toBe(4)
+
+    // The model's circuit travels in a field of its own: `openUntil` is the whole key's circuit to
+    // instances older than per-model circuits, and stays 0 so they keep serving the key's other models.
+    const opened = heard.find((s) => s.model === 'model-a' && typeof s.modelOpenUntil === 'number' && s.modelOpenUntil > Date.now())
+    expect(opened).toMatchObject({ key: 'k4', openUntil: 0, dead: null })
+
+    models.fail('model-a', null)
+    await a.admin('POST', `/admin/providers/${perModel}/keys/k4/reset`)
+    await seenBy(b, 'k4', (r) => r.state === 'healthy' && r.circuit_models.length === 0, perModel)
+    await ok(b, 1, 'pa')
+  })
+
+  test('a circuit from an instance older than per-model circuits (no model, openUntil for the key) opens every model of the key; each leaves it by its own trial', async () => {
+    const until = Date.now() + 600
+    await a.gateway.services.bus.publish('balance.health', JSON.stringify({ provider: perModel, key: 'k4', coolingUntil: 0, dead: null, openUntil: until }))
+    await seenBy(b, 'k4', (r) => r.state === 'open' && r.circuit_models.filter((c) => c.open_until !== null).map((c) => c.model).sort().join() === 'model-a,model-b', perModel)
+    await expectError(await b.chat({ model: 'pa' }), 'no_healthy_upstream')
+    await expectError(await b.chat({ model: 'pb' }), 'no_healthy_upstream')
+    expect([models.requests('model-a'), models.requests('model-b')]).toEqual([0, 0])
+
+    // After the open period one trial each: model-b's succeeds and closes its circuit; model-a's
+    // fails and opens model-a's again at once, as a circuit this instance opened itself would.
+    models.fail('model-a', { status: 500 })
+    await Bun.sleep(Math.max(0, until - Date.now()) + 50)
+    await ok(b, 3, 'pb')
+    await expectError(await b.chat({ model: 'pa' }), 'upstream_error')
+    await expectError(await b.chat({ model: 'pa' }), 'no_healthy_upstream')
+    expect([models.requests('model-a'), models.requests('model-b')]).toEqual([1, 3])
+    expect((await b.key('k4', perModel)).circuit_models.map((c) => [c.model, c.open_until !== null])).toEqual([['model-a', true]])
+
+    await a.admin('POST', `/admin/providers/${perModel}/keys/k4/reset`)
+    await seenBy(b, 'k4', (r) => r.state === 'healthy' && r.circuit_models.length === 0, perModel)
+  })
+
   test('a cooldown from an instance older than per-model cooldowns (no model) is left out; its dead verdict still counts', async () => {
     // What such an instance publishes after a 429 on k3, then after a 401 on k1: one whole-key state each.
     const until = Date.now() + 20_000
@@ -131,7 +191,7 @@ describe.skipIf(redisUrl === null)('balance health shared over Redis', () => {
     await a.gateway.services.bus.publish('balance.health', JSON.stringify({ provider, key: 'k1', coolingUntil: until, dead: 'the upstream refused this key (HTTP 401)', openUntil: 0 }))
     await seenBy(b, 'k1', (r) => r.state === 'dead')
     // k1's message came second over the same connection: k3's has been handled too.
-    const k3 = (await b.key('k3', provider)) as CoolingRow
+    const k3 = await b.key('k3', provider)
     expect([k3.state, k3.cooling_until, k3.cooling_models]).toEqual(['healthy', null, []])
     await ok(b, 6)
     expect(up.stats(secretOf('k1')).requests).toBe(0)

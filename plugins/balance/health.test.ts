@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { DEFAULT_HEADROOM_TTL_MS, available, availableAt, cooldownOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, recordLatency, resetAt, stateOf } from './health.ts'
+import { DEFAULT_HEADROOM_TTL_MS, available, availableAt, cooldownOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, openUntil, recordLatency, resetAt, stateOf } from './health.ts'
 
 const NOW = Date.parse('2025-06-01T12:00:00Z')
 
@@ -140,34 +140,49 @@ describe('available and stateOf', () => {
     expect(availableAt(h, m, NOW)).toBe(Infinity)
   })
 
-  test('open circuit: unavailable while open, for every model; half-open lets exactly one trial through', () => {
+  test('open circuit: unavailable for its model while open, the key\'s other models untouched; half-open lets exactly one trial through', () => {
     const h = newHealth('p', 'k')
     const m = cooldownOf(h, 'model-a')
     const other = cooldownOf(h, 'model-b')
-    h.openUntil = NOW + 500
+    m.openUntil = NOW + 500
     expect(available(h, m, NOW)).toBe(false)
-    expect(available(h, other, NOW)).toBe(false)
+    expect(availableAt(h, m, NOW)).toBe(NOW + 500)
+    expect(available(h, other, NOW)).toBe(true)
+    expect(availableAt(h, other, NOW)).toBe(NOW)
     expect(stateOf(h, NOW)).toBe('open')
-    expect(halfOpen(h, NOW)).toBe(false)
+    expect(openUntil(h, NOW)).toBe(NOW + 500)
+    expect(halfOpen(m, NOW)).toBe(false)
 
     const later = NOW + 500
-    expect(halfOpen(h, later)).toBe(true)
+    expect(halfOpen(m, later)).toBe(true)
+    expect(halfOpen(other, later)).toBe(false)
+    expect(openUntil(h, later)).toBe(0)
     expect(available(h, m, later)).toBe(true)
-    h.trial = true
+    m.trial = true
     expect(available(h, m, later)).toBe(false)
-    expect(available(h, other, later)).toBe(false)
+    // Another model's trial is its own: model-b was never open, and stays available.
+    expect(available(h, other, later)).toBe(true)
     // The trial succeeded: the circuit closes.
-    h.trial = false
-    h.openUntil = 0
-    expect(halfOpen(h, later)).toBe(false)
+    m.trial = false
+    m.openUntil = 0
+    expect(halfOpen(m, later)).toBe(false)
     expect(available(h, m, later)).toBe(true)
+  })
+
+  test('the key is open until the last of its open circuits ends', () => {
+    const h = newHealth('p', 'k')
+    cooldownOf(h, 'model-a').openUntil = NOW + 1000
+    cooldownOf(h, 'model-b').openUntil = NOW + 3000
+    expect(openUntil(h, NOW)).toBe(NOW + 3000)
+    expect(stateOf(h, NOW + 2000)).toBe('open')
+    expect(stateOf(h, NOW + 3000)).toBe('healthy')
   })
 
   test('the worst state wins: dead over open over cooling', () => {
     const h = newHealth('p', 'k')
     const m = cooldownOf(h, 'model-a')
     m.until = NOW + 1000
-    h.openUntil = NOW + 2000
+    m.openUntil = NOW + 2000
     expect(stateOf(h, NOW)).toBe('open')
     expect(availableAt(h, m, NOW)).toBe(NOW + 2000)
     h.dead = 'refused'

@@ -1,11 +1,9 @@
 /**
- * A key's cooldown for one upstream model, after a 429. OpenAI, Anthropic and Gemini count rate
- * limits per model: a 429 for `gpt-4o` says nothing about `gpt-4o-mini` on the same key.
- */
-/**
  * What a key learned about one upstream model: providers limit each model apart (OpenAI's and
- * Anthropic's rate-limit headers and 429s are per model), so a key's state for one says nothing
- * about another.
+ * Anthropic's rate-limit headers and 429s are per model), and one model can fail while the key's
+ * others answer (deprecated or broken at the provider, or a prompt a client keeps sending that it
+ * always fails on), so a key's state for one says nothing about another. Named for what it first
+ * held; it is the key's whole state for the model now: cooldown, headroom and circuit.
  */
 export interface Cooldown {
   readonly model: string
@@ -15,6 +13,12 @@ export interface Cooldown {
   headroom: number | null
   /** ms epoch the learned headroom stops being true (the provider's window resets). */
   headroomUntil: number
+  /** Consecutive failures (5xx, timeouts, network) of this model on the key, and the circuit that opens after too many. */
+  failures: number
+  /** ms epoch this model's open circuit ends; 0 = closed. Past but not 0 = half-open: one trial decides. */
+  openUntil: number
+  /** The half-open circuit's one trial request is in flight. */
+  trial: boolean
 }
 
 /** What the gateway knows about one provider key. */
@@ -22,18 +26,12 @@ export interface KeyHealth {
   provider: string
   key: string
   /**
-   * One cooldown per upstream model the configured groups send to this key, by model: made when
-   * the registry is read and pruned with it, so bounded by the config.
+   * The key's state (cooldown, headroom, circuit) for each upstream model the configured groups
+   * send to it, by model: made when the registry is read and pruned with it, so bounded by the config.
    */
   cooldowns: Map<string, Cooldown>
   /** Refused by the upstream (401/403): not used again until an operator acts. */
   dead: string | null
-  /** Consecutive failures (5xx, timeouts, network) and the circuit that opens after too many. */
-  failures: number
-  /** ms epoch the open circuit ends; 0 = closed. Past but not 0 = half-open: one trial decides. */
-  openUntil: number
-  /** The half-open circuit's one trial request is in flight. */
-  trial: boolean
   inFlight: number
   /** Exponentially weighted moving average of attempt latency, ms; 0 = unknown. */
   latencyEwma: number
@@ -42,13 +40,18 @@ export interface KeyHealth {
   lastError: { at: number; status: number; message: string } | null
 }
 
-/** The shape shared with other instances over the bus. */
+/**
+ * The shape shared with other instances over the bus. Instances of earlier versions may run
+ * beside this one during a rolling deploy: they read `coolingUntil`, `dead` and `openUntil` (the
+ * last two on the whole key), so those stay numbers and null as they were, and what is new rides
+ * in fields they ignore.
+ */
 export interface SharedState {
   provider: string
   key: string
   /**
-   * The upstream model `coolingUntil` is for (after a 429); absent when the message is about the
-   * key's death or circuit only. Instances older than per-model cooldowns send none and cool the
+   * The upstream model `coolingUntil` and `modelOpenUntil` are for; absent when the message is
+   * about the key's death only. Instances older than per-model cooldowns send none and cool the
    * whole key: their cooldown is ignored (their `dead` and `openUntil` still count).
    */
   model?: string
@@ -57,9 +60,22 @@ export interface SharedState {
    * merge it into the whole key's with Math.max, which a missing field would turn into NaN.
    */
   coolingUntil: number
+  /**
+   * The circuit of `model`, ms epoch it stops being open (0: closed). Its presence marks a sender
+   * with per-model circuits; without it, `openUntil` is a key-wide circuit from an older instance.
+   */
+  modelOpenUntil?: number
   dead: string | null
+  /**
+   * The whole key's circuit, as instances older than per-model circuits keep it; they merge it
+   * with Math.max into their one circuit for the key. This version always sends 0: a model's
+   * circuit sent here would close every model of the key on them, the very fault per-model
+   * circuits remove, while 0 leaves them deciding from their own failures as before (at most
+   * `circuit_failures` failed attempts each for a failing model, retried on other keys). A
+   * number, not absent: Math.max with a missing field is NaN, a circuit that never closes.
+   */
   openUntil: number
-  /** An operator put the key back into service: forget cooling, death and circuit everywhere. */
+  /** An operator put the key back into service: forget cooling, death and circuits everywhere. */
   reset?: boolean
 }
 
@@ -69,9 +85,6 @@ export function newHealth(provider: string, key: string): KeyHealth {
     key,
     cooldowns: new Map(),
     dead: null,
-    failures: 0,
-    openUntil: 0,
-    trial: false,
     inFlight: 0,
     latencyEwma: 0,
     latencyAt: 0,
@@ -98,27 +111,27 @@ export function forgetStaleLatency(h: KeyHealth, now: number, ttlMs: number): vo
   }
 }
 
-/** The circuit's open period is over but no request has closed it yet. */
-export const halfOpen = (h: KeyHealth, now: number): boolean => h.openUntil !== 0 && h.openUntil <= now
+/** The model's circuit on the key: its open period is over but no request has closed it yet. */
+export const halfOpen = (c: Cooldown, now: number): boolean => c.openUntil !== 0 && c.openUntil <= now
 
-/** The key's state for `model` (cooldown, headroom), made on first ask (only for models the config sends to the key). */
+/** The key's state for `model` (cooldown, headroom, circuit), made on first ask (only for models the config sends to the key). */
 export function cooldownOf(h: KeyHealth, model: string): Cooldown {
   let c = h.cooldowns.get(model)
-  if (!c) h.cooldowns.set(model, (c = { model, until: 0, headroom: null, headroomUntil: 0 }))
+  if (!c) h.cooldowns.set(model, (c = { model, until: 0, headroom: null, headroomUntil: 0, failures: 0, openUntil: 0, trial: false }))
   return c
 }
 
 /**
- * Available now for the model of `cooldown`: not dead, not cooling for that model, circuit
- * closed, or half-open with no trial in flight (the trial decides; the others keep away until it has).
+ * Available now for the model of `cooldown`: not dead, not cooling for that model, its circuit for
+ * that model closed, or half-open with no trial in flight (the trial decides; the others keep away until it has).
  */
 export const available = (h: KeyHealth, cooldown: Cooldown, now: number): boolean =>
-  h.dead === null && cooldown.until <= now && h.openUntil <= now && !(h.trial && h.openUntil !== 0)
+  h.dead === null && cooldown.until <= now && cooldown.openUntil <= now && !(cooldown.trial && cooldown.openUntil !== 0)
 
 /** When the key can be used again for the model of `cooldown`, ms epoch; Infinity when dead, `now` or earlier when it can now. */
 export function availableAt(h: KeyHealth, cooldown: Cooldown, now: number): number {
   if (h.dead !== null) return Infinity
-  return Math.max(cooldown.until, h.openUntil, now)
+  return Math.max(cooldown.until, cooldown.openUntil, now)
 }
 
 /** When the last of the key's running cooldowns ends, ms epoch; 0 when it is cooling for no model. */
@@ -128,10 +141,17 @@ export function coolingUntil(h: KeyHealth, now: number): number {
   return until
 }
 
-/** The key's state for the health view: `cooling` while it is cooling for any model. */
+/** When the last of the key's open circuits ends, ms epoch; 0 when no model's circuit is open. */
+export function openUntil(h: KeyHealth, now: number): number {
+  let until = 0
+  for (const c of h.cooldowns.values()) if (c.openUntil > now && c.openUntil > until) until = c.openUntil
+  return until
+}
+
+/** The key's state for the health view: `open` and `cooling` while so for any model. */
 export function stateOf(h: KeyHealth, now: number): 'healthy' | 'cooling' | 'dead' | 'open' {
   if (h.dead !== null) return 'dead'
-  if (h.openUntil > now) return 'open'
+  if (openUntil(h, now) > now) return 'open'
   if (coolingUntil(h, now) > now) return 'cooling'
   return 'healthy'
 }

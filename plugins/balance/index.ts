@@ -7,7 +7,7 @@ import { audit } from '../../src/db/audit.ts'
 import { roughPromptTokens } from '../../src/lib/usage.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
 import type { GroupTarget, ModelGroup, ModelRegistry, RouteTarget } from '../../src/models.ts'
-import { available, availableAt, cooldownOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, recordLatency, stateOf, type Cooldown, type KeyHealth, type SharedState } from './health.ts'
+import { available, availableAt, cooldownOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, openUntil, recordLatency, stateOf, type Cooldown, type KeyHealth, type SharedState } from './health.ts'
 import { PICKERS, newPickerState, type Candidate, type PickerState } from './strategies.ts'
 
 const Options = Type.Object(
@@ -20,9 +20,9 @@ const Options = Type.Object(
     max_attempts: Type.Integer({ minimum: 1, maximum: 20, default: 4 }),
     /** Cooldown of a key for the model a 429 was for, when it carries no Retry-After. @default 10000 */
     cooldown_ms: Type.Integer({ minimum: 0, default: 10_000 }),
-    /** Consecutive failures (5xx, timeouts, network) that open a key's circuit. @default 5 */
+    /** Consecutive failures (5xx, timeouts, network) of one upstream model on a key that open the key's circuit for that model. @default 5 */
     circuit_failures: Type.Integer({ minimum: 1, default: 5 }),
-    /** How long an open circuit keeps a key out before one trial request. @default 30000 */
+    /** How long an open circuit keeps a key out for its model before one trial request. @default 30000 */
     circuit_open_ms: Type.Integer({ minimum: 0, default: 30_000 }),
     /** First retry delay after a 5xx or timeout; doubles per retry, with full jitter. @default 50 */
     backoff_ms: Type.Integer({ minimum: 0, default: 50 }),
@@ -41,7 +41,7 @@ const CHANNEL = 'balance.health'
 /** A group's (target, key) pairs with their picking state, built once per group object. */
 interface Pool {
   group: ModelGroup
-  /** `cooling`: the key's cooldown for the target's upstream model, looked up once here, not per pick. */
+  /** `cooling`: the key's state (cooldown, circuit) for the target's upstream model, looked up once here, not per pick. */
   candidates: (Candidate & { target: GroupTarget; key: ProviderKeyConfig; route: RouteTarget; cooling: Cooldown })[]
   state: PickerState
   /** This pool, then its group's fallbacks' pools; filled on first use. */
@@ -82,20 +82,26 @@ export const balance = definePlugin({
       if (!h) health.set(k, (h = newHealth(provider, key)))
       return h
     }
-    /** Tell the other instances about `h`, and about its cooldown for one model when `cooling` is given. */
-    const share = (h: KeyHealth, cooling: Cooldown | null, reset = false) => {
-      const state: SharedState = { provider: h.provider, key: h.key, coolingUntil: cooling?.until ?? 0, dead: h.dead, openUntil: h.openUntil }
-      if (cooling) state.model = cooling.model
+    /** Tell the other instances about `h`, and about its cooldown and circuit for one model when `model` is given. */
+    const share = (h: KeyHealth, model: Cooldown | null, reset = false) => {
+      // `openUntil` 0: see SharedState for why older instances must not get a model's circuit there.
+      const state: SharedState = { provider: h.provider, key: h.key, coolingUntil: model?.until ?? 0, dead: h.dead, openUntil: 0 }
+      if (model) {
+        state.model = model.model
+        state.modelOpenUntil = model.openUntil
+      }
       if (reset) state.reset = true
       services.bus.publish(CHANNEL, JSON.stringify(state)).catch((error: unknown) => logger.warn('could not share key health', { error: String(error) }))
     }
     const clear = (h: KeyHealth) => {
       h.dead = null
       // In place: pools' candidates hold these records.
-      for (const c of h.cooldowns.values()) c.until = 0
-      h.openUntil = 0
-      h.failures = 0
-      h.trial = false
+      for (const c of h.cooldowns.values()) {
+        c.until = 0
+        c.openUntil = 0
+        c.failures = 0
+        c.trial = false
+      }
     }
     /**
      * A hash of each key's secret, to tell when the operator replaced it: a new secret under the
@@ -103,11 +109,12 @@ export const balance = definePlugin({
      */
     const secrets = new Map<string, number | bigint>()
     /**
-     * Give every configured key its record, and each a cooldown per upstream model the groups send
-     * to it; forget keys and models the registry no longer has (changed at run time through the
-     * admin API), and what a key earned under a secret it no longer has. Made up front, not on a
-     * key's first use: a cooldown another instance shares finds its record here before this
-     * instance served that model. The maps never hold more than the config has.
+     * Give every configured key its record, and each a record (cooldown, headroom, circuit) per
+     * upstream model the groups send to it; forget keys and models the registry no longer has
+     * (changed at run time through the admin API), and what a key earned under a secret it no
+     * longer has. Made up front, not on a key's first use: a cooldown or circuit another instance
+     * shares finds its record here before this instance served that model. The maps never hold
+     * more than the config has.
      */
     const prune = () => {
       const live = new Set<string>()
@@ -146,6 +153,18 @@ export const balance = definePlugin({
     }
     prune()
 
+    /**
+     * A circuit another instance opened until `until`, merged into this one's for the same model.
+     * An open period already over is left out: older instances send their key's last one with
+     * every message, and it would put a closed circuit here half-open. Like a circuit opened here,
+     * one failed trial after it opens it again.
+     */
+    const openFrom = (c: Cooldown, until: number, t: number) => {
+      if (until <= t || until <= c.openUntil) return
+      c.openUntil = until
+      c.failures = Math.max(c.failures, options.circuit_failures - 1)
+    }
+
     await services.bus.subscribe(CHANNEL, (message) => {
       try {
         const s = JSON.parse(message) as SharedState
@@ -157,9 +176,19 @@ export const balance = definePlugin({
         // the whole key it would keep models that are not limited off the key, and ignoring it costs
         // at most one 429 here, after which this instance cools that model itself. A model this
         // instance does not send to the key has no record and is left out too.
-        const cooling = typeof s.model === 'string' ? h.cooldowns.get(s.model) : undefined
-        if (cooling && typeof s.coolingUntil === 'number') cooling.until = Math.max(cooling.until, s.coolingUntil)
-        h.openUntil = Math.max(h.openUntil, s.openUntil)
+        const model = typeof s.model === 'string' ? h.cooldowns.get(s.model) : undefined
+        if (model && typeof s.coolingUntil === 'number') model.until = Math.max(model.until, s.coolingUntil)
+        const t = now()
+        if (typeof s.modelOpenUntil === 'number') {
+          if (model) openFrom(model, s.modelOpenUntil, t)
+        } else if (typeof s.openUntil === 'number') {
+          // An instance older than per-model circuits, whose one circuit for the key is open: it
+          // cannot say which model failed (an outage of the key's endpoint stops them all), so every
+          // model here is opened until then, as the key was before. Each then leaves it by its own
+          // trial, and no key-wide circuit is kept beside the models' for these messages alone.
+          // (This version's message about a key's death comes here too, with 0: nothing opens.)
+          for (const c of h.cooldowns.values()) openFrom(c, s.openUntil, t)
+        }
         if (s.dead !== null) h.dead = s.dead
       } catch {
         // Not ours or malformed: ignore.
@@ -228,45 +257,47 @@ export const balance = definePlugin({
     /**
      * A 429 cools the key for the attempt's upstream model only (providers limit per model); a
      * 401/403 is about the key itself, dead for every model. 5xx, timeouts and network errors
-     * count toward the key's one circuit: they are the provider endpoint failing (an outage, a
-     * network path), which no other model on the same key and endpoint would escape.
+     * count toward the key's circuit for the attempt's model: one model failing (deprecated or
+     * broken at the provider, a prompt it always fails on) must not take the key's other models
+     * with it. An outage of the whole endpoint opens every model's circuit in turn, each after
+     * `circuit_failures` failures of its own, retried on other keys meanwhile.
      */
-    const onFailure = (h: KeyHealth, cooling: Cooldown, failure: AttemptFailure) => {
+    const onFailure = (h: KeyHealth, model: Cooldown, failure: AttemptFailure) => {
       const t = now()
-      h.trial = false
+      model.trial = false
       // The request's own fault (the upstream's 400 or 404, the adapter's refusal) tells nothing of
       // the key: its last error stays the last one about the key, which an operator reads for that.
       if (!retryable(failure.status) && !keyFault(failure.status)) return
       h.lastError = { at: t, status: failure.status, message: failure.error.message.slice(0, 300) }
       if (failure.status === 429) {
-        cooling.until = t + (failure.retryAfter !== null ? failure.retryAfter * 1000 : options.cooldown_ms)
-        share(h, cooling)
+        model.until = t + (failure.retryAfter !== null ? failure.retryAfter * 1000 : options.cooldown_ms)
+        share(h, model)
       } else if (failure.status === 401 || failure.status === 403) {
         h.dead = `the upstream refused this key (HTTP ${failure.status}) at ${new Date(t).toISOString()}`
         logger.warn('provider key marked dead', { provider: h.provider, key: h.key, status: failure.status })
         share(h, null)
       } else if (retryable(failure.status)) {
-        h.failures++
-        if (h.failures >= options.circuit_failures) {
-          h.openUntil = t + options.circuit_open_ms
+        model.failures++
+        if (model.failures >= options.circuit_failures) {
+          model.openUntil = t + options.circuit_open_ms
           // After the open period one trial request decides: another failure opens it again.
-          h.failures = options.circuit_failures - 1
-          share(h, null)
+          model.failures = options.circuit_failures - 1
+          share(h, model)
         }
       }
     }
 
-    const onSuccess = (h: KeyHealth, cooling: Cooldown, latencyMs: number, response: Response) => {
-      // A success closes the circuit (it was closed already, or this was the half-open trial).
-      h.failures = 0
-      h.openUntil = 0
-      h.trial = false
+    const onSuccess = (h: KeyHealth, model: Cooldown, latencyMs: number, response: Response) => {
+      // A success closes the model's circuit (it was closed already, or this was the half-open trial).
+      model.failures = 0
+      model.openUntil = 0
+      model.trial = false
       recordLatency(h, latencyMs, options.latency_alpha, now())
       const room = headroomFrom(response.headers, now())
       // The provider's headers are about the model it was asked for.
       if (room !== null) {
-        cooling.headroom = room.share
-        cooling.headroomUntil = room.until
+        model.headroom = room.share
+        model.headroomUntil = room.until
       }
     }
 
@@ -278,7 +309,7 @@ export const balance = definePlugin({
       for (const pool of chain) {
         for (const c of pool.candidates) {
           let at = availableAt(c.health, c.cooling, t)
-          if (at === t && !(c.health.trial && c.health.openUntil !== 0)) {
+          if (at === t && !(c.cooling.trial && c.cooling.openUntil !== 0)) {
             const wait = rateWait(c.target.provider.id, c.key, tokens, false)
             if (wait > 0) limited = true
             at = t + wait
@@ -332,7 +363,7 @@ export const balance = definePlugin({
         if (current) {
           current.health.inFlight--
           // A trial that ended without a verdict (the client left) frees the slot for another.
-          current.health.trial = false
+          current.cooling.trial = false
           this.current = undefined
         }
       }
@@ -352,7 +383,7 @@ export const balance = definePlugin({
           if (ready.length === 0) continue
           const chosen = PICKERS[pool.group.strategy](ready, pool.state) as Pool['candidates'][number]
           rateWait(chosen.target.provider.id, chosen.key, this.tokens, true)
-          if (halfOpen(chosen.health, t)) chosen.health.trial = true
+          if (halfOpen(chosen.cooling, t)) chosen.cooling.trial = true
           this.attempts++
           if (i > this.reached) this.reached = i
           chosen.health.inFlight++
@@ -388,7 +419,7 @@ export const balance = definePlugin({
           this.current = undefined
           ;(this.tried ??= []).push(c)
           // The client going away is not the key's fault.
-          if (this.signal.aborted) c.health.trial = false
+          if (this.signal.aborted) c.cooling.trial = false
           else onFailure(c.health, c.cooling, failure)
         } else if (response) {
           onSuccess(c.health, c.cooling, latencyMs, response)
@@ -423,6 +454,8 @@ export const balance = definePlugin({
                   object: 'list',
                   data: [...health.values()].map((h) => {
                     const cooling = coolingUntil(h, t)
+                    const open = openUntil(h, t)
+                    const circuits = [...h.cooldowns.values()].filter((c) => c.failures > 0 || c.openUntil !== 0)
                     return {
                       object: 'provider_key_health',
                       provider: h.provider,
@@ -432,7 +465,11 @@ export const balance = definePlugin({
                       cooling_until: cooling > t ? new Date(cooling).toISOString() : null,
                       cooling_models: [...h.cooldowns.values()].filter((c) => c.until > t).map((c) => ({ model: c.model, until: new Date(c.until).toISOString() })),
                       dead_reason: h.dead,
-                      circuit: { consecutive_failures: h.failures, open_until: h.openUntil > t ? new Date(h.openUntil).toISOString() : null },
+                      // The worst of the key's models, so what read the key's one circuit before reads something
+                      // true still: the most failures in a row, and when the last open one ends. `circuit_models`
+                      // has each model with failures in a row or an open (or half-open) circuit.
+                      circuit: { consecutive_failures: circuits.reduce((most, c) => Math.max(most, c.failures), 0), open_until: open > t ? new Date(open).toISOString() : null },
+                      circuit_models: circuits.map((c) => ({ model: c.model, consecutive_failures: c.failures, open_until: c.openUntil > t ? new Date(c.openUntil).toISOString() : null })),
                       in_flight: h.inFlight,
                       latency_ewma_ms: h.latencyEwma ? Math.round(h.latencyEwma * 100) / 100 : null,
                       // The tightest headroom learned for any model; `headroom_models` has each.
@@ -446,7 +483,7 @@ export const balance = definePlugin({
                   next_cursor: null,
                 }
               },
-              { detail: { tags: ['Admin: providers'], summary: 'Health of every provider key: healthy, cooling (for which upstream models), dead or open, with latency and headroom' } },
+              { detail: { tags: ['Admin: providers'], summary: 'Health of every provider key: healthy, cooling or open (for which upstream models), or dead, with latency and headroom' } },
             )
             .post(
               '/:provider/keys/:key/reset',
@@ -458,7 +495,7 @@ export const balance = definePlugin({
                 await audit(services.db.db, { actor: adminActor(request), action: 'provider_key.reset', targetType: 'provider_key', targetId: `${h.provider}/${h.key}` })
                 return { object: 'provider_key_health', provider: h.provider, key: h.key, state: stateOf(h, now()) }
               },
-              { detail: { tags: ['Admin: providers'], summary: 'Put a dead, cooling or open provider key back into service' } },
+              { detail: { tags: ['Admin: providers'], summary: 'Put a dead, cooling or open provider key back into service, for every upstream model' } },
             ),
         )
       },

@@ -1,70 +1,13 @@
 /**
  * A 429 cools a provider key for the upstream model it was for, not for the key's other models:
  * OpenAI, Anthropic and Gemini count rate limits per model; the headroom their rate-limit headers
- * tell is per model too. Real HTTP on 127.0.0.1 to an upstream
- * (below) whose answers are set per model name, so a fallback to another model on the same key
- * can be told apart from a retry of the same one.
+ * tell is per model too. Real HTTP on 127.0.0.1 to an upstream whose answers are set per model
+ * name (test/support/balance.ts), so a fallback to another model on the same key can be told
+ * apart from a retry of the same one.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
-import { mockChatCompletion, mockErrorBody } from '../../src/providers/mock/generate.ts'
-import { secretOf, startBalanceGateway, type BalanceGateway, type HealthRow } from '../../test/support/balance.ts'
+import { secretOf, startBalanceGateway, startModelUpstream, type BalanceGateway, type ModelUpstream } from '../../test/support/balance.ts'
 import { expectError } from '../../test/support/http.ts'
-
-/** An upstream answering per model: an error set for the model, or a completion. */
-interface ModelUpstream {
-  url: string
-  /** Make `model` answer with this error (`null`: answer normally again). */
-  fail(model: string, failure: { status: number; headers?: Record<string, string> } | null): void
-  /** Headers on `model`'s successful answers to the key `secret`. */
-  headers(model: string, secret: string, headers: Record<string, string>): void
-  /** Requests that reached `model` with the key `secret`. */
-  requestsBy(model: string, secret: string): number
-  /** Requests that reached `model`, failed ones included. */
-  requests(model: string): number
-  reset(): void
-  stop(): Promise<void>
-}
-
-async function startModelUpstream(): Promise<ModelUpstream> {
-  const failures = new Map<string, { status: number; headers?: Record<string, string> }>()
-  const counts = new Map<string, number>()
-  const extra = new Map<string, Record<string, string>>()
-  const server = Bun.serve({
-    port: 0,
-    hostname: '127.0.0.1',
-    routes: {
-      '/v1/chat/completions': {
-        POST: async (req) => {
-          const body = (await req.json()) as Record<string, unknown>
-          const model = String(body.model)
-          const secret = (req.headers.get('authorization') ?? '').replace(/^Bearer /, '')
-          counts.set(model, (counts.get(model) ?? 0) + 1)
-          counts.set(`${model} ${secret}`, (counts.get(`${model} ${secret}`) ?? 0) + 1)
-          const f = failures.get(model)
-          if (f) return Response.json(mockErrorBody(f.status), { status: f.status, headers: f.headers })
-          return Response.json(mockChatCompletion(body), { headers: extra.get(`${model} ${secret}`) })
-        },
-      },
-    },
-    fetch: () => Response.json(mockErrorBody(404), { status: 404 }),
-  })
-  return {
-    url: `http://127.0.0.1:${server.port}/v1`,
-    fail: (model, failure) => void (failure ? failures.set(model, failure) : failures.delete(model)),
-    headers: (model, secret, headers) => void extra.set(`${model} ${secret}`, headers),
-    requests: (model) => counts.get(model) ?? 0,
-    requestsBy: (model, secret) => counts.get(`${model} ${secret}`) ?? 0,
-    reset() {
-      failures.clear()
-      counts.clear()
-      extra.clear()
-    },
-    stop: () => server.stop(true),
-  }
-}
-
-/** A health row with the per-model list of cooldowns. */
-type CoolingRow = HealthRow & { cooling_models: { model: string; until: string }[] }
 
 /** `m` → p/model-a, falling back to `m2` → p/model-b: one provider, one key, two upstream models. */
 const SETUP = {
@@ -126,7 +69,7 @@ describe('a 429 cools the key for its upstream model only', () => {
     expect(Date.now() - started).toBeLessThan(1000)
 
     up.fail('model-a', null)
-    const row = (await g.key('k1')) as CoolingRow
+    const row = await g.key('k1')
     expect(row.cooling_models.map((c) => c.model)).toEqual(['model-a'])
     await Bun.sleep(Math.max(0, Date.parse(row.cooling_models[0]!.until) - Date.now()) + 50)
     expect(await served(g, 'm')).toBe('model-a')
@@ -152,7 +95,7 @@ describe('a 429 cools the key for its upstream model only', () => {
     up.fail('model-a', { status: 429, headers: { 'retry-after': '20' } })
     const started = Date.now()
     expect(await served(g, 'm')).toBe('model-b')
-    let row = (await g.key('k1')) as CoolingRow
+    let row = await g.key('k1')
     expect(row.state).toBe('cooling')
     expect(row.cooling_models.map((c) => c.model)).toEqual(['model-a'])
     const until = Date.parse(row.cooling_models[0]!.until)
@@ -168,13 +111,13 @@ describe('a 429 cools the key for its upstream model only', () => {
     await expectError(await g.chat({ model: 'm' }), 'no_healthy_upstream')
     // model-b: the first request's fallback, then the refusal; model-a: the first request's 429 only.
     expect([up.requests('model-a'), up.requests('model-b')]).toEqual([1, 2])
-    row = (await g.key('k1')) as CoolingRow
+    row = await g.key('k1')
     expect(row.state).toBe('dead')
 
     // The operator's reset puts the key back for every model.
     up.reset()
     expect((await g.admin('POST', '/admin/providers/p/keys/k1/reset')).status).toBe(200)
-    row = (await g.key('k1')) as CoolingRow
+    row = await g.key('k1')
     expect([row.state, row.cooling_until, row.cooling_models]).toEqual(['healthy', null, []])
     expect(await served(g, 'm')).toBe('model-a')
   })
@@ -188,12 +131,12 @@ describe('a 429 cools the key for its upstream model only', () => {
     g.gateway.models.replace(config.providers, config.models)
     expect(await served(g, 'm')).toBe('model-b')
     expect(up.requests('model-a')).toBe(1)
-    expect(((await g.key('k1')) as CoolingRow).cooling_models.map((c) => c.model)).toEqual(['model-a'])
+    expect((await g.key('k1')).cooling_models.map((c) => c.model)).toEqual(['model-a'])
 
     // model-a is no longer sent to the key: its cooldown goes with it; model-c starts fresh.
     g.gateway.models.replace(config.providers, [{ ...config.models[0]!, targets: [{ provider: 'p', model: 'model-c' }] }, config.models[1]!])
     expect(await served(g, 'm')).toBe('model-c')
-    const row = (await g.key('k1')) as CoolingRow
+    const row = await g.key('k1')
     expect([row.state, row.cooling_until, row.cooling_models]).toEqual(['healthy', null, []])
   })
 })
@@ -229,7 +172,7 @@ describe('headroom is learned per upstream model', () => {
     expect([after[0]![0]! - before[0]![0]!, after[0]![1]! - before[0]![1]!]).toEqual([0, 10])
     expect([after[1]![0]! - before[1]![0]!, after[1]![1]! - before[1]![1]!]).toEqual([10, 0])
 
-    const row = (await gw.key('k1')) as HealthRow & { headroom: number | null; headroom_models: Array<{ model: string; headroom: number }> }
+    const row = await gw.key('k1')
     expect(row.headroom).toBe(0)
     expect(row.headroom_models.map((m) => [m.model, m.headroom]).sort()).toEqual([['model-a', 0], ['model-b', 0.9]])
   })

@@ -6,7 +6,7 @@ export interface Candidate {
   index: number
   weight: number
   health: KeyHealth
-  /** The key's state for the target's upstream model (its headroom is per model). */
+  /** The key's state for the target's upstream model: cooldown, headroom and circuit are per model. */
   cooling: Cooldown
 }
 

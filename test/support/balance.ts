@@ -1,10 +1,12 @@
 /**
  * A listening gateway with the balance plugin in front of a keyed upstream
  * (test/fixtures/keyed-upstream.ts): one provider account per `providers` entry, each key a
- * distinct secret the upstream tells apart. For plugins/balance/balance.test.ts and
- * test/balance.shared.test.ts.
+ * distinct secret the upstream tells apart. For plugins/balance/*.test.ts and
+ * test/balance.*.test.ts. Also an upstream whose answers are set per model name
+ * ({@link startModelUpstream}), for what a key learns about one of its models only.
  */
 import type { ConfigFile } from '../../src/config/schema.ts'
+import { mockChatCompletion, mockErrorBody } from '../../src/providers/mock/generate.ts'
 import { startGateway, type TestGateway } from './gateway.ts'
 
 export const BALANCE_ADMIN_KEY = 'sluice-balance-test-admin-0123456789abcdef'
@@ -31,17 +33,30 @@ export interface BalanceSetup {
   env?: Record<string, string | undefined>
 }
 
+/** A key's circuit for one upstream model, or the key's worst of them. */
+export interface CircuitView {
+  consecutive_failures: number
+  /** null while closed or half-open. */
+  open_until: string | null
+}
+
 /** One row of `GET /admin/providers/health`. */
 export interface HealthRow {
   provider: string
   key: string
+  /** `cooling` and `open` while so for any of the key's models. */
   state: 'healthy' | 'cooling' | 'dead' | 'open'
   cooling_until: string | null
+  cooling_models: { model: string; until: string }[]
   dead_reason: string | null
-  circuit: { consecutive_failures: number; open_until: string | null }
+  /** The worst of `circuit_models`: the most failures in a row, the latest open circuit. */
+  circuit: CircuitView
+  /** Each model with failures in a row or an open circuit on the key. */
+  circuit_models: (CircuitView & { model: string })[]
   in_flight: number
   latency_ewma_ms: number | null
   headroom: number | null
+  headroom_models: { model: string; headroom: number; until: string }[]
   last_error: { at: string; status: number; message: string } | null
 }
 
@@ -94,5 +109,66 @@ export async function startBalanceGateway(upstreamUrl: string, setup: BalanceSet
       return row
     },
     admin,
+  }
+}
+
+/** An upstream answering per model: an error or a delay set for the model, or a completion. */
+export interface ModelUpstream {
+  url: string
+  /** Make `model` answer with this error (`null`: answer normally again). */
+  fail(model: string, failure: { status: number; headers?: Record<string, string> } | null): void
+  /** Make `model` wait this long before answering (0: at once). */
+  delay(model: string, ms: number): void
+  /** Headers on `model`'s successful answers to the key `secret`. */
+  headers(model: string, secret: string, headers: Record<string, string>): void
+  /** Requests that reached `model` with the key `secret`. */
+  requestsBy(model: string, secret: string): number
+  /** Requests that reached `model`, failed ones included. */
+  requests(model: string): number
+  reset(): void
+  stop(): Promise<void>
+}
+
+/** Starts an OpenAI-compatible `POST /v1/chat/completions` on a free port of 127.0.0.1 that tells models apart. */
+export async function startModelUpstream(): Promise<ModelUpstream> {
+  const failures = new Map<string, { status: number; headers?: Record<string, string> }>()
+  const delays = new Map<string, number>()
+  const counts = new Map<string, number>()
+  const extra = new Map<string, Record<string, string>>()
+  const server = Bun.serve({
+    port: 0,
+    hostname: '127.0.0.1',
+    routes: {
+      '/v1/chat/completions': {
+        POST: async (req) => {
+          const body = (await req.json()) as Record<string, unknown>
+          const model = String(body.model)
+          const secret = (req.headers.get('authorization') ?? '').replace(/^Bearer /, '')
+          counts.set(model, (counts.get(model) ?? 0) + 1)
+          counts.set(`${model} ${secret}`, (counts.get(`${model} ${secret}`) ?? 0) + 1)
+          const wait = delays.get(model)
+          if (wait) await Bun.sleep(wait)
+          const f = failures.get(model)
+          if (f) return Response.json(mockErrorBody(f.status), { status: f.status, headers: f.headers })
+          return Response.json(mockChatCompletion(body), { headers: extra.get(`${model} ${secret}`) })
+        },
+      },
+    },
+    fetch: () => Response.json(mockErrorBody(404), { status: 404 }),
+  })
+  return {
+    url: `http://127.0.0.1:${server.port}/v1`,
+    fail: (model, failure) => void (failure ? failures.set(model, failure) : failures.delete(model)),
+    delay: (model, ms) => void (ms > 0 ? delays.set(model, ms) : delays.delete(model)),
+    headers: (model, secret, headers) => void extra.set(`${model} ${secret}`, headers),
+    requests: (model) => counts.get(model) ?? 0,
+    requestsBy: (model, secret) => counts.get(`${model} ${secret}`) ?? 0,
+    reset() {
+      failures.clear()
+      delays.clear()
+      counts.clear()
+      extra.clear()
+    },
+    stop: () => server.stop(true),
   }
 }
