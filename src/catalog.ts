@@ -5,6 +5,7 @@ import { Elysia } from 'elysia'
 import { adminActor, adminGuard } from './admin-key.ts'
 import { audit } from './db/audit.ts'
 import { echo } from './lib/key-text.ts'
+import { decodePercent } from './lib/percent.ts'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
 import { catalogProblems, type CatalogProblem, type ResolvedConfig } from './config/load.ts'
@@ -299,6 +300,50 @@ export class Catalog {
     })
     const modelView = (m: ModelConfig, source: 'config' | 'admin') => ({ object: 'model_group', source, ...m })
 
+    const getModel = async (name: string) => {
+      const config = this.config.models.find((m) => m.name === name)
+      if (config) return modelView(config, 'config')
+      const found = (await this.storedModels()).find((m) => m.name === name)
+      if (!found) throw new GatewayError('not_found', `No model "${echo(name)}".`)
+      return modelView(found, 'admin')
+    }
+    const patchModel = async (name: string, body: unknown, request: Request) => {
+      if (this.isConfigModel(name)) throw readOnly('Model', name)
+      const patch = checkModelPatch(body as Record<string, unknown>) as Partial<ModelConfig>
+      const current = await this.stored()
+      const existing = current.models.find((m) => m.name === name)
+      if (!existing) throw new GatewayError('not_found', `No model "${echo(name)}".`)
+      const merged: ModelConfig = { ...existing, ...patch, name }
+      await this.commit(
+        async (db) => {
+          await db.updateTable('models').set({ config: JSON.stringify(merged), updated_at: new Date().toISOString() }).where('name', '=', name).execute()
+        },
+        current,
+        { providers: current.providers, models: current.models.map((m) => (m.name === name ? merged : m)) },
+        { list: 'models', id: name, sent: Object.keys(patch) },
+      )
+      await audit(this.services.db.db, { actor: adminActor(request), action: 'model.update', targetType: 'model', targetId: name, details: { fields: Object.keys(patch) } })
+      return modelView(merged, 'admin')
+    }
+    const deleteModel = async (name: string, request: Request) => {
+      if (this.isConfigModel(name)) throw readOnly('Model', name)
+      const current = await this.stored()
+      if (!current.models.some((m) => m.name === name)) throw new GatewayError('not_found', `No model "${echo(name)}".`)
+      // As a provider used by a model: the models that fall back to this one must change first (the config file's too).
+      const dependents = [...this.config.models, ...current.models].filter((m) => m.fallbacks?.includes(name)).map((m) => m.name)
+      if (dependents.length) throw new GatewayError('conflict', `Model "${name}" is a fallback of model(s) ${dependents.join(', ')}; change or delete them first.`)
+      await this.commit(
+        async (db) => {
+          await db.deleteFrom('models').where('name', '=', name).execute()
+        },
+        current,
+        { providers: current.providers, models: current.models.filter((m) => m.name !== name) },
+        { list: 'models', id: name, sent: [] },
+      )
+      await audit(this.services.db.db, { actor: adminActor(request), action: 'model.delete', targetType: 'model', targetId: name })
+      return { object: 'model_group', name, deleted: true }
+    }
+
     const guard = adminGuard(this.services.admin)
     return new Elysia({ name: 'sluice.admin.catalog', prefix: '/admin' })
       // The admin key before anything else looks at the request, the body included (see adminGuard).
@@ -418,17 +463,8 @@ export class Catalog {
         },
         { detail: { tags, summary: 'List model groups' } },
       )
-      .get(
-        '/models/:name',
-        async ({ params }) => {
-          const config = this.config.models.find((m) => m.name === params.name)
-          if (config) return modelView(config, 'config')
-          const found = (await this.storedModels()).find((m) => m.name === params.name)
-          if (!found) throw new GatewayError('not_found', `No model "${echo(params.name)}".`)
-          return modelView(found, 'admin')
-        },
-        { detail: { tags, summary: 'Get a model group (a name holding a slash is sent percent-encoded: %2F)' } },
-      )
+      .get('/models/:name', ({ params }) => getModel(params.name), { detail: { tags, summary: 'Get a model group (a name holding a slash may be sent as it is or as %2F)' } })
+      .get('/models/:name/*', ({ request }) => getModel(slashedName(request)), { detail: { hide: true } })
       .post(
         '/models',
         async ({ body, set, request }) => {
@@ -451,51 +487,25 @@ export class Catalog {
         },
         { parse: 'json', detail: { tags, summary: 'Add a model group', requestBody: jsonBody(ModelSchema) } },
       )
-      .patch(
-        '/models/:name',
-        async ({ params, body, request }) => {
-          if (this.isConfigModel(params.name)) throw readOnly('Model', params.name)
-          const patch = checkModelPatch(body as Record<string, unknown>) as Partial<ModelConfig>
-          const current = await this.stored()
-          const existing = current.models.find((m) => m.name === params.name)
-          if (!existing) throw new GatewayError('not_found', `No model "${echo(params.name)}".`)
-          const merged: ModelConfig = { ...existing, ...patch, name: params.name }
-          await this.commit(
-            async (db) => {
-              await db.updateTable('models').set({ config: JSON.stringify(merged), updated_at: new Date().toISOString() }).where('name', '=', params.name).execute()
-            },
-            current,
-            { providers: current.providers, models: current.models.map((m) => (m.name === params.name ? merged : m)) },
-            { list: 'models', id: params.name, sent: Object.keys(patch) },
-          )
-          await audit(this.services.db.db, { actor: adminActor(request), action: 'model.update', targetType: 'model', targetId: params.name, details: { fields: Object.keys(patch) } })
-          return modelView(merged, 'admin')
-        },
-        { parse: 'json', detail: { tags, summary: 'Change a model group', requestBody: jsonBody(AdminModelPatch) } },
-      )
-      .delete(
-        '/models/:name',
-        async ({ params, request }) => {
-          if (this.isConfigModel(params.name)) throw readOnly('Model', params.name)
-          const current = await this.stored()
-          if (!current.models.some((m) => m.name === params.name)) throw new GatewayError('not_found', `No model "${echo(params.name)}".`)
-          // As a provider used by a model: the models that fall back to this one must change first (the config file's too).
-          const dependents = [...this.config.models, ...current.models].filter((m) => m.fallbacks?.includes(params.name)).map((m) => m.name)
-          if (dependents.length) throw new GatewayError('conflict', `Model "${params.name}" is a fallback of model(s) ${dependents.join(', ')}; change or delete them first.`)
-          await this.commit(
-            async (db) => {
-              await db.deleteFrom('models').where('name', '=', params.name).execute()
-            },
-            current,
-            { providers: current.providers, models: current.models.filter((m) => m.name !== params.name) },
-            { list: 'models', id: params.name, sent: [] },
-          )
-          await audit(this.services.db.db, { actor: adminActor(request), action: 'model.delete', targetType: 'model', targetId: params.name })
-          return { object: 'model_group', name: params.name, deleted: true }
-        },
-        { detail: { tags, summary: 'Delete a model group' } },
-      )
+      .patch('/models/:name', ({ params, body, request }) => patchModel(params.name, body, request), {
+        parse: 'json',
+        detail: { tags, summary: 'Change a model group', requestBody: jsonBody(AdminModelPatch) },
+      })
+      .patch('/models/:name/*', ({ body, request }) => patchModel(slashedName(request), body, request), { parse: 'json', detail: { hide: true } })
+      .delete('/models/:name', ({ params, request }) => deleteModel(params.name, request), { detail: { tags, summary: 'Delete a model group' } })
+      .delete('/models/:name/*', ({ request }) => deleteModel(slashedName(request), request), { detail: { hide: true } })
   }
+}
+
+/**
+ * A model name holding a raw slash (`meta-llama/Llama-3.1-8B`), as an operator types it in a path:
+ * the part after `/admin/models/`, decoded once (the router leaves the part after the slash as
+ * sent), without one trailing slash, as `/v1/models/{id}` reads it.
+ */
+function slashedName(request: Request): string {
+  const { pathname } = new URL(request.url)
+  const raw = pathname.slice(pathname.indexOf('/models/') + '/models/'.length)
+  return decodePercent(raw.length > 1 && raw.endsWith('/') ? raw.slice(0, -1) : raw)
 }
 
 /** Key ids are per provider; rows are unique across providers, so the row id carries both. */

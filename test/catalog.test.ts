@@ -297,6 +297,16 @@ describe('the admin API checks providers and models as the config file does, in 
     expect((await chat(slashed)).status).toBe(200)
     expect((await call('DELETE', path)).status).toBe(200)
     await expectEnvelope(await call('GET', path), 'not_found')
+
+    // With the slash as typed (as /v1/models/{id} takes it): get, change and delete; a trailing slash is no part of the name.
+    const raw = '/admin/models/acme/llama%203'
+    expect((await call('POST', '/admin/models', model(slashed))).status).toBe(201)
+    expect(await (await call('GET', raw)).json()).toMatchObject({ name: slashed })
+    expect(await (await call('GET', `${raw}/`)).json()).toMatchObject({ name: slashed })
+    expect(await (await call('PATCH', raw, { pricing: { input: 3, output: 4 } })).json()).toMatchObject({ name: slashed, pricing: { input: 3, output: 4 } })
+    await expectEnvelope(await call('GET', '/admin/models/acme/llama%204'), 'not_found')
+    expect((await call('DELETE', raw)).status).toBe(200)
+    await expectEnvelope(await call('GET', path), 'not_found')
   })
 
   test('headers that could not be sent are refused at POST and PATCH (param "headers"), never echoing the value', async () => {
