@@ -13,7 +13,7 @@
  *   bun run benchmarks/micro/balance.ts
  */
 import { bench, do_not_optimize, run, summary } from 'mitata'
-import { cooldownOf, newHealth } from '../../plugins/balance/health.ts'
+import { modelHealthOf, newHealth } from '../../plugins/balance/health.ts'
 import { PICKERS, newPickerState, type Candidate } from '../../plugins/balance/strategies.ts'
 import type { Strategy } from '../../src/config/schema.ts'
 import { emitBenchJson, fromMitata, resultNamed, type MicroResult } from './lib/bench-json.ts'
@@ -40,9 +40,9 @@ function candidates(): Candidate[] {
     const health = newHealth('up', `k${i + 1}`)
     health.inFlight = IN_FLIGHT[i]!
     health.latencyEwma = LATENCY_MS[i]!
-    const cooling = cooldownOf(health, 'mock-gpt')
-    cooling.headroom = HEADROOM[i]!
-    return { index: i, weight: WEIGHTS[i]!, health, cooling }
+    const modelHealth = modelHealthOf(health, 'mock-gpt')
+    modelHealth.headroom = HEADROOM[i]!
+    return { index: i, weight: WEIGHTS[i]!, health, modelHealth }
   })
 }
 

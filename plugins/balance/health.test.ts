@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { DEFAULT_HEADROOM_TTL_MS, available, availableAt, cooldownOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, openUntil, recordLatency, resetAt, stateOf } from './health.ts'
+import { DEFAULT_HEADROOM_TTL_MS, available, availableAt, modelHealthOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, openUntil, recordLatency, resetAt, stateOf } from './health.ts'
 
 const NOW = Date.parse('2025-06-01T12:00:00Z')
 
@@ -93,7 +93,7 @@ describe('resetAt', () => {
 describe('available and stateOf', () => {
   test('a new key is healthy and available', () => {
     const h = newHealth('p', 'k')
-    const m = cooldownOf(h, 'model-a')
+    const m = modelHealthOf(h, 'model-a')
     expect(available(h, m, NOW)).toBe(true)
     expect(stateOf(h, NOW)).toBe('healthy')
     expect(availableAt(h, m, NOW)).toBe(NOW)
@@ -101,8 +101,8 @@ describe('available and stateOf', () => {
 
   test('cooling for one model until its time, then available again; the key\'s other models are not cooling', () => {
     const h = newHealth('p', 'k')
-    const a = cooldownOf(h, 'model-a')
-    const b = cooldownOf(h, 'model-b')
+    const a = modelHealthOf(h, 'model-a')
+    const b = modelHealthOf(h, 'model-b')
     a.until = NOW + 1000
     expect(available(h, a, NOW)).toBe(false)
     expect(availableAt(h, a, NOW)).toBe(NOW + 1000)
@@ -117,15 +117,15 @@ describe('available and stateOf', () => {
 
   test('one record per model: asking again gives the same record', () => {
     const h = newHealth('p', 'k')
-    expect(cooldownOf(h, 'model-a')).toBe(cooldownOf(h, 'model-a'))
-    expect(cooldownOf(h, 'model-a')).not.toBe(cooldownOf(h, 'model-b'))
-    expect(h.cooldowns.size).toBe(2)
+    expect(modelHealthOf(h, 'model-a')).toBe(modelHealthOf(h, 'model-a'))
+    expect(modelHealthOf(h, 'model-a')).not.toBe(modelHealthOf(h, 'model-b'))
+    expect(h.models.size).toBe(2)
   })
 
   test('the key cools until the last of its models is back', () => {
     const h = newHealth('p', 'k')
-    cooldownOf(h, 'model-a').until = NOW + 1000
-    cooldownOf(h, 'model-b').until = NOW + 3000
+    modelHealthOf(h, 'model-a').until = NOW + 1000
+    modelHealthOf(h, 'model-b').until = NOW + 3000
     expect(coolingUntil(h, NOW)).toBe(NOW + 3000)
     expect(coolingUntil(h, NOW + 2000)).toBe(NOW + 3000)
     expect(stateOf(h, NOW + 2000)).toBe('cooling')
@@ -133,7 +133,7 @@ describe('available and stateOf', () => {
 
   test('dead stays dead, whatever the time and for every model', () => {
     const h = newHealth('p', 'k')
-    const m = cooldownOf(h, 'model-a')
+    const m = modelHealthOf(h, 'model-a')
     h.dead = 'refused (HTTP 401)'
     expect(available(h, m, NOW + 86_400_000)).toBe(false)
     expect(stateOf(h, NOW + 86_400_000)).toBe('dead')
@@ -142,8 +142,8 @@ describe('available and stateOf', () => {
 
   test('open circuit: unavailable for its model while open, the key\'s other models untouched; half-open lets exactly one trial through', () => {
     const h = newHealth('p', 'k')
-    const m = cooldownOf(h, 'model-a')
-    const other = cooldownOf(h, 'model-b')
+    const m = modelHealthOf(h, 'model-a')
+    const other = modelHealthOf(h, 'model-b')
     m.openUntil = NOW + 500
     expect(available(h, m, NOW)).toBe(false)
     expect(availableAt(h, m, NOW)).toBe(NOW + 500)
@@ -171,8 +171,8 @@ describe('available and stateOf', () => {
 
   test('the key is open until the last of its open circuits ends', () => {
     const h = newHealth('p', 'k')
-    cooldownOf(h, 'model-a').openUntil = NOW + 1000
-    cooldownOf(h, 'model-b').openUntil = NOW + 3000
+    modelHealthOf(h, 'model-a').openUntil = NOW + 1000
+    modelHealthOf(h, 'model-b').openUntil = NOW + 3000
     expect(openUntil(h, NOW)).toBe(NOW + 3000)
     expect(stateOf(h, NOW + 2000)).toBe('open')
     expect(stateOf(h, NOW + 3000)).toBe('healthy')
@@ -180,7 +180,7 @@ describe('available and stateOf', () => {
 
   test('the worst state wins: dead over open over cooling', () => {
     const h = newHealth('p', 'k')
-    const m = cooldownOf(h, 'model-a')
+    const m = modelHealthOf(h, 'model-a')
     m.until = NOW + 1000
     m.openUntil = NOW + 2000
     expect(stateOf(h, NOW)).toBe('open')

@@ -2,10 +2,10 @@
  * What a key learned about one upstream model: providers limit each model apart (OpenAI's and
  * Anthropic's rate-limit headers and 429s are per model), and one model can fail while the key's
  * others answer (deprecated or broken at the provider, or a prompt a client keeps sending that it
- * always fails on), so a key's state for one says nothing about another. Named for what it first
- * held; it is the key's whole state for the model now: cooldown, headroom and circuit.
+ * always fails on), so a key's state for one says nothing about another: its cooldown, headroom
+ * and circuit for the model.
  */
-export interface Cooldown {
+export interface ModelHealth {
   readonly model: string
   /** The key is not used for this model until then. ms epoch, 0 = not cooling. */
   until: number
@@ -29,7 +29,7 @@ export interface KeyHealth {
    * The key's state (cooldown, headroom, circuit) for each upstream model the configured groups
    * send to it, by model: made when the registry is read and pruned with it, so bounded by the config.
    */
-  cooldowns: Map<string, Cooldown>
+  models: Map<string, ModelHealth>
   /** Refused by the upstream (401/403): not used again until an operator acts. */
   dead: string | null
   inFlight: number
@@ -83,7 +83,7 @@ export function newHealth(provider: string, key: string): KeyHealth {
   return {
     provider,
     key,
-    cooldowns: new Map(),
+    models: new Map(),
     dead: null,
     inFlight: 0,
     latencyEwma: 0,
@@ -112,12 +112,12 @@ export function forgetStaleLatency(h: KeyHealth, now: number, ttlMs: number): vo
 }
 
 /** The model's circuit on the key: its open period is over but no request has closed it yet. */
-export const halfOpen = (c: Cooldown, now: number): boolean => c.openUntil !== 0 && c.openUntil <= now
+export const halfOpen = (c: ModelHealth, now: number): boolean => c.openUntil !== 0 && c.openUntil <= now
 
 /** The key's state for `model` (cooldown, headroom, circuit), made on first ask (only for models the config sends to the key). */
-export function cooldownOf(h: KeyHealth, model: string): Cooldown {
-  let c = h.cooldowns.get(model)
-  if (!c) h.cooldowns.set(model, (c = { model, until: 0, headroom: null, headroomUntil: 0, failures: 0, openUntil: 0, trial: false }))
+export function modelHealthOf(h: KeyHealth, model: string): ModelHealth {
+  let c = h.models.get(model)
+  if (!c) h.models.set(model, (c = { model, until: 0, headroom: null, headroomUntil: 0, failures: 0, openUntil: 0, trial: false }))
   return c
 }
 
@@ -125,11 +125,11 @@ export function cooldownOf(h: KeyHealth, model: string): Cooldown {
  * Available now for the model of `cooldown`: not dead, not cooling for that model, its circuit for
  * that model closed, or half-open with no trial in flight (the trial decides; the others keep away until it has).
  */
-export const available = (h: KeyHealth, cooldown: Cooldown, now: number): boolean =>
+export const available = (h: KeyHealth, cooldown: ModelHealth, now: number): boolean =>
   h.dead === null && cooldown.until <= now && cooldown.openUntil <= now && !(cooldown.trial && cooldown.openUntil !== 0)
 
 /** When the key can be used again for the model of `cooldown`, ms epoch; Infinity when dead, `now` or earlier when it can now. */
-export function availableAt(h: KeyHealth, cooldown: Cooldown, now: number): number {
+export function availableAt(h: KeyHealth, cooldown: ModelHealth, now: number): number {
   if (h.dead !== null) return Infinity
   return Math.max(cooldown.until, cooldown.openUntil, now)
 }
@@ -137,14 +137,14 @@ export function availableAt(h: KeyHealth, cooldown: Cooldown, now: number): numb
 /** When the last of the key's running cooldowns ends, ms epoch; 0 when it is cooling for no model. */
 export function coolingUntil(h: KeyHealth, now: number): number {
   let until = 0
-  for (const c of h.cooldowns.values()) if (c.until > now && c.until > until) until = c.until
+  for (const c of h.models.values()) if (c.until > now && c.until > until) until = c.until
   return until
 }
 
 /** When the last of the key's open circuits ends, ms epoch; 0 when no model's circuit is open. */
 export function openUntil(h: KeyHealth, now: number): number {
   let until = 0
-  for (const c of h.cooldowns.values()) if (c.openUntil > now && c.openUntil > until) until = c.openUntil
+  for (const c of h.models.values()) if (c.openUntil > now && c.openUntil > until) until = c.openUntil
   return until
 }
 

@@ -7,7 +7,7 @@ import { audit } from '../../src/db/audit.ts'
 import { roughPromptTokens } from '../../src/lib/usage.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
 import type { GroupTarget, ModelGroup, ModelRegistry, RouteTarget } from '../../src/models.ts'
-import { available, availableAt, cooldownOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, openUntil, recordLatency, stateOf, type Cooldown, type KeyHealth, type SharedState } from './health.ts'
+import { available, availableAt, modelHealthOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, openUntil, recordLatency, stateOf, type ModelHealth, type KeyHealth, type SharedState } from './health.ts'
 import { PICKERS, newPickerState, type Candidate, type PickerState } from './strategies.ts'
 
 const Options = Type.Object(
@@ -18,7 +18,7 @@ const Options = Type.Object(
      * @default 4
      */
     max_attempts: Type.Integer({ minimum: 1, maximum: 20, default: 4 }),
-    /** Cooldown of a key for the model a 429 was for, when it carries no Retry-After. @default 10000 */
+    /** ModelHealth of a key for the model a 429 was for, when it carries no Retry-After. @default 10000 */
     cooldown_ms: Type.Integer({ minimum: 0, default: 10_000 }),
     /** Consecutive failures (5xx, timeouts, network) of one upstream model on a key that open the key's circuit for that model. @default 5 */
     circuit_failures: Type.Integer({ minimum: 1, default: 5 }),
@@ -41,8 +41,8 @@ const CHANNEL = 'balance.health'
 /** A group's (target, key) pairs with their picking state, built once per group object. */
 interface Pool {
   group: ModelGroup
-  /** `cooling`: the key's state (cooldown, circuit) for the target's upstream model, looked up once here, not per pick. */
-  candidates: (Candidate & { target: GroupTarget; key: ProviderKeyConfig; route: RouteTarget; cooling: Cooldown })[]
+  /** `modelHealth`: the key's state (cooldown, circuit) for the target's upstream model, looked up once here, not per pick. */
+  candidates: (Candidate & { target: GroupTarget; key: ProviderKeyConfig; route: RouteTarget; modelHealth: ModelHealth })[]
   state: PickerState
   /** This pool, then its group's fallbacks' pools; filled on first use. */
   chain: Pool[] | undefined
@@ -83,7 +83,7 @@ export const balance = definePlugin({
       return h
     }
     /** Tell the other instances about `h`, and about its cooldown and circuit for one model when `model` is given. */
-    const share = (h: KeyHealth, model: Cooldown | null, reset = false) => {
+    const share = (h: KeyHealth, model: ModelHealth | null, reset = false) => {
       // `openUntil` 0: see SharedState for why older instances must not get a model's circuit there.
       const state: SharedState = { provider: h.provider, key: h.key, coolingUntil: model?.until ?? 0, dead: h.dead, openUntil: 0 }
       if (model) {
@@ -96,7 +96,7 @@ export const balance = definePlugin({
     const clear = (h: KeyHealth) => {
       h.dead = null
       // In place: pools' candidates hold these records.
-      for (const c of h.cooldowns.values()) {
+      for (const c of h.models.values()) {
         c.until = 0
         c.openUntil = 0
         c.failures = 0
@@ -142,14 +142,14 @@ export const balance = definePlugin({
         for (const target of group.targets) {
           for (const key of target.provider.keys) {
             const h = healthOf(target.provider.id, key.id)
-            cooldownOf(h, target.model)
+            modelHealthOf(h, target.model)
             let names = served.get(h)
             if (!names) served.set(h, (names = new Set()))
             names.add(target.model)
           }
         }
       }
-      for (const h of health.values()) for (const model of h.cooldowns.keys()) if (!served.get(h)?.has(model)) h.cooldowns.delete(model)
+      for (const h of health.values()) for (const model of h.models.keys()) if (!served.get(h)?.has(model)) h.models.delete(model)
     }
     prune()
 
@@ -159,7 +159,7 @@ export const balance = definePlugin({
      * every message, and it would put a closed circuit here half-open. Like a circuit opened here,
      * one failed trial after it opens it again.
      */
-    const openFrom = (c: Cooldown, until: number, t: number) => {
+    const openFrom = (c: ModelHealth, until: number, t: number) => {
       if (until <= t || until <= c.openUntil) return
       c.openUntil = until
       c.failures = Math.max(c.failures, options.circuit_failures - 1)
@@ -176,7 +176,7 @@ export const balance = definePlugin({
         // the whole key it would keep models that are not limited off the key, and ignoring it costs
         // at most one 429 here, after which this instance cools that model itself. A model this
         // instance does not send to the key has no record and is left out too.
-        const model = typeof s.model === 'string' ? h.cooldowns.get(s.model) : undefined
+        const model = typeof s.model === 'string' ? h.models.get(s.model) : undefined
         if (model && typeof s.coolingUntil === 'number') model.until = Math.max(model.until, s.coolingUntil)
         const t = now()
         if (typeof s.modelOpenUntil === 'number') {
@@ -187,7 +187,7 @@ export const balance = definePlugin({
           // model here is opened until then, as the key was before. Each then leaves it by its own
           // trial, and no key-wide circuit is kept beside the models' for these messages alone.
           // (This version's message about a key's death comes here too, with 0: nothing opens.)
-          for (const c of h.cooldowns.values()) openFrom(c, s.openUntil, t)
+          for (const c of h.models.values()) openFrom(c, s.openUntil, t)
         }
         if (s.dead !== null) h.dead = s.dead
       } catch {
@@ -205,7 +205,7 @@ export const balance = definePlugin({
         for (const key of target.provider.keys) {
           const route: RouteTarget = { provider: target.provider, model: target.model, key, group: group.name }
           const health = healthOf(target.provider.id, key.id)
-          candidates.push({ index: candidates.length, weight: target.weight * (key.weight ?? 1), health, cooling: cooldownOf(health, target.model), target, key, route })
+          candidates.push({ index: candidates.length, weight: target.weight * (key.weight ?? 1), health, modelHealth: modelHealthOf(health, target.model), target, key, route })
         }
       }
       const holdsStreams = group.strategy === 'least-busy' || group.strategy === 'latency'
@@ -262,7 +262,7 @@ export const balance = definePlugin({
      * with it. An outage of the whole endpoint opens every model's circuit in turn, each after
      * `circuit_failures` failures of its own, retried on other keys meanwhile.
      */
-    const onFailure = (h: KeyHealth, model: Cooldown, failure: AttemptFailure) => {
+    const onFailure = (h: KeyHealth, model: ModelHealth, failure: AttemptFailure) => {
       const t = now()
       model.trial = false
       // The request's own fault (the upstream's 400 or 404, the adapter's refusal) tells nothing of
@@ -287,7 +287,7 @@ export const balance = definePlugin({
       }
     }
 
-    const onSuccess = (h: KeyHealth, model: Cooldown, latencyMs: number, response: Response) => {
+    const onSuccess = (h: KeyHealth, model: ModelHealth, latencyMs: number, response: Response) => {
       // A success closes the model's circuit (it was closed already, or this was the half-open trial).
       model.failures = 0
       model.openUntil = 0
@@ -308,8 +308,8 @@ export const balance = definePlugin({
       let limited = false
       for (const pool of chain) {
         for (const c of pool.candidates) {
-          let at = availableAt(c.health, c.cooling, t)
-          if (at === t && !(c.cooling.trial && c.cooling.openUntil !== 0)) {
+          let at = availableAt(c.health, c.modelHealth, t)
+          if (at === t && !(c.modelHealth.trial && c.modelHealth.openUntil !== 0)) {
             const wait = rateWait(c.target.provider.id, c.key, tokens, false)
             if (wait > 0) limited = true
             at = t + wait
@@ -363,7 +363,7 @@ export const balance = definePlugin({
         if (current) {
           current.health.inFlight--
           // A trial that ended without a verdict (the client left) frees the slot for another.
-          current.cooling.trial = false
+          current.modelHealth.trial = false
           this.current = undefined
         }
       }
@@ -376,14 +376,14 @@ export const balance = definePlugin({
           const ready: Pool['candidates'] = []
           for (const c of pool.candidates) {
             // Learned headroom holds only until the provider's window resets.
-            if (c.cooling.headroom !== null && c.cooling.headroomUntil <= t) c.cooling.headroom = null
+            if (c.modelHealth.headroom !== null && c.modelHealth.headroomUntil <= t) c.modelHealth.headroom = null
             forgetStaleLatency(c.health, t, options.latency_ttl_ms)
-            if (available(c.health, c.cooling, t) && !this.tried?.includes(c) && rateWait(c.target.provider.id, c.key, this.tokens, false) === 0) ready.push(c)
+            if (available(c.health, c.modelHealth, t) && !this.tried?.includes(c) && rateWait(c.target.provider.id, c.key, this.tokens, false) === 0) ready.push(c)
           }
           if (ready.length === 0) continue
           const chosen = PICKERS[pool.group.strategy](ready, pool.state) as Pool['candidates'][number]
           rateWait(chosen.target.provider.id, chosen.key, this.tokens, true)
-          if (halfOpen(chosen.cooling, t)) chosen.cooling.trial = true
+          if (halfOpen(chosen.modelHealth, t)) chosen.modelHealth.trial = true
           this.attempts++
           if (i > this.reached) this.reached = i
           chosen.health.inFlight++
@@ -419,10 +419,10 @@ export const balance = definePlugin({
           this.current = undefined
           ;(this.tried ??= []).push(c)
           // The client going away is not the key's fault.
-          if (this.signal.aborted) c.cooling.trial = false
-          else onFailure(c.health, c.cooling, failure)
+          if (this.signal.aborted) c.modelHealth.trial = false
+          else onFailure(c.health, c.modelHealth, failure)
         } else if (response) {
-          onSuccess(c.health, c.cooling, latencyMs, response)
+          onSuccess(c.health, c.modelHealth, latencyMs, response)
           if (!this.holds) {
             // A whole answer follows its headers at once: the key is free now. So is a stream's
             // key when the group's strategy does not count streams.
@@ -455,7 +455,7 @@ export const balance = definePlugin({
                   data: [...health.values()].map((h) => {
                     const cooling = coolingUntil(h, t)
                     const open = openUntil(h, t)
-                    const circuits = [...h.cooldowns.values()].filter((c) => c.failures > 0 || c.openUntil !== 0)
+                    const circuits = [...h.models.values()].filter((c) => c.failures > 0 || c.openUntil !== 0)
                     return {
                       object: 'provider_key_health',
                       provider: h.provider,
@@ -463,7 +463,7 @@ export const balance = definePlugin({
                       state: stateOf(h, t),
                       // When the key is back for every model; `cooling_models` says which models wait, until when.
                       cooling_until: cooling > t ? new Date(cooling).toISOString() : null,
-                      cooling_models: [...h.cooldowns.values()].filter((c) => c.until > t).map((c) => ({ model: c.model, until: new Date(c.until).toISOString() })),
+                      cooling_models: [...h.models.values()].filter((c) => c.until > t).map((c) => ({ model: c.model, until: new Date(c.until).toISOString() })),
                       dead_reason: h.dead,
                       // The worst of the key's models, so what read the key's one circuit before reads something
                       // true still: the most failures in a row, and when the last open one ends. `circuit_models`
@@ -474,7 +474,7 @@ export const balance = definePlugin({
                       latency_ewma_ms: h.latencyEwma ? Math.round(h.latencyEwma * 100) / 100 : null,
                       // The tightest headroom learned for any model; `headroom_models` has each.
                       headroom: lowestHeadroom(h, t),
-                      headroom_models: [...h.cooldowns.values()]
+                      headroom_models: [...h.models.values()]
                         .filter((c) => c.headroom !== null && c.headroomUntil > t)
                         .map((c) => ({ model: c.model, headroom: c.headroom, until: new Date(c.headroomUntil).toISOString() })),
                       last_error: h.lastError ? { at: new Date(h.lastError.at).toISOString(), status: h.lastError.status, message: h.lastError.message } : null,
@@ -521,7 +521,7 @@ const keyFault = (status: number): boolean => status === 429 || status === 401 |
 /** The lowest headroom a key has learned for any of its models and still holds, or null when none is known. */
 function lowestHeadroom(h: KeyHealth, now: number): number | null {
   let lowest: number | null = null
-  for (const c of h.cooldowns.values()) {
+  for (const c of h.models.values()) {
     if (c.headroom !== null && c.headroomUntil > now && (lowest === null || c.headroom < lowest)) lowest = c.headroom
   }
   return lowest

@@ -1,11 +1,11 @@
 import { describe, expect, test } from 'bun:test'
-import { cooldownOf, newHealth, recordLatency } from './health.ts'
+import { modelHealthOf, newHealth, recordLatency } from './health.ts'
 import { PICKERS, newPickerState, type Candidate, type PickerState } from './strategies.ts'
 
 const PICKS = 10_000
 
 function candidates(weights: readonly number[]): Candidate[] {
-  return weights.map((weight, index) => { const health = newHealth('p', `k${index}`); return { index, weight, health, cooling: cooldownOf(health, 'm') } })
+  return weights.map((weight, index) => { const health = newHealth('p', `k${index}`); return { index, weight, health, modelHealth: modelHealthOf(health, 'm') } })
 }
 
 /** A small seeded generator (mulberry32), so random strategies give the same run every time. */
@@ -183,7 +183,7 @@ describe('latency (power of two choices)', () => {
 describe('usage (headroom from rate-limit headers)', () => {
   test('avoids a key whose headroom is 0', () => {
     const cs = candidates([1, 1, 1])
-    cs[1]!.cooling.headroom = 0
+    cs[1]!.modelHealth.headroom = 0
     const { counts } = run('usage', cs, state(3))
     expect(counts[1]).toBe(0)
     // The two with unknown (full) headroom share the traffic.
@@ -193,9 +193,9 @@ describe('usage (headroom from rate-limit headers)', () => {
 
   test('prefers the key with the most headroom', () => {
     const cs = candidates([1, 1, 1])
-    cs[0]!.cooling.headroom = 0.2
-    cs[1]!.cooling.headroom = 0.9
-    cs[2]!.cooling.headroom = 0.5
+    cs[0]!.modelHealth.headroom = 0.2
+    cs[1]!.modelHealth.headroom = 0.9
+    cs[2]!.modelHealth.headroom = 0.5
     const { counts } = run('usage', cs, state(3), 100)
     expect(counts).toEqual([0, 100, 0])
   })

@@ -1,5 +1,5 @@
 import type { Strategy } from '../../src/config/schema.ts'
-import type { Cooldown, KeyHealth } from './health.ts'
+import type { ModelHealth, KeyHealth } from './health.ts'
 
 /** One (target, key) pair a group can send to, with its combined weight. */
 export interface Candidate {
@@ -7,7 +7,7 @@ export interface Candidate {
   weight: number
   health: KeyHealth
   /** The key's state for the target's upstream model: cooldown, headroom and circuit are per model. */
-  cooling: Cooldown
+  modelHealth: ModelHealth
 }
 
 /** Chooses among the available candidates of one group. `state` belongs to the group. */
@@ -82,7 +82,7 @@ const usage: Picker = (candidates, state) => {
   let bestRoom = -1
   let ties = 0
   for (const c of candidates) {
-    const room = c.cooling.headroom ?? 1
+    const room = c.modelHealth.headroom ?? 1
     if (room > bestRoom) {
       best = c
       bestRoom = room
