@@ -5,7 +5,7 @@ import { Elysia } from 'elysia'
 import { adminActor, adminGuard } from './admin-key.ts'
 import { audit } from './db/audit.ts'
 import { echo } from './lib/key-text.ts'
-import { decodePercent } from './lib/percent.ts'
+import { decodePercent, modelPathId } from './lib/percent.ts'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
 import { catalogProblems, type CatalogProblem, type ResolvedConfig } from './config/load.ts'
@@ -464,7 +464,7 @@ export class Catalog {
         { detail: { tags, summary: 'List model groups' } },
       )
       .get('/models/:name', ({ params }) => getModel(params.name), { detail: { tags, summary: 'Get a model group (a name holding a slash may be sent as it is or as %2F)' } })
-      .get('/models/:name/*', ({ request }) => getModel(slashedName(request)), { detail: { hide: true } })
+      .get('/models/:name/*', ({ request }) => getModel(decodePercent(modelPathId(request))), { detail: { hide: true } })
       .post(
         '/models',
         async ({ body, set, request }) => {
@@ -491,21 +491,10 @@ export class Catalog {
         parse: 'json',
         detail: { tags, summary: 'Change a model group', requestBody: jsonBody(AdminModelPatch) },
       })
-      .patch('/models/:name/*', ({ body, request }) => patchModel(slashedName(request), body, request), { parse: 'json', detail: { hide: true } })
+      .patch('/models/:name/*', ({ body, request }) => patchModel(decodePercent(modelPathId(request)), body, request), { parse: 'json', detail: { hide: true } })
       .delete('/models/:name', ({ params, request }) => deleteModel(params.name, request), { detail: { tags, summary: 'Delete a model group' } })
-      .delete('/models/:name/*', ({ request }) => deleteModel(slashedName(request), request), { detail: { hide: true } })
+      .delete('/models/:name/*', ({ request }) => deleteModel(decodePercent(modelPathId(request)), request), { detail: { hide: true } })
   }
-}
-
-/**
- * A model name holding a raw slash (`meta-llama/Llama-3.1-8B`), as an operator types it in a path:
- * the part after `/admin/models/`, decoded once (the router leaves the part after the slash as
- * sent), without one trailing slash, as `/v1/models/{id}` reads it.
- */
-function slashedName(request: Request): string {
-  const { pathname } = new URL(request.url)
-  const raw = pathname.slice(pathname.indexOf('/models/') + '/models/'.length)
-  return decodePercent(raw.length > 1 && raw.endsWith('/') ? raw.slice(0, -1) : raw)
 }
 
 /** Key ids are per provider; rows are unique across providers, so the row id carries both. */

@@ -7,7 +7,7 @@ import { modelNotFound, type Pipeline } from '../pipeline.ts'
 import type { Endpoint, GatewayRequest } from '../plugin.ts'
 import type { Services } from '../services.ts'
 import { echo } from '../lib/key-text.ts'
-import { decodePercent } from '../lib/percent.ts'
+import { decodePercent, modelPathId } from '../lib/percent.ts'
 import {
   ChatCompletionBody,
   CompletionBody,
@@ -129,13 +129,13 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
     )
     // Elysia's router has decoded the path parameter already; decoding again would break ids holding a "%".
     // It gives null for a malformed escape ("%zz"), which is then taken as sent.
-    .get('/v1/models/:id', ({ request, set, params }) => retrieveModel(request, set.headers['x-request-id'] as string, (params.id as string | null) ?? rawModelId(request)), {
+    .get('/v1/models/:id', ({ request, set, params }) => retrieveModel(request, set.headers['x-request-id'] as string, (params.id as string | null) ?? modelPathId(request)), {
       response: { 200: ModelObject },
       detail: { tags: ['OpenAI'], summary: 'Retrieve one model', security },
     })
     // An id holding a raw slash (`meta-llama/Llama-3.1-8B`), as openai-python and other clients put it
     // in the path unencoded. The router leaves the part after the slash as sent, so the id is decoded here, once.
-    .get('/v1/models/:id/*', ({ request, set }) => retrieveModel(request, set.headers['x-request-id'] as string, decodePercent(rawModelId(request))), {
+    .get('/v1/models/:id/*', ({ request, set }) => retrieveModel(request, set.headers['x-request-id'] as string, decodePercent(modelPathId(request))), {
       response: { 200: ModelObject },
       detail: { hide: true },
     })
@@ -268,16 +268,6 @@ function checkTools(body: Record<string, unknown>): void {
 function refusedBody(error: unknown): RefusedBody {
   if (error instanceof GatewayError) return new RefusedBody(error)
   throw error
-}
-
-/**
- * The id part of a `/v1/models/{id}` URL, as sent. One trailing slash is not part of it, as the
- * router ignores one after an id without a slash (`/v1/models/mock-gpt/` finds mock-gpt).
- */
-function rawModelId(request: Request): string {
-  const { pathname } = new URL(request.url)
-  const id = pathname.slice(pathname.indexOf('/models/') + '/models/'.length)
-  return id.length > 1 && id.endsWith('/') ? id.slice(0, -1) : id
 }
 
 /** Fields of `GET /v1/key` that stay null when no plugin fills them. */
