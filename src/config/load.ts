@@ -5,6 +5,7 @@ import { ConfigFileSchema, ENV_SLUG, PluginUseEntrySchema, type ConfigFile, type
 import { echo } from '../lib/key-text.ts'
 import { isLogLevel, type LogLevel } from '../lib/logger.ts'
 import { originProblem, type CorsSettings } from '../lib/cors.ts'
+import { TOKEN } from '../lib/http-token.ts'
 import { ENCODINGS, isEncoding } from '../../plugins/tokens/encodings.ts'
 import { DEFAULT_DATABASE_URL } from '../db/index.ts'
 
@@ -267,11 +268,6 @@ export interface CatalogProblem {
 }
 
 /**
- * A header name is an HTTP token (RFC 9110, 5.1 and 5.6.2: tchar). Anything else makes every
- * request through the provider fail when its headers are built, long after the provider was saved.
- */
-const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
-/**
  * What a header value cannot hold: CR, LF and NUL (they split or end a header: RFC 9110, 5.5),
  * the other control characters (invalid there too; HTAB is allowed), and characters beyond
  * U+00FF, which fetch refuses to put in a header at all.
@@ -306,7 +302,7 @@ export function catalogProblems(providers: readonly ProviderConfig[], models: re
     for (const [name, value] of Object.entries(p.headers ?? {})) {
       // The name is shown JSON-quoted (a control character in it stays visible), cut and masked as any echo.
       const shown = JSON.stringify(echo(name))
-      if (!HEADER_NAME.test(name)) add(['headers'], `header name ${shown} is not an HTTP field name (a token of letters, digits and !#$%&'*+-.^_\`|~: RFC 9110)`)
+      if (!TOKEN.test(name)) add(['headers'], `header name ${shown} is not an HTTP field name (a token of letters, digits and !#$%&'*+-.^_\`|~: RFC 9110)`)
       else if (HEADER_VALUE_BAD.test(value)) add(['headers'], `the value of header ${shown} holds a character no HTTP field value may (CR, LF, NUL or another control character, or one beyond U+00FF)`)
     }
   })

@@ -5,6 +5,7 @@
  * plugin, since it carries no key. The admin API never takes part: the console is served from the
  * gateway's own origin, and a page elsewhere must not drive it with an operator's session.
  */
+import { TOKEN_LIST } from './http-token.ts'
 
 export interface CorsSettings {
   /** Exact origins (`https://app.example.com`), or `*` for any. */
@@ -24,9 +25,6 @@ const EXPOSED = [
   'x-ratelimit-remaining-tokens',
   'x-ratelimit-reset-tokens',
 ].join(', ')
-
-/** A header list as a preflight sends it: names only (tokens), comma-separated. */
-const HEADER_LIST = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\s*,\s*[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*$/
 
 /**
  * The problem with a configured origin, or null: an origin is a scheme, a host and maybe a port,
@@ -79,7 +77,7 @@ export class Cors {
       headers['access-control-allow-methods'] = methods.join(', ')
       const asked = request.headers.get('access-control-request-headers')
       // The headers a client page sends (Authorization, x-api-key, OpenAI-Organization, the SDKs' own): any it asks for.
-      if (asked !== null && HEADER_LIST.test(asked.trim())) headers['access-control-allow-headers'] = asked.trim()
+      if (asked !== null && TOKEN_LIST.test(asked.trim())) headers['access-control-allow-headers'] = asked.trim()
       headers['access-control-max-age'] = String(this.settings.maxAgeS)
     }
     return new Response(null, { status: 204, headers })
