@@ -134,9 +134,9 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
       }
     }
   }
-  let app: Elysia
+  let built: ReturnType<typeof buildApp>
   try {
-    app = buildApp({ config, services, models, pipeline, plugins, logger, catalog, consoleApp })
+    built = buildApp({ config, services, models, pipeline, plugins, logger, catalog, consoleApp })
   } catch (error) {
     // A plugin's routes failed to mount: what started is closed, as for a plugin that failed to start.
     await closePlugins(plugins)
@@ -145,9 +145,9 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     if (ownDb) await db.close().catch(() => {})
     throw error
   }
+  const { app, allowed: methodsOf } = built
   registerProcessMetrics(metrics, plugins)
   const http = createHttpMetrics(metrics, app.routes)
-  const methodsOf = methodTable(app.routes.map((r) => ({ method: r.method, path: r.path })))
   const cors = config.cors ? new Cors(config.cors) : null
   /**
    * OPTIONS on a route that exists: a browser's preflight (with CORS on, for the client API) or
@@ -243,7 +243,8 @@ function consoleSeed(master: Uint8Array | undefined, logger: Logger): Uint8Array
   return crypto.getRandomValues(new Uint8Array(32))
 }
 
-function buildApp({ config, services, models, pipeline, plugins, logger, catalog, consoleApp }: AppParts): Elysia {
+/** The app, and the methods of each path it routes (for 405s and OPTIONS). */
+function buildApp({ config, services, models, pipeline, plugins, logger, catalog, consoleApp }: AppParts): { app: Elysia; allowed: (path: string) => string[] } {
   // normalize: false: Elysia's default normalization rewrites invalid values (`stream_options: 5` → `{}`) instead of refusing them.
   const app = new Elysia({ name: 'sluice', normalize: false })
     .onRequest(({ set }) => {
@@ -270,7 +271,7 @@ function buildApp({ config, services, models, pipeline, plugins, logger, catalog
 
   // Paths and their methods, known once all routes are in: an unknown method on a known path is 405.
   const allowed = methodTable(app.routes.map((r) => ({ method: r.method, path: r.path })))
-  return app as unknown as Elysia
+  return { app: app as unknown as Elysia, allowed }
 }
 
 /** Map anything that reached the error handler to the one envelope. */
