@@ -47,6 +47,24 @@ const MAX_KEPT_EVENT_CHARS = 4 * 1024 * 1024
 const MAX_HELD_BYTES = 1024 * 1024
 
 type Stage = (req: GatewayRequest) => MaybePromise<HookResult>
+/** The stages before the upstream call, whose hooks a failure names. */
+type StageName = 'authenticate' | 'admit' | 'route'
+
+/**
+ * A plugin's hook threw (or its promise rejected) before the upstream call: the error, with the
+ * plugin and hook it came from, so the operator's log names who failed. A `GatewayError` thrown by
+ * a hook is a refusal like a returned one and is never wrapped.
+ */
+export class HookFailure extends Error {
+  constructor(
+    readonly hook: StageName,
+    readonly plugin: string,
+    override readonly cause: unknown,
+  ) {
+    super(`${hook} hook of plugin "${plugin}" failed: ${String(cause)}`)
+    this.name = 'HookFailure'
+  }
+}
 type UsageHook = (req: GatewayRequest, usage: Usage) => void
 type CompleteHook = (req: GatewayRequest, outcome: Outcome) => void
 type ChunkHook = (req: GatewayRequest, chunk: StreamChunk) => boolean | void
@@ -138,6 +156,8 @@ export class Pipeline {
   private readonly usageNames: string[]
   private readonly completeNames: string[]
   private readonly chunkNames: string[]
+  /** The plugins of each stage before the upstream call, in their order, for HookFailure. */
+  private readonly stageNames: Record<StageName, string[]>
   /**
    * Requests whose usage and completion hooks wait for the end of this turn of the event loop, and
    * how each ended: the hooks run after the responses are written, so none delays its client.
@@ -157,10 +177,11 @@ export class Pipeline {
     this.usageHooks = pick('onUsage')
     this.completeHooks = pick('onComplete')
     this.chunkHooks = pick('onStreamChunk')
-    const names = (k: 'onUsage' | 'onComplete' | 'onStreamChunk') => options.plugins.filter((p) => p.hooks[k]).map((p) => p.name)
+    const names = (k: 'onUsage' | 'onComplete' | 'onStreamChunk' | StageName) => options.plugins.filter((p) => p.hooks[k]).map((p) => p.name)
     this.usageNames = names('onUsage')
     this.completeNames = names('onComplete')
     this.chunkNames = names('onStreamChunk')
+    this.stageNames = { authenticate: names('authenticate'), admit: names('admit'), route: names('route') }
     this.describeHooks = pick('describe')
     this.tap = this.usageHooks.length + this.completeHooks.length + this.chunkHooks.length > 0
     this.models = options.models
@@ -200,9 +221,17 @@ export class Pipeline {
     }
   }
 
-  /** Run the authenticate stage alone (model list, key introspection, token counting). */
+  /**
+   * Run the authenticate stage alone (model list, key introspection, token counting). A hook that
+   * fails throws a {@link HookFailure} naming its plugin.
+   */
   authenticate(req: GatewayRequest): MaybePromise<HookResult> {
-    return this.runStage(this.authenticateHooks, req)
+    try {
+      const result = this.runStage(this.authenticateHooks, req, 'authenticate')
+      return result instanceof Promise ? result.catch((error: unknown) => Promise.reject(this.blame(error, 'authenticate'))) : result
+    } catch (error) {
+      throw this.blame(error, 'authenticate')
+    }
   }
 
   /** What the plugins say about the calling key, for `GET /v1/key`. */
@@ -254,23 +283,30 @@ export class Pipeline {
   /** The whole path of a model call (chat, completions, embeddings). */
   async handle(req: GatewayRequest): Promise<Response> {
     let plan: RoutePlan | undefined
+    // The stage whose hooks run, if any: a failure there is the plugin's, and the log names it.
+    let stage: StageName | undefined = 'authenticate'
     try {
       // Awaited only when a hook answered with a promise: an await of a plain value still costs a
       // promise and a turn of the microtask queue, several per request on the hot path.
-      let refused = this.runStage(this.authenticateHooks, req)
+      let refused = this.runStage(this.authenticateHooks, req, 'authenticate')
       if (refused instanceof Promise) refused = await refused
+      stage = undefined
       if (refused) return this.fail(req, refused)
 
       const group = req.model === undefined ? undefined : this.models.get(req.model)
       if (!group) return this.fail(req, modelNotFound(req.model))
       req.group = group
 
-      let refusedAdmission = this.runStage(this.admitHooks, req)
+      stage = 'admit'
+      let refusedAdmission = this.runStage(this.admitHooks, req, 'admit')
       if (refusedAdmission instanceof Promise) refusedAdmission = await refusedAdmission
+      stage = undefined
       if (refusedAdmission) return this.fail(req, refusedAdmission)
 
+      stage = 'route'
       let routed = this.plan(req, group)
       if (routed instanceof Promise) routed = await routed
+      stage = undefined
       if (routed instanceof GatewayError) return this.fail(req, routed)
       plan = routed
 
@@ -285,23 +321,49 @@ export class Pipeline {
       return this.respond(req, result, plan)
     } catch (error) {
       if (plan) this.release(plan, req)
-      return this.failed(req, error)
+      return this.failed(req, stage === undefined ? error : this.blame(error, stage))
     }
   }
 
-  /** Something threw on the request's way (a hook, the gateway itself): logged unless a GatewayError, answered with the request's id. */
+  /**
+   * Something threw on the request's way (a hook, the gateway itself): logged unless a GatewayError
+   * (a hook's, naming its plugin), answered with the request's id.
+   */
   failed(req: GatewayRequest, error: unknown): Response {
     if (error instanceof GatewayError) return this.fail(req, error)
-    this.logger.error('request failed unexpectedly', { request_id: req.id, error: String(error) })
+    if (error instanceof HookFailure) {
+      this.hookFailed(error.hook, error.plugin, req, error.cause)
+    } else {
+      this.logger.error('request failed unexpectedly', { request_id: req.id, error: String(error) })
+    }
     return this.fail(req, new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${req.id} to the operator.`))
   }
 
-  private runStage(stage: Stage[], req: GatewayRequest): MaybePromise<HookResult> {
+  /**
+   * A failure in a stage's hooks, as a HookFailure. Where the stage has several hooks, runStage and
+   * plan have named the one that failed already; with one, it is that one.
+   */
+  private blame(error: unknown, stage: StageName): unknown {
+    if (error instanceof GatewayError || error instanceof HookFailure) return error
+    const names = this.stageNames[stage]
+    return names.length === 1 ? new HookFailure(stage, names[0]!, error) : error
+  }
+
+  /**
+   * A stage's hooks in order until one refuses. One hook is called directly (its failure is blamed by
+   * the caller, which knows the stage); with several, a failure is named here.
+   */
+  private runStage(stage: Stage[], req: GatewayRequest, name: StageName): MaybePromise<HookResult> {
     if (stage.length === 0) return undefined
     if (stage.length === 1) return stage[0]!(req)
     return (async () => {
-      for (const hook of stage) {
-        const result = await hook(req)
+      for (let i = 0; i < stage.length; i++) {
+        let result: HookResult
+        try {
+          result = await stage[i]!(req)
+        } catch (error) {
+          throw error instanceof GatewayError ? error : new HookFailure(name, this.stageNames[name][i]!, error)
+        }
         if (result) return result
       }
       return undefined
@@ -310,23 +372,38 @@ export class Pipeline {
 
   private plan(req: GatewayRequest, group: ModelGroup): MaybePromise<RoutePlan | GatewayError> {
     const hooks = this.routeHooks
-    for (let i = 0; i < hooks.length; i++) {
-      const plan = hooks[i]!(req, group)
-      if (plan instanceof Promise) return this.planFrom(plan, i, req, group)
-      if (plan) return plan
+    let i = 0
+    try {
+      for (; i < hooks.length; i++) {
+        const plan = hooks[i]!(req, group)
+        if (plan instanceof Promise) return this.planFrom(plan, i, req, group)
+        if (plan) return plan
+      }
+    } catch (error) {
+      throw this.routeFailure(error, i)
     }
     return firstTargetPlan(group)
   }
 
   /** The rest of plan() once a route hook answered with a promise. */
   private async planFrom(pending: Promise<RoutePlan | GatewayError | undefined>, at: number, req: GatewayRequest, group: ModelGroup): Promise<RoutePlan | GatewayError> {
-    const plan = await pending
-    if (plan) return plan
-    for (const hook of this.routeHooks.slice(at + 1)) {
-      const next = await hook(req, group)
-      if (next) return next
+    let i = at
+    try {
+      const plan = await pending
+      if (plan) return plan
+      for (i = at + 1; i < this.routeHooks.length; i++) {
+        const next = await this.routeHooks[i]!(req, group)
+        if (next) return next
+      }
+    } catch (error) {
+      throw this.routeFailure(error, i)
     }
     return firstTargetPlan(group)
+  }
+
+  /** A route hook's failure, naming the plugin of the hook at `index`. */
+  private routeFailure(error: unknown, index: number): unknown {
+    return error instanceof GatewayError ? error : new HookFailure('route', this.stageNames.route[index]!, error)
   }
 
   /** Try targets as the plan gives them until one answers 2xx or the plan runs out. */
@@ -810,7 +887,7 @@ export class Pipeline {
   }
 
   /** A hook threw, or its promise failed: logged with the plugin's name; the request and the others go on. */
-  private hookFailed(hook: string, plugin: string, req: GatewayRequest, error: unknown): void {
+  private hookFailed(hook: StageName | 'onUsage' | 'onComplete' | 'onStreamChunk', plugin: string, req: GatewayRequest, error: unknown): void {
     this.logger.error(`${hook} hook failed`, { plugin, request_id: req.id, error: String(error) })
   }
 

@@ -18,7 +18,7 @@ import { ModelRegistry } from './models.ts'
 import { Catalog, loadMasterKeys } from './catalog.ts'
 import { consoleRoutes } from './console/routes.ts'
 import { ConsoleSessions, sessionSecret } from './console/session.ts'
-import { Pipeline, type LoadedPlugin } from './pipeline.ts'
+import { HookFailure, Pipeline, type LoadedPlugin } from './pipeline.ts'
 import { resolvePlugins, setupPlugins } from './plugin-loader.ts'
 import type { RedisClient } from './redis.ts'
 import { Cors } from './lib/cors.ts'
@@ -307,7 +307,12 @@ function toGatewayError(
       if (isUnstorableText(error)) {
         return new GatewayError('invalid_request', 'A text value in the request holds the NUL character (\\u0000), which cannot be stored. Remove it and send the request again.')
       }
-      logger.error('unhandled error', { request_id: id, code: String(code), error: error instanceof Error ? error.stack : String(error) })
+      if (error instanceof HookFailure) {
+        const cause = error.cause
+        logger.error(`${error.hook} hook failed`, { plugin: error.plugin, request_id: id, error: cause instanceof Error ? cause.stack : String(cause) })
+      } else {
+        logger.error('unhandled error', { request_id: id, code: String(code), error: error instanceof Error ? error.stack : String(error) })
+      }
       return new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${id} to the operator.`)
   }
 }
