@@ -1,12 +1,15 @@
 import { ConfigError, loadConfig } from './config/load.ts'
 import { MEMORY_PROFILES, memoryProfile } from './lib/memory.ts'
+import { resolvePlugins } from './plugin-loader.ts'
 import { createGateway } from './server.ts'
+import { BUILTIN_PLUGINS } from '../plugins/index.ts'
 
 /** `bun run start`: load config, boot, listen, and stop cleanly on SIGTERM/SIGINT. */
 async function main(): Promise<void> {
   let config
   try {
-    config = await loadConfig()
+    // Plugins are resolved with the config: one that cannot be used is a config problem, found before anything is opened.
+    config = await loadConfig({ resolvePlugins: (source) => resolvePlugins(source, BUILTIN_PLUGINS) })
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(`sluice: ${error.message}`)

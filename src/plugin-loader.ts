@@ -1,13 +1,17 @@
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Value } from '@sinclair/typebox/value'
-import { ConfigError, checkPluginEntry, type ResolvedConfig } from './config/load.ts'
+import { ConfigError, checkPluginEntry, type PluginSource } from './config/load.ts'
 import { isPluginFactory, isPluginInstance, type PluginContext, type PluginInstance } from './plugin.ts'
 import type { LoadedPlugin } from './pipeline.ts'
 import type { PluginFactory } from './plugin.ts'
 
-/** Turn the config's plugin entries into instances; every problem is reported, each naming its plugin. */
-export async function resolvePlugins(config: ResolvedConfig, builtins: Record<string, PluginFactory>): Promise<PluginInstance[]> {
+/**
+ * Turn the config's plugin entries into instances; every problem is reported, each naming its
+ * plugin. Nothing is started: the gateway runs this as part of loading its config, before it
+ * opens anything, and `createGateway` again on what that returned (instances pass through).
+ */
+export async function resolvePlugins(config: PluginSource, builtins: Record<string, PluginFactory>): Promise<PluginInstance[]> {
   const problems: string[] = []
   const entries = config.plugins ?? Object.keys(builtins)
   const instances: PluginInstance[] = []
@@ -45,7 +49,7 @@ export async function setupPlugins(instances: PluginInstance[], base: Omit<Plugi
 async function toInstance(
   entry: unknown,
   path: string,
-  config: ResolvedConfig,
+  config: PluginSource,
   builtins: Record<string, PluginFactory>,
   problems: string[],
 ): Promise<PluginInstance | undefined> {

@@ -7,7 +7,7 @@ import { isLogLevel, type LogLevel } from '../lib/logger.ts'
 import { originProblem, type CorsSettings } from '../lib/cors.ts'
 import { TOKEN } from '../lib/http-token.ts'
 import { ENCODINGS, isEncoding } from '../../plugins/tokens/encodings.ts'
-import { DEFAULT_DATABASE_URL } from '../db/index.ts'
+import { DEFAULT_DATABASE_URL, parseDatabaseUrl } from '../db/index.ts'
 
 /** Where each provider type's official SDK points by default. */
 export const DEFAULT_BASE_URLS: Partial<Record<ProviderConfig['type'], string>> = {
@@ -65,7 +65,18 @@ export interface LoadOptions {
   cwd?: string
   /** A config object to use instead of reading a file (tests, embedding). */
   config?: ConfigFile
+  /**
+   * Turns the plugin entries into plugins, throwing `ConfigError` for each one that is unknown,
+   * cannot be loaded or is given bad options (the gateway passes src/plugin-loader.ts's
+   * `resolvePlugins` with the built-ins): those problems are then reported with the others,
+   * before a database is opened or a key file written. What it returns becomes `plugins`.
+   * Unset: the entries are only checked for their shape, and `createGateway` resolves them.
+   */
+  resolvePlugins?: (source: PluginSource) => Promise<unknown[]>
 }
+
+/** What resolving the plugins needs of the config: the entries, and where relative paths start. */
+export type PluginSource = Pick<ResolvedConfig, 'plugins' | 'baseDir'>
 
 /** Read, interpolate, validate and merge the config. Throws `ConfigError` listing every problem. */
 export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedConfig> {
@@ -108,8 +119,25 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     problems.push(`SLUICE_ENCRYPTION_KEY: required outside dev (this gateway serves "${environment}"); set a 32-byte base64 key (openssl rand -base64 32), the same on every instance`)
   }
 
-  const plugins = file.plugins ?? null
-  plugins?.forEach((entry, i) => checkPluginEntry(entry, `/plugins/${i}`, problems))
+  const databaseUrl = databaseUrlOf(env, file)
+  const databaseProblem = databaseUrlProblem(databaseUrl)
+  if (databaseProblem) problems.push(`${env.DATABASE_URL !== undefined ? 'DATABASE_URL' : '/database/url'}: ${databaseProblem}`)
+  const redisUrl = env.REDIS_URL || file.redis?.url || null
+  const redisProblem = redisUrl === null ? null : redisUrlProblem(redisUrl)
+  if (redisProblem) problems.push(`${env.REDIS_URL ? 'REDIS_URL' : '/redis/url'}: ${redisProblem}`)
+
+  const baseDir = configPath ? dirname(configPath) : cwd
+  let plugins = file.plugins ?? null
+  if (options.resolvePlugins) {
+    try {
+      plugins = await options.resolvePlugins({ plugins, baseDir })
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error
+      problems.push(...error.problems)
+    }
+  } else {
+    plugins?.forEach((entry, i) => checkPluginEntry(entry, `/plugins/${i}`, problems))
+  }
 
   const cors = file.server?.cors
   cors?.origins.forEach((origin, i) => {
@@ -123,8 +151,8 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     environment,
     port,
     host: env.HOST ?? file.server?.host ?? '0.0.0.0',
-    databaseUrl: databaseUrlOf(env, file),
-    redisUrl: env.REDIS_URL || file.redis?.url || null,
+    databaseUrl,
+    redisUrl,
     adminKey: env.SLUICE_ADMIN_KEY || null,
     encryptionKey,
     tls: tlsCert && tlsKey ? { cert: tlsCert, key: tlsKey } : null,
@@ -137,7 +165,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     models,
     plugins,
     configPath,
-    baseDir: configPath ? dirname(configPath) : cwd,
+    baseDir,
   }
 }
 
@@ -167,6 +195,31 @@ export async function loadDatabaseUrl(options: LoadOptions = {}): Promise<string
 /** One precedence for the gateway and its commands: the variable (even empty: then it is refused, not ignored), the file, the default. */
 function databaseUrlOf(env: Record<string, string | undefined>, file: ConfigFile): string {
   return env.DATABASE_URL ?? file.database?.url ?? DEFAULT_DATABASE_URL
+}
+
+/** Why the gateway could not open this database URL (the message names the forms it takes), or null. */
+function databaseUrlProblem(url: string): string | null {
+  try {
+    parseDatabaseUrl(url)
+    return null
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error)
+  }
+}
+
+/** The URL forms src/redis.ts connects with; a sentinel URL names its master after the hosts. */
+const REDIS_SCHEMES = ['redis://', 'rediss://', 'redis+cluster://', 'redis+sentinel://'] as const
+const SENTINEL_WITH_MASTER = /^redis\+sentinel:\/\/(?:[^@]*@)?[^/?]*\/[^/?]/
+
+/** Why src/redis.ts would refuse this Redis URL, or null. The URL is not repeated: it may hold a password. */
+function redisUrlProblem(url: string): string | null {
+  const forms = 'redis://HOST:PORT, rediss://HOST:PORT, redis+cluster://H1:P1,H2:P2 or redis+sentinel://H1:P1,H2:P2/MASTER'
+  if (!REDIS_SCHEMES.some((scheme) => url.startsWith(scheme))) {
+    const scheme = /^[a-z][a-z0-9+.-]*:/i.exec(url)?.[0]
+    return `${scheme ? `the scheme "${scheme}" is not Redis's` : 'not a Redis URL'}; expected ${forms}`
+  }
+  if (url.startsWith('redis+sentinel://') && !SENTINEL_WITH_MASTER.test(url)) return 'names no master: a sentinel URL names it after the hosts (redis+sentinel://H1:P1,H2:P2/MASTER)'
+  return null
 }
 
 /** The config as written (not yet interpolated): the one given, the file found, or `{}`. */
