@@ -661,11 +661,22 @@ export class Pipeline {
 
   /**
    * A read of an upstream stream failed. When the watchdog cut it off, the stream ends with an
-   * error event the client's SDK raises (the status line has long gone out); anything else errors
-   * the client's body. Returns whether the upstream timed out.
+   * error event the client's SDK raises (the status line has long gone out). So does an upstream
+   * that broke off mid-answer (its connection lost) while the client's stream stands between two
+   * events; in the middle of one, or once the client has gone, the client's body errors. Returns
+   * whether the upstream timed out.
    */
-  private broke(req: GatewayRequest, controller: ReadableStreamDefaultController<Uint8Array>, watch: BodyWatch, error: unknown): boolean {
+  private broke(req: GatewayRequest, controller: ReadableStreamDefaultController<Uint8Array>, watch: BodyWatch, error: unknown, atEventEnd: boolean): boolean {
     if (watch.timedOut === null) {
+      if (atEventEnd && !req.request.signal.aborted) {
+        try {
+          controller.enqueue(encoder.encode(streamErrorFrame(brokeOffMessage(req), 'api_error', 'upstream_error')))
+          controller.close()
+          return false
+        } catch {
+          // The client's stream is closed already: nothing more reaches it.
+        }
+      }
       controller.error(error)
       return false
     }
@@ -680,6 +691,8 @@ export class Pipeline {
     const reader = source.getReader()
     const watchdog = this.watchdog
     let ended = false
+    // The client's stream stands between two events (nothing sent yet, or the last chunk ended one).
+    let atEventEnd = true
     const end = () => {
       if (ended) return
       ended = true
@@ -696,10 +709,11 @@ export class Pipeline {
             return
           }
           watch.touch()
+          atEventEnd = endsEvent(value)
           controller.enqueue(value)
         } catch (error) {
           end()
-          this.broke(req, controller, watch, error)
+          this.broke(req, controller, watch, error, atEventEnd)
         }
       },
       cancel(reason) {
@@ -803,7 +817,8 @@ export class Pipeline {
             }
           }
         } catch (error) {
-          this.broke(req, controller, watch, error)
+          // Rewritten, the client's stream holds whole events only; else as much as was handed on.
+          this.broke(req, controller, watch, error, rewrite || !splitter.pending)
           const end = this.cutShort(req, watch)
           finish(end.aborted, end.errorCode)
         }
@@ -1078,6 +1093,16 @@ class StreamUsage {
 function endCode(seen: StreamUsage): ErrorCode | null {
   return seen.endedOnError() ?? (seen.endedEarly() ? 'upstream_error' : null)
 }
+
+/** A chunk of an event stream ends an event (a blank line after it). */
+function endsEvent(chunk: Uint8Array): boolean {
+  const n = chunk.length
+  if (n < 2 || chunk[n - 1] !== 10) return n >= 2 && chunk[n - 1] === 13 && chunk[n - 2] === 13
+  return chunk[n - 2] === 10 || (n >= 4 && chunk[n - 2] === 13 && chunk[n - 3] === 10 && chunk[n - 4] === 13)
+}
+
+const brokeOffMessage = (req: GatewayRequest): string =>
+  `Upstream provider "${req.target?.provider.id ?? 'unknown'}" broke off the stream mid-answer (its connection failed); the text above is incomplete. Retry the request.`
 
 const endedEarlyMessage = (req: GatewayRequest): string =>
   `Upstream provider "${req.target?.provider.id ?? 'unknown'}" ended the stream before the answer finished (no finish_reason, no [DONE]); the text above is incomplete. Retry the request.`
