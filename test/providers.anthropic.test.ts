@@ -9,6 +9,7 @@ import type { ConfigFile } from '../src/config/schema.ts'
 import { definePlugin, type Usage } from '../src/plugin.ts'
 import { MOCK_CLAUDE_REPLY, signatureOf, startMockAnthropic, type MockAnthropic } from './fixtures/mock-anthropic.ts'
 import { parseSse } from './fixtures/mock-upstream.ts'
+import { SSE_KEEP_ALIVE } from '../src/providers/shared/sse-transform.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'
 import { drainStream, expectError, postJson, waitFor } from './support/http.ts'
 
@@ -33,6 +34,9 @@ const weatherTool = {
 } as const satisfies OpenAI.Chat.Completions.ChatCompletionTool
 
 type Chunk = OpenAI.Chat.Completions.ChatCompletionChunk
+
+/** The OpenAI frames of a stream body, without the keep-alive comments that reads translating to nothing become. */
+const framesOf = (text: string) => parseSse(text.replaceAll(SSE_KEEP_ALIVE, ''))
 
 function config(baseUrl: string, plugins: unknown[] = []): ConfigFile & { plugins?: unknown[] } {
   return {
@@ -419,7 +423,7 @@ describe('anthropic provider through the gateway', () => {
     const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hello' }], stream: true })
     expect(res.status).toBe(200)
     expect(res.headers.get('content-type')).toStartWith('text/event-stream')
-    const parsed = parseSse(await res.text())
+    const parsed = framesOf(await res.text())
     expect(parsed.done).toBe(true)
     const chunks = parsed.events as Chunk[]
     for (const chunk of chunks) {
@@ -643,6 +647,44 @@ describe('what the client must change is not laid on the provider key', () => {
   })
 })
 
+describe('anthropic streams and the idle timeout', () => {
+  test("a Claude stream that only pings for longer than idle_ms (each ping inside it) is alive: it completes, with or without a plugin reading it", async () => {
+    // 8 pings 60 ms apart before any content: 480 ms without a translated chunk, against idle_ms 200.
+    const mock = await startMockAnthropic({ slowStart: { pings: 8, everyMs: 60 } })
+    const usages: Usage[] = []
+    const recorder = definePlugin({ name: 'test-usage', setup: () => ({ onUsage: (_req, usage) => void usages.push(usage) }) })
+    const idle = (plugins: unknown[]): ConfigFile & { plugins?: unknown[] } => {
+      const base = config(mock.url, plugins)
+      return { ...base, providers: base.providers?.map((p) => ({ ...p, timeouts: { idle_ms: 200 } })) }
+    }
+    // Without plugins the body passes under the watchdog as it comes; with a usage plugin it is read event by event.
+    const gateways = [await startGateway(idle([])), await startGateway(idle([recorder]))]
+    try {
+      for (const gw of gateways) {
+        const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 })
+        const started = performance.now()
+        const stream = await client.chat.completions.create({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
+        const { seen, error } = await drainStream<Chunk>(stream)
+        expect(error).toBeNull()
+        expect(performance.now() - started).toBeGreaterThan(450)
+        // The keep-alives are SSE comments: the SDK never shows them as chunks.
+        expect(seen.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe(MOCK_CLAUDE_REPLY)
+        expect(seen.at(-1)?.choices[0]?.finish_reason).toBe('stop')
+
+        const raw = await (await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stream: true })).text()
+        expect(raw).toContain(SSE_KEEP_ALIVE)
+        expect(raw).not.toContain('upstream_timeout')
+        expect(framesOf(raw).done).toBe(true)
+      }
+      await waitFor(() => usages.length === 2, 'the usage hook')
+      expect(usages.every((usage) => usage.source === 'provider')).toBe(true)
+    } finally {
+      for (const gw of gateways) await gw.close()
+      await mock.stop()
+    }
+  })
+})
+
 describe('anthropic usage accounting', () => {
   test('cache reads and writes count as prompt tokens; reads are the cached_tokens', async () => {
     const mock = await startMockAnthropic({ cacheReadTokens: 100, cacheCreationTokens: 20 })
@@ -673,7 +715,7 @@ describe('anthropic usage accounting', () => {
     const gw = await startGateway(config(mock.url, [recorder]))
     try {
       const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
-      const parsed = parseSse(await res.text())
+      const parsed = framesOf(await res.text())
       expect(parsed.done).toBe(true)
       expect((parsed.events as Chunk[]).some((c) => Array.isArray(c.choices) && c.choices.length === 0)).toBe(false)
       await waitFor(() => usages.length === 1, 'the usage hook')

@@ -12,6 +12,7 @@ import { mockEmbeddings } from '../src/providers/mock/generate.ts'
 import { MOCK_GEMINI_REPLY, mockThoughtSignature, startMockGemini, type MockGemini } from './fixtures/mock-gemini.ts'
 import { SKIP_THOUGHT_SIGNATURE } from '../src/providers/gemini/request.ts'
 import { parseSse } from './fixtures/mock-upstream.ts'
+import { SSE_KEEP_ALIVE } from '../src/providers/shared/sse-transform.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'
 import { drainStream, expectError, postJson, waitFor } from './support/http.ts'
 
@@ -35,6 +36,9 @@ const weatherTool = {
 } as const satisfies OpenAI.Chat.Completions.ChatCompletionTool
 
 type Chunk = OpenAI.Chat.Completions.ChatCompletionChunk
+
+/** The OpenAI frames of a stream body, without the keep-alive comments that reads translating to nothing become. */
+const framesOf = (text: string) => parseSse(text.replaceAll(SSE_KEEP_ALIVE, ''))
 type Message = OpenAI.Chat.Completions.ChatCompletionMessageParam
 
 function config(baseUrl: string, plugins: unknown[] = []): ConfigFile & { plugins?: unknown[] } {
@@ -238,7 +242,7 @@ describe('gemini provider through the gateway', () => {
     const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gemini-test', messages: [{ role: 'user', content: 'hello' }], stream: true })
     expect(res.status).toBe(200)
     expect(res.headers.get('content-type')).toStartWith('text/event-stream')
-    const parsed = parseSse(await res.text())
+    const parsed = framesOf(await res.text())
     expect(parsed.done).toBe(true)
     const chunks = parsed.events as Chunk[]
     for (const chunk of chunks) {
@@ -514,7 +518,7 @@ describe('gemini specifics', () => {
     const gw = await startGateway(config(mock.url, [recorder]))
     try {
       const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
-      const parsed = parseSse(await res.text())
+      const parsed = framesOf(await res.text())
       expect(parsed.done).toBe(true)
       expect((parsed.events as Chunk[]).some((c) => c.choices.length === 0)).toBe(false)
       await waitFor(() => usages.length === 1, 'the usage hook')

@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { parseSse } from '../../../test/fixtures/mock-upstream.ts'
 import { anthropicStreamToOpenAI } from './stream.ts'
+import { SSE_KEEP_ALIVE } from '../shared/sse-transform.ts'
 
 /** A stream as the Messages API sends it: a text block, then a tool_use block, with a ping. */
 const EVENTS: Array<Record<string, unknown>> = [
@@ -59,9 +60,11 @@ interface Chunk {
 
 async function translate(text: string, includeUsage = false, pieceSize = Infinity, answerTool?: string): Promise<{ chunks: Chunk[]; done: boolean; raw: string }> {
   const options = { model: 'asked-model', includeUsage, provider: 'claude', secret: SECRET, answerTool }
-  const raw = await new Response(anthropicStreamToOpenAI(source(text, pieceSize), options)).text()
-  const parsed = parseSse(raw)
-  return { chunks: parsed.events as Chunk[], done: parsed.done, raw }
+  const sent = await new Response(anthropicStreamToOpenAI(source(text, pieceSize), options)).text()
+  // A read that translated to nothing went on as a keep-alive comment (how the bytes were cut decides where).
+  const frames = sent.replaceAll(SSE_KEEP_ALIVE, '')
+  const parsed = parseSse(frames)
+  return { chunks: parsed.events as Chunk[], done: parsed.done, raw: frames }
 }
 
 describe('anthropicStreamToOpenAI', () => {
@@ -107,6 +110,23 @@ describe('anthropicStreamToOpenAI', () => {
       const cut = await translate(sse(EVENTS), true, size)
       expect(cut.chunks.map((c) => c.choices)).toEqual(whole.chunks.map((c) => c.choices))
     }
+  })
+
+  test('pings arriving on their own go to the client as keep-alive comments, one per read, so a quiet stream is seen to be alive', async () => {
+    const bytes = new TextEncoder()
+    const reads = [sse(EVENTS.slice(0, 2)), sse([{ type: 'ping' }]), sse([{ type: 'ping' }, { type: 'ping' }]), sse(EVENTS.slice(2))]
+    const upstream = new ReadableStream<Uint8Array>({
+      start(c) {
+        for (const read of reads) c.enqueue(bytes.encode(read))
+        c.close()
+      },
+    })
+    const sent = await new Response(anthropicStreamToOpenAI(upstream, { model: 'asked-model', includeUsage: false, provider: 'claude', secret: SECRET })).text()
+    const frames = sent.trimEnd().split('\n\n')
+    // message_start and the empty text block's start give nothing yet either: three reads, three comments, then content.
+    expect(frames.slice(0, 3)).toEqual([SSE_KEEP_ALIVE.trimEnd(), SSE_KEEP_ALIVE.trimEnd(), SSE_KEEP_ALIVE.trimEnd()])
+    expect(frames.slice(3).every((frame) => frame.startsWith('data: '))).toBe(true)
+    expect(parseSse(sent.replaceAll(SSE_KEEP_ALIVE, '')).events).toEqual((await translate(sse(EVENTS))).chunks)
   })
 
   test('include_usage: usage null on every chunk, then the usage chunk from message_start + message_delta', async () => {

@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { parseSse } from '../../../test/fixtures/mock-upstream.ts'
 import { geminiStreamToOpenAI } from './stream.ts'
+import { SSE_KEEP_ALIVE } from '../shared/sse-transform.ts'
 
 const usage = { promptTokenCount: 8, candidatesTokenCount: 5, totalTokenCount: 13 }
 const head = { modelVersion: 'gemini-x-001', responseId: 'resp1' }
@@ -37,9 +38,11 @@ interface Chunk {
 }
 
 async function translate(text: string, includeUsage = false, pieceSize = Infinity): Promise<{ chunks: Chunk[]; done: boolean; raw: string }> {
-  const raw = await new Response(geminiStreamToOpenAI(source(text, pieceSize), { model: 'asked', includeUsage, provider: 'google', secret: 'AIza-test-secret-0123' })).text()
-  const parsed = parseSse(raw)
-  return { chunks: parsed.events as Chunk[], done: parsed.done, raw }
+  const sent = await new Response(geminiStreamToOpenAI(source(text, pieceSize), { model: 'asked', includeUsage, provider: 'google', secret: 'AIza-test-secret-0123' })).text()
+  // A read that translated to nothing went on as a keep-alive comment (how the bytes were cut decides where).
+  const frames = sent.replaceAll(SSE_KEEP_ALIVE, '')
+  const parsed = parseSse(frames)
+  return { chunks: parsed.events as Chunk[], done: parsed.done, raw: frames }
 }
 
 describe('geminiStreamToOpenAI', () => {

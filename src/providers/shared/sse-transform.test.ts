@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { translateSse, type SseTranslator } from './sse-transform.ts'
+import { SSE_KEEP_ALIVE, translateSse, type SseTranslator } from './sse-transform.ts'
 
 const encoder = new TextEncoder()
 
@@ -83,7 +83,8 @@ describe('translateSse', () => {
         },
       })
       const out = await new Response(translateSse(source, translator)).text()
-      expect(out).toBe('data: HÉLLO WÖRLD\n\ndata: ✓ DONE\n\ndata: END\n\n')
+      // The ping translates to nothing: the read that completes it goes on as a keep-alive.
+      expect(out).toBe('data: HÉLLO WÖRLD\n\n' + SSE_KEEP_ALIVE + 'data: ✓ DONE\n\ndata: END\n\n')
       expect(translator.seen).toEqual(['héllo wörld', 'ping', '✓ done'])
     }
   })
@@ -99,6 +100,29 @@ describe('translateSse', () => {
       })
       expect(await new Response(translateSse(source, upper())).text()).toBe('data: ONE\n\ndata: TWO\n\ndata: THREE\n\ndata: END\n\n')
     }
+  })
+
+  test('a read whose whole events all translate to nothing goes on as a keep-alive comment; part of an event alone does not', async () => {
+    const source = manualSource()
+    const reader = translateSse(source.stream, upper()).getReader()
+    source.send('data: ping\n\n')
+    expect(decode((await reader.read()).value)).toBe(SSE_KEEP_ALIVE)
+    // Two pings in one read, and a ping with the start of the next event: one comment each.
+    source.send('data: ping\n\ndata: ping\n\n')
+    expect(decode((await reader.read()).value)).toBe(SSE_KEEP_ALIVE)
+    source.send('data: ping\n\ndata: he')
+    expect(decode((await reader.read()).value)).toBe(SSE_KEEP_ALIVE)
+    // The rest of that event only in pieces: no comment for a piece, the event once it is whole.
+    const pending = reader.read()
+    source.send('l')
+    source.send('lo')
+    await Bun.sleep(5)
+    source.send('\n\n')
+    expect(decode((await pending).value)).toBe('data: HELLO\n\n')
+    // A comment the upstream sends itself is a whole event with no data: a keep-alive too.
+    source.send(': upstream keep-alive\n\n')
+    expect(decode((await reader.read()).value)).toBe(SSE_KEEP_ALIVE)
+    await reader.cancel()
   })
 
   test('reads the upstream only as the client reads (no read-ahead)', async () => {

@@ -13,10 +13,20 @@ export interface SseTranslator {
 const encoder = new TextEncoder()
 
 /**
+ * What goes to the client for a read of the upstream whose events all translate to nothing
+ * (Anthropic's pings, a message_start whose role waits for the content): an SSE comment,
+ * which SSE clients and the OpenAI SDKs skip, so the upstream's sign of life still reaches
+ * the gateway's idle watchdog, and the client's connection sees traffic.
+ */
+export const SSE_KEEP_ALIVE = ': keep-alive\n\n'
+
+/**
  * Translate an upstream SSE body as it arrives: each read of the upstream is split into
  * events, translated, and handed on before the next read. Nothing is buffered beyond a
  * partial event, the client's pace drives the upstream reads (pull, high-water mark 0),
- * and cancelling the result cancels the upstream body.
+ * and cancelling the result cancels the upstream body. A read holding whole events that
+ * all translate to nothing goes on as SSE_KEEP_ALIVE: passed over in silence, a stream
+ * that only pings for a while would look stalled to the idle timeout and be cut off.
  */
 export function translateSse(source: ReadableStream<Uint8Array>, translator: SseTranslator): ReadableStream<Uint8Array> {
   const reader = source.getReader()
@@ -37,7 +47,7 @@ export function translateSse(source: ReadableStream<Uint8Array>, translator: Sse
     {
       async pull(controller) {
         try {
-          // Loop only past reads that translate to nothing (pings, partial events).
+          // Loop only past reads that hold no whole event (the start of one still to come).
           for (;;) {
             const { done, value } = await reader.read()
             if (done) {
@@ -49,7 +59,8 @@ export function translateSse(source: ReadableStream<Uint8Array>, translator: Sse
               controller.close()
               return
             }
-            const out = translate(splitter.push(decoder.decode(value, { stream: true })))
+            const events = splitter.push(decoder.decode(value, { stream: true }))
+            const out = translate(events)
             if (translator.done) {
               if (out) controller.enqueue(encoder.encode(out))
               controller.close()
@@ -57,8 +68,8 @@ export function translateSse(source: ReadableStream<Uint8Array>, translator: Sse
               reader.cancel().catch(() => {})
               return
             }
-            if (out) {
-              controller.enqueue(encoder.encode(out))
+            if (out || events.length > 0) {
+              controller.enqueue(encoder.encode(out || SSE_KEEP_ALIVE))
               return
             }
           }
