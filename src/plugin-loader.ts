@@ -1,7 +1,7 @@
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Value } from '@sinclair/typebox/value'
-import { ConfigError, checkPluginEntry, type PluginSource } from './config/load.ts'
+import { ConfigError, checkPluginEntry, schemaErrorMessage, type PluginSource } from './config/load.ts'
 import { isPluginFactory, isPluginInstance, type PluginContext, type PluginInstance } from './plugin.ts'
 import type { LoadedPlugin } from './pipeline.ts'
 import type { PluginFactory } from './plugin.ts'
@@ -102,7 +102,7 @@ function validateOptions(instance: PluginInstance, path: string, problems: strin
   let ok = true
   for (const error of Value.Errors(schema, value)) {
     ok = false
-    problems.push(`${path}: plugin "${instance.name}" option ${error.path || '/'}: ${error.message}`)
+    problems.push(`${path}: plugin "${instance.name}" option ${error.path || '/'}: ${schemaErrorMessage(error)}`)
   }
   return ok ? value : undefined
 }

@@ -194,6 +194,21 @@ describe('a bad config', () => {
     expect(problems.some((p) => p.startsWith('LOG_LEVEL: '))).toBe(true)
   })
 
+  test('a value outside a fixed set (a provider type, a strategy, a plugin mode) names the values accepted', async () => {
+    const problems = await problemsOf({
+      env: {},
+      config: { providers: [provider({ type: 'open-ai' })], models: [{ ...model, strategy: 'roundrobin' }] } as unknown as ConfigFile,
+    })
+    expect(problems).toEqual([
+      '/providers/0/type: must be one of "openai", "openai-compatible", "anthropic", "gemini", "mock" (got "open-ai")',
+      '/models/0/strategy: must be one of "weighted", "round-robin", "least-busy", "latency", "usage" (got "roundrobin")',
+    ])
+    const config = await loadConfig({ env: {}, config: { plugins: [{ use: 'quota', options: { fail_mode: 'shut' } }] } })
+    const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).problems).toEqual(['/plugins/0: plugin "quota" option /fail_mode: must be one of "closed", "open"'])
+  })
+
   test('an unknown built-in plugin name is an error naming it', async () => {
     const config = await loadConfig({ env: {}, config: { plugins: ['definitely-not-a-plugin'] } })
     const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)

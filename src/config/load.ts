@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
+import { KindGuard, type TLiteralValue, type TSchema } from '@sinclair/typebox'
 import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
 import { ConfigFileSchema, ENV_SLUG, PluginUseEntrySchema, type ConfigFile, type ModelConfig, type ProviderConfig } from './schema.ts'
 import { echo } from '../lib/key-text.ts'
@@ -89,7 +90,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
 
   const file = interpolate(raw, '', env, problems) as ConfigFile
   for (const error of Value.Errors(ConfigFileSchema, file)) {
-    problems.push(`${error.path || '/'}: ${error.message}${describeValue(error, raw)}`)
+    problems.push(`${error.path || '/'}: ${schemaErrorMessage(error)}${describeValue(error, raw)}`)
   }
   if (problems.length) throw new ConfigError(problems)
 
@@ -186,7 +187,7 @@ export async function loadDatabaseUrl(options: LoadOptions = {}): Promise<string
   const database = isPlainObject(raw) ? raw.database : undefined
   const file = (database === undefined ? {} : { database: interpolate(database, '/database', env, problems) }) as ConfigFile
   for (const error of Value.Errors(ConfigFileSchema, file)) {
-    problems.push(`${error.path || '/'}: ${error.message}${describeValue(error, raw)}`)
+    problems.push(`${error.path || '/'}: ${schemaErrorMessage(error)}${describeValue(error, raw)}`)
   }
   if (problems.length) throw new ConfigError(problems)
   return databaseUrlOf(env, file)
@@ -436,6 +437,27 @@ function decodedLength(b64: string): number {
   } catch {
     return -1
   }
+}
+
+/**
+ * A schema error in words: TypeBox's own message, except for a value that must be one of a fixed
+ * set (a union of literals: a provider's `type`, a model's `strategy`, a plugin's mode), where
+ * TypeBox says only "Expected union value" and this names the values accepted.
+ */
+export function schemaErrorMessage(error: ValueError): string {
+  const choices = error.type === ValueErrorType.Union ? literalChoices(error.schema) : null
+  return choices ? `must be one of ${choices.map((v) => JSON.stringify(v)).join(', ')}` : error.message
+}
+
+/** The values a union of literals accepts, in its order; null for any other schema. */
+function literalChoices(schema: TSchema): TLiteralValue[] | null {
+  if (!KindGuard.IsUnion(schema)) return null
+  const values: TLiteralValue[] = []
+  for (const member of schema.anyOf) {
+    if (!KindGuard.IsLiteral(member)) return null
+    values.push(member.const)
+  }
+  return values
 }
 
 /** Path segments under which a value is taken for a secret and never shown. */
