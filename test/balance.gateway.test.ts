@@ -123,13 +123,13 @@ describe('a provider key whose secret the operator replaced', () => {
     expect(model.status).toBe(201)
 
     up.set(OLD, { failure: { status: 401 } })
-    await expectError(await chat(g), 'no_healthy_upstream')
+    await expectError(await chat(g), 'upstream_error')
     expect((await keyRow(g)).state).toBe('dead')
 
     // Another setting changes, the secret stays: the registry is rebuilt and the key stays dead.
     const headers = await fetch(`${g.url}/admin/providers/live`, { method: 'PATCH', headers: admin, body: JSON.stringify({ headers: { 'x-team': 'a' } }) })
     expect(headers.status).toBe(200)
-    await expectError(await chat(g), 'no_healthy_upstream')
+    await expectError(await chat(g), 'upstream_error')
     expect(up.stats(OLD).requests).toBe(1)
 
     const replaced = await fetch(`${g.url}/admin/providers/live`, { method: 'PATCH', headers: admin, body: JSON.stringify({ keys: [{ id: 'k1', secret: NEW }] }) })

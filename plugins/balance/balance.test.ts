@@ -97,7 +97,11 @@ describe('429 and Retry-After', () => {
     up.set(secretOf('a'), { failure: { status: 429, headers: { 'retry-after': '2' } } })
     const first = await g.chat()
     expect(first.headers.get('retry-after')).toBe('2')
-    await expectError(first, 'no_healthy_upstream')
+    const error = await expectError(first, 'no_healthy_upstream')
+    // The message says why and when, as the header does; nothing about refused keys.
+    expect(error.message).toContain("cooling down after the provider's 429")
+    expect(error.message).toContain('Retry in 2 s')
+    expect(error.message).not.toContain('refused')
     const second = await g.chat()
     expect(Number(second.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
     await expectError(second, 'no_healthy_upstream')
@@ -145,6 +149,59 @@ describe('401 and 403: dead keys', () => {
     expect((await g.key('a')).dead_reason).toContain('HTTP 403')
   })
 
+  test('the only key refused: 502 upstream_error naming the provider and the refusal, and so every later request, with no Retry-After, until an operator resets it', async () => {
+    const g = await boot({ keys: ['a'] })
+    up.set(secretOf('a'), { failure: { status: 401 } })
+    const first = await g.chat()
+    expect(first.headers.get('retry-after')).toBeNull()
+    const refusal = await expectError(first, 'upstream_error')
+    expect(refusal.message).toContain('Upstream provider "acct" refused the gateway\'s key "a" (HTTP 401)')
+    expect(refusal.message).toContain('POST /admin/providers/acct/keys/a/reset')
+    expect(refusal.message).not.toContain(secretOf('a'))
+
+    for (let i = 0; i < 3; i++) {
+      const later = await g.chat()
+      expect(later.headers.get('retry-after')).toBeNull()
+      const error = await expectError(later, 'upstream_error')
+      expect(error.message).toContain('the provider refused the only one (acct/a, HTTP 401/403)')
+      expect(error.message).toContain('an operator must replace it or, once fixed upstream, reset it (POST /admin/providers/acct/keys/a/reset)')
+      expect(error.message).not.toContain('Retry shortly')
+    }
+    expect(requests('a')).toBe(1)
+
+    up.set(secretOf('a'), { failure: null })
+    expect((await g.admin('POST', '/admin/providers/acct/keys/a/reset')).status).toBe(200)
+    await okSequential(g, 1)
+    expect(requests('a')).toBe(2)
+  })
+
+  test('403 on the only key: 502 upstream_error too', async () => {
+    const g = await boot({ keys: ['a'] })
+    up.set(secretOf('a'), { failure: { status: 403 } })
+    const error = await expectError(await g.chat(), 'upstream_error')
+    expect(error.message).toContain('(HTTP 403)')
+    await expectError(await g.chat(), 'upstream_error')
+    expect(requests('a')).toBe(1)
+  })
+
+  test('a refused key beside a cooling one: 503 no_healthy_upstream with the cooling key\'s Retry-After, naming both reasons', async () => {
+    const g = await boot({ keys: ['a', 'b'] })
+    up.set(secretOf('a'), { failure: { status: 429, headers: { 'retry-after': '20' } } })
+    up.set(secretOf('b'), { failure: { status: 401 } })
+    // Equal weights: `a` first (429, cooling 20 s), then `b` (401, dead).
+    for (const res of [await g.chat(), await g.chat()]) {
+      const retryAfter = Number(res.headers.get('retry-after'))
+      expect(retryAfter).toBeGreaterThanOrEqual(19)
+      expect(retryAfter).toBeLessThanOrEqual(20)
+      const error = await expectError(res, 'no_healthy_upstream')
+      expect(error.message).toContain("cooling down after the provider's 429")
+      expect(error.message).toContain('refused by its provider')
+      expect(error.message).toContain('POST /admin/providers/acct/keys/b/reset')
+      expect(error.message).toMatch(/Retry in (19|20) s/)
+    }
+    expect([requests('a'), requests('b')]).toEqual([1, 1])
+  })
+
   test('reset of a key that does not exist: 404 not_found', async () => {
     const g = await boot({ keys: ['a'] })
     await expectError(await g.admin('POST', '/admin/providers/acct/keys/nope/reset'), 'not_found')
@@ -187,6 +244,19 @@ describe('5xx: retries, backoff and the circuit breaker', () => {
     expect(row.state).toBe('open')
     await okSequential(g, 5)
     expect(requests('a')).toBe(4)
+  })
+
+  test('every key with an open circuit: 503 no_healthy_upstream saying so, Retry-After when the first circuit lets a trial through', async () => {
+    const g = await boot({ keys: ['a'], options: { circuit_open_ms: 5000 } })
+    up.set(secretOf('a'), { failure: { status: 500 } })
+    for (let i = 0; i < 3; i++) await expectError(await g.chat(), 'upstream_error')
+    const res = await g.chat()
+    expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(4)
+    expect(Number(res.headers.get('retry-after'))).toBeLessThanOrEqual(5)
+    const error = await expectError(res, 'no_healthy_upstream')
+    expect(error.message).toContain('circuit open after repeated failures')
+    expect(error.message).not.toContain('refused')
+    expect(requests('a')).toBe(3)
   })
 
   test('a successful trial after the open period closes the circuit; only one trial runs at a time', async () => {
@@ -292,20 +362,24 @@ describe('fallbacks', () => {
     expect(up.counts([...keys, 's1'].map(secretOf))).toEqual([1, 1, 1, 1, 1])
   })
 
-  test('the last attempts fail: 502 upstream_error; every key dead: 503 no_healthy_upstream', async () => {
+  test('the last attempts fail: 502 upstream_error; every key of the group and its fallback dead: 502 naming them, no Retry-After', async () => {
     const g = await boot(setup)
     up.set(secretOf('m1'), { failure: { status: 401 } })
     up.set(secretOf('m2'), { failure: { status: 401 } })
     up.set(secretOf('s1'), { failure: { status: 500 } })
     await expectError(await g.chat(), 'upstream_error')
 
+    // The fallback's key is refused too: the upstream's own refusal, and that nothing is left.
     up.set(secretOf('s1'), { failure: { status: 401 } })
-    await expectError(await g.chat(), 'no_healthy_upstream')
+    const last = await expectError(await g.chat(), 'upstream_error')
+    expect(last.message).toContain('Upstream provider "spare" refused the gateway\'s key "s1" (HTTP 401)')
+    expect(last.message).toContain('Model "m" and its fallbacks have no upstream key left')
     const before = up.counts(['m1', 'm2', 's1'].map(secretOf))
     const res = await g.chat()
     // Dead keys come back only through an operator: no time to retry after.
     expect(res.headers.get('retry-after')).toBeNull()
-    const error = await expectError(res, 'no_healthy_upstream')
+    const error = await expectError(res, 'upstream_error')
+    expect(error.message).toContain('main/m1, main/m2, spare/s1')
     expect(error.message).toContain('/admin/providers/health')
     expect(up.counts(['m1', 'm2', 's1'].map(secretOf))).toEqual(before)
     expect((await g.health()).map((r) => r.state)).toEqual(['dead', 'dead', 'dead'])

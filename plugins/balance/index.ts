@@ -272,7 +272,7 @@ export const balance = definePlugin({
       if (failure.status === 429) {
         model.until = t + (failure.retryAfter !== null ? failure.retryAfter * 1000 : options.cooldown_ms)
         share(h, model)
-      } else if (failure.status === 401 || failure.status === 403) {
+      } else if (keyRefusal(failure.status)) {
         h.dead = `the upstream refused this key (HTTP ${failure.status}) at ${new Date(t).toISOString()}`
         logger.warn('provider key marked dead', { provider: h.provider, key: h.key, status: failure.status })
         share(h, null)
@@ -301,30 +301,65 @@ export const balance = definePlugin({
       }
     }
 
-    /** Nothing left to try: say why, and when a retry could succeed. */
-    const noHealthy = (chain: readonly Pool[], tokens: number): GatewayError => {
+    /**
+     * Nothing left to try: say why, and when a retry could succeed. Keys the provider refused
+     * (401/403) come back only through an operator, so when no other key is left that is a 502
+     * `upstream_error` without Retry-After (README, "Errors": the upstream refused the gateway's
+     * key); a wait that ends by itself (cooldown, open circuit, a trial in flight, a key's own
+     * rpm/tpm) is a 503 `no_healthy_upstream` whose Retry-After is when the first key is back.
+     * `last`: the failure this request just had; `spent`: the request used all its attempts.
+     */
+    const noHealthy = (chain: readonly Pool[], tokens: number, last?: AttemptFailure, spent = false): GatewayError => {
       const t = now()
       let soonest = Infinity
-      let limited = false
+      const holds = new Set<Hold>()
+      const refused = new Set<KeyHealth>()
       for (const pool of chain) {
         for (const c of pool.candidates) {
-          let at = availableAt(c.health, c.modelHealth, t)
-          if (at === t && !(c.modelHealth.trial && c.modelHealth.openUntil !== 0)) {
+          if (c.health.dead !== null) {
+            refused.add(c.health)
+            continue
+          }
+          const m = c.modelHealth
+          let at = availableAt(c.health, m, t)
+          let hold: Hold
+          if (at > t) hold = m.until >= m.openUntil ? 'cooling' : 'open'
+          else if (m.trial && m.openUntil !== 0) hold = 'trial'
+          else {
             const wait = rateWait(c.target.provider.id, c.key, tokens, false)
-            if (wait > 0) limited = true
+            hold = wait > 0 ? 'limited' : 'tried'
             at = t + wait
           }
+          holds.add(hold)
           soonest = Math.min(soonest, at)
         }
       }
       const name = chain[0]!.group.name
-      const retryAfter = Number.isFinite(soonest) ? Math.max(1, Math.ceil((soonest - t) / 1000)) : undefined
+      // A provider has at least one key: nothing to wait for means every key is refused.
+      if (!Number.isFinite(soonest)) return refusedEverywhere(chain, refused, last)
+      const retryAfter = Math.max(1, Math.ceil((soonest - t) / 1000))
+      const reasons = HOLDS.filter((h) => holds.has(h)).map((h) => (h === 'tried' && spent ? `free, but this request used all of its ${options.max_attempts} attempts` : HOLD_TEXT[h]))
+      if (refused.size > 0) reasons.push('refused by its provider (HTTP 401/403)')
+      const them = refused.size === 1 ? 'it' : 'them'
+      const out = refused.size > 0 ? ` The refused key${refused.size === 1 ? '' : 's'} (${keyList(refused)}) stay${refused.size === 1 ? 's' : ''} out until an operator replaces ${them} or, once fixed upstream, resets ${them} (${resetHow(refused)}).` : ''
       return new GatewayError(
         'no_healthy_upstream',
-        limited
-          ? `Every upstream key for model "${name}" is busy or at its own rate limit right now; retry in ${retryAfter ?? 1} s.`
-          : `No upstream is available for model "${name}": every key is cooling down, refused by its provider, or failing. Retry shortly; an operator can see why at GET /admin/providers/health.`,
-        { headers: retryAfter !== undefined ? { 'retry-after': String(retryAfter) } : undefined },
+        `No upstream key can take a request for model "${name}" now: each is ${reasons.join(', or ')}. Retry in ${retryAfter} s.${out} GET /admin/providers/health shows each key.`,
+        { headers: { 'retry-after': String(retryAfter) } },
+      )
+    }
+
+    /**
+     * Every key of the chain was refused by its provider: no wait helps, an operator must act. The
+     * refusal this request just met, when it has one, leads: its message is the upstream's own.
+     */
+    const refusedEverywhere = (chain: readonly Pool[], refused: ReadonlySet<KeyHealth>, last: AttemptFailure | undefined): GatewayError => {
+      const lead = last !== undefined && keyRefusal(last.status) ? `${last.error.message} ` : ''
+      const them = refused.size === 1 ? 'it' : 'them'
+      const scope = chain.length > 1 ? `Model "${chain[0]!.group.name}" and its fallbacks have` : `Model "${chain[0]!.group.name}" has`
+      return new GatewayError(
+        'upstream_error',
+        `${lead}${scope} no upstream key left: the provider refused ${refused.size === 1 ? 'the only one' : `all ${refused.size}`} (${keyList(refused)}, HTTP 401/403). Retrying will not help: an operator must replace ${them} or, once fixed upstream, reset ${them} (${resetHow(refused)}). GET /admin/providers/health shows why.`,
       )
     }
 
@@ -402,9 +437,10 @@ export const balance = definePlugin({
         if (this.attempts >= options.max_attempts) {
           // The budget is spent, but a fallback group not tried yet gets its one attempt (no backoff:
           // another group is another upstream).
-          return this.pick(this.reached + 1) ?? (retryable(previous.status) ? previous.error : noHealthy(this.chain, this.tokens))
+          return this.pick(this.reached + 1) ?? (retryable(previous.status) ? previous.error : noHealthy(this.chain, this.tokens, previous, true))
         }
-        if (!retryable(previous.status)) return this.pick() ?? noHealthy(this.chain, this.tokens)
+        // A 429 or a refusal: the key is out; another one now, else why none is left.
+        if (!retryable(previous.status)) return this.pick() ?? noHealthy(this.chain, this.tokens, previous)
         const ceiling = Math.min(options.backoff_max_ms, options.backoff_ms * 2 ** this.retries++)
         const again = () => this.pick() ?? previous.error
         // Full jitter; the last failure says more than "nothing left" when no key remains.
@@ -516,7 +552,35 @@ function tokensOf(body: Record<string, unknown>): number {
 const retryable = (status: number): boolean => status === 0 || status >= 500
 
 /** About the key, not the request: rate-limited (429) or refused (401, 403). Another key may do. */
-const keyFault = (status: number): boolean => status === 429 || status === 401 || status === 403
+const keyFault = (status: number): boolean => status === 429 || keyRefusal(status)
+
+/** The upstream refused the key itself (401, 403): dead until an operator acts. */
+const keyRefusal = (status: number): boolean => status === 401 || status === 403
+
+/** Why a key that is not dead cannot take a request now, in the order noHealthy names them. */
+const HOLDS = ['cooling', 'open', 'trial', 'limited', 'tried'] as const
+type Hold = (typeof HOLDS)[number]
+
+const HOLD_TEXT = {
+  cooling: "cooling down after the provider's 429 (rate limit)",
+  open: 'out with its circuit open after repeated failures (5xx, timeouts, network errors)',
+  trial: "waiting for its circuit's one trial request to end",
+  limited: 'busy or at its own rate limit (rpm/tpm)',
+  tried: 'tried already by this request',
+} as const satisfies Record<Hold, string>
+
+/** Keys as `provider/key`, the first five, for a message. */
+function keyList(keys: ReadonlySet<KeyHealth>): string {
+  const names = [...keys].slice(0, 5).map((h) => `${h.provider}/${h.key}`)
+  return keys.size > 5 ? `${names.join(', ')} and ${keys.size - 5} more` : names.join(', ')
+}
+
+/** The admin call that puts a refused key back: spelled out for one key, the pattern for more. */
+function resetHow(keys: ReadonlySet<KeyHealth>): string {
+  const [one] = keys
+  if (keys.size !== 1 || one === undefined) return 'POST /admin/providers/{provider}/keys/{key}/reset for each'
+  return `POST /admin/providers/${encodeURIComponent(one.provider)}/keys/${encodeURIComponent(one.key)}/reset`
+}
 
 /** The lowest headroom a key has learned for any of its models and still holds, or null when none is known. */
 function lowestHeadroom(h: KeyHealth, now: number): number | null {

@@ -105,10 +105,11 @@ describe('a 429 cools the key for its upstream model only', () => {
 
     // A refusal is about the key itself: dead for model-b as for model-a.
     up.fail('model-b', { status: 401 })
-    await expectError(await g.chat({ model: 'm2' }), 'no_healthy_upstream')
-    await expectError(await g.chat({ model: 'm2' }), 'no_healthy_upstream')
+    // Refused: no other key, nothing to wait for; an operator must act (502, no Retry-After).
+    await expectError(await g.chat({ model: 'm2' }), 'upstream_error')
+    await expectError(await g.chat({ model: 'm2' }), 'upstream_error')
     up.fail('model-a', null)
-    await expectError(await g.chat({ model: 'm' }), 'no_healthy_upstream')
+    await expectError(await g.chat({ model: 'm' }), 'upstream_error')
     // model-b: the first request's fallback, then the refusal; model-a: the first request's 429 only.
     expect([up.requests('model-a'), up.requests('model-b')]).toEqual([1, 2])
     row = await g.key('k1')
