@@ -460,6 +460,22 @@ for (const backend of backends) {
       })
     })
 
+    test('requests cheaper than a micro-dollar still spend a USD budget: each takes one, and the budget runs out', async () => {
+      const user = await createUser(gw)
+      // cheap-gpt: $0.04 a million tokens; a request of about 10 tokens costs $0.0000004.
+      const { key } = await createKey(gw, user, { budget: { usd: 0.00001, period: 'day' } })
+      const statuses: number[] = []
+      for (let i = 0; i < 12; i++) {
+        const res = await gw.chat(key, { model: 'cheap-gpt', max_tokens: 1 })
+        statuses.push(res.status)
+        await res.arrayBuffer()
+      }
+      // Rounded to the nearest micro-dollar, each took nothing and all twelve went through.
+      expect(statuses.filter((s) => s === 200)).toHaveLength(10)
+      expect(statuses.slice(10)).toEqual([429, 429])
+      expect((await gw.keyInfo(key)).remaining.budget_usd).toBe(0)
+    })
+
     describe('GET /v1/key', () => {
       test('remaining shows requests, tokens, budget_tokens and budget_usd (the least over key, user and team)', async () => {
         const user = await createUser(gw, { limits: { rpm: 7 } })

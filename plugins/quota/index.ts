@@ -6,7 +6,7 @@ import { GatewayError } from '../../src/errors.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
 import { priceOf } from '../../src/lib/usage.ts'
 import { settleSurely } from './settle.ts'
-import { MICRO, PlanCache, hasLease, planItems, withCosts, type Item, type Subjects } from './plan.ts'
+import { MICRO, PlanCache, hasLease, planItems, toMicroUsd, withCosts, type Item, type Subjects } from './plan.ts'
 import { MemoryStore, type AdmitOutcome, type HeldLeases, type QuotaStore } from './store.ts'
 import { RedisStore } from './redis-store.ts'
 import { quotaAdminRoutes } from './admin.ts'
@@ -144,7 +144,7 @@ export const quota = definePlugin({
         const tokens = reserve.prompt + reserve.completion
         const pricing = services.tokenizer.pricing(req.group?.name ?? req.model ?? '', undefined, req.group?.pricing)
         const usd = priceOf(reserve.prompt, reserve.completion, 0, pricing) ?? 0
-        const microUsd = Math.round(usd * MICRO)
+        const microUsd = toMicroUsd(usd)
         const items = withCosts(template, { tokens, microUsd })
 
         let store = primary
@@ -175,7 +175,7 @@ export const quota = definePlugin({
         const usage = req.usage
         // Without usage (the upstream failed), the tokens and money reserved go back; the request still counts.
         const realTokens = usage?.totalTokens ?? 0
-        const realMicro = usage?.costUsd ? Math.round(usage.costUsd * MICRO) : 0
+        const realMicro = usage?.costUsd ? toMicroUsd(usage.costUsd) : 0
         const items = reservation.items
         const deltas = new Array<number>(items.length)
         for (let i = 0; i < items.length; i++) {

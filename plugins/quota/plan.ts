@@ -55,7 +55,17 @@ export interface Subjects {
   team: Subject | null
 }
 
+/** USD budgets are counted in whole micro-dollars (integers in Redis' Lua, exact up to 2^53). */
 export const MICRO = 1_000_000
+
+/**
+ * A cost in whole micro-dollars, rounded up: a request cheaper than a micro-dollar still takes one,
+ * so a budget is never spent past its limit by rounding (rounded to the nearest, such requests
+ * took nothing and a small budget never ran out). The quota's spend can run ahead of the request
+ * log's by under a micro-dollar a request. The tolerance keeps a float product such as
+ * 0.000183 × 10^6 = 183.00000000000003 at 183.
+ */
+export const toMicroUsd = (usd: number): number => (usd > 0 ? Math.max(1, Math.ceil(usd * MICRO - 1e-6)) : 0)
 
 /**
  * Every item a request must take from. Keys share one hash tag so a Redis Cluster keeps

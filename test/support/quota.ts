@@ -21,6 +21,8 @@ export type QuotaErrorCode = keyof typeof QUOTA_ERRORS
 
 /** Pricing of `mock-gpt` in the test config: USD per million tokens. */
 export const PRICING = { input: 1000, output: 2000 } as const
+/** USD per million tokens of `cheap-gpt`. */
+export const CHEAP_PRICING = { input: 0.04, output: 0.04 } as const
 
 /**
  * The test config: `mock-gpt` (priced) and `mock-slow-<ms>` (the mock waits before answering)
@@ -41,6 +43,8 @@ export function quotaConfig(
     ],
     models: [
       { name: 'mock-gpt', targets: [{ provider: 'up', model: 'mock-gpt' }], pricing: PRICING },
+      // A request of a few tokens costs well under a micro-dollar.
+      { name: 'cheap-gpt', targets: [{ provider: 'up', model: 'mock-gpt' }], pricing: CHEAP_PRICING },
       { name: slow, targets: [{ provider: 'up', model: slow }] },
       ...(options.streamUpstreamUrl ? [{ name: 'stream-gpt', targets: [{ provider: 'streamer', model: 'mock-gpt' }] }] : []),
     ],
