@@ -554,6 +554,16 @@ describe('anthropic provider through the gateway', () => {
       }
     })
 
+    test('a 2xx web page (a baseUrl at a website, a proxy\'s login page) → 502 upstream_error, streamed or not, never a 200 stream', async () => {
+      for (const stream of [false, true]) {
+        mock.setFailure({ status: 200, page: '<html><body>Sign in to continue</body></html>', times: 1 })
+        const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stream })
+        const error = await expectError(res, 'upstream_error', 502)
+        expect(error.message).toContain('"claude"')
+        expect(error.message).toContain('web page (text/html)')
+      }
+    })
+
     test('the upstream key never reaches the client, even when the provider echoes it', async () => {
       mock.setFailure({ status: 401, times: 1, body: { type: 'error', error: { type: 'authentication_error', message: `invalid x-api-key ${SECRET}` } } })
       const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] })
@@ -601,6 +611,23 @@ describe('anthropic key failover', () => {
       const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] })
       // The first key tried (whichever balancing picks) was refused; the other one answered.
       expect(res.status).toBe(200)
+      expect(mock.stats.requests).toBe(2)
+    } finally {
+      await gw.close()
+      await mock.stop()
+    }
+  })
+})
+
+describe('a web page instead of an answer is the key\'s failure', () => {
+  test('a stream request answered with a 2xx web page goes to the next key, as a 5xx would', async () => {
+    const mock = await startMockAnthropic({ apiKeys: [SECRET] })
+    const gw = await startGateway({ ...config(mock.url), providers: [{ id: 'claude', type: 'anthropic', baseUrl: mock.url, keys: [{ id: 'an-1', secret: SECRET }, { id: 'an-2', secret: SECRET }] }], plugins: ['balance'] })
+    try {
+      mock.setFailure({ status: 200, page: '<html><body>Sign in to continue</body></html>', times: 1 })
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
+      expect(res.status).toBe(200)
+      expect(framesOf(await res.text()).done).toBe(true)
       expect(mock.stats.requests).toBe(2)
     } finally {
       await gw.close()

@@ -39,6 +39,7 @@ type Chunk = OpenAI.Chat.Completions.ChatCompletionChunk
 
 /** The OpenAI frames of a stream body, without the keep-alive comments that reads translating to nothing become. */
 const framesOf = (text: string) => parseSse(text.replaceAll(SSE_KEEP_ALIVE, ''))
+
 type Message = OpenAI.Chat.Completions.ChatCompletionMessageParam
 
 function config(baseUrl: string, plugins: unknown[] = []): ConfigFile & { plugins?: unknown[] } {
@@ -387,6 +388,19 @@ describe('gemini provider through the gateway', () => {
       expect(res.headers.get('retry-after')).toBe('7')
       const error = await expectError(res, 'rate_limit_exceeded', 429)
       expect(error.message).toContain('exceeded your current quota')
+    })
+
+    test('a 2xx web page (a baseUrl at a website, a proxy\'s login page) → 502 upstream_error for chat, streamed or not, and for embeddings', async () => {
+      const requests: Array<[string, Record<string, unknown>]> = [
+        ['chat/completions', { model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }] }],
+        ['chat/completions', { model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }], stream: true }],
+        ['embeddings', { model: 'gemini-embed', input: 'hello' }],
+      ]
+      for (const [path, body] of requests) {
+        mock.setFailure({ status: 200, page: '<html><body>Sign in to continue</body></html>', times: 1 })
+        const error = await expectError(await postJson(`${gw.url}/v1/${path}`, body), 'upstream_error', 502)
+        expect(error.message).toContain('web page (text/html)')
+      }
     })
 
     test('500 and 503 → 502 upstream_error', async () => {

@@ -6,6 +6,7 @@ import {
   refusalResponse,
   sseResponse,
   wantsStreamUsage,
+  webPageAnswer,
 } from '../shared/openai-format.ts'
 import { toAnthropicRequest } from './request.ts'
 import { rateLimitHeaders, toChatCompletion, toErrorResponse } from './response.ts'
@@ -60,6 +61,8 @@ export const anthropicAdapter: AdapterFactory = (provider) => {
         redirect: 'manual',
       })
       if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
+      const page = webPageAnswer(upstream)
+      if (page) return page
       const headers = rateLimitHeaders(upstream.headers)
 
       if (call.stream) {

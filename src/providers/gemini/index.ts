@@ -8,6 +8,7 @@ import {
   sseResponse,
   str,
   wantsStreamUsage,
+  webPageAnswer,
 } from '../shared/openai-format.ts'
 import { EMBED_BATCH_LIMIT, modelPath, toGeminiEmbedRequest, toGeminiRequest } from './request.ts'
 import { brokenCallsOf, toChatCompletion, toEmbeddingList, toErrorResponse } from './response.ts'
@@ -67,6 +68,8 @@ export const geminiAdapter: AdapterFactory = (provider) => {
     const url = call.stream ? urlOf(model, 'streamGenerateContent') + '?alt=sse' : urlOf(model, 'generateContent')
     const upstream = await post(url, translated.value, call)
     if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
+    const page = webPageAnswer(upstream)
+    if (page) return page
     if (call.stream) {
       if (!upstream.body) return errorResponse(502, 'Gemini answered a stream request without a body.')
       const body = geminiStreamToOpenAI(upstream.body, { model, includeUsage: wantsStreamUsage(call.body), provider: provider.id, secret: call.key.secret })
@@ -96,6 +99,8 @@ export const geminiAdapter: AdapterFactory = (provider) => {
       const batch = requests.slice(start, start + EMBED_BATCH_LIMIT)
       const upstream = await post(urlOf(model, 'batchEmbedContents'), { requests: batch }, call)
       if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
+      const page = webPageAnswer(upstream)
+      if (page) return page
       const response = await readJson(upstream)
       if (!response) return errorResponse(502, 'Gemini answered with a body that is not a JSON object.')
       // Each embedding's index is its place in the joined list: a short batch would shift every later one.

@@ -142,6 +142,19 @@ export function refusalResponse(refusal: { message: string; param: string | null
   return errorResponse(400, refusal.message, { code: 'invalid_request', param: refusal.param, headers: { [REFUSAL_HEADER]: '1' } })
 }
 
+/**
+ * A 2xx answer that is a web page (a proxy's or captive portal's page, a baseUrl that points at a
+ * website), passed on as such, undefined for anything else: its status and text/html type without
+ * the page, which is no answer to translate (its body is cancelled). The pipeline takes any 2xx
+ * text/html for the upstream error it is, as it does for the providers it passes through.
+ */
+export function webPageAnswer(upstream: Response): Response | undefined {
+  const type = upstream.headers.get('content-type')
+  if (type === null || !type.includes('text/html')) return undefined
+  upstream.body?.cancel().catch(() => {})
+  return new Response(null, { status: upstream.status, headers: { 'content-type': type } })
+}
+
 /** Copy the headers `keep` selects (rate-limit and retry hints), for balancing to read. */
 export function pickHeaders(headers: Headers, keep: (name: string) => boolean): Record<string, string> {
   const out: Record<string, string> = {}
