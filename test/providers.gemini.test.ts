@@ -48,6 +48,7 @@ function config(baseUrl: string, plugins: unknown[] = []): ConfigFile & { plugin
     models: [
       { name: 'gemini-test', targets: [{ provider: 'google', model: UPSTREAM_MODEL }] },
       { name: 'gemini-3-test', targets: [{ provider: 'google', model: 'gemini-3-pro-preview' }] },
+      { name: 'gemini-3-flash-test', targets: [{ provider: 'google', model: 'gemini-3-flash-preview' }] },
       { name: 'gemini-embed', targets: [{ provider: 'google', model: 'gemini-embedding-001' }] },
     ],
     plugins,
@@ -228,6 +229,23 @@ describe('gemini provider through the gateway', () => {
     const blocked = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'BLOCKPROMPT please' }] })
     expect(blocked.choices).toHaveLength(1)
     expect(blocked.choices[0]?.finish_reason).toBe('content_filter')
+  })
+
+  test('reasoning_effort: Gemini 3 Pro, which takes only low and high thinking levels, is sent one of those; Flash gets all four', async () => {
+    const sent = async (model: string, reasoning_effort: string) => {
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model, reasoning_effort, messages: [{ role: 'user', content: 'hi' }] })
+      expect(res.status).toBe(200)
+      return ((lastBody(mock).generationConfig as { thinkingConfig: { thinkingLevel: string } }).thinkingConfig).thinkingLevel
+    }
+    const efforts = ['none', 'minimal', 'low', 'medium', 'high']
+    const pro: string[] = []
+    const flash: string[] = []
+    for (const effort of efforts) {
+      pro.push(await sent('gemini-3-test', effort))
+      flash.push(await sent('gemini-3-flash-test', effort))
+    }
+    expect(pro).toEqual(['low', 'low', 'low', 'high', 'high'])
+    expect(flash).toEqual(['minimal', 'minimal', 'low', 'medium', 'high'])
   })
 
   test('n → candidateCount, one choice per candidate', async () => {

@@ -146,27 +146,31 @@ describe('toGeminiRequest', () => {
     expect(ok({ messages: [{ role: 'user', content: 'x' }] }).generationConfig).toBeUndefined()
   })
 
-  test('reasoning_effort: Gemini 3 and later get a thinkingLevel, "none" the least ("minimal"), "xhigh" only from Gemini 4', () => {
+  test('reasoning_effort: Gemini 3 and later get a thinkingLevel the model takes, "none" its least, "xhigh" only from Gemini 4', () => {
     const level = (model: string, reasoning_effort: string) =>
       ok({ model, reasoning_effort, messages: [{ role: 'user', content: 'x' }] }).generationConfig?.thinkingConfig
-    const expected: Array<[string, string]> = [
-      ['none', 'minimal'],
-      ['minimal', 'minimal'],
-      ['low', 'low'],
-      ['medium', 'medium'],
-      ['high', 'high'],
-      ['xhigh', 'high'],
-    ]
-    for (const model of ['gemini-3-pro-preview', 'gemini-3.1-pro']) {
-      for (const [effort, thinkingLevel] of expected) {
-        expect(level(model, effort)).toEqual(effort === 'none' ? { thinkingLevel } : { thinkingLevel, includeThoughts: true })
-      }
+    const efforts = ['none', 'minimal', 'low', 'medium', 'high', 'xhigh']
+    // Flash takes all four levels; Gemini 3 Pro only low and high; Gemini 3.1 Pro low, medium and high.
+    const expected: Record<string, string[]> = {
+      'gemini-3-flash-preview': ['minimal', 'minimal', 'low', 'medium', 'high', 'high'],
+      'gemini-3-pro-preview': ['low', 'low', 'low', 'high', 'high', 'high'],
+      'models/gemini-3-pro-preview': ['low', 'low', 'low', 'high', 'high', 'high'],
+      'gemini-3.1-pro-preview': ['low', 'low', 'low', 'medium', 'high', 'high'],
+    }
+    for (const [model, levels] of Object.entries(expected)) {
+      efforts.forEach((effort, i) => {
+        const thinkingLevel = levels[i]
+        expect([model, effort, level(model, effort)]).toEqual([model, effort, effort === 'none' ? { thinkingLevel } : { thinkingLevel, includeThoughts: true }])
+      })
     }
     expect(level('gemini-4-pro', 'xhigh')).toEqual({ thinkingLevel: 'xhigh', includeThoughts: true })
-    expect(level('gemini-4-pro', 'none')).toEqual({ thinkingLevel: 'minimal' })
+    expect(level('gemini-4-pro', 'none')).toEqual({ thinkingLevel: 'low' })
+    expect(level('gemini-4-flash', 'none')).toEqual({ thinkingLevel: 'minimal' })
     // An alias without a version is taken for the newest generation, but not trusted with "xhigh".
     expect(level('gemini-flash-latest', 'medium')).toEqual({ thinkingLevel: 'medium', includeThoughts: true })
     expect(level('gemini-flash-latest', 'xhigh')).toEqual({ thinkingLevel: 'high', includeThoughts: true })
+    expect(level('gemini-pro-latest', 'minimal')).toEqual({ thinkingLevel: 'low', includeThoughts: true })
+    expect(level('gemini-pro-latest', 'medium')).toEqual({ thinkingLevel: 'medium', includeThoughts: true })
   })
 
   test('reasoning_effort: Gemini 2.5 gets a thinkingBudget ("none" turns thinking off); Gemini 2.0 and older get no thinkingConfig', () => {

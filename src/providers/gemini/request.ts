@@ -306,29 +306,48 @@ function translateTools(body: JsonObject): Pick<GeminiRequest, 'tools' | 'toolCo
 const THINKING_BUDGETS: Record<ReasoningEffort, number> = { none: 0, minimal: 1024, low: 1024, medium: 8192, high: 24576, xhigh: 24576 }
 const PRO_LEAST_BUDGET = 128
 
+/** A Pro model (gemini-2.5-pro, gemini-3-pro-preview, gemini-3.1-pro-preview, gemini-pro-latest). */
+const PRO = /-pro\b/i
+
 /** Generations (major * 100 + minor, see modelGeneration) where the thinking switches change. */
 const FIRST_THINKING = 205
 const FIRST_THINKING_LEVEL = 300
+const FIRST_PRO_MEDIUM = 301
 const FIRST_XHIGH = 400
+
+/**
+ * The `thinkingLevel` for an effort on Gemini 3 and later. The levels a model takes depend on its
+ * tier (Google's thinking guide): Flash takes minimal, low, medium and high; Gemini 3 Pro only low
+ * and high, and Gemini 3.1 Pro low, medium and high: a Pro refuses "minimal" (it cannot think that
+ * little), so none and minimal get its least, "low". Gemini 3 Pro's "medium" becomes "high", its
+ * default: the client asked for more than low, and too little thinking costs answers where too
+ * much costs only time. "xhigh" exists from Gemini 4 on; an alias may still point at Gemini 3,
+ * which refuses it, so it gets "high".
+ */
+function thinkingLevel(effort: ReasoningEffort, model: string, generation: number | undefined): string {
+  const level = effort === 'none' ? 'minimal' : effort === 'xhigh' ? (generation !== undefined && generation >= FIRST_XHIGH ? 'xhigh' : 'high') : effort
+  if (!PRO.test(model)) return level
+  if (level === 'minimal') return 'low'
+  if (level === 'medium' && generation !== undefined && generation < FIRST_PRO_MEDIUM) return 'high'
+  return level
+}
 
 /**
  * `generationConfig.thinkingConfig` for a `reasoning_effort`, or undefined when the model does
  * not think. Gemini 3 and later (and an alias without a version, taken for the newest) take a
- * `thinkingLevel`: "minimal" is their least (they cannot stop thinking), "xhigh" exists from
- * Gemini 4 on. Gemini 2.5 takes a `thinkingBudget` instead; sending both is refused. Models
- * before 2.5 have no thinking. Any effort but none also asks for the thought summaries.
+ * `thinkingLevel` (see thinkingLevel: they cannot stop thinking, so none is their least level).
+ * Gemini 2.5 takes a `thinkingBudget` instead; sending both is refused. Models before 2.5 have
+ * no thinking. Any effort but none also asks for the thought summaries.
  */
 export function thinkingConfig(effort: ReasoningEffort, model: string): JsonObject | undefined {
   const generation = modelGeneration(model, 'gemini')
   if (generation !== undefined && generation < FIRST_THINKING) return undefined
   const config: JsonObject = {}
   if (generation === undefined || generation >= FIRST_THINKING_LEVEL) {
-    // An alias may still point at Gemini 3, which refuses "xhigh": it gets "high".
-    const xhigh = generation !== undefined && generation >= FIRST_XHIGH ? 'xhigh' : 'high'
-    config.thinkingLevel = effort === 'none' ? 'minimal' : effort === 'xhigh' ? xhigh : effort
+    config.thinkingLevel = thinkingLevel(effort, model, generation)
   } else {
     // Gemini 2.5 Pro cannot stop thinking (a budget of 0 is refused): none is its least, 128.
-    config.thinkingBudget = effort === 'none' && /-pro\b/i.test(model) ? PRO_LEAST_BUDGET : THINKING_BUDGETS[effort]
+    config.thinkingBudget = effort === 'none' && PRO.test(model) ? PRO_LEAST_BUDGET : THINKING_BUDGETS[effort]
   }
   if (effort !== 'none') config.includeThoughts = true
   return config
