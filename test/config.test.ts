@@ -123,6 +123,67 @@ describe('${VAR} interpolation', () => {
   })
 })
 
+describe('every problem in one boot', () => {
+  test('a missing variable does not hide the problems of other fields', async () => {
+    const problems = await problemsOf({
+      env: { PORT: 'eighty' },
+      config: {
+        providers: [provider({ keys: [{ id: 'k', secret: 's' }, { id: 'k', secret: 't' }] }), provider({ type: 'openai', keys: [{ id: 'z', secret: '${NOPE_X}' }] })],
+        models: [{ ...model, targets: [{ provider: 'q', model: 'x' }], fallbacks: ['zz'] }],
+        limits: { max_body_bytes: 10 },
+      },
+    })
+    expect(problems).toEqual([
+      '/providers/1/keys/0/secret: environment variable NOPE_X is not set',
+      '/limits/max_body_bytes: Expected integer to be greater or equal to 1024 (got 10)',
+      '/providers/0/keys/1/id: duplicate key id "k" in provider "up"',
+      '/providers/1/id: duplicate provider id "up"',
+      '/models/0/targets/0/provider: no provider with id "q"',
+      '/models/0/fallbacks/0: no model named "zz"',
+      'PORT: "eighty" is not a port number',
+    ])
+  })
+
+  test('the empty string standing in for a missing variable is not reported again', async () => {
+    const problems = await problemsOf({
+      env: {},
+      config: {
+        environment: '${ENV_NAME}',
+        providers: [provider({ baseUrl: '${BASE_URL}' }), provider({ id: '${SECOND_ID}' })],
+        models: [{ name: '${MODEL_NAME}', targets: [{ provider: '${SECOND_ID}', model: 'x' }] }, { ...model, fallbacks: ['nowhere'] }],
+        database: { url: '${DB_URL}' },
+        server: { cors: { origins: ['${ORIGIN}'] } },
+        plugins: [{ use: '${PLUGIN_PATH}' }, 'balnce'],
+      },
+      resolvePlugins: (source) => resolvePlugins(source, BUILTIN_PLUGINS),
+    })
+    expect(problems).toEqual([
+      '/environment: environment variable ENV_NAME is not set',
+      '/providers/0/baseUrl: environment variable BASE_URL is not set',
+      '/providers/1/id: environment variable SECOND_ID is not set',
+      '/models/0/name: environment variable MODEL_NAME is not set',
+      '/models/0/targets/0/provider: environment variable SECOND_ID is not set',
+      '/database/url: environment variable DB_URL is not set',
+      '/server/cors/origins/0: environment variable ORIGIN is not set',
+      '/plugins/0/use: environment variable PLUGIN_PATH is not set',
+      '/models/1/fallbacks/0: no model named "nowhere"',
+      expect.stringMatching(/^\/plugins\/1: unknown plugin "balnce"/),
+    ])
+  })
+
+  test('a section the schema refuses is left out of the checks that would read it, not the others', async () => {
+    const problems = await problemsOf({
+      env: { LOG_LEVEL: 'chatty' },
+      config: { providers: [provider({ keys: 'k1' })], models: [{ ...model, fallbacks: ['nowhere'] }], server: { port: 'x', cors: { origins: ['nope'] } } } as unknown as ConfigFile,
+    })
+    expect(problems).toEqual([
+      expect.stringMatching(/^\/providers\/0\/keys: Expected array/),
+      expect.stringMatching(/^\/server\/port: Expected integer/),
+      'LOG_LEVEL: "chatty" is not one of debug, info, warn, error, silent',
+    ])
+  })
+})
+
 describe('a bad config', () => {
   test('two wrong things → two problems, each with its path, one line each in the message', async () => {
     const error = await loadConfig({ env: {}, config: { environment: 'Prod!', limits: { max_body_bytes: 10 } } as ConfigFile }).catch((e: unknown) => e)

@@ -88,18 +88,31 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   const { raw, configPath } = await readRawConfig(options, env, cwd, problems)
   if (problems.length) throw new ConfigError(problems)
 
-  const file = interpolate(raw, '', env, problems) as ConfigFile
-  for (const error of Value.Errors(ConfigFileSchema, file)) {
-    problems.push(`${error.path || '/'}: ${schemaErrorMessage(error)}${describeValue(error, raw)}`)
+  // Every check runs, so one boot reports every problem the file has. A `${VAR}` that is not set
+  // is one problem, at its path: the empty string standing in for it is not reported again (as
+  // too short, or as a URL that names nothing), and does not stop the checks of other fields.
+  const unset: UnsetVariable[] = []
+  const interpolated = interpolate(raw, '', env, unset) as ConfigFile
+  const unsetProblems = unset.map(({ path, name }) => `${path || '/'}: environment variable ${name} is not set`)
+  // Top-level sections the checks below cannot read, for a schema error in them.
+  const unreadable = new Set<string>()
+  for (const error of Value.Errors(ConfigFileSchema, interpolated)) {
+    const standIn = unset.some((u) => u.path === error.path)
+    if (!standIn) problems.push(`${error.path || '/'}: ${schemaErrorMessage(error)}${describeValue(error, raw)}`)
+    if (!standIn || !keepsItsKind(error)) unreadable.add(error.path.split('/')[1] ?? '')
   }
-  if (problems.length) throw new ConfigError(problems)
+  // Not an object at all: there is nothing more to read.
+  if (unreadable.has('')) throw new ConfigError([...unsetProblems, ...problems])
+  const file = Object.fromEntries(Object.entries(interpolated).filter(([section]) => !unreadable.has(section))) as ConfigFile
 
+  // The catalog is checked whole, or its references would point at what is left out.
   const providers = file.providers ?? [MOCK_PROVIDER]
   const models = file.models ?? (file.providers ? [] : [MOCK_MODEL])
-  checkCatalog(providers, models, problems)
+  if (!unreadable.has('providers') && !unreadable.has('models')) checkCatalog(providers, models, problems)
 
   const environment = env.SLUICE_ENV ?? file.environment ?? 'dev'
-  if (!ENV_SLUG.test(environment)) problems.push(`SLUICE_ENV: "${environment}" is not an environment slug ([a-z0-9]{1,16})`)
+  // The file's `environment` had its own check, by the schema.
+  if (env.SLUICE_ENV !== undefined && !ENV_SLUG.test(environment)) problems.push(`SLUICE_ENV: "${environment}" is not an environment slug ([a-z0-9]{1,16})`)
 
   const port = parsePort(env.PORT, file.server?.port ?? 8080, problems)
   const logLevel = env.LOG_LEVEL ?? 'info'
@@ -146,7 +159,8 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     if (problem) problems.push(`/server/cors/origins/${i}: ${problem}`)
   })
 
-  if (problems.length) throw new ConfigError(problems)
+  const reported = [...unsetProblems, ...problems.filter((problem) => !followsFromUnset(problem, unset))]
+  if (reported.length) throw new ConfigError(reported)
 
   return {
     environment,
@@ -185,7 +199,9 @@ export async function loadDatabaseUrl(options: LoadOptions = {}): Promise<string
   const { raw } = await readRawConfig(options, env, options.cwd ?? process.cwd(), problems)
   if (problems.length) throw new ConfigError(problems)
   const database = isPlainObject(raw) ? raw.database : undefined
-  const file = (database === undefined ? {} : { database: interpolate(database, '/database', env, problems) }) as ConfigFile
+  const unset: UnsetVariable[] = []
+  const file = (database === undefined ? {} : { database: interpolate(database, '/database', env, unset) }) as ConfigFile
+  for (const { path, name } of unset) problems.push(`${path}: environment variable ${name} is not set`)
   for (const error of Value.Errors(ConfigFileSchema, file)) {
     problems.push(`${error.path || '/'}: ${schemaErrorMessage(error)}${describeValue(error, raw)}`)
   }
@@ -277,27 +293,62 @@ async function readConfigFile(path: string, problems: string[]): Promise<unknown
 /** `${NAME}`, or `${NAME:-default}` (as in a shell: the default when NAME is unset or empty). */
 const VAR = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
 
-/** Replace `${NAME}` and `${NAME:-default}` in every string; plain objects and arrays are walked, other values kept as they are. */
-function interpolate(value: unknown, path: string, env: Record<string, string | undefined>, problems: string[]): unknown {
+/** A `${NAME}` (without a default) whose variable is not set, and the JSON pointer of the string holding it. */
+interface UnsetVariable {
+  path: string
+  name: string
+}
+
+/**
+ * Replace `${NAME}` and `${NAME:-default}` in every string; plain objects and arrays are walked,
+ * other values kept as they are. A variable that is not set becomes the empty string, and is
+ * added to `unset`.
+ */
+function interpolate(value: unknown, path: string, env: Record<string, string | undefined>, unset: UnsetVariable[]): unknown {
   if (typeof value === 'string') {
     return value.replace(VAR, (_, name: string, fallback: string | undefined) => {
       const v = env[name]
       if (fallback !== undefined) return v === undefined || v === '' ? fallback : v
       if (v === undefined) {
-        problems.push(`${path || '/'}: environment variable ${name} is not set`)
+        unset.push({ path, name })
         return ''
       }
       return v
     })
   }
-  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, `${path}/${i}`, env, problems))
+  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, `${path}/${i}`, env, unset))
   // A plugin instance from a TS config is a plain object too; copying it would drop the symbol keys of its TypeBox options schema.
   if (isPlainObject(value) && !isPluginObject(value)) {
     const out: Record<string, unknown> = {}
-    for (const [k, v] of Object.entries(value)) out[k] = interpolate(v, `${path}/${k}`, env, problems)
+    for (const [k, v] of Object.entries(value)) out[k] = interpolate(v, `${path}/${pointerSegment(k)}`, env, unset)
     return out
   }
   return value
+}
+
+/** Schema errors a string can have and still be read as a string by the checks (as the empty string standing in for an unset variable does). */
+const STRING_CONSTRAINTS: ReadonlySet<ValueErrorType> = new Set([
+  ValueErrorType.StringFormat,
+  ValueErrorType.StringMaxLength,
+  ValueErrorType.StringMinLength,
+  ValueErrorType.StringPattern,
+])
+
+/** Whether the value in error is still of the kind its schema wants: a string where a constrained string, or one of a set of words, is wanted. */
+function keepsItsKind(error: ValueError): boolean {
+  if (STRING_CONSTRAINTS.has(error.type)) return true
+  return error.type === ValueErrorType.Union && (literalChoices(error.schema)?.every((v) => typeof v === 'string') ?? false)
+}
+
+/**
+ * Whether a problem (`path: message`) only follows from an unset variable, already reported: it
+ * is at the variable's string, or is a plugin's, reported at the entry holding it.
+ */
+function followsFromUnset(problem: string, unset: readonly UnsetVariable[]): boolean {
+  const path = problem.slice(0, problem.indexOf(': '))
+  if (!path.startsWith('/')) return false
+  const pluginEntry = /^\/plugins\/\d+$/.test(path)
+  return unset.some((u) => u.path === path || (pluginEntry && u.path.startsWith(`${path}/`)))
 }
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
