@@ -142,6 +142,20 @@ describe('request log rows', () => {
     expect(r).toMatchObject({ key_id: key.id, user_id: userId, team_id: teamId, provider: null, status: 401, error_code: 'key_revoked', total_tokens: 0 })
   })
 
+  test("a key of another environment that the database knows: refused by its prefix, logged against that key, its owner and team", async () => {
+    const { userId, teamId, key } = await userWithKey(gw, { environment: 'prod' }, { team: true })
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages }, { authorization: `Bearer ${key.key}` })
+    expect([res.status, ((await res.json()) as { error: { code: string } }).error.code]).toEqual([403, 'environment_mismatch'])
+    const r = await row(res.headers.get('x-request-id')!)
+    expect(r).toMatchObject({ key_id: key.id, user_id: userId, team_id: teamId, environment: 'dev', provider: null, status: 403, error_code: 'environment_mismatch', total_tokens: 0 })
+    const listed = await gw.adminOk<{ data: Array<{ id: string }> }>('GET', `/admin/logs?code=environment_mismatch&key_id=${key.id}`)
+    expect(listed.data.map((d) => d.id)).toEqual([r.id])
+    // A stranger's key of that environment is refused the same way and tied to nothing.
+    const stranger = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages }, { authorization: `Bearer sk-prod-${'C'.repeat(43)}` })
+    expect([stranger.status, ((await stranger.json()) as { error: { code: string } }).error.code]).toEqual([403, 'environment_mismatch'])
+    expect(await row(stranger.headers.get('x-request-id')!)).toMatchObject({ key_id: null, user_id: null, team_id: null, error_code: 'environment_mismatch' })
+  })
+
   test('an upstream failure: the provider and key that failed, status 502', async () => {
     const { key } = await userWithKey(gw)
     const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'broken', messages }, { authorization: `Bearer ${key.key}` })

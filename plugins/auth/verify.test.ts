@@ -192,7 +192,7 @@ describe('KeyVerifier.decide: the order of the rules', () => {
 })
 
 describe('KeyVerifier.verify: before the database', () => {
-  test('missing, malformed and foreign-environment keys are refused without a load', async () => {
+  test('missing and malformed keys are refused without a load', async () => {
     const loader = mapLoader(new Map())
     const v = verifier({ load: loader.load })
     const refuse = async (key: string | null) => {
@@ -203,9 +203,46 @@ describe('KeyVerifier.verify: before the database', () => {
     expect(await refuse('')).toBe('missing_api_key')
     expect(await refuse('sk-dev-short')).toBe('invalid_api_key')
     expect(await refuse('Bearer ' + KEY)).toBe('invalid_api_key')
-    expect(await refuse('sk-prod-' + 'x'.repeat(40))).toBe('environment_mismatch')
     expect(loader.calls).toEqual([])
     expect(v.misses).toBe(0)
+  })
+
+  test('a key of another environment is refused by its prefix, with its record when the database holds one (for the log)', async () => {
+    const prodKey = 'sk-prod-' + 'A1b2C3d4'.repeat(5) + 'xyz'
+    const prod = keyRecord({ id: 'key_prod', hash: hashKey(prodKey), environment: 'prod', teamId: 'team_1', teams: new Map([team('team_1')]) })
+    const loader = mapLoader(new Map([[prod.hash, prod]]))
+    const v = verifier({ load: loader.load })
+    for (let i = 0; i < 5; i++) {
+      const verdict = await v.verify(presented({ key: prodKey }))
+      expect(verdict.ok ? 'ok' : verdict.error.code).toBe('environment_mismatch')
+      expect(verdict.record?.id).toBe('key_prod')
+    }
+    // Warm: decided without a promise, and loaded once.
+    expect(v.verify(presented({ key: prodKey }))).not.toBeInstanceOf(Promise)
+    expect(loader.calls).toEqual([prod.hash])
+  })
+
+  test("a stranger's key of another environment: one load, then the negative cache; a failed load still refuses", async () => {
+    let now = NOW
+    const loader = mapLoader(new Map())
+    const v = verifier({ load: loader.load, now: () => now, negativeTtlMs: 5_000 })
+    const stranger = 'sk-prod-' + 'x'.repeat(40)
+    for (let i = 0; i < 50; i++) {
+      const verdict = await v.verify(presented({ key: stranger }))
+      expect([verdict.ok ? 'ok' : verdict.error.code, verdict.record]).toEqual(['environment_mismatch', null])
+    }
+    expect(loader.calls).toHaveLength(1)
+    now += 5_001
+    await v.verify(presented({ key: stranger }))
+    expect(loader.calls).toHaveLength(2)
+
+    const down = verifier({
+      load: async () => {
+        throw new Error('database down')
+      },
+    })
+    const verdict = await down.verify(presented({ key: stranger }))
+    expect([verdict.ok ? 'ok' : verdict.error.code, verdict.record]).toEqual(['environment_mismatch', null])
   })
 
   test('a known key is loaded once, then served from the cache', async () => {

@@ -112,7 +112,14 @@ export class KeyVerifier {
       return fail(new GatewayError('invalid_api_key', `The API key ${maskKey(key)} is malformed. sluice keys look like sk-<environment>-<secret of 32+ letters and digits>; check for a truncated copy, quotes or spaces.`))
     }
     if (env !== this.options.environment) {
-      return fail(new GatewayError('environment_mismatch', `The API key ${maskKey(key)} belongs to the "${env}" environment, but this gateway serves "${this.options.environment}". Use a ${this.options.environment} key here, or send the request to the ${env} gateway.`))
+      const error = new GatewayError('environment_mismatch', `The API key ${maskKey(key)} belongs to the "${env}" environment, but this gateway serves "${this.options.environment}". Use a ${this.options.environment} key here, or send the request to the ${env} gateway.`)
+      // The prefix alone decides. The record, when the database has one, only ties the refusal to
+      // its key and owner in the log: read through the cache, so a stranger's key costs one read
+      // and then sits in the negative cache like an unknown key of this environment; a failed
+      // read still refuses, as the prefix said.
+      const record = this.lookup(hashKey(key))
+      if (record instanceof Promise) return record.then((r): Verdict => ({ ok: false, error, record: r }), () => fail(error))
+      return { ok: false, error, record }
     }
     const record = this.lookup(hashKey(key))
     if (record instanceof Promise) return record.then((r) => this.decide(key, r, presented))
