@@ -122,6 +122,15 @@ export default defineConfig({
   }, 30_000)
 })
 
+describe('TLS files are checked with the config', () => {
+  test('a certificate or key that cannot be read stops the boot naming its variable, exit 2, before anything is created', async () => {
+    const result = await boot('sluice.config.json', { 'sluice.config.json': '{}' }, { SLUICE_TLS_CERT: '/nope/cert.pem', SLUICE_TLS_KEY: '/nope/key.pem' })
+    expect(result.code).toBe(2)
+    expect(result.stderr.trim()).toBe('sluice: invalid configuration (2 problems):\n  - SLUICE_TLS_CERT: no file at /nope/cert.pem\n  - SLUICE_TLS_KEY: no file at /nope/key.pem')
+    expect(result.dataDir).toEqual([])
+  }, 30_000)
+})
+
 describe('DATABASE_URL and REDIS_URL the gateway cannot use are config problems', () => {
   test('each is named, its password masked, exit 2, before anything is created', async () => {
     const result = await boot('sluice.config.json', { 'sluice.config.json': JSON.stringify({ providers: [provider], models: [model] }) }, {

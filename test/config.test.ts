@@ -270,6 +270,16 @@ describe('a bad config', () => {
     expect((error as ConfigError).problems).toEqual(['/plugins/0: plugin "quota" option /fail_mode: must be one of "closed", "open"'])
   })
 
+  test('TLS files that cannot be read are reported by their variable; readable ones are used by their full path', async () => {
+    const cwd = folder()
+    writeFileSync(join(cwd, 'cert.pem'), 'cert')
+    writeFileSync(join(cwd, 'key.pem'), 'key')
+    const problems = await problemsOf({ env: { SLUICE_TLS_CERT: join(cwd, 'nope.pem'), SLUICE_TLS_KEY: cwd }, cwd, config: {} })
+    expect(problems).toEqual([`SLUICE_TLS_CERT: no file at ${join(cwd, 'nope.pem')}`, `SLUICE_TLS_KEY: ${cwd} is a folder, not a file`])
+    const config = await loadConfig({ env: { SLUICE_TLS_CERT: 'cert.pem', SLUICE_TLS_KEY: 'key.pem' }, cwd, config: {} })
+    expect(config.tls).toEqual({ cert: join(cwd, 'cert.pem'), key: join(cwd, 'key.pem') })
+  })
+
   test('an unknown built-in plugin name is an error naming it', async () => {
     const config = await loadConfig({ env: {}, config: { plugins: ['definitely-not-a-plugin'] } })
     const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)

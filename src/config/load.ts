@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs'
+import { accessSync, constants, existsSync, statSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { KindGuard, type TLiteralValue, type TSchema } from '@sinclair/typebox'
 import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
@@ -121,6 +121,12 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   const tlsCert = env.SLUICE_TLS_CERT
   const tlsKey = env.SLUICE_TLS_KEY
   if (Boolean(tlsCert) !== Boolean(tlsKey)) problems.push('SLUICE_TLS_CERT and SLUICE_TLS_KEY: set both or neither')
+  // Read when the server starts listening, after the database is opened: checked here, so a wrong path stops the boot first.
+  const tls = { cert: tlsCert ? resolve(cwd, tlsCert) : null, key: tlsKey ? resolve(cwd, tlsKey) : null }
+  for (const [name, path] of [['SLUICE_TLS_CERT', tls.cert], ['SLUICE_TLS_KEY', tls.key]] as const) {
+    const problem = path === null ? null : unreadableFile(path)
+    if (problem) problems.push(`${name}: ${problem}`)
+  }
 
   const encryptionKey = env.SLUICE_ENCRYPTION_KEY || null
   if (encryptionKey && decodedLength(encryptionKey) !== 32) {
@@ -170,7 +176,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     redisUrl,
     adminKey: env.SLUICE_ADMIN_KEY || null,
     encryptionKey,
-    tls: tlsCert && tlsKey ? { cert: tlsCert, key: tlsKey } : null,
+    tls: tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : null,
     logLevel: logLevel as LogLevel,
     maxBodyBytes: file.limits?.max_body_bytes ?? DEFAULT_MAX_BODY_BYTES,
     shutdownGraceMs: file.server?.shutdown_grace_ms ?? 10_000,
@@ -471,6 +477,20 @@ function unknownKeyHint(key: string): string {
 
 /** A key as one segment of a JSON pointer (RFC 6901), like the paths the schema errors carry. */
 const pointerSegment = (key: string): string => key.replaceAll('~', '~0').replaceAll('/', '~1')
+
+/** Why a file cannot be read (no such file, a folder, no permission), or null when it can. */
+function unreadableFile(path: string): string | null {
+  try {
+    if (statSync(path).isDirectory()) return `${path} is a folder, not a file`
+    accessSync(path, constants.R_OK)
+    return null
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') return `no file at ${path}`
+    if (code === 'EACCES' || code === 'EPERM') return `${path} cannot be read by this process (permission denied)`
+    return `${path} cannot be read: ${error instanceof Error ? error.message : String(error)}`
+  }
+}
 
 function parsePort(raw: string | undefined, fallback: number, problems: string[]): number {
   if (raw === undefined || raw === '') return fallback
