@@ -580,6 +580,20 @@ describe('anthropic provider through the gateway', () => {
       expect(mock.stats.requests).toBe(0)
     })
 
+    test('the legacy functions parameter and logprobs are refused with 400 naming the field, before any upstream call', async () => {
+      const messages = [{ role: 'user', content: 'weather in Paris?' }]
+      const functions = [{ name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } }]
+      for (const [extra, param] of [
+        [{ functions, function_call: 'auto' }, 'functions'],
+        [{ function_call: 'none' }, 'function_call'],
+        [{ logprobs: true, top_logprobs: 2 }, 'logprobs'],
+      ] as const) {
+        const error = await expectError(await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages, ...extra }), 'invalid_request', 400)
+        expect(error.param).toBe(param)
+      }
+      expect(mock.stats.requests).toBe(0)
+    })
+
     test('embeddings are not served by an anthropic provider: 400 that says so', async () => {
       const res = await postJson(`${gw.url}/v1/embeddings`, { model: 'claude-test', input: 'hello' })
       const error = await expectError(res, 'invalid_request', 400)

@@ -461,6 +461,21 @@ describe('gemini provider through the gateway', () => {
       }
     })
 
+    test('the legacy functions parameter and logprobs are refused with 400 naming the field, before any upstream call', async () => {
+      const messages = [{ role: 'user', content: 'weather in Paris?' }]
+      const functions = [{ name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } }]
+      for (const [extra, param] of [
+        [{ functions }, 'functions'],
+        [{ function_call: { name: 'get_weather' } }, 'function_call'],
+        [{ logprobs: true }, 'logprobs'],
+        [{ top_logprobs: 3 }, 'top_logprobs'],
+      ] as const) {
+        const error = await expectError(await postJson(`${gw.url}/v1/chat/completions`, { model: 'gemini-test', messages, ...extra }), 'invalid_request', 400)
+        expect(error.param).toBe(param)
+      }
+      expect(mock.stats.requests).toBe(0)
+    })
+
     test('a tool message answering an unknown call is refused with 400 before any upstream call', async () => {
       const res = await postJson(`${gw.url}/v1/chat/completions`, {
         model: 'gemini-test',

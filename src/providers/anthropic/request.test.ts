@@ -110,7 +110,7 @@ describe('toAnthropicRequest', () => {
       user: 'u1',
       seed: 1,
       presence_penalty: 0.5,
-      logprobs: true,
+      logprobs: false,
       response_format: { type: 'text' },
     })
     expect(request).toEqual({
@@ -145,6 +145,20 @@ describe('toAnthropicRequest', () => {
     expect(refused({ ...user('x'), tools: [{ type: 'code_interpreter' }] }).param).toBe('tools[0]')
     expect(refused({ ...user('x'), tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'sometimes' }).param).toBe('tool_choice')
     expect(refused({ messages: [] }).param).toBe('messages')
+  })
+
+  test('the legacy functions and function_call, and log probabilities, are refused naming the field, not dropped', () => {
+    const messages = [{ role: 'user', content: 'x' }]
+    const fn = { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } }
+    expect(refused({ messages, functions: [fn] })).toMatchObject({ param: 'functions', message: expect.stringContaining('"tools"') })
+    expect(refused({ messages, function_call: 'auto' })).toMatchObject({ param: 'function_call', message: expect.stringContaining('"tool_choice"') })
+    expect(refused({ messages: [...messages, { role: 'assistant', content: null, function_call: { name: 'f', arguments: '{}' } }] }).param).toBe('messages[1].function_call')
+    expect(refused({ messages, logprobs: true }).param).toBe('logprobs')
+    expect(refused({ messages, logprobs: true, top_logprobs: 2 }).param).toBe('logprobs')
+    expect(refused({ messages, top_logprobs: 2 }).param).toBe('top_logprobs')
+    // What asks for nothing passes.
+    expect(ok({ messages, logprobs: false, top_logprobs: 0, functions: null, function_call: null }).messages).toHaveLength(1)
+    expect(ok({ messages, logprobs: null, top_logprobs: null }).messages).toHaveLength(1)
   })
 })
 

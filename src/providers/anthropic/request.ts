@@ -12,6 +12,7 @@ import {
   stopList,
   str,
   toolChoiceOf,
+  untranslatableChatField,
   type JsonObject,
   type ReasoningEffort,
 } from '../shared/openai-format.ts'
@@ -605,6 +606,8 @@ function opaqueUserId(user: string): string {
 export function toAnthropicRequest(body: JsonObject, options: AnthropicRequestOptions): AnthropicTranslation {
   const model = str(body.model)
   if (!model) return refuse('The request must name a model.', 'model')
+  const untranslatable = untranslatableChatField(body, 'Anthropic')
+  if (untranslatable) return untranslatable
   const n = num(body.n)
   if (n !== undefined && n > 1) return refuse('Anthropic returns one choice per request: n must be 1.', 'n')
   const answer = jsonAnswerOf(body)

@@ -126,7 +126,7 @@ describe('toGeminiRequest', () => {
       stop: ['a', 'b'],
       n: 2,
       response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' } } },
-      logprobs: true,
+      logprobs: false,
       user: 'ignored',
     })
     expect(request.generationConfig).toEqual({
@@ -240,6 +240,19 @@ describe('toGeminiRequest', () => {
     expect(refused({ messages: [{ role: 'system', content: 'only system' }] }).param).toBe('messages')
     expect(refused({ ...user('x'), response_format: { type: 'json_schema', json_schema: {} } }).param).toBe('response_format')
     expect(refused({ messages: [{ role: 'assistant', content: null, tool_calls: [call('c', 'f', '[1]')] }] }).param).toBe('messages[0].tool_calls[0].function.arguments')
+  })
+
+  test('the legacy functions and function_call, and log probabilities, are refused naming the field, not dropped', () => {
+    const messages = [{ role: 'user', content: 'x' }]
+    const fn = { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } }
+    expect(refused({ messages, functions: [fn] })).toMatchObject({ param: 'functions', message: expect.stringContaining('"tools"') })
+    expect(refused({ messages, function_call: { name: 'get_weather' } })).toMatchObject({ param: 'function_call', message: expect.stringContaining('"tool_choice"') })
+    expect(refused({ messages: [...messages, { role: 'assistant', content: null, function_call: { name: 'f', arguments: '{}' } }] }).param).toBe('messages[1].function_call')
+    expect(refused({ messages, logprobs: true, top_logprobs: 2 }).param).toBe('logprobs')
+    expect(refused({ messages, top_logprobs: 5 }).param).toBe('top_logprobs')
+    // What asks for nothing passes.
+    expect(ok({ messages, logprobs: false, top_logprobs: 0 }).contents).toHaveLength(1)
+    expect(ok({ messages, logprobs: null, functions: null, function_call: null }).contents).toHaveLength(1)
   })
 
   test('a tool message may name its function itself when the call is not in the history', () => {

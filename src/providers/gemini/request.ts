@@ -12,6 +12,7 @@ import {
   stopList,
   str,
   toolChoiceOf,
+  untranslatableChatField,
   type JsonObject,
   type ReasoningEffort,
   type Translation,
@@ -406,6 +407,8 @@ export function modelPath(model: string): string {
  * becomes a `thinkingConfig`.
  */
 export function toGeminiRequest(body: JsonObject, options: GeminiRequestOptions = {}): Translation<GeminiRequest> {
+  const untranslatable = untranslatableChatField(body, 'Gemini')
+  if (untranslatable) return untranslatable
   const conversation = translateMessages(body.messages, checksThoughtSignatures(str(body.model)))
   if (isFail(conversation)) return conversation
   const tools = translateTools(body)

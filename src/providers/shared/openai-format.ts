@@ -277,6 +277,36 @@ export function reasoningEffortOf(body: JsonObject): ReasoningEffort | undefined
 }
 
 /**
+ * What a chat body asks for that a translating adapter (`provider`: "Anthropic", "Gemini") cannot
+ * give, refused before anything is sent rather than dropped: the legacy `functions` and
+ * `function_call` (an answer would come back without the call the client waits for; `tools` and
+ * `tool_choice` say the same and are translated) and log probabilities, which neither API returns
+ * in OpenAI's shape. `logprobs: false`, a null and `top_logprobs: 0` ask for nothing and pass.
+ */
+export function untranslatableChatField(body: JsonObject, provider: string): { ok: false; message: string; param: string | null } | undefined {
+  if (body.functions !== undefined && body.functions !== null) {
+    return refuse(`The legacy "functions" parameter cannot be sent to ${provider}: declare the functions as "tools" ({"type": "function", "function": {...}}) instead.`, 'functions')
+  }
+  if (body.function_call !== undefined && body.function_call !== null) {
+    return refuse(`The legacy "function_call" parameter cannot be sent to ${provider}: use "tool_choice" (with the functions as "tools") instead.`, 'function_call')
+  }
+  if (Array.isArray(body.messages)) {
+    for (const [i, message] of body.messages.entries()) {
+      if (isRecord(message) && message.function_call !== undefined && message.function_call !== null) {
+        return refuse(`An assistant message's legacy "function_call" cannot be sent to ${provider}: send the call as "tool_calls" and its result as a "tool" message.`, `messages[${i}].function_call`)
+      }
+    }
+  }
+  if (body.logprobs !== undefined && body.logprobs !== null && body.logprobs !== false) {
+    return refuse(`${provider} models do not return log probabilities through this gateway: leave "logprobs" out or false.`, 'logprobs')
+  }
+  if (body.top_logprobs !== undefined && body.top_logprobs !== null && body.top_logprobs !== 0) {
+    return refuse(`${provider} models do not return log probabilities through this gateway: leave "top_logprobs" out.`, 'top_logprobs')
+  }
+  return undefined
+}
+
+/**
  * The generation in a model name, as major * 100 + minor (`claude-sonnet-4-5-20250929` → 405,
  * `claude-3-7-sonnet` → 307, `gemini-2.5-flash` → 205), read from the first number after the
  * family's name; a date stamp is not a minor version. Undefined for a name without one (an
