@@ -143,3 +143,40 @@ describe('a provider key whose secret the operator replaced', () => {
     expect(row.dead_reason).toBeNull()
   })
 })
+
+describe('keys added or removed through the admin API', () => {
+  /** The rows of provider `live` (a config without providers has the built-in `mock` too). */
+  const health = async (g: TestGateway): Promise<HealthRow[]> => {
+    const res = await fetch(`${g.url}/admin/providers/health`, { headers: admin })
+    expect(res.status).toBe(200)
+    return ((await res.json()) as { data: HealthRow[] }).data.filter((r) => r.provider === 'live')
+  }
+  const reset = (g: TestGateway, key: string) => fetch(`${g.url}/admin/providers/live/keys/${key}/reset`, { method: 'POST', headers: admin })
+
+  test('show in the health view and take a reset at once, before any request routes; a removed key leaves both', async () => {
+    const g = await boot({})
+    const created = await fetch(`${g.url}/admin/providers`, {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({ id: 'live', type: 'openai-compatible', base_url: up.url, keys: [{ id: 'k1', secret: secretOf('k1') }] }),
+    })
+    expect(created.status).toBe(201)
+    // No request yet: the key is in the catalog, so it is in the health view, and can be reset.
+    expect((await health(g)).map((r) => [r.provider, r.key, r.state])).toEqual([['live', 'k1', 'healthy']])
+    expect((await reset(g, 'k1')).status).toBe(200)
+
+    const model = await fetch(`${g.url}/admin/models`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'm', targets: [{ provider: 'live', model: 'mock-gpt' }] }) })
+    expect(model.status).toBe(201)
+    up.set(secretOf('k1'), { failure: { status: 401 } })
+    await expectError(await chat(g), 'upstream_error')
+    expect((await health(g)).map((r) => [r.key, r.state])).toEqual([['k1', 'dead']])
+
+    // k1 goes, k2 comes: the view and the reset follow the catalog, not the last request's registry.
+    const replaced = await fetch(`${g.url}/admin/providers/live`, { method: 'PATCH', headers: admin, body: JSON.stringify({ keys: [{ id: 'k2', secret: secretOf('k2') }] }) })
+    expect(replaced.status).toBe(200)
+    expect((await health(g)).map((r) => [r.key, r.state])).toEqual([['k2', 'healthy']])
+    await expectError(await reset(g, 'k1'), 'not_found')
+    expect((await reset(g, 'k2')).status).toBe(200)
+    expect(requests('k2')).toBe(0)
+  })
+})

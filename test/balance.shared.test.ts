@@ -8,9 +8,12 @@
  * Needs Redis: skipped with a printed line without it, a failure with CI set.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { startKeyedUpstream, type KeyedUpstream } from './fixtures/keyed-upstream.ts'
-import { secretOf, startBalanceGateway, startModelUpstream, type BalanceGateway, type HealthRow, type ModelUpstream } from './support/balance.ts'
-import { expectError } from './support/http.ts'
+import { BALANCE_ADMIN_KEY, secretOf, startBalanceGateway, startModelUpstream, type BalanceGateway, type HealthRow, type ModelUpstream } from './support/balance.ts'
+import { expectError, waitFor } from './support/http.ts'
 import { redisUrlForTests, uniqueTestName } from './support/services.ts'
 
 const SUITE = 'test/balance.shared.test.ts'
@@ -198,5 +201,81 @@ describe.skipIf(redisUrl === null)('balance health shared over Redis', () => {
     expect(up.stats(secretOf('k3')).requests).toBeGreaterThan(0)
     await a.admin('POST', `/admin/providers/${provider}/keys/k1/reset`)
     await seenBy(b, 'k1', (r) => r.state === 'healthy')
+  })
+})
+
+describe.skipIf(redisUrl === null)('keys added and removed through the admin API, on the other instance', () => {
+  // One database (a SQLite file) and one Redis: the catalog change written through A reaches B.
+  const provider = uniqueTestName('balcat').replace(/_/g, '-')
+  const admin = (g: BalanceGateway, method: string, path: string, body: unknown) =>
+    fetch(g.url + path, { method, headers: { authorization: `Bearer ${BALANCE_ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
+  let dir: string
+  let up: KeyedUpstream
+  let a: BalanceGateway
+  let b: BalanceGateway
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sluice-balance-catalog-'))
+    up = await startKeyedUpstream()
+    const setup = {
+      providers: {},
+      models: [],
+      options: { backoff_ms: 0 },
+      env: { REDIS_URL: redisUrl ?? '', DATABASE_URL: `sqlite://${join(dir, 'shared.db')}`, SLUICE_ENCRYPTION_KEY: Buffer.alloc(32, 5).toString('base64') },
+    }
+    a = await startBalanceGateway(up.url, setup)
+    b = await startBalanceGateway(up.url, setup)
+  })
+  afterAll(async () => {
+    await a?.close()
+    await b?.close()
+    await up?.stop()
+    if (dir) rmSync(dir, { recursive: true, force: true })
+  })
+
+  /** Poll B's rows of the provider until `check` holds, within a second. */
+  async function onB(check: (rows: HealthRow[]) => boolean, what: string): Promise<HealthRow[]> {
+    const started = Date.now()
+    for (;;) {
+      const rows = (await b.health()).filter((r) => r.provider === provider)
+      if (check(rows)) return rows
+      if (Date.now() - started > PROPAGATION_MS) throw new Error(`B did not show ${what} within ${PROPAGATION_MS} ms: ${JSON.stringify(rows)}`)
+      await Bun.sleep(10)
+    }
+  }
+  /** Until B's registry has `keys` for the provider (read directly: no balance code runs). */
+  async function registryOnB(keys: string[]): Promise<void> {
+    const started = Date.now()
+    while (JSON.stringify(b.gateway.models.provider(provider)?.keys.map((k) => k.id)) !== JSON.stringify(keys)) {
+      if (Date.now() - started > PROPAGATION_MS) throw new Error(`B's registry did not reach ${keys.join()}`)
+      await Bun.sleep(10)
+    }
+  }
+
+  test('B shows a key A added, and takes a reset for it, before any request on B; a key A removed leaves B\'s view and reset', async () => {
+    const created = await admin(a, 'POST', '/admin/providers', { id: provider, type: 'openai-compatible', base_url: up.url, keys: [{ id: 'k1', secret: secretOf('k1') }] })
+    expect(created.status).toBe(201)
+    expect((await admin(a, 'POST', '/admin/models', { name: 'cm', targets: [{ provider, model: 'mock-gpt' }] })).status).toBe(201)
+    await onB((rows) => rows.map((r) => r.key).join() === 'k1', 'the added key k1')
+    expect((await b.admin('POST', `/admin/providers/${provider}/keys/k1/reset`)).status).toBe(200)
+
+    // k2 replaces k1 through A. Once B's registry has it, and before B reads its health, A learns
+    // k2 is refused: B, which never routed to the provider, takes that verdict too. B's handlers
+    // run in the order they subscribed: the balance plugin's has the message before this one.
+    let heard = false
+    await b.gateway.services.bus.subscribe('balance.health', (message) => {
+      const state = JSON.parse(message) as { provider?: string; key?: string; dead?: string | null }
+      if (state.provider === provider && state.key === 'k2' && typeof state.dead === 'string') heard = true
+    })
+    expect((await admin(a, 'PATCH', `/admin/providers/${provider}`, { keys: [{ id: 'k2', secret: secretOf('k2') }] })).status).toBe(200)
+    await registryOnB(['k2'])
+    up.set(secretOf('k2'), { failure: { status: 401 } })
+    await expectError(await a.chat({ model: 'cm' }), 'upstream_error')
+    await waitFor(() => heard, "B got A's message about k2", PROPAGATION_MS)
+    const rows = await onB((r) => r.map((x) => `${x.key}:${x.state}`).join() === 'k2:dead', 'k2 dead, k1 gone')
+    expect(rows[0]!.dead_reason).toContain('HTTP 401')
+    await expectError(await b.admin('POST', `/admin/providers/${provider}/keys/k1/reset`), 'not_found')
+    expect((await b.admin('POST', `/admin/providers/${provider}/keys/k2/reset`)).status).toBe(200)
+    await onB((r) => r.map((x) => `${x.key}:${x.state}`).join() === 'k2:healthy', 'k2 reset')
   })
 })

@@ -6,7 +6,7 @@ import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import { audit } from '../../src/db/audit.ts'
 import { roughPromptTokens } from '../../src/lib/usage.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
-import type { GroupTarget, ModelGroup, ModelRegistry, RouteTarget } from '../../src/models.ts'
+import type { GroupTarget, ModelGroup, ModelRegistry, ProviderRuntime, RouteTarget } from '../../src/models.ts'
 import { available, availableAt, modelHealthOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, openUntil, recordLatency, stateOf, type ModelHealth, type KeyHealth, type SharedState } from './health.ts'
 import { PICKERS, newPickerState, type Candidate, type PickerState } from './strategies.ts'
 
@@ -150,6 +150,19 @@ export const balance = definePlugin({
         }
       }
       for (const h of health.values()) for (const model of h.models.keys()) if (!served.get(h)?.has(model)) h.models.delete(model)
+      pruned = models.providers()
+    }
+    /** The registry's providers when `prune` last ran: every change (here or on another instance) makes new ones. */
+    let pruned: readonly ProviderRuntime[] = []
+    /**
+     * Prune when the registry changed since the last time. The admin API changes it on this
+     * instance, a catalog message on the others (src/catalog.ts reloads it): whatever reads the
+     * records (the health view, a reset, a message about a key) calls this first, so it sees the
+     * keys the registry has now, not those it had at the last request that routed.
+     */
+    const sync = () => {
+      const current = models.providers()
+      if (current.length !== pruned.length || current.some((p, i) => p !== pruned[i])) prune()
     }
     prune()
 
@@ -168,7 +181,10 @@ export const balance = definePlugin({
     await services.bus.subscribe(CHANNEL, (message) => {
       try {
         const s = JSON.parse(message) as SharedState
-        const h = health.get(id(s.provider, s.key))
+        const k = id(s.provider, s.key)
+        // A key added since the last prune has no record yet: the registry may know it already.
+        if (!health.has(k)) sync()
+        const h = health.get(k)
         if (!h) return
         if (s.reset === true) return clear(h)
         // Merge, never undo: each instance keeps the longest cooldown and open period it heard of.
@@ -199,7 +215,7 @@ export const balance = definePlugin({
       let pool = pools.get(group)
       if (pool) return pool
       // A group object is new after every registry change: the moment to drop keys that went away.
-      prune()
+      sync()
       const candidates: Pool['candidates'] = []
       for (const target of group.targets) {
         for (const key of target.provider.keys) {
@@ -485,6 +501,7 @@ export const balance = definePlugin({
             .get(
               '/health',
               () => {
+                sync()
                 const t = now()
                 return {
                   object: 'list',
@@ -524,6 +541,7 @@ export const balance = definePlugin({
             .post(
               '/:provider/keys/:key/reset',
               async ({ params, request }) => {
+                sync()
                 const h = health.get(id(params.provider, params.key))
                 if (!h) throw new GatewayError('not_found', `No provider key "${params.key}" in provider "${params.provider}".`)
                 clear(h)
