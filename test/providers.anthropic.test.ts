@@ -521,6 +521,10 @@ describe('anthropic provider through the gateway', () => {
       const pair = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], temperature: 0.5, top_p: 0.9 })
       expect(pair.status).toBe(200)
       expect([lastBody(mock).temperature, lastBody(mock).top_p]).toEqual([0.5, undefined])
+      // A temperature above Anthropic's range still matters: it goes alone, as Claude's most random.
+      const hot = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], temperature: 1.5, top_p: 0.5 })
+      expect(hot.status).toBe(200)
+      expect([lastBody(mock).temperature, lastBody(mock).top_p]).toEqual([1, undefined])
     })
 
     test('an Anthropic organisation out of credit is the key\'s fault: 502 upstream_error, not the client\'s 400', async () => {

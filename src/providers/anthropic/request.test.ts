@@ -203,7 +203,9 @@ describe('toAnthropicRequest, what Anthropic would refuse is made acceptable', (
     }
     expect(both(0.2, 1)).toEqual({ t: 0.2, p: undefined })
     expect(both(1, 0.9)).toEqual({ t: undefined, p: 0.9 })
-    expect(both(1.5, 0.9)).toEqual({ t: undefined, p: 0.9 })
+    // Above 1 is not neutral: it is the client's own choice, sent as Claude's most random, 1, alone.
+    expect(both(1.5, 0.5)).toEqual({ t: 1, p: undefined })
+    expect(both(2, 1)).toEqual({ t: 1, p: undefined })
     // Both set to something that matters: Claude 4.5 and later take one, temperature; older models both.
     expect(both(0.2, 0.9)).toEqual({ t: 0.2, p: undefined })
     const on = (model: string) => {
@@ -214,6 +216,7 @@ describe('toAnthropicRequest, what Anthropic would refuse is made acceptable', (
     expect(on('claude-haiku-4-5')).toEqual([0.2, undefined])
     expect(on('claude-opus-4-1-20250805')).toEqual([0.2, 0.9])
     expect(on('claude-3-7-sonnet-20250219')).toEqual([0.2, 0.9])
+    expect(toAnthropicRequest({ model: 'claude-3-7-sonnet-20250219', messages: user('x'), temperature: 1.5, top_p: 0.5 }, options)).toMatchObject({ value: { temperature: 1, top_p: 0.5 } })
     expect(ok({ messages: user('x'), top_p: 1 }).top_p).toBe(1)
   })
 

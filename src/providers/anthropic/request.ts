@@ -477,11 +477,11 @@ const FIRST_ONE_SAMPLER = 405
  * without a version, taken for a current one) refuse the two together; many clients send one of
  * them at its neutral value (1, which changes nothing), so that one is left out when the other is
  * set, and when both matter `temperature` is kept (the one Anthropic suggests adjusting). Older
- * models take both.
+ * models take both. Neutral is the client's own value: 1.5 asks for more randomness than the
+ * default, so it is kept (as 1) over top_p, where only a temperature of exactly 1 gives way.
  */
 function sampling(body: JsonObject, model: string): Pick<AnthropicRequest, 'temperature' | 'top_p'> {
-  const raw = num(body.temperature)
-  let temperature = raw === undefined ? undefined : Math.min(raw, 1)
+  let temperature = num(body.temperature)
   let topP = num(body.top_p)
   if (temperature !== undefined && topP !== undefined) {
     const generation = modelGeneration(model, 'claude')
@@ -490,7 +490,7 @@ function sampling(body: JsonObject, model: string): Pick<AnthropicRequest, 'temp
     else if (generation === undefined || generation >= FIRST_ONE_SAMPLER) topP = undefined
   }
   const out: Pick<AnthropicRequest, 'temperature' | 'top_p'> = {}
-  if (temperature !== undefined) out.temperature = temperature
+  if (temperature !== undefined) out.temperature = Math.min(temperature, 1)
   if (topP !== undefined) out.top_p = topP
   return out
 }
