@@ -3,7 +3,7 @@
  * config file names the database, the keys in its environment.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createDatabase } from '../db/index.ts'
@@ -21,7 +21,7 @@ interface RunResult {
   readonly stderr: string
 }
 
-async function runRotate(cwd: string, extraEnv: Record<string, string> = {}): Promise<RunResult> {
+async function runRotate(cwd: string, extraEnv: Record<string, string | undefined> = {}, args: string[] = []): Promise<RunResult> {
   const env: Record<string, string | undefined> = {
     ...process.env,
     DATABASE_URL: undefined,
@@ -30,7 +30,7 @@ async function runRotate(cwd: string, extraEnv: Record<string, string> = {}): Pr
     SLUICE_ENCRYPTION_KEY_PREVIOUS: KEY_A,
     ...extraEnv,
   }
-  const child = Bun.spawn([process.execPath, SCRIPT], { env, cwd, stdout: 'pipe', stderr: 'pipe' })
+  const child = Bun.spawn([process.execPath, SCRIPT, ...args], { env, cwd, stdout: 'pipe', stderr: 'pipe' })
   const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
   return { code, stdout, stderr }
 }
@@ -110,5 +110,32 @@ describe('rotate-encryption-key finds the database as the gateway does', () => {
     const { code, stderr } = await runRotate(cwd)
     expect(code).toBe(2)
     expect(stderr).toContain('/database/url: environment variable NO_SUCH_VARIABLE is not set')
+  })
+})
+
+describe('rotate-encryption-key arguments', () => {
+  test('an unknown argument exits 2 with the usage, before any database is opened', async () => {
+    const cwd = mkdtempSync(join(dir, 'args-'))
+    for (const args of [['--dry-run'], ['postgres://elsewhere/db'], ['--help-me']]) {
+      const { code, stdout, stderr } = await runRotate(cwd, {}, args)
+      expect(code).toBe(2)
+      expect(stdout).toBe('')
+      expect(stderr).toStartWith(`rotate-encryption-key: unknown argument ${args.join(' ')}\n`)
+      expect(stderr).toContain('Usage: SLUICE_ENCRYPTION_KEY=<new key> SLUICE_ENCRYPTION_KEY_PREVIOUS=<old key>')
+    }
+    // The default database (./data/sluice.db) was not created.
+    expect(readdirSync(cwd)).toEqual([])
+  })
+
+  test('--help prints the usage and exits 0, keys set or not', async () => {
+    const cwd = mkdtempSync(join(dir, 'help-'))
+    for (const extra of [{}, { SLUICE_ENCRYPTION_KEY: undefined, SLUICE_ENCRYPTION_KEY_PREVIOUS: undefined }]) {
+      const { code, stdout, stderr } = await runRotate(cwd, extra, ['--help'])
+      expect(code).toBe(0)
+      expect(stderr).toBe('')
+      expect(stdout).toStartWith('Usage: ')
+      expect(stdout).toContain('--help')
+    }
+    expect(readdirSync(cwd)).toEqual([])
   })
 })

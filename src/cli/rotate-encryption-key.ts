@@ -12,16 +12,37 @@
  * It works on the database the gateway uses: `DATABASE_URL`, else `database.url` in the config
  * file (`SLUICE_CONFIG`, else ./sluice.config.ts or ./sluice.config.json), else the default.
  *
- * Exit codes: 0 done, 1 the database could not be opened or the rotation failed, 2 bad keys or a bad config file.
+ * Exit codes: 0 done (or --help), 1 the database could not be opened or the rotation failed, 2 bad
+ * arguments, bad keys or a bad config file.
  */
 import { resealProviderHeaders } from '../catalog.ts'
 import { ConfigError, loadDatabaseUrl } from '../config/load.ts'
 import { describeError } from '../db/errors.ts'
-import { createDatabase, type DatabaseHandle } from '../db/index.ts'
+import { DEFAULT_DATABASE_URL, createDatabase, type DatabaseHandle } from '../db/index.ts'
 import { migrateToLatest } from '../db/migrate.ts'
 import { envelopeKeyId, masterKey, rewrapSecret } from '../lib/secrets.ts'
 
-async function main(): Promise<number> {
+const USAGE = `Usage: SLUICE_ENCRYPTION_KEY=<new key> SLUICE_ENCRYPTION_KEY_PREVIOUS=<old key>[,<older key>...] bun run rotate-encryption-key
+
+Re-seals the provider secrets (key secrets and sealed header values) stored in the
+database the gateway uses under the new master key (a key is 32 bytes, base64:
+openssl rand -base64 32). Secrets already under the new key are left alone, so it
+can be run again. The database: DATABASE_URL, else database.url in the config file
+(SLUICE_CONFIG, else ./sluice.config.ts or ./sluice.config.json), else
+${DEFAULT_DATABASE_URL}.
+
+  --help     show this text`
+
+async function main(args: readonly string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(USAGE)
+    return 0
+  }
+  // It takes its keys from the environment only: an argument is a mistake, refused before anything is opened.
+  if (args.length > 0) {
+    console.error(`rotate-encryption-key: unknown argument ${args.join(' ')}\n\n${USAGE}`)
+    return 2
+  }
   const currentText = process.env.SLUICE_ENCRYPTION_KEY
   const previousText = process.env.SLUICE_ENCRYPTION_KEY_PREVIOUS
   if (!currentText || !previousText) {
@@ -82,7 +103,7 @@ async function main(): Promise<number> {
 }
 
 process.exit(
-  await main().catch((error: unknown) => {
+  await main(process.argv.slice(2)).catch((error: unknown) => {
     // Whatever escaped main is still reported as one line and an exit code, not as a crash.
     console.error(`rotate-encryption-key: ${describeError(error)}`)
     return 1
