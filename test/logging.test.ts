@@ -660,6 +660,42 @@ function analyticsSuite(databaseUrl: () => string): void {
     expect((await expectEnvelope(await admin('/admin/usage?from=yesterday'), 'invalid_request')).param).toBe('from')
     expect((await expectEnvelope(await admin('/admin/usage?from=2026-03-02T00:00:00Z&to=2026-03-01T00:00:00Z'), 'invalid_request')).param).toBe('from')
   })
+
+  test('times: an offset is applied before comparing (UTC), lower-case t and z are RFC 3339 too, and a hand-made cursor reads its time the same way', async () => {
+    const ids = async (q: string) => (await ok<LogList>(`/admin/logs?limit=1000&${q}`)).data.map((r) => r.id).sort()
+    const want = (f: (r: RequestLogInsert) => boolean) => rows.filter(f).map((r) => r.id).sort()
+    const q = encodeURIComponent
+    // 15:30 at +05:30 is 10:00 UTC: the rows of 10:00Z on March 2 are at or after it, not before.
+    const fromTen = want((r) => r.at >= '2026-03-02T10:00:00.000Z')
+    expect(fromTen.length).toBeGreaterThan(0)
+    expect(await ids(`from=${q('2026-03-02T15:30:00+05:30')}`)).toEqual(fromTen)
+    expect(await ids('from=2026-03-02t10:00:00z')).toEqual(fromTen)
+    expect(await ids(`to=${q('2026-03-02T05:00:00-05:00')}`)).toEqual(want((r) => r.at < '2026-03-02T10:00:00.000Z'))
+    expect(await ids(`before=${q('2026-03-02T15:30:00+05:30')}`)).toEqual(want((r) => r.at < '2026-03-02T10:00:00.000Z'))
+    const cursor = Buffer.from('2026-03-02T15:30:00+05:30|req_zz').toString('base64url')
+    expect(await ids(`before=${cursor}`)).toEqual(want((r) => r.at <= '2026-03-02T10:00:00.000Z'))
+    const day = await ok<UsageList>(`/admin/usage?group_by=day&from=${q('2026-03-02T05:30:00+05:30')}&to=${q('2026-03-03T05:30:00+05:30')}`)
+    expect(roundCost(day.data)).toEqual(roundCost(expectedGroups(rows.filter((r) => r.at.startsWith('2026-03-02')), (r) => r.at.slice(0, 10))))
+  })
+
+  test('times that are not RFC 3339 with a time zone are refused, naming the field: impossible dates, no offset (local time), a space, a date alone', async () => {
+    const { expectEnvelope } = await import('./support/auth.ts')
+    const bad = ['2026-02-30T00:00:00Z', '2026-03-02T00:00:00', '2026-03-02 00:00:00Z', '2026-03-02', '2026-03-02T10:00:00+0530', '2026-03-02T24:00:00Z', '10000-01-01T00:00:00Z']
+    for (const value of bad) {
+      for (const [path, param] of [['/admin/usage', 'from'], ['/admin/usage', 'to'], ['/admin/logs', 'from'], ['/admin/logs', 'to'], ['/admin/logs', 'before']] as const) {
+        const refusal = await expectEnvelope(await admin(`${path}?${param}=${encodeURIComponent(value)}`), 'invalid_request')
+        expect([value, path, refusal.param]).toEqual([value, path, param])
+      }
+    }
+    // An offset whose + a URL turned into a space is refused with a hint.
+    expect((await expectEnvelope(await admin('/admin/usage?from=2026-03-02T10:00:00+05:30'), 'invalid_request')).message).toContain('%2B')
+    // Offsets that take a time out of the years stored times hold.
+    expect((await expectEnvelope(await admin(`/admin/logs?to=${encodeURIComponent('9999-12-31T23:00:00-05:00')}`), 'invalid_request')).param).toBe('to')
+    for (const at of ['2026-02-30T00:00:00Z', '2026-03-02T00:00:00', '2026-03-02 00:00:00Z']) {
+      const cursor = Buffer.from(`${at}|req_x`).toString('base64url')
+      expect((await expectEnvelope(await admin(`/admin/logs?before=${cursor}`), 'invalid_request')).param).toBe('before')
+    }
+  })
 }
 
 /**

@@ -7,6 +7,7 @@ import type { RequestLogRow } from '../../src/db/schema.ts'
 import type { Services } from '../../src/services.ts'
 import { GROUPINGS, logPage, logRow, usageBy, type Grouping, type LogFilter, type UsageCursor } from './repo.ts'
 import * as S from './schemas.ts'
+import { EARLIEST_TIME, LATEST_TIME, parseRfc3339 } from './time.ts'
 
 const tags = ['Admin: usage and logs']
 
@@ -99,7 +100,8 @@ function logView(r: RequestLogRow) {
 }
 
 
-const ISO_START = /^\d{4}-\d{2}-\d{2}/
+/** What `before` holds when it is meant as a time rather than a cursor (a cursor is base64url of its time, never this). */
+const LOOKS_LIKE_TIME = /^\d{4}-\d{2}-\d{2}/
 
 /** Opaque cursor over (requests, group), in the report's order; it names its grouping so it is not reused under another. */
 const encodeUsageCursor = (by: Grouping, last: UsageCursor): string => Buffer.from(JSON.stringify([by, last.requests, last.group])).toString('base64url')
@@ -122,16 +124,19 @@ function parseUsageCursor(value: string, by: Grouping): UsageCursor {
   return { requests: requests as number, group: group as string | null }
 }
 
-/** `before` is a cursor this API gave out, or a time. */
+/**
+ * `before` is a cursor this API gave out, or a time. A hand-made cursor is held to the same
+ * rule as a time, and its time is compared in UTC like the stored ones.
+ */
 function parseBefore(value: string): { at: string; id: string | null } {
-  if (ISO_START.test(value)) return { at: time(value, 'before'), id: null }
+  if (LOOKS_LIKE_TIME.test(value)) return { at: time(value, 'before'), id: null }
   const text = Buffer.from(value, 'base64url').toString('utf8')
   const bar = text.indexOf('|')
-  const at = bar > 0 ? text.slice(0, bar) : ''
-  if (!ISO_START.test(at) || Number.isNaN(Date.parse(at))) {
-    throw new GatewayError('invalid_request', 'before must be the next_cursor of a previous page or an RFC 3339 time; start again without it.', { param: 'before' })
+  const at = bar > 0 ? parseRfc3339(text.slice(0, bar)) : null
+  if (at === null || at < EARLIEST_TIME || at > LATEST_TIME) {
+    throw new GatewayError('invalid_request', 'before must be the next_cursor of a previous page or an RFC 3339 time with a time zone, such as 2026-01-31T00:00:00Z; start again without it.', { param: 'before' })
   }
-  return { at, id: text.slice(bar + 1) }
+  return { at: new Date(at).toISOString(), id: text.slice(bar + 1) }
 }
 
 function range(from: string | undefined, to: string | undefined): { from?: string; to?: string } {
@@ -142,11 +147,19 @@ function range(from: string | undefined, to: string | undefined): { from?: strin
   return out
 }
 
-/** An RFC 3339 time as the table stores times (UTC, milliseconds), so text comparison is time comparison. */
+/**
+ * An RFC 3339 time with its time zone (plugins/logging/time.ts) as the table stores times: UTC,
+ * to the millisecond, in ISO text of fixed width, so text comparison is time comparison.
+ */
 function time(value: string, param: string): string {
-  const ms = ISO_START.test(value) ? Date.parse(value) : Number.NaN
-  if (Number.isNaN(ms)) throw new GatewayError('invalid_request', `${param} must be an RFC 3339 time such as 2026-01-31T00:00:00Z.`, { param })
-  return new Date(ms).toISOString()
+  const at = parseRfc3339(value)
+  if (at === null) {
+    // A `+` left as it is in a query string arrives as a space.
+    const plus = /\d \d{2}:\d{2}$/.test(value) ? ' (in a URL, write the + of an offset as %2B)' : ''
+    throw new GatewayError('invalid_request', `${param} must be an RFC 3339 time: a real date, T, a time and a time zone (Z or ±hh:mm), such as 2026-01-31T00:00:00Z or 2026-01-31T05:30:00+05:30${plus}; got "${echo(value, 40)}".`, { param })
+  }
+  if (at < EARLIEST_TIME || at > LATEST_TIME) throw new GatewayError('invalid_request', `${param} must be in the years 0000 to 9999 in UTC; got "${echo(value, 40)}".`, { param })
+  return new Date(at).toISOString()
 }
 
 function bounded(value: number | undefined, fallback: number, max: number, param: string): number {

@@ -1,7 +1,7 @@
 import { t } from 'elysia'
 import { GROUPINGS } from './repo.ts'
 
-const Time = t.String({ maxLength: 40, description: 'RFC 3339 time, e.g. 2026-01-31T00:00:00Z' })
+const Time = t.String({ maxLength: 40, description: 'RFC 3339 time with a time zone (Z or ±hh:mm), e.g. 2026-01-31T00:00:00Z' })
 const Id = (what: string) => t.String({ minLength: 1, maxLength: 256, description: what })
 
 /** Most groups in one usage report. */
@@ -11,8 +11,8 @@ export const MAX_LOG_PAGE = 1000
 
 export const UsageQuery = t.Object({
   group_by: t.Optional(t.Union(GROUPINGS.map((g) => t.Literal(g)), { description: 'What to group by @default key' })),
-  from: t.Optional(t.String({ maxLength: 40, description: 'RFC 3339 time: only requests that arrived at or after it' })),
-  to: t.Optional(t.String({ maxLength: 40, description: 'RFC 3339 time: only requests that arrived before it' })),
+  from: t.Optional(t.String({ maxLength: 40, description: 'RFC 3339 time with a time zone: only requests that arrived at or after it' })),
+  to: t.Optional(t.String({ maxLength: 40, description: 'RFC 3339 time with a time zone: only requests that arrived before it' })),
   key_id: t.Optional(Id('Only this key')),
   user_id: t.Optional(Id('Only this user')),
   team_id: t.Optional(Id('Only this team')),
@@ -51,7 +51,7 @@ export const LogsQuery = t.Object({
   from: t.Optional(Time),
   to: t.Optional(Time),
   limit: t.Optional(t.Integer({ description: `Page size, 1 to ${MAX_LOG_PAGE} @default 100` })),
-  before: t.Optional(t.String({ maxLength: 300, description: 'next_cursor of the previous page, or an RFC 3339 time' })),
+  before: t.Optional(t.String({ maxLength: 300, description: 'next_cursor of the previous page, or an RFC 3339 time with a time zone' })),
 })
 
 export const LogEntry = t.Object({
