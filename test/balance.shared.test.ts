@@ -149,6 +149,8 @@ describe.skipIf(redisUrl === null)('balance health shared over Redis', () => {
     expect(models.requests('model-a')).toBe(2)
     await seenBy(b, 'k4', (r) => r.state === 'open' && r.circuit_models.some((c) => c.model === 'model-a' && c.open_until !== null), perModel)
     expect((await b.key('k4', perModel)).circuit_models.map((c) => c.model)).toEqual(['model-a'])
+    // B saw none of the failures: it shows A's count, the two in a row that opened the circuit.
+    expect((await b.key('k4', perModel)).circuit_models[0]!.consecutive_failures).toBe(2)
     await expectError(await b.chat({ model: 'pa' }), 'no_healthy_upstream')
     expect(models.requests('model-a')).toBe(2)
     await ok(b, 4, 'pb')

@@ -13,7 +13,11 @@ export interface ModelHealth {
   headroom: number | null
   /** ms epoch the learned headroom stops being true (the provider's window resets). */
   headroomUntil: number
-  /** Consecutive failures (5xx, timeouts, network) of this model on the key, and the circuit that opens after too many. */
+  /**
+   * Consecutive failures (5xx, timeouts, network) of this model on the key, as many as there were
+   * (the health view shows them): `circuit_failures` of them open the circuit; only a success or
+   * a reset sets it back to 0.
+   */
   failures: number
   /** ms epoch this model's open circuit ends; 0 = closed. Past but not 0 = half-open: one trial decides. */
   openUntil: number
@@ -65,6 +69,11 @@ export interface SharedState {
    * with per-model circuits; without it, `openUntil` is a key-wide circuit from an older instance.
    */
   modelOpenUntil?: number
+  /**
+   * The sender's failures in a row for `model` (5xx, timeouts, network), sent with its circuit:
+   * what the health view shows for that circuit on instances that did not see the failures.
+   */
+  modelFailures?: number
   dead: string | null
   /**
    * The whole key's circuit, as instances older than per-model circuits keep it; they merge it

@@ -89,6 +89,7 @@ export const balance = definePlugin({
       if (model) {
         state.model = model.model
         state.modelOpenUntil = model.openUntil
+        state.modelFailures = model.failures
       }
       if (reset) state.reset = true
       services.bus.publish(CHANNEL, JSON.stringify(state)).catch((error: unknown) => logger.warn('could not share key health', { error: String(error) }))
@@ -170,12 +171,14 @@ export const balance = definePlugin({
      * A circuit another instance opened until `until`, merged into this one's for the same model.
      * An open period already over is left out: older instances send their key's last one with
      * every message, and it would put a closed circuit here half-open. Like a circuit opened here,
-     * one failed trial after it opens it again.
+     * one failed trial after it opens it again (onFailure: any failure while `openUntil` is set).
+     * `failures`: the sender's failures in a row, which the health view shows when more than this
+     * instance's own; older instances send none.
      */
-    const openFrom = (c: ModelHealth, until: number, t: number) => {
+    const openFrom = (c: ModelHealth, until: number, t: number, failures: number | undefined) => {
       if (until <= t || until <= c.openUntil) return
       c.openUntil = until
-      c.failures = Math.max(c.failures, options.circuit_failures - 1)
+      if (typeof failures === 'number' && Number.isInteger(failures) && failures > c.failures) c.failures = failures
     }
 
     await services.bus.subscribe(CHANNEL, (message) => {
@@ -196,14 +199,14 @@ export const balance = definePlugin({
         if (model && typeof s.coolingUntil === 'number') model.until = Math.max(model.until, s.coolingUntil)
         const t = now()
         if (typeof s.modelOpenUntil === 'number') {
-          if (model) openFrom(model, s.modelOpenUntil, t)
+          if (model) openFrom(model, s.modelOpenUntil, t, s.modelFailures)
         } else if (typeof s.openUntil === 'number') {
           // An instance older than per-model circuits, whose one circuit for the key is open: it
           // cannot say which model failed (an outage of the key's endpoint stops them all), so every
           // model here is opened until then, as the key was before. Each then leaves it by its own
           // trial, and no key-wide circuit is kept beside the models' for these messages alone.
           // (This version's message about a key's death comes here too, with 0: nothing opens.)
-          for (const c of h.models.values()) openFrom(c, s.openUntil, t)
+          for (const c of h.models.values()) openFrom(c, s.openUntil, t, undefined)
         }
         if (s.dead !== null) h.dead = s.dead
       } catch {
@@ -293,11 +296,12 @@ export const balance = definePlugin({
         logger.warn('provider key marked dead', { provider: h.provider, key: h.key, status: failure.status })
         share(h, null)
       } else if (retryable(failure.status)) {
+        // The real count of failures in a row, for the health view: only a success or a reset clears it.
         model.failures++
-        if (model.failures >= options.circuit_failures) {
+        // A circuit open or half-open (opened here or by another instance) opens again at the first
+        // failure: the failed trial after the open period, or an attempt that was in flight when it opened.
+        if (model.failures >= options.circuit_failures || model.openUntil !== 0) {
           model.openUntil = t + options.circuit_open_ms
-          // After the open period one trial request decides: another failure opens it again.
-          model.failures = options.circuit_failures - 1
           share(h, model)
         }
       }

@@ -113,6 +113,35 @@ describe('the circuit is per key and upstream model', () => {
     expect(await served(g, 'm')).toBe('model-a')
   })
 
+  test('the health view counts every failure in a row: circuit_failures when the circuit opens, one more for each failed trial, 0 after a success', async () => {
+    const g = await boot()
+    up.fail('model-a', { status: 500 })
+    const failuresOf = async () => (await g.key('k1')).circuit_models.find((c) => c.model === 'model-a')?.consecutive_failures
+    await expectError(await g.chat({ model: 'm' }), 'upstream_error')
+    await expectError(await g.chat({ model: 'm' }), 'upstream_error')
+    expect(await failuresOf()).toBe(2)
+    expect((await g.key('k1')).state).toBe('healthy')
+    await expectError(await g.chat({ model: 'm' }), 'upstream_error')
+    // Open: three failures in a row, as many as circuit_failures; the key's circuit says the same.
+    let row = await g.key('k1')
+    expect([row.state, row.circuit_models[0]!.consecutive_failures, row.circuit.consecutive_failures]).toEqual(['open', 3, 3])
+
+    // The failed trial is the fourth in a row, and opens the circuit again at once.
+    await untilHalfOpen(g, 'model-a')
+    await expectError(await g.chat({ model: 'm' }), 'upstream_error')
+    row = await g.key('k1')
+    expect([row.state, row.circuit_models[0]!.consecutive_failures, row.circuit_models[0]!.open_until !== null]).toEqual(['open', 4, true])
+    await expectError(await g.chat({ model: 'm' }), 'no_healthy_upstream')
+    expect(up.requests('model-a')).toBe(4)
+
+    // A successful trial closes it: no failures in a row left.
+    await untilHalfOpen(g, 'model-a')
+    up.fail('model-a', null)
+    expect(await served(g, 'm')).toBe('model-a')
+    row = await g.key('k1')
+    expect([row.state, row.circuit, row.circuit_models]).toEqual(['healthy', { consecutive_failures: 0, open_until: null }, []])
+  })
+
   test('a key-wide network failure stops every model once each has failed circuit_failures times: 3 requests for model-a, 3 for model-b, 6 in all', async () => {
     // Accepts each connection and closes it at once: every attempt is a network error (status 0).
     let attempts = 0
