@@ -2,7 +2,7 @@
  * `bun run migrate` as an operator runs it: a child process, DATABASE_URL in its environment.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { migrations } from '../../migrations/index.ts';
@@ -73,13 +73,35 @@ describe('bun run migrate on SQLite', () => {
   });
 
   test('--status on a fresh database shows everything pending and changes nothing', async () => {
-    const fresh = `sqlite://${join(scratchDir, 'fresh.db')}`;
+    // An empty file is an empty SQLite database.
+    const file = join(scratchDir, 'fresh.db');
+    writeFileSync(file, '');
+    const fresh = `sqlite://${file}`;
     const { code, stdout } = await runMigrate(fresh, ['--status']);
     expect(code).toBe(0);
     // Names are padded to the longest one, so the gap varies.
     expect(stdout).toMatch(new RegExp(`^${MIGRATION_NAMES[0]} +pending$`, 'm'));
     expect(stdout.trim().split('\n').at(-1)).toBe(`0 applied, ${count} pending on ${fresh}`);
     expect((await runMigrate(fresh, ['--status'])).stdout).toContain('pending');
+    expect(statSync(file).size).toBe(0);
+  });
+
+  test('--status on a SQLite path that is not there says so, exits 1, and creates neither the file nor its folders', async () => {
+    const file = join(scratchDir, 'typo', 'nested', 'sluice.db');
+    const { code, stdout, stderr } = await runMigrate(`sqlite://${file}`, ['--status']);
+    expect(code).toBe(1);
+    expect(stdout).toBe('');
+    expect(stderr.trim()).toBe(`migrate: no SQLite database at ${file}; nothing was created (check DATABASE_URL or database.url in the config file; bun run migrate creates it)`);
+    expect(existsSync(join(scratchDir, 'typo'))).toBe(false);
+  });
+
+  test('--status leaves an up-to-date SQLite database byte for byte as it was, with no file beside it', async () => {
+    const file = join(scratchDir, 'cli', 'sluice.db');
+    const before = await Bun.file(file).bytes();
+    const listed = readdirSync(join(scratchDir, 'cli'));
+    expect((await runMigrate(`sqlite://${file}`, ['--status'])).code).toBe(0);
+    expect(await Bun.file(file).bytes()).toEqual(before);
+    expect(readdirSync(join(scratchDir, 'cli'))).toEqual(listed);
   });
 
   test('without DATABASE_URL it uses ./data/sluice.db under the current directory', async () => {
@@ -106,6 +128,7 @@ describe('bun run migrate finds the database as the gateway does', () => {
   test('the file SLUICE_CONFIG names, ${VAR} in database.url interpolated; other sections are not needed', async () => {
     const cwd = mkdtempSync(join(scratchDir, 'config-'));
     const file = join(cwd, 'elsewhere.db');
+    writeFileSync(file, '');
     const configPath = join(cwd, 'conf', 'gateway.json');
     mkdirSync(join(cwd, 'conf'));
     // The provider secret's variable is not set here: the gateway would refuse to start, migrate need not.
@@ -124,6 +147,7 @@ describe('bun run migrate finds the database as the gateway does', () => {
   test('DATABASE_URL still wins over the file', async () => {
     const cwd = mkdtempSync(join(scratchDir, 'config-'));
     writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify({ database: { url: 'mysql://not:used@h/x' } }));
+    writeFileSync(join(cwd, 'from-env.db'), '');
     const url = `sqlite://${join(cwd, 'from-env.db')}`;
     const { code, stdout } = await runMigrate(url, ['--status'], cwd);
     expect(code).toBe(0);

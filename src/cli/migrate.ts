@@ -3,12 +3,20 @@
  * `DATABASE_URL`, else `database.url` in the config file, else the default).
  * `bun run migrate --status` lists every migration and whether it was applied.
  *
- * Exit codes: 0 done, 1 the database or a migration failed, 2 bad arguments or a bad config file.
+ * `--status` changes nothing: a SQLite file is opened as it is (no folder or file made, no journal
+ * mode set), and one that is not there is reported (exit 1), not created.
+ *
+ * Exit codes: 0 done, 1 the database or a migration failed (or, with --status, the SQLite file
+ * is not there), 2 bad arguments or a bad config file.
  */
+import { Database as SqliteDatabase } from 'bun:sqlite';
+import { existsSync, statSync } from 'node:fs';
+import { Kysely } from 'kysely';
 import { ConfigError, loadDatabaseUrl } from '../config/load.ts';
 import { describeError } from '../db/errors.ts';
-import { DEFAULT_DATABASE_URL, createDatabase, type DatabaseHandle } from '../db/index.ts';
+import { DEFAULT_DATABASE_URL, createDatabase, maskDatabaseUrl, parseDatabaseUrl, type Database, type DatabaseHandle } from '../db/index.ts';
 import { migrateToLatest, migrationStatus } from '../db/migrate.ts';
+import { BunSqliteDialect, SQLITE_MEMORY } from '../db/sqlite-dialect.ts';
 
 const USAGE = `Usage: bun run migrate [--status]
 
@@ -17,6 +25,7 @@ else database.url in the config file (SLUICE_CONFIG, else ./sluice.config.ts or
 ./sluice.config.json), else ${DEFAULT_DATABASE_URL}.
 
   --status   list the migrations and when each was applied; change nothing
+             (a SQLite file that is not there is reported, not created)
   --help     show this text`;
 
 async function main(args: readonly string[]): Promise<number> {
@@ -31,9 +40,15 @@ async function main(args: readonly string[]): Promise<number> {
   }
   const statusOnly = args.includes('--status');
 
-  let handle: DatabaseHandle;
+  let handle: OpenDatabase;
   try {
-    handle = await createDatabase(await loadDatabaseUrl());
+    const url = await loadDatabaseUrl();
+    const opened = statusOnly ? await openForStatus(url) : await createDatabase(url);
+    if (typeof opened === 'string') {
+      console.error(`migrate: ${opened}`);
+      return 1;
+    }
+    handle = opened;
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(`migrate: ${error.message}`);
@@ -58,7 +73,32 @@ async function main(args: readonly string[]): Promise<number> {
   }
 }
 
-async function migrate(handle: DatabaseHandle): Promise<void> {
+/** What a run needs of the database: `--status` makes do with a SQLite file opened as it is. */
+type OpenDatabase = Pick<DatabaseHandle, 'db' | 'url' | 'close'>;
+
+/**
+ * The database for `--status`, opened so that reading it changes nothing: a SQLite file as it
+ * is (createDatabase would make it and its folders, and set its journal mode). A SQLite file
+ * that is not there is the answer itself, as a message.
+ */
+async function openForStatus(url: string): Promise<OpenDatabase | string> {
+  const target = parseDatabaseUrl(url);
+  if (target.dialect !== 'sqlite' || target.filename === SQLITE_MEMORY) {
+    return createDatabase(url);
+  }
+  if (!existsSync(target.filename)) {
+    return `no SQLite database at ${target.filename}; nothing was created (check DATABASE_URL or database.url in the config file; bun run migrate creates it)`;
+  }
+  if (statSync(target.filename).isDirectory()) {
+    return `${target.filename} is a folder, not a SQLite database`;
+  }
+  // Not read-only: a read-only connection cannot remove the -wal and -shm files it makes beside a WAL database on closing.
+  const database = new SqliteDatabase(target.filename, { create: false, readwrite: true, strict: true });
+  const db = new Kysely<Database>({ dialect: new BunSqliteDialect({ database }) });
+  return { db, url: maskDatabaseUrl(url.trim()), close: () => db.destroy() };
+}
+
+async function migrate(handle: OpenDatabase): Promise<void> {
   const { applied } = await migrateToLatest(handle.db);
   for (const name of applied) {
     console.log(`applied ${name}`);
@@ -70,7 +110,7 @@ async function migrate(handle: DatabaseHandle): Promise<void> {
   console.log(`done: ${summary}`);
 }
 
-async function printStatus(handle: DatabaseHandle): Promise<void> {
+async function printStatus(handle: OpenDatabase): Promise<void> {
   const entries = await migrationStatus(handle.db);
   const width = Math.max(0, ...entries.map((entry) => entry.name.length));
   for (const entry of entries) {
