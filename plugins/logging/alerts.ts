@@ -320,7 +320,7 @@ export class AlertMonitor {
             subject: { type, id: row.id },
             threshold,
             period: label,
-            message: `The ${budget.period === 'total' ? 'total' : budget.period + 'ly'} budget of ${named} is ${pct >= 100 ? 'spent' : `${pct}% spent`} (${describeSpend(used, budget)}).${chain}`,
+            message: `The ${PERIOD_WORDS[budget.period]} budget of ${named} is ${pct >= 100 ? 'spent' : `${pct}% spent`} (${describeSpend(used, budget)}).${chain}`,
             details: {
               budget,
               spent: { tokens: used.tokens, usd: used.usd },
@@ -497,11 +497,29 @@ function parseBudget(text: string | null): Budget | null {
   }
 }
 
-function describeSpend(used: { tokens: number; usd: number }, budget: Budget): string {
+/** A budget's period as the adjective an alert's message uses. */
+const PERIOD_WORDS = { day: 'daily', week: 'weekly', month: 'monthly', total: 'total' } as const satisfies Record<Budget['period'], string>
+
+/** What was spent of a budget, in words: `"85 of 100 tokens, $0.0000085 of $0.00001"`. */
+export function describeSpend(used: { tokens: number; usd: number }, budget: Budget): string {
   const parts: string[] = []
   if (budget.tokens) parts.push(`${used.tokens} of ${budget.tokens} tokens`)
-  if (budget.usd) parts.push(`$${used.usd.toFixed(4)} of $${budget.usd}`)
+  if (budget.usd) parts.push(`${dollars(used.usd)} of ${dollars(budget.usd)}`)
   return parts.join(', ')
+}
+
+/**
+ * USD for a person: cents from a dollar up (`$12.30`); below it, written out to four
+ * significant digits with at least two decimals (`$0.50`, `$0.0042`, `$0.00001`), since budgets
+ * go down to a millionth of a dollar and a fixed number of decimals shows a small one as `$0.0000`.
+ */
+export function dollars(usd: number): string {
+  if (!Number.isFinite(usd)) return `$${usd}`
+  const size = Math.abs(usd)
+  if (size === 0 || size >= 1) return `$${usd.toFixed(2)}`
+  const decimals = Math.min(100, Math.max(2, 3 - Math.floor(Math.log10(size))))
+  // Zeros past the second decimal say nothing: 0.5000 is $0.50.
+  return `$${usd.toFixed(decimals).replace(/(\.\d\d\d*?)0+$/, '$1')}`
 }
 
 function hostOf(url: string): string {
