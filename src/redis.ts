@@ -76,3 +76,132 @@ function connect(url: string): RedisClient {
 
 /** Mask the passwords of a connection URL for logs (the data nodes', and a sentinel_password). */
 export const maskUrl = (url: string): string => url.replace(/(\/\/[^:/@]*:)[^@]*@/, '$1***@').replace(/([?&]sentinel_password=)[^&]*/, '$1***')
+
+/** What a readiness check found in Redis: everything that must answer did, or what did not and why. */
+export type RedisHealth = { ok: true } | { ok: false; detail: string }
+
+/** The slots of a Redis Cluster: 0 to 16383. */
+const CLUSTER_SLOTS = 16_384
+
+/**
+ * Whether Redis answers, within about `timeoutMs` in all. A single node, or the master Sentinel
+ * names, must answer PING. A PING through a Cluster client reaches one node, any node, while the
+ * quota's keys (their hash tag is an option) and everything else may live on another: there every
+ * master holding slots must answer, and every slot must have a master. `detail` names what did not
+ * answer (a cluster node with its slots) and why.
+ */
+export async function checkRedis(client: RedisClient, timeoutMs: number): Promise<RedisHealth> {
+  if (!(client instanceof Cluster)) {
+    const failure = await pingFailure(client, timeoutMs)
+    return failure === null ? { ok: true } : { ok: false, detail: `${nodeName(client)} ${failure}` }
+  }
+  const deadline = Date.now() + timeoutMs
+  // Half the time for the slot map, so a node that hangs on CLUSTER SLOTS leaves time for the PINGs.
+  const owners = await slotOwners(client, Math.round(timeoutMs / 2))
+  if (owners.size === 0) return { ok: false, detail: 'no node of the cluster answers, and no slot map is known' }
+  const problems: string[] = []
+  const uncovered = missingRanges([...owners.values()].flat())
+  if (uncovered.length > 0) problems.push(`cluster slots ${formatRanges(uncovered)} have no master`)
+  const pings = [...owners].map(async ([address, ranges]) => {
+    const failure = await pingClusterNode(client, address, Math.max(Math.round(deadline - Date.now()), 100))
+    return failure === null ? null : `cluster master ${address} (slots ${formatRanges(ranges)}) ${failure}`
+  })
+  for (const failure of await Promise.all(pings)) if (failure !== null) problems.push(failure)
+  return problems.length === 0 ? { ok: true } : { ok: false, detail: problems.join('; ') }
+}
+
+/** Null when `node` answers PING within `ms`, else how it failed. Never rejects, even after the time is up. */
+function pingFailure(node: Redis, ms: number): Promise<string | null> {
+  const { promise, resolve } = Promise.withResolvers<string | null>()
+  const timer = setTimeout(() => resolve(`did not answer within ${ms} ms`), ms)
+  node.ping().then(
+    (reply) => resolve(reply === 'PONG' ? null : `answered ${JSON.stringify(reply)} to PING`),
+    // ioredis gives up on a command after its retries with a message about the option, not the node.
+    (error: unknown) => resolve(`does not answer (${error instanceof Error && error.name !== 'MaxRetriesPerRequestError' ? error.message : `connection ${node.status}`})`),
+  )
+  return promise.finally(() => clearTimeout(timer))
+}
+
+/** How a detail names a single node or Sentinel's master. */
+function nodeName(client: Redis): string {
+  const { sentinels, name, host, port } = client.options
+  return sentinels?.length ? `the master "${name}" that Sentinel names` : `${host}:${port}`
+}
+
+/**
+ * The masters of the cluster and the slot ranges each holds: from CLUSTER SLOTS asked now, since
+ * the client's own map is refreshed only on a redirection; from that map when no node answers.
+ */
+async function slotOwners(cluster: Cluster, ms: number): Promise<Map<string, [number, number][]>> {
+  const owners = new Map<string, [number, number][]>()
+  const add = (address: string, from: number, to: number) => {
+    const ranges = owners.get(address)
+    if (ranges) ranges.push([from, to])
+    else owners.set(address, [[from, to]])
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const answer = await Promise.race([
+    cluster.cluster('SLOTS').catch(() => null),
+    new Promise<null>((resolve) => (timer = setTimeout(resolve, ms, null))),
+  ]).finally(() => clearTimeout(timer))
+  if (answer !== null) {
+    for (const [from, to, master] of answer) if (master) add(natMapped(cluster, `${master[0]}:${master[1]}`), from, to)
+    return owners
+  }
+  // The client's map: one entry per slot, its master first (addresses already NAT-mapped).
+  let start = 0
+  for (let slot = 1; slot <= CLUSTER_SLOTS; slot++) {
+    const owner = cluster.slots[start]?.[0]
+    if (slot < CLUSTER_SLOTS && cluster.slots[slot]?.[0] === owner) continue
+    if (owner !== undefined) add(owner, start, slot - 1)
+    start = slot
+  }
+  return owners
+}
+
+/** The address the client connects to for a node the cluster announces as `address` (its `natMap`). */
+function natMapped(cluster: Cluster, address: string): string {
+  const natMap = cluster.options.natMap
+  const mapped = typeof natMap === 'function' ? natMap(address) : natMap?.[address]
+  return mapped ? `${mapped.host}:${mapped.port}` : address
+}
+
+/**
+ * PING one cluster node: through the client's own connection to it when it has one (the one the
+ * gateway's commands use), else through a connection opened for this check and closed after it
+ * (the client drops its connection to a node that went away, until its next slot refresh).
+ */
+async function pingClusterNode(cluster: Cluster, address: string, ms: number): Promise<string | null> {
+  const pooled = cluster.nodes('all').find((node) => `${node.options.host}:${node.options.port}` === address)
+  if (pooled) return await pingFailure(pooled, ms)
+  const colon = address.lastIndexOf(':')
+  const node = new Redis({
+    ...cluster.options.redisOptions,
+    host: address.slice(0, colon),
+    port: Number(address.slice(colon + 1)),
+    lazyConnect: true,
+    connectTimeout: ms,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  })
+  node.on('error', () => {})
+  try {
+    return await pingFailure(node, ms)
+  } finally {
+    node.disconnect()
+  }
+}
+
+/** The slot ranges of 0-16383 that none of `ranges` covers. */
+function missingRanges(ranges: [number, number][]): [number, number][] {
+  const missing: [number, number][] = []
+  let next = 0
+  for (const [from, to] of ranges.toSorted((a, b) => a[0] - b[0])) {
+    if (from > next) missing.push([next, from - 1])
+    next = Math.max(next, to + 1)
+  }
+  if (next < CLUSTER_SLOTS) missing.push([next, CLUSTER_SLOTS - 1])
+  return missing
+}
+
+const formatRanges = (ranges: [number, number][]): string => ranges.map(([from, to]) => (from === to ? `${from}` : `${from}-${to}`)).join(',')

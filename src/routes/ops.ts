@@ -2,6 +2,10 @@ import { Elysia, t } from 'elysia'
 import type { Services } from '../services.ts'
 import { GatewayError } from '../errors.ts'
 import { METRICS_CONTENT_TYPE } from '../metrics.ts'
+import { checkRedis } from '../redis.ts'
+
+/** How long /ready waits for Redis, every node of a cluster included. */
+const REDIS_TIMEOUT_MS = 1000
 
 /** Liveness, readiness and metrics. No plugin hook runs here. */
 export function opsRoutes({ services }: { services: Services }) {
@@ -13,20 +17,25 @@ export function opsRoutes({ services }: { services: Services }) {
     .get(
       '/ready',
       async ({ set }) => {
-        const [database, redis] = await Promise.all([
+        const [database, redisHealth] = await Promise.all([
           services.db.ping().then((ok) => (ok ? 'ok' : 'unreachable')),
-          services.redis ? pingRedis(services).then((ok) => (ok ? 'ok' : 'unreachable')) : Promise.resolve('not configured'),
+          services.redis ? checkRedis(services.redis, REDIS_TIMEOUT_MS) : null,
         ])
-        const ready = database === 'ok' && redis !== 'unreachable'
-        if (ready) return { status: 'ready' as const, checks: { database, redis } }
+        const redis = redisHealth === null ? 'not configured' : redisHealth.ok ? 'ok' : 'unreachable'
+        if (database === 'ok' && redis !== 'unreachable') return { status: 'ready' as const, checks: { database, redis } }
         // Not ready is an error like any other: the envelope, plus the checks for a probe or a person.
-        const down = [database !== 'ok' && 'the database', redis === 'unreachable' && 'Redis'].filter(Boolean).join(' and ')
-        const error = new GatewayError('not_ready', `Not ready: ${down} ${down.includes(' and ') ? 'do' : 'does'} not answer.`)
+        const details = redisHealth?.ok === false ? { redis: redisHealth.detail } : {}
+        const down = [database !== 'ok' && 'the database does not answer', details.redis && `Redis: ${details.redis}`].filter(Boolean).join('; ')
+        const error = new GatewayError('not_ready', `Not ready: ${down}.`)
         set.status = 503
-        return { ...error.toJSON(), status: 'not_ready' as const, checks: { database, redis } }
+        return { ...error.toJSON(), status: 'not_ready' as const, checks: { database, redis }, details }
       },
       {
-        detail: { tags: ['Operations'], summary: 'Readiness: the database and Redis (when configured) answer; 503 otherwise' },
+        detail: {
+          tags: ['Operations'],
+          summary: 'Readiness: the database and Redis (when configured; in a Cluster, every master) answer; 503 otherwise',
+          description: `Redis is given ${REDIS_TIMEOUT_MS} ms in all. A 503 lists the checks, and under details.redis what did not answer (in a Cluster, which master, with its slots).`,
+        },
       },
     )
     .get('/metrics', () => new Response(services.metrics.render(), { headers: { 'content-type': METRICS_CONTENT_TYPE } }), {
@@ -38,13 +47,4 @@ export function opsRoutes({ services }: { services: Services }) {
         responses: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } },
       },
     })
-}
-
-async function pingRedis(services: Services): Promise<boolean> {
-  try {
-    const reply = await Promise.race([services.redis!.ping(), Bun.sleep(1000).then(() => 'timeout')])
-    return reply === 'PONG'
-  } catch {
-    return false
-  }
 }
