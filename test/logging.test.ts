@@ -531,6 +531,9 @@ function analyticsFixture(): RequestLogInsert[] {
   }
   // A refusal before any key was known: groups as null.
   rows.push(logRow('req_fx_anon', '2026-03-02T23:59:59.999Z', { status: 401, error_code: 'missing_api_key', provider: null, provider_key_id: null }))
+  // Two requests their clients abandoned, before the answer (499) and mid-stream (200): no errors.
+  rows.push(logRow('req_fx_left_json', '2026-03-01T09:00:00.000Z', { key_id: 'key_a', user_id: 'usr_1', team_id: 'team_x', status: 499, error_code: 'client_closed' }))
+  rows.push(logRow('req_fx_left_stream', '2026-03-03T09:00:00.000Z', { key_id: 'key_b', user_id: 'usr_1', team_id: 'team_y', status: 200, error_code: 'client_closed', streamed: 1, prompt_tokens: 7, completion_tokens: 2, total_tokens: 9, cost_usd: 0.009 }))
   return rows
 }
 
@@ -540,7 +543,7 @@ function expectedGroups(rows: RequestLogInsert[], group: (r: RequestLogInsert) =
     const g = group(r)
     const e = out.get(g) ?? { group: g, requests: 0, errors: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost_usd: 0 }
     e.requests++
-    if (r.status >= 400) e.errors++
+    if (r.status >= 400 && r.error_code !== 'client_closed') e.errors++
     e.prompt_tokens += r.prompt_tokens ?? 0
     e.completion_tokens += r.completion_tokens ?? 0
     e.total_tokens += r.total_tokens ?? 0

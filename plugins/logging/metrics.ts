@@ -1,5 +1,6 @@
 import { LATENCY_BUCKETS, STATUS_LABELS, type CounterSeries, type HistogramSeries, type MetricsRegistry } from '../../src/metrics.ts'
 import type { GatewayRequest, Outcome } from '../../src/plugin.ts'
+import { outcomeCode } from './row.ts'
 import type { BatchWriter } from './writer.ts'
 
 /** The label value where a request has no model group, provider or code. */
@@ -36,7 +37,7 @@ export class RequestMetrics {
   constructor(registry: MetricsRegistry, writer: () => BatchWriter<unknown> | undefined) {
     this.requests = registry.counter({
       name: 'sluice_requests_total',
-      help: 'Requests through the pipeline by endpoint, status, error code, model group and provider.',
+      help: 'Requests through the pipeline by endpoint, status, error code (client_closed: the client left before the end; none: no error), model group and provider.',
       labelNames: ['endpoint', 'status', 'code', 'model', 'provider'],
       maxSeries: 5000,
     })
@@ -108,8 +109,10 @@ export class RequestMetrics {
   /** Everything one finished request adds. */
   record(req: GatewayRequest, outcome: Outcome): void {
     const model = req.group?.name ?? NONE
-    const code = outcome.errorCode ?? NONE
+    // The code the request's log row carries (client_closed for an abandoned one), so the two agree.
+    const code = outcomeCode(outcome) ?? NONE
     this.requests.labels(req.endpoint, STATUS_LABELS[outcome.status] ?? String(outcome.status), code, model, req.target?.provider.id ?? NONE).inc()
+    // Refusals and failures only: a client that left was refused nothing.
     if (outcome.errorCode !== null) {
       let rejected = this.perCode.get(code)
       if (!rejected) this.perCode.set(code, (rejected = this.rejections.labels(code)))

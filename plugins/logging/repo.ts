@@ -1,5 +1,6 @@
 import { sql, type Expression, type Kysely, type Transaction } from 'kysely'
 import type { Database, RequestLogRow } from '../../src/db/schema.ts'
+import { CLIENT_CLOSED } from './row.ts'
 
 /** A database or a transaction: repositories take either. */
 export type Db = Kysely<Database> | Transaction<Database>
@@ -87,7 +88,9 @@ export async function usageBy(db: Db, by: Grouping, filter: LogFilter, limit: nu
     .select([
       sql<string | null>`${group}`.as('group'),
       (eb) => eb.fn.countAll<number>().as('requests'),
-      sql<number>`sum(case when ${sql.ref('status')} >= 400 then 1 else 0 end)`.as('errors'),
+      // A request the client abandoned is no error, whether it left before the answer (499) or
+      // during a stream (200): both carry client_closed, which only an abandonment does.
+      sql<number>`sum(case when ${sql.ref('status')} >= 400 and (${sql.ref('error_code')} is null or ${sql.ref('error_code')} <> ${CLIENT_CLOSED}) then 1 else 0 end)`.as('errors'),
       (eb) => eb.fn.sum<number>('prompt_tokens').as('prompt_tokens'),
       (eb) => eb.fn.sum<number>('completion_tokens').as('completion_tokens'),
       (eb) => eb.fn.sum<number>('total_tokens').as('total_tokens'),

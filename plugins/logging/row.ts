@@ -6,6 +6,16 @@ import { redactBody } from './redact.ts'
 /** The `error_code` of a request the client abandoned before its end (no gateway error code applies). */
 export const CLIENT_CLOSED = 'client_closed'
 
+/**
+ * The code a finished request is recorded under, in its row, its log line and the metrics
+ * alike: the gateway's error code when it refused or failed the request (an upstream timeout
+ * stays one even if the client left too), `client_closed` when the client abandoned it (a 499
+ * before the answer, or a stream cut short at 200), null when it ended well.
+ */
+export function outcomeCode(outcome: Outcome): string | null {
+  return outcome.errorCode ?? (outcome.aborted ? CLIENT_CLOSED : null)
+}
+
 const MAX_MODEL = 256
 const MAX_USER_AGENT = 512
 /** Longest `X-Forwarded-For` entry looked at (an IPv6 address with a zone fits). */
@@ -110,7 +120,7 @@ export function toRow(req: GatewayRequest, outcome: Outcome, arrivedAt: number, 
     upstream_model: textOrNull(target?.model),
     provider_key_id: textOrNull(target?.key.id),
     status: outcome.status,
-    error_code: outcome.errorCode ?? (outcome.aborted ? CLIENT_CLOSED : null),
+    error_code: outcomeCode(outcome),
     prompt_tokens: usage ? count(usage.promptTokens) : 0,
     completion_tokens: usage ? count(usage.completionTokens) : 0,
     cached_tokens: usage ? count(usage.cachedTokens) : 0,
