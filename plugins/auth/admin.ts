@@ -337,25 +337,48 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         const row = await key(params.id)
         checkMetadata(body.metadata)
         const expiresAt = body.expires_at === undefined ? undefined : parseTime(body.expires_at, 'expires_at')
-        await db
-          .updateTable('api_keys')
-          .set({
-            ...(body.name !== undefined && { name: body.name }),
-            ...(expiresAt !== undefined && { expires_at: expiresAt === null ? null : iso(expiresAt) }),
-            ...(body.models !== undefined && { models: toJson(body.models) }),
-            ...(body.scopes !== undefined && { scopes: toJson(body.scopes) }),
-            ...(body.limits !== undefined && { limits: toJson(body.limits) }),
-            ...(body.budget !== undefined && { budget: toJson(body.budget) }),
-            ...(body.metadata !== undefined && { metadata: toJson(body.metadata) }),
-            updated_at: iso(now()),
-          })
-          .where('id', '=', row.id)
-          .execute()
+        const at = iso(now())
+        const shared = {
+          ...(body.limits !== undefined && { limits: toJson(body.limits) }),
+          ...(body.budget !== undefined && { budget: toJson(body.budget) }),
+        }
+        const chain = await db.transaction().execute(async (tx) => {
+          await tx
+            .updateTable('api_keys')
+            .set({
+              ...(body.name !== undefined && { name: body.name }),
+              ...(expiresAt !== undefined && { expires_at: expiresAt === null ? null : iso(expiresAt) }),
+              ...(body.models !== undefined && { models: toJson(body.models) }),
+              ...(body.scopes !== undefined && { scopes: toJson(body.scopes) }),
+              ...shared,
+              ...(body.metadata !== undefined && { metadata: toJson(body.metadata) }),
+              updated_at: at,
+            })
+            .where('id', '=', row.id)
+            .execute()
+          // The keys of a rotation chain share one set of counters, so they enforce one set of limits
+          // and budget: a change to them reaches every key of the chain still served, or a client
+          // holding the old key would keep the old limits for the whole grace period.
+          if (Object.keys(shared).length === 0 || !served(row, at)) return []
+          const others = await servedChain(tx, row, at)
+          if (others.length > 0) await tx.updateTable('api_keys').set({ ...shared, updated_at: at }).where('id', 'in', others.map((k) => k.id)).execute()
+          return others
+        })
         await invalidate(row.hash)
-        await audit(db, { actor: adminActor(request), action: 'key.update', targetType: 'key', targetId: row.id, details: { fields: Object.keys(body) } })
+        for (const other of chain) await invalidate(other.hash)
+        const details = { fields: Object.keys(body), ...(chain.length > 0 && { also_applied_to: chain.map((k) => k.id) }) }
+        await audit(db, { actor: adminActor(request), action: 'key.update', targetType: 'key', targetId: row.id, details })
         return keyView(await key(row.id), now())
       },
-      { body: S.PatchKey, detail: { tags, summary: 'Change a key: name, expiry, models, scopes, limits, budget' } },
+      {
+        body: S.PatchKey,
+        detail: {
+          tags,
+          summary: 'Change a key: name, expiry, models, scopes, limits, budget',
+          description:
+            'The keys of a rotation chain (one lineage_id) share their rate limits, max_parallel slots and budget counters, so they share the limits and budget too: a change to limits or budget of a key still served applies to every other key of its chain still served (the new key and an old one in its grace period), whichever of them is named.',
+        },
+      },
     )
     .post(
       '/keys/:id/revoke',
@@ -428,6 +451,22 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         },
       },
     )
+}
+
+/** Whether a key may still be served: not revoked, and not rotated out past its grace period (`at` is now, ISO). */
+const served = (row: Pick<KeyRow, 'status' | 'grace_until'>, at: string): boolean => row.status === 'active' && (row.grace_until === null || row.grace_until > at)
+
+/** The other keys of `row`'s rotation chain (its lineage) that may still be served. */
+async function servedChain(db: Db, row: KeyRow, at: string): Promise<Pick<KeyRow, 'id' | 'hash'>[]> {
+  const lineage = row.lineage_id ?? row.id
+  return await db
+    .selectFrom('api_keys')
+    .select(['id', 'hash'])
+    .where((eb) => eb.or([eb('id', '=', lineage), eb('lineage_id', '=', lineage)]))
+    .where('id', '!=', row.id)
+    .where('status', '=', 'active')
+    .where((eb) => eb.or([eb('grace_until', 'is', null), eb('grace_until', '>', at)]))
+    .execute()
 }
 
 /**
