@@ -3,6 +3,7 @@ import { Elysia } from 'elysia'
 import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import type { Selectable, SelectQueryBuilder } from 'kysely'
 import { GatewayError } from '../../src/errors.ts'
+import { withoutNulls, type BudgetInput, type LimitsInput } from '../../src/limits.ts'
 import { isUniqueViolation } from '../../src/db/index.ts'
 import type { ApiKeysTable, TeamsTable, UsersTable } from '../../src/db/schema.ts'
 import { holderMayUse } from '../../src/db/key-holders.ts'
@@ -25,6 +26,9 @@ export interface AdminDeps {
 }
 
 const MAX_METADATA = 16 * 1024
+
+/** Limits or a budget as their column holds them: JSON without the fields sent as null ("not set"), or null. */
+const limitsText = (value: LimitsInput | BudgetInput | null | undefined): string | null => toJson(value && withoutNulls(value))
 const tags = ['Admin: users, teams, keys']
 
 /**
@@ -77,7 +81,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           () =>
             db
               .insertInto('users')
-              .values({ id, email: body.email ?? null, name: body.name ?? null, disabled_at: null, deleted_at: null, limits: toJson(body.limits), budget: toJson(body.budget), metadata: toJson(body.metadata), created_at: at, updated_at: at })
+              .values({ id, email: body.email ?? null, name: body.name ?? null, disabled_at: null, deleted_at: null, limits: limitsText(body.limits), budget: limitsText(body.budget), metadata: toJson(body.metadata), created_at: at, updated_at: at })
               .execute(),
           () => userConflict(id, body.email),
         )
@@ -107,8 +111,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
                 ...(body.email !== undefined && { email: body.email }),
                 ...(body.name !== undefined && { name: body.name }),
                 ...(body.disabled !== undefined && { disabled_at: body.disabled ? (row.disabled_at ?? at) : null }),
-                ...(body.limits !== undefined && { limits: toJson(body.limits) }),
-                ...(body.budget !== undefined && { budget: toJson(body.budget) }),
+                ...(body.limits !== undefined && { limits: limitsText(body.limits) }),
+                ...(body.budget !== undefined && { budget: limitsText(body.budget) }),
                 ...(body.metadata !== undefined && { metadata: toJson(body.metadata) }),
                 updated_at: at,
               })
@@ -145,7 +149,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           () =>
             db
               .insertInto('teams')
-              .values({ id, name: body.name, limits: toJson(body.limits), budget: toJson(body.budget), metadata: toJson(body.metadata), deleted_at: null, created_at: at, updated_at: at })
+              .values({ id, name: body.name, limits: limitsText(body.limits), budget: limitsText(body.budget), metadata: toJson(body.metadata), deleted_at: null, created_at: at, updated_at: at })
               .execute(),
           async () => {
             const taken = await db.selectFrom('teams').select('deleted_at').where('id', '=', id).executeTakeFirst()
@@ -174,8 +178,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           .updateTable('teams')
           .set({
             ...(body.name !== undefined && { name: body.name }),
-            ...(body.limits !== undefined && { limits: toJson(body.limits) }),
-            ...(body.budget !== undefined && { budget: toJson(body.budget) }),
+            ...(body.limits !== undefined && { limits: limitsText(body.limits) }),
+            ...(body.budget !== undefined && { budget: limitsText(body.budget) }),
             ...(body.metadata !== undefined && { metadata: toJson(body.metadata) }),
             updated_at: iso(now()),
           })
@@ -257,7 +261,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           .values({
             id, hash: minted.hash, start: minted.start, end: minted.end, environment: body.environment ?? environment, user_id: ownerId,
             team_id: teamId, name: body.name ?? null, models: toJson(body.models), scopes: toJson(body.scopes),
-            limits: toJson(body.limits), budget: toJson(body.budget), status: 'active', expires_at: expiresAt === null ? null : iso(expiresAt),
+            limits: limitsText(body.limits), budget: limitsText(body.budget), status: 'active', expires_at: expiresAt === null ? null : iso(expiresAt),
             created_at: at, updated_at: at, last_used_at: null, revoked_at: null, revoked_reason: null, rotated_from: null,
             rotated_to: null, grace_until: null, metadata: toJson(body.metadata), lineage_id: null,
           })
@@ -339,8 +343,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         const expiresAt = body.expires_at === undefined ? undefined : parseTime(body.expires_at, 'expires_at')
         const at = iso(now())
         const shared = {
-          ...(body.limits !== undefined && { limits: toJson(body.limits) }),
-          ...(body.budget !== undefined && { budget: toJson(body.budget) }),
+          ...(body.limits !== undefined && { limits: limitsText(body.limits) }),
+          ...(body.budget !== undefined && { budget: limitsText(body.budget) }),
         }
         const chain = await db.transaction().execute(async (tx) => {
           await tx

@@ -1,6 +1,6 @@
 import { CloneType, Type, type TSchema } from '@sinclair/typebox'
 import { t } from 'elysia'
-import { BudgetSchema, LimitsSchema } from '../../src/limits.ts'
+import { BudgetInputSchema, BudgetSchema, LimitsInputSchema, LimitsSchema } from '../../src/limits.ts'
 import { SCOPES } from './verify.ts'
 
 const Nullable = <T extends Parameters<typeof t.Union>[0][number]>(s: T) => t.Union([s, t.Null()])
@@ -20,8 +20,12 @@ const Time = t.String({ description: 'RFC 3339 time', maxLength: 40 })
 const ModelNames = t.Array(t.String({ minLength: 1, maxLength: 256 }), { maxItems: 1000, description: 'Models the key may use; null or absent: all' })
 const Scopes = t.Array(t.Union(SCOPES.map((s) => t.Literal(s))), { maxItems: SCOPES.length, description: `Scopes: ${SCOPES.join(', ')}; null or absent: all` })
 
+/** Limits and budget as the admin API shows them. */
 export const Limits = LimitsSchema
 export const Budget = BudgetSchema
+/** As bodies send them: a field may be null, "not set"; the routes drop such fields before storing (withoutNulls). */
+export const LimitsInput = LimitsInputSchema
+export const BudgetInput = BudgetInputSchema
 /**
  * `schema` with another description. A description on a wrapper does not reach the document:
  * the OpenAPI plugin folds a nullable union into its member, whose own description wins.
@@ -30,14 +34,24 @@ const redescribe = <T extends TSchema>(schema: T, description: string): T => ({ 
 // A PATCH writes limits and budget whole, as it writes every other field: what it leaves out of
 // the object is gone afterwards. Said in the documentation, since a merge is what many expect.
 const PatchLimits = t.Optional(
-  Nullable(redescribe(Limits, 'Replaces the whole limits object, it is not merged: a limit left out is removed ({"limits": {"rpm": 7}} drops a tpm set before); null removes them all')),
+  Nullable(
+    redescribe(
+      LimitsInput,
+      'Replaces the whole limits object, it is not merged: a limit left out or null is removed ({"limits": {"rpm": 7}} and {"limits": {"rpm": 7, "tpm": null}} drop a tpm set before); null removes them all',
+    ),
+  ),
 )
 const PatchBudget = t.Optional(
-  Nullable(redescribe(Budget, 'Replaces the whole budget, it is not merged: a field left out is removed ({"budget": {"usd": 5, "period": "month"}} drops a tokens budget set before); null removes it')),
+  Nullable(
+    redescribe(
+      BudgetInput,
+      'Replaces the whole budget, it is not merged: a field left out or null is removed ({"budget": {"usd": 5, "period": "month"}} and {"budget": {"usd": 5, "tokens": null, "period": "month"}} drop a tokens budget set before); null removes it',
+    ),
+  ),
 )
 
 export const CreateUser = t.Object(
-  { id: t.Optional(NewUserId), email: t.Optional(Email), name: t.Optional(Name), limits: t.Optional(Limits), budget: t.Optional(Budget), metadata: t.Optional(Metadata) },
+  { id: t.Optional(NewUserId), email: t.Optional(Email), name: t.Optional(Name), limits: t.Optional(LimitsInput), budget: t.Optional(BudgetInput), metadata: t.Optional(Metadata) },
   { additionalProperties: false },
 )
 export const PatchUser = t.Object(
@@ -52,7 +66,7 @@ export const PatchUser = t.Object(
   { additionalProperties: false },
 )
 export const CreateTeam = t.Object(
-  { id: t.Optional(NewTeamId), name: Name, limits: t.Optional(Limits), budget: t.Optional(Budget), metadata: t.Optional(Metadata) },
+  { id: t.Optional(NewTeamId), name: Name, limits: t.Optional(LimitsInput), budget: t.Optional(BudgetInput), metadata: t.Optional(Metadata) },
   { additionalProperties: false },
 )
 export const PatchTeam = t.Object(
@@ -70,8 +84,8 @@ export const CreateKey = t.Object(
     expires_at: t.Optional(Nullable(Time)),
     models: t.Optional(Nullable(ModelNames)),
     scopes: t.Optional(Nullable(Scopes)),
-    limits: t.Optional(Nullable(Limits)),
-    budget: t.Optional(Nullable(Budget)),
+    limits: t.Optional(Nullable(LimitsInput)),
+    budget: t.Optional(Nullable(BudgetInput)),
     metadata: t.Optional(Metadata),
   },
   { additionalProperties: false },
