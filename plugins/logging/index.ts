@@ -43,7 +43,7 @@ const Options = Type.Object(
     retry_base_ms: Type.Integer({ minimum: 1, default: 100 }),
     /** Longest wait between retries of a failed write. @default 2000 */
     retry_max_ms: Type.Integer({ minimum: 1, default: 2000 }),
-    /** A write that takes longer has failed (and is retried; writes are idempotent). @default 10000 */
+    /** A write that takes longer has failed (and is retried; writes are idempotent). On Postgres the database stops it then and rolls it back, so it never lands later. @default 10000 */
     write_timeout_ms: Type.Integer({ minimum: 10, default: 10_000 }),
     /** Write from a separate thread with its own connection (SQLite files and Postgres; in-memory SQLite always writes inline). @default true */
     writer_thread: Type.Boolean({ default: true }),
@@ -92,7 +92,7 @@ export const logging = definePlugin({
     let lastDropWarn = 0
     let closing = false
     const metrics = new RequestMetrics(services.metrics, () => writer as BatchWriter<unknown>)
-    const sink = requestLogSink(db, { maxRowsPerStatement: options.batch_size, databaseUrl: config.databaseUrl, thread: options.writer_thread })
+    const sink = requestLogSink(db, { maxRowsPerStatement: options.batch_size, databaseUrl: config.databaseUrl, thread: options.writer_thread, writeTimeoutMs: options.write_timeout_ms })
     const writer: BatchWriter<RequestLogInsert> = new BatchWriter(
       sink.write,
       {

@@ -6,13 +6,15 @@
  *
  * Protocol (structured-clone messages):
  *   main → worker  { type: 'init', target }                 → { id: 0, ok, error? }
- *   main → worker  { type: 'write', id, statements }         → { id, ok, error? }
- *                  (statements: WorkerStatement[] as JSON text)
+ *   main → worker  { type: 'write', id, statements, deadline } → { id, ok, error? }
+ *                  (statements: WorkerStatement[] as JSON text; on Postgres, one transaction
+ *                  the server stops at deadline, epoch ms: the reply is the write's real outcome)
  *   main → worker  { type: 'close', id }                     → { id, ok }
  */
 import { SQL } from 'bun'
 import type { Statement } from 'bun:sqlite'
 import { openSqliteDatabase } from '../../src/db/sqlite-dialect.ts'
+import { LIMIT_STATEMENT, timeLeft } from './write-limit.ts'
 
 declare const self: Worker
 
@@ -28,7 +30,7 @@ export interface WorkerStatement {
 
 export type WorkerMessage =
   | { type: 'init'; target: WorkerTarget }
-  | { type: 'write'; id: number; statements: string }
+  | { type: 'write'; id: number; statements: string; deadline: number }
   | { type: 'close'; id: number }
 
 export interface WorkerReply {
@@ -38,7 +40,7 @@ export interface WorkerReply {
 }
 
 interface Writer {
-  write(statements: WorkerStatement[]): Promise<void> | void
+  write(statements: WorkerStatement[], deadline: number): Promise<void> | void
   close(): Promise<void> | void
 }
 
@@ -69,8 +71,15 @@ function sqliteWriter(target: Extract<WorkerTarget, { dialect: 'sqlite' }>): Wri
 function postgresWriter(target: Extract<WorkerTarget, { dialect: 'postgres' }>): Writer {
   const sql = new SQL(target.url, { max: 1, ...(target.searchPath === null ? {} : { connection: { search_path: target.searchPath } }) })
   return {
-    async write(list) {
-      for (const s of list) await sql.unsafe(s.sql, s.params)
+    // One transaction, each statement limited to the write's time left (plugins/logging/write-limit.ts):
+    // a write the main thread stopped waiting for is stopped by the server too, and rolled back.
+    async write(list, deadline) {
+      await sql.begin(async (tx) => {
+        for (const s of list) {
+          await tx.unsafe(LIMIT_STATEMENT, [timeLeft(deadline)])
+          await tx.unsafe(s.sql, s.params)
+        }
+      })
     },
     close: () => sql.close({ timeout: 1 }),
   }
@@ -98,7 +107,7 @@ self.onmessage = async (event: MessageEvent<WorkerMessage>) => {
     case 'write':
       try {
         if (!writer) throw new Error('the request-log writer thread has no database')
-        await writer.write(JSON.parse(message.statements) as WorkerStatement[])
+        await writer.write(JSON.parse(message.statements) as WorkerStatement[], message.deadline)
         reply({ id: message.id, ok: true })
       } catch (error) {
         reply({ id: message.id, ok: false, error: describe(error) })

@@ -1,9 +1,10 @@
-import { sql, type CompiledQuery, type Kysely } from 'kysely'
+import { CompiledQuery, sql, type Kysely } from 'kysely'
 import { maskDatabaseUrl, parseDatabaseUrl, type Database, type DatabaseHandle } from '../../src/db/index.ts'
 import { SQLITE_MEMORY } from '../../src/db/sqlite-dialect.ts'
 import { chunkSizes, compileOnce, withParameters } from '../../src/db/statements.ts'
 import type { RequestLogInsert } from '../../src/db/schema.ts'
 import type { WorkerMessage, WorkerReply, WorkerStatement, WorkerTarget } from './sink-worker.ts'
+import { ANSWER_GRACE_MS, LIMIT_STATEMENT, timeLeft } from './write-limit.ts'
 import type { BatchSink } from './writer.ts'
 
 /** Every column of `request_logs`, in the order of the compiled INSERT's parameters. */
@@ -60,6 +61,46 @@ async function insertRows(db: Kysely<Database>, statements: InsertStatements, ro
   }
 }
 
+/**
+ * The INSERTs of a batch on Postgres, in one transaction the server stops at `deadline` (epoch ms)
+ * (plugins/logging/write-limit.ts). No abort signal: Kysely would give up on a statement at
+ * once and leave it running, to commit whenever it could; this settles when the database says
+ * how the write ended.
+ */
+async function insertRowsWithin(db: Kysely<Database>, statements: InsertStatements, rows: RequestLogInsert[], max: number, deadline: number): Promise<void> {
+  await db.transaction().execute(async (tx) => {
+    let offset = 0
+    for (const size of chunkSizes(rows.length, max)) {
+      await tx.executeQuery(CompiledQuery.raw(LIMIT_STATEMENT, [timeLeft(deadline)]))
+      await tx.executeQuery(statements.query(rows, offset, size))
+      offset += size
+    }
+  })
+}
+
+/**
+ * `write`, still settled by the database's answer after `signal` aborts, as long as one comes
+ * within `graceMs` more; past that the connection is taken for dead and the write fails
+ * (`onGiveUp` may end the connection: a transaction whose client is gone does not commit).
+ */
+function answeredWithin(write: Promise<void>, signal: AbortSignal, graceMs: number, onGiveUp?: () => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const giveUp = () => {
+      timer = setTimeout(() => {
+        onGiveUp?.()
+        reject(new Error(`the database did not answer a request-log write within ${graceMs} ms after write_timeout_ms; the connection is taken for dead`))
+      }, graceMs)
+    }
+    if (signal.aborted) giveUp()
+    else signal.addEventListener('abort', giveUp, { once: true })
+    write.then(resolve, reject).finally(() => {
+      signal.removeEventListener('abort', giveUp)
+      if (timer !== undefined) clearTimeout(timer)
+    })
+  })
+}
+
 /** Bun's Worker can be left out of what keeps the process alive (missing from the DOM typings). */
 type RefCounted = Worker & { ref(): void; unref(): void }
 
@@ -80,6 +121,10 @@ export interface SinkOptions {
   thread?: boolean
   /** How long a SQLite write waits for another writer's lock before it fails (and is retried). @default 50 (100 in the thread) */
   busyMs?: number
+  /** Postgres stops a write (and rolls it back) after this long: the writer's write_timeout_ms. @default 10000 */
+  writeTimeoutMs?: number
+  /** After a write's signal aborts, how long its answer may still take before the connection is given up. @default ANSWER_GRACE_MS */
+  answerGraceMs?: number
 }
 
 /**
@@ -95,7 +140,14 @@ export interface SinkOptions {
  */
 export function requestLogSink(handle: DatabaseHandle, options: SinkOptions): RequestLogSink {
   const target = options.thread === false ? null : threadTarget(handle, options.databaseUrl, options.busyMs ?? 100)
-  return target === null ? inlineSink(handle, options.maxRowsPerStatement, options.busyMs ?? 50) : threadSink(handle, target, options.maxRowsPerStatement)
+  const limits = { timeoutMs: options.writeTimeoutMs ?? 10_000, graceMs: options.answerGraceMs ?? ANSWER_GRACE_MS }
+  return target === null ? inlineSink(handle, options.maxRowsPerStatement, options.busyMs ?? 50, limits) : threadSink(handle, target, options.maxRowsPerStatement, limits)
+}
+
+/** A write's time on Postgres, and how much longer its answer is waited for once that has passed. */
+interface WriteLimits {
+  timeoutMs: number
+  graceMs: number
 }
 
 function threadTarget(handle: DatabaseHandle, databaseUrl: string | null, busyMs: number): WorkerTarget | null {
@@ -108,9 +160,12 @@ function threadTarget(handle: DatabaseHandle, databaseUrl: string | null, busyMs
 
 /**
  * Batches written by a worker thread. A thread that dies (or never starts) fails the writes in
- * flight, which the writer retries; the next write starts a new thread.
+ * flight, which the writer retries; the next write starts a new thread. A write is answered by
+ * the thread with its real outcome, also after its signal aborted: the thread's database stops
+ * it at the same time (Postgres) or it ends within the busy timeout (SQLite); a thread that
+ * still does not answer within the grace is ended, and its connection with it.
  */
-function threadSink(handle: DatabaseHandle, target: WorkerTarget, max: number): RequestLogSink {
+function threadSink(handle: DatabaseHandle, target: WorkerTarget, max: number, limits: WriteLimits): RequestLogSink {
   const statements = new InsertStatements(handle.db)
   let worker: Worker | undefined
   let ready: Promise<void> | undefined
@@ -165,25 +220,9 @@ function threadSink(handle: DatabaseHandle, target: WorkerTarget, max: number): 
     })
     return ready
   }
-  const call = (message: WorkerMessage & { id: number }, signal?: AbortSignal): Promise<void> =>
+  const call = (message: WorkerMessage & { id: number }): Promise<void> =>
     new Promise<void>((resolve, reject) => {
-      if (signal?.aborted) return reject(signal.reason)
-      const onAbort = () => {
-        pending.delete(message.id)
-        idle()
-        reject(signal!.reason)
-      }
-      signal?.addEventListener('abort', onAbort, { once: true })
-      pending.set(message.id, {
-        resolve: () => {
-          signal?.removeEventListener('abort', onAbort)
-          resolve()
-        },
-        reject: (error) => {
-          signal?.removeEventListener('abort', onAbort)
-          reject(error)
-        },
-      })
+      pending.set(message.id, { resolve, reject })
       busy()
       worker!.postMessage(message)
     })
@@ -193,9 +232,14 @@ function threadSink(handle: DatabaseHandle, target: WorkerTarget, max: number): 
     async write(rows, signal) {
       // As one JSON string: structured-cloning 24 values a row costs the serving thread more
       // than JSON.stringify of the same values (and the thread parses it, off the request path).
+      const deadline = Date.now() + limits.timeoutMs
       const json = JSON.stringify(statementsOf(statements, rows, max))
+      if (signal.aborted) throw signal.reason
       await start()
-      await call({ type: 'write', id: nextId++, statements: json }, signal)
+      const w = worker
+      await answeredWithin(call({ type: 'write', id: nextId++, statements: json, deadline }), signal, limits.graceMs, () => {
+        if (worker === w) drop('a write went unanswered past write_timeout_ms')
+      })
     },
     async close() {
       if (!worker) return
@@ -218,12 +262,15 @@ function threadSink(handle: DatabaseHandle, target: WorkerTarget, max: number): 
  * process's write lock with the default 5 s timeout would freeze every request for that
  * long; failing fast instead leaves the rows queued for the writer's next retry.
  */
-function inlineSink(handle: DatabaseHandle, max: number, busyMs: number): RequestLogSink {
+function inlineSink(handle: DatabaseHandle, max: number, busyMs: number, limits: WriteLimits): RequestLogSink {
   const db = handle.db
   const statements = new InsertStatements(db)
   const write: BatchSink<RequestLogInsert> =
     handle.dialect === 'postgres'
-      ? (rows, signal) => insertRows(db, statements, rows, max, signal)
+      ? (rows, signal) => {
+          if (signal.aborted) return Promise.reject(signal.reason)
+          return answeredWithin(insertRowsWithin(db, statements, rows, max, Date.now() + limits.timeoutMs), signal, limits.graceMs)
+        }
       : (rows, signal) =>
           db.connection().execute(async (conn) => {
             const before = await sql<{ timeout: number }>`PRAGMA busy_timeout`.execute(conn)

@@ -1,6 +1,11 @@
 import { BoundedQueue } from './queue.ts'
 
-/** Writes one batch; throws when the backend did not take it (the rows are then kept and retried). */
+/**
+ * Writes one batch; throws when the backend did not take it (the rows are then kept and retried).
+ * `signal` aborts when the write has taken `writeTimeoutMs`: the sink then stops the write and
+ * settles as it really ended, so that a batch counted as failed (or, at shutdown, as dropped)
+ * is never stored later.
+ */
 export type BatchSink<T> = (rows: T[], signal: AbortSignal) => Promise<void>
 
 export interface BatchWriterOptions {
