@@ -8,6 +8,9 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
 import { Redis } from 'ioredis'
 import { createLocalBus } from '../src/lib/bus.ts'
+import { IoredisConnection } from '../plugins/quota/connection.ts'
+import type { Item } from '../plugins/quota/plan.ts'
+import { RedisStore } from '../plugins/quota/redis-store.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { cleanupDir, freePort, redisBinariesForTests, startRedisServer, type RedisProcess } from './support/redis-procs.ts'
 import { createKey, createUser, eventually, expectQuotaError, quotaConfig, startQuotaGateway, type QuotaGateway } from './support/quota.ts'
@@ -91,6 +94,66 @@ describe.skipIf(!haveRedis)('quota with Redis down', () => {
       10_000,
       'admission through Redis after SIGCONT',
     )
+  })
+
+  test('admissions that timed out on a hung Redis take nothing once it wakes: failing closed neither the request nor a total budget is charged, failing open nothing is counted twice', async () => {
+    type View = { store: string; requests: { remaining: number }; budget: { tokens: { spent: number } } }
+    const limits = { limits: { rpm: 10 }, budget: { tokens: 100_000, period: 'total' } }
+    const refusedKey = await createKey(closed, await createUser(closed), limits)
+    const admittedKey = await createKey(open, await createUser(open), limits)
+    // Redis knows the admission script (else the stalled calls would only find NOSCRIPT when it wakes).
+    const warm = await closed.chat(closedKey.key)
+    expect(warm.status).toBe(200)
+    await warm.arrayBuffer()
+    redis.pause()
+    try {
+      const answers = await Promise.all([
+        ...Array.from({ length: 3 }, () => closed.chat(refusedKey.key, { max_tokens: 200 })),
+        ...Array.from({ length: 3 }, () => open.chat(admittedKey.key, { max_tokens: 200 })),
+      ])
+      for (const res of answers.slice(0, 3)) await expectQuotaError(res, 'quota_backend_unavailable')
+      for (const res of answers.slice(3)) {
+        expect(res.status).toBe(200)
+        await res.arrayBuffer()
+      }
+      // Stalled well past redis_timeout_ms (300 ms): the gateways gave up on these calls long ago.
+      await Bun.sleep(400)
+    } finally {
+      redis.resume()
+    }
+    // Redis now runs the scripts queued while it was stopped; they must take nothing.
+    await Bun.sleep(300)
+    for (const [gw, key] of [[closed, refusedKey], [open, admittedKey]] as const) {
+      const view = await eventually(async () => {
+        const v = await gw.adminOk<View>('GET', `/admin/keys/${key.id}/quota`)
+        return v.store === 'redis' ? v : undefined
+      }, 5000, 'the quota view from Redis')
+      expect({ requests: view.requests.remaining, spent: view.budget.tokens.spent }).toEqual({ requests: 10, spent: 0 })
+    }
+  })
+
+  test('over ioredis (the Cluster path, whose late replies are dropped), an admission Redis reaches past its deadline takes nothing', async () => {
+    const client = new Redis(redis.url, { maxRetriesPerRequest: 0, commandTimeout: 300, enableOfflineQueue: false })
+    client.on('error', () => {})
+    await new Promise((resolve) => client.once('ready', resolve))
+    const store = new RedisStore(new IoredisConnection(client))
+    try {
+      await store.syncClock()
+      const item: Item = { kind: 'bucket', scope: 'key', id: 'k', measure: 'requests', key: `{${TAG}}:ioredis-late:rpm`, limit: 10, rate: 10 / 60_000, cost: 1, until: null }
+      const budget: Item = { kind: 'counter', scope: 'key', id: 'k', measure: 'budget_tokens', key: `{${TAG}}:ioredis-late:bt`, limit: 1000, rate: 0, cost: 300, until: null }
+      redis.pause()
+      try {
+        const outcomes = await Promise.allSettled([store.admit([item, budget], 'req_l1', Date.now()), store.admit([item, budget], 'req_l2', Date.now())])
+        expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected'])
+        await Bun.sleep(300)
+      } finally {
+        redis.resume()
+      }
+      await Bun.sleep(200)
+      expect(await store.peek([item, budget], Date.now())).toEqual([10, 1000])
+    } finally {
+      await store.close()
+    }
   })
 
   test('an admission that timed out on a hung Redis does not leave its max_parallel lease behind once Redis runs again', async () => {

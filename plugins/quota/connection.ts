@@ -1,4 +1,5 @@
 import { RedisClient as NativeRedis } from 'bun'
+import type { Cluster, Redis } from 'ioredis'
 import type { RedisClient } from '../../src/redis.ts'
 
 /** A script argument: a key or a number, or binary (a packed batch, see pack.ts). */
@@ -6,6 +7,8 @@ export type ScriptArg = string | number | Buffer
 
 /** What the Redis quota store sends: scripts, and plain ZREMs. Every call fails fast. */
 export interface ScriptConnection {
+  /** ms after which a call is given up on (it may still run in Redis); undefined: never. */
+  readonly timeoutMs?: number
   evalsha(sha: string, args: readonly ScriptArg[]): Promise<unknown>
   eval(script: string, args: readonly ScriptArg[]): Promise<unknown>
   zrem(key: string, member: string): Promise<unknown>
@@ -22,6 +25,20 @@ export class NotSentError extends Error {
   override readonly name = 'NotSentError'
 }
 
+/**
+ * A call that got no answer in time: it may still run in Redis. `late` is its reply, should one
+ * come (the connection stayed up while Redis was stalled): what the call did, known after the fact.
+ */
+export class TimedOutError extends Error {
+  override readonly name = 'TimedOutError'
+  constructor(
+    message: string,
+    readonly late: Promise<unknown>,
+  ) {
+    super(message)
+  }
+}
+
 /** ioredis refuses a command up front, unsent, when it is offline and may not queue it. */
 function unsent(error: unknown): never {
   if (error instanceof Error && error.message.includes('enableOfflineQueue')) throw new NotSentError(error.message)
@@ -30,7 +47,11 @@ function unsent(error: unknown): never {
 
 /** Over an ioredis client (single node or Cluster), which brings its own command timeout. */
 export class IoredisConnection implements ScriptConnection {
-  constructor(private readonly client: RedisClient) {}
+  readonly timeoutMs: number | undefined
+  constructor(private readonly client: RedisClient) {
+    // A Cluster's nodes take theirs under redisOptions (see failFastClient in index.ts).
+    this.timeoutMs = client.isCluster ? (client as Cluster).options.redisOptions?.commandTimeout : (client as Redis).options.commandTimeout
+  }
   evalsha(sha: string, args: readonly ScriptArg[]): Promise<unknown> {
     return this.client.evalsha(sha, ...(args as [number, ...ScriptArg[]])).catch(unsent)
   }
@@ -54,8 +75,8 @@ const RECONNECT_MAX_MS = 2000
 /**
  * Over Bun's native Redis client (single node): several times less CPU per call than ioredis on
  * Bun, whose socket writes go through the node:net layer. No offline queue: while disconnected a
- * call fails at once. A call that gets no answer within `timeoutMs` (a hung server) is rejected;
- * its reply, if it ever comes, is dropped by the client in order. Reconnects on its own, forever,
+ * call fails at once. A call that gets no answer within `timeoutMs` (a hung server) is rejected
+ * with a TimedOutError, which still hands on its reply if it ever comes. Reconnects on its own, forever,
  * with a capped backoff, until closed.
  */
 export class NativeConnection implements ScriptConnection {
@@ -67,7 +88,7 @@ export class NativeConnection implements ScriptConnection {
 
   constructor(
     url: string,
-    private readonly timeoutMs: number,
+    readonly timeoutMs: number,
     private readonly onError: (error: unknown) => void = () => {},
   ) {
     this.client = new NativeRedis(url, {
@@ -128,7 +149,7 @@ export class NativeConnection implements ScriptConnection {
     }
     const reply = this.client.send(command, out as string[]) as Promise<unknown>
     return new Promise<unknown>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`Redis did not answer ${command} within ${this.timeoutMs} ms`)), this.timeoutMs)
+      const timer = setTimeout(() => reject(new TimedOutError(`Redis did not answer ${command} within ${this.timeoutMs} ms`, reply)), this.timeoutMs)
       reply.then(
         (value) => {
           clearTimeout(timer)

@@ -8,9 +8,9 @@ import { priceOf } from '../../src/lib/usage.ts'
 import { settleSurely } from './settle.ts'
 import { MICRO, PlanCache, hasLease, planItems, toMicroUsd, withCosts, type Item, type Subjects } from './plan.ts'
 import { MemoryStore, type AdmitOutcome, type HeldLeases, type QuotaStore } from './store.ts'
-import { RedisStore } from './redis-store.ts'
+import { RedisStore, TooLateError } from './redis-store.ts'
 import { quotaAdminRoutes } from './admin.ts'
-import { IoredisConnection, NativeConnection } from './connection.ts'
+import { IoredisConnection, NativeConnection, type ScriptConnection } from './connection.ts'
 
 const Options = Type.Object(
   {
@@ -70,14 +70,14 @@ export const quota = definePlugin({
       // A single node: Bun's own client, far cheaper per admission than ioredis on Bun.
       const connections = Array.from({ length: options.redis_connections }, () => new NativeConnection(url, options.redis_timeout_ms))
       await Promise.all(connections.map((c) => c.whenConnected(2000)))
-      primary = new RedisStore(connections)
+      primary = await redisStore(connections)
     } else if (redis) {
       // A Cluster (or a client handed in without a URL): ioredis, which follows slots and redirections.
       const clients = Array.from({ length: options.redis_connections }, () => failFastClient(redis, options.redis_timeout_ms))
       // Without a listener an unreachable Redis would print every reconnect attempt; backendDown logs instead.
       for (const client of clients) client.on('error', () => {})
       await Promise.race([Promise.all(clients.map((client) => new Promise((resolve) => client.once('ready', resolve)))), Bun.sleep(2000)])
-      primary = new RedisStore(clients.map((client) => new IoredisConnection(client)))
+      primary = await redisStore(clients.map((client) => new IoredisConnection(client)))
     }
     let lastWarn = 0
     const warnDown = (error: unknown): void => {
@@ -152,9 +152,11 @@ export const quota = definePlugin({
         try {
           outcome = await store.admit(items, req.id, now)
         } catch (error) {
-          // A timed-out script may still run once a hung Redis wakes up; its lease would then block a
-          // max_parallel slot for lease_ms. Sent on the same connection, this release runs right after it.
-          if (hasLease(items)) store.release(items, req.id).catch(() => {})
+          // A timed-out admission takes nothing if Redis reaches it past its deadline, and what it took
+          // is given back if its reply comes late (see RedisStore); should it still have run unheard of
+          // (the connection broke meanwhile), this release, sent right behind it on the same connection,
+          // keeps its lease from blocking a max_parallel slot for lease_ms.
+          if (hasLease(items) && !(error instanceof TooLateError)) store.release(items, req.id).catch(() => {})
           const fallback = backendDown(error)
           if (fallback instanceof GatewayError) return fallback
           store = fallback
@@ -242,6 +244,14 @@ export const quota = definePlugin({
     }
   },
 })
+
+/** The Redis store over `connections` (admissions carry the deadline of their timeout), its clock learnt before the first admission. */
+async function redisStore(connections: ScriptConnection[]): Promise<RedisStore> {
+  const store = new RedisStore(connections)
+  // Unreachable now: the first reply teaches it instead.
+  await store.syncClock().catch(() => {})
+  return store
+}
 
 /**
  * The quota's own connection, duplicated from the gateway's: it fails fast when Redis is away

@@ -11,7 +11,8 @@ import * as lua from './lua.ts'
 import type { Item } from './plan.ts'
 import { RedisStore } from './redis-store.ts'
 import type { AdmitOutcome } from './store.ts'
-import { IoredisConnection, type ScriptArg, type ScriptConnection } from './connection.ts'
+import { eventually } from '../../test/support/quota.ts'
+import { IoredisConnection, TimedOutError, type ScriptArg, type ScriptConnection } from './connection.ts'
 
 const sha1 = (text: string): string => new Bun.CryptoHasher('sha1').update(text).digest('hex')
 
@@ -77,6 +78,31 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     expect(await exists()).toEqual([1, 1])
     expect((await store.admit(plan, 'req_2', Date.now())).ok).toBe(true)
     expect((await store.admit(plan, 'req_3', Date.now())).ok).toBe(false)
+  })
+
+  test('an admission whose call timed out but ran after all (its reply came late) is given back whole: requests, tokens and its lease', async () => {
+    await client.script('LOAD', lua.BATCH_SCRIPT)
+    const inner = new IoredisConnection(client)
+    let calls = 0
+    // The first call reaches Redis and runs, but its caller is told it timed out, with the reply to come.
+    const lateFirst: ScriptConnection = {
+      evalsha: (sha, args) => {
+        const reply = inner.evalsha(sha, args)
+        return calls++ === 0 ? Promise.reject(new TimedOutError('Redis did not answer EVALSHA in time', reply)) : reply
+      },
+      eval: (script, args) => inner.eval(script, args),
+      zrem: (key, member) => inner.zrem(key, member),
+      del: (keys) => inner.del(keys),
+      close: () => {},
+    }
+    const late = new RedisStore(lateFirst, { settleWaitMs: 0 })
+    const plan = items('late-reply')
+    await expect(late.admit(plan, 'req_late', Date.now())).rejects.toBeInstanceOf(TimedOutError)
+    const given = await eventually(async () => {
+      const left = (await store.peek(plan, Date.now())).map(Math.round)
+      return left[1] === 100 ? left : undefined
+    }, 2000, 'what the late admission took to come back')
+    expect(given).toEqual([2, 100, 5])
   })
 
   test('concurrent first calls after a flush (auto-pipelined together) all fall back and all succeed', async () => {

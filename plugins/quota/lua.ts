@@ -10,9 +10,14 @@
  * admissions. KEYS name the batch's keys (consecutive requests of one API key share their entries;
  * a key may still appear more than once, which the script does not mind), and ARGV[1] is ONE
  * MessagePack array (pack.ts; read by Redis' bundled cmsgpack): the number of settlements, the
- * number of admissions, then per request n (its item count), its lease id ('' when it has no lease
- * items), the caller's clock and six fields per item: kind, the index of its key in KEYS, limit,
- * rate, until, cost (or delta). One argument instead of ~6 per item: every argument costs the
+ * number of admissions, the admissions' deadline, then per request n (its item count), its lease id
+ * ('' when it has no lease items), the caller's clock and six fields per item: kind, the index of its
+ * key in KEYS, limit, rate, until, cost (or delta).
+ * The deadline is in Redis' time (ms; -1: none): the sender gives up on the call at about that
+ * moment (see RedisStore), so admissions the script reaches after it take nothing and answer -3.
+ * A hung Redis that wakes up would otherwise take the reservations of requests already refused
+ * (or admitted in process when failing open), which nobody would ever settle. Settlements still
+ * run late: what a request used is real whenever it arrives. One argument instead of ~6 per item: every argument costs the
  * client and Redis (a Lua string each); cmsgpack hands numbers over as numbers, and reads binary
  * doubles three times faster than cjson parses text.
  * One call for both kinds: the per-call work (the script call, TIME, one MGET, one SET per
@@ -38,7 +43,8 @@
  * - numbers are handed to redis.call as Lua numbers, which Redis formats in C at full
  *   precision (%.17g), never through string.format or tostring in Lua;
  * - replies are integers (Redis would truncate a Lua float): what is left, in thousandths
- *   (floored), and the wait in ms, -1 meaning never.
+ *   (floored), and the wait in ms, -1 meaning never; the last is Redis' clock when the script
+ *   began, from which the sender learns how Redis' clock stands to its own.
  */
 
 /** Redis' own clock in ms: buckets and leases of every instance agree on it. */
@@ -86,7 +92,8 @@ ${NOW}
 ${BATCH_READ}
 local out = {}
 local o = 0
-local a0 = 2
+local a0 = 3
+local late = A[3] >= 0 and now > A[3]
 -- Shared by the admissions (each writes 1..n before it reads them): no tables per request.
 local avail, after = {}, {}
 local function settle(n, lease)
@@ -219,7 +226,10 @@ for r = 1, A[2] do
   local n = A[a0 + 1]
   local lease = A[a0 + 2]
   local ok, err = true, nil
-  if lease == '' then admit(n, lease, A[a0 + 3]) else ok, err = pcall(admit, n, lease, A[a0 + 3]) end
+  if late then
+    for i = 1, n + 3 do out[o + i] = 0 end
+    out[o + 1] = -3
+  elseif lease == '' then admit(n, lease, A[a0 + 3]) else ok, err = pcall(admit, n, lease, A[a0 + 3]) end
   if not ok then
     for i = 1, n + 3 do out[o + i] = 0 end
     out[o + 1] = -2
@@ -229,9 +239,10 @@ for r = 1, A[2] do
   a0 = a0 + 3 + n * 6
 end
 ${BATCH_WRITE}
+out[o + 1] = now
 return out`
 
-export const BATCH_SHA = '47651b7dbbed73a0f93fda94d92f34e3a686af9b'
+export const BATCH_SHA = '9f91ce047d664ea42c98192d9ff2b9746a6a96ee'
 
 export const PEEK_SCRIPT = `${NOW}
 local n = tonumber(ARGV[1])

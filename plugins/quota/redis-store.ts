@@ -1,4 +1,4 @@
-import type { ScriptArg, ScriptConnection } from './connection.ts'
+import { TimedOutError, type ScriptArg, type ScriptConnection } from './connection.ts'
 import { KIND_LETTER, hasLease, type Item } from './plan.ts'
 import { PackWriter } from './pack.ts'
 import type { AdmitOutcome, HeldLeases, QuotaStore } from './store.ts'
@@ -47,10 +47,55 @@ const MAX_SUMMED_ITEMS = 256
  */
 const SETTLE_WAIT_MS = 5
 
+/**
+ * The share of the call timeout kept back from an admission's deadline: an admission Redis begins
+ * by then still has its reply back before the caller gives up (a quarter of the default 1 s is
+ * 250 ms, against a reply that takes well under 1 ms; the learnt offset errs on the safe side too).
+ */
+const DEADLINE_MARGIN = 0.25
+
 export interface RedisStoreOptions {
   /** @default SETTLE_WAIT_MS */
   settleWaitMs?: number
+  /**
+   * How long a call may take before the caller gives up on it. With it, every admission carries a
+   * deadline, and one Redis reaches later takes nothing (see BATCH_SCRIPT).
+   * @default the shortest timeout of the connections (none: no deadline)
+   */
+  timeoutMs?: number
 }
+
+/** An admission Redis reached after its deadline: it took nothing. */
+export class TooLateError extends Error {
+  override readonly name = 'TooLateError'
+}
+
+/**
+ * Redis' clock as seen from this process: the offset of Redis' TIME from performance.now(), learnt
+ * from every batch reply. TIME is read when the script begins, before its reply arrives, so
+ * (Redis' now − the reply's arrival here) is never more than the true offset: a deadline made
+ * from it falls early, never late, by about one round trip. The latest reply is the one believed,
+ * so a clock that Redis' host steps is followed after one call. performance.now() is monotonic:
+ * this host's clock can step without moving a deadline.
+ */
+class RedisClock {
+  private offset: number | null = null
+
+  constructor(private readonly timeoutMs: number | undefined) {}
+
+  learn(redisNow: number, arrivedAt: number): void {
+    if (Number.isFinite(redisNow)) this.offset = redisNow - arrivedAt
+  }
+
+  /** The deadline of admissions sent now, in Redis ms; -1 (none) before the first reply or without a timeout. */
+  deadline(sentAt: number): number {
+    if (this.offset === null || this.timeoutMs === undefined) return -1
+    return Math.floor(sentAt + this.offset + this.timeoutMs * (1 - DEADLINE_MARGIN))
+  }
+}
+
+/** Fields ahead of the items' in each admission's reply: status, failed, wait. */
+const ADMIT_HEAD = 3
 
 /**
  * The settlements and admissions of one connection that arrived in the same turn of the event
@@ -79,6 +124,9 @@ class Batcher {
     private readonly takeWaiting: () => readonly Pending<void>[],
     /** Told of every script call that carries settlements, until it is answered. */
     private readonly track: (sent: Promise<void>) => void,
+    private readonly clock: RedisClock,
+    /** Gives back what an admission took after the call had timed out (its reply came late). */
+    private readonly undo: (items: Item[], leaseId: string) => void,
   ) {}
 
   /** Admissions wait here for the send at the end of this turn. */
@@ -114,7 +162,12 @@ class Batcher {
     }
   }
 
-  private send(settles: Pending<void>[], admits: Pending<AdmitOutcome>[]): void {
+  /** An empty call: its reply tells how Redis' clock stands to ours. */
+  probe(): Promise<void> {
+    return this.send([], [])
+  }
+
+  private send(settles: Pending<void>[], admits: Pending<AdmitOutcome>[]): Promise<void> {
     // KEYS, then one MessagePack argument for the whole batch: a client pays per argument (Bun's
     // client ~0.15 µs each) and Redis makes a Lua string of each; cmsgpack reads numbers as numbers.
     const args: ScriptArg[] = [0]
@@ -122,6 +175,7 @@ class Batcher {
     pack.begin()
     pack.number(settles.length)
     pack.number(admits.length)
+    pack.number(admits.length > 0 ? this.clock.deadline(performance.now()) : -1)
     this.lastKeys.length = 0
     for (const p of settles) this.put(p, args)
     for (const p of admits) this.put(p, args)
@@ -130,15 +184,29 @@ class Batcher {
     const sent = this.run(this.connection, BATCH_SHA, BATCH_SCRIPT, args).then(
       (reply) => {
         const replies = reply as (number | string)[]
+        this.clock.learn(Number(replies[replies.length - 1]), performance.now())
         settles.forEach((p, r) => (replies[r] === 1 ? p.resolve() : p.reject(new Error('the settlement script failed for this request'))))
         resolveAdmits(admits, replies, settles.length)
       },
       (error: unknown) => {
         for (const p of settles) p.reject(error)
         for (const p of admits) p.reject(error)
+        // The caller gave up, but the call may still have run: an admission it then took (Redis
+        // began it before its deadline, its reply came after the timeout) is given back.
+        if (error instanceof TimedOutError && admits.length > 0) {
+          error.late.then((reply) => this.undoLate(admits, reply as (number | string)[], settles.length), () => {})
+        }
       },
     )
     if (settles.length > 0) this.track(sent)
+    return sent
+  }
+
+  private undoLate(admits: Pending<AdmitOutcome>[], replies: (number | string)[], o: number): void {
+    for (const p of admits) {
+      if (replies[o] === 1) this.undo(p.items, p.leaseId)
+      o += ADMIT_HEAD + p.items.length
+    }
   }
 
   /** One request: its keys onto KEYS (unless the request before named them there), its fields into the pack. */
@@ -171,18 +239,22 @@ class Batcher {
   }
 }
 
-/** From `o` on: [status, failed, wait ms (-1: never), left × 1000 per item] per request; status -2 is an error, its message second. */
+/**
+ * From `o` on: [status, failed, wait ms (-1: never), left × 1000 per item] per request; status -2
+ * is an error, its message second; -3 an admission past its deadline, which took nothing.
+ */
 function resolveAdmits(batch: Pending<AdmitOutcome>[], reply: (number | string)[], o: number): void {
   for (const p of batch) {
     const n = p.items.length
     if (reply[o] === -2) p.reject(new Error(String(reply[o + 1])))
+    else if (reply[o] === -3) p.reject(new TooLateError('Redis reached this admission after the gateway had given up on it (Redis was stalled); it took nothing'))
     else {
       const remaining = new Array<number>(n)
-      for (let i = 0; i < n; i++) remaining[i] = Number(reply[o + 3 + i]) / 1000
+      for (let i = 0; i < n; i++) remaining[i] = Number(reply[o + ADMIT_HEAD + i]) / 1000
       const wait = Number(reply[o + 2])
       p.resolve({ ok: reply[o] === 1, failed: Number(reply[o + 1]), waitMs: wait < 0 ? null : wait, remaining })
     }
-    o += 3 + n
+    o += ADMIT_HEAD + n
   }
 }
 
@@ -229,6 +301,13 @@ export class RedisStore implements QuotaStore {
     this.settleWaitMs = options.settleWaitMs ?? SETTLE_WAIT_MS
     this.clients = isList(clients) ? clients : [clients]
     if (this.clients.length === 0) throw new Error('RedisStore needs at least one connection')
+    let timeoutMs = options.timeoutMs
+    for (const c of this.clients) if (c.timeoutMs !== undefined) timeoutMs = Math.min(timeoutMs ?? Infinity, c.timeoutMs)
+    const clock = new RedisClock(timeoutMs)
+    // What it took is given back as a settlement would: every item's cost, and its leases released.
+    const undo = (items: Item[], leaseId: string) => {
+      this.settle(items, items.map((it) => -it.cost), leaseId, Date.now()).catch(() => {})
+    }
     const run = (client: ScriptConnection, sha: string, script: string, args: ScriptArg[]) => this.run(client, sha, script, args)
     const takeWaiting = () => this.takeWaiting()
     const track = (sent: Promise<void>) => {
@@ -236,7 +315,15 @@ export class RedisStore implements QuotaStore {
       const forget = () => void this.settling.delete(sent)
       sent.then(forget, forget)
     }
-    this.batchers = this.clients.map((c) => new Batcher(c, run, takeWaiting, track))
+    this.batchers = this.clients.map((c) => new Batcher(c, run, takeWaiting, track, clock, undo))
+  }
+
+  /**
+   * One empty script call per connection, so the first admissions already carry a deadline (it is
+   * learnt from every reply after). Fails as the calls do when Redis is away; the first reply then teaches it.
+   */
+  async syncClock(): Promise<void> {
+    await Promise.all(this.batchers.map((b) => b.probe()))
   }
 
   /** The connection of a request: a cheap hash of the end of its id (ids end in random characters). */
