@@ -135,6 +135,9 @@ function auditSuite(databaseUrl: () => string): void {
     expect(await actions('?action=provider.')).toEqual(['provider.update', 'provider.create'])
     const all = (await trail()).data
     expect(await actions(`?from=${encodeURIComponent(all[1]!.at)}`)).toEqual(all.filter((e) => e.at >= all[1]!.at).map((e) => e.action))
+    // An offset is applied: the same instant written in another zone selects the same entries.
+    const shifted = new Date(Date.parse(all[1]!.at) + 5.5 * 3_600_000).toISOString().replace('Z', '+05:30')
+    expect(await actions(`?from=${encodeURIComponent(shifted)}`)).toEqual(all.filter((e) => e.at >= all[1]!.at).map((e) => e.action))
   })
 
   test('cursor pages cover the trail once, in order', async () => {
@@ -159,6 +162,11 @@ function auditSuite(databaseUrl: () => string): void {
       ['?limit=501', 'limit'],
       ['?before=not-a-cursor', 'before'],
       ['?from=yesterday', 'from'],
+      // Rolled over to March 2 by Date.parse; read in the server's own zone; not RFC 3339.
+      ['?from=2026-02-30T00:00:00Z', 'from'],
+      ['?from=2026-12-07T02:48:26', 'from'],
+      ['?from=2026-12-07%2002:48:26Z', 'from'],
+      ['?from=2026-12-07', 'from'],
     ] as const) {
       expect((await expectError(await call('GET', `/admin/audit${query}`), 'invalid_request')).param).toBe(param)
     }

@@ -8,6 +8,7 @@ import { isUniqueViolation } from '../../src/db/index.ts'
 import type { ApiKeysTable, TeamsTable, UsersTable } from '../../src/db/schema.ts'
 import { holderMayUse } from '../../src/db/key-holders.ts'
 import { newId } from '../../src/lib/id.ts'
+import { LATEST_TIME, parseRfc3339 } from '../../src/lib/rfc3339.ts'
 import type { Services } from '../../src/services.ts'
 import { displayKey, echo, mintKey } from './key-format.ts'
 import { audit, decodeCursor, encodeCursor, fromJson, iso, toJson, type Db } from './repo.ts'
@@ -699,36 +700,14 @@ function checkMetadata(metadata: unknown): void {
   }
 }
 
-/**
- * The last time stored times can hold: they are ISO text of fixed width so that text order is time
- * order (migrations/0001-initial.ts), and a later time has a six-digit year that sorts first.
- */
-const LATEST_TIME = Date.UTC(9999, 11, 31, 23, 59, 59, 999)
-
-/** RFC 3339 date-time: full date, `T`, full time, optional fraction, and a `Z` or `±hh:mm` offset (never local time). */
-const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/
-
 function parseTime(value: string | null | undefined, param: string): number | null {
   if (value === undefined || value === null) return null
-  const match = RFC3339.exec(value)
-  const at = match ? Date.parse(value.toUpperCase()) : Number.NaN
-  // Date.parse rolls impossible dates over (Feb 30 → Mar 2); the fields must survive a round trip.
-  const [, y, mo, d, h, mi, sec] = match ?? []
-  const fields = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(sec)))
-  const real =
-    match !== null &&
-    !Number.isNaN(at) &&
-    fields.getUTCFullYear() === Number(y) &&
-    fields.getUTCMonth() === Number(mo) - 1 &&
-    fields.getUTCDate() === Number(d) &&
-    fields.getUTCHours() === Number(h) &&
-    fields.getUTCMinutes() === Number(mi) &&
-    fields.getUTCSeconds() === Number(sec)
-  if (!real) {
-    throw new GatewayError('invalid_request', `${param} must be an RFC 3339 time with a time zone, such as 2030-01-31T00:00:00Z; got "${value}".`, { param })
+  const at = parseRfc3339(value)
+  if (at === null) {
+    throw new GatewayError('invalid_request', `${param} must be an RFC 3339 time with a time zone, such as 2030-01-31T00:00:00Z; got "${echo(value, 64)}".`, { param })
   }
   // 9999-12-31T23:59:59-01:00 is in year 10000 in UTC, which stored text cannot hold in order.
-  if (at > LATEST_TIME) throw new GatewayError('invalid_request', `${param} must be at most ${iso(LATEST_TIME)}; got "${value}".`, { param })
+  if (at > LATEST_TIME) throw new GatewayError('invalid_request', `${param} must be at most ${iso(LATEST_TIME)}; got "${echo(value, 64)}".`, { param })
   return at
 }
 

@@ -7,7 +7,7 @@ import type { RequestLogRow } from '../../src/db/schema.ts'
 import type { Services } from '../../src/services.ts'
 import { GROUPINGS, logPage, logRow, usageBy, type Grouping, type LogFilter, type UsageCursor } from './repo.ts'
 import * as S from './schemas.ts'
-import { EARLIEST_TIME, LATEST_TIME, parseRfc3339 } from './time.ts'
+import { EARLIEST_TIME, LATEST_TIME, parseRfc3339 } from '../../src/lib/rfc3339.ts'
 
 const tags = ['Admin: usage and logs']
 

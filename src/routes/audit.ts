@@ -4,6 +4,7 @@ import { adminGuard } from '../admin-key.ts'
 import { GatewayError } from '../errors.ts'
 import { decodeCursor, encodeCursor } from '../lib/cursor.ts'
 import { fromJson } from '../lib/json-text.ts'
+import { EARLIEST_TIME, LATEST_TIME, parseRfc3339 } from '../lib/rfc3339.ts'
 import type { Services } from '../services.ts'
 
 const MAX_PAGE = 500
@@ -50,8 +51,10 @@ export function auditRoutes(services: Services) {
         q = action.endsWith('.') ? q.where(sql<string>`substr(action, 1, ${action.length})`, '=', action) : q.where('action', '=', action)
       }
       if (query.from !== undefined) {
-        const from = Date.parse(query.from)
-        if (!/^\d{4}-\d{2}-\d{2}/.test(query.from) || Number.isNaN(from)) throw new GatewayError('invalid_request', 'from must be an RFC 3339 time such as 2026-01-31T00:00:00Z.', { param: 'from' })
+        const from = parseRfc3339(query.from)
+        if (from === null || from < EARLIEST_TIME || from > LATEST_TIME) {
+          throw new GatewayError('invalid_request', 'from must be an RFC 3339 time with a time zone in the years 0000 to 9999, such as 2026-01-31T00:00:00Z (write + as %2B in a URL).', { param: 'from' })
+        }
         q = q.where('at', '>=', new Date(from).toISOString())
       }
       if (query.before !== undefined) {

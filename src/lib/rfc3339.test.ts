@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { parseRfc3339 } from './time.ts'
+import { parseRfc3339 } from './rfc3339.ts'
 
 const utc = (iso: string): number => new Date(iso).getTime()
 
