@@ -159,7 +159,7 @@ for (const backend of backends) {
       const rows = await gw.gateway.services.db.db.selectFrom('audit_log').selectAll().where('action', '=', 'quota.reset').where('target_id', '=', id).execute()
       expect(rows).toHaveLength(1)
       expect(rows[0]).toMatchObject({ target_type: 'key', actor: 'admin' })
-      expect(JSON.parse(rows[0]!.details!)).toEqual({ limits: true, budget: true, counted_as: id })
+      expect(JSON.parse(rows[0]!.details!)).toEqual({ limits: true, budget: true, parallel: false, counted_as: id })
     })
 
     test('reset only what is asked: {"budget": false} refills the buckets and keeps the spend; {"limits": false} the other way', async () => {
@@ -204,6 +204,23 @@ for (const backend of backends) {
       await expectQuotaError(await gw.chat(key), 'rate_limit_exceeded')
       expect((await slow).status).toBe(200)
       await eventually(async () => ((await quota('keys', id)).parallel?.in_flight === 0 ? true : undefined), 3000, 'the slot freed')
+    })
+
+    test('{"parallel": true} frees the max_parallel slots at once (one held by a request whose end was never heard, say); the running request ends harmlessly', async () => {
+      const user = await createUser(gw)
+      const { id, key } = await createKey(gw, user, { limits: { max_parallel: 1 } })
+      const slow = gw.chat(key, { model: `mock-slow-${SLOW_MS}` })
+      await eventually(async () => ((await quota('keys', id)).parallel?.in_flight === 1 ? true : undefined), 3000, 'the slot taken')
+      await expectQuotaError(await gw.chat(key), 'rate_limit_exceeded')
+      const freed = await reset('keys', id, { parallel: true, limits: false, budget: false })
+      expect(freed.parallel).toEqual({ limit: 1, in_flight: 0 })
+      // Admitted while the slow request still runs.
+      const next = gw.chat(key, { model: `mock-slow-${SLOW_MS}` })
+      expect((await slow).status).toBe(200)
+      expect((await next).status).toBe(200)
+      await eventually(async () => ((await quota('keys', id)).parallel?.in_flight === 0 ? true : undefined), 3000, 'both slots freed')
+      const rows = await gw.gateway.services.db.db.selectFrom('audit_log').selectAll().where('action', '=', 'quota.reset').where('target_id', '=', id).execute()
+      expect(JSON.parse(rows[0]!.details!)).toEqual({ limits: false, budget: false, parallel: true, counted_as: id })
     })
 
     test("a team's view counts what all its keys spent; a user's view its own limits; a reset of the team unblocks every key", async () => {

@@ -4,13 +4,17 @@
  * comes free at once instead of when its lease expires. Against a redis-server of the test's own
  * (its clients are killed with CLIENT KILL, which would hit other tests' clients on a shared one).
  */
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
 import { Redis } from 'ioredis'
 import { NativeConnection, NotSentError } from '../plugins/quota/connection.ts'
 import type { Item } from '../plugins/quota/plan.ts'
 import { RedisStore } from '../plugins/quota/redis-store.ts'
-import { settleSurely } from '../plugins/quota/settle.ts'
+import { PendingReleases, settleSurely } from '../plugins/quota/settle.ts'
 import { cleanupDir, redisBinariesForTests, startRedisServer, type RedisProcess } from './support/redis-procs.ts'
+import { eventually } from './support/quota.ts'
+
+// bun test's default is 5 s per test; one test here keeps Redis away for a while.
+setDefaultTimeout(15_000)
 
 const haveRedis = redisBinariesForTests('test/quota.settle-retry.test.ts')
 
@@ -23,6 +27,8 @@ describe.skipIf(!haveRedis)('settling while the Redis connection is down', () =>
   beforeAll(async () => {
     server = await startRedisServer()
     admin = new Redis(server.url)
+    // It reconnects on its own after the outage below.
+    admin.on('error', () => {})
     connection = new NativeConnection(server.url, 1000)
     await connection.whenConnected(2000)
     store = new RedisStore([connection], { settleWaitMs: 0 })
@@ -60,8 +66,45 @@ describe.skipIf(!haveRedis)('settling while the Redis connection is down', () =>
     expect((await store.admit(items, 'req_a', Date.now())).ok).toBe(true)
     await dropConnection()
     const lost: unknown[] = []
-    await settleSurely(store, items, [0], 'req_a', { retries: 5, baseMs: 100, now: Date.now, lost: (error) => lost.push(error) })
+    const releases = new PendingReleases({ keepMs: 60_000, now: Date.now, dropped: () => {} })
+    await settleSurely(store, items, [0], 'req_a', { retries: 5, baseMs: 100, now: Date.now, lost: (error) => lost.push(error), releases })
     expect(lost).toEqual([])
     expect((await store.admit(items, 'req_b', Date.now())).ok).toBe(true)
+  })
+
+  test('Redis away for longer than the retries: the lease release is kept, and sent once Redis answers again, long before the lease would expire', async () => {
+    const items = [slot('outage')]
+    expect((await store.admit(items, 'req_out', Date.now())).ok).toBe(true)
+    // Saved on the way down, so the restarted Redis still holds the lease (as a Redis with AOF or RDB would).
+    await Bun.$`redis-cli -p ${server.port} shutdown save`.nothrow().quiet()
+    await server.kill()
+    const lost: unknown[] = []
+    const releases = new PendingReleases({ keepMs: 60_000, retryMs: 50, maxRetryMs: 200, now: Date.now, dropped: () => {} })
+    // Retries much shorter than the outage: given up on after 20 + 40 ms.
+    await settleSurely(store, items, [0], 'req_out', { retries: 2, baseMs: 20, now: Date.now, lost: (error) => lost.push(error), releases })
+    expect(lost).toHaveLength(1)
+    expect(releases.size).toBe(1)
+    await Bun.sleep(1500)
+    await server.restart()
+    await connection.whenConnected(5000)
+    await eventually(async () => (releases.size === 0 ? true : undefined), 5000, 'the release to go through')
+    // The lease (60 s) is gone: its slot is free for the next request.
+    expect((await store.admit(items, 'req_after', Date.now())).ok).toBe(true)
+  })
+
+  test('kept releases are bounded: past the bound the oldest is dropped and told; one kept past the lease lifetime is given up as expired', async () => {
+    const refusing = new RedisStore([new NativeConnection('redis://127.0.0.1:1', 100)])
+    const dropped: [number, string][] = []
+    let now = 0
+    const releases = new PendingReleases({ max: 3, keepMs: 1000, retryMs: 10_000, now: () => now, dropped: (count, reason) => void dropped.push([count, reason]) })
+    for (let i = 0; i < 5; i++) await releases.release(refusing, [slot('bounded')], `req_bounded_${i}`)
+    expect(releases.size).toBe(3)
+    expect(await releases.flush()).toBe(false)
+    expect(dropped).toEqual([[2, 'full']])
+    now = 1000
+    expect(await releases.flush()).toBe(true)
+    expect(dropped).toEqual([[2, 'full'], [3, 'expired']])
+    releases.close()
+    await refusing.close()
   })
 })

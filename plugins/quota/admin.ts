@@ -62,8 +62,14 @@ const ResetBody = t.Optional(
   t.Object(
     {
       // TypeBox's Boolean, not Elysia's `t.Boolean`, which also takes the strings "true" and "false".
-      limits: t.Optional(Type.Boolean({ description: 'Refill the requests- and tokens-per-minute buckets. In-flight slots (`max_parallel`) are never reset: each belongs to a request still running. @default true' })),
+      limits: t.Optional(Type.Boolean({ description: 'Refill the requests- and tokens-per-minute buckets. @default true' })),
       budget: t.Optional(Type.Boolean({ description: "Forget what the current budget period has spent. @default true" })),
+      parallel: t.Optional(
+        Type.Boolean({
+          description:
+            'Free every `max_parallel` slot: a slot still held by a request whose end was never heard (its gateway crashed) instead of when its lease expires (`lease_ms`). The requests still running then no longer count, so up to twice `max_parallel` may run until they end. @default false',
+        }),
+      ),
     },
     { additionalProperties: false },
   ),
@@ -163,11 +169,12 @@ export function quotaAdminRoutes(deps: QuotaAdminDeps) {
     }
   }
 
-  const reset = async (found: Found, body: { limits?: boolean; budget?: boolean } | null | undefined, actor: string): Promise<QuotaViewT> => {
+  const reset = async (found: Found, body: { limits?: boolean; budget?: boolean; parallel?: boolean } | null | undefined, actor: string): Promise<QuotaViewT> => {
     const limits = body?.limits ?? true
     const budget = body?.budget ?? true
+    const parallel = body?.parallel ?? false
     const items = subjectItems(found.scope, found.subject, { tokens: 0, microUsd: 0 }, services.now(), deps.planOptions).filter((it) =>
-      it.kind === 'bucket' ? limits : it.kind === 'counter' ? budget : false,
+      it.kind === 'bucket' ? limits : it.kind === 'counter' ? budget : parallel,
     )
     // The in-process counts too: they are what a gateway failing open enforces while Redis is away.
     await memory.reset(items)
@@ -183,7 +190,7 @@ export function quotaAdminRoutes(deps: QuotaAdminDeps) {
       action: 'quota.reset',
       targetType: found.scope,
       targetId: found.subject.id,
-      details: { limits, budget, counted_as: found.subject.countedAs ?? found.subject.id },
+      details: { limits, budget, parallel, counted_as: found.subject.countedAs ?? found.subject.id },
     })
     return view(found)
   }
@@ -213,7 +220,7 @@ export function quotaAdminRoutes(deps: QuotaAdminDeps) {
         detail: {
           tags,
           summary: `Reset ${what}'s rate-limit buckets and budget spend`,
-          description: `Refills the requests- and tokens-per-minute buckets (\`limits\`) and forgets what the current budget period has spent (\`budget\`), both unless set to false; audited as \`quota.reset\`. Requests in flight keep their \`max_parallel\` slots; when they end, only what they used beyond what they reserved reaches the fresh counts. Without Redis each gateway instance keeps its own counts, and this resets those of the instance that answers. Answers the counts after the reset.${note}`,
+          description: `Refills the requests- and tokens-per-minute buckets (\`limits\`) and forgets what the current budget period has spent (\`budget\`), both unless set to false; audited as \`quota.reset\`. Requests in flight keep their \`max_parallel\` slots unless \`parallel\` is true; when they end, only what they used beyond what they reserved reaches the fresh counts. Without Redis each gateway instance keeps its own counts, and this resets those of the instance that answers. Answers the counts after the reset.${note}`,
         },
       })
   return new Elysia({ name: 'sluice.quota.admin' }).use(routesOf(scopes[0])).use(routesOf(scopes[1])).use(routesOf(scopes[2]))

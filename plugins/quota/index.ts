@@ -5,7 +5,7 @@ import { definePlugin, type GatewayRequest, type Identity } from '../../src/plug
 import { GatewayError } from '../../src/errors.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
 import { priceOf } from '../../src/lib/usage.ts'
-import { settleSurely } from './settle.ts'
+import { PendingReleases, settleSurely } from './settle.ts'
 import { MICRO, PlanCache, hasLease, planItems, toMicroUsd, withCosts, type Item, type Subjects } from './plan.ts'
 import { MemoryStore, type AdmitOutcome, type HeldLeases, type QuotaStore } from './store.ts'
 import { RedisStore, TooLateError } from './redis-store.ts'
@@ -31,7 +31,7 @@ const Options = Type.Object(
 )
 
 const LOCAL = 'quota'
-/** Retries of a settlement that could not be sent, and of the lease release after one that failed: 0.25 + 0.5 + 1 + 2 + 4 s. */
+/** Retries of a settlement that could not be sent: 0.25 + 0.5 + 1 + 2 + 4 s (its lease release is kept longer: see PendingReleases). */
 const SETTLE_RETRIES = 5
 const SETTLE_RETRY_MS = 250
 /** A request still holding leases after this long is taken for lost (its end never heard): its leases are no longer renewed. */
@@ -102,6 +102,16 @@ export const quota = definePlugin({
       return prompt instanceof Promise ? prompt.then((counted) => ({ prompt: counted, completion })) : { prompt, completion }
     }
 
+    // Lease releases Redis did not take (it was away) wait here until it answers again.
+    const releases = new PendingReleases({
+      keepMs: options.lease_ms,
+      now: services.now,
+      dropped: (count, reason) =>
+        reason === 'full'
+          ? logger.warn('max_parallel lease releases dropped: too many waiting for Redis; their slots stay taken until their leases expire', { count, lease_ms: options.lease_ms })
+          : logger.info('max_parallel lease releases given up: their leases have expired by themselves', { count }),
+    })
+
     const planOptions = { tag: options.hash_tag, leaseMs: options.lease_ms }
     const plans = new PlanCache(planOptions)
 
@@ -156,7 +166,7 @@ export const quota = definePlugin({
           // is given back if its reply comes late (see RedisStore); should it still have run unheard of
           // (the connection broke meanwhile), this release, sent right behind it on the same connection,
           // keeps its lease from blocking a max_parallel slot for lease_ms.
-          if (hasLease(items) && !(error instanceof TooLateError)) store.release(items, req.id).catch(() => {})
+          if (hasLease(items) && !(error instanceof TooLateError)) void releases.release(store, items, req.id)
           const fallback = backendDown(error)
           if (fallback instanceof GatewayError) return fallback
           store = fallback
@@ -189,6 +199,7 @@ export const quota = definePlugin({
           baseMs: SETTLE_RETRY_MS,
           now: services.now,
           lost: (error) => logger.warn('quota settlement failed; its refund or charge is lost, its max_parallel slots are released', { request_id: req.id, error: String(error) }),
+          releases,
         })
       },
       routes(app) {
@@ -238,6 +249,9 @@ export const quota = definePlugin({
       },
       async close() {
         clearInterval(renewer)
+        // One last try for the lease releases still waiting, while the connections are open.
+        if (releases.size > 0) await releases.flush()
+        releases.close()
         await memory.close()
         if (primary !== memory) await primary.close()
       },

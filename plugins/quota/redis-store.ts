@@ -513,7 +513,7 @@ export class RedisStore implements QuotaStore {
   }
 
   async reset(items: Item[]): Promise<void> {
-    const keys = items.filter((it) => it.kind !== 'lease').map((it) => it.key)
+    const keys = items.map((it) => it.key)
     if (keys.length === 0) return
     // Settlements of requests that ended before the reset are applied before it, not on top of the fresh counts.
     this.sendWaiting()

@@ -538,13 +538,13 @@ for (const backend of backends) {
     })
 
     describe('reset', () => {
-      test('refills buckets and zeroes counters, leaves held leases, and admits again at once', async () => {
+      test('refills buckets and zeroes counters, leaves held leases it is not given, and admits again at once', async () => {
         const items = [bucket(2, 1, 1), counter(5, 5, Date.now() + 60_000), lease(1, 60_000)]
         const held = leaseId()
         expect((await admit(items, held)).ok).toBe(true)
         // Bucket at 1 of 2, budget spent, the one slot taken.
         expect(await peek(items)).toEqual([expect.closeTo(1, 1), 0, 0])
-        await store.reset(items)
+        await store.reset(items.slice(0, 2))
         expect(await peek(items)).toEqual([2, 5, 0])
         // The lease still holds its slot: only its own settlement frees it.
         const refused = await admit(items)
@@ -552,6 +552,23 @@ for (const backend of backends) {
         expect(refused.failed).toBe(2)
         await settle(items, [0, 0, 0], held)
         expect((await admit(items)).ok).toBe(true)
+      })
+
+      test('a lease set it is given is emptied: the slots are free at once, the release of a lease it dropped changes nothing, nor does a renewal bring it back', async () => {
+        const slot = lease(2, 60_000)
+        const [a, b] = [leaseId(), leaseId()]
+        expect((await admit([slot], a)).ok).toBe(true)
+        expect((await admit([slot], b)).ok).toBe(true)
+        expect((await admit([slot])).ok).toBe(false)
+        await store.reset([slot])
+        expect(await peek([slot])).toEqual([2])
+        await store.renew([{ items: [slot], leaseId: a }], Date.now())
+        const c = leaseId()
+        expect((await admit([slot], c)).ok).toBe(true)
+        await settle([slot], [0], a)
+        await store.release([slot], b)
+        // c still holds its slot; one is left.
+        expect(await peek([slot])).toEqual([1])
       })
 
       test('a settlement of a request that ended before the reset does not reach the fresh counts', async () => {

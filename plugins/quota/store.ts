@@ -44,9 +44,9 @@ export interface QuotaStore {
   /** What each item has left now, taking nothing. */
   peek(items: Item[], now: number): Promise<number[]>
   /**
-   * Refill the buckets and zero the counters among `items` (an operator's reset), at once; leases
-   * are left alone (each is a request still running). Settlements this store holds go first, so a
-   * request that ended before the reset cannot charge the fresh counts afterwards.
+   * Refill the buckets, zero the counters and empty the lease sets among `items` (an operator's
+   * reset), at once. Settlements this store holds go first, so a request that ended before the
+   * reset cannot charge the fresh counts afterwards; the release of a lease emptied here is harmless.
    */
   reset(items: Item[]): Promise<void>
   close(): Promise<void>
@@ -185,6 +185,7 @@ export class MemoryStore implements QuotaStore {
     for (const item of items) {
       if (item.kind === 'bucket') this.buckets.delete(item.key)
       else if (item.kind === 'counter') this.counters.delete(item.key)
+      else this.leases.delete(item.key)
     }
   }
 
