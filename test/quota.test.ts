@@ -159,6 +159,32 @@ for (const backend of backends) {
         for (let i = 0; i < 4; i++) expect((await gw.chat(key)).status).toBe(200)
         expect(await expectQuotaError(await gw.chat(key), 'rate_limit_exceeded')).toContain(`team ${team}`)
       })
+      test('a raised limit keeps what was used, not the time to refill: after one request, rpm 1 → 1000 leaves 998 for the next, tpm 100 → 100000 nearly all', async () => {
+        const user = await createUser(gw)
+        const { id, key } = await createKey(gw, user, { limits: { rpm: 1, tpm: 100 } })
+        const first = await gw.chat(key, { max_tokens: 40 })
+        expect(first.status).toBe(200)
+        const used = ((await first.json()) as { usage: { total_tokens: number } }).usage.total_tokens
+        await gw.adminOk('PATCH', `/admin/keys/${id}`, { limits: { rpm: 1000, tpm: 100_000 } })
+        // Once the gateway sees the new limits (its key cache is told at once; a refused try takes nothing).
+        const next = await eventually(async () => {
+          const res = await gw.chat(key, { max_tokens: 40 })
+          if (res.status !== 200) {
+            await res.arrayBuffer()
+            return undefined
+          }
+          return res
+        }, 5000, 'the raised limit to admit')
+        const requests = rateLimitHeaders(next, 'requests')!
+        const tokens = rateLimitHeaders(next, 'tokens')!
+        const second = ((await next.json()) as { usage: { total_tokens: number } }).usage.total_tokens
+        expect(requests.limit).toBe(1000)
+        // Two requests taken (plus a sliver refilled), where the old bucket's "full in a minute" would have left none.
+        expect(requests.remaining).toBeGreaterThanOrEqual(997)
+        expect(requests.remaining).toBeLessThanOrEqual(998)
+        expect(tokens.limit).toBe(100_000)
+        expect(tokens.remaining).toBeGreaterThanOrEqual(100_000 - used - second - 10)
+      })
     })
 
     describe('tokens per minute', () => {

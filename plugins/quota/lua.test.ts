@@ -363,8 +363,8 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
       await Promise.all(settled)
       expect(sent.length - before).toBe(1)
       expect(counts(sent[before]!.args)).toEqual([1, 1])
-      // KEYS: the two keys once, shared by the sum and the admission after it.
-      expect(sent[before]!.args[0]).toBe(2)
+      // KEYS: the two keys (and the bucket's rate sidecar) once, shared by the sum and the admission after it.
+      expect(sent[before]!.args[0]).toBe(3)
       // 100 - 5 × 10 + 5 × 6 - 10 of each.
       expect(sixth.ok).toBe(true)
       expect(sixth.remaining.map(Math.round)).toEqual([70, 70])
@@ -420,7 +420,9 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     ])
     expect(sent).toHaveLength(1)
     const keys = sent[0]!.args.slice(1, 1 + Number(sent[0]!.args[0]))
-    expect(keys).toEqual([...shared.map((it) => it.key), own[0]!.key])
+    // Each bucket's rate sidecar right after it.
+    const [rpm, bt, par] = shared.map((it) => it.key) as [string, string, string]
+    expect(keys).toEqual([rpm, `${rpm}:rate`, bt, par, own[0]!.key, `${own[0]!.key}:rate`])
     // In order: each admission took 10 tokens and a lease after the one before it.
     expect(outcomes.slice(0, 5).map((o) => [o.ok, Math.round(o.remaining[1]!), o.remaining[2]])).toEqual([
       [true, 90, 4],
@@ -445,7 +447,8 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
       recorded.admit(third, 'req_t3', Date.now()),
     ])
     expect(sent).toHaveLength(1)
-    expect(Number(sent[0]!.args[0])).toBe(6)
+    // Three times the bucket with its sidecar and the budget.
+    expect(Number(sent[0]!.args[0])).toBe(9)
     // rpm holds 2: the first and second take one each, the third is refused on it (its item 0).
     expect(outcomes.map((o) => o.ok)).toEqual([true, true, false])
     expect(outcomes[2]).toMatchObject({ failed: 0 })
@@ -453,13 +456,17 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     expect(Math.round(outcomes[1]!.remaining[1]!)).toBe(0)
   })
 
-  test('keys expire: a bucket two minutes after its last write (longer while in debt), a counter a day after its period, a lease set after its lifetime', async () => {
+  test('keys expire: a bucket two minutes after its last write (longer while in debt), its rate sidecar ten minutes after that, a counter a day after its period, a lease set after its lifetime', async () => {
     const plan = items('expiry')
     expect((await store.admit(plan, 'req_e1', Date.now())).ok).toBe(true)
     const bucketTtl = await client.pttl(plan[0]!.key)
     // Half a bucket of 2 per minute is 30 s from full: kept 120 s, never less than the time to full.
     expect(bucketTtl).toBeGreaterThan(115_000)
     expect(bucketTtl).toBeLessThanOrEqual(120_000)
+    expect(Number(await client.get(`${plan[0]!.key}:rate`))).toBe(plan[0]!.rate)
+    const sidecarTtl = await client.pttl(`${plan[0]!.key}:rate`)
+    expect(sidecarTtl).toBeGreaterThan(715_000)
+    expect(sidecarTtl).toBeLessThanOrEqual(720_000)
     expect(Number(await client.call('PEXPIRETIME', plan[1]!.key))).toBe(plan[1]!.until! + 86_400_000)
     const leaseTtl = await client.pttl(plan[2]!.key)
     expect(leaseTtl).toBeGreaterThan(55_000)
@@ -469,5 +476,19 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     const inDebt = await client.pttl(plan[0]!.key)
     expect(inDebt).toBeGreaterThan(320_000)
     expect(inDebt).toBeLessThanOrEqual(331_000)
+    // The sidecar is written again only when its rate changes (or it expired): at the same limit it is left as it was.
+    expect(await client.pttl(`${plan[0]!.key}:rate`)).toBeGreaterThan(700_000)
+  })
+
+  test('a bucket written without a rate sidecar (by the version before it, during a rolling deploy) is read at the current rate, and gets one on its next write', async () => {
+    const [rpm] = items('legacy')
+    // 2 a minute, full in 30 s: one request missing, as the version before this one wrote it.
+    await client.set(rpm!.key, String(Date.now() + 30_000), 'PX', 120_000)
+    expect(Math.round((await store.peek([rpm!], Date.now()))[0]!)).toBe(1)
+    // Raised to 4 a minute before this version wrote it: without a sidecar it is taken as written at 4 (as the old version reads it).
+    const raised = { ...rpm!, limit: 4, rate: 4 / 60_000 }
+    expect(Math.round((await store.peek([raised], Date.now()))[0]!)).toBe(2)
+    expect((await store.admit([raised], 'req_legacy', Date.now())).ok).toBe(true)
+    expect(Number(await client.get(`${rpm!.key}:rate`))).toBe(raised.rate)
   })
 })

@@ -27,7 +27,8 @@
  * commands can fail, on a key of another type): an admission that fails answers -2 and its
  * message, a settlement 0, and the others go on.
  *
- * PEEK takes one request in plain ARGV fields: kind, limit, rate, cost (unused), until.
+ * PEEK takes one request in plain ARGV fields: kind, limit, rate, cost (unused), until; KEYS are its
+ * items' keys, then as many again: each bucket's rate sidecar (any key for other items).
  *
  * They are written for Redis' single thread, where each redis.call and each Lua number
  * formatting costs whole µs (measured in benchmarks/micro/admission.ts):
@@ -39,6 +40,13 @@
  *   limit − max(0, full − now) × rate tokens, less than zero when a settlement charged more
  *   than it held. Taking c tokens sets full = now + (limit − left) / rate. One SET with PX
  *   writes it (a missing key is a full bucket, so it may expire any time after it is full);
+ * - beside it, in KEYS right after it, its sidecar `<key>:rate` holds the rate `full` was written
+ *   with, so that a changed limit keeps the tokens missing, (full − now) × that rate, not the time
+ *   to refill them (raised from 1 to 1000 a minute after one request, a bucket holds 999, not 0).
+ *   It is written only when the rate changes (or it expired: it lives 12 minutes, longer in debt),
+ *   so it costs an MGET slot, not a SET, per request. A bucket without one (written by an older
+ *   version, during a rolling deploy) is read at the current rate, as that version reads it; an
+ *   older version ignores it, and reads every bucket as it always did;
  *   a counter (the integer used so far) is one SET with PXAT;
  * - numbers are handed to redis.call as Lua numbers, which Redis formats in C at full
  *   precision (%.17g), never through string.format or tostring in Lua;
@@ -54,9 +62,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`
 /**
  * BATCH begins with one MGET of the batch's keys (distinct already) into `val` (a missing or
  * non-numeric value reads as 0); one per 4,000 keys, as Lua cannot unpack more than about 8,000
- * values at once (a call of many summed settlements can carry 16,384 keys). `todo` and `order` collect the keys a request changed.
+ * values at once (a call of many summed settlements can carry 16,384 keys). `todo` and `order` collect
+ * the keys a request changed, `rside` the rate sidecars to write with their buckets.
  */
-const BATCH_READ = `local val, todo, order = {}, {}, {}
+const BATCH_READ = `local val, todo, order, rside = {}, {}, {}, {}
 local nk = #KEYS
 for from = 1, nk, 4000 do
   local to = math.min(nk, from + 3999)
@@ -65,10 +74,11 @@ for from = 1, nk, 4000 do
 end`
 
 /**
- * ...and ends with each changed key written once. todo[key] is 'b' for a bucket or a counter's
- * period end (a counter is kept a day past it; -1: no end). A bucket is kept two minutes past
- * its last write, a constant string (a per-key TTL is one more number for Redis to format, about
- * a tenth of an admission), unless it is further than that from full: in debt after a settlement.
+ * ...and ends with each changed key written once. todo[key] is 'b' for a bucket, 'r' for a
+ * bucket's rate sidecar (kept ten minutes longer than its bucket), or a counter's period end (a
+ * counter is kept a day past it; -1: no end). A bucket is kept two minutes past its last write, a
+ * constant string (a per-key TTL is one more number for Redis to format, about a tenth of an
+ * admission), unless it is further than that from full: in debt after a settlement.
  */
 const BATCH_WRITE = `for i = 1, #order do
   local key = order[i]
@@ -79,6 +89,14 @@ const BATCH_WRITE = `for i = 1, #order do
       redis.call('SET', key, val[key], 'PX', '120000')
     else
       redis.call('SET', key, val[key], 'PX', math.ceil(ms) + 1000)
+    end
+    local side = rside[key]
+    if side then
+      if ms < 119000 then
+        redis.call('SET', side, val[side], 'PX', '720000')
+      else
+        redis.call('SET', side, val[side], 'PX', math.ceil(ms) + 601000)
+      end
     end
   elseif w >= 0 then
     redis.call('SET', key, val[key], 'PXAT', w + 86400000)
@@ -96,6 +114,28 @@ local a0 = 3
 local late = A[3] >= 0 and now > A[3]
 -- Shared by the admissions (each writes 1..n before it reads them): no tables per request.
 local avail, after = {}, {}
+-- What the bucket at KEYS[k] (its rate sidecar at KEYS[k + 1]) holds now: the tokens missing are
+-- counted at the rate it was written with, so a changed limit keeps them, not the time to refill.
+local function held(k, limit, rate)
+  local full = val[KEYS[k]]
+  if full <= now then return limit end
+  local was = val[KEYS[k + 1]]
+  if was <= 0 then was = rate end
+  return limit - (full - now) * was
+end
+-- The bucket at KEYS[k] now holds left at rate: it is full again at the time this sets.
+local function refill(k, limit, rate, left)
+  local key, side = KEYS[k], KEYS[k + 1]
+  val[key] = now + (limit - left) / rate
+  if not todo[key] then
+    todo[key] = 'b'
+    order[#order + 1] = key
+  end
+  if val[side] ~= rate then
+    val[side] = rate
+    rside[key] = side
+  end
+end
 local function settle(n, lease)
   if lease ~= '' then
     for i = 1, n do
@@ -107,20 +147,14 @@ local function settle(n, lease)
     local b = a0 + 3 + (i - 1) * 6
     local kind = A[b + 1]
     local delta = A[b + 6]
-    if kind ~= 'l' and delta ~= 0 then
+    if kind == 'b' and delta ~= 0 then
+      local k, limit, rate = A[b + 2], A[b + 3], A[b + 4]
+      refill(k, limit, rate, math.min(limit, held(k, limit, rate) - delta))
+    elseif kind == 'c' and delta ~= 0 then
       local key = KEYS[A[b + 2]]
-      local limit = A[b + 3]
-      if kind == 'b' then
-        local rate = A[b + 4]
-        local full = val[key]
-        local a = limit
-        if full > now then a = limit - (full - now) * rate end
-        val[key] = now + (limit - math.min(limit, a - delta)) / rate
-      else
-        val[key] = math.max(0, val[key] + delta)
-      end
+      val[key] = math.max(0, val[key] + delta)
       if not todo[key] then
-        if kind == 'b' then todo[key] = 'b' else todo[key] = A[b + 5] end
+        todo[key] = A[b + 5]
         order[#order + 1] = key
       end
     end
@@ -141,15 +175,12 @@ local function admit(n, lease, clientNow)
     local a
     if kind == 'b' then
       local rate = A[b + 4]
-      local full = val[key]
-      a = limit
-      if full > now then a = limit - (full - now) * rate end
+      a = held(A[b + 2], limit, rate)
       if cost > a then
         local w, r = -1, math.huge
         if cost <= limit then w = ceil((cost - a) / rate); r = w end
         if r > rank then failed = i; wait = w; rank = r end
       end
-      after[i] = now + (limit - a + cost) / rate
     elseif kind == 'c' then
       local used = val[key]
       a = limit - used
@@ -196,11 +227,13 @@ local function admit(n, lease, clientNow)
   b = a0 + 3
   for i = 1, n do
     local kind = A[b + 1]
-    if kind ~= 'l' then
+    if kind == 'b' then
+      refill(A[b + 2], A[b + 3], A[b + 4], avail[i] - A[b + 6])
+    elseif kind == 'c' then
       local key = KEYS[A[b + 2]]
       val[key] = after[i]
       if not todo[key] then
-        if kind == 'b' then todo[key] = 'b' else todo[key] = A[b + 5] end
+        todo[key] = A[b + 5]
         order[#order + 1] = key
       end
     end
@@ -242,7 +275,7 @@ ${BATCH_WRITE}
 out[o + 1] = now
 return out`
 
-export const BATCH_SHA = '9f91ce047d664ea42c98192d9ff2b9746a6a96ee'
+export const BATCH_SHA = '3be13594237bc89a6a43122071b57b47aa9e6ebc'
 
 export const PEEK_SCRIPT = `${NOW}
 local n = tonumber(ARGV[1])
@@ -256,8 +289,10 @@ for i = 1, n do
   local a
   if kind == 'b' then
     local full = tonumber(vals[i] or '0') or 0
+    local was = tonumber(vals[n + i] or '0') or 0
+    if was <= 0 then was = rate end
     a = limit
-    if full > now then a = limit - (full - now) * rate end
+    if full > now then a = limit - (full - now) * was end
   elseif kind == 'c' then
     a = limit - (tonumber(vals[i] or '0') or 0)
   else
@@ -267,7 +302,7 @@ for i = 1, n do
 end
 return out`
 
-export const PEEK_SHA = 'b17a8a6548b2bd206146d326d69f9956465f2a60'
+export const PEEK_SHA = '5c47234440a589d6f71407a345a03d41fa05aa85'
 
 /**
  * RENEW pushes back the expiry of leases still held: KEYS are lease sets, ARGV pairs of the lease

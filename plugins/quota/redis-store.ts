@@ -4,9 +4,19 @@ import { PackWriter } from './pack.ts'
 import type { AdmitOutcome, HeldLeases, QuotaStore } from './store.ts'
 import { BATCH_SCRIPT, BATCH_SHA, PEEK_SCRIPT, PEEK_SHA, RENEW_SCRIPT, RENEW_SHA } from './lua.ts'
 
+/**
+ * The key beside an item's in KEYS, right after it: a bucket's rate sidecar (the rate its state was
+ * written with, see BATCH_SCRIPT); null for the other kinds, which have none.
+ */
+function sidecarOf(it: Item): string | null {
+  return it.kind === 'bucket' ? `${it.key}:rate` : null
+}
+
 /** KEYS and ARGV of a PEEK call over `items` (one request): per item kind, limit, rate, an unused 0, until. */
 function encodePeek(items: Item[], now: number): (string | number)[] {
-  const args: (string | number)[] = [items.length, ...items.map((it) => it.key), items.length, '', now]
+  const keys = items.map((it) => it.key)
+  for (const it of items) keys.push(sidecarOf(it) ?? it.key)
+  const args: (string | number)[] = [keys.length, ...keys, items.length, '', now]
   for (const it of items) args.push(KIND_LETTER[it.kind], it.limit, it.rate, 0, it.until ?? -1)
   return args
 }
@@ -224,6 +234,9 @@ class Batcher {
       if (lastKeys[i] === it.key) k = lastIndex[i]!
       else {
         k = args.push(it.key) - 1
+        // A bucket's rate sidecar goes right after it (the script finds it at k + 1).
+        const side = sidecarOf(it)
+        if (side !== null) args.push(side)
         lastKeys[i] = it.key
         lastIndex[i] = k
       }
@@ -513,7 +526,12 @@ export class RedisStore implements QuotaStore {
   }
 
   async reset(items: Item[]): Promise<void> {
-    const keys = items.map((it) => it.key)
+    const keys: string[] = []
+    for (const it of items) {
+      keys.push(it.key)
+      const side = sidecarOf(it)
+      if (side !== null) keys.push(side)
+    }
     if (keys.length === 0) return
     // Settlements of requests that ended before the reset are applied before it, not on top of the fresh counts.
     this.sendWaiting()

@@ -196,18 +196,37 @@ for (const backend of backends) {
         expect(b.waitMs!).toBeGreaterThan(59_000)
       })
 
-      test('a changed limit keeps the time the bucket needs to fill: both stores agree', async () => {
-        // 600 per minute, 10 taken: full again in 1000 ms.
+      test('a raised limit keeps the tokens missing, not the time to refill them: both stores agree', async () => {
+        // 600 per minute, 10 taken: 10 missing.
         const key = fresh('b')
         expect((await admit([bucket(10, 600, 10, key)])).ok).toBe(true)
-        // Raised to 6000 per minute (capacity 100): ~1000 ms from full at 100 per s, so about 0 left
-        // (not 90); lowered to 60 per minute (capacity 1): ~1000 ms from full at 1 per s, so about 0 too.
+        // Raised to 6000 per minute (capacity 100): still 10 missing (less what came back meanwhile,
+        // 0.01 a ms), so about 90 left, not the 0 a bucket as far from full in time would hold.
         const [raised] = await peek([bucket(100, 6000, 0, key)])
-        expect(raised!).toBeGreaterThanOrEqual(0)
-        expect(raised!).toBeLessThan(10)
+        expect(raised!).toBeGreaterThanOrEqual(90)
+        expect(raised!).toBeLessThan(91)
+        // Taken from at the new limit, it refills at the new rate: 0.1 a ms.
+        const took = await timed(() => admit([bucket(100, 6000, 50, key)]))
+        expect(took.value.ok).toBe(true)
+        await Bun.sleep(100)
+        const seen = await timed(() => peek([bucket(100, 6000, 0, key)]))
+        const { min, max } = between(took, seen)
+        expect(seen.value[0]!).toBeGreaterThanOrEqual(Math.min(100, took.value.remaining[0]! + min * 0.1))
+        expect(seen.value[0]!).toBeLessThanOrEqual(Math.min(100, took.value.remaining[0]! + max * 0.1))
+      })
+
+      test('a lowered limit keeps the tokens missing too: below what was taken, the bucket is in debt and refills at the new rate', async () => {
+        const key = fresh('b')
+        expect((await admit([bucket(10, 600, 10, key)])).ok).toBe(true)
+        // Lowered to 60 per minute (capacity 1): 10 missing, so 1 − 10 = −9 (a little less after the refill meanwhile).
         const [lowered] = await peek([bucket(1, 60, 0, key)])
-        expect(lowered!).toBeGreaterThanOrEqual(0)
-        expect(lowered!).toBeLessThan(0.2)
+        expect(lowered!).toBeGreaterThanOrEqual(-9)
+        expect(lowered!).toBeLessThan(-8.5)
+        // One more request waits until the debt is paid at 1 a second: about 10 s.
+        const refused = await admit([bucket(1, 60, 1, key)])
+        expect(refused).toMatchObject({ ok: false, failed: 0 })
+        expect(refused.waitMs!).toBeGreaterThan(9_000)
+        expect(refused.waitMs!).toBeLessThanOrEqual(10_000)
       })
 
       test('a cost above the limit can never be admitted: waitMs is null', async () => {

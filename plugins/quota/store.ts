@@ -73,10 +73,11 @@ const DEFAULT_MAX_ENTRIES = 200_000
 export class MemoryStore implements QuotaStore {
   readonly name = 'memory' as const
   /**
-   * A bucket is the ms at which it will be full again, as in the Redis script: it holds
-   * limit − max(0, full − now) × rate (below zero after a charge beyond what it held).
+   * A bucket is the ms at which it will be full again, as in the Redis script, and the rate it was
+   * written with: it holds limit − max(0, full − now) × that rate (below zero after a charge beyond
+   * what it held), so a changed limit keeps the tokens missing, not the time to refill them.
    */
-  private readonly buckets = new Map<string, number>()
+  private readonly buckets = new Map<string, { full: number; rate: number }>()
   private readonly counters = new Map<string, { used: number; expires: number | null }>()
   private readonly leases = new Map<string, Map<string, number>>()
 
@@ -132,7 +133,7 @@ export class MemoryStore implements QuotaStore {
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!
       if (item.kind === 'bucket') {
-        this.buckets.set(item.key, now + (item.limit - (remaining[i]! - item.cost)) / item.rate)
+        this.refill(item, now, remaining[i]! - item.cost)
       } else if (item.kind === 'counter') {
         this.counters.set(item.key, { used: item.limit - remaining[i]! + item.cost, expires: item.until })
       } else {
@@ -151,8 +152,7 @@ export class MemoryStore implements QuotaStore {
       if (item.kind === 'lease') {
         this.leases.get(item.key)?.delete(leaseId)
       } else if (delta !== 0 && item.kind === 'bucket') {
-        const left = Math.min(item.limit, this.bucketAvailable(item, now) - delta)
-        this.buckets.set(item.key, now + (item.limit - left) / item.rate)
+        this.refill(item, now, Math.min(item.limit, this.bucketAvailable(item, now) - delta))
       } else if (delta !== 0) {
         const used = Math.max(0, this.counterUsed(item, now) + delta)
         this.counters.set(item.key, { used, expires: item.until })
@@ -196,8 +196,19 @@ export class MemoryStore implements QuotaStore {
   }
 
   private bucketAvailable(item: Item, now: number): number {
-    const full = this.buckets.get(item.key)
-    return full === undefined || full <= now ? item.limit : item.limit - (full - now) * item.rate
+    const state = this.buckets.get(item.key)
+    return state === undefined || state.full <= now ? item.limit : item.limit - (state.full - now) * state.rate
+  }
+
+  /** The bucket of `item` holds `left` now, at the item's rate. */
+  private refill(item: Item, now: number, left: number): void {
+    const full = now + (item.limit - left) / item.rate
+    const state = this.buckets.get(item.key)
+    if (state === undefined) this.buckets.set(item.key, { full, rate: item.rate })
+    else {
+      state.full = full
+      state.rate = item.rate
+    }
   }
 
   private counterUsed(item: Item, now: number): number {
@@ -223,7 +234,7 @@ export class MemoryStore implements QuotaStore {
   /** Keep the maps bounded: drop what no longer matters, then the oldest if still too many. */
   private bound(now: number): void {
     if (this.buckets.size > this.maxEntries) {
-      for (const [k, full] of this.buckets) if (full <= now) this.buckets.delete(k)
+      for (const [k, state] of this.buckets) if (state.full <= now) this.buckets.delete(k)
       for (const k of this.buckets.keys()) {
         if (this.buckets.size <= this.maxEntries) break
         this.buckets.delete(k)
