@@ -206,6 +206,24 @@ for (const backend of backends) {
       await eventually(async () => ((await quota('keys', id)).parallel?.in_flight === 0 ? true : undefined), 3000, 'the slot freed')
     })
 
+    test('a budget reset with a request in flight: when it ends it brings only what it used beyond its reservation, so what a request after the reset spent stays counted', async () => {
+      const user = await createUser(gw)
+      const { id, key } = await createKey(gw, user, { budget: { tokens: 100_000, period: 'total' } })
+      // A reserves its prompt and the 256-token estimate, and uses its prompt and 16 words.
+      const a = gw.chat(key, { model: `mock-slow-${SLOW_MS}` })
+      await eventually(async () => ((await quota('keys', id)).budget?.tokens?.spent ?? 0) > 256 ? true : undefined, 3000, 'A reserved')
+      await reset('keys', id, { budget: true, limits: false })
+      const b = await chatOk(key, { max_tokens: 100 })
+      await eventually(async () => ((await quota('keys', id)).budget?.tokens?.spent === b.total ? true : undefined), 3000, "B's spend")
+      const aRes = await a
+      expect(aRes.status).toBe(200)
+      await aRes.arrayBuffer()
+      // A's unused reservation (about 250 tokens) is not refunded into the fresh count: B's spend stays whole.
+      await Bun.sleep(200)
+      const view = await quota('keys', id)
+      expect(view.budget!.tokens!.spent).toBe(b.total)
+    })
+
     test('{"parallel": true} frees the max_parallel slots at once (one held by a request whose end was never heard, say); the running request ends harmlessly', async () => {
       const user = await createUser(gw)
       const { id, key } = await createKey(gw, user, { limits: { max_parallel: 1 } })

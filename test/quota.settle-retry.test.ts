@@ -67,7 +67,7 @@ describe.skipIf(!haveRedis)('settling while the Redis connection is down', () =>
     await dropConnection()
     const lost: unknown[] = []
     const releases = new PendingReleases({ keepMs: 60_000, now: Date.now, dropped: () => {} })
-    await settleSurely(store, items, [0], 'req_a', { retries: 5, baseMs: 100, now: Date.now, lost: (error) => lost.push(error), releases })
+    await settleSurely(store, items, [0], 'req_a', 0, { retries: 5, baseMs: 100, now: Date.now, lost: (error) => lost.push(error), releases })
     expect(lost).toEqual([])
     expect((await store.admit(items, 'req_b', Date.now())).ok).toBe(true)
   })
@@ -81,7 +81,7 @@ describe.skipIf(!haveRedis)('settling while the Redis connection is down', () =>
     const lost: unknown[] = []
     const releases = new PendingReleases({ keepMs: 60_000, retryMs: 50, maxRetryMs: 200, now: Date.now, dropped: () => {} })
     // Retries much shorter than the outage: given up on after 20 + 40 ms.
-    await settleSurely(store, items, [0], 'req_out', { retries: 2, baseMs: 20, now: Date.now, lost: (error) => lost.push(error), releases })
+    await settleSurely(store, items, [0], 'req_out', 0, { retries: 2, baseMs: 20, now: Date.now, lost: (error) => lost.push(error), releases })
     expect(lost).toHaveLength(1)
     expect(releases.size).toBe(1)
     await Bun.sleep(1500)

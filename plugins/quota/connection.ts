@@ -12,8 +12,6 @@ export interface ScriptConnection {
   evalsha(sha: string, args: readonly ScriptArg[]): Promise<unknown>
   eval(script: string, args: readonly ScriptArg[]): Promise<unknown>
   zrem(key: string, member: string): Promise<unknown>
-  /** DEL of keys in one slot (a Cluster's hash tag keeps every quota key in one). */
-  del(keys: readonly string[]): Promise<unknown>
   close(): void
 }
 
@@ -60,9 +58,6 @@ export class IoredisConnection implements ScriptConnection {
   }
   zrem(key: string, member: string): Promise<unknown> {
     return this.client.zrem(key, member)
-  }
-  del(keys: readonly string[]): Promise<unknown> {
-    return this.client.del(...keys)
   }
   close(): void {
     this.client.disconnect()
@@ -171,9 +166,6 @@ export class NativeConnection implements ScriptConnection {
   }
   zrem(key: string, member: string): Promise<unknown> {
     return this.send('ZREM', [key, member])
-  }
-  del(keys: readonly string[]): Promise<unknown> {
-    return this.send('DEL', keys)
   }
   close(): void {
     this.closed = true

@@ -43,6 +43,8 @@ interface Reservation {
   store: QuotaStore
   tokens: number
   microUsd: number
+  /** The reset epoch its admission answered (see AdmitOutcome.epoch). */
+  epoch: number
 }
 
 const MEASURE_WORDS = {
@@ -174,7 +176,7 @@ export const quota = definePlugin({
         }
         putRateLimitHeaders(req.responseHeaders, items, outcome.remaining)
         if (!outcome.ok) return refusal(items[outcome.failed]!, outcome, req.responseHeaders)
-        req.locals[LOCAL] = { items, store, tokens, microUsd } satisfies Reservation
+        req.locals[LOCAL] = { items, store, tokens, microUsd, epoch: outcome.epoch } satisfies Reservation
         if (hasLease(items)) leased.set(req.id, { items, leaseId: req.id, store, since: now })
       },
       // The settlement needs the usage only: the pipeline need not ask Bun for the client address for it.
@@ -194,7 +196,7 @@ export const quota = definePlugin({
           const m = items[i]!.measure
           deltas[i] = m === 'tokens' || m === 'budget_tokens' ? realTokens - reservation.tokens : m === 'budget_usd' ? realMicro - reservation.microUsd : 0
         }
-        settleSurely(reservation.store, items, deltas, req.id, {
+        settleSurely(reservation.store, items, deltas, req.id, reservation.epoch, {
           retries: SETTLE_RETRIES,
           baseMs: SETTLE_RETRY_MS,
           now: services.now,

@@ -20,6 +20,7 @@ const SCRIPTS = [
   ['BATCH', lua.BATCH_SCRIPT, lua.BATCH_SHA],
   ['PEEK', lua.PEEK_SCRIPT, lua.PEEK_SHA],
   ['RENEW', lua.RENEW_SCRIPT, lua.RENEW_SHA],
+  ['RESET', lua.RESET_SCRIPT, lua.RESET_SHA],
 ] as const
 
 describe('script constants', () => {
@@ -92,7 +93,6 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
       },
       eval: (script, args) => inner.eval(script, args),
       zrem: (key, member) => inner.zrem(key, member),
-      del: (keys) => inner.del(keys),
       close: () => {},
     }
     const late = new RedisStore(lateFirst, { settleWaitMs: 0 })
@@ -186,8 +186,7 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
         evalsha: (sha, args) => call(args, () => inner.evalsha(sha, args)),
         eval: (script, args) => call(args, () => inner.eval(script, args)),
         zrem: (key, member) => inner.zrem(key, member),
-        del: (keys) => inner.del(keys),
-        close: () => void openAtClose.push(unanswered),
+          close: () => void openAtClose.push(unanswered),
       }
     })
     return { sent, openAtClose, recorded: new RedisStore(connections, settleWaitMs === undefined ? {} : { settleWaitMs }) }
@@ -363,8 +362,8 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
       await Promise.all(settled)
       expect(sent.length - before).toBe(1)
       expect(counts(sent[before]!.args)).toEqual([1, 1])
-      // KEYS: the two keys (and the bucket's rate sidecar) once, shared by the sum and the admission after it.
-      expect(sent[before]!.args[0]).toBe(3)
+      // KEYS: the two keys (each with its sidecar) once, shared by the sum and the admission after it.
+      expect(sent[before]!.args[0]).toBe(4)
       // 100 - 5 × 10 + 5 × 6 - 10 of each.
       expect(sixth.ok).toBe(true)
       expect(sixth.remaining.map(Math.round)).toEqual([70, 70])
@@ -389,13 +388,17 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
       expect(a.map(Math.round)).toEqual([100, 100])
     })
 
-    test('deltas that cancel out send nothing; their promise is kept', async () => {
+    test("a bucket's deltas that cancel out send nothing, their promise kept; a counter's are sent, as its charge counts alone where it was reset meanwhile", async () => {
       const { sent, recorded } = recordingStore(1, 20)
       const plan = plain('cancel')
       expect((await recorded.admit(plan, 'req_c0', Date.now())).ok).toBe(true)
       const before = sent.length
-      await Promise.all([recorded.settle(plan, [5, 5], 'req_c1', Date.now()), recorded.settle(plan, [-5, -5], 'req_c2', Date.now())])
+      await Promise.all([recorded.settle(plan.slice(0, 1), [5], 'req_c1', Date.now()), recorded.settle(plan.slice(0, 1), [-5], 'req_c2', Date.now())])
       expect(sent.length).toBe(before)
+      await Promise.all([recorded.settle(plan.slice(1), [5], 'req_c3', Date.now(), 0), recorded.settle(plan.slice(1), [-5], 'req_c4', Date.now(), 0)])
+      expect(sent.length).toBe(before + 1)
+      // The counter and its reset sidecar only.
+      expect(sent[before]!.args.slice(0, 3)).toEqual([2, plan[1]!.key, `${plan[1]!.key}:reset`])
       expect((await store.peek(plan, Date.now())).map(Math.round)).toEqual([90, 90])
     })
 
@@ -420,9 +423,9 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     ])
     expect(sent).toHaveLength(1)
     const keys = sent[0]!.args.slice(1, 1 + Number(sent[0]!.args[0]))
-    // Each bucket's rate sidecar right after it.
+    // Each bucket's and counter's sidecar right after it.
     const [rpm, bt, par] = shared.map((it) => it.key) as [string, string, string]
-    expect(keys).toEqual([rpm, `${rpm}:rate`, bt, par, own[0]!.key, `${own[0]!.key}:rate`])
+    expect(keys).toEqual([rpm, `${rpm}:rate`, bt, `${bt}:reset`, par, own[0]!.key, `${own[0]!.key}:rate`])
     // In order: each admission took 10 tokens and a lease after the one before it.
     expect(outcomes.slice(0, 5).map((o) => [o.ok, Math.round(o.remaining[1]!), o.remaining[2]])).toEqual([
       [true, 90, 4],
@@ -447,8 +450,8 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
       recorded.admit(third, 'req_t3', Date.now()),
     ])
     expect(sent).toHaveLength(1)
-    // Three times the bucket with its sidecar and the budget.
-    expect(Number(sent[0]!.args[0])).toBe(9)
+    // Three times the bucket and the budget, each with its sidecar.
+    expect(Number(sent[0]!.args[0])).toBe(12)
     // rpm holds 2: the first and second take one each, the third is refused on it (its item 0).
     expect(outcomes.map((o) => o.ok)).toEqual([true, true, false])
     expect(outcomes[2]).toMatchObject({ failed: 0 })
@@ -478,6 +481,21 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     expect(inDebt).toBeLessThanOrEqual(331_000)
     // The sidecar is written again only when its rate changes (or it expired): at the same limit it is left as it was.
     expect(await client.pttl(`${plan[0]!.key}:rate`)).toBeGreaterThan(700_000)
+  })
+
+  test("a reset marks each counter with a new epoch from one sequence per hash tag, kept as long as the counter; buckets and lease sets, with their sidecars, are deleted", async () => {
+    const plan = items('reset-marks')
+    const total = { ...plan[1]!, key: `{${tag}}:reset-marks:total`, until: null }
+    expect((await store.admit([...plan, total], 'req_rm', Date.now())).ok).toBe(true)
+    const before = Number((await client.get(`{${tag}}:reset-epoch`)) ?? 0)
+    await store.reset([...plan, total])
+    expect(await client.exists(plan[0]!.key, `${plan[0]!.key}:rate`, plan[1]!.key, plan[2]!.key, total.key)).toBe(0)
+    expect(Number(await client.get(`${plan[1]!.key}:reset`))).toBe(before + 1)
+    expect(Number(await client.call('PEXPIRETIME', `${plan[1]!.key}:reset`))).toBe(plan[1]!.until! + 86_400_000)
+    expect(Number(await client.get(`${total.key}:reset`))).toBe(before + 1)
+    expect(await client.pttl(`${total.key}:reset`)).toBe(-1)
+    // An admission answers the highest epoch among its counters.
+    expect((await store.admit([plan[0]!, total], 'req_rm2', Date.now())).epoch).toBe(before + 1)
   })
 
   test('a bucket written without a rate sidecar (by the version before it, during a rolling deploy) is read at the current rate, and gets one on its next write', async () => {

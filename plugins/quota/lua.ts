@@ -12,14 +12,17 @@
  * MessagePack array (pack.ts; read by Redis' bundled cmsgpack): the number of settlements, the
  * number of admissions, the admissions' deadline, then per request n (its item count), its lease id
  * ('' when it has no lease items), the caller's clock and six fields per item: kind, the index of its
- * key in KEYS, limit, rate, until, cost (or delta).
+ * key in KEYS, limit, rate, until, cost (or delta). In a settlement a counter, which has no use for
+ * limit and rate there, carries instead the charge part of its delta (what it used beyond its
+ * reservation, 0 for a refund) and the reset epoch it was admitted in (see below).
+ * One argument instead of ~6 per item: every argument costs the client and Redis (a Lua string
+ * each); cmsgpack hands numbers over as numbers, and reads binary doubles three times faster than
+ * cjson parses text.
  * The deadline is in Redis' time (ms; -1: none): the sender gives up on the call at about that
  * moment (see RedisStore), so admissions the script reaches after it take nothing and answer -3.
  * A hung Redis that wakes up would otherwise take the reservations of requests already refused
  * (or admitted in process when failing open), which nobody would ever settle. Settlements still
- * run late: what a request used is real whenever it arrives. One argument instead of ~6 per item: every argument costs the
- * client and Redis (a Lua string each); cmsgpack hands numbers over as numbers, and reads binary
- * doubles three times faster than cjson parses text.
+ * run late: what a request used is real whenever it arrives.
  * One call for both kinds: the per-call work (the script call, TIME, one MGET, one SET per
  * changed key) is shared by the requests that end and those that begin, and a key both touch is
  * read and written once. Requests run in order, each exactly as if it were its own script (a
@@ -47,12 +50,20 @@
  *   so it costs an MGET slot, not a SET, per request. A bucket without one (written by an older
  *   version, during a rolling deploy) is read at the current rate, as that version reads it; an
  *   older version ignores it, and reads every bucket as it always did;
- *   a counter (the integer used so far) is one SET with PXAT;
+ * - a counter (the integer used so far) is one SET with PXAT. Its sidecar `<key>:reset`, right
+ *   after it in KEYS, holds the epoch of its last reset (RESET takes a new one from a sequence;
+ *   none: never reset). An admission answers the highest epoch among its counters, and its
+ *   settlement hands it back: where a counter's epoch is higher now, it was reset while the
+ *   request ran, and only the charge part reaches the fresh count; its refund would take back
+ *   what the fresh count never held. Nothing is written for it but by RESET. An older version
+ *   neither reads nor writes it: during a rolling deploy its settlements refund into a reset
+ *   count as it always did;
  * - numbers are handed to redis.call as Lua numbers, which Redis formats in C at full
  *   precision (%.17g), never through string.format or tostring in Lua;
- * - replies are integers (Redis would truncate a Lua float): what is left, in thousandths
- *   (floored), and the wait in ms, -1 meaning never; the last is Redis' clock when the script
- *   began, from which the sender learns how Redis' clock stands to its own.
+ * - replies are integers (Redis would truncate a Lua float): per admission its status, the item
+ *   that refused, the wait in ms (-1 meaning never), its reset epoch and what is left of each item
+ *   in thousandths (floored); the last is Redis' clock when the script began, from which the
+ *   sender learns how Redis' clock stands to its own.
  */
 
 /** Redis' own clock in ms: buckets and leases of every instance agree on it. */
@@ -151,11 +162,16 @@ local function settle(n, lease)
       local k, limit, rate = A[b + 2], A[b + 3], A[b + 4]
       refill(k, limit, rate, math.min(limit, held(k, limit, rate) - delta))
     elseif kind == 'c' and delta ~= 0 then
-      local key = KEYS[A[b + 2]]
-      val[key] = math.max(0, val[key] + delta)
-      if not todo[key] then
-        todo[key] = A[b + 5]
-        order[#order + 1] = key
+      local k = A[b + 2]
+      local key = KEYS[k]
+      -- Reset since its admission: only the charge part counts against the fresh count.
+      if val[KEYS[k + 1]] > A[b + 4] then delta = A[b + 3] end
+      if delta ~= 0 then
+        val[key] = math.max(0, val[key] + delta)
+        if not todo[key] then
+          todo[key] = A[b + 5]
+          order[#order + 1] = key
+        end
       end
     end
   end
@@ -166,6 +182,7 @@ local function admit(n, lease, clientNow)
   -- Of the items without room, the one with the longest wait is told (-1, never, above all; a
   -- full lease set only where nothing else refuses): the request passes once all have room.
   local rank = -2
+  local epoch = 0
   local b = a0 + 3
   for i = 1, n do
     local kind = A[b + 1]
@@ -183,6 +200,8 @@ local function admit(n, lease, clientNow)
       end
     elseif kind == 'c' then
       local used = val[key]
+      local e = val[KEYS[A[b + 2] + 1]]
+      if e > epoch then epoch = e end
       a = limit - used
       if used + cost > limit or used >= limit then
         local untl = A[b + 5]
@@ -205,11 +224,12 @@ local function admit(n, lease, clientNow)
     avail[i] = a
     b = b + 6
   end
+  out[o + 4] = epoch
   if failed > 0 then
     out[o + 1] = 0
     out[o + 2] = failed - 1
     out[o + 3] = wait
-    for i = 1, n do out[o + 3 + i] = floor(avail[i] * 1000) end
+    for i = 1, n do out[o + 4 + i] = floor(avail[i] * 1000) end
     return
   end
   if lease ~= '' then
@@ -237,7 +257,7 @@ local function admit(n, lease, clientNow)
         order[#order + 1] = key
       end
     end
-    out[o + 3 + i] = floor((avail[i] - A[b + 6]) * 1000)
+    out[o + 4 + i] = floor((avail[i] - A[b + 6]) * 1000)
     b = b + 6
   end
   out[o + 1] = 1
@@ -260,22 +280,22 @@ for r = 1, A[2] do
   local lease = A[a0 + 2]
   local ok, err = true, nil
   if late then
-    for i = 1, n + 3 do out[o + i] = 0 end
+    for i = 1, n + 4 do out[o + i] = 0 end
     out[o + 1] = -3
   elseif lease == '' then admit(n, lease, A[a0 + 3]) else ok, err = pcall(admit, n, lease, A[a0 + 3]) end
   if not ok then
-    for i = 1, n + 3 do out[o + i] = 0 end
+    for i = 1, n + 4 do out[o + i] = 0 end
     out[o + 1] = -2
     out[o + 2] = type(err) == 'table' and (err.err or 'script error') or tostring(err)
   end
-  o = o + 3 + n
+  o = o + 4 + n
   a0 = a0 + 3 + n * 6
 end
 ${BATCH_WRITE}
 out[o + 1] = now
 return out`
 
-export const BATCH_SHA = '3be13594237bc89a6a43122071b57b47aa9e6ebc'
+export const BATCH_SHA = '2c3a03ff1d5ff1fce5ac55b0358fe60b2d4010f3'
 
 export const PEEK_SCRIPT = `${NOW}
 local n = tonumber(ARGV[1])
@@ -325,3 +345,24 @@ end
 return renewed`
 
 export const RENEW_SHA = 'e3246236af3997e7fa91bbfa7a104e0bfe951ee2'
+
+/**
+ * RESET is an operator's reset of one subject's items: KEYS[1] is the sequence reset epochs come
+ * from (one key per hash tag), then the keys to reset, each with its ARGV: -2 deletes it (a bucket
+ * and its rate sidecar, a counter, a lease set), anything else marks it with a new epoch, a
+ * counter's reset sidecar, kept until that ms (PXAT) or, at -1, for good (a total budget's).
+ */
+export const RESET_SCRIPT = `local epoch = redis.call('INCR', KEYS[1])
+for i = 2, #KEYS do
+  local w = tonumber(ARGV[i - 1])
+  if w == -2 then
+    redis.call('DEL', KEYS[i])
+  elseif w < 0 then
+    redis.call('SET', KEYS[i], epoch)
+  else
+    redis.call('SET', KEYS[i], epoch, 'PXAT', w)
+  end
+end
+return epoch`
+
+export const RESET_SHA = 'd82656b0bee3ce7c668725886a64173851d03bd2'

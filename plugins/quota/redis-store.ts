@@ -1,15 +1,21 @@
 import { TimedOutError, type ScriptArg, type ScriptConnection } from './connection.ts'
 import { KIND_LETTER, hasLease, type Item } from './plan.ts'
 import { PackWriter } from './pack.ts'
-import type { AdmitOutcome, HeldLeases, QuotaStore } from './store.ts'
-import { BATCH_SCRIPT, BATCH_SHA, PEEK_SCRIPT, PEEK_SHA, RENEW_SCRIPT, RENEW_SHA } from './lua.ts'
+import { AFTER_EVERY_RESET, type AdmitOutcome, type HeldLeases, type QuotaStore } from './store.ts'
+import { BATCH_SCRIPT, BATCH_SHA, PEEK_SCRIPT, PEEK_SHA, RENEW_SCRIPT, RENEW_SHA, RESET_SCRIPT, RESET_SHA } from './lua.ts'
 
 /**
- * The key beside an item's in KEYS, right after it: a bucket's rate sidecar (the rate its state was
- * written with, see BATCH_SCRIPT); null for the other kinds, which have none.
+ * The key beside an item's in KEYS, right after it (see BATCH_SCRIPT): a bucket's rate sidecar (the
+ * rate its state was written with), a counter's reset sidecar (the epoch of its last reset); null
+ * for a lease set, which has none.
  */
 function sidecarOf(it: Item): string | null {
-  return it.kind === 'bucket' ? `${it.key}:rate` : null
+  return it.kind === 'bucket' ? `${it.key}:rate` : it.kind === 'counter' ? `${it.key}:reset` : null
+}
+
+/** The sequence reset epochs come from: one key per hash tag, so a Cluster finds it in the slot of the keys it marks. */
+function epochKeyOf(key: string): string {
+  return `${/^\{[^}]*\}/.exec(key)?.[0] ?? ''}:reset-epoch`
 }
 
 /** KEYS and ARGV of a PEEK call over `items` (one request): per item kind, limit, rate, an unused 0, until. */
@@ -24,13 +30,23 @@ function encodePeek(items: Item[], now: number): (string | number)[] {
 /** Leases a RENEW call carries at most (its KEYS and ARGV are unpacked by Redis, not by Lua). */
 const RENEW_CHUNK = 1000
 
+/** A settlement's figures, per item. */
+interface Settlement {
+  /** Real cost minus reserved. */
+  deltas: number[]
+  /** The part of the delta that still applies to a counter reset since: what was used beyond the reservation. */
+  charges: number[]
+  /** The reset epoch the request's admission answered (see AdmitOutcome.epoch). */
+  epochs: number[]
+}
+
 /** One request's admission (R: its outcome) or settlement (R: void) waiting for its batch. */
 interface Pending<R> {
   items: Item[]
   leaseId: string
   now: number
-  /** The delta of each item (settlement); null: each item's own cost (admission). */
-  values: number[] | null
+  /** null: an admission, which takes each item's own cost. */
+  settlement: Settlement | null
   resolve(reply: R): void
   reject(error: unknown): void
 }
@@ -104,8 +120,8 @@ class RedisClock {
   }
 }
 
-/** Fields ahead of the items' in each admission's reply: status, failed, wait. */
-const ADMIT_HEAD = 3
+/** Fields ahead of the items' in each admission's reply: status, failed, wait, reset epoch. */
+const ADMIT_HEAD = 4
 
 /**
  * The settlements and admissions of one connection that arrived in the same turn of the event
@@ -136,7 +152,7 @@ class Batcher {
     private readonly track: (sent: Promise<void>) => void,
     private readonly clock: RedisClock,
     /** Gives back what an admission took after the call had timed out (its reply came late). */
-    private readonly undo: (items: Item[], leaseId: string) => void,
+    private readonly undo: (items: Item[], leaseId: string, epoch: number) => void,
   ) {}
 
   /** Admissions wait here for the send at the end of this turn. */
@@ -214,7 +230,7 @@ class Batcher {
 
   private undoLate(admits: Pending<AdmitOutcome>[], replies: (number | string)[], o: number): void {
     for (const p of admits) {
-      if (replies[o] === 1) this.undo(p.items, p.leaseId)
+      if (replies[o] === 1) this.undo(p.items, p.leaseId, Number(replies[o + 3]))
       o += ADMIT_HEAD + p.items.length
     }
   }
@@ -240,11 +256,19 @@ class Batcher {
         lastKeys[i] = it.key
         lastIndex[i] = k
       }
-      const value = p.values === null ? it.cost : (p.values[i] ?? 0)
+      const settlement = p.settlement
+      const value = settlement === null ? it.cost : (settlement.deltas[i] ?? 0)
       pack.raw(KIND_PACKED[it.kind], 1)
       pack.number(k)
-      pack.number(it.limit)
-      pack.number(it.rate)
+      if (settlement !== null && it.kind === 'counter') {
+        // What a counter's settlement needs in place of limit and rate (see BATCH_SCRIPT).
+        const charge = settlement.charges[i] ?? 0
+        pack.number(Number.isFinite(charge) ? charge : 0)
+        pack.number(settlement.epochs[i] ?? AFTER_EVERY_RESET)
+      } else {
+        pack.number(it.limit)
+        pack.number(it.rate)
+      }
       pack.number(it.until ?? -1)
       // A NaN or an infinity would spoil the script's arithmetic: it counts as 0.
       pack.number(Number.isFinite(value) ? value : 0)
@@ -253,8 +277,8 @@ class Batcher {
 }
 
 /**
- * From `o` on: [status, failed, wait ms (-1: never), left × 1000 per item] per request; status -2
- * is an error, its message second; -3 an admission past its deadline, which took nothing.
+ * From `o` on: [status, failed, wait ms (-1: never), reset epoch, left × 1000 per item] per request;
+ * status -2 is an error, its message second; -3 an admission past its deadline, which took nothing.
  */
 function resolveAdmits(batch: Pending<AdmitOutcome>[], reply: (number | string)[], o: number): void {
   for (const p of batch) {
@@ -265,7 +289,7 @@ function resolveAdmits(batch: Pending<AdmitOutcome>[], reply: (number | string)[
       const remaining = new Array<number>(n)
       for (let i = 0; i < n; i++) remaining[i] = Number(reply[o + ADMIT_HEAD + i]) / 1000
       const wait = Number(reply[o + 2])
-      p.resolve({ ok: reply[o] === 1, failed: Number(reply[o + 1]), waitMs: wait < 0 ? null : wait, remaining })
+      p.resolve({ ok: reply[o] === 1, failed: Number(reply[o + 1]), waitMs: wait < 0 ? null : wait, remaining, epoch: Number(reply[o + 3]) })
     }
     o += ADMIT_HEAD + n
   }
@@ -295,11 +319,11 @@ export class RedisStore implements QuotaStore {
   private readonly batchers: readonly Batcher[]
   /**
    * Settlements not sent yet: the next admission on any connection takes them, or the timer does.
-   * Those without leases are summed per key (`sums`) and go as one; a lease is one request's to
-   * drop, so a settlement with one waits whole in `waiting`.
+   * Those without leases are summed per key (`sums`; a counter's per key and reset epoch) and go as
+   * one; a lease is one request's to drop, so a settlement with one waits whole in `waiting`.
    */
   private readonly waiting: Pending<void>[] = []
-  private readonly sums = new Map<string, { item: Item; delta: number }>()
+  private readonly sums = new Map<string, { item: Item; delta: number; charge: number; epoch: number }>()
   /** What the settlements in `sums` were promised: one promise for all of them, settled by their call. */
   private summed: PromiseWithResolvers<void> | null = null
   private waitTimer: ReturnType<typeof setTimeout> | null = null
@@ -318,8 +342,8 @@ export class RedisStore implements QuotaStore {
     for (const c of this.clients) if (c.timeoutMs !== undefined) timeoutMs = Math.min(timeoutMs ?? Infinity, c.timeoutMs)
     const clock = new RedisClock(timeoutMs)
     // What it took is given back as a settlement would: every item's cost, and its leases released.
-    const undo = (items: Item[], leaseId: string) => {
-      this.settle(items, items.map((it) => -it.cost), leaseId, Date.now()).catch(() => {})
+    const undo = (items: Item[], leaseId: string, epoch: number) => {
+      this.settle(items, items.map((it) => -it.cost), leaseId, Date.now(), epoch).catch(() => {})
     }
     const run = (client: ScriptConnection, sha: string, script: string, args: ScriptArg[]) => this.run(client, sha, script, args)
     const takeWaiting = () => this.takeWaiting()
@@ -360,7 +384,7 @@ export class RedisStore implements QuotaStore {
   admit(items: Item[], leaseId: string, now: number): Promise<AdmitOutcome> {
     const batcher = this.batchers[hasLease(items) ? this.indexFor(leaseId) : this.turnIndex()]!
     return new Promise<AdmitOutcome>((resolve, reject) => {
-      batcher.admit({ items, leaseId, now, values: null, resolve, reject })
+      batcher.admit({ items, leaseId, now, settlement: null, resolve, reject })
     })
   }
 
@@ -376,8 +400,8 @@ export class RedisStore implements QuotaStore {
     return this.turn
   }
 
-  settle(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void> {
-    return hasLease(items) ? this.settleWithLeases(items, deltas, leaseId, now) : this.settleSummed(items, deltas)
+  settle(items: Item[], deltas: number[], leaseId: string, now: number, epoch = AFTER_EVERY_RESET): Promise<void> {
+    return hasLease(items) ? this.settleWithLeases(items, deltas, leaseId, now, epoch) : this.settleSummed(items, deltas, epoch)
   }
 
   /**
@@ -386,9 +410,11 @@ export class RedisStore implements QuotaStore {
    * it is what Redis would hold after running the settlements one by one with every charge before
    * every refund, an order they could have come in (a bucket is never above full, nor a counter
    * below 0, after a charge; so only the refunds can reach either bound, and they do so whether
-   * they come one by one or summed). Deltas that cancel out are not sent.
+   * they come one by one or summed). A counter's sum is kept per reset epoch, with its charges
+   * apart: where the counter was reset since, the charges alone apply, as they would one by one.
+   * Bucket deltas that cancel out are not sent.
    */
-  private settleSummed(items: Item[], deltas: number[]): Promise<void> {
+  private settleSummed(items: Item[], deltas: number[], epoch: number): Promise<void> {
     const sums = this.sums
     let changed = false
     for (let i = 0; i < items.length; i++) {
@@ -397,12 +423,16 @@ export class RedisStore implements QuotaStore {
       if (delta === 0 || !Number.isFinite(delta)) continue
       changed = true
       const it = items[i]!
-      const sum = sums.get(it.key)
+      // Nearly every counter is at epoch 0 (never reset): its own key, no string built.
+      const at = it.kind === 'counter' && epoch !== 0 ? `${it.key}\n${epoch}` : it.key
+      const sum = sums.get(at)
+      const charge = delta > 0 ? delta : 0
       // The item itself is the latest request's: a limit changed meanwhile applies from now on.
-      if (sum === undefined) sums.set(it.key, { item: it, delta })
+      if (sum === undefined) sums.set(at, { item: it, delta, charge, epoch })
       else {
         sum.item = it
         sum.delta += delta
+        sum.charge += charge
       }
     }
     // Only what changes goes to Redis: the request bucket never does.
@@ -412,22 +442,24 @@ export class RedisStore implements QuotaStore {
     return this.summed.promise
   }
 
-  private settleWithLeases(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void> {
+  private settleWithLeases(items: Item[], deltas: number[], leaseId: string, now: number, epoch: number): Promise<void> {
     // Only what changes goes to Redis (a lease to drop, a bucket or counter to correct): every key
     // costs Redis a read and the client an argument.
     const changed: Item[] = []
-    const values: number[] = []
+    const settlement: Settlement = { deltas: [], charges: [], epochs: [] }
     for (let i = 0; i < items.length; i++) {
       const it = items[i]!
       const delta = deltas[i] ?? 0
       if (it.kind === 'lease' || delta !== 0) {
         changed.push(it)
-        values.push(delta)
+        settlement.deltas.push(delta)
+        settlement.charges.push(delta > 0 ? delta : 0)
+        settlement.epochs.push(epoch)
       }
     }
     if (changed.length === 0) return Promise.resolve()
     return new Promise<void>((resolve, reject) => {
-      this.waiting.push({ items: changed, leaseId, now, values, resolve, reject })
+      this.waiting.push({ items: changed, leaseId, now, settlement, resolve, reject })
       this.waitForAdmission()
     })
   }
@@ -448,11 +480,14 @@ export class RedisStore implements QuotaStore {
     const { resolve, reject } = this.summed
     this.summed = null
     const items: Item[] = []
-    const values: number[] = []
+    const all: Settlement = { deltas: [], charges: [], epochs: [] }
     for (const sum of this.sums.values()) {
-      if (sum.delta === 0) continue
+      // A counter's charges still count where it was reset since, whatever the refunds beside them.
+      if (sum.delta === 0 && (sum.item.kind !== 'counter' || sum.charge === 0)) continue
       items.push(sum.item)
-      values.push(sum.delta)
+      all.deltas.push(sum.delta)
+      all.charges.push(sum.charge)
+      all.epochs.push(sum.epoch)
     }
     this.sums.clear()
     if (items.length === 0) {
@@ -467,7 +502,8 @@ export class RedisStore implements QuotaStore {
     }
     for (let from = 0; from < items.length; from += MAX_SUMMED_ITEMS) {
       const to = from + MAX_SUMMED_ITEMS
-      taken.push({ items: items.slice(from, to), leaseId: '', now: 0, values: values.slice(from, to), resolve: done, reject })
+      const part = { deltas: all.deltas.slice(from, to), charges: all.charges.slice(from, to), epochs: all.epochs.slice(from, to) }
+      taken.push({ items: items.slice(from, to), leaseId: '', now: 0, settlement: part, resolve: done, reject })
     }
     return taken
   }
@@ -525,18 +561,29 @@ export class RedisStore implements QuotaStore {
     return reply.map((left) => left / 1000)
   }
 
+  /**
+   * One RESET call: buckets (with their rate sidecars), counters and lease sets deleted, and each
+   * counter's reset sidecar marked with a new epoch, kept as long as the counter would be.
+   */
   async reset(items: Item[]): Promise<void> {
-    const keys: string[] = []
+    if (items.length === 0) return
+    const keys: string[] = [epochKeyOf(items[0]!.key)]
+    const argv: number[] = []
     for (const it of items) {
       keys.push(it.key)
-      const side = sidecarOf(it)
-      if (side !== null) keys.push(side)
+      argv.push(-2)
+      if (it.kind === 'bucket') {
+        keys.push(`${it.key}:rate`)
+        argv.push(-2)
+      } else if (it.kind === 'counter') {
+        keys.push(`${it.key}:reset`)
+        argv.push(it.until === null ? -1 : it.until + 86_400_000)
+      }
     }
-    if (keys.length === 0) return
     // Settlements of requests that ended before the reset are applied before it, not on top of the fresh counts.
     this.sendWaiting()
     if (this.settling.size > 0) await Promise.allSettled([...this.settling])
-    await this.clients[0]!.del(keys)
+    await this.run(this.clients[0]!, RESET_SHA, RESET_SCRIPT, [keys.length, ...keys, ...argv])
   }
 
   async close(): Promise<void> {

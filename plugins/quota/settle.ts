@@ -16,23 +16,23 @@ export interface SettleOptions {
 }
 
 /**
- * Settle a request, riding out a connection that is down for a moment. A settlement that was
+ * Settle a request (`epoch`: what its admission answered), riding out a connection that is down for a moment. A settlement that was
  * never sent is sent again (it cannot apply twice); one whose fate is unknown (a timeout) is not,
  * since running its deltas again could charge twice. Either way the request's `max_parallel`
  * leases are then dropped on their own (a release is idempotent), by `releases` until Redis answers
  * again: a lease left behind would hold a slot until it expires (`lease_ms`).
  */
-export function settleSurely(store: QuotaStore, items: Item[], deltas: number[], leaseId: string, options: SettleOptions): Promise<void> {
+export function settleSurely(store: QuotaStore, items: Item[], deltas: number[], leaseId: string, epoch: number, options: SettleOptions): Promise<void> {
   // The usual case costs what a plain settle() does: the retries live in the rejection path.
-  return store.settle(items, deltas, leaseId, options.now()).catch((error: unknown) => recover(error, store, items, deltas, leaseId, options))
+  return store.settle(items, deltas, leaseId, options.now(), epoch).catch((error: unknown) => recover(error, store, items, deltas, leaseId, epoch, options))
 }
 
-async function recover(error: unknown, store: QuotaStore, items: Item[], deltas: number[], leaseId: string, options: SettleOptions): Promise<void> {
+async function recover(error: unknown, store: QuotaStore, items: Item[], deltas: number[], leaseId: string, epoch: number, options: SettleOptions): Promise<void> {
   let attempt = 0
   while (error instanceof NotSentError && attempt < options.retries) {
     await Bun.sleep(options.baseMs * 2 ** attempt++)
     try {
-      await store.settle(items, deltas, leaseId, options.now())
+      await store.settle(items, deltas, leaseId, options.now(), epoch)
       return
     } catch (next) {
       error = next

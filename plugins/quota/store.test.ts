@@ -100,7 +100,7 @@ for (const backend of backends) {
     const leaseId = () => `req_${backend.name}_${lid++}`
     const admit = (items: Item[], id = leaseId()): Promise<AdmitOutcome> => store.admit(items, id, Date.now())
     const peek = (items: Item[]) => store.peek(items, Date.now())
-    const settle = (items: Item[], deltas: number[], id: string) => store.settle(items, deltas, id, Date.now())
+    const settle = (items: Item[], deltas: number[], id: string, epoch?: number) => store.settle(items, deltas, id, Date.now(), epoch)
 
     beforeAll(async () => {
       store = await backend.open()
@@ -598,6 +598,27 @@ for (const backend of backends) {
         void settle(items, [30], id)
         await store.reset(items)
         expect(await peek(items)).toEqual([100])
+      })
+
+      test('a counter reset while requests run: their refunds stay out of the fresh count, what they used beyond the reservation goes in; one admitted after it settles as usual', async () => {
+        const c = counter(1000, 264, null)
+        const [a, x, b] = [leaseId(), leaseId(), leaseId()]
+        const first = await admit([c], a)
+        const second = await admit([withCost(c, 50)], x)
+        expect(first.epoch).toBe(second.epoch)
+        await store.reset([c])
+        const after = await admit([withCost(c, 107)], b)
+        expect(after.ok).toBe(true)
+        expect(after.epoch).toBeGreaterThan(first.epoch)
+        // Together (summed where the store sums): a used 23 of its 264, x 80 of its 50, b 100 of its 107.
+        await Promise.all([settle([c], [23 - 264], a, first.epoch), settle([c], [80 - 50], x, second.epoch), settle([c], [100 - 107], b, after.epoch)])
+        expect(await peek([c])).toEqual([1000 - 100 - 30])
+        // A second reset: b's epoch is behind now too.
+        const d = leaseId()
+        const fourth = await admit([withCost(c, 40)], d)
+        await store.reset([c])
+        await settle([c], [-40], d, fourth.epoch)
+        expect(await peek([c])).toEqual([1000])
       })
 
       test('resetting items never used, or no items, is harmless', async () => {

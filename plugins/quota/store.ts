@@ -13,7 +13,16 @@ export interface AdmitOutcome {
   waitMs: number | null
   /** What each item has left after this request (before it, when refused). */
   remaining: number[]
+  /**
+   * The reset epoch of the request's counters: the highest among them (0: none was ever reset).
+   * Its settlement hands it back, so that a counter reset while the request ran is charged only
+   * what it used beyond its reservation, and not refunded what the fresh count never held.
+   */
+  epoch: number
 }
+
+/** A settlement's epoch when none is known: taken as admitted after every reset (its refunds always apply). */
+export const AFTER_EVERY_RESET = Number.POSITIVE_INFINITY
 
 /** A request in flight that holds leases: its items (the lease items among them count) and its lease id. */
 export interface HeldLeases {
@@ -28,8 +37,12 @@ export interface HeldLeases {
 export interface QuotaStore {
   readonly name: 'memory' | 'redis'
   admit(items: Item[], leaseId: string, now: number): Promise<AdmitOutcome>
-  /** Adjust by `deltas[i]` (real cost minus reserved, per item) and release this request's leases. */
-  settle(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void>
+  /**
+   * Adjust by `deltas[i]` (real cost minus reserved, per item) and release this request's leases.
+   * `epoch` is the one its admission answered: a counter reset since gets only a positive delta.
+   * @default AFTER_EVERY_RESET
+   */
+  settle(items: Item[], deltas: number[], leaseId: string, now: number, epoch?: number): Promise<void>
   /**
    * Drop this request's leases and touch nothing else: after an admission whose outcome is
    * unknown (it timed out), so a late-running admission cannot hold a max_parallel slot.
@@ -47,6 +60,7 @@ export interface QuotaStore {
    * Refill the buckets, zero the counters and empty the lease sets among `items` (an operator's
    * reset), at once. Settlements this store holds go first, so a request that ended before the
    * reset cannot charge the fresh counts afterwards; the release of a lease emptied here is harmless.
+   * Each counter gets a new reset epoch (see AdmitOutcome.epoch).
    */
   reset(items: Item[]): Promise<void>
   close(): Promise<void>
@@ -80,6 +94,9 @@ export class MemoryStore implements QuotaStore {
   private readonly buckets = new Map<string, { full: number; rate: number }>()
   private readonly counters = new Map<string, { used: number; expires: number | null }>()
   private readonly leases = new Map<string, Map<string, number>>()
+  /** The epoch of each counter's last reset, kept as long as the counter would be (see AdmitOutcome.epoch). */
+  private readonly resets = new Map<string, { epoch: number; expires: number | null }>()
+  private lastEpoch = 0
 
   constructor(private readonly maxEntries = DEFAULT_MAX_ENTRIES) {}
 
@@ -92,6 +109,7 @@ export class MemoryStore implements QuotaStore {
     let failed = -1
     let waitMs: number | null = 0
     let leaseFailed = false
+    let epoch = 0
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!
       if (item.kind === 'bucket') {
@@ -107,6 +125,7 @@ export class MemoryStore implements QuotaStore {
         }
       } else if (item.kind === 'counter') {
         const used = this.counterUsed(item, now)
+        if (this.resets.size > 0) epoch = Math.max(epoch, this.resetEpoch(item.key, now))
         remaining.push(item.limit - used)
         if (used + item.cost > item.limit || used >= item.limit) {
           const wait = item.cost > item.limit || item.until === null ? null : Math.max(0, item.until - now)
@@ -129,7 +148,7 @@ export class MemoryStore implements QuotaStore {
         }
       }
     }
-    if (failed >= 0) return { ok: false, failed, waitMs, remaining }
+    if (failed >= 0) return { ok: false, failed, waitMs, remaining, epoch }
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!
       if (item.kind === 'bucket') {
@@ -142,13 +161,15 @@ export class MemoryStore implements QuotaStore {
       remaining[i] = remaining[i]! - item.cost
     }
     this.bound(now)
-    return { ok: true, failed: -1, waitMs: 0, remaining }
+    return { ok: true, failed: -1, waitMs: 0, remaining, epoch }
   }
 
-  async settle(items: Item[], deltas: number[], leaseId: string, now: number): Promise<void> {
+  async settle(items: Item[], deltas: number[], leaseId: string, now: number, epoch = AFTER_EVERY_RESET): Promise<void> {
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!
-      const delta = deltas[i] ?? 0
+      let delta = deltas[i] ?? 0
+      // Reset while the request ran: only what it used beyond its reservation reaches the fresh count.
+      if (delta < 0 && item.kind === 'counter' && this.resets.size > 0 && this.resetEpoch(item.key, now) > epoch) delta = 0
       if (item.kind === 'lease') {
         this.leases.get(item.key)?.delete(leaseId)
       } else if (delta !== 0 && item.kind === 'bucket') {
@@ -182,10 +203,13 @@ export class MemoryStore implements QuotaStore {
   }
 
   async reset(items: Item[]): Promise<void> {
+    if (items.some((it) => it.kind === 'counter')) this.lastEpoch++
     for (const item of items) {
       if (item.kind === 'bucket') this.buckets.delete(item.key)
-      else if (item.kind === 'counter') this.counters.delete(item.key)
-      else this.leases.delete(item.key)
+      else if (item.kind === 'counter') {
+        this.counters.delete(item.key)
+        this.resets.set(item.key, { epoch: this.lastEpoch, expires: item.until })
+      } else this.leases.delete(item.key)
     }
   }
 
@@ -193,6 +217,17 @@ export class MemoryStore implements QuotaStore {
     this.buckets.clear()
     this.counters.clear()
     this.leases.clear()
+    this.resets.clear()
+  }
+
+  private resetEpoch(key: string, now: number): number {
+    const reset = this.resets.get(key)
+    if (reset === undefined) return 0
+    if (reset.expires !== null && reset.expires <= now) {
+      this.resets.delete(key)
+      return 0
+    }
+    return reset.epoch
   }
 
   private bucketAvailable(item: Item, now: number): number {
@@ -242,6 +277,13 @@ export class MemoryStore implements QuotaStore {
     }
     if (this.counters.size > this.maxEntries) {
       for (const [k, s] of this.counters) if (s.expires !== null && s.expires <= now) this.counters.delete(k)
+    }
+    if (this.resets.size > this.maxEntries) {
+      for (const [k, r] of this.resets) if (r.expires !== null && r.expires <= now) this.resets.delete(k)
+      for (const k of this.resets.keys()) {
+        if (this.resets.size <= this.maxEntries) break
+        this.resets.delete(k)
+      }
     }
     if (this.leases.size > this.maxEntries) {
       for (const [k, held] of this.leases) if (held.size === 0) this.leases.delete(k)
