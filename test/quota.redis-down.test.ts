@@ -203,9 +203,21 @@ describe.skipIf(!haveRedis)('quota with Redis down', () => {
     expect(statuses).toEqual([200, 200, 429])
   })
 
-  test('GET /v1/key still answers while Redis is down', async () => {
+  test('GET /v1/key still answers while Redis is down failing open, with the in-process counts admission enforces', async () => {
     const info = await open.keyInfo(openKey.key)
     expect(info.id).toBe(openKey.id)
+    // Both requests of its 2 a minute were admitted in process by the test before.
+    expect(info.remaining.requests).toBe(0)
+  })
+
+  test('GET /v1/key while Redis is down, failing closed: 503 quota_backend_unavailable, as its requests get, never the untouched in-process counts; a key without limits still gets its answer', async () => {
+    const res = await fetch(`${closed.url}/v1/key`, { headers: { authorization: `Bearer ${closedKey.key}` } })
+    const message = await expectQuotaError(res, 'quota_backend_unavailable')
+    expect(message).toContain('cannot be read now')
+    expect(message).toContain('The key itself is valid')
+    const unlimited = await createKey(closed, await createUser(closed))
+    const info = await closed.keyInfo(unlimited.key)
+    expect(info.remaining).toEqual({ requests: null, tokens: null, budget_tokens: null, budget_usd: null })
   })
 
   test("Redis down: the admin quota view and reset answer 503 quota_backend_unavailable failing closed; failing open they show and reset the in-process counts", async () => {

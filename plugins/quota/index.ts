@@ -228,7 +228,17 @@ export const quota = definePlugin({
         let left: number[]
         try {
           left = await primary.peek(items, now)
-        } catch {
+        } catch (error) {
+          // Failing closed, the in-process counts are nobody's: every request of this key is refused
+          // now, and saying what is left would point its owner the wrong way. Failing open they are
+          // what admission enforces.
+          if (options.fail_mode === 'closed') {
+            warnDown(error)
+            throw new GatewayError(
+              'quota_backend_unavailable',
+              "The quota backend is unreachable, so what this key has left of its limits and budget cannot be read now; while it is, this gateway refuses the key's requests with this error rather than admit them without limits. The key itself is valid. Retry shortly; if it persists, tell the operator.",
+            )
+          }
           left = await memory.peek(items, now)
         }
         const least = (measure: Item['measure']) => {
