@@ -384,18 +384,28 @@ for (const backend of backends) {
     })
 
     describe('budgets', () => {
+      /** The first refusal of `key` whose message says its budget is spent (the gateway may take a moment to see a PATCH). */
+      const spentRefusal = (key: string, body: Record<string, unknown>) =>
+        eventually(async () => {
+          const res = await gw.chat(key, body)
+          const text = await res.text()
+          return res.status === 429 && text.includes('is spent') ? new Response(text, { status: res.status, headers: res.headers }) : undefined
+        }, 5000, 'the budget refusing as spent')
+
       test('a spent token budget refuses with insufficient_quota, naming it and when it renews (next UTC midnight)', async () => {
         const user = await createUser(gw)
         const { id, key } = await createKey(gw, user, { budget: { tokens: 300, period: 'day' } })
         const ok = await gw.chat(key, { max_tokens: 200 })
         expect(ok.status).toBe(200)
         await ok.arrayBuffer()
-        const refused = await gw.chat(key, { max_tokens: 200 })
+        // Lowered below what was spent: nothing is left.
+        await gw.adminOk('PATCH', `/admin/keys/${id}`, { budget: { tokens: 150, period: 'day' } })
+        const refused = await spentRefusal(key, { max_tokens: 1 })
         const retryAfter = refused.headers.get('retry-after')
         const message = await expectQuotaError(refused, 'insufficient_quota')
         const now = new Date()
         const midnight = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1)).toISOString()
-        expect(message).toContain('token budget of 300')
+        expect(message).toContain('token budget of 150')
         expect(message).toContain(`key ${id}`)
         expect(message).toContain(`renews at ${midnight}`)
         // Retry-After points at the renewal.
@@ -446,20 +456,70 @@ for (const backend of backends) {
 
       test('a rate limit that refills sooner does not hide a spent budget: insufficient_quota with Retry-After at the renewal', async () => {
         const user = await createUser(gw)
-        const { key } = await createKey(gw, user, { limits: { rpm: 1 }, budget: { tokens: 300, period: 'day' } })
+        const { id, key } = await createKey(gw, user, { limits: { rpm: 1 }, budget: { tokens: 300, period: 'day' } })
         const ok = await gw.chat(key, { max_tokens: 250 })
         expect(ok.status).toBe(200)
         await ok.arrayBuffer()
-        // Both the rpm bucket (about 60 s) and the budget (until midnight) refuse this one.
-        const refused = await gw.chat(key, { max_tokens: 100 })
+        await gw.adminOk('PATCH', `/admin/keys/${id}`, { budget: { tokens: 200, period: 'day' } })
+        // Both the rpm bucket (about 60 s) and the spent budget (until midnight) refuse this one.
+        const refused = await spentRefusal(key, { max_tokens: 100 })
         const retryAfter = Number(refused.headers.get('retry-after'))
         const message = await expectQuotaError(refused, 'insufficient_quota')
-        expect(message).toContain('token budget of 300')
+        expect(message).toContain('token budget of 200')
         const now = new Date()
         const midnight = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1)
         const secondsToMidnight = (midnight - Date.now()) / 1000
         // Unless the test runs in the last minute of a UTC day, the budget's wait is the longer one.
         if (secondsToMidnight > 70) expect(Math.abs(retryAfter - secondsToMidnight)).toBeLessThan(5)
+      })
+
+      test('a budget with some left that this request does not fit says what is left and that a smaller max_tokens fits, with no Retry-After; a smaller request then passes', async () => {
+        const user = await createUser(gw)
+        const { id, key } = await createKey(gw, user, { budget: { tokens: 300, period: 'day' } })
+        const first = await gw.chat(key, { max_tokens: 200 })
+        expect(first.status).toBe(200)
+        const used = ((await first.json()) as { usage: { total_tokens: number } }).usage.total_tokens
+        await eventually(async () => ((await gw.keyInfo(key)).remaining.budget_tokens === 300 - used ? true : undefined), 5000, 'settled')
+        const refused = await gw.chat(key, { max_tokens: 200 })
+        expect(refused.headers.get('retry-after')).toBeNull()
+        const text = await refused.clone().text()
+        expect((JSON.parse(text) as { error: { param: string | null } }).error.param).toBe('max_tokens')
+        const message = await expectQuotaError(refused, 'insufficient_quota')
+        expect(message).toContain(`The token budget of 300 for key ${id} has ${300 - used} tokens left for this period`)
+        expect(message).toContain('lower max_tokens or shorten the prompt to fit')
+        expect(message).not.toContain('is spent')
+        const now = new Date()
+        expect(message).toContain(`renews at ${new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1)).toISOString()}`)
+        const smaller = await gw.chat(key, { max_tokens: 20 })
+        expect(smaller.status).toBe(200)
+        await smaller.arrayBuffer()
+      })
+
+      test('a USD budget with 0.016 left refusing a request that reserves a little more says so, with no Retry-After', async () => {
+        const user = await createUser(gw)
+        // mock-gpt: $1000 a million prompt tokens, $2000 a million completion tokens.
+        const { id, key } = await createKey(gw, user, { budget: { usd: 0.1, period: 'total' } })
+        const first = await gw.chat(key, { max_tokens: 30 })
+        expect(first.status).toBe(200)
+        const { usage } = (await first.json()) as { usage: { prompt_tokens: number; completion_tokens: number } }
+        // In micro-dollars: USD per million tokens times tokens.
+        const spent = usage.prompt_tokens * PRICING.input + usage.completion_tokens * PRICING.output
+        // Set to leave exactly $0.016 of it, and ask for a completion that reserves about $0.018.
+        await gw.adminOk('PATCH', `/admin/keys/${id}`, { budget: { usd: (spent + 16_000) / 1_000_000, period: 'total' } })
+        const completion = Math.round((18_000 - usage.prompt_tokens * PRICING.input) / PRICING.output)
+        const refused = await eventually(async () => {
+          const res = await gw.chat(key, { max_tokens: completion })
+          const body = await res.text()
+          return body.includes('0.016 USD left') ? new Response(body, { status: res.status, headers: res.headers }) : undefined
+        }, 5000, 'the new budget refusing')
+        expect(refused.headers.get('retry-after')).toBeNull()
+        const message = await expectQuotaError(refused, 'insufficient_quota')
+        const reserves = new RegExp(`for key ${id} has 0\\.016 USD left for this period, and this request reserves about (0\\.\\d+) USD`).exec(message)
+        expect(reserves).not.toBeNull()
+        // About 0.018 (the gateway's own prompt count differs a little from the mock's).
+        expect(Number(reserves![1])).toBeGreaterThan(0.016)
+        expect(Number(reserves![1])).toBeLessThan(0.021)
+        expect(message).toContain('does not renew')
       })
 
       test("a team's USD budget is shared by its members' keys", async () => {
@@ -558,24 +618,26 @@ describe.each(backends.filter((b) => b.available))('budget period rollover with 
 
   test('spent on day D → refused until 23:59:59.999; at D+1 00:00:00.000Z admitted again', async () => {
     const user = await createUser(gw)
-    const { key } = await createKey(gw, user, { budget: { tokens: 100, period: 'day' } })
+    const { id, key } = await createKey(gw, user, { budget: { tokens: 100, period: 'day' } })
     const first = await gw.chat(key, { max_tokens: 60 })
     expect(first.status).toBe(200)
     await first.arrayBuffer()
-    await eventually(async () => ((await gw.keyInfo(key)).remaining.budget_tokens! < 40 ? true : undefined), 5000, 'settled')
+    // Lowered below what was spent: nothing is left.
+    await gw.adminOk('PATCH', `/admin/keys/${id}`, { budget: { tokens: 50, period: 'day' } })
+    await eventually(async () => ((await gw.keyInfo(key)).remaining.budget_tokens === 0 ? true : undefined), 5000, 'spent')
 
-    const refused = await gw.chat(key, { max_tokens: 60 })
+    const refused = await gw.chat(key, { max_tokens: 30 })
     const retryAfter = refused.headers.get('retry-after')
     const message = await expectQuotaError(refused, 'insufficient_quota')
     expect(message).toContain(`renews at ${new Date(dayEnd).toISOString()}`)
     expect(retryAfter).toBe('60')
 
     now = dayEnd - 1
-    await expectQuotaError(await gw.chat(key, { max_tokens: 60 }), 'insufficient_quota')
+    await expectQuotaError(await gw.chat(key, { max_tokens: 30 }), 'insufficient_quota')
 
     now = dayEnd
-    expect((await gw.keyInfo(key)).remaining.budget_tokens).toBe(100)
-    const renewed = await gw.chat(key, { max_tokens: 60 })
+    expect((await gw.keyInfo(key)).remaining.budget_tokens).toBe(50)
+    const renewed = await gw.chat(key, { max_tokens: 30 })
     expect(renewed.status).toBe(200)
     await renewed.arrayBuffer()
   })

@@ -392,12 +392,24 @@ function refusal(item: Item, outcome: AdmitOutcome, headers: Record<string, stri
       return new GatewayError('rate_limit_exceeded', `Too many requests in flight for ${who}: at most ${item.limit} at once. Retry when one finishes.`, { headers: { ...headers, 'retry-after': '1' } })
     case 'budget_tokens':
     case 'budget_usd': {
-      const what = item.measure === 'budget_usd' ? `USD budget of ${item.limit / MICRO}` : `token budget of ${item.limit}`
+      const usd = item.measure === 'budget_usd'
+      const what = usd ? `USD budget of ${item.limit / MICRO}` : `token budget of ${item.limit}`
+      const amount = (n: number) => (usd ? `${n / MICRO} USD` : `${n} tokens`)
       if (item.cost > item.limit) {
-        const needs = item.measure === 'budget_usd' ? `about ${item.cost / MICRO} USD` : `about ${item.cost} tokens`
-        return new GatewayError('insufficient_quota', `This request reserves ${needs}, more than the whole ${what} for ${who}; lower max_tokens or shorten the prompt.`, { headers: extra, param: 'max_tokens' })
+        return new GatewayError('insufficient_quota', `This request reserves about ${amount(item.cost)}, more than the whole ${what} for ${who}; lower max_tokens or shorten the prompt.`, { headers: extra, param: 'max_tokens' })
       }
       const renews = item.until === null ? ' It does not renew (period "total"); ask an admin to raise it.' : ` It renews at ${new Date(item.until).toISOString()}.`
+      const left = Math.floor(outcome.remaining[outcome.failed] ?? 0)
+      if (left > 0) {
+        // Not spent: a smaller request fits now. No Retry-After, as for a request bigger than its
+        // tokens-per-minute limit: it would send a client retrying this same request away until
+        // the period ends (days, for a month), when a lower max_tokens passes at once.
+        return new GatewayError(
+          'insufficient_quota',
+          `The ${what} for ${who} has ${amount(left)} left for this period, and this request reserves about ${amount(item.cost)} (prompt + max_tokens for each completion asked): lower max_tokens or shorten the prompt to fit.${renews}`,
+          { headers: { ...headers }, param: 'max_tokens' },
+        )
+      }
       return new GatewayError('insufficient_quota', `The ${what} for ${who} is spent for this period.${renews}`, { headers: extra })
     }
   }
