@@ -50,9 +50,14 @@ async function main(): Promise<void> {
 
   let stopping = false
   const stop = async (signal: string) => {
-    if (stopping) return
+    if (stopping) {
+      // A second signal: the requests still in flight are cut off now, not at the end of the grace.
+      gateway.logger.info('shutting down now', { signal })
+      gateway.hurry()
+      return
+    }
     stopping = true
-    gateway.logger.info('shutting down', { signal })
+    gateway.logger.info('shutting down', { signal, grace_ms: config.shutdownGraceMs })
     try {
       await gateway.close()
       process.exit(0)

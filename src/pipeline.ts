@@ -166,6 +166,9 @@ export class Pipeline {
   private endingOutcomes: Outcome[] = []
   /** Idle and total timeouts of bodies already flowing to clients. */
   readonly watchdog = new Watchdog()
+  /** Model calls before their answer (in handle), and usages being counted: what a shutdown waits for. */
+  private active = 0
+  private counting = 0
 
   constructor(options: PipelineOptions) {
     const hooks = options.plugins.map((p) => p.hooks)
@@ -275,7 +278,7 @@ export class Pipeline {
    * the call), or else the upstream failing mid-body, which is no client's doing.
    */
   private cutShort(req: GatewayRequest, watch: BodyWatch): { aborted: boolean; errorCode: ErrorCode | null } {
-    if (watch.timedOut !== null) return { aborted: true, errorCode: 'upstream_timeout' }
+    if (watch.timedOut !== null) return { aborted: true, errorCode: watch.code }
     if (req.request.signal.aborted) return { aborted: true, errorCode: null }
     return { aborted: false, errorCode: 'upstream_error' }
   }
@@ -285,6 +288,7 @@ export class Pipeline {
     let plan: RoutePlan | undefined
     // The stage whose hooks run, if any: a failure there is the plugin's, and the log names it.
     let stage: StageName | undefined = 'authenticate'
+    this.active++
     try {
       // Awaited only when a hook answered with a promise: an await of a plain value still costs a
       // promise and a turn of the microtask queue, several per request on the hot path.
@@ -322,7 +326,25 @@ export class Pipeline {
     } catch (error) {
       if (plan) this.release(plan, req)
       return this.failed(req, stage === undefined ? error : this.blame(error, stage))
+    } finally {
+      this.active--
     }
+  }
+
+  /**
+   * At shutdown, once the server has cut off what was still running: waits (at most `limitMs`) for
+   * those requests to end, their bodies to fail and their usage to be counted, then runs every
+   * usage and completion hook deferred so far, while the plugins are still open. A request cut off
+   * this way is still settled and logged.
+   */
+  async drain(limitMs: number): Promise<void> {
+    const end = performance.now() + limitMs
+    // One turn at least: a cut connection reaches the requests' signals and readers in the next ones.
+    do {
+      await Bun.sleep(5)
+      this.runEnding()
+    } while ((this.active > 0 || this.watchdog.open > 0 || this.counting > 0) && performance.now() < end)
+    this.runEnding()
   }
 
   /**
@@ -600,7 +622,7 @@ export class Pipeline {
           read()
         },
         () => {
-          if (watch.timedOut !== null) this.logger.warn('upstream body timed out', { request_id: req.id, provider: req.target?.provider.id, timeout: watch.timedOut })
+          if (watch.timedOut !== null) this.timedOut(req, watch)
           const end = this.cutShort(req, watch)
           finish(end.aborted, end.errorCode)
         },
@@ -649,7 +671,7 @@ export class Pipeline {
       },
       () => {
         end()
-        if (watch.timedOut !== null) this.logger.warn('upstream body timed out', { request_id: req.id, provider: req.target?.provider.id, timeout: watch.timedOut })
+        if (watch.timedOut !== null) this.timedOut(req, watch)
         if (this.tap) {
           const cut = this.cutShort(req, watch)
           this.settle(req, null, NO_TEXT, cut.aborted, null, status, cut.errorCode)
@@ -680,10 +702,20 @@ export class Pipeline {
       controller.error(error)
       return false
     }
-    this.logger.warn('upstream body timed out', { request_id: req.id, provider: req.target?.provider.id, timeout: watch.timedOut })
-    controller.enqueue(encoder.encode(streamErrorFrame(watch.describe(req.target?.provider.id ?? 'unknown'), 'api_error', 'upstream_timeout')))
-    controller.close()
+    this.timedOut(req, watch)
+    try {
+      controller.enqueue(encoder.encode(streamErrorFrame(watch.describe(req.target?.provider.id ?? 'unknown'), 'api_error', watch.code)))
+      controller.close()
+    } catch {
+      // The client's stream is closed already.
+    }
     return true
+  }
+
+  /** The watchdog cut a body off: a timeout is the provider's and logged; a shutdown is the operator's. */
+  private timedOut(req: GatewayRequest, watch: BodyWatch): void {
+    if (watch.timedOut === 'shutdown') return
+    this.logger.warn('upstream body timed out', { request_id: req.id, provider: req.target?.provider.id, timeout: watch.timedOut })
   }
 
   /** Pass a stream through untouched, under the watchdog, releasing the plan once when it ends, fails or is cancelled. */
@@ -855,8 +887,12 @@ export class Pipeline {
     const latencyMs = performance.now() - req.startedAt
     // The usual case, usage reported: no closure for the counting path below.
     if (usage) return this.finish(req, usage, { status, errorCode, latencyMs, ttftMs, aborted })
-    const finish = (u: Usage) => this.finish(req, u, { status, errorCode, latencyMs, ttftMs, aborted })
+    const finish = (u: Usage) => {
+      this.counting--
+      this.finish(req, u, { status, errorCode, latencyMs, ttftMs, aborted })
+    }
     const text = completion()
+    this.counting++
     this.countUsage(req, text).then(finish, (error: unknown) => {
       this.logger.warn('could not count usage; using an estimate', { request_id: req.id, error: String(error) })
       finish(estimateUsage(req, text, this.pricingOf(req)))

@@ -52,9 +52,20 @@ export interface Gateway {
   handle(request: Request): Promise<Response>
   /** Listen on the configured host and port (or the given ones). */
   listen(options?: { port?: number; hostname?: string; reusePort?: boolean }): Server<unknown>
-  /** Stop accepting, let in-flight requests finish (bounded), close plugins and backends. */
+  /**
+   * Stop accepting, let in-flight requests finish (for `shutdown_grace_ms` at most; answers in that
+   * time close their connections), cut off the rest (a stream the gateway writes ends with a
+   * `not_ready` error event), settle and log them, then close plugins and backends.
+   */
   close(): Promise<void>
+  /** During close(): end the grace period now (a second SIGTERM or SIGINT). */
+  hurry(): void
 }
+
+/** After the grace period, how long cut-off streams get to write their error event before the sockets close. */
+const CUT_FLUSH_MS = 250
+/** After the sockets close, how long the requests cut off get to end and be settled before the plugins close. */
+const DRAIN_MS = 2000
 
 /** The composition root: opens backends, runs migrations, sets up plugins, builds the app. */
 export async function createGateway(config: ResolvedConfig, options: GatewayOptions = {}): Promise<Gateway> {
@@ -114,6 +125,9 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     throw error
   }
   let server: Server<unknown> | undefined
+  /** Set by close(): every answer from then on closes its connection, so no client sends another request on it. */
+  let draining = false
+  let endGrace: (() => void) | undefined
   // A request routed under a stand-in host (see routable) is a copy: Bun knows the socket of the one it made.
   const received = new WeakMap<Request, Request>()
   const pipeline = new Pipeline({
@@ -175,6 +189,7 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     const crossOrigin = cors !== null && Cors.applies(request.url)
     return app.handle(request).then((response) => {
       http.record(request.url, response.status, performance.now() - started)
+      if (draining) closeConnection(response)
       return crossOrigin ? cors.decorate(request, response) : response
     })
   }
@@ -201,21 +216,46 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
       })
       return server
     },
+    hurry() {
+      endGrace?.()
+    },
     async close() {
       if (server) {
-        const grace = config.shutdownGraceMs
-        await Promise.race([server.stop(false), Bun.sleep(grace)])
-        server.stop(true)
+        draining = true
+        const stopped = server.stop(false).then(() => true)
+        const cut = new Promise<false>((resolve) => {
+          const timer = setTimeout(() => resolve(false), config.shutdownGraceMs)
+          endGrace = () => {
+            clearTimeout(timer)
+            resolve(false)
+          }
+        })
+        if (!(await Promise.race([stopped, cut]))) {
+          // What still runs is cut off: the streams the gateway writes end with an error event the
+          // client's SDK raises (a reset otherwise), then every socket closes.
+          pipeline.watchdog.shutdown()
+          await Promise.race([stopped, Bun.sleep(CUT_FLUSH_MS)])
+          server.stop(true)
+        }
       }
-      // Every request is over: nothing is left to cut off.
+      // The requests cut off end, are settled (their max_parallel slots freed, their usage counted)
+      // and their usage and completion hooks run, while the plugins are still open.
+      await pipeline.drain(DRAIN_MS)
       pipeline.watchdog.close()
-      // Their usage and completion hooks run now, while the plugins are still open.
-      pipeline.runEnding()
       await closePlugins(plugins)
       await bus.close()
       if (ownRedis) redis?.disconnect()
       if (ownDb) await db.close()
     },
+  }
+}
+
+/** An answer during shutdown tells the client not to send another request on its connection. */
+function closeConnection(response: Response): void {
+  try {
+    response.headers.set('connection', 'close')
+  } catch {
+    // Immutable headers (a response passed on as it came): Bun closes idle connections at the end anyway.
   }
 }
 

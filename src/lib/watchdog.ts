@@ -7,8 +7,8 @@
  * as precise as the tick, which is a quarter of the shortest timeout watched (1 s at most).
  */
 
-/** Why a watched body was cut off. */
-export type TimeoutKind = 'idle' | 'total'
+/** Why a watched body was cut off: its idle or total timeout, or the gateway shutting down with it still running. */
+export type TimeoutKind = 'idle' | 'total' | 'shutdown'
 
 /** One upstream body under watch. */
 export class BodyWatch {
@@ -16,6 +16,8 @@ export class BodyWatch {
   last: number
   /** Set when the watchdog aborted the call. */
   timedOut: TimeoutKind | null = null
+  /** The body ended (Watchdog.end). */
+  ended = false
 
   constructor(
     readonly controller: AbortController,
@@ -34,9 +36,15 @@ export class BodyWatch {
 
   /** How the cut-off reads to a client and in logs. */
   describe(provider: string): string {
+    if (this.timedOut === 'shutdown') return 'The gateway is shutting down and its grace period for requests in flight is over; the answer was cut off. Retry the request.'
     return this.timedOut === 'idle'
       ? `Upstream provider "${provider}" sent nothing for ${this.idleMs} ms; the answer was cut off.`
       : `Upstream provider "${provider}" did not finish its answer in time; the answer was cut off.`
+  }
+
+  /** The error code the cut-off is reported with: a timeout's, or the gateway's own when it shut down. */
+  get code(): 'upstream_timeout' | 'not_ready' {
+    return this.timedOut === 'shutdown' ? 'not_ready' : 'upstream_timeout'
   }
 }
 
@@ -45,6 +53,8 @@ const MIN_TICK_MS = 5
 
 export class Watchdog {
   private readonly watches = new Set<BodyWatch>()
+  /** Bodies watched and not ended yet, also those cut off (still ending): what a shutdown waits for. */
+  private running = 0
   private timer: ReturnType<typeof setInterval> | null = null
   private tickMs = MAX_TICK_MS
 
@@ -53,6 +63,7 @@ export class Watchdog {
     const now = performance.now()
     const watch = new BodyWatch(controller, idleMs, deadline, now)
     this.watches.add(watch)
+    this.running++
     const tick = Math.max(MIN_TICK_MS, Math.min(MAX_TICK_MS, Math.floor(Math.min(idleMs, deadline - now) / 4)))
     if (this.timer === null || tick < this.tickMs) this.start(tick)
     return watch
@@ -61,6 +72,9 @@ export class Watchdog {
   /** The body ended (finished, failed or cancelled): stop watching it. */
   end(watch: BodyWatch): void {
     this.watches.delete(watch)
+    if (watch.ended) return
+    watch.ended = true
+    this.running--
   }
 
   /** Bodies watched right now. */
@@ -68,10 +82,28 @@ export class Watchdog {
     return this.watches.size
   }
 
+  /** Bodies not ended yet, watched or already cut off. */
+  get open(): number {
+    return this.running
+  }
+
+  /**
+   * The gateway is shutting down with these bodies still running: each upstream call is aborted as
+   * a timeout would be, so the streams the gateway writes end with an error event, not a reset.
+   */
+  shutdown(): void {
+    for (const watch of this.watches) {
+      watch.timedOut = 'shutdown'
+      watch.controller.abort(new DOMException('the gateway is shutting down', 'AbortError'))
+    }
+    this.watches.clear()
+  }
+
   close(): void {
     if (this.timer !== null) clearInterval(this.timer)
     this.timer = null
     this.watches.clear()
+    this.running = 0
   }
 
   private start(tickMs: number): void {
