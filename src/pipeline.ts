@@ -120,7 +120,9 @@ class CallGuard {
 }
 
 /** The completion text where there is none, or where the usage is known and it is never read. */
-const NO_TEXT = (): string => ''
+/** The generated text of each choice of an answer, by choice index (see choiceTexts). */
+type ChoiceTexts = readonly string[]
+const NO_TEXT = (): ChoiceTexts => []
 
 function firstByteTimeout(guard: CallGuard): void {
   guard.timedOut = true
@@ -664,7 +666,7 @@ export class Pipeline {
                   return messageText(JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) as Record<string, unknown>)
                 } catch {
                   // A body that is not JSON has nothing to count.
-                  return ''
+                  return []
                 }
               }
         this.settle(req, usage, completion, false, null, status)
@@ -877,7 +879,7 @@ export class Pipeline {
   private settle(
     req: GatewayRequest,
     usage: Usage | null,
-    completion: () => string,
+    completion: () => ChoiceTexts,
     aborted: boolean,
     ttftMs: number | null,
     status: number,
@@ -891,19 +893,21 @@ export class Pipeline {
       this.counting--
       this.finish(req, u, { status, errorCode, latencyMs, ttftMs, aborted })
     }
-    const text = completion()
+    const texts = generatedOnly(req, completion())
     this.counting++
-    this.countUsage(req, text).then(finish, (error: unknown) => {
+    this.countUsage(req, texts).then(finish, (error: unknown) => {
       this.logger.warn('could not count usage; using an estimate', { request_id: req.id, error: String(error) })
-      finish(estimateUsage(req, text, this.pricingOf(req)))
+      finish(estimateUsage(req, texts, this.pricingOf(req)))
     })
   }
 
-  private async countUsage(req: GatewayRequest, text: string): Promise<Usage> {
+  private async countUsage(req: GatewayRequest, texts: ChoiceTexts): Promise<Usage> {
     const tokenizer = this.services.tokenizer
     const model = req.target?.model ?? req.model ?? ''
     const promptTokens = await tokenizer.countPrompt(req.endpoint, req.body, model, 'settle')
-    const completionTokens = text ? await tokenizer.countText(text, model) : 0
+    // Each choice is its own text: counted together, the tokens at their seams would merge.
+    let completionTokens = 0
+    for (const text of texts) if (text) completionTokens += await tokenizer.countText(text, model)
     return {
       promptTokens,
       completionTokens,
@@ -1008,9 +1012,10 @@ function askForStreamUsage(req: GatewayRequest): void {
   req.locals.__hideUsageChunk = true
 }
 
-function estimateUsage(req: GatewayRequest, text: string, pricing: Pricing | undefined): Usage {
+function estimateUsage(req: GatewayRequest, texts: ChoiceTexts, pricing: Pricing | undefined): Usage {
   const promptTokens = roughPromptTokens(req.body)
-  const completionTokens = roughTokens(text.length)
+  let completionTokens = 0
+  for (const text of texts) completionTokens += roughTokens(text.length)
   return {
     promptTokens,
     completionTokens,
@@ -1021,15 +1026,44 @@ function estimateUsage(req: GatewayRequest, text: string, pricing: Pricing | und
   }
 }
 
-/** The generated text of a non-streamed OpenAI-format answer. */
-function messageText(body: Record<string, unknown>): string {
-  const choices = Array.isArray(body.choices) ? (body.choices as Array<{ message?: unknown; text?: unknown } | null>) : []
-  let text = ''
-  for (const c of choices) {
+/** The generated text of each choice of a non-streamed OpenAI-format answer. */
+function messageText(body: Record<string, unknown>): ChoiceTexts {
+  const choices = Array.isArray(body.choices) ? (body.choices as Array<{ index?: unknown; message?: unknown; text?: unknown } | null>) : []
+  const texts: string[] = []
+  for (let i = 0; i < choices.length; i++) {
+    const c = choices[i]
+    let text = ''
     if (isRecord(c?.message)) text += generatedText(c.message)
     if (typeof c?.text === 'string') text += c.text
+    addChoiceText(texts, c?.index, i, text)
   }
-  return text
+  return texts
+}
+
+/** Most choices an answer's text is kept apart for: an index past it (a server's nonsense) joins the last. */
+const MAX_CHOICES = 128
+
+/** Text of the choice `index` (its place `fallback` when the server gave none), added to what it has. */
+function addChoiceText(texts: string[], index: unknown, fallback: number, text: string): void {
+  if (!text) return
+  const at = Math.min(typeof index === 'number' && Number.isInteger(index) && index >= 0 ? index : fallback, MAX_CHOICES - 1)
+  while (texts.length <= at) texts.push('')
+  texts[at] += text
+}
+
+/**
+ * What each choice generated: a legacy completion asked to `echo` its prompt starts each choice
+ * with that prompt, which is counted as prompt tokens, not again as generated ones. With a list of
+ * prompts, choice i answers prompt ⌊i / n⌋.
+ */
+function generatedOnly(req: GatewayRequest, texts: ChoiceTexts): ChoiceTexts {
+  if (req.endpoint !== 'completions' || req.body.echo !== true) return texts
+  const prompt = req.body.prompt
+  const n = typeof req.body.n === 'number' && req.body.n >= 1 ? req.body.n : 1
+  return texts.map((text, i) => {
+    const echoed = typeof prompt === 'string' ? prompt : Array.isArray(prompt) ? prompt[Math.floor(i / n)] : undefined
+    return typeof echoed === 'string' && echoed !== '' && text.startsWith(echoed) ? text.slice(echoed.length) : text
+  })
 }
 
 /** A message or a stream delta of OpenAI's format, as far as the tokens it generated go. */
@@ -1094,7 +1128,7 @@ class StreamUsage {
     return this.usage !== null
   }
 
-  readonly completion = (): string => completionText(this.kept)
+  readonly completion = (): ChoiceTexts => completionText(this.kept)
 
   /**
    * The code of the error event the stream ended on (an upstream that failed after its 200, or
@@ -1152,11 +1186,14 @@ const ENDS_DONE = /data:[ \t]*\[DONE\][ \t]*(?:\r?\n)*$/
 /** An SSE event whose data is an error object (OpenAI's shape, which every adapter writes). */
 const ERROR_EVENT = /^\s*\{\s*"error"\s*:/
 
-/** The generated text of OpenAI-format stream events: content, reasoning, legacy text, tool-call arguments. */
-export function completionText(events: readonly string[]): string {
-  let text = ''
+/**
+ * The generated text of OpenAI-format stream events, by choice index: content, reasoning, legacy
+ * text, tool-call arguments. With `n` above 1 the choices' deltas interleave; each is kept apart.
+ */
+export function completionText(events: readonly string[]): ChoiceTexts {
+  const texts: string[] = []
   for (const data of events) {
-    let parsed: { choices?: Array<{ delta?: unknown; text?: unknown } | null> } | null
+    let parsed: { choices?: Array<{ index?: unknown; delta?: unknown; text?: unknown } | null> } | null
     try {
       parsed = JSON.parse(data) as typeof parsed
     } catch {
@@ -1164,12 +1201,15 @@ export function completionText(events: readonly string[]): string {
     }
     // An event of another shape (a server's own extras) carries no text to count.
     if (!Array.isArray(parsed?.choices)) continue
-    for (const choice of parsed.choices) {
+    for (let i = 0; i < parsed.choices.length; i++) {
+      const choice = parsed.choices[i]
+      let text = ''
       if (typeof choice?.text === 'string') text += choice.text
       if (isRecord(choice?.delta)) text += generatedText(choice.delta)
+      addChoiceText(texts, choice?.index, i, text)
     }
   }
-  return text
+  return texts
 }
 
 export function modelNotFound(model: string | undefined): GatewayError {

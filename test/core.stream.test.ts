@@ -264,6 +264,38 @@ describe('the usage chunk a plugin needs', () => {
     }
   })
 
+  test('an estimate counts each choice apart (n > 1 interleaves them) and not a legacy completion’s echoed prompt', async () => {
+    // An OpenAI-compatible server that reports no usage: two choices streamed in turn, then a
+    // legacy completion that echoes its prompt.
+    const frame = (index: number, content: string) => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index, delta: { content } }] })}\n\n`
+    const bare = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch: (request) =>
+        new URL(request.url).pathname.endsWith('/completions') && !new URL(request.url).pathname.endsWith('/chat/completions')
+          ? Response.json({ id: 'c', object: 'text_completion', choices: [{ index: 0, text: 'Say this is a test, done', finish_reason: 'stop' }] })
+          : new Response(frame(0, 'abc') + frame(1, 'fgh') + frame(0, 'de') + frame(1, 'ij') + 'data: [DONE]\n\n', { headers: { 'content-type': 'text/event-stream' } }),
+    })
+    const local = await startGateway(upstreamConfig(`http://127.0.0.1:${bare.port}/v1`, { plugins: [rec.plugin] }))
+    try {
+      const res = await postJson(`${local.url}/v1/chat/completions`, { model: 'mock-gpt', messages, n: 2, stream: true, stream_options: { include_usage: true } })
+      await res.text()
+      await waitFor(() => rec.outcomes.length === 1, 'onComplete')
+      // The rough counter's 4 characters a token, per choice: "abcde" and "fghij" are 2 each; read
+      // as one text ("abcfghdeij") they were 3.
+      expect(rec.usages[0]).toMatchObject({ source: 'estimated', completionTokens: 4 })
+
+      const legacy = await postJson(`${local.url}/v1/completions`, { model: 'mock-gpt', prompt: 'Say this is a test', echo: true, max_tokens: 5 })
+      expect(((await legacy.json()) as { choices: { text: string }[] }).choices[0]!.text).toBe('Say this is a test, done')
+      await waitFor(() => rec.outcomes.length === 2, 'onComplete')
+      // Only ", done" was generated: 2 tokens, not the 6 of the whole text.
+      expect(rec.usages[1]).toMatchObject({ source: 'estimated', completionTokens: 2 })
+    } finally {
+      await local.close()
+      bare.stop(true)
+    }
+  })
+
   test('without a usage plugin the stream options are the client’s own', async () => {
     const res = await postJson(`${plain.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 2, stream: true })
     expect(parseSse(await res.text()).done).toBe(true)
