@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from '
 import { Redis } from 'ioredis'
 import { NativeConnection, NotSentError } from '../plugins/quota/connection.ts'
 import type { Item } from '../plugins/quota/plan.ts'
+import { MemoryStore } from '../plugins/quota/store.ts'
 import { RedisStore } from '../plugins/quota/redis-store.ts'
 import { PendingReleases, settleSurely } from '../plugins/quota/settle.ts'
 import { cleanupDir, redisBinariesForTests, startRedisServer, type RedisProcess } from './support/redis-procs.ts'
@@ -90,6 +91,40 @@ describe.skipIf(!haveRedis)('settling while the Redis connection is down', () =>
     await eventually(async () => (releases.size === 0 ? true : undefined), 5000, 'the release to go through')
     // The lease (60 s) is gone: its slot is free for the next request.
     expect((await store.admit(items, 'req_after', Date.now())).ok).toBe(true)
+  })
+
+  test('a kick (an admission the store answered) sends kept releases at once, not at the next round; at most one round a 100 ms', async () => {
+    class Flaky extends MemoryStore {
+      down = true
+      override async release(items: Item[], leaseId: string): Promise<void> {
+        if (this.down) throw new NotSentError('Redis is not connected (ZREM)')
+        return super.release(items, leaseId)
+      }
+    }
+    const flaky = new Flaky()
+    let now = 0
+    const releases = new PendingReleases({ retryMs: 60_000, keepMs: 600_000, now: () => now, dropped: () => {} })
+    const items = [slot('kicked')]
+    expect((await flaky.admit(items, 'req_k', now)).ok).toBe(true)
+    await releases.release(flaky, items, 'req_k')
+    expect(releases.size).toBe(1)
+    flaky.down = false
+    // The last round (none yet) is long past: this kick sends it.
+    releases.kick()
+    await eventually(async () => (releases.size === 0 ? true : undefined), 1000, 'the kicked release')
+    expect((await flaky.admit(items, 'req_k2', now)).ok).toBe(true)
+    // Kept again while down: a kick within 100 ms of the last round waits for the timer.
+    flaky.down = true
+    await releases.release(flaky, items, 'req_k2')
+    flaky.down = false
+    now += 50
+    releases.kick()
+    await Bun.sleep(20)
+    expect(releases.size).toBe(1)
+    now += 60
+    releases.kick()
+    await eventually(async () => (releases.size === 0 ? true : undefined), 1000, 'the second kick')
+    releases.close()
   })
 
   test('kept releases are bounded: past the bound the oldest is dropped and told; one kept past the lease lifetime is given up as expired', async () => {

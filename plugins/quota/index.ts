@@ -174,6 +174,8 @@ export const quota = definePlugin({
           store = fallback
           outcome = await store.admit(items, req.id, now)
         }
+        // The store answers again: lease releases kept while it was away go now.
+        if (releases.size > 0 && store === primary) releases.kick()
         putRateLimitHeaders(req.responseHeaders, items, outcome.remaining)
         if (!outcome.ok) return refusal(items[outcome.failed]!, outcome, req.responseHeaders)
         req.locals[LOCAL] = { items, store, tokens, microUsd, epoch: outcome.epoch } satisfies Reservation

@@ -47,7 +47,7 @@ export interface PendingReleasesOptions {
   max?: number
   /** Wait before trying again after a failed round; doubled after each one, up to `maxRetryMs`. @default 250 */
   retryMs?: number
-  /** @default 5000 */
+  /** While Redis is away a round is one call that fails at once, unsent: cheap enough to try every second. @default 1000 */
   maxRetryMs?: number
   /** A release kept this long is moot: the lease it drops has expired by itself (`lease_ms`). */
   keepMs: number
@@ -55,6 +55,9 @@ export interface PendingReleasesOptions {
   /** Releases given up: for room (`full`: their slots stay taken until their leases expire) or moot (`expired`). */
   dropped: (count: number, reason: 'full' | 'expired') => void
 }
+
+/** Rounds that kick() starts are at least this far apart. */
+const KICK_GAP_MS = 100
 
 interface Waiting {
   store: QuotaStore
@@ -78,6 +81,8 @@ export class PendingReleases {
   private readonly maxRetryMs: number
   private wait: number
   private timer: ReturnType<typeof setTimeout> | null = null
+  private flushing = false
+  private lastRound = Number.NEGATIVE_INFINITY
   /** Dropped for room since the last round; told once a round rather than once each. */
   private full = 0
   private closed = false
@@ -85,7 +90,7 @@ export class PendingReleases {
   constructor(private readonly options: PendingReleasesOptions) {
     this.max = options.max ?? 10_000
     this.retryMs = options.retryMs ?? 250
-    this.maxRetryMs = options.maxRetryMs ?? 5000
+    this.maxRetryMs = options.maxRetryMs ?? 1000
     this.wait = this.retryMs
   }
 
@@ -129,8 +134,31 @@ export class PendingReleases {
     return timer
   }
 
+  /**
+   * The store answered (an admission went through it): what waits goes now rather than at the next
+   * round, so a slot held by a lost release is free within a request or two of Redis coming back.
+   * At most one round per KICK_GAP_MS: while only some connections are back, admissions on the
+   * others do not each pay for a release that fails.
+   */
+  kick(): void {
+    if (this.timer === null || this.flushing || this.options.now() - this.lastRound < KICK_GAP_MS) return
+    clearTimeout(this.timer)
+    this.timer = null
+    void this.flush()
+  }
+
   /** One round: the oldest release alone, then, if it went through, all the others. Resolves true when none is left. */
   async flush(): Promise<boolean> {
+    this.flushing = true
+    try {
+      return await this.round()
+    } finally {
+      this.flushing = false
+    }
+  }
+
+  private async round(): Promise<boolean> {
+    this.lastRound = this.options.now()
     if (this.full > 0) {
       this.options.dropped(this.full, 'full')
       this.full = 0
