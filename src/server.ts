@@ -213,6 +213,14 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
         idleTimeout: 0,
         ...(config.tls ? { tls: { cert: Bun.file(config.tls.cert), key: Bun.file(config.tls.key) } } : {}),
         fetch: dispatch,
+        // Never Bun's development page (it shows source and paths): a failure outside the app's own
+        // error handling is answered in the envelope like any other.
+        development: false,
+        error(error) {
+          const id = newRequestId()
+          logger.error('unhandled server error', { request_id: id, error: error instanceof Error ? error.stack : String(error) })
+          return new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${id} to the operator.`).toResponse(id)
+        },
       })
       return server
     },
@@ -368,9 +376,24 @@ export function routable(request: Request): Request {
   const url = request.url
   // "http://" is 7 characters and a host at least 1, so the path's slash is the first from 8 on.
   if (url.indexOf('/', 8) >= 11) return request
-  const standIn = new URL(url)
-  standIn.hostname = 'localhost'
-  return new Request(standIn.href, request)
+  return new Request(standInUrl(url), request)
+}
+
+/**
+ * The request's URL under a stand-in host, for routing. A Host header that is no host at all
+ * (missing on HTTP/1.0, `a b`, `x/admin`) reaches the server as a bare path, and one that only looks
+ * like a host (`[::1`, a port past 65535) as a URL that does not parse: the path is routed as sent.
+ */
+function standInUrl(url: string): string {
+  if (url.startsWith('/')) return 'http://localhost' + url
+  try {
+    const standIn = new URL(url)
+    standIn.hostname = 'localhost'
+    return standIn.href
+  } catch {
+    const slash = url.indexOf('/', url.indexOf('//') + 2)
+    return 'http://localhost' + (slash < 0 ? '/' : url.slice(slash))
+  }
 }
 
 /** A route's `Allow`: its methods, HEAD where GET is (Bun answers it), and OPTIONS (answered in dispatch). */
