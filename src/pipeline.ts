@@ -5,7 +5,7 @@ import type { Pricing, Timeouts } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
 import { REFUSAL_HEADER, isRecord, streamErrorFrame } from './providers/shared/openai-format.ts'
-import { scrub } from './lib/secrets.ts'
+import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
 import { carriesUsage, findUsage, lastUsage, parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
@@ -504,7 +504,7 @@ export class Pipeline {
       }
       return {
         status: 0,
-        error: new GatewayError('upstream_error', `Upstream provider "${target.provider.id}" could not be reached: ${scrub(errorMessage(error), target.key.secret)}`),
+        error: new GatewayError('upstream_error', `Upstream provider "${target.provider.id}" could not be reached: ${scrubAll(errorMessage(error), secretsOf(target))}`),
         retryAfter: null,
       }
     } finally {
@@ -1217,11 +1217,15 @@ export function modelNotFound(model: string | undefined): GatewayError {
   return new GatewayError('model_not_found', `The model "${echo(model, 256)}" is not served by this gateway. GET /v1/models lists the models your key may use.`, { param: 'model' })
 }
 
+/** The secrets a call to `target` carried, none of which may reach a client (an error path only: built when needed). */
+const secretsOf = (target: RouteTarget): string[] => callSecrets(target.key.secret, target.provider.config.headers, target.provider.config.baseUrl)
+
 /** Map an upstream's error answer into the envelope, keeping its status (and the field it blames) for request errors. */
 export function upstreamError(status: number, text: string, target: RouteTarget, headers: Headers): GatewayError {
   const provider = target.provider.id
   const said = upstreamDetail(text)
-  const detail = scrub(said.message, target.key.secret)
+  const secrets = secretsOf(target)
+  const detail = scrubAll(said.message, secrets)
   if (status === 401 || status === 403) {
     return new GatewayError('upstream_error', `Upstream provider "${provider}" refused the gateway's key "${target.key.id}" (HTTP ${status}): ${detail} An operator must fix or replace that provider key.`)
   }
@@ -1234,7 +1238,7 @@ export function upstreamError(status: number, text: string, target: RouteTarget,
   if (status >= 400 && status < 500) {
     const code = upstreamErrorCode(status)
     // An adapter's refusal (or the upstream's own 4xx) names the field at fault; the client should see it.
-    return new GatewayError(code, `Upstream provider "${provider}" rejected the request (HTTP ${status}): ${detail}`, { status, param: said.param === null ? null : scrub(said.param, target.key.secret) })
+    return new GatewayError(code, `Upstream provider "${provider}" rejected the request (HTTP ${status}): ${detail}`, { status, param: said.param === null ? null : scrubAll(said.param, secrets) })
   }
   return new GatewayError('upstream_error', `Upstream provider "${provider}" failed (HTTP ${status}): ${detail}`)
 }

@@ -88,3 +88,33 @@ function parseEnvelope(stored: string): Envelope {
 export function scrub(text: string, secret: string): string {
   return secret.length >= 4 ? text.split(secret).join('***') : text
 }
+
+/**
+ * Every secret a call to a provider carries besides its key: the values of its extra headers
+ * (often credentials: an organisation token, a gateway key), and the password and query values of
+ * its base URL (`?key=…`, `?api-key=…`). An upstream's error may echo any of them. Values under 4
+ * characters are left: too short to be a credential, and too common to blank out of a message.
+ */
+export function callSecrets(key: string, headers: Readonly<Record<string, string>> | undefined, baseUrl: string | undefined): string[] {
+  const secrets = [key]
+  if (headers) for (const value of Object.values(headers)) secrets.push(value)
+  if (baseUrl) {
+    try {
+      const url = new URL(baseUrl)
+      if (url.password) secrets.push(decodeURIComponent(url.password), url.password)
+      for (const value of url.searchParams.values()) secrets.push(value)
+      // The raw text too: an upstream echoes the URL as it was sent, percent-encoding and all.
+      for (const part of url.search.slice(1).split('&')) secrets.push(part.slice(part.indexOf('=') + 1))
+    } catch {
+      // A base URL that does not parse holds nothing to find.
+    }
+  }
+  // Longest first: a secret that holds another is removed whole.
+  return [...new Set(secrets.filter((s) => s.length >= 4))].sort((a, b) => b.length - a.length)
+}
+
+/** Remove every one of `secrets` (see callSecrets) from text that may reach a client or a log. */
+export function scrubAll(text: string, secrets: readonly string[]): string {
+  for (const secret of secrets) if (text.includes(secret)) text = text.split(secret).join('***')
+  return text
+}
