@@ -304,7 +304,7 @@ function buildApp({ config, services, models, pipeline, plugins, logger, catalog
     })
     .use(docsRoutes(pkg.version))
     .use(opsRoutes({ services }))
-    .use(v1Routes({ pipeline, models, maxBodyBytes: config.maxBodyBytes, services }))
+    .use(v1Routes({ pipeline, models, maxBodyBytes: config.maxBodyBytes, bodyTimeoutMs: config.bodyTimeoutMs, services }))
     .use(catalog.routes())
     .use(doctorRoutes({ pipeline, models, services }))
     .use(auditRoutes(services))

@@ -120,3 +120,46 @@ describe('an authenticate hook that throws on a refused body', () => {
     }
   })
 })
+
+describe('a body that does not arrive', () => {
+  test('a client API body sent partly (a Content-Length not reached, or chunks that stop) is refused after limits.body_timeout_ms and its connection closed: 408 for a key, 401 for none', async () => {
+    const upstream = await startMockUpstream()
+    const gw = await startAuthGateway(upstream.url, { config: { limits: { body_timeout_ms: 600 } } })
+    const { key } = (await userWithKey(gw)).key
+    const port = Number(new URL(gw.url).port)
+    // Headers, a part of the body, then nothing.
+    const partial = (head: string, part: string) =>
+      new Promise<string>((resolve) => {
+        let text = ''
+        void Bun.connect({
+          hostname: '127.0.0.1',
+          port,
+          socket: {
+            open: (socket) => void socket.write(head + part),
+            data: (_socket, data) => void (text += data.toString()),
+            // Resolved when the gateway closes the connection: before, it stayed open for good.
+            close: () => resolve(text),
+          },
+        })
+      })
+    try {
+      for (const [auth, status] of [
+        [`authorization: Bearer ${key}\r\n`, 'HTTP/1.1 408 Request Timeout'],
+        ['', 'HTTP/1.1 401 Unauthorized'],
+      ] as const) {
+        for (const [framing, part] of [
+          ['content-length: 1000', '{"model":'],
+          ['transfer-encoding: chunked', '9\r\n{"model":\r\n'],
+        ] as const) {
+          const text = await partial(`POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n${auth}${framing}\r\n\r\n`, part)
+          expect(text.split('\r\n')[0]).toBe(status)
+          expect(text.toLowerCase()).toContain('connection: close')
+          if (auth) expect(text).toContain('did not arrive within 0.6 s')
+        }
+      }
+    } finally {
+      await gw.close()
+      await upstream.stop()
+    }
+  }, 20_000)
+})

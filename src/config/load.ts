@@ -35,6 +35,8 @@ export interface ResolvedConfig {
   tls: { cert: string; key: string } | null
   logLevel: LogLevel
   maxBodyBytes: number
+  /** How long a client API request's body may take to arrive (0: no limit). */
+  bodyTimeoutMs: number
   shutdownGraceMs: number
   /** The admin console at /console. */
   console: { enabled: boolean; sessionTtlMs: number }
@@ -179,6 +181,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     tls: tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : null,
     logLevel: logLevel as LogLevel,
     maxBodyBytes: file.limits?.max_body_bytes ?? DEFAULT_MAX_BODY_BYTES,
+    bodyTimeoutMs: file.limits?.body_timeout_ms ?? 30_000,
     shutdownGraceMs: file.server?.shutdown_grace_ms ?? 10_000,
     console: { enabled: file.console?.enabled ?? true, sessionTtlMs: file.console?.session_ttl_ms ?? 8 * 60 * 60 * 1000 },
     cors: cors ? { origins: cors.origins, maxAgeS: cors.max_age_s ?? 600 } : null,

@@ -116,6 +116,8 @@ export const ConfigFileSchema = Type.Object(
         {
           /** Largest accepted request body. @default 33554432 (32 MiB) */
           max_body_bytes: Type.Optional(Type.Integer({ minimum: 1024 })),
+          /** How long a client API request's body may take to arrive once its headers have; 0 for no limit. @default 30000 */
+          body_timeout_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: 3_600_000 })),
         },
         { additionalProperties: false },
       ),

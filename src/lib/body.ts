@@ -4,9 +4,11 @@ import { GatewayError } from '../errors.ts'
 /**
  * Read a JSON object body, refusing it with 413 past `limit` bytes: from Content-Length
  * before reading anything, else while reading, so an oversized chunked body is never held whole.
+ * A body not all there within `timeoutMs` (0: no limit) is refused with 408 and its connection
+ * closed: a client (known or not) cannot hold the gateway's sockets by sending it slowly.
  */
-export async function readJsonObject(request: Request, limit: number): Promise<Record<string, unknown>> {
-  const text = await readText(request, limit)
+export async function readJsonObject(request: Request, limit: number, timeoutMs = 0): Promise<Record<string, unknown>> {
+  const text = await withDeadline(readText(request, limit), timeoutMs)
   if (text.length === 0) throw new GatewayError('invalid_request', 'The request body is empty; send a JSON object.')
   return parseObject(text)
 }
@@ -93,6 +95,60 @@ async function readCapped(request: Request, limit: number): Promise<Buffer> {
     parts.push(value)
   }
   return Buffer.concat(parts)
+}
+
+/** A body being read, the time it must have arrived by, and how to give up on it. */
+interface PendingBody {
+  readonly by: number
+  readonly ms: number
+  readonly fail: (error: GatewayError) => void
+}
+
+/** Bodies being read under a deadline: one interval checks them all, as the body watchdog does, instead of a timer each. */
+const reading = new Set<PendingBody>()
+let sweeper: ReturnType<typeof setInterval> | null = null
+const SWEEP_MS = 500
+
+function sweep(): void {
+  if (reading.size === 0) {
+    clearInterval(sweeper!)
+    sweeper = null
+    return
+  }
+  const now = performance.now()
+  for (const body of reading) {
+    if (now < body.by) continue
+    reading.delete(body)
+    body.fail(
+      new GatewayError('invalid_request', `The request body did not arrive within ${body.ms / 1000} s; send it whole, at once.`, {
+        status: 408,
+        headers: { connection: 'close' },
+      }),
+    )
+  }
+}
+
+/** `read`, or a 408 once `ms` have passed (checked every SWEEP_MS); the read itself goes on, and is dropped. */
+function withDeadline<T>(read: Promise<T>, ms: number): Promise<T> {
+  if (ms <= 0) return read
+  return new Promise<T>((resolve, reject) => {
+    const body: PendingBody = { by: performance.now() + ms, ms, fail: reject }
+    reading.add(body)
+    if (sweeper === null) {
+      sweeper = setInterval(sweep, SWEEP_MS)
+      sweeper.unref?.()
+    }
+    read.then(
+      (value) => {
+        reading.delete(body)
+        resolve(value)
+      },
+      (error: unknown) => {
+        reading.delete(body)
+        reject(error)
+      },
+    )
+  })
 }
 
 const tooLarge = (limit: number) =>

@@ -25,6 +25,8 @@ export interface V1Options {
   pipeline: Pipeline
   models: ModelRegistry
   maxBodyBytes: number
+  /** How long a body may take to arrive (0: no limit). @default 0 */
+  bodyTimeoutMs?: number
   /** Read per request: the tokenizer in force is the one a plugin installed during setup, or the rough one. */
   services: Pick<Services, 'tokenizer'>
 }
@@ -32,7 +34,7 @@ export interface V1Options {
 const security: Record<string, string[]>[] = [{ bearer: [] }, { apiKey: [] }]
 
 /** The OpenAI-compatible client API. Each handler hands straight to the pipeline. */
-export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options) {
+export function v1Routes({ pipeline, models, maxBodyBytes, bodyTimeoutMs = 0, services }: V1Options) {
   // Read and check in the parse step: compiled at boot, and Elysia's own validation (which decodes and
   // copies) stays off the hot path. The schema still documents the route through `requestBody`.
   const reader = (schema: TSchema, more?: (body: Record<string, unknown>) => void) => {
@@ -45,7 +47,7 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
         }
       : compiled
     const checked = (body: Record<string, unknown>) => refusedOr(body, check)
-    return ({ request }: { request: Request }) => readJsonObject(request, maxBodyBytes).then(checked, refusedBody)
+    return ({ request }: { request: Request }) => readJsonObject(request, maxBodyBytes, bodyTimeoutMs).then(checked, refusedBody)
   }
   /**
    * A body the route refused (too large, not JSON, not valid) is a request like any other to the
@@ -54,21 +56,26 @@ export function v1Routes({ pipeline, models, maxBodyBytes, services }: V1Options
    */
   const refuse = async (endpoint: Endpoint, refused: RefusedBody, request: Request, id: string): Promise<Response> => {
     const req = pipeline.createRequest(endpoint, request, id, refused.body)
+    let response: Response
     try {
       const checked = pipeline.authenticate(req)
       const failed = checked instanceof Promise ? await checked : checked
-      return pipeline.fail(req, failed ?? refused.error)
+      response = pipeline.fail(req, failed ?? refused.error)
     } catch (error) {
       // A hook that throws: the answer keeps the request's id, and the completion hooks hear of it.
-      return pipeline.failed(req, error)
+      response = pipeline.failed(req, error)
     }
+    // A body not read whole (too large, too slow) leaves the connection in the middle of it: it is
+    // closed, whichever refusal is answered (a stranger's 401 too), so nobody holds it open.
+    if (refused.error.status === 408 || refused.error.status === 413) response.headers.set('connection', 'close')
+    return response
   }
   const jsonBody = (schema: TSchema) => ({ required: true, content: { 'application/json': { schema } } })
   // Two body shapes: checked against the one it claims to be, so an error names the field at fault.
   const checkChatCount = compileCheck(TokenCountChatBody)
   const checkEmbeddingCount = compileCheck(TokenCountEmbeddingBody)
   const countReader = ({ request }: { request: Request }) =>
-    readJsonObject(request, maxBodyBytes).then((body) => refusedOr(body, countCheck(body)), refusedBody)
+    readJsonObject(request, maxBodyBytes, bodyTimeoutMs).then((body) => refusedOr(body, countCheck(body)), refusedBody)
   const countCheck = (body: Record<string, unknown>) => {
     const chat = 'messages' in body
     const embeddings = 'input' in body
