@@ -13,7 +13,7 @@ import { createGateway } from '../src/server.ts'
 import { createLogger } from '../src/lib/logger.ts'
 import { decryptSecret, encryptSecret, envelopeKeyId, masterKey, rewrapSecret } from '../src/lib/secrets.ts'
 
-const ADMIN = 'catalog-admin-key'
+const ADMIN = 'catalog-admin-key-0123456789abcdef'
 const SECRET = 'sk-provider-secret-abcdefghijklmnop'
 const KEY_A = Buffer.alloc(32, 7).toString('base64')
 const KEY_B = Buffer.alloc(32, 9).toString('base64')

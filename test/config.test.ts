@@ -248,8 +248,11 @@ describe('a bad config', () => {
   })
 
   test('bad environment variables are reported by name', async () => {
-    const problems = await problemsOf({ env: { PORT: 'eighty', SLUICE_ENV: 'NOT A SLUG', LOG_LEVEL: 'chatty' }, config: {} })
-    expect(problems.length).toBe(3)
+    const problems = await problemsOf({ env: { PORT: 'eighty', SLUICE_ENV: 'NOT A SLUG', LOG_LEVEL: 'chatty', SLUICE_ADMIN_KEY: 'admin' }, config: {} })
+    expect(problems.length).toBe(4)
+    // A guessable admin key (nothing slows down guesses at it) is refused.
+    expect(problems).toContain('SLUICE_ADMIN_KEY: 5 characters is too short to guard the admin API; use at least 24 random ones (openssl rand -hex 24), or leave it unset to have one generated')
+    expect((await loadConfig({ env: { SLUICE_ADMIN_KEY: 'a'.repeat(24) }, config: {} })).adminKey).toBe('a'.repeat(24))
     expect(problems.some((p) => p.startsWith('PORT: '))).toBe(true)
     expect(problems.some((p) => p.startsWith('SLUICE_ENV: '))).toBe(true)
     expect(problems.some((p) => p.startsWith('LOG_LEVEL: '))).toBe(true)

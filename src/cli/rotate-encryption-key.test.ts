@@ -11,7 +11,7 @@ import { masterKey } from '../lib/secrets.ts'
 import { startGateway } from '../../test/support/gateway.ts'
 
 const SCRIPT = join(import.meta.dir, 'rotate-encryption-key.ts')
-const ADMIN = 'rotate-cli-admin-key'
+const ADMIN = 'rotate-cli-admin-key-0123456789abcdef'
 const KEY_A = Buffer.alloc(32, 3).toString('base64')
 const KEY_B = Buffer.alloc(32, 4).toString('base64')
 

@@ -22,6 +22,8 @@ export const MOCK_PROVIDER: ProviderConfig = { id: 'mock', type: 'mock', keys: [
 export const MOCK_MODEL: ModelConfig = { name: 'mock-gpt', targets: [{ provider: 'mock', model: 'mock-gpt' }] }
 
 export const DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+/** The shortest admin key taken from SLUICE_ADMIN_KEY. */
+export const MIN_ADMIN_KEY_LENGTH = 24
 
 /** The configuration after files, environment variables and defaults are merged and checked. */
 export interface ResolvedConfig {
@@ -119,6 +121,10 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   const port = parsePort(env.PORT, file.server?.port ?? 8080, problems)
   const logLevel = env.LOG_LEVEL ?? 'info'
   if (!isLogLevel(logLevel)) problems.push(`LOG_LEVEL: "${logLevel}" is not one of debug, info, warn, error, silent`)
+  // The admin key opens everything, and nothing slows down guesses at it: a short one is refused.
+  if (env.SLUICE_ADMIN_KEY && env.SLUICE_ADMIN_KEY.length < MIN_ADMIN_KEY_LENGTH) {
+    problems.push(`SLUICE_ADMIN_KEY: ${env.SLUICE_ADMIN_KEY.length} characters is too short to guard the admin API; use at least ${MIN_ADMIN_KEY_LENGTH} random ones (openssl rand -hex 24), or leave it unset to have one generated`)
+  }
 
   const tlsCert = env.SLUICE_TLS_CERT
   const tlsKey = env.SLUICE_TLS_KEY
