@@ -180,6 +180,11 @@ export class Catalog {
     await this.services.bus.subscribe(CHANNEL, () => {
       this.reload().catch((error: unknown) => this.logger.error('could not reload providers and models', { error: String(error) }))
     })
+    // A change announced while this instance was not listening is never announced again.
+    this.services.bus.onResync(() => {
+      this.logger.info('reloading providers and models: changes may have been missed while the message bus was disconnected')
+      this.reload().catch((error: unknown) => this.logger.error('could not reload providers and models', { error: String(error) }))
+    })
   }
 
   /** Rebuild the registry from the config and the database. */

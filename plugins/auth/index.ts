@@ -50,6 +50,9 @@ export const auth = definePlugin({
       negativeTtlMs: options.negative_ttl_ms,
     })
     await services.bus.subscribe(CHANNEL, (message) => verifier.invalidate(message === '*' ? null : message))
+    // Invalidations may have been lost (Redis restarted, the connection cut): any cached record,
+    // or a key cached as unknown, may be stale. Every key is read again on its next use.
+    services.bus.onResync(() => verifier.invalidate(null))
     const invalidate = async (hash: string | null) => {
       // Here first: over Redis this instance hears its own message only after a round trip,
       // and the admin's next request must already see the change.

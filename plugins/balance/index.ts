@@ -37,6 +37,12 @@ const Options = Type.Object(
 )
 
 const CHANNEL = 'balance.health'
+/** The audit action of an operator's reset of a key; a resync replays those it may have missed. */
+const RESET_ACTION = 'provider_key.reset'
+/** How long before a bus gap was noticed a reset is replayed from: other instances' clocks and a late notice. */
+const RESYNC_MARGIN_MS = 60_000
+/** A key's `target_id` in the audit trail. */
+const auditTarget = (h: KeyHealth) => `${h.provider}/${h.key}`
 
 /** A group's (target, key) pairs with their picking state, built once per group object. */
 interface Pool {
@@ -212,6 +218,33 @@ export const balance = definePlugin({
       } catch {
         // Not ours or malformed: ignore.
       }
+    })
+    /**
+     * Messages may have been lost while Redis was away. A lost cooldown, open circuit or death is
+     * learned again from the upstream at the cost of one failed attempt, retried on another key,
+     * and a stale one here ends by itself, except a death: that holds until an operator resets the
+     * key, so a lost reset would keep a key the operator put back out of service on this instance
+     * for good. Resets are in the audit trail: those made since the gap began (with a margin for
+     * clocks and for the time it took to notice) are done here again; one this instance had heard
+     * already costs at most that one failed attempt per key. Nothing is announced: each
+     * instance replays them itself, and announcing this instance's verdicts could undo a reset the
+     * others made during the gap.
+     */
+    services.bus.onResync((since) => {
+      const from = new Date(since - RESYNC_MARGIN_MS).toISOString()
+      services.db.db
+        .selectFrom('audit_log')
+        .select('target_id')
+        .where('action', '=', RESET_ACTION)
+        .where('at', '>=', from)
+        .execute()
+        .then((rows) => {
+          if (rows.length === 0) return
+          sync()
+          const reset = new Set(rows.map((r) => r.target_id))
+          for (const h of health.values()) if (reset.has(auditTarget(h))) clear(h)
+        })
+        .catch((error: unknown) => logger.error('could not read the key resets made while the message bus was disconnected; a key reset then may stay out of service here', { error: String(error) }))
     })
 
     const poolOf = (group: ModelGroup): Pool => {
@@ -550,7 +583,7 @@ export const balance = definePlugin({
                 if (!h) throw new GatewayError('not_found', `No provider key "${params.key}" in provider "${params.provider}".`)
                 clear(h)
                 share(h, null, true)
-                await audit(services.db.db, { actor: adminActor(request), action: 'provider_key.reset', targetType: 'provider_key', targetId: `${h.provider}/${h.key}` })
+                await audit(services.db.db, { actor: adminActor(request), action: RESET_ACTION, targetType: 'provider_key', targetId: auditTarget(h) })
                 return { object: 'provider_key_health', provider: h.provider, key: h.key, state: stateOf(h, now()) }
               },
               { detail: { tags: ['Admin: providers'], summary: 'Put a dead, cooling or open provider key back into service, for every upstream model' } },

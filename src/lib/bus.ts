@@ -5,6 +5,18 @@ import type { RedisClient } from '../redis.ts'
 export interface MessageBus {
   publish(channel: string, message: string): Promise<void>
   subscribe(channel: string, handler: (message: string) => void): Promise<void>
+  /**
+   * Run `handler` whenever messages for this instance may have been lost: the subscription is in
+   * place again after its connection was down (a Redis restart or failover, a killed connection,
+   * a network cut), or for the first time after a boot that found Redis away. Pub/sub keeps
+   * nothing for an absent subscriber, and a publisher that could not reach Redis does not retry,
+   * so whatever a subscriber derives from messages (caches, a registry) must be rebuilt from the
+   * source here. `since` is the ms epoch from about which messages may be missing (when the loss
+   * was noticed; add a margin). It runs after the subscriptions are back, so a change made after a
+   * reload it starts is still heard. The in-process bus never loses a message and never runs it.
+   * Handlers must be cheap and catch their own errors: start the work, do not await it here.
+   */
+  onResync(handler: (since: number) => void): void
   close(): Promise<void>
 }
 
@@ -20,6 +32,7 @@ export function createLocalBus(): MessageBus {
       if (!set) handlers.set(channel, (set = new Set()))
       set.add(handler)
     },
+    onResync() {},
     async close() {
       handlers.clear()
     },
@@ -34,15 +47,47 @@ export function createRedisBus(client: RedisClient, prefix = 'sluice:'): Message
   // A second connection: one in subscriber mode can run no other command.
   const subscriber = (client as Redis).duplicate()
   const handlers = new Map<string, Set<(m: string) => void>>()
+  const resyncHandlers = new Set<(since: number) => void>()
+  /** When messages may have started to go missing (ms epoch); null while the subscription holds. */
+  let missingSince: number | null = null
+  /** Counts connection losses: a subscription confirmed for an earlier connection proves nothing about the current one. */
+  let losses = 0
+  const missing = () => {
+    missingSince ??= Date.now()
+  }
+  const lost = () => {
+    losses++
+    missing()
+  }
   subscriber.on('message', (channel: string, message: string) => {
     for (const h of handlers.get(channel.slice(prefix.length)) ?? []) h(message)
   })
   // Errors surface through the main client's listener; a lost connection reconnects by itself.
   subscriber.on('error', () => {})
+  // Also emitted when a connection attempt fails: a boot with Redis away starts out missing messages.
+  subscriber.on('close', lost)
   // Subscribe again to every channel whenever the connection becomes ready: this covers a Redis
-  // that was down at boot (the first SUBSCRIBE failed) as well as reconnects.
+  // that was down at boot (the first SUBSCRIBE failed) as well as reconnects. Once every channel
+  // is confirmed on this connection, whoever may have missed messages is told.
   subscriber.on('ready', () => {
-    if (handlers.size) void subscriber.subscribe(...[...handlers.keys()].map((c) => prefix + c)).catch(() => {})
+    const connection = losses
+    const channels = [...handlers.keys()].map((c) => prefix + c)
+    const subscribed = channels.length ? subscriber.subscribe(...channels) : Promise.resolve()
+    subscribed.then(
+      () => {
+        const since = missingSince
+        if (since === null || connection !== losses) return
+        missingSince = null
+        for (const h of resyncHandlers) {
+          try {
+            h(since)
+          } catch {
+            // One handler's fault must not keep the others stale.
+          }
+        }
+      },
+      () => {},
+    )
   })
   return {
     async publish(channel, message) {
@@ -54,10 +99,14 @@ export function createRedisBus(client: RedisClient, prefix = 'sluice:'): Message
       if (!set) handlers.set(channel, (set = new Set()))
       set.add(handler)
       // With Redis away the subscription is made on the next 'ready'; the boot does not wait for Redis.
-      if (first) await subscriber.subscribe(prefix + channel).catch(() => {})
+      if (first) await subscriber.subscribe(prefix + channel).catch(missing)
+    },
+    onResync(handler) {
+      resyncHandlers.add(handler)
     },
     async close() {
       handlers.clear()
+      resyncHandlers.clear()
       subscriber.disconnect()
     },
   }

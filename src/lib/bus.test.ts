@@ -1,0 +1,130 @@
+/**
+ * The message bus after a gap: Redis pub/sub keeps nothing for a subscriber that is not
+ * connected, so the Redis bus tells its users when messages may have been lost (onResync), once
+ * its subscriptions are back. A redis-server of this file's own, killed and restarted.
+ *
+ * Needs redis-server: skipped with a printed line without it, a failure with CI set.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test'
+import { Redis } from 'ioredis'
+import { createRedis } from '../redis.ts'
+import { cleanupDir, freePort, redisBinariesForTests, startRedisServer, type RedisProcess } from '../../test/support/redis-procs.ts'
+import { createLocalBus, createRedisBus, type MessageBus } from './bus.ts'
+
+const haveRedis = redisBinariesForTests('src/lib/bus.test.ts')
+
+/** Resolves once `check` holds; throws after `ms` naming `what`. */
+async function until(check: () => boolean, what: string, ms = 3000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`)
+    await Bun.sleep(10)
+  }
+}
+
+describe('the in-process bus', () => {
+  test('delivers at once and never asks for a resync', async () => {
+    const bus = createLocalBus()
+    const got: string[] = []
+    let resyncs = 0
+    await bus.subscribe('t', (m) => got.push(m))
+    bus.onResync(() => resyncs++)
+    await bus.publish('t', 'a')
+    expect(got).toEqual(['a'])
+    expect(resyncs).toBe(0)
+    await bus.close()
+  })
+})
+
+describe.skipIf(!haveRedis)('the Redis bus after a gap', () => {
+  let redis: RedisProcess
+  /** A plain connection for what the test does to Redis behind the bus's back. */
+  let raw: Redis
+  const opened: (() => Promise<void>)[] = []
+
+  beforeAll(async () => {
+    redis = await startRedisServer({ port: [19800, 19801, 19802, 19803].find(isFree) ?? freePort() })
+    raw = new Redis(redis.url, { maxRetriesPerRequest: 1 })
+    raw.on('error', () => {})
+  })
+  afterEach(async () => {
+    for (const close of opened.splice(0)) await close()
+  })
+  afterAll(async () => {
+    raw?.disconnect()
+    await redis?.kill()
+    if (redis) cleanupDir(redis.dir)
+  })
+
+  /** A bus on the gateway's own kind of client, subscribed to `t`, recording what it hears and each resync's `since`. */
+  async function open(): Promise<{ bus: MessageBus; got: string[]; resyncs: number[] }> {
+    const client = createRedis(redis.url)
+    const bus = createRedisBus(client)
+    opened.push(async () => {
+      await bus.close()
+      client.disconnect()
+    })
+    const got: string[] = []
+    const resyncs: number[] = []
+    await bus.subscribe('t', (m) => got.push(m))
+    bus.onResync((since) => resyncs.push(since))
+    return { bus, got, resyncs }
+  }
+
+  test('a healthy boot asks for none; a killed subscriber connection asks once its subscription is back', async () => {
+    const { bus, got, resyncs } = await open()
+    await bus.publish('t', 'before')
+    await until(() => got.includes('before'), 'the first message')
+    expect(resyncs).toEqual([])
+
+    const killedAt = Date.now()
+    // The kill and a message in one transaction: the message is published while the subscriber is gone.
+    await raw.multi().call('CLIENT', 'KILL', 'TYPE', 'pubsub').publish('sluice:t', 'lost').exec()
+    await until(() => resyncs.length === 1, 'the resync')
+    expect(got).not.toContain('lost')
+    expect(resyncs[0]).toBeGreaterThanOrEqual(killedAt)
+    expect(resyncs[0]).toBeLessThanOrEqual(Date.now())
+
+    // The subscription is in place when the resync runs: what a reload would miss is heard.
+    await raw.publish('sluice:t', 'after')
+    await until(() => got.includes('after'), 'a message after the resync')
+    await Bun.sleep(200)
+    expect(resyncs.length).toBe(1)
+  })
+
+  test('a Redis restart asks for one once Redis is back, and not before', async () => {
+    const { bus, got, resyncs } = await open()
+    await bus.publish('t', 'before')
+    await until(() => got.includes('before'), 'the first message')
+    await redis.kill()
+    await expect(bus.publish('t', 'lost')).rejects.toThrow()
+    await Bun.sleep(500)
+    expect(resyncs).toEqual([])
+    const restartedAt = Date.now()
+    await redis.restart()
+    await until(() => resyncs.length === 1, 'the resync after the restart', 5000)
+    expect(resyncs[0]).toBeLessThan(restartedAt)
+    await raw.publish('sluice:t', 'after')
+    await until(() => got.includes('after'), 'a message after the restart')
+  })
+
+  test('a boot with Redis away asks for one once the subscription is made', async () => {
+    await redis.kill()
+    const { got, resyncs } = await open()
+    await Bun.sleep(300)
+    expect(resyncs).toEqual([])
+    await redis.restart()
+    await until(() => resyncs.length === 1, 'the resync after Redis came up', 5000)
+    await raw.publish('sluice:t', 'after')
+    await until(() => got.includes('after'), 'a message once Redis is up')
+  })
+})
+
+function isFree(port: number): boolean {
+  try {
+    Bun.listen({ hostname: '127.0.0.1', port, socket: { data() {} } }).stop(true)
+    return true
+  } catch {
+    return false
+  }
+}
