@@ -1,15 +1,16 @@
 /**
- * The message bus after a gap: Redis pub/sub keeps nothing for a subscriber that is not
+ * The message bus. After a gap: Redis pub/sub keeps nothing for a subscriber that is not
  * connected, so the Redis bus tells its users when messages may have been lost (onResync), once
- * its subscriptions are back. A redis-server of this file's own, killed and restarted.
+ * its subscriptions are back. Its channels: pub/sub ignores the database index, so the index is
+ * in the prefix. A redis-server of this file's own, killed and restarted.
  *
  * Needs redis-server: skipped with a printed line without it, a failure with CI set.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test'
-import { Redis } from 'ioredis'
+import { Cluster, Redis } from 'ioredis'
 import { createRedis } from '../redis.ts'
 import { cleanupDir, freePort, redisBinariesForTests, startRedisServer, type RedisProcess } from '../../test/support/redis-procs.ts'
-import { createLocalBus, createRedisBus, type MessageBus } from './bus.ts'
+import { busPrefix, createLocalBus, createRedisBus, type MessageBus } from './bus.ts'
 
 const haveRedis = redisBinariesForTests('src/lib/bus.test.ts')
 
@@ -36,7 +37,7 @@ describe('the in-process bus', () => {
   })
 })
 
-describe.skipIf(!haveRedis)('the Redis bus after a gap', () => {
+describe.skipIf(!haveRedis)('the Redis bus', () => {
   let redis: RedisProcess
   /** A plain connection for what the test does to Redis behind the bus's back. */
   let raw: Redis
@@ -57,8 +58,8 @@ describe.skipIf(!haveRedis)('the Redis bus after a gap', () => {
   })
 
   /** A bus on the gateway's own kind of client, subscribed to `t`, recording what it hears and each resync's `since`. */
-  async function open(): Promise<{ bus: MessageBus; got: string[]; resyncs: number[] }> {
-    const client = createRedis(redis.url)
+  async function open(url = redis.url): Promise<{ bus: MessageBus; got: string[]; resyncs: number[] }> {
+    const client = createRedis(url)
     const bus = createRedisBus(client)
     opened.push(async () => {
       await bus.close()
@@ -117,6 +118,37 @@ describe.skipIf(!haveRedis)('the Redis bus after a gap', () => {
     await until(() => resyncs.length === 1, 'the resync after Redis came up', 5000)
     await raw.publish('sluice:t', 'after')
     await until(() => got.includes('after'), 'a message once Redis is up')
+  })
+
+  test('deployments on different database indexes of one server do not hear each other; database 0 keeps the prefix sluice:', async () => {
+    const zero = await open(`${redis.url}/0`)
+    const one = await open(`${redis.url}/1`)
+    const oneToo = await open(`${redis.url}/1`)
+    const two = await open(`${redis.url}/2`)
+    await one.bus.publish('t', 'from-1')
+    await zero.bus.publish('t', 'from-0')
+    await two.bus.publish('t', 'from-2')
+    await until(() => oneToo.got.length === 1 && zero.got.length === 1 && two.got.length === 1, 'each message on its own deployment')
+    await Bun.sleep(100)
+    expect(one.got).toEqual(['from-1'])
+    expect(oneToo.got).toEqual(['from-1'])
+    expect(zero.got).toEqual(['from-0'])
+    expect(two.got).toEqual(['from-2'])
+    // What instances of earlier versions on database 0 publish still arrives.
+    await raw.publish('sluice:t', 'older-0')
+    await until(() => zero.got.includes('older-0'), 'a message on the old channel')
+    expect(one.got).toEqual(['from-1'])
+  })
+})
+
+describe('busPrefix', () => {
+  test('sluice: for database 0 and a Cluster, the index otherwise', () => {
+    const clients = [new Redis({ lazyConnect: true }), new Redis('redis://127.0.0.1:6379/0', { lazyConnect: true }), new Redis('redis://127.0.0.1:6379/7', { lazyConnect: true })]
+    const cluster = new Cluster([{ host: '127.0.0.1', port: 6379 }], { lazyConnect: true })
+    expect(clients.map(busPrefix)).toEqual(['sluice:', 'sluice:', 'sluice:db7:'])
+    expect(busPrefix(cluster)).toBe('sluice:')
+    for (const c of clients) c.disconnect()
+    cluster.disconnect()
   })
 })
 

@@ -40,10 +40,23 @@ export function createLocalBus(): MessageBus {
 }
 
 /**
+ * The channel prefix of a deployment on `client`. Pub/sub channels are server-wide, whatever the
+ * database index: deployments kept apart by `redis://host/1` and `redis://host/2` would hear each
+ * other's key invalidations, catalog reloads and key health. So the index is part of the prefix,
+ * except for 0, which keeps the prefix of versions that had no index in it (a rolling deploy's
+ * old and new instances still hear each other; on another index, instances of those versions and
+ * of this one do not, until every instance runs this one). A Cluster has database 0 only.
+ */
+export function busPrefix(client: RedisClient): string {
+  const db = client.isCluster ? 0 : ((client as Redis).options.db ?? 0)
+  return db === 0 ? 'sluice:' : `sluice:db${db}:`
+}
+
+/**
  * Many processes over Redis pub/sub. The publishing instance also receives its own
  * message through Redis, so every instance takes the same code path.
  */
-export function createRedisBus(client: RedisClient, prefix = 'sluice:'): MessageBus {
+export function createRedisBus(client: RedisClient, prefix = busPrefix(client)): MessageBus {
   // A second connection: one in subscriber mode can run no other command.
   const subscriber = (client as Redis).duplicate()
   const handlers = new Map<string, Set<(m: string) => void>>()
