@@ -111,10 +111,21 @@ describe('sign-in', () => {
 
   test('GET /console/session tells the page whether it is signed in, and its CSRF token', async () => {
     const anonymous = await (await call(gw, '/console/session')).json()
-    expect(anonymous).toEqual({ object: 'console_session', authenticated: false, csrf_token: null, expires_at: null, environment: 'dev' })
+    expect(anonymous).toEqual({ object: 'console_session', authenticated: false, csrf_token: null, expires_at: null, environment: 'dev', session_ttl_ms: 8 * HOUR })
     const { cookie, csrf } = await signIn(gw)
     const signed = await (await call(gw, '/console/session', { headers: { cookie } })).json()
-    expect(signed).toMatchObject({ authenticated: true, csrf_token: csrf, expires_at: new Date(clock + 8 * HOUR).toISOString() })
+    expect(signed).toMatchObject({ authenticated: true, csrf_token: csrf, expires_at: new Date(clock + 8 * HOUR).toISOString(), session_ttl_ms: 8 * HOUR })
+  })
+
+  test('the sign-in form learns the configured session lifetime from /console/session, signed in or not', async () => {
+    const short = await boot({ config: { console: { session_ttl_ms: 90 * 60_000 } } })
+    try {
+      expect(await (await call(short, '/console/session')).json()).toMatchObject({ authenticated: false, session_ttl_ms: 90 * 60_000 })
+      const { cookie } = await signIn(short)
+      expect(await (await call(short, '/console/session', { headers: { cookie } })).json()).toMatchObject({ authenticated: true, expires_at: new Date(clock + 90 * 60_000).toISOString(), session_ttl_ms: 90 * 60_000 })
+    } finally {
+      await short.close()
+    }
   })
 })
 

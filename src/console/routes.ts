@@ -28,10 +28,11 @@ const PAGE_HEADERS = {
   'referrer-policy': 'no-referrer',
 } as const
 
-const sessionView = (session: ConsoleSession | null, environment: string) =>
+/** What the page reads at /console/session: signed in or not, the CSRF token, and the lifetime a sign-in gives (for the sign-in form). */
+const sessionView = (session: ConsoleSession | null, environment: string, ttlMs: number) =>
   session
-    ? { object: 'console_session' as const, authenticated: true, csrf_token: session.csrf, expires_at: new Date(session.expiresAt).toISOString(), environment }
-    : { object: 'console_session' as const, authenticated: false, csrf_token: null, expires_at: null, environment }
+    ? { object: 'console_session' as const, authenticated: true, csrf_token: session.csrf, expires_at: new Date(session.expiresAt).toISOString(), environment, session_ttl_ms: ttlMs }
+    : { object: 'console_session' as const, authenticated: false, csrf_token: null, expires_at: null, environment, session_ttl_ms: ttlMs }
 
 export interface ConsoleDeps {
   config: ResolvedConfig
@@ -93,7 +94,7 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
       '/session',
       ({ request, set }) => {
         set.headers['cache-control'] = 'no-store'
-        return sessionView(sessions.authorize(request).session, config.environment)
+        return sessionView(sessions.authorize(request).session, config.environment, sessions.ttlMs)
       },
       { detail: hide },
     )
@@ -108,7 +109,7 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
         set.headers['set-cookie'] = sessionCookie(token, session.expiresAt - services.now(), secure(request))
         set.headers['cache-control'] = 'no-store'
         logger.info('console sign-in', { session: session.id.slice(0, 6) })
-        return sessionView(session, config.environment)
+        return sessionView(session, config.environment, sessions.ttlMs)
       },
       { parse: 'json', detail: hide },
     )
@@ -130,7 +131,7 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
         }
         set.headers['set-cookie'] = clearedCookie(secure(request))
         set.headers['cache-control'] = 'no-store'
-        return sessionView(null, config.environment)
+        return sessionView(null, config.environment, sessions.ttlMs)
       },
       { detail: hide },
     )

@@ -3,7 +3,7 @@ import { render } from 'preact'
 import { useEffect, useRef, useState } from 'preact/hooks'
 import { html } from 'htm/preact'
 import { api, onSignedOut, setCsrf } from './api.js'
-import { ErrorNote, useAction } from './ui.js'
+import { ErrorNote, fmtDuration, useAction } from './ui.js'
 import { OverviewPage } from './pages/overview.js'
 import { KeysPage } from './pages/keys.js'
 import { PeoplePage } from './pages/people.js'
@@ -39,7 +39,7 @@ function useRoute() {
   return route
 }
 
-/** @typedef {{ authenticated: boolean, csrf_token: string | null, expires_at: string | null, environment: string }} Session */
+/** @typedef {{ authenticated: boolean, csrf_token: string | null, expires_at: string | null, environment: string, session_ttl_ms?: number }} Session */
 
 function App() {
   const [session, setSession] = useState(/** @type {Session | null | undefined} */ (undefined))
@@ -64,6 +64,7 @@ function App() {
   if (!session.authenticated) {
     return html`<${Login}
       ended=${ended}
+      ttlMs=${session.session_ttl_ms}
       onSignedIn=${(/** @type {Session} */ s) => {
         setCsrf(s.csrf_token)
         setEnded(false)
@@ -80,8 +81,8 @@ function App() {
   />`
 }
 
-/** @param {{ ended: boolean, onSignedIn: (s: Session) => void }} props */
-function Login({ ended, onSignedIn }) {
+/** @param {{ ended: boolean, ttlMs: number | undefined, onSignedIn: (s: Session) => void }} props */
+function Login({ ended, ttlMs, onSignedIn }) {
   const [run, busy, error] = useAction()
   const input = useRef(/** @type {HTMLInputElement | null} */ (null))
   useEffect(() => input.current?.focus(), [])
@@ -103,7 +104,7 @@ function Login({ ended, onSignedIn }) {
       <div class="field">
         <label for="admin-key">Admin key</label>
         <input id="admin-key" name="admin_key" type="password" ref=${input} required autocomplete="current-password" spellcheck="false" aria-describedby="admin-key-hint" />
-        <small id="admin-key-hint">Kept only in this browser's session cookie (HttpOnly, ${location.protocol === 'https:' ? 'Secure, ' : ''}8 hours).</small>
+        <small id="admin-key-hint">Kept only in this browser's session cookie (HttpOnly, ${location.protocol === 'https:' ? 'Secure, ' : ''}${ttlMs ? fmtDuration(ttlMs) : 'until it expires'}).</small>
       </div>
       <${ErrorNote} error=${error} />
       <button type="submit" class="primary" disabled=${busy}>${busy ? 'Signing in…' : 'Sign in'}</button>

@@ -234,3 +234,16 @@ export function usePager() {
     },
   }
 }
+
+/** A lifetime as words: "8 hours", "1 hour 30 minutes", "2 days". @param {number} ms */
+export function fmtDuration(ms) {
+  const minutes = Math.round(ms / 60_000)
+  const parts = /** @type {Array<[number, string]>} */ ([
+    [Math.floor(minutes / 1440), 'day'],
+    [Math.floor((minutes % 1440) / 60), 'hour'],
+    [minutes % 60, 'minute'],
+  ])
+    .filter(([n]) => n > 0)
+    .map(([n, unit]) => `${n} ${unit}${n === 1 ? '' : 's'}`)
+  return parts.join(' ') || 'less than a minute'
+}
