@@ -362,8 +362,8 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
       await Promise.all(settled)
       expect(sent.length - before).toBe(1)
       expect(counts(sent[before]!.args)).toEqual([1, 1])
-      // KEYS: the two keys (each with its sidecar) once, shared by the sum and the admission after it.
-      expect(sent[before]!.args[0]).toBe(4)
+      // KEYS: the reset epoch, then the two keys once, shared by the sum and the admission after it.
+      expect(sent[before]!.args[0]).toBe(3)
       // 100 - 5 × 10 + 5 × 6 - 10 of each.
       expect(sixth.ok).toBe(true)
       expect(sixth.remaining.map(Math.round)).toEqual([70, 70])
@@ -397,8 +397,8 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
       expect(sent.length).toBe(before)
       await Promise.all([recorded.settle(plan.slice(1), [5], 'req_c3', Date.now(), 0), recorded.settle(plan.slice(1), [-5], 'req_c4', Date.now(), 0)])
       expect(sent.length).toBe(before + 1)
-      // The counter and its reset sidecar only.
-      expect(sent[before]!.args.slice(0, 3)).toEqual([2, plan[1]!.key, `${plan[1]!.key}:reset`])
+      // The reset epoch and the counter only.
+      expect(sent[before]!.args.slice(0, 3)).toEqual([2, `{${tag}}:reset-epoch`, plan[1]!.key])
       expect((await store.peek(plan, Date.now())).map(Math.round)).toEqual([90, 90])
     })
 
@@ -423,9 +423,8 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     ])
     expect(sent).toHaveLength(1)
     const keys = sent[0]!.args.slice(1, 1 + Number(sent[0]!.args[0]))
-    // Each bucket's and counter's sidecar right after it.
-    const [rpm, bt, par] = shared.map((it) => it.key) as [string, string, string]
-    expect(keys).toEqual([rpm, `${rpm}:rate`, bt, `${bt}:reset`, par, own[0]!.key, `${own[0]!.key}:rate`])
+    // The reset epoch first, read once for the whole batch.
+    expect(keys).toEqual([`{${tag}}:reset-epoch`, ...shared.map((it) => it.key), own[0]!.key])
     // In order: each admission took 10 tokens and a lease after the one before it.
     expect(outcomes.slice(0, 5).map((o) => [o.ok, Math.round(o.remaining[1]!), o.remaining[2]])).toEqual([
       [true, 90, 4],
@@ -450,8 +449,8 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
       recorded.admit(third, 'req_t3', Date.now()),
     ])
     expect(sent).toHaveLength(1)
-    // Three times the bucket and the budget, each with its sidecar.
-    expect(Number(sent[0]!.args[0])).toBe(12)
+    // The reset epoch, then three times the bucket and the budget.
+    expect(Number(sent[0]!.args[0])).toBe(7)
     // rpm holds 2: the first and second take one each, the third is refused on it (its item 0).
     expect(outcomes.map((o) => o.ok)).toEqual([true, true, false])
     expect(outcomes[2]).toMatchObject({ failed: 0 })
@@ -459,17 +458,13 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     expect(Math.round(outcomes[1]!.remaining[1]!)).toBe(0)
   })
 
-  test('keys expire: a bucket two minutes after its last write (longer while in debt), its rate sidecar ten minutes after that, a counter a day after its period, a lease set after its lifetime', async () => {
+  test('keys expire: a bucket two minutes after its last write (longer while in debt), a counter a day after its period, a lease set after its lifetime', async () => {
     const plan = items('expiry')
     expect((await store.admit(plan, 'req_e1', Date.now())).ok).toBe(true)
     const bucketTtl = await client.pttl(plan[0]!.key)
     // Half a bucket of 2 per minute is 30 s from full: kept 120 s, never less than the time to full.
     expect(bucketTtl).toBeGreaterThan(115_000)
     expect(bucketTtl).toBeLessThanOrEqual(120_000)
-    expect(Number(await client.get(`${plan[0]!.key}:rate`))).toBe(plan[0]!.rate)
-    const sidecarTtl = await client.pttl(`${plan[0]!.key}:rate`)
-    expect(sidecarTtl).toBeGreaterThan(715_000)
-    expect(sidecarTtl).toBeLessThanOrEqual(720_000)
     expect(Number(await client.call('PEXPIRETIME', plan[1]!.key))).toBe(plan[1]!.until! + 86_400_000)
     const leaseTtl = await client.pttl(plan[2]!.key)
     expect(leaseTtl).toBeGreaterThan(55_000)
@@ -479,34 +474,50 @@ describe.skipIf(redisUrl === null)('against Redis', () => {
     const inDebt = await client.pttl(plan[0]!.key)
     expect(inDebt).toBeGreaterThan(320_000)
     expect(inDebt).toBeLessThanOrEqual(331_000)
-    // The sidecar is written again only when its rate changes (or it expired): at the same limit it is left as it was.
-    expect(await client.pttl(`${plan[0]!.key}:rate`)).toBeGreaterThan(700_000)
   })
 
-  test("a reset marks each counter with a new epoch from one sequence per hash tag, kept as long as the counter; buckets and lease sets, with their sidecars, are deleted", async () => {
+  test('a bucket holds when it is full again in whole ms, a NUL, then that time exactly and its rate (two little-endian doubles): the version before this one reads the whole ms from it, as from its own plain number', async () => {
+    const [rpm] = items('format')
+    const before = Date.now()
+    expect((await store.admit([rpm!], 'req_f1', Date.now())).ok).toBe(true)
+    const value = (await client.getBuffer(rpm!.key))!
+    const nul = value.indexOf(0)
+    expect(value.length).toBe(nul + 17)
+    const whole = Number(value.subarray(0, nul).toString())
+    const full = value.readDoubleLE(nul + 1)
+    expect(value.readDoubleLE(nul + 9)).toBe(rpm!.rate)
+    expect(whole).toBe(Math.floor(full))
+    // One request of 2 a minute: full again 30 s after it was taken.
+    expect(full).toBeGreaterThanOrEqual(before + 30_000 - 5)
+    expect(full).toBeLessThanOrEqual(Date.now() + 30_000 + 5)
+    // Lua 5.1's tonumber stops at the NUL: what an older script reads.
+    expect(Number(await client.eval("return tonumber(redis.call('GET', KEYS[1]))", 1, rpm!.key))).toBe(whole)
+  })
+
+  test('a reset marks each counter with a new epoch from one sequence per hash tag, kept as long as the counter; buckets and lease sets are deleted; admissions answer the epoch they ran in', async () => {
     const plan = items('reset-marks')
     const total = { ...plan[1]!, key: `{${tag}}:reset-marks:total`, until: null }
     expect((await store.admit([...plan, total], 'req_rm', Date.now())).ok).toBe(true)
     const before = Number((await client.get(`{${tag}}:reset-epoch`)) ?? 0)
     await store.reset([...plan, total])
-    expect(await client.exists(plan[0]!.key, `${plan[0]!.key}:rate`, plan[1]!.key, plan[2]!.key, total.key)).toBe(0)
+    expect(await client.exists(plan[0]!.key, plan[1]!.key, plan[2]!.key, total.key)).toBe(0)
     expect(Number(await client.get(`${plan[1]!.key}:reset`))).toBe(before + 1)
     expect(Number(await client.call('PEXPIRETIME', `${plan[1]!.key}:reset`))).toBe(plan[1]!.until! + 86_400_000)
     expect(Number(await client.get(`${total.key}:reset`))).toBe(before + 1)
     expect(await client.pttl(`${total.key}:reset`)).toBe(-1)
-    // An admission answers the highest epoch among its counters.
-    expect((await store.admit([plan[0]!, total], 'req_rm2', Date.now())).epoch).toBe(before + 1)
+    expect((await store.admit([plan[0]!], 'req_rm2', Date.now())).epoch).toBe(before + 1)
   })
 
-  test('a bucket written without a rate sidecar (by the version before it, during a rolling deploy) is read at the current rate, and gets one on its next write', async () => {
+  test('a bucket written as a plain number (by the version before this one, during a rolling deploy) is read at the current rate, and its next write holds its rate', async () => {
     const [rpm] = items('legacy')
     // 2 a minute, full in 30 s: one request missing, as the version before this one wrote it.
-    await client.set(rpm!.key, String(Date.now() + 30_000), 'PX', 120_000)
+    await client.set(rpm!.key, String(Date.now() + 30_000), 'PX', '120000')
     expect(Math.round((await store.peek([rpm!], Date.now()))[0]!)).toBe(1)
-    // Raised to 4 a minute before this version wrote it: without a sidecar it is taken as written at 4 (as the old version reads it).
+    // Raised to 4 a minute before this version wrote it: with no rate of its own it is read at 4, as that version reads it.
     const raised = { ...rpm!, limit: 4, rate: 4 / 60_000 }
     expect(Math.round((await store.peek([raised], Date.now()))[0]!)).toBe(2)
     expect((await store.admit([raised], 'req_legacy', Date.now())).ok).toBe(true)
-    expect(Number(await client.get(`${rpm!.key}:rate`))).toBe(raised.rate)
+    const value = (await client.getBuffer(rpm!.key))!
+    expect(value.readDoubleLE(value.length - 8)).toBe(raised.rate)
   })
 })

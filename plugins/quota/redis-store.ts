@@ -5,24 +5,17 @@ import { AFTER_EVERY_RESET, type AdmitOutcome, type HeldLeases, type QuotaStore 
 import { BATCH_SCRIPT, BATCH_SHA, PEEK_SCRIPT, PEEK_SHA, RENEW_SCRIPT, RENEW_SHA, RESET_SCRIPT, RESET_SHA } from './lua.ts'
 
 /**
- * The key beside an item's in KEYS, right after it (see BATCH_SCRIPT): a bucket's rate sidecar (the
- * rate its state was written with), a counter's reset sidecar (the epoch of its last reset); null
- * for a lease set, which has none.
+ * The sequence reset epochs come from (see BATCH_SCRIPT): one key per hash tag, so a Cluster finds
+ * it in the slot of the keys it goes with. Every quota key begins with its hash tag.
  */
-function sidecarOf(it: Item): string | null {
-  return it.kind === 'bucket' ? `${it.key}:rate` : it.kind === 'counter' ? `${it.key}:reset` : null
-}
-
-/** The sequence reset epochs come from: one key per hash tag, so a Cluster finds it in the slot of the keys it marks. */
 function epochKeyOf(key: string): string {
-  return `${/^\{[^}]*\}/.exec(key)?.[0] ?? ''}:reset-epoch`
+  const end = key.startsWith('{') ? key.indexOf('}') : -1
+  return `${end > 0 ? key.slice(0, end + 1) : ''}:reset-epoch`
 }
 
 /** KEYS and ARGV of a PEEK call over `items` (one request): per item kind, limit, rate, an unused 0, until. */
 function encodePeek(items: Item[], now: number): (string | number)[] {
-  const keys = items.map((it) => it.key)
-  for (const it of items) keys.push(sidecarOf(it) ?? it.key)
-  const args: (string | number)[] = [keys.length, ...keys, items.length, '', now]
+  const args: (string | number)[] = [items.length, ...items.map((it) => it.key), items.length, '', now]
   for (const it of items) args.push(KIND_LETTER[it.kind], it.limit, it.rate, 0, it.until ?? -1)
   return args
 }
@@ -120,8 +113,8 @@ class RedisClock {
   }
 }
 
-/** Fields ahead of the items' in each admission's reply: status, failed, wait, reset epoch. */
-const ADMIT_HEAD = 4
+/** Fields ahead of the items' in each admission's reply: status, failed, wait. */
+const ADMIT_HEAD = 3
 
 /**
  * The settlements and admissions of one connection that arrived in the same turn of the event
@@ -134,6 +127,9 @@ class Batcher {
   private settles: Pending<void>[] = []
   private scheduled = false
   private readonly pack = new PackWriter()
+  /** The reset epoch's key of the keys in this batch (all of one hash tag), and the tag's start, in which it was last made. */
+  private epochKey = ''
+  private epochOf = ''
   /**
    * The keys of the request put last, by item position, and their places in KEYS: a request whose
    * key at a position is the same reuses the place (consecutive requests of one API key share all
@@ -203,6 +199,9 @@ class Batcher {
     pack.number(admits.length)
     pack.number(admits.length > 0 ? this.clock.deadline(performance.now()) : -1)
     this.lastKeys.length = 0
+    // KEYS[1]: the reset epoch, read once for the whole batch.
+    const first = settles[0]?.items[0] ?? admits[0]?.items[0]
+    if (first !== undefined) args.push(this.epochKeyFor(first.key))
     for (const p of settles) this.put(p, args)
     for (const p of admits) this.put(p, args)
     args[0] = args.length - 1
@@ -212,7 +211,7 @@ class Batcher {
         const replies = reply as (number | string)[]
         this.clock.learn(Number(replies[replies.length - 1]), performance.now())
         settles.forEach((p, r) => (replies[r] === 1 ? p.resolve() : p.reject(new Error('the settlement script failed for this request'))))
-        resolveAdmits(admits, replies, settles.length)
+        resolveAdmits(admits, replies, settles.length, Number(replies[replies.length - 2]))
       },
       (error: unknown) => {
         for (const p of settles) p.reject(error)
@@ -229,10 +228,20 @@ class Batcher {
   }
 
   private undoLate(admits: Pending<AdmitOutcome>[], replies: (number | string)[], o: number): void {
+    const epoch = Number(replies[replies.length - 2])
     for (const p of admits) {
-      if (replies[o] === 1) this.undo(p.items, p.leaseId, Number(replies[o + 3]))
+      if (replies[o] === 1) this.undo(p.items, p.leaseId, epoch)
       o += ADMIT_HEAD + p.items.length
     }
+  }
+
+  /** The epoch key for a batch whose first key is `key` (made again only when its hash tag changes). */
+  private epochKeyFor(key: string): string {
+    if (!key.startsWith(this.epochOf) || this.epochOf === '') {
+      this.epochKey = epochKeyOf(key)
+      this.epochOf = this.epochKey.slice(0, this.epochKey.length - ':reset-epoch'.length)
+    }
+    return this.epochKey
   }
 
   /** One request: its keys onto KEYS (unless the request before named them there), its fields into the pack. */
@@ -250,9 +259,6 @@ class Batcher {
       if (lastKeys[i] === it.key) k = lastIndex[i]!
       else {
         k = args.push(it.key) - 1
-        // A bucket's rate sidecar goes right after it (the script finds it at k + 1).
-        const side = sidecarOf(it)
-        if (side !== null) args.push(side)
         lastKeys[i] = it.key
         lastIndex[i] = k
       }
@@ -277,10 +283,11 @@ class Batcher {
 }
 
 /**
- * From `o` on: [status, failed, wait ms (-1: never), reset epoch, left × 1000 per item] per request;
- * status -2 is an error, its message second; -3 an admission past its deadline, which took nothing.
+ * From `o` on: [status, failed, wait ms (-1: never), left × 1000 per item] per request; status -2
+ * is an error, its message second; -3 an admission past its deadline, which took nothing. All ran
+ * in reset epoch `epoch`.
  */
-function resolveAdmits(batch: Pending<AdmitOutcome>[], reply: (number | string)[], o: number): void {
+function resolveAdmits(batch: Pending<AdmitOutcome>[], reply: (number | string)[], o: number, epoch: number): void {
   for (const p of batch) {
     const n = p.items.length
     if (reply[o] === -2) p.reject(new Error(String(reply[o + 1])))
@@ -289,7 +296,7 @@ function resolveAdmits(batch: Pending<AdmitOutcome>[], reply: (number | string)[
       const remaining = new Array<number>(n)
       for (let i = 0; i < n; i++) remaining[i] = Number(reply[o + ADMIT_HEAD + i]) / 1000
       const wait = Number(reply[o + 2])
-      p.resolve({ ok: reply[o] === 1, failed: Number(reply[o + 1]), waitMs: wait < 0 ? null : wait, remaining, epoch: Number(reply[o + 3]) })
+      p.resolve({ ok: reply[o] === 1, failed: Number(reply[o + 1]), waitMs: wait < 0 ? null : wait, remaining, epoch })
     }
     o += ADMIT_HEAD + n
   }
@@ -562,8 +569,8 @@ export class RedisStore implements QuotaStore {
   }
 
   /**
-   * One RESET call: buckets (with their rate sidecars), counters and lease sets deleted, and each
-   * counter's reset sidecar marked with a new epoch, kept as long as the counter would be.
+   * One RESET call: buckets, counters and lease sets deleted, and each counter's reset mark set to
+   * a new epoch, kept as long as the counter would be.
    */
   async reset(items: Item[]): Promise<void> {
     if (items.length === 0) return
@@ -572,10 +579,7 @@ export class RedisStore implements QuotaStore {
     for (const it of items) {
       keys.push(it.key)
       argv.push(-2)
-      if (it.kind === 'bucket') {
-        keys.push(`${it.key}:rate`)
-        argv.push(-2)
-      } else if (it.kind === 'counter') {
+      if (it.kind === 'counter') {
         keys.push(`${it.key}:reset`)
         argv.push(it.until === null ? -1 : it.until + 86_400_000)
       }

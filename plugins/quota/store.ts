@@ -14,9 +14,9 @@ export interface AdmitOutcome {
   /** What each item has left after this request (before it, when refused). */
   remaining: number[]
   /**
-   * The reset epoch of the request's counters: the highest among them (0: none was ever reset).
-   * Its settlement hands it back, so that a counter reset while the request ran is charged only
-   * what it used beyond its reservation, and not refunded what the fresh count never held.
+   * The store's reset epoch when it was admitted: its last reset (0: none yet). Its settlement hands
+   * it back, so that a counter reset while the request ran gets only what it used beyond its
+   * reservation, and is not refunded what the fresh count never held.
    */
   epoch: number
 }
@@ -109,7 +109,7 @@ export class MemoryStore implements QuotaStore {
     let failed = -1
     let waitMs: number | null = 0
     let leaseFailed = false
-    let epoch = 0
+    const epoch = this.lastEpoch
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!
       if (item.kind === 'bucket') {
@@ -125,7 +125,6 @@ export class MemoryStore implements QuotaStore {
         }
       } else if (item.kind === 'counter') {
         const used = this.counterUsed(item, now)
-        if (this.resets.size > 0) epoch = Math.max(epoch, this.resetEpoch(item.key, now))
         remaining.push(item.limit - used)
         if (used + item.cost > item.limit || used >= item.limit) {
           const wait = item.cost > item.limit || item.until === null ? null : Math.max(0, item.until - now)
@@ -169,7 +168,7 @@ export class MemoryStore implements QuotaStore {
       const item = items[i]!
       let delta = deltas[i] ?? 0
       // Reset while the request ran: only what it used beyond its reservation reaches the fresh count.
-      if (delta < 0 && item.kind === 'counter' && this.resets.size > 0 && this.resetEpoch(item.key, now) > epoch) delta = 0
+      if (delta < 0 && item.kind === 'counter' && this.lastEpoch > epoch && this.resetEpoch(item.key, now) > epoch) delta = 0
       if (item.kind === 'lease') {
         this.leases.get(item.key)?.delete(leaseId)
       } else if (delta !== 0 && item.kind === 'bucket') {
