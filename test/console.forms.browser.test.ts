@@ -82,6 +82,37 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     await signIn(page)
   })
 
+  test('after signing in again in another tab, this tab still makes changes and signs out', async () => {
+    const own = await browser.newContext({ viewport: { width: 1366, height: 900 } })
+    try {
+      const a = await newPage(own)
+      await signIn(a)
+      const b = await newPage(own)
+      await open(b, 'people', 'Users and teams')
+      await b.getByRole('button', { name: 'Sign out' }).click()
+      await b.getByLabel('Admin key').fill(ADMIN_KEY)
+      await b.getByRole('button', { name: 'Sign in' }).click()
+      await b.getByRole('heading', { level: 1, name: 'Users and teams' }).waitFor()
+
+      // A tab in the background runs its timers and frames slowly: bring each to the front to use it.
+      await a.bringToFront()
+      await open(a, 'people', 'Users and teams')
+      await a.getByLabel('Id (optional)').first().fill('from-tab-a')
+      await a.getByRole('button', { name: 'Create user' }).click()
+      await a.getByText('User from-tab-a created.').waitFor()
+      await a.getByRole('button', { name: 'Sign out' }).click()
+      await a.getByLabel('Admin key').waitFor()
+      expect(await a.evaluate(() => fetch('/console/session').then((r) => r.json()))).toMatchObject({ authenticated: false })
+      // Tab B's session was that one: its next change finds it over and goes to the sign-in form.
+      await b.bringToFront()
+      await b.getByLabel('Id (optional)').first().fill('from-tab-b')
+      await b.getByRole('button', { name: 'Create user' }).click()
+      await b.getByText('Your session has ended. Sign in again.').waitFor()
+    } finally {
+      await own.close()
+    }
+  })
+
   test('no errors in the page', () => {
     expect(pageErrors).toEqual([])
   })

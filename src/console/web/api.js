@@ -30,7 +30,7 @@ export function setCsrf(token) {
 }
 
 /**
- * Called when the API says the session is over (401 invalid_admin_key).
+ * Called when the API says the session is over (401 invalid_admin_key, or no session behind a refused change).
  * @param {() => void} listener
  */
 export function onSignedOut(listener) {
@@ -39,16 +39,18 @@ export function onSignedOut(listener) {
 }
 
 /**
+ * One call of the admin API, as it is sent: no retry.
  * @param {'GET' | 'POST' | 'PATCH' | 'DELETE'} method
  * @param {string} path
- * @param {unknown} [body]
+ * @param {unknown} body
+ * @param {string | null} token the CSRF token to send on a change
  * @returns {Promise<any>}
  */
-export async function api(method, path, body) {
+async function send(method, path, body, token) {
   /** @type {Record<string, string>} */
   const headers = { accept: 'application/json' }
   if (body !== undefined) headers['content-type'] = 'application/json'
-  if (method !== 'GET' && csrf) headers[CSRF_HEADER] = csrf
+  if (method !== 'GET' && token) headers[CSRF_HEADER] = token
   let response
   try {
     response = await fetch(path, { method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) })
@@ -65,12 +67,60 @@ export async function api(method, path, body) {
   }
   if (!response.ok) {
     const error = new ApiError(response.status, (data && data.error) || {})
-    if (response.status === 401 && error.code === 'invalid_admin_key' && !path.startsWith('/console/login')) {
-      for (const listener of signedOutListeners) listener()
-    }
+    if (response.status === 401 && error.code === 'invalid_admin_key' && !path.startsWith('/console/login')) signedOut()
     throw error
   }
   return data
+}
+
+function signedOut() {
+  for (const listener of signedOutListeners) listener()
+}
+
+/** @type {Promise<any> | null} */
+let renewing = null
+
+/**
+ * The session's CSRF token as the gateway has it now. Signing in again (in another tab of this
+ * browser) replaces the cookie, and with it the token this page holds; several calls refused at
+ * once ask only once.
+ * @returns {Promise<{ authenticated: boolean, csrf_token: string | null } | null>}
+ */
+function currentSession() {
+  renewing ??= send('GET', '/console/session', undefined, null)
+    .catch(() => null)
+    .finally(() => {
+      renewing = null
+    })
+  return renewing
+}
+
+/**
+ * Call the admin API. A change refused with 403 because this page's CSRF token is not the
+ * session's (another tab signed out and in again) is sent once more with the session's token;
+ * when there is no session any more, the page goes back to the sign-in form.
+ * @param {'GET' | 'POST' | 'PATCH' | 'DELETE'} method
+ * @param {string} path
+ * @param {unknown} [body]
+ * @returns {Promise<any>}
+ */
+export async function api(method, path, body) {
+  const token = csrf
+  try {
+    return await send(method, path, body, token)
+  } catch (error) {
+    if (method === 'GET' || !(error instanceof ApiError) || error.status !== 403 || error.code !== 'insufficient_permissions') throw error
+    const session = await currentSession()
+    if (session && !session.authenticated) {
+      setCsrf(null)
+      signedOut()
+      throw new ApiError(401, { message: 'Your console session has ended. Sign in again.', code: 'invalid_admin_key' })
+    }
+    // The same token as before: the refusal is about something else.
+    if (!session?.csrf_token || session.csrf_token === token) throw error
+    setCsrf(session.csrf_token)
+    return send(method, path, body, session.csrf_token)
+  }
 }
 
 /**
@@ -107,3 +157,4 @@ export function useResource(path) {
   const reload = useCallback(() => setTick((t) => t + 1), [])
   return { ...state, reload }
 }
+
