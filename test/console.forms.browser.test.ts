@@ -78,8 +78,96 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
 
   test('the sign-in form states the configured session lifetime', async () => {
     await page.goto(`${gw.url}/console`)
-    await expect(page.locator('#admin-key-hint').textContent()).resolves.toBe("Kept only in this browser's session cookie (HttpOnly, 2 hours).")
+    const hint = page.locator('#admin-key-hint')
+    await hint.waitFor()
+    expect(await hint.textContent()).toBe("Kept only in this browser's session cookie (HttpOnly, 2 hours).")
     await signIn(page)
+  })
+
+  test('a create or an edit the API refuses keeps what the operator typed', async () => {
+    await admin('POST', '/admin/keys', { user_id: 'olga', name: 'plain' })
+    await open(page, 'keys', 'Keys')
+    await page.getByRole('button', { name: 'Create a key' }).click()
+    await page.locator('#create-user').fill('nobody')
+    await page.locator('#create-team').fill('ops')
+    await page.locator('#create-name').fill('my important key')
+    await page.locator('#create-rpm').fill('42')
+    await page.locator('#create-budget-period').selectOption('month')
+    await page.locator('#create-budget-tokens').fill('5000')
+    await page.locator('#create-key input[name=scopes][value=chat]').check()
+    await page.getByRole('button', { name: 'Create key' }).click()
+    await page.locator('#create-key [role=alert]').filter({ hasText: 'No user with id "nobody"' }).waitFor()
+    expect(await values(page, ['#create-user', '#create-team', '#create-name', '#create-rpm', '#create-budget-period', '#create-budget-tokens'])).toEqual(['nobody', 'ops', 'my important key', '42', 'month', '5000'])
+    expect(await page.locator('#create-key input[name=scopes][value=chat]').isChecked()).toBe(true)
+
+    await page.getByRole('button', { name: 'Edit plain' }).click()
+    const dialog = page.getByRole('dialog', { name: 'Edit plain' })
+    // The create form's error stays with the create form.
+    expect(await dialog.getByRole('alert').count()).toBe(0)
+    await dialog.getByLabel('Name', { exact: true }).fill('renamed')
+    await dialog.getByLabel('Tokens per minute').fill('999')
+    await dialog.getByLabel('Requests per minute').fill('99999999999')
+    await dialog.getByRole('button', { name: 'Save changes' }).click()
+    await dialog.getByRole('alert').filter({ hasText: 'limits.rpm' }).waitFor()
+    expect(await values(page, ['#edit-name', '#edit-tpm', '#edit-rpm'])).toEqual(['renamed', '999', '99999999999'])
+    expect(await page.locator('#create-key [role=alert]').count()).toBe(1)
+    await dialog.getByRole('button', { name: 'Cancel' }).click()
+    // Opened again, the dialog starts clean: no error left from last time.
+    await page.getByRole('button', { name: 'Edit plain' }).click()
+    expect(await dialog.getByRole('alert').count()).toBe(0)
+    expect(await page.locator('#edit-name').inputValue()).toBe('plain')
+    await dialog.getByRole('button', { name: 'Cancel' }).click()
+  })
+
+  test('a budget amount without a period is refused in the form, before anything is sent', async () => {
+    await open(page, 'keys?status=active', 'Keys')
+    await page.getByRole('button', { name: 'Create a key' }).click()
+    await page.locator('#create-user').fill('olga')
+    await page.locator('#create-name').fill('no period')
+    await page.locator('#create-budget-tokens').fill('1000')
+    const sent = changes.length
+    await page.getByRole('button', { name: 'Create key' }).click()
+    await page.locator('#create-key [role=alert]').filter({ hasText: 'A budget needs a period' }).waitFor()
+    expect(changes.slice(sent)).toEqual([])
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('create-budget-period')
+  })
+
+  test('an edit sends only the fields the operator changed; a USD budget below a cent can be changed', async () => {
+    const key = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'stale', limits: { rpm: 10 }, expires_at: '2030-06-01T12:34:56.789Z', budget: { usd: 0.125, period: 'day' } })
+    await open(page, 'keys?user_id=olga', 'Keys')
+    await page.getByRole('button', { name: 'Edit stale' }).waitFor()
+    // Another operator changes the key while this page shows the old values.
+    await admin('PATCH', `/admin/keys/${key.id}`, { limits: { rpm: 500, tpm: 100_000 }, scopes: ['chat'] })
+    await page.getByRole('button', { name: 'Edit stale' }).click()
+    const dialog = page.getByRole('dialog', { name: 'Edit stale' })
+    await dialog.getByLabel('Name', { exact: true }).fill('stale renamed')
+    const sent = changes.length
+    await dialog.getByRole('button', { name: 'Save changes' }).click()
+    await page.getByText('Key stale saved.').waitFor()
+    expect(changes.slice(sent)).toEqual([`PATCH /admin/keys/${key.id} {"name":"stale renamed"}`])
+    expect(await admin('GET', `/admin/keys/${key.id}`)).toMatchObject({
+      name: 'stale renamed',
+      limits: { rpm: 500, tpm: 100_000 },
+      scopes: ['chat'],
+      expires_at: '2030-06-01T12:34:56.789Z',
+      budget: { usd: 0.125, period: 'day' },
+    })
+
+    await page.getByRole('button', { name: 'Edit stale renamed' }).click()
+    await page.getByRole('dialog', { name: 'Edit stale renamed' }).getByLabel('USD').fill('0.0005')
+    await page.getByRole('button', { name: 'Save changes' }).click()
+    await page.getByText('Key stale renamed saved.').waitFor()
+    expect((await admin('GET', `/admin/keys/${key.id}`)).budget).toEqual({ usd: 0.0005, period: 'day' })
+  })
+
+  test("a refused delete reports once, in its dialog; a people action's error is not shown twice", async () => {
+    await open(page, 'people', 'Users and teams')
+    await page.getByRole('button', { name: 'Delete team ops' }).click()
+    await admin('DELETE', '/admin/teams/ops')
+    await page.getByRole('dialog', { name: 'Delete team ops?' }).getByRole('button', { name: 'Delete' }).click()
+    await page.getByRole('dialog').getByRole('alert').waitFor()
+    expect(await page.getByRole('alert').count()).toBe(1)
+    await page.keyboard.press('Escape')
   })
 
   test('after signing in again in another tab, this tab still makes changes and signs out', async () => {

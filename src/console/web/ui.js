@@ -162,8 +162,9 @@ export function Field({ id, label, hint, children, wide }) {
 }
 
 /**
- * Run an action, keeping its busy state and error for the form that started it.
- * @returns {[(work: () => Promise<void>) => Promise<void>, boolean, any]}
+ * Run an action, keeping its busy state and error for the form that started it; `clear()`
+ * forgets the error (when the dialog or form it belongs to opens or closes).
+ * @returns {[(work: () => Promise<void>) => Promise<void>, boolean, any, () => void]}
  */
 export function useAction() {
   const [busy, setBusy] = useState(false)
@@ -179,7 +180,7 @@ export function useAction() {
       setBusy(false)
     }
   }
-  return [run, busy, error]
+  return [run, busy, error, () => setError(null)]
 }
 
 /** Form values as an object of trimmed strings. @param {HTMLFormElement} form */

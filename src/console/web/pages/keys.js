@@ -8,6 +8,13 @@ import { Badge, Dialog, ErrorNote, Field, Note, PageHead, SecretReveal, Table, c
 
 const SCOPES = ['chat', 'completions', 'embeddings', 'models', 'tokens']
 const WEEK_MS = 7 * 86_400_000
+const BUDGET_PERIODS = [
+  { value: '', label: 'No budget' },
+  { value: 'day', label: 'Per day' },
+  { value: 'week', label: 'Per week' },
+  { value: 'month', label: 'Per month' },
+  { value: 'total', label: 'In total' },
+]
 const GRACE = [
   { seconds: 0, label: 'None: the old key stops now' },
   { seconds: 3600, label: '1 hour' },
@@ -30,59 +37,68 @@ function toLocalInput(iso) {
 
 /**
  * Name, expiry, models, scopes, limits and budget: the settings a key is created or changed with.
+ * The controls are uncontrolled (`defaultValue`, `defaultChecked`, `defaultSelected`): a re-render
+ * (an error, a busy state) keeps what the operator typed, and the defaults tell which fields
+ * the operator changed (see {@link changedSettings}).
  * @param {{ prefix: string, initial?: Partial<Key>, models: string[] }} props
  */
 function KeySettings({ prefix, initial = {}, models }) {
   const known = [...new Set([...models, ...(initial.models ?? [])])]
   const id = (/** @type {string} */ name) => `${prefix}-${name}`
+  const period = initial.budget?.period ?? ''
   return html`
     <div class="grid">
-      <${Field} id=${id('name')} label="Name" hint="Shown in lists; optional."><input id=${id('name')} name="name" maxlength="200" value=${initial.name ?? ''} /></${Field}>
-      <${Field} id=${id('expires')} label="Expires at" hint="Local time; empty: never."><input id=${id('expires')} name="expires_at" type="datetime-local" value=${toLocalInput(initial.expires_at ?? null)} /></${Field}>
+      <${Field} id=${id('name')} label="Name" hint="Shown in lists; optional."><input id=${id('name')} name="name" maxlength="200" defaultValue=${initial.name ?? ''} /></${Field}>
+      <${Field} id=${id('expires')} label="Expires at" hint="Local time; empty: never."><input id=${id('expires')} name="expires_at" type="datetime-local" defaultValue=${toLocalInput(initial.expires_at ?? null)} /></${Field}>
     </div>
     <fieldset>
       <legend>Models</legend>
       <p class="hint">None ticked: every model of the gateway.</p>
       <div class="checks">
-        ${known.length ? known.map((m) => html`<label class="check"><input type="checkbox" name="models" value=${m} checked=${initial.models?.includes(m) ?? false} /> ${m}</label>`) : html`<span class="hint">No models are configured.</span>`}
+        ${known.length ? known.map((m) => html`<label class="check"><input type="checkbox" name="models" value=${m} defaultChecked=${initial.models?.includes(m) ?? false} /> ${m}</label>`) : html`<span class="hint">No models are configured.</span>`}
       </div>
     </fieldset>
     <fieldset>
       <legend>Scopes</legend>
       <p class="hint">None ticked: every endpoint.</p>
       <div class="checks">
-        ${SCOPES.map((s) => html`<label class="check"><input type="checkbox" name="scopes" value=${s} checked=${initial.scopes?.includes(s) ?? false} /> ${s}</label>`)}
+        ${SCOPES.map((s) => html`<label class="check"><input type="checkbox" name="scopes" value=${s} defaultChecked=${initial.scopes?.includes(s) ?? false} /> ${s}</label>`)}
       </div>
     </fieldset>
     <fieldset>
       <legend>Limits</legend>
       <div class="grid">
-        <${Field} id=${id('rpm')} label="Requests per minute"><input id=${id('rpm')} name="rpm" type="number" min="1" step="1" inputmode="numeric" value=${initial.limits?.rpm ?? ''} /></${Field}>
-        <${Field} id=${id('tpm')} label="Tokens per minute"><input id=${id('tpm')} name="tpm" type="number" min="1" step="1" inputmode="numeric" value=${initial.limits?.tpm ?? ''} /></${Field}>
-        <${Field} id=${id('parallel')} label="Requests in flight"><input id=${id('parallel')} name="max_parallel" type="number" min="1" step="1" inputmode="numeric" value=${initial.limits?.max_parallel ?? ''} /></${Field}>
+        <${Field} id=${id('rpm')} label="Requests per minute"><input id=${id('rpm')} name="rpm" type="number" min="1" step="1" inputmode="numeric" defaultValue=${initial.limits?.rpm ?? ''} /></${Field}>
+        <${Field} id=${id('tpm')} label="Tokens per minute"><input id=${id('tpm')} name="tpm" type="number" min="1" step="1" inputmode="numeric" defaultValue=${initial.limits?.tpm ?? ''} /></${Field}>
+        <${Field} id=${id('parallel')} label="Requests in flight"><input id=${id('parallel')} name="max_parallel" type="number" min="1" step="1" inputmode="numeric" defaultValue=${initial.limits?.max_parallel ?? ''} /></${Field}>
       </div>
     </fieldset>
     <fieldset>
       <legend>Budget</legend>
       <div class="grid">
-        <${Field} id=${id('budget-period')} label="Period">
-          <select id=${id('budget-period')} name="budget_period" value=${initial.budget?.period ?? ''}>
-            <option value="">No budget</option><option value="day">Per day</option><option value="week">Per week</option><option value="month">Per month</option><option value="total">In total</option>
+        <${Field} id=${id('budget-period')} label="Period" hint="Needed for a budget in tokens or USD.">
+          <select id=${id('budget-period')} name="budget_period">
+            ${BUDGET_PERIODS.map((p) => html`<option value=${p.value} defaultSelected=${p.value === period}>${p.label}</option>`)}
           </select>
         </${Field}>
-        <${Field} id=${id('budget-tokens')} label="Tokens"><input id=${id('budget-tokens')} name="budget_tokens" type="number" min="1" step="1" inputmode="numeric" value=${initial.budget?.tokens ?? ''} /></${Field}>
-        <${Field} id=${id('budget-usd')} label="USD"><input id=${id('budget-usd')} name="budget_usd" type="number" min="0.01" step="0.01" inputmode="decimal" value=${initial.budget?.usd ?? ''} /></${Field}>
+        <${Field} id=${id('budget-tokens')} label="Tokens"><input id=${id('budget-tokens')} name="budget_tokens" type="number" min="1" step="1" inputmode="numeric" defaultValue=${initial.budget?.tokens ?? ''} /></${Field}>
+        <${Field} id=${id('budget-usd')} label="USD"><input id=${id('budget-usd')} name="budget_usd" type="number" min="0.000001" step="any" inputmode="decimal" defaultValue=${initial.budget?.usd ?? ''} /></${Field}>
       </div>
     </fieldset>`
 }
 
-/** The settings of a KeySettings form, null where nothing is set. @param {HTMLFormElement} form */
+/** The settings of a KeySettings form, null where nothing is set; a budget amount without a period is refused. @param {HTMLFormElement} form */
 function readSettings(form) {
   const v = formValues(form)
   const models = checkedValues(form, 'models')
   const scopes = checkedValues(form, 'scopes')
   const limits = { rpm: intOrUndefined(v.rpm), tpm: intOrUndefined(v.tpm), max_parallel: intOrUndefined(v.max_parallel) }
   const hasLimits = Object.values(limits).some((x) => x !== undefined)
+  if (!v.budget_period && (v.budget_tokens || v.budget_usd)) {
+    const period = form.elements.namedItem('budget_period')
+    if (period instanceof HTMLSelectElement) period.focus()
+    throw new Error('A budget needs a period: choose one under Budget, or clear its tokens and USD to have no budget.')
+  }
   const budget = v.budget_period ? { period: v.budget_period, tokens: intOrUndefined(v.budget_tokens), usd: v.budget_usd ? Number(v.budget_usd) : undefined } : null
   return {
     name: v.name || null,
@@ -92,6 +108,38 @@ function readSettings(form) {
     limits: hasLimits ? limits : null,
     budget,
   }
+}
+
+/** The form controls behind each setting a PATCH sends (limits and budget are written whole). */
+const SETTING_CONTROLS = /** @type {const} */ ({
+  name: ['name'],
+  expires_at: ['expires_at'],
+  models: ['models'],
+  scopes: ['scopes'],
+  limits: ['rpm', 'tpm', 'max_parallel'],
+  budget: ['budget_period', 'budget_tokens', 'budget_usd'],
+})
+
+/**
+ * The settings whose controls the operator changed from what the form was drawn with. A PATCH
+ * of only these leaves the rest as they are on the gateway (another operator may have changed
+ * them since), and an untouched expiry keeps its seconds, which the datetime-local field drops.
+ * @param {HTMLFormElement} form
+ * @returns {Array<keyof typeof SETTING_CONTROLS>}
+ */
+function changedSettings(form) {
+  const changed = (/** @type {Element} */ el) => {
+    if (el instanceof HTMLInputElement) return el.type === 'checkbox' ? el.checked !== el.defaultChecked : el.value !== el.defaultValue
+    if (el instanceof HTMLSelectElement) {
+      const initial = [...el.options].find((o) => o.defaultSelected) ?? el.options[0]
+      return el.value !== (initial?.value ?? '')
+    }
+    return false
+  }
+  const controls = [...form.elements]
+  return /** @type {Array<keyof typeof SETTING_CONTROLS>} */ (Object.keys(SETTING_CONTROLS)).filter((setting) =>
+    controls.some((el) => /** @type {readonly string[]} */ (SETTING_CONTROLS[setting]).includes(el.getAttribute('name') ?? '') && changed(el)),
+  )
 }
 
 /** @param {{ params: Record<string, string>, environment: string }} props */
@@ -118,7 +166,11 @@ export function KeysPage({ params, environment }) {
   const [rotating, setRotating] = useState(/** @type {Key | null} */ (null))
   const [counting, setCounting] = useState(/** @type {Key | null} */ (null))
   const [done, setDone] = useState(/** @type {string | null} */ (null))
-  const [run, busy, error] = useAction()
+  // One busy state and error per action: an error shows in the form or dialog that caused it only.
+  const [runCreate, creatingBusy, createError, clearCreate] = useAction()
+  const [runSave, saving, saveError, clearSave] = useAction()
+  const [runRevoke, revokingBusy, revokeError, clearRevoke] = useAction()
+  const [runRotate, rotatingBusy, rotateError, clearRotate] = useAction()
   const [runMore, loadingMore, moreError] = useAction()
 
   const reload = () => {
@@ -135,14 +187,14 @@ export function KeysPage({ params, environment }) {
   const create = (/** @type {SubmitEvent} */ e) => {
     e.preventDefault()
     const form = /** @type {HTMLFormElement} */ (e.currentTarget)
-    const v = formValues(form)
-    const settings = readSettings(form)
-    /** @type {Record<string, unknown>} */
-    const body = { user_id: v.user_id }
-    if (v.team_id) body.team_id = v.team_id
-    if (v.environment) body.environment = v.environment
-    for (const [k, value] of Object.entries(settings)) if (value !== null) body[k] = value
-    run(async () => {
+    runCreate(async () => {
+      const v = formValues(form)
+      const settings = readSettings(form)
+      /** @type {Record<string, unknown>} */
+      const body = { user_id: v.user_id }
+      if (v.team_id) body.team_id = v.team_id
+      if (v.environment) body.environment = v.environment
+      for (const [k, value] of Object.entries(settings)) if (value !== null) body[k] = value
       const key = await api('POST', '/admin/keys', body)
       form.reset()
       setCreating(false)
@@ -153,9 +205,18 @@ export function KeysPage({ params, environment }) {
   const save = (/** @type {SubmitEvent} */ e) => {
     e.preventDefault()
     if (!editing) return
-    const settings = readSettings(/** @type {HTMLFormElement} */ (e.currentTarget))
-    run(async () => {
-      await api('PATCH', `/admin/keys/${encodeURIComponent(editing.id)}`, settings)
+    const form = /** @type {HTMLFormElement} */ (e.currentTarget)
+    runSave(async () => {
+      const settings = readSettings(form)
+      /** @type {Record<string, unknown>} */
+      const body = {}
+      for (const setting of changedSettings(form)) body[setting] = settings[setting]
+      if (Object.keys(body).length === 0) {
+        setDone(`Nothing changed in key ${editing.name ?? editing.id}.`)
+        setEditing(null)
+        return
+      }
+      await api('PATCH', `/admin/keys/${encodeURIComponent(editing.id)}`, body)
       setDone(`Key ${editing.name ?? editing.id} saved.`)
       setEditing(null)
       reload()
@@ -165,7 +226,7 @@ export function KeysPage({ params, environment }) {
     e.preventDefault()
     if (!revoking) return
     const { reason } = formValues(/** @type {HTMLFormElement} */ (e.currentTarget))
-    run(async () => {
+    runRevoke(async () => {
       await api('POST', `/admin/keys/${encodeURIComponent(revoking.id)}/revoke`, reason ? { reason } : {})
       setDone(`Key ${revoking.name ?? revoking.id} revoked.`)
       setRevoking(null)
@@ -176,7 +237,7 @@ export function KeysPage({ params, environment }) {
     e.preventDefault()
     if (!rotating) return
     const grace = Number(formValues(/** @type {HTMLFormElement} */ (e.currentTarget)).grace_seconds || 0)
-    run(async () => {
+    runRotate(async () => {
       const key = await api('POST', `/admin/keys/${encodeURIComponent(rotating.id)}/rotate`, { grace_seconds: grace })
       setRotating(null)
       setReveal({ title: `Rotated: the new key of ${rotating.name ?? rotating.id}`, value: key.key })
@@ -194,6 +255,14 @@ export function KeysPage({ params, environment }) {
     setRevoking(null)
     setRotating(null)
     setCounting(null)
+    clearSave()
+    clearRevoke()
+    clearRotate()
+  }
+  /** Open a dialog without an error left from its last use. @param {() => void} open */
+  const opening = (open) => {
+    closeDialogs()
+    open()
   }
   const label = (/** @type {Key} */ k) => k.name ?? k.id
 
@@ -202,7 +271,10 @@ export function KeysPage({ params, environment }) {
     ${reveal ? html`<${SecretReveal} title=${reveal.title} value=${reveal.value} onDone=${() => setReveal(null)} />` : null}
     ${done ? html`<${Note} tone="ok">${done}</${Note}>` : null}
     <div class="toolbar">
-      <button type="button" class="primary" aria-expanded=${creating} aria-controls="create-key" onClick=${() => setCreating(!creating)}>${creating ? 'Cancel' : 'Create a key'}</button>
+      <button type="button" class="primary" aria-expanded=${creating} aria-controls="create-key" onClick=${() => {
+        clearCreate()
+        setCreating(!creating)
+      }}>${creating ? 'Cancel' : 'Create a key'}</button>
       <button type="button" onClick=${reload}>Refresh</button>
     </div>
     <datalist id="user-ids">${(users.data?.data ?? []).map((/** @type {any} */ u) => html`<option value=${u.id}>${u.name ?? u.email ?? ''}</option>`)}</datalist>
@@ -211,13 +283,13 @@ export function KeysPage({ params, environment }) {
       ? html`<form id="create-key" class="panel" onSubmit=${create} aria-labelledby="create-key-title">
           <h2 id="create-key-title">Create a key</h2>
           <div class="grid">
-            <${Field} id="create-user" label="Owner (user id)"><input id="create-user" name="user_id" list="user-ids" required autocomplete="off" value=${params.user_id ?? ''} /></${Field}>
-            <${Field} id="create-team" label="Team (optional)" hint="The owner must be a member."><input id="create-team" name="team_id" list="team-ids" autocomplete="off" value=${params.team_id ?? ''} /></${Field}>
+            <${Field} id="create-user" label="Owner (user id)"><input id="create-user" name="user_id" list="user-ids" required autocomplete="off" defaultValue=${params.user_id ?? ''} /></${Field}>
+            <${Field} id="create-team" label="Team (optional)" hint="The owner must be a member."><input id="create-team" name="team_id" list="team-ids" autocomplete="off" defaultValue=${params.team_id ?? ''} /></${Field}>
             <${Field} id="create-env" label="Environment" hint=${`Empty: ${environment}, this gateway's.`}><input id="create-env" name="environment" pattern="[a-z0-9]{1,16}" placeholder=${environment} /></${Field}>
           </div>
           <${KeySettings} prefix="create" models=${modelNames} />
-          <${ErrorNote} error=${error} />
-          <div class="actions"><button type="submit" class="primary" disabled=${busy}>${busy ? 'Creating…' : 'Create key'}</button></div>
+          <${ErrorNote} error=${createError} />
+          <div class="actions"><button type="submit" class="primary" disabled=${creatingBusy}>${creatingBusy ? 'Creating…' : 'Create key'}</button></div>
         </form>`
       : null}
     <form class="filters" onSubmit=${applyFilter} aria-label="Filter keys">
@@ -248,10 +320,10 @@ export function KeysPage({ params, environment }) {
         {
           label: 'Actions',
           cell: (/** @type {Key} */ k) => html`<div class="row-actions">
-            ${k.status === 'active' ? html`<button type="button" onClick=${() => setEditing(k)} aria-label=${`Edit ${label(k)}`}>Edit</button>` : null}
-            ${k.status === 'active' && !k.rotated_to ? html`<button type="button" onClick=${() => setRotating(k)} aria-label=${`Rotate ${label(k)}`}>Rotate</button>` : null}
-            ${k.limits || k.budget ? html`<button type="button" onClick=${() => setCounting(k)} aria-label=${`Quota of ${label(k)}`}>Quota</button>` : null}
-            ${k.status === 'active' ? html`<button type="button" class="danger" onClick=${() => setRevoking(k)} aria-label=${`Revoke ${label(k)}`}>Revoke</button>` : null}
+            ${k.status === 'active' ? html`<button type="button" onClick=${() => opening(() => setEditing(k))} aria-label=${`Edit ${label(k)}`}>Edit</button>` : null}
+            ${k.status === 'active' && !k.rotated_to ? html`<button type="button" onClick=${() => opening(() => setRotating(k))} aria-label=${`Rotate ${label(k)}`}>Rotate</button>` : null}
+            ${k.limits || k.budget ? html`<button type="button" onClick=${() => opening(() => setCounting(k))} aria-label=${`Quota of ${label(k)}`}>Quota</button>` : null}
+            ${k.status === 'active' ? html`<button type="button" class="danger" onClick=${() => opening(() => setRevoking(k))} aria-label=${`Revoke ${label(k)}`}>Revoke</button>` : null}
             <a class="button-link" href=${`#/doctor?key_id=${encodeURIComponent(k.id)}`} aria-label=${`Diagnose ${label(k)}`}>Diagnose</a>
             <a class="button-link" href=${`#/logs?key_id=${encodeURIComponent(k.id)}`} aria-label=${`Logs of ${label(k)}`}>Logs</a>
             <a class="button-link" href=${`#/audit?target_id=${encodeURIComponent(k.id)}`} aria-label=${`Changes to ${label(k)}`}>Changes</a>
@@ -264,10 +336,10 @@ export function KeysPage({ params, environment }) {
 
     <${Dialog} title=${`Edit ${editing ? label(editing) : ''}`} open=${editing !== null} onClose=${closeDialogs}>
       ${editing
-        ? html`<form onSubmit=${save}>
+        ? html`<form onSubmit=${save} key=${editing.id}>
             <${KeySettings} prefix="edit" initial=${editing} models=${modelNames} />
-            <${ErrorNote} error=${error} />
-            <div class="actions"><button type="button" onClick=${closeDialogs}>Cancel</button><button type="submit" class="primary" disabled=${busy}>Save changes</button></div>
+            <${ErrorNote} error=${saveError} />
+            <div class="actions"><button type="button" onClick=${closeDialogs}>Cancel</button><button type="submit" class="primary" disabled=${saving}>${saving ? 'Saving…' : 'Save changes'}</button></div>
           </form>`
         : null}
     </${Dialog}>
@@ -279,8 +351,8 @@ export function KeysPage({ params, environment }) {
         ? html`<form onSubmit=${revoke}>
             <p>Every request with <span class="mono">${revoking.display}</span> is refused with <code>key_revoked</code>, on every instance, within a second. This cannot be undone.</p>
             <${Field} id="revoke-reason" label="Reason (optional)" hint="Shown in the refusal's message and the audit log."><input id="revoke-reason" name="reason" maxlength="500" /></${Field}>
-            <${ErrorNote} error=${error} />
-            <div class="actions"><button type="button" onClick=${closeDialogs}>Cancel</button><button type="submit" class="danger" disabled=${busy}>Revoke key</button></div>
+            <${ErrorNote} error=${revokeError} />
+            <div class="actions"><button type="button" onClick=${closeDialogs}>Cancel</button><button type="submit" class="danger" disabled=${revokingBusy}>Revoke key</button></div>
           </form>`
         : null}
     </${Dialog}>
@@ -291,8 +363,8 @@ export function KeysPage({ params, environment }) {
             <${Field} id="rotate-grace" label="Grace period" hint="How long the old key keeps working, so clients can switch.">
               <select id="rotate-grace" name="grace_seconds">${GRACE.map((g) => html`<option value=${g.seconds}>${g.label}</option>`)}</select>
             </${Field}>
-            <${ErrorNote} error=${error} />
-            <div class="actions"><button type="button" onClick=${closeDialogs}>Cancel</button><button type="submit" class="primary" disabled=${busy}>Rotate key</button></div>
+            <${ErrorNote} error=${rotateError} />
+            <div class="actions"><button type="button" onClick=${closeDialogs}>Cancel</button><button type="submit" class="primary" disabled=${rotatingBusy}>Rotate key</button></div>
           </form>`
         : null}
     </${Dialog}>

@@ -17,7 +17,14 @@ export function PeoplePage() {
   const [done, setDone] = useState(/** @type {string | null} */ (null))
   const [runUser, userBusy, userError] = useAction()
   const [runTeam, teamBusy, teamError] = useAction()
-  const [run, busy, error] = useAction()
+  // Enabling and disabling report on the page; a deletion in its dialog only.
+  const [runToggle, toggling, toggleError] = useAction()
+  const [runDelete, deletingBusy, deleteError, clearDelete] = useAction()
+  /** @param {{ kind: 'user' | 'team', id: string } | null} target */
+  const askDelete = (target) => {
+    clearDelete()
+    setDeleting(target)
+  }
 
   const createUser = (/** @type {SubmitEvent} */ e) => {
     e.preventDefault()
@@ -42,13 +49,13 @@ export function PeoplePage() {
     })
   }
   const setDisabled = (/** @type {User} */ u, /** @type {boolean} */ disabled) =>
-    run(async () => {
+    runToggle(async () => {
       await api('PATCH', `/admin/users/${encodeURIComponent(u.id)}`, { disabled })
       setDone(`User ${u.id} ${disabled ? 'disabled: its keys are refused with invalid_user_for_key' : 'enabled'}.`)
       users.reload()
     })
   const confirmDelete = () =>
-    run(async () => {
+    runDelete(async () => {
       if (!deleting) return
       await api('DELETE', `/admin/${deleting.kind}s/${encodeURIComponent(deleting.id)}`)
       setDone(`${deleting.kind === 'user' ? 'User' : 'Team'} ${deleting.id} deleted.`)
@@ -61,7 +68,7 @@ export function PeoplePage() {
   return html`<section>
     <${PageHead} lead="A key belongs to a user; a user may belong to teams; a key may be bound to one team.">Users and teams</${PageHead}>
     ${done ? html`<${Note} tone="ok">${done}</${Note}>` : null}
-    <${ErrorNote} error=${error} />
+    <${ErrorNote} error=${toggleError} />
     <datalist id="people-user-ids">${(users.data?.data ?? []).map((/** @type {User} */ u) => html`<option value=${u.id}>${u.name ?? u.email ?? ''}</option>`)}</datalist>
     <div class="split">
       <section aria-labelledby="users-title">
@@ -91,8 +98,8 @@ export function PeoplePage() {
               cell: (/** @type {User} */ u) => html`<div class="row-actions">
                 <a class="button-link" href=${`#/keys?user_id=${encodeURIComponent(u.id)}`} aria-label=${`Keys of ${u.id}`}>Keys</a>
                 <button type="button" onClick=${() => setCounting({ scope: 'users', id: u.id })} aria-label=${`Quota of ${u.id}`}>Quota</button>
-                ${u.status === 'active' ? html`<button type="button" onClick=${() => setDisabled(u, true)} disabled=${busy} aria-label=${`Disable ${u.id}`}>Disable</button>` : html`<button type="button" onClick=${() => setDisabled(u, false)} disabled=${busy} aria-label=${`Enable ${u.id}`}>Enable</button>`}
-                <button type="button" class="danger" onClick=${() => setDeleting({ kind: 'user', id: u.id })} aria-label=${`Delete ${u.id}`}>Delete</button>
+                ${u.status === 'active' ? html`<button type="button" onClick=${() => setDisabled(u, true)} disabled=${toggling} aria-label=${`Disable ${u.id}`}>Disable</button>` : html`<button type="button" onClick=${() => setDisabled(u, false)} disabled=${toggling} aria-label=${`Enable ${u.id}`}>Enable</button>`}
+                <button type="button" class="danger" onClick=${() => askDelete({ kind: 'user', id: u.id })} aria-label=${`Delete ${u.id}`}>Delete</button>
               </div>`,
             },
           ]}
@@ -124,7 +131,7 @@ export function PeoplePage() {
               cell: (/** @type {Team} */ t) => html`<div class="row-actions">
                 <button type="button" aria-pressed=${team?.id === t.id} onClick=${() => setTeam(team?.id === t.id ? null : t)} aria-label=${`Members of ${t.id}`}>Members</button>
                 <button type="button" onClick=${() => setCounting({ scope: 'teams', id: t.id })} aria-label=${`Quota of ${t.id}`}>Quota</button>
-                <button type="button" class="danger" onClick=${() => setDeleting({ kind: 'team', id: t.id })} aria-label=${`Delete team ${t.id}`}>Delete</button>
+                <button type="button" class="danger" onClick=${() => askDelete({ kind: 'team', id: t.id })} aria-label=${`Delete team ${t.id}`}>Delete</button>
               </div>`,
             },
           ]}
@@ -132,12 +139,12 @@ export function PeoplePage() {
         ${team ? html`<${Members} team=${team} key=${team.id} />` : null}
       </section>
     </div>
-    <${Dialog} title=${`Delete ${deleting?.kind ?? ''} ${deleting?.id ?? ''}?`} open=${deleting !== null} onClose=${() => setDeleting(null)}>
+    <${Dialog} title=${`Delete ${deleting?.kind ?? ''} ${deleting?.id ?? ''}?`} open=${deleting !== null} onClose=${() => askDelete(null)}>
       <p>${deleting?.kind === 'user'
         ? 'The user is soft-deleted: its keys stay in the database and every request with them is refused with invalid_user_for_key.'
         : 'The team is soft-deleted: keys bound to it are refused.'}</p>
-      <${ErrorNote} error=${error} />
-      <div class="actions"><button type="button" onClick=${() => setDeleting(null)}>Cancel</button><button type="button" class="danger" onClick=${confirmDelete} disabled=${busy}>Delete</button></div>
+      <${ErrorNote} error=${deleteError} />
+      <div class="actions"><button type="button" onClick=${() => askDelete(null)}>Cancel</button><button type="button" class="danger" onClick=${confirmDelete} disabled=${deletingBusy}>Delete</button></div>
     </${Dialog}>
     <${Dialog} title=${`Quota of ${counting?.id ?? ''}`} open=${counting !== null} onClose=${() => setCounting(null)}>
       ${counting ? html`<${QuotaPanel} scope=${counting.scope} id=${counting.id} label=${counting.id} key=${`${counting.scope}/${counting.id}`} />` : null}
@@ -150,25 +157,28 @@ function Members({ team }) {
   // Newest first, a page at a time (the list is cursor paged like the others).
   const pager = usePager()
   const members = useResource(`/admin/teams/${encodeURIComponent(team.id)}/members${qs({ limit: 50, cursor: pager.before })}`)
-  const [run, busy, error] = useAction()
+  // Adding reports under its form, removing above the list.
+  const [runAdd, adding, addError] = useAction()
+  const [runRemove, removing, removeError] = useAction()
   const add = (/** @type {SubmitEvent} */ e) => {
     e.preventDefault()
     const form = /** @type {HTMLFormElement} */ (e.currentTarget)
     const v = formValues(form)
-    run(async () => {
+    runAdd(async () => {
       await api('POST', `/admin/teams/${encodeURIComponent(team.id)}/members`, { user_id: v.user_id, role: v.role || 'member' })
       form.reset()
       members.reload()
     })
   }
   const remove = (/** @type {string} */ userId) =>
-    run(async () => {
+    runRemove(async () => {
       await api('DELETE', `/admin/teams/${encodeURIComponent(team.id)}/members/${encodeURIComponent(userId)}`)
       members.reload()
     })
   return html`<section class="panel" aria-labelledby="members-title">
     <h3 id="members-title">Members of ${team.name}</h3>
     <${ErrorNote} error=${members.error} />
+    <${ErrorNote} error=${removeError} />
     <${Table}
       caption=${`Members of ${team.name}`}
       rows=${members.data?.data ?? []}
@@ -178,7 +188,7 @@ function Members({ team }) {
         { label: 'User', cell: (/** @type {any} */ m) => html`<span class="mono">${m.user_id}</span>` },
         { label: 'Role', cell: (/** @type {any} */ m) => m.role },
         { label: 'Since', cell: (/** @type {any} */ m) => fmtTime(m.created_at) },
-        { label: 'Actions', cell: (/** @type {any} */ m) => html`<button type="button" class="danger" onClick=${() => remove(m.user_id)} disabled=${busy} aria-label=${`Remove ${m.user_id} from ${team.id}`}>Remove</button>` },
+        { label: 'Actions', cell: (/** @type {any} */ m) => html`<button type="button" class="danger" onClick=${() => remove(m.user_id)} disabled=${removing} aria-label=${`Remove ${m.user_id} from ${team.id}`}>Remove</button>` },
       ]}
     />
     <div class="actions pager">
@@ -188,8 +198,8 @@ function Members({ team }) {
     <form class="inline-form" onSubmit=${add} aria-label=${`Add a member to ${team.name}`}>
       <${Field} id="member-user" label="User id"><input id="member-user" name="user_id" list="people-user-ids" required autocomplete="off" /></${Field}>
       <${Field} id="member-role" label="Role"><select id="member-role" name="role"><option value="member">member</option><option value="admin">admin</option></select></${Field}>
-      <button type="submit" class="primary" disabled=${busy}>Add member</button>
+      <button type="submit" class="primary" disabled=${adding}>Add member</button>
     </form>
-    <${ErrorNote} error=${error} />
+    <${ErrorNote} error=${addError} />
   </section>`
 }
