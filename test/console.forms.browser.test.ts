@@ -160,6 +160,43 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     expect((await admin('GET', `/admin/keys/${key.id}`)).budget).toEqual({ usd: 0.0005, period: 'day' })
   })
 
+  test('an action on Keys keeps the rows loaded with "Load more"', async () => {
+    await admin('POST', '/admin/users', { id: 'many' })
+    for (let i = 0; i < 52; i++) await admin('POST', '/admin/keys', { user_id: 'many', name: `many ${i}` })
+    await open(page, 'keys?user_id=many', 'Keys')
+    const rows = page.locator('tbody tr')
+    await page.getByRole('button', { name: 'Load more keys' }).click()
+    await page.getByRole('button', { name: 'Revoke many 0', exact: true }).waitFor()
+    expect(await rows.count()).toBe(52)
+    await page.getByRole('button', { name: 'Revoke many 0', exact: true }).click()
+    await page.getByRole('dialog', { name: 'Revoke many 0?' }).getByRole('button', { name: 'Revoke key' }).click()
+    await page.getByText('Key many 0 revoked.').waitFor()
+    await page.getByRole('row', { name: /many 0\b/ }).getByText('revoked', { exact: true }).waitFor()
+    expect(await rows.count()).toBe(52)
+  }, 20_000)
+
+  test('users past the first page are reached with "Load more"; cut suggestion lists say so', async () => {
+    for (let i = 0; i < 505; i += 50) {
+      await Promise.all(Array.from({ length: Math.min(50, 505 - i) }, (_, j) => admin('POST', '/admin/users', { id: `bulk${String(i + j).padStart(3, '0')}` })))
+    }
+    await open(page, 'people', 'Users and teams')
+    const users = page.locator('section[aria-labelledby=users-title] tbody tr')
+    await users.first().waitFor()
+    const more = page.getByRole('button', { name: 'Load more users' })
+    while (await more.count()) {
+      const shown = await users.count()
+      await more.click()
+      await page.waitForFunction((n) => document.querySelectorAll('section[aria-labelledby=users-title] tbody tr').length > n, shown)
+    }
+    // Newest first: olga, created before the 505 others, is on the last page.
+    expect(await users.count()).toBeGreaterThan(505)
+    await page.getByRole('cell', { name: 'Olga olga' }).waitFor()
+
+    await open(page, 'keys', 'Keys')
+    await page.getByRole('button', { name: 'Create a key' }).click()
+    await page.locator('#create-user-hint').filter({ hasText: 'Suggestions show the first 500 users only; type any id.' }).waitFor()
+  }, 30_000)
+
   test("a refused delete reports once, in its dialog; a people action's error is not shown twice", async () => {
     await open(page, 'people', 'Users and teams')
     await page.getByRole('button', { name: 'Delete team ops' }).click()

@@ -1,6 +1,6 @@
 // The console's one way to the gateway: the /admin/* JSON API, with the session cookie
 // (sent by the browser) and, on every change, the session's CSRF token in a header.
-import { useCallback, useEffect, useState } from 'preact/hooks'
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks'
 
 export const CSRF_HEADER = 'x-sluice-csrf'
 
@@ -158,3 +158,74 @@ export function useResource(path) {
   return { ...state, reload }
 }
 
+/** `path` with `cursor` set in its query string. @param {string} path @param {string} cursor */
+function withCursor(path, cursor) {
+  const url = new URL(path, location.origin)
+  url.searchParams.set('cursor', cursor)
+  return `${url.pathname}${url.search}`
+}
+
+/**
+ * A cursor-paged list of the admin API (`{ data, next_cursor }`): its first page, more with
+ * `loadMore()`. `reload()` asks again for as many pages as are shown, so a change made on the
+ * page does not take away the rows the operator loaded.
+ * @param {string} path the list's path and filters; `cursor` is added to it
+ * @returns {{ rows: any[], error: ApiError | null, loading: boolean, loaded: boolean, more: boolean, loadingMore: boolean, loadMore: () => void, reload: () => void }}
+ */
+export function usePagedList(path) {
+  const [state, setState] = useState(
+    /** @type {{ rows: any[], next: string | null, error: ApiError | null, loading: boolean, loaded: boolean, loadingMore: boolean }} */ ({
+      rows: [], next: null, error: null, loading: true, loaded: false, loadingMore: false,
+    }),
+  )
+  // Answers of an older load (another path, or a reload since) are dropped.
+  const generation = useRef(0)
+  const pages = useRef(1)
+  const load = useCallback(
+    (/** @type {number} */ count) => {
+      const current = ++generation.current
+      setState((s) => ({ ...s, loading: true, loadingMore: false }))
+      ;(async () => {
+        const rows = []
+        /** @type {string | null} */
+        let next = null
+        let read = 0
+        do {
+          const page = await api('GET', next === null ? path : withCursor(path, next))
+          rows.push(...page.data)
+          next = page.next_cursor ?? null
+          read++
+        } while (next !== null && read < count)
+        return { rows, next, pages: read }
+      })().then(
+        (done) => {
+          if (current !== generation.current) return
+          pages.current = done.pages
+          setState({ rows: done.rows, next: done.next, error: null, loading: false, loaded: true, loadingMore: false })
+        },
+        (error) => current === generation.current && setState((s) => ({ ...s, error, loading: false, loadingMore: false })),
+      )
+    },
+    [path],
+  )
+  useEffect(() => {
+    pages.current = 1
+    load(1)
+  }, [load])
+  const reload = useCallback(() => load(pages.current), [load])
+  const loadMore = () => {
+    const next = state.next
+    if (next === null || state.loadingMore) return
+    const current = generation.current
+    setState((s) => ({ ...s, loadingMore: true, error: null }))
+    api('GET', withCursor(path, next)).then(
+      (page) => {
+        if (current !== generation.current) return
+        pages.current += 1
+        setState((s) => ({ ...s, rows: [...s.rows, ...page.data], next: page.next_cursor ?? null, loadingMore: false }))
+      },
+      (error) => current === generation.current && setState((s) => ({ ...s, error, loadingMore: false })),
+    )
+  }
+  return { rows: state.rows, error: state.error, loading: state.loading, loaded: state.loaded, more: state.next !== null, loadingMore: state.loadingMore, loadMore, reload }
+}

@@ -183,6 +183,15 @@ export function useAction() {
   return [run, busy, error, () => setError(null)]
 }
 
+/** Users, teams or keys offered as suggestions at most in a field's list (one page of the admin API). */
+export const SUGGESTIONS = 500
+
+/**
+ * Said under a field whose suggestions are cut (the list has more than one page): any id may still be typed.
+ * @param {any} list the list's answer @param {string} what
+ */
+export const cutHint = (list, what) => (list?.next_cursor ? `Suggestions show the first ${SUGGESTIONS} ${what} only; type any id.` : undefined)
+
 /** Form values as an object of trimmed strings. @param {HTMLFormElement} form */
 export function formValues(form) {
   /** @type {Record<string, string>} */

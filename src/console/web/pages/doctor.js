@@ -2,7 +2,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks'
 import { html } from 'htm/preact'
 import { api, useResource } from '../api.js'
-import { Badge, ErrorNote, Field, PageHead, fmtBudget, fmtLimits, fmtList, fmtNum, fmtTime, fmtUsd, formValues, useAction } from '../ui.js'
+import { Badge, ErrorNote, SUGGESTIONS, cutHint, Field, PageHead, fmtBudget, fmtLimits, fmtList, fmtNum, fmtTime, fmtUsd, formValues, useAction } from '../ui.js'
 
 const ENDPOINTS = ['chat.completions', 'completions', 'embeddings', 'models.list', 'tokens.count']
 
@@ -11,9 +11,9 @@ export function DoctorPage({ params }) {
   const [mode, setMode] = useState(params.key ? 'key' : 'key_id')
   const [result, setResult] = useState(/** @type {any} */ (null))
   const [run, busy, error] = useAction()
-  const keys = useResource('/admin/keys?limit=500')
+  const keys = useResource(`/admin/keys?limit=${SUGGESTIONS}`)
   const models = useResource('/admin/models')
-  const teams = useResource('/admin/teams?limit=500')
+  const teams = useResource(`/admin/teams?limit=${SUGGESTIONS}`)
   const form = useRef(/** @type {HTMLFormElement | null} */ (null))
   const verdict = useRef(/** @type {HTMLElement | null} */ (null))
 
@@ -50,7 +50,7 @@ export function DoctorPage({ params }) {
       </fieldset>
       <div class="grid">
         ${mode === 'key_id'
-          ? html`<${Field} id="doctor-key-id" label="Key id">
+          ? html`<${Field} id="doctor-key-id" label="Key id" hint=${cutHint(keys.data, 'keys')}>
               <input id="doctor-key-id" name="key_id" list="doctor-keys" required autocomplete="off" value=${params.key_id ?? ''} />
               <datalist id="doctor-keys">${(keys.data?.data ?? []).map((/** @type {any} */ k) => html`<option value=${k.id}>${k.name ?? ''} ${k.display} (${k.status})</option>`)}</datalist>
             </${Field}>`
@@ -61,7 +61,7 @@ export function DoctorPage({ params }) {
           <input id="doctor-model" name="model" list="doctor-models" autocomplete="off" value=${params.model ?? ''} />
           <datalist id="doctor-models">${(models.data?.data ?? []).map((/** @type {any} */ m) => html`<option value=${m.name} />`)}</datalist>
         </${Field}>
-        <${Field} id="doctor-team" label="Team (optional)" hint="As a client names it in OpenAI-Organization.">
+        <${Field} id="doctor-team" label="Team (optional)" hint=${['As a client names it in OpenAI-Organization.', cutHint(teams.data, 'teams')].filter(Boolean).join(' ')}>
           <input id="doctor-team" name="team" list="doctor-teams" autocomplete="off" value=${params.team ?? ''} />
           <datalist id="doctor-teams">${(teams.data?.data ?? []).map((/** @type {any} */ t) => html`<option value=${t.id}>${t.name}</option>`)}</datalist>
         </${Field}>

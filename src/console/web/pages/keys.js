@@ -1,10 +1,10 @@
 // Keys: list with status, owner, team, environment, last use and expiry; create, change,
 // revoke and rotate. A new plaintext key is shown once.
-import { useEffect, useMemo, useState } from 'preact/hooks'
+import { useMemo, useState } from 'preact/hooks'
 import { html } from 'htm/preact'
-import { api, qs, useResource } from '../api.js'
+import { api, qs, usePagedList, useResource } from '../api.js'
 import { QuotaPanel } from './quota.js'
-import { Badge, Dialog, ErrorNote, Field, Note, PageHead, SecretReveal, Table, checkedValues, fmtBudget, fmtLimits, fmtList, fmtRelative, fmtTime, formValues, intOrUndefined, useAction } from '../ui.js'
+import { Badge, Dialog, ErrorNote, Field, Note, PageHead, SUGGESTIONS, SecretReveal, Table, checkedValues, cutHint, fmtBudget, fmtLimits, fmtList, fmtRelative, fmtTime, formValues, intOrUndefined, useAction } from '../ui.js'
 
 const SCOPES = ['chat', 'completions', 'embeddings', 'models', 'tokens']
 const WEEK_MS = 7 * 86_400_000
@@ -145,17 +145,11 @@ function changedSettings(form) {
 /** @param {{ params: Record<string, string>, environment: string }} props */
 export function KeysPage({ params, environment }) {
   const filter = { user_id: params.user_id ?? '', team_id: params.team_id ?? '', status: params.status ?? '' }
-  const first = useResource(`/admin/keys${qs({ ...filter, limit: 50 })}`)
-  const [more, setMore] = useState(/** @type {Key[]} */ ([]))
-  const [cursor, setCursor] = useState(/** @type {string | null} */ (null))
-  useEffect(() => {
-    setMore([])
-    setCursor(first.data?.next_cursor ?? null)
-  }, [first.data])
+  const keys = usePagedList(`/admin/keys${qs({ ...filter, limit: 50 })}`)
   const expiring = useResource('/admin/keys/expiring?within=7d&limit=500')
   const models = useResource('/admin/models')
-  const users = useResource('/admin/users?limit=500')
-  const teams = useResource('/admin/teams?limit=500')
+  const users = useResource(`/admin/users?limit=${SUGGESTIONS}`)
+  const teams = useResource(`/admin/teams?limit=${SUGGESTIONS}`)
   const modelNames = useMemo(() => (models.data?.data ?? []).map((/** @type {any} */ m) => m.name), [models.data])
   const expiringIds = useMemo(() => new Set((expiring.data?.data ?? []).map((/** @type {Key} */ k) => k.id)), [expiring.data])
 
@@ -171,13 +165,13 @@ export function KeysPage({ params, environment }) {
   const [runSave, saving, saveError, clearSave] = useAction()
   const [runRevoke, revokingBusy, revokeError, clearRevoke] = useAction()
   const [runRotate, rotatingBusy, rotateError, clearRotate] = useAction()
-  const [runMore, loadingMore, moreError] = useAction()
 
+  // Asks again for every page loaded with "Load more", so a change keeps them on screen.
   const reload = () => {
-    first.reload()
+    keys.reload()
     expiring.reload()
   }
-  const rows = /** @type {Key[]} */ ([...(first.data?.data ?? []), ...more])
+  const rows = /** @type {Key[]} */ (keys.rows)
   const applyFilter = (/** @type {SubmitEvent} */ e) => {
     e.preventDefault()
     const v = formValues(/** @type {HTMLFormElement} */ (e.currentTarget))
@@ -244,12 +238,6 @@ export function KeysPage({ params, environment }) {
       reload()
     })
   }
-  const loadMore = () =>
-    runMore(async () => {
-      const page = await api('GET', `/admin/keys${qs({ ...filter, limit: 50, cursor })}`)
-      setMore((m) => [...m, ...page.data])
-      setCursor(page.next_cursor)
-    })
   const closeDialogs = () => {
     setEditing(null)
     setRevoking(null)
@@ -283,8 +271,8 @@ export function KeysPage({ params, environment }) {
       ? html`<form id="create-key" class="panel" onSubmit=${create} aria-labelledby="create-key-title">
           <h2 id="create-key-title">Create a key</h2>
           <div class="grid">
-            <${Field} id="create-user" label="Owner (user id)"><input id="create-user" name="user_id" list="user-ids" required autocomplete="off" defaultValue=${params.user_id ?? ''} /></${Field}>
-            <${Field} id="create-team" label="Team (optional)" hint="The owner must be a member."><input id="create-team" name="team_id" list="team-ids" autocomplete="off" defaultValue=${params.team_id ?? ''} /></${Field}>
+            <${Field} id="create-user" label="Owner (user id)" hint=${cutHint(users.data, 'users')}><input id="create-user" name="user_id" list="user-ids" required autocomplete="off" defaultValue=${params.user_id ?? ''} /></${Field}>
+            <${Field} id="create-team" label="Team (optional)" hint=${['The owner must be a member.', cutHint(teams.data, 'teams')].filter(Boolean).join(' ')}><input id="create-team" name="team_id" list="team-ids" autocomplete="off" defaultValue=${params.team_id ?? ''} /></${Field}>
             <${Field} id="create-env" label="Environment" hint=${`Empty: ${environment}, this gateway's.`}><input id="create-env" name="environment" pattern="[a-z0-9]{1,16}" placeholder=${environment} /></${Field}>
           </div>
           <${KeySettings} prefix="create" models=${modelNames} />
@@ -301,8 +289,8 @@ export function KeysPage({ params, environment }) {
       <button type="submit">Filter</button>
     </form>
     ${expiringIds.size ? html`<${Note} tone="warn">${expiringIds.size} active key${expiringIds.size === 1 ? '' : 's'} expire${expiringIds.size === 1 ? 's' : ''} within 7 days (highlighted).</${Note}>` : null}
-    <${ErrorNote} error=${first.error} />
-    ${first.loading && !first.data ? html`<p class="empty">Loading keys…</p>` : html`<${Table}
+    <${ErrorNote} error=${keys.error} />
+    ${!keys.loaded ? html`<p class="empty">Loading keys…</p>` : html`<${Table}
       caption="API keys"
       rows=${rows}
       rowKey=${(/** @type {Key} */ k) => k.id}
@@ -331,8 +319,7 @@ export function KeysPage({ params, environment }) {
         },
       ]}
     />`}
-    <${ErrorNote} error=${moreError} />
-    ${cursor ? html`<div class="actions"><button type="button" onClick=${loadMore} disabled=${loadingMore}>${loadingMore ? 'Loading…' : 'Load more keys'}</button></div>` : null}
+    ${keys.more ? html`<div class="actions"><button type="button" onClick=${keys.loadMore} disabled=${keys.loadingMore}>${keys.loadingMore ? 'Loading…' : 'Load more keys'}</button></div>` : null}
 
     <${Dialog} title=${`Edit ${editing ? label(editing) : ''}`} open=${editing !== null} onClose=${closeDialogs}>
       ${editing

@@ -1,16 +1,19 @@
 // Users and teams: create, disable, delete, and team membership.
 import { useState } from 'preact/hooks'
 import { html } from 'htm/preact'
-import { api, qs, useResource } from '../api.js'
+import { api, qs, usePagedList, useResource } from '../api.js'
 import { QuotaPanel } from './quota.js'
 import { Badge, Dialog, ErrorNote, Field, Note, PageHead, Table, fmtTime, formValues, useAction, usePager } from '../ui.js'
 
 /** @typedef {{ id: string, email: string | null, name: string | null, status: string, created_at: string }} User */
 /** @typedef {{ id: string, name: string, created_at: string }} Team */
 
+/** Users and teams shown per page ("Load more" for the next). */
+const PAGE = 100
+
 export function PeoplePage() {
-  const users = useResource('/admin/users?limit=500')
-  const teams = useResource('/admin/teams?limit=500')
+  const users = usePagedList(`/admin/users?limit=${PAGE}`)
+  const teams = usePagedList(`/admin/teams?limit=${PAGE}`)
   const [team, setTeam] = useState(/** @type {Team | null} */ (null))
   const [deleting, setDeleting] = useState(/** @type {{ kind: 'user' | 'team', id: string } | null} */ (null))
   const [counting, setCounting] = useState(/** @type {{ scope: 'users' | 'teams', id: string } | null} */ (null))
@@ -69,7 +72,7 @@ export function PeoplePage() {
     <${PageHead} lead="A key belongs to a user; a user may belong to teams; a key may be bound to one team.">Users and teams</${PageHead}>
     ${done ? html`<${Note} tone="ok">${done}</${Note}>` : null}
     <${ErrorNote} error=${toggleError} />
-    <datalist id="people-user-ids">${(users.data?.data ?? []).map((/** @type {User} */ u) => html`<option value=${u.id}>${u.name ?? u.email ?? ''}</option>`)}</datalist>
+    <datalist id="people-user-ids">${users.rows.map((/** @type {User} */ u) => html`<option value=${u.id}>${u.name ?? u.email ?? ''}</option>`)}</datalist>
     <div class="split">
       <section aria-labelledby="users-title">
         <h2 id="users-title">Users</h2>
@@ -86,9 +89,9 @@ export function PeoplePage() {
         <${ErrorNote} error=${users.error} />
         <${Table}
           caption="Users"
-          rows=${users.data?.data ?? []}
+          rows=${users.rows}
           rowKey=${(/** @type {User} */ u) => u.id}
-          empty=${users.loading ? 'Loading users…' : 'No users yet.'}
+          empty=${users.loaded ? 'No users yet.' : 'Loading users…'}
           columns=${[
             { label: 'User', cell: (/** @type {User} */ u) => html`<div class="key-cell"><strong>${u.name ?? u.email ?? u.id}</strong><span class="muted mono">${u.id}</span>${u.email && u.name ? html`<span class="muted">${u.email}</span>` : null}</div>` },
             { label: 'Status', cell: (/** @type {User} */ u) => html`<${Badge} value=${u.status} />` },
@@ -104,6 +107,7 @@ export function PeoplePage() {
             },
           ]}
         />
+        <${More} list=${users} what="users" />
       </section>
       <section aria-labelledby="teams-title">
         <h2 id="teams-title">Teams</h2>
@@ -119,10 +123,10 @@ export function PeoplePage() {
         <${ErrorNote} error=${teams.error} />
         <${Table}
           caption="Teams"
-          rows=${teams.data?.data ?? []}
+          rows=${teams.rows}
           rowKey=${(/** @type {Team} */ t) => t.id}
           rowClass=${(/** @type {Team} */ t) => (team?.id === t.id ? 'selected' : '')}
-          empty=${teams.loading ? 'Loading teams…' : 'No teams yet.'}
+          empty=${teams.loaded ? 'No teams yet.' : 'Loading teams…'}
           columns=${[
             { label: 'Team', cell: (/** @type {Team} */ t) => html`<div class="key-cell"><strong>${t.name}</strong><span class="muted mono">${t.id}</span></div>` },
             { label: 'Created', cell: (/** @type {Team} */ t) => fmtTime(t.created_at) },
@@ -136,7 +140,8 @@ export function PeoplePage() {
             },
           ]}
         />
-        ${team ? html`<${Members} team=${team} key=${team.id} />` : null}
+        <${More} list=${teams} what="teams" />
+        ${team ? html`<${Members} team=${team} usersCut=${users.more} key=${team.id} />` : null}
       </section>
     </div>
     <${Dialog} title=${`Delete ${deleting?.kind ?? ''} ${deleting?.id ?? ''}?`} open=${deleting !== null} onClose=${() => askDelete(null)}>
@@ -152,8 +157,14 @@ export function PeoplePage() {
   </section>`
 }
 
-/** @param {{ team: Team }} props */
-function Members({ team }) {
+/** The "Load more" button of a paged list. @param {{ list: ReturnType<typeof usePagedList>, what: string }} props */
+function More({ list, what }) {
+  if (!list.more) return null
+  return html`<div class="actions"><button type="button" onClick=${list.loadMore} disabled=${list.loadingMore}>${list.loadingMore ? 'Loading…' : `Load more ${what}`}</button></div>`
+}
+
+/** @param {{ team: Team, usersCut: boolean }} props */
+function Members({ team, usersCut }) {
   // Newest first, a page at a time (the list is cursor paged like the others).
   const pager = usePager()
   const members = useResource(`/admin/teams/${encodeURIComponent(team.id)}/members${qs({ limit: 50, cursor: pager.before })}`)
@@ -196,7 +207,7 @@ function Members({ team }) {
       <button type="button" onClick=${() => pager.older(members.data?.next_cursor)} disabled=${!members.data?.next_cursor}>Older</button>
     </div>
     <form class="inline-form" onSubmit=${add} aria-label=${`Add a member to ${team.name}`}>
-      <${Field} id="member-user" label="User id"><input id="member-user" name="user_id" list="people-user-ids" required autocomplete="off" /></${Field}>
+      <${Field} id="member-user" label="User id" hint=${usersCut ? 'Suggestions show the users loaded above only; type any id.' : undefined}><input id="member-user" name="user_id" list="people-user-ids" required autocomplete="off" /></${Field}>
       <${Field} id="member-role" label="Role"><select id="member-role" name="role"><option value="member">member</option><option value="admin">admin</option></select></${Field}>
       <button type="submit" class="primary" disabled=${adding}>Add member</button>
     </form>
