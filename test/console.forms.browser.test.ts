@@ -207,6 +207,25 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     await page.keyboard.press('Escape')
   })
 
+  test("Overview's Refresh moves the period's end to now", async () => {
+    // A context of its own: its clock is faked, and moved on while the page stays open.
+    const own = await browser.newContext({ viewport: { width: 1366, height: 900 } })
+    try {
+      const p = await newPage(own)
+      await p.clock.install()
+      await signIn(p)
+      await p.getByTestId('stat-requests').filter({ hasNotText: '…' }).waitFor()
+      const later = Date.now() + 3 * 60_000
+      await p.clock.setSystemTime(later)
+      const asked = p.waitForRequest((r) => new URL(r.url()).pathname === '/admin/usage')
+      await p.getByRole('button', { name: 'Refresh' }).click()
+      const to = Date.parse(new URL((await asked).url()).searchParams.get('to') ?? '')
+      expect(to).toBeGreaterThanOrEqual(later)
+    } finally {
+      await own.close()
+    }
+  })
+
   test('after signing in again in another tab, this tab still makes changes and signs out', async () => {
     const own = await browser.newContext({ viewport: { width: 1366, height: 900 } })
     try {

@@ -22,8 +22,9 @@ const missing = (error) => error && (error.status === 404 || error.status === 40
 export function OverviewPage() {
   const [rangeId, setRangeId] = useState('7d')
   const range = RANGES.find((r) => r.id === rangeId) ?? RANGES[1]
-  // Whole minutes, so one render does not ask for a new window every time.
-  const to = useMemo(() => new Date(Math.ceil(Date.now() / 60_000) * 60_000), [rangeId])
+  // The window ends when the page opened, the period changed or Refresh was pressed: a render
+  // alone does not move it (and ask everything again).
+  const [to, setTo] = useState(() => new Date())
   const from = new Date(to.getTime() - range.days * 86_400_000)
   const window = { from: from.toISOString(), to: to.toISOString() }
   const days = useResource(`/admin/usage${qs({ group_by: 'day', ...window })}`)
@@ -69,10 +70,13 @@ export function OverviewPage() {
     <${PageHead} lead="What the gateway served, from the request logs.">Overview</${PageHead}>
     <div class="toolbar">
       <label for="range">Period</label>
-      <select id="range" value=${rangeId} onChange=${(/** @type {Event} */ e) => setRangeId(/** @type {HTMLSelectElement} */ (e.currentTarget).value)}>
+      <select id="range" value=${rangeId} onChange=${(/** @type {Event} */ e) => {
+        setRangeId(/** @type {HTMLSelectElement} */ (e.currentTarget).value)
+        setTo(new Date())
+      }}>
         ${RANGES.map((r) => html`<option value=${r.id}>${r.label}</option>`)}
       </select>
-      <button type="button" onClick=${() => { days.reload(); keys.reload(); models.reload(); failed4.reload(); failed5.reload() }}>Refresh</button>
+      <button type="button" onClick=${() => setTo(new Date())}>Refresh</button>
     </div>
     ${loggingOff
       ? html`<${Note} tone="warn">Usage figures come from the <code>logging</code> plugin, which is not enabled on this gateway (<code>GET /admin/usage</code> answered ${days.error?.status}). Add <code>"logging"</code> to <code>plugins</code> in the config.</${Note}>`
