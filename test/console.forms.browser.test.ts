@@ -226,6 +226,41 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     }
   })
 
+  test('Logs: the page is in the address (Back and Reload keep it); ".." is looked up under /admin/logs', async () => {
+    const key = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'logged' })
+    const call = (path: string, body?: unknown) =>
+      fetch(`${gw.url}${path}`, { method: body ? 'POST' : 'GET', headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined }).then((r) => r.arrayBuffer())
+    await call('/v1/chat/completions', { model: 'mock-gpt', messages: [{ role: 'user', content: 'older' }] })
+    await Bun.sleep(5)
+    await call('/v1/models')
+    for (let i = 0; i < 80 && (await admin('GET', `/admin/logs?key_id=${key.id}`)).data.length < 2; i++) await Bun.sleep(100)
+
+    await open(page, `logs?key_id=${key.id}&limit=1`, 'Logs')
+    const row = page.locator('tbody tr')
+    // Newest first, one a page: the models list, then the chat completion.
+    await row.filter({ hasText: 'olga' }).waitFor()
+    expect(await row.textContent()).not.toContain('mock-gpt')
+    await page.getByRole('button', { name: 'Older' }).click()
+    await row.filter({ hasText: 'mock-gpt' }).waitFor()
+    expect(new URL(page.url()).hash).toMatch(/[?&]before=[A-Za-z0-9_-]+/)
+    await page.reload()
+    await row.filter({ hasText: 'mock-gpt' }).waitFor()
+    await page.getByRole('button', { name: 'Newer' }).click()
+    await page.waitForFunction(() => !location.hash.includes('before='))
+    await row.filter({ hasNotText: 'mock-gpt' }).waitFor()
+    await page.goBack()
+    await row.filter({ hasText: 'mock-gpt' }).waitFor()
+
+    const asked: string[] = []
+    const listen = (r: { url(): string }) => asked.push(new URL(r.url()).pathname)
+    page.on('request', listen)
+    await page.getByLabel('Request id').fill('..')
+    await page.getByRole('button', { name: 'Find' }).click()
+    await page.getByRole('alert').filter({ hasText: 'No request log with id ".."' }).waitFor()
+    page.off('request', listen)
+    expect(asked.filter((p) => !p.startsWith('/admin/logs'))).toEqual([])
+  }, 20_000)
+
   test('after signing in again in another tab, this tab still makes changes and signs out', async () => {
     const own = await browser.newContext({ viewport: { width: 1366, height: 900 } })
     try {

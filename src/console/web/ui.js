@@ -245,6 +245,59 @@ export function usePager() {
   }
 }
 
+/** sessionStorage entry: for each page reached with "Older", the cursor of the page before it. */
+const NEWER_PAGES = 'sluice-console-newer-pages'
+/** Pages remembered at most, the oldest forgotten first. */
+const MAX_NEWER_PAGES = 500
+
+/** @returns {Record<string, string>} */
+function newerPages() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(NEWER_PAGES) ?? '{}')
+    return saved && typeof saved === 'object' ? saved : {}
+  } catch {
+    return {}
+  }
+}
+
+/**
+ * Paging backwards like {@link usePager}, with the page's cursor in the address (`#/logs?…&before=…`),
+ * so Back, Forward and Reload keep the page. Where "Newer" leads is kept in this tab's
+ * sessionStorage; a page opened from a link it does not know goes back to the newest.
+ * @param {string} page the console page (`logs`)
+ * @param {Record<string, string>} params its parameters, `before` among them
+ * @param {string[]} filters the parameters that choose the list (a page is remembered under them)
+ */
+export function useHashPager(page, params, filters) {
+  const { before = '', ...rest } = params
+  const list = `${page}?${new URLSearchParams(filters.map((f) => [f, params[f] ?? '']))}`
+  return {
+    before: before || null,
+    hasNewer: before !== '',
+    /** The page after this one. @param {string | null | undefined} next the list's next_cursor */
+    older(next) {
+      if (!next) return
+      const pages = newerPages()
+      pages[`${list} ${next}`] = before
+      const keys = Object.keys(pages)
+      for (const key of keys.slice(0, Math.max(0, keys.length - MAX_NEWER_PAGES))) delete pages[key]
+      try {
+        sessionStorage.setItem(NEWER_PAGES, JSON.stringify(pages))
+      } catch {
+        // Storage full or off: "Newer" then leads to the newest page.
+      }
+      navigate(page, { ...rest, before: next })
+    },
+    newer() {
+      navigate(page, { ...rest, before: newerPages()[`${list} ${before}`] })
+    },
+    /** Back to the newest page. */
+    reset() {
+      navigate(page, rest)
+    },
+  }
+}
+
 /** A lifetime as words: "8 hours", "1 hour 30 minutes", "2 days". @param {number} ms */
 export function fmtDuration(ms) {
   const minutes = Math.round(ms / 60_000)

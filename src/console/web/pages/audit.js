@@ -2,7 +2,7 @@
 // revoked and rotated, quota resets, users, teams, providers and models.
 import { html } from 'htm/preact'
 import { qs, useResource } from '../api.js'
-import { ErrorNote, Field, PageHead, Table, fmtTime, formValues, usePager } from '../ui.js'
+import { ErrorNote, Field, PageHead, Table, fmtTime, formValues, useHashPager } from '../ui.js'
 
 const FILTERS = ['target_id', 'action']
 
@@ -21,11 +21,11 @@ function fmtDetails(details) {
 export function AuditPage({ params }) {
   /** @type {Record<string, string>} */
   const filter = Object.fromEntries(FILTERS.map((f) => [f, params[f] ?? '']))
-  const pager = usePager()
+  // The page's cursor is in the address: Back and Reload keep the page.
+  const pager = useHashPager('audit', params, FILTERS)
   const page = useResource(`/admin/audit${qs({ ...filter, limit: 50, before: pager.before })}`)
   const apply = (/** @type {SubmitEvent} */ e) => {
     e.preventDefault()
-    pager.reset()
     location.hash = `#/audit${qs(formValues(/** @type {HTMLFormElement} */ (e.currentTarget)))}`
   }
   return html`<section>

@@ -1,10 +1,16 @@
 // Logs: recent requests, filtered by key, user, model, status and error code, paged backwards;
 // one request found by the id its client saw (x-request-id).
 import { html } from 'htm/preact'
-import { qs, useResource } from '../api.js'
-import { ErrorNote, Field, Note, PageHead, Table, fmtNum, fmtTime, fmtUsd, formValues, usePager } from '../ui.js'
+import { ApiError, qs, useResource } from '../api.js'
+import { ErrorNote, Field, Note, PageHead, Table, fmtNum, fmtTime, fmtUsd, formValues, useHashPager } from '../ui.js'
 
 const FILTERS = ['key_id', 'user_id', 'model', 'status', 'code']
+
+/**
+ * `.` and `..` are path steps the browser resolves before it asks (`/admin/logs/..` is `/admin/`,
+ * and so is `%2E%2E`), so no request can name them; they are never a request id either.
+ */
+const DOTS = /^\.{1,2}$/
 
 /** @typedef {{ id: string, at: string, key_id: string | null, user_id: string | null, team_id: string | null, model: string | null, provider: string | null, status: number, error_code: string | null, prompt_tokens: number | null, completion_tokens: number | null, total_tokens: number | null, cost_usd: number | null, latency_ms: number | null }} LogRow */
 
@@ -38,10 +44,15 @@ export function LogsPage({ params }) {
   /** @type {Record<string, string>} */
   const filter = Object.fromEntries(FILTERS.map((f) => [f, params[f] ?? '']))
   const limit = params.limit ?? '50'
-  const pager = usePager()
+  // The page's cursor is in the address: Back and Reload keep the page.
+  const pager = useHashPager('logs', params, [...FILTERS, 'limit'])
   const page = useResource(`/admin/logs${qs({ ...filter, limit, before: pager.before })}`)
   const loggingOff = page.error && (page.error.status === 404 || page.error.status === 405)
-  const one = useResource(params.id ? `/admin/logs/${encodeURIComponent(params.id)}` : null)
+  const dots = params.id !== undefined && DOTS.test(params.id)
+  const one = useResource(params.id && !dots ? `/admin/logs/${encodeURIComponent(params.id)}` : null)
+  const oneError = dots
+    ? new ApiError(404, { message: `No request log with id "${params.id}": a request id is the x-request-id header of an answer (req_…), never dots alone.`, code: 'not_found' })
+    : one.error
 
   const apply = (/** @type {SubmitEvent} */ e) => {
     e.preventDefault()
@@ -50,7 +61,7 @@ export function LogsPage({ params }) {
   const find = (/** @type {SubmitEvent} */ e) => {
     e.preventDefault()
     const { id } = formValues(/** @type {HTMLFormElement} */ (e.currentTarget))
-    const target = `#/logs${qs({ ...filter, limit: params.limit ?? '', id })}`
+    const target = `#/logs${qs({ ...filter, limit: params.limit ?? '', before: params.before ?? '', id })}`
     // The same id again (its row may have been written since): ask again.
     if (location.hash === target) one.reload()
     else location.hash = target
@@ -61,7 +72,7 @@ export function LogsPage({ params }) {
       <${Field} id="log-id" label="Request id" hint="The x-request-id header of the answer a client got."><input id="log-id" name="id" value=${params.id ?? ''} autocomplete="off" placeholder="req_…" required /></${Field}>
       <button type="submit">Find</button>
     </form>
-    ${params.id ? html`<${ErrorNote} error=${one.error} />` : null}
+    ${params.id ? html`<${ErrorNote} error=${oneError} />` : null}
     ${params.id && one.data ? html`<${RequestDetail} row=${one.data} />` : null}
     <form class="filters" onSubmit=${apply} aria-label="Filter logs">
       <${Field} id="log-key" label="Key id"><input id="log-key" name="key_id" value=${filter.key_id} autocomplete="off" /></${Field}>
@@ -73,7 +84,7 @@ export function LogsPage({ params }) {
         <select id="log-limit" name="limit" value=${limit}>${['25', '50', '100', '200'].map((n) => html`<option value=${n}>${n}</option>`)}</select>
       </${Field}>
       <button type="submit">Filter</button>
-      <button type="button" onClick=${() => { pager.reset(); page.reload() }}>Newest</button>
+      <button type="button" onClick=${() => (pager.before ? pager.reset() : page.reload())}>Newest</button>
     </form>
     ${loggingOff
       ? html`<${Note} tone="warn">Request logs come from the <code>logging</code> plugin, which is not enabled on this gateway (<code>GET /admin/logs</code> answered ${page.error?.status}).</${Note}>`
