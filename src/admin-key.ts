@@ -191,6 +191,9 @@ export async function ensureAdminKey(
         if (refusal === 'invalid_session') {
           return new GatewayError('invalid_admin_key', 'Your console session has ended (signed out, expired, or the admin key changed). Sign in again at /console.')
         }
+        if (refusal === 'stale_csrf') {
+          return new GatewayError('insufficient_permissions', `This change carries the ${CSRF_HEADER} token of another console session (the browser signed in again since this page loaded); reload the console.`)
+        }
         if (refusal === 'missing_csrf') {
           // 403, not 401: the session is valid, but this change does not prove it comes from the console page.
           return new GatewayError('insufficient_permissions', `This change carries a console session cookie but not its CSRF token in the ${CSRF_HEADER} header; make changes from the console, or send the admin key as a bearer token.`)

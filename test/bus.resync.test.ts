@@ -120,6 +120,26 @@ describe.skipIf(!haveRedis)('an admin change made while Redis is down reaches th
     await within(CATCH_UP_MS, 'B refusing the deleted model', () => chat(b, key.key, 'resync-gpt'), (code) => code === 'model_not_found')
   })
 
+  test('a console session signed out on A is refused by B', async () => {
+    const login = await fetch(`${a.url}/console/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ admin_key: ADMIN_KEY }) })
+    expect(login.status).toBe(200)
+    const cookie = login.headers.get('set-cookie')!.split(';')[0]!
+    const { csrf_token: csrf } = (await login.json()) as { csrf_token: string }
+    const usersWith = async (gw: TestGateway): Promise<number> => (await fetch(`${gw.url}/admin/users?limit=1`, { headers: { cookie } })).status
+    expect(await usersWith(b)).toBe(200)
+
+    await redis.kill()
+    const logout = await fetch(`${a.url}/console/logout`, { method: 'POST', headers: { cookie, 'x-sluice-csrf': csrf } })
+    expect(logout.status).toBe(200)
+    expect(await usersWith(a)).toBe(401)
+    // The gap: B was not told.
+    expect(await usersWith(b)).toBe(200)
+
+    await redis.restart()
+    // Before, B took the session for the rest of its life (8 hours): the sign-outs were read at boot only.
+    await within(CATCH_UP_MS, 'B refusing the signed-out session', () => usersWith(b), (status) => status === 401)
+  })
+
   test('a provider key reset through A is back in service on B', async () => {
     // Dead on both, as a 401 from the upstream on either would make it.
     const verdict = { provider: 'up', key: 'k1', coolingUntil: 0, dead: 'the upstream refused this key (HTTP 401)', openUntil: 0 }

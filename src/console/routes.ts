@@ -53,12 +53,20 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
   // Sign-outs of sessions that have not expired yet, from the database: a restart, or an instance
   // started after the sign-out (which the bus message did not reach), does not take them again.
   const db = services.db.db
-  await db.deleteFrom('console_revocations').where('expires_at', '<=', new Date(services.now()).toISOString()).execute()
-  const revoked = await db.selectFrom('console_revocations').select(['session_id', 'expires_at']).limit(sessions.maxRevoked + 1).execute()
-  for (const row of revoked) sessions.revoke(row.session_id, Date.parse(row.expires_at))
+  const loadSignOuts = async (): Promise<void> => {
+    await db.deleteFrom('console_revocations').where('expires_at', '<=', new Date(services.now()).toISOString()).execute()
+    const revoked = await db.selectFrom('console_revocations').select(['session_id', 'expires_at']).limit(sessions.maxRevoked + 1).execute()
+    for (const row of revoked) sessions.revoke(row.session_id, Date.parse(row.expires_at))
+  }
+  await loadSignOuts()
   await services.bus.subscribe(LOGOUT_CHANNEL, (message) => {
     const parsed = /^([A-Za-z0-9_-]{22}) (\d{1,15})$/.exec(message)
     if (parsed) sessions.revoke(parsed[1]!, Number(parsed[2]))
+  })
+  // Sign-outs announced while this instance was not listening (Redis away, a cut connection) are
+  // in the database: read again, so a signed-out session is not taken here for the rest of its life.
+  services.bus.onResync(() => {
+    loadSignOuts().catch((error: unknown) => logger.error('could not reload console sign-outs', { error: String(error) }))
   })
   /** Write a sign-out down until the session's expiry, and drop the rows of sessions that expired. */
   const remember = async (session: ConsoleSession): Promise<void> => {

@@ -77,15 +77,16 @@ describe('authorize: cookie for reads, cookie + CSRF header for changes', () => 
   test('a change needs the matching CSRF header', () => {
     for (const method of ['POST', 'PATCH', 'PUT', 'DELETE']) {
       expect(s.authorize(request(method, token)).refusal).toBe('missing_csrf')
-      expect(s.authorize(request(method, token, 'x'.repeat(43))).refusal).toBe('missing_csrf')
-      expect(s.authorize(request(method, token, session.csrf.slice(1))).refusal).toBe('missing_csrf')
+      // A token that is not this session's is told apart from none (a page of an earlier session).
+      expect(s.authorize(request(method, token, 'x'.repeat(43))).refusal).toBe('stale_csrf')
+      expect(s.authorize(request(method, token, session.csrf.slice(1))).refusal).toBe('stale_csrf')
       expect(s.authorize(request(method, token, session.csrf)).refusal).toBeNull()
     }
   })
 
   test("another session's CSRF token does not do", () => {
     const other = s.issue().session
-    expect(s.authorize(request('POST', token, other.csrf)).refusal).toBe('missing_csrf')
+    expect(s.authorize(request('POST', token, other.csrf)).refusal).toBe('stale_csrf')
   })
 
   test('no cookie and a bad cookie are told apart', () => {

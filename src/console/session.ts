@@ -34,7 +34,7 @@ export interface ConsoleSessionOptions {
 }
 
 /** Why a session check refused; `null` from {@link ConsoleSessions.authorize} means allowed. */
-export type SessionRefusal = 'no_session' | 'invalid_session' | 'missing_csrf'
+export type SessionRefusal = 'no_session' | 'invalid_session' | 'missing_csrf' | 'stale_csrf'
 
 /**
  * Console sessions as HMAC-signed tokens: `v1.<id>.<issued>.<expires>.<mac>`. No server-side
@@ -100,7 +100,9 @@ export class ConsoleSessions {
     const session = this.verify(token)
     if (!session) return { session: null, refusal: 'invalid_session' }
     if (SAFE_METHODS.has(request.method.toUpperCase())) return { session, refusal: null }
-    return { session, refusal: this.csrfMatches(session, request.headers.get(CSRF_HEADER)) ? null : 'missing_csrf' }
+    const presented = request.headers.get(CSRF_HEADER)
+    // A token that is there but not this session's: a page loaded under an earlier session.
+    return { session, refusal: this.csrfMatches(session, presented) ? null : presented ? 'stale_csrf' : 'missing_csrf' }
   }
 
   /** Constant-time comparison of a presented CSRF token with the session's. */
