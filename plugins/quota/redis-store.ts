@@ -326,11 +326,11 @@ export class RedisStore implements QuotaStore {
   private readonly batchers: readonly Batcher[]
   /**
    * Settlements not sent yet: the next admission on any connection takes them, or the timer does.
-   * Those without leases are summed per key (`sums`; a counter's per key and reset epoch) and go as
+   * Those without leases are summed per reset epoch and key (`sums`) and go as
    * one; a lease is one request's to drop, so a settlement with one waits whole in `waiting`.
    */
   private readonly waiting: Pending<void>[] = []
-  private readonly sums = new Map<string, { item: Item; delta: number; charge: number; epoch: number }>()
+  private readonly sums = new Map<number, Map<string, { item: Item; delta: number; charge: number }>>()
   /** What the settlements in `sums` were promised: one promise for all of them, settled by their call. */
   private summed: PromiseWithResolvers<void> | null = null
   private waitTimer: ReturnType<typeof setTimeout> | null = null
@@ -422,7 +422,9 @@ export class RedisStore implements QuotaStore {
    * Bucket deltas that cancel out are not sent.
    */
   private settleSummed(items: Item[], deltas: number[], epoch: number): Promise<void> {
-    const sums = this.sums
+    // Nearly always one epoch: the one since the last reset.
+    let sums = this.sums.get(epoch)
+    if (sums === undefined) this.sums.set(epoch, (sums = new Map()))
     let changed = false
     for (let i = 0; i < items.length; i++) {
       const delta = deltas[i] ?? 0
@@ -430,12 +432,10 @@ export class RedisStore implements QuotaStore {
       if (delta === 0 || !Number.isFinite(delta)) continue
       changed = true
       const it = items[i]!
-      // Nearly every counter is at epoch 0 (never reset): its own key, no string built.
-      const at = it.kind === 'counter' && epoch !== 0 ? `${it.key}\n${epoch}` : it.key
-      const sum = sums.get(at)
+      const sum = sums.get(it.key)
       const charge = delta > 0 ? delta : 0
       // The item itself is the latest request's: a limit changed meanwhile applies from now on.
-      if (sum === undefined) sums.set(at, { item: it, delta, charge, epoch })
+      if (sum === undefined) sums.set(it.key, { item: it, delta, charge })
       else {
         sum.item = it
         sum.delta += delta
@@ -488,13 +488,15 @@ export class RedisStore implements QuotaStore {
     this.summed = null
     const items: Item[] = []
     const all: Settlement = { deltas: [], charges: [], epochs: [] }
-    for (const sum of this.sums.values()) {
-      // A counter's charges still count where it was reset since, whatever the refunds beside them.
-      if (sum.delta === 0 && (sum.item.kind !== 'counter' || sum.charge === 0)) continue
-      items.push(sum.item)
-      all.deltas.push(sum.delta)
-      all.charges.push(sum.charge)
-      all.epochs.push(sum.epoch)
+    for (const [epoch, sums] of this.sums) {
+      for (const sum of sums.values()) {
+        // A counter's charges still count where it was reset since, whatever the refunds beside them.
+        if (sum.delta === 0 && (sum.item.kind !== 'counter' || sum.charge === 0)) continue
+        items.push(sum.item)
+        all.deltas.push(sum.delta)
+        all.charges.push(sum.charge)
+        all.epochs.push(epoch)
+      }
     }
     this.sums.clear()
     if (items.length === 0) {
