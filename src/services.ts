@@ -6,6 +6,7 @@ import type { Endpoint } from './plugin.ts'
 import type { Pricing } from './config/schema.ts'
 import type { MetricsRegistry } from './metrics.ts'
 import type { UpstreamHealth } from './upstream-health.ts'
+import type { Budget } from './limits.ts'
 
 /**
  * Shared backends, chosen once at boot. Plugins receive these and never ask which
@@ -29,6 +30,25 @@ export interface Services {
   metrics: MetricsRegistry
   /** Health of each upstream provider key from the pipeline's attempts (last status, runs of 401/403). */
   upstreams: UpstreamHealth
+  /**
+   * What budgets have spent in their current period as the plugin that enforces them counts it
+   * (the quota plugin sets it at setup); undefined without one. Budget alerts read it, so they say
+   * what admission enforces, whatever the request log still holds.
+   */
+  budgets?: BudgetReader
+}
+
+/** A budget's subject: a user, a team, or a key's rotation chain (`id` its first key's). */
+export interface BudgetSubject {
+  scope: 'key' | 'user' | 'team'
+  id: string
+  budget: Budget
+}
+
+/** Reads budget spend where it is enforced. */
+export interface BudgetReader {
+  /** Each subject's spend in its budget's current period (after any reset), in order; throws when the store cannot be read. */
+  spent(subjects: readonly BudgetSubject[]): Promise<Array<{ tokens: number; usd: number }>>
 }
 
 /** Why a count is asked for: a reservation may be an estimate; `count` and `settle` want the exact figure. */

@@ -237,6 +237,40 @@ describe('alerts by webhook', () => {
     }
   })
 
+  test('with the quota plugin, a budget alert reads what the quota counts: spend whose log rows are gone (retention) still alerts', async () => {
+    const receiver = startReceiver()
+    const gw = await startAuthGateway(upstream.url, {
+      config: {
+        plugins: [
+          { use: 'auth', options: { demo_key: false } },
+          'quota',
+          // A check at boot, the next 3 s later: the spend and the loss of its rows come between the two.
+          { use: 'logging', options: { flush_ms: 10, alerts: { webhook_url: receiver.url, check_ms: 3000, retry_base_ms: 50 } } },
+        ],
+      },
+      env: { DATABASE_URL: `sqlite://${join(dir, 'budget-enforced.db')}` },
+    })
+    try {
+      const { key } = await userWithKey(gw, { budget: { tokens: 100, period: 'total' } })
+      let used = 0
+      while (used < 80) {
+        const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 5 }, { authorization: `Bearer ${key.key}` })
+        expect(res.status).toBe(200)
+        used += ((await res.json()) as { usage: { total_tokens: number } }).usage.total_tokens
+      }
+      // The rows go as retention takes them (with a `total` budget, any spend older than
+      // retention_days): before, the alerts summed the table and never saw this spend.
+      await Bun.sleep(100)
+      await gw.db.deleteFrom('request_logs').execute()
+      await waitFor(() => receiver.of('budget').some((a) => a.subject.type === 'key' && a.threshold === 0.8), 'the 80 % alert from the quota counts', 8000)
+      const alert = receiver.of('budget').find((a) => a.subject.type === 'key')!
+      expect((alert.details.spent as { tokens: number }).tokens).toBe(used)
+    } finally {
+      await gw.close()
+      receiver.stop()
+    }
+  })
+
   test('a key\'s budget is its lineage\'s: spend carries over a rotation, one alert per threshold, naming the key in use, not again after another rotation', async () => {
     const receiver = startReceiver()
     const gw = await boot(join(dir, 'budget-lineage.db'), receiver.url)

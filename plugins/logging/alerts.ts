@@ -6,6 +6,7 @@ import { fromJson } from '../../src/lib/json-text.ts'
 import type { Logger } from '../../src/lib/logger.ts'
 import type { CounterSeries, MetricsRegistry } from '../../src/metrics.ts'
 import type { UpstreamHealth } from '../../src/upstream-health.ts'
+import type { BudgetReader } from '../../src/services.ts'
 import { inChunks, lineageSpendSince, spendSince, type SpendColumn } from './repo.ts'
 
 /** The kinds of alert, as the `kind` field of the webhook body. */
@@ -95,7 +96,7 @@ export class AlertMonitor {
   constructor(
     private readonly db: Kysely<Database>,
     private readonly options: AlertOptions,
-    private readonly deps: { now: () => number; logger: Logger; upstreams: UpstreamHealth; environment: string; metrics: MetricsRegistry },
+    private readonly deps: { now: () => number; logger: Logger; upstreams: UpstreamHealth; environment: string; metrics: MetricsRegistry; budgets?: () => BudgetReader | undefined },
   ) {
     const sent = deps.metrics.counter({ name: 'sluice_alerts_sent_total', help: 'Alerts the webhook receiver accepted, by kind.', labelNames: ['kind'] })
     const failed = deps.metrics.counter({ name: 'sluice_alert_delivery_failures_total', help: 'Failed webhook deliveries (each is retried), by kind.', labelNames: ['kind'] })
@@ -280,6 +281,18 @@ export class AlertMonitor {
     return { subjects, next }
   }
 
+  /** The quota's spend of these subjects, or null without a quota plugin or when its store cannot be read (the log's sums stand). */
+  private async enforcedSpend(type: BudgetPages['type'], subjects: ReadonlyArray<{ row: Budgeted; budget: Budget }>): Promise<Array<{ tokens: number; usd: number }> | null> {
+    const reader = this.deps.budgets?.()
+    if (!reader) return null
+    try {
+      return await reader.spent(subjects.map(({ row, budget }) => ({ scope: type, id: row.id, budget })))
+    } catch (error) {
+      this.deps.logger.warn('budget alerts: the quota store could not be read; using the request log', { error: String(error) })
+      return null
+    }
+  }
+
   /** The budget alerts of one page of subjects, added to `out`. */
   private async budgetPage(type: BudgetPages['type'], spend: BudgetPages['spend'], rows: Budgeted[], now: number, out: Candidate[]): Promise<void> {
     // Subjects whose budgets share a period start are summed in one query.
@@ -305,8 +318,12 @@ export class AlertMonitor {
         spent.set(s.row.id, (await spend([s.row.id], reset)).get(s.row.id) ?? { tokens: 0, usd: 0 })
         s.label = `${s.label}+reset ${reset}`
       }
-      for (const { row, budget, label } of subjects) {
-        const used = spent.get(row.id) ?? { tokens: 0, usd: 0 }
+      // Where the quota enforces budgets, its counts are what the alert is about: the request log's
+      // rows may be pruned (retention) within the period, a `total` budget's always in time.
+      const enforced = await this.enforcedSpend(type, subjects)
+      for (let i = 0; i < subjects.length; i++) {
+        const { row, budget, label } = subjects[i]!
+        const used = enforced?.[i] ?? spent.get(row.id) ?? { tokens: 0, usd: 0 }
         const fraction = Math.max(budget.tokens ? used.tokens / budget.tokens : 0, budget.usd ? used.usd / budget.usd : 0)
         for (const threshold of this.options.budgetThresholds) {
           if (fraction < threshold) continue

@@ -175,7 +175,8 @@ export const logging = definePlugin({
           retryMaxMs: a.retry_max_ms,
           timeoutMs: a.timeout_ms,
         },
-        { now: services.now, logger, upstreams: services.upstreams, environment: config.environment, metrics: services.metrics },
+        // Read at each check: the quota plugin may be set up after this one.
+        { now: services.now, logger, upstreams: services.upstreams, environment: config.environment, metrics: services.metrics, budgets: () => services.budgets },
       )
       alerts.start()
     }

@@ -6,7 +6,7 @@ import { GatewayError } from '../../src/errors.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
 import { priceOf } from '../../src/lib/usage.ts'
 import { PendingReleases, settleSurely } from './settle.ts'
-import { MICRO, PlanCache, hasLease, planItems, toMicroUsd, withCosts, type Item, type Subjects } from './plan.ts'
+import { MICRO, PlanCache, hasLease, planItems, subjectItems, toMicroUsd, withCosts, type Item, type Subjects } from './plan.ts'
 import { MemoryStore, type AdmitOutcome, type HeldLeases, type QuotaStore } from './store.ts'
 import { RedisStore, TooLateError } from './redis-store.ts'
 import { quotaAdminRoutes } from './admin.ts'
@@ -116,6 +116,34 @@ export const quota = definePlugin({
 
     const planOptions = { tag: options.hash_tag, leaseMs: options.lease_ms }
     const plans = new PlanCache(planOptions)
+
+    // Budget alerts (the logging plugin) read spend here: what admission enforces, after resets,
+    // whatever the request log still holds. The store in force, as the admin views read it.
+    services.budgets = {
+      async spent(subjects) {
+        const now = services.now()
+        const items: Item[] = []
+        const at: Array<{ tokens: number; usd: number }> = []
+        for (const { scope, id, budget } of subjects) {
+          const start = items.length
+          subjectItems(scope, { id, countedAs: id, limits: null, budget }, { tokens: 0, microUsd: 0 }, now, planOptions, items)
+          const find = (measure: Item['measure']): number => {
+            for (let i = start; i < items.length; i++) if (items[i]!.measure === measure) return i
+            return -1
+          }
+          at.push({ tokens: find('budget_tokens'), usd: find('budget_usd') })
+        }
+        let left: number[]
+        try {
+          left = await primary.peek(items, now)
+        } catch (error) {
+          if (options.fail_mode === 'closed') throw error
+          left = await memory.peek(items, now)
+        }
+        const spentOf = (i: number): number => (i < 0 ? 0 : Math.max(0, items[i]!.limit - left[i]!))
+        return at.map(({ tokens, usd }) => ({ tokens: spentOf(tokens), usd: spentOf(usd) / MICRO }))
+      },
+    }
 
     // Requests in flight that hold max_parallel leases, by request id. A lease expires lease_ms
     // after it was taken; a call may run longer (each attempt up to its provider's total_ms, and a
