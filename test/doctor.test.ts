@@ -7,7 +7,9 @@ interface Diagnosis {
   allowed: boolean
   status: number
   error: { code: string; message: string } | null
+  retry_after: number | null
   quota: string
+  max_request_tokens: number | null
   key: { id: string; status: string; user_id: string } | null
   remaining: { requests: number | null } | null
 }
@@ -23,7 +25,18 @@ describe('key doctor', () => {
 
   beforeAll(async () => {
     mock = await startMockUpstream()
-    gw = await startAuthGateway(mock.url, { config: { plugins: [{ use: 'auth', options: { demo_key: false } }, 'quota'] }, gateway: { now: clock.now } })
+    gw = await startAuthGateway(mock.url, {
+      config: {
+        plugins: [{ use: 'auth', options: { demo_key: false } }, 'quota'],
+        // The mock waits 1.5 s before it answers: a request that holds its max_parallel slot meanwhile.
+        models: [
+          { name: 'mock-gpt', targets: [{ provider: 'up', model: 'mock-gpt' }] },
+          { name: 'other-gpt', targets: [{ provider: 'up', model: 'mock-gpt' }] },
+          { name: 'slow-gpt', targets: [{ provider: 'up', model: 'mock-slow-1500' }] },
+        ],
+      },
+      gateway: { now: clock.now },
+    })
   })
   afterAll(async () => {
     await gw?.close()
@@ -68,7 +81,35 @@ describe('key doctor', () => {
     const limited = await userWithKey(gw, { limits: { rpm: 1 } })
     await gw.client(limited.key.key).chat.completions.create({ model: 'mock-gpt', messages: [{ role: 'user', content: 'hi' }] })
     const spent = await diagnose({ key: limited.key.key, model: 'mock-gpt' })
-    expect(spent.body).toMatchObject({ allowed: false, status: 429, error: null, quota: 'exhausted: requests' })
+    // The quota's own refusal, as the client gets it, with its wait.
+    expect(spent.body).toMatchObject({ allowed: false, status: 429, error: { code: 'rate_limit_exceeded' }, quota: 'exhausted: requests', retry_after: 60 })
+    expect(spent.body.error!.message).toContain('Rate limit reached for requests')
+  })
+
+  test('what admission would answer: a full max_parallel set refuses, and a budget with a little left allows only that much', async () => {
+    const parallel = await userWithKey(gw, { limits: { max_parallel: 1 } })
+    const running = gw.client(parallel.key.key).chat.completions.create({ model: 'slow-gpt', messages: [{ role: 'user', content: 'hi' }] })
+    await Bun.sleep(300)
+    const busy = await diagnose({ key: parallel.key.key, model: 'mock-gpt' })
+    // Before: "allowed" with nothing exhausted, while the gateway answered 429.
+    expect(busy.body).toMatchObject({ allowed: false, status: 429, error: { code: 'rate_limit_exceeded' } })
+    expect(busy.body.error!.message).toContain('Too many requests in flight')
+    await running
+    expect((await diagnose({ key: parallel.key.key, model: 'mock-gpt' })).body).toMatchObject({ allowed: true, error: null })
+
+    // A user's budget of 30 tokens with a key whose own rpm has room: the least request fits, and
+    // the doctor says how many tokens a request may reserve.
+    const small = await userWithKey(gw, { limits: { rpm: 100 } })
+    await gw.adminOk('PATCH', `/admin/users/${small.userId}`, { budget: { tokens: 30, period: 'total' } })
+    const room = await diagnose({ key: small.key.key, model: 'mock-gpt' })
+    expect(room.body).toMatchObject({ allowed: true, max_request_tokens: 30 })
+    // Spent: refused with insufficient_quota, named for the user (the budget never renews, no wait).
+    const answer = await gw.client(small.key.key).chat.completions.create({ model: 'mock-gpt', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 })
+    const used = answer.usage!.total_tokens
+    await gw.adminOk('PATCH', `/admin/users/${small.userId}`, { budget: { tokens: used, period: 'total' } })
+    const spent = await diagnose({ key: small.key.key, model: 'mock-gpt' })
+    expect(spent.body).toMatchObject({ allowed: false, status: 429, error: { code: 'insufficient_quota' }, retry_after: null, max_request_tokens: 0 })
+    expect(spent.body.error!.message).toContain(`user ${small.userId}`)
   })
 
   test('bad input and no admin key', async () => {

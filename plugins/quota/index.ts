@@ -3,11 +3,12 @@ import type { Cluster, Redis } from 'ioredis'
 import type { RedisClient } from '../../src/redis.ts'
 import { definePlugin, type GatewayRequest, type Identity } from '../../src/plugin.ts'
 import { GatewayError } from '../../src/errors.ts'
+import { DIAGNOSE, DIAGNOSIS } from '../../src/routes/doctor.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
 import { priceOf } from '../../src/lib/usage.ts'
 import { PendingReleases, settleSurely } from './settle.ts'
 import { MICRO, PlanCache, hasLease, planItems, subjectItems, toMicroUsd, withCosts, type Item, type Subjects } from './plan.ts'
-import { MemoryStore, type AdmitOutcome, type HeldLeases, type QuotaStore } from './store.ts'
+import { MemoryStore, refusingItem, type AdmitOutcome, type HeldLeases, type QuotaStore } from './store.ts'
 import { RedisStore, TooLateError } from './redis-store.ts'
 import { quotaAdminRoutes } from './admin.ts'
 import { IoredisConnection, NativeConnection, type ScriptConnection } from './connection.ts'
@@ -280,12 +281,23 @@ export const quota = definePlugin({
         }
         const usd = least('budget_usd')
         const floorOrNull = (v: number | null) => (v === null ? null : Math.max(0, Math.floor(v)))
+        const remaining = {
+          requests: floorOrNull(least('requests')),
+          tokens: floorOrNull(least('tokens')),
+          budget_tokens: floorOrNull(least('budget_tokens')),
+          budget_usd: usd === null ? null : Math.max(0, usd) / MICRO,
+        }
+        if (req.locals[DIAGNOSE] === undefined) return { remaining }
+        // The key doctor: would admission refuse the least request (one request, one token, a
+        // micro-dollar) now, and with what; and the most tokens a request may reserve now.
+        const least1 = withCosts(items, { tokens: 1, microUsd: 1 })
+        const { failed, waitMs } = refusingItem(least1, left, now, () => null)
+        const tokenRoom = [remaining.tokens, remaining.budget_tokens].filter((v): v is number => v !== null)
         return {
-          remaining: {
-            requests: floorOrNull(least('requests')),
-            tokens: floorOrNull(least('tokens')),
-            budget_tokens: floorOrNull(least('budget_tokens')),
-            budget_usd: usd === null ? null : Math.max(0, usd) / MICRO,
+          remaining,
+          [DIAGNOSIS]: {
+            refusal: failed < 0 ? null : refusal(least1[failed]!, { ok: false, failed, waitMs, remaining: left, epoch: 0 }, {}),
+            max_request_tokens: tokenRoom.length ? Math.min(...tokenRoom) : null,
           },
         }
       },

@@ -77,6 +77,43 @@ function longerWait(wait: number | null, kept: number | null, keptIsLease: boole
   return wait === null || wait > kept
 }
 
+/**
+ * Which of `items`, each with `available` room, refuses a request of their costs, and the wait to
+ * give (see AdmitOutcome): the admission rule, of the in-process store and of the key doctor's
+ * dry run over what a store has left (the Redis script applies the same). `failed` is -1 when all
+ * have room. A full `max_parallel` set refuses only where nothing else does; `leaseWait` tells
+ * when its first slot frees (null: unknown).
+ */
+export function refusingItem(items: readonly Item[], available: readonly number[], now: number, leaseWait: (item: Item) => number | null): { failed: number; waitMs: number | null } {
+  let failed = -1
+  let waitMs: number | null = 0
+  let leaseFailed = false
+  for (let i = 0; i < items.length; i++) {
+    const item = items[i]!
+    const room = available[i]!
+    let wait: number | null
+    if (item.kind === 'bucket') {
+      if (item.cost <= room) continue
+      wait = item.cost > item.limit ? null : Math.ceil((item.cost - room) / item.rate)
+    } else if (item.kind === 'counter') {
+      if (item.cost <= room && room > 0) continue
+      wait = item.cost > item.limit || item.until === null ? null : Math.max(0, item.until - now)
+    } else {
+      if (failed >= 0 || room > 0) continue
+      failed = i
+      leaseFailed = true
+      waitMs = leaseWait(item)
+      continue
+    }
+    if (failed < 0 || longerWait(wait, waitMs, leaseFailed)) {
+      failed = i
+      waitMs = wait
+      leaseFailed = false
+    }
+  }
+  return { failed, waitMs }
+}
+
 /** Entries past this many are swept of those that refilled; then the oldest go. */
 const DEFAULT_MAX_ENTRIES = 200_000
 
@@ -106,47 +143,17 @@ export class MemoryStore implements QuotaStore {
 
   admitSync(items: Item[], leaseId: string, now: number): AdmitOutcome {
     const remaining: number[] = []
-    let failed = -1
-    let waitMs: number | null = 0
-    let leaseFailed = false
     const epoch = this.lastEpoch
-    for (let i = 0; i < items.length; i++) {
-      const item = items[i]!
-      if (item.kind === 'bucket') {
-        const available = this.bucketAvailable(item, now)
-        remaining.push(available)
-        if (item.cost > available) {
-          const wait = item.cost > item.limit ? null : Math.ceil((item.cost - available) / item.rate)
-          if (failed < 0 || longerWait(wait, waitMs, leaseFailed)) {
-            failed = i
-            waitMs = wait
-            leaseFailed = false
-          }
-        }
-      } else if (item.kind === 'counter') {
-        const used = this.counterUsed(item, now)
-        remaining.push(item.limit - used)
-        if (used + item.cost > item.limit || used >= item.limit) {
-          const wait = item.cost > item.limit || item.until === null ? null : Math.max(0, item.until - now)
-          if (failed < 0 || longerWait(wait, waitMs, leaseFailed)) {
-            failed = i
-            waitMs = wait
-            leaseFailed = false
-          }
-        }
-      } else {
-        const held = this.liveLeases(item.key, now)
-        remaining.push(item.limit - held.size)
-        // A full lease set refuses only where no other item does: its slot frees when a request ends.
-        if (failed < 0 && held.size >= item.limit) {
-          failed = i
-          leaseFailed = true
-          let soonest = Infinity
-          for (const expiry of held.values()) soonest = Math.min(soonest, expiry)
-          waitMs = Number.isFinite(soonest) ? Math.max(0, soonest - now) : null
-        }
-      }
+    for (const item of items) {
+      remaining.push(
+        item.kind === 'bucket' ? this.bucketAvailable(item, now) : item.kind === 'counter' ? item.limit - this.counterUsed(item, now) : item.limit - this.liveLeases(item.key, now).size,
+      )
     }
+    const { failed, waitMs } = refusingItem(items, remaining, now, (item) => {
+      let soonest = Infinity
+      for (const expiry of this.liveLeases(item.key, now).values()) soonest = Math.min(soonest, expiry)
+      return Number.isFinite(soonest) ? Math.max(0, soonest - now) : null
+    })
     if (failed >= 0) return { ok: false, failed, waitMs, remaining, epoch }
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!

@@ -14,6 +14,18 @@ import type { Services } from '../services.ts'
  */
 export const DIAGNOSE = 'sluice.diagnose'
 
+/**
+ * The field of a `describe` answer under which a plugin that admits requests tells the doctor what
+ * it would answer now: `{ refusal: GatewayError | null, max_request_tokens: number | null }`.
+ * Only asked for when DIAGNOSE is set; never part of `GET /v1/key`.
+ */
+export const DIAGNOSIS = 'sluice.diagnosis'
+
+interface Diagnosis {
+  refusal: GatewayError | null
+  max_request_tokens: number | null
+}
+
 const ENDPOINTS = ['chat.completions', 'completions', 'embeddings', 'models.list', 'tokens.count'] as const
 
 export const DiagnoseBody = Type.Object(
@@ -60,14 +72,21 @@ export function doctorRoutes({ pipeline, models, services }: { pipeline: Pipelin
         }
         const described = await pipeline.describe(req)
         const remaining = (described.remaining ?? null) as Record<string, number | null> | null
+        const diagnosis = (described[DIAGNOSIS] ?? null) as Diagnosis | null
         const exhausted = remaining ? Object.entries(remaining).filter(([, v]) => v !== null && v <= 0).map(([k]) => k) : []
-        const { remaining: _r, ...key } = described
+        const { remaining: _r, [DIAGNOSIS]: _d, ...key } = described
+        // What admission would answer the least request now (a full max_parallel set, an empty
+        // bucket, a spent budget: the one the gateway names), after the key's own verdict.
+        const refused = error ?? diagnosis?.refusal ?? null
         return {
           object: 'key_diagnosis',
-          allowed: !error && exhausted.length === 0,
-          status: error ? error.status : exhausted.length ? 429 : 200,
-          error: error ? error.toJSON().error : null,
+          allowed: !refused && exhausted.length === 0,
+          status: refused ? refused.status : exhausted.length ? 429 : 200,
+          error: refused ? refused.toJSON().error : null,
+          retry_after: refused?.headers?.['retry-after'] === undefined ? null : Number(refused.headers['retry-after']),
           quota: exhausted.length ? `exhausted: ${exhausted.join(', ')}` : remaining ? 'ok' : 'no limits',
+          // A request reserving more (prompt + max_tokens for each completion) is refused now.
+          max_request_tokens: diagnosis?.max_request_tokens ?? null,
           endpoint,
           model: input.model ?? null,
           team: input.team ?? null,
