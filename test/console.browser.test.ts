@@ -217,6 +217,12 @@ describe.skipIf(!available)('admin console in Chromium', () => {
     }
     await go('logs', 'Logs')
     await page.getByLabel('Request id').fill(requestId)
+    // The page renders again (the list reloaded, as when its answer comes after the typing): what
+    // was typed stays. Before, the input was bound to the address and lost it, and Find did nothing.
+    const reloaded = page.waitForResponse((r) => r.url().includes('/admin/logs?'))
+    await page.getByRole('button', { name: 'Newest' }).click()
+    await reloaded
+    await Bun.sleep(100)
     await page.getByRole('button', { name: 'Find' }).click()
     const detail = page.getByRole('region', { name: `Request ${requestId}` })
     await detail.waitFor()

@@ -31,8 +31,8 @@ export function AuditPage({ params }) {
   return html`<section>
     <${PageHead} lead="Every change made through the admin API or this console, newest first.">Audit</${PageHead}>
     <form class="filters" onSubmit=${apply} aria-label="Filter the audit trail">
-      <${Field} id="audit-target" label="Object id" hint="A key, user or team id, a provider id or a model name."><input id="audit-target" name="target_id" value=${filter.target_id} autocomplete="off" /></${Field}>
-      <${Field} id="audit-action" label="Action" hint="e.g. key.revoke, or key. for all of a kind."><input id="audit-action" name="action" value=${filter.action} autocomplete="off" /></${Field}>
+      <${Field} id="audit-target" label="Object id" hint="A key, user or team id, a provider id or a model name."><input id="audit-target" name="target_id" defaultValue=${filter.target_id} key=${filter.target_id} autocomplete="off" /></${Field}>
+      <${Field} id="audit-action" label="Action" hint="e.g. key.revoke, or key. for all of a kind."><input id="audit-action" name="action" defaultValue=${filter.action} key=${filter.action} autocomplete="off" /></${Field}>
       <button type="submit">Filter</button>
     </form>
     <${ErrorNote} error=${page.error} />

@@ -51,18 +51,18 @@ export function DoctorPage({ params }) {
       <div class="grid">
         ${mode === 'key_id'
           ? html`<${Field} id="doctor-key-id" label="Key id" hint=${cutHint(keys.data, 'keys')}>
-              <input id="doctor-key-id" name="key_id" list="doctor-keys" required autocomplete="off" value=${params.key_id ?? ''} />
+              <input id="doctor-key-id" name="key_id" list="doctor-keys" required autocomplete="off" defaultValue=${params.key_id ?? ''} key=${params.key_id ?? ''} />
               <datalist id="doctor-keys">${(keys.data?.data ?? []).map((/** @type {any} */ k) => html`<option value=${k.id}>${k.name ?? ''} ${k.display} (${k.status})</option>`)}</datalist>
             </${Field}>`
           : html`<${Field} id="doctor-key" label="API key" hint="Sent to this gateway only; never stored.">
               <input id="doctor-key" name="key" type="password" required autocomplete="off" spellcheck="false" />
             </${Field}>`}
         <${Field} id="doctor-model" label="Model (optional)">
-          <input id="doctor-model" name="model" list="doctor-models" autocomplete="off" value=${params.model ?? ''} />
+          <input id="doctor-model" name="model" list="doctor-models" autocomplete="off" defaultValue=${params.model ?? ''} key=${params.model ?? ''} />
           <datalist id="doctor-models">${(models.data?.data ?? []).map((/** @type {any} */ m) => html`<option value=${m.name} />`)}</datalist>
         </${Field}>
         <${Field} id="doctor-team" label="Team (optional)" hint=${['As a client names it in OpenAI-Organization.', cutHint(teams.data, 'teams')].filter(Boolean).join(' ')}>
-          <input id="doctor-team" name="team" list="doctor-teams" autocomplete="off" value=${params.team ?? ''} />
+          <input id="doctor-team" name="team" list="doctor-teams" autocomplete="off" defaultValue=${params.team ?? ''} key=${params.team ?? ''} />
           <datalist id="doctor-teams">${(teams.data?.data ?? []).map((/** @type {any} */ t) => html`<option value=${t.id}>${t.name}</option>`)}</datalist>
         </${Field}>
         <${Field} id="doctor-endpoint" label="Endpoint">

@@ -281,8 +281,8 @@ export function KeysPage({ params, environment }) {
         </form>`
       : null}
     <form class="filters" onSubmit=${applyFilter} aria-label="Filter keys">
-      <${Field} id="f-user" label="Owner"><input id="f-user" name="user_id" list="user-ids" value=${filter.user_id} autocomplete="off" /></${Field}>
-      <${Field} id="f-team" label="Team"><input id="f-team" name="team_id" list="team-ids" value=${filter.team_id} autocomplete="off" /></${Field}>
+      <${Field} id="f-user" label="Owner"><input id="f-user" name="user_id" list="user-ids" defaultValue=${filter.user_id} key=${filter.user_id} autocomplete="off" /></${Field}>
+      <${Field} id="f-team" label="Team"><input id="f-team" name="team_id" list="team-ids" defaultValue=${filter.team_id} key=${filter.team_id} autocomplete="off" /></${Field}>
       <${Field} id="f-status" label="Status">
         <select id="f-status" name="status" value=${filter.status}><option value="">Any</option><option value="active">Active</option><option value="expired">Expired</option><option value="revoked">Revoked</option></select>
       </${Field}>

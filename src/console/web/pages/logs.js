@@ -69,17 +69,17 @@ export function LogsPage({ params }) {
   return html`<section>
     <${PageHead} lead="Every request the gateway answered, newest first.">Logs</${PageHead}>
     <form class="filters" onSubmit=${find} aria-label="Find a request">
-      <${Field} id="log-id" label="Request id" hint="The x-request-id header of the answer a client got."><input id="log-id" name="id" value=${params.id ?? ''} autocomplete="off" placeholder="req_…" required /></${Field}>
+      <${Field} id="log-id" label="Request id" hint="The x-request-id header of the answer a client got."><input id="log-id" name="id" defaultValue=${params.id ?? ''} key=${params.id ?? ''} autocomplete="off" placeholder="req_…" required /></${Field}>
       <button type="submit">Find</button>
     </form>
     ${params.id ? html`<${ErrorNote} error=${oneError} />` : null}
     ${params.id && one.data ? html`<${RequestDetail} row=${one.data} />` : null}
     <form class="filters" onSubmit=${apply} aria-label="Filter logs">
-      <${Field} id="log-key" label="Key id"><input id="log-key" name="key_id" value=${filter.key_id} autocomplete="off" /></${Field}>
-      <${Field} id="log-user" label="User id"><input id="log-user" name="user_id" value=${filter.user_id} autocomplete="off" /></${Field}>
-      <${Field} id="log-model" label="Model"><input id="log-model" name="model" value=${filter.model} autocomplete="off" /></${Field}>
-      <${Field} id="log-status" label="Status"><input id="log-status" name="status" value=${filter.status} pattern="[1-5]([0-9]{2}|xx)" placeholder="e.g. 401 or 4xx" /></${Field}>
-      <${Field} id="log-code" label="Error code"><input id="log-code" name="code" value=${filter.code} autocomplete="off" placeholder="e.g. key_revoked" /></${Field}>
+      <${Field} id="log-key" label="Key id"><input id="log-key" name="key_id" defaultValue=${filter.key_id} key=${filter.key_id} autocomplete="off" /></${Field}>
+      <${Field} id="log-user" label="User id"><input id="log-user" name="user_id" defaultValue=${filter.user_id} key=${filter.user_id} autocomplete="off" /></${Field}>
+      <${Field} id="log-model" label="Model"><input id="log-model" name="model" defaultValue=${filter.model} key=${filter.model} autocomplete="off" /></${Field}>
+      <${Field} id="log-status" label="Status"><input id="log-status" name="status" defaultValue=${filter.status} key=${filter.status} pattern="[1-5]([0-9]{2}|xx)" placeholder="e.g. 401 or 4xx" /></${Field}>
+      <${Field} id="log-code" label="Error code"><input id="log-code" name="code" defaultValue=${filter.code} key=${filter.code} autocomplete="off" placeholder="e.g. key_revoked" /></${Field}>
       <${Field} id="log-limit" label="Per page">
         <select id="log-limit" name="limit" value=${limit}>${['25', '50', '100', '200'].map((n) => html`<option value=${n}>${n}</option>`)}</select>
       </${Field}>
