@@ -31,7 +31,7 @@ describe.skipIf(!haveRedis)('an admin change made while Redis is down reaches th
   let b: TestGateway
 
   beforeAll(async () => {
-    redis = await startRedisServer({ port: [19810, 19811, 19812, 19813].find(isFree) ?? freePort() })
+    redis = await startRedisServer({ port: freePort() })
     upstream = await startMockUpstream({ apiKeys: [UPSTREAM_SECRET] })
     dir = mkdtempSync(join(tmpdir(), 'sluice-bus-resync-'))
     const config = authConfig(upstream.url, { plugins: [{ use: 'auth', options: { demo_key: false } }, 'balance'] })
@@ -163,12 +163,3 @@ describe.skipIf(!haveRedis)('an admin change made while Redis is down reaches th
     await within(CATCH_UP_MS, 'B refusing the signed-out session', () => usersWith(b), (status) => status === 401)
   })
 })
-
-function isFree(port: number): boolean {
-  try {
-    Bun.listen({ hostname: '127.0.0.1', port, socket: { data() {} } }).stop(true)
-    return true
-  } catch {
-    return false
-  }
-}

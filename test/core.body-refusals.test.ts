@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { definePlugin, type Outcome } from '../src/plugin.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startAuthGateway, userWithKey, type AuthGateway } from './support/auth.ts'
+import { rawExchange } from './support/http.ts'
 
 interface Seen {
   endpoint: string
@@ -127,21 +128,9 @@ describe('a body that does not arrive', () => {
     const gw = await startAuthGateway(upstream.url, { config: { limits: { body_timeout_ms: 600 } } })
     const { key } = (await userWithKey(gw)).key
     const port = Number(new URL(gw.url).port)
-    // Headers, a part of the body, then nothing.
-    const partial = (head: string, part: string) =>
-      new Promise<string>((resolve) => {
-        let text = ''
-        void Bun.connect({
-          hostname: '127.0.0.1',
-          port,
-          socket: {
-            open: (socket) => void socket.write(head + part),
-            data: (_socket, data) => void (text += data.toString()),
-            // Resolved when the gateway closes the connection: before, it stayed open for good.
-            close: () => resolve(text),
-          },
-        })
-      })
+    // Headers, a part of the body, then nothing. Answered once the gateway closes the connection:
+    // before, it stayed open for good.
+    const partial = (head: string, part: string) => rawExchange(port, head + part)
     try {
       for (const [auth, status] of [
         [`authorization: Bearer ${key}\r\n`, 'HTTP/1.1 408 Request Timeout'],

@@ -10,7 +10,7 @@ import { createLogger } from '../src/lib/logger.ts'
 import { mockChatCompletion, mockEmbeddings } from '../src/providers/mock/generate.ts'
 import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
-import { REQUEST_ID, postJson, type ChunkLike } from './support/http.ts'
+import { REQUEST_ID, postJson, rawExchange, type ChunkLike } from './support/http.ts'
 
 const SECRET = 'sk-upstream-secret-0123456789'
 const messages = [{ role: 'user' as const, content: 'hello there' }]
@@ -71,22 +71,9 @@ describe('core happy paths through the openai client', () => {
 
   test('a Host header that is no host (none on HTTP/1.0, "a b", "x/admin", "[::1", a port past 65535) routes the path as sent, never a crash page', async () => {
     const port = Number(new URL(gw.url).port)
-    const raw = (request: string) =>
-      new Promise<string>((resolve) => {
-        let out = ''
-        void Bun.connect({
-          hostname: '127.0.0.1',
-          port,
-          socket: {
-            open: (socket) => void socket.write(request),
-            data: (_socket, data) => void (out += data.toString()),
-            close: () => resolve(out),
-          },
-        })
-      })
     for (const host of [null, 'a b', 'x/admin', 'evil.example:1/admin', 'x?', '@', '[::1', 'a:99999']) {
       const head = host === null ? 'GET /v1/models HTTP/1.0\r\n' : `GET /v1/models HTTP/1.1\r\nhost: ${host}\r\nconnection: close\r\n`
-      const answer = await raw(head + '\r\n')
+      const answer = await rawExchange(port, head + '\r\n')
       // Before: 500 with Bun's development page (source lines and paths) for every one of these.
       expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 200 OK')
       expect(answer).toContain('"object":"list"')

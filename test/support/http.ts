@@ -70,6 +70,25 @@ export async function waitFor(check: () => boolean, what: string, ms = 5000): Pr
   }
 }
 
+/**
+ * Bytes written as they are to a server on 127.0.0.1 (an HTTP request fetch would not send: no Host
+ * header, a partial body), and all it answered once it closed the connection.
+ */
+export function rawExchange(port: number, request: string): Promise<string> {
+  return new Promise<string>((resolve) => {
+    let out = ''
+    void Bun.connect({
+      hostname: '127.0.0.1',
+      port,
+      socket: {
+        open: (socket) => void socket.write(request),
+        data: (_socket, data) => void (out += data.toString()),
+        close: () => resolve(out),
+      },
+    })
+  })
+}
+
 /** A port nothing listens on: bound once by us, then released. */
 export async function closedPort(): Promise<number> {
   const server = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: () => new Response('') })
