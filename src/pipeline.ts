@@ -64,6 +64,11 @@ export class HookFailure extends Error {
     super(`${hook} hook of plugin "${plugin}" failed: ${String(cause)}`)
     this.name = 'HookFailure'
   }
+
+  /** The error line: the hook and the plugin, as the hooks after the response are logged. */
+  report(logger: Logger, requestId: string): void {
+    logger.error(`${this.hook} hook failed`, { plugin: this.plugin, request_id: requestId, error: this.cause instanceof Error ? (this.cause.stack ?? String(this.cause)) : String(this.cause) })
+  }
 }
 type UsageHook = (req: GatewayRequest, usage: Usage) => void
 type CompleteHook = (req: GatewayRequest, outcome: Outcome) => void
@@ -119,9 +124,9 @@ class CallGuard {
   }
 }
 
-/** The completion text where there is none, or where the usage is known and it is never read. */
-/** The generated text of each choice of an answer, by choice index (see choiceTexts). */
+/** The generated text of each choice of an answer, by choice index (see addChoiceText). */
 type ChoiceTexts = readonly string[]
+/** The completion text where there is none, or where the usage is known and it is never read. */
 const NO_TEXT = (): ChoiceTexts => []
 
 function firstByteTimeout(guard: CallGuard): void {
@@ -355,11 +360,8 @@ export class Pipeline {
    */
   failed(req: GatewayRequest, error: unknown): Response {
     if (error instanceof GatewayError) return this.fail(req, error)
-    if (error instanceof HookFailure) {
-      this.hookFailed(error.hook, error.plugin, req, error.cause)
-    } else {
-      this.logger.error('request failed unexpectedly', { request_id: req.id, error: String(error) })
-    }
+    if (error instanceof HookFailure) error.report(this.logger, req.id)
+    else this.logger.error('request failed unexpectedly', { request_id: req.id, error: String(error) })
     return this.fail(req, new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${req.id} to the operator.`))
   }
 
@@ -368,9 +370,13 @@ export class Pipeline {
    * plan have named the one that failed already; with one, it is that one.
    */
   private blame(error: unknown, stage: StageName): unknown {
-    if (error instanceof GatewayError || error instanceof HookFailure) return error
-    const names = this.stageNames[stage]
-    return names.length === 1 ? new HookFailure(stage, names[0]!, error) : error
+    if (error instanceof HookFailure || this.stageNames[stage].length !== 1) return error
+    return this.hookFailure(error, stage, 0)
+  }
+
+  /** The failure of the stage's hook at `index`, naming its plugin; a GatewayError thrown is a refusal, left as it is. */
+  private hookFailure(error: unknown, stage: StageName, index: number): unknown {
+    return error instanceof GatewayError ? error : new HookFailure(stage, this.stageNames[stage][index]!, error)
   }
 
   /**
@@ -386,7 +392,7 @@ export class Pipeline {
         try {
           result = await stage[i]!(req)
         } catch (error) {
-          throw error instanceof GatewayError ? error : new HookFailure(name, this.stageNames[name][i]!, error)
+          throw this.hookFailure(error, name, i)
         }
         if (result) return result
       }
@@ -404,7 +410,7 @@ export class Pipeline {
         if (plan) return plan
       }
     } catch (error) {
-      throw this.routeFailure(error, i)
+      throw this.hookFailure(error, 'route', i)
     }
     return firstTargetPlan(group)
   }
@@ -420,14 +426,9 @@ export class Pipeline {
         if (next) return next
       }
     } catch (error) {
-      throw this.routeFailure(error, i)
+      throw this.hookFailure(error, 'route', i)
     }
     return firstTargetPlan(group)
-  }
-
-  /** A route hook's failure, naming the plugin of the hook at `index`. */
-  private routeFailure(error: unknown, index: number): unknown {
-    return error instanceof GatewayError ? error : new HookFailure('route', this.stageNames.route[index]!, error)
   }
 
   /** Try targets as the plan gives them until one answers 2xx or the plan runs out. */

@@ -355,12 +355,8 @@ function toGatewayError(
       if (isUnstorableText(error)) {
         return new GatewayError('invalid_request', 'A text value in the request holds the NUL character (\\u0000), which cannot be stored. Remove it and send the request again.')
       }
-      if (error instanceof HookFailure) {
-        const cause = error.cause
-        logger.error(`${error.hook} hook failed`, { plugin: error.plugin, request_id: id, error: cause instanceof Error ? cause.stack : String(cause) })
-      } else {
-        logger.error('unhandled error', { request_id: id, code: String(code), error: error instanceof Error ? error.stack : String(error) })
-      }
+      if (error instanceof HookFailure) error.report(logger, id)
+      else logger.error('unhandled error', { request_id: id, code: String(code), error: error instanceof Error ? error.stack : String(error) })
       return new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${id} to the operator.`)
   }
 }
