@@ -80,7 +80,8 @@ export interface QuotaAdminDeps {
   /** The store admissions use now (Redis, or memory), and the in-process one. */
   primary: QuotaStore
   memory: QuotaStore
-  failOpen: boolean
+  /** What the store in force has left (see the plugin's peekInForce); throws with Redis unreachable and failing closed. */
+  peek(items: Item[], now: number): Promise<{ left: number[]; store: QuotaStore }>
   planOptions: { tag: string; leaseMs: number }
   /** The error for an unreachable Redis (logs it); the admin routes answer it as is. */
   unreachable(error: unknown): GatewayError
@@ -111,15 +112,11 @@ export function quotaAdminRoutes(deps: QuotaAdminDeps) {
     return { scope, subject: { id: row.id, limits: fromJson<Limits>(row.limits), budget: fromJson<Budget>(row.budget) } }
   }
 
-  /** What the store in force has left of each item: Redis, or with it unreachable the in-process counts when failing open. */
-  const peek = async (items: Item[], now: number): Promise<{ left: number[]; store: QuotaStore }> => {
-    try {
-      return { left: await primary.peek(items, now), store: primary }
-    } catch (error) {
-      if (!deps.failOpen) throw deps.unreachable(error)
-      return { left: await memory.peek(items, now), store: memory }
-    }
-  }
+  /** What the store in force has left of each item, or the admin API's 503. */
+  const peek = (items: Item[], now: number): Promise<{ left: number[]; store: QuotaStore }> =>
+    deps.peek(items, now).catch((error: unknown) => {
+      throw deps.unreachable(error)
+    })
 
   const view = async ({ scope, subject }: Found): Promise<QuotaViewT> => {
     const now = services.now()

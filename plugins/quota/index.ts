@@ -118,8 +118,22 @@ export const quota = definePlugin({
     const planOptions = { tag: options.hash_tag, leaseMs: options.lease_ms }
     const plans = new PlanCache(planOptions)
 
+    /**
+     * What the store in force has left of each item (for views, not admission): Redis, or with it
+     * unreachable the in-process counts when failing open, which admission then enforces. Failing
+     * closed those counts are nobody's, and Redis' error is thrown.
+     */
+    const peekInForce = async (items: Item[], now: number): Promise<{ left: number[]; store: QuotaStore }> => {
+      try {
+        return { left: await primary.peek(items, now), store: primary }
+      } catch (error) {
+        if (options.fail_mode === 'closed') throw error
+        return { left: await memory.peek(items, now), store: memory }
+      }
+    }
+
     // Budget alerts (the logging plugin) read spend here: what admission enforces, after resets,
-    // whatever the request log still holds. The store in force, as the admin views read it.
+    // whatever the request log still holds.
     services.budgets = {
       async spent(subjects) {
         const now = services.now()
@@ -134,13 +148,7 @@ export const quota = definePlugin({
           }
           at.push({ tokens: find('budget_tokens'), usd: find('budget_usd') })
         }
-        let left: number[]
-        try {
-          left = await primary.peek(items, now)
-        } catch (error) {
-          if (options.fail_mode === 'closed') throw error
-          left = await memory.peek(items, now)
-        }
+        const { left } = await peekInForce(items, now)
         const spentOf = (i: number): number => (i < 0 ? 0 : Math.max(0, items[i]!.limit - left[i]!))
         return at.map(({ tokens, usd }) => ({ tokens: spentOf(tokens), usd: spentOf(usd) / MICRO }))
       },
@@ -241,7 +249,7 @@ export const quota = definePlugin({
             services,
             primary,
             memory,
-            failOpen: options.fail_mode === 'open',
+            peek: peekInForce,
             planOptions,
             unreachable: (error) => {
               warnDown(error)
@@ -258,19 +266,15 @@ export const quota = definePlugin({
         const items = planItems(subjects, { tokens: 0, microUsd: 0 }, now, planOptions)
         let left: number[]
         try {
-          left = await primary.peek(items, now)
+          left = (await peekInForce(items, now)).left
         } catch (error) {
-          // Failing closed, the in-process counts are nobody's: every request of this key is refused
-          // now, and saying what is left would point its owner the wrong way. Failing open they are
-          // what admission enforces.
-          if (options.fail_mode === 'closed') {
-            warnDown(error)
-            throw new GatewayError(
-              'quota_backend_unavailable',
-              "The quota backend is unreachable, so what this key has left of its limits and budget cannot be read now; while it is, this gateway refuses the key's requests with this error rather than admit them without limits. The key itself is valid. Retry shortly; if it persists, tell the operator.",
-            )
-          }
-          left = await memory.peek(items, now)
+          // Failing closed: every request of this key is refused now, and the in-process counts
+          // would point its owner the wrong way.
+          warnDown(error)
+          throw new GatewayError(
+            'quota_backend_unavailable',
+            "The quota backend is unreachable, so what this key has left of its limits and budget cannot be read now; while it is, this gateway refuses the key's requests with this error rather than admit them without limits. The key itself is valid. Retry shortly; if it persists, tell the operator.",
+          )
         }
         const least = (measure: Item['measure']) => {
           let min: number | null = null
