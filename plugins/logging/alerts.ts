@@ -308,19 +308,20 @@ export class AlertMonitor {
     }
     for (const [start, subjects] of byStart) {
       const from = start === '' ? null : start
-      const spent = await spend(subjects.map((s) => s.row.id), from)
+      // Where the quota enforces budgets, its counts (after any reset) are what the alert is about:
+      // the request log's rows may be pruned (retention) within the period, a `total` budget's
+      // always in time. Without them, the log's sums.
+      const enforced = await this.enforcedSpend(type, subjects)
+      const spent = enforced ? new Map<string, { tokens: number; usd: number }>() : await spend(subjects.map((s) => s.row.id), from)
       // A subject whose budget spend an operator reset in this period (the quota plugin's
       // `quota.reset`) is counted from the reset on, and its thresholds may be crossed again.
       const resets = await this.budgetResets(type, from)
       for (const s of subjects) {
         const reset = resets.get(s.row.id)
         if (reset === undefined) continue
-        spent.set(s.row.id, (await spend([s.row.id], reset)).get(s.row.id) ?? { tokens: 0, usd: 0 })
+        if (!enforced) spent.set(s.row.id, (await spend([s.row.id], reset)).get(s.row.id) ?? { tokens: 0, usd: 0 })
         s.label = `${s.label}+reset ${reset}`
       }
-      // Where the quota enforces budgets, its counts are what the alert is about: the request log's
-      // rows may be pruned (retention) within the period, a `total` budget's always in time.
-      const enforced = await this.enforcedSpend(type, subjects)
       for (let i = 0; i < subjects.length; i++) {
         const { row, budget, label } = subjects[i]!
         const used = enforced?.[i] ?? spent.get(row.id) ?? { tokens: 0, usd: 0 }
