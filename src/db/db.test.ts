@@ -4,9 +4,9 @@
  * to each.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Kysely, sql } from 'kysely';
 import type { Migration } from 'kysely/migration';
 import { migrations } from '../../migrations/index.ts';
@@ -810,6 +810,37 @@ describe('sqlite file', () => {
         ids.push(row.id);
       }
       expect(ids).toEqual(Array.from({ length: 7 }, (_, i) => `aud_s${i}`));
+    });
+
+    test('a new file whose write lock another process holds for a moment opens once the lock is let go', async () => {
+      // A second instance creating the same file holds the write lock (rollback journal, not WAL
+      // yet); switching to WAL must wait for it within busy_timeout, not fail with "database is locked".
+      const lockedFile = join(scratchDir, 'locked', 'sluice.db');
+      mkdirSync(dirname(lockedFile), { recursive: true });
+      const holder = Bun.spawn(
+        [
+          process.execPath,
+          '-e',
+          `const { Database } = require('bun:sqlite'); const d = new Database(process.argv[1], { create: true });
+           d.run('begin immediate'); d.run('create table other_instance (x)'); console.log('locked');
+           await Bun.sleep(400); d.run('commit'); d.close();`,
+          lockedFile,
+        ],
+        { stdout: 'pipe', stderr: 'inherit' },
+      );
+      const reader = holder.stdout.getReader();
+      const first = await reader.read();
+      expect(new TextDecoder().decode(first.value)).toContain('locked');
+      const started = performance.now();
+      const opened = await createDatabase(`sqlite://${lockedFile}`);
+      try {
+        expect(performance.now() - started).toBeGreaterThan(200);
+        const mode = await sql<{ journal_mode: string }>`pragma journal_mode`.execute(opened.db);
+        expect(mode.rows[0]?.journal_mode).toBe('wal');
+      } finally {
+        await opened.close();
+        await holder.exited;
+      }
     });
 
     test('insertId is reported for inserts', async () => {

@@ -65,15 +65,42 @@ export function openSqliteDatabase(filename: string): Database {
   // strict: a missing bound parameter is an error instead of a silent NULL.
   const database = new Database(filename, { create: true, readwrite: true, strict: true });
   try {
-    database.run('PRAGMA journal_mode = WAL');
+    database.run(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    switchToWal(database);
     database.run('PRAGMA synchronous = NORMAL');
     database.run('PRAGMA foreign_keys = ON');
-    database.run('PRAGMA busy_timeout = 5000');
   } catch (error) {
     database.close();
     throw error;
   }
   return database;
+}
+
+/** How long a statement waits for a lock another process holds before failing with SQLITE_BUSY. */
+const BUSY_TIMEOUT_MS = 5000;
+const WAL_RETRY_PAUSE_MS = 20;
+
+/**
+ * `PRAGMA journal_mode = WAL`, waiting up to {@link BUSY_TIMEOUT_MS} for a write lock another
+ * process holds (a second instance creating the same new file, still in rollback mode). SQLite
+ * does not call its busy handler here: the switch reads the file first and then needs the
+ * exclusive lock, and a reader waiting on a writer could deadlock, so it answers SQLITE_BUSY at
+ * once; we wait and try again instead. Synchronous, as opening is: it runs at boot.
+ */
+function switchToWal(database: Database): void {
+  const deadline = performance.now() + BUSY_TIMEOUT_MS;
+  for (;;) {
+    try {
+      database.run('PRAGMA journal_mode = WAL');
+      return;
+    } catch (error) {
+      const code = typeof error === 'object' && error !== null && 'code' in error ? error.code : undefined;
+      if (code !== 'SQLITE_BUSY' || performance.now() >= deadline) {
+        throw error;
+      }
+      Bun.sleepSync(WAL_RETRY_PAUSE_MS);
+    }
+  }
 }
 
 /** Kysely dialect for `bun:sqlite`: `new Kysely<DB>({ dialect: new BunSqliteDialect({ database: './data/app.db' }) })`. */
