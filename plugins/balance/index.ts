@@ -536,6 +536,7 @@ export const balance = definePlugin({
             .onParse(guard.parse)
             .onTransform(guard.transform)
             .get(
+              // A provider may not be named `health` (catalogProblems reserves it), or this route would hide it.
               '/health',
               () => {
                 sync()

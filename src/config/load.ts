@@ -396,6 +396,11 @@ const HEADER_VALUE_BAD = /[\0-\x08\x0a-\x1f\x7f]|[^\0-\xff]/
 /** A path segment of dots only: URLs read `.` and `..` (also as `%2e`) as steps of the path, not as names. */
 const DOTS = /^\.+$/
 const DOTS_WHY = 'dots alone make a step of a URL path ("." or ".."), not a name the API could be asked for'
+/**
+ * Provider ids that are a route of their own under /admin/providers/ (the balance plugin's
+ * `GET /admin/providers/health`): a provider so named could be created but never read.
+ */
+const RESERVED_PROVIDER_IDS: ReadonlySet<string> = new Set(['health'])
 
 /**
  * Every problem of a set of providers and models that a schema cannot see: ids that a URL
@@ -409,6 +414,7 @@ export function catalogProblems(providers: readonly ProviderConfig[], models: re
   providers.forEach((p, index) => {
     const add = (field: readonly (string | number)[], message: string) => problems.push({ list: 'providers', index, entry: p.id, field, message })
     if (DOTS.test(p.id)) add(['id'], `"${p.id}" is dots only: ${DOTS_WHY}`)
+    if (RESERVED_PROVIDER_IDS.has(p.id)) add(['id'], `"${p.id}" is a reserved name: GET /admin/providers/${p.id} is a route of its own, so a provider with this id could not be read; choose another id`)
     if (providerIds.has(p.id)) add(['id'], `duplicate provider id "${p.id}"`)
     providerIds.add(p.id)
     const keyIds = new Set<string>()
