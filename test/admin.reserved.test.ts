@@ -1,7 +1,7 @@
 /**
  * Admin API edges: ids that a route of its own already holds are refused (a provider named
  * `health` could be created but never read: `GET /admin/providers/health` is the balance
- * plugin's key health list).
+ * plugin's key health list), and a create whose every field is optional takes no body at all.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { bootProblems, startGateway, type TestGateway } from './support/gateway.ts'
@@ -46,5 +46,20 @@ describe('reserved ids', () => {
       models: [{ name: 'm', targets: [{ provider: 'health', model: 'm' }] }],
     })
     expect(problems).toEqual([expect.stringMatching(/^\/providers\/0\/id: "health" is a reserved name/)])
+  })
+})
+
+describe('optional bodies', () => {
+  test('POST /admin/users with no body at all creates a user with a generated id (every field is optional)', async () => {
+    const res = await fetch(`${gw.url}/admin/users`, { method: 'POST', headers: admin })
+    expect(res.status).toBe(201)
+    const user = (await res.json()) as { object: string; id: string; email: unknown }
+    expect(user).toMatchObject({ object: 'user', email: null, name: null, status: 'active' })
+    expect(user.id).toMatch(/^usr_/)
+    // Sent as JSON with an empty body, as some clients do, it is the same.
+    const empty = await fetch(`${gw.url}/admin/users`, { method: 'POST', headers: { ...admin, 'content-type': 'application/json' } })
+    expect(empty.status).toBe(201)
+    // A body that is there is still checked.
+    expect((await expectError(await call('POST', '/admin/users', { id: 5 }), 'invalid_request')).param).toBe('id')
   })
 })

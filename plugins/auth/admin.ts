@@ -74,7 +74,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     // Users
     .post(
       '/users',
-      async ({ body, set, request }) => {
+      async ({ body: sent, set, request }) => {
+        const body = sent ?? {}
         checkMetadata(body.metadata)
         const at = iso(now())
         const id = body.id ?? newId('usr')

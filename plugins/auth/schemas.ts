@@ -50,9 +50,12 @@ const PatchBudget = t.Optional(
   ),
 )
 
-export const CreateUser = t.Object(
-  { id: t.Optional(NewUserId), email: t.Optional(Email), name: t.Optional(Name), limits: t.Optional(LimitsInput), budget: t.Optional(BudgetInput), metadata: t.Optional(Metadata) },
-  { additionalProperties: false },
+// Every field is optional, so the body is too: `POST /admin/users` with none creates a user with a generated id.
+export const CreateUser = t.Optional(
+  t.Object(
+    { id: t.Optional(NewUserId), email: t.Optional(Email), name: t.Optional(Name), limits: t.Optional(LimitsInput), budget: t.Optional(BudgetInput), metadata: t.Optional(Metadata) },
+    { additionalProperties: false },
+  ),
 )
 export const PatchUser = t.Object(
   {
