@@ -35,7 +35,9 @@ async function readJson(upstream: Response): Promise<Record<string, unknown> | n
  * the OpenAI API. `baseUrl` is the SDK's (`https://generativelanguage.googleapis.com`);
  * the adapter calls `{baseUrl}/{api_version}/models/{model}:{method}` with the key in
  * `x-goog-api-key`. Options: `api_version` (default v1beta), `safety_settings` (sent as
- * `safetySettings` on every chat call).
+ * `safetySettings` on every chat call). Gemini has no switch for `parallel_tool_calls: false`:
+ * the answer (streamed or not) then gives each choice's first function call only, as agent
+ * frameworks that send it by default run one call per turn.
  */
 export const geminiAdapter: AdapterFactory = (provider) => {
   // A baseUrl that already ends in an API version (a common slip) gives that version.
@@ -70,14 +72,15 @@ export const geminiAdapter: AdapterFactory = (provider) => {
     if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
     const page = webPageAnswer(upstream)
     if (page) return page
+    const oneToolCall = call.body.parallel_tool_calls === false
     if (call.stream) {
       if (!upstream.body) return errorResponse(502, 'Gemini answered a stream request without a body.')
-      const body = geminiStreamToOpenAI(upstream.body, { model, includeUsage: wantsStreamUsage(call.body), provider: provider.id, secret: call.key.secret })
+      const body = geminiStreamToOpenAI(upstream.body, { model, includeUsage: wantsStreamUsage(call.body), provider: provider.id, secret: call.key.secret, oneToolCall })
       return sseResponse(body, upstream.status, passHeaders(upstream.headers))
     }
     const response = await readJson(upstream)
     if (!response) return errorResponse(502, 'Gemini answered with a body that is not a JSON object.')
-    const completion = toChatCompletion(response, model)
+    const completion = toChatCompletion(response, model, { oneToolCall })
     // Gemini's failure, not an answer: as an upstream error, balancing tries again.
     const broken = brokenCallsOf(response, completion)
     if (broken) return errorResponse(502, broken)

@@ -74,7 +74,17 @@ export const textOf = (part: JsonObject): string => (part.thought === true ? '' 
 /** The thought summary a part holds (Gemini sends them with `includeThoughts`), or '' for any other part. */
 export const thoughtOf = (part: JsonObject): string => (part.thought === true ? (str(part.text) ?? '') : '')
 
-function choiceOf(candidate: JsonObject, position: number): ChatChoice {
+/** How a `GenerateContentResponse` becomes a completion, beyond its content. */
+export interface CompletionOptions {
+  /**
+   * The client sent `parallel_tool_calls: false`, which Gemini has no switch for: only each
+   * candidate's first function call is given (the client runs one call per turn and would not
+   * expect more), the others are dropped.
+   */
+  oneToolCall?: boolean
+}
+
+function choiceOf(candidate: JsonObject, position: number, options: CompletionOptions): ChatChoice {
   const content = isRecord(candidate.content) ? candidate.content : {}
   const parts = Array.isArray(content.parts) ? content.parts.filter(isRecord) : []
   let text = ''
@@ -84,7 +94,7 @@ function choiceOf(candidate: JsonObject, position: number): ChatChoice {
     text += textOf(part)
     reasoning += thoughtOf(part)
     const call = toolCallOf(part)
-    if (call) toolCalls.push(call)
+    if (call && !(options.oneToolCall && toolCalls.length > 0)) toolCalls.push(call)
   }
   return {
     index: typeof candidate.index === 'number' ? candidate.index : position,
@@ -123,10 +133,13 @@ export function brokenCallsOf(response: JsonObject, completion: ChatCompletion =
   return why
 }
 
-/** A `GenerateContentResponse` as an OpenAI `chat.completion`. A blocked prompt is one empty, filtered choice. */
-export function toChatCompletion(response: JsonObject, fallbackModel: string): ChatCompletion {
+/**
+ * A `GenerateContentResponse` as an OpenAI `chat.completion`. A blocked prompt is one empty,
+ * filtered choice. With `oneToolCall` each choice keeps only its first tool call (see CompletionOptions).
+ */
+export function toChatCompletion(response: JsonObject, fallbackModel: string, options: CompletionOptions = {}): ChatCompletion {
   const candidates = Array.isArray(response.candidates) ? response.candidates.filter(isRecord) : []
-  const choices = candidates.map(choiceOf)
+  const choices = candidates.map((candidate, position) => choiceOf(candidate, position, options))
   if (choices.length === 0) {
     choices.push({ index: 0, message: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: 'content_filter' })
   }

@@ -22,6 +22,8 @@ export interface GeminiStreamOptions {
   provider: string
   /** The key's secret, kept out of any error text the upstream sends. */
   secret: string
+  /** `parallel_tool_calls: false`: each candidate streams its first function call only (see CompletionOptions). */
+  oneToolCall?: boolean
 }
 
 interface CandidateState {
@@ -38,7 +40,8 @@ interface CandidateState {
  * Gemini chunk is a whole `GenerateContentResponse` holding the next piece of each
  * candidate: text parts become content deltas, thought summaries `reasoning_content`
  * deltas, a functionCall part (Gemini sends it whole) becomes a tool call announced with
- * id and name and then given its arguments, `finishReason` becomes the finish chunk. The
+ * id and name and then given its arguments (only the first of each candidate when the client
+ * sent `parallel_tool_calls: false`), `finishReason` becomes the finish chunk. The
  * stream has no end marker: when the upstream body ends, the usage chunk (if asked) and
  * `[DONE]` follow, or an error event if some candidate never got its `finishReason`.
  */
@@ -140,7 +143,7 @@ export class GeminiStreamTranslator implements SseTranslator {
         out += this.roleChunk(index, state) + this.writer.delta({ content: text }, index)
       }
       const call = toolCallOf(part)
-      if (!call) continue
+      if (!call || (this.options.oneToolCall && state.toolCalls > 0)) continue
       state.answered = true
       const callIndex = state.toolCalls++
       const head: JsonObject = { index: callIndex, id: call.id, type: 'function', function: { name: call.function.name, arguments: '' } }

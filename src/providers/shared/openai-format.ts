@@ -281,7 +281,9 @@ export function reasoningEffortOf(body: JsonObject): ReasoningEffort | undefined
  * give, refused before anything is sent rather than dropped: the legacy `functions` and
  * `function_call` (an answer would come back without the call the client waits for; `tools` and
  * `tool_choice` say the same and are translated) and log probabilities, which neither API returns
- * in OpenAI's shape. `logprobs: false`, a null and `top_logprobs: 0` ask for nothing and pass.
+ * in OpenAI's shape; audio answers (`modalities` holding "audio") and `web_search_options`, which
+ * neither adapter translates (an answer would come back as plain text, or without the search the
+ * client counts on). `logprobs: false`, a null and `top_logprobs: 0` ask for nothing and pass.
  */
 export function untranslatableChatField(body: JsonObject, provider: string): { ok: false; message: string; param: string | null } | undefined {
   if (body.functions !== undefined && body.functions !== null) {
@@ -302,6 +304,12 @@ export function untranslatableChatField(body: JsonObject, provider: string): { o
   }
   if (body.top_logprobs !== undefined && body.top_logprobs !== null && body.top_logprobs !== 0) {
     return refuse(`${provider} models do not return log probabilities through this gateway: leave "top_logprobs" out.`, 'top_logprobs')
+  }
+  if (Array.isArray(body.modalities) && body.modalities.includes('audio')) {
+    return refuse(`${provider} models do not answer with audio through this gateway: ask for "modalities": ["text"] (or leave "modalities" and "audio" out).`, 'modalities')
+  }
+  if (body.web_search_options !== undefined && body.web_search_options !== null) {
+    return refuse(`"web_search_options" cannot be sent to ${provider} through this gateway, which would answer without searching: leave it out, or use a model that searches.`, 'web_search_options')
   }
   return undefined
 }

@@ -1,0 +1,132 @@
+/**
+ * What official clients saw go wrong through the translating adapters and the upstream error path
+ * (a black-box hunt with the `openai` SDK): parameters dropped without a word, cache writes priced
+ * as plain input, refusals that clients retried in vain, and an upstream's own error code lost.
+ * A scripted upstream speaks each provider's wire format; the gateway listens on 127.0.0.1.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import type { ConfigFile } from '../src/config/schema.ts'
+import { definePlugin, type Usage } from '../src/plugin.ts'
+import { SSE_KEEP_ALIVE } from '../src/providers/shared/sse-transform.ts'
+import { parseSse } from './fixtures/mock-upstream.ts'
+import { startGateway, type TestGateway } from './support/gateway.ts'
+import { postJson, settledHooks, waitFor } from './support/http.ts'
+
+type Json = Record<string, unknown>
+type Script = (path: string, body: Json) => Response
+
+const json = (body: unknown, status = 200): Response => new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } })
+
+const sse = (events: unknown[]): Response =>
+  new Response(events.map((event) => `data: ${JSON.stringify(event)}\n\n`).join(''), { headers: { 'content-type': 'text/event-stream' } })
+
+/** Anthropic's event stream: each event with its `event:` line, as the Messages API sends it. */
+const anthropicSse = (events: Json[]): Response =>
+  new Response(events.map((event) => `event: ${String(event.type)}\ndata: ${JSON.stringify(event)}\n\n`).join(''), { headers: { 'content-type': 'text/event-stream' } })
+
+/** An upstream that answers what the test scripts, recording what it was sent. */
+function scriptedUpstream() {
+  const sent: Array<{ path: string; body: Json }> = []
+  let script: Script = () => json({ error: 'no script' }, 500)
+  const server = Bun.serve({
+    port: 0,
+    hostname: '127.0.0.1',
+    async fetch(request) {
+      const body = (await request.json().catch(() => ({}))) as Json
+      const path = new URL(request.url).pathname
+      sent.push({ path, body })
+      return script(path, body)
+    },
+  })
+  return {
+    url: `http://127.0.0.1:${server.port}`,
+    sent,
+    answer(next: Script) {
+      script = next
+    },
+    stop: () => server.stop(true),
+  }
+}
+
+const frames = (text: string) => parseSse(text.replaceAll(SSE_KEEP_ALIVE, '')).events as Json[]
+
+describe('parameters the translating adapters cannot give', () => {
+  const upstream = scriptedUpstream()
+  let gw: TestGateway
+
+  beforeAll(async () => {
+    const config: ConfigFile & { plugins?: unknown[] } = {
+      providers: [
+        { id: 'an', type: 'anthropic', baseUrl: `${upstream.url}/anthropic`, keys: [{ id: 'an-1', secret: 'sk-ant-upstream-0123456789' }] },
+        { id: 'gm', type: 'gemini', baseUrl: `${upstream.url}/gemini`, keys: [{ id: 'gm-1', secret: 'gm-upstream-0123456789' }] },
+      ],
+      models: [
+        { name: 'claude', targets: [{ provider: 'an', model: 'claude-sonnet-4-5' }] },
+        { name: 'gem', targets: [{ provider: 'gm', model: 'gemini-2.5-flash' }] },
+      ],
+      plugins: [],
+    }
+    gw = await startGateway(config)
+  })
+  afterAll(async () => {
+    await gw.close()
+    upstream.stop()
+  })
+  beforeEach(() => {
+    upstream.sent.length = 0
+  })
+
+  const chat = (body: Json) => postJson(`${gw.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'hi' }], ...body })
+
+  for (const model of ['claude', 'gem']) {
+    test(`${model}: an audio answer (modalities with "audio") is refused naming modalities, before anything is sent`, async () => {
+      const res = await chat({ model, modalities: ['text', 'audio'], audio: { voice: 'alloy', format: 'wav' } })
+      expect(res.status).toBe(400)
+      const { error } = (await res.json()) as { error: Json }
+      expect(error).toMatchObject({ code: 'invalid_request', param: 'modalities', type: 'invalid_request_error' })
+      expect(upstream.sent).toHaveLength(0)
+    })
+
+    test(`${model}: web_search_options is refused naming it; modalities ["text"] and a null web_search_options pass`, async () => {
+      const res = await chat({ model, web_search_options: { search_context_size: 'low' } })
+      expect(res.status).toBe(400)
+      expect(((await res.json()) as { error: Json }).error).toMatchObject({ code: 'invalid_request', param: 'web_search_options' })
+      expect(upstream.sent).toHaveLength(0)
+
+      upstream.answer((path) =>
+        path.startsWith('/anthropic')
+          ? json({ id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5', content: [{ type: 'text', text: 'ok' }], stop_reason: 'end_turn', usage: { input_tokens: 3, output_tokens: 1 } })
+          : json({ candidates: [{ content: { role: 'model', parts: [{ text: 'ok' }] }, finishReason: 'STOP', index: 0 }], usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 1 } }),
+      )
+      const ok = await chat({ model, modalities: ['text'], web_search_options: null })
+      expect(ok.status).toBe(200)
+    })
+  }
+
+  const twoCalls = {
+    content: { role: 'model', parts: [{ functionCall: { name: 'f', args: {} } }, { functionCall: { name: 'f', args: { again: true } } }] },
+    finishReason: 'STOP',
+    index: 0,
+  }
+  const tools = [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { again: { type: 'boolean' } } } } }]
+
+  test('gem: parallel_tool_calls false gives only the first function call Gemini made (two without it)', async () => {
+    upstream.answer(() => json({ candidates: [twoCalls], usageMetadata: { promptTokenCount: 5, candidatesTokenCount: 2 } }))
+    const one = (await (await chat({ model: 'gem', tools, parallel_tool_calls: false })).json()) as { choices: Array<{ message: { tool_calls: Array<{ function: Json }> }; finish_reason: string }> }
+    expect(one.choices[0]!.message.tool_calls.map((call) => call.function)).toEqual([{ name: 'f', arguments: '{}' }])
+    expect(one.choices[0]!.finish_reason).toBe('tool_calls')
+    const both = (await (await chat({ model: 'gem', tools })).json()) as { choices: Array<{ message: { tool_calls: unknown[] } }> }
+    expect(both.choices[0]!.message.tool_calls).toHaveLength(2)
+  })
+
+  test('gem: parallel_tool_calls false streams only the first function call', async () => {
+    upstream.answer(() => sse([{ candidates: [twoCalls], usageMetadata: { promptTokenCount: 5, candidatesTokenCount: 2 } }]))
+    const res = await chat({ model: 'gem', tools, parallel_tool_calls: false, stream: true })
+    const events = frames(await res.text())
+    const calls = events.flatMap((e) => ((e.choices as Array<{ delta: { tool_calls?: Array<{ index: number }> } }>)[0]?.delta.tool_calls ?? []))
+    expect(new Set(calls.map((call) => call.index))).toEqual(new Set([0]))
+    expect(calls.some((call) => (call as { function?: { arguments?: string } }).function?.arguments === '{}')).toBe(true)
+    const finish = events.map((e) => (e.choices as Array<{ finish_reason: string | null }>)[0]?.finish_reason).filter(Boolean)
+    expect(finish).toEqual(['tool_calls'])
+  })
+})
