@@ -2,7 +2,7 @@ import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Value } from '@sinclair/typebox/value'
 import { ConfigError, checkPluginEntry, schemaErrorMessage, type PluginSource } from './config/load.ts'
-import { isPluginFactory, isPluginInstance, type PluginContext, type PluginInstance } from './plugin.ts'
+import { isPluginFactory, isPluginInstance, type PluginContext, type PluginDefinition, type PluginInstance } from './plugin.ts'
 import type { LoadedPlugin } from './pipeline.ts'
 import type { PluginFactory } from './plugin.ts'
 
@@ -16,10 +16,19 @@ export async function resolvePlugins(config: PluginSource, builtins: Record<stri
   const entries = config.plugins ?? Object.keys(builtins)
   const instances: PluginInstance[] = []
   const seen = new Set<string>()
+  /** The first entry of each name and its definition: a name is one plugin's (it keys log lines, metrics and `req.locals`). */
+  const named = new Map<string, { definition: PluginDefinition; path: string }>()
   for (const [i, entry] of entries.entries()) {
-    const instance = await toInstance(entry, `/plugins/${i}`, config, builtins, problems)
+    const path = `/plugins/${i}`
+    const instance = await toInstance(entry, path, config, builtins, problems)
     if (!instance) continue
-    const options = validateOptions(instance, `/plugins/${i}`, problems)
+    const first = named.get(instance.name)
+    if (first && first.definition !== instance.definition) {
+      problems.push(`${path}: plugin "${instance.name}" is another plugin than the "${instance.name}" at ${first.path} (two definitions share the name); rename one of them: a name keys its plugin's log lines, metrics and req.locals`)
+      continue
+    }
+    if (!first) named.set(instance.name, { definition: instance.definition, path })
+    const options = validateOptions(instance, path, problems)
     // The same plugin with equal options registers once (a config and a preset may both list it).
     const identity = `${instance.name}\u0000${optionsIdentity(options)}`
     if (seen.has(identity)) continue

@@ -1,0 +1,67 @@
+/**
+ * The plugin API's contract at its edges: names and options checked at boot, what hooks may
+ * return, how failures name their plugin, plugin routes beside the core's, and custom
+ * authentication beside the built-in one. Real HTTP on 127.0.0.1; the mock upstream is the only fake.
+ */
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import { ConfigError, loadConfig } from '../src/config/load.ts'
+import { resolvePlugins } from '../src/plugin-loader.ts'
+import { definePlugin } from '../src/plugin.ts'
+import { BUILTIN_PLUGINS } from '../plugins/index.ts'
+import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
+import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
+
+const messages = [{ role: 'user', content: 'hello there' }]
+const chat = { model: 'mock-gpt', messages, max_tokens: 3 }
+
+let upstream: MockUpstream
+const gateways: TestGateway[] = []
+
+beforeAll(async () => {
+  upstream = await startMockUpstream()
+})
+afterAll(async () => {
+  await upstream.stop()
+})
+beforeEach(() => upstream.reset())
+afterEach(async () => {
+  await Promise.all(gateways.splice(0).map((g) => g.close()))
+})
+
+async function boot(plugins: unknown[], extra: Parameters<typeof upstreamConfig>[1] = {}): Promise<TestGateway> {
+  const gw = await startGateway(upstreamConfig(upstream.url, { plugins, ...extra }))
+  gateways.push(gw)
+  return gw
+}
+
+/** The problems of a config whose plugins do not resolve, as `bun run start` finds them (a ConfigError: exit 2, nothing opened). */
+async function pluginProblems(plugins: unknown[]): Promise<string[]> {
+  const error = await loadConfig({
+    config: upstreamConfig(upstream.url, { plugins }),
+    env: { DATABASE_URL: 'sqlite::memory:', LOG_LEVEL: 'silent' },
+    resolvePlugins: (source) => resolvePlugins(source, BUILTIN_PLUGINS),
+  }).catch((e: unknown) => e)
+  expect(error).toBeInstanceOf(ConfigError)
+  return (error as ConfigError).problems
+}
+
+describe('plugin names at boot', () => {
+  test('two different plugins with one name stop the boot, naming the name and both entries', async () => {
+    const tagger = definePlugin({ name: 'policy', setup: () => ({ admit: () => undefined }) })
+    const blocker = definePlugin({ name: 'policy', setup: () => ({ admit: () => undefined }) })
+    const problems = await pluginProblems(['auth', tagger, blocker])
+    expect(problems).toEqual([expect.stringContaining('/plugins/2: plugin "policy" is another plugin than the "policy" at /plugins/1')])
+  })
+
+  test('a user plugin named like a built-in one is refused too', async () => {
+    const mine = definePlugin({ name: 'auth', setup: () => ({ stats: () => ({ hits: 100, misses: 0 }) }) })
+    const problems = await pluginProblems(['auth', mine])
+    expect(problems).toEqual([expect.stringContaining('/plugins/1: plugin "auth" is another plugin than the "auth" at /plugins/0')])
+  })
+
+  test('the same plugin listed twice with equal options still registers once', async () => {
+    const once = definePlugin({ name: 'once', setup: () => ({}) })
+    const gw = await boot([once, once(), { use: 'auth' }, 'auth'])
+    expect(gw.gateway.plugins.map((p) => p.name)).toEqual(['once', 'auth'])
+  })
+})
