@@ -1,6 +1,8 @@
 /**
  * `bun run migrate` as an operator runs it: a child process, DATABASE_URL in its environment.
  */
+import { SQL } from 'bun';
+import { Database } from 'bun:sqlite';
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -102,6 +104,23 @@ describe('bun run migrate on SQLite', () => {
     expect((await runMigrate(`sqlite://${file}`, ['--status'])).code).toBe(0);
     expect(await Bun.file(file).bytes()).toEqual(before);
     expect(readdirSync(join(scratchDir, 'cli'))).toEqual(listed);
+  });
+
+  test('--status on a database a newer sluice migrated lists the unknown migration and exits 1', async () => {
+    const file = join(scratchDir, 'newer.db');
+    const url = `sqlite://${file}`;
+    expect((await runMigrate(url)).code).toBe(0);
+    const database = new Database(file);
+    database.run(`insert into kysely_migration (name, timestamp) values ('9999-from-a-newer-sluice', '2031-01-02T03:04:05.000Z')`);
+    database.close();
+    const { code, stdout, stderr } = await runMigrate(url, ['--status']);
+    expect(code).toBe(1);
+    const lines = stdout.trim().split('\n');
+    expect(lines.at(-2)).toMatch(
+      /^9999-from-a-newer-sluice\s+applied 2031-01-02T03:04:05\.000Z, unknown to this version \(migrated by a newer sluice\?\)$/,
+    );
+    expect(lines.at(-1)).toBe(`${count + 1} applied, 0 pending, 1 unknown to this version on ${url}`);
+    expect(stderr).toContain('1 migration this version of sluice does not know');
   });
 
   test('without DATABASE_URL it uses ./data/sluice.db under the current directory', async () => {
@@ -225,5 +244,21 @@ describe.skipIf(postgresUrl === null)('bun run migrate on Postgres', () => {
     const second = await runMigrate(url);
     expect(second.code).toBe(0);
     expect(second.stdout.trim()).toEndWith('is already up to date');
+  });
+
+  test('--status lists a migration unknown to this version and exits 1', async () => {
+    const url = database?.url ?? '';
+    expect((await runMigrate(url)).code).toBe(0);
+    const client = new SQL(url);
+    try {
+      await client`insert into kysely_migration (name, timestamp) values ('9999-from-a-newer-sluice', '2031-01-02T03:04:05.000Z')`;
+      const { code, stdout } = await runMigrate(url, ['--status']);
+      expect(code).toBe(1);
+      expect(stdout).toMatch(/^9999-from-a-newer-sluice\s+applied 2031-01-02T03:04:05\.000Z, unknown to this version/m);
+      expect(stdout.trim().split('\n').at(-1)).toBe(`${count + 1} applied, 0 pending, 1 unknown to this version on ${url}`);
+    } finally {
+      await client`delete from kysely_migration where name = '9999-from-a-newer-sluice'`;
+      await client.close();
+    }
   });
 });

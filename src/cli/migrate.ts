@@ -7,7 +7,8 @@
  * mode set), and one that is not there is reported (exit 1), not created.
  *
  * Exit codes: 0 done, 1 the database or a migration failed (or, with --status, the SQLite file
- * is not there), 2 bad arguments or a bad config file.
+ * is not there, or the database holds a migration this version does not know), 2 bad arguments
+ * or a bad config file.
  */
 import { Database as SqliteDatabase } from 'bun:sqlite';
 import { existsSync, statSync } from 'node:fs';
@@ -25,7 +26,8 @@ else database.url in the config file (SLUICE_CONFIG, else ./sluice.config.ts or
 ./sluice.config.json), else ${DEFAULT_DATABASE_URL}.
 
   --status   list the migrations and when each was applied; change nothing
-             (a SQLite file that is not there is reported, not created)
+             (a SQLite file that is not there is reported, not created; exits 1
+             when the database holds migrations this version does not know)
   --help     show this text`;
 
 async function main(args: readonly string[]): Promise<number> {
@@ -60,10 +62,9 @@ async function main(args: readonly string[]): Promise<number> {
 
   try {
     if (statusOnly) {
-      await printStatus(handle);
-    } else {
-      await migrate(handle);
+      return await printStatus(handle);
     }
+    await migrate(handle);
     return 0;
   } catch (error) {
     console.error(`migrate: failed on ${handle.url}: ${describeError(error)}`);
@@ -110,14 +111,34 @@ async function migrate(handle: OpenDatabase): Promise<void> {
   console.log(`done: ${summary}`);
 }
 
-async function printStatus(handle: OpenDatabase): Promise<void> {
+/**
+ * Prints the status; the exit code is 1 when the database holds migrations this version does not
+ * know (a newer sluice migrated it), which `migrate` and the gateway refuse.
+ */
+async function printStatus(handle: OpenDatabase): Promise<number> {
   const entries = await migrationStatus(handle.db);
   const width = Math.max(0, ...entries.map((entry) => entry.name.length));
   for (const entry of entries) {
-    console.log(`${entry.name.padEnd(width)}  ${entry.executedAt === null ? 'pending' : `applied ${entry.executedAt}`}`);
+    const state =
+      entry.executedAt === null
+        ? 'pending'
+        : `applied ${entry.executedAt}${entry.known ? '' : ', unknown to this version (migrated by a newer sluice?)'}`;
+    console.log(`${entry.name.padEnd(width)}  ${state}`);
   }
   const pending = entries.filter((entry) => entry.executedAt === null).length;
-  console.log(`${entries.length - pending} applied, ${pending} pending on ${handle.url}`);
+  const unknown = entries.filter((entry) => !entry.known).length;
+  console.log(
+    `${entries.length - pending} applied, ${pending} pending` +
+      `${unknown === 0 ? '' : `, ${unknown} unknown to this version`} on ${handle.url}`,
+  );
+  if (unknown === 0) {
+    return 0;
+  }
+  console.error(
+    `migrate: ${handle.url} holds ${unknown} migration${unknown === 1 ? '' : 's'} this version of sluice does not know; ` +
+      'neither migrate nor the gateway will run on it: upgrade sluice to the version that migrated it',
+  );
+  return 1;
 }
 
 if (import.meta.main) {

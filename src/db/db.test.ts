@@ -101,7 +101,7 @@ function sharedSuite(url: () => string): void {
   describe('migrations', () => {
     test('an empty database lists every migration as pending', async () => {
       const status = await migrationStatus(db);
-      expect(status).toEqual(MIGRATION_NAMES.map((name) => ({ name, executedAt: null })));
+      expect(status).toEqual(MIGRATION_NAMES.map((name) => ({ name, executedAt: null, known: true })));
     });
 
     test('migrateToLatest applies every migration and creates every table', async () => {
@@ -175,7 +175,14 @@ function sharedSuite(url: () => string): void {
       const extra: Migration = { async up() {}, async down() {} };
       await migrateToLatest(db, { migrations: { ...migrations, '9999-extra': extra } });
       await expect(migrateToLatest(db)).rejects.toThrow(/9999-extra/);
+      // The status lists it too, as applied and unknown, instead of leaving it out.
+      const status = await migrationStatus(db);
+      expect(status.map((entry) => entry.name)).toEqual([...MIGRATION_NAMES, '9999-extra']);
+      expect(status.filter((entry) => !entry.known)).toEqual([
+        { name: '9999-extra', executedAt: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T/), known: false },
+      ]);
       await migrateDown(db, 1, { migrations: { ...migrations, '9999-extra': extra } });
+      expect((await migrationStatus(db)).every((entry) => entry.known)).toBe(true);
       expect(await migrateToLatest(db)).toEqual({ applied: [] });
     });
   });

@@ -24,6 +24,11 @@ export interface MigrationStatusEntry {
   readonly name: string;
   /** When it was applied (ISO-8601), or `null` while pending. */
   readonly executedAt: string | null;
+  /**
+   * `false` for a migration the database says was applied that this code does not list: the
+   * database was migrated by a newer version, which `migrateToLatest` (and the gateway) refuse.
+   */
+  readonly known: boolean;
 }
 
 /** A migration run that failed, or could not start. */
@@ -76,30 +81,71 @@ export async function migrateDown<DB>(
   return { reverted };
 }
 
-/** Every known migration in order, with when it was applied (`null`: pending). */
+/**
+ * Every migration in name order, with when it was applied (`null`: pending): the known ones, and
+ * any the database has applied that this code does not list (`known: false`).
+ */
 export async function migrationStatus<DB>(
   db: Kysely<DB>,
   options: MigrateOptions = {},
 ): Promise<MigrationStatusEntry[]> {
-  const migrator = await createMigrator(db, options);
+  const set = options.migrations ?? allMigrations;
+  const schema = await migrationTableSchema(db);
+  const migrator = newMigrator(db, set, schema);
   try {
     const infos = await migrator.getMigrations();
-    return infos.map((info) => ({ name: info.name, executedAt: info.executedAt?.toISOString() ?? null }));
+    const entries: MigrationStatusEntry[] = infos.map((info) => ({
+      name: info.name,
+      executedAt: info.executedAt?.toISOString() ?? null,
+      known: true,
+    }));
+    // Kysely's own list holds only the migrations it was given: read the bookkeeping for the rest.
+    for (const row of await appliedMigrations(db, schema)) {
+      if (!Object.hasOwn(set, row.name)) {
+        const at = new Date(row.timestamp);
+        // Written by another program: shown as it is when it is not a time this can read.
+        entries.push({ name: row.name, executedAt: Number.isNaN(at.getTime()) ? row.timestamp : at.toISOString(), known: false });
+      }
+    }
+    return entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   } catch (error) {
     throw new MigrationError(`Could not read the migration status: ${describeError(error)}`, null, error);
   }
 }
 
+/** Kysely's bookkeeping table (its default name, which the Migrator here keeps). */
+const MIGRATION_TABLE = 'kysely_migration';
+
+/** The rows of the bookkeeping table; none when it is not there yet. */
+async function appliedMigrations<DB>(
+  db: Kysely<DB>,
+  schema: string | undefined,
+): Promise<Array<{ name: string; timestamp: string }>> {
+  const tables = await db.introspection.getTables({ withInternalKyselyTables: true });
+  if (!tables.some((table) => table.name === MIGRATION_TABLE && table.schema === schema)) {
+    return [];
+  }
+  const qualified = schema === undefined ? MIGRATION_TABLE : `${schema}.${MIGRATION_TABLE}`;
+  const result = await sql<{ name: string; timestamp: string }>`select name, timestamp from ${sql.table(qualified)}`.execute(db);
+  return result.rows;
+}
+
 async function createMigrator<DB>(db: Kysely<DB>, options: MigrateOptions): Promise<Migrator> {
-  const set = options.migrations ?? allMigrations;
-  let migrationTableSchema: string | undefined;
+  return newMigrator(db, options.migrations ?? allMigrations, await migrationTableSchema(db));
+}
+
+function newMigrator<DB>(db: Kysely<DB>, set: MigrationSet, schema: string | undefined): Migrator {
+  return new Migrator({ db, provider: { getMigrations: async () => ({ ...set }) }, migrationTableSchema: schema });
+}
+
+/** {@link currentPostgresSchema}, as a MigrationError when the database does not answer. */
+async function migrationTableSchema<DB>(db: Kysely<DB>): Promise<string | undefined> {
   try {
-    migrationTableSchema = await currentPostgresSchema(db);
+    return await currentPostgresSchema(db);
   } catch (error) {
     // The first query of a run: this is where an unreachable server shows up.
     throw new MigrationError(`Could not query the database: ${describeError(error)}`, null, error);
   }
-  return new Migrator({ db, provider: { getMigrations: async () => ({ ...set }) }, migrationTableSchema });
 }
 
 /**
