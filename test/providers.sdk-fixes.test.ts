@@ -130,3 +130,69 @@ describe('parameters the translating adapters cannot give', () => {
     expect(finish).toEqual(['tool_calls'])
   })
 })
+
+describe('Anthropic prompt-cache writes are priced as Anthropic bills them', () => {
+  const upstream = scriptedUpstream()
+  const usages: Usage[] = []
+  let gw: TestGateway
+  const upstreamUsage = { input_tokens: 100, cache_creation_input_tokens: 10_000, cache_read_input_tokens: 0, output_tokens: 100 }
+
+  beforeAll(async () => {
+    const recorder = definePlugin({ name: 'test-usage', setup: () => ({ onUsage: (_req, usage) => void usages.push(usage) }) })
+    gw = await startGateway({
+      providers: [{ id: 'an', type: 'anthropic', baseUrl: upstream.url, keys: [{ id: 'an-1', secret: 'sk-ant-upstream-0123456789' }] }],
+      models: [
+        { name: 'claude', targets: [{ provider: 'an', model: 'claude-sonnet-4-5' }], pricing: { input: 3, output: 15 } },
+        { name: 'claude-priced', targets: [{ provider: 'an', model: 'claude-sonnet-4-5' }], pricing: { input: 3, output: 15, cache_write_input: 6 } },
+      ],
+      plugins: [recorder],
+    })
+  })
+  afterAll(async () => {
+    await gw.close()
+    upstream.stop()
+  })
+  beforeEach(async () => {
+    await settledHooks(() => usages.length)
+    usages.length = 0
+  })
+
+  const cached = { role: 'system', content: [{ type: 'text', text: 'a long system prompt', cache_control: { type: 'ephemeral' } }] }
+  // 100 input at 3, 10,000 written at 1.25 x 3, 100 output at 15 (USD per million).
+  const billed = (100 * 3 + 10_000 * 3.75 + 100 * 15) / 1e6
+
+  test('non-streamed: 1.25 x input by default, cache_write_input when the model sets it; prompt_tokens still hold the writes', async () => {
+    upstream.answer(() =>
+      json({ id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5', content: [{ type: 'text', text: 'ok' }], stop_reason: 'end_turn', usage: upstreamUsage }),
+    )
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude', messages: [cached, { role: 'user', content: 'hi' }] })
+    const body = (await res.json()) as { usage: Json }
+    expect(body.usage).toMatchObject({ prompt_tokens: 10_100, completion_tokens: 100, cache_creation_input_tokens: 10_000 })
+    await waitFor(() => usages.length === 1, 'the usage hook')
+    expect(usages[0]).toMatchObject({ promptTokens: 10_100, completionTokens: 100, source: 'provider' })
+    expect(usages[0]!.costUsd).toBeCloseTo(billed, 10)
+
+    await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-priced', messages: [cached, { role: 'user', content: 'hi' }] })
+    await waitFor(() => usages.length === 2, 'the usage hook')
+    expect(usages[1]!.costUsd).toBeCloseTo((100 * 3 + 10_000 * 6 + 100 * 15) / 1e6, 10)
+  })
+
+  test('streamed: the writes message_start reports are priced the same', async () => {
+    upstream.answer(() =>
+      anthropicSse([
+        { type: 'message_start', message: { id: 'msg_2', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5', content: [], stop_reason: null, usage: { ...upstreamUsage, output_tokens: 1 } } },
+        { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } },
+        { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'ok' } },
+        { type: 'content_block_stop', index: 0 },
+        { type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 100 } },
+        { type: 'message_stop' },
+      ]),
+    )
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude', stream: true, messages: [cached, { role: 'user', content: 'hi' }] })
+    expect(res.status).toBe(200)
+    await res.text()
+    await waitFor(() => usages.length === 1, 'the usage hook')
+    expect(usages[0]).toMatchObject({ promptTokens: 10_100, completionTokens: 100, source: 'provider' })
+    expect(usages[0]!.costUsd).toBeCloseTo(billed, 10)
+  })
+})

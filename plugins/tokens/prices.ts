@@ -4,7 +4,8 @@
  *
  * Standard tier, text tokens, as each vendor published them (checked November 2025). Tiered
  * prices use the lower tier (Gemini 2.5 Pro: prompts up to 200k tokens); `cached_input` is the
- * cache-read price (Anthropic's cache writes cost more and are not modelled). Prices change:
+ * cache-read price. Anthropic's cache writes take `cache_write_input`'s default, 1.25 × input,
+ * its price for the 5-minute cache (the 1-hour cache's 2 × is not told apart). Prices change:
  * set `pricing` on a model group when the bill must match.
  */
 import type { Pricing } from '../../src/config/schema.ts'

@@ -58,6 +58,11 @@ export const PricingSchema = Type.Object(
     output: Type.Number({ minimum: 0 }),
     /** USD per million cached input tokens. @default input */
     cached_input: Type.Optional(Type.Number({ minimum: 0 })),
+    /**
+     * USD per million input tokens written to the prompt cache (Anthropic's `cache_creation_input_tokens`,
+     * the only cache writes reported). @default 1.25 × input (Anthropic's price for its 5-minute cache)
+     */
+    cache_write_input: Type.Optional(Type.Number({ minimum: 0 })),
   },
   { additionalProperties: false },
 )

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { findUsage, roughPromptTokens } from './usage.ts'
+import { findUsage, parseUsage, priceOf, roughPromptTokens } from './usage.ts'
 
 const bytes = (v: unknown) => new TextEncoder().encode(typeof v === 'string' ? v : JSON.stringify(v))
 
@@ -53,5 +53,24 @@ describe('roughPromptTokens', () => {
     let deep: unknown = 'leaf'
     for (let i = 0; i < 100; i++) deep = [deep]
     expect(roughPromptTokens({ input: deep })).toBe(Math.ceil(JSON.stringify(deep).length / 4))
+  })
+})
+
+describe('priceOf', () => {
+  const sonnet = { input: 3, output: 15, cached_input: 0.3 }
+
+  test('cache writes (part of the prompt) cost 1.25 x input by default, cache_write_input when set', () => {
+    // Anthropic's bill: 100 input at 3, 10,000 written at 3.75, 100 output at 15.
+    expect(priceOf(10_100, 100, 0, sonnet, 10_000)).toBeCloseTo(0.0393, 10)
+    expect(priceOf(10_100, 100, 0, { ...sonnet, cache_write_input: 6 }, 10_000)).toBeCloseTo((100 * 3 + 10_000 * 6 + 100 * 15) / 1e6, 10)
+    // Reads and writes in one prompt: each at its own price, the rest at input.
+    expect(priceOf(1_300, 0, 1_000, sonnet, 200)).toBeCloseTo((100 * 3 + 1_000 * 0.3 + 200 * 3.75) / 1e6, 10)
+    expect(priceOf(10_100, 100, 0, sonnet)).toBeCloseTo((10_100 * 3 + 100 * 15) / 1e6, 10)
+  })
+
+  test('parseUsage prices the cache_creation_input_tokens an OpenAI-format usage carries', () => {
+    const usage = parseUsage({ prompt_tokens: 10_100, completion_tokens: 100, total_tokens: 10_200, cache_creation_input_tokens: 10_000 }, sonnet)
+    expect(usage).toMatchObject({ promptTokens: 10_100, cachedTokens: 0, totalTokens: 10_200 })
+    expect(usage?.costUsd).toBeCloseTo(0.0393, 10)
   })
 })

@@ -13,12 +13,14 @@ export function parseUsage(raw: unknown, pricing: Pricing | undefined): Usage | 
   const promptTokens = int(u.prompt_tokens)
   const completionTokens = int(u.completion_tokens)
   const cachedTokens = int(details?.cached_tokens)
+  // Cache writes, as the Anthropic adapter (and LiteLLM in front of Claude) report them: within prompt_tokens.
+  const cacheWrites = int(u.cache_creation_input_tokens)
   return {
     promptTokens,
     completionTokens,
     cachedTokens,
     totalTokens: int(u.total_tokens) || promptTokens + completionTokens,
-    costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing),
+    costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing, cacheWrites),
     source: 'provider',
   }
 }
@@ -77,11 +79,20 @@ export function findUsage(bytes: Uint8Array): unknown {
   return undefined
 }
 
-/** USD for token counts at per-million prices; null without pricing. */
-export function priceOf(prompt: number, completion: number, cached: number, pricing: Pricing | undefined): number | null {
+/** What Anthropic bills a token written to its 5-minute prompt cache, in input prices. */
+const CACHE_WRITE_FACTOR = 1.25
+
+/**
+ * USD for token counts at per-million prices; null without pricing. `cached` (cache hits) and
+ * `cacheWrites` are parts of `prompt`, each at its own price: a cache write at `cache_write_input`,
+ * or 1.25 × input, what Anthropic (whose usage alone reports cache writes) bills for them.
+ */
+export function priceOf(prompt: number, completion: number, cached: number, pricing: Pricing | undefined, cacheWrites = 0): number | null {
   if (!pricing) return null
-  const uncached = Math.max(0, prompt - cached)
-  return (uncached * pricing.input + cached * (pricing.cached_input ?? pricing.input) + completion * pricing.output) / 1_000_000
+  const writes = Math.min(cacheWrites, Math.max(0, prompt - cached))
+  const uncached = Math.max(0, prompt - cached - writes)
+  const writePrice = pricing.cache_write_input ?? pricing.input * CACHE_WRITE_FACTOR
+  return (uncached * pricing.input + cached * (pricing.cached_input ?? pricing.input) + writes * writePrice + completion * pricing.output) / 1_000_000
 }
 
 /** A `usage` key in JSON text; whether it holds an object is read after it, past any whitespace. */

@@ -15,13 +15,15 @@ describe('finishReason', () => {
 })
 
 describe('usageOf', () => {
-  test('prompt tokens are input + cache reads + cache writes; reads are cached_tokens', () => {
+  test('prompt tokens are input + cache reads + cache writes; reads are cached_tokens, writes cache_creation_input_tokens', () => {
     expect(usageOf({ input_tokens: 10, output_tokens: 5, cache_read_input_tokens: 100, cache_creation_input_tokens: 20 })).toEqual({
       prompt_tokens: 130,
       completion_tokens: 5,
       total_tokens: 135,
       prompt_tokens_details: { cached_tokens: 100 },
+      cache_creation_input_tokens: 20,
     })
+    expect(usageOf({ input_tokens: 10, output_tokens: 5, cache_creation_input_tokens: 0 })).not.toHaveProperty('cache_creation_input_tokens')
     // No usage reported is no usage, not zeros: the gateway then counts for itself.
     expect(usageOf(undefined)).toBeUndefined()
   })

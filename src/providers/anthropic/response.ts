@@ -33,15 +33,17 @@ export function finishReason(stopReason: unknown): FinishReason {
 /**
  * Anthropic's usage in OpenAI's terms. Anthropic counts cached and cache-writing input
  * apart from `input_tokens`; OpenAI's `prompt_tokens` holds all of them, with the cache
- * hits repeated as `cached_tokens`.
+ * hits repeated as `cached_tokens` and the cache writes as `cache_creation_input_tokens`
+ * (Anthropic bills them above the input price).
  */
 export function usageOf(usage: unknown): ChatUsage | undefined {
   // No usage is better than zeros: without it the gateway counts the tokens itself.
   if (!isRecord(usage)) return undefined
   const u = usage
   const cacheRead = count(u.cache_read_input_tokens)
-  const prompt = count(u.input_tokens) + cacheRead + count(u.cache_creation_input_tokens)
-  return chatUsage(prompt, count(u.output_tokens), cacheRead)
+  const cacheWrite = count(u.cache_creation_input_tokens)
+  const prompt = count(u.input_tokens) + cacheRead + cacheWrite
+  return chatUsage(prompt, count(u.output_tokens), cacheRead, 0, cacheWrite)
 }
 
 /**

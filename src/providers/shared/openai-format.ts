@@ -50,6 +50,11 @@ export interface ChatUsage {
   total_tokens: number
   prompt_tokens_details?: { cached_tokens: number }
   completion_tokens_details?: { reasoning_tokens: number }
+  /**
+   * Prompt tokens written to the provider's prompt cache (Anthropic's field, under the name
+   * LiteLLM clients read it), part of `prompt_tokens` as cache hits are; priced apart (see priceOf).
+   */
+  cache_creation_input_tokens?: number
 }
 
 export interface ChatMessage {
@@ -82,11 +87,12 @@ export interface ChatCompletion {
   usage?: ChatUsage
 }
 
-/** Usage in OpenAI's shape; `cached` and `reasoning` details only when there are some. */
-export function chatUsage(prompt: number, completion: number, cached = 0, reasoning = 0): ChatUsage {
+/** Usage in OpenAI's shape; `reasoning` details and cache writes only when there are some. */
+export function chatUsage(prompt: number, completion: number, cached = 0, reasoning = 0, cacheWrites = 0): ChatUsage {
   const usage: ChatUsage = { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
   usage.prompt_tokens_details = { cached_tokens: cached }
   if (reasoning > 0) usage.completion_tokens_details = { reasoning_tokens: reasoning }
+  if (cacheWrites > 0) usage.cache_creation_input_tokens = cacheWrites
   return usage
 }
 
