@@ -1,6 +1,7 @@
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { Value } from '@sinclair/typebox/value'
+import { KindGuard, OptionalKind, ReadonlyKind, TransformKind, Type, type TSchema } from '@sinclair/typebox'
+import { Value, type ValueError } from '@sinclair/typebox/value'
 import { ConfigError, checkPluginEntry, schemaErrorMessage, type PluginSource } from './config/load.ts'
 import { isPluginFactory, isPluginInstance, type PluginContext, type PluginDefinition, type PluginInstance } from './plugin.ts'
 import type { LoadedPlugin } from './pipeline.ts'
@@ -103,17 +104,93 @@ async function toInstance(
 }
 
 function validateOptions(instance: PluginInstance, path: string, problems: string[]): unknown {
-  const schema = instance.definition.options
-  if (!schema) return instance.options
+  const declared = instance.definition.options
+  if (!declared) return instance.options
+  const schema = optionsSchema(declared)
   // Defaults first, so a plugin listed bare gets its documented defaults. `Value.Default` writes
   // them into the objects it is given, so it gets copies of the caller's (see copyContainers).
   const value = Value.Default(schema, copyContainers(instance.options ?? {}))
   let ok = true
   for (const error of Value.Errors(schema, value)) {
     ok = false
-    problems.push(`${path}: plugin "${instance.name}" option ${error.path || '/'}: ${schemaErrorMessage(error)}`)
+    problems.push(`${path}: plugin "${instance.name}" option ${error.path || '/'}: ${optionErrorMessage(error)}`)
   }
-  return ok ? value : undefined
+  if (!ok) return undefined
+  try {
+    // A transform left in the schema (t.Date's, a plugin's own Type.Transform) hands setup its decoded value.
+    return Value.Decode(schema, value)
+  } catch (error) {
+    problems.push(`${path}: plugin "${instance.name}" options cannot be decoded: ${error instanceof Error ? error.message : String(error)}`)
+    return undefined
+  }
+}
+
+/** A schema error, saying so when a string was given where a number or a boolean is wanted (`"10"` for 10). */
+function optionErrorMessage(error: ValueError): string {
+  const message = schemaErrorMessage(error)
+  const wanted = error.schema.type
+  const scalar = wanted === 'integer' || wanted === 'number' || wanted === 'boolean'
+  return scalar && typeof error.value === 'string' ? `${message} (got a string; write the value without quotes)` : message
+}
+
+/**
+ * The string formats of the members Elysia's `t` adds beside a number, a boolean, an object or an
+ * array (t.Integer, t.Numeric, t.BooleanString, t.ObjectString, t.ArrayString), so a query string
+ * or a form field can hold one; a transform then parses the string.
+ */
+const COERCED_FORMATS: ReadonlySet<string> = new Set(['integer', 'numeric', 'boolean', 'ObjectString', 'ArrayString'])
+
+const optionsSchemas = new WeakMap<TSchema, TSchema>()
+
+/**
+ * The schema a plugin's options are checked against: its own, without those string members. A
+ * config holds JSON (or a TypeScript value): `"10"` for an integer is a mistake to report, as
+ * anywhere else in the config, not text to parse. Left in, the string passed the check as the
+ * string member, reached setup unparsed, and the number member's constraints (its minimum) were
+ * never checked, while a wrong value was reported as "Expected union value".
+ */
+function optionsSchema(schema: TSchema): TSchema {
+  let found = optionsSchemas.get(schema)
+  if (found === undefined) optionsSchemas.set(schema, (found = withoutCoercion(schema)))
+  return found
+}
+
+const isCoercedString = (schema: unknown): boolean =>
+  KindGuard.IsString(schema) && typeof schema.format === 'string' && COERCED_FORMATS.has(schema.format)
+
+/** The schema with every coercing union of Elysia's replaced by its other members; the schema itself when it has none. */
+function withoutCoercion(schema: TSchema): TSchema {
+  if (KindGuard.IsUnion(schema) && TransformKind in schema && schema.anyOf.some(isCoercedString)) {
+    const kept = schema.anyOf.filter((member) => !isCoercedString(member)).map(withoutCoercion)
+    const inner: TSchema = kept.length === 1 ? { ...kept[0]! } : Type.Union(kept)
+    // What the union said of itself: its default, and whether its property may be left out.
+    if (schema.default !== undefined && inner.default === undefined) inner.default = schema.default
+    if (schema[OptionalKind] !== undefined) inner[OptionalKind] = schema[OptionalKind]
+    if (schema[ReadonlyKind] !== undefined) inner[ReadonlyKind] = schema[ReadonlyKind]
+    return inner
+  }
+  let copy: Record<string | symbol, unknown> | undefined
+  const set = (key: string, value: unknown) => ((copy ??= { ...schema })[key] = value)
+  for (const key of ['items', 'additionalProperties', 'not'] as const) {
+    const child: unknown = schema[key]
+    if (KindGuard.IsSchema(child)) {
+      const mapped = withoutCoercion(child)
+      if (mapped !== child) set(key, mapped)
+    }
+  }
+  for (const key of ['anyOf', 'allOf', 'oneOf', 'items', 'prefixItems'] as const) {
+    const children: unknown = schema[key]
+    if (!Array.isArray(children)) continue
+    const mapped = children.map((child: unknown) => (KindGuard.IsSchema(child) ? withoutCoercion(child) : child))
+    if (mapped.some((child, i) => child !== children[i])) set(key, mapped)
+  }
+  for (const key of ['properties', 'patternProperties'] as const) {
+    const children: unknown = schema[key]
+    if (typeof children !== 'object' || children === null) continue
+    const entries = Object.entries(children).map(([name, child]: [string, unknown]) => [name, KindGuard.IsSchema(child) ? withoutCoercion(child) : child] as const)
+    if (entries.some(([name, child]) => child !== (children as Record<string, unknown>)[name])) set(key, Object.fromEntries(entries))
+  }
+  return (copy as TSchema | undefined) ?? schema
 }
 
 /**

@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } fr
 import { ConfigError, loadConfig } from '../src/config/load.ts'
 import { resolvePlugins } from '../src/plugin-loader.ts'
 import { definePlugin } from '../src/plugin.ts'
+import { t } from '../src/index.ts'
 import { BUILTIN_PLUGINS } from '../plugins/index.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
@@ -63,5 +64,43 @@ describe('plugin names at boot', () => {
     const once = definePlugin({ name: 'once', setup: () => ({}) })
     const gw = await boot([once, once(), { use: 'auth' }, 'auth'])
     expect(gw.gateway.plugins.map((p) => p.name)).toEqual(['once', 'auth'])
+  })
+})
+
+describe("options declared with the exported t (Elysia's)", () => {
+  const received: unknown[] = []
+  const counter = definePlugin({
+    name: 'counter',
+    options: t.Object({
+      max: t.Integer({ minimum: 1, default: 5 }),
+      ratio: t.Optional(t.Numeric({ maximum: 1 })),
+      on: t.BooleanString({ default: true }),
+      since: t.Optional(t.Date()),
+    }),
+    setup: ({ options }) => {
+      received.push(options)
+      return {}
+    },
+  })
+  const problemsOf = (options: Record<string, unknown>) => pluginProblems([counter(options as never)])
+
+  test('a string where a number or boolean is wanted is refused, saying so, not handed to setup as a string', async () => {
+    expect(await problemsOf({ max: '10' })).toEqual(['/plugins/0: plugin "counter" option /max: Expected integer (got a string; write the value without quotes)'])
+    expect(await problemsOf({ max: 2, ratio: '0.5', on: 'false' })).toEqual([
+      '/plugins/0: plugin "counter" option /ratio: Expected number (got a string; write the value without quotes)',
+      '/plugins/0: plugin "counter" option /on: Expected boolean (got a string; write the value without quotes)',
+    ])
+  })
+
+  test('constraints are checked, with what is wrong', async () => {
+    expect(await problemsOf({ max: -3 })).toEqual(['/plugins/0: plugin "counter" option /max: Expected integer to be greater or equal to 1'])
+    expect(await problemsOf({ max: 2, ratio: 1.5 })).toEqual(['/plugins/0: plugin "counter" option /ratio: Expected number to be less or equal to 1'])
+  })
+
+  test('setup receives values of the declared types, defaults filled in', async () => {
+    received.length = 0
+    await boot([counter({ max: 10, ratio: 0.25, on: false, since: '2025-01-02T03:04:05Z' } as never), counter])
+    expect(received[0]).toEqual({ max: 10, ratio: 0.25, on: false, since: new Date('2025-01-02T03:04:05Z') })
+    expect(received[1]).toEqual({ max: 5, on: true })
   })
 })
