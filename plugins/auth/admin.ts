@@ -396,7 +396,18 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           throw new GatewayError('conflict', `Key ${row.id} is already revoked: it was rotated and its grace period ended at ${row.grace_until}.`)
         }
         const at = iso(now())
-        await db.updateTable('api_keys').set({ status: 'revoked', revoked_at: at, revoked_reason: body?.reason ?? null, updated_at: at }).where('id', '=', row.id).execute()
+        // Only while still active: of two revocations at once (two operators, two instances), the
+        // second finds it revoked and is refused, instead of overwriting the reason and auditing again.
+        const revoked = await db
+          .updateTable('api_keys')
+          .set({ status: 'revoked', revoked_at: at, revoked_reason: body?.reason ?? null, updated_at: at })
+          .where('id', '=', row.id)
+          .where('status', '=', 'active')
+          .executeTakeFirst()
+        if (Number(revoked.numUpdatedRows) === 0) {
+          const current = await key(row.id)
+          throw new GatewayError('conflict', `Key ${row.id} is already revoked (at ${current.revoked_at}).`)
+        }
         await invalidate(row.hash)
         await audit(db, { actor: adminActor(request), action: 'key.revoke', targetType: 'key', targetId: row.id, details: { reason: body?.reason ?? null } })
         return keyView(await key(row.id), now())
@@ -422,16 +433,10 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         const at = iso(now())
         const graceUntil = iso(now() + grace * 1000)
         await db.transaction().execute(async (tx) => {
-          await tx
-            .insertInto('api_keys')
-            .values({
-              ...row, id, hash: minted.hash, start: minted.start, end: minted.end, created_at: at, updated_at: at, last_used_at: null,
-              status: 'active', revoked_at: null, revoked_reason: null, rotated_from: row.id, rotated_to: null, grace_until: null,
-              // Rotation replaces the secret only: limits and spend carry on under the chain's first key.
-              lineage_id: row.lineage_id ?? row.id,
-            })
-            .execute()
-          await tx
+          // The old key first, and only while it is active and not rotated yet: a rotation running at
+          // the same time (another operator, another instance) waits for this one's row lock, then
+          // changes nothing and is refused, instead of giving the key a second successor.
+          const claimed = await tx
             .updateTable('api_keys')
             .set({
               rotated_to: id,
@@ -440,6 +445,21 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
               ...(grace === 0 && { status: 'revoked' as const, revoked_at: at, revoked_reason: ROTATED }),
             })
             .where('id', '=', row.id)
+            .where('rotated_to', 'is', null)
+            .where('status', '=', 'active')
+            .executeTakeFirst()
+          if (Number(claimed.numUpdatedRows) === 0) {
+            // Thrown inside the transaction: it is rolled back.
+            throw new GatewayError('conflict', `Key ${row.id} was rotated or revoked meanwhile; only an active key can be rotated, once.`)
+          }
+          await tx
+            .insertInto('api_keys')
+            .values({
+              ...row, id, hash: minted.hash, start: minted.start, end: minted.end, created_at: at, updated_at: at, last_used_at: null,
+              status: 'active', revoked_at: null, revoked_reason: null, rotated_from: row.id, rotated_to: null, grace_until: null,
+              // Rotation replaces the secret only: limits and spend carry on under the chain's first key.
+              lineage_id: row.lineage_id ?? row.id,
+            })
             .execute()
         })
         await invalidate(row.hash)
