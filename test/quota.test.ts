@@ -204,6 +204,8 @@ for (const backend of backends) {
 
         const refused = await gw.chat(key, { max_tokens: 900 })
         const retryAfter = refused.headers.get('retry-after')
+        // Waiting cures this one: SDKs may retry it.
+        expect(refused.headers.get('x-should-retry')).toBeNull()
         const message = await expectQuotaError(refused, 'rate_limit_exceeded')
         expect(message).toContain(`key ${id}`)
         expect(message).toContain('tokens per minute')
@@ -211,11 +213,13 @@ for (const backend of backends) {
         expect(Number(retryAfter)).toBeLessThanOrEqual(60)
       })
 
-      test('a request that needs more tokens than the limit can ever hold: no Retry-After, and the message says to lower max_tokens', async () => {
+      test('a request that needs more tokens than the limit can ever hold: no Retry-After, x-should-retry false, and the message says to lower max_tokens', async () => {
         const user = await createUser(gw)
         const { key } = await createKey(gw, user, { limits: { tpm: 100 } })
         const refused = await gw.chat(key, { max_tokens: 500 })
         expect(refused.headers.get('retry-after')).toBeNull()
+        // The official clients retry a 429 twice unless told not to.
+        expect(refused.headers.get('x-should-retry')).toBe('false')
         const message = await expectQuotaError(refused, 'rate_limit_exceeded')
         expect(message).toContain('max_tokens')
         expect(message).toContain('tokens per minute')
@@ -392,7 +396,7 @@ for (const backend of backends) {
           return res.status === 429 && text.includes('is spent') ? new Response(text, { status: res.status, headers: res.headers }) : undefined
         }, 5000, 'the budget refusing as spent')
 
-      test('a spent token budget refuses with insufficient_quota, naming it and when it renews (next UTC midnight)', async () => {
+      test('a spent token budget refuses with insufficient_quota, naming it and when it renews (next UTC midnight), with x-should-retry false', async () => {
         const user = await createUser(gw)
         const { id, key } = await createKey(gw, user, { budget: { tokens: 300, period: 'day' } })
         const ok = await gw.chat(key, { max_tokens: 200 })
@@ -402,6 +406,7 @@ for (const backend of backends) {
         await gw.adminOk('PATCH', `/admin/keys/${id}`, { budget: { tokens: 150, period: 'day' } })
         const refused = await spentRefusal(key, { max_tokens: 1 })
         const retryAfter = refused.headers.get('retry-after')
+        expect(refused.headers.get('x-should-retry')).toBe('false')
         const message = await expectQuotaError(refused, 'insufficient_quota')
         const now = new Date()
         const midnight = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1)).toISOString()
@@ -434,6 +439,7 @@ for (const backend of backends) {
         await ok.arrayBuffer()
         const refused = await gw.chat(key, { max_tokens: 30 })
         expect(refused.headers.get('retry-after')).toBeNull()
+        expect(refused.headers.get('x-should-retry')).toBe('false')
         const message = await expectQuotaError(refused, 'insufficient_quota')
         expect(message).toContain(`user ${user}`)
         expect(message).toContain('does not renew')
@@ -444,6 +450,7 @@ for (const backend of backends) {
         const { id, key } = await createKey(gw, user, { budget: { tokens: 50, period: 'day' } })
         const refused = await gw.chat(key, { max_tokens: 100 })
         expect(refused.headers.get('retry-after')).toBeNull()
+        expect(refused.headers.get('x-should-retry')).toBe('false')
         const message = await expectQuotaError(refused, 'insufficient_quota')
         expect(message).toContain(`more than the whole token budget of 50 for key ${id}`)
         expect(message).toContain('lower max_tokens')
@@ -482,6 +489,7 @@ for (const backend of backends) {
         await eventually(async () => ((await gw.keyInfo(key)).remaining.budget_tokens === 300 - used ? true : undefined), 5000, 'settled')
         const refused = await gw.chat(key, { max_tokens: 200 })
         expect(refused.headers.get('retry-after')).toBeNull()
+        expect(refused.headers.get('x-should-retry')).toBe('false')
         const text = await refused.clone().text()
         expect((JSON.parse(text) as { error: { param: string | null } }).error.param).toBe('max_tokens')
         const message = await expectQuotaError(refused, 'insufficient_quota')

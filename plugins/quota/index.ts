@@ -419,6 +419,13 @@ export function formatDuration(ms: number): string {
   return h > 0 ? `${h}h${m}m${s}s` : `${m}m${s}s`
 }
 
+/**
+ * Told to a refusal that the same request sent again a moment later cannot pass (a spent budget,
+ * a request bigger than a limit holds): the official OpenAI clients otherwise retry every 429
+ * twice, in vain. Their header, read before any Retry-After.
+ */
+const NO_RETRY = { 'x-should-retry': 'false' } as const
+
 /** The 429 for the item that refused, naming it, with a Retry-After that holds to the second. */
 function refusal(item: Item, outcome: AdmitOutcome, headers: Record<string, string>): GatewayError {
   const who = `${item.scope} ${item.id}`
@@ -431,7 +438,7 @@ function refusal(item: Item, outcome: AdmitOutcome, headers: Record<string, stri
       return new GatewayError('rate_limit_exceeded', `Rate limit reached for ${MEASURE_WORDS.requests} on ${who}: ${item.limit} per minute.${after}`, { headers: extra })
     case 'tokens':
       if (outcome.waitMs === null) {
-        return new GatewayError('rate_limit_exceeded', `This request needs about ${item.cost} tokens, more than the ${MEASURE_WORDS.tokens} limit of ${who} (${item.limit}); lower max_tokens or shorten the prompt.`, { headers: extra, param: 'max_tokens' })
+        return new GatewayError('rate_limit_exceeded', `This request needs about ${item.cost} tokens, more than the ${MEASURE_WORDS.tokens} limit of ${who} (${item.limit}); lower max_tokens or shorten the prompt.`, { headers: { ...extra, ...NO_RETRY }, param: 'max_tokens' })
       }
       return new GatewayError('rate_limit_exceeded', `Rate limit reached for ${MEASURE_WORDS.tokens} on ${who}: ${item.limit} per minute; this request reserves about ${item.cost} tokens (prompt + max_tokens for each completion asked).${after}`, { headers: extra })
     case 'parallel':
@@ -442,7 +449,7 @@ function refusal(item: Item, outcome: AdmitOutcome, headers: Record<string, stri
       const what = usd ? `USD budget of ${item.limit / MICRO}` : `token budget of ${item.limit}`
       const amount = (n: number) => (usd ? `${n / MICRO} USD` : `${n} tokens`)
       if (item.cost > item.limit) {
-        return new GatewayError('insufficient_quota', `This request reserves about ${amount(item.cost)}, more than the whole ${what} for ${who}; lower max_tokens or shorten the prompt.`, { headers: extra, param: 'max_tokens' })
+        return new GatewayError('insufficient_quota', `This request reserves about ${amount(item.cost)}, more than the whole ${what} for ${who}; lower max_tokens or shorten the prompt.`, { headers: { ...extra, ...NO_RETRY }, param: 'max_tokens' })
       }
       const renews = item.until === null ? ' It does not renew (period "total"); ask an admin to raise it.' : ` It renews at ${new Date(item.until).toISOString()}.`
       const left = Math.floor(outcome.remaining[outcome.failed] ?? 0)
@@ -453,10 +460,11 @@ function refusal(item: Item, outcome: AdmitOutcome, headers: Record<string, stri
         return new GatewayError(
           'insufficient_quota',
           `The ${what} for ${who} has ${amount(left)} left for this period, and this request reserves about ${amount(item.cost)} (prompt + max_tokens for each completion asked): lower max_tokens or shorten the prompt to fit.${renews}`,
-          { headers: { ...headers }, param: 'max_tokens' },
+          { headers: { ...headers, ...NO_RETRY }, param: 'max_tokens' },
         )
       }
-      return new GatewayError('insufficient_quota', `The ${what} for ${who} is spent for this period.${renews}`, { headers: extra })
+      // Retry-After (when it renews) stays for a client that waits on purpose; an SDK's quick retries cannot pass.
+      return new GatewayError('insufficient_quota', `The ${what} for ${who} is spent for this period.${renews}`, { headers: { ...extra, ...NO_RETRY } })
     }
   }
 }
