@@ -59,6 +59,31 @@ describe('GET /swagger', () => {
     expect(html).not.toMatch(/(src|href)\s*=\s*["']\/\//i)
   })
 
+  test("Swagger UI's online validator is off: nothing sends this gateway's address to validator.swagger.io", () => {
+    // Swagger UI's default validatorUrl is https://validator.swagger.io/validator, asked for a badge
+    // with the document's URL whenever the page is opened by a host name other than localhost.
+    expect(html).toMatch(/SwaggerUIBundle\(\{[^]*\bvalidatorUrl: null\b[^]*\}\)/)
+  })
+
+  test('a Content-Security-Policy allows this origin only, and the inline script by its hash', () => {
+    const csp = res.headers.get('content-security-policy') ?? ''
+    const directives = new Map(csp.split(';').map((d) => d.trim().split(/\s+/)).map(([name, ...values]) => [name!, values]))
+    expect(directives.get('default-src')).toEqual(["'none'"])
+    expect(directives.get('connect-src')).toEqual(["'self'"])
+    expect(directives.get('img-src')).toEqual(["'self'", 'data:'])
+    expect(directives.get('frame-ancestors')).toEqual(["'none'"])
+    expect(directives.get('base-uri')).toEqual(["'none'"])
+    // No host, no scheme, no 'unsafe-…' anywhere: self, data: images and hashes only.
+    for (const [name, values] of directives) {
+      for (const value of values) expect({ name, value, allowed: /^('self'|'none'|'sha256-[A-Za-z0-9+/]+=*'|data:)$/.test(value) }).toEqual({ name, value, allowed: true })
+    }
+    const inline = [...html.matchAll(/<script>([^]*?)<\/script>/g)].map((m) => m[1]!)
+    expect(inline).toHaveLength(1)
+    const hash = new Bun.CryptoHasher('sha256').update(inline[0]!).digest('base64')
+    expect(directives.get('script-src')).toEqual(["'self'", `'sha256-${hash}'`])
+    expect(res.headers.get('x-content-type-options')).toBe('nosniff')
+  })
+
   test('every script and stylesheet is a local /swagger/assets/ file that answers 200 with the right content type', async () => {
     const scripts = [...html.matchAll(/<script[^>]*\ssrc="([^"]+)"/g)].map((m) => m[1]!)
     const styles = [...html.matchAll(/<link[^>]*rel="stylesheet"[^>]*href="([^"]+)"/g)].map((m) => m[1]!)

@@ -14,6 +14,23 @@ const ASSETS = {
   'favicon-32x32.png': 'image/png',
 } as const
 
+/**
+ * The page's one inline script. `validatorUrl: null`: Swagger UI's default sends the document's
+ * address to validator.swagger.io (a badge image) whenever the page is opened by a host name other
+ * than localhost, and the docs must work, and tell nobody, with no internet.
+ */
+const INIT = `
+window.ui = SwaggerUIBundle({
+  url: '/swagger/json',
+  dom_id: '#swagger-ui',
+  deepLinking: true,
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+  layout: 'StandaloneLayout',
+  persistAuthorization: true,
+  validatorUrl: null
+})
+`
+
 const PAGE = `<!doctype html>
 <html lang="en">
 <head>
@@ -27,18 +44,39 @@ const PAGE = `<!doctype html>
 <div id="swagger-ui"></div>
 <script src="/swagger/assets/swagger-ui-bundle.js"></script>
 <script src="/swagger/assets/swagger-ui-standalone-preset.js"></script>
-<script>
-window.ui = SwaggerUIBundle({
-  url: '/swagger/json',
-  dom_id: '#swagger-ui',
-  deepLinking: true,
-  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-  layout: 'StandaloneLayout',
-  persistAuthorization: true
-})
-</script>
+<script>${INIT}</script>
 </body>
 </html>`
+
+/**
+ * The one <style> element Swagger UI writes (swagger-ui-dist 5.x), in the SVG of its logo. Allowed
+ * by its hash; were another version to change it, the logo would lose its colours, nothing else.
+ */
+const LOGO_STYLE = '.logo_small_svg__cls-2{fill:#fff}.logo_small_svg__cls-3{fill:#85ea2d}'
+
+const sha256 = (text: string) => `'sha256-${new Bun.CryptoHasher('sha256').update(text).digest('base64')}'`
+
+/**
+ * This origin only, as the console's page: the assets are served here and the document is read
+ * from here; the inline script and style are allowed by their hashes alone. Swagger UI's SVG icons
+ * are data: URLs.
+ */
+const PAGE_HEADERS = {
+  'content-type': 'text/html; charset=utf-8',
+  'content-security-policy': [
+    "default-src 'none'",
+    `script-src 'self' ${sha256(INIT)}`,
+    `style-src 'self' ${sha256(LOGO_STYLE)}`,
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "font-src 'self'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+  ].join('; '),
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+} as const
 
 /**
  * Swagger UI at /swagger and the OpenAPI document at /swagger/json. The UI's assets come
@@ -80,7 +118,7 @@ export function docsRoutes(version: string) {
         },
       }),
     )
-    .get('/swagger', () => new Response(PAGE, { headers: { 'content-type': 'text/html; charset=utf-8' } }), { detail: { hide: true } })
+    .get('/swagger', () => new Response(PAGE, { headers: PAGE_HEADERS }), { detail: { hide: true } })
     .get(
       '/swagger/assets/:file',
       ({ params }) => {
