@@ -14,6 +14,7 @@ export type {
   PluginFactory,
   PluginHooks,
   PluginInstance,
+  PluginOptionsInput,
   RoutePlan,
   StreamChunk,
   Usage,

@@ -1,4 +1,4 @@
-import type { Static, TSchema } from '@sinclair/typebox'
+import type { Static, TObject, TSchema } from '@sinclair/typebox'
 import type { Elysia } from 'elysia'
 import type { GatewayError } from './errors.ts'
 import type { ResolvedConfig } from './config/load.ts'
@@ -196,10 +196,19 @@ export interface PluginInstance {
   readonly options: unknown
 }
 
+/**
+ * What a plugin's factory takes: the options' type, every property of an options object optional.
+ * A schema's `default` leaves no trace in its TypeScript type (`Type.Integer({ default: 5 })` is a
+ * `TInteger` like any other), so the properties that may be left out cannot be told from those that
+ * may not; with all of them required, `blockPii({ action: 'redact' })` failed to compile. A required
+ * option left out is still refused at boot, naming the plugin and the option.
+ */
+export type PluginOptionsInput<S extends TSchema | undefined> = S extends TObject ? Partial<Static<S>> : S extends TSchema ? Static<S> : undefined
+
 /** What `definePlugin` returns: call it with options to get an instance; list it bare for the defaults. */
-export type PluginFactory<S extends TSchema | undefined = TSchema | undefined> = ((
-  options?: S extends TSchema ? Static<S> : undefined,
-) => PluginInstance) & { readonly definition: PluginDefinition<S> }
+export type PluginFactory<S extends TSchema | undefined = TSchema | undefined> = ((options?: PluginOptionsInput<S>) => PluginInstance) & {
+  readonly definition: PluginDefinition<S>
+}
 
 /**
  * Define a plugin. The result is a factory: `myPlugin({ ... })` binds options; a bare

@@ -9,6 +9,7 @@ import { resolvePlugins } from '../src/plugin-loader.ts'
 import { definePlugin } from '../src/plugin.ts'
 import { t } from '../src/index.ts'
 import { BUILTIN_PLUGINS } from '../plugins/index.ts'
+import { blockPii } from '../plugins/examples/block-pii/index.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
 
@@ -102,5 +103,21 @@ describe("options declared with the exported t (Elysia's)", () => {
     await boot([counter({ max: 10, ratio: 0.25, on: false, since: '2025-01-02T03:04:05Z' } as never), counter])
     expect(received[0]).toEqual({ max: 10, ratio: 0.25, on: false, since: new Date('2025-01-02T03:04:05Z') })
     expect(received[1]).toEqual({ max: 5, on: true })
+  })
+})
+
+describe('a factory call in TypeScript', () => {
+  test('leaves out options that have defaults (`bun run typecheck` compiles this file); boot fills them in', async () => {
+    const header = definePlugin({
+      name: 'header',
+      options: t.Object({ name: t.String({ default: 'x-end-user' }), required: t.Boolean({ default: true }) }),
+      setup: () => ({}),
+    })
+    const instances = await resolvePlugins({ plugins: [blockPii({ action: 'redact' }), header({}), header({ name: 'x-user' })], baseDir: '.' }, BUILTIN_PLUGINS)
+    expect(instances.map((i) => i.options)).toEqual([
+      { action: 'redact', detect: expect.any(Array), replacement: '[REDACTED]' },
+      { name: 'x-end-user', required: true },
+      { name: 'x-user', required: true },
+    ])
   })
 })
