@@ -6,12 +6,13 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
 import { ConfigError, loadConfig } from '../src/config/load.ts'
 import { resolvePlugins } from '../src/plugin-loader.ts'
-import { definePlugin } from '../src/plugin.ts'
+import { definePlugin, type Identity } from '../src/plugin.ts'
 import { t } from '../src/index.ts'
 import { BUILTIN_PLUGINS } from '../plugins/index.ts'
 import { blockPii } from '../plugins/examples/block-pii/index.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
+import { expectError, postJson } from './support/http.ts'
 
 const messages = [{ role: 'user', content: 'hello there' }]
 const chat = { model: 'mock-gpt', messages, max_tokens: 3 }
@@ -119,5 +120,37 @@ describe('a factory call in TypeScript', () => {
       { name: 'x-end-user', required: true },
       { name: 'x-user', required: true },
     ])
+  })
+})
+
+describe('an authenticate hook of your own beside the built-in auth', () => {
+  /** Internal services call with x-internal-service; everyone else with an API key, checked by auth. */
+  const internalAuth = definePlugin({
+    name: 'internal-auth',
+    setup: () => ({
+      authenticate(req) {
+        const service = req.request.headers.get('x-internal-service')
+        if (!service) return
+        const identity: Identity = { keyId: `svc:${service}`, userId: `svc-user:${service}`, teamId: 'team-internal', environment: 'dev', models: ['mock-gpt'], scopes: ['chat'], attributes: {} }
+        req.identity = identity
+      },
+    }),
+  })
+
+  test("listed before auth, its callers are served; auth still refuses everyone else", async () => {
+    const gw = await boot([internalAuth, { use: 'auth', options: { demo_key: false } }])
+    const served = await postJson(`${gw.url}/v1/chat/completions`, chat, { 'x-internal-service': 'billing' })
+    expect(served.status).toBe(200)
+    await served.arrayBuffer()
+    expect(upstream.stats.requests).toBe(1)
+    await expectError(await postJson(`${gw.url}/v1/chat/completions`, chat), 'missing_api_key')
+    await expectError(await postJson(`${gw.url}/v1/chat/completions`, chat, { authorization: 'Bearer sk-dev-not-a-key-0123456789abcdefghijklmnopq' }), 'invalid_api_key')
+  })
+
+  test('GET /v1/key tells what the identity holds', async () => {
+    const gw = await boot([internalAuth, { use: 'auth', options: { demo_key: false } }])
+    const res = await fetch(`${gw.url}/v1/key`, { headers: { 'x-internal-service': 'billing' } })
+    expect(res.status).toBe(200)
+    expect(await res.json()).toMatchObject({ id: 'svc:billing', user_id: 'svc-user:billing', team_id: 'team-internal', environment: 'dev', models: ['mock-gpt'], scopes: ['chat'] })
   })
 })

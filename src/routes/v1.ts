@@ -4,7 +4,7 @@ import { readJsonObject } from '../lib/body.ts'
 import { compileCheck } from '../lib/validate.ts'
 import type { ModelGroup, ModelRegistry } from '../models.ts'
 import { modelNotFound, type Pipeline } from '../pipeline.ts'
-import type { Endpoint, GatewayRequest } from '../plugin.ts'
+import type { Endpoint, GatewayRequest, Identity } from '../plugin.ts'
 import type { Services } from '../services.ts'
 import { echo } from '../lib/key-text.ts'
 import { decodePercent, modelPathId } from '../lib/percent.ts'
@@ -190,7 +190,7 @@ export function v1Routes({ pipeline, models, maxBodyBytes, bodyTimeoutMs = 0, se
         const req = pipeline.createRequest('key', request, set.headers['x-request-id'] as string)
         const refused = await pipeline.authenticate(req)
         if (refused) return pipeline.fail(req, refused)
-        return pipeline.answered(req, withHeaders(req, { ...KEY_DEFAULTS, ...(await pipeline.describe(req)) }))
+        return pipeline.answered(req, withHeaders(req, { ...KEY_DEFAULTS, ...identityFacts(req.identity), ...(await pipeline.describe(req)) }))
       },
       {
         response: { 200: KeyInfo },
@@ -292,6 +292,22 @@ const KEY_DEFAULTS = {
   budget: null,
   expires_at: null,
   remaining: { requests: null, tokens: null, budget_tokens: null, budget_usd: null },
+}
+
+/**
+ * What `GET /v1/key` can tell of whoever the authenticate stage established, whichever plugin did
+ * (one of the operator's own, say); the plugins' `describe` adds to it and may restate it.
+ */
+function identityFacts(identity: Identity | undefined): Partial<Record<keyof typeof KEY_DEFAULTS, unknown>> {
+  if (identity === undefined) return {}
+  return {
+    id: identity.keyId,
+    user_id: identity.userId,
+    team_id: identity.teamId,
+    environment: identity.environment,
+    models: identity.models,
+    scopes: identity.scopes,
+  }
 }
 
 /** A JSON response carrying the headers plugins collected (rate limits). */
