@@ -13,10 +13,12 @@ import * as initial from './0001-initial.ts';
 import * as logging from './0002-logging.ts';
 import * as lineage from './0003-lineage.ts';
 import * as consoleRevocations from './0004-console-revocations.ts';
+import * as providerKeyWeight from './0005-provider-key-weight.ts';
 
 export const migrations = {
   '0001-initial': initial,
   '0002-logging': logging,
   '0003-lineage': lineage,
   '0004-console-revocations': consoleRevocations,
+  '0005-provider-key-weight': providerKeyWeight,
 } as const satisfies Readonly<Record<string, Migration>>;

@@ -7,6 +7,9 @@ export const ENV_SLUG = /^[a-z0-9]{1,16}$/
 /** A provider's or a key's id. Dots alone are refused too (a URL path could not carry them), by the catalog check. */
 const Id = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$', description: 'Letters, digits and . _ : -, not dots only' })
 
+/** The largest value an `integer` column holds on Postgres (SQLite holds more): 2^31 - 1. */
+export const MAX_STORED_INTEGER = 2_147_483_647
+
 export const ProviderKeySchema = Type.Object(
   {
     id: Id,
@@ -14,8 +17,10 @@ export const ProviderKeySchema = Type.Object(
     secret: Type.String({ maxLength: 4096 }),
     /** Relative share for weighted balancing. @default 1 */
     weight: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000 })),
-    rpm: Type.Optional(Type.Integer({ minimum: 1 })),
-    tpm: Type.Optional(Type.Integer({ minimum: 1 })),
+    /** Requests per minute the upstream allows this key; at most 2147483647, what an integer column holds on every database. */
+    rpm: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_STORED_INTEGER })),
+    /** Tokens per minute the upstream allows this key; at most 2147483647, as rpm. */
+    tpm: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_STORED_INTEGER })),
   },
   { additionalProperties: false },
 )
