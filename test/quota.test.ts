@@ -227,6 +227,30 @@ for (const backend of backends) {
         expect((await gw.chat(key, { max_tokens: 10 })).status).toBe(200)
       })
 
+      test('the refusal names the field the body carried: max_completion_tokens, or an embeddings request\'s input', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { limits: { tpm: 100 }, budget: { tokens: 50, period: 'day' } })
+        const refused = await gw.chat(key, { max_completion_tokens: 500 })
+        const body = (await refused.clone().json()) as { error: { param: string | null } }
+        expect(body.error.param).toBe('max_completion_tokens')
+        const message = await expectQuotaError(refused, 'rate_limit_exceeded')
+        expect(message).toContain('lower max_completion_tokens')
+        expect(message).not.toContain('max_tokens ')
+
+        // Within the tpm limit, over the whole budget: the budget's refusal names it too.
+        const budget = await gw.chat(key, { max_completion_tokens: 80 })
+        expect(((await budget.clone().json()) as { error: { param: string | null } }).error.param).toBe('max_completion_tokens')
+        expect(await expectQuotaError(budget, 'insufficient_quota')).toContain('lower max_completion_tokens')
+
+        const embeddings = await fetch(`${gw.url}/v1/embeddings`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'mock-gpt', input: 'many words '.repeat(200) }),
+        })
+        expect(((await embeddings.clone().json()) as { error: { param: string | null } }).error.param).toBe('input')
+        expect(await expectQuotaError(embeddings, 'rate_limit_exceeded')).toContain('shorten the input')
+      })
+
       test('a request asking for n completions reserves max_tokens for each of them', async () => {
         const user = await createUser(gw)
         const { key } = await createKey(gw, user, { limits: { tpm: 1000 } })

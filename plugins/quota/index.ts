@@ -97,7 +97,7 @@ export const quota = definePlugin({
 
     /** Prompt tokens (as the tokenizer in force counts them for a reservation) and the completion allowance. */
     const reserveTokens = (req: GatewayRequest): { prompt: number; completion: number } | Promise<{ prompt: number; completion: number }> => {
-      const max = req.body.max_completion_tokens ?? req.body.max_tokens
+      const max = req.body[completionField(req.body)]
       const each = typeof max === 'number' && max > 0 ? max : options.completion_estimate
       const completion = req.endpoint === 'embeddings' ? 0 : each * completionsAsked(req.body)
       const prompt = services.tokenizer.countPrompt(req.endpoint, req.body, req.group?.name ?? req.model ?? '', 'reserve')
@@ -214,7 +214,7 @@ export const quota = definePlugin({
         // The store answers again: lease releases kept while it was away go now.
         if (releases.size > 0 && store === primary) releases.kick()
         putRateLimitHeaders(req.responseHeaders, items, outcome.remaining)
-        if (!outcome.ok) return refusal(items[outcome.failed]!, outcome, req.responseHeaders)
+        if (!outcome.ok) return refusal(items[outcome.failed]!, outcome, req.responseHeaders, req.endpoint === 'embeddings' ? 'input' : completionField(req.body))
         req.locals[LOCAL] = { items, store, tokens, microUsd, epoch: outcome.epoch } satisfies Reservation
         if (hasLease(items)) leased.set(req.id, { items, leaseId: req.id, store, since: now })
       },
@@ -426,9 +426,23 @@ export function formatDuration(ms: number): string {
  */
 const NO_RETRY = { 'x-should-retry': 'false' } as const
 
-/** The 429 for the item that refused, naming it, with a Retry-After that holds to the second. */
-function refusal(item: Item, outcome: AdmitOutcome, headers: Record<string, string>): GatewayError {
+/**
+ * The field of a body that sets the completion allowance: `max_completion_tokens` where the body
+ * carries it (it wins, as at the providers), else `max_tokens` (also where neither is set).
+ */
+function completionField(body: Record<string, unknown>): 'max_completion_tokens' | 'max_tokens' {
+  return body.max_completion_tokens !== undefined && body.max_completion_tokens !== null ? 'max_completion_tokens' : 'max_tokens'
+}
+
+/**
+ * The 429 for the item that refused, naming it, with a Retry-After that holds to the second.
+ * `field` is what the client can lower: the completion allowance its body set (see
+ * completionField), or an embeddings request's `input`.
+ */
+function refusal(item: Item, outcome: AdmitOutcome, headers: Record<string, string>, field: 'max_completion_tokens' | 'max_tokens' | 'input' = 'max_tokens'): GatewayError {
   const who = `${item.scope} ${item.id}`
+  const fix = field === 'input' ? 'shorten the input' : `lower ${field} or shorten the prompt`
+  const reserved = field === 'input' ? '(its input)' : `(prompt + ${field} for each completion asked)`
   const extra: Record<string, string> = { ...headers }
   const retry = outcome.waitMs === null ? null : Math.max(1, Math.ceil(outcome.waitMs / 1000))
   if (retry !== null) extra['retry-after'] = String(retry)
@@ -438,9 +452,9 @@ function refusal(item: Item, outcome: AdmitOutcome, headers: Record<string, stri
       return new GatewayError('rate_limit_exceeded', `Rate limit reached for ${MEASURE_WORDS.requests} on ${who}: ${item.limit} per minute.${after}`, { headers: extra })
     case 'tokens':
       if (outcome.waitMs === null) {
-        return new GatewayError('rate_limit_exceeded', `This request needs about ${item.cost} tokens, more than the ${MEASURE_WORDS.tokens} limit of ${who} (${item.limit}); lower max_tokens or shorten the prompt.`, { headers: { ...extra, ...NO_RETRY }, param: 'max_tokens' })
+        return new GatewayError('rate_limit_exceeded', `This request needs about ${item.cost} tokens, more than the ${MEASURE_WORDS.tokens} limit of ${who} (${item.limit}); ${fix}.`, { headers: { ...extra, ...NO_RETRY }, param: field })
       }
-      return new GatewayError('rate_limit_exceeded', `Rate limit reached for ${MEASURE_WORDS.tokens} on ${who}: ${item.limit} per minute; this request reserves about ${item.cost} tokens (prompt + max_tokens for each completion asked).${after}`, { headers: extra })
+      return new GatewayError('rate_limit_exceeded', `Rate limit reached for ${MEASURE_WORDS.tokens} on ${who}: ${item.limit} per minute; this request reserves about ${item.cost} tokens ${reserved}.${after}`, { headers: extra })
     case 'parallel':
       return new GatewayError('rate_limit_exceeded', `Too many requests in flight for ${who}: at most ${item.limit} at once. Retry when one finishes.`, { headers: { ...headers, 'retry-after': '1' } })
     case 'budget_tokens':
@@ -449,7 +463,7 @@ function refusal(item: Item, outcome: AdmitOutcome, headers: Record<string, stri
       const what = usd ? `USD budget of ${item.limit / MICRO}` : `token budget of ${item.limit}`
       const amount = (n: number) => (usd ? `${n / MICRO} USD` : `${n} tokens`)
       if (item.cost > item.limit) {
-        return new GatewayError('insufficient_quota', `This request reserves about ${amount(item.cost)}, more than the whole ${what} for ${who}; lower max_tokens or shorten the prompt.`, { headers: { ...extra, ...NO_RETRY }, param: 'max_tokens' })
+        return new GatewayError('insufficient_quota', `This request reserves about ${amount(item.cost)}, more than the whole ${what} for ${who}; ${fix}.`, { headers: { ...extra, ...NO_RETRY }, param: field })
       }
       const renews = item.until === null ? ' It does not renew (period "total"); ask an admin to raise it.' : ` It renews at ${new Date(item.until).toISOString()}.`
       const left = Math.floor(outcome.remaining[outcome.failed] ?? 0)
@@ -459,8 +473,8 @@ function refusal(item: Item, outcome: AdmitOutcome, headers: Record<string, stri
         // the period ends (days, for a month), when a lower max_tokens passes at once.
         return new GatewayError(
           'insufficient_quota',
-          `The ${what} for ${who} has ${amount(left)} left for this period, and this request reserves about ${amount(item.cost)} (prompt + max_tokens for each completion asked): lower max_tokens or shorten the prompt to fit.${renews}`,
-          { headers: { ...headers, ...NO_RETRY }, param: 'max_tokens' },
+          `The ${what} for ${who} has ${amount(left)} left for this period, and this request reserves about ${amount(item.cost)} ${reserved}: ${fix} to fit.${renews}`,
+          { headers: { ...headers, ...NO_RETRY }, param: field },
         )
       }
       // Retry-After (when it renews) stays for a client that waits on purpose; an SDK's quick retries cannot pass.

@@ -417,7 +417,11 @@ describe('reasoning_effort as thinking', () => {
   test('a max_tokens too small for the least budget is refused, naming it', () => {
     const result = toAnthropicRequest({ model: 'claude-sonnet-4-5', messages, reasoning_effort: 'low', max_tokens: 800 }, options)
     expect(result).toMatchObject({ ok: false, param: 'max_tokens' })
-    if (!result.ok) expect(result.message).toContain('above 1024')
+    if (!result.ok) expect(result.message).toContain('needs max_tokens above 1024')
+    // A client that sent max_completion_tokens is told about that field, not one it never sent.
+    const newer = toAnthropicRequest({ model: 'claude-sonnet-4-5', messages, reasoning_effort: 'low', max_completion_tokens: 800 }, options)
+    expect(newer).toMatchObject({ ok: false, param: 'max_completion_tokens' })
+    if (!newer.ok) expect(newer.message).toContain('needs max_completion_tokens above 1024')
   })
 
   test('none, models before 3.7 and no reasoning_effort get no thinking', () => {

@@ -2,6 +2,7 @@ import {
   contentText,
   functionTool,
   isRecord,
+  maxTokensField,
   maxTokensOf,
   modelGeneration,
   num,
@@ -538,6 +539,7 @@ function thinkingOf(
   effort: ReasoningEffort | undefined,
   clientMaxTokens: number | undefined,
   defaultMaxTokens: number,
+  maxTokensParam: 'max_completion_tokens' | 'max_tokens',
 ): Partial<Pick<AnthropicRequest, 'thinking' | 'output_config' | 'max_tokens'>> | Fail | undefined {
   if (effort === undefined || effort === 'none') return undefined
   const generation = modelGeneration(request.model, 'claude')
@@ -556,7 +558,7 @@ function thinkingOf(
   } else if (clientMaxTokens <= budget) {
     budget = clientMaxTokens - 1
     if (budget < MIN_BUDGET) {
-      return refuse(`With reasoning_effort, ${request.model} needs max_tokens (or max_completion_tokens) above ${MIN_BUDGET}: its thinking budget (at least ${MIN_BUDGET} tokens) is part of it.`, 'max_tokens')
+      return refuse(`With reasoning_effort, ${request.model} needs ${maxTokensParam} above ${MIN_BUDGET}: its thinking budget (at least ${MIN_BUDGET} tokens) is part of it.`, maxTokensParam)
     }
   }
   return { thinking: { type: 'enabled', budget_tokens: budget }, max_tokens: maxTokens }
@@ -642,7 +644,7 @@ export function toAnthropicRequest(body: JsonObject, options: AnthropicRequestOp
   // OpenAI's newer safety_identifier means what `user` meant, and what Anthropic's user_id means.
   const user = str(body.safety_identifier) || str(body.user)
   if (user) request.metadata = { user_id: opaqueUserId(user) }
-  const thinking = thinkingOf(request, effort, maxTokensOf(body), options.defaultMaxTokens)
+  const thinking = thinkingOf(request, effort, maxTokensOf(body), options.defaultMaxTokens, maxTokensField(body))
   if (isFail(thinking)) return thinking
   if (thinking) {
     const { output_config: effortConfig, ...rest } = thinking

@@ -269,6 +269,11 @@ export function maxTokensOf(body: JsonObject): number | undefined {
   return num(body.max_completion_tokens) ?? num(body.max_tokens)
 }
 
+/** The field maxTokensOf read, for a refusal to name what the client sent. */
+export function maxTokensField(body: JsonObject): 'max_completion_tokens' | 'max_tokens' {
+  return num(body.max_completion_tokens) !== undefined ? 'max_completion_tokens' : 'max_tokens'
+}
+
 /** OpenAI's `reasoning_effort` values, from none (no reasoning) to the most. */
 export const REASONING_EFFORTS = ['none', 'minimal', 'low', 'medium', 'high', 'xhigh'] as const
 export type ReasoningEffort = (typeof REASONING_EFFORTS)[number]
