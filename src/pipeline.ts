@@ -50,14 +50,18 @@ type Stage = (req: GatewayRequest) => MaybePromise<HookResult>
 /** The stages before the upstream call, whose hooks a failure names. */
 type StageName = 'authenticate' | 'admit' | 'route'
 
+/** The hooks whose failure fails their request: the stages before the upstream call, `describe`, and the handlers of a plugin's `routes`. */
+type FailingHook = StageName | 'describe' | 'routes'
+
 /**
- * A plugin's hook threw (or its promise rejected) before the upstream call: the error, with the
- * plugin and hook it came from, so the operator's log names who failed. A `GatewayError` thrown by
- * a hook is a refusal like a returned one and is never wrapped.
+ * A plugin's hook threw (or its promise rejected, or it returned what a hook may not) before the
+ * upstream call, or in a route of its own: the error, with the plugin and hook it came from, so the
+ * operator's log names who failed. A `GatewayError` thrown by a hook is a refusal like a returned one
+ * and is never wrapped.
  */
 export class HookFailure extends Error {
   constructor(
-    readonly hook: StageName,
+    readonly hook: FailingHook,
     readonly plugin: string,
     override readonly cause: unknown,
   ) {

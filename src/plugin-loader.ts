@@ -3,8 +3,10 @@ import { pathToFileURL } from 'node:url'
 import { KindGuard, OptionalKind, ReadonlyKind, TransformKind, Type, type TSchema } from '@sinclair/typebox'
 import { Value, type ValueError } from '@sinclair/typebox/value'
 import { ConfigError, checkPluginEntry, schemaErrorMessage, type PluginSource } from './config/load.ts'
-import { isPluginFactory, isPluginInstance, type PluginContext, type PluginDefinition, type PluginInstance } from './plugin.ts'
-import type { LoadedPlugin } from './pipeline.ts'
+import { isPluginFactory, isPluginInstance, type Identity, type PluginContext, type PluginDefinition, type PluginInstance } from './plugin.ts'
+import type { LoadedPlugin, Pipeline } from './pipeline.ts'
+import { GatewayError } from './errors.ts'
+import { newRequestId } from './lib/id.ts'
 import type { PluginFactory } from './plugin.ts'
 
 /**
@@ -38,6 +40,28 @@ export async function resolvePlugins(config: PluginSource, builtins: Record<stri
   }
   if (problems.length) throw new ConfigError(problems)
   return instances
+}
+
+/**
+ * `ctx.authenticate` of every plugin: the pipeline's authenticate stage for a request a plugin's
+ * route handles. Plugins are set up before the pipeline is built; it is bound once it is.
+ */
+export class RouteAuthenticator {
+  private pipeline: Pipeline | undefined
+
+  bind(pipeline: Pipeline): void {
+    this.pipeline = pipeline
+  }
+
+  readonly authenticate = async (request: Request): Promise<Identity | GatewayError> => {
+    const pipeline = this.pipeline
+    if (!pipeline) throw new Error('ctx.authenticate checks requests being handled; it cannot run during setup')
+    // As GET /v1/key is checked: the key's validity, no scope nor model.
+    const req = pipeline.createRequest('key', request, newRequestId())
+    const refused = await pipeline.authenticate(req)
+    if (refused) return refused
+    return req.identity ?? new GatewayError('missing_api_key', 'This route needs an API key, but no plugin of this gateway checks keys (the built-in "auth" does).')
+  }
 }
 
 /** Run each plugin's `setup` in order; a failure names the plugin. */

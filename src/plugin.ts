@@ -160,7 +160,15 @@ export interface PluginHooks {
   readsClientIpOnComplete?: boolean
   /** Facts about the calling key for `GET /v1/key` (status, limits, remaining quota); merged over all plugins. */
   describe?(req: GatewayRequest): MaybePromise<Record<string, unknown>>
-  /** Extra HTTP routes, registered on the app (outside the `/v1` pipeline). */
+  /**
+   * Extra HTTP routes, registered on the app (outside the `/v1` pipeline). They are not
+   * authenticated by themselves, whatever their path (`/v1/...` too): a handler that serves API
+   * key holders only checks the request with `ctx.authenticate(request)` (see PluginContext). A
+   * route may not take the method and path of one the gateway or another plugin serves: the boot
+   * fails, naming the plugin, the method and the path. A `GatewayError` a handler throws is answered
+   * in the error envelope; anything else it throws is answered 500 `internal_error`, and the log
+   * line names the plugin.
+   */
   routes?(app: Elysia): unknown
   /**
    * Counters a plugin keeps (cache hits and misses, say), read at every `GET /metrics` scrape and
@@ -178,7 +186,18 @@ export interface PluginContext<Options = unknown> {
   config: ResolvedConfig
   services: Services
   models: ModelRegistry
+  /** Lines carry `plugin: <name>`. */
   logger: Logger
+  /**
+   * Check a request's credentials as the client API does (every plugin's `authenticate` hook, the
+   * built-in `auth`'s key check among them), for the plugin's own `routes`, which the gateway does
+   * not authenticate: the caller's identity, or the `GatewayError` to answer with
+   * (`return error.toResponse(requestId)`, or throw it). The key is checked as for `GET /v1/key`: it
+   * must be valid, and no scope or model is asked of it (read `identity.scopes` for your own). With
+   * no plugin that establishes identities, every call is refused (`missing_api_key`). For requests
+   * being handled; not during setup.
+   */
+  authenticate(request: Request): Promise<Identity | GatewayError>
 }
 
 /** A plugin definition: a name, an options schema, and a setup that returns hooks. */

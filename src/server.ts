@@ -19,7 +19,7 @@ import { Catalog, loadMasterKeys } from './catalog.ts'
 import { consoleRoutes } from './console/routes.ts'
 import { ConsoleSessions, sessionSecret } from './console/session.ts'
 import { HookFailure, Pipeline, type LoadedPlugin } from './pipeline.ts'
-import { resolvePlugins, setupPlugins } from './plugin-loader.ts'
+import { RouteAuthenticator, resolvePlugins, setupPlugins } from './plugin-loader.ts'
 import type { RedisClient } from './redis.ts'
 import { Cors } from './lib/cors.ts'
 import { docsRoutes } from './routes/docs.ts'
@@ -112,11 +112,12 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
   const catalog = new Catalog(config, services, models, logger, masters)
   let plugins: LoadedPlugin[]
   let consoleApp: ConsoleApp | null = null
+  const routeAuth = new RouteAuthenticator()
   try {
     await catalog.start()
     if (config.console.enabled && services.admin.sessions) consoleApp = await consoleRoutes({ config, services, logger })
     const instances = await resolvePlugins(config, BUILTIN_PLUGINS)
-    plugins = await setupPlugins(instances, { config, services, models, logger })
+    plugins = await setupPlugins(instances, { config, services, models, logger, authenticate: routeAuth.authenticate })
   } catch (error) {
     // A boot that fails half-way closes what it opened, so an embedding program can retry.
     await bus.close().catch(() => {})
@@ -137,6 +138,7 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     services,
     clientAddress: (request) => server?.requestIP(received.get(request) ?? request)?.address ?? null,
   })
+  routeAuth.bind(pipeline)
 
   /** Each plugin's close, the last started first; a failure is logged with the plugin's name. */
   const closePlugins = async (started: readonly LoadedPlugin[]): Promise<void> => {
@@ -298,9 +300,9 @@ function buildApp({ config, services, models, pipeline, plugins, logger, catalog
     .onRequest(({ set }) => {
       set.headers['x-request-id'] = newRequestId()
     })
-    .onError(({ code, error, set, request }) => {
+    .onError(({ code, error, set, request, route }) => {
       const id = (set.headers['x-request-id'] as string | undefined) ?? newRequestId()
-      return toGatewayError(code, error, request, allowed, logger, id).toResponse(id)
+      return toGatewayError(code, error, request, allowed, logger, id, routeOwner(request.method, route)).toResponse(id)
     })
     .use(docsRoutes(pkg.version))
     .use(opsRoutes({ services }))
@@ -309,13 +311,31 @@ function buildApp({ config, services, models, pipeline, plugins, logger, catalog
     .use(doctorRoutes({ pipeline, models, services }))
     .use(auditRoutes(services))
   if (consoleApp) app.use(consoleApp)
+  // Who serves each method and path: Elysia lets a route added later replace one of the same
+  // method and path in silence (a plugin's POST /admin/keys answered without the admin key).
+  const served = new RouteTable()
+  for (const r of app.routes) served.claim(r.method, r.path, 'the gateway')
+  /** The plugin of each route a plugin added, for the error handler's log line. */
+  const owners = new Map<string, string>()
   for (const plugin of plugins) {
+    const before = new Set(app.routes)
     try {
       plugin.hooks.routes?.(app as unknown as Elysia)
     } catch (error) {
       throw new Error(`plugin "${plugin.name}" failed to add its routes: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
     }
+    // A route that replaced another is a new entry in Elysia's list, in the place of the one it replaced.
+    for (const r of app.routes) {
+      if (before.has(r)) continue
+      const holder = served.claim(r.method, r.path, `plugin "${plugin.name}"`)
+      if (holder !== null) {
+        throw new Error(`plugin "${plugin.name}" failed to add its routes: ${r.method} ${r.path} is served by ${holder} already; a plugin's route may not replace another`)
+      }
+      owners.set(`${r.method} ${r.path}`, plugin.name)
+    }
   }
+  const routeOwner = (method: string, route: string): string | undefined =>
+    owners.size === 0 ? undefined : (owners.get(`${method} ${route}`) ?? owners.get(`ALL ${route}`) ?? (method === 'HEAD' ? owners.get(`GET ${route}`) : undefined))
 
   // Paths and their methods, known once all routes are in: an unknown method on a known path is 405.
   const allowed = methodTable(app.routes.map((r) => ({ method: r.method, path: r.path })))
@@ -330,6 +350,8 @@ function toGatewayError(
   allowed: (path: string) => string[],
   logger: Logger,
   id: string,
+  /** The plugin whose route the request reached, if one did. */
+  plugin: string | undefined,
 ): GatewayError {
   if (error instanceof GatewayError) return error
   // Elysia wraps what a custom `parse` throws (our 413 and JSON errors) in its ParseError.
@@ -356,6 +378,7 @@ function toGatewayError(
         return new GatewayError('invalid_request', 'A text value in the request holds the NUL character (\\u0000), which cannot be stored. Remove it and send the request again.')
       }
       if (error instanceof HookFailure) error.report(logger, id)
+      else if (plugin !== undefined) new HookFailure('routes', plugin, error).report(logger, id)
       else logger.error('unhandled error', { request_id: id, code: String(code), error: error instanceof Error ? error.stack : String(error) })
       return new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${id} to the operator.`)
   }
@@ -398,6 +421,23 @@ function allowList(methods: readonly string[]): string[] {
   if (list.includes('GET') && !list.includes('HEAD')) list.push('HEAD')
   if (!list.includes('OPTIONS')) list.push('OPTIONS')
   return list
+}
+
+/** The methods and paths routed, and who serves each; a path's parameter names do not tell two routes apart (the router refuses that too). */
+class RouteTable {
+  private readonly paths = new Map<string, Map<string, string>>()
+
+  /** Records the route as `owner`'s; null, or who serves it already (`ALL` takes every method). */
+  claim(method: string, path: string, owner: string): string | null {
+    const shape = path.replace(/:[^/]+/g, ':')
+    let methods = this.paths.get(shape)
+    if (!methods) this.paths.set(shape, (methods = new Map()))
+    const upper = method.toUpperCase()
+    const holder = upper === 'ALL' ? methods.values().next().value : (methods.get(upper) ?? methods.get('ALL'))
+    if (holder !== undefined) return holder
+    methods.set(upper, owner)
+    return null
+  }
 }
 
 function methodTable(routes: { method: string; path: string }[]): (path: string) => string[] {

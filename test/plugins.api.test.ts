@@ -5,6 +5,7 @@
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
 import { ConfigError, loadConfig } from '../src/config/load.ts'
+import { GatewayError } from '../src/errors.ts'
 import { resolvePlugins } from '../src/plugin-loader.ts'
 import { definePlugin, type Identity } from '../src/plugin.ts'
 import { t } from '../src/index.ts'
@@ -13,6 +14,7 @@ import { blockPii } from '../plugins/examples/block-pii/index.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
 import { expectError, postJson } from './support/http.ts'
+import { capturingLogger } from './support/logging.ts'
 
 const messages = [{ role: 'user', content: 'hello there' }]
 const chat = { model: 'mock-gpt', messages, max_tokens: 3 }
@@ -31,8 +33,8 @@ afterEach(async () => {
   await Promise.all(gateways.splice(0).map((g) => g.close()))
 })
 
-async function boot(plugins: unknown[], extra: Parameters<typeof upstreamConfig>[1] = {}): Promise<TestGateway> {
-  const gw = await startGateway(upstreamConfig(upstream.url, { plugins, ...extra }))
+async function boot(plugins: unknown[], extra: Parameters<typeof upstreamConfig>[1] = {}, logger?: ReturnType<typeof capturingLogger>): Promise<TestGateway> {
+  const gw = await startGateway(upstreamConfig(upstream.url, { plugins, ...extra }), logger ? { gateway: { logger: logger.logger } } : {})
   gateways.push(gw)
   return gw
 }
@@ -152,5 +154,82 @@ describe('an authenticate hook of your own beside the built-in auth', () => {
     const res = await fetch(`${gw.url}/v1/key`, { headers: { 'x-internal-service': 'billing' } })
     expect(res.status).toBe(200)
     expect(await res.json()).toMatchObject({ id: 'svc:billing', user_id: 'svc-user:billing', team_id: 'team-internal', environment: 'dev', models: ['mock-gpt'], scopes: ['chat'] })
+  })
+})
+
+describe("a plugin's routes", () => {
+  const routesOf = (name: string, add: (app: import('elysia').Elysia) => unknown) => definePlugin({ name, setup: () => ({ routes: add }) })
+  const bootError = (plugins: unknown[]) => boot(plugins).then(() => undefined, (e: unknown) => e)
+
+  test('may not replace a route the gateway serves: the boot fails naming the plugin, the method and the path', async () => {
+    const admin = routesOf('shadow', (app) => app.post('/admin/keys', () => ({ shadowed: true })))
+    expect(String(await bootError([{ use: 'auth', options: { demo_key: false } }, admin]))).toContain('plugin "shadow" failed to add its routes: POST /admin/keys is served by plugin "auth" already')
+    const health = routesOf('shadow', (app) => app.get('/health', () => 'mine'))
+    expect(String(await bootError([health]))).toContain('plugin "shadow" failed to add its routes: GET /health is served by the gateway already')
+    // Another name for the parameter is the same route to the router.
+    const model = routesOf('shadow', (app) => app.get('/v1/models/:model', () => 'mine'))
+    expect(String(await bootError([model]))).toContain('GET /v1/models/:model is served by the gateway already')
+  })
+
+  test("nor another plugin's", async () => {
+    const first = routesOf('first', (app) => app.get('/plugin/feedback', () => 'first'))
+    const second = routesOf('second', (app) => app.all('/plugin/feedback', () => 'second'))
+    expect(String(await bootError([first, second]))).toContain('plugin "second" failed to add its routes: ALL /plugin/feedback is served by plugin "first" already')
+    // Other methods on a path of the core's are the plugin's to add.
+    const gw = await boot([routesOf('extra', (app) => app.post('/health', () => 'posted'))])
+    expect(await (await fetch(`${gw.url}/health`, { method: 'POST' })).text()).toBe('posted')
+    expect((await fetch(`${gw.url}/health`)).status).toBe(200)
+  })
+
+  test('authenticate with ctx.authenticate: the identity, or the refusal to answer with', async () => {
+    const internal = definePlugin({
+      name: 'internal-auth',
+      setup: () => ({
+        authenticate(req) {
+          const service = req.request.headers.get('x-internal-service')
+          if (service) req.identity = { keyId: `svc:${service}`, userId: 'svc', teamId: null, environment: 'dev', models: null, scopes: null, attributes: {} }
+        },
+      }),
+    })
+    const feedback = definePlugin({
+      name: 'feedback',
+      setup: ({ authenticate }) => ({
+        routes: (app) =>
+          app.get('/v1/feedback', async ({ request, set }) => {
+            const caller = await authenticate(request)
+            if (caller instanceof GatewayError) return caller.toResponse(set.headers['x-request-id'] as string)
+            return { key: caller.keyId }
+          }),
+      }),
+    })
+    const gw = await boot([internal, { use: 'auth', options: { demo_key: false } }, feedback])
+    await expectError(await fetch(`${gw.url}/v1/feedback`), 'missing_api_key')
+    await expectError(await fetch(`${gw.url}/v1/feedback`, { headers: { authorization: 'Bearer sk-dev-not-a-key-0123456789abcdefghijklmnopq' } }), 'invalid_api_key')
+    const served = await fetch(`${gw.url}/v1/feedback`, { headers: { 'x-internal-service': 'billing' } })
+    expect(await served.json()).toEqual({ key: 'svc:billing' })
+
+    // With no plugin that checks keys, the route is closed rather than open.
+    const open = await boot([feedback])
+    await expectError(await fetch(`${open.url}/v1/feedback`, { headers: { authorization: 'Bearer anything' } }), 'missing_api_key')
+  })
+})
+
+describe('failures name their plugin', () => {
+  test("a route handler that throws: 500 internal_error with the request id, and the log line names the plugin", async () => {
+    const log = capturingLogger('error')
+    const faulty = definePlugin({
+      name: 'faulty',
+      setup: () => ({
+        routes: (app) =>
+          app.get('/v1/faulty/:id', () => {
+            throw new Error('route handler boom')
+          }),
+      }),
+    })
+    const gw = await boot([faulty], {}, log)
+    const res = await fetch(`${gw.url}/v1/faulty/1`)
+    const id = res.headers.get('x-request-id')
+    expect((await expectError(res, 'internal_error')).message).toContain(id!)
+    expect(log.lines).toEqual([expect.objectContaining({ msg: 'routes hook failed', plugin: 'faulty', request_id: id, error: expect.stringContaining('route handler boom') })])
   })
 })
