@@ -51,6 +51,12 @@ export interface GatewayErrorOptions {
   type?: ErrorType
   /** Extra response headers, e.g. `Retry-After`. */
   headers?: Record<string, string>
+  /**
+   * The `code` the client sees instead of `code`: an upstream's own code for its 4xx, passed
+   * through (OpenAI's `context_length_exceeded`), which says more than the gateway's. Logs and
+   * metrics keep the gateway's code.
+   */
+  upstreamCode?: string
   cause?: unknown
 }
 
@@ -61,6 +67,7 @@ export class GatewayError extends Error {
   readonly type: ErrorType
   readonly param: string | null
   readonly headers: Record<string, string> | undefined
+  readonly upstreamCode: string | undefined
 
   constructor(code: ErrorCode, message: string, options: GatewayErrorOptions = {}) {
     // A refusal is an expected answer, not a bug: skipping the stack trace makes it about 5x cheaper.
@@ -75,11 +82,12 @@ export class GatewayError extends Error {
     this.type = options.type ?? entry.type
     this.param = options.param ?? null
     this.headers = options.headers
+    this.upstreamCode = options.upstreamCode
   }
 
   /** The JSON envelope every client sees. */
   toJSON(): ErrorEnvelope {
-    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } }
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.upstreamCode ?? this.code } }
   }
 
   /** A complete HTTP response carrying the envelope, the request id and any extra headers. */
@@ -93,9 +101,9 @@ export class GatewayError extends Error {
   }
 }
 
-/** The body of every error response. */
+/** The body of every error response; `code` is an ErrorCode, or an upstream's own code passed through (see GatewayErrorOptions.upstreamCode). */
 export interface ErrorEnvelope {
-  error: { message: string; type: ErrorType; param: string | null; code: ErrorCode }
+  error: { message: string; type: ErrorType; param: string | null; code: ErrorCode | (string & {}) }
 }
 
 export const isGatewayError = (value: unknown): value is GatewayError => value instanceof GatewayError

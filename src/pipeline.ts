@@ -4,7 +4,7 @@ import type { Services } from './services.ts'
 import type { Pricing, Timeouts } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
-import { REFUSAL_HEADER, isRecord, streamErrorFrame } from './providers/shared/openai-format.ts'
+import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, isRecord, streamErrorFrame } from './providers/shared/openai-format.ts'
 import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
 import { carriesUsage, findUsage, lastUsage, parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
@@ -1231,8 +1231,11 @@ export function upstreamError(status: number, text: string, target: RouteTarget,
   const said = upstreamDetail(text)
   const secrets = secretsOf(target)
   const detail = scrubAll(said.message, secrets)
+  // A translating adapter maps its provider's status (Anthropic's 529 to 503) and says which it was: the message tells that one.
+  const stated = headers.get(UPSTREAM_STATUS_HEADER)
+  const real = stated !== null && /^[1-5]\d\d$/.test(stated) ? stated : String(status)
   if (status === 401 || status === 403) {
-    return new GatewayError('upstream_error', `Upstream provider "${provider}" refused the gateway's key "${target.key.id}" (HTTP ${status}): ${detail} An operator must fix or replace that provider key.`)
+    return new GatewayError('upstream_error', `Upstream provider "${provider}" refused the gateway's key "${target.key.id}" (HTTP ${real}): ${detail} An operator must fix or replace that provider key.`)
   }
   if (status === 429) {
     const retry = headers.get('retry-after')
@@ -1242,11 +1245,16 @@ export function upstreamError(status: number, text: string, target: RouteTarget,
   }
   if (status >= 400 && status < 500) {
     const code = upstreamErrorCode(status)
-    // An adapter's refusal (or the upstream's own 4xx) names the field at fault; the client should see it.
-    return new GatewayError(code, `Upstream provider "${provider}" rejected the request (HTTP ${status}): ${detail}`, { status, param: said.param === null ? null : scrubAll(said.param, secrets) })
+    // An adapter's refusal (or the upstream's own 4xx) names the field at fault, and the upstream's
+    // own code (context_length_exceeded) says more than ours: the client should see both.
+    const upstreamCode = said.code !== null && UPSTREAM_CODE.test(said.code) ? said.code : undefined
+    return new GatewayError(code, `Upstream provider "${provider}" rejected the request (HTTP ${real}): ${detail}`, { status, param: said.param === null ? null : scrubAll(said.param, secrets), upstreamCode })
   }
-  return new GatewayError('upstream_error', `Upstream provider "${provider}" failed (HTTP ${status}): ${detail}`)
+  return new GatewayError('upstream_error', `Upstream provider "${provider}" failed (HTTP ${real}): ${detail}`)
 }
+
+/** An upstream's error `code` passed to the client: a plain identifier, not text that could carry anything. */
+const UPSTREAM_CODE = /^[a-z0-9_]{1,64}$/
 
 /** A web page, where the API answers JSON or an event stream. */
 const isHtml = (contentType: string | null): boolean => contentType !== null && contentType.includes('text/html')
@@ -1268,19 +1276,20 @@ function refusalError(text: string): GatewayError {
   return new GatewayError('invalid_request', said.message, { param: said.param })
 }
 
-/** The message of an upstream's error body, and the request field it names (OpenAI's `param`), if any. */
-function upstreamDetail(text: string): { message: string; param: string | null } {
+/** The message of an upstream's error body, the request field it names (OpenAI's `param`) and its `code`, if any. */
+function upstreamDetail(text: string): { message: string; param: string | null; code: string | null } {
   try {
-    const parsed = JSON.parse(text) as { error?: { message?: unknown; param?: unknown } | string; message?: unknown }
-    if (typeof parsed.error === 'string') return { message: parsed.error, param: null }
+    const parsed = JSON.parse(text) as { error?: { message?: unknown; param?: unknown; code?: unknown } | string; message?: unknown }
+    if (typeof parsed.error === 'string') return { message: parsed.error, param: null, code: null }
     const param = typeof parsed.error?.param === 'string' ? parsed.error.param : null
-    if (typeof parsed.error?.message === 'string') return { message: parsed.error.message, param }
-    if (typeof parsed.message === 'string') return { message: parsed.message, param }
+    const code = typeof parsed.error?.code === 'string' ? parsed.error.code : null
+    if (typeof parsed.error?.message === 'string') return { message: parsed.error.message, param, code }
+    if (typeof parsed.message === 'string') return { message: parsed.message, param, code }
   } catch {
     // Not JSON: show the start of the text.
   }
   const trimmed = text.trim()
-  return { message: trimmed ? trimmed.slice(0, 500) : 'no details given.', param: null }
+  return { message: trimmed ? trimmed.slice(0, 500) : 'no details given.', param: null, code: null }
 }
 
 function errorMessage(error: unknown): string {

@@ -9,7 +9,7 @@ import OpenAI, { APIError } from 'openai'
 import { startMockAnthropic, type MockAnthropic } from './fixtures/mock-anthropic.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
-import { REQUEST_ID, closedPort, expectError, postJson } from './support/http.ts'
+import { REQUEST_ID, closedPort, expectError, postJson, type ErrorEnvelopeBody } from './support/http.ts'
 
 const SECRET = 'sk-upstream-secret-0123456789'
 const MAX_BODY = 4096
@@ -55,14 +55,21 @@ describe('upstream failures', () => {
     expect(upstream.stats.requests).toBe(1)
   })
 
-  test("upstream 400 → 400 invalid_request in our envelope, carrying the upstream's message", async () => {
+  test("upstream 400 → 400 in our envelope, carrying the upstream's message, param and own code", async () => {
     upstream.setFailure({
       status: 400,
       body: { error: { message: "Invalid 'temperature': decimal above maximum value.", type: 'invalid_request_error', param: 'temperature', code: 'decimal_above_max_value' } },
     })
-    const error = await expectError(await postJson(chatUrl, chat), 'invalid_request', 400)
+    const res = await postJson(chatUrl, chat)
+    expect(res.status).toBe(400)
+    expect(res.headers.get('x-request-id') ?? '').toMatch(REQUEST_ID)
+    const { error } = (await res.json()) as ErrorEnvelopeBody
+    // The upstream's code says more than the gateway's invalid_request (decided: kept where it is a plain identifier).
+    expect(error).toMatchObject({ type: 'invalid_request_error', param: 'temperature', code: 'decimal_above_max_value' })
     expect(error.message).toContain("Invalid 'temperature': decimal above maximum value.")
-    expect(error.param).toBe('temperature')
+    // Without a code of its own, the gateway's.
+    upstream.setFailure({ status: 400, body: { error: { message: 'bad temperature', type: 'invalid_request_error', param: 'temperature', code: null } } })
+    expect((await expectError(await postJson(chatUrl, chat), 'invalid_request', 400)).param).toBe('temperature')
   })
 
   test('upstream 401 → 502, and the provider secret appears nowhere in the answer', async () => {

@@ -196,3 +196,66 @@ describe('Anthropic prompt-cache writes are priced as Anthropic bills them', () 
     expect(usages[0]!.costUsd).toBeCloseTo(billed, 10)
   })
 })
+
+describe("an upstream's error as the client sees it", () => {
+  const upstream = scriptedUpstream()
+  let gw: TestGateway
+
+  beforeAll(async () => {
+    gw = await startGateway({
+      providers: [
+        { id: 'oa', type: 'openai', baseUrl: `${upstream.url}/openai/v1`, keys: [{ id: 'oa-1', secret: 'sk-upstream-oa-0123456789' }] },
+        { id: 'an', type: 'anthropic', baseUrl: `${upstream.url}/anthropic`, keys: [{ id: 'an-1', secret: 'sk-ant-upstream-0123456789' }] },
+        { id: 'gm', type: 'gemini', baseUrl: `${upstream.url}/gemini`, keys: [{ id: 'gm-1', secret: 'gm-upstream-0123456789' }] },
+      ],
+      models: [
+        { name: 'gpt', targets: [{ provider: 'oa', model: 'gpt-4o' }] },
+        { name: 'claude', targets: [{ provider: 'an', model: 'claude-sonnet-4-5' }] },
+        { name: 'gem', targets: [{ provider: 'gm', model: 'gemini-2.5-flash' }] },
+      ],
+      plugins: [],
+    })
+  })
+  afterAll(async () => {
+    await gw.close()
+    upstream.stop()
+  })
+
+  const ask = async (model: string) => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model, messages: [{ role: 'user', content: 'hi' }] })
+    return { status: res.status, error: ((await res.json()) as { error: Json }).error }
+  }
+
+  test("an OpenAI 4xx keeps its own code (context_length_exceeded), with its status, message and param", async () => {
+    const message = "This model's maximum context length is 128000 tokens."
+    upstream.answer(() => json({ error: { message, type: 'invalid_request_error', param: 'messages', code: 'context_length_exceeded' } }, 400))
+    const { status, error } = await ask('gpt')
+    expect(status).toBe(400)
+    expect(error).toMatchObject({ code: 'context_length_exceeded', param: 'messages', type: 'invalid_request_error' })
+    expect(String(error.message)).toContain(message)
+  })
+
+  test("a code that is no plain identifier, or none, gives the gateway's own", async () => {
+    upstream.answer(() => json({ error: { message: 'bad', type: 'invalid_request_error', param: null, code: 'Not A Code!' } }, 400))
+    expect((await ask('gpt')).error.code).toBe('invalid_request')
+    upstream.answer(() => json({ error: { message: 'The model `gpt-x` does not exist', type: 'invalid_request_error', param: null, code: null } }, 404))
+    expect(await ask('gpt')).toMatchObject({ status: 404, error: { code: 'model_not_found' } })
+  })
+
+  test("Anthropic's and Gemini's 4xx keep the gateway's codes (their error type and status are no codes)", async () => {
+    upstream.answer(() => json({ type: 'error', error: { type: 'not_found_error', message: 'model: claude-x' } }, 404))
+    expect(await ask('claude')).toMatchObject({ status: 404, error: { code: 'model_not_found' } })
+    upstream.answer(() => json({ type: 'error', error: { type: 'invalid_request_error', message: 'messages.0.content: bad' } }, 400))
+    expect(await ask('claude')).toMatchObject({ status: 400, error: { code: 'invalid_request' } })
+    upstream.answer(() => json({ error: { code: 404, message: 'models/gemini-x is not found', status: 'NOT_FOUND' } }, 404))
+    expect(await ask('gem')).toMatchObject({ status: 404, error: { code: 'model_not_found' } })
+  })
+
+  test("Anthropic's 529 is told as HTTP 529 in the 502's message", async () => {
+    upstream.answer(() => json({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }, 529))
+    const { status, error } = await ask('claude')
+    expect(status).toBe(502)
+    expect(error.code).toBe('upstream_error')
+    expect(String(error.message)).toContain('(HTTP 529): Overloaded')
+  })
+})

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { finishReason, toChatCompletion, toErrorResponse, usageOf } from './response.ts'
+import { UPSTREAM_STATUS_HEADER } from '../shared/openai-format.ts'
 
 describe('finishReason', () => {
   test('maps every stop_reason', () => {
@@ -119,13 +120,15 @@ describe('toErrorResponse', () => {
     expect(res.headers.get('retry-after')).toBe('12')
     expect(res.headers.get('anthropic-ratelimit-tokens-remaining')).toBe('0')
     expect(res.headers.get('x-secret-internal')).toBeNull()
-    expect(await res.json()).toEqual({ error: { message: 'slow down', type: 'rate_limit_error', param: null, code: 'rate_limit_error' } })
+    // Anthropic's type is no code: the gateway's own says more to OpenAI clients.
+    expect(await res.json()).toEqual({ error: { message: 'slow down', type: 'rate_limit_error', param: null, code: null } })
   })
 
-  test('529 overloaded is a 503; a body that is not JSON still gives a message', async () => {
+  test('529 overloaded is a 503 that says it was a 529; a body that is not JSON still gives a message', async () => {
     const overloaded = toErrorResponse(529, JSON.stringify({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }), new Headers())
     expect(overloaded.status).toBe(503)
-    expect(await overloaded.json()).toMatchObject({ error: { message: 'Overloaded', type: 'api_error', code: 'overloaded_error' } })
+    expect(overloaded.headers.get(UPSTREAM_STATUS_HEADER)).toBe('529')
+    expect(await overloaded.json()).toMatchObject({ error: { message: 'Overloaded', type: 'api_error', code: null } })
     const html = toErrorResponse(502, '<html>bad gateway</html>', new Headers())
     expect((await errorOf(html)).error.message).toBe('<html>bad gateway</html>')
     const empty = toErrorResponse(500, '', new Headers())

@@ -12,6 +12,7 @@ import {
   type FinishReason,
   type JsonObject,
   type ToolCall,
+  UPSTREAM_STATUS_HEADER,
 } from '../shared/openai-format.ts'
 
 /** Anthropic's `stop_reason` in OpenAI's terms. */
@@ -138,7 +139,9 @@ export function statusOf(status: number, type?: string, message = ''): number {
 
 /**
  * An Anthropic error answer (`{type: "error", error: {type, message}}`) as an OpenAI-style
- * error with the same status (529 → 503), so generic code reads `error.message`.
+ * error with the same status (529 → 503, the real one in UPSTREAM_STATUS_HEADER), so generic
+ * code reads `error.message`. Anthropic's error type is kept as `type` where the status is the
+ * client's; it is no `code` (the gateway's, such as model_not_found, says more to OpenAI clients).
  */
 export function toErrorResponse(status: number, text: string, headers: Headers): Response {
   let message = ''
@@ -153,9 +156,10 @@ export function toErrorResponse(status: number, text: string, headers: Headers):
     message = text.trim().slice(0, 500)
   }
   const mapped = statusOf(status, type, message)
+  const out = rateLimitHeaders(headers)
+  if (mapped !== status) out[UPSTREAM_STATUS_HEADER] = String(status)
   return errorResponse(mapped, message || `Anthropic answered HTTP ${status}.`, {
     type: mapped >= 500 || mapped !== status || !type ? errorTypeForStatus(mapped) : type,
-    code: type ?? null,
-    headers: rateLimitHeaders(headers),
+    headers: out,
   })
 }

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { brokenCallsOf, finishReason, retryAfterOf, toChatCompletion, toEmbeddingList, toErrorResponse, usageOf } from './response.ts'
+import { UPSTREAM_STATUS_HEADER } from '../shared/openai-format.ts'
 
 describe('finishReason', () => {
   test('maps Gemini reasons; a candidate that called functions finished with tool_calls', () => {
@@ -139,7 +140,8 @@ describe('errors', () => {
     )
     expect(quota.status).toBe(429)
     expect(quota.headers.get('retry-after')).toBe('5')
-    expect(await quota.json()).toEqual({ error: { message: 'quota', type: 'rate_limit_error', param: null, code: 'resource_exhausted' } })
+    // Google's status restates the HTTP status: no code (the gateway's own says more).
+    expect(await quota.json()).toEqual({ error: { message: 'quota', type: 'rate_limit_error', param: null, code: null } })
 
     const key = toErrorResponse(
       400,
@@ -147,6 +149,7 @@ describe('errors', () => {
       new Headers(),
     )
     expect(key.status).toBe(401)
+    expect(key.headers.get(UPSTREAM_STATUS_HEADER)).toBe('400')
     expect((await errorOf(key)).error.type).toBe('authentication_error')
 
     // The JSON-array form (streamGenerateContent without alt=sse) wraps the error in a list.

@@ -13,6 +13,7 @@ import {
   type FinishReason,
   type JsonObject,
   type ToolCall,
+  UPSTREAM_STATUS_HEADER,
 } from '../shared/openai-format.ts'
 
 const FILTERED = new Set(['SAFETY', 'RECITATION', 'BLOCKLIST', 'PROHIBITED_CONTENT', 'SPII', 'IMAGE_SAFETY', 'IMAGE_PROHIBITED_CONTENT'])
@@ -185,11 +186,12 @@ function isKeyError(details: unknown): boolean {
 
 /**
  * A Gemini error answer (`{error: {code, message, status, details}}`) as an OpenAI-style
- * error with the same status. A retry delay becomes `retry-after`.
+ * error with the same status (a bad key's 400 as 401, the real one in UPSTREAM_STATUS_HEADER).
+ * A retry delay becomes `retry-after`. Google's `status` (INVALID_ARGUMENT, NOT_FOUND) restates
+ * the HTTP status and is no `code`: the gateway's (model_not_found) says more to OpenAI clients.
  */
 export function toErrorResponse(status: number, text: string, headers: Headers): Response {
   let message = ''
-  let code: string | null = null
   let details: unknown
   try {
     const raw: unknown = JSON.parse(text)
@@ -197,7 +199,6 @@ export function toErrorResponse(status: number, text: string, headers: Headers):
     const parsed: unknown = Array.isArray(raw) ? raw[0] : raw
     if (isRecord(parsed) && isRecord(parsed.error)) {
       message = str(parsed.error.message) ?? ''
-      code = str(parsed.error.status)?.toLowerCase() ?? null
       details = parsed.error.details
     }
   } catch {
@@ -207,5 +208,6 @@ export function toErrorResponse(status: number, text: string, headers: Headers):
   const out: Record<string, string> = {}
   const retry = headers.get('retry-after') ?? retryAfterOf(details)
   if (retry) out['retry-after'] = retry
-  return errorResponse(mapped, message || `Gemini answered HTTP ${status}.`, { type: errorTypeForStatus(mapped), code, headers: out })
+  if (mapped !== status) out[UPSTREAM_STATUS_HEADER] = String(status)
+  return errorResponse(mapped, message || `Gemini answered HTTP ${status}.`, { type: errorTypeForStatus(mapped), headers: out })
 }

@@ -143,6 +143,13 @@ export function errorResponse(status: number, message: string, options: { type?:
  */
 export const REFUSAL_HEADER = 'x-sluice-refusal'
 
+/**
+ * The status the provider really answered, on an adapter's error whose status it mapped (Anthropic's
+ * 529 overloaded is a 503, an account out of credit a 403): the pipeline acts on the mapped one
+ * and names this one in its message.
+ */
+export const UPSTREAM_STATUS_HEADER = 'x-sluice-upstream-status'
+
 /** The 400 a translator's refusal becomes; the upstream is never called. */
 export function refusalResponse(refusal: { message: string; param: string | null }): Response {
   return errorResponse(400, refusal.message, { code: 'invalid_request', param: refusal.param, headers: { [REFUSAL_HEADER]: '1' } })
