@@ -66,6 +66,12 @@ export interface Gateway {
 const CUT_FLUSH_MS = 250
 /** After the sockets close, how long the requests cut off get to end and be settled before the plugins close. */
 const DRAIN_MS = 2000
+/**
+ * The silence allowed a stream's connection once its answer has started (`limits.idle_timeout_s`
+ * is for the rest): Bun's largest idle timeout, above the default idle_ms, so that the gateway's
+ * own idle timeout ends a silent upstream first.
+ */
+const STREAM_IDLE_S = 255
 
 /** The composition root: opens backends, runs migrations, sets up plugins, builds the app. */
 export async function createGateway(config: ResolvedConfig, options: GatewayOptions = {}): Promise<Gateway> {
@@ -189,7 +195,13 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
       }
     }
     const crossOrigin = cors !== null && Cors.applies(request.url)
+    // A client connection silent both ways for limits.idle_timeout_s is closed by Bun (an idle
+    // keep-alive one, say), but a model call may wait minutes for its upstream's headers without a
+    // byte on the client's side (first_byte_ms and total_ms bound that wait): exempt until then.
+    const waiting = request.method === 'POST' && isModelCall(request.url) ? server : undefined
+    waiting?.timeout(incoming, 0)
     return app.handle(request).then((response) => {
+      if (waiting) rearm(waiting, incoming, response, config.idleTimeoutS)
       http.record(request.url, response.status, performance.now() - started)
       if (draining) closeConnection(response)
       return crossOrigin ? cors.decorate(request, response) : response
@@ -212,7 +224,7 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
         reusePort: listenOptions.reusePort ?? false,
         // Our own reader enforces the configured limit with the error envelope; Bun's cap is a backstop.
         maxRequestBodySize: config.maxBodyBytes * 2 + 1024 * 1024,
-        idleTimeout: 0,
+        idleTimeout: config.idleTimeoutS,
         ...(config.tls ? { tls: { cert: Bun.file(config.tls.cert), key: Bun.file(config.tls.key) } } : {}),
         fetch: dispatch,
         // Never Bun's development page (it shows source and paths): a failure outside the app's own
@@ -458,3 +470,18 @@ function methodTable(routes: { method: string; path: string }[]): (path: string)
   }
 }
 
+/** Whether a request is for a /v1 route that calls an upstream (every POST under /v1 but the token count). */
+function isModelCall(url: string): boolean {
+  const at = url.indexOf('/v1/', url.indexOf('//') + 2)
+  return at !== -1 && url.indexOf('/', url.indexOf('//') + 2) === at && !url.startsWith('tokens/', at + 4)
+}
+
+/** A model call's answer has started: its connection may again be closed after a silence. */
+function rearm(server: Server<unknown>, request: Request, response: Response, idleS: number): void {
+  const stream = response.headers.get('content-type')?.startsWith('text/event-stream') === true
+  try {
+    server.timeout(request, stream ? STREAM_IDLE_S : idleS)
+  } catch {
+    // The client has already gone: nothing to arm.
+  }
+}

@@ -39,6 +39,8 @@ export interface ResolvedConfig {
   maxBodyBytes: number
   /** How long a client API request's body may take to arrive (0: no limit). */
   bodyTimeoutMs: number
+  /** Seconds a client connection may stay silent both ways before it is closed (Bun's idleTimeout). */
+  idleTimeoutS: number
   shutdownGraceMs: number
   /** The admin console at /console. */
   console: { enabled: boolean; sessionTtlMs: number }
@@ -188,6 +190,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     logLevel: logLevel as LogLevel,
     maxBodyBytes: file.limits?.max_body_bytes ?? DEFAULT_MAX_BODY_BYTES,
     bodyTimeoutMs: file.limits?.body_timeout_ms ?? 30_000,
+    idleTimeoutS: file.limits?.idle_timeout_s ?? 75,
     shutdownGraceMs: file.server?.shutdown_grace_ms ?? 10_000,
     console: { enabled: file.console?.enabled ?? true, sessionTtlMs: file.console?.session_ttl_ms ?? 8 * 60 * 60 * 1000 },
     cors: cors ? { origins: cors.origins, maxAgeS: cors.max_age_s ?? 600 } : null,
