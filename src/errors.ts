@@ -70,6 +70,8 @@ export class GatewayError extends Error {
   readonly upstreamCode: string | undefined
 
   constructor(code: ErrorCode, message: string, options: GatewayErrorOptions = {}) {
+    // A code of a plugin's own (from JavaScript, or cast) would fail far from here, reading its status.
+    if (!Object.hasOwn(ERROR_CODES, code)) throw new TypeError(`unknown error code ${JSON.stringify(code)}; use one of ${Object.keys(ERROR_CODES).join(', ')}`)
     // A refusal is an expected answer, not a bug: skipping the stack trace makes it about 5x cheaper.
     const limit = Error.stackTraceLimit
     Error.stackTraceLimit = 0

@@ -154,6 +154,7 @@ export class Pipeline {
   private readonly completeHooks: CompleteHook[]
   private readonly chunkHooks: ChunkHook[]
   private readonly describeHooks: NonNullable<PluginHooks['describe']>[]
+  private readonly describeNames: string[]
   /** Some plugin needs to see the response as it passes. */
   private readonly tap: boolean
   private readonly models: ModelRegistry
@@ -197,6 +198,7 @@ export class Pipeline {
     this.chunkNames = names('onStreamChunk')
     this.stageNames = { authenticate: names('authenticate'), admit: names('admit'), route: names('route') }
     this.describeHooks = pick('describe')
+    this.describeNames = options.plugins.filter((p) => p.hooks.describe).map((p) => p.name)
     this.tap = this.usageHooks.length + this.completeHooks.length + this.chunkHooks.length > 0
     this.models = options.models
     this.logger = options.logger
@@ -242,7 +244,12 @@ export class Pipeline {
   authenticate(req: GatewayRequest): MaybePromise<HookResult> {
     try {
       const result = this.runStage(this.authenticateHooks, req, 'authenticate')
-      return result instanceof Promise ? result.catch((error: unknown) => Promise.reject(this.blame(error, 'authenticate'))) : result
+      return result instanceof Promise
+        ? result.then(
+            (answer) => (answer ? this.refusal(answer, 'authenticate') : undefined),
+            (error: unknown) => Promise.reject(this.blame(error, 'authenticate')),
+          )
+        : result && this.refusal(result, 'authenticate')
     } catch (error) {
       throw this.blame(error, 'authenticate')
     }
@@ -250,7 +257,7 @@ export class Pipeline {
 
   /** What the plugins say about the calling key, for `GET /v1/key`. */
   async describe(req: GatewayRequest): Promise<Record<string, unknown>> {
-    const parts = await Promise.all(this.describeHooks.map((hook) => hook(req)))
+    const parts = await Promise.all(this.describeHooks.map((hook, i) => this.describeWith(hook, i, req)))
     return Object.assign({}, ...parts)
   }
 
@@ -306,7 +313,7 @@ export class Pipeline {
       let refused = this.runStage(this.authenticateHooks, req, 'authenticate')
       if (refused instanceof Promise) refused = await refused
       stage = undefined
-      if (refused) return this.fail(req, refused)
+      if (refused) return this.fail(req, this.refusal(refused, 'authenticate'))
 
       const group = req.model === undefined ? undefined : this.models.get(req.model)
       if (!group) return this.fail(req, modelNotFound(req.model))
@@ -316,7 +323,7 @@ export class Pipeline {
       let refusedAdmission = this.runStage(this.admitHooks, req, 'admit')
       if (refusedAdmission instanceof Promise) refusedAdmission = await refusedAdmission
       stage = undefined
-      if (refusedAdmission) return this.fail(req, refusedAdmission)
+      if (refusedAdmission) return this.fail(req, this.refusal(refusedAdmission, 'admit'))
 
       stage = 'route'
       let routed = this.plan(req, group)
@@ -384,6 +391,33 @@ export class Pipeline {
   }
 
   /**
+   * What a stage's hook answered (not nothing), as a refusal: a GatewayError. Anything else (a string,
+   * `true`, an error object of the plugin's own) is the plugin's mistake, a HookFailure naming it,
+   * where it reached the answer and failed there as a TypeError naming nobody. `index` is the hook's
+   * in the stage; runStage checks each of several itself, so only a lone hook's answer is checked
+   * here (at 0).
+   */
+  private refusal(result: unknown, stage: StageName, index = 0): GatewayError {
+    if (result instanceof GatewayError) return result
+    throw this.hookFailure(strayAnswer(result, 'a GatewayError to refuse, or nothing to go on'), stage, index)
+  }
+
+  /** A route hook's plan, unless it is none (see refusal). */
+  private checkedPlan(plan: RoutePlan | GatewayError, index: number): RoutePlan | GatewayError {
+    if (plan instanceof GatewayError || typeof (plan as Partial<RoutePlan>).next === 'function') return plan
+    throw this.hookFailure(strayAnswer(plan, 'a RoutePlan (an object with next()), a GatewayError to refuse, or nothing to leave it to the next'), 'route', index)
+  }
+
+  /** A `describe` hook's facts; its failure names the plugin. */
+  private async describeWith(hook: NonNullable<PluginHooks['describe']>, index: number, req: GatewayRequest): Promise<Record<string, unknown>> {
+    try {
+      return await hook(req)
+    } catch (error) {
+      throw error instanceof GatewayError ? error : new HookFailure('describe', this.describeNames[index]!, error)
+    }
+  }
+
+  /**
    * A stage's hooks in order until one refuses. One hook is called directly (its failure is blamed by
    * the caller, which knows the stage); with several, a failure is named here.
    */
@@ -398,7 +432,7 @@ export class Pipeline {
         } catch (error) {
           throw this.hookFailure(error, name, i)
         }
-        if (result) return result
+        if (result) return this.refusal(result, name, i)
       }
       return undefined
     })()
@@ -411,7 +445,7 @@ export class Pipeline {
       for (; i < hooks.length; i++) {
         const plan = hooks[i]!(req, group)
         if (plan instanceof Promise) return this.planFrom(plan, i, req, group)
-        if (plan) return plan
+        if (plan) return this.checkedPlan(plan, i)
       }
     } catch (error) {
       throw this.hookFailure(error, 'route', i)
@@ -424,10 +458,10 @@ export class Pipeline {
     let i = at
     try {
       const plan = await pending
-      if (plan) return plan
+      if (plan) return this.checkedPlan(plan, i)
       for (i = at + 1; i < this.routeHooks.length; i++) {
         const next = await this.routeHooks[i]!(req, group)
-        if (next) return next
+        if (next) return this.checkedPlan(next, i)
       }
     } catch (error) {
       throw this.hookFailure(error, 'route', i)
@@ -993,6 +1027,17 @@ export class Pipeline {
 export function headersWaitMs(timeouts: Timeouts | undefined, stream: boolean): number {
   const total = timeouts?.total_ms ?? DEFAULT_TOTAL_MS
   return Math.min(timeouts?.first_byte_ms ?? (stream ? DEFAULT_FIRST_BYTE_MS : total), total)
+}
+
+/** What a hook answered that it may not, as the error its HookFailure carries. */
+function strayAnswer(value: unknown, wanted: string): TypeError {
+  const shown =
+    typeof value === 'string'
+      ? `the string ${JSON.stringify(value.length > 80 ? value.slice(0, 77) + '...' : value)}`
+      : typeof value === 'object' && value !== null
+        ? `an object that is no GatewayError (${value.constructor?.name ?? 'null prototype'})`
+        : `${typeof value} ${String(value)}`
+  return new TypeError(`it returned ${shown}; a hook returns ${wanted}`)
 }
 
 /** Without a routing plugin: the group's first target with its provider's first key, once. */

@@ -7,6 +7,7 @@ import { isPluginFactory, isPluginInstance, type Identity, type PluginContext, t
 import type { LoadedPlugin, Pipeline } from './pipeline.ts'
 import { GatewayError } from './errors.ts'
 import { newRequestId } from './lib/id.ts'
+import type { Logger } from './lib/logger.ts'
 import type { PluginFactory } from './plugin.ts'
 
 /**
@@ -69,7 +70,7 @@ export async function setupPlugins(instances: PluginInstance[], base: Omit<Plugi
   const loaded: LoadedPlugin[] = []
   for (const instance of instances) {
     try {
-      const hooks = await instance.definition.setup({ ...base, options: instance.options as never })
+      const hooks = await instance.definition.setup({ ...base, logger: pluginLogger(base.logger, instance.name), options: instance.options as never })
       loaded.push({ name: instance.name, hooks: hooks ?? {} })
     } catch (error) {
       // Those already started are closed (the last first): a boot that fails leaves nothing running.
@@ -78,6 +79,19 @@ export async function setupPlugins(instances: PluginInstance[], base: Omit<Plugi
     }
   }
   return loaded
+}
+
+/** The logger a plugin is given: its lines carry `plugin: <name>` (a `plugin` field of the line's own wins). */
+function pluginLogger(logger: Logger, plugin: string): Logger {
+  const named = (fields: Record<string, unknown> | undefined) => (fields === undefined ? { plugin } : { plugin, ...fields })
+  return {
+    level: logger.level,
+    enabled: (level) => logger.enabled(level),
+    debug: (msg, fields) => logger.debug(msg, named(fields)),
+    info: (msg, fields) => logger.info(msg, named(fields)),
+    warn: (msg, fields) => logger.warn(msg, named(fields)),
+    error: (msg, fields) => logger.error(msg, named(fields)),
+  }
 }
 
 async function toInstance(

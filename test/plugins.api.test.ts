@@ -228,8 +228,89 @@ describe('failures name their plugin', () => {
     })
     const gw = await boot([faulty], {}, log)
     const res = await fetch(`${gw.url}/v1/faulty/1`)
-    const id = res.headers.get('x-request-id')
-    expect((await expectError(res, 'internal_error')).message).toContain(id!)
+    const id = await expectInternalError(res)
     expect(log.lines).toEqual([expect.objectContaining({ msg: 'routes hook failed', plugin: 'faulty', request_id: id, error: expect.stringContaining('route handler boom') })])
   })
+
+  /** A plugin that answers from its hooks what `answer` gives. */
+  const answering = (name: string, answer: () => unknown) =>
+    definePlugin({ name, setup: () => ({ admit: () => answer() as undefined, route: () => undefined }) })
+  const quiet = definePlugin({ name: 'quiet', setup: () => ({ admit: () => undefined }) })
+
+  test('an admit hook that returns something else than a GatewayError or nothing: 500, naming the plugin and what it returned', async () => {
+    for (const [answer, shown] of [
+      [() => 'not allowed', 'it returned the string "not allowed"'],
+      [() => ({ error: 'nope', status: 403 }), 'it returned an object that is no GatewayError (Object)'],
+      [() => true, 'it returned boolean true'],
+      [() => Promise.resolve('late'), 'it returned the string "late"'],
+    ] as const) {
+      // Alone in its stage, and after another plugin's hook (the stage's hooks run in turn).
+      for (const plugins of [[answering('faulty', answer)], [quiet, answering('faulty', answer)]]) {
+        const log = capturingLogger('error')
+        const gw = await boot(plugins, {}, log)
+        const id = await expectInternalError(await postJson(`${gw.url}/v1/chat/completions`, chat))
+        expect(log.lines).toEqual([expect.objectContaining({ msg: 'admit hook failed', plugin: 'faulty', request_id: id, error: expect.stringContaining(shown) })])
+      }
+    }
+    expect(upstream.stats.requests).toBe(0)
+  })
+
+  test('a route hook that returns no plan names the plugin', async () => {
+    const log = capturingLogger('error')
+    const router = definePlugin({ name: 'router', setup: () => ({ route: () => ({ target: 'up' }) as never }) })
+    const gw = await boot([router], {}, log)
+    const id = await expectInternalError(await postJson(`${gw.url}/v1/chat/completions`, chat))
+    expect(log.lines).toEqual([expect.objectContaining({ msg: 'route hook failed', plugin: 'router', request_id: id, error: expect.stringContaining('a RoutePlan') })])
+  })
+
+  test('an unknown error code is refused where the GatewayError is made, listing the codes; in a hook, the failure names the plugin', async () => {
+    expect(() => new GatewayError('pii_detected' as never, 'PII found')).toThrow('unknown error code "pii_detected"; use one of missing_api_key, invalid_api_key')
+    const log = capturingLogger('error')
+    const gw = await boot([answering('faulty', () => new GatewayError('pii_detected' as never, 'PII found'))], {}, log)
+    const id = await expectInternalError(await postJson(`${gw.url}/v1/chat/completions`, chat))
+    expect(log.lines).toEqual([expect.objectContaining({ msg: 'admit hook failed', plugin: 'faulty', request_id: id, error: expect.stringContaining('unknown error code "pii_detected"') })])
+  })
+
+  test('a describe hook that throws: GET /v1/key answers 500 and the log names the plugin', async () => {
+    const log = capturingLogger('error')
+    const facts = definePlugin({ name: 'facts', setup: () => ({ describe: () => ({ fine: true }) }) })
+    const broken = definePlugin({
+      name: 'broken-facts',
+      setup: () => ({
+        describe: () => {
+          throw new Error('describe boom')
+        },
+      }),
+    })
+    const gw = await boot([facts, broken], {}, log)
+    const id = await expectInternalError(await fetch(`${gw.url}/v1/key`))
+    expect(log.lines).toEqual([expect.objectContaining({ msg: 'describe hook failed', plugin: 'broken-facts', request_id: id, error: expect.stringContaining('describe boom') })])
+  })
+
+  test("the logger setup receives names the plugin on every line", async () => {
+    const log = capturingLogger('info')
+    const chatty = definePlugin({
+      name: 'chatty',
+      setup: ({ logger }) => {
+        logger.info('starting', { mode: 'fast' })
+        logger.warn('no fields')
+        return {}
+      },
+    })
+    await boot([chatty], {}, log)
+    expect(log.lines.filter((l) => l.plugin === 'chatty').map((l) => [l.msg, l.mode])).toEqual([
+      ['starting', 'fast'],
+      ['no fields', undefined],
+    ])
+  })
 })
+
+/** A 500 internal_error envelope that quotes its request id; returns the id. */
+async function expectInternalError(res: Response): Promise<string> {
+  expect(res.status).toBe(500)
+  const id = res.headers.get('x-request-id')!
+  const body = (await res.json()) as { error: { code: string; message: string } }
+  expect(body.error.code).toBe('internal_error')
+  expect(body.error.message).toContain(id)
+  return id
+}
