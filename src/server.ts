@@ -4,7 +4,7 @@ import { GatewayError } from './errors.ts'
 import { ensureAdminKey } from './admin-key.ts'
 import type { ResolvedConfig } from './config/load.ts'
 import { createDatabase, type DatabaseHandle } from './db/index.ts'
-import { isUnstorableText } from './db/errors.ts'
+import { databaseUnavailable, describeError, isDatabaseUnavailable, isUnstorableText } from './db/errors.ts'
 import { migrateToLatest } from './db/migrate.ts'
 import { createLocalBus, createRedisBus } from './lib/bus.ts'
 import { newRequestId } from './lib/id.ts'
@@ -388,6 +388,11 @@ function toGatewayError(
       // Bad input that only the database noticed: the client's to fix, not the operator's.
       if (isUnstorableText(error)) {
         return new GatewayError('invalid_request', 'A text value in the request holds the NUL character (\\u0000), which cannot be stored. Remove it and send the request again.')
+      }
+      // The database down, locked or too slow: not a bug, a 503 worth retrying shortly (its detail to the log).
+      if (isDatabaseUnavailable(error)) {
+        logger.warn('database unavailable', { request_id: id, error: describeError(error) })
+        return databaseUnavailable(error)
       }
       if (error instanceof HookFailure) error.report(logger, id)
       else if (plugin !== undefined) new HookFailure('routes', plugin, error).report(logger, id)

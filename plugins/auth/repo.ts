@@ -96,17 +96,20 @@ const teamsQuery = (db: Db) =>
     .select(['t.id', 't.deleted_at', 't.limits', 't.budget'])
     .where('m.user_id', '=', '')
 
-/** Load a key with its owner and the owner's teams; null when no key has that hash (or, with `by: 'id'`, that id). */
-export async function findKeyRecord(db: Db, hash: string, by: 'hash' | 'id' = 'hash'): Promise<KeyRecord | null> {
+/**
+ * Load a key with its owner and the owner's teams; null when no key has that hash (or, with `by: 'id'`,
+ * that id). `signal` gives up on the reads (and cancels a running one on Postgres) when it aborts.
+ */
+export async function findKeyRecord(db: Db, hash: string, by: 'hash' | 'id' = 'hash', signal?: AbortSignal): Promise<KeyRecord | null> {
   // Compiled once per database (and per transaction), then only re-bound. Building them through the
   // query builder on every key the cache did not hold was about two thirds of findKeyRecord's CPU in
   // a profile of cold keys; one lookup on Postgres now takes about a third less time
   // (benchmarks/README.md, "RSS with 100,000 keys").
   const keyRead = compileOnce(db, by === 'hash' ? 'auth.key_by_hash' : 'auth.key_by_id', () => keyQuery(db, by).compile())
-  const row = (await db.executeQuery(withParameters(keyRead, [hash]))).rows[0]
+  const row = (await db.executeQuery(withParameters(keyRead, [hash]), { signal })).rows[0]
   if (!row) return null
   const teamsRead = compileOnce(db, 'auth.teams_of_user', () => teamsQuery(db).compile())
-  const teamRows = (await db.executeQuery(withParameters(teamsRead, [row.user_id]))).rows
+  const teamRows = (await db.executeQuery(withParameters(teamsRead, [row.user_id]), { signal })).rows
   return {
     id: row.id,
     lineageId: row.lineage_id ?? row.id,

@@ -1,3 +1,4 @@
+import { databaseUnavailable, isDatabaseUnavailable } from '../../src/db/errors.ts'
 import { GatewayError } from '../../src/errors.ts'
 import type { Endpoint, Identity } from '../../src/plugin.ts'
 import { LruCache } from './cache.ts'
@@ -31,9 +32,12 @@ export interface Presented {
 
 export type Verdict = { ok: true; identity: Identity; record: KeyRecord } | { ok: false; error: GatewayError; record: KeyRecord | null }
 
+/** How long a key the cache does not hold may take to load before the request is answered 503. */
+export const KEY_LOOKUP_TIMEOUT_MS = 5000
+
 export interface VerifierOptions {
   db: Db
-  /** Loads the record of a hash. @default findKeyRecord on `db` (tests count or delay loads through this) */
+  /** Loads the record of a hash. @default findKeyRecord on `db` within KEY_LOOKUP_TIMEOUT_MS (tests count or delay loads through this) */
   load?: (hash: string) => Promise<KeyRecord | null>
   environment: string
   now: () => number
@@ -59,7 +63,9 @@ export class KeyVerifier {
 
   constructor(private readonly options: VerifierOptions) {
     this.cache = new LruCache(options.cacheSize, options.now)
-    this.load = options.load ?? ((hash) => findKeyRecord(options.db, hash))
+    // A deadline of its own, whatever the database's statement timeout: it bounds the wait for a
+    // connection (a server that does not answer the connect at all) too.
+    this.load = options.load ?? ((hash) => findKeyRecord(options.db, hash, 'hash', AbortSignal.timeout(KEY_LOOKUP_TIMEOUT_MS)))
   }
 
   invalidate(hash: string | null): void {
@@ -122,7 +128,7 @@ export class KeyVerifier {
       return { ok: false, error, record }
     }
     const record = this.lookup(hashKey(key))
-    if (record instanceof Promise) return record.then((r) => this.decide(key, r, presented))
+    if (record instanceof Promise) return record.then((r) => this.decide(key, r, presented), unavailable)
     return this.decide(key, record, presented)
   }
 
@@ -223,3 +229,12 @@ function success(record: KeyRecord, teamId: string | null): Extract<Verdict, { o
 }
 
 const fail = (error: GatewayError): Verdict => ({ ok: false, error, record: null })
+
+/**
+ * A key that could not be loaded because the database cannot answer now (down, locked, too slow):
+ * 503 with Retry-After, a refusal like any other. Anything else is a bug and stays thrown (500).
+ */
+function unavailable(error: unknown): Verdict {
+  if (isDatabaseUnavailable(error)) return fail(databaseUnavailable(error))
+  throw error
+}

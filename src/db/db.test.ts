@@ -17,6 +17,7 @@ import {
 } from '../../test/support/services.ts';
 import {
   DEFAULT_POSTGRES_POOL_SIZE,
+  DEFAULT_STATEMENT_TIMEOUT_MS,
   createDatabase,
   isForeignKeyViolation,
   isUniqueViolation,
@@ -629,19 +630,26 @@ describe('parseDatabaseUrl', () => {
     expect(parseDatabaseUrl(' sqlite://:memory: ')).toEqual({ dialect: 'sqlite', filename: ':memory:' });
   });
 
-  test('Postgres forms: pool size and search_path are ours, the rest goes to the client', () => {
+  test('Postgres forms: pool size, search_path and statement_timeout are ours, the rest goes to the client', () => {
     expect(parseDatabaseUrl('postgres://u:p@db.internal:5433/app')).toEqual({
       dialect: 'postgres',
       connectionUrl: 'postgres://u:p@db.internal:5433/app',
       max: DEFAULT_POSTGRES_POOL_SIZE,
       searchPath: null,
+      statementTimeoutMs: DEFAULT_STATEMENT_TIMEOUT_MS,
     });
-    expect(parseDatabaseUrl('postgresql://u@h/app?max=25&sslmode=require&search_path=tenant')).toEqual({
+    expect(parseDatabaseUrl('postgresql://u@h/app?max=25&sslmode=require&search_path=tenant&statement_timeout=0')).toEqual({
       dialect: 'postgres',
       connectionUrl: 'postgresql://u@h/app?sslmode=require',
       max: 25,
       searchPath: 'tenant',
+      statementTimeoutMs: 0,
     });
+    for (const bad of ['-1', '1.5', 'soon', '']) {
+      expect(() => parseDatabaseUrl(`postgres://u:hunter2@h/app?statement_timeout=${bad}`)).toThrow(
+        `DATABASE_URL "postgres://u:***@h/app?statement_timeout=${bad}": statement_timeout must be a whole number of milliseconds (0 for none), got "${bad}"`,
+      );
+    }
   });
 
   test('bad URLs throw clear errors that never show the password', () => {

@@ -10,13 +10,21 @@ import type { Database } from './schema.ts';
 import { BunSqliteDialect, SQLITE_MEMORY, openSqliteDatabase } from './sqlite-dialect.ts';
 
 export type { Database } from './schema.ts';
-export { describeError, isForeignKeyViolation, isUniqueViolation } from './errors.ts';
+export { databaseUnavailable, describeError, isDatabaseUnavailable, isForeignKeyViolation, isUniqueViolation } from './errors.ts';
 
 /** The URL used when `DATABASE_URL` is not set. */
 export const DEFAULT_DATABASE_URL = 'sqlite://./data/sluice.db';
 
 /** Postgres pool size when the URL has no `?max=`. */
 export const DEFAULT_POSTGRES_POOL_SIZE = 10;
+
+/**
+ * How long the Postgres server lets one statement run (or wait for a lock) when the URL has no
+ * `?statement_timeout=`: a locked table or a stuck server then fails a request within seconds
+ * (answered 503) instead of holding it, and its connection, for as long as the lock lasts.
+ * Migrations run without it.
+ */
+export const DEFAULT_STATEMENT_TIMEOUT_MS = 5000;
 
 /** How long `ping()` waits for an answer by default, so a readiness probe never hangs on a dead server. */
 export const DEFAULT_PING_TIMEOUT_MS = 2000;
@@ -44,12 +52,15 @@ export type DatabaseTarget =
       readonly max: number;
       /** Sent as the `search_path` of every connection, when set. */
       readonly searchPath: string | null;
+      /** Sent as the `statement_timeout` of every connection, in ms; 0 for none. */
+      readonly statementTimeoutMs: number;
     };
 
 const SUPPORTED_FORMS =
   'sqlite://RELATIVE/PATH (e.g. sqlite://./data/sluice.db), sqlite:///ABSOLUTE/PATH, sqlite::memory:, ' +
   'or postgres://USER:PASSWORD@HOST:PORT/DATABASE (postgresql:// also works; ?max=N sets the pool size, ' +
-  `default ${DEFAULT_POSTGRES_POOL_SIZE}; ?search_path=SCHEMA picks the schema)`;
+  `default ${DEFAULT_POSTGRES_POOL_SIZE}; ?search_path=SCHEMA picks the schema; ?statement_timeout=MS bounds each ` +
+  `statement, default ${DEFAULT_STATEMENT_TIMEOUT_MS}, 0 for none)`;
 
 const SQLITE_PREFIX = 'sqlite://';
 const SQLITE_MEMORY_URLS: ReadonlySet<string> = new Set(['sqlite::memory:', 'sqlite://:memory:']);
@@ -137,9 +148,20 @@ function parsePostgresUrl(url: string): DatabaseTarget {
   if (searchPath === '') {
     throw new Error(`DATABASE_URL "${maskDatabaseUrl(url)}": search_path is empty`);
   }
+  const timeoutParam = parsed.searchParams.get('statement_timeout');
+  let statementTimeoutMs = DEFAULT_STATEMENT_TIMEOUT_MS;
+  if (timeoutParam !== null) {
+    statementTimeoutMs = Number(timeoutParam);
+    if (timeoutParam === '' || !Number.isInteger(statementTimeoutMs) || statementTimeoutMs < 0 || statementTimeoutMs > 2_147_483_647) {
+      throw new Error(
+        `DATABASE_URL "${maskDatabaseUrl(url)}": statement_timeout must be a whole number of milliseconds (0 for none), got "${timeoutParam}"`,
+      );
+    }
+  }
   parsed.searchParams.delete('max');
   parsed.searchParams.delete('search_path');
-  return { dialect: 'postgres', connectionUrl: parsed.toString(), max, searchPath };
+  parsed.searchParams.delete('statement_timeout');
+  return { dialect: 'postgres', connectionUrl: parsed.toString(), max, searchPath, statementTimeoutMs };
 }
 
 /**
@@ -164,7 +186,10 @@ export async function createDatabase(url: string): Promise<DatabaseHandle> {
   }
   const client = new SQL(target.connectionUrl, {
     max: target.max,
-    ...(target.searchPath === null ? {} : { connection: { search_path: target.searchPath } }),
+    connection: {
+      statement_timeout: String(target.statementTimeoutMs),
+      ...(target.searchPath === null ? {} : { search_path: target.searchPath }),
+    },
   });
   // controlPostgres: the dialect opens a separate one-connection client (lazily) to cancel a
   // query that was aborted, instead of waiting for a free connection in a busy pool.

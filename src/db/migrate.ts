@@ -4,7 +4,7 @@
  * On both dialects a run is one transaction (Postgres has transactional DDL, and the
  * SQLite dialect turns it on), so a failed run leaves the schema as it was before it.
  */
-import { sql, type Kysely } from 'kysely';
+import { PostgresAdapter, sql, type Kysely } from 'kysely';
 import { Migrator, NO_MIGRATIONS, type Migration, type MigrationResultSet } from 'kysely/migration';
 import { migrations as allMigrations } from '../../migrations/index.ts';
 import { describeError } from './errors.ts';
@@ -48,9 +48,39 @@ export class MigrationError extends Error {
  * when the schema was already up to date); throws a {@link MigrationError} otherwise.
  */
 export async function migrateToLatest<DB>(db: Kysely<DB>, options: MigrateOptions = {}): Promise<{ applied: string[] }> {
-  const migrator = await createMigrator(db, options);
-  const names = succeeded(await migrator.migrateToLatest(), 'apply');
-  return { applied: names };
+  return withoutStatementTimeout(db, async (conn) => {
+    const migrator = await createMigrator(conn, options);
+    const names = succeeded(await migrator.migrateToLatest(), 'apply');
+    return { applied: names };
+  });
+}
+
+/**
+ * Runs `run` with no `statement_timeout` on Postgres: the pool's connections carry one (see
+ * DEFAULT_STATEMENT_TIMEOUT_MS) that a migration over a big table, or an instance waiting for
+ * another's migration lock, may well need more than. One connection, lifted for the run and set
+ * back after (RESET returns to the value the connection started with). SQLite has none to lift.
+ */
+async function withoutStatementTimeout<DB, T>(db: Kysely<DB>, run: (db: Kysely<DB>) => Promise<T>): Promise<T> {
+  if (!(db.getExecutor().adapter instanceof PostgresAdapter) || db.isTransaction) {
+    return run(db);
+  }
+  let lifted = false;
+  try {
+    return await db.connection().execute(async (conn) => {
+      await sql`set statement_timeout = 0`.execute(conn);
+      lifted = true;
+      try {
+        return await run(conn);
+      } finally {
+        await sql`reset statement_timeout`.execute(conn);
+      }
+    });
+  } catch (error) {
+    // The first query of a run: this is where an unreachable server shows up.
+    if (lifted) throw error;
+    throw new MigrationError(`Could not query the database: ${describeError(error)}`, null, error);
+  }
 }
 
 /**
@@ -62,23 +92,25 @@ export async function migrateDown<DB>(
   steps: number | 'all' = 1,
   options: MigrateOptions = {},
 ): Promise<{ reverted: string[] }> {
-  const migrator = await createMigrator(db, options);
-  if (steps === 'all') {
-    return { reverted: succeeded(await migrator.migrateTo(NO_MIGRATIONS), 'revert') };
-  }
-  if (!Number.isInteger(steps) || steps < 0) {
+  if (steps !== 'all' && (!Number.isInteger(steps) || steps < 0)) {
     throw new Error(`steps must be a non-negative integer or 'all', got ${steps}`);
   }
-  const reverted: string[] = [];
-  // Kysely's migrateDown goes one step at a time; each step is its own transaction.
-  for (let step = 0; step < steps; step++) {
-    const names = succeeded(await migrator.migrateDown(), 'revert');
-    if (names.length === 0) {
-      break;
+  return withoutStatementTimeout(db, async (conn) => {
+    const migrator = await createMigrator(conn, options);
+    if (steps === 'all') {
+      return { reverted: succeeded(await migrator.migrateTo(NO_MIGRATIONS), 'revert') };
     }
-    reverted.push(...names);
-  }
-  return { reverted };
+    const reverted: string[] = [];
+    // Kysely's migrateDown goes one step at a time; each step is its own transaction.
+    for (let step = 0; step < steps; step++) {
+      const names = succeeded(await migrator.migrateDown(), 'revert');
+      if (names.length === 0) {
+        break;
+      }
+      reverted.push(...names);
+    }
+    return { reverted };
+  });
 }
 
 /**
