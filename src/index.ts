@@ -17,6 +17,7 @@ export type {
   PluginOptionsInput,
   RoutePlan,
   StreamChunk,
+  StreamChunkResult,
   Usage,
 } from './plugin.ts'
 export { GatewayError, ERROR_CODES, type ErrorCode, type ErrorType, type ErrorEnvelope } from './errors.ts'

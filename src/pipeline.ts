@@ -19,6 +19,7 @@ import type {
   PluginHooks,
   RoutePlan,
   StreamChunk,
+  StreamChunkResult,
   Usage,
 } from './plugin.ts'
 
@@ -76,7 +77,7 @@ export class HookFailure extends Error {
 }
 type UsageHook = (req: GatewayRequest, usage: Usage) => void
 type CompleteHook = (req: GatewayRequest, outcome: Outcome) => void
-type ChunkHook = (req: GatewayRequest, chunk: StreamChunk) => boolean | void
+type ChunkHook = (req: GatewayRequest, chunk: StreamChunk) => StreamChunkResult
 
 const DEFAULT_FIRST_BYTE_MS = 60_000
 const DEFAULT_IDLE_MS = 120_000
@@ -807,8 +808,11 @@ export class Pipeline {
     const seen = new StreamUsage(() => this.pricingOf(req))
     let ttft: number | null = null
     let finished = false
+    /** The event inspect() last kept, written anew when a chunk hook replaced its data; null when it goes on as it came. */
+    let replaced: string | null = null
 
     const inspect = (event: string): boolean => {
+      replaced = null
       const data = eventData(event)
       if (data === '[DONE]') seen.done = true
       if (data === null || data === '[DONE]') return true
@@ -827,12 +831,27 @@ export class Pipeline {
         const choices = parsed.choices
         if (hideUsageChunk && Array.isArray(choices) && choices.length === 0) keep = false
       }
+      let chunk: Readonly<Record<string, unknown>> = parsed
+      let by = -1
       for (let i = 0; i < chunkHooks.length; i++) {
         try {
-          if (chunkHooks[i]!(req, { data: parsed }) === false) keep = false
+          const result = chunkHooks[i]!(req, { data: chunk })
+          if (result === false) keep = false
+          else if (typeof result === 'object' && result !== null) {
+            chunk = result
+            by = i
+          }
         } catch (error) {
           // The chunk goes on as it came: one plugin's failure does not cut the client's stream.
           this.hookFailed('onStreamChunk', this.chunkNames[i]!, req, error)
+        }
+      }
+      if (keep && by >= 0) {
+        try {
+          replaced = `data: ${JSON.stringify(chunk)}`
+        } catch (error) {
+          // Data that cannot be written (a cycle, a BigInt): the chunk goes on as the upstream sent it.
+          this.hookFailed('onStreamChunk', this.chunkNames[by]!, req, error)
         }
       }
       return keep
@@ -856,7 +875,7 @@ export class Pipeline {
             const { done, value } = await reader.read()
             if (done) {
               const rest = splitter.flush()
-              if (rest !== null && inspect(rest) && rewrite) controller.enqueue(encoder.encode(rest + '\n\n'))
+              if (rest !== null && inspect(rest) && rewrite) controller.enqueue(encoder.encode((replaced ?? rest) + '\n\n'))
               // The client's SDK would end as on a finished answer: an error event tells it otherwise.
               if (seen.endedOnError() === null && seen.endedEarly()) controller.enqueue(encoder.encode(streamErrorFrame(endedEarlyMessage(req), 'api_error', 'upstream_error')))
               controller.close()
@@ -875,8 +894,12 @@ export class Pipeline {
             let out = ''
             let all = true
             for (const e of events) {
-              if (inspect(e)) out += e + '\n\n'
-              else all = false
+              if (!inspect(e)) all = false
+              else if (replaced === null) out += e + '\n\n'
+              else {
+                out += replaced + '\n\n'
+                all = false
+              }
             }
             // A chunk of whole events that all stay goes on as it came (most chunks: only the usage
             // chunk is hidden); re-encoding is for chunks that lose an event or split one.

@@ -132,9 +132,18 @@ export interface Outcome {
 
 /** A parsed server-sent event of an OpenAI-format stream. */
 export interface StreamChunk {
-  /** The parsed `data:` JSON. */
-  data: Record<string, unknown>
+  /**
+   * The parsed `data:` JSON, as the upstream sent it or as a hook before replaced it. Read-only: a
+   * change made in place would never reach the client; return the new data instead (see onStreamChunk).
+   */
+  readonly data: Readonly<Record<string, unknown>>
 }
+
+/**
+ * What `onStreamChunk` returns: nothing (or `true`) to pass the event on as it came, `false` to keep
+ * it from the client, or an object to send as the event's data in its place.
+ */
+export type StreamChunkResult = boolean | void | Readonly<Record<string, unknown>>
 
 /** The stages a plugin may take part in. All optional; only stages some plugin uses are attached. */
 export interface PluginHooks {
@@ -144,8 +153,15 @@ export interface PluginHooks {
   admit?(req: GatewayRequest): MaybePromise<HookResult>
   /** Pick upstream targets. The first plugin that returns a plan wins; without one the core tries the group's first target. */
   route?(req: GatewayRequest, group: ModelGroup): MaybePromise<RoutePlan | GatewayError | undefined>
-  /** Every parsed chunk of a streamed response. Return `false` to keep the chunk from the client. */
-  onStreamChunk?(req: GatewayRequest, chunk: StreamChunk): boolean | void
+  /**
+   * Every parsed chunk of a streamed response, in order. Return nothing (or `true`) to pass it on
+   * as it came, byte for byte; `false` to keep it from the client; or an object, written in its place
+   * as one `data:` line (`return { ...chunk.data, choices }`: `chunk.data` is read-only, build new
+   * objects down to what changes). The hooks after see the replacement. A hook that throws leaves the
+   * chunk as it was; the failure is logged once per request, naming the plugin, and the hook is still
+   * called for the chunks after.
+   */
+  onStreamChunk?(req: GatewayRequest, chunk: StreamChunk): StreamChunkResult
   /** The request's usage, once known (also for streams cut off by the client). */
   onUsage?(req: GatewayRequest, usage: Usage): void
   /** After the response has been sent. Never delays the client. */

@@ -7,13 +7,13 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } fr
 import { ConfigError, loadConfig } from '../src/config/load.ts'
 import { GatewayError } from '../src/errors.ts'
 import { resolvePlugins } from '../src/plugin-loader.ts'
-import { definePlugin, type Identity } from '../src/plugin.ts'
+import { definePlugin, type Identity, type StreamChunk } from '../src/plugin.ts'
 import { t } from '../src/index.ts'
 import { BUILTIN_PLUGINS } from '../plugins/index.ts'
 import { blockPii } from '../plugins/examples/block-pii/index.ts'
-import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
+import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
-import { expectError, postJson } from './support/http.ts'
+import { expectError, postJson, streamedText, type ChunkLike } from './support/http.ts'
 import { capturingLogger } from './support/logging.ts'
 
 const messages = [{ role: 'user', content: 'hello there' }]
@@ -314,3 +314,51 @@ async function expectInternalError(res: Response): Promise<string> {
   expect(body.error.message).toContain(id)
   return id
 }
+
+describe('onStreamChunk', () => {
+  const streamed = { ...chat, max_tokens: 5, stream: true }
+  const contentOf = (chunk: StreamChunk): string | undefined => (chunk.data.choices as ChunkLike['choices'] | undefined)?.[0]?.delta.content ?? undefined
+
+  test('a hook replaces a chunk by returning new data; the hooks after see it; returning nothing keeps the bytes', async () => {
+    const seenAfter: string[] = []
+    const upper = definePlugin({
+      name: 'upper',
+      setup: () => ({
+        onStreamChunk: (_req, chunk) => {
+          const choices = chunk.data.choices as ChunkLike['choices']
+          const content = contentOf(chunk)
+          if (!content || content === ' mock') return
+          return { ...chunk.data, choices: [{ ...choices[0]!, delta: { ...choices[0]!.delta, content: content.toUpperCase() } }] }
+        },
+      }),
+    })
+    const after = definePlugin({ name: 'after', setup: () => ({ onStreamChunk: (_req, chunk) => void seenAfter.push(contentOf(chunk) ?? '') }) })
+    const gw = await boot([upper, after])
+    const res = await postJson(`${gw.url}/v1/chat/completions`, streamed)
+    const text = await res.text()
+    const parsed = parseSse(text)
+    expect(parsed.done).toBe(true)
+    expect(streamedText(parsed.events as ChunkLike[])).toBe('THIS IS A mock REPLY')
+    expect(seenAfter).toEqual(['', 'THIS', ' IS', ' A', ' mock', ' REPLY', ''])
+    // The chunks no hook replaced go on as the upstream wrote them.
+    const plain = await postJson(`${gw.url}/v1/chat/completions`, streamed)
+    const upstreamLine = (await plain.text()).split('\n').find((line) => line.includes('" mock"'))!
+    expect(text).toContain(upstreamLine)
+  })
+
+  test('chunk.data is read-only to TypeScript (`bun run typecheck` compiles this file); false still drops the chunk', async () => {
+    const dropper = definePlugin({
+      name: 'dropper',
+      setup: () => ({
+        onStreamChunk: (_req, chunk) => {
+          // @ts-expect-error an edit in place would never reach the client: return new data instead
+          if (chunk.data.never) chunk.data.choices = []
+          return contentOf(chunk) === ' mock' ? false : undefined
+        },
+      }),
+    })
+    const gw = await boot([dropper])
+    const parsed = parseSse(await (await postJson(`${gw.url}/v1/chat/completions`, streamed)).text())
+    expect(streamedText(parsed.events as ChunkLike[])).toBe('This is a reply')
+  })
+})
