@@ -810,6 +810,17 @@ export class Pipeline {
     let finished = false
     /** The event inspect() last kept, written anew when a chunk hook replaced its data; null when it goes on as it came. */
     let replaced: string | null = null
+    /**
+     * The chunk hooks (by index) that failed in this stream. Each is logged once: one that fails on a
+     * chunk tends to fail on every chunk after, a line each. It is still called for them (a plugin that
+     * redacts would let the rest through otherwise).
+     */
+    let failed: boolean[] | null = null
+    const chunkFailed = (i: number, error: unknown): void => {
+      if ((failed ??= [])[i]) return
+      failed[i] = true
+      this.hookFailed('onStreamChunk', this.chunkNames[i]!, req, error)
+    }
 
     const inspect = (event: string): boolean => {
       replaced = null
@@ -843,7 +854,7 @@ export class Pipeline {
           }
         } catch (error) {
           // The chunk goes on as it came: one plugin's failure does not cut the client's stream.
-          this.hookFailed('onStreamChunk', this.chunkNames[i]!, req, error)
+          chunkFailed(i, error)
         }
       }
       if (keep && by >= 0) {
@@ -851,7 +862,7 @@ export class Pipeline {
           replaced = `data: ${JSON.stringify(chunk)}`
         } catch (error) {
           // Data that cannot be written (a cycle, a BigInt): the chunk goes on as the upstream sent it.
-          this.hookFailed('onStreamChunk', this.chunkNames[by]!, req, error)
+          chunkFailed(by, error)
         }
       }
       return keep

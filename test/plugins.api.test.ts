@@ -361,4 +361,27 @@ describe('onStreamChunk', () => {
     const parsed = parseSse(await (await postJson(`${gw.url}/v1/chat/completions`, streamed)).text())
     expect(streamedText(parsed.events as ChunkLike[])).toBe('This is a reply')
   })
+
+  test('a hook that throws on every chunk is logged once per request, and still called for each chunk', async () => {
+    const log = capturingLogger('error')
+    let calls = 0
+    const failing = definePlugin({
+      name: 'failing',
+      setup: () => ({
+        onStreamChunk: () => {
+          calls++
+          throw new Error('chunk boom')
+        },
+      }),
+    })
+    const gw = await boot([failing], {}, log)
+    const ids: string[] = []
+    for (let i = 0; i < 2; i++) {
+      const res = await postJson(`${gw.url}/v1/chat/completions`, streamed)
+      ids.push(res.headers.get('x-request-id')!)
+      expect(streamedText(parseSse(await res.text()).events as ChunkLike[])).toBe('This is a mock reply')
+    }
+    expect(calls).toBe(14)
+    expect(log.lines.map((l) => [l.msg, l.plugin, l.request_id])).toEqual(ids.map((id) => ['onStreamChunk hook failed', 'failing', id]))
+  })
 })
