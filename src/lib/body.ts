@@ -66,7 +66,18 @@ const utf8 = (bytes: Buffer): string => bytes.toString('utf8')
 /** zlib's two-byte header (RFC 1950): method 8 (deflate), and a check value that makes it a multiple of 31. */
 const zlibWrapped = (bytes: Buffer): boolean => bytes.length >= 2 && (bytes[0]! & 0x0f) === 8 && (bytes[0]! * 256 + bytes[1]!) % 31 === 0
 
+/**
+ * How deep a request's JSON may nest. JSON.parse takes far deeper, but what then walks the value
+ * does not: JSON.stringify of a value 40,000 levels deep blocks the event loop for about 2 s, and
+ * past about 50,000 it overflows the stack. A body must be at least twice this long to nest deeper
+ * (`[` and `]` for each level), so shorter ones, nearly all, are never scanned.
+ */
+export const MAX_JSON_DEPTH = 10_000
+
 function parseObject(text: string): Record<string, unknown> {
+  if (text.length > 2 * MAX_JSON_DEPTH && nestsDeeper(text, MAX_JSON_DEPTH)) {
+    throw new GatewayError('invalid_request', `The request body nests JSON values more than ${MAX_JSON_DEPTH} levels deep; flatten it and send it again.`)
+  }
   let value: unknown
   try {
     value = JSON.parse(text)
@@ -77,6 +88,39 @@ function parseObject(text: string): Record<string, unknown> {
     throw new GatewayError('invalid_request', 'The request body must be a JSON object.')
   }
   return value as Record<string, unknown>
+}
+
+/**
+ * Whether JSON text nests objects and arrays more than `max` deep. Strings are skipped with native
+ * searches for their quotes, so a large prompt costs little; brackets inside them do not count.
+ * Text that is not JSON gives some answer, and JSON.parse then refuses it.
+ */
+function nestsDeeper(text: string, max: number): boolean {
+  let depth = 0
+  let i = 0
+  while (i < text.length) {
+    const quote = text.indexOf('"', i)
+    const end = quote === -1 ? text.length : quote
+    for (; i < end; i++) {
+      const c = text.charCodeAt(i)
+      if (c === 0x7b || c === 0x5b) {
+        if (++depth > max) return true
+      } else if (c === 0x7d || c === 0x5d) depth--
+    }
+    if (quote === -1) return false
+    // The string's end: the next quote not escaped by an odd run of backslashes.
+    let from = quote + 1
+    for (;;) {
+      const close = text.indexOf('"', from)
+      if (close === -1) return false
+      let slashes = 0
+      while (text.charCodeAt(close - 1 - slashes) === 0x5c) slashes++
+      from = close + 1
+      if (slashes % 2 === 0) break
+    }
+    i = from
+  }
+  return false
 }
 
 async function readCapped(request: Request, limit: number): Promise<Buffer> {
