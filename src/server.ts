@@ -8,6 +8,7 @@ import { databaseUnavailable, describeError, isDatabaseUnavailable, isUnstorable
 import { migrateToLatest } from './db/migrate.ts'
 import { createLocalBus, createRedisBus } from './lib/bus.ts'
 import { newRequestId } from './lib/id.ts'
+import { UnknownMasterKeyError } from './lib/secrets.ts'
 import { invalidRequest } from './lib/validate.ts'
 import { roughTokenizer } from './lib/usage.ts'
 import { createLogger, type Logger } from './lib/logger.ts'
@@ -393,6 +394,15 @@ function toGatewayError(
       if (isDatabaseUnavailable(error)) {
         logger.warn('database unavailable', { request_id: id, error: describeError(error) })
         return databaseUnavailable(error)
+      }
+      // A secret another instance sealed with a master key this one lacks: its operator's to fix, named.
+      if (error instanceof UnknownMasterKeyError) {
+        logger.error('a stored secret cannot be opened', { request_id: id, error: error.message })
+        return new GatewayError(
+          'not_ready',
+          `This gateway instance cannot open the stored secret of ${error.context}: it was sealed with master key ${error.keyId}, which this instance was not given. ` +
+            'Set the encryption key with that id as SLUICE_ENCRYPTION_KEY (or in SLUICE_ENCRYPTION_KEY_PREVIOUS) on this instance and restart it.',
+        )
       }
       if (error instanceof HookFailure) error.report(logger, id)
       else if (plugin !== undefined) new HookFailure('routes', plugin, error).report(logger, id)

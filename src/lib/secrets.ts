@@ -53,11 +53,25 @@ export function encryptSecret(master: MasterKey, secret: string, context: string
   return JSON.stringify(envelope)
 }
 
+/**
+ * An envelope sealed with a master key this process was not given (another instance runs with a
+ * newer SLUICE_ENCRYPTION_KEY, say): `keyId` names it, so the operator knows which key to set.
+ */
+export class UnknownMasterKeyError extends Error {
+  constructor(
+    readonly keyId: string,
+    readonly context: string,
+  ) {
+    super(`the secret of ${context} was sealed with master key ${keyId}, which is not configured`)
+    this.name = 'UnknownMasterKeyError'
+  }
+}
+
 /** Open an envelope with whichever of the known master keys sealed it. */
 export function decryptSecret(masters: readonly MasterKey[], stored: string, context: string): string {
   const envelope = parseEnvelope(stored)
   const master = masters.find((m) => m.id === envelope.kid)
-  if (!master) throw new Error(`the secret of ${context} was sealed with master key ${envelope.kid}, which is not configured`)
+  if (!master) throw new UnknownMasterKeyError(envelope.kid, context)
   const dataKey = open(master.key, envelope.wk, `${master.id}|${context}`)
   return open(dataKey, envelope.ct, context).toString('utf8')
 }
@@ -66,7 +80,7 @@ export function decryptSecret(masters: readonly MasterKey[], stored: string, con
 export function rewrapSecret(from: readonly MasterKey[], to: MasterKey, stored: string, context: string): string {
   const envelope = parseEnvelope(stored)
   const master = from.find((m) => m.id === envelope.kid)
-  if (!master) throw new Error(`the secret of ${context} was sealed with master key ${envelope.kid}, which is not configured`)
+  if (!master) throw new UnknownMasterKeyError(envelope.kid, context)
   const dataKey = open(master.key, envelope.wk, `${master.id}|${context}`)
   const next: Envelope = { v: 1, kid: to.id, wk: seal(to.key, dataKey, `${to.id}|${context}`), ct: envelope.ct }
   return JSON.stringify(next)
