@@ -6,7 +6,7 @@ import { adminActor, adminGuard } from './admin-key.ts'
 import { audit } from './db/audit.ts'
 import { echo } from './lib/key-text.ts'
 import { decodePercent, modelPathId } from './lib/percent.ts'
-import { Type, type Static } from '@sinclair/typebox'
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
 import { catalogProblems, type CatalogProblem, type ResolvedConfig } from './config/load.ts'
 import { ModelSchema, PROVIDER_TYPES, ProviderKeySchema, TimeoutsSchema, type ModelConfig, type ProviderConfig } from './config/schema.ts'
@@ -17,6 +17,7 @@ import { GatewayError } from './errors.ts'
 import { createLogger, type Logger } from './lib/logger.ts'
 import { decryptSecret, encryptSecret, envelopeKeyId, masterKey, rewrapSecret, type MasterKey } from './lib/secrets.ts'
 import { compileCheck, pointerToParam } from './lib/validate.ts'
+import { adminErrors, jsonResponse, ListOf } from './routes/schemas.ts'
 import { ModelRegistry } from './models.ts'
 import type { Services } from './services.ts'
 
@@ -121,6 +122,25 @@ export const AdminProvider = Type.Object(
   { additionalProperties: false },
 )
 const AdminProviderPatch = Type.Partial(Type.Omit(AdminProvider, ['id']), { additionalProperties: false })
+
+const Source = Type.Union([Type.Literal('config'), Type.Literal('admin')], { description: 'config: from the config file (read-only here); admin: added through this API' })
+const OrNull = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
+/** A provider as the admin API shows it: never a secret, header names only. */
+const ProviderView = Type.Object({
+  object: Type.Literal('provider'),
+  id: Type.String(),
+  type: Type.Union(PROVIDER_TYPES.map((p) => Type.Literal(p))),
+  base_url: OrNull(Type.String({ description: 'With the password of its user info and its query values masked' })),
+  source: Source,
+  keys: Type.Array(Type.Object({ id: Type.String(), weight: Type.Number(), rpm: OrNull(Type.Integer()), tpm: OrNull(Type.Integer()), has_secret: Type.Boolean() })),
+  headers: Type.Array(Type.String(), { description: 'The names of the headers sent upstream; their values are never shown' }),
+  timeouts: OrNull(TimeoutsSchema),
+  options: OrNull(Type.Record(Type.String(), Type.Unknown())),
+})
+/** A model group as the admin API shows it: its config entry, and where it comes from. */
+const ModelGroupView = Type.Object({ object: Type.Literal('model_group'), source: Source, ...ModelSchema.properties })
+const ProviderDeleted = Type.Object({ object: Type.Literal('provider'), id: Type.String(), deleted: Type.Literal(true) })
+const ModelDeleted = Type.Object({ object: Type.Literal('model_group'), name: Type.String(), deleted: Type.Literal(true) })
 const AdminModelPatch = Type.Partial(Type.Omit(ModelSchema, ['name']), { additionalProperties: false })
 type AdminProviderBody = Static<typeof AdminProvider>
 
@@ -291,7 +311,7 @@ export class Catalog {
     const tags = ['Admin: providers and models']
     const readOnly = (kind: string, id: string) => new GatewayError('conflict', `${kind} "${id}" is defined in the config file; change it there.`)
 
-    const providerView = (p: ProviderConfig, source: 'config' | 'admin') => ({
+    const providerView = (p: ProviderConfig, source: 'config' | 'admin'): Static<typeof ProviderView> => ({
       object: 'provider',
       id: p.id,
       type: p.type,
@@ -303,7 +323,7 @@ export class Catalog {
       timeouts: p.timeouts ?? null,
       options: p.options ?? null,
     })
-    const modelView = (m: ModelConfig, source: 'config' | 'admin') => ({ object: 'model_group', source, ...m })
+    const modelView = (m: ModelConfig, source: 'config' | 'admin'): Static<typeof ModelGroupView> => ({ object: 'model_group', source, ...m })
 
     const getModel = async (name: string) => {
       const config = this.config.models.find((m) => m.name === name)
@@ -360,7 +380,7 @@ export class Catalog {
           const providers = await this.storedProviders()
           return { object: 'list', data: [...this.config.providers.map((p) => providerView(p, 'config')), ...providers.map((p) => providerView(p, 'admin'))], next_cursor: null }
         },
-        { detail: { tags, summary: 'List providers (secrets are never shown)' } },
+        { detail: { tags, summary: 'List providers (secrets are never shown)', responses: jsonResponse("The config file's providers, then those added here (one page: next_cursor is null)", ListOf(ProviderView)) } },
       )
       .get(
         '/providers/:id',
@@ -371,7 +391,7 @@ export class Catalog {
           if (!found) throw new GatewayError('not_found', `No provider "${echo(params.id)}".`)
           return providerView(found, 'admin')
         },
-        { detail: { tags, summary: 'Get a provider' } },
+        { detail: { tags, summary: 'Get a provider', responses: { ...jsonResponse('The provider', ProviderView), ...adminErrors(404) } } },
       )
       .post(
         '/providers',
@@ -402,7 +422,15 @@ export class Catalog {
           set.status = 201
           return providerView(provider, 'admin')
         },
-        { parse: 'json', detail: { tags, summary: 'Add a provider; its key secrets and header values are stored encrypted', requestBody: jsonBody(AdminProvider) } },
+        {
+          parse: 'json',
+          detail: {
+            tags,
+            summary: 'Add a provider; its key secrets and header values are stored encrypted',
+            requestBody: jsonBody(AdminProvider),
+            responses: { ...jsonResponse('The new provider', ProviderView, 201), ...adminErrors(400, 409) },
+          },
+        },
       )
       .patch(
         '/providers/:id',
@@ -434,7 +462,15 @@ export class Catalog {
           await audit(this.services.db.db, { actor: adminActor(request), action: 'provider.update', targetType: 'provider', targetId: params.id, details: { fields: Object.keys(patch), ...(patch.keys ? { keys: patch.keys.map((k) => k.id) } : {}) } })
           return providerView(merged, 'admin')
         },
-        { parse: 'json', detail: { tags, summary: 'Change a provider; `keys`, when given, replaces all its keys, `headers` all its headers', requestBody: jsonBody(AdminProviderPatch) } },
+        {
+          parse: 'json',
+          detail: {
+            tags,
+            summary: 'Change a provider; `keys`, when given, replaces all its keys, `headers` all its headers',
+            requestBody: jsonBody(AdminProviderPatch),
+            responses: { ...jsonResponse('The provider as changed', ProviderView), ...adminErrors(400, 404, 409) },
+          },
+        },
       )
       .delete(
         '/providers/:id',
@@ -458,7 +494,13 @@ export class Catalog {
           await audit(this.services.db.db, { actor: adminActor(request), action: 'provider.delete', targetType: 'provider', targetId: params.id })
           return { object: 'provider', id: params.id, deleted: true }
         },
-        { detail: { tags, summary: 'Delete a provider (its sealed secrets, keys and header values, are erased)' } },
+        {
+          detail: {
+            tags,
+            summary: 'Delete a provider (its sealed secrets, keys and header values, are erased)',
+            responses: { ...jsonResponse('The provider deleted', ProviderDeleted), ...adminErrors(404, 409) },
+          },
+        },
       )
       .get(
         '/models',
@@ -466,9 +508,11 @@ export class Catalog {
           const models = await this.storedModels()
           return { object: 'list', data: [...this.config.models.map((m) => modelView(m, 'config')), ...models.map((m) => modelView(m, 'admin'))], next_cursor: null }
         },
-        { detail: { tags, summary: 'List model groups' } },
+        { detail: { tags, summary: 'List model groups', responses: jsonResponse("The config file's model groups, then those added here (one page: next_cursor is null)", ListOf(ModelGroupView)) } },
       )
-      .get('/models/:name', ({ params }) => getModel(params.name), { detail: { tags, summary: 'Get a model group (a name holding a slash may be sent as it is or as %2F)' } })
+      .get('/models/:name', ({ params }) => getModel(params.name), {
+        detail: { tags, summary: 'Get a model group (a name holding a slash may be sent as it is or as %2F)', responses: { ...jsonResponse('The model group', ModelGroupView), ...adminErrors(404) } },
+      })
       .get('/models/:name/*', ({ request }) => getModel(decodePercent(modelPathId(request))), { detail: { hide: true } })
       .post(
         '/models',
@@ -490,14 +534,19 @@ export class Catalog {
           set.status = 201
           return modelView(model, 'admin')
         },
-        { parse: 'json', detail: { tags, summary: 'Add a model group', requestBody: jsonBody(ModelSchema) } },
+        {
+          parse: 'json',
+          detail: { tags, summary: 'Add a model group', requestBody: jsonBody(ModelSchema), responses: { ...jsonResponse('The new model group', ModelGroupView, 201), ...adminErrors(400, 409) } },
+        },
       )
       .patch('/models/:name', ({ params, body, request }) => patchModel(params.name, body, request), {
         parse: 'json',
-        detail: { tags, summary: 'Change a model group', requestBody: jsonBody(AdminModelPatch) },
+        detail: { tags, summary: 'Change a model group', requestBody: jsonBody(AdminModelPatch), responses: { ...jsonResponse('The model group as changed', ModelGroupView), ...adminErrors(400, 404, 409) } },
       })
       .patch('/models/:name/*', ({ body, request }) => patchModel(decodePercent(modelPathId(request)), body, request), { parse: 'json', detail: { hide: true } })
-      .delete('/models/:name', ({ params, request }) => deleteModel(params.name, request), { detail: { tags, summary: 'Delete a model group' } })
+      .delete('/models/:name', ({ params, request }) => deleteModel(params.name, request), {
+        detail: { tags, summary: 'Delete a model group', responses: { ...jsonResponse('The model group deleted', ModelDeleted), ...adminErrors(404, 409) } },
+      })
       .delete('/models/:name/*', ({ request }) => deleteModel(decodePercent(modelPathId(request)), request), { detail: { hide: true } })
   }
 }

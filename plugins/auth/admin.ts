@@ -1,4 +1,4 @@
-import { Type, type TSchema } from '@sinclair/typebox'
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Elysia } from 'elysia'
 import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import type { Selectable, SelectQueryBuilder } from 'kysely'
@@ -13,6 +13,7 @@ import type { Services } from '../../src/services.ts'
 import { displayKey, echo, mintKey } from './key-format.ts'
 import { audit, decodeCursor, encodeCursor, fromJson, iso, toJson, type Db } from './repo.ts'
 import * as S from './schemas.ts'
+import { adminErrors, jsonResponse, ListOf } from '../../src/routes/schemas.ts'
 import { ROTATED } from './verify.ts'
 
 type UserRow = Selectable<UsersTable>
@@ -91,14 +92,16 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         set.status = 201
         return userView(await user(id))
       },
-      { body: S.CreateUser, detail: { tags, summary: 'Create a user' } },
+      { body: S.CreateUser, detail: { tags, summary: 'Create a user', responses: { ...jsonResponse('The new user', UserView, 201), ...adminErrors(400, 409) } } },
     )
     .get(
       '/users',
       async ({ query }) => list(await page(db.selectFrom('users').selectAll().where('deleted_at', 'is', null), query, 'id'), userView),
-      { query: S.ListQuery, detail: { tags, summary: 'List users (newest first, cursor paged)' } },
+      { query: S.ListQuery, detail: { tags, summary: 'List users (newest first, cursor paged)', responses: { ...jsonResponse('A page of users', ListOf(UserView)), ...adminErrors(400) } } },
     )
-    .get('/users/:id', async ({ params }) => userView(await user(params.id, true)), { detail: { tags, summary: 'Get a user (deleted users too, with status "deleted")' } })
+    .get('/users/:id', async ({ params }) => userView(await user(params.id, true)), {
+      detail: { tags, summary: 'Get a user (deleted users too, with status "deleted")', responses: { ...jsonResponse('The user', UserView), ...adminErrors(404) } },
+    })
     .patch(
       '/users/:id',
       async ({ params, body, request }) => {
@@ -126,7 +129,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         await audit(db, { actor: adminActor(request), action: 'user.update', targetType: 'user', targetId: row.id, details: { fields: Object.keys(body) } })
         return userView(await user(row.id))
       },
-      { body: S.PatchUser, detail: { tags, summary: 'Update a user; {"disabled": true} refuses all its keys' } },
+      { body: S.PatchUser, detail: { tags, summary: 'Update a user; {"disabled": true} refuses all its keys', responses: { ...jsonResponse('The user as changed', UserView), ...adminErrors(400, 404, 409) } } },
     )
     .delete(
       '/users/:id',
@@ -138,7 +141,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         await audit(db, { actor: adminActor(request), action: 'user.delete', targetType: 'user', targetId: row.id })
         return userView(await user(row.id, true))
       },
-      { detail: { tags, summary: 'Soft-delete a user: its keys stay and are refused with invalid_user_for_key' } },
+      { detail: { tags, summary: 'Soft-delete a user: its keys stay and are refused with invalid_user_for_key', responses: { ...jsonResponse('The user, with status "deleted"', UserView), ...adminErrors(404) } } },
     )
     // Teams
     .post(
@@ -162,15 +165,17 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         set.status = 201
         return teamView(await team(id))
       },
-      { body: S.CreateTeam, detail: { tags, summary: 'Create a team' } },
+      { body: S.CreateTeam, detail: { tags, summary: 'Create a team', responses: { ...jsonResponse('The new team', TeamView, 201), ...adminErrors(400, 409) } } },
     )
     .get(
       '/teams',
       async ({ query }) => list(await page(db.selectFrom('teams').selectAll().where('deleted_at', 'is', null), query, 'id'), teamView),
-      { query: S.ListQuery, detail: { tags, summary: 'List teams' } },
+      { query: S.ListQuery, detail: { tags, summary: 'List teams', responses: { ...jsonResponse('A page of teams', ListOf(TeamView)), ...adminErrors(400) } } },
     )
     // Deleted teams too, as for users: a deleted team's id stays taken (POST answers 409), and GET says why.
-    .get('/teams/:id', async ({ params }) => teamView(await team(params.id, true)), { detail: { tags, summary: 'Get a team (deleted teams too, with their deleted_at)' } })
+    .get('/teams/:id', async ({ params }) => teamView(await team(params.id, true)), {
+      detail: { tags, summary: 'Get a team (deleted teams too, with their deleted_at)', responses: { ...jsonResponse('The team', TeamView), ...adminErrors(404) } },
+    })
     .patch(
       '/teams/:id',
       async ({ params, body, request }) => {
@@ -191,7 +196,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         await audit(db, { actor: adminActor(request), action: 'team.update', targetType: 'team', targetId: row.id, details: { fields: Object.keys(body) } })
         return teamView(await team(row.id))
       },
-      { body: S.PatchTeam, detail: { tags, summary: 'Update a team' } },
+      { body: S.PatchTeam, detail: { tags, summary: 'Update a team', responses: { ...jsonResponse('The team as changed', TeamView), ...adminErrors(400, 404) } } },
     )
     .delete(
       '/teams/:id',
@@ -203,7 +208,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         await audit(db, { actor: adminActor(request), action: 'team.delete', targetType: 'team', targetId: row.id })
         return { ...teamView(row), deleted_at: at }
       },
-      { detail: { tags, summary: 'Soft-delete a team: keys bound to it are refused' } },
+      { detail: { tags, summary: 'Soft-delete a team: keys bound to it are refused', responses: { ...jsonResponse('The team, with its deleted_at', TeamView), ...adminErrors(404) } } },
     )
     .get(
       '/teams/:id/members',
@@ -213,7 +218,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         const members = await page(db.selectFrom('team_members').selectAll().where('team_id', '=', row.id), query, 'user_id')
         return list(members, (m) => ({ object: 'team_member' as const, team_id: m.team_id, user_id: m.user_id, role: m.role, created_at: m.created_at }))
       },
-      { query: S.ListQuery, detail: { tags, summary: 'List the members of a team (newest first, cursor paged)' } },
+      { query: S.ListQuery, detail: { tags, summary: 'List the members of a team (newest first, cursor paged)', responses: { ...jsonResponse('A page of members', ListOf(TeamMember)), ...adminErrors(400, 404) } } },
     )
     .post(
       '/teams/:id/members',
@@ -230,7 +235,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         set.status = 201
         return { object: 'team_member', team_id: t.id, user_id: u.id, role: body.role ?? 'member', created_at: at }
       },
-      { body: S.AddMember, detail: { tags, summary: 'Add a user to a team' } },
+      { body: S.AddMember, detail: { tags, summary: 'Add a user to a team', responses: { ...jsonResponse('The membership', TeamMember, 201), ...adminErrors(400, 404, 409) } } },
     )
     .delete(
       '/teams/:id/members/:user_id',
@@ -242,7 +247,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         await audit(db, { actor: adminActor(request), action: 'team.member.remove', targetType: 'team', targetId: t.id, details: { user_id: params.user_id } })
         return { object: 'team_member', team_id: t.id, user_id: params.user_id, deleted: true }
       },
-      { detail: { tags, summary: 'Remove a user from a team' } },
+      { detail: { tags, summary: 'Remove a user from a team', responses: { ...jsonResponse('The membership removed', TeamMemberRemoved), ...adminErrors(404) } } },
     )
     // Keys
     .post(
@@ -276,7 +281,11 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
       },
       {
         body: S.CreateKey,
-        detail: { tags, summary: 'Create a key; the plaintext `key` appears only in this response', responses: created('The new key, with its plaintext `key`', CreatedKey) },
+        detail: {
+          tags,
+          summary: 'Create a key; the plaintext `key` appears only in this response',
+          responses: { ...jsonResponse('The new key, with its plaintext `key`', CreatedKey, 201), ...adminErrors(400, 404) },
+        },
       },
     )
     .get(
@@ -295,7 +304,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         }
         return list(await page(q, query, 'id'), (r) => keyView(r, now()))
       },
-      { query: S.KeyListQuery, detail: { tags, summary: 'List keys, filtered by owner, team or status' } },
+      { query: S.KeyListQuery, detail: { tags, summary: 'List keys, filtered by owner, team or status', responses: { ...jsonResponse('A page of keys', ListOf(KeyView)), ...adminErrors(400) } } },
     )
     .get(
       '/keys/expiring',
@@ -333,10 +342,16 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
       },
       {
         query: S.ExpiringQuery,
-        detail: { tags, summary: 'Active keys that expire within a window (default 7d), soonest first, cursor paged; keys refused for their owner or team are left out' },
+        detail: {
+          tags,
+          summary: 'Active keys that expire within a window (default 7d), soonest first, cursor paged; keys refused for their owner or team are left out',
+          responses: { ...jsonResponse('A page of keys, soonest expiry first', ListOf(KeyView)), ...adminErrors(400) },
+        },
       },
     )
-    .get('/keys/:id', async ({ params }) => keyView(await key(params.id), now()), { detail: { tags, summary: 'Get a key (never its plaintext)' } })
+    .get('/keys/:id', async ({ params }) => keyView(await key(params.id), now()), {
+      detail: { tags, summary: 'Get a key (never its plaintext)', responses: { ...jsonResponse('The key', KeyView), ...adminErrors(404) } },
+    })
     .patch(
       '/keys/:id',
       async ({ params, body, request }) => {
@@ -383,6 +398,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           summary: 'Change a key: name, expiry, models, scopes, limits, budget',
           description:
             'The keys of a rotation chain (one lineage_id) share their rate limits, max_parallel slots and budget counters, so they share the limits and budget too: a change to limits or budget of a key still served applies to every other key of its chain still served (the new key and an old one in its grace period), whichever of them is named.',
+          responses: { ...jsonResponse('The key as changed', KeyView), ...adminErrors(400, 404) },
         },
       },
     )
@@ -412,7 +428,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         await audit(db, { actor: adminActor(request), action: 'key.revoke', targetType: 'key', targetId: row.id, details: { reason: body?.reason ?? null } })
         return keyView(await key(row.id), now())
       },
-      { body: S.RevokeKey, detail: { tags, summary: 'Revoke a key at once, on every instance' } },
+      { body: S.RevokeKey, detail: { tags, summary: 'Revoke a key at once, on every instance', responses: { ...jsonResponse('The key, revoked', KeyView), ...adminErrors(400, 404, 409) } } },
     )
     .post(
       '/keys/:id/rotate',
@@ -473,7 +489,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         detail: {
           tags,
           summary: 'Replace a key with a new secret, keeping its limits, budget and spend; the old one works for grace_seconds more',
-          responses: created('The new key, with its plaintext `key`, and the `previous` one as it is now', RotatedKey),
+          responses: { ...jsonResponse('The new key, with its plaintext `key`, and the `previous` one as it is now', RotatedKey, 201), ...adminErrors(400, 404, 409) },
         },
       },
     )
@@ -534,7 +550,7 @@ function list<R, V>(result: { rows: R[]; next_cursor: string | null }, view: (ro
   return { object: 'list' as const, data: result.rows.map(view), next_cursor: result.next_cursor }
 }
 
-export function userView(r: UserRow) {
+export function userView(r: UserRow): Static<typeof UserView> {
   return {
     object: 'user' as const,
     id: r.id,
@@ -551,7 +567,7 @@ export function userView(r: UserRow) {
   }
 }
 
-export function teamView(r: TeamRow) {
+export function teamView(r: TeamRow): Static<typeof TeamView> {
   return {
     object: 'team' as const,
     id: r.id,
@@ -565,11 +581,48 @@ export function teamView(r: TeamRow) {
   }
 }
 
-/** The 201 response of a route, for its documentation (responses are not validated against it). */
-const created = (description: string, schema: TSchema) => ({ 201: { description, content: { 'application/json': { schema } } } })
-
 const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()])
 const Time = Type.String({ format: 'date-time' })
+const Metadata = Nullable(Type.Record(Type.String(), Type.Unknown()))
+
+/** What userView returns: the schema of the documentation and the type of the view. */
+const UserView = Type.Object({
+  object: Type.Literal('user'),
+  id: Type.String(),
+  email: Nullable(Type.String()),
+  name: Nullable(Type.String()),
+  status: Type.Union([Type.Literal('active'), Type.Literal('disabled'), Type.Literal('deleted')]),
+  disabled_at: Nullable(Time),
+  deleted_at: Nullable(Time),
+  limits: Nullable(S.Limits),
+  budget: Nullable(S.Budget),
+  metadata: Metadata,
+  created_at: Time,
+  updated_at: Time,
+})
+
+/** What teamView returns. */
+const TeamView = Type.Object({
+  object: Type.Literal('team'),
+  id: Type.String(),
+  name: Type.String(),
+  limits: Nullable(S.Limits),
+  budget: Nullable(S.Budget),
+  metadata: Metadata,
+  deleted_at: Nullable(Time),
+  created_at: Time,
+  updated_at: Time,
+})
+
+const TeamMember = Type.Object({
+  object: Type.Literal('team_member'),
+  team_id: Type.String(),
+  user_id: Type.String(),
+  role: Type.Union([Type.Literal('member'), Type.Literal('admin')]),
+  created_at: Time,
+})
+const TeamMemberRemoved = Type.Object({ object: Type.Literal('team_member'), team_id: Type.String(), user_id: Type.String(), deleted: Type.Literal(true) })
+
 /** What keyView returns, for the documentation (test/docs.test.ts compares it with a real response). */
 const KeyView = Type.Object({
   object: Type.Literal('api_key'),
@@ -586,7 +639,7 @@ const KeyView = Type.Object({
   scopes: Nullable(Type.Array(Type.String())),
   limits: Nullable(S.Limits),
   budget: Nullable(S.Budget),
-  metadata: Nullable(Type.Record(Type.String(), Type.Unknown())),
+  metadata: Metadata,
   expires_at: Nullable(Time),
   created_at: Time,
   updated_at: Time,
@@ -603,7 +656,7 @@ const CreatedKey = Type.Object({ ...KeyView.properties, key: Plaintext })
 const RotatedKey = Type.Object({ ...KeyView.properties, key: Plaintext, previous: KeyView })
 
 /** A key as the admin API shows it: the display form, never the hash or plaintext. */
-export function keyView(r: KeyRow, now: number) {
+export function keyView(r: KeyRow, now: number): Static<typeof KeyView> {
   const rotatedOut = r.grace_until !== null && Date.parse(r.grace_until) <= now
   const expired = r.expires_at !== null && Date.parse(r.expires_at) <= now
   const status = r.status === 'revoked' || rotatedOut ? 'revoked' : expired ? 'expired' : 'active'

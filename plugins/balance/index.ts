@@ -1,10 +1,11 @@
-import { Type } from '@sinclair/typebox'
+import { Type, type TSchema } from '@sinclair/typebox'
 import { Elysia } from 'elysia'
 import { definePlugin, type AttemptFailure, type MaybePromise, type RoutePlan } from '../../src/plugin.ts'
 import { GatewayError } from '../../src/errors.ts'
 import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import { audit } from '../../src/db/audit.ts'
 import { roughPromptTokens } from '../../src/lib/usage.ts'
+import { adminErrors, jsonResponse, ListOf } from '../../src/routes/schemas.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
 import type { GroupTarget, ModelGroup, ModelRegistry, ProviderRuntime, RouteTarget } from '../../src/models.ts'
 import { available, availableAt, modelHealthOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, openUntil, recordLatency, stateOf, type ModelHealth, type KeyHealth, type SharedState } from './health.ts'
@@ -574,7 +575,13 @@ export const balance = definePlugin({
                   next_cursor: null,
                 }
               },
-              { detail: { tags: ['Admin: providers'], summary: 'Health of every provider key: healthy, cooling or open (for which upstream models), or dead, with latency and headroom' } },
+              {
+                detail: {
+                  tags: ['Admin: providers'],
+                  summary: 'Health of every provider key: healthy, cooling or open (for which upstream models), or dead, with latency and headroom',
+                  responses: jsonResponse('Every provider key of the catalog (one page: next_cursor is null)', ListOf(KeyHealthView)),
+                },
+              },
             )
             .post(
               '/:provider/keys/:key/reset',
@@ -587,13 +594,41 @@ export const balance = definePlugin({
                 await audit(services.db.db, { actor: adminActor(request), action: RESET_ACTION, targetType: 'provider_key', targetId: auditTarget(h) })
                 return { object: 'provider_key_health', provider: h.provider, key: h.key, state: stateOf(h, now()) }
               },
-              { detail: { tags: ['Admin: providers'], summary: 'Put a dead, cooling or open provider key back into service, for every upstream model' } },
+              {
+                detail: {
+                  tags: ['Admin: providers'],
+                  summary: 'Put a dead, cooling or open provider key back into service, for every upstream model',
+                  responses: { ...jsonResponse('The key, back in service', KeyHealthReset), ...adminErrors(404) },
+                },
+              },
             ),
         )
       },
     }
   },
 })
+
+const OrNull = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
+const Time = Type.String({ format: 'date-time' })
+const KeyState = Type.Union([Type.Literal('healthy'), Type.Literal('cooling'), Type.Literal('open'), Type.Literal('dead')])
+/** One provider key in `GET /admin/providers/health`. */
+const KeyHealthView = Type.Object({
+  object: Type.Literal('provider_key_health'),
+  provider: Type.String(),
+  key: Type.String(),
+  state: KeyState,
+  cooling_until: OrNull(Time),
+  cooling_models: Type.Array(Type.Object({ model: Type.String(), until: Time })),
+  dead_reason: OrNull(Type.String()),
+  circuit: Type.Object({ consecutive_failures: Type.Integer(), open_until: OrNull(Time) }),
+  circuit_models: Type.Array(Type.Object({ model: Type.String(), consecutive_failures: Type.Integer(), open_until: OrNull(Time) })),
+  in_flight: Type.Integer(),
+  latency_ewma_ms: OrNull(Type.Number()),
+  headroom: OrNull(Type.Number({ description: 'The share of its upstream rate limit left, 0 to 1, as its last answers said' })),
+  headroom_models: Type.Array(Type.Object({ model: Type.String(), headroom: Type.Number(), until: Time })),
+  last_error: OrNull(Type.Object({ at: Time, status: Type.Integer(), message: Type.String() })),
+})
+const KeyHealthReset = Type.Object({ object: Type.Literal('provider_key_health'), provider: Type.String(), key: Type.String(), state: KeyState })
 
 /**
  * What a request may cost against a key's own tpm, as the provider counts it before answering:

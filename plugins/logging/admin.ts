@@ -5,6 +5,7 @@ import { encodeCursor } from '../../src/lib/cursor.ts'
 import { echo } from '../../src/lib/key-text.ts'
 import type { RequestLogRow } from '../../src/db/schema.ts'
 import type { Services } from '../../src/services.ts'
+import { adminErrors } from '../../src/routes/schemas.ts'
 import { GROUPINGS, logPage, logRow, usageBy, type Grouping, type LogFilter, type UsageCursor } from './repo.ts'
 import * as S from './schemas.ts'
 import { EARLIEST_TIME, LATEST_TIME, parseRfc3339 } from '../../src/lib/rfc3339.ts'
@@ -39,6 +40,7 @@ export function analyticsRoutes(services: Services, retentionDays: number) {
             summary: 'Usage grouped by key, user, team, model, provider key or UTC day',
             description:
               'Requests, errors (status ≥ 400, not counting requests the client abandoned: error_code client_closed), tokens and USD cost per group over [from, to), most requests first, then by group (the null group last). Pass `next_cursor` back as `cursor` for the next page. Counts requests whose log row is written (rows are written in batches, normally within a second); pages are exact when `to` is in the past, while with live traffic a group whose count changes between pages may move across the page boundary.',
+            responses: adminErrors(400),
           },
         },
       )
@@ -69,6 +71,7 @@ export function analyticsRoutes(services: Services, retentionDays: number) {
             tags,
             summary: 'Request log, newest first, filtered and cursor-paged',
             description: 'One row per request. Pass `next_cursor` back as `before` for the next page. Never contains a key, a secret or a body.',
+            responses: adminErrors(400),
           },
         },
       )
@@ -89,6 +92,7 @@ export function analyticsRoutes(services: Services, retentionDays: number) {
             tags,
             summary: 'One request, by its request id',
             description: "The log row of the request a client saw as `x-request-id` (every answer carries it, errors included): a user's report of a failed call is found by the id it quotes. Never contains a key, a secret or a body.",
+            responses: adminErrors(404),
           },
         },
       )

@@ -7,6 +7,7 @@ import { fromJson } from '../../src/lib/json-text.ts'
 import { echo } from '../../src/lib/key-text.ts'
 import { budgetPeriod, type Budget, type Limits } from '../../src/limits.ts'
 import type { Services } from '../../src/services.ts'
+import { adminErrors } from '../../src/routes/schemas.ts'
 import { MICRO, subjectItems, type Item, type Scope, type Subject } from './plan.ts'
 import type { QuotaStore } from './store.ts'
 
@@ -209,6 +210,7 @@ export function quotaAdminRoutes(deps: QuotaAdminDeps) {
           tags,
           summary: `What ${what} has left of its own limits and budget`,
           description: `Its requests and tokens per minute, requests in flight and budget for the current UTC period, as the quota store counts them now. A request also answers to the limits of its key, user and team: \`GET /v1/key\` shows the tightest of them for the calling key.${note}`,
+          responses: adminErrors(404),
         },
       })
       .post(`/${path}/:id/quota/reset`, async ({ params, body, request }) => reset(await find(scope, params.id), body, adminActor(request)), {
@@ -218,6 +220,7 @@ export function quotaAdminRoutes(deps: QuotaAdminDeps) {
           tags,
           summary: `Reset ${what}'s rate-limit buckets and budget spend`,
           description: `Refills the requests- and tokens-per-minute buckets (\`limits\`) and forgets what the current budget period has spent (\`budget\`), both unless set to false; audited as \`quota.reset\`. Requests in flight keep their \`max_parallel\` slots unless \`parallel\` is true; when they end, only what they used beyond what they reserved reaches the fresh counts. Without Redis each gateway instance keeps its own counts, and this resets those of the instance that answers. Answers the counts after the reset.${note}`,
+          responses: adminErrors(400, 404),
         },
       })
   return new Elysia({ name: 'sluice.quota.admin' }).use(routesOf(scopes[0])).use(routesOf(scopes[1])).use(routesOf(scopes[2]))

@@ -6,6 +6,7 @@ import { decodeCursor, encodeCursor } from '../lib/cursor.ts'
 import { fromJson } from '../lib/json-text.ts'
 import { EARLIEST_TIME, LATEST_TIME, parseRfc3339 } from '../lib/rfc3339.ts'
 import type { Services } from '../services.ts'
+import { adminErrors } from './schemas.ts'
 
 const MAX_PAGE = 500
 const tags = ['Admin: audit']
@@ -81,6 +82,7 @@ export function auditRoutes(services: Services) {
         summary: 'Who changed what: the audit trail of the admin API, newest first',
         description:
           'Every change made through the admin API or the console: users, teams and memberships, keys (created, changed, revoked, rotated), quota resets, providers and models, provider key health resets. Pass `next_cursor` back as `before` for the next page. Never holds a key or a provider secret.',
+        responses: adminErrors(400),
       },
     },
   )

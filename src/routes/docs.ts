@@ -4,6 +4,7 @@ import { openapi } from '@elysiajs/openapi'
 import { getPossiblePath, unwrapSchema } from '@elysiajs/openapi/openapi'
 import { OptionalKind } from '@sinclair/typebox'
 import { GatewayError } from '../errors.ts'
+import { adminErrors, ErrorEnvelope, INTERNAL_ERROR } from './schemas.ts'
 
 const SPEC_PATH = '/swagger/json'
 
@@ -108,6 +109,7 @@ export function docsRoutes(version: string) {
               'An OpenAI-compatible AI gateway. Client routes take `Authorization: Bearer sk-<env>-…` (or `x-api-key`); admin routes take the admin key. Every error is `{"error": {"message", "type", "param", "code"}}`.',
           },
           components: {
+            schemas: { ErrorEnvelope },
             securitySchemes: {
               bearer: { type: 'http', scheme: 'bearer', description: 'A sluice API key (sk-<env>-…)' },
               apiKey: { type: 'apiKey', in: 'header', name: 'x-api-key', description: 'A sluice API key, for clients that cannot send a bearer token' },
@@ -136,6 +138,8 @@ const ADMIN_SECURITY = [{ admin: [] }]
 interface Operation {
   requestBody?: { content?: Record<string, unknown>; required?: boolean }
   security?: unknown[]
+  responses?: Record<string, unknown>
+  parameters?: Array<{ name: string; in: string }>
 }
 interface OpenApiDoc {
   paths?: Record<string, Record<string, Operation>>
@@ -143,8 +147,10 @@ interface OpenApiDoc {
 interface DocumentedRoute {
   method: string
   path: string
-  hooks?: { body?: unknown }
+  hooks?: { body?: unknown; detail?: { responses?: Record<string, unknown>; parameters?: Array<{ name: string; in: string }> } }
 }
+
+const isAdmin = (path: string) => path === '/admin' || path.startsWith('/admin/')
 
 /**
  * Fills in what @elysiajs/openapi leaves out of the document, in place (the plugin builds it once
@@ -156,23 +162,41 @@ interface DocumentedRoute {
  *   route came out as `content: {}`, and the empty requestBody replaced any `detail.requestBody`.
  *   It is documented here as JSON, what the API takes, with the very schema that validates it;
  *   required unless the schema is optional (a key's revoke and rotate take no body as well).
+ * - A route's `detail.responses` and `detail.parameters` where the plugin replaced them: its
+ *   `response` schemas take the place of every response of `detail`, and its path and query
+ *   parameters the place of those of `detail` (the OpenAI-Organization header of /v1/models/{id}).
+ * - The errors every operation of a kind may answer, in the envelope: 401 invalid_admin_key on every
+ *   /admin operation, 500 internal_error on all.
  * - The admin key for every /admin operation that declares no `security`.
  */
 function complete(doc: OpenApiDoc, routes: readonly DocumentedRoute[]): void {
   for (const route of routes) {
-    const body = route.hooks?.body
-    if (!body) continue
     for (const path of getPossiblePath(route.path)) {
-      const requestBody = doc.paths?.[path.replace(/:([^/]+)/g, '{$1}')]?.[route.method.toLowerCase()]?.requestBody
-      if (!requestBody?.content || Object.keys(requestBody.content).length > 0) continue
-      const schema = unwrapSchema(body as Parameters<typeof unwrapSchema>[0])
-      if (!schema) continue
-      requestBody.content['application/json'] = { schema }
-      requestBody.required = !(typeof body === 'object' && OptionalKind in body)
+      const operation = doc.paths?.[path.replace(/:([^/]+)/g, '{$1}')]?.[route.method.toLowerCase()]
+      if (!operation) continue
+      completeBody(operation, route.hooks?.body)
+      const detail = route.hooks?.detail
+      // A copy, never the object of `detail`: one constant may document several routes.
+      if (detail?.responses) operation.responses = { ...detail.responses, ...operation.responses }
+      const missing = (detail?.parameters ?? []).filter((p) => !operation.parameters?.some((q) => q.name === p.name && q.in === p.in))
+      if (missing.length > 0) operation.parameters = [...(operation.parameters ?? []), ...missing]
     }
   }
   for (const [path, operations] of Object.entries(doc.paths ?? {})) {
-    if (path !== '/admin' && !path.startsWith('/admin/')) continue
-    for (const operation of Object.values(operations)) operation.security ??= ADMIN_SECURITY
+    for (const operation of Object.values(operations)) {
+      operation.responses = { ...(isAdmin(path) && { '401': adminErrors(401)['401'] }), ...operation.responses }
+      operation.responses['500'] ??= INTERNAL_ERROR
+      if (isAdmin(path)) operation.security ??= ADMIN_SECURITY
+    }
   }
+}
+
+/** The request body of `operation` from the route's `body` schema, when the plugin left it empty (see {@link complete}). */
+function completeBody(operation: Operation, body: unknown): void {
+  const requestBody = operation.requestBody
+  if (!body || !requestBody?.content || Object.keys(requestBody.content).length > 0) return
+  const schema = unwrapSchema(body as Parameters<typeof unwrapSchema>[0])
+  if (!schema) return
+  requestBody.content['application/json'] = { schema }
+  requestBody.required = !(typeof body === 'object' && OptionalKind in body)
 }

@@ -3,9 +3,22 @@ import type { Services } from '../services.ts'
 import { GatewayError } from '../errors.ts'
 import { METRICS_CONTENT_TYPE } from '../metrics.ts'
 import { checkRedis } from '../redis.ts'
+import { ERROR_ENVELOPE_REF, jsonResponse } from './schemas.ts'
 
 /** How long /ready waits for Redis, every node of a cluster included. */
 const REDIS_TIMEOUT_MS = 1000
+
+const Checks = t.Object({
+  database: t.Union([t.Literal('ok'), t.Literal('unreachable')]),
+  redis: t.Union([t.Literal('ok'), t.Literal('unreachable'), t.Literal('not configured')]),
+})
+const Ready = t.Object({ status: t.Literal('ready'), checks: Checks })
+/** The 503 of /ready: the error envelope, with the checks and what did not answer. */
+const NotReady = t.Object({
+  status: t.Literal('not_ready'),
+  checks: Checks,
+  details: t.Object({ redis: t.Optional(t.String({ description: 'What did not answer (in a Cluster, which master, with its slots)' })) }),
+})
 
 /** Liveness, readiness and metrics. No plugin hook runs here. */
 export function opsRoutes({ services }: { services: Services }) {
@@ -35,6 +48,13 @@ export function opsRoutes({ services }: { services: Services }) {
           tags: ['Operations'],
           summary: 'Readiness: the database and Redis (when configured; in a Cluster, every master) answer; 503 otherwise',
           description: `Redis is given ${REDIS_TIMEOUT_MS} ms in all. A 503 lists the checks, and under details.redis what did not answer (in a Cluster, which master, with its slots).`,
+          responses: {
+            ...jsonResponse('Ready', Ready),
+            503: {
+              description: 'not_ready: the database or Redis does not answer',
+              content: { 'application/json': { schema: { allOf: [{ $ref: ERROR_ENVELOPE_REF }, NotReady] } } },
+            },
+          },
         },
       },
     )

@@ -89,17 +89,72 @@ export const EmbeddingBody = t.Object(
   { ...open, description: 'OpenAI embeddings request' },
 )
 
-export const ErrorBody = t.Object(
+/** The error envelope of every failed request, on every route: one schema, `ErrorEnvelope` in the document's components. */
+export const ErrorEnvelope = t.Object(
   {
     error: t.Object({
-      message: t.String(),
-      type: t.String(),
-      param: t.Union([t.String(), t.Null()]),
-      code: t.String(),
+      message: t.String({ description: 'What is wrong and what to do; never a whole key nor a provider secret' }),
+      type: t.String({ description: 'invalid_request_error, authentication_error, permission_error, not_found_error, rate_limit_error or api_error' }),
+      param: t.Union([t.String(), t.Null()], { description: 'The request field at fault, when one is' }),
+      code: t.String({ description: "The error's code, from the table in the README" }),
     }),
   },
   { description: 'The error envelope of every failed request' },
 )
+
+/** Where the document holds {@link ErrorEnvelope}; error responses refer to it. */
+export const ERROR_ENVELOPE_REF = '#/components/schemas/ErrorEnvelope'
+
+/** An OpenAPI response object, as `detail.responses` takes it: documentation only, no route validates its answer against it. */
+export interface ResponseDoc {
+  description: string
+  content?: Record<string, { schema: TSchema | { $ref: string } }>
+}
+
+const errorDoc = (description: string): ResponseDoc => ({ description, content: { 'application/json': { schema: { $ref: ERROR_ENVELOPE_REF } } } })
+
+/** The error responses of the client API, by status, with the codes each stands for. */
+const CLIENT_ERRORS = {
+  400: 'invalid_request: the body is not JSON, or not valid for the endpoint (`param` names the field)',
+  401: 'missing_api_key, invalid_api_key, key_revoked or key_expired',
+  403: 'invalid_user_for_key (also for an OpenAI-Organization team the key may not use), environment_mismatch, model_not_allowed or insufficient_permissions',
+  404: 'model_not_found',
+  408: 'invalid_request: the body did not arrive within limits.body_timeout_ms',
+  413: 'request_too_large: the body is over limits.max_body_bytes',
+  429: 'rate_limit_exceeded (requests or tokens per minute, max_parallel), with Retry-After; or insufficient_quota (a budget is spent)',
+  502: 'upstream_error: the upstream failed after retries and fallbacks',
+  503: 'no_healthy_upstream (every upstream cooling down or its circuit open), or quota_backend_unavailable (the quota plugin failing closed)',
+  504: 'upstream_timeout',
+  '4XX': "An upstream's own 4xx answer (other than 401, 403 and 429, which are about its key) keeps its status, in this envelope",
+} as const
+
+/** The error responses of the admin API, by status. */
+const ADMIN_ERRORS = {
+  400: 'invalid_request: a body field, query parameter or path value is not valid (`param` names it)',
+  401: 'invalid_admin_key: no admin key, or not this one',
+  404: 'not_found: no such object (the message names it)',
+  409: 'conflict: the change collides with what is there (the message says with what)',
+} as const
+
+/** Every route may answer this one: an error nobody expected (a bug), whose details go to the log only. */
+export const INTERNAL_ERROR = errorDoc('internal_error: an unexpected failure; the details are in the gateway log under the request id')
+
+const pick = <K extends string | number>(table: Record<K, string>, statuses: readonly K[]): Record<string, ResponseDoc> =>
+  Object.fromEntries(statuses.map((status) => [String(status), errorDoc(table[status])]))
+
+/** The error responses of a client route, each in the envelope. */
+export const clientErrors = (...statuses: (keyof typeof CLIENT_ERRORS)[]) => pick(CLIENT_ERRORS, statuses)
+/** The error responses of an admin route, each in the envelope (401 is added to every /admin operation by the docs). */
+export const adminErrors = (...statuses: (keyof typeof ADMIN_ERRORS)[]) => pick(ADMIN_ERRORS, statuses)
+
+/** A JSON answer with `status` (200 unless given), for `detail.responses`. */
+export const jsonResponse = (description: string, schema: TSchema, status = 200): Record<string, ResponseDoc> => ({
+  [String(status)]: { description, content: { 'application/json': { schema } } },
+})
+
+/** A page of a list, as every list of the API is shaped. */
+export const ListOf = <T extends TSchema>(item: T, description?: string) =>
+  t.Object({ object: t.Literal('list'), data: t.Array(item), next_cursor: t.Union([t.String(), t.Null()], { description: 'Pass it back as `cursor` for the next page; null on the last' }) }, description === undefined ? {} : { description })
 
 export const ModelObject = t.Object({
   id: t.String(),
@@ -114,17 +169,103 @@ export const ModelList = t.Object({
   next_cursor: t.Union([t.String(), t.Null()]),
 })
 
-/** Error responses every authenticated route may give, for the OpenAPI document. */
-export const errorResponses = {
-  400: ErrorBody,
-  401: ErrorBody,
-  403: ErrorBody,
-  404: ErrorBody,
-  413: ErrorBody,
-  429: ErrorBody,
-  502: ErrorBody,
-  503: ErrorBody,
-  504: ErrorBody,
+const Usage = t.Object(
+  { prompt_tokens: t.Integer(), completion_tokens: t.Optional(t.Integer()), total_tokens: t.Integer() },
+  { ...open, description: "The upstream's token counts" },
+)
+
+/** `POST /v1/chat/completions` without `stream`: OpenAI's chat completion object, as the upstream answered it (other providers' answers translated). */
+export const ChatCompletion = t.Object(
+  {
+    id: t.String(),
+    object: t.Literal('chat.completion'),
+    created: t.Integer(),
+    model: t.String(),
+    choices: t.Array(
+      t.Object(
+        {
+          index: t.Integer(),
+          message: t.Object({ role: t.String(), content: t.Union([t.String(), t.Null()]), tool_calls: t.Optional(t.Array(t.Unknown())) }, open),
+          finish_reason: t.Union([t.String(), t.Null()]),
+        },
+        open,
+      ),
+    ),
+    usage: t.Optional(Usage),
+  },
+  { ...open, description: 'OpenAI chat completion' },
+)
+
+/** `POST /v1/completions` without `stream`: OpenAI's legacy text completion object. */
+export const TextCompletion = t.Object(
+  {
+    id: t.String(),
+    object: t.Literal('text_completion'),
+    created: t.Integer(),
+    model: t.String(),
+    choices: t.Array(t.Object({ index: t.Integer(), text: t.String(), finish_reason: t.Union([t.String(), t.Null()]) }, open)),
+    usage: t.Optional(Usage),
+  },
+  { ...open, description: 'OpenAI text completion' },
+)
+
+/** `POST /v1/embeddings`: OpenAI's list of embeddings. */
+export const Embeddings = t.Object(
+  {
+    object: t.Literal('list'),
+    data: t.Array(
+      t.Object(
+        {
+          object: t.Literal('embedding'),
+          index: t.Integer(),
+          embedding: t.Union([t.Array(t.Number()), t.String()], { description: 'Numbers, or base64 of float32s with encoding_format "base64"' }),
+        },
+        open,
+      ),
+    ),
+    model: t.String(),
+    usage: t.Optional(Usage),
+  },
+  { ...open, description: 'OpenAI embeddings' },
+)
+
+/** A stream: server-sent events as OpenAI sends them, passed on as they arrive. */
+const eventStream = (chunk: string): ResponseDoc['content'] => ({
+  'text/event-stream': {
+    schema: t.String({
+      description: `With "stream": true: \`data: <${chunk} JSON>\` events, then \`data: [DONE]\`; with stream_options.include_usage the last chunk before it carries usage. An error after the stream has begun arrives as a \`data: {"error": …}\` event in the envelope.`,
+    }),
+  },
+})
+
+/**
+ * `OpenAI-Organization`, which every /v1 route reads: a team id to bill the request to. Documented
+ * only (the authenticate stage reads it), so no validation of headers is added to the hot path.
+ */
+export const OrganizationHeader = {
+  name: 'OpenAI-Organization',
+  in: 'header',
+  required: false,
+  schema: { type: 'string' },
+  description:
+    "A team id: the request is billed to that team (usage, limits, budget). The key's owner must be a member, and a key bound to a team may name only that team; otherwise 403 invalid_user_for_key.",
+} as const
+
+/** The responses of the model routes that answer JSON or, when asked, a stream. */
+const modelRoute = (description: string, schema: TSchema, chunk: string | null): Record<string, ResponseDoc> => ({
+  '200': { description, content: { 'application/json': { schema }, ...(chunk && eventStream(chunk)) } },
+  ...clientErrors(400, 401, 403, 404, 408, 413, 429, 502, 503, 504, '4XX'),
+})
+
+/** `detail.responses` of each /v1 route (OpenAPI only: the hot path validates no answer). */
+export const v1Responses = {
+  chat: modelRoute('A chat completion; with "stream": true, a stream of chat.completion.chunk events', ChatCompletion, 'chat.completion.chunk'),
+  completions: modelRoute('A text completion; with "stream": true, a stream of text_completion events', TextCompletion, 'text_completion'),
+  embeddings: modelRoute('The embeddings', Embeddings, null),
+  models: { ...jsonResponse('The models the calling key may use', ModelList), ...clientErrors(401, 403) },
+  model: { ...jsonResponse('The model', ModelObject), ...clientErrors(401, 403, 404) },
+  count: { ...clientErrors(400, 401, 403, 404, 408, 413, 429) },
+  key: { ...clientErrors(401, 403) },
 } as const
 
 const Nullable = <T extends TSchema>(schema: T) => t.Union([schema, t.Null()])
@@ -144,6 +285,7 @@ export const KeyInfo = t.Object(
     limits: Nullable(t.Record(t.String(), t.Unknown())),
     budget: Nullable(t.Record(t.String(), t.Unknown())),
     expires_at: Nullable(t.String()),
+    grace_until: t.Optional(Nullable(t.String({ description: 'A rotated key: when it stops working (its rotation grace period ends); null otherwise' }))),
     remaining: t.Object({
       requests: Nullable(t.Number()),
       tokens: Nullable(t.Number()),

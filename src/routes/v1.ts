@@ -15,10 +15,12 @@ import {
   KeyInfo,
   ModelList,
   ModelObject,
+  OrganizationHeader,
   TokenCount,
   TokenCountBody,
   TokenCountChatBody,
   TokenCountEmbeddingBody,
+  v1Responses,
 } from './schemas.ts'
 
 export interface V1Options {
@@ -32,6 +34,8 @@ export interface V1Options {
 }
 
 const security: Record<string, string[]>[] = [{ bearer: [] }, { apiKey: [] }]
+/** What every /v1 operation's documentation shares: the API key, and the team a request may name. */
+const client = { tags: ['OpenAI'], security, parameters: [OrganizationHeader] }
 
 /** The OpenAI-compatible client API. Each handler hands straight to the pipeline. */
 export function v1Routes({ pipeline, models, maxBodyBytes, bodyTimeoutMs = 0, services }: V1Options) {
@@ -114,15 +118,15 @@ export function v1Routes({ pipeline, models, maxBodyBytes, bodyTimeoutMs = 0, se
   return new Elysia({ name: 'sluice.v1' })
     .post('/v1/chat/completions', call('chat.completions'), {
       parse: reader(ChatCompletionBody, checkTools),
-      detail: { requestBody: jsonBody(ChatCompletionBody), tags: ['OpenAI'], summary: 'Create a chat completion (plain or streamed as server-sent events)', security },
+      detail: { ...client, requestBody: jsonBody(ChatCompletionBody), summary: 'Create a chat completion (plain or streamed as server-sent events)', responses: v1Responses.chat },
     })
     .post('/v1/completions', call('completions'), {
       parse: reader(CompletionBody),
-      detail: { requestBody: jsonBody(CompletionBody), tags: ['OpenAI'], summary: 'Create a legacy text completion', security },
+      detail: { ...client, requestBody: jsonBody(CompletionBody), summary: 'Create a legacy text completion', responses: v1Responses.completions },
     })
     .post('/v1/embeddings', call('embeddings'), {
       parse: reader(EmbeddingBody),
-      detail: { requestBody: jsonBody(EmbeddingBody), tags: ['OpenAI'], summary: 'Create embeddings', security },
+      detail: { ...client, requestBody: jsonBody(EmbeddingBody), summary: 'Create embeddings', responses: v1Responses.embeddings },
     })
     .get(
       '/v1/models',
@@ -132,13 +136,13 @@ export function v1Routes({ pipeline, models, maxBodyBytes, bodyTimeoutMs = 0, se
         if (refused) return pipeline.fail(req, refused)
         return pipeline.answered(req, withHeaders(req, { object: 'list', data: visible(req).map(modelObject), next_cursor: null }))
       },
-      { response: { 200: ModelList }, detail: { tags: ['OpenAI'], summary: 'List the models the calling key may use', security } },
+      { response: { 200: ModelList }, detail: { ...client, summary: 'List the models the calling key may use', responses: v1Responses.models } },
     )
     // Elysia's router has decoded the path parameter already; decoding again would break ids holding a "%".
     // It gives null for a malformed escape ("%zz"), which is then taken as sent.
     .get('/v1/models/:id', ({ request, set, params }) => retrieveModel(request, set.headers['x-request-id'] as string, (params.id as string | null) ?? modelPathId(request)), {
       response: { 200: ModelObject },
-      detail: { tags: ['OpenAI'], summary: 'Retrieve one model', security },
+      detail: { ...client, summary: 'Retrieve one model', responses: v1Responses.model },
     })
     // An id holding a raw slash (`meta-llama/Llama-3.1-8B`), as openai-python and other clients put it
     // in the path unencoded. The router leaves the part after the slash as sent, so the id is decoded here, once.
@@ -175,12 +179,12 @@ export function v1Routes({ pipeline, models, maxBodyBytes, bodyTimeoutMs = 0, se
         parse: countReader,
         response: { 200: TokenCount },
         detail: {
+          ...client,
           requestBody: jsonBody(TokenCountBody),
-          tags: ['OpenAI'],
           summary: 'Count the prompt tokens of a chat or embeddings request without calling the model',
           description:
             'Counts as the model\'s tokenizer does (tiktoken, OpenAI\'s rules for messages, names, tools and images) when the `tokens` plugin is loaded; otherwise an estimate of 4 characters a token, with `encoding: "estimate"`. Needs the `tokens` scope.',
-          security,
+          responses: v1Responses.count,
         },
       },
     )
@@ -195,10 +199,10 @@ export function v1Routes({ pipeline, models, maxBodyBytes, bodyTimeoutMs = 0, se
       {
         response: { 200: KeyInfo },
         detail: {
-          tags: ['OpenAI'],
+          ...client,
           summary: 'Introspect the calling key: owner, team, environment, scopes, models, limits, remaining quota, expiry',
           description: 'The self-service answer to "why is my key refused?". A refused key gets the error that says why.',
-          security,
+          responses: v1Responses.key,
         },
       },
     )
