@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig } from './config/load.ts'
+import { ConfigError, loadConfig, missingFallbacks } from './config/load.ts'
 import { MEMORY_PROFILES, memoryProfile } from './lib/memory.ts'
 import { resolvePlugins } from './plugin-loader.ts'
 import { createGateway } from './server.ts'
@@ -39,6 +39,9 @@ async function main(): Promise<void> {
     allocator_purge_delay: process.env.MIMALLOC_PURGE_DELAY ?? 'mimalloc default',
     heap_growth_max_increase: process.env.BUN_JSC_heapGrowthMaxIncrease ?? 'Bun default',
   })
+  for (const [model, fallback] of missingFallbacks(gateway.models.list())) {
+    gateway.logger.warn(`model "${model}" falls back to "${fallback}", which is not a model here: the fallback is skipped until a model of that name is added (POST /admin/models)`, { model, fallback })
+  }
   // Started some other way than `bun run start` (src/start.ts), a chosen profile's variables may be missing.
   const settings: Readonly<Record<string, string>> = MEMORY_PROFILES[profile]
   const missing = Object.keys(settings).filter((k) => process.env[k] === undefined)

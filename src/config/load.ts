@@ -405,13 +405,23 @@ const DOTS_WHY = 'dots alone make a step of a URL path ("." or ".."), not a name
  */
 const RESERVED_PROVIDER_IDS: ReadonlySet<string> = new Set(['health'])
 
+export interface CatalogCheckOptions {
+  /**
+   * Whether a fallback may name a model the set does not hold. The config file's may: the model
+   * can be added at run time through the admin API (it lives in the database), and until then the
+   * fallback is skipped (the boot logs a warning naming it).
+   * @default false
+   */
+  missingFallbacks?: boolean
+}
+
 /**
  * Every problem of a set of providers and models that a schema cannot see: ids that a URL
  * cannot carry, duplicates, headers that could not be sent, references to a provider or a model
  * that is not there. The config file reports them with their paths ({@link checkCatalog}); the
  * admin API names its own fields instead.
  */
-export function catalogProblems(providers: readonly ProviderConfig[], models: readonly ModelConfig[]): CatalogProblem[] {
+export function catalogProblems(providers: readonly ProviderConfig[], models: readonly ModelConfig[], options: CatalogCheckOptions = {}): CatalogProblem[] {
   const problems: CatalogProblem[] = []
   const providerIds = new Set<string>()
   providers.forEach((p, index) => {
@@ -449,7 +459,7 @@ export function catalogProblems(providers: readonly ProviderConfig[], models: re
       if (!providerIds.has(t.provider)) add(['targets', j, 'provider'], `no provider with id "${t.provider}"`)
     })
     m.fallbacks?.forEach((f, j) => {
-      if (!names.has(f)) add(['fallbacks', j], `no model named "${f}"`)
+      if (!names.has(f) && !options.missingFallbacks) add(['fallbacks', j], `no model named "${f}"`)
       if (f === m.name) add(['fallbacks', j], 'a model cannot fall back to itself')
     })
     if (m.encoding !== undefined && !isEncoding(m.encoding)) add(['encoding'], `${JSON.stringify(echo(m.encoding))} is not one of ${ENCODINGS.join(', ')}`)
@@ -457,9 +467,19 @@ export function catalogProblems(providers: readonly ProviderConfig[], models: re
   return problems
 }
 
-/** {@link catalogProblems} as the config file reports them: one line each, with its path. */
+/** {@link catalogProblems} as the config file reports them: one line each, with its path. A fallback may name a model defined at run time. */
 export function checkCatalog(providers: readonly ProviderConfig[], models: readonly ModelConfig[], problems: string[]): void {
-  for (const p of catalogProblems(providers, models)) problems.push(`/${p.list}/${p.index}/${p.field.join('/')}: ${p.message}`)
+  for (const p of catalogProblems(providers, models, { missingFallbacks: true })) problems.push(`/${p.list}/${p.index}/${p.field.join('/')}: ${p.message}`)
+}
+
+/**
+ * The fallbacks that name no model of the list, as `[model, fallback]` pairs: a config file's may
+ * (see {@link CatalogCheckOptions}), and the boot warns of each one still missing once the
+ * models added through the admin API are loaded.
+ */
+export function missingFallbacks(models: readonly { name: string; fallbacks?: readonly string[] }[]): [model: string, fallback: string][] {
+  const names = new Set(models.map((m) => m.name))
+  return models.flatMap((m) => (m.fallbacks ?? []).filter((f) => !names.has(f)).map((f): [string, string] => [m.name, f]))
 }
 
 /** The keys a `{use, options}` entry may have, from its schema. */
