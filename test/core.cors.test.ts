@@ -101,6 +101,7 @@ describe('server.cors with listed origins', () => {
     expect(ok.headers.get('access-control-allow-origin')).toBe(APP)
     expect(ok.headers.get('access-control-expose-headers')).toContain('x-request-id')
     expect(ok.headers.get('access-control-expose-headers')).toContain('x-ratelimit-remaining-requests')
+    expect(ok.headers.get('access-control-expose-headers')).toContain('x-should-retry')
     expect(ok.headers.get('vary')).toContain('Origin')
     await ok.arrayBuffer()
     const stream = await post(`${gw.url}/v1/chat/completions`, { ...chat, stream: true }, { origin: 'http://localhost:5173' })

@@ -18,6 +18,7 @@ export interface CorsSettings {
 const EXPOSED = [
   'x-request-id',
   'retry-after',
+  'x-should-retry',
   'x-ratelimit-limit-requests',
   'x-ratelimit-remaining-requests',
   'x-ratelimit-reset-requests',
