@@ -19,8 +19,13 @@ const Options = Type.Object(
     negative_ttl_ms: Type.Integer({ minimum: 0, default: 5_000 }),
     /** How often `last_used_at` is written, in one batch. @default 5000 */
     last_used_flush_ms: Type.Integer({ minimum: 100, default: 5_000 }),
-    /** On the first start of an empty database, create a demo user and key and print the key. @default true */
-    demo_key: Type.Boolean({ default: true }),
+    /**
+     * On the first start of an empty database, create a demo user and key and print the key.
+     * Unset: only in the `dev` environment, since the key may use every model without limit
+     * (a real provider's, billed) and the boot output often lands in a shared log.
+     * @default true in dev, false in other environments
+     */
+    demo_key: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 )
@@ -84,7 +89,7 @@ export const auth = definePlugin({
     const timer = setInterval(() => void flush(), options.last_used_flush_ms)
     timer.unref?.()
 
-    if (options.demo_key) await createDemoKey(services.db.db, config.environment, logger)
+    if (options.demo_key ?? config.environment === 'dev') await createDemoKey(services.db.db, config.environment, logger)
 
     const present = (req: GatewayRequest): Presented => {
       const key = presentedSecret(req.request)
