@@ -3,7 +3,7 @@
  * bad config reported in full, one line per problem with its path.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { ConfigError, DEFAULT_MAX_BODY_BYTES, loadConfig, type LoadOptions } from '../src/config/load.ts'
@@ -273,8 +273,9 @@ describe('a bad config', () => {
 
   test('TLS files that cannot be read are reported by their variable; readable ones are used by their full path', async () => {
     const cwd = folder()
-    writeFileSync(join(cwd, 'cert.pem'), 'cert')
-    writeFileSync(join(cwd, 'key.pem'), 'key')
+    // A real pair (test/fixtures/tls): a readable file is also checked for what it holds (test/config.tls.test.ts).
+    writeFileSync(join(cwd, 'cert.pem'), readFileSync(join(import.meta.dir, 'fixtures/tls/cert.pem')))
+    writeFileSync(join(cwd, 'key.pem'), readFileSync(join(import.meta.dir, 'fixtures/tls/key.pem')))
     const problems = await problemsOf({ env: { SLUICE_TLS_CERT: join(cwd, 'nope.pem'), SLUICE_TLS_KEY: cwd }, cwd, config: {} })
     expect(problems).toEqual([`SLUICE_TLS_CERT: no file at ${join(cwd, 'nope.pem')}`, `SLUICE_TLS_KEY: ${cwd} is a folder, not a file`])
     const config = await loadConfig({ env: { SLUICE_TLS_CERT: 'cert.pem', SLUICE_TLS_KEY: 'key.pem' }, cwd, config: {} })

@@ -1,4 +1,5 @@
-import { accessSync, constants, existsSync, statSync } from 'node:fs'
+import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto'
+import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { KindGuard, type TLiteralValue, type TSchema } from '@sinclair/typebox'
 import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
@@ -133,10 +134,13 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   if (Boolean(tlsCert) !== Boolean(tlsKey)) problems.push('SLUICE_TLS_CERT and SLUICE_TLS_KEY: set both or neither')
   // Read when the server starts listening, after the database is opened: checked here, so a wrong path stops the boot first.
   const tls = { cert: tlsCert ? resolve(cwd, tlsCert) : null, key: tlsKey ? resolve(cwd, tlsKey) : null }
+  let tlsReadable = true
   for (const [name, path] of [['SLUICE_TLS_CERT', tls.cert], ['SLUICE_TLS_KEY', tls.key]] as const) {
     const problem = path === null ? null : unreadableFile(path)
     if (problem) problems.push(`${name}: ${problem}`)
+    tlsReadable &&= problem === null
   }
+  if (tls.cert && tls.key && tlsReadable) problems.push(...tlsPairProblems(tls.cert, tls.key))
 
   const encryptionKey = env.SLUICE_ENCRYPTION_KEY || null
   if (encryptionKey && decodedLength(encryptionKey) !== 32) {
@@ -528,6 +532,35 @@ function unreadableFile(path: string): string | null {
     if (code === 'EACCES' || code === 'EPERM') return `${path} cannot be read by this process (permission denied)`
     return `${path} cannot be read: ${error instanceof Error ? error.message : String(error)}`
   }
+}
+
+/**
+ * What the server would refuse in a readable certificate and key, found here rather than by
+ * OpenSSL when the server starts (its message names neither file, and comes after the database
+ * is created): each must be PEM, and the key must be the certificate's.
+ */
+function tlsPairProblems(certPath: string, keyPath: string): string[] {
+  const problems: string[] = []
+  const certText = readFileSync(certPath, 'utf8')
+  const keyText = readFileSync(keyPath, 'utf8')
+  let cert: X509Certificate | null = null
+  let key: KeyObject | null = null
+  try {
+    if (!certText.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate')
+    cert = new X509Certificate(certText)
+  } catch {
+    problems.push(`SLUICE_TLS_CERT: ${certPath} holds no PEM certificate (a block beginning -----BEGIN CERTIFICATE-----)`)
+  }
+  try {
+    if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(keyText)) throw new Error('no PEM private key')
+    key = createPrivateKey(keyText)
+  } catch {
+    problems.push(`SLUICE_TLS_KEY: ${keyPath} holds no PEM private key the gateway can use (a block beginning -----BEGIN PRIVATE KEY-----, not protected by a passphrase)`)
+  }
+  if (cert && key && !cert.checkPrivateKey(key)) {
+    problems.push(`SLUICE_TLS_KEY: ${keyPath} is not the private key of the certificate in ${certPath} (SLUICE_TLS_CERT); give the key the certificate was issued for`)
+  }
+  return problems
 }
 
 function parsePort(raw: string | undefined, fallback: number, problems: string[]): number {
