@@ -24,8 +24,26 @@ async function main(): Promise<void> {
     console.error(`sluice: ${error instanceof Error ? error.message : String(error)}`)
     process.exit(2)
   }
+  const reusePort = process.env.SLUICE_REUSE_PORT === '1'
+  // Before the database is created and the one-time keys printed: they would go out with a boot that cannot serve.
+  // With reusePort, another gateway on the port is the point; port 0 takes any free one.
+  if (!reusePort && config.port !== 0) {
+    try {
+      Bun.serve({ port: config.port, hostname: config.host, fetch: () => new Response(null, { status: 503 }) }).stop(true)
+    } catch (error) {
+      console.error(`sluice: ${listenFailure(error, config.host, config.port)}`)
+      process.exit(1)
+    }
+  }
   const gateway = await createGateway(config)
-  const server = gateway.listen({ reusePort: process.env.SLUICE_REUSE_PORT === '1' })
+  let server
+  try {
+    server = gateway.listen({ reusePort })
+  } catch (error) {
+    console.error(`sluice: ${listenFailure(error, config.host, config.port)}`)
+    await gateway.close().catch(() => undefined)
+    process.exit(1)
+  }
   gateway.logger.info('sluice listening', {
     url: `${config.tls ? 'https' : 'http'}://${server.hostname}:${server.port}`,
     environment: config.environment,
@@ -71,6 +89,15 @@ async function main(): Promise<void> {
   }
   process.on('SIGTERM', () => void stop('SIGTERM'))
   process.on('SIGINT', () => void stop('SIGINT'))
+}
+
+/** Why the server could not listen, naming the address (Bun's own message does not name the host). */
+function listenFailure(error: unknown, host: string, port: number): string {
+  const code = (error as { code?: unknown } | null)?.code
+  if (code === 'EADDRINUSE') return `port ${port} on ${host} is in use (another process listens there); stop it, or set PORT to a free port`
+  if (code === 'EADDRNOTAVAIL') return `cannot listen on ${host}: not an address of this machine; set HOST to one (0.0.0.0 for every IPv4 address)`
+  if (code === 'EACCES') return `port ${port} on ${host} needs privileges this process does not have; set PORT to 1024 or above`
+  return `cannot listen on port ${port} on ${host}: ${error instanceof Error ? error.message : String(error)}`
 }
 
 main().catch((error: unknown) => {
