@@ -7,7 +7,7 @@ import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
 import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, isRecord, streamErrorFrame } from './providers/shared/openai-format.ts'
 import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
-import { carriesUsage, findUsage, lastUsage, parseUsage, priceOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
+import { carriesUsage, findUsage, lastUsage, parseUsage, priceOf, promptUsageOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
 import type {
   AttemptFailure,
@@ -600,6 +600,7 @@ export class Pipeline {
   private mirrorStream(req: GatewayRequest, answer: Answer, plan: RoutePlan, watch: BodyWatch, headers: Record<string, string>): Response {
     const upstream = answer.response
     const status = upstream.status
+    const prompt = promptUsageOf(upstream.body)
     const reader = upstream.clone().body!.getReader()
     // The copy's chunks are only held until the end, where one decode and one search from the end
     // find the usage chunk (the last event but [DONE]); decoding and splitting every chunk as it
@@ -643,7 +644,7 @@ export class Pipeline {
       this.watchdog.end(watch)
       this.release(plan, req)
       readHeld()
-      this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode ?? (aborted ? null : endCode(seen)))
+      this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode ?? (aborted ? null : endCode(seen)), prompt)
     }
     const read = (): void => {
       reader.read().then(
@@ -799,6 +800,7 @@ export class Pipeline {
 
   /** Pass an SSE stream through, showing each event to the chunk hooks and picking up usage. */
   private tapStream(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, status: number, watch: BodyWatch): ReadableStream<Uint8Array> {
+    const prompt = promptUsageOf(source)
     const reader = source.getReader()
     const decoder = new TextDecoder()
     const splitter = new SseSplitter()
@@ -873,7 +875,7 @@ export class Pipeline {
       finished = true
       this.watchdog.end(watch)
       this.release(plan, req)
-      this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode ?? (aborted ? null : endCode(seen)))
+      this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode ?? (aborted ? null : endCode(seen)), prompt)
     }
 
     return new ReadableStream<Uint8Array>({
@@ -947,7 +949,8 @@ export class Pipeline {
 
   /**
    * Usage and completion hooks, after the response. Without provider usage the tokenizer
-   * counts the prompt and the streamed text first; that waits on nobody but the hooks.
+   * counts the prompt (unless the adapter knows its usage: `prompt`, see promptUsageOf) and the
+   * streamed text first; that waits on nobody but the hooks.
    */
   private settle(
     req: GatewayRequest,
@@ -957,6 +960,7 @@ export class Pipeline {
     ttftMs: number | null,
     status: number,
     errorCode: ErrorCode | null = null,
+    prompt?: () => unknown,
   ): void {
     // Taken now: counting the usage below may wait on the tokenizer's workers, which is no part of the request.
     const latencyMs = performance.now() - req.startedAt
@@ -967,26 +971,28 @@ export class Pipeline {
       this.finish(req, u, { status, errorCode, latencyMs, ttftMs, aborted })
     }
     const texts = generatedOnly(req, completion())
+    const known = prompt === undefined ? null : parseUsage(prompt(), undefined)
     this.counting++
-    this.countUsage(req, texts).then(finish, (error: unknown) => {
+    this.countUsage(req, texts, known).then(finish, (error: unknown) => {
       this.logger.warn('could not count usage; using an estimate', { request_id: req.id, error: String(error) })
-      finish(estimateUsage(req, texts, this.pricingOf(req)))
+      finish(estimateUsage(req, texts, this.pricingOf(req), known))
     })
   }
 
-  private async countUsage(req: GatewayRequest, texts: ChoiceTexts): Promise<Usage> {
+  private async countUsage(req: GatewayRequest, texts: ChoiceTexts, prompt: Usage | null): Promise<Usage> {
     const tokenizer = this.services.tokenizer
     const model = req.target?.model ?? req.model ?? ''
-    const promptTokens = await tokenizer.countPrompt(req.endpoint, req.body, model, 'settle')
+    const promptTokens = prompt?.promptTokens ?? (await tokenizer.countPrompt(req.endpoint, req.body, model, 'settle'))
+    const cachedTokens = prompt?.cachedTokens ?? 0
     // Each choice is its own text: counted together, the tokens at their seams would merge.
     let completionTokens = 0
     for (const text of texts) if (text) completionTokens += await tokenizer.countText(text, model)
     return {
       promptTokens,
       completionTokens,
-      cachedTokens: 0,
+      cachedTokens,
       totalTokens: promptTokens + completionTokens,
-      costUsd: priceOf(promptTokens, completionTokens, 0, this.pricingOf(req)),
+      costUsd: priceOf(promptTokens, completionTokens, cachedTokens, this.pricingOf(req)),
       source: 'estimated',
     }
   }
@@ -1096,16 +1102,17 @@ function askForStreamUsage(req: GatewayRequest): void {
   req.locals.__hideUsageChunk = true
 }
 
-function estimateUsage(req: GatewayRequest, texts: ChoiceTexts, pricing: Pricing | undefined): Usage {
-  const promptTokens = roughPromptTokens(req.body)
+function estimateUsage(req: GatewayRequest, texts: ChoiceTexts, pricing: Pricing | undefined, prompt: Usage | null): Usage {
+  const promptTokens = prompt?.promptTokens ?? roughPromptTokens(req.body)
+  const cachedTokens = prompt?.cachedTokens ?? 0
   let completionTokens = 0
   for (const text of texts) completionTokens += roughTokens(text.length)
   return {
     promptTokens,
     completionTokens,
-    cachedTokens: 0,
+    cachedTokens,
     totalTokens: promptTokens + completionTokens,
-    costUsd: priceOf(promptTokens, completionTokens, 0, pricing),
+    costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing),
     source: 'estimated',
   }
 }

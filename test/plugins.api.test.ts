@@ -7,13 +7,14 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } fr
 import { ConfigError, loadConfig } from '../src/config/load.ts'
 import { GatewayError } from '../src/errors.ts'
 import { resolvePlugins } from '../src/plugin-loader.ts'
-import { definePlugin, type Identity, type StreamChunk } from '../src/plugin.ts'
+import { definePlugin, type Identity, type StreamChunk, type Usage } from '../src/plugin.ts'
 import { t } from '../src/index.ts'
 import { BUILTIN_PLUGINS } from '../plugins/index.ts'
 import { blockPii } from '../plugins/examples/block-pii/index.ts'
 import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
+import { startMockAnthropic } from './fixtures/mock-anthropic.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
-import { expectError, postJson, streamedText, type ChunkLike } from './support/http.ts'
+import { expectError, postJson, streamedText, waitFor, type ChunkLike } from './support/http.ts'
 import { capturingLogger } from './support/logging.ts'
 
 const messages = [{ role: 'user', content: 'hello there' }]
@@ -383,5 +384,38 @@ describe('onStreamChunk', () => {
     }
     expect(calls).toBe(14)
     expect(log.lines.map((l) => [l.msg, l.plugin, l.request_id])).toEqual(ids.map((id) => ['onStreamChunk hook failed', 'failing', id]))
+  })
+})
+
+describe('a stream the client cuts off', () => {
+  test("from Anthropic: the usage keeps message_start's prompt and cache tokens; only the completion is estimated", async () => {
+    const claude = await startMockAnthropic({ chunkDelayMs: 40, cacheReadTokens: 1000 })
+    try {
+      const usages: Usage[] = []
+      const recorder = definePlugin({ name: 'recorder', setup: () => ({ onUsage: (_req, usage) => void usages.push(usage) }) })
+      const gw = await boot([recorder], {
+        providers: [{ id: 'claude', type: 'anthropic', baseUrl: claude.url, keys: [{ id: 'an-1', secret: 'sk-ant-test-0123456789' }] }],
+        models: [{ name: 'claude', targets: [{ provider: 'claude', model: 'claude-sonnet-4-5' }] }],
+      })
+      // Asked for by the gateway (the stream is rewritten to hide it) or by the client (the stream goes on natively, a copy read).
+      for (const streamOptions of [{}, { stream_options: { include_usage: true } }]) {
+        usages.length = 0
+        const body = { model: 'claude', messages, max_tokens: 12, stream: true, ...streamOptions }
+        // The same request streamed whole: the provider's count of its prompt.
+        await (await postJson(`${gw.url}/v1/chat/completions`, body)).text()
+        await waitFor(() => usages.length === 1, 'onUsage of the whole stream')
+        expect(usages[0]).toMatchObject({ cachedTokens: 1000, source: 'provider' })
+        const res = await postJson(`${gw.url}/v1/chat/completions`, body)
+        const reader = res.body!.getReader()
+        let text = ''
+        while (text.split('data: ').length < 4) text += new TextDecoder().decode((await reader.read()).value)
+        await reader.cancel()
+        await waitFor(() => usages.length === 2, 'onUsage of the stream cut off')
+        expect(usages[1]).toMatchObject({ promptTokens: usages[0]!.promptTokens, cachedTokens: 1000, source: 'estimated' })
+        expect(usages[1]!.completionTokens).toBeLessThan(usages[0]!.completionTokens)
+      }
+    } finally {
+      await claude.stop()
+    }
   })
 })

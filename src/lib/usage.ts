@@ -140,6 +140,23 @@ export function lastUsage(text: string, pricing: Pricing | undefined): Usage | n
   }
 }
 
+/**
+ * The prompt usage (OpenAI's form) a translating adapter learns before a stream's end (Anthropic's
+ * message_start states it), by the body it answers with: a stream cut off before its usage chunk is
+ * then counted with it, its completion alone estimated. Keyed weakly: nothing outlives its body.
+ */
+const promptUsages = new WeakMap<ReadableStream<Uint8Array>, () => unknown>()
+
+/** Says where the prompt usage of `body` is read once known (undefined until then). */
+export function statePromptUsage(body: ReadableStream<Uint8Array>, read: () => unknown): void {
+  promptUsages.set(body, read)
+}
+
+/** Where the prompt usage of `body` is read, if its adapter says; asked before the body is cloned (a clone's is another stream). */
+export function promptUsageOf(body: ReadableStream<Uint8Array> | null): (() => unknown) | undefined {
+  return body === null ? undefined : promptUsages.get(body)
+}
+
 /** A rough count (4 characters a token) for when the provider reports none. */
 export const roughTokens = (chars: number): number => Math.ceil(chars / 4)
 

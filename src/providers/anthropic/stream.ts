@@ -1,5 +1,6 @@
 import { ERROR_CODES, type ErrorCode } from '../../errors.ts'
 import { scrub } from '../../lib/secrets.ts'
+import { statePromptUsage } from '../../lib/usage.ts'
 import {
   ChunkWriter,
   SSE_DONE,
@@ -106,6 +107,15 @@ export class AnthropicStreamTranslator implements SseTranslator {
         // ping, and event types added later.
         return ''
     }
+  }
+
+  /**
+   * The prompt's usage as message_start gave it (input and cache tokens), in OpenAI's form; undefined
+   * before it. What the gateway counts for a stream cut off before message_delta, where it would
+   * otherwise estimate the prompt too.
+   */
+  promptUsage(): ReturnType<typeof usageOf> {
+    return this.usage === undefined ? undefined : usageOf({ ...this.usage, output_tokens: 0 })
   }
 
   end(): string {
@@ -236,5 +246,8 @@ export class AnthropicStreamTranslator implements SseTranslator {
 
 /** Translate an Anthropic SSE body into an OpenAI SSE body, event by event. */
 export function anthropicStreamToOpenAI(source: ReadableStream<Uint8Array>, options: AnthropicStreamOptions): ReadableStream<Uint8Array> {
-  return translateSse(source, new AnthropicStreamTranslator(options))
+  const translator = new AnthropicStreamTranslator(options)
+  const body = translateSse(source, translator)
+  statePromptUsage(body, () => translator.promptUsage())
+  return body
 }
