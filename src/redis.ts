@@ -92,7 +92,12 @@ const CLUSTER_SLOTS = 16_384
  */
 export async function checkRedis(client: RedisClient, timeoutMs: number): Promise<RedisHealth> {
   if (!(client instanceof Cluster)) {
-    const failure = await pingFailure(client, timeoutMs)
+    const deadline = Date.now() + timeoutMs
+    let failure = await pingFailure(client, timeoutMs)
+    // PING answers on any database: one the server does not have (redis://host/99 on a server of
+    // 16) failed its SELECT at connect, and every other command with it. SELECT again tells.
+    const db = Number(client.options.db ?? 0)
+    if (failure === null && db !== 0) failure = await selectFailure(client, db, Math.max(Math.round(deadline - Date.now()), 100))
     return failure === null ? { ok: true } : { ok: false, detail: `${nodeName(client)} ${failure}` }
   }
   const deadline = Date.now() + timeoutMs
@@ -118,6 +123,17 @@ function pingFailure(node: Redis, ms: number): Promise<string | null> {
     (reply) => resolve(reply === 'PONG' ? null : `answered ${JSON.stringify(reply)} to PING`),
     // ioredis gives up on a command after its retries with a message about the option, not the node.
     (error: unknown) => resolve(`does not answer (${error instanceof Error && error.name !== 'MaxRetriesPerRequestError' ? error.message : `connection ${node.status}`})`),
+  )
+  return promise.finally(() => clearTimeout(timer))
+}
+
+/** Null when `node` selects database `db` within `ms` (as it does at every connect), else why not. Never rejects. */
+function selectFailure(node: Redis, db: number, ms: number): Promise<string | null> {
+  const { promise, resolve } = Promise.withResolvers<string | null>()
+  const timer = setTimeout(() => resolve(`did not answer SELECT ${db} within ${ms} ms`), ms)
+  node.select(db).then(
+    () => resolve(null),
+    (error: unknown) => resolve(`cannot use database ${db} (${error instanceof Error ? error.message : String(error)})`),
   )
   return promise.finally(() => clearTimeout(timer))
 }

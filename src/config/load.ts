@@ -258,6 +258,31 @@ function redisUrlProblem(url: string): string | null {
     return `${scheme ? `the scheme "${scheme}" is not Redis's` : 'not a Redis URL'}; expected ${forms}`
   }
   if (url.startsWith('redis+sentinel://') && !SENTINEL_WITH_MASTER.test(url)) return 'names no master: a sentinel URL names it after the hosts (redis+sentinel://H1:P1,H2:P2/MASTER)'
+  return redisDatabaseProblem(url)
+}
+
+/** A database index: digits (`redis://h/1x` would select "1x", which Redis refuses on every connect). */
+const DB_INDEX = /^\d{1,9}$/
+
+/**
+ * Why the database a Redis URL selects is not one: the path of `redis://HOST:PORT/N` and a
+ * `?db=N` (which a path wins over) must be whole numbers, 0 or more. Whether the server has that
+ * many databases only the server knows: /ready says so.
+ */
+function redisDatabaseProblem(url: string): string | null {
+  const sentinel = url.startsWith('redis+sentinel://')
+  if (!sentinel && !url.startsWith('redis://') && !url.startsWith('rediss://')) return null
+  let parsed: URL
+  try {
+    // A sentinel URL's host list is not a URL host; only its query matters here.
+    parsed = new URL(sentinel ? `redis://h${url.slice(url.search(/[?]|$/))}` : url)
+  } catch {
+    return 'not a valid URL; expected redis://HOST:PORT or redis://HOST:PORT/DB'
+  }
+  const why = (db: string, where: string) => `${where} ${JSON.stringify(echo(db))} is not a database number (a whole number, 0 or more, as in redis://HOST:PORT/1)`
+  if (!sentinel && parsed.pathname.length > 1 && !DB_INDEX.test(parsed.pathname.slice(1))) return why(parsed.pathname.slice(1), 'the path')
+  const db = parsed.searchParams.get('db')
+  if (db !== null && (sentinel || parsed.pathname.length <= 1) && !DB_INDEX.test(db)) return why(db, 'the db parameter')
   return null
 }
 
