@@ -124,9 +124,14 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   const port = parsePort(env.PORT, file.server?.port ?? 8080, problems)
   const logLevel = env.LOG_LEVEL ?? 'info'
   if (!isLogLevel(logLevel)) problems.push(`LOG_LEVEL: "${logLevel}" is not one of debug, info, warn, error, silent`)
+  // From a secret file, the value often ends with a newline no client sends: white space around it is dropped.
+  const adminKey = env.SLUICE_ADMIN_KEY ? env.SLUICE_ADMIN_KEY.trim() : null
+  if (adminKey === '') problems.push('SLUICE_ADMIN_KEY: holds only white space; set the key itself, or leave it unset to have one generated')
   // The admin key opens everything, and nothing slows down guesses at it: a short one is refused.
-  if (env.SLUICE_ADMIN_KEY && env.SLUICE_ADMIN_KEY.length < MIN_ADMIN_KEY_LENGTH) {
-    problems.push(`SLUICE_ADMIN_KEY: ${env.SLUICE_ADMIN_KEY.length} characters is too short to guard the admin API; use at least ${MIN_ADMIN_KEY_LENGTH} random ones (openssl rand -hex 24), or leave it unset to have one generated`)
+  else if (adminKey !== null && adminKey.length < MIN_ADMIN_KEY_LENGTH) {
+    problems.push(`SLUICE_ADMIN_KEY: ${adminKey.length} characters is too short to guard the admin API; use at least ${MIN_ADMIN_KEY_LENGTH} random ones (openssl rand -hex 24), or leave it unset to have one generated`)
+  } else if (adminKey !== null && /\s/.test(adminKey)) {
+    problems.push('SLUICE_ADMIN_KEY: holds white space, which a bearer token cannot carry (Authorization: Bearer <key>); use letters, digits and -._~+/ only (openssl rand -hex 24)')
   }
 
   const tlsCert = env.SLUICE_TLS_CERT
@@ -188,7 +193,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     host: env.HOST ?? file.server?.host ?? '0.0.0.0',
     databaseUrl,
     redisUrl,
-    adminKey: env.SLUICE_ADMIN_KEY || null,
+    adminKey: adminKey || null,
     encryptionKey,
     tls: tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : null,
     logLevel: logLevel as LogLevel,
