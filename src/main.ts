@@ -45,7 +45,8 @@ async function main(): Promise<void> {
     process.exit(1)
   }
   gateway.logger.info('sluice listening', {
-    url: `${config.tls ? 'https' : 'http'}://${server.hostname}:${server.port}`,
+    // An IPv6 address is bracketed in a URL (http://[::1]:8080).
+    url: `${config.tls ? 'https' : 'http'}://${server.hostname?.includes(':') ? `[${server.hostname}]` : server.hostname}:${server.port}`,
     environment: config.environment,
     database: gateway.services.db.url,
     redis: config.redisUrl ? 'configured' : 'in-process',

@@ -139,7 +139,7 @@ describe('every problem in one boot', () => {
       '/providers/0/keys/1/id: duplicate key id "k" in provider "up"',
       '/providers/1/id: duplicate provider id "up"',
       '/models/0/targets/0/provider: no provider with id "q"',
-      'PORT: "eighty" is not a port number',
+      'PORT: "eighty" is not a port number (digits, 1 to 65535)',
     ])
   })
 

@@ -190,7 +190,8 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   return {
     environment,
     port,
-    host: env.HOST ?? file.server?.host ?? '0.0.0.0',
+    // Blank (an env file's `HOST=`) is unset, as for PORT: Bun would take "" for localhost.
+    host: env.HOST?.trim() || file.server?.host || '0.0.0.0',
     databaseUrl,
     redisUrl,
     adminKey: adminKey || null,
@@ -593,11 +594,16 @@ function tlsPairProblems(certPath: string, keyPath: string): string[] {
   return problems
 }
 
+/**
+ * PORT in digits, 1 to 65535; blank (an env file's `PORT=`) is unset. Number() would take " " for
+ * 0 (a random port), "0x4A9E" for 19102 and "1e4" for 10000.
+ */
 function parsePort(raw: string | undefined, fallback: number, problems: string[]): number {
-  if (raw === undefined || raw === '') return fallback
-  const n = Number(raw)
-  if (!Number.isInteger(n) || n < 0 || n > 65535) {
-    problems.push(`PORT: "${raw}" is not a port number`)
+  const text = raw?.trim() ?? ''
+  if (text === '') return fallback
+  const n = /^\d{1,5}$/.test(text) ? Number(text) : NaN
+  if (!(n >= 1 && n <= 65535)) {
+    problems.push(`PORT: ${JSON.stringify(echo(raw!))} is not a port number (digits, 1 to 65535)`)
     return fallback
   }
   return n
