@@ -46,6 +46,16 @@ export interface PipelineOptions {
 const MAX_KEPT_EVENT_CHARS = 4 * 1024 * 1024
 /** Bytes of a mirrored stream held to be read at its end (Pipeline.mirrorStream); past them, read as they come. */
 const MAX_HELD_BYTES = 1024 * 1024
+/**
+ * The most tokens a stream may ask for (`max_tokens` for each completion) and still be mirrored
+ * (Pipeline.mirrorStream). Its copy is read as fast as the upstream sends, whatever the client
+ * reads, so a client that stops reading leaves the rest of the answer in memory: about 1 MB at
+ * this size. A stream that may be longer, or names no limit, is written by tapStream, which reads
+ * the upstream only as fast as the client takes it.
+ */
+const MIRROR_MAX_TOKENS = 4096
+/** What a mirrored stream may bring before it is taken for an upstream that ignores max_tokens, and cut. */
+const MIRROR_MAX_BYTES = 16 * 1024 * 1024
 
 type Stage = (req: GatewayRequest) => MaybePromise<HookResult>
 /** The stages before the upstream call, whose hooks a failure names. */
@@ -581,7 +591,14 @@ export class Pipeline {
     }
     const watch = this.watchdog.watch(answer.controller, timeouts?.idle_ms ?? DEFAULT_IDLE_MS, answer.startedAt + (timeouts?.total_ms ?? DEFAULT_TOTAL_MS))
     if (!req.stream) return this.mirrorJson(req, answer, plan, watch, headers)
-    if (this.tap && this.chunkHooks.length === 0 && req.locals.__hideUsageChunk !== true && timeouts?.idle_ms === undefined && timeouts?.total_ms === undefined) {
+    if (
+      this.tap &&
+      this.chunkHooks.length === 0 &&
+      req.locals.__hideUsageChunk !== true &&
+      timeouts?.idle_ms === undefined &&
+      timeouts?.total_ms === undefined &&
+      shortAnswer(req.body)
+    ) {
       return this.mirrorStream(req, answer, plan, watch, headers)
     }
     const body = this.tap ? this.tapStream(req, upstream.body, plan, upstream.status, watch) : this.guard(req, upstream.body, plan, watch)
@@ -595,7 +612,8 @@ export class Pipeline {
    * Used only when the operator set no idle or total timeout on the provider: the defaults still
    * stop a stalled upstream (the watchdog aborts the call, the client's stream ends short and the
    * request is logged with upstream_timeout), but the error event a configured timeout promises the
-   * client is written by tapStream, which owns the client's stream.
+   * client is written by tapStream, which owns the client's stream. Used only for a short answer
+   * too (MIRROR_MAX_TOKENS): the copy is read whether or not the client reads.
    */
   private mirrorStream(req: GatewayRequest, answer: Answer, plan: RoutePlan, watch: BodyWatch, headers: Record<string, string>): Response {
     const upstream = answer.response
@@ -609,6 +627,7 @@ export class Pipeline {
     // for the text its estimate is counted from.
     let held: Uint8Array[] | null = []
     let heldBytes = 0
+    let copied = 0
     const decoder = new TextDecoder()
     const splitter = new SseSplitter()
     const seen = new StreamUsage(() => this.pricingOf(req))
@@ -652,6 +671,11 @@ export class Pipeline {
           if (done) return finish(false, null)
           watch.touch()
           if (ttft === null) ttft = performance.now() - req.startedAt
+          copied += value.byteLength
+          if (copied > MIRROR_MAX_BYTES && !answer.controller.signal.aborted) {
+            this.logger.warn('stream cut: far longer than its max_tokens allows', { request_id: req.id, provider: req.target?.provider.id, bytes: copied })
+            answer.controller.abort()
+          }
           if (held === null) split(decoder.decode(value, { stream: true }))
           else {
             held.push(value)
@@ -1388,4 +1412,16 @@ function retryAfterSeconds(value: string | null): number | null {
   if (Number.isFinite(n)) return Math.max(0, n)
   const at = Date.parse(value)
   return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000))
+}
+
+/**
+ * Whether a stream's answer is bounded small enough to mirror (see MIRROR_MAX_TOKENS): its token
+ * limit times its completions (`n`, and a legacy completion's prompts) within it.
+ */
+function shortAnswer(body: Record<string, unknown>): boolean {
+  const max = typeof body.max_completion_tokens === 'number' ? body.max_completion_tokens : body.max_tokens
+  if (typeof max !== 'number') return false
+  const n = typeof body.n === 'number' ? body.n : 1
+  const prompts = Array.isArray(body.prompt) ? body.prompt.length : 1
+  return max * n * prompts <= MIRROR_MAX_TOKENS
 }
