@@ -173,7 +173,7 @@ describe('bun run migrate finds the database as the gateway does', () => {
     expect(stdout).toContain(`pending on ${url}`);
   });
 
-  test('a bad database section exits 2 naming the path; a bad URL in it exits 1, password masked', async () => {
+  test('a bad database section exits 2 naming the path; a bad URL in it too, password masked', async () => {
     const cwd = mkdtempSync(join(scratchDir, 'config-'));
     writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify({ database: { url: 5 } }));
     const bad = await runMigrate(undefined, [], cwd);
@@ -186,16 +186,18 @@ describe('bun run migrate finds the database as the gateway does', () => {
 
     writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify({ database: { url: 'mysql://root:hunter2@localhost/sluice' } }));
     const unsupported = await runMigrate(undefined, [], cwd);
-    expect(unsupported.code).toBe(1);
+    expect(unsupported.code).toBe(2);
+    expect(unsupported.stderr).toContain('/database/url: ');
     expect(unsupported.stderr).toContain('Unsupported DATABASE_URL "mysql://root:***@localhost/sluice"');
     expect(unsupported.stderr).not.toContain('hunter2');
   });
 });
 
 describe('bun run migrate failures', () => {
-  test('an unsupported URL exits 1 with a message naming the supported forms, password masked', async () => {
+  test('an unsupported URL is bad config: exit 2 with a message naming the variable and the supported forms, password masked', async () => {
     const { code, stdout, stderr } = await runMigrate('mysql://root:hunter2@localhost/sluice');
-    expect(code).toBe(1);
+    expect(code).toBe(2);
+    expect(stderr).toContain('DATABASE_URL: Unsupported DATABASE_URL');
     expect(stdout).toBe('');
     expect(stderr).toContain('Unsupported DATABASE_URL "mysql://root:***@localhost/sluice"');
     expect(stderr).toContain('sqlite::memory:');

@@ -89,17 +89,17 @@ describe('rotate-encryption-key finds the database as the gateway does', () => {
     }
   })
 
-  test('a bad URL, from the file or the variable, is one clear line and exit code 1, password masked', async () => {
+  test('a bad URL, from the file or the variable, is bad config: exit code 2 naming where it came from, password masked', async () => {
     const cwd = mkdtempSync(join(dir, 'bad-'))
     writeFileSync(join(cwd, 'sluice.config.json'), JSON.stringify({ database: { url: 'mysql://root:hunter2@localhost/sluice' } }))
     const cases: Record<string, string>[] = [{}, { DATABASE_URL: 'postgres://u:hunter2@h:port/db' }]
     for (const extra of cases) {
       const { code, stdout, stderr } = await runRotate(cwd, extra)
-      expect(code).toBe(1)
+      expect(code).toBe(2)
       expect(stdout).toBe('')
-      expect(stderr).toStartWith('rotate-encryption-key: ')
-      expect(stderr).toMatch(/DATABASE_URL "(mysql:\/\/root|postgres:\/\/u):\*\*\*@/)
-      expect(stderr.trim().split('\n')).toHaveLength(1)
+      expect(stderr).toStartWith('rotate-encryption-key: invalid configuration (1 problem):\n')
+      expect(stderr).toMatch(/\n {2}- (\/database\/url|DATABASE_URL): .*DATABASE_URL "(mysql:\/\/root|postgres:\/\/u):\*\*\*@/)
+      expect(stderr.trim().split('\n')).toHaveLength(2)
       expect(stderr).not.toContain('hunter2')
     }
   })

@@ -222,7 +222,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
 export async function loadDatabaseUrl(options: LoadOptions = {}): Promise<string> {
   const env = options.env ?? process.env
   // The variable wins whatever the file says, so the file need not even be read.
-  if (env.DATABASE_URL !== undefined) return env.DATABASE_URL
+  if (env.DATABASE_URL !== undefined) return usableDatabaseUrl(env.DATABASE_URL, 'DATABASE_URL')
   const problems: string[] = []
   const { raw } = await readRawConfig(options, env, options.cwd ?? process.cwd(), problems)
   if (problems.length) throw new ConfigError(problems)
@@ -234,7 +234,14 @@ export async function loadDatabaseUrl(options: LoadOptions = {}): Promise<string
     problems.push(`${error.path || '/'}: ${schemaErrorMessage(error)}${describeValue(error, raw)}`)
   }
   if (problems.length) throw new ConfigError(problems)
-  return databaseUrlOf(env, file)
+  return usableDatabaseUrl(databaseUrlOf(env, file), '/database/url')
+}
+
+/** The URL when the gateway could open it; a `ConfigError` naming `source` (the gateway's exit 2 for it) otherwise. */
+function usableDatabaseUrl(url: string, source: string): string {
+  const problem = databaseUrlProblem(url)
+  if (problem) throw new ConfigError([`${source}: ${problem}`])
+  return url
 }
 
 /** One precedence for the gateway and its commands: the variable (even empty: then it is refused, not ignored), the file, the default. */
