@@ -94,6 +94,21 @@ describe('${VAR} interpolation', () => {
     expect(config.providers[0]?.keys.map((k) => k.secret)).toEqual(['', '$NOT_A_REF {X} ${lower-case}'])
   })
 
+  test('$${NAME} is the literal ${NAME}, as in Compose and Terraform: a template or a secret may hold one', async () => {
+    const config = await loadConfig({
+      env: { user: 'alice', SET: 'x' },
+      config: {
+        providers: [provider({ keys: [{ id: 'k1', secret: 'p$${SET}w' }, { id: 'k2', secret: '$${SET:-d} ${SET} $$${SET} $$ $${' }] })],
+        models: [model],
+        plugins: [{ use: './greeter.ts', options: { template: 'Hello $${user}, from ${SET}' } }],
+      },
+    })
+    expect(config.providers[0]?.keys.map((k) => k.secret)).toEqual(['p${SET}w', '${SET:-d} x $${SET} $$ $${'])
+    expect(config.plugins).toEqual([{ use: './greeter.ts', options: { template: 'Hello ${user}, from x' } }])
+    // Escaped, a variable that is not set is no problem.
+    expect((await loadConfig({ env: {}, config: { providers: [provider({ keys: [{ id: 'k', secret: '$${NOT_SET}' }] })], models: [model] } })).providers[0]?.keys[0]?.secret).toBe('${NOT_SET}')
+  })
+
   test('${NAME:-default} takes the default when NAME is unset or empty, and the variable otherwise', async () => {
     const config = await loadConfig({
       env: { SET: 'from-env', EMPTY: '' },

@@ -350,8 +350,11 @@ async function readConfigFile(path: string, problems: string[]): Promise<unknown
   }
 }
 
-/** `${NAME}`, or `${NAME:-default}` (as in a shell: the default when NAME is unset or empty). */
-const VAR = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
+/**
+ * `${NAME}`, or `${NAME:-default}` (as in a shell: the default when NAME is unset or empty); with
+ * a second `$` before it (`$${NAME}`, as in Compose and Terraform), the text itself, one `$` less.
+ */
+const VAR = /\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
 
 /** A `${NAME}` (without a default) whose variable is not set, and the JSON pointer of the string holding it. */
 interface UnsetVariable {
@@ -360,13 +363,14 @@ interface UnsetVariable {
 }
 
 /**
- * Replace `${NAME}` and `${NAME:-default}` in every string; plain objects and arrays are walked,
+ * Replace `${NAME}` and `${NAME:-default}` in every string (`$${NAME}` is the literal `${NAME}`); plain objects and arrays are walked,
  * other values kept as they are. A variable that is not set becomes the empty string, and is
  * added to `unset`.
  */
 function interpolate(value: unknown, path: string, env: Record<string, string | undefined>, unset: UnsetVariable[]): unknown {
   if (typeof value === 'string') {
-    return value.replace(VAR, (_, name: string, fallback: string | undefined) => {
+    return value.replace(VAR, (match: string, escaped: string, name: string, fallback: string | undefined) => {
+      if (escaped) return match.slice(1)
       const v = env[name]
       if (fallback !== undefined) return v === undefined || v === '' ? fallback : v
       if (v === undefined) {
