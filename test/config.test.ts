@@ -184,6 +184,34 @@ describe('every problem in one boot', () => {
     ])
   })
 
+  test('one problem per path: a pricing without output is one line, not also "Expected number"', async () => {
+    const problems = await problemsOf({ env: {}, config: { providers: [provider()], models: [{ ...model, pricing: { input: 1 } }] } as unknown as ConfigFile })
+    expect(problems).toEqual(['/models/0/pricing/output: Expected required property'])
+  })
+
+  test('an entry the schema refuses does not hide the catalog problems of the others', async () => {
+    const problems = await problemsOf({
+      env: {},
+      config: {
+        providers: [provider({ id: 'a', type: 'openia' }), provider({ id: 'b', baseUrl: undefined }), provider({ id: 'b' })],
+        models: [
+          { name: 'm', targets: [{ provider: 'nope', model: 'x' }, { provider: 'a', model: 'y' }] },
+          { name: 'n', targets: 'b' },
+          { name: 'm', targets: [{ provider: 'b', model: 'x' }] },
+        ],
+      } as unknown as ConfigFile,
+    })
+    expect(problems).toEqual([
+      '/providers/0/type: must be one of "openai", "openai-compatible", "anthropic", "gemini", "mock" (got "openia")',
+      expect.stringMatching(/^\/models\/1\/targets: Expected array/),
+      '/providers/1/baseUrl: required for type openai-compatible',
+      '/providers/2/id: duplicate provider id "b"',
+      // The target naming provider "a" is not reported: "a" has its own problem above.
+      '/models/0/targets/0/provider: no provider with id "nope"',
+      '/models/2/name: duplicate model name "m"',
+    ])
+  })
+
   test('a section the schema refuses is left out of the checks that would read it, not the others', async () => {
     const problems = await problemsOf({
       env: { LOG_LEVEL: 'chatty' },

@@ -101,21 +101,30 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   const unset: UnsetVariable[] = []
   const interpolated = interpolate(raw, '', env, unset) as ConfigFile
   const unsetProblems = unset.map(({ path, name }) => `${path || '/'}: environment variable ${name} is not set`)
-  // Top-level sections the checks below cannot read, for a schema error in them.
+  // Top-level sections the checks below cannot read, for a schema error in them; in the catalog's
+  // lists, the entries (a section is then unreadable only when it is not a list).
   const unreadable = new Set<string>()
+  const badEntries: CatalogEntries = { providers: new Set(), models: new Set() }
+  // One problem per path: TypeBox may give two for one value (a missing number is also "Expected number").
+  const errorPaths = new Set<string>()
   for (const error of Value.Errors(ConfigFileSchema, interpolated)) {
     const standIn = unset.some((u) => u.path === error.path)
-    if (!standIn) problems.push(`${error.path || '/'}: ${schemaErrorMessage(error)}${describeValue(error, raw)}`)
-    if (!standIn || !keepsItsKind(error)) unreadable.add(error.path.split('/')[1] ?? '')
+    if (!standIn && !errorPaths.has(error.path)) problems.push(`${error.path || '/'}: ${schemaErrorMessage(error)}${describeValue(error, raw)}`)
+    errorPaths.add(error.path)
+    if (standIn && keepsItsKind(error)) continue
+    const [, section = '', index] = error.path.split('/')
+    if ((section === 'providers' || section === 'models') && index !== undefined && /^\d+$/.test(index)) badEntries[section].add(Number(index))
+    else unreadable.add(section)
   }
   // Not an object at all: there is nothing more to read.
   if (unreadable.has('')) throw new ConfigError([...unsetProblems, ...problems])
   const file = Object.fromEntries(Object.entries(interpolated).filter(([section]) => !unreadable.has(section))) as ConfigFile
 
-  // The catalog is checked whole, or its references would point at what is left out.
   const providers = file.providers ?? [MOCK_PROVIDER]
   const models = file.models ?? (file.providers ? [] : [MOCK_MODEL])
-  if (!unreadable.has('providers') && !unreadable.has('models')) checkCatalog(providers, models, problems)
+  // The entries the schema passed are checked now, so a bad one does not hide the others' problems
+  // until the next boot; the catalog is checked whole or not at all when a list cannot be read.
+  if (!unreadable.has('providers') && !unreadable.has('models')) checkCatalogEntries(providers, models, badEntries, problems)
 
   const environment = env.SLUICE_ENV ?? file.environment ?? 'dev'
   // The file's `environment` had its own check, by the schema.
@@ -464,7 +473,7 @@ export interface CatalogCheckOptions {
 /**
  * Every problem of a set of providers and models that a schema cannot see: ids that a URL
  * cannot carry, duplicates, headers that could not be sent, references to a provider or a model
- * that is not there. The config file reports them with their paths ({@link checkCatalog}); the
+ * that is not there. The config file reports them with their paths ({@link checkCatalogEntries}); the
  * admin API names its own fields instead.
  */
 export function catalogProblems(providers: readonly ProviderConfig[], models: readonly ModelConfig[], options: CatalogCheckOptions = {}): CatalogProblem[] {
@@ -513,11 +522,6 @@ export function catalogProblems(providers: readonly ProviderConfig[], models: re
   return problems
 }
 
-/** {@link catalogProblems} as the config file reports them: one line each, with its path. A fallback may name a model defined at run time. */
-export function checkCatalog(providers: readonly ProviderConfig[], models: readonly ModelConfig[], problems: string[]): void {
-  for (const p of catalogProblems(providers, models, { missingFallbacks: true })) problems.push(`/${p.list}/${p.index}/${p.field.join('/')}: ${p.message}`)
-}
-
 /**
  * The fallbacks that name no model of the list, as `[model, fallback]` pairs: a config file's may
  * (see {@link CatalogCheckOptions}), and the boot warns of each one still missing once the
@@ -526,6 +530,31 @@ export function checkCatalog(providers: readonly ProviderConfig[], models: reado
 export function missingFallbacks(models: readonly { name: string; fallbacks?: readonly string[] }[]): [model: string, fallback: string][] {
   const names = new Set(models.map((m) => m.name))
   return models.flatMap((m) => (m.fallbacks ?? []).filter((f) => !names.has(f)).map((f): [string, string] => [m.name, f]))
+}
+
+/** Positions of the config file's providers and models that the schema refused. */
+interface CatalogEntries {
+  providers: Set<number>
+  models: Set<number>
+}
+
+/**
+ * {@link catalogProblems} on the entries the schema passed, one line each with its path in the
+ * file. A fallback may name a model the file does not define (the admin API may add it).
+ * A target naming a provider the schema refused is not reported as naming no provider: that
+ * provider's own problem is.
+ */
+function checkCatalogEntries(providers: readonly ProviderConfig[], models: readonly ModelConfig[], bad: CatalogEntries, problems: string[]): void {
+  const providerAt = providers.flatMap((_, i) => (bad.providers.has(i) ? [] : [i]))
+  const modelAt = models.flatMap((_, i) => (bad.models.has(i) ? [] : [i]))
+  const goodModels = modelAt.map((i) => models[i]!)
+  const refusedIds = new Set([...bad.providers].map((i) => (providers[i] as { id?: unknown } | undefined)?.id).filter((id) => typeof id === 'string'))
+  for (const p of catalogProblems(providerAt.map((i) => providers[i]!), goodModels, { missingFallbacks: true })) {
+    const [field, j] = p.field
+    if (p.list === 'models' && field === 'targets' && typeof j === 'number' && refusedIds.has(goodModels[p.index]!.targets[j]!.provider)) continue
+    const index = (p.list === 'providers' ? providerAt : modelAt)[p.index]!
+    problems.push(`/${p.list}/${index}/${p.field.join('/')}: ${p.message}`)
+  }
 }
 
 /** The keys a `{use, options}` entry may have, from its schema. */
