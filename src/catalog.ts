@@ -6,7 +6,7 @@ import { adminActor, adminGuard } from './admin-key.ts'
 import { audit } from './db/audit.ts'
 import { echo } from './lib/key-text.ts'
 import { decodePercent, modelPathId } from './lib/percent.ts'
-import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Type, type Static } from '@sinclair/typebox'
 import type { Kysely } from 'kysely'
 import { catalogProblems, type CatalogProblem, type ResolvedConfig } from './config/load.ts'
 import { ModelSchema, PROVIDER_TYPES, ProviderKeySchema, TimeoutsSchema, type ModelConfig, type ProviderConfig } from './config/schema.ts'
@@ -17,7 +17,7 @@ import { GatewayError } from './errors.ts'
 import { createLogger, type Logger } from './lib/logger.ts'
 import { decryptSecret, encryptSecret, envelopeKeyId, masterKey, rewrapSecret, type MasterKey } from './lib/secrets.ts'
 import { compileCheck, pointerToParam } from './lib/validate.ts'
-import { adminErrors, jsonResponse, ListOf } from './routes/schemas.ts'
+import { adminErrors, jsonResponse, ListOf, Nullable } from './routes/schemas.ts'
 import { ModelRegistry } from './models.ts'
 import type { Services } from './services.ts'
 
@@ -124,18 +124,17 @@ export const AdminProvider = Type.Object(
 const AdminProviderPatch = Type.Partial(Type.Omit(AdminProvider, ['id']), { additionalProperties: false })
 
 const Source = Type.Union([Type.Literal('config'), Type.Literal('admin')], { description: 'config: from the config file (read-only here); admin: added through this API' })
-const OrNull = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
 /** A provider as the admin API shows it: never a secret, header names only. */
 const ProviderView = Type.Object({
   object: Type.Literal('provider'),
   id: Type.String(),
   type: Type.Union(PROVIDER_TYPES.map((p) => Type.Literal(p))),
-  base_url: OrNull(Type.String({ description: 'With the password of its user info and its query values masked' })),
+  base_url: Nullable(Type.String({ description: 'With the password of its user info and its query values masked' })),
   source: Source,
-  keys: Type.Array(Type.Object({ id: Type.String(), weight: Type.Number(), rpm: OrNull(Type.Integer()), tpm: OrNull(Type.Integer()), has_secret: Type.Boolean() })),
+  keys: Type.Array(Type.Object({ id: Type.String(), weight: Type.Number(), rpm: Nullable(Type.Integer()), tpm: Nullable(Type.Integer()), has_secret: Type.Boolean() })),
   headers: Type.Array(Type.String(), { description: 'The names of the headers sent upstream; their values are never shown' }),
-  timeouts: OrNull(TimeoutsSchema),
-  options: OrNull(Type.Record(Type.String(), Type.Unknown())),
+  timeouts: Nullable(TimeoutsSchema),
+  options: Nullable(Type.Record(Type.String(), Type.Unknown())),
 })
 /** A model group as the admin API shows it: its config entry, and where it comes from. */
 const ModelGroupView = Type.Object({ object: Type.Literal('model_group'), source: Source, ...ModelSchema.properties })

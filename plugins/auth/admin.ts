@@ -1,4 +1,4 @@
-import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Type, type Static } from '@sinclair/typebox'
 import { Elysia } from 'elysia'
 import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import type { Selectable, SelectQueryBuilder } from 'kysely'
@@ -13,7 +13,7 @@ import type { Services } from '../../src/services.ts'
 import { displayKey, echo, mintKey } from './key-format.ts'
 import { audit, decodeCursor, encodeCursor, fromJson, iso, toJson, type Db } from './repo.ts'
 import * as S from './schemas.ts'
-import { adminErrors, jsonResponse, ListOf } from '../../src/routes/schemas.ts'
+import { adminErrors, jsonResponse, ListOf, Nullable, Time } from '../../src/routes/schemas.ts'
 import { ROTATED } from './verify.ts'
 
 type UserRow = Selectable<UsersTable>
@@ -581,8 +581,6 @@ export function teamView(r: TeamRow): Static<typeof TeamView> {
   }
 }
 
-const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()])
-const Time = Type.String({ format: 'date-time' })
 const Metadata = Nullable(Type.Record(Type.String(), Type.Unknown()))
 
 /** What userView returns: the schema of the documentation and the type of the view. */

@@ -1,11 +1,11 @@
-import { Type, type TSchema } from '@sinclair/typebox'
+import { Type } from '@sinclair/typebox'
 import { Elysia } from 'elysia'
 import { definePlugin, type AttemptFailure, type MaybePromise, type RoutePlan } from '../../src/plugin.ts'
 import { GatewayError } from '../../src/errors.ts'
 import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import { audit } from '../../src/db/audit.ts'
 import { roughPromptTokens } from '../../src/lib/usage.ts'
-import { adminErrors, jsonResponse, ListOf } from '../../src/routes/schemas.ts'
+import { adminErrors, jsonResponse, ListOf, Nullable, Time } from '../../src/routes/schemas.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
 import type { GroupTarget, ModelGroup, ModelRegistry, ProviderRuntime, RouteTarget } from '../../src/models.ts'
 import { available, availableAt, modelHealthOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, openUntil, recordLatency, stateOf, type ModelHealth, type KeyHealth, type SharedState } from './health.ts'
@@ -608,8 +608,6 @@ export const balance = definePlugin({
   },
 })
 
-const OrNull = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
-const Time = Type.String({ format: 'date-time' })
 const KeyState = Type.Union([Type.Literal('healthy'), Type.Literal('cooling'), Type.Literal('open'), Type.Literal('dead')])
 /** One provider key in `GET /admin/providers/health`. */
 const KeyHealthView = Type.Object({
@@ -617,16 +615,16 @@ const KeyHealthView = Type.Object({
   provider: Type.String(),
   key: Type.String(),
   state: KeyState,
-  cooling_until: OrNull(Time),
+  cooling_until: Nullable(Time),
   cooling_models: Type.Array(Type.Object({ model: Type.String(), until: Time })),
-  dead_reason: OrNull(Type.String()),
-  circuit: Type.Object({ consecutive_failures: Type.Integer(), open_until: OrNull(Time) }),
-  circuit_models: Type.Array(Type.Object({ model: Type.String(), consecutive_failures: Type.Integer(), open_until: OrNull(Time) })),
+  dead_reason: Nullable(Type.String()),
+  circuit: Type.Object({ consecutive_failures: Type.Integer(), open_until: Nullable(Time) }),
+  circuit_models: Type.Array(Type.Object({ model: Type.String(), consecutive_failures: Type.Integer(), open_until: Nullable(Time) })),
   in_flight: Type.Integer(),
-  latency_ewma_ms: OrNull(Type.Number()),
-  headroom: OrNull(Type.Number({ description: 'The share of its upstream rate limit left, 0 to 1, as its last answers said' })),
+  latency_ewma_ms: Nullable(Type.Number()),
+  headroom: Nullable(Type.Number({ description: 'The share of its upstream rate limit left, 0 to 1, as its last answers said' })),
   headroom_models: Type.Array(Type.Object({ model: Type.String(), headroom: Type.Number(), until: Time })),
-  last_error: OrNull(Type.Object({ at: Time, status: Type.Integer(), message: Type.String() })),
+  last_error: Nullable(Type.Object({ at: Time, status: Type.Integer(), message: Type.String() })),
 })
 const KeyHealthReset = Type.Object({ object: Type.Literal('provider_key_health'), provider: Type.String(), key: Type.String(), state: KeyState })
 

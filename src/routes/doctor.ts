@@ -1,13 +1,13 @@
 import { Elysia } from 'elysia'
 import { adminGuard } from '../admin-key.ts'
-import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Type, type Static } from '@sinclair/typebox'
 import { GatewayError } from '../errors.ts'
 import { compileCheck } from '../lib/validate.ts'
 import type { ModelRegistry } from '../models.ts'
 import type { Pipeline } from '../pipeline.ts'
 import type { Endpoint } from '../plugin.ts'
 import type { Services } from '../services.ts'
-import { adminErrors, ErrorEnvelope, jsonResponse } from './schemas.ts'
+import { adminErrors, ErrorEnvelope, jsonResponse, Nullable } from './schemas.ts'
 
 /**
  * `req.locals` key by which the key doctor asks the authenticate stage about a key id instead
@@ -41,21 +41,20 @@ export const DiagnoseBody = Type.Object(
 )
 type Diagnose = Static<typeof DiagnoseBody>
 
-const OrNull = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
 /** The doctor's answer. */
 const KeyDiagnosis = Type.Object({
   object: Type.Literal('key_diagnosis'),
   allowed: Type.Boolean({ description: 'Whether the least request (one token) with this key, model and team would be admitted now' }),
   status: Type.Integer({ description: 'The status the gateway would answer: 200, or that of the refusal' }),
-  error: OrNull({ ...ErrorEnvelope.properties.error, description: 'The refusal, as the client would get it' }),
-  retry_after: OrNull(Type.Number({ description: 'Seconds, as the Retry-After of a 429' })),
+  error: Nullable({ ...ErrorEnvelope.properties.error, description: 'The refusal, as the client would get it' }),
+  retry_after: Nullable(Type.Number({ description: 'Seconds, as the Retry-After of a 429' })),
   quota: Type.String({ description: '"ok", "no limits", or "exhausted: " and what is' }),
-  max_request_tokens: OrNull(Type.Integer({ description: 'The most tokens a request may reserve now (prompt + max_tokens); null without the quota plugin or with no token limit' })),
+  max_request_tokens: Nullable(Type.Integer({ description: 'The most tokens a request may reserve now (prompt + max_tokens); null without the quota plugin or with no token limit' })),
   endpoint: Type.String(),
-  model: OrNull(Type.String()),
-  team: OrNull(Type.String()),
-  key: OrNull(Type.Record(Type.String(), Type.Unknown(), { description: 'The key as GET /v1/key shows it, without `remaining`' })),
-  remaining: OrNull(Type.Record(Type.String(), OrNull(Type.Number()))),
+  model: Nullable(Type.String()),
+  team: Nullable(Type.String()),
+  key: Nullable(Type.Record(Type.String(), Type.Unknown(), { description: 'The key as GET /v1/key shows it, without `remaining`' })),
+  remaining: Nullable(Type.Record(Type.String(), Nullable(Type.Number()))),
 })
 
 /**

@@ -8,49 +8,55 @@ import { Type as t, type TSchema } from '@sinclair/typebox'
  */
 const open = { additionalProperties: true } as const
 
+/** A field that is always there and may be `null`: the views' "not set" (`expires_at: null`). */
+export const Nullable = <T extends TSchema>(schema: T) => t.Union([schema, t.Null()])
+
+/** A time in a view: an RFC 3339 string, as every time the API answers. */
+export const Time = t.String({ format: 'date-time' })
+
 /**
- * An optional field that may also be `null`: OpenAI takes `null` for "not set" on its optional
- * parameters, and clients send it (openai-python's `None`, LangChain's and LiteLLM's defaults).
+ * A field that may be left out and may also be `null`: OpenAI takes `null` for "not set" on its
+ * optional parameters, and clients send it (openai-python's `None`, LangChain's and LiteLLM's defaults).
  */
-const OrNull = <T extends TSchema>(schema: T) => t.Optional(t.Union([schema, t.Null()]))
+const OptionalNullable = <T extends TSchema>(schema: T) => t.Optional(Nullable(schema))
 
 export const ChatMessage = t.Object(
   {
     role: t.String({ minLength: 1, description: 'system, developer, user, assistant, tool or function' }),
     content: t.Optional(t.Union([t.String(), t.Array(t.Unknown()), t.Null()])),
-    name: OrNull(t.String()),
+    name: OptionalNullable(t.String()),
   },
   open,
 )
 
 // Bounded as a 32-bit integer, as providers take it: 1e300 is an integer to JSON, and no model's.
-const MaxTokens = OrNull(t.Integer({ minimum: 1, maximum: 2_147_483_647 }))
-const StreamOptions = OrNull(t.Object({ include_usage: OrNull(t.Boolean()) }, open))
-const Tools = OrNull(t.Array(t.Object({ type: t.String() }, open)))
+const MaxTokens = OptionalNullable(t.Integer({ minimum: 1, maximum: 2_147_483_647 }))
+const StreamOptions = OptionalNullable(t.Object({ include_usage: OptionalNullable(t.Boolean()) }, open))
+const Tools = OptionalNullable(t.Array(t.Object({ type: t.String() }, open)))
 
 /** The sampling parameters both text endpoints share, at the bounds OpenAI documents. */
 const sampling = {
-  temperature: OrNull(t.Number({ minimum: 0, maximum: 2 })),
-  top_p: OrNull(t.Number({ minimum: 0, maximum: 1 })),
-  frequency_penalty: OrNull(t.Number({ minimum: -2, maximum: 2 })),
-  presence_penalty: OrNull(t.Number({ minimum: -2, maximum: 2 })),
+  temperature: OptionalNullable(t.Number({ minimum: 0, maximum: 2 })),
+  top_p: OptionalNullable(t.Number({ minimum: 0, maximum: 1 })),
+  frequency_penalty: OptionalNullable(t.Number({ minimum: -2, maximum: 2 })),
+  presence_penalty: OptionalNullable(t.Number({ minimum: -2, maximum: 2 })),
   // Checked because the Anthropic and Gemini adapters translate it (and would drop a wrong shape silently).
-  stop: OrNull(t.Union([t.String(), t.Array(t.String())])),
+  stop: OptionalNullable(t.Union([t.String(), t.Array(t.String())])),
 }
 
 export const ChatCompletionBody = t.Object(
   {
     model: t.String({ minLength: 1 }),
     messages: t.Array(ChatMessage, { minItems: 1 }),
-    stream: OrNull(t.Boolean()),
+    stream: OptionalNullable(t.Boolean()),
     stream_options: StreamOptions,
     max_tokens: MaxTokens,
     max_completion_tokens: MaxTokens,
     ...sampling,
-    n: OrNull(t.Integer({ minimum: 1, maximum: 128 })),
-    top_logprobs: OrNull(t.Integer({ minimum: 0, maximum: 20 })),
+    n: OptionalNullable(t.Integer({ minimum: 1, maximum: 128 })),
+    top_logprobs: OptionalNullable(t.Integer({ minimum: 0, maximum: 20 })),
     tools: Tools,
-    user: OrNull(t.String()),
+    user: OptionalNullable(t.String()),
   },
   { ...open, description: 'OpenAI chat completion request' },
 )
@@ -63,7 +69,7 @@ export const CompletionBody = t.Object(
     model: t.String({ minLength: 1 }),
     // Required, but null is OpenAI's "no prompt" (the model starts from a new document).
     prompt: t.Union([...TextOrTokens, t.Null()]),
-    stream: OrNull(t.Boolean()),
+    stream: OptionalNullable(t.Boolean()),
     stream_options: StreamOptions,
     max_tokens: MaxTokens,
     ...sampling,
@@ -83,8 +89,8 @@ export const EmbeddingBody = t.Object(
   {
     model: t.String({ minLength: 1 }),
     input: t.Union([...EmbeddingInput]),
-    dimensions: OrNull(t.Integer({ minimum: 1 })),
-    encoding_format: OrNull(t.Union([t.Literal('float'), t.Literal('base64')])),
+    dimensions: OptionalNullable(t.Integer({ minimum: 1 })),
+    encoding_format: OptionalNullable(t.Union([t.Literal('float'), t.Literal('base64')])),
   },
   { ...open, description: 'OpenAI embeddings request' },
 )
@@ -166,7 +172,7 @@ export const ModelObject = t.Object({
 export const ModelList = t.Object({
   object: t.Literal('list'),
   data: t.Array(ModelObject),
-  next_cursor: t.Union([t.String(), t.Null()]),
+  next_cursor: Nullable(t.String()),
 })
 
 const Usage = t.Object(
@@ -185,8 +191,8 @@ export const ChatCompletion = t.Object(
       t.Object(
         {
           index: t.Integer(),
-          message: t.Object({ role: t.String(), content: t.Union([t.String(), t.Null()]), tool_calls: t.Optional(t.Array(t.Unknown())) }, open),
-          finish_reason: t.Union([t.String(), t.Null()]),
+          message: t.Object({ role: t.String(), content: Nullable(t.String()), tool_calls: t.Optional(t.Array(t.Unknown())) }, open),
+          finish_reason: Nullable(t.String()),
         },
         open,
       ),
@@ -203,7 +209,7 @@ export const TextCompletion = t.Object(
     object: t.Literal('text_completion'),
     created: t.Integer(),
     model: t.String(),
-    choices: t.Array(t.Object({ index: t.Integer(), text: t.String(), finish_reason: t.Union([t.String(), t.Null()]) }, open)),
+    choices: t.Array(t.Object({ index: t.Integer(), text: t.String(), finish_reason: Nullable(t.String()) }, open)),
     usage: t.Optional(Usage),
   },
   { ...open, description: 'OpenAI text completion' },
@@ -268,8 +274,6 @@ export const v1Responses = {
   key: { ...clientErrors(401, 403) },
 } as const
 
-const Nullable = <T extends TSchema>(schema: T) => t.Union([schema, t.Null()])
-
 /** `GET /v1/key`: the calling key as the gateway sees it. */
 export const KeyInfo = t.Object(
   {
@@ -285,7 +289,7 @@ export const KeyInfo = t.Object(
     limits: Nullable(t.Record(t.String(), t.Unknown())),
     budget: Nullable(t.Record(t.String(), t.Unknown())),
     expires_at: Nullable(t.String()),
-    grace_until: t.Optional(Nullable(t.String({ description: 'A rotated key: when it stops working (its rotation grace period ends); null otherwise' }))),
+    grace_until: OptionalNullable(t.String({ description: 'A rotated key: when it stops working (its rotation grace period ends); null otherwise' })),
     remaining: t.Object({
       requests: Nullable(t.Number()),
       tokens: Nullable(t.Number()),
