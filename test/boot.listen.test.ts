@@ -11,16 +11,18 @@ import { freePort } from './support/redis-procs.ts'
 describe('a port in use', () => {
   test('exit 1 naming the port and host, before the database is created or a key printed', async () => {
     const busy = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: () => new Response('another process') })
+    // Read now: a stopped server's port reads 0.
+    const port = busy.port
     try {
-      const result = await bootProcess({ env: { PORT: String(busy.port), HOST: '127.0.0.1' } })
+      const result = await bootProcess({ env: { PORT: String(port), HOST: '127.0.0.1' } })
       expect(result.code).toBe(1)
-      expect(result.stderr.trim()).toBe(`sluice: port ${busy.port} on 127.0.0.1 is in use (another process listens there); stop it, or set PORT to a free port`)
+      expect(result.stderr.trim()).toBe(`sluice: port ${port} on 127.0.0.1 is in use (another process listens there); stop it, or set PORT to a free port`)
       expect(result.stdout).not.toContain('sluice-admin-')
       expect(existsSync(join(result.dir, 'data'))).toBe(false)
 
       // Once the port is free, the first start is still the first: the keys are printed then.
       busy.stop(true)
-      const again = await bootProcess({ dir: result.dir, env: { PORT: String(busy.port), HOST: '127.0.0.1' } })
+      const again = await bootProcess({ dir: result.dir, env: { PORT: String(port), HOST: '127.0.0.1' } })
       expect(again.listening).not.toBeNull()
       expect(again.stdout).toContain('sluice-admin-')
     } finally {
