@@ -1,13 +1,14 @@
 import { ERROR_CODES, type ErrorCode, GatewayError, upstreamErrorCode } from './errors.ts'
 import type { Logger } from './lib/logger.ts'
+import { databaseOutage, databaseUnavailable, describeError } from './db/errors.ts'
 import type { Services } from './services.ts'
 import type { Pricing, Timeouts } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
-import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, isRecord, streamErrorFrame } from './providers/shared/openai-format.ts'
+import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, completionsAsked, isRecord, maxTokensOf, streamErrorFrame } from './providers/shared/openai-format.ts'
 import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
-import { carriesUsage, findUsage, lastUsage, parseUsage, priceOf, promptUsageOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
+import { cacheWritesOf, carriesUsage, findUsage, lastUsage, parseUsage, priceOf, promptUsageOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
 import type {
   AttemptFailure,
@@ -203,13 +204,13 @@ export class Pipeline {
     this.usageHooks = pick('onUsage')
     this.completeHooks = pick('onComplete')
     this.chunkHooks = pick('onStreamChunk')
-    const names = (k: 'onUsage' | 'onComplete' | 'onStreamChunk' | StageName) => options.plugins.filter((p) => p.hooks[k]).map((p) => p.name)
+    const names = (k: 'onUsage' | 'onComplete' | 'onStreamChunk' | 'describe' | StageName) => options.plugins.filter((p) => p.hooks[k]).map((p) => p.name)
     this.usageNames = names('onUsage')
     this.completeNames = names('onComplete')
     this.chunkNames = names('onStreamChunk')
     this.stageNames = { authenticate: names('authenticate'), admit: names('admit'), route: names('route') }
     this.describeHooks = pick('describe')
-    this.describeNames = options.plugins.filter((p) => p.hooks.describe).map((p) => p.name)
+    this.describeNames = names('describe')
     this.tap = this.usageHooks.length + this.completeHooks.length + this.chunkHooks.length > 0
     this.models = options.models
     this.logger = options.logger
@@ -378,10 +379,18 @@ export class Pipeline {
 
   /**
    * Something threw on the request's way (a hook, the gateway itself): logged unless a GatewayError
-   * (a hook's, naming its plugin), answered with the request's id.
+   * (a hook's, naming its plugin), answered with the request's id; 503 when the gateway's database
+   * could not answer.
    */
   failed(req: GatewayRequest, error: unknown): Response {
     if (error instanceof GatewayError) return this.fail(req, error)
+    // The gateway's database could not answer a hook that used it: 503, retry shortly, not a bug.
+    const outage = databaseOutage(error)
+    if (outage !== null) {
+      const by = error instanceof HookFailure ? { plugin: error.plugin, hook: error.hook } : {}
+      this.logger.warn('database unavailable', { request_id: req.id, ...by, error: describeError(outage) })
+      return this.fail(req, databaseUnavailable(outage))
+    }
     if (error instanceof HookFailure) error.report(this.logger, req.id)
     else this.logger.error('request failed unexpectedly', { request_id: req.id, error: String(error) })
     return this.fail(req, new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${req.id} to the operator.`))
@@ -398,7 +407,8 @@ export class Pipeline {
 
   /** The failure of the stage's hook at `index`, naming its plugin; a GatewayError thrown is a refusal, left as it is. */
   private hookFailure(error: unknown, stage: StageName, index: number): unknown {
-    return error instanceof GatewayError ? error : new HookFailure(stage, this.stageNames[stage][index]!, error)
+    // A refusal stays one; a failure already named (a hook's answer found wrong) is not named twice.
+    return error instanceof GatewayError || error instanceof HookFailure ? error : new HookFailure(stage, this.stageNames[stage][index]!, error)
   }
 
   /**
@@ -995,15 +1005,18 @@ export class Pipeline {
       this.finish(req, u, { status, errorCode, latencyMs, ttftMs, aborted })
     }
     const texts = generatedOnly(req, completion())
-    const known = prompt === undefined ? null : parseUsage(prompt(), undefined)
+    // The prompt's usage the provider stated before the stream was cut (Anthropic's message_start).
+    const stated = prompt?.()
+    const known = stated === undefined ? null : parseUsage(stated, undefined)
+    const writes = cacheWritesOf(stated)
     this.counting++
-    this.countUsage(req, texts, known).then(finish, (error: unknown) => {
+    this.countUsage(req, texts, known, writes).then(finish, (error: unknown) => {
       this.logger.warn('could not count usage; using an estimate', { request_id: req.id, error: String(error) })
-      finish(estimateUsage(req, texts, this.pricingOf(req), known))
+      finish(estimateUsage(req, texts, this.pricingOf(req), known, writes))
     })
   }
 
-  private async countUsage(req: GatewayRequest, texts: ChoiceTexts, prompt: Usage | null): Promise<Usage> {
+  private async countUsage(req: GatewayRequest, texts: ChoiceTexts, prompt: Usage | null, cacheWrites: number): Promise<Usage> {
     const tokenizer = this.services.tokenizer
     const model = req.target?.model ?? req.model ?? ''
     const promptTokens = prompt?.promptTokens ?? (await tokenizer.countPrompt(req.endpoint, req.body, model, 'settle'))
@@ -1016,7 +1029,7 @@ export class Pipeline {
       completionTokens,
       cachedTokens,
       totalTokens: promptTokens + completionTokens,
-      costUsd: priceOf(promptTokens, completionTokens, cachedTokens, this.pricingOf(req)),
+      costUsd: priceOf(promptTokens, completionTokens, cachedTokens, this.pricingOf(req), cacheWrites),
       source: 'estimated',
     }
   }
@@ -1126,7 +1139,7 @@ function askForStreamUsage(req: GatewayRequest): void {
   req.locals.__hideUsageChunk = true
 }
 
-function estimateUsage(req: GatewayRequest, texts: ChoiceTexts, pricing: Pricing | undefined, prompt: Usage | null): Usage {
+function estimateUsage(req: GatewayRequest, texts: ChoiceTexts, pricing: Pricing | undefined, prompt: Usage | null, cacheWrites: number): Usage {
   const promptTokens = prompt?.promptTokens ?? roughPromptTokens(req.body)
   const cachedTokens = prompt?.cachedTokens ?? 0
   let completionTokens = 0
@@ -1136,7 +1149,7 @@ function estimateUsage(req: GatewayRequest, texts: ChoiceTexts, pricing: Pricing
     completionTokens,
     cachedTokens,
     totalTokens: promptTokens + completionTokens,
-    costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing),
+    costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing, cacheWrites),
     source: 'estimated',
   }
 }
@@ -1416,12 +1429,9 @@ function retryAfterSeconds(value: string | null): number | null {
 
 /**
  * Whether a stream's answer is bounded small enough to mirror (see MIRROR_MAX_TOKENS): its token
- * limit times its completions (`n`, and a legacy completion's prompts) within it.
+ * limit times the completions it asks for within it.
  */
 function shortAnswer(body: Record<string, unknown>): boolean {
-  const max = typeof body.max_completion_tokens === 'number' ? body.max_completion_tokens : body.max_tokens
-  if (typeof max !== 'number') return false
-  const n = typeof body.n === 'number' ? body.n : 1
-  const prompts = Array.isArray(body.prompt) ? body.prompt.length : 1
-  return max * n * prompts <= MIRROR_MAX_TOKENS
+  const max = maxTokensOf(body)
+  return max !== undefined && max * completionsAsked(body) <= MIRROR_MAX_TOKENS
 }

@@ -4,7 +4,7 @@ import { GatewayError } from './errors.ts'
 import { ensureAdminKey } from './admin-key.ts'
 import type { ResolvedConfig } from './config/load.ts'
 import { createDatabase, type DatabaseHandle } from './db/index.ts'
-import { databaseUnavailable, describeError, isDatabaseUnavailable, isUnstorableText } from './db/errors.ts'
+import { databaseOutage, databaseUnavailable, describeError, isUnstorableText } from './db/errors.ts'
 import { migrateToLatest } from './db/migrate.ts'
 import { createLocalBus, createRedisBus } from './lib/bus.ts'
 import { newRequestId } from './lib/id.ts'
@@ -390,10 +390,14 @@ function toGatewayError(
       if (isUnstorableText(error)) {
         return new GatewayError('invalid_request', 'A text value in the request holds the NUL character (\\u0000), which cannot be stored. Remove it and send the request again.')
       }
-      // The database down, locked or too slow: not a bug, a 503 worth retrying shortly (its detail to the log).
-      if (isDatabaseUnavailable(error)) {
-        logger.warn('database unavailable', { request_id: id, error: describeError(error) })
-        return databaseUnavailable(error)
+      // The gateway's database down, locked or too slow (also under a plugin's hook or route that
+      // used it): not a bug, a 503 worth retrying shortly (its detail to the log). Only a failure
+      // marked as the database's where it happened: a plugin's own fetch that timed out is a 500.
+      const outage = databaseOutage(error)
+      if (outage !== null) {
+        const by = error instanceof HookFailure ? { plugin: error.plugin, hook: error.hook } : plugin === undefined ? {} : { plugin, hook: 'routes' }
+        logger.warn('database unavailable', { request_id: id, ...by, error: describeError(outage) })
+        return databaseUnavailable(outage)
       }
       // A secret another instance sealed with a master key this one lacks: its operator's to fix, named.
       if (error instanceof UnknownMasterKeyError) {
@@ -487,8 +491,9 @@ function methodTable(routes: { method: string; path: string }[]): (path: string)
 
 /** Whether a request is for a /v1 route that calls an upstream (every POST under /v1 but the token count). */
 function isModelCall(url: string): boolean {
-  const at = url.indexOf('/v1/', url.indexOf('//') + 2)
-  return at !== -1 && url.indexOf('/', url.indexOf('//') + 2) === at && !url.startsWith('tokens/', at + 4)
+  // The path starts at the first slash after the scheme's `//`.
+  const path = url.indexOf('/', url.indexOf('//') + 2)
+  return url.startsWith('/v1/', path) && !url.startsWith('tokens/', path + 4)
 }
 
 /** A model call's answer has started: its connection may again be closed after a silence. */

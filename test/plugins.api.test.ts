@@ -9,6 +9,7 @@ import { GatewayError } from '../src/errors.ts'
 import { resolvePlugins } from '../src/plugin-loader.ts'
 import { definePlugin, type Identity, type StreamChunk, type Usage } from '../src/plugin.ts'
 import { t } from '../src/index.ts'
+import { priceOf } from '../src/lib/usage.ts'
 import { BUILTIN_PLUGINS } from '../plugins/index.ts'
 import { blockPii } from '../plugins/examples/block-pii/index.ts'
 import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
@@ -262,6 +263,8 @@ describe('failures name their plugin', () => {
     const gw = await boot([router], {}, log)
     const id = await expectInternalError(await postJson(`${gw.url}/v1/chat/completions`, chat))
     expect(log.lines).toEqual([expect.objectContaining({ msg: 'route hook failed', plugin: 'router', request_id: id, error: expect.stringContaining('a RoutePlan') })])
+    // Named once: the failure is not wrapped in another naming the same plugin.
+    expect(String(log.lines[0]!.error)).not.toContain('HookFailure')
   })
 
   test('an unknown error code is refused where the GatewayError is made, listing the codes; in a hook, the failure names the plugin', async () => {
@@ -414,6 +417,31 @@ describe('a stream the client cuts off', () => {
         expect(usages[1]).toMatchObject({ promptTokens: usages[0]!.promptTokens, cachedTokens: 1000, source: 'estimated' })
         expect(usages[1]!.completionTokens).toBeLessThan(usages[0]!.completionTokens)
       }
+    } finally {
+      await claude.stop()
+    }
+  })
+
+  test("from Anthropic: the cache writes message_start stated are priced as writes in the cut-off stream's estimate, as in a whole one", async () => {
+    const claude = await startMockAnthropic({ chunkDelayMs: 40, cacheCreationTokens: 2000 })
+    const pricing = { input: 3, output: 15 }
+    try {
+      const usages: Usage[] = []
+      const recorder = definePlugin({ name: 'recorder', setup: () => ({ onUsage: (_req, usage) => void usages.push(usage) }) })
+      const gw = await boot([recorder], {
+        providers: [{ id: 'claude', type: 'anthropic', baseUrl: claude.url, keys: [{ id: 'an-1', secret: 'sk-ant-test-0123456789' }] }],
+        models: [{ name: 'claude', targets: [{ provider: 'claude', model: 'claude-sonnet-4-5' }], pricing }],
+      })
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude', messages, max_tokens: 12, stream: true })
+      const reader = res.body!.getReader()
+      let text = ''
+      while (text.split('data: ').length < 4) text += new TextDecoder().decode((await reader.read()).value)
+      await reader.cancel()
+      await waitFor(() => usages.length === 1, 'onUsage of the stream cut off')
+      const cut = usages[0]!
+      expect(cut.source).toBe('estimated')
+      expect(cut.costUsd).toBeCloseTo(priceOf(cut.promptTokens, cut.completionTokens, 0, pricing, 2000)!, 12)
+      expect(cut.costUsd!).toBeGreaterThan(priceOf(cut.promptTokens, cut.completionTokens, 0, pricing)!)
     } finally {
       await claude.stop()
     }

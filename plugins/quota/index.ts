@@ -6,6 +6,7 @@ import { GatewayError } from '../../src/errors.ts'
 import { DIAGNOSE, DIAGNOSIS } from '../../src/routes/doctor.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
 import { priceOf } from '../../src/lib/usage.ts'
+import { completionsAsked, maxTokensField, maxTokensOf } from '../../src/providers/shared/openai-format.ts'
 import { PendingReleases, settleSurely } from './settle.ts'
 import { MICRO, PlanCache, hasLease, planItems, subjectItems, toMicroUsd, withCosts, type Item, type Subjects } from './plan.ts'
 import { MemoryStore, refusingItem, type AdmitOutcome, type HeldLeases, type QuotaStore } from './store.ts'
@@ -97,8 +98,8 @@ export const quota = definePlugin({
 
     /** Prompt tokens (as the tokenizer in force counts them for a reservation) and the completion allowance. */
     const reserveTokens = (req: GatewayRequest): { prompt: number; completion: number } | Promise<{ prompt: number; completion: number }> => {
-      const max = req.body[completionField(req.body)]
-      const each = typeof max === 'number' && max > 0 ? max : options.completion_estimate
+      const max = maxTokensOf(req.body)
+      const each = max !== undefined && max > 0 ? max : options.completion_estimate
       const completion = req.endpoint === 'embeddings' ? 0 : each * completionsAsked(req.body)
       const prompt = services.tokenizer.countPrompt(req.endpoint, req.body, req.group?.name ?? req.model ?? '', 'reserve')
       // An estimate is a plain number: no promise for it.
@@ -214,7 +215,7 @@ export const quota = definePlugin({
         // The store answers again: lease releases kept while it was away go now.
         if (releases.size > 0 && store === primary) releases.kick()
         putRateLimitHeaders(req.responseHeaders, items, outcome.remaining)
-        if (!outcome.ok) return refusal(items[outcome.failed]!, outcome, req.responseHeaders, req.endpoint === 'embeddings' ? 'input' : completionField(req.body))
+        if (!outcome.ok) return refusal(items[outcome.failed]!, outcome, req.responseHeaders, req.endpoint === 'embeddings' ? 'input' : maxTokensField(req.body))
         req.locals[LOCAL] = { items, store, tokens, microUsd, epoch: outcome.epoch } satisfies Reservation
         if (hasLease(items)) leased.set(req.id, { items, leaseId: req.id, store, since: now })
       },
@@ -381,24 +382,6 @@ function putRateLimitHeaders(headers: Record<string, string>, items: Item[], rem
   if (tokens >= 0) putBucket(headers, 'tokens', items[tokens]!, remaining[tokens]!)
 }
 
-/**
- * How many completions a request asks the provider for: `n` (and `best_of`, which the legacy
- * endpoint generates and bills whole) for each prompt of a legacy completion's list. Each may
- * run to max_tokens, so the reservation takes that many allowances.
- */
-export function completionsAsked(body: Record<string, unknown>): number {
-  const n = positiveInt(body.n)
-  const bestOf = positiveInt(body.best_of)
-  const prompt = body.prompt
-  // A list of strings or of token lists is several prompts; a list of numbers is one prompt's tokens.
-  const prompts = Array.isArray(prompt) && prompt.length > 0 && typeof prompt[0] !== 'number' ? prompt.length : 1
-  return Math.max(n, bestOf) * prompts
-}
-
-function positiveInt(value: unknown): number {
-  return typeof value === 'number' && Number.isInteger(value) && value > 1 ? value : 1
-}
-
 function putBucket(headers: Record<string, string>, suffix: 'requests' | 'tokens', item: Item, left: number): void {
   headers[`x-ratelimit-limit-${suffix}`] = String(item.limit)
   headers[`x-ratelimit-remaining-${suffix}`] = String(Math.max(0, Math.floor(left)))
@@ -427,17 +410,9 @@ export function formatDuration(ms: number): string {
 const NO_RETRY = { 'x-should-retry': 'false' } as const
 
 /**
- * The field of a body that sets the completion allowance: `max_completion_tokens` where the body
- * carries it (it wins, as at the providers), else `max_tokens` (also where neither is set).
- */
-function completionField(body: Record<string, unknown>): 'max_completion_tokens' | 'max_tokens' {
-  return body.max_completion_tokens !== undefined && body.max_completion_tokens !== null ? 'max_completion_tokens' : 'max_tokens'
-}
-
-/**
  * The 429 for the item that refused, naming it, with a Retry-After that holds to the second.
  * `field` is what the client can lower: the completion allowance its body set (see
- * completionField), or an embeddings request's `input`.
+ * maxTokensField), or an embeddings request's `input`.
  */
 function refusal(item: Item, outcome: AdmitOutcome, headers: Record<string, string>, field: 'max_completion_tokens' | 'max_tokens' | 'input' = 'max_tokens'): GatewayError {
   const who = `${item.scope} ${item.id}`

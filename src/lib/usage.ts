@@ -13,8 +13,7 @@ export function parseUsage(raw: unknown, pricing: Pricing | undefined): Usage | 
   const promptTokens = int(u.prompt_tokens)
   const completionTokens = int(u.completion_tokens)
   const cachedTokens = int(details?.cached_tokens)
-  // Cache writes, as the Anthropic adapter (and LiteLLM in front of Claude) report them: within prompt_tokens.
-  const cacheWrites = int(u.cache_creation_input_tokens)
+  const cacheWrites = cacheWritesOf(u)
   return {
     promptTokens,
     completionTokens,
@@ -23,6 +22,11 @@ export function parseUsage(raw: unknown, pricing: Pricing | undefined): Usage | 
     costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing, cacheWrites),
     source: 'provider',
   }
+}
+
+/** Cache writes in an OpenAI-format `usage`, as the Anthropic adapter (and LiteLLM in front of Claude) report them: within prompt_tokens. */
+export function cacheWritesOf(raw: unknown): number {
+  return typeof raw === 'object' && raw !== null ? int((raw as Record<string, unknown>).cache_creation_input_tokens) : 0
 }
 
 const QUOTE = 0x22

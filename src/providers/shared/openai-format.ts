@@ -281,6 +281,25 @@ export function maxTokensField(body: JsonObject): 'max_completion_tokens' | 'max
   return num(body.max_completion_tokens) !== undefined ? 'max_completion_tokens' : 'max_tokens'
 }
 
+/**
+ * How many completions a request asks the provider for: `n` (and `best_of`, which the legacy
+ * endpoint generates and bills whole) for each prompt of a legacy completion's list. Each may run
+ * to maxTokensOf, so a reservation takes that many allowances.
+ */
+export function completionsAsked(body: JsonObject): number {
+  const n = manyOf(body.n)
+  const bestOf = manyOf(body.best_of)
+  const prompt = body.prompt
+  // A list of strings or of token lists is several prompts; a list of numbers is one prompt's tokens.
+  const prompts = Array.isArray(prompt) && prompt.length > 0 && typeof prompt[0] !== 'number' ? prompt.length : 1
+  return Math.max(n, bestOf) * prompts
+}
+
+/** A count above 1 as it is, else 1. */
+function manyOf(value: unknown): number {
+  return typeof value === 'number' && Number.isInteger(value) && value > 1 ? value : 1
+}
+
 /** OpenAI's `reasoning_effort` values, from none (no reasoning) to the most. */
 export const REASONING_EFFORTS = ['none', 'minimal', 'low', 'medium', 'high', 'xhigh'] as const
 export type ReasoningEffort = (typeof REASONING_EFFORTS)[number]
