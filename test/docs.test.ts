@@ -319,6 +319,30 @@ describe('GET /swagger/json: responses', () => {
     expect(errorStatuses(doc.paths['/v1/models/{id}']?.get)).toEqual(expect.arrayContaining(['401', '403', '404']))
   })
 
+  test('503 not_ready is declared wherever the gateway answers it: every /v1 route (a key not cached while the database is down), every /admin route (the database, a missing master key)', () => {
+    const described = (method: string, path: string, status: string) => {
+      const op = doc.paths[path]?.[method]
+      return { method, path, status, declared: errorStatuses(op).includes(status), description: op?.responses?.[status]?.description ?? '' }
+    }
+    const client = operations.filter(([, path]) => path.startsWith('/v1/'))
+    const admin = operations.filter(([, path]) => path.startsWith('/admin/'))
+    expect(client.length).toBeGreaterThanOrEqual(7)
+    for (const [method, path] of [...client, ...admin]) {
+      expect(described(method, path, '503')).toEqual({ method, path, status: '503', declared: true, description: expect.stringContaining('not_ready') })
+    }
+    // The model routes' 503 keeps the upstream's and the quota's codes beside it.
+    expect(described('post', '/v1/chat/completions', '503').description).toContain('no_healthy_upstream')
+    expect(described('post', '/v1/chat/completions', '503').description).toContain('quota_backend_unavailable')
+    expect(described('get', '/admin/providers', '503').description).toContain('master key')
+  })
+
+  test("the envelope's code is documented as the table's or, on an upstream's own 4xx, the upstream's", () => {
+    const code = doc.components.schemas.ErrorEnvelope?.properties?.error?.properties?.code as (JsonSchema & { description?: string }) | undefined
+    expect(code?.description ?? '').toMatch(/table/)
+    expect(code?.description ?? '').toMatch(/upstream's own 4xx answer, the upstream's code/)
+    expect(doc.paths['/v1/chat/completions']?.post?.responses?.['4XX']?.description ?? '').toMatch(/its code when it sent one/)
+  })
+
   test('every /v1 operation documents the OpenAI-Organization header', () => {
     const client = operations.filter(([, path]) => path.startsWith('/v1/'))
     expect(client.length).toBeGreaterThanOrEqual(7)

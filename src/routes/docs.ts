@@ -152,6 +152,9 @@ interface DocumentedRoute {
 
 const isAdmin = (path: string) => path === '/admin' || path.startsWith('/admin/')
 
+/** The errors every /admin operation may answer: no admin key, and the database (or a stored secret) unavailable. */
+const ADMIN_EVERYWHERE = adminErrors(401, 503)
+
 /**
  * Fills in what @elysiajs/openapi leaves out of the document, in place (the plugin builds it once
  * and serves that object again, so this is idempotent):
@@ -165,8 +168,8 @@ const isAdmin = (path: string) => path === '/admin' || path.startsWith('/admin/'
  * - A route's `detail.responses` and `detail.parameters` where the plugin replaced them: its
  *   `response` schemas take the place of every response of `detail`, and its path and query
  *   parameters the place of those of `detail` (the OpenAI-Organization header of /v1/models/{id}).
- * - The errors every operation of a kind may answer, in the envelope: 401 invalid_admin_key on every
- *   /admin operation, 500 internal_error on all.
+ * - The errors every operation of a kind may answer, in the envelope: 401 invalid_admin_key and 503
+ *   not_ready on every /admin operation, 500 internal_error on all.
  * - The admin key for every /admin operation that declares no `security`.
  */
 function complete(doc: OpenApiDoc, routes: readonly DocumentedRoute[]): void {
@@ -184,7 +187,7 @@ function complete(doc: OpenApiDoc, routes: readonly DocumentedRoute[]): void {
   }
   for (const [path, operations] of Object.entries(doc.paths ?? {})) {
     for (const operation of Object.values(operations)) {
-      operation.responses = { ...(isAdmin(path) && { '401': adminErrors(401)['401'] }), ...operation.responses }
+      operation.responses = { ...(isAdmin(path) && ADMIN_EVERYWHERE), ...operation.responses }
       operation.responses['500'] ??= INTERNAL_ERROR
       if (isAdmin(path)) operation.security ??= ADMIN_SECURITY
     }

@@ -102,7 +102,10 @@ export const ErrorEnvelope = t.Object(
       message: t.String({ description: 'What is wrong and what to do; never a whole key nor a provider secret' }),
       type: t.String({ description: 'invalid_request_error, authentication_error, permission_error, not_found_error, rate_limit_error or api_error' }),
       param: t.Union([t.String(), t.Null()], { description: 'The request field at fault, when one is' }),
-      code: t.String({ description: "The error's code, from the table in the README" }),
+      code: t.String({
+        description:
+          "The error's code, from the table in the README; on an upstream's own 4xx answer, the upstream's code when it sent one (a lowercase identifier, such as context_length_exceeded), else the table's",
+      }),
     }),
   },
   { description: 'The error envelope of every failed request' },
@@ -129,9 +132,11 @@ const CLIENT_ERRORS = {
   413: 'request_too_large: the body is over limits.max_body_bytes',
   429: 'rate_limit_exceeded (requests or tokens per minute, max_parallel), with Retry-After; or insufficient_quota (a budget is spent)',
   502: 'upstream_error: the upstream failed after retries and fallbacks',
-  503: 'no_healthy_upstream (every upstream cooling down or its circuit open), or quota_backend_unavailable (the quota plugin failing closed)',
+  503:
+    "not_ready (the gateway's database cannot serve the request now, such as a key not in the cache while the database is down; with Retry-After); " +
+    'on the model routes also no_healthy_upstream (every upstream cooling down or its circuit open) or quota_backend_unavailable (the quota plugin failing closed)',
   504: 'upstream_timeout',
-  '4XX': "An upstream's own 4xx answer (other than 401, 403 and 429, which are about its key) keeps its status, in this envelope",
+  '4XX': "An upstream's own 4xx answer (other than 401, 403 and 429, which are about its key) keeps its status, and its code when it sent one, in this envelope",
 } as const
 
 /** The error responses of the admin API, by status. */
@@ -140,6 +145,7 @@ const ADMIN_ERRORS = {
   401: 'invalid_admin_key: no admin key, or not this one',
   404: 'not_found: no such object (the message names it)',
   409: 'conflict: the change collides with what is there (the message says with what)',
+  503: "not_ready: the gateway's database cannot serve the request now (with Retry-After), or a stored provider secret was sealed with a master key this instance lacks (the message names its id)",
 } as const
 
 /** Every route may answer this one: an error nobody expected (a bug), whose details go to the log only. */
@@ -150,7 +156,7 @@ const pick = <K extends string | number>(table: Record<K, string>, statuses: rea
 
 /** The error responses of a client route, each in the envelope. */
 export const clientErrors = (...statuses: (keyof typeof CLIENT_ERRORS)[]) => pick(CLIENT_ERRORS, statuses)
-/** The error responses of an admin route, each in the envelope (401 is added to every /admin operation by the docs). */
+/** The error responses of an admin route, each in the envelope (401 and 503 are added to every /admin operation by the docs). */
 export const adminErrors = (...statuses: (keyof typeof ADMIN_ERRORS)[]) => pick(ADMIN_ERRORS, statuses)
 
 /** A JSON answer with `status` (200 unless given), for `detail.responses`. */
@@ -268,10 +274,10 @@ export const v1Responses = {
   chat: modelRoute('A chat completion; with "stream": true, a stream of chat.completion.chunk events', ChatCompletion, 'chat.completion.chunk'),
   completions: modelRoute('A text completion; with "stream": true, a stream of text_completion events', TextCompletion, 'text_completion'),
   embeddings: modelRoute('The embeddings', Embeddings, null),
-  models: { ...jsonResponse('The models the calling key may use', ModelList), ...clientErrors(401, 403) },
-  model: { ...jsonResponse('The model', ModelObject), ...clientErrors(401, 403, 404) },
-  count: { ...clientErrors(400, 401, 403, 404, 408, 413, 429) },
-  key: { ...clientErrors(401, 403) },
+  models: { ...jsonResponse('The models the calling key may use', ModelList), ...clientErrors(401, 403, 503) },
+  model: { ...jsonResponse('The model', ModelObject), ...clientErrors(401, 403, 404, 503) },
+  count: { ...clientErrors(400, 401, 403, 404, 408, 413, 429, 503) },
+  key: { ...clientErrors(401, 403, 503) },
 } as const
 
 /** `GET /v1/key`: the calling key as the gateway sees it. */
