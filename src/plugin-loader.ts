@@ -54,11 +54,12 @@ export class RouteAuthenticator {
     this.pipeline = pipeline
   }
 
-  readonly authenticate = async (request: Request): Promise<Identity | GatewayError> => {
+  readonly authenticate = async (request: Request, requestId?: string): Promise<Identity | GatewayError> => {
     const pipeline = this.pipeline
     if (!pipeline) throw new Error('ctx.authenticate checks requests being handled; it cannot run during setup')
-    // As GET /v1/key is checked: the key's validity, no scope nor model.
-    const req = pipeline.createRequest('key', request, newRequestId())
+    // As GET /v1/key is checked: the key's validity, no scope nor model. Under the id the client
+    // is answered with, so that the hooks' log lines can be found by it.
+    const req = pipeline.createRequest('key', request, requestId || newRequestId())
     const refused = await pipeline.authenticate(req)
     if (refused) return refused
     return req.identity ?? new GatewayError('missing_api_key', 'This route needs an API key, but no plugin of this gateway checks keys (the built-in "auth" does).')

@@ -212,8 +212,12 @@ export interface PluginContext<Options = unknown> {
    * must be valid, and no scope or model is asked of it (read `identity.scopes` for your own). With
    * no plugin that establishes identities, every call is refused (`missing_api_key`). For requests
    * being handled; not during setup.
+   *
+   * Pass `requestId`, the id the gateway answers the request with (the handler's
+   * `set.headers['x-request-id']`), so that the hooks see it as `req.id` and their log lines carry
+   * the `x-request-id` the client got; without it they run under a new id of their own.
    */
-  authenticate(request: Request): Promise<Identity | GatewayError>
+  authenticate(request: Request, requestId?: string): Promise<Identity | GatewayError>
 }
 
 /** A plugin definition: a name, an options schema, and a setup that returns hooks. */
