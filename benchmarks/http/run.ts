@@ -4,7 +4,7 @@
  * bodies, loads and rounds, and writes the table to benchmarks/results/.
  *
  *   bun run bench [--quick] [--duration 10] [--rounds 3] [--connections 50] [--rate 500]
- *                 [--scenario chat|stream|all] [--mode concurrency|rate|all]
+ *                 [--scenario chat|stream|stream-open|all] [--mode concurrency|rate|all]
  *                 [--targets mock,raw,gateway] [--plugins '["auth"]'] [--env KEY=VALUE ...]
  *                 [--keys 8] [--strategy latency] [--baseline-plugins '[]']
  *
@@ -66,7 +66,7 @@ const USAGE = `usage: bun run bench [options]
   --connections <n>       wrk connections for the fixed-concurrency load (default 50)
   --threads <n>           wrk threads (default 1: leaves the other core to the servers)
   --rate <n>              requests per second for the fixed-rate load (default 500)
-  --scenario <s>          chat | stream | all (default all)
+  --scenario <s>          chat | stream | stream-open | all (default all)
   --mode <m>              concurrency | rate | all (default all)
   --targets <list>        comma list of mock, raw, gateway (default all three)
   --plugins <json>        gateway plugins list, e.g. '["auth","quota"]' (default [])
@@ -477,7 +477,7 @@ export async function main(argv: string[]): Promise<number> {
         strategy: s.strategy,
         baseline_plugins: s.baselinePlugins,
         extra_env: Object.keys(s.env),
-        body_bytes: { chat: SCENARIOS.chat.body.length, stream: SCENARIOS.stream.body.length },
+        body_bytes: Object.fromEntries(s.scenarios.map((name) => [name, SCENARIOS[name].body.length])),
       },
       notes,
     }
