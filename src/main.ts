@@ -26,8 +26,8 @@ async function main(): Promise<void> {
   }
   const reusePort = process.env.SLUICE_REUSE_PORT === '1'
   // Before the database is created and the one-time keys printed: they would go out with a boot that cannot serve.
-  // With reusePort, another gateway on the port is the point; port 0 takes any free one.
-  if (!reusePort && config.port !== 0) {
+  // With reusePort, another gateway on the port is the point.
+  if (!reusePort) {
     try {
       Bun.serve({ port: config.port, hostname: config.host, fetch: () => new Response(null, { status: 503 }) }).stop(true)
     } catch (error) {

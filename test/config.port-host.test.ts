@@ -1,7 +1,8 @@
 /**
  * PORT and HOST as they come from env files and shells: a port is digits, 1 to 65535 (Number()
- * would read " " as 0, a random port, "0x4A9E" as 19102, "1e4" as 10000); a blank variable is
- * unset; the boot line prints a URL that is one, an IPv6 host in brackets.
+ * would read " " as 0, a random port, "0x4A9E" as 19102, "1e4" as 10000), and the file's
+ * server.port is held to the same range; a blank variable is unset; the boot line prints a URL
+ * that is one, an IPv6 host in brackets.
  */
 import { describe, expect, test } from 'bun:test'
 import { ConfigError, loadConfig } from '../src/config/load.ts'
@@ -31,6 +32,19 @@ describe('PORT', () => {
 
   test.each(['0x4A9E', '1e4', '0', '65536', '80.0', '-80', '+80', '8080 8081', 'eighty'])('%p is refused', async (value) => {
     expect(await portOf({ PORT: value })).toEqual([`PORT: ${JSON.stringify(value)} is not a port number (digits, 1 to 65535)`])
+  })
+})
+
+describe('server.port', () => {
+  test('the same rule as PORT: 1 to 65535, so 0 (a random port) is refused in the file too', async () => {
+    expect(await portOf({}, { port: 9000 })).toBe(9000)
+    expect(await portOf({}, { port: 1 })).toBe(1)
+    expect(await portOf({}, { port: 65535 })).toBe(65535)
+    for (const port of [0, 65536, -1]) {
+      expect({ port, problems: await portOf({}, { port }) }).toEqual({ port, problems: [expect.stringMatching(/^\/server\/port: /)] })
+    }
+    // PORT overrides the file's, and is held to the same rule.
+    expect(await portOf({ PORT: '8081' }, { port: 9000 })).toBe(8081)
   })
 })
 

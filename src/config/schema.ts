@@ -151,7 +151,8 @@ export const ConfigFileSchema = Type.Object(
     server: Type.Optional(
       Type.Object(
         {
-          port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+          /** The port to listen on, 1 to 65535, as PORT (which overrides it); never 0, a random port. @default 8080 */
+          port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
           host: Type.Optional(Type.String()),
           /** ms that SIGTERM waits for in-flight requests. @default 10000 */
           shutdown_grace_ms: Type.Optional(Type.Integer({ minimum: 0 })),
