@@ -83,7 +83,7 @@ export class HookFailure extends Error {
 
   /** The error line: the hook and the plugin, as the hooks after the response are logged. */
   report(logger: Logger, requestId: string): void {
-    logger.error(`${this.hook} hook failed`, { plugin: this.plugin, request_id: requestId, error: this.cause instanceof Error ? (this.cause.stack ?? String(this.cause)) : String(this.cause) })
+    logger.error(`${this.hook} hook failed`, { plugin: this.plugin, request_id: requestId, error: this.cause instanceof Error ? this.cause.stack || String(this.cause) : String(this.cause) })
   }
 }
 type UsageHook = (req: GatewayRequest, usage: Usage) => void

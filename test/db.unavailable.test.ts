@@ -15,9 +15,12 @@ import { SQL } from 'bun'
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Socket, TCPSocketListener } from 'bun'
 import { KEY_LOOKUP_TIMEOUT_MS, KeyVerifier } from '../plugins/auth/verify.ts'
+import { definePlugin } from '../src/plugin.ts'
 import { createDatabase, type DatabaseHandle } from '../src/db/index.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { chat, startAuthGateway, userWithKey, type AuthGateway } from './support/auth.ts'
+import { startGateway, upstreamConfig } from './support/gateway.ts'
+import { capturingLogger } from './support/logging.ts'
 import { REQUEST_ID, type ErrorEnvelopeBody } from './support/http.ts'
 import { startPostgresInstance, type PostgresInstance } from './support/postgres-instance.ts'
 import { createTestPostgresDatabase, postgresUrlForTests, type TestPostgresDatabase } from './support/services.ts'
@@ -88,14 +91,30 @@ describe.skipIf(ownPostgres === null)('the database stopped', () => {
   }, 60_000)
 })
 
+/** A plugin whose admit hook reads the gateway's database when the request asks (`x-read-keys`). */
+const reader = definePlugin({
+  name: 'key-reader',
+  setup: ({ services }) => ({
+    async admit(req) {
+      if (req.request.headers.has('x-read-keys')) await services.db.db.selectFrom('api_keys').select('id').limit(1).execute()
+      return undefined
+    },
+  }),
+})
+
 describe.skipIf(postgresUrl === null)('api_keys locked by another session', () => {
   let database: TestPostgresDatabase
   let gw: AuthGateway
   let locker: SQL
+  const log = capturingLogger('warn')
 
   beforeAll(async () => {
     database = await createTestPostgresDatabase(postgresUrl!, 'db_unavailable')
-    gw = await startAuthGateway(upstream.url, { env: { DATABASE_URL: `${database.url}?statement_timeout=1000`, SLUICE_ENCRYPTION_KEY: encryptionKey } })
+    gw = await startAuthGateway(upstream.url, {
+      env: { DATABASE_URL: `${database.url}?statement_timeout=1000`, SLUICE_ENCRYPTION_KEY: encryptionKey },
+      config: { plugins: [{ use: 'auth', options: { demo_key: false } }, reader] },
+      gateway: { logger: log.logger },
+    })
     locker = new SQL(database.url, { max: 1 })
   })
   afterAll(async () => {
@@ -120,6 +139,28 @@ describe.skipIf(postgresUrl === null)('api_keys locked by another session', () =
       reserved.release()
     }
     expect((await gw.admin('GET', '/admin/keys')).status).toBe(200)
+  }, 30_000)
+
+  test("the key doctor by key_id and a plugin's hook that reads the database answer 503 too, the log naming the plugin", async () => {
+    const { key } = await userWithKey(gw)
+    // Warm: the key's own check is served from the cache, so the plugin's read is what meets the lock.
+    await chat(gw.client(key.key))
+    const reserved = await locker.reserve()
+    try {
+      await reserved`begin`
+      await reserved`lock table api_keys in access exclusive mode`
+      const slow = /^The gateway's database did not answer in time, so this request could not be served\. Retry shortly\.$/
+      await expectUnavailable(() => gw.admin('POST', '/admin/doctor', { key_id: key.id }), 3000, slow)
+      log.lines.length = 0
+      const hooked = () =>
+        fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json', 'x-read-keys': '1' }, body })
+      await expectUnavailable(hooked, 3000, slow)
+      expect(log.lines).toContainEqual(expect.objectContaining({ msg: 'database unavailable', plugin: 'key-reader', hook: 'admit' }))
+    } finally {
+      await reserved`rollback`
+      reserved.release()
+    }
+    expect((await gw.admin('POST', '/admin/doctor', { key_id: key.id })).status).toBe(200)
   }, 30_000)
 
   test('a pool connection the gateway uses after its migrations still has the statement timeout', async () => {
@@ -168,4 +209,37 @@ describe('a database server that never answers', () => {
     })
     expect(verdict.error.message).toContain('did not answer in time')
   }, 15_000)
+})
+
+describe("failures that are not the database's", () => {
+  let silent: TCPSocketListener<undefined>
+  const held: Socket<undefined>[] = []
+
+  beforeAll(() => {
+    // Accepts connections and never answers: a webhook target that hangs.
+    silent = Bun.listen<undefined>({ hostname: '127.0.0.1', port: 0, socket: { open: (socket) => void held.push(socket), data() {} } })
+  })
+  afterAll(() => {
+    for (const socket of held) socket.end()
+    silent?.stop(true)
+  })
+
+  test("a plugin route whose own fetch times out is the plugin's 500, named in the log, not a database outage", async () => {
+    const log = capturingLogger('warn')
+    const webhook = definePlugin({
+      name: 'webhook',
+      setup: () => ({
+        routes: (app) => app.get('/hooks/ping', () => fetch(`http://127.0.0.1:${silent.port}/`, { signal: AbortSignal.timeout(100) })),
+      }),
+    })
+    const gw = await startGateway(upstreamConfig(upstream.url, { plugins: [webhook] }), { gateway: { logger: log.logger } })
+    try {
+      const res = await fetch(`${gw.url}/hooks/ping`)
+      const envelope = (await res.json()) as ErrorEnvelopeBody
+      expect({ status: res.status, code: envelope.error.code, retryAfter: res.headers.get('retry-after') }).toEqual({ status: 500, code: 'internal_error', retryAfter: null })
+      expect(log.lines).toEqual([expect.objectContaining({ msg: 'routes hook failed', plugin: 'webhook', error: expect.stringContaining('TimeoutError') })])
+    } finally {
+      await gw.close()
+    }
+  })
 })

@@ -1,5 +1,6 @@
 import { sql, type CompiledQuery, type Kysely, type Transaction } from 'kysely'
 import type { Database } from '../../src/db/schema.ts'
+import { DatabaseUnavailableError, isDatabaseUnavailable } from '../../src/db/errors.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
 import { chunkSizes, compileOnce, withParameters } from '../../src/db/statements.ts'
 import { fromJson } from '../../src/lib/json-text.ts'
@@ -96,11 +97,26 @@ const teamsQuery = (db: Db) =>
     .select(['t.id', 't.deleted_at', 't.limits', 't.budget'])
     .where('m.user_id', '=', '')
 
+/** How long loading a key (its row, its owner's teams) may take before the request is answered 503. */
+export const KEY_LOOKUP_TIMEOUT_MS = 5000
+
 /**
  * Load a key with its owner and the owner's teams; null when no key has that hash (or, with `by: 'id'`,
- * that id). `signal` gives up on the reads (and cancels a running one on Postgres) when it aborts.
+ * that id). Within `timeoutMs`, a deadline of its own whatever the database's statement timeout: it
+ * bounds the wait for a connection (a server that does not answer the connect at all) too. Past it,
+ * throws a DatabaseUnavailableError (answered 503).
  */
-export async function findKeyRecord(db: Db, hash: string, by: 'hash' | 'id' = 'hash', signal?: AbortSignal): Promise<KeyRecord | null> {
+export async function findKeyRecord(db: Db, hash: string, by: 'hash' | 'id' = 'hash', timeoutMs = KEY_LOOKUP_TIMEOUT_MS): Promise<KeyRecord | null> {
+  const signal = AbortSignal.timeout(timeoutMs)
+  try {
+    return await readKeyRecord(db, hash, by, signal)
+  } catch (error) {
+    // Our own deadline ran out (whatever the driver or Kysely threw on it): the database was too slow.
+    throw signal.aborted && !isDatabaseUnavailable(error) ? new DatabaseUnavailableError(error) : error
+  }
+}
+
+async function readKeyRecord(db: Db, hash: string, by: 'hash' | 'id', signal: AbortSignal): Promise<KeyRecord | null> {
   // Compiled once per database (and per transaction), then only re-bound. Building them through the
   // query builder on every key the cache did not hold was about two thirds of findKeyRecord's CPU in
   // a profile of cold keys; one lookup on Postgres now takes about a third less time

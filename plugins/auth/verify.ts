@@ -33,11 +33,11 @@ export interface Presented {
 export type Verdict = { ok: true; identity: Identity; record: KeyRecord } | { ok: false; error: GatewayError; record: KeyRecord | null }
 
 /** How long a key the cache does not hold may take to load before the request is answered 503. */
-export const KEY_LOOKUP_TIMEOUT_MS = 5000
+export { KEY_LOOKUP_TIMEOUT_MS } from './repo.ts'
 
 export interface VerifierOptions {
   db: Db
-  /** Loads the record of a hash. @default findKeyRecord on `db` within KEY_LOOKUP_TIMEOUT_MS (tests count or delay loads through this) */
+  /** Loads the record of a hash. @default findKeyRecord on `db`, within KEY_LOOKUP_TIMEOUT_MS (tests count or delay loads through this) */
   load?: (hash: string) => Promise<KeyRecord | null>
   environment: string
   now: () => number
@@ -63,9 +63,7 @@ export class KeyVerifier {
 
   constructor(private readonly options: VerifierOptions) {
     this.cache = new LruCache(options.cacheSize, options.now)
-    // A deadline of its own, whatever the database's statement timeout: it bounds the wait for a
-    // connection (a server that does not answer the connect at all) too.
-    this.load = options.load ?? ((hash) => findKeyRecord(options.db, hash, 'hash', AbortSignal.timeout(KEY_LOOKUP_TIMEOUT_MS)))
+    this.load = options.load ?? ((hash) => findKeyRecord(options.db, hash))
   }
 
   invalidate(hash: string | null): void {

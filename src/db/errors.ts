@@ -1,3 +1,4 @@
+import type { AbortableOperationOptions, CompiledQuery, DatabaseConnection, Dialect, Driver, TransactionSettings } from 'kysely';
 import { GatewayError } from '../errors.ts';
 
 /**
@@ -77,18 +78,14 @@ const POSTGRES_UNAVAILABLE_STATES: ReadonlySet<string> = new Set(['53300', '5701
 const POSTGRES_QUERY_CANCELED = '57014';
 
 /**
- * True when the error says the database cannot answer now (unreachable, connection lost, overloaded,
- * locked past the wait allowed, or too slow for a deadline), as opposed to a query it refused:
- * on Postgres the connection codes and SQLSTATEs above; on SQLite a lock still held when
- * `busy_timeout` ran out (SQLITE_BUSY, SQLITE_LOCKED); on either an aborted wait (an AbortSignal's
- * `TimeoutError` or `AbortError`). Worth a retry shortly, so the gateway answers 503, not 500.
+ * True when a driver's error says the database cannot answer now (unreachable, connection lost,
+ * overloaded, locked past the wait allowed, or a statement stopped by `statement_timeout`), as
+ * opposed to a query it refused: on Postgres the connection codes and SQLSTATEs above; on SQLite a
+ * lock still held when `busy_timeout` ran out (SQLITE_BUSY, SQLITE_LOCKED).
  */
-export function isDatabaseUnavailable(error: unknown): boolean {
+function isUnavailableDriverError(error: unknown): error is Error {
   if (!(error instanceof Error)) {
     return false;
-  }
-  if (error.name === 'TimeoutError' || error.name === 'AbortError') {
-    return true;
   }
   const code = field(error, 'code');
   if (typeof code === 'string' && (POSTGRES_CONNECTION_CODES.has(code) || /^SQLITE_(BUSY|LOCKED)/.test(code))) {
@@ -96,6 +93,135 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   }
   const state = field(error, 'errno');
   return typeof state === 'string' && (state.startsWith('08') || POSTGRES_UNAVAILABLE_STATES.has(state));
+}
+
+/**
+ * The gateway's own database could not answer a call within the deadline the caller gave it (an
+ * AbortSignal of its own that ran out): thrown by that caller, with the abort as its cause. Only a
+ * signal that belongs to the database call says so; any other TimeoutError is not the database's.
+ */
+export class DatabaseUnavailableError extends Error {
+  constructor(override readonly cause: unknown) {
+    super(`The database did not answer in time: ${describeError(cause)}`);
+    this.name = 'DatabaseUnavailableError';
+  }
+}
+
+/**
+ * Errors of the gateway's own database marked as "cannot answer now" where they were thrown (by
+ * {@link markingUnavailable}), kept as they are (same object, code and message), so a failure of
+ * anything else that happens to look alike (a plugin's own SQLite file, its own Postgres) is not
+ * taken for the gateway's database being down.
+ */
+const unavailable = new WeakSet<Error>();
+
+function mark(error: unknown): never {
+  if (isUnavailableDriverError(error)) {
+    unavailable.add(error);
+  }
+  throw error;
+}
+
+/**
+ * The dialect with its driver's failures marked (see {@link isDatabaseUnavailable}): connecting,
+ * each query and each transaction step.
+ */
+export function markingUnavailable(dialect: Dialect): Dialect {
+  return {
+    createAdapter: () => dialect.createAdapter(),
+    createQueryCompiler: () => dialect.createQueryCompiler(),
+    createIntrospector: (db) => dialect.createIntrospector(db),
+    createDriver: () => new MarkingDriver(dialect.createDriver()),
+  };
+}
+
+class MarkingDriver implements Driver {
+  /** Connections whose queries are marked already: a pool hands the same one out many times. */
+  private readonly patched = new WeakSet<DatabaseConnection>();
+
+  constructor(private readonly driver: Driver) {
+    const { savepoint, rollbackToSavepoint, releaseSavepoint } = driver;
+    // Optional in a driver, and Kysely asks whether they are there: defined only when they are.
+    if (savepoint) this.savepoint = (c, name, compile) => savepoint.call(driver, c, name, compile).catch(mark);
+    if (rollbackToSavepoint) this.rollbackToSavepoint = (c, name, compile) => rollbackToSavepoint.call(driver, c, name, compile).catch(mark);
+    if (releaseSavepoint) this.releaseSavepoint = (c, name, compile) => releaseSavepoint.call(driver, c, name, compile).catch(mark);
+  }
+
+  savepoint?: Driver['savepoint'];
+  rollbackToSavepoint?: Driver['rollbackToSavepoint'];
+  releaseSavepoint?: Driver['releaseSavepoint'];
+
+  init(options?: AbortableOperationOptions): Promise<void> {
+    return this.driver.init(options).catch(mark);
+  }
+
+  async acquireConnection(options?: AbortableOperationOptions): Promise<DatabaseConnection> {
+    const connection = await this.driver.acquireConnection(options).catch(mark);
+    if (!this.patched.has(connection)) {
+      // Patched in place, as Kysely does for its query log: the driver's own methods get the
+      // connection back unchanged (its private fields, its identity).
+      const executeQuery = connection.executeQuery.bind(connection);
+      const streamQuery = connection.streamQuery.bind(connection);
+      connection.executeQuery = <R>(query: CompiledQuery, queryOptions?: AbortableOperationOptions) => executeQuery<R>(query, queryOptions).catch(mark);
+      connection.streamQuery = async function* <R>(query: CompiledQuery, chunkSize: number, queryOptions?: AbortableOperationOptions) {
+        try {
+          yield* streamQuery<R>(query, chunkSize, queryOptions);
+        } catch (error) {
+          mark(error);
+        }
+      };
+      this.patched.add(connection);
+    }
+    return connection;
+  }
+
+  beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
+    return this.driver.beginTransaction(connection, settings).catch(mark);
+  }
+
+  commitTransaction(connection: DatabaseConnection): Promise<void> {
+    return this.driver.commitTransaction(connection).catch(mark);
+  }
+
+  rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    return this.driver.rollbackTransaction(connection).catch(mark);
+  }
+
+  releaseConnection(connection: DatabaseConnection, options?: AbortableOperationOptions): Promise<void> {
+    return this.driver.releaseConnection(connection, options);
+  }
+
+  destroy(options?: AbortableOperationOptions): Promise<void> {
+    return this.driver.destroy(options);
+  }
+}
+
+/** How deep {@link databaseOutage} looks through causes (a hook's failure wraps the error it threw). */
+const MAX_CAUSE_DEPTH = 4;
+
+/**
+ * The error that says the gateway's database cannot answer now, when `error` is one or was caused
+ * by one (a plugin hook's failure, an error a plugin wrapped): a failure of the gateway's database
+ * marked where it happened, or a {@link DatabaseUnavailableError} of a call's own deadline. Null
+ * otherwise, whatever the error is called (a plugin's fetch that timed out is not the database's).
+ */
+export function databaseOutage(error: unknown): Error | null {
+  let current = error;
+  for (let depth = 0; depth <= MAX_CAUSE_DEPTH && current instanceof Error; depth++) {
+    if (current instanceof DatabaseUnavailableError || unavailable.has(current)) {
+      return current;
+    }
+    current = current.cause;
+  }
+  return null;
+}
+
+/**
+ * True when the gateway's database could not answer now (see {@link databaseOutage}): not a bug
+ * but worth a retry shortly, so the gateway answers 503, not 500.
+ */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  return databaseOutage(error) !== null;
 }
 
 /** Seconds a client is told to wait (`Retry-After`) when the database cannot answer. */
@@ -108,10 +234,11 @@ export const DATABASE_RETRY_AFTER_S = 5;
  * words (no secret is in them) out of it: those go to the log.
  */
 export function databaseUnavailable(error: unknown): GatewayError {
-  const slow = error instanceof Error && (error.name === 'TimeoutError' || field(error, 'errno') === POSTGRES_QUERY_CANCELED);
+  const outage = databaseOutage(error) ?? error;
+  const slow = outage instanceof DatabaseUnavailableError || field(outage, 'errno') === POSTGRES_QUERY_CANCELED;
   const what = slow ? 'did not answer in time' : 'is unreachable';
   return new GatewayError('not_ready', `The gateway's database ${what}, so this request could not be served. Retry shortly.`, {
     headers: { 'retry-after': String(DATABASE_RETRY_AFTER_S) },
-    cause: error,
+    cause: outage,
   });
 }

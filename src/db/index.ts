@@ -7,10 +7,19 @@ import { resolve } from 'node:path';
 import { Kysely, sql } from 'kysely';
 import { PostgresJSDialect } from 'kysely-postgres-js';
 import type { Database } from './schema.ts';
+import { markingUnavailable } from './errors.ts';
 import { BunSqliteDialect, SQLITE_MEMORY, openSqliteDatabase } from './sqlite-dialect.ts';
 
 export type { Database } from './schema.ts';
-export { databaseUnavailable, describeError, isDatabaseUnavailable, isForeignKeyViolation, isUniqueViolation } from './errors.ts';
+export {
+  DatabaseUnavailableError,
+  databaseOutage,
+  databaseUnavailable,
+  describeError,
+  isDatabaseUnavailable,
+  isForeignKeyViolation,
+  isUniqueViolation,
+} from './errors.ts';
 
 /** The URL used when `DATABASE_URL` is not set. */
 export const DEFAULT_DATABASE_URL = 'sqlite://./data/sluice.db';
@@ -182,7 +191,7 @@ export async function createDatabase(url: string): Promise<DatabaseHandle> {
       const reason = error instanceof Error ? error.message : String(error);
       throw new Error(`Cannot open the SQLite database at ${target.filename}: ${reason}`, { cause: error });
     }
-    return createHandle(new Kysely<Database>({ dialect: new BunSqliteDialect({ database }) }), 'sqlite', maskedUrl);
+    return createHandle(new Kysely<Database>({ dialect: markingUnavailable(new BunSqliteDialect({ database })) }), 'sqlite', maskedUrl);
   }
   const client = new SQL(target.connectionUrl, {
     max: target.max,
@@ -194,7 +203,7 @@ export async function createDatabase(url: string): Promise<DatabaseHandle> {
   // controlPostgres: the dialect opens a separate one-connection client (lazily) to cancel a
   // query that was aborted, instead of waiting for a free connection in a busy pool.
   const dialect = new PostgresJSDialect({ postgres: client, controlPostgres: SQL });
-  return createHandle(new Kysely<Database>({ dialect }), 'postgres', maskedUrl);
+  return createHandle(new Kysely<Database>({ dialect: markingUnavailable(dialect) }), 'postgres', maskedUrl);
 }
 
 function createHandle(db: Kysely<Database>, dialect: DatabaseDialect, url: string): DatabaseHandle {
