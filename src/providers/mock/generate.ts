@@ -631,7 +631,7 @@ const ERROR_FAMILIES: Record<number, { type: string; code: string; message: stri
 export function mockErrorBody(status: number, message?: string): ErrorBody {
   const family = ERROR_FAMILIES[status] ?? (status >= 500
     ? { type: 'server_error', code: 'server_error', message: 'The mock upstream failed on purpose.' }
-    : { type: 'invalid_request_error', code: `http_${status}`, message: `The mock answered ${status} on purpose.` })
+    : { type: 'invalid_request_error', code: 'invalid_request', message: `The mock answered ${status} on purpose.` })
   return { error: { message: message ?? family.message, type: family.type, param: null, code: family.code } }
 }
 
