@@ -11,32 +11,20 @@
  * Without /usr/bin/chromium the suite is skipped with a printed line; with CI set it fails.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import OpenAI from 'openai'
 import { chromium, type BrowserContext, type Page } from 'playwright-core'
 import { startGateway, type TestGateway } from './support/gateway.ts'
-import { isCi } from './support/services.ts'
+import { CHROMIUM, chromiumFor } from './support/chromium.ts'
 
-const CHROMIUM = '/usr/bin/chromium'
 const ADMIN_KEY = 'sluice-admin-browser-test-0123456789abcdef'
 const ARTIFACTS = join(import.meta.dir, 'artifacts')
 const LAPTOP = { width: 1366, height: 900 }
 const PHONE = { width: 390, height: 844 }
 
-const available = existsSync(CHROMIUM)
-if (!available) {
-  const message = `test/console.browser.test.ts: Chromium is not installed at ${CHROMIUM} (apt-get install -y chromium)`
-  if (isCi()) {
-    console.error(`[fail] ${message}, and CI is set, so this is a failure.`)
-    test('Chromium is installed (required when CI is set)', () => {
-      throw new Error(message)
-    })
-  } else {
-    console.warn(`[skip] ${message}: the browser tests are skipped. With CI set this is a failure.`)
-  }
-}
+const available = chromiumFor('test/console.browser.test.ts')
 
 describe.skipIf(!available)('admin console in Chromium', () => {
   let gw: TestGateway

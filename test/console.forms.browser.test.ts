@@ -6,21 +6,14 @@
  * a sign-in in another tab does not break this one. Same browser setup as console.browser.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { existsSync } from 'node:fs'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 import { startGateway, type TestGateway } from './support/gateway.ts'
-import { isCi } from './support/services.ts'
+import { CHROMIUM, chromiumFor } from './support/chromium.ts'
 
-const CHROMIUM = '/usr/bin/chromium'
 const ADMIN_KEY = 'sluice-admin-forms-test-0123456789abcdef'
 const HOUR = 3_600_000
 
-const available = existsSync(CHROMIUM)
-if (!available && isCi()) {
-  test('Chromium is installed (required when CI is set)', () => {
-    throw new Error(`test/console.forms.browser.test.ts: Chromium is not installed at ${CHROMIUM}`)
-  })
-}
+const available = chromiumFor('test/console.forms.browser.test.ts')
 
 describe.skipIf(!available)('console forms and lists in Chromium', () => {
   let gw: TestGateway

@@ -6,27 +6,16 @@
  * Without /usr/bin/chromium the suite is skipped with a printed line; with CI set it fails.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium, type BrowserContext } from 'playwright-core'
 import { startGateway, type TestGateway } from './support/gateway.ts'
-import { isCi } from './support/services.ts'
+import { CHROMIUM, chromiumFor } from './support/chromium.ts'
 
-const CHROMIUM = '/usr/bin/chromium'
 const HOST = 'sluice-docs.test'
 
-const available = existsSync(CHROMIUM)
-if (!available) {
-  const message = `test/docs.browser.test.ts: Chromium is not installed at ${CHROMIUM} (apt-get install -y chromium)`
-  if (isCi()) {
-    test('Chromium is installed (required when CI is set)', () => {
-      throw new Error(message)
-    })
-  } else {
-    console.warn(`[skip] ${message}: the browser tests are skipped. With CI set this is a failure.`)
-  }
-}
+const available = chromiumFor('test/docs.browser.test.ts')
 
 describe.skipIf(!available)('Swagger UI in Chromium', () => {
   let gw: TestGateway
