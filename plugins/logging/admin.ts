@@ -15,6 +15,8 @@ const tags = ['Admin: usage and logs']
 /** `/admin/usage` and `/admin/logs`, behind the admin key. */
 export function analyticsRoutes(services: Services, retentionDays: number) {
   const db = services.db.db
+  // Reports scan a time range: on Postgres they get a longer statement timeout than requests (DatabaseHandle.report).
+  const report = services.db.report.bind(services.db)
   return (
     new Elysia({ name: 'sluice.logging.admin', prefix: '/admin' })
       // Every route here is a GET: transform runs for each of them before the query is read.
@@ -26,7 +28,7 @@ export function analyticsRoutes(services: Services, retentionDays: number) {
           const limit = bounded(query.limit, 1000, S.MAX_GROUPS, 'limit')
           const filter: LogFilter = { ...range(query.from, query.to), keyId: query.key_id, userId: query.user_id, teamId: query.team_id, model: query.model }
           const after = query.cursor === undefined ? null : parseUsageCursor(query.cursor, by)
-          const groups = await usageBy(db, by, filter, limit + 1, after)
+          const groups = await report((db) => usageBy(db, by, filter, limit + 1, after))
           const more = groups.length > limit
           const data = more ? groups.slice(0, limit) : groups
           const last = data[data.length - 1]
@@ -58,7 +60,8 @@ export function analyticsRoutes(services: Services, retentionDays: number) {
             code: query.code,
             status: query.status === undefined ? undefined : query.status.endsWith('xx') ? { class: Number(query.status[0]) } : { exact: Number(query.status) },
           }
-          const rows = await logPage(db, filter, query.before === undefined ? null : parseBefore(query.before), limit + 1)
+          const before = query.before === undefined ? null : parseBefore(query.before)
+          const rows = await report((db) => logPage(db, filter, before, limit + 1))
           const more = rows.length > limit
           const shown = more ? rows.slice(0, limit) : rows
           const last = shown[shown.length - 1]

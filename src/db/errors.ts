@@ -224,6 +224,25 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   return databaseOutage(error) !== null;
 }
 
+/** True when Postgres stopped a statement (57014: its `statement_timeout` ran out, or it was cancelled). */
+export function isStatementTimeout(error: unknown): boolean {
+  return field(error, 'errno') === POSTGRES_QUERY_CANCELED;
+}
+
+/**
+ * The answer to an admin report that ran past its statement timeout: 503 `not_ready` like a
+ * database that cannot answer, but without Retry-After and saying to narrow it, since the same
+ * report would time out again.
+ */
+export function reportTooSlow(timeoutMs: number, error: unknown): GatewayError {
+  return new GatewayError(
+    'not_ready',
+    `The report took longer than ${timeoutMs / 1000} s, the longest the database may spend on one, and was stopped. ` +
+      'Narrow it (a shorter time range with from and to, or a filter such as key_id or model) and ask again.',
+    { cause: error },
+  );
+}
+
 /** Seconds a client is told to wait (`Retry-After`) when the database cannot answer. */
 export const DATABASE_RETRY_AFTER_S = 5;
 

@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { Kysely, sql } from 'kysely';
 import { PostgresJSDialect } from 'kysely-postgres-js';
 import type { Database } from './schema.ts';
-import { markingUnavailable } from './errors.ts';
+import { isStatementTimeout, markingUnavailable, reportTooSlow } from './errors.ts';
 import { BunSqliteDialect, SQLITE_MEMORY, openSqliteDatabase } from './sqlite-dialect.ts';
 
 export type { Database } from './schema.ts';
@@ -35,6 +35,13 @@ export const DEFAULT_POSTGRES_POOL_SIZE = 10;
  */
 export const DEFAULT_STATEMENT_TIMEOUT_MS = 5000;
 
+/**
+ * How long one statement of an admin report ({@link DatabaseHandle.report}: `/admin/usage`,
+ * `/admin/logs`) may run on Postgres, unless the URL's `statement_timeout` is longer (or 0, none):
+ * they aggregate over a whole time range, which the requests' bound would cut off on a big table.
+ */
+export const REPORT_STATEMENT_TIMEOUT_MS = 60_000;
+
 /** How long `ping()` waits for an answer by default, so a readiness probe never hangs on a dead server. */
 export const DEFAULT_PING_TIMEOUT_MS = 2000;
 
@@ -49,6 +56,14 @@ export interface DatabaseHandle {
   close(): Promise<void>;
   /** `true` when a trivial query answers within the timeout; never throws. */
   ping(timeoutMs?: number): Promise<boolean>;
+  /**
+   * Runs the reads of an admin report (aggregations over a time range). On Postgres they run in a
+   * read-only transaction whose statements may take {@link REPORT_STATEMENT_TIMEOUT_MS} (SET LOCAL:
+   * the pool's connections keep theirs), and a report that still runs past it is refused with a
+   * 503 `not_ready` that says to narrow it, without Retry-After (the same report would time out
+   * again). On SQLite `run` gets the database as it is.
+   */
+  report<T>(run: (db: Kysely<Database>) => Promise<T>): Promise<T>;
 }
 
 /** What a `DATABASE_URL` says, once understood. */
@@ -191,7 +206,7 @@ export async function createDatabase(url: string): Promise<DatabaseHandle> {
       const reason = error instanceof Error ? error.message : String(error);
       throw new Error(`Cannot open the SQLite database at ${target.filename}: ${reason}`, { cause: error });
     }
-    return createHandle(new Kysely<Database>({ dialect: markingUnavailable(new BunSqliteDialect({ database })) }), 'sqlite', maskedUrl);
+    return createHandle(new Kysely<Database>({ dialect: markingUnavailable(new BunSqliteDialect({ database })) }), 'sqlite', maskedUrl, null);
   }
   const client = new SQL(target.connectionUrl, {
     max: target.max,
@@ -203,10 +218,12 @@ export async function createDatabase(url: string): Promise<DatabaseHandle> {
   // controlPostgres: the dialect opens a separate one-connection client (lazily) to cancel a
   // query that was aborted, instead of waiting for a free connection in a busy pool.
   const dialect = new PostgresJSDialect({ postgres: client, controlPostgres: SQL });
-  return createHandle(new Kysely<Database>({ dialect: markingUnavailable(dialect) }), 'postgres', maskedUrl);
+  const reportTimeoutMs = target.statementTimeoutMs === 0 ? 0 : Math.max(target.statementTimeoutMs, REPORT_STATEMENT_TIMEOUT_MS);
+  return createHandle(new Kysely<Database>({ dialect: markingUnavailable(dialect) }), 'postgres', maskedUrl, reportTimeoutMs);
 }
 
-function createHandle(db: Kysely<Database>, dialect: DatabaseDialect, url: string): DatabaseHandle {
+/** `reportTimeoutMs`: the statement timeout of a report on Postgres (0 for none); null on SQLite. */
+function createHandle(db: Kysely<Database>, dialect: DatabaseDialect, url: string, reportTimeoutMs: number | null): DatabaseHandle {
   let closing: Promise<void> | undefined;
   return {
     db,
@@ -225,6 +242,23 @@ function createHandle(db: Kysely<Database>, dialect: DatabaseDialect, url: strin
         return true;
       } catch {
         return false;
+      }
+    },
+    async report(run) {
+      if (reportTimeoutMs === null) {
+        return run(db);
+      }
+      try {
+        return await db
+          .transaction()
+          .setAccessMode('read only')
+          .execute(async (tx) => {
+            // set_config(…, true) is SET LOCAL with a bound value: it ends with the transaction.
+            await sql`select set_config('statement_timeout', ${String(reportTimeoutMs)}, true)`.execute(tx);
+            return run(tx);
+          });
+      } catch (error) {
+        throw isStatementTimeout(error) ? reportTooSlow(reportTimeoutMs, error) : error;
       }
     },
   };
