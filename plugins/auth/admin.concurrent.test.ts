@@ -49,7 +49,10 @@ async function expectOneRevocationWins([a, b]: Pair): Promise<void> {
     ])
     expect(answers.map((res) => res.status).sort()).toEqual([200, 409])
     const winner = (await answers.find((res) => res.status === 200)!.json()) as { revoked_reason: string }
-    await expectEnvelope(answers.find((res) => res.status === 409)!, 'conflict')
+    const refused = await expectEnvelope(answers.find((res) => res.status === 409)!, 'conflict')
+    // The same refusal as revoking a key revoked before, whichever check caught it.
+    const at = (await a.db.selectFrom('api_keys').select('revoked_at').where('id', '=', key.id).executeTakeFirstOrThrow()).revoked_at
+    expect(refused.message).toBe(`Key ${key.id} is already revoked (at ${at}).`)
     const row = await a.db.selectFrom('api_keys').select(['status', 'revoked_reason']).where('id', '=', key.id).executeTakeFirstOrThrow()
     // The reason kept is the one the 200 answered with: the refused call wrote nothing.
     expect(row).toEqual({ status: 'revoked', revoked_reason: winner.revoked_reason })

@@ -406,11 +406,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
       '/keys/:id/revoke',
       async ({ params, body, request }) => {
         const row = await key(params.id)
-        if (row.status === 'revoked') throw new GatewayError('conflict', `Key ${row.id} is already revoked (at ${row.revoked_at}).`)
-        // A rotated key whose grace period ended is refused already; there is nothing to revoke.
-        if (row.grace_until !== null && Date.parse(row.grace_until) <= now()) {
-          throw new GatewayError('conflict', `Key ${row.id} is already revoked: it was rotated and its grace period ended at ${row.grace_until}.`)
-        }
+        // Revoked, or rotated with its grace period ended (refused already): nothing to revoke.
+        if (row.status === 'revoked' || (row.grace_until !== null && Date.parse(row.grace_until) <= now())) throw alreadyRevoked(row)
         const at = iso(now())
         // Only while still active: of two revocations at once (two operators, two instances), the
         // second finds it revoked and is refused, instead of overwriting the reason and auditing again.
@@ -420,10 +417,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           .where('id', '=', row.id)
           .where('status', '=', 'active')
           .executeTakeFirst()
-        if (Number(revoked.numUpdatedRows) === 0) {
-          const current = await key(row.id)
-          throw new GatewayError('conflict', `Key ${row.id} is already revoked (at ${current.revoked_at}).`)
-        }
+        // Revoked meanwhile: refused as if it had been before, with the time it was.
+        if (Number(revoked.numUpdatedRows) === 0) throw alreadyRevoked(await key(row.id))
         await invalidate(row.hash)
         await audit(db, { actor: adminActor(request), action: 'key.revoke', targetType: 'key', targetId: row.id, details: { reason: body?.reason ?? null } })
         return keyView(await key(row.id), now())
@@ -691,6 +686,15 @@ export function keyView(r: KeyRow, now: number): Static<typeof KeyView> {
     lineage_id: r.lineage_id ?? r.id,
   }
 }
+
+/** The refusal to revoke a key that is revoked already: by an admin, or by the end of its rotation's grace period. */
+const alreadyRevoked = (row: KeyRow): GatewayError =>
+  new GatewayError(
+    'conflict',
+    row.status === 'revoked'
+      ? `Key ${row.id} is already revoked (at ${row.revoked_at}).`
+      : `Key ${row.id} is already revoked: it was rotated and its grace period ended at ${row.grace_until}.`,
+  )
 
 const notFound = (kind: string, id: string) => new GatewayError('not_found', `No ${kind} with id "${echo(id)}".`)
 
