@@ -29,6 +29,14 @@ describe('redactBody', () => {
     })
   })
 
+  test('a long string or field name is never searched: a value over 200 characters is its length, a name over 200 is masked', () => {
+    // SECRET_VALUE over a 200 KB value took 13 s of the event loop; nothing of the value is shown either way.
+    const long = 'a'.repeat(200_000)
+    expect(redactBody({ model: 'm', x_note: long })).toEqual({ model: 'm', x_note: '[200000 chars]' })
+    expect(redactBody({ model: 'm', x_note: `${'x'.repeat(300)} sk-live-0123456789abcdef` })).toEqual({ model: 'm', x_note: '[325 chars]' })
+    expect(redactBody({ model: 'm', [long]: 1, [`${long}b`]: 2 })).toEqual({ model: 'm', [MASKED]: 1, [`${MASKED} 2`]: 2 })
+  })
+
   test('legacy prompts and embedding inputs, as text or token ids', () => {
     expect(redactBody({ model: 'm', prompt: 'hello' })).toEqual({ model: 'm', prompt: '[5 chars]' })
     expect(redactBody({ model: 'm', input: ['a', 'bcd'] })).toEqual({ model: 'm', input: ['[1 chars]', '[3 chars]'] })

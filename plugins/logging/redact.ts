@@ -77,9 +77,10 @@ export function redactBody(value: unknown): unknown {
 
 function walk(value: unknown, content: boolean, depth: number): unknown {
   if (typeof value === 'string') {
-    if (content) return chars(value)
-    if (SECRET_VALUE.test(value)) return MASKED
-    return value.length > MAX_STRING ? chars(value) : value
+    // A long string is shown by its length alone, before any pattern runs over it: SECRET_VALUE's
+    // search costs about the square of the length (a 200 KB field held the event loop 13 s).
+    if (content || value.length > MAX_STRING) return chars(value)
+    return SECRET_VALUE.test(value) ? MASKED : value
   }
   if (value === null || typeof value !== 'object') return value
   if (depth >= MAX_DEPTH) return '[nested]'
@@ -102,7 +103,8 @@ function walk(value: unknown, content: boolean, depth: number): unknown {
       break
     }
     // A secret used as a field name (a map keyed by API key, say) is masked as a value would be.
-    const name = SECRET_VALUE.test(k) ? (++maskedKeys === 1 ? MASKED : `${MASKED} ${maskedKeys}`) : k
+    // A field name is masked like a secret when it is long too (see the strings above).
+    const name = k.length > MAX_STRING || SECRET_VALUE.test(k) ? (++maskedKeys === 1 ? MASKED : `${MASKED} ${maskedKeys}`) : k
     if (isSecretField(k) && v !== null && typeof v !== 'number' && typeof v !== 'boolean') out[name] = MASKED
     // A content part keeps only its `type`; elsewhere the field's name decides.
     else out[name] = walk(v, content ? k !== 'type' : CONTENT_FIELDS.has(k) || (message && k === 'name') || (typeof v === 'string' && CONTENT_WHEN_TEXT.has(k)), depth + 1)
