@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { REASONING_EFFORTS, modelGeneration, reasoningEffortOf } from './openai-format.ts'
+import { REASONING_EFFORTS, modelGeneration, parseDataUrl, reasoningEffortOf } from './openai-format.ts'
 
 describe('modelGeneration', () => {
   test('major * 100 + minor from the first number after the family, whatever the naming scheme', () => {
@@ -36,5 +36,16 @@ describe('reasoningEffortOf', () => {
     expect(reasoningEffortOf({})).toBeUndefined()
     expect(reasoningEffortOf({ reasoning_effort: null })).toBeUndefined()
     for (const bad of ['max', 'HIGH', 3]) expect(reasoningEffortOf({ reasoning_effort: bad })).toMatchObject({ ok: false, param: 'reasoning_effort' })
+  })
+})
+
+describe('parseDataUrl', () => {
+  test('a base64 data URL splits into its type (lower case, JPEG aliases as image/jpeg) and its data; anything else is null', () => {
+    expect(parseDataUrl('data:image/png;base64,iVBORw0KGgo=')).toEqual({ mimeType: 'image/png', data: 'iVBORw0KGgo=' })
+    expect(parseDataUrl('data:Image/JPG;name=a.jpg;base64,/9j/4AAQ')).toEqual({ mimeType: 'image/jpeg', data: '/9j/4AAQ' })
+    expect(parseDataUrl('data:application/pdf;base64,JVBE,Rg==')).toEqual({ mimeType: 'application/pdf', data: 'JVBE,Rg==' })
+    for (const url of ['data:image/png,plain', 'data:;base64,AAAA', 'data:image/png;BASE64,AAAA', 'https://x/a.png', 'data:image/png;base64', `data:image/png${';'.repeat(1_000_000)}x,AAAA`]) {
+      expect(parseDataUrl(url)).toBeNull()
+    }
   })
 })
