@@ -424,6 +424,10 @@ function toGatewayError(
  */
 export function routable(request: Request): Request {
   const url = request.url
+  // A fragment is the client's own and never sent (RFC 9110, 4.2.4); a raw request target that holds
+  // one is routed without it, where the router took it for part of the path.
+  const fragment = url.indexOf('#')
+  if (fragment !== -1) return routable(new Request(url.slice(0, fragment), request))
   // "http://" is 7 characters and a host at least 1, so the path's slash is the first from 8 on.
   if (url.indexOf('/', 8) >= 11) return request
   return new Request(standInUrl(url), request)

@@ -80,6 +80,15 @@ describe('core happy paths through the openai client', () => {
     }
   })
 
+  test('a request target with a fragment is routed without it', async () => {
+    const port = Number(new URL(gw.url).port)
+    for (const target of ['/v1/models#x', '/health#frag?ment', '/v1/models?x=1#y']) {
+      const answer = await rawExchange(port, `GET ${target} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n`)
+      // Before: 405 "GET is not allowed on /v1/models; use GET." (the router saw the fragment, the method table did not).
+      expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 200 OK')
+    }
+  })
+
   test('the upstream gets the provider key as Bearer and the upstream model name, not the client key or name', async () => {
     const completion = await client.chat.completions.create({ model: 'house-model', messages, max_tokens: 2 })
     expect(upstream.stats.lastHeaders?.get('authorization')).toBe(`Bearer ${SECRET}`)
