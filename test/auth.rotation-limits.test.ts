@@ -113,6 +113,21 @@ describe.skipIf(redisUrl === null)('limits and budget of a rotation chain, on tw
     expect((await view(fresh.id)).budget).toBeNull()
   })
 
+  test('revoking the new key during the grace revokes the old one with it, on both instances; the audit names it', async () => {
+    const { old, fresh } = await rotatedInGrace()
+    await a.adminOk('POST', `/admin/keys/${fresh.id}/revoke`, { reason: 'leaked' })
+    // Before, the old key went on being served for the rest of its hour of grace.
+    for (const gw of [a, b]) {
+      for (const key of [fresh.key, old.key]) {
+        await eventually(async () => ((await chat(gw, key)) === 401 ? true : undefined), 1000, 'the key to be refused')
+      }
+    }
+    expect(await view(old.id)).toMatchObject({ status: 'revoked' })
+    const db = a.gateway.services.db.db
+    const row = await db.selectFrom('audit_log').select('details').where('action', '=', 'key.revoke').where('target_id', '=', fresh.id).executeTakeFirstOrThrow()
+    expect(JSON.parse(row.details ?? '{}')).toEqual({ reason: 'leaked', also_revoked: [old.id] })
+  })
+
   test('only limits and budget are shared, only with keys still served; the audit names the keys the change reached', async () => {
     const first = await createKey(a, await createUser(a), { limits: { rpm: 1000 } })
     // Rotated without grace: revoked at once, it stays as it was.

@@ -420,7 +420,35 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         // Revoked meanwhile: refused as if it had been before, with the time it was.
         if (Number(revoked.numUpdatedRows) === 0) throw alreadyRevoked(await key(row.id))
         await invalidate(row.hash)
-        await audit(db, { actor: adminActor(request), action: 'key.revoke', targetType: 'key', targetId: row.id, details: { reason: body?.reason ?? null } })
+        // The keys it replaced that are still in their rotation's grace go with it: a new key revoked
+        // because it leaked must not leave the old one working for the rest of the grace period.
+        const withIt: string[] = []
+        for (let successor = row.id; ; ) {
+          const before = await db
+            .selectFrom('api_keys')
+            .select(['id', 'hash'])
+            .where('rotated_to', '=', successor)
+            .where('status', '=', 'active')
+            .where('grace_until', '>', at)
+            .executeTakeFirst()
+          if (!before) break
+          await db
+            .updateTable('api_keys')
+            .set({ status: 'revoked', revoked_at: at, revoked_reason: `revoked with its successor ${row.id}`, updated_at: at })
+            .where('id', '=', before.id)
+            .where('status', '=', 'active')
+            .execute()
+          await invalidate(before.hash)
+          withIt.push(before.id)
+          successor = before.id
+        }
+        await audit(db, {
+          actor: adminActor(request),
+          action: 'key.revoke',
+          targetType: 'key',
+          targetId: row.id,
+          details: { reason: body?.reason ?? null, ...(withIt.length > 0 && { also_revoked: withIt }) },
+        })
         return keyView(await key(row.id), now())
       },
       { body: S.RevokeKey, detail: { tags, summary: 'Revoke a key at once, on every instance', responses: { ...jsonResponse('The key, revoked', KeyView), ...adminErrors(400, 404, 409) } } },
