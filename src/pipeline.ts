@@ -611,7 +611,7 @@ export class Pipeline {
     ) {
       return this.mirrorStream(req, answer, plan, watch, headers)
     }
-    const body = this.tap ? this.tapStream(req, upstream.body, plan, upstream.status, watch) : this.guard(req, upstream.body, plan, watch)
+    const body = this.tap ? this.tapStream(req, upstream.body, plan, upstream.status, watch, answer.startedAt) : this.guard(req, upstream.body, plan, watch, answer.startedAt)
     return new Response(body, { status: upstream.status, headers })
   }
 
@@ -701,6 +701,8 @@ export class Pipeline {
         () => {
           if (watch.timedOut !== null) this.timedOut(req, watch)
           const end = this.cutShort(req, watch)
+          // Past MIRROR_MAX_BYTES the gateway cut it itself: not a failure of the upstream's.
+          if (copied <= MIRROR_MAX_BYTES) this.failedAfterHeaders(req, plan, watch, end.errorCode, answer.startedAt)
           finish(end.aborted, end.errorCode)
         },
       )
@@ -747,12 +749,11 @@ export class Pipeline {
         this.settle(req, usage, completion, false, null, status)
       },
       () => {
+        const cut = this.cutShort(req, watch)
+        this.failedAfterHeaders(req, plan, watch, cut.errorCode, answer.startedAt)
         end()
         if (watch.timedOut !== null) this.timedOut(req, watch)
-        if (this.tap) {
-          const cut = this.cutShort(req, watch)
-          this.settle(req, null, NO_TEXT, cut.aborted, null, status, cut.errorCode)
-        }
+        if (this.tap) this.settle(req, null, NO_TEXT, cut.aborted, null, status, cut.errorCode)
       },
     )
     return new Response(upstream.body, { status, headers })
@@ -796,7 +797,7 @@ export class Pipeline {
   }
 
   /** Pass a stream through untouched, under the watchdog, releasing the plan once when it ends, fails or is cancelled. */
-  private guard(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, watch: BodyWatch): ReadableStream<Uint8Array> {
+  private guard(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, watch: BodyWatch, startedAt: number): ReadableStream<Uint8Array> {
     const reader = source.getReader()
     const watchdog = this.watchdog
     let ended = false
@@ -821,6 +822,7 @@ export class Pipeline {
           atEventEnd = endsEvent(value)
           controller.enqueue(value)
         } catch (error) {
+          this.failedAfterHeaders(req, plan, watch, this.cutShort(req, watch).errorCode, startedAt)
           end()
           this.broke(req, controller, watch, error, atEventEnd)
         }
@@ -833,7 +835,7 @@ export class Pipeline {
   }
 
   /** Pass an SSE stream through, showing each event to the chunk hooks and picking up usage. */
-  private tapStream(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, status: number, watch: BodyWatch): ReadableStream<Uint8Array> {
+  private tapStream(req: GatewayRequest, source: ReadableStream<Uint8Array>, plan: RoutePlan, status: number, watch: BodyWatch, startedAt: number): ReadableStream<Uint8Array> {
     const prompt = promptUsageOf(source)
     const reader = source.getReader()
     const decoder = new TextDecoder()
@@ -963,6 +965,7 @@ export class Pipeline {
           // Rewritten, the client's stream holds whole events only; else as much as was handed on.
           this.broke(req, controller, watch, error, rewrite || !splitter.pending)
           const end = this.cutShort(req, watch)
+          this.failedAfterHeaders(req, plan, watch, end.errorCode, startedAt)
           finish(end.aborted, end.errorCode)
         }
       },
@@ -1069,6 +1072,26 @@ export class Pipeline {
       plan.release()
     } catch (error) {
       this.logger.error('route plan release failed', { request_id: req.id, error: String(error) })
+    }
+  }
+
+  /**
+   * A body the gateway reads failed after its headers by the upstream's doing: it sent nothing for
+   * the provider's idle_ms or did not finish by total_ms (`upstream_timeout`), or its connection
+   * broke (`upstream_error`). The plan hears of it as the failure of the attempt it was told had
+   * succeeded, before its release (balance counts it against the key and model); nothing is retried,
+   * the client has had part of the answer. A client that went away or a shutdown (code null or
+   * not_ready) is no upstream's failure, and the success path does none of this.
+   */
+  private failedAfterHeaders(req: GatewayRequest, plan: RoutePlan, watch: BodyWatch, code: ErrorCode | null, startedAt: number): void {
+    const target = req.target
+    if (!plan.report || target === undefined || (code !== 'upstream_timeout' && code !== 'upstream_error')) return
+    const message = code === 'upstream_timeout' ? watch.describe(target.provider.id) : `Upstream provider "${target.provider.id}" broke off its answer after the headers (its connection failed).`
+    const latencyMs = performance.now() - startedAt
+    try {
+      plan.report(target, latencyMs, undefined, { target, status: 0, error: new GatewayError(code, message), retryAfter: null, latencyMs })
+    } catch (error) {
+      this.logger.error('route plan report failed', { request_id: req.id, error: String(error) })
     }
   }
 

@@ -109,7 +109,14 @@ export interface AttemptFailure {
 export interface RoutePlan {
   /** The next target to try, or a `GatewayError` (or nothing) when there is none left. */
   next(previous: AttemptFailure | undefined): MaybePromise<RouteTarget | GatewayError | undefined>
-  /** Told of every attempt's end: success (`failure` undefined) or failure. */
+  /**
+   * Told of every attempt's end: success (`failure` undefined) or failure. An answer told as a
+   * success whose body then fails by the upstream's doing (it stalled past the provider's
+   * `idle_ms` or `total_ms`: `upstream_timeout`; its connection broke: `upstream_error`; status 0)
+   * is told again, with that failure, before `release`, when the gateway reads the body (a plugin
+   * reads it, a body timeout is set, or `release` is present); `next` is not called after it: the
+   * client has had part of the answer. A client that goes away is no failure.
+   */
   report?(target: RouteTarget, latencyMs: number, response: Response | undefined, failure: AttemptFailure | undefined): void
   /** Called once when the request ends, to release anything held (in-flight counts). */
   release?(): void

@@ -429,6 +429,10 @@ export const balance = definePlugin({
       /** The furthest pool of the chain an attempt went to (0: the group itself). */
       private reached = 0
       private current: Pool['candidates'][number] | undefined = undefined
+      /** The candidate whose answer's headers were a success: its body may still fail (report's second call). */
+      private answered: Pool['candidates'][number] | undefined = undefined
+      /** Its model's failures in a row before that success reset them. */
+      private failuresBefore = 0
       private holds = false
 
       constructor(
@@ -502,16 +506,32 @@ export const balance = definePlugin({
       }
 
       report(_target: RouteTarget, latencyMs: number, response: Response | undefined, failure: AttemptFailure | undefined): void {
-        const c = this.current
-        if (!c) return
         if (failure) {
-          c.health.inFlight--
-          this.current = undefined
+          // An attempt that failed, or the answer of one told as a success whose body then failed
+          // (stalled past the idle or total timeout, or broke off): the key's failure for its model
+          // all the same. Its key is still held only when the strategy counts streams.
+          const c = this.current ?? this.answered
+          if (!c) return
+          if (c === this.current) {
+            c.health.inFlight--
+            this.current = undefined
+          }
+          if (c === this.answered) {
+            // The headers' success did not hold: the failures in a row it reset count again, or a
+            // key whose every stream stalls would never reach circuit_failures (nor a failed trial reopen).
+            if (c.modelHealth.failures < this.failuresBefore) c.modelHealth.failures = this.failuresBefore
+            this.answered = undefined
+          }
           ;(this.tried ??= []).push(c)
           // The client going away is not the key's fault.
           if (this.signal.aborted) c.modelHealth.trial = false
           else onFailure(c.health, c.modelHealth, failure)
-        } else if (response) {
+          return
+        }
+        const c = this.current
+        if (c && response) {
+          this.answered = c
+          this.failuresBefore = c.modelHealth.failures
           onSuccess(c.health, c.modelHealth, latencyMs, response)
           if (!this.holds) {
             // A whole answer follows its headers at once: the key is free now. So is a stream's
