@@ -423,7 +423,12 @@ export const balance = definePlugin({
      * is made on the first failure.
      */
     class BalancePlan implements RoutePlan {
-      private tried: Pool['candidates'][number][] | undefined = undefined
+      /**
+       * The key × upstream model pairs tried: one request goes to each once, also where a group lists
+       * the same provider and model twice or a fallback group sends to one of them again (candidates
+       * of the same pair share their ModelHealth).
+       */
+      private tried: ModelHealth[] | undefined = undefined
       private attempts = 0
       private retries = 0
       /** The furthest pool of the chain an attempt went to (0: the group itself). */
@@ -471,7 +476,7 @@ export const balance = definePlugin({
             // Learned headroom holds only until the provider's window resets.
             if (c.modelHealth.headroom !== null && c.modelHealth.headroomUntil <= t) c.modelHealth.headroom = null
             forgetStaleLatency(c.health, t, options.latency_ttl_ms)
-            if (available(c.health, c.modelHealth, t) && !this.tried?.includes(c) && rateWait(c.target.provider.id, c.key, this.tokens, false) === 0) ready.push(c)
+            if (available(c.health, c.modelHealth, t) && !this.tried?.includes(c.modelHealth) && rateWait(c.target.provider.id, c.key, this.tokens, false) === 0) ready.push(c)
           }
           if (ready.length === 0) continue
           const chosen = PICKERS[pool.group.strategy](ready, pool.state) as Pool['candidates'][number]
@@ -522,7 +527,7 @@ export const balance = definePlugin({
             if (c.modelHealth.failures < this.failuresBefore) c.modelHealth.failures = this.failuresBefore
             this.answered = undefined
           }
-          ;(this.tried ??= []).push(c)
+          ;(this.tried ??= []).push(c.modelHealth)
           // The client going away is not the key's fault.
           if (this.signal.aborted) c.modelHealth.trial = false
           else onFailure(c.health, c.modelHealth, failure)
