@@ -38,6 +38,12 @@ export interface Identity {
   attributes: Readonly<Record<string, unknown>>
 }
 
+/**
+ * Whether a model allow-list (`Identity.models`, a key's `models`) lets `model` through; null allows
+ * every model. The one rule for `model_not_allowed` and for the fallback groups a request may take.
+ */
+export const allowsModel = (models: readonly string[] | null, model: string): boolean => models === null || models.includes(model)
+
 /** Token usage of one request, from the provider or estimated. */
 export interface Usage {
   promptTokens: number

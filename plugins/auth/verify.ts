@@ -1,6 +1,6 @@
 import { databaseUnavailable, isDatabaseUnavailable } from '../../src/db/errors.ts'
 import { GatewayError } from '../../src/errors.ts'
-import type { Endpoint, Identity } from '../../src/plugin.ts'
+import { allowsModel, type Endpoint, type Identity } from '../../src/plugin.ts'
 import { LruCache } from './cache.ts'
 import { displayKey, echo, hashKey, keyEnvironment, maskKey } from './key-format.ts'
 import { findKeyRecord, iso, type Db, type KeyRecord } from './repo.ts'
@@ -194,8 +194,8 @@ export class KeyVerifier {
       const held = record.scopes.length ? record.scopes.join(', ') : 'none'
       return no(new GatewayError('insufficient_permissions', `The API key ${shown} lacks the "${scope}" scope that this endpoint needs; it holds: ${held}. Ask an admin to grant it (PATCH /admin/keys/${record.id} scopes).`))
     }
-    if (presented.model !== undefined && record.models !== null && !record.models.includes(presented.model)) {
-      const allowed = record.models.length ? record.models.join(', ') : 'none'
+    if (presented.model !== undefined && !allowsModel(record.models, presented.model)) {
+      const allowed = record.models?.length ? record.models.join(', ') : 'none'
       return no(new GatewayError('model_not_allowed', `The API key ${shown} may not use model "${echo(presented.model, 256)}"; it may use: ${allowed}. Ask an admin to allow it (PATCH /admin/keys/${record.id} models).`, { param: 'model' }))
     }
     // The usual case (no team named by the request) reuses one verdict per record: no allocation per request.

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox'
 import { Elysia } from 'elysia'
-import { definePlugin, type AttemptFailure, type MaybePromise, type RoutePlan } from '../../src/plugin.ts'
+import { allowsModel, definePlugin, type AttemptFailure, type MaybePromise, type RoutePlan } from '../../src/plugin.ts'
 import { GatewayError } from '../../src/errors.ts'
 import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import { audit } from '../../src/db/audit.ts'
@@ -550,7 +550,13 @@ export const balance = definePlugin({
 
     return {
       route(req, group): RoutePlan {
-        const chain = chainOf(group)
+        let chain = chainOf(group)
+        // A fallback the caller may not call itself is not taken for it either (a key limited to a
+        // cheap model must not be served by its expensive fallback); auth checked the group itself.
+        const allowed = req.identity?.models
+        if (allowed && chain.length > 1 && chain.some((pool) => !allowsModel(allowed, pool.group.name))) {
+          chain = chain.filter((pool, i) => i === 0 || allowsModel(allowed, pool.group.name))
+        }
         return new BalancePlan(chain, chain[0]!.metered ? tokensOf(req.body) : 0, req.request.signal, req.stream)
       },
 
