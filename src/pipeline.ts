@@ -552,7 +552,7 @@ export class Pipeline {
       return {
         status: response.status,
         error: upstreamError(response.status, text, target, response.headers),
-        retryAfter: retryAfterSeconds(response.headers.get('retry-after')),
+        retryAfter: retryAfterSeconds(response.headers),
       }
     } catch (error) {
       if (guard.timedOut) {
@@ -1442,7 +1442,18 @@ function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error)
 }
 
-function retryAfterSeconds(value: string | null): number | null {
+/**
+ * How long the upstream asks to be left alone, in seconds: `retry-after-ms` first (OpenAI and Azure
+ * send it, more precise, and their SDKs read it before Retry-After), then `Retry-After` (seconds or
+ * an HTTP date); null when neither says.
+ */
+function retryAfterSeconds(headers: Headers): number | null {
+  const ms = headers.get('retry-after-ms')
+  if (ms !== null && ms.trim() !== '') {
+    const n = Number(ms)
+    if (Number.isFinite(n) && n >= 0) return n / 1000
+  }
+  const value = headers.get('retry-after')
   if (!value) return null
   const n = Number(value)
   if (Number.isFinite(n)) return Math.max(0, n)

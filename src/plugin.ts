@@ -100,7 +100,7 @@ export interface AttemptFailure {
   /** HTTP status from upstream, or 0 for network errors and timeouts. */
   status: number
   error: GatewayError
-  /** Seconds from the upstream's `Retry-After`, if any. */
+  /** Seconds the upstream asked to wait (its `retry-after-ms`, else its `Retry-After`), if it said. */
   retryAfter: number | null
   /** ms the attempt took. */
   latencyMs: number

@@ -81,6 +81,23 @@ describe('429 and Retry-After', () => {
     expect(requests('a')).toBeGreaterThanOrEqual(2)
   })
 
+  test.each([
+    ['retry-after-ms alone', { 'retry-after-ms': '400' }],
+    ['retry-after-ms before Retry-After', { 'retry-after-ms': '400', 'retry-after': '5' }],
+  ] as const)('%s (as OpenAI and Azure send it) sets the cooldown, not cooldown_ms', async (_what, headers) => {
+    const g = await boot({ keys: ['a', 'b'], options: { cooldown_ms: 5000 } })
+    up.set(secretOf('a'), { failure: { status: 429, headers, times: 1 } })
+    const started = Date.now()
+    await okSequential(g, 1)
+    const row = await g.key('a')
+    expect(row.state).toBe('cooling')
+    const coolingEnds = Date.parse(row.cooling_until!)
+    expect(coolingEnds - started).toBeGreaterThanOrEqual(350)
+    expect(coolingEnds - Date.now()).toBeLessThan(450)
+    await Bun.sleep(Math.max(0, coolingEnds - Date.now()) + 50)
+    expect((await g.key('a')).state).toBe('healthy')
+  })
+
   test('without Retry-After the configured cooldown applies', async () => {
     const g = await boot({ keys: ['a', 'b'], options: { cooldown_ms: 300 } })
     up.set(secretOf('a'), { failure: { status: 429, times: 1 } })
