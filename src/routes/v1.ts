@@ -4,7 +4,7 @@ import { readJsonObject } from '../lib/body.ts'
 import { compileCheck } from '../lib/validate.ts'
 import type { ModelGroup, ModelRegistry } from '../models.ts'
 import { modelNotFound, type Pipeline } from '../pipeline.ts'
-import type { Endpoint, GatewayRequest, Identity } from '../plugin.ts'
+import { allowsModel, type Endpoint, type GatewayRequest, type Identity } from '../plugin.ts'
 import type { Services } from '../services.ts'
 import { echo } from '../lib/key-text.ts'
 import { decodePercent, modelPathId } from '../lib/percent.ts'
@@ -98,9 +98,9 @@ export function v1Routes({ pipeline, models, maxBodyBytes, bodyTimeoutMs = 0, se
   }
 
   const visible = (req: GatewayRequest): ModelGroup[] => {
-    const allowed = req.identity?.models
+    const allowed = req.identity?.models ?? null
     const all = models.list()
-    return allowed ? all.filter((g) => allowed.includes(g.name)) : all
+    return allowed ? all.filter((g) => allowsModel(allowed, g.name)) : all
   }
   const modelObject = (g: ModelGroup) => ({ id: g.name, object: 'model' as const, created: g.created, owned_by: 'sluice' })
 
