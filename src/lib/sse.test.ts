@@ -34,6 +34,28 @@ describe('SseSplitter', () => {
     expect(splitAll(['data: a\r\rdata: b\r'])).toEqual(['data: a', 'data: b\n'])
     expect(eventData('data: b\n')).toBe('b')
   })
+
+  test.each([
+    ['LF', '\n'],
+    ['CRLF', '\r\n'],
+  ])('a 16 MB event (%s) read in 16 KB pieces gives the same events as the whole text', (_framing, nl) => {
+    const big = `data: {"choices":[{"delta":{"content":"${'A'.repeat(16 * 1024 * 1024)}"}}]}`
+    const text = `data: one${nl}${nl}${big}${nl}${nl}: keep-alive${nl}${nl}data: two${nl}data: three${nl}${nl}data: [DONE]${nl}${nl}`
+    const expected = ['data: one', big, ': keep-alive', 'data: two\ndata: three', 'data: [DONE]']
+    const pieces: string[] = []
+    // 16 KB pieces, and pieces one character off, so that CR and LF fall into different pieces.
+    for (const size of [16 * 1024, 16 * 1024 + 1]) {
+      pieces.length = 0
+      for (let i = 0; i < text.length; i += size) pieces.push(text.slice(i, i + size))
+      expect(splitAll(pieces)).toEqual(expected)
+    }
+  })
+
+  test('a blank line split over two pieces, and a CR held over a piece of nothing', () => {
+    expect(splitAll(['data: a\n', '\ndata: b\n', '\n'])).toEqual(['data: a', 'data: b'])
+    expect(splitAll(['data: a', '\r', '', '\n\r', '\ndata: b'])).toEqual(['data: a', 'data: b'])
+    expect(splitAll(['da', 'ta: ', 'a\n\ndata', ': b\n\n'])).toEqual(['data: a', 'data: b'])
+  })
 })
 
 describe('eventData', () => {
