@@ -23,6 +23,22 @@ describe('findUsage', () => {
     expect(findUsage(bytes('not json at all'))).toBeUndefined()
   })
 
+  test("the answer's own usage is preferred to one nested in an object after it (a proxy's metadata.usage)", () => {
+    const own = { prompt_tokens: 11, completion_tokens: 5, total_tokens: 16 }
+    const text = `{"id":"x","usage":${JSON.stringify(own)},"choices":[{"index":0,"message":{"content":"hi"}}],"metadata":{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}}`
+    expect(findUsage(bytes(text))).toEqual(own)
+    // A nested one is taken when the answer states none of its own.
+    expect(findUsage(bytes({ choices: [], x_groq: { usage: { total_tokens: 4 } } }))).toEqual({ total_tokens: 4 })
+    // An array after the usage (an answer's own fields) does not hide that it is the answer's.
+    expect(findUsage(bytes({ usage: own, choices: [{ index: 0 }], tags: [[1], { a: [2] }] }))).toEqual(own)
+  })
+
+  test('a string value "usage" after the usage key is passed over, not taken for the end of the search', () => {
+    const own = { prompt_tokens: 11, completion_tokens: 5, total_tokens: 16 }
+    expect(findUsage(bytes({ choices: [], usage: own, service_tier: 'usage' }))).toEqual(own)
+    expect(findUsage(bytes({ choices: [], usage: own, note: ['usage', { k: 'usage' }] }))).toEqual(own)
+  })
+
   test('works on a view into a larger buffer', () => {
     const big = new Uint8Array(100)
     const inner = bytes({ usage: { total_tokens: 7 } })
@@ -66,6 +82,13 @@ describe('priceOf', () => {
     // Reads and writes in one prompt: each at its own price, the rest at input.
     expect(priceOf(1_300, 0, 1_000, sonnet, 200)).toBeCloseTo((100 * 3 + 1_000 * 0.3 + 200 * 3.75) / 1e6, 10)
     expect(priceOf(10_100, 100, 0, sonnet)).toBeCloseTo((10_100 * 3 + 100 * 15) / 1e6, 10)
+  })
+
+  test('parseUsage derives the prompt from the total when a server states only the total and the completion', () => {
+    expect(parseUsage({ completion_tokens: 5, total_tokens: 16 }, undefined)).toMatchObject({ promptTokens: 11, completionTokens: 5, totalTokens: 16 })
+    expect(parseUsage({ total_tokens: 16 }, undefined)).toMatchObject({ promptTokens: 16, completionTokens: 0, totalTokens: 16 })
+    // A stated prompt is taken as it is, even 0.
+    expect(parseUsage({ prompt_tokens: 0, completion_tokens: 5, total_tokens: 16 }, undefined)).toMatchObject({ promptTokens: 0, completionTokens: 5 })
   })
 
   test('parseUsage prices the cache_creation_input_tokens an OpenAI-format usage carries', () => {

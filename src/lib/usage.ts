@@ -10,8 +10,9 @@ export function parseUsage(raw: unknown, pricing: Pricing | undefined): Usage | 
   const u = raw as Record<string, unknown>
   if (typeof u.prompt_tokens !== 'number' && typeof u.total_tokens !== 'number') return null
   const details = u.prompt_tokens_details as Record<string, unknown> | undefined
-  const promptTokens = int(u.prompt_tokens)
   const completionTokens = int(u.completion_tokens)
+  // A server that states only the total and the completion (some OpenAI-compatible ones): the prompt is the difference.
+  const promptTokens = typeof u.prompt_tokens === 'number' ? int(u.prompt_tokens) : Math.max(0, int(u.total_tokens) - completionTokens)
   const cachedTokens = int(details?.cached_tokens)
   const cacheWrites = cacheWritesOf(u)
   return {
@@ -48,19 +49,34 @@ function lastUsageKey(bytes: Uint8Array, from: number): number {
 
 /**
  * The `usage` object of a JSON answer, parsed alone: found from the end (OpenAI-format answers
- * put it last), checked to be a key (not escaped text inside a string), and cut at its matching
- * brace. Saves decoding and parsing the whole answer on every request. `undefined` when there is none.
+ * put it last), checked to be a key (not escaped text inside a string, nor a string value
+ * "usage"), and cut at its matching brace. Saves decoding and parsing the whole answer on every
+ * request. The answer's own (top-level) usage is preferred to one nested further in (a proxy's
+ * `metadata.usage` after it); a nested one is taken only when there is no other. `undefined` when
+ * there is none.
  */
 export function findUsage(bytes: Uint8Array): unknown {
-  const at = lastUsageKey(bytes, bytes.length)
-  if (at < 0) return undefined
+  let nested: unknown = undefined
+  for (let at = lastUsageKey(bytes, bytes.length); at >= 0; at = lastUsageKey(bytes, at - 1)) {
+    const end = usageObjectEnd(bytes, at)
+    if (end < 0) continue
+    const usage = parseSlice(bytes, at, end)
+    if (usage === undefined) continue
+    // The usual answer: its usage closes the answer but for a few fields, read in a few bytes.
+    if (closesTopLevel(bytes, end + 1)) return usage
+    if (nested === undefined) nested = usage
+  }
+  return nested
+}
+
+/** Where the object that the `"usage"` key at `at` holds ends (its closing brace), or -1 when the key holds no object. */
+function usageObjectEnd(bytes: Uint8Array, at: number): number {
   let i = at + USAGE_KEY.length
   while (i < bytes.length && bytes[i]! <= 0x20) i++
-  if (bytes[i] !== 0x3a) return undefined
+  if (bytes[i] !== 0x3a) return -1
   i++
   while (i < bytes.length && bytes[i]! <= 0x20) i++
-  if (bytes[i] !== 0x7b) return undefined
-  const start = i
+  if (bytes[i] !== 0x7b) return -1
   let depth = 0
   let inString = false
   for (; i < bytes.length; i++) {
@@ -70,17 +86,44 @@ export function findUsage(bytes: Uint8Array): unknown {
       else if (c === QUOTE) inString = false
     } else if (c === QUOTE) inString = true
     else if (c === 0x7b) depth++
-    else if (c === 0x7d && --depth === 0) {
-      try {
-        // A copy, not a view: a view of a fetched body makes the engine give it a buffer of its
-        // own first (~1 µs); copying the ~100 bytes of a usage object costs a tenth of that.
-        return JSON.parse(decoder.decode(bytes.slice(start, i + 1)))
-      } catch {
-        return undefined
-      }
+    else if (c === 0x7d && --depth === 0) return i
+  }
+  return -1
+}
+
+/** The usage object `"usage"` at `at` holds, up to its closing brace at `end`; undefined when it is not JSON. */
+function parseSlice(bytes: Uint8Array, at: number, end: number): unknown {
+  let start = at + USAGE_KEY.length
+  while (bytes[start] !== 0x7b) start++
+  try {
+    // A copy, not a view: a view of a fetched body makes the engine give it a buffer of its
+    // own first (~1 µs); copying the ~100 bytes of a usage object costs a tenth of that.
+    return JSON.parse(decoder.decode(bytes.slice(start, end + 1)))
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Whether the JSON from `from` to the end closes exactly one object, the answer's: then what
+ * came before `from` was a field of the answer itself, not of an object within it.
+ */
+function closesTopLevel(bytes: Uint8Array, from: number): boolean {
+  let depth = 0
+  let inString = false
+  for (let i = from; i < bytes.length; i++) {
+    const c = bytes[i]!
+    if (inString) {
+      if (c === BACKSLASH) i++
+      else if (c === QUOTE) inString = false
+    } else if (c === QUOTE) inString = true
+    else if (c === 0x7b || c === 0x5b) depth++
+    else if ((c === 0x7d || c === 0x5d) && --depth < 0) {
+      for (let j = i + 1; j < bytes.length; j++) if (bytes[j]! > 0x20) return false
+      return true
     }
   }
-  return undefined
+  return false
 }
 
 /** What Anthropic bills a token written to its 5-minute prompt cache, in input prices. */
