@@ -715,48 +715,58 @@ export class Pipeline {
    * A non-streamed answer goes to the client natively, as its bytes arrive, while a clone of it
    * is read to its end: for the usage the hooks need, to release the plan and to stop watching.
    * (Bun mirrors a cloned fetch body in native code: about a tenth of the throughput, where
-   * passing the body through a JavaScript stream costs about a quarter.) Nothing arrives between
-   * two chunks of a JSON answer that is worth telling apart, so `idle_ms` here bounds the time from
-   * the headers to the end of the body. A client that goes away aborts the upstream call.
+   * passing the body through a JavaScript stream costs about a quarter.) Every chunk of the copy
+   * counts as activity, so `idle_ms` bounds the silence mid-answer as on a stream: a server that
+   * sends its headers at once and keeps the connection alive with blank lines until its JSON is
+   * ready (DeepSeek under load) is not cut. A client that goes away aborts the upstream call.
    */
   private mirrorJson(req: GatewayRequest, answer: Answer, plan: RoutePlan, watch: BodyWatch, headers: Record<string, string>): Response {
     const upstream = answer.response
     const status = upstream.status
-    const copy = upstream.clone()
-    // The attempt's listener still aborts the call if the client goes away; it goes at the end.
-    const end = () => {
+    const reader = upstream.clone().body!.getReader()
+    // Most answers come in one chunk, read as it is; several are joined once, at the end.
+    let first: Uint8Array | null = null
+    let more: Uint8Array[] | null = null
+    const failed = (): void => {
+      const cut = this.cutShort(req, watch)
+      this.failedAfterHeaders(req, plan, watch, cut.errorCode, answer.startedAt)
       answer.detach()
       this.watchdog.end(watch)
       this.release(plan, req)
+      if (watch.timedOut !== null) this.timedOut(req, watch)
+      if (this.tap) this.settle(req, null, NO_TEXT, cut.aborted, null, status, cut.errorCode)
     }
-    copy.bytes().then(
-      (bytes) => {
-        end()
-        if (!this.tap) return
-        const usage = parseUsage(findUsage(bytes), this.pricingOf(req))
-        // The text is read only when there is no usage to take.
-        const completion =
-          usage !== null
-            ? NO_TEXT
-            : () => {
-                try {
-                  return messageText(JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) as Record<string, unknown>)
-                } catch {
-                  // A body that is not JSON has nothing to count.
-                  return []
-                }
-              }
-        this.settle(req, usage, completion, false, null, status)
-      },
-      () => {
-        const cut = this.cutShort(req, watch)
-        this.failedAfterHeaders(req, plan, watch, cut.errorCode, answer.startedAt)
-        end()
-        if (watch.timedOut !== null) this.timedOut(req, watch)
-        if (this.tap) this.settle(req, null, NO_TEXT, cut.aborted, null, status, cut.errorCode)
-      },
-    )
+    const read = (chunk: { done: boolean; value?: Uint8Array }): void => {
+      const value = chunk.value
+      if (value !== undefined) {
+        watch.touch()
+        if (first === null) first = value
+        else (more ??= [first]).push(value)
+        reader.read().then(read, failed)
+        return
+      }
+      this.jsonEnded(req, answer, plan, watch, status, more === null ? (first ?? EMPTY) : Buffer.concat(more))
+    }
+    reader.read().then(read, failed)
     return new Response(upstream.body, { status, headers })
+  }
+
+  /** The whole copy of a non-streamed answer was read: the plan is released, the watch ended, and the usage and completion hooks hear of it. */
+  private jsonEnded(req: GatewayRequest, answer: Answer, plan: RoutePlan, watch: BodyWatch, status: number, bytes: Uint8Array): void {
+    answer.detach()
+    this.watchdog.end(watch)
+    this.release(plan, req)
+    if (!this.tap) return
+    const usage = parseUsage(findUsage(bytes), this.pricingOf(req))
+    // The text is read only when there is no usage to take.
+    const completion =
+      usage !== null
+        ? NO_TEXT
+        : () => {
+            const parsed = parseAnswer(bytes)
+            return parsed === null ? [] : messageText(parsed)
+          }
+    this.settle(req, usage, completion, false, null, status)
   }
 
   /**
@@ -1174,6 +1184,20 @@ function estimateUsage(req: GatewayRequest, texts: ChoiceTexts, pricing: Pricing
     totalTokens: promptTokens + completionTokens,
     costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing, cacheWrites),
     source: 'estimated',
+  }
+}
+
+/** The bytes of an answer whose copy held none. */
+const EMPTY = new Uint8Array(0)
+
+/** A non-streamed answer's JSON object; null when it is none. */
+function parseAnswer(bytes: Uint8Array): Record<string, unknown> | null {
+  try {
+    const parsed: unknown = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'))
+    return isRecord(parsed) ? parsed : null
+  } catch {
+    // A body that is not JSON has nothing to count.
+    return null
   }
 }
 
