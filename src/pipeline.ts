@@ -544,6 +544,10 @@ export class Pipeline {
           await response.body?.cancel().catch(() => {})
           return { status: 502, error: htmlAnswer(target, response.status), retryAfter: null }
         }
+        if (response.body === null || response.headers.get('content-length') === '0') {
+          await response.body?.cancel().catch(() => {})
+          return { status: 502, error: emptyAnswer(target, response.status), retryAfter: null }
+        }
         kept = true
         return new Answer(response, guard, startedAt)
       }
@@ -586,7 +590,7 @@ export class Pipeline {
     if (!upstream.body) {
       answer.detach()
       this.release(plan, req)
-      // Nothing to tap (a bodiless answer): the usage and completion hooks still hear of it.
+      // attempt() takes a 2xx without a body for the upstream's failure; should one come here, the hooks still hear of it.
       if (this.tap) this.settle(req, null, NO_TEXT, false, null, upstream.status)
       return new Response(null, { status: upstream.status, headers })
     }
@@ -751,19 +755,42 @@ export class Pipeline {
     return new Response(upstream.body, { status, headers })
   }
 
-  /** The whole copy of a non-streamed answer was read: the plan is released, the watch ended, and the usage and completion hooks hear of it. */
+  /**
+   * The whole copy of a non-streamed answer was read: the plan is released, the watch ended, and
+   * the usage and completion hooks hear of it. A body that is no completion (an error object, or
+   * nothing, at HTTP 2xx) is looked for only when it states no usage, and is the upstream's failure:
+   * logged as upstream_error and counted against its key (the client has the body already).
+   */
   private jsonEnded(req: GatewayRequest, answer: Answer, plan: RoutePlan, watch: BodyWatch, status: number, bytes: Uint8Array): void {
+    // Someone reads the answer: the hooks, or the plan that counts a failure against its key.
+    const reads = this.tap || plan.report !== undefined
+    const raw = reads ? findUsage(bytes) : undefined
+    /** The answer parsed, once: undefined until it is (only without usage), null when it is no JSON object. */
+    let body: Record<string, unknown> | null | undefined = undefined
+    let failed = false
+    if (reads && raw === undefined) {
+      body = parseAnswer(bytes)
+      const said = notAnAnswer(body, bytes)
+      if (said !== null) {
+        failed = true
+        const target = req.target
+        const message = target && `Upstream provider "${target.provider.id}" answered HTTP ${status} with ${scrubAll(said, secretsOf(target))}, not a completion.`
+        this.failedAfterHeaders(req, plan, watch, 'upstream_error', answer.startedAt, message)
+      }
+    }
     answer.detach()
     this.watchdog.end(watch)
     this.release(plan, req)
     if (!this.tap) return
-    const usage = parseUsage(findUsage(bytes), this.pricingOf(req))
+    // Nothing was generated, nothing is billed: the hooks hear of a failure without usage, as of one before the headers.
+    if (failed) return this.defer(req, { status, errorCode: 'upstream_error', latencyMs: performance.now() - req.startedAt, ttftMs: null, aborted: false })
+    const usage = raw === undefined ? null : parseUsage(raw, this.pricingOf(req))
     // The text is read only when there is no usage to take.
     const completion =
       usage !== null
         ? NO_TEXT
         : () => {
-            const parsed = parseAnswer(bytes)
+            const parsed = body === undefined ? parseAnswer(bytes) : body
             return parsed === null ? [] : messageText(parsed)
           }
     this.settle(req, usage, completion, false, null, status)
@@ -1088,15 +1115,17 @@ export class Pipeline {
   /**
    * A body the gateway reads failed after its headers by the upstream's doing: it sent nothing for
    * the provider's idle_ms or did not finish by total_ms (`upstream_timeout`), or its connection
-   * broke (`upstream_error`). The plan hears of it as the failure of the attempt it was told had
+   * broke, or its 2xx body was an error object and no completion (`upstream_error`, with what it
+   * said as `said`). The plan hears of it as the failure of the attempt it was told had
    * succeeded, before its release (balance counts it against the key and model); nothing is retried,
    * the client has had part of the answer. A client that went away or a shutdown (code null or
    * not_ready) is no upstream's failure, and the success path does none of this.
    */
-  private failedAfterHeaders(req: GatewayRequest, plan: RoutePlan, watch: BodyWatch, code: ErrorCode | null, startedAt: number): void {
+  private failedAfterHeaders(req: GatewayRequest, plan: RoutePlan, watch: BodyWatch, code: ErrorCode | null, startedAt: number, said?: string): void {
     const target = req.target
     if (!plan.report || target === undefined || (code !== 'upstream_timeout' && code !== 'upstream_error')) return
-    const message = code === 'upstream_timeout' ? watch.describe(target.provider.id) : `Upstream provider "${target.provider.id}" broke off its answer after the headers (its connection failed).`
+    const message =
+      said ?? (code === 'upstream_timeout' ? watch.describe(target.provider.id) : `Upstream provider "${target.provider.id}" broke off its answer after the headers (its connection failed).`)
     const latencyMs = performance.now() - startedAt
     try {
       plan.report(target, latencyMs, undefined, { target, status: 0, error: new GatewayError(code, message), retryAfter: null, latencyMs })
@@ -1199,6 +1228,23 @@ function parseAnswer(bytes: Uint8Array): Record<string, unknown> | null {
     // A body that is not JSON has nothing to count.
     return null
   }
+}
+
+/**
+ * What a 2xx body that is no completion says, or null for one that may be: an error object at
+ * its top (`{"error": …}`, or a Python server's `{"detail": …}`) with no `choices` nor `data`, or
+ * nothing but white space. Text that is not JSON is left alone: it may still be what the client wanted.
+ */
+function notAnAnswer(body: Record<string, unknown> | null, bytes: Uint8Array): string | null {
+  if (body === null) {
+    for (let i = 0; i < bytes.length; i++) if (bytes[i]! > 0x20) return null
+    return 'an empty body'
+  }
+  if (body.choices !== undefined || body.data !== undefined) return null
+  const error = body.error ?? body.detail
+  if (error === undefined || error === null) return null
+  const message = typeof error === 'string' ? error : isRecord(error) && typeof error.message === 'string' ? error.message : JSON.stringify(error)
+  return `an error: ${message.length > 500 ? message.slice(0, 500) + '...' : message}`
 }
 
 /** The generated text of each choice of a non-streamed OpenAI-format answer. */
@@ -1438,6 +1484,14 @@ function htmlAnswer(target: RouteTarget, status: number): GatewayError {
     'upstream_error',
     `Upstream provider "${target.provider.id}" answered HTTP ${status} with a web page (text/html), not the API's JSON: its baseUrl may point at a website or a proxy's login page. An operator must check the provider's configuration.`,
   )
+}
+
+/**
+ * A 2xx with no body (a 204, a `content-length: 0`) is no answer of a model call's: a proxy or a
+ * server that lost the completion. Passed on, the client's SDK would fail on it as on a success.
+ */
+function emptyAnswer(target: RouteTarget, status: number): GatewayError {
+  return new GatewayError('upstream_error', `Upstream provider "${target.provider.id}" answered HTTP ${status} with an empty body, not a completion.`)
 }
 
 /** An adapter's refusal (see refusalResponse): the client's to fix, said as the adapter said it, blaming no provider. */

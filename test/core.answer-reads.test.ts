@@ -137,3 +137,57 @@ describe('a JSON answer kept alive with blank lines until it is ready', () => {
     expect((await health('key-queued')).last_error).toBeNull()
   })
 })
+
+describe('a 2xx that is no completion', () => {
+  test.each([
+    ['a 204', 'no-content'],
+    ['a 200 with content-length 0', 'empty'],
+  ])('%s is a 502 upstream_error, counted against the key', async (_what, model) => {
+    const before = (await health(`key-${model}`)).circuit.consecutive_failures
+    let status = 0
+    let code = ''
+    const outcome = await outcomeOf(async () => {
+      const res = await post({ model })
+      status = res.status
+      code = ((await res.json()) as { error: { code: string } }).error.code
+    })
+    expect([status, code]).toEqual([502, 'upstream_error'])
+    expect(outcome).toMatchObject({ status: 502, errorCode: 'upstream_error' })
+    const row = await health(`key-${model}`)
+    expect(row.circuit.consecutive_failures).toBe(before + 1)
+    expect(row.last_error?.status).toBe(502)
+    expect(row.last_error?.message).toContain('empty body')
+  })
+
+  test('an empty answer is retried on the next target, as a 5xx is', async () => {
+    const res = await post({ model: 'empty-then-fine' })
+    expect(res.status).toBe(200)
+    expect(((await res.json()) as typeof completion).choices[0]!.message.content).toBe('Hello there')
+    expect((await health('key-retry-empty')).last_error?.status).toBe(502)
+  })
+
+  test.each([
+    ['an error object', 'error-200', 'The server had an error'],
+    ["a Python server's detail", 'detail-200', 'Internal error in model worker'],
+    ['a body of blank lines with no length', 'blank-chunked', 'empty body'],
+  ])('%s at HTTP 200 reaches the client as sent, and is logged and counted as upstream_error, not billed', async (_what, model, said) => {
+    const before = (await health(`key-${model}`)).circuit.consecutive_failures
+    let status = 0
+    const outcome = await outcomeOf(async () => {
+      const res = await post({ model })
+      status = res.status
+      await res.text()
+    })
+    expect(status).toBe(200)
+    expect(outcome).toMatchObject({ status: 200, errorCode: 'upstream_error', aborted: false, usage: undefined })
+    const row = await health(`key-${model}`)
+    expect(row.circuit.consecutive_failures).toBe(before + 1)
+    expect(row.last_error?.message).toContain(said)
+  })
+
+  test('an answer without usage is still an answer', async () => {
+    const outcome = await outcomeOf(async () => (await post({ model: 'no-usage' })).text())
+    expect(outcome).toMatchObject({ status: 200, errorCode: null })
+    expect((await health('key-no-usage')).last_error).toBeNull()
+  })
+})
