@@ -914,8 +914,8 @@ export class Pipeline {
       let keep = true
       if (hasUsage) {
         seen.take(parsed)
-        const choices = parsed.choices
-        if (hideUsageChunk && Array.isArray(choices) && choices.length === 0) keep = false
+        // Some servers' usage chunk has no `choices` key, or null: still no chunk a client that did not ask for it can read.
+        if (hideUsageChunk && noChoices(parsed.choices)) keep = false
       }
       let chunk: Readonly<Record<string, unknown>> = parsed
       let by = -1
@@ -1378,6 +1378,11 @@ class StreamUsage {
     const data = this.last
     return data === null || !FINISHED.test(data)
   }
+}
+
+/** A usage chunk's `choices`: none at all (missing, null or empty), as OpenAI's usage chunk has. */
+function noChoices(choices: unknown): boolean {
+  return choices === undefined || choices === null || (Array.isArray(choices) && choices.length === 0)
 }
 
 /** How a stream that ended by itself is logged: the error event it ended on, or upstream_error when it stopped before it finished. */

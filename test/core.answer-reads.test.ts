@@ -191,3 +191,16 @@ describe('a 2xx that is no completion', () => {
     expect((await health('key-no-usage')).last_error).toBeNull()
   })
 })
+
+describe('a usage chunk without choices', () => {
+  test.each(['usage-no-choices', 'usage-null-choices'])('(%s) is hidden from a client that did not ask for usage', async (model) => {
+    const stream = await new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 }).chat.completions.create({ model, stream: true, messages: [{ role: 'user', content: 'hi' }] })
+    let text = ''
+    // The README's loop: a chunk without choices would throw here.
+    for await (const chunk of stream) {
+      expect(chunk.usage ?? null).toBeNull()
+      text += chunk.choices[0]?.delta?.content ?? ''
+    }
+    expect(text).toBe('Hello')
+  })
+})
