@@ -659,15 +659,22 @@ export class Pipeline {
     const split = (text: string): void => {
       for (const e of splitter.push(text)) inspect(e)
     }
-    /** What was held, read: the usage from the end when there is one, else every event. */
-    const readHeld = (): void => {
+    /**
+     * What was held, read: the usage from the end when there is one, else every event. A stream
+     * whose read failed (`whole` false) is read event by event: how far it got tells whether it
+     * had ended before.
+     */
+    const readHeld = (whole: boolean): void => {
       if (held === null) {
         split(decoder.decode())
       } else {
         const text = decoder.decode(held.length === 1 ? held[0] : Buffer.concat(held))
         held = null
-        if (ENDS_DONE.test(text.slice(-64))) seen.done = true
-        if (!seen.takeLast(text)) split(text)
+        if (!whole) split(text)
+        else {
+          if (ENDS_DONE.test(text.slice(-64))) seen.done = true
+          if (!seen.takeLast(text)) split(text)
+        }
       }
       const rest = splitter.flush()
       if (rest !== null) inspect(rest)
@@ -676,13 +683,15 @@ export class Pipeline {
       answer.detach()
       this.watchdog.end(watch)
       this.release(plan, req)
-      readHeld()
       this.settle(req, seen.usage, seen.completion, aborted, ttft, status, errorCode ?? (aborted ? null : endCode(seen)), prompt)
     }
     const read = (): void => {
       reader.read().then(
         ({ done, value }) => {
-          if (done) return finish(false, null)
+          if (done) {
+            readHeld(true)
+            return finish(false, null)
+          }
           watch.touch()
           if (ttft === null) ttft = performance.now() - req.startedAt
           copied += value.byteLength
@@ -703,6 +712,10 @@ export class Pipeline {
           read()
         },
         () => {
+          readHeld(false)
+          // The client's SDK stopped at [DONE] (or at an error event) and left before the upstream's
+          // end of stream came: the answer had ended by itself, no client cut it short.
+          if (watch.timedOut === null && seen.ended()) return finish(false, null)
           if (watch.timedOut !== null) this.timedOut(req, watch)
           const end = this.cutShort(req, watch)
           // Past MIRROR_MAX_BYTES the gateway cut it itself: not a failure of the upstream's.
@@ -999,6 +1012,17 @@ export class Pipeline {
             }
           }
         } catch (error) {
+          // The answer had ended by itself ([DONE], an error event) before the read failed: the
+          // client left at its end, or the upstream's connection dropped after it. Ended, not cut.
+          if (watch.timedOut === null && seen.ended()) {
+            try {
+              controller.close()
+            } catch {
+              // The client's stream is closed already.
+            }
+            finish(false)
+            return
+          }
           // Rewritten, the client's stream holds whole events only; else as much as was handed on.
           this.broke(req, controller, watch, error, rewrite || !splitter.pending)
           const end = this.cutShort(req, watch)
@@ -1007,7 +1031,9 @@ export class Pipeline {
         }
       },
       cancel(reason) {
-        finish(true)
+        // A client's SDK cancels the body at [DONE] or at an error event, often before the upstream's
+        // end of stream: an answer that had ended by itself is settled as ended, not as cut short.
+        finish(!seen.ended())
         return reader.cancel(reason)
       },
     })
@@ -1324,6 +1350,8 @@ class StreamUsage {
   private last: string | null = null
   /** Whether the stream's `data: [DONE]` came. */
   done = false
+  /** The usage came in the answer's last event: one of no choices (OpenAI's usage chunk), or with its finish_reason. */
+  private finalUsage = false
 
   constructor(private readonly pricing: () => Pricing | undefined) {}
 
@@ -1340,7 +1368,19 @@ class StreamUsage {
 
   /** The parsed event that carries usage. */
   take(parsed: Record<string, unknown>): void {
-    this.usage = parseUsage(parsed.usage, this.pricing()) ?? this.usage
+    const usage = parseUsage(parsed.usage, this.pricing())
+    if (usage === null) return
+    this.usage = usage
+    this.finalUsage = noChoices(parsed.choices) || (this.last !== null && FINISHED.test(this.last))
+  }
+
+  /**
+   * Whether the stream had ended by itself before a read stopped: its `[DONE]`, an error event, or
+   * its usage after (or with) its finish_reason. A client's SDK stops reading there and cancels the
+   * body, often before the upstream's end of stream arrives: the answer was whole all the same.
+   */
+  ended(): boolean {
+    return this.done || this.finalUsage || this.endedOnError() !== null
   }
 
   /** The whole stream's text at once, when it was held to its end: the usage found from the end, if any (see lastUsage). */

@@ -138,6 +138,53 @@ describe('a JSON answer kept alive with blank lines until it is ready', () => {
   })
 })
 
+describe('a stream the client stops reading at its end, before the upstream closes it', () => {
+  const client = () => new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 })
+  for (const [way, extra] of [
+    ['tapped', {}],
+    ['mirrored', { stream_options: { include_usage: true }, max_tokens: 16 }],
+  ] as const) {
+    test(`at [DONE] (${way}): ended, not a client that left`, async () => {
+      let text = ''
+      const outcome = await outcomeOf(async () => {
+        const stream = await client().chat.completions.create({ model: 'done-late', stream: true, messages: [{ role: 'user', content: 'hi' }], ...extra })
+        for await (const part of stream) text += part.choices[0]?.delta.content ?? ''
+      })
+      expect(text).toBe('Hello')
+      expect(outcome).toMatchObject({ status: 200, errorCode: null, aborted: false })
+    })
+
+    test(`at an error event (${way}): the upstream's error, not a client that left`, async () => {
+      let caught: unknown
+      const outcome = await outcomeOf(async () => {
+        const stream = await client().chat.completions.create({ model: 'error-late', stream: true, messages: [{ role: 'user', content: 'hi' }], ...extra })
+        try {
+          for await (const _ of stream);
+        } catch (error) {
+          caught = error
+        }
+      })
+      expect(caught).toBeInstanceOf(OpenAI.APIError)
+      expect(outcome).toMatchObject({ status: 200, errorCode: 'upstream_error', aborted: false })
+    })
+  }
+
+  test('a client that leaves mid-answer is still one that left', async () => {
+    const outcome = await outcomeOf(async () => {
+      const controller = new AbortController()
+      const res = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'queued', messages: [{ role: 'user', content: 'hi' }] }),
+        signal: controller.signal,
+      })
+      await res.body!.getReader().read()
+      controller.abort()
+    })
+    expect(outcome).toMatchObject({ aborted: true, errorCode: null })
+  })
+})
+
 describe('a 2xx that is no completion', () => {
   test.each([
     ['a 204', 'no-content'],
