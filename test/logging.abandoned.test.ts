@@ -10,6 +10,7 @@ import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.t
 import { ADMIN_KEY } from './support/auth.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
 import { sampleValue, scrape } from './support/metrics.ts'
+import { logRow } from './support/logging.ts'
 
 const messages = [{ role: 'user', content: 'tell me a long story' }]
 let upstream: MockUpstream
@@ -102,4 +103,17 @@ test('a client gone before the answer and one gone mid-stream: client_closed in 
     ['slow', 1, 0],
     ['streamy', 1, 0],
   ])
+
+  // Streams whose upstream failed after their 200 went out are errors too (they were counted as none).
+  const at = new Date().toISOString()
+  await gw.gateway.services.db.db
+    .insertInto('request_logs')
+    .values([
+      logRow('req_cut_1', at, { model: 'cut', streamed: 1, error_code: 'upstream_error' }),
+      logRow('req_cut_2', at, { model: 'cut', streamed: 1, error_code: 'upstream_timeout' }),
+      logRow('req_cut_3', at, { model: 'cut', streamed: 1 }),
+    ])
+    .execute()
+  const cut = await fetch(`${gw.url}/admin/usage?group_by=model&model=cut`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+  expect(((await cut.json()) as { data: Array<{ group: string; requests: number; errors: number }> }).data).toMatchObject([{ group: 'cut', requests: 3, errors: 2 }])
 }, 20_000)

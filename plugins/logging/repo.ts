@@ -88,9 +88,11 @@ export async function usageBy(db: Db, by: Grouping, filter: LogFilter, limit: nu
     .select([
       sql<string | null>`${group}`.as('group'),
       (eb) => eb.fn.countAll<number>().as('requests'),
-      // A request the client abandoned is no error, whether it left before the answer (499) or
-      // during a stream (200): both carry client_closed, which only an abandonment does.
-      sql<number>`sum(case when ${sql.ref('status')} >= 400 and (${sql.ref('error_code')} is null or ${sql.ref('error_code')} <> ${CLIENT_CLOSED}) then 1 else 0 end)`.as('errors'),
+      // An error is an answer of 400 or more, or one whose upstream failed after its 200 went out (a
+      // stream cut by upstream_error or upstream_timeout); a request the client abandoned is none,
+      // whether it left before the answer (499) or during a stream (200): both carry client_closed,
+      // which only an abandonment does.
+      sql<number>`sum(case when (${sql.ref('status')} >= 400 or ${sql.ref('error_code')} is not null) and (${sql.ref('error_code')} is null or ${sql.ref('error_code')} <> ${CLIENT_CLOSED}) then 1 else 0 end)`.as('errors'),
       (eb) => eb.fn.sum<number>('prompt_tokens').as('prompt_tokens'),
       (eb) => eb.fn.sum<number>('completion_tokens').as('completion_tokens'),
       (eb) => eb.fn.sum<number>('total_tokens').as('total_tokens'),

@@ -26,7 +26,7 @@ export const UsageQuery = t.Object({
 export const UsageGroup = t.Object({
   group: t.Union([t.String(), t.Null()], { description: 'The key, user, team, model, provider/key id or UTC day; null for requests that had none (refused before a key was known, no upstream tried)' }),
   requests: t.Number(),
-  errors: t.Number({ description: 'Requests answered with a status of 400 or more, but for those the client abandoned (error_code client_closed, which are no error whether they ended at 499 or mid-stream at 200)' }),
+  errors: t.Number({ description: 'Requests answered with a status of 400 or more, or whose upstream failed after a 200 went out (a stream cut by upstream_error or upstream_timeout), but for those the client abandoned (error_code client_closed, which are no error whether they ended at 499 or mid-stream at 200)' }),
   prompt_tokens: t.Number(),
   completion_tokens: t.Number(),
   total_tokens: t.Number(),
