@@ -8,6 +8,7 @@ import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
 import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, completionsAsked, isRecord, maxTokensOf, streamErrorFrame } from './providers/shared/openai-format.ts'
 import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
+import { spentLimitsResetS } from './lib/rate-headers.ts'
 import { cacheWritesOf, carriesUsage, findUsage, lastUsage, parseUsage, priceOf, promptUsageOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
 import type {
@@ -556,7 +557,7 @@ export class Pipeline {
       return {
         status: response.status,
         error: upstreamError(response.status, text, target, response.headers),
-        retryAfter: retryAfterSeconds(response.headers),
+        retryAfter: retryAfterSeconds(response.headers, response.status),
       }
     } catch (error) {
       if (guard.timedOut) {
@@ -1568,16 +1569,17 @@ function errorMessage(error: unknown): string {
 /**
  * How long the upstream asks to be left alone, in seconds: `retry-after-ms` first (OpenAI and Azure
  * send it, more precise, and their SDKs read it before Retry-After), then `Retry-After` (seconds or
- * an HTTP date); null when neither says.
+ * an HTTP date), then for a 429 the reset of the limits its rate-limit headers say are spent; null
+ * when none says.
  */
-function retryAfterSeconds(headers: Headers): number | null {
+function retryAfterSeconds(headers: Headers, status: number): number | null {
   const ms = headers.get('retry-after-ms')
   if (ms !== null && ms.trim() !== '') {
     const n = Number(ms)
     if (Number.isFinite(n) && n >= 0) return n / 1000
   }
   const value = headers.get('retry-after')
-  if (!value) return null
+  if (!value) return status === 429 ? spentLimitsResetS(headers, Date.now()) : null
   const n = Number(value)
   if (Number.isFinite(n)) return Math.max(0, n)
   const at = Date.parse(value)

@@ -84,7 +84,9 @@ describe('429 and Retry-After', () => {
   test.each([
     ['retry-after-ms alone', { 'retry-after-ms': '400' }],
     ['retry-after-ms before Retry-After', { 'retry-after-ms': '400', 'retry-after': '5' }],
-  ] as const)('%s (as OpenAI and Azure send it) sets the cooldown, not cooldown_ms', async (_what, headers) => {
+    // No Retry-After at all: the reset of the limit the headers say is spent (OpenAI's duration form).
+    ['the spent limit\'s x-ratelimit-reset-*', { 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '400ms', 'x-ratelimit-remaining-tokens': '900', 'x-ratelimit-reset-tokens': '6m0s' }],
+  ] as const)('%s (as OpenAI and Azure send it) sets a 429\'s cooldown, not cooldown_ms', async (_what, headers) => {
     const g = await boot({ keys: ['a', 'b'], options: { cooldown_ms: 5000 } })
     up.set(secretOf('a'), { failure: { status: 429, headers, times: 1 } })
     const started = Date.now()

@@ -1,3 +1,5 @@
+import { resetAt } from '../../src/lib/rate-headers.ts'
+
 /**
  * What a key learned about one upstream model: providers limit each model apart (OpenAI's and
  * Anthropic's rate-limit headers and 429s are per model), and one model can fail while the key's
@@ -206,43 +208,4 @@ export function headroomFrom(headers: Headers, now: number): Headroom | null {
   return best
 }
 
-/** A reset header as ms epoch: OpenAI's duration (`6m0s`, `20ms`), bare seconds, or an RFC 3339 time. */
-export function resetAt(value: string | null, now: number): number | null {
-  if (value === null) return null
-  const ms = durationMs(value)
-  if (ms !== null) return now + ms
-  const at = Date.parse(value)
-  return Number.isNaN(at) ? null : at
-}
-
-/**
- * `1h2m3.5s`, `6m0s`, `20ms` or bare seconds (`2`, `0.5`) in ms; null for anything else.
- * By hand rather than by regex: it runs on every answer that carries rate-limit headers.
- */
-function durationMs(v: string): number | null {
-  const end = v.length
-  let i = 0
-  let total = 0
-  let parts = 0
-  while (i < end) {
-    const start = i
-    while (i < end && ((v.charCodeAt(i) >= 48 && v.charCodeAt(i) <= 57) || v.charCodeAt(i) === 46)) i++
-    if (i === start) return null
-    const n = Number(v.slice(start, i))
-    if (Number.isNaN(n)) return null
-    parts++
-    if (i === end) return parts === 1 ? n * 1000 : null
-    const unit = v.charCodeAt(i)
-    if (unit === 104) total += n * 3_600_000 // h
-    else if (unit === 115) total += n * 1000 // s
-    else if (unit === 109) {
-      // m, or ms
-      if (v.charCodeAt(i + 1) === 115) {
-        total += n
-        i++
-      } else total += n * 60_000
-    } else return null
-    i++
-  }
-  return parts > 0 ? total : null
-}
+export { resetAt }
