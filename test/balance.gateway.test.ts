@@ -3,11 +3,11 @@
  * key's own tpm, and a key whose secret the operator replaced through the admin API. Real HTTP
  * on 127.0.0.1 to the keyed upstream (the only fake), which tells the keys apart by secret.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import { describe, expect, test } from 'bun:test'
 import type { ConfigFile } from '../src/config/schema.ts'
 import { definePlugin, type Usage } from '../src/plugin.ts'
-import { startKeyedUpstream, type KeyedUpstream } from './fixtures/keyed-upstream.ts'
-import { secretOf, type HealthRow } from './support/balance.ts'
+import { startKeyedUpstream } from './fixtures/keyed-upstream.ts'
+import { secretOf, type HealthRow, upstreamForFile } from './support/balance.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'
 import { expectError, postJson, waitFor } from './support/http.ts'
 
@@ -16,30 +16,17 @@ const admin = { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/j
 /** Short timings so a failing key does not slow the tests. */
 const FAST = { cooldown_ms: 1000, circuit_failures: 3, circuit_open_ms: 600, backoff_ms: 5, backoff_max_ms: 20 }
 
-let up: KeyedUpstream
-let gw: TestGateway | undefined
-
-beforeAll(async () => {
-  up = await startKeyedUpstream()
-})
-afterAll(async () => {
-  await up.stop()
-})
-beforeEach(() => up.reset())
-afterEach(async () => {
-  await gw?.close()
-  gw = undefined
-})
+const fixture = upstreamForFile(startKeyedUpstream)
 
 async function boot(config: ConfigFile, plugins: unknown[] = []): Promise<TestGateway> {
-  gw = await startGateway({ ...config, plugins: [{ use: 'balance', options: FAST }, ...plugins] }, { env: { SLUICE_ADMIN_KEY: ADMIN } })
+  const gw = fixture.closeAfter(await startGateway({ ...config, plugins: [{ use: 'balance', options: FAST }, ...plugins] }, { env: { SLUICE_ADMIN_KEY: ADMIN } }))
   return gw
 }
 
-const provider = (id: string, keys: NonNullable<ConfigFile['providers']>[number]['keys']) => ({ id, type: 'openai-compatible' as const, baseUrl: up.url, keys })
+const provider = (id: string, keys: NonNullable<ConfigFile['providers']>[number]['keys']) => ({ id, type: 'openai-compatible' as const, baseUrl: fixture.up.url, keys })
 const chat = (g: TestGateway, body: Record<string, unknown> = {}) =>
   postJson(`${g.url}/v1/chat/completions`, { model: 'm', messages: [{ role: 'user', content: 'hello' }], ...body })
-const requests = (key: string): number => up.stats(secretOf(key)).requests
+const requests = (key: string): number => fixture.up.stats(secretOf(key)).requests
 
 describe('usage after a fallback', () => {
   test('is priced at the group that served the request, not the one the client named', async () => {
@@ -55,7 +42,7 @@ describe('usage after a fallback', () => {
       },
       [recorder],
     )
-    up.set(secretOf('m1'), { failure: { status: 500 } })
+    fixture.up.set(secretOf('m1'), { failure: { status: 500 } })
     const res = await chat(g)
     expect(res.status).toBe(200)
     const body = (await res.json()) as { model: string; usage: { prompt_tokens: number; completion_tokens: number } }
@@ -116,13 +103,13 @@ describe('a provider key whose secret the operator replaced', () => {
     const created = await fetch(`${g.url}/admin/providers`, {
       method: 'POST',
       headers: admin,
-      body: JSON.stringify({ id: 'live', type: 'openai-compatible', base_url: up.url, keys: [{ id: 'k1', secret: OLD }] }),
+      body: JSON.stringify({ id: 'live', type: 'openai-compatible', base_url: fixture.up.url, keys: [{ id: 'k1', secret: OLD }] }),
     })
     expect(created.status).toBe(201)
     const model = await fetch(`${g.url}/admin/models`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'm', targets: [{ provider: 'live', model: 'mock-gpt' }] }) })
     expect(model.status).toBe(201)
 
-    up.set(OLD, { failure: { status: 401 } })
+    fixture.up.set(OLD, { failure: { status: 401 } })
     await expectError(await chat(g), 'upstream_error')
     expect((await keyRow(g)).state).toBe('dead')
 
@@ -130,14 +117,14 @@ describe('a provider key whose secret the operator replaced', () => {
     const headers = await fetch(`${g.url}/admin/providers/live`, { method: 'PATCH', headers: admin, body: JSON.stringify({ headers: { 'x-team': 'a' } }) })
     expect(headers.status).toBe(200)
     await expectError(await chat(g), 'upstream_error')
-    expect(up.stats(OLD).requests).toBe(1)
+    expect(fixture.up.stats(OLD).requests).toBe(1)
 
     const replaced = await fetch(`${g.url}/admin/providers/live`, { method: 'PATCH', headers: admin, body: JSON.stringify({ keys: [{ id: 'k1', secret: NEW }] }) })
     expect(replaced.status).toBe(200)
     const res = await chat(g)
     expect(res.status).toBe(200)
     await res.arrayBuffer()
-    expect([up.stats(OLD).requests, up.stats(NEW).requests]).toEqual([1, 1])
+    expect([fixture.up.stats(OLD).requests, fixture.up.stats(NEW).requests]).toEqual([1, 1])
     const row = await keyRow(g)
     expect(row.state).toBe('healthy')
     expect(row.dead_reason).toBeNull()
@@ -158,7 +145,7 @@ describe('keys added or removed through the admin API', () => {
     const created = await fetch(`${g.url}/admin/providers`, {
       method: 'POST',
       headers: admin,
-      body: JSON.stringify({ id: 'live', type: 'openai-compatible', base_url: up.url, keys: [{ id: 'k1', secret: secretOf('k1') }] }),
+      body: JSON.stringify({ id: 'live', type: 'openai-compatible', base_url: fixture.up.url, keys: [{ id: 'k1', secret: secretOf('k1') }] }),
     })
     expect(created.status).toBe(201)
     // No request yet: the key is in the catalog, so it is in the health view, and can be reset.
@@ -167,7 +154,7 @@ describe('keys added or removed through the admin API', () => {
 
     const model = await fetch(`${g.url}/admin/models`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'm', targets: [{ provider: 'live', model: 'mock-gpt' }] }) })
     expect(model.status).toBe(201)
-    up.set(secretOf('k1'), { failure: { status: 401 } })
+    fixture.up.set(secretOf('k1'), { failure: { status: 401 } })
     await expectError(await chat(g), 'upstream_error')
     expect((await health(g)).map((r) => [r.key, r.state])).toEqual([['k1', 'dead']])
 

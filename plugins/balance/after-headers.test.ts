@@ -5,42 +5,31 @@
  * client has had part of the answer), and a client that goes away is not the key's fault. Real
  * HTTP on 127.0.0.1: a keyed upstream whose streams can be slowed, and one that breaks every answer.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
-import { readUntilEnd, startBreakingUpstream, startKeyedUpstream, type BreakingUpstream, type KeyedUpstream } from '../../test/fixtures/keyed-upstream.ts'
-import { BALANCE_ADMIN_KEY, secretOf, type HealthRow } from '../../test/support/balance.ts'
+import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import { readUntilEnd, startBreakingUpstream, startKeyedUpstream, type BreakingUpstream } from '../../test/fixtures/keyed-upstream.ts'
+import { BALANCE_ADMIN_KEY, secretOf, upstreamForFile, type HealthRow } from '../../test/support/balance.ts'
 import { startGateway, type TestGateway } from '../../test/support/gateway.ts'
 import { definePlugin, type Outcome } from '../../src/plugin.ts'
 import type { ConfigFile } from '../../src/config/schema.ts'
 
 const OPTIONS = { circuit_failures: 2, circuit_open_ms: 30_000, backoff_ms: 0 }
 
-let up: KeyedUpstream
+const fixture = upstreamForFile(startKeyedUpstream)
 let breaking: BreakingUpstream
-let gw: TestGateway | undefined
 const outcomes: Outcome[] = []
 /** A completion hook: the gateway then reads (taps) every stream for it. */
 const recorder = definePlugin({ name: 'outcome-recorder', setup: () => ({ onComplete: (_req, outcome) => void outcomes.push(outcome) }) })
 
-beforeAll(async () => {
-  up = await startKeyedUpstream()
+beforeAll(() => {
   breaking = startBreakingUpstream(2)
 })
-afterAll(async () => {
-  breaking.stop()
-  await up.stop()
-})
+afterAll(() => breaking.stop())
 beforeEach(() => {
-  up.reset()
   outcomes.length = 0
-})
-afterEach(async () => {
-  await gw?.close()
-  gw = undefined
 })
 
 async function boot(providers: NonNullable<ConfigFile['providers']>, models: ConfigFile['models'], plugins: unknown[] = []): Promise<TestGateway> {
-  gw = await startGateway({ providers, models, plugins: [{ use: 'balance', options: OPTIONS }, ...plugins] }, { env: { SLUICE_ADMIN_KEY: BALANCE_ADMIN_KEY } })
-  return gw
+  return fixture.closeAfter(await startGateway({ providers, models, plugins: [{ use: 'balance', options: OPTIONS }, ...plugins] }, { env: { SLUICE_ADMIN_KEY: BALANCE_ADMIN_KEY } }))
 }
 
 const chat = (g: TestGateway, body: Record<string, unknown>, signal?: AbortSignal) =>
@@ -64,10 +53,10 @@ const endCode = (text: string): string | null => /"code":"([a-z_]+)"/.exec(text.
 describe('an answer that fails after its headers', () => {
   test('a stream stalling past idle_ms counts against its key: after circuit_failures (2) its circuit opens and the other key serves the rest', async () => {
     const g = await boot(
-      [{ id: 'p', type: 'openai-compatible', baseUrl: up.url, timeouts: { idle_ms: 200 }, keys: [{ id: 'slow', secret: secretOf('slow') }, { id: 'fast', secret: secretOf('fast') }] }],
+      [{ id: 'p', type: 'openai-compatible', baseUrl: fixture.up.url, timeouts: { idle_ms: 200 }, keys: [{ id: 'slow', secret: secretOf('slow') }, { id: 'fast', secret: secretOf('fast') }] }],
       [{ name: 'm', strategy: 'round-robin', targets: [{ provider: 'p', model: 'mock-gpt' }] }],
     )
-    up.set(secretOf('slow'), { chunkDelayMs: 2000 })
+    fixture.up.set(secretOf('slow'), { chunkDelayMs: 2000 })
     const ends: (string | null)[] = []
     for (let i = 0; i < 6; i++) {
       const res = await chat(g, { stream: true })
@@ -76,7 +65,7 @@ describe('an answer that fails after its headers', () => {
     }
     // Round-robin: slow, fast, slow, fast; then slow is open and fast serves. Nothing was retried.
     expect(ends).toEqual(['upstream_timeout', null, 'upstream_timeout', null, null, null])
-    expect(up.counts([secretOf('slow'), secretOf('fast')])).toEqual([2, 4])
+    expect(fixture.up.counts([secretOf('slow'), secretOf('fast')])).toEqual([2, 4])
     const slow = await healthOf(g, 'slow')
     expect(slow.state).toBe('open')
     expect(slow.circuit_models).toEqual([{ model: 'mock-gpt', consecutive_failures: 2, open_until: expect.any(String) }])
@@ -96,7 +85,7 @@ describe('an answer that fails after its headers', () => {
     const g = await boot(
       [
         { id: 'brk', type: 'openai-compatible', baseUrl: breaking.url, keys: [{ id: 'x', secret: 'sk-breaking-0123456789' }] },
-        { id: 'acct', type: 'openai-compatible', baseUrl: up.url, keys: [{ id: 'ok', secret: secretOf('ok') }] },
+        { id: 'acct', type: 'openai-compatible', baseUrl: fixture.up.url, keys: [{ id: 'ok', secret: secretOf('ok') }] },
       ],
       [{ name: 'm', strategy, targets: [{ provider: 'brk', model: 'mock-gpt' }, { provider: 'acct', model: 'mock-gpt' }] }],
       [recorder],
@@ -106,7 +95,7 @@ describe('an answer that fails after its headers', () => {
       await readUntilEnd(res.body!)
     }
     expect(breaking.requests - before).toBe(2)
-    expect(up.stats(secretOf('ok')).requests).toBe(4)
+    expect(fixture.up.stats(secretOf('ok')).requests).toBe(4)
     const x = await healthOf(g, 'x')
     expect([x.state, x.circuit.consecutive_failures, x.last_error?.status, x.in_flight]).toEqual(['open', 2, 0, 0])
     expect(x.last_error?.message).toContain('broke off')
@@ -116,10 +105,10 @@ describe('an answer that fails after its headers', () => {
 
   test('a client that goes away mid-stream is not the key\'s fault', async () => {
     const g = await boot(
-      [{ id: 'p', type: 'openai-compatible', baseUrl: up.url, timeouts: { idle_ms: 5000 }, keys: [{ id: 'slow', secret: secretOf('slow') }] }],
+      [{ id: 'p', type: 'openai-compatible', baseUrl: fixture.up.url, timeouts: { idle_ms: 5000 }, keys: [{ id: 'slow', secret: secretOf('slow') }] }],
       [{ name: 'm', targets: [{ provider: 'p', model: 'mock-gpt' }] }],
     )
-    up.set(secretOf('slow'), { chunkDelayMs: 1000 })
+    fixture.up.set(secretOf('slow'), { chunkDelayMs: 1000 })
     for (let i = 0; i < 3; i++) {
       const client = new AbortController()
       const res = await chat(g, { stream: true }, client.signal)

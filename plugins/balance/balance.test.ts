@@ -3,37 +3,24 @@
  * that tells the provider keys apart by their secret, so every test can say which key served
  * what. Each test boots its own gateway (key health is per gateway) on the shared upstream.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, spyOn, test } from 'bun:test'
+import { describe, expect, spyOn, test } from 'bun:test'
 import { parseSse } from '../../test/fixtures/mock-upstream.ts'
-import { readUntilEnd, startBreakingUpstream, startKeyedUpstream, type KeyedUpstream } from '../../test/fixtures/keyed-upstream.ts'
-import { secretOf, startBalanceGateway, type BalanceGateway, type BalanceSetup } from '../../test/support/balance.ts'
+import { readUntilEnd, startBreakingUpstream, startKeyedUpstream } from '../../test/fixtures/keyed-upstream.ts'
+import { secretOf, startBalanceGateway, type BalanceGateway, type BalanceSetup, upstreamForFile } from '../../test/support/balance.ts'
 import { expectError, waitFor } from '../../test/support/http.ts'
 
 /** Short timings so cooldowns, open circuits and backoffs fit in a test. */
 const FAST = { cooldown_ms: 1000, circuit_failures: 3, circuit_open_ms: 600, backoff_ms: 10, backoff_max_ms: 40 }
 
-let up: KeyedUpstream
-let gw: BalanceGateway | undefined
-
-beforeAll(async () => {
-  up = await startKeyedUpstream()
-})
-afterAll(async () => {
-  await up.stop()
-})
-beforeEach(() => up.reset())
-afterEach(async () => {
-  await gw?.close()
-  gw = undefined
-})
+const fixture = upstreamForFile(startKeyedUpstream)
 
 async function boot(setup: Partial<BalanceSetup> & { keys?: readonly string[] }): Promise<BalanceGateway> {
   const { keys, ...rest } = setup
-  gw = await startBalanceGateway(up.url, { providers: { acct: keys ?? ['a', 'b'] }, ...rest, options: { ...FAST, ...rest.options } })
+  const gw = fixture.closeAfter(await startBalanceGateway(fixture.up.url, { providers: { acct: keys ?? ['a', 'b'] }, ...rest, options: { ...FAST, ...rest.options } }))
   return gw
 }
 
-const requests = (key: string): number => up.stats(secretOf(key)).requests
+const requests = (key: string): number => fixture.up.stats(secretOf(key)).requests
 
 /** `n` chat requests one after another; every one must succeed. */
 async function okSequential(g: BalanceGateway, n: number, body: Record<string, unknown> = {}): Promise<void> {
@@ -62,7 +49,7 @@ async function eventually(check: () => Promise<boolean>, what: string, ms = 3000
 describe('429 and Retry-After', () => {
   test('a rate-limited key is skipped until its Retry-After ends, then used again', async () => {
     const g = await boot({ keys: ['a', 'b'] })
-    up.set(secretOf('a'), { failure: { status: 429, headers: { 'retry-after': '1' }, times: 1 } })
+    fixture.up.set(secretOf('a'), { failure: { status: 429, headers: { 'retry-after': '1' }, times: 1 } })
     const started = Date.now()
     // Equal weights: the first pick is `a`; its 429 sends the request on to `b` at once.
     await okSequential(g, 6)
@@ -88,7 +75,7 @@ describe('429 and Retry-After', () => {
     ['the spent limit\'s x-ratelimit-reset-*', { 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '400ms', 'x-ratelimit-remaining-tokens': '900', 'x-ratelimit-reset-tokens': '6m0s' }],
   ] as const)('%s (as OpenAI and Azure send it) sets a 429\'s cooldown, not cooldown_ms', async (_what, headers) => {
     const g = await boot({ keys: ['a', 'b'], options: { cooldown_ms: 5000 } })
-    up.set(secretOf('a'), { failure: { status: 429, headers, times: 1 } })
+    fixture.up.set(secretOf('a'), { failure: { status: 429, headers, times: 1 } })
     const started = Date.now()
     await okSequential(g, 1)
     const row = await g.key('a')
@@ -102,7 +89,7 @@ describe('429 and Retry-After', () => {
 
   test('without Retry-After the configured cooldown applies', async () => {
     const g = await boot({ keys: ['a', 'b'], options: { cooldown_ms: 300 } })
-    up.set(secretOf('a'), { failure: { status: 429, times: 1 } })
+    fixture.up.set(secretOf('a'), { failure: { status: 429, times: 1 } })
     await okSequential(g, 3)
     expect(requests('a')).toBe(1)
     const row = await g.key('a')
@@ -113,7 +100,7 @@ describe('429 and Retry-After', () => {
 
   test('every key cooling: 503 no_healthy_upstream with Retry-After, and no upstream call', async () => {
     const g = await boot({ keys: ['a'] })
-    up.set(secretOf('a'), { failure: { status: 429, headers: { 'retry-after': '2' } } })
+    fixture.up.set(secretOf('a'), { failure: { status: 429, headers: { 'retry-after': '2' } } })
     const first = await g.chat()
     expect(first.headers.get('retry-after')).toBe('2')
     const error = await expectError(first, 'no_healthy_upstream')
@@ -131,7 +118,7 @@ describe('429 and Retry-After', () => {
 describe('401 and 403: dead keys', () => {
   test('a refused key is never used again, shows dead with a reason, and an admin reset brings it back', async () => {
     const g = await boot({ keys: ['a', 'b', 'c'] })
-    up.set(secretOf('a'), { failure: { status: 401 } })
+    fixture.up.set(secretOf('a'), { failure: { status: 401 } })
     await okSequential(g, 30)
     expect(requests('a')).toBe(1)
     expect(requests('b') + requests('c')).toBe(30)
@@ -147,7 +134,7 @@ describe('401 and 403: dead keys', () => {
     expect(requests('a')).toBe(1)
 
     // The operator fixes the key upstream and puts it back.
-    up.set(secretOf('a'), { failure: null })
+    fixture.up.set(secretOf('a'), { failure: null })
     const refused = await fetch(`${g.url}/admin/providers/acct/keys/a/reset`, { method: 'POST' })
     expect(refused.status).toBe(401)
     expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('invalid_admin_key')
@@ -162,7 +149,7 @@ describe('401 and 403: dead keys', () => {
 
   test('403 kills a key too', async () => {
     const g = await boot({ keys: ['a', 'b'] })
-    up.set(secretOf('a'), { failure: { status: 403 } })
+    fixture.up.set(secretOf('a'), { failure: { status: 403 } })
     await okSequential(g, 8)
     expect(requests('a')).toBe(1)
     expect((await g.key('a')).dead_reason).toContain('HTTP 403')
@@ -170,7 +157,7 @@ describe('401 and 403: dead keys', () => {
 
   test('the only key refused: 502 upstream_error naming the provider and the refusal, and so every later request, with no Retry-After, until an operator resets it', async () => {
     const g = await boot({ keys: ['a'] })
-    up.set(secretOf('a'), { failure: { status: 401 } })
+    fixture.up.set(secretOf('a'), { failure: { status: 401 } })
     const first = await g.chat()
     expect(first.headers.get('retry-after')).toBeNull()
     const refusal = await expectError(first, 'upstream_error')
@@ -188,7 +175,7 @@ describe('401 and 403: dead keys', () => {
     }
     expect(requests('a')).toBe(1)
 
-    up.set(secretOf('a'), { failure: null })
+    fixture.up.set(secretOf('a'), { failure: null })
     expect((await g.admin('POST', '/admin/providers/acct/keys/a/reset')).status).toBe(200)
     await okSequential(g, 1)
     expect(requests('a')).toBe(2)
@@ -196,7 +183,7 @@ describe('401 and 403: dead keys', () => {
 
   test('403 on the only key: 502 upstream_error too', async () => {
     const g = await boot({ keys: ['a'] })
-    up.set(secretOf('a'), { failure: { status: 403 } })
+    fixture.up.set(secretOf('a'), { failure: { status: 403 } })
     const error = await expectError(await g.chat(), 'upstream_error')
     expect(error.message).toContain('(HTTP 403)')
     await expectError(await g.chat(), 'upstream_error')
@@ -205,8 +192,8 @@ describe('401 and 403: dead keys', () => {
 
   test('a refused key beside a cooling one: 503 no_healthy_upstream with the cooling key\'s Retry-After, naming both reasons', async () => {
     const g = await boot({ keys: ['a', 'b'] })
-    up.set(secretOf('a'), { failure: { status: 429, headers: { 'retry-after': '20' } } })
-    up.set(secretOf('b'), { failure: { status: 401 } })
+    fixture.up.set(secretOf('a'), { failure: { status: 429, headers: { 'retry-after': '20' } } })
+    fixture.up.set(secretOf('b'), { failure: { status: 401 } })
     // Equal weights: `a` first (429, cooling 20 s), then `b` (401, dead).
     for (const res of [await g.chat(), await g.chat()]) {
       const retryAfter = Number(res.headers.get('retry-after'))
@@ -230,7 +217,7 @@ describe('401 and 403: dead keys', () => {
 describe('5xx: retries, backoff and the circuit breaker', () => {
   test('a 5xx is retried on another key after a backoff; the client sees success', async () => {
     const g = await boot({ keys: ['a', 'b'], options: { backoff_ms: 200, backoff_max_ms: 1000 } })
-    up.set(secretOf('a'), { failure: { status: 503, times: 1 } })
+    fixture.up.set(secretOf('a'), { failure: { status: 503, times: 1 } })
     // Full jitter draws the delay in [0, ceiling); pin the draw near the top to see it.
     const random = spyOn(Math, 'random').mockReturnValue(0.9)
     try {
@@ -238,15 +225,15 @@ describe('5xx: retries, backoff and the circuit breaker', () => {
     } finally {
       random.mockRestore()
     }
-    const [failedAt] = up.stats(secretOf('a')).arrivals
-    const [retriedAt] = up.stats(secretOf('b')).arrivals
+    const [failedAt] = fixture.up.stats(secretOf('a')).arrivals
+    const [retriedAt] = fixture.up.stats(secretOf('b')).arrivals
     expect(retriedAt! - failedAt!).toBeGreaterThanOrEqual(170)
     expect(retriedAt! - failedAt!).toBeLessThan(600)
   })
 
   test('the circuit opens after N consecutive failures, keeps the key out, and a failed trial opens it again', async () => {
     const g = await boot({ keys: ['a', 'b'] })
-    up.set(secretOf('a'), { failure: { status: 500 } })
+    fixture.up.set(secretOf('a'), { failure: { status: 500 } })
     await okUntil(g, () => requests('a') === 3, 'three failures on a')
     let row = await g.key('a')
     expect(row.state).toBe('open')
@@ -267,7 +254,7 @@ describe('5xx: retries, backoff and the circuit breaker', () => {
 
   test('every key with an open circuit: 503 no_healthy_upstream saying so, Retry-After when the first circuit lets a trial through', async () => {
     const g = await boot({ keys: ['a'], options: { circuit_open_ms: 5000 } })
-    up.set(secretOf('a'), { failure: { status: 500 } })
+    fixture.up.set(secretOf('a'), { failure: { status: 500 } })
     for (let i = 0; i < 3; i++) await expectError(await g.chat(), 'upstream_error')
     const res = await g.chat()
     expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(4)
@@ -280,13 +267,13 @@ describe('5xx: retries, backoff and the circuit breaker', () => {
 
   test('a successful trial after the open period closes the circuit; only one trial runs at a time', async () => {
     const g = await boot({ keys: ['a', 'b'] })
-    up.set(secretOf('a'), { failure: { status: 500 } })
+    fixture.up.set(secretOf('a'), { failure: { status: 500 } })
     await okUntil(g, () => requests('a') === 3, 'three failures on a')
     const row = await g.key('a')
     expect(row.state).toBe('open')
 
     // The key recovers, slowly: while its trial is in flight, nobody else is sent to it.
-    up.set(secretOf('a'), { failure: null, latencyMs: 300 })
+    fixture.up.set(secretOf('a'), { failure: null, latencyMs: 300 })
     await Bun.sleep(Math.max(0, Date.parse(row.circuit.open_until!) - Date.now()) + 50)
     const results = await Promise.all(Array.from({ length: 6 }, async (_, i) => {
       await Bun.sleep(i * 20)
@@ -300,24 +287,24 @@ describe('5xx: retries, backoff and the circuit breaker', () => {
     const closed = await g.key('a')
     expect(closed.state).toBe('healthy')
     expect(closed.circuit).toEqual({ consecutive_failures: 0, open_until: null })
-    up.set(secretOf('a'), { latencyMs: 0 })
+    fixture.up.set(secretOf('a'), { latencyMs: 0 })
     await okSequential(g, 6)
     expect(requests('a')).toBeGreaterThanOrEqual(6)
   })
 
   test('every key failing: 502 upstream_error after each key was tried once', async () => {
     const g = await boot({ keys: ['a', 'b', 'c'] })
-    for (const k of ['a', 'b', 'c']) up.set(secretOf(k), { failure: { status: 500 } })
+    for (const k of ['a', 'b', 'c']) fixture.up.set(secretOf(k), { failure: { status: 500 } })
     const error = await expectError(await g.chat(), 'upstream_error')
     expect(error.message).toContain('HTTP 500')
-    expect(up.counts(['a', 'b', 'c'].map(secretOf))).toEqual([1, 1, 1])
+    expect(fixture.up.counts(['a', 'b', 'c'].map(secretOf))).toEqual([1, 1, 1])
   })
 
   test('max_attempts bounds the tries', async () => {
     const g = await boot({ keys: ['a', 'b', 'c', 'd', 'e'], options: { max_attempts: 2 } })
-    for (const k of ['a', 'b', 'c', 'd', 'e']) up.set(secretOf(k), { failure: { status: 502 } })
+    for (const k of ['a', 'b', 'c', 'd', 'e']) fixture.up.set(secretOf(k), { failure: { status: 502 } })
     await expectError(await g.chat(), 'upstream_error')
-    expect(up.counts(['a', 'b', 'c', 'd', 'e'].map(secretOf)).reduce((x, y) => x + y, 0)).toBe(2)
+    expect(fixture.up.counts(['a', 'b', 'c', 'd', 'e'].map(secretOf)).reduce((x, y) => x + y, 0)).toBe(2)
   })
 })
 
@@ -328,9 +315,9 @@ describe('the request is at fault: no retry', () => {
     [422, 'invalid_request', 422],
   ] as const)('upstream %p reaches the client as %p (%p), sent upstream once', async (status, code, clientStatus) => {
     const g = await boot({ keys: ['a', 'b', 'c'] })
-    for (const k of ['a', 'b', 'c']) up.set(secretOf(k), { failure: { status } })
+    for (const k of ['a', 'b', 'c']) fixture.up.set(secretOf(k), { failure: { status } })
     await expectError(await g.chat(), code, clientStatus)
-    expect(up.counts(['a', 'b', 'c'].map(secretOf)).reduce((x, y) => x + y, 0)).toBe(1)
+    expect(fixture.up.counts(['a', 'b', 'c'].map(secretOf)).reduce((x, y) => x + y, 0)).toBe(1)
     // Not the key's fault either: it stays healthy.
     expect((await g.health()).map((r) => r.state)).toEqual(['healthy', 'healthy', 'healthy'])
   })
@@ -347,60 +334,60 @@ describe('fallbacks', () => {
 
   test('a dead group falls back to the next; the client sees success while any path works', async () => {
     const g = await boot(setup)
-    up.set(secretOf('m1'), { failure: { status: 401 } })
-    up.set(secretOf('m2'), { failure: { status: 401 } })
+    fixture.up.set(secretOf('m1'), { failure: { status: 401 } })
+    fixture.up.set(secretOf('m2'), { failure: { status: 401 } })
     const res = await g.chat()
     expect(res.status).toBe(200)
     expect(((await res.json()) as { model: string }).model).toBe('mock-gpt-spare')
-    expect(up.counts(['m1', 'm2', 's1'].map(secretOf))).toEqual([1, 1, 1])
+    expect(fixture.up.counts(['m1', 'm2', 's1'].map(secretOf))).toEqual([1, 1, 1])
     await okSequential(g, 5)
-    expect(up.counts(['m1', 'm2', 's1'].map(secretOf))).toEqual([1, 1, 6])
+    expect(fixture.up.counts(['m1', 'm2', 's1'].map(secretOf))).toEqual([1, 1, 6])
 
     // The primary comes back: traffic returns to it.
-    up.set(secretOf('m1'), { failure: null })
+    fixture.up.set(secretOf('m1'), { failure: null })
     await g.admin('POST', '/admin/providers/main/keys/m1/reset')
     await okSequential(g, 3)
-    expect(up.counts(['m1', 's1'].map(secretOf))).toEqual([4, 6])
+    expect(fixture.up.counts(['m1', 's1'].map(secretOf))).toEqual([4, 6])
   })
 
   test('5xx on the primary falls back too', async () => {
     const g = await boot(setup)
-    up.set(secretOf('m1'), { failure: { status: 500 } })
-    up.set(secretOf('m2'), { failure: { status: 500 } })
+    fixture.up.set(secretOf('m1'), { failure: { status: 500 } })
+    fixture.up.set(secretOf('m2'), { failure: { status: 500 } })
     await okSequential(g, 1)
-    expect(up.counts(['m1', 'm2', 's1'].map(secretOf))).toEqual([1, 1, 1])
+    expect(fixture.up.counts(['m1', 'm2', 's1'].map(secretOf))).toEqual([1, 1, 1])
   })
 
   test('a primary whose retries spend max_attempts still leaves the fallback its attempt', async () => {
     const keys = ['m1', 'm2', 'm3', 'm4']
     const g = await boot({ ...setup, providers: { main: keys, spare: ['s1'] }, options: { max_attempts: 4 } })
-    for (const k of keys) up.set(secretOf(k), { failure: { status: 500 } })
+    for (const k of keys) fixture.up.set(secretOf(k), { failure: { status: 500 } })
     const res = await g.chat()
     expect(res.status).toBe(200)
     expect(((await res.json()) as { model: string }).model).toBe('mock-gpt-spare')
-    expect(up.counts([...keys, 's1'].map(secretOf))).toEqual([1, 1, 1, 1, 1])
+    expect(fixture.up.counts([...keys, 's1'].map(secretOf))).toEqual([1, 1, 1, 1, 1])
   })
 
   test('the last attempts fail: 502 upstream_error; every key of the group and its fallback dead: 502 naming them, no Retry-After', async () => {
     const g = await boot(setup)
-    up.set(secretOf('m1'), { failure: { status: 401 } })
-    up.set(secretOf('m2'), { failure: { status: 401 } })
-    up.set(secretOf('s1'), { failure: { status: 500 } })
+    fixture.up.set(secretOf('m1'), { failure: { status: 401 } })
+    fixture.up.set(secretOf('m2'), { failure: { status: 401 } })
+    fixture.up.set(secretOf('s1'), { failure: { status: 500 } })
     await expectError(await g.chat(), 'upstream_error')
 
     // The fallback's key is refused too: the upstream's own refusal, and that nothing is left.
-    up.set(secretOf('s1'), { failure: { status: 401 } })
+    fixture.up.set(secretOf('s1'), { failure: { status: 401 } })
     const last = await expectError(await g.chat(), 'upstream_error')
     expect(last.message).toContain('Upstream provider "spare" refused the gateway\'s key "s1" (HTTP 401)')
     expect(last.message).toContain('Model "m" and its fallbacks have no upstream key left')
-    const before = up.counts(['m1', 'm2', 's1'].map(secretOf))
+    const before = fixture.up.counts(['m1', 'm2', 's1'].map(secretOf))
     const res = await g.chat()
     // Dead keys come back only through an operator: no time to retry after.
     expect(res.headers.get('retry-after')).toBeNull()
     const error = await expectError(res, 'upstream_error')
     expect(error.message).toContain('main/m1, main/m2, spare/s1')
     expect(error.message).toContain('/admin/providers/health')
-    expect(up.counts(['m1', 'm2', 's1'].map(secretOf))).toEqual(before)
+    expect(fixture.up.counts(['m1', 'm2', 's1'].map(secretOf))).toEqual(before)
     expect((await g.health()).map((r) => r.state)).toEqual(['dead', 'dead', 'dead'])
   })
 })
@@ -408,7 +395,7 @@ describe('fallbacks', () => {
 describe('strategies through the gateway', () => {
   test('least-busy avoids a slow key', async () => {
     const g = await boot({ keys: ['slow', 'fast'], models: [{ name: 'm', strategy: 'least-busy', targets: [{ provider: 'acct', model: 'mock-gpt' }] }] })
-    up.set(secretOf('slow'), { latencyMs: 250 })
+    fixture.up.set(secretOf('slow'), { latencyMs: 250 })
     const until = Date.now() + 1200
     await Promise.all(Array.from({ length: 4 }, async () => {
       while (Date.now() < until) await okSequential(g, 1)
@@ -438,7 +425,7 @@ describe('strategies through the gateway', () => {
 
   test('latency shifts traffic off a key that became slower', async () => {
     const g = await latencyGateway()
-    up.set(secretOf('a'), { latencyMs: 80 })
+    fixture.up.set(secretOf('a'), { latencyMs: 80 })
     await okSequential(g, 20)
     // Whichever key goes first, the other is tried next (an unknown latency wins the tie): `a` once.
     const first = [requests('a'), requests('b')]
@@ -446,8 +433,8 @@ describe('strategies through the gateway', () => {
 
     // `a`'s average is its one 80 ms sample. 250 ms samples take `b` past it within two requests,
     // and past a sample of a few times that within a few more.
-    up.set(secretOf('a'), { latencyMs: 0 })
-    up.set(secretOf('b'), { latencyMs: 250 })
+    fixture.up.set(secretOf('a'), { latencyMs: 0 })
+    fixture.up.set(secretOf('b'), { latencyMs: 250 })
     await okSequential(g, 20)
     const second = [requests('a') - first[0]!, requests('b') - first[1]!]
     expect(second[0]!).toBeGreaterThanOrEqual(14)
@@ -456,12 +443,12 @@ describe('strategies through the gateway', () => {
 
   test('latency: a key that was slow once is tried again once its average is older than latency_ttl_ms, and takes traffic if it is fast now', async () => {
     const g = await latencyGateway({ latency_ttl_ms: 500 })
-    up.set(secretOf('a'), { latencyMs: 150 })
+    fixture.up.set(secretOf('a'), { latencyMs: 150 })
     await okSequential(g, 10)
     expect([requests('a'), requests('b')]).toEqual([1, 9])
     // `a` is fast again, but nothing sends it a request to show it while its 150 ms average stands.
-    up.set(secretOf('a'), { latencyMs: 0 })
-    up.set(secretOf('b'), { latencyMs: 40 })
+    fixture.up.set(secretOf('a'), { latencyMs: 0 })
+    fixture.up.set(secretOf('b'), { latencyMs: 40 })
     await Bun.sleep(600)
     // Both averages have gone stale and are forgotten: whichever key serves first, the other (unknown)
     // wins the next draw, and from then on `a`'s fresh samples keep it ahead of `b`'s 40 ms.
@@ -471,8 +458,8 @@ describe('strategies through the gateway', () => {
 
   test('usage avoids a key whose x-ratelimit-remaining-requests reads 0, until its window resets', async () => {
     const g = await boot({ keys: ['a', 'b'], models: [{ name: 'm', strategy: 'usage', targets: [{ provider: 'acct', model: 'mock-gpt' }] }] })
-    up.set(secretOf('a'), { headers: { 'x-ratelimit-limit-requests': '100', 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '1s' } })
-    up.set(secretOf('b'), { headers: { 'x-ratelimit-limit-requests': '100', 'x-ratelimit-remaining-requests': '60', 'x-ratelimit-reset-requests': '1s' } })
+    fixture.up.set(secretOf('a'), { headers: { 'x-ratelimit-limit-requests': '100', 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '1s' } })
+    fixture.up.set(secretOf('b'), { headers: { 'x-ratelimit-limit-requests': '100', 'x-ratelimit-remaining-requests': '60', 'x-ratelimit-reset-requests': '1s' } })
     await okUntil(g, () => requests('a') === 1, 'a tried once')
     const learnedAt = Date.now()
     expect((await g.key('a')).headroom).toBe(0)
@@ -480,7 +467,7 @@ describe('strategies through the gateway', () => {
     expect(requests('a')).toBe(1)
 
     // The provider's window resets after 1 s: what was learned no longer holds, `a` is tried again.
-    up.set(secretOf('a'), { headers: { 'x-ratelimit-limit-requests': '100', 'x-ratelimit-remaining-requests': '90' } })
+    fixture.up.set(secretOf('a'), { headers: { 'x-ratelimit-limit-requests': '100', 'x-ratelimit-remaining-requests': '90' } })
     await Bun.sleep(Math.max(0, learnedAt + 1100 - Date.now()))
     await okUntil(g, () => requests('a') === 2, 'a tried again after the reset')
     await okSequential(g, 10)
@@ -499,7 +486,7 @@ describe('streams', () => {
 
   test('a stream whose upstream fails before its first byte is retried on another key', async () => {
     const g = await boot({ keys: ['a', 'b'] })
-    up.set(secretOf('a'), { failure: { status: 500, times: 1 } })
+    fixture.up.set(secretOf('a'), { failure: { status: 500, times: 1 } })
     const res = await g.chat(stream)
     expect(res.status).toBe(200)
     expect(res.headers.get('content-type')).toStartWith('text/event-stream')
@@ -512,13 +499,13 @@ describe('streams', () => {
   test('a stream that breaks after sending chunks is not retried: the client sees the partial stream end with an error event', async () => {
     const breaking = startBreakingUpstream(3)
     try {
-      gw = await startBalanceGateway(up.url, {
+      const gw = fixture.closeAfter(await startBalanceGateway(fixture.up.url, {
         providers: { acct: ['b'] },
         // Least-busy holds a stream's key until the stream ends: the break must release it.
         models: [{ name: 'm', strategy: 'least-busy', targets: [{ provider: 'brk', model: 'mock-gpt' }, { provider: 'acct', model: 'mock-gpt' }] }],
         options: FAST,
         extraProviders: [{ id: 'brk', type: 'openai-compatible', baseUrl: breaking.url, keys: [{ id: 'x', secret: 'sk-breaking-0123456789' }] }],
-      })
+      }))
       const res = await gw.chat(stream)
       expect(res.status).toBe(200)
       const { text, error } = await readUntilEnd(res.body!)
@@ -537,8 +524,8 @@ describe('streams', () => {
 
   test('least-busy: in_flight counts open streams and returns to 0 when they end, also when the client cancels', async () => {
     const g = await boot({ keys: ['a', 'b'], models: [{ name: 'm', strategy: 'least-busy', targets: [{ provider: 'acct', model: 'mock-gpt' }] }] })
-    up.set(secretOf('a'), { chunkDelayMs: 40 })
-    up.set(secretOf('b'), { chunkDelayMs: 40 })
+    fixture.up.set(secretOf('a'), { chunkDelayMs: 40 })
+    fixture.up.set(secretOf('b'), { chunkDelayMs: 40 })
     const open = await Promise.all([g.chat(stream), g.chat(stream), g.chat(stream)])
     const inFlight = async () => (await g.health()).map((r) => r.in_flight)
     // Least-busy spread them: 2 on one key, 1 on the other.
@@ -556,26 +543,24 @@ describe('streams', () => {
     controller.abort()
     await reader.cancel().catch(() => {})
     await eventually(async () => (await inFlight()).every((n) => n === 0), 'in_flight back to 0 after the cancel')
-    await waitFor(() => up.stats(secretOf('a')).cancelled + up.stats(secretOf('b')).cancelled === 1, 'the upstream stream was cancelled')
+    await waitFor(() => fixture.up.stats(secretOf('a')).cancelled + fixture.up.stats(secretOf('b')).cancelled === 1, 'the upstream stream was cancelled')
   })
 
   test('latency: streams count too; weighted: a stream frees its key at its headers (no end to watch)', async () => {
     for (const [strategy, held] of [['latency', 2], ['weighted', 0]] as const) {
       const g = await boot({ keys: ['a', 'b'], models: [{ name: 'm', strategy, targets: [{ provider: 'acct', model: 'mock-gpt' }] }] })
-      up.set(secretOf('a'), { chunkDelayMs: 40 })
-      up.set(secretOf('b'), { chunkDelayMs: 40 })
+      fixture.up.set(secretOf('a'), { chunkDelayMs: 40 })
+      fixture.up.set(secretOf('b'), { chunkDelayMs: 40 })
       const open = await Promise.all([g.chat(stream), g.chat(stream)])
       expect((await g.health()).reduce((sum, r) => sum + r.in_flight, 0)).toBe(held)
       for (const r of open) expect(parseSse(await r.text()).done).toBe(true)
       await eventually(async () => (await g.health()).every((r) => r.in_flight === 0), `${strategy}: in_flight back to 0`)
-      await g.close()
-      gw = undefined
     }
   })
 
   test('in_flight returns to 0 after plain requests and failed attempts', async () => {
     const g = await boot({ keys: ['a', 'b'] })
-    up.set(secretOf('a'), { failure: { status: 500, times: 2 } })
+    fixture.up.set(secretOf('a'), { failure: { status: 500, times: 2 } })
     await okSequential(g, 6)
     expect((await g.health()).map((r) => r.in_flight)).toEqual([0, 0])
   })

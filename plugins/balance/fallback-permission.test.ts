@@ -4,30 +4,17 @@
  * by the expensive model the cheap one falls back to. Real HTTP on 127.0.0.1, auth and balance in
  * front of an upstream whose answers are set per model name.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
-import { BALANCE_ADMIN_KEY, secretOf, startModelUpstream, type ModelUpstream } from '../../test/support/balance.ts'
+import { describe, expect, test } from 'bun:test'
+import { BALANCE_ADMIN_KEY, secretOf, startModelUpstream, upstreamForFile } from '../../test/support/balance.ts'
 import { startGateway, type TestGateway } from '../../test/support/gateway.ts'
 import { expectError } from '../../test/support/http.ts'
 
-let up: ModelUpstream
-let gw: TestGateway | undefined
-
-beforeAll(async () => {
-  up = await startModelUpstream()
-})
-afterAll(async () => {
-  await up.stop()
-})
-beforeEach(() => up.reset())
-afterEach(async () => {
-  await gw?.close()
-  gw = undefined
-})
+const fixture = upstreamForFile(startModelUpstream)
 
 async function boot(): Promise<TestGateway> {
-  gw = await startGateway(
+  const gw = fixture.closeAfter(await startGateway(
     {
-      providers: [{ id: 'p', type: 'openai-compatible', baseUrl: up.url, keys: [{ id: 'k1', secret: secretOf('k1') }] }],
+      providers: [{ id: 'p', type: 'openai-compatible', baseUrl: fixture.up.url, keys: [{ id: 'k1', secret: secretOf('k1') }] }],
       models: [
         { name: 'cheap', targets: [{ provider: 'p', model: 'model-cheap' }], fallbacks: ['secret-expensive', 'other'] },
         { name: 'secret-expensive', targets: [{ provider: 'p', model: 'model-x' }] },
@@ -36,7 +23,7 @@ async function boot(): Promise<TestGateway> {
       plugins: [{ use: 'auth', options: { demo_key: false } }, { use: 'balance', options: { backoff_ms: 0 } }],
     },
     { env: { SLUICE_ADMIN_KEY: BALANCE_ADMIN_KEY } },
-  )
+  ))
   const user = await admin(gw, '/admin/users', { id: 'alice' })
   expect(user.status).toBe(201)
   return gw
@@ -72,30 +59,30 @@ describe('fallbacks and the calling key\'s allow-list', () => {
     const key = await keyFor(g, ['cheap'])
     const direct = await chat(g, key, 'secret-expensive')
     expect([direct.status, ((await direct.json()) as { error: { code: string } }).error.code]).toEqual([403, 'model_not_allowed'])
-    up.fail('model-cheap', { status: 500 })
+    fixture.up.fail('model-cheap', { status: 500 })
     const error = await expectError(await chat(g, key, 'cheap'), 'upstream_error')
     expect(error.message).not.toContain('secret-expensive')
-    expect([up.requests('model-x'), up.requests('model-o')]).toEqual([0, 0])
+    expect([fixture.up.requests('model-x'), fixture.up.requests('model-o')]).toEqual([0, 0])
     // Every key of cheap itself out (its circuit open after the default 5 in a row): 503 as without fallbacks.
     for (let i = 0; i < 4; i++) await expectError(await chat(g, key, 'cheap'), 'upstream_error')
     const none = await expectError(await chat(g, key, 'cheap'), 'no_healthy_upstream')
     expect(none.message).toContain('for model "cheap"')
     expect(none.message).not.toContain('secret-expensive')
-    expect([up.requests('model-x'), up.requests('model-o')]).toEqual([0, 0])
+    expect([fixture.up.requests('model-x'), fixture.up.requests('model-o')]).toEqual([0, 0])
   })
 
   test('the fallbacks it may use are still taken, in order, skipping the one it may not', async () => {
     const g = await boot()
     const key = await keyFor(g, ['cheap', 'other'])
-    up.fail('model-cheap', { status: 500 })
+    fixture.up.fail('model-cheap', { status: 500 })
     expect(await servedBy(await chat(g, key, 'cheap'))).toBe('model-o')
-    expect([up.requests('model-cheap'), up.requests('model-x'), up.requests('model-o')]).toEqual([1, 0, 1])
+    expect([fixture.up.requests('model-cheap'), fixture.up.requests('model-x'), fixture.up.requests('model-o')]).toEqual([1, 0, 1])
   })
 
   test('a key that may use every model takes the first fallback', async () => {
     const g = await boot()
     const key = await keyFor(g, null)
-    up.fail('model-cheap', { status: 500 })
+    fixture.up.fail('model-cheap', { status: 500 })
     expect(await servedBy(await chat(g, key, 'cheap'))).toBe('model-x')
   })
 })

@@ -5,8 +5,8 @@
  * its other models. Real HTTP on 127.0.0.1 to an upstream whose answers are set per model name
  * (test/support/balance.ts), and to one that drops every connection (a network failure).
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
-import { startBalanceGateway, startModelUpstream, type BalanceGateway, type BalanceSetup, type ModelUpstream } from '../../test/support/balance.ts'
+import { describe, expect, test } from 'bun:test'
+import { startBalanceGateway, startModelUpstream, type BalanceGateway, type BalanceSetup, upstreamForFile } from '../../test/support/balance.ts'
 import { expectError, waitFor } from '../../test/support/http.ts'
 
 /** `m` → p/model-a and `m2` → p/model-b, no fallbacks: one key, two upstream models, one attempt a request. */
@@ -14,23 +14,10 @@ const MODEL_A = { name: 'm', targets: [{ provider: 'p', model: 'model-a' }] }
 const MODEL_B = { name: 'm2', targets: [{ provider: 'p', model: 'model-b' }] }
 const FAST = { cooldown_ms: 1000, circuit_failures: 3, circuit_open_ms: 600, backoff_ms: 0 }
 
-let up: ModelUpstream
-let gw: BalanceGateway | undefined
-
-beforeAll(async () => {
-  up = await startModelUpstream()
-})
-afterAll(async () => {
-  await up.stop()
-})
-beforeEach(() => up.reset())
-afterEach(async () => {
-  await gw?.close()
-  gw = undefined
-})
+const fixture = upstreamForFile(startModelUpstream)
 
 async function boot(setup: { models?: BalanceSetup['models']; url?: string } = {}): Promise<BalanceGateway> {
-  gw = await startBalanceGateway(setup.url ?? up.url, { providers: { p: ['k1'] }, models: setup.models ?? [MODEL_A, MODEL_B], options: FAST })
+  const gw = fixture.closeAfter(await startBalanceGateway(setup.url ?? fixture.up.url, { providers: { p: ['k1'] }, models: setup.models ?? [MODEL_A, MODEL_B], options: FAST }))
   return gw
 }
 
@@ -52,14 +39,14 @@ async function untilHalfOpen(g: BalanceGateway, model: string): Promise<void> {
 describe('the circuit is per key and upstream model', () => {
   test('model-a answering 500 opens its circuit on the key after circuit_failures (3); model-b on the same key keeps answering 200', async () => {
     const g = await boot()
-    up.fail('model-a', { status: 500 })
+    fixture.up.fail('model-a', { status: 500 })
     for (let i = 0; i < 3; i++) await expectError(await g.chat({ model: 'm' }), 'upstream_error')
-    expect(up.requests('model-a')).toBe(3)
+    expect(fixture.up.requests('model-a')).toBe(3)
     await expectError(await g.chat({ model: 'm' }), 'no_healthy_upstream')
-    expect(up.requests('model-a')).toBe(3)
+    expect(fixture.up.requests('model-a')).toBe(3)
 
     for (let i = 0; i < 5; i++) expect(await served(g, 'm2')).toBe('model-b')
-    expect([up.requests('model-a'), up.requests('model-b')]).toEqual([3, 5])
+    expect([fixture.up.requests('model-a'), fixture.up.requests('model-b')]).toEqual([3, 5])
 
     // The operator sees the key open, for which model, until when; the key's circuit is its worst model's.
     const row = await g.key('k1')
@@ -73,15 +60,15 @@ describe('the circuit is per key and upstream model', () => {
 
   test('with model-b as its fallback, requests for model-a are served all along, by model-b once model-a is open', async () => {
     const g = await boot({ models: [{ ...MODEL_A, fallbacks: ['m2'] }, MODEL_B] })
-    up.fail('model-a', { status: 500 })
+    fixture.up.fail('model-a', { status: 500 })
     for (let i = 0; i < 6; i++) expect(await served(g, 'm')).toBe('model-b')
     // Three failures open model-a's circuit; from then on its requests go straight to model-b.
-    expect([up.requests('model-a'), up.requests('model-b')]).toEqual([3, 6])
+    expect([fixture.up.requests('model-a'), fixture.up.requests('model-b')]).toEqual([3, 6])
   })
 
   test('after circuit_open_ms one trial for model-a while model-b keeps serving: a failed trial opens it again, a successful one closes it', async () => {
     const g = await boot()
-    up.fail('model-a', { status: 500 })
+    fixture.up.fail('model-a', { status: 500 })
     for (let i = 0; i < 3; i++) await expectError(await g.chat({ model: 'm' }), 'upstream_error')
     expect(await served(g, 'm2')).toBe('model-b')
 
@@ -89,33 +76,33 @@ describe('the circuit is per key and upstream model', () => {
     await untilHalfOpen(g, 'model-a')
     await expectError(await g.chat({ model: 'm' }), 'upstream_error')
     await expectError(await g.chat({ model: 'm' }), 'no_healthy_upstream')
-    expect(up.requests('model-a')).toBe(4)
+    expect(fixture.up.requests('model-a')).toBe(4)
     expect((await g.key('k1')).circuit_models.map((c) => [c.model, c.open_until !== null])).toEqual([['model-a', true]])
     expect(await served(g, 'm2')).toBe('model-b')
 
     // model-a recovers, slowly: while its one trial is in flight, no other request goes to model-a,
     // and model-b on the same key is served as ever.
     await untilHalfOpen(g, 'model-a')
-    up.fail('model-a', null)
-    up.delay('model-a', 300)
+    fixture.up.fail('model-a', null)
+    fixture.up.delay('model-a', 300)
     const trial = g.chat({ model: 'm' })
-    await waitFor(() => up.requests('model-a') === 5, 'the trial reached model-a')
+    await waitFor(() => fixture.up.requests('model-a') === 5, 'the trial reached model-a')
     await expectError(await g.chat({ model: 'm' }), 'no_healthy_upstream')
     expect(await served(g, 'm2')).toBe('model-b')
     const answer = await trial
     expect(answer.status).toBe(200)
     await answer.arrayBuffer()
-    expect(up.requests('model-a')).toBe(5)
+    expect(fixture.up.requests('model-a')).toBe(5)
 
     const row = await g.key('k1')
     expect([row.state, row.circuit, row.circuit_models]).toEqual(['healthy', { consecutive_failures: 0, open_until: null }, []])
-    up.delay('model-a', 0)
+    fixture.up.delay('model-a', 0)
     expect(await served(g, 'm')).toBe('model-a')
   })
 
   test('the health view counts every failure in a row: circuit_failures when the circuit opens, one more for each failed trial, 0 after a success', async () => {
     const g = await boot()
-    up.fail('model-a', { status: 500 })
+    fixture.up.fail('model-a', { status: 500 })
     const failuresOf = async () => (await g.key('k1')).circuit_models.find((c) => c.model === 'model-a')?.consecutive_failures
     await expectError(await g.chat({ model: 'm' }), 'upstream_error')
     await expectError(await g.chat({ model: 'm' }), 'upstream_error')
@@ -132,11 +119,11 @@ describe('the circuit is per key and upstream model', () => {
     row = await g.key('k1')
     expect([row.state, row.circuit_models[0]!.consecutive_failures, row.circuit_models[0]!.open_until !== null]).toEqual(['open', 4, true])
     await expectError(await g.chat({ model: 'm' }), 'no_healthy_upstream')
-    expect(up.requests('model-a')).toBe(4)
+    expect(fixture.up.requests('model-a')).toBe(4)
 
     // A successful trial closes it: no failures in a row left.
     await untilHalfOpen(g, 'model-a')
-    up.fail('model-a', null)
+    fixture.up.fail('model-a', null)
     expect(await served(g, 'm')).toBe('model-a')
     row = await g.key('k1')
     expect([row.state, row.circuit, row.circuit_models]).toEqual(['healthy', { consecutive_failures: 0, open_until: null }, []])

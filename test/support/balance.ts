@@ -5,6 +5,7 @@
  * test/balance.*.test.ts. Also an upstream whose answers are set per model name
  * ({@link startModelUpstream}), for what a key learns about one of its models only.
  */
+import { afterAll, afterEach, beforeAll, beforeEach } from 'bun:test'
 import type { ConfigFile } from '../../src/config/schema.ts'
 import { mockChatCompletion, mockErrorBody } from '../../src/providers/mock/generate.ts'
 import { startGateway, type TestGateway } from './gateway.ts'
@@ -170,5 +171,35 @@ export async function startModelUpstream(): Promise<ModelUpstream> {
       extra.clear()
     },
     stop: () => server.stop(true),
+  }
+}
+
+/**
+ * The hooks of a file of gateway tests over one upstream: it starts once for the file and is reset
+ * before each test; the gateways a test hands to `closeAfter` are closed after that test.
+ */
+export function upstreamForFile<U extends { stop(): Promise<void>; reset(): void }>(start: () => Promise<U>) {
+  let up: U | undefined
+  const gateways: { close(): Promise<void> }[] = []
+  beforeAll(async () => {
+    up = await start()
+  })
+  afterAll(async () => {
+    await up?.stop()
+  })
+  beforeEach(() => up!.reset())
+  afterEach(async () => {
+    for (const gateway of gateways.splice(0)) await gateway.close()
+  })
+  return {
+    /** The file's upstream (started before the first test). */
+    get up(): U {
+      return up!
+    },
+    /** `started`, closed after this test. */
+    closeAfter<G extends { close(): Promise<void> }>(started: G): G {
+      gateways.push(started)
+      return started
+    },
   }
 }
