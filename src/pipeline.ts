@@ -588,13 +588,8 @@ export class Pipeline {
     if (req.stream) headers['cache-control'] = 'no-cache'
     for (const k in req.responseHeaders) headers[k] = req.responseHeaders[k]!
     // Content-Encoding and Content-Length are not copied: Bun's fetch already decoded the body.
-    if (!upstream.body) {
-      answer.detach()
-      this.release(plan, req)
-      // attempt() takes a 2xx without a body for the upstream's failure; should one come here, the hooks still hear of it.
-      if (this.tap) this.settle(req, null, NO_TEXT, false, null, upstream.status)
-      return new Response(null, { status: upstream.status, headers })
-    }
+    // There is one: attempt() took a 2xx without a body for the upstream's failure.
+    const source = upstream.body!
     const timeouts = req.target?.provider.config.timeouts
     // Handed to the client natively, untouched (reading it in JavaScript costs about a quarter of
     // the throughput of a JSON answer and a tenth of a stream's, plus latency on every chunk): a
@@ -602,7 +597,7 @@ export class Pipeline {
     // on the provider. Only first_byte_ms applies to it; the default idle and total timeouts are
     // for bodies the gateway reads anyway.
     if (!this.tap && !plan.release && timeouts?.idle_ms === undefined && timeouts?.total_ms === undefined) {
-      return new Response(upstream.body, { status: upstream.status, headers })
+      return new Response(source, { status: upstream.status, headers })
     }
     const watch = this.watchdog.watch(answer.controller, timeouts?.idle_ms ?? DEFAULT_IDLE_MS, answer.startedAt + (timeouts?.total_ms ?? DEFAULT_TOTAL_MS))
     if (!req.stream) return this.mirrorJson(req, answer, plan, watch, headers)
@@ -616,7 +611,7 @@ export class Pipeline {
     ) {
       return this.mirrorStream(req, answer, plan, watch, headers)
     }
-    const body = this.tap ? this.tapStream(req, upstream.body, plan, upstream.status, watch, answer.startedAt) : this.guard(req, upstream.body, plan, watch, answer.startedAt)
+    const body = this.tap ? this.tapStream(req, source, plan, upstream.status, watch, answer.startedAt) : this.guard(req, source, plan, watch, answer.startedAt)
     return new Response(body, { status: upstream.status, headers })
   }
 
