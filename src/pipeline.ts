@@ -87,6 +87,21 @@ export class HookFailure extends Error {
     logger.error(`${this.hook} hook failed`, { plugin: this.plugin, request_id: requestId, error: this.cause instanceof Error ? this.cause.stack || String(this.cause) : String(this.cause) })
   }
 }
+
+/**
+ * The 503 for a failure the gateway's own database caused (down, locked, too slow), also under a
+ * plugin's hook or route that used it, logged with who used it; null for any other failure. Only a
+ * failure marked as the database's where it happened counts: a plugin's own fetch that timed out
+ * is no outage. `routePlugin` names the plugin whose route failed, when that is known apart.
+ */
+export function databaseFailure(error: unknown, logger: Logger, requestId: string, routePlugin?: string): GatewayError | null {
+  const outage = databaseOutage(error)
+  if (outage === null) return null
+  const by = error instanceof HookFailure ? { plugin: error.plugin, hook: error.hook } : routePlugin === undefined ? {} : { plugin: routePlugin, hook: 'routes' }
+  logger.warn('database unavailable', { request_id: requestId, ...by, error: describeError(outage) })
+  return databaseUnavailable(outage)
+}
+
 type UsageHook = (req: GatewayRequest, usage: Usage) => void
 type CompleteHook = (req: GatewayRequest, outcome: Outcome) => void
 type ChunkHook = (req: GatewayRequest, chunk: StreamChunk) => StreamChunkResult
@@ -386,12 +401,8 @@ export class Pipeline {
   failed(req: GatewayRequest, error: unknown): Response {
     if (error instanceof GatewayError) return this.fail(req, error)
     // The gateway's database could not answer a hook that used it: 503, retry shortly, not a bug.
-    const outage = databaseOutage(error)
-    if (outage !== null) {
-      const by = error instanceof HookFailure ? { plugin: error.plugin, hook: error.hook } : {}
-      this.logger.warn('database unavailable', { request_id: req.id, ...by, error: describeError(outage) })
-      return this.fail(req, databaseUnavailable(outage))
-    }
+    const outage = databaseFailure(error, this.logger, req.id)
+    if (outage !== null) return this.fail(req, outage)
     if (error instanceof HookFailure) error.report(this.logger, req.id)
     else this.logger.error('request failed unexpectedly', { request_id: req.id, error: String(error) })
     return this.fail(req, new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${req.id} to the operator.`))

@@ -4,7 +4,7 @@ import { GatewayError } from './errors.ts'
 import { ensureAdminKey } from './admin-key.ts'
 import type { ResolvedConfig } from './config/load.ts'
 import { createDatabase, type DatabaseHandle } from './db/index.ts'
-import { databaseOutage, databaseUnavailable, describeError, isUnstorableText } from './db/errors.ts'
+import { isUnstorableText } from './db/errors.ts'
 import { migrateToLatest } from './db/migrate.ts'
 import { createLocalBus, createRedisBus } from './lib/bus.ts'
 import { newRequestId } from './lib/id.ts'
@@ -19,7 +19,7 @@ import { ModelRegistry } from './models.ts'
 import { Catalog, loadMasterKeys } from './catalog.ts'
 import { consoleRoutes } from './console/routes.ts'
 import { ConsoleSessions, sessionSecret } from './console/session.ts'
-import { HookFailure, Pipeline, type LoadedPlugin } from './pipeline.ts'
+import { HookFailure, Pipeline, databaseFailure, type LoadedPlugin } from './pipeline.ts'
 import { RouteAuthenticator, resolvePlugins, setupPlugins } from './plugin-loader.ts'
 import type { RedisClient } from './redis.ts'
 import { Cors } from './lib/cors.ts'
@@ -390,15 +390,9 @@ function toGatewayError(
       if (isUnstorableText(error)) {
         return new GatewayError('invalid_request', 'A text value in the request holds the NUL character (\\u0000), which cannot be stored. Remove it and send the request again.')
       }
-      // The gateway's database down, locked or too slow (also under a plugin's hook or route that
-      // used it): not a bug, a 503 worth retrying shortly (its detail to the log). Only a failure
-      // marked as the database's where it happened: a plugin's own fetch that timed out is a 500.
-      const outage = databaseOutage(error)
-      if (outage !== null) {
-        const by = error instanceof HookFailure ? { plugin: error.plugin, hook: error.hook } : plugin === undefined ? {} : { plugin, hook: 'routes' }
-        logger.warn('database unavailable', { request_id: id, ...by, error: describeError(outage) })
-        return databaseUnavailable(outage)
-      }
+      // The gateway's database down, locked or too slow: not a bug, a 503 worth retrying shortly.
+      const outage = databaseFailure(error, logger, id, plugin)
+      if (outage !== null) return outage
       // A secret another instance sealed with a master key this one lacks: its operator's to fix, named.
       if (error instanceof UnknownMasterKeyError) {
         logger.error('a stored secret cannot be opened', { request_id: id, error: error.message })
