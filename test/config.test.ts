@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { ConfigError, DEFAULT_MAX_BODY_BYTES, loadConfig, type LoadOptions } from '../src/config/load.ts'
+import { ConfigError, DEFAULT_MAX_BODY_BYTES, loadConfig, loadDatabaseUrl, type LoadOptions } from '../src/config/load.ts'
 import type { ConfigFile } from '../src/config/schema.ts'
 import { resolvePlugins } from '../src/plugin-loader.ts'
 import { BUILTIN_PLUGINS } from '../plugins/index.ts'
@@ -187,6 +187,15 @@ describe('every problem in one boot', () => {
   test('one problem per path: a pricing without output is one line, not also "Expected number"', async () => {
     const problems = await problemsOf({ env: {}, config: { providers: [provider()], models: [{ ...model, pricing: { input: 1 } }] } as unknown as ConfigFile })
     expect(problems).toEqual(['/models/0/pricing/output: Expected required property'])
+  })
+
+  test('one problem per path for the CLI too: a database section without its url is one line', async () => {
+    const error = await loadDatabaseUrl({ env: {}, config: { database: {} } as unknown as ConfigFile }).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).problems).toEqual(['/database/url: Expected required property'])
   })
 
   test('an entry the schema refuses does not hide the catalog problems of the others', async () => {

@@ -109,7 +109,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   const errorPaths = new Set<string>()
   for (const error of Value.Errors(ConfigFileSchema, interpolated)) {
     const standIn = unset.some((u) => u.path === error.path)
-    if (!standIn && !errorPaths.has(error.path)) problems.push(`${error.path || '/'}: ${schemaErrorMessage(error)}${describeValue(error, raw)}`)
+    if (!standIn && !errorPaths.has(error.path)) problems.push(schemaProblem(error, raw))
     errorPaths.add(error.path)
     if (standIn && keepsItsKind(error)) continue
     const [, section = '', index] = error.path.split('/')
@@ -239,8 +239,10 @@ export async function loadDatabaseUrl(options: LoadOptions = {}): Promise<string
   const unset: UnsetVariable[] = []
   const file = (database === undefined ? {} : { database: interpolate(database, '/database', env, unset) }) as ConfigFile
   for (const { path, name } of unset) problems.push(`${path}: environment variable ${name} is not set`)
+  const errorPaths = new Set<string>()
   for (const error of Value.Errors(ConfigFileSchema, file)) {
-    problems.push(`${error.path || '/'}: ${schemaErrorMessage(error)}${describeValue(error, raw)}`)
+    if (!errorPaths.has(error.path)) problems.push(schemaProblem(error, raw))
+    errorPaths.add(error.path)
   }
   if (problems.length) throw new ConfigError(problems)
   return usableDatabaseUrl(databaseUrlOf(env, file), '/database/url')
@@ -655,6 +657,11 @@ function decodedLength(b64: string): number {
   } catch {
     return -1
   }
+}
+
+/** A schema error as a problem line: its path, what is wrong, and the value found. */
+function schemaProblem(error: ValueError, raw: unknown): string {
+  return `${error.path || '/'}: ${schemaErrorMessage(error)}${describeValue(error, raw)}`
 }
 
 /**
