@@ -145,7 +145,7 @@ async function toInstance(
 function validateOptions(instance: PluginInstance, path: string, problems: string[]): unknown {
   const declared = instance.definition.options
   if (!declared) return instance.options
-  const schema = optionsSchema(declared)
+  const schema = withoutCoercion(declared)
   // Defaults first, so a plugin listed bare gets its documented defaults. `Value.Default` writes
   // them into the objects it is given, so it gets copies of the caller's (see copyContainers).
   const value = Value.Default(schema, copyContainers(instance.options ?? {}))
@@ -179,25 +179,17 @@ function optionErrorMessage(error: ValueError): string {
  */
 const COERCED_FORMATS: ReadonlySet<string> = new Set(['integer', 'numeric', 'boolean', 'ObjectString', 'ArrayString'])
 
-const optionsSchemas = new WeakMap<TSchema, TSchema>()
+const isCoercedString = (schema: unknown): boolean =>
+  KindGuard.IsString(schema) && typeof schema.format === 'string' && COERCED_FORMATS.has(schema.format)
 
 /**
- * The schema a plugin's options are checked against: its own, without those string members. A
+ * The schema a plugin's options are checked against: its own, with every coercing union of
+ * Elysia's replaced by its other members (the schema itself when it has none). A
  * config holds JSON (or a TypeScript value): `"10"` for an integer is a mistake to report, as
  * anywhere else in the config, not text to parse. Left in, the string passed the check as the
  * string member, reached setup unparsed, and the number member's constraints (its minimum) were
  * never checked, while a wrong value was reported as "Expected union value".
  */
-function optionsSchema(schema: TSchema): TSchema {
-  let found = optionsSchemas.get(schema)
-  if (found === undefined) optionsSchemas.set(schema, (found = withoutCoercion(schema)))
-  return found
-}
-
-const isCoercedString = (schema: unknown): boolean =>
-  KindGuard.IsString(schema) && typeof schema.format === 'string' && COERCED_FORMATS.has(schema.format)
-
-/** The schema with every coercing union of Elysia's replaced by its other members; the schema itself when it has none. */
 function withoutCoercion(schema: TSchema): TSchema {
   if (KindGuard.IsUnion(schema) && TransformKind in schema && schema.anyOf.some(isCoercedString)) {
     const kept = schema.anyOf.filter((member) => !isCoercedString(member)).map(withoutCoercion)
