@@ -6,7 +6,7 @@
  *   bun run bench [--quick] [--duration 10] [--rounds 3] [--connections 50] [--rate 500]
  *                 [--scenario chat|stream|stream-open|all] [--mode concurrency|rate|all]
  *                 [--targets mock,raw,gateway] [--plugins '["auth"]'] [--env KEY=VALUE ...]
- *                 [--keys 8] [--strategy latency] [--baseline-plugins '[]']
+ *                 [--keys 8] [--strategy latency] [--baseline-plugins '[]'] [--key-limits none]
  *
  * Everything listens on 127.0.0.1 and every load step is bounded in time.
  */
@@ -24,6 +24,7 @@ import { verifyTarget, type Verification } from './verify.ts'
 import { hasWrk, runWrk } from './wrk.ts'
 import { memoryEnv } from '../../src/lib/memory.ts'
 import { STRATEGIES, type Strategy } from '../../src/config/schema.ts'
+import { GENEROUS } from '../fixtures/grants.ts'
 
 const ROOT = new URL('../../', import.meta.url).pathname
 const RAW_PROXY = new URL('./raw-proxy.ts', import.meta.url).pathname
@@ -51,6 +52,8 @@ interface Settings {
   baselinePlugins: unknown[] | null
   env: Record<string, string>
   apiKey: string | undefined
+  /** Whether the API key the runner creates carries GENEROUS limits and budget (the default) or none. */
+  keyLimits: boolean
   label: string | null
   outDir: string
   mockChunks: number | undefined
@@ -77,6 +80,9 @@ const USAGE = `usage: bun run bench [options]
                           same run as the row "sluice (baseline)", e.g. '[]' to price a plugin set
   --api-key <key>         bearer key for every target (default: none, or one created through
                           the admin API when the plugins include "auth")
+  --key-limits <g>        generous | none: the created key's limits and budget (default generous:
+                          limits no run reaches, so quota checks every bucket in Redis; none:
+                          quota has nothing to check and admits without a Redis call)
   --label <name>          appended to the results file names, e.g. auth-on
   --out <dir>             results directory (default benchmarks/results)
   --mock-chunks <n>, --mock-chunk-delay-ms <ms>, --mock-latency-ms <ms>   shape the mock upstream`
@@ -101,6 +107,7 @@ function parseSettings(argv: string[]): Settings {
       'baseline-plugins': { type: 'string' },
       env: { type: 'string', multiple: true, default: [] },
       'api-key': { type: 'string' },
+      'key-limits': { type: 'string', default: 'generous' },
       label: { type: 'string' },
       out: { type: 'string', default: join(ROOT, 'benchmarks/results') },
       'mock-chunks': { type: 'string' },
@@ -151,6 +158,8 @@ function parseSettings(argv: string[]): Settings {
     if (eq <= 0) throw new Error(`--env expects KEY=VALUE, got '${pair}'`)
     env[pair.slice(0, eq)] = pair.slice(eq + 1)
   }
+  const keyLimits = pick('key-limits', values['key-limits'], ['generous', 'none'] as const)
+  if (keyLimits.length !== 1) throw new Error('--key-limits takes generous or none')
   const label = values.label ?? null
   if (label !== null && !/^[a-z0-9][a-z0-9-]{0,40}$/.test(label)) throw new Error('--label must be lower-case letters, digits and dashes')
   return {
@@ -172,6 +181,7 @@ function parseSettings(argv: string[]): Settings {
     baselinePlugins,
     env,
     apiKey: values['api-key'],
+    keyLimits: keyLimits[0] === 'generous',
     label,
     outDir: values.out,
     mockChunks: optional('mock-chunks', values['mock-chunks']),
@@ -226,7 +236,8 @@ function gatewayConfig(mockUrl: string, plugins: unknown[], keyCount: number, st
     {
       environment: 'dev',
       providers: [{ id: 'up', type: 'openai-compatible', baseUrl: mockUrl, keys }],
-      models: [{ name: BENCH_MODEL, ...(strategy === null ? {} : { strategy }), targets: [{ provider: 'up', model: BENCH_MODEL }] }],
+      // Priced as the suite's model, so the USD budget and the cost columns are computed as in a deployment.
+      models: [{ name: BENCH_MODEL, ...(strategy === null ? {} : { strategy }), targets: [{ provider: 'up', model: BENCH_MODEL }], pricing: { input: 2.5, output: 10 } }],
       plugins,
     },
     null,
@@ -238,8 +249,11 @@ function usesAuth(plugins: readonly unknown[]): boolean {
   return plugins.some((p) => p === 'auth' || (typeof p === 'object' && p !== null && 'use' in p && p.use === 'auth'))
 }
 
-/** Creates a user and an API key through the admin API (DESIGN.md), for runs with the auth plugin on. */
-async function provisionKey(origin: string, adminKey: string): Promise<string> {
+/**
+ * Creates a user and an API key through the admin API (DESIGN.md), for runs with the auth plugin on;
+ * with `generous`, the key carries limits and a budget no run reaches, as a deployment's keys do.
+ */
+async function provisionKey(origin: string, adminKey: string, generous: boolean): Promise<string> {
   const call = async (path: string, body: unknown): Promise<Record<string, unknown>> => {
     const res = await fetch(`${origin}${path}`, {
       method: 'POST',
@@ -251,7 +265,7 @@ async function provisionKey(origin: string, adminKey: string): Promise<string> {
     return JSON.parse(text) as Record<string, unknown>
   }
   const user = await call('/admin/users', { name: 'bench' })
-  const key = await call('/admin/keys', { user_id: user.id, name: 'bench' })
+  const key = await call('/admin/keys', { user_id: user.id, name: 'bench', ...(generous ? GENEROUS : {}) })
   if (typeof key.key !== 'string') throw new Error('admin /admin/keys returned no key')
   return key.key
 }
@@ -412,8 +426,8 @@ export async function main(argv: string[]): Promise<number> {
     if (s.targets.includes('gateway')) {
       const gateway = await spawnGateway('gateway', s.plugins, s.keys, s.strategy)
       if (apiKey === undefined && usesAuth(s.plugins)) {
-        apiKey = await provisionKey(gateway.origin, adminKey)
-        log('created a benchmark API key through the admin API')
+        apiKey = await provisionKey(gateway.origin, adminKey, s.keyLimits)
+        log(`created a benchmark API key through the admin API (${s.keyLimits ? 'generous limits and budget' : 'no limits'})`)
       }
     }
 
@@ -476,6 +490,7 @@ export async function main(argv: string[]): Promise<number> {
         keys: s.keys,
         strategy: s.strategy,
         baseline_plugins: s.baselinePlugins,
+        key_limits: s.apiKey === undefined && usesAuth(s.plugins) ? (s.keyLimits ? 'generous' : 'none') : null,
         extra_env: Object.keys(s.env),
         body_bytes: Object.fromEntries(s.scenarios.map((name) => [name, SCENARIOS[name].body.length])),
       },

@@ -244,8 +244,7 @@ export async function admin(origin: string, adminKey: string, method: 'POST' | '
   return JSON.parse(text) as Record<string, unknown>
 }
 
-/** Limits no benchmark reaches: every bucket is checked and taken from, none refuses. */
-export const GENEROUS = { limits: { rpm: 100_000_000, tpm: 10_000_000_000 }, budget: { tokens: 1_000_000_000_000_000, usd: 1_000_000_000, period: 'month' } } as const
+export { GENEROUS } from '../fixtures/grants.ts'
 
 /** Creates a user (once per origin and name) and a key through the admin API. */
 export async function provisionKey(origin: string, adminKey: string, name: string, grants: { limits?: unknown; budget?: unknown }): Promise<{ id: string; key: string; userId: string }> {
