@@ -43,6 +43,9 @@
  *   it holds limit − max(0, full − now) × that rate tokens, less than zero when a settlement
  *   charged more than it held, so a changed limit keeps the tokens missing, not the time to
  *   refill them (raised from 1 to 1000 a minute after one request, a bucket holds 999, not 0).
+ *   An admission that finds a bucket written at another rate writes it again at its own, refused
+ *   or not: what it misses then comes back at the new rate (a lowered limit's debt is not forgiven
+ *   at the old one, well before the Retry-After it was told).
  *   Taking c tokens sets full = now + (limit − left) / rate, at the current rate. One SET with PX
  *   writes it (a missing key is a full bucket, so it may expire any time after it is full), as
  *   full in whole ms in decimal, a NUL, then full and the rate as two little-endian doubles (one
@@ -200,6 +203,10 @@ local function admit(n, lease, clientNow)
     if kind == 'b' then
       local rate = A[b + 4]
       a = held(key, limit, rate)
+      -- Written at another rate (its limit changed): what it misses comes back at this one from
+      -- now on, refused or not (a refusal writes nothing else, and the old rate would forgive it).
+      local was = rates[key]
+      if was and was ~= rate and val[key] > now then refill(key, limit, rate, a) end
       if cost > a then
         local w, r = -1, math.huge
         if cost <= limit then w = ceil((cost - a) / rate); r = w end
@@ -300,7 +307,7 @@ out[o + 1] = epoch
 out[o + 2] = now
 return out`
 
-export const BATCH_SHA = '2f8a9adc9d4173175aa7f6c00da160ea3206331f'
+export const BATCH_SHA = 'd974c1091650bcda482f26cd586468df593f6cba'
 
 export const PEEK_SCRIPT = `${NOW}
 local n = tonumber(ARGV[1])

@@ -229,6 +229,20 @@ for (const backend of backends) {
         expect(refused.waitMs!).toBeLessThanOrEqual(10_000)
       })
 
+      test('a lowered limit: from the first admission under it, the debt is paid at the new rate, not the old one (the wait it told holds)', async () => {
+        const key = fresh('b')
+        // 100 a second, all 100 taken; lowered to 1 a second: 100 missing, 1 − 100 = −99.
+        expect((await admit([bucket(100, 6000, 100, key)])).ok).toBe(true)
+        const refused = await admit([bucket(1, 60, 1, key)])
+        expect(refused).toMatchObject({ ok: false, failed: 0 })
+        expect(refused.waitMs!).toBeGreaterThan(90_000)
+        // At the old rate the debt would be gone in a second; at the new one, about 1 token came back.
+        await Bun.sleep(1100)
+        const [left] = await peek([bucket(1, 60, 0, key)])
+        expect(left!).toBeLessThan(-90)
+        expect((await admit([bucket(1, 60, 1, key)])).ok).toBe(false)
+      })
+
       test('a cost above the limit can never be admitted: waitMs is null', async () => {
         const item = bucket(100, 100, 101)
         const outcome = await admit([item])

@@ -146,7 +146,7 @@ export class MemoryStore implements QuotaStore {
     const epoch = this.lastEpoch
     for (const item of items) {
       remaining.push(
-        item.kind === 'bucket' ? this.bucketAvailable(item, now) : item.kind === 'counter' ? item.limit - this.counterUsed(item, now) : item.limit - this.liveLeases(item.key, now).size,
+        item.kind === 'bucket' ? this.rebased(item, now) : item.kind === 'counter' ? item.limit - this.counterUsed(item, now) : item.limit - this.liveLeases(item.key, now).size,
       )
     }
     const { failed, waitMs } = refusingItem(items, remaining, now, (item) => {
@@ -239,6 +239,20 @@ export class MemoryStore implements QuotaStore {
   private bucketAvailable(item: Item, now: number): number {
     const state = this.buckets.get(item.key)
     return state === undefined || state.full <= now ? item.limit : item.limit - (state.full - now) * state.rate
+  }
+
+  /**
+   * What the bucket of `item` holds now, as an admission reads it: one written at another rate (its
+   * limit changed) gets what it misses back at the item's rate from now on, refused or not, as in
+   * the Redis script (else a refusal, which writes nothing, leaves a lowered limit's debt to be
+   * forgiven at the old rate, well before the wait it was told).
+   */
+  private rebased(item: Item, now: number): number {
+    const state = this.buckets.get(item.key)
+    if (state === undefined || state.full <= now) return item.limit
+    const left = item.limit - (state.full - now) * state.rate
+    if (state.rate !== item.rate) this.refill(item, now, left)
+    return left
   }
 
   /** The bucket of `item` holds `left` now, at the item's rate. */
