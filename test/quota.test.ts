@@ -266,6 +266,19 @@ for (const backend of backends) {
         await expectQuotaError(second, 'rate_limit_exceeded')
       })
 
+      test('an image reserves what an image costs, not its base64 text: a 400 KB data URL takes about 765 tokens, not 100,000', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { limits: { tpm: 50_000 } })
+        const url = `data:image/png;base64,${'A'.repeat(400_000)}`
+        const content = [{ type: 'text', text: 'what is this' }, { type: 'image_url', image_url: { url } }]
+        const res = await gw.chat(key, { max_tokens: 10, messages: [{ role: 'user', content }] })
+        expect(res.status).toBe(200)
+        const reserved = 50_000 - rateLimitHeaders(res, 'tokens')!.remaining
+        expect(reserved).toBeGreaterThan(765)
+        expect(reserved).toBeLessThan(1000)
+        await res.arrayBuffer()
+      })
+
       test('both measures on one key: success carries both header sets', async () => {
         const user = await createUser(gw)
         const { key } = await createKey(gw, user, { limits: { rpm: 50, tpm: 50_000 } })

@@ -51,7 +51,6 @@ describe('roughPromptTokens', () => {
   // Bodies without escapes or numbers: the estimate reads the JSON length exactly, from string lengths.
   const bodies: Record<string, unknown>[] = [
     { model: 'm', messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hello there' }] },
-    { model: 'm', messages: [{ role: 'user', content: [{ type: 'text', text: 'what is this' }, { type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] }] },
     { model: 'm', messages: [{ role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{}' } }] }] },
     { model: 'm', messages: [] },
     { model: 'm', input: ['one', 'two', 'three'] },
@@ -62,6 +61,14 @@ describe('roughPromptTokens', () => {
       const source = body.messages ?? body.input
       expect(roughPromptTokens(body)).toBe(Math.ceil(JSON.stringify(source).length / 4))
     }
+  })
+  test('an image counts 765 tokens whatever its URL: a link and a 750 KB base64 data URL alike, not their text', () => {
+    const withImage = (url: string) => ({ model: 'm', messages: [{ role: 'user', content: [{ type: 'text', text: 'what is this' }, { type: 'image_url', image_url: { url } }] }] })
+    const link = roughPromptTokens(withImage('https://example.com/a.png'))
+    expect(roughPromptTokens(withImage(`data:image/png;base64,${'A'.repeat(1_000_000)}`))).toBe(link)
+    // The text part and the JSON around it as characters, the image as 765 tokens.
+    const around = JSON.stringify([{ role: 'user', content: [{ type: 'text', text: 'what is this' }, { type: 'image_url', image_url: '' }] }]).length - 2
+    expect(link).toBe(Math.ceil((around + 765 * 4) / 4))
   })
   test('a string prompt counts its characters; no prompt counts 0; deep nesting still counts', () => {
     expect(roughPromptTokens({ prompt: 'abcdefgh' })).toBe(2)

@@ -207,7 +207,18 @@ export function promptUsageOf(body: ReadableStream<Uint8Array> | null): (() => u
 /** A rough count (4 characters a token) for when the provider reports none. */
 export const roughTokens = (chars: number): number => Math.ceil(chars / 4)
 
-/** Rough prompt tokens of a request body: its messages, prompt or input, 4 characters a token. */
+/**
+ * What an image counts in the rough estimate, in characters: 765 tokens, OpenAI's figure for a
+ * 1024×1024 image at high detail on gpt-4o (the tokens plugin counts each model's own rule when it
+ * counts exactly). Its text says nothing of its cost: a 750 KB base64 data URL is 250,000 tokens at
+ * 4 characters each (a reservation that refused the request under any usual tpm), a link a few.
+ */
+const IMAGE_CHARS = 765 * 4
+
+/**
+ * Rough prompt tokens of a request body: its messages, prompt or input, 4 characters a token, and
+ * each `image_url` as IMAGE_CHARS whatever its URL.
+ */
 export function roughPromptTokens(body: Record<string, unknown>): number {
   const source = body.messages ?? body.prompt ?? body.input
   if (source === undefined) return 0
@@ -234,7 +245,7 @@ function jsonLength(value: unknown, depth: number): number {
   for (const key in record) {
     const v = record[key]
     if (v === undefined) continue
-    n += key.length + 3 + jsonLength(v, depth + 1) + (first ? 0 : 1)
+    n += key.length + 3 + (key === 'image_url' ? IMAGE_CHARS : jsonLength(v, depth + 1)) + (first ? 0 : 1)
     first = false
   }
   return n
