@@ -227,6 +227,18 @@ for (const backend of backends) {
         expect((await gw.chat(key, { max_tokens: 10 })).status).toBe(200)
       })
 
+      test('a request without max_tokens that does not fit is told to set it, and what was reserved without it', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { limits: { tpm: 200 } })
+        // No max_tokens: completion_estimate (256) is reserved, more than the limit holds.
+        const refused = await gw.chat(key)
+        expect(((await refused.clone().json()) as { error: { param: string | null } }).error.param).toBe('max_tokens')
+        const message = await expectQuotaError(refused, 'rate_limit_exceeded')
+        expect(message).toContain('set max_tokens')
+        expect(message).toContain('none was sent, so 256 tokens were reserved for each completion')
+        expect(message).not.toContain('lower max_tokens')
+      })
+
       test('the refusal names the field the body carried: max_completion_tokens, or an embeddings request\'s input', async () => {
         const user = await createUser(gw)
         const { key } = await createKey(gw, user, { limits: { tpm: 100 }, budget: { tokens: 50, period: 'day' } })

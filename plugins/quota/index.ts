@@ -215,7 +215,11 @@ export const quota = definePlugin({
         // The store answers again: lease releases kept while it was away go now.
         if (releases.size > 0 && store === primary) releases.kick()
         putRateLimitHeaders(req.responseHeaders, items, outcome.remaining)
-        if (!outcome.ok) return refusal(items[outcome.failed]!, outcome, req.responseHeaders, req.endpoint === 'embeddings' ? 'input' : maxTokensField(req.body))
+        if (!outcome.ok) {
+          if (req.endpoint === 'embeddings') return refusal(items[outcome.failed]!, outcome, req.responseHeaders, 'input')
+          const unset = maxTokensOf(req.body) === undefined ? options.completion_estimate : null
+          return refusal(items[outcome.failed]!, outcome, req.responseHeaders, maxTokensField(req.body), unset)
+        }
         req.locals[LOCAL] = { items, store, tokens, microUsd, epoch: outcome.epoch } satisfies Reservation
         if (hasLease(items)) leased.set(req.id, { items, leaseId: req.id, store, since: now })
       },
@@ -412,12 +416,25 @@ const NO_RETRY = { 'x-should-retry': 'false' } as const
 /**
  * The 429 for the item that refused, naming it, with a Retry-After that holds to the second.
  * `field` is what the client can lower: the completion allowance its body set (see
- * maxTokensField), or an embeddings request's `input`.
+ * maxTokensField), or an embeddings request's `input`. `unset`: the body set no allowance, and
+ * this many tokens were reserved for each completion instead (completion_estimate): the client
+ * is told to set one, not to lower what it never sent.
  */
-function refusal(item: Item, outcome: AdmitOutcome, headers: Record<string, string>, field: 'max_completion_tokens' | 'max_tokens' | 'input' = 'max_tokens'): GatewayError {
+function refusal(
+  item: Item,
+  outcome: AdmitOutcome,
+  headers: Record<string, string>,
+  field: 'max_completion_tokens' | 'max_tokens' | 'input' = 'max_tokens',
+  unset: number | null = null,
+): GatewayError {
   const who = `${item.scope} ${item.id}`
-  const fix = field === 'input' ? 'shorten the input' : `lower ${field} or shorten the prompt`
-  const reserved = field === 'input' ? '(its input)' : `(prompt + ${field} for each completion asked)`
+  const fix =
+    field === 'input'
+      ? 'shorten the input'
+      : unset !== null
+        ? `set ${field} (none was sent, so ${unset} tokens were reserved for each completion) or shorten the prompt`
+        : `lower ${field} or shorten the prompt`
+  const reserved = field === 'input' ? '(its input)' : unset !== null ? `(prompt + ${unset} for each completion asked, no ${field} being set)` : `(prompt + ${field} for each completion asked)`
   const extra: Record<string, string> = { ...headers }
   const retry = outcome.waitMs === null ? null : Math.max(1, Math.ceil(outcome.waitMs / 1000))
   if (retry !== null) extra['retry-after'] = String(retry)
