@@ -291,6 +291,22 @@ for (const backend of backends) {
         await res.arrayBuffer()
       })
 
+      test('audio and file parts reserve nothing for their base64 data, as the exact counter counts them: a 400 KB clip or PDF is not refused under 50,000 tpm', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { limits: { tpm: 50_000 } })
+        const data = 'A'.repeat(400_000)
+        const parts = [
+          { type: 'input_audio', input_audio: { data, format: 'wav' } },
+          { type: 'file', file: { filename: 'a.pdf', file_data: `data:application/pdf;base64,${data}` } },
+        ]
+        for (const part of parts) {
+          const res = await gw.chat(key, { max_tokens: 10, messages: [{ role: 'user', content: [{ type: 'text', text: 'what is this' }, part] }] })
+          expect(res.status).toBe(200)
+          expect(rateLimitHeaders(res, 'tokens')!.remaining).toBeGreaterThan(49_000)
+          await res.arrayBuffer()
+        }
+      })
+
       test('both measures on one key: success carries both header sets', async () => {
         const user = await createUser(gw)
         const { key } = await createKey(gw, user, { limits: { rpm: 50, tpm: 50_000 } })

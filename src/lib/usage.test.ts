@@ -70,6 +70,14 @@ describe('roughPromptTokens', () => {
     const around = JSON.stringify([{ role: 'user', content: [{ type: 'text', text: 'what is this' }, { type: 'image_url', image_url: '' }] }]).length - 2
     expect(link).toBe(Math.ceil((around + 765 * 4) / 4))
   })
+  test('an audio or file part counts its type and not its payload, as the exact counter (no published rule)', () => {
+    const withPart = (part: Record<string, unknown>) => ({ model: 'm', messages: [{ role: 'user', content: [part] }] })
+    const data = 'A'.repeat(1_000_000)
+    const audio = roughPromptTokens(withPart({ type: 'input_audio', input_audio: { data, format: 'wav' } }))
+    const file = roughPromptTokens(withPart({ type: 'file', file: { filename: 'a.pdf', file_data: `data:application/pdf;base64,${data}` } }))
+    expect(audio).toBe(Math.ceil(JSON.stringify([{ role: 'user', content: [{ type: 'input_audio', input_audio: {} }] }]).length / 4))
+    expect(file).toBe(Math.ceil(JSON.stringify([{ role: 'user', content: [{ type: 'file', file: {} }] }]).length / 4))
+  })
   test('a string prompt counts its characters; no prompt counts 0; deep nesting still counts', () => {
     expect(roughPromptTokens({ prompt: 'abcdefgh' })).toBe(2)
     expect(roughPromptTokens({ model: 'm' })).toBe(0)

@@ -216,8 +216,10 @@ export const roughTokens = (chars: number): number => Math.ceil(chars / 4)
 const IMAGE_CHARS = 765 * 4
 
 /**
- * Rough prompt tokens of a request body: its messages, prompt or input, 4 characters a token, and
- * each `image_url` as IMAGE_CHARS whatever its URL.
+ * Rough prompt tokens of a request body: its messages, prompt or input, 4 characters a token; each
+ * `image_url` as IMAGE_CHARS whatever its URL, and an `input_audio` or `file` part's payload as
+ * nothing, as the tokens plugin's exact count has it (no published rule: base64 audio or a PDF at 4
+ * characters a token would be a thousand times their cost).
  */
 export function roughPromptTokens(body: Record<string, unknown>): number {
   const source = body.messages ?? body.prompt ?? body.input
@@ -245,7 +247,7 @@ function jsonLength(value: unknown, depth: number): number {
   for (const key in record) {
     const v = record[key]
     if (v === undefined) continue
-    n += key.length + 3 + (key === 'image_url' ? IMAGE_CHARS : jsonLength(v, depth + 1)) + (first ? 0 : 1)
+    n += key.length + 3 + (key === 'image_url' ? IMAGE_CHARS : key === 'input_audio' || key === 'file' ? 2 : jsonLength(v, depth + 1)) + (first ? 0 : 1)
     first = false
   }
   return n
