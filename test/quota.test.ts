@@ -307,6 +307,25 @@ for (const backend of backends) {
         }
       })
 
+      test("a legacy completion's n and best_of are checked at OpenAI's bounds: a best_of of 1e300 is a 400, not a cost so large that no limit or budget counted it", async () => {
+        const user = await createUser(gw)
+        const { id, key } = await createKey(gw, user, { limits: { tpm: 1000 }, budget: { tokens: 100, period: 'day' } })
+        const complete = (body: Record<string, unknown>) =>
+          fetch(`${gw.url}/v1/completions`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ model: 'mock-gpt', prompt: 'x', max_tokens: 2_000_000_000, ...body }),
+          })
+        for (const [body, param] of [[{ best_of: 1e300 }, 'best_of'], [{ best_of: 21 }, 'best_of'], [{ n: 1e300 }, 'n'], [{ n: 129 }, 'n']] as const) {
+          const res = await complete(body)
+          expect(res.status).toBe(400)
+          expect(((await res.json()) as { error: { param: string | null } }).error.param).toBe(param)
+        }
+        const view = await gw.adminOk<{ tokens: { remaining: number }; budget: { tokens: { spent: number } } }>('GET', `/admin/keys/${id}/quota`)
+        expect(view.tokens.remaining).toBe(1000)
+        expect(view.budget.tokens.spent).toBe(0)
+      })
+
       test('both measures on one key: success carries both header sets', async () => {
         const user = await createUser(gw)
         const { key } = await createKey(gw, user, { limits: { rpm: 50, tpm: 50_000 } })

@@ -73,6 +73,10 @@ export const CompletionBody = t.Object(
     stream_options: StreamOptions,
     max_tokens: MaxTokens,
     ...sampling,
+    // Each multiplies what a request may cost (the quota reserves max_tokens for every completion):
+    // unchecked, a best_of of 1e300 made a cost past any number, which Redis' script counted as nothing.
+    n: OptionalNullable(t.Integer({ minimum: 1, maximum: 128 })),
+    best_of: OptionalNullable(t.Integer({ minimum: 0, maximum: 20 })),
   },
   { ...open, description: 'OpenAI legacy completion request' },
 )
