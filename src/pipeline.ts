@@ -618,7 +618,7 @@ export class Pipeline {
       req.locals.__hideUsageChunk !== true &&
       timeouts?.idle_ms === undefined &&
       timeouts?.total_ms === undefined &&
-      shortAnswer(req.body)
+      shortAnswer(req.body, req.endpoint)
     ) {
       return this.mirrorStream(req, answer, plan, watch, headers)
     }
@@ -1596,7 +1596,7 @@ function retryAfterSeconds(headers: Headers, status: number): number | null {
  * Whether a stream's answer is bounded small enough to mirror (see MIRROR_MAX_TOKENS): its token
  * limit times the completions it asks for within it.
  */
-function shortAnswer(body: Record<string, unknown>): boolean {
+function shortAnswer(body: Record<string, unknown>, endpoint: Endpoint): boolean {
   const max = maxTokensOf(body)
-  return max !== undefined && max * completionsAsked(body) <= MIRROR_MAX_TOKENS
+  return max !== undefined && max * completionsAsked(body, endpoint) <= MIRROR_MAX_TOKENS
 }

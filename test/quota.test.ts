@@ -326,6 +326,21 @@ for (const backend of backends) {
         expect(view.budget.tokens.spent).toBe(0)
       })
 
+      test("a chat request's best_of (a legacy completion's field, which chat does not take) multiplies nothing: 1e300 of it neither refuses a small request nor lets a huge one past the limit", async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { limits: { tpm: 1000 } })
+        const small = await gw.chat(key, { max_tokens: 100, best_of: 1e300 })
+        expect(small.status).toBe(200)
+        const left = rateLimitHeaders(small, 'tokens')!.remaining
+        // 100 for max_tokens plus a few for the prompt.
+        expect(left).toBeLessThanOrEqual(900)
+        expect(left).toBeGreaterThan(880)
+        await small.arrayBuffer()
+        // 1e300 × 2e9 is past any number: counted, it would have been taken for nothing.
+        const huge = await gw.chat(key, { max_tokens: 2_000_000_000, best_of: 1e300 })
+        expect(await expectQuotaError(huge, 'rate_limit_exceeded')).toContain('about 2000000')
+      })
+
       test('both measures on one key: success carries both header sets', async () => {
         const user = await createUser(gw)
         const { key } = await createKey(gw, user, { limits: { rpm: 50, tpm: 50_000 } })

@@ -100,7 +100,7 @@ export const quota = definePlugin({
     const reserveTokens = (req: GatewayRequest): { prompt: number; completion: number } | Promise<{ prompt: number; completion: number }> => {
       const max = maxTokensOf(req.body)
       const each = max !== undefined && max > 0 ? max : options.completion_estimate
-      const completion = req.endpoint === 'embeddings' ? 0 : each * completionsAsked(req.body)
+      const completion = req.endpoint === 'embeddings' ? 0 : each * completionsAsked(req.body, req.endpoint)
       const prompt = services.tokenizer.countPrompt(req.endpoint, req.body, req.group?.name ?? req.model ?? '', 'reserve')
       // An estimate is a plain number: no promise for it.
       return prompt instanceof Promise ? prompt.then((counted) => ({ prompt: counted, completion })) : { prompt, completion }

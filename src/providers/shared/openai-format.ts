@@ -3,6 +3,7 @@
  * shapes of a chat completion, its stream chunks and its errors, plus the small readers
  * the request translators share. Nothing here knows about a particular provider.
  */
+import type { Endpoint } from '../../plugin.ts'
 
 /** A JSON object read from a request or an upstream answer. */
 export type JsonObject = Record<string, unknown>
@@ -287,13 +288,14 @@ export function maxTokensField(body: JsonObject): 'max_completion_tokens' | 'max
 }
 
 /**
- * How many completions a request asks the provider for: `n` (and `best_of`, which the legacy
- * endpoint generates and bills whole) for each prompt of a legacy completion's list. Each may run
- * to maxTokensOf, so a reservation takes that many allowances.
+ * How many completions a request asks the provider for: `n` (and, on the legacy endpoint, `best_of`,
+ * which it generates and bills whole) for each prompt of a legacy completion's list. Each may run
+ * to maxTokensOf, so a reservation takes that many allowances. A chat body's `best_of` is no field
+ * of chat and multiplies nothing (unchecked there, 1e300 of it made a cost past any number).
  */
-export function completionsAsked(body: JsonObject): number {
+export function completionsAsked(body: JsonObject, endpoint: Endpoint): number {
   const n = manyOf(body.n)
-  const bestOf = manyOf(body.best_of)
+  const bestOf = endpoint === 'completions' ? manyOf(body.best_of) : 1
   const prompt = body.prompt
   // A list of strings or of token lists is several prompts; a list of numbers is one prompt's tokens.
   const prompts = Array.isArray(prompt) && prompt.length > 0 && typeof prompt[0] !== 'number' ? prompt.length : 1
