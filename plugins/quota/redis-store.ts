@@ -276,8 +276,9 @@ class Batcher {
         pack.number(it.rate)
       }
       pack.number(it.until ?? -1)
-      // A NaN or an infinity would spoil the script's arithmetic: it counts as 0.
-      pack.number(Number.isFinite(value) ? value : 0)
+      // A NaN or an infinity would spoil the script's arithmetic: a delta counts as 0, and a cost as
+      // the largest number, which no limit holds (as 0 it was admitted taking nothing).
+      pack.number(Number.isFinite(value) ? value : settlement === null ? Number.MAX_VALUE : 0)
     }
   }
 }

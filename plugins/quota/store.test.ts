@@ -243,6 +243,16 @@ for (const backend of backends) {
         expect((await admit([bucket(1, 60, 1, key)])).ok).toBe(false)
       })
 
+      test('a cost past any number (infinite, or not a number) is never admitted, as a cost above the limit, and takes nothing', async () => {
+        const b = bucket(100, 6000, 1)
+        const c = counter(100, 1, null)
+        for (const cost of [Number.POSITIVE_INFINITY, Number.NaN]) {
+          expect(await admit([withCost(b, cost)])).toMatchObject({ ok: false, failed: 0, waitMs: null })
+          expect(await admit([withCost(c, cost)])).toMatchObject({ ok: false, failed: 0, waitMs: null })
+        }
+        expect(await peek([b, c])).toEqual([100, 100])
+      })
+
       test('a cost above the limit can never be admitted: waitMs is null', async () => {
         const item = bucket(100, 100, 101)
         const outcome = await admit([item])

@@ -92,12 +92,13 @@ export function refusingItem(items: readonly Item[], available: readonly number[
     const item = items[i]!
     const room = available[i]!
     let wait: number | null
+    // A cost that is no number (NaN) is above every limit, as an infinite one is.
     if (item.kind === 'bucket') {
       if (item.cost <= room) continue
-      wait = item.cost > item.limit ? null : Math.ceil((item.cost - room) / item.rate)
+      wait = !(item.cost <= item.limit) ? null : Math.ceil((item.cost - room) / item.rate)
     } else if (item.kind === 'counter') {
       if (item.cost <= room && room > 0) continue
-      wait = item.cost > item.limit || item.until === null ? null : Math.max(0, item.until - now)
+      wait = !(item.cost <= item.limit) || item.until === null ? null : Math.max(0, item.until - now)
     } else {
       if (failed >= 0 || room > 0) continue
       failed = i
