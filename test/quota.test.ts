@@ -341,6 +341,19 @@ for (const backend of backends) {
         expect(await expectQuotaError(huge, 'rate_limit_exceeded')).toContain('about 2000000')
       })
 
+      test('a prompt or input sent as token ids reserves one token an id, not the characters of its digits', async () => {
+        const user = await createUser(gw)
+        const { key } = await createKey(gw, user, { limits: { tpm: 10_000 } })
+        // 8,000 ids of 5 digits (as LangChain's embeddings send them): 48,000 characters of JSON.
+        const ids = Array.from({ length: 8000 }, (_, i) => 10_000 + i)
+        const embed = (input: unknown) =>
+          fetch(`${gw.url}/v1/embeddings`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'mock-gpt', input }) })
+        const res = await embed([ids])
+        expect(res.status).toBe(200)
+        expect(rateLimitHeaders(res, 'tokens')!.remaining).toBe(2000)
+        await res.arrayBuffer()
+      })
+
       test('both measures on one key: success carries both header sets', async () => {
         const user = await createUser(gw)
         const { key } = await createKey(gw, user, { limits: { rpm: 50, tpm: 50_000 } })

@@ -78,6 +78,12 @@ describe('roughPromptTokens', () => {
     expect(audio).toBe(Math.ceil(JSON.stringify([{ role: 'user', content: [{ type: 'input_audio', input_audio: {} }] }]).length / 4))
     expect(file).toBe(Math.ceil(JSON.stringify([{ role: 'user', content: [{ type: 'file', file: {} }] }]).length / 4))
   })
+  test('token ids count one token each: one tokenized text or several, whatever their digits', () => {
+    expect(roughPromptTokens({ prompt: [100_000, 200_000, 3] })).toBe(3)
+    expect(roughPromptTokens({ input: [[100_000, 2], [3], [44_444, 5, 6]] })).toBe(6)
+    // Strings and messages are no token ids.
+    expect(roughPromptTokens({ input: ['abcdefgh'] })).toBe(Math.ceil(JSON.stringify(['abcdefgh']).length / 4))
+  })
   test('a string prompt counts its characters; no prompt counts 0; deep nesting still counts', () => {
     expect(roughPromptTokens({ prompt: 'abcdefgh' })).toBe(2)
     expect(roughPromptTokens({ model: 'm' })).toBe(0)

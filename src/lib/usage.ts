@@ -224,7 +224,27 @@ const IMAGE_CHARS = 765 * 4
 export function roughPromptTokens(body: Record<string, unknown>): number {
   const source = body.messages ?? body.prompt ?? body.input
   if (source === undefined) return 0
-  return roughTokens(typeof source === 'string' ? source.length : jsonLength(source, 0))
+  if (typeof source === 'string') return roughTokens(source.length)
+  const ids = tokenIds(source)
+  return ids >= 0 ? ids : roughTokens(jsonLength(source, 0))
+}
+
+/**
+ * How many token ids a prompt or input sent as tokens holds (one tokenized text, or several, as
+ * LangChain's embeddings send them), each one token as the tokens plugin counts them; -1 for
+ * anything else. At 4 characters a token their digits and commas counted half as much again.
+ */
+function tokenIds(source: unknown): number {
+  if (!Array.isArray(source) || source.length === 0) return -1
+  const first: unknown = source[0]
+  if (typeof first === 'number') return source.length
+  if (!Array.isArray(first) || typeof first[0] !== 'number') return -1
+  let n = 0
+  for (const ids of source) {
+    if (!Array.isArray(ids)) return -1
+    n += ids.length
+  }
+  return n
 }
 
 /**
