@@ -71,14 +71,18 @@ async function main(): Promise<void> {
   }
 
   let stopping = false
+  let stoppedAt = 0
   const stop = async (signal: string) => {
     if (stopping) {
+      // The first signal again, passed on by `bun run` (or sent to the process group twice): the same stop.
+      if (performance.now() - stoppedAt < SAME_STOP_MS) return
       // A second signal: the requests still in flight are cut off now, not at the end of the grace.
       gateway.logger.info('shutting down now', { signal })
       gateway.hurry()
       return
     }
     stopping = true
+    stoppedAt = performance.now()
     gateway.logger.info('shutting down', { signal, grace_ms: config.shutdownGraceMs })
     try {
       await gateway.close()
@@ -91,6 +95,14 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'))
   process.on('SIGINT', () => void stop('SIGINT'))
 }
+
+/**
+ * A signal this soon after the first is the same stop, not a second one: Ctrl-C in a terminal, or
+ * a service manager that signals every process of the service (systemd's default), reaches the
+ * gateway directly and again through the `bun run start` that started it, which passes signals on
+ * to its child, a few ms apart. A second signal meant as one comes later than this.
+ */
+const SAME_STOP_MS = 1000
 
 /** Why the server could not listen, naming the address (Bun's own message does not name the host). */
 function listenFailure(error: unknown, host: string, port: number): string {

@@ -123,14 +123,15 @@ describe('shutdown past the grace period', () => {
     expect(row!.completion_tokens).toBeGreaterThan(0)
   }, 30_000)
 
-  test('a second SIGTERM ends the grace at once', async () => {
+  test('a second SIGTERM, a second or more after the first, ends the grace at once', async () => {
     const { child, base, dbPath } = await boot('hurry', 20_000)
     const stream = await chat(base, 'mock-gpt', true)
     const streamId = stream.headers.get('x-request-id')!
     await Bun.sleep(200)
     const sentAt = performance.now()
     child.kill('SIGTERM')
-    await Bun.sleep(200)
+    // Past the second in which a signal is taken for the first one passed on again (src/main.ts).
+    await Bun.sleep(1200)
     child.kill('SIGTERM')
     const { text, broken } = await readAll(stream.body!)
     expect(broken).toBe(false)
