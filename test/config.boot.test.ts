@@ -154,3 +154,18 @@ describe('DATABASE_URL and REDIS_URL the gateway cannot use are config problems'
     expect(result.dataDir).toEqual([])
   }, 30_000)
 })
+
+describe('SLUICE_ENCRYPTION_KEY_PREVIOUS is checked with the config', () => {
+  test('a previous key that is not 32 bytes of base64 is named, by its place in the list, exit 2, before anything is created', async () => {
+    const good = Buffer.alloc(32, 3).toString('base64')
+    const result = await boot('sluice.config.json', { 'sluice.config.json': '{}' }, {
+      SLUICE_ENCRYPTION_KEY: Buffer.alloc(32, 4).toString('base64'),
+      SLUICE_ENCRYPTION_KEY_PREVIOUS: `${good}, not-a-key`,
+    })
+    expect(result.code).toBe(2)
+    expect(result.stderr.trim()).toBe(
+      'sluice: invalid configuration (1 problem):\n  - SLUICE_ENCRYPTION_KEY_PREVIOUS: its key 2 is not 32 bytes, base64-encoded (each key of the comma-separated list is one, as SLUICE_ENCRYPTION_KEY is)',
+    )
+    expect(result.dataDir).toEqual([])
+  }, 30_000)
+})

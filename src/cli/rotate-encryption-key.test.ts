@@ -127,6 +127,19 @@ describe('rotate-encryption-key arguments', () => {
     expect(readdirSync(cwd)).toEqual([])
   })
 
+  test('a key that is not 32 bytes of base64 exits 2 naming its variable (and its place in the list), before any database is opened', async () => {
+    const cwd = mkdtempSync(join(dir, 'bad-keys-'))
+    const current = await runRotate(cwd, { SLUICE_ENCRYPTION_KEY: 'short' })
+    expect(current.code).toBe(2)
+    expect(current.stderr.trim()).toBe('rotate-encryption-key: SLUICE_ENCRYPTION_KEY: must be 32 bytes, base64-encoded (try: openssl rand -base64 32)')
+    const previous = await runRotate(cwd, { SLUICE_ENCRYPTION_KEY_PREVIOUS: `${KEY_A},oops` })
+    expect(previous.code).toBe(2)
+    expect(previous.stderr.trim()).toBe(
+      'rotate-encryption-key: SLUICE_ENCRYPTION_KEY_PREVIOUS: its key 2 is not 32 bytes, base64-encoded (each key of the comma-separated list is one, as SLUICE_ENCRYPTION_KEY is)',
+    )
+    expect(readdirSync(cwd)).toEqual([])
+  })
+
   test('--help prints the usage and exits 0, keys set or not', async () => {
     const cwd = mkdtempSync(join(dir, 'help-'))
     for (const extra of [{}, { SLUICE_ENCRYPTION_KEY: undefined, SLUICE_ENCRYPTION_KEY_PREVIOUS: undefined }]) {
