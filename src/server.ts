@@ -183,10 +183,21 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     const preflight = cors !== null && Cors.applies(request.url) ? cors.preflight(request, allow) : null
     return preflight ?? new Response(null, { status: 204, headers: { allow: allow.join(', ') } })
   }
+  // What any route may read of a body: the client API's readers stop at max_body_bytes and the admin
+  // API's at 1 MiB, below it; this bounds the routes that read a body whole (the console's sign-in, plugins').
+  const bodyBound = config.maxBodyBytes * 2 + 1024 * 1024
   // Every answer, in process or over the socket, is counted here: one map read, an increment, an observation.
   const dispatch = (incoming: Request): Promise<Response> => {
     const started = performance.now()
-    const request = routable(incoming)
+    const bounded = boundBody(incoming, bodyBound, config.maxBodyBytes)
+    if (bounded instanceof GatewayError) {
+      const refused = bounded.toResponse(newRequestId())
+      // Its URL as routed (a Host that is no host leaves a bare path), for the route's label and CORS.
+      const url = routable(incoming).url
+      http.record(url, refused.status, performance.now() - started)
+      return Promise.resolve(cors !== null && Cors.applies(url) ? cors.decorate(incoming, refused) : refused)
+    }
+    const request = routable(bounded)
     if (request !== incoming) received.set(request, incoming)
     if (request.method === 'OPTIONS') {
       const answered = answerOptions(request)
@@ -223,8 +234,9 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
         port: listenOptions.port ?? config.port,
         hostname: listenOptions.hostname ?? config.host,
         reusePort: listenOptions.reusePort ?? false,
-        // Our own reader enforces the configured limit with the error envelope; Bun's cap is a backstop.
-        maxRequestBodySize: config.maxBodyBytes * 2 + 1024 * 1024,
+        // Bun's own cap would answer a bare 413 (no envelope, no request id) before dispatch sees the
+        // request: the bounds are ours (the readers' limits, and boundBody in dispatch for every route).
+        maxRequestBodySize: Number.MAX_SAFE_INTEGER,
         idleTimeout: config.idleTimeoutS,
         ...(config.tls ? { tls: { cert: Bun.file(config.tls.cert), key: Bun.file(config.tls.key) } } : {}),
         fetch: dispatch,
@@ -272,6 +284,32 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     },
   }
 }
+
+/**
+ * A request whose body cannot bring more than `bound` bytes: one whose Content-Length says more is
+ * refused (a GatewayError, its connection closed: the body is not read), and a chunked one is read
+ * through a count that fails its reader with the same refusal once past the bound. Others as they came.
+ */
+function boundBody(request: Request, bound: number, limit: number): Request | GatewayError {
+  const declared = request.headers.get('content-length')
+  if (declared !== null) return Number(declared) > bound ? bodyTooLarge(limit) : request
+  if (request.body === null || request.headers.get('transfer-encoding') === null) return request
+  let size = 0
+  const counted = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      size += chunk.byteLength
+      if (size > bound) controller.error(bodyTooLarge(limit))
+      else controller.enqueue(chunk)
+    },
+  })
+  return new Request(request, { body: request.body.pipeThrough(counted) })
+}
+
+/** The refusal of a body far over the client API's limit, `limit` bytes. */
+const bodyTooLarge = (limit: number): GatewayError =>
+  new GatewayError('request_too_large', `The request body is larger than this gateway accepts (${limit} bytes). Send a smaller request.`, {
+    headers: { connection: 'close' },
+  })
 
 /** An answer during shutdown tells the client not to send another request on its connection. */
 function closeConnection(response: Response): void {

@@ -152,3 +152,57 @@ describe('a body that does not arrive', () => {
     }
   }, 20_000)
 })
+
+describe('a body far over the limit', () => {
+  // limits.max_body_bytes 4096: the client API's readers refuse past it, and nothing reads more than
+  // twice it plus 1 MiB on any route (1,056,768 bytes).
+  const FAR = 2 * 4096 + 1024 * 1024 + 1
+
+  test('a Content-Length past what any route reads is refused in the envelope, with a request id, and the connection closed', async () => {
+    const upstream = await startMockUpstream()
+    const gw = await startAuthGateway(upstream.url, { config: { limits: { max_body_bytes: 4096 } } })
+    const { key } = (await userWithKey(gw)).key
+    const port = Number(new URL(gw.url).port)
+    try {
+      for (const [path, auth] of [
+        ['/v1/chat/completions', `authorization: Bearer ${key}\r\n`],
+        ['/console/login', ''],
+        ['/admin/users', 'authorization: Bearer sluice-admin-test-only-0123456789\r\n'],
+      ] as const) {
+        const text = await rawExchange(port, `POST ${path} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n${auth}content-length: ${FAR}\r\n\r\n{"model":`)
+        const [head = '', body = ''] = text.split('\r\n\r\n')
+        expect(head.split('\r\n')[0]).toStartWith('HTTP/1.1 413 ')
+        expect(head.toLowerCase()).toContain('connection: close')
+        expect(head.toLowerCase()).toMatch(/x-request-id: req_/)
+        expect(JSON.parse(body).error).toMatchObject({ code: 'request_too_large' })
+      }
+    } finally {
+      await gw.close()
+      await upstream.stop()
+    }
+  }, 20_000)
+
+  test('a chunked body that grows past it is refused in the envelope too, on a route that reads it whole (the console sign-in)', async () => {
+    const upstream = await startMockUpstream()
+    const gw = await startAuthGateway(upstream.url, { config: { limits: { max_body_bytes: 4096 } } })
+    try {
+      const piece = new TextEncoder().encode('x'.repeat(64 * 1024))
+      let sent = 0
+      const body = new ReadableStream<Uint8Array>({
+        pull(controller) {
+          // Past the bound, then no end: the answer must come from the bound, not from the body's end.
+          if (sent > FAR) return new Promise<void>(() => {})
+          sent += piece.byteLength
+          controller.enqueue(piece)
+        },
+      })
+      const res = await fetch(`${gw.url}/console/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+      expect(res.status).toBe(413)
+      expect(res.headers.get('x-request-id')).toStartWith('req_')
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('request_too_large')
+    } finally {
+      await gw.close()
+      await upstream.stop()
+    }
+  }, 20_000)
+})
