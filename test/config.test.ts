@@ -308,6 +308,13 @@ describe('a bad config', () => {
     expect(problems.some((p) => p.startsWith('LOG_LEVEL: '))).toBe(true)
   })
 
+  test('LOG_LEVEL: blank is unset (info), as PORT and HOST are; the case and white space around it do not matter', async () => {
+    for (const [value, level] of [['', 'info'], ['  ', 'info'], ['INFO', 'info'], ['Warn', 'warn'], [' debug\n', 'debug']] as const) {
+      expect((await loadConfig({ env: { LOG_LEVEL: value }, config: {} })).logLevel).toBe(level)
+    }
+    expect(await problemsOf({ env: { LOG_LEVEL: 'WARNING' }, config: {} })).toEqual(['LOG_LEVEL: "WARNING" is not one of debug, info, warn, error, silent'])
+  })
+
   test('a value outside a fixed set (a provider type, a strategy, a plugin mode) names the values accepted', async () => {
     const problems = await problemsOf({
       env: {},

@@ -131,8 +131,9 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   if (env.SLUICE_ENV !== undefined && !ENV_SLUG.test(environment)) problems.push(`SLUICE_ENV: "${environment}" is not an environment slug ([a-z0-9]{1,16})`)
 
   const port = parsePort(env.PORT, file.server?.port ?? 8080, problems)
-  const logLevel = env.LOG_LEVEL ?? 'info'
-  if (!isLogLevel(logLevel)) problems.push(`LOG_LEVEL: "${logLevel}" is not one of debug, info, warn, error, silent`)
+  // Blank is unset, as for PORT and HOST (an env file's `LOG_LEVEL=`); `INFO` is info.
+  const logLevel = env.LOG_LEVEL?.trim().toLowerCase() || 'info'
+  if (!isLogLevel(logLevel)) problems.push(`LOG_LEVEL: "${echo(env.LOG_LEVEL?.trim() ?? '')}" is not one of debug, info, warn, error, silent`)
   // From a secret file, the value often ends with a newline no client sends: white space around it is dropped.
   const adminKey = env.SLUICE_ADMIN_KEY ? env.SLUICE_ADMIN_KEY.trim() : null
   if (adminKey === '') problems.push('SLUICE_ADMIN_KEY: holds only white space; set the key itself, or leave it unset to have one generated')
