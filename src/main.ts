@@ -4,8 +4,39 @@ import { resolvePlugins } from './plugin-loader.ts'
 import { createGateway } from './server.ts'
 import { BUILTIN_PLUGINS } from '../plugins/index.ts'
 
+const USAGE = `Usage: bun run start
+
+Runs the gateway. It takes no arguments: it is configured by its environment and
+its config file (README.md, "Configuration"):
+
+  SLUICE_CONFIG        config file (default ./sluice.config.ts, then ./sluice.config.json)
+  PORT, HOST           listen address (default 8080, 0.0.0.0)
+  DATABASE_URL         sqlite://PATH, sqlite::memory: or postgres://... (default sqlite://./data/sluice.db)
+  REDIS_URL            shared limits and messages between instances (default: in-process)
+  SLUICE_ENV           the environment it serves (default dev)
+  SLUICE_ADMIN_KEY     the admin key (default: generated on first start, printed once)
+  SLUICE_ENCRYPTION_KEY, SLUICE_ENCRYPTION_KEY_PREVIOUS, SLUICE_TLS_CERT, SLUICE_TLS_KEY,
+  SLUICE_REUSE_PORT, SLUICE_MEMORY, LOG_LEVEL
+
+  --help     show this text`
+
+/**
+ * The gateway takes no arguments: `--help` prints the usage (exit 0), anything else is refused
+ * with it (exit 2), before anything is created or a one-time key printed. Returns only when there are none.
+ */
+function refuseArguments(args: readonly string[]): void {
+  if (args.length === 0) return
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(USAGE)
+    process.exit(0)
+  }
+  console.error(`sluice: unknown argument ${args.join(' ')}; the gateway is configured by its environment and config file\n\n${USAGE}`)
+  process.exit(2)
+}
+
 /** `bun run start`: load config, boot, listen, and stop cleanly on SIGTERM/SIGINT. */
 async function main(): Promise<void> {
+  refuseArguments(process.argv.slice(2))
   let config
   try {
     // Plugins are resolved with the config: one that cannot be used is a config problem, found before anything is opened.
