@@ -55,7 +55,7 @@ async function main(): Promise<void> {
     console.error(`sluice: ${error instanceof Error ? error.message : String(error)}`)
     process.exit(2)
   }
-  const reusePort = process.env.SLUICE_REUSE_PORT === '1'
+  const reusePort = config.reusePort
   // Before the database is created and the one-time keys printed: they would go out with a boot that cannot serve.
   // With reusePort, another gateway on the port is the point.
   if (!reusePort) {

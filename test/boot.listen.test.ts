@@ -40,4 +40,16 @@ describe('a port in use', () => {
       first.stop(true)
     }
   }, 30_000)
+
+  test('SLUICE_REUSE_PORT=true is refused naming the variable (exit 2), where it was taken for unset and the port then reported in use', async () => {
+    const port = freePort()
+    const first = Bun.serve({ port, hostname: '127.0.0.1', reusePort: true, fetch: () => new Response('first') })
+    try {
+      const result = await bootProcess({ env: { PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: 'sqlite::memory:', SLUICE_REUSE_PORT: 'true' } })
+      expect(result.code).toBe(2)
+      expect(result.stderr).toContain('SLUICE_REUSE_PORT: "true" is neither 1')
+    } finally {
+      first.stop(true)
+    }
+  }, 30_000)
 })

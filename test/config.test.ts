@@ -315,6 +315,16 @@ describe('a bad config', () => {
     expect(await problemsOf({ env: { LOG_LEVEL: 'WARNING' }, config: {} })).toEqual(['LOG_LEVEL: "WARNING" is not one of debug, info, warn, error, silent'])
   })
 
+  test('SLUICE_REUSE_PORT is 1 or 0 (blank is unset); another value is refused by name, not taken for 0', async () => {
+    for (const [value, reuse] of [['1', true], [' 1 ', true], ['0', false], ['', false]] as const) {
+      expect((await loadConfig({ env: { SLUICE_REUSE_PORT: value }, config: {} })).reusePort).toBe(reuse)
+    }
+    expect((await loadConfig({ env: {}, config: {} })).reusePort).toBe(false)
+    expect(await problemsOf({ env: { SLUICE_REUSE_PORT: 'true' }, config: {} })).toEqual([
+      'SLUICE_REUSE_PORT: "true" is neither 1 (share the port with other gateway processes) nor 0 (do not)',
+    ])
+  })
+
   test('a value outside a fixed set (a provider type, a strategy, a plugin mode) names the values accepted', async () => {
     const problems = await problemsOf({
       env: {},

@@ -43,6 +43,8 @@ export interface ResolvedConfig {
   /** Seconds a client connection may stay silent both ways before it is closed (Bun's idleTimeout). */
   idleTimeoutS: number
   shutdownGraceMs: number
+  /** SLUICE_REUSE_PORT=1: listen with Bun's reusePort, sharing the port with other gateway processes. */
+  reusePort: boolean
   /** The admin console at /console. */
   console: { enabled: boolean; sessionTtlMs: number }
   /** Browser pages of other origins allowed to call `/v1/*`; null: none (no CORS headers). */
@@ -144,6 +146,12 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     problems.push('SLUICE_ADMIN_KEY: holds white space, which a bearer token cannot carry (Authorization: Bearer <key>); use letters, digits and -._~+/ only (openssl rand -hex 24)')
   }
 
+  // One way to say it: "true" taken for unset would end in a port reported in use, naming nothing of this.
+  const reuse = env.SLUICE_REUSE_PORT?.trim() ?? ''
+  if (reuse !== '' && reuse !== '0' && reuse !== '1') {
+    problems.push(`SLUICE_REUSE_PORT: "${echo(reuse)}" is neither 1 (share the port with other gateway processes) nor 0 (do not)`)
+  }
+
   const tlsCert = env.SLUICE_TLS_CERT
   const tlsKey = env.SLUICE_TLS_KEY
   if (Boolean(tlsCert) !== Boolean(tlsKey)) problems.push('SLUICE_TLS_CERT and SLUICE_TLS_KEY: set both or neither')
@@ -214,6 +222,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     bodyTimeoutMs: file.limits?.body_timeout_ms ?? 30_000,
     idleTimeoutS: file.limits?.idle_timeout_s ?? 75,
     shutdownGraceMs: file.server?.shutdown_grace_ms ?? 10_000,
+    reusePort: reuse === '1',
     console: { enabled: file.console?.enabled ?? true, sessionTtlMs: file.console?.session_ttl_ms ?? 8 * 60 * 60 * 1000 },
     cors: cors ? { origins: cors.origins, maxAgeS: cors.max_age_s ?? 600 } : null,
     providers,
