@@ -161,6 +161,10 @@ type ChoiceTexts = readonly string[]
 /** The completion text where there is none, or where the usage is known and it is never read. */
 const NO_TEXT = (): ChoiceTexts => []
 
+/** The answer to a model call the shutdown cut off before its upstream answered. */
+const shuttingDown = (): GatewayError =>
+  new GatewayError('not_ready', 'The gateway is shutting down and its grace period for requests in flight is over before the upstream answered. Retry the request.')
+
 function firstByteTimeout(guard: CallGuard): void {
   guard.timedOut = true
   guard.controller.abort(new DOMException('upstream timed out', 'TimeoutError'))
@@ -206,6 +210,10 @@ export class Pipeline {
   private endingOutcomes: Outcome[] = []
   /** Idle and total timeouts of bodies already flowing to clients. */
   readonly watchdog = new Watchdog()
+  /** Upstream calls waiting for their headers: what a shutdown past its grace answers at once (see shutdown). */
+  private readonly calls = new Set<CallGuard>()
+  /** Set by shutdown(): no upstream call starts from then on. */
+  private cutOff = false
   /** Model calls before their answer (in handle), and usages being counted: what a shutdown waits for. */
   private active = 0
   private counting = 0
@@ -378,6 +386,18 @@ export class Pipeline {
   }
 
   /**
+   * The shutdown's grace is over, the connections still open: bodies flowing to clients are cut off
+   * (a stream the gateway writes ends with a `not_ready` event), and model calls still waiting for
+   * their upstream's headers give up, answered 503 `not_ready` (retry elsewhere) and logged so, where
+   * closing their connections would leave their clients without an answer and log them as gone.
+   */
+  shutdown(): void {
+    this.cutOff = true
+    this.watchdog.shutdown()
+    for (const guard of this.calls) guard.controller.abort(new DOMException('the gateway is shutting down', 'AbortError'))
+  }
+
+  /**
    * At shutdown, once the server has cut off what was still running: waits (at most `limitMs`) for
    * those requests to end, their bodies to fail and their usage to be counted, then runs every
    * usage and completion hook deferred so far, while the plugins are still open. A request cut off
@@ -512,6 +532,7 @@ export class Pipeline {
       if (next === undefined) return failure?.error ?? new GatewayError('no_healthy_upstream', `No upstream is available for model "${echo(req.model ?? '', 256)}" right now; retry shortly.`)
       if (next instanceof GatewayError) return next
       if (req.request.signal.aborted) return null
+      if (this.cutOff) return shuttingDown()
       // Set before the attempt: a request that fails upstream is still logged against the key that failed it.
       req.target = next
       const started = performance.now()
@@ -528,6 +549,8 @@ export class Pipeline {
         plan.report?.(next, latency, undefined, failure)
         return null
       }
+      // Cut off by the shutdown: no fault of the key's either (the plan's release frees it), and no other target is tried.
+      if (this.cutOff) return shuttingDown()
       // A refusal of the adapter's own never reached the upstream: nothing to count for its key.
       if (!outcome.refused) this.services.upstreams.record(next, outcome.status, latency)
       plan.report?.(next, latency, undefined, failure)
@@ -538,6 +561,7 @@ export class Pipeline {
   private async attempt(req: GatewayRequest, target: RouteTarget): Promise<Answer | Omit<AttemptFailure, 'target' | 'latencyMs'>> {
     const body = req.body.model === target.model ? req.body : { ...req.body, model: target.model }
     const guard = new CallGuard(req.request.signal)
+    this.calls.add(guard)
     const timeouts = target.provider.config.timeouts
     const firstByteMs = headersWaitMs(timeouts, req.stream)
     const startedAt = performance.now()
@@ -585,6 +609,7 @@ export class Pipeline {
       }
     } finally {
       clearTimeout(timer)
+      this.calls.delete(guard)
       if (!kept) guard.detach()
     }
   }

@@ -268,7 +268,7 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
         if (!(await Promise.race([stopped, cut]))) {
           // What still runs is cut off: the streams the gateway writes end with an error event the
           // client's SDK raises (a reset otherwise), then every socket closes.
-          pipeline.watchdog.shutdown()
+          pipeline.shutdown()
           await Promise.race([stopped, Bun.sleep(CUT_FLUSH_MS)])
           server.stop(true)
         }

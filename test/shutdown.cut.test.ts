@@ -37,6 +37,8 @@ async function boot(name: string, graceMs: number): Promise<{ child: Subprocess<
   const config = upstreamConfig(upstream.url, { plugins: [{ use: 'logging', options: { writer_thread: false } }] })
   // The mock waits 600 ms before it answers this one: a JSON answer that comes within the grace.
   config.models!.push({ name: 'slow', targets: [{ provider: 'up', model: 'mock-slow-600' }] })
+  // And this one 5 s: still waiting for its headers when a grace of 1 s ends.
+  config.models!.push({ name: 'slower', targets: [{ provider: 'up', model: 'mock-slow-5000' }] })
   writeFileSync(configPath, JSON.stringify({ ...config, server: { shutdown_grace_ms: graceMs } }))
   const port = await closedPort()
   const dbPath = join(dir, `${name}.db`)
@@ -121,6 +123,23 @@ describe('shutdown past the grace period', () => {
     const row = logged(dbPath, streamId)
     expect(row).toMatchObject({ status: 200, error_code: 'not_ready' })
     expect(row!.completion_tokens).toBeGreaterThan(0)
+  }, 30_000)
+
+  test('a model call still waiting for its upstream at the end of the grace is answered 503 not_ready and logged so, not cut as if its client had left', async () => {
+    const { child, base, dbPath } = await boot('waiting', 1000)
+    const pending = chat(base, 'slower', false)
+    await Bun.sleep(200)
+    child.kill('SIGTERM')
+    const res = await pending
+    expect(res.status).toBe(503)
+    expect(res.headers.get('connection')).toBe('close')
+    const id = res.headers.get('x-request-id')!
+    expect(id).toStartWith('req_')
+    const error = ((await res.json()) as { error: { code: string; message: string } }).error
+    expect(error.code).toBe('not_ready')
+    expect(error.message).toContain('shutting down')
+    expect(await child.exited).toBe(0)
+    expect(logged(dbPath, id)).toMatchObject({ status: 503, error_code: 'not_ready' })
   }, 30_000)
 
   test('a second SIGTERM, a second or more after the first, ends the grace at once', async () => {
