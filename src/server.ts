@@ -3,7 +3,7 @@ import type { Server } from 'bun'
 import { GatewayError } from './errors.ts'
 import { ensureAdminKey } from './admin-key.ts'
 import type { ResolvedConfig } from './config/load.ts'
-import { createDatabase, type DatabaseHandle } from './db/index.ts'
+import { createDatabase, maskDatabaseUrl, type DatabaseHandle } from './db/index.ts'
 import { isUnstorableText } from './db/errors.ts'
 import { migrateToLatest } from './db/migrate.ts'
 import { createLocalBus, createRedisBus } from './lib/bus.ts'
@@ -78,8 +78,7 @@ const STREAM_IDLE_S = 255
 export async function createGateway(config: ResolvedConfig, options: GatewayOptions = {}): Promise<Gateway> {
   const logger = options.logger ?? createLogger(config.logLevel)
   const ownDb = !options.services?.db
-  const db: DatabaseHandle = options.services?.db ?? (await createDatabase(config.databaseUrl))
-  if (ownDb) await migrateToLatest(db.db)
+  const db: DatabaseHandle = options.services?.db ?? (await openDatabase(config.databaseUrl))
   let redis: RedisClient | null = options.services?.redis ?? null
   const ownRedis = !redis && config.redisUrl !== null
   // ioredis is loaded only when Redis is configured: an embedded gateway does not pay its memory.
@@ -310,6 +309,22 @@ const bodyTooLarge = (limit: number): GatewayError =>
   new GatewayError('request_too_large', `The request body is larger than this gateway accepts (${limit} bytes). Send a smaller request.`, {
     headers: { connection: 'close' },
   })
+
+/**
+ * The gateway's own database, opened and migrated; a failure names it (password masked), where the
+ * driver's "Failed to connect" named nothing an operator could check.
+ */
+async function openDatabase(url: string): Promise<DatabaseHandle> {
+  let db: DatabaseHandle | undefined
+  try {
+    db = await createDatabase(url)
+    await migrateToLatest(db.db)
+    return db
+  } catch (error) {
+    await db?.close().catch(() => {})
+    throw new Error(`cannot use the database ${maskDatabaseUrl(url)}: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
+  }
+}
 
 /** An answer during shutdown tells the client not to send another request on its connection. */
 function closeConnection(response: Response): void {

@@ -53,3 +53,14 @@ describe('a port in use', () => {
     }
   }, 30_000)
 })
+
+describe('a database that cannot be reached', () => {
+  test('exit 1 naming the database (its password masked), where the line said only "Failed to connect"', async () => {
+    const port = freePort()
+    const result = await bootProcess({ env: { PORT: String(freePort()), HOST: '127.0.0.1', DATABASE_URL: `postgres://sluice:hunter2@127.0.0.1:${port}/sluice` } })
+    expect(result.code).toBe(1)
+    expect(result.stderr).toStartWith(`sluice: failed to start: cannot use the database postgres://sluice:***@127.0.0.1:${port}/sluice: `)
+    expect(result.stderr).toContain('ERR_POSTGRES_CONNECTION_REFUSED')
+    expect(result.stderr).not.toContain('hunter2')
+  }, 30_000)
+})
