@@ -340,6 +340,14 @@ describe('a bad config', () => {
     expect((error as ConfigError).problems).toEqual(['/plugins/0: plugin "quota" option /fail_mode: must be one of "closed", "open"'])
   })
 
+  test("the quota plugin's times and estimate are bounded: past a timer's range a lease's renewal or a Redis call's deadline would fire at once", async () => {
+    const config = await loadConfig({ env: {}, config: { plugins: [{ use: 'quota', options: { lease_ms: 7_000_000_000, redis_timeout_ms: 2 ** 31, completion_estimate: 1e300 } }] } })
+    const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    const problems = (error as ConfigError).problems.join('\n')
+    for (const option of ['completion_estimate', 'lease_ms', 'redis_timeout_ms']) expect(problems).toContain(`option /${option}:`)
+  })
+
   test('TLS files that cannot be read are reported by their variable; readable ones are used by their full path', async () => {
     const cwd = folder()
     // A real pair (test/fixtures/tls): a readable file is also checked for what it holds (test/config.tls.test.ts).

@@ -18,14 +18,14 @@ const Options = Type.Object(
   {
     /** With Redis unreachable: `closed` refuses with 503 quota_backend_unavailable; `open` admits and counts in process. @default "closed" */
     fail_mode: Type.Union([Type.Literal('closed'), Type.Literal('open')], { default: 'closed' }),
-    /** Completion tokens reserved when a request sets no `max_tokens`. @default 256 */
-    completion_estimate: Type.Integer({ minimum: 0, default: 256 }),
-    /** A `max_parallel` lease expires this long after it was taken or last renewed (every third of it while its request runs), so a crashed instance does not hold it forever. @default 600000 */
-    lease_ms: Type.Integer({ minimum: 1000, default: 600_000 }),
+    /** Completion tokens reserved when a request sets no `max_tokens`; at most a 32-bit integer, as `max_tokens`. @default 256 */
+    completion_estimate: Type.Integer({ minimum: 0, maximum: 2_147_483_647, default: 256 }),
+    /** A `max_parallel` lease expires this long after it was taken or last renewed (every third of it while its request runs), so a crashed instance does not hold it forever; at most a day (a timer runs every third of it). @default 600000 */
+    lease_ms: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 600_000 }),
     /** Redis Cluster hash tag shared by every quota key, so one script sees them all in one slot. @default "sluice" */
     hash_tag: Type.String({ minLength: 1, maxLength: 64, pattern: '^[^{}]+$', default: 'sluice' }),
-    /** ms a Redis call may take before it counts as unreachable. @default 1000 */
-    redis_timeout_ms: Type.Integer({ minimum: 10, default: 1000 }),
+    /** ms a Redis call may take before it counts as unreachable; at most an hour (a timer's range). @default 1000 */
+    redis_timeout_ms: Type.Integer({ minimum: 10, maximum: 3_600_000, default: 1000 }),
     /** Connections to Redis for admissions; two keep Redis busy while the client handles replies. @default 2 */
     redis_connections: Type.Integer({ minimum: 1, maximum: 16, default: 2 }),
   },
