@@ -340,6 +340,23 @@ describe('a bad config', () => {
     expect((error as ConfigError).problems).toEqual(['/plugins/0: plugin "quota" option /fail_mode: must be one of "closed", "open"'])
   })
 
+  test('a time in ms past what a timer can wait is refused, in the config and in plugin options (Bun fires a longer timer after 1 ms)', async () => {
+    const tooLong = 2 ** 31
+    const problems = await problemsOf({
+      env: {},
+      config: { providers: [provider({ timeouts: { total_ms: tooLong } })], server: { shutdown_grace_ms: tooLong } } as unknown as ConfigFile,
+    })
+    expect(problems).toEqual([expect.stringMatching(/^\/providers\/0\/timeouts\/total_ms: /), expect.stringMatching(/^\/server\/shutdown_grace_ms: /)])
+    const longest = await loadConfig({ env: {}, config: { providers: [provider({ timeouts: { total_ms: tooLong - 1 } })] } as unknown as ConfigFile })
+    expect(longest.providers[0]?.timeouts?.total_ms).toBe(tooLong - 1)
+    for (const [plugin, option] of [['auth', 'last_used_flush_ms'], ['balance', 'backoff_max_ms'], ['logging', 'retention_check_ms'], ['tokens', 'timeout_ms']] as const) {
+      const config = await loadConfig({ env: {}, config: { plugins: [{ use: plugin, options: { [option]: tooLong } }] } })
+      const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(ConfigError)
+      expect((error as ConfigError).problems).toEqual([expect.stringContaining(`/plugins/0: plugin "${plugin}" option /${option}:`)])
+    }
+  })
+
   test("the quota plugin's times and estimate are bounded: past a timer's range a lease's renewal or a Redis call's deadline would fire at once", async () => {
     const config = await loadConfig({ env: {}, config: { plugins: [{ use: 'quota', options: { lease_ms: 7_000_000_000, redis_timeout_ms: 2 ** 31, completion_estimate: 1e300 } }] } })
     const error = await resolvePlugins(config, BUILTIN_PLUGINS).catch((e: unknown) => e)

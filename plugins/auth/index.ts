@@ -8,17 +8,18 @@ import { findKeyRecord, iso, touchKeys, type KeyRecord } from './repo.ts'
 import { DIAGNOSE } from '../../src/routes/doctor.ts'
 import { GatewayError } from '../../src/errors.ts'
 import { KeyVerifier, type Presented, type Verdict } from './verify.ts'
+import { MAX_TIMER_MS } from '../../src/config/schema.ts'
 
 const Options = Type.Object(
   {
     /** Key records kept in memory. @default 100000 */
     cache_size: Type.Integer({ minimum: 1, default: 100_000 }),
     /** How long a cached record is trusted without an invalidation message (a safety net if one is lost). @default 30000 */
-    cache_ttl_ms: Type.Integer({ minimum: 0, default: 30_000 }),
+    cache_ttl_ms: Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS, default: 30_000 }),
     /** How long an unknown key stays known-unknown. @default 5000 */
-    negative_ttl_ms: Type.Integer({ minimum: 0, default: 5_000 }),
+    negative_ttl_ms: Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS, default: 5_000 }),
     /** How often `last_used_at` is written, in one batch. @default 5000 */
-    last_used_flush_ms: Type.Integer({ minimum: 100, default: 5_000 }),
+    last_used_flush_ms: Type.Integer({ minimum: 100, maximum: MAX_TIMER_MS, default: 5_000 }),
     /**
      * On the first start of an empty database, create a demo user and key and print the key.
      * Unset: only in the `dev` environment, since the key may use every model without limit

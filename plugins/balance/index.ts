@@ -10,6 +10,7 @@ import type { ProviderKeyConfig } from '../../src/config/schema.ts'
 import type { GroupTarget, ModelGroup, ModelRegistry, ProviderRuntime, RouteTarget } from '../../src/models.ts'
 import { available, availableAt, modelHealthOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, openUntil, recordLatency, stateOf, type ModelHealth, type KeyHealth, type SharedState } from './health.ts'
 import { PICKERS, newPickerState, type Candidate, type PickerState } from './strategies.ts'
+import { MAX_TIMER_MS } from '../../src/config/schema.ts'
 
 const Options = Type.Object(
   {
@@ -20,19 +21,19 @@ const Options = Type.Object(
      */
     max_attempts: Type.Integer({ minimum: 1, maximum: 20, default: 4 }),
     /** ModelHealth of a key for the model a 429 was for, when it carries no Retry-After. @default 10000 */
-    cooldown_ms: Type.Integer({ minimum: 0, default: 10_000 }),
+    cooldown_ms: Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS, default: 10_000 }),
     /** Consecutive failures (5xx, timeouts, network) of one upstream model on a key that open the key's circuit for that model. @default 5 */
     circuit_failures: Type.Integer({ minimum: 1, default: 5 }),
     /** How long an open circuit keeps a key out for its model before one trial request. @default 30000 */
-    circuit_open_ms: Type.Integer({ minimum: 0, default: 30_000 }),
+    circuit_open_ms: Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS, default: 30_000 }),
     /** First retry delay after a 5xx or timeout; doubles per retry, with full jitter. @default 50 */
-    backoff_ms: Type.Integer({ minimum: 0, default: 50 }),
+    backoff_ms: Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS, default: 50 }),
     /** Longest retry delay. @default 1000 */
-    backoff_max_ms: Type.Integer({ minimum: 0, default: 1000 }),
+    backoff_max_ms: Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS, default: 1000 }),
     /** Weight of the newest latency sample in the moving average. @default 0.3 */
     latency_alpha: Type.Number({ exclusiveMinimum: 0, maximum: 1, default: 0.3 }),
     /** A key's latency average no request has refreshed for this long is forgotten, so the latency strategy tries the key again. @default 300000 */
-    latency_ttl_ms: Type.Integer({ minimum: 100, default: 300_000 }),
+    latency_ttl_ms: Type.Integer({ minimum: 100, maximum: MAX_TIMER_MS, default: 300_000 }),
   },
   { additionalProperties: false },
 )

@@ -8,6 +8,7 @@ import { deleteOlderThan } from './repo.ts'
 import { logFields, toRow } from './row.ts'
 import { requestLogSink } from './sink.ts'
 import { BatchWriter } from './writer.ts'
+import { MAX_TIMER_MS } from '../../src/config/schema.ts'
 
 const Alerts = Type.Object(
   {
@@ -18,15 +19,15 @@ const Alerts = Type.Object(
     /** Alert when a key's, user's or team's budget for its current period is spent this far (fractions). @default [0.8, 1] */
     budget_thresholds: Type.Array(Type.Number({ exclusiveMinimum: 0, maximum: 10 }), { minItems: 1, maxItems: 10, default: [0.8, 1] }),
     /** How often the conditions are checked. @default 60000 */
-    check_ms: Type.Integer({ minimum: 50, default: 60_000 }),
+    check_ms: Type.Integer({ minimum: 50, maximum: MAX_TIMER_MS, default: 60_000 }),
     /** An upstream key is dead after this many 401/403 answers in a row. @default 1 (the balance plugin stops using a key at its first) */
     dead_key_failures: Type.Integer({ minimum: 1, maximum: 1000, default: 1 }),
     /** First wait after a failed delivery; doubled each time. @default 1000 */
-    retry_base_ms: Type.Integer({ minimum: 10, default: 1000 }),
+    retry_base_ms: Type.Integer({ minimum: 10, maximum: MAX_TIMER_MS, default: 1000 }),
     /** Longest wait between deliveries of one alert. @default 300000 */
-    retry_max_ms: Type.Integer({ minimum: 10, default: 300_000 }),
+    retry_max_ms: Type.Integer({ minimum: 10, maximum: MAX_TIMER_MS, default: 300_000 }),
     /** A webhook call that takes longer has failed. @default 5000 */
-    timeout_ms: Type.Integer({ minimum: 10, default: 5000 }),
+    timeout_ms: Type.Integer({ minimum: 10, maximum: MAX_TIMER_MS, default: 5000 }),
   },
   { additionalProperties: false },
 )
@@ -40,19 +41,19 @@ const Options = Type.Object(
     /** A partial batch is written this long after its first row. @default 200 */
     flush_ms: Type.Integer({ minimum: 1, maximum: 60_000, default: 200 }),
     /** First wait after a failed write; doubled on each failure in a row. @default 100 */
-    retry_base_ms: Type.Integer({ minimum: 1, default: 100 }),
+    retry_base_ms: Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 100 }),
     /** Longest wait between retries of a failed write. @default 2000 */
-    retry_max_ms: Type.Integer({ minimum: 1, default: 2000 }),
+    retry_max_ms: Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS, default: 2000 }),
     /** A write that takes longer has failed (and is retried; writes are idempotent). On Postgres the database stops it then and rolls it back, so it never lands later. @default 10000 */
-    write_timeout_ms: Type.Integer({ minimum: 10, default: 10_000 }),
+    write_timeout_ms: Type.Integer({ minimum: 10, maximum: MAX_TIMER_MS, default: 10_000 }),
     /** Write from a separate thread with its own connection (SQLite files and Postgres; in-memory SQLite always writes inline). @default true */
     writer_thread: Type.Boolean({ default: true }),
     /** On shutdown, how long to keep writing what waits; rows left after it are dropped and counted. @default 5000 */
-    close_timeout_ms: Type.Integer({ minimum: 0, default: 5000 }),
+    close_timeout_ms: Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS, default: 5000 }),
     /** Rows older than this many days are deleted; 0 keeps everything. @default 30 */
     retention_days: Type.Number({ minimum: 0, default: 30 }),
     /** How often old rows are deleted. @default 600000 */
-    retention_check_ms: Type.Integer({ minimum: 10, default: 600_000 }),
+    retention_check_ms: Type.Integer({ minimum: 10, maximum: MAX_TIMER_MS, default: 600_000 }),
     /** Rows per delete statement, so no statement holds the table for long. @default 1000 */
     retention_batch: Type.Integer({ minimum: 1, maximum: 100_000, default: 1000 }),
     /** Take the client address from the first `X-Forwarded-For` entry (only behind a proxy you trust). @default false */

@@ -8,6 +8,7 @@ import { DEFAULT_IMAGE_RULE, knownImageRule, type ImageRuleName } from './count.
 import { ENCODINGS, isEncoding, knownEncoding, type EncodingName } from './encodings.ts'
 import { CountPool } from './pool.ts'
 import { builtinPricing } from './prices.ts'
+import { MAX_TIMER_MS } from '../../src/config/schema.ts'
 
 const Options = Type.Object(
   {
@@ -32,7 +33,7 @@ const Options = Type.Object(
     /** Counts waiting or running at once; more are refused (settlement then falls back to the estimate). @default 1024 */
     max_pending: Type.Integer({ minimum: 1, default: 1024 }),
     /** A count not done within this many ms fails and its worker is restarted. @default 30000 */
-    timeout_ms: Type.Integer({ minimum: 50, default: 30_000 }),
+    timeout_ms: Type.Integer({ minimum: 50, maximum: MAX_TIMER_MS, default: 30_000 }),
   },
   { additionalProperties: false },
 )

@@ -10,6 +10,13 @@ const Id = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-
 /** The largest value an `integer` column holds on Postgres (SQLite holds more): 2^31 - 1. */
 export const MAX_STORED_INTEGER = 2_147_483_647
 
+/**
+ * The longest a timer can wait, in ms (2^31 - 1, about 24.8 days): Bun, as Node, fires a longer
+ * `setTimeout` or `setInterval` after 1 ms. Every option in ms is held to it, so a value meant as
+ * "practically never" cannot turn into "at once".
+ */
+export const MAX_TIMER_MS = 2_147_483_647
+
 export const ProviderKeySchema = Type.Object(
   {
     id: Id,
@@ -28,11 +35,11 @@ export const ProviderKeySchema = Type.Object(
 export const TimeoutsSchema = Type.Object(
   {
     /** ms until the upstream answers with headers. @default 60000 for a stream, total_ms for a JSON answer (whose headers come once it is generated) */
-    first_byte_ms: Type.Optional(Type.Integer({ minimum: 1 })),
+    first_byte_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS })),
     /** ms between two stream chunks. @default 120000 */
-    idle_ms: Type.Optional(Type.Integer({ minimum: 1 })),
+    idle_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS })),
     /** ms for the whole call. @default 600000 */
-    total_ms: Type.Optional(Type.Integer({ minimum: 1 })),
+    total_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TIMER_MS })),
   },
   { additionalProperties: false },
 )
@@ -155,7 +162,7 @@ export const ConfigFileSchema = Type.Object(
           port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
           host: Type.Optional(Type.String()),
           /** ms that SIGTERM waits for in-flight requests. @default 10000 */
-          shutdown_grace_ms: Type.Optional(Type.Integer({ minimum: 0 })),
+          shutdown_grace_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS })),
           /** Web pages of these origins may call the client API (`/v1/*`) from a browser. @default off */
           cors: Type.Optional(
             Type.Object(
