@@ -368,6 +368,23 @@ describe('gemini provider through the gateway', () => {
     })
   })
 
+  test('embeddings of fewer dimensions than the model\'s full size come back at unit length, as OpenAI gives them (Gemini leaves them unnormalized)', async () => {
+    const norm = (v: readonly number[]) => Math.sqrt(v.reduce((sum, x) => sum + x * x, 0))
+    for (const encoding of ['float', 'base64'] as const) {
+      const res = await postJson(`${gw.url}/v1/embeddings`, { model: 'gemini-embed', input: ['alpha', 'beta'], dimensions: 768, encoding_format: encoding })
+      expect(res.status).toBe(200)
+      const body = (await res.json()) as { data: Array<{ embedding: number[] | string }> }
+      for (const { embedding } of body.data) {
+        const vector = typeof embedding === 'string' ? Array.from(new Float32Array(Buffer.from(embedding, 'base64').buffer.slice(0))) : embedding
+        expect(vector).toHaveLength(768)
+        expect(norm(vector)).toBeCloseTo(1, 5)
+      }
+    }
+    // The full-size vector Gemini normalizes itself comes through as sent.
+    const full = await client.embeddings.create({ model: 'gemini-embed', input: 'alpha', encoding_format: 'float' })
+    expect(full.data[0]!.embedding).toEqual(mockEmbeddings({ input: 'alpha', dimensions: 3072 }).data[0]!.embedding as number[])
+  })
+
   test('more embeddings inputs than one Gemini batch takes (100) go in several calls, joined in order', async () => {
     const input = Array.from({ length: 250 }, (_, i) => `text ${i}`)
     const result = await client.embeddings.create({ model: 'gemini-embed', input, dimensions: 3, encoding_format: 'float' })
@@ -375,7 +392,8 @@ describe('gemini provider through the gateway', () => {
     expect(result.data).toHaveLength(250)
     expect(result.data.map((d) => d.index)).toEqual(input.map((_, i) => i))
     for (const i of [0, 99, 100, 249]) {
-      expect(result.data[i]!.embedding).toEqual(mockEmbeddings({ input: input[i]!, dimensions: 3 }).data[0]!.embedding as number[])
+      const expected = mockEmbeddings({ input: input[i]!, dimensions: 3 }).data[0]!.embedding as number[]
+      result.data[i]!.embedding.forEach((v, k) => expect(v).toBeCloseTo(expected[k]!, 6))
     }
     expect((mock.stats.lastBody as { requests: unknown[] }).requests).toHaveLength(50)
   })

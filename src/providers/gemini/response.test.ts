@@ -107,19 +107,26 @@ describe('toChatCompletion', () => {
 })
 
 describe('toEmbeddingList', () => {
-  test('floats as they are, or base64 of little-endian float32 as OpenAI sends it', () => {
-    const response = { embeddings: [{ values: [0.5, -1] }, { values: [0.25] }] }
+  test('unit vectors as they are, or base64 of little-endian float32 as OpenAI sends it', () => {
+    const response = { embeddings: [{ values: [0.6, -0.8] }, { values: [1] }] }
     expect(toEmbeddingList(response, 'emb', false)).toEqual({
       object: 'list',
       model: 'emb',
       data: [
-        { object: 'embedding', index: 0, embedding: [0.5, -1] },
-        { object: 'embedding', index: 1, embedding: [0.25] },
+        { object: 'embedding', index: 0, embedding: [0.6, -0.8] },
+        { object: 'embedding', index: 1, embedding: [1] },
       ],
     })
     const encoded = toEmbeddingList(response, 'emb', true) as { data: Array<{ embedding: string }> }
     const bytes = Buffer.from(encoded.data[0]!.embedding, 'base64')
-    expect(Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4))).toEqual([0.5, -1])
+    expect(Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4))).toEqual([Math.fround(0.6), Math.fround(-0.8)])
+  })
+
+  test('a vector Gemini cut to outputDimensionality (shorter than 1) comes back at unit length; zeros stay zeros', () => {
+    const list = toEmbeddingList({ embeddings: [{ values: [0.3, -0.4] }, { values: [0, 0] }] }, 'emb', false) as { data: Array<{ embedding: number[] }> }
+    expect(list.data[0]!.embedding[0]).toBeCloseTo(0.6, 12)
+    expect(list.data[0]!.embedding[1]).toBeCloseTo(-0.8, 12)
+    expect(list.data[1]!.embedding).toEqual([0, 0])
   })
 })
 

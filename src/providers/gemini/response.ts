@@ -156,11 +156,26 @@ export function toChatCompletion(response: JsonObject, fallbackModel: string, op
   return completion
 }
 
-/** An OpenAI embeddings list from `batchEmbedContents`; base64 as OpenAI encodes it (little-endian float32). */
+/**
+ * A vector at unit length, as OpenAI's embeddings always are (its docs: a dot product is their cosine
+ * similarity, and clients and vector stores rely on it). Gemini normalizes only its full-size output:
+ * one cut to `outputDimensionality` (OpenAI's `dimensions`) comes back shorter than 1, so ranking by
+ * dot product would favour whatever text happens to have the longer prefix. A vector already at unit
+ * length, or all zeros, is left as it came.
+ */
+export function unitVector(values: number[]): number[] {
+  let sum = 0
+  for (const v of values) sum += v * v
+  const norm = Math.sqrt(sum)
+  if (norm === 0 || Math.abs(norm - 1) < 1e-6) return values
+  return values.map((v) => v / norm)
+}
+
+/** An OpenAI embeddings list from `batchEmbedContents`, each vector at unit length (unitVector); base64 as OpenAI encodes it (little-endian float32). */
 export function toEmbeddingList(response: JsonObject, model: string, base64: boolean): JsonObject {
   const embeddings = Array.isArray(response.embeddings) ? response.embeddings.filter(isRecord) : []
   const data = embeddings.map((embedding, index) => {
-    const values = Array.isArray(embedding.values) ? embedding.values.map((v) => (typeof v === 'number' ? v : 0)) : []
+    const values = unitVector(Array.isArray(embedding.values) ? embedding.values.map((v) => (typeof v === 'number' ? v : 0)) : [])
     const vector = base64 ? Buffer.from(new Float32Array(values).buffer).toString('base64') : values
     return { object: 'embedding', index, embedding: vector }
   })
