@@ -527,6 +527,20 @@ describe('anthropic provider through the gateway', () => {
       expect([lastBody(mock).temperature, lastBody(mock).top_p]).toEqual([1, undefined])
     })
 
+    test('a prompt over the context window is OpenAI\'s context_length_exceeded (param messages), which SDKs and agents branch on to trim the history', async () => {
+      for (const message of ['prompt is too long: 208656 tokens > 200000 maximum', 'input length and `max_tokens` exceed context limit: 197626 + 8192 > 200000, decrease input length or `max_tokens` and try again']) {
+        mock.setFailure({ status: 400, times: 1, body: { type: 'error', error: { type: 'invalid_request_error', message } } })
+        const error = await client.chat.completions.create({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] }).then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+        expect(error).toBeInstanceOf(OpenAI.BadRequestError)
+        const failed = error as InstanceType<typeof OpenAI.BadRequestError>
+        expect([failed.status, failed.code, failed.param, failed.type]).toEqual([400, 'context_length_exceeded', 'messages', 'invalid_request_error'])
+        expect(failed.message).toContain(message)
+      }
+    })
+
     test('an Anthropic organisation out of credit is the key\'s fault: 502 upstream_error, not the client\'s 400', async () => {
       const credit = 'Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.'
       for (const failure of [

@@ -408,6 +408,19 @@ describe('gemini provider through the gateway', () => {
       expect(error.message).toContain('"google"')
     })
 
+    test('a prompt over the context window is OpenAI\'s context_length_exceeded (param messages), which SDKs and agents branch on to trim the history', async () => {
+      const message = 'The input token count (1054016) exceeds the maximum number of tokens allowed (1048576).'
+      mock.setFailure({ status: 400, times: 1, body: { error: { code: 400, message, status: 'INVALID_ARGUMENT' } } })
+      const error = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }] }).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(error).toBeInstanceOf(OpenAI.BadRequestError)
+      const failed = error as InstanceType<typeof OpenAI.BadRequestError>
+      expect([failed.status, failed.code, failed.param, failed.type]).toEqual([400, 'context_length_exceeded', 'messages', 'invalid_request_error'])
+      expect(failed.message).toContain(message)
+    })
+
     test('a request the mock validates as invalid is passed on with Google\'s own message', async () => {
       const res = await postJson(`${gw.url}/v1/chat/completions`, {
         model: 'gemini-test',

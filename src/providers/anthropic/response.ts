@@ -1,4 +1,5 @@
 import {
+  CONTEXT_LENGTH_EXCEEDED,
   chatUsage,
   count,
   errorResponse,
@@ -122,6 +123,13 @@ export function toChatCompletion(message: JsonObject, fallbackModel: string, ans
 export const rateLimitHeaders = (headers: Headers): Record<string, string> =>
   pickHeaders(headers, (name) => name === 'retry-after' || name.startsWith('anthropic-ratelimit-') || name === 'request-id')
 
+/**
+ * How Anthropic words a prompt over the context window ("prompt is too long: 208656 tokens > 200000
+ * maximum") and one whose `max_tokens` does not fit beside it ("input length and `max_tokens` exceed
+ * context limit: …"): OpenAI's context_length_exceeded, as OpenAI names both.
+ */
+const CONTEXT_TOO_LONG = /^prompt is too long\b|exceed context limit/i
+
 /** How Anthropic words the 400 it answers when the key's organisation has no credit left. */
 const NO_CREDIT = /credit balance is too low/i
 
@@ -141,7 +149,8 @@ export function statusOf(status: number, type?: string, message = ''): number {
  * An Anthropic error answer (`{type: "error", error: {type, message}}`) as an OpenAI-style
  * error with the same status (529 → 503, the real one in UPSTREAM_STATUS_HEADER), so generic
  * code reads `error.message`. Anthropic's error type is kept as `type` where the status is the
- * client's; it is no `code` (the gateway's, such as model_not_found, says more to OpenAI clients).
+ * client's; it is no `code` (the gateway's, such as model_not_found, says more to OpenAI clients),
+ * except a prompt over the context window, which gets OpenAI's own code (CONTEXT_LENGTH_EXCEEDED).
  */
 export function toErrorResponse(status: number, text: string, headers: Headers): Response {
   let message = ''
@@ -158,8 +167,10 @@ export function toErrorResponse(status: number, text: string, headers: Headers):
   const mapped = statusOf(status, type, message)
   const out = rateLimitHeaders(headers)
   if (mapped !== status) out[UPSTREAM_STATUS_HEADER] = String(status)
+  const context = mapped === 400 && CONTEXT_TOO_LONG.test(message) ? CONTEXT_LENGTH_EXCEEDED : undefined
   return errorResponse(mapped, message || `Anthropic answered HTTP ${status}.`, {
     type: mapped >= 500 || mapped !== status || !type ? errorTypeForStatus(mapped) : type,
     headers: out,
+    ...context,
   })
 }

@@ -1,4 +1,5 @@
 import {
+  CONTEXT_LENGTH_EXCEEDED,
   chatUsage,
   count,
   errorResponse,
@@ -194,6 +195,12 @@ export function retryAfterOf(details: unknown): string | undefined {
   return undefined
 }
 
+/**
+ * How Gemini words a prompt over the context window ("The input token count (1054016) exceeds the
+ * maximum number of tokens allowed (1048576)."): OpenAI's context_length_exceeded.
+ */
+const CONTEXT_TOO_LONG = /input token count .*exceeds the maximum number of tokens/i
+
 /** Gemini answers a bad API key with 400 INVALID_ARGUMENT; it is a key problem, so it becomes the 401 it means. */
 function isKeyError(details: unknown): boolean {
   return Array.isArray(details) && details.some((d) => isRecord(d) && (d.reason === 'API_KEY_INVALID' || d.reason === 'API_KEY_EXPIRED'))
@@ -203,7 +210,8 @@ function isKeyError(details: unknown): boolean {
  * A Gemini error answer (`{error: {code, message, status, details}}`) as an OpenAI-style
  * error with the same status (a bad key's 400 as 401, the real one in UPSTREAM_STATUS_HEADER).
  * A retry delay becomes `retry-after`. Google's `status` (INVALID_ARGUMENT, NOT_FOUND) restates
- * the HTTP status and is no `code`: the gateway's (model_not_found) says more to OpenAI clients.
+ * the HTTP status and is no `code`: the gateway's (model_not_found) says more to OpenAI clients; a
+ * prompt over the context window gets OpenAI's own code (CONTEXT_LENGTH_EXCEEDED).
  */
 export function toErrorResponse(status: number, text: string, headers: Headers): Response {
   let message = ''
@@ -224,5 +232,6 @@ export function toErrorResponse(status: number, text: string, headers: Headers):
   const retry = headers.get('retry-after') ?? retryAfterOf(details)
   if (retry) out['retry-after'] = retry
   if (mapped !== status) out[UPSTREAM_STATUS_HEADER] = String(status)
-  return errorResponse(mapped, message || `Gemini answered HTTP ${status}.`, { type: errorTypeForStatus(mapped), headers: out })
+  const context = mapped === 400 && CONTEXT_TOO_LONG.test(message) ? CONTEXT_LENGTH_EXCEEDED : undefined
+  return errorResponse(mapped, message || `Gemini answered HTTP ${status}.`, { type: errorTypeForStatus(mapped), headers: out, ...context })
 }

@@ -139,6 +139,13 @@ export function errorResponse(status: number, message: string, options: { type?:
 }
 
 /**
+ * What OpenAI answers a prompt (with its completion budget) over the model's context window with:
+ * code `context_length_exceeded` on `messages`. SDK users and agent frameworks branch on that code to
+ * trim the history and try again; a translating adapter gives its provider's words for it this code.
+ */
+export const CONTEXT_LENGTH_EXCEEDED = { code: 'context_length_exceeded', param: 'messages' } as const
+
+/**
  * Marks an adapter's answer as its own refusal (see refusalResponse): the pipeline tells the
  * client what to change without blaming the provider, and counts nothing against its key.
  */
