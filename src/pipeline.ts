@@ -5,7 +5,7 @@ import type { Services } from './services.ts'
 import type { Pricing, Timeouts } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
-import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, completionsAsked, isRecord, maxTokensOf, streamErrorFrame } from './providers/shared/openai-format.ts'
+import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, completionsAsked, isMisdirectedPage, isRecord, maxTokensOf, streamErrorFrame } from './providers/shared/openai-format.ts'
 import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
 import { spentLimitsResetS } from './lib/rate-headers.ts'
@@ -575,11 +575,12 @@ export class Pipeline {
         key: target.key,
         signal: guard.controller.signal,
       })
+      // A web page is no answer of the API's, 2xx or 4xx: the upstream's failure, tried on the next target.
+      if (isMisdirectedPage(response.status, response.headers.get('content-type'))) {
+        await response.body?.cancel().catch(() => {})
+        return { status: 502, error: htmlAnswer(target, response.status), retryAfter: null }
+      }
       if (response.ok) {
-        if (isHtml(response.headers.get('content-type'))) {
-          await response.body?.cancel().catch(() => {})
-          return { status: 502, error: htmlAnswer(target, response.status), retryAfter: null }
-        }
         if (response.body === null || response.headers.get('content-length') === '0') {
           await response.body?.cancel().catch(() => {})
           return { status: 502, error: emptyAnswer(target, response.status), retryAfter: null }
@@ -1549,17 +1550,15 @@ export function upstreamError(status: number, text: string, target: RouteTarget,
 /** An upstream's error `code` passed to the client: a plain identifier, not text that could carry anything. */
 const UPSTREAM_CODE = /^[a-z0-9_]{1,64}$/
 
-/** A web page, where the API answers JSON or an event stream. */
-const isHtml = (contentType: string | null): boolean => contentType !== null && contentType.includes('text/html')
-
 /**
- * A 2xx that is a web page is no answer of the API's: a `baseUrl` that points at a website, or a
- * proxy's or captive portal's page. Passed on, it would reach the client as a success.
+ * A web page is no answer of the API's (see isMisdirectedPage): a `baseUrl` that points at a website
+ * or a wrong path, or a proxy's or captive portal's page. Passed on, a 2xx page would reach the client
+ * as a success, a 404 page as the client's model_not_found.
  */
 function htmlAnswer(target: RouteTarget, status: number): GatewayError {
   return new GatewayError(
     'upstream_error',
-    `Upstream provider "${target.provider.id}" answered HTTP ${status} with a web page (text/html), not the API's JSON: its baseUrl may point at a website or a proxy's login page. An operator must check the provider's configuration.`,
+    `Upstream provider "${target.provider.id}" answered HTTP ${status} with a web page (text/html), not the API's JSON: its baseUrl may point at a website, a wrong path or a proxy's login page. An operator must check the provider's configuration.`,
   )
 }
 

@@ -54,6 +54,23 @@ describe('usage after a fallback', () => {
   })
 })
 
+describe('a target that answers 4xx with a web page (a baseUrl with a wrong path, a proxy in the way)', () => {
+  test('is the upstream\'s failure: the next target serves, where the client got the page\'s 404 as model_not_found', async () => {
+    const g = await boot({
+      providers: [provider('main', [{ id: 'm1', secret: secretOf('m1') }]), provider('spare', [{ id: 's1', secret: secretOf('s1') }])],
+      models: [{ name: 'm', targets: [{ provider: 'main', model: 'mock-gpt' }, { provider: 'spare', model: 'mock-gpt' }], strategy: 'round-robin' }],
+    })
+    fixture.up.set(secretOf('m1'), { failure: { status: 404, headers: { 'content-type': 'text/html; charset=utf-8' } } })
+    for (let i = 0; i < 2; i++) expect((await chat(g)).status).toBe(200)
+    // Each was answered by the spare, after the page of the main one where round-robin tried it first.
+    expect(requests('s1')).toBe(2)
+    expect(requests('m1')).toBeGreaterThan(0)
+    // A JSON 404 is the API's own answer (a model it does not have): still the client's.
+    for (const key of ['m1', 's1']) fixture.up.set(secretOf(key), { failure: { status: 404 } })
+    await expectError(await chat(g), 'model_not_found', 404)
+  })
+})
+
 describe("a provider key's own tpm", () => {
   test('counts the prompt: a long prompt without max_tokens spends a small tpm at once', async () => {
     const g = await boot({

@@ -106,6 +106,18 @@ describe('upstream failures', () => {
     }
   })
 
+  test('upstream 4xx with a web page (a baseUrl with a wrong path, a proxy in the way) → 502 upstream_error, not the client\'s 404 model_not_found', async () => {
+    for (const status of [404, 405, 400]) {
+      upstream.setFailure({ status, body: '<html><body>404 page not found</body></html>', headers: { 'content-type': 'text/html' }, times: 1 })
+      const error = await expectError(await postJson(chatUrl, chat), 'upstream_error', 502)
+      expect(error.message).toContain(`HTTP ${status} with a web page`)
+      expect(error.message).toContain('"up"')
+    }
+    // Pages that are about the key (401, 403), the pace (429) or the request's size (413) keep their meaning.
+    upstream.setFailure({ status: 413, body: '<html><body>413 Request Entity Too Large</body></html>', headers: { 'content-type': 'text/html' }, times: 1 })
+    await expectError(await postJson(chatUrl, chat), 'request_too_large', 413)
+  })
+
   test('upstream slower than timeouts.first_byte_ms → 504 upstream_timeout', async () => {
     const error = await expectError(await postJson(chatUrl, { ...chat, model: 'slow-model' }), 'upstream_timeout')
     expect(error.message).toContain('150 ms')

@@ -582,6 +582,13 @@ describe('anthropic provider through the gateway', () => {
       }
     })
 
+    test('a 4xx web page (Anthropic\'s is JSON; a page is a wrong baseUrl or a proxy) → 502 upstream_error, not 404 model_not_found', async () => {
+      mock.setFailure({ status: 404, page: '<html><body>Not Found</body></html>', times: 1 })
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] })
+      const error = await expectError(res, 'upstream_error', 502)
+      expect(error.message).toContain('HTTP 404 with a web page')
+    })
+
     test('the upstream key never reaches the client, even when the provider echoes it', async () => {
       mock.setFailure({ status: 401, times: 1, body: { type: 'error', error: { type: 'authentication_error', message: `invalid x-api-key ${SECRET}` } } })
       const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }] })

@@ -408,6 +408,17 @@ describe('gemini provider through the gateway', () => {
       expect(error.message).toContain('"google"')
     })
 
+    test('a 4xx web page (Google\'s 404 for a path that is no API method, from a wrong baseUrl) → 502 upstream_error, not 404 model_not_found', async () => {
+      for (const [endpoint, body] of [
+        ['chat/completions', { model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }] }],
+        ['embeddings', { model: 'gemini-embed', input: 'hello' }],
+      ] as const) {
+        mock.setFailure({ status: 404, page: '<html><body>The requested URL was not found on this server. That’s all we know.</body></html>', times: 1 })
+        const error = await expectError(await postJson(`${gw.url}/v1/${endpoint}`, body), 'upstream_error', 502)
+        expect(error.message).toContain('HTTP 404 with a web page')
+      }
+    })
+
     test('a prompt over the context window is OpenAI\'s context_length_exceeded (param messages), which SDKs and agents branch on to trim the history', async () => {
       const message = 'The input token count (1054016) exceeds the maximum number of tokens allowed (1048576).'
       mock.setFailure({ status: 400, times: 1, body: { error: { code: 400, message, status: 'INVALID_ARGUMENT' } } })

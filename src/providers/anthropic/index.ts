@@ -60,9 +60,9 @@ export const anthropicAdapter: AdapterFactory = (provider) => {
         signal: call.signal,
         redirect: 'manual',
       })
-      if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
       const page = webPageAnswer(upstream)
       if (page) return page
+      if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
       const headers = rateLimitHeaders(upstream.headers)
 
       if (call.stream) {

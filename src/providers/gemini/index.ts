@@ -69,9 +69,9 @@ export const geminiAdapter: AdapterFactory = (provider) => {
     if (!translated.ok) return refusalResponse(translated)
     const url = call.stream ? urlOf(model, 'streamGenerateContent') + '?alt=sse' : urlOf(model, 'generateContent')
     const upstream = await post(url, translated.value, call)
-    if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
     const page = webPageAnswer(upstream)
     if (page) return page
+    if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
     const oneToolCall = call.body.parallel_tool_calls === false
     if (call.stream) {
       if (!upstream.body) return errorResponse(502, 'Gemini answered a stream request without a body.')
@@ -101,9 +101,9 @@ export const geminiAdapter: AdapterFactory = (provider) => {
     for (let start = 0; start < requests.length; start += EMBED_BATCH_LIMIT) {
       const batch = requests.slice(start, start + EMBED_BATCH_LIMIT)
       const upstream = await post(urlOf(model, 'batchEmbedContents'), { requests: batch }, call)
-      if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
       const page = webPageAnswer(upstream)
       if (page) return page
+      if (!upstream.ok) return toErrorResponse(upstream.status, await upstream.text().catch(() => ''), upstream.headers)
       const response = await readJson(upstream)
       if (!response) return errorResponse(502, 'Gemini answered with a body that is not a JSON object.')
       // Each embedding's index is its place in the joined list: a short batch would shift every later one.

@@ -163,15 +163,31 @@ export function refusalResponse(refusal: { message: string; param: string | null
   return errorResponse(400, refusal.message, { code: 'invalid_request', param: refusal.param, headers: { [REFUSAL_HEADER]: '1' } })
 }
 
+/** 4xx statuses whose web page still says what it is about: the key (401, 403), the pace (429), the request's time or size (408, 413). */
+const TELLING_PAGES: ReadonlySet<number> = new Set([401, 403, 408, 413, 429])
+
 /**
- * A 2xx answer that is a web page (a proxy's or captive portal's page, a baseUrl that points at a
- * website), passed on as such, undefined for anything else: its status and text/html type without
- * the page, which is no answer to translate (its body is cancelled). The pipeline takes any 2xx
- * text/html for the upstream error it is, as it does for the providers it passes through.
+ * Whether an answer is a web page (text/html) that is no verdict of the API's on the request: the
+ * API answers JSON, so a page comes from something else on the way, a `baseUrl` that points at a
+ * website or at a wrong path (a 404 page), a proxy's or captive portal's login page (a 2xx). The
+ * request may well be fine: it is the upstream's failure, retried on the next target, not the
+ * client's 404 `model_not_found` or 400. A page with a status of TELLING_PAGES keeps its meaning;
+ * a 5xx page is the upstream's failure anyway.
+ */
+export function isMisdirectedPage(status: number, contentType: string | null): boolean {
+  if (contentType === null || !contentType.includes('text/html')) return false
+  return (status >= 200 && status < 300) || (status >= 400 && status < 500 && !TELLING_PAGES.has(status))
+}
+
+/**
+ * An answer that is a misdirected web page (see isMisdirectedPage), passed on as such, undefined for
+ * anything else: its status and text/html type without the page, which is no answer to translate
+ * (its body is cancelled). The pipeline takes such a page for the upstream error it is, as it does
+ * for the providers it passes through.
  */
 export function webPageAnswer(upstream: Response): Response | undefined {
   const type = upstream.headers.get('content-type')
-  if (type === null || !type.includes('text/html')) return undefined
+  if (!isMisdirectedPage(upstream.status, type) || type === null) return undefined
   upstream.body?.cancel().catch(() => {})
   return new Response(null, { status: upstream.status, headers: { 'content-type': type } })
 }
