@@ -408,6 +408,22 @@ describe('gemini provider through the gateway', () => {
       expect(error.message).toContain('"google"')
     })
 
+    test('a Google account without billing (free tier not in its country) or out of prepaid credit is the key\'s fault: 502 upstream_error, not the client\'s 400 or 402', async () => {
+      for (const failure of [
+        { status: 400, body: { error: { code: 400, message: 'Gemini API free tier is not available in your country. Please enable billing on your project in Google AI Studio.', status: 'FAILED_PRECONDITION' } } },
+        { status: 402, body: { error: { code: 402, message: 'Your prepayment credits are depleted. Please go to AI Studio to manage your billing.', status: 'RESOURCE_EXHAUSTED' } } },
+      ]) {
+        mock.setFailure({ ...failure, times: 1 })
+        const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }] })
+        const error = await expectError(res, 'upstream_error', 502)
+        expect(error.message).toContain(failure.body.error.message)
+        expect(error.message).toContain(`"gm-1" (HTTP ${failure.status})`)
+      }
+      // A precondition of the request's own (a file still being processed) stays the client's.
+      mock.setFailure({ status: 400, times: 1, body: { error: { code: 400, message: 'The File abc is not in an ACTIVE state and usage is not allowed.', status: 'FAILED_PRECONDITION' } } })
+      await expectError(await postJson(`${gw.url}/v1/chat/completions`, { model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }] }), 'invalid_request', 400)
+    })
+
     test('a 4xx web page (Google\'s 404 for a path that is no API method, from a wrong baseUrl) → 502 upstream_error, not 404 model_not_found', async () => {
       for (const [endpoint, body] of [
         ['chat/completions', { model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }] }],

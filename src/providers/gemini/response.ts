@@ -201,6 +201,24 @@ export function retryAfterOf(details: unknown): string | undefined {
  */
 const CONTEXT_TOO_LONG = /input token count .*exceeds the maximum number of tokens/i
 
+/**
+ * How Google words the 400 FAILED_PRECONDITION of a project that cannot use the API as it stands
+ * (no billing where the free tier is not offered, a location it does not serve): about the key's
+ * account, not the request (a file still being processed is a FAILED_PRECONDITION of the request's).
+ */
+const ACCOUNT_PRECONDITION = /billing|free tier|location is not supported|country/i
+
+/**
+ * The status the gateway acts on: an account out of prepaid credit (402) or one that cannot use the
+ * API (see ACCOUNT_PRECONDITION) is the key's fault, as a 403: balancing stops using that key and
+ * tries the next, and the client is not told that its request was invalid. Anything else as it came.
+ */
+function statusOf(status: number, googleStatus: string | undefined, message: string): number {
+  if (status === 402) return 403
+  if (status === 400 && googleStatus === 'FAILED_PRECONDITION' && ACCOUNT_PRECONDITION.test(message)) return 403
+  return status
+}
+
 /** Gemini answers a bad API key with 400 INVALID_ARGUMENT; it is a key problem, so it becomes the 401 it means. */
 function isKeyError(details: unknown): boolean {
   return Array.isArray(details) && details.some((d) => isRecord(d) && (d.reason === 'API_KEY_INVALID' || d.reason === 'API_KEY_EXPIRED'))
@@ -208,7 +226,8 @@ function isKeyError(details: unknown): boolean {
 
 /**
  * A Gemini error answer (`{error: {code, message, status, details}}`) as an OpenAI-style
- * error with the same status (a bad key's 400 as 401, the real one in UPSTREAM_STATUS_HEADER).
+ * error with the same status (a bad key's 400 as 401, an account's billing failure as 403, see
+ * statusOf; the real one in UPSTREAM_STATUS_HEADER).
  * A retry delay becomes `retry-after`. Google's `status` (INVALID_ARGUMENT, NOT_FOUND) restates
  * the HTTP status and is no `code`: the gateway's (model_not_found) says more to OpenAI clients; a
  * prompt over the context window gets OpenAI's own code (CONTEXT_LENGTH_EXCEEDED).
@@ -216,6 +235,7 @@ function isKeyError(details: unknown): boolean {
 export function toErrorResponse(status: number, text: string, headers: Headers): Response {
   let message = ''
   let details: unknown
+  let googleStatus: string | undefined
   try {
     const raw: unknown = JSON.parse(text)
     // The JSON-array stream form wraps its error in a list.
@@ -223,11 +243,12 @@ export function toErrorResponse(status: number, text: string, headers: Headers):
     if (isRecord(parsed) && isRecord(parsed.error)) {
       message = str(parsed.error.message) ?? ''
       details = parsed.error.details
+      googleStatus = str(parsed.error.status)
     }
   } catch {
     message = text.trim().slice(0, 500)
   }
-  const mapped = status === 400 && isKeyError(details) ? 401 : status
+  const mapped = status === 400 && isKeyError(details) ? 401 : statusOf(status, googleStatus, message)
   const out: Record<string, string> = {}
   const retry = headers.get('retry-after') ?? retryAfterOf(details)
   if (retry) out['retry-after'] = retry
