@@ -590,10 +590,11 @@ export class Pipeline {
       }
       const text = await response.text().catch(() => '')
       if (response.headers.has(REFUSAL_HEADER)) return { status: response.status, error: refusalError(text), retryAfter: null, refused: true }
+      const status = accountOutOfMoney(response.status, text) ? 403 : response.status
       return {
-        status: response.status,
-        error: upstreamError(response.status, text, target, response.headers),
-        retryAfter: retryAfterSeconds(response.headers, response.status),
+        status,
+        error: upstreamError(status, text, target, response.headers, response.status),
+        retryAfter: retryAfterSeconds(response.headers, status),
       }
     } catch (error) {
       if (guard.timedOut) {
@@ -1519,15 +1520,32 @@ export function modelNotFound(model: string | undefined): GatewayError {
 /** The secrets a call to `target` carried, none of which may reach a client (an error path only: built when needed). */
 const secretsOf = (target: RouteTarget): string[] => callSecrets(target.key.secret, target.provider.config.headers, target.provider.config.baseUrl)
 
-/** Map an upstream's error answer into the envelope, keeping its status (and the field it blames) for request errors. */
-export function upstreamError(status: number, text: string, target: RouteTarget, headers: Headers): GatewayError {
+/**
+ * Whether an upstream's error says the key's account has no money left: a 402 (DeepSeek's, Mistral's,
+ * OpenRouter's "payment required"), or OpenAI's 429 whose code is `insufficient_quota` ("You exceeded
+ * your current quota, please check your plan and billing details"). That is no rate limit that passes
+ * and no fault of the request: the key is refused as with a 401 or 403, so balancing stops sending to
+ * it until an operator resets it, instead of cooling it and trying it again after every cooldown, and
+ * the client, told nothing about a rate limit to wait for or a payment of its own, gets the next key's
+ * answer. Read on error answers only.
+ */
+function accountOutOfMoney(status: number, text: string): boolean {
+  if (status === 402) return true
+  return status === 429 && text.includes('insufficient_quota') && upstreamDetail(text).code === 'insufficient_quota'
+}
+
+/**
+ * Map an upstream's error answer into the envelope, keeping its status (and the field it blames) for
+ * request errors. `answered` is the status the upstream sent, where the gateway acts on another.
+ */
+export function upstreamError(status: number, text: string, target: RouteTarget, headers: Headers, answered = status): GatewayError {
   const provider = target.provider.id
   const said = upstreamDetail(text)
   const secrets = secretsOf(target)
   const detail = scrubAll(said.message, secrets)
   // A translating adapter maps its provider's status (Anthropic's 529 to 503) and says which it was: the message tells that one.
   const stated = headers.get(UPSTREAM_STATUS_HEADER)
-  const real = stated !== null && /^[1-5]\d\d$/.test(stated) ? stated : String(status)
+  const real = stated !== null && /^[1-5]\d\d$/.test(stated) ? stated : String(answered)
   if (status === 401 || status === 403) {
     return new GatewayError('upstream_error', `Upstream provider "${provider}" refused the gateway's key "${target.key.id}" (HTTP ${real}): ${detail} An operator must fix or replace that provider key.`)
   }

@@ -71,6 +71,21 @@ describe('a target that answers 4xx with a web page (a baseUrl with a wrong path
   })
 })
 
+describe('a provider key whose account is out of money', () => {
+  test('(OpenAI\'s 429 insufficient_quota) is dead until reset, as a refused key, where it was cooled and tried again every cooldown', async () => {
+    const g = await boot({
+      providers: [provider('main', [{ id: 'q1', secret: secretOf('q1') }, { id: 'q2', secret: secretOf('q2') }])],
+      models: [{ name: 'm', targets: [{ provider: 'main', model: 'mock-gpt' }], strategy: 'round-robin' }],
+    })
+    const body = { error: { message: 'You exceeded your current quota, please check your plan and billing details.', type: 'insufficient_quota', param: null, code: 'insufficient_quota' } }
+    fixture.up.set(secretOf('q1'), { failure: { status: 429, body } })
+    for (let i = 0; i < 3; i++) expect((await chat(g)).status).toBe(200)
+    expect(requests('q1')).toBe(1)
+    const health = (await (await fetch(`${g.url}/admin/providers/health`, { headers: admin })).json()) as { data: HealthRow[] }
+    expect(health.data.find((row) => row.key === 'q1')).toMatchObject({ state: 'dead' })
+  })
+})
+
 describe("a provider key's own tpm", () => {
   test('counts the prompt: a long prompt without max_tokens spends a small tpm at once', async () => {
     const g = await boot({

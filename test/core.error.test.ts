@@ -118,6 +118,23 @@ describe('upstream failures', () => {
     await expectError(await postJson(chatUrl, chat), 'request_too_large', 413)
   })
 
+  test('an upstream account out of money (OpenAI\'s 429 insufficient_quota, a 402) → 502 upstream_error naming the key, not a rate limit to retry nor the client\'s 402', async () => {
+    for (const failure of [
+      { status: 429, body: { error: { message: 'You exceeded your current quota, please check your plan and billing details.', type: 'insufficient_quota', param: null, code: 'insufficient_quota' } } },
+      { status: 402, body: { error: { message: 'Insufficient Balance', type: 'unknown_error', param: null, code: 'invalid_request_error' } } },
+    ]) {
+      upstream.setFailure({ ...failure, times: 1 })
+      const res = await postJson(chatUrl, chat)
+      expect(res.headers.get('retry-after')).toBeNull()
+      const error = await expectError(res, 'upstream_error', 502)
+      expect(error.message).toContain(`refused the gateway's key "k1" (HTTP ${failure.status})`)
+      expect(error.message).toContain(failure.body.error.message)
+    }
+    // A 429 that is a rate limit stays one.
+    upstream.setFailure({ status: 429, times: 1 })
+    await expectError(await postJson(chatUrl, chat), 'rate_limit_exceeded', 429)
+  })
+
   test('upstream slower than timeouts.first_byte_ms → 504 upstream_timeout', async () => {
     const error = await expectError(await postJson(chatUrl, { ...chat, model: 'slow-model' }), 'upstream_timeout')
     expect(error.message).toContain('150 ms')
