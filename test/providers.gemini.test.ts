@@ -398,6 +398,14 @@ describe('gemini provider through the gateway', () => {
     expect((mock.stats.lastBody as { requests: unknown[] }).requests).toHaveLength(50)
   })
 
+  test('presence_penalty and frequency_penalty, which Gemini 2.5 and later refuse ("Penalty is not enabled"), are left out for them, as sampling Claude cannot take is', async () => {
+    const completion = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }], presence_penalty: 0.5, frequency_penalty: -0.3 })
+    expect(completion.choices[0]!.message.content).toBeTruthy()
+    const sent = mock.stats.lastBody as { generationConfig?: Record<string, unknown> }
+    expect(sent.generationConfig?.presencePenalty).toBeUndefined()
+    expect(sent.generationConfig?.frequencyPenalty).toBeUndefined()
+  })
+
   describe('provider errors in the gateway envelope', () => {
     test('400 from Gemini → 400 invalid_request carrying Google\'s message', async () => {
       // A refusal as Google words it: {error: {code, message, status}}.

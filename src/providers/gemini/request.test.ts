@@ -115,6 +115,7 @@ describe('toGeminiRequest', () => {
 
   test('generationConfig from the sampling fields; response_format to a JSON mime type and schema', () => {
     const request = ok({
+      model: 'gemini-2.0-flash',
       messages: [{ role: 'user', content: 'x' }],
       max_tokens: 5,
       temperature: 1.5,
@@ -144,6 +145,13 @@ describe('toGeminiRequest', () => {
     })
     expect(ok({ messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_object' } }).generationConfig).toEqual({ responseMimeType: 'application/json' })
     expect(ok({ messages: [{ role: 'user', content: 'x' }] }).generationConfig).toBeUndefined()
+  })
+
+  test('penalties go to the models that take them (before Gemini 2.5), not to 2.5 and later nor an alias, which refuse them', () => {
+    const penalties = (model: string) => ok({ model, messages: [{ role: 'user', content: 'x' }], presence_penalty: 0.5, frequency_penalty: 0.2 }).generationConfig
+    expect(penalties('gemini-2.0-flash')).toEqual({ presencePenalty: 0.5, frequencyPenalty: 0.2 })
+    expect(penalties('gemini-1.5-pro-002')).toEqual({ presencePenalty: 0.5, frequencyPenalty: 0.2 })
+    for (const model of ['gemini-2.5-flash', 'gemini-3-pro-preview', 'gemini-flash-latest']) expect(penalties(model)).toBeUndefined()
   })
 
   test('reasoning_effort: Gemini 3 and later get a thinkingLevel the model takes, "none" its least, "xhigh" only from Gemini 4', () => {

@@ -354,6 +354,29 @@ export function thinkingConfig(effort: ReasoningEffort, model: string): JsonObje
   return config
 }
 
+/** OpenAI's sampling fields and their names in `generationConfig`. */
+const SAMPLING: ReadonlyArray<readonly [string, string]> = [
+  ['temperature', 'temperature'],
+  ['top_p', 'topP'],
+  ['top_k', 'topK'],
+  ['seed', 'seed'],
+]
+const WITH_PENALTIES: ReadonlyArray<readonly [string, string]> = [...SAMPLING, ['presence_penalty', 'presencePenalty'], ['frequency_penalty', 'frequencyPenalty']]
+
+/** The first generation whose models refuse a presence or frequency penalty ("Penalty is not enabled"). */
+const FIRST_WITHOUT_PENALTIES = 205
+
+/**
+ * Whether a model takes `presencePenalty` and `frequencyPenalty`: Gemini before 2.5 does; 2.5 and
+ * later refuse any penalty but 0 with a 400, which OpenAI's models never do. For those (and an alias
+ * without a version, taken for the newest) the penalties are left out, as Anthropic's adapter leaves
+ * out what Claude cannot take, so the request is served rather than refused.
+ */
+function takesPenalties(model: string): boolean {
+  const generation = modelGeneration(model, 'gemini')
+  return generation !== undefined && generation < FIRST_WITHOUT_PENALTIES
+}
+
 function generationConfig(body: JsonObject): JsonObject | Fail {
   const config: JsonObject = {}
   const effort = reasoningEffortOf(body)
@@ -364,15 +387,7 @@ function generationConfig(body: JsonObject): JsonObject | Fail {
   }
   const max = maxTokensOf(body)
   if (max !== undefined) config.maxOutputTokens = max
-  const numeric: Array<[string, string]> = [
-    ['temperature', 'temperature'],
-    ['top_p', 'topP'],
-    ['top_k', 'topK'],
-    ['seed', 'seed'],
-    ['presence_penalty', 'presencePenalty'],
-    ['frequency_penalty', 'frequencyPenalty'],
-  ]
-  for (const [from, to] of numeric) {
+  for (const [from, to] of takesPenalties(str(body.model) ?? '') ? WITH_PENALTIES : SAMPLING) {
     const value = num(body[from])
     if (value !== undefined) config[to] = value
   }
