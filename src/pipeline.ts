@@ -503,7 +503,7 @@ export class Pipeline {
     } catch (error) {
       throw this.hookFailure(error, 'route', i)
     }
-    return firstTargetPlan(group)
+    return firstTargetPlan(group, req.endpoint)
   }
 
   /** The rest of plan() once a route hook answered with a promise. */
@@ -519,7 +519,7 @@ export class Pipeline {
     } catch (error) {
       throw this.hookFailure(error, 'route', i)
     }
-    return firstTargetPlan(group)
+    return firstTargetPlan(group, req.endpoint)
   }
 
   /** Try targets as the plan gives them until one answers 2xx or the plan runs out. */
@@ -1239,14 +1239,24 @@ function strayAnswer(value: unknown, wanted: string): TypeError {
   return new TypeError(`it returned ${shown}; a hook returns ${wanted}`)
 }
 
-/** Without a routing plugin: the group's first target with its provider's first key, once. */
-function firstTargetPlan(group: ModelGroup): RoutePlan {
+/**
+ * Without a routing plugin: the group's first target whose provider serves the endpoint (a group may
+ * mix Claude with a provider that also embeds), with its provider's first key, once. When none
+ * serves it, the first target, whose adapter refuses the request saying why.
+ */
+function firstTargetPlan(group: ModelGroup, endpoint: Endpoint): RoutePlan {
   let given = false
   return {
     next() {
       if (given) return undefined
       given = true
-      const target = group.targets[0]!
+      let target = group.targets[0]!
+      for (const t of group.targets) {
+        if (t.provider.adapter.endpoints.has(endpoint)) {
+          target = t
+          break
+        }
+      }
       return { provider: target.provider, model: target.model, key: target.provider.keys[0]!, group: group.name }
     },
   }

@@ -793,3 +793,34 @@ describe('anthropic usage accounting', () => {
     }
   })
 })
+
+describe('a group that mixes Claude with a provider serving more endpoints', () => {
+  test('sends embeddings and legacy completions to the targets that serve them, with or without balance; a group of Claude alone refuses them with 400', async () => {
+    const mock = await startMockAnthropic()
+    const mixed = (plugins: unknown[]): ConfigFile & { plugins?: unknown[] } => ({
+      providers: [
+        { id: 'claude', type: 'anthropic', baseUrl: mock.url, keys: [{ id: 'an-1', secret: SECRET }] },
+        { id: 'local', type: 'mock', keys: [{ id: 'm-1', secret: '' }] },
+      ],
+      models: [
+        { name: 'mixed', strategy: 'round-robin', targets: [{ provider: 'claude', model: UPSTREAM_MODEL }, { provider: 'local', model: 'mock-gpt' }] },
+        { name: 'claude-only', targets: [{ provider: 'claude', model: UPSTREAM_MODEL }] },
+      ],
+      plugins,
+    })
+    const gateways = [await startGateway(mixed([])), await startGateway(mixed(['balance']))]
+    try {
+      for (const gw of gateways) {
+        for (let i = 0; i < 4; i++) {
+          expect((await postJson(`${gw.url}/v1/embeddings`, { model: 'mixed', input: 'hello' })).status).toBe(200)
+          expect((await postJson(`${gw.url}/v1/completions`, { model: 'mixed', prompt: 'hello' })).status).toBe(200)
+        }
+        const error = await expectError(await postJson(`${gw.url}/v1/embeddings`, { model: 'claude-only', input: 'hello' }), 'invalid_request', 400)
+        expect(error.message).toContain('serves chat completions only')
+      }
+    } finally {
+      for (const gw of gateways) await gw.close()
+      await mock.stop()
+    }
+  })
+})

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox'
 import { Elysia } from 'elysia'
-import { allowsModel, definePlugin, type AttemptFailure, type MaybePromise, type RoutePlan } from '../../src/plugin.ts'
+import { allowsModel, definePlugin, type AttemptFailure, type Endpoint, type MaybePromise, type RoutePlan } from '../../src/plugin.ts'
 import { GatewayError } from '../../src/errors.ts'
 import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import { audit } from '../../src/db/audit.ts'
@@ -56,6 +56,12 @@ interface Pool {
   chain: Pool[] | undefined
   /** Some key of the chain has its own tpm: only then are a request's tokens estimated. Set with `chain`. */
   metered: boolean
+  /**
+   * The endpoints some provider of the chain serves and some other does not (a group mixing Claude
+   * with a provider that also embeds): only for those does a pick skip the targets that cannot serve
+   * the request. Set with `chain`.
+   */
+  partial: ReadonlySet<Endpoint>
   /**
    * Whether a stream keeps its key busy until it ends: only for strategies that read the
    * in-flight counts. Watching a stream for its end costs a JavaScript hop per chunk.
@@ -263,7 +269,7 @@ export const balance = definePlugin({
         }
       }
       const holdsStreams = group.strategy === 'least-busy' || group.strategy === 'latency'
-      pool = { group, candidates, state: newPickerState(candidates.length), chain: undefined, metered: false, holdsStreams }
+      pool = { group, candidates, state: newPickerState(candidates.length), chain: undefined, metered: false, partial: new Set(), holdsStreams }
       pools.set(group, pool)
       return pool
     }
@@ -279,6 +285,7 @@ export const balance = definePlugin({
       // The registry swaps every group at once on a change, so a chain is final for its group object.
       pool.chain = chain
       pool.metered = chain.some((p) => p.candidates.some((c) => c.key.tpm !== undefined))
+      pool.partial = partialEndpoints(chain)
       return chain
     }
 
@@ -446,6 +453,8 @@ export const balance = definePlugin({
         private readonly tokens: number,
         private readonly signal: AbortSignal,
         private readonly stream: boolean,
+        /** Set where only some targets serve the request's endpoint (Pool.partial): the others are skipped. */
+        private readonly endpoint: Endpoint | undefined,
       ) {}
 
       /**
@@ -477,6 +486,7 @@ export const balance = definePlugin({
             // Learned headroom holds only until the provider's window resets.
             if (c.modelHealth.headroom !== null && c.modelHealth.headroomUntil <= t) c.modelHealth.headroom = null
             forgetStaleLatency(c.health, t, options.latency_ttl_ms)
+            if (this.endpoint !== undefined && !c.target.provider.adapter.endpoints.has(this.endpoint)) continue
             if (available(c.health, c.modelHealth, t) && !this.tried?.includes(c.modelHealth) && rateWait(c.target.provider.id, c.key, this.tokens, false) === 0) ready.push(c)
           }
           if (ready.length === 0) continue
@@ -555,10 +565,13 @@ export const balance = definePlugin({
         // A fallback the caller may not call itself is not taken for it either (a key limited to a
         // cheap model must not be served by its expensive fallback); auth checked the group itself.
         const allowed = req.identity?.models
+        let partial = chain[0]!.partial
         if (allowed && chain.length > 1 && chain.some((pool) => !allowsModel(allowed, pool.group.name))) {
           chain = chain.filter((pool, i) => i === 0 || allowsModel(allowed, pool.group.name))
+          partial = partialEndpoints(chain)
         }
-        return new BalancePlan(chain, chain[0]!.metered ? tokensOf(req.body) : 0, req.request.signal, req.stream)
+        const only = partial.has(req.endpoint) ? req.endpoint : undefined
+        return new BalancePlan(chain, chain[0]!.metered ? tokensOf(req.body) : 0, req.request.signal, req.stream, only)
       },
 
       routes(app) {
@@ -667,6 +680,20 @@ const KeyHealthReset = Type.Object({ object: Type.Literal('provider_key_health')
 function tokensOf(body: Record<string, unknown>): number {
   const max = body.max_completion_tokens ?? body.max_tokens
   return roughPromptTokens(body) + (typeof max === 'number' && max > 0 ? max : 0)
+}
+
+/**
+ * The endpoints some provider of the chain serves and some other does not. Where every one serves
+ * an endpoint there is nothing to skip; where none does, the first pick's adapter refuses the request
+ * saying why (skipping them all would answer no_healthy_upstream instead).
+ */
+function partialEndpoints(chain: readonly Pool[]): ReadonlySet<Endpoint> {
+  const some = new Set<Endpoint>()
+  const adapters = new Set(chain.flatMap((pool) => pool.candidates.map((c) => c.target.provider.adapter)))
+  for (const adapter of adapters) for (const endpoint of adapter.endpoints) some.add(endpoint)
+  const partial = new Set<Endpoint>()
+  for (const endpoint of some) if ([...adapters].some((adapter) => !adapter.endpoints.has(endpoint))) partial.add(endpoint)
+  return partial
 }
 
 /** 5xx, timeouts and network errors (status 0) are worth another target, after a backoff. */
