@@ -824,3 +824,41 @@ describe('a group that mixes Claude with a provider serving more endpoints', () 
     }
   })
 })
+
+describe('an Anthropic stream whose first event is an error (its 200 when overloaded)', () => {
+  test('is the HTTP error it stands for, before the client\'s stream starts: balancing tries the next key and the client gets a whole answer', async () => {
+    const mock = await startMockAnthropic()
+    const keys = (plugins: unknown[]): ConfigFile & { plugins?: unknown[] } => {
+      const base = config(mock.url, plugins)
+      return { ...base, providers: base.providers?.map((p) => ({ ...p, keys: [{ id: 'an-1', secret: SECRET }, { id: 'an-2', secret: `${SECRET}-2` }] })) }
+    }
+    const plain = await startGateway(keys([]))
+    const balanced = await startGateway(keys([{ use: 'balance', options: { backoff_ms: 1, backoff_max_ms: 5 } }]))
+    try {
+      // Without balancing, the status line says what happened: a 502 (Anthropic's 529) or a 429, not a 200 stream.
+      for (const [status, code, gatewayStatus] of [[529, 'upstream_error', 502], [429, 'rate_limit_exceeded', 429]] as const) {
+        mock.setFailure({ status, atStart: true, times: 1 })
+        const res = await postJson(`${plain.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
+        const error = await expectError(res, code, gatewayStatus)
+        expect(error.message).toContain(status === 529 ? 'Overloaded' : 'rate limit')
+      }
+      mock.reset()
+      mock.setFailure({ status: 529, atStart: true, times: 1 })
+      const client = new OpenAI({ baseURL: `${balanced.url}/v1`, apiKey: 'unused', maxRetries: 0 })
+      const stream = await client.chat.completions.create({ model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
+      const { seen, error } = await drainStream<Chunk>(stream)
+      expect(error).toBeNull()
+      expect(seen.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe(MOCK_CLAUDE_REPLY)
+      expect(mock.stats.requests).toBe(2)
+      // An error after the stream has begun stays an error event of the stream, as before.
+      mock.setFailure({ status: 529, midStream: true, times: 1 })
+      const later = await postJson(`${plain.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
+      expect(later.status).toBe(200)
+      expect(await later.text()).toContain('overloaded_error')
+    } finally {
+      await plain.close()
+      await balanced.close()
+      await mock.stop()
+    }
+  })
+})

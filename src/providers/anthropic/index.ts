@@ -9,8 +9,9 @@ import {
   webPageAnswer,
 } from '../shared/openai-format.ts'
 import { toAnthropicRequest } from './request.ts'
-import { rateLimitHeaders, toChatCompletion, toErrorResponse } from './response.ts'
+import { rateLimitHeaders, streamStartError, toChatCompletion, toErrorResponse } from './response.ts'
 import { anthropicStreamToOpenAI } from './stream.ts'
+import { peekFirstEvent } from '../shared/sse-transform.ts'
 
 /** @default '2023-06-01' */
 const DEFAULT_VERSION = '2023-06-01'
@@ -67,7 +68,16 @@ export const anthropicAdapter: AdapterFactory = (provider) => {
 
       if (call.stream) {
         if (!upstream.body) return errorResponse(502, 'Anthropic answered a stream request without a body.')
-        const body = anthropicStreamToOpenAI(upstream.body, {
+        // Anthropic answers an overloaded (or otherwise failing) stream 200 and says so in its first
+        // event: that is the HTTP error it stands for, answered before the client's stream starts, so
+        // balancing can try another key and the client gets a status, not a stream that fails at once.
+        const peeked = await peekFirstEvent(upstream.body)
+        const failed = streamStartError(peeked.first, upstream.headers)
+        if (failed) {
+          peeked.reader.cancel().catch(() => {})
+          return failed
+        }
+        const body = anthropicStreamToOpenAI(peeked, {
           model: request.model,
           includeUsage: wantsStreamUsage(call.body),
           provider: provider.id,

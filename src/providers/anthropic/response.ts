@@ -119,6 +119,38 @@ export function toChatCompletion(message: JsonObject, fallbackModel: string, ans
   return completion
 }
 
+/** The HTTP status of each Anthropic error type (its errors page), for an error that came as a stream's event. */
+const ERROR_STATUS: Readonly<Record<string, number>> = {
+  invalid_request_error: 400,
+  authentication_error: 401,
+  billing_error: 402,
+  permission_error: 403,
+  not_found_error: 404,
+  request_too_large: 413,
+  rate_limit_error: 429,
+  api_error: 500,
+  timeout_error: 504,
+  overloaded_error: 529,
+}
+
+/**
+ * A stream whose first event is an `error` (Anthropic answers 200 and then says it is overloaded) as
+ * the error answer its type stands for (overloaded: 529, so a 503; see toErrorResponse); undefined
+ * for a stream that starts with anything else.
+ */
+export function streamStartError(first: string | null, headers: Headers): Response | undefined {
+  if (first === null || !first.includes('"error"')) return undefined
+  let event: unknown
+  try {
+    event = JSON.parse(first)
+  } catch {
+    return undefined
+  }
+  if (!isRecord(event) || event.type !== 'error') return undefined
+  const type = isRecord(event.error) ? str(event.error.type) : undefined
+  return toErrorResponse(ERROR_STATUS[type ?? ''] ?? 500, first, headers)
+}
+
 /** Headers balancing reads: retry hints and Anthropic's rate-limit state. */
 export const rateLimitHeaders = (headers: Headers): Record<string, string> =>
   pickHeaders(headers, (name) => name === 'retry-after' || name.startsWith('anthropic-ratelimit-') || name === 'request-id')

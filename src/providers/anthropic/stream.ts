@@ -12,7 +12,7 @@ import {
   type FinishReason,
   type JsonObject,
 } from '../shared/openai-format.ts'
-import { translateSse, type SseTranslator } from '../shared/sse-transform.ts'
+import { translateSse, type PeekedSse, type SseTranslator } from '../shared/sse-transform.ts'
 import { finishReason, thinkingBlock, usageOf } from './response.ts'
 
 export interface AnthropicStreamOptions {
@@ -245,7 +245,7 @@ export class AnthropicStreamTranslator implements SseTranslator {
 }
 
 /** Translate an Anthropic SSE body into an OpenAI SSE body, event by event. */
-export function anthropicStreamToOpenAI(source: ReadableStream<Uint8Array>, options: AnthropicStreamOptions): ReadableStream<Uint8Array> {
+export function anthropicStreamToOpenAI(source: ReadableStream<Uint8Array> | PeekedSse, options: AnthropicStreamOptions): ReadableStream<Uint8Array> {
   const translator = new AnthropicStreamTranslator(options)
   const body = translateSse(source, translator)
   statePromptUsage(body, () => translator.promptUsage())

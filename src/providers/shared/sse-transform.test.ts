@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { SSE_KEEP_ALIVE, translateSse, type SseTranslator } from './sse-transform.ts'
+import { SSE_KEEP_ALIVE, peekFirstEvent, translateSse, type SseTranslator } from './sse-transform.ts'
 
 const encoder = new TextEncoder()
 
@@ -165,5 +165,27 @@ describe('translateSse', () => {
     const pending = reader.read()
     source.fail(new Error('connection reset'))
     await expect(pending).rejects.toThrow('connection reset')
+  })
+})
+
+describe('peekFirstEvent', () => {
+  const body = (...chunks: string[]) =>
+    new ReadableStream<Uint8Array>({
+      start(c) {
+        for (const chunk of chunks) c.enqueue(encoder.encode(chunk))
+        c.close()
+      },
+    })
+
+  test('reads until the first event is whole (across chunks); the translation then gets every byte, the read ones first', async () => {
+    const peeked = await peekFirstEvent(body('data: fi', 'rst\n\ndata: sec', 'ond\n\n', 'data: third\n\n'))
+    expect(peeked.first).toBe('first')
+    expect(peeked.read).toHaveLength(2)
+    expect(await new Response(translateSse(peeked, upper())).text()).toBe('data: FIRST\n\ndata: SECOND\n\ndata: THIRD\n\ndata: END\n\n')
+  })
+
+  test('a body that ends before a whole event: its last event if it has one, else null', async () => {
+    expect((await peekFirstEvent(body('data: only'))).first).toBe('only')
+    expect((await peekFirstEvent(body())).first).toBeNull()
   })
 })

@@ -21,15 +21,58 @@ const encoder = new TextEncoder()
 export const SSE_KEEP_ALIVE = ': keep-alive\n\n'
 
 /**
+ * An upstream SSE body whose start was read ahead of its translation (see peekFirstEvent): its
+ * reader, the chunks read so far (given to the translation first) and the data of its first event.
+ */
+export interface PeekedSse {
+  reader: ReadableStreamDefaultReader<Uint8Array>
+  read: Uint8Array[]
+  /** The first event's `data:`, null when the body ended before one came whole (or held no data). */
+  first: string | null
+}
+
+/**
+ * Read an SSE body until its first event is whole, to learn what it starts with before the client's
+ * stream does (Anthropic answers an overloaded stream 200 and says so in its first event). Costs no
+ * more than the first read on a body that starts with an event, as a stream does; a read that fails
+ * (abort, timeout) throws on to the caller.
+ */
+export async function peekFirstEvent(source: ReadableStream<Uint8Array>): Promise<PeekedSse> {
+  const reader = source.getReader()
+  const read: Uint8Array[] = []
+  const decoder = new TextDecoder()
+  const splitter = new SseSplitter()
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) {
+      const events = splitter.push(decoder.decode())
+      const rest = splitter.flush()
+      if (rest !== null) events.push(rest)
+      return { reader, read, first: events.length > 0 ? eventData(events[0]!) : null }
+    }
+    read.push(value)
+    const events = splitter.push(decoder.decode(value, { stream: true }))
+    if (events.length > 0) return { reader, read, first: eventData(events[0]!) }
+  }
+}
+
+/**
  * Translate an upstream SSE body as it arrives: each read of the upstream is split into
  * events, translated, and handed on before the next read. Nothing is buffered beyond a
  * partial event, the client's pace drives the upstream reads (pull, high-water mark 0),
  * and cancelling the result cancels the upstream body. A read holding whole events that
  * all translate to nothing goes on as SSE_KEEP_ALIVE: passed over in silence, a stream
  * that only pings for a while would look stalled to the idle timeout and be cut off.
+ * `source` may be a body whose start peekFirstEvent read already.
  */
-export function translateSse(source: ReadableStream<Uint8Array>, translator: SseTranslator): ReadableStream<Uint8Array> {
-  const reader = source.getReader()
+export function translateSse(source: ReadableStream<Uint8Array> | PeekedSse, translator: SseTranslator): ReadableStream<Uint8Array> {
+  const reader = source instanceof ReadableStream ? source.getReader() : source.reader
+  // What a peek read already goes first, one chunk a pull as the upstream gave it.
+  const ahead = source instanceof ReadableStream ? [] : source.read
+  const next = (): ReturnType<typeof reader.read> => {
+    const value = ahead.shift()
+    return value === undefined ? reader.read() : Promise.resolve({ done: false, value })
+  }
   const decoder = new TextDecoder()
   const splitter = new SseSplitter()
 
@@ -49,7 +92,7 @@ export function translateSse(source: ReadableStream<Uint8Array>, translator: Sse
         try {
           // Loop only past reads that hold no whole event (the start of one still to come).
           for (;;) {
-            const { done, value } = await reader.read()
+            const { done, value } = await next()
             if (done) {
               const events = splitter.push(decoder.decode())
               const rest = splitter.flush()
