@@ -5,7 +5,7 @@ import type { Services } from './services.ts'
 import type { Pricing, Timeouts } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
-import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, completionsAsked, isMisdirectedPage, isRecord, maxTokensOf, streamErrorFrame } from './providers/shared/openai-format.ts'
+import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, completionsAsked, isMisdirectedPage, isRecord, isRedirect, maxTokensOf, streamErrorFrame } from './providers/shared/openai-format.ts'
 import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
 import { spentLimitsResetS } from './lib/rate-headers.ts'
@@ -575,10 +575,15 @@ export class Pipeline {
         key: target.key,
         signal: guard.controller.signal,
       })
-      // A web page is no answer of the API's, 2xx or 4xx: the upstream's failure, tried on the next target.
+      // A web page is no answer of the API's, 2xx or 4xx, nor is a redirect (never followed with the
+      // key): the upstream's failure, tried on the next target.
       if (isMisdirectedPage(response.status, response.headers.get('content-type'))) {
         await response.body?.cancel().catch(() => {})
         return { status: 502, error: htmlAnswer(target, response.status), retryAfter: null }
+      }
+      if (isRedirect(response.status)) {
+        await response.body?.cancel().catch(() => {})
+        return { status: 502, error: redirectAnswer(target, response), retryAfter: null }
       }
       if (response.ok) {
         if (response.body === null || response.headers.get('content-length') === '0') {
@@ -1587,6 +1592,20 @@ function htmlAnswer(target: RouteTarget, status: number): GatewayError {
   return new GatewayError(
     'upstream_error',
     `Upstream provider "${target.provider.id}" answered HTTP ${status} with a web page (text/html), not the API's JSON: its baseUrl may point at a website, a wrong path or a proxy's login page. An operator must check the provider's configuration.`,
+  )
+}
+
+/**
+ * A redirect is not followed: the provider key would go somewhere the operator never named (and the
+ * SDKs do not follow one with a body either). An `http://` baseUrl whose server moves to `https://`,
+ * or a path it rewrites, is a configuration to fix, said with where it pointed.
+ */
+function redirectAnswer(target: RouteTarget, response: Response): GatewayError {
+  const location = response.headers.get('location')
+  const where = location === null ? 'without a location' : `to ${scrubAll(location, secretsOf(target)).slice(0, 300)}`
+  return new GatewayError(
+    'upstream_error',
+    `Upstream provider "${target.provider.id}" answered with a redirect (HTTP ${response.status}) ${where}, which the gateway does not follow with a provider key. An operator must set the provider's baseUrl to where the API is.`,
   )
 }
 

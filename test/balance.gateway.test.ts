@@ -65,6 +65,10 @@ describe('a target that answers 4xx with a web page (a baseUrl with a wrong path
     // Each was answered by the spare, after the page of the main one where round-robin tried it first.
     expect(requests('s1')).toBe(2)
     expect(requests('m1')).toBeGreaterThan(0)
+    // So is a redirect the gateway does not follow with the key (an http:// baseUrl moved to https://).
+    fixture.up.set(secretOf('m1'), { failure: { status: 308, headers: { location: 'https://elsewhere.test/v1/chat/completions' } } })
+    for (let i = 0; i < 2; i++) expect((await chat(g)).status).toBe(200)
+    expect(requests('s1')).toBe(4)
     // A JSON 404 is the API's own answer (a model it does not have): still the client's.
     for (const key of ['m1', 's1']) fixture.up.set(secretOf(key), { failure: { status: 404 } })
     await expectError(await chat(g), 'model_not_found', 404)

@@ -135,6 +135,14 @@ describe('upstream failures', () => {
     await expectError(await postJson(chatUrl, chat), 'rate_limit_exceeded', 429)
   })
 
+  test('an upstream redirect (an http:// baseUrl its server moves to https://) → 502 upstream_error naming where, never followed with the key', async () => {
+    upstream.setFailure({ status: 301, body: 'Moved', headers: { location: 'https://api.example.test/v1/chat/completions' }, times: 1 })
+    const error = await expectError(await postJson(chatUrl, chat), 'upstream_error', 502)
+    expect(error.message).toContain('redirect (HTTP 301) to https://api.example.test/v1/chat/completions')
+    expect(error.message).toContain('baseUrl')
+    expect(upstream.stats.requests).toBe(1)
+  })
+
   test('upstream slower than timeouts.first_byte_ms → 504 upstream_timeout', async () => {
     const error = await expectError(await postJson(chatUrl, { ...chat, model: 'slow-model' }), 'upstream_timeout')
     expect(error.message).toContain('150 ms')

@@ -179,17 +179,25 @@ export function isMisdirectedPage(status: number, contentType: string | null): b
   return (status >= 200 && status < 300) || (status >= 400 && status < 500 && !TELLING_PAGES.has(status))
 }
 
+/** A redirect (3xx), which the adapters never follow: a provider key goes only where it was configured to. */
+export const isRedirect = (status: number): boolean => status >= 300 && status < 400
+
 /**
- * An answer that is a misdirected web page (see isMisdirectedPage), passed on as such, undefined for
- * anything else: its status and text/html type without the page, which is no answer to translate
- * (its body is cancelled). The pipeline takes such a page for the upstream error it is, as it does
- * for the providers it passes through.
+ * An answer that is no answer of the API's, passed on as such, undefined for anything else: a
+ * misdirected web page (see isMisdirectedPage), its status and text/html type without the page, or a
+ * redirect, its status and `location`. Neither is an answer to translate (the body is cancelled); the
+ * pipeline takes both for the upstream error they are, as it does for the providers it passes through.
  */
 export function webPageAnswer(upstream: Response): Response | undefined {
   const type = upstream.headers.get('content-type')
-  if (!isMisdirectedPage(upstream.status, type) || type === null) return undefined
+  const location = upstream.headers.get('location')
+  const redirect = isRedirect(upstream.status)
+  if (!redirect && (!isMisdirectedPage(upstream.status, type) || type === null)) return undefined
   upstream.body?.cancel().catch(() => {})
-  return new Response(null, { status: upstream.status, headers: { 'content-type': type } })
+  const headers: Record<string, string> = {}
+  if (type !== null) headers['content-type'] = type
+  if (redirect && location !== null) headers.location = location
+  return new Response(null, { status: upstream.status, headers })
 }
 
 /** Copy the headers `keep` selects (rate-limit and retry hints), for balancing to read. */
