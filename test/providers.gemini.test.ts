@@ -322,6 +322,17 @@ describe('gemini provider through the gateway', () => {
     expect((error as Error).message).toContain('overloaded')
   })
 
+  test('an error Gemini ends a stream with as bare JSON (no data: line) reaches the client with Google\'s message and the code of its status', async () => {
+    for (const [status, code, said] of [[503, 'upstream_error', 'overloaded'], [429, 'rate_limit_exceeded', 'quota']] as const) {
+      mock.setFailure({ status, midStream: true, bare: true, times: 1 })
+      const stream = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
+      const { error } = await drainStream<Chunk>(stream)
+      expect(error).toBeInstanceOf(OpenAI.APIError)
+      expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe(code)
+      expect((error as Error).message.toLowerCase()).toContain(said)
+    }
+  })
+
   test('a stream Gemini ends before its finishReason reaches the client as an API error, not as a complete answer', async () => {
     mock.setFailure({ status: 200, midStream: true, cut: true, times: 1 })
     const stream = await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }], stream: true })

@@ -97,6 +97,25 @@ export class GeminiStreamTranslator implements SseTranslator {
     return out
   }
 
+  /**
+   * Google ends some failing streams (overloaded, out of quota) with its error object bare, pretty
+   * printed and without a `data:` line: read as the error event it is, so the client gets Google's
+   * message and the code of its status rather than a stream that merely ended early.
+   */
+  bare(event: string): string {
+    const text = event.trim()
+    if (!text.startsWith('{') && !text.startsWith('[')) return ''
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(text)
+    } catch {
+      return ''
+    }
+    // The JSON-array form of an answer wraps its error in a list.
+    const body = Array.isArray(parsed) ? parsed[0] : parsed
+    return isRecord(body) && isRecord(body.error) ? this.push(JSON.stringify(body)) : ''
+  }
+
   end(): string {
     if (this.done) return ''
     this.done = true

@@ -4,6 +4,11 @@ import { SseSplitter, eventData } from '../../lib/sse.ts'
 export interface SseTranslator {
   /** One upstream event's `data:`; returns the OpenAI frames it becomes (maybe none). */
   push(data: string): string
+  /**
+   * An upstream event without a `data:` line (a comment, or Gemini's error object sent bare at the
+   * end of a failing stream); returns the OpenAI frames it becomes. Without it such events are skipped.
+   */
+  bare?(event: string): string
   /** The upstream body ended; returns the closing frames (nothing if already complete). */
   end(): string
   /** The translation is complete (final frames written); later upstream bytes are ignored. */
@@ -82,6 +87,7 @@ export function translateSse(source: ReadableStream<Uint8Array> | PeekedSse, tra
       if (translator.done) break
       const data = eventData(event)
       if (data !== null) out += translator.push(data)
+      else if (translator.bare) out += translator.bare(event)
     }
     return out
   }
