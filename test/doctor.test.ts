@@ -112,6 +112,23 @@ describe('key doctor', () => {
     expect(spent.body.error!.message).toContain(`user ${small.userId}`)
   })
 
+  test('a key or team no HTTP header can carry (the display form pasted, a line break) is explained, not a failure', async () => {
+    const { key } = await userWithKey(gw)
+    // What the admin API and the console show of a key: its start, "…", its last four.
+    const display = (await gw.adminOk('GET', `/admin/keys/${key.id}`)).display as string
+    const shown = await diagnose({ key: display, model: 'mock-gpt' })
+    expect(shown.status).toBe(200)
+    expect(shown.body).toMatchObject({ allowed: false, status: 401, error: { code: 'invalid_api_key' }, key: null })
+    expect(shown.body.error!.message).toContain('key_id')
+    const broken = await diagnose({ key: `${key.key.slice(0, 20)}\n${key.key.slice(20)}` })
+    expect(broken.body).toMatchObject({ allowed: false, status: 401, error: { code: 'invalid_api_key' } })
+    expect(broken.body.error!.message).toContain('line break')
+    expect(JSON.stringify(broken.body)).not.toContain(key.key.slice(20))
+    // A team id is letters, digits and _ . : -: nothing a client could name holds "é…".
+    const team = await gw.admin('POST', '/admin/doctor', { key: key.key, team: 'équipe…' })
+    expect((await expectEnvelope(team, 'invalid_request')).param).toBe('team')
+  })
+
   test('bad input and no admin key', async () => {
     expect((await diagnose({})).status).toBe(400)
     expect((await diagnose({ key: 'a', key_id: 'b' })).status).toBe(400)

@@ -2,6 +2,7 @@ import { Elysia } from 'elysia'
 import { adminGuard } from '../admin-key.ts'
 import { Type, type Static } from '@sinclair/typebox'
 import { GatewayError } from '../errors.ts'
+import { maskKey } from '../lib/key-text.ts'
 import { compileCheck } from '../lib/validate.ts'
 import type { ModelRegistry } from '../models.ts'
 import type { Pipeline } from '../pipeline.ts'
@@ -25,6 +26,25 @@ export const DIAGNOSIS = 'sluice.diagnosis'
 interface Diagnosis {
   refusal: GatewayError | null
   max_request_tokens: number | null
+}
+
+/** What no HTTP header value can hold (fetch's Headers refuse it): NUL, a line break inside, a character beyond Latin-1. */
+const UNSENDABLE = /[\0\r\n]|[^\0-\xff]/
+
+/**
+ * The verdict on a pasted key that no client could send as it is: most often the display form
+ * (`sk-dev-abcde…wxyz`) the admin API and the console show, or a key broken over two lines. Null
+ * for a key a header can carry, which the authenticate stage judges. Leading and trailing white
+ * space is not at fault here: a header drops it, as the key's own holder's client does.
+ */
+function unsendableKey(key: string): GatewayError | null {
+  const text = key.trim()
+  if (!UNSENDABLE.test(text)) return null
+  if (text.includes('\u2026')) {
+    return new GatewayError('invalid_api_key', `"${text.slice(0, 40)}" is the shortened form of a key the admin API and the console show (its start, "…", its last four), not the key itself. Paste the whole key, or pick the key by its id ("key_id"; GET /admin/keys lists the ids beside their shortened form).`)
+  }
+  const why = /[\r\n]/.test(text) ? 'a line break' : /\0/.test(text) ? 'a NUL character' : 'a character beyond Latin-1 (a typographic quote or dash?)'
+  return new GatewayError('invalid_api_key', `The key ${maskKey(text)} holds ${why}, which no HTTP header can carry: no client could send it as it is. Paste the key on one line as it was given out, or pick the key by its id ("key_id").`)
 }
 
 const ENDPOINTS = ['chat.completions', 'completions', 'embeddings', 'models.list', 'tokens.count'] as const
@@ -75,14 +95,18 @@ export function doctorRoutes({ pipeline, models, services }: { pipeline: Pipelin
         const input = check(body as Record<string, unknown>) as Diagnose
         if (!input.key === !input.key_id) throw new GatewayError('invalid_request', 'Send exactly one of "key" or "key_id".', { param: 'key' })
         const endpoint: Endpoint = input.endpoint ?? 'chat.completions'
+        if (input.team && UNSENDABLE.test(input.team.trim())) {
+          throw new GatewayError('invalid_request', 'team is not a team id a client could name in OpenAI-Organization: team ids are letters, digits and _ . : -.', { param: 'team' })
+        }
+        const unsendable = input.key ? unsendableKey(input.key) : null
         const headers = new Headers()
-        if (input.key) headers.set('authorization', `Bearer ${input.key}`)
+        if (input.key && !unsendable) headers.set('authorization', `Bearer ${input.key}`)
         if (input.team) headers.set('openai-organization', input.team)
         const probe = new Request('http://doctor.invalid/', { headers })
         const req = pipeline.createRequest(endpoint, probe, set.headers['x-request-id'] as string, input.model ? { model: input.model } : {})
         req.locals[DIAGNOSE] = input.key_id ?? true
 
-        let error = await pipeline.authenticate(req)
+        let error = unsendable ?? (await pipeline.authenticate(req))
         if (error?.code === 'not_found' && input.key_id) throw error
         if (!error && input.model && endpoint !== 'models.list' && !models.get(input.model)) {
           error = new GatewayError('model_not_found', `The model "${input.model}" is not served by this gateway.`, { param: 'model' })
