@@ -51,9 +51,16 @@ describe('key doctor', () => {
     expect(body.status).toBe(200)
     expect(body.key).toMatchObject({ id: key.id, status: 'active', user_id: userId })
     expect(body.remaining?.requests).toBe(5)
+    expect(body.quota).toBe('ok')
     expect(JSON.stringify(body)).not.toContain(key.key)
     // The doctor counts nothing against the key.
     expect((await diagnose({ key: key.key, model: 'mock-gpt' })).body.remaining?.requests).toBe(5)
+  })
+
+  test('a key that no limit or budget applies to has "no limits", though the quota plugin describes it', async () => {
+    const { key } = await userWithKey(gw)
+    const { body } = await diagnose({ key: key.key, model: 'mock-gpt' })
+    expect(body).toMatchObject({ allowed: true, quota: 'no limits', remaining: { requests: null } })
   })
 
   test('each refusal is explained with the code a client would get', async () => {

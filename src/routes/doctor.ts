@@ -115,6 +115,8 @@ export function doctorRoutes({ pipeline, models, services }: { pipeline: Pipelin
         const remaining = (described.remaining ?? null) as Record<string, number | null> | null
         const diagnosis = (described[DIAGNOSIS] ?? null) as Diagnosis | null
         const exhausted = remaining ? Object.entries(remaining).filter(([, v]) => v !== null && v <= 0).map(([k]) => k) : []
+        // The quota plugin describes every key, with null for what no limit or budget counts.
+        const limited = remaining !== null && Object.values(remaining).some((v) => v !== null)
         const { remaining: _r, [DIAGNOSIS]: _d, ...key } = described
         // What admission would answer the least request now (a full max_parallel set, an empty
         // bucket, a spent budget: the one the gateway names), after the key's own verdict.
@@ -125,7 +127,7 @@ export function doctorRoutes({ pipeline, models, services }: { pipeline: Pipelin
           status: refused ? refused.status : exhausted.length ? 429 : 200,
           error: refused ? refused.toJSON().error : null,
           retry_after: refused?.headers?.['retry-after'] === undefined ? null : Number(refused.headers['retry-after']),
-          quota: exhausted.length ? `exhausted: ${exhausted.join(', ')}` : remaining ? 'ok' : 'no limits',
+          quota: exhausted.length ? `exhausted: ${exhausted.join(', ')}` : limited ? 'ok' : 'no limits',
           // A request reserving more (prompt + max_tokens for each completion) is refused now.
           max_request_tokens: diagnosis?.max_request_tokens ?? null,
           endpoint,
