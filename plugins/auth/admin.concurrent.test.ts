@@ -61,6 +61,25 @@ async function expectOneRevocationWins([a, b]: Pair): Promise<void> {
   }
 }
 
+/**
+ * A PATCH of limits and a rotation of one key at once: in either order the chain ends with the new
+ * limits (a PATCH first is copied into the successor; a rotation first gets the PATCH applied to the
+ * whole chain), so the key that outlives the grace period keeps the operator's change.
+ */
+async function expectPatchDuringRotationKept([a, b]: Pair): Promise<void> {
+  for (let round = 0; round < ROUNDS * 2; round++) {
+    const { key } = await userWithKey(a, { limits: { rpm: 1 } })
+    const [patched, rotated] = await Promise.all([
+      a.admin('PATCH', `/admin/keys/${key.id}`, { limits: { rpm: 777 } }),
+      b.admin('POST', `/admin/keys/${key.id}/rotate`, { grace_seconds: 60 }),
+    ])
+    expect([patched.status, rotated.status]).toEqual([200, 201])
+    const successor = (await rotated.json()) as CreatedKey
+    const limits = await a.db.selectFrom('api_keys').select(['id', 'limits']).where('id', 'in', [key.id, successor.id]).orderBy('id').execute()
+    expect({ round, limits: limits.map((row) => row.limits) }).toEqual({ round, limits: ['{"rpm":777}', '{"rpm":777}'] })
+  }
+}
+
 let upstream: MockUpstream
 beforeAll(async () => {
   upstream = await startMockUpstream()
@@ -85,6 +104,7 @@ describe('concurrent key changes on SQLite (two gateways, one file)', () => {
 
   test('two rotations of one key: one 201, one 409, one successor', () => expectOneRotationWins(pair))
   test('two revocations of one key: one 200, one 409, the winner reason kept, one audit entry', () => expectOneRevocationWins(pair))
+  test('a PATCH of limits during a rotation reaches the successor', () => expectPatchDuringRotationKept(pair))
 })
 
 const postgresUrl = await postgresUrlForTests('plugins/auth/admin.concurrent.test.ts')
@@ -106,4 +126,5 @@ describe.skipIf(postgresUrl === null)('concurrent key changes on Postgres', () =
 
   test('two rotations of one key: one 201, one 409, one successor', () => expectOneRotationWins([gw, gw]))
   test('two revocations of one key: one 200, one 409, the winner reason kept, one audit entry', () => expectOneRevocationWins([gw, gw]))
+  test('a PATCH of limits during a rotation reaches the successor', () => expectPatchDuringRotationKept([gw, gw]))
 })

@@ -491,10 +491,14 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
             // Thrown inside the transaction: it is rolled back.
             throw new GatewayError('conflict', `Key ${row.id} was rotated or revoked meanwhile; only an active key can be rotated, once.`)
           }
+          // Copied as it is now, after the claim: a PATCH that committed since `row` was read (its
+          // limits, models, expiry) reaches the successor; one that commits after the claim finds
+          // the successor in the chain and updates it too.
+          const current = await tx.selectFrom('api_keys').selectAll().where('id', '=', row.id).executeTakeFirstOrThrow()
           await tx
             .insertInto('api_keys')
             .values({
-              ...row, id, hash: minted.hash, start: minted.start, end: minted.end, created_at: at, updated_at: at, last_used_at: null,
+              ...current, id, hash: minted.hash, start: minted.start, end: minted.end, created_at: at, updated_at: at, last_used_at: null,
               status: 'active', revoked_at: null, revoked_reason: null, rotated_from: row.id, rotated_to: null, grace_until: null,
               // Rotation replaces the secret only: limits and spend carry on under the chain's first key.
               lineage_id: row.lineage_id ?? row.id,
