@@ -206,7 +206,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         await db.updateTable('teams').set({ deleted_at: at, updated_at: at }).where('id', '=', row.id).execute()
         await invalidate(null)
         await audit(db, { actor: adminActor(request), action: 'team.delete', targetType: 'team', targetId: row.id })
-        return { ...teamView(row), deleted_at: at }
+        return teamView(await team(row.id, true))
       },
       { detail: { tags, summary: 'Soft-delete a team: keys bound to it are refused', responses: { ...jsonResponse('The team, with its deleted_at', TeamView), ...adminErrors(404) } } },
     )

@@ -93,8 +93,11 @@ describe('admin creates users, teams, members and keys', () => {
   test('GET a deleted team shows it with its deleted_at, as GET shows a deleted user; changing it stays 404', async () => {
     const teamId = uid('team')
     await gw.adminOk('POST', '/admin/teams', { id: teamId, name: 'Gone' })
+    clock.advance(1000)
     const deleted = await gw.adminOk<{ deleted_at: string }>('DELETE', `/admin/teams/${teamId}`)
-    expect(await gw.adminOk('GET', `/admin/teams/${teamId}`)).toMatchObject({ id: teamId, name: 'Gone', deleted_at: deleted.deleted_at })
+    // The answer is the team as stored now, its updated_at the deletion's, as DELETE of a user answers.
+    expect(await gw.adminOk('GET', `/admin/teams/${teamId}`)).toEqual({ ...deleted, id: teamId, name: 'Gone' })
+    expect(deleted).toMatchObject({ updated_at: deleted.deleted_at })
     expect((await gw.admin('PATCH', `/admin/teams/${teamId}`, { name: 'back' })).status).toBe(404)
     expect((await gw.admin('GET', `/admin/teams/${teamId}/members`)).status).toBe(404)
     const teams = await gw.adminOk<List<{ id: string }>>('GET', '/admin/teams?limit=500')
