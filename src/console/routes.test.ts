@@ -94,6 +94,16 @@ describe('sign-in', () => {
     expect(await errorOf(res)).toMatchObject({ code: 'invalid_admin_key', type: 'authentication_error' })
   })
 
+  test('the admin key pasted with white space around it signs in, as it does in a bearer header (which drops it)', async () => {
+    for (const pasted of [` ${ADMIN_KEY}`, `${ADMIN_KEY} `, `${ADMIN_KEY}\n`, `\t${ADMIN_KEY}\r\n`]) {
+      const res = await call(gw, '/console/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ admin_key: pasted }) })
+      expect({ pasted, status: res.status }).toEqual({ pasted, status: 200 })
+    }
+    // White space inside is no part of any admin key: still the wrong key.
+    const split = await call(gw, '/console/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ admin_key: `${ADMIN_KEY.slice(0, 10)} ${ADMIN_KEY.slice(10)}` }) })
+    expect(split.status).toBe(401)
+  })
+
   test('a body that is not JSON, or lacks admin_key, is 400 invalid_request', async () => {
     const broken = await call(gw, '/console/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' })
     expect(broken.status).toBe(400)

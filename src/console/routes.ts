@@ -110,7 +110,9 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
       '/login',
       ({ body, request, set }) => {
         const input = check((body ?? {}) as Record<string, unknown>) as Login
-        if (!services.admin.matches(input.admin_key)) {
+        // No admin key holds white space (the boot refuses one that does): what is around a pasted
+        // key (a trailing newline from a secret file) goes, as a bearer header's does.
+        if (!services.admin.matches(input.admin_key.trim())) {
           throw new GatewayError('invalid_admin_key', 'The admin key is wrong. Use the key printed at first start or the value of SLUICE_ADMIN_KEY.', { param: 'admin_key' })
         }
         const { token, session } = sessions.issue()
