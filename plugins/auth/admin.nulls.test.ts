@@ -102,6 +102,27 @@ describe('null inside limits or budget is "not set"', () => {
   })
 })
 
+describe('null for an optional field of a create body is "not set", as leaving it out is', () => {
+  test('POST /admin/users, /admin/teams, /admin/keys, members, revoke and rotate', async () => {
+    const user = await gw.adminOk<{ id: string }>('POST', '/admin/users', { id: null, email: null, name: null, limits: null, budget: null, metadata: null })
+    expect(user.id).toStartWith('usr_')
+    expect(user).toMatchObject({ email: null, name: null, limits: null, budget: null, metadata: null })
+    const team = await gw.adminOk<{ id: string }>('POST', '/admin/teams', { id: null, name: 'Nulls', limits: null, budget: null, metadata: null })
+    expect(team.id).toStartWith('team_')
+    expect(team).toMatchObject({ limits: null, budget: null, metadata: null })
+    const member = await gw.adminOk('POST', `/admin/teams/${team.id}/members`, { user_id: user.id, role: null })
+    expect(member).toMatchObject({ role: 'member' })
+    const key = await gw.adminOk<{ id: string }>('POST', '/admin/keys', {
+      user_id: user.id, team_id: null, name: null, environment: null, expires_at: null, models: null, scopes: null, limits: null, budget: null, metadata: null,
+    })
+    expect(key).toMatchObject({ environment: 'dev', name: null, team_id: null, metadata: null, limits: null })
+    const rotated = await gw.adminOk<{ id: string; previous: { status: string } }>('POST', `/admin/keys/${key.id}/rotate`, { grace_seconds: null })
+    expect(rotated.previous.status).toBe('revoked')
+    const revoked = await gw.adminOk('POST', `/admin/keys/${rotated.id}/revoke`, { reason: null })
+    expect(revoked).toMatchObject({ status: 'revoked', revoked_reason: null })
+  })
+})
+
 describe('the quota sees no null limit', () => {
   let quota: QuotaGateway
   beforeAll(async () => {

@@ -86,7 +86,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
               .insertInto('users')
               .values({ id, email: body.email ?? null, name: body.name ?? null, disabled_at: null, deleted_at: null, limits: limitsText(body.limits), budget: limitsText(body.budget), metadata: toJson(body.metadata), created_at: at, updated_at: at })
               .execute(),
-          () => userConflict(id, body.email),
+          () => userConflict(id, body.email ?? undefined),
         )
         await audit(db, { actor: adminActor(request), action: 'user.create', targetType: 'user', targetId: id })
         set.status = 201

@@ -50,10 +50,16 @@ const PatchBudget = t.Optional(
   ),
 )
 
+/**
+ * An optional field of a create body: it may also be null, "not set", as leaving it out is (scripts
+ * and SDKs often send every field; a PATCH reads null as "clear", which on a new object is the same).
+ */
+const Unset = <T extends Parameters<typeof t.Union>[0][number]>(s: T) => t.Optional(Nullable(s))
+
 // Every field is optional, so the body is too: `POST /admin/users` with none creates a user with a generated id.
 export const CreateUser = t.Optional(
   t.Object(
-    { id: t.Optional(NewUserId), email: t.Optional(Email), name: t.Optional(Name), limits: t.Optional(LimitsInput), budget: t.Optional(BudgetInput), metadata: t.Optional(Metadata) },
+    { id: Unset(NewUserId), email: Unset(Email), name: Unset(Name), limits: Unset(LimitsInput), budget: Unset(BudgetInput), metadata: Unset(Metadata) },
     { additionalProperties: false },
   ),
 )
@@ -69,27 +75,27 @@ export const PatchUser = t.Object(
   { additionalProperties: false },
 )
 export const CreateTeam = t.Object(
-  { id: t.Optional(NewTeamId), name: Name, limits: t.Optional(LimitsInput), budget: t.Optional(BudgetInput), metadata: t.Optional(Metadata) },
+  { id: Unset(NewTeamId), name: Name, limits: Unset(LimitsInput), budget: Unset(BudgetInput), metadata: Unset(Metadata) },
   { additionalProperties: false },
 )
 export const PatchTeam = t.Object(
   { name: t.Optional(Name), limits: PatchLimits, budget: PatchBudget, metadata: t.Optional(Nullable(Metadata)) },
   { additionalProperties: false },
 )
-export const AddMember = t.Object({ user_id: Id('The user to add: the id of an existing user, not deleted'), role: t.Optional(t.Union([t.Literal('member'), t.Literal('admin')])) }, { additionalProperties: false })
+export const AddMember = t.Object({ user_id: Id('The user to add: the id of an existing user, not deleted'), role: Unset(t.Union([t.Literal('member'), t.Literal('admin')])) }, { additionalProperties: false })
 
 export const CreateKey = t.Object(
   {
     user_id: Id('The owner of the key: the id of an existing user, neither deleted nor disabled'),
-    team_id: t.Optional(Nullable(Id('The team the key is bound to: the id of an existing team the owner is a member of; null or absent: none'))),
-    name: t.Optional(Name),
-    environment: t.Optional(t.String({ pattern: '^[a-z0-9]{1,16}$', description: 'Defaults to the gateway environment' })),
-    expires_at: t.Optional(Nullable(Time)),
-    models: t.Optional(Nullable(ModelNames)),
-    scopes: t.Optional(Nullable(Scopes)),
-    limits: t.Optional(Nullable(LimitsInput)),
-    budget: t.Optional(Nullable(BudgetInput)),
-    metadata: t.Optional(Metadata),
+    team_id: Unset(Id('The team the key is bound to: the id of an existing team the owner is a member of; null or absent: none')),
+    name: Unset(Name),
+    environment: Unset(t.String({ pattern: '^[a-z0-9]{1,16}$', description: 'Defaults to the gateway environment' })),
+    expires_at: Unset(Time),
+    models: Unset(ModelNames),
+    scopes: Unset(Scopes),
+    limits: Unset(LimitsInput),
+    budget: Unset(BudgetInput),
+    metadata: Unset(Metadata),
   },
   { additionalProperties: false },
 )
@@ -106,11 +112,11 @@ export const PatchKey = t.Object(
   { additionalProperties: false },
 )
 // Both bodies are optional: `POST /admin/keys/:id/revoke` with no body at all is the common call.
-export const RevokeKey = t.Optional(t.Object({ reason: t.Optional(t.String({ maxLength: 500 })) }, { additionalProperties: false }))
+export const RevokeKey = t.Optional(t.Object({ reason: Unset(t.String({ maxLength: 500 })) }, { additionalProperties: false }))
 export const RotateKey = t.Optional(
   t.Object(
     // TypeBox's Integer, not Elysia's `t.Integer`, which also takes numeric strings ("60").
-    { grace_seconds: t.Optional(Type.Integer({ minimum: 0, maximum: 30 * 86400, description: 'How long the old key keeps working. @default 0' })) },
+    { grace_seconds: Unset(Type.Integer({ minimum: 0, maximum: 30 * 86400, description: 'How long the old key keeps working; null or absent: 0. @default 0' })) },
     { additionalProperties: false },
   ),
 )
