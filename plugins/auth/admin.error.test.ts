@@ -443,7 +443,11 @@ describe('times', () => {
 
 describe('lists', () => {
   test('a bad cursor → 400 naming cursor', async () => {
-    for (const cursor of ['zzz', Buffer.from('not a date|key_1').toString('base64url'), '%00', 'a'.repeat(300)]) {
+    const forged = (text: string) => Buffer.from(text).toString('base64url')
+    // Each decodes to a time and an id, but not to any this API gives out: a time Date.parse takes
+    // though no stored time has its form (text order would not be time order), an id holding NUL.
+    const tampered = [forged('2026|key_1'), forged('1|key_1'), forged('2026-01-01|key_1'), forged('2026-01-01T00:00:00.000Z|key\u0000x'), forged('2026-01-01T00:00:00.000Z|')]
+    for (const cursor of ['zzz', forged('not a date|key_1'), '%00', 'a'.repeat(300), ...tampered]) {
       for (const list of ['/admin/keys', '/admin/users', '/admin/teams', '/admin/keys/expiring', `/admin/teams/${fx.team}/members`]) {
         const error = await refused('GET', `${list}?cursor=${encodeURIComponent(cursor)}`, undefined, 'invalid_request')
         expect(error.param).toBe('cursor')
