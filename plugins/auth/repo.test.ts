@@ -70,6 +70,32 @@ function onBothDialects(title: string, run: (handle: DatabaseHandle, dialect: 's
 
 describe('touchKeys', () => {
   onBothDialects('every key gets its own time, across chunks', (handle) => check(handle))
+
+  let pg: TestPostgresDatabase | undefined
+  afterAll(async () => {
+    await pg?.drop()
+  })
+  // Instances flush on their own timers, each the keys it served in the order it first served them.
+  test.skipIf(pgUrl === null)('Postgres: two instances writing the same keys in opposite orders at once both succeed (no deadlock)', async () => {
+    pg = await createTestPostgresDatabase(pgUrl!, 'repo_touch')
+    const [one, two] = [await createDatabase(pg.url), await createDatabase(pg.url)]
+    try {
+      const ids = await seed(one, TOUCH_CHUNK * 6)
+      const failures: string[] = []
+      const times = (keys: string[], round: number) => new Map(keys.map((id) => [id, Date.UTC(2026, 0, 1, 0, 0, round)] as const))
+      const shuffled = (keys: string[]) => keys.map((id) => [Math.random(), id] as const).sort(([a], [b]) => a - b).map(([, id]) => id)
+      const third = ids.length / 3
+      for (let round = 0; round < 10; round++) {
+        // The same keys in opposite orders, or two thirds of them each, overlapping, in any order.
+        const [first, second] = round % 2 === 0 ? [ids, [...ids].reverse()] : [shuffled(ids.slice(0, 2 * third)), shuffled(ids.slice(third))]
+        const results = await Promise.allSettled([touchKeys(one.db, times(first, round)), touchKeys(two.db, times(second, round))])
+        for (const result of results) if (result.status === 'rejected') failures.push(String(result.reason))
+      }
+      expect(failures).toEqual([])
+    } finally {
+      await Promise.all([one.close(), two.close()])
+    }
+  }, 30_000)
 })
 
 /** Each lookup answers for its own hash, id and owner; inside a transaction it reads what the transaction wrote. */

@@ -184,24 +184,30 @@ function touchStatement(db: Db, size: number): CompiledQuery {
  * Write `last_used_at` for many keys at once: one UPDATE per TOUCH_CHUNK keys (a CASE on the
  * id gives each its own time), not one per key, each compiled once per size and re-bound. A
  * gateway serving 10,000 keys touches about that many every flush: a statement each cost the
- * serving thread half a second of Kysely and driver work and held the transaction open for
- * 10,000 round trips; building the chunks' SQL through Kysely every flush was still 3.8% of all
- * CPU in a profile of 10,000 keys in turn (10,000 keys on SQLite: 103-105 ms before, 17-24 ms now).
+ * serving thread half a second of Kysely and driver work; building the chunks' SQL through Kysely
+ * every flush was still 3.8% of all CPU in a profile of 10,000 keys in turn (10,000 keys on
+ * SQLite: 103-105 ms before, 17-24 ms now).
+ *
+ * Each chunk is its own statement, not one transaction for all: instances flush on their own
+ * timers, each the keys it served, and a transaction holding one chunk's row locks while it
+ * waited for the next deadlocked on Postgres against another instance's (two instances, 1,500
+ * keys: two flushes in five failed after a second of waiting, while an admin's revoke of one of
+ * those keys waited too). A statement alone holds its rows only while it runs; the chunks go
+ * in the order of the ids, so two flushes meet the same rows in the same order. A flush that
+ * fails halfway is sent again whole, which writes the same times.
  */
 export async function touchKeys(db: Db, used: Map<string, number>): Promise<void> {
   if (used.size === 0) return
-  const entries = [...used]
-  await db.transaction().execute(async (tx) => {
-    let offset = 0
-    for (const size of chunkSizes(entries.length, TOUCH_CHUNK)) {
-      // In the statement's order: each key's id and time for its CASE, then the ids for IN.
-      const params: unknown[] = []
-      for (let i = offset; i < offset + size; i++) params.push(entries[i]![0], iso(entries[i]![1]))
-      for (let i = offset; i < offset + size; i++) params.push(entries[i]![0])
-      await tx.executeQuery(withParameters(touchStatement(db, size), params))
-      offset += size
-    }
-  })
+  const entries = [...used].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+  let offset = 0
+  for (const size of chunkSizes(entries.length, TOUCH_CHUNK)) {
+    // In the statement's order: each key's id and time for its CASE, then the ids for IN.
+    const params: unknown[] = []
+    for (let i = offset; i < offset + size; i++) params.push(entries[i]![0], iso(entries[i]![1]))
+    for (let i = offset; i < offset + size; i++) params.push(entries[i]![0])
+    await db.executeQuery(withParameters(touchStatement(db, size), params))
+    offset += size
+  }
 }
 
 export { audit } from '../../src/db/audit.ts'
