@@ -104,6 +104,19 @@ describe('sign-in', () => {
     expect(split.status).toBe(401)
   })
 
+  test('a sign-in body larger than a sign-in needs is 413 unread: nobody without the key makes the gateway parse megabytes', async () => {
+    // Valid JSON, mostly white space: parsed, it would be a 200; the size alone refuses it.
+    const padded = JSON.stringify({ admin_key: ADMIN_KEY }) + ' '.repeat(64 * 1024)
+    const res = await call(gw, '/console/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: padded })
+    expect(res.status).toBe(413)
+    expect(res.headers.get('set-cookie')).toBeNull()
+    expect(await errorOf(res)).toMatchObject({ code: 'request_too_large' })
+    // Nested values by the million, which took the serving thread seconds to parse, are refused the same way.
+    const nested = `{"admin_key":"x","pad":[${Array.from({ length: 100_000 }, () => '[[{}]]').join(',')}]}`
+    const deep = await call(gw, '/console/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: nested })
+    expect(deep.status).toBe(413)
+  })
+
   test('a body that is not JSON, or lacks admin_key, is 400 invalid_request', async () => {
     const broken = await call(gw, '/console/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' })
     expect(broken.status).toBe(400)
