@@ -10,7 +10,7 @@ import { holderMayUse } from '../../src/db/key-holders.ts'
 import { newId } from '../../src/lib/id.ts'
 import { LATEST_TIME, parseRfc3339 } from '../../src/lib/rfc3339.ts'
 import type { Services } from '../../src/services.ts'
-import { displayKey, echo, mintKey } from './key-format.ts'
+import { displayKey, echo, maskKeysIn, mintKey } from './key-format.ts'
 import { audit, decodeCursor, encodeCursor, fromJson, iso, toJson, type Db } from './repo.ts'
 import * as S from './schemas.ts'
 import { adminErrors, jsonResponse, ListOf, Nullable, Time } from '../../src/routes/schemas.ts'
@@ -409,11 +409,14 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         // Revoked, or rotated with its grace period ended (refused already): nothing to revoke.
         if (row.status === 'revoked' || (row.grace_until !== null && Date.parse(row.grace_until) <= now())) throw alreadyRevoked(row)
         const at = iso(now())
+        // A key written into the reason (the holder told the new one) would reach whoever presents this
+        // one, perhaps the finder of a leaked key, and the audit trail: it is kept masked.
+        const reason = body?.reason == null ? null : maskKeysIn(body.reason)
         // Only while still active: of two revocations at once (two operators, two instances), the
         // second finds it revoked and is refused, instead of overwriting the reason and auditing again.
         const revoked = await db
           .updateTable('api_keys')
-          .set({ status: 'revoked', revoked_at: at, revoked_reason: body?.reason ?? null, updated_at: at })
+          .set({ status: 'revoked', revoked_at: at, revoked_reason: reason, updated_at: at })
           .where('id', '=', row.id)
           .where('status', '=', 'active')
           .executeTakeFirst()
@@ -447,7 +450,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           action: 'key.revoke',
           targetType: 'key',
           targetId: row.id,
-          details: { reason: body?.reason ?? null, ...(withIt.length > 0 && { also_revoked: withIt }) },
+          details: { reason, ...(withIt.length > 0 && { also_revoked: withIt }) },
         })
         return keyView(await key(row.id), now())
       },
@@ -710,7 +713,8 @@ export function keyView(r: KeyRow, now: number): Static<typeof KeyView> {
     updated_at: r.updated_at,
     last_used_at: r.last_used_at,
     revoked_at: revokedByRotation ? r.grace_until : r.revoked_at,
-    revoked_reason: revokedByRotation ? ROTATED : r.revoked_reason,
+    // Masked when stored; masked here too for reasons stored before that.
+    revoked_reason: revokedByRotation ? ROTATED : r.revoked_reason === null ? null : maskKeysIn(r.revoked_reason),
     rotated_from: r.rotated_from,
     rotated_to: r.rotated_to,
     grace_until: r.grace_until,

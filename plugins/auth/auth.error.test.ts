@@ -125,6 +125,21 @@ describe('key_revoked (401)', () => {
     await expectApiError(client.models.list(), 'key_revoked')
   })
 
+  test('a key written into the reason (the holder told the new one) is masked: not to whoever holds the leaked key, nor in the admin views', async () => {
+    const { key, userId } = await userWithKey(gw)
+    const fresh = await gw.adminOk<{ key: string; display: string }>('POST', '/admin/keys', { user_id: userId })
+    const reason = `leaked on GitHub; your new key is ${fresh.key}, the old one sk-prod-${base62(40)} too`
+    const revoked = await gw.adminOk<{ revoked_reason: string }>('POST', `/admin/keys/${key.id}/revoke`, { reason })
+    const message = await expectApiError(chat(gw.client(key.key)), 'key_revoked')
+    const audit = await gw.adminOk<{ data: Array<{ details: unknown }> }>('GET', `/admin/audit?target_id=${key.id}&action=key.revoke`)
+    const shown = [message, revoked.revoked_reason, JSON.stringify(audit.data), JSON.stringify(await gw.adminOk('GET', `/admin/keys/${key.id}`))]
+    for (const text of shown) {
+      expect(text).not.toContain(fresh.key)
+      expect(text).not.toMatch(/sk-prod-[0-9A-Za-z]{32}/)
+      expect(text).toContain('leaked on GitHub; your new key is ' + fresh.display)
+    }
+  })
+
   test('revoked without a reason: the endpoint takes no body', async () => {
     const { key } = await userWithKey(gw)
     const res = await gw.admin('POST', `/admin/keys/${key.id}/revoke`)

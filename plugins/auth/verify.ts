@@ -2,7 +2,7 @@ import { databaseUnavailable, isDatabaseUnavailable } from '../../src/db/errors.
 import { GatewayError } from '../../src/errors.ts'
 import { allowsModel, type Endpoint, type Identity } from '../../src/plugin.ts'
 import { LruCache } from './cache.ts'
-import { displayKey, echo, hashKey, keyEnvironment, maskKey } from './key-format.ts'
+import { displayKey, echo, hashKey, keyEnvironment, maskKey, maskKeysIn } from './key-format.ts'
 import { findKeyRecord, iso, type Db, type KeyRecord } from './repo.ts'
 
 /** The scope each endpoint needs. Key introspection needs none: a key may always ask about itself. */
@@ -146,7 +146,8 @@ export class KeyVerifier {
       return no(new GatewayError('key_revoked', `The API key ${shown} was replaced by rotation${when}. Use the new key${successor}.`))
     }
     if (record.status === 'revoked') {
-      const reason = record.revokedReason ? ` (reason: ${record.revokedReason})` : ''
+      // Masked again: a reason stored before revoke masked keys in it may hold one.
+      const reason = record.revokedReason ? ` (reason: ${maskKeysIn(record.revokedReason)})` : ''
       const when = record.revokedAt ? ` on ${iso(record.revokedAt)}` : ''
       return no(new GatewayError('key_revoked', `The API key ${shown} was revoked${when}${reason}. Ask an admin for a new key.`))
     }

@@ -27,3 +27,14 @@ export function echo(value: string, max = 64): string {
   if (keyEnvironment(value) !== null) return maskKey(value)
   return value.length > max ? `${value.slice(0, max)}…` : value
 }
+
+/** A sluice key anywhere in a text: the shape keyEnvironment takes, between non-key characters. */
+const KEY_IN_TEXT = /(?<![0-9A-Za-z-])sk-[a-z0-9]{1,16}-[0-9A-Za-z]{32,256}(?![0-9A-Za-z])/g
+
+/**
+ * Free text with every key in it masked (an operator's revoke reason that tells the holder the new
+ * key): what a message or an admin view shows of it never holds a whole key.
+ */
+export function maskKeysIn(text: string): string {
+  return text.replace(KEY_IN_TEXT, maskKey)
+}
