@@ -180,6 +180,8 @@ const encoder = new TextEncoder()
  */
 export class Pipeline {
   private readonly authenticateHooks: Stage[]
+  /** The first authenticate hook, when its plugin may be asked before the body is read (see screen). */
+  private readonly screenHook: Stage | null
   private readonly admitHooks: Stage[]
   private readonly routeHooks: NonNullable<PluginHooks['route']>[]
   private readonly usageHooks: UsageHook[]
@@ -223,6 +225,8 @@ export class Pipeline {
     const pick = <K extends keyof PluginHooks>(k: K) =>
       hooks.flatMap((h) => (h[k] ? [(h[k] as (...a: never[]) => unknown).bind(h) as NonNullable<PluginHooks[K]>] : []))
     this.authenticateHooks = pick('authenticate')
+    const first = hooks.find((h) => h.authenticate !== undefined)
+    this.screenHook = first?.authenticatesBeforeBody === true ? this.authenticateHooks[0]! : null
     this.admitHooks = pick('admit')
     this.routeHooks = pick('route')
     this.usageHooks = pick('onUsage')
@@ -288,6 +292,23 @@ export class Pipeline {
         : result && this.refusal(result, 'authenticate')
     } catch (error) {
       throw this.blame(error, 'authenticate')
+    }
+  }
+
+  /**
+   * The refusal the first authenticate hook gives a request before its body is read, when its plugin
+   * says it may be asked so (`authenticatesBeforeBody`); undefined when the body is to be read. A
+   * hook that throws here is left to the authenticate stage, which runs it again once the body is read.
+   */
+  screen(endpoint: Endpoint, request: Request, id: string): MaybePromise<GatewayError | undefined> {
+    const hook = this.screenHook
+    if (hook === null) return undefined
+    const refused = (answer: HookResult) => (answer instanceof GatewayError ? answer : undefined)
+    try {
+      const answer = hook(this.createRequest(endpoint, request, id))
+      return answer instanceof Promise ? answer.then(refused, () => undefined) : refused(answer)
+    } catch {
+      return undefined
     }
   }
 

@@ -187,6 +187,15 @@ export interface PluginHooks {
    * otherwise it may read null.
    */
   readsClientIpOnComplete?: boolean
+  /**
+   * Set to true when this plugin's `authenticate`, run on a request whose body has not been read
+   * (`body` empty, `model` undefined), refuses only requests it would refuse whatever their body
+   * holds. When the first plugin with an `authenticate` hook says so, a client API body over 16 KiB
+   * (or of unknown length) is read only once that hook has not refused the request so: a caller
+   * without a valid key cannot make the gateway read and parse megabytes. The hook then runs again,
+   * with the body, in the authenticate stage. The built-in `auth` says so.
+   */
+  authenticatesBeforeBody?: boolean
   /** Facts about the calling key for `GET /v1/key` (status, limits, remaining quota); merged over all plugins. */
   describe?(req: GatewayRequest): MaybePromise<Record<string, unknown>>
   /**

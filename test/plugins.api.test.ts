@@ -151,6 +151,20 @@ describe('an authenticate hook of your own beside the built-in auth', () => {
     await expectError(await postJson(`${gw.url}/v1/chat/completions`, chat, { authorization: 'Bearer sk-dev-not-a-key-0123456789abcdefghijklmnopq' }), 'invalid_api_key')
   })
 
+  test('listed before auth, its callers may send a body of unknown length: auth, not first, judges no key before the body is read', async () => {
+    const gw = await boot([internalAuth, { use: 'auth', options: { demo_key: false } }])
+    const text = JSON.stringify({ ...chat, messages: [{ role: 'user', content: 'x'.repeat(40_000) }] })
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode(text))
+        controller.close()
+      },
+    })
+    const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-internal-service': 'billing' }, body, duplex: 'half' } as RequestInit)
+    expect(res.status).toBe(200)
+    await res.arrayBuffer()
+  })
+
   test('GET /v1/key tells what the identity holds', async () => {
     const gw = await boot([internalAuth, { use: 'auth', options: { demo_key: false } }])
     const res = await fetch(`${gw.url}/v1/key`, { headers: { 'x-internal-service': 'billing' } })

@@ -363,3 +363,62 @@ describe('a flood of wrong keys stays off the database', () => {
     expect((await chat(gw.client(key.key))).object).toBe('chat.completion')
   })
 })
+
+describe('a large body is read only for a key auth does not refuse', () => {
+  let patient: AuthGateway
+  beforeAll(async () => {
+    // No time limit on a body: a gateway that waited for the body before judging the key would never answer.
+    patient = await startAuthGateway(upstream.url, { config: { limits: { body_timeout_ms: 0 } } })
+  })
+  afterAll(() => patient?.close())
+
+  /**
+   * POST a chat body of unknown length (chunked) whose first 20 KB arrive at once and whose end is
+   * sent only once the answer has come: the answer, and whether the gateway read on after it.
+   */
+  const withHeldBody = async (headers: Record<string, string>) => {
+    let release!: () => void
+    const released = new Promise<void>((resolve) => (release = resolve))
+    const encoder = new TextEncoder()
+    const body = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        controller.enqueue(encoder.encode(`{"model":"mock-gpt","max_tokens":3,"messages":[{"role":"user","content":"${'a'.repeat(20_000)}`))
+        await released
+        controller.enqueue(encoder.encode('"}]}'))
+        controller.close()
+      },
+    })
+    const answer = fetch(`${patient.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body, duplex: 'half' } as RequestInit)
+    return { answer, release }
+  }
+
+  test('no key, an unknown key, a revoked key: refused before the body is read, and the connection closed', async () => {
+    const { key } = await userWithKey(patient)
+    await patient.adminOk('POST', `/admin/keys/${key.id}/revoke`, {})
+    const callers: Array<[Record<string, string>, string]> = [
+      [{}, 'missing_api_key'],
+      [{ authorization: `Bearer sk-dev-${base62(43)}` }, 'invalid_api_key'],
+      [{ authorization: `Bearer ${key.key}` }, 'key_revoked'],
+    ]
+    for (const [headers, code] of callers) {
+      const { answer, release } = await withHeldBody(headers)
+      const res = await answer
+      release()
+      expect({ code, status: res.status, connection: res.headers.get('connection') }).toEqual({ code, status: 401, connection: 'close' })
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe(code)
+    }
+  }, 15_000)
+
+  test('a valid key: the body is read whole and served, its model judged from it', async () => {
+    const { key } = await userWithKey(patient, { models: ['mock-gpt'] })
+    const served = await withHeldBody({ authorization: `Bearer ${key.key}` })
+    setTimeout(served.release, 50)
+    expect((await served.answer).status).toBe(200)
+    const other = await userWithKey(patient, { models: ['other-gpt'] })
+    const refused = await withHeldBody({ authorization: `Bearer ${other.key.key}` })
+    setTimeout(refused.release, 50)
+    const res = await refused.answer
+    expect(res.status).toBe(403)
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('model_not_allowed')
+  }, 15_000)
+})

@@ -128,6 +128,9 @@ export const auth = definePlugin({
     }
 
     return {
+      // Its refusals of a key (missing, unknown, revoked, expired, its owner, team or scope) hold
+      // whatever the body; only the model is read from the body, and judged once the body is read.
+      authenticatesBeforeBody: true,
       authenticate(req) {
         const byId = req.locals[DIAGNOSE]
         if (typeof byId === 'string') return diagnoseById(req, byId)

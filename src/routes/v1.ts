@@ -41,7 +41,7 @@ const client = { tags: ['OpenAI'], security, parameters: [OrganizationHeader] }
 export function v1Routes({ pipeline, models, maxBodyBytes, bodyTimeoutMs = 0, services }: V1Options) {
   // Read and check in the parse step: compiled at boot, and Elysia's own validation (which decodes and
   // copies) stays off the hot path. The schema still documents the route through `requestBody`.
-  const reader = (schema: TSchema, more?: (body: Record<string, unknown>) => void) => {
+  const reader = (endpoint: Endpoint, schema: TSchema, more?: (body: Record<string, unknown>) => void) => {
     const compiled = compileCheck(schema)
     const check = more
       ? (body: Record<string, unknown>) => {
@@ -51,8 +51,23 @@ export function v1Routes({ pipeline, models, maxBodyBytes, bodyTimeoutMs = 0, se
         }
       : compiled
     const checked = (body: Record<string, unknown>) => refusedOr(body, check)
-    return ({ request }: { request: Request }) => readJsonObject(request, maxBodyBytes, bodyTimeoutMs).then(checked, refusedBody)
+    return screened(endpoint, (request) => readJsonObject(request, maxBodyBytes, bodyTimeoutMs).then(checked, refusedBody))
   }
+  /**
+   * `read` behind the key: a body over SCREEN_FROM_BYTES, or of unknown length, is read only once the
+   * first authenticate hook has not refused the request without it (Pipeline.screen), so a caller
+   * without a valid key cannot make the gateway read and parse megabytes (27 MB of nested JSON held
+   * the serving thread 8 s). A smaller body costs nothing more: it is read as before.
+   */
+  const screened =
+    (endpoint: Endpoint, read: (request: Request) => Promise<unknown>) =>
+    ({ request, set }: { request: Request; set: { headers: Record<string, unknown> } }): Promise<unknown> => {
+      const declared = request.headers.get('content-length')
+      if (declared !== null && Number(declared) <= SCREEN_FROM_BYTES) return read(request)
+      const refusal = pipeline.screen(endpoint, request, set.headers['x-request-id'] as string)
+      if (refusal === undefined) return read(request)
+      return Promise.resolve(refusal).then((refused) => (refused ? new RefusedBody(refused, {}, true) : read(request)))
+    }
   /**
    * A body the route refused (too large, not JSON, not valid) is a request like any other to the
    * plugins: it is authenticated first (a client without a valid key learns that, not what is wrong
@@ -71,15 +86,16 @@ export function v1Routes({ pipeline, models, maxBodyBytes, bodyTimeoutMs = 0, se
     }
     // A body not read whole (too large, too slow) leaves the connection in the middle of it: it is
     // closed, whichever refusal is answered (a stranger's 401 too), so nobody holds it open.
-    if (refused.error.status === 408 || refused.error.status === 413) response.headers.set('connection', 'close')
+    if (refused.unread || refused.error.status === 408 || refused.error.status === 413) response.headers.set('connection', 'close')
     return response
   }
   const jsonBody = (schema: TSchema) => ({ required: true, content: { 'application/json': { schema } } })
   // Two body shapes: checked against the one it claims to be, so an error names the field at fault.
   const checkChatCount = compileCheck(TokenCountChatBody)
   const checkEmbeddingCount = compileCheck(TokenCountEmbeddingBody)
-  const countReader = ({ request }: { request: Request }) =>
-    readJsonObject(request, maxBodyBytes, bodyTimeoutMs).then((body) => refusedOr(body, countCheck(body)), refusedBody)
+  const countReader = screened('tokens.count', (request) =>
+    readJsonObject(request, maxBodyBytes, bodyTimeoutMs).then((body) => refusedOr(body, countCheck(body)), refusedBody),
+  )
   const countCheck = (body: Record<string, unknown>) => {
     const chat = 'messages' in body
     const embeddings = 'input' in body
@@ -117,15 +133,15 @@ export function v1Routes({ pipeline, models, maxBodyBytes, bodyTimeoutMs = 0, se
 
   return new Elysia({ name: 'sluice.v1' })
     .post('/v1/chat/completions', call('chat.completions'), {
-      parse: reader(ChatCompletionBody, checkTools),
+      parse: reader('chat.completions', ChatCompletionBody, checkTools),
       detail: { ...client, requestBody: jsonBody(ChatCompletionBody), summary: 'Create a chat completion (plain or streamed as server-sent events)', responses: v1Responses.chat },
     })
     .post('/v1/completions', call('completions'), {
-      parse: reader(CompletionBody),
+      parse: reader('completions', CompletionBody),
       detail: { ...client, requestBody: jsonBody(CompletionBody), summary: 'Create a legacy text completion', responses: v1Responses.completions },
     })
     .post('/v1/embeddings', call('embeddings'), {
-      parse: reader(EmbeddingBody),
+      parse: reader('embeddings', EmbeddingBody),
       detail: { ...client, requestBody: jsonBody(EmbeddingBody), summary: 'Create embeddings', responses: v1Responses.embeddings },
     })
     .get(
@@ -217,8 +233,13 @@ class RefusedBody {
     readonly error: GatewayError,
     /** What could be read of it (a valid JSON object that failed its check), for the log row's model. */
     readonly body: Record<string, unknown> = {},
+    /** Refused before it was read (see `screened`): the connection is closed after the answer. */
+    readonly unread = false,
   ) {}
 }
+
+/** Bodies up to this size are read before the key is judged, as always; larger ones after (see `screened`). */
+const SCREEN_FROM_BYTES = 16 * 1024
 
 /** The body as its check returns it, or what it refused. */
 function refusedOr(body: Record<string, unknown>, check: (body: Record<string, unknown>) => Record<string, unknown>): Record<string, unknown> | RefusedBody {
