@@ -538,6 +538,48 @@ describe('alerts by webhook', () => {
     }
   })
 
+  test('a receiver that redirects: a 307 or 308 is followed with the POST; a 301, 302 or 303 (a GET without the alert) is a failed delivery saying where it points', async () => {
+    const seen: Array<{ path: string; method: string; body: string }> = []
+    const server = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      async fetch(req) {
+        const path = new URL(req.url).pathname
+        seen.push({ path, method: req.method, body: await req.text() })
+        const status = Number(path.slice(1))
+        if (status >= 300 && status < 400) return new Response(null, { status, headers: { location: '/final' } })
+        return new Response(null, { status: 204 })
+      },
+    })
+    try {
+      for (const status of [301, 302, 303, 307, 308]) {
+        seen.length = 0
+        const m = await standaloneMonitor(`http://127.0.0.1:${server.port}/${status}`)
+        try {
+          const past = new Date(Date.now() - 1000).toISOString()
+          const id = `test:redirect:${status}`
+          await m.db
+            .insertInto('alerts_sent')
+            .values({ id, kind: 'budget', subject: 'user:usr_r', threshold: 1, period: 'total', status: 'pending', attempts: 0, payload: JSON.stringify({ id }), next_attempt_at: past, last_error: null, created_at: past, sent_at: null })
+            .execute()
+          await m.monitor.tick()
+          const row = await m.db.selectFrom('alerts_sent').select(['status', 'last_error']).executeTakeFirstOrThrow()
+          const final = seen.filter((s) => s.path === '/final')
+          if (status === 307 || status === 308) {
+            expect([status, row.status, final.length, final[0]?.method, final[0]?.body.includes(`test:redirect:${status}`)]).toEqual([status, 'sent', 1, 'POST', true])
+          } else {
+            expect([status, row.status, final.length]).toEqual([status, 'pending', 0])
+            expect(row.last_error).toContain(`HTTP ${status} redirect to http://127.0.0.1:${server.port}`)
+          }
+        } finally {
+          await m.close()
+        }
+      }
+    } finally {
+      server.stop(true)
+    }
+  })
+
   test('a webhook_url that is not http(s) stops the boot, naming the option', async () => {
     await expect(boot(join(dir, 'bad.db'), 'ftp://example.com/x')).rejects.toThrow(/webhook_url/)
   })

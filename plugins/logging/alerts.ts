@@ -70,6 +70,8 @@ interface Candidate {
 const MAX_KNOWN = 10_000
 /** Dead upstream keys looked at per check; the default page of expiring keys and of budget subjects. */
 const MAX_PER_CHECK = 1000
+/** Redirects that keep the POST (307, 308) followed for one delivery. */
+const MAX_REDIRECTS = 5
 
 const iso = (ms: number) => new Date(ms).toISOString()
 const DAY = 86_400_000
@@ -481,17 +483,35 @@ export class AlertMonitor {
     this.retryTimer.unref?.()
   }
 
-  /** POST one alert; null on a 2xx, else what went wrong (without the URL, which may hold a token). */
+  /**
+   * POST one alert; null on a 2xx, else what went wrong (without the URL, which may hold a token).
+   * Redirects are followed only where they keep the POST and its body (307, 308); a 301, 302 or
+   * 303 would be followed with a GET that carries no alert, and a receiver answering that GET
+   * would pass for one that took it: such a redirect is a failed delivery that says where it points.
+   */
   private async post(id: string, payload: string): Promise<string | null> {
+    const signal = AbortSignal.timeout(this.options.timeoutMs)
+    let url = this.options.webhookUrl
     try {
-      const res = await fetch(this.options.webhookUrl, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'user-agent': 'sluice-alerts', 'x-sluice-alert-id': id },
-        body: payload,
-        signal: AbortSignal.timeout(this.options.timeoutMs),
-      })
-      await res.arrayBuffer().catch(() => undefined)
-      return res.ok ? null : `HTTP ${res.status}`
+      for (let hop = 0; ; hop++) {
+        const res = await fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'user-agent': 'sluice-alerts', 'x-sluice-alert-id': id },
+          body: payload,
+          signal,
+          redirect: 'manual',
+        })
+        await res.arrayBuffer().catch(() => undefined)
+        if (res.status < 300 || res.status >= 400) return res.ok ? null : `HTTP ${res.status}`
+        const location = res.headers.get('location')
+        const next = location === null ? null : URL.parse(location, url)
+        if (next === null || !/^https?:$/.test(next.protocol)) return `HTTP ${res.status} without a usable Location`
+        if ((res.status !== 307 && res.status !== 308) || hop >= MAX_REDIRECTS) {
+          const why = hop >= MAX_REDIRECTS ? `more than ${MAX_REDIRECTS} redirects` : `a ${res.status} redirect would resend the alert as a GET without its body`
+          return `HTTP ${res.status} redirect to ${next.origin}: ${why}; set alerts.webhook_url to the address the receiver redirects to`
+        }
+        url = next.href
+      }
     } catch (error) {
       return error instanceof Error ? `${error.name}: ${error.message}`.replaceAll(this.options.webhookUrl, '<webhook_url>') : String(error)
     }
