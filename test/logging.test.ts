@@ -501,6 +501,19 @@ describe('retention', () => {
       await tg.close()
     }
   })
+
+  test('a retention_days reaching back before year 0 keeps every row, quietly: no time is older', async () => {
+    const { logger, lines } = capturingLogger('info')
+    const tg = await startGateway(upstreamConfig(upstream.url, { plugins: [{ use: 'logging', options: { retention_days: 1e9 } }] }), { gateway: { logger } })
+    try {
+      const db = tg.gateway.services.db.db
+      await db.insertInto('request_logs').values(logRow('req_ancient', '0001-01-01T00:00:00.000Z')).execute()
+      await loggingHooks(tg.gateway).prune()
+      expect([await rowCount(db), lines.filter((l) => l.level !== 'info').map((l) => l.msg)]).toEqual([1, []])
+    } finally {
+      await tg.close()
+    }
+  })
 })
 
 /** Fixture rows over 3 days, 3 keys, 2 users, 2 teams, 2 models, 2 provider keys, several statuses. */

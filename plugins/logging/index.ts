@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox'
 import type { RequestLogInsert } from '../../src/db/schema.ts'
 import { definePlugin, type PluginHooks } from '../../src/plugin.ts'
+import { EARLIEST_TIME } from '../../src/lib/rfc3339.ts'
 import { analyticsRoutes } from './admin.ts'
 import { AlertMonitor } from './alerts.ts'
 import { RequestMetrics } from './metrics.ts'
@@ -133,7 +134,10 @@ export const logging = definePlugin({
     let retention: ReturnType<typeof setInterval> | undefined
     let pruning: Promise<void> | null = null
     const prune = async () => {
-      const cutoff = new Date(services.now() - options.retention_days * 86_400_000).toISOString()
+      const cutoffMs = services.now() - options.retention_days * 86_400_000
+      // Stored times are years 0000 to 9999: none is older than a cutoff before them (which Date may not even hold).
+      if (!(cutoffMs >= EARLIEST_TIME)) return
+      const cutoff = new Date(cutoffMs).toISOString()
       let total = 0
       for (;;) {
         const n = await deleteOlderThan(db.db, cutoff, options.retention_batch)
