@@ -61,6 +61,9 @@ const MAX_DEPTH = 8
 const MAX_ITEMS = 64
 const MAX_KEYS = 64
 const MAX_STRING = 200
+/** Values shown of one body in all: each bound above still let 64^4 values through (a 17 MB line, 1.6 s of the event loop). */
+const MAX_VALUES = 5000
+const CUT = `[cut: over ${MAX_VALUES} values]`
 
 export const MASKED = '[masked]'
 export const chars = (s: string): string => `[${s.length} chars]`
@@ -72,10 +75,16 @@ function isSecretField(name: string): boolean {
 
 /** The redacted copy of a request body (or any JSON value). */
 export function redactBody(value: unknown): unknown {
-  return walk(value, false, 0)
+  return walk(value, false, 0, { left: MAX_VALUES })
 }
 
-function walk(value: unknown, content: boolean, depth: number): unknown {
+/** Values a walk may still show; once spent, every container stops at the value it reached, marked {@link CUT}. */
+interface Budget {
+  left: number
+}
+
+function walk(value: unknown, content: boolean, depth: number, budget: Budget): unknown {
+  budget.left--
   if (typeof value === 'string') {
     // A long string is shown by its length alone, before any pattern runs over it: SECRET_VALUE's
     // search costs about the square of the length (a 200 KB field held the event loop 13 s).
@@ -87,7 +96,14 @@ function walk(value: unknown, content: boolean, depth: number): unknown {
   if (Array.isArray(value)) {
     // Token id arrays (prompts, inputs given as tokens) are content too: their count is enough.
     if (content && value.every((v) => typeof v === 'number')) return `[${value.length} tokens]`
-    const out = value.slice(0, MAX_ITEMS).map((v) => walk(v, content, depth + 1))
+    const out: unknown[] = []
+    for (const v of value.length > MAX_ITEMS ? value.slice(0, MAX_ITEMS) : value) {
+      if (budget.left <= 0) {
+        out.push(CUT)
+        return out
+      }
+      out.push(walk(v, content, depth + 1, budget))
+    }
     if (value.length > MAX_ITEMS) out.push(`[+${value.length - MAX_ITEMS} more]`)
     return out
   }
@@ -102,12 +118,16 @@ function walk(value: unknown, content: boolean, depth: number): unknown {
       out['…'] = `[+${Object.keys(fields).length - MAX_KEYS} more fields]`
       break
     }
+    if (budget.left <= 0) {
+      out['…'] = CUT
+      break
+    }
     // A secret used as a field name (a map keyed by API key, say) is masked as a value would be.
     // A field name is masked like a secret when it is long too (see the strings above).
     const name = k.length > MAX_STRING || SECRET_VALUE.test(k) ? (++maskedKeys === 1 ? MASKED : `${MASKED} ${maskedKeys}`) : k
     if (isSecretField(k) && v !== null && typeof v !== 'number' && typeof v !== 'boolean') out[name] = MASKED
     // A content part keeps only its `type`; elsewhere the field's name decides.
-    else out[name] = walk(v, content ? k !== 'type' : CONTENT_FIELDS.has(k) || (message && k === 'name') || (typeof v === 'string' && CONTENT_WHEN_TEXT.has(k)), depth + 1)
+    else out[name] = walk(v, content ? k !== 'type' : CONTENT_FIELDS.has(k) || (message && k === 'name') || (typeof v === 'string' && CONTENT_WHEN_TEXT.has(k)), depth + 1, budget)
   }
   return out
 }
