@@ -48,6 +48,8 @@ export interface LineWriterOptions {
 export interface LineSink {
   write(chunk: string): boolean
   once(event: 'drain', listener: () => void): unknown
+  /** A failed write (a pipe whose reader is gone: EPIPE) is told here; unheard, it ends the process. */
+  on(event: 'error', listener: (error: Error) => void): unknown
 }
 
 /**
@@ -62,6 +64,8 @@ export class BufferedLineWriter {
   private pendingBytes = 0
   private timer: ReturnType<typeof setTimeout> | undefined
   private blocked = false
+  /** The stream failed (its reader is gone): what waits, and every line after, is dropped and counted. */
+  private broken = false
   /** Lines dropped because the stream did not keep up. */
   dropped = 0
   private readonly flushMs: number
@@ -76,10 +80,19 @@ export class BufferedLineWriter {
     this.flushMs = options.flushMs ?? 25
     this.flushBytes = options.flushBytes ?? 64 * 1024
     this.maxPendingBytes = options.maxPendingBytes ?? 16 * 1024 * 1024
+    // The gateway serves on without its log: a closed stdout must not end it. The chunk being
+    // written when it failed is lost with it (not counted: its lines are no longer known here).
+    sink.on('error', () => {
+      this.broken = true
+      this.blocked = false
+      this.dropped += this.pending.length
+      this.pending = []
+      this.pendingBytes = 0
+    })
   }
 
   write(line: string): void {
-    if (this.pendingBytes + line.length + 1 > this.maxPendingBytes) {
+    if (this.broken || this.pendingBytes + line.length + 1 > this.maxPendingBytes) {
       this.dropped++
       return
     }
@@ -99,7 +112,7 @@ export class BufferedLineWriter {
       clearTimeout(this.timer)
       this.timer = undefined
     }
-    if (this.blocked || this.pending.length === 0) return
+    if (this.blocked || this.broken || this.pending.length === 0) return
     const chunk = this.pending.join('\n') + '\n'
     this.pending = []
     this.pendingBytes = 0
@@ -114,7 +127,7 @@ export class BufferedLineWriter {
 
   /** At exit: write what waits with a blocking write, since no event loop turn is left. */
   flushSync(): void {
-    if (this.pending.length === 0) return
+    if (this.broken || this.pending.length === 0) return
     const chunk = this.pending.join('\n') + '\n'
     this.pending = []
     this.pendingBytes = 0
