@@ -223,6 +223,25 @@ describe('client address', () => {
     }
   })
 
+  test('trust_proxy as a number of proxies: the X-Forwarded-For entry that many from the right, which a client cannot choose; with fewer entries, the socket address', async () => {
+    const tg = await startGateway(upstreamConfig(upstream.url, { plugins: [{ use: 'logging', options: { flush_ms: 10, trust_proxy: 2 } }] }))
+    try {
+      const db = tg.gateway.services.db.db
+      const ips: Array<string | null> = []
+      // A client's own entry, then what the two proxies appended (nginx's $proxy_add_x_forwarded_for, a load balancer).
+      for (const [i, forwarded] of ['6.6.6.6, 203.0.113.9, 10.0.0.1', '203.0.113.9'].entries()) {
+        const res = await postJson(`${tg.url}/v1/chat/completions`, { model: 'mock-gpt', messages }, { 'x-forwarded-for': forwarded })
+        expect(res.status).toBe(200)
+        await res.arrayBuffer()
+        await waitForRows(db, i + 1)
+        ips.push((await db.selectFrom('request_logs').select('client_ip').where('id', '=', res.headers.get('x-request-id')!).executeTakeFirstOrThrow()).client_ip)
+      }
+      expect(ips).toEqual(['203.0.113.9', '127.0.0.1'])
+    } finally {
+      await tg.close()
+    }
+  })
+
   test('with trust_proxy, a forwarded value that is not an address is not stored', async () => {
     const tg = await startGateway(upstreamConfig(upstream.url, { plugins: [{ use: 'logging', options: { flush_ms: 10, trust_proxy: true } }] }))
     try {

@@ -57,8 +57,12 @@ const Options = Type.Object(
     retention_check_ms: Type.Integer({ minimum: 10, maximum: MAX_TIMER_MS, default: 600_000 }),
     /** Rows per delete statement, so no statement holds the table for long. @default 1000 */
     retention_batch: Type.Integer({ minimum: 1, maximum: 100_000, default: 1000 }),
-    /** Take the client address from the first `X-Forwarded-For` entry (only behind a proxy you trust). @default false */
-    trust_proxy: Type.Boolean({ default: false }),
+    /**
+     * Take the client address from `X-Forwarded-For` (only behind proxies you run): a number of
+     * proxies takes the entry they appended (that many from the right), which no client can set;
+     * true takes the first entry, which a client writes itself unless the proxy overwrites the header. @default false
+     */
+    trust_proxy: Type.Union([Type.Boolean(), Type.Integer({ minimum: 1, maximum: 16 })], { default: false }),
     /** One JSON line per request on stdout, at level info. @default true */
     log_requests: Type.Boolean({ default: true }),
     /** `redacted` adds the request body to that line with contents replaced by their length and secrets masked. @default "off" */

@@ -27,4 +27,16 @@ describe('forwardedAddress', () => {
     expect(forwardedAddress(null)).toBeNull()
     expect(forwardedAddress(`2001:db8::1%${'x'.repeat(80)}`)).toBeNull()
   })
+
+  test('with a number of proxies, the entry that many from the right: the address the outermost of them saw, whatever the client wrote before it', () => {
+    expect(forwardedAddress('6.6.6.6, 198.51.100.4', 1)).toBe('198.51.100.4')
+    expect(forwardedAddress('198.51.100.4', 1)).toBe('198.51.100.4')
+    expect(forwardedAddress('6.6.6.6,203.0.113.9 , 10.0.0.1', 2)).toBe('203.0.113.9')
+    expect(forwardedAddress('2001:db8::7, 10.0.0.1', 2)).toBe('2001:db8::7')
+    // Fewer entries than proxies (the request did not come through all of them), or no address there: none.
+    expect(forwardedAddress('203.0.113.9', 2)).toBeNull()
+    expect(forwardedAddress('203.0.113.9, unknown', 1)).toBeNull()
+    expect(forwardedAddress('', 1)).toBeNull()
+    expect(forwardedAddress(null, 1)).toBeNull()
+  })
 })

@@ -71,25 +71,44 @@ export type LogRow = RequestLogInsert & {
 }
 
 /**
- * The first entry of an `X-Forwarded-For` value when it is an IPv4 or IPv6 address (with its
- * zone, if any); null otherwise: not a port, brackets, a name or anything else.
+ * The client's entry of an `X-Forwarded-For` value, when it is an IPv4 or IPv6 address (with its
+ * zone, if any); null otherwise: not a port, brackets, a name or anything else. Without `proxies`,
+ * its first entry (right only where the proxy overwrites the header: any client may write that
+ * entry itself). With a number of proxies, the entry that many from the right: each proxy appends
+ * the address it saw, so that one is what the outermost of them saw, whatever the client sent; a
+ * value with fewer entries did not come through all of them, and gives none.
  */
-export function forwardedAddress(header: string | null): string | null {
+export function forwardedAddress(header: string | null, proxies: number | null = null): string | null {
   if (!header) return null
-  const comma = header.indexOf(',')
-  const first = (comma < 0 ? header : header.slice(0, comma)).trim()
+  let entry: string
+  if (proxies === null) {
+    const comma = header.indexOf(',')
+    entry = comma < 0 ? header : header.slice(0, comma)
+  } else {
+    // From the right, comma by comma: a long value a client wrote is not split whole.
+    let end = header.length
+    let start = header.lastIndexOf(',', end - 1) + 1
+    for (let i = 1; i < proxies; i++) {
+      if (start === 0) return null
+      end = start - 1
+      start = header.lastIndexOf(',', end - 1) + 1
+    }
+    entry = header.slice(start, end)
+  }
+  const address = entry.trim()
   // isIP takes an IPv6 zone made of a name or number (`fe80::1%eth0`) and nothing looser.
-  return first.length <= MAX_ADDRESS && isIP(first) !== 0 ? first : null
+  return address.length <= MAX_ADDRESS && isIP(address) !== 0 ? address : null
 }
 
 /**
- * The client address: the first `X-Forwarded-For` entry when the gateway sits behind a proxy
- * the operator trusts (`trust_proxy`), else the socket's peer. A header value that is not an
+ * The client address: from `X-Forwarded-For` when the gateway sits behind proxies the operator
+ * trusts (`trust_proxy`: true for its first entry, a number of proxies for the entry they
+ * appended; see {@link forwardedAddress}), else the socket's peer. A header value that gives no
  * address is ignored rather than stored.
  */
-export function clientIpOf(req: GatewayRequest, trustProxy: boolean): string | null {
-  if (trustProxy) {
-    const forwarded = forwardedAddress(req.request.headers.get('x-forwarded-for'))
+export function clientIpOf(req: GatewayRequest, trustProxy: boolean | number): string | null {
+  if (trustProxy !== false) {
+    const forwarded = forwardedAddress(req.request.headers.get('x-forwarded-for'), trustProxy === true ? null : trustProxy)
     if (forwarded !== null) return forwarded
   }
   return req.clientIp
@@ -100,7 +119,7 @@ export function clientIpOf(req: GatewayRequest, trustProxy: boolean): string | n
  * made one both databases accept (no NUL in text, counts within `integer`, a finite cost): the
  * writer retries a refused batch as it is, so a row no database takes would stop the log.
  */
-export function toRow(req: GatewayRequest, outcome: Outcome, arrivedAt: number, environment: string, trustProxy: boolean): LogRow {
+export function toRow(req: GatewayRequest, outcome: Outcome, arrivedAt: number, environment: string, trustProxy: boolean | number): LogRow {
   // A refused request is still tied to the key it presented, when auth knew it.
   const identity = req.identity ?? req.refusedKey
   const usage = req.usage
