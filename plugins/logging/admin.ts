@@ -1,9 +1,10 @@
 import { Elysia } from 'elysia'
+import type { Kysely } from 'kysely'
 import { adminGuard } from '../../src/admin-key.ts'
 import { GatewayError } from '../../src/errors.ts'
 import { encodeCursor } from '../../src/lib/cursor.ts'
 import { echo } from '../../src/lib/key-text.ts'
-import type { RequestLogRow } from '../../src/db/schema.ts'
+import type { Database, RequestLogRow } from '../../src/db/schema.ts'
 import type { Services } from '../../src/services.ts'
 import { adminErrors } from '../../src/routes/schemas.ts'
 import { GROUPINGS, logPage, logRow, usageBy, type Grouping, type LogFilter, type UsageCursor } from './repo.ts'
@@ -12,11 +13,15 @@ import { EARLIEST_TIME, LATEST_TIME, parseRfc3339 } from '../../src/lib/rfc3339.
 
 const tags = ['Admin: usage and logs']
 
-/** `/admin/usage` and `/admin/logs`, behind the admin key. */
-export function analyticsRoutes(services: Services, retentionDays: number) {
+/**
+ * `/admin/usage` and `/admin/logs`, behind the admin key. `reports`: where a report's reads run
+ * instead of the gateway's connection (a SQLite file's report thread), or null.
+ */
+export function analyticsRoutes(services: Services, retentionDays: number, reports: Kysely<Database> | null = null) {
   const db = services.db.db
-  // Reports scan a time range: on Postgres they get a longer statement timeout than requests (DatabaseHandle.report).
-  const report = services.db.report.bind(services.db)
+  // Reports scan a time range: on Postgres they get a longer statement timeout than requests (DatabaseHandle.report);
+  // on a SQLite file they run on their own thread.
+  const report = reports === null ? services.db.report.bind(services.db) : <T>(run: (db: Kysely<Database>) => Promise<T>) => run(reports)
   return (
     new Elysia({ name: 'sluice.logging.admin', prefix: '/admin' })
       // Every route here is a GET: transform runs for each of them before the query is read.

@@ -7,7 +7,8 @@ import { AlertMonitor } from './alerts.ts'
 import { RequestMetrics } from './metrics.ts'
 import { deleteOlderThan } from './repo.ts'
 import { logFields, toRow } from './row.ts'
-import { requestLogSink } from './sink.ts'
+import { reportDatabase } from './report-thread.ts'
+import { requestLogSink, sqliteFileOf } from './sink.ts'
 import { BatchWriter } from './writer.ts'
 import { MAX_TIMER_MS } from '../../src/config/schema.ts'
 
@@ -191,6 +192,10 @@ export const logging = definePlugin({
     }
 
     const logLines = options.log_requests && logger.enabled('info')
+    // On a SQLite file, admin reports read from a thread of their own: bun:sqlite holds the thread
+    // that runs a statement, and an aggregate over a big table held every request for seconds.
+    const reportFile = sqliteFileOf(db, config.databaseUrl)
+    const reports = reportFile === null ? null : reportDatabase(reportFile)
 
     const hooks: LoggingHooks = {
       onComplete(req, outcome) {
@@ -200,7 +205,7 @@ export const logging = definePlugin({
         if (logLines) logger.info('request', logFields(row, req, outcome, options.log_bodies))
       },
       routes(app) {
-        app.use(analyticsRoutes(services, options.retention_days))
+        app.use(analyticsRoutes(services, options.retention_days, reports))
       },
       stats: () => ({
         queued: writer.queue.size,
@@ -215,7 +220,7 @@ export const logging = definePlugin({
         if (retention) clearInterval(retention)
         await Promise.all([alerts?.close(options.close_timeout_ms), pruning ? Promise.race([pruning, Bun.sleep(options.close_timeout_ms)]) : undefined])
         await writer.close(options.close_timeout_ms)
-        await sink.close()
+        await Promise.all([sink.close(), reports?.destroy()])
         // The batch being written at the deadline, if any, is counted (and reported) before close returns.
         await writer.settled(1000)
       },

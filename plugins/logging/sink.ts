@@ -158,6 +158,12 @@ function threadTarget(handle: DatabaseHandle, databaseUrl: string | null, busyMs
   return parsed.filename === SQLITE_MEMORY ? null : { dialect: 'sqlite', filename: parsed.filename, busyMs }
 }
 
+/** The SQLite file the gateway's database was opened from, which another connection (a thread's) can open too; null otherwise. */
+export function sqliteFileOf(handle: DatabaseHandle, databaseUrl: string | null): string | null {
+  const target = threadTarget(handle, databaseUrl, 0)
+  return target?.dialect === 'sqlite' ? target.filename : null
+}
+
 /**
  * Batches written by a worker thread. A thread that dies (or never starts) fails the writes in
  * flight, which the writer retries; the next write starts a new thread. A write is answered by
