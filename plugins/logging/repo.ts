@@ -35,14 +35,22 @@ export interface UsageGroup {
 /** Postgres returns sums of integers as bigint text; SQLite as numbers. */
 const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v))
 
+/**
+ * A column as a grouping that no index serves: given the bare column, SQLite groups by walking
+ * its (column, at) index and reading each row from the table in that order, which over a big
+ * log is far slower than reading the rows in range and sorting them (16 s against 2.6 s over a
+ * million rows). Postgres plans it as the column.
+ */
+const unindexed = (column: 'key_id' | 'user_id' | 'team_id') => sql<string | null>`coalesce(${sql.ref(column)}, null)`
+
 function groupExpression(by: Grouping): Expression<string | null> {
   switch (by) {
     case 'key':
-      return sql.ref<string | null>('key_id')
+      return unindexed('key_id')
     case 'user':
-      return sql.ref<string | null>('user_id')
+      return unindexed('user_id')
     case 'team':
-      return sql.ref<string | null>('team_id')
+      return unindexed('team_id')
     case 'model':
       return sql.ref<string | null>('model')
     // `||` is SQL's concatenation on both dialects; a NULL part makes the group NULL (no upstream was tried).
