@@ -46,6 +46,11 @@ export interface PipelineOptions {
 
 /** Raw data of stream events kept to count a completion when the provider reports no usage. */
 const MAX_KEPT_EVENT_CHARS = 4 * 1024 * 1024
+/**
+ * Generated text read from the events that come after those kept raw (a stream longer than them
+ * without usage yet), as they come: about 1M tokens, more than any model writes in one answer.
+ */
+const MAX_TAIL_TEXT_CHARS = 4 * 1024 * 1024
 /** Bytes of a mirrored stream held to be read at its end (Pipeline.mirrorStream); past them, read as they come. */
 const MAX_HELD_BYTES = 1024 * 1024
 /**
@@ -1410,12 +1415,17 @@ function generatedText(message: Record<string, unknown>): string {
 
 /**
  * What a stream's events tell about its usage: the usage of the event that carries one and, until
- * one does, the data of the others (bounded), for an estimate counted from their text.
+ * one does, the data of the others (bounded), for an estimate counted from their text. Their data
+ * is kept raw, read only if no usage comes; past MAX_KEPT_EVENT_CHARS each event's generated text
+ * is read as it comes instead (bounded too), so a long stream is counted to its end.
  */
 class StreamUsage {
   usage: Usage | null = null
   private readonly kept: string[] = []
   private keptChars = 0
+  /** The generated text of each choice in the events past the kept ones. */
+  private tail: string[] | null = null
+  private tailChars = 0
   /** The data of the newest event: a stream that ends on an error event is told by its last one. */
   private last: string | null = null
   /** Whether the stream's `data: [DONE]` came. */
@@ -1429,9 +1439,12 @@ class StreamUsage {
   sees(data: string): boolean {
     this.last = data
     if (carriesUsage(data)) return true
-    if (this.usage === null && this.keptChars < MAX_KEPT_EVENT_CHARS) {
+    if (this.usage !== null) return false
+    if (this.keptChars < MAX_KEPT_EVENT_CHARS) {
       this.kept.push(data)
       this.keptChars += data.length
+    } else if (this.tailChars < MAX_TAIL_TEXT_CHARS) {
+      this.tailChars += addEventText((this.tail ??= []), data)
     }
     return false
   }
@@ -1459,7 +1472,14 @@ class StreamUsage {
     return this.usage !== null
   }
 
-  readonly completion = (): ChoiceTexts => completionText(this.kept)
+  readonly completion = (): ChoiceTexts => {
+    const texts = completionText(this.kept)
+    const tail = this.tail
+    if (tail === null) return texts
+    const all = [...texts]
+    for (let i = 0; i < tail.length; i++) all[i] = (all[i] ?? '') + tail[i]
+    return all
+  }
 
   /**
    * The code of the error event the stream ended on (an upstream that failed after its 200, or
@@ -1528,24 +1548,30 @@ const ERROR_EVENT = /^\s*\{\s*"error"\s*:/
  */
 export function completionText(events: readonly string[]): ChoiceTexts {
   const texts: string[] = []
-  for (const data of events) {
-    let parsed: { choices?: Array<{ index?: unknown; delta?: unknown; text?: unknown } | null> } | null
-    try {
-      parsed = JSON.parse(data) as typeof parsed
-    } catch {
-      continue
-    }
-    // An event of another shape (a server's own extras) carries no text to count.
-    if (!Array.isArray(parsed?.choices)) continue
-    for (let i = 0; i < parsed.choices.length; i++) {
-      const choice = parsed.choices[i]
-      let text = ''
-      if (typeof choice?.text === 'string') text += choice.text
-      if (isRecord(choice?.delta)) text += generatedText(choice.delta)
-      addChoiceText(texts, choice?.index, i, text)
-    }
-  }
+  for (const data of events) addEventText(texts, data)
   return texts
+}
+
+/** The generated text of one stream event's data, added to its choice's in `texts`; how many characters that was. */
+function addEventText(texts: string[], data: string): number {
+  let parsed: { choices?: Array<{ index?: unknown; delta?: unknown; text?: unknown } | null> } | null
+  try {
+    parsed = JSON.parse(data) as typeof parsed
+  } catch {
+    return 0
+  }
+  // An event of another shape (a server's own extras) carries no text to count.
+  if (!Array.isArray(parsed?.choices)) return 0
+  let added = 0
+  for (let i = 0; i < parsed.choices.length; i++) {
+    const choice = parsed.choices[i]
+    let text = ''
+    if (typeof choice?.text === 'string') text += choice.text
+    if (isRecord(choice?.delta)) text += generatedText(choice.delta)
+    addChoiceText(texts, choice?.index, i, text)
+    added += text.length
+  }
+  return added
 }
 
 export function modelNotFound(model: string | undefined): GatewayError {

@@ -51,9 +51,13 @@ const WEATHER = {
 const ANSWER = ['tiktoken', ' is', ' great', '!']
 const ANSWER_TOKENS = 6
 
+/** Pieces the model `*-long` streams: with each event's JSON about 140 bytes, past the 4 MB of events the gateway keeps raw. */
+const LONG_PIECES = 40_000
+
 /**
  * An OpenAI-format upstream that never reports usage, whatever `stream_options` says. The
- * model `*-slow` streams 200 pieces 20 ms apart, for clients that go away.
+ * model `*-slow` streams 200 pieces 20 ms apart, for clients that go away; `*-long` streams
+ * {@link LONG_PIECES} times " word" (one token each).
  */
 function bareUpstream() {
   let requests = 0
@@ -82,7 +86,7 @@ function bareUpstream() {
             })
           }
           const slow = model.endsWith('-slow')
-          const pieces = slow ? Array.from({ length: 200 }, (_, i) => ` word${i}`) : ANSWER
+          const pieces = slow ? Array.from({ length: 200 }, (_, i) => ` word${i}`) : model.endsWith('-long') ? Array.from({ length: LONG_PIECES }, () => ' word') : ANSWER
           const encoder = new TextEncoder()
           let closed = false
           const stream = new ReadableStream<Uint8Array>({
@@ -164,6 +168,7 @@ function config(plugins: unknown[]) {
       { name: 'gpt-4', targets: [{ provider: 'bare', model: 'gpt-4-0613' }] },
       { name: 'priced', pricing: { input: 1, output: 2 }, targets: [{ provider: 'bare', model: 'gpt-4o' }] },
       { name: 'gpt-4o-slow', targets: [{ provider: 'bare', model: 'gpt-4o-slow' }] },
+      { name: 'gpt-4o-long', targets: [{ provider: 'bare', model: 'gpt-4o-long' }] },
       { name: 'gpt-4o-mini', targets: [{ provider: 'mock', model: 'mock-gpt' }] },
       { name: 'embed', targets: [{ provider: 'mock', model: 'text-embedding-3-small' }] },
       { name: 'local', encoding: 'cl100k_base', targets: [{ provider: 'mock', model: 'llama-3' }] },
@@ -338,6 +343,13 @@ describe('usage the provider did not report', () => {
       costUsd: priceOf(124, ANSWER_TOKENS, BUILTIN_PRICES['gpt-4o']),
       source: 'estimated',
     })
+  })
+
+  test('a long stream without a usage chunk is counted to its end, past the events kept as they came', async () => {
+    const text = await (await postJson(`${gw.url}/v1/chat/completions`, { model: 'gpt-4o-long', messages: COOKBOOK_MESSAGES, stream: true })).text()
+    expect(text.length).toBeGreaterThan(5_000_000)
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    expect(rec.usages[0]!.usage).toMatchObject({ promptTokens: 124, completionTokens: LONG_PIECES, source: 'estimated' })
   })
 
   test('the upstream model decides the encoding and the price (gpt-4-0613: cl100k_base, gpt-4 prices)', async () => {
