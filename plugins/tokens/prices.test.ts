@@ -35,6 +35,14 @@ describe('the built-in price table', () => {
     for (const [model, base] of cases) expect({ model, price: builtinPricing(model) }).toEqual({ model, price: BUILTIN_PRICES[base] })
   })
 
+  test('a dated snapshot OpenAI prices apart keeps its own price, not its model’s', () => {
+    expect(builtinPricing('gpt-4o-2024-05-13')).toEqual({ input: 5, output: 15 })
+    expect(builtinPricing('openai/gpt-4o-2024-05-13')).toEqual({ input: 5, output: 15 })
+    expect(builtinPricing('gpt-3.5-turbo-1106')).toEqual({ input: 1, output: 2 })
+    expect(builtinPricing('gpt-3.5-turbo-0613')).toEqual({ input: 1.5, output: 2 })
+    expect(builtinPricing('gpt-3.5-turbo-0301')).toEqual({ input: 1.5, output: 2 })
+  })
+
   test('a sibling model never takes another’s price; fine-tunes and unknown models have none', () => {
     expect(builtinPricing('gpt-4o-mini')).not.toEqual(BUILTIN_PRICES['gpt-4o'])
     expect(builtinPricing('claude-opus-4-5')).not.toEqual(BUILTIN_PRICES['claude-opus-4'])

@@ -29,6 +29,11 @@ export const BUILTIN_PRICES = {
   'gpt-4-turbo': { input: 10, output: 30 },
   'gpt-4': { input: 30, output: 60 },
   'gpt-3.5-turbo': { input: 0.5, output: 1.5 },
+  // Dated snapshots OpenAI prices apart from their model (an exact name wins over the variant rule below).
+  'gpt-4o-2024-05-13': { input: 5, output: 15 },
+  'gpt-3.5-turbo-1106': { input: 1, output: 2 },
+  'gpt-3.5-turbo-0613': { input: 1.5, output: 2 },
+  'gpt-3.5-turbo-0301': { input: 1.5, output: 2 },
   'text-embedding-3-small': { input: 0.02, output: 0 },
   'text-embedding-3-large': { input: 0.13, output: 0 },
   'text-embedding-ada-002': { input: 0.1, output: 0 },
@@ -51,7 +56,7 @@ export const BUILTIN_PRICES = {
 const TABLE: ReadonlyMap<string, Pricing> = new Map(Object.entries(BUILTIN_PRICES))
 
 /**
- * A dated or aliased variant of a listed model: `gpt-4o-2024-08-06`, `gpt-4-0613`,
+ * A dated or aliased variant of a listed model, unless listed itself: `gpt-4o-2024-08-06`, `gpt-4-0613`,
  * `claude-sonnet-4-20250514`, `claude-3-5-haiku-latest`, `claude-sonnet-4-0`,
  * `gemini-2.5-flash-preview-05-20`. Only these suffixes match, so `gpt-4o-mini` never takes
  * `gpt-4o`'s price and `claude-opus-4-5` never takes `claude-opus-4`'s.
