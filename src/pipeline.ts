@@ -1149,12 +1149,14 @@ export class Pipeline {
 
   private async countUsage(req: GatewayRequest, texts: ChoiceTexts, prompt: Usage | null, cacheWrites: number): Promise<Usage> {
     const tokenizer = this.services.tokenizer
-    const model = req.target?.model ?? req.model ?? ''
-    const promptTokens = prompt?.promptTokens ?? (await tokenizer.countPrompt(req.endpoint, req.body, model, 'settle'))
+    // The group that served (another after a fallback) and its upstream model: counted as /v1/tokens/count counts the group.
+    const model = req.target?.group ?? req.model ?? ''
+    const upstream = req.target?.model
+    const promptTokens = prompt?.promptTokens ?? (await tokenizer.countPrompt(req.endpoint, req.body, model, 'settle', upstream))
     const cachedTokens = prompt?.cachedTokens ?? 0
     // Each choice is its own text: counted together, the tokens at their seams would merge.
     let completionTokens = 0
-    for (const text of texts) if (text) completionTokens += await tokenizer.countText(text, model)
+    for (const text of texts) if (text) completionTokens += await tokenizer.countText(text, model, upstream)
     return {
       promptTokens,
       completionTokens,

@@ -59,10 +59,14 @@ export interface Tokenizer {
   readonly name: string
   /** The encoding a model's text is counted with (`estimate` for the rough counter). */
   encodingFor(model: string): string
-  /** Prompt tokens of a request body (chat messages and tools, a completion prompt, embedding input). */
-  countPrompt(endpoint: Endpoint, body: Record<string, unknown>, model: string, purpose: CountPurpose): number | Promise<number>
-  /** Tokens of generated text. */
-  countText(text: string, model: string): number | Promise<number>
+  /**
+   * Prompt tokens of a request body (chat messages and tools, a completion prompt, embedding input).
+   * `model` is a model group's name (or, from older callers, an upstream model's); `upstreamModel`,
+   * when known, the upstream model of the group's target that served the request.
+   */
+  countPrompt(endpoint: Endpoint, body: Record<string, unknown>, model: string, purpose: CountPurpose, upstreamModel?: string): number | Promise<number>
+  /** Tokens of generated text, by the same `model` and `upstreamModel` as countPrompt. */
+  countText(text: string, model: string, upstreamModel?: string): number | Promise<number>
   /** USD per million tokens for a model: the config's pricing first, then any built-in table. */
   pricing(model: string, upstreamModel: string | undefined, configured: Pricing | undefined): Pricing | undefined
 }

@@ -58,8 +58,8 @@ export const tokens = definePlugin({
     }
     const pool = new CountPool({ size: options.workers, maxPending: options.max_pending, timeoutMs: options.timeout_ms, logger })
     const warned = new Set<string>()
-    const encodingFor = (model: string): EncodingName => {
-      const found = resolveEncoding(models, model, options.default_encoding)
+    const encodingFor = (model: string, upstream?: string): EncodingName => {
+      const found = resolveEncoding(models, model, options.default_encoding, upstream)
       if (found.unknown && warned.size < MAX_WARNED && !warned.has(found.unknown)) {
         warned.add(found.unknown)
         logger.warn('a model group names an encoding this build does not have; using the default', { encoding: found.unknown, default: options.default_encoding })
@@ -67,25 +67,28 @@ export const tokens = definePlugin({
       return found.encoding
     }
 
-    // A group's image rule is worked out once: the registry replaces a group's object when it changes.
-    const imageRules = new WeakMap<ModelGroup, ImageRuleName>()
-    const imageRuleFor = (model: string): ImageRuleName => {
+    // A group's image rule is worked out once per upstream model it serves (its targets', so bounded):
+    // the registry replaces a group's object when it changes.
+    const imageRules = new WeakMap<ModelGroup, Map<string, ImageRuleName>>()
+    const imageRuleFor = (model: string, upstream?: string): ImageRuleName => {
       const group = models.get(model)
-      if (!group) return resolveImageRule(models, model)
-      let rule = imageRules.get(group)
-      if (rule === undefined) imageRules.set(group, (rule = resolveImageRule(models, model)))
+      if (!group) return resolveImageRule(models, model, upstream)
+      let rules = imageRules.get(group)
+      if (rules === undefined) imageRules.set(group, (rules = new Map()))
+      let rule = rules.get(upstream ?? '')
+      if (rule === undefined) rules.set(upstream ?? '', (rule = resolveImageRule(models, model, upstream)))
       return rule
     }
 
     const tokenizer: Tokenizer = {
       name: 'tiktoken',
       encodingFor,
-      countPrompt(endpoint, body, model, purpose) {
+      countPrompt(endpoint, body, model, purpose, upstream) {
         if (purpose === 'reserve' && options.reserve === 'estimate') return roughPromptTokens(body)
-        return pool.run({ op: 'prompt', encoding: encodingFor(model), images: imageRuleFor(model), endpoint, body })
+        return pool.run({ op: 'prompt', encoding: encodingFor(model, upstream), images: imageRuleFor(model, upstream), endpoint, body })
       },
-      countText(text, model) {
-        return text.length === 0 ? 0 : pool.run({ op: 'text', encoding: encodingFor(model), text })
+      countText(text, model, upstream) {
+        return text.length === 0 ? 0 : pool.run({ op: 'text', encoding: encodingFor(model, upstream), text })
       },
       pricing: (model, upstreamModel, configured) => configured ?? tablePricing(models, model, upstreamModel),
     }
@@ -102,14 +105,16 @@ export const tokens = definePlugin({
 
 /**
  * A model group's configured encoding, then the table by the client model name, then by the
- * group's upstream model names; a name that is no group (an upstream model, as settlement
- * passes it) is looked up in the table, then in the configured groups that target it.
+ * upstream model that served (`upstream`, when settling), then by the group's other upstream
+ * model names; a name that is no group (an upstream model, as older callers pass it, or a group
+ * deleted since) is looked up in the table, then in the configured groups that target it.
  */
-export function resolveEncoding(models: ModelRegistry, model: string, fallback: EncodingName): { encoding: EncodingName; unknown?: string } {
+export function resolveEncoding(models: ModelRegistry, model: string, fallback: EncodingName, upstream?: string): { encoding: EncodingName; unknown?: string } {
   const configured = (encoding: string | undefined) => (encoding === undefined ? undefined : isEncoding(encoding) ? { encoding } : { encoding: fallback, unknown: encoding })
   const group = models.get(model)
+  if (!group && upstream !== undefined) return resolveEncoding(models, upstream, fallback)
   if (group) {
-    const own = configured(group.encoding) ?? known(model)
+    const own = configured(group.encoding) ?? known(model) ?? (upstream === undefined ? undefined : known(upstream))
     if (own) return own
     for (const target of group.targets) {
       const upstream = known(target.model)
@@ -127,14 +132,18 @@ export function resolveEncoding(models: ModelRegistry, model: string, fallback: 
 
 /**
  * The image rule of a client model name or an upstream one, found as the encoding is: a group's
- * own name, then its targets' upstream names; a name that is no group (settlement passes the
- * upstream model), then the groups that target it by their names. Else gpt-4o's.
+ * own name, then the upstream model that served (`upstream`), then its targets' upstream names;
+ * a name that is no group (an upstream model), then the groups that target it by their names.
+ * Else gpt-4o's.
  */
-export function resolveImageRule(models: ModelRegistry, model: string): ImageRuleName {
-  const own = knownImageRule(model)
+export function resolveImageRule(models: ModelRegistry, model: string, upstream?: string): ImageRuleName {
   const group = models.get(model)
+  if (!group && upstream !== undefined) return resolveImageRule(models, upstream)
+  const own = knownImageRule(model)
   if (group) {
     if (own) return own
+    const served = upstream === undefined ? undefined : knownImageRule(upstream)
+    if (served) return served
     for (const target of group.targets) {
       const upstream = knownImageRule(target.model)
       if (upstream) return upstream

@@ -166,6 +166,8 @@ function config(plugins: unknown[]) {
     models: [
       { name: 'gpt-4o', targets: [{ provider: 'bare', model: 'gpt-4o' }] },
       { name: 'gpt-4', targets: [{ provider: 'bare', model: 'gpt-4-0613' }] },
+      // An Azure-style deployment name the table cannot know: the group's name tells the encoding.
+      { name: 'gpt-4-azure', targets: [{ provider: 'bare', model: 'prod-deployment' }] },
       { name: 'priced', pricing: { input: 1, output: 2 }, targets: [{ provider: 'bare', model: 'gpt-4o' }] },
       { name: 'gpt-4o-slow', targets: [{ provider: 'bare', model: 'gpt-4o-slow' }] },
       { name: 'gpt-4o-long', targets: [{ provider: 'bare', model: 'gpt-4o-long' }] },
@@ -356,6 +358,14 @@ describe('usage the provider did not report', () => {
     await (await postJson(`${gw.url}/v1/chat/completions`, { model: 'gpt-4', messages: COOKBOOK_MESSAGES, stream: true })).text()
     await waitFor(() => rec.usages.length === 1, 'onUsage')
     expect(rec.usages[0]!.usage).toMatchObject({ promptTokens: 129, completionTokens: ANSWER_TOKENS, costUsd: priceOf(129, ANSWER_TOKENS, BUILTIN_PRICES['gpt-4']), source: 'estimated' })
+  })
+
+  test('an upstream name the table does not know: counted by the group name, as /v1/tokens/count counts it', async () => {
+    const counted = (await (await count(gw, { model: 'gpt-4-azure', messages: COOKBOOK_MESSAGES })).json()) as { encoding: string; prompt_tokens: number }
+    expect(counted).toMatchObject({ encoding: 'cl100k_base', prompt_tokens: 129 })
+    await (await postJson(`${gw.url}/v1/chat/completions`, { model: 'gpt-4-azure', messages: COOKBOOK_MESSAGES, stream: true })).text()
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    expect(rec.usages[0]!.usage).toMatchObject({ promptTokens: counted.prompt_tokens, completionTokens: ANSWER_TOKENS, source: 'estimated' })
   })
 
   test('a plain answer without usage, with tools: counted the same way', async () => {
