@@ -1,5 +1,6 @@
 import { sql, type Expression, type Kysely, type Transaction } from 'kysely'
 import type { Database, RequestLogRow } from '../../src/db/schema.ts'
+import { roundUsdSum } from '../../src/lib/usage.ts'
 import { CLIENT_CLOSED } from './row.ts'
 
 /** A database or a transaction: repositories take either. */
@@ -42,6 +43,9 @@ const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(
  * million rows). Postgres plans it as the column.
  */
 const unindexed = (column: 'key_id' | 'user_id' | 'team_id') => sql<string | null>`coalesce(${sql.ref(column)}, null)`
+
+/** A sum of costs, without the float noise of the database's addition (see roundUsdSum). */
+const usdSum = (v: unknown): number => roundUsdSum(num(v))
 
 function groupExpression(by: Grouping): Expression<string | null> {
   switch (by) {
@@ -126,7 +130,7 @@ export async function usageBy(db: Db, by: Grouping, filter: LogFilter, limit: nu
     prompt_tokens: num(r.prompt_tokens),
     completion_tokens: num(r.completion_tokens),
     total_tokens: num(r.total_tokens),
-    cost_usd: num(r.cost_usd),
+    cost_usd: usdSum(r.cost_usd),
   }))
 }
 
@@ -187,7 +191,7 @@ export async function spendSince(db: Db, column: SpendColumn, ids: readonly stri
       .where(column, 'in', chunk)
     if (from !== null) q = q.where('at', '>=', from)
     const rows = await q.groupBy(column).execute()
-    for (const r of rows) out.set(String(r.id), { tokens: num(r.tokens), usd: num(r.usd) })
+    for (const r of rows) out.set(String(r.id), { tokens: num(r.tokens), usd: usdSum(r.usd) })
   })
   return out
 }
@@ -211,7 +215,7 @@ export async function lineageSpendSince(db: Db, lineages: readonly string[], fro
       .where((eb) => eb.or([eb('k.lineage_id', 'in', chunk), eb.and([eb('k.lineage_id', 'is', null), eb('k.id', 'in', chunk)])]))
     if (from !== null) q = q.where('r.at', '>=', from)
     const rows = await q.groupBy(lineage).execute()
-    for (const r of rows) out.set(String(r.id), { tokens: num(r.tokens), usd: num(r.usd) })
+    for (const r of rows) out.set(String(r.id), { tokens: num(r.tokens), usd: usdSum(r.usd) })
   })
   return out
 }

@@ -139,8 +139,24 @@ export function priceOf(prompt: number, completion: number, cached: number, pric
   const writes = Math.min(cacheWrites, Math.max(0, prompt - cached))
   const uncached = Math.max(0, prompt - cached - writes)
   const writePrice = pricing.cache_write_input ?? pricing.input * CACHE_WRITE_FACTOR
-  return (uncached * pricing.input + cached * (pricing.cached_input ?? pricing.input) + writes * writePrice + completion * pricing.output) / 1_000_000
+  return roundUsd((uncached * pricing.input + cached * (pricing.cached_input ?? pricing.input) + writes * writePrice + completion * pricing.output) / 1_000_000)
 }
+
+/** Pico-dollars in a dollar: what a cost is rounded to. */
+const PICO = 1e12
+
+/**
+ * A cost rounded to the pico-dollar, below a token at any real price: what the decimal prices
+ * make it, without the float noise of the sum (7 × 0.1 + 3 × 0.2 is 1.3000000000000003 in doubles).
+ */
+export const roundUsd = (usd: number): number => Math.round(usd * PICO) / PICO
+
+/**
+ * A sum of costs as a database adds them (Postgres in plain doubles, where ten costs of
+ * 0.0000013 make 0.000012999999999999998): 15 significant digits, all a double holds exactly,
+ * so the noise of the last bits goes and no cent or fraction of one does.
+ */
+export const roundUsdSum = (usd: number): number => (Number.isFinite(usd) && usd !== 0 ? Number(usd.toPrecision(15)) : usd)
 
 /** A `usage` key in JSON text; whether it holds an object is read after it, past any whitespace. */
 const USAGE_KEY_TEXT = '"usage":'

@@ -1,0 +1,86 @@
+/**
+ * The cost the logging plugin writes and /admin/usage sums, on SQLite and Postgres: each request's
+ * cost and their totals read as the decimal prices make them, without binary float noise
+ * (7 × 0.1 + 3 × 0.2 is 1.3000000000000003 in doubles). The upstream is a bare server that states
+ * a fixed usage.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import type { Server } from 'bun'
+import { startAuthGateway, userWithKey, type AuthGateway } from './support/auth.ts'
+import { waitForRows } from './support/logging.ts'
+import { createTestPostgresDatabase, postgresUrlForTests, type TestPostgresDatabase } from './support/services.ts'
+
+const postgresUrl = await postgresUrlForTests('test/logging.cost.test.ts')
+
+/** An OpenAI-format upstream whose every answer used 7 prompt and 3 completion tokens. */
+function fixedUsageUpstream(): { url: string; stop(): Promise<void> } {
+  const server: Server<unknown> = Bun.serve({
+    port: 0,
+    hostname: '127.0.0.1',
+    fetch: async (req) => {
+      const body = (await req.json()) as { model: string }
+      return Response.json({
+        id: 'chatcmpl-fixed',
+        object: 'chat.completion',
+        created: 0,
+        model: body.model,
+        choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
+        usage: { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 },
+      })
+    },
+  })
+  return { url: `http://127.0.0.1:${server.port}/v1`, stop: () => server.stop(true) }
+}
+
+const REQUESTS = 10
+
+/** Ten requests at $0.10 / $0.20 per million tokens, then what the log and the report say. */
+function costCases(env: () => Record<string, string>) {
+  let upstream: ReturnType<typeof fixedUsageUpstream>
+  let gw: AuthGateway
+  beforeAll(async () => {
+    upstream = fixedUsageUpstream()
+    gw = await startAuthGateway(upstream.url, {
+      env: env(),
+      config: {
+        models: [{ name: 'cheap', pricing: { input: 0.1, output: 0.2 }, targets: [{ provider: 'up', model: 'cheap' }] }],
+        plugins: [{ use: 'auth', options: { demo_key: false } }, 'logging'],
+      },
+    })
+  })
+  afterAll(async () => {
+    await gw?.close()
+    await upstream?.stop()
+  })
+
+  test("each request's cost and the report's total are the decimal amounts", async () => {
+    const { key } = await userWithKey(gw)
+    for (let i = 0; i < REQUESTS; i++) {
+      const res = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'cheap', messages: [{ role: 'user', content: 'hi' }] }),
+      })
+      expect(res.status).toBe(200)
+      await res.text()
+    }
+    await waitForRows(gw.db, REQUESTS)
+    const rows = (await gw.adminOk<{ data: Array<{ cost_usd: number }> }>('GET', `/admin/logs?key_id=${key.id}`)).data
+    expect(rows.map((r) => r.cost_usd)).toEqual(Array.from({ length: REQUESTS }, () => 0.0000013))
+    const usage = await gw.adminOk<{ data: Array<{ group: string; cost_usd: number }> }>('GET', `/admin/usage?group_by=key&key_id=${key.id}`)
+    expect(usage.data).toMatchObject([{ group: key.id, cost_usd: 0.000013 }])
+  })
+}
+
+describe('request cost on SQLite', () => {
+  costCases(() => ({}))
+})
+
+describe.skipIf(postgresUrl === null)('request cost on Postgres', () => {
+  let database: TestPostgresDatabase | undefined
+  beforeAll(async () => {
+    database = await createTestPostgresDatabase(postgresUrl!, 'logging_cost')
+  })
+  afterAll(() => database?.drop())
+  costCases(() => ({ DATABASE_URL: database!.url, SLUICE_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64') }))
+})
