@@ -7,12 +7,15 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Server } from 'bun'
 import { startAuthGateway, userWithKey, type AuthGateway } from './support/auth.ts'
-import { waitForRows } from './support/logging.ts'
+import { rowCount, waitForRows } from './support/logging.ts'
 import { createTestPostgresDatabase, postgresUrlForTests, type TestPostgresDatabase } from './support/services.ts'
 
 const postgresUrl = await postgresUrlForTests('test/logging.cost.test.ts')
 
-/** An OpenAI-format upstream whose every answer used 7 prompt and 3 completion tokens. */
+/** DeepSeek's usage: its cache hits and misses in fields of its own, no prompt_tokens_details. */
+const DEEPSEEK_USAGE = { prompt_tokens: 1_000_000, completion_tokens: 0, total_tokens: 1_000_000, prompt_cache_hit_tokens: 900_000, prompt_cache_miss_tokens: 100_000 }
+
+/** An OpenAI-format upstream whose every answer used 7 prompt and 3 completion tokens; `deepseek-*` models answer with {@link DEEPSEEK_USAGE}. */
 function fixedUsageUpstream(): { url: string; stop(): Promise<void> } {
   const server: Server<unknown> = Bun.serve({
     port: 0,
@@ -25,7 +28,7 @@ function fixedUsageUpstream(): { url: string; stop(): Promise<void> } {
         created: 0,
         model: body.model,
         choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
-        usage: { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 },
+        usage: body.model.startsWith('deepseek-') ? DEEPSEEK_USAGE : { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 },
       })
     },
   })
@@ -43,7 +46,10 @@ function costCases(env: () => Record<string, string>) {
     gw = await startAuthGateway(upstream.url, {
       env: env(),
       config: {
-        models: [{ name: 'cheap', pricing: { input: 0.1, output: 0.2 }, targets: [{ provider: 'up', model: 'cheap' }] }],
+        models: [
+          { name: 'cheap', pricing: { input: 0.1, output: 0.2 }, targets: [{ provider: 'up', model: 'cheap' }] },
+          { name: 'deepseek-chat', pricing: { input: 0.28, cached_input: 0.028, output: 0.42 }, targets: [{ provider: 'up', model: 'deepseek-chat' }] },
+        ],
         plugins: [{ use: 'auth', options: { demo_key: false } }, 'logging'],
       },
     })
@@ -69,6 +75,22 @@ function costCases(env: () => Record<string, string>) {
     expect(rows.map((r) => r.cost_usd)).toEqual(Array.from({ length: REQUESTS }, () => 0.0000013))
     const usage = await gw.adminOk<{ data: Array<{ group: string; cost_usd: number }> }>('GET', `/admin/usage?group_by=key&key_id=${key.id}`)
     expect(usage.data).toMatchObject([{ group: key.id, cost_usd: 0.000013 }])
+  })
+
+  test("DeepSeek's cache hits (prompt_cache_hit_tokens) are cached tokens, at the cached_input price", async () => {
+    const { key } = await userWithKey(gw)
+    const before = await rowCount(gw.db)
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'deepseek-chat', messages: [{ role: 'user', content: 'hi' }] }),
+    })
+    expect(res.status).toBe(200)
+    await res.text()
+    await waitForRows(gw.db, before + 1)
+    const [row] = (await gw.adminOk<{ data: Array<{ prompt_tokens: number; cached_tokens: number; cost_usd: number }> }>('GET', `/admin/logs?key_id=${key.id}`)).data
+    // 100,000 misses at $0.28 and 900,000 hits at $0.028 a million.
+    expect(row).toMatchObject({ prompt_tokens: 1_000_000, cached_tokens: 900_000, cost_usd: 0.0532 })
   })
 }
 

@@ -13,7 +13,8 @@ export function parseUsage(raw: unknown, pricing: Pricing | undefined): Usage | 
   const completionTokens = int(u.completion_tokens)
   // A server that states only the total and the completion (some OpenAI-compatible ones): the prompt is the difference.
   const promptTokens = typeof u.prompt_tokens === 'number' ? int(u.prompt_tokens) : Math.max(0, int(u.total_tokens) - completionTokens)
-  const cachedTokens = int(details?.cached_tokens)
+  // DeepSeek states its cache hits apart (prompt_cache_hit_tokens, part of prompt_tokens), without prompt_tokens_details.
+  const cachedTokens = typeof details?.cached_tokens === 'number' ? int(details.cached_tokens) : int(u.prompt_cache_hit_tokens)
   const cacheWrites = cacheWritesOf(u)
   return {
     promptTokens,
