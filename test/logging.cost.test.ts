@@ -15,7 +15,16 @@ const postgresUrl = await postgresUrlForTests('test/logging.cost.test.ts')
 /** DeepSeek's usage: its cache hits and misses in fields of its own, no prompt_tokens_details. */
 const DEEPSEEK_USAGE = { prompt_tokens: 1_000_000, completion_tokens: 0, total_tokens: 1_000_000, prompt_cache_hit_tokens: 900_000, prompt_cache_miss_tokens: 100_000 }
 
-/** An OpenAI-format upstream whose every answer used 7 prompt and 3 completion tokens; `deepseek-*` models answer with {@link DEEPSEEK_USAGE}. */
+/** xAI's usage: reasoning counted apart from completion_tokens, within total_tokens (10,120 + 1,499 + 2,809). */
+const XAI_USAGE = {
+  prompt_tokens: 10_120,
+  completion_tokens: 1_499,
+  total_tokens: 14_428,
+  prompt_tokens_details: { cached_tokens: 128 },
+  completion_tokens_details: { reasoning_tokens: 2_809 },
+}
+
+/** An OpenAI-format upstream whose every answer used 7 prompt and 3 completion tokens; `deepseek-*` and `grok-*` models answer with their vendor's usage. */
 function fixedUsageUpstream(): { url: string; stop(): Promise<void> } {
   const server: Server<unknown> = Bun.serve({
     port: 0,
@@ -28,7 +37,7 @@ function fixedUsageUpstream(): { url: string; stop(): Promise<void> } {
         created: 0,
         model: body.model,
         choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
-        usage: body.model.startsWith('deepseek-') ? DEEPSEEK_USAGE : { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 },
+        usage: body.model.startsWith('deepseek-') ? DEEPSEEK_USAGE : body.model.startsWith('grok-') ? XAI_USAGE : { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 },
       })
     },
   })
@@ -49,6 +58,7 @@ function costCases(env: () => Record<string, string>) {
         models: [
           { name: 'cheap', pricing: { input: 0.1, output: 0.2 }, targets: [{ provider: 'up', model: 'cheap' }] },
           { name: 'deepseek-chat', pricing: { input: 0.28, cached_input: 0.028, output: 0.42 }, targets: [{ provider: 'up', model: 'deepseek-chat' }] },
+          { name: 'grok-4', pricing: { input: 1.25, cached_input: 0.2, output: 2.5 }, targets: [{ provider: 'up', model: 'grok-4' }] },
         ],
         plugins: [{ use: 'auth', options: { demo_key: false } }, 'logging'],
       },
@@ -58,6 +68,23 @@ function costCases(env: () => Record<string, string>) {
     await gw?.close()
     await upstream?.stop()
   })
+
+  /** The log row of one chat request to `model` by a new key. */
+  async function onlyRow(model: string): Promise<Record<string, unknown>> {
+    const { key } = await userWithKey(gw)
+    const before = await rowCount(gw.db)
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }] }),
+    })
+    expect(res.status).toBe(200)
+    await res.text()
+    await waitForRows(gw.db, before + 1)
+    const rows = (await gw.adminOk<{ data: Array<Record<string, unknown>> }>('GET', `/admin/logs?key_id=${key.id}`)).data
+    expect(rows.length).toBe(1)
+    return rows[0]!
+  }
 
   test("each request's cost and the report's total are the decimal amounts", async () => {
     const { key } = await userWithKey(gw)
@@ -78,19 +105,15 @@ function costCases(env: () => Record<string, string>) {
   })
 
   test("DeepSeek's cache hits (prompt_cache_hit_tokens) are cached tokens, at the cached_input price", async () => {
-    const { key } = await userWithKey(gw)
-    const before = await rowCount(gw.db)
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'deepseek-chat', messages: [{ role: 'user', content: 'hi' }] }),
-    })
-    expect(res.status).toBe(200)
-    await res.text()
-    await waitForRows(gw.db, before + 1)
-    const [row] = (await gw.adminOk<{ data: Array<{ prompt_tokens: number; cached_tokens: number; cost_usd: number }> }>('GET', `/admin/logs?key_id=${key.id}`)).data
+    const row = await onlyRow('deepseek-chat')
     // 100,000 misses at $0.28 and 900,000 hits at $0.028 a million.
     expect(row).toMatchObject({ prompt_tokens: 1_000_000, cached_tokens: 900_000, cost_usd: 0.0532 })
+  })
+
+  test("xAI's reasoning tokens, outside its completion_tokens but within its total, are output tokens", async () => {
+    const row = await onlyRow('grok-4')
+    // 9,992 at $1.25, 128 cached at $0.20, 1,499 + 2,809 out at $2.50 a million: what xAI bills.
+    expect(row).toMatchObject({ prompt_tokens: 10_120, completion_tokens: 4_308, cached_tokens: 128, total_tokens: 14_428, cost_usd: 0.0232856 })
   })
 }
 

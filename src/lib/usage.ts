@@ -10,9 +10,10 @@ export function parseUsage(raw: unknown, pricing: Pricing | undefined): Usage | 
   const u = raw as Record<string, unknown>
   if (typeof u.prompt_tokens !== 'number' && typeof u.total_tokens !== 'number') return null
   const details = u.prompt_tokens_details as Record<string, unknown> | undefined
-  const completionTokens = int(u.completion_tokens)
+  const stated = int(u.completion_tokens)
   // A server that states only the total and the completion (some OpenAI-compatible ones): the prompt is the difference.
-  const promptTokens = typeof u.prompt_tokens === 'number' ? int(u.prompt_tokens) : Math.max(0, int(u.total_tokens) - completionTokens)
+  const promptTokens = typeof u.prompt_tokens === 'number' ? int(u.prompt_tokens) : Math.max(0, int(u.total_tokens) - stated)
+  const completionTokens = stated + reasoningApart(u, promptTokens, stated)
   // DeepSeek states its cache hits apart (prompt_cache_hit_tokens, part of prompt_tokens), without prompt_tokens_details.
   const cachedTokens = typeof details?.cached_tokens === 'number' ? int(details.cached_tokens) : int(u.prompt_cache_hit_tokens)
   const cacheWrites = cacheWritesOf(u)
@@ -24,6 +25,19 @@ export function parseUsage(raw: unknown, pricing: Pricing | undefined): Usage | 
     costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing, cacheWrites),
     source: 'provider',
   }
+}
+
+/**
+ * Reasoning tokens a server counts apart from `completion_tokens`, or 0. OpenAI's completion holds
+ * its reasoning (`completion_tokens_details.reasoning_tokens` is a part of it); xAI's does not, and
+ * its total is prompt + completion + reasoning: exactly that total tells the reasoning is apart,
+ * output tokens all the same (billed as such).
+ */
+function reasoningApart(u: Record<string, unknown>, prompt: number, completion: number): number {
+  const details = u.completion_tokens_details
+  if (typeof details !== 'object' || details === null || typeof u.prompt_tokens !== 'number') return 0
+  const reasoning = int((details as Record<string, unknown>).reasoning_tokens)
+  return reasoning > 0 && int(u.total_tokens) === prompt + completion + reasoning ? reasoning : 0
 }
 
 /** Cache writes in an OpenAI-format `usage`, as the Anthropic adapter (and LiteLLM in front of Claude) report them: within prompt_tokens. */
