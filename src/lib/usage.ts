@@ -14,8 +14,7 @@ export function parseUsage(raw: unknown, pricing: Pricing | undefined): Usage | 
   // A server that states only the total and the completion (some OpenAI-compatible ones): the prompt is the difference.
   const promptTokens = typeof u.prompt_tokens === 'number' ? int(u.prompt_tokens) : Math.max(0, int(u.total_tokens) - stated)
   const completionTokens = stated + reasoningApart(u, promptTokens, stated)
-  // DeepSeek states its cache hits apart (prompt_cache_hit_tokens, part of prompt_tokens), without prompt_tokens_details.
-  const cachedTokens = typeof details?.cached_tokens === 'number' ? int(details.cached_tokens) : int(u.prompt_cache_hit_tokens)
+  const cachedTokens = cacheHitsOf(u, details)
   const cacheWrites = cacheWritesOf(u)
   return {
     promptTokens,
@@ -25,6 +24,16 @@ export function parseUsage(raw: unknown, pricing: Pricing | undefined): Usage | 
     costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing, cacheWrites),
     source: 'provider',
   }
+}
+
+/**
+ * Prompt tokens read from the provider's cache, a part of prompt_tokens: OpenAI's
+ * `prompt_tokens_details.cached_tokens`, else DeepSeek's `prompt_cache_hit_tokens`, else
+ * Moonshot's (Kimi's) top-level `cached_tokens`; servers of these two send no prompt_tokens_details.
+ */
+function cacheHitsOf(u: Record<string, unknown>, details: Record<string, unknown> | undefined): number {
+  if (typeof details?.cached_tokens === 'number') return int(details.cached_tokens)
+  return typeof u.prompt_cache_hit_tokens === 'number' ? int(u.prompt_cache_hit_tokens) : int(u.cached_tokens)
 }
 
 /**
