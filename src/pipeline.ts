@@ -9,7 +9,7 @@ import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, completionsAsked, isMisdirected
 import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
 import { spentLimitsResetS } from './lib/rate-headers.ts'
-import { cacheWritesOf, carriesUsage, findUsage, lastUsage, parseUsage, priceOf, promptUsageOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
+import { cacheWritesOf, carriesUsage, eventUsage, findUsage, lastUsage, parseUsage, priceOf, promptUsageOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
 import type {
   AttemptFailure,
@@ -1453,7 +1453,7 @@ class StreamUsage {
 
   /** The parsed event that carries usage. */
   take(parsed: Record<string, unknown>): void {
-    const usage = parseUsage(parsed.usage, this.pricing())
+    const usage = parseUsage(eventUsage(parsed), this.pricing())
     if (usage === null) return
     this.usage = usage
     this.finalUsage = noChoices(parsed.choices) || (this.last !== null && FINISHED.test(this.last))

@@ -98,7 +98,12 @@ function bareUpstream() {
                 if (closed) return
                 controller.enqueue(encoder.encode(chunk(model, { content: piece })))
               }
-              controller.enqueue(encoder.encode(chunk(model, {}, 'stop')))
+              if (model.endsWith('-moonshot')) {
+                // Moonshot's last chunk: its usage within the choice that finishes, not at the top.
+                const usage = { prompt_tokens: 19, completion_tokens: 13, total_tokens: 32 }
+                const last = { id: 'chatcmpl-bare', object: 'chat.completion.chunk', created: 0, model, choices: [{ index: 0, delta: {}, finish_reason: 'stop', usage }] }
+                controller.enqueue(encoder.encode(`data: ${JSON.stringify(last)}\n\n`))
+              } else controller.enqueue(encoder.encode(chunk(model, {}, 'stop')))
               controller.enqueue(encoder.encode('data: [DONE]\n\n'))
               controller.close()
             },
@@ -171,6 +176,7 @@ function config(plugins: unknown[]) {
       { name: 'priced', pricing: { input: 1, output: 2 }, targets: [{ provider: 'bare', model: 'gpt-4o' }] },
       { name: 'gpt-4o-slow', targets: [{ provider: 'bare', model: 'gpt-4o-slow' }] },
       { name: 'gpt-4o-long', targets: [{ provider: 'bare', model: 'gpt-4o-long' }] },
+      { name: 'kimi-moonshot', targets: [{ provider: 'bare', model: 'kimi-moonshot' }] },
       { name: 'gpt-4o-mini', targets: [{ provider: 'mock', model: 'mock-gpt' }] },
       { name: 'embed', targets: [{ provider: 'mock', model: 'text-embedding-3-small' }] },
       { name: 'local', encoding: 'cl100k_base', targets: [{ provider: 'mock', model: 'llama-3' }] },
@@ -434,6 +440,28 @@ describe('usage the provider reported', () => {
     // Quota-style reservations estimate by default, so nothing here needed the counting worker.
     expect(tokenStats(gw)).toEqual({ workers: 0, started: 0, pending: 0 })
   })
+})
+
+describe("usage within the finishing choice (Moonshot's streams)", () => {
+  /** A plugin that reads every stream event, so the gateway reads each as it comes instead of holding the stream to its end. */
+  const reader = definePlugin({ name: 'test-stream-reader', setup: () => ({ onStreamChunk: () => undefined }) })
+  for (const [how, plugins] of [
+    ['held to its end', []],
+    ['read event by event', [reader]],
+  ] as const) {
+    test(`is the provider's usage, the stream ${how}`, async () => {
+      const rec = recorder()
+      const gw = await startGateway(config(['tokens', rec.plugin, ...plugins]))
+      try {
+        const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'kimi-moonshot', messages: COOKBOOK_MESSAGES, stream: true })
+        expect(await res.text()).toContain('"usage":{"prompt_tokens":19')
+        await waitFor(() => rec.usages.length === 1, 'onUsage')
+        expect(rec.usages[0]!.usage).toMatchObject({ promptTokens: 19, completionTokens: 13, totalTokens: 32, source: 'provider' })
+      } finally {
+        await gw.close()
+      }
+    })
+  }
 })
 
 describe('counting a large prompt', () => {

@@ -221,10 +221,22 @@ export function lastUsage(text: string, pricing: Pricing | undefined): Usage | n
   if (end < 0) end = text.length
   if (text.charCodeAt(end - 1) === 13) end--
   try {
-    return parseUsage((JSON.parse(text.slice(line + 5, end)) as Record<string, unknown>).usage, pricing)
+    return parseUsage(eventUsage(JSON.parse(text.slice(line + 5, end)) as Record<string, unknown>), pricing)
   } catch {
     return null
   }
+}
+
+/**
+ * The usage a stream event carries: at its top, as OpenAI puts it, else within its first choice,
+ * where Moonshot (Kimi) puts it in the chunk that finishes. Undefined when neither is an object.
+ */
+export function eventUsage(event: Record<string, unknown>): unknown {
+  const top = event.usage
+  if (typeof top === 'object' && top !== null) return top
+  const choices = event.choices
+  const first: unknown = Array.isArray(choices) ? choices[0] : undefined
+  return typeof first === 'object' && first !== null ? (first as Record<string, unknown>).usage : undefined
 }
 
 /**
