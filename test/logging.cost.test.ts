@@ -18,6 +18,9 @@ const DEEPSEEK_USAGE = { prompt_tokens: 1_000_000, completion_tokens: 0, total_t
 /** Moonshot's (Kimi's) usage: its cache hits as a top-level cached_tokens. */
 const KIMI_USAGE = { prompt_tokens: 1_000_000, completion_tokens: 0, total_tokens: 1_000_000, cached_tokens: 800_000 }
 
+/** What some OpenAI-compatible servers send when they do not count (LocalAI's streams with tools, some proxies). */
+const ZERO_USAGE = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }
+
 /** xAI's usage: reasoning counted apart from completion_tokens, within total_tokens (10,120 + 1,499 + 2,809). */
 const XAI_USAGE = {
   prompt_tokens: 10_120,
@@ -27,7 +30,7 @@ const XAI_USAGE = {
   completion_tokens_details: { reasoning_tokens: 2_809 },
 }
 
-/** An OpenAI-format upstream whose every answer used 7 prompt and 3 completion tokens; `deepseek-*`, `kimi-*` and `grok-*` models answer with their vendor's usage. */
+/** An OpenAI-format upstream whose every answer used 7 prompt and 3 completion tokens; `deepseek-*`, `kimi-*`, `grok-*` and `zero-*` models answer with their vendor's usage. */
 function fixedUsageUpstream(): { url: string; stop(): Promise<void> } {
   const server: Server<unknown> = Bun.serve({
     port: 0,
@@ -40,7 +43,7 @@ function fixedUsageUpstream(): { url: string; stop(): Promise<void> } {
         created: 0,
         model: body.model,
         choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
-        usage: body.model.startsWith('deepseek-') ? DEEPSEEK_USAGE : body.model.startsWith('grok-') ? XAI_USAGE : body.model.startsWith('kimi-') ? KIMI_USAGE : { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 },
+        usage: body.model.startsWith('deepseek-') ? DEEPSEEK_USAGE : body.model.startsWith('grok-') ? XAI_USAGE : body.model.startsWith('kimi-') ? KIMI_USAGE : body.model.startsWith('zero-') ? ZERO_USAGE : { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 },
       })
     },
   })
@@ -62,6 +65,7 @@ function costCases(env: () => Record<string, string>) {
           { name: 'cheap', pricing: { input: 0.1, output: 0.2 }, targets: [{ provider: 'up', model: 'cheap' }] },
           { name: 'deepseek-chat', pricing: { input: 0.28, cached_input: 0.028, output: 0.42 }, targets: [{ provider: 'up', model: 'deepseek-chat' }] },
           { name: 'grok-4', pricing: { input: 1.25, cached_input: 0.2, output: 2.5 }, targets: [{ provider: 'up', model: 'grok-4' }] },
+          { name: 'zero-counter', pricing: { input: 0.1, output: 0.2 }, targets: [{ provider: 'up', model: 'zero-counter' }] },
           { name: 'kimi-k2', pricing: { input: 0.6, cached_input: 0.15, output: 2.5 }, targets: [{ provider: 'up', model: 'kimi-k2' }] },
         ],
         plugins: [{ use: 'auth', options: { demo_key: false } }, 'logging'],
@@ -117,6 +121,13 @@ function costCases(env: () => Record<string, string>) {
   test("Moonshot's cache hits (a top-level usage.cached_tokens) are cached tokens, at the cached_input price", async () => {
     // 200,000 misses at $0.60 and 800,000 hits at $0.15 a million.
     expect(await onlyRow('kimi-k2')).toMatchObject({ prompt_tokens: 1_000_000, cached_tokens: 800_000, cost_usd: 0.24 })
+  })
+
+  test('a usage of all zeros for a real answer is no usage: the gateway counts the tokens itself', async () => {
+    const row = await onlyRow('zero-counter')
+    expect(row).toMatchObject({ usage_source: 'estimated', completion_tokens: 1 })
+    expect(row.prompt_tokens as number).toBeGreaterThan(0)
+    expect(row.cost_usd as number).toBeGreaterThan(0)
   })
 
   test("xAI's reasoning tokens, outside its completion_tokens but within its total, are output tokens", async () => {

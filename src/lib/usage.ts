@@ -4,7 +4,7 @@ import type { Tokenizer } from '../services.ts'
 
 const int = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.floor(v) : 0)
 
-/** Read an OpenAI-format `usage` object; null when the value is not one. */
+/** Read an OpenAI-format `usage` object; null when the value is not one, or says 0 for everything. */
 export function parseUsage(raw: unknown, pricing: Pricing | undefined): Usage | null {
   if (typeof raw !== 'object' || raw === null) return null
   const u = raw as Record<string, unknown>
@@ -14,6 +14,9 @@ export function parseUsage(raw: unknown, pricing: Pricing | undefined): Usage | 
   // A server that states only the total and the completion (some OpenAI-compatible ones): the prompt is the difference.
   const promptTokens = typeof u.prompt_tokens === 'number' ? int(u.prompt_tokens) : Math.max(0, int(u.total_tokens) - stated)
   const completionTokens = stated + reasoningApart(u, promptTokens, stated)
+  // A server that does not count says 0 for all (LocalAI's streams with tools, some proxies): no
+  // answer comes of no prompt, so that is no usage, and the gateway counts the tokens itself.
+  if (promptTokens === 0 && completionTokens === 0) return null
   const cachedTokens = cacheHitsOf(u, details)
   const cacheWrites = cacheWritesOf(u)
   return {
