@@ -140,7 +140,29 @@ const ProviderView = Type.Object({
 const ModelGroupView = Type.Object({ object: Type.Literal('model_group'), source: Source, ...ModelSchema.properties })
 const ProviderDeleted = Type.Object({ object: Type.Literal('provider'), id: Type.String(), deleted: Type.Literal(true) })
 const ModelDeleted = Type.Object({ object: Type.Literal('model_group'), name: Type.String(), deleted: Type.Literal(true) })
-const AdminModelPatch = Type.Partial(Type.Omit(ModelSchema, ['name']), { additionalProperties: false })
+/** The fields of a model group an admin PATCH may remove with `null`: the optional ones, whose defaults then apply again. */
+const CLEARABLE_MODEL_FIELDS = ['strategy', 'fallbacks', 'pricing', 'encoding'] as const
+type ClearableModelField = (typeof CLEARABLE_MODEL_FIELDS)[number]
+/** Those fields' schemas as the config's, without their optional mark (which the PATCH sets itself). */
+const clearable = Type.Required(Type.Pick(ModelSchema, [...CLEARABLE_MODEL_FIELDS])).properties
+const AdminModelPatch = Type.Object(
+  {
+    targets: Type.Optional(ModelSchema.properties.targets),
+    strategy: Type.Optional(Nullable(clearable.strategy)),
+    fallbacks: Type.Optional(Nullable(clearable.fallbacks)),
+    pricing: Type.Optional(Nullable(clearable.pricing)),
+    encoding: Type.Optional(Nullable(clearable.encoding)),
+  },
+  { additionalProperties: false, description: 'Fields to change; null removes an optional one (strategy, fallbacks, pricing, encoding), so its default applies again' },
+)
+type ModelPatch = Partial<Omit<ModelConfig, 'name' | ClearableModelField>> & { [K in ClearableModelField]?: ModelConfig[K] | null }
+
+/** A stored model group with a PATCH applied: a field sent as null is removed. */
+function patchedModel(existing: ModelConfig, patch: ModelPatch): ModelConfig {
+  const merged: Record<string, unknown> = { ...existing, ...patch, name: existing.name }
+  for (const field of CLEARABLE_MODEL_FIELDS) if (merged[field] === null) delete merged[field]
+  return merged as unknown as ModelConfig
+}
 type AdminProviderBody = Static<typeof AdminProvider>
 
 /** What a provider has besides its id, type, URL and keys. */
@@ -333,11 +355,11 @@ export class Catalog {
     }
     const patchModel = async (name: string, body: unknown, request: Request) => {
       if (this.isConfigModel(name)) throw readOnly('Model', name)
-      const patch = checkModelPatch(body as Record<string, unknown>) as Partial<ModelConfig>
+      const patch = checkModelPatch(body as Record<string, unknown>) as ModelPatch
       const current = await this.stored()
       const existing = current.models.find((m) => m.name === name)
       if (!existing) throw new GatewayError('not_found', `No model "${echo(name)}".`)
-      const merged: ModelConfig = { ...existing, ...patch, name }
+      const merged = patchedModel(existing, patch)
       await this.commit(
         async (db) => {
           await db.updateTable('models').set({ config: JSON.stringify(merged), updated_at: new Date().toISOString() }).where('name', '=', name).execute()

@@ -87,6 +87,34 @@ describe('providers and models through the admin API', () => {
     expect(rows[0]!.key_version).toBe(masterKey(KEY_A).id)
   })
 
+  test('a model PATCH removes an optional field sent as null (pricing, fallbacks, strategy, encoding), and refuses null for targets', async () => {
+    const created = await fetch(`${gw.url}/admin/models`, {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({
+        name: 'priced-gpt',
+        targets: [{ provider: 'live', model: 'mock-gpt' }],
+        strategy: 'round-robin',
+        fallbacks: ['live-gpt'],
+        pricing: { input: 1, output: 2 },
+        encoding: 'cl100k_base',
+      }),
+    })
+    expect(created.status).toBe(201)
+    const patch = (body: unknown) => fetch(`${gw.url}/admin/models/priced-gpt`, { method: 'PATCH', headers: admin, body: JSON.stringify(body) })
+    const refused = await patch({ targets: null })
+    expect(refused.status).toBe(400)
+    expect((await refused.json()).error.param).toBe('targets')
+    const cleared = await patch({ pricing: null, fallbacks: null, strategy: null, encoding: null })
+    expect(cleared.status).toBe(200)
+    const expected = { object: 'model_group', source: 'admin', name: 'priced-gpt', targets: [{ provider: 'live', model: 'mock-gpt' }] }
+    expect(await cleared.json()).toEqual(expected)
+    expect(await (await fetch(`${gw.url}/admin/models/priced-gpt`, { headers: admin })).json()).toEqual(expected)
+    const chat = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ model: 'priced-gpt', messages: [{ role: 'user', content: 'hi' }] }) })
+    expect(chat.status).toBe(200)
+    expect((await fetch(`${gw.url}/admin/models/priced-gpt`, { method: 'DELETE', headers: admin })).status).toBe(200)
+  })
+
   test('bad input is refused and changes nothing', async () => {
     const before = await gw.gateway.services.db.db.selectFrom('providers').selectAll().execute()
     const cases: [unknown, number][] = [
