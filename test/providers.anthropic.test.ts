@@ -866,3 +866,49 @@ describe('an Anthropic stream whose first event is an error (its 200 when overlo
     }
   })
 })
+
+describe('a mixed group whose only targets serving the endpoint are out', () => {
+  test('says when they are back or that they were refused, where the Claude target it skips counted as free (Retry-After 1 s)', async () => {
+    const mock = await startMockAnthropic()
+    // An OpenAI-compatible account that answers embeddings by its key: rate-limited for a minute, or refused.
+    const account = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch: (req) =>
+        req.headers.get('authorization') === 'Bearer sk-upstream-limited-0123456789'
+          ? Response.json({ error: { message: 'Rate limit reached', type: 'requests', code: 'rate_limit_exceeded' } }, { status: 429, headers: { 'retry-after': '60' } })
+          : Response.json({ error: { message: 'Incorrect API key provided', type: 'invalid_request_error', code: 'invalid_api_key' } }, { status: 401 }),
+    })
+    const gw = await startGateway({
+      providers: [
+        { id: 'claude', type: 'anthropic', baseUrl: mock.url, keys: [{ id: 'an-1', secret: SECRET }] },
+        { id: 'limited', type: 'openai-compatible', baseUrl: `http://127.0.0.1:${account.port}/v1`, keys: [{ id: 'l-1', secret: 'sk-upstream-limited-0123456789' }] },
+        { id: 'refused', type: 'openai-compatible', baseUrl: `http://127.0.0.1:${account.port}/v1`, keys: [{ id: 'r-1', secret: 'sk-upstream-refused-0123456789' }] },
+      ],
+      models: [
+        { name: 'cooling', targets: [{ provider: 'claude', model: UPSTREAM_MODEL }, { provider: 'limited', model: 'text-embedding-3-small' }] },
+        { name: 'dead', targets: [{ provider: 'claude', model: UPSTREAM_MODEL }, { provider: 'refused', model: 'text-embedding-3-small' }] },
+      ],
+      plugins: ['balance'],
+    })
+    try {
+      // The first request meets the 429, the second finds the key cooling: both are told to wait a minute.
+      for (let i = 0; i < 2; i++) {
+        const cooling = await postJson(`${gw.url}/v1/embeddings`, { model: 'cooling', input: 'hello' })
+        const error = await expectError(cooling, 'no_healthy_upstream', 503)
+        expect(Number(cooling.headers.get('retry-after'))).toBeGreaterThan(50)
+        expect(error.message).not.toContain('tried already')
+      }
+
+      // Refused by its provider: an operator must act, whichever request asks.
+      for (let i = 0; i < 2; i++) {
+        const dead = await expectError(await postJson(`${gw.url}/v1/embeddings`, { model: 'dead', input: 'hello' }), 'upstream_error', 502)
+        expect(dead.message).toContain('POST /admin/providers/refused/keys/r-1/reset')
+      }
+    } finally {
+      await gw.close()
+      account.stop(true)
+      await mock.stop()
+    }
+  })
+})

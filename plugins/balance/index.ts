@@ -369,15 +369,18 @@ export const balance = definePlugin({
      * `upstream_error` without Retry-After (README, "Errors": the upstream refused the gateway's
      * key); a wait that ends by itself (cooldown, open circuit, a trial in flight, a key's own
      * rpm/tpm) is a 503 `no_healthy_upstream` whose Retry-After is when the first key is back.
-     * `last`: the failure this request just had; `spent`: the request used all its attempts.
+     * `endpoint`: set where only the targets serving it count (BalancePlan's); `last`: the failure this
+   * request just had; `spent`: the request used all its attempts.
      */
-    const noHealthy = (chain: readonly Pool[], tokens: number, last?: AttemptFailure, spent = false): GatewayError => {
+    const noHealthy = (chain: readonly Pool[], tokens: number, endpoint: Endpoint | undefined, last?: AttemptFailure, spent = false): GatewayError => {
       const t = now()
       let soonest = Infinity
       const holds = new Set<Hold>()
       const refused = new Set<KeyHealth>()
       for (const pool of chain) {
         for (const c of pool.candidates) {
+          // A target the plan skips (its provider does not serve the endpoint) is no reason to wait, nor free.
+          if (endpoint !== undefined && !c.target.provider.adapter.endpoints.has(endpoint)) continue
           if (c.health.dead !== null) {
             refused.add(c.health)
             continue
@@ -505,16 +508,16 @@ export const balance = definePlugin({
 
       next(previous: AttemptFailure | undefined): MaybePromise<RouteTarget | GatewayError | undefined> {
         if (this.signal.aborted) return previous?.error ?? new GatewayError('upstream_error', 'The client closed the request.')
-        if (!previous) return this.pick() ?? noHealthy(this.chain, this.tokens)
+        if (!previous) return this.pick() ?? noHealthy(this.chain, this.tokens, this.endpoint)
         // The request's own fault (400, 404, 413, 422...): another key would answer the same.
         if (!retryable(previous.status) && !keyFault(previous.status)) return previous.error
         if (this.attempts >= options.max_attempts) {
           // The budget is spent, but a fallback group not tried yet gets its one attempt (no backoff:
           // another group is another upstream).
-          return this.pick(this.reached + 1) ?? (retryable(previous.status) ? previous.error : noHealthy(this.chain, this.tokens, previous, true))
+          return this.pick(this.reached + 1) ?? (retryable(previous.status) ? previous.error : noHealthy(this.chain, this.tokens, this.endpoint, previous, true))
         }
         // A 429 or a refusal: the key is out; another one now, else why none is left.
-        if (!retryable(previous.status)) return this.pick() ?? noHealthy(this.chain, this.tokens, previous)
+        if (!retryable(previous.status)) return this.pick() ?? noHealthy(this.chain, this.tokens, this.endpoint, previous)
         const ceiling = Math.min(options.backoff_max_ms, options.backoff_ms * 2 ** this.retries++)
         const again = () => this.pick() ?? previous.error
         // Full jitter; the last failure says more than "nothing left" when no key remains.
