@@ -1437,18 +1437,23 @@ class StreamUsage {
 
   constructor(private readonly pricing: () => Pricing | undefined) {}
 
-  /** An event's data, seen in order; true when it carries usage (most chunks carry `"usage":null`), to be parsed and handed to `take`. */
+  /**
+   * An event's data, seen in order; true when it carries usage (most chunks carry `"usage":null`), to
+   * be parsed and handed to `take`. Until a usage is taken, the event is kept for the estimate, one
+   * carrying usage too: a usage `take` finds to be none (all zeros, in every chunk of a server that
+   * does not count) leaves the estimate to count that chunk's text.
+   */
   sees(data: string): boolean {
     this.last = data
-    if (carriesUsage(data)) return true
-    if (this.usage !== null) return false
+    const carries = carriesUsage(data)
+    if (this.usage !== null) return carries
     if (this.keptChars < MAX_KEPT_EVENT_CHARS) {
       this.kept.push(data)
       this.keptChars += data.length
     } else if (this.tailChars < MAX_TAIL_TEXT_CHARS) {
       this.tailChars += addEventText((this.tail ??= []), data)
     }
-    return false
+    return carries
   }
 
   /** The parsed event that carries usage. */

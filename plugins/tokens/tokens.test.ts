@@ -57,14 +57,15 @@ const LONG_PIECES = 40_000
 /**
  * An OpenAI-format upstream that never reports usage, whatever `stream_options` says. The
  * model `*-slow` streams 200 pieces 20 ms apart, for clients that go away; `*-long` streams
- * {@link LONG_PIECES} times " word" (one token each).
+ * {@link LONG_PIECES} times " word" (one token each); `*-zeros` states a usage of all zeros in each chunk.
  */
 function bareUpstream() {
   let requests = 0
   let lastBody: Record<string, unknown> | undefined
   let cancelled = 0
+  // `*-zeros` puts a usage of all zeros in every chunk, as a server that does not count may.
   const chunk = (model: string, delta: Record<string, unknown>, finish: string | null = null) =>
-    `data: ${JSON.stringify({ id: 'chatcmpl-bare', object: 'chat.completion.chunk', created: 0, model, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`
+    `data: ${JSON.stringify({ id: 'chatcmpl-bare', object: 'chat.completion.chunk', created: 0, model, choices: [{ index: 0, delta, finish_reason: finish }], ...(model.endsWith('-zeros') && { usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } }) })}\n\n`
   const server: Server<unknown> = Bun.serve({
     port: 0,
     hostname: '127.0.0.1',
@@ -177,6 +178,7 @@ function config(plugins: unknown[]) {
       { name: 'gpt-4o-slow', targets: [{ provider: 'bare', model: 'gpt-4o-slow' }] },
       { name: 'gpt-4o-long', targets: [{ provider: 'bare', model: 'gpt-4o-long' }] },
       { name: 'kimi-moonshot', targets: [{ provider: 'bare', model: 'kimi-moonshot' }] },
+      { name: 'gpt-4o-zeros', targets: [{ provider: 'bare', model: 'gpt-4o-zeros' }] },
       { name: 'gpt-4o-mini', targets: [{ provider: 'mock', model: 'mock-gpt' }] },
       { name: 'embed', targets: [{ provider: 'mock', model: 'text-embedding-3-small' }] },
       { name: 'local', encoding: 'cl100k_base', targets: [{ provider: 'mock', model: 'llama-3' }] },
@@ -442,24 +444,44 @@ describe('usage the provider reported', () => {
   })
 })
 
+/** A plugin that reads every stream event, so the gateway reads each as it comes instead of holding the stream to its end. */
+const streamReader = definePlugin({ name: 'test-stream-reader', setup: () => ({ onStreamChunk: () => undefined }) })
+/** The two ways the gateway reads a stream for its usage, and the plugins that make it read each. */
+const STREAM_READS = [
+  ['held to its end', []],
+  ['read event by event', [streamReader]],
+] as const
+
+/** A stream of `model` from a gateway with the tokens plugin and `plugins`: its text and the one usage recorded. */
+async function streamUsage(model: string, plugins: readonly unknown[]): Promise<{ text: string; usage: Usage }> {
+  const rec = recorder()
+  const gw = await startGateway(config(['tokens', rec.plugin, ...plugins]))
+  try {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model, messages: COOKBOOK_MESSAGES, stream: true })
+    const text = await res.text()
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    return { text, usage: rec.usages[0]!.usage }
+  } finally {
+    await gw.close()
+  }
+}
+
 describe("usage within the finishing choice (Moonshot's streams)", () => {
-  /** A plugin that reads every stream event, so the gateway reads each as it comes instead of holding the stream to its end. */
-  const reader = definePlugin({ name: 'test-stream-reader', setup: () => ({ onStreamChunk: () => undefined }) })
-  for (const [how, plugins] of [
-    ['held to its end', []],
-    ['read event by event', [reader]],
-  ] as const) {
+  for (const [how, plugins] of STREAM_READS) {
     test(`is the provider's usage, the stream ${how}`, async () => {
-      const rec = recorder()
-      const gw = await startGateway(config(['tokens', rec.plugin, ...plugins]))
-      try {
-        const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'kimi-moonshot', messages: COOKBOOK_MESSAGES, stream: true })
-        expect(await res.text()).toContain('"usage":{"prompt_tokens":19')
-        await waitFor(() => rec.usages.length === 1, 'onUsage')
-        expect(rec.usages[0]!.usage).toMatchObject({ promptTokens: 19, completionTokens: 13, totalTokens: 32, source: 'provider' })
-      } finally {
-        await gw.close()
-      }
+      const { text, usage } = await streamUsage('kimi-moonshot', plugins)
+      expect(text).toContain('"usage":{"prompt_tokens":19')
+      expect(usage).toMatchObject({ promptTokens: 19, completionTokens: 13, totalTokens: 32, source: 'provider' })
+    })
+  }
+})
+
+describe('a usage of all zeros in every chunk (a server that does not count)', () => {
+  for (const [how, plugins] of STREAM_READS) {
+    test(`is no usage, and the completion is counted from those chunks' text, the stream ${how}`, async () => {
+      const { text, usage } = await streamUsage('gpt-4o-zeros', plugins)
+      expect(text).toContain('great')
+      expect(usage).toMatchObject({ promptTokens: 124, completionTokens: ANSWER_TOKENS, source: 'estimated' })
     })
   }
 })
