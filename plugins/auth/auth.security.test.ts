@@ -7,11 +7,13 @@
 import { afterAll, beforeAll, describe, expect, spyOn, test } from 'bun:test'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import net from 'node:net'
 import { join } from 'node:path'
 import type { LoadedPlugin } from '../../src/pipeline.ts'
 import { createLogger, type LogLevel } from '../../src/lib/logger.ts'
 import { startMockUpstream, type MockUpstream } from '../../test/fixtures/mock-upstream.ts'
 import { startGateway } from '../../test/support/gateway.ts'
+import { waitFor } from '../../test/support/http.ts'
 import {
   ADMIN_KEY,
   Clock,
@@ -408,6 +410,28 @@ describe('a large body is read only for a key auth does not refuse', () => {
       expect(((await res.json()) as { error: { code: string } }).error.code).toBe(code)
     }
   }, 15_000)
+
+  test('a body of a stated length within max_body_bytes, refused before it is read: the rest is let through unread and the connection serves on', async () => {
+    // Closed with the body still coming, the client's write failed (EPIPE, ECONNRESET) and most
+    // clients (Python's, Node's on a large body) reported that instead of the 401 that says why.
+    const body = `{"model":"mock-gpt","messages":[{"role":"user","content":"${'a'.repeat(40_000)}"}]}`
+    const url = new URL(patient.url)
+    const socket = net.connect(Number(url.port), url.hostname)
+    let received = ''
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()))
+    socket.on('data', (data) => void (received += data.toString()))
+    socket.on('error', () => {})
+    const answered = (count: number) => waitFor(() => received.split('HTTP/1.1 ').length > count || socket.destroyed, `answer ${count}`)
+    socket.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer sk-dev-${base62(43)}\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 20_000)}`)
+    await answered(1)
+    expect(received).toStartWith('HTTP/1.1 401')
+    expect(received.toLowerCase()).not.toContain('connection: close')
+    socket.write(`${body.slice(20_000)}GET /health HTTP/1.1\r\nHost: x\r\n\r\n`)
+    await answered(2)
+    expect(received.split('HTTP/1.1 ').slice(1).map((answer) => answer.slice(0, 3))).toEqual(['401', '200'])
+    socket.end()
+    await closed
+  })
 
   test('a valid key: the body is read whole and served, its model judged from it', async () => {
     const { key } = await userWithKey(patient, { models: ['mock-gpt'] })

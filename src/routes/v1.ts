@@ -57,16 +57,21 @@ export function v1Routes({ pipeline, models, maxBodyBytes, bodyTimeoutMs = 0, se
    * `read` behind the key: a body over SCREEN_FROM_BYTES, or of unknown length, is read only once the
    * first authenticate hook has not refused the request without it (Pipeline.screen), so a caller
    * without a valid key cannot make the gateway read and parse megabytes (27 MB of nested JSON held
-   * the serving thread 8 s). A smaller body costs nothing more: it is read as before.
+   * the serving thread 8 s). A smaller body costs nothing more: it is read as before. A refused body
+   * of a stated length within maxBodyBytes is let through unread (Bun drops it, nothing parses it) and
+   * its connection kept: closed while the client still sends, most clients report the failed write
+   * (EPIPE) instead of the refusal that says why. One of unknown or larger length closes it.
    */
   const screened =
     (endpoint: Endpoint, read: (request: Request) => Promise<unknown>) =>
     ({ request, set }: { request: Request; set: { headers: Record<string, unknown> } }): Promise<unknown> => {
       const declared = request.headers.get('content-length')
-      if (declared !== null && Number(declared) <= SCREEN_FROM_BYTES) return read(request)
+      const length = declared === null ? NaN : Number(declared)
+      if (length <= SCREEN_FROM_BYTES) return read(request)
       const refusal = pipeline.screen(endpoint, request, set.headers['x-request-id'] as string)
       if (refusal === undefined) return read(request)
-      return Promise.resolve(refusal).then((refused) => (refused ? new RefusedBody(refused, {}, true) : read(request)))
+      const close = !(length <= maxBodyBytes)
+      return Promise.resolve(refusal).then((refused) => (refused ? new RefusedBody(refused, {}, close) : read(request)))
     }
   /**
    * A body the route refused (too large, not JSON, not valid) is a request like any other to the
@@ -86,7 +91,7 @@ export function v1Routes({ pipeline, models, maxBodyBytes, bodyTimeoutMs = 0, se
     }
     // A body not read whole (too large, too slow) leaves the connection in the middle of it: it is
     // closed, whichever refusal is answered (a stranger's 401 too), so nobody holds it open.
-    if (refused.unread || refused.error.status === 408 || refused.error.status === 413) response.headers.set('connection', 'close')
+    if (refused.closes || refused.error.status === 408 || refused.error.status === 413) response.headers.set('connection', 'close')
     return response
   }
   const jsonBody = (schema: TSchema) => ({ required: true, content: { 'application/json': { schema } } })
@@ -233,8 +238,8 @@ class RefusedBody {
     readonly error: GatewayError,
     /** What could be read of it (a valid JSON object that failed its check), for the log row's model. */
     readonly body: Record<string, unknown> = {},
-    /** Refused before it was read (see `screened`): the connection is closed after the answer. */
-    readonly unread = false,
+    /** Refused before it was read, its length unknown or over the limit (see `screened`): the connection is closed after the answer. */
+    readonly closes = false,
   ) {}
 }
 
