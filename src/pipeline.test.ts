@@ -3,7 +3,7 @@ import { createLogger } from './lib/logger.ts'
 import { roughTokenizer } from './lib/usage.ts'
 import { MetricsRegistry } from './metrics.ts'
 import { ModelRegistry } from './models.ts'
-import { Pipeline, type LoadedPlugin } from './pipeline.ts'
+import { CallGuard, CallList, Pipeline, type LoadedPlugin } from './pipeline.ts'
 import type { PluginHooks } from './plugin.ts'
 import { UpstreamHealth } from './upstream-health.ts'
 
@@ -54,5 +54,20 @@ describe('the client address', () => {
     const { asked, open } = pipelineWith([{ admit: () => {}, readsClientIpOnComplete: true }])
     open()
     expect(asked.length).toBe(0)
+  })
+})
+
+describe('CallList (the calls a shutdown past its grace aborts)', () => {
+  test('abortAll reaches every call still in the list, and none taken out of it, wherever it stood', () => {
+    const client = new AbortController().signal
+    const calls = new CallList()
+    const guards = Array.from({ length: 5 }, () => new CallGuard(client))
+    for (const guard of guards) calls.add(guard)
+    // The newest (the list's head), one in the middle and the oldest (its tail) leave.
+    for (const i of [4, 2, 0]) calls.remove(guards[i]!)
+    calls.remove(guards[2]!) // twice: nothing changes
+    calls.abortAll(new DOMException('the gateway is shutting down', 'AbortError'))
+    expect(guards.map((g) => g.controller.signal.aborted)).toEqual([false, true, false, true, false])
+    for (const guard of guards) guard.detach()
   })
 })

@@ -140,12 +140,48 @@ class Answer {
 }
 
 /**
+ * The calls waiting for their upstream's headers, as a list linked through the calls themselves.
+ * A `Set` of them cost the gateway 20–40 MB of peak RSS under load, with or without plugins
+ * (benchmarks/README.md, "Measured and not adopted"); a call taken out of this list is referenced
+ * from nowhere, and adding and removing one allocate nothing.
+ */
+export class CallList {
+  private head: CallGuard | null = null
+
+  add(guard: CallGuard): void {
+    guard.next = this.head
+    if (this.head !== null) this.head.previous = guard
+    this.head = guard
+  }
+
+  remove(guard: CallGuard): void {
+    if (guard.previous !== null) guard.previous.next = guard.next
+    else if (this.head === guard) this.head = guard.next
+    if (guard.next !== null) guard.next.previous = guard.previous
+    guard.previous = null
+    guard.next = null
+  }
+
+  /** Aborts every call in the list with `reason` (each leaves the list as its attempt ends). */
+  abortAll(reason: DOMException): void {
+    for (let guard = this.head; guard !== null; ) {
+      const next = guard.next
+      guard.controller.abort(reason)
+      guard = next
+    }
+  }
+}
+
+/**
  * What aborts one upstream call: the client going away, or its first-byte timeout. An object
  * with `handleEvent` is the listener and the timer's argument, so a call makes no closures.
  */
-class CallGuard {
+export class CallGuard {
   readonly controller = new AbortController()
   timedOut = false
+  /** Its neighbours in the pipeline's list of calls waiting for their headers (see CallList). */
+  previous: CallGuard | null = null
+  next: CallGuard | null = null
 
   constructor(private readonly clientSignal: AbortSignal) {
     clientSignal.addEventListener('abort', this, { once: true })
@@ -218,7 +254,7 @@ export class Pipeline {
   /** Idle and total timeouts of bodies already flowing to clients. */
   readonly watchdog = new Watchdog()
   /** Upstream calls waiting for their headers: what a shutdown past its grace answers at once (see shutdown). */
-  private readonly calls = new Set<CallGuard>()
+  private readonly calls = new CallList()
   /** Set by shutdown(): no upstream call starts from then on. */
   private cutOff = false
   /** Model calls before their answer (in handle), and usages being counted: what a shutdown waits for. */
@@ -420,7 +456,7 @@ export class Pipeline {
   shutdown(): void {
     this.cutOff = true
     this.watchdog.shutdown()
-    for (const guard of this.calls) guard.controller.abort(new DOMException('the gateway is shutting down', 'AbortError'))
+    this.calls.abortAll(new DOMException('the gateway is shutting down', 'AbortError'))
   }
 
   /**
@@ -642,7 +678,7 @@ export class Pipeline {
       }
     } finally {
       clearTimeout(timer)
-      this.calls.delete(guard)
+      this.calls.remove(guard)
       if (!kept) guard.detach()
     }
   }
