@@ -7,6 +7,7 @@ import { createDatabase, maskDatabaseUrl, type DatabaseHandle } from './db/index
 import { isUnstorableText } from './db/errors.ts'
 import { migrateToLatest } from './db/migrate.ts'
 import { createLocalBus, createRedisBus } from './lib/bus.ts'
+import { tooLarge } from './lib/body.ts'
 import { newRequestId } from './lib/id.ts'
 import { UnknownMasterKeyError } from './lib/secrets.ts'
 import { invalidRequest } from './lib/validate.ts'
@@ -291,24 +292,19 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
  */
 function boundBody(request: Request, bound: number, limit: number): Request | GatewayError {
   const declared = request.headers.get('content-length')
-  if (declared !== null) return Number(declared) > bound ? bodyTooLarge(limit) : request
+  if (declared !== null) return Number(declared) > bound ? tooLarge(limit, true) : request
   if (request.body === null || request.headers.get('transfer-encoding') === null) return request
   let size = 0
   const counted = new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, controller) {
       size += chunk.byteLength
-      if (size > bound) controller.error(bodyTooLarge(limit))
+      if (size > bound) controller.error(tooLarge(limit, true))
       else controller.enqueue(chunk)
     },
   })
   return new Request(request, { body: request.body.pipeThrough(counted) })
 }
 
-/** The refusal of a body far over the client API's limit, `limit` bytes. */
-const bodyTooLarge = (limit: number): GatewayError =>
-  new GatewayError('request_too_large', `The request body is larger than this gateway accepts (${limit} bytes). Send a smaller request.`, {
-    headers: { connection: 'close' },
-  })
 
 /**
  * The gateway's own database, opened and migrated; a failure names it (password masked), where the

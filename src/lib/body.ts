@@ -195,5 +195,9 @@ function withDeadline<T>(read: Promise<T>, ms: number): Promise<T> {
   })
 }
 
-const tooLarge = (limit: number) =>
-  new GatewayError('request_too_large', `The request body is larger than this gateway accepts (${limit} bytes). Send a smaller request.`)
+/**
+ * The refusal of a body over `limit` bytes; `close`: its connection is closed after the answer (the
+ * body was not read, so the connection stands in the middle of it).
+ */
+export const tooLarge = (limit: number, close = false): GatewayError =>
+  new GatewayError('request_too_large', `The request body is larger than this gateway accepts (${limit} bytes). Send a smaller request.`, close ? { headers: { connection: 'close' } } : undefined)
