@@ -16,7 +16,7 @@
  * arguments, bad keys or a bad config file.
  */
 import { resealProviderHeaders } from '../catalog.ts'
-import { ConfigError, loadDatabaseUrl, previousKeyProblems } from '../config/load.ts'
+import { ConfigError, encryptionKeyProblems, loadDatabaseUrl } from '../config/load.ts'
 import { describeError } from '../db/errors.ts'
 import { DEFAULT_DATABASE_URL, createDatabase, type DatabaseHandle } from '../db/index.ts'
 import { migrateToLatest } from '../db/migrate.ts'
@@ -32,9 +32,6 @@ can be run again. The database: DATABASE_URL, else database.url in the config fi
 ${DEFAULT_DATABASE_URL}.
 
   --help     show this text`
-
-/** How many bytes a base64 key decodes to. */
-const keyLength = (base64: string): number => Buffer.from(base64, 'base64').length
 
 async function main(args: readonly string[]): Promise<number> {
   if (args.includes('--help') || args.includes('-h')) {
@@ -53,10 +50,7 @@ async function main(args: readonly string[]): Promise<number> {
     return 2
   }
   // Each bad key named by its variable, as the gateway's boot names it.
-  const problems = [
-    ...(keyLength(currentText) === 32 ? [] : ['SLUICE_ENCRYPTION_KEY: must be 32 bytes, base64-encoded (try: openssl rand -base64 32)']),
-    ...previousKeyProblems(previousText),
-  ]
+  const problems = encryptionKeyProblems(currentText, previousText)
   if (problems.length > 0) {
     console.error(problems.map((problem) => `rotate-encryption-key: ${problem}`).join('\n'))
     return 2

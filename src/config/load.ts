@@ -166,11 +166,8 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   if (tls.cert && tls.key && tlsReadable) problems.push(...tlsPairProblems(tls.cert, tls.key))
 
   const encryptionKey = env.SLUICE_ENCRYPTION_KEY || null
-  if (encryptionKey && decodedLength(encryptionKey) !== 32) {
-    problems.push('SLUICE_ENCRYPTION_KEY: must be 32 bytes, base64-encoded (try: openssl rand -base64 32)')
-  }
-  // Read by the catalog once the database is open: checked here, so a mistyped old key stops the boot first, named.
-  problems.push(...previousKeyProblems(env.SLUICE_ENCRYPTION_KEY_PREVIOUS))
+  // The previous keys are read by the catalog once the database is open: checked here, so a mistyped old key stops the boot first, named.
+  problems.push(...encryptionKeyProblems(encryptionKey, env.SLUICE_ENCRYPTION_KEY_PREVIOUS))
 
   // DESIGN.md: generated into the data dir in dev only, required elsewhere. Secrets at rest (the
   // catalog's provider keys) and console sessions shared by the instances are sealed with it.
@@ -664,16 +661,18 @@ function parsePort(raw: string | undefined, fallback: number, problems: string[]
 }
 
 /**
- * The keys of SLUICE_ENCRYPTION_KEY_PREVIOUS (comma-separated, as src/catalog.ts reads them) that
- * are not 32 bytes of base64, each named by its place in the list (never by its value: it is a secret).
+ * The master keys that are not 32 bytes of base64: SLUICE_ENCRYPTION_KEY (when set) and each key of
+ * SLUICE_ENCRYPTION_KEY_PREVIOUS (comma-separated, as src/catalog.ts reads them), the latter named by
+ * its place in the list (never by its value: it is a secret). The boot's check and the rotation CLI's.
  */
-export function previousKeyProblems(list: string | undefined): string[] {
-  const keys = (list ?? '').split(',').map((s) => s.trim()).filter(Boolean)
-  return keys.flatMap((key, i) =>
+export function encryptionKeyProblems(current: string | null | undefined, previous: string | undefined): string[] {
+  const keys = (previous ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+  const problems = current && decodedLength(current) !== 32 ? ['SLUICE_ENCRYPTION_KEY: must be 32 bytes, base64-encoded (try: openssl rand -base64 32)'] : []
+  return problems.concat(keys.flatMap((key, i) =>
     decodedLength(key) === 32
       ? []
       : [`SLUICE_ENCRYPTION_KEY_PREVIOUS: its key ${i + 1} is not 32 bytes, base64-encoded (each key of the comma-separated list is one, as SLUICE_ENCRYPTION_KEY is)`],
-  )
+  ))
 }
 
 function decodedLength(b64: string): number {
