@@ -1,4 +1,5 @@
-import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Type, type Static } from '@sinclair/typebox'
+import { Nullable } from './routes/schemas.ts'
 
 /** Requests per minute. */
 const Rpm = Type.Integer({ minimum: 1, maximum: 100_000_000 })
@@ -24,20 +25,18 @@ export const BudgetSchema = Type.Object(
   { additionalProperties: false, description: 'Budget in tokens and/or USD per period' },
 )
 
-const OrNull = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
-
 /**
  * Rate limits as a client sends them: a field may also be null, which means "not set", as leaving
  * it out does (JSON clients often send every field); {@link withoutNulls} makes them {@link Limits}.
  */
 export const LimitsInputSchema = Type.Object(
-  { rpm: Type.Optional(OrNull(Rpm)), tpm: Type.Optional(OrNull(Tpm)), max_parallel: Type.Optional(OrNull(MaxParallel)) },
+  { rpm: Type.Optional(Nullable(Rpm)), tpm: Type.Optional(Nullable(Tpm)), max_parallel: Type.Optional(Nullable(MaxParallel)) },
   { additionalProperties: false, description: 'Rate limits; a field absent or null means no limit' },
 )
 
 /** A budget as a client sends it: `tokens` and `usd` may also be null, "not set" (see {@link LimitsInputSchema}). */
 export const BudgetInputSchema = Type.Object(
-  { tokens: Type.Optional(OrNull(BudgetTokens)), usd: Type.Optional(OrNull(BudgetUsd)), period: Period },
+  { tokens: Type.Optional(Nullable(BudgetTokens)), usd: Type.Optional(Nullable(BudgetUsd)), period: Period },
   { additionalProperties: false, description: 'Budget in tokens and/or USD per period; a field absent or null is not counted' },
 )
 

@@ -1,9 +1,9 @@
 import { CloneType, Type, type TSchema } from '@sinclair/typebox'
 import { t } from 'elysia'
 import { BudgetInputSchema, BudgetSchema, LimitsInputSchema, LimitsSchema } from '../../src/limits.ts'
+import { Nullable } from '../../src/routes/schemas.ts'
 import { SCOPES } from './verify.ts'
 
-const Nullable = <T extends Parameters<typeof t.Union>[0][number]>(s: T) => t.Union([s, t.Null()])
 /**
  * Ids of users and teams: letters, digits and `_ . : -`, but not dots alone. `.` and `..` are path
  * segments that URL normalisation resolves (`/admin/users/..` is `/admin`), so a user or team with

@@ -7,13 +7,11 @@ import { fromJson } from '../../src/lib/json-text.ts'
 import { echo } from '../../src/lib/key-text.ts'
 import { budgetPeriod, type Budget, type Limits } from '../../src/limits.ts'
 import type { Services } from '../../src/services.ts'
-import { adminErrors } from '../../src/routes/schemas.ts'
+import { adminErrors, Nullable, Time } from '../../src/routes/schemas.ts'
 import { MICRO, subjectItems, type Item, type Scope, type Subject } from './plan.ts'
 import type { QuotaStore } from './store.ts'
 
 const tags = ['Admin: quota']
-const Nullable = <T extends Parameters<typeof t.Union>[0][number]>(s: T) => t.Union([s, t.Null()])
-const Time = t.String({ format: 'date-time' })
 
 const Bucket = t.Object(
   {
