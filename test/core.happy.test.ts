@@ -235,7 +235,7 @@ describe('core happy paths through the openai client', () => {
     for await (const chunk of stream) chunks.push(chunk)
     expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('This is a mock')
     expect(chunks[0]?.choices[0]?.delta.role).toBe('assistant')
-    expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('stop')
+    expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('length')
     // Without include_usage, no chunk carries usage.
     expect(chunks.every((c) => c.usage === undefined || c.usage === null)).toBe(true)
     expect(chunks.length).toBe(6)

@@ -111,7 +111,7 @@ describe('mockChatCompletion', () => {
 })
 
 describe('tool calls', () => {
-  const ask = (content: string, extra: Partial<Record<'tool_choice', unknown>> = {}): ChatBody => ({
+  const ask = (content: string, extra: Partial<Record<'tool_choice' | 'max_tokens', unknown>> = {}): ChatBody => ({
     model: 'mock-gpt',
     messages: [{ role: 'user', content }],
     tools: [weatherTool],
@@ -149,6 +149,22 @@ describe('tool calls', () => {
     expect(mockChatCompletion(body).choices[0]?.finish_reason).toBe('stop')
   })
 
+  test('a reply cut at the client\'s token budget finishes with "length", as OpenAI\'s; one the mock ends itself with "stop"', () => {
+    const finish = (body: ChatBody): string | undefined => mockChatCompletion(body).choices[0]?.finish_reason
+    expect(finish({ ...hello, max_tokens: 5 })).toBe('length')
+    expect(finish({ ...hello, max_completion_tokens: 5, n: 2 })).toBe('length')
+    expect(mockChatCompletion({ ...hello, max_tokens: 5, n: 2 }).choices.map((c) => c.finish_reason)).toEqual(['length', 'length'])
+    expect(finish({ ...hello, max_tokens: MAX_REPLY_WORDS })).toBe('length')
+    // Past the mock's own bound the reply ends before the budget does.
+    expect(finish({ ...hello, max_tokens: MAX_REPLY_WORDS + 1 })).toBe('stop')
+    expect(wordCount(mockChatCompletion({ ...hello, max_tokens: MAX_REPLY_WORDS + 1 }).choices[0]?.message.content ?? '')).toBe(MAX_REPLY_WORDS)
+    expect(finish(hello)).toBe('stop')
+    // A tool call is no text cut short.
+    expect(finish(ask('use get_weather', { max_tokens: 5 }))).toBe('tool_calls')
+    expect(mockCompletion({ prompt: 'hi', max_tokens: 2 }).choices[0]?.finish_reason).toBe('length')
+    expect(mockCompletion({ prompt: 'hi' }).choices[0]?.finish_reason).toBe('stop')
+  })
+
   test('"none" never calls; a named function is called even if not mentioned', () => {
     expect(mockChatCompletion(ask('use get_weather', { tool_choice: 'none' })).choices[0]?.finish_reason).toBe('stop')
     const named = mockChatCompletion(ask('hi', { tool_choice: { type: 'function', function: { name: 'get_weather' } } }))
@@ -169,7 +185,8 @@ describe('mockChatStream', () => {
     // role chunk + one per word + finish chunk
     expect(events).toHaveLength(1 + 6 + 1)
     const last = events[events.length - 1]
-    expect(last?.choices[0]).toMatchObject({ delta: {}, finish_reason: 'stop' })
+    // The reply stopped at max_tokens: OpenAI says `length`.
+    expect(last?.choices[0]).toMatchObject({ delta: {}, finish_reason: 'length' })
     expect(events.some((e) => 'usage' in e)).toBe(false)
   })
 
@@ -279,7 +296,7 @@ describe('mockCompletion', () => {
     expect(parsed.done).toBe(true)
     const events = parsed.events as Array<{ object: string; choices: Array<{ text: string; finish_reason: string | null }>; usage: unknown }>
     expect(events.map((e) => e.choices[0]?.text ?? '').join('')).toBe('This is a')
-    expect(events[events.length - 2]?.choices[0]?.finish_reason).toBe('stop')
+    expect(events[events.length - 2]?.choices[0]?.finish_reason).toBe('length')
     expect(events[events.length - 1]?.usage).toEqual(mockCompletion(body).usage)
   })
 })

@@ -67,7 +67,7 @@ export interface ChatCompletion {
     index: number
     message: { role: 'assistant'; content: string | null; refusal: null; tool_calls?: ToolCall[] }
     logprobs: null
-    finish_reason: 'stop' | 'tool_calls'
+    finish_reason: 'stop' | 'length' | 'tool_calls'
   }>
   usage: Usage
 }
@@ -79,7 +79,7 @@ export interface TextCompletion {
   created: number
   model: string
   system_fingerprint: string
-  choices: Array<{ text: string; index: number; logprobs: null; finish_reason: 'stop' }>
+  choices: Array<{ text: string; index: number; logprobs: null; finish_reason: 'stop' | 'length' }>
   usage: Usage
 }
 
@@ -300,6 +300,8 @@ interface ChatPlan {
   choices: number
   /** Words of the text reply; unused when `tool` is set. */
   words: number
+  /** The text reply ends where the client's token budget did: its finish is `length`, as OpenAI's. */
+  cut: boolean
   tool: ToolPlan | null
   usage: Usage
 }
@@ -383,11 +385,8 @@ function sampleObject(schema: Record<string, unknown>, depth: number): Record<st
 
 function planChat(body: ChatBody, opts: MockOptions | undefined): ChatPlan {
   const choices = positiveInt(body.n, MAX_CHOICES) ?? 1
-  const words =
-    positiveInt(body.max_completion_tokens, MAX_REPLY_WORDS) ??
-    positiveInt(body.max_tokens, MAX_REPLY_WORDS) ??
-    positiveInt(opts?.words, MAX_REPLY_WORDS) ??
-    DEFAULT_REPLY_WORDS
+  const budget = positiveInt(body.max_completion_tokens, Infinity) ?? positiveInt(body.max_tokens, Infinity)
+  const words = Math.min(budget ?? positiveInt(opts?.words, MAX_REPLY_WORDS) ?? DEFAULT_REPLY_WORDS, MAX_REPLY_WORDS)
   const picked = chooseTool(body)
   const tool = picked === null ? null : { name: picked.name, arguments: JSON.stringify(sampleFromSchema(picked.parameters, 0)) }
   const perChoice = tool === null ? words : textTokens(tool.name + tool.arguments)
@@ -397,10 +396,15 @@ function planChat(body: ChatBody, opts: MockOptions | undefined): ChatPlan {
     model: modelOf(body),
     choices,
     words,
+    // A budget past MAX_REPLY_WORDS is not what stopped the reply: the mock's own bound did.
+    cut: budget !== undefined && budget <= MAX_REPLY_WORDS,
     tool,
     usage: usageOf(estimateChatPromptTokens(body), perChoice * choices),
   }
 }
+
+/** A chat reply's finish: a tool call's, else `length` where the budget cut the text, else `stop`. */
+const chatFinish = (plan: ChatPlan): 'stop' | 'length' | 'tool_calls' => (plan.tool !== null ? 'tool_calls' : plan.cut ? 'length' : 'stop')
 
 function toolCallId(plan: ChatPlan, choice: number): string {
   return `call_mock${fnv1a(`${plan.id}:${choice}`).toString(16).padStart(8, '0')}`
@@ -423,7 +427,7 @@ export function mockChatCompletion(body: ChatBody, opts?: MockOptions): ChatComp
         { id: toolCallId(plan, index), type: 'function', function: { name: plan.tool.name, arguments: plan.tool.arguments } },
       ]
     }
-    choices.push({ index, message, logprobs: null, finish_reason: plan.tool === null ? 'stop' : 'tool_calls' })
+    choices.push({ index, message, logprobs: null, finish_reason: chatFinish(plan) })
   }
   return {
     id: plan.id,
@@ -471,7 +475,7 @@ export function mockChatStream(body: ChatBody, opts: MockStreamOptions = {}): Re
       for (let i = 0; i < plan.choices; i++) push(true, [choice(i, { tool_calls: [{ index: 0, function: { arguments: piece } }] })])
     }
   }
-  const finish = plan.tool === null ? 'stop' : 'tool_calls'
+  const finish = chatFinish(plan)
   for (let i = 0; i < plan.choices; i++) push(true, [choice(i, {}, finish)])
   if (withUsage) push(false, [], { usage: plan.usage })
   frames.push({ bytes: DONE_FRAME, delayed: false })
@@ -497,13 +501,16 @@ interface CompletionPlan {
   created: number
   model: string
   texts: Array<{ prefix: string; words: number }>
+  /** Each text ends where the client's `max_tokens` did: finish `length`, as OpenAI's. */
+  cut: boolean
   usage: Usage
 }
 
 function planCompletion(body: CompletionBody, opts: MockOptions | undefined): CompletionPlan {
   const prompts = promptList(body.prompt)
   const n = positiveInt(body.n, MAX_CHOICES) ?? 1
-  const words = positiveInt(body.max_tokens, MAX_REPLY_WORDS) ?? positiveInt(opts?.words, MAX_REPLY_WORDS) ?? DEFAULT_REPLY_WORDS
+  const budget = positiveInt(body.max_tokens, Infinity)
+  const words = Math.min(budget ?? positiveInt(opts?.words, MAX_REPLY_WORDS) ?? DEFAULT_REPLY_WORDS, MAX_REPLY_WORDS)
   const texts: CompletionPlan['texts'] = []
   let prompt = 0
   // OpenAI orders choices prompt-major: all n answers to prompt 0, then prompt 1, ...
@@ -517,6 +524,7 @@ function planCompletion(body: CompletionBody, opts: MockOptions | undefined): Co
     created: nowSeconds(opts),
     model: modelOf(body),
     texts,
+    cut: budget !== undefined && budget <= MAX_REPLY_WORDS,
     usage: usageOf(prompt, words * texts.length),
   }
 }
@@ -530,7 +538,7 @@ export function mockCompletion(body: CompletionBody, opts?: MockOptions): TextCo
     created: plan.created,
     model: plan.model,
     system_fingerprint: SYSTEM_FINGERPRINT,
-    choices: plan.texts.map((t, index) => ({ text: t.prefix + replyText(t.words), index, logprobs: null, finish_reason: 'stop' })),
+    choices: plan.texts.map((t, index) => ({ text: t.prefix + replyText(t.words), index, logprobs: null, finish_reason: plan.cut ? 'length' : 'stop' })),
     usage: plan.usage,
   }
 }
@@ -558,7 +566,7 @@ export function mockCompletionStream(body: CompletionBody, opts: MockStreamOptio
       if (piece !== undefined) push(step > 0, [choice(index, piece)])
     })
   }
-  pieces.forEach((_, index) => push(true, [choice(index, '', 'stop')]))
+  pieces.forEach((_, index) => push(true, [choice(index, '', plan.cut ? 'length' : 'stop')]))
   if (withUsage) push(false, [], plan.usage)
   frames.push({ bytes: DONE_FRAME, delayed: false })
   return sseStream(frames, opts)
