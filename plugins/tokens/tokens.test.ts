@@ -104,6 +104,11 @@ function bareUpstream() {
                 const usage = { prompt_tokens: 19, completion_tokens: 13, total_tokens: 32 }
                 const last = { id: 'chatcmpl-bare', object: 'chat.completion.chunk', created: 0, model, choices: [{ index: 0, delta: {}, finish_reason: 'stop', usage }] }
                 controller.enqueue(encoder.encode(`data: ${JSON.stringify(last)}\n\n`))
+              } else if (model.endsWith('-groq')) {
+                // Groq's last chunk: its usage (with its timings) under x_groq, beside the finish.
+                const usage = { queue_time: 0.02, prompt_tokens: 23, prompt_time: 0.001, completion_tokens: 11, completion_time: 0.01, total_tokens: 34, total_time: 0.011 }
+                const last = { id: 'chatcmpl-bare', object: 'chat.completion.chunk', created: 0, model, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: 'stop' }], x_groq: { id: 'req_01', usage } }
+                controller.enqueue(encoder.encode(`data: ${JSON.stringify(last)}\n\n`))
               } else controller.enqueue(encoder.encode(chunk(model, {}, 'stop')))
               controller.enqueue(encoder.encode('data: [DONE]\n\n'))
               controller.close()
@@ -178,6 +183,7 @@ function config(plugins: unknown[]) {
       { name: 'gpt-4o-slow', targets: [{ provider: 'bare', model: 'gpt-4o-slow' }] },
       { name: 'gpt-4o-long', targets: [{ provider: 'bare', model: 'gpt-4o-long' }] },
       { name: 'kimi-moonshot', targets: [{ provider: 'bare', model: 'kimi-moonshot' }] },
+      { name: 'llama-3.3-70b-groq', encoding: 'cl100k_base', targets: [{ provider: 'bare', model: 'llama-3.3-70b-groq' }] },
       { name: 'gpt-4o-zeros', targets: [{ provider: 'bare', model: 'gpt-4o-zeros' }] },
       { name: 'gpt-4o-mini', targets: [{ provider: 'mock', model: 'mock-gpt' }] },
       { name: 'embed', targets: [{ provider: 'mock', model: 'text-embedding-3-small' }] },
@@ -472,6 +478,16 @@ describe("usage within the finishing choice (Moonshot's streams)", () => {
       const { text, usage } = await streamUsage('kimi-moonshot', plugins)
       expect(text).toContain('"usage":{"prompt_tokens":19')
       expect(usage).toMatchObject({ promptTokens: 19, completionTokens: 13, totalTokens: 32, source: 'provider' })
+    })
+  }
+})
+
+describe("usage under x_groq in the finishing chunk (Groq's streams)", () => {
+  for (const [how, plugins] of STREAM_READS) {
+    test(`is the provider's usage, the stream ${how}`, async () => {
+      const { text, usage } = await streamUsage('llama-3.3-70b-groq', plugins)
+      expect(text).toContain('"x_groq":{"id":"req_01","usage":{')
+      expect(usage).toMatchObject({ promptTokens: 23, completionTokens: 11, totalTokens: 34, source: 'provider' })
     })
   }
 })

@@ -232,14 +232,18 @@ export function lastUsage(text: string, pricing: Pricing | undefined): Usage | n
 
 /**
  * The usage a stream event carries: at its top, as OpenAI puts it, else within its first choice,
- * where Moonshot (Kimi) puts it in the chunk that finishes. Undefined when neither is an object.
+ * where Moonshot (Kimi) puts it in the chunk that finishes, else under `x_groq`, where Groq puts it
+ * in the chunk that finishes. Undefined when none is an object.
  */
 export function eventUsage(event: Record<string, unknown>): unknown {
   const top = event.usage
   if (typeof top === 'object' && top !== null) return top
   const choices = event.choices
   const first: unknown = Array.isArray(choices) ? choices[0] : undefined
-  return typeof first === 'object' && first !== null ? (first as Record<string, unknown>).usage : undefined
+  const inChoice = typeof first === 'object' && first !== null ? (first as Record<string, unknown>).usage : undefined
+  if (typeof inChoice === 'object' && inChoice !== null) return inChoice
+  const groq = event.x_groq
+  return typeof groq === 'object' && groq !== null ? (groq as Record<string, unknown>).usage : undefined
 }
 
 /**
