@@ -645,7 +645,7 @@ export class Pipeline {
       }
       if (isRedirect(response.status)) {
         await response.body?.cancel().catch(() => {})
-        return { status: 502, error: redirectAnswer(target, response), retryAfter: null }
+        return { status: 502, error: redirectAnswer(target, response.status, null), operatorMessage: redirectAnswer(target, response.status, response.headers.get('location')).message, retryAfter: null }
       }
       if (response.ok) {
         if (response.body === null || response.headers.get('content-length') === '0') {
@@ -1688,15 +1688,29 @@ function htmlAnswer(target: RouteTarget, status: number): GatewayError {
 /**
  * A redirect is not followed: the provider key would go somewhere the operator never named (and the
  * SDKs do not follow one with a body either). An `http://` baseUrl whose server moves to `https://`,
- * or a path it rewrites, is a configuration to fix, said with where it pointed.
+ * or a path it rewrites, is a configuration to fix. The client is told no address (a sign-in page's
+ * may carry a session token in its query); the operator's message (`location` given) names it
+ * without its user, query and fragment (see redirectTarget).
  */
-function redirectAnswer(target: RouteTarget, response: Response): GatewayError {
-  const location = response.headers.get('location')
-  const where = location === null ? 'without a location' : `to ${scrubAll(location, secretsOf(target)).slice(0, 300)}`
+function redirectAnswer(target: RouteTarget, status: number, location: string | null): GatewayError {
+  const where = location === null ? '' : ` ${redirectTarget(location, target)}`
   return new GatewayError(
     'upstream_error',
-    `Upstream provider "${target.provider.id}" answered with a redirect (HTTP ${response.status}) ${where}, which the gateway does not follow with a provider key. An operator must set the provider's baseUrl to where the API is.`,
+    `Upstream provider "${target.provider.id}" answered with a redirect (HTTP ${status})${where}, which the gateway does not follow with a provider key. An operator must set the provider's baseUrl to where the API is.`,
   )
+}
+
+/**
+ * Where a redirect points, for an operator: its scheme, host and path (what tells an `https://`
+ * move or a rewritten path), the user, password, query and fragment left out as they may carry
+ * credentials, with `?…` where a query was. A relative location is read against the provider's
+ * baseUrl. The provider key is scrubbed from what is left, in case a path echoes it.
+ */
+function redirectTarget(location: string, target: RouteTarget): string {
+  const url = URL.parse(location, target.provider.config.baseUrl ?? undefined)
+  if (url === null || (url.protocol !== 'http:' && url.protocol !== 'https:')) return 'to an address that is not an http(s) URL'
+  const masked = url.origin + url.pathname + (url.search !== '' ? '?…' : '')
+  return `to ${scrubAll(masked, secretsOf(target)).slice(0, 300)}`
 }
 
 /**

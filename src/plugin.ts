@@ -100,6 +100,12 @@ export interface AttemptFailure {
   /** HTTP status from upstream, or 0 for network errors and timeouts. */
   status: number
   error: GatewayError
+  /**
+   * What an operator is told of the failure (the provider key's `last_error`) where it says more
+   * than the client may read: a redirect's address, which the client is not shown (it may carry a
+   * token). Undefined where `error.message` says it all.
+   */
+  operatorMessage?: string
   /** Seconds the upstream asked to wait (its `retry-after-ms`, else its `Retry-After`), if it said. */
   retryAfter: number | null
   /** ms the attempt took. */

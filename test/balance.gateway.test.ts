@@ -75,6 +75,28 @@ describe('a target that answers 4xx with a web page (a baseUrl with a wrong path
   })
 })
 
+describe('a target that answers with a redirect', () => {
+  test('tells the client no address (it may carry a token), and the operator its address without the query', async () => {
+    const g = await boot({
+      providers: [provider('main', [{ id: 'r1', secret: secretOf('r1') }])],
+      models: [{ name: 'm', targets: [{ provider: 'main', model: 'mock-gpt' }] }],
+    })
+    // A proxy's sign-in page, its session token in the query, its user in the address.
+    const location = 'https://sso-user:sso-pass@sso.corp.test/login/start?session=tok_9f8e7d6c5b4a&next=%2Fv1#frag'
+    fixture.up.set(secretOf('r1'), { failure: { status: 302, headers: { location } } })
+    const res = await chat(g)
+    const text = await res.clone().text()
+    const error = await expectError(res, 'upstream_error', 502)
+    expect(error.message).toContain('redirect (HTTP 302)')
+    expect(error.message).toContain('baseUrl')
+    for (const part of ['sso.corp.test', 'tok_9f8e7d6c5b4a', 'sso-pass', 'login/start']) expect(text).not.toContain(part)
+    const health = (await (await fetch(`${g.url}/admin/providers/health`, { headers: admin })).json()) as { data: HealthRow[] }
+    const said = health.data.find((row) => row.key === 'r1')?.last_error?.message ?? ''
+    expect(said).toContain('redirect (HTTP 302) to https://sso.corp.test/login/start?…')
+    for (const part of ['tok_9f8e7d6c5b4a', 'sso-pass', 'sso-user', 'frag']) expect(said).not.toContain(part)
+  })
+})
+
 describe('a provider key whose account is out of money', () => {
   test('(OpenAI\'s 429 insufficient_quota) is dead until reset, as a refused key, where it was cooled and tried again every cooldown', async () => {
     const g = await boot({

@@ -329,7 +329,7 @@ export const balance = definePlugin({
       // The request's own fault (the upstream's 400 or 404, the adapter's refusal) tells nothing of
       // the key: its last error stays the last one about the key, which an operator reads for that.
       if (!retryable(failure.status) && !keyFault(failure.status)) return
-      h.lastError = { at: t, status: failure.status, message: failure.error.message.slice(0, 300) }
+      h.lastError = { at: t, status: failure.status, message: (failure.operatorMessage ?? failure.error.message).slice(0, 300) }
       if (failure.status === 429) {
         model.until = t + (failure.retryAfter !== null ? failure.retryAfter * 1000 : options.cooldown_ms)
         share(h, model)
