@@ -12,7 +12,8 @@ import {
 } from '../shared/openai-format.ts'
 import { EMBED_BATCH_LIMIT, modelPath, toGeminiEmbedRequest, toGeminiRequest } from './request.ts'
 import { brokenCallsOf, toChatCompletion, toEmbeddingList, toErrorResponse } from './response.ts'
-import { geminiStreamToOpenAI } from './stream.ts'
+import { geminiStreamToOpenAI, streamStartError } from './stream.ts'
+import { firstEventWait, peekFirstEvent } from '../shared/sse-transform.ts'
 
 /** @default 'v1beta' */
 const DEFAULT_API_VERSION = 'v1beta'
@@ -52,6 +53,7 @@ export const geminiAdapter: AdapterFactory = (provider) => {
   }
   const translation = { safetySettings: Array.isArray(options.safety_settings) ? options.safety_settings : undefined }
   const fixed: Record<string, string> = { 'content-type': 'application/json', ...provider.headers }
+  const waitFor = firstEventWait(provider)
   const urlOf = (model: string, method: string): string =>
     `${base}/${apiVersion}/${modelPath(model).split('/').map(encodeURIComponent).join('/')}:${method}`
 
@@ -68,6 +70,7 @@ export const geminiAdapter: AdapterFactory = (provider) => {
     const translated = toGeminiRequest(call.body, translation)
     if (!translated.ok) return refusalResponse(translated)
     const url = call.stream ? urlOf(model, 'streamGenerateContent') + '?alt=sse' : urlOf(model, 'generateContent')
+    const startedAt = performance.now()
     const upstream = await post(url, translated.value, call)
     const page = webPageAnswer(upstream)
     if (page) return page
@@ -75,7 +78,20 @@ export const geminiAdapter: AdapterFactory = (provider) => {
     const oneToolCall = call.body.parallel_tool_calls === false
     if (call.stream) {
       if (!upstream.body) return errorResponse(502, 'Gemini answered a stream request without a body.')
-      const body = geminiStreamToOpenAI(upstream.body, { model, includeUsage: wantsStreamUsage(call.body), provider: provider.id, secret: call.key.secret, oneToolCall })
+      // Google answers some streams that fail before any content (an overloaded model, a spent quota)
+      // 200, the error their first event: that is the HTTP error it stands for, answered before the
+      // client's stream starts, so balancing can try another key. A model that thinks before its
+      // first chunk is not waited for past firstEventWait.
+      const within = waitFor(startedAt)
+      const source = within > 0 ? await peekFirstEvent(upstream.body, { within }) : upstream.body
+      if (!(source instanceof ReadableStream)) {
+        const failed = streamStartError(source.event, upstream.headers)
+        if (failed) {
+          source.reader.cancel().catch(() => {})
+          return failed
+        }
+      }
+      const body = geminiStreamToOpenAI(source, { model, includeUsage: wantsStreamUsage(call.body), provider: provider.id, secret: call.key.secret, oneToolCall })
       return sseResponse(body, upstream.status, passHeaders(upstream.headers))
     }
     const response = await readJson(upstream)

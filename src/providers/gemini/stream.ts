@@ -1,5 +1,6 @@
 import { ERROR_CODES, upstreamErrorCode } from '../../errors.ts'
 import { scrub } from '../../lib/secrets.ts'
+import { eventData } from '../../lib/sse.ts'
 import {
   ChunkWriter,
   SSE_DONE,
@@ -10,8 +11,8 @@ import {
   streamErrorFrame,
   type JsonObject,
 } from '../shared/openai-format.ts'
-import { translateSse, type SseTranslator } from '../shared/sse-transform.ts'
-import { brokenCallOf, completionId, finishReason, textOf, thoughtOf, toolCallOf, usageOf } from './response.ts'
+import { translateSse, type PeekedSse, type SseTranslator } from '../shared/sse-transform.ts'
+import { brokenCallOf, completionId, finishReason, textOf, thoughtOf, toolCallOf, toErrorResponse, usageOf } from './response.ts'
 
 export interface GeminiStreamOptions {
   /** The model asked for, until a chunk's `modelVersion` names the one that answers. */
@@ -187,7 +188,30 @@ export class GeminiStreamTranslator implements SseTranslator {
   }
 }
 
-/** Translate a Gemini SSE body into an OpenAI SSE body, chunk by chunk. */
-export function geminiStreamToOpenAI(source: ReadableStream<Uint8Array>, options: GeminiStreamOptions): ReadableStream<Uint8Array> {
+/** Translate a Gemini SSE body (maybe its start read ahead, see peekFirstEvent) into an OpenAI SSE body, chunk by chunk. */
+export function geminiStreamToOpenAI(source: ReadableStream<Uint8Array> | PeekedSse, options: GeminiStreamOptions): ReadableStream<Uint8Array> {
   return translateSse(source, new GeminiStreamTranslator(options))
+}
+
+/**
+ * The HTTP error a stream's first event stands for, or undefined when it is none: Google's error
+ * object (`{"error": {code, message, status}}`), on a `data:` line or bare (pretty-printed, without
+ * one), as its answer outside a stream would have been, with the status its `code` names.
+ */
+export function streamStartError(event: string | null, headers: Headers): Response | undefined {
+  if (event === null || !event.includes('"error"')) return undefined
+  const data = event.trimStart().startsWith('{') || event.trimStart().startsWith('[') ? event : eventData(event)
+  if (data === null) return undefined
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(data)
+  } catch {
+    return undefined
+  }
+  // The JSON-array form of an answer wraps its error in a list.
+  const body = Array.isArray(parsed) ? parsed[0] : parsed
+  if (!isRecord(body) || !isRecord(body.error)) return undefined
+  const code = num(body.error.code)
+  const status = code !== undefined && Number.isInteger(code) && code >= 400 && code < 600 ? code : 500
+  return toErrorResponse(status, data, headers)
 }

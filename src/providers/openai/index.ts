@@ -1,6 +1,8 @@
 import type { ProviderConfig } from '../../config/schema.ts'
 import type { Endpoint } from '../../plugin.ts'
 import type { AdapterFactory, ProviderAdapter, UpstreamCall } from '../types.ts'
+import { firstEventWait, peekFirstEvent } from '../shared/sse-transform.ts'
+import { streamStartError } from './stream-start.ts'
 
 const PATHS: Partial<Record<Endpoint, string>> = {
   'chat.completions': '/chat/completions',
@@ -63,14 +65,16 @@ export function createOpenAIBase(provider: ProviderConfig, options: OpenAIBaseOp
     throw new Error(`provider "${provider.id}": options.stream_usage must be true or false`)
   }
   const dropStreamOptions = streamUsage === false
+  const waitFor = firstEventWait(provider)
 
   return {
     type: options.type,
     endpoints: new Set(urls.keys()),
-    send(call: UpstreamCall): Promise<Response> {
+    async send(call: UpstreamCall): Promise<Response> {
       const url = urls.get(call.endpoint)
-      if (!url) return Promise.reject(new Error(`provider ${provider.id} does not serve ${call.endpoint}`))
-      return fetch(url, {
+      if (!url) throw new Error(`provider ${provider.id} does not serve ${call.endpoint}`)
+      const startedAt = performance.now()
+      const response = await fetch(url, {
         method: 'POST',
         headers: { ...fixed, ...authHeaders(call.key.secret) },
         body: JSON.stringify(dropStreamOptions && call.body.stream_options !== undefined ? withoutStreamOptions(call.body) : call.body),
@@ -78,8 +82,25 @@ export function createOpenAIBase(provider: ProviderConfig, options: OpenAIBaseOp
         // Never follow a redirect with a secret attached to somewhere we were not told about.
         redirect: 'manual',
       })
+      if (!call.stream || response.status !== 200 || response.body === null || !response.headers.get('content-type')?.includes('text/event-stream')) return response
+      return (await failedStart(response, waitFor(startedAt))) ?? response
     },
   }
+}
+
+/**
+ * The HTTP error a 200 stream's first event stands for (see streamStartError), read from a copy of
+ * the body so that the stream itself still goes on untouched (Bun hands a fetched body to the client
+ * natively; one read in JavaScript would cost every chunk). Undefined for a stream that starts with
+ * content, or sends no event within `within` ms (a reasoning model thinking first).
+ */
+async function failedStart(response: Response, within: number): Promise<Response | undefined> {
+  if (within <= 0) return undefined
+  const peeked = await peekFirstEvent(response.clone().body!, { within })
+  peeked.reader.cancel().catch(() => {})
+  const failed = streamStartError(peeked.first, response.headers)
+  if (failed) response.body?.cancel().catch(() => {})
+  return failed
 }
 
 function withoutStreamOptions(body: Record<string, unknown>): Record<string, unknown> {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { SSE_KEEP_ALIVE, peekFirstEvent, translateSse, type SseTranslator } from './sse-transform.ts'
+import { FIRST_EVENT_WAIT_MS, SSE_KEEP_ALIVE, firstEventWait, peekFirstEvent, translateSse, type SseTranslator } from './sse-transform.ts'
 
 const encoder = new TextEncoder()
 
@@ -187,5 +187,49 @@ describe('peekFirstEvent', () => {
   test('a body that ends before a whole event: its last event if it has one, else null', async () => {
     expect((await peekFirstEvent(body('data: only'))).first).toBe('only')
     expect((await peekFirstEvent(body())).first).toBeNull()
+  })
+
+  test('comments before the first event (OpenRouter\'s while it waits) are passed over, and still reach the translation', async () => {
+    const peeked = await peekFirstEvent(body(': OPENROUTER PROCESSING\n\n', ': OPENROUTER PROCESSING\n\ndata: first\n\n'))
+    expect([peeked.first, peeked.event, peeked.read.length]).toEqual(['first', 'data: first', 2])
+    expect(await new Response(translateSse(peeked, upper())).text()).toBe(`${SSE_KEEP_ALIVE}data: FIRST\n\ndata: END\n\n`)
+  })
+
+  test('an event without data (Gemini\'s bare error object) is the first event, its data null', async () => {
+    const bare = '{\n  "error": {\n    "code": 503\n  }\n}\n'
+    const peeked = await peekFirstEvent(body(bare))
+    expect([peeked.first, peeked.event]).toEqual([null, bare])
+  })
+
+  test('with `within`, a stream still silent when the wait is over is given on whole: the read it gave up on goes to the translation first', async () => {
+    const source = manualSource()
+    const peeked = await peekFirstEvent(source.stream, { within: 1 })
+    expect([peeked.first, peeked.event, peeked.read.length]).toEqual([null, null, 0])
+    expect(peeked.pending).toBeDefined()
+    const out = new Response(translateSse(peeked, upper())).text()
+    source.send('data: late\n\n')
+    source.send('data: later\n\n')
+    source.close()
+    expect(await out).toBe('data: LATE\n\ndata: LATER\n\ndata: END\n\n')
+  })
+
+  test('with `within`, a read that fails after the wait fails the translation, not the process', async () => {
+    const source = manualSource()
+    const peeked = await peekFirstEvent(source.stream, { within: 1 })
+    source.fail(new Error('connection reset'))
+    await expect(new Response(translateSse(peeked, upper())).text()).rejects.toThrow('connection reset')
+  })
+})
+
+describe('firstEventWait', () => {
+  const provider = (timeouts?: { first_byte_ms?: number; total_ms?: number }) => ({ id: 'p', type: 'openai' as const, keys: [], timeouts })
+
+  test('is FIRST_EVENT_WAIT_MS, or less where the provider\'s own first_byte_ms or total_ms leaves less (half of what is left), never below 0', () => {
+    const now = performance.now()
+    expect(firstEventWait(provider())(now)).toBe(FIRST_EVENT_WAIT_MS)
+    expect(firstEventWait(provider({ first_byte_ms: 100_000 }))(now)).toBe(FIRST_EVENT_WAIT_MS)
+    expect(firstEventWait(provider({ first_byte_ms: 400 }))(now)).toBeLessThanOrEqual(200)
+    expect(firstEventWait(provider({ total_ms: 400 }))(now)).toBeLessThanOrEqual(200)
+    expect(firstEventWait(provider({ first_byte_ms: 400 }))(now - 1000)).toBe(0)
   })
 })

@@ -1,4 +1,5 @@
 import { SseSplitter, eventData } from '../../lib/sse.ts'
+import type { ProviderConfig } from '../../config/schema.ts'
 
 /** Turns one provider's stream events into OpenAI SSE text, one event at a time. */
 export interface SseTranslator {
@@ -27,38 +28,84 @@ export const SSE_KEEP_ALIVE = ': keep-alive\n\n'
 
 /**
  * An upstream SSE body whose start was read ahead of its translation (see peekFirstEvent): its
- * reader, the chunks read so far (given to the translation first) and the data of its first event.
+ * reader, the chunks read so far (given to the translation first) and its first event.
  */
 export interface PeekedSse {
   reader: ReadableStreamDefaultReader<Uint8Array>
   read: Uint8Array[]
-  /** The first event's `data:`, null when the body ended before one came whole (or held no data). */
+  /** The first event's `data:`, null when the body ended (or the wait did) before one came whole, or it held no data. */
   first: string | null
+  /** The first event's whole text (a `data:`-less one too, as Gemini's bare error object), null as for `first`. */
+  event: string | null
+  /** A read the wait gave up on (see peekFirstEvent's `within`): its chunk goes to the translation before any other read. */
+  pending?: ReturnType<ReadableStreamDefaultReader<Uint8Array>['read']>
+}
+
+/** An event that is only comments (`: keep-alive`, OpenRouter's `: OPENROUTER PROCESSING`): no sign of what the stream holds. */
+const isComment = (event: string): boolean => {
+  const text = event.trimStart()
+  return text === '' || (text.startsWith(':') && !/\n[^:]/.test(text))
 }
 
 /**
  * Read an SSE body until its first event is whole, to learn what it starts with before the client's
- * stream does (Anthropic answers an overloaded stream 200 and says so in its first event). Costs no
- * more than the first read on a body that starts with an event, as a stream does; a read that fails
- * (abort, timeout) throws on to the caller.
+ * stream does (Anthropic answers an overloaded stream 200 and says so in its first event; OpenAI-
+ * format servers and Gemini may send an error first). Comment events before it are passed over (they
+ * stay in `read`, for the translation). Costs no more than the first read on a body that starts with
+ * an event, as a stream does; a read that fails (abort, timeout) throws on to the caller.
+ * `within` (ms) bounds the wait: a server that sends its first event only once the model has
+ * thought (a reasoning model: a minute or more) is passed on as it is, the failure an error event
+ * stands for being one the server knows as it answers. Without it the wait is the caller's to bound.
  */
-export async function peekFirstEvent(source: ReadableStream<Uint8Array>): Promise<PeekedSse> {
+export async function peekFirstEvent(source: ReadableStream<Uint8Array>, options: { within?: number } = {}): Promise<PeekedSse> {
   const reader = source.getReader()
   const read: Uint8Array[] = []
   const decoder = new TextDecoder()
   const splitter = new SseSplitter()
-  for (;;) {
-    const { done, value } = await reader.read()
-    if (done) {
-      const events = splitter.push(decoder.decode())
-      const rest = splitter.flush()
-      if (rest !== null) events.push(rest)
-      return { reader, read, first: events.length > 0 ? eventData(events[0]!) : null }
+  const found = (events: readonly string[]): string | undefined => events.find((event) => !isComment(event))
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const expired = options.within === undefined ? null : new Promise<null>((resolve) => (timer = setTimeout(resolve, options.within, null)))
+  try {
+    for (;;) {
+      const next = reader.read()
+      const result = expired === null ? await next : await Promise.race([next, expired])
+      if (result === null) {
+        // Still owed to the translation; a failure of it is the translation's to meet, not an unhandled rejection now.
+        next.catch(() => {})
+        return { reader, read, first: null, event: null, pending: next }
+      }
+      const { done, value } = result
+      if (done) {
+        const events = splitter.push(decoder.decode())
+        const rest = splitter.flush()
+        if (rest !== null) events.push(rest)
+        const event = found(events) ?? null
+        return { reader, read, first: event === null ? null : eventData(event), event }
+      }
+      read.push(value)
+      const event = found(splitter.push(decoder.decode(value, { stream: true })))
+      if (event !== undefined) return { reader, read, first: eventData(event), event }
     }
-    read.push(value)
-    const events = splitter.push(decoder.decode(value, { stream: true }))
-    if (events.length > 0) return { reader, read, first: eventData(events[0]!) }
+  } finally {
+    clearTimeout(timer)
   }
+}
+
+/**
+ * How long an adapter waits, once a stream's headers came, for its first event to learn whether it
+ * is an error (see peekFirstEvent): a server that fails before any content says so as it answers.
+ * @default 2000
+ */
+export const FIRST_EVENT_WAIT_MS = 2000
+
+/**
+ * The wait for a stream's first event, by when its call started (performance.now()): at most
+ * FIRST_EVENT_WAIT_MS, and at most half of what the provider's own `first_byte_ms` or `total_ms`
+ * leaves, so the wait never makes a stream that had its headers in time a timeout. 0: no wait.
+ */
+export function firstEventWait(provider: ProviderConfig): (startedAt: number) => number {
+  const bound = Math.min(provider.timeouts?.first_byte_ms ?? Infinity, provider.timeouts?.total_ms ?? Infinity)
+  return (startedAt) => Math.max(0, Math.min(FIRST_EVENT_WAIT_MS, (bound - (performance.now() - startedAt)) / 2))
 }
 
 /**
@@ -74,9 +121,14 @@ export function translateSse(source: ReadableStream<Uint8Array> | PeekedSse, tra
   const reader = source instanceof ReadableStream ? source.getReader() : source.reader
   // What a peek read already goes first, one chunk a pull as the upstream gave it.
   const ahead = source instanceof ReadableStream ? [] : source.read
+  let pending = source instanceof ReadableStream ? undefined : source.pending
   const next = (): ReturnType<typeof reader.read> => {
     const value = ahead.shift()
-    return value === undefined ? reader.read() : Promise.resolve({ done: false, value })
+    if (value !== undefined) return Promise.resolve({ done: false, value })
+    if (pending === undefined) return reader.read()
+    const owed = pending
+    pending = undefined
+    return owed
   }
   const decoder = new TextDecoder()
   const splitter = new SseSplitter()
