@@ -189,3 +189,47 @@ describe('a Gemini stream whose first event is an error', () => {
     expect(mock.stats.requests - before).toBe(2)
   })
 })
+
+describe('an Anthropic-format stream whose first event comes late (a proxy that sends message_start with the first token)', () => {
+  test('is passed on whole once the wait for its first event is over, not cut as a timeout', async () => {
+    const event = (type: string, data: Record<string, unknown>) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`
+    const events =
+      event('message_start', { message: { id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-x', content: [], stop_reason: null, usage: { input_tokens: 5, output_tokens: 1 } } }) +
+      event('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }) +
+      event('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'Hello' } }) +
+      event('content_block_stop', { index: 0 }) +
+      event('message_delta', { delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 2 } }) +
+      event('message_stop', {})
+    const server = Bun.serve({
+      hostname: '127.0.0.1',
+      port: 0,
+      fetch: () =>
+        new Response(
+          new ReadableStream<Uint8Array>({
+            async start(controller) {
+              controller.enqueue(new TextEncoder().encode(': thinking\n\n'))
+              await Bun.sleep(150)
+              controller.enqueue(new TextEncoder().encode(events))
+              controller.close()
+            },
+          }),
+          { headers: { 'content-type': 'text/event-stream' } },
+        ),
+    })
+    const gw = await startGateway({
+      providers: [{ id: 'claude', type: 'anthropic', baseUrl: `http://127.0.0.1:${server.port}`, keys: [{ id: 'an-1', secret: 'sk-ant-upstream-0123456789' }], timeouts: { first_byte_ms: 60 } }],
+      models: [{ name: 'claude-test', targets: [{ provider: 'claude', model: 'claude-x' }] }],
+      plugins: [],
+    })
+    try {
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-test', messages: [{ role: 'user', content: 'hi' }], stream: true })
+      expect(res.status).toBe(200)
+      const text = await res.text()
+      expect(text).toContain('"content":"Hello"')
+      expect(text).toEndWith('data: [DONE]\n\n')
+    } finally {
+      await gw.close()
+      server.stop(true)
+    }
+  })
+})

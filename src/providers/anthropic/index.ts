@@ -11,7 +11,7 @@ import {
 import { toAnthropicRequest } from './request.ts'
 import { rateLimitHeaders, streamStartError, toChatCompletion, toErrorResponse } from './response.ts'
 import { anthropicStreamToOpenAI } from './stream.ts'
-import { peekFirstEvent } from '../shared/sse-transform.ts'
+import { firstEventWait, peekFirstEvent } from '../shared/sse-transform.ts'
 
 /** @default '2023-06-01' */
 const DEFAULT_VERSION = '2023-06-01'
@@ -39,6 +39,7 @@ export const anthropicAdapter: AdapterFactory = (provider) => {
   }
   const translation = { defaultMaxTokens: defaultMaxTokens ?? DEFAULT_MAX_TOKENS }
   const fixed: Record<string, string> = { 'content-type': 'application/json', 'anthropic-version': version, ...provider.headers }
+  const waitFor = firstEventWait(provider)
 
   return {
     type: 'anthropic',
@@ -54,6 +55,7 @@ export const anthropicAdapter: AdapterFactory = (provider) => {
       // Where the client asked for JSON through a tool, the answer comes back as a call of it.
       const answerTool = translated.answerTool
 
+      const startedAt = performance.now()
       const upstream = await fetch(url, {
         method: 'POST',
         headers: { ...fixed, 'x-api-key': call.key.secret },
@@ -71,7 +73,9 @@ export const anthropicAdapter: AdapterFactory = (provider) => {
         // Anthropic answers an overloaded (or otherwise failing) stream 200 and says so in its first
         // event: that is the HTTP error it stands for, answered before the client's stream starts, so
         // balancing can try another key and the client gets a status, not a stream that fails at once.
-        const peeked = await peekFirstEvent(upstream.body)
+        // The wait is bounded (firstEventWait): a proxy in front of Claude that sends message_start
+        // only with the first token is passed on as it comes, not cut as a timeout.
+        const peeked = await peekFirstEvent(upstream.body, { within: waitFor(startedAt) })
         const failed = streamStartError(peeked.first, upstream.headers)
         if (failed) {
           peeked.reader.cancel().catch(() => {})
