@@ -14,6 +14,7 @@ import { BUILTIN_PLUGINS } from '../plugins/index.ts'
 import { blockPii } from '../plugins/examples/block-pii/index.ts'
 import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startMockAnthropic } from './fixtures/mock-anthropic.ts'
+import { startMockGemini } from './fixtures/mock-gemini.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
 import { expectError, postJson, streamedText, waitFor, type ChunkLike } from './support/http.ts'
 import { capturingLogger } from './support/logging.ts'
@@ -433,6 +434,38 @@ describe('a stream the client cuts off', () => {
       }
     } finally {
       await claude.stop()
+    }
+  })
+
+  test("from Gemini: the usage keeps the prompt tokens its chunks stated; only the completion is estimated", async () => {
+    const gemini = await startMockGemini({ chunkDelayMs: 40 })
+    try {
+      const usages: Usage[] = []
+      const recorder = definePlugin({ name: 'recorder', setup: () => ({ onUsage: (_req, usage) => void usages.push(usage) }) })
+      const gw = await boot([recorder], {
+        providers: [{ id: 'google', type: 'gemini', baseUrl: gemini.url, keys: [{ id: 'gm-1', secret: 'AIzaSy-test-0123456789' }] }],
+        models: [{ name: 'gemini', targets: [{ provider: 'google', model: 'gemini-2.5-flash' }] }],
+      })
+      // An image: what the gateway would estimate for it (765 tokens) is not what Gemini counts.
+      const png = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=='
+      const withImage = [{ role: 'user', content: [{ type: 'text', text: 'what is this?' }, { type: 'image_url', image_url: { url: `data:image/png;base64,${png}` } }] }]
+      for (const streamOptions of [{}, { stream_options: { include_usage: true } }]) {
+        usages.length = 0
+        const body = { model: 'gemini', messages: withImage, max_tokens: 12, stream: true, ...streamOptions }
+        await (await postJson(`${gw.url}/v1/chat/completions`, body)).text()
+        await waitFor(() => usages.length === 1, 'onUsage of the whole stream')
+        expect(usages[0]).toMatchObject({ source: 'provider' })
+        const res = await postJson(`${gw.url}/v1/chat/completions`, body)
+        const reader = res.body!.getReader()
+        let text = ''
+        while (text.split('data: ').length < 4) text += new TextDecoder().decode((await reader.read()).value)
+        await reader.cancel()
+        await waitFor(() => usages.length === 2, 'onUsage of the stream cut off')
+        expect(usages[1]).toMatchObject({ promptTokens: usages[0]!.promptTokens, source: 'estimated' })
+        expect(usages[1]!.completionTokens).toBeLessThan(usages[0]!.completionTokens)
+      }
+    } finally {
+      await gemini.stop()
     }
   })
 

@@ -1,6 +1,7 @@
 import { ERROR_CODES, upstreamErrorCode } from '../../errors.ts'
 import { scrub } from '../../lib/secrets.ts'
 import { eventData } from '../../lib/sse.ts'
+import { statePromptUsage } from '../../lib/usage.ts'
 import {
   ChunkWriter,
   SSE_DONE,
@@ -117,6 +118,17 @@ export class GeminiStreamTranslator implements SseTranslator {
     return isRecord(body) && isRecord(body.error) ? this.push(JSON.stringify(body)) : ''
   }
 
+  /**
+   * The prompt's usage as the chunks so far stated it (Gemini restates `promptTokenCount` on each), in
+   * OpenAI's form; undefined before any did. What the gateway counts for a stream cut off before its
+   * last chunk, where it would otherwise estimate the prompt too (an image, a PDF, far from Gemini's count).
+   */
+  promptUsage(): ReturnType<typeof usageOf> {
+    const usage = this.usage
+    if (!isRecord(usage) || num(usage.promptTokenCount) === undefined) return undefined
+    return usageOf({ promptTokenCount: usage.promptTokenCount, cachedContentTokenCount: usage.cachedContentTokenCount })
+  }
+
   end(): string {
     if (this.done) return ''
     this.done = true
@@ -190,7 +202,10 @@ export class GeminiStreamTranslator implements SseTranslator {
 
 /** Translate a Gemini SSE body (maybe its start read ahead, see peekFirstEvent) into an OpenAI SSE body, chunk by chunk. */
 export function geminiStreamToOpenAI(source: ReadableStream<Uint8Array> | PeekedSse, options: GeminiStreamOptions): ReadableStream<Uint8Array> {
-  return translateSse(source, new GeminiStreamTranslator(options))
+  const translator = new GeminiStreamTranslator(options)
+  const body = translateSse(source, translator)
+  statePromptUsage(body, () => translator.promptUsage())
+  return body
 }
 
 /**
