@@ -179,6 +179,23 @@ describe('a Gemini stream whose first event is an error', () => {
     }
   })
 
+  test('a first chunk that is only a malformed function call is a 502 before the stream starts, as outside a stream, and tried again', async () => {
+    const malformed = {
+      candidates: [{ content: { role: 'model', parts: [] }, finishReason: 'MALFORMED_FUNCTION_CALL', finishMessage: 'Malformed function call: print(get_weather(city="Paris"))', index: 0 }],
+      usageMetadata: { promptTokenCount: 12, totalTokenCount: 12 },
+      modelVersion: 'gemini-2.5-flash',
+    }
+    const body = { model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }], stream: true }
+    mock.setFailure({ status: 200, atStart: true, body: malformed, times: 1 })
+    const error = await expectError(await postJson(`${gemini.url}/v1/chat/completions`, body), 'upstream_error', 502)
+    expect(error.message).toContain('MALFORMED_FUNCTION_CALL')
+    mock.setFailure({ status: 200, atStart: true, body: malformed, times: 1 })
+    const client = new OpenAI({ baseURL: `${geminiBalanced.url}/v1`, apiKey: 'unused', maxRetries: 0 })
+    const { seen, error: failed } = await drainStream<Chunk>(await client.chat.completions.create({ model: 'gemini-test', messages: [{ role: 'user', content: 'hi' }], stream: true }))
+    expect(failed).toBeNull()
+    expect(seen.at(-1)?.choices[0]?.finish_reason).toBe('stop')
+  })
+
   test('is tried again on the next key: the client gets the whole answer', async () => {
     mock.setFailure({ status: 503, atStart: true, times: 1 })
     const before = mock.stats.requests

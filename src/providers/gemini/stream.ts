@@ -5,6 +5,7 @@ import { statePromptUsage } from '../../lib/usage.ts'
 import {
   ChunkWriter,
   SSE_DONE,
+  errorResponse,
   isRecord,
   nowSeconds,
   num,
@@ -13,7 +14,7 @@ import {
   type JsonObject,
 } from '../shared/openai-format.ts'
 import { translateSse, type PeekedSse, type SseTranslator } from '../shared/sse-transform.ts'
-import { brokenCallOf, completionId, finishReason, textOf, thoughtOf, toolCallOf, toErrorResponse, usageOf } from './response.ts'
+import { brokenCallOf, brokenCallsOf, completionId, finishReason, textOf, thoughtOf, toolCallOf, toErrorResponse, usageOf } from './response.ts'
 
 export interface GeminiStreamOptions {
   /** The model asked for, until a chunk's `modelVersion` names the one that answers. */
@@ -211,10 +212,12 @@ export function geminiStreamToOpenAI(source: ReadableStream<Uint8Array> | Peeked
 /**
  * The HTTP error a stream's first event stands for, or undefined when it is none: Google's error
  * object (`{"error": {code, message, status}}`), on a `data:` line or bare (pretty-printed, without
- * one), as its answer outside a stream would have been, with the status its `code` names.
+ * one), as its answer outside a stream would have been, with the status its `code` names; or a first
+ * chunk whose every candidate ended on a broken function call with nothing in it, the 502 the same
+ * answer outside a stream is (see brokenCallsOf), which a second try usually gets past.
  */
 export function streamStartError(event: string | null, headers: Headers): Response | undefined {
-  if (event === null || !event.includes('"error"')) return undefined
+  if (event === null || (!event.includes('"error"') && !event.includes('_CALL'))) return undefined
   const data = event.trimStart().startsWith('{') || event.trimStart().startsWith('[') ? event : eventData(event)
   if (data === null) return undefined
   let parsed: unknown
@@ -225,7 +228,11 @@ export function streamStartError(event: string | null, headers: Headers): Respon
   }
   // The JSON-array form of an answer wraps its error in a list.
   const body = Array.isArray(parsed) ? parsed[0] : parsed
-  if (!isRecord(body) || !isRecord(body.error)) return undefined
+  if (!isRecord(body)) return undefined
+  if (!isRecord(body.error)) {
+    const broken = Array.isArray(body.candidates) && body.candidates.length > 0 ? brokenCallsOf(body) : undefined
+    return broken === undefined ? undefined : errorResponse(502, broken)
+  }
   const code = num(body.error.code)
   const status = code !== undefined && Number.isInteger(code) && code >= 400 && code < 600 ? code : 500
   return toErrorResponse(status, data, headers)
