@@ -1531,9 +1531,13 @@ class StreamUsage {
    */
   endedOnError(): ErrorCode | null {
     const data = this.last
-    if (data === null || !ERROR_EVENT.test(data)) return null
+    if (data === null) return null
+    const beside = !ERROR_EVENT.test(data)
+    if (beside && !FINISHED_ON_ERROR.test(data)) return null
     try {
-      const error = (JSON.parse(data) as { error?: { code?: unknown } }).error
+      const error = (JSON.parse(data) as { error?: { code?: unknown } | null }).error
+      // OpenRouter's error sits beside the chunk's other fields, its choice finishing with "error".
+      if (beside && (typeof error !== 'object' || error === null)) return null
       const code = error?.code
       return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code) ? (code as ErrorCode) : 'upstream_error'
     } catch {
@@ -1584,6 +1588,9 @@ const ENDS_DONE = /data:[ \t]*\[DONE\][ \t]*(?:\r?\n)*$/
 
 /** An SSE event whose data is an error object (OpenAI's shape, which every adapter writes). */
 const ERROR_EVENT = /^\s*\{\s*"error"\s*:/
+
+/** A chunk whose choice finishes with "error": OpenRouter's failure mid-stream, its `error` beside the chunk's fields. */
+const FINISHED_ON_ERROR = /"finish_reason"\s*:\s*"error"/
 
 /**
  * The generated text of OpenAI-format stream events, by choice index: content, reasoning, legacy

@@ -27,6 +27,11 @@ function body(model: string): string {
   if (model === 'no-done') return chunk('Hel') + finishing('stop')
   if (model === 'no-done-spaced') return chunk('Hel') + 'data: {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}\n\n'
   if (model === 'fails-known') return chunk('Hel') + frame({ error: { message: 'Rate limit reached mid-stream.', type: 'rate_limit_error', param: null, code: 'rate_limit_exceeded' } })
+  // OpenRouter's: the error at the top of a chunk whose choice finishes with "error", then [DONE].
+  if (model === 'fails-openrouter') {
+    const failed = { id: 'gen-1', object: 'chat.completion.chunk', created: 1, model: 'm', provider: 'openai', error: { code: 'server_error', message: 'Provider disconnected unexpectedly' }, choices: [{ index: 0, delta: { content: '' }, finish_reason: 'error' }] }
+    return chunk('Hel') + frame(failed) + 'data: [DONE]\n\n'
+  }
   if (model === 'fails-other') return chunk('Hel') + frame({ error: { message: 'The server had an error.', type: 'server_error', param: null, code: 'server_overloaded' } })
   const usage = { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 }
   return chunk('Hel') + chunk('lo') + frame({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [], usage }) + 'data: [DONE]\n\n'
@@ -49,7 +54,7 @@ beforeAll(async () => {
   const url = `http://127.0.0.1:${upstream.port}/v1`
   gw = await startGateway(
     upstreamConfig(url, {
-      models: ['fails-known', 'fails-other', 'whole', 'cut', 'no-done', 'no-done-spaced'].map((name) => ({ name, targets: [{ provider: 'up', model: name }] })),
+      models: ['fails-known', 'fails-other', 'fails-openrouter', 'whole', 'cut', 'no-done', 'no-done-spaced'].map((name) => ({ name, targets: [{ provider: 'up', model: name }] })),
       plugins: [recorder],
     }),
   )
@@ -84,6 +89,12 @@ for (const [way, askUsage] of [['mirrored', true], ['tapped', false]] as const) 
 
     test('is heard as upstream_error when its code is not one of the gateway\'s', async () => {
       const { outcome } = await streamOf('fails-other', askUsage)
+      expect(outcome).toMatchObject({ status: 200, errorCode: 'upstream_error', aborted: false })
+    })
+
+    test("is heard as upstream_error when it is OpenRouter's (the error beside a choice finishing with \"error\"), not as an answer that finished", async () => {
+      const { text, outcome } = await streamOf('fails-openrouter', askUsage)
+      expect(text).toContain('Provider disconnected unexpectedly')
       expect(outcome).toMatchObject({ status: 200, errorCode: 'upstream_error', aborted: false })
     })
 
