@@ -336,6 +336,28 @@ describe('GET /swagger/json: responses', () => {
     expect(described('get', '/admin/providers', '503').description).toContain('master key')
   })
 
+  test("the admin guard's refusals are declared on every /admin operation: 400 (a path value not percent-encoded UTF-8, NUL, a limit not in digits, a body not a JSON object), 413 (a body over 1 MiB)", async () => {
+    const admin = operations.filter(([, path]) => path.startsWith('/admin/'))
+    expect(admin.length).toBeGreaterThanOrEqual(40)
+    const big = JSON.stringify({ metadata: 'x'.repeat(1024 * 1024) })
+    for (const [method, path] of admin) {
+      const plain = path.replace(/\{[^}]+\}/g, 'x')
+      const tries: Array<[string, string, string | undefined]> = [
+        ['NUL in the query', `${plain}?q=%00`, undefined],
+        ['a limit not in digits', `${plain}?limit=ten`, undefined],
+      ]
+      if (path.includes('{')) tries.push(['a path value not percent-encoded UTF-8', path.replace(/\{[^}]+\}/, '%ff').replace(/\{[^}]+\}/g, 'x'), undefined])
+      if (method !== 'get') tries.push(['a body not JSON', plain, '{"a":'], ['a body over 1 MiB', plain, big])
+      for (const [what, url, body] of tries) {
+        const res = await fetch(`${gw.url}${url}`, { method: method.toUpperCase(), headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, ...(body !== undefined && { body }) })
+        const status = String(res.status)
+        expect({ method, path, what, status: /^4(00|13)$/.test(status) }).toEqual({ method, path, what, status: true })
+        expect({ method, path, what, status, declared: errorStatuses(doc.paths[path]?.[method]).includes(status) }).toEqual({ method, path, what, status, declared: true })
+        await conforms(method, path, res)
+      }
+    }
+  })
+
   test("the envelope's code is documented as the table's or, on an upstream's own 4xx, the upstream's", () => {
     const code = doc.components.schemas.ErrorEnvelope?.properties?.error?.properties?.code as (JsonSchema & { description?: string }) | undefined
     expect(code?.description ?? '').toMatch(/table/)

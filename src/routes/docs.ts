@@ -152,8 +152,14 @@ interface DocumentedRoute {
 
 const isAdmin = (path: string) => path === '/admin' || path.startsWith('/admin/')
 
-/** The errors every /admin operation may answer: no admin key, and the database (or a stored secret) unavailable. */
-const ADMIN_EVERYWHERE = adminErrors(401, 503)
+/**
+ * The errors every /admin operation may answer: the admin guard's 400 (a path value not percent-encoded
+ * UTF-8, NUL anywhere, a `limit` not in digits, a body that is not a JSON object), no admin key, and
+ * the database (or a stored secret) unavailable.
+ */
+const ADMIN_EVERYWHERE = adminErrors(400, 401, 503)
+/** What the admin guard answers a body over ADMIN_BODY_LIMIT, on every /admin method that may carry one. */
+const ADMIN_TOO_LARGE = adminErrors(413)
 
 /**
  * Fills in what @elysiajs/openapi leaves out of the document, in place (the plugin builds it once
@@ -168,8 +174,9 @@ const ADMIN_EVERYWHERE = adminErrors(401, 503)
  * - A route's `detail.responses` and `detail.parameters` where the plugin replaced them: its
  *   `response` schemas take the place of every response of `detail`, and its path and query
  *   parameters the place of those of `detail` (the OpenAI-Organization header of /v1/models/{id}).
- * - The errors every operation of a kind may answer, in the envelope: 401 invalid_admin_key and 503
- *   not_ready on every /admin operation, 500 internal_error on all.
+ * - The errors every operation of a kind may answer, in the envelope: 400 invalid_request, 401
+ *   invalid_admin_key and 503 not_ready on every /admin operation (413 request_too_large on those
+ *   but GET), 500 internal_error on all.
  * - The admin key for every /admin operation that declares no `security`.
  */
 function complete(doc: OpenApiDoc, routes: readonly DocumentedRoute[]): void {
@@ -186,8 +193,8 @@ function complete(doc: OpenApiDoc, routes: readonly DocumentedRoute[]): void {
     }
   }
   for (const [path, operations] of Object.entries(doc.paths ?? {})) {
-    for (const operation of Object.values(operations)) {
-      operation.responses = { ...(isAdmin(path) && ADMIN_EVERYWHERE), ...operation.responses }
+    for (const [method, operation] of Object.entries(operations)) {
+      operation.responses = { ...(isAdmin(path) && ADMIN_EVERYWHERE), ...(isAdmin(path) && method !== 'get' && ADMIN_TOO_LARGE), ...operation.responses }
       operation.responses['500'] ??= INTERNAL_ERROR
       if (isAdmin(path)) operation.security ??= ADMIN_SECURITY
     }

@@ -149,6 +149,7 @@ const ADMIN_ERRORS = {
   401: 'invalid_admin_key: no admin key, or not this one',
   404: 'not_found: no such object (the message names it)',
   409: 'conflict: the change collides with what is there (the message says with what)',
+  413: 'request_too_large: the body is over 1 MiB',
   503: "not_ready: the gateway's database cannot serve the request now (with Retry-After), or a stored provider secret was sealed with a master key this instance lacks (the message names its id)",
 } as const
 
