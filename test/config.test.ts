@@ -86,12 +86,40 @@ describe('${VAR} interpolation', () => {
     expect(config.providers[0]?.headers).toEqual({ 'x-org': 'org-acme-acme' })
   })
 
-  test('a variable set to the empty string is used as is; text that is not ${NAME} is left alone', async () => {
+  test('a variable set to the empty string is used as is; text without ${…} is left alone', async () => {
     const config = await loadConfig({
       env: { EMPTY: '' },
-      config: { providers: [provider({ keys: [{ id: 'k1', secret: '${EMPTY}' }, { id: 'k2', secret: '$NOT_A_REF {X} ${lower-case}' }] })], models: [model] },
+      config: { providers: [provider({ keys: [{ id: 'k1', secret: '${EMPTY}' }, { id: 'k2', secret: '$NOT_A_REF {X} $ {Y} ${unclosed' }] })], models: [model] },
     })
-    expect(config.providers[0]?.keys.map((k) => k.secret)).toEqual(['', '$NOT_A_REF {X} ${lower-case}'])
+    expect(config.providers[0]?.keys.map((k) => k.secret)).toEqual(['', '$NOT_A_REF {X} $ {Y} ${unclosed'])
+  })
+
+  test('${…} that is no variable reference (a shell default ${A-b}, spaces, a dot) stops the boot at its path, with the variable set or not, where it was sent as it was written', async () => {
+    const problems = await problemsOf({
+      env: { OPENAI_KEY: 'sk-real', 'OPENAI-KEY': 'sk-real' },
+      config: {
+        providers: [provider({ baseUrl: '${BASE-http://127.0.0.1:9/v1}', keys: [{ id: 'k1', secret: '${OPENAI-KEY}' }, { id: 'k2', secret: '${ OPENAI_KEY }' }, { id: 'k3', secret: 'a${}b' }] })],
+        models: [model],
+        plugins: [{ use: './greeter.ts', options: { template: 'Hello ${user.name}' } }],
+      },
+    })
+    const why = 'is not a variable reference: write ${NAME} or ${NAME:-default}, NAME of letters, digits and _ not beginning with a digit; $${…} keeps the text as written'
+    expect(problems).toEqual([
+      `/providers/0/baseUrl: "\${BASE-http://127.0.0.1:9/v1}" ${why}`,
+      `/providers/0/keys/0/secret: "\${OPENAI-KEY}" ${why}`,
+      `/providers/0/keys/1/secret: "\${ OPENAI_KEY }" ${why}`,
+      `/providers/0/keys/2/secret: "\${}" ${why}`,
+      `/plugins/0/options/template: "\${user.name}" ${why}`,
+    ])
+  })
+
+  test('$${…} keeps any such text as written, one $ less', async () => {
+    const config = await loadConfig({
+      env: {},
+      config: { providers: [provider({ keys: [{ id: 'k1', secret: 'p$${a-b}w $${ x } $${}' }] })], models: [model], plugins: [{ use: './greeter.ts', options: { template: 'Hello $${user.name}' } }] },
+    })
+    expect(config.providers[0]?.keys[0]?.secret).toBe('p${a-b}w ${ x } ${}')
+    expect(config.plugins).toEqual([{ use: './greeter.ts', options: { template: 'Hello ${user.name}' } }])
   })
 
   test('$${NAME} is the literal ${NAME}, as in Compose and Terraform: a template or a secret may hold one', async () => {

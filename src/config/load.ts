@@ -98,11 +98,12 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   if (problems.length) throw new ConfigError(problems)
 
   // Every check runs, so one boot reports every problem the file has. A `${VAR}` that is not set
-  // is one problem, at its path: the empty string standing in for it is not reported again (as
-  // too short, or as a URL that names nothing), and does not stop the checks of other fields.
-  const unset: UnsetVariable[] = []
+  // (or a `${…}` that is no reference) is one problem, at its path: the empty string standing in
+  // for it is not reported again (as too short, or as a URL that names nothing), and does not stop
+  // the checks of other fields.
+  const unset: UnresolvedReference[] = []
   const interpolated = interpolate(raw, '', env, unset) as ConfigFile
-  const unsetProblems = unset.map(({ path, name }) => `${path || '/'}: environment variable ${name} is not set`)
+  const unsetProblems = unset.map(({ path, problem }) => `${path || '/'}: ${problem}`)
   // Top-level sections the checks below cannot read, for a schema error in them; in the catalog's
   // lists, the entries (a section is then unreadable only when it is not a list).
   const unreadable = new Set<string>()
@@ -245,9 +246,9 @@ export async function loadDatabaseUrl(options: LoadOptions = {}): Promise<string
   const { raw } = await readRawConfig(options, env, options.cwd ?? process.cwd(), problems)
   if (problems.length) throw new ConfigError(problems)
   const database = isPlainObject(raw) ? raw.database : undefined
-  const unset: UnsetVariable[] = []
+  const unset: UnresolvedReference[] = []
   const file = (database === undefined ? {} : { database: interpolate(database, '/database', env, unset) }) as ConfigFile
-  for (const { path, name } of unset) problems.push(`${path}: environment variable ${name} is not set`)
+  for (const { path, problem } of unset) problems.push(`${path}: ${problem}`)
   const errorPaths = new Set<string>()
   for (const error of Value.Errors(ConfigFileSchema, file)) {
     if (!errorPaths.has(error.path)) problems.push(schemaProblem(error, raw))
@@ -371,30 +372,41 @@ async function readConfigFile(path: string, problems: string[]): Promise<unknown
 }
 
 /**
- * `${NAME}`, or `${NAME:-default}` (as in a shell: the default when NAME is unset or empty); with
- * a second `$` before it (`$${NAME}`, as in Compose and Terraform), the text itself, one `$` less.
+ * `${…}`, and `$${…}` (as in Compose and Terraform: the text itself, one `$` less). Inside the
+ * braces, {@link REFERENCE} is a variable; anything else is written as no reference a shell would
+ * take either (`${A-b}`, `${ A }`, `${a.b}`), and is refused rather than sent on as it stands.
  */
-const VAR = /\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
+const VAR = /\$(\$?)\{([^}]*)\}/g
+/** `NAME`, or `NAME:-default` (as in a shell: the default when NAME is unset or empty). */
+const REFERENCE = /^([A-Za-z_][A-Za-z0-9_]*)(?::-([^]*))?$/
 
-/** A `${NAME}` (without a default) whose variable is not set, and the JSON pointer of the string holding it. */
-interface UnsetVariable {
+/** A `${…}` that gives no value, and the JSON pointer of the string holding it. */
+interface UnresolvedReference {
   path: string
-  name: string
+  /** Why, naming the variable (or the text) but never a variable's value. */
+  problem: string
 }
 
 /**
- * Replace `${NAME}` and `${NAME:-default}` in every string (`$${NAME}` is the literal `${NAME}`); plain objects and arrays are walked,
- * other values kept as they are. A variable that is not set becomes the empty string, and is
- * added to `unset`.
+ * Replace `${NAME}` and `${NAME:-default}` in every string (`$${…}` is the literal `${…}`); plain
+ * objects and arrays are walked, other values kept as they are. A variable that is not set, and a
+ * `${…}` that is no reference (say `${OPENAI-KEY}`, which would otherwise reach the upstream as the
+ * key), become the empty string and are added to `unset`.
  */
-function interpolate(value: unknown, path: string, env: Record<string, string | undefined>, unset: UnsetVariable[]): unknown {
+function interpolate(value: unknown, path: string, env: Record<string, string | undefined>, unset: UnresolvedReference[]): unknown {
   if (typeof value === 'string') {
-    return value.replace(VAR, (match: string, escaped: string, name: string, fallback: string | undefined) => {
+    return value.replace(VAR, (match: string, escaped: string, inside: string) => {
       if (escaped) return match.slice(1)
+      const reference = REFERENCE.exec(inside)
+      if (!reference) {
+        unset.push({ path, problem: `${JSON.stringify(echo(match))} ${NOT_A_REFERENCE}` })
+        return ''
+      }
+      const [, name = '', fallback] = reference
       const v = env[name]
       if (fallback !== undefined) return v === undefined || v === '' ? fallback : v
       if (v === undefined) {
-        unset.push({ path, name })
+        unset.push({ path, problem: `environment variable ${name} is not set` })
         return ''
       }
       return v
@@ -409,6 +421,8 @@ function interpolate(value: unknown, path: string, env: Record<string, string | 
   }
   return value
 }
+
+const NOT_A_REFERENCE = 'is not a variable reference: write ${NAME} or ${NAME:-default}, NAME of letters, digits and _ not beginning with a digit; $${…} keeps the text as written'
 
 /** Schema errors a string can have and still be read as a string by the checks (as the empty string standing in for an unset variable does). */
 const STRING_CONSTRAINTS: ReadonlySet<ValueErrorType> = new Set([
@@ -428,7 +442,7 @@ function keepsItsKind(error: ValueError): boolean {
  * Whether a problem (`path: message`) only follows from an unset variable, already reported: it
  * is at the variable's string, or is a plugin's, reported at the entry holding it.
  */
-function followsFromUnset(problem: string, unset: readonly UnsetVariable[]): boolean {
+function followsFromUnset(problem: string, unset: readonly UnresolvedReference[]): boolean {
   const path = problem.slice(0, problem.indexOf(': '))
   if (!path.startsWith('/')) return false
   const pluginEntry = /^\/plugins\/\d+$/.test(path)
