@@ -121,7 +121,37 @@ export const AdminProvider = Type.Object(
   },
   { additionalProperties: false },
 )
-const AdminProviderPatch = Type.Partial(Type.Omit(AdminProvider, ['id']), { additionalProperties: false })
+/**
+ * The fields of a provider an admin PATCH may remove with `null`: the optional ones, so the type's
+ * official URL and the defaults apply again (a proxy's URL and its headers could otherwise be
+ * dropped only with the provider, after every model using it).
+ */
+const CLEARABLE_PROVIDER_FIELDS = ['base_url', 'headers', 'timeouts', 'options'] as const
+type ClearableProviderField = (typeof CLEARABLE_PROVIDER_FIELDS)[number]
+/** Those fields' schemas as the create's, without their optional mark (which the PATCH sets itself). */
+const clearableProvider = Type.Required(Type.Pick(AdminProvider, [...CLEARABLE_PROVIDER_FIELDS])).properties
+const AdminProviderPatch = Type.Object(
+  {
+    type: Type.Optional(AdminProvider.properties.type),
+    base_url: Type.Optional(Nullable(clearableProvider.base_url)),
+    keys: Type.Optional(AdminProvider.properties.keys),
+    headers: Type.Optional(Nullable(clearableProvider.headers)),
+    timeouts: Type.Optional(Nullable(clearableProvider.timeouts)),
+    options: Type.Optional(Nullable(clearableProvider.options)),
+  },
+  {
+    additionalProperties: false,
+    description: "Fields to change; null removes an optional one (base_url, headers, timeouts, options), so the type's official URL or the default applies again",
+  },
+)
+type ProviderPatch = Partial<Omit<AdminProviderBody, 'id' | ClearableProviderField>> & { [K in ClearableProviderField]?: AdminProviderBody[K] | null }
+
+/** A stored provider, in the API's fields, with a PATCH applied: a field sent as null is removed. */
+function patchedProvider(existing: AdminProviderBody, patch: ProviderPatch): AdminProviderBody {
+  const merged: Record<string, unknown> = { ...existing, ...patch, id: existing.id }
+  for (const field of CLEARABLE_PROVIDER_FIELDS) if (merged[field] === null) delete merged[field]
+  return merged as unknown as AdminProviderBody
+}
 
 const Source = Type.Union([Type.Literal('config'), Type.Literal('admin')], { description: 'config: from the config file (read-only here); admin: added through this API' })
 /** A provider as the admin API shows it: never a secret, header names only. */
@@ -457,11 +487,11 @@ export class Catalog {
         '/providers/:id',
         async ({ params, body, request }) => {
           if (this.isConfigProvider(params.id)) throw readOnly('Provider', params.id)
-          const patch = checkProviderPatch(body as Record<string, unknown>) as Partial<AdminProviderBody>
+          const patch = checkProviderPatch(body as Record<string, unknown>) as ProviderPatch
           const current = await this.stored()
           const existing = current.providers.find((p) => p.id === params.id)
           if (!existing) throw new GatewayError('not_found', `No provider "${echo(params.id)}".`)
-          const merged = toProviderConfig({ ...fromProviderConfig(existing), ...patch, id: params.id })
+          const merged = toProviderConfig(patchedProvider(fromProviderConfig(existing), patch))
           await this.commit(
             async (db) => {
               const at = new Date().toISOString()

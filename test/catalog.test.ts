@@ -115,6 +115,49 @@ describe('providers and models through the admin API', () => {
     expect((await fetch(`${gw.url}/admin/models/priced-gpt`, { method: 'DELETE', headers: admin })).status).toBe(200)
   })
 
+  test('a provider PATCH removes base_url, headers, timeouts or options sent as null (the official URL and the defaults apply again), and refuses null for type and keys', async () => {
+    const created = await fetch(`${gw.url}/admin/providers`, {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({
+        id: 'proxied-claude',
+        type: 'anthropic',
+        base_url: 'https://llm-proxy.example.com/anthropic',
+        keys: [{ id: 'an-1', secret: SECRET }],
+        headers: { 'x-proxy-token': 'tok' },
+        timeouts: { first_byte_ms: 5000 },
+        options: { default_max_tokens: 2048 },
+      }),
+    })
+    expect(created.status).toBe(201)
+    const patch = (id: string, body: unknown) => fetch(`${gw.url}/admin/providers/${id}`, { method: 'PATCH', headers: admin, body: JSON.stringify(body) })
+    for (const field of ['type', 'keys']) {
+      const refused = await patch('proxied-claude', { [field]: null })
+      expect({ field, status: refused.status }).toEqual({ field, status: 400 })
+      expect((await refused.json()).error.param).toBe(field)
+    }
+    const cleared = await patch('proxied-claude', { base_url: null, headers: null, timeouts: null, options: null })
+    expect(cleared.status).toBe(200)
+    const expected = {
+      object: 'provider',
+      id: 'proxied-claude',
+      type: 'anthropic',
+      base_url: null,
+      source: 'admin',
+      keys: [{ id: 'an-1', weight: 1, rpm: null, tpm: null, has_secret: true }],
+      headers: [],
+      timeouts: null,
+      options: null,
+    }
+    expect(await cleared.json()).toEqual(expected)
+    expect(await (await fetch(`${gw.url}/admin/providers/proxied-claude`, { headers: admin })).json()).toEqual(expected)
+    // An openai-compatible provider has no official URL to fall back to.
+    const noUrl = await patch('live', { base_url: null })
+    expect(noUrl.status).toBe(400)
+    expect((await noUrl.json()).error.param).toBe('base_url')
+    expect((await fetch(`${gw.url}/admin/providers/proxied-claude`, { method: 'DELETE', headers: admin })).status).toBe(200)
+  })
+
   test('bad input is refused and changes nothing', async () => {
     const before = await gw.gateway.services.db.db.selectFrom('providers').selectAll().execute()
     const cases: [unknown, number][] = [
