@@ -69,4 +69,25 @@ describe.skipIf(!available)('Swagger UI in Chromium', () => {
     expect(messages.filter((m) => /Content Security Policy/i.test(m))).toEqual([])
     await page.close()
   }, 60_000)
+
+  test("Try it out on a paged list sends no page size of its own: GET /admin/users answers 200, where the form held limit 0 and the gateway refused it", async () => {
+    const port = new URL(gw.url).port
+    const page = await context.newPage()
+    await page.goto(`http://${HOST}:${port}/swagger`)
+    await page.locator('.opblock').first().waitFor({ timeout: 15_000 })
+    // The admin key, as an operator gives it through Authorize.
+    await page.locator('button.authorize').first().click()
+    const adminScheme = page.locator('.auth-container', { hasText: 'admin' }).filter({ hasText: 'The admin key' })
+    await adminScheme.locator('input').fill('sluice-docs-browser-admin-key-0123456789')
+    await adminScheme.locator('button.authorize').click()
+    await page.locator('button.close-modal').click()
+    const block = page.locator('.opblock-get', { has: page.locator('.opblock-summary-path', { hasText: /^\/admin\/users$/ }) }).first()
+    await block.locator('.opblock-summary').click()
+    await block.locator('button.try-out__btn').click()
+    expect(await block.locator('tr[data-param-name="limit"] input').inputValue()).toBe('')
+    await block.locator('button.execute').click()
+    await block.locator('.live-responses-table tbody .response-col_status').first().waitFor({ timeout: 10_000 })
+    expect(await block.locator('.live-responses-table tbody .response-col_status').first().innerText()).toBe('200')
+    await page.close()
+  }, 60_000)
 })

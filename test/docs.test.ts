@@ -358,6 +358,14 @@ describe('GET /swagger/json: responses', () => {
     }
   })
 
+  test('a page size is documented as the integer it is, with no default the gateway refuses (Swagger UI filled limit=0 into Try it out)', () => {
+    const limits = operations.flatMap(([method, path, op]) => (op.parameters ?? []).filter((p) => p.name === 'limit' && p.in === 'query').map((p) => ({ method, path, schema: (p as { schema?: JsonSchema & { default?: unknown } }).schema })))
+    expect(limits.length).toBeGreaterThanOrEqual(8)
+    for (const { method, path, schema } of limits) {
+      expect({ method, path, type: schema?.type, anyOf: schema?.anyOf, default: schema?.default }).toEqual({ method, path, type: 'integer', anyOf: undefined, default: undefined })
+    }
+  })
+
   test("the envelope's code is documented as the table's or, on an upstream's own 4xx, the upstream's", () => {
     const code = doc.components.schemas.ErrorEnvelope?.properties?.error?.properties?.code as (JsonSchema & { description?: string }) | undefined
     expect(code?.description ?? '').toMatch(/table/)

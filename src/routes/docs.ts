@@ -139,7 +139,14 @@ interface Operation {
   requestBody?: { content?: Record<string, unknown>; required?: boolean }
   security?: unknown[]
   responses?: Record<string, unknown>
-  parameters?: Array<{ name: string; in: string }>
+  parameters?: Array<{ name: string; in: string; schema?: ParameterSchema }>
+}
+interface ParameterSchema {
+  type?: unknown
+  format?: unknown
+  default?: unknown
+  description?: unknown
+  anyOf?: ParameterSchema[]
 }
 interface OpenApiDoc {
   paths?: Record<string, Record<string, Operation>>
@@ -177,6 +184,9 @@ const ADMIN_TOO_LARGE = adminErrors(413)
  * - The errors every operation of a kind may answer, in the envelope: 400 invalid_request, 401
  *   invalid_admin_key and 503 not_ready on every /admin operation (413 request_too_large on those
  *   but GET), 500 internal_error on all.
+ * - A number in the query or the path as the number it is. Elysia documents the string it coerces
+ *   too, `anyOf: [{type: string, format: integer, default: 0}, {type: integer}]`, and Swagger UI
+ *   fills that default into Try it out: every paged list was sent `limit=0`, which the gateway refuses.
  * - The admin key for every /admin operation that declares no `security`.
  */
 function complete(doc: OpenApiDoc, routes: readonly DocumentedRoute[]): void {
@@ -194,11 +204,22 @@ function complete(doc: OpenApiDoc, routes: readonly DocumentedRoute[]): void {
   }
   for (const [path, operations] of Object.entries(doc.paths ?? {})) {
     for (const [method, operation] of Object.entries(operations)) {
+      for (const parameter of operation.parameters ?? []) if (parameter.schema) parameter.schema = asNumber(parameter.schema)
       operation.responses = { ...(isAdmin(path) && ADMIN_EVERYWHERE), ...(isAdmin(path) && method !== 'get' && ADMIN_TOO_LARGE), ...operation.responses }
       operation.responses['500'] ??= INTERNAL_ERROR
       if (isAdmin(path)) operation.security ??= ADMIN_SECURITY
     }
   }
+}
+
+/** Elysia's `anyOf` of a numeric string and a number, for a query or path value, as that number; any other schema as it is. */
+function asNumber(schema: ParameterSchema): ParameterSchema {
+  const branches = schema.anyOf
+  if (branches?.length !== 2) return schema
+  const coerced = branches.find((b) => b.type === 'string' && (b.format === 'integer' || b.format === 'number'))
+  const number = branches.find((b) => b.type === 'integer' || b.type === 'number')
+  if (!coerced || !number) return schema
+  return { ...number, ...(schema.description !== undefined && { description: schema.description }) }
 }
 
 /** The request body of `operation` from the route's `body` schema, when the plugin left it empty (see {@link complete}). */
