@@ -249,6 +249,30 @@ describe('every problem in one boot', () => {
     ])
   })
 
+  test("an entry the schema refuses still has the catalog problems of the parts it can read reported, in the same boot", async () => {
+    const problems = await problemsOf({
+      env: {},
+      config: {
+        providers: [provider({ keys: [{ id: 'k', secret: 's', rpm: 'fast' }, { id: 'k', secret: 't' }] }), provider({ id: 'up', timeouts: { first_byte: 5 } })],
+        models: [
+          { name: 'm', targets: [{ provider: 'nope', model: 'x' }], pricing: { input: '2.5', output: 10 }, fallbacks: ['m'] },
+          { name: 'm', targets: [{ provider: 'up', model: 'x' }], strategy: 'random' },
+        ],
+      } as unknown as ConfigFile,
+    })
+    expect(problems).toEqual([
+      expect.stringMatching(/^\/providers\/0\/keys\/0\/rpm: Expected integer/),
+      expect.stringMatching(/^\/providers\/1\/timeouts\/first_byte: Unexpected property/),
+      '/models/0/pricing/input: Expected number (got "2.5")',
+      expect.stringMatching(/^\/models\/1\/strategy: must be one of/),
+      '/providers/0/keys/1/id: duplicate key id "k" in provider "up"',
+      '/providers/1/id: duplicate provider id "up"',
+      '/models/0/targets/0/provider: no provider with id "nope"',
+      '/models/0/fallbacks/0: a model cannot fall back to itself',
+      '/models/1/name: duplicate model name "m"',
+    ])
+  })
+
   test('a section the schema refuses is left out of the checks that would read it, not the others', async () => {
     const problems = await problemsOf({
       env: { LOG_LEVEL: 'chatty' },

@@ -125,9 +125,9 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
 
   const providers = file.providers ?? [MOCK_PROVIDER]
   const models = file.models ?? (file.providers ? [] : [MOCK_MODEL])
-  // The entries the schema passed are checked now, so a bad one does not hide the others' problems
-  // until the next boot; the catalog is checked whole or not at all when a list cannot be read.
-  if (!unreadable.has('providers') && !unreadable.has('models')) checkCatalogEntries(providers, models, badEntries, problems)
+  // Every entry is checked now, those the schema refused for what can be read of them, so no problem
+  // waits for the next boot; the catalog is checked whole or not at all when a list cannot be read.
+  if (!unreadable.has('providers') && !unreadable.has('models')) checkCatalogEntries(providers, models, badEntries, errorPaths, problems)
 
   const environment = env.SLUICE_ENV ?? file.environment ?? 'dev'
   // The file's `environment` had its own check, by the schema.
@@ -564,22 +564,63 @@ interface CatalogEntries {
 }
 
 /**
- * {@link catalogProblems} on the entries the schema passed, one line each with its path in the
- * file. A fallback may name a model the file does not define (the admin API may add it).
- * A target naming a provider the schema refused is not reported as naming no provider: that
- * provider's own problem is.
+ * {@link catalogProblems} on the config file's providers and models, one line each with its path in
+ * the file. A fallback may name a model the file does not define (the admin API may add it). An
+ * entry the schema refused is checked for what can be read of it (its id or name, its keys, targets,
+ * fallbacks and headers of the right kinds), so one boot reports the duplicate id or the target naming
+ * no provider beside its schema problem; a problem at a path the schema already reported (or within
+ * it) is not reported again.
  */
-function checkCatalogEntries(providers: readonly ProviderConfig[], models: readonly ModelConfig[], bad: CatalogEntries, problems: string[]): void {
-  const providerAt = providers.flatMap((_, i) => (bad.providers.has(i) ? [] : [i]))
-  const modelAt = models.flatMap((_, i) => (bad.models.has(i) ? [] : [i]))
-  const goodModels = modelAt.map((i) => models[i]!)
-  const refusedIds = new Set([...bad.providers].map((i) => (providers[i] as { id?: unknown } | undefined)?.id).filter((id) => typeof id === 'string'))
-  for (const p of catalogProblems(providerAt.map((i) => providers[i]!), goodModels, { missingFallbacks: true })) {
-    const [field, j] = p.field
-    if (p.list === 'models' && field === 'targets' && typeof j === 'number' && refusedIds.has(goodModels[p.index]!.targets[j]!.provider)) continue
+function checkCatalogEntries(providers: readonly unknown[], models: readonly unknown[], bad: CatalogEntries, errorPaths: ReadonlySet<string>, problems: string[]): void {
+  const readProviders = providers.map((p, i) => (bad.providers.has(i) ? readableProvider(p) : (p as ProviderConfig)))
+  const readModels = models.map((m, i) => (bad.models.has(i) ? readableModel(m) : (m as ModelConfig)))
+  const providerAt = readProviders.flatMap((p, i) => (p ? [i] : []))
+  const modelAt = readModels.flatMap((m, i) => (m ? [i] : []))
+  const checked = catalogProblems(
+    providerAt.map((i) => readProviders[i]!),
+    modelAt.map((i) => readModels[i]!),
+    { missingFallbacks: true },
+  )
+  for (const p of checked) {
     const index = (p.list === 'providers' ? providerAt : modelAt)[p.index]!
-    problems.push(`/${p.list}/${index}/${p.field.join('/')}: ${p.message}`)
+    const path = `/${p.list}/${index}/${p.field.join('/')}`
+    if (reportedAt(path, errorPaths)) continue
+    problems.push(`${path}: ${p.message}`)
   }
+}
+
+/** Whether the schema reported a problem at this path or at one holding it. */
+function reportedAt(path: string, errorPaths: ReadonlySet<string>): boolean {
+  for (let at = path; at !== ''; at = at.slice(0, at.lastIndexOf('/'))) if (errorPaths.has(at)) return true
+  return false
+}
+
+/**
+ * What the catalog checks can read of a provider the schema refused: null without a string id.
+ * Keys with no string id are left out at their places (a sparse list keeps the others' positions).
+ */
+function readableProvider(entry: unknown): ProviderConfig | null {
+  if (!isPlainObject(entry) || typeof entry.id !== 'string') return null
+  const keys: { id: string; secret: string }[] = []
+  if (Array.isArray(entry.keys)) entry.keys.forEach((k: unknown, j) => isPlainObject(k) && typeof k.id === 'string' && (keys[j] = { id: k.id, secret: '' }))
+  const headers = isPlainObject(entry.headers) ? Object.fromEntries(Object.entries(entry.headers).filter((h): h is [string, string] => typeof h[1] === 'string')) : undefined
+  return {
+    id: entry.id,
+    type: entry.type as ProviderConfig['type'],
+    ...(typeof entry.baseUrl === 'string' && { baseUrl: entry.baseUrl }),
+    keys,
+    ...(headers && { headers }),
+  }
+}
+
+/** What the catalog checks can read of a model the schema refused: null without a string name; as {@link readableProvider}. */
+function readableModel(entry: unknown): ModelConfig | null {
+  if (!isPlainObject(entry) || typeof entry.name !== 'string') return null
+  const targets: ModelConfig['targets'] = []
+  if (Array.isArray(entry.targets)) entry.targets.forEach((t: unknown, j) => isPlainObject(t) && typeof t.provider === 'string' && (targets[j] = { provider: t.provider, model: '' }))
+  const fallbacks: string[] = []
+  if (Array.isArray(entry.fallbacks)) entry.fallbacks.forEach((f: unknown, j) => typeof f === 'string' && (fallbacks[j] = f))
+  return { name: entry.name, targets, fallbacks, ...(typeof entry.encoding === 'string' && { encoding: entry.encoding }) }
 }
 
 /** The keys a `{use, options}` entry may have, from its schema. */
