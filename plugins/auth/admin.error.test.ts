@@ -465,6 +465,13 @@ describe('lists', () => {
     }
   })
 
+  test('an empty user_id or team_id filter → 400 naming it, not every key of every user (a script whose variable was empty would act on them all)', async () => {
+    for (const query of ['user_id=', 'team_id=', `user_id=&team_id=${fx.team}`]) {
+      const error = await refused('GET', `/admin/keys?${query}`, undefined, 'invalid_request')
+      expect({ query, param: error.param }).toEqual({ query, param: query.startsWith('user_id') ? 'user_id' : 'team_id' })
+    }
+  })
+
   test('an unknown query parameter → 400 naming it, on every list', async () => {
     for (const list of ['/admin/keys', '/admin/users', '/admin/teams', '/admin/keys/expiring', `/admin/teams/${fx.team}/members`]) {
       expect((await refused('GET', `${list}?foo=1`, undefined, 'invalid_request')).param).toBe('foo')

@@ -131,8 +131,9 @@ export const ListQuery = t.Object({
   cursor: t.Optional(Cursor),
 })
 export const KeyListQuery = t.Object({
-  user_id: t.Optional(t.String({ maxLength: 64 })),
-  team_id: t.Optional(t.String({ maxLength: 64 })),
+  // Never empty: `user_id=` (a script's unset variable) would otherwise list every key of every user.
+  user_id: t.Optional(t.String({ minLength: 1, maxLength: 64, description: "Only this user's keys" })),
+  team_id: t.Optional(t.String({ minLength: 1, maxLength: 64, description: 'Only the keys bound to this team' })),
   status: t.Optional(t.Union([t.Literal('active'), t.Literal('revoked'), t.Literal('expired')])),
   limit: t.Optional(Limit),
   cursor: t.Optional(Cursor),
