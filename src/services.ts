@@ -45,10 +45,27 @@ export interface BudgetSubject {
   budget: Budget
 }
 
+/**
+ * The last request a budget refused in its current period, as this process saw it: a budget
+ * refuses once what it has left is below a request's reservation, so its recorded spend may
+ * stop short of the budget while every request is refused.
+ */
+export interface BudgetRefusal {
+  /** When, in ms since the epoch. */
+  at: number
+  measure: 'budget_tokens' | 'budget_usd'
+  /** What the refused request reserved, and what the budget had left then: tokens, or USD. */
+  reserved: number
+  left: number
+}
+
 /** Reads budget spend where it is enforced. */
 export interface BudgetReader {
-  /** Each subject's spend in its budget's current period (after any reset), in order; throws when the store cannot be read. */
-  spent(subjects: readonly BudgetSubject[]): Promise<Array<{ tokens: number; usd: number }>>
+  /**
+   * Each subject's spend in its budget's current period (after any reset), in order, with the last
+   * refusal of that budget in the period (null: none this process saw); throws when the store cannot be read.
+   */
+  spent(subjects: readonly BudgetSubject[]): Promise<Array<{ tokens: number; usd: number; refused: BudgetRefusal | null }>>
 }
 
 /** Why a count is asked for: a reservation may be an estimate; `count` and `settle` want the exact figure. */

@@ -237,6 +237,55 @@ describe('alerts by webhook', () => {
     }
   })
 
+  test('with the quota plugin, a budget that refuses requests (its remainder below their reservation) is alerted as spent, once, though its recorded spend stays under 100 %', async () => {
+    const receiver = startReceiver()
+    const gw = await startAuthGateway(upstream.url, {
+      config: {
+        plugins: [
+          { use: 'auth', options: { demo_key: false } },
+          'quota',
+          { use: 'logging', options: { flush_ms: 10, alerts: { webhook_url: receiver.url, check_ms: 100, retry_base_ms: 50 } } },
+        ],
+      },
+      env: { DATABASE_URL: `sqlite://${join(dir, 'budget-refused.db')}` },
+    })
+    try {
+      const { key } = await userWithKey(gw, { budget: { tokens: 100, period: 'day' } })
+      const auth = { authorization: `Bearer ${key.key}` }
+      // Spend until the quota refuses: each request reserves its prompt and 20 completion tokens
+      // and is charged what it used, so the remainder falls below a reservation short of 100.
+      let used = 0
+      let refusal: { status: number; code: string } | null = null
+      for (let i = 0; i < 50 && refusal === null; i++) {
+        const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 20 }, auth)
+        const body = (await res.json()) as { usage?: { total_tokens: number }; error?: { code: string } }
+        if (res.status === 200) used += body.usage!.total_tokens
+        else refusal = { status: res.status, code: body.error!.code }
+      }
+      expect(refusal).toEqual({ status: 429, code: 'insufficient_quota' })
+      expect(used).toBeLessThan(100)
+      const keyAlerts = () => receiver.of('budget').filter((a) => a.subject.type === 'key')
+      await waitFor(() => keyAlerts().some((a) => a.threshold === 1), 'the 100 % alert of a budget that refuses requests')
+      // Refused again, on later checks: still that one alert.
+      expect((await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 20 }, auth)).status).toBe(429)
+      await Bun.sleep(400)
+      // Both may be raised by one check (the 80 % crossed and the refusal within it): in either order.
+      const alerts = keyAlerts().sort((a, b) => a.threshold - b.threshold)
+      expect(alerts.map((a) => a.threshold)).toEqual([0.8, 1])
+      const spent = alerts[1]!
+      expect(spent.id).toBe(`budget:key:${key.id}:1:d${new Date().toISOString().slice(0, 10)}`)
+      expect(spent.message).toStartWith(`The daily budget of key ${key.id} refuses requests: ${used} of 100 tokens spent, ${100 - used} tokens left, less than the `)
+      expect(spent.details).toMatchObject({ spent: { tokens: used }, refused: { measure: 'budget_tokens', left: 100 - used } })
+      // An operator's reset: the refusals before it are not the new count's; nothing more is alerted.
+      await gw.adminOk('POST', `/admin/keys/${key.id}/quota/reset`, { limits: false })
+      await Bun.sleep(400)
+      expect(keyAlerts().length).toBe(2)
+    } finally {
+      await gw.close()
+      receiver.stop()
+    }
+  })
+
   test('with the quota plugin, a budget alert reads what the quota counts: spend whose log rows are gone (retention) still alerts', async () => {
     const receiver = startReceiver()
     const gw = await startAuthGateway(upstream.url, {

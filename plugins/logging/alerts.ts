@@ -6,7 +6,7 @@ import { fromJson } from '../../src/lib/json-text.ts'
 import type { Logger } from '../../src/lib/logger.ts'
 import type { CounterSeries, MetricsRegistry } from '../../src/metrics.ts'
 import type { UpstreamHealth } from '../../src/upstream-health.ts'
-import type { BudgetReader } from '../../src/services.ts'
+import type { BudgetReader, BudgetRefusal } from '../../src/services.ts'
 import { inChunks, lineageSpendSince, spendSince, type SpendColumn } from './repo.ts'
 
 /** The kinds of alert, as the `kind` field of the webhook body. */
@@ -284,7 +284,10 @@ export class AlertMonitor {
   }
 
   /** The quota's spend of these subjects, or null without a quota plugin or when its store cannot be read (the log's sums stand). */
-  private async enforcedSpend(type: BudgetPages['type'], subjects: ReadonlyArray<{ row: Budgeted; budget: Budget }>): Promise<Array<{ tokens: number; usd: number }> | null> {
+  private async enforcedSpend(
+    type: BudgetPages['type'],
+    subjects: ReadonlyArray<{ row: Budgeted; budget: Budget }>,
+  ): Promise<Array<{ tokens: number; usd: number; refused: BudgetRefusal | null }> | null> {
     const reader = this.deps.budgets?.()
     if (!reader) return null
     try {
@@ -298,7 +301,7 @@ export class AlertMonitor {
   /** The budget alerts of one page of subjects, added to `out`. */
   private async budgetPage(type: BudgetPages['type'], spend: BudgetPages['spend'], rows: Budgeted[], now: number, out: Candidate[]): Promise<void> {
     // Subjects whose budgets share a period start are summed in one query.
-    const byStart = new Map<string, Array<{ row: Budgeted; budget: Budget; label: string }>>()
+    const byStart = new Map<string, Array<{ row: Budgeted; budget: Budget; label: string; reset?: string }>>()
     for (const r of rows) {
       const budget = parseBudget(r.budget)
       if (!budget) continue
@@ -323,13 +326,20 @@ export class AlertMonitor {
         if (reset === undefined) continue
         if (!enforced) spent.set(s.row.id, (await spend([s.row.id], reset)).get(s.row.id) ?? { tokens: 0, usd: 0 })
         s.label = `${s.label}+reset ${reset}`
+        s.reset = reset
       }
       for (let i = 0; i < subjects.length; i++) {
-        const { row, budget, label } = subjects[i]!
+        const { row, budget, label, reset } = subjects[i]!
         const used = enforced?.[i] ?? spent.get(row.id) ?? { tokens: 0, usd: 0 }
         const fraction = Math.max(budget.tokens ? used.tokens / budget.tokens : 0, budget.usd ? used.usd / budget.usd : 0)
+        // Admission refuses a request once the budget's remainder is below its reservation, so the
+        // spend may stop short of 100 % while every request is refused: a refusal in this period
+        // (since its reset, if any) is the budget reached, every threshold up to 1 crossed.
+        let refused = enforced?.[i]?.refused ?? null
+        if (refused !== null && reset !== undefined && refused.at < Date.parse(reset)) refused = null
         for (const threshold of this.options.budgetThresholds) {
-          if (fraction < threshold) continue
+          const byRefusal = fraction < threshold
+          if (byRefusal && !(refused !== null && threshold <= 1)) continue
           const pct = Math.round(threshold * 100)
           const key = row.key
           // A key's alert is its lineage's (the subject id stays across rotations), but names the key in use.
@@ -340,11 +350,14 @@ export class AlertMonitor {
             subject: { type, id: row.id },
             threshold,
             period: label,
-            message: `The ${PERIOD_WORDS[budget.period]} budget of ${named} is ${pct >= 100 ? 'spent' : `${pct}% spent`} (${describeSpend(used, budget)}).${chain}`,
+            message: byRefusal
+              ? `The ${PERIOD_WORDS[budget.period]} budget of ${named} refuses requests: ${describeSpend(used, budget)} spent, ${describeRefusal(refused!)}.${chain}`
+              : `The ${PERIOD_WORDS[budget.period]} budget of ${named} is ${pct >= 100 ? 'spent' : `${pct}% spent`} (${describeSpend(used, budget)}).${chain}`,
             details: {
               budget,
               spent: { tokens: used.tokens, usd: used.usd },
               fraction,
+              ...(refused && { refused: { at: iso(refused.at), measure: refused.measure, reserved: refused.reserved, left: refused.left } }),
               ...(key && { key_id: key.id, lineage_id: row.id, lineage_keys: key.keys, user_id: key.userId }),
             },
           })
@@ -544,6 +557,12 @@ export function describeSpend(used: { tokens: number; usd: number }, budget: Bud
   if (budget.tokens) parts.push(`${used.tokens} of ${budget.tokens} tokens`)
   if (budget.usd) parts.push(`${dollars(used.usd)} of ${dollars(budget.usd)}`)
   return parts.join(', ')
+}
+
+/** A budget's refusal in words: `"13 tokens left, less than the 31 tokens a request reserved"`. */
+function describeRefusal(r: BudgetRefusal): string {
+  const amount = (n: number) => (r.measure === 'budget_usd' ? dollars(n) : `${n} tokens`)
+  return `${amount(r.left)} left, less than the ${amount(r.reserved)} a request reserved`
 }
 
 /**

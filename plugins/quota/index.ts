@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox'
 import type { Cluster, Redis } from 'ioredis'
 import type { RedisClient } from '../../src/redis.ts'
+import type { BudgetRefusal } from '../../src/services.ts'
 import { definePlugin, type GatewayRequest, type Identity } from '../../src/plugin.ts'
 import { GatewayError } from '../../src/errors.ts'
 import { DIAGNOSE, DIAGNOSIS } from '../../src/routes/doctor.ts'
@@ -11,6 +12,7 @@ import { PendingReleases, settleSurely } from './settle.ts'
 import { MICRO, PlanCache, hasLease, planItems, subjectItems, toMicroUsd, withCosts, type Item, type Subjects } from './plan.ts'
 import { MemoryStore, refusingItem, type AdmitOutcome, type HeldLeases, type QuotaStore } from './store.ts'
 import { RedisStore, TooLateError } from './redis-store.ts'
+import { BudgetRefusals } from './refusals.ts'
 import { quotaAdminRoutes } from './admin.ts'
 import { IoredisConnection, NativeConnection, type ScriptConnection } from './connection.ts'
 
@@ -134,7 +136,8 @@ export const quota = definePlugin({
     }
 
     // Budget alerts (the logging plugin) read spend here: what admission enforces, after resets,
-    // whatever the request log still holds.
+    // whatever the request log still holds; and whether the budget refused a request in its period.
+    const refusals = new BudgetRefusals()
     services.budgets = {
       async spent(subjects) {
         const now = services.now()
@@ -151,7 +154,12 @@ export const quota = definePlugin({
         }
         const { left } = await peekInForce(items, now)
         const spentOf = (i: number): number => (i < 0 ? 0 : Math.max(0, items[i]!.limit - left[i]!))
-        return at.map(({ tokens, usd }) => ({ tokens: spentOf(tokens), usd: spentOf(usd) / MICRO }))
+        const refusedOf = (tokens: number, usd: number): BudgetRefusal | null => {
+          const a = tokens < 0 ? null : refusals.of(items[tokens]!)
+          const b = usd < 0 ? null : refusals.of(items[usd]!)
+          return a === null ? b : b === null || a.at >= b.at ? a : b
+        }
+        return at.map(({ tokens, usd }) => ({ tokens: spentOf(tokens), usd: spentOf(usd) / MICRO, refused: refusedOf(tokens, usd) }))
       },
     }
 
@@ -216,6 +224,8 @@ export const quota = definePlugin({
         if (releases.size > 0 && store === primary) releases.kick()
         putRateLimitHeaders(req.responseHeaders, items, outcome.remaining)
         if (!outcome.ok) {
+          // Each budget without room is remembered for its alert (refusals only: nothing on an admitted request).
+          refusals.noteAll(items, outcome.remaining, now)
           if (req.endpoint === 'embeddings') return refusal(items[outcome.failed]!, outcome, req.responseHeaders, 'input')
           const unset = maxTokensOf(req.body) === undefined ? options.completion_estimate : null
           return refusal(items[outcome.failed]!, outcome, req.responseHeaders, maxTokensField(req.body), unset)
