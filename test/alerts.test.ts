@@ -18,10 +18,10 @@ import { UpstreamHealth } from '../src/upstream-health.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startAuthGateway, userWithKey, uid, type AuthGateway } from './support/auth.ts'
 import { postJson, waitFor } from './support/http.ts'
-import { logRow } from './support/logging.ts'
+import { loggingHooks, logRow } from './support/logging.ts'
 import { sampleValue, scrape } from './support/metrics.ts'
 import { createTestPostgresDatabase, postgresUrlForTests, type TestPostgresDatabase } from './support/services.ts'
-import { AlertMonitor, type AlertOptions, type AlertPayload } from '../plugins/logging/alerts.ts'
+import { AlertMonitor, pruneAlerts, type AlertOptions, type AlertPayload } from '../plugins/logging/alerts.ts'
 
 const DAY = 86_400_000
 const postgresUrl = await postgresUrlForTests('test/alerts.test.ts')
@@ -629,10 +629,71 @@ describe('alerts by webhook', () => {
     }
   })
 
+  test('retention prunes alerts_sent of rows past it whose period is over, in batches; a total budget\'s, a current period\'s and a key still to expire stay', async () => {
+    const receiver = startReceiver()
+    // Batches of 2 rows: the oldest rows are ones that stay, so a batch may delete none of its rows.
+    const alerts = { webhook_url: receiver.url, check_ms: 3_600_000, expiring_within_days: 365 }
+    const gw = await startAuthGateway(upstream.url, {
+      config: { plugins: [{ use: 'auth', options: { demo_key: false } }, { use: 'logging', options: { retention_days: 30, retention_batch: 2, alerts } }] },
+      env: { DATABASE_URL: `sqlite://${join(dir, 'alerts-prune.db')}` },
+    })
+    try {
+      await insertPruneFixture(gw.db, Date.now())
+      await loggingHooks(gw.gateway).prune()
+      const left = (await gw.db.selectFrom('alerts_sent').select('id').execute()).map((r) => r.id).sort()
+      expect(left).toEqual(PRUNE_KEPT)
+    } finally {
+      await gw.close()
+      receiver.stop()
+    }
+  })
+
   test('a webhook_url that is not http(s) stops the boot, naming the option', async () => {
     await expect(boot(join(dir, 'bad.db'), 'ftp://example.com/x')).rejects.toThrow(/webhook_url/)
   })
 })
+
+
+/** The ids insertPruneFixture inserts that retention (30 days) keeps. */
+const PRUNE_KEPT = ['keep_expiring_later', 'keep_recent_day', 'keep_recent_dead', 'keep_total', 'keep_total_reset', 'keep_unknown']
+
+/** alerts_sent rows of every kind, some past a 30-day retention with their period over (ids `gone_…`), some not (`keep_…`). */
+async function insertPruneFixture(db: Kysely<Database>, now: number): Promise<void> {
+  const ago = (days: number) => new Date(now - days * DAY).toISOString()
+  const dayLabel = (days: number) => `d${ago(days).slice(0, 10)}`
+  const row = (id: string, kind: string, period: string, createdDaysAgo: number, status: 'pending' | 'sent' = 'sent') => ({
+    id,
+    kind,
+    subject: `user:${id}`,
+    threshold: 1,
+    period,
+    status,
+    attempts: 1,
+    payload: JSON.stringify({ id }),
+    // Pending rows wait far ahead: this test is not about their delivery.
+    next_attempt_at: new Date(now + 365 * DAY).toISOString(),
+    last_error: null,
+    created_at: ago(createdDaysAgo),
+    sent_at: status === 'sent' ? ago(createdDaysAgo) : null,
+  })
+  await db
+    .insertInto('alerts_sent')
+    .values([
+      row('keep_total', 'budget', 'total', 50),
+      row('keep_total_reset', 'budget', `total+reset ${ago(45)}`, 45),
+      row('keep_expiring_later', 'key_expiring', new Date(now + 5 * DAY).toISOString(), 45),
+      row('keep_recent_day', 'budget', dayLabel(20), 20),
+      row('keep_recent_dead', 'upstream_key_dead', dayLabel(3), 3),
+      row('keep_unknown', 'something_else', dayLabel(44), 44),
+      row('gone_day', 'budget', dayLabel(40), 40),
+      row('gone_day_reset', 'budget', `${dayLabel(40)}+reset ${ago(40)}`, 40),
+      row('gone_week', 'budget', `w${ago(42).slice(0, 10)}`, 42),
+      row('gone_month', 'budget', `m${ago(70).slice(0, 7)}`, 70),
+      row('gone_pending', 'budget', dayLabel(39), 39, 'pending'),
+      row('gone_expired', 'key_expiring', ago(35), 40),
+      row('gone_dead', 'upstream_key_dead', dayLabel(41), 41),
+    ])
+    .execute()}
 
 /**
  * Key lineages on one database, read a few per page: each lineage once, by its first key's id,
@@ -734,6 +795,26 @@ function lineageSuite(url: () => string) {
 }
 
 describe('budget alerts per key lineage on SQLite', () => lineageSuite(() => 'sqlite::memory:'))
+
+describe.skipIf(postgresUrl === null)('alerts_sent pruned on Postgres', () => {
+  let pg: TestPostgresDatabase
+  beforeAll(async () => {
+    pg = await createTestPostgresDatabase(postgresUrl!, 'alerts_prune')
+  })
+  afterAll(() => pg.drop())
+  test('rows past the retention whose period is over go, in batches; the others stay', async () => {
+    const handle = await createDatabase(pg.url)
+    try {
+      await migrateToLatest(handle.db)
+      const now = Date.now()
+      await insertPruneFixture(handle.db, now)
+      expect(await pruneAlerts(handle.db, new Date(now - 30 * DAY).toISOString(), now, 2)).toBe(7)
+      expect((await handle.db.selectFrom('alerts_sent').select('id').execute()).map((r) => r.id).sort()).toEqual(PRUNE_KEPT)
+    } finally {
+      await handle.close()
+    }
+  })
+})
 
 describe.skipIf(postgresUrl === null)('budget alerts per key lineage on Postgres', () => {
   let pg: TestPostgresDatabase

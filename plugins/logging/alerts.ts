@@ -531,6 +531,65 @@ export class AlertMonitor {
   }
 }
 
+/**
+ * Delete rows of `alerts_sent` created before `cutoff` (ISO: the request log's retention) whose
+ * period is over, so that the alert they stand for can never be raised again: an expiring key's
+ * once that expiry has passed (the window holds keys not yet expired), a budget's once its day,
+ * week or month has ended (a `total` budget's stays: its period never ends), a dead upstream
+ * key's once its day has. Read `batch` rows at a time in (created_at, id) order, past the rows
+ * that stay, each batch deleted in one short statement; returns how many went.
+ */
+export async function pruneAlerts(db: Kysely<Database>, cutoff: string, now: number, batch: number, stop: () => boolean = () => false): Promise<number> {
+  let total = 0
+  for (let after: { createdAt: string; id: string } | null = null; ; ) {
+    const rows: Array<{ id: string; kind: string; period: string; created_at: string }> = await db
+      .selectFrom('alerts_sent')
+      .select(['id', 'kind', 'period', 'created_at'])
+      .where('created_at', '<', cutoff)
+      .$if(after !== null, (q) =>
+        q.where((eb) => eb.or([eb('created_at', '>', after!.createdAt), eb.and([eb('created_at', '=', after!.createdAt), eb('id', '>', after!.id)])])),
+      )
+      .orderBy('created_at')
+      .orderBy('id')
+      .limit(batch)
+      .execute()
+    const over = rows.filter((r) => periodOver(r.kind, r.period, now)).map((r) => r.id)
+    if (over.length > 0) {
+      const result = await db.deleteFrom('alerts_sent').where('id', 'in', over).executeTakeFirst()
+      total += Number(result.numDeletedRows)
+    }
+    if (rows.length < batch || stop()) return total
+    const last = rows[rows.length - 1]!
+    after = { createdAt: last.created_at, id: last.id }
+    // A pause between batches, so the monitor's and other writes interleave.
+    await Bun.sleep(10)
+  }
+}
+
+/** Whether an alert of `kind` for `period` (as its row holds them) can no longer come again at `now`; unknown: false. */
+function periodOver(kind: string, period: string, now: number): boolean {
+  if (kind === 'key_expiring') {
+    const expires = Date.parse(period)
+    return Number.isFinite(expires) && expires <= now
+  }
+  if (kind !== 'budget' && kind !== 'upstream_key_dead') return false
+  // `d2026-12-07`, `w2026-12-07` (its Monday), `m2026-12`, each perhaps followed by `+reset <time>`; `total…` never ends.
+  const m = /^([dwm])(\d{4})-(\d{2})(?:-(\d{2}))?(?:$|\+)/.exec(period)
+  if (m === null) return false
+  const [, unit, y, mo, d] = m
+  const year = Number(y)
+  const month = Number(mo) - 1
+  let end: number
+  if (unit === 'm') {
+    if (d !== undefined) return false
+    end = Date.UTC(year, month + 1, 1)
+  } else {
+    if (d === undefined) return false
+    end = Date.UTC(year, month, Number(d) + (unit === 'w' ? 7 : 1))
+  }
+  return end <= now
+}
+
 /** Whether key `a` is newer than key `b` of the same lineage: a total order, so a lineage has one newest key. */
 function newer(a: { id: string; createdAt: string; last: boolean }, b: { id: string; createdAt: string; last: boolean }): boolean {
   if (a.createdAt !== b.createdAt) return a.createdAt > b.createdAt

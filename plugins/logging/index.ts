@@ -3,7 +3,7 @@ import type { RequestLogInsert } from '../../src/db/schema.ts'
 import { definePlugin, type PluginHooks } from '../../src/plugin.ts'
 import { EARLIEST_TIME } from '../../src/lib/rfc3339.ts'
 import { analyticsRoutes } from './admin.ts'
-import { AlertMonitor } from './alerts.ts'
+import { AlertMonitor, pruneAlerts } from './alerts.ts'
 import { RequestMetrics } from './metrics.ts'
 import { deleteOlderThan } from './repo.ts'
 import { logFields, toRow } from './row.ts'
@@ -52,7 +52,7 @@ const Options = Type.Object(
     writer_thread: Type.Boolean({ default: true }),
     /** On shutdown, how long to keep writing what waits; rows left after it are dropped and counted. @default 5000 */
     close_timeout_ms: Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS, default: 5000 }),
-    /** Rows older than this many days are deleted; 0 keeps everything. @default 30 */
+    /** Rows older than this many days are deleted (and alerts_sent rows whose period is over); 0 keeps everything. @default 30 */
     retention_days: Type.Number({ minimum: 0, default: 30 }),
     /** How often old rows are deleted. @default 600000 */
     retention_check_ms: Type.Integer({ minimum: 10, maximum: MAX_TIMER_MS, default: 600_000 }),
@@ -151,6 +151,9 @@ export const logging = definePlugin({
         await Bun.sleep(10)
       }
       if (total > 0) logger.info('deleted old request logs', { rows: total, older_than: cutoff })
+      // Alerts remembered for periods that are over and older than the logs kept can never come again.
+      const alertRows = await pruneAlerts(db.db, cutoff, services.now(), options.retention_batch, () => closing)
+      if (alertRows > 0) logger.info('deleted old alerts_sent rows', { rows: alertRows, older_than: cutoff })
     }
     const runPrune = () => {
       pruning ??= prune()
