@@ -695,6 +695,53 @@ async function insertPruneFixture(db: Kysely<Database>, now: number): Promise<vo
     ])
     .execute()}
 
+/** A budget whose figure an operator changes within its period, on one database. */
+function changedBudgetSuite(url: () => string) {
+  test("a budget changed in its period alerts its thresholds again for the new figure: raised after its 100 % alert, the new 80 % and 100 % are told; a figure already alerted is not told again", async () => {
+    const receiver = startReceiver()
+    const m = await standaloneMonitor(receiver.url, {}, url())
+    try {
+      const now = new Date().toISOString()
+      const setBudget = (tokens: number) => m.db.updateTable('users').set({ budget: JSON.stringify({ tokens, period: 'month' }) }).where('id', '=', 'usr_raised').execute()
+      await m.db.insertInto('users').values({ id: 'usr_raised', email: null, name: null, disabled_at: null, deleted_at: null, limits: null, budget: null, metadata: null, created_at: now, updated_at: now }).execute()
+      await setBudget(100)
+      let n = 0
+      const spend = (tokens: number) => m.db.insertInto('request_logs').values(logRow(`req_raised_${n++}`, new Date().toISOString(), { user_id: 'usr_raised', total_tokens: tokens })).execute()
+      const seen = () => receiver.of('budget').map((a) => [a.threshold, (a.details.budget as { tokens: number }).tokens, (a.details.spent as { tokens: number }).tokens])
+      await spend(100)
+      await m.monitor.tick()
+      expect(seen()).toEqual([
+        [0.8, 100, 100],
+        [1, 100, 100],
+      ])
+      // The operator raises the spent budget: half of it is spent now, then more.
+      await setBudget(200)
+      await m.monitor.tick()
+      expect(seen().length).toBe(2)
+      await spend(70)
+      await m.monitor.tick()
+      await spend(30)
+      await m.monitor.tick()
+      expect(seen()).toEqual([
+        [0.8, 100, 100],
+        [1, 100, 100],
+        [0.8, 200, 170],
+        [1, 200, 200],
+      ])
+      const ids = receiver.of('budget').map((a) => a.id)
+      expect(new Set(ids).size).toBe(4)
+      // Back to the first figure: its thresholds were told in this period already.
+      await setBudget(100)
+      await m.monitor.tick()
+      await m.monitor.tick()
+      expect(seen().length).toBe(4)
+    } finally {
+      await m.close()
+      receiver.stop()
+    }
+  })
+}
+
 /**
  * Key lineages on one database, read a few per page: each lineage once, by its first key's id,
  * with the budget of its newest live key, spend summed over all its keys for the period.
@@ -795,6 +842,16 @@ function lineageSuite(url: () => string) {
 }
 
 describe('budget alerts per key lineage on SQLite', () => lineageSuite(() => 'sqlite::memory:'))
+describe('a changed budget on SQLite', () => changedBudgetSuite(() => 'sqlite::memory:'))
+
+describe.skipIf(postgresUrl === null)('a changed budget on Postgres', () => {
+  let pg: TestPostgresDatabase
+  beforeAll(async () => {
+    pg = await createTestPostgresDatabase(postgresUrl!, 'alerts_changed_budget')
+  })
+  afterAll(() => pg.drop())
+  changedBudgetSuite(() => pg.url)
+})
 
 describe.skipIf(postgresUrl === null)('alerts_sent pruned on Postgres', () => {
   let pg: TestPostgresDatabase

@@ -64,6 +64,8 @@ interface Candidate {
   period: string
   message: string
   details: Record<string, unknown>
+  /** A budget alert's figures (see budgetFigure): the same threshold and period of another budget is another alert. */
+  figure?: string
 }
 
 /** Alert ids this process knows are recorded, so a check does not ask the database again. */
@@ -350,6 +352,7 @@ export class AlertMonitor {
             subject: { type, id: row.id },
             threshold,
             period: label,
+            figure: budgetFigure(budget),
             message: byRefusal
               ? `The ${PERIOD_WORDS[budget.period]} budget of ${named} refuses requests: ${describeSpend(used, budget)} spent, ${describeRefusal(refused!)}.${chain}`
               : `The ${PERIOD_WORDS[budget.period]} budget of ${named} is ${pct >= 100 ? 'spent' : `${pct}% spent`} (${describeSpend(used, budget)}).${chain}`,
@@ -410,14 +413,32 @@ export class AlertMonitor {
       }))
   }
 
-  /** Remember an alert once, durably; the instance whose insert wins will send it. */
+  /**
+   * Remember an alert once, durably; the instance whose insert wins will send it. A budget alert
+   * whose id is taken by the alert of another figure (the budget was changed in its period, as
+   * when an operator raises a spent one) is that figure's: its id takes the figure on, so the
+   * thresholds of the new budget are told too, and a figure already told is not told again.
+   */
   private async record(c: Candidate): Promise<void> {
-    const id = `${c.kind}:${c.subject.type}:${c.subject.id}:${c.threshold}:${c.period}`
-    if (this.known.has(id)) return
+    const base = `${c.kind}:${c.subject.type}:${c.subject.id}:${c.threshold}:${c.period}`
+    const seen = c.figure === undefined ? base : `${base}|${c.figure}`
+    if (this.known.has(seen)) return
+    if (!(await this.insert(base, c)) && c.figure !== undefined) {
+      const first = await this.db.selectFrom('alerts_sent').select('payload').where('id', '=', base).executeTakeFirst()
+      const told = fromJson<{ details?: { budget?: Budget } }>(first?.payload ?? null)?.details?.budget
+      if (told && budgetFigure(told) !== c.figure) await this.insert(`${base}@${c.figure}`, c)
+    }
+    if (this.known.size >= MAX_KNOWN) this.known.delete(this.known.values().next().value!)
+    this.known.add(seen)
+  }
+
+  /** Insert the alert under `id` unless a row has it; whether this insert made it. */
+  private async insert(id: string, c: Candidate): Promise<boolean> {
     // Delivery bookkeeping runs on the wall clock; the rules (expiry, budget periods) on services.now.
     const now = Date.now()
-    const payload: AlertPayload = { id, ...c, environment: this.deps.environment, at: iso(now) }
-    await this.db
+    const { figure: _, ...fields } = c
+    const payload: AlertPayload = { id, ...fields, environment: this.deps.environment, at: iso(now) }
+    const result = await this.db
       .insertInto('alerts_sent')
       .values({
         id,
@@ -434,9 +455,8 @@ export class AlertMonitor {
         sent_at: null,
       })
       .onConflict((oc) => oc.column('id').doNothing())
-      .execute()
-    if (this.known.size >= MAX_KNOWN) this.known.delete(this.known.values().next().value!)
-    this.known.add(id)
+      .executeTakeFirst()
+    return Number(result.numInsertedOrUpdatedRows ?? 0) > 0
   }
 
   /** Send every pending alert whose time has come; each is claimed first, so one instance sends it. */
@@ -605,6 +625,11 @@ function parseBudget(text: string | null): Budget | null {
   } catch {
     return null
   }
+}
+
+/** A budget's figures, as an alert id holds them: `200tokens`, `0.5usd`, `200tokens,0.5usd`. */
+function budgetFigure(b: Budget): string {
+  return [b.tokens ? `${b.tokens}tokens` : '', b.usd ? `${b.usd}usd` : ''].filter(Boolean).join(',')
 }
 
 /** A budget's period as the adjective an alert's message uses. */
