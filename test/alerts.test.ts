@@ -147,6 +147,31 @@ describe('alerts by webhook', () => {
     }
   })
 
+  test('an expiring key rotated: the expiry carries over to its successor, which is the same expiry of the same key chain, not told again; the message says to extend it', async () => {
+    const receiver = startReceiver()
+    const gw = await boot(join(dir, 'expiring-rotated.db'), receiver.url, { expiring_within_days: 7 })
+    try {
+      const soon = new Date(Date.now() + 3 * DAY).toISOString()
+      const { key } = await userWithKey(gw, { expires_at: soon })
+      await waitFor(() => receiver.of('key_expiring').length === 1, 'the expiring-key alert')
+      const first = receiver.of('key_expiring')[0]!
+      // Rotating it would not help: the successor keeps the expiry.
+      expect(first.message).toContain(`Extend its expires_at (PATCH /admin/keys/${key.id}) or issue a new key; a rotation keeps the expiry.`)
+      const rotated = await gw.adminOk<{ id: string; expires_at: string }>('POST', `/admin/keys/${key.id}/rotate`, { grace_seconds: 0 })
+      expect(Date.parse(rotated.expires_at)).toBe(Date.parse(soon))
+      await Bun.sleep(400) // several checks
+      expect(receiver.of('key_expiring').map((a) => a.subject.id)).toEqual([key.id])
+      // Its expiry moved (on the key in use): that is a new date to tell.
+      const later = new Date(Date.now() + 5 * DAY).toISOString()
+      await gw.adminOk('PATCH', `/admin/keys/${rotated.id}`, { expires_at: later })
+      await waitFor(() => receiver.of('key_expiring').length === 2, 'the alert of the moved expiry')
+      expect(receiver.of('key_expiring')[1]).toMatchObject({ subject: { type: 'key', id: key.id }, details: { key_id: rotated.id, lineage_id: key.id } })
+    } finally {
+      await gw.close()
+      receiver.stop()
+    }
+  })
+
   test('budgets: 80 % and 100 % of a key\'s token budget and of a team\'s USD budget, each once per period', async () => {
     const receiver = startReceiver()
     const gw = await boot(join(dir, 'budgets.db'), receiver.url, {}, [{ name: 'mock-gpt', targets: [{ provider: 'up', model: 'mock-gpt' }], pricing: { input: 1, output: 1 } }])

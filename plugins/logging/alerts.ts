@@ -161,7 +161,7 @@ export class AlertMonitor {
     const page = (after: { expiresAt: string; id: string } | null) =>
       this.db
         .selectFrom('api_keys')
-        .select(['id', 'user_id', 'team_id', 'name', 'start', 'end', 'environment', 'expires_at'])
+        .select(['id', 'lineage_id', 'user_id', 'team_id', 'name', 'start', 'end', 'environment', 'expires_at'])
         .where('status', '=', 'active')
         .where('grace_until', 'is', null)
         .where('expires_at', '>', from)
@@ -185,12 +185,24 @@ export class AlertMonitor {
     }
     return rows.map((r) => ({
       kind: 'key_expiring',
-      subject: { type: 'key', id: r.id },
+      // The key's rotation chain (its first key), as budget alerts name it: a rotation copies the
+      // expiry to the successor, which is the same expiry to tell, not a new one. A key in its
+      // grace period is left out above, so a chain has one key here: the one in use.
+      subject: { type: 'key', id: r.lineage_id ?? r.id },
       threshold: this.options.expiringWithinDays,
       // The expiry itself: a key whose expiry is moved is alerted again for the new date.
       period: r.expires_at!,
-      message: `API key ${r.id} (${r.start}…${r.end}) of user ${r.user_id} expires at ${r.expires_at}, within ${this.options.expiringWithinDays} days. Rotate it or extend expires_at.`,
-      details: { key_id: r.id, user_id: r.user_id, team_id: r.team_id, name: r.name, environment: r.environment, display: `${r.start}…${r.end}`, expires_at: r.expires_at },
+      message: `API key ${r.id} (${r.start}…${r.end}) of user ${r.user_id} expires at ${r.expires_at}, within ${this.options.expiringWithinDays} days. Extend its expires_at (PATCH /admin/keys/${r.id}) or issue a new key; a rotation keeps the expiry.`,
+      details: {
+        key_id: r.id,
+        lineage_id: r.lineage_id ?? r.id,
+        user_id: r.user_id,
+        team_id: r.team_id,
+        name: r.name,
+        environment: r.environment,
+        display: `${r.start}…${r.end}`,
+        expires_at: r.expires_at,
+      },
     }))
   }
 
