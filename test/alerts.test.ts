@@ -311,6 +311,40 @@ describe('alerts by webhook', () => {
     }
   })
 
+  test('with the quota plugin, tokens reserved by requests in flight are not spend: no budget alert while they run, none after they use little', async () => {
+    const receiver = startReceiver()
+    const gw = await startAuthGateway(upstream.url, {
+      config: {
+        models: [{ name: 'slow-gpt', targets: [{ provider: 'up', model: 'mock-slow-1500' }] }] as never,
+        plugins: [
+          { use: 'auth', options: { demo_key: false } },
+          // A request that sets no max_tokens reserves 450 completion tokens; the mock answers 16 words.
+          { use: 'quota', options: { completion_estimate: 450 } },
+          { use: 'logging', options: { flush_ms: 10, alerts: { webhook_url: receiver.url, check_ms: 100, retry_base_ms: 50 } } },
+        ],
+      },
+      env: { DATABASE_URL: `sqlite://${join(dir, 'budget-reserved.db')}` },
+    })
+    try {
+      const { key } = await userWithKey(gw, { budget: { tokens: 1000, period: 'day' } })
+      const auth = { authorization: `Bearer ${key.key}` }
+      // Two requests at once, each reserving its prompt and 450 completion tokens: over 90 % of
+      // the budget held while they run (1.5 s, many checks), a few dozen tokens used in the end.
+      const answers = await Promise.all([0, 1].map(() => postJson(`${gw.url}/v1/chat/completions`, { model: 'slow-gpt', messages }, auth)))
+      let used = 0
+      for (const res of answers) {
+        expect(res.status).toBe(200)
+        used += ((await res.json()) as { usage: { total_tokens: number } }).usage.total_tokens
+      }
+      expect(used).toBeLessThan(100)
+      await Bun.sleep(300)
+      expect(receiver.of('budget')).toEqual([])
+    } finally {
+      await gw.close()
+      receiver.stop()
+    }
+  })
+
   test('with the quota plugin, a budget alert reads what the quota counts: spend whose log rows are gone (retention) still alerts', async () => {
     const receiver = startReceiver()
     const gw = await startAuthGateway(upstream.url, {

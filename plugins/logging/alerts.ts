@@ -25,6 +25,8 @@ export interface AlertOptions {
   budgetPageSize?: number
   /** Keys expiring within the window read per query; a check reads them all, page by page. @default 1000 */
   expiringPageSize?: number
+  /** The request log's retention in days (0: keeps every row), to know whether it holds a budget's whole period. @default 0 */
+  retentionDays?: number
 }
 
 /** The JSON body POSTed to the webhook. `id` is stable: a receiver may dedupe on it. */
@@ -297,6 +299,13 @@ export class AlertMonitor {
     return { subjects, next }
   }
 
+  /** Whether the request log still holds every row since `since` (ISO; null: ever): retention has pruned none of them. */
+  private logCovers(since: string | null, now: number): boolean {
+    const days = this.options.retentionDays ?? 0
+    if (days <= 0) return true
+    return since !== null && Date.parse(since) >= now - days * DAY
+  }
+
   /** The quota's spend of these subjects, or null without a quota plugin or when its store cannot be read (the log's sums stand). */
   private async enforcedSpend(
     type: BudgetPages['type'],
@@ -329,28 +338,37 @@ export class AlertMonitor {
       const from = start === '' ? null : start
       // Where the quota enforces budgets, its counts (after any reset) are what the alert is about:
       // the request log's rows may be pruned (retention) within the period, a `total` budget's
-      // always in time. Without them, the log's sums.
+      // always in time. But those counts hold what requests in flight reserved (their prompt and
+      // max_tokens) until they settle: a few concurrent requests with a large max_tokens would read
+      // as most of a small budget spent. Where the log holds the whole period, what it logged is
+      // the spend, and an alert needs both to pass the threshold. Without the quota, the log's sums.
       const enforced = await this.enforcedSpend(type, subjects)
-      const spent = enforced ? new Map<string, { tokens: number; usd: number }>() : await spend(subjects.map((s) => s.row.id), from)
+      const covers = (since: string | null) => this.logCovers(since, now)
+      const spent = !enforced || covers(from) ? await spend(subjects.map((s) => s.row.id), from) : new Map<string, { tokens: number; usd: number }>()
       // A subject whose budget spend an operator reset in this period (the quota plugin's
       // `quota.reset`) is counted from the reset on, and its thresholds may be crossed again.
       const resets = await this.budgetResets(type, from)
       for (const s of subjects) {
         const reset = resets.get(s.row.id)
         if (reset === undefined) continue
-        if (!enforced) spent.set(s.row.id, (await spend([s.row.id], reset)).get(s.row.id) ?? { tokens: 0, usd: 0 })
+        if (!enforced || covers(reset)) spent.set(s.row.id, (await spend([s.row.id], reset)).get(s.row.id) ?? { tokens: 0, usd: 0 })
         s.label = `${s.label}+reset ${reset}`
         s.reset = reset
       }
       for (let i = 0; i < subjects.length; i++) {
         const { row, budget, label, reset } = subjects[i]!
-        const used = enforced?.[i] ?? spent.get(row.id) ?? { tokens: 0, usd: 0 }
+        const counted = enforced?.[i]
+        const logged = !enforced || covers(reset ?? from) ? (spent.get(row.id) ?? { tokens: 0, usd: 0 }) : null
+        const used = !counted ? logged! : !logged ? counted : { tokens: Math.min(counted.tokens, logged.tokens), usd: Math.min(counted.usd, logged.usd) }
         const fraction = Math.max(budget.tokens ? used.tokens / budget.tokens : 0, budget.usd ? used.usd / budget.usd : 0)
         // Admission refuses a request once the budget's remainder is below its reservation, so the
         // spend may stop short of 100 % while every request is refused: a refusal in this period
         // (since its reset, if any) is the budget reached, every threshold up to 1 crossed.
-        let refused = enforced?.[i]?.refused ?? null
+        let refused = counted?.refused ?? null
         if (refused !== null && reset !== undefined && refused.at < Date.parse(reset)) refused = null
+        // A refused budget is told with the quota's count, which the refusal was made on: the log
+        // may not hold the last requests yet, and none in flight holds a reservation worth saying.
+        const shown = refused !== null && counted ? counted : used
         for (const threshold of this.options.budgetThresholds) {
           const byRefusal = fraction < threshold
           if (byRefusal && !(refused !== null && threshold <= 1)) continue
@@ -366,11 +384,11 @@ export class AlertMonitor {
             period: label,
             figure: budgetFigure(budget),
             message: byRefusal
-              ? `The ${PERIOD_WORDS[budget.period]} budget of ${named} refuses requests: ${describeSpend(used, budget)} spent, ${describeRefusal(refused!)}.${chain}`
-              : `The ${PERIOD_WORDS[budget.period]} budget of ${named} is ${pct >= 100 ? 'spent' : `${pct}% spent`} (${describeSpend(used, budget)}).${chain}`,
+              ? `The ${PERIOD_WORDS[budget.period]} budget of ${named} refuses requests: ${describeSpend(shown, budget)} spent, ${describeRefusal(refused!)}.${chain}`
+              : `The ${PERIOD_WORDS[budget.period]} budget of ${named} is ${pct >= 100 ? 'spent' : `${pct}% spent`} (${describeSpend(shown, budget)}).${chain}`,
             details: {
               budget,
-              spent: { tokens: used.tokens, usd: used.usd },
+              spent: { tokens: shown.tokens, usd: shown.usd },
               fraction,
               ...(refused && { refused: { at: iso(refused.at), measure: refused.measure, reserved: refused.reserved, left: refused.left } }),
               ...(key && { key_id: key.id, lineage_id: row.id, lineage_keys: key.keys, user_id: key.userId }),

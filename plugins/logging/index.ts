@@ -187,6 +187,7 @@ export const logging = definePlugin({
           retryBaseMs: a.retry_base_ms,
           retryMaxMs: a.retry_max_ms,
           timeoutMs: a.timeout_ms,
+          retentionDays: options.retention_days,
         },
         // Read at each check: the quota plugin may be set up after this one.
         { now: services.now, logger, upstreams: services.upstreams, environment: config.environment, metrics: services.metrics, budgets: () => services.budgets },
