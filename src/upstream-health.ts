@@ -15,6 +15,11 @@ export interface UpstreamKeyState {
   readonly consecutiveAuthFailures: number
   /** ms epoch of the first 401/403 of the current run of them; null when the run is 0. */
   readonly authFailingSince: number | null
+  /**
+   * A routing plugin stopped trying the key for its refusals (see {@link UpstreamHealth.retire}):
+   * its run of 401/403 will not grow, so it is dead whatever its length. Cleared by an answer that says the key works.
+   */
+  readonly retired: boolean
 }
 
 /** Upstream keys remembered; more (run-time providers come and go) evict the least recently used. @default 10000 */
@@ -26,6 +31,7 @@ interface Entry extends UpstreamKeyState {
   lastAttemptAt: number
   consecutiveAuthFailures: number
   authFailingSince: number | null
+  retired: boolean
   up: GaugeSeries
   attempts: Map<number, CounterSeries>
   latency: HistogramSeries
@@ -85,6 +91,7 @@ export class UpstreamHealth {
     } else if (entry.healthy) {
       entry.consecutiveAuthFailures = 0
       entry.authFailingSince = null
+      entry.retired = false
     }
     let counter = entry.attempts.get(status)
     if (!counter) {
@@ -93,6 +100,15 @@ export class UpstreamHealth {
     }
     counter.inc()
     entry.latency.observe(latencyMs / 1000)
+  }
+
+  /**
+   * A routing plugin takes the key out of service for the provider's refusal (401/403) and will
+   * not try it again until an operator acts (the balance plugin does at the first): alerts need
+   * not wait for a run of refusals that cannot grow.
+   */
+  retire(provider: string, key: string): void {
+    this.entry(provider, key).retired = true
   }
 
   /** The state of one key, if it was tried. */
@@ -121,6 +137,7 @@ export class UpstreamHealth {
       lastAttemptAt: 0,
       consecutiveAuthFailures: 0,
       authFailingSince: null,
+      retired: false,
       up: this.up.labels(provider, key),
       attempts: new Map(),
       latency: this.latency.labels(provider),
@@ -157,5 +174,6 @@ function snapshot(e: Entry): UpstreamKeyState {
     lastAttemptAt: e.lastAttemptAt,
     consecutiveAuthFailures: e.consecutiveAuthFailures,
     authFailingSince: e.authFailingSince,
+    retired: e.retired,
   }
 }

@@ -457,6 +457,35 @@ describe('alerts by webhook', () => {
     }
   })
 
+  test('with the balance plugin, which stops using a key at its first 401/403, a refused key is alerted though dead_key_failures is more than 1', async () => {
+    const receiver = startReceiver()
+    const gw = await startAuthGateway(upstream.url, {
+      config: {
+        plugins: [
+          { use: 'auth', options: { demo_key: false } },
+          'balance',
+          { use: 'logging', options: { flush_ms: 10, alerts: { webhook_url: receiver.url, check_ms: 100, retry_base_ms: 50, dead_key_failures: 3 } } },
+        ],
+      },
+      env: { DATABASE_URL: `sqlite://${join(dir, 'dead-balanced.db')}` },
+    })
+    try {
+      const { key } = await userWithKey(gw)
+      const auth = { authorization: `Bearer ${key.key}` }
+      upstream.setFailure({ status: 401, times: 3 })
+      // The first request meets the 401 and the key is out; the next two are refused without trying it.
+      for (let i = 0; i < 3; i++) expect((await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages }, auth)).status).toBe(502)
+      await waitFor(() => receiver.of('upstream_key_dead').length === 1, 'the dead-key alert')
+      const dead = receiver.of('upstream_key_dead')[0]!
+      expect(dead).toMatchObject({ subject: { type: 'provider_key', id: 'up/k1' }, details: { provider: 'up', key: 'k1', last_status: 401, consecutive_failures: 1, retired: true } })
+      expect(dead.message).toBe('Upstream provider "up" refused the gateway\'s key "k1" once (last HTTP 401) and it is no longer tried. Fix or replace that provider key.')
+    } finally {
+      upstream.setFailure(null)
+      await gw.close()
+      receiver.stop()
+    }
+  })
+
   test('a dead upstream key is alerted once a day across instances and restarts, though each saw it fail at another time', async () => {
     const receiver = startReceiver()
     const file = join(dir, 'dead-shared.db')

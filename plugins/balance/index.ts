@@ -335,6 +335,8 @@ export const balance = definePlugin({
         share(h, model)
       } else if (keyRefusal(failure.status)) {
         h.dead = `the upstream refused this key (HTTP ${failure.status}) at ${new Date(t).toISOString()}`
+        // Not tried again: its dead-key alert must not wait for more refusals in a row.
+        services.upstreams.retire(h.provider, h.key)
         logger.warn('provider key marked dead', { provider: h.provider, key: h.key, status: failure.status })
         share(h, null)
       } else if (retryable(failure.status)) {

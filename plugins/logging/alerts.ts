@@ -428,7 +428,8 @@ export class AlertMonitor {
     const n = this.options.deadKeyFailures
     return this.deps.upstreams
       .list()
-      .filter((k) => k.consecutiveAuthFailures >= n && k.authFailingSince !== null)
+      // A key its routing plugin no longer tries (balance: after its first refusal) is dead at once: its run cannot grow to n.
+      .filter((k) => (k.consecutiveAuthFailures >= n || k.retired) && k.authFailingSince !== null)
       .slice(0, MAX_PER_CHECK)
       .map((k) => ({
         kind: 'upstream_key_dead' as const,
@@ -438,8 +439,8 @@ export class AlertMonitor {
         // process saw, and another instance (or this one after a restart) sees another, so the
         // id must not depend on it. Once per key and day; a key dead again on a later day is alerted again.
         period: budgetPeriod('day', k.authFailingSince!).label,
-        message: `Upstream provider "${k.provider}" refused the gateway's key "${k.key}" ${k.consecutiveAuthFailures} times in a row (last HTTP ${k.lastStatus}). Fix or replace that provider key.`,
-        details: { provider: k.provider, key: k.key, consecutive_failures: k.consecutiveAuthFailures, last_status: k.lastStatus, failing_since: iso(k.authFailingSince!) },
+        message: `Upstream provider "${k.provider}" refused the gateway's key "${k.key}" ${k.consecutiveAuthFailures === 1 ? 'once' : `${k.consecutiveAuthFailures} times in a row`} (last HTTP ${k.lastStatus})${k.retired ? ' and it is no longer tried' : ''}. Fix or replace that provider key.`,
+        details: { provider: k.provider, key: k.key, consecutive_failures: k.consecutiveAuthFailures, last_status: k.lastStatus, failing_since: iso(k.authFailingSince!), retired: k.retired },
       }))
   }
 

@@ -22,7 +22,7 @@ const Alerts = Type.Object(
     budget_thresholds: Type.Array(Type.Number({ exclusiveMinimum: 0, maximum: 10 }), { minItems: 1, maxItems: 10, default: [0.8, 1] }),
     /** How often the conditions are checked. @default 60000 */
     check_ms: Type.Integer({ minimum: 50, maximum: MAX_TIMER_MS, default: 60_000 }),
-    /** An upstream key is dead after this many 401/403 answers in a row. @default 1 (the balance plugin stops using a key at its first) */
+    /** An upstream key is dead after this many 401/403 answers in a row, or at its first when the routing plugin stops trying it (the balance plugin does). @default 1 */
     dead_key_failures: Type.Integer({ minimum: 1, maximum: 1000, default: 1 }),
     /** First wait after a failed delivery; doubled each time. @default 1000 */
     retry_base_ms: Type.Integer({ minimum: 10, maximum: MAX_TIMER_MS, default: 1000 }),
