@@ -647,6 +647,25 @@ describe('alerts by webhook', () => {
     }
   })
 
+  test('a check delivers every alert due, past the first hundred', async () => {
+    const receiver = startReceiver()
+    const m = await standaloneMonitor(receiver.url)
+    try {
+      const past = new Date(Date.now() - 1000).toISOString()
+      const ids = Array.from({ length: 250 }, (_, i) => `test:many:${String(i).padStart(3, '0')}`)
+      await m.db
+        .insertInto('alerts_sent')
+        .values(ids.map((id) => ({ id, kind: 'budget', subject: `user:${id}`, threshold: 1, period: 'total', status: 'pending' as const, attempts: 0, payload: JSON.stringify({ id, kind: 'budget' }), next_attempt_at: past, last_error: null, created_at: past, sent_at: null })))
+        .execute()
+      await m.monitor.tick()
+      expect(receiver.received.length).toBe(250)
+      expect(receiver.received.map((r) => r.alertId).sort()).toEqual(ids)
+    } finally {
+      await m.close()
+      receiver.stop()
+    }
+  })
+
   test('a receiver that fails first gets the same alert again, with backoff, until it accepts', async () => {
     const receiver = startReceiver(2)
     const gw = await boot(join(dir, 'retry.db'), receiver.url, { retry_base_ms: 100 })

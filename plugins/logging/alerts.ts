@@ -74,6 +74,8 @@ interface Candidate {
 const MAX_KNOWN = 10_000
 /** Dead upstream keys looked at per check; the default page of expiring keys and of budget subjects. */
 const MAX_PER_CHECK = 1000
+/** Due alerts read per query; a round sends every one due when it began, page by page. */
+const DELIVERY_PAGE = 100
 /** Redirects that keep the POST (307, 308) followed for one delivery. */
 const MAX_REDIRECTS = 5
 
@@ -490,17 +492,28 @@ export class AlertMonitor {
     return Number(result.numInsertedOrUpdatedRows ?? 0) > 0
   }
 
-  /** Send every pending alert whose time has come; each is claimed first, so one instance sends it. */
+  /**
+   * Send every pending alert whose time had come when this began, a page at a time; each is
+   * claimed first, so one instance sends it. A row tried here is due again only after this began
+   * (its claim or its retry moves it past), so the pages end, however the receiver answers.
+   */
   private async deliverDue(): Promise<void> {
-    const now = Date.now()
-    const due = await this.db
-      .selectFrom('alerts_sent')
-      .select(['id', 'kind', 'payload', 'attempts', 'next_attempt_at'])
-      .where('status', '=', 'pending')
-      .where('next_attempt_at', '<=', iso(now))
-      .orderBy('next_attempt_at')
-      .limit(100)
-      .execute()
+    const now = iso(Date.now())
+    for (;;) {
+      const due = await this.db
+        .selectFrom('alerts_sent')
+        .select(['id', 'kind', 'payload', 'attempts', 'next_attempt_at'])
+        .where('status', '=', 'pending')
+        .where('next_attempt_at', '<=', now)
+        .orderBy('next_attempt_at')
+        .limit(DELIVERY_PAGE)
+        .execute()
+      await this.deliver(due)
+      if (due.length < DELIVERY_PAGE || this.closed) return
+    }
+  }
+
+  private async deliver(due: ReadonlyArray<{ id: string; kind: string; payload: string; attempts: number; next_attempt_at: string }>): Promise<void> {
     for (const row of due) {
       if (this.closed) return
       // Claim: move its next attempt past this one's timeout; another instance that read it too finds it moved.
