@@ -666,6 +666,39 @@ describe('alerts by webhook', () => {
     }
   })
 
+  test('a receiver that fails is not sent the other alerts due in that round: one call, each later round backing off further', async () => {
+    let calls = 0
+    const server = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch: async (req) => {
+        calls++
+        await req.text()
+        return new Response('down', { status: 503 })
+      },
+    })
+    const m = await standaloneMonitor(`http://127.0.0.1:${server.port}/hook`, { retryBaseMs: 60_000, retryMaxMs: 3_600_000 })
+    try {
+      const past = new Date(Date.now() - 1000).toISOString()
+      const ids = Array.from({ length: 20 }, (_, i) => `test:down:${String(i).padStart(2, '0')}`)
+      await m.db
+        .insertInto('alerts_sent')
+        .values(ids.map((id) => ({ id, kind: 'budget', subject: `user:${id}`, threshold: 1, period: 'total', status: 'pending' as const, attempts: 0, payload: JSON.stringify({ id }), next_attempt_at: past, last_error: null, created_at: past, sent_at: null })))
+        .execute()
+      await m.monitor.tick()
+      expect(calls).toBe(1)
+      const rows = await m.db.selectFrom('alerts_sent').select(['id', 'attempts', 'last_error']).orderBy('id').execute()
+      expect(rows.filter((r) => r.attempts > 0).map((r) => [r.id, r.attempts, r.last_error])).toEqual([[ids[0]!, 1, 'HTTP 503']])
+      // The others wait as long as the one tried (the receiver is down for them too): a check
+      // before then sends nothing.
+      await m.monitor.tick()
+      expect(calls).toBe(1)
+    } finally {
+      await m.close()
+      server.stop(true)
+    }
+  })
+
   test('a receiver that fails first gets the same alert again, with backoff, until it accepts', async () => {
     const receiver = startReceiver(2)
     const gw = await boot(join(dir, 'retry.db'), receiver.url, { retry_base_ms: 100 })

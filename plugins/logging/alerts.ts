@@ -96,6 +96,9 @@ export class AlertMonitor {
   private running: Promise<void> | null = null
   private again = false
   private retryAt = Infinity
+  /** Deliveries failed in a row (any alert), and until when (ms) none is tried: the receiver is one, and down for every alert. */
+  private receiverFailures = 0
+  private holdUntil = 0
   private readonly known = new Set<string>()
   private closed = false
   private readonly sent: Map<AlertKind, CounterSeries>
@@ -498,6 +501,11 @@ export class AlertMonitor {
    * (its claim or its retry moves it past), so the pages end, however the receiver answers.
    */
   private async deliverDue(): Promise<void> {
+    if (Date.now() < this.holdUntil) {
+      // Woken early (a check, or a retry timer set before the hold grew): wake again when it ends.
+      this.scheduleRetry(this.holdUntil - Date.now())
+      return
+    }
     const now = iso(Date.now())
     for (;;) {
       const due = await this.db
@@ -508,14 +516,15 @@ export class AlertMonitor {
         .orderBy('next_attempt_at')
         .limit(DELIVERY_PAGE)
         .execute()
-      await this.deliver(due)
-      if (due.length < DELIVERY_PAGE || this.closed) return
+      const failed = await this.deliver(due)
+      if (failed || due.length < DELIVERY_PAGE || this.closed) return
     }
   }
 
-  private async deliver(due: ReadonlyArray<{ id: string; kind: string; payload: string; attempts: number; next_attempt_at: string }>): Promise<void> {
+  /** Deliver these rows in turn until one fails; whether one did (the rest wait: see receiverFailures). */
+  private async deliver(due: ReadonlyArray<{ id: string; kind: string; payload: string; attempts: number; next_attempt_at: string }>): Promise<boolean> {
     for (const row of due) {
-      if (this.closed) return
+      if (this.closed) return false
       // Claim: move its next attempt past this one's timeout; another instance that read it too finds it moved.
       // From the time of the claim: the deliveries before it in this round may have taken a while.
       const claimed = await this.db
@@ -529,12 +538,16 @@ export class AlertMonitor {
       const kind = row.kind as AlertKind
       const error = await this.post(row.id, row.payload)
       if (error === null) {
+        this.receiverFailures = 0
         await this.db.updateTable('alerts_sent').set({ status: 'sent', sent_at: iso(Date.now()), last_error: null }).where('id', '=', row.id).execute()
         this.sent.get(kind)?.inc()
         continue
       }
       const attempts = row.attempts + 1
-      const wait = Math.min(this.options.retryMaxMs, this.options.retryBaseMs * 2 ** Math.min(20, attempts - 1))
+      // Backed off by this alert's failures or the receiver's in a row, whichever is more.
+      this.receiverFailures++
+      const wait = Math.min(this.options.retryMaxMs, this.options.retryBaseMs * 2 ** Math.min(20, Math.max(attempts, this.receiverFailures) - 1))
+      this.holdUntil = Date.now() + wait
       await this.db
         .updateTable('alerts_sent')
         .set({ next_attempt_at: iso(Date.now() + wait), last_error: error.slice(0, 500) })
@@ -543,7 +556,11 @@ export class AlertMonitor {
       this.failures.get(kind)?.inc()
       this.deps.logger.warn('alert webhook failed; will retry', { alert_id: row.id, attempts, retry_in_ms: wait, error, receiver: hostOf(this.options.webhookUrl) })
       this.scheduleRetry(wait)
+      // The receiver failed: the other alerts due wait for the retry too, rather than each
+      // costing a call (or a timeout) it would fail as well.
+      return true
     }
+    return false
   }
 
   /** One timer for the earliest retry due; later ones are picked up by the round it starts. */
