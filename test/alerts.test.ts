@@ -993,6 +993,32 @@ describe.skipIf(postgresUrl === null)('a changed budget on Postgres', () => {
   changedBudgetSuite(() => pg.url)
 })
 
+describe.skipIf(postgresUrl === null)('two instances on one Postgres', () => {
+  let pg: TestPostgresDatabase
+  beforeAll(async () => {
+    pg = await createTestPostgresDatabase(postgresUrl!, 'alerts_two')
+  })
+  afterAll(() => pg.drop())
+  test('deliver each alert once, however their rounds interleave', async () => {
+    const receiver = startReceiver()
+    const a = await standaloneMonitor(receiver.url, {}, pg.url)
+    const b = await standaloneMonitor(receiver.url, {}, pg.url)
+    try {
+      const past = new Date(Date.now() - 1000).toISOString()
+      const ids = Array.from({ length: 120 }, (_, i) => `test:two:${String(i).padStart(3, '0')}`)
+      await a.db
+        .insertInto('alerts_sent')
+        .values(ids.map((id) => ({ id, kind: 'budget', subject: `user:${id}`, threshold: 1, period: 'total', status: 'pending' as const, attempts: 0, payload: JSON.stringify({ id }), next_attempt_at: past, last_error: null, created_at: past, sent_at: null })))
+        .execute()
+      await Promise.all([a.monitor.tick(), b.monitor.tick(), a.monitor.tick(), b.monitor.tick()])
+      expect(receiver.received.map((r) => r.alertId).sort()).toEqual(ids)
+    } finally {
+      await Promise.all([a.close(), b.close()])
+      receiver.stop()
+    }
+  })
+})
+
 describe.skipIf(postgresUrl === null)('alerts_sent pruned on Postgres', () => {
   let pg: TestPostgresDatabase
   beforeAll(async () => {
