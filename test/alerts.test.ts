@@ -699,6 +699,37 @@ describe('alerts by webhook', () => {
     }
   })
 
+  test("a receiver's Retry-After (429, 503) is waited out before the next try, longer than the backoff", async () => {
+    let calls = 0
+    const server = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch: async (req) => {
+        calls++
+        await req.text()
+        return new Response('slow down', { status: 429, headers: { 'retry-after': '600' } })
+      },
+    })
+    const m = await standaloneMonitor(`http://127.0.0.1:${server.port}/hook`, { retryBaseMs: 50, retryMaxMs: 1000 })
+    try {
+      const past = new Date(Date.now() - 1000).toISOString()
+      await m.db
+        .insertInto('alerts_sent')
+        .values({ id: 'test:slow', kind: 'budget', subject: 'user:usr_slow', threshold: 1, period: 'total', status: 'pending', attempts: 0, payload: '{"id":"test:slow"}', next_attempt_at: past, last_error: null, created_at: past, sent_at: null })
+        .execute()
+      await m.monitor.tick()
+      const row = await m.db.selectFrom('alerts_sent').select(['next_attempt_at', 'last_error']).executeTakeFirstOrThrow()
+      expect(Date.parse(row.next_attempt_at) - Date.now()).toBeGreaterThan(500_000)
+      expect(row.last_error).toBe('HTTP 429 (Retry-After 600 s)')
+      await Bun.sleep(200) // past the backoff (50 ms), not past the receiver's wait
+      await m.monitor.tick()
+      expect(calls).toBe(1)
+    } finally {
+      await m.close()
+      server.stop(true)
+    }
+  })
+
   test('a receiver that fails first gets the same alert again, with backoff, until it accepts', async () => {
     const receiver = startReceiver(2)
     const gw = await boot(join(dir, 'retry.db'), receiver.url, { retry_base_ms: 100 })

@@ -74,6 +74,8 @@ interface Candidate {
 const MAX_KNOWN = 10_000
 /** Dead upstream keys looked at per check; the default page of expiring keys and of budget subjects. */
 const MAX_PER_CHECK = 1000
+/** The longest Retry-After of a receiver that is honoured: an hour. */
+const MAX_RETRY_AFTER_MS = 3_600_000
 /** Due alerts read per query; a round sends every one due when it began, page by page. */
 const DELIVERY_PAGE = 100
 /** Redirects that keep the POST (307, 308) followed for one delivery. */
@@ -536,8 +538,8 @@ export class AlertMonitor {
         .executeTakeFirst()
       if (Number(claimed.numUpdatedRows) !== 1) continue
       const kind = row.kind as AlertKind
-      const error = await this.post(row.id, row.payload)
-      if (error === null) {
+      const failure = await this.post(row.id, row.payload)
+      if (failure === null) {
         this.receiverFailures = 0
         await this.db.updateTable('alerts_sent').set({ status: 'sent', sent_at: iso(Date.now()), last_error: null }).where('id', '=', row.id).execute()
         this.sent.get(kind)?.inc()
@@ -546,7 +548,10 @@ export class AlertMonitor {
       const attempts = row.attempts + 1
       // Backed off by this alert's failures or the receiver's in a row, whichever is more.
       this.receiverFailures++
-      const wait = Math.min(this.options.retryMaxMs, this.options.retryBaseMs * 2 ** Math.min(20, Math.max(attempts, this.receiverFailures) - 1))
+      const backoff = Math.min(this.options.retryMaxMs, this.options.retryBaseMs * 2 ** Math.min(20, Math.max(attempts, this.receiverFailures) - 1))
+      // A receiver that says when to come back (429, 503 with Retry-After) is not called before then.
+      const wait = Math.max(backoff, Math.min(failure.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS))
+      const error = failure.error
       this.holdUntil = Date.now() + wait
       await this.db
         .updateTable('alerts_sent')
@@ -583,7 +588,7 @@ export class AlertMonitor {
    * 303 would be followed with a GET that carries no alert, and a receiver answering that GET
    * would pass for one that took it: such a redirect is a failed delivery that says where it points.
    */
-  private async post(id: string, payload: string): Promise<string | null> {
+  private async post(id: string, payload: string): Promise<{ error: string; retryAfterMs?: number } | null> {
     const signal = AbortSignal.timeout(this.options.timeoutMs)
     let url = this.options.webhookUrl
     try {
@@ -596,18 +601,22 @@ export class AlertMonitor {
           redirect: 'manual',
         })
         await res.arrayBuffer().catch(() => undefined)
-        if (res.status < 300 || res.status >= 400) return res.ok ? null : `HTTP ${res.status}`
+        if (res.ok) return null
+        if (res.status < 300 || res.status >= 400) {
+          const retryAfterMs = retryAfterMsOf(res.headers.get('retry-after'))
+          return retryAfterMs === null ? { error: `HTTP ${res.status}` } : { error: `HTTP ${res.status} (Retry-After ${Math.ceil(retryAfterMs / 1000)} s)`, retryAfterMs }
+        }
         const location = res.headers.get('location')
         const next = location === null ? null : URL.parse(location, url)
-        if (next === null || !/^https?:$/.test(next.protocol)) return `HTTP ${res.status} without a usable Location`
+        if (next === null || !/^https?:$/.test(next.protocol)) return { error: `HTTP ${res.status} without a usable Location` }
         if ((res.status !== 307 && res.status !== 308) || hop >= MAX_REDIRECTS) {
           const why = hop >= MAX_REDIRECTS ? `more than ${MAX_REDIRECTS} redirects` : `a ${res.status} redirect would resend the alert as a GET without its body`
-          return `HTTP ${res.status} redirect to ${next.origin}: ${why}; set alerts.webhook_url to the address the receiver redirects to`
+          return { error: `HTTP ${res.status} redirect to ${next.origin}: ${why}; set alerts.webhook_url to the address the receiver redirects to` }
         }
         url = next.href
       }
     } catch (error) {
-      return error instanceof Error ? `${error.name}: ${error.message}`.replaceAll(this.options.webhookUrl, '<webhook_url>') : String(error)
+      return { error: error instanceof Error ? `${error.name}: ${error.message}`.replaceAll(this.options.webhookUrl, '<webhook_url>') : String(error) }
     }
   }
 }
@@ -722,6 +731,15 @@ export function dollars(usd: number): string {
   const decimals = Math.min(100, Math.max(2, 3 - Math.floor(Math.log10(size))))
   // Zeros past the second decimal say nothing: 0.5000 is $0.50.
   return `$${usd.toFixed(decimals).replace(/(\.\d\d\d*?)0+$/, '$1')}`
+}
+
+/** A Retry-After header (seconds, or an HTTP date) in ms from now; null when absent or unreadable. */
+function retryAfterMsOf(value: string | null): number | null {
+  if (value === null || value.trim() === '') return null
+  const seconds = Number(value)
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000)
+  const at = Date.parse(value)
+  return Number.isNaN(at) ? null : Math.max(0, at - Date.now())
 }
 
 function hostOf(url: string): string {
