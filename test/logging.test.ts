@@ -855,6 +855,18 @@ describe.skipIf(postgresUrl === null)('usage pages on Postgres', () => {
   usagePagingSuite(() => pg.url)
 })
 
+/** The request_logs row of a request, once written. */
+async function storedRow(gw: AuthGateway, id: string) {
+  await waitForRows(gw.db, 1)
+  const deadline = Date.now() + 5000
+  while (Date.now() < deadline) {
+    const r = await gw.db.selectFrom('request_logs').selectAll().where('id', '=', id).executeTakeFirst()
+    if (r) return r
+    await Bun.sleep(10)
+  }
+  throw new Error(`no request_logs row for ${id}`)
+}
+
 describe('structured log line', () => {
   test('one JSON line per request at info: ids, route, usage, timing, client; never a key; the body only redacted', async () => {
     const { logger, lines, raw } = capturingLogger('info')
@@ -896,6 +908,35 @@ describe('structured log line', () => {
       const all = raw.join('\n')
       for (const secret of [key.key, secretInPrompt, ADMIN_KEY, 'sk-upstream-secret']) expect(all).not.toContain(secret)
       expect(all.toLowerCase()).not.toContain('authorization')
+    } finally {
+      await gw.close()
+    }
+  })
+
+  test('a key sent as the model (a client with its arguments swapped) is masked in the row, /admin/logs and the line, as in the error', async () => {
+    const { logger, lines, raw } = capturingLogger('info')
+    const gw = await startAuthGateway(upstream.url, {
+      config: { plugins: [{ use: 'auth', options: { demo_key: false } }, { use: 'logging', options: { flush_ms: 10 } }] },
+      gateway: { logger },
+    })
+    try {
+      const { key } = await userWithKey(gw)
+      const masked = `${key.key.slice(0, 12)}…${key.key.slice(-4)}`
+      for (const model of [key.key, `Bearer ${key.key}`]) {
+        const res = await postJson(`${gw.url}/v1/chat/completions`, { model, messages }, { authorization: `Bearer ${key.key}` })
+        const { message } = await expectError(res, 'model_not_found')
+        expect(message).toContain(masked)
+        const id = res.headers.get('x-request-id')!
+        const stored = await storedRow(gw, id)
+        expect(stored.model).toBe(model.replace(key.key, masked))
+        expect((await gw.adminOk<Record<string, unknown>>('GET', `/admin/logs/${id}`)).model).toBe(stored.model)
+        expect(lines.find((l) => l.msg === 'request' && l.request_id === id)?.model).toBe(stored.model)
+      }
+      expect(raw.join('\n')).not.toContain(key.key)
+      // A model whose name merely starts like a key is logged as sent.
+      const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'sk-dev-model', messages }, { authorization: `Bearer ${key.key}` })
+      await expectError(res, 'model_not_found')
+      expect((await storedRow(gw, res.headers.get('x-request-id')!)).model).toBe('sk-dev-model')
     } finally {
       await gw.close()
     }

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net'
 import type { RequestLogInsert } from '../../src/db/schema.ts'
 import type { GatewayRequest, Outcome } from '../../src/plugin.ts'
+import { maskKeysUpTo } from '../../src/lib/key-text.ts'
 import { redactBody } from './redact.ts'
 
 /** The `error_code` of a request the client abandoned before its end (no gateway error code applies). */
@@ -34,6 +35,15 @@ function text(s: string): string {
 /** {@link text}, cut to `max` characters first when given one; null for a value not there. */
 function textOrNull(s: string | null | undefined, max = Infinity): string | null {
   return s === null || s === undefined ? null : text(s.length > max ? s.slice(0, max) : s)
+}
+
+/**
+ * The model a client named, as stored: a key sent in its place (a client with its arguments
+ * swapped) is masked, as in the error that answered it, since a key is never stored whole.
+ */
+function modelText(model: string | undefined): string | null {
+  if (model === undefined) return null
+  return textOrNull(model.includes('sk-') ? maskKeysUpTo(model, MAX_MODEL) : model, MAX_MODEL)
 }
 
 /** A count an `integer` column will take: whole, within [0, 2^31-1]; anything else (NaN) is 0. */
@@ -133,7 +143,7 @@ export function toRow(req: GatewayRequest, outcome: Outcome, arrivedAt: number, 
     team_id: identity?.teamId ?? null,
     environment: req.identity?.environment ?? environment,
     endpoint: req.endpoint,
-    model: textOrNull(req.model, MAX_MODEL),
+    model: modelText(req.model),
     // Upstream names come from the config or the admin API: not cut, but no NUL either.
     provider: textOrNull(target?.provider.id),
     upstream_model: textOrNull(target?.model),

@@ -21,11 +21,13 @@ export function maskKey(key: string): string {
 
 /**
  * Caller input echoed in a message (an id, a team header, a model name): a value shaped
- * like a key is masked, since messages never carry a whole key; anything long is cut.
+ * like a key, or holding one (`Bearer sk-…`), is masked, since messages never carry a whole
+ * key; anything long is cut.
  */
 export function echo(value: string, max = 64): string {
   if (keyEnvironment(value) !== null) return maskKey(value)
-  return value.length > max ? `${value.slice(0, max)}…` : value
+  const shown = value.includes('sk-') ? maskKeysUpTo(value, max + 1) : value
+  return shown.length > max ? `${shown.slice(0, max)}…` : shown
 }
 
 /** A sluice key anywhere in a text: the shape keyEnvironment takes, between non-key characters. */
@@ -37,4 +39,22 @@ const KEY_IN_TEXT = /(?<![0-9A-Za-z-])sk-[a-z0-9]{1,16}-[0-9A-Za-z]{32,256}(?![0
  */
 export function maskKeysIn(text: string): string {
   return text.replace(KEY_IN_TEXT, maskKey)
+}
+
+/** The longest text KEY_IN_TEXT takes for a key: `sk-`, 16 characters of environment, `-`, 256 of secret. */
+const KEY_TEXT_MAX = 3 + 16 + 1 + 256
+
+/**
+ * The first `max` characters of `text` with every key in them masked: a key across the cut is
+ * masked whole, never shown in part, and a long text is read only as far as those characters need.
+ */
+export function maskKeysUpTo(text: string, max: number): string {
+  // Masking shortens the text, so what fills `max` characters may come from further on: read on until
+  // a whole key's length lies past them, where a key cut off at the end of what was read cannot show.
+  let end = Math.min(text.length, max + KEY_TEXT_MAX)
+  for (;;) {
+    const masked = maskKeysIn(text.slice(0, end))
+    if (end === text.length || masked.length >= max + KEY_TEXT_MAX) return masked.length > max ? masked.slice(0, max) : masked
+    end = Math.min(text.length, end + max + KEY_TEXT_MAX - masked.length)
+  }
 }
