@@ -181,7 +181,10 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     if (methods.length === 0) return null
     const allow = allowList(methods)
     const preflight = cors !== null && Cors.applies(request.url) ? cors.preflight(request, allow) : null
-    return preflight ?? new Response(null, { status: 204, headers: { allow: allow.join(', ') } })
+    const answer = preflight ?? new Response(null, { status: 204, headers: { allow: allow.join(', ') } })
+    // An answer like every other: a client (or a browser's network log) can quote its id.
+    answer.headers.set('x-request-id', newRequestId())
+    return answer
   }
   // What any route may read of a body: the client API's readers stop at max_body_bytes and the admin
   // API's at 1 MiB, below it; this bounds the routes that read a body whole (the console's sign-in, plugins').

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { bootProblems, startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
-import { expectError } from './support/http.ts'
+import { REQUEST_ID, expectError } from './support/http.ts'
 
 const APP = 'https://app.example.com'
 const ADMIN_KEY = 'sluice-admin-cors-test-0123456789'
@@ -45,6 +45,8 @@ describe('without server.cors', () => {
     ] as const) {
       const res = await fetch(gw.url + path, { method: 'OPTIONS' })
       expect({ path, status: res.status, allow: res.headers.get('allow') }).toEqual({ path, status: 204, allow })
+      // An answer like any other: it carries its request id.
+      expect(res.headers.get('x-request-id')).toMatch(REQUEST_ID)
     }
     await expectError(await fetch(`${gw.url}/v1/nothing`, { method: 'OPTIONS' }), 'not_found', 404)
   })
@@ -59,6 +61,7 @@ describe('without server.cors', () => {
     const pre = await preflight(`${gw.url}/v1/chat/completions`, APP)
     expect(pre.status).toBe(204)
     expect(pre.headers.get('access-control-allow-origin')).toBeNull()
+    expect(pre.headers.get('x-request-id')).toMatch(REQUEST_ID)
     const res = await post(`${gw.url}/v1/chat/completions`, chat, { origin: APP })
     expect(res.status).toBe(200)
     expect(res.headers.get('access-control-allow-origin')).toBeNull()
@@ -78,6 +81,7 @@ describe('server.cors with listed origins', () => {
     upstream.reset()
     const res = await preflight(`${gw.url}/v1/chat/completions`, APP)
     expect(res.status).toBe(204)
+    expect(res.headers.get('x-request-id')).toMatch(REQUEST_ID)
     expect(res.headers.get('access-control-allow-origin')).toBe(APP)
     expect(res.headers.get('access-control-allow-methods')).toBe('POST, OPTIONS')
     expect(res.headers.get('access-control-allow-headers')).toBe('authorization, content-type, x-stainless-os')
