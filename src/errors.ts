@@ -41,6 +41,12 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES
 
+/**
+ * What a message of an upstream's failure (a 5xx, a timeout, a connection that failed) tells the
+ * client to do: it may well pass, and the operator should hear of one that does not.
+ */
+export const RETRY_UPSTREAM = 'Retry the request; if this keeps happening, tell the operator.'
+
 /** Options for a {@link GatewayError} beyond its code and message. */
 export interface GatewayErrorOptions {
   /** The request field at fault, as OpenAI's `param`. */

@@ -1,4 +1,4 @@
-import { ERROR_CODES, type ErrorCode, GatewayError, upstreamErrorCode } from './errors.ts'
+import { ERROR_CODES, type ErrorCode, GatewayError, RETRY_UPSTREAM, upstreamErrorCode } from './errors.ts'
 import type { Logger } from './lib/logger.ts'
 import { databaseOutage, databaseUnavailable, describeError } from './db/errors.ts'
 import type { Services } from './services.ts'
@@ -667,13 +667,13 @@ export class Pipeline {
       if (guard.timedOut) {
         return {
           status: 0,
-          error: new GatewayError('upstream_timeout', `Upstream provider "${target.provider.id}" did not answer within ${firstByteMs} ms.`),
+          error: new GatewayError('upstream_timeout', `Upstream provider "${target.provider.id}" did not answer within ${firstByteMs} ms. ${RETRY_UPSTREAM}`),
           retryAfter: null,
         }
       }
       return {
         status: 0,
-        error: new GatewayError('upstream_error', `Upstream provider "${target.provider.id}" could not be reached: ${scrubAll(errorMessage(error), secretsOf(target))}`),
+        error: new GatewayError('upstream_error', `Upstream provider "${target.provider.id}" could not be reached: ${sentence(scrubAll(errorMessage(error), secretsOf(target)))} ${RETRY_UPSTREAM}`),
         retryAfter: null,
       }
     } finally {
@@ -1674,8 +1674,11 @@ export function upstreamError(status: number, text: string, target: RouteTarget,
     const upstreamCode = said.code !== null && UPSTREAM_CODE.test(said.code) ? said.code : undefined
     return new GatewayError(code, `Upstream provider "${provider}" rejected the request (HTTP ${real}): ${detail}`, { status, param: said.param === null ? null : scrubAll(said.param, secrets), upstreamCode })
   }
-  return new GatewayError('upstream_error', `Upstream provider "${provider}" failed (HTTP ${real}): ${detail}`)
+  return new GatewayError('upstream_error', `Upstream provider "${provider}" failed (HTTP ${real}): ${sentence(detail)} ${RETRY_UPSTREAM}`)
 }
+
+/** Text that ends as a sentence does, so that what follows it in a message reads as the next one. */
+const sentence = (text: string): string => (/[.!?]\s*$/.test(text) ? text.trimEnd() : `${text.trimEnd()}.`)
 
 /** An upstream's error `code` passed to the client: a plain identifier, not text that could carry anything. */
 const UPSTREAM_CODE = /^[a-z0-9_]{1,64}$/
@@ -1725,7 +1728,7 @@ function redirectTarget(location: string, target: RouteTarget): string {
  * server that lost the completion. Passed on, the client's SDK would fail on it as on a success.
  */
 function emptyAnswer(target: RouteTarget, status: number): GatewayError {
-  return new GatewayError('upstream_error', `Upstream provider "${target.provider.id}" answered HTTP ${status} with an empty body, not a completion.`)
+  return new GatewayError('upstream_error', `Upstream provider "${target.provider.id}" answered HTTP ${status} with an empty body, not a completion. ${RETRY_UPSTREAM}`)
 }
 
 /** An adapter's refusal (see refusalResponse): the client's to fix, said as the adapter said it, blaming no provider. */

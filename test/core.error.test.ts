@@ -15,6 +15,8 @@ const SECRET = 'sk-upstream-secret-0123456789'
 const MAX_BODY = 4096
 const messages = [{ role: 'user', content: 'hello there' }]
 const chat = { model: 'mock-gpt', messages }
+/** What a message of a failure of the upstream's tells the client to do. */
+const RETRY = 'Retry the request; if this keeps happening, tell the operator.'
 
 let upstream: MockUpstream
 let gw: TestGateway
@@ -52,6 +54,8 @@ describe('upstream failures', () => {
     upstream.setFailure({ status: 500 })
     const error = await expectError(await postJson(chatUrl, chat), 'upstream_error')
     expect(error.message).toContain('HTTP 500')
+    // What to do, as DESIGN.md asks of every message: a failure of the upstream's may pass.
+    expect(error.message).toEndWith(RETRY)
     expect(upstream.stats.requests).toBe(1)
   })
 
@@ -94,6 +98,7 @@ describe('upstream failures', () => {
   test('upstream unreachable (nothing listens on its port) → 502 upstream_error', async () => {
     const error = await expectError(await postJson(chatUrl, { ...chat, model: 'dead-model' }), 'upstream_error')
     expect(error.message).toContain('dead')
+    expect(error.message).toEndWith(RETRY)
     expect(error.message).not.toContain(SECRET)
   })
 
@@ -148,6 +153,7 @@ describe('upstream failures', () => {
   test('upstream slower than timeouts.first_byte_ms → 504 upstream_timeout', async () => {
     const error = await expectError(await postJson(chatUrl, { ...chat, model: 'slow-model' }), 'upstream_timeout')
     expect(error.message).toContain('150 ms')
+    expect(error.message).toEndWith(RETRY)
     expect(upstream.stats.requests).toBe(1)
   })
 })

@@ -124,7 +124,7 @@ for (const mode of ['no plugin', 'a plugin tapping the body'] as const) {
       const elapsed = performance.now() - started
       expect(text).toContain('"content":"one "')
       expect(text).toContain('"code":"upstream_timeout"')
-      expect(text).toContain('sent nothing for 150 ms')
+      expect(text).toContain('sent nothing for 150 ms; the answer was cut off. Retry the request')
       expect(text).not.toContain('[DONE]')
       // Cut off by the watchdog, not by anything slower (the upstream would stall for ever).
       expect(elapsed).toBeLessThan(5000)
@@ -156,7 +156,7 @@ for (const mode of ['no plugin', 'a plugin tapping the body'] as const) {
       const text = await res.text()
       expect(text).toContain('"content":"w1 "')
       expect(text).toContain('"code":"upstream_timeout"')
-      expect(text).toContain('did not finish its answer in time')
+      expect(text).toContain('did not finish its answer in time; the answer was cut off. Retry the request')
       // 50 chunks at 40 ms would take 2 s; the total is 400 ms.
       expect(text).not.toContain('w50')
       expect(text).not.toContain('[DONE]')

@@ -7,6 +7,8 @@
  * as precise as the tick, which is a quarter of the shortest timeout watched (1 s at most).
  */
 
+import { RETRY_UPSTREAM } from '../errors.ts'
+
 /** Why a watched body was cut off: its idle or total timeout, or the gateway shutting down with it still running. */
 export type TimeoutKind = 'idle' | 'total' | 'shutdown'
 
@@ -38,8 +40,8 @@ export class BodyWatch {
   describe(provider: string): string {
     if (this.timedOut === 'shutdown') return 'The gateway is shutting down and its grace period for requests in flight is over; the answer was cut off. Retry the request.'
     return this.timedOut === 'idle'
-      ? `Upstream provider "${provider}" sent nothing for ${this.idleMs} ms; the answer was cut off.`
-      : `Upstream provider "${provider}" did not finish its answer in time; the answer was cut off.`
+      ? `Upstream provider "${provider}" sent nothing for ${this.idleMs} ms; the answer was cut off. ${RETRY_UPSTREAM}`
+      : `Upstream provider "${provider}" did not finish its answer in time; the answer was cut off. ${RETRY_UPSTREAM}`
   }
 
   /** The error code the cut-off is reported with: a timeout's, or the gateway's own when it shut down. */
