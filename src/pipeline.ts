@@ -1662,9 +1662,12 @@ export function upstreamError(status: number, text: string, target: RouteTarget,
     return new GatewayError('upstream_error', `Upstream provider "${provider}" refused the gateway's key "${target.key.id}" (HTTP ${real}): ${detail} An operator must fix or replace that provider key.`)
   }
   if (status === 429) {
-    const retry = headers.get('retry-after')
-    return new GatewayError('rate_limit_exceeded', `Upstream provider "${provider}" is rate-limiting the gateway's key "${target.key.id}": ${detail}`, {
-      headers: retry ? { 'retry-after': retry } : undefined,
+    // Always a Retry-After, in whole seconds (DESIGN.md): from the upstream's own wait (retry-after-ms,
+    // Retry-After, or the reset of the limit it says is spent), else a second, as a local server's bare 429 leaves it.
+    const wait = retryAfterSeconds(headers, 429)
+    const retry = wait === null ? 1 : Math.max(1, Math.ceil(wait))
+    return new GatewayError('rate_limit_exceeded', `Upstream provider "${provider}" is rate-limiting the gateway's key "${target.key.id}": ${sentence(detail)} Retry after ${retry} s.`, {
+      headers: { 'retry-after': String(retry) },
     })
   }
   if (status >= 400 && status < 500) {

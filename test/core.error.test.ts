@@ -95,6 +95,22 @@ describe('upstream failures', () => {
     await expectError(res, 'rate_limit_exceeded')
   })
 
+  test("upstream 429 without Retry-After → 429 rate_limit_exceeded still saying when to retry: from retry-after-ms, the spent limit's reset, else in a second", async () => {
+    // OpenAI's retry-after-ms, rounded up; its reset of a spent limit; a date; a local server's bare 429 (vLLM, Ollama).
+    const cases: Array<[Record<string, string>, string]> = [
+      [{ 'retry-after-ms': '1500' }, '2'],
+      [{ 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '6.2s' }, '7'],
+      [{}, '1'],
+    ]
+    for (const [headers, wait] of cases) {
+      upstream.setFailure({ status: 429, headers })
+      const res = await postJson(chatUrl, chat)
+      expect([headers, res.headers.get('retry-after')]).toEqual([headers, wait])
+      const { message } = await expectError(res, 'rate_limit_exceeded')
+      expect(message).toEndWith(`Retry after ${wait} s.`)
+    }
+  })
+
   test('upstream unreachable (nothing listens on its port) → 502 upstream_error', async () => {
     const error = await expectError(await postJson(chatUrl, { ...chat, model: 'dead-model' }), 'upstream_error')
     expect(error.message).toContain('dead')
