@@ -4,6 +4,7 @@ import type { Database } from './db/schema.ts'
 import { GatewayError } from './errors.ts'
 import { readOptionalJsonObject } from './lib/body.ts'
 import { randomBase62 } from './lib/id.ts'
+import { keyEnvironment, maskKey } from './lib/key-text.ts'
 import type { Logger } from './lib/logger.ts'
 import { CSRF_HEADER, type ConsoleSessions } from './console/session.ts'
 
@@ -207,6 +208,9 @@ export async function ensureAdminKey(
         return new GatewayError('invalid_admin_key', 'No admin key was sent. Send it as `Authorization: Bearer <admin key>`.')
       }
       if (!matches(secret)) {
+        if (keyEnvironment(secret) !== null) {
+          return new GatewayError('invalid_admin_key', `The key ${maskKey(secret)} is an API key, which the client API (/v1/*) takes; /admin/* takes the admin key (printed at first start, or the value of SLUICE_ADMIN_KEY).`)
+        }
         return new GatewayError('invalid_admin_key', 'The admin key is wrong. Use the key printed at first start or the value of SLUICE_ADMIN_KEY.')
       }
       return undefined

@@ -103,6 +103,20 @@ describe('invalid_api_key (401)', () => {
     record('unknown', message)
   })
 
+  test("the admin key sent to /v1 is told apart: the message says /v1 takes an API key and how to make one; and an API key sent to /admin/* the other way round", async () => {
+    const message = await expectApiError(chat(gw.client(ADMIN_KEY)), 'invalid_api_key')
+    expect(message).toContain('admin key')
+    expect(message).toContain('POST /admin/keys')
+    expect(message).not.toContain(ADMIN_KEY)
+    record('admin key', message)
+    const { key } = await userWithKey(gw)
+    const admin = await expectEnvelope(await fetch(`${gw.url}/admin/users`, { headers: { authorization: `Bearer ${key.key}` } }), 'invalid_admin_key')
+    expect(admin.message).toContain('API key')
+    expect(admin.message).toContain('/v1')
+    expect(admin.message).toContain(key.display)
+    expect(admin.message).not.toContain(key.key)
+  })
+
   test('an x-api-key that is unknown is refused the same way', async () => {
     const res = await fetch(`${gw.url}/v1/models`, { headers: { 'x-api-key': 'sk-dev-' + base62(43) } })
     expect((await expectEnvelope(res, 'invalid_api_key')).message).toContain('not known')
@@ -484,7 +498,7 @@ describe('on the real clock', () => {
 describe('messages', () => {
   test('each distinct cause has a distinct message', () => {
     // Run last (bun runs tests of a file in order): every cause above has recorded its message.
-    expect(messages.size).toBe(21)
+    expect(messages.size).toBe(22)
     const byTemplate = new Map<string, string[]>()
     for (const [cause, message] of messages) {
       const t = template(message)

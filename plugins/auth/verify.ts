@@ -40,6 +40,8 @@ export interface VerifierOptions {
   /** Loads the record of a hash. @default findKeyRecord on `db`, within KEY_LOOKUP_TIMEOUT_MS (tests count or delay loads through this) */
   load?: (hash: string) => Promise<KeyRecord | null>
   environment: string
+  /** Whether a secret is the gateway's admin key, asked only of a key that is no API key, to say so. @default never */
+  isAdminKey?: (secret: string) => boolean
   now: () => number
   cacheSize: number
   cacheTtlMs: number
@@ -113,6 +115,9 @@ export class KeyVerifier {
     }
     const env = keyEnvironment(key)
     if (env === null) {
+      if (this.options.isAdminKey?.(key)) {
+        return fail(new GatewayError('invalid_api_key', 'This is the gateway\'s admin key, which only /admin/* takes. The client API takes an API key (sk-<env>-…): create one with POST /admin/keys or in the console, and send that.'))
+      }
       return fail(new GatewayError('invalid_api_key', `The API key ${maskKey(key)} is malformed. sluice keys look like sk-<environment>-<secret of 32+ letters and digits>; check for a truncated copy, quotes or spaces.`))
     }
     if (env !== this.options.environment) {
