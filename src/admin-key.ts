@@ -144,6 +144,17 @@ export function malformedAuthorization(request: Request): boolean {
 }
 
 /**
+ * The refusal of a secret that is not the admin key; an API key (sent to /admin/*, pasted into the
+ * console's sign-in) is told for what it is, masked. `param` names the field it came in, if any.
+ */
+export function wrongAdminKey(secret: string, param: string | null = null): GatewayError {
+  if (keyEnvironment(secret) !== null) {
+    return new GatewayError('invalid_admin_key', `The key ${maskKey(secret)} is an API key, which the client API (/v1/*) takes; /admin/* and the console take the admin key (printed at first start, or the value of SLUICE_ADMIN_KEY).`, { param })
+  }
+  return new GatewayError('invalid_admin_key', 'The admin key is wrong. Use the key printed at first start or the value of SLUICE_ADMIN_KEY.', { param })
+}
+
+/**
  * The admin key: `SLUICE_ADMIN_KEY` when set; otherwise one generated on first start,
  * printed once and kept only as its SHA-256. Compared in constant time.
  */
@@ -207,12 +218,7 @@ export async function ensureAdminKey(
         }
         return new GatewayError('invalid_admin_key', 'No admin key was sent. Send it as `Authorization: Bearer <admin key>`.')
       }
-      if (!matches(secret)) {
-        if (keyEnvironment(secret) !== null) {
-          return new GatewayError('invalid_admin_key', `The key ${maskKey(secret)} is an API key, which the client API (/v1/*) takes; /admin/* takes the admin key (printed at first start, or the value of SLUICE_ADMIN_KEY).`)
-        }
-        return new GatewayError('invalid_admin_key', 'The admin key is wrong. Use the key printed at first start or the value of SLUICE_ADMIN_KEY.')
-      }
+      if (!matches(secret)) return wrongAdminKey(secret)
       return undefined
     },
   }

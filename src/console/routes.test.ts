@@ -94,6 +94,17 @@ describe('sign-in', () => {
     expect(await errorOf(res)).toMatchObject({ code: 'invalid_admin_key', type: 'authentication_error' })
   })
 
+  test('an API key pasted in place of the admin key is told for what it is, masked', async () => {
+    const apiKey = `sk-dev-${'Q'.repeat(43)}`
+    const res = await call(gw, '/console/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ admin_key: `${apiKey}\n` }) })
+    expect(res.status).toBe(401)
+    const error = await errorOf(res)
+    expect(error).toMatchObject({ code: 'invalid_admin_key', param: 'admin_key' })
+    expect(error.message).toContain('is an API key')
+    expect(error.message).toContain(`${apiKey.slice(0, 12)}…${apiKey.slice(-4)}`)
+    expect(error.message).not.toContain(apiKey)
+  })
+
   test('the admin key pasted with white space around it signs in, as it does in a bearer header (which drops it)', async () => {
     for (const pasted of [` ${ADMIN_KEY}`, `${ADMIN_KEY} `, `${ADMIN_KEY}\n`, `\t${ADMIN_KEY}\r\n`]) {
       const res = await call(gw, '/console/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ admin_key: pasted }) })

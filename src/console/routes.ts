@@ -1,6 +1,7 @@
 import { Elysia } from 'elysia'
 import { Type, type Static } from '@sinclair/typebox'
 import type { ResolvedConfig } from '../config/load.ts'
+import { wrongAdminKey } from '../admin-key.ts'
 import { GatewayError } from '../errors.ts'
 import { readJsonObject } from '../lib/body.ts'
 import type { Logger } from '../lib/logger.ts'
@@ -119,9 +120,8 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
         const input = check((body ?? {}) as Record<string, unknown>) as Login
         // No admin key holds white space (the boot refuses one that does): what is around a pasted
         // key (a trailing newline from a secret file) goes, as a bearer header's does.
-        if (!services.admin.matches(input.admin_key.trim())) {
-          throw new GatewayError('invalid_admin_key', 'The admin key is wrong. Use the key printed at first start or the value of SLUICE_ADMIN_KEY.', { param: 'admin_key' })
-        }
+        const pasted = input.admin_key.trim()
+        if (!services.admin.matches(pasted)) throw wrongAdminKey(pasted, 'admin_key')
         const { token, session } = sessions.issue()
         set.headers['set-cookie'] = sessionCookie(token, session.expiresAt - services.now(), secure(request))
         set.headers['cache-control'] = 'no-store'
