@@ -382,8 +382,9 @@ describe('fallbacks', () => {
     expect(last.message).toContain('Model "m" and its fallbacks have no upstream key left')
     const before = fixture.up.counts(['m1', 'm2', 's1'].map(secretOf))
     const res = await g.chat()
-    // Dead keys come back only through an operator: no time to retry after.
+    // Dead keys come back only through an operator: no time to retry after, and no retry for the SDKs to make (they retry a 502 twice otherwise).
     expect(res.headers.get('retry-after')).toBeNull()
+    expect(res.headers.get('x-should-retry')).toBe('false')
     const error = await expectError(res, 'upstream_error')
     expect(error.message).toContain('main/m1, main/m2, spare/s1')
     expect(error.message).toContain('/admin/providers/health')

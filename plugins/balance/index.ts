@@ -427,6 +427,8 @@ export const balance = definePlugin({
       return new GatewayError(
         'upstream_error',
         `${lead}${scope} no upstream key left: the provider refused ${refused.size === 1 ? 'the only one' : `all ${refused.size}`} (${keyList(refused)}, HTTP 401/403). Retrying will not help: an operator must replace ${them} or, once fixed upstream, reset ${them} (${resetHow(refused)}). GET /admin/providers/health shows why.`,
+        // The official OpenAI clients retry a 502 twice otherwise, in vain (read before any Retry-After; there is none).
+        { headers: { 'x-should-retry': 'false' } },
       )
     }
 
