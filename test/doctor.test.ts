@@ -68,6 +68,12 @@ describe('key doctor', () => {
     expect((await diagnose({ key: key.key, model: 'other-gpt' })).body.error?.code).toBe('model_not_allowed')
     expect((await diagnose({ key: 'sk-prod-' + 'a'.repeat(40), model: 'mock-gpt' })).body.error?.code).toBe('environment_mismatch')
     expect((await diagnose({ key: 'nonsense', model: 'mock-gpt' })).body.error?.code).toBe('invalid_api_key')
+    // An unknown model: the client's own message (what to do too), a key pasted as the model masked in it, as the client gets it.
+    const { key: any } = await userWithKey(gw)
+    const unknown = await diagnose({ key: any.key, model: `Bearer ${key.key}` })
+    const client = (await (await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${any.key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: `Bearer ${key.key}`, messages: [{ role: 'user', content: 'x' }] }) })).json()) as { error: unknown }
+    expect(unknown.body.error).toEqual(client.error as Diagnosis['error'])
+    expect(JSON.stringify(unknown.body)).not.toContain(key.key)
     const team = uid('team')
     await gw.adminOk('POST', '/admin/teams', { id: team, name: 'T' })
     const named = await diagnose({ key: key.key, model: 'mock-gpt', team })

@@ -2,10 +2,10 @@ import { Elysia } from 'elysia'
 import { adminGuard } from '../admin-key.ts'
 import { Type, type Static } from '@sinclair/typebox'
 import { GatewayError } from '../errors.ts'
-import { maskKey } from '../lib/key-text.ts'
+import { echo, maskKey } from '../lib/key-text.ts'
 import { compileCheck } from '../lib/validate.ts'
 import type { ModelRegistry } from '../models.ts'
-import type { Pipeline } from '../pipeline.ts'
+import { modelNotFound, type Pipeline } from '../pipeline.ts'
 import type { Endpoint } from '../plugin.ts'
 import type { Services } from '../services.ts'
 import { adminErrors, ErrorEnvelope, jsonResponse, Nullable } from './schemas.ts'
@@ -109,7 +109,8 @@ export function doctorRoutes({ pipeline, models, services }: { pipeline: Pipelin
         let error = unsendable ?? (await pipeline.authenticate(req))
         if (error?.code === 'not_found' && input.key_id) throw error
         if (!error && input.model && endpoint !== 'models.list' && !models.get(input.model)) {
-          error = new GatewayError('model_not_found', `The model "${input.model}" is not served by this gateway.`, { param: 'model' })
+          // The client's own refusal: what to do, and a key pasted as the model masked.
+          error = modelNotFound(input.model)
         }
         const described = await pipeline.describe(req)
         const remaining = (described.remaining ?? null) as Record<string, number | null> | null
@@ -131,8 +132,9 @@ export function doctorRoutes({ pipeline, models, services }: { pipeline: Pipelin
           // A request reserving more (prompt + max_tokens for each completion) is refused now.
           max_request_tokens: diagnosis?.max_request_tokens ?? null,
           endpoint,
-          model: input.model ?? null,
-          team: input.team ?? null,
+          // As the request log keeps them: a key pasted as the model or the team masked.
+          model: input.model === undefined ? null : echo(input.model, 256),
+          team: input.team === undefined ? null : echo(input.team, 256),
           key: Object.keys(key).length ? key : null,
           remaining,
         }
