@@ -717,6 +717,26 @@ for (const backend of backends) {
         const { key } = await createKey(gw, user, { limits: { rpm: 2 } })
         for (let i = 0; i < 5; i++) expect((await gw.keyInfo(key)).remaining.requests).toBe(2)
       })
+
+      test("GET /v1/key carries the rate-limit headers of the key's tightest buckets, as its body counts them (a model call's answer does the same)", async () => {
+        const user = await createUser(gw, { limits: { tpm: 900 } })
+        const { key } = await createKey(gw, user, { limits: { rpm: 4 } })
+        const rateHeaders = (res: Response) => Object.fromEntries([...res.headers].filter(([name]) => name.startsWith('x-ratelimit-')))
+        const info = await fetch(`${gw.url}/v1/key`, { headers: { authorization: `Bearer ${key}` } })
+        expect(info.status).toBe(200)
+        expect(rateHeaders(info)).toEqual({
+          'x-ratelimit-limit-requests': '4',
+          'x-ratelimit-remaining-requests': '4',
+          'x-ratelimit-reset-requests': '0s',
+          'x-ratelimit-limit-tokens': '900',
+          'x-ratelimit-remaining-tokens': '900',
+          'x-ratelimit-reset-tokens': '0s',
+        })
+        expect(((await info.json()) as { remaining: unknown }).remaining).toMatchObject({ requests: 4, tokens: 900 })
+        // A key no limit applies to: none, as on its model calls.
+        const { key: free } = await createKey(gw, await createUser(gw))
+        expect(rateHeaders(await fetch(`${gw.url}/v1/key`, { headers: { authorization: `Bearer ${free}` } }))).toEqual({})
+      })
     })
   })
 }

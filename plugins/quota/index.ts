@@ -306,7 +306,11 @@ export const quota = definePlugin({
           budget_tokens: floorOrNull(least('budget_tokens')),
           budget_usd: usd === null ? null : Math.max(0, usd) / MICRO,
         }
-        if (req.locals[DIAGNOSE] === undefined) return { remaining }
+        if (req.locals[DIAGNOSE] === undefined) {
+          // GET /v1/key: the same numbers in OpenAI's headers, as a model call's answer carries them (read already, nothing more to ask).
+          putRateLimitHeaders(req.responseHeaders, items, left)
+          return { remaining }
+        }
         // The key doctor: would admission refuse the least request (one request, one token, a
         // micro-dollar) now, and with what; and the most tokens a request may reserve now.
         const least1 = withCosts(items, { tokens: 1, microUsd: 1 })
