@@ -44,7 +44,11 @@ async function build(): Promise<ConsoleBundle> {
     // BUN_BE_BUN: a `bun build --compile`d gateway runs as the bun CLI for this one call.
     { cwd: WEB, env: { ...process.env, BUN_BE_BUN: '1' }, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' },
   )
-  const [code, js, stderr] = await Promise.all([child.exited, new Response(child.stdout).bytes(), new Response(child.stderr).text()])
+  // A view of arrayBuffer()'s, not bytes(): both answer a Uint8Array of its own ArrayBuffer, but
+  // without the DOM's types (a plugin author's project type-checks these sources too) bytes() is
+  // typed as any Uint8Array, which a Response body may not be.
+  const [code, buffer, stderr] = await Promise.all([child.exited, new Response(child.stdout).arrayBuffer(), new Response(child.stderr).text()])
+  const js = new Uint8Array(buffer)
   if (code !== 0 || js.length === 0) throw new Error(`the console did not build (bun build exited with ${code}):\n${stderr.trim()}`)
   const uplotCss = join(dirname(require.resolve('uplot/package.json')), 'dist', 'uPlot.min.css')
   const css = (await readFile(uplotCss, 'utf8')) + '\n' + (await readFile(join(WEB, 'styles.css'), 'utf8'))

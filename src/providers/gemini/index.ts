@@ -13,7 +13,7 @@ import {
 import { EMBED_BATCH_LIMIT, modelPath, toGeminiEmbedRequest, toGeminiRequest } from './request.ts'
 import { brokenCallsOf, toChatCompletion, toEmbeddingList, toErrorResponse } from './response.ts'
 import { geminiStreamToOpenAI, streamStartError } from './stream.ts'
-import { firstEventWait, peekFirstEvent } from '../shared/sse-transform.ts'
+import { firstEventWait, peekFirstEvent, type PeekedSse } from '../shared/sse-transform.ts'
 
 /** @default 'v1beta' */
 const DEFAULT_API_VERSION = 'v1beta'
@@ -83,7 +83,9 @@ export const geminiAdapter: AdapterFactory = (provider) => {
       // client's stream starts, so balancing can try another key. A model that thinks before its
       // first chunk is not waited for past firstEventWait.
       const within = waitFor(startedAt)
-      const source = within > 0 ? await peekFirstEvent(upstream.body, { within }) : upstream.body
+      // Typed here: without the DOM's types (a plugin project type-checks this file too) the body is
+      // Node's stream type, which `instanceof ReadableStream` below would not narrow away.
+      const source: ReadableStream<Uint8Array> | PeekedSse = within > 0 ? await peekFirstEvent(upstream.body, { within }) : upstream.body
       if (!(source instanceof ReadableStream)) {
         const failed = streamStartError(source.event, upstream.headers)
         if (failed) {

@@ -26,19 +26,27 @@ const encoder = new TextEncoder()
  */
 export const SSE_KEEP_ALIVE = ': keep-alive\n\n'
 
+const readerOf = (body: ReadableStream<Uint8Array>) => body.getReader()
+/**
+ * A body's reader, as `getReader()` types it. Not `ReadableStreamDefaultReader`: without the DOM's
+ * types (a plugin author's project, which type-checks these sources too), `getReader()` answers
+ * Node's reader type, which lacks the `readMany` of Bun's, and so was no `ReadableStreamDefaultReader`.
+ */
+type BodyReader = ReturnType<typeof readerOf>
+
 /**
  * An upstream SSE body whose start was read ahead of its translation (see peekFirstEvent): its
  * reader, the chunks read so far (given to the translation first) and its first event.
  */
 export interface PeekedSse {
-  reader: ReadableStreamDefaultReader<Uint8Array>
+  reader: BodyReader
   read: Uint8Array[]
   /** The first event's `data:`, null when the body ended (or the wait did) before one came whole, or it held no data. */
   first: string | null
   /** The first event's whole text (a `data:`-less one too, as Gemini's bare error object), null as for `first`. */
   event: string | null
   /** A read the wait gave up on (see peekFirstEvent's `within`): its chunk goes to the translation before any other read. */
-  pending?: ReturnType<ReadableStreamDefaultReader<Uint8Array>['read']>
+  pending?: ReturnType<BodyReader['read']>
 }
 
 /** An event that is only comments (`: keep-alive`, OpenRouter's `: OPENROUTER PROCESSING`): no sign of what the stream holds. */
@@ -58,7 +66,7 @@ const isComment = (event: string): boolean => {
  * stands for being one the server knows as it answers. Without it the wait is the caller's to bound.
  */
 export async function peekFirstEvent(source: ReadableStream<Uint8Array>, options: { within?: number } = {}): Promise<PeekedSse> {
-  const reader = source.getReader()
+  const reader = readerOf(source)
   const read: Uint8Array[] = []
   const decoder = new TextDecoder()
   const splitter = new SseSplitter()
@@ -118,7 +126,7 @@ export function firstEventWait(provider: ProviderConfig): (startedAt: number) =>
  * `source` may be a body whose start peekFirstEvent read already.
  */
 export function translateSse(source: ReadableStream<Uint8Array> | PeekedSse, translator: SseTranslator): ReadableStream<Uint8Array> {
-  const reader = source instanceof ReadableStream ? source.getReader() : source.reader
+  const reader = source instanceof ReadableStream ? readerOf(source) : source.reader
   // What a peek read already goes first, one chunk a pull as the upstream gave it.
   const ahead = source instanceof ReadableStream ? [] : source.read
   let pending = source instanceof ReadableStream ? undefined : source.pending
