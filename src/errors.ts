@@ -66,8 +66,26 @@ export interface GatewayErrorOptions {
   cause?: unknown
 }
 
+/**
+ * What marks a GatewayError, the same in every copy of this module (`Symbol.for`): a plugin project
+ * that installed sluice to import it has its own copy, whose GatewayError is another class than
+ * the running gateway's. Checked by class alone, its refusals were no GatewayError: every one
+ * answered 500 `internal_error` ("it returned an object that is no GatewayError").
+ */
+const BRAND = Symbol.for('sluice.GatewayError')
+
 /** A refusal with a documented code. Returned (not thrown) by plugin hooks; thrown elsewhere is fine too. */
 export class GatewayError extends Error {
+  /** `instanceof GatewayError` holds for the GatewayErrors of every copy of sluice (see BRAND). */
+  static override [Symbol.hasInstance](value: unknown): value is GatewayError {
+    return typeof value === 'object' && value !== null && (value as { [BRAND]?: unknown })[BRAND] === true
+  }
+
+  static {
+    // On the prototype: an instance carries nothing more for it.
+    Object.defineProperty(this.prototype, BRAND, { value: true })
+  }
+
   readonly code: ErrorCode
   readonly status: number
   readonly type: ErrorType

@@ -454,6 +454,30 @@ export const stamp = definePlugin({
 `,
     )
     writeFileSync(join(dir, 'not-a-plugin.ts'), 'export const answer = 42\n')
+    // A plugin project with its own installed copy of sluice: its GatewayError is another class
+    // than the running gateway's (the query makes Bun load errors.ts a second time, as a copy is).
+    writeFileSync(
+      join(dir, 'gatekeeper.ts'),
+      `import { definePlugin } from ${JSON.stringify(join(SRC, 'index.ts'))}
+import { GatewayError } from ${JSON.stringify(join(SRC, 'errors.ts') + '?another-copy')}
+
+export const gatekeeper = definePlugin({
+  name: 'gatekeeper',
+  setup: () => ({
+    admit(req) {
+      const how = req.request.headers.get('x-refuse')
+      const refusal = new GatewayError('insufficient_permissions', 'The gatekeeper refuses.', { headers: { 'x-gatekeeper': 'no' } })
+      if (how === 'return') return refusal
+      if (how === 'throw') throw refusal
+    },
+    routes: (app) =>
+      app.get('/gatekeeper', () => {
+        throw new GatewayError('not_found', 'Nothing behind the gate.')
+      }),
+  }),
+})
+`,
+    )
   })
   afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
@@ -485,6 +509,27 @@ export const stamp = definePlugin({
     const problems = (error as ConfigError).problems
     expect(problems.some((p) => p.startsWith('/plugins/0: plugin "stamp" option /header'))).toBe(true)
     expect(problems.every((p) => p.startsWith('/plugins/0: plugin "stamp"'))).toBe(true)
+  })
+
+  test("a GatewayError of another copy of sluice (the plugin project's own install) refuses as the gateway's does", async () => {
+    const config = await bootFromFile([{ use: './gatekeeper.ts' }])
+    const gateway = await createGateway(config, { logger: createLogger('silent') })
+    const server = gateway.listen({ port: 0, hostname: '127.0.0.1' })
+    const url = `http://127.0.0.1:${server.port}`
+    try {
+      for (const how of ['return', 'throw']) {
+        const res = await postJson(`${url}/v1/chat/completions`, chat, { 'x-refuse': how })
+        expect(res.headers.get('x-gatekeeper')).toBe('no')
+        expect({ status: res.status, body: await res.json() }).toEqual({
+          status: 403,
+          body: { error: { message: 'The gatekeeper refuses.', type: 'permission_error', param: null, code: 'insufficient_permissions' } },
+        })
+      }
+      expect((await expectError(await fetch(`${url}/gatekeeper`), 'not_found')).message).toBe('Nothing behind the gate.')
+      expect((await postJson(`${url}/v1/chat/completions`, chat)).status).toBe(200)
+    } finally {
+      await gateway.close()
+    }
   })
 
   test('a missing file and a file without a plugin are each reported with their entry', async () => {
