@@ -42,6 +42,8 @@ export interface PipelineOptions {
    * null in process. Asked once per request, and only when some plugin takes part in requests.
    */
   clientAddress?: (request: Request) => string | null
+  /** How long an authenticate, admit or route hook may take to settle; 0 for no limit (see Pipeline.bounded). @default 0 */
+  hookTimeoutMs?: number
 }
 
 /** Raw data of stream events kept to count a completion when the provider reports no usage. */
@@ -90,6 +92,23 @@ export class HookFailure extends Error {
   /** The error line: the hook and the plugin, as the hooks after the response are logged. */
   report(logger: Logger, requestId: string): void {
     logger.error(`${this.hook} hook failed`, { plugin: this.plugin, request_id: requestId, error: this.cause instanceof Error ? this.cause.stack || String(this.cause) : String(this.cause) })
+  }
+}
+
+/**
+ * Why a hook before the upstream call failed when it did not settle within `limits.hook_timeout_ms`
+ * (the cause of its HookFailure): `late` is its promise, which may still settle; the request's
+ * completion hooks wait for it (see Pipeline.failLate).
+ */
+export class HookTimeout extends Error {
+  constructor(
+    readonly ms: number,
+    readonly late: Promise<unknown>,
+  ) {
+    super(`it did not settle within ${ms} ms (limits.hook_timeout_ms); give its own calls a shorter timeout`)
+    this.name = 'HookTimeout'
+    // The line names the plugin and the hook; the timer's stack says nothing more.
+    this.stack = `${this.name}: ${this.message}`
   }
 }
 
@@ -255,6 +274,8 @@ export class Pipeline {
   readonly watchdog = new Watchdog()
   /** Upstream calls waiting for their headers: what a shutdown past its grace answers at once (see shutdown). */
   private readonly calls = new CallList()
+  /** How long a stage's hook may take to settle (see bounded); 0 for no limit. */
+  private readonly hookTimeoutMs: number
   /** Set by shutdown(): no upstream call starts from then on. */
   private cutOff = false
   /** Model calls before their answer (in handle), and usages being counted: what a shutdown waits for. */
@@ -287,6 +308,7 @@ export class Pipeline {
     // Bun answers requestIP only while the request is open (see createRequest); with no plugin nobody would read it.
     this.clientAddress = options.plugins.length > 0 && options.clientAddress ? options.clientAddress : null
     this.completeReadsClientIp = hooks.some((h) => h.onComplete !== undefined && h.readsClientIpOnComplete !== false)
+    this.hookTimeoutMs = options.hookTimeoutMs ?? 0
   }
 
   /** A fresh request record. */
@@ -347,7 +369,7 @@ export class Pipeline {
     const refused = (answer: HookResult) => (answer instanceof GatewayError ? answer : undefined)
     try {
       const answer = hook(this.createRequest(endpoint, request, id))
-      return answer instanceof Promise ? answer.then(refused, () => undefined) : refused(answer)
+      return answer instanceof Promise ? this.bounded(answer, 'authenticate', 0).then(refused, () => undefined) : refused(answer)
     } catch {
       return undefined
     }
@@ -487,7 +509,57 @@ export class Pipeline {
     if (outage !== null) return this.fail(req, outage)
     if (error instanceof HookFailure) error.report(this.logger, req.id)
     else this.logger.error('request failed unexpectedly', { request_id: req.id, error: String(error) })
-    return this.fail(req, new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${req.id} to the operator.`))
+    const internal = new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${req.id} to the operator.`)
+    if (error instanceof HookFailure && error.cause instanceof HookTimeout) return this.failLate(req, internal, error.hook, error.cause)
+    return this.fail(req, internal)
+  }
+
+  /**
+   * The answer to a request whose hook did not settle in time (a HookTimeout): sent now, while the
+   * hook may still settle and take something (a slot, a count) that the completion hooks give
+   * back. So those wait for it to settle, or for another hookTimeoutMs if it does not: the plugins
+   * before it get to release what they took either way, where a hook that never settled held them
+   * for good. A route hook's plan that comes late is released.
+   */
+  private failLate(req: GatewayRequest, error: GatewayError, hook: FailingHook, timeout: HookTimeout): Response {
+    const response = error.toResponse(req.id)
+    for (const [k, v] of Object.entries(req.responseHeaders)) if (!response.headers.has(k)) response.headers.set(k, v)
+    const outcome: Outcome = { status: error.status, errorCode: error.code, latencyMs: performance.now() - req.startedAt, ttftMs: null, aborted: false }
+    let done = false
+    const finish = (value: unknown): void => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      if (hook === 'route' && isPlan(value)) this.release(value, req)
+      if (this.completeHooks.length) this.defer(req, outcome)
+    }
+    const timer = setTimeout(finish, this.hookTimeoutMs, undefined)
+    timer.unref()
+    timeout.late.then(finish, () => finish(undefined))
+    return response
+  }
+
+  /**
+   * A hook's promise, failing with a HookFailure (its cause a HookTimeout) if it has not settled
+   * within hookTimeoutMs: the gateway holds no client, and nothing the plugins before the hook took,
+   * for as long as a plugin's own call may hang. Only hooks that answer with a promise pay for it.
+   */
+  private bounded<T>(pending: Promise<T>, stage: StageName, index: number): Promise<T> {
+    const ms = this.hookTimeoutMs
+    if (ms === 0) return pending
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new HookFailure(stage, this.stageNames[stage][index]!, new HookTimeout(ms, pending))), ms)
+      pending.then(
+        (value) => {
+          clearTimeout(timer)
+          resolve(value)
+        },
+        (error: unknown) => {
+          clearTimeout(timer)
+          reject(error)
+        },
+      )
+    })
   }
 
   /**
@@ -519,7 +591,7 @@ export class Pipeline {
 
   /** A route hook's plan, unless it is none (see refusal). */
   private checkedPlan(plan: RoutePlan | GatewayError, index: number): RoutePlan | GatewayError {
-    if (plan instanceof GatewayError || typeof (plan as Partial<RoutePlan>).next === 'function') return plan
+    if (plan instanceof GatewayError || isPlan(plan)) return plan
     throw this.hookFailure(strayAnswer(plan, 'a RoutePlan (an object with next()), a GatewayError to refuse, or nothing to leave it to the next'), 'route', index)
   }
 
@@ -538,12 +610,16 @@ export class Pipeline {
    */
   private runStage(stage: Stage[], req: GatewayRequest, name: StageName): MaybePromise<HookResult> {
     if (stage.length === 0) return undefined
-    if (stage.length === 1) return stage[0]!(req)
+    if (stage.length === 1) {
+      const result = stage[0]!(req)
+      return result instanceof Promise ? this.bounded(result, name, 0) : result
+    }
     return (async () => {
       for (let i = 0; i < stage.length; i++) {
         let result: HookResult
         try {
-          result = await stage[i]!(req)
+          const answer = stage[i]!(req)
+          result = answer instanceof Promise ? await this.bounded(answer, name, i) : answer
         } catch (error) {
           throw this.hookFailure(error, name, i)
         }
@@ -559,7 +635,7 @@ export class Pipeline {
     try {
       for (; i < hooks.length; i++) {
         const plan = hooks[i]!(req, group)
-        if (plan instanceof Promise) return this.planFrom(plan, i, req, group)
+        if (plan instanceof Promise) return this.planFrom(this.bounded(plan, 'route', i), i, req, group)
         if (plan) return this.checkedPlan(plan, i)
       }
     } catch (error) {
@@ -575,7 +651,8 @@ export class Pipeline {
       const plan = await pending
       if (plan) return this.checkedPlan(plan, i)
       for (i = at + 1; i < this.routeHooks.length; i++) {
-        const next = await this.routeHooks[i]!(req, group)
+        let next = this.routeHooks[i]!(req, group)
+        if (next instanceof Promise) next = await this.bounded(next, 'route', i)
         if (next) return this.checkedPlan(next, i)
       }
     } catch (error) {
@@ -1296,6 +1373,9 @@ export function headersWaitMs(timeouts: Timeouts | undefined, stream: boolean): 
   const total = timeouts?.total_ms ?? DEFAULT_TOTAL_MS
   return Math.min(timeouts?.first_byte_ms ?? (stream ? DEFAULT_FIRST_BYTE_MS : total), total)
 }
+
+/** Whether a route hook's answer is a plan (something with `next`). */
+const isPlan = (value: unknown): value is RoutePlan => typeof value === 'object' && value !== null && typeof (value as Partial<RoutePlan>).next === 'function'
 
 /** What a hook answered that it may not, as the error its HookFailure carries. */
 function strayAnswer(value: unknown, wanted: string): TypeError {

@@ -166,7 +166,11 @@ export type StreamChunkResult = boolean | void | Readonly<Record<string, unknown
 
 /** The stages a plugin may take part in. All optional; only stages some plugin uses are attached. */
 export interface PluginHooks {
-  /** Establish `req.identity`, or refuse. */
+  /**
+   * Establish `req.identity`, or refuse. This hook, `admit` and `route` have `limits.hook_timeout_ms`
+   * (default 30 s) to settle: past it the request is answered 500 `internal_error`, the hooks after are
+   * not called, and the completion hooks run once the late one settles (or another timeout on).
+   */
   authenticate?(req: GatewayRequest): MaybePromise<HookResult>
   /** Admit or refuse by limits, budgets, policy. */
   admit?(req: GatewayRequest): MaybePromise<HookResult>

@@ -144,6 +144,7 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     logger,
     services,
     clientAddress: (request) => server?.requestIP(received.get(request) ?? request)?.address ?? null,
+    hookTimeoutMs: config.hookTimeoutMs,
   })
   routeAuth.bind(pipeline)
 

@@ -23,6 +23,11 @@ export const MOCK_PROVIDER: ProviderConfig = { id: 'mock', type: 'mock', keys: [
 export const MOCK_MODEL: ModelConfig = { name: 'mock-gpt', targets: [{ provider: 'mock', model: 'mock-gpt' }] }
 
 export const DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+/**
+ * How long a plugin's hook before the upstream call may take to settle: far above what the built-in
+ * plugins' own bounds let theirs take (a key lookup's 5 s, quota's `redis_timeout_ms` of 1 s).
+ */
+export const DEFAULT_HOOK_TIMEOUT_MS = 30_000
 /** The shortest admin key taken from SLUICE_ADMIN_KEY. */
 export const MIN_ADMIN_KEY_LENGTH = 24
 
@@ -40,6 +45,8 @@ export interface ResolvedConfig {
   maxBodyBytes: number
   /** How long a client API request's body may take to arrive (0: no limit). */
   bodyTimeoutMs: number
+  /** How long a plugin's authenticate, admit or route hook may take to settle (0: no limit). */
+  hookTimeoutMs: number
   /** Seconds a client connection may stay silent both ways before it is closed (Bun's idleTimeout). */
   idleTimeoutS: number
   shutdownGraceMs: number
@@ -218,6 +225,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     logLevel: logLevel as LogLevel,
     maxBodyBytes: file.limits?.max_body_bytes ?? DEFAULT_MAX_BODY_BYTES,
     bodyTimeoutMs: file.limits?.body_timeout_ms ?? 30_000,
+    hookTimeoutMs: file.limits?.hook_timeout_ms ?? DEFAULT_HOOK_TIMEOUT_MS,
     idleTimeoutS: file.limits?.idle_timeout_s ?? 75,
     shutdownGraceMs: file.server?.shutdown_grace_ms ?? 10_000,
     reusePort: reuse === '1',
