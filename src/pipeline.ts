@@ -1113,11 +1113,12 @@ export class Pipeline {
       for (let i = 0; i < chunkHooks.length; i++) {
         try {
           const result = chunkHooks[i]!(req, { data: chunk })
+          if (result === undefined || result === true || result === null) continue
           if (result === false) keep = false
-          else if (typeof result === 'object' && result !== null) {
+          else if (isChunkData(result)) {
             chunk = result
             by = i
-          }
+          } else chunkFailed(i, strayChunk(result))
         } catch (error) {
           // The chunk goes on as it came: one plugin's failure does not cut the client's stream.
           chunkFailed(i, error)
@@ -1372,6 +1373,26 @@ export class Pipeline {
 export function headersWaitMs(timeouts: Timeouts | undefined, stream: boolean): number {
   const total = timeouts?.total_ms ?? DEFAULT_TOTAL_MS
   return Math.min(timeouts?.first_byte_ms ?? (stream ? DEFAULT_FIRST_BYTE_MS : total), total)
+}
+
+/** An onStreamChunk hook's answer that is a chunk's new data: an object, not an array nor a promise. */
+const isChunkData = (value: unknown): value is Readonly<Record<string, unknown>> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value) && typeof (value as { then?: unknown }).then !== 'function'
+
+/**
+ * What an onStreamChunk hook answered that it may not, as the error logged: an `async` hook's
+ * promise (not awaited: the chunk cannot wait), an array, a string, a number. Each was taken for
+ * the chunk's new data, or passed over in silence: an async hook replaced every chunk with `{}`.
+ */
+function strayChunk(value: unknown): TypeError {
+  // An async hook's failure is this one; it must not also surface as an unhandled rejection.
+  if (value instanceof Promise) value.catch(() => {})
+  const shown =
+    value instanceof Promise ? 'a Promise'
+    : Array.isArray(value) ? 'an Array'
+    : typeof value === 'string' ? `the string ${JSON.stringify(value.slice(0, 80))}`
+    : `${typeof value} ${String(value)}`
+  return new TypeError(`it returned ${shown}; an onStreamChunk hook returns nothing or true to pass the chunk on, false to drop it, or the chunk's new data (an object), and is not awaited`)
 }
 
 /** Whether a route hook's answer is a plan (something with `next`). */

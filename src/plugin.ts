@@ -180,8 +180,9 @@ export interface PluginHooks {
    * Every parsed chunk of a streamed response, in order. Return nothing (or `true`) to pass it on
    * as it came, byte for byte; `false` to keep it from the client; or an object, written in its place
    * as one `data:` line (`return { ...chunk.data, choices }`: `chunk.data` is read-only, build new
-   * objects down to what changes). The hooks after see the replacement. A hook that throws leaves the
-   * chunk as it was; the failure is logged once per request, naming the plugin, and the hook is still
+   * objects down to what changes). The hooks after see the replacement. A hook that throws, or answers
+   * anything else (an array, a promise: it is not awaited, so it cannot be `async`), leaves the chunk
+   * as it was; the failure is logged once per request, naming the plugin, and the hook is still
    * called for the chunks after.
    */
   onStreamChunk?(req: GatewayRequest, chunk: StreamChunk): StreamChunkResult

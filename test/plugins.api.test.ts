@@ -403,6 +403,23 @@ describe('onStreamChunk', () => {
     expect(calls).toBe(14)
     expect(log.lines.map((l) => [l.msg, l.plugin, l.request_id])).toEqual(ids.map((id) => ['onStreamChunk hook failed', 'failing', id]))
   })
+
+  test.each([
+    ['a promise (an async hook: it is not awaited)', async () => false, 'a Promise'],
+    ['an array', () => [1, 2], 'an Array'],
+    ['a string', () => 'hello', 'the string "hello"'],
+    ['a number', () => 0, 'number 0'],
+  ])('a hook that returns %s leaves each chunk as it came, logged once naming the plugin', async (_what, answer, shown) => {
+    const log = capturingLogger('error')
+    const wrong = definePlugin({ name: 'wrong', setup: () => ({ onStreamChunk: answer as unknown as () => undefined }) })
+    const gw = await boot([wrong], {}, log)
+    const res = await postJson(`${gw.url}/v1/chat/completions`, streamed)
+    const parsed = parseSse(await res.text())
+    expect(parsed.done).toBe(true)
+    expect(streamedText(parsed.events as ChunkLike[])).toBe('This is a mock reply')
+    expect(log.lines.map((l) => [l.msg, l.plugin, l.request_id])).toEqual([['onStreamChunk hook failed', 'wrong', res.headers.get('x-request-id')]])
+    expect(String(log.lines[0]!.error)).toContain(`it returned ${shown}`)
+  })
 })
 
 describe('a stream the client cuts off', () => {
