@@ -75,11 +75,41 @@ export async function setupPlugins(instances: PluginInstance[], base: Omit<Plugi
       loaded.push({ name: instance.name, hooks: hooks ?? {} })
     } catch (error) {
       // Those already started are closed (the last first): a boot that fails leaves nothing running.
-      for (const started of loaded.reverse()) await Promise.resolve(started.hooks.close?.()).catch(() => {})
+      await closePlugins(loaded, base.logger)
       throw new Error(`plugin "${instance.name}" failed to start: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
     }
   }
   return loaded
+}
+
+/**
+ * How long the gateway waits for one plugin's `close` before it logs so and closes the plugins before
+ * it: above what the built-in ones take at most by their own bounds (logging's, with the database
+ * down: its alerts or pruning and then its queue, each `close_timeout_ms`, 5 s by default).
+ */
+export const PLUGIN_CLOSE_MS = 30_000
+
+/**
+ * Close plugins, the last started first (one may use those before it). A close that fails, or has
+ * not finished within `waitMs`, is logged naming its plugin, and the plugins before it are closed
+ * all the same: one that hung held up the rest for good, `logging`'s flush of the request log among
+ * them (a user's plugin is listed after it), and the process never exited on SIGTERM.
+ */
+export async function closePlugins(started: readonly LoadedPlugin[], logger: Logger, waitMs = PLUGIN_CLOSE_MS): Promise<void> {
+  for (let i = started.length - 1; i >= 0; i--) {
+    const plugin = started[i]!
+    if (!plugin.hooks.close) continue
+    let timer: ReturnType<typeof setTimeout> | undefined
+    try {
+      const late = new Promise<false>((resolve) => (timer = setTimeout(resolve, waitMs, false)))
+      const closed = await Promise.race([Promise.resolve(plugin.hooks.close()).then(() => true), late])
+      if (!closed) logger.error('plugin did not close in time; the plugins before it are closed without it', { plugin: plugin.name, waited_ms: waitMs })
+    } catch (error) {
+      logger.error('plugin failed to close', { plugin: plugin.name, error: String(error) })
+    } finally {
+      clearTimeout(timer)
+    }
+  }
 }
 
 /** The logger a plugin is given: its lines carry `plugin: <name>` (a `plugin` field of the line's own wins). */

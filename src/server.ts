@@ -21,7 +21,7 @@ import { Catalog, loadMasterKeys } from './catalog.ts'
 import { consoleRoutes } from './console/routes.ts'
 import { ConsoleSessions, sessionSecret } from './console/session.ts'
 import { HookFailure, Pipeline, databaseFailure, type LoadedPlugin } from './pipeline.ts'
-import { RouteAuthenticator, resolvePlugins, setupPlugins } from './plugin-loader.ts'
+import { RouteAuthenticator, closePlugins, resolvePlugins, setupPlugins } from './plugin-loader.ts'
 import type { RedisClient } from './redis.ts'
 import { Cors } from './lib/cors.ts'
 import { docsRoutes } from './routes/docs.ts'
@@ -39,6 +39,8 @@ export interface GatewayOptions {
   services?: Partial<Services>
   /** Clock for time-based rules. @default Date.now */
   now?: () => number
+  /** How long the shutdown waits for each plugin's `close` before it goes on without it. @default 30000 */
+  pluginCloseMs?: number
 }
 
 /** A booted gateway: the app, its parts, and how to serve and stop it. */
@@ -148,22 +150,14 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
   })
   routeAuth.bind(pipeline)
 
-  /** Each plugin's close, the last started first; a failure is logged with the plugin's name. */
-  const closePlugins = async (started: readonly LoadedPlugin[]): Promise<void> => {
-    for (const plugin of [...started].reverse()) {
-      try {
-        await plugin.hooks.close?.()
-      } catch (error) {
-        logger.error('plugin failed to close', { plugin: plugin.name, error: String(error) })
-      }
-    }
-  }
+  /** Each plugin's close, the last started first; a failure, or a close that does not finish in time, is logged with the plugin's name. */
+  const closeAll = (): Promise<void> => closePlugins(plugins, logger, options.pluginCloseMs)
   let built: ReturnType<typeof buildApp>
   try {
     built = buildApp({ config, services, models, pipeline, plugins, logger, catalog, consoleApp })
   } catch (error) {
     // A plugin's routes failed to mount: what started is closed, as for a plugin that failed to start.
-    await closePlugins(plugins)
+    await closeAll()
     await bus.close().catch(() => {})
     if (ownRedis) redis?.disconnect()
     if (ownDb) await db.close().catch(() => {})
@@ -281,7 +275,7 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
       // and their usage and completion hooks run, while the plugins are still open.
       await pipeline.drain(DRAIN_MS)
       pipeline.watchdog.close()
-      await closePlugins(plugins)
+      await closeAll()
       await bus.close()
       if (ownRedis) redis?.disconnect()
       if (ownDb) await db.close()

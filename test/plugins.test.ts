@@ -19,6 +19,7 @@ import { BUILTIN_PLUGINS } from '../plugins/index.ts'
 import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startGateway, upstreamConfig, type TestGateway } from './support/gateway.ts'
 import { expectError, postJson, streamedText, waitFor, type ChunkLike } from './support/http.ts'
+import { capturingLogger } from './support/logging.ts'
 
 const messages = [{ role: 'user', content: 'hello there' }]
 const chat = { model: 'mock-gpt', messages, max_tokens: 3 }
@@ -303,6 +304,18 @@ describe('plugins at boot', () => {
       expect(String(error)).toContain(failing === 'setup' ? 'no database' : 'route clash')
       expect(closed).toEqual(failing === 'setup' ? ['good'] : ['bad', 'good'])
     }
+  })
+
+  test("a plugin whose close never finishes is logged, naming it, and the plugins started before it are still closed", async () => {
+    const closed: string[] = []
+    const logging = definePlugin({ name: 'flusher', setup: () => ({ close: async () => void closed.push('flusher') }) })
+    const stuck = definePlugin({ name: 'stuck', setup: () => ({ close: () => new Promise<void>(() => {}) }) })
+    const { logger, lines } = capturingLogger('error')
+    const config = await configWith([logging, stuck])
+    const gateway = await createGateway(config, { logger, pluginCloseMs: 50 })
+    await gateway.close()
+    expect(closed).toEqual(['flusher'])
+    expect(lines.find((l) => l.plugin === 'stuck')).toMatchObject({ msg: 'plugin did not close in time; the plugins before it are closed without it', waited_ms: 50 })
   })
 
   test('options are validated: every problem names the plugin, its place and the option path', async () => {
