@@ -160,9 +160,14 @@ async function toInstance(
       problems.push(`${path}: plugin "${use}" cannot be loaded: ${error instanceof Error ? error.message : String(error)}`)
       return undefined
     }
-    const found = [mod.default, ...Object.values(mod)].find((v) => isPluginFactory(v) || isPluginInstance(v))
-    if (!found) {
+    const found = exportedPlugin(mod)
+    if (found === undefined) {
       problems.push(`${path}: plugin "${use}" exports no plugin (export one made with definePlugin)`)
+      return undefined
+    }
+    if (Array.isArray(found)) {
+      // Taking the first would load one of them in silence, whichever the file happens to list first.
+      problems.push(`${path}: plugin "${use}" exports several plugins (${found.join(', ')}) and none as default: export the one to load as default, or give each a file of its own`)
       return undefined
     }
     const instance = isPluginFactory(found) ? found() : (found as PluginInstance)
@@ -170,6 +175,19 @@ async function toInstance(
   }
   problems.push(`${path}: expected a plugin name, {"use": path, "options": {...}}, or a plugin`)
   return undefined
+}
+
+/**
+ * The plugin a module listed by `{"use"}` exports: its default if that is one, else its only one
+ * (under one name or several); the names of the plugins when it has more than one; undefined for none.
+ */
+function exportedPlugin(mod: Record<string, unknown>): PluginFactory | PluginInstance | string[] | undefined {
+  const isPlugin = (v: unknown): v is PluginFactory | PluginInstance => isPluginFactory(v) || isPluginInstance(v)
+  if (isPlugin(mod.default)) return mod.default
+  const plugins = Object.values(mod).filter(isPlugin)
+  const definitions = new Set(plugins.map((p) => p.definition))
+  if (definitions.size <= 1) return plugins[0]
+  return [...new Set(plugins.map((p) => (isPluginFactory(p) ? p.definition.name : p.name)))]
 }
 
 function validateOptions(instance: PluginInstance, path: string, problems: string[]): unknown {

@@ -467,6 +467,11 @@ export const stamp = definePlugin({
 `,
     )
     writeFileSync(join(dir, 'not-a-plugin.ts'), 'export const answer = 42\n')
+    // Several plugins in one file: without a default, which one a {"use"} means is not said.
+    const named = (name: string) => `export const ${name} = definePlugin({ name: '${name}', setup: () => ({ admit: (req) => void (req.responseHeaders['x-by'] = '${name}') }) })\n`
+    const header = `import { definePlugin } from ${JSON.stringify(join(SRC, 'index.ts'))}\n`
+    writeFileSync(join(dir, 'two.ts'), header + named('audit') + named('tagger') + 'export { audit as auditor }\n')
+    writeFileSync(join(dir, 'two-and-default.ts'), header + named('audit') + named('tagger') + 'export default tagger\n')
     // A plugin project with its own installed copy of sluice: its GatewayError is another class
     // than the running gateway's (the query makes Bun load errors.ts a second time, as a copy is).
     writeFileSync(
@@ -543,6 +548,17 @@ export const gatekeeper = definePlugin({
     } finally {
       await gateway.close()
     }
+  })
+
+  test('a file exporting several plugins, none as default, is refused naming them; with a default, the default is loaded', async () => {
+    const ambiguous = await bootFromFile([{ use: './two.ts' }])
+    const error = await resolvePlugins(ambiguous, BUILTIN_PLUGINS).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).problems).toEqual([
+      '/plugins/0: plugin "./two.ts" exports several plugins (audit, tagger) and none as default: export the one to load as default, or give each a file of its own',
+    ])
+    const config = await bootFromFile([{ use: './two-and-default.ts' }])
+    expect((await resolvePlugins(config, BUILTIN_PLUGINS)).map((p) => p.name)).toEqual(['tagger'])
   })
 
   test('a missing file and a file without a plugin are each reported with their entry', async () => {
