@@ -66,14 +66,27 @@ export class RouteAuthenticator {
   }
 }
 
-/** Run each plugin's `setup` in order; a failure names the plugin. */
-export async function setupPlugins(instances: PluginInstance[], base: Omit<PluginContext, 'options'>): Promise<LoadedPlugin[]> {
+/** How often a plugin's setup that has not finished is logged (see setupPlugins). */
+export const SETUP_NOTICE_MS = 10_000
+
+/**
+ * Run each plugin's `setup` in order; a failure names the plugin. A setup still running is logged
+ * every `noticeMs`, naming its plugin: one waiting on a server that does not answer held the boot
+ * with nothing said, nothing listening and no log line to tell which plugin it waited for.
+ */
+export async function setupPlugins(instances: PluginInstance[], base: Omit<PluginContext, 'options'>, noticeMs = SETUP_NOTICE_MS): Promise<LoadedPlugin[]> {
   const loaded: LoadedPlugin[] = []
   for (const instance of instances) {
+    const started = performance.now()
+    const notice = setInterval(() => {
+      base.logger.warn('plugin is still starting (its setup has not finished)', { plugin: instance.name, waited_ms: Math.round(performance.now() - started) })
+    }, noticeMs)
     try {
       const hooks = await instance.definition.setup({ ...base, logger: pluginLogger(base.logger, instance.name), options: instance.options as never })
+      clearInterval(notice)
       loaded.push({ name: instance.name, hooks: hooks ?? {} })
     } catch (error) {
+      clearInterval(notice)
       // Those already started are closed (the last first): a boot that fails leaves nothing running.
       await closePlugins(loaded, base.logger)
       throw new Error(`plugin "${instance.name}" failed to start: ${error instanceof Error ? error.message : String(error)}`, { cause: error })

@@ -13,7 +13,7 @@ import { GatewayError } from '../src/errors.ts'
 import { createLogger } from '../src/lib/logger.ts'
 import { definePlugin } from '../src/plugin.ts'
 import type { RouteTarget } from '../src/models.ts'
-import { resolvePlugins } from '../src/plugin-loader.ts'
+import { resolvePlugins, setupPlugins } from '../src/plugin-loader.ts'
 import { createGateway } from '../src/server.ts'
 import { BUILTIN_PLUGINS } from '../plugins/index.ts'
 import { parseSse, startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
@@ -316,6 +316,21 @@ describe('plugins at boot', () => {
     await gateway.close()
     expect(closed).toEqual(['flusher'])
     expect(lines.find((l) => l.plugin === 'stuck')).toMatchObject({ msg: 'plugin did not close in time; the plugins before it are closed without it', waited_ms: 50 })
+  })
+
+  test('a setup that takes long is logged while it runs, naming its plugin', async () => {
+    const { logger, lines } = capturingLogger('warn')
+    let finish!: () => void
+    const slow = definePlugin({ name: 'slow-start', setup: () => new Promise<{}>((resolve) => (finish = () => resolve({}))) })
+    const config = await configWith([slow])
+    const booting = setupPlugins(await resolvePlugins(config, BUILTIN_PLUGINS), { config, services: {} as never, models: {} as never, logger, authenticate: async () => new GatewayError('missing_api_key', 'none') }, 20)
+    await waitFor(() => lines.filter((l) => l.plugin === 'slow-start').length >= 2, 'the lines of the plugin still starting')
+    expect(lines[0]).toMatchObject({ msg: 'plugin is still starting (its setup has not finished)', plugin: 'slow-start' })
+    finish()
+    expect((await booting).map((p) => p.name)).toEqual(['slow-start'])
+    const seen = lines.length
+    await Bun.sleep(60)
+    expect(lines.length).toBe(seen)
   })
 
   test('options are validated: every problem names the plugin, its place and the option path', async () => {
