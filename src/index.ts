@@ -8,6 +8,7 @@ export type {
   GatewayRequest,
   HookResult,
   Identity,
+  MaybePromise,
   Outcome,
   PluginContext,
   PluginDefinition,
@@ -20,7 +21,9 @@ export type {
   StreamChunkResult,
   Usage,
 } from './plugin.ts'
-export { GatewayError, ERROR_CODES, type ErrorCode, type ErrorType, type ErrorEnvelope } from './errors.ts'
+export { GatewayError, ERROR_CODES, type ErrorCode, type ErrorType, type ErrorEnvelope, type GatewayErrorOptions } from './errors.ts'
+/** The type of `ctx.logger` (lines carry `plugin: <name>`), for a plugin's own functions that take it. */
+export type { Logger, LogLevel } from './lib/logger.ts'
 export { defineConfig, loadConfig, ConfigError, type ResolvedConfig } from './config/load.ts'
 export type { ConfigFile, ModelConfig, ProviderConfig } from './config/schema.ts'
 export { createGateway, type Gateway, type GatewayOptions } from './server.ts'
