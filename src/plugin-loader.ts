@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs'
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { KindGuard, OptionalKind, ReadonlyKind, TransformKind, Type, type TSchema } from '@sinclair/typebox'
@@ -165,7 +166,11 @@ async function toInstance(
     const { use, options } = entry as { use: string; options?: unknown }
     const builtin = Object.hasOwn(builtins, use) ? builtins[use] : undefined
     if (builtin) return builtin(options as never)
-    const target = isAbsolute(use) ? use : resolve(config.baseDir, use)
+    const target = modulePath(use, config.baseDir)
+    if (typeof target !== 'string') {
+      problems.push(`${path}: plugin "${use}" cannot be loaded: ${target.missing}`)
+      return undefined
+    }
     let mod: Record<string, unknown>
     try {
       mod = await import(pathToFileURL(target).href)
@@ -188,6 +193,22 @@ async function toInstance(
   }
   problems.push(`${path}: expected a plugin name, {"use": path, "options": {...}}, or a plugin`)
   return undefined
+}
+
+/**
+ * The file a `{"use"}` names: a path (absolute, or relative to the config's folder), else a package
+ * installed where the config is (`@acme/sluice-audit`, from its node_modules), as a plugin published
+ * to npm is listed; a name that is neither says so. A path starting with `./` or `../` is a file only.
+ */
+function modulePath(use: string, baseDir: string): string | { missing: string } {
+  if (isAbsolute(use)) return use
+  const file = resolve(baseDir, use)
+  if (use.startsWith('./') || use.startsWith('../') || existsSync(file)) return file
+  try {
+    return Bun.resolveSync(use, baseDir)
+  } catch {
+    return { missing: `no file ${file} and no package "${use}" installed for ${baseDir}` }
+  }
 }
 
 /**

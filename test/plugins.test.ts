@@ -4,7 +4,7 @@
  * from files, and registered once. Real HTTP on 127.0.0.1; the mock upstream is the only fake.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { Type } from '@sinclair/typebox'
@@ -487,6 +487,13 @@ export const stamp = definePlugin({
     const header = `import { definePlugin } from ${JSON.stringify(join(SRC, 'index.ts'))}\n`
     writeFileSync(join(dir, 'two.ts'), header + named('audit') + named('tagger') + 'export { audit as auditor }\n')
     writeFileSync(join(dir, 'two-and-default.ts'), header + named('audit') + named('tagger') + 'export default tagger\n')
+    // A plugin installed as a package beside the config (node_modules), and a file named without "./".
+    const pkg = join(dir, 'node_modules', '@acme', 'sluice-audit')
+    mkdirSync(pkg, { recursive: true })
+    writeFileSync(join(pkg, 'package.json'), JSON.stringify({ name: '@acme/sluice-audit', type: 'module', exports: { '.': './main.ts' } }))
+    writeFileSync(join(pkg, 'main.ts'), header + named('audit') + 'export default audit\n')
+    mkdirSync(join(dir, 'mine'))
+    writeFileSync(join(dir, 'mine', 'tagger.ts'), header + named('tagger'))
     // A plugin project with its own installed copy of sluice: its GatewayError is another class
     // than the running gateway's (the query makes Bun load errors.ts a second time, as a copy is).
     writeFileSync(
@@ -574,6 +581,16 @@ export const gatekeeper = definePlugin({
     ])
     const config = await bootFromFile([{ use: './two-and-default.ts' }])
     expect((await resolvePlugins(config, BUILTIN_PLUGINS)).map((p) => p.name)).toEqual(['tagger'])
+  })
+
+  test('"use" names an installed package too (resolved from the config\'s folder); a path without "./" is still a file', async () => {
+    const config = await bootFromFile([{ use: '@acme/sluice-audit' }, { use: 'mine/tagger.ts' }])
+    expect((await resolvePlugins(config, BUILTIN_PLUGINS)).map((p) => p.name)).toEqual(['audit', 'tagger'])
+    const missing = await bootFromFile([{ use: '@acme/not-installed' }])
+    const error = await resolvePlugins(missing, BUILTIN_PLUGINS).catch((e: unknown) => e)
+    expect((error as ConfigError).problems).toEqual([
+      `/plugins/0: plugin "@acme/not-installed" cannot be loaded: no file ${join(dir, '@acme/not-installed')} and no package "@acme/not-installed" installed for ${dir}`,
+    ])
   })
 
   test('a missing file and a file without a plugin are each reported with their entry', async () => {
