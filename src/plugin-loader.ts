@@ -4,7 +4,7 @@ import { pathToFileURL } from 'node:url'
 import { KindGuard, OptionalKind, ReadonlyKind, TransformKind, Type, type TSchema } from '@sinclair/typebox'
 import { Value, type ValueError } from '@sinclair/typebox/value'
 import { ConfigError, checkPluginEntry, schemaErrorMessage, type PluginSource } from './config/load.ts'
-import { isPluginFactory, isPluginInstance, type Identity, type PluginContext, type PluginDefinition, type PluginInstance } from './plugin.ts'
+import { hooksProblem, isPluginFactory, misspeltHooks, isPluginInstance, type Identity, type PluginHooks, type PluginContext, type PluginDefinition, type PluginInstance } from './plugin.ts'
 import type { LoadedPlugin, Pipeline } from './pipeline.ts'
 import { GatewayError } from './errors.ts'
 import { newRequestId } from './lib/id.ts'
@@ -67,6 +67,15 @@ export class RouteAuthenticator {
   }
 }
 
+/** What a plugin's setup returned that is no hooks object (see hooksProblem), with what it returned. */
+class HooksProblem extends Error {
+  readonly hooks: { close?: unknown }
+  constructor(message: string, hooks: unknown) {
+    super(message)
+    this.hooks = typeof hooks === 'object' && hooks !== null ? hooks : {}
+  }
+}
+
 /** How often a plugin's setup that has not finished is logged (see setupPlugins). */
 export const SETUP_NOTICE_MS = 10_000
 
@@ -83,12 +92,20 @@ export async function setupPlugins(instances: PluginInstance[], base: Omit<Plugi
       base.logger.warn('plugin is still starting (its setup has not finished)', { plugin: instance.name, waited_ms: Math.round(performance.now() - started) })
     }, noticeMs)
     try {
-      const hooks = await instance.definition.setup({ ...base, logger: pluginLogger(base.logger, instance.name), options: instance.options as never })
+      const hooks: unknown = await instance.definition.setup({ ...base, logger: pluginLogger(base.logger, instance.name), options: instance.options as never })
       clearInterval(notice)
-      loaded.push({ name: instance.name, hooks: hooks ?? {} })
+      const problem = hooksProblem(hooks)
+      // Closed with the others, if it says how: it started.
+      if (problem !== null) throw new HooksProblem(problem, hooks)
+      const given = (hooks as PluginHooks | undefined) ?? {}
+      for (const { name, meant } of misspeltHooks(given)) {
+        base.logger.warn(`plugin's setup returned "${name}", which is no hook and is never called (did you mean ${meant}?)`, { plugin: instance.name })
+      }
+      loaded.push({ name: instance.name, hooks: given })
     } catch (error) {
       clearInterval(notice)
       // Those already started are closed (the last first): a boot that fails leaves nothing running.
+      if (error instanceof HooksProblem && typeof error.hooks.close === 'function') loaded.push({ name: instance.name, hooks: { close: error.hooks.close.bind(error.hooks) } })
       await closePlugins(loaded, base.logger)
       throw new Error(`plugin "${instance.name}" failed to start: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
     }

@@ -229,6 +229,76 @@ export interface PluginHooks {
   close?(): MaybePromise<void>
 }
 
+/** What each member of {@link PluginHooks} is: a hook (a function) or a flag. Every member is listed (`satisfies`). */
+export const HOOK_KINDS = {
+  authenticate: 'function',
+  admit: 'function',
+  route: 'function',
+  onStreamChunk: 'function',
+  onUsage: 'function',
+  onComplete: 'function',
+  readsClientIpOnComplete: 'boolean',
+  authenticatesBeforeBody: 'boolean',
+  describe: 'function',
+  routes: 'function',
+  stats: 'function',
+  close: 'function',
+} as const satisfies Record<keyof PluginHooks, 'function' | 'boolean'>
+
+/**
+ * What is wrong with what a plugin's setup returned, or null for a hooks object (nothing counts as
+ * one without hooks). A hook that was no function (`admit: true`) failed the boot naming nobody, and
+ * a setup that returned no object was taken for one without hooks; TypeScript says neither to a
+ * plugin written in JavaScript. Members of other names are the plugin's own (see misspeltHooks).
+ */
+export function hooksProblem(hooks: unknown): string | null {
+  if (hooks === undefined) return null
+  if (typeof hooks !== 'object' || hooks === null || Array.isArray(hooks)) {
+    const shown = typeof hooks === 'string' ? `the string ${JSON.stringify(hooks.slice(0, 80))}` : Array.isArray(hooks) ? 'an Array' : String(hooks)
+    return `its setup returned ${shown}, not an object of hooks`
+  }
+  for (const [key, kind] of Object.entries(HOOK_KINDS)) {
+    const value: unknown = (hooks as Record<string, unknown>)[key]
+    if (value !== undefined && typeof value !== kind) return `${kind === 'function' ? 'hook' : 'flag'} ${JSON.stringify(key)} is ${value === null ? 'null' : `a ${typeof value}`}, not a ${kind}`
+  }
+  return null
+}
+
+/**
+ * The members of a hooks object that look like a misspelt hook (`onCompleted`, `onchunk`): the
+ * name, and the hook meant. A plugin may return members of its own beside its hooks (logging's
+ * `prune`), so other names pass; these are never called, which the boot log says.
+ */
+export function misspeltHooks(hooks: object): Array<{ name: string; meant: string }> {
+  const found: Array<{ name: string; meant: string }> = []
+  for (const name of Object.keys(hooks)) {
+    if (Object.hasOwn(HOOK_KINDS, name)) continue
+    let meant: string | undefined
+    let best = 3
+    for (const hook of Object.keys(HOOK_KINDS)) {
+      const distance = editDistance(name.toLowerCase(), hook.toLowerCase())
+      if (distance < best) [best, meant] = [distance, hook]
+    }
+    if (meant === undefined && /^on[A-Z]/.test(name)) meant = ON_HOOKS
+    if (meant !== undefined) found.push({ name, meant })
+  }
+  return found
+}
+
+/** The hooks named on…, as a misspelt one is told of them. */
+const ON_HOOKS = 'onStreamChunk, onUsage or onComplete'
+
+/** Levenshtein distance (names of a few dozen characters, once per member at boot). */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) row.push(Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1)))
+    previous = row
+  }
+  return previous[b.length]!
+}
+
 /** What `setup` receives: the resolved config, shared services, the plugin's validated options. */
 export interface PluginContext<Options = unknown> {
   options: Options

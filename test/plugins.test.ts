@@ -318,6 +318,31 @@ describe('plugins at boot', () => {
     expect(lines.find((l) => l.plugin === 'stuck')).toMatchObject({ msg: 'plugin did not close in time; the plugins before it are closed without it', waited_ms: 50 })
   })
 
+  test.each([
+    ['a string', 'nope', 'its setup returned the string "nope", not an object of hooks'],
+    ['an array', [() => undefined], 'its setup returned an Array, not an object of hooks'],
+    ['a hook that is no function', { admit: true }, 'hook "admit" is a boolean, not a function'],
+    ['a flag that is no boolean', { onComplete() {}, readsClientIpOnComplete: 'no' }, '"readsClientIpOnComplete" is a string, not a boolean'],
+  ])('a setup returning %s stops the boot naming the plugin, and is closed', async (_what, hooks, message) => {
+    let closed = 0
+    const shape = definePlugin({ name: 'shape', setup: () => (typeof hooks === 'object' && !Array.isArray(hooks) ? { ...hooks, close: () => void closed++ } : hooks) as never })
+    const error = await createGateway(await configWith([shape]), { logger: createLogger('silent') }).catch((e: unknown) => e)
+    expect(String(error)).toContain('plugin "shape" failed to start: ')
+    expect(String(error)).toContain(message)
+    expect(closed).toBe(typeof hooks === 'object' && !Array.isArray(hooks) ? 1 : 0)
+  })
+
+  test('a member named like a misspelt hook is logged at boot, naming the plugin and the hook meant; members of its own pass', async () => {
+    const { logger, lines } = capturingLogger('warn')
+    const typo = definePlugin({ name: 'typo', setup: () => ({ onCompleted() {}, onChunk() {}, onReady() {}, prune() {}, admit: () => undefined }) as never })
+    await (await createGateway(await configWith([typo]), { logger })).close()
+    expect(lines.map((l) => [l.msg, l.plugin])).toEqual([
+      [`plugin's setup returned "onCompleted", which is no hook and is never called (did you mean onComplete?)`, 'typo'],
+      [`plugin's setup returned "onChunk", which is no hook and is never called (did you mean onStreamChunk, onUsage or onComplete?)`, 'typo'],
+      [`plugin's setup returned "onReady", which is no hook and is never called (did you mean onStreamChunk, onUsage or onComplete?)`, 'typo'],
+    ])
+  })
+
   test('a setup that takes long is logged while it runs, naming its plugin', async () => {
     const { logger, lines } = capturingLogger('warn')
     let finish!: () => void
