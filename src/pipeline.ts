@@ -281,6 +281,11 @@ export class Pipeline {
   /** Model calls before their answer (in handle), and usages being counted: what a shutdown waits for. */
   private active = 0
   private counting = 0
+  /** Usage and completion hooks that answered a promise not settled yet: what a shutdown waits for too. */
+  private afterPending = 0
+  private readonly afterSettled = (): void => {
+    this.afterPending--
+  }
 
   constructor(options: PipelineOptions) {
     const hooks = options.plugins.map((p) => p.hooks)
@@ -484,8 +489,10 @@ export class Pipeline {
   /**
    * At shutdown, once the server has cut off what was still running: waits (at most `limitMs`) for
    * those requests to end, their bodies to fail and their usage to be counted, then runs every
-   * usage and completion hook deferred so far, while the plugins are still open. A request cut off
-   * this way is still settled and logged.
+   * usage and completion hook deferred so far, while the plugins are still open, and waits (within
+   * the same limit) for those that answered a promise: an async onComplete sending usage to a billing
+   * service had its plugin closed under it, and the process exit cut its call. A request cut off this
+   * way is still settled and logged.
    */
   async drain(limitMs: number): Promise<void> {
     const end = performance.now() + limitMs
@@ -493,7 +500,7 @@ export class Pipeline {
     do {
       await Bun.sleep(5)
       this.runEnding()
-    } while ((this.active > 0 || this.watchdog.open > 0 || this.counting > 0) && performance.now() < end)
+    } while ((this.active > 0 || this.watchdog.open > 0 || this.counting > 0 || this.afterPending > 0) && performance.now() < end)
     this.runEnding()
   }
 
@@ -1354,7 +1361,14 @@ export class Pipeline {
     for (let i = 0; i < hooks.length; i++) {
       try {
         const done: unknown = hooks[i]!(req, arg)
-        if (done instanceof Promise) done.catch((error: unknown) => this.hookFailed(stage, names[i]!, req, error))
+        if (done instanceof Promise) {
+          // Counted while it runs: the shutdown waits for it (briefly) before the plugins close.
+          this.afterPending++
+          done.then(this.afterSettled, (error: unknown) => {
+            this.afterPending--
+            this.hookFailed(stage, names[i]!, req, error)
+          })
+        }
       } catch (error) {
         this.hookFailed(stage, names[i]!, req, error)
       }

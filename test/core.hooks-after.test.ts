@@ -184,3 +184,34 @@ describe('after the response', () => {
     }
   })
 })
+
+describe('at shutdown', () => {
+  test('an async completion hook still running is waited for (a little) before the plugins close', async () => {
+    const order: string[] = []
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let started = false
+    const billing = definePlugin({
+      name: 'billing',
+      setup: () => ({
+        onComplete: async () => {
+          started = true
+          await gate
+          order.push('usage sent')
+        },
+        close: () => void order.push('closed'),
+      }),
+    })
+    const gw = await startGateway(upstreamConfig(upstream.url, { plugins: [billing] }), { gateway: { logger: capturingLogger('warn').logger } })
+    const res = await post(gw, chat)
+    expect(res.status).toBe(200)
+    await res.arrayBuffer()
+    await until(() => started, 'the completion hook')
+    const closing = gw.close()
+    await Bun.sleep(50)
+    expect(order).toEqual([])
+    release()
+    await closing
+    expect(order).toEqual(['usage sent', 'closed'])
+  })
+})
