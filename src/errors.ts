@@ -116,11 +116,16 @@ export class GatewayError extends Error {
     return { error: { message: this.message, type: this.type, param: this.param, code: this.upstreamCode ?? this.code } }
   }
 
-  /** A complete HTTP response carrying the envelope, the request id and any extra headers. */
+  /**
+   * A complete HTTP response carrying the envelope, the request id and any extra headers. Elysia
+   * calls it without the id for a GatewayError a route handler returns (a plugin's route, as its hooks
+   * return theirs): the response then carries none of its own, and the app adds the request's own,
+   * where it said `x-request-id: undefined`.
+   */
   toResponse(requestId: string): Response {
     const headers: Record<string, string> = {
       'content-type': 'application/json',
-      'x-request-id': requestId,
+      ...(requestId === undefined ? undefined : { 'x-request-id': requestId }),
       ...this.headers,
     }
     return new Response(JSON.stringify(this.toJSON()), { status: this.status, headers })

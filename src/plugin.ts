@@ -214,7 +214,7 @@ export interface PluginHooks {
    * authenticated by themselves, whatever their path (`/v1/...` too): a handler that serves API
    * key holders only checks the request with `ctx.authenticate(request)` (see PluginContext). A
    * route may not take the method and path of one the gateway or another plugin serves: the boot
-   * fails, naming the plugin, the method and the path. A `GatewayError` a handler throws is answered
+   * fails, naming the plugin, the method and the path. A `GatewayError` a handler returns or throws is answered
    * in the error envelope; anything else it throws is answered 500 `internal_error`, and the log
    * line names the plugin.
    */
@@ -311,7 +311,7 @@ export interface PluginContext<Options = unknown> {
    * Check a request's credentials as the client API does (every plugin's `authenticate` hook, the
    * built-in `auth`'s key check among them), for the plugin's own `routes`, which the gateway does
    * not authenticate: the caller's identity, or the `GatewayError` to answer with
-   * (`return error.toResponse(requestId)`, or throw it). The key is checked as for `GET /v1/key`: it
+   * (return it, or throw it: either is answered in the envelope with the request id). The key is checked as for `GET /v1/key`: it
    * must be valid, and no scope or model is asked of it (read `identity.scopes` for your own). With
    * no plugin that establishes identities, every call is refused (`missing_api_key`). For requests
    * being handled; not during setup.

@@ -229,6 +229,19 @@ describe("a plugin's routes", () => {
     const open = await boot([feedback])
     await expectError(await fetch(`${open.url}/v1/feedback`, { headers: { authorization: 'Bearer anything' } }), 'missing_api_key')
   })
+
+  test('a handler may return a GatewayError, as a hook does: its envelope, status and headers, with the request id', async () => {
+    const gw = await boot([
+      routesOf('refusing', (app) =>
+        app
+          .get('/refusing/now', () => new GatewayError('rate_limit_exceeded', 'Slow down, please.', { headers: { 'retry-after': '5' } }))
+          .get('/refusing/later', async () => new GatewayError('not_found', 'Nothing here.'))),
+    ])
+    const now = await fetch(`${gw.url}/refusing/now`)
+    expect(now.headers.get('retry-after')).toBe('5')
+    expect((await expectError(now, 'rate_limit_exceeded')).message).toBe('Slow down, please.')
+    expect((await expectError(await fetch(`${gw.url}/refusing/later`), 'not_found')).message).toBe('Nothing here.')
+  })
 })
 
 describe('failures name their plugin', () => {
