@@ -374,7 +374,7 @@ export class Pipeline {
     const refused = (answer: HookResult) => (answer instanceof GatewayError ? answer : undefined)
     try {
       const answer = hook(this.createRequest(endpoint, request, id))
-      return answer instanceof Promise ? this.bounded(answer, 'authenticate', 0).then(refused, () => undefined) : refused(answer)
+      return answer instanceof Promise ? this.bounded(answer, 'authenticate', this.stageNames.authenticate[0]!).then(refused, () => undefined) : refused(answer)
     } catch {
       return undefined
     }
@@ -551,11 +551,11 @@ export class Pipeline {
    * within hookTimeoutMs: the gateway holds no client, and nothing the plugins before the hook took,
    * for as long as a plugin's own call may hang. Only hooks that answer with a promise pay for it.
    */
-  private bounded<T>(pending: Promise<T>, stage: StageName, index: number): Promise<T> {
+  private bounded<T>(pending: Promise<T>, hook: FailingHook, plugin: string): Promise<T> {
     const ms = this.hookTimeoutMs
     if (ms === 0) return pending
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new HookFailure(stage, this.stageNames[stage][index]!, new HookTimeout(ms, pending))), ms)
+      const timer = setTimeout(() => reject(new HookFailure(hook, plugin, new HookTimeout(ms, pending))), ms)
       pending.then(
         (value) => {
           clearTimeout(timer)
@@ -604,10 +604,12 @@ export class Pipeline {
 
   /** A `describe` hook's facts; its failure names the plugin. */
   private async describeWith(hook: NonNullable<PluginHooks['describe']>, index: number, req: GatewayRequest): Promise<Record<string, unknown>> {
+    const plugin = this.describeNames[index]!
     try {
-      return await hook(req)
+      const facts = hook(req)
+      return facts instanceof Promise ? await this.bounded(facts, 'describe', plugin) : facts
     } catch (error) {
-      throw error instanceof GatewayError ? error : new HookFailure('describe', this.describeNames[index]!, error)
+      throw error instanceof GatewayError || error instanceof HookFailure ? error : new HookFailure('describe', plugin, error)
     }
   }
 
@@ -619,14 +621,14 @@ export class Pipeline {
     if (stage.length === 0) return undefined
     if (stage.length === 1) {
       const result = stage[0]!(req)
-      return result instanceof Promise ? this.bounded(result, name, 0) : result
+      return result instanceof Promise ? this.bounded(result, name, this.stageNames[name][0]!) : result
     }
     return (async () => {
       for (let i = 0; i < stage.length; i++) {
         let result: HookResult
         try {
           const answer = stage[i]!(req)
-          result = answer instanceof Promise ? await this.bounded(answer, name, i) : answer
+          result = answer instanceof Promise ? await this.bounded(answer, name, this.stageNames[name][i]!) : answer
         } catch (error) {
           throw this.hookFailure(error, name, i)
         }
@@ -642,7 +644,7 @@ export class Pipeline {
     try {
       for (; i < hooks.length; i++) {
         const plan = hooks[i]!(req, group)
-        if (plan instanceof Promise) return this.planFrom(this.bounded(plan, 'route', i), i, req, group)
+        if (plan instanceof Promise) return this.planFrom(this.bounded(plan, 'route', this.stageNames.route[i]!), i, req, group)
         if (plan) return this.checkedPlan(plan, i)
       }
     } catch (error) {
@@ -659,7 +661,7 @@ export class Pipeline {
       if (plan) return this.checkedPlan(plan, i)
       for (i = at + 1; i < this.routeHooks.length; i++) {
         let next = this.routeHooks[i]!(req, group)
-        if (next instanceof Promise) next = await this.bounded(next, 'route', i)
+        if (next instanceof Promise) next = await this.bounded(next, 'route', this.stageNames.route[i]!)
         if (next) return this.checkedPlan(next, i)
       }
     } catch (error) {

@@ -207,7 +207,7 @@ export interface PluginHooks {
    * with the body, in the authenticate stage. The built-in `auth` says so.
    */
   authenticatesBeforeBody?: boolean
-  /** Facts about the calling key for `GET /v1/key` (status, limits, remaining quota); merged over all plugins. */
+  /** Facts about the calling key for `GET /v1/key` (status, limits, remaining quota); merged over all plugins. Bounded by `limits.hook_timeout_ms` as `authenticate` is. */
   describe?(req: GatewayRequest): MaybePromise<Record<string, unknown>>
   /**
    * Extra HTTP routes, registered on the app (outside the `/v1` pipeline). They are not

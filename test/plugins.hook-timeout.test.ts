@@ -132,3 +132,13 @@ describe('a hook that does not settle', () => {
     await res.arrayBuffer()
   })
 })
+
+test('a describe hook (GET /v1/key) that does not settle is bounded too', async () => {
+  const { logger, lines } = capturingLogger('warn')
+  const identity = { keyId: 'key_x', userId: 'usr_x', teamId: null, environment: 'dev', models: null, scopes: null, attributes: {} }
+  const facts = definePlugin({ name: 'facts', setup: () => ({ authenticate: (req) => void (req.identity = identity), describe: () => new Promise<Record<string, unknown>>(() => {}) }) })
+  const gw = await startGateway(upstreamConfig(upstream.url, { plugins: [facts], limits: { hook_timeout_ms: 100 } }), { gateway: { logger } })
+  gateways.push(gw)
+  const id = await expectInternalError(await fetch(`${gw.url}/v1/key`))
+  expect(lines.find((l) => l.request_id === id)).toMatchObject({ msg: 'describe hook failed', plugin: 'facts' })
+})

@@ -136,7 +136,7 @@ export const ConfigFileSchema = Type.Object(
           /** How long a client API request's body may take to arrive once its headers have; 0 for no limit. @default 30000 */
           body_timeout_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: 3_600_000 })),
           /**
-           * How long the gateway waits for a plugin's authenticate, admit or route hook to settle before
+           * How long the gateway waits for a plugin's authenticate, admit, route or describe hook to settle before
            * it answers 500 internal_error (naming the plugin in its log) and calls no hook after it; 0 for no limit. @default 30000
            */
           hook_timeout_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: 3_600_000 })),
