@@ -27,6 +27,11 @@ export async function resolvePlugins(config: PluginSource, builtins: Record<stri
     const path = `/plugins/${i}`
     const instance = await toInstance(entry, path, config, builtins, problems)
     if (!instance) continue
+    const unnamed = nameProblem(instance.name)
+    if (unnamed !== null) {
+      problems.push(`${path}: ${unnamed}`)
+      continue
+    }
     const first = named.get(instance.name)
     if (first && first.definition !== instance.definition) {
       problems.push(`${path}: plugin "${instance.name}" is another plugin than the "${instance.name}" at ${first.path} (two definitions share the name); rename one of them: a name keys its plugin's log lines, metrics and req.locals`)
@@ -42,6 +47,19 @@ export async function resolvePlugins(config: PluginSource, builtins: Record<stri
   }
   if (problems.length) throw new ConfigError(problems)
   return instances
+}
+
+/**
+ * What is wrong with a plugin's name, or null. A plugin without one (a JavaScript plugin's
+ * definePlugin without `name`) booted and failed as plugin "undefined", and had no metrics. A name is
+ * also printed as it is in the boot's errors (plain text), hence one line.
+ */
+function nameProblem(name: unknown): string | null {
+  if (typeof name !== 'string' || name.trim() === '') {
+    return `a plugin needs a name (definePlugin({ name: "my-plugin", ... })): it names the plugin in every error, log line and metric; got ${name === undefined ? 'undefined' : JSON.stringify(name)}`
+  }
+  if (name.length > 100 || /[\u0000-\u001f\u007f]/.test(name)) return `a plugin's name is one line of at most 100 characters, without control characters; got ${JSON.stringify(name)}`
+  return null
 }
 
 /**

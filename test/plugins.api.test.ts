@@ -67,6 +67,18 @@ describe('plugin names at boot', () => {
     expect(problems).toEqual([expect.stringContaining('/plugins/1: plugin "auth" is another plugin than the "auth" at /plugins/0')])
   })
 
+  test('a plugin without a name of words (none, blank, a control character) is refused at its entry', async () => {
+    const named = (name: unknown) => definePlugin({ name: name as string, setup: () => ({ admit: () => undefined }) })
+    const problems = await pluginProblems([named(undefined), named(''), named('  '), named('two\nlines'), named(42), named('fine-name')])
+    expect(problems).toEqual([
+      '/plugins/0: a plugin needs a name (definePlugin({ name: "my-plugin", ... })): it names the plugin in every error, log line and metric; got undefined',
+      '/plugins/1: a plugin needs a name (definePlugin({ name: "my-plugin", ... })): it names the plugin in every error, log line and metric; got ""',
+      '/plugins/2: a plugin needs a name (definePlugin({ name: "my-plugin", ... })): it names the plugin in every error, log line and metric; got "  "',
+      '/plugins/3: a plugin\'s name is one line of at most 100 characters, without control characters; got "two\\nlines"',
+      '/plugins/4: a plugin needs a name (definePlugin({ name: "my-plugin", ... })): it names the plugin in every error, log line and metric; got 42',
+    ])
+  })
+
   test('the same plugin listed twice with equal options still registers once', async () => {
     const once = definePlugin({ name: 'once', setup: () => ({}) })
     const gw = await boot([once, once(), { use: 'auth' }, 'auth'])
