@@ -606,8 +606,8 @@ export class Pipeline {
   private async describeWith(hook: NonNullable<PluginHooks['describe']>, index: number, req: GatewayRequest): Promise<Record<string, unknown>> {
     const plugin = this.describeNames[index]!
     try {
-      const facts = hook(req)
-      return facts instanceof Promise ? await this.bounded(facts, 'describe', plugin) : facts
+      const answer = hook(req)
+      return factsOf(answer instanceof Promise ? await this.bounded(answer, 'describe', plugin) : answer)
     } catch (error) {
       throw error instanceof GatewayError || error instanceof HookFailure ? error : new HookFailure('describe', plugin, error)
     }
@@ -1409,6 +1409,17 @@ function strayChunk(value: unknown): TypeError {
     : typeof value === 'string' ? `the string ${JSON.stringify(value.slice(0, 80))}`
     : `${typeof value} ${String(value)}`
   return new TypeError(`it returned ${shown}; an onStreamChunk hook returns nothing or true to pass the chunk on, false to drop it, or the chunk's new data (an object), and is not awaited`)
+}
+
+/**
+ * A describe hook's facts: its object, or none for nothing. Anything else is the plugin's mistake (a
+ * TypeError, its HookFailure), where a string or an array was merged into GET /v1/key as fields "0", "1"….
+ */
+function factsOf(answer: unknown): Record<string, unknown> {
+  if (answer === undefined || answer === null) return {}
+  if (typeof answer === 'object' && !Array.isArray(answer)) return answer as Record<string, unknown>
+  const shown = typeof answer === 'string' ? `the string ${JSON.stringify(answer.slice(0, 80))}` : Array.isArray(answer) ? 'an object that is no plain object (Array)' : `${typeof answer} ${String(answer)}`
+  throw new TypeError(`it returned ${shown}; a describe hook returns an object of facts about the key, or nothing`)
 }
 
 /** Whether a route hook's answer is a plan (something with `next`). */

@@ -331,6 +331,18 @@ describe('failures name their plugin', () => {
     expect(log.lines).toEqual([expect.objectContaining({ msg: 'describe hook failed', plugin: 'broken-facts', request_id: id, error: expect.stringContaining('describe boom') })])
   })
 
+  test.each([
+    ['a string', 'abc', 'the string "abc"'],
+    ['an array', [1, 2], 'an object that is no plain object (Array)'],
+    ['a number', 42, 'number 42'],
+  ])('a describe hook that answers %s (no facts object): GET /v1/key answers 500 naming the plugin, not fields "0", "1"…', async (_what, answer, shown) => {
+    const log = capturingLogger('error')
+    const odd = definePlugin({ name: 'odd-facts', setup: () => ({ describe: () => answer as never }) })
+    const gw = await boot([odd], {}, log)
+    const id = await expectInternalError(await fetch(`${gw.url}/v1/key`))
+    expect(log.lines).toEqual([expect.objectContaining({ msg: 'describe hook failed', plugin: 'odd-facts', request_id: id, error: expect.stringContaining(`it returned ${shown}`) })])
+  })
+
   test("the logger setup receives names the plugin on every line", async () => {
     const log = capturingLogger('info')
     const chatty = definePlugin({
