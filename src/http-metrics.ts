@@ -1,5 +1,5 @@
 import { LATENCY_BUCKETS, STATUS_LABELS, statusClass, type CounterSeries, type HistogramSeries, type MetricsRegistry } from './metrics.ts'
-import { defaultLogWriter } from './lib/logger.ts'
+import { defaultLogWriter, type Logger } from './lib/logger.ts'
 import { memoryProfile } from './lib/memory.ts'
 import type { LoadedPlugin } from './pipeline.ts'
 
@@ -72,7 +72,7 @@ export function createHttpMetrics(registry: MetricsRegistry, routes: readonly { 
  * Gauges read at scrape time: process memory and uptime, lines the log writer dropped, and
  * the `stats()` of every plugin that has one (the auth plugin's key cache hits and misses).
  */
-export function registerProcessMetrics(registry: MetricsRegistry, plugins: readonly LoadedPlugin[]): void {
+export function registerProcessMetrics(registry: MetricsRegistry, plugins: readonly LoadedPlugin[], logger: Logger): void {
   const startedAt = Date.now() / 1000
   registry.gauge({
     name: 'process_resident_memory_bytes',
@@ -109,6 +109,19 @@ export function registerProcessMetrics(registry: MetricsRegistry, plugins: reado
   })
   const withStats = plugins.filter((p) => typeof p.hooks.stats === 'function')
   if (withStats.length === 0) return
+  // A stats() that throws is logged the first time only: it is read at every scrape.
+  const failed = new Set<string>()
+  const safeStats = (plugin: LoadedPlugin): Record<string, number> => {
+    try {
+      return plugin.hooks.stats?.() ?? {}
+    } catch (error) {
+      if (!failed.has(plugin.name)) {
+        failed.add(plugin.name)
+        logger.error('stats hook failed (logged once; its series are left out of /metrics)', { plugin: plugin.name, error: String(error) })
+      }
+      return {}
+    }
+  }
   const read = () => withStats.map((p) => ({ name: p.name, stats: safeStats(p) }))
   registry.gauge({
     name: 'sluice_plugin_stat',
@@ -131,12 +144,4 @@ export function registerProcessMetrics(registry: MetricsRegistry, plugins: reado
       }
     },
   })
-}
-
-function safeStats(plugin: LoadedPlugin): Record<string, number> {
-  try {
-    return plugin.hooks.stats?.() ?? {}
-  } catch {
-    return {}
-  }
 }

@@ -164,7 +164,7 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     throw error
   }
   const { app, allowed: methodsOf } = built
-  registerProcessMetrics(metrics, plugins)
+  registerProcessMetrics(metrics, plugins, logger)
   const http = createHttpMetrics(metrics, app.routes)
   const cors = config.cors ? new Cors(config.cors) : null
   /**

@@ -229,3 +229,33 @@ describe('bounded cardinality', () => {
     }
   })
 })
+
+describe("a plugin's stats()", () => {
+  test('that throws: its series are left out, and the failure is logged once, naming the plugin', async () => {
+    const { capturingLogger } = await import('./support/logging.ts')
+    const { logger, lines } = capturingLogger('warn')
+    let calls = 0
+    const flaky = definePlugin({
+      name: 'flaky-stats',
+      setup: () => ({
+        stats: () => {
+          calls++
+          throw new Error('stats boom')
+        },
+      }),
+    })
+    const steady = definePlugin({ name: 'steady', setup: () => ({ stats: () => ({ hits: 3, misses: 1 }) }) })
+    const gw = await startGateway(upstreamConfig(upstream.url, { plugins: [flaky, steady] }), { gateway: { logger } })
+    try {
+      for (let i = 0; i < 2; i++) {
+        const m = await scrape(gw.url)
+        expect(sampleValue(m, 'sluice_plugin_stat', { plugin: 'steady', stat: 'hits' })).toBe(3)
+        expect(m.samples.some((s) => s.labels.plugin === 'flaky-stats')).toBe(false)
+      }
+      expect(calls).toBeGreaterThanOrEqual(2)
+      expect(lines.map((l) => [l.msg, l.plugin, String(l.error)])).toEqual([['stats hook failed (logged once; its series are left out of /metrics)', 'flaky-stats', 'Error: stats boom']])
+    } finally {
+      await gw.close()
+    }
+  })
+})
