@@ -274,6 +274,8 @@ export class Pipeline {
   readonly watchdog = new Watchdog()
   /** Upstream calls waiting for their headers: what a shutdown past its grace answers at once (see shutdown). */
   private readonly calls = new CallList()
+  /** See plan(): the route hook whose plan it gave at once. */
+  private planOwner = -1
   /** How long a stage's hook may take to settle (see bounded); 0 for no limit. */
   private readonly hookTimeoutMs: number
   /** Set by shutdown(): no upstream call starts from then on. */
@@ -452,7 +454,9 @@ export class Pipeline {
 
       stage = 'route'
       let routed = this.plan(req, group)
-      if (routed instanceof Promise) routed = await routed
+      // Read at once: the next request's plan() changes it.
+      let owner = this.planOwner
+      if (routed instanceof Promise) ({ plan: routed, owner } = await routed)
       stage = undefined
       if (routed instanceof GatewayError) return this.fail(req, routed)
       plan = routed
@@ -460,7 +464,7 @@ export class Pipeline {
       // Someone will read the usage (onUsage, or onComplete through req.usage): ask the upstream for it rather than estimate.
       if (req.stream && this.usageHooks.length + this.completeHooks.length > 0 && req.endpoint !== 'embeddings') askForStreamUsage(req)
 
-      const result = await this.callUpstream(req, plan)
+      const result = await this.callUpstream(req, plan, owner)
       if (result instanceof GatewayError || result === null) {
         this.release(plan, req)
         return result === null ? this.closedByClient(req) : this.fail(req, result)
@@ -638,44 +642,83 @@ export class Pipeline {
     })()
   }
 
-  private plan(req: GatewayRequest, group: ModelGroup): MaybePromise<RoutePlan | GatewayError> {
+  /**
+   * The plan of the first route hook that gives one, else the core's. When it comes at once, the index
+   * of the hook it came from is left in planOwner (-1: the core's), for the caller to read at once;
+   * a plan that comes later comes with it.
+   */
+  private plan(req: GatewayRequest, group: ModelGroup): RoutePlan | GatewayError | Promise<OwnedPlan> {
     const hooks = this.routeHooks
     let i = 0
     try {
       for (; i < hooks.length; i++) {
         const plan = hooks[i]!(req, group)
         if (plan instanceof Promise) return this.planFrom(this.bounded(plan, 'route', this.stageNames.route[i]!), i, req, group)
-        if (plan) return this.checkedPlan(plan, i)
+        if (plan) {
+          this.planOwner = i
+          return this.checkedPlan(plan, i)
+        }
       }
     } catch (error) {
       throw this.hookFailure(error, 'route', i)
     }
+    this.planOwner = -1
     return firstTargetPlan(group, req.endpoint)
   }
 
   /** The rest of plan() once a route hook answered with a promise. */
-  private async planFrom(pending: Promise<RoutePlan | GatewayError | undefined>, at: number, req: GatewayRequest, group: ModelGroup): Promise<RoutePlan | GatewayError> {
+  private async planFrom(pending: Promise<RoutePlan | GatewayError | undefined>, at: number, req: GatewayRequest, group: ModelGroup): Promise<OwnedPlan> {
     let i = at
     try {
       const plan = await pending
-      if (plan) return this.checkedPlan(plan, i)
+      if (plan) return { plan: this.checkedPlan(plan, i), owner: i }
       for (i = at + 1; i < this.routeHooks.length; i++) {
         let next = this.routeHooks[i]!(req, group)
         if (next instanceof Promise) next = await this.bounded(next, 'route', this.stageNames.route[i]!)
-        if (next) return this.checkedPlan(next, i)
+        if (next) return { plan: this.checkedPlan(next, i), owner: i }
       }
     } catch (error) {
       throw this.hookFailure(error, 'route', i)
     }
-    return firstTargetPlan(group, req.endpoint)
+    return { plan: firstTargetPlan(group, req.endpoint), owner: -1 }
+  }
+
+  /**
+   * The plan's next target. A plan is its route hook's answer: its `next` failing or not settling
+   * within hookTimeoutMs is that plugin's failure, named (`owner`: the hook's index, -1 for the
+   * core's plan), where one that never settled held the request, and what the plugins before it
+   * took, for good.
+   */
+  private nextTarget(plan: RoutePlan, owner: number, failure: AttemptFailure | undefined): MaybePromise<RouteTarget | GatewayError | undefined> {
+    if (owner < 0) return plan.next(failure)
+    let next: MaybePromise<RouteTarget | GatewayError | undefined>
+    try {
+      next = plan.next(failure)
+    } catch (error) {
+      throw this.planFailure(error, owner)
+    }
+    return next instanceof Promise ? this.laterTarget(next, owner) : next
+  }
+
+  private async laterTarget(next: Promise<RouteTarget | GatewayError | undefined>, owner: number): Promise<RouteTarget | GatewayError | undefined> {
+    try {
+      return await this.bounded(next, 'route', this.stageNames.route[owner]!)
+    } catch (error) {
+      throw this.planFailure(error, owner)
+    }
+  }
+
+  /** A failure of the plan of the route hook at `owner`, naming its plugin; a GatewayError thrown is a refusal, left as it is. */
+  private planFailure(error: unknown, owner: number): unknown {
+    return error instanceof GatewayError || error instanceof HookFailure ? error : new HookFailure('route', this.stageNames.route[owner]!, error)
   }
 
   /** Try targets as the plan gives them until one answers 2xx or the plan runs out. */
   /** The upstream's answer, the error to give, or null when the client went away first. */
-  private async callUpstream(req: GatewayRequest, plan: RoutePlan): Promise<Answer | GatewayError | null> {
+  private async callUpstream(req: GatewayRequest, plan: RoutePlan, owner: number): Promise<Answer | GatewayError | null> {
     let failure: AttemptFailure | undefined
     for (;;) {
-      let next = plan.next(failure)
+      let next = this.nextTarget(plan, owner, failure)
       if (next instanceof Promise) next = await next
       if (next === undefined) return failure?.error ?? new GatewayError('no_healthy_upstream', `No upstream is available for model "${echo(req.model ?? '', 256)}" right now; retry shortly.`)
       if (next instanceof GatewayError) return next
@@ -1420,6 +1463,12 @@ function factsOf(answer: unknown): Record<string, unknown> {
   if (typeof answer === 'object' && !Array.isArray(answer)) return answer as Record<string, unknown>
   const shown = typeof answer === 'string' ? `the string ${JSON.stringify(answer.slice(0, 80))}` : Array.isArray(answer) ? 'an object that is no plain object (Array)' : `${typeof answer} ${String(answer)}`
   throw new TypeError(`it returned ${shown}; a describe hook returns an object of facts about the key, or nothing`)
+}
+
+/** A plan that came later, with the index of the route hook it came from (-1: the core's). */
+interface OwnedPlan {
+  plan: RoutePlan | GatewayError
+  owner: number
 }
 
 /** Whether a route hook's answer is a plan (something with `next`). */

@@ -174,7 +174,11 @@ export interface PluginHooks {
   authenticate?(req: GatewayRequest): MaybePromise<HookResult>
   /** Admit or refuse by limits, budgets, policy. */
   admit?(req: GatewayRequest): MaybePromise<HookResult>
-  /** Pick upstream targets. The first plugin that returns a plan wins; without one the core tries the group's first target. */
+  /**
+   * Pick upstream targets. The first plugin that returns a plan wins; without one the core tries the
+   * group's first target. The plan's `next` counts as this hook: one that throws or does not settle
+   * within `limits.hook_timeout_ms` fails the request naming the plugin.
+   */
   route?(req: GatewayRequest, group: ModelGroup): MaybePromise<RoutePlan | GatewayError | undefined>
   /**
    * Every parsed chunk of a streamed response, in order. Return nothing (or `true`) to pass it on

@@ -142,3 +142,36 @@ test('a describe hook (GET /v1/key) that does not settle is bounded too', async 
   const id = await expectInternalError(await fetch(`${gw.url}/v1/key`))
   expect(lines.find((l) => l.request_id === id)).toMatchObject({ msg: 'describe hook failed', plugin: 'facts' })
 })
+
+describe("a route hook's plan", () => {
+  const leaves = definePlugin({ name: 'leaves', setup: () => ({ route: () => undefined }) })
+
+  test('whose next() does not settle: 500 at hook_timeout_ms naming the plugin whose plan it is', async () => {
+    const { logger, lines } = capturingLogger('warn')
+    let released = 0
+    const router = definePlugin({ name: 'router', setup: () => ({ route: () => ({ next: () => new Promise<undefined>(() => {}), release: () => void released++ }) }) })
+    const gw = await startGateway(upstreamConfig(upstream.url, { plugins: [leaves, router], limits: { hook_timeout_ms: 100 } }), { gateway: { logger } })
+    gateways.push(gw)
+    const id = await expectInternalError(await post(gw.url))
+    expect(lines.find((l) => l.request_id === id)).toMatchObject({ msg: 'route hook failed', plugin: 'router' })
+    expect(released).toBe(1)
+  })
+
+  test('whose next() throws: 500 naming the plugin, not an unexpected failure of the gateway', async () => {
+    const { logger, lines } = capturingLogger('warn')
+    const router = definePlugin({
+      name: 'router',
+      setup: () => ({
+        route: async () => ({
+          next: () => {
+            throw new Error('no region answers')
+          },
+        }),
+      }),
+    })
+    const gw = await startGateway(upstreamConfig(upstream.url, { plugins: [leaves, router] }), { gateway: { logger } })
+    gateways.push(gw)
+    const id = await expectInternalError(await post(gw.url))
+    expect(lines.find((l) => l.request_id === id)).toMatchObject({ msg: 'route hook failed', plugin: 'router', error: expect.stringContaining('no region answers') })
+  })
+})
