@@ -294,7 +294,8 @@ export class Pipeline {
     const pick = <K extends keyof PluginHooks>(k: K) =>
       hooks.flatMap((h) => (h[k] ? [(h[k] as (...a: never[]) => unknown).bind(h) as NonNullable<PluginHooks[K]>] : []))
     this.authenticateHooks = pick('authenticate')
-    const first = hooks.find((h) => h.authenticate !== undefined)
+    // Truthy, as pick() takes them: a JavaScript plugin may leave a hook out as null or false.
+    const first = hooks.find((h) => h.authenticate)
     this.screenHook = first?.authenticatesBeforeBody === true ? this.authenticateHooks[0]! : null
     this.admitHooks = pick('admit')
     this.routeHooks = pick('route')
@@ -314,7 +315,7 @@ export class Pipeline {
     this.services = options.services
     // Bun answers requestIP only while the request is open (see createRequest); with no plugin nobody would read it.
     this.clientAddress = options.plugins.length > 0 && options.clientAddress ? options.clientAddress : null
-    this.completeReadsClientIp = hooks.some((h) => h.onComplete !== undefined && h.readsClientIpOnComplete !== false)
+    this.completeReadsClientIp = hooks.some((h) => h.onComplete && h.readsClientIpOnComplete !== false)
     this.hookTimeoutMs = options.hookTimeoutMs ?? 0
   }
 

@@ -263,7 +263,9 @@ export function hooksProblem(hooks: unknown): string | null {
   }
   for (const [key, kind] of Object.entries(HOOK_KINDS)) {
     const value: unknown = (hooks as Record<string, unknown>)[key]
-    if (value !== undefined && typeof value !== kind) return `${kind === 'function' ? 'hook' : 'flag'} ${JSON.stringify(key)} is ${value === null ? 'null' : `a ${typeof value}`}, not a ${kind}`
+    // Left out: a JavaScript plugin may say so with null or false (`admit: options.enabled && admit`).
+    if (value === undefined || value === null || (value === false && kind === 'function')) continue
+    if (typeof value !== kind) return `${kind === 'function' ? 'hook' : 'flag'} ${JSON.stringify(key)} is ${value === null ? 'null' : `a ${typeof value}`}, not a ${kind}`
   }
   return null
 }

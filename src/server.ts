@@ -380,7 +380,7 @@ function buildApp({ config, services, models, pipeline, plugins, logger, catalog
   for (const plugin of plugins) {
     const before = new Set(app.routes)
     try {
-      plugin.hooks.routes?.(app as unknown as Elysia)
+      if (plugin.hooks.routes) plugin.hooks.routes(app as unknown as Elysia)
     } catch (error) {
       throw new Error(`plugin "${plugin.name}" failed to add its routes: ${error instanceof Error ? error.message : String(error)}`, { cause: error })
     }

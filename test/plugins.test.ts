@@ -332,6 +332,17 @@ describe('plugins at boot', () => {
     expect(closed).toBe(typeof hooks === 'object' && !Array.isArray(hooks) ? 1 : 0)
   })
 
+  test('a hook left out as null or false (a JavaScript plugin) is no hook, and no failure', async () => {
+    const seen: string[] = []
+    const off = definePlugin({ name: 'off', setup: () => ({ authenticate: null, admit: false, routes: false, onComplete: null, close: null }) as never })
+    const on = definePlugin({ name: 'on', setup: () => ({ authenticate: () => void seen.push('authenticate'), admit: () => void seen.push('admit') }) })
+    const gw = await boot([off, on])
+    const res = await postJson(`${gw.url}/v1/chat/completions`, chat)
+    expect(res.status).toBe(200)
+    await res.arrayBuffer()
+    expect(seen).toEqual(['authenticate', 'admit'])
+  })
+
   test('a member named like a misspelt hook is logged at boot, naming the plugin and the hook meant; members of its own pass', async () => {
     const { logger, lines } = capturingLogger('warn')
     const typo = definePlugin({ name: 'typo', setup: () => ({ onCompleted() {}, onChunk() {}, onReady() {}, prune() {}, admit: () => undefined }) as never })
