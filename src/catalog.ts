@@ -204,6 +204,12 @@ type ProviderSettings = Pick<ProviderConfig, 'headers' | 'timeouts' | 'options'>
  * `api-key`), so the headers are sealed too.
  */
 interface StoredProvider {
+  /**
+   * The base URL as written, sealed under {@link baseUrlContext}, when it carries what the admin
+   * API masks (a password or user name, query values): the `base_url` column then holds only its
+   * masked form. Rows written before URLs were sealed hold the URL in the column: read as it is.
+   */
+  base_url_enc?: string
   /** The headers, names and values as one JSON object, sealed under {@link headersContext}. */
   headers_enc?: string
   /** Headers in plain text, as rows written before headers were sealed hold them: read, never written. */
@@ -281,7 +287,9 @@ export class Catalog {
           ...(k.rpm !== null && { rpm: k.rpm }),
           ...(k.tpm !== null && { tpm: k.tpm }),
         }))
-      return { id: row.id, type: row.type as ProviderConfig['type'], ...(row.base_url && { baseUrl: row.base_url }), keys, ...this.openSettings(row.id, row.config) }
+      const stored = JSON.parse(row.config) as StoredProvider
+      const baseUrl = stored.base_url_enc === undefined ? row.base_url : decryptSecret(this.masters.all, stored.base_url_enc, baseUrlContext(row.id))
+      return { id: row.id, type: row.type as ProviderConfig['type'], ...(baseUrl && { baseUrl }), keys, ...this.openSettings(row.id, stored) }
     })
   }
 
@@ -292,21 +300,25 @@ export class Catalog {
   }
 
   /** A `providers.config` column read: sealed headers opened, plain ones (older rows) taken as they are. */
-  private openSettings(providerId: string, text: string): ProviderSettings {
-    const stored = JSON.parse(text) as StoredProvider
+  private openSettings(providerId: string, stored: StoredProvider): ProviderSettings {
     const headers = stored.headers_enc === undefined ? stored.headers : (JSON.parse(decryptSecret(this.masters.all, stored.headers_enc, headersContext(providerId))) as Record<string, string>)
     return settingsOf({ headers, timeouts: stored.timeouts, options: stored.options })
   }
 
-  /** The `providers.config` column to write: the headers sealed, never in plain text. */
-  private sealSettings(providerId: string, settings: ProviderSettings): string {
-    const { headers, timeouts, options } = settings
+  /**
+   * The `base_url` and `config` columns to write: the headers sealed, never in plain text, and a
+   * base URL that carries a credential sealed too, its column holding only the masked form.
+   */
+  private sealSettings(providerId: string, provider: ProviderConfig): { base_url: string | null; config: string } {
+    const { baseUrl, headers, timeouts, options } = provider
+    const shown = baseUrl ? maskBaseUrl(baseUrl) : null
     const stored: StoredProvider = {
+      ...(baseUrl && shown !== baseUrl && { base_url_enc: this.sealText(baseUrlContext(providerId), baseUrl) }),
       ...(headers && Object.keys(headers).length > 0 && { headers_enc: this.sealText(headersContext(providerId), JSON.stringify(headers)) }),
       ...(timeouts && { timeouts }),
       ...(options && { options }),
     }
-    return JSON.stringify(stored)
+    return { base_url: shown, config: JSON.stringify(stored) }
   }
 
   /**
@@ -458,7 +470,7 @@ export class Catalog {
               await db.transaction().execute(async (tx) => {
                 // A provider deleted earlier under this id leaves a row behind (its secrets are already gone).
                 await tx.deleteFrom('providers').where('id', '=', input.id).where('deleted_at', 'is not', null).execute()
-                await tx.insertInto('providers').values({ id: input.id, type: input.type, base_url: input.base_url ?? null, config: this.sealSettings(input.id, provider), created_at: at, updated_at: at, deleted_at: null }).execute()
+                await tx.insertInto('providers').values({ id: input.id, type: input.type, ...this.sealSettings(input.id, provider), created_at: at, updated_at: at, deleted_at: null }).execute()
                 for (const k of input.keys) {
                   await tx.insertInto('provider_keys').values({ id: rowIdOf(input.id, k.id), provider_id: input.id, ...this.seal(rowIdOf(input.id, k.id), k.secret), weight: k.weight ?? 1, rpm: k.rpm ?? null, tpm: k.tpm ?? null, disabled_at: null, created_at: at, updated_at: at }).execute()
                 }
@@ -496,7 +508,7 @@ export class Catalog {
             async (db) => {
               const at = new Date().toISOString()
               await db.transaction().execute(async (tx) => {
-                await tx.updateTable('providers').set({ type: merged.type, base_url: merged.baseUrl ?? null, config: this.sealSettings(params.id, merged), updated_at: at }).where('id', '=', params.id).execute()
+                await tx.updateTable('providers').set({ type: merged.type, ...this.sealSettings(params.id, merged), updated_at: at }).where('id', '=', params.id).execute()
                 if (patch.keys) {
                   await tx.deleteFrom('provider_keys').where('provider_id', '=', params.id).execute()
                   for (const k of patch.keys) {
@@ -611,17 +623,24 @@ const keyIdOf = (provider: string, rowId: string) => (rowId.startsWith(`${provid
  * provider_keys row id: an envelope copied between the two does not open.
  */
 const headersContext = (provider: string) => `${provider}#headers`
+/** What a provider's sealed base URL is bound to (see {@link headersContext}). */
+const baseUrlContext = (provider: string) => `${provider}#base_url`
 
 /**
- * A `providers.config` column with its sealed headers re-sealed under `to` (their own ciphertext
- * kept, as for key secrets), or null when it holds none or they already are: for
+ * A `providers.config` column with its sealed headers and base URL re-sealed under `to` (their own
+ * ciphertext kept, as for key secrets), or null when it holds neither or they already are: for
  * `rotate-encryption-key`, which must move them with the key secrets or the old master key
  * could not be dropped.
  */
 export function resealProviderHeaders(config: string, providerId: string, from: readonly MasterKey[], to: MasterKey): string | null {
   const stored = JSON.parse(config) as StoredProvider
-  if (stored.headers_enc === undefined || envelopeKeyId(stored.headers_enc) === to.id) return null
-  return JSON.stringify({ ...stored, headers_enc: rewrapSecret(from, to, stored.headers_enc, headersContext(providerId)) } satisfies StoredProvider)
+  const moves = (sealed: string | undefined): sealed is string => sealed !== undefined && envelopeKeyId(sealed) !== to.id
+  if (!moves(stored.headers_enc) && !moves(stored.base_url_enc)) return null
+  return JSON.stringify({
+    ...stored,
+    ...(moves(stored.headers_enc) && { headers_enc: rewrapSecret(from, to, stored.headers_enc, headersContext(providerId)) }),
+    ...(moves(stored.base_url_enc) && { base_url_enc: rewrapSecret(from, to, stored.base_url_enc, baseUrlContext(providerId)) }),
+  } satisfies StoredProvider)
 }
 
 const MASK = '***'

@@ -3,7 +3,7 @@
  *
  *   SLUICE_ENCRYPTION_KEY_PREVIOUS=<old key> SLUICE_ENCRYPTION_KEY=<new key> bun run rotate-encryption-key
  *
- * Provider key secrets and providers' sealed header values are re-sealed alike. Only the
+ * Provider key secrets and providers' sealed header values and base URLs are re-sealed alike. Only the
  * per-secret data keys are re-sealed; the secrets' own ciphertext is kept. Rows
  * already under the new key are left alone, so the command can be run again safely. Start
  * the gateways with the new key (and the old one in SLUICE_ENCRYPTION_KEY_PREVIOUS until
@@ -24,7 +24,7 @@ import { envelopeKeyId, masterKey, rewrapSecret } from '../lib/secrets.ts'
 
 const USAGE = `Usage: SLUICE_ENCRYPTION_KEY=<new key> SLUICE_ENCRYPTION_KEY_PREVIOUS=<old key>[,<older key>...] bun run rotate-encryption-key
 
-Re-seals the provider secrets (key secrets and sealed header values) stored in the
+Re-seals the provider secrets (key secrets, sealed header values and base URLs) stored in the
 database the gateway uses under the new master key (a key is 32 bytes, base64:
 openssl rand -base64 32). Secrets already under the new key are left alone, so it
 can be run again. The database: DATABASE_URL, else database.url in the config file
