@@ -307,6 +307,13 @@ describe('the config file refuses what the admin API refuses, naming the path', 
     expect(problems.join('\n')).not.toContain('Injected')
   })
 
+  test('a key secret that could not be sent in a header (CR or LF inside it, NUL, a character beyond U+00FF such as a pasted curly quote) is refused, never repeated; white space around it is fine', async () => {
+    const secrets = ['sk-ok-0123456789', 'sk-line\nINJECTED-1', 'sk-cr\rINJECTED-2', 'sk-nul\u0000INJECTED-3', '\u201csk-quoted-INJECTED-4\u201d', 'sk-trailing-newline-0123\n', '  sk-spaced-0123\t', '']
+    const problems = await bootProblems({ providers: [provider({ keys: secrets.map((secret, i) => ({ id: `k${i}`, secret })) })], models: [model('m')] })
+    expect(problems).toEqual([1, 2, 3, 4].map((j) => expect.stringMatching(new RegExp(`^/providers/0/keys/${j}/secret: holds a character no HTTP header value may`))))
+    expect(problems.join('\n')).not.toContain('INJECTED')
+  })
+
   test('an encoding tiktoken does not ship is refused even with no tokens plugin', async () => {
     expect(await bootProblems({ providers: [provider()], models: [model('m', { encoding: 'bogus_enc' })] })).toEqual([
       '/models/0/encoding: "bogus_enc" is not one of o200k_base, cl100k_base, p50k_base, p50k_edit, r50k_base, gpt2',
@@ -440,6 +447,23 @@ describe('the admin API checks providers and models as the config file does, in 
     expect((await call('POST', '/admin/models', model('hdr-gpt'))).status).toBe(201)
     expect((await chat('hdr-gpt')).status).toBe(200)
     expect(mock.stats.lastHeaders?.get('x-inject')).toBeNull()
+  })
+
+  test('a key secret that could not be sent in a header is refused at POST and PATCH (param "keys[i].secret"), never echoing it; one with a trailing newline serves', async () => {
+    const before = await rows()
+    for (const secret of ['sk-line\nINJECTED', 'sk-cr\rINJECTED', '\u201csk-quoted-INJECTED\u201d']) {
+      const keys = [{ id: 'k1', secret: SECRET }, { id: 'k2', secret }]
+      for (const [method, path, body] of [['POST', '/admin/providers', provider('sec', { keys })], ['PATCH', '/admin/providers/base', { keys }]] as const) {
+        const refused = await expectEnvelope(await call(method, path, body), 'invalid_request')
+        expect({ method, secret, param: refused.param }).toEqual({ method, secret, param: 'keys[1].secret' })
+        expect(refused.message).not.toContain('INJECTED')
+      }
+    }
+    expect(await rows()).toEqual(before)
+    // As a secret read from a file arrives: the newline around it is no part of the header sent.
+    expect((await call('POST', '/admin/providers', provider('sec-nl', { keys: [{ id: 'k1', secret: `${SECRET}\n` }] }))).status).toBe(201)
+    expect((await call('POST', '/admin/models', { name: 'sec-nl-gpt', targets: [{ provider: 'sec-nl', model: 'mock-gpt' }] })).status).toBe(201)
+    expect((await chat('sec-nl-gpt')).status).toBe(200)
   })
 
   test('refusals name the fields the caller sent (base_url, keys, targets, fallbacks, encoding), never a config-file path', async () => {

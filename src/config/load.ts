@@ -484,6 +484,15 @@ export interface CatalogProblem {
  * U+00FF, which fetch refuses to put in a header at all.
  */
 const HEADER_VALUE_BAD = /[\0-\x08\x0a-\x1f\x7f]|[^\0-\xff]/
+/** A header value as fetch sends it: without the spaces, tabs, CRs and LFs around it. */
+function trimHttpWhitespace(value: string): string {
+  const white = (c: string | undefined) => c === ' ' || c === '\t' || c === '\r' || c === '\n'
+  let start = 0
+  let end = value.length
+  while (start < end && white(value[start])) start++
+  while (end > start && white(value[end - 1])) end--
+  return value.slice(start, end)
+}
 /** A path segment of dots only: URLs read `.` and `..` (also as `%2e`) as steps of the path, not as names. */
 const DOTS = /^\.+$/
 const DOTS_WHY = 'dots alone make a step of a URL path ("." or ".."), not a name the API could be asked for'
@@ -523,6 +532,11 @@ export function catalogProblems(providers: readonly ProviderConfig[], models: re
       if (DOTS.test(k.id)) add(['keys', j, 'id'], `key id "${k.id}" is dots only: ${DOTS_WHY}`)
       if (keyIds.has(k.id)) add(['keys', j, 'id'], `duplicate key id "${k.id}" in provider "${p.id}"`)
       keyIds.add(k.id)
+      // Every adapter sends the secret in a header: one that cannot be sent failed every call (502) instead.
+      // Fetch drops the white space around a header value, as a secret file's trailing newline.
+      if (HEADER_VALUE_BAD.test(trimHttpWhitespace(k.secret))) {
+        add(['keys', j, 'secret'], 'holds a character no HTTP header value may (CR or LF inside it, NUL or another control character, or one beyond U+00FF such as a curly quote): check how the secret was pasted')
+      }
     })
     if (p.type === 'openai-compatible' && !p.baseUrl) add(['baseUrl'], 'required for type openai-compatible')
     if (p.baseUrl && !URL.canParse(p.baseUrl)) add(['baseUrl'], 'not a URL')
