@@ -98,9 +98,26 @@ function parseEnvelope(stored: string): Envelope {
   return value as Envelope
 }
 
+/**
+ * A secret as a header carries it: fetch drops the white space around a header value (a secret
+ * file's trailing newline), so that is the form an upstream sees and may echo. `trim` drops a
+ * little more than fetch does (NBSP, say): what is left is still part of what was sent, and goes.
+ */
+const sent = (value: string): string => value.trim()
+
 /** Remove a provider secret from text that may reach a client or a log (an upstream may echo the key it was sent). */
 export function scrub(text: string, secret: string): string {
-  return secret.length >= 4 ? text.split(secret).join('***') : text
+  const value = sent(secret)
+  return value.length >= 4 ? text.split(value).join('***') : text
+}
+
+/** Percent-decoded, or as written where it is not valid percent-encoding. */
+const decoded = (text: string): string => {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return text
+  }
 }
 
 /**
@@ -108,14 +125,19 @@ export function scrub(text: string, secret: string): string {
  * (often credentials: an organisation token, a gateway key), and the password and query values of
  * its base URL (`?key=…`, `?api-key=…`). An upstream's error may echo any of them. Values under 4
  * characters are left: too short to be a credential, and too common to blank out of a message.
+ * The key and header values count as sent (trimmed); a base URL's user info as fetch sends it
+ * when no other Authorization header is set: `Basic base64(user:password)`, and a user name
+ * standing alone, which is a token (`https://<token>@host`, masked as such by the admin API).
  */
 export function callSecrets(key: string, headers: Readonly<Record<string, string>> | undefined, baseUrl: string | undefined): string[] {
-  const secrets = [key]
-  if (headers) for (const value of Object.values(headers)) secrets.push(value)
+  const secrets = [sent(key)]
+  if (headers) for (const value of Object.values(headers)) secrets.push(sent(value))
   if (baseUrl) {
     try {
       const url = new URL(baseUrl)
-      if (url.password) secrets.push(decodeURIComponent(url.password), url.password)
+      if (url.password) secrets.push(decoded(url.password), url.password)
+      else if (url.username) secrets.push(decoded(url.username), url.username)
+      if (url.username || url.password) secrets.push(Buffer.from(`${decoded(url.username)}:${decoded(url.password)}`).toString('base64'))
       for (const value of url.searchParams.values()) secrets.push(value)
       // The raw text too: an upstream echoes the URL as it was sent, percent-encoding and all.
       for (const part of url.search.slice(1).split('&')) secrets.push(part.slice(part.indexOf('=') + 1))
