@@ -9,6 +9,7 @@ import { migrateToLatest } from './db/migrate.ts'
 import { createLocalBus, createRedisBus } from './lib/bus.ts'
 import { tooLarge } from './lib/body.ts'
 import { newRequestId } from './lib/id.ts'
+import { maskKeysIn } from './lib/key-text.ts'
 import { UnknownMasterKeyError } from './lib/secrets.ts'
 import { invalidRequest } from './lib/validate.ts'
 import { roughTokenizer } from './lib/usage.ts'
@@ -420,12 +421,14 @@ function toGatewayError(
   switch (code) {
     case 'NOT_FOUND': {
       const methods = allowed(path)
+      // A key pasted into the path goes back masked, as every message shows a key.
+      const shown = maskKeysIn(path)
       if (methods.length) {
-        return new GatewayError('method_not_allowed', `${request.method} is not allowed on ${path}; use ${methods.join(' or ')}.`, {
+        return new GatewayError('method_not_allowed', `${request.method} is not allowed on ${shown}; use ${methods.join(' or ')}.`, {
           headers: { allow: allowList(methods).join(', ') },
         })
       }
-      return new GatewayError('not_found', `No route ${request.method} ${path}. The API is described at /swagger.`)
+      return new GatewayError('not_found', `No route ${request.method} ${shown}. The API is described at /swagger.`)
     }
     case 'PARSE':
       return new GatewayError('invalid_request', 'The request body is not valid JSON. Send a JSON object with Content-Type: application/json.')

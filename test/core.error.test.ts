@@ -431,6 +431,23 @@ describe('routing errors', () => {
     expect(post.headers.get('allow')).toBe('GET, HEAD, OPTIONS')
     await expectError(post, 'method_not_allowed')
   })
+
+  test('a key pasted into the path is echoed masked by the 404 (of a route, of a static asset) and the 405, never whole', async () => {
+    const key = `sk-dev-${'Q7'.repeat(20)}`
+    const masked = `${key.slice(0, 12)}…${key.slice(-4)}`
+    for (const [method, path, code] of [
+      ['GET', `/v1/key/${key}`, 'not_found'],
+      ['GET', `/${key}`, 'not_found'],
+      ['POST', `/v1/chat/completions/${key}/x`, 'not_found'],
+      ['DELETE', `/v1/models/${key}`, 'method_not_allowed'],
+      ['GET', `/swagger/assets/${key}`, 'not_found'],
+      ['GET', `/console/assets/${key}`, 'not_found'],
+    ] as const) {
+      const error = await expectError(await fetch(`${gw.url}${path}`, { method }), code)
+      expect({ path, message: error.message.includes(key) }).toEqual({ path, message: false })
+      expect(error.message).toContain(masked)
+    }
+  })
 })
 
 describe('the openai client sees APIError with the status and code', () => {

@@ -4,6 +4,7 @@ import type { ResolvedConfig } from '../config/load.ts'
 import { wrongAdminKey } from '../admin-key.ts'
 import { GatewayError } from '../errors.ts'
 import { readJsonObject } from '../lib/body.ts'
+import { echo } from '../lib/key-text.ts'
 import type { Logger } from '../lib/logger.ts'
 import { compileCheck } from '../lib/validate.ts'
 import type { Services } from '../services.ts'
@@ -99,7 +100,7 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
       '/assets/:file',
       async ({ params, request }) => {
         const file = (await consoleBundle()).assets.get(params.file)
-        if (!file) throw new GatewayError('not_found', `No asset "${params.file}" under /console/assets.`)
+        if (!file) throw new GatewayError('not_found', `No asset "${echo(params.file)}" under /console/assets.`)
         const headers = { 'content-type': file.type, etag: file.etag, 'cache-control': 'public, max-age=31536000, immutable', 'x-content-type-options': 'nosniff' }
         if (request.headers.get('if-none-match') === file.etag) return new Response(null, { status: 304, headers })
         return new Response(file.body, { headers })

@@ -4,6 +4,7 @@ import { openapi } from '@elysiajs/openapi'
 import { getPossiblePath, unwrapSchema } from '@elysiajs/openapi/openapi'
 import { OptionalKind } from '@sinclair/typebox'
 import { GatewayError } from '../errors.ts'
+import { echo } from '../lib/key-text.ts'
 import { adminErrors, ErrorEnvelope, INTERNAL_ERROR } from './schemas.ts'
 
 const SPEC_PATH = '/swagger/json'
@@ -125,7 +126,7 @@ export function docsRoutes(version: string) {
       '/swagger/assets/:file',
       ({ params }) => {
         const file = files.get(params.file)
-        if (!file) throw new GatewayError('not_found', `No asset "${params.file}" under /swagger/assets.`)
+        if (!file) throw new GatewayError('not_found', `No asset "${echo(params.file)}" under /swagger/assets.`)
         return new Response(Bun.file(file.path), { headers: { 'content-type': file.type, 'cache-control': 'public, max-age=86400' } })
       },
       { detail: { hide: true } },
