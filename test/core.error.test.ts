@@ -241,6 +241,23 @@ describe('bad requests', () => {
     })
   }
 
+  test('a key pasted as a function name is echoed masked by the tools checks, never whole', async () => {
+    const key = `sk-dev-${'F9'.repeat(20)}`
+    const masked = `${key.slice(0, 12)}…${key.slice(-4)}`
+    const tool = (name: string) => ({ type: 'function', function: { name } })
+    const cases: Array<[string, Record<string, unknown>]> = [
+      ['tools[0].function.name', { ...chat, tools: [tool(`${key}!`)] }],
+      ['tools[1].function.name', { ...chat, tools: [tool(key), tool(key)] }],
+      ['tool_choice.function.name', { ...chat, tools: [tool('f')], tool_choice: { type: 'function', function: { name: key } } }],
+    ]
+    for (const [param, body] of cases) {
+      const error = await expectError(await postJson(chatUrl, body), 'invalid_request')
+      expect({ param: error.param, whole: error.message.includes(key) }).toEqual({ param, whole: false })
+      expect(error.message).toContain(masked)
+    }
+    expect(upstream.stats.requests).toBe(0)
+  })
+
   test('a field that may take several shapes is explained by the shape that came closest, not "union value"', async () => {
     const cases: Array<[string, Record<string, unknown>, string, string]> = [
       ['/v1/chat/completions', { ...chat, temperature: 9 }, 'temperature', 'Expected number to be less or equal to 2'],

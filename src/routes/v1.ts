@@ -6,7 +6,7 @@ import type { ModelGroup, ModelRegistry } from '../models.ts'
 import { modelNotFound, type Pipeline } from '../pipeline.ts'
 import { allowsModel, type Endpoint, type GatewayRequest, type Identity } from '../plugin.ts'
 import type { Services } from '../services.ts'
-import { echo } from '../lib/key-text.ts'
+import { echo, maskKeysIn } from '../lib/key-text.ts'
 import { decodePercent, modelPathId } from '../lib/percent.ts'
 import {
   ChatCompletionBody,
@@ -263,6 +263,8 @@ function countRefusal(why: string): never {
 
 /** A function's name as OpenAI takes it. */
 const FUNCTION_NAME = /^[A-Za-z0-9_-]{1,64}$/
+/** A function name as a message shows it: a key in it masked (messages never hold a whole key), cut at 80 characters. */
+const shownName = (name: string): string => `"${echo(maskKeysIn(name), 80)}"`
 
 /**
  * What the schema does not say about a chat request's tools, checked as OpenAI checks it (the
@@ -279,10 +281,10 @@ function checkTools(body: Record<string, unknown>): void {
     const name = typeof fn === 'object' && fn !== null ? (fn as Record<string, unknown>).name : undefined
     const param = `tools[${i}].function.name`
     if (typeof name !== 'string' || !FUNCTION_NAME.test(name)) {
-      const got = typeof name === 'string' ? `"${name.slice(0, 80)}"` : 'none'
+      const got = typeof name === 'string' ? shownName(name) : 'none'
       throw new GatewayError('invalid_request', `Invalid value for "${param}": a function tool needs a name of 1 to 64 letters, digits, _ or -; got ${got}.`, { param })
     }
-    if (names.has(name)) throw new GatewayError('invalid_request', `Invalid value for "${param}": the function "${name}" is given twice; tool names must be unique.`, { param })
+    if (names.has(name)) throw new GatewayError('invalid_request', `Invalid value for "${param}": the function ${shownName(name)} is given twice; tool names must be unique.`, { param })
     names.add(name)
   })
   const choice = body.tool_choice
@@ -296,7 +298,7 @@ function checkTools(body: Record<string, unknown>): void {
       throw new GatewayError('invalid_request', 'Invalid value for "tool_choice.function.name": name the function the model must call.', { param: 'tool_choice.function.name' })
     }
     if (!names.has(name)) {
-      throw new GatewayError('invalid_request', `Invalid value for "tool_choice.function.name": "${name.slice(0, 80)}" is not one of the functions in tools.`, { param: 'tool_choice.function.name' })
+      throw new GatewayError('invalid_request', `Invalid value for "tool_choice.function.name": ${shownName(name)} is not one of the functions in tools.`, { param: 'tool_choice.function.name' })
     }
   }
 }
