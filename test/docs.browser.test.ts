@@ -88,6 +88,10 @@ describe.skipIf(!available)('Swagger UI in Chromium', () => {
     await block.locator('button.execute').click()
     await block.locator('.live-responses-table tbody .response-col_status').first().waitFor({ timeout: 10_000 })
     expect(await block.locator('.live-responses-table tbody .response-col_status').first().innerText()).toBe('200')
+    // The admin key stays in the page's memory: not written to the origin's storage, where it would
+    // outlive the tab, the browser and a console sign-out, for any script of the origin to read.
+    const stored = await page.evaluate(() => JSON.stringify({ local: { ...localStorage }, session: { ...sessionStorage } }))
+    expect(stored).not.toContain('sluice-docs-browser-admin-key-0123456789')
     await page.close()
   }, 60_000)
 })

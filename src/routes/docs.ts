@@ -19,7 +19,11 @@ const ASSETS = {
 /**
  * The page's one inline script. `validatorUrl: null`: Swagger UI's default sends the document's
  * address to validator.swagger.io (a badge image) whenever the page is opened by a host name other
- * than localhost, and the docs must work, and tell nobody, with no internet.
+ * than localhost, and the docs must work, and tell nobody, with no internet. `persistAuthorization:
+ * false`: the keys given to Authorize (the admin key among them) stay in the page's memory; persisted,
+ * they sat in plain text in the origin's localStorage for good, past the browser's close and a
+ * console sign-out, readable by any script of the origin (the console keeps the admin key out of
+ * reach of scripts for that reason: an HttpOnly session cookie).
  */
 const INIT = `
 window.ui = SwaggerUIBundle({
@@ -28,7 +32,7 @@ window.ui = SwaggerUIBundle({
   deepLinking: true,
   presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
   layout: 'StandaloneLayout',
-  persistAuthorization: true,
+  persistAuthorization: false,
   validatorUrl: null
 })
 `
