@@ -285,6 +285,31 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     }
   })
 
+  test('an expired key can be given a new expiry (and so work again) or be revoked from Keys', async () => {
+    const lapsed = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'lapsed', expires_at: new Date(Date.now() + 1_000).toISOString() })
+    const gone = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'lapsed too', expires_at: new Date(Date.now() + 1_000).toISOString() })
+    await Bun.sleep(1_200)
+    expect((await admin('GET', `/admin/keys/${lapsed.id}`)).status).toBe('expired')
+    await open(page, 'keys?status=expired', 'Keys')
+    await page.getByRole('button', { name: 'Edit lapsed', exact: true }).click()
+    const dialog = page.getByRole('dialog', { name: 'Edit lapsed' })
+    await dialog.getByLabel('Expires at').fill('2031-06-30T12:00')
+    await dialog.getByRole('button', { name: 'Save changes' }).click()
+    await page.getByText('Key lapsed saved.').waitFor()
+    const extended = await admin('GET', `/admin/keys/${lapsed.id}`)
+    expect(extended.status).toBe('active')
+    expect(extended.expires_at).toBe(new Date('2031-06-30T12:00').toISOString())
+    const check = await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${lapsed.key}` } })
+    expect(check.status).toBe(200)
+
+    // An expired key cannot be rotated (the API refuses it), but it can be revoked for good.
+    expect(await page.getByRole('button', { name: 'Rotate lapsed too' }).count()).toBe(0)
+    await page.getByRole('button', { name: 'Revoke lapsed too' }).click()
+    await page.getByRole('dialog', { name: 'Revoke lapsed too?' }).getByRole('button', { name: 'Revoke key' }).click()
+    await page.getByText('Key lapsed too revoked.').waitFor()
+    expect((await admin('GET', `/admin/keys/${gone.id}`)).status).toBe('revoked')
+  })
+
   test('no errors in the page', () => {
     expect(pageErrors).toEqual([])
   })

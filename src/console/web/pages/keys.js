@@ -308,10 +308,10 @@ export function KeysPage({ params, environment }) {
         {
           label: 'Actions',
           cell: (/** @type {Key} */ k) => html`<div class="row-actions">
-            ${k.status === 'active' ? html`<button type="button" onClick=${() => opening(() => setEditing(k))} aria-label=${`Edit ${label(k)}`}>Edit</button>` : null}
+            ${k.status !== 'revoked' ? html`<button type="button" onClick=${() => opening(() => setEditing(k))} aria-label=${`Edit ${label(k)}`}>Edit</button>` : null}
             ${k.status === 'active' && !k.rotated_to ? html`<button type="button" onClick=${() => opening(() => setRotating(k))} aria-label=${`Rotate ${label(k)}`}>Rotate</button>` : null}
             ${k.limits || k.budget ? html`<button type="button" onClick=${() => opening(() => setCounting(k))} aria-label=${`Quota of ${label(k)}`}>Quota</button>` : null}
-            ${k.status === 'active' ? html`<button type="button" class="danger" onClick=${() => opening(() => setRevoking(k))} aria-label=${`Revoke ${label(k)}`}>Revoke</button>` : null}
+            ${k.status !== 'revoked' ? html`<button type="button" class="danger" onClick=${() => opening(() => setRevoking(k))} aria-label=${`Revoke ${label(k)}`}>Revoke</button>` : null}
             <a class="button-link" href=${`#/doctor?key_id=${encodeURIComponent(k.id)}`} aria-label=${`Diagnose ${label(k)}`}>Diagnose</a>
             <a class="button-link" href=${`#/logs?key_id=${encodeURIComponent(k.id)}`} aria-label=${`Logs of ${label(k)}`}>Logs</a>
             <a class="button-link" href=${`#/audit?target_id=${encodeURIComponent(k.id)}`} aria-label=${`Changes to ${label(k)}`}>Changes</a>
@@ -324,6 +324,7 @@ export function KeysPage({ params, environment }) {
     <${Dialog} title=${`Edit ${editing ? label(editing) : ''}`} open=${editing !== null} onClose=${closeDialogs}>
       ${editing
         ? html`<form onSubmit=${save} key=${editing.id}>
+            ${editing.status === 'expired' ? html`<${Note} tone="warn">This key expired ${fmtRelative(editing.expires_at)}: a later expiry (or none) makes it work again.</${Note}>` : null}
             <${KeySettings} prefix="edit" initial=${editing} models=${modelNames} />
             <${ErrorNote} error=${saveError} />
             <div class="actions"><button type="button" onClick=${closeDialogs}>Cancel</button><button type="submit" class="primary" disabled=${saving}>${saving ? 'Saving…' : 'Save changes'}</button></div>
