@@ -310,6 +310,33 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     expect((await admin('GET', `/admin/keys/${gone.id}`)).status).toBe('revoked')
   })
 
+  test('a long name without spaces wraps in its cell: the row actions stay in view', async () => {
+    const long = `Ω${'ｘ'.repeat(60)}${'x'.repeat(139)}`
+    await admin('POST', '/admin/teams', { id: 'longname', name: long })
+    await admin('POST', '/admin/users', { id: 'longuser', name: long })
+    await admin('POST', '/admin/keys', { user_id: 'longuser', name: long })
+    /** How far a button reaches past the right edge of its table's box (0 when it is inside). */
+    const overflow = (name: string) =>
+      page.getByRole('button', { name, exact: true }).evaluate((button) => {
+        const wrap = button.closest('.table-wrap')
+        return wrap ? Math.max(0, button.getBoundingClientRect().right - wrap.getBoundingClientRect().right) : -1
+      })
+    await open(page, 'people', 'Users and teams')
+    expect(await overflow('Delete team longname')).toBe(0)
+    expect(await overflow('Delete longuser')).toBe(0)
+    await open(page, 'keys?user_id=longuser', 'Keys')
+    expect(await overflow(`Revoke ${long}`)).toBe(0)
+    // Its dialogs keep their close button in view too.
+    await page.getByRole('button', { name: `Edit ${long}`, exact: true }).click()
+    const close = page.getByRole('dialog').getByRole('button', { name: 'Close' })
+    expect(await close.evaluate((button) => button.getBoundingClientRect().right <= (button.closest('dialog')?.getBoundingClientRect().right ?? 0))).toBe(true)
+    await close.click()
+    await open(page, 'people', 'Users and teams')
+    await page.getByRole('button', { name: 'Members of longname' }).click()
+    const title = page.getByRole('heading', { name: `Members of ${long}` })
+    expect(await title.evaluate((h) => h.scrollWidth <= h.clientWidth)).toBe(true)
+  })
+
   test('no errors in the page', () => {
     expect(pageErrors).toEqual([])
   })
