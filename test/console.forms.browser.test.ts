@@ -337,6 +337,24 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     expect(await title.evaluate((h) => h.scrollWidth <= h.clientWidth)).toBe(true)
   })
 
+  test('Key doctor says what is left of each budget there is, the largest request now and the end of a grace period', async () => {
+    const usd = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'usd only', budget: { period: 'month', usd: 5 }, limits: { tpm: 300 } })
+    await open(page, `doctor?key_id=${usd.id}`, 'Key doctor')
+    const left = page.getByTestId('diagnosis').locator('dt:text-is("Left now") + dd')
+    await left.waitFor()
+    // No token budget: nothing about one, and never "budget ∞" beside the USD that is left.
+    expect((await left.textContent())?.replace(/\s+/g, ' ').trim()).toBe('requests ∞, tokens 300, budget $5.00')
+    const largest = page.getByTestId('diagnosis').locator('dt:text-is("Largest request") + dd')
+    expect((await largest.textContent())?.trim()).toBe('300 tokens (prompt + max_tokens)')
+
+    const old = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'rotated out' })
+    const rotated = await admin('POST', `/admin/keys/${old.id}/rotate`, { grace_seconds: 3600 })
+    expect(rotated.key).toBeString()
+    await open(page, `doctor?key_id=${old.id}`, 'Key doctor')
+    const status = page.getByTestId('diagnosis').locator('dt:text-is("Status") + dd')
+    await status.getByText('rotated: works until').waitFor()
+  })
+
   test('no errors in the page', () => {
     expect(pageErrors).toEqual([])
   })

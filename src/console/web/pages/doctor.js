@@ -76,6 +76,17 @@ export function DoctorPage({ params }) {
   </section>`
 }
 
+/**
+ * What is left of the budgets there are: tokens, USD or both; ∞ only when neither applies.
+ * @param {{ budget_tokens?: number | null, budget_usd?: number | null }} remaining
+ */
+function budgetLeft({ budget_tokens: tokens, budget_usd: usd }) {
+  const parts = []
+  if (tokens !== null && tokens !== undefined) parts.push(`${fmtNum(tokens)} tokens`)
+  if (usd !== null && usd !== undefined) parts.push(fmtUsd(usd))
+  return parts.join(' and ') || '∞'
+}
+
 /** @param {{ result: any, verdictRef: any }} props */
 function Diagnosis({ result, verdictRef }) {
   const key = result.key ?? {}
@@ -94,7 +105,7 @@ function Diagnosis({ result, verdictRef }) {
       ${result.key
         ? html`
           <dt>Key</dt><dd><span class="mono">${key.id ?? '—'}</span>${key.name ? ` (${key.name})` : ''}</dd>
-          <dt>Status</dt><dd>${key.status ? html`<${Badge} value=${key.status} />` : '—'}</dd>
+          <dt>Status</dt><dd>${key.status ? html`<${Badge} value=${key.status} />` : '—'}${key.grace_until && (key.status === 'active' || key.status === 'rotating') ? html` <span class="muted">rotated: works until ${fmtTime(key.grace_until)}</span>` : null}</dd>
           <dt>Owner</dt><dd>${key.user_id ?? '—'}</dd>
           <dt>Environment</dt><dd><code>${key.environment ?? '—'}</code></dd>
           <dt>Team</dt><dd>${key.team_id ?? 'none'}</dd>
@@ -108,9 +119,10 @@ function Diagnosis({ result, verdictRef }) {
       ${remaining
         ? html`<dt>Left now</dt><dd>
             requests ${remaining.requests ?? '∞'}, tokens ${remaining.tokens === null || remaining.tokens === undefined ? '∞' : fmtNum(remaining.tokens)},
-            budget ${remaining.budget_tokens === null || remaining.budget_tokens === undefined ? '∞' : `${fmtNum(remaining.budget_tokens)} tokens`}${remaining.budget_usd !== null && remaining.budget_usd !== undefined ? ` and ${fmtUsd(remaining.budget_usd)}` : ''}
+            budget ${budgetLeft(remaining)}
           </dd>`
         : null}
+      ${typeof result.max_request_tokens === 'number' ? html`<dt>Largest request</dt><dd>${fmtNum(result.max_request_tokens)} tokens (prompt + max_tokens)</dd>` : null}
     </dl>
   </section>`
 }
