@@ -3,7 +3,7 @@ import { html } from 'htm/preact'
 import { api, useResource } from '../api.js'
 import { Badge, ErrorNote, Note, PageHead, Table, fmtNum, fmtRelative, fmtTime, useAction } from '../ui.js'
 
-/** @typedef {{ provider: string, key: string, state: string, cooling_until: string | null, dead_reason: string | null, circuit: { consecutive_failures: number, open_until: string | null }, circuit_models?: { model: string, consecutive_failures: number, open_until: string | null }[], in_flight: number, latency_ewma_ms: number | null, last_error: { at: string, status: number, message: string } | null }} KeyHealth */
+/** @typedef {{ provider: string, key: string, state: string, cooling_until: string | null, dead_reason: string | null, circuit: { consecutive_failures: number, open_until: string | null }, cooling_models?: { model: string, until: string }[], circuit_models?: { model: string, consecutive_failures: number, open_until: string | null }[], in_flight: number, latency_ewma_ms: number | null, last_error: { at: string, status: number, message: string } | null }} KeyHealth */
 
 export function ProvidersPage() {
   const providers = useResource('/admin/providers')
@@ -37,7 +37,7 @@ export function ProvidersPage() {
             { label: 'In flight', cell: (/** @type {KeyHealth} */ h) => fmtNum(h.in_flight), className: 'num' },
             { label: 'Latency', cell: (/** @type {KeyHealth} */ h) => (h.latency_ewma_ms === null ? '—' : `${fmtNum(Math.round(h.latency_ewma_ms))} ms`), className: 'num' },
             { label: 'Failures in a row', cell: (/** @type {KeyHealth} */ h) => fmtNum(h.circuit.consecutive_failures), className: 'num' },
-            { label: 'Back at', cell: (/** @type {KeyHealth} */ h) => html`${h.cooling_until ? `cooling until ${fmtTime(h.cooling_until)}` : h.circuit.open_until ? `circuit open until ${fmtTime(h.circuit.open_until)}` : '—'}${openCircuits(h)}` },
+            { label: 'Back at', cell: backAt },
             { label: 'Last error', cell: (/** @type {KeyHealth} */ h) => (h.last_error ? html`<div class="small"><strong>HTTP ${h.last_error.status || 'network'}</strong> <span class="muted" title=${fmtTime(h.last_error.at)}>${fmtRelative(h.last_error.at)}</span><div>${h.last_error.message}</div></div>` : 'none') },
             { label: 'Actions', cell: (/** @type {KeyHealth} */ h) => (h.state === 'healthy' ? null : html`<button type="button" onClick=${() => reset(h)} disabled=${busy} aria-label=${`Put ${h.provider}/${h.key} back in service`}>Put back in service</button>`) },
           ]}
@@ -62,12 +62,21 @@ export function ProvidersPage() {
 }
 
 /**
- * The models whose circuit is open on a key (a circuit is per upstream model): the key serves its
- * other models meanwhile.
+ * When a key is back: cooling down (a 429) and open circuits are per upstream model, so each
+ * model out is named with its time, and the key serves its other models meanwhile.
  * @param {KeyHealth} h
  */
-function openCircuits(h) {
+function backAt(h) {
+  const cooling = h.cooling_models ?? []
   const open = (h.circuit_models ?? []).filter((c) => c.open_until)
-  if (open.length === 0) return null
-  return html`<div class="muted small">${open.map((c) => html`<div><span class="mono">${c.model}</span>: circuit open until ${fmtTime(c.open_until)}</div>`)}</div>`
+  if (cooling.length === 0 && open.length === 0) {
+    // Without the per-model lists: the key's own times.
+    if (h.cooling_until) return `cooling until ${fmtTime(h.cooling_until)}`
+    return h.circuit.open_until ? `circuit open until ${fmtTime(h.circuit.open_until)}` : '—'
+  }
+  return html`<div class="small">
+    ${cooling.map((c) => html`<div><span class="mono">${c.model}</span>: cooling until ${fmtTime(c.until)} <span class="muted">(${fmtRelative(c.until)})</span></div>`)}
+    ${open.map((c) => html`<div><span class="mono">${c.model}</span>: circuit open until ${fmtTime(c.open_until)} <span class="muted">(${fmtRelative(c.open_until)})</span></div>`)}
+    ${h.state === 'dead' ? null : html`<div class="muted">its other models are served meanwhile</div>`}
+  </div>`
 }
