@@ -355,6 +355,40 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     await status.getByText('rotated: works until').waitFor()
   })
 
+  test("Overview's daily charts label each bar with its UTC day, in a browser west of UTC too", async () => {
+    const key = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'charted' })
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'mock-gpt', messages: [{ role: 'user', content: 'hi' }] }),
+    })
+    expect(res.status).toBe(200)
+    // New York: a UTC midnight is the evening before there.
+    const own = await browser.newContext({ viewport: { width: 1366, height: 900 }, timezoneId: 'America/New_York', locale: 'en-US' })
+    try {
+      const p = await newPage(own)
+      // The axes are drawn on a canvas: keep every text drawn.
+      await p.addInitScript(() => {
+        const drawn: string[] = []
+        Object.assign(window, { drawn })
+        const fillText = CanvasRenderingContext2D.prototype.fillText
+        CanvasRenderingContext2D.prototype.fillText = function (text, x, y, maxWidth) {
+          drawn.push(String(text))
+          return maxWidth === undefined ? fillText.call(this, text, x, y) : fillText.call(this, text, x, y, maxWidth)
+        }
+      })
+      await signIn(p)
+      await p.getByTestId('stat-requests').filter({ hasNotText: '…' }).waitFor()
+      await p.locator('.chart canvas').first().waitFor()
+      const day = (ms: number) => new Date(ms).toLocaleDateString('en-US', { month: 'short', day: 'numeric', timeZone: 'UTC' })
+      const drawn = await p.evaluate(() => (window as unknown as { drawn: string[] }).drawn)
+      expect(drawn).toContain(day(Date.now()))
+      expect(drawn).not.toContain(day(Date.now() - 86_400_000))
+    } finally {
+      await own.close()
+    }
+  })
+
   test('no errors in the page', () => {
     expect(pageErrors).toEqual([])
   })

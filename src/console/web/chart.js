@@ -21,6 +21,9 @@ export function TimeChart({ title, x, series, format = (n) => n.toLocaleString()
     const ink = getComputedStyle(el).color
     /** @type {uPlot.Options} */
     const options = {
+      // Each x is a UTC day (the usage report's days): ticks and labels in UTC, or a browser west
+      // of UTC would label a day's bar with the day before.
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
       width: Math.max(240, el.clientWidth),
       height: 200,
       // Labels only: live values under the cursor add little for a few daily bars.
@@ -32,11 +35,11 @@ export function TimeChart({ title, x, series, format = (n) => n.toLocaleString()
         y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
       },
       axes: [
-        { stroke: ink, grid: { stroke: 'rgba(128,128,128,0.15)' }, ...(x.length <= 10 && { splits: () => x }), values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleDateString(undefined, { month: 'short', day: 'numeric' })) },
+        { stroke: ink, grid: { stroke: 'rgba(128,128,128,0.15)' }, ...(x.length <= 10 && { splits: () => x }), values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleDateString(undefined, { month: 'short', day: 'numeric', timeZone: 'UTC' })) },
         { stroke: ink, grid: { stroke: 'rgba(128,128,128,0.15)' }, size: 60, values: (_u, ticks) => ticks.map((t) => format(t)) },
       ],
       series: [
-        { label: 'Day', value: (_u, v) => (v === null ? '—' : new Date(v * 1000).toLocaleDateString()) },
+        { label: 'Day', value: (_u, v) => (v === null ? '—' : new Date(v * 1000).toLocaleDateString(undefined, { timeZone: 'UTC' })) },
         ...series.map((s, i) => ({
           label: s.label,
           stroke: s.color,
