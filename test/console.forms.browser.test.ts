@@ -389,6 +389,21 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     }
   })
 
+  test('more keys expiring within 7 days than one page of the list: Keys does not give the page size as their number', async () => {
+    await admin('POST', '/admin/users', { id: 'soon-owner' })
+    const soon = new Date(Date.now() + 3 * 86_400_000).toISOString()
+    const before = await admin('GET', '/admin/keys/expiring?within=7d&limit=500')
+    expect(before.next_cursor).toBeNull()
+    const missing = 501 - before.data.length
+    for (let i = 0; i < missing; i += 50) {
+      await Promise.all(Array.from({ length: Math.min(50, missing - i) }, (_, j) => admin('POST', '/admin/keys', { user_id: 'soon-owner', name: `soon ${i + j}`, expires_at: soon })))
+    }
+    await open(page, 'keys', 'Keys')
+    const note = page.getByRole('status').filter({ hasText: 'within 7 days' })
+    await note.waitFor()
+    expect(await note.textContent()).toBe('More than 500 active keys expire within 7 days (highlighted).')
+  }, 30_000)
+
   test('no errors in the page', () => {
     expect(pageErrors).toEqual([])
   })

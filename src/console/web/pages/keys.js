@@ -146,6 +146,7 @@ function changedSettings(form) {
 export function KeysPage({ params, environment }) {
   const filter = { user_id: params.user_id ?? '', team_id: params.team_id ?? '', status: params.status ?? '' }
   const keys = usePagedList(`/admin/keys${qs({ ...filter, limit: 50 })}`)
+  // One page (the most the API gives at once): with more, the note says "more than".
   const expiring = useResource('/admin/keys/expiring?within=7d&limit=500')
   const models = useResource('/admin/models')
   const users = useResource(`/admin/users?limit=${SUGGESTIONS}`)
@@ -288,7 +289,9 @@ export function KeysPage({ params, environment }) {
       </${Field}>
       <button type="submit">Filter</button>
     </form>
-    ${expiringIds.size ? html`<${Note} tone="warn">${expiringIds.size} active key${expiringIds.size === 1 ? '' : 's'} expire${expiringIds.size === 1 ? 's' : ''} within 7 days (highlighted).</${Note}>` : null}
+    ${expiringIds.size
+      ? html`<${Note} tone="warn">${expiring.data?.next_cursor ? `More than ${expiringIds.size} active keys expire` : `${expiringIds.size} active key${expiringIds.size === 1 ? '' : 's'} expire${expiringIds.size === 1 ? 's' : ''}`} within 7 days (highlighted).</${Note}>`
+      : null}
     <${ErrorNote} error=${keys.error} />
     ${!keys.loaded ? html`<p class="empty">Loading keys…</p>` : html`<${Table}
       caption="API keys"
