@@ -285,6 +285,29 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     }
   })
 
+  test('Logs: a row opens that request with every column, the filter kept', async () => {
+    const key = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'row details' })
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json', 'user-agent': 'row-details-agent/1.0' },
+      body: JSON.stringify({ model: 'no-such-model', messages: [{ role: 'user', content: 'hi' }] }),
+    })
+    expect(res.status).toBe(404)
+    const requestId = res.headers.get('x-request-id') ?? ''
+    // Log rows are written in batches: wait for it through the API.
+    for (let i = 0; i < 100 && (await admin('GET', `/admin/logs?key_id=${key.id}`)).data.length === 0; i++) await Bun.sleep(50)
+    await open(page, `logs?key_id=${key.id}`, 'Logs')
+    await page.getByRole('link', { name: `Details of ${requestId}` }).click()
+    const detail = page.getByRole('region', { name: `Request ${requestId}` })
+    await detail.waitFor()
+    const text = (await detail.textContent()) ?? ''
+    expect(text).toContain('model_not_found')
+    expect(text).toContain('row-details-agent/1.0')
+    const hash = new URLSearchParams(new URL(page.url()).hash.split('?')[1])
+    expect(hash.get('key_id')).toBe(key.id)
+    expect(hash.get('id')).toBe(requestId)
+  })
+
   test('an expired key can be given a new expiry (and so work again) or be revoked from Keys', async () => {
     const lapsed = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'lapsed', expires_at: new Date(Date.now() + 1_000).toISOString() })
     const gone = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'lapsed too', expires_at: new Date(Date.now() + 1_000).toISOString() })

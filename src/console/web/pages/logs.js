@@ -1,5 +1,6 @@
 // Logs: recent requests, filtered by key, user, model, status and error code, paged backwards;
 // one request found by the id its client saw (x-request-id).
+import { useEffect, useRef } from 'preact/hooks'
 import { html } from 'htm/preact'
 import { ApiError, qs, useResource } from '../api.js'
 import { ErrorNote, Field, Note, PageHead, Table, fmtNum, fmtTime, fmtUsd, formValues, useHashPager } from '../ui.js'
@@ -22,8 +23,11 @@ const fmtMs = (ms) => (ms === null || ms === undefined ? '—' : `${fmtNum(Math.
  * @param {{ row: LogRow & Record<string, any> }} props
  */
 function RequestDetail({ row: r }) {
+  // Opened from a row far down the list: bring it into view.
+  const heading = useRef(/** @type {HTMLHeadingElement | null} */ (null))
+  useEffect(() => heading.current?.focus(), [r.id])
   return html`<section class="panel" aria-label=${`Request ${r.id}`}>
-    <h2>Request <span class="mono">${r.id}</span></h2>
+    <h2 tabindex="-1" ref=${heading}>Request <span class="mono">${r.id}</span></h2>
     <dl class="facts">
       <dt>Time</dt><dd>${fmtTime(r.at)}</dd>
       <dt>Answer</dt><dd><span class=${r.status >= 400 ? 'status-bad' : 'status-ok'}>${r.status}</span>${r.error_code ? html` <code>${r.error_code}</code>` : null}</dd>
@@ -97,7 +101,8 @@ export function LogsPage({ params }) {
           rowClass=${(/** @type {LogRow} */ r) => (r.status >= 400 ? 'failed' : '')}
           empty="No requests match."
           columns=${[
-            { label: 'Time', cell: (/** @type {LogRow} */ r) => html`<span class="nowrap">${fmtTime(r.at)}</span>` },
+            // The time opens the request with every column (the list shows some), filters and page kept.
+            { label: 'Time', cell: (/** @type {LogRow} */ r) => html`<a class="nowrap" href=${`#/logs${qs({ ...filter, limit: params.limit ?? '', before: params.before ?? '', id: r.id })}`} aria-label=${`Details of ${r.id}`}>${fmtTime(r.at)}</a>` },
             { label: 'Status', cell: (/** @type {LogRow} */ r) => html`<span class=${r.status >= 400 ? 'status-bad' : 'status-ok'}>${r.status}</span>${r.error_code ? html` <code>${r.error_code}</code>` : null}` },
             { label: 'Key', cell: (/** @type {LogRow} */ r) => (r.key_id ? html`<a class="mono" href=${`#/logs?key_id=${encodeURIComponent(r.key_id)}`}>${r.key_id}</a>` : '—') },
             { label: 'User', cell: (/** @type {LogRow} */ r) => r.user_id ?? '—' },
