@@ -308,6 +308,47 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     expect(hash.get('id')).toBe(requestId)
   })
 
+  test('a session that ends in the middle of a form asks to sign in again over the page, and the form keeps what was typed', async () => {
+    const own = await browser.newContext({ viewport: { width: 1366, height: 900 } })
+    try {
+      const p = await newPage(own)
+      await signIn(p)
+      await open(p, 'keys', 'Keys')
+      await p.getByRole('button', { name: 'Create a key' }).click()
+      await p.locator('#create-user').fill('olga')
+      await p.locator('#create-name').fill('typed before the session ended')
+      await p.locator('#create-rpm').fill('77')
+      // The session cookie is gone, as when it expires.
+      await own.clearCookies()
+      await p.getByRole('button', { name: 'Create key' }).click()
+      const again = p.getByRole('dialog', { name: 'Sign in again' })
+      await again.getByText('Your session has ended. Sign in again.').waitFor()
+      await again.getByLabel('Admin key').fill(ADMIN_KEY)
+      await again.getByRole('button', { name: 'Sign in' }).click()
+      await again.waitFor({ state: 'detached' })
+      expect(await values(p, ['#create-user', '#create-name', '#create-rpm'])).toEqual(['olga', 'typed before the session ended', '77'])
+      // The refusal was the sign-in's business: the form does not go on showing it.
+      expect(await p.locator('#create-key [role=alert]').count()).toBe(0)
+      await p.getByRole('button', { name: 'Create key' }).click()
+      await p.getByRole('heading', { name: 'New key typed before the session ended for olga' }).waitFor()
+
+      // A page opened while the session was gone asks again for its lists after the sign-in.
+      await own.clearCookies()
+      await p.getByRole('link', { name: 'Users and teams' }).click()
+      await again.getByLabel('Admin key').fill(ADMIN_KEY)
+      await again.getByRole('button', { name: 'Sign in' }).click()
+      await again.waitFor({ state: 'detached' })
+      await p.getByRole('table', { name: 'Users' }).getByRole('button', { name: /^Delete / }).first().waitFor()
+      expect(await p.getByRole('alert').count()).toBe(0)
+      // Signing out on purpose still leaves nothing of the page behind.
+      await p.getByRole('button', { name: 'Sign out' }).click()
+      await p.getByLabel('Admin key').waitFor()
+      expect(await p.locator('#create-user').count()).toBe(0)
+    } finally {
+      await own.close()
+    }
+  })
+
   test('an expired key can be given a new expiry (and so work again) or be revoked from Keys', async () => {
     const lapsed = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'lapsed', expires_at: new Date(Date.now() + 1_000).toISOString() })
     const gone = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'lapsed too', expires_at: new Date(Date.now() + 1_000).toISOString() })

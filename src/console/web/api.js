@@ -16,6 +16,8 @@ export class ApiError extends Error {
     this.status = status
     this.code = body.code || 'unknown'
     this.param = body.param ?? null
+    /** Set when this refusal ended the console session: the sign-in form takes over, and says so. */
+    this.sessionEnded = false
   }
 }
 
@@ -23,6 +25,8 @@ export class ApiError extends Error {
 let csrf = null
 /** @type {Set<() => void>} */
 const signedOutListeners = new Set()
+/** @type {Set<() => void>} */
+const signedInListeners = new Set()
 
 /** @param {string | null} token */
 export function setCsrf(token) {
@@ -67,7 +71,10 @@ async function send(method, path, body, token) {
   }
   if (!response.ok) {
     const error = new ApiError(response.status, (data && data.error) || {})
-    if (response.status === 401 && error.code === 'invalid_admin_key' && !path.startsWith('/console/login')) signedOut()
+    if (response.status === 401 && error.code === 'invalid_admin_key' && !path.startsWith('/console/login')) {
+      error.sessionEnded = true
+      signedOut()
+    }
     throw error
   }
   return data
@@ -76,6 +83,23 @@ async function send(method, path, body, token) {
 function signedOut() {
   for (const listener of signedOutListeners) listener()
 }
+
+/**
+ * Called when the operator signs in again after the session ended under the page.
+ * @param {() => void} listener
+ */
+export function onSignedInAgain(listener) {
+  signedInListeners.add(listener)
+  return () => void signedInListeners.delete(listener)
+}
+
+/** The page signed in again: what was refused for the ended session may ask again. */
+export function signedInAgain() {
+  for (const listener of [...signedInListeners]) listener()
+}
+
+/** Whether an error is the end of the console session (the sign-in form shows that). @param {unknown} error */
+export const endedSession = (error) => error instanceof ApiError && error.sessionEnded
 
 /** @type {Promise<any> | null} */
 let renewing = null
@@ -114,7 +138,9 @@ export async function api(method, path, body) {
     if (session && !session.authenticated) {
       setCsrf(null)
       signedOut()
-      throw new ApiError(401, { message: 'Your console session has ended. Sign in again.', code: 'invalid_admin_key' })
+      const ended = new ApiError(401, { message: 'Your console session has ended. Sign in again.', code: 'invalid_admin_key' })
+      ended.sessionEnded = true
+      throw ended
     }
     // The same token as before: the refusal is about something else.
     if (!session?.csrf_token || session.csrf_token === token) throw error
@@ -155,6 +181,8 @@ export function useResource(path) {
     }
   }, [path, tick])
   const reload = useCallback(() => setTick((t) => t + 1), [])
+  // Refused because the session ended: asked again once the operator signs in again.
+  useEffect(() => (endedSession(state.error) ? onSignedInAgain(reload) : undefined), [state.error, reload])
   return { ...state, reload }
 }
 
@@ -213,6 +241,7 @@ export function usePagedList(path) {
     load(1)
   }, [load])
   const reload = useCallback(() => load(pages.current), [load])
+  useEffect(() => (endedSession(state.error) ? onSignedInAgain(reload) : undefined), [state.error, reload])
   const loadMore = () => {
     const next = state.next
     if (next === null || state.loadingMore) return

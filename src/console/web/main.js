@@ -2,7 +2,7 @@
 import { render } from 'preact'
 import { useEffect, useRef, useState } from 'preact/hooks'
 import { html } from 'htm/preact'
-import { api, onSignedOut, setCsrf } from './api.js'
+import { api, onSignedOut, setCsrf, signedInAgain } from './api.js'
 import { ErrorNote, fmtDuration, useAction } from './ui.js'
 import { OverviewPage } from './pages/overview.js'
 import { KeysPage } from './pages/keys.js'
@@ -61,24 +61,42 @@ function App() {
   }, [])
   if (bootError) return html`<main class="login"><${ErrorNote} error=${bootError} label="The console could not reach the gateway" /></main>`
   if (session === undefined || session === null) return html`<p class="boot">Loading…</p>`
-  if (!session.authenticated) {
-    return html`<${Login}
-      ended=${ended}
-      ttlMs=${session.session_ttl_ms}
-      onSignedIn=${(/** @type {Session} */ s) => {
-        setCsrf(s.csrf_token)
-        setEnded(false)
-        setSession(s)
-      }}
-    />`
-  }
-  return html`<${Shell}
-    session=${session}
-    onSignedOut=${() => {
-      setCsrf(null)
-      setSession({ ...session, authenticated: false, csrf_token: null })
+  const login = html`<${Login}
+    ended=${ended}
+    ttlMs=${session.session_ttl_ms}
+    onSignedIn=${(/** @type {Session} */ s) => {
+      setCsrf(s.csrf_token)
+      setEnded(false)
+      setSession(s)
+      if (ended) signedInAgain()
     }}
   />`
+  // Signed out on purpose, or not yet signed in: the sign-in page alone.
+  if (!session.authenticated && !ended) return html`<main class="login" id="main">${login}</main>`
+  // A session that ended under the operator (expired, signed out elsewhere) is signed in again
+  // over the page, which stays as it was: what was typed in its forms is still there after.
+  return html`<${Shell}
+      session=${session}
+      onSignedOut=${() => {
+        setCsrf(null)
+        setEnded(false)
+        setSession({ ...session, authenticated: false, csrf_token: null })
+      }}
+    />${session.authenticated ? null : html`<${SignInAgain}>${login}</${SignInAgain}>`}`
+}
+
+/**
+ * The sign-in form in a modal dialog over the page, which it hides (an opaque backdrop) and keeps
+ * out of reach until the operator signs in; Escape does not close it.
+ * @param {{ children: any }} props
+ */
+function SignInAgain({ children }) {
+  const ref = useRef(/** @type {HTMLDialogElement | null} */ (null))
+  useEffect(() => {
+    const dialog = ref.current
+    if (dialog && !dialog.open) dialog.showModal()
+  }, [])
+  return html`<dialog ref=${ref} class="sign-in-again" aria-label="Sign in again" onCancel=${(/** @type {Event} */ e) => e.preventDefault()}>${children}</dialog>`
 }
 
 /** @param {{ ended: boolean, ttlMs: number | undefined, onSignedIn: (s: Session) => void }} props */
@@ -95,8 +113,7 @@ function Login({ ended, ttlMs, onSignedIn }) {
       onSignedIn(s)
     })
   }
-  return html`<main class="login" id="main">
-    <form class="login-card" onSubmit=${submit} aria-labelledby="login-title">
+  return html`<form class="login-card" onSubmit=${submit} aria-labelledby="login-title">
       <h1 id="login-title"><span class="brand-mark" aria-hidden="true">◆</span> sluice console</h1>
       <p>Sign in with the gateway's admin key: the key printed at first start, or the value of <code>SLUICE_ADMIN_KEY</code>.</p>
       ${ended ? html`<div class="note warn" role="status">Your session has ended. Sign in again.</div>` : null}
@@ -108,8 +125,7 @@ function Login({ ended, ttlMs, onSignedIn }) {
       </div>
       <${ErrorNote} error=${error} />
       <button type="submit" class="primary" disabled=${busy}>${busy ? 'Signing in…' : 'Sign in'}</button>
-    </form>
-  </main>`
+    </form>`
 }
 
 /** @param {{ session: Session, onSignedOut: () => void }} props */

@@ -1,6 +1,7 @@
 // Small shared pieces: formatting, tables that turn into cards on a phone, dialogs, errors.
 import { useEffect, useRef, useState } from 'preact/hooks'
 import { html } from 'htm/preact'
+import { endedSession } from './api.js'
 
 /** @param {string | null | undefined} iso */
 export function fmtTime(iso) {
@@ -175,7 +176,8 @@ export function useAction() {
     try {
       await work()
     } catch (e) {
-      setError(e)
+      // A session that ended is told by the sign-in form over the page, not by this form.
+      if (!endedSession(e)) setError(e)
     } finally {
       setBusy(false)
     }
