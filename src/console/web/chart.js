@@ -5,11 +5,15 @@ import uPlot from 'uplot'
 
 const DAY = 86_400
 
+/** Steps of a y axis of counts: 1, 2, 5, 10, 20, 50… (never half a request). */
+const WHOLE_STEPS = Array.from({ length: 16 }, (_, i) => [1, 2, 5].map((m) => m * 10 ** i)).flat()
+
 /**
  * A bar chart over time (one or two series). `x` is seconds since the epoch; each series is one bar per x.
- * @param {{ title: string, x: number[], series: Array<{ label: string, values: number[], color: string }>, format?: (n: number) => string }} props
+ * `whole`: the values are counts (requests, tokens), so the y axis steps by whole numbers.
+ * @param {{ title: string, x: number[], series: Array<{ label: string, values: number[], color: string }>, format?: (n: number) => string, whole?: boolean }} props
  */
-export function TimeChart({ title, x, series, format = (n) => n.toLocaleString() }) {
+export function TimeChart({ title, x, series, format = (n) => n.toLocaleString(), whole = false }) {
   const box = useRef(/** @type {HTMLDivElement | null} */ (null))
   useEffect(() => {
     const el = box.current
@@ -36,7 +40,7 @@ export function TimeChart({ title, x, series, format = (n) => n.toLocaleString()
       },
       axes: [
         { stroke: ink, grid: { stroke: 'rgba(128,128,128,0.15)' }, ...(x.length <= 10 && { splits: () => x }), values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleDateString(undefined, { month: 'short', day: 'numeric', timeZone: 'UTC' })) },
-        { stroke: ink, grid: { stroke: 'rgba(128,128,128,0.15)' }, size: 60, values: (_u, ticks) => ticks.map((t) => format(t)) },
+        { stroke: ink, grid: { stroke: 'rgba(128,128,128,0.15)' }, size: 60, ...(whole && { incrs: WHOLE_STEPS }), values: (_u, ticks) => ticks.map((t) => format(t)) },
       ],
       series: [
         { label: 'Day', value: (_u, v) => (v === null ? '—' : new Date(v * 1000).toLocaleDateString(undefined, { timeZone: 'UTC' })) },
@@ -58,7 +62,7 @@ export function TimeChart({ title, x, series, format = (n) => n.toLocaleString()
       observer.disconnect()
       plot.destroy()
     }
-  }, [x, series])
+  }, [x, series, whole])
   const summary = `${title}: ${series.map((s) => `${s.label} ${format(s.values.reduce((a, b) => a + (b || 0), 0))} in total`).join(', ')} over ${x.length} day${x.length === 1 ? '' : 's'}.`
   return html`<figure class="chart">
     <figcaption>${title}</figcaption>

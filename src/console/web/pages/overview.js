@@ -88,8 +88,8 @@ export function OverviewPage() {
       <div class="stat"><span class="stat-label">Cost</span><span class="stat-value">${days.loading ? '…' : fmtUsd(totals.cost)}</span></div>
     </div>
     <div class="charts">
-      <${TimeChart} title="Requests and errors per day (UTC)" x=${x} series=${requestSeries} />
-      <${TimeChart} title="Tokens per day (UTC)" x=${x} series=${tokenSeries} />
+      <${TimeChart} title="Requests and errors per day (UTC)" x=${x} series=${requestSeries} whole />
+      <${TimeChart} title="Tokens per day (UTC)" x=${x} series=${tokenSeries} whole />
       <${TimeChart} title="Cost per day (USD, UTC days)" x=${x} series=${costSeries} format=${(/** @type {number} */ n) => fmtUsd(n)} />
       <figure class="chart">
         <figcaption>Errors by code${codes.sampled ? html` <small>(the latest ${fmtNum(ERROR_SAMPLE)} of each class)</small>` : null}</figcaption>

@@ -1,8 +1,8 @@
 /**
- * The console's Providers page in Chromium against a gateway whose provider is a real HTTP mock
- * upstream: a provider key cooling down (a 429) or with an open circuit for one upstream model
- * says which model, since the key goes on serving its other models meanwhile. Same browser setup
- * as console.browser.test.ts.
+ * The console in Chromium against a gateway whose provider is a real HTTP mock upstream, with
+ * traffic the test controls: Providers says which upstream model a key is cooling down for (it
+ * serves its other models meanwhile); Overview's charts count in whole requests. Same browser
+ * setup as console.browser.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { chromium, type Browser, type Page } from 'playwright-core'
@@ -12,9 +12,9 @@ import { CHROMIUM, chromiumFor } from './support/chromium.ts'
 
 const ADMIN_KEY = 'sluice-admin-providers-test-0123456789abcdef'
 
-const available = chromiumFor('test/console.providers.browser.test.ts')
+const available = chromiumFor('test/console.upstream.browser.test.ts')
 
-describe.skipIf(!available)('console Providers page in Chromium', () => {
+describe.skipIf(!available)('console against a mock upstream in Chromium', () => {
   let upstream: MockUpstream
   let gw: TestGateway
   let browser: Browser
@@ -48,6 +48,16 @@ describe.skipIf(!available)('console Providers page in Chromium', () => {
     })
     page = await (await browser.newContext({ viewport: { width: 1366, height: 900 } })).newPage()
     page.setDefaultTimeout(10_000)
+    // The charts are drawn on a canvas: keep every text drawn.
+    await page.addInitScript(() => {
+      const drawn: string[] = []
+      Object.assign(window, { drawn })
+      const fillText = CanvasRenderingContext2D.prototype.fillText
+      CanvasRenderingContext2D.prototype.fillText = function (text, x, y, maxWidth) {
+        drawn.push(String(text))
+        return maxWidth === undefined ? fillText.call(this, text, x, y) : fillText.call(this, text, x, y, maxWidth)
+      }
+    })
     page.on('pageerror', (error) => pageErrors.push(error.message))
     await page.goto(`${gw.url}/console`)
     await page.getByLabel('Admin key').fill(ADMIN_KEY)
@@ -83,6 +93,21 @@ describe.skipIf(!available)('console Providers page in Chromium', () => {
     const backAt = row.locator('td[data-label="Back at"]')
     expect((await backAt.textContent()) ?? '').toContain('mock-fail-429: cooling until')
     expect((await backAt.textContent()) ?? '').toContain('its other models are served')
+  })
+
+  test("Overview's request chart counts in whole requests", async () => {
+    // Two requests so far (one refused upstream): the axis goes 0, 1, 2, not 0, 0.5, 1, 1.5.
+    // Log rows are written in batches: wait for both through the API.
+    const requests = async () => ((await admin('GET', '/admin/usage?group_by=model')).data as { requests: number }[]).reduce((n, g) => n + g.requests, 0)
+    for (let i = 0; i < 100 && (await requests()) < 2; i++) await Bun.sleep(50)
+    expect(await requests()).toBe(2)
+    await page.goto(`${gw.url}/console#/overview`)
+    await page.getByRole('heading', { level: 1, name: 'Overview' }).waitFor()
+    await page.getByTestId('stat-requests').filter({ hasText: '2' }).waitFor()
+    await page.locator('.chart canvas').first().waitFor()
+    const drawn = await page.evaluate(() => (window as unknown as { drawn: string[] }).drawn)
+    expect(drawn).toContain('2')
+    expect(drawn.filter((t) => /^\d+\.\d+$/.test(t))).toEqual([])
   })
 
   test('no errors in the page', () => {
