@@ -374,6 +374,19 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     expect((await admin('GET', `/admin/keys/${gone.id}`)).status).toBe('revoked')
   })
 
+  test('a revoked key says when and why in the list: by the operator with a reason, or by a rotation', async () => {
+    const left = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'left the company' })
+    await admin('POST', `/admin/keys/${left.id}/revoke`, { reason: 'Olga left; laptop not returned' })
+    const old = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'rotated away' })
+    const successor = await admin('POST', `/admin/keys/${old.id}/rotate`, { grace_seconds: 0 })
+    await open(page, 'keys?user_id=olga&status=revoked', 'Keys')
+    const status = (name: string) => page.getByRole('row').filter({ hasText: name }).locator('td[data-label="Status"]')
+    await status('left the company').getByText('Olga left; laptop not returned').waitFor()
+    // When: relative, with the time itself on hover.
+    expect(await status('left the company').locator('[title]').count()).toBe(1)
+    expect(await status('rotated away').textContent()).toContain(`replaced by ${successor.id}`)
+  })
+
   test('a long name without spaces wraps in its cell: the row actions stay in view', async () => {
     const long = `Ω${'ｘ'.repeat(60)}${'x'.repeat(139)}`
     await admin('POST', '/admin/teams', { id: 'longname', name: long })

@@ -22,10 +22,19 @@ const GRACE = [
   { seconds: 7 * 86_400, label: '7 days' },
 ]
 
-/** @typedef {{ id: string, name: string | null, display: string, environment: string, status: string, user_id: string, team_id: string | null, models: string[] | null, scopes: string[] | null, limits: any, budget: any, expires_at: string | null, last_used_at: string | null, created_at: string, grace_until: string | null, rotated_to: string | null }} Key */
+/** @typedef {{ id: string, name: string | null, display: string, environment: string, status: string, user_id: string, team_id: string | null, models: string[] | null, scopes: string[] | null, limits: any, budget: any, expires_at: string | null, last_used_at: string | null, created_at: string, grace_until: string | null, rotated_to: string | null, revoked_at?: string | null, revoked_reason?: string | null }} Key */
 
 /** @param {Key} k */
 const expiringSoon = (k) => k.status === 'active' && k.expires_at !== null && Date.parse(k.expires_at) - Date.now() <= WEEK_MS
+
+/**
+ * When and why a key was revoked: the reason given, or the key that replaced it in a rotation.
+ * @param {Key} k
+ */
+function revokedNote(k) {
+  const why = k.rotated_to ? html`rotated: replaced by <span class="mono">${k.rotated_to}</span>` : k.revoked_reason
+  return html`<div class="muted small">${k.revoked_at ? html`<span title=${fmtTime(k.revoked_at)}>${fmtRelative(k.revoked_at)}</span>` : null}${k.revoked_at && why ? ': ' : null}${why}</div>`
+}
 
 /** `2030-01-31T00:00:00Z` → the value of a datetime-local input, in local time. @param {string | null} iso */
 function toLocalInput(iso) {
@@ -301,7 +310,7 @@ export function KeysPage({ params, environment }) {
       empty="No keys match."
       columns=${[
         { label: 'Key', cell: (/** @type {Key} */ k) => html`<div class="key-cell"><strong>${k.name ?? 'unnamed'}</strong><span class="mono">${k.display}</span><span class="muted mono">${k.id}</span></div>` },
-        { label: 'Status', cell: (/** @type {Key} */ k) => html`<${Badge} value=${k.status} />${expiringIds.has(k.id) || expiringSoon(k) ? html` <${Badge} value="expiring" />` : null}${k.grace_until && k.status === 'active' ? html`<div class="muted">rotated; works until ${fmtTime(k.grace_until)}</div>` : null}` },
+        { label: 'Status', cell: (/** @type {Key} */ k) => html`<${Badge} value=${k.status} />${expiringIds.has(k.id) || expiringSoon(k) ? html` <${Badge} value="expiring" />` : null}${k.grace_until && k.status === 'active' ? html`<div class="muted">rotated; works until ${fmtTime(k.grace_until)}</div>` : null}${k.status === 'revoked' ? revokedNote(k) : null}` },
         { label: 'Owner', cell: (/** @type {Key} */ k) => html`<a href=${`#/keys?user_id=${encodeURIComponent(k.user_id)}`}>${k.user_id}</a>` },
         { label: 'Team', cell: (/** @type {Key} */ k) => k.team_id ?? '—' },
         { label: 'Env', cell: (/** @type {Key} */ k) => html`<code>${k.environment}</code>` },
