@@ -387,6 +387,29 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     expect(await status('rotated away').textContent()).toContain(`replaced by ${successor.id}`)
   })
 
+  test("Keys of one owner or team say so when the owner is disabled or deleted, or the team deleted: those keys are refused", async () => {
+    await admin('POST', '/admin/users', { id: 'leaver' })
+    await admin('POST', '/admin/keys', { user_id: 'leaver', name: 'still active' })
+    await admin('PATCH', '/admin/users/leaver', { disabled: true })
+    await open(page, 'keys?user_id=leaver', 'Keys')
+    await page.getByRole('status').filter({ hasText: 'User leaver is disabled' }).waitFor()
+    expect(await page.getByRole('status').filter({ hasText: 'User leaver is disabled' }).textContent()).toContain('invalid_user_for_key')
+    await admin('DELETE', '/admin/users/leaver')
+    await open(page, 'keys?user_id=leaver&status=active', 'Keys')
+    await page.getByRole('status').filter({ hasText: 'User leaver is deleted' }).waitFor()
+
+    await admin('POST', '/admin/teams', { id: 'gone-team', name: 'Gone' })
+    await admin('POST', '/admin/teams/gone-team/members', { user_id: 'olga' })
+    await admin('POST', '/admin/keys', { user_id: 'olga', team_id: 'gone-team', name: 'team key' })
+    await admin('DELETE', '/admin/teams/gone-team')
+    await open(page, 'keys?team_id=gone-team', 'Keys')
+    await page.getByRole('status').filter({ hasText: 'Team gone-team is deleted' }).waitFor()
+    // An active owner: nothing said.
+    await open(page, 'keys?user_id=olga', 'Keys')
+    await page.getByRole('row').nth(1).waitFor()
+    expect(await page.getByRole('status').filter({ hasText: 'User olga is' }).count()).toBe(0)
+  })
+
   test('a long name without spaces wraps in its cell: the row actions stay in view', async () => {
     const long = `Ω${'ｘ'.repeat(60)}${'x'.repeat(139)}`
     await admin('POST', '/admin/teams', { id: 'longname', name: long })

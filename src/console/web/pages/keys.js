@@ -160,6 +160,13 @@ export function KeysPage({ params, environment }) {
   const models = useResource('/admin/models')
   const users = useResource(`/admin/users?limit=${SUGGESTIONS}`)
   const teams = useResource(`/admin/teams?limit=${SUGGESTIONS}`)
+  // Keys shown by owner or team: whether that owner or team refuses them all.
+  const owner = useResource(filter.user_id ? `/admin/users/${encodeURIComponent(filter.user_id)}` : null)
+  const team = useResource(filter.team_id ? `/admin/teams/${encodeURIComponent(filter.team_id)}` : null)
+  const holderRefusals = [
+    owner.data && owner.data.status !== 'active' ? `User ${owner.data.id} is ${owner.data.status}` : null,
+    team.data?.deleted_at ? `Team ${team.data.id} is deleted` : null,
+  ].filter(Boolean)
   const modelNames = useMemo(() => (models.data?.data ?? []).map((/** @type {any} */ m) => m.name), [models.data])
   const expiringIds = useMemo(() => new Set((expiring.data?.data ?? []).map((/** @type {Key} */ k) => k.id)), [expiring.data])
 
@@ -300,6 +307,9 @@ export function KeysPage({ params, environment }) {
     </form>
     ${expiringIds.size
       ? html`<${Note} tone="warn">${expiring.data?.next_cursor ? `More than ${expiringIds.size} active keys expire` : `${expiringIds.size} active key${expiringIds.size === 1 ? '' : 's'} expire${expiringIds.size === 1 ? 's' : ''}`} within 7 days (highlighted).</${Note}>`
+      : null}
+    ${holderRefusals.length
+      ? html`<${Note} tone="warn">${holderRefusals.join('; ')}: every request with these keys is refused with <code>invalid_user_for_key</code>, whatever their status below.</${Note}>`
       : null}
     <${ErrorNote} error=${keys.error} />
     ${!keys.loaded ? html`<p class="empty">Loading keys…</p>` : html`<${Table}
