@@ -474,7 +474,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         const id = newId('key')
         const at = iso(now())
         const graceUntil = iso(now() + grace * 1000)
-        await db.transaction().execute(async (tx) => {
+        const ended = await db.transaction().execute(async (tx) => {
           // The old key first, and only while it is active and not rotated yet: a rotation running at
           // the same time (another operator, another instance) waits for this one's row lock, then
           // changes nothing and is refused, instead of giving the key a second successor.
@@ -507,10 +507,28 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
               lineage_id: row.lineage_id ?? row.id,
             })
             .execute()
+          // The keys this one replaced that are still in their grace end no later than it does, as a
+          // revoke of it revokes them: else an older secret outlives a newer one (rotated without
+          // grace because it leaked, say) and its holder is sent to a successor already refused.
+          const lineage = row.lineage_id ?? row.id
+          const older = await tx
+            .selectFrom('api_keys')
+            .select(['id', 'hash'])
+            .where((eb) => eb.or([eb('id', '=', lineage), eb('lineage_id', '=', lineage)]))
+            .where('id', '!=', row.id)
+            .where('status', '=', 'active')
+            .where('grace_until', '>', graceUntil)
+            .execute()
+          if (older.length > 0) {
+            await tx.updateTable('api_keys').set({ grace_until: graceUntil, updated_at: at }).where('id', 'in', older.map((k) => k.id)).execute()
+          }
+          return older
         })
         await invalidate(row.hash)
         await invalidate(minted.hash)
-        await audit(db, { actor: adminActor(request), action: 'key.rotate', targetType: 'key', targetId: row.id, details: { new_key_id: id, grace_seconds: grace } })
+        for (const other of ended) await invalidate(other.hash)
+        const details = { new_key_id: id, grace_seconds: grace, ...(ended.length > 0 && { also_ended: ended.map((k) => k.id) }) }
+        await audit(db, { actor: adminActor(request), action: 'key.rotate', targetType: 'key', targetId: row.id, details })
         set.status = 201
         return { ...keyView(await key(id), now()), key: minted.plaintext, previous: keyView(await key(row.id), now()) }
       },

@@ -339,6 +339,41 @@ describe('rotation', () => {
     expect((await gw.client(third.key).get<{ id: string }>('/key')).id).toBe(third.id)
   })
 
+  test('rotating a key again ends the grace of the keys it replaced no later than its own: no older secret outlives a newer one', async () => {
+    const { key: first } = await userWithKey(gw)
+    const second = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${first.id}/rotate`, { grace_seconds: 600 })
+    await chat(gw.client(first.key))
+    // The second key rotated with a shorter grace: the first, in a grace of 600 s, stops with it.
+    const third = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${second.id}/rotate`, { grace_seconds: 60 })
+    expect(await gw.adminOk('GET', `/admin/keys/${first.id}`)).toMatchObject({ status: 'active', grace_until: clock.iso(60_000) })
+    clock.advance(60_000)
+    for (const old of [first, second]) {
+      const message = await expectApiError(chat(gw.client(old.key)), 'key_revoked')
+      expect(message).toContain('grace period ended')
+    }
+    expect(await gw.adminOk('GET', `/admin/keys/${first.id}`)).toMatchObject({ status: 'revoked', revoked_reason: 'rotated', grace_until: clock.iso() })
+    expect((await chat(gw.client(third.key))).object).toBe('chat.completion')
+
+    // Without grace the rotated key is revoked at once, and so is the one it replaced, as a revoke
+    // of it would: before, the older key went on working for the rest of its 600 s.
+    const { key: a } = await userWithKey(gw)
+    const b = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${a.id}/rotate`, { grace_seconds: 600 })
+    await chat(gw.client(a.key))
+    const c = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${b.id}/rotate`, {})
+    await expectApiError(chat(gw.client(b.key)), 'key_revoked')
+    await expectApiError(chat(gw.client(a.key)), 'key_revoked')
+    expect(await gw.adminOk('GET', `/admin/keys/${a.id}`)).toMatchObject({ status: 'revoked' })
+    expect((await chat(gw.client(c.key))).object).toBe('chat.completion')
+    const audit = await gw.db.selectFrom('audit_log').select('details').where('action', '=', 'key.rotate').where('target_id', '=', b.id).executeTakeFirstOrThrow()
+    expect(JSON.parse(audit.details ?? '{}')).toMatchObject({ new_key_id: c.id, grace_seconds: 0, also_ended: [a.id] })
+
+    // A longer grace leaves a shorter one as it was.
+    const { key: x } = await userWithKey(gw)
+    const y = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${x.id}/rotate`, { grace_seconds: 30 })
+    await gw.adminOk('POST', `/admin/keys/${y.id}/rotate`, { grace_seconds: 600 })
+    expect(await gw.adminOk('GET', `/admin/keys/${x.id}`)).toMatchObject({ status: 'active', grace_until: clock.iso(30_000) })
+  })
+
   test('without grace: the old key stops at once', async () => {
     const { key } = await userWithKey(gw)
     await chat(gw.client(key.key))
