@@ -10,7 +10,7 @@ interface Diagnosis {
   retry_after: number | null
   quota: string
   max_request_tokens: number | null
-  key: { id: string; status: string; user_id: string } | null
+  key: { id: string; status: string; user_id: string; team_id: string | null } | null
   remaining: { requests: number | null } | null
 }
 
@@ -140,6 +140,17 @@ describe('key doctor', () => {
     // A team id is letters, digits and _ . : -: nothing a client could name holds "é…".
     const team = await gw.admin('POST', '/admin/doctor', { key: key.key, team: 'équipe…' })
     expect((await expectEnvelope(team, 'invalid_request')).param).toBe('team')
+  })
+
+  test('a refused key bound to a team shows that team, as GET /admin/keys does', async () => {
+    const { key, teamId, userId } = await userWithKey(gw, {}, { team: true })
+    await gw.adminOk('DELETE', `/admin/teams/${teamId}/members/${userId}`)
+    for (const body of [{ key: key.key }, { key_id: key.id }]) {
+      const { body: answer } = await diagnose(body)
+      expect(answer).toMatchObject({ allowed: false, status: 403, error: { code: 'invalid_user_for_key' } })
+      // Before: team_id null, as if the key were bound to no team, beside a message naming the team.
+      expect(answer.key).toMatchObject({ id: key.id, team_id: teamId })
+    }
   })
 
   test('bad input and no admin key', async () => {

@@ -152,7 +152,8 @@ export const auth = definePlugin({
           environment: record.environment,
           status: keyStatus(record, now),
           user_id: record.user.id,
-          team_id: identity?.teamId ?? null,
+          // The team the request is billed to; for a key the doctor describes refused (no identity), the one it is bound to.
+          team_id: identity === undefined ? record.teamId : identity.teamId,
           models: record.models,
           scopes: record.scopes,
           limits: record.limits,
