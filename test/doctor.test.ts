@@ -142,6 +142,28 @@ describe('key doctor', () => {
     expect((await expectEnvelope(team, 'invalid_request')).param).toBe('team')
   })
 
+  test("the doctor's refusal is the client's, word for word: unknown model, model not allowed, scope", async () => {
+    const free = await userWithKey(gw)
+    const restricted = await userWithKey(gw, { models: ['other-gpt'] })
+    const scoped = await userWithKey(gw, { scopes: ['embeddings'] })
+    const cases = [
+      { key: free.key.key, model: 'no-such-model' },
+      { key: restricted.key.key, model: 'mock-gpt' },
+      { key: scoped.key.key, model: 'mock-gpt' },
+    ]
+    for (const { key, model } of cases) {
+      const res = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }] }),
+      })
+      const client = (await res.json()) as { error: Record<string, unknown> }
+      const { body } = await diagnose({ key, model })
+      // Before: the doctor's model_not_found left out what to do (GET /v1/models) and echoed the name unescaped.
+      expect({ model, status: body.status, error: body.error }).toEqual({ model, status: res.status, error: client.error as Diagnosis['error'] })
+    }
+  })
+
   test('a refused key bound to a team shows that team, as GET /admin/keys does', async () => {
     const { key, teamId, userId } = await userWithKey(gw, {}, { team: true })
     await gw.adminOk('DELETE', `/admin/teams/${teamId}/members/${userId}`)
