@@ -94,6 +94,26 @@ describe('invalid_api_key (401)', () => {
     }
   })
 
+  test("a provider's own key (OpenAI, Anthropic, Google) is named as such: the sluice key goes here, the gateway holds the provider's", async () => {
+    const b64url = (n: number) => base62(n - 2) + '-_'
+    const cases = [
+      ['OpenAI', `sk-proj-${b64url(60)}T3BlbkFJ${b64url(60)}`],
+      ['OpenAI', `sk-${base62(20)}T3BlbkFJ${base62(20)}`],
+      ['OpenAI', `sk-svcacct-${b64url(80)}`],
+      ['Anthropic', `sk-ant-api03-${b64url(93)}AA`],
+      ['Google', `AIza${b64url(35)}`],
+    ] as const
+    for (const [provider, key] of cases) {
+      const message = await expectApiError(chat(gw.client(key)), 'invalid_api_key')
+      // Before: "malformed… check for a truncated copy, quotes or spaces", which sends the holder looking for a typo.
+      expect(message).toContain(`${provider} API key`)
+      expect(message).toContain('sk-<environment>-')
+      expect(message).not.toContain(key)
+      expect(message).not.toContain(key.slice(12, -4))
+    }
+    record('provider key', await expectApiError(chat(gw.client(cases[0][1])), 'invalid_api_key'))
+  })
+
   test('well-formed but unknown', async () => {
     const unknown = 'sk-dev-' + base62(43)
     const message = await expectApiError(chat(gw.client(unknown)), 'invalid_api_key')
@@ -498,7 +518,7 @@ describe('on the real clock', () => {
 describe('messages', () => {
   test('each distinct cause has a distinct message', () => {
     // Run last (bun runs tests of a file in order): every cause above has recorded its message.
-    expect(messages.size).toBe(22)
+    expect(messages.size).toBe(23)
     const byTemplate = new Map<string, string[]>()
     for (const [cause, message] of messages) {
       const t = template(message)

@@ -118,6 +118,10 @@ export class KeyVerifier {
       if (this.options.isAdminKey?.(key)) {
         return fail(new GatewayError('invalid_api_key', 'This is the gateway\'s admin key, which only /admin/* takes. The client API takes an API key (sk-<env>-…): create one with POST /admin/keys or in the console, and send that.'))
       }
+      const provider = providerOfKey(key)
+      if (provider !== null) {
+        return fail(new GatewayError('invalid_api_key', `The API key ${maskKey(key)} is not a sluice key: it looks like an ${provider} API key. This gateway holds the providers' keys itself; send the sluice key an admin gave you (sk-<environment>-…), with the client's base URL set to this gateway.`))
+      }
       return fail(new GatewayError('invalid_api_key', `The API key ${maskKey(key)} is malformed. sluice keys look like sk-<environment>-<secret of 32+ letters and digits>; check for a truncated copy, quotes or spaces.`))
     }
     if (env !== this.options.environment) {
@@ -233,6 +237,22 @@ function success(record: KeyRecord, teamId: string | null): Extract<Verdict, { o
 }
 
 const fail = (error: GatewayError): Verdict => ({ ok: false, error, record: null })
+
+/**
+ * The shapes of the providers' own keys, the usual wrong key: a client switched to the gateway's base
+ * URL but still sending the provider's key. Read only for a key that is no sluice key.
+ */
+const PROVIDER_KEYS = [
+  // Project, service account and admin keys; older user keys hold "T3BlbkFJ" ("OpenAI" in base64).
+  { provider: 'OpenAI', shape: /^sk-(?:proj|svcacct|admin)-[\w-]{20,}$|^sk-[\w-]*T3BlbkFJ[\w-]*$/ },
+  { provider: 'Anthropic', shape: /^sk-ant-[\w-]{20,}$/ },
+  { provider: 'Google', shape: /^AIza[\w-]{35}$/ },
+] as const
+
+function providerOfKey(key: string): string | null {
+  for (const { provider, shape } of PROVIDER_KEYS) if (shape.test(key)) return provider
+  return null
+}
 
 /**
  * A key that could not be loaded because the database cannot answer now (down, locked, too slow):
