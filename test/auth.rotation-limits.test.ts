@@ -128,7 +128,7 @@ describe.skipIf(redisUrl === null)('limits and budget of a rotation chain, on tw
     expect(JSON.parse(row.details ?? '{}')).toEqual({ reason: 'leaked', also_revoked: [old.id] })
   })
 
-  test('only limits and budget are shared, only with keys still served; the audit names the keys the change reached', async () => {
+  test('what is shared reaches only keys still served, name stays per key; the audit names the keys the change reached', async () => {
     const first = await createKey(a, await createUser(a), { limits: { rpm: 1000 } })
     // Rotated without grace: revoked at once, it stays as it was.
     const second = await a.adminOk<KeyView>('POST', `/admin/keys/${first.id}/rotate`, {})

@@ -359,31 +359,44 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         checkMetadata(body.metadata)
         const expiresAt = body.expires_at === undefined ? undefined : parseTime(body.expires_at, 'expires_at')
         const at = iso(now())
-        const shared = {
+        // The keys of a rotation chain share one set of counters, so they enforce one set of limits and
+        // budget, whichever of them is named. The keys a key replaced, still in their grace, are that key
+        // to whoever holds them: they follow its models, scopes and expiry, so a client holding an old
+        // key escapes no narrowing made on the new one (a change named on an old key stays its own).
+        const counted = {
           ...(body.limits !== undefined && { limits: limitsText(body.limits) }),
           ...(body.budget !== undefined && { budget: limitsText(body.budget) }),
+        }
+        const inherited = {
+          ...(expiresAt !== undefined && { expires_at: expiresAt === null ? null : iso(expiresAt) }),
+          ...(body.models !== undefined && { models: toJson(body.models) }),
+          ...(body.scopes !== undefined && { scopes: toJson(body.scopes) }),
         }
         const chain = await db.transaction().execute(async (tx) => {
           await tx
             .updateTable('api_keys')
             .set({
               ...(body.name !== undefined && { name: body.name }),
-              ...(expiresAt !== undefined && { expires_at: expiresAt === null ? null : iso(expiresAt) }),
-              ...(body.models !== undefined && { models: toJson(body.models) }),
-              ...(body.scopes !== undefined && { scopes: toJson(body.scopes) }),
-              ...shared,
+              ...counted,
+              ...inherited,
               ...(body.metadata !== undefined && { metadata: toJson(body.metadata) }),
               updated_at: at,
             })
             .where('id', '=', row.id)
             .execute()
-          // The keys of a rotation chain share one set of counters, so they enforce one set of limits
-          // and budget: a change to them reaches every key of the chain still served, or a client
-          // holding the old key would keep the old limits for the whole grace period.
-          if (Object.keys(shared).length === 0 || !served(row, at)) return []
-          const others = await servedChain(tx, row, at)
-          if (others.length > 0) await tx.updateTable('api_keys').set({ ...shared, updated_at: at }).where('id', 'in', others.map((k) => k.id)).execute()
-          return others
+          if (!served(row, at)) return []
+          const reached = new Map<string, Pick<KeyRow, 'id' | 'hash'>>()
+          if (Object.keys(counted).length > 0) {
+            const others = await servedChain(tx, row, at)
+            if (others.length > 0) await tx.updateTable('api_keys').set({ ...counted, updated_at: at }).where('id', 'in', others.map((k) => k.id)).execute()
+            for (const k of others) reached.set(k.id, k)
+          }
+          if (Object.keys(inherited).length > 0) {
+            const older = await servedPredecessors(tx, row, at)
+            if (older.length > 0) await tx.updateTable('api_keys').set({ ...inherited, updated_at: at }).where('id', 'in', older.map((k) => k.id)).execute()
+            for (const k of older) reached.set(k.id, k)
+          }
+          return [...reached.values()]
         })
         await invalidate(row.hash)
         for (const other of chain) await invalidate(other.hash)
@@ -397,7 +410,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           tags,
           summary: 'Change a key: name, expiry, models, scopes, limits, budget',
           description:
-            'The keys of a rotation chain (one lineage_id) share their rate limits, max_parallel slots and budget counters, so they share the limits and budget too: a change to limits or budget of a key still served applies to every other key of its chain still served (the new key and an old one in its grace period), whichever of them is named.',
+            'The keys of a rotation chain (one lineage_id) share their rate limits, max_parallel slots and budget counters, so a change to limits or budget of a key still served applies to every other key of its chain still served (the new key and an old one in its grace period), whichever of them is named. The keys a key replaced are that key to whoever holds them: a change to its models, scopes or expires_at applies to those still in their grace period too (one named on an old key stays its own). Name and metadata stay per key.',
           responses: { ...jsonResponse('The key as changed', KeyView), ...adminErrors(400, 404) },
         },
       },
@@ -557,6 +570,19 @@ async function servedChain(db: Db, row: KeyRow, at: string): Promise<Pick<KeyRow
     .where('status', '=', 'active')
     .where((eb) => eb.or([eb('grace_until', 'is', null), eb('grace_until', '>', at)]))
     .execute()
+}
+
+/** The keys `row` replaced, directly or through earlier rotations, that may still be served (in their grace). */
+async function servedPredecessors(db: Db, row: KeyRow, at: string): Promise<Pick<KeyRow, 'id' | 'hash'>[]> {
+  const found: Pick<KeyRow, 'id' | 'hash'>[] = []
+  // Back along rotated_from: a chain is a line (a key is rotated once), as long as its rotations.
+  for (let from = row.rotated_from; from !== null; ) {
+    const before = await db.selectFrom('api_keys').select(['id', 'hash', 'status', 'grace_until', 'rotated_from']).where('id', '=', from).executeTakeFirst()
+    if (!before) break
+    if (served(before, at)) found.push({ id: before.id, hash: before.hash })
+    from = before.rotated_from
+  }
+  return found
 }
 
 /**

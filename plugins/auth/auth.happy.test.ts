@@ -374,6 +374,28 @@ describe('rotation', () => {
     expect(await gw.adminOk('GET', `/admin/keys/${x.id}`)).toMatchObject({ status: 'active', grace_until: clock.iso(30_000) })
   })
 
+  test('models, scopes and expiry changed on a key reach the keys it replaced while they are served: the old key escapes no narrowing', async () => {
+    const { key: old } = await userWithKey(gw, { name: 'first' })
+    const fresh = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${old.id}/rotate`, { grace_seconds: 600 })
+    await chat(gw.client(old.key))
+    // Narrowed on the new key: before, the old key went on using every model for the rest of its grace.
+    await gw.adminOk('PATCH', `/admin/keys/${fresh.id}`, { models: ['other-gpt'], name: 'second' })
+    expect(await expectApiError(chat(gw.client(old.key)), 'model_not_allowed')).toContain('other-gpt')
+    expect((await gw.client(old.key).get<{ models: string[] }>('/key')).models).toEqual(['other-gpt'])
+    expect(await gw.adminOk('GET', `/admin/keys/${old.id}`)).toMatchObject({ name: 'first', models: ['other-gpt'] })
+    await gw.adminOk('PATCH', `/admin/keys/${fresh.id}`, { scopes: ['embeddings'] })
+    await expectApiError(gw.client(old.key).models.list(), 'insufficient_permissions')
+    // Named on the old key, it stays the old key's: an operator may end or narrow it alone.
+    await gw.adminOk('PATCH', `/admin/keys/${old.id}`, { scopes: ['chat'] })
+    expect(await gw.adminOk('GET', `/admin/keys/${fresh.id}`)).toMatchObject({ scopes: ['embeddings'] })
+    await gw.adminOk('PATCH', `/admin/keys/${old.id}`, { scopes: ['embeddings'] })
+    const soon = clock.iso(60_000)
+    await gw.adminOk('PATCH', `/admin/keys/${fresh.id}`, { expires_at: soon })
+    expect(await gw.adminOk('GET', `/admin/keys/${old.id}`)).toMatchObject({ expires_at: soon })
+    clock.advance(60_000)
+    await expectApiError(gw.client(old.key).embeddings.create({ model: 'other-gpt', input: 'x' }), 'key_expired')
+  })
+
   test('without grace: the old key stops at once', async () => {
     const { key } = await userWithKey(gw)
     await chat(gw.client(key.key))
