@@ -14,6 +14,7 @@ import * as logging from './0002-logging.ts';
 import * as lineage from './0003-lineage.ts';
 import * as consoleRevocations from './0004-console-revocations.ts';
 import * as providerKeyWeight from './0005-provider-key-weight.ts';
+import * as ownerModels from './0006-owner-models.ts';
 
 export const migrations = {
   '0001-initial': initial,
@@ -21,4 +22,5 @@ export const migrations = {
   '0003-lineage': lineage,
   '0004-console-revocations': consoleRevocations,
   '0005-provider-key-weight': providerKeyWeight,
+  '0006-owner-models': ownerModels,
 } as const satisfies Readonly<Record<string, Migration>>;

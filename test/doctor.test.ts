@@ -146,7 +146,10 @@ describe('key doctor', () => {
     const free = await userWithKey(gw)
     const restricted = await userWithKey(gw, { models: ['other-gpt'] })
     const scoped = await userWithKey(gw, { scopes: ['embeddings'] })
+    const narrowed = await userWithKey(gw)
+    await gw.adminOk('PATCH', `/admin/users/${narrowed.userId}`, { models: ['other-gpt'] })
     const cases = [
+      { key: narrowed.key.key, model: 'mock-gpt' },
       { key: free.key.key, model: 'no-such-model' },
       { key: restricted.key.key, model: 'mock-gpt' },
       { key: scoped.key.key, model: 'mock-gpt' },

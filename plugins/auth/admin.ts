@@ -84,7 +84,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           () =>
             db
               .insertInto('users')
-              .values({ id, email: body.email ?? null, name: body.name ?? null, disabled_at: null, deleted_at: null, limits: limitsText(body.limits), budget: limitsText(body.budget), metadata: toJson(body.metadata), created_at: at, updated_at: at })
+              .values({ id, email: body.email ?? null, name: body.name ?? null, disabled_at: null, deleted_at: null, limits: limitsText(body.limits), budget: limitsText(body.budget), models: toJson(body.models), metadata: toJson(body.metadata), created_at: at, updated_at: at })
               .execute(),
           () => userConflict(id, body.email ?? undefined),
         )
@@ -116,6 +116,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
                 ...(body.email !== undefined && { email: body.email }),
                 ...(body.name !== undefined && { name: body.name }),
                 ...(body.disabled !== undefined && { disabled_at: body.disabled ? (row.disabled_at ?? at) : null }),
+                ...(body.models !== undefined && { models: toJson(body.models) }),
                 ...(body.limits !== undefined && { limits: limitsText(body.limits) }),
                 ...(body.budget !== undefined && { budget: limitsText(body.budget) }),
                 ...(body.metadata !== undefined && { metadata: toJson(body.metadata) }),
@@ -154,7 +155,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           () =>
             db
               .insertInto('teams')
-              .values({ id, name: body.name, limits: limitsText(body.limits), budget: limitsText(body.budget), metadata: toJson(body.metadata), deleted_at: null, created_at: at, updated_at: at })
+              .values({ id, name: body.name, limits: limitsText(body.limits), budget: limitsText(body.budget), models: toJson(body.models), metadata: toJson(body.metadata), deleted_at: null, created_at: at, updated_at: at })
               .execute(),
           async () => {
             const taken = await db.selectFrom('teams').select('deleted_at').where('id', '=', id).executeTakeFirst()
@@ -185,6 +186,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
           .updateTable('teams')
           .set({
             ...(body.name !== undefined && { name: body.name }),
+            ...(body.models !== undefined && { models: toJson(body.models) }),
             ...(body.limits !== undefined && { limits: limitsText(body.limits) }),
             ...(body.budget !== undefined && { budget: limitsText(body.budget) }),
             ...(body.metadata !== undefined && { metadata: toJson(body.metadata) }),
@@ -633,6 +635,7 @@ export function userView(r: UserRow): Static<typeof UserView> {
     status: r.deleted_at ? 'deleted' : r.disabled_at ? 'disabled' : 'active',
     disabled_at: r.disabled_at,
     deleted_at: r.deleted_at,
+    models: fromJson<string[]>(r.models),
     limits: fromJson(r.limits),
     budget: fromJson(r.budget),
     metadata: fromJson(r.metadata),
@@ -646,6 +649,7 @@ export function teamView(r: TeamRow): Static<typeof TeamView> {
     object: 'team' as const,
     id: r.id,
     name: r.name,
+    models: fromJson<string[]>(r.models),
     limits: fromJson(r.limits),
     budget: fromJson(r.budget),
     metadata: fromJson(r.metadata),
@@ -666,6 +670,7 @@ const UserView = Type.Object({
   status: Type.Union([Type.Literal('active'), Type.Literal('disabled'), Type.Literal('deleted')]),
   disabled_at: Nullable(Time),
   deleted_at: Nullable(Time),
+  models: Nullable(Type.Array(Type.String(), { description: "Models the user's keys may use; null: all" })),
   limits: Nullable(S.Limits),
   budget: Nullable(S.Budget),
   metadata: Metadata,
@@ -678,6 +683,7 @@ const TeamView = Type.Object({
   object: Type.Literal('team'),
   id: Type.String(),
   name: Type.String(),
+  models: Nullable(Type.Array(Type.String(), { description: 'Models requests billed to the team may use; null: all' })),
   limits: Nullable(S.Limits),
   budget: Nullable(S.Budget),
   metadata: Metadata,

@@ -385,6 +385,32 @@ describe('model_not_allowed (403)', () => {
     record('model', message)
     await expectApiError(gw.client(key.key).embeddings.create({ model: 'mock-embed', input: 'x' }), 'model_not_allowed')
   })
+
+  test("a model outside the user's list, whatever key of theirs is sent; the message names the user and the fix", async () => {
+    const { key, userId } = await userWithKey(gw)
+    await gw.adminOk('PATCH', `/admin/users/${userId}`, { models: ['mock-gpt'] })
+    const message = await expectApiError(chat(gw.client(key.key), 'other-gpt'), 'model_not_allowed')
+    expect(message).toContain('"other-gpt"')
+    expect(message).toContain(`user ${userId}`)
+    expect(message).toContain(`PATCH /admin/users/${userId}`)
+    expect(message).toContain(key.display)
+    record('user model', message)
+    expect((await chat(gw.client(key.key), 'mock-gpt')).object).toBe('chat.completion')
+  })
+
+  test("a model outside the team's list: the key's bound team, or the team OpenAI-Organization names", async () => {
+    const bound = await userWithKey(gw, {}, { team: true })
+    await gw.adminOk('PATCH', `/admin/teams/${bound.teamId}`, { models: ['mock-gpt'] })
+    const message = await expectApiError(chat(gw.client(bound.key.key), 'other-gpt'), 'model_not_allowed')
+    expect(message).toContain(`team ${bound.teamId}`)
+    expect(message).toContain(`PATCH /admin/teams/${bound.teamId}`)
+    record('team model', message)
+    // A key bound to no team: the team's list binds only requests that name the team.
+    const { key, userId } = await userWithKey(gw)
+    await gw.adminOk('POST', `/admin/teams/${bound.teamId}/members`, { user_id: userId })
+    expect((await chat(gw.client(key.key), 'other-gpt')).object).toBe('chat.completion')
+    await expectApiError(chat(gw.client(key.key, { organization: bound.teamId! }), 'other-gpt'), 'model_not_allowed')
+  })
 })
 
 describe('insufficient_permissions (403)', () => {
@@ -518,7 +544,7 @@ describe('on the real clock', () => {
 describe('messages', () => {
   test('each distinct cause has a distinct message', () => {
     // Run last (bun runs tests of a file in order): every cause above has recorded its message.
-    expect(messages.size).toBe(23)
+    expect(messages.size).toBe(25)
     const byTemplate = new Map<string, string[]>()
     for (const [cause, message] of messages) {
       const t = template(message)

@@ -213,6 +213,31 @@ describe('per-key models', () => {
   })
 })
 
+describe("the user's and the team's models", () => {
+  test('a key may use what its own list, its owner\'s and its team\'s all allow: /v1/models, GET /v1/key and the admin views agree', async () => {
+    const { key, userId, teamId } = await userWithKey(gw, { models: ['mock-gpt', 'other-gpt', 'mock-embed'] }, { team: true })
+    const user = await gw.adminOk('PATCH', `/admin/users/${userId}`, { models: ['mock-gpt', 'other-gpt'] })
+    expect(user).toMatchObject({ models: ['mock-gpt', 'other-gpt'] })
+    const team = await gw.adminOk('PATCH', `/admin/teams/${teamId}`, { models: ['other-gpt', 'mock-embed'] })
+    expect(team).toMatchObject({ models: ['other-gpt', 'mock-embed'] })
+    const client = gw.client(key.key)
+    const ids: string[] = []
+    for await (const m of client.models.list()) ids.push(m.id)
+    expect(ids).toEqual(['other-gpt'])
+    expect((await client.get<{ models: string[] }>('/key')).models).toEqual(['other-gpt'])
+    expect((await chat(client, 'other-gpt')).object).toBe('chat.completion')
+    // Lifted again (null: every model), at once.
+    await gw.adminOk('PATCH', `/admin/users/${userId}`, { models: null })
+    await gw.adminOk('PATCH', `/admin/teams/${teamId}`, { models: null })
+    expect((await client.get<{ models: string[] }>('/key')).models).toEqual(['mock-gpt', 'other-gpt', 'mock-embed'])
+    expect((await chat(client, 'mock-gpt')).object).toBe('chat.completion')
+    // Set at creation too.
+    const created = await gw.adminOk('POST', '/admin/users', { id: uid('usr'), models: ['mock-gpt'] })
+    expect(created).toMatchObject({ models: ['mock-gpt'] })
+    expect(await gw.adminOk('POST', '/admin/teams', { id: uid('team'), name: 'models', models: [] })).toMatchObject({ models: [] })
+  })
+})
+
 describe('GET /v1/key', () => {
   test('returns every DESIGN field for the calling key', async () => {
     const expiresAt = clock.iso(10 * 86_400_000)

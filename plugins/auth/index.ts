@@ -154,7 +154,8 @@ export const auth = definePlugin({
           user_id: record.user.id,
           // The team the request is billed to; for a key the doctor describes refused (no identity), the one it is bound to.
           team_id: identity === undefined ? record.teamId : identity.teamId,
-          models: record.models,
+          // What the request may use, narrowed by the owner's and the team's lists; a refused key's own.
+          models: identity === undefined ? record.models : identity.models,
           scopes: record.scopes,
           limits: record.limits,
           budget: record.budget,

@@ -70,9 +70,11 @@ export interface KeyRecord {
     deletedAt: number | null
     limits: Limits | null
     budget: Budget | null
+    /** The models the owner's keys may use; null: every model. */
+    models: string[] | null
   }
-  /** The teams the owner belongs to, by id. */
-  teams: ReadonlyMap<string, { id: string; deletedAt: number | null; limits: Limits | null; budget: Budget | null }>
+  /** The teams the owner belongs to, by id (`models`: what requests billed to the team may use; null: every model). */
+  teams: ReadonlyMap<string, { id: string; deletedAt: number | null; limits: Limits | null; budget: Budget | null; models: string[] | null }>
   /** The admitting verdict for requests that name no team, built once (see KeyVerifier.decide). */
   verdict?: { ok: true; identity: import('../../src/plugin.ts').Identity; record: KeyRecord }
 }
@@ -86,7 +88,7 @@ const keyQuery = (db: Db, by: 'hash' | 'id') =>
       'k.id', 'k.hash', 'k.start', 'k.end', 'k.environment', 'k.name', 'k.team_id', 'k.models', 'k.scopes', 'k.limits',
       'k.budget', 'k.status', 'k.expires_at', 'k.revoked_at', 'k.revoked_reason', 'k.rotated_to', 'k.grace_until', 'k.lineage_id',
       'u.id as user_id', 'u.disabled_at as user_disabled_at', 'u.deleted_at as user_deleted_at',
-      'u.limits as user_limits', 'u.budget as user_budget', 'n.start as rotated_to_start',
+      'u.limits as user_limits', 'u.budget as user_budget', 'u.models as user_models', 'n.start as rotated_to_start',
     ])
     .where(by === 'hash' ? 'k.hash' : 'k.id', '=', '')
 
@@ -94,7 +96,7 @@ const teamsQuery = (db: Db) =>
   db
     .selectFrom('team_members as m')
     .innerJoin('teams as t', 't.id', 'm.team_id')
-    .select(['t.id', 't.deleted_at', 't.limits', 't.budget'])
+    .select(['t.id', 't.deleted_at', 't.limits', 't.budget', 't.models'])
     .where('m.user_id', '=', '')
 
 /** How long loading a key (its row, its owner's teams) may take before the request is answered 503. */
@@ -152,11 +154,12 @@ async function readKeyRecord(db: Db, hash: string, by: 'hash' | 'id', signal: Ab
       deletedAt: ms(row.user_deleted_at),
       limits: sharedJson<Limits>(row.user_limits),
       budget: sharedJson<Budget>(row.user_budget),
+      models: sharedJson<string[]>(row.user_models),
     },
     teams:
       teamRows.length === 0
         ? NO_TEAMS
-        : new Map(teamRows.map((t) => [t.id, { id: t.id, deletedAt: ms(t.deleted_at), limits: sharedJson<Limits>(t.limits), budget: sharedJson<Budget>(t.budget) }])),
+        : new Map(teamRows.map((t) => [t.id, { id: t.id, deletedAt: ms(t.deleted_at), limits: sharedJson<Limits>(t.limits), budget: sharedJson<Budget>(t.budget), models: sharedJson<string[]>(t.models) }])),
   }
 }
 

@@ -17,7 +17,11 @@ const Name = t.String({ minLength: 1, maxLength: 200 })
 const Email = t.String({ minLength: 3, maxLength: 320, pattern: '^[^\\s@]+@[^\\s@]+$' })
 const Metadata = t.Record(t.String({ maxLength: 100 }), t.Unknown(), { description: 'Free-form JSON (at most 16 KiB once encoded)' })
 const Time = t.String({ description: 'RFC 3339 time', maxLength: 40 })
-const ModelNames = t.Array(t.String({ minLength: 1, maxLength: 256 }), { maxItems: 1000, description: 'Models the key may use; null or absent: all' })
+const modelList = (description: string) => t.Array(t.String({ minLength: 1, maxLength: 256 }), { maxItems: 1000, description })
+const ModelNames = modelList('Models the key may use; null or absent: all')
+/** A user's or team's: a request may use a model only if its key, the key's owner and the team it is billed to all allow it. */
+const UserModels = modelList("Models the user's keys may use (each key may narrow them further); null or absent: all")
+const TeamModels = modelList('Models requests billed to the team (keys bound to it, or naming it in OpenAI-Organization) may use; null or absent: all')
 const Scopes = t.Array(t.Union(SCOPES.map((s) => t.Literal(s))), { maxItems: SCOPES.length, description: `Scopes: ${SCOPES.join(', ')}; null or absent: all` })
 
 /** Limits and budget as the admin API shows them. */
@@ -59,7 +63,7 @@ const Unset = <T extends Parameters<typeof t.Union>[0][number]>(s: T) => t.Optio
 // Every field is optional, so the body is too: `POST /admin/users` with none creates a user with a generated id.
 export const CreateUser = t.Optional(
   t.Object(
-    { id: Unset(NewUserId), email: Unset(Email), name: Unset(Name), limits: Unset(LimitsInput), budget: Unset(BudgetInput), metadata: Unset(Metadata) },
+    { id: Unset(NewUserId), email: Unset(Email), name: Unset(Name), models: Unset(UserModels), limits: Unset(LimitsInput), budget: Unset(BudgetInput), metadata: Unset(Metadata) },
     { additionalProperties: false },
   ),
 )
@@ -68,6 +72,7 @@ export const PatchUser = t.Object(
     email: t.Optional(Nullable(Email)),
     name: t.Optional(Nullable(Name)),
     disabled: t.Optional(t.Boolean()),
+    models: t.Optional(Nullable(UserModels)),
     limits: PatchLimits,
     budget: PatchBudget,
     metadata: t.Optional(Nullable(Metadata)),
@@ -75,11 +80,11 @@ export const PatchUser = t.Object(
   { additionalProperties: false },
 )
 export const CreateTeam = t.Object(
-  { id: Unset(NewTeamId), name: Name, limits: Unset(LimitsInput), budget: Unset(BudgetInput), metadata: Unset(Metadata) },
+  { id: Unset(NewTeamId), name: Name, models: Unset(TeamModels), limits: Unset(LimitsInput), budget: Unset(BudgetInput), metadata: Unset(Metadata) },
   { additionalProperties: false },
 )
 export const PatchTeam = t.Object(
-  { name: t.Optional(Name), limits: PatchLimits, budget: PatchBudget, metadata: t.Optional(Nullable(Metadata)) },
+  { name: t.Optional(Name), models: t.Optional(Nullable(TeamModels)), limits: PatchLimits, budget: PatchBudget, metadata: t.Optional(Nullable(Metadata)) },
   { additionalProperties: false },
 )
 export const AddMember = t.Object({ user_id: Id('The user to add: the id of an existing user, not deleted'), role: Unset(t.Union([t.Literal('member'), t.Literal('admin')])) }, { additionalProperties: false })

@@ -13,7 +13,7 @@ const NOW = Date.parse('2030-06-01T00:00:00Z')
 const KEY = 'sk-dev-' + 'A1b2C3d4'.repeat(5) + 'xyz'
 
 type Team = KeyRecord['teams'] extends ReadonlyMap<string, infer T> ? T : never
-const team = (id: string, deletedAt: number | null = null): [string, Team] => [id, { id, deletedAt, limits: null, budget: null }]
+const team = (id: string, deletedAt: number | null = null): [string, Team] => [id, { id, deletedAt, limits: null, budget: null, models: null }]
 
 function keyRecord(over: Partial<Omit<KeyRecord, 'user'>> & { user?: Partial<KeyRecord['user']> } = {}): KeyRecord {
   const { user, ...rest } = over
@@ -39,7 +39,7 @@ function keyRecord(over: Partial<Omit<KeyRecord, 'user'>> & { user?: Partial<Key
     graceUntil: null,
     teams: new Map(),
     ...rest,
-    user: { id: 'usr_1', disabledAt: null, deletedAt: null, limits: null, budget: null, ...user },
+    user: { id: 'usr_1', disabledAt: null, deletedAt: null, limits: null, budget: null, models: null, ...user },
   }
 }
 
@@ -174,7 +174,7 @@ describe('KeyVerifier.decide: the order of the rules', () => {
       teamId: 'team_a',
       limits: { rpm: 1 },
       user: { limits: { rpm: 2 } },
-      teams: new Map([['team_a', { id: 'team_a', deletedAt: null, limits: { rpm: 3 }, budget: null }]]),
+      teams: new Map([['team_a', { id: 'team_a', deletedAt: null, limits: { rpm: 3 }, budget: null, models: null }]]),
     })
     const verdict = v.decide(KEY, rec, presented())
     expect(verdict.ok).toBe(true)

@@ -204,15 +204,39 @@ export class KeyVerifier {
       const held = record.scopes.length ? record.scopes.join(', ') : 'none'
       return no(new GatewayError('insufficient_permissions', `The API key ${shown} lacks the "${scope}" scope that this endpoint needs; it holds: ${held}. Ask an admin to grant it (PATCH /admin/keys/${record.id} scopes).`))
     }
-    if (presented.model !== undefined && !allowsModel(record.models, presented.model)) {
-      const allowed = record.models?.length ? record.models.join(', ') : 'none'
-      return no(new GatewayError('model_not_allowed', `The API key ${shown} may not use model "${echo(presented.model, 256)}"; it may use: ${allowed}. Ask an admin to allow it (PATCH /admin/keys/${record.id} models).`, { param: 'model' }))
+    const model = presented.model
+    if (model !== undefined) {
+      if (!allowsModel(record.models, model)) {
+        return no(new GatewayError('model_not_allowed', `The API key ${shown} may not use model "${echo(model, 256)}"; it may use: ${listed(record.models)}. Ask an admin to allow it (PATCH /admin/keys/${record.id} models).`, { param: 'model' }))
+      }
+      if (!allowsModel(user.models, model)) {
+        return no(new GatewayError('model_not_allowed', `Model "${echo(model, 256)}" is not allowed for user ${user.id}, the owner of the API key ${shown}; the user may use: ${listed(user.models)}. Ask an admin to allow it (PATCH /admin/users/${user.id} models).`, { param: 'model' }))
+      }
+      const team = teamId === null ? undefined : record.teams.get(teamId)
+      if (team !== undefined && !allowsModel(team.models, model)) {
+        const how = named ? 'named by the OpenAI-Organization header' : 'which the API key is bound to'
+        const fix = named && record.teamId === null ? ', or drop the header' : ''
+        return no(new GatewayError('model_not_allowed', `Model "${echo(model, 256)}" is not allowed for team ${team.id}, ${how}; the team may use: ${listed(team.models)}. Ask an admin to allow it (PATCH /admin/teams/${team.id} models)${fix}.`, { param: 'model' }))
+      }
     }
     // The usual case (no team named by the request) reuses one verdict per record: no allocation per request.
     if (!named) return (record.verdict ??= success(record, teamId))
     return success(record, teamId)
   }
 }
+
+/** A list of models as a refusal names it. */
+const listed = (models: readonly string[] | null): string => (models?.length ? models.join(', ') : 'none')
+
+/**
+ * The models a request may use: those its key, the key's owner and its team all allow (null: every
+ * model). The key's own list, unchanged, when neither owner nor team narrows it.
+ */
+function allowedModels(key: string[] | null, user: string[] | null, team: string[] | null): string[] | null {
+  return narrowed(narrowed(key, user), team)
+}
+const narrowed = (allowed: string[] | null, by: string[] | null): string[] | null =>
+  by === null ? allowed : allowed === null ? by : allowed.filter((m) => by.includes(m))
 
 function success(record: KeyRecord, teamId: string | null): Extract<Verdict, { ok: true }> {
   const team = teamId === null ? undefined : record.teams.get(teamId)
@@ -224,7 +248,8 @@ function success(record: KeyRecord, teamId: string | null): Extract<Verdict, { o
     userId: user.id,
     teamId,
     environment: record.environment,
-    models: record.models,
+    // What /v1/models lists, GET /v1/key shows and fallbacks are filtered by: every level's list at once.
+    models: allowedModels(record.models, user.models, team?.models ?? null),
     scopes: record.scopes,
     attributes: Object.freeze({
       keyName: record.name,

@@ -37,6 +37,8 @@ export interface UsersTable {
   limits: JsonText | null;
   /** `{tokens?, usd?, period}` */
   budget: JsonText | null;
+  /** JSON array of the model names the user's keys may use; `null` = every model. */
+  models: JsonText | null;
   metadata: JsonText | null;
   created_at: Immutable<IsoTimestamp>;
   updated_at: IsoTimestamp;
@@ -48,6 +50,8 @@ export interface TeamsTable {
   name: string;
   limits: JsonText | null;
   budget: JsonText | null;
+  /** JSON array of the model names requests billed to the team may use; `null` = every model. */
+  models: JsonText | null;
   metadata: JsonText | null;
   deleted_at: IsoTimestamp | null;
   created_at: Immutable<IsoTimestamp>;
