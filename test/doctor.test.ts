@@ -167,6 +167,27 @@ describe('key doctor', () => {
     }
   })
 
+  test('listing models and counting tokens are not counted against limits: with the rpm spent the doctor allows them, as the gateway does', async () => {
+    const { key } = await userWithKey(gw, { limits: { rpm: 1 } })
+    await gw.client(key.key).chat.completions.create({ model: 'mock-gpt', messages: [{ role: 'user', content: 'hi' }] })
+    const models = await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${key.key}` } })
+    expect(models.status).toBe(200)
+    const count = await fetch(`${gw.url}/v1/tokens/count`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'mock-gpt', messages: [{ role: 'user', content: 'hi' }] }),
+    })
+    expect(count.status).toBe(200)
+    for (const endpoint of ['models.list', 'tokens.count']) {
+      const { body } = await diagnose({ key: key.key, model: 'mock-gpt', endpoint })
+      // Before: allowed false, 429 rate_limit_exceeded, for requests the gateway answers 200.
+      expect({ endpoint, allowed: body.allowed, status: body.status, error: body.error }).toEqual({ endpoint, allowed: true, status: 200, error: null })
+      // What is left is still shown: a chat would be refused.
+      expect(body.quota).toBe('exhausted: requests')
+    }
+    expect((await diagnose({ key: key.key, model: 'mock-gpt', endpoint: 'embeddings' })).body).toMatchObject({ allowed: false, status: 429 })
+  })
+
   test('a refused key bound to a team shows that team, as GET /admin/keys does', async () => {
     const { key, teamId, userId } = await userWithKey(gw, {}, { team: true })
     await gw.adminOk('DELETE', `/admin/teams/${teamId}/members/${userId}`)

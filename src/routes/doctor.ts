@@ -48,6 +48,8 @@ function unsendableKey(key: string): GatewayError | null {
 }
 
 const ENDPOINTS = ['chat.completions', 'completions', 'embeddings', 'models.list', 'tokens.count'] as const
+/** The endpoints whose requests are admitted (counted against limits and budgets); the others are only authenticated. */
+const ADMITTED: ReadonlySet<Endpoint> = new Set<Endpoint>(['chat.completions', 'completions', 'embeddings'])
 
 export const DiagnoseBody = Type.Object(
   {
@@ -120,12 +122,15 @@ export function doctorRoutes({ pipeline, models, services }: { pipeline: Pipelin
         const limited = remaining !== null && Object.values(remaining).some((v) => v !== null)
         const { remaining: _r, [DIAGNOSIS]: _d, ...key } = described
         // What admission would answer the least request now (a full max_parallel set, an empty
-        // bucket, a spent budget: the one the gateway names), after the key's own verdict.
-        const refused = error ?? diagnosis?.refusal ?? null
+        // bucket, a spent budget: the one the gateway names), after the key's own verdict. Listing
+        // models and counting tokens are not admitted: a spent limit refuses neither.
+        const admitted = ADMITTED.has(endpoint)
+        const refused = error ?? (admitted ? diagnosis?.refusal : null) ?? null
+        const held = admitted && exhausted.length > 0
         return {
           object: 'key_diagnosis',
-          allowed: !refused && exhausted.length === 0,
-          status: refused ? refused.status : exhausted.length ? 429 : 200,
+          allowed: !refused && !held,
+          status: refused ? refused.status : held ? 429 : 200,
           error: refused ? refused.toJSON().error : null,
           retry_after: refused?.headers?.['retry-after'] === undefined ? null : Number(refused.headers['retry-after']),
           quota: exhausted.length ? `exhausted: ${exhausted.join(', ')}` : limited ? 'ok' : 'no limits',
