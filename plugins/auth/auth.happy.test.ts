@@ -386,7 +386,10 @@ describe('rotation', () => {
     await chat(gw.client(a.key))
     const c = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${b.id}/rotate`, {})
     await expectApiError(chat(gw.client(b.key)), 'key_revoked')
-    await expectApiError(chat(gw.client(a.key)), 'key_revoked')
+    // Not sent on to b, refused itself: told that its successor was replaced in turn.
+    const told = await expectApiError(chat(gw.client(a.key)), 'key_revoked')
+    expect(told).not.toContain(`Use the new key (it starts with ${b.start})`)
+    expect(told).toContain(`replaced it (it starts with ${b.start}) was itself replaced or revoked`)
     expect(await gw.adminOk('GET', `/admin/keys/${a.id}`)).toMatchObject({ status: 'revoked' })
     expect((await chat(gw.client(c.key))).object).toBe('chat.completion')
     const audit = await gw.db.selectFrom('audit_log').select('details').where('action', '=', 'key.rotate').where('target_id', '=', b.id).executeTakeFirstOrThrow()

@@ -63,6 +63,8 @@ export interface KeyRecord {
   revokedReason: string | null
   rotatedTo: string | null
   rotatedToStart: string | null
+  /** When the key that replaced this one stopped being served (revoked, or rotated in turn past its grace); null while it is. */
+  rotatedToUntil: number | null
   graceUntil: number | null
   user: {
     id: string
@@ -89,6 +91,7 @@ const keyQuery = (db: Db, by: 'hash' | 'id') =>
       'k.budget', 'k.status', 'k.expires_at', 'k.revoked_at', 'k.revoked_reason', 'k.rotated_to', 'k.grace_until', 'k.lineage_id',
       'u.id as user_id', 'u.disabled_at as user_disabled_at', 'u.deleted_at as user_deleted_at',
       'u.limits as user_limits', 'u.budget as user_budget', 'u.models as user_models', 'n.start as rotated_to_start',
+      'n.status as rotated_to_status', 'n.revoked_at as rotated_to_revoked_at', 'n.grace_until as rotated_to_grace_until',
     ])
     .where(by === 'hash' ? 'k.hash' : 'k.id', '=', '')
 
@@ -147,6 +150,7 @@ async function readKeyRecord(db: Db, hash: string, by: 'hash' | 'id', signal: Ab
     revokedReason: row.revoked_reason,
     rotatedTo: row.rotated_to,
     rotatedToStart: row.rotated_to_start ?? null,
+    rotatedToUntil: row.rotated_to_status === 'revoked' ? (ms(row.rotated_to_revoked_at) ?? 0) : ms(row.rotated_to_grace_until ?? null),
     graceUntil: ms(row.grace_until),
     user: {
       id: row.user_id,

@@ -36,6 +36,7 @@ function keyRecord(over: Partial<Omit<KeyRecord, 'user'>> & { user?: Partial<Key
     revokedReason: null,
     rotatedTo: null,
     rotatedToStart: null,
+    rotatedToUntil: null,
     graceUntil: null,
     teams: new Map(),
     ...rest,

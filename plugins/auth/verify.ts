@@ -150,9 +150,8 @@ export class KeyVerifier {
 
     // Rotation without grace revokes the old key at once; its holder needs the successor, not an admin.
     if (record.status === 'revoked' && record.revokedReason === ROTATED && record.rotatedTo !== null) {
-      const successor = record.rotatedToStart ? ` (it starts with ${record.rotatedToStart})` : ''
       const when = record.revokedAt ? ` on ${iso(record.revokedAt)}` : ''
-      return no(new GatewayError('key_revoked', `The API key ${shown} was replaced by rotation${when}. Use the new key${successor}.`))
+      return no(new GatewayError('key_revoked', `The API key ${shown} was replaced by rotation${when}.${successorAdvice(record, now)}`))
     }
     if (record.status === 'revoked') {
       // Masked again: a reason stored before revoke masked keys in it may hold one.
@@ -161,8 +160,7 @@ export class KeyVerifier {
       return no(new GatewayError('key_revoked', `The API key ${shown} was revoked${when}${reason}. Ask an admin for a new key.`))
     }
     if (record.graceUntil !== null && record.graceUntil <= now) {
-      const successor = record.rotatedToStart ? ` (it starts with ${record.rotatedToStart})` : ''
-      return no(new GatewayError('key_revoked', `The API key ${shown} was replaced by rotation and its grace period ended at ${iso(record.graceUntil)}. Use the new key${successor}.`))
+      return no(new GatewayError('key_revoked', `The API key ${shown} was replaced by rotation and its grace period ended at ${iso(record.graceUntil)}.${successorAdvice(record, now)}`))
     }
     if (record.expiresAt !== null && record.expiresAt <= now) {
       return no(new GatewayError('key_expired', `The API key ${shown} expired at ${iso(record.expiresAt)}. Ask an admin to extend it (PATCH /admin/keys/${record.id} with a later expires_at) or to create a new key.`))
@@ -223,6 +221,17 @@ export class KeyVerifier {
     if (!named) return (record.verdict ??= success(record, teamId))
     return success(record, teamId)
   }
+}
+
+/**
+ * What the holder of a key replaced by rotation is to do: use its successor, or, when that one was
+ * replaced or revoked in turn (rotated again without grace, say), get the chain's current key.
+ */
+function successorAdvice(record: KeyRecord, now: number): string {
+  const start = record.rotatedToStart
+  if (start === null) return ' Use the new key.'
+  if (record.rotatedToUntil === null || record.rotatedToUntil > now) return ` Use the new key (it starts with ${start}).`
+  return ` The key that replaced it (it starts with ${start}) was itself replaced or revoked since: ask an admin for the current key of its rotation chain (lineage ${record.lineageId}).`
 }
 
 /** A list of models as a refusal names it. */
