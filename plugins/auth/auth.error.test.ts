@@ -215,6 +215,18 @@ describe('key_revoked (401)', () => {
     expect(message).toContain('was revoked')
     expect(message).toContain('leaked')
   })
+
+  test('a key revoked after its rotation sends its holder to the successor still served, not to an admin for a new key', async () => {
+    const { key } = await userWithKey(gw)
+    const middle = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${key.id}/rotate`, { grace_seconds: 3600 })
+    const newest = await gw.adminOk<CreatedKey>('POST', `/admin/keys/${middle.id}/rotate`, { grace_seconds: 3600 })
+    await gw.adminOk('POST', `/admin/keys/${middle.id}/revoke`, {})
+    const message = await expectApiError(chat(gw.client(middle.key)), 'key_revoked')
+    // Before: "Ask an admin for a new key", while the key that replaced it works.
+    expect(message).toContain(`use the new key (it starts with ${newest.start})`)
+    expect(message).not.toContain('Ask an admin for a new key')
+    expect((await chat(gw.client(newest.key))).object).toBe('chat.completion')
+  })
 })
 
 describe('Authorization header forms', () => {

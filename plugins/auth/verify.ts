@@ -157,7 +157,10 @@ export class KeyVerifier {
       // Masked again: a reason stored before revoke masked keys in it may hold one.
       const reason = record.revokedReason ? ` (reason: ${maskKeysIn(record.revokedReason)})` : ''
       const when = record.revokedAt ? ` on ${iso(record.revokedAt)}` : ''
-      return no(new GatewayError('key_revoked', `The API key ${shown} was revoked${when}${reason}. Ask an admin for a new key.`))
+      // Revoked during its rotation's grace: the key that replaced it, while served, is the one to use.
+      const replaced = record.rotatedToStart !== null && (record.rotatedToUntil === null || record.rotatedToUntil > now)
+      const next = replaced ? ` It had been replaced by rotation: use the new key (it starts with ${record.rotatedToStart}).` : ' Ask an admin for a new key.'
+      return no(new GatewayError('key_revoked', `The API key ${shown} was revoked${when}${reason}.${next}`))
     }
     if (record.graceUntil !== null && record.graceUntil <= now) {
       return no(new GatewayError('key_revoked', `The API key ${shown} was replaced by rotation and its grace period ended at ${iso(record.graceUntil)}.${successorAdvice(record, now)}`))
