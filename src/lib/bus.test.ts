@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test
 import { Cluster, Redis } from 'ioredis'
 import { createRedis } from '../redis.ts'
 import { cleanupDir, freePort, redisBinariesForTests, startRedisServer, type RedisProcess } from '../../test/support/redis-procs.ts'
-import { busPrefix, createLocalBus, createRedisBus, type MessageBus } from './bus.ts'
+import { PUBLISH_TIMEOUT_MS, busPrefix, createLocalBus, createRedisBus, type MessageBus } from './bus.ts'
 
 const haveRedis = redisBinariesForTests('src/lib/bus.test.ts')
 
@@ -118,6 +118,23 @@ describe.skipIf(!haveRedis)('the Redis bus', () => {
     await until(() => resyncs.length === 1, 'the resync after Redis came up', 5000)
     await raw.publish('sluice:t', 'after')
     await until(() => got.includes('after'), 'a message once Redis is up')
+  })
+
+  test('a publish Redis does not answer (a hung server, a silent network) fails after PUBLISH_TIMEOUT_MS instead of waiting for good', async () => {
+    const { bus } = await open()
+    redis.pause()
+    try {
+      const outcome = await Promise.race([
+        bus.publish('t', 'unanswered').then(
+          () => 'published',
+          (error: unknown) => String(error),
+        ),
+        Bun.sleep(PUBLISH_TIMEOUT_MS + 3000).then(() => 'still waiting'),
+      ])
+      expect(outcome).toContain(`did not answer within ${PUBLISH_TIMEOUT_MS} ms`)
+    } finally {
+      redis.resume()
+    }
   })
 
   test('deployments on different database indexes of one server do not hear each other; database 0 keeps the prefix sluice:', async () => {

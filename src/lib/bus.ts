@@ -53,6 +53,22 @@ export function busPrefix(client: RedisClient): string {
 }
 
 /**
+ * How long a publish waits for Redis. The client has no command timeout of its own, so a hung
+ * server (or a network that drops packets without a reset) held every admin change that tells the
+ * other instances, a revoke included, until Redis answered again.
+ */
+export const PUBLISH_TIMEOUT_MS = 2000
+
+/** `promise`, or a rejection naming `what` once `ms` passed without it settling. */
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Redis did not answer within ${ms} ms (${what})`)), ms)
+  })
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer))
+}
+
+/**
  * Many processes over Redis pub/sub. The publishing instance also receives its own
  * message through Redis, so every instance takes the same code path.
  */
@@ -104,7 +120,7 @@ export function createRedisBus(client: RedisClient, prefix = busPrefix(client)):
   })
   return {
     async publish(channel, message) {
-      await client.publish(prefix + channel, message)
+      await withTimeout(client.publish(prefix + channel, message), PUBLISH_TIMEOUT_MS, 'PUBLISH')
     },
     async subscribe(channel, handler) {
       let set = handlers.get(channel)
