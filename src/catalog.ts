@@ -341,7 +341,7 @@ export class Catalog {
     }
     await change(this.db)
     await this.reload()
-    await this.services.bus.publish(CHANNEL, String(Date.now())).catch((error: unknown) => this.logger.warn('could not announce a catalog change', { error: String(error) }))
+    await this.services.bus.publish(CHANNEL, String(Date.now())).catch((error: unknown) => this.logger.warn('could not announce a catalog change; the other instances reload once this instance reaches Redis again', { error: String(error) }))
   }
 
   /** Seal a secret bound to its row (`context` = the provider_keys row id). */

@@ -68,7 +68,7 @@ export const auth = definePlugin({
         await services.bus.publish(CHANNEL, hash ?? '*')
       } catch (error) {
         // The change is in the database; failing the admin call would suggest it is not.
-        logger.error('could not tell other instances to drop a cached key; they keep it until cache_ttl_ms passes', {
+        logger.error('could not tell other instances to drop a cached key; they drop their whole key cache once this instance reaches Redis again, or this key when cache_ttl_ms passes', {
           error: String(error),
           cache_ttl_ms: options.cache_ttl_ms,
         })

@@ -144,7 +144,7 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
             logger.warn('could not record a console sign-out in the database; a restart would take the session again until it expires', { error: String(error) })
           })
           await services.bus.publish(LOGOUT_CHANNEL, `${session.id} ${session.expiresAt}`).catch((error: unknown) => {
-            logger.warn('could not announce a console sign-out to other instances', { error: String(error) })
+            logger.warn('could not announce a console sign-out to other instances; they read the sign-outs again once this instance reaches Redis again', { error: String(error) })
           })
         }
         set.headers['set-cookie'] = clearedCookie(secure(request))

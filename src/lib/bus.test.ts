@@ -10,6 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test
 import { Cluster, Redis } from 'ioredis'
 import { createRedis } from '../redis.ts'
 import { cleanupDir, freePort, redisBinariesForTests, startRedisServer, type RedisProcess } from '../../test/support/redis-procs.ts'
+import { startTcpProxy } from '../../test/support/tcp-proxy.ts'
 import { PUBLISH_TIMEOUT_MS, busPrefix, createLocalBus, createRedisBus, type MessageBus } from './bus.ts'
 
 const haveRedis = redisBinariesForTests('src/lib/bus.test.ts')
@@ -135,6 +136,33 @@ describe.skipIf(!haveRedis)('the Redis bus', () => {
     } finally {
       redis.resume()
     }
+  })
+
+  test('a message an instance could not publish (cut off from Redis alone) makes the others catch up once it reaches Redis again', async () => {
+    const proxy = startTcpProxy(redis.port)
+    opened.push(async () => proxy.stop())
+    const cutOff = await open(`redis://127.0.0.1:${proxy.port}`)
+    const other = await open()
+    await cutOff.bus.publish('t', 'heard')
+    await until(() => other.got.includes('heard'), 'a message before the cut')
+
+    proxy.cut()
+    const lostAt = Date.now()
+    await expect(cutOff.bus.publish('t', 'lost')).rejects.toThrow()
+    // The other instance's connection never dropped: nothing of its own tells it to catch up.
+    await Bun.sleep(300)
+    expect(other.got).not.toContain('lost')
+    expect(other.resyncs).toEqual([])
+
+    proxy.restore()
+    await until(() => other.resyncs.length === 1, 'the other instance told to catch up', 5000)
+    expect(other.resyncs[0]).toBeGreaterThanOrEqual(lostAt)
+    expect(other.resyncs[0]).toBeLessThanOrEqual(Date.now())
+    // The instance cut off catches up through its own subscription, once; its notice is not for itself.
+    await until(() => cutOff.resyncs.length === 1, 'the cut-off instance catching up itself', 5000)
+    await Bun.sleep(300)
+    expect(cutOff.resyncs.length).toBe(1)
+    expect(other.resyncs.length).toBe(1)
   })
 
   test('deployments on different database indexes of one server do not hear each other; database 0 keeps the prefix sluice:', async () => {

@@ -8,11 +8,12 @@ export interface MessageBus {
   /**
    * Run `handler` whenever messages for this instance may have been lost: the subscription is in
    * place again after its connection was down (a Redis restart or failover, a killed connection,
-   * a network cut), or for the first time after a boot that found Redis away. Pub/sub keeps
-   * nothing for an absent subscriber, and a publisher that could not reach Redis does not retry,
-   * so whatever a subscriber derives from messages (caches, a registry) must be rebuilt from the
-   * source here. `since` is the ms epoch from about which messages may be missing (when the loss
-   * was noticed; add a margin). It runs after the subscriptions are back, so a change made after a
+   * a network cut), or for the first time after a boot that found Redis away; also when another
+   * instance says, once it reaches Redis again, that messages it published did not go out (it was
+   * cut off alone, or Redis hung). Pub/sub keeps nothing for an absent subscriber, and a failed
+   * publish is not sent again, so whatever a subscriber derives from messages (caches, a registry)
+   * must be rebuilt from the source here. `since` is the ms epoch from about which messages may be
+   * missing (when the loss was noticed, or the first failed publish was made; add a margin). It runs after the subscriptions are back, so a change made after a
    * reload it starts is still heard. The in-process bus never loses a message and never runs it.
    * Handlers must be cheap and catch their own errors: start the work, do not await it here.
    */
@@ -58,6 +59,13 @@ export function busPrefix(client: RedisClient): string {
  * other instances, a revoke included, until Redis answered again.
  */
 export const PUBLISH_TIMEOUT_MS = 2000
+/** How often an instance whose messages did not go out tries again to tell the others to catch up. */
+const NOTICE_RETRY_MS = 1000
+/**
+ * The bus's own channel: `<instance> <ms epoch>`, sent by an instance whose messages from about
+ * that time on did not go out; every other instance catches up as after a gap of its own (onResync).
+ */
+const MISSED = 'bus.missed'
 
 /** `promise`, or a rejection naming `what` once `ms` passed without it settling. */
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -88,9 +96,64 @@ export function createRedisBus(client: RedisClient, prefix = busPrefix(client)):
     losses++
     missing()
   }
+  const resync = (since: number) => {
+    for (const h of resyncHandlers) {
+      try {
+        h(since)
+      } catch {
+        // One handler's fault must not keep the others stale.
+      }
+    }
+  }
   subscriber.on('message', (channel: string, message: string) => {
     for (const h of handlers.get(channel.slice(prefix.length)) ?? []) h(message)
   })
+
+  // A message this instance could not publish (Redis hung, or this instance cut off from it while
+  // the others stay connected) is lost to the others, and nothing of theirs tells them: their
+  // connections never dropped. Once this instance reaches Redis again it tells them to catch up.
+  const self = crypto.randomUUID()
+  const heardNotice = (message: string) => {
+    const space = message.indexOf(' ')
+    const since = Number(message.slice(space + 1))
+    if (space > 0 && message.slice(0, space) !== self && Number.isFinite(since)) resync(since)
+  }
+  // Subscribed with the others on every 'ready'.
+  handlers.set(MISSED, new Set([heardNotice]))
+  /** When this instance's first message that did not go out was sent (ms epoch); null when none is owed. */
+  let unsentSince: number | null = null
+  /** Counts publishes that failed: one failing while a notice is on its way needs another notice. */
+  let failures = 0
+  let noticeSending = false
+  let noticeTimer: ReturnType<typeof setInterval> | null = null
+  const sendNotice = () => {
+    if (unsentSince === null || noticeSending) return
+    noticeSending = true
+    const failed = failures
+    withTimeout(client.publish(prefix + MISSED, `${self} ${unsentSince}`), PUBLISH_TIMEOUT_MS, 'PUBLISH')
+      .then(
+        () => {
+          if (failures !== failed) return
+          unsentSince = null
+          if (noticeTimer !== null) clearInterval(noticeTimer)
+          noticeTimer = null
+        },
+        () => {},
+      )
+      .finally(() => {
+        noticeSending = false
+      })
+  }
+  const unsent = (at: number) => {
+    failures++
+    unsentSince ??= at
+    if (noticeTimer === null) {
+      noticeTimer = setInterval(sendNotice, NOTICE_RETRY_MS)
+      noticeTimer.unref?.()
+    }
+  }
+  client.on('ready', sendNotice)
+
   // Errors surface through the main client's listener; a lost connection reconnects by itself.
   subscriber.on('error', () => {})
   // Also emitted when a connection attempt fails: a boot with Redis away starts out missing messages.
@@ -107,20 +170,20 @@ export function createRedisBus(client: RedisClient, prefix = busPrefix(client)):
         const since = missingSince
         if (since === null || connection !== losses) return
         missingSince = null
-        for (const h of resyncHandlers) {
-          try {
-            h(since)
-          } catch {
-            // One handler's fault must not keep the others stale.
-          }
-        }
+        resync(since)
       },
       () => {},
     )
   })
   return {
     async publish(channel, message) {
-      await withTimeout(client.publish(prefix + channel, message), PUBLISH_TIMEOUT_MS, 'PUBLISH')
+      const at = Date.now()
+      try {
+        await withTimeout(client.publish(prefix + channel, message), PUBLISH_TIMEOUT_MS, 'PUBLISH')
+      } catch (error) {
+        unsent(at)
+        throw error
+      }
     },
     async subscribe(channel, handler) {
       let set = handlers.get(channel)
@@ -134,6 +197,9 @@ export function createRedisBus(client: RedisClient, prefix = busPrefix(client)):
       resyncHandlers.add(handler)
     },
     async close() {
+      client.off('ready', sendNotice)
+      if (noticeTimer !== null) clearInterval(noticeTimer)
+      noticeTimer = null
       handlers.clear()
       resyncHandlers.clear()
       subscriber.disconnect()
