@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis'
+import { Redis, type Cluster } from 'ioredis'
 import type { RedisClient } from '../redis.ts'
 
 /** Broadcast between gateway instances (key invalidation, health). Handlers must be cheap. */
@@ -76,13 +76,108 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
   return Promise.race([promise, late]).finally(() => clearTimeout(timer))
 }
 
+/** Waits before connecting a Cluster's bus to another node after one could not be used: doubled after each failure, up to the max. */
+const RESELECT_MIN_MS = 100
+const RESELECT_MAX_MS = 2000
+
+/** Where a bus subscribes: the connection of the moment, null while there is none. */
+interface SubscriberSource {
+  current(): Redis | null
+  /** The connection once it is ready (now, when it is), or null after `ms` without one. */
+  whenReady(ms: number): Promise<Redis | null>
+  close(): void
+}
+
+/** A single node's (or Sentinel's master's): one connection for good, which reconnects by itself. */
+function nodeSubscriber(client: Redis, wire: (connection: Redis) => void): SubscriberSource {
+  const connection = client.duplicate()
+  wire(connection)
+  return {
+    current: () => connection,
+    whenReady: async () => connection,
+    close: () => connection.disconnect(),
+  }
+}
+
+/**
+ * A Cluster's: a PUBLISH reaches every node of a cluster, so one plain connection to any node,
+ * and once it drops (the node failed, was restarted, the connection was cut) one to a node picked
+ * again from the cluster's current ones. Each is a connection of its own, whose loss the bus sees
+ * as on a single node: ioredis' own cluster subscriber moved to another node without a word, and
+ * what was published in between was lost without the bus ever catching up.
+ */
+function clusterSubscriber(cluster: Cluster, wire: (connection: Redis) => void): SubscriberSource {
+  let connection: Redis | null = null
+  let closed = false
+  let retryMs = RESELECT_MIN_MS
+  let timer: ReturnType<typeof setTimeout> | null = null
+  const waiting = new Set<(connection: Redis | null) => void>()
+  const later = () => {
+    if (closed || timer !== null) return
+    timer = setTimeout(select, retryMs)
+    timer.unref?.()
+    retryMs = Math.min(RESELECT_MAX_MS, retryMs * 2)
+  }
+  function select(): void {
+    timer = null
+    if (closed) return
+    // Known once the cluster client has its slot map; until then, try again shortly.
+    const nodes = cluster.nodes('all')
+    const node = nodes[Math.floor(Math.random() * nodes.length)]
+    if (!node) return later()
+    const next = new Redis({
+      ...cluster.options.redisOptions,
+      host: node.options.host,
+      port: node.options.port,
+      // Not this node again and again: another one is picked on 'end'.
+      retryStrategy: () => null,
+    })
+    connection = next
+    wire(next)
+    next.once('ready', () => {
+      retryMs = RESELECT_MIN_MS
+      for (const resolve of waiting) resolve(next)
+      waiting.clear()
+    })
+    next.once('end', () => {
+      if (connection !== next) return
+      connection = null
+      later()
+    })
+  }
+  select()
+  return {
+    current: () => connection,
+    whenReady(ms) {
+      if (connection?.status === 'ready') return Promise.resolve(connection)
+      const { promise, resolve } = Promise.withResolvers<Redis | null>()
+      const timeout = setTimeout(() => {
+        waiting.delete(settle)
+        resolve(null)
+      }, ms)
+      const settle = (ready: Redis | null) => {
+        clearTimeout(timeout)
+        resolve(ready)
+      }
+      waiting.add(settle)
+      return promise
+    },
+    close() {
+      closed = true
+      if (timer !== null) clearTimeout(timer)
+      connection?.disconnect()
+      connection = null
+      for (const resolve of waiting) resolve(null)
+      waiting.clear()
+    },
+  }
+}
+
 /**
  * Many processes over Redis pub/sub. The publishing instance also receives its own
  * message through Redis, so every instance takes the same code path.
  */
 export function createRedisBus(client: RedisClient, prefix = busPrefix(client)): MessageBus {
-  // A second connection: one in subscriber mode can run no other command.
-  const subscriber = (client as Redis).duplicate()
   const handlers = new Map<string, Set<(m: string) => void>>()
   const resyncHandlers = new Set<(since: number) => void>()
   /** When messages may have started to go missing (ms epoch); null while the subscription holds. */
@@ -105,9 +200,9 @@ export function createRedisBus(client: RedisClient, prefix = busPrefix(client)):
       }
     }
   }
-  subscriber.on('message', (channel: string, message: string) => {
+  const heard = (channel: string, message: string) => {
     for (const h of handlers.get(channel.slice(prefix.length)) ?? []) h(message)
-  })
+  }
 
   // A message this instance could not publish (Redis hung, or this instance cut off from it while
   // the others stay connected) is lost to the others, and nothing of theirs tells them: their
@@ -154,27 +249,31 @@ export function createRedisBus(client: RedisClient, prefix = busPrefix(client)):
   }
   client.on('ready', sendNotice)
 
-  // Errors surface through the main client's listener; a lost connection reconnects by itself.
-  subscriber.on('error', () => {})
-  // Also emitted when a connection attempt fails: a boot with Redis away starts out missing messages.
-  subscriber.on('close', lost)
-  // Subscribe again to every channel whenever the connection becomes ready: this covers a Redis
-  // that was down at boot (the first SUBSCRIBE failed) as well as reconnects. Once every channel
-  // is confirmed on this connection, whoever may have missed messages is told.
-  subscriber.on('ready', () => {
-    const connection = losses
-    const channels = [...handlers.keys()].map((c) => prefix + c)
-    const subscribed = channels.length ? subscriber.subscribe(...channels) : Promise.resolve()
-    subscribed.then(
-      () => {
-        const since = missingSince
-        if (since === null || connection !== losses) return
-        missingSince = null
-        resync(since)
-      },
-      () => {},
-    )
-  })
+  /** What a subscriber connection does: a connection in subscriber mode can run no other command, so it is never the client's own. */
+  const wire = (connection: Redis) => {
+    connection.on('message', heard)
+    // Errors surface through the main client's listener; a lost connection reconnects (or is replaced) by itself.
+    connection.on('error', () => {})
+    // Also emitted when a connection attempt fails: a boot with Redis away starts out missing messages.
+    connection.on('close', lost)
+    // Subscribe again to every channel whenever the connection becomes ready: this covers a Redis
+    // that was down at boot (the first SUBSCRIBE failed) as well as reconnects. Once every channel
+    // is confirmed on this connection, whoever may have missed messages is told.
+    connection.on('ready', () => {
+      const lossesThen = losses
+      const channels = [...handlers.keys()].map((c) => prefix + c)
+      connection.subscribe(...channels).then(
+        () => {
+          const since = missingSince
+          if (since === null || lossesThen !== losses) return
+          missingSince = null
+          resync(since)
+        },
+        () => {},
+      )
+    })
+  }
+  const subscriber = client.isCluster ? clusterSubscriber(client as Cluster, wire) : nodeSubscriber(client as Redis, wire)
   return {
     async publish(channel, message) {
       const at = Date.now()
@@ -191,7 +290,11 @@ export function createRedisBus(client: RedisClient, prefix = busPrefix(client)):
       if (!set) handlers.set(channel, (set = new Set()))
       set.add(handler)
       // With Redis away the subscription is made on the next 'ready'; the boot does not wait for Redis.
-      if (first) await subscriber.subscribe(prefix + channel).catch(missing)
+      if (!first) return
+      // A Cluster's connection is made once the cluster client knows its nodes: waited for once, not again while known to be away.
+      const connection = subscriber.current() ?? (missingSince === null ? await subscriber.whenReady(PUBLISH_TIMEOUT_MS) : null)
+      if (connection) await connection.subscribe(prefix + channel).catch(missing)
+      else missing()
     },
     onResync(handler) {
       resyncHandlers.add(handler)
@@ -202,7 +305,7 @@ export function createRedisBus(client: RedisClient, prefix = busPrefix(client)):
       noticeTimer = null
       handlers.clear()
       resyncHandlers.clear()
-      subscriber.disconnect()
+      subscriber.close()
     },
   }
 }
