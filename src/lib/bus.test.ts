@@ -11,7 +11,7 @@ import { Cluster, Redis } from 'ioredis'
 import { createRedis } from '../redis.ts'
 import { cleanupDir, freePort, redisBinariesForTests, startRedisServer, type RedisProcess } from '../../test/support/redis-procs.ts'
 import { startTcpProxy } from '../../test/support/tcp-proxy.ts'
-import { PUBLISH_TIMEOUT_MS, busPrefix, createLocalBus, createRedisBus, type MessageBus } from './bus.ts'
+import { PUBLISH_TIMEOUT_MS, SUBSCRIBER_PING_MS, busPrefix, createLocalBus, createRedisBus, type MessageBus } from './bus.ts'
 
 const haveRedis = redisBinariesForTests('src/lib/bus.test.ts')
 
@@ -164,6 +164,24 @@ describe.skipIf(!haveRedis)('the Redis bus', () => {
     expect(cutOff.resyncs.length).toBe(1)
     expect(other.resyncs.length).toBe(1)
   })
+
+  test('a subscriber connection that went silent (no reset: a peer gone, a firewall that dropped it) is found out and replaced, and asks for a resync', async () => {
+    const proxy = startTcpProxy(redis.port)
+    opened.push(async () => proxy.stop())
+    const { got, resyncs } = await open(`redis://127.0.0.1:${proxy.port}`)
+    await raw.publish('sluice:t', 'heard')
+    await until(() => got.includes('heard'), 'a message before the stall')
+
+    const stalledAt = Date.now()
+    proxy.stall()
+    await raw.publish('sluice:t', 'lost')
+    // TCP keepalive alone finds nothing (the relay's end answers its probes), and a dead peer only after minutes.
+    await until(() => resyncs.length === 1, 'the resync after the stall', SUBSCRIBER_PING_MS + PUBLISH_TIMEOUT_MS + 5000)
+    expect(got).not.toContain('lost')
+    expect(resyncs[0]).toBeGreaterThanOrEqual(stalledAt - SUBSCRIBER_PING_MS)
+    await raw.publish('sluice:t', 'after')
+    await until(() => got.includes('after'), 'a message on the new connection')
+  }, 30_000)
 
   test('deployments on different database indexes of one server do not hear each other; database 0 keeps the prefix sluice:', async () => {
     const zero = await open(`${redis.url}/0`)

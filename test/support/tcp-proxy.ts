@@ -12,6 +12,12 @@ export interface TcpProxy {
   cut(): void
   /** Listen again on the same port. */
   restore(): void
+  /**
+   * Stop relaying on the connections open now, in both directions, without closing them (a peer
+   * gone without a word, a firewall or NAT that dropped the connection): what is sent on them goes
+   * nowhere and nothing comes back. New connections are relayed as before.
+   */
+  stall(): void
   /** Cut, for good. */
   stop(): void
 }
@@ -51,6 +57,7 @@ function flush(socket: Socket<Side>): void {
 /** Relay `127.0.0.1:<free port>` to `127.0.0.1:targetPort`. */
 export function startTcpProxy(targetPort: number): TcpProxy {
   const open = new Set<Socket<Side>>()
+  const stalled = new WeakSet<Socket<Side>>()
   const closeBoth = (socket: Socket<Side>) => {
     open.delete(socket)
     const peer = socket.data.peer
@@ -63,6 +70,7 @@ export function startTcpProxy(targetPort: number): TcpProxy {
   }
   const handlers = {
     data(socket: Socket<Side>, bytes: Buffer) {
+      if (stalled.has(socket)) return
       const copy = new Uint8Array(bytes)
       if (socket.data.peer) send(socket.data.peer, copy)
       else socket.data.early.push(copy)
@@ -111,6 +119,9 @@ export function startTcpProxy(targetPort: number): TcpProxy {
     cut,
     restore() {
       listener ??= listen(port)
+    },
+    stall() {
+      for (const socket of open) stalled.add(socket)
     },
     stop: cut,
   }
