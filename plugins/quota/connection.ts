@@ -80,9 +80,11 @@ export class NativeConnection implements ScriptConnection {
   private retryMs = RECONNECT_MIN_MS
   private retryTimer: ReturnType<typeof setTimeout> | null = null
   private readonly waiting: (() => void)[] = []
+  /** A call timed out and whether the connection is dead is being found out. */
+  private probing = false
 
   constructor(
-    url: string,
+    private readonly url: string,
     readonly timeoutMs: number,
     private readonly onError: (error: unknown) => void = () => {},
   ) {
@@ -144,7 +146,10 @@ export class NativeConnection implements ScriptConnection {
     }
     const reply = this.client.send(command, out as string[]) as Promise<unknown>
     return new Promise<unknown>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new TimedOutError(`Redis did not answer ${command} within ${this.timeoutMs} ms`, reply)), this.timeoutMs)
+      const timer = setTimeout(() => {
+        reject(new TimedOutError(`Redis did not answer ${command} within ${this.timeoutMs} ms`, reply))
+        this.probe()
+      }, this.timeoutMs)
       reply.then(
         (value) => {
           clearTimeout(timer)
@@ -156,6 +161,36 @@ export class NativeConnection implements ScriptConnection {
         },
       )
     })
+  }
+
+  /**
+   * After a call timed out: a connection that died without a reset (its peer gone, a firewall or
+   * NAT that dropped it) is closed by no one, and every call on it times out until TCP gives up
+   * on it, many minutes later if ever, while Redis answers any other connection. So this one and a
+   * new one are asked PING: when the new one answers within the timeout and this one does not,
+   * this one is dead, and is closed to be made again (its calls in flight will never be answered).
+   * When neither answers, Redis itself is slow or away: the connection stays, and the late replies
+   * of its calls still come (what a call that timed out did is learned from them).
+   */
+  private probe(): void {
+    if (this.probing || this.closed || !this.client.connected) return
+    this.probing = true
+    const fresh = new NativeRedis(this.url, { enableOfflineQueue: false, autoReconnect: false, connectionTimeout: this.timeoutMs })
+    const answers = (ping: () => Promise<unknown>): Promise<boolean> =>
+      Promise.race([ping().then((reply) => reply === 'PONG', () => false), Bun.sleep(this.timeoutMs).then(() => false)])
+    const current = this.client
+    void Promise.all([answers(() => current.send('PING', [])), answers(() => fresh.connect().then(() => fresh.send('PING', [])))])
+      .then(([alive, reachable]) => {
+        if (!alive && reachable && !this.closed && this.client.connected) {
+          this.onError(new Error(`the Redis connection answered nothing for ${this.timeoutMs} ms while a new one did; it is made again`))
+          // Its onclose reconnects.
+          this.client.close()
+        }
+      })
+      .finally(() => {
+        this.probing = false
+        fresh.close()
+      })
   }
 
   evalsha(sha: string, args: readonly ScriptArg[]): Promise<unknown> {
