@@ -13,7 +13,44 @@ export type RedisClient = Redis | Cluster
 export function createRedis(url: string, onError: (error: Error) => void = () => {}): RedisClient {
   const client = connect(url)
   client.on('error', onError)
+  // A Cluster's client drops and makes its node connections itself, on its slot refreshes.
+  if (!(client instanceof Cluster)) watchConnection(client)
   return client
+}
+
+/** How often a watched connection is asked PING (watchConnection). */
+export const PING_EVERY_MS = 5000
+/** How long a watched connection has to answer PING before it is dropped and made again. */
+export const PING_TIMEOUT_MS = 2000
+
+/**
+ * Ask `connection` PING every PING_EVERY_MS while it is ready; one that does not answer within
+ * PING_TIMEOUT_MS is dropped, and it reconnects by itself (or is replaced: its 'close' says so).
+ * Nothing else finds out about a connection that died without a reset (its peer gone, a firewall
+ * or NAT that dropped it): every command on it waits, and TCP gives up on it after many minutes,
+ * if ever (never behind a relay or proxy that keeps answering). Meanwhile /ready answered 503 and
+ * no message went out, while Redis answered any new connection. A Redis that hangs is dropped
+ * too; the commands in flight fail, as they would by their own timeouts. Stops at the connection's 'end'.
+ */
+export function watchConnection(connection: Redis): void {
+  let asking = false
+  const timer = setInterval(() => {
+    if (asking || connection.status !== 'ready') return
+    asking = true
+    let late: ReturnType<typeof setTimeout> | undefined
+    const timedOut = new Promise<false>((resolve) => (late = setTimeout(resolve, PING_TIMEOUT_MS, false)))
+    Promise.race([connection.ping().then(() => true, () => true), timedOut])
+      .then((answered) => {
+        // Destroyed, not ended: an end waits for a peer that may be gone.
+        if (!answered && connection.status === 'ready') connection.stream.destroy()
+      })
+      .finally(() => {
+        clearTimeout(late)
+        asking = false
+      })
+  }, PING_EVERY_MS)
+  timer.unref?.()
+  connection.once('end', () => clearInterval(timer))
 }
 
 /** `host`, `host:port`, `[ipv6]` or `[ipv6]:port`. */

@@ -8,10 +8,10 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test'
 import { Cluster, Redis } from 'ioredis'
-import { createRedis } from '../redis.ts'
+import { PING_EVERY_MS, PING_TIMEOUT_MS, createRedis } from '../redis.ts'
 import { cleanupDir, freePort, redisBinariesForTests, startRedisServer, type RedisProcess } from '../../test/support/redis-procs.ts'
 import { startTcpProxy } from '../../test/support/tcp-proxy.ts'
-import { PUBLISH_TIMEOUT_MS, SUBSCRIBER_PING_MS, busPrefix, createLocalBus, createRedisBus, type MessageBus } from './bus.ts'
+import { PUBLISH_TIMEOUT_MS, busPrefix, createLocalBus, createRedisBus, type MessageBus } from './bus.ts'
 
 const haveRedis = redisBinariesForTests('src/lib/bus.test.ts')
 
@@ -176,9 +176,9 @@ describe.skipIf(!haveRedis)('the Redis bus', () => {
     proxy.stall()
     await raw.publish('sluice:t', 'lost')
     // TCP keepalive alone finds nothing (the relay's end answers its probes), and a dead peer only after minutes.
-    await until(() => resyncs.length === 1, 'the resync after the stall', SUBSCRIBER_PING_MS + PUBLISH_TIMEOUT_MS + 5000)
+    await until(() => resyncs.length === 1, 'the resync after the stall', PING_EVERY_MS + PING_TIMEOUT_MS + 5000)
     expect(got).not.toContain('lost')
-    expect(resyncs[0]).toBeGreaterThanOrEqual(stalledAt - SUBSCRIBER_PING_MS)
+    expect(resyncs[0]).toBeGreaterThanOrEqual(stalledAt - PING_EVERY_MS)
     await raw.publish('sluice:t', 'after')
     await until(() => got.includes('after'), 'a message on the new connection')
   }, 30_000)

@@ -1,5 +1,5 @@
 import { Redis, type Cluster } from 'ioredis'
-import type { RedisClient } from '../redis.ts'
+import { watchConnection, type RedisClient } from '../redis.ts'
 
 /** Broadcast between gateway instances (key invalidation, health). Handlers must be cheap. */
 export interface MessageBus {
@@ -59,13 +59,6 @@ export function busPrefix(client: RedisClient): string {
  * other instances, a revoke included, until Redis answered again.
  */
 export const PUBLISH_TIMEOUT_MS = 2000
-/**
- * How often a subscriber connection is asked PING. It only listens: one that died without a reset
- * (its peer gone, a firewall or NAT that dropped it) looked healthy while every message was lost,
- * until TCP keepalive gave up on it after minutes, if ever. One that does not answer within
- * PUBLISH_TIMEOUT_MS is dropped and made again, and the bus catches up (onResync).
- */
-export const SUBSCRIBER_PING_MS = 5000
 /** How often an instance whose messages did not go out tries again to tell the others to catch up. */
 const NOTICE_RETRY_MS = 1000
 /**
@@ -263,24 +256,9 @@ export function createRedisBus(client: RedisClient, prefix = busPrefix(client)):
     connection.on('error', () => {})
     // Also emitted when a connection attempt fails: a boot with Redis away starts out missing messages.
     connection.on('close', lost)
-    let pinging = false
-    const heartbeat = setInterval(() => {
-      if (pinging || connection.status !== 'ready') return
-      pinging = true
-      withTimeout(connection.ping(), PUBLISH_TIMEOUT_MS, 'PING')
-        .then(
-          () => {},
-          () => {
-            // Destroyed, not ended: an end waits on a peer that may be gone. Its 'close' reconnects (or replaces it).
-            if (connection.status === 'ready') connection.stream.destroy()
-          },
-        )
-        .finally(() => {
-          pinging = false
-        })
-    }, SUBSCRIBER_PING_MS)
-    heartbeat.unref?.()
-    connection.once('end', () => clearInterval(heartbeat))
+    // It only listens: one that died without a reset lost every message while it looked healthy.
+    // Dropped and made again, its 'close' and 'ready' make the bus catch up.
+    watchConnection(connection)
     // Subscribe again to every channel whenever the connection becomes ready: this covers a Redis
     // that was down at boot (the first SUBSCRIBE failed) as well as reconnects. Once every channel
     // is confirmed on this connection, whoever may have missed messages is told.
