@@ -13,8 +13,8 @@ export type RedisClient = Redis | Cluster
 export function createRedis(url: string, onError: (error: Error) => void = () => {}): RedisClient {
   const client = connect(url)
   client.on('error', onError)
-  // A Cluster's client drops and makes its node connections itself, on its slot refreshes.
-  if (!(client instanceof Cluster)) watchConnection(client)
+  if (client instanceof Cluster) watchClusterNodes(client)
+  else watchConnection(client)
   return client
 }
 
@@ -39,7 +39,8 @@ export function watchConnection(connection: Redis): void {
     asking = true
     let late: ReturnType<typeof setTimeout> | undefined
     const timedOut = new Promise<false>((resolve) => (late = setTimeout(resolve, PING_TIMEOUT_MS, false)))
-    Promise.race([connection.ping().then(() => true, () => true), timedOut])
+    // A rejection is no answer either: the client's own command timeout, or the connection closing (then no longer 'ready').
+    Promise.race([connection.ping().then(() => true, () => false), timedOut])
       .then((answered) => {
         // Destroyed, not ended: an end waits for a peer that may be gone.
         if (!answered && connection.status === 'ready') connection.stream.destroy()
@@ -51,6 +52,16 @@ export function watchConnection(connection: Redis): void {
   }, PING_EVERY_MS)
   timer.unref?.()
   connection.once('end', () => clearInterval(timer))
+}
+
+/**
+ * Watch every node connection of a Cluster client (watchConnection), those it makes later too. One
+ * that is dropped ends (a Cluster's node connections do not reconnect by themselves), and the
+ * client connects to that node again for the next command on its slots.
+ */
+export function watchClusterNodes(cluster: Cluster): void {
+  for (const node of cluster.nodes('all')) watchConnection(node)
+  cluster.on('+node', (node: Redis) => watchConnection(node))
 }
 
 /** `host`, `host:port`, `[ipv6]` or `[ipv6]:port`. */

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox'
 import type { Cluster, Redis } from 'ioredis'
-import type { RedisClient } from '../../src/redis.ts'
+import { watchClusterNodes, watchConnection, type RedisClient } from '../../src/redis.ts'
 import type { BudgetRefusal } from '../../src/services.ts'
 import { definePlugin, type GatewayRequest, type Identity } from '../../src/plugin.ts'
 import { GatewayError } from '../../src/errors.ts'
@@ -353,10 +353,15 @@ async function redisStore(connections: ScriptConnection[]): Promise<RedisStore> 
  */
 function failFastClient(redis: RedisClient, timeoutMs: number): RedisClient {
   const node = { maxRetriesPerRequest: 0, commandTimeout: timeoutMs }
+  // Watched as the gateway's own client is: a connection that went silent timed out every call on it.
   if (redis.isCluster) {
-    return (redis as Cluster).duplicate([], { enableOfflineQueue: false, enableAutoPipelining: true, redisOptions: node })
+    const cluster = (redis as Cluster).duplicate([], { enableOfflineQueue: false, enableAutoPipelining: true, redisOptions: node })
+    watchClusterNodes(cluster)
+    return cluster
   }
-  return (redis as Redis).duplicate({ ...node, enableOfflineQueue: false, enableAutoPipelining: true })
+  const single = (redis as Redis).duplicate({ ...node, enableOfflineQueue: false, enableAutoPipelining: true })
+  watchConnection(single)
+  return single
 }
 
 interface Attributes {
