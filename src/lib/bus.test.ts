@@ -11,7 +11,7 @@ import { Cluster, Redis } from 'ioredis'
 import { PING_EVERY_MS, PING_TIMEOUT_MS, createRedis } from '../redis.ts'
 import { cleanupDir, freePort, redisBinariesForTests, startRedisServer, type RedisProcess } from '../../test/support/redis-procs.ts'
 import { startTcpProxy } from '../../test/support/tcp-proxy.ts'
-import { PUBLISH_TIMEOUT_MS, busPrefix, createLocalBus, createRedisBus, type MessageBus } from './bus.ts'
+import { NOTICE_COALESCE_MS, PUBLISH_TIMEOUT_MS, busPrefix, createLocalBus, createRedisBus, type MessageBus } from './bus.ts'
 
 const haveRedis = redisBinariesForTests('src/lib/bus.test.ts')
 
@@ -163,6 +163,16 @@ describe.skipIf(!haveRedis)('the Redis bus', () => {
     await Bun.sleep(300)
     expect(cutOff.resyncs.length).toBe(1)
     expect(other.resyncs.length).toBe(1)
+  })
+
+  test('notices from many instances at once make one resync, from the earliest time they name', async () => {
+    const { resyncs } = await open()
+    // After a Redis outage every instance whose messages did not go out sends one, within a second or two:
+    // each cleared the key caches of all the others again, a burst of database reads per notice.
+    for (const [instance, since] of [['other-1', 3000], ['other-2', 1000], ['other-3', 2000]] as const) await raw.publish('sluice:bus.missed', `${instance} ${since}`)
+    await until(() => resyncs.length === 1, 'the resync')
+    await Bun.sleep(NOTICE_COALESCE_MS + 300)
+    expect(resyncs).toEqual([1000])
   })
 
   test('a subscriber connection that went silent (no reset: a peer gone, a firewall that dropped it) is found out and replaced, and asks for a resync', async () => {

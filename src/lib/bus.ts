@@ -59,6 +59,12 @@ export function busPrefix(client: RedisClient): string {
  * other instances, a revoke included, until Redis answered again.
  */
 export const PUBLISH_TIMEOUT_MS = 2000
+/**
+ * Notices heard within this time of the first make one resync, from the earliest time they name:
+ * after an outage every instance whose messages did not go out sends one, within a second or two,
+ * and each resync drops the whole key cache (a burst of database reads).
+ */
+export const NOTICE_COALESCE_MS = 1000
 /** How often an instance whose messages did not go out tries again to tell the others to catch up. */
 const NOTICE_RETRY_MS = 1000
 /**
@@ -208,10 +214,21 @@ export function createRedisBus(client: RedisClient, prefix = busPrefix(client)):
   // the others stay connected) is lost to the others, and nothing of theirs tells them: their
   // connections never dropped. Once this instance reaches Redis again it tells them to catch up.
   const self = crypto.randomUUID()
+  /** The earliest time the notices heard in the current window name; null when no window is open. */
+  let noticedSince: number | null = null
+  let noticeWindow: ReturnType<typeof setTimeout> | null = null
   const heardNotice = (message: string) => {
     const space = message.indexOf(' ')
     const since = Number(message.slice(space + 1))
-    if (space > 0 && message.slice(0, space) !== self && Number.isFinite(since)) resync(since)
+    if (space <= 0 || message.slice(0, space) === self || !Number.isFinite(since)) return
+    noticedSince = Math.min(noticedSince ?? since, since)
+    noticeWindow ??= setTimeout(() => {
+      const from = noticedSince
+      noticedSince = null
+      noticeWindow = null
+      if (from !== null) resync(from)
+    }, NOTICE_COALESCE_MS)
+    noticeWindow.unref?.()
   }
   // Subscribed with the others on every 'ready'.
   handlers.set(MISSED, new Set([heardNotice]))
@@ -305,7 +322,9 @@ export function createRedisBus(client: RedisClient, prefix = busPrefix(client)):
     async close() {
       client.off('ready', sendNotice)
       if (noticeTimer !== null) clearInterval(noticeTimer)
+      if (noticeWindow !== null) clearTimeout(noticeWindow)
       noticeTimer = null
+      noticeWindow = null
       handlers.clear()
       resyncHandlers.clear()
       subscriber.close()
