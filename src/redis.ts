@@ -37,22 +37,36 @@ export function watchConnection(connection: Redis): void {
   const timer = setInterval(() => {
     if (asking || connection.status !== 'ready') return
     asking = true
-    let late: ReturnType<typeof setTimeout> | undefined
-    const timedOut = new Promise<false>((resolve) => (late = setTimeout(resolve, PING_TIMEOUT_MS, false)))
-    // A rejection is no answer either: the client's own command timeout, or the connection closing (then no longer 'ready').
-    Promise.race([connection.ping().then(() => true, () => false), timedOut])
-      .then((answered) => {
-        // Destroyed, not ended: an end waits for a peer that may be gone.
-        if (!answered && connection.status === 'ready') connection.stream.destroy()
-      })
-      .finally(() => {
-        clearTimeout(late)
+    let answered = false
+    // The connection asked: one made again since (it dropped and reconnected) is not judged by this PING.
+    const stream = connection.stream
+    // A rejection is no answer: the client's own command timeout, or the connection closing (then no longer 'ready').
+    connection.ping().then(
+      () => (answered = true),
+      () => {},
+    )
+    const check = (armed: number, wait: number): void => {
+      const pending = setTimeout(() => {
+        if (answered || connection.status !== 'ready' || connection.stream !== stream) {
+          asking = false
+          return
+        }
+        // Late itself: the event loop was held (a long task), and the answer may be waiting to be read. Look once more.
+        if (performance.now() - armed > wait + LATE_CHECK_MS) return check(performance.now(), LATE_CHECK_MS)
         asking = false
-      })
+        // Destroyed, not ended: an end waits for a peer that may be gone.
+        connection.stream.destroy()
+      }, wait)
+      pending.unref?.()
+    }
+    check(performance.now(), PING_TIMEOUT_MS)
   }, PING_EVERY_MS)
   timer.unref?.()
   connection.once('end', () => clearInterval(timer))
 }
+
+/** How late a watchConnection check may fire before it takes the event loop, not the connection, for slow. */
+const LATE_CHECK_MS = 250
 
 /**
  * Watch every node connection of a Cluster client (watchConnection), those it makes later too. One
