@@ -82,6 +82,8 @@ export class NativeConnection implements ScriptConnection {
   private readonly waiting: (() => void)[] = []
   /** A call timed out and whether the connection is dead is being found out. */
   private probing = false
+  /** Counts connects: a probe judges the connection it began on, not one made since. */
+  private connects = 0
 
   constructor(
     private readonly url: string,
@@ -95,6 +97,7 @@ export class NativeConnection implements ScriptConnection {
       connectionTimeout: Math.max(timeoutMs, 1000),
     })
     this.client.onconnect = () => {
+      this.connects++
       this.retryMs = RECONNECT_MIN_MS
       for (const resolve of this.waiting.splice(0)) resolve()
     }
@@ -179,9 +182,10 @@ export class NativeConnection implements ScriptConnection {
     const answers = (ping: () => Promise<unknown>): Promise<boolean> =>
       Promise.race([ping().then((reply) => reply === 'PONG', () => false), Bun.sleep(this.timeoutMs).then(() => false)])
     const current = this.client
+    const connection = this.connects
     void Promise.all([answers(() => current.send('PING', [])), answers(() => fresh.connect().then(() => fresh.send('PING', [])))])
       .then(([alive, reachable]) => {
-        if (!alive && reachable && !this.closed && this.client.connected) {
+        if (!alive && reachable && !this.closed && this.client.connected && this.connects === connection) {
           this.onError(new Error(`the Redis connection answered nothing for ${this.timeoutMs} ms while a new one did; it is made again`))
           // Its onclose reconnects.
           this.client.close()
