@@ -64,7 +64,7 @@ beforeAll(async () => {
         const body = new ReadableStream<Uint8Array>({
           async start(controller) {
             controller.enqueue(new TextEncoder().encode(': thinking\n\n'))
-            await Bun.sleep(150)
+            await Bun.sleep(1500)
             controller.enqueue(new TextEncoder().encode(WHOLE))
             controller.close()
           },
@@ -120,9 +120,10 @@ describe('an OpenAI-compatible stream whose first event is an error', () => {
   })
 
   test('a stream whose first event comes after the wait for it is passed on whole (a reasoning model is not cut for thinking)', async () => {
-    // first_byte_ms 60: the wait for the first event is at most half of it, the event comes at 150 ms.
+    // first_byte_ms 1000: the wait for the first event is at most half of it, the event comes at 1500 ms
+    // (room to spare on a busy machine, where 60 and 150 ms were cut as a timeout once).
     const quick = await startGateway({
-      providers: [{ id: 'up', type: 'openai-compatible', baseUrl: `http://127.0.0.1:${upstream.port}/v1`, keys: [{ id: 'good', secret: GOOD }], timeouts: { first_byte_ms: 60 } }],
+      providers: [{ id: 'up', type: 'openai-compatible', baseUrl: `http://127.0.0.1:${upstream.port}/v1`, keys: [{ id: 'good', secret: GOOD }], timeouts: { first_byte_ms: 1000 } }],
       models: [{ name: 'thinking', targets: [{ provider: 'up', model: 'thinking' }] }],
       plugins: [],
     })
@@ -225,7 +226,8 @@ describe('an Anthropic-format stream whose first event comes late (a proxy that 
           new ReadableStream<Uint8Array>({
             async start(controller) {
               controller.enqueue(new TextEncoder().encode(': thinking\n\n'))
-              await Bun.sleep(150)
+              // Past the wait for the first event (half of first_byte_ms), with room to spare on a busy machine.
+              await Bun.sleep(1500)
               controller.enqueue(new TextEncoder().encode(events))
               controller.close()
             },
@@ -234,7 +236,7 @@ describe('an Anthropic-format stream whose first event comes late (a proxy that 
         ),
     })
     const gw = await startGateway({
-      providers: [{ id: 'claude', type: 'anthropic', baseUrl: `http://127.0.0.1:${server.port}`, keys: [{ id: 'an-1', secret: 'sk-ant-upstream-0123456789' }], timeouts: { first_byte_ms: 60 } }],
+      providers: [{ id: 'claude', type: 'anthropic', baseUrl: `http://127.0.0.1:${server.port}`, keys: [{ id: 'an-1', secret: 'sk-ant-upstream-0123456789' }], timeouts: { first_byte_ms: 1000 } }],
       models: [{ name: 'claude-test', targets: [{ provider: 'claude', model: 'claude-x' }] }],
       plugins: [],
     })
