@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { main as runSingleConfiguration } from './http/run.ts'
 import { hasWrk } from './http/wrk.ts'
-import { estimateMatrixS, planMatrix, runMatrix } from './suite/http.ts'
+import { TARGET_LABELS, estimateMatrixS, planMatrix, runMatrix } from './suite/http.ts'
 import { runKeys100k, type Keys100kResult } from './suite/keys100k.ts'
 import { microFiles, runMicro, type MicroRun } from './suite/micro.ts'
 import { USAGE, parseOptions, type SuiteOptions } from './suite/options.ts'
@@ -148,6 +148,9 @@ async function main(argv: string[]): Promise<number> {
           const m = await runMatrix(o, stack, { mock, redisUrl, redisPid, adminKey })
           matrix = { rows: summarize(m.samples), samples: m.samples, verified: m.verified }
           notes.push(...m.notes)
+          for (const row of matrix.rows) {
+            if (row.invalid !== null) notes.push(`**not valid**: ${row.scenario}/${row.mode} ${TARGET_LABELS[row.target] ?? row.target} had ${row.invalid}; its numbers are not a measurement of that target and no ratio or verdict is read from them`)
+          }
         } catch (error) {
           fail('HTTP matrix', error)
         } finally {

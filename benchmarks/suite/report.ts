@@ -40,6 +40,22 @@ export interface MatrixRow {
   cpuVsRaw: number | null
   /** Median p50 minus mock-direct's (fixed rate): the latency the hop adds. */
   addedP50Ms: number | null
+  /**
+   * Why the row's numbers are not a measurement of what its label says, or null: answers with
+   * another status than the scenario's (or invalid bodies) and socket errors, timeouts, drops. A
+   * fast row of 401s or resets is not throughput; its ratios, and those priced against it, are left out.
+   */
+  invalid: string | null
+}
+
+/**
+ * Why a row is not valid, from its wrong answers and errors; null when it is. In the 429 scenario a
+ * 200 is the key's refill (one request a minute), so only errors count there.
+ */
+export function invalidity(r: Pick<MatrixRow, 'scenario' | 'wrong' | 'errors'>): string | null {
+  const wrong = r.scenario === 'limited' ? 0 : r.wrong
+  if (wrong === 0 && r.errors === 0) return null
+  return `${r.wrong} wrong answer(s), ${r.errors} error(s)`
 }
 
 export function summarize(samples: readonly Sample[]): MatrixRow[] {
@@ -68,10 +84,14 @@ export function summarize(samples: readonly Sample[]): MatrixRow[] {
       rpsVsRaw: null,
       cpuVsRaw: null,
       addedP50Ms: null,
+      invalid: null,
     })
   }
+  for (const r of rows) r.invalid = invalidity(r)
   for (const r of rows) {
-    const peer = (t: string) => rows.find((x) => x.scenario === r.scenario && x.mode === r.mode && x.target === t)
+    // A ratio needs both of its rows valid: against a failing baseline it is as wrong as from a failing row.
+    const peer = (t: string) => rows.find((x) => x.scenario === r.scenario && x.mode === r.mode && x.target === t && x.invalid === null)
+    if (r.invalid !== null) continue
     const raw = peer('raw')
     const mock = peer('mock')
     if (raw !== undefined && r.mode === 'concurrency') r.rpsVsRaw = r.rps.median / raw.rps.median
@@ -116,7 +136,7 @@ export function matrixTable(rows: readonly MatrixRow[], load: { connections: num
     rows
       .map(
         (r) =>
-          `| ${SCENARIO_LABELS[r.scenario]} | ${r.mode === 'concurrency' ? `${load.connections} conns` : `${load.rate} req/s`} | ${TARGET_LABELS[r.target] ?? r.target} | ${cell(r.rps, 0)} | ${cell(r.p50Ms, 2)} | ${cell(r.p99Ms, 2)} | ${cell(r.cpuUsPerReq, 0)} | ${(r.redisCpuUsPerReq ?? null) === null ? '—' : cell(r.redisCpuUsPerReq!, 0)} | ${cell(r.peakRssMb, 0)} | ${r.wrong} / ${r.errors} | ${ratio(r.rpsVsRaw)} | ${ratio(r.cpuVsRaw)} | ${signedMs(r.addedP50Ms)} |`,
+          `| ${SCENARIO_LABELS[r.scenario]} | ${r.mode === 'concurrency' ? `${load.connections} conns` : `${load.rate} req/s`} | ${TARGET_LABELS[r.target] ?? r.target}${r.invalid === null ? '' : ' **(not valid)**'} | ${cell(r.rps, 0)} | ${cell(r.p50Ms, 2)} | ${cell(r.p99Ms, 2)} | ${cell(r.cpuUsPerReq, 0)} | ${(r.redisCpuUsPerReq ?? null) === null ? '—' : cell(r.redisCpuUsPerReq!, 0)} | ${cell(r.peakRssMb, 0)} | ${r.invalid === null ? `${r.wrong} / ${r.errors}` : `**${r.wrong} / ${r.errors}**`} | ${ratio(r.rpsVsRaw)} | ${ratio(r.cpuVsRaw)} | ${signedMs(r.addedP50Ms)} |`,
       )
       .join('\n') +
     '\n'
@@ -138,6 +158,10 @@ export function deltaTable(rows: readonly MatrixRow[]): string | null {
         continue
       }
       any = true
+      if (row.invalid !== null || base.invalid !== null) {
+        cells.push('not valid', 'not valid')
+        continue
+      }
       cells.push(ratio(row.rps.median / base.rps.median), `${row.cpuUsPerReq.median - base.cpuUsPerReq.median >= 0 ? '+' : ''}${num(row.cpuUsPerReq.median - base.cpuUsPerReq.median, 0)}`)
     }
     if (any) lines.push(`| ${TARGET_LABELS[plugin]} | ${TARGET_LABELS[ref]} | ${cells.join(' | ')} |`)
@@ -157,8 +181,10 @@ export function peerTable(rows: readonly MatrixRow[]): string | null {
       if (row === undefined) continue
       const pkRate = get('portkey', 'rate')
       const rowRate = get(t, 'rate')
+      const valid = row.invalid === null && pk.invalid === null
+      const rateValid = rowRate !== undefined && pkRate !== undefined && rowRate.invalid === null && pkRate.invalid === null
       lines.push(
-        `| ${SCENARIO_LABELS[scenario]} | ${TARGET_LABELS[t]} | ${num(row.rps.median, 0)} | ${num(pk.rps.median, 0)} | ${ratio(row.rps.median / pk.rps.median)} | ${num(row.cpuUsPerReq.median, 0)} / ${num(pk.cpuUsPerReq.median, 0)} | ${rowRate && pkRate ? `${num(rowRate.p50Ms.median, 2)} / ${num(pkRate.p50Ms.median, 2)}` : '—'} |`,
+        `| ${SCENARIO_LABELS[scenario]} | ${TARGET_LABELS[t]} | ${num(row.rps.median, 0)} | ${num(pk.rps.median, 0)} | ${valid ? ratio(row.rps.median / pk.rps.median) : 'not valid'} | ${num(row.cpuUsPerReq.median, 0)} / ${num(pk.cpuUsPerReq.median, 0)} | ${rowRate && pkRate ? (rateValid ? `${num(rowRate.p50Ms.median, 2)} / ${num(pkRate.p50Ms.median, 2)}` : 'not valid') : '—'} |`,
       )
     }
   }
@@ -228,33 +254,52 @@ export interface TargetVerdict {
 
 export function evaluateTargets(rows: readonly MatrixRow[], micro: readonly MicroRun[], keys: Keys100kResult | null): TargetVerdict[] {
   const get = (s: ScenarioId, m: Mode, t: string) => rows.find((r) => r.scenario === s && r.mode === m && r.target === t)
+  // A verdict read from a row with wrong answers or errors (or priced against one) is no verdict.
+  const notValid = (...cells: Array<MatrixRow | undefined>): string | null => {
+    const bad = cells.filter((r): r is MatrixRow => r !== undefined && r.invalid !== null)
+    return bad.length === 0 ? null : `not valid: ${bad.map((r) => `${TARGET_LABELS[r.target] ?? r.target} had ${r.invalid}`).join('; ')}`
+  }
   const out: TargetVerdict[] = []
   for (const [scenario, limit, what] of [
     ['chat', 0.7, 'non-streaming'],
     ['stream', 0.6, 'streaming'],
   ] as const) {
+    const name = `full stack ≥ ${limit.toFixed(2)}× raw proxy, ${what} (req/s, fixed concurrency)`
     const full = get(scenario, 'concurrency', 'full')
+    const raw = get(scenario, 'concurrency', 'raw')
+    const problem = notValid(full, raw)
+    if (problem !== null) {
+      out.push({ name, measured: problem, met: null })
+      continue
+    }
     const r = full?.rpsVsRaw ?? null
     // Also against the raw proxy run with the gateway's allocator setting (src/lib/memory.ts): like for like.
     const tuned = get(scenario, 'concurrency', 'rawalloc')
-    const alike = full && tuned ? ` (×${(full.rps.median / tuned.rps.median).toFixed(2)} vs the raw proxy with MIMALLOC_PURGE_DELAY=-1)` : ''
+    const alike = full && tuned && tuned.invalid === null ? ` (×${(full.rps.median / tuned.rps.median).toFixed(2)} vs the raw proxy with MIMALLOC_PURGE_DELAY=-1)` : ''
     // The default profile is what the verdict is on; the lean profile's figure shows what its memory costs.
     const lean = get(scenario, 'concurrency', 'lean')?.rpsVsRaw ?? null
     const leanText = lean === null ? '' : `; SLUICE_MEMORY=lean ×${lean.toFixed(2)}`
-    out.push({ name: `full stack ≥ ${limit.toFixed(2)}× raw proxy, ${what} (req/s, fixed concurrency)`, measured: r === null ? 'not measured' : `×${r.toFixed(2)}${alike}${leanText}`, met: r === null ? null : r >= limit })
+    out.push({ name, measured: r === null ? 'not measured' : `×${r.toFixed(2)}${alike}${leanText}`, met: r === null ? null : r >= limit })
   }
   for (const scenario of ['chat', 'stream'] as const) {
+    const name = `full stack ≥ 4× Portkey, ${scenario} (req/s, fixed concurrency)`
     const full = get(scenario, 'concurrency', 'full')
     const pk = get(scenario, 'concurrency', 'portkey')
+    const problem = notValid(full, pk)
+    if (problem !== null) {
+      out.push({ name, measured: problem, met: null })
+      continue
+    }
     const r = full && pk ? full.rps.median / pk.rps.median : null
-    out.push({ name: `full stack ≥ 4× Portkey, ${scenario} (req/s, fixed concurrency)`, measured: r === null ? 'not measured' : `×${r.toFixed(2)}`, met: r === null ? null : r >= 4 })
+    out.push({ name, measured: r === null ? 'not measured' : `×${r.toFixed(2)}`, met: r === null ? null : r >= 4 })
   }
-  const added = get('chat', 'rate', 'full')?.addedP50Ms ?? null
   const rateRow = get('chat', 'rate', 'full')
+  const rateProblem = notValid(rateRow, get('chat', 'rate', 'mock'))
+  const added = rateRow?.addedP50Ms ?? null
   out.push({
     name: 'full stack adds < 0.25 ms p50 over the mock direct, chat at a fixed rate',
-    measured: added === null ? 'not measured' : `${added >= 0 ? '+' : ''}${added.toFixed(3)} ms${rateRow ? ` (p50 ${rateRow.p50Ms.median.toFixed(2)} ms)` : ''}`,
-    met: added === null ? null : added < 0.25,
+    measured: rateProblem ?? (added === null ? 'not measured' : `${added >= 0 ? '+' : ''}${added.toFixed(3)} ms${rateRow ? ` (p50 ${rateRow.p50Ms.median.toFixed(2)} ms)` : ''}`),
+    met: rateProblem !== null || added === null ? null : added < 0.25,
   })
   // Per memory profile; met when a profile the gateway ships meets it, and the measure names each.
   const peaks = (keys?.runs ?? []).map((r) => ({ memory: r.memory, mb: Math.max(r.rssFillPeakMb, r.rssLoadPeakMb) }))

@@ -1,0 +1,68 @@
+import { describe, expect, test } from 'bun:test'
+import type { Sample } from './load.ts'
+import { deltaTable, evaluateTargets, matrixTable, peerTable, summarize } from './report.ts'
+
+/** One round of a target, valid unless told otherwise. */
+function sample(target: string, over: Partial<Sample> = {}): Sample {
+  return { scenario: 'chat', mode: 'concurrency', target, round: 1, rps: 10_000, p50Ms: 1, p99Ms: 2, requests: 50_000, wrong: 0, errors: 0, cpuUsPerReq: 50, peakRssMb: 100, sideCpuUsPerReq: null, ...over }
+}
+
+const verdict = (samples: Sample[], name: string) => evaluateTargets(summarize(samples), [], null).find((t) => t.name.includes(name))!
+
+describe('suite report: rows with wrong answers or errors', () => {
+  test('a full stack row of fast wrong answers gets no verdict and no ratio', () => {
+    // 401s answered fast would read as ×1.20 of the raw proxy: met, where nothing was measured.
+    const samples = [sample('raw'), sample('full', { rps: 12_000, wrong: 60_000 })]
+    const t = verdict(samples, 'non-streaming')
+    expect(t.met).toBeNull()
+    expect(t.measured).toContain('not valid')
+    expect(t.measured).toContain('sluice full stack had 60000 wrong answer(s)')
+    const full = summarize(samples).find((r) => r.target === 'full')!
+    expect(full.invalid).not.toBeNull()
+    expect(full.rpsVsRaw).toBeNull()
+    expect(matrixTable(summarize(samples), { connections: 50, rate: 500 })).toContain('sluice full stack **(not valid)**')
+  })
+
+  test('a failing baseline invalidates the ratios priced against it', () => {
+    const samples = [sample('raw', { errors: 12 }), sample('full', { rps: 8_000 })]
+    const rows = summarize(samples)
+    expect(rows.find((r) => r.target === 'full')!.rpsVsRaw).toBeNull()
+    const t = verdict(samples, 'non-streaming')
+    expect(t.met).toBeNull()
+    expect(t.measured).toContain('raw Bun proxy had 0 wrong answer(s), 12 error(s)')
+  })
+
+  test('Portkey answering errors gives no peer verdict or ratio', () => {
+    const samples = [sample('full', { rps: 8_000 }), sample('portkey', { rps: 20_000, wrong: 40_000 })]
+    const t = verdict(samples, '4× Portkey, chat')
+    expect(t.met).toBeNull()
+    expect(t.measured).toContain('Portkey 1.15.2 had 40000 wrong answer(s)')
+    expect(peerTable(summarize(samples))).toContain('not valid')
+  })
+
+  test('added p50 needs valid mock and full stack rows at the fixed rate', () => {
+    const rate = (target: string, over: Partial<Sample> = {}) => sample(target, { mode: 'rate', rps: 500, ...over })
+    const ok = verdict([rate('mock', { p50Ms: 0.8 }), rate('full', { p50Ms: 1.0 })], 'adds < 0.25 ms')
+    expect(ok.met).toBe(true)
+    const timedOut = verdict([rate('mock', { p50Ms: 0.8 }), rate('full', { p50Ms: 0.9, errors: 300 })], 'adds < 0.25 ms')
+    expect(timedOut.met).toBeNull()
+    expect(timedOut.measured).toContain('not valid')
+  })
+
+  test('a plugin row with errors shows no delta', () => {
+    const samples = [sample('bare'), sample('logging', { errors: 5 })]
+    expect(deltaTable(summarize(samples))).toContain('| sluice + logging | sluice, no plugins | not valid | not valid |')
+  })
+
+  test('the 429 scenario counts only errors: its 200s are the refill', () => {
+    const rows = summarize([sample('full', { scenario: 'limited', wrong: 2 })])
+    expect(rows[0]!.invalid).toBeNull()
+    expect(summarize([sample('full', { scenario: 'limited', errors: 1 })])[0]!.invalid).not.toBeNull()
+  })
+
+  test('valid rows keep their ratios and verdicts', () => {
+    const samples = [sample('raw'), sample('full', { rps: 7_500 })]
+    expect(summarize(samples).find((r) => r.target === 'full')!.rpsVsRaw).toBe(0.75)
+    expect(verdict(samples, 'non-streaming').met).toBe(true)
+  })
+})
