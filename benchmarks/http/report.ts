@@ -52,6 +52,8 @@ export interface SummaryRow {
   cpuVsRaw: number | null
   /** Median p50 minus the mock-direct median p50, in ms (fixed rate only): the latency the hop adds. */
   addedP50VsMockMs: number | null
+  /** Whether any answer was not a valid 2xx (non-2xx, invalid body, socket error, timeout, drop): then no ratio is read from the row or priced against it. */
+  valid: boolean
 }
 
 /** Summarises samples into rows, in scenario, mode, target order. */
@@ -83,11 +85,14 @@ export function summarize(samples: readonly Sample[]): SummaryRow[] {
       rpsVsRaw: null,
       cpuVsRaw: null,
       addedP50VsMockMs: null,
+      valid: group.every((s) => s.non2xx === 0 && s.errors === 0),
     })
   }
   for (const row of rows) {
+    // A fast row of errors is not throughput, and a ratio against a failing baseline is as wrong.
+    if (!row.valid) continue
     const peer = (target: TargetName): SummaryRow | undefined =>
-      rows.find((r) => r.scenario === row.scenario && r.mode === row.mode && r.target === target)
+      rows.find((r) => r.scenario === row.scenario && r.mode === row.mode && r.target === target && r.valid)
     const raw = peer('raw')
     const mock = peer('mock')
     if (raw !== undefined) {
@@ -122,7 +127,7 @@ export function renderTable(rows: readonly SummaryRow[], load: { connections: nu
   const lines = rows.map((r) => {
     const mode = r.mode === 'concurrency' ? `${load.connections} conns` : `${load.rate} req/s`
     const added = r.addedP50VsMockMs === null ? '—' : `${r.addedP50VsMockMs >= 0 ? '+' : ''}${num(r.addedP50VsMockMs, 2)} ms`
-    return `| ${r.scenario} | ${mode} | ${TARGET_LABELS[r.target]} | ${cell(r.rps, 0)} | ${cell(r.p50Ms, 2)} | ${cell(r.p99Ms, 2)} | ${cell(r.cpuUsPerReq, 0)} | ${cell(r.peakRssMb, 0)} | ${r.non2xx} / ${r.errors} | ${ratio(r.rpsVsRaw)} | ${ratio(r.cpuVsRaw)} | ${added} |`
+    return `| ${r.scenario} | ${mode} | ${TARGET_LABELS[r.target]}${r.valid ? '' : ' **(not valid)**'} | ${cell(r.rps, 0)} | ${cell(r.p50Ms, 2)} | ${cell(r.p99Ms, 2)} | ${cell(r.cpuUsPerReq, 0)} | ${cell(r.peakRssMb, 0)} | ${r.valid ? `${r.non2xx} / ${r.errors}` : `**${r.non2xx} / ${r.errors}**`} | ${ratio(r.rpsVsRaw)} | ${ratio(r.cpuVsRaw)} | ${added} |`
   })
   return header + lines.join('\n') + '\n'
 }

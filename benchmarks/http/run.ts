@@ -467,6 +467,9 @@ export async function main(argv: string[]): Promise<number> {
     const rows = summarize(samples)
     const table = renderTable(rows, { connections: s.connections, rate: s.rate })
     const git = gitInfo()
+    for (const r of rows) {
+      if (!r.valid) notes.push(`**not valid**: ${r.scenario}/${r.mode} ${TARGET_LABELS[r.target]} had ${r.non2xx} non-2xx answers and ${r.errors} errors; no ratio is read from it or priced against it`)
+    }
     notes.push(
       'CPU µs/req and peak RSS are of the target server process only (for the proxies, not of the mock behind them).',
       `All processes share this machine's cores: wrk (${s.threads} thread), the mock, the proxy or gateway; compare rows of one run, not across machines.`,
