@@ -182,6 +182,13 @@ function writeConfig(stack: Stack, spec: GatewaySpec, mockOrigin: string): strin
   return file
 }
 
+/**
+ * Gateway settings from the environment that the suite's configurations leave unset: the gateway
+ * must not take them from the shell that runs the suite (a REDIS_URL exported there would put every
+ * row on that Redis, a SLUICE_ENV another environment, a SLUICE_REUSE_PORT a shared port).
+ */
+export const GATEWAY_ENV_UNSET = ['REDIS_URL', 'SLUICE_ENV', 'SLUICE_REUSE_PORT', 'SLUICE_TLS_CERT', 'SLUICE_TLS_KEY', 'SLUICE_ENCRYPTION_KEY_PREVIOUS'] as const
+
 /** The environment of a gateway process. */
 function gatewayEnv(stack: Stack, spec: GatewaySpec, mockOrigin: string, port: number, adminKey: string, reusePort: boolean): Record<string, string> {
   const memory = spec.memory ?? DEFAULT_MEMORY_PROFILE
@@ -222,6 +229,8 @@ export async function startGateway(
     cmd: ['bun', 'run', GATEWAY_ENTRY],
     cwd: ROOT,
     env: gatewayEnv(stack, spec, mockOrigin, port, adminKey, reusePort),
+    // What gatewayEnv sets wins; what it leaves out must not come from the suite's shell.
+    unsetEnv: GATEWAY_ENV_UNSET,
     port,
     logFile: join(stack.tmp, `gateway-${tag}.log`),
     startTimeoutMs: 60_000,
