@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import type { Sample } from './load.ts'
-import { deltaTable, evaluateTargets, matrixTable, peerTable, summarize } from './report.ts'
+import { deltaTable, evaluateTargets, matrixTable, peerTable, scaleTables, summarize } from './report.ts'
 
 /** One round of a target, valid unless told otherwise. */
 function sample(target: string, over: Partial<Sample> = {}): Sample {
@@ -64,5 +64,52 @@ describe('suite report: rows with wrong answers or errors', () => {
     const samples = [sample('raw'), sample('full', { rps: 7_500 })]
     expect(summarize(samples).find((r) => r.target === 'full')!.rpsVsRaw).toBe(0.75)
     expect(verdict(samples, 'non-streaming').met).toBe(true)
+  })
+})
+
+describe('suite report: scale and keys100k with wrong answers or errors', () => {
+  const spreadOf = (v: number) => ({ median: v, min: v, max: v })
+
+  test('a memory profile whose load failed does not meet the RSS target', () => {
+    // A gateway answering 500s (its database gone) holds few keys: a low peak, of nothing.
+    const run = (memory: 'fast' | 'lean', mb: number, errors: number) => ({
+      memory,
+      rssAfterBootMb: 80,
+      rssFillPeakMb: mb,
+      fillPerSecond: 2000,
+      rssLoadPeakMb: mb,
+      rssAfterMb: mb,
+      samples: [sample(`keys100k-${memory}`, { errors })],
+      rps: spreadOf(5000),
+      p50Ms: spreadOf(5),
+      rate: null,
+    })
+    const keys = { keys: 100_000, spread: 10_000, insertS: 10, verified: [], runs: [run('fast', 280, 0), run('lean', 120, 900)] }
+    const t = evaluateTargets([], [], keys).find((v) => v.name.startsWith('peak RSS'))!
+    expect(t.met).toBe(false)
+    expect(t.measured).toContain('not valid: 900 wrong answers or errors')
+    const onlyFailed = { ...keys, runs: [run('lean', 120, 900)] }
+    expect(evaluateTargets([], [], onlyFailed).find((v) => v.name.startsWith('peak RSS'))!.met).toBeNull()
+    const valid = { ...keys, runs: [run('fast', 280, 0), run('lean', 120, 0)] }
+    expect(evaluateTargets([], [], valid).find((v) => v.name.startsWith('peak RSS'))!.met).toBe(true)
+  })
+
+  test('a scale row with errors is marked and gets no ratio to one process', () => {
+    const row = (processes: number, rps: number, errors: number) => ({
+      processes,
+      samples: [],
+      rps: spreadOf(rps),
+      p50Ms: spreadOf(3),
+      cpuUsPerReq: spreadOf(100),
+      redisCpuUsPerReq: null,
+      peakRssMb: spreadOf(150),
+      cpuShares: [1],
+      wrong: 0,
+      errors,
+    })
+    const table = scaleTables({ rows: [row(1, 5000, 0), row(2, 9000, 40)], exactness: [], verified: [], notes: [] })
+    expect(table).toContain('| 2 **(not valid)** | 9,000 | — |')
+    expect(table).toContain('| **0 / 40** |')
+    expect(table).toContain('| 1 | 5,000 | ×1.00 |')
   })
 })

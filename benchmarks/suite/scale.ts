@@ -43,6 +43,15 @@ export interface Exactness {
   logged: { rows: number; ok: number } | null
 }
 
+/**
+ * Whether a burst was exact: no answer but 200 or 429, at least `rpm` admitted and at most the
+ * bucket's refill more, and the request log holding one row per request sent, as many with
+ * status 200 as were admitted (a missing or double row is as wrong as a miscount).
+ */
+export function isExact(b: { admitted: number; other: number }, rpm: number, bound: number, sent: number, logged: { rows: number; ok: number } | null): boolean {
+  return b.other === 0 && b.admitted >= rpm && b.admitted <= Math.floor(bound) + 1 && logged !== null && logged.rows === sent && logged.ok === b.admitted
+}
+
 export interface ScaleRow {
   processes: number
   samples: Sample[]
@@ -54,6 +63,9 @@ export interface ScaleRow {
   peakRssMb: Spread
   /** Share of the CPU time each process used over the rounds: how evenly reusePort spread the load. */
   cpuShares: number[]
+  /** Answers other than 200 (or invalid) and socket errors, summed over the rounds: anything but 0 makes the row not valid. */
+  wrong: number
+  errors: number
 }
 
 export interface ScaleResult {
@@ -159,6 +171,8 @@ export async function runScale(o: SuiteOptions, stack: Stack, ctx: { mockOrigin:
       redisCpuUsPerReq: ctx.redisPid === null ? null : spread(samples.map((s) => s.sideCpuUsPerReq ?? Number.NaN)),
       peakRssMb: spread(samples.map((s) => s.peakRssMb)),
       cpuShares: used.map((u) => (sum > 0 ? u / sum : 0)),
+      wrong: samples.reduce((t, x) => t + x.wrong, 0),
+      errors: samples.reduce((t, x) => t + x.errors, 0),
     })
 
     // Exactness: a fresh key, a burst three times its limit, on new connections.
@@ -167,11 +181,11 @@ export async function runScale(o: SuiteOptions, stack: Stack, ctx: { mockOrigin:
     const b = await burst(url, limited.key, EXACT_RPM * 3, 64)
     const serving = processes.filter((p, i) => cpuMicros(p.pid) - cpuBurst[i]! > 0).length
     const bound = EXACT_RPM + (EXACT_RPM * b.elapsedS) / 60
-    const exact = b.other === 0 && b.admitted >= EXACT_RPM && b.admitted <= Math.floor(bound) + 1
     const logged = await loggedRows(databaseUrl, limited.id, EXACT_RPM * 3).catch((error: unknown) => {
       notes.push(`request-log count for ${n} processes failed: ${String(error)}`)
       return null
     })
+    const exact = isExact(b, EXACT_RPM, bound, EXACT_RPM * 3, logged)
     exactness.push({ processes: n, rpm: EXACT_RPM, sent: EXACT_RPM * 3, ...b, bound, exact, processesServing: serving, logged })
     log(
       `scale ${n}p exactness: rpm ${EXACT_RPM}, ${EXACT_RPM * 3} sent in ${b.elapsedS.toFixed(2)} s: ${b.admitted} admitted (allowed ${EXACT_RPM}–${Math.floor(bound) + 1}), ` +
