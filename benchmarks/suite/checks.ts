@@ -2,10 +2,14 @@
  * Correctness before speed, for the suite's scenarios beyond chat and stream (those are
  * benchmarks/http/verify.ts): the large body is answered, an unknown key gets 401
  * invalid_api_key, a key over its rpm gets 429 rate_limit_exceeded with Retry-After, all in the
- * error envelope; and on the full stack, that quota and logging really ran for the bench key.
+ * error envelope; and on every gateway row, that the plugins its label names are at work: auth
+ * refuses an unknown key, quota charged the bench key and keeps its buckets in Redis, balance
+ * spreads over the upstream keys, logging writes rows.
  */
 import { readFileSync } from 'node:fs'
-import { admin } from './services.ts'
+import { Redis } from 'ioredis'
+import { CHAT_BODY } from '../fixtures/bodies.ts'
+import { admin, mockStats } from './services.ts'
 
 type Json = Record<string, unknown>
 
@@ -66,8 +70,68 @@ export async function checkLimited(target: string, url: string, body: string, ke
   return fail(target, `a key with rpm ${rpm} was never refused`, '')
 }
 
-/** On the full stack: the key's quota was taken from (GET /v1/key) and its requests were logged (GET /admin/logs). */
-export async function checkFullStack(target: string, origin: string, adminKey: string, apiKey: string, keyId: string, budgetTokens: number): Promise<string[]> {
+/** Redis keys matching `pattern` (SCAN: safe on a shared Redis). */
+async function redisKeys(redisUrl: string, pattern: string): Promise<string[]> {
+  const client = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    const found: string[] = []
+    let cursor = '0'
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+      cursor = next
+      found.push(...keys)
+    } while (cursor !== '0')
+    return found
+  } finally {
+    client.disconnect()
+  }
+}
+
+/**
+ * Quota admits the bench key through Redis: after a request, the key's buckets are there
+ * (`{tag}:key:<id>:rpm`, …). A key without limits (or a gateway on the in-process store) is admitted
+ * without Redis, and a row measured with it leaves out the admission round trip its label includes.
+ */
+export async function checkQuotaInRedis(target: string, url: string, apiKey: string, keyId: string, redisUrl: string): Promise<string> {
+  const res = await post(url, CHAT_BODY, apiKey)
+  const text = await res.text()
+  if (res.status !== 200) fail(target, `chat answered ${res.status}`, text)
+  const keys = await redisKeys(redisUrl, `*:key:${keyId}:*`)
+  if (keys.length === 0) fail(target, 'quota admitted the bench key without Redis (no bucket of the key there: a key without limits, or the in-process store)', keyId)
+  return `quota admits through Redis: the key's buckets are there (${keys.map((k) => k.slice(k.lastIndexOf(`${keyId}:`) + keyId.length + 1)).sort().join(', ')})`
+}
+
+/** The balance plugin spreads over the upstream keys: sequential requests reach the mock with more than one of them. */
+export async function checkBalanceSpreads(target: string, url: string, apiKey: string | undefined, mockOrigin: string, requests = 8): Promise<string> {
+  const seen = new Map<string, number>()
+  for (let i = 0; i < requests; i++) {
+    const res = await post(url, CHAT_BODY, apiKey)
+    const text = await res.text()
+    if (res.status !== 200) fail(target, `chat answered ${res.status}`, text)
+    const auth = String((await mockStats(mockOrigin)).last_authorization)
+    seen.set(auth, (seen.get(auth) ?? 0) + 1)
+  }
+  if (seen.size < 2) fail(target, `balance sent all ${requests} requests with one upstream key`, [...seen.keys()].join(', '))
+  return `balance spreads over the upstream keys: ${requests} requests went out with ${seen.size} keys (${[...seen.values()].join(', ')})`
+}
+
+/** The logging plugin writes request-log rows (of the key, when given): waits for its batched writer. */
+export async function checkLogging(target: string, origin: string, adminKey: string, keyId?: string): Promise<string> {
+  let rows = 0
+  const query = keyId === undefined ? '' : `key_id=${encodeURIComponent(keyId)}&`
+  for (let i = 0; i < 50 && rows === 0; i++) {
+    const page = await admin(origin, adminKey, 'GET', `/admin/logs?${query}limit=5`)
+    rows = Array.isArray(page.data) ? page.data.length : 0
+    if (rows === 0) await Bun.sleep(100)
+  }
+  if (rows === 0) fail(target, `no request-log rows${keyId === undefined ? '' : ' for the bench key'} after 5 s`, '')
+  return `logging is live: /admin/logs has rows${keyId === undefined ? '' : ' for the key'}`
+}
+
+/** The key's quota was taken from (GET /v1/key): its token budget charged, its rpm bucket tracked. */
+export async function checkQuotaCharged(target: string, origin: string, apiKey: string, keyId: string, budgetTokens: number): Promise<string> {
   const res = await fetch(`${origin}/v1/key`, { headers: { authorization: `Bearer ${apiKey}` } })
   const text = await res.text()
   if (res.status !== 200) fail(target, `GET /v1/key answered ${res.status}`, text)
@@ -78,13 +142,5 @@ export async function checkFullStack(target: string, origin: string, adminKey: s
   if (typeof left !== 'number') fail(target, 'quota shows no rpm bucket for the key', text)
   const budget = key.remaining?.budget_tokens
   if (typeof budget !== 'number' || budget >= budgetTokens) fail(target, 'quota did not charge the key token budget', text)
-  // The logging plugin writes in batches off the response path: wait for the rows.
-  let rows = 0
-  for (let i = 0; i < 50 && rows === 0; i++) {
-    const page = await admin(origin, adminKey, 'GET', `/admin/logs?key_id=${encodeURIComponent(keyId)}&limit=5`)
-    rows = Array.isArray(page.data) ? page.data.length : 0
-    if (rows === 0) await Bun.sleep(100)
-  }
-  if (rows === 0) fail(target, 'no request-log rows for the bench key after 5 s', '')
-  return [`quota is live: the key's token budget was charged (${(budgetTokens - budget).toLocaleString('en-US')} tokens so far), its rpm bucket is tracked`, `logging is live: /admin/logs has rows for the key`]
+  return `quota is live: the key's token budget was charged (${(budgetTokens - budget).toLocaleString('en-US')} tokens so far), its rpm bucket is tracked`
 }

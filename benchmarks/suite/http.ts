@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { CHAT_BODY, LARGE_CHAT_BODY, STREAM_BODY } from '../fixtures/bodies.ts'
 import type { ServerProcess } from '../fixtures/processes.ts'
 import { verifyTarget } from '../http/verify.ts'
-import { checkFullStack, checkLarge, checkLimited, checkUnauth } from './checks.ts'
+import { checkBalanceSpreads, checkLarge, checkLimited, checkLogging, checkQuotaCharged, checkQuotaInRedis, checkUnauth } from './checks.ts'
 import { measure, warmUp, type Credentials, type LoadSettings, type LoadTarget, type Mode, type Sample, type Scenario } from './load.ts'
 import type { MemoryProfile } from '../../src/lib/memory.ts'
 import { SCENARIO_IDS as SCENARIO_ORDER, type DeltaPlugin, type ScenarioId, type SuiteOptions } from './options.ts'
@@ -207,8 +207,17 @@ export async function runMatrix(o: SuiteOptions, stack: Stack, ctx: { mock: Serv
     if (scenariosOf.has('mix')) note(id, await checkLarge(t.label, t.url, files.large, creds.apiKey, t.headers))
     if (scenariosOf.has('unauth')) note(id, await checkUnauth(t.label, t.url, CHAT_BODY, unknown))
     if (scenariosOf.has('limited') && limitedKey !== null) note(id, await checkLimited(t.label, t.url, CHAT_BODY, limitedKey, LIMITED_RPM))
+    // Every plugin of the row's label at work, not only loaded: each gateway row, not only the full stack.
     const key = keys.get(id)
-    if (id === 'full' && key !== undefined) for (const line of await checkFullStack(t.label, t.origin, ctx.adminKey, key.key, key.id, GENEROUS.budget.tokens)) note(id, line)
+    const plugins = GATEWAYS[id]?.plugins ?? []
+    if (plugins.includes('auth') && !scenariosOf.has('unauth')) note(id, await checkUnauth(t.label, t.url, CHAT_BODY, unknown))
+    if (plugins.includes('quota')) {
+      if (key === undefined) throw new Error(`${t.label}: quota without a key`)
+      note(id, await checkQuotaCharged(t.label, t.origin, key.key, key.id, GENEROUS.budget.tokens))
+      if (GATEWAYS[id]?.redis === true && ctx.redisUrl !== null) note(id, await checkQuotaInRedis(t.label, t.url, key.key, key.id, ctx.redisUrl))
+    }
+    if (plugins.includes('balance')) note(id, await checkBalanceSpreads(t.label, t.url, creds.apiKey, ctx.mock.origin))
+    if (plugins.includes('logging')) note(id, await checkLogging(t.label, t.origin, ctx.adminKey, key?.id))
     log(`verified ${t.label}`)
   }
   if (cells.some((c) => c.scenario === 'limited')) notes.push(`The 429 key has rpm ${LIMITED_RPM}: its bucket refills one request per minute, so up to one 200 per minute of that scenario is correct.`)
