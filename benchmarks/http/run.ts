@@ -25,6 +25,8 @@ import { hasWrk, runWrk } from './wrk.ts'
 import { memoryEnv } from '../../src/lib/memory.ts'
 import { STRATEGIES, type Strategy } from '../../src/config/schema.ts'
 import { GENEROUS } from '../fixtures/grants.ts'
+import { GATEWAY_ENV_UNSET } from '../suite/services.ts'
+import { checkQuotaInRedis } from '../suite/checks.ts'
 
 const ROOT = new URL('../../', import.meta.url).pathname
 const RAW_PROXY = new URL('./raw-proxy.ts', import.meta.url).pathname
@@ -245,15 +247,19 @@ function gatewayConfig(mockUrl: string, plugins: unknown[], keyCount: number, st
   )
 }
 
+function usesPlugin(plugins: readonly unknown[], name: string): boolean {
+  return plugins.some((p) => p === name || (typeof p === 'object' && p !== null && 'use' in p && p.use === name))
+}
+
 function usesAuth(plugins: readonly unknown[]): boolean {
-  return plugins.some((p) => p === 'auth' || (typeof p === 'object' && p !== null && 'use' in p && p.use === 'auth'))
+  return usesPlugin(plugins, 'auth')
 }
 
 /**
  * Creates a user and an API key through the admin API (DESIGN.md), for runs with the auth plugin on;
  * with `generous`, the key carries limits and a budget no run reaches, as a deployment's keys do.
  */
-async function provisionKey(origin: string, adminKey: string, generous: boolean): Promise<string> {
+async function provisionKey(origin: string, adminKey: string, generous: boolean): Promise<{ key: string; id: string }> {
   const call = async (path: string, body: unknown): Promise<Record<string, unknown>> => {
     const res = await fetch(`${origin}${path}`, {
       method: 'POST',
@@ -266,8 +272,8 @@ async function provisionKey(origin: string, adminKey: string, generous: boolean)
   }
   const user = await call('/admin/users', { name: 'bench' })
   const key = await call('/admin/keys', { user_id: user.id, name: 'bench', ...(generous ? GENEROUS : {}) })
-  if (typeof key.key !== 'string') throw new Error('admin /admin/keys returned no key')
-  return key.key
+  if (typeof key.key !== 'string' || typeof key.id !== 'string') throw new Error('admin /admin/keys returned no key')
+  return { key: key.key, id: key.id }
 }
 
 async function mockStats(origin: string): Promise<{ requests: number; last_authorization: unknown }> {
@@ -360,6 +366,9 @@ export async function main(argv: string[]): Promise<number> {
   const estimate = s.scenarios.length * s.targets.length * (s.warmupS + 1 + s.rounds * perRound)
   log(`sluice HTTP benchmark: ${s.scenarios.join('+')} × ${s.modes.join('+')} × ${s.targets.join('+')}, ${s.rounds} round(s) of ${s.durationS} s; about ${Math.ceil(estimate / 60)} min`)
 
+  // Read before the run: a commit made while it runs must not be named as the code measured.
+  const git = gitInfo()
+  const startedAt = new Date()
   const tmp = mkdtempSync(join(tmpdir(), 'sluice-bench-'))
   const servers: ServerProcess[] = []
   const cleanup = async (): Promise<void> => {
@@ -417,7 +426,8 @@ export async function main(argv: string[]): Promise<number> {
         ...memoryEnv(),
         ...s.env,
       }
-      const server = await spawnServer({ name, cmd: ['bun', 'run', GATEWAY_ENTRY], cwd: ROOT, env, port, logFile: join(tmp, `${name}.log`) })
+      // Only what is set here and with --env: a REDIS_URL exported in the shell would put quota on that Redis unsaid.
+      const server = await spawnServer({ name, cmd: ['bun', 'run', GATEWAY_ENTRY], cwd: ROOT, env, unsetEnv: GATEWAY_ENV_UNSET, port, logFile: join(tmp, `${name}.log`) })
       servers.push(server)
       targets.push({ name, baseUrl: `${server.origin}/v1`, pid: server.pid })
       return server
@@ -426,8 +436,16 @@ export async function main(argv: string[]): Promise<number> {
     if (s.targets.includes('gateway')) {
       const gateway = await spawnGateway('gateway', s.plugins, s.keys, s.strategy)
       if (apiKey === undefined && usesAuth(s.plugins)) {
-        apiKey = await provisionKey(gateway.origin, adminKey, s.keyLimits)
+        const created = await provisionKey(gateway.origin, adminKey, s.keyLimits)
+        apiKey = created.key
         log(`created a benchmark API key through the admin API (${s.keyLimits ? 'generous limits and budget' : 'no limits'})`)
+        // Quota on Redis with a key that has limits: its buckets must be in Redis, or the row leaves admission out.
+        if (usesPlugin(s.plugins, 'quota') && s.env.REDIS_URL !== undefined && s.keyLimits) {
+          log(`verified ${await checkQuotaInRedis(TARGET_LABELS.gateway, `${gateway.origin}/v1/chat/completions`, created.key, created.id, s.env.REDIS_URL)}`)
+        }
+      }
+      if (usesPlugin(s.plugins, 'quota') && s.env.REDIS_URL === undefined) {
+        notes.push('quota ran on the in-process store (no --env REDIS_URL): its admissions made no Redis round trip, unlike a deployment sharing limits through Redis')
       }
     }
 
@@ -466,7 +484,6 @@ export async function main(argv: string[]): Promise<number> {
 
     const rows = summarize(samples)
     const table = renderTable(rows, { connections: s.connections, rate: s.rate })
-    const git = gitInfo()
     for (const r of rows) {
       if (!r.valid) notes.push(`**not valid**: ${r.scenario}/${r.mode} ${TARGET_LABELS[r.target]} had ${r.non2xx} non-2xx answers and ${r.errors} errors; no ratio is read from it or priced against it`)
     }
@@ -475,7 +492,7 @@ export async function main(argv: string[]): Promise<number> {
       `All processes share this machine's cores: wrk (${s.threads} thread), the mock, the proxy or gateway; compare rows of one run, not across machines.`,
     )
     const meta: RunMeta = {
-      date: new Date().toISOString(),
+      date: startedAt.toISOString(),
       commit: git.commit,
       dirty: git.dirty,
       label: s.label,
@@ -494,6 +511,8 @@ export async function main(argv: string[]): Promise<number> {
         strategy: s.strategy,
         baseline_plugins: s.baselinePlugins,
         key_limits: s.apiKey === undefined && usesAuth(s.plugins) ? (s.keyLimits ? 'generous' : 'none') : null,
+        // Where quota kept its buckets: only --env REDIS_URL gives the gateway a Redis (the shell's is not passed on).
+        quota_store: usesPlugin(s.plugins, 'quota') ? (s.env.REDIS_URL !== undefined ? 'redis' : 'in-process') : null,
         extra_env: Object.keys(s.env),
         body_bytes: Object.fromEntries(s.scenarios.map((name) => [name, SCENARIOS[name].body.length])),
       },
