@@ -27,6 +27,7 @@ import { STRATEGIES, type Strategy } from '../../src/config/schema.ts'
 import { GENEROUS } from '../fixtures/grants.ts'
 import { GATEWAY_ENV_UNSET } from '../suite/services.ts'
 import { checkQuotaInRedis } from '../suite/checks.ts'
+import { gitInfo } from '../suite/report.ts'
 
 const ROOT = new URL('../../', import.meta.url).pathname
 const RAW_PROXY = new URL('./raw-proxy.ts', import.meta.url).pathname
@@ -205,14 +206,6 @@ function log(message: string): void {
   console.error(message)
 }
 
-function gitInfo(): { commit: string; dirty: boolean } {
-  const run = (args: string[]): string => {
-    const out = Bun.spawnSync(['git', ...args], { cwd: ROOT })
-    return out.exitCode === 0 ? out.stdout.toString().trim() : ''
-  }
-  return { commit: run(['rev-parse', 'HEAD']) || 'unknown', dirty: run(['status', '--porcelain']) !== '' }
-}
-
 function machineInfo(): RunMeta['machine'] {
   let cpu = cpus()[0]?.model ?? 'unknown'
   try {
@@ -367,7 +360,7 @@ export async function main(argv: string[]): Promise<number> {
   log(`sluice HTTP benchmark: ${s.scenarios.join('+')} × ${s.modes.join('+')} × ${s.targets.join('+')}, ${s.rounds} round(s) of ${s.durationS} s; about ${Math.ceil(estimate / 60)} min`)
 
   // Read before the run: a commit made while it runs must not be named as the code measured.
-  const git = gitInfo()
+  const git = gitInfo(ROOT)
   const startedAt = new Date()
   const tmp = mkdtempSync(join(tmpdir(), 'sluice-bench-'))
   const servers: ServerProcess[] = []

@@ -356,12 +356,23 @@ export interface RunMeta {
   durationS: number
 }
 
+/** What the benchmarks write into the checkout themselves: results files and the README's results section. */
+const BENCH_OUTPUTS = ['benchmarks/results/', 'benchmarks/README.md']
+
+/**
+ * The commit measured, and whether the checkout differs from it. The benchmarks' own outputs do not
+ * count: a run's results files (untracked until committed) would otherwise mark every later run of
+ * the same code as having uncommitted changes.
+ */
 export function gitInfo(root: string): { commit: string; dirty: boolean } {
   const run = (args: string[]) => {
     const out = Bun.spawnSync(['git', ...args], { cwd: root })
-    return out.exitCode === 0 ? out.stdout.toString().trim() : ''
+    return out.exitCode === 0 ? out.stdout.toString() : ''
   }
-  return { commit: run(['rev-parse', 'HEAD']) || 'unknown', dirty: run(['status', '--porcelain']) !== '' }
+  // -z: paths as they are (no quoting); each entry "XY path", a rename followed by its old path.
+  const entries = run(['status', '--porcelain', '-z', '--untracked-files=all']).split('\0').filter((e) => e !== '')
+  const changed = entries.filter((e) => /^.. /.test(e) && !BENCH_OUTPUTS.some((p) => e.slice(3).startsWith(p)))
+  return { commit: run(['rev-parse', 'HEAD']).trim() || 'unknown', dirty: changed.length > 0 }
 }
 
 export function machineInfo(): RunMeta['machine'] {
