@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import type { Sample } from './load.ts'
-import { deltaTable, evaluateTargets, matrixTable, peerTable, scaleTables, summarize } from './report.ts'
+import { deltaTable, evaluateTargets, matrixTable, measurementProblems, peerTable, scaleTables, summarize } from './report.ts'
 
 /** One round of a target, valid unless told otherwise. */
 function sample(target: string, over: Partial<Sample> = {}): Sample {
@@ -111,5 +111,31 @@ describe('suite report: scale and keys100k with wrong answers or errors', () => 
     expect(table).toContain('| 2 **(not valid)** | 9,000 | — |')
     expect(table).toContain('| **0 / 40** |')
     expect(table).toContain('| 1 | 5,000 | ×1.00 |')
+  })
+})
+
+describe('suite run: measurements with wrong answers or errors fail the run', () => {
+  test('each part names its not valid measurements; a clean run has none', () => {
+    const rows = summarize([sample('raw'), sample('full', { wrong: 3 })])
+    const spreadOf = (v: number) => ({ median: v, min: v, max: v })
+    const scale = {
+      rows: [{ processes: 2, samples: [], rps: spreadOf(1), p50Ms: spreadOf(1), cpuUsPerReq: spreadOf(1), redisCpuUsPerReq: null, peakRssMb: spreadOf(1), cpuShares: [0.5, 0.5], wrong: 0, errors: 7 }],
+      exactness: [],
+      verified: [],
+      notes: [],
+    }
+    const keys = {
+      keys: 100_000,
+      spread: 10_000,
+      insertS: 1,
+      verified: [],
+      runs: [{ memory: 'lean' as const, rssAfterBootMb: 1, rssFillPeakMb: 1, fillPerSecond: 1, rssLoadPeakMb: 1, rssAfterMb: 1, samples: [sample('k', { errors: 2 })], rps: spreadOf(1), p50Ms: spreadOf(1), rate: sample('k', { mode: 'rate', wrong: 1 }) }],
+    }
+    const problems = measurementProblems(rows, scale, keys)
+    expect(problems).toHaveLength(3)
+    expect(problems[0]).toContain('chat/concurrency sluice full stack had 3 wrong answer(s)')
+    expect(problems[1]).toContain('scale, 2 process(es) had 0 wrong answer(s), 7 error(s)')
+    expect(problems[2]).toContain('keys100k, SLUICE_MEMORY=lean had 3 wrong answers or errors')
+    expect(measurementProblems(summarize([sample('raw'), sample('full')]), null, null)).toEqual([])
   })
 })

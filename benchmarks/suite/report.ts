@@ -106,6 +106,25 @@ export function summarize(samples: readonly Sample[]): MatrixRow[] {
   })
 }
 
+/**
+ * The measurements of a run that had wrong answers or errors: each is a failure of the run (exit
+ * code 1) and a line of its notes, so a run whose rows are not valid does not pass as a clean one.
+ */
+export function measurementProblems(rows: readonly MatrixRow[], scale: ScaleResult | null, keys: Keys100kResult | null): string[] {
+  const out: string[] = []
+  for (const row of rows) {
+    if (row.invalid !== null) out.push(`**not valid**: ${row.scenario}/${row.mode} ${TARGET_LABELS[row.target] ?? row.target} had ${row.invalid}; its numbers are not a measurement of that target and no ratio or verdict is read from them`)
+  }
+  for (const row of scale?.rows ?? []) {
+    if (row.wrong + row.errors > 0) out.push(`**not valid**: scale, ${row.processes} process(es) had ${row.wrong} wrong answer(s), ${row.errors} error(s)`)
+  }
+  for (const run of keys?.runs ?? []) {
+    const failed = [...run.samples, ...(run.rate ? [run.rate] : [])].reduce((n, s) => n + s.wrong + s.errors, 0)
+    if (failed > 0) out.push(`**not valid**: keys100k, SLUICE_MEMORY=${run.memory} had ${failed} wrong answers or errors under load`)
+  }
+  return out
+}
+
 // ---- formatting
 
 function num(v: number, digits: number): string {
