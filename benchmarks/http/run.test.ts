@@ -8,7 +8,7 @@ import { main } from './run.ts'
 
 const redisUrl = await redisUrlForTests('benchmarks/http/run.test.ts')
 
-describe.skipIf(redisUrl === null)('single-configuration runner: where quota keeps its buckets', () => {
+describe.skipIf(redisUrl === null)('single-configuration runner: what its gateway row runs', () => {
   const out = mkdtempSync(join(tmpdir(), 'sluice-bench-run-'))
   const db5 = (() => {
     const u = new URL(redisUrl ?? 'redis://127.0.0.1:6379')
@@ -50,5 +50,13 @@ describe.skipIf(redisUrl === null)('single-configuration runner: where quota kee
     const result = await run('env-redis', ['--env', `REDIS_URL=${db5}`])
     expect(result.meta.settings.quota_store).toBe('redis')
     expect((await redis.keys(`{${tag}}:key:*`)).length).toBeGreaterThan(0)
+  })
+
+  test('balance over --keys is checked to spread before the load', async () => {
+    const code = await main(['--targets', 'gateway', '--mode', 'rate', '--scenario', 'chat', '--duration', '1', '--rounds', '1', '--warmup', '1', '--rate', '100', '--plugins', '["balance"]', '--keys', '4', '--out', out, '--label', 'balance'])
+    expect(code).toBe(0)
+    const file = readdirSync(out).find((f) => f.endsWith('-balance.json'))!
+    const result = JSON.parse(readFileSync(join(out, file), 'utf8')) as { checks?: string[] }
+    expect(result.checks?.join('\n')).toContain('went out with 4 keys')
   })
 })

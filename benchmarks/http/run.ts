@@ -26,7 +26,7 @@ import { memoryEnv } from '../../src/lib/memory.ts'
 import { STRATEGIES, type Strategy } from '../../src/config/schema.ts'
 import { GENEROUS } from '../fixtures/grants.ts'
 import { GATEWAY_ENV_UNSET } from '../suite/services.ts'
-import { checkQuotaInRedis } from '../suite/checks.ts'
+import { checkBalanceSpreads, checkQuotaInRedis } from '../suite/checks.ts'
 import { gitInfo } from '../suite/report.ts'
 
 const ROOT = new URL('../../', import.meta.url).pathname
@@ -426,6 +426,12 @@ export async function main(argv: string[]): Promise<number> {
       return server
     }
     if (s.baselinePlugins !== null) await spawnGateway('baseline', s.baselinePlugins, 1, null)
+    // What was checked of the gateway's plugins before the load, kept in the results file.
+    const checks: string[] = []
+    const check = (line: string): void => {
+      checks.push(line)
+      log(`verified ${line}`)
+    }
     if (s.targets.includes('gateway')) {
       const gateway = await spawnGateway('gateway', s.plugins, s.keys, s.strategy)
       if (apiKey === undefined && usesAuth(s.plugins)) {
@@ -434,8 +440,12 @@ export async function main(argv: string[]): Promise<number> {
         log(`created a benchmark API key through the admin API (${s.keyLimits ? 'generous limits and budget' : 'no limits'})`)
         // Quota on Redis with a key that has limits: its buckets must be in Redis, or the row leaves admission out.
         if (usesPlugin(s.plugins, 'quota') && s.env.REDIS_URL !== undefined && s.keyLimits) {
-          log(`verified ${await checkQuotaInRedis(TARGET_LABELS.gateway, `${gateway.origin}/v1/chat/completions`, created.key, created.id, s.env.REDIS_URL)}`)
+          check(await checkQuotaInRedis(TARGET_LABELS.gateway, `${gateway.origin}/v1/chat/completions`, created.key, created.id, s.env.REDIS_URL))
         }
+      }
+      // Balance over --keys N: the requests must reach the mock with more than one of them, or the row measured one key.
+      if (usesPlugin(s.plugins, 'balance') && s.keys > 1) {
+        check(await checkBalanceSpreads(TARGET_LABELS.gateway, `${gateway.origin}/v1/chat/completions`, apiKey, mock.origin, Math.max(8, 2 * s.keys)))
       }
       if (usesPlugin(s.plugins, 'quota') && s.env.REDIS_URL === undefined) {
         notes.push('quota ran on the in-process store (no --env REDIS_URL): its admissions made no Redis round trip, unlike a deployment sharing limits through Redis')
@@ -511,7 +521,7 @@ export async function main(argv: string[]): Promise<number> {
       },
       notes,
     }
-    const files = writeResults(s.outDir, meta, samples, rows, table, { verification })
+    const files = writeResults(s.outDir, meta, samples, rows, table, { verification, checks })
     console.log(`\n${table}`)
     for (const note of notes) console.log(`- ${note}`)
     console.log(`\nresults: ${files.md}\n         ${files.json}`)
