@@ -43,14 +43,14 @@ describe.skipIf(redisUrl === null)('single-configuration runner: what its gatewa
     expect(await redis.keys(`{${tag}}:*`)).toEqual([])
     expect(result.meta.settings.quota_store).toBe('in-process')
     expect(result.meta.notes.join('\n')).toContain('quota ran on the in-process store')
-  })
+  }, 60_000)
 
   test('--env REDIS_URL puts quota on Redis, checked before the load and said in the file', async () => {
     delete process.env.REDIS_URL
     const result = await run('env-redis', ['--env', `REDIS_URL=${db5}`])
     expect(result.meta.settings.quota_store).toBe('redis')
     expect((await redis.keys(`{${tag}}:key:*`)).length).toBeGreaterThan(0)
-  })
+  }, 60_000)
 
   test('balance over --keys is checked to spread before the load', async () => {
     const code = await main(['--targets', 'gateway', '--mode', 'rate', '--scenario', 'chat', '--duration', '1', '--rounds', '1', '--warmup', '1', '--rate', '100', '--plugins', '["balance"]', '--keys', '4', '--out', out, '--label', 'balance'])
@@ -58,5 +58,5 @@ describe.skipIf(redisUrl === null)('single-configuration runner: what its gatewa
     const file = readdirSync(out).find((f) => f.endsWith('-balance.json'))!
     const result = JSON.parse(readFileSync(join(out, file), 'utf8')) as { checks?: string[] }
     expect(result.checks?.join('\n')).toContain('went out with 4 keys')
-  })
+  }, 60_000)
 })

@@ -30,7 +30,7 @@ describe.skipIf(redisUrl === null)('the suite checks that each row runs what its
     mock = await startMock(stack)
     quota = await startGateway(stack, { name: 'quota', plugins: ['auth', { use: 'quota', options: { hash_tag: TAG } }, 'balance', 'logging'], redisUrl: db5 }, mock.origin, ADMIN_KEY)
     plain = await startGateway(stack, { name: 'plain', plugins: ['auth'], redisUrl: null }, mock.origin, ADMIN_KEY)
-  })
+  }, 60_000)
   afterAll(async () => {
     await stack.stopAll()
     const redis = new Redis(db5)

@@ -37,5 +37,5 @@ describe.skipIf(redisUrl === null || !hasWrk())('the matrix with only the refusa
     expect(result.verified.full!.join('\n')).toContain("quota is live: the key's token budget was charged")
     expect(result.samples.map((s) => `${s.scenario}/${s.mode}/${s.target}`)).toEqual(['unauth/concurrency/full', 'unauth/rate/full'])
     expect(result.samples.every((s) => s.wrong === 0 && s.errors === 0)).toBe(true)
-  })
+  }, 60_000)
 })

@@ -34,5 +34,5 @@ describe.skipIf(redisUrl === null)('suite gateways take their settings from the 
     expect(environOf(bare.pid).has('REDIS_URL')).toBe(false)
     const quota = await startGateway(stack, { name: 'quota', plugins: [], redisUrl: redisUrl! }, 'http://127.0.0.1:9', ADMIN_KEY)
     expect(environOf(quota.pid).get('REDIS_URL')).toBe(redisUrl!)
-  })
+  }, 60_000)
 })
