@@ -438,6 +438,28 @@ for (const backend of backends) {
         }, 5000, 'the lease to be released')
       })
 
+      test('a client that leaves before the upstream answers does not get its request for free: the upstream had the prompt, so the reservation stands', async () => {
+        const user = await createUser(gw)
+        const { id, key } = await createKey(gw, user, { limits: { max_parallel: 1 }, budget: { tokens: 100_000, period: 'day' } })
+        const before = upstream.stats.requests
+        const controller = new AbortController()
+        const pending = gw.chat(key, { model: SLOW_MODEL, max_tokens: 500 }, { signal: controller.signal }).catch(() => null)
+        // The upstream has the request (it answers only after SLOW_MS): what it was sent is reserved.
+        await eventually(async () => (upstream.stats.requests > before ? true : undefined), 5000, 'the request upstream')
+        const during = (await gw.keyInfo(key)).remaining.budget_tokens!
+        expect(during).toBeLessThanOrEqual(100_000 - 500)
+        controller.abort()
+        expect(await pending).toBeNull()
+
+        // Settled once its slot is free (the settlement releases it).
+        await eventually(async () => {
+          const view = await gw.adminOk<{ parallel: { in_flight: number } }>('GET', `/admin/keys/${id}/quota`)
+          return view.parallel.in_flight === 0 ? true : undefined
+        }, 5000, 'the abandoned request to settle')
+        // Nothing says what the upstream used, at most what was reserved: that stays spent, where it was all given back.
+        expect((await gw.keyInfo(key)).remaining.budget_tokens).toBe(during)
+      })
+
       test('a complete stream settles from the usage chunk', async () => {
         const user = await createUser(gw)
         const { key } = await createKey(gw, user, { budget: { tokens: 10_000, period: 'day' } })
