@@ -74,7 +74,8 @@ export const quota = definePlugin({
     const url = config.redisUrl
     if (redis && url && !redis.isCluster && /^rediss?:\/\//.test(url)) {
       // A single node: Bun's own client, far cheaper per admission than ioredis on Bun.
-      const connections = Array.from({ length: options.redis_connections }, () => new NativeConnection(url, options.redis_timeout_ms))
+      const native = nativeUrl(url, Number((redis as Redis).options.db ?? 0))
+      const connections = Array.from({ length: options.redis_connections }, () => new NativeConnection(native, options.redis_timeout_ms))
       await Promise.all(connections.map((c) => c.whenConnected(2000)))
       primary = await redisStore(connections)
     } else if (redis) {
@@ -346,6 +347,21 @@ async function redisStore(connections: ScriptConnection[]): Promise<RedisStore> 
   // Unreachable now: the first reply teaches it instead.
   await store.syncClock().catch(() => {})
   return store
+}
+
+/**
+ * `url` for Bun's client, selecting database `db`, the one the gateway's own client (ioredis) uses:
+ * Bun's reads a database from the URL's path only, and took `redis://HOST:PORT?db=N` (a form the
+ * config accepts) as database 0, where the quota then counted apart from the rest of its deployment
+ * and together with every other deployment on that server using `?db=` or database 0.
+ */
+function nativeUrl(url: string, db: number): string {
+  if (!(db > 0)) return url
+  const parsed = new URL(url)
+  if (parsed.pathname === `/${db}`) return url
+  parsed.pathname = `/${db}`
+  parsed.searchParams.delete('db')
+  return parsed.toString()
 }
 
 /**
