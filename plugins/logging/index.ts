@@ -203,7 +203,9 @@ export const logging = definePlugin({
 
     const hooks: LoggingHooks = {
       onComplete(req, outcome) {
-        const row = toRow(req, outcome, services.now() - outcome.latencyMs, config.environment, options.trust_proxy)
+        // Arrival, from the time elapsed since it until now: this hook may run well after the request
+        // ended (hooks before it, a usage the tokenizer counted, a busy loop), which latency_ms leaves out.
+        const row = toRow(req, outcome, services.now() - (performance.now() - req.startedAt), config.environment, options.trust_proxy)
         writer.push(row)
         metrics.record(req, outcome)
         if (logLines) logger.info('request', logFields(row, req, outcome, options.log_bodies))
