@@ -46,7 +46,7 @@ export function analyticsRoutes(services: Services, retentionDays: number, repor
             tags,
             summary: 'Usage grouped by key, user, team, model, provider key or UTC day',
             description:
-              'Requests, errors (status ≥ 400, or an upstream failure after a 200 went out; not counting requests the client abandoned: error_code client_closed), tokens and USD cost per group over [from, to), most requests first, then by group (the null group last). Pass `next_cursor` back as `cursor` for the next page. Counts requests whose log row is written (rows are written in batches, normally within a second); pages are exact when `to` is in the past, while with live traffic a group whose count changes between pages may move across the page boundary.',
+              'Requests, errors (status ≥ 400, or an upstream failure after a 200 went out; not counting requests the client abandoned: error_code client_closed), tokens and USD cost per group over [from, to), most requests first, then by group in byte order (the null group last), the same on SQLite and Postgres. Pass `next_cursor` back as `cursor` for the next page. Counts requests whose log row is written (rows are written in batches, normally within a second); pages are exact when `to` is in the past, while with live traffic a group whose count changes between pages may move across the page boundary.',
             responses: adminErrors(400),
           },
         },

@@ -1,4 +1,4 @@
-import { sql, type Expression, type Kysely, type Transaction } from 'kysely'
+import { PostgresAdapter, sql, type Expression, type Kysely, type RawBuilder, type Transaction } from 'kysely'
 import type { Database, RequestLogRow } from '../../src/db/schema.ts'
 import { roundUsdSum } from '../../src/lib/usage.ts'
 import { CLIENT_CLOSED } from './row.ts'
@@ -114,15 +114,18 @@ export async function usageBy(db: Db, by: Grouping, filter: LogFilter, limit: nu
   // Filtered and ordered outside the aggregate, by its output columns: the keyset condition
   // then needs no HAVING that repeats the grouping expression.
   const isNull = sql<number>`case when ${sql.ref('u.group')} is null then 1 else 0 end`
+  // Groups are ordered, and the cursor compared, byte by byte as SQLite does: Postgres would use the
+  // database's collation, which in a linguistic one (en_US, ICU) sorts case and punctuation otherwise.
+  const groupText: RawBuilder<string | null> = db.getExecutor().adapter instanceof PostgresAdapter ? sql`${sql.ref('u.group')} collate "C"` : sql`${sql.ref('u.group')}`
   let q = db.selectFrom(grouped.as('u')).selectAll('u')
   if (after) {
     const { requests, group: last } = after
     q =
       last === null
         ? q.where('u.requests', '<', requests)
-        : q.where((eb) => eb.or([eb('u.requests', '<', requests), eb.and([eb('u.requests', '=', requests), eb.or([eb('u.group', 'is', null), eb('u.group', '>', last)])])]))
+        : q.where((eb) => eb.or([eb('u.requests', '<', requests), eb.and([eb('u.requests', '=', requests), eb.or([eb('u.group', 'is', null), eb(groupText, '>', last)])])]))
   }
-  const rows = await q.orderBy('u.requests', 'desc').orderBy(isNull).orderBy('u.group').limit(limit).execute()
+  const rows = await q.orderBy('u.requests', 'desc').orderBy(isNull).orderBy(groupText).limit(limit).execute()
   return rows.map((r) => ({
     group: r.group === null || r.group === undefined ? null : String(r.group),
     requests: num(r.requests),
