@@ -267,7 +267,10 @@ export class Catalog {
   /** Rebuild the registry from the config and the database. */
   async reload(): Promise<void> {
     const { providers, models } = await this.stored()
-    this.models.replace([...this.config.providers, ...providers], [...this.config.models, ...models])
+    const all = [...this.config.providers, ...providers]
+    this.models.replace(all, [...this.config.models, ...models])
+    const live = new Map(all.map((p) => [p.id, new Set(p.keys.map((k) => k.id))]))
+    this.services.upstreams.retain((provider, key) => live.get(provider)?.has(key) === true)
   }
 
   private async stored(): Promise<StoredCatalog> {

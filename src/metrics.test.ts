@@ -2,6 +2,21 @@ import { describe, expect, test } from 'bun:test'
 import { MetricsRegistry, OVERFLOW_LABEL, formatValue, statusClass } from './metrics.ts'
 
 describe('metrics registry', () => {
+  test('remove drops one series from the exposition; the same labels later start a new one; unknown labels are a no-op', () => {
+    const r = new MetricsRegistry()
+    const g = r.gauge({ name: 'x_up', help: 'Up.', labelNames: ['provider', 'key'] })
+    g.labels('p', 'a').set(0)
+    g.labels('p', 'b').set(1)
+    g.remove('p', 'a')
+    g.remove('p', 'zz')
+    g.remove('q', 'a')
+    expect(r.render()).not.toContain('key="a"')
+    expect(r.render()).toContain('x_up{provider="p",key="b"} 1')
+    g.labels('p', 'a').set(1)
+    expect(r.render()).toContain('x_up{provider="p",key="a"} 1')
+    expect(g.series()).toHaveLength(2)
+  })
+
   test('counters, gauges and histograms render in the text format, HELP and TYPE first', () => {
     const r = new MetricsRegistry()
     const c = r.counter({ name: 'x_requests_total', help: 'Requests.', labelNames: ['route', 'status'] })

@@ -174,6 +174,27 @@ abstract class Metric<C extends AnyChild> {
     return (node.get(values[last]!) as C | undefined) ?? this.add(values)
   }
 
+  /**
+   * Drop the series of these label values, if there is one, so it is no longer rendered (a gauge
+   * about something that no longer exists). The overflow series stays. Rare: not for a hot path.
+   */
+  remove(...values: string[]): void {
+    const names = this.labelNames
+    if (values.length !== names.length || names.length === 0) return
+    let node = this.tree
+    const last = names.length - 1
+    for (let i = 0; i < last; i++) {
+      const next = node.get(values[i]!) as Map<string, unknown> | undefined
+      if (next === undefined) return
+      node = next
+    }
+    const child = node.get(values[last]!) as C | undefined
+    if (child === undefined) return
+    node.delete(values[last]!)
+    const at = this.all.indexOf(child)
+    if (at >= 0) this.all.splice(at, 1)
+  }
+
   /** Every series, for rendering and for readers such as tests. */
   series(): readonly C[] {
     return this.all

@@ -123,6 +123,23 @@ export class UpstreamHealth {
     return out
   }
 
+  /**
+   * Forget every key `has` does not name (its provider deleted, the key replaced at run time), and
+   * its `sluice_upstream_key_up` series with it: a gauge left at 0 would keep an alert firing for a
+   * key that no longer exists. Its attempts counters stay, as what happened. Called when the catalog changes.
+   */
+  retain(has: (provider: string, key: string) => boolean): void {
+    for (const [provider, keys] of this.byProvider) {
+      for (const key of keys.keys()) {
+        if (has(provider, key)) continue
+        keys.delete(key)
+        this.size--
+        this.up.remove(provider, key)
+      }
+      if (keys.size === 0) this.byProvider.delete(provider)
+    }
+  }
+
   private entry(provider: string, key: string): Entry {
     let keys = this.byProvider.get(provider)
     const found = keys?.get(key)
