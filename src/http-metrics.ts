@@ -44,6 +44,11 @@ export function createHttpMetrics(registry: MetricsRegistry, routes: readonly { 
   const routeOf = (path: string): number => {
     const hit = exact.get(path)
     if (hit !== undefined) return hit
+    // The router serves a path with a trailing slash as the path without it (/health/ as /health).
+    if (path.length > 1 && path.endsWith('/')) {
+      const bare = exact.get(path.slice(0, -1))
+      if (bare !== undefined) return bare
+    }
     for (const p of patterns) if (p.pattern.test(path)) return p.index
     return 0
   }

@@ -48,6 +48,24 @@ function checkHistograms(m: ParsedMetrics): number {
 }
 
 describe('with no plugins: the core metrics', () => {
+  test('a path served with a trailing slash (/v1/chat/completions/, /health/) counts under its route, not as unmatched', async () => {
+    const tg = await startGateway(upstreamConfig(upstream.url))
+    try {
+      const chat = await postJson(`${tg.url}/v1/chat/completions/`, { model: 'mock-gpt', messages })
+      expect(chat.status).toBe(200)
+      await chat.arrayBuffer()
+      const health = await fetch(`${tg.url}/health/`)
+      expect(health.status).toBe(200)
+      await health.arrayBuffer()
+      const m = await scrape(tg.url)
+      expect(sampleValue(m, 'sluice_http_requests_total', { route: '/v1/chat/completions', status: '200' })).toBe(1)
+      expect(sampleValue(m, 'sluice_http_requests_total', { route: '/health', status: '200' })).toBe(1)
+      expect(sampleValue(m, 'sluice_http_requests_total', { route: 'unmatched', status: '200' })).toBeUndefined()
+    } finally {
+      await tg.close()
+    }
+  })
+
   test('the exposition parses line by line; requests and latency by route and status move; upstream key health', async () => {
     const tg = await startGateway(upstreamConfig(upstream.url))
     try {
