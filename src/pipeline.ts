@@ -333,7 +333,7 @@ export class Pipeline {
       body,
       model,
       stream: body.stream === true,
-      startedAt: performance.now(),
+      startedAt: arrivalOf(id),
       get clientIp() {
         if (clientIp === undefined) clientIp = resolve!(request)
         return clientIp
@@ -1420,6 +1420,21 @@ export class Pipeline {
       }
     }
   }
+}
+
+/** Longest wait between a request's arrival and its record that {@link arrivalOf} reads from its id. */
+const MAX_ARRIVAL_WAIT_MS = 3_600_000
+
+/**
+ * `performance.now()` when a request arrived: its id is made as its headers come (a UUIDv7, whose
+ * first 48 bits are that ms), while its record is made once its body is read, which a client
+ * sending slowly stretches (up to the body timeout). A wait of a ms or less, or an id of another
+ * form, is taken as none: the record's own time is then the finer one.
+ */
+function arrivalOf(id: string): number {
+  const now = performance.now()
+  const waited = Date.now() - Number.parseInt(id.slice(4, 16), 16)
+  return waited > 1 && waited <= MAX_ARRIVAL_WAIT_MS ? now - waited : now
 }
 
 /**
