@@ -10,6 +10,7 @@ import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
 import { spentLimitsResetS } from './lib/rate-headers.ts'
 import { cacheWritesOf, carriesUsage, eventUsage, findUsage, lastUsage, parseUsage, priceOf, promptUsageOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
+import { within } from './lib/within.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
 import type {
   AttemptFailure,
@@ -559,19 +560,7 @@ export class Pipeline {
   private bounded<T>(pending: Promise<T>, hook: FailingHook, plugin: string): Promise<T> {
     const ms = this.hookTimeoutMs
     if (ms === 0) return pending
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new HookFailure(hook, plugin, new HookTimeout(ms, pending))), ms)
-      pending.then(
-        (value) => {
-          clearTimeout(timer)
-          resolve(value)
-        },
-        (error: unknown) => {
-          clearTimeout(timer)
-          reject(error)
-        },
-      )
-    })
+    return within(pending, ms, () => new HookFailure(hook, plugin, new HookTimeout(ms, pending)))
   }
 
   /**

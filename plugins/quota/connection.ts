@@ -1,6 +1,7 @@
 import { RedisClient as NativeRedis } from 'bun'
 import type { Cluster, Redis } from 'ioredis'
 import type { RedisClient } from '../../src/redis.ts'
+import { within } from '../../src/lib/within.ts'
 
 /** A script argument: a key or a number, or binary (a packed batch, see pack.ts). */
 export type ScriptArg = string | number | Buffer
@@ -148,21 +149,9 @@ export class NativeConnection implements ScriptConnection {
       out[i] = typeof a === 'object' ? a : String(a)
     }
     const reply = this.client.send(command, out as string[]) as Promise<unknown>
-    return new Promise<unknown>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(new TimedOutError(`Redis did not answer ${command} within ${this.timeoutMs} ms`, reply))
-        this.probe()
-      }, this.timeoutMs)
-      reply.then(
-        (value) => {
-          clearTimeout(timer)
-          resolve(value)
-        },
-        (error: unknown) => {
-          clearTimeout(timer)
-          reject(error)
-        },
-      )
+    return within(reply, this.timeoutMs, () => {
+      this.probe()
+      return new TimedOutError(`Redis did not answer ${command} within ${this.timeoutMs} ms`, reply)
     })
   }
 

@@ -1,5 +1,6 @@
 import { Redis, type Cluster } from 'ioredis'
 import { watchConnection, type RedisClient } from '../redis.ts'
+import { within } from './within.ts'
 
 /** Broadcast between gateway instances (key invalidation, health). Handlers must be cheap. */
 export interface MessageBus {
@@ -75,11 +76,7 @@ const MISSED = 'bus.missed'
 
 /** `promise`, or a rejection naming `what` once `ms` passed without it settling. */
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Redis did not answer within ${ms} ms (${what})`)), ms)
-  })
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer))
+  return within(promise, ms, () => new Error(`Redis did not answer within ${ms} ms (${what})`))
 }
 
 /** Waits before connecting a Cluster's bus to another node after one could not be used: doubled after each failure, up to the max. */

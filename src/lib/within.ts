@@ -1,0 +1,20 @@
+/**
+ * `pending`, or a rejection with what `late()` returns once `ms` have passed without it settling.
+ * The timer goes as soon as `pending` settles, so a call that answers leaves nothing behind; what
+ * `pending` does after the deadline is the caller's to watch (keep the promise to see it).
+ */
+export function within<T>(pending: Promise<T>, ms: number, late: () => unknown): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(late()), ms)
+    pending.then(
+      (value) => {
+        clearTimeout(timer)
+        resolve(value)
+      },
+      (error: unknown) => {
+        clearTimeout(timer)
+        reject(error)
+      },
+    )
+  })
+}
