@@ -225,3 +225,19 @@ describe('keys added or removed through the admin API', () => {
     expect(requests('k2')).toBe(0)
   })
 })
+
+describe('a target weight over a provider with several keys', () => {
+  test("is the target's share, split among its keys by their weights, where every key took the whole target weight (more keys, more traffic)", async () => {
+    // DESIGN.md's example: target "a" weight 3 with keys weighted 2 and 1, target "b" weight 1.
+    const g = await boot({
+      providers: [
+        provider('a', [{ id: 'w1', secret: secretOf('w1'), weight: 2 }, { id: 'w2', secret: secretOf('w2') }]),
+        provider('b', [{ id: 'w3', secret: secretOf('w3') }]),
+      ],
+      models: [{ name: 'm', targets: [{ provider: 'a', model: 'mock-gpt', weight: 3 }, { provider: 'b', model: 'mock-gpt' }] }],
+    })
+    for (let i = 0; i < 40; i++) expect((await chat(g)).status).toBe(200)
+    // 3:1 between the targets, 2:1 between a's keys: weighted picks are exact over a window of the weights' sum.
+    expect([requests('w1'), requests('w2'), requests('w3')]).toEqual([20, 10, 10])
+  })
+})

@@ -262,10 +262,14 @@ export const balance = definePlugin({
       sync()
       const candidates: Pool['candidates'] = []
       for (const target of group.targets) {
+        // A target's weight is its share of the group, split among its provider's keys by theirs:
+        // adding a key to a provider spreads the target's traffic, it does not draw more of it.
+        const keysWeight = target.provider.keys.reduce((sum, key) => sum + (key.weight ?? 1), 0)
         for (const key of target.provider.keys) {
           const route: RouteTarget = { provider: target.provider, model: target.model, key, group: group.name }
           const health = healthOf(target.provider.id, key.id)
-          candidates.push({ index: candidates.length, weight: target.weight * (key.weight ?? 1), health, modelHealth: modelHealthOf(health, target.model), target, key, route })
+          const weight = keysWeight > 0 ? (target.weight * (key.weight ?? 1)) / keysWeight : 0
+          candidates.push({ index: candidates.length, weight, health, modelHealth: modelHealthOf(health, target.model), target, key, route })
         }
       }
       const holdsStreams = group.strategy === 'least-busy' || group.strategy === 'latency'

@@ -22,7 +22,7 @@ export const ProviderKeySchema = Type.Object(
     id: Id,
     /** Upstream secret; may be empty for servers that need none. */
     secret: Type.String({ maxLength: 4096 }),
-    /** Relative share for weighted balancing. @default 1 */
+    /** Relative share of its target's traffic among the provider's keys, for weighted balancing. @default 1 */
     weight: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000 })),
     /** Requests per minute the upstream allows this key; at most 2147483647, what an integer column holds on every database. */
     rpm: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_STORED_INTEGER })),
