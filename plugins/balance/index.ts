@@ -335,7 +335,9 @@ export const balance = definePlugin({
       if (!retryable(failure.status) && !keyFault(failure.status)) return
       h.lastError = { at: t, status: failure.status, message: (failure.operatorMessage ?? failure.error.message).slice(0, 300) }
       if (failure.status === 429) {
-        model.until = t + (failure.retryAfter !== null ? failure.retryAfter * 1000 : options.cooldown_ms)
+        // Bounded as the options' timers are: a Retry-After of 1e13 s (a broken upstream or proxy) would
+        // make a date no ISO string can hold, failing the health view and every Retry-After computed from it.
+        model.until = t + Math.min(failure.retryAfter !== null ? failure.retryAfter * 1000 : options.cooldown_ms, MAX_TIMER_MS)
         share(h, model)
       } else if (keyRefusal(failure.status)) {
         h.dead = `the upstream refused this key (HTTP ${failure.status}) at ${new Date(t).toISOString()}`

@@ -165,3 +165,18 @@ describe('headroom is learned per upstream model', () => {
     expect(row.headroom_models.map((m) => [m.model, m.headroom]).sort()).toEqual([['model-a', 0], ['model-b', 0.9]])
   })
 })
+
+describe('a Retry-After past any date the gateway can write (a broken upstream or proxy: 1e13 s)', () => {
+  test('cools the key for at most 2147483647 ms, and the health view still answers, where it failed 500 (Invalid time value)', async () => {
+    const g = await boot()
+    fixture.up.fail('model-a', { status: 429, headers: { 'retry-after': '1e13' } })
+    expect(await served(g, 'm')).toBe('model-b')
+    const row = await g.key('k1')
+    expect(row.cooling_models.map((c) => c.model)).toEqual(['model-a'])
+    const until = Date.parse(row.cooling_models[0]!.until)
+    expect(until).toBeGreaterThan(Date.now() + 2_000_000_000)
+    expect(until).toBeLessThanOrEqual(Date.now() + 2_147_483_647)
+    const res = await g.chat({ model: 'm2' })
+    expect(res.status).toBe(200)
+  })
+})
