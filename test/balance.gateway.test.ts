@@ -241,3 +241,26 @@ describe('a target weight over a provider with several keys', () => {
     expect([requests('w1'), requests('w2'), requests('w3')]).toEqual([20, 10, 10])
   })
 })
+
+describe("a provider key's own rpm changed through the admin API", () => {
+  test('keeps what was used: raised from 1 to 2 after one request, it has room for one more at once, where the spent bucket refilled at the new rate first (30 s)', async () => {
+    const g = await boot({})
+    const created = await fetch(`${g.url}/admin/providers`, {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({ id: 'live', type: 'openai-compatible', base_url: fixture.up.url, keys: [{ id: 'q1', secret: secretOf('q1'), rpm: 1 }] }),
+    })
+    expect(created.status).toBe(201)
+    const model = await fetch(`${g.url}/admin/models`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'm', targets: [{ provider: 'live', model: 'mock-gpt' }] }) })
+    expect(model.status).toBe(201)
+    expect((await chat(g)).status).toBe(200)
+    await expectError(await chat(g), 'no_healthy_upstream', 503)
+
+    // The provider raised the key's tier: the operator says so, and the gateway uses it now.
+    const raised = await fetch(`${g.url}/admin/providers/live`, { method: 'PATCH', headers: admin, body: JSON.stringify({ keys: [{ id: 'q1', secret: secretOf('q1'), rpm: 2 }] }) })
+    expect(raised.status).toBe(200)
+    expect((await chat(g)).status).toBe(200)
+    await expectError(await chat(g), 'no_healthy_upstream', 503)
+    expect(requests('q1')).toBe(2)
+  })
+})

@@ -69,10 +69,15 @@ interface Pool {
   holdsStreams: boolean
 }
 
-/** Per provider key: its own rpm/tpm, kept in process (the upstream's limit is per key, not per request). */
+/**
+ * Per provider key: its own rpm/tpm, kept in process (the upstream's limit is per key, not per
+ * request). Each bucket holds what is used (missing from a full bucket) at `ts`, not what is left:
+ * a limit the operator changes keeps what was used, so a raised one has room at once (as the quota
+ * plugin's buckets do), and one lowered below it is in debt until its own rate refills it.
+ */
 interface KeyRate {
-  rpm: { tokens: number; ts: number } | null
-  tpm: { tokens: number; ts: number } | null
+  rpm: { used: number; ts: number } | null
+  tpm: { used: number; ts: number } | null
 }
 
 /**
@@ -304,7 +309,7 @@ export const balance = definePlugin({
       let r = rates.get(k)
       if (!r) rates.set(k, (r = { rpm: null, tpm: null }))
       const t = now()
-      const level = (b: { tokens: number; ts: number } | null, limit: number) => Math.min(limit, (b?.tokens ?? limit) + ((t - (b?.ts ?? t)) * limit) / 60_000)
+      const level = (b: { used: number; ts: number } | null, limit: number) => (b === null ? limit : limit - Math.max(0, b.used - ((t - b.ts) * limit) / 60_000))
       const rpmLeft = key.rpm ? level(r.rpm, key.rpm) : Infinity
       const tpmLeft = key.tpm ? level(r.tpm, key.tpm) : Infinity
       const tpmNeed = Math.min(tokens, key.tpm ?? tokens)
@@ -313,8 +318,8 @@ export const balance = definePlugin({
         tpmLeft < tpmNeed ? ((tpmNeed - tpmLeft) * 60_000) / key.tpm! : 0,
       )
       if (wait === 0 && take) {
-        if (key.rpm) r.rpm = { tokens: rpmLeft - 1, ts: t }
-        if (key.tpm) r.tpm = { tokens: tpmLeft - tokens, ts: t }
+        if (key.rpm) r.rpm = { used: key.rpm - rpmLeft + 1, ts: t }
+        if (key.tpm) r.tpm = { used: key.tpm - tpmLeft + tokens, ts: t }
       }
       return wait
     }
