@@ -457,6 +457,17 @@ describe('strategies through the gateway', () => {
     expect(requests('a')).toBeGreaterThanOrEqual(1 + 5)
   })
 
+  test('a reset past any date the gateway can write (9999999999999s from a broken upstream) is held for at most 2147483647 ms, where the health view failed 500 (Invalid time value)', async () => {
+    const g = await boot({ keys: ['a'], models: [{ name: 'm', strategy: 'usage', targets: [{ provider: 'acct', model: 'mock-gpt' }] }] })
+    fixture.up.set(secretOf('a'), { headers: { 'x-ratelimit-limit-requests': '100', 'x-ratelimit-remaining-requests': '50', 'x-ratelimit-reset-requests': '9999999999999s' } })
+    await okSequential(g, 1)
+    const row = await g.key('a')
+    expect(row.headroom).toBe(0.5)
+    const until = Date.parse(row.headroom_models[0]!.until)
+    expect(until).toBeGreaterThan(Date.now() + 2_000_000_000)
+    expect(until).toBeLessThanOrEqual(Date.now() + 2_147_483_647)
+  })
+
   test('usage avoids a key whose x-ratelimit-remaining-requests reads 0, until its window resets', async () => {
     const g = await boot({ keys: ['a', 'b'], models: [{ name: 'm', strategy: 'usage', targets: [{ provider: 'acct', model: 'mock-gpt' }] }] })
     fixture.up.set(secretOf('a'), { headers: { 'x-ratelimit-limit-requests': '100', 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '1s' } })

@@ -88,6 +88,11 @@ describe('resetAt', () => {
     for (const bad of ['', 'ms', '5x', '2s3', '1..5s', '-1s']) expect(resetAt(bad, NOW)).toBeNull()
     expect(resetAt(null, NOW)).toBeNull()
   })
+
+  test('a reset further than 2147483647 ms (about 24 days) is that far, where a date past what an ISO string holds failed the health view', () => {
+    expect(resetAt('9999999999999s', NOW)).toBe(NOW + 2_147_483_647)
+    expect(resetAt('+100000-01-01T00:00:00Z', NOW)).toBe(NOW + 2_147_483_647)
+  })
 })
 
 describe('available and stateOf', () => {

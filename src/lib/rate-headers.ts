@@ -1,12 +1,17 @@
 /** Providers' rate-limit headers, read by the pipeline (a 429's wait) and the balance plugin (headroom). */
+import { MAX_TIMER_MS } from '../config/schema.ts'
 
-/** A reset header as ms epoch: OpenAI's duration (`6m0s`, `20ms`), bare seconds, or an RFC 3339 time. */
+/**
+ * A reset header as ms epoch: OpenAI's duration (`6m0s`, `20ms`), bare seconds, or an RFC 3339 time.
+ * At most MAX_TIMER_MS (about 24 days) from now: a broken upstream's `9999999999999s` would make a
+ * date no ISO string can hold, failing every view that shows it (the balance plugin's health).
+ */
 export function resetAt(value: string | null, now: number): number | null {
   if (value === null) return null
   const ms = durationMs(value)
-  if (ms !== null) return now + ms
+  if (ms !== null) return now + Math.min(ms, MAX_TIMER_MS)
   const at = Date.parse(value)
-  return Number.isNaN(at) ? null : at
+  return Number.isNaN(at) ? null : Math.min(at, now + MAX_TIMER_MS)
 }
 
 /**
