@@ -323,6 +323,37 @@ describe('the request is at fault: no retry', () => {
   })
 })
 
+describe("a target whose adapter cannot translate the request (Claude in a group with an OpenAI-compatible provider)", () => {
+  /** Nothing is sent to Claude: its adapter refuses `logprobs` before any call, so no server is needed at its address. */
+  const claude = { id: 'claude', type: 'anthropic' as const, baseUrl: 'http://127.0.0.1:9', keys: [{ id: 'an-1', secret: secretOf('an-1') }] }
+
+  test('is skipped for another target of the group, where the client got the refusal whenever the pick fell on it (every other request)', async () => {
+    const g = await boot({
+      keys: ['a'],
+      extraProviders: [claude],
+      models: [{ name: 'm', targets: [{ provider: 'acct', model: 'mock-gpt' }, { provider: 'claude', model: 'claude-sonnet-4-5' }] }],
+    })
+    await okSequential(g, 6, { logprobs: true })
+    expect(requests('a')).toBe(6)
+    // No fault of a key's: both stay healthy, and Claude still takes its share of what it can serve.
+    expect((await g.health()).map((r) => [r.key, r.state, r.last_error])).toEqual([['a', 'healthy', null], ['an-1', 'healthy', null]])
+  })
+
+  test("is the refusal when the group has no other target to take it, fallbacks left alone (they serve a group with no healthy target, not a field it lacks)", async () => {
+    const g = await boot({
+      keys: ['a'],
+      extraProviders: [claude],
+      models: [
+        { name: 'm', targets: [{ provider: 'claude', model: 'claude-sonnet-4-5' }], fallbacks: ['gpt'] },
+        { name: 'gpt', targets: [{ provider: 'acct', model: 'mock-gpt' }] },
+      ],
+    })
+    const error = await expectError(await g.chat({ logprobs: true }), 'invalid_request', 400)
+    expect(error.param).toBe('logprobs')
+    expect(requests('a')).toBe(0)
+  })
+})
+
 describe('fallbacks', () => {
   const setup = {
     providers: { main: ['m1', 'm2'], spare: ['s1'] },

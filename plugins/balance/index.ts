@@ -465,6 +465,10 @@ export const balance = definePlugin({
       /** Its model's failures in a row before that success reset them. */
       private failuresBefore = 0
       private holds = false
+      /** The pool of the chain the last pick came from. */
+      private pool = 0
+      /** Providers whose adapter refused this request (a field it cannot translate): set on the first such refusal. */
+      private refusedBy: ProviderRuntime[] | undefined = undefined
 
       constructor(
         private readonly chain: readonly Pool[],
@@ -494,10 +498,10 @@ export const balance = definePlugin({
         }
       }
 
-      /** The next candidate, from the first pool at or after `from` that has one ready. */
-      private pick(from = 0): RouteTarget | undefined {
+      /** The next candidate, from the first pool at or after `from` (and before `to`) that has one ready. */
+      private pick(from = 0, to = this.chain.length): RouteTarget | undefined {
         const t = now()
-        for (let i = from; i < this.chain.length; i++) {
+        for (let i = from; i < to; i++) {
           const pool = this.chain[i]!
           const ready: Pool['candidates'] = []
           for (const c of pool.candidates) {
@@ -505,6 +509,7 @@ export const balance = definePlugin({
             if (c.modelHealth.headroom !== null && c.modelHealth.headroomUntil <= t) c.modelHealth.headroom = null
             forgetStaleLatency(c.health, t, options.latency_ttl_ms)
             if (this.endpoint !== undefined && !c.target.provider.adapter.endpoints.has(this.endpoint)) continue
+            if (this.refusedBy?.includes(c.target.provider)) continue
             if (available(c.health, c.modelHealth, t) && !this.tried?.includes(c.modelHealth) && rateWait(c.target.provider.id, c.key, this.tokens, false) === 0) ready.push(c)
           }
           if (ready.length === 0) continue
@@ -513,6 +518,7 @@ export const balance = definePlugin({
           if (halfOpen(chosen.modelHealth, t)) chosen.modelHealth.trial = true
           this.attempts++
           if (i > this.reached) this.reached = i
+          this.pool = i
           chosen.health.inFlight++
           this.current = chosen
           this.holds = this.stream && pool.holdsStreams
@@ -524,6 +530,15 @@ export const balance = definePlugin({
       next(previous: AttemptFailure | undefined): MaybePromise<RouteTarget | GatewayError | undefined> {
         if (this.signal.aborted) return previous?.error ?? new GatewayError('upstream_error', 'The client closed the request.')
         if (!previous) return this.pick() ?? noHealthy(this.chain, this.tokens, this.endpoint)
+        if (previous.refused === true) {
+          // The adapter could not translate the request (Claude's n > 1, logprobs): nothing was sent, so
+          // it is no attempt, and no key's fault. Another provider of the same group may take it (a group
+          // mixing Claude with OpenAI); fallbacks are for a group with no healthy target, not for a field
+          // its targets lack: with no other target of the group ready, the refusal is the answer.
+          this.attempts--
+          ;(this.refusedBy ??= []).push(previous.target.provider)
+          return this.pick(this.pool, this.pool + 1) ?? previous.error
+        }
         // The request's own fault (400, 404, 413, 422...): another key would answer the same.
         if (!retryable(previous.status) && !keyFault(previous.status)) return previous.error
         if (this.attempts >= options.max_attempts) {
