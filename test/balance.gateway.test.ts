@@ -141,6 +141,20 @@ describe("a provider key's own tpm", () => {
     expect(error.message).toContain('rate limit')
     expect(requests('a')).toBe(1)
   })
+  test('counts max_tokens once per completion asked (n), as the provider and the quota plugin do', async () => {
+    const g = await boot({
+      providers: [provider('acct', [{ id: 'a', secret: secretOf('a'), tpm: 100 }])],
+      models: [{ name: 'm', targets: [{ provider: 'acct', model: 'mock-gpt' }] }],
+    })
+    const first = await chat(g, { max_tokens: 40, n: 2 })
+    expect(first.status).toBe(200)
+    await first.arrayBuffer()
+    // Two completions of up to 40 tokens and the prompt: about 85 of the 100, where 45 were counted and
+    // the second request was sent for the provider to refuse.
+    const error = await expectError(await chat(g, { max_tokens: 40, n: 2 }), 'no_healthy_upstream')
+    expect(error.message).toContain('rate limit')
+    expect(requests('a')).toBe(1)
+  })
 })
 
 describe('a provider key whose secret the operator replaced', () => {

@@ -5,6 +5,7 @@ import { GatewayError } from '../../src/errors.ts'
 import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import { audit } from '../../src/db/audit.ts'
 import { roughPromptTokens } from '../../src/lib/usage.ts'
+import { completionsAsked } from '../../src/providers/shared/openai-format.ts'
 import { adminErrors, jsonResponse, ListOf, Nullable, Time } from '../../src/routes/schemas.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
 import type { GroupTarget, ModelGroup, ModelRegistry, ProviderRuntime, RouteTarget } from '../../src/models.ts'
@@ -604,7 +605,7 @@ export const balance = definePlugin({
           partial = partialEndpoints(chain)
         }
         const only = partial.has(req.endpoint) ? req.endpoint : undefined
-        return new BalancePlan(chain, chain[0]!.metered ? tokensOf(req.body) : 0, req.request.signal, req.stream, only)
+        return new BalancePlan(chain, chain[0]!.metered ? tokensOf(req.body, req.endpoint) : 0, req.request.signal, req.stream, only)
       },
 
       routes(app) {
@@ -708,11 +709,12 @@ const KeyHealthReset = Type.Object({ object: Type.Literal('provider_key_health')
 
 /**
  * What a request may cost against a key's own tpm, as the provider counts it before answering:
- * its prompt (estimated: 4 characters a token) plus the completion it allows.
+ * its prompt (estimated: 4 characters a token) plus the completions it allows (`max_tokens` for
+ * each one it asks for: `n`, as the quota plugin counts them).
  */
-function tokensOf(body: Record<string, unknown>): number {
+function tokensOf(body: Record<string, unknown>, endpoint: Endpoint): number {
   const max = body.max_completion_tokens ?? body.max_tokens
-  return roughPromptTokens(body) + (typeof max === 'number' && max > 0 ? max : 0)
+  return roughPromptTokens(body) + (typeof max === 'number' && max > 0 ? max * completionsAsked(body, endpoint) : 0)
 }
 
 /**
