@@ -6,6 +6,7 @@
 import { describe, expect, spyOn, test } from 'bun:test'
 import { parseSse } from '../../test/fixtures/mock-upstream.ts'
 import { readUntilEnd, startBreakingUpstream, startKeyedUpstream } from '../../test/fixtures/keyed-upstream.ts'
+import { startMockAnthropic } from '../../test/fixtures/mock-anthropic.ts'
 import { secretOf, startBalanceGateway, type BalanceGateway, type BalanceSetup, upstreamForFile } from '../../test/support/balance.ts'
 import { expectError, waitFor } from '../../test/support/http.ts'
 
@@ -351,6 +352,24 @@ describe("a target whose adapter cannot translate the request (Claude in a group
     const error = await expectError(await g.chat({ logprobs: true }), 'invalid_request', 400)
     expect(error.param).toBe('logprobs')
     expect(requests('a')).toBe(0)
+  })
+
+  test("takes nothing from the key's own rpm: nothing was sent, where each refusal spent a request of the key's minute", async () => {
+    const anthropic = await startMockAnthropic()
+    try {
+      const g = await boot({
+        keys: ['a'],
+        extraProviders: [{ ...claude, baseUrl: anthropic.url, keys: [{ id: 'an-1', secret: secretOf('an-1'), rpm: 1 }] }],
+        models: [{ name: 'm', targets: [{ provider: 'claude', model: 'claude-sonnet-4-5' }] }],
+      })
+      await expectError(await g.chat({ logprobs: true }), 'invalid_request', 400)
+      await okSequential(g, 1)
+      expect(anthropic.stats.requests).toBe(1)
+      // Its one request of the minute is spent now, by the call that reached Claude.
+      await expectError(await g.chat(), 'no_healthy_upstream')
+    } finally {
+      await anthropic.stop()
+    }
   })
 })
 

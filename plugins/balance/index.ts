@@ -325,6 +325,14 @@ export const balance = definePlugin({
       return wait
     }
 
+    /** Give back what a pick took from the key's own rpm/tpm for a request that was never sent (its adapter refused it). */
+    const refund = (provider: string, key: ProviderKeyConfig, tokens: number): void => {
+      const r = rates.get(id(provider, key.id))
+      if (!r) return
+      if (r.rpm) r.rpm.used -= 1
+      if (r.tpm) r.tpm.used -= tokens
+    }
+
     /**
      * A 429 cools the key for the attempt's upstream model only (providers limit per model); a
      * 401/403 is about the key itself, dead for every model. 5xx, timeouts and network errors
@@ -537,6 +545,7 @@ export const balance = definePlugin({
           // mixing Claude with OpenAI); fallbacks are for a group with no healthy target, not for a field
           // its targets lack: with no other target of the group ready, the refusal is the answer.
           this.attempts--
+          refund(previous.target.provider.id, previous.target.key, this.tokens)
           ;(this.refusedBy ??= []).push(previous.target.provider)
           return this.pick(this.pool, this.pool + 1) ?? previous.error
         }
