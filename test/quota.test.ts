@@ -728,6 +728,33 @@ for (const backend of backends) {
         expect(after.remaining.budget_usd!).toBeCloseTo(2 - cost, 6)
       })
 
+      test("quota says which level holds each limit: the key's, its owner's and its team's own, with what is left of each", async () => {
+        const user = await createUser(gw, { limits: { rpm: 7 } })
+        const team = await createTeam(gw, [user], { budget: { tokens: 100_000, period: 'day' } })
+        const { key, id } = await createKey(gw, user, { team_id: team, limits: { rpm: 20 } })
+        const res = await gw.chat(key, { max_tokens: 30 })
+        expect(res.status).toBe(200)
+        const { usage } = (await res.json()) as { usage: { total_tokens: number } }
+        const info = await eventually(async () => {
+          const i = await gw.keyInfo(key)
+          return i.remaining.budget_tokens === 100_000 - usage.total_tokens ? i : undefined
+        }, 5000, 'settled')
+        expect(info.quota?.key).toMatchObject({ object: 'quota', subject: 'key', id, requests: { limit: 20, remaining: 19 }, tokens: null, budget: null })
+        expect(info.quota?.user).toMatchObject({ subject: 'user', id: user, requests: { limit: 7, remaining: 6 }, budget: null })
+        expect(info.quota?.team).toMatchObject({
+          subject: 'team',
+          id: team,
+          requests: null,
+          budget: { period: 'day', tokens: { limit: 100_000, spent: usage.total_tokens, remaining: 100_000 - usage.total_tokens }, usd: null },
+        })
+        // The least of them is what remaining says; the key's own limits and budget stay its own.
+        expect(info.remaining).toMatchObject({ requests: 6, budget_tokens: 100_000 - usage.total_tokens })
+        expect(info.budget).toBeNull()
+        // A level without limits or budget is null.
+        const { key: free } = await createKey(gw, await createUser(gw))
+        expect((await gw.keyInfo(free)).quota).toEqual({ key: null, user: null, team: null })
+      })
+
       test('a key without limits or budgets has null everywhere in remaining', async () => {
         const user = await createUser(gw)
         const { key } = await createKey(gw, user)

@@ -7,55 +7,62 @@ import { fromJson } from '../../src/lib/json-text.ts'
 import { echo } from '../../src/lib/key-text.ts'
 import { budgetPeriod, type Budget, type Limits } from '../../src/limits.ts'
 import type { Services } from '../../src/services.ts'
-import { adminErrors, Nullable, Time } from '../../src/routes/schemas.ts'
+import { adminErrors, QuotaView } from '../../src/routes/schemas.ts'
 import { MICRO, subjectItems, type Item, type Scope, type Subject } from './plan.ts'
 import type { QuotaStore } from './store.ts'
 
 const tags = ['Admin: quota']
 
-const Bucket = t.Object(
-  {
-    limit: t.Number({ description: 'The limit per minute (the bucket holds at most this much).' }),
-    remaining: t.Number({ description: 'What the bucket holds now (0 while a charge beyond it is being paid back).' }),
-    full_at: Nullable({ ...Time, description: 'When the bucket is full again; null when it is full now.' }),
-  },
-  { additionalProperties: false },
-)
-const Spend = t.Object(
-  {
-    limit: t.Number(),
-    spent: t.Number({ description: 'Spent in the current period (it may pass the limit: a request is charged its real usage after it ends).' }),
-    remaining: t.Number({ description: 'Left in the current period, at least 0.' }),
-  },
-  { additionalProperties: false },
-)
-
-export const QuotaView = t.Object(
-  {
-    object: t.Literal('quota'),
-    subject: t.Union([t.Literal('key'), t.Literal('user'), t.Literal('team')]),
-    id: t.String(),
-    counted_as: t.String({ description: "The id the counts are kept under: a key's rotation lineage (its first key), shared by every key of the chain; the subject's own id otherwise." }),
-    store: t.Union([t.Literal('redis'), t.Literal('memory')], { description: '`redis`: shared by every gateway instance; `memory`: this instance only (no Redis, or Redis unreachable with fail_mode open).' }),
-    requests: Nullable(Bucket),
-    tokens: Nullable(Bucket),
-    parallel: Nullable(t.Object({ limit: t.Number(), in_flight: t.Number() }, { additionalProperties: false })),
-    budget: Nullable(
-      t.Object(
-        {
-          period: t.Union([t.Literal('day'), t.Literal('week'), t.Literal('month'), t.Literal('total')]),
-          period_start: Nullable({ ...Time, description: 'Start of the current UTC period; null for `total`.' }),
-          resets_at: Nullable({ ...Time, description: 'When the budget renews; null for `total`, which never does.' }),
-          tokens: Nullable(Spend),
-          usd: Nullable(Spend),
-        },
-        { additionalProperties: false },
-      ),
-    ),
-  },
-  { additionalProperties: false, description: "A key's, user's or team's own limits and budget (not those of the others a request also answers to), with what is left of each now." },
-)
 type QuotaViewT = Static<typeof QuotaView>
+
+/**
+ * One subject's own limits and budget with what is left of each (`left`: the store's answer for
+ * `items`, that subject's items as subjectItems lists them), as the admin API and GET /v1/key show it.
+ */
+export function quotaView(scope: Scope, subject: Subject, items: readonly Item[], left: readonly number[], now: number, store: QuotaViewT['store']): QuotaViewT {
+  const at = (measure: Item['measure']) => items.findIndex((it) => it.measure === measure)
+  const bucket = (measure: 'requests' | 'tokens') => {
+    const i = at(measure)
+    if (i < 0) return null
+    const item = items[i]!
+    const remaining = left[i]!
+    return {
+      limit: item.limit,
+      remaining: Math.max(0, Math.floor(remaining)),
+      full_at: remaining >= item.limit ? null : new Date(now + Math.ceil((item.limit - remaining) / item.rate)).toISOString(),
+    }
+  }
+  const spend = (measure: 'budget_tokens' | 'budget_usd', unit: number) => {
+    const i = at(measure)
+    if (i < 0) return null
+    const limit = items[i]!.limit
+    const spent = Math.max(0, limit - left[i]!)
+    return { limit: limit / unit, spent: spent / unit, remaining: Math.max(0, limit - spent) / unit }
+  }
+  const parallel = at('parallel')
+  const budget = subject.budget
+  const period = budget ? budgetPeriod(budget.period, now) : null
+  return {
+    object: 'quota',
+    subject: scope,
+    id: subject.id,
+    counted_as: subject.countedAs ?? subject.id,
+    store,
+    requests: bucket('requests'),
+    tokens: bucket('tokens'),
+    parallel: parallel < 0 ? null : { limit: items[parallel]!.limit, in_flight: Math.max(0, items[parallel]!.limit - left[parallel]!) },
+    budget:
+      budget && period
+        ? {
+            period: budget.period,
+            period_start: period.start === null ? null : new Date(period.start).toISOString(),
+            resets_at: period.end === null ? null : new Date(period.end).toISOString(),
+            tokens: spend('budget_tokens', 1),
+            usd: spend('budget_usd', MICRO),
+          }
+        : null,
+  }
+}
 
 const ResetBody = t.Optional(
   t.Object(
@@ -121,48 +128,7 @@ export function quotaAdminRoutes(deps: QuotaAdminDeps) {
     const now = services.now()
     const items = subjectItems(scope, subject, { tokens: 0, microUsd: 0 }, now, deps.planOptions)
     const { left, store } = await peek(items, now)
-    const at = (measure: Item['measure']) => items.findIndex((it) => it.measure === measure)
-    const bucket = (measure: 'requests' | 'tokens') => {
-      const i = at(measure)
-      if (i < 0) return null
-      const item = items[i]!
-      const remaining = left[i]!
-      return {
-        limit: item.limit,
-        remaining: Math.max(0, Math.floor(remaining)),
-        full_at: remaining >= item.limit ? null : new Date(now + Math.ceil((item.limit - remaining) / item.rate)).toISOString(),
-      }
-    }
-    const spend = (measure: 'budget_tokens' | 'budget_usd', unit: number) => {
-      const i = at(measure)
-      if (i < 0) return null
-      const limit = items[i]!.limit
-      const spent = Math.max(0, limit - left[i]!)
-      return { limit: limit / unit, spent: spent / unit, remaining: Math.max(0, limit - spent) / unit }
-    }
-    const parallel = at('parallel')
-    const budget = subject.budget
-    const period = budget ? budgetPeriod(budget.period, now) : null
-    return {
-      object: 'quota',
-      subject: scope,
-      id: subject.id,
-      counted_as: subject.countedAs ?? subject.id,
-      store: store.name,
-      requests: bucket('requests'),
-      tokens: bucket('tokens'),
-      parallel: parallel < 0 ? null : { limit: items[parallel]!.limit, in_flight: Math.max(0, items[parallel]!.limit - left[parallel]!) },
-      budget:
-        budget && period
-          ? {
-              period: budget.period,
-              period_start: period.start === null ? null : new Date(period.start).toISOString(),
-              resets_at: period.end === null ? null : new Date(period.end).toISOString(),
-              tokens: spend('budget_tokens', 1),
-              usd: spend('budget_usd', MICRO),
-            }
-          : null,
-    }
+    return quotaView(scope, subject, items, left, now, store.name)
   }
 
   const reset = async (found: Found, body: { limits?: boolean; budget?: boolean; parallel?: boolean } | null | undefined, actor: string): Promise<QuotaViewT> => {

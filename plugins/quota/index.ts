@@ -9,11 +9,11 @@ import type { Budget, Limits } from '../../src/limits.ts'
 import { priceOf } from '../../src/lib/usage.ts'
 import { completionsAsked, maxTokensField, maxTokensOf } from '../../src/providers/shared/openai-format.ts'
 import { PendingReleases, settleSurely } from './settle.ts'
-import { MICRO, PlanCache, hasLease, planItems, subjectItems, toMicroUsd, withCosts, type Item, type Subjects } from './plan.ts'
+import { MICRO, PlanCache, hasLease, planItems, subjectItems, toMicroUsd, withCosts, type Item, type Scope, type Subject, type Subjects } from './plan.ts'
 import { MemoryStore, refusingItem, type AdmitOutcome, type HeldLeases, type QuotaStore } from './store.ts'
 import { RedisStore, TooLateError } from './redis-store.ts'
 import { BudgetRefusals } from './refusals.ts'
-import { quotaAdminRoutes } from './admin.ts'
+import { quotaAdminRoutes, quotaView } from './admin.ts'
 import { IoredisConnection, NativeConnection, type ScriptConnection } from './connection.ts'
 
 const Options = Type.Object(
@@ -283,10 +283,18 @@ export const quota = definePlugin({
         const none = { requests: null, tokens: null, budget_tokens: null, budget_usd: null }
         if (!subjects) return { remaining: none }
         const now = services.now()
-        const items = planItems(subjects, { tokens: 0, microUsd: 0 }, now, planOptions)
+        // Each level's items apart (in planItems' order), for its own view; one read for all.
+        const zero = { tokens: 0, microUsd: 0 }
+        const keyItems = subjectItems('key', subjects.key, zero, now, planOptions)
+        const userItems = subjectItems('user', subjects.user, zero, now, planOptions)
+        const teamItems = subjects.team ? subjectItems('team', subjects.team, zero, now, planOptions) : []
+        const items = [...keyItems, ...userItems, ...teamItems]
         let left: number[]
+        let storeName: QuotaStore['name']
         try {
-          left = (await peekInForce(items, now)).left
+          const read = await peekInForce(items, now)
+          left = read.left
+          storeName = read.store.name
         } catch (error) {
           // Failing closed: every request of this key is refused now, and the in-process counts
           // would point its owner the wrong way.
@@ -311,10 +319,19 @@ export const quota = definePlugin({
           budget_tokens: floorOrNull(least('budget_tokens')),
           budget_usd: usd === null ? null : Math.max(0, usd) / MICRO,
         }
+        // Which level holds which limit: `remaining` is the least of them all, and a key refused by
+        // its team's budget would otherwise show no budget of its own and nothing left.
+        const levelView = (scope: Scope, subject: Subject | null, own: Item[], from: number) =>
+          subject === null || own.length === 0 ? null : quotaView(scope, subject, own, left.slice(from, from + own.length), now, storeName)
+        const quota = {
+          key: levelView('key', subjects.key, keyItems, 0),
+          user: levelView('user', subjects.user, userItems, keyItems.length),
+          team: levelView('team', subjects.team, teamItems, keyItems.length + userItems.length),
+        }
         if (req.locals[DIAGNOSE] === undefined) {
           // GET /v1/key: the same numbers in OpenAI's headers, as a model call's answer carries them (read already, nothing more to ask).
           putRateLimitHeaders(req.responseHeaders, items, left)
-          return { remaining }
+          return { remaining, quota }
         }
         // The key doctor: would admission refuse the least request (one request, one token, a
         // micro-dollar) now, and with what; and the most tokens a request may reserve now.
@@ -323,6 +340,7 @@ export const quota = definePlugin({
         const tokenRoom = [remaining.tokens, remaining.budget_tokens].filter((v): v is number => v !== null)
         return {
           remaining,
+          quota,
           [DIAGNOSIS]: {
             refusal: failed < 0 ? null : refusal(least1[failed]!, { ok: false, failed, waitMs, remaining: left, epoch: 0 }, {}),
             max_request_tokens: tokenRoom.length ? Math.min(...tokenRoom) : null,

@@ -285,6 +285,51 @@ export const v1Responses = {
   key: { ...clientErrors(401, 403, 503) },
 } as const
 
+/** A token bucket of the quota plugin (rpm or tpm), as its views show it. */
+const QuotaBucket = t.Object(
+  {
+    limit: t.Number({ description: 'The limit per minute (the bucket holds at most this much).' }),
+    remaining: t.Number({ description: 'What the bucket holds now (0 while a charge beyond it is being paid back).' }),
+    full_at: Nullable({ ...Time, description: 'When the bucket is full again; null when it is full now.' }),
+  },
+  { additionalProperties: false },
+)
+/** A budget's spend in its period. */
+const QuotaSpend = t.Object(
+  {
+    limit: t.Number(),
+    spent: t.Number({ description: 'Spent in the current period (it may pass the limit: a request is charged its real usage after it ends).' }),
+    remaining: t.Number({ description: 'Left in the current period, at least 0.' }),
+  },
+  { additionalProperties: false },
+)
+
+/** One key's, user's or team's own limits and budget: the quota plugin's admin views and `GET /v1/key`'s `quota`. */
+export const QuotaView = t.Object(
+  {
+    object: t.Literal('quota'),
+    subject: t.Union([t.Literal('key'), t.Literal('user'), t.Literal('team')]),
+    id: t.String(),
+    counted_as: t.String({ description: "The id the counts are kept under: a key's rotation lineage (its first key), shared by every key of the chain; the subject's own id otherwise." }),
+    store: t.Union([t.Literal('redis'), t.Literal('memory')], { description: '`redis`: shared by every gateway instance; `memory`: this instance only (no Redis, or Redis unreachable with fail_mode open).' }),
+    requests: Nullable(QuotaBucket),
+    tokens: Nullable(QuotaBucket),
+    parallel: Nullable(t.Object({ limit: t.Number(), in_flight: t.Number() }, { additionalProperties: false })),
+    budget: Nullable(
+      t.Object(
+        {
+          period: t.Union([t.Literal('day'), t.Literal('week'), t.Literal('month'), t.Literal('total')]),
+          period_start: Nullable({ ...Time, description: 'Start of the current UTC period; null for `total`.' }),
+          resets_at: Nullable({ ...Time, description: 'When the budget renews; null for `total`, which never does.' }),
+          tokens: Nullable(QuotaSpend),
+          usd: Nullable(QuotaSpend),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false, description: "A key's, user's or team's own limits and budget (not those of the others a request also answers to), with what is left of each now." },
+)
 /** `GET /v1/key`: the calling key as the gateway sees it. */
 export const KeyInfo = t.Object(
   {
@@ -307,6 +352,16 @@ export const KeyInfo = t.Object(
       budget_tokens: Nullable(t.Number()),
       budget_usd: Nullable(t.Number()),
     }),
+    quota: t.Optional(
+      t.Object(
+        { key: Nullable(QuotaView), user: Nullable(QuotaView), team: Nullable(QuotaView) },
+        {
+          additionalProperties: false,
+          description:
+            "With the quota plugin: each level's own limits and budget with what is left of each (the key's, its owner's, and the team the request is billed to; null where that level has none). `remaining` is the least of them; this says which level holds it.",
+        },
+      ),
+    ),
   },
   { additionalProperties: true },
 )

@@ -68,6 +68,8 @@ export interface KeyInfo {
   limits: unknown
   budget: unknown
   remaining: { requests: number | null; tokens: number | null; budget_tokens: number | null; budget_usd: number | null }
+  /** Each level's own limits and budget (the quota plugin's view of a key, user or team). */
+  quota?: { key: Record<string, unknown> | null; user: Record<string, unknown> | null; team: Record<string, unknown> | null }
 }
 
 /** The two quota stores a suite runs against: in process, and Redis when the tests have one. */
