@@ -233,6 +233,35 @@ describe('anthropic provider through the gateway', () => {
     ])
   })
 
+  test('a tool loop followed by a request without tools (a final summary) is served: the called tools are declared, Claude may not call them', async () => {
+    const first = await client.chat.completions.create({ model: 'claude-test', messages: [{ role: 'user', content: 'use get_weather for Paris' }], tools: [weatherTool] })
+    const call = first.choices[0]!.message.tool_calls![0]!
+    const history: OpenAI.Chat.Completions.ChatCompletionMessageParam[] = [
+      { role: 'user', content: 'use get_weather for Paris' },
+      first.choices[0]!.message,
+      { role: 'tool', tool_call_id: call.id, content: 'sunny, 21 C' },
+      { role: 'user', content: 'Summarize in one line.' },
+    ]
+    for (const stream of [false, true]) {
+      const answer = stream
+        ? await client.chat.completions.stream({ model: 'claude-test', messages: history }).finalChatCompletion()
+        : await client.chat.completions.create({ model: 'claude-test', messages: history })
+      expect(answer.choices[0]?.finish_reason).toBe('stop')
+      expect(answer.choices[0]?.message.tool_calls ?? []).toEqual([])
+      expect(lastBody(mock).tools).toEqual([{ name: 'get_weather', input_schema: { type: 'object' } }])
+      expect(lastBody(mock).tool_choice).toEqual({ type: 'none' })
+    }
+    // A JSON answer asked for by structured outputs after the loop is served too.
+    const schema = { type: 'object', properties: { line: { type: 'string' } }, required: ['line'], additionalProperties: false }
+    const structured = await client.chat.completions.create({
+      model: 'claude-test',
+      messages: history,
+      response_format: { type: 'json_schema', json_schema: { name: 'summary', strict: true, schema } },
+    })
+    expect(structured.choices[0]?.finish_reason).toBe('stop')
+    expect(lastBody(mock).tool_choice).toEqual({ type: 'none' })
+  })
+
   describe('reasoning_effort', () => {
     /** The thinking the mock writes for a last user text, and the message fields it comes back as. */
     const thought = (text: string) => `The user wrote: ${text}. Answering.`

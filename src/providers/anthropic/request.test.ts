@@ -25,6 +25,27 @@ describe('toAnthropicRequest', () => {
     expect(ok({ messages, max_tokens: 10, max_completion_tokens: 20 }).max_tokens).toBe(20)
   })
 
+  test('a tool history without tools declares the called tools with tool_choice none; tools of the request or none called leave it alone', () => {
+    const loop = [
+      { role: 'user', content: 'q' },
+      { role: 'assistant', content: null, tool_calls: [call('a', 'lookup'), call('b', 'functions.search'), call('c', 'lookup')] },
+      { role: 'tool', tool_call_id: 'a', content: '1' },
+      { role: 'tool', tool_call_id: 'b', content: '2' },
+      { role: 'tool', tool_call_id: 'c', content: '3' },
+    ]
+    const bare = ok({ messages: loop })
+    expect(bare.tools).toEqual([{ name: 'lookup', input_schema: { type: 'object' } }])
+    expect(bare.tool_choice).toEqual({ type: 'none' })
+    const odd = ok({ messages: [loop[0], { role: 'assistant', tool_calls: [call('x', 'a.b')] }, { role: 'tool', tool_call_id: 'x', content: '1' }] })
+    expect(odd.tools?.map((tool) => tool.name)).toEqual(['earlier_tool'])
+    const own = ok({ messages: loop, tools: [{ type: 'function', function: { name: 'lookup' } }] })
+    expect(own.tools?.map((tool) => tool.name)).toEqual(['lookup'])
+    expect(own.tool_choice).toBeUndefined()
+    const plain = ok({ messages: [{ role: 'user', content: 'q' }] })
+    expect(plain.tools).toBeUndefined()
+    expect(plain.tool_choice).toBeUndefined()
+  })
+
   test('parallel tool results merge into one user turn, results before any text', () => {
     const request = ok({
       messages: [

@@ -587,6 +587,31 @@ function withoutThinking(turns: AnthropicMessage[]): AnthropicMessage[] {
   return kept
 }
 
+/**
+ * Tools for a conversation that used tools the request no longer offers (a final summary, a
+ * framework's last call without tools): Anthropic refuses `tool_use` and `tool_result` blocks in a
+ * request that defines no tools, where OpenAI takes them. The tools the history called are
+ * declared (any input) with tool_choice none, so Claude reads its history and calls nothing, as
+ * the client offered nothing. Undefined when no tool was called.
+ */
+const HISTORY_TOOL_NAME = /^[a-zA-Z0-9_-]{1,128}$/
+
+function historyTools(turns: AnthropicMessage[]): Pick<AnthropicRequest, 'tools' | 'tool_choice'> | undefined {
+  const names = new Set<string>()
+  let called = false
+  for (const turn of turns) {
+    for (const block of turn.content) {
+      if (block.type !== 'tool_use') continue
+      called = true
+      // A name Anthropic takes for a tool; a call named otherwise (made elsewhere) needs no declaration of its own.
+      if (typeof block.name === 'string' && HISTORY_TOOL_NAME.test(block.name)) names.add(block.name)
+    }
+  }
+  if (!called) return undefined
+  if (names.size === 0) names.add('earlier_tool')
+  return { tools: [...names].map((name) => ({ name, input_schema: { type: 'object' } })), tool_choice: { type: 'none' } }
+}
+
 const EMAIL_OR_PHONE = /@|^\+?[\d\s().-]{7,}$/
 
 /**
@@ -641,6 +666,7 @@ export function toAnthropicRequest(body: JsonObject, options: AnthropicRequestOp
     request.tools = [answer.tool]
     request.tool_choice = { type: 'tool', name: answer.tool.name }
   } else if (answer) request.output_config = { format: answer.format }
+  if (!request.tools) Object.assign(request, historyTools(request.messages))
   // OpenAI's newer safety_identifier means what `user` meant, and what Anthropic's user_id means.
   const user = str(body.safety_identifier) || str(body.user)
   if (user) request.metadata = { user_id: opaqueUserId(user) }
