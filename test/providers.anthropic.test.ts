@@ -167,6 +167,16 @@ describe('anthropic provider through the gateway', () => {
     ])
   })
 
+  test('a conversation of system messages alone (OpenAI answers it) is served: the instructions go as the user turn Anthropic needs', async () => {
+    for (const stream of [false, true]) {
+      const body = { model: 'claude-test', messages: [{ role: 'system', content: 'Write a haiku.' }, { role: 'developer', content: 'About rain.' }] } satisfies OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming
+      const completion = stream ? await client.chat.completions.stream(body).finalChatCompletion() : await client.chat.completions.create(body)
+      expect(completion.choices[0]?.message.content).toBe(MOCK_CLAUDE_REPLY)
+      expect(lastBody(mock).messages).toEqual([{ role: 'user', content: [{ type: 'text', text: 'Write a haiku.' }, { type: 'text', text: 'About rain.' }] }])
+      expect(lastBody(mock).system).toBeUndefined()
+    }
+  })
+
   test('images: a data: URL becomes a base64 image block, an http URL a url source', async () => {
     const completion = await client.chat.completions.create({
       model: 'claude-test',

@@ -124,6 +124,16 @@ describe('gemini provider through the gateway', () => {
     })
   })
 
+  test('a conversation of system messages alone (OpenAI answers it) is served: the instructions go as the user turn Gemini needs', async () => {
+    for (const stream of [false, true]) {
+      const body = { model: 'gemini-test', messages: [{ role: 'system', content: 'Write a haiku.' }, { role: 'developer', content: 'About rain.' }] } satisfies OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming
+      const completion = stream ? await client.chat.completions.stream(body).finalChatCompletion() : await client.chat.completions.create(body)
+      expect(completion.choices[0]?.message.content).toBe(MOCK_GEMINI_REPLY)
+      expect(mock.stats.lastBody).toMatchObject({ contents: [{ role: 'user', parts: [{ text: 'Write a haiku.' }, { text: 'About rain.' }] }] })
+      expect((mock.stats.lastBody as Record<string, unknown>).systemInstruction).toBeUndefined()
+    }
+  })
+
   test('images: a data: URL becomes inlineData, an http URL with a known type fileData', async () => {
     const completion = await client.chat.completions.create({
       model: 'gemini-test',

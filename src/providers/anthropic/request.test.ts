@@ -46,6 +46,13 @@ describe('toAnthropicRequest', () => {
     expect(plain.tool_choice).toBeUndefined()
   })
 
+  test('system messages alone go as the user turn, without a system; nothing at all is still refused', () => {
+    const request = ok({ messages: [{ role: 'system', content: 'only system' }, { role: 'assistant', content: ' ' }] })
+    expect(request.messages).toEqual([{ role: 'user', content: [{ type: 'text', text: 'only system' }] }])
+    expect(request.system).toBeUndefined()
+    expect(refused({ messages: [{ role: 'system', content: ' ' }, { role: 'user', content: '' }] }).param).toBe('messages')
+  })
+
   test('parallel tool results merge into one user turn, results before any text', () => {
     const request = ok({
       messages: [
@@ -99,7 +106,7 @@ describe('toAnthropicRequest', () => {
     })
     expect(request.system).toBeUndefined()
     expect(request.messages).toEqual([{ role: 'user', content: [{ type: 'text', text: 'real' }] }])
-    expect(refused({ messages: [{ role: 'system', content: 'only a system prompt' }] }).param).toBe('messages')
+    expect(refused({ messages: [{ role: 'system', content: '' }, { role: 'user', content: ' ' }] }).param).toBe('messages')
   })
 
   test('cache_control marks are carried onto system, content and tool blocks', () => {

@@ -287,6 +287,8 @@ function translateMessages(messages: unknown): { system: AnthropicBlock[]; turns
   }
   for (const turn of turns) toolResultsFirst(turn)
   trimPrefill(turns)
+  // System messages alone, which OpenAI answers: Anthropic needs a turn, so the instructions are the user's.
+  if (turns.length === 0 && system.length) return { system: [], turns: [{ role: 'user', content: system }] }
   if (turns.length === 0) return refuse('Anthropic needs at least one non-empty user or assistant message.', 'messages')
   return { system, turns }
 }

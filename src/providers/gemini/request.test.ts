@@ -239,13 +239,19 @@ describe('toGeminiRequest', () => {
     expect(request.safetySettings).toEqual([{ category: 'HARM_CATEGORY_HARASSMENT', threshold: 'BLOCK_NONE' }])
   })
 
+  test('system messages alone go as the user turn, without a systemInstruction', () => {
+    const request = ok({ messages: [{ role: 'system', content: 'only system' }, { role: 'developer', content: [{ type: 'text', text: 'and this' }] }] })
+    expect(request.contents).toEqual([{ role: 'user', parts: [{ text: 'only system' }, { text: 'and this' }] }])
+    expect(request.systemInstruction).toBeUndefined()
+  })
+
   test('what Gemini cannot take is refused with the field named', () => {
     const user = (content: unknown) => ({ messages: [{ role: 'user', content }] })
     expect(refused(user([{ type: 'image_url', image_url: { url: 'https://x.test/img' } }])).message).toContain('.png')
     expect(refused(user([{ type: 'file', file: { file_id: 'f' } }])).param).toBe('messages[0].content[0]')
     expect(refused(user([{ type: 'input_audio', input_audio: { data: 'x', format: 'flac' } }])).param).toBe('messages[0].content[0]')
     expect(refused({ messages: [{ role: 'tool', tool_call_id: 'nope', content: 'x' }] }).message).toContain('nope')
-    expect(refused({ messages: [{ role: 'system', content: 'only system' }] }).param).toBe('messages')
+    expect(refused({ messages: [{ role: 'system', content: '' }, { role: 'user', content: '' }] }).param).toBe('messages')
     expect(refused({ ...user('x'), response_format: { type: 'json_schema', json_schema: {} } }).param).toBe('response_format')
     expect(refused({ messages: [{ role: 'assistant', content: null, tool_calls: [call('c', 'f', '[1]')] }] }).param).toBe('messages[0].tool_calls[0].function.arguments')
   })

@@ -259,6 +259,8 @@ function translateMessages(messages: unknown, fillSignatures: boolean): { system
         return refuse(`Messages with role "${String(message.role)}" cannot be sent to Gemini.`, `${param}.role`)
     }
   }
+  // System messages alone, which OpenAI answers: Gemini needs contents, so the instructions are the user's.
+  if (contents.length === 0 && system.length) return { system: [], contents: [{ role: 'user', parts: system }] }
   if (contents.length === 0) return refuse('Gemini needs at least one non-empty user or assistant message.', 'messages')
   return { system, contents }
 }
