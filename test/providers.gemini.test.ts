@@ -134,6 +134,37 @@ describe('gemini provider through the gateway', () => {
     }
   })
 
+  test('JSON beside tools, which Gemini before 3 refuses: json_object is left to the prompt, json_schema is a 400 naming response_format; Gemini 3 takes both', async () => {
+    const messages = [{ role: 'user' as const, content: 'use get_weather for Paris, then answer as JSON' }]
+    const schema = { type: 'object', properties: { city: { type: 'string' } }, required: ['city'], additionalProperties: false }
+    const object = await client.chat.completions.create({ model: 'gemini-test', messages, tools: [weatherTool], response_format: { type: 'json_object' } })
+    expect(object.choices[0]?.finish_reason).toBe('tool_calls')
+    const sent = mock.stats.lastBody as { tools?: unknown[]; generationConfig?: Record<string, unknown> }
+    expect(sent.tools).toHaveLength(1)
+    expect(sent.generationConfig?.responseMimeType).toBeUndefined()
+
+    mock.reset()
+    const res = await postJson(`${gw.url}/v1/chat/completions`, {
+      model: 'gemini-test',
+      messages,
+      tools: [weatherTool],
+      response_format: { type: 'json_schema', json_schema: { name: 'w', strict: true, schema } },
+    })
+    const error = await expectError(res, 'invalid_request', 400)
+    expect(error.param).toBe('response_format')
+    expect(error.message).toContain('tools')
+    expect(mock.stats.requests).toBe(0)
+
+    const three = await client.chat.completions.create({
+      model: 'gemini-3-flash-test',
+      messages,
+      tools: [weatherTool],
+      response_format: { type: 'json_schema', json_schema: { name: 'w', strict: true, schema } },
+    })
+    expect(three.choices[0]?.finish_reason).toBe('tool_calls')
+    expect(mock.stats.lastBody).toMatchObject({ generationConfig: { responseMimeType: 'application/json', responseJsonSchema: schema } })
+  })
+
   test('images: a data: URL becomes inlineData, an http URL with a known type fileData', async () => {
     const completion = await client.chat.completions.create({
       model: 'gemini-test',

@@ -239,6 +239,18 @@ describe('toGeminiRequest', () => {
     expect(request.safetySettings).toEqual([{ category: 'HARM_CATEGORY_HARASSMENT', threshold: 'BLOCK_NONE' }])
   })
 
+  test('JSON beside tools: Gemini before 3 gets json_object left to the prompt and refuses json_schema; Gemini 3 and aliases get both', () => {
+    const messages = [{ role: 'user', content: 'x' }]
+    const tools = [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { a: { type: 'string' } } } } }]
+    const schema = { type: 'json_schema', json_schema: { name: 'w', schema: { type: 'object' } } }
+    expect(ok({ model: 'gemini-2.5-flash', messages, tools, response_format: { type: 'json_object' } }).generationConfig).toBeUndefined()
+    expect(refused({ model: 'gemini-2.5-flash', messages, tools, response_format: schema }).param).toBe('response_format')
+    expect(ok({ model: 'gemini-2.5-flash', messages, response_format: { type: 'json_object' } }).generationConfig).toEqual({ responseMimeType: 'application/json' })
+    for (const model of ['gemini-3-flash-preview', 'gemini-flash-latest']) {
+      expect(ok({ model, messages, tools, response_format: schema }).generationConfig).toEqual({ responseMimeType: 'application/json', responseJsonSchema: { type: 'object' } })
+    }
+  })
+
   test('system messages alone go as the user turn, without a systemInstruction', () => {
     const request = ok({ messages: [{ role: 'system', content: 'only system' }, { role: 'developer', content: [{ type: 'text', text: 'and this' }] }] })
     expect(request.contents).toEqual([{ role: 'user', parts: [{ text: 'only system' }, { text: 'and this' }] }])

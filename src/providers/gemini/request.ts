@@ -379,7 +379,20 @@ function takesPenalties(model: string): boolean {
   return generation !== undefined && generation < FIRST_WITHOUT_PENALTIES
 }
 
-function generationConfig(body: JsonObject): JsonObject | Fail {
+/** The first generation that takes a JSON answer (`responseMimeType`) beside function declarations. */
+const FIRST_JSON_WITH_FUNCTIONS = 300
+
+/**
+ * Whether a model refuses a JSON answer beside function declarations ("Function calling with a
+ * response mime type: 'application/json' is unsupported"): Gemini before 3 does; Gemini 3 (and an
+ * alias without a version, taken for the newest) takes the two together.
+ */
+function refusesJsonWithFunctions(model: string): boolean {
+  const generation = modelGeneration(model, 'gemini')
+  return generation !== undefined && generation < FIRST_JSON_WITH_FUNCTIONS
+}
+
+function generationConfig(body: JsonObject, declaresFunctions: boolean): JsonObject | Fail {
   const config: JsonObject = {}
   const effort = reasoningEffortOf(body)
   if (isFail(effort)) return effort
@@ -398,7 +411,13 @@ function generationConfig(body: JsonObject): JsonObject | Fail {
   const n = num(body.n)
   if (n !== undefined && n > 1) config.candidateCount = n
   const format = body.response_format
-  if (isRecord(format)) {
+  // Before Gemini 3, JSON cannot be asked for beside functions: json_object is left to the prompt (as
+  // Anthropic's adapter leaves it with tools), a schema the answer would not be held to is refused.
+  const jsonAllowed = !declaresFunctions || !refusesJsonWithFunctions(str(body.model) ?? '')
+  if (isRecord(format) && format.type === 'json_schema' && !jsonAllowed) {
+    return refuse(`response_format json_schema cannot be combined with tools for ${str(body.model) ?? 'this model'}: Gemini before 3 answers in JSON only without function declarations. Leave tools out of this request, or use a Gemini 3 model.`, 'response_format')
+  }
+  if (isRecord(format) && jsonAllowed) {
     if (format.type === 'json_object') config.responseMimeType = 'application/json'
     else if (format.type === 'json_schema') {
       const schema = isRecord(format.json_schema) ? format.json_schema.schema : undefined
@@ -430,7 +449,7 @@ export function toGeminiRequest(body: JsonObject, options: GeminiRequestOptions 
   if (isFail(conversation)) return conversation
   const tools = translateTools(body)
   if (isFail(tools)) return tools
-  const config = generationConfig(body)
+  const config = generationConfig(body, tools.tools !== undefined)
   if (isFail(config)) return config
 
   const request: GeminiRequest = { contents: conversation.contents }
