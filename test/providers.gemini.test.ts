@@ -165,6 +165,30 @@ describe('gemini provider through the gateway', () => {
     expect(mock.stats.lastBody).toMatchObject({ generationConfig: { responseMimeType: 'application/json', responseJsonSchema: schema } })
   })
 
+  test('parallel tool results answered out of order reach Gemini in the order of its calls, which it pairs them by', async () => {
+    const call = (id: string, city: string) => ({ id, type: 'function' as const, function: { name: 'get_weather', arguments: JSON.stringify({ city, unit: 'celsius' }) } })
+    await client.chat.completions.create({
+      model: 'gemini-test',
+      tools: [weatherTool],
+      messages: [
+        { role: 'user', content: 'weather in Paris and in London?' },
+        { role: 'assistant', content: null, tool_calls: [call('call_paris', 'Paris'), call('call_london', 'London')] },
+        { role: 'tool', tool_call_id: 'call_london', content: 'London: rain' },
+        { role: 'tool', tool_call_id: 'call_paris', content: 'Paris: sun' },
+        { role: 'user', content: 'and which is warmer?' },
+      ],
+    })
+    const contents = (mock.stats.lastBody as { contents: Array<{ role: string; parts: unknown[] }> }).contents
+    expect(contents[2]).toEqual({
+      role: 'user',
+      parts: [
+        { functionResponse: { name: 'get_weather', response: { content: 'Paris: sun' } } },
+        { functionResponse: { name: 'get_weather', response: { content: 'London: rain' } } },
+        { text: 'and which is warmer?' },
+      ],
+    })
+  })
+
   test('images: a data: URL becomes inlineData, an http URL with a known type fileData', async () => {
     const completion = await client.chat.completions.create({
       model: 'gemini-test',

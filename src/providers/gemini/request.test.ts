@@ -31,12 +31,26 @@ describe('toGeminiRequest', () => {
       {
         role: 'user',
         parts: [
-          // Plain text results are wrapped; JSON objects are sent as the response itself.
-          { functionResponse: { name: 'time', response: { content: '12:00' } } },
+          // In the order of the calls; plain text results are wrapped, JSON objects are sent as the response itself.
           { functionResponse: { name: 'weather', response: { temp: 3 } } },
+          { functionResponse: { name: 'time', response: { content: '12:00' } } },
         ],
       },
     ])
+  })
+
+  test('results of two calls of one function answered out of order go in call order; an unknown call keeps its place after them', () => {
+    const request = ok({
+      messages: [
+        { role: 'user', content: 'q' },
+        { role: 'assistant', tool_calls: [call('a', 'f', '{"n":1}'), call('b', 'f', '{"n":2}'), call('c', 'f', '{"n":3}')] },
+        { role: 'tool', tool_call_id: 'c', content: 'three' },
+        { role: 'tool', tool_call_id: 'x', name: 'f', content: 'unknown' },
+        { role: 'tool', tool_call_id: 'a', content: 'one' },
+        { role: 'tool', tool_call_id: 'b', content: 'two' },
+      ],
+    })
+    expect(request.contents[2]?.parts.map((part) => (part.functionResponse as { response: { content: string } }).response.content)).toEqual(['one', 'two', 'three', 'unknown'])
   })
 
   test('a thought signature in extra_content goes back on its functionCall part', () => {

@@ -163,7 +163,13 @@ export function checksThoughtSignatures(model: string | undefined): boolean {
  * a replayed step whose calls carry no thought signature, and most OpenAI clients drop the
  * `extra_content` that holds it; such a step gets the documented skip value on its first call.
  */
-function modelParts(message: JsonObject, param: string, callNames: Map<string, string>, fillSignatures: boolean): GeminiPart[] | Fail {
+/** A tool call of the conversation, by its id: the function it called and its place among its message's calls. */
+interface CallSeen {
+  name: string
+  position: number
+}
+
+function modelParts(message: JsonObject, param: string, callNames: Map<string, CallSeen>, fillSignatures: boolean): GeminiPart[] | Fail {
   const parts: GeminiPart[] = []
   const text = contentText(message.content)
   if (text === null) return refuse('Assistant messages sent to Gemini may only hold text and tool calls.', `${param}.content`)
@@ -179,7 +185,7 @@ function modelParts(message: JsonObject, param: string, callNames: Map<string, s
       const args = parseArguments(call.function.arguments)
       if (args === null) return refuse('Tool call arguments must be a JSON object.', `${at}.function.arguments`)
       const id = str(call.id)
-      if (id) callNames.set(id, name)
+      if (id) callNames.set(id, { name, position: i })
       const part: GeminiPart = { functionCall: { name, args } }
       const signature = thoughtSignatureOf(call)
       if (signature) part.thoughtSignature = signature
@@ -193,9 +199,9 @@ function modelParts(message: JsonObject, param: string, callNames: Map<string, s
 }
 
 /** A `tool` message as a functionResponse part; Gemini wants the function's name, found from the call id. */
-function functionResponsePart(message: JsonObject, param: string, callNames: Map<string, string>): GeminiPart | Fail {
+function functionResponsePart(message: JsonObject, param: string, callNames: Map<string, CallSeen>): GeminiPart | Fail {
   const id = str(message.tool_call_id)
-  const name = (id ? callNames.get(id) : undefined) ?? str(message.name)
+  const name = (id ? callNames.get(id)?.name : undefined) ?? str(message.name)
   if (!name) {
     return refuse(
       `The tool message answers tool_call_id "${id ?? ''}", which no earlier assistant message called; Gemini needs the function name.`,
@@ -214,6 +220,20 @@ function functionResponsePart(message: JsonObject, param: string, callNames: Map
   return { functionResponse: { name, response } }
 }
 
+/**
+ * A turn's function responses in the order of the calls they answer. OpenAI pairs a result with its
+ * call by `tool_call_id`, so clients send results as they finish; Gemini pairs them by order (two
+ * calls of one function would swap results), so they go in the order of the calls, in the places
+ * the responses held. Responses whose call is not known keep their order, after the others.
+ */
+function inCallOrder(content: GeminiContent, positions: Map<GeminiPart, number>): void {
+  const responses = content.parts.filter((part) => part.functionResponse !== undefined)
+  if (responses.length < 2) return
+  const ordered = [...responses].sort((a, b) => (positions.get(a) ?? Infinity) - (positions.get(b) ?? Infinity))
+  let next = 0
+  content.parts = content.parts.map((part) => (part.functionResponse !== undefined ? ordered[next++]! : part))
+}
+
 function append(contents: GeminiContent[], role: 'user' | 'model', parts: GeminiPart[]): void {
   if (parts.length === 0) return
   const last = contents[contents.length - 1]
@@ -225,7 +245,9 @@ function translateMessages(messages: unknown, fillSignatures: boolean): { system
   if (!Array.isArray(messages) || messages.length === 0) return refuse('messages must be a non-empty array.', 'messages')
   const system: GeminiPart[] = []
   const contents: GeminiContent[] = []
-  const callNames = new Map<string, string>()
+  const callNames = new Map<string, CallSeen>()
+  /** Each functionResponse part's call's place among its turn's calls (see inCallOrder). */
+  const positions = new Map<GeminiPart, number>()
   for (const [i, message] of messages.entries()) {
     const param = `messages[${i}]`
     if (!isRecord(message)) return refuse('Each message must be an object.', param)
@@ -252,6 +274,8 @@ function translateMessages(messages: unknown, fillSignatures: boolean): { system
       case 'tool': {
         const part = functionResponsePart(message, param, callNames)
         if (isFail(part)) return part
+        const called = callNames.get(str(message.tool_call_id) ?? '')
+        if (called) positions.set(part, called.position)
         append(contents, 'user', [part])
         break
       }
@@ -259,6 +283,7 @@ function translateMessages(messages: unknown, fillSignatures: boolean): { system
         return refuse(`Messages with role "${String(message.role)}" cannot be sent to Gemini.`, `${param}.role`)
     }
   }
+  if (positions.size > 1) for (const content of contents) inCallOrder(content, positions)
   // System messages alone, which OpenAI answers: Gemini needs contents, so the instructions are the user's.
   if (contents.length === 0 && system.length) return { system: [], contents: [{ role: 'user', parts: system }] }
   if (contents.length === 0) return refuse('Gemini needs at least one non-empty user or assistant message.', 'messages')
