@@ -32,6 +32,7 @@ interface Ranks {
 let o200k: Encode
 let cl100k: Encode
 let o200kWhole: Encode
+let cl100kWhole: Encode
 beforeAll(async () => {
   const build = (r: Ranks) => new Tiktoken(r.bpe_ranks, r.special_tokens, r.pat_str)
   const o = build((await import('tiktoken/encoders/o200k_base')).default)
@@ -39,7 +40,8 @@ beforeAll(async () => {
   // As the worker builds them: encode_ordinary, long runs cut.
   o200kWhole = (text) => o.encode_ordinary(text).length
   o200k = segmentedEncode(o200kWhole)
-  cl100k = segmentedEncode((text) => c.encode_ordinary(text).length)
+  cl100kWhole = (text) => c.encode_ordinary(text).length
+  cl100k = segmentedEncode(cl100kWhole)
 })
 
 /** The cookbook's chat example: six messages, four with a `name`. */
@@ -409,6 +411,20 @@ describe('long runs without spaces (BPE is quadratic in a piece)', () => {
     expect(o200k(url)).toBe(o200kWhole(url))
     const code = 'function(a,b){return a+b;};'.repeat(100)
     expect(o200k(code)).toBe(o200kWhole(code))
+  })
+
+  test('long numbers and hex (digits, digits after letters and letters after digits) count as tiktoken counts them whole', () => {
+    // Digits are pieces of up to 3 from the start of their run; a cut elsewhere in a run
+    // regrouped them (3000 digits counted 1008 for 1000).
+    let x = 7
+    const pick = (chars: string, n: number) => Array.from({ length: n }, () => chars[(x = (x * 1103515245 + 12345) % 2147483648) % chars.length]).join('')
+    const digits = pick('0123456789', 3000)
+    const hex = pick('0123456789abcdef', 3000)
+    const dotted = pick('0123456789.', 3000)
+    for (const text of [digits, hex, dotted, `id=${digits}`, `sha:${hex} and ${digits}`]) {
+      expect(o200k(text)).toBe(o200kWhole(text))
+      expect(cl100k(text)).toBe(cl100kWhole(text))
+    }
   })
 
   test('a cut never splits a surrogate pair', () => {

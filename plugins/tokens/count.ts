@@ -351,7 +351,7 @@ export function segments(text: string, limit: number = MAX_RUN): string[] {
       continue
     }
     if (i - runStart < limit) continue
-    const cut = inSpace ? i : cutBefore(text, i, Math.max(runStart + 1, i - CUT_LOOKBACK))
+    const cut = inSpace ? i : cutBefore(text, i, runStart)
     ;(out ??= []).push(text.slice(start, cut))
     start = runStart = cut
   }
@@ -360,11 +360,29 @@ export function segments(text: string, limit: number = MAX_RUN): string[] {
   return out
 }
 
-/** A cut position in (floor, i]: before punctuation or a digit that follows a letter if there is one, never inside a surrogate pair. */
-function cutBefore(text: string, i: number, floor: number): number {
+/**
+ * A cut position in the run from `runStart` (a piece's start: after a space or a cut), close
+ * before `i` and at most `i`, where tiktoken's own pattern (cl100k_base, o200k_base) starts a
+ * new piece if there is one: before punctuation or a digit that follows a letter, before an
+ * ASCII letter or punctuation that follows a digit, before a digit that follows punctuation.
+ * Else, in a run of digits, a multiple of 3 digits into it (digits are pieces of up to 3 from the
+ * start of their run). Never inside a surrogate pair.
+ */
+function cutBefore(text: string, i: number, runStart: number): number {
+  const floor = Math.max(runStart + 1, i - CUT_LOOKBACK)
   for (let j = i; j > floor; j--) {
     const c = text.charCodeAt(j)
-    if ((isPunctuation(c) || isDigit(c)) && isLetter(text.charCodeAt(j - 1))) return j
+    const before = text.charCodeAt(j - 1)
+    if ((isPunctuation(c) || isDigit(c)) && isLetter(before)) return j
+    if (isDigit(before) && (isPunctuation(c) || isAsciiLetter(c))) return j
+    if (isDigit(c) && isPunctuation(before)) return j
+  }
+  if (isDigit(text.charCodeAt(i)) && isDigit(text.charCodeAt(i - 1))) {
+    // A cut inside digits was made a multiple of 3 into them: counting from the run's start is the same.
+    let start = i - 1
+    while (start > runStart && isDigit(text.charCodeAt(start - 1))) start--
+    const cut = i - ((i - start) % 3)
+    if (cut > floor) return cut
   }
   const c = text.charCodeAt(i)
   return c >= 0xdc00 && c <= 0xdfff ? i - 1 : i
@@ -377,6 +395,7 @@ function isSpace(c: number): boolean {
 }
 
 const isDigit = (c: number): boolean => c >= 48 && c <= 57
+const isAsciiLetter = (c: number): boolean => (c >= 65 && c <= 90) || (c >= 97 && c <= 122)
 
 function isPunctuation(c: number): boolean {
   if (c < 0x80) return !isSpace(c) && !isDigit(c) && !((c >= 65 && c <= 90) || (c >= 97 && c <= 122))
