@@ -3,6 +3,10 @@
  * queue, a timeout that replaces the worker.
  */
 import { afterEach, describe, expect, test } from 'bun:test'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { GatewayError } from '../../src/errors.ts'
 import { createLogger } from '../../src/lib/logger.ts'
 import { CountPool } from './pool.ts'
@@ -89,6 +93,28 @@ describe('CountPool', () => {
     const patient = pool({ timeoutMs: 30_000 })
     expect(await patient.run({ op: 'text', encoding: 'o200k_base', text: 'tiktoken is great!' })).toBe(6)
   })
+
+  test('a worker that exits fails its counts at once (not at the timeout) and a new one takes the next count', async () => {
+    // A stand-in worker: exits on the text "exit", else answers the text's length.
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-pool-'))
+    const script = join(dir, 'exiting-worker.ts')
+    writeFileSync(
+      script,
+      'declare const self: Worker\nself.onmessage = (e: MessageEvent) => { if (e.data.text === "exit") process.exit(1); self.postMessage({ id: e.data.id, tokens: e.data.text.length }) }\n',
+    )
+    const p = pool({ script: pathToFileURL(script), timeoutMs: 20_000 })
+    expect(await p.run({ op: 'text', encoding: 'o200k_base', text: 'abc' })).toBe(3)
+    const queued = p.run({ op: 'text', encoding: 'o200k_base', text: 'queued' }).catch((e: unknown) => e)
+    const error = await p.run({ op: 'text', encoding: 'o200k_base', text: 'exit' }).catch((e: unknown) => e)
+    // The count queued after it on the same worker answered first (its worker was alive then).
+    expect(await queued).toBe(6)
+    expect(error).toBeInstanceOf(Error)
+    expect((error as Error).message).toContain('exited')
+    expect(p.running).toBe(0)
+    expect(p.pending).toBe(0)
+    expect(await p.run({ op: 'text', encoding: 'o200k_base', text: 'again' })).toBe(5)
+    expect(p.started).toBe(2)
+  }, 30_000)
 
   test('closing fails what is pending and refuses new counts', async () => {
     const p = pool()

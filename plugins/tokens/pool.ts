@@ -136,6 +136,13 @@ export class CountPool {
       this.options.logger.error('token counting worker failed; restarting it on the next count', { error: event.message })
       if (this.slots[index] === slot) this.stop(index, () => new Error(`token counting worker failed: ${event.message}`))
     }
+    // A worker that ends on its own (exits, or is ended by the runtime) answers nothing more: its counts
+    // fail now rather than at their timeout, and the next count starts another. Ended by `stop`, it is gone from its slot.
+    worker.addEventListener('close', () => {
+      if (this.slots[index] !== slot) return
+      this.options.logger.error('token counting worker exited; restarting it on the next count', { pending: slot.pending.size })
+      this.stop(index, () => new Error('token counting worker exited before answering'))
+    })
     return slot
   }
 
