@@ -43,6 +43,23 @@ describe('the built-in price table', () => {
     expect(builtinPricing('gpt-3.5-turbo-0301')).toEqual({ input: 1.5, output: 2 })
   })
 
+  test('snapshots and aliases named apart from their model, and older models still served, have their price', () => {
+    const turbo = { input: 10, output: 30 }
+    for (const model of ['gpt-4-0125-preview', 'gpt-4-1106-preview', 'gpt-4-vision-preview', 'gpt-4-1106-vision-preview']) expect({ model, price: builtinPricing(model) }).toEqual({ model, price: turbo })
+    expect(builtinPricing('gpt-4-32k-0613')).toEqual({ input: 60, output: 120 })
+    expect(builtinPricing('gpt-3.5-turbo-16k-0613')).toEqual({ input: 3, output: 4 })
+    expect(builtinPricing('gpt-3.5-turbo-instruct')).toEqual({ input: 1.5, output: 2 })
+    expect(builtinPricing('chatgpt-4o-latest')).toEqual({ input: 5, output: 15 })
+    expect(builtinPricing('gpt-5-chat-latest')).toEqual(BUILTIN_PRICES['gpt-5'])
+    expect(builtinPricing('gpt-5.1-2025-11-13')).toEqual(BUILTIN_PRICES['gpt-5'])
+    expect(builtinPricing('gpt-5.1-chat-latest')).toEqual(BUILTIN_PRICES['gpt-5'])
+    expect(builtinPricing('claude-3-opus-20240229')).toEqual({ input: 15, output: 75, cached_input: 1.5 })
+    expect(builtinPricing('claude-3-haiku-20240307')).toEqual({ input: 0.25, output: 1.25, cached_input: 0.03 })
+    // Vertex AI names a Claude snapshot with an @: vertex_ai/claude-sonnet-4@20250514.
+    expect(builtinPricing('vertex_ai/claude-sonnet-4@20250514')).toEqual(BUILTIN_PRICES['claude-sonnet-4'])
+    expect(builtinPricing('claude-opus-4-1@20250805')).toEqual(BUILTIN_PRICES['claude-opus-4-1'])
+  })
+
   test('a sibling model never takes another’s price; fine-tunes and unknown models have none', () => {
     expect(builtinPricing('gpt-4o-mini')).not.toEqual(BUILTIN_PRICES['gpt-4o'])
     expect(builtinPricing('claude-opus-4-5')).not.toEqual(BUILTIN_PRICES['claude-opus-4'])

@@ -16,6 +16,9 @@ export const BUILTIN_PRICES = {
   'gpt-5': { input: 1.25, output: 10, cached_input: 0.125 },
   'gpt-5-mini': { input: 0.25, output: 2, cached_input: 0.025 },
   'gpt-5-nano': { input: 0.05, output: 0.4, cached_input: 0.005 },
+  'gpt-5-chat-latest': { input: 1.25, output: 10, cached_input: 0.125 },
+  'gpt-5.1': { input: 1.25, output: 10, cached_input: 0.125 },
+  'gpt-5.1-chat-latest': { input: 1.25, output: 10, cached_input: 0.125 },
   'gpt-4.1': { input: 2, output: 8, cached_input: 0.5 },
   'gpt-4.1-mini': { input: 0.4, output: 1.6, cached_input: 0.1 },
   'gpt-4.1-nano': { input: 0.1, output: 0.4, cached_input: 0.025 },
@@ -26,9 +29,18 @@ export const BUILTIN_PRICES = {
   o3: { input: 2, output: 8, cached_input: 0.5 },
   'o3-mini': { input: 1.1, output: 4.4, cached_input: 0.55 },
   'o4-mini': { input: 1.1, output: 4.4, cached_input: 0.275 },
+  'chatgpt-4o-latest': { input: 5, output: 15 },
   'gpt-4-turbo': { input: 10, output: 30 },
+  // gpt-4-turbo's snapshots and its vision preview, named apart from it.
+  'gpt-4-0125-preview': { input: 10, output: 30 },
+  'gpt-4-1106-preview': { input: 10, output: 30 },
+  'gpt-4-vision-preview': { input: 10, output: 30 },
+  'gpt-4-1106-vision-preview': { input: 10, output: 30 },
   'gpt-4': { input: 30, output: 60 },
+  'gpt-4-32k': { input: 60, output: 120 },
   'gpt-3.5-turbo': { input: 0.5, output: 1.5 },
+  'gpt-3.5-turbo-16k': { input: 3, output: 4 },
+  'gpt-3.5-turbo-instruct': { input: 1.5, output: 2 },
   // Dated snapshots OpenAI prices apart from their model (an exact name wins over the variant rule below).
   'gpt-4o-2024-05-13': { input: 5, output: 15 },
   'gpt-3.5-turbo-1106': { input: 1, output: 2 },
@@ -47,6 +59,8 @@ export const BUILTIN_PRICES = {
   'claude-3-7-sonnet': { input: 3, output: 15, cached_input: 0.3 },
   'claude-3-5-sonnet': { input: 3, output: 15, cached_input: 0.3 },
   'claude-3-5-haiku': { input: 0.8, output: 4, cached_input: 0.08 },
+  'claude-3-opus': { input: 15, output: 75, cached_input: 1.5 },
+  'claude-3-haiku': { input: 0.25, output: 1.25, cached_input: 0.03 },
   // Google
   'gemini-2.5-pro': { input: 1.25, output: 10, cached_input: 0.125 },
   'gemini-2.5-flash': { input: 0.3, output: 2.5, cached_input: 0.03 },
@@ -58,10 +72,10 @@ const TABLE: ReadonlyMap<string, Pricing> = new Map(Object.entries(BUILTIN_PRICE
 /**
  * A dated or aliased variant of a listed model, unless listed itself: `gpt-4o-2024-08-06`, `gpt-4-0613`,
  * `claude-sonnet-4-20250514`, `claude-3-5-haiku-latest`, `claude-sonnet-4-0`,
- * `gemini-2.5-flash-preview-05-20`. Only these suffixes match, so `gpt-4o-mini` never takes
+ * `gemini-2.5-flash-preview-05-20`, and Vertex AI's `claude-sonnet-4@20250514`. Only these suffixes match, so `gpt-4o-mini` never takes
  * `gpt-4o`'s price and `claude-opus-4-5` never takes `claude-opus-4`'s.
  */
-const VARIANT = /^(.+?)-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|0|latest|preview(?:-\d{2}-\d{2}|-\d{4}-\d{2}-\d{2})?)$/
+const VARIANT = /^(.+?)(?:-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|0|latest|preview(?:-\d{2}-\d{2}|-\d{4}-\d{2}-\d{2})?)|@\d{8})$/
 
 const FINE_TUNED = /(?:^|\/)ft:/i
 
