@@ -306,6 +306,24 @@ describe("image rules by model (OpenAI's vision guide, Calculating costs)", () =
     expect(imageTokens('low', size(1024, 1024), rule('o4-mini'))).toBe(1762)
   })
 
+  test("Claude: width × height / 750 (Anthropic's vision guide), the long side at most 1568 px, at most 1600 tokens, whatever the detail", () => {
+    const claude = rule('claude-sonnet-4-5-20250929')
+    expect(knownImageRule('anthropic/claude-3-5-haiku-latest')).toBe('claude')
+    // The guide's table: 200×200 about 54, 1000×1000 about 1334, 1092×1092 about 1590.
+    expect(imageTokens('high', size(200, 200), claude)).toBe(54)
+    expect(imageTokens('low', size(1000, 1000), claude)).toBe(1334)
+    expect(imageTokens(undefined, size(1092, 1092), claude)).toBe(1590)
+    // 1024×1024 (an unseen size too) is 1048576 / 750 = 1398.1, so 1399, where gpt-4o's rule says 765.
+    expect(imageTokens('auto', null, claude)).toBe(1399)
+    // Larger images are scaled down: 3136×200 to 1568×100 (210), anything large to about 1600.
+    expect(imageTokens('high', size(3136, 200), claude)).toBe(210)
+    expect(imageTokens('high', size(4000, 3000), claude)).toBe(1600)
+    // A group of any name serving Claude counts its images so.
+    const provider = { id: 'up', type: 'anthropic' as const, baseUrl: 'http://127.0.0.1:9/v1', keys: [{ id: 'k', secret: '' }] }
+    const models = new ModelRegistry([provider], [{ name: 'sonnet', targets: [{ provider: 'up', model: 'claude-sonnet-4-5-20250929' }] }])
+    expect(resolveImageRule(models, 'sonnet')).toBe('claude')
+  })
+
   test("families: dated and other - variants, provider prefixes, fine-tunes; the longest family wins; look-alikes are unknown", () => {
     const cases = {
       'gpt-4o-mini-2024-07-18': 'gpt-4o-mini',
@@ -319,7 +337,7 @@ describe("image rules by model (OpenAI's vision guide, Calculating costs)", () =
       'computer-use-preview-2025-03-11': 'computer-use-preview',
     } as const
     for (const [model, family] of Object.entries(cases)) expect({ model, family: knownImageRule(model) }).toEqual({ model, family })
-    for (const model of ['gpt-4ox', 'o10', 'gpt-5.1', 'mock-gpt', 'llama-3', 'claude-sonnet-4', 'gpt-4', '']) expect({ model, family: knownImageRule(model) }).toEqual({ model, family: undefined })
+    for (const model of ['gpt-4ox', 'o10', 'gpt-5.1', 'mock-gpt', 'llama-3', 'claudex', 'gpt-4', '']) expect({ model, family: knownImageRule(model) }).toEqual({ model, family: undefined })
   })
 
   test("a model the table does not know keeps gpt-4o's figures: 85 + 170 a tile, 85 at low detail", () => {

@@ -41,9 +41,13 @@ export const toolConstantsFor = (encoding: string): ToolConstants => (encoding =
  * section "Calculating costs") gives it. `tiles`: `low` detail costs `base`; otherwise the image
  * is scaled (see {@link imageTokens}) and costs `base` + `tile` per 512 px tile. `patches`: the
  * number of 32 px patches covering the image (at most {@link MAX_PATCHES}) times the model's
- * multiplier, whatever the detail (the guide gives these models no low-detail figure).
+ * multiplier, whatever the detail (the guide gives these models no low-detail figure). `area`:
+ * Anthropic's rule for Claude (its vision guide, "Calculate image costs"), see {@link areaTokens}.
  */
-export type ImageRule = { readonly kind: 'tiles'; readonly base: number; readonly tile: number } | { readonly kind: 'patches'; readonly per100: number }
+export type ImageRule =
+  | { readonly kind: 'tiles'; readonly base: number; readonly tile: number }
+  | { readonly kind: 'patches'; readonly per100: number }
+  | { readonly kind: 'area' }
 
 const tiles = (base: number, tile: number): ImageRule => ({ kind: 'tiles', base, tile })
 /** `per100`: the guide's multiplier × 100, kept whole so 50 patches × 1.62 is 81, not 81.00000000000001. */
@@ -71,6 +75,7 @@ export const IMAGE_RULES = {
   'gpt-5-mini': patches(162),
   'gpt-5-nano': patches(246),
   'o4-mini': patches(172),
+  claude: { kind: 'area' },
 } as const satisfies Record<string, ImageRule>
 
 export type ImageRuleName = keyof typeof IMAGE_RULES
@@ -240,6 +245,7 @@ export function imageTokens(detail: unknown, size: { width: number; height: numb
   let { width, height } = size ?? ASSUMED_IMAGE_SIZE
   if (!(width > 0 && height > 0)) ({ width, height } = ASSUMED_IMAGE_SIZE)
   if (rule.kind === 'patches') return patchTokens(width, height, rule.per100)
+  if (rule.kind === 'area') return areaTokens(width, height)
   if (detail === 'low') return rule.base
   if (width > 2048 || height > 2048) {
     const scale = 2048 / Math.max(width, height)
@@ -272,6 +278,28 @@ function patchTokens(width: number, height: number, per100: number): number {
     n = Math.min(MAX_PATCHES, wholeCeil(across * fit) * wholeCeil(down * fit))
   }
   return Math.ceil((n * per100) / 100)
+}
+
+/** Anthropic's limits: an image is scaled down until its long side is at most 1568 px and it costs at most about 1600 tokens. */
+export const AREA_MAX_SIDE = 1568
+export const AREA_MAX_TOKENS = 1600
+/** Pixels a token under the area rule. */
+export const PIXELS_PER_TOKEN = 750
+
+/**
+ * Anthropic's rule for Claude: width × height / 750 tokens, rounded up, after the image is scaled
+ * (aspect kept) so its long side is at most 1568 px; scaled further until it costs at most 1600,
+ * which is then what it costs. The detail is not read: Claude has none. The guide's examples:
+ * 200×200 about 54, 1000×1000 about 1334, 1092×1092 about 1590.
+ */
+function areaTokens(width: number, height: number): number {
+  const long = Math.max(width, height)
+  if (long > AREA_MAX_SIDE) {
+    const scale = AREA_MAX_SIDE / long
+    width = Math.max(1, Math.floor(width * scale))
+    height = Math.max(1, Math.floor(height * scale))
+  }
+  return Math.min(AREA_MAX_TOKENS, Math.ceil((width * height) / PIXELS_PER_TOKEN))
 }
 
 /** Ceiling of a value that is a whole number in exact arithmetic but may carry float error (33.000000000000004 is 33). */
