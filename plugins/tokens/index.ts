@@ -32,7 +32,7 @@ const Options = Type.Object(
     reserve: Type.Union([Type.Literal('estimate'), Type.Literal('exact')], { default: 'estimate' }),
     /** Counts waiting or running at once; more are refused (settlement then falls back to the estimate). @default 1024 */
     max_pending: Type.Integer({ minimum: 1, default: 1024 }),
-    /** A count not done within this many ms fails and its worker is restarted. @default 30000 */
+    /** A count not done within this many ms of its worker starting it (time waiting its turn is not counted) fails and its worker is restarted. @default 30000 */
     timeout_ms: Type.Integer({ minimum: 50, maximum: MAX_TIMER_MS, default: 30_000 }),
   },
   { additionalProperties: false },

@@ -116,6 +116,21 @@ describe('CountPool', () => {
     expect(p.started).toBe(2)
   }, 30_000)
 
+  test('under load a count’s timeout runs from when its worker starts it, not while it waits its turn', async () => {
+    // A stand-in worker that spends the given ms on each count (as a long prompt would), then answers.
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-pool-'))
+    const script = join(dir, 'busy-worker.ts')
+    writeFileSync(
+      script,
+      'declare const self: Worker\nself.onmessage = (e: MessageEvent) => { const end = Date.now() + Number(e.data.text); while (Date.now() < end) {} self.postMessage({ id: e.data.id, tokens: 1 }) }\n',
+    )
+    // 12 counts of 200 ms each queued at once on one worker: 2.4 s in all, each well within 1.5 s.
+    const p = pool({ script: pathToFileURL(script), timeoutMs: 1500 })
+    const results = await Promise.all(Array.from({ length: 12 }, () => p.run({ op: 'text', encoding: 'o200k_base', text: '200' }).catch((e: unknown) => String(e))))
+    expect(results).toEqual(Array.from({ length: 12 }, () => 1))
+    expect(p.started).toBe(1)
+  }, 30_000)
+
   test('closing fails what is pending and refuses new counts', async () => {
     const p = pool()
     const pending = p.run({ op: 'text', encoding: 'o200k_base', text: 'never answered' }).catch((e: unknown) => e)

@@ -7,7 +7,7 @@ export interface CountPoolOptions {
   size: number
   /** Counts waiting or running at once, over all workers; more are refused at once. */
   maxPending: number
-  /** A count not answered within this many ms fails, and its worker is replaced. */
+  /** A count not answered within this many ms of its worker starting it fails, and its worker is replaced. */
   timeoutMs: number
   logger: Logger
   /** The worker script. @default ./worker.ts */
@@ -20,7 +20,8 @@ export type CountRequest = CountJob extends infer J ? (J extends CountJob ? Omit
 interface Pending {
   resolve(tokens: number): void
   reject(error: Error): void
-  timer: ReturnType<typeof setTimeout>
+  /** Set while it is its worker's oldest count, the one the worker is on. */
+  timer: ReturnType<typeof setTimeout> | undefined
 }
 
 /** Bun's Worker: `ref`/`unref` let an idle pool not hold the process open (absent from the DOM typing some files pull in). */
@@ -28,15 +29,19 @@ type BunWorker = Worker & { ref(): void; unref(): void }
 
 interface Slot {
   readonly worker: BunWorker
+  /** Its counts in the order sent, which is the order the worker runs them. */
   readonly pending: Map<number, Pending>
+  readonly index: number
 }
 
 /**
  * A small pool of counting workers. Nothing starts until the first count, so a gateway whose
  * providers always report usage never loads the encoders. Each job goes to the least busy
  * worker (a new one is started while there is room and every running one is busy). A worker
- * runs one count at a time; the WASM call cannot be interrupted, so a count that overruns its
- * timeout ends its worker, and the counts queued behind it fail with it (callers fall back).
+ * runs one count at a time, in the order sent; a count's timeout runs from when its worker starts
+ * it (the previous one answered), so counts waiting their turn under load do not overrun. The WASM
+ * call cannot be interrupted, so a count that overruns its timeout ends its worker, and the counts
+ * queued behind it fail with it (callers fall back).
  */
 export class CountPool {
   private readonly slots: (Slot | undefined)[]
@@ -85,10 +90,12 @@ export class CountPool {
     const slot = this.slots[index] ?? this.spawn(index)
     const id = this.nextId++
     return new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => this.overrun(index, slot, id), this.options.timeoutMs)
-      slot.pending.set(id, { resolve, reject, timer })
+      slot.pending.set(id, { resolve, reject, timer: undefined })
       this.pendingTotal++
-      if (slot.pending.size === 1) slot.worker.ref()
+      if (slot.pending.size === 1) {
+        slot.worker.ref()
+        this.timeHead(slot)
+      }
       try {
         slot.worker.postMessage({ ...request, id } as CountJob)
       } catch (error) {
@@ -121,7 +128,7 @@ export class CountPool {
 
   private spawn(index: number): Slot {
     const worker = new Worker(this.script) as BunWorker
-    const slot: Slot = { worker, pending: new Map() }
+    const slot: Slot = { worker, pending: new Map(), index }
     this.slots[index] = slot
     this.started++
     worker.unref()
@@ -146,7 +153,7 @@ export class CountPool {
     return slot
   }
 
-  /** Forget a job (answered, failed or timed out); the worker may sleep once it has none. */
+  /** Forget a job (answered, failed or timed out); the worker may sleep once it has none, else its next count's time starts. */
   private settle(slot: Slot, id: number): Pending | undefined {
     const pending = slot.pending.get(id)
     if (!pending) return undefined
@@ -154,7 +161,17 @@ export class CountPool {
     clearTimeout(pending.timer)
     this.pendingTotal--
     if (slot.pending.size === 0) slot.worker.unref()
+    else if (pending.timer !== undefined) this.timeHead(slot)
     return pending
+  }
+
+  /** Starts the timeout of the count a live worker is on now (its oldest), unless started. */
+  private timeHead(slot: Slot): void {
+    if (this.slots[slot.index] !== slot) return
+    const head = slot.pending.entries().next()
+    if (head.done || head.value[1].timer !== undefined) return
+    const id = head.value[0]
+    head.value[1].timer = setTimeout(() => this.overrun(slot.index, slot, id), this.options.timeoutMs)
   }
 
   private overrun(index: number, slot: Slot, id: number): void {
