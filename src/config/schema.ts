@@ -75,6 +75,10 @@ export const PricingSchema = Type.Object(
      * the only cache writes reported). @default 1.25 × input (Anthropic's price for its 5-minute cache)
      */
     cache_write_input: Type.Optional(Type.Number({ minimum: 0 })),
+    /** USD per million audio input tokens (`prompt_tokens_details.audio_tokens`, part of prompt_tokens). @default input */
+    audio_input: Type.Optional(Type.Number({ minimum: 0 })),
+    /** USD per million audio output tokens (`completion_tokens_details.audio_tokens`, part of completion_tokens). @default output */
+    audio_output: Type.Optional(Type.Number({ minimum: 0 })),
   },
   { additionalProperties: false },
 )

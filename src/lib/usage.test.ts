@@ -1,4 +1,6 @@
 import { describe, expect, test } from 'bun:test'
+import { Value } from '@sinclair/typebox/value'
+import { PricingSchema } from '../config/schema.ts'
 import { findUsage, parseUsage, priceOf, roughPromptTokens } from './usage.ts'
 
 const bytes = (v: unknown) => new TextEncoder().encode(typeof v === 'string' ? v : JSON.stringify(v))
@@ -110,6 +112,25 @@ describe('priceOf', () => {
     expect(parseUsage({ total_tokens: 16 }, undefined)).toMatchObject({ promptTokens: 16, completionTokens: 0, totalTokens: 16 })
     // A stated prompt is taken as it is, even 0.
     expect(parseUsage({ prompt_tokens: 0, completion_tokens: 5, total_tokens: 16 }, undefined)).toMatchObject({ promptTokens: 0, completionTokens: 5 })
+  })
+
+  test('audio tokens (parts of prompt_tokens and completion_tokens, as gpt-4o-audio and gpt-realtime report them) cost audio_input and audio_output when set', () => {
+    const audio = { input: 2.5, output: 10, cached_input: 1.25, audio_input: 40, audio_output: 80 }
+    expect(Value.Check(PricingSchema, audio)).toBe(true)
+    const raw = {
+      prompt_tokens: 1_100,
+      completion_tokens: 600,
+      total_tokens: 1_700,
+      prompt_tokens_details: { cached_tokens: 0, audio_tokens: 1_000 },
+      completion_tokens_details: { reasoning_tokens: 0, audio_tokens: 500 },
+    }
+    // OpenAI's bill: 100 text in at 2.5, 1000 audio in at 40, 100 text out at 10, 500 audio out at 80.
+    expect(parseUsage(raw, audio)?.costUsd).toBeCloseTo((100 * 2.5 + 1_000 * 40 + 100 * 10 + 500 * 80) / 1e6, 12)
+    // Without audio prices, audio costs what text does, as before.
+    expect(parseUsage(raw, { input: 2.5, output: 10 })?.costUsd).toBeCloseTo((1_100 * 2.5 + 600 * 10) / 1e6, 12)
+    // Cache hits are priced as such first; the audio is then at most what is left of the prompt.
+    const cached = { ...raw, prompt_tokens_details: { cached_tokens: 1_000, audio_tokens: 1_000 } }
+    expect(parseUsage(cached, audio)?.costUsd).toBeCloseTo((1_000 * 1.25 + 100 * 40 + 100 * 10 + 500 * 80) / 1e6, 12)
   })
 
   test('parseUsage prices the cache_creation_input_tokens an OpenAI-format usage carries', () => {

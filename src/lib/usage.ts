@@ -19,12 +19,13 @@ export function parseUsage(raw: unknown, pricing: Pricing | undefined): Usage | 
   if (promptTokens === 0 && completionTokens === 0) return null
   const cachedTokens = cacheHitsOf(u, details)
   const cacheWrites = cacheWritesOf(u)
+  const audio = pricing?.audio_input === undefined && pricing?.audio_output === undefined ? undefined : audioOf(details, u.completion_tokens_details)
   return {
     promptTokens,
     completionTokens,
     cachedTokens,
     totalTokens: int(u.total_tokens) || promptTokens + completionTokens,
-    costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing, cacheWrites),
+    costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing, cacheWrites, audio),
     source: 'provider',
   }
 }
@@ -50,6 +51,12 @@ function reasoningApart(u: Record<string, unknown>, prompt: number, completion: 
   if (typeof details !== 'object' || details === null || typeof u.prompt_tokens !== 'number') return 0
   const reasoning = int((details as Record<string, unknown>).reasoning_tokens)
   return reasoning > 0 && int(u.total_tokens) === prompt + completion + reasoning ? reasoning : 0
+}
+
+/** Audio tokens in an OpenAI-format usage's details (gpt-4o-audio, gpt-realtime), parts of prompt_tokens and completion_tokens. */
+function audioOf(prompt: Record<string, unknown> | undefined, completion: unknown): AudioTokens {
+  const out = typeof completion === 'object' && completion !== null ? int((completion as Record<string, unknown>).audio_tokens) : 0
+  return { prompt: int(prompt?.audio_tokens), completion: out }
 }
 
 /** Cache writes in an OpenAI-format `usage`, as the Anthropic adapter (and LiteLLM in front of Claude) report them: within prompt_tokens. */
@@ -156,17 +163,29 @@ function closesTopLevel(bytes: Uint8Array, from: number): boolean {
 /** What Anthropic bills a token written to its 5-minute prompt cache, in input prices. */
 const CACHE_WRITE_FACTOR = 1.25
 
+/** Audio tokens within a usage's prompt and completion. */
+export interface AudioTokens {
+  prompt: number
+  completion: number
+}
+
 /**
  * USD for token counts at per-million prices; null without pricing. `cached` (cache hits) and
  * `cacheWrites` are parts of `prompt`, each at its own price: a cache write at `cache_write_input`,
- * or 1.25 × input, what Anthropic (whose usage alone reports cache writes) bills for them.
+ * or 1.25 × input, what Anthropic (whose usage alone reports cache writes) bills for them. Audio
+ * tokens are parts of the prompt (of what is left of it past hits and writes) and of the
+ * completion, at `audio_input` and `audio_output` (default: the text prices).
  */
-export function priceOf(prompt: number, completion: number, cached: number, pricing: Pricing | undefined, cacheWrites = 0): number | null {
+export function priceOf(prompt: number, completion: number, cached: number, pricing: Pricing | undefined, cacheWrites = 0, audio?: AudioTokens): number | null {
   if (!pricing) return null
   const writes = Math.min(cacheWrites, Math.max(0, prompt - cached))
   const uncached = Math.max(0, prompt - cached - writes)
   const writePrice = pricing.cache_write_input ?? pricing.input * CACHE_WRITE_FACTOR
-  return roundUsd((uncached * pricing.input + cached * (pricing.cached_input ?? pricing.input) + writes * writePrice + completion * pricing.output) / 1_000_000)
+  const audioIn = Math.min(audio?.prompt ?? 0, uncached)
+  const audioOut = Math.min(audio?.completion ?? 0, completion)
+  const inputUsd = (uncached - audioIn) * pricing.input + audioIn * (pricing.audio_input ?? pricing.input)
+  const outputUsd = (completion - audioOut) * pricing.output + audioOut * (pricing.audio_output ?? pricing.output)
+  return roundUsd((inputUsd + cached * (pricing.cached_input ?? pricing.input) + writes * writePrice + outputUsd) / 1_000_000)
 }
 
 /** Pico-dollars in a dollar: what a cost is rounded to. */
