@@ -102,6 +102,12 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     await dialog.getByLabel('Requests per minute').fill('99999999999')
     await dialog.getByRole('button', { name: 'Save changes' }).click()
     await dialog.getByRole('alert').filter({ hasText: 'limits.rpm' }).waitFor()
+    // Beside the field the API's param names, which is focused and described by it; not again under the form.
+    expect(await page.locator('#edit-rpm-error').textContent()).toContain('limits.rpm')
+    expect(await dialog.getByRole('alert').count()).toBe(1)
+    expect(await page.locator('#edit-rpm').getAttribute('aria-invalid')).toBe('true')
+    expect((await page.locator('#edit-rpm').getAttribute('aria-describedby'))?.split(' ')).toContain('edit-rpm-error')
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('edit-rpm')
     expect(await values(page, ['#edit-name', '#edit-tpm', '#edit-rpm'])).toEqual(['renamed', '999', '99999999999'])
     expect(await page.locator('#create-key [role=alert]').count()).toBe(1)
     await dialog.getByRole('button', { name: 'Cancel' }).click()
@@ -120,7 +126,7 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     await page.locator('#create-budget-tokens').fill('1000')
     const sent = changes.length
     await page.getByRole('button', { name: 'Create key' }).click()
-    await page.locator('#create-key [role=alert]').filter({ hasText: 'A budget needs a period' }).waitFor()
+    await page.locator('#create-budget-period-error').filter({ hasText: 'A budget needs a period' }).waitFor()
     expect(changes.slice(sent)).toEqual([])
     expect(await page.evaluate(() => document.activeElement?.id)).toBe('create-budget-period')
   })

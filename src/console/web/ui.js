@@ -1,5 +1,6 @@
 // Small shared pieces: formatting, tables that turn into cards on a phone, dialogs, errors.
-import { useEffect, useRef, useState } from 'preact/hooks'
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks'
+import { cloneElement, toChildArray } from 'preact'
 import { html } from 'htm/preact'
 import { endedSession } from './api.js'
 
@@ -151,14 +152,53 @@ export function SecretReveal({ value, title, onDone }) {
 }
 
 /**
- * A labelled form field. The control is given as children and must carry the same id.
- * @param {{ id: string, label: string, hint?: string, children: any, wide?: boolean }} props
+ * Whether an error is about the request field `param` (the API's `param`: `name`, `limits.rpm`,
+ * `models[2]`) or a field inside it. @param {any} error @param {string} param
  */
-export function Field({ id, label, hint, children, wide }) {
-  return html`<div class="field ${wide ? 'wide' : ''}">
+const about = (error, param) => {
+  const at = error?.param
+  return typeof at === 'string' && (at === param || at.startsWith(`${param}.`) || at.startsWith(`${param}[`))
+}
+
+/** The error when it is about `param`, else null: what a form shows next to that field. @param {any} error @param {string} param */
+export const errorAt = (error, param) => (about(error, param) ? error : null)
+
+/** The error when no field of the form shows it (its `param` is none of `params`), else null. @param {any} error @param {string[]} params */
+export const errorElsewhere = (error, params) => (params.some((p) => about(error, p)) ? null : error)
+
+/**
+ * An error shown beside its field or fieldset: announced, and the field's control focused, so a
+ * keyboard or screen-reader user lands on what to fix. @param {{ id: string, error: any }} props
+ */
+export function FieldError({ id, error }) {
+  // In the same commit as the message: whoever sees the message finds the field focused.
+  useLayoutEffect(() => {
+    if (!error) return
+    const control = document.getElementById(id)
+    // A fieldset's first control, or the control itself.
+    const target = control instanceof HTMLFieldSetElement ? control.querySelector('input, select, textarea') : control
+    if (target instanceof HTMLElement) target.focus()
+  }, [error, id])
+  if (!error) return null
+  return html`<small id=${`${id}-error`} class="field-error" role="alert">${error.message}</small>`
+}
+
+/**
+ * A labelled form field. The control is given as children and must carry the same id; with an
+ * `error` (see {@link errorAt}) the message is shown under it, and the control is marked invalid
+ * and described by it.
+ * @param {{ id: string, label: string, hint?: string, children: any, wide?: boolean, error?: any }} props
+ */
+export function Field({ id, label, hint, children, wide, error }) {
+  const described = [hint ? `${id}-hint` : null, error ? `${id}-error` : null].filter(Boolean).join(' ')
+  const controls = toChildArray(children).map((child) =>
+    typeof child === 'object' && child.props && /** @type {any} */ (child.props).id === id ? cloneElement(child, { 'aria-invalid': error ? 'true' : undefined, 'aria-describedby': described || undefined }) : child,
+  )
+  return html`<div class="field ${wide ? 'wide' : ''} ${error ? 'invalid' : ''}">
     <label for=${id}>${label}</label>
-    ${children}
+    ${controls}
     ${hint ? html`<small id=${`${id}-hint`}>${hint}</small>` : null}
+    <${FieldError} id=${id} error=${error} />
   </div>`
 }
 

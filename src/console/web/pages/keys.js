@@ -4,17 +4,11 @@ import { useMemo, useState } from 'preact/hooks'
 import { html } from 'htm/preact'
 import { api, qs, usePagedList, useResource } from '../api.js'
 import { QuotaPanel } from './quota.js'
-import { Badge, Dialog, ErrorNote, Field, Note, PageHead, SUGGESTIONS, SecretReveal, Table, checkedValues, cutHint, fmtBudget, fmtLimits, fmtList, fmtRelative, fmtTime, formValues, intOrUndefined, useAction } from '../ui.js'
+import { Badge, Dialog, ErrorNote, Field, FieldError, Note, PageHead, SUGGESTIONS, SecretReveal, Table, checkedValues, cutHint, errorAt, errorElsewhere, fmtBudget, fmtLimits, fmtList, fmtRelative, fmtTime, formValues, useAction } from '../ui.js'
+import { BudgetFieldset, LimitsFieldset, ModelsFieldset, QUOTA_CONTROLS, changedSettings, readQuota } from '../settings.js'
 
 const SCOPES = ['chat', 'completions', 'embeddings', 'models', 'tokens']
 const WEEK_MS = 7 * 86_400_000
-const BUDGET_PERIODS = [
-  { value: '', label: 'No budget' },
-  { value: 'day', label: 'Per day' },
-  { value: 'week', label: 'Per week' },
-  { value: 'month', label: 'Per month' },
-  { value: 'total', label: 'In total' },
-]
 const GRACE = [
   { seconds: 0, label: 'None: the old key stops now' },
   { seconds: 3600, label: '1 hour' },
@@ -44,78 +38,45 @@ function toLocalInput(iso) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`
 }
 
+/** The request fields the key form shows an API error beside (the rest go under the form). */
+const KEY_PARAMS = ['user_id', 'team_id', 'environment', 'name', 'expires_at', 'models', 'scopes', 'limits', 'budget']
+
 /**
  * Name, expiry, models, scopes, limits and budget: the settings a key is created or changed with.
- * The controls are uncontrolled (`defaultValue`, `defaultChecked`, `defaultSelected`): a re-render
- * (an error, a busy state) keeps what the operator typed, and the defaults tell which fields
- * the operator changed (see {@link changedSettings}).
- * @param {{ prefix: string, initial?: Partial<Key>, models: string[] }} props
+ * Uncontrolled, as the fieldsets of settings.js: the defaults tell which fields the operator
+ * changed (see {@link changedSettings}). An API error naming one of them shows beside it.
+ * @param {{ prefix: string, initial?: Partial<Key>, models: string[], error?: any }} props
  */
-function KeySettings({ prefix, initial = {}, models }) {
-  const known = [...new Set([...models, ...(initial.models ?? [])])]
+function KeySettings({ prefix, initial = {}, models, error }) {
   const id = (/** @type {string} */ name) => `${prefix}-${name}`
-  const period = initial.budget?.period ?? ''
+  const scopesError = errorAt(error, 'scopes')
   return html`
     <div class="grid">
-      <${Field} id=${id('name')} label="Name" hint="Shown in lists; optional."><input id=${id('name')} name="name" maxlength="200" defaultValue=${initial.name ?? ''} /></${Field}>
-      <${Field} id=${id('expires')} label="Expires at" hint="Local time; empty: never."><input id=${id('expires')} name="expires_at" type="datetime-local" defaultValue=${toLocalInput(initial.expires_at ?? null)} /></${Field}>
+      <${Field} id=${id('name')} label="Name" hint="Shown in lists; optional." error=${errorAt(error, 'name')}><input id=${id('name')} name="name" maxlength="200" defaultValue=${initial.name ?? ''} /></${Field}>
+      <${Field} id=${id('expires')} label="Expires at" hint="Local time; empty: never." error=${errorAt(error, 'expires_at')}><input id=${id('expires')} name="expires_at" type="datetime-local" defaultValue=${toLocalInput(initial.expires_at ?? null)} /></${Field}>
     </div>
-    <fieldset>
-      <legend>Models</legend>
-      <p class="hint">None ticked: every model of the gateway.</p>
-      <div class="checks">
-        ${known.length ? known.map((m) => html`<label class="check"><input type="checkbox" name="models" value=${m} defaultChecked=${initial.models?.includes(m) ?? false} /> ${m}</label>`) : html`<span class="hint">No models are configured.</span>`}
-      </div>
-    </fieldset>
-    <fieldset>
+    <${ModelsFieldset} prefix=${prefix} models=${models} initial=${initial.models} hint="None ticked: every model of the gateway." error=${error} />
+    <fieldset id=${id('scopes')} class=${scopesError ? 'invalid' : ''}>
       <legend>Scopes</legend>
       <p class="hint">None ticked: every endpoint.</p>
       <div class="checks">
         ${SCOPES.map((s) => html`<label class="check"><input type="checkbox" name="scopes" value=${s} defaultChecked=${initial.scopes?.includes(s) ?? false} /> ${s}</label>`)}
       </div>
+      <${FieldError} id=${id('scopes')} error=${scopesError} />
     </fieldset>
-    <fieldset>
-      <legend>Limits</legend>
-      <div class="grid">
-        <${Field} id=${id('rpm')} label="Requests per minute"><input id=${id('rpm')} name="rpm" type="number" min="1" step="1" inputmode="numeric" defaultValue=${initial.limits?.rpm ?? ''} /></${Field}>
-        <${Field} id=${id('tpm')} label="Tokens per minute"><input id=${id('tpm')} name="tpm" type="number" min="1" step="1" inputmode="numeric" defaultValue=${initial.limits?.tpm ?? ''} /></${Field}>
-        <${Field} id=${id('parallel')} label="Requests in flight"><input id=${id('parallel')} name="max_parallel" type="number" min="1" step="1" inputmode="numeric" defaultValue=${initial.limits?.max_parallel ?? ''} /></${Field}>
-      </div>
-    </fieldset>
-    <fieldset>
-      <legend>Budget</legend>
-      <div class="grid">
-        <${Field} id=${id('budget-period')} label="Period" hint="Needed for a budget in tokens or USD.">
-          <select id=${id('budget-period')} name="budget_period">
-            ${BUDGET_PERIODS.map((p) => html`<option value=${p.value} defaultSelected=${p.value === period}>${p.label}</option>`)}
-          </select>
-        </${Field}>
-        <${Field} id=${id('budget-tokens')} label="Tokens"><input id=${id('budget-tokens')} name="budget_tokens" type="number" min="1" step="1" inputmode="numeric" defaultValue=${initial.budget?.tokens ?? ''} /></${Field}>
-        <${Field} id=${id('budget-usd')} label="USD"><input id=${id('budget-usd')} name="budget_usd" type="number" min="0.000001" step="any" inputmode="decimal" defaultValue=${initial.budget?.usd ?? ''} /></${Field}>
-      </div>
-    </fieldset>`
+    <${LimitsFieldset} prefix=${prefix} initial=${initial.limits} error=${error} />
+    <${BudgetFieldset} prefix=${prefix} initial=${initial.budget} error=${error} />`
 }
 
 /** The settings of a KeySettings form, null where nothing is set; a budget amount without a period is refused. @param {HTMLFormElement} form */
 function readSettings(form) {
   const v = formValues(form)
-  const models = checkedValues(form, 'models')
   const scopes = checkedValues(form, 'scopes')
-  const limits = { rpm: intOrUndefined(v.rpm), tpm: intOrUndefined(v.tpm), max_parallel: intOrUndefined(v.max_parallel) }
-  const hasLimits = Object.values(limits).some((x) => x !== undefined)
-  if (!v.budget_period && (v.budget_tokens || v.budget_usd)) {
-    const period = form.elements.namedItem('budget_period')
-    if (period instanceof HTMLSelectElement) period.focus()
-    throw new Error('A budget needs a period: choose one under Budget, or clear its tokens and USD to have no budget.')
-  }
-  const budget = v.budget_period ? { period: v.budget_period, tokens: intOrUndefined(v.budget_tokens), usd: v.budget_usd ? Number(v.budget_usd) : undefined } : null
   return {
     name: v.name || null,
     expires_at: v.expires_at ? new Date(v.expires_at).toISOString() : null,
-    models: models.length ? models : null,
     scopes: scopes.length ? scopes : null,
-    limits: hasLimits ? limits : null,
-    budget,
+    ...readQuota(form),
   }
 }
 
@@ -123,33 +84,9 @@ function readSettings(form) {
 const SETTING_CONTROLS = /** @type {const} */ ({
   name: ['name'],
   expires_at: ['expires_at'],
-  models: ['models'],
   scopes: ['scopes'],
-  limits: ['rpm', 'tpm', 'max_parallel'],
-  budget: ['budget_period', 'budget_tokens', 'budget_usd'],
+  ...QUOTA_CONTROLS,
 })
-
-/**
- * The settings whose controls the operator changed from what the form was drawn with. A PATCH
- * of only these leaves the rest as they are on the gateway (another operator may have changed
- * them since), and an untouched expiry keeps its seconds, which the datetime-local field drops.
- * @param {HTMLFormElement} form
- * @returns {Array<keyof typeof SETTING_CONTROLS>}
- */
-function changedSettings(form) {
-  const changed = (/** @type {Element} */ el) => {
-    if (el instanceof HTMLInputElement) return el.type === 'checkbox' ? el.checked !== el.defaultChecked : el.value !== el.defaultValue
-    if (el instanceof HTMLSelectElement) {
-      const initial = [...el.options].find((o) => o.defaultSelected) ?? el.options[0]
-      return el.value !== (initial?.value ?? '')
-    }
-    return false
-  }
-  const controls = [...form.elements]
-  return /** @type {Array<keyof typeof SETTING_CONTROLS>} */ (Object.keys(SETTING_CONTROLS)).filter((setting) =>
-    controls.some((el) => /** @type {readonly string[]} */ (SETTING_CONTROLS[setting]).includes(el.getAttribute('name') ?? '') && changed(el)),
-  )
-}
 
 /** @param {{ params: Record<string, string>, environment: string }} props */
 export function KeysPage({ params, environment }) {
@@ -221,7 +158,7 @@ export function KeysPage({ params, environment }) {
       const settings = readSettings(form)
       /** @type {Record<string, unknown>} */
       const body = {}
-      for (const setting of changedSettings(form)) body[setting] = settings[setting]
+      for (const setting of changedSettings(form, SETTING_CONTROLS)) body[setting] = settings[setting]
       if (Object.keys(body).length === 0) {
         setDone(`Nothing changed in key ${editing.name ?? editing.id}.`)
         setEditing(null)
@@ -288,12 +225,12 @@ export function KeysPage({ params, environment }) {
       ? html`<form id="create-key" class="panel" onSubmit=${create} aria-labelledby="create-key-title">
           <h2 id="create-key-title">Create a key</h2>
           <div class="grid">
-            <${Field} id="create-user" label="Owner (user id)" hint=${cutHint(users.data, 'users')}><input id="create-user" name="user_id" list="user-ids" required autocomplete="off" defaultValue=${params.user_id ?? ''} /></${Field}>
-            <${Field} id="create-team" label="Team (optional)" hint=${['The owner must be a member.', cutHint(teams.data, 'teams')].filter(Boolean).join(' ')}><input id="create-team" name="team_id" list="team-ids" autocomplete="off" defaultValue=${params.team_id ?? ''} /></${Field}>
-            <${Field} id="create-env" label="Environment" hint=${`Empty: ${environment}, this gateway's.`}><input id="create-env" name="environment" pattern="[a-z0-9]{1,16}" placeholder=${environment} /></${Field}>
+            <${Field} id="create-user" label="Owner (user id)" hint=${cutHint(users.data, 'users')} error=${errorAt(createError, 'user_id')}><input id="create-user" name="user_id" list="user-ids" required autocomplete="off" defaultValue=${params.user_id ?? ''} /></${Field}>
+            <${Field} id="create-team" label="Team (optional)" hint=${['The owner must be a member.', cutHint(teams.data, 'teams')].filter(Boolean).join(' ')} error=${errorAt(createError, 'team_id')}><input id="create-team" name="team_id" list="team-ids" autocomplete="off" defaultValue=${params.team_id ?? ''} /></${Field}>
+            <${Field} id="create-env" label="Environment" hint=${`Empty: ${environment}, this gateway's.`} error=${errorAt(createError, 'environment')}><input id="create-env" name="environment" pattern="[a-z0-9]{1,16}" placeholder=${environment} /></${Field}>
           </div>
-          <${KeySettings} prefix="create" models=${modelNames} />
-          <${ErrorNote} error=${createError} />
+          <${KeySettings} prefix="create" models=${modelNames} error=${createError} />
+          <${ErrorNote} error=${errorElsewhere(createError, KEY_PARAMS)} />
           <div class="actions"><button type="submit" class="primary" disabled=${creatingBusy}>${creatingBusy ? 'Creating…' : 'Create key'}</button></div>
         </form>`
       : null}
@@ -347,8 +284,8 @@ export function KeysPage({ params, environment }) {
       ${editing
         ? html`<form onSubmit=${save} key=${editing.id}>
             ${editing.status === 'expired' ? html`<${Note} tone="warn">This key expired ${fmtRelative(editing.expires_at)}: a later expiry (or none) makes it work again.</${Note}>` : null}
-            <${KeySettings} prefix="edit" initial=${editing} models=${modelNames} />
-            <${ErrorNote} error=${saveError} />
+            <${KeySettings} prefix="edit" initial=${editing} models=${modelNames} error=${saveError} />
+            <${ErrorNote} error=${errorElsewhere(saveError, KEY_PARAMS)} />
             <div class="actions"><button type="button" onClick=${closeDialogs}>Cancel</button><button type="submit" class="primary" disabled=${saving}>${saving ? 'Saving…' : 'Save changes'}</button></div>
           </form>`
         : null}
