@@ -1,12 +1,25 @@
-// Users and teams: create, disable, delete, and team membership.
+// Users and teams: create, rename, change their models, limits and budget, disable, delete,
+// and team membership.
 import { useState } from 'preact/hooks'
 import { html } from 'htm/preact'
 import { api, qs, usePagedList, useResource } from '../api.js'
 import { QuotaPanel } from './quota.js'
-import { Badge, Dialog, ErrorNote, Field, Note, PageHead, Table, fmtTime, formValues, useAction, usePager } from '../ui.js'
+import { Badge, Dialog, ErrorNote, Field, Note, PageHead, Table, errorAt, errorElsewhere, fmtBudget, fmtLimits, fmtList, fmtTime, formValues, useAction, usePager } from '../ui.js'
+import { BudgetFieldset, LimitsFieldset, ModelsFieldset, QUOTA_CONTROLS, changedSettings, readQuota } from '../settings.js'
 
-/** @typedef {{ id: string, email: string | null, name: string | null, status: string, created_at: string }} User */
-/** @typedef {{ id: string, name: string, created_at: string }} Team */
+/** @typedef {{ models: string[] | null, limits: any, budget: any }} Quota */
+/** @typedef {Quota & { id: string, email: string | null, name: string | null, status: string, created_at: string }} User */
+/** @typedef {Quota & { id: string, name: string, created_at: string }} Team */
+/** @typedef {{ kind: 'user', holder: User } | { kind: 'team', holder: Team }} Editing */
+
+/** The form controls behind each setting an edit sends: only those changed are. */
+const USER_CONTROLS = /** @type {const} */ ({ name: ['name'], email: ['email'], ...QUOTA_CONTROLS })
+const TEAM_CONTROLS = /** @type {const} */ ({ name: ['name'], ...QUOTA_CONTROLS })
+/** The request fields the edit form shows an API error beside (the rest go under the form). */
+const EDIT_PARAMS = ['name', 'email', 'models', 'limits', 'budget']
+
+/** Models, limits and budget of a user or team as text. @param {Quota} q */
+const access = (q) => html`<div class="muted small">models: ${fmtList(q.models)}<br />limits: ${fmtLimits(q.limits)}<br />budget: ${fmtBudget(q.budget)}</div>`
 
 /** Users and teams shown per page ("Load more" for the next). */
 const PAGE = 100
@@ -17,6 +30,15 @@ export function PeoplePage() {
   const [team, setTeam] = useState(/** @type {Team | null} */ (null))
   const [deleting, setDeleting] = useState(/** @type {{ kind: 'user' | 'team', id: string } | null} */ (null))
   const [counting, setCounting] = useState(/** @type {{ scope: 'users' | 'teams', id: string } | null} */ (null))
+  const [editing, setEditing] = useState(/** @type {Editing | null} */ (null))
+  const models = useResource('/admin/models')
+  const modelNames = (models.data?.data ?? []).map((/** @type {any} */ m) => String(m.name))
+  const [runSave, saving, saveError, clearSave] = useAction()
+  /** Open or close the edit dialog, without an error left from its last use. @param {Editing | null} target */
+  const edit = (target) => {
+    clearSave()
+    setEditing(target)
+  }
   const [done, setDone] = useState(/** @type {string | null} */ (null))
   const [runUser, userBusy, userError] = useAction()
   const [runTeam, teamBusy, teamError] = useAction()
@@ -68,6 +90,33 @@ export function PeoplePage() {
       teams.reload()
     })
 
+  const save = (/** @type {SubmitEvent} */ e) => {
+    e.preventDefault()
+    if (!editing) return
+    const form = /** @type {HTMLFormElement} */ (e.currentTarget)
+    const { kind, holder } = editing
+    const what = `${kind === 'user' ? 'User' : 'Team'} ${holder.name ?? holder.id}`
+    runSave(async () => {
+      const v = formValues(form)
+      /** @type {Record<string, unknown>} */
+      const settings = { name: v.name || null, email: v.email || null, ...readQuota(form) }
+      /** @type {Record<string, unknown>} */
+      const body = {}
+      for (const setting of changedSettings(form, kind === 'user' ? USER_CONTROLS : TEAM_CONTROLS)) body[setting] = settings[setting]
+      if (Object.keys(body).length === 0) {
+        setDone(`Nothing changed in ${kind} ${holder.name ?? holder.id}.`)
+        setEditing(null)
+        return
+      }
+      const saved = await api('PATCH', `/admin/${kind}s/${encodeURIComponent(holder.id)}`, body)
+      setDone(`${what} saved.`)
+      setEditing(null)
+      if (kind === 'team' && team?.id === holder.id) setTeam(saved)
+      if (kind === 'user') users.reload()
+      else teams.reload()
+    })
+  }
+
   return html`<section>
     <${PageHead} lead="A key belongs to a user; a user may belong to teams; a key may be bound to one team.">Users and teams</${PageHead}>
     ${done ? html`<${Note} tone="ok">${done}</${Note}>` : null}
@@ -95,11 +144,13 @@ export function PeoplePage() {
           columns=${[
             { label: 'User', cell: (/** @type {User} */ u) => html`<div class="key-cell"><strong>${u.name ?? u.email ?? u.id}</strong><span class="muted mono">${u.id}</span>${u.email && u.name ? html`<span class="muted">${u.email}</span>` : null}</div>` },
             { label: 'Status', cell: (/** @type {User} */ u) => html`<${Badge} value=${u.status} />` },
+            { label: 'Access', cell: access },
             { label: 'Created', cell: (/** @type {User} */ u) => fmtTime(u.created_at) },
             {
               label: 'Actions',
               cell: (/** @type {User} */ u) => html`<div class="row-actions">
                 <a class="button-link" href=${`#/keys?user_id=${encodeURIComponent(u.id)}`} aria-label=${`Keys of ${u.id}`}>Keys</a>
+                <button type="button" onClick=${() => edit({ kind: 'user', holder: u })} aria-label=${`Edit ${u.id}`}>Edit</button>
                 <button type="button" onClick=${() => setCounting({ scope: 'users', id: u.id })} aria-label=${`Quota of ${u.id}`}>Quota</button>
                 ${u.status === 'active' ? html`<button type="button" onClick=${() => setDisabled(u, true)} disabled=${toggling} aria-label=${`Disable ${u.id}`}>Disable</button>` : html`<button type="button" onClick=${() => setDisabled(u, false)} disabled=${toggling} aria-label=${`Enable ${u.id}`}>Enable</button>`}
                 <button type="button" class="danger" onClick=${() => askDelete({ kind: 'user', id: u.id })} aria-label=${`Delete ${u.id}`}>Delete</button>
@@ -129,11 +180,13 @@ export function PeoplePage() {
           empty=${teams.loaded ? 'No teams yet.' : 'Loading teams…'}
           columns=${[
             { label: 'Team', cell: (/** @type {Team} */ t) => html`<div class="key-cell"><strong>${t.name}</strong><span class="muted mono">${t.id}</span></div>` },
+            { label: 'Access', cell: access },
             { label: 'Created', cell: (/** @type {Team} */ t) => fmtTime(t.created_at) },
             {
               label: 'Actions',
               cell: (/** @type {Team} */ t) => html`<div class="row-actions">
                 <button type="button" aria-pressed=${team?.id === t.id} onClick=${() => setTeam(team?.id === t.id ? null : t)} aria-label=${`Members of ${t.id}`}>Members</button>
+                <button type="button" onClick=${() => edit({ kind: 'team', holder: t })} aria-label=${`Edit team ${t.id}`}>Edit</button>
                 <button type="button" onClick=${() => setCounting({ scope: 'teams', id: t.id })} aria-label=${`Quota of ${t.id}`}>Quota</button>
                 <button type="button" class="danger" onClick=${() => askDelete({ kind: 'team', id: t.id })} aria-label=${`Delete team ${t.id}`}>Delete</button>
               </div>`,
@@ -151,10 +204,41 @@ export function PeoplePage() {
       <${ErrorNote} error=${deleteError} />
       <div class="actions"><button type="button" onClick=${() => askDelete(null)}>Cancel</button><button type="button" class="danger" onClick=${confirmDelete} disabled=${deletingBusy}>Delete</button></div>
     </${Dialog}>
+    <${Dialog} title=${editing ? `Edit ${editing.kind} ${editing.holder.name ?? editing.holder.id}` : ''} open=${editing !== null} onClose=${() => edit(null)}>
+      ${editing
+        ? html`<form onSubmit=${save} key=${`${editing.kind}/${editing.holder.id}`} aria-label=${`Settings of ${editing.kind} ${editing.holder.id}`}>
+            <${HolderSettings} editing=${editing} models=${modelNames} error=${saveError} />
+            <${ErrorNote} error=${errorElsewhere(saveError, EDIT_PARAMS)} />
+            <div class="actions"><button type="button" onClick=${() => edit(null)}>Cancel</button><button type="submit" class="primary" disabled=${saving}>${saving ? 'Saving…' : 'Save changes'}</button></div>
+          </form>`
+        : null}
+    </${Dialog}>
     <${Dialog} title=${`Quota of ${counting?.id ?? ''}`} open=${counting !== null} onClose=${() => setCounting(null)}>
       ${counting ? html`<${QuotaPanel} scope=${counting.scope} id=${counting.id} label=${counting.id} key=${`${counting.scope}/${counting.id}`} />` : null}
     </${Dialog}>
   </section>`
+}
+
+/**
+ * A user's name and email, or a team's name, with the models, limits and budget its keys get.
+ * @param {{ editing: Editing, models: string[], error: any }} props
+ */
+function HolderSettings({ editing, models, error }) {
+  const { kind, holder } = editing
+  const prefix = `edit-${kind}`
+  return html`
+    <p class="muted">Id <span class="mono">${holder.id}</span>. ${kind === 'user'
+      ? 'Every key of this user is held to these as well as to its own.'
+      : 'Requests billed to the team (keys bound to it, or naming it in OpenAI-Organization) must fit these too.'}</p>
+    <div class="grid">
+      ${kind === 'user'
+        ? html`<${Field} id=${`${prefix}-name`} label="Name" hint="Empty: no name." error=${errorAt(error, 'name')}><input id=${`${prefix}-name`} name="name" maxlength="200" autocomplete="off" defaultValue=${holder.name ?? ''} /></${Field}>
+            <${Field} id=${`${prefix}-email`} label="Email" hint="Empty: no email." error=${errorAt(error, 'email')}><input id=${`${prefix}-email`} name="email" type="email" autocomplete="off" defaultValue=${editing.holder.email ?? ''} /></${Field}>`
+        : html`<${Field} id=${`${prefix}-name`} label="Name" error=${errorAt(error, 'name')}><input id=${`${prefix}-name`} name="name" maxlength="200" required autocomplete="off" defaultValue=${holder.name} /></${Field}>`}
+    </div>
+    <${ModelsFieldset} prefix=${prefix} models=${models} initial=${holder.models} hint=${`None ticked: every model of the gateway. A key may narrow them further, never widen them.`} error=${error} />
+    <${LimitsFieldset} prefix=${prefix} initial=${holder.limits} error=${error} />
+    <${BudgetFieldset} prefix=${prefix} initial=${holder.budget} error=${error} />`
 }
 
 /** The "Load more" button of a paged list. @param {{ list: ReturnType<typeof usePagedList>, what: string }} props */
