@@ -2,13 +2,15 @@
  * `bun run rotate-encryption-key` as an operator runs it: a child process, in a directory whose
  * config file names the database, the keys in its environment.
  */
+import { SQL } from 'bun'
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createDatabase } from '../db/index.ts'
-import { masterKey } from '../lib/secrets.ts'
+import { decryptSecret, encryptSecret, envelopeKeyId, masterKey } from '../lib/secrets.ts'
 import { startGateway } from '../../test/support/gateway.ts'
+import { createTestPostgresDatabase, postgresUrlForTests } from '../../test/support/services.ts'
 
 const SCRIPT = join(import.meta.dir, 'rotate-encryption-key.ts')
 const ADMIN = 'rotate-cli-admin-key-0123456789abcdef'
@@ -151,4 +153,67 @@ describe('rotate-encryption-key arguments', () => {
     }
     expect(readdirSync(cwd)).toEqual([])
   })
+})
+
+const postgresUrl = await postgresUrlForTests('src/cli/rotate-encryption-key.test.ts')
+
+describe.skipIf(postgresUrl === null)('rotate-encryption-key while a gateway changes a provider (Postgres)', () => {
+  test('a key secret and headers written by an admin PATCH while it runs are kept (and re-sealed), not overwritten with the old ones', async () => {
+    const database = await createTestPostgresDatabase(postgresUrl ?? '', 'rotate-race')
+    const a = masterKey(KEY_A)
+    const b = masterKey(KEY_B)
+    const gw = await startGateway({ environment: 'prod', plugins: [] }, { env: { SLUICE_ADMIN_KEY: ADMIN, DATABASE_URL: database.url, SLUICE_ENCRYPTION_KEY: KEY_A } })
+    try {
+      const created = await fetch(`${gw.url}/admin/providers`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ id: 'p', type: 'openai-compatible', base_url: 'http://127.0.0.1:9/v1', keys: [{ id: 'k', secret: 'sk-old-secret-0123456789' }], headers: { 'api-key': 'old-header-0123456789' } }),
+      })
+      expect(created.status).toBe(201)
+    } finally {
+      await gw.close()
+    }
+    const admin = new SQL(database.url, { max: 2 })
+    const cwd = mkdtempSync(join(dir, 'race-'))
+    try {
+      const [keyRow] = await admin<{ id: string }[]>`select id from provider_keys`
+      const keyId = keyRow?.id ?? ''
+      // The admin's change, as a gateway (still on the old key) writes it: its transaction holds
+      // the tables while the rotation, having read the rows, waits to write them.
+      const reserved = await admin.reserve()
+      try {
+        await reserved`begin`
+        await reserved`lock table provider_keys, providers in share mode`
+        let ended: RunResult | undefined
+        const run = runRotate(cwd, { DATABASE_URL: database.url }).then((result) => (ended = result))
+        for (;;) {
+          const waiting = await admin`select 1 from pg_stat_activity where datname = ${database.name} and wait_event_type = 'Lock' and query ilike 'update%'`
+          if (waiting.length > 0) break
+          // It cannot have ended without waiting for the lock: say how it did.
+          if (ended) throw new Error(`the rotation ended before writing: ${JSON.stringify(ended)}`)
+          await Bun.sleep(20)
+        }
+        await reserved`update provider_keys set secret_enc = ${encryptSecret(a, 'sk-new-secret-0123456789', keyId)} where id = ${keyId}`
+        const config = JSON.stringify({ headers_enc: encryptSecret(a, JSON.stringify({ 'api-key': 'new-header-0123456789' }), 'p#headers') })
+        await reserved`update providers set config = ${config} where id = 'p'`
+        await reserved`commit`
+        const { code, stderr } = await run
+        expect(stderr).toBe('')
+        expect(code).toBe(0)
+      } finally {
+        reserved.release()
+      }
+      const [key] = await admin<{ secret_enc: string }[]>`select secret_enc from provider_keys`
+      const [provider] = await admin<{ config: string }[]>`select config from providers where id = 'p'`
+      const secretEnc = key?.secret_enc ?? ''
+      const headersEnc = (JSON.parse(provider?.config ?? '{}') as { headers_enc: string }).headers_enc
+      expect(decryptSecret([a, b], secretEnc, keyId)).toBe('sk-new-secret-0123456789')
+      expect(JSON.parse(decryptSecret([a, b], headersEnc, 'p#headers'))).toEqual({ 'api-key': 'new-header-0123456789' })
+      // And under the new key: the old one can go.
+      expect([envelopeKeyId(secretEnc), envelopeKeyId(headersEnc)]).toEqual([b.id, b.id])
+    } finally {
+      await admin.close()
+      await database.drop()
+    }
+  }, 30_000)
 })

@@ -7,7 +7,8 @@
  * per-secret data keys are re-sealed; the secrets' own ciphertext is kept. Rows
  * already under the new key are left alone, so the command can be run again safely. Start
  * the gateways with the new key (and the old one in SLUICE_ENCRYPTION_KEY_PREVIOUS until
- * this has run), then drop the old one.
+ * this has run), then drop the old one. Gateways may change providers meanwhile: a row is
+ * written only if it still holds what was read, and one changed in between is read again.
  *
  * It works on the database the gateway uses: `DATABASE_URL`, else `database.url` in the config
  * file (`SLUICE_CONFIG`, else ./sluice.config.ts or ./sluice.config.json), else the default.
@@ -20,7 +21,7 @@ import { ConfigError, encryptionKeyProblems, loadDatabaseUrl } from '../config/l
 import { describeError } from '../db/errors.ts'
 import { DEFAULT_DATABASE_URL, createDatabase, type DatabaseHandle } from '../db/index.ts'
 import { migrateToLatest } from '../db/migrate.ts'
-import { envelopeKeyId, masterKey, rewrapSecret } from '../lib/secrets.ts'
+import { envelopeKeyId, masterKey, rewrapSecret, type MasterKey } from '../lib/secrets.ts'
 
 const USAGE = `Usage: SLUICE_ENCRYPTION_KEY=<new key> SLUICE_ENCRYPTION_KEY_PREVIOUS=<old key>[,<older key>...] bun run rotate-encryption-key
 
@@ -68,38 +69,77 @@ async function main(args: readonly string[]): Promise<number> {
     console.error(`rotate-encryption-key: ${describeError(error)}; nothing was changed`)
     return 1
   }
+  let rotated = 0
   try {
     await migrateToLatest(handle.db)
-    const rows = await handle.db.selectFrom('provider_keys').select(['id', 'provider_id', 'secret_enc']).execute()
-    const providers = await handle.db.selectFrom('providers').select(['id', 'config']).where('deleted_at', 'is', null).execute()
-    let rotated = 0
     let kept = 0
-    await handle.db.transaction().execute(async (tx) => {
-      for (const row of rows) {
-        if (envelopeKeyId(row.secret_enc) === current.id) {
-          kept++
-          continue
-        }
-        const sealed = rewrapSecret([current, ...previous], current, row.secret_enc, row.id)
-        await tx.updateTable('provider_keys').set({ secret_enc: sealed, key_version: current.id, updated_at: new Date().toISOString() }).where('id', '=', row.id).where('provider_id', '=', row.provider_id).execute()
-        rotated++
-      }
-      for (const row of providers) {
-        // Null: no sealed headers, or sealed under the new key already.
-        const resealed = resealProviderHeaders(row.config, row.id, [current, ...previous], current)
-        if (resealed === null) continue
-        await tx.updateTable('providers').set({ config: resealed, updated_at: new Date().toISOString() }).where('id', '=', row.id).execute()
-        rotated++
-      }
-    })
+    // A gateway may change a provider while this runs (its keys replaced, its headers edited): each
+    // row is written only as it was read, and a row changed meanwhile is read again by the next pass.
+    for (let pass = 1; ; pass++) {
+      const result = await rotatePass(handle, current, previous)
+      rotated += result.rotated
+      if (pass === 1) kept = result.kept
+      if (result.changed === 0) break
+      if (pass === MAX_PASSES) throw new Error(`${result.changed} row(s) kept changing while this ran; run it again`)
+    }
     console.log(`rotate-encryption-key: re-sealed ${rotated} secret(s) under key ${current.id}; ${kept} already were (${handle.url})`)
     return 0
   } catch (error) {
-    console.error(`rotate-encryption-key: ${describeError(error)}; nothing was changed`)
+    // Each pass commits on its own: what the passes before re-sealed stays so (running it again is safe).
+    const done = rotated === 0 ? 'nothing was changed' : `${rotated} secret(s) were re-sealed before it; run it again for the rest`
+    console.error(`rotate-encryption-key: ${describeError(error)}; ${done}`)
     return 1
   } finally {
     await handle.close()
   }
+}
+
+/** How many times rows changed under the rotation are read again before it gives up. */
+const MAX_PASSES = 5
+
+/**
+ * One pass in one transaction: every secret not under `current` re-sealed. Each row is updated only
+ * if it still holds what was read (compare and set), so a change a gateway commits in between is
+ * never overwritten with the old secret; such rows are counted as `changed`, for the next pass.
+ */
+async function rotatePass(handle: DatabaseHandle, current: MasterKey, previous: readonly MasterKey[]): Promise<{ rotated: number; kept: number; changed: number }> {
+  let rotated = 0
+  let kept = 0
+  let changed = 0
+  await handle.db.transaction().execute(async (tx) => {
+    const rows = await tx.selectFrom('provider_keys').select(['id', 'provider_id', 'secret_enc']).execute()
+    const providers = await tx.selectFrom('providers').select(['id', 'config']).where('deleted_at', 'is', null).execute()
+    for (const row of rows) {
+      if (envelopeKeyId(row.secret_enc) === current.id) {
+        kept++
+        continue
+      }
+      const sealed = rewrapSecret([current, ...previous], current, row.secret_enc, row.id)
+      const result = await tx
+        .updateTable('provider_keys')
+        .set({ secret_enc: sealed, key_version: current.id, updated_at: new Date().toISOString() })
+        .where('id', '=', row.id)
+        .where('provider_id', '=', row.provider_id)
+        .where('secret_enc', '=', row.secret_enc)
+        .executeTakeFirst()
+      if (result.numUpdatedRows > 0n) rotated++
+      else changed++
+    }
+    for (const row of providers) {
+      // Null: no sealed headers, or sealed under the new key already.
+      const resealed = resealProviderHeaders(row.config, row.id, [current, ...previous], current)
+      if (resealed === null) continue
+      const result = await tx
+        .updateTable('providers')
+        .set({ config: resealed, updated_at: new Date().toISOString() })
+        .where('id', '=', row.id)
+        .where('config', '=', row.config)
+        .executeTakeFirst()
+      if (result.numUpdatedRows > 0n) rotated++
+      else changed++
+    }
+  })
+  return { rotated, kept, changed }
 }
 
 process.exit(
