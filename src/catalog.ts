@@ -630,20 +630,38 @@ const headersContext = (provider: string) => `${provider}#headers`
 const baseUrlContext = (provider: string) => `${provider}#base_url`
 
 /**
- * A `providers.config` column with its sealed headers and base URL re-sealed under `to` (their own
- * ciphertext kept, as for key secrets), or null when it holds neither or they already are: for
- * `rotate-encryption-key`, which must move them with the key secrets or the old master key
- * could not be dropped.
+ * A `providers` row's sealed headers and base URL re-sealed under `to` (their own ciphertext kept,
+ * as for key secrets), and those an older version stored in plain text (headers in `config`, a
+ * base URL with a credential in `base_url`) sealed under `to` as an admin write now stores them;
+ * null when there is nothing to move. For `rotate-encryption-key`, which must move them with the key
+ * secrets or the old master key could not be dropped, and leave no secret in plain text behind.
+ * `moved` counts the secrets moved or sealed.
  */
-export function resealProviderHeaders(config: string, providerId: string, from: readonly MasterKey[], to: MasterKey): string | null {
-  const stored = JSON.parse(config) as StoredProvider
+export function resealProvider(
+  row: { id: string; base_url: string | null; config: string },
+  from: readonly MasterKey[],
+  to: MasterKey,
+): { base_url: string | null; config: string; moved: number } | null {
+  const { headers, ...stored } = JSON.parse(row.config) as StoredProvider
   const moves = (sealed: string | undefined): sealed is string => sealed !== undefined && envelopeKeyId(sealed) !== to.id
-  if (!moves(stored.headers_enc) && !moves(stored.base_url_enc)) return null
-  return JSON.stringify({
+  const plainHeaders = stored.headers_enc === undefined && headers !== undefined && Object.keys(headers).length > 0 ? headers : undefined
+  const plainUrl = stored.base_url_enc === undefined && row.base_url !== null && maskBaseUrl(row.base_url) !== row.base_url ? row.base_url : undefined
+  const headersEnc = moves(stored.headers_enc)
+    ? rewrapSecret(from, to, stored.headers_enc, headersContext(row.id))
+    : plainHeaders && encryptSecret(to, JSON.stringify(plainHeaders), headersContext(row.id))
+  const baseUrlEnc = moves(stored.base_url_enc)
+    ? rewrapSecret(from, to, stored.base_url_enc, baseUrlContext(row.id))
+    : plainUrl && encryptSecret(to, plainUrl, baseUrlContext(row.id))
+  const moved = (headersEnc === undefined ? 0 : 1) + (baseUrlEnc === undefined ? 0 : 1)
+  if (moved === 0) return null
+  const config: StoredProvider = {
     ...stored,
-    ...(moves(stored.headers_enc) && { headers_enc: rewrapSecret(from, to, stored.headers_enc, headersContext(providerId)) }),
-    ...(moves(stored.base_url_enc) && { base_url_enc: rewrapSecret(from, to, stored.base_url_enc, baseUrlContext(providerId)) }),
-  } satisfies StoredProvider)
+    // Plain headers beside sealed ones (never written so) are dropped with them: the sealed ones are read.
+    ...(headers !== undefined && stored.headers_enc === undefined && plainHeaders === undefined && { headers }),
+    ...(headersEnc !== undefined && { headers_enc: headersEnc }),
+    ...(baseUrlEnc !== undefined && { base_url_enc: baseUrlEnc }),
+  }
+  return { base_url: plainUrl === undefined ? row.base_url : maskBaseUrl(plainUrl), config: JSON.stringify(config), moved }
 }
 
 const MASK = '***'

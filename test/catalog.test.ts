@@ -5,13 +5,13 @@ import { join } from 'node:path'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { expectEnvelope } from './support/auth.ts'
 import { bootProblems, startGateway, type TestGateway } from './support/gateway.ts'
-import { maskBaseUrl, resealProviderHeaders } from '../src/catalog.ts'
+import { maskBaseUrl, resealProvider } from '../src/catalog.ts'
 import { loadConfig } from '../src/config/load.ts'
 import type { ConfigFile } from '../src/config/schema.ts'
 import { createDatabase } from '../src/db/index.ts'
 import { createGateway } from '../src/server.ts'
 import { createLogger } from '../src/lib/logger.ts'
-import { decryptSecret, encryptSecret, envelopeKeyId, masterKey, rewrapSecret } from '../src/lib/secrets.ts'
+import { decryptSecret, encryptSecret, envelopeKeyId, masterKey, rewrapSecret, type MasterKey } from '../src/lib/secrets.ts'
 
 const ADMIN = 'catalog-admin-key-0123456789abcdef'
 const SECRET = 'sk-provider-secret-abcdefghijklmnop'
@@ -334,35 +334,65 @@ describe('base URLs as the admin API shows them', () => {
   })
 })
 
+/** {@link resealProvider}'s new `config` of a row of provider `p` with no base URL, or null. */
+function resealConfig(config: string, from: readonly MasterKey[], to: MasterKey): string | null {
+  return resealProvider({ id: 'p', base_url: null, config }, from, to)?.config ?? null
+}
+
 describe('sealed provider headers', () => {
-  test('the rotation re-seals them under the new key; rows without sealed headers, or already moved, are left', () => {
+  test('the rotation re-seals them under the new key; rows without headers, or already moved, are left', () => {
     const a = masterKey(KEY_A)
     const b = masterKey(KEY_B)
     const headers = { 'api-key': 'header-secret-0123456789' }
     const row = JSON.stringify({ headers_enc: encryptSecret(a, JSON.stringify(headers), 'p#headers'), timeouts: { total_ms: 5 } })
-    const moved = resealProviderHeaders(row, 'p', [a], b)
+    const moved = resealConfig(row, [a], b)
     if (moved === null) throw new Error('nothing re-sealed')
     const stored = JSON.parse(moved) as { headers_enc: string; timeouts: unknown }
     expect(envelopeKeyId(stored.headers_enc)).toBe(b.id)
     expect(JSON.parse(decryptSecret([b], stored.headers_enc, 'p#headers'))).toEqual(headers)
     expect(stored.timeouts).toEqual({ total_ms: 5 })
-    expect(resealProviderHeaders(moved, 'p', [a, b], b)).toBeNull()
-    expect(resealProviderHeaders(JSON.stringify({ headers: headers }), 'p', [a], b)).toBeNull()
+    expect(resealConfig(moved, [a, b], b)).toBeNull()
+    expect(resealConfig(JSON.stringify({ timeouts: { total_ms: 5 } }), [a], b)).toBeNull()
+    expect(resealConfig(JSON.stringify({ headers: {} }), [a], b)).toBeNull()
+  })
+
+  test('headers an older version stored in plain text are sealed under the new key, and no longer kept in plain text', () => {
+    const b = masterKey(KEY_B)
+    const headers = { 'api-key': 'header-secret-0123456789' }
+    const sealed = resealProvider({ id: 'p', base_url: 'https://example.com/v1', config: JSON.stringify({ headers, options: { x: 1 } }) }, [], b)
+    if (sealed === null) throw new Error('nothing sealed')
+    expect(sealed.moved).toBe(1)
+    expect(sealed.base_url).toBe('https://example.com/v1')
+    expect(sealed.config).not.toContain('header-secret')
+    const stored = JSON.parse(sealed.config) as { headers_enc: string; options: unknown }
+    expect(JSON.parse(decryptSecret([b], stored.headers_enc, 'p#headers'))).toEqual(headers)
+    expect(stored.options).toEqual({ x: 1 })
+  })
+
+  test('a base URL with a credential an older version stored in plain text is sealed, the column keeping the masked form; one without is left', () => {
+    const b = masterKey(KEY_B)
+    const url = 'https://proxy:pw-secret@example.com/v1?key=q-secret'
+    const sealed = resealProvider({ id: 'p', base_url: url, config: '{}' }, [], b)
+    if (sealed === null) throw new Error('nothing sealed')
+    expect(sealed).toMatchObject({ base_url: 'https://proxy:***@example.com/v1?key=***', moved: 1 })
+    expect(decryptSecret([b], (JSON.parse(sealed.config) as { base_url_enc: string }).base_url_enc, 'p#base_url')).toBe(url)
+    expect(resealProvider({ id: 'p', base_url: sealed.base_url, config: sealed.config }, [b], b)).toBeNull()
+    expect(resealProvider({ id: 'p', base_url: 'https://example.com/v1', config: '{}' }, [], b)).toBeNull()
   })
 
   test('a sealed base URL moves with them, alone or beside sealed headers', () => {
     const a = masterKey(KEY_A)
     const b = masterKey(KEY_B)
     const url = 'https://proxy:pw-secret@example.com/v1?key=q-secret'
-    const alone = resealProviderHeaders(JSON.stringify({ base_url_enc: encryptSecret(a, url, 'p#base_url') }), 'p', [a], b)
+    const alone = resealConfig(JSON.stringify({ base_url_enc: encryptSecret(a, url, 'p#base_url') }), [a], b)
     if (alone === null) throw new Error('nothing re-sealed')
     const moved = JSON.parse(alone) as { base_url_enc: string }
     expect(envelopeKeyId(moved.base_url_enc)).toBe(b.id)
     expect(decryptSecret([b], moved.base_url_enc, 'p#base_url')).toBe(url)
-    expect(resealProviderHeaders(alone, 'p', [a, b], b)).toBeNull()
+    expect(resealConfig(alone, [a, b], b)).toBeNull()
     // Headers already under the new key, the URL not yet: the URL moves, the headers stay as they were.
     const headersB = encryptSecret(b, '{}', 'p#headers')
-    const mixed = resealProviderHeaders(JSON.stringify({ headers_enc: headersB, base_url_enc: encryptSecret(a, url, 'p#base_url') }), 'p', [a, b], b)
+    const mixed = resealConfig(JSON.stringify({ headers_enc: headersB, base_url_enc: encryptSecret(a, url, 'p#base_url') }), [a, b], b)
     if (mixed === null) throw new Error('nothing re-sealed')
     const both = JSON.parse(mixed) as { headers_enc: string; base_url_enc: string }
     expect(both.headers_enc).toBe(headersB)

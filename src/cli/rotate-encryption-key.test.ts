@@ -115,6 +115,63 @@ describe('rotate-encryption-key finds the database as the gateway does', () => {
   })
 })
 
+describe('rotate-encryption-key and rows an older version wrote', () => {
+  test('headers and a base URL with a credential stored in plain text are sealed under the new key, the column masked', async () => {
+    const cwd = mkdtempSync(join(dir, 'legacy-'))
+    const url = `sqlite://${join(cwd, 'gateway.db')}`
+    const gw = await startGateway({ environment: 'prod', plugins: [] }, { env: { SLUICE_ADMIN_KEY: ADMIN, DATABASE_URL: url, SLUICE_ENCRYPTION_KEY: KEY_A } })
+    try {
+      const created = await fetch(`${gw.url}/admin/providers`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ id: 'p', type: 'openai-compatible', base_url: 'http://127.0.0.1:9/v1', keys: [{ id: 'k', secret: 'sk-upstream-0123456789' }] }),
+      })
+      expect(created.status).toBe(201)
+    } finally {
+      await gw.close()
+    }
+    // The row as a version from before headers and URLs were sealed left it.
+    const legacyUrl = 'http://proxy:legacy-password@127.0.0.1:9/v1?key=legacy-query'
+    const handle = await createDatabase(url)
+    try {
+      await handle.db.updateTable('providers').set({ base_url: legacyUrl, config: JSON.stringify({ headers: { 'api-key': 'legacy-header-value' }, timeouts: { total_ms: 9000 } }) }).where('id', '=', 'p').execute()
+    } finally {
+      await handle.close()
+    }
+
+    const { code, stdout, stderr } = await runRotate(cwd, { DATABASE_URL: url })
+    expect(stderr).toBe('')
+    expect(code).toBe(0)
+    // The key secret, the headers and the base URL.
+    expect(stdout).toContain(`re-sealed 3 secret(s) under key ${masterKey(KEY_B).id}`)
+    const after = await createDatabase(url)
+    try {
+      const row = await after.db.selectFrom('providers').select(['base_url', 'config']).where('id', '=', 'p').executeTakeFirstOrThrow()
+      for (const secret of ['legacy-password', 'legacy-query', 'legacy-header-value']) {
+        expect(`${row.base_url} ${row.config}`).not.toContain(secret)
+      }
+      expect(row.base_url).toBe('http://proxy:***@127.0.0.1:9/v1?key=***')
+      const stored = JSON.parse(row.config) as { headers_enc: string; base_url_enc: string; timeouts: unknown }
+      const b = masterKey(KEY_B)
+      expect(JSON.parse(decryptSecret([b], stored.headers_enc, 'p#headers'))).toEqual({ 'api-key': 'legacy-header-value' })
+      expect(decryptSecret([b], stored.base_url_enc, 'p#base_url')).toBe(legacyUrl)
+      expect(stored.timeouts).toEqual({ total_ms: 9000 })
+    } finally {
+      await after.close()
+    }
+    // A gateway with the new key alone serves it as before.
+    const served = await startGateway({ environment: 'prod', plugins: [] }, { env: { SLUICE_ADMIN_KEY: ADMIN, DATABASE_URL: url, SLUICE_ENCRYPTION_KEY: KEY_B } })
+    try {
+      const view = (await (await fetch(`${served.url}/admin/providers/p`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as { base_url: string; headers: string[] }
+      expect(view.base_url).toBe('http://proxy:***@127.0.0.1:9/v1?key=***')
+      expect(view.headers).toEqual(['api-key'])
+    } finally {
+      await served.close()
+    }
+    expect((await runRotate(cwd, { DATABASE_URL: url })).stdout).toContain('re-sealed 0 secret(s)')
+  })
+})
+
 describe('rotate-encryption-key arguments', () => {
   test('an unknown argument exits 2 with the usage, before any database is opened', async () => {
     const cwd = mkdtempSync(join(dir, 'args-'))

@@ -4,7 +4,8 @@
  *   SLUICE_ENCRYPTION_KEY_PREVIOUS=<old key> SLUICE_ENCRYPTION_KEY=<new key> bun run rotate-encryption-key
  *
  * Provider key secrets and providers' sealed header values and base URLs are re-sealed alike. Only the
- * per-secret data keys are re-sealed; the secrets' own ciphertext is kept. Rows
+ * per-secret data keys are re-sealed; the secrets' own ciphertext is kept. Headers and a base URL with
+ * a credential that an older version stored in plain text are sealed under the new key. Rows
  * already under the new key are left alone, so the command can be run again safely. Start
  * the gateways with the new key (and the old one in SLUICE_ENCRYPTION_KEY_PREVIOUS until
  * this has run), then drop the old one. Gateways may change providers meanwhile: a row is
@@ -16,7 +17,7 @@
  * Exit codes: 0 done (or --help), 1 the database could not be opened or the rotation failed, 2 bad
  * arguments, bad keys or a bad config file.
  */
-import { resealProviderHeaders } from '../catalog.ts'
+import { resealProvider } from '../catalog.ts'
 import { ConfigError, encryptionKeyProblems, loadDatabaseUrl } from '../config/load.ts'
 import { describeError } from '../db/errors.ts'
 import { DEFAULT_DATABASE_URL, createDatabase, type DatabaseHandle } from '../db/index.ts'
@@ -27,7 +28,8 @@ const USAGE = `Usage: SLUICE_ENCRYPTION_KEY=<new key> SLUICE_ENCRYPTION_KEY_PREV
 
 Re-seals the provider secrets (key secrets, sealed header values and base URLs) stored in the
 database the gateway uses under the new master key (a key is 32 bytes, base64:
-openssl rand -base64 32). Secrets already under the new key are left alone, so it
+openssl rand -base64 32). Headers and base URLs an older version stored in plain
+text are sealed. Secrets already under the new key are left alone, so it
 can be run again. The database: DATABASE_URL, else database.url in the config file
 (SLUICE_CONFIG, else ./sluice.config.ts or ./sluice.config.json), else
 ${DEFAULT_DATABASE_URL}.
@@ -108,7 +110,7 @@ async function rotatePass(handle: DatabaseHandle, current: MasterKey, previous: 
   let changed = 0
   await handle.db.transaction().execute(async (tx) => {
     const rows = await tx.selectFrom('provider_keys').select(['id', 'provider_id', 'secret_enc']).execute()
-    const providers = await tx.selectFrom('providers').select(['id', 'config']).where('deleted_at', 'is', null).execute()
+    const providers = await tx.selectFrom('providers').select(['id', 'base_url', 'config']).where('deleted_at', 'is', null).execute()
     for (const row of rows) {
       if (envelopeKeyId(row.secret_enc) === current.id) {
         kept++
@@ -126,16 +128,17 @@ async function rotatePass(handle: DatabaseHandle, current: MasterKey, previous: 
       else changed++
     }
     for (const row of providers) {
-      // Null: no sealed headers, or sealed under the new key already.
-      const resealed = resealProviderHeaders(row.config, row.id, [current, ...previous], current)
+      // Null: no headers or base URL to seal, or sealed under the new key already.
+      const resealed = resealProvider(row, [current, ...previous], current)
       if (resealed === null) continue
       const result = await tx
         .updateTable('providers')
-        .set({ config: resealed, updated_at: new Date().toISOString() })
+        .set({ base_url: resealed.base_url, config: resealed.config, updated_at: new Date().toISOString() })
         .where('id', '=', row.id)
         .where('config', '=', row.config)
+        .where('base_url', row.base_url === null ? 'is' : '=', row.base_url)
         .executeTakeFirst()
-      if (result.numUpdatedRows > 0n) rotated++
+      if (result.numUpdatedRows > 0n) rotated += resealed.moved
       else changed++
     }
   })
