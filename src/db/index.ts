@@ -3,6 +3,7 @@
  * `db` from the returned handle and never asks which database it is talking to.
  */
 import { SQL } from 'bun';
+import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Kysely, sql } from 'kysely';
 import { PostgresJSDialect } from 'kysely-postgres-js';
@@ -54,7 +55,10 @@ export interface DatabaseHandle {
   readonly url: string;
   /** Closes the database (SQLite) or the pool (Postgres). Safe to call twice. */
   close(): Promise<void>;
-  /** `true` when a trivial query answers within the timeout; never throws. */
+  /**
+   * `true` when a trivial query answers within the timeout; never throws. On a SQLite file, `false`
+   * too once the file was deleted or replaced at its path since it was opened.
+   */
   ping(timeoutMs?: number): Promise<boolean>;
   /**
    * Runs the reads of an admin report (aggregations over a time range). On Postgres they run in a
@@ -206,7 +210,8 @@ export async function createDatabase(url: string): Promise<DatabaseHandle> {
       const reason = error instanceof Error ? error.message : String(error);
       throw new Error(`Cannot open the SQLite database at ${target.filename}: ${reason}`, { cause: error });
     }
-    return createHandle(new Kysely<Database>({ dialect: markingUnavailable(new BunSqliteDialect({ database })) }), 'sqlite', maskedUrl, null);
+    const sameFile = target.filename === SQLITE_MEMORY ? () => true : fileIdentity(target.filename);
+    return createHandle(new Kysely<Database>({ dialect: markingUnavailable(new BunSqliteDialect({ database })) }), 'sqlite', maskedUrl, null, sameFile);
   }
   const client = new SQL(target.connectionUrl, {
     max: target.max,
@@ -219,11 +224,27 @@ export async function createDatabase(url: string): Promise<DatabaseHandle> {
   // query that was aborted, instead of waiting for a free connection in a busy pool.
   const dialect = new PostgresJSDialect({ postgres: client, controlPostgres: SQL });
   const reportTimeoutMs = target.statementTimeoutMs === 0 ? 0 : Math.max(target.statementTimeoutMs, REPORT_STATEMENT_TIMEOUT_MS);
-  return createHandle(new Kysely<Database>({ dialect: markingUnavailable(dialect) }), 'postgres', maskedUrl, reportTimeoutMs);
+  return createHandle(new Kysely<Database>({ dialect: markingUnavailable(dialect) }), 'postgres', maskedUrl, reportTimeoutMs, () => true);
 }
 
-/** `reportTimeoutMs`: the statement timeout of a report on Postgres (0 for none); null on SQLite. */
-function createHandle(db: Kysely<Database>, dialect: DatabaseDialect, url: string, reportTimeoutMs: number | null): DatabaseHandle {
+/**
+ * Whether the file at `path` is still the one there now (same device and inode). SQLite keeps
+ * using the file it opened when it is deleted, or moved and another put in its place: its writes
+ * then go where no restart will find them, and `ping()` must say so.
+ */
+function fileIdentity(path: string): () => boolean {
+  const opened = statSync(path);
+  return () => {
+    const now = statSync(path, { throwIfNoEntry: false });
+    return now !== undefined && now.ino === opened.ino && now.dev === opened.dev;
+  };
+}
+
+/**
+ * `reportTimeoutMs`: the statement timeout of a report on Postgres (0 for none); null on SQLite.
+ * `inPlace`: false once a SQLite file is no longer at its path (see {@link fileIdentity}).
+ */
+function createHandle(db: Kysely<Database>, dialect: DatabaseDialect, url: string, reportTimeoutMs: number | null, inPlace: () => boolean): DatabaseHandle {
   let closing: Promise<void> | undefined;
   return {
     db,
@@ -234,7 +255,7 @@ function createHandle(db: Kysely<Database>, dialect: DatabaseDialect, url: strin
       return closing;
     },
     async ping(timeoutMs = DEFAULT_PING_TIMEOUT_MS) {
-      if (closing !== undefined) {
+      if (closing !== undefined || !inPlace()) {
         return false;
       }
       try {
