@@ -67,28 +67,43 @@ const POSTGRES_CONNECTION_CODES: ReadonlySet<string> = new Set([
 ]);
 
 /**
+ * SQLSTATEs of a server that takes no writes now: out of disk (53100) or other resources (53000,
+ * 53200), or read-only (25006: a standby, as the old primary is after a failover, or a database
+ * set `default_transaction_read_only`).
+ */
+const POSTGRES_UNWRITABLE_STATES = ['53000', '53100', '53200', '25006'] as const;
+
+/**
+ * SQLite result codes of a file that takes no writes now: its disk full (SQLITE_FULL), the file
+ * or its folder read-only, or the file moved away (SQLITE_READONLY and its extended codes), an I/O
+ * error of the disk under it (SQLITE_IOERR and its extended codes).
+ */
+const SQLITE_UNWRITABLE = /^SQLITE_(FULL|READONLY|IOERR)/;
+
+/**
  * SQLSTATEs of a server that cannot serve now, rather than of a query that is wrong: connection
  * exceptions (class 08), too many connections (53300), a statement stopped by `statement_timeout`
  * (57014), a lock not to be had within `lock_timeout` (55P03), a server shutting down or starting
- * up (57P01, 57P02, 57P03).
+ * up (57P01, 57P02, 57P03), and those of {@link POSTGRES_UNWRITABLE_STATES}.
  */
-const POSTGRES_UNAVAILABLE_STATES: ReadonlySet<string> = new Set(['53300', '57014', '55P03', '57P01', '57P02', '57P03']);
+const POSTGRES_UNAVAILABLE_STATES: ReadonlySet<string> = new Set(['53300', '57014', '55P03', '57P01', '57P02', '57P03', ...POSTGRES_UNWRITABLE_STATES]);
 
 /** The SQLSTATE that `statement_timeout` cancels a statement with (also a cancel request's). */
 const POSTGRES_QUERY_CANCELED = '57014';
 
 /**
  * True when a driver's error says the database cannot answer now (unreachable, connection lost,
- * overloaded, locked past the wait allowed, or a statement stopped by `statement_timeout`), as
- * opposed to a query it refused: on Postgres the connection codes and SQLSTATEs above; on SQLite a
- * lock still held when `busy_timeout` ran out (SQLITE_BUSY, SQLITE_LOCKED).
+ * overloaded, locked past the wait allowed, a statement stopped by `statement_timeout`, or no
+ * writes taken now: full or read-only), as opposed to a query it refused: on Postgres the
+ * connection codes and SQLSTATEs above; on SQLite a lock still held when `busy_timeout` ran out
+ * (SQLITE_BUSY, SQLITE_LOCKED) and {@link SQLITE_UNWRITABLE}.
  */
 function isUnavailableDriverError(error: unknown): error is Error {
   if (!(error instanceof Error)) {
     return false;
   }
   const code = field(error, 'code');
-  if (typeof code === 'string' && (POSTGRES_CONNECTION_CODES.has(code) || /^SQLITE_(BUSY|LOCKED)/.test(code))) {
+  if (typeof code === 'string' && (POSTGRES_CONNECTION_CODES.has(code) || /^SQLITE_(BUSY|LOCKED)/.test(code) || SQLITE_UNWRITABLE.test(code))) {
     return true;
   }
   const state = field(error, 'errno');
@@ -243,6 +258,16 @@ export function reportTooSlow(timeoutMs: number, error: unknown): GatewayError {
   );
 }
 
+/** Whether a driver's error is one of a database full or read-only (see {@link SQLITE_UNWRITABLE}). */
+function isUnwritable(error: unknown): boolean {
+  const code = field(error, 'code');
+  const state = field(error, 'errno');
+  return (
+    (typeof code === 'string' && /^SQLITE_(FULL|READONLY)/.test(code)) ||
+    (typeof state === 'string' && (POSTGRES_UNWRITABLE_STATES as readonly string[]).includes(state))
+  );
+}
+
 /** Seconds a client is told to wait (`Retry-After`) when the database cannot answer. */
 export const DATABASE_RETRY_AFTER_S = 5;
 
@@ -255,7 +280,7 @@ export const DATABASE_RETRY_AFTER_S = 5;
 export function databaseUnavailable(error: unknown): GatewayError {
   const outage = databaseOutage(error) ?? error;
   const slow = outage instanceof DatabaseUnavailableError || field(outage, 'errno') === POSTGRES_QUERY_CANCELED;
-  const what = slow ? 'did not answer in time' : 'is unreachable';
+  const what = slow ? 'did not answer in time' : isUnwritable(outage) ? 'takes no writes now (full or read-only)' : 'is unreachable';
   return new GatewayError('not_ready', `The gateway's database ${what}, so this request could not be served. Retry shortly.`, {
     headers: { 'retry-after': String(DATABASE_RETRY_AFTER_S) },
     cause: outage,
