@@ -654,6 +654,25 @@ describe('parseDatabaseUrl', () => {
     }
   });
 
+  test('Postgres over a Unix socket: the folder in ?host=, the host left out (libpq and the client take it)', () => {
+    expect(parseDatabaseUrl('postgres://u:p%40ss@/app?host=/cloudsql/proj:region:db&max=3')).toEqual({
+      dialect: 'postgres',
+      connectionUrl: 'postgres://u:p%40ss@localhost/app?host=%2Fcloudsql%2Fproj%3Aregion%3Adb',
+      max: 3,
+      searchPath: null,
+      statementTimeoutMs: DEFAULT_STATEMENT_TIMEOUT_MS,
+    });
+    expect(parseDatabaseUrl('postgresql:///app?host=/var/run/postgresql&port=5433&user=u')).toMatchObject({
+      dialect: 'postgres',
+      connectionUrl: 'postgresql://localhost/app?host=%2Fvar%2Frun%2Fpostgresql&port=5433&user=u',
+    });
+    // A host named in the URL is kept as written, ?host= or not.
+    expect(parseDatabaseUrl('postgres://u@h/app?host=/tmp')).toMatchObject({ connectionUrl: 'postgres://u@h/app?host=%2Ftmp' });
+    // No host anywhere: refused, saying where a socket's folder goes.
+    expect(() => parseDatabaseUrl('postgres://u:hunter2@/app')).toThrow(/names no host \(for a Unix socket, put its folder in \?host=/);
+    expect(() => parseDatabaseUrl('postgres:///app')).toThrow(/names no host/);
+  });
+
   test('bad URLs throw clear errors that never show the password', () => {
     const message = (url: string): string => {
       try {
@@ -909,6 +928,31 @@ describe.skipIf(postgresUrl === null)('postgres', () => {
   });
 
   sharedSuite(databaseUrl);
+
+  test('a URL with no host and the socket folder in ?host= connects over the Unix socket', async () => {
+    const admin = await createDatabase(databaseUrl());
+    let socketDir: string;
+    try {
+      const result = await sql<{ dirs: string }>`select current_setting('unix_socket_directories') as dirs`.execute(admin.db);
+      socketDir = result.rows[0]?.dirs.split(',')[0]?.trim() ?? '';
+    } finally {
+      await admin.close();
+    }
+    const url = new URL(databaseUrl());
+    const port = url.port || '5432';
+    // A server in a container of its own has its socket out of reach: nothing to connect to here.
+    if (socketDir === '' || !existsSync(join(socketDir, `.s.PGSQL.${port}`))) return;
+    const credentials = url.password === '' ? url.username : `${url.username}:${url.password}`;
+    const handle = await createDatabase(`postgres://${credentials}@${url.pathname}?host=${encodeURIComponent(socketDir)}&port=${port}&max=2`);
+    try {
+      const result = await sql<{ address: string | null }>`select inet_server_addr()::text as address`.execute(handle.db);
+      // No server address: a Unix socket, not TCP.
+      expect(result.rows).toEqual([{ address: null }]);
+      expect(await migrateToLatest(handle.db)).toEqual({ applied: [] });
+    } finally {
+      await handle.close();
+    }
+  });
 
   test('?search_path= puts the tables (and the migration bookkeeping) in that schema', async () => {
     // The database's public schema already holds a migrated copy from the shared suite:

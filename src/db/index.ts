@@ -154,15 +154,32 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
   throw new Error(`Unsupported DATABASE_URL "${maskDatabaseUrl(trimmed)}". Expected ${SUPPORTED_FORMS}`);
 }
 
+/**
+ * The URL with `localhost` where it names no host (`postgres://u:p@/db?host=/socket/folder`, libpq's
+ * form for a Unix socket, which the URL parser refuses with user info in it), else as it is: the
+ * client connects where `?host=` says, whatever host the URL names.
+ */
+function withPlaceholderHost(url: string): { url: string; hostless: boolean } {
+  const start = url.indexOf('//') + 2;
+  const end = url.slice(start).search(/[/?#]/);
+  const authority = end === -1 ? url.slice(start) : url.slice(start, start + end);
+  if (authority.slice(authority.lastIndexOf('@') + 1) !== '') return { url, hostless: false };
+  const at = start + authority.length;
+  return { url: `${url.slice(0, at)}localhost${url.slice(at)}`, hostless: true };
+}
+
 function parsePostgresUrl(url: string): DatabaseTarget {
+  const { url: hosted, hostless } = withPlaceholderHost(url);
   let parsed: URL;
   try {
-    parsed = new URL(url);
+    parsed = new URL(hosted);
   } catch {
     throw new Error(`DATABASE_URL "${maskDatabaseUrl(url)}" is not a valid URL. Expected ${SUPPORTED_FORMS}`);
   }
-  if (parsed.hostname === '') {
-    throw new Error(`DATABASE_URL "${maskDatabaseUrl(url)}" names no host. Expected ${SUPPORTED_FORMS}`);
+  if (parsed.hostname === '' || (hostless && !parsed.searchParams.get('host'))) {
+    throw new Error(
+      `DATABASE_URL "${maskDatabaseUrl(url)}" names no host (for a Unix socket, put its folder in ?host=: postgres://USER:PASSWORD@/DATABASE?host=/run/postgresql). Expected ${SUPPORTED_FORMS}`,
+    );
   }
   const maxParam = parsed.searchParams.get('max');
   let max = DEFAULT_POSTGRES_POOL_SIZE;
