@@ -1,10 +1,10 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { Elysia } from 'elysia'
 import { adminActor, adminGuard } from '../../src/admin-key.ts'
-import type { Selectable, SelectQueryBuilder } from 'kysely'
+import { sql, type Selectable, type SelectQueryBuilder } from 'kysely'
 import { GatewayError } from '../../src/errors.ts'
 import { withoutNulls, type BudgetInput, type LimitsInput } from '../../src/limits.ts'
-import { isUniqueViolation } from '../../src/db/index.ts'
+import { isUniqueViolation, type DatabaseDialect } from '../../src/db/index.ts'
 import type { ApiKeysTable, TeamsTable, UsersTable } from '../../src/db/schema.ts'
 import { holderMayUse } from '../../src/db/key-holders.ts'
 import { newId } from '../../src/lib/id.ts'
@@ -96,7 +96,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     )
     .get(
       '/users',
-      async ({ query }) => list(await page(db.selectFrom('users').selectAll().where('deleted_at', 'is', null), query, 'id'), userView),
+      async ({ query }) => list(await page(db.selectFrom('users').selectAll().where('deleted_at', 'is', null), query, 'id', services.db.dialect), userView),
       { query: S.ListQuery, detail: { tags, summary: 'List users (newest first, cursor paged)', responses: { ...jsonResponse('A page of users', ListOf(UserView)), ...adminErrors(400) } } },
     )
     .get('/users/:id', async ({ params }) => userView(await user(params.id, true)), {
@@ -170,7 +170,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     )
     .get(
       '/teams',
-      async ({ query }) => list(await page(db.selectFrom('teams').selectAll().where('deleted_at', 'is', null), query, 'id'), teamView),
+      async ({ query }) => list(await page(db.selectFrom('teams').selectAll().where('deleted_at', 'is', null), query, 'id', services.db.dialect), teamView),
       { query: S.ListQuery, detail: { tags, summary: 'List teams', responses: { ...jsonResponse('A page of teams', ListOf(TeamView)), ...adminErrors(400) } } },
     )
     // Deleted teams too, as for users: a deleted team's id stays taken (POST answers 409), and GET says why.
@@ -217,7 +217,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
       async ({ params, query }) => {
         const row = await team(params.id)
         // A membership has no id of its own: within a team, the user's id breaks ties of created_at.
-        const members = await page(db.selectFrom('team_members').selectAll().where('team_id', '=', row.id), query, 'user_id')
+        const members = await page(db.selectFrom('team_members').selectAll().where('team_id', '=', row.id), query, 'user_id', services.db.dialect)
         return list(members, (m) => ({ object: 'team_member' as const, team_id: m.team_id, user_id: m.user_id, role: m.role, created_at: m.created_at }))
       },
       { query: S.ListQuery, detail: { tags, summary: 'List the members of a team (newest first, cursor paged)', responses: { ...jsonResponse('A page of members', ListOf(TeamMember)), ...adminErrors(400, 404) } } },
@@ -304,7 +304,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
         if (query.status === 'active') {
           q = inGrace(q.where('status', '=', 'active').where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', at)])))
         }
-        return list(await page(q, query, 'id'), (r) => keyView(r, now()))
+        return list(await page(q, query, 'id', services.db.dialect), (r) => keyView(r, now()))
       },
       { query: S.KeyListQuery, detail: { tags, summary: 'List keys, filtered by owner, team or status', responses: { ...jsonResponse('A page of keys', ListOf(KeyView)), ...adminErrors(400) } } },
     )
@@ -589,18 +589,21 @@ async function servedPredecessors(db: Db, row: KeyRow, at: string): Promise<Pick
 
 /**
  * One page of a list, newest first by (created_at, `tiebreak`), after the cursor; `next_cursor`
- * names the last row shown when more follow. `tiebreak` is a column unique among the listed rows.
+ * names the last row shown when more follow. `tiebreak` is a column unique among the listed rows,
+ * compared in byte order on both databases (SQLite's way; `collate "C"` on Postgres, whose default
+ * collation may be linguistic): rows created at one time come in one order wherever they are kept.
  */
 async function page<DB, TB extends keyof DB, K extends string, O extends { created_at: string } & Record<K, string>>(
   q: SelectQueryBuilder<DB, TB, O>,
   query: { limit?: number; cursor?: string },
   tiebreak: K,
+  dialect: DatabaseDialect,
 ): Promise<{ rows: O[]; next_cursor: string | null }> {
   const limit = pageSize(query.limit)
   // The builder's own types cannot name a column chosen by the caller; seen as one table of the
   // two columns the cursor reads, the conditions type-check and the rows are the caller's.
   let sel = q as unknown as SelectQueryBuilder<{ row: { created_at: string; tiebreak: string } }, 'row', O>
-  const tb = tiebreak as 'tiebreak'
+  const tb = dialect === 'postgres' ? sql<string>`${sql.ref(tiebreak)} collate "C"` : sql<string>`${sql.ref(tiebreak)}`
   if (query.cursor) {
     const c = decodeCursor(query.cursor)
     if (!c) throw badCursor()
