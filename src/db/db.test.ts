@@ -713,6 +713,24 @@ describe('parseDatabaseUrl', () => {
     expect(maskDatabaseUrl('postgres://u@host:port/db')).toBe('postgres://u@host:port/db');
   });
 
+  test('maskDatabaseUrl hides a password with an unencoded / ? or #, up to the last @, however the URL parser reads it', () => {
+    for (const secret of ['pa#ss', 'pa?ss', 'pa/ss', '1234#ss', '5678/ss', 'a/b?c#d@e']) {
+      const url = `postgres://u:${secret}@db.internal:5432/app`;
+      expect(maskDatabaseUrl(url)).toBe('postgres://u:***@db.internal:5432/app');
+      const message = ((): string => {
+        try {
+          parseDatabaseUrl(url);
+        } catch (error) {
+          return (error as Error).message;
+        }
+        return 'accepted';
+      })();
+      expect(message).not.toContain(secret);
+    }
+    // Nothing that reads as a password: as written.
+    expect(maskDatabaseUrl('postgres://u@db.internal:5432/app?max=2')).toBe('postgres://u@db.internal:5432/app?max=2');
+  });
+
   test('maskDatabaseUrl hides a password given as a query parameter', () => {
     expect(maskDatabaseUrl('postgres://u@host/db?password=hunter2&max=2')).toBe('postgres://u@host/db?password=***&max=2');
     expect(maskDatabaseUrl('postgres://u:pw@host/db?sslpassword=hunter2')).toBe('postgres://u:***@host/db?sslpassword=***');

@@ -93,6 +93,13 @@ const SUPPORTED_FORMS =
 const SQLITE_PREFIX = 'sqlite://';
 const SQLITE_MEMORY_URLS: ReadonlySet<string> = new Set(['sqlite::memory:', 'sqlite://:memory:']);
 
+/**
+ * `scheme://user:…@` where what follows the colon holds a `/`, `?` or `#` before an `@`: a
+ * password written without percent-encoding (or, rarely, an `@` in the path or query of a URL with
+ * a port, which is then masked too: better too much than a password in a log).
+ */
+const AMBIGUOUS_USER_INFO = /^[a-z][a-z0-9+.-]*:\/\/[^:/?#@]*:[^@]*[/?#][^@]*@/i;
+
 /** Query parameters a Postgres URL may carry a password in (libpq reads both). */
 const PASSWORD_PARAMS = ['password', 'sslpassword'] as const;
 
@@ -102,7 +109,10 @@ const PASSWORD_PARAMS = ['password', 'sslpassword'] as const;
  */
 export function maskDatabaseUrl(url: string): string {
   const parsed = URL.parse(url);
-  if (parsed === null) {
+  if (parsed === null || AMBIGUOUS_USER_INFO.test(url)) {
+    // A password holding an unencoded `/`, `?` or `#` ends the authority there for the URL parser,
+    // which may still read the rest as a host and a port (`u:1234#secret@host` is host u, port 1234):
+    // taken to the last `@` as written, as the one who wrote it meant.
     return maskUnparsedUrl(url);
   }
   const params = PASSWORD_PARAMS.filter((name) => parsed.searchParams.has(name));
@@ -125,7 +135,7 @@ export function maskDatabaseUrl(url: string): string {
  */
 function maskUnparsedUrl(url: string): string {
   return url
-    .replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/?#]*:)[^/?#]*@/i, '$1***@')
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/?#@]*:).*@/i, '$1***@')
     .replace(/([?&](?:ssl)?password=)[^&#]*/gi, '$1***');
 }
 
@@ -174,7 +184,9 @@ function parsePostgresUrl(url: string): DatabaseTarget {
   try {
     parsed = new URL(hosted);
   } catch {
-    throw new Error(`DATABASE_URL "${maskDatabaseUrl(url)}" is not a valid URL. Expected ${SUPPORTED_FORMS}`);
+    throw new Error(
+      `DATABASE_URL "${maskDatabaseUrl(url)}" is not a valid URL (a user name or password holding / ? # @ or % is written percent-encoded: %2F %3F %23 %40 %25). Expected ${SUPPORTED_FORMS}`,
+    );
   }
   if (parsed.hostname === '' || (hostless && !parsed.searchParams.get('host'))) {
     throw new Error(
