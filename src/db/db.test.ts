@@ -947,6 +947,19 @@ describe.skipIf(postgresUrl === null)('postgres', () => {
 
   sharedSuite(databaseUrl);
 
+  test('?search_path= naming a schema that does not exist: migrating says so, naming it', async () => {
+    const handle = await createDatabase(`${databaseUrl()}?search_path=no_such_schema&max=1`);
+    try {
+      const failure = await errorOf(migrateToLatest(handle.db));
+      expect(failure).toBeInstanceOf(MigrationError);
+      expect((failure as MigrationError).message).toBe(
+        'No schema to create the tables in: the search_path (no_such_schema) names none that exists. Create it (create schema …), or name one that exists in ?search_path= of DATABASE_URL.',
+      );
+    } finally {
+      await handle.close();
+    }
+  });
+
   test('a URL with no host and the socket folder in ?host= connects over the Unix socket', async () => {
     const admin = await createDatabase(databaseUrl());
     let socketDir: string;

@@ -163,7 +163,18 @@ async function appliedMigrations<DB>(
 }
 
 async function createMigrator<DB>(db: Kysely<DB>, options: MigrateOptions): Promise<Migrator> {
-  return newMigrator(db, options.migrations ?? allMigrations, await migrationTableSchema(db));
+  const schema = await migrationTableSchema(db);
+  if (schema === undefined && db.getExecutor().adapter instanceof PostgresAdapter) {
+    // current_schema() is null: no schema of the search_path exists, and Postgres would only say
+    // "no schema has been selected to create in".
+    const result = await sql<{ path: string }>`select current_setting('search_path') as path`.execute(db);
+    throw new MigrationError(
+      `No schema to create the tables in: the search_path (${result.rows[0]?.path ?? ''}) names none that exists. Create it (create schema …), or name one that exists in ?search_path= of DATABASE_URL.`,
+      null,
+      undefined,
+    );
+  }
+  return newMigrator(db, options.migrations ?? allMigrations, schema);
 }
 
 function newMigrator<DB>(db: Kysely<DB>, set: MigrationSet, schema: string | undefined): Migrator {
