@@ -116,6 +116,44 @@ describe('rotate-encryption-key finds the database as the gateway does', () => {
 })
 
 describe('rotate-encryption-key and rows an older version wrote', () => {
+  test('a deleted provider whose row still holds a base URL with a credential and headers in plain text is left with the masked URL only', async () => {
+    const cwd = mkdtempSync(join(dir, 'legacy-deleted-'))
+    const url = `sqlite://${join(cwd, 'gateway.db')}`
+    const gw = await startGateway({ environment: 'prod', plugins: [] }, { env: { SLUICE_ADMIN_KEY: ADMIN, DATABASE_URL: url, SLUICE_ENCRYPTION_KEY: KEY_A } })
+    try {
+      const headers = { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }
+      const body = JSON.stringify({ id: 'gone', type: 'openai-compatible', base_url: 'http://127.0.0.1:9/v1', keys: [{ id: 'k', secret: 'sk-upstream-0123456789' }] })
+      expect((await fetch(`${gw.url}/admin/providers`, { method: 'POST', headers, body })).status).toBe(201)
+      expect((await fetch(`${gw.url}/admin/providers/gone`, { method: 'DELETE', headers })).status).toBe(200)
+    } finally {
+      await gw.close()
+    }
+    // As an older version left the row of a provider it deleted: its URL, credential and all.
+    const handle = await createDatabase(url)
+    try {
+      await handle.db
+        .updateTable('providers')
+        .set({ base_url: 'http://proxy:legacy-password@127.0.0.1:9/v1?key=legacy-query', config: JSON.stringify({ headers: { 'api-key': 'legacy-header-value' } }) })
+        .where('id', '=', 'gone')
+        .execute()
+    } finally {
+      await handle.close()
+    }
+    const { code, stderr } = await runRotate(cwd, { DATABASE_URL: url })
+    expect(stderr).toBe('')
+    expect(code).toBe(0)
+    const after = await createDatabase(url)
+    try {
+      const row = await after.db.selectFrom('providers').select(['base_url', 'config', 'deleted_at']).where('id', '=', 'gone').executeTakeFirstOrThrow()
+      expect(row.deleted_at).not.toBeNull()
+      expect(`${row.base_url} ${row.config}`).not.toContain('legacy-password')
+      expect(`${row.base_url} ${row.config}`).not.toContain('legacy-query')
+      expect(row.config).toBe('{}')
+    } finally {
+      await after.close()
+    }
+  })
+
   test('headers and a base URL with a credential stored in plain text are sealed under the new key, the column masked', async () => {
     const cwd = mkdtempSync(join(dir, 'legacy-'))
     const url = `sqlite://${join(cwd, 'gateway.db')}`

@@ -5,7 +5,8 @@
  *
  * Provider key secrets and providers' sealed header values and base URLs are re-sealed alike. Only the
  * per-secret data keys are re-sealed; the secrets' own ciphertext is kept. Headers and a base URL with
- * a credential that an older version stored in plain text are sealed under the new key. Rows
+ * a credential that an older version stored in plain text are sealed under the new key (a deleted
+ * provider's URL is masked and its settings dropped, as a delete does now). Rows
  * already under the new key are left alone, so the command can be run again safely. Start
  * the gateways with the new key (and the old one in SLUICE_ENCRYPTION_KEY_PREVIOUS until
  * this has run), then drop the old one. Gateways may change providers meanwhile: a row is
@@ -17,7 +18,7 @@
  * Exit codes: 0 done (or --help), 1 the database could not be opened or the rotation failed, 2 bad
  * arguments, bad keys or a bad config file.
  */
-import { resealProvider } from '../catalog.ts'
+import { maskBaseUrl, resealProvider } from '../catalog.ts'
 import { ConfigError, encryptionKeyProblems, loadDatabaseUrl } from '../config/load.ts'
 import { describeError } from '../db/errors.ts'
 import { DEFAULT_DATABASE_URL, createDatabase, type DatabaseHandle } from '../db/index.ts'
@@ -110,7 +111,7 @@ async function rotatePass(handle: DatabaseHandle, current: MasterKey, previous: 
   let changed = 0
   await handle.db.transaction().execute(async (tx) => {
     const rows = await tx.selectFrom('provider_keys').select(['id', 'provider_id', 'secret_enc']).execute()
-    const providers = await tx.selectFrom('providers').select(['id', 'base_url', 'config']).where('deleted_at', 'is', null).execute()
+    const providers = await tx.selectFrom('providers').select(['id', 'base_url', 'config', 'deleted_at']).execute()
     for (const row of rows) {
       if (envelopeKeyId(row.secret_enc) === current.id) {
         kept++
@@ -128,6 +129,21 @@ async function rotatePass(handle: DatabaseHandle, current: MasterKey, previous: 
       else changed++
     }
     for (const row of providers) {
+      if (row.deleted_at !== null) {
+        // A deleted provider keeps no settings, as a delete leaves it now; an older version left its
+        // URL as written (credential and all), and its headers.
+        const masked = row.base_url === null ? null : maskBaseUrl(row.base_url)
+        if (masked === row.base_url && row.config === '{}') continue
+        const result = await tx
+          .updateTable('providers')
+          .set({ base_url: masked, config: '{}' })
+          .where('id', '=', row.id)
+          .where('config', '=', row.config)
+          .where('base_url', row.base_url === null ? 'is' : '=', row.base_url)
+          .executeTakeFirst()
+        if (result.numUpdatedRows === 0n) changed++
+        continue
+      }
       // Null: no headers or base URL to seal, or sealed under the new key already.
       const resealed = resealProvider(row, [current, ...previous], current)
       if (resealed === null) continue
