@@ -44,8 +44,9 @@ const requests: Record<string, number> = {}
 let plain: TestGateway
 let balanced: TestGateway
 
-const config = (keys: { id: string; secret: string }[], plugins: unknown[]): ConfigFile & { plugins?: unknown[] } => ({
-  providers: [{ id: 'up', type: 'openai-compatible', baseUrl: `http://127.0.0.1:${upstream.port}/v1`, keys }],
+// The check is the provider's option (off by default: it reads each stream through a copy).
+const config = (keys: { id: string; secret: string }[], plugins: unknown[], check = true): ConfigFile & { plugins?: unknown[] } => ({
+  providers: [{ id: 'up', type: 'openai-compatible', baseUrl: `http://127.0.0.1:${upstream.port}/v1`, keys, ...(check ? { options: { stream_start_errors: true } } : {}) }],
   models: Object.keys(FAILURES).map((name) => ({ name, strategy: 'round-robin' as const, targets: [{ provider: 'up', model: name }] })),
   plugins,
 })
@@ -97,6 +98,21 @@ describe('an OpenAI-compatible stream whose first event is an error', () => {
     }
   })
 
+  test('without options.stream_start_errors the stream goes to the client as it came (a 200 whose first event is the error)', async () => {
+    const unchecked = await startGateway(config([{ id: 'bad', secret: BAD }], [], false))
+    try {
+      const res = await stream(unchecked, 'overloaded')
+      expect(res.status).toBe(200)
+      expect(await res.text()).toContain('"error"')
+    } finally {
+      await unchecked.close()
+    }
+  })
+
+  test('options.stream_start_errors must be true or false', async () => {
+    await expect(startGateway({ ...config([{ id: 'good', secret: GOOD }], []), providers: [{ id: 'up', type: 'openai-compatible', baseUrl: `http://127.0.0.1:${upstream.port}/v1`, keys: [{ id: 'good', secret: GOOD }], options: { stream_start_errors: 'yes' } }] })).rejects.toThrow('options.stream_start_errors must be true or false')
+  })
+
   test("the request's own failure reaches the client with its status and the provider's code", async () => {
     const res = await stream(plain, 'tool-failed')
     expect(res.status).toBe(400)
@@ -123,7 +139,7 @@ describe('an OpenAI-compatible stream whose first event is an error', () => {
     // first_byte_ms 1000: the wait for the first event is at most half of it, the event comes at 1500 ms
     // (room to spare on a busy machine, where 60 and 150 ms were cut as a timeout once).
     const quick = await startGateway({
-      providers: [{ id: 'up', type: 'openai-compatible', baseUrl: `http://127.0.0.1:${upstream.port}/v1`, keys: [{ id: 'good', secret: GOOD }], timeouts: { first_byte_ms: 1000 } }],
+      providers: [{ id: 'up', type: 'openai-compatible', baseUrl: `http://127.0.0.1:${upstream.port}/v1`, keys: [{ id: 'good', secret: GOOD }], timeouts: { first_byte_ms: 1000 }, options: { stream_start_errors: true } }],
       models: [{ name: 'thinking', targets: [{ provider: 'up', model: 'thinking' }] }],
       plugins: [],
     })
