@@ -15,6 +15,7 @@ import { PUBLISH_TIMEOUT_MS } from '../src/lib/bus.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { ADMIN_KEY, UPSTREAM_SECRET, authConfig, type CreatedKey } from './support/auth.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'
+import { adminCall, chatOutcome } from './support/instances.ts'
 import { cleanupDir, freePort, redisBinariesForTests, startRedisServer, type RedisProcess } from './support/redis-procs.ts'
 
 const haveRedis = redisBinariesForTests('test/bus.hung.test.ts')
@@ -49,28 +50,9 @@ describe.skipIf(!haveRedis)('admin changes while Redis hangs', () => {
     if (dir) rmSync(dir, { recursive: true, force: true })
   })
 
-  const admin = async <T>(gw: TestGateway, method: string, path: string, body?: unknown): Promise<T> => {
-    const res = await fetch(gw.url + path, {
-      method,
-      headers: { authorization: `Bearer ${ADMIN_KEY}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      // Well past the publish's bound: an answer that waits for Redis fails here, not at the test's timeout.
-      signal: AbortSignal.timeout(PUBLISH_TIMEOUT_MS + 3000),
-    })
-    const text = await res.text()
-    if (!res.ok) throw new Error(`${method} ${path} → ${res.status}: ${text}`)
-    return JSON.parse(text) as T
-  }
-  /** 'ok', or the code of the refusal. */
-  const chat = async (gw: TestGateway, key: string): Promise<string> => {
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'mock-gpt', messages: [{ role: 'user', content: 'hi' }] }),
-    })
-    const body = (await res.json()) as { error?: { code: string } }
-    return res.ok ? 'ok' : String(body.error?.code)
-  }
+  // Well past the publish's bound: an answer that waits for Redis fails here, not at the test's timeout.
+  const admin = <T>(gw: TestGateway, method: string, path: string, body?: unknown): Promise<T> => adminCall<T>(gw, method, path, body, PUBLISH_TIMEOUT_MS + 3000)
+  const chat = chatOutcome
 
   test('a revoke is answered while Redis hangs, and the key is refused on both once Redis answers again', async () => {
     const user = await admin<{ id: string }>(a, 'POST', '/admin/users', {})

@@ -16,6 +16,7 @@ import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.t
 import { ADMIN_KEY, UPSTREAM_SECRET, authConfig, type CreatedKey } from './support/auth.ts'
 import type { HealthRow } from './support/balance.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'
+import { adminCall, chatOutcome } from './support/instances.ts'
 import { cleanupDir, freePort, redisBinariesForTests, startRedisServer, type RedisProcess } from './support/redis-procs.ts'
 
 const haveRedis = redisBinariesForTests('test/bus.resync.test.ts')
@@ -49,26 +50,8 @@ describe.skipIf(!haveRedis)('an admin change made while Redis is down reaches th
     if (dir) rmSync(dir, { recursive: true, force: true })
   })
 
-  const admin = async <T>(gw: TestGateway, method: string, path: string, body?: unknown): Promise<T> => {
-    const res = await fetch(gw.url + path, {
-      method,
-      headers: { authorization: `Bearer ${ADMIN_KEY}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    })
-    const text = await res.text()
-    if (!res.ok) throw new Error(`${method} ${path} → ${res.status}: ${text}`)
-    return JSON.parse(text) as T
-  }
-  /** 'ok', or the code of the refusal. */
-  const chat = async (gw: TestGateway, key: string, model = 'mock-gpt'): Promise<string> => {
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }] }),
-    })
-    const body = (await res.json()) as { error?: { code: string } }
-    return res.ok ? 'ok' : String(body.error?.code)
-  }
+  const admin = <T>(gw: TestGateway, method: string, path: string, body?: unknown): Promise<T> => adminCall<T>(gw, method, path, body)
+  const chat = chatOutcome
   const newKey = async (): Promise<CreatedKey> => {
     const user = await admin<{ id: string }>(a, 'POST', '/admin/users', {})
     return admin<CreatedKey>(a, 'POST', '/admin/keys', { user_id: user.id })
