@@ -311,6 +311,37 @@ describe('alerts by webhook', () => {
     }
   })
 
+  test('with the quota plugin, one large request refused well short of the budget raises no alert: its 80 and 100 % come when the spend does', async () => {
+    const receiver = startReceiver()
+    const gw = await startAuthGateway(upstream.url, {
+      config: {
+        plugins: [
+          { use: 'auth', options: { demo_key: false } },
+          'quota',
+          { use: 'logging', options: { flush_ms: 10, alerts: { webhook_url: receiver.url, check_ms: 100, retry_base_ms: 50 } } },
+        ],
+      },
+      env: { DATABASE_URL: `sqlite://${join(dir, 'budget-refused-large.db')}` },
+    })
+    try {
+      const { key } = await userWithKey(gw, { budget: { tokens: 1000, period: 'day' } })
+      const auth = { authorization: `Bearer ${key.key}` }
+      const ok = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 20 }, auth)
+      expect(ok.status).toBe(200)
+      const used = ((await ok.json()) as { usage: { total_tokens: number } }).usage.total_tokens
+      // Its prompt and 1000 - used completion tokens: more than is left, less than the whole budget.
+      const refused = await postJson(`${gw.url}/v1/chat/completions`, { model: 'mock-gpt', messages, max_tokens: 1000 - used }, auth)
+      expect(refused.status).toBe(429)
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('insufficient_quota')
+      // Several checks (every 100 ms) after the refusal: none alerts it.
+      await Bun.sleep(500)
+      expect(receiver.of('budget').filter((a) => a.subject.type === 'key')).toEqual([])
+    } finally {
+      await gw.close()
+      receiver.stop()
+    }
+  })
+
   test('with the quota plugin, tokens reserved by requests in flight are not spend: no budget alert while they run, none after they use little', async () => {
     const receiver = startReceiver()
     const gw = await startAuthGateway(upstream.url, {

@@ -105,6 +105,8 @@ export class AlertMonitor {
   private closed = false
   private readonly sent: Map<AlertKind, CounterSeries>
   private readonly failures: Map<AlertKind, CounterSeries>
+  /** The spend past which a budget's refusal counts as that budget reached: its highest threshold below 100 %. */
+  private readonly refusalFloor: number
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -116,6 +118,7 @@ export class AlertMonitor {
     const kinds: AlertKind[] = ['key_expiring', 'budget', 'upstream_key_dead']
     this.sent = new Map(kinds.map((k) => [k, sent.labels(k)]))
     this.failures = new Map(kinds.map((k) => [k, failed.labels(k)]))
+    this.refusalFloor = Math.max(0, ...options.budgetThresholds.filter((t) => t < 1))
   }
 
   start(): void {
@@ -373,6 +376,9 @@ export class AlertMonitor {
         // (since its reset, if any) is the budget reached, every threshold up to 1 crossed.
         let refused = counted?.refused ?? null
         if (refused !== null && reset !== undefined && refused.at < Date.parse(reset)) refused = null
+        // Only near its end: one large request refused at 40 % spend says nothing of the budget's
+        // spend, and alerting it would take the ids its real 80 and 100 % alerts need.
+        if (refused !== null && fraction < this.refusalFloor) refused = null
         // A refused budget is told with the quota's count, which the refusal was made on: the log
         // may not hold the last requests yet, and none in flight holds a reservation worth saying.
         const shown = refused !== null && counted ? counted : used
