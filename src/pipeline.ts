@@ -11,6 +11,7 @@ import { echo } from './lib/key-text.ts'
 import { spentLimitsResetS } from './lib/rate-headers.ts'
 import { cacheWritesOf, carriesUsage, eventUsage, findUsage, lastUsage, parseUsage, priceOf, promptUsageOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import { within } from './lib/within.ts'
+import { DEFAULT_TOTAL_MS, headersWaitMs } from './providers/timeouts.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
 import type {
   AttemptFailure,
@@ -131,9 +132,7 @@ type UsageHook = (req: GatewayRequest, usage: Usage) => void
 type CompleteHook = (req: GatewayRequest, outcome: Outcome) => void
 type ChunkHook = (req: GatewayRequest, chunk: StreamChunk) => StreamChunkResult
 
-const DEFAULT_FIRST_BYTE_MS = 60_000
 const DEFAULT_IDLE_MS = 120_000
-const DEFAULT_TOTAL_MS = 600_000
 
 /** An upstream call that answered 2xx: its response, and what can still cut it off. */
 class Answer {
@@ -1426,18 +1425,6 @@ function arrivalOf(id: string): number {
   return waited > 1 && waited <= MAX_ARRIVAL_WAIT_MS ? now - waited : now
 }
 
-/**
- * How long an upstream call may take to answer with its headers. A stream sends them at once and
- * then its first token, so the default is `first_byte_ms`' own; a JSON answer's headers come only
- * once the whole completion is generated (minutes for a long one or a reasoning model), so its
- * default is the whole call's `total_ms`: cutting it at a minute would fail it and send it again to
- * the next target, paid twice. A `first_byte_ms` the operator set applies to both. Never longer than
- * the whole call.
- */
-export function headersWaitMs(timeouts: Timeouts | undefined, stream: boolean): number {
-  const total = timeouts?.total_ms ?? DEFAULT_TOTAL_MS
-  return Math.min(timeouts?.first_byte_ms ?? (stream ? DEFAULT_FIRST_BYTE_MS : total), total)
-}
 
 /** An onStreamChunk hook's answer that is a chunk's new data: an object, not an array nor a promise. */
 const isChunkData = (value: unknown): value is Readonly<Record<string, unknown>> =>

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
-import { headersWaitMs } from '../src/pipeline.ts'
+import { headersWaitMs } from '../src/providers/timeouts.ts'
 import { definePlugin } from '../src/plugin.ts'
 import type { Outcome } from '../src/plugin.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { FIRST_EVENT_WAIT_MS, SSE_KEEP_ALIVE, firstEventWait, peekFirstEvent, translateSse, type SseTranslator } from './sse-transform.ts'
+import type { ProviderConfig } from '../../config/schema.ts'
 
 const encoder = new TextEncoder()
 
@@ -231,5 +232,18 @@ describe('firstEventWait', () => {
     expect(firstEventWait(provider({ first_byte_ms: 400 }))(now)).toBeLessThanOrEqual(200)
     expect(firstEventWait(provider({ total_ms: 400 }))(now)).toBeLessThanOrEqual(200)
     expect(firstEventWait(provider({ first_byte_ms: 400 }))(now - 1000)).toBe(0)
+  })
+})
+
+describe('firstEventWait', () => {
+  test("never past half of what the headers' wait leaves, with the provider's timeouts or the defaults (first_byte_ms 60 s)", () => {
+    const now = performance.now()
+    const wait = (timeouts: ProviderConfig['timeouts'], ago: number) => firstEventWait({ id: 'p', type: 'gemini', keys: [], ...(timeouts && { timeouts }) } as ProviderConfig)(now - ago)
+    expect(wait(undefined, 0)).toBe(FIRST_EVENT_WAIT_MS)
+    // Headers after 59 s of the default 60: half of the second left, where it waited 2 s and the call was cut as a timeout.
+    expect(wait(undefined, 59_000)).toBeLessThanOrEqual(500)
+    expect(wait({ first_byte_ms: 1000 }, 0)).toBeLessThanOrEqual(500)
+    expect(wait({ total_ms: 3000 }, 2000)).toBeLessThanOrEqual(500)
+    expect(wait(undefined, 61_000)).toBe(0)
   })
 })

@@ -1,5 +1,6 @@
 import { SseSplitter, eventData } from '../../lib/sse.ts'
 import type { ProviderConfig } from '../../config/schema.ts'
+import { headersWaitMs } from '../timeouts.ts'
 
 /** Turns one provider's stream events into OpenAI SSE text, one event at a time. */
 export interface SseTranslator {
@@ -108,11 +109,12 @@ export const FIRST_EVENT_WAIT_MS = 2000
 
 /**
  * The wait for a stream's first event, by when its call started (performance.now()): at most
- * FIRST_EVENT_WAIT_MS, and at most half of what the provider's own `first_byte_ms` or `total_ms`
- * leaves, so the wait never makes a stream that had its headers in time a timeout. 0: no wait.
+ * FIRST_EVENT_WAIT_MS, and at most half of what the wait for the headers leaves (the provider's
+ * `first_byte_ms` or `total_ms`, else their defaults, as the pipeline bounds that wait), so the wait
+ * never makes a stream that had its headers in time a timeout. 0: no wait.
  */
 export function firstEventWait(provider: ProviderConfig): (startedAt: number) => number {
-  const bound = Math.min(provider.timeouts?.first_byte_ms ?? Infinity, provider.timeouts?.total_ms ?? Infinity)
+  const bound = headersWaitMs(provider.timeouts, true)
   return (startedAt) => Math.max(0, Math.min(FIRST_EVENT_WAIT_MS, (bound - (performance.now() - startedAt)) / 2))
 }
 
