@@ -472,8 +472,11 @@ export class Pipeline {
       }
       return this.respond(req, result, plan)
     } catch (error) {
-      if (plan) this.release(plan, req)
-      return this.failed(req, stage === undefined ? error : this.blame(error, stage))
+      // A plan whose next() did not settle in time is released once it has (failLate): the target it
+      // may still pick takes from the plan (balance's in-flight count and rpm) only then.
+      const lateNext = plan !== undefined && error instanceof HookFailure && error.hook === 'route' && error.cause instanceof HookTimeout
+      if (plan && !lateNext) this.release(plan, req)
+      return this.failed(req, stage === undefined ? error : this.blame(error, stage), lateNext ? plan : undefined)
     } finally {
       this.active--
     }
@@ -514,7 +517,7 @@ export class Pipeline {
    * (a hook's, naming its plugin), answered with the request's id; 503 when the gateway's database
    * could not answer.
    */
-  failed(req: GatewayRequest, error: unknown): Response {
+  failed(req: GatewayRequest, error: unknown, heldPlan?: RoutePlan): Response {
     if (error instanceof GatewayError) return this.fail(req, error)
     // The gateway's database could not answer a hook that used it: 503, retry shortly, not a bug.
     const outage = databaseFailure(error, this.logger, req.id)
@@ -522,7 +525,7 @@ export class Pipeline {
     if (error instanceof HookFailure) error.report(this.logger, req.id)
     else this.logger.error('request failed unexpectedly', { request_id: req.id, error: String(error) })
     const internal = new GatewayError('internal_error', `The gateway failed unexpectedly; quote request id ${req.id} to the operator.`)
-    if (error instanceof HookFailure && error.cause instanceof HookTimeout) return this.failLate(req, internal, error.hook, error.cause)
+    if (error instanceof HookFailure && error.cause instanceof HookTimeout) return this.failLate(req, internal, error.hook, error.cause, heldPlan)
     return this.fail(req, internal)
   }
 
@@ -533,7 +536,7 @@ export class Pipeline {
    * before it get to release what they took either way, where a hook that never settled held them
    * for good. A route hook's plan that comes late is released.
    */
-  private failLate(req: GatewayRequest, error: GatewayError, hook: FailingHook, timeout: HookTimeout): Response {
+  private failLate(req: GatewayRequest, error: GatewayError, hook: FailingHook, timeout: HookTimeout, heldPlan?: RoutePlan): Response {
     const response = error.toResponse(req.id)
     for (const [k, v] of Object.entries(req.responseHeaders)) if (!response.headers.has(k)) response.headers.set(k, v)
     const outcome: Outcome = { status: error.status, errorCode: error.code, latencyMs: performance.now() - req.startedAt, ttftMs: null, aborted: false }
@@ -543,6 +546,8 @@ export class Pipeline {
       done = true
       clearTimeout(timer)
       if (hook === 'route' && isPlan(value)) this.release(value, req)
+      // A plan whose next() was late: released once that next() settled, with whatever it picked.
+      if (heldPlan) this.release(heldPlan, req)
       if (this.completeHooks.length) this.defer(req, outcome)
     }
     const timer = setTimeout(finish, this.hookTimeoutMs, undefined)

@@ -154,7 +154,26 @@ describe("a route hook's plan", () => {
     gateways.push(gw)
     const id = await expectInternalError(await post(gw.url))
     expect(lines.find((l) => l.request_id === id)).toMatchObject({ msg: 'route hook failed', plugin: 'router' })
+    // Released once its next() has had another hook_timeout_ms to settle.
+    await waitFor(() => released === 1, 'the release of the plan')
+    await Bun.sleep(150)
     expect(released).toBe(1)
+  })
+
+  test('whose next() settles late: the plan is released after it did, so what it picked then is given back too', async () => {
+    const order: string[] = []
+    const late = held<undefined>()
+    const router = definePlugin({
+      name: 'router',
+      setup: () => ({ route: () => ({ next: () => late.promise.then(() => void order.push('picked')), release: () => void order.push('released') }) }),
+    })
+    const gw = await startGateway(upstreamConfig(upstream.url, { plugins: [leaves, router], limits: { hook_timeout_ms: 100 } }))
+    gateways.push(gw)
+    await expectInternalError(await post(gw.url))
+    expect(order).toEqual([])
+    late.settle(undefined)
+    await waitFor(() => order.length === 2, 'the release of the plan')
+    expect(order).toEqual(['picked', 'released'])
   })
 
   test('whose next() throws: 500 naming the plugin, not an unexpected failure of the gateway', async () => {
