@@ -113,6 +113,14 @@ describe('${VAR} interpolation', () => {
     ])
   })
 
+  test('${…} holding a long text (a secret pasted between the braces) is refused without repeating it', async () => {
+    const secret = `sk-ant-api03-${'x'.repeat(60)}`
+    const problems = await problemsOf({ env: {}, config: { providers: [provider({ keys: [{ id: 'k1', secret: `\${${secret}}` }] })], models: [model] } })
+    expect(problems).toHaveLength(1)
+    expect(problems[0]).toStartWith(`/providers/0/keys/0/secret: "\${…}" (${secret.length} characters between the braces, not shown: they may be a secret) is not a variable reference`)
+    expect(problems.join('\n')).not.toContain('xxxx')
+  })
+
   test('$${…} keeps any such text as written, one $ less', async () => {
     const config = await loadConfig({
       env: {},

@@ -97,16 +97,16 @@ describe('invalid_api_key (401)', () => {
   test("a provider's own key (OpenAI, Anthropic, Google) is named as such: the sluice key goes here, the gateway holds the provider's", async () => {
     const b64url = (n: number) => base62(n - 2) + '-_'
     const cases = [
-      ['OpenAI', `sk-proj-${b64url(60)}T3BlbkFJ${b64url(60)}`],
-      ['OpenAI', `sk-${base62(20)}T3BlbkFJ${base62(20)}`],
-      ['OpenAI', `sk-svcacct-${b64url(80)}`],
-      ['Anthropic', `sk-ant-api03-${b64url(93)}AA`],
-      ['Google', `AIza${b64url(35)}`],
+      ['an OpenAI', `sk-proj-${b64url(60)}T3BlbkFJ${b64url(60)}`],
+      ['an OpenAI', `sk-${base62(20)}T3BlbkFJ${base62(20)}`],
+      ['an OpenAI', `sk-svcacct-${b64url(80)}`],
+      ['an Anthropic', `sk-ant-api03-${b64url(93)}AA`],
+      ['a Google', `AIza${b64url(35)}`],
     ] as const
     for (const [provider, key] of cases) {
       const message = await expectApiError(chat(gw.client(key)), 'invalid_api_key')
       // Before: "malformed… check for a truncated copy, quotes or spaces", which sends the holder looking for a typo.
-      expect(message).toContain(`${provider} API key`)
+      expect(message).toContain(`it looks like ${provider} API key`)
       expect(message).toContain('sk-<environment>-')
       expect(message).not.toContain(key)
       expect(message).not.toContain(key.slice(12, -4))

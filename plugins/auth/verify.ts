@@ -120,7 +120,7 @@ export class KeyVerifier {
       }
       const provider = providerOfKey(key)
       if (provider !== null) {
-        return fail(new GatewayError('invalid_api_key', `The API key ${maskKey(key)} is not a sluice key: it looks like an ${provider} API key. This gateway holds the providers' keys itself; send the sluice key an admin gave you (sk-<environment>-…), with the client's base URL set to this gateway.`))
+        return fail(new GatewayError('invalid_api_key', `The API key ${maskKey(key)} is not a sluice key: it looks like ${provider} API key. This gateway holds the providers' keys itself; send the sluice key an admin gave you (sk-<environment>-…), with the client's base URL set to this gateway.`))
       }
       return fail(new GatewayError('invalid_api_key', `The API key ${maskKey(key)} is malformed. sluice keys look like sk-<environment>-<secret of 32+ letters and digits>; check for a truncated copy, quotes or spaces.`))
     }
@@ -281,9 +281,9 @@ const fail = (error: GatewayError): Verdict => ({ ok: false, error, record: null
  */
 const PROVIDER_KEYS = [
   // Project, service account and admin keys; older user keys hold "T3BlbkFJ" ("OpenAI" in base64).
-  { provider: 'OpenAI', shape: /^sk-(?:proj|svcacct|admin)-[\w-]{20,}$|^sk-[\w-]*T3BlbkFJ[\w-]*$/ },
-  { provider: 'Anthropic', shape: /^sk-ant-[\w-]{20,}$/ },
-  { provider: 'Google', shape: /^AIza[\w-]{35}$/ },
+  { provider: 'an OpenAI', shape: /^sk-(?:proj|svcacct|admin)-[\w-]{20,}$|^sk-[\w-]*T3BlbkFJ[\w-]*$/ },
+  { provider: 'an Anthropic', shape: /^sk-ant-[\w-]{20,}$/ },
+  { provider: 'a Google', shape: /^AIza[\w-]{35}$/ },
 ] as const
 
 function providerOfKey(key: string): string | null {

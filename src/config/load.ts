@@ -407,7 +407,9 @@ function interpolate(value: unknown, path: string, env: Record<string, string | 
       if (escaped) return match.slice(1)
       const reference = REFERENCE.exec(inside)
       if (!reference) {
-        unset.push({ path, problem: `${JSON.stringify(echo(match))} ${NOT_A_REFERENCE}` })
+        // A mistyped name is short; longer text may be a secret pasted between the braces, never shown.
+        const shown = inside.length <= MAX_SHOWN_REFERENCE ? JSON.stringify(echo(match)) : `"\${…}" (${inside.length} characters between the braces, not shown: they may be a secret)`
+        unset.push({ path, problem: `${shown} ${NOT_A_REFERENCE}` })
         return ''
       }
       const [, name = '', fallback] = reference
@@ -430,6 +432,8 @@ function interpolate(value: unknown, path: string, env: Record<string, string | 
   return value
 }
 
+/** The longest text between the braces of a `${…}` that is no reference that a boot problem repeats (API keys are longer). */
+const MAX_SHOWN_REFERENCE = 32
 const NOT_A_REFERENCE = 'is not a variable reference: write ${NAME} or ${NAME:-default}, NAME of letters, digits and _ not beginning with a digit; $${…} keeps the text as written'
 
 /** Schema errors a string can have and still be read as a string by the checks (as the empty string standing in for an unset variable does). */
