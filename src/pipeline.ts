@@ -2,7 +2,7 @@ import { ERROR_CODES, type ErrorCode, GatewayError, RETRY_UPSTREAM, upstreamErro
 import type { Logger } from './lib/logger.ts'
 import { databaseOutage, databaseUnavailable, describeError } from './db/errors.ts'
 import type { Services } from './services.ts'
-import type { Pricing, Timeouts } from './config/schema.ts'
+import { MAX_TIMER_MS, type Pricing, type Timeouts } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
 import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, completionsAsked, isMisdirectedPage, isRecord, isRedirect, maxTokensOf, streamErrorFrame } from './providers/shared/openai-format.ts'
@@ -1941,6 +1941,17 @@ function errorMessage(error: unknown): string {
  * when none says.
  */
 function retryAfterSeconds(headers: Headers, status: number): number | null {
+  const s = upstreamRetryAfterSeconds(headers, status)
+  return s === null ? null : Math.min(s, MAX_RETRY_AFTER_S)
+}
+
+/**
+ * The longest wait an upstream's hint is taken for (about 24.8 days, the longest timer), as balance
+ * bounds its cooldowns: `Retry-After: 1e21` was passed on as "1e+21", no header value at all.
+ */
+const MAX_RETRY_AFTER_S = Math.floor(MAX_TIMER_MS / 1000)
+
+function upstreamRetryAfterSeconds(headers: Headers, status: number): number | null {
   const ms = headers.get('retry-after-ms')
   if (ms !== null && ms.trim() !== '') {
     const n = Number(ms)

@@ -101,6 +101,8 @@ describe('upstream failures', () => {
       [{ 'retry-after-ms': '1500' }, '2'],
       [{ 'x-ratelimit-remaining-requests': '0', 'x-ratelimit-reset-requests': '6.2s' }, '7'],
       [{}, '1'],
+      // A hint past any timer is bounded, where 1e21 went on as "1e+21".
+      [{ 'retry-after': '1e21' }, '2147483'],
     ]
     for (const [headers, wait] of cases) {
       upstream.setFailure({ status: 429, headers })
