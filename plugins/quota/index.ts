@@ -191,48 +191,55 @@ export const quota = definePlugin({
     }, Math.floor(options.lease_ms / 3))
     renewer.unref()
 
+    /** Admission of a request that some limit or budget applies to (`template`: its items, costs unset). */
+    const admitWith = async (req: GatewayRequest, template: NonNullable<ReturnType<typeof plans.template>>, now: number): Promise<GatewayError | undefined> => {
+      let reserve = reserveTokens(req)
+      if (reserve instanceof Promise) reserve = await reserve
+      const tokens = reserve.prompt + reserve.completion
+      const pricing = services.tokenizer.pricing(req.group?.name ?? req.model ?? '', undefined, req.group?.pricing)
+      const usd = priceOf(reserve.prompt, reserve.completion, 0, pricing) ?? 0
+      const microUsd = toMicroUsd(usd)
+      const items = withCosts(template, { tokens, microUsd })
+
+      let store = primary
+      let outcome: AdmitOutcome
+      try {
+        outcome = await store.admit(items, req.id, now)
+      } catch (error) {
+        // A timed-out admission takes nothing if Redis reaches it past its deadline, and what it took
+        // is given back if its reply comes late (see RedisStore); should it still have run unheard of
+        // (the connection broke meanwhile), this release, sent right behind it on the same connection,
+        // keeps its lease from blocking a max_parallel slot for lease_ms.
+        if (hasLease(items) && !(error instanceof TooLateError)) void releases.release(store, items, req.id)
+        const fallback = backendDown(error)
+        if (fallback instanceof GatewayError) return fallback
+        store = fallback
+        outcome = await store.admit(items, req.id, now)
+      }
+      // The store answers again: lease releases kept while it was away go now.
+      if (releases.size > 0 && store === primary) releases.kick()
+      putRateLimitHeaders(req.responseHeaders, items, outcome.remaining)
+      if (!outcome.ok) {
+        // Each budget without room is remembered for its alert (refusals only: nothing on an admitted request).
+        refusals.noteAll(items, outcome.remaining, now)
+        if (req.endpoint === 'embeddings') return refusal(items[outcome.failed]!, outcome, req.responseHeaders, 'input')
+        const unset = maxTokensOf(req.body) === undefined ? options.completion_estimate : null
+        return refusal(items[outcome.failed]!, outcome, req.responseHeaders, maxTokensField(req.body), unset)
+      }
+      req.locals[LOCAL] = { items, store, tokens, microUsd, epoch: outcome.epoch } satisfies Reservation
+      if (hasLease(items)) leased.set(req.id, { items, leaseId: req.id, store, since: now })
+    }
+
     return {
-      async admit(req) {
+      // Without limits (a key, user and team with none) admission answers at once: no promise, so no
+      // turn of the event loop and no hook-timeout timer for such a request.
+      admit(req) {
         const identity = req.identity
         if (!identity) return
         const now = services.now()
         const template = plans.template(identity, subjectsOf, now)
         if (template === null) return
-        let reserve = reserveTokens(req)
-        if (reserve instanceof Promise) reserve = await reserve
-        const tokens = reserve.prompt + reserve.completion
-        const pricing = services.tokenizer.pricing(req.group?.name ?? req.model ?? '', undefined, req.group?.pricing)
-        const usd = priceOf(reserve.prompt, reserve.completion, 0, pricing) ?? 0
-        const microUsd = toMicroUsd(usd)
-        const items = withCosts(template, { tokens, microUsd })
-
-        let store = primary
-        let outcome: AdmitOutcome
-        try {
-          outcome = await store.admit(items, req.id, now)
-        } catch (error) {
-          // A timed-out admission takes nothing if Redis reaches it past its deadline, and what it took
-          // is given back if its reply comes late (see RedisStore); should it still have run unheard of
-          // (the connection broke meanwhile), this release, sent right behind it on the same connection,
-          // keeps its lease from blocking a max_parallel slot for lease_ms.
-          if (hasLease(items) && !(error instanceof TooLateError)) void releases.release(store, items, req.id)
-          const fallback = backendDown(error)
-          if (fallback instanceof GatewayError) return fallback
-          store = fallback
-          outcome = await store.admit(items, req.id, now)
-        }
-        // The store answers again: lease releases kept while it was away go now.
-        if (releases.size > 0 && store === primary) releases.kick()
-        putRateLimitHeaders(req.responseHeaders, items, outcome.remaining)
-        if (!outcome.ok) {
-          // Each budget without room is remembered for its alert (refusals only: nothing on an admitted request).
-          refusals.noteAll(items, outcome.remaining, now)
-          if (req.endpoint === 'embeddings') return refusal(items[outcome.failed]!, outcome, req.responseHeaders, 'input')
-          const unset = maxTokensOf(req.body) === undefined ? options.completion_estimate : null
-          return refusal(items[outcome.failed]!, outcome, req.responseHeaders, maxTokensField(req.body), unset)
-        }
-        req.locals[LOCAL] = { items, store, tokens, microUsd, epoch: outcome.epoch } satisfies Reservation
-        if (hasLease(items)) leased.set(req.id, { items, leaseId: req.id, store, since: now })
+        return admitWith(req, template, now)
       },
       // The settlement needs the usage only: the pipeline need not ask Bun for the client address for it.
       readsClientIpOnComplete: false,
