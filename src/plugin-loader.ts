@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs'
+import { within } from './lib/within.ts'
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { KindGuard, OptionalKind, ReadonlyKind, TransformKind, Type, type TSchema } from '@sinclair/typebox'
@@ -148,18 +149,20 @@ export async function closePlugins(started: readonly LoadedPlugin[], logger: Log
   for (let i = started.length - 1; i >= 0; i--) {
     const plugin = started[i]!
     if (!plugin.hooks.close) continue
-    let timer: ReturnType<typeof setTimeout> | undefined
     try {
-      const late = new Promise<false>((resolve) => (timer = setTimeout(resolve, waitMs, false)))
-      const closed = await Promise.race([Promise.resolve(plugin.hooks.close()).then(() => true), late])
+      const closed = await within(Promise.resolve(plugin.hooks.close()).then(() => true), waitMs, () => LATE).catch((error: unknown) => {
+        if (error === LATE) return false
+        throw error
+      })
       if (!closed) logger.error('plugin did not close in time; the plugins before it are closed without it', { plugin: plugin.name, waited_ms: waitMs })
     } catch (error) {
       logger.error('plugin failed to close', { plugin: plugin.name, error: String(error) })
-    } finally {
-      clearTimeout(timer)
     }
   }
 }
+
+/** What `within` rejects a close with when it is late (told from the close's own failure). */
+const LATE = Symbol('late')
 
 /** The logger a plugin is given: its lines carry `plugin: <name>` (a `plugin` field of the line's own wins). */
 function pluginLogger(logger: Logger, plugin: string): Logger {
