@@ -6,7 +6,7 @@ import type { ModelGroup, ModelRegistry } from '../models.ts'
 import { modelNotFound, type Pipeline } from '../pipeline.ts'
 import { allowsModel, type Endpoint, type GatewayRequest, type Identity } from '../plugin.ts'
 import type { Services } from '../services.ts'
-import { echo, maskKeysIn } from '../lib/key-text.ts'
+import { echo } from '../lib/key-text.ts'
 import { decodePercent, modelPathId } from '../lib/percent.ts'
 import {
   ChatCompletionBody,
@@ -263,8 +263,8 @@ function countRefusal(why: string): never {
 
 /** A function's name as OpenAI takes it. */
 const FUNCTION_NAME = /^[A-Za-z0-9_-]{1,64}$/
-/** A function name as a message shows it: a key in it masked (messages never hold a whole key), cut at 80 characters. */
-const shownName = (name: string): string => `"${echo(maskKeysIn(name), 80)}"`
+/** A function name as a message shows it: cut at 80 characters, a key in it masked (echo; messages never hold a whole key). */
+const shownName = (name: string): string => `"${echo(name, 80)}"`
 
 /**
  * What the schema does not say about a chat request's tools, checked as OpenAI checks it (the
