@@ -8,7 +8,7 @@ import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
 import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, completionsAsked, isMisdirectedPage, isRecord, isRedirect, maxTokensOf, streamErrorFrame } from './providers/shared/openai-format.ts'
 import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
-import { spentLimitsResetS } from './lib/rate-headers.ts'
+import { retryAfterMs, spentLimitsResetS } from './lib/rate-headers.ts'
 import { cacheWritesOf, carriesUsage, eventUsage, findUsage, lastUsage, parseUsage, priceOf, promptUsageOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
 import { within } from './lib/within.ts'
 import { DEFAULT_TOTAL_MS, headersWaitMs } from './providers/timeouts.ts'
@@ -1959,10 +1959,8 @@ function upstreamRetryAfterSeconds(headers: Headers, status: number): number | n
   }
   const value = headers.get('retry-after')
   if (!value) return status === 429 ? spentLimitsResetS(headers, Date.now()) : null
-  const n = Number(value)
-  if (Number.isFinite(n)) return Math.max(0, n)
-  const at = Date.parse(value)
-  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000))
+  const wait = retryAfterMs(value, Date.now())
+  return wait === null ? null : wait / 1000
 }
 
 /**

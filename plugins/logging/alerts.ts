@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely'
+import { retryAfterMs } from '../../src/lib/rate-headers.ts'
 import type { Database } from '../../src/db/schema.ts'
 import { holderMayUse } from '../../src/db/key-holders.ts'
 import { budgetPeriod, type Budget } from '../../src/limits.ts'
@@ -609,8 +610,8 @@ export class AlertMonitor {
         await res.arrayBuffer().catch(() => undefined)
         if (res.ok) return null
         if (res.status < 300 || res.status >= 400) {
-          const retryAfterMs = retryAfterMsOf(res.headers.get('retry-after'))
-          return retryAfterMs === null ? { error: `HTTP ${res.status}` } : { error: `HTTP ${res.status} (Retry-After ${Math.ceil(retryAfterMs / 1000)} s)`, retryAfterMs }
+          const waitMs = retryAfterMs(res.headers.get('retry-after'), Date.now())
+          return waitMs === null ? { error: `HTTP ${res.status}` } : { error: `HTTP ${res.status} (Retry-After ${Math.ceil(waitMs / 1000)} s)`, retryAfterMs: waitMs }
         }
         const location = res.headers.get('location')
         const next = location === null ? null : URL.parse(location, url)
@@ -737,15 +738,6 @@ export function dollars(usd: number): string {
   const decimals = Math.min(100, Math.max(2, 3 - Math.floor(Math.log10(size))))
   // Zeros past the second decimal say nothing: 0.5000 is $0.50.
   return `$${usd.toFixed(decimals).replace(/(\.\d\d\d*?)0+$/, '$1')}`
-}
-
-/** A Retry-After header (seconds, or an HTTP date) in ms from now; null when absent or unreadable. */
-function retryAfterMsOf(value: string | null): number | null {
-  if (value === null || value.trim() === '') return null
-  const seconds = Number(value)
-  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000)
-  const at = Date.parse(value)
-  return Number.isNaN(at) ? null : Math.max(0, at - Date.now())
 }
 
 function hostOf(url: string): string {

@@ -67,3 +67,12 @@ export function spentLimitsResetS(headers: Headers, now: number): number | null 
   }
   return latest === null ? null : Math.max(0, (latest - now) / 1000)
 }
+
+/** A `Retry-After` value (delay-seconds, or an HTTP date) as ms from `now`, at least 0; null when it is neither. */
+export function retryAfterMs(value: string | null, now: number): number | null {
+  if (value === null || value.trim() === '') return null
+  const seconds = Number(value)
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000)
+  const at = Date.parse(value)
+  return Number.isNaN(at) ? null : Math.max(0, at - now)
+}
