@@ -71,6 +71,20 @@ function onBothDialects(title: string, run: (handle: DatabaseHandle, dialect: 's
 describe('touchKeys', () => {
   onBothDialects('every key gets its own time, across chunks', (handle) => check(handle))
 
+  // Instances flush on their own timers: one that served a key earlier may flush after one that served it later.
+  onBothDialects('a later flush of an earlier use does not move last_used_at back', async (handle) => {
+    const [a, b, c] = await seed(handle, 3)
+    const early = Date.UTC(2026, 10, 28, 10)
+    const late = Date.UTC(2026, 10, 28, 11)
+    await touchKeys(handle.db, new Map([[a!, late], [b!, early]]))
+    await touchKeys(handle.db, new Map([[a!, early], [b!, late], [c!, early]]))
+    const rows = await handle.db.selectFrom('api_keys').select(['id', 'last_used_at']).execute()
+    const got = new Map(rows.map((r) => [r.id, r.last_used_at]))
+    expect(got.get(a!)).toBe(new Date(late).toISOString())
+    expect(got.get(b!)).toBe(new Date(late).toISOString())
+    expect(got.get(c!)).toBe(new Date(early).toISOString())
+  })
+
   let pg: TestPostgresDatabase | undefined
   afterAll(async () => {
     await pg?.drop()

@@ -183,7 +183,9 @@ function touchStatement(db: Db, size: number): CompiledQuery {
       slots.map((v) => sql`when ${v} then ${v}`),
       sql` `,
     )
-    return sql`update api_keys set last_used_at = case id ${cases} end where id in (${sql.join(slots)})`.compile(db)
+    // Instances flush on their own timers, so a flush can carry an earlier use than one already
+    // written: the WHERE keeps the later time (ISO text of one width compares as time, on both dialects).
+    return sql`update api_keys set last_used_at = case id ${cases} end where id in (${sql.join(slots)}) and (last_used_at is null or last_used_at < case id ${cases} end)`.compile(db)
   })
 }
 
@@ -208,10 +210,12 @@ export async function touchKeys(db: Db, used: Map<string, number>): Promise<void
   const entries = [...used].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
   let offset = 0
   for (const size of chunkSizes(entries.length, TOUCH_CHUNK)) {
-    // In the statement's order: each key's id and time for its CASE, then the ids for IN.
+    // In the statement's order: each key's id and time for the SET's CASE, the ids for IN, then the
+    // ids and times again for the WHERE's CASE.
     const params: unknown[] = []
     for (let i = offset; i < offset + size; i++) params.push(entries[i]![0], iso(entries[i]![1]))
     for (let i = offset; i < offset + size; i++) params.push(entries[i]![0])
+    for (let i = offset; i < offset + size; i++) params.push(entries[i]![0], iso(entries[i]![1]))
     await db.executeQuery(withParameters(touchStatement(db, size), params))
     offset += size
   }
