@@ -342,6 +342,7 @@ export class Pipeline {
       refusedKey: undefined,
       group: undefined,
       target: undefined,
+      abandonedCall: false,
       responseHeaders: {},
       usage: undefined,
       locals: {},
@@ -787,6 +788,9 @@ export class Pipeline {
         retryAfter: retryAfterSeconds(response.headers, status),
       }
     } catch (error) {
+      // Aborted (too slow, the client left, the shutdown) rather than failed to reach the upstream:
+      // the upstream may have the request and answer it unseen.
+      if (guard.controller.signal.aborted) req.abandonedCall = true
       if (guard.timedOut) {
         return {
           status: 0,

@@ -82,6 +82,13 @@ export interface GatewayRequest {
   group: ModelGroup | undefined
   /** The upstream target of the attempt that answered, or of the last one tried when none did. */
   target: RouteTarget | undefined
+  /**
+   * Some attempt was given up while its upstream had the request, before it answered: its headers
+   * did not come within the provider's timeout (`upstream_timeout`), the client left, or the
+   * shutdown cut it. The upstream may still answer and bill it, and no usage says what it used.
+   * An attempt the upstream answered (with an error too) or could not be sent never sets it.
+   */
+  abandonedCall: boolean
   /** Headers to add to the client response (rate-limit headers and the like). */
   readonly responseHeaders: Record<string, string>
   /** Usage once known. */

@@ -243,17 +243,19 @@ export const quota = definePlugin({
       },
       // The settlement needs the usage only: the pipeline need not ask Bun for the client address for it.
       readsClientIpOnComplete: false,
-      onComplete(req, outcome) {
+      onComplete(req) {
         const reservation = req.locals[LOCAL] as Reservation | undefined
         if (!reservation) return
         req.locals[LOCAL] = undefined
         if (leased.size > 0) leased.delete(req.id)
         const usage = req.usage
-        // The client left before the upstream answered (499) while a call was out: the upstream has
-        // the prompt and answers, and bills, all the same, unseen. Nothing tells what it used, at most
-        // the reservation, which stands (given back, a client leaving early got every request free).
-        const unseen = usage === undefined && outcome.status === 499 && req.target !== undefined
-        // Otherwise without usage (the upstream failed), the tokens and money reserved go back; the request still counts.
+        // A call given up before its upstream answered (the client left, 499; its headers were too
+        // late, 504; the shutdown): the upstream has the prompt and answers, and bills, all the same,
+        // unseen. Nothing tells what it used, at most the reservation, which stands (given back, a
+        // client leaving early got every request free, and a slow upstream served free).
+        const unseen = usage === undefined && req.abandonedCall
+        // Otherwise without usage (the upstream failed, or the client left between attempts), the
+        // tokens and money reserved go back; the request still counts.
         const realTokens = unseen ? reservation.tokens : (usage?.totalTokens ?? 0)
         const realMicro = unseen ? reservation.microUsd : usage?.costUsd ? toMicroUsd(usage.costUsd) : 0
         const items = reservation.items
