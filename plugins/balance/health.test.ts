@@ -180,10 +180,35 @@ describe('available and stateOf', () => {
     modelHealthOf(h, 'model-b').openUntil = NOW + 3000
     expect(openUntil(h, NOW)).toBe(NOW + 3000)
     expect(stateOf(h, NOW + 2000)).toBe('open')
-    expect(stateOf(h, NOW + 3000)).toBe('healthy')
+    // Past every open period, no trial has closed them yet.
+    expect(stateOf(h, NOW + 3000)).toBe('half_open')
   })
 
-  test('the worst state wins: dead over open over cooling', () => {
+  test('half_open while a circuit is past its open period and no trial closed it, trial in flight or not; healthy once one has', () => {
+    const h = newHealth('p', 'k')
+    const m = modelHealthOf(h, 'model-a')
+    m.openUntil = NOW + 500
+    m.failures = 5
+    expect(stateOf(h, NOW)).toBe('open')
+    expect(stateOf(h, NOW + 500)).toBe('half_open')
+    m.trial = true
+    expect(stateOf(h, NOW + 600)).toBe('half_open')
+    // Another model open is the worse: the key is open.
+    modelHealthOf(h, 'model-b').openUntil = NOW + 1000
+    expect(stateOf(h, NOW + 600)).toBe('open')
+    modelHealthOf(h, 'model-b').openUntil = 0
+    // A cooldown on another model is the lighter: the key stays half_open.
+    modelHealthOf(h, 'model-b').until = NOW + 1000
+    expect(stateOf(h, NOW + 600)).toBe('half_open')
+    // The trial succeeded: the circuit closes.
+    m.trial = false
+    m.openUntil = 0
+    m.failures = 0
+    expect(stateOf(h, NOW + 600)).toBe('cooling')
+    expect(stateOf(h, NOW + 1000)).toBe('healthy')
+  })
+
+  test('the worst state wins: dead over open over half_open over cooling', () => {
     const h = newHealth('p', 'k')
     const m = modelHealthOf(h, 'model-a')
     m.until = NOW + 1000

@@ -159,12 +159,24 @@ export function openUntil(h: KeyHealth, now: number): number {
   return until
 }
 
-/** The key's state for the health view: `open` and `cooling` while so for any model. */
-export function stateOf(h: KeyHealth, now: number): 'healthy' | 'cooling' | 'dead' | 'open' {
+/** The key's states in the health view, worst first. */
+export const KEY_STATES = ['dead', 'open', 'half_open', 'cooling', 'healthy'] as const
+export type KeyState = (typeof KEY_STATES)[number]
+
+/**
+ * The key's state for the health view, the worst of its models': `open`, `half_open` (its open
+ * period over, one trial request to decide) and `cooling` while so for any model.
+ */
+export function stateOf(h: KeyHealth, now: number): KeyState {
   if (h.dead !== null) return 'dead'
-  if (openUntil(h, now) > now) return 'open'
-  if (coolingUntil(h, now) > now) return 'cooling'
-  return 'healthy'
+  let probing = false
+  let cooling = false
+  for (const c of h.models.values()) {
+    if (c.openUntil > now) return 'open'
+    if (c.openUntil !== 0) probing = true
+    if (c.until > now) cooling = true
+  }
+  return probing ? 'half_open' : cooling ? 'cooling' : 'healthy'
 }
 
 /** Headroom learned from one answer: the tighter limit's remaining share, until its window resets. */

@@ -9,7 +9,7 @@ import { completionsAsked } from '../../src/providers/shared/openai-format.ts'
 import { adminErrors, jsonResponse, ListOf, Nullable, Time } from '../../src/routes/schemas.ts'
 import type { ProviderKeyConfig } from '../../src/config/schema.ts'
 import type { GroupTarget, ModelGroup, ModelRegistry, ProviderRuntime, RouteTarget } from '../../src/models.ts'
-import { available, availableAt, modelHealthOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, openUntil, recordLatency, stateOf, type ModelHealth, type KeyHealth, type SharedState } from './health.ts'
+import { available, availableAt, modelHealthOf, coolingUntil, forgetStaleLatency, halfOpen, headroomFrom, newHealth, openUntil, recordLatency, stateOf, KEY_STATES, type ModelHealth, type KeyHealth, type SharedState } from './health.ts'
 import { PICKERS, newPickerState, type Candidate, type PickerState } from './strategies.ts'
 import { MAX_TIMER_MS } from '../../src/config/schema.ts'
 
@@ -666,7 +666,7 @@ export const balance = definePlugin({
               {
                 detail: {
                   tags: ['Admin: providers'],
-                  summary: 'Health of every provider key: healthy, cooling or open (for which upstream models), or dead, with latency and headroom',
+                  summary: 'Health of every provider key: healthy, cooling, open or half-open (for which upstream models), or dead, with latency and headroom',
                   responses: jsonResponse('Every provider key of the catalog (one page: next_cursor is null)', ListOf(KeyHealthView)),
                 },
               },
@@ -685,7 +685,7 @@ export const balance = definePlugin({
               {
                 detail: {
                   tags: ['Admin: providers'],
-                  summary: 'Put a dead, cooling or open provider key back into service, for every upstream model',
+                  summary: 'Put a dead, cooling, open or half-open provider key back into service, for every upstream model',
                   responses: { ...jsonResponse('The key, back in service', KeyHealthReset), ...adminErrors(404) },
                 },
               },
@@ -696,7 +696,10 @@ export const balance = definePlugin({
   },
 })
 
-const KeyState = Type.Union([Type.Literal('healthy'), Type.Literal('cooling'), Type.Literal('open'), Type.Literal('dead')])
+const KeyState = Type.Union(
+  KEY_STATES.map((state) => Type.Literal(state)),
+  { description: 'The worst of its upstream models: dead (refused by the provider), open (a circuit), half_open (a circuit past its open period: one trial request decides), cooling (after a 429), else healthy' },
+)
 /** One provider key in `GET /admin/providers/health`. */
 const KeyHealthView = Type.Object({
   object: Type.Literal('provider_key_health'),

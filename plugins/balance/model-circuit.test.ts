@@ -74,6 +74,9 @@ describe('the circuit is per key and upstream model', () => {
 
     // Half-open: one trial, which fails: open again at once (not after three more).
     await untilHalfOpen(g, 'model-a')
+    // The operator sees it half-open, not healthy: model-a has failed and waits for its trial.
+    let row = await g.key('k1')
+    expect([row.state, row.circuit_models.map((c) => [c.model, c.consecutive_failures, c.open_until])]).toEqual(['half_open', [['model-a', 3, null]]])
     await expectError(await g.chat({ model: 'm' }), 'upstream_error')
     await expectError(await g.chat({ model: 'm' }), 'no_healthy_upstream')
     expect(fixture.up.requests('model-a')).toBe(4)
@@ -87,6 +90,8 @@ describe('the circuit is per key and upstream model', () => {
     fixture.up.delay('model-a', 300)
     const trial = g.chat({ model: 'm' })
     await waitFor(() => fixture.up.requests('model-a') === 5, 'the trial reached model-a')
+    // Its trial in flight: half-open still, until the trial's answer.
+    expect((await g.key('k1')).state).toBe('half_open')
     await expectError(await g.chat({ model: 'm' }), 'no_healthy_upstream')
     expect(await served(g, 'm2')).toBe('model-b')
     const answer = await trial
@@ -94,7 +99,7 @@ describe('the circuit is per key and upstream model', () => {
     await answer.arrayBuffer()
     expect(fixture.up.requests('model-a')).toBe(5)
 
-    const row = await g.key('k1')
+    row = await g.key('k1')
     expect([row.state, row.circuit, row.circuit_models]).toEqual(['healthy', { consecutive_failures: 0, open_until: null }, []])
     fixture.up.delay('model-a', 0)
     expect(await served(g, 'm')).toBe('model-a')

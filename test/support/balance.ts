@@ -45,8 +45,8 @@ export interface CircuitView {
 export interface HealthRow {
   provider: string
   key: string
-  /** `cooling` and `open` while so for any of the key's models. */
-  state: 'healthy' | 'cooling' | 'dead' | 'open'
+  /** `open`, `half_open` and `cooling` while so for any of the key's models (the worst of them). */
+  state: 'healthy' | 'cooling' | 'half_open' | 'dead' | 'open'
   cooling_until: string | null
   cooling_models: { model: string; until: string }[]
   dead_reason: string | null

@@ -67,7 +67,7 @@ export function Note({ children, tone = 'info' }) {
 const STATUS_TONES = /** @type {Record<string, string>} */ ({
   active: 'ok', healthy: 'ok', allowed: 'ok',
   revoked: 'bad', deleted: 'bad', dead: 'bad', open: 'bad', refused: 'bad',
-  expired: 'warn', disabled: 'warn', rotating: 'warn', cooling: 'warn', 'half-open': 'warn', expiring: 'warn',
+  expired: 'warn', disabled: 'warn', rotating: 'warn', cooling: 'warn', half_open: 'warn', expiring: 'warn',
 })
 
 /** A status word with a colour that is never the only signal. @param {{ value: string }} props */

@@ -19,7 +19,7 @@ export function ProvidersPage() {
   const byId = new Map((providers.data?.data ?? []).map((/** @type {any} */ p) => [p.id, p]))
 
   return html`<section>
-    <${PageHead} lead="Upstream provider keys as the balancer sees them: healthy, cooling down, dead or with an open circuit.">Providers</${PageHead}>
+    <${PageHead} lead="Upstream provider keys as the balancer sees them: healthy, cooling down, dead, or with an open or half-open circuit.">Providers</${PageHead}>
     <div class="toolbar"><button type="button" onClick=${() => { providers.reload(); health.reload() }}>Refresh</button></div>
     <${ErrorNote} error=${error} />
     ${balanceOff
