@@ -232,6 +232,44 @@ describe('5xx: retries, backoff and the circuit breaker', () => {
     expect(retriedAt! - failedAt!).toBeLessThan(600)
   })
 
+  test('no backoff when no key is left to try: the error comes at once, where it came after a sleep in vain', async () => {
+    // A ceiling of a minute, the draw pinned near its top: a sleep would outlast the race below.
+    const g = await boot({ keys: ['a', 'b'], options: { backoff_ms: 60_000, backoff_max_ms: 60_000 } })
+    // b cools for a day (its 429 sends that request on to a at once).
+    fixture.up.set(secretOf('b'), { failure: { status: 429, headers: { 'retry-after': '86400' }, times: 1 } })
+    await okUntil(g, () => requests('b') === 1, "b's 429")
+    fixture.up.set(secretOf('a'), { failure: { status: 500 } })
+    const before = requests('a')
+    const random = spyOn(Math, 'random').mockReturnValue(0.9)
+    try {
+      const res = await Promise.race([g.chat(), Bun.sleep(10_000).then(() => null)])
+      expect(res).not.toBeNull()
+      const error = await expectError(res!, 'upstream_error')
+      expect(error.message).toContain('HTTP 500')
+    } finally {
+      random.mockRestore()
+    }
+    expect([requests('a') - before, requests('b')]).toEqual([1, 1])
+  })
+
+  test('the backoff still waits for a key that is back before it ends, and tries it', async () => {
+    const g = await boot({ keys: ['a', 'b'], options: { backoff_ms: 2000, backoff_max_ms: 2000 } })
+    // b cools for a second, less than the 1.8 s drawn below.
+    fixture.up.set(secretOf('b'), { failure: { status: 429, headers: { 'retry-after': '1' }, times: 1 } })
+    await okUntil(g, () => requests('b') === 1, "b's 429")
+    fixture.up.set(secretOf('a'), { failure: { status: 500, times: 1 } })
+    const random = spyOn(Math, 'random').mockReturnValue(0.9)
+    try {
+      await okSequential(g, 1)
+    } finally {
+      random.mockRestore()
+    }
+    expect(requests('b')).toBe(2)
+    const [, retriedAt] = fixture.up.stats(secretOf('b')).arrivals
+    const failedAt = fixture.up.stats(secretOf('a')).arrivals.at(-1)!
+    expect(retriedAt! - failedAt).toBeGreaterThanOrEqual(1700)
+  })
+
   test('the circuit opens after N consecutive failures, keeps the key out, and a failed trial opens it again', async () => {
     const g = await boot({ keys: ['a', 'b'] })
     fixture.up.set(secretOf('a'), { failure: { status: 500 } })

@@ -507,6 +507,25 @@ export const balance = definePlugin({
         }
       }
 
+      /**
+       * Whether some candidate pick() may take is ready within `ms` as things stand: not tried by this
+       * request, its cooldown or open circuit over by then (no trial in flight), its own rpm/tpm with
+       * room by then. A retry's backoff is slept only then.
+       */
+      private readyBy(ms: number): boolean {
+        const t = now()
+        for (const pool of this.chain) {
+          for (const c of pool.candidates) {
+            if (this.endpoint !== undefined && !c.target.provider.adapter.endpoints.has(this.endpoint)) continue
+            if (this.refusedBy?.includes(c.target.provider) || this.tried?.includes(c.modelHealth)) continue
+            // Dead: at Infinity.
+            if (availableAt(c.health, c.modelHealth, t) > t + ms || (c.modelHealth.trial && c.modelHealth.openUntil !== 0)) continue
+            if (rateWait(c.target.provider.id, c.key, this.tokens, false) <= ms) return true
+          }
+        }
+        return false
+      }
+
       /** The next candidate, from the first pool at or after `from` (and before `to`) that has one ready. */
       private pick(from = 0, to = this.chain.length): RouteTarget | undefined {
         const t = now()
@@ -559,9 +578,12 @@ export const balance = definePlugin({
         // A 429 or a refusal: the key is out; another one now, else why none is left.
         if (!retryable(previous.status)) return this.pick() ?? noHealthy(this.chain, this.tokens, this.endpoint, previous)
         const ceiling = Math.min(options.backoff_max_ms, options.backoff_ms * 2 ** this.retries++)
-        const again = () => this.pick() ?? previous.error
         // Full jitter; the last failure says more than "nothing left" when no key remains.
-        return ceiling > 0 ? Bun.sleep(Math.random() * ceiling).then(again) : again()
+        const delay = ceiling > 0 ? Math.random() * ceiling : 0
+        // No key that the pick after the wait could take: the client has its error now, not after a wait in vain.
+        if (!this.readyBy(delay)) return previous.error
+        const again = () => this.pick() ?? previous.error
+        return delay > 0 ? Bun.sleep(delay).then(again) : again()
       }
 
       report(_target: RouteTarget, latencyMs: number, response: Response | undefined, failure: AttemptFailure | undefined): void {
