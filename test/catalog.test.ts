@@ -314,6 +314,14 @@ describe('the config file refuses what the admin API refuses, naming the path', 
     expect(problems.join('\n')).not.toContain('INJECTED')
   })
 
+  test("a target's weight above 1000000 is refused, as a key's is", async () => {
+    const problems = await bootProblems({
+      providers: [provider({ keys: [{ id: 'k1', secret: 's', weight: 1_000_001 }] })],
+      models: [model('m', { targets: [{ provider: 'up', model: 'm', weight: 1_000_000 }, { provider: 'up', model: 'm', weight: 1e300 }] })],
+    })
+    expect(problems).toEqual([expect.stringMatching(/^\/providers\/0\/keys\/0\/weight: .*1000000/), expect.stringMatching(/^\/models\/0\/targets\/1\/weight: .*1000000/)])
+  })
+
   test('an encoding tiktoken does not ship is refused even with no tokens plugin', async () => {
     expect(await bootProblems({ providers: [provider()], models: [model('m', { encoding: 'bogus_enc' })] })).toEqual([
       '/models/0/encoding: "bogus_enc" is not one of o200k_base, cl100k_base, p50k_base, p50k_edit, r50k_base, gpt2',
@@ -512,6 +520,25 @@ describe('the admin API checks providers and models as the config file does, in 
       expect({ method, path, ...refused }).toEqual({ method, path, param, message })
     }
     expect((await call('POST', '/admin/models', model('enc-gpt', { encoding: 'cl100k_base' }))).status).toBe(201)
+  })
+
+  test("a target's weight, as a key's, is at most 1000000: above it POST and PATCH are refused naming the field and the bound, and change nothing", async () => {
+    const cases: [string, string, unknown, string][] = [
+      ['POST', '/admin/models', model('heavy-gpt', { targets: [{ provider: 'base', model: 'mock-gpt', weight: 1_000_001 }] }), 'targets[0].weight'],
+      ['POST', '/admin/models', model('heavy-gpt', { targets: [{ provider: 'base', model: 'mock-gpt' }, { provider: 'base', model: 'mock-gpt', weight: 1e300 }] }), 'targets[1].weight'],
+      ['POST', '/admin/providers', provider('heavy', { keys: [{ id: 'k1', secret: SECRET, weight: 2e6 }] }), 'keys[0].weight'],
+    ]
+    expect((await call('POST', '/admin/models', model('weighed-gpt', { targets: [{ provider: 'base', model: 'mock-gpt', weight: 1_000_000 }] }))).status).toBe(201)
+    cases.push(['PATCH', '/admin/models/weighed-gpt', { targets: [{ provider: 'base', model: 'mock-gpt', weight: 1e7 }] }, 'targets[0].weight'])
+    const before = await rows()
+    for (const [method, path, body, param] of cases) {
+      const refused = await expectEnvelope(await call(method, path, body), 'invalid_request')
+      expect({ method, path, param: refused.param }).toEqual({ method, path, param })
+      expect(refused.message).toContain(`"${param}"`)
+      expect(refused.message).toContain('1000000')
+    }
+    expect(await rows()).toEqual(before)
+    expect((await chat('weighed-gpt')).status).toBe(200)
   })
 
   test('a model another one falls back to cannot be deleted: 409 conflict naming it', async () => {

@@ -17,13 +17,21 @@ export const MAX_STORED_INTEGER = 2_147_483_647
  */
 export const MAX_TIMER_MS = 2_147_483_647
 
+/**
+ * The largest weight of a key or a target. Weights are shares, so a million to one is room enough;
+ * the weighted strategy adds them up on every pick, and a target's weight times its key's (up to
+ * 1e12) keeps those sums finite, where two targets of 1e308 made them Infinity, then NaN: one
+ * target took every request.
+ */
+export const MAX_WEIGHT = 1_000_000
+
 export const ProviderKeySchema = Type.Object(
   {
     id: Id,
     /** Upstream secret; may be empty for servers that need none. */
     secret: Type.String({ maxLength: 4096 }),
-    /** Relative share of its target's traffic among the provider's keys, for weighted balancing. @default 1 */
-    weight: Type.Optional(Type.Number({ minimum: 0, maximum: 1_000_000 })),
+    /** Relative share of its target's traffic among the provider's keys, for weighted balancing; at most MAX_WEIGHT (1000000). @default 1 */
+    weight: Type.Optional(Type.Number({ minimum: 0, maximum: MAX_WEIGHT })),
     /** Requests per minute the upstream allows this key; at most 2147483647, what an integer column holds on every database. */
     rpm: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_STORED_INTEGER })),
     /** Tokens per minute the upstream allows this key; at most 2147483647, as rpm. */
@@ -96,7 +104,8 @@ export const ModelSchema = Type.Object(
         {
           provider: Id,
           model: Type.String({ minLength: 1, maxLength: 256 }),
-          weight: Type.Optional(Type.Number({ minimum: 0 })),
+          /** Relative share of the model's traffic among its targets, for weighted balancing; at most MAX_WEIGHT (1000000). @default 1 */
+          weight: Type.Optional(Type.Number({ minimum: 0, maximum: MAX_WEIGHT })),
         },
         { additionalProperties: false },
       ),
