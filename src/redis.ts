@@ -20,17 +20,21 @@ export function createRedis(url: string, onError: (error: Error) => void = () =>
 
 /** How often a watched connection is asked PING (watchConnection). */
 export const PING_EVERY_MS = 5000
-/** How long a watched connection has to answer PING before it is dropped and made again. */
+/** How long a watched connection, and then a new one, have to answer PING (watchConnection). */
 export const PING_TIMEOUT_MS = 2000
 
 /**
- * Ask `connection` PING every PING_EVERY_MS while it is ready; one that does not answer within
- * PING_TIMEOUT_MS is dropped, and it reconnects by itself (or is replaced: its 'close' says so).
- * Nothing else finds out about a connection that died without a reset (its peer gone, a firewall
- * or NAT that dropped it): every command on it waits, and TCP gives up on it after many minutes,
- * if ever (never behind a relay or proxy that keeps answering). Meanwhile /ready answered 503 and
- * no message went out, while Redis answered any new connection. A Redis that hangs is dropped
- * too; the commands in flight fail, as they would by their own timeouts. Stops at the connection's 'end'.
+ * Ask `connection` PING every PING_EVERY_MS while it is ready. Nothing else finds out about a
+ * connection that died without a reset (its peer gone, a firewall or NAT that dropped it): every
+ * command on it waits, and TCP gives up on it after many minutes, if ever (never behind a relay or
+ * proxy that keeps answering). Meanwhile /ready answered 503 and no message went out, while Redis
+ * answered any new connection. A PING missed for PING_TIMEOUT_MS alone cannot tell that from a
+ * Redis that answers nobody for a while (a fork, a slow script), where dropping would only fail the
+ * commands in flight and make every instance reconnect and resync at once: so a new connection is
+ * asked PING too, and this one is dropped (it reconnects by itself, or is replaced: its 'close'
+ * says so) only when the new one answers within PING_TIMEOUT_MS and this one still has not. When
+ * neither answers, Redis is slow or away, and the connection stays. An error reply (BUSY from a
+ * script past its time limit) is an answer. Stops at the connection's 'end'.
  */
 export function watchConnection(connection: Redis): void {
   let asking = false
@@ -40,22 +44,24 @@ export function watchConnection(connection: Redis): void {
     let answered = false
     // The connection asked: one made again since (it dropped and reconnected) is not judged by this PING.
     const stream = connection.stream
-    // A rejection is no answer: the client's own command timeout, or the connection closing (then no longer 'ready').
     connection.ping().then(
       () => (answered = true),
-      () => {},
+      (error: unknown) => (answered ||= isReply(error)),
     )
+    const stillSilent = (): boolean => !answered && connection.status === 'ready' && connection.stream === stream
     const check = (armed: number, wait: number): void => {
       const pending = setTimeout(() => {
-        if (answered || connection.status !== 'ready' || connection.stream !== stream) {
+        if (!stillSilent()) {
           asking = false
           return
         }
         // Late itself: the event loop was held (a long task), and the answer may be waiting to be read. Look once more.
         if (performance.now() - armed > wait + LATE_CHECK_MS) return check(performance.now(), LATE_CHECK_MS)
-        asking = false
-        // Destroyed, not ended: an end waits for a peer that may be gone.
-        connection.stream.destroy()
+        void newConnectionAnswers(connection).then((reachable) => {
+          asking = false
+          // Destroyed, not ended: an end waits for a peer that may be gone.
+          if (reachable && stillSilent()) connection.stream.destroy()
+        })
       }, wait)
       pending.unref?.()
     }
@@ -63,6 +69,36 @@ export function watchConnection(connection: Redis): void {
   }, PING_EVERY_MS)
   timer.unref?.()
   connection.once('end', () => clearInterval(timer))
+}
+
+/** Whether a rejected command was answered by the server (an error reply), not failed without one. */
+const isReply = (error: unknown): boolean => error instanceof Error && error.name === 'ReplyError'
+
+/** Whether a new connection made as `connection` was (Sentinel's master asked again) answers PING within PING_TIMEOUT_MS. */
+function newConnectionAnswers(connection: Redis): Promise<boolean> {
+  const fresh = connection.duplicate({
+    lazyConnect: true,
+    connectTimeout: PING_TIMEOUT_MS,
+    commandTimeout: undefined,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    reconnectOnError: null,
+    enableOfflineQueue: true,
+    enableReadyCheck: false,
+    autoResubscribe: false,
+  })
+  fresh.on('error', () => {})
+  const { promise, resolve } = Promise.withResolvers<boolean>()
+  const timer = setTimeout(resolve, PING_TIMEOUT_MS, false)
+  timer.unref?.()
+  fresh.ping().then(
+    () => resolve(true),
+    (error: unknown) => resolve(isReply(error)),
+  )
+  return promise.finally(() => {
+    clearTimeout(timer)
+    fresh.disconnect()
+  })
 }
 
 /** How late a watchConnection check may fire before it takes the event loop, not the connection, for slow. */
