@@ -4,8 +4,8 @@
  * to each.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { Kysely, sql } from 'kysely';
 import type { Migration } from 'kysely/migration';
@@ -904,6 +904,35 @@ describe('sqlite file', () => {
       expect(typeof result.insertId).toBe('bigint');
       expect(result.numAffectedRows).toBe(1n);
     });
+  });
+});
+
+describe('sqlite file permissions', () => {
+  const mode = (path: string): number => statSync(path).mode & 0o777;
+
+  test('a file the gateway creates, and its -wal and -shm, are readable by their owner alone (key hashes, sealed secrets)', async () => {
+    const file = join(scratchDir, 'private', 'sluice.db');
+    const handle = await createDatabase(`sqlite://${file}`);
+    try {
+      await migrateToLatest(handle.db);
+      expect(existsSync(`${file}-wal`)).toBe(true);
+      expect([mode(file), mode(`${file}-wal`), mode(`${file}-shm`)]).toEqual([0o600, 0o600, 0o600]);
+    } finally {
+      await handle.close();
+    }
+  });
+
+  test('a file that is there already keeps the mode its owner gave it', async () => {
+    const file = join(scratchDir, 'shared.db');
+    writeFileSync(file, '');
+    chmodSync(file, 0o640);
+    const handle = await createDatabase(`sqlite://${file}`);
+    try {
+      await migrateToLatest(handle.db);
+      expect(mode(file)).toBe(0o640);
+    } finally {
+      await handle.close();
+    }
   });
 });
 

@@ -8,7 +8,7 @@
  * second gateway on the same file) do not block writers.
  */
 import { Database, type Statement } from 'bun:sqlite';
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import {
   CompiledQuery,
@@ -61,6 +61,7 @@ export interface BunSqliteDialectConfig {
 export function openSqliteDatabase(filename: string): Database {
   if (filename !== SQLITE_MEMORY) {
     mkdirSync(dirname(filename), { recursive: true });
+    createPrivately(filename);
   }
   // strict: a missing bound parameter is an error instead of a silent NULL.
   const database = new Database(filename, { create: true, readwrite: true, strict: true });
@@ -74,6 +75,23 @@ export function openSqliteDatabase(filename: string): Database {
     throw error;
   }
   return database;
+}
+
+/**
+ * Create `filename` empty (SQLite takes an empty file for a new database) readable and writable by
+ * its owner alone, unless it is there already: it holds key hashes and sealed secrets, and SQLite
+ * would create it 0644 (less the umask). Its -wal and -shm files take the mode of the database
+ * file. One that exists keeps the mode its owner gave it.
+ */
+function createPrivately(filename: string): void {
+  try {
+    closeSync(openSync(filename, 'wx', 0o600));
+  } catch (error) {
+    const code = typeof error === 'object' && error !== null && 'code' in error ? error.code : undefined;
+    if (code !== 'EEXIST') {
+      throw error;
+    }
+  }
 }
 
 /** How long a statement waits for a lock another process holds before failing with SQLITE_BUSY. */
