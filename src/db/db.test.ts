@@ -632,6 +632,13 @@ describe('parseDatabaseUrl', () => {
     expect(parseDatabaseUrl(' sqlite://:memory: ')).toEqual({ dialect: 'sqlite', filename: ':memory:' });
   });
 
+  test('a SQLite path starting with ~/ is in the home directory, as a shell reads it, not a folder named ~', () => {
+    expect(parseDatabaseUrl('sqlite://~/data/sluice.db')).toEqual({ dialect: 'sqlite', filename: join(homedir(), 'data/sluice.db') });
+    // Only a leading ~ followed by a slash: elsewhere it is part of a name.
+    expect(parseDatabaseUrl('sqlite://./a~/x.db')).toEqual({ dialect: 'sqlite', filename: resolve('a~/x.db') });
+    expect(() => parseDatabaseUrl('sqlite://~other/x.db')).toThrow('DATABASE_URL "sqlite://~other/x.db": ~other/ (another user\'s home) is not expanded');
+  });
+
   test('Postgres forms: pool size, search_path and statement_timeout are ours, the rest goes to the client', () => {
     expect(parseDatabaseUrl('postgres://u:p@db.internal:5433/app')).toEqual({
       dialect: 'postgres',

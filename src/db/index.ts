@@ -4,7 +4,8 @@
  */
 import { SQL } from 'bun';
 import { statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { Kysely, sql } from 'kysely';
 import { PostgresJSDialect } from 'kysely-postgres-js';
 import type { Database } from './schema.ts';
@@ -141,7 +142,7 @@ function maskUnparsedUrl(url: string): string {
 
 /**
  * Reads a database URL; throws an Error naming the supported forms when it is not one.
- * A relative SQLite path is resolved against the current directory.
+ * A relative SQLite path is resolved against the current directory; `~/` is the home directory.
  */
 export function parseDatabaseUrl(url: string): DatabaseTarget {
   const trimmed = url.trim();
@@ -156,12 +157,31 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
     if (path.includes('?')) {
       throw new Error(`DATABASE_URL "${trimmed}": SQLite URLs take no parameters. Expected ${SUPPORTED_FORMS}`);
     }
-    return { dialect: 'sqlite', filename: resolve(path) };
+    return { dialect: 'sqlite', filename: sqlitePath(trimmed, path) };
   }
   if (/^postgres(ql)?:\/\//i.test(trimmed)) {
     return parsePostgresUrl(trimmed);
   }
   throw new Error(`Unsupported DATABASE_URL "${maskDatabaseUrl(trimmed)}". Expected ${SUPPORTED_FORMS}`);
+}
+
+/**
+ * A SQLite URL's path as a file name: `~/…` in the home directory, as a shell reads it (no shell
+ * reads DATABASE_URL from a file or a service manager's environment, and a folder named `~` was
+ * made), a relative path against the current directory. `~name/…`, another user's home, is refused
+ * rather than taken for a folder named so.
+ */
+function sqlitePath(url: string, path: string): string {
+  if (path === '~' || path.startsWith('~/')) {
+    return join(homedir(), path.slice(1));
+  }
+  const user = /^~[^/]+\//.exec(path);
+  if (user !== null) {
+    throw new Error(
+      `DATABASE_URL "${url}": ${user[0]} (another user's home) is not expanded; write the path out (sqlite:///home/NAME/…), or ./${user[0]}… for a folder named so`,
+    );
+  }
+  return resolve(path);
 }
 
 /**
