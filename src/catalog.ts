@@ -7,7 +7,7 @@ import { audit } from './db/audit.ts'
 import { echo } from './lib/key-text.ts'
 import { decodePercent, modelPathId } from './lib/percent.ts'
 import { Type, type Static } from '@sinclair/typebox'
-import type { Kysely } from 'kysely'
+import { sql, type Kysely, type RawBuilder } from 'kysely'
 import { catalogProblems, type CatalogProblem, type ResolvedConfig } from './config/load.ts'
 import { ModelSchema, PROVIDER_TYPES, ProviderKeySchema, TimeoutsSchema, type ModelConfig, type ProviderConfig } from './config/schema.ts'
 import type { Database } from './db/schema.ts'
@@ -277,8 +277,17 @@ export class Catalog {
     return { providers: await this.storedProviders(), models: await this.storedModels() }
   }
 
+  /**
+   * `column` compared in byte order on both databases: the tie-break of rows created at one time
+   * (a script's), which came in whatever order the database had them, on Postgres another after an
+   * update (`collate "C"`, as its default collation may be linguistic; SQLite compares bytes).
+   */
+  private byteOrder(column: 'id' | 'name'): RawBuilder<string> {
+    return this.services.db.dialect === 'postgres' ? sql<string>`${sql.ref(column)} collate "C"` : sql<string>`${sql.ref(column)}`
+  }
+
   private async storedProviders(): Promise<ProviderConfig[]> {
-    const rows = await this.db.selectFrom('providers').selectAll().where('deleted_at', 'is', null).orderBy('created_at').execute()
+    const rows = await this.db.selectFrom('providers').selectAll().where('deleted_at', 'is', null).orderBy('created_at').orderBy(this.byteOrder('id')).execute()
     const keyRows = await this.db.selectFrom('provider_keys').selectAll().where('disabled_at', 'is', null).orderBy('created_at').execute()
     return rows.map((row): ProviderConfig => {
       const keys = keyRows
@@ -298,7 +307,7 @@ export class Catalog {
 
   /** Models need no secret opened: their reads do not go through the providers'. */
   private async storedModels(): Promise<ModelConfig[]> {
-    const rows = await this.db.selectFrom('models').selectAll().orderBy('created_at').execute()
+    const rows = await this.db.selectFrom('models').selectAll().orderBy('created_at').orderBy(this.byteOrder('name')).execute()
     return rows.map((m) => JSON.parse(m.config) as ModelConfig)
   }
 
@@ -446,7 +455,7 @@ export class Catalog {
           const providers = await this.storedProviders()
           return { object: 'list', data: [...this.config.providers.map((p) => providerView(p, 'config')), ...providers.map((p) => providerView(p, 'admin'))], next_cursor: null }
         },
-        { detail: { tags, summary: 'List providers (secrets are never shown)', responses: jsonResponse("The config file's providers, then those added here (one page: next_cursor is null)", ListOf(ProviderView)) } },
+        { detail: { tags, summary: 'List providers (secrets are never shown)', responses: jsonResponse("The config file's providers, then those added here, oldest first, those of one time by id in byte order (one page: next_cursor is null)", ListOf(ProviderView)) } },
       )
       .get(
         '/providers/:id',
@@ -574,7 +583,7 @@ export class Catalog {
           const models = await this.storedModels()
           return { object: 'list', data: [...this.config.models.map((m) => modelView(m, 'config')), ...models.map((m) => modelView(m, 'admin'))], next_cursor: null }
         },
-        { detail: { tags, summary: 'List model groups', responses: jsonResponse("The config file's model groups, then those added here (one page: next_cursor is null)", ListOf(ModelGroupView)) } },
+        { detail: { tags, summary: 'List model groups', responses: jsonResponse("The config file's model groups, then those added here, oldest first, those of one time by name in byte order (one page: next_cursor is null)", ListOf(ModelGroupView)) } },
       )
       .get('/models/:name', ({ params }) => getModel(params.name), {
         detail: { tags, summary: 'Get a model group (a name holding a slash may be sent as it is or as %2F)', responses: { ...jsonResponse('The model group', ModelGroupView), ...adminErrors(404) } },

@@ -62,11 +62,31 @@ async function tiedLists(gw: AuthGateway): Promise<{ users: string[]; pagedUsers
   }
 }
 
+/** Provider ids and model names a linguistic collation orders otherwise than bytes do. */
+const TIED_CATALOG = ['p-b', 'P', 'p_b', 'pb', 'pB', 'p.b', 'Zp', 'p1', 'p-2']
+/** Oldest first: ties in ascending byte order. */
+const byteOrderAsc = [...TIED_CATALOG].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+
+/** Providers and models made by the admin API at one time: the order of their lists (added after the config file's). */
+async function tiedCatalog(gw: AuthGateway): Promise<{ providers: string[]; models: string[] }> {
+  for (const id of TIED_CATALOG) {
+    await gw.adminOk('POST', '/admin/providers', { id, type: 'openai-compatible', base_url: upstream.url, keys: [{ id: 'k', secret: 'catalog-order-secret-0123456789' }] })
+    await gw.adminOk('POST', '/admin/models', { name: id, targets: [{ provider: id, model: 'mock-gpt' }] })
+  }
+  const at = '2026-05-01T00:00:00.000Z'
+  await sql`update providers set created_at = ${at} where id in (${sql.join(TIED_CATALOG)})`.execute(gw.db)
+  await sql`update models set created_at = ${at} where name in (${sql.join(TIED_CATALOG)})`.execute(gw.db)
+  const providers = await gw.adminOk<{ data: Array<{ id: string; source: string }> }>('GET', '/admin/providers')
+  const models = await gw.adminOk<{ data: Array<{ name: string; source: string }> }>('GET', '/admin/models')
+  return { providers: providers.data.filter((p) => p.source === 'admin').map((p) => p.id), models: models.data.filter((m) => m.source === 'admin').map((m) => m.name) }
+}
+
 describe('admin lists: one order of rows created at the same time on every database', () => {
-  test('on SQLite, by id in descending byte order, paged the same', async () => {
+  test('on SQLite, by id in descending byte order, paged the same; providers and models oldest first, by id and name in byte order', async () => {
     const gw = await startAuthGateway(upstream.url)
     try {
       expect(await tiedLists(gw)).toEqual({ users: byteOrderDesc, pagedUsers: byteOrderDesc, members: byteOrderDesc, pagedMembers: byteOrderDesc })
+      expect(await tiedCatalog(gw)).toEqual({ providers: byteOrderAsc, models: byteOrderAsc })
     } finally {
       await gw.close()
     }
@@ -81,6 +101,7 @@ describe('admin lists: one order of rows created at the same time on every datab
     const gw = await startAuthGateway(upstream.url, { env: { DATABASE_URL: url.toString(), SLUICE_ENCRYPTION_KEY: Buffer.alloc(32, 9).toString('base64') } })
     try {
       expect(await tiedLists(gw)).toEqual({ users: byteOrderDesc, pagedUsers: byteOrderDesc, members: byteOrderDesc, pagedMembers: byteOrderDesc })
+      expect(await tiedCatalog(gw)).toEqual({ providers: byteOrderAsc, models: byteOrderAsc })
     } finally {
       await gw.close()
       await admin.unsafe(`drop database if exists "${name}" with (force)`)
