@@ -145,6 +145,42 @@ describe('${VAR} interpolation', () => {
     expect((await loadConfig({ env: {}, config: { providers: [provider({ keys: [{ id: 'k', secret: '$${NOT_SET}' }] })], models: [model] } })).providers[0]?.keys[0]?.secret).toBe('${NOT_SET}')
   })
 
+  test('a number field that is exactly "${NAME}" (or "${NAME:-default}") takes the variable as a number', async () => {
+    const config = await loadConfig({
+      env: { LISTEN_PORT: '9090', RPM: ' 500 ', WEIGHT: '2.5', BODY: '' },
+      config: {
+        server: { port: '${LISTEN_PORT}' },
+        limits: { max_body_bytes: '${BODY:-1048576}' },
+        providers: [provider({ keys: [{ id: 'k1', secret: 'plain', rpm: '${RPM}', weight: '${WEIGHT}' }] })],
+        models: [model],
+      } as never,
+    })
+    expect(config.port).toBe(9090)
+    expect(config.maxBodyBytes).toBe(1048576)
+    expect(config.providers[0]?.keys[0]).toEqual({ id: 'k1', secret: 'plain', rpm: 500, weight: 2.5 })
+  })
+
+  test('a variable that is no number, in a number field, is one problem naming the field and the variable (not its value); the number is held to the field\'s rules', async () => {
+    const problems = await problemsOf({
+      env: { LISTEN_PORT: 'eighty', RPM: '1.5', TPM: '0x10', SECRETISH: 'sk-abc123' },
+      config: {
+        server: { port: '${LISTEN_PORT}' },
+        providers: [provider({ keys: [{ id: 'k1', secret: 'plain', rpm: '${RPM}', tpm: '${TPM}', weight: '${SECRETISH}' }] })],
+        models: [model],
+      } as never,
+    })
+    expect(problems.toSorted()).toEqual([
+      '/providers/0/keys/0/rpm: Expected integer',
+      '/providers/0/keys/0/tpm: environment variable TPM is not a number, and this field takes one',
+      '/providers/0/keys/0/weight: environment variable SECRETISH is not a number, and this field takes one',
+      '/server/port: environment variable LISTEN_PORT is not a number, and this field takes one',
+    ])
+    expect(problems.join('\n')).not.toContain('sk-abc123')
+    // Within a longer string a variable stays text: a number field holding one is a string.
+    const mixed = await problemsOf({ env: { LISTEN_PORT: '80' }, config: { server: { port: ':${LISTEN_PORT}' } } as never })
+    expect(mixed).toEqual([expect.stringMatching(/^\/server\/port: Expected integer/)])
+  })
+
   test('${NAME:-default} takes the default when NAME is unset or empty, and the variable otherwise', async () => {
     const config = await loadConfig({
       env: { SET: 'from-env', EMPTY: '' },

@@ -2,7 +2,7 @@ import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto'
 import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { KindGuard, type TLiteralValue, type TSchema } from '@sinclair/typebox'
-import { Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
+import { Value, ValueErrorType, ValuePointer, type ValueError } from '@sinclair/typebox/value'
 import { ConfigFileSchema, ENV_SLUG, PluginUseEntrySchema, type ConfigFile, type ModelConfig, type ProviderConfig } from './schema.ts'
 import { echo } from '../lib/key-text.ts'
 import { isLogLevel, type LogLevel } from '../lib/logger.ts'
@@ -109,7 +109,9 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   // for it is not reported again (as too short, or as a URL that names nothing), and does not stop
   // the checks of other fields.
   const unset: UnresolvedReference[] = []
-  const interpolated = interpolate(raw, '', env, unset) as ConfigFile
+  const whole = new Map<string, string>()
+  const interpolated = interpolate(raw, '', env, unset, whole) as ConfigFile
+  fillNumbers(interpolated, whole, unset)
   const unsetProblems = unset.map(({ path, problem }) => `${path || '/'}: ${problem}`)
   // Top-level sections the checks below cannot read, for a schema error in them; in the catalog's
   // lists, the entries (a section is then unreadable only when it is not a list).
@@ -399,10 +401,13 @@ interface UnresolvedReference {
  * Replace `${NAME}` and `${NAME:-default}` in every string (`$${…}` is the literal `${…}`); plain
  * objects and arrays are walked, other values kept as they are. A variable that is not set, and a
  * `${…}` that is no reference (say `${OPENAI-KEY}`, which would otherwise reach the upstream as the
- * key), become the empty string and are added to `unset`.
+ * key), become the empty string and are added to `unset`. The paths of strings that are one reference
+ * and nothing else go in `whole`, with the variable's name (see fillNumbers).
  */
-function interpolate(value: unknown, path: string, env: Record<string, string | undefined>, unset: UnresolvedReference[]): unknown {
+function interpolate(value: unknown, path: string, env: Record<string, string | undefined>, unset: UnresolvedReference[], whole = new Map<string, string>()): unknown {
   if (typeof value === 'string') {
+    const name = WHOLE_REFERENCE.exec(value)?.[1]
+    if (name !== undefined) whole.set(path, name)
     return value.replace(VAR, (match: string, escaped: string, inside: string) => {
       if (escaped) return match.slice(1)
       const reference = REFERENCE.exec(inside)
@@ -422,14 +427,40 @@ function interpolate(value: unknown, path: string, env: Record<string, string | 
       return v
     })
   }
-  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, `${path}/${i}`, env, unset))
+  if (Array.isArray(value)) return value.map((v, i) => interpolate(v, `${path}/${i}`, env, unset, whole))
   // A plugin instance from a TS config is a plain object too; copying it would drop the symbol keys of its TypeBox options schema.
   if (isPlainObject(value) && !isPluginObject(value)) {
     const out: Record<string, unknown> = {}
-    for (const [k, v] of Object.entries(value)) out[k] = interpolate(v, `${path}/${pointerSegment(k)}`, env, unset)
+    for (const [k, v] of Object.entries(value)) out[k] = interpolate(v, `${path}/${pointerSegment(k)}`, env, unset, whole)
     return out
   }
   return value
+}
+
+/** A string that is one `${NAME}` or `${NAME:-default}` and nothing else: it may fill a number field. */
+const WHOLE_REFERENCE = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}$/
+/** A number as JSON writes one (no hex, no Infinity, no blank). */
+const JSON_NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/
+
+/**
+ * A number field of the config whose string is exactly one variable reference (`"port": "${PORT}"`;
+ * the environment holds only text, and JSON has no other way to put a variable in a number) takes
+ * the variable's value as a number, which the schema then holds to the field's rules. A value that
+ * is no number is a problem at the field naming the variable, never repeating its value (it may be
+ * a secret put in the wrong variable). `whole` maps the paths of such strings to their variable.
+ */
+function fillNumbers(config: unknown, whole: ReadonlyMap<string, string>, unset: UnresolvedReference[]): void {
+  if (whole.size === 0) return
+  for (const error of [...Value.Errors(ConfigFileSchema, config)]) {
+    const wanted = error.schema.type
+    const name = whole.get(error.path)
+    if (name === undefined || typeof error.value !== 'string' || (wanted !== 'number' && wanted !== 'integer')) continue
+    // An unset variable is already a problem at this path.
+    if (unset.some((u) => u.path === error.path)) continue
+    const text = error.value.trim()
+    if (JSON_NUMBER.test(text)) ValuePointer.Set(config, error.path, Number(text))
+    else unset.push({ path: error.path, problem: `environment variable ${name} is not a number, and this field takes one` })
+  }
 }
 
 /** The longest text between the braces of a `${…}` that is no reference that a boot problem repeats (API keys are longer). */
