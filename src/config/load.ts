@@ -7,7 +7,7 @@ import { ConfigFileSchema, ENV_SLUG, PluginUseEntrySchema, type ConfigFile, type
 import { echo } from '../lib/key-text.ts'
 import { isLogLevel, type LogLevel } from '../lib/logger.ts'
 import { originProblem, type CorsSettings } from '../lib/cors.ts'
-import { TOKEN } from '../lib/http-token.ts'
+import { TOKEN, trimHttpWhitespace } from '../lib/http-token.ts'
 import { ENCODINGS, isEncoding } from '../../plugins/tokens/encodings.ts'
 import { DEFAULT_DATABASE_URL, parseDatabaseUrl } from '../db/index.ts'
 
@@ -519,15 +519,6 @@ export interface CatalogProblem {
  * U+00FF, which fetch refuses to put in a header at all.
  */
 const HEADER_VALUE_BAD = /[\0-\x08\x0a-\x1f\x7f]|[^\0-\xff]/
-/** A header value as fetch sends it: without the spaces, tabs, CRs and LFs around it. */
-function trimHttpWhitespace(value: string): string {
-  const white = (c: string | undefined) => c === ' ' || c === '\t' || c === '\r' || c === '\n'
-  let start = 0
-  let end = value.length
-  while (start < end && white(value[start])) start++
-  while (end > start && white(value[end - 1])) end--
-  return value.slice(start, end)
-}
 /** A path segment of dots only: URLs read `.` and `..` (also as `%2e`) as steps of the path, not as names. */
 const DOTS = /^\.+$/
 const DOTS_WHY = 'dots alone make a step of a URL path ("." or ".."), not a name the API could be asked for'
