@@ -52,6 +52,25 @@ describe.skipIf(!haveRedis)('NativeConnection', () => {
     }
   })
 
+  test("a probe that ends before its timeout (both PINGs answered), and a wait for the connection that ends before its bound, leave no timer: a process whose connection is closed ends then, not a timeout later", async () => {
+    // A child process: whether something still holds it is what the test looks at. Its timeout is
+    // 60 s; probe() is what a call that timed out runs, asked here at once.
+    const script = [
+      `import { NativeConnection } from ${JSON.stringify(new URL('./connection.ts', import.meta.url).pathname)}`,
+      `const connection = new NativeConnection(${JSON.stringify(redis.url)}, 60_000)`,
+      'await connection.whenConnected(30_000)',
+      'if (!connection.connected) process.exit(3)',
+      'connection.probe()',
+      'await new Promise((resolve) => setTimeout(resolve, 500))',
+      'connection.close()',
+      "console.log('closed')",
+    ].join('\n')
+    const child = Bun.spawn([process.execPath, '-e', script], { stdout: 'pipe', stderr: 'pipe' })
+    const ended = await Promise.race([child.exited.then(() => true), Bun.sleep(15_000).then(() => false)])
+    if (!ended) child.kill('SIGKILL')
+    expect({ ended, exitCode: child.exitCode, out: (await new Response(child.stdout).text()).trim() }).toEqual({ ended: true, exitCode: 0, out: 'closed' })
+  }, 30_000)
+
   test('a Redis that is slow keeps its connection, and the late reply of a call that timed out still comes', async () => {
     const connection = new NativeConnection(redis.url, TIMEOUT_MS)
     try {

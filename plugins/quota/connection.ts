@@ -132,7 +132,8 @@ export class NativeConnection implements ScriptConnection {
   /** Resolves once connected, or after `maxMs` (calls fail fast until a retry connects). */
   whenConnected(maxMs: number): Promise<void> {
     if (this.client.connected) return Promise.resolve()
-    return Promise.race([new Promise<void>((resolve) => this.waiting.push(resolve)), Bun.sleep(maxMs)])
+    // within(), not a race with a sleep: the timer goes once connected.
+    return within(new Promise<void>((resolve) => this.waiting.push(resolve)), maxMs, () => null).catch(() => {})
   }
 
   /** Whether the connection is up now. */
@@ -168,8 +169,13 @@ export class NativeConnection implements ScriptConnection {
     if (this.probing || this.closed || !this.client.connected) return
     this.probing = true
     const fresh = new NativeRedis(this.url, { enableOfflineQueue: false, autoReconnect: false, connectionTimeout: this.timeoutMs })
+    // within(): the timer goes with the answer, so a probe that ends early leaves none behind (one
+    // held the process, and a probe's worth of memory, for the whole timeout).
     const answers = (ping: () => Promise<unknown>): Promise<boolean> =>
-      Promise.race([ping().then((reply) => reply === 'PONG', () => false), Bun.sleep(this.timeoutMs).then(() => false)])
+      within(ping(), this.timeoutMs, () => null).then(
+        (reply) => reply === 'PONG',
+        () => false,
+      )
     const current = this.client
     const connection = this.connects
     void Promise.all([answers(() => current.send('PING', [])), answers(() => fresh.connect().then(() => fresh.send('PING', [])))])
