@@ -7,6 +7,7 @@ import { GatewayError } from '../../src/errors.ts'
 import { DIAGNOSE, DIAGNOSIS } from '../../src/routes/doctor.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
 import { priceOf } from '../../src/lib/usage.ts'
+import { within } from '../../src/lib/within.ts'
 import { completionsAsked, maxTokensField, maxTokensOf } from '../../src/providers/shared/openai-format.ts'
 import { PendingReleases, settleSurely } from './settle.ts'
 import { MICRO, PlanCache, hasLease, planItems, subjectItems, toMicroUsd, withCosts, type Item, type Scope, type Subject, type Subjects } from './plan.ts'
@@ -83,7 +84,8 @@ export const quota = definePlugin({
       const clients = Array.from({ length: options.redis_connections }, () => failFastClient(redis, options.redis_timeout_ms))
       // Without a listener an unreachable Redis would print every reconnect attempt; backendDown logs instead.
       for (const client of clients) client.on('error', () => {})
-      await Promise.race([Promise.all(clients.map((client) => new Promise((resolve) => client.once('ready', resolve)))), Bun.sleep(2000)])
+      // Up to 2 s for them to be ready (not: each command waits or fails on its own); the timer goes with the wait.
+      await within(Promise.all(clients.map((client) => new Promise((resolve) => client.once('ready', resolve)))), 2000, () => 'not ready').catch(() => {})
       primary = await redisStore(clients.map((client) => new IoredisConnection(client)))
     }
     let lastWarn = 0
