@@ -16,6 +16,7 @@ import {
   type TestPostgresDatabase,
 } from '../../test/support/services.ts';
 import {
+  DEFAULT_CONNECT_TIMEOUT_S,
   DEFAULT_POSTGRES_POOL_SIZE,
   DEFAULT_STATEMENT_TIMEOUT_MS,
   createDatabase,
@@ -646,20 +647,41 @@ describe('parseDatabaseUrl', () => {
       max: DEFAULT_POSTGRES_POOL_SIZE,
       searchPath: null,
       statementTimeoutMs: DEFAULT_STATEMENT_TIMEOUT_MS,
+      connectTimeoutS: DEFAULT_CONNECT_TIMEOUT_S,
     });
-    expect(parseDatabaseUrl('postgresql://u@h/app?max=25&sslmode=require&search_path=tenant&statement_timeout=0')).toEqual({
+    expect(parseDatabaseUrl('postgresql://u@h/app?max=25&sslmode=require&search_path=tenant&statement_timeout=0&connect_timeout=3')).toEqual({
       dialect: 'postgres',
       connectionUrl: 'postgresql://u@h/app?sslmode=require',
       max: 25,
       searchPath: 'tenant',
       statementTimeoutMs: 0,
+      connectTimeoutS: 3,
     });
+    for (const bad of ['-1', '2.5', 'soon', '']) {
+      expect(() => parseDatabaseUrl(`postgres://u:hunter2@h/app?connect_timeout=${bad}`)).toThrow(
+        `DATABASE_URL "postgres://u:***@h/app?connect_timeout=${bad}": connect_timeout must be a whole number of seconds (0 for none), got "${bad}"`,
+      );
+    }
     for (const bad of ['-1', '1.5', 'soon', '']) {
       expect(() => parseDatabaseUrl(`postgres://u:hunter2@h/app?statement_timeout=${bad}`)).toThrow(
         `DATABASE_URL "postgres://u:***@h/app?statement_timeout=${bad}": statement_timeout must be a whole number of milliseconds (0 for none), got "${bad}"`,
       );
     }
   });
+
+  // A server that takes the TCP connection and says nothing (hung, or a proxy before a dead one):
+  // the client's own bound is 30 s, which a query (a cold key's lookup) waited out.
+  test('Postgres: a connection the server never answers fails at ?connect_timeout=, not at the client\'s 30 s', async () => {
+    const silent = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } });
+    const handle = await createDatabase(`postgres://u@127.0.0.1:${silent.port}/app?connect_timeout=1`);
+    try {
+      const failed = await sql`select 1`.execute(handle.db).then(() => null, (error: unknown) => String(error));
+      expect(failed).toContain('timeout');
+    } finally {
+      await handle.close();
+      silent.stop(true);
+    }
+  }, 15_000);
 
   test('Postgres over a Unix socket: the folder in ?host=, the host left out (libpq and the client take it)', () => {
     expect(parseDatabaseUrl('postgres://u:p%40ss@/app?host=/cloudsql/proj:region:db&max=3')).toEqual({
@@ -668,6 +690,7 @@ describe('parseDatabaseUrl', () => {
       max: 3,
       searchPath: null,
       statementTimeoutMs: DEFAULT_STATEMENT_TIMEOUT_MS,
+      connectTimeoutS: DEFAULT_CONNECT_TIMEOUT_S,
     });
     expect(parseDatabaseUrl('postgresql:///app?host=/var/run/postgresql&port=5433&user=u')).toMatchObject({
       dialect: 'postgres',

@@ -38,6 +38,14 @@ export const DEFAULT_POSTGRES_POOL_SIZE = 10;
 export const DEFAULT_STATEMENT_TIMEOUT_MS = 5000;
 
 /**
+ * How long making a Postgres connection may take, in seconds, when the URL has no
+ * `?connect_timeout=` (libpq's name and unit; 0 for none): a server that takes the TCP connection
+ * but never answers (hung, or a proxy in front of a dead one) fails a query in seconds, not in the
+ * client's own 30.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_S = 10;
+
+/**
  * How long one statement of an admin report ({@link DatabaseHandle.report}: `/admin/usage`,
  * `/admin/logs`) may run on Postgres, unless the URL's `statement_timeout` is longer (or 0, none):
  * they aggregate over a whole time range, which the requests' bound would cut off on a big table.
@@ -83,6 +91,8 @@ export type DatabaseTarget =
       readonly searchPath: string | null;
       /** Sent as the `statement_timeout` of every connection, in ms; 0 for none. */
       readonly statementTimeoutMs: number;
+      /** How long making a connection may take, in seconds; 0 for no bound. */
+      readonly connectTimeoutS: number;
     };
 
 const SUPPORTED_FORMS =
@@ -235,10 +245,19 @@ function parsePostgresUrl(url: string): DatabaseTarget {
       );
     }
   }
+  const connectParam = parsed.searchParams.get('connect_timeout');
+  let connectTimeoutS = DEFAULT_CONNECT_TIMEOUT_S;
+  if (connectParam !== null) {
+    connectTimeoutS = Number(connectParam);
+    if (connectParam === '' || !Number.isInteger(connectTimeoutS) || connectTimeoutS < 0 || connectTimeoutS > 2_147_483) {
+      throw new Error(`DATABASE_URL "${maskDatabaseUrl(url)}": connect_timeout must be a whole number of seconds (0 for none), got "${connectParam}"`);
+    }
+  }
   parsed.searchParams.delete('max');
   parsed.searchParams.delete('search_path');
   parsed.searchParams.delete('statement_timeout');
-  return { dialect: 'postgres', connectionUrl: parsed.toString(), max, searchPath, statementTimeoutMs };
+  parsed.searchParams.delete('connect_timeout');
+  return { dialect: 'postgres', connectionUrl: parsed.toString(), max, searchPath, statementTimeoutMs, connectTimeoutS };
 }
 
 /**
@@ -264,6 +283,7 @@ export async function createDatabase(url: string): Promise<DatabaseHandle> {
   }
   const client = new SQL(target.connectionUrl, {
     max: target.max,
+    connectionTimeout: target.connectTimeoutS,
     connection: {
       statement_timeout: String(target.statementTimeoutMs),
       ...(target.searchPath === null ? {} : { search_path: target.searchPath }),
