@@ -223,6 +223,19 @@ describe('gemini provider through the gateway', () => {
     expect(lastBody(mock).contents[0]).toEqual({ role: 'user', parts: [{ inlineData: { mimeType: 'image/jpeg', data: '/9j/4AAQSkZJRg==' } }] })
   })
 
+  test('a GIF image, which Gemini does not take, is refused with a 400 naming the types it does, without calling Gemini', async () => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, {
+      model: 'gemini-test',
+      messages: [{ role: 'user', content: [{ type: 'text', text: 'what is it?' }, { type: 'image_url', image_url: { url: 'data:image/gif;base64,R0lGODlhAQABAAAAACw=' } }] }],
+    })
+    const error = await expectError(res, 'invalid_request', 400)
+    expect(error.type).toBe('invalid_request_error')
+    expect(error.param).toBe('messages[0].content[1]')
+    expect(error.message).toContain('image/gif')
+    for (const type of ['image/png', 'image/jpeg', 'image/webp', 'image/heic', 'image/heif']) expect(error.message).toContain(type)
+    expect(mock.stats.requests).toBe(0)
+  })
+
   test('an http image URL whose type cannot be told is refused with a clear 400, without calling Gemini', async () => {
     const res = await postJson(`${gw.url}/v1/chat/completions`, {
       model: 'gemini-test',

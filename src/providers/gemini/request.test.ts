@@ -111,6 +111,21 @@ describe('toGeminiRequest', () => {
     ])
   })
 
+  test('an image of a type Gemini does not take (GIF, BMP, SVG), inline, as a file or linked, is refused naming the part and the types it takes', () => {
+    const image = (url: string) => ({ messages: [{ role: 'user', content: [{ type: 'text', text: 'x' }, { type: 'image_url', image_url: { url } }] }] })
+    for (const url of ['data:image/gif;base64,R0lGODlhAQABAAAAACw=', 'data:image/GIF;base64,R0lGOD', 'data:image/bmp;base64,Qk0=', 'data:image/svg+xml;base64,PHN2Zz4=', 'https://example.com/cat.gif']) {
+      const refusal = refused(image(url))
+      expect(refusal.param).toBe('messages[0].content[1]')
+      for (const type of ['image/png', 'image/jpeg', 'image/webp', 'image/heic', 'image/heif']) expect(refusal.message).toContain(type)
+    }
+    expect(refused(image('data:image/gif;base64,R0lGOD')).message).toContain('image/gif')
+    const file = refused({ messages: [{ role: 'user', content: [{ type: 'file', file: { file_data: 'data:image/gif;base64,R0lGOD' } }] }] })
+    expect(file).toMatchObject({ param: 'messages[0].content[0]', message: expect.stringContaining('image/webp') })
+    // What it takes goes on as before, and a file that is no image (a PDF) is not an image's business.
+    for (const type of ['png', 'jpeg', 'webp', 'heic', 'heif']) expect(ok(image(`data:image/${type};base64,AAAA`)).contents[0]?.parts[1]).toEqual({ inlineData: { mimeType: `image/${type}`, data: 'AAAA' } })
+    expect(ok({ messages: [{ role: 'user', content: [{ type: 'file', file: { file_data: 'data:application/pdf;base64,JVBE' } }] }] }).contents[0]?.parts).toEqual([{ inlineData: { mimeType: 'application/pdf', data: 'JVBE' } }])
+  })
+
   test('tools: the JSON Schema is sent as parametersJsonSchema; a function without parameters has none', () => {
     const schema = { type: 'object', properties: { q: { type: ['string', 'null'] } }, additionalProperties: false, $schema: 'x' }
     const request = ok({

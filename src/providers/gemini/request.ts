@@ -17,6 +17,7 @@ import {
   type ReasoningEffort,
   type Translation,
 } from '../shared/openai-format.ts'
+import { echo } from '../../lib/key-text.ts'
 
 /** One part of a Gemini `Content`: text, inline data, a file, a function call or response. */
 export type GeminiPart = JsonObject
@@ -80,21 +81,30 @@ export function guessMimeType(url: string): string | undefined {
   return ext ? MIME_BY_EXTENSION[ext] : undefined
 }
 
+/** The image types Gemini takes; it answers any other (GIF, which OpenAI takes, BMP, SVG...) with a 400 of its own. */
+const GEMINI_IMAGE_TYPES: ReadonlySet<string> = new Set(['image/png', 'image/jpeg', 'image/webp', 'image/heic', 'image/heif'])
+
+/** A refusal of an image whose type Gemini does not take, or undefined for any other part (a PDF, audio). */
+function unsupportedImage(mimeType: string, param: string): Fail | undefined {
+  if (!mimeType.startsWith('image/') || GEMINI_IMAGE_TYPES.has(mimeType)) return undefined
+  return refuse(`Gemini does not take images of type ${echo(mimeType)}; send it as one of ${[...GEMINI_IMAGE_TYPES].join(', ')}.`, param)
+}
+
 function imagePart(part: JsonObject, param: string): GeminiPart | Fail {
   const image = part.image_url
   const url = typeof image === 'string' ? image : isRecord(image) ? str(image.url) : undefined
   if (!url) return refuse('An image_url part needs image_url.url.', param)
   const data = parseDataUrl(url)
-  if (data) return { inlineData: data }
+  if (data) return unsupportedImage(data.mimeType, param) ?? { inlineData: data }
   if (/^https?:\/\//i.test(url)) {
     const mimeType = guessMimeType(url)
     if (!mimeType) {
       return refuse(
-        'Gemini needs the type of a linked image: use a URL ending in .png, .jpg, .jpeg, .gif, .webp, .heic or .heif, or send the image inline as a data: URL.',
+        'Gemini needs the type of a linked image: use a URL ending in .png, .jpg, .jpeg, .webp, .heic or .heif, or send the image inline as a data: URL.',
         param,
       )
     }
-    return { fileData: { mimeType, fileUri: url } }
+    return unsupportedImage(mimeType, param) ?? { fileData: { mimeType, fileUri: url } }
   }
   return refuse('Image URLs must be data: URLs (base64) or http(s) URLs.', param)
 }
@@ -134,6 +144,8 @@ function userParts(content: unknown, param: string): GeminiPart[] | Fail {
         const file = isRecord(part.file) ? part.file : {}
         const data = parseDataUrl(str(file.file_data) ?? '')
         if (!data) return refuse('Gemini accepts file parts only as data: URLs in file.file_data (file ids cannot be forwarded).', at)
+        const refusal = unsupportedImage(data.mimeType, at)
+        if (refusal) return refusal
         parts.push({ inlineData: data })
         break
       }
