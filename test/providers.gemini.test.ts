@@ -182,8 +182,8 @@ describe('gemini provider through the gateway', () => {
     expect(contents[2]).toEqual({
       role: 'user',
       parts: [
-        { functionResponse: { name: 'get_weather', response: { content: 'Paris: sun' } } },
-        { functionResponse: { name: 'get_weather', response: { content: 'London: rain' } } },
+        { functionResponse: { id: 'call_paris', name: 'get_weather', response: { content: 'Paris: sun' } } },
+        { functionResponse: { id: 'call_london', name: 'get_weather', response: { content: 'London: rain' } } },
         { text: 'and which is warmer?' },
       ],
     })
@@ -280,6 +280,36 @@ describe('gemini provider through the gateway', () => {
       { role: 'model', parts: [{ functionCall: { name: 'get_weather', args: { city: 'mock', unit: 'celsius' } } }] },
       { role: 'user', parts: [{ functionResponse: { name: 'get_weather', response: { forecast: 'sunny' } } }] },
     ])
+  })
+
+  test("tools: Gemini's function call id is the tool call's id, and goes back with the call and its result", async () => {
+    const withIds = await startMockGemini({ callIds: true })
+    const idGw = await startGateway(config(withIds.url))
+    try {
+      const idClient = new OpenAI({ apiKey: 'unused', baseURL: `${idGw.url}/v1`, maxRetries: 0 })
+      const question: Message = { role: 'user', content: 'use get_weather for Paris' }
+      const first = await idClient.chat.completions.create({ model: 'gemini-test', messages: [question], tools: [weatherTool] })
+      const message = first.choices[0]!.message
+      const call = message.tool_calls?.[0]
+      if (call?.type !== 'function') throw new Error('expected a function tool call')
+      expect(call.id).toStartWith('function-call-')
+      // Streamed, the call carries the same id.
+      const chunks = await collect(await idClient.chat.completions.create({ model: 'gemini-test', messages: [question], tools: [weatherTool], stream: true }))
+      expect(chunks.flatMap((chunk) => chunk.choices[0]?.delta.tool_calls ?? []).find((delta) => delta.id !== undefined)?.id).toBe(call.id)
+
+      await idClient.chat.completions.create({
+        model: 'gemini-test',
+        messages: [question, message, { role: 'tool', tool_call_id: call.id, content: '{"forecast":"sunny"}' }],
+        tools: [weatherTool],
+      })
+      expect(lastBody(withIds).contents.slice(1)).toEqual([
+        { role: 'model', parts: [{ functionCall: { id: call.id, name: 'get_weather', args: { city: 'mock', unit: 'celsius' } } }] },
+        { role: 'user', parts: [{ functionResponse: { id: call.id, name: 'get_weather', response: { forecast: 'sunny' } } }] },
+      ])
+    } finally {
+      await idGw.close()
+      await withIds.stop()
+    }
   })
 
   test('tool_choice: required → ANY, a named function → ANY with allowedFunctionNames, none → NONE', async () => {

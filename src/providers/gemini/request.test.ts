@@ -27,16 +27,42 @@ describe('toGeminiRequest', () => {
     })
     expect(request.contents).toEqual([
       { role: 'user', parts: [{ text: 'both please' }] },
-      { role: 'model', parts: [{ text: 'On it.' }, { functionCall: { name: 'weather', args: { city: 'Oslo' } } }, { functionCall: { name: 'time', args: {} } }] },
+      // The client's ids go along (Gemini pairs a result with its call by id where there is one).
+      { role: 'model', parts: [{ text: 'On it.' }, { functionCall: { id: 'c1', name: 'weather', args: { city: 'Oslo' } } }, { functionCall: { id: 'c2', name: 'time', args: {} } }] },
       {
         role: 'user',
         parts: [
           // In the order of the calls; plain text results are wrapped, JSON objects are sent as the response itself.
-          { functionResponse: { name: 'weather', response: { temp: 3 } } },
+          { functionResponse: { id: 'c1', name: 'weather', response: { temp: 3 } } },
+          { functionResponse: { id: 'c2', name: 'time', response: { content: '12:00' } } },
+        ],
+      },
+    ])
+  })
+
+  test("a tool call's id (Gemini's own, as the client got it) goes back on its functionCall and the functionResponse that answers it; one the gateway made does not", () => {
+    const made = 'call_0123456789abcdef01234567'
+    const request = ok({
+      messages: [
+        { role: 'user', content: 'both please' },
+        { role: 'assistant', content: null, tool_calls: [call('function-call-123', 'weather', '{"city":"Oslo"}'), call(made, 'time')] },
+        { role: 'tool', tool_call_id: made, content: '12:00' },
+        { role: 'tool', tool_call_id: 'function-call-123', content: '{"temp": 3}' },
+      ],
+    })
+    expect(request.contents.slice(1)).toEqual([
+      { role: 'model', parts: [{ functionCall: { id: 'function-call-123', name: 'weather', args: { city: 'Oslo' } } }, { functionCall: { name: 'time', args: {} } }] },
+      {
+        role: 'user',
+        parts: [
+          { functionResponse: { id: 'function-call-123', name: 'weather', response: { temp: 3 } } },
           { functionResponse: { name: 'time', response: { content: '12:00' } } },
         ],
       },
     ])
+    // A result whose call is not in the history goes by its name, without an id Gemini never gave.
+    const orphan = ok({ messages: [{ role: 'user', content: 'q' }, { role: 'tool', tool_call_id: 'function-call-9', name: 'f', content: 'x' }] })
+    expect(orphan.contents[0]?.parts[1]).toEqual({ functionResponse: { name: 'f', response: { content: 'x' } } })
   })
 
   test('results of two calls of one function answered out of order go in call order; an unknown call keeps its place after them', () => {
@@ -61,7 +87,7 @@ describe('toGeminiRequest', () => {
         { role: 'tool', tool_call_id: 'c1', content: 'done' },
       ],
     })
-    expect(request.contents[1]?.parts[0]).toEqual({ functionCall: { name: 'f', args: {} }, thoughtSignature: 'c2ln' })
+    expect(request.contents[1]?.parts[0]).toEqual({ functionCall: { id: 'c1', name: 'f', args: {} }, thoughtSignature: 'c2ln' })
   })
 
   test('a replayed step whose calls lost their thought signature gets the skip value on its first call (Gemini 3 and later)', () => {
@@ -80,12 +106,12 @@ describe('toGeminiRequest', () => {
     })
     const parts = (model: string) => ok(history(model)).contents.filter((c) => c.role === 'model').map((c) => c.parts)
     expect(parts('gemini-3-pro-preview')).toEqual([
-      [{ text: 'Checking.' }, { functionCall: { name: 'f', args: {} }, thoughtSignature: SKIP_THOUGHT_SIGNATURE }, { functionCall: { name: 'g', args: {} } }],
+      [{ text: 'Checking.' }, { functionCall: { id: 'c1', name: 'f', args: {} }, thoughtSignature: SKIP_THOUGHT_SIGNATURE }, { functionCall: { id: 'c2', name: 'g', args: {} } }],
       // A real signature is kept, and the step needs no other.
-      [{ functionCall: { name: 'f', args: {} }, thoughtSignature: 'real' }, { functionCall: { name: 'g', args: {} } }],
+      [{ functionCall: { id: 'c3', name: 'f', args: {} }, thoughtSignature: 'real' }, { functionCall: { id: 'c4', name: 'g', args: {} } }],
     ])
     // Older models never check, and get the history as it was.
-    expect(parts('gemini-2.5-flash')[0]).toEqual([{ text: 'Checking.' }, { functionCall: { name: 'f', args: {} } }, { functionCall: { name: 'g', args: {} } }])
+    expect(parts('gemini-2.5-flash')[0]).toEqual([{ text: 'Checking.' }, { functionCall: { id: 'c1', name: 'f', args: {} } }, { functionCall: { id: 'c2', name: 'g', args: {} } }])
   })
 
   test('checksThoughtSignatures: every model but Gemini 1.x and 2.x, aliases included', () => {

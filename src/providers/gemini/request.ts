@@ -1,6 +1,7 @@
 import {
   contentText,
   functionTool,
+  isMadeCallId,
   isRecord,
   maxTokensOf,
   modelGeneration,
@@ -175,10 +176,11 @@ export function checksThoughtSignatures(model: string | undefined): boolean {
  * a replayed step whose calls carry no thought signature, and most OpenAI clients drop the
  * `extra_content` that holds it; such a step gets the documented skip value on its first call.
  */
-/** A tool call of the conversation, by its id: the function it called and its place among its message's calls. */
+/** A tool call of the conversation, by its id: the function it called, its place among its message's calls, and whether its id went to Gemini. */
 interface CallSeen {
   name: string
   position: number
+  sent: boolean
 }
 
 function modelParts(message: JsonObject, param: string, callNames: Map<string, CallSeen>, fillSignatures: boolean): GeminiPart[] | Fail {
@@ -197,8 +199,10 @@ function modelParts(message: JsonObject, param: string, callNames: Map<string, C
       const args = parseArguments(call.function.arguments)
       if (args === null) return refuse('Tool call arguments must be a JSON object.', `${at}.function.arguments`)
       const id = str(call.id)
-      if (id) callNames.set(id, { name, position: i })
-      const part: GeminiPart = { functionCall: { name, args } }
+      // Gemini's own id (where it gives one) goes back with the call; one the gateway made for a call without one does not.
+      const sent = id !== undefined && !isMadeCallId(id)
+      if (id) callNames.set(id, { name, position: i, sent })
+      const part: GeminiPart = { functionCall: sent ? { id, name, args } : { name, args } }
       const signature = thoughtSignatureOf(call)
       if (signature) part.thoughtSignature = signature
       signed ||= signature !== undefined
@@ -210,10 +214,14 @@ function modelParts(message: JsonObject, param: string, callNames: Map<string, C
   return parts
 }
 
-/** A `tool` message as a functionResponse part; Gemini wants the function's name, found from the call id. */
+/**
+ * A `tool` message as a functionResponse part; Gemini wants the function's name, found from the call id,
+ * and the call's id when it went with the call (Gemini's own).
+ */
 function functionResponsePart(message: JsonObject, param: string, callNames: Map<string, CallSeen>): GeminiPart | Fail {
   const id = str(message.tool_call_id)
-  const name = (id ? callNames.get(id)?.name : undefined) ?? str(message.name)
+  const called = id ? callNames.get(id) : undefined
+  const name = called?.name ?? str(message.name)
   if (!name) {
     return refuse(
       `The tool message answers tool_call_id "${id ?? ''}", which no earlier assistant message called; Gemini needs the function name.`,
@@ -229,7 +237,7 @@ function functionResponsePart(message: JsonObject, param: string, callNames: Map
   } catch {
     // Plain text results are wrapped as {content}.
   }
-  return { functionResponse: { name, response } }
+  return { functionResponse: called?.sent ? { id, name, response } : { name, response } }
 }
 
 /**

@@ -102,6 +102,12 @@ export const nowSeconds = (): number => Math.floor(Date.now() / 1000)
 /** An id for a generated tool call, where the provider gives none (OpenAI's `call_…`). */
 export const newCallId = (): string => 'call_' + crypto.randomUUID().replaceAll('-', '').slice(0, 24)
 
+/** The shape of {@link newCallId}'s ids: 24 lower-case hex digits (OpenAI's own mix cases, so one of theirs is one of these about once in 10^12). */
+const MADE_CALL_ID = /^call_[0-9a-f]{24}$/
+
+/** Whether a tool call id is one the gateway made ({@link newCallId}), not one a provider gave. */
+export const isMadeCallId = (id: string): boolean => MADE_CALL_ID.test(id)
+
 const JSON_HEADERS = { 'content-type': 'application/json' } as const
 const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' } as const
 
