@@ -9,7 +9,7 @@ import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, completionsAsked, isMisdirected
 import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
 import { retryAfterMs, spentLimitsResetS } from './lib/rate-headers.ts'
-import { cacheWritesOf, carriesUsage, eventUsage, findUsage, lastUsage, parseUsage, priceOf, promptUsageOf, roughPromptTokens, roughTokens } from './lib/usage.ts'
+import { cacheWritesOf, carriesUsage, eventUsage, findServiceTier, findUsage, lastUsage, parseUsage, priceOf, promptUsageOf, roughPromptTokens, roughTokens, tierPricing } from './lib/usage.ts'
 import { within } from './lib/within.ts'
 import { DEFAULT_TOTAL_MS, headersWaitMs } from './providers/timeouts.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
@@ -1025,7 +1025,7 @@ export class Pipeline {
     if (!this.tap) return
     // Nothing was generated, nothing is billed: the hooks hear of a failure without usage, as of one before the headers.
     if (failed) return this.defer(req, { status, errorCode: 'upstream_error', latencyMs: performance.now() - req.startedAt, ttftMs: null, aborted: false })
-    const usage = raw === undefined ? null : parseUsage(raw, this.pricingOf(req))
+    const usage = raw === undefined ? null : parseUsage(raw, this.answerPricing(req, bytes))
     // The text is read only when there is no usage to take.
     const completion =
       usage !== null
@@ -1276,6 +1276,17 @@ export class Pipeline {
     return this.services.tokenizer.pricing(group?.name ?? req.model ?? '', target?.model, group?.pricing)
   }
 
+  /** Prices of a JSON answer: those of the service tier it reports, looked for only when the prices have tiers. */
+  private answerPricing(req: GatewayRequest, bytes: Uint8Array): Pricing | undefined {
+    const pricing = this.pricingOf(req)
+    return pricing?.service_tiers === undefined ? pricing : tierPricing(pricing, findServiceTier(bytes))
+  }
+
+  /** Prices of a usage the gateway counted (the answer reported none): those of the service tier the request asked for. */
+  private askedPricing(req: GatewayRequest): Pricing | undefined {
+    return tierPricing(this.pricingOf(req), req.body.service_tier)
+  }
+
   /**
    * Usage and completion hooks, after the response. Without provider usage the tokenizer
    * counts the prompt (unless the adapter knows its usage: `prompt`, see promptUsageOf) and the
@@ -1307,7 +1318,7 @@ export class Pipeline {
     this.counting++
     this.countUsage(req, texts, known, writes).then(finish, (error: unknown) => {
       this.logger.warn('could not count usage; using an estimate', { request_id: req.id, error: String(error) })
-      finish(estimateUsage(req, texts, this.pricingOf(req), known, writes))
+      finish(estimateUsage(req, texts, this.askedPricing(req), known, writes))
     })
   }
 
@@ -1326,7 +1337,7 @@ export class Pipeline {
       completionTokens,
       cachedTokens,
       totalTokens: promptTokens + completionTokens,
-      costUsd: priceOf(promptTokens, completionTokens, cachedTokens, this.pricingOf(req), cacheWrites),
+      costUsd: priceOf(promptTokens, completionTokens, cachedTokens, this.askedPricing(req), cacheWrites),
       source: 'estimated',
     }
   }
@@ -1672,7 +1683,7 @@ class StreamUsage {
 
   /** The parsed event that carries usage. */
   take(parsed: Record<string, unknown>): void {
-    const usage = parseUsage(eventUsage(parsed), this.pricing())
+    const usage = parseUsage(eventUsage(parsed), tierPricing(this.pricing(), parsed.service_tier))
     if (usage === null) return
     this.usage = usage
     this.finalUsage = noChoices(parsed.choices) || (this.last !== null && FINISHED.test(this.last))

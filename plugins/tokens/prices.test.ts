@@ -1,12 +1,13 @@
 import { describe, expect, test } from 'bun:test'
+import type { Pricing } from '../../src/config/schema.ts'
 import { ModelRegistry } from '../../src/models.ts'
 import { tablePricing } from './index.ts'
 import { BUILTIN_PRICES, builtinPricing } from './prices.ts'
 
 describe('the built-in price table', () => {
   test('exact names', () => {
-    expect(builtinPricing('gpt-4o')).toEqual({ input: 2.5, output: 10, cached_input: 1.25 })
-    expect(builtinPricing('gpt-4o-mini')).toEqual({ input: 0.15, output: 0.6, cached_input: 0.075 })
+    expect(builtinPricing('gpt-4o')).toEqual({ input: 2.5, output: 10, cached_input: 1.25, service_tiers: { priority: { input: 4.25, output: 17, cached_input: 2.125 } } })
+    expect(builtinPricing('gpt-4o-mini')).toEqual({ input: 0.15, output: 0.6, cached_input: 0.075, service_tiers: { priority: { input: 0.25, output: 1, cached_input: 0.125 } } })
     expect(builtinPricing('text-embedding-3-small')).toEqual({ input: 0.02, output: 0 })
     expect(builtinPricing('claude-sonnet-4')).toEqual({ input: 3, output: 15, cached_input: 0.3 })
     expect(builtinPricing('gemini-2.5-pro')).toEqual({ input: 1.25, output: 10, cached_input: 0.125 })
@@ -50,9 +51,10 @@ describe('the built-in price table', () => {
     expect(builtinPricing('gpt-3.5-turbo-16k-0613')).toEqual({ input: 3, output: 4 })
     expect(builtinPricing('gpt-3.5-turbo-instruct')).toEqual({ input: 1.5, output: 2 })
     expect(builtinPricing('chatgpt-4o-latest')).toEqual({ input: 5, output: 15 })
-    expect(builtinPricing('gpt-5-chat-latest')).toEqual(BUILTIN_PRICES['gpt-5'])
+    // gpt-5's standard prices; the chat models are served at no other tier.
+    expect(builtinPricing('gpt-5-chat-latest')).toEqual({ input: 1.25, output: 10, cached_input: 0.125 })
     expect(builtinPricing('gpt-5.1-2025-11-13')).toEqual(BUILTIN_PRICES['gpt-5'])
-    expect(builtinPricing('gpt-5.1-chat-latest')).toEqual(BUILTIN_PRICES['gpt-5'])
+    expect(builtinPricing('gpt-5.1-chat-latest')).toEqual({ input: 1.25, output: 10, cached_input: 0.125 })
     expect(builtinPricing('claude-3-opus-20240229')).toEqual({ input: 15, output: 75, cached_input: 1.5 })
     expect(builtinPricing('claude-3-haiku-20240307')).toEqual({ input: 0.25, output: 1.25, cached_input: 0.03 })
     // Vertex AI names a Claude snapshot with an @: vertex_ai/claude-sonnet-4@20250514.
@@ -67,6 +69,23 @@ describe('the built-in price table', () => {
     for (const model of ['gpt-4o-audio-preview', 'gpt-4o-realtime', 'ft:gpt-4o-mini-2024-07-18:acme::x', 'llama-3', 'mock-gpt']) {
       expect({ model, price: builtinPricing(model) }).toEqual({ model, price: undefined })
     }
+  })
+})
+
+describe('service tier prices', () => {
+  test("OpenAI's Flex tier (half the standard price) and Priority tier, for the models that offer them, dated variants too", () => {
+    expect(builtinPricing('gpt-5')?.service_tiers).toEqual({ flex: { input: 0.625, output: 5, cached_input: 0.0625 }, priority: { input: 2.5, output: 20, cached_input: 0.25 } })
+    expect(builtinPricing('gpt-5-2025-08-07')?.service_tiers?.flex).toEqual({ input: 0.625, output: 5, cached_input: 0.0625 })
+    expect(builtinPricing('o4-mini')?.service_tiers?.flex).toEqual({ input: 0.55, output: 2.2, cached_input: 0.1375 })
+    expect(builtinPricing('gpt-4o')?.service_tiers).toEqual({ priority: { input: 4.25, output: 17, cached_input: 2.125 } })
+    // Flex is half of standard wherever it is offered.
+    for (const [model, price] of Object.entries(BUILTIN_PRICES) as Array<[string, Pricing]>) {
+      const flex = price.service_tiers?.flex
+      if (flex) expect({ model, flex }).toEqual({ model, flex: { input: price.input / 2, output: price.output / 2, cached_input: price.cached_input! / 2 } })
+    }
+    // Models without a tier of their own have none, and no other vendor's model has tiers.
+    expect(builtinPricing('gpt-5-chat-latest')?.service_tiers).toBeUndefined()
+    expect(builtinPricing('claude-sonnet-4-5')?.service_tiers).toBeUndefined()
   })
 })
 

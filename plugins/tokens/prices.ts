@@ -2,8 +2,10 @@
  * Built-in list prices, USD per million tokens, for common models: used only when a model
  * group has no `pricing` in the config — the config always overrides this table.
  *
- * Standard tier, text tokens, as each vendor published them (checked November 2025). Tiered
- * prices use the lower tier (Gemini 2.5 Pro: prompts up to 200k tokens); `cached_input` is the
+ * Standard tier, text tokens, as each vendor published them (checked November 2025), and OpenAI's
+ * Flex (half the standard price) and Priority tiers for the models it offers them on, as listed late
+ * in 2025: an answer's `service_tier` picks them. Prices by prompt length use the lower band
+ * (Gemini 2.5 Pro: prompts up to 200k tokens); `cached_input` is the
  * cache-read price. Anthropic's cache writes take `cache_write_input`'s default, 1.25 × input,
  * its price for the 5-minute cache (the 1-hour cache's 2 × is not told apart). Prices change:
  * set `pricing` on a model group when the bill must match.
@@ -13,22 +15,22 @@ import { baseModelName } from './encodings.ts'
 
 export const BUILTIN_PRICES = {
   // OpenAI
-  'gpt-5': { input: 1.25, output: 10, cached_input: 0.125 },
-  'gpt-5-mini': { input: 0.25, output: 2, cached_input: 0.025 },
-  'gpt-5-nano': { input: 0.05, output: 0.4, cached_input: 0.005 },
+  'gpt-5': { input: 1.25, output: 10, cached_input: 0.125, service_tiers: { flex: { input: 0.625, output: 5, cached_input: 0.0625 }, priority: { input: 2.5, output: 20, cached_input: 0.25 } } },
+  'gpt-5-mini': { input: 0.25, output: 2, cached_input: 0.025, service_tiers: { flex: { input: 0.125, output: 1, cached_input: 0.0125 }, priority: { input: 0.45, output: 3.6, cached_input: 0.045 } } },
+  'gpt-5-nano': { input: 0.05, output: 0.4, cached_input: 0.005, service_tiers: { flex: { input: 0.025, output: 0.2, cached_input: 0.0025 } } },
   'gpt-5-chat-latest': { input: 1.25, output: 10, cached_input: 0.125 },
-  'gpt-5.1': { input: 1.25, output: 10, cached_input: 0.125 },
+  'gpt-5.1': { input: 1.25, output: 10, cached_input: 0.125, service_tiers: { flex: { input: 0.625, output: 5, cached_input: 0.0625 }, priority: { input: 2.5, output: 20, cached_input: 0.25 } } },
   'gpt-5.1-chat-latest': { input: 1.25, output: 10, cached_input: 0.125 },
-  'gpt-4.1': { input: 2, output: 8, cached_input: 0.5 },
-  'gpt-4.1-mini': { input: 0.4, output: 1.6, cached_input: 0.1 },
-  'gpt-4.1-nano': { input: 0.1, output: 0.4, cached_input: 0.025 },
-  'gpt-4o': { input: 2.5, output: 10, cached_input: 1.25 },
-  'gpt-4o-mini': { input: 0.15, output: 0.6, cached_input: 0.075 },
+  'gpt-4.1': { input: 2, output: 8, cached_input: 0.5, service_tiers: { priority: { input: 3.5, output: 14, cached_input: 0.875 } } },
+  'gpt-4.1-mini': { input: 0.4, output: 1.6, cached_input: 0.1, service_tiers: { priority: { input: 0.7, output: 2.8, cached_input: 0.175 } } },
+  'gpt-4.1-nano': { input: 0.1, output: 0.4, cached_input: 0.025, service_tiers: { priority: { input: 0.2, output: 0.8, cached_input: 0.05 } } },
+  'gpt-4o': { input: 2.5, output: 10, cached_input: 1.25, service_tiers: { priority: { input: 4.25, output: 17, cached_input: 2.125 } } },
+  'gpt-4o-mini': { input: 0.15, output: 0.6, cached_input: 0.075, service_tiers: { priority: { input: 0.25, output: 1, cached_input: 0.125 } } },
   o1: { input: 15, output: 60, cached_input: 7.5 },
   'o1-mini': { input: 1.1, output: 4.4, cached_input: 0.55 },
-  o3: { input: 2, output: 8, cached_input: 0.5 },
+  o3: { input: 2, output: 8, cached_input: 0.5, service_tiers: { flex: { input: 1, output: 4, cached_input: 0.25 }, priority: { input: 3.5, output: 14, cached_input: 0.875 } } },
   'o3-mini': { input: 1.1, output: 4.4, cached_input: 0.55 },
-  'o4-mini': { input: 1.1, output: 4.4, cached_input: 0.275 },
+  'o4-mini': { input: 1.1, output: 4.4, cached_input: 0.275, service_tiers: { flex: { input: 0.55, output: 2.2, cached_input: 0.1375 }, priority: { input: 2, output: 8, cached_input: 0.5 } } },
   'chatgpt-4o-latest': { input: 5, output: 15 },
   'gpt-4-turbo': { input: 10, output: 30 },
   // gpt-4-turbo's snapshots and its vision preview, named apart from it.

@@ -139,6 +139,9 @@ function bareUpstream() {
   }
 }
 
+/** A configured pricing with prices per service tier. */
+const TIERED = { input: 1, output: 2, service_tiers: { flex: { input: 0.5, output: 1 }, priority: { input: 3, output: 6 } } }
+
 /** Records every usage event with the model the client asked for. */
 function recorder() {
   const usages: Array<{ model: string | undefined; usage: Usage }> = []
@@ -186,6 +189,8 @@ function config(plugins: unknown[]) {
       { name: 'llama-3.3-70b-groq', encoding: 'cl100k_base', targets: [{ provider: 'bare', model: 'llama-3.3-70b-groq' }] },
       { name: 'gpt-4o-zeros', targets: [{ provider: 'bare', model: 'gpt-4o-zeros' }] },
       { name: 'gpt-4o-mini', targets: [{ provider: 'mock', model: 'mock-gpt' }] },
+      { name: 'gpt-5', targets: [{ provider: 'mock', model: 'mock-gpt' }] },
+      { name: 'tiered', pricing: TIERED, targets: [{ provider: 'mock', model: 'mock-gpt' }] },
       { name: 'embed', targets: [{ provider: 'mock', model: 'text-embedding-3-small' }] },
       { name: 'local', encoding: 'cl100k_base', targets: [{ provider: 'mock', model: 'llama-3' }] },
     ],
@@ -457,6 +462,94 @@ const STREAM_READS = [
   ['held to its end', []],
   ['read event by event', [streamReader]],
 ] as const
+
+describe("service tiers (OpenAI's service_tier: flex, priority)", () => {
+  const rec = recorder()
+  const gateways: TestGateway[] = []
+  afterAll(async () => {
+    for (const gw of gateways) await gw.close()
+  })
+  const cost = (u: Usage, p: { input: number; output: number }) => (u.promptTokens * p.input + u.completionTokens * p.output) / 1_000_000
+
+  for (const [how, plugins] of [['as a JSON answer', []], ...STREAM_READS] as const) {
+    test(`are priced at the tier the answer reports, the built-in table's and a configured one's, ${how}`, async () => {
+      const gw = await startGateway(config(['tokens', rec.plugin, ...plugins]))
+      gateways.push(gw)
+      const gpt5 = BUILTIN_PRICES['gpt-5']
+      const cases = [
+        ['gpt-5', undefined, gpt5],
+        ['gpt-5', 'auto', gpt5],
+        ['gpt-5', 'default', gpt5],
+        ['gpt-5', 'flex', gpt5.service_tiers.flex],
+        ['gpt-5', 'priority', gpt5.service_tiers.priority],
+        ['tiered', 'flex', TIERED.service_tiers.flex],
+        ['tiered', 'priority', TIERED.service_tiers.priority],
+        ['tiered', 'auto', TIERED],
+        // A model whose prices know no tiers: the one it has.
+        ['gpt-4o-mini', 'flex', BUILTIN_PRICES['gpt-4o-mini']],
+      ] as const
+      for (const [model, tier, prices] of cases) {
+        rec.usages.length = 0
+        const stream = how !== 'as a JSON answer'
+        const res = await postJson(`${gw.url}/v1/chat/completions`, { model, messages: [{ role: 'user', content: 'hello there' }], stream, ...(tier && { service_tier: tier }) })
+        const text = await res.text()
+        // The mock answers as OpenAI does, with the tier that served ("auto" is "default").
+        if (tier) expect(text).toContain(`"service_tier":"${tier === 'auto' ? 'default' : tier}"`)
+        await waitFor(() => rec.usages.length === 1, 'onUsage')
+        const { usage } = rec.usages[0]!
+        expect({ model, tier, source: usage.source, cost: usage.costUsd }).toEqual({ model, tier, source: 'provider', cost: expect.closeTo(cost(usage, prices), 15) })
+      }
+    })
+  }
+
+  test('the answer decides, not the request: priority asked and standard served costs standard; flex served unasked costs flex', async () => {
+    const served: Record<string, string> = { flex: 'flex', priority: 'default' }
+    const upstream = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch: async (req) => {
+        const body = (await req.json()) as { service_tier?: string; stream?: boolean }
+        const tier = served[body.service_tier ?? 'flex']
+        const usage = { prompt_tokens: 1_000, completion_tokens: 100, total_tokens: 1_100 }
+        const head = { id: 'chatcmpl-t', created: 0, model: 'gpt-5-2025-08-07', service_tier: tier, system_fingerprint: null }
+        if (!body.stream) return Response.json({ ...head, object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage })
+        const chunk = (fields: object) => `data: ${JSON.stringify({ ...head, object: 'chat.completion.chunk', ...fields })}\n\n`
+        const text = chunk({ choices: [{ index: 0, delta: { content: 'ok' }, finish_reason: 'stop' }], usage: null }) + chunk({ choices: [], usage }) + 'data: [DONE]\n\n'
+        return new Response(text, { headers: { 'content-type': 'text/event-stream' } })
+      },
+    })
+    try {
+      const gw = await startGateway({
+        providers: [{ id: 'oa', type: 'openai' as const, baseUrl: `http://127.0.0.1:${upstream.port}/v1`, keys: [{ id: 'o1', secret: 'sk-openai-upstream-0123456789' }] }],
+        models: [{ name: 'gpt-5', targets: [{ provider: 'oa', model: 'gpt-5-2025-08-07' }] }],
+        plugins: ['tokens', rec.plugin],
+      })
+      gateways.push(gw)
+      const prices = BUILTIN_PRICES['gpt-5']
+      for (const stream of [false, true]) {
+        for (const [asked, expected] of [['priority', prices], [undefined, prices.service_tiers.flex]] as const) {
+          rec.usages.length = 0
+          await (await postJson(`${gw.url}/v1/chat/completions`, { model: 'gpt-5', messages: [{ role: 'user', content: 'hi' }], stream, ...(asked && { service_tier: asked }) })).text()
+          await waitFor(() => rec.usages.length === 1, 'onUsage')
+          expect({ stream, asked, cost: rec.usages[0]!.usage.costUsd }).toEqual({ stream, asked, cost: expect.closeTo((1_000 * expected.input + 100 * expected.output) / 1e6, 15) })
+        }
+      }
+    } finally {
+      await upstream.stop(true)
+    }
+  })
+
+  test('a usage the gateway counts itself (none reported) is priced at the tier the request asked for', async () => {
+    const gw = await startGateway({ ...config(['tokens', rec.plugin]), models: [{ name: 'gpt-5', targets: [{ provider: 'bare', model: 'gpt-5' }] }] })
+    gateways.push(gw)
+    rec.usages.length = 0
+    await (await postJson(`${gw.url}/v1/chat/completions`, { model: 'gpt-5', messages: COOKBOOK_MESSAGES, stream: true, service_tier: 'flex' })).text()
+    await waitFor(() => rec.usages.length === 1, 'onUsage')
+    const { usage } = rec.usages[0]!
+    expect(usage.source).toBe('estimated')
+    expect(usage.costUsd).toBeCloseTo(cost(usage, BUILTIN_PRICES['gpt-5'].service_tiers.flex), 15)
+  })
+})
 
 /** A stream of `model` from a gateway with the tokens plugin and `plugins`: its text and the one usage recorded. */
 async function streamUsage(model: string, plugins: readonly unknown[]): Promise<{ text: string; usage: Usage }> {

@@ -70,23 +70,43 @@ export const ProviderSchema = Type.Object(
   { additionalProperties: false },
 )
 
+/** The prices of a model (or of one of its service tiers), USD per million tokens. */
+const PriceFields = {
+  /** USD per million input tokens. */
+  input: Type.Number({ minimum: 0 }),
+  /** USD per million output tokens. */
+  output: Type.Number({ minimum: 0 }),
+  /** USD per million cached input tokens. @default input */
+  cached_input: Type.Optional(Type.Number({ minimum: 0 })),
+  /**
+   * USD per million input tokens written to the prompt cache (Anthropic's `cache_creation_input_tokens`,
+   * the only cache writes reported). @default 1.25 × input (Anthropic's price for its 5-minute cache)
+   */
+  cache_write_input: Type.Optional(Type.Number({ minimum: 0 })),
+  /** USD per million audio input tokens (`prompt_tokens_details.audio_tokens`, part of prompt_tokens). @default input */
+  audio_input: Type.Optional(Type.Number({ minimum: 0 })),
+  /** USD per million audio output tokens (`completion_tokens_details.audio_tokens`, part of completion_tokens). @default output */
+  audio_output: Type.Optional(Type.Number({ minimum: 0 })),
+}
+
+/** A service tier's name as an answer reports it (OpenAI's `service_tier`: `flex`, `priority`). */
+export const SERVICE_TIER_NAME = /^[a-z0-9_-]{1,32}$/
+
 export const PricingSchema = Type.Object(
   {
-    /** USD per million input tokens. */
-    input: Type.Number({ minimum: 0 }),
-    /** USD per million output tokens. */
-    output: Type.Number({ minimum: 0 }),
-    /** USD per million cached input tokens. @default input */
-    cached_input: Type.Optional(Type.Number({ minimum: 0 })),
+    ...PriceFields,
     /**
-     * USD per million input tokens written to the prompt cache (Anthropic's `cache_creation_input_tokens`,
-     * the only cache writes reported). @default 1.25 × input (Anthropic's price for its 5-minute cache)
+     * Prices of service tiers, by the name an answer reports in its `service_tier` (OpenAI's `flex`,
+     * `priority`): an answer served at one of these costs its prices (each its own, defaults as above),
+     * any other at the prices above.
      */
-    cache_write_input: Type.Optional(Type.Number({ minimum: 0 })),
-    /** USD per million audio input tokens (`prompt_tokens_details.audio_tokens`, part of prompt_tokens). @default input */
-    audio_input: Type.Optional(Type.Number({ minimum: 0 })),
-    /** USD per million audio output tokens (`completion_tokens_details.audio_tokens`, part of completion_tokens). @default output */
-    audio_output: Type.Optional(Type.Number({ minimum: 0 })),
+    service_tiers: Type.Optional(
+      Type.Record(Type.String({ pattern: SERVICE_TIER_NAME.source }), Type.Object(PriceFields, { additionalProperties: false }), {
+        additionalProperties: false,
+        maxProperties: 16,
+        description: 'Prices per service tier, by the name the answer reports (flex, priority); others cost the prices above',
+      }),
+    ),
   },
   { additionalProperties: false },
 )

@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { Value } from '@sinclair/typebox/value'
 import { PricingSchema } from '../config/schema.ts'
-import { findUsage, parseUsage, priceOf, roughPromptTokens } from './usage.ts'
+import { findServiceTier, findUsage, parseUsage, priceOf, roughPromptTokens, tierPricing } from './usage.ts'
 
 const bytes = (v: unknown) => new TextEncoder().encode(typeof v === 'string' ? v : JSON.stringify(v))
 
@@ -137,5 +137,40 @@ describe('priceOf', () => {
     const usage = parseUsage({ prompt_tokens: 10_100, completion_tokens: 100, total_tokens: 10_200, cache_creation_input_tokens: 10_000 }, sonnet)
     expect(usage).toMatchObject({ promptTokens: 10_100, cachedTokens: 0, totalTokens: 10_200 })
     expect(usage?.costUsd).toBeCloseTo(0.0393, 10)
+  })
+})
+
+describe('service tiers', () => {
+  const tiered = { input: 1.25, output: 10, cached_input: 0.125, service_tiers: { flex: { input: 0.625, output: 5, cached_input: 0.0625 }, priority: { input: 2.5, output: 20 } } }
+
+  test('the pricing takes prices per tier; a tier name is lower-case letters, digits, _ and -, and a tier holds no tiers of its own', () => {
+    expect(Value.Check(PricingSchema, tiered)).toBe(true)
+    expect(Value.Check(PricingSchema, { input: 1, output: 1, service_tiers: { Flex: { input: 1, output: 1 } } })).toBe(false)
+    expect(Value.Check(PricingSchema, { input: 1, output: 1, service_tiers: { flex: { input: 1 } } })).toBe(false)
+    expect(Value.Check(PricingSchema, { input: 1, output: 1, service_tiers: { flex: { input: 1, output: 1, service_tiers: {} } } })).toBe(false)
+  })
+
+  test('tierPricing: the prices of the tier the answer names, where the pricing has them; else the pricing as it is', () => {
+    expect(tierPricing(tiered, 'flex')).toEqual(tiered.service_tiers.flex)
+    expect(tierPricing(tiered, 'priority')).toEqual(tiered.service_tiers.priority)
+    for (const tier of ['default', 'auto', 'scale', undefined, null, 7, '__proto__', 'constructor', 'toString']) expect(tierPricing(tiered, tier)).toBe(tiered)
+    expect(tierPricing({ input: 1, output: 2 }, 'flex')).toEqual({ input: 1, output: 2 })
+    expect(tierPricing(undefined, 'flex')).toBeUndefined()
+    // A tier's own defaults: its cached input costs its input.
+    expect(priceOf(1_000, 0, 1_000, tierPricing(tiered, 'priority'))).toBeCloseTo((1_000 * 2.5) / 1e6, 12)
+  })
+
+  test("findServiceTier: the answer's service_tier, wherever it stands, not text that reads like it", () => {
+    const answer = { id: 'x', choices: [{ index: 0, message: { content: 'hi' } }], usage: { prompt_tokens: 1, total_tokens: 2 } }
+    expect(findServiceTier(bytes({ ...answer, service_tier: 'flex', system_fingerprint: null }))).toBe('flex')
+    expect(findServiceTier(bytes({ service_tier: 'priority', ...answer }))).toBe('priority')
+    expect(findServiceTier(bytes(`{"usage":{"total_tokens":2},\n  "service_tier" :  "default" }`))).toBe('default')
+    expect(findServiceTier(bytes(answer))).toBeUndefined()
+    expect(findServiceTier(bytes({ ...answer, service_tier: null }))).toBeUndefined()
+    // Text in a message is escaped, so never the key; a value "service_tier" is no key either.
+    const said = { choices: [{ message: { content: 'set "service_tier": "flex" to save' } }], note: 'service_tier' }
+    expect(findServiceTier(bytes(said))).toBeUndefined()
+    expect(findServiceTier(bytes({ ...said, service_tier: 'priority' }))).toBe('priority')
+    expect(findServiceTier(bytes('{"service_tier":"fl'))).toBeUndefined()
   })
 })

@@ -160,6 +160,45 @@ function closesTopLevel(bytes: Uint8Array, from: number): boolean {
   return false
 }
 
+/**
+ * The prices of the service tier an answer reports (OpenAI's `service_tier`: `flex`, `priority`)
+ * where the pricing has that tier's; else the pricing as it is (the standard tier, and `default`,
+ * `auto`, `scale` or no tier at all).
+ */
+export function tierPricing(pricing: Pricing | undefined, tier: unknown): Pricing | undefined {
+  const tiers = pricing?.service_tiers
+  // Own keys only: "constructor" or "__proto__" from an upstream is no tier.
+  return tiers !== undefined && typeof tier === 'string' && Object.hasOwn(tiers, tier) ? tiers[tier] : pricing
+}
+
+/** `"service_tier"` as text: the key, searched in the answer's bytes natively. */
+const SERVICE_TIER_KEY = '"service_tier"'
+/** The longest tier name read (the config takes 32 characters). */
+const MAX_TIER_CHARS = 64
+
+/**
+ * The `service_tier` of a JSON answer (OpenAI puts it after `usage`), found from the end by a native
+ * search, which costs a few µs for an answer of tens of KB; undefined when the answer has none, or
+ * none that is a string. A match that is text in a string is escaped (`\"service_tier\"`), and a
+ * value "service_tier" is followed by no colon: neither is taken.
+ */
+export function findServiceTier(bytes: Uint8Array): string | undefined {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  for (let at = buffer.lastIndexOf(SERVICE_TIER_KEY); at >= 0; at = at === 0 ? -1 : buffer.lastIndexOf(SERVICE_TIER_KEY, at - 1)) {
+    if (at > 0 && buffer[at - 1] === BACKSLASH) continue
+    let i = at + SERVICE_TIER_KEY.length
+    while (i < buffer.length && buffer[i]! <= 0x20) i++
+    if (buffer[i] !== 0x3a) continue
+    i++
+    while (i < buffer.length && buffer[i]! <= 0x20) i++
+    if (buffer[i] !== QUOTE) return undefined
+    const end = buffer.indexOf(QUOTE, i + 1)
+    if (end < 0 || end - i - 1 > MAX_TIER_CHARS) return undefined
+    return buffer.toString('latin1', i + 1, end)
+  }
+  return undefined
+}
+
 /** What Anthropic bills a token written to its 5-minute prompt cache, in input prices. */
 const CACHE_WRITE_FACTOR = 1.25
 
@@ -230,7 +269,8 @@ export function carriesUsage(data: string): boolean {
  * The usage of a whole OpenAI-format stream's text, from its last event that carries one (read
  * from the end: usage comes last, just before [DONE]); null when none does, or when that event is
  * not one JSON line (the caller then splits the stream event by event). `"usage":` cannot occur
- * inside a JSON string (its quotes would be escaped), so a match is a real key.
+ * inside a JSON string (its quotes would be escaped), so a match is a real key. Priced at the service
+ * tier that event reports (see tierPricing).
  */
 export function lastUsage(text: string, pricing: Pricing | undefined): Usage | null {
   let at = text.lastIndexOf(USAGE_KEY_TEXT)
@@ -243,7 +283,8 @@ export function lastUsage(text: string, pricing: Pricing | undefined): Usage | n
   if (end < 0) end = text.length
   if (text.charCodeAt(end - 1) === 13) end--
   try {
-    return parseUsage(eventUsage(JSON.parse(text.slice(line + 5, end)) as Record<string, unknown>), pricing)
+    const event = JSON.parse(text.slice(line + 5, end)) as Record<string, unknown>
+    return parseUsage(eventUsage(event), tierPricing(pricing, event.service_tier))
   } catch {
     return null
   }

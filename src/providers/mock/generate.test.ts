@@ -41,6 +41,7 @@ interface ChunkShape {
   object: string
   choices: Array<{ index: number; delta: Record<string, unknown>; finish_reason: string | null }>
   usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number } | null
+  service_tier?: string
 }
 
 function chunks(text: string): ChunkShape[] {
@@ -197,6 +198,16 @@ describe('mockChatStream', () => {
     expect(usageChunk?.choices).toEqual([])
     expect(usageChunk?.usage).toEqual(mockChatCompletion(body).usage)
     for (const event of events.slice(0, -1)) expect(event.usage).toBeNull()
+  })
+
+  test('names the service tier that served when the request names one ("auto" as "default"), in every chunk as OpenAI does; none when it names none', async () => {
+    for (const [asked, served] of [['flex', 'flex'], ['priority', 'priority'], ['auto', 'default'], ['default', 'default']]) {
+      const body = { ...hello, service_tier: asked, stream_options: { include_usage: true } }
+      expect(mockChatCompletion(body).service_tier).toBe(served)
+      for (const event of chunks(await streamText(body))) expect(event.service_tier).toBe(served)
+    }
+    expect('service_tier' in mockChatCompletion(hello)).toBe(false)
+    for (const event of chunks(await streamText(hello))) expect('service_tier' in event).toBe(false)
   })
 
   test('chunks groups words into that many content frames', async () => {

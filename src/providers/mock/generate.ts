@@ -19,6 +19,8 @@ export interface ChatBody {
   readonly tools?: unknown
   readonly tool_choice?: unknown
   readonly stream_options?: unknown
+  /** OpenAI's processing tier: the answer names the one that served (see {@link servedTier}). */
+  readonly service_tier?: unknown
 }
 
 /** A legacy `/v1/completions` request as the mock reads it. */
@@ -70,6 +72,8 @@ export interface ChatCompletion {
     finish_reason: 'stop' | 'length' | 'tool_calls'
   }>
   usage: Usage
+  /** The tier that served, when the request named one. */
+  service_tier?: string
 }
 
 /** An OpenAI `text_completion` object (legacy completions). */
@@ -304,6 +308,8 @@ interface ChatPlan {
   cut: boolean
   tool: ToolPlan | null
   usage: Usage
+  /** The tier the answer names, when the request named one. */
+  tier: string | undefined
 }
 
 function functionTools(tools: unknown): Array<{ name: string; parameters: unknown }> {
@@ -400,7 +406,18 @@ function planChat(body: ChatBody, opts: MockOptions | undefined): ChatPlan {
     cut: budget !== undefined && budget <= MAX_REPLY_WORDS,
     tool,
     usage: usageOf(estimateChatPromptTokens(body), perChoice * choices),
+    tier: servedTier(body.service_tier),
   }
+}
+
+/**
+ * The tier an answer names for the one a request asked for, as OpenAI answers: `auto` is served
+ * as `default`, any other as asked. A request that names none gets no `service_tier` (OpenAI's
+ * answers always carry one; the mock's stay as they were for clients that do not ask).
+ */
+function servedTier(asked: unknown): string | undefined {
+  if (typeof asked !== 'string') return undefined
+  return asked === 'auto' ? 'default' : asked
 }
 
 /** A chat reply's finish: a tool call's, else `length` where the budget cut the text, else `stop`. */
@@ -437,6 +454,7 @@ export function mockChatCompletion(body: ChatBody, opts?: MockOptions): ChatComp
     system_fingerprint: SYSTEM_FINGERPRINT,
     choices,
     usage: plan.usage,
+    ...(plan.tier !== undefined && { service_tier: plan.tier }),
   }
 }
 
@@ -449,7 +467,7 @@ export function mockChatStream(body: ChatBody, opts: MockStreamOptions = {}): Re
   const plan = planChat(body, opts)
   opts.onUsage?.(plan.usage)
   const withUsage = includeUsage(body)
-  const head = { id: plan.id, object: 'chat.completion.chunk', created: plan.created, model: plan.model, system_fingerprint: SYSTEM_FINGERPRINT }
+  const head = { id: plan.id, object: 'chat.completion.chunk', created: plan.created, model: plan.model, system_fingerprint: SYSTEM_FINGERPRINT, ...(plan.tier !== undefined && { service_tier: plan.tier }) }
   // With include_usage OpenAI puts `usage: null` on every chunk but the last; clients key on it.
   const tail = withUsage ? { usage: null } : {}
   const frames: Frame[] = []
