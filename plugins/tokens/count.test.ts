@@ -18,6 +18,8 @@ import {
   imageTokens,
   knownImageRule,
   segmentedEncode,
+  cutsAtCase,
+  MAX_RUN,
   segments,
   type Encode,
 } from './count.ts'
@@ -39,9 +41,9 @@ beforeAll(async () => {
   const c = build((await import('tiktoken/encoders/cl100k_base')).default)
   // As the worker builds them: encode_ordinary, long runs cut.
   o200kWhole = (text) => o.encode_ordinary(text).length
-  o200k = segmentedEncode(o200kWhole)
+  o200k = segmentedEncode(o200kWhole, MAX_RUN, cutsAtCase('o200k_base'))
   cl100kWhole = (text) => c.encode_ordinary(text).length
-  cl100k = segmentedEncode(cl100kWhole)
+  cl100k = segmentedEncode(cl100kWhole, MAX_RUN, cutsAtCase('cl100k_base'))
 })
 
 /** The cookbook's chat example: six messages, four with a `name`. */
@@ -442,6 +444,25 @@ describe('long runs without spaces (BPE is quadratic in a piece)', () => {
     for (const text of [digits, hex, dotted, `id=${digits}`, `sha:${hex} and ${digits}`]) {
       expect(o200k(text)).toBe(o200kWhole(text))
       expect(cl100k(text)).toBe(cl100kWhole(text))
+    }
+  })
+
+  test("o200k_base: long runs of letters of both cases (base64 without digits, glued camelCase) count as tiktoken counts them whole", () => {
+    // o200k_base starts a piece at an upper-case letter after a lower-case one; cl100k_base does not (a run of letters is one piece).
+    let x = 11
+    const pick = (chars: string, n: number) => {
+      const each = Array.from(chars)
+      return Array.from({ length: n }, () => each[(x = (x * 1103515245 + 12345) % 2147483648) % each.length]).join('')
+    }
+    const letters = 'abcdefghijklmnopqrstuvwxyz'
+    const mixed = pick(letters + letters.toUpperCase(), 3000)
+    const camel = Array.from({ length: 300 }, () => pick(letters.toUpperCase(), 1) + pick(letters, 6)).join('')
+    const greek = pick('αβγδεζηθικλμνξοπρστυφχψωΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ', 3000)
+    // Letters beyond the BMP (surrogate pairs) and title-case ones (ǅ).
+    const astral = pick('𝐀𝐁𝐂𝐚𝐛𝐜abcABCǅǆ', 3000)
+    for (const text of [mixed, camel, greek, astral, `key=${mixed}`, `${mixed} and ${camel}`]) {
+      expect(segments(text, MAX_RUN, true).length).toBeGreaterThan(5)
+      expect(o200k(text)).toBe(o200kWhole(text))
     }
   })
 

@@ -356,16 +356,28 @@ function jpegSize(b: Buffer): { width: number; height: number } | null {
 /**
  * Longest run of non-space (or space) characters encoded in one piece. BPE merging is
  * quadratic in a piece's length (100 KB of one letter takes tiktoken 7 s), so longer runs —
- * base64, minified code, CJK text without spaces — are cut, preferably just before
- * punctuation or a digit that follows a letter, where tiktoken's own pattern starts a new piece.
- * A cut elsewhere may move the count by a token.
+ * base64, minified code, CJK text without spaces — are cut, preferably where tiktoken's own
+ * pattern starts a new piece: before punctuation or a digit that follows a letter, and so on
+ * (see cutBefore). A cut elsewhere (inside a run of letters tiktoken takes as one piece) may move
+ * the count by a token: such a piece's BPE merges run across the whole of it, by rank, so no
+ * place in it is known to be a token boundary without running them.
  */
 export const MAX_RUN = 256
 /** How far back from the limit a cut looks for such a boundary. */
 const CUT_LOOKBACK = 64
 
-/** `text` in pieces that are safe to encode separately; `[text]` (no copy) for ordinary text. */
-export function segments(text: string, limit: number = MAX_RUN): string[] {
+/**
+ * Whether an encoding's pattern starts a piece at an upper-case letter that follows a lower-case
+ * one (o200k_base: `[upper]*[lower]+` is a piece, so `fooBar` is `foo`, `Bar`); cl100k_base and the
+ * older ones take a run of letters as one piece.
+ */
+export const cutsAtCase = (encoding: string): boolean => encoding === 'o200k_base'
+
+/**
+ * `text` in pieces that are safe to encode separately; `[text]` (no copy) for ordinary text.
+ * `atCase`: the encoding starts a piece at a lower- to upper-case change (see cutsAtCase).
+ */
+export function segments(text: string, limit: number = MAX_RUN, atCase = false): string[] {
   if (text.length <= limit) return [text]
   let out: string[] | undefined
   let start = 0
@@ -379,7 +391,7 @@ export function segments(text: string, limit: number = MAX_RUN): string[] {
       continue
     }
     if (i - runStart < limit) continue
-    const cut = inSpace ? i : cutBefore(text, i, runStart)
+    const cut = inSpace ? i : cutBefore(text, i, runStart, atCase)
     ;(out ??= []).push(text.slice(start, cut))
     start = runStart = cut
   }
@@ -392,11 +404,12 @@ export function segments(text: string, limit: number = MAX_RUN): string[] {
  * A cut position in the run from `runStart` (a piece's start: after a space or a cut), close
  * before `i` and at most `i`, where tiktoken's own pattern (cl100k_base, o200k_base) starts a
  * new piece if there is one: before punctuation or a digit that follows a letter, before an
- * ASCII letter or punctuation that follows a digit, before a digit that follows punctuation.
+ * ASCII letter or punctuation that follows a digit, before a digit that follows punctuation,
+ * and with `atCase` (o200k_base) before an upper- or title-case letter that follows a lower-case one.
  * Else, in a run of digits, a multiple of 3 digits into it (digits are pieces of up to 3 from the
  * start of their run). Never inside a surrogate pair.
  */
-function cutBefore(text: string, i: number, runStart: number): number {
+function cutBefore(text: string, i: number, runStart: number, atCase: boolean): number {
   const floor = Math.max(runStart + 1, i - CUT_LOOKBACK)
   for (let j = i; j > floor; j--) {
     const c = text.charCodeAt(j)
@@ -404,6 +417,7 @@ function cutBefore(text: string, i: number, runStart: number): number {
     if ((isPunctuation(c) || isDigit(c)) && isLetter(before)) return j
     if (isDigit(before) && (isPunctuation(c) || isAsciiLetter(c))) return j
     if (isDigit(c) && isPunctuation(before)) return j
+    if (atCase && startsCase(text, j)) return j
   }
   if (isDigit(text.charCodeAt(i)) && isDigit(text.charCodeAt(i - 1))) {
     // A cut inside digits was made a multiple of 3 into them: counting from the run's start is the same.
@@ -414,6 +428,25 @@ function cutBefore(text: string, i: number, runStart: number): number {
   }
   const c = text.charCodeAt(i)
   return c >= 0xdc00 && c <= 0xdfff ? i - 1 : i
+}
+
+const LOWER_CASE = /^\p{Ll}$/u
+const UPPER_CASE = /^[\p{Lu}\p{Lt}]$/u
+
+/**
+ * Whether the character at `j` is an upper- or title-case letter (\p{Lu}, \p{Lt}) and the one
+ * before it a lower-case one (\p{Ll}): where o200k_base's pattern ends a piece of letters and
+ * starts the next. (Letters of neither case, \p{Lm} and \p{Lo} such as CJK, belong to both sides
+ * of its pattern, and start nothing.)
+ */
+function startsCase(text: string, j: number): boolean {
+  const c = text.charCodeAt(j)
+  const before = text.charCodeAt(j - 1)
+  if (c < 0x80 && before < 0x80) return c >= 65 && c <= 90 && before >= 97 && before <= 122
+  // A low surrogate at j is inside a pair: no letter starts there.
+  if (c >= 0xdc00 && c <= 0xdfff) return false
+  const previous = before >= 0xdc00 && before <= 0xdfff && j >= 2 ? text.slice(j - 2, j) : text[j - 1]!
+  return UPPER_CASE.test(String.fromCodePoint(text.codePointAt(j)!)) && LOWER_CASE.test(previous)
 }
 
 function isSpace(c: number): boolean {
@@ -433,10 +466,10 @@ function isPunctuation(c: number): boolean {
 
 const isLetter = (c: number): boolean => !isSpace(c) && !isDigit(c) && !isPunctuation(c)
 
-/** Tokens of `text` through an encoder of one piece at a time, cut by {@link segments}. */
-export function segmentedEncode(encodeOne: Encode, limit: number = MAX_RUN): Encode {
+/** Tokens of `text` through an encoder of one piece at a time, cut by {@link segments} (`atCase`: see cutsAtCase). */
+export function segmentedEncode(encodeOne: Encode, limit: number = MAX_RUN, atCase = false): Encode {
   return (text) => {
-    const parts = segments(text, limit)
+    const parts = segments(text, limit, atCase)
     let n = 0
     for (const part of parts) n += encodeOne(part)
     return n

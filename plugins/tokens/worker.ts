@@ -5,7 +5,7 @@
  */
 import { Tiktoken } from 'tiktoken/lite'
 import type { Endpoint } from '../../src/plugin.ts'
-import { DEFAULT_IMAGE_RULE, IMAGE_RULES, countBody, segmentedEncode, toolConstantsFor, type Encode, type ImageRuleName } from './count.ts'
+import { DEFAULT_IMAGE_RULE, IMAGE_RULES, MAX_RUN, countBody, cutsAtCase, segmentedEncode, toolConstantsFor, type Encode, type ImageRuleName } from './count.ts'
 import type { EncodingName } from './encodings.ts'
 
 /** A job: the prompt of a request body (with the model's image rule, gpt-4o's if absent), or a text. */
@@ -42,7 +42,7 @@ function encoderFor(name: EncodingName): Promise<Encode> {
     encoder = load().then(({ default: ranks }) => {
       const tiktoken = new Tiktoken(ranks.bpe_ranks, ranks.special_tokens, ranks.pat_str)
       // encode_ordinary: special-token text such as <|endoftext|> is counted as the plain text it is.
-      return segmentedEncode((text) => (text.length === 0 ? 0 : tiktoken.encode_ordinary(text).length))
+      return segmentedEncode((text) => (text.length === 0 ? 0 : tiktoken.encode_ordinary(text).length), MAX_RUN, cutsAtCase(name))
     })
     encoders.set(name, encoder)
   }
