@@ -15,6 +15,7 @@ import * as lineage from './0003-lineage.ts';
 import * as consoleRevocations from './0004-console-revocations.ts';
 import * as providerKeyWeight from './0005-provider-key-weight.ts';
 import * as ownerModels from './0006-owner-models.ts';
+import * as alertsCreatedAt from './0007-alerts-created-at.ts';
 
 export const migrations = {
   '0001-initial': initial,
@@ -23,4 +24,5 @@ export const migrations = {
   '0004-console-revocations': consoleRevocations,
   '0005-provider-key-weight': providerKeyWeight,
   '0006-owner-models': ownerModels,
+  '0007-alerts-created-at': alertsCreatedAt,
 } as const satisfies Readonly<Record<string, Migration>>;

@@ -643,9 +643,9 @@ export async function pruneAlerts(db: Kysely<Database>, cutoff: string, now: num
       .selectFrom('alerts_sent')
       .select(['id', 'kind', 'period', 'created_at'])
       .where('created_at', '<', cutoff)
-      .$if(after !== null, (q) =>
-        q.where((eb) => eb.or([eb('created_at', '>', after!.createdAt), eb.and([eb('created_at', '=', after!.createdAt), eb('id', '>', after!.id)])])),
-      )
+      // A row value, not `a > x or (a = x and b > y)`: SQLite plans that OR as two index searches
+      // and a sort of all they find, every batch; the tuple is one range of alerts_sent_created_at_idx.
+      .$if(after !== null, (q) => q.where((eb) => eb(eb.refTuple('created_at', 'id'), '>', eb.tuple(after!.createdAt, after!.id))))
       .orderBy('created_at')
       .orderBy('id')
       .limit(batch)
