@@ -17,6 +17,23 @@ describe('metrics registry', () => {
     expect(g.series()).toHaveLength(2)
   })
 
+  test('remove drops the maps its series leaves empty: a label value gone for good (a deleted provider) keeps nothing', () => {
+    const r = new MetricsRegistry()
+    const g = r.gauge({ name: 'x_up', help: 'Up.', labelNames: ['provider', 'region', 'key'] })
+    g.labels('gone', 'eu', 'a').set(1)
+    g.labels('gone', 'us', 'b').set(1)
+    g.labels('kept', 'eu', 'c').set(1)
+    // The series lookup tree is private: it is what would leak, so it is what is looked at.
+    const tree = Reflect.get(g, 'tree') as Map<string, Map<string, Map<string, unknown>>>
+    g.remove('gone', 'eu', 'a')
+    expect([...tree.get('gone')!.keys()]).toEqual(['us'])
+    g.remove('gone', 'us', 'b')
+    expect([...tree.keys()]).toEqual(['kept'])
+    expect(g.series()).toHaveLength(1)
+    g.labels('gone', 'us', 'b').set(0)
+    expect(r.render()).toContain('x_up{provider="gone",region="us",key="b"} 0')
+  })
+
   test('counters, gauges and histograms render in the text format, HELP and TYPE first', () => {
     const r = new MetricsRegistry()
     const c = r.counter({ name: 'x_requests_total', help: 'Requests.', labelNames: ['route', 'status'] })

@@ -181,16 +181,21 @@ abstract class Metric<C extends AnyChild> {
   remove(...values: string[]): void {
     const names = this.labelNames
     if (values.length !== names.length || names.length === 0) return
-    let node = this.tree
+    // The maps from the root down to the leaf's: those left empty go too, or a label value gone
+    // for good (a deleted provider) would keep a map of its own for the life of the process.
+    const path: Array<Map<string, unknown>> = [this.tree]
     const last = names.length - 1
     for (let i = 0; i < last; i++) {
-      const next = node.get(values[i]!) as Map<string, unknown> | undefined
+      const next = path[i]!.get(values[i]!) as Map<string, unknown> | undefined
       if (next === undefined) return
-      node = next
+      path.push(next)
     }
-    const child = node.get(values[last]!) as C | undefined
+    const child = path[last]!.get(values[last]!) as C | undefined
     if (child === undefined) return
-    node.delete(values[last]!)
+    for (let i = last; i >= 0; i--) {
+      path[i]!.delete(values[i]!)
+      if (path[i]!.size > 0) break
+    }
     const at = this.all.indexOf(child)
     if (at >= 0) this.all.splice(at, 1)
   }

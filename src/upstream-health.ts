@@ -47,6 +47,8 @@ export class UpstreamHealth {
   /** provider id → key id → state: looked up on every attempt without building a string. */
   private readonly byProvider = new Map<string, Map<string, Entry>>()
   private size = 0
+  /** The keys the catalog has, as the last {@link retain} named them; until one, every key. */
+  private has: (provider: string, key: string) => boolean = () => true
   private readonly up
   private readonly attempts
   private readonly latency
@@ -80,6 +82,8 @@ export class UpstreamHealth {
   /** Record one upstream attempt: its status (0: no answer) and how long it took. */
   record(target: RouteTarget, status: number, latencyMs: number): void {
     const entry = this.entry(target.provider.id, target.key.id)
+    // A key taken away while this attempt ran (see retain): nothing to say about it.
+    if (entry === undefined) return
     const now = this.now()
     entry.lastStatus = status
     entry.lastAttemptAt = now
@@ -108,7 +112,8 @@ export class UpstreamHealth {
    * not wait for a run of refusals that cannot grow.
    */
   retire(provider: string, key: string): void {
-    this.entry(provider, key).retired = true
+    const entry = this.entry(provider, key)
+    if (entry !== undefined) entry.retired = true
   }
 
   /** The state of one key, if it was tried. */
@@ -127,8 +132,11 @@ export class UpstreamHealth {
    * Forget every key `has` does not name (its provider deleted, the key replaced at run time), and
    * its `sluice_upstream_key_up` series with it: a gauge left at 0 would keep an alert firing for a
    * key that no longer exists. Its attempts counters stay, as what happened. Called when the catalog changes.
+   * `has` is kept: an attempt with a key it does not name that ends later (a request in flight
+   * through the deletion) is not recorded, so it cannot bring the key's gauge back until the next change.
    */
   retain(has: (provider: string, key: string) => boolean): void {
+    this.has = has
     for (const [provider, keys] of this.byProvider) {
       for (const key of keys.keys()) {
         if (has(provider, key)) continue
@@ -140,10 +148,13 @@ export class UpstreamHealth {
     }
   }
 
-  private entry(provider: string, key: string): Entry {
+  /** The key's entry, made on its first attempt; undefined for a key the catalog no longer has. */
+  private entry(provider: string, key: string): Entry | undefined {
     let keys = this.byProvider.get(provider)
     const found = keys?.get(key)
     if (found) return found
+    // Once per key (its first attempt), not per attempt: a known key is found above.
+    if (!this.has(provider, key)) return undefined
     if (this.size >= this.maxKeys) this.evictOne()
     if (!keys) this.byProvider.set(provider, (keys = new Map()))
     const entry: Entry = {

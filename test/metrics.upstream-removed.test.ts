@@ -2,7 +2,8 @@
  * `sluice_upstream_key_up{provider,key}` speaks of the provider keys the gateway has: a key taken
  * away at run time (its provider deleted, or the key replaced through the admin API) leaves the
  * gauge, rather than reading 0 until the next restart and keeping an alert on it firing for a key
- * that no longer exists. A key that stays keeps its series.
+ * that no longer exists; an attempt with it still in flight then does not bring it back when it ends.
+ * A key that stays keeps its series.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
@@ -72,5 +73,20 @@ describe('upstream key health of keys taken away', () => {
     expect(await chat('rt-model')).toBe(200)
     m = await scrape(gw.url)
     expect(sampleValue(m, 'sluice_upstream_key_up', { provider: 'rt', key: 'dead' })).toBe(1)
+  })
+
+  test('a request in flight while its provider is deleted does not bring the key\'s gauge back when it ends', async () => {
+    expect((await admin('POST', '/admin/providers', { id: 'late', type: 'openai-compatible', base_url: upstream.url, keys: [{ id: 'k', secret: 'good-upstream-key-0123456789' }] })).status).toBe(201)
+    // The mock answers this model after 600 ms.
+    expect((await admin('POST', '/admin/models', { name: 'late-model', targets: [{ provider: 'late', model: 'mock-slow-600' }] })).status).toBe(201)
+    const asked = upstream.stats.requests
+    const inFlight = chat('late-model')
+    while (upstream.stats.requests === asked) await Bun.sleep(5)
+    expect((await admin('DELETE', '/admin/models/late-model')).status).toBe(200)
+    expect((await admin('DELETE', '/admin/providers/late')).status).toBe(200)
+    expect(await inFlight).toBe(200)
+    const m = await scrape(gw.url)
+    expect(sampleValue(m, 'sluice_upstream_key_up', { provider: 'late', key: 'k' })).toBeUndefined()
+    expect(sampleValue(m, 'sluice_upstream_key_up', { provider: 'up', key: 'k1' })).toBe(1)
   })
 })
