@@ -47,3 +47,21 @@ describe('upstream health of keys the catalog takes away', () => {
     expect(health.get('p', 'a')).toMatchObject({ consecutiveAuthFailures: 1, lastStatus: 403 })
   })
 })
+
+describe('watching refusals', () => {
+  test('a watcher hears each 401/403 and each retirement, as it happens, and nothing else; unwatched, nothing', () => {
+    const health = new UpstreamHealth(new MetricsRegistry())
+    const heard: string[] = []
+    const stop = health.watch((k) => heard.push(`${k.provider}/${k.key} ${k.lastStatus} ${k.consecutiveAuthFailures}${k.retired ? ' retired' : ''}`))
+    health.record(target('p', 'a'), 200, 5)
+    health.record(target('p', 'a'), 429, 5)
+    health.record(target('p', 'a'), 500, 5)
+    health.record(target('p', 'a'), 401, 5)
+    health.record(target('p', 'a'), 403, 5)
+    health.retire('p', 'a')
+    expect(heard).toEqual(['p/a 401 1', 'p/a 403 2', 'p/a 403 2 retired'])
+    stop()
+    health.record(target('p', 'a'), 401, 5)
+    expect(heard).toHaveLength(3)
+  })
+})

@@ -48,7 +48,8 @@ export class UpstreamHealth {
   private readonly byProvider = new Map<string, Map<string, Entry>>()
   private size = 0
   /** The keys the catalog has, as the last {@link retain} named them; until one, every key. */
-  private has: (provider: string, key: string) => boolean = () => true
+  private catalogHas: (provider: string, key: string) => boolean = () => true
+  private readonly watchers: Array<(state: UpstreamKeyState) => void> = []
   private readonly up
   private readonly attempts
   private readonly latency
@@ -92,6 +93,7 @@ export class UpstreamHealth {
     if (status === 401 || status === 403) {
       if (entry.consecutiveAuthFailures === 0) entry.authFailingSince = now
       entry.consecutiveAuthFailures++
+      this.tell(entry)
     } else if (entry.healthy) {
       entry.consecutiveAuthFailures = 0
       entry.authFailingSince = null
@@ -113,7 +115,28 @@ export class UpstreamHealth {
    */
   retire(provider: string, key: string): void {
     const entry = this.entry(provider, key)
-    if (entry !== undefined) entry.retired = true
+    if (entry === undefined) return
+    entry.retired = true
+    this.tell(entry)
+  }
+
+  /**
+   * Call `watcher` with a key's state each time the provider refuses it (401/403) and when a
+   * routing plugin retires it, as it happens: the alerts record a dead key at once rather than at
+   * their next check, which this instance may not live to make. It gets the live state (read it
+   * there and then, keep nothing) and must not throw. Returns the function that stops it.
+   */
+  watch(watcher: (state: UpstreamKeyState) => void): () => void {
+    this.watchers.push(watcher)
+    return () => {
+      const at = this.watchers.indexOf(watcher)
+      if (at >= 0) this.watchers.splice(at, 1)
+    }
+  }
+
+  /** Whether the catalog has this key, as the last {@link retain} said (every key before one). */
+  inCatalog(provider: string, key: string): boolean {
+    return this.catalogHas(provider, key)
   }
 
   /** The state of one key, if it was tried. */
@@ -136,7 +159,7 @@ export class UpstreamHealth {
    * through the deletion) is not recorded, so it cannot bring the key's gauge back until the next change.
    */
   retain(has: (provider: string, key: string) => boolean): void {
-    this.has = has
+    this.catalogHas = has
     for (const [provider, keys] of this.byProvider) {
       for (const key of keys.keys()) {
         if (has(provider, key)) continue
@@ -154,7 +177,7 @@ export class UpstreamHealth {
     const found = keys?.get(key)
     if (found) return found
     // Once per key (its first attempt), not per attempt: a known key is found above.
-    if (!this.has(provider, key)) return undefined
+    if (!this.catalogHas(provider, key)) return undefined
     if (this.size >= this.maxKeys) this.evictOne()
     if (!keys) this.byProvider.set(provider, (keys = new Map()))
     const entry: Entry = {
@@ -173,6 +196,11 @@ export class UpstreamHealth {
     keys.set(key, entry)
     this.size++
     return entry
+  }
+
+  /** Refusals only, so never on the way of a request that works. */
+  private tell(entry: Entry): void {
+    for (const watcher of this.watchers) watcher(entry)
   }
 
   private evictOne(): void {

@@ -14,6 +14,7 @@ import { migrateToLatest } from '../src/db/migrate.ts'
 import type { ApiKeyInsert, Database } from '../src/db/schema.ts'
 import { createLogger } from '../src/lib/logger.ts'
 import { MetricsRegistry } from '../src/metrics.ts'
+import type { ProviderRuntime, RouteTarget } from '../src/models.ts'
 import { UpstreamHealth } from '../src/upstream-health.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startAuthGateway, userWithKey, uid, type AuthGateway } from './support/auth.ts'
@@ -75,11 +76,15 @@ function boot(file: string, webhookUrl: string, alerts: Record<string, unknown> 
   })
 }
 
+/** A target as the pipeline records an attempt with it; UpstreamHealth reads only the two ids. */
+const upstreamTarget = (provider: string, key: string): RouteTarget => ({ provider: { id: provider } as ProviderRuntime, key: { id: key, secret: 'x' }, model: 'm', group: 'g' })
+
 /** An AlertMonitor of its own on a fresh database (in-memory SQLite unless `url`), ticked by the test (no timer). */
 async function standaloneMonitor(
   webhookUrl: string,
   options: Partial<AlertOptions> = {},
   url = 'sqlite::memory:',
+  upstreams?: UpstreamHealth,
 ): Promise<{ db: Kysely<Database>; monitor: AlertMonitor; close(): Promise<void> }> {
   const handle = await createDatabase(url)
   await migrateToLatest(handle.db)
@@ -87,7 +92,7 @@ async function standaloneMonitor(
   const monitor = new AlertMonitor(
     handle.db,
     { webhookUrl, expiringWithinDays: 7, budgetThresholds: [0.8, 1], checkMs: 60_000, deadKeyFailures: 1, retryBaseMs: 50, retryMaxMs: 1000, timeoutMs: 1000, ...options },
-    { now: Date.now, logger: createLogger('silent'), upstreams: new UpstreamHealth(metrics), environment: 'dev', metrics },
+    { now: Date.now, logger: createLogger('silent'), upstreams: upstreams ?? new UpstreamHealth(metrics), environment: 'dev', metrics },
   )
   return {
     db: handle.db,
@@ -548,6 +553,112 @@ describe('alerts by webhook', () => {
       upstream.setFailure(null)
       await Promise.all([first.close(), second.close()])
       receiver.stop()
+    }
+  })
+
+  test('a dead upstream key seen by an instance that stops before its next check is alerted by another instance', async () => {
+    const receiver = startReceiver()
+    const file = join(dir, 'dead-handover.db')
+    // The first instance checks once, at its start, then not for an hour: it sees the refusal and stops first.
+    const seer = await boot(file, receiver.url, { check_ms: 3_600_000 })
+    const other = await boot(file, receiver.url)
+    try {
+      const { key } = await userWithKey(seer)
+      upstream.setFailure({ status: 401, times: 1 })
+      expect((await postJson(`${seer.url}/v1/chat/completions`, { model: 'mock-gpt', messages }, { authorization: `Bearer ${key.key}` })).status).toBe(502)
+      await seer.close()
+      // The other instance never tried the key: what it sends is what the first one recorded.
+      await waitFor(() => receiver.of('upstream_key_dead').length === 1, 'the dead-key alert, from the other instance')
+      expect(receiver.of('upstream_key_dead')[0]).toMatchObject({ subject: { type: 'provider_key', id: 'up/k1' }, details: { provider: 'up', key: 'k1', last_status: 401 } })
+      await Bun.sleep(300)
+      expect(receiver.of('upstream_key_dead').length).toBe(1)
+    } finally {
+      upstream.setFailure(null)
+      await Promise.all([seer.close(), other.close()])
+      receiver.stop()
+    }
+  })
+
+  test('a pending alert whose condition is gone by its delivery (key extended, revoked, owner deleted; budget changed; upstream key removed) is not sent; one that still holds is', async () => {
+    let accept = false
+    const received: AlertPayload[] = []
+    const server = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      async fetch(req) {
+        const body = (await req.json()) as AlertPayload
+        if (!accept) return new Response('down', { status: 503 })
+        received.push(body)
+        return new Response(null, { status: 204 })
+      },
+    })
+    const metrics = new MetricsRegistry()
+    const upstreams = new UpstreamHealth(metrics)
+    const m = await standaloneMonitor(`http://127.0.0.1:${server.port}/hook`, { retryBaseMs: 20, retryMaxMs: 20, budgetThresholds: [0.8] }, 'sqlite::memory:', upstreams)
+    try {
+      const now = new Date().toISOString()
+      const in2 = new Date(Date.now() + 2 * DAY).toISOString()
+      const user = (id: string, budget: string | null = null) => ({ id, email: null, name: null, disabled_at: null, deleted_at: null, limits: null, budget, metadata: null, created_at: now, updated_at: now })
+      const budget = JSON.stringify({ tokens: 100, period: 'total' })
+      await m.db.insertInto('users').values([user('usr_hold'), user('usr_gone'), user('usr_budget_kept', budget), user('usr_budget_raised', budget), user('usr_budget_deleted', budget)]).execute()
+      const key = (id: string, userId: string, over: Partial<ApiKeyInsert> = {}): ApiKeyInsert => ({
+        id, hash: `hash_${id}`, start: 'sk-dev-abcde', end: id.slice(-4), environment: 'dev', user_id: userId, expires_at: in2, created_at: now, updated_at: now, ...over,
+      })
+      await m.db
+        .insertInto('api_keys')
+        .values([key('key_kept', 'usr_hold'), key('key_extended', 'usr_hold'), key('key_revoked', 'usr_hold'), key('key_rotated', 'usr_hold'), key('key_owner_gone', 'usr_gone')])
+        .execute()
+      await m.db
+        .insertInto('request_logs')
+        .values(['usr_budget_kept', 'usr_budget_raised', 'usr_budget_deleted'].map((u, i) => logRow(`req_hold_${i}`, now, { user_id: u, total_tokens: 90 })))
+        .execute()
+      upstreams.record(upstreamTarget('gone', 'k'), 401, 5)
+      upstreams.record(upstreamTarget('up', 'dead'), 401, 5)
+      upstreams.record(upstreamTarget('up', 'fixed'), 403, 5)
+      upstreams.retain(() => true)
+
+      await m.monitor.tick() // every alert recorded; the receiver refuses the first, the others wait
+      expect(await m.db.selectFrom('alerts_sent').select('id').where('status', '=', 'pending').execute()).toHaveLength(11)
+
+      // Meanwhile: an expiry moved out of the window, a key revoked, one rotated (its successor
+      // keeps the expiry: the same alert still holds), an owner deleted; a budget raised, a user
+      // with a budget deleted; a provider key taken away, one that answers again.
+      await m.db.updateTable('api_keys').set({ expires_at: new Date(Date.now() + 60 * DAY).toISOString() }).where('id', '=', 'key_extended').execute()
+      await m.db.updateTable('api_keys').set({ status: 'revoked' }).where('id', '=', 'key_revoked').execute()
+      await m.db.updateTable('api_keys').set({ grace_until: in2, rotated_to: 'key_rotated_2' }).where('id', '=', 'key_rotated').execute()
+      await m.db.insertInto('api_keys').values(key('key_rotated_2', 'usr_hold', { lineage_id: 'key_rotated', rotated_from: 'key_rotated' })).execute()
+      await m.db.updateTable('users').set({ deleted_at: now }).where('id', '=', 'usr_gone').execute()
+      await m.db.updateTable('users').set({ budget: JSON.stringify({ tokens: 1000, period: 'total' }) }).where('id', '=', 'usr_budget_raised').execute()
+      await m.db.updateTable('users').set({ deleted_at: now }).where('id', '=', 'usr_budget_deleted').execute()
+      upstreams.retain((provider) => provider !== 'gone')
+      upstreams.record(upstreamTarget('up', 'fixed'), 200, 5)
+
+      accept = true
+      await Bun.sleep(50) // past the backoff
+      await m.monitor.tick()
+      await m.monitor.tick()
+      const told = received.map((a) => `${a.kind} ${a.subject.id}`).sort()
+      expect(told).toEqual(['budget usr_budget_kept', 'key_expiring key_kept', 'key_expiring key_rotated', 'upstream_key_dead up/dead'])
+      // The others are not marked sent. A key's or an upstream key's is forgotten, to be raised
+      // again should its condition come back; a budget's stays, dropped, as the figure its period told first.
+      const rows = await m.db.selectFrom('alerts_sent').select(['kind', 'subject', 'status']).orderBy('subject').execute()
+      expect(rows.map((r) => `${r.subject} ${r.status}`)).toEqual([
+        'key:key_kept sent',
+        'key:key_rotated sent',
+        'provider_key:up/dead sent',
+        'user:usr_budget_deleted dropped',
+        'user:usr_budget_kept sent',
+        'user:usr_budget_raised dropped',
+      ])
+      // The raised budget's own 80 % comes when its spend does, as the new figure's alert.
+      await m.db.insertInto('request_logs').values(logRow('req_hold_more', now, { user_id: 'usr_budget_raised', total_tokens: 800 })).execute()
+      await m.monitor.tick()
+      await m.monitor.tick()
+      expect(received.filter((a) => a.subject.id === 'usr_budget_raised').map((a) => a.id)).toEqual(['budget:user:usr_budget_raised:0.8:total@1000tokens'])
+      expect(received).toHaveLength(5)
+    } finally {
+      await m.close()
+      server.stop(true)
     }
   })
 

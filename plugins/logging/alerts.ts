@@ -6,7 +6,7 @@ import { budgetPeriod, type Budget } from '../../src/limits.ts'
 import { fromJson } from '../../src/lib/json-text.ts'
 import type { Logger } from '../../src/lib/logger.ts'
 import type { CounterSeries, MetricsRegistry } from '../../src/metrics.ts'
-import type { UpstreamHealth } from '../../src/upstream-health.ts'
+import type { UpstreamHealth, UpstreamKeyState } from '../../src/upstream-health.ts'
 import type { BudgetReader, BudgetRefusal } from '../../src/services.ts'
 import { inChunks, lineageSpendSince, spendSince, type SpendColumn } from './repo.ts'
 
@@ -103,6 +103,9 @@ export class AlertMonitor {
   private receiverFailures = 0
   private holdUntil = 0
   private readonly known = new Set<string>()
+  /** Dead-key alerts being recorded the moment their key was refused, by id: one insert each; close waits for them. */
+  private readonly recording = new Map<string, Promise<void>>()
+  private unwatch: (() => void) | undefined
   private closed = false
   private readonly sent: Map<AlertKind, CounterSeries>
   private readonly failures: Map<AlertKind, CounterSeries>
@@ -123,6 +126,7 @@ export class AlertMonitor {
   }
 
   start(): void {
+    this.unwatch = this.deps.upstreams.watch((k) => this.keyRefused(k))
     this.timer = setInterval(() => void this.tick(), this.options.checkMs)
     this.timer.unref?.()
     void this.tick()
@@ -149,9 +153,31 @@ export class AlertMonitor {
 
   async close(timeoutMs: number): Promise<void> {
     this.closed = true
+    this.unwatch?.()
     if (this.timer) clearInterval(this.timer)
     if (this.retryTimer) clearTimeout(this.retryTimer)
-    if (this.running) await Promise.race([this.running, Bun.sleep(timeoutMs)])
+    // A dead key's alert being recorded is what another instance will send: it is let finish.
+    const left = [...this.recording.values(), ...(this.running ? [this.running] : [])]
+    if (left.length > 0) await Promise.race([Promise.all(left), Bun.sleep(timeoutMs)])
+  }
+
+  /**
+   * A provider refused a key (or its routing plugin retired it): once that makes it dead, its alert
+   * is recorded now, not at the next check. The refusal is in this process's memory only, and
+   * the process may stop before that check; recorded, it is sent by whichever instance checks
+   * first. Runs on the request path, on refusals only: the cheap tests come first, and a key's
+   * run of refusals passes its threshold once. Should the insert fail, the next check records it.
+   */
+  private keyRefused(k: UpstreamKeyState): void {
+    if (this.closed || k.authFailingSince === null) return
+    if (k.consecutiveAuthFailures !== this.options.deadKeyFailures && !k.retired) return
+    const c = this.deadKey(k)
+    const id = alertBase(c)
+    if (this.known.has(id) || this.recording.has(id)) return
+    const done = this.record(c)
+      .catch((error: unknown) => this.deps.logger.warn('could not record a dead upstream key alert; the next check will', { error: String(error) }))
+      .finally(() => this.recording.delete(id))
+    this.recording.set(id, done)
   }
 
   private async round(): Promise<void> {
@@ -445,17 +471,22 @@ export class AlertMonitor {
       // A key its routing plugin no longer tries (balance: after its first refusal) is dead at once: its run cannot grow to n.
       .filter((k) => (k.consecutiveAuthFailures >= n || k.retired) && k.authFailingSince !== null)
       .slice(0, MAX_PER_CHECK)
-      .map((k) => ({
-        kind: 'upstream_key_dead' as const,
-        subject: { type: 'provider_key' as const, id: `${k.provider}/${k.key}` },
-        threshold: n,
-        // The UTC day this run of refusals began, not its instant: that instant is what this
-        // process saw, and another instance (or this one after a restart) sees another, so the
-        // id must not depend on it. Once per key and day; a key dead again on a later day is alerted again.
-        period: budgetPeriod('day', k.authFailingSince!).label,
-        message: `Upstream provider "${k.provider}" refused the gateway's key "${k.key}" ${k.consecutiveAuthFailures === 1 ? 'once' : `${k.consecutiveAuthFailures} times in a row`} (last HTTP ${k.lastStatus})${k.retired ? ' and it is no longer tried' : ''}. Fix or replace that provider key.`,
-        details: { provider: k.provider, key: k.key, consecutive_failures: k.consecutiveAuthFailures, last_status: k.lastStatus, failing_since: iso(k.authFailingSince!), retired: k.retired },
-      }))
+      .map((k) => this.deadKey(k))
+  }
+
+  /** The alert of a dead upstream key (`authFailingSince` set). */
+  private deadKey(k: UpstreamKeyState): Candidate {
+    return {
+      kind: 'upstream_key_dead',
+      subject: { type: 'provider_key', id: `${k.provider}/${k.key}` },
+      threshold: this.options.deadKeyFailures,
+      // The UTC day this run of refusals began, not its instant: that instant is what this
+      // process saw, and another instance (or this one after a restart) sees another, so the
+      // id must not depend on it. Once per key and day; a key dead again on a later day is alerted again.
+      period: budgetPeriod('day', k.authFailingSince!).label,
+      message: `Upstream provider "${k.provider}" refused the gateway's key "${k.key}" ${k.consecutiveAuthFailures === 1 ? 'once' : `${k.consecutiveAuthFailures} times in a row`} (last HTTP ${k.lastStatus})${k.retired ? ' and it is no longer tried' : ''}. Fix or replace that provider key.`,
+      details: { provider: k.provider, key: k.key, consecutive_failures: k.consecutiveAuthFailures, last_status: k.lastStatus, failing_since: iso(k.authFailingSince!), retired: k.retired },
+    }
   }
 
   /**
@@ -465,7 +496,7 @@ export class AlertMonitor {
    * thresholds of the new budget are told too, and a figure already told is not told again.
    */
   private async record(c: Candidate): Promise<void> {
-    const base = `${c.kind}:${c.subject.type}:${c.subject.id}:${c.threshold}:${c.period}`
+    const base = alertBase(c)
     const seen = c.figure === undefined ? base : `${base}|${c.figure}`
     if (this.known.has(seen)) return
     if (!(await this.insert(base, c)) && c.figure !== undefined) {
@@ -545,6 +576,20 @@ export class AlertMonitor {
         .executeTakeFirst()
       if (Number(claimed.numUpdatedRows) !== 1) continue
       const kind = row.kind as AlertKind
+      // Raised when its condition held, maybe long ago (a receiver down for hours): a key extended
+      // or revoked since, a budget changed, an upstream key removed, is no longer news. The row of
+      // a key's or an upstream key's alert goes, so that should the condition come back, a check
+      // raises it again; a budget alert's stays, marked: its figure is the period's first, which
+      // tells the alerts of a changed budget apart (see record), and it must not be raised twice.
+      if (!(await this.stillHolds(kind, row.payload))) {
+        if (kind === 'budget') {
+          await this.db.updateTable('alerts_sent').set({ status: 'dropped', last_error: 'its condition no longer held when it was due' }).where('id', '=', row.id).where('status', '=', 'pending').execute()
+        } else {
+          await this.db.deleteFrom('alerts_sent').where('id', '=', row.id).where('status', '=', 'pending').execute()
+        }
+        this.deps.logger.info('alert dropped before delivery: its condition no longer holds', { alert_id: row.id })
+        continue
+      }
       const failure = await this.post(row.id, row.payload)
       if (failure === null) {
         this.receiverFailures = 0
@@ -573,6 +618,74 @@ export class AlertMonitor {
       return true
     }
     return false
+  }
+
+  /**
+   * Whether what an alert tells is still so, asked just before it is sent; never stricter than
+   * the check that raised it, so an alert it drops is not raised again while nothing changes. An
+   * alert whose payload lacks what the question needs is sent as it is.
+   *  - key_expiring: a key of the chain is active, not in its grace period, usable by its holder,
+   *    and still expires at that time (extended, revoked or rotated away: no). Its passing in the
+   *    meantime does not count: that is what the alert warned of.
+   *  - budget: the user or team is not deleted, or the chain has a live key, with a budget of the
+   *    same figure (raised, lowered or removed: no; the check tells the new figure's thresholds).
+   *  - upstream_key_dead: the catalog still has the key, and this instance has not seen it work since.
+   */
+  private async stillHolds(kind: AlertKind, payload: string): Promise<boolean> {
+    const alert = fromJson<Partial<AlertPayload>>(payload)
+    const subject = alert?.subject?.id
+    const details = alert?.details
+    if (typeof subject !== 'string' || details === undefined || details === null) return true
+    if (kind === 'key_expiring') {
+      if (typeof alert?.period !== 'string') return true
+      const key = await this.db
+        .selectFrom('api_keys')
+        .select('id')
+        .where((eb) => eb.or([eb('lineage_id', '=', subject), eb('id', '=', subject)]))
+        .where('status', '=', 'active')
+        .where('grace_until', 'is', null)
+        .where('expires_at', '=', alert.period)
+        .where(holderMayUse)
+        .limit(1)
+        .executeTakeFirst()
+      return key !== undefined
+    }
+    if (kind === 'budget') {
+      const told = details.budget as Budget | undefined
+      if (told === undefined || typeof told !== 'object') return true
+      const figure = budgetFigure(told)
+      const type = alert?.subject?.type
+      if (type === 'user' || type === 'team') {
+        const row = await this.db.selectFrom(type === 'user' ? 'users' : 'teams').select('budget').where('id', '=', subject).where('deleted_at', 'is', null).executeTakeFirst()
+        const now = parseBudget(row?.budget ?? null)
+        return now !== null && budgetFigure(now) === figure
+      }
+      if (type !== 'key') return true
+      const at = iso(this.deps.now())
+      const keys = await this.db
+        .selectFrom('api_keys')
+        .select('budget')
+        .where((eb) => eb.or([eb('lineage_id', '=', subject), eb('id', '=', subject)]))
+        .where('budget', 'is not', null)
+        .where('status', '=', 'active')
+        .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', at)]))
+        .where((eb) => eb.or([eb('grace_until', 'is', null), eb('grace_until', '>', at)]))
+        .execute()
+      return keys.some((k) => {
+        const b = parseBudget(k.budget)
+        return b !== null && budgetFigure(b) === figure
+      })
+    }
+    if (kind === 'upstream_key_dead') {
+      const { provider, key, failing_since: since } = details as { provider?: unknown; key?: unknown; failing_since?: unknown }
+      if (typeof provider !== 'string' || typeof key !== 'string') return true
+      if (!this.deps.upstreams.inCatalog(provider, key)) return false
+      const seen = this.deps.upstreams.get(provider, key)
+      // Worked since: an answer that says the key works ended the run of refusals after it began.
+      const began = typeof since === 'string' ? Date.parse(since) : NaN
+      return !(seen !== undefined && seen.authFailingSince === null && seen.lastAttemptAt > began)
+    }
+    return true
   }
 
   /** One timer for the earliest retry due; later ones are picked up by the round it starts. */
@@ -685,6 +798,11 @@ function periodOver(kind: string, period: string, now: number): boolean {
     end = Date.UTC(year, month, Number(d) + (unit === 'w' ? 7 : 1))
   }
   return end <= now
+}
+
+/** An alert's id, from its kind, subject, threshold and period (a changed budget's adds `@<figure>`). */
+function alertBase(c: Candidate): string {
+  return `${c.kind}:${c.subject.type}:${c.subject.id}:${c.threshold}:${c.period}`
 }
 
 /** Whether key `a` is newer than key `b` of the same lineage: a total order, so a lineage has one newest key. */

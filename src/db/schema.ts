@@ -216,8 +216,12 @@ export interface AlertsSentTable {
   threshold: Immutable<number>;
   /** The period it belongs to (a budget period label, an expiry time, the start of a failure run). */
   period: Immutable<string>;
-  /** @default 'pending' */
-  status: Generated<'pending' | 'sent'>;
+  /**
+   * 'pending' until the receiver answered 2xx, then 'sent'; 'dropped': a budget alert whose
+   * budget was changed before it could be sent (kept, so its figure counts as the period's told one).
+   * @default 'pending'
+   */
+  status: Generated<'pending' | 'sent' | 'dropped'>;
   /** @default 0 */
   attempts: Generated<number>;
   /** The JSON body POSTed to the webhook. */
