@@ -84,7 +84,7 @@ async function standaloneMonitor(
   webhookUrl: string,
   options: Partial<AlertOptions> = {},
   url = 'sqlite::memory:',
-  upstreams?: UpstreamHealth,
+  deps: { upstreams?: UpstreamHealth; now?: () => number; pendingSince?: () => string | null } = {},
 ): Promise<{ db: Kysely<Database>; monitor: AlertMonitor; close(): Promise<void> }> {
   const handle = await createDatabase(url)
   await migrateToLatest(handle.db)
@@ -92,7 +92,7 @@ async function standaloneMonitor(
   const monitor = new AlertMonitor(
     handle.db,
     { webhookUrl, expiringWithinDays: 7, budgetThresholds: [0.8, 1], checkMs: 60_000, deadKeyFailures: 1, retryBaseMs: 50, retryMaxMs: 1000, timeoutMs: 1000, ...options },
-    { now: Date.now, logger: createLogger('silent'), upstreams: upstreams ?? new UpstreamHealth(metrics), environment: 'dev', metrics },
+    { now: deps.now ?? Date.now, logger: createLogger('silent'), upstreams: deps.upstreams ?? new UpstreamHealth(metrics), environment: 'dev', metrics, ...(deps.pendingSince && { pendingSince: deps.pendingSince }) },
   )
   return {
     db: handle.db,
@@ -594,7 +594,7 @@ describe('alerts by webhook', () => {
     })
     const metrics = new MetricsRegistry()
     const upstreams = new UpstreamHealth(metrics)
-    const m = await standaloneMonitor(`http://127.0.0.1:${server.port}/hook`, { retryBaseMs: 20, retryMaxMs: 20, budgetThresholds: [0.8] }, 'sqlite::memory:', upstreams)
+    const m = await standaloneMonitor(`http://127.0.0.1:${server.port}/hook`, { retryBaseMs: 20, retryMaxMs: 20, budgetThresholds: [0.8] }, 'sqlite::memory:', { upstreams })
     try {
       const now = new Date().toISOString()
       const in2 = new Date(Date.now() + 2 * DAY).toISOString()
@@ -1155,6 +1155,16 @@ function lineageSuite(url: () => string) {
 }
 
 describe('budget alerts per key lineage on SQLite', () => lineageSuite(() => 'sqlite::memory:'))
+describe('budget sums over a long period on SQLite', () => longPeriodSuite(() => 'sqlite::memory:'))
+
+describe.skipIf(postgresUrl === null)('budget sums over a long period on Postgres', () => {
+  let pg: TestPostgresDatabase
+  beforeAll(async () => {
+    pg = await createTestPostgresDatabase(postgresUrl!, 'alerts_long_period')
+  })
+  afterAll(() => pg.drop())
+  longPeriodSuite(() => pg.url)
+})
 describe('a changed budget on SQLite', () => changedBudgetSuite(() => 'sqlite::memory:'))
 
 describe.skipIf(postgresUrl === null)('a changed budget on Postgres', () => {
@@ -1220,3 +1230,93 @@ describe.skipIf(postgresUrl === null)('budget alerts per key lineage on Postgres
   afterAll(() => pg.drop())
   lineageSuite(() => pg.url)
 })
+
+/**
+ * A month's budget over thousands of log rows: the hours that are over are summed once, a check
+ * sums only from there, and every alert still fires at the spend the whole log holds. A row
+ * logged more than the lag after its time is counted once a sum is made afresh, or at once when
+ * this instance still has older rows to write.
+ */
+function longPeriodSuite(url: () => string): void {
+  test('a monthly budget alerts at the exact spend across a period of many rows, summing only the open hours at each check', async () => {
+    const receiver = startReceiver()
+    const HOUR = 3_600_000
+    const start = Date.UTC(2026, 5, 1)
+    let clock = Date.UTC(2026, 5, 20, 12, 0)
+    let pending: string | null = null
+    const m = await standaloneMonitor(receiver.url, { budgetThresholds: [0.5, 0.8, 0.9, 1] }, url(), { now: () => clock, pendingSince: () => pending })
+    const iso = (ms: number) => new Date(ms).toISOString()
+    let n = 0
+    const log = async (at: number, tokens: number, usd: number) =>
+      m.db.insertInto('request_logs').values(logRow(`req_long_${n++}`, iso(at), { user_id: 'usr_month', team_id: 'team_month', total_tokens: tokens, cost_usd: usd })).execute()
+    /** What the whole log holds for the user this month: what the alerts must say. */
+    const logged = async () => {
+      const r = await m.db.selectFrom('request_logs').select((eb) => [eb.fn.sum<number>('total_tokens').as('t')]).where('user_id', '=', 'usr_month').where('at', '>=', iso(start)).executeTakeFirstOrThrow()
+      return Number(r.t)
+    }
+    const alerts = (subject: string) => receiver.of('budget').filter((a) => a.subject.id === subject)
+    const spent = (a: AlertPayload) => a.details.spent
+    const check = async () => {
+      const before = receiver.received.length
+      await m.monitor.tick()
+      await m.monitor.tick()
+      return receiver.received.slice(before).map((r) => r.body)
+    }
+    try {
+      const at = iso(start)
+      await m.db.insertInto('users').values({ id: 'usr_month', email: null, name: null, disabled_at: null, deleted_at: null, limits: null, budget: JSON.stringify({ tokens: 100_000, period: 'month' }), metadata: null, created_at: at, updated_at: at }).execute()
+      await m.db.insertInto('teams').values({ id: 'team_month', name: 'Month', deleted_at: null, limits: null, budget: JSON.stringify({ usd: 1000 / 1024, period: 'month' }), metadata: null, created_at: at, updated_at: at }).execute()
+      // 2400 rows from the month's start to ten minutes ago, 25 tokens and $1/4096 each: 60 % of both
+      // budgets. Costs in binary fractions, which doubles add without a rounding error on either database.
+      const rows = Array.from({ length: 2400 }, (_, i) => logRow(`req_long_base_${i}`, iso(start + Math.floor((i * (clock - 600_000 - start)) / 2399)), { user_id: 'usr_month', team_id: 'team_month', total_tokens: 25, cost_usd: 1 / 4096 }))
+      for (let i = 0; i < rows.length; i += 200) await m.db.insertInto('request_logs').values(rows.slice(i, i + 200)).execute()
+
+      let told = await check()
+      expect(told.map((a) => [a.subject.id, a.threshold, spent(a)])).toEqual([
+        ['usr_month', 0.5, { tokens: 60_000, usd: 0.5859375 }],
+        ['team_month', 0.5, { tokens: 60_000, usd: 0.5859375 }],
+      ])
+
+      // Hour by hour, spend comes in; the hours behind the check close and are remembered. The
+      // 80 % alert comes at the check where the log first holds 80 000 tokens, and says so.
+      for (const [tokens, usd] of [[10_000, 100 / 1024], [9990, 99 / 1024]] as const) {
+        clock += HOUR
+        await log(clock - 60_000, tokens, usd)
+        expect(await check()).toEqual([])
+      }
+      clock += HOUR
+      await log(clock - 60_000, 10, 1 / 1024)
+      told = await check()
+      expect(await logged()).toBe(80_000)
+      expect(told.map((a) => [a.subject.id, a.threshold, spent(a)])).toEqual([
+        ['usr_month', 0.8, { tokens: 80_000, usd: 0.78125 }],
+        ['team_month', 0.8, { tokens: 80_000, usd: 0.78125 }],
+      ])
+
+      // A row logged ten days after its time (another instance's outage) lands in an hour already
+      // summed: not counted until the sums are made afresh, six hours after they were first made.
+      await log(Date.UTC(2026, 5, 10), 16_000, 0)
+      clock += HOUR
+      await log(clock - 60_000, 4000, 0)
+      expect(await logged()).toBe(100_000)
+      expect(await check()).toEqual([])
+      clock += 4 * HOUR
+      told = await check()
+      expect(told.map((a) => [a.subject.id, a.threshold, spent(a)])).toEqual([
+        ['usr_month', 0.9, { tokens: 100_000, usd: 0.78125 }],
+        ['usr_month', 1, { tokens: 100_000, usd: 0.78125 }],
+      ])
+      // When this instance itself still has an older row to write, the hours since it are not
+      // over for the log: they are summed again, and a row of them logged late is counted at once.
+      await log(Date.UTC(2026, 5, 12), 0, 100 / 1024)
+      clock += 60_000
+      expect(await check()).toEqual([])
+      pending = iso(Date.UTC(2026, 5, 12, 6))
+      told = await check()
+      expect(told.map((a) => [a.subject.id, a.threshold, spent(a)])).toEqual([['team_month', 0.9, { tokens: 100_000, usd: 900 / 1024 }]])
+    } finally {
+      await m.close()
+      receiver.stop()
+    }
+  })
+}

@@ -9,6 +9,7 @@ import type { CounterSeries, MetricsRegistry } from '../../src/metrics.ts'
 import type { UpstreamHealth, UpstreamKeyState } from '../../src/upstream-health.ts'
 import type { BudgetReader, BudgetRefusal } from '../../src/services.ts'
 import { inChunks, lineageSpendSince, spendSince, type SpendColumn } from './repo.ts'
+import { SpendCache, type SpendCacheOptions } from './spend-cache.ts'
 
 /** The kinds of alert, as the `kind` field of the webhook body. */
 export type AlertKind = 'key_expiring' | 'budget' | 'upstream_key_dead'
@@ -28,6 +29,8 @@ export interface AlertOptions {
   expiringPageSize?: number
   /** The request log's retention in days (0: keeps every row), to know whether it holds a budget's whole period. @default 0 */
   retentionDays?: number
+  /** How the budgets' sums of the hours that are over are remembered (see SpendCache). */
+  spendCache?: SpendCacheOptions
 }
 
 /** The JSON body POSTed to the webhook. `id` is stable: a receiver may dedupe on it. */
@@ -111,11 +114,22 @@ export class AlertMonitor {
   private readonly failures: Map<AlertKind, CounterSeries>
   /** The spend past which a budget's refusal counts as that budget reached: its highest threshold below 100 %. */
   private readonly refusalFloor: number
+  /** The budgets' spend of the hours of their periods that are over, summed once. */
+  private readonly spendCache: SpendCache
 
   constructor(
     private readonly db: Kysely<Database>,
     private readonly options: AlertOptions,
-    private readonly deps: { now: () => number; logger: Logger; upstreams: UpstreamHealth; environment: string; metrics: MetricsRegistry; budgets?: () => BudgetReader | undefined },
+    private readonly deps: {
+      now: () => number
+      logger: Logger
+      upstreams: UpstreamHealth
+      environment: string
+      metrics: MetricsRegistry
+      budgets?: () => BudgetReader | undefined
+      /** The time (ISO) of the oldest request-log row this instance has yet to write; null: none waits. */
+      pendingSince?: () => string | null
+    },
   ) {
     const sent = deps.metrics.counter({ name: 'sluice_alerts_sent_total', help: 'Alerts the webhook receiver accepted, by kind.', labelNames: ['kind'] })
     const failed = deps.metrics.counter({ name: 'sluice_alert_delivery_failures_total', help: 'Failed webhook deliveries (each is retried), by kind.', labelNames: ['kind'] })
@@ -123,6 +137,7 @@ export class AlertMonitor {
     this.sent = new Map(kinds.map((k) => [k, sent.labels(k)]))
     this.failures = new Map(kinds.map((k) => [k, failed.labels(k)]))
     this.refusalFloor = Math.max(0, ...options.budgetThresholds.filter((t) => t < 1))
+    this.spendCache = new SpendCache(options.spendCache)
   }
 
   start(): void {
@@ -249,7 +264,13 @@ export class AlertMonitor {
     const now = this.deps.now()
     const at = iso(now)
     const size = this.options.budgetPageSize ?? MAX_PER_CHECK
-    const spendBy = (column: SpendColumn) => (ids: readonly string[], from: string | null) => spendSince(this.db, column, ids, from)
+    // The oldest row this instance has yet to write: the hours before it are not over for the log.
+    const pending = this.deps.pendingSince?.() ?? null
+    const cached =
+      (type: BudgetPages['type'], read: (ids: readonly string[], start: string | null, closedBefore: string | null) => ReturnType<typeof spendSince>) =>
+      (ids: readonly string[], from: string | null) =>
+        this.spendCache.spend(type, ids, from, now, pending, read)
+    const spendBy = (column: SpendColumn) => cached(column === 'user_id' ? 'user' : 'team', (ids, start, closedBefore) => spendSince(this.db, column, ids, start, closedBefore))
     const byId = (rows: Budgeted[]) => ({ subjects: rows, next: rows.length < size ? null : rows[rows.length - 1]!.id })
     /** Users or teams with a budget and not deleted, in id order, after `after`. */
     const budgetedPage = (table: 'users' | 'teams', after: string | null): Promise<Budgeted[]> =>
@@ -266,7 +287,7 @@ export class AlertMonitor {
     // seen once per check however many there are, and a page is at most `size` users, teams or
     // keys (with, for keys, the other keys of their rotation chains).
     const pages: BudgetPages[] = [
-      { type: 'key', page: (after) => this.keyLineages(at, after, size), spend: (ids, from) => lineageSpendSince(this.db, ids, from) },
+      { type: 'key', page: (after) => this.keyLineages(at, after, size), spend: cached('key', (ids, start, closedBefore) => lineageSpendSince(this.db, ids, start, closedBefore)) },
       { type: 'user', spend: spendBy('user_id'), page: async (after) => byId(await budgetedPage('users', after)) },
       { type: 'team', spend: spendBy('team_id'), page: async (after) => byId(await budgetedPage('teams', after)) },
     ]

@@ -190,7 +190,16 @@ export const logging = definePlugin({
           retentionDays: options.retention_days,
         },
         // Read at each check: the quota plugin may be set up after this one.
-        { now: services.now, logger, upstreams: services.upstreams, environment: config.environment, metrics: services.metrics, budgets: () => services.budgets },
+        {
+          now: services.now,
+          logger,
+          upstreams: services.upstreams,
+          environment: config.environment,
+          metrics: services.metrics,
+          budgets: () => services.budgets,
+          // The queue's head: rows are queued as their requests end, so about the oldest waiting (see SpendCache's lag).
+          pendingSince: () => writer.queue.peek(1)[0]?.at ?? null,
+        },
       )
       alerts.start()
     }

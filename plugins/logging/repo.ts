@@ -184,17 +184,45 @@ export async function deleteOlderThan(db: Db, cutoff: string, batch: number): Pr
 
 export type SpendColumn = 'key_id' | 'user_id' | 'team_id'
 
-/** Tokens and USD spent per subject since `from` (ISO; null: ever), for the given ids. */
-export async function spendSince(db: Db, column: SpendColumn, ids: readonly string[], from: string | null): Promise<Map<string, { tokens: number; usd: number }>> {
-  const out = new Map<string, { tokens: number; usd: number }>()
+/** What a subject spent: tokens and USD. */
+export interface Spend {
+  tokens: number
+  usd: number
+}
+
+/** What a subject spent since a time, and of it what was logged before `closedBefore` (zero without one). */
+export interface SpendSplit extends Spend {
+  closed: Spend
+}
+
+/** Sums of tokens and USD, and of the rows before `closedBefore` (ISO; null: none), as the columns of one query; `prefix` names the log's table. */
+function spendSums(prefix: '' | 'r.', closedBefore: string | null) {
+  const ref = (column: 'at' | 'total_tokens' | 'cost_usd') => sql.ref(`${prefix}${column}`)
+  const before = (column: 'total_tokens' | 'cost_usd') =>
+    closedBefore === null ? sql<number>`0` : sql<number>`sum(case when ${ref('at')} < ${closedBefore} then ${ref(column)} else 0 end)`
+  return [sql<number>`sum(${ref('total_tokens')})`.as('tokens'), sql<number>`sum(${ref('cost_usd')})`.as('usd'), before('total_tokens').as('closed_tokens'), before('cost_usd').as('closed_usd')] as const
+}
+
+const split = (r: { tokens: unknown; usd: unknown; closed_tokens: unknown; closed_usd: unknown }): SpendSplit => ({
+  tokens: num(r.tokens),
+  usd: usdSum(r.usd),
+  closed: { tokens: num(r.closed_tokens), usd: usdSum(r.closed_usd) },
+})
+
+/**
+ * Tokens and USD spent per subject since `from` (ISO; null: ever), for the given ids; with
+ * `closedBefore`, the part logged before it too, in the same read (see SpendCache).
+ */
+export async function spendSince(db: Db, column: SpendColumn, ids: readonly string[], from: string | null, closedBefore: string | null = null): Promise<Map<string, SpendSplit>> {
+  const out = new Map<string, SpendSplit>()
   await inChunks(ids, async (chunk) => {
     let q = db
       .selectFrom('request_logs')
-      .select([sql<string>`${sql.ref(column)}`.as('id'), (eb) => eb.fn.sum<number>('total_tokens').as('tokens'), (eb) => eb.fn.sum<number>('cost_usd').as('usd')])
+      .select([sql<string>`${sql.ref(column)}`.as('id'), ...spendSums('', closedBefore)])
       .where(column, 'in', chunk)
     if (from !== null) q = q.where('at', '>=', from)
     const rows = await q.groupBy(column).execute()
-    for (const r of rows) out.set(String(r.id), { tokens: num(r.tokens), usd: usdSum(r.usd) })
+    for (const r of rows) out.set(String(r.id), split(r))
   })
   return out
 }
@@ -202,23 +230,24 @@ export async function spendSince(db: Db, column: SpendColumn, ids: readonly stri
 /**
  * Tokens and USD spent per key lineage since `from` (ISO; null: ever), for the given lineage
  * ids: the logged spend of every key of the lineage (`coalesce(lineage_id, id)`), so a rotated
- * key's spend goes on from its predecessors', as the quota counts it.
+ * key's spend goes on from its predecessors', as the quota counts it. With `closedBefore`, the
+ * part logged before it too.
  */
-export async function lineageSpendSince(db: Db, lineages: readonly string[], from: string | null): Promise<Map<string, { tokens: number; usd: number }>> {
-  const out = new Map<string, { tokens: number; usd: number }>()
+export async function lineageSpendSince(db: Db, lineages: readonly string[], from: string | null, closedBefore: string | null = null): Promise<Map<string, SpendSplit>> {
+  const out = new Map<string, SpendSplit>()
   const lineage = sql<string>`coalesce(${sql.ref('k.lineage_id')}, ${sql.ref('k.id')})`
   // Each chunk is bound twice: still far below both dialects' parameter caps.
   await inChunks(lineages, async (chunk) => {
     let q = db
       .selectFrom('api_keys as k')
       .innerJoin('request_logs as r', 'r.key_id', 'k.id')
-      .select([lineage.as('id'), (eb) => eb.fn.sum<number>('r.total_tokens').as('tokens'), (eb) => eb.fn.sum<number>('r.cost_usd').as('usd')])
+      .select([lineage.as('id'), ...spendSums('r.', closedBefore)])
       // The lineage's first key by its id, its successors by api_keys_lineage_id_idx; both
       // then reach their rows by request_logs_key_id_at_idx.
       .where((eb) => eb.or([eb('k.lineage_id', 'in', chunk), eb.and([eb('k.lineage_id', 'is', null), eb('k.id', 'in', chunk)])]))
     if (from !== null) q = q.where('r.at', '>=', from)
     const rows = await q.groupBy(lineage).execute()
-    for (const r of rows) out.set(String(r.id), { tokens: num(r.tokens), usd: usdSum(r.usd) })
+    for (const r of rows) out.set(String(r.id), split(r))
   })
   return out
 }
