@@ -607,6 +607,8 @@ export class AlertMonitor {
           await this.db.updateTable('alerts_sent').set({ status: 'dropped', last_error: 'its condition no longer held when it was due' }).where('id', '=', row.id).where('status', '=', 'pending').execute()
         } else {
           await this.db.deleteFrom('alerts_sent').where('id', '=', row.id).where('status', '=', 'pending').execute()
+          // Its id is what record() remembers for these kinds: this instance may raise it again too.
+          this.known.delete(row.id)
         }
         this.deps.logger.info('alert dropped before delivery: its condition no longer holds', { alert_id: row.id })
         continue
@@ -646,8 +648,8 @@ export class AlertMonitor {
    * the check that raised it, so an alert it drops is not raised again while nothing changes. An
    * alert whose payload lacks what the question needs is sent as it is.
    *  - key_expiring: a key of the chain is active, not in its grace period, usable by its holder,
-   *    and still expires at that time (extended, revoked or rotated away: no). Its passing in the
-   *    meantime does not count: that is what the alert warned of.
+   *    and still expires at that time (extended or revoked: no; rotated: yes, the new key keeps
+   *    the expiry). Its passing in the meantime does not count: that is what the alert warned of.
    *  - budget: the user or team is not deleted, or the chain has a live key, with a budget of the
    *    same figure (raised, lowered or removed: no; the check tells the new figure's thresholds).
    *  - upstream_key_dead: the catalog still has the key, and this instance has not seen it work since.
