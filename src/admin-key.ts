@@ -6,6 +6,7 @@ import { readOptionalJsonObject } from './lib/body.ts'
 import { randomBase62 } from './lib/id.ts'
 import { keyEnvironment, maskKey } from './lib/key-text.ts'
 import type { Logger } from './lib/logger.ts'
+import { clientKey, type FailedAttempts } from './lib/failed-attempts.ts'
 import { CSRF_HEADER, type ConsoleSessions } from './console/session.ts'
 
 const SETTING = 'admin_key_sha256'
@@ -18,8 +19,13 @@ export interface AdminAuth {
    * the refusal otherwise.
    */
   check(request: Request): GatewayError | undefined
-  /** Whether a secret is the admin key, in constant time (the console's sign-in). */
+  /** Whether a secret is the admin key, in constant time. */
   matches(secret: string): boolean
+  /**
+   * The console's sign-in: undefined when `secret` is the admin key, the refusal otherwise (naming
+   * `param`), or 429 when this client failed too often of late (see {@link AdminKeyOptions.failures}).
+   */
+  signIn(request: Request, secret: string, param: string): GatewayError | undefined
   /** Console sessions signed for this admin key; null when the console is off. */
   readonly sessions: ConsoleSessions | null
 }
@@ -27,6 +33,14 @@ export interface AdminAuth {
 export interface AdminKeyOptions {
   /** Builds the console's sessions from the admin key's SHA-256 (they are bound to it). */
   sessions?: (adminDigest: Buffer) => ConsoleSessions
+  /**
+   * Failed admin keys (a wrong bearer key on /admin/*, a wrong key at the console's sign-in) per
+   * client address; a client out of attempts is answered 429 rate_limit_exceeded, without its key
+   * being looked at, until it has one again. Unset: no limit.
+   */
+  failures?: FailedAttempts
+  /** The address of a request's client (the socket's peer); null where unknown (in-process handle()), which no limit counts. */
+  clientAddress?: (request: Request) => string | null
 }
 
 /**
@@ -154,6 +168,14 @@ export function wrongAdminKey(secret: string, param: string | null = null): Gate
   return new GatewayError('invalid_admin_key', 'The admin key is wrong. Use the key printed at first start or the value of SLUICE_ADMIN_KEY.', { param })
 }
 
+/** The 429 of a client out of admin key attempts. */
+const tooManyFailures = (waitMs: number): GatewayError => {
+  const seconds = Math.max(1, Math.ceil(waitMs / 1000))
+  return new GatewayError('rate_limit_exceeded', `Too many wrong admin keys from your address; try again in ${seconds} s with the right one (the key printed at first start, or the value of SLUICE_ADMIN_KEY).`, {
+    headers: { 'retry-after': String(seconds) },
+  })
+}
+
 /**
  * The admin key: `SLUICE_ADMIN_KEY` when set; otherwise one generated on first start,
  * printed once and kept only as its SHA-256. Compared in constant time.
@@ -192,9 +214,28 @@ export async function ensureAdminKey(
   }
   const matches = (secret: string): boolean => timingSafeEqual(sha256(secret), digest)
   const sessions = options.sessions?.(digest) ?? null
+  const { failures, clientAddress } = options
+  /**
+   * The refusal of a secret that is not the admin key, counted against its client; or 429 when the
+   * client has no attempt left. A client that never failed costs one size check (an empty map).
+   */
+  const judge = (request: Request, secret: string, param: string | null): GatewayError | undefined => {
+    const client = failures && failures.size > 0 ? clientKey(clientAddress?.(request) ?? null) : null
+    if (client !== null) {
+      const wait = failures!.retryAfterMs(client)
+      if (wait > 0) return tooManyFailures(wait)
+    }
+    if (matches(secret)) return undefined
+    if (failures) {
+      const failed = client ?? clientKey(clientAddress?.(request) ?? null)
+      if (failed !== null) failures.fail(failed)
+    }
+    return wrongAdminKey(secret, param)
+  }
   return {
     sessions,
     matches,
+    signIn: (request, secret, param) => judge(request, secret, param),
     check(request) {
       // A request that presents a key is judged by that key alone, as before the console existed.
       if (sessions && !request.headers.has('authorization') && !request.headers.has('x-api-key')) {
@@ -218,8 +259,7 @@ export async function ensureAdminKey(
         }
         return new GatewayError('invalid_admin_key', 'No admin key was sent. Send it as `Authorization: Bearer <admin key>`.')
       }
-      if (!matches(secret)) return wrongAdminKey(secret)
-      return undefined
+      return judge(request, secret, null)
     },
   }
 }

@@ -14,6 +14,7 @@ import { UnknownMasterKeyError } from './lib/secrets.ts'
 import { invalidRequest } from './lib/validate.ts'
 import { roughTokenizer } from './lib/usage.ts'
 import { createLogger, type Logger } from './lib/logger.ts'
+import { FailedAttempts } from './lib/failed-attempts.ts'
 import { MetricsRegistry } from './metrics.ts'
 import { createHttpMetrics, registerProcessMetrics } from './http-metrics.ts'
 import { UpstreamHealth } from './upstream-health.ts'
@@ -97,9 +98,16 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
   const bus = options.services?.bus ?? (redis ? createRedisBus(redis) : createLocalBus())
   const now = options.now ?? options.services?.now ?? Date.now
   const masters = loadMasterKeys(config)
+  let server: Server<unknown> | undefined
+  // A request routed under a stand-in host (see routable) is a copy: Bun knows the socket of the one it made.
+  const received = new WeakMap<Request, Request>()
+  /** The client's socket address while its request is open; null in process (handle() with no server). */
+  const clientAddress = (request: Request): string | null => server?.requestIP(received.get(request) ?? request)?.address ?? null
   const admin =
     options.services?.admin ??
     (await ensureAdminKey(db.db, config.adminKey, logger, undefined, {
+      failures: new FailedAttempts({ perMinute: config.adminAttemptsPerMinute, now }),
+      clientAddress,
       ...(config.console.enabled && {
         sessions: (digest) => new ConsoleSessions({ secret: sessionSecret(consoleSeed(masters.current?.key, logger), digest), ttlMs: config.console.sessionTtlMs, now }),
       }),
@@ -135,18 +143,15 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     if (ownDb) await db.close().catch(() => {})
     throw error
   }
-  let server: Server<unknown> | undefined
   /** Set by close(): every answer from then on closes its connection, so no client sends another request on it. */
   let draining = false
   let endGrace: (() => void) | undefined
-  // A request routed under a stand-in host (see routable) is a copy: Bun knows the socket of the one it made.
-  const received = new WeakMap<Request, Request>()
   const pipeline = new Pipeline({
     plugins,
     models,
     logger,
     services,
-    clientAddress: (request) => server?.requestIP(received.get(request) ?? request)?.address ?? null,
+    clientAddress,
     hookTimeoutMs: config.hookTimeoutMs,
   })
   routeAuth.bind(pipeline)

@@ -55,7 +55,8 @@ describe('providers and models through the admin API', () => {
   beforeAll(async () => {
     mock = await startMockUpstream({ apiKeys: [SECRET] })
     dir = mkdtempSync(join(tmpdir(), 'sluice-catalog-'))
-    gw = await startGateway({ environment: 'prod', plugins: [] }, { env: { SLUICE_ADMIN_KEY: ADMIN, DATABASE_URL: dbUrl(), SLUICE_ENCRYPTION_KEY: KEY_A } })
+    // Its 401 tests send more wrong admin keys than one address may in a minute.
+    gw = await startGateway({ environment: 'prod', plugins: [], server: { admin_attempts_per_minute: 10_000 } }, { env: { SLUICE_ADMIN_KEY: ADMIN, DATABASE_URL: dbUrl(), SLUICE_ENCRYPTION_KEY: KEY_A } })
   })
   afterAll(async () => {
     await gw?.close()

@@ -50,6 +50,8 @@ export interface ResolvedConfig {
   /** Seconds a client connection may stay silent both ways before it is closed (Bun's idleTimeout). */
   idleTimeoutS: number
   shutdownGraceMs: number
+  /** Wrong admin keys a client address may send in a row, and gets back a minute. */
+  adminAttemptsPerMinute: number
   /** SLUICE_REUSE_PORT=1: listen with Bun's reusePort, sharing the port with other gateway processes. */
   reusePort: boolean
   /** The admin console at /console. */
@@ -149,7 +151,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   // From a secret file, the value often ends with a newline no client sends: white space around it is dropped.
   const adminKey = env.SLUICE_ADMIN_KEY ? env.SLUICE_ADMIN_KEY.trim() : null
   if (adminKey === '') problems.push('SLUICE_ADMIN_KEY: holds only white space; set the key itself, or leave it unset to have one generated')
-  // The admin key opens everything, and nothing slows down guesses at it: a short one is refused.
+  // The admin key opens everything, and guesses at it are slowed per address only: a short one is refused.
   else if (adminKey !== null && adminKey.length < MIN_ADMIN_KEY_LENGTH) {
     problems.push(`SLUICE_ADMIN_KEY: ${adminKey.length} characters is too short to guard the admin API; use at least ${MIN_ADMIN_KEY_LENGTH} random ones (openssl rand -hex 24), or leave it unset to have one generated`)
   } else if (adminKey !== null && /\s/.test(adminKey)) {
@@ -230,6 +232,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     hookTimeoutMs: file.limits?.hook_timeout_ms ?? DEFAULT_HOOK_TIMEOUT_MS,
     idleTimeoutS: file.limits?.idle_timeout_s ?? 75,
     shutdownGraceMs: file.server?.shutdown_grace_ms ?? 10_000,
+    adminAttemptsPerMinute: file.server?.admin_attempts_per_minute ?? 10,
     reusePort: reuse === '1',
     console: { enabled: file.console?.enabled ?? true, sessionTtlMs: file.console?.session_ttl_ms ?? 8 * 60 * 60 * 1000 },
     cors: cors ? { origins: cors.origins, maxAgeS: cors.max_age_s ?? 600 } : null,

@@ -201,6 +201,11 @@ export const ConfigFileSchema = Type.Object(
           host: Type.Optional(Type.String()),
           /** ms that SIGTERM waits for in-flight requests. @default 10000 */
           shutdown_grace_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_TIMER_MS })),
+          /**
+           * Wrong admin keys (bearer on /admin/*, or at the console's sign-in) one client address may send in a
+           * row, and how many it gets back a minute; past them it is answered 429 rate_limit_exceeded. @default 10
+           */
+          admin_attempts_per_minute: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
           /** Web pages of these origins may call the client API (`/v1/*`) from a browser. @default off */
           cors: Type.Optional(
             Type.Object(

@@ -1,7 +1,6 @@
 import { Elysia } from 'elysia'
 import { Type, type Static } from '@sinclair/typebox'
 import type { ResolvedConfig } from '../config/load.ts'
-import { wrongAdminKey } from '../admin-key.ts'
 import { GatewayError } from '../errors.ts'
 import { readJsonObject } from '../lib/body.ts'
 import { echo } from '../lib/key-text.ts'
@@ -121,8 +120,8 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
         const input = check((body ?? {}) as Record<string, unknown>) as Login
         // No admin key holds white space (the boot refuses one that does): what is around a pasted
         // key (a trailing newline from a secret file) goes, as a bearer header's does.
-        const pasted = input.admin_key.trim()
-        if (!services.admin.matches(pasted)) throw wrongAdminKey(pasted, 'admin_key')
+        const refused = services.admin.signIn(request, input.admin_key.trim(), 'admin_key')
+        if (refused) throw refused
         const { token, session } = sessions.issue()
         set.headers['set-cookie'] = sessionCookie(token, session.expiresAt - services.now(), secure(request))
         set.headers['cache-control'] = 'no-store'

@@ -16,6 +16,7 @@ export const DESIGN_ERRORS = {
   no_healthy_upstream: [503, 'api_error'],
   upstream_timeout: [504, 'api_error'],
   not_found: [404, 'not_found_error'],
+  invalid_admin_key: [401, 'authentication_error'],
   method_not_allowed: [405, 'invalid_request_error'],
 } as const
 

@@ -1,0 +1,107 @@
+import { isIP } from 'node:net'
+
+/** Options of {@link FailedAttempts}. */
+export interface FailedAttemptsOptions {
+  /** Failures a client may make in a row, and how many it gets back a minute. @default 10 */
+  perMinute?: number
+  /** Clients remembered at most; past it the one that failed longest ago is forgotten. @default 10000 */
+  maxClients?: number
+  now: () => number
+}
+
+interface Bucket {
+  /** Failures the client may still make (fractional while refilling). */
+  tokens: number
+  /** When `tokens` was last brought up to date (ms since the epoch). */
+  at: number
+}
+
+/**
+ * Failed guesses at a secret per client address, as token buckets: a client starts with
+ * `perMinute` failures and gets them back at `perMinute` a minute; with none left it is refused
+ * before its secret is even looked at, so a right guess among wrong ones tells it nothing. Only
+ * failures take from the bucket. Clients with a full bucket are not kept: with nobody failing
+ * lately the map is empty and {@link retryAfterMs} answers without a lookup. Bounded: past
+ * `maxClients` the client remembered longest is forgotten (one `Map` delete, insertion order).
+ */
+export class FailedAttempts {
+  private readonly capacity: number
+  private readonly msPerToken: number
+  private readonly maxClients: number
+  private readonly now: () => number
+  private readonly buckets = new Map<string, Bucket>()
+
+  constructor(options: FailedAttemptsOptions) {
+    this.capacity = options.perMinute ?? 10
+    if (!Number.isInteger(this.capacity) || this.capacity < 1) throw new Error('FailedAttempts: perMinute must be a whole number of at least 1')
+    this.msPerToken = 60_000 / this.capacity
+    this.maxClients = options.maxClients ?? 10_000
+    this.now = options.now
+  }
+
+  /** How many clients are remembered (tests). */
+  get size(): number {
+    return this.buckets.size
+  }
+
+  /** 0 when the client may try now; otherwise how long (ms) until it may. */
+  retryAfterMs(client: string): number {
+    if (this.buckets.size === 0) return 0
+    const bucket = this.buckets.get(client)
+    if (bucket === undefined) return 0
+    const tokens = this.refill(bucket)
+    if (tokens >= this.capacity) {
+      this.buckets.delete(client)
+      return 0
+    }
+    return tokens >= 1 ? 0 : Math.ceil((1 - tokens) * this.msPerToken)
+  }
+
+  /** Count one failure of the client. */
+  fail(client: string): void {
+    const bucket = this.buckets.get(client)
+    if (bucket !== undefined) {
+      bucket.tokens = Math.max(0, this.refill(bucket) - 1)
+      // Moved to the end: the client that failed longest ago is the one forgotten first.
+      this.buckets.delete(client)
+      this.buckets.set(client, bucket)
+      return
+    }
+    if (this.buckets.size >= this.maxClients) {
+      const oldest = this.buckets.keys().next()
+      if (!oldest.done) this.buckets.delete(oldest.value)
+    }
+    this.buckets.set(client, { tokens: this.capacity - 1, at: this.now() })
+  }
+
+  private refill(bucket: Bucket): number {
+    const now = this.now()
+    if (now > bucket.at) {
+      bucket.tokens = Math.min(this.capacity, bucket.tokens + (now - bucket.at) / this.msPerToken)
+      bucket.at = now
+    }
+    return bucket.tokens
+  }
+}
+
+/**
+ * The address a limit per client counts under: an IPv4 address as it is (an IPv4-mapped IPv6
+ * one, `::ffff:192.0.2.1`, as its IPv4), an IPv6 address by its /64, which one host or site
+ * usually holds whole (one address per guess would be free to it). Null for no address.
+ */
+export function clientKey(address: string | null): string | null {
+  if (address === null || address === '') return null
+  if (isIP(address) !== 6) return address
+  const zone = address.indexOf('%')
+  const bare = (zone < 0 ? address : address.slice(0, zone)).toLowerCase()
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/.exec(bare)
+  if (mapped) return mapped[1]!
+  const [head = '', tail = ''] = bare.split('::')
+  const left = head === '' ? [] : head.split(':')
+  const right = bare.includes('::') ? (tail === '' ? [] : tail.split(':')) : []
+  const groups = bare.includes('::') ? [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right] : left
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`
+}

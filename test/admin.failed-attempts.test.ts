@@ -1,0 +1,82 @@
+/**
+ * Failed admin keys per client address: a wrong bearer key on /admin/* and a wrong key at the
+ * console's sign-in share one limit (10, then one more every 6 s); a client out of attempts gets
+ * 429 rate_limit_exceeded with Retry-After, even with the right key, until it has one again. Right
+ * keys take nothing from it, a console session is not held back, nor is the client API.
+ */
+import { afterEach, describe, expect, test } from 'bun:test'
+import { startGateway, type TestGateway } from './support/gateway.ts'
+import { expectError } from './support/http.ts'
+
+const ADMIN_KEY = 'sluice-failed-attempts-admin-key-0123456789'
+const WRONG = 'sluice-failed-attempts-wrong-key-0123456789'
+
+let clock = Date.parse('2030-01-01T00:00:00Z')
+let gw: TestGateway
+afterEach(() => gw?.close())
+
+const boot = async () => {
+  gw = await startGateway({ plugins: [{ use: 'auth', options: { demo_key: false } }] }, { env: { SLUICE_ADMIN_KEY: ADMIN_KEY }, gateway: { now: () => clock } })
+  return gw
+}
+const users = (key: string) => fetch(`${gw.url}/admin/users`, { headers: { authorization: `Bearer ${key}` } })
+const signIn = (key: string) => fetch(`${gw.url}/console/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ admin_key: key }) })
+
+describe('failed admin keys per client address', () => {
+  test('ten wrong bearer keys are 401; the eleventh, and then the right key too, 429 with Retry-After until an attempt comes back', async () => {
+    await boot()
+    for (let i = 0; i < 10; i++) await expectError(await users(WRONG), 'invalid_admin_key')
+    const limited = await users(WRONG)
+    const error = await expectError(limited, 'rate_limit_exceeded')
+    expect(error.message).toContain('Too many wrong admin keys')
+    expect(limited.headers.get('retry-after')).toBe('6')
+    // The right key is not looked at meanwhile: a guess that hits would otherwise stand out.
+    const right = await users(ADMIN_KEY)
+    await expectError(right, 'rate_limit_exceeded')
+    clock += 3000
+    expect((await users(ADMIN_KEY)).headers.get('retry-after')).toBe('3')
+    clock += 3000
+    expect((await users(ADMIN_KEY)).status).toBe(200)
+    // One attempt came back, no more: the next wrong key spends it.
+    await expectError(await users(WRONG), 'invalid_admin_key')
+    await expectError(await users(WRONG), 'rate_limit_exceeded')
+    // A minute gives them all back.
+    clock += 60_000
+    for (let i = 0; i < 10; i++) await expectError(await users(WRONG), 'invalid_admin_key')
+    await expectError(await users(WRONG), 'rate_limit_exceeded')
+  })
+
+  test('right keys take nothing: many of them, then ten wrong ones, are all answered as such', async () => {
+    await boot()
+    for (let i = 0; i < 30; i++) expect((await users(ADMIN_KEY)).status).toBe(200)
+    for (let i = 0; i < 10; i++) await expectError(await users(WRONG), 'invalid_admin_key')
+    await expectError(await users(WRONG), 'rate_limit_exceeded')
+  })
+
+  test('no key, or a header of the wrong form, is no guess: it takes nothing', async () => {
+    await boot()
+    for (let i = 0; i < 20; i++) await expectError(await fetch(`${gw.url}/admin/users`), 'invalid_admin_key')
+    for (let i = 0; i < 20; i++) await expectError(await fetch(`${gw.url}/admin/users`, { headers: { authorization: 'Basic abc' } }), 'invalid_admin_key')
+    expect((await users(ADMIN_KEY)).status).toBe(200)
+    for (let i = 0; i < 10; i++) await expectError(await users(WRONG), 'invalid_admin_key')
+  })
+
+  test("the console's sign-in shares the limit; a session signed in before still works, and so does the client API", async () => {
+    await boot()
+    const before = await signIn(ADMIN_KEY)
+    expect(before.status).toBe(200)
+    const cookie = (before.headers.get('set-cookie') ?? '').split(';')[0]!
+    for (let i = 0; i < 5; i++) await expectError(await signIn(WRONG), 'invalid_admin_key')
+    for (let i = 0; i < 5; i++) await expectError(await users(WRONG), 'invalid_admin_key')
+    const refused = await signIn(ADMIN_KEY)
+    const error = await expectError(refused, 'rate_limit_exceeded')
+    expect(error.param).toBeNull()
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
+    await expectError(await users(ADMIN_KEY), 'rate_limit_exceeded')
+    // A session is no guess at the key: it goes on.
+    expect((await fetch(`${gw.url}/admin/users`, { headers: { cookie } })).status).toBe(200)
+    // The client API never looks at this limit.
+    await expectError(await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${WRONG}` } }), 'invalid_api_key')
+    expect((await fetch(`${gw.url}/health`)).status).toBe(200)
+  })
+})
