@@ -159,6 +159,28 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     expect((await admin('GET', `/admin/keys/${key.id}`)).budget).toEqual({ usd: 0.0005, period: 'day' })
   })
 
+  test('the unfiltered key list shows a key whose owner is disabled, or whose team is deleted, as refused, and why', async () => {
+    await admin('POST', '/admin/users', { id: 'paul', name: 'Paul' })
+    await admin('POST', '/admin/users', { id: 'rita', name: 'Rita' })
+    await admin('POST', '/admin/teams', { id: 'gone', name: 'Gone' })
+    await admin('POST', '/admin/teams/gone/members', { user_id: 'rita' })
+    await admin('POST', '/admin/keys', { user_id: 'paul', name: 'paul key', expires_at: new Date(Date.now() + 86_400_000).toISOString() })
+    await admin('POST', '/admin/keys', { user_id: 'rita', team_id: 'gone', name: 'rita team key' })
+    await admin('POST', '/admin/keys', { user_id: 'rita', name: 'rita own key' })
+    await admin('PATCH', '/admin/users/paul', { disabled: true })
+    await admin('DELETE', '/admin/teams/gone')
+    await open(page, 'keys', 'Keys')
+    await page.reload()
+    const status = (name: string) => page.getByRole('row').filter({ hasText: name }).locator('td[data-label="Status"]')
+    await status('paul key').getByText('refused', { exact: true }).waitFor()
+    expect(await status('paul key').textContent()).toContain('owner paul is disabled: every request is refused with invalid_user_for_key')
+    // Its expiry changes nothing: not marked as expiring, and no rotation offered (the API would refuse it).
+    expect(await status('paul key').textContent()).not.toContain('expiring')
+    expect(await page.getByRole('button', { name: 'Rotate paul key' }).count()).toBe(0)
+    expect(await status('rita team key').textContent()).toContain('team gone is deleted')
+    expect(await status('rita own key').textContent()).toBe('active')
+  })
+
   test('an action on Keys keeps the rows loaded with "Load more"', async () => {
     await admin('POST', '/admin/users', { id: 'many' })
     for (let i = 0; i < 52; i++) await admin('POST', '/admin/keys', { user_id: 'many', name: `many ${i}` })

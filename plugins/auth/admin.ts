@@ -6,7 +6,7 @@ import { GatewayError } from '../../src/errors.ts'
 import { withoutNulls, type BudgetInput, type LimitsInput } from '../../src/limits.ts'
 import { isUniqueViolation, type DatabaseDialect } from '../../src/db/index.ts'
 import type { ApiKeysTable, TeamsTable, UsersTable } from '../../src/db/schema.ts'
-import { holderMayUse } from '../../src/db/key-holders.ts'
+import { holderMayUse, holderStatus, type HolderStatus } from '../../src/db/key-holders.ts'
 import { newId } from '../../src/lib/id.ts'
 import { LATEST_TIME, parseRfc3339 } from '../../src/lib/rfc3339.ts'
 import type { Services } from '../../src/services.ts'
@@ -19,6 +19,8 @@ import { ROTATED } from './verify.ts'
 type UserRow = Selectable<UsersTable>
 type TeamRow = Selectable<TeamsTable>
 type KeyRow = Selectable<ApiKeysTable>
+/** A key row with why its holder may not use it, where the query asked (see holderStatus). */
+type Holder = { holder_status?: HolderStatus | null }
 
 export interface AdminDeps {
   services: Services
@@ -53,8 +55,8 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     if (!row || (row.deleted_at && !includeDeleted)) throw notFound('team', id)
     return row
   }
-  const key = async (id: string): Promise<KeyRow> => {
-    const row = await db.selectFrom('api_keys').selectAll().where('id', '=', id).executeTakeFirst()
+  const key = async (id: string): Promise<KeyRow & Holder> => {
+    const row = await db.selectFrom('api_keys').selectAll().select((eb) => holderStatus(eb).as('holder_status')).where('id', '=', id).executeTakeFirst()
     if (!row) throw notFound('key', id)
     return row
   }
@@ -293,7 +295,7 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
     .get(
       '/keys',
       async ({ query }) => {
-        let q = db.selectFrom('api_keys').selectAll()
+        let q = db.selectFrom('api_keys').selectAll().select((eb) => holderStatus(eb).as('holder_status'))
         if (query.user_id) q = q.where('user_id', '=', query.user_id)
         if (query.team_id) q = q.where('team_id', '=', query.team_id)
         const at = iso(now())
@@ -731,13 +733,19 @@ const KeyView = Type.Object({
   rotated_to: Nullable(Type.String()),
   grace_until: Nullable(Time),
   lineage_id: Type.String({ description: 'The first key of its rotation chain, whose limits and budget counters the chain shares' }),
+  holder_status: Nullable(
+    Type.Union([Type.Literal('user_deleted'), Type.Literal('user_disabled'), Type.Literal('not_member'), Type.Literal('team_deleted')], {
+      description:
+        'Why every request with this key is refused with invalid_user_for_key, whatever its status: its owner deleted or disabled, not a member of the team the key is bound to, or that team deleted; null when none of them (a revoked or expired key is refused for that first)',
+    }),
+  ),
 })
 const Plaintext = Type.String({ description: 'The key itself: shown in this response only, never again' })
 const CreatedKey = Type.Object({ ...KeyView.properties, key: Plaintext })
 const RotatedKey = Type.Object({ ...KeyView.properties, key: Plaintext, previous: KeyView })
 
 /** A key as the admin API shows it: the display form, never the hash or plaintext. */
-export function keyView(r: KeyRow, now: number): Static<typeof KeyView> {
+export function keyView(r: KeyRow & Holder, now: number): Static<typeof KeyView> {
   const rotatedOut = r.grace_until !== null && Date.parse(r.grace_until) <= now
   const expired = r.expires_at !== null && Date.parse(r.expires_at) <= now
   const status = r.status === 'revoked' || rotatedOut ? 'revoked' : expired ? 'expired' : 'active'
@@ -773,6 +781,7 @@ export function keyView(r: KeyRow, now: number): Static<typeof KeyView> {
     grace_until: r.grace_until,
     // Which keys share limits and budget counters: all those of one rotation chain, named by its first key.
     lineage_id: r.lineage_id ?? r.id,
+    holder_status: r.holder_status ?? null,
   }
 }
 

@@ -16,10 +16,29 @@ const GRACE = [
   { seconds: 7 * 86_400, label: '7 days' },
 ]
 
-/** @typedef {{ id: string, name: string | null, display: string, environment: string, status: string, user_id: string, team_id: string | null, models: string[] | null, scopes: string[] | null, limits: any, budget: any, expires_at: string | null, last_used_at: string | null, created_at: string, grace_until: string | null, rotated_to: string | null, revoked_at?: string | null, revoked_reason?: string | null }} Key */
+/** @typedef {{ id: string, name: string | null, display: string, environment: string, status: string, user_id: string, team_id: string | null, models: string[] | null, scopes: string[] | null, limits: any, budget: any, expires_at: string | null, last_used_at: string | null, created_at: string, grace_until: string | null, rotated_to: string | null, revoked_at?: string | null, revoked_reason?: string | null, holder_status?: 'user_deleted' | 'user_disabled' | 'not_member' | 'team_deleted' | null }} Key */
 
 /** @param {Key} k */
-const expiringSoon = (k) => k.status === 'active' && k.expires_at !== null && Date.parse(k.expires_at) - Date.now() <= WEEK_MS
+const expiringSoon = (k) => k.status === 'active' && !k.holder_status && k.expires_at !== null && Date.parse(k.expires_at) - Date.now() <= WEEK_MS
+
+/** Why a key's holder may not use it, as the row says it (holder_status of the admin API). @param {Key} k */
+const holderText = (k) =>
+  k.holder_status === 'user_deleted' ? `owner ${k.user_id} is deleted`
+  : k.holder_status === 'user_disabled' ? `owner ${k.user_id} is disabled`
+  : k.holder_status === 'not_member' ? `owner ${k.user_id} is not in team ${k.team_id}`
+  : k.holder_status === 'team_deleted' ? `team ${k.team_id} is deleted`
+  : null
+
+/**
+ * What a request with the key gets now: its own status, or, for an active key whose owner or team
+ * refuses it, "refused" and why (the key doctor's invalid_user_for_key). Revoked and expired come first, as the gateway tells them.
+ * @param {Key} k
+ */
+function effectiveStatus(k) {
+  const holder = k.status === 'active' ? holderText(k) : null
+  if (!holder) return html`<${Badge} value=${k.status} />`
+  return html`<${Badge} value="refused" /><div class="muted small">${holder}: every request is refused with <code>invalid_user_for_key</code></div>`
+}
 
 /**
  * When and why a key was revoked: the reason given, or the key that replaced it in a rotation.
@@ -257,7 +276,7 @@ export function KeysPage({ params, environment }) {
       empty="No keys match."
       columns=${[
         { label: 'Key', cell: (/** @type {Key} */ k) => html`<div class="key-cell"><strong>${k.name ?? 'unnamed'}</strong><span class="mono">${k.display}</span><span class="muted mono">${k.id}</span></div>` },
-        { label: 'Status', cell: (/** @type {Key} */ k) => html`<${Badge} value=${k.status} />${expiringIds.has(k.id) || expiringSoon(k) ? html` <${Badge} value="expiring" />` : null}${k.grace_until && k.status === 'active' ? html`<div class="muted">rotated; works until ${fmtTime(k.grace_until)}</div>` : null}${k.status === 'revoked' ? revokedNote(k) : null}` },
+        { label: 'Status', cell: (/** @type {Key} */ k) => html`${effectiveStatus(k)}${expiringIds.has(k.id) || expiringSoon(k) ? html` <${Badge} value="expiring" />` : null}${k.grace_until && k.status === 'active' ? html`<div class="muted">rotated; works until ${fmtTime(k.grace_until)}</div>` : null}${k.status === 'revoked' ? revokedNote(k) : null}` },
         { label: 'Owner', cell: (/** @type {Key} */ k) => html`<a href=${`#/keys?user_id=${encodeURIComponent(k.user_id)}`}>${k.user_id}</a>` },
         { label: 'Team', cell: (/** @type {Key} */ k) => k.team_id ?? '—' },
         { label: 'Env', cell: (/** @type {Key} */ k) => html`<code>${k.environment}</code>` },
@@ -268,7 +287,7 @@ export function KeysPage({ params, environment }) {
           label: 'Actions',
           cell: (/** @type {Key} */ k) => html`<div class="row-actions">
             ${k.status !== 'revoked' ? html`<button type="button" onClick=${() => opening(() => setEditing(k))} aria-label=${`Edit ${label(k)}`}>Edit</button>` : null}
-            ${k.status === 'active' && !k.rotated_to ? html`<button type="button" onClick=${() => opening(() => setRotating(k))} aria-label=${`Rotate ${label(k)}`}>Rotate</button>` : null}
+            ${k.status === 'active' && !k.rotated_to && !k.holder_status ? html`<button type="button" onClick=${() => opening(() => setRotating(k))} aria-label=${`Rotate ${label(k)}`}>Rotate</button>` : null}
             ${k.limits || k.budget ? html`<button type="button" onClick=${() => opening(() => setCounting(k))} aria-label=${`Quota of ${label(k)}`}>Quota</button>` : null}
             ${k.status !== 'revoked' ? html`<button type="button" class="danger" onClick=${() => opening(() => setRevoking(k))} aria-label=${`Revoke ${label(k)}`}>Revoke</button>` : null}
             <a class="button-link" href=${`#/doctor?key_id=${encodeURIComponent(k.id)}`} aria-label=${`Diagnose ${label(k)}`}>Diagnose</a>
