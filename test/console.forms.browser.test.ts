@@ -159,6 +159,37 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     expect((await admin('GET', `/admin/keys/${key.id}`)).budget).toEqual({ usd: 0.0005, period: 'day' })
   })
 
+  test('a key with models: [] and scopes: [] (nothing allowed) is turned back into every model and endpoint, and back again', async () => {
+    const key = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'nothing', models: [], scopes: [] })
+    await open(page, 'keys?user_id=olga', 'Keys')
+    // Loaded afresh: the list then holds the key made through the API.
+    await page.reload()
+    const row = page.getByRole('row').filter({ hasText: 'nothing' })
+    await row.waitFor()
+    expect(await row.textContent()).toContain('models: none')
+    await page.getByRole('button', { name: 'Edit nothing' }).click()
+    const dialog = page.getByRole('dialog', { name: 'Edit nothing' })
+    expect(await dialog.getByLabel('Only the models ticked').isChecked()).toBe(true)
+    expect(await dialog.getByLabel('Only the scopes ticked').isChecked()).toBe(true)
+    await dialog.getByLabel('Every model').check()
+    await dialog.getByLabel('Every endpoint').check()
+    let sent = changes.length
+    await dialog.getByRole('button', { name: 'Save changes' }).click()
+    await page.getByText('Key nothing saved.').waitFor()
+    expect(changes.slice(sent)).toEqual([`PATCH /admin/keys/${key.id} {"scopes":null,"models":null}`])
+    expect(await admin('GET', `/admin/keys/${key.id}`)).toMatchObject({ models: null, scopes: null })
+    await row.getByText('models: all').waitFor()
+
+    await page.getByRole('button', { name: 'Edit nothing' }).click()
+    expect(await dialog.getByLabel('Every model').isChecked()).toBe(true)
+    await dialog.getByLabel('Only the models ticked').check()
+    sent = changes.length
+    await dialog.getByRole('button', { name: 'Save changes' }).click()
+    await page.getByText('Key nothing saved.').waitFor()
+    expect(changes.slice(sent)).toEqual([`PATCH /admin/keys/${key.id} {"models":[]}`])
+    expect(await admin('GET', `/admin/keys/${key.id}`)).toMatchObject({ models: [], scopes: null })
+  })
+
   test('the unfiltered key list shows a key whose owner is disabled, or whose team is deleted, as refused, and why', async () => {
     await admin('POST', '/admin/users', { id: 'paul', name: 'Paul' })
     await admin('POST', '/admin/users', { id: 'rita', name: 'Rita' })

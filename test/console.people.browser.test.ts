@@ -108,7 +108,7 @@ describe.skipIf(!available)('console: editing users and teams in Chromium', () =
     const dialog = page.getByRole('dialog', { name: 'Edit user Bo' })
     await dialog.getByLabel('Name', { exact: true }).fill('')
     await dialog.getByLabel('Email').fill('')
-    await dialog.getByLabel('mock-gpt').uncheck()
+    await dialog.getByLabel('Every model').check()
     await dialog.getByLabel('Requests in flight').fill('')
     await dialog.getByLabel('Period').selectOption('')
     await dialog.getByLabel('USD').fill('')
@@ -154,7 +154,7 @@ describe.skipIf(!available)('console: editing users and teams in Chromium', () =
 
     await page.getByRole('button', { name: 'Edit team ops' }).click()
     dialog = page.getByRole('dialog', { name: 'Edit team Operations' })
-    await dialog.getByLabel('mock-mini').uncheck()
+    await dialog.getByLabel('Every model').check()
     await dialog.getByLabel('Tokens per minute').fill('')
     await dialog.getByLabel('Requests in flight').fill('')
     await dialog.getByLabel('Period').selectOption('')
@@ -211,6 +211,51 @@ describe.skipIf(!available)('console: editing users and teams in Chromium', () =
     await dialog.waitFor({ state: 'hidden' })
     expect(changes.slice(sent)).toEqual([])
     expect((await stored('/admin/users/cy')).email).toBeNull()
+  })
+
+  test('models: [] (no model) and null (every model) are both offered, and each turns into the other; ticking a model chooses "only"', async () => {
+    await admin('POST', '/admin/users', { id: 'eve', name: 'Eve', models: [] })
+    await admin('POST', '/admin/teams', { id: 'qa', name: 'QA', models: [] })
+    await openPeople()
+    for (const [kind, id, name, path] of [['user', 'eve', 'Eve', '/admin/users/eve'], ['team', 'qa', 'QA', '/admin/teams/qa']] as const) {
+      const row = page.getByRole('row').filter({ hasText: name })
+      expect(await row.textContent()).toContain('models: none')
+      await page.getByRole('button', { name: kind === 'user' ? `Edit ${id}` : `Edit team ${id}` }).click()
+      const dialog = page.getByRole('dialog', { name: `Edit ${kind} ${name}` })
+      expect(await dialog.getByLabel('Only the models ticked').isChecked()).toBe(true)
+      expect(await dialog.getByLabel('Every model').isChecked()).toBe(false)
+      expect(await dialog.getByLabel('mock-gpt').isChecked()).toBe(false)
+      await dialog.getByLabel('Every model').check()
+      let sent = changes.length
+      await dialog.getByRole('button', { name: 'Save changes' }).click()
+      await page.getByRole('status').filter({ hasText: `${kind === 'user' ? 'User' : 'Team'} ${name} saved.` }).waitFor()
+      expect(changes.slice(sent)).toEqual([`PATCH ${path} {"models":null}`])
+      expect((await stored(path)).models).toBeNull()
+      await row.getByText('models: all').waitFor()
+
+      // Back to no model: "only", nothing ticked.
+      await page.getByRole('button', { name: kind === 'user' ? `Edit ${id}` : `Edit team ${id}` }).click()
+      expect(await dialog.getByLabel('Every model').isChecked()).toBe(true)
+      await dialog.getByLabel('Only the models ticked').check()
+      sent = changes.length
+      await dialog.getByRole('button', { name: 'Save changes' }).click()
+      await page.getByRole('status').filter({ hasText: `${kind === 'user' ? 'User' : 'Team'} ${name} saved.` }).waitFor()
+      expect(changes.slice(sent)).toEqual([`PATCH ${path} {"models":[]}`])
+      expect((await stored(path)).models).toEqual([])
+      await row.getByText('models: none').waitFor()
+    }
+    // Ticking a model under "every" chooses "only"; choosing "every" again clears the ticks.
+    await page.getByRole('button', { name: 'Edit eve' }).click()
+    const dialog = page.getByRole('dialog', { name: 'Edit user Eve' })
+    await dialog.getByLabel('Every model').check()
+    await dialog.getByLabel('mock-mini').check()
+    expect(await dialog.getByLabel('Only the models ticked').isChecked()).toBe(true)
+    await dialog.getByLabel('Every model').check()
+    expect(await dialog.getByLabel('mock-mini').isChecked()).toBe(false)
+    await dialog.getByLabel('mock-gpt').check()
+    await dialog.getByRole('button', { name: 'Save changes' }).click()
+    await page.getByRole('status').filter({ hasText: 'User Eve saved.' }).waitFor()
+    expect((await stored('/admin/users/eve')).models).toEqual(['mock-gpt'])
   })
 
   test('no errors in the page', () => {

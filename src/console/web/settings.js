@@ -16,27 +16,74 @@ const BUDGET_PERIODS = [
 
 /** The form controls behind models, limits and budget (limits and budget are sent whole). */
 export const QUOTA_CONTROLS = /** @type {const} */ ({
-  models: ['models'],
+  models: ['models', 'models_mode'],
   limits: ['rpm', 'tpm', 'max_parallel'],
   budget: ['budget_period', 'budget_tokens', 'budget_usd'],
 })
 
 /**
- * Models as checkboxes: the gateway's, and any the settings already name.
+ * A list setting of the admin API where null (or absent) allows every item and a list only those
+ * in it, the empty one none: two radios, "every" and "only those ticked", over the checkboxes.
+ * Ticking a box chooses "only"; choosing "every" clears the ticks. `name` is the checkboxes' control
+ * name, and `${name}_mode` the radios' (both count as the setting's controls for a PATCH).
+ * @param {{ id: string, name: string, legend: string, items: string[], initial: string[] | null | undefined, every: string, only: string, hint: string, none: string, error?: any }} props
+ */
+export function ListFieldset({ id, name, legend, items, initial, every, only, hint, none, error }) {
+  const all = initial === null || initial === undefined
+  /** @param {Event} e */
+  const ticked = (e) => {
+    const box = /** @type {HTMLInputElement} */ (e.currentTarget)
+    const radio = box.form?.querySelector(`input[name="${name}_mode"][value="only"]`)
+    if (box.checked && radio instanceof HTMLInputElement) radio.checked = true
+  }
+  /** @param {Event} e */
+  const everyChosen = (e) => {
+    const form = /** @type {HTMLInputElement} */ (e.currentTarget).form
+    for (const box of form?.querySelectorAll(`input[type="checkbox"][name="${name}"]`) ?? []) /** @type {HTMLInputElement} */ (box).checked = false
+  }
+  return html`<fieldset id=${id} class=${error ? 'invalid' : ''} aria-describedby=${error ? `${id}-error` : undefined}>
+    <legend>${legend}</legend>
+    <p class="hint">${hint}</p>
+    <div class="checks">
+      <label class="check"><input type="radio" name=${`${name}_mode`} value="every" defaultChecked=${all} onChange=${everyChosen} /> ${every}</label>
+      <label class="check"><input type="radio" name=${`${name}_mode`} value="only" defaultChecked=${!all} /> ${only}</label>
+    </div>
+    <div class="checks" role="group" aria-label=${`${legend} allowed`}>
+      ${items.length ? items.map((m) => html`<label class="check"><input type="checkbox" name=${name} value=${m} defaultChecked=${initial?.includes(m) ?? false} onChange=${ticked} /> ${m}</label>`) : html`<span class="hint">${none}</span>`}
+    </div>
+    <${FieldError} id=${id} error=${error} />
+  </fieldset>`
+}
+
+/**
+ * A list setting as ListFieldset's controls say it: null for "every", else the ticked values
+ * (none ticked: the empty list, which allows nothing).
+ * @param {HTMLFormElement} form
+ * @param {string} name
+ * @returns {string[] | null}
+ */
+export function readList(form, name) {
+  const mode = new FormData(form).get(`${name}_mode`)
+  return mode === 'only' ? checkedValues(form, name) : null
+}
+
+/**
+ * Models: every model, or only those ticked (the gateway's, and any the settings already name).
  * @param {{ prefix: string, models: string[], initial: string[] | null | undefined, hint: string, error?: any }} props
  */
 export function ModelsFieldset({ prefix, models, initial, hint, error }) {
-  const known = [...new Set([...models, ...(initial ?? [])])]
-  const id = `${prefix}-models`
-  const err = errorAt(error, 'models')
-  return html`<fieldset id=${id} class=${err ? 'invalid' : ''} aria-describedby=${err ? `${id}-error` : undefined}>
-    <legend>Models</legend>
-    <p class="hint">${hint}</p>
-    <div class="checks">
-      ${known.length ? known.map((m) => html`<label class="check"><input type="checkbox" name="models" value=${m} defaultChecked=${initial?.includes(m) ?? false} /> ${m}</label>`) : html`<span class="hint">No models are configured.</span>`}
-    </div>
-    <${FieldError} id=${id} error=${err} />
-  </fieldset>`
+  return html`<${ListFieldset}
+    id=${`${prefix}-models`}
+    name="models"
+    legend="Models"
+    items=${[...new Set([...models, ...(initial ?? [])])]}
+    initial=${initial}
+    every="Every model"
+    only="Only the models ticked"
+    hint=${hint}
+    none="No models are configured."
+    error=${errorAt(error, 'models')}
+  />`
 }
 
 /**
@@ -93,21 +140,22 @@ class FormError extends Error {
 }
 
 /**
- * Models, limits and budget as the admin API takes them, null where none is set (none ticked:
- * every model; no limit filled: no limits; no period: no budget). A budget amount without a
+ * Models, limits and budget as the admin API takes them, null where none is set ("Every model";
+ * no limit filled: no limits; no period: no budget; "Only the models ticked" with none ticked is
+ * the empty list, no model). A budget amount without a
  * period is refused here, beside the Period field, before anything is sent.
  * @param {HTMLFormElement} form
  */
 export function readQuota(form) {
   const v = formValues(form)
-  const models = checkedValues(form, 'models')
+  const models = readList(form, 'models')
   const limits = { rpm: intOrUndefined(v.rpm), tpm: intOrUndefined(v.tpm), max_parallel: intOrUndefined(v.max_parallel) }
   const hasLimits = Object.values(limits).some((x) => x !== undefined)
   if (!v.budget_period && (v.budget_tokens || v.budget_usd)) {
     throw new FormError('A budget needs a period: choose one under Budget, or clear its tokens and USD to have no budget.', 'budget.period')
   }
   const budget = v.budget_period ? { period: v.budget_period, tokens: intOrUndefined(v.budget_tokens), usd: v.budget_usd ? Number(v.budget_usd) : undefined } : null
-  return { models: models.length ? models : null, limits: hasLimits ? limits : null, budget }
+  return { models, limits: hasLimits ? limits : null, budget }
 }
 
 /**
@@ -121,7 +169,7 @@ export function readQuota(form) {
  */
 export function changedSettings(form, controls) {
   const changed = (/** @type {Element} */ el) => {
-    if (el instanceof HTMLInputElement) return el.type === 'checkbox' ? el.checked !== el.defaultChecked : el.value !== el.defaultValue
+    if (el instanceof HTMLInputElement) return el.type === 'checkbox' || el.type === 'radio' ? el.checked !== el.defaultChecked : el.value !== el.defaultValue
     if (el instanceof HTMLSelectElement) {
       const initial = [...el.options].find((o) => o.defaultSelected) ?? el.options[0]
       return el.value !== (initial?.value ?? '')

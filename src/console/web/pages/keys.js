@@ -4,8 +4,8 @@ import { useMemo, useState } from 'preact/hooks'
 import { html } from 'htm/preact'
 import { api, qs, usePagedList, useResource } from '../api.js'
 import { QuotaPanel } from './quota.js'
-import { Badge, Dialog, ErrorNote, Field, FieldError, Note, PageHead, SUGGESTIONS, SecretReveal, Table, checkedValues, cutHint, errorAt, errorElsewhere, fmtBudget, fmtLimits, fmtList, fmtRelative, fmtTime, formValues, useAction } from '../ui.js'
-import { BudgetFieldset, LimitsFieldset, ModelsFieldset, QUOTA_CONTROLS, changedSettings, readQuota } from '../settings.js'
+import { Badge, Dialog, ErrorNote, Field, Note, PageHead, SUGGESTIONS, SecretReveal, Table, cutHint, errorAt, errorElsewhere, fmtBudget, fmtLimits, fmtList, fmtRelative, fmtTime, formValues, useAction } from '../ui.js'
+import { BudgetFieldset, ListFieldset, LimitsFieldset, ModelsFieldset, QUOTA_CONTROLS, changedSettings, readList, readQuota } from '../settings.js'
 
 const SCOPES = ['chat', 'completions', 'embeddings', 'models', 'tokens']
 const WEEK_MS = 7 * 86_400_000
@@ -74,15 +74,19 @@ function KeySettings({ prefix, initial = {}, models, error }) {
       <${Field} id=${id('name')} label="Name" hint="Shown in lists; optional." error=${errorAt(error, 'name')}><input id=${id('name')} name="name" maxlength="200" defaultValue=${initial.name ?? ''} /></${Field}>
       <${Field} id=${id('expires')} label="Expires at" hint="Local time; empty: never." error=${errorAt(error, 'expires_at')}><input id=${id('expires')} name="expires_at" type="datetime-local" defaultValue=${toLocalInput(initial.expires_at ?? null)} /></${Field}>
     </div>
-    <${ModelsFieldset} prefix=${prefix} models=${models} initial=${initial.models} hint="None ticked: every model of the gateway." error=${error} />
-    <fieldset id=${id('scopes')} class=${scopesError ? 'invalid' : ''}>
-      <legend>Scopes</legend>
-      <p class="hint">None ticked: every endpoint.</p>
-      <div class="checks">
-        ${SCOPES.map((s) => html`<label class="check"><input type="checkbox" name="scopes" value=${s} defaultChecked=${initial.scopes?.includes(s) ?? false} /> ${s}</label>`)}
-      </div>
-      <${FieldError} id=${id('scopes')} error=${scopesError} />
-    </fieldset>
+    <${ModelsFieldset} prefix=${prefix} models=${models} initial=${initial.models} hint="Only the models ticked with none ticked: no model (every request is refused with model_not_allowed)." error=${error} />
+    <${ListFieldset}
+      id=${id('scopes')}
+      name="scopes"
+      legend="Scopes"
+      items=${SCOPES}
+      initial=${initial.scopes}
+      every="Every endpoint"
+      only="Only the scopes ticked"
+      hint="Only the scopes ticked with none ticked: no endpoint (every request is refused with insufficient_permissions)."
+      none=""
+      error=${scopesError}
+    />
     <${LimitsFieldset} prefix=${prefix} initial=${initial.limits} error=${error} />
     <${BudgetFieldset} prefix=${prefix} initial=${initial.budget} error=${error} />`
 }
@@ -90,11 +94,10 @@ function KeySettings({ prefix, initial = {}, models, error }) {
 /** The settings of a KeySettings form, null where nothing is set; a budget amount without a period is refused. @param {HTMLFormElement} form */
 function readSettings(form) {
   const v = formValues(form)
-  const scopes = checkedValues(form, 'scopes')
   return {
     name: v.name || null,
     expires_at: v.expires_at ? new Date(v.expires_at).toISOString() : null,
-    scopes: scopes.length ? scopes : null,
+    scopes: readList(form, 'scopes'),
     ...readQuota(form),
   }
 }
@@ -103,7 +106,7 @@ function readSettings(form) {
 const SETTING_CONTROLS = /** @type {const} */ ({
   name: ['name'],
   expires_at: ['expires_at'],
-  scopes: ['scopes'],
+  scopes: ['scopes', 'scopes_mode'],
   ...QUOTA_CONTROLS,
 })
 

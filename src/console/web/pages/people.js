@@ -236,7 +236,7 @@ function HolderSettings({ editing, models, error }) {
             <${Field} id=${`${prefix}-email`} label="Email" hint="Empty: no email." error=${errorAt(error, 'email')}><input id=${`${prefix}-email`} name="email" type="email" autocomplete="off" defaultValue=${editing.holder.email ?? ''} /></${Field}>`
         : html`<${Field} id=${`${prefix}-name`} label="Name" error=${errorAt(error, 'name')}><input id=${`${prefix}-name`} name="name" maxlength="200" required autocomplete="off" defaultValue=${holder.name} /></${Field}>`}
     </div>
-    <${ModelsFieldset} prefix=${prefix} models=${models} initial=${holder.models} hint=${`None ticked: every model of the gateway. A key may narrow them further, never widen them.`} error=${error} />
+    <${ModelsFieldset} prefix=${prefix} models=${models} initial=${holder.models} hint=${`A key may narrow them further, never widen them. Only the models ticked with none ticked: no model.`} error=${error} />
     <${LimitsFieldset} prefix=${prefix} initial=${holder.limits} error=${error} />
     <${BudgetFieldset} prefix=${prefix} initial=${holder.budget} error=${error} />`
 }
