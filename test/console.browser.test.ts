@@ -180,7 +180,11 @@ describe.skipIf(!available)('admin console in Chromium', () => {
 
     await go('overview', 'Overview')
     await page.getByTestId('stat-requests').filter({ hasText: /^[1-9]/ }).waitFor()
-    await page.getByRole('link', { name: keyId }).waitFor()
+    // Top keys names the key, its shortened form and id after it.
+    const topKeys = page.getByRole('region', { name: 'Top keys' })
+    await topKeys.getByRole('link', { name: 'browser key' }).waitFor()
+    expect(await topKeys.getByRole('link', { name: 'browser key' }).getAttribute('href')).toBe(`#/logs?key_id=${keyId}`)
+    expect(await topKeys.getByRole('row').filter({ hasText: 'browser key' }).textContent()).toContain(`${plaintext.slice(0, 12)}…${plaintext.slice(-4)} · ${keyId}`)
     await page.getByRole('region', { name: 'Top models' }).getByRole('link', { name: 'mock-gpt' }).waitFor()
     await page.locator('.hbars').getByText('model_not_allowed').waitFor()
     expect(await page.locator('.chart canvas').count()).toBeGreaterThanOrEqual(3)

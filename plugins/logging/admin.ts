@@ -7,11 +7,13 @@ import { echo } from '../../src/lib/key-text.ts'
 import type { Database, RequestLogRow } from '../../src/db/schema.ts'
 import type { Services } from '../../src/services.ts'
 import { adminErrors } from '../../src/routes/schemas.ts'
-import { GROUPINGS, logPage, logRow, usageBy, type Grouping, type LogFilter, type UsageCursor } from './repo.ts'
+import { GROUPINGS, groupLabels, logPage, logRow, usageBy, type Grouping, type LogFilter, type UsageCursor } from './repo.ts'
 import * as S from './schemas.ts'
 import { EARLIEST_TIME, LATEST_TIME, parseRfc3339 } from '../../src/lib/rfc3339.ts'
 
 const tags = ['Admin: usage and logs']
+/** A group with no name to show: another grouping, no such key, user or team, or none at all. */
+const NO_LABEL = { name: null, display: null } as const
 
 /**
  * `/admin/usage` and `/admin/logs`, behind the admin key. `reports`: where a report's reads run
@@ -35,7 +37,10 @@ export function analyticsRoutes(services: Services, retentionDays: number, repor
           const after = query.cursor === undefined ? null : parseUsageCursor(query.cursor, by)
           const groups = await report((db) => usageBy(db, by, filter, limit + 1, after))
           const more = groups.length > limit
-          const data = more ? groups.slice(0, limit) : groups
+          const page = more ? groups.slice(0, limit) : groups
+          const ids = page.flatMap((g) => (g.group === null ? [] : [g.group]))
+          const labels = await report((db) => groupLabels(db, by, ids))
+          const data = page.map((g) => ({ ...g, ...((g.group === null ? undefined : labels.get(g.group)) ?? NO_LABEL) }))
           const last = data[data.length - 1]
           return { object: 'list' as const, group_by: by, data, next_cursor: more && last ? encodeUsageCursor(by, last) : null }
         },

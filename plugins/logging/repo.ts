@@ -256,3 +256,37 @@ export async function lineageSpendSince(db: Db, lineages: readonly string[], fro
 export async function inChunks(ids: readonly string[], run: (chunk: readonly string[]) => Promise<void>): Promise<void> {
   for (let i = 0; i < ids.length; i += 500) await run(ids.slice(i, i + 500))
 }
+
+/** What a usage group shows beside its id: a name, and for a key its shortened form. */
+export interface GroupLabel {
+  name: string | null
+  display: string | null
+}
+
+/** Ids looked up in one statement: well under SQLite's and Postgres' bound on parameters. */
+const LABEL_CHUNK = 1000
+
+/**
+ * The names of the keys, users or teams a page of usage groups names, in one query per thousand
+ * (not one per group): a key's name and shortened form (`start…end`, as the admin API shows it),
+ * a user's name or else its email, a team's name. Deleted users and teams keep theirs. Empty for
+ * the groupings that are names already (model, provider key, day).
+ */
+export async function groupLabels(db: Db, by: Grouping, ids: readonly string[]): Promise<Map<string, GroupLabel>> {
+  const labels = new Map<string, GroupLabel>()
+  if (by !== 'key' && by !== 'user' && by !== 'team') return labels
+  for (let i = 0; i < ids.length; i += LABEL_CHUNK) {
+    const chunk = ids.slice(i, i + LABEL_CHUNK)
+    if (by === 'key') {
+      const rows = await db.selectFrom('api_keys').select(['id', 'name', 'start', 'end']).where('id', 'in', chunk).execute()
+      for (const r of rows) labels.set(r.id, { name: r.name, display: `${r.start}…${r.end}` })
+    } else if (by === 'user') {
+      const rows = await db.selectFrom('users').select(['id', 'name', 'email']).where('id', 'in', chunk).execute()
+      for (const r of rows) labels.set(r.id, { name: r.name ?? r.email, display: null })
+    } else {
+      const rows = await db.selectFrom('teams').select(['id', 'name']).where('id', 'in', chunk).execute()
+      for (const r of rows) labels.set(r.id, { name: r.name, display: null })
+    }
+  }
+  return labels
+}

@@ -31,6 +31,8 @@ export const UsageGroup = t.Object({
   completion_tokens: t.Number(),
   total_tokens: t.Number(),
   cost_usd: t.Number(),
+  name: t.Union([t.String(), t.Null()], { description: "For group_by key, user or team: the key's, user's (else its email) or team's name; null when it has none, and for the other groupings" }),
+  display: t.Union([t.String(), t.Null()], { description: 'For group_by key: the key shortened (its start, "…", its last 4), as the admin API shows it; null otherwise' }),
 })
 
 export const UsageList = t.Object({

@@ -14,7 +14,7 @@ const RANGES = /** @type {const} */ ([
   { id: '30d', label: 'Last 30 days', days: 30 },
 ])
 
-/** @typedef {{ group: string | null, requests: number, errors: number, prompt_tokens: number, completion_tokens: number, total_tokens: number, cost_usd: number }} UsageRow */
+/** @typedef {{ group: string | null, requests: number, errors: number, prompt_tokens: number, completion_tokens: number, total_tokens: number, cost_usd: number, name?: string | null, display?: string | null }} UsageRow */
 
 /** The logging plugin is off when its routes are missing. @param {any} error */
 const missing = (error) => error && (error.status === 404 || error.status === 405)
@@ -115,7 +115,14 @@ export function OverviewPage() {
           rowKey=${(/** @type {UsageRow} */ r) => r.group ?? ''}
           empty="No requests in this period."
           columns=${[
-            { label: 'Key', cell: (/** @type {UsageRow} */ r) => (r.group === null ? html`<span class="muted">no key (refused before one was known)</span>` : html`<a href=${`#/logs?key_id=${encodeURIComponent(r.group)}`} class="mono">${r.group}</a>`) },
+            {
+              label: 'Key',
+              // The name the operator gave it first, its shortened form and id after (the API names each group in one query).
+              cell: (/** @type {UsageRow} */ r) =>
+                r.group === null
+                  ? html`<span class="muted">no key (refused before one was known)</span>`
+                  : html`<div class="key-cell"><a href=${`#/logs?key_id=${encodeURIComponent(r.group)}`}>${r.name ?? (r.display ? 'unnamed' : r.group)}</a>${r.display ? html`<span class="mono muted">${r.display} · ${r.group}</span>` : null}</div>`,
+            },
             { label: 'Requests', cell: (/** @type {UsageRow} */ r) => fmtNum(r.requests), className: 'num' },
             { label: 'Errors', cell: (/** @type {UsageRow} */ r) => fmtNum(r.errors), className: 'num' },
             { label: 'Tokens', cell: (/** @type {UsageRow} */ r) => fmtNum(r.total_tokens), className: 'num' },
