@@ -99,7 +99,8 @@ describe.skipIf(!available)('admin console in Chromium', () => {
     await page.getByRole('button', { name: 'Sign in' }).click()
     await page.getByRole('heading', { level: 1, name: 'Overview' }).waitFor()
     const [cookie] = await context.cookies(gw.url)
-    expect(cookie).toMatchObject({ name: 'sluice_console', httpOnly: true, sameSite: 'Strict', secure: false })
+    expect(cookie).toMatchObject({ name: gw.gateway.services.admin.sessions!.cookieName, httpOnly: true, sameSite: 'Strict', secure: false })
+    expect(cookie!.name).toMatch(/^sluice_console_[0-9a-f]{8}$/)
     expect(cookie!.expires - Date.now() / 1000).toBeGreaterThan(7.9 * 3600)
     // The page cannot read the cookie; it holds only the CSRF token, from /console/session.
     expect(await page.evaluate(() => document.cookie)).toBe('')
@@ -107,6 +108,32 @@ describe.skipIf(!available)('admin console in Chromium', () => {
     expect(session).toMatchObject({ authenticated: true, environment: 'dev' })
     csrf = session.csrf_token
     expect(csrf).toMatch(/^[A-Za-z0-9_-]{43}$/)
+  })
+
+  test('signing in to another gateway on this host (another port, another admin key) leaves this one signed in: cookies ignore ports', async () => {
+    const otherKey = 'sluice-admin-browser-other-gateway-0123456789'
+    const other = await startGateway({ plugins: ['auth'] }, { env: { SLUICE_ADMIN_KEY: otherKey } })
+    const second = await context.newPage()
+    try {
+      second.setDefaultTimeout(10_000)
+      await second.goto(`${other.url}/console`)
+      await second.getByLabel('Admin key').fill(otherKey)
+      await second.getByRole('button', { name: 'Sign in' }).click()
+      await second.getByRole('heading', { level: 1, name: 'Overview' }).waitFor()
+      // Both cookies are kept for 127.0.0.1, one per gateway.
+      expect((await context.cookies(gw.url)).map((c) => c.name).filter((n) => n.startsWith('sluice_console')).length).toBe(2)
+      await go('people', 'Users and teams')
+      expect(await page.getByLabel('Admin key').count()).toBe(0)
+      expect(await page.evaluate(() => fetch('/admin/users').then((r) => r.status))).toBe(200)
+      // Signing out there clears that gateway's cookie alone.
+      await second.getByRole('button', { name: 'Sign out' }).click()
+      await second.getByLabel('Admin key').waitFor()
+      expect((await context.cookies(gw.url)).map((c) => c.name)).toEqual([gw.gateway.services.admin.sessions!.cookieName])
+      expect(await page.evaluate(() => fetch('/admin/users').then((r) => r.status))).toBe(200)
+    } finally {
+      await second.close()
+      await other.close()
+    }
   })
 
   test('create a user', async () => {

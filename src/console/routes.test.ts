@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { createLocalBus } from '../lib/bus.ts'
 import { startGateway, type TestGateway } from '../../test/support/gateway.ts'
 import { createTestPostgresDatabase, postgresUrlForTests } from '../../test/support/services.ts'
-import { CSRF_HEADER, SESSION_COOKIE } from './session.ts'
+import { CSRF_HEADER, SESSION_COOKIE_PREFIX } from './session.ts'
 
 const postgresUrl = await postgresUrlForTests('src/console/routes.test.ts')
 
@@ -138,7 +138,7 @@ describe('sign-in', () => {
 
   test('the right key sets an HttpOnly, SameSite=Strict, 8-hour cookie; Secure behind an HTTPS proxy', async () => {
     const { setCookie, csrf } = await signIn(gw)
-    expect(setCookie).toMatch(new RegExp(`^${SESSION_COOKIE}=v1\\.[^;]+; Path=/; Max-Age=28800; HttpOnly; SameSite=Strict$`))
+    expect(setCookie).toMatch(new RegExp(`^${SESSION_COOKIE_PREFIX}[0-9a-f]{8}=v1\\.[^;]+; Path=/; Max-Age=28800; HttpOnly; SameSite=Strict$`))
     expect(csrf).toMatch(/^[A-Za-z0-9_-]{43}$/)
     expect((await signIn(gw, { 'x-forwarded-proto': 'https' })).setCookie).toEndWith('; Secure')
   })
@@ -210,10 +210,10 @@ describe('the admin API with a session', () => {
   })
 
   test('a forged or stale cookie is 401 invalid_admin_key that says to sign in again', async () => {
-    const res = await call(gw, '/admin/users', { headers: { cookie: `${SESSION_COOKIE}=v1.AAAAAAAAAAAAAAAAAAAAAA.1.9999999999.forged` } })
+    const res = await call(gw, '/admin/users', { headers: { cookie: `${gw.gateway.services.admin.sessions!.cookieName}=v1.AAAAAAAAAAAAAAAAAAAAAA.1.9999999999.forged` } })
     expect(res.status).toBe(401)
     expect(await errorOf(res)).toMatchObject({ code: 'invalid_admin_key' })
-    expect((await errorOf(await call(gw, '/admin/users', { headers: { cookie: `${SESSION_COOKIE}=junk` } }))).message).toContain('Sign in again at /console')
+    expect((await errorOf(await call(gw, '/admin/users', { headers: { cookie: `${gw.gateway.services.admin.sessions!.cookieName}=junk` } }))).message).toContain('Sign in again at /console')
   })
 
   test('the cookie opens nothing on /v1: client routes want an API key', async () => {
@@ -239,7 +239,7 @@ describe('session end', () => {
     expect((await call(gw, '/admin/users', { headers: { cookie } })).status).toBe(200)
     const out = await call(gw, '/console/logout', { method: 'POST', headers: { cookie, [CSRF_HEADER]: csrf } })
     expect(out.status).toBe(200)
-    expect(out.headers.get('set-cookie')).toBe(`${SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict`)
+    expect(out.headers.get('set-cookie')).toBe(`${cookie.split('=')[0]}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict`)
     expect((await call(gw, '/admin/users', { headers: { cookie } })).status).toBe(401)
     // Signing out without a live session just clears the cookie.
     const again = await call(gw, '/console/logout', { method: 'POST', headers: { cookie } })
@@ -346,5 +346,45 @@ describe('console turned off', () => {
   test('a bad console config stops the boot with its path', async () => {
     await expect(boot({ config: { console: { session_ttl_ms: 5 } } })).rejects.toThrow('/console/session_ttl_ms')
     await expect(boot({ config: { console: { enable: true } } })).rejects.toThrow('/console')
+  })
+})
+
+describe('two gateways on one host', () => {
+  const OTHER_ADMIN = 'sluice-admin-console-routes-other-0123456789'
+  /** A browser's cookies for one host: by name alone, whatever the port (as browsers keep them). */
+  const jar = new Map<string, string>()
+  const keep = (res: Response) => {
+    const [pair] = (res.headers.get('set-cookie') ?? '').split(';')
+    const eq = pair!.indexOf('=')
+    jar.set(pair!.slice(0, eq), pair!.slice(eq + 1))
+  }
+  const cookies = () => [...jar].map(([name, value]) => `${name}=${value}`).join('; ')
+  const login = (g: TestGateway, key: string) => call(g, '/console/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ admin_key: key }) })
+
+  test('each has its own session cookie: signing in to one does not sign the browser out of the other; a restart keeps the name, and the session', async () => {
+    const a = await boot()
+    const b = await boot({ env: { SLUICE_ADMIN_KEY: OTHER_ADMIN } })
+    // Another deployment with the same admin key but its own encryption key: its sessions are not a's either.
+    const c = await boot({ env: { SLUICE_ENCRYPTION_KEY: Buffer.alloc(32, 3).toString('base64') } })
+    try {
+      for (const [g, key] of [[a, ADMIN_KEY], [b, OTHER_ADMIN], [c, ADMIN_KEY]] as const) {
+        const res = await login(g, key)
+        expect(res.status).toBe(200)
+        keep(res)
+      }
+      expect(jar.size).toBe(3)
+      for (const g of [a, b, c]) expect((await call(g, '/admin/users', { headers: { cookie: cookies() } })).status).toBe(200)
+    } finally {
+      await Promise.all([b.close(), c.close()])
+    }
+    // The same gateway started again (same admin key and encryption key): the same cookie, still signed in.
+    await a.close()
+    const again = await boot()
+    try {
+      expect(again.gateway.services.admin.sessions!.cookieName).toBe(a.gateway.services.admin.sessions!.cookieName)
+      expect((await call(again, '/admin/users', { headers: { cookie: cookies() } })).status).toBe(200)
+    } finally {
+      await again.close()
+    }
   })
 })

@@ -123,7 +123,7 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
         const refused = services.admin.signIn(request, input.admin_key.trim(), 'admin_key')
         if (refused) throw refused
         const { token, session } = sessions.issue()
-        set.headers['set-cookie'] = sessionCookie(token, session.expiresAt - services.now(), secure(request))
+        set.headers['set-cookie'] = sessionCookie(sessions.cookieName, token, session.expiresAt - services.now(), secure(request))
         set.headers['cache-control'] = 'no-store'
         logger.info('console sign-in', { session: session.id.slice(0, 6) })
         return sessionView(session, config.environment, sessions.ttlMs)
@@ -146,7 +146,7 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
             logger.warn('could not announce a console sign-out to other instances; they read the sign-outs again once this instance reaches Redis again', { error: String(error) })
           })
         }
-        set.headers['set-cookie'] = clearedCookie(secure(request))
+        set.headers['set-cookie'] = clearedCookie(sessions.cookieName, secure(request))
         set.headers['cache-control'] = 'no-store'
         return sessionView(null, config.environment, sessions.ttlMs)
       },

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { CSRF_HEADER, ConsoleSessions, SESSION_COOKIE, clearedCookie, readCookie, sessionCookie, sessionSecret } from './session.ts'
+import { CSRF_HEADER, ConsoleSessions, SESSION_COOKIE_PREFIX, clearedCookie, readCookie, sessionCookie, sessionSecret } from './session.ts'
 
 const SECRET = new Uint8Array(32).fill(7)
 const HOUR = 3_600_000
@@ -8,9 +8,12 @@ function sessions(options: { now?: () => number; ttlMs?: number; maxRevoked?: nu
   return new ConsoleSessions({ secret: options.secret ?? SECRET, now: options.now ?? (() => 1_800_000_000_000), ttlMs: options.ttlMs, maxRevoked: options.maxRevoked })
 }
 
+/** The cookie name of sessions signed with SECRET. */
+const COOKIE = sessions().cookieName
+
 const request = (method: string, token: string | null, csrf?: string | null) => {
   const headers = new Headers()
-  if (token !== null) headers.set('cookie', `other=1; ${SESSION_COOKIE}=${token}; theme=dark`)
+  if (token !== null) headers.set('cookie', `other=1; ${COOKIE}=${token}; theme=dark`)
   if (csrf) headers.set(CSRF_HEADER, csrf)
   return new Request('http://gw.test/admin/keys', { method, headers })
 }
@@ -152,9 +155,20 @@ describe('secret, cookies', () => {
   })
 
   test('Set-Cookie: HttpOnly, SameSite=Strict, path /, max-age, Secure only over TLS', () => {
-    expect(sessionCookie('tok', 8 * HOUR, false)).toBe(`${SESSION_COOKIE}=tok; Path=/; Max-Age=28800; HttpOnly; SameSite=Strict`)
-    expect(sessionCookie('tok', 8 * HOUR, true)).toEndWith('; Secure')
-    expect(clearedCookie(true)).toBe(`${SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict; Secure`)
+    expect(sessionCookie(COOKIE, 'tok', 8 * HOUR, false)).toBe(`${COOKIE}=tok; Path=/; Max-Age=28800; HttpOnly; SameSite=Strict`)
+    expect(sessionCookie(COOKIE, 'tok', 8 * HOUR, true)).toEndWith('; Secure')
+    expect(clearedCookie(COOKIE, true)).toBe(`${COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict; Secure`)
+  })
+
+  test('the cookie name is the prefix and a tag of the secret: the same for the same secret, another for another', () => {
+    expect(COOKIE).toMatch(new RegExp(`^${SESSION_COOKIE_PREFIX}[0-9a-f]{8}$`))
+    expect(sessions({ now: () => 0 }).cookieName).toBe(COOKIE)
+    expect(sessions({ secret: new Uint8Array(32).fill(8) }).cookieName).not.toBe(COOKIE)
+    // A session is read from its own cookie only: another deployment's, on the same host, is not looked at.
+    const s = sessions()
+    const { token } = s.issue()
+    const other = new Request('http://gw.test/admin/keys', { headers: { cookie: `${sessions({ secret: new Uint8Array(32).fill(8) }).cookieName}=${token}` } })
+    expect(s.authorize(other).refusal).toBe('no_session')
   })
 
   test('readCookie finds one cookie among many, by exact name', () => {

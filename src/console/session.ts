@@ -1,7 +1,10 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 
-/** The console's session cookie. Path `/`: the console's fetch calls go to `/admin/*`. */
-export const SESSION_COOKIE = 'sluice_console'
+/**
+ * What the console's session cookie's name starts with; {@link ConsoleSessions.cookieName} adds the
+ * deployment's tag. Path `/`: the console's fetch calls go to `/admin/*`.
+ */
+export const SESSION_COOKIE_PREFIX = 'sluice_console_'
 
 /** The header the console's fetch calls carry the session's CSRF token in. */
 export const CSRF_HEADER = 'x-sluice-csrf'
@@ -45,6 +48,15 @@ export type SessionRefusal = 'no_session' | 'invalid_session' | 'missing_csrf' |
  * fails closed instead of forgetting a revocation.
  */
 export class ConsoleSessions {
+  /**
+   * The session cookie's name: the prefix and a tag of the signing secret (8 hex characters of an
+   * HMAC of it, which tells nothing of it). Browsers keep cookies per host, not per port, so two
+   * gateways on one host (:8080 and :8081, each with its own admin key or encryption key) would
+   * overwrite each other's cookie and sign each other out. The tag is the same for every instance
+   * and restart that would accept the session anyway (the same secret), behind any proxy or URL,
+   * and differs between those that would not; a new admin key changes it, as it ends the sessions.
+   */
+  readonly cookieName: string
   readonly ttlMs: number
   /** Revocations remembered at most; past it every session issued before ends. */
   readonly maxRevoked: number
@@ -58,6 +70,7 @@ export class ConsoleSessions {
   constructor(options: ConsoleSessionOptions) {
     if (options.secret.byteLength < 32) throw new Error('console sessions need a secret of at least 32 bytes')
     this.secret = options.secret
+    this.cookieName = `${SESSION_COOKIE_PREFIX}${createHmac('sha256', this.secret).update('cookie name').digest('hex').slice(0, 8)}`
     this.ttlMs = options.ttlMs ?? DEFAULT_SESSION_TTL_MS
     this.now = options.now
     this.maxRevoked = options.maxRevoked ?? 10_000
@@ -95,7 +108,7 @@ export class ConsoleSessions {
    * GET/HEAD/OPTIONS, and for a change also the session's CSRF token in {@link CSRF_HEADER}.
    */
   authorize(request: Request): { session: ConsoleSession | null; refusal: SessionRefusal | null } {
-    const token = readCookie(request.headers.get('cookie'), SESSION_COOKIE)
+    const token = readCookie(request.headers.get('cookie'), this.cookieName)
     if (token === null) return { session: null, refusal: 'no_session' }
     const session = this.verify(token)
     if (!session) return { session: null, refusal: 'invalid_session' }
@@ -163,12 +176,12 @@ export function readCookie(header: string | null, name: string): string | null {
   return null
 }
 
-/** `Set-Cookie` for a session: HttpOnly, SameSite=Strict, Secure over TLS, gone when the session ends. */
-export function sessionCookie(token: string, maxAgeMs: number, secure: boolean): string {
-  return `${SESSION_COOKIE}=${token}; Path=/; Max-Age=${Math.max(0, Math.floor(maxAgeMs / 1000))}; HttpOnly; SameSite=Strict${secure ? '; Secure' : ''}`
+/** `Set-Cookie` for a session under `name`: HttpOnly, SameSite=Strict, Secure over TLS, gone when the session ends. */
+export function sessionCookie(name: string, token: string, maxAgeMs: number, secure: boolean): string {
+  return `${name}=${token}; Path=/; Max-Age=${Math.max(0, Math.floor(maxAgeMs / 1000))}; HttpOnly; SameSite=Strict${secure ? '; Secure' : ''}`
 }
 
-/** `Set-Cookie` that removes the session cookie. */
-export function clearedCookie(secure: boolean): string {
-  return `${SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict${secure ? '; Secure' : ''}`
+/** `Set-Cookie` that removes the session cookie `name`. */
+export function clearedCookie(name: string, secure: boolean): string {
+  return `${name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict${secure ? '; Secure' : ''}`
 }
