@@ -15,6 +15,7 @@ import { invalidRequest } from './lib/validate.ts'
 import { roughTokenizer } from './lib/usage.ts'
 import { createLogger, type Logger } from './lib/logger.ts'
 import { FailedAttempts } from './lib/failed-attempts.ts'
+import { forwardedAddress } from './lib/forwarded.ts'
 import { MetricsRegistry } from './metrics.ts'
 import { createHttpMetrics, registerProcessMetrics } from './http-metrics.ts'
 import { UpstreamHealth } from './upstream-health.ts'
@@ -107,7 +108,11 @@ export async function createGateway(config: ResolvedConfig, options: GatewayOpti
     options.services?.admin ??
     (await ensureAdminKey(db.db, config.adminKey, logger, undefined, {
       failures: new FailedAttempts({ perMinute: config.adminAttemptsPerMinute, now }),
-      clientAddress,
+      // Behind proxies, each client by the address the outermost one saw: else all of them would share the proxy's attempts.
+      clientAddress:
+        config.trustedProxies > 0
+          ? (request) => forwardedAddress(request.headers.get('x-forwarded-for'), config.trustedProxies) ?? clientAddress(request)
+          : clientAddress,
       ...(config.console.enabled && {
         sessions: (digest) => new ConsoleSessions({ secret: sessionSecret(consoleSeed(masters.current?.key, logger), digest), ttlMs: config.console.sessionTtlMs, now }),
       }),

@@ -15,11 +15,11 @@ let clock = Date.parse('2030-01-01T00:00:00Z')
 let gw: TestGateway
 afterEach(() => gw?.close())
 
-const boot = async () => {
-  gw = await startGateway({ plugins: [{ use: 'auth', options: { demo_key: false } }] }, { env: { SLUICE_ADMIN_KEY: ADMIN_KEY }, gateway: { now: () => clock } })
+const boot = async (server: { trusted_proxies?: number } = {}) => {
+  gw = await startGateway({ plugins: [{ use: 'auth', options: { demo_key: false } }], server }, { env: { SLUICE_ADMIN_KEY: ADMIN_KEY }, gateway: { now: () => clock } })
   return gw
 }
-const users = (key: string) => fetch(`${gw.url}/admin/users`, { headers: { authorization: `Bearer ${key}` } })
+const users = (key: string, headers: Record<string, string> = {}) => fetch(`${gw.url}/admin/users`, { headers: { authorization: `Bearer ${key}`, ...headers } })
 const signIn = (key: string) => fetch(`${gw.url}/console/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ admin_key: key }) })
 
 describe('failed admin keys per client address', () => {
@@ -59,6 +59,22 @@ describe('failed admin keys per client address', () => {
     for (let i = 0; i < 20; i++) await expectError(await fetch(`${gw.url}/admin/users`, { headers: { authorization: 'Basic abc' } }), 'invalid_admin_key')
     expect((await users(ADMIN_KEY)).status).toBe(200)
     for (let i = 0; i < 10; i++) await expectError(await users(WRONG), 'invalid_admin_key')
+  })
+
+  test('X-Forwarded-For is not read by default: a client does not escape the limit by writing one', async () => {
+    await boot()
+    for (let i = 0; i < 10; i++) await expectError(await users(WRONG, { 'x-forwarded-for': `203.0.113.${i}` }), 'invalid_admin_key')
+    await expectError(await users(WRONG, { 'x-forwarded-for': '203.0.113.99' }), 'rate_limit_exceeded')
+  })
+
+  test('behind trusted_proxies, each client counts by the address the outermost proxy saw, which it cannot choose', async () => {
+    await boot({ trusted_proxies: 1 })
+    // The proxy appends what it saw; what the client wrote before it changes nothing.
+    for (let i = 0; i < 10; i++) await expectError(await users(WRONG, { 'x-forwarded-for': `6.6.6.${i}, 198.51.100.1` }), 'invalid_admin_key')
+    await expectError(await users(WRONG, { 'x-forwarded-for': '7.7.7.7, 198.51.100.1' }), 'rate_limit_exceeded')
+    // Another client through the same proxy is not held back.
+    expect((await users(ADMIN_KEY, { 'x-forwarded-for': '198.51.100.2' })).status).toBe(200)
+    await expectError(await users(WRONG, { 'x-forwarded-for': '198.51.100.2' }), 'invalid_admin_key')
   })
 
   test("the console's sign-in shares the limit; a session signed in before still works, and so does the client API", async () => {

@@ -52,6 +52,8 @@ export interface ResolvedConfig {
   shutdownGraceMs: number
   /** Wrong admin keys a client address may send in a row, and gets back a minute. */
   adminAttemptsPerMinute: number
+  /** Reverse proxies that append to X-Forwarded-For in front of the gateway (0: none); the admin key limit counts the address the outermost saw. */
+  trustedProxies: number
   /** SLUICE_REUSE_PORT=1: listen with Bun's reusePort, sharing the port with other gateway processes. */
   reusePort: boolean
   /** The admin console at /console. */
@@ -233,6 +235,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     idleTimeoutS: file.limits?.idle_timeout_s ?? 75,
     shutdownGraceMs: file.server?.shutdown_grace_ms ?? 10_000,
     adminAttemptsPerMinute: file.server?.admin_attempts_per_minute ?? 10,
+    trustedProxies: file.server?.trusted_proxies ?? 0,
     reusePort: reuse === '1',
     console: { enabled: file.console?.enabled ?? true, sessionTtlMs: file.console?.session_ttl_ms ?? 8 * 60 * 60 * 1000 },
     cors: cors ? { origins: cors.origins, maxAgeS: cors.max_age_s ?? 600 } : null,

@@ -206,6 +206,12 @@ export const ConfigFileSchema = Type.Object(
            * row, and how many it gets back a minute; past them it is answered 429 rate_limit_exceeded. @default 10
            */
           admin_attempts_per_minute: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+          /**
+           * Reverse proxies in front of the gateway that append the address they saw to X-Forwarded-For: the
+           * limit on wrong admin keys counts the entry that many from the right (what the outermost proxy saw,
+           * which no client can choose), not the socket's peer (the proxy). 0: the socket's peer. @default 0
+           */
+          trusted_proxies: Type.Optional(Type.Integer({ minimum: 0, maximum: 16 })),
           /** Web pages of these origins may call the client API (`/v1/*`) from a browser. @default off */
           cors: Type.Optional(
             Type.Object(
