@@ -46,6 +46,14 @@ describe('failed admin keys per client address', () => {
     await expectError(await users(WRONG), 'rate_limit_exceeded')
   })
 
+  test('Swagger documents the 429 on every admin operation', async () => {
+    await boot()
+    const spec = (await (await fetch(`${gw.url}/swagger/json`)).json()) as { paths: Record<string, Record<string, { responses?: Record<string, { description?: string }> }>> }
+    for (const [path, operation] of [['/admin/users', 'get'], ['/admin/keys', 'post'], ['/admin/keys/{id}', 'patch']] as const) {
+      expect({ path, doc: spec.paths[path]?.[operation]?.responses?.['429']?.description }).toEqual({ path, doc: expect.stringContaining('rate_limit_exceeded') })
+    }
+  })
+
   test('right keys take nothing: many of them, then ten wrong ones, are all answered as such', async () => {
     await boot()
     for (let i = 0; i < 30; i++) expect((await users(ADMIN_KEY)).status).toBe(200)

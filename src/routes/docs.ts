@@ -169,7 +169,7 @@ const isAdmin = (path: string) => path === '/admin' || path.startsWith('/admin/'
  * UTF-8, NUL anywhere, a `limit` not in digits, a body that is not a JSON object), no admin key, and
  * the database (or a stored secret) unavailable.
  */
-const ADMIN_EVERYWHERE = adminErrors(400, 401, 503)
+const ADMIN_EVERYWHERE = adminErrors(400, 401, 429, 503)
 /** What the admin guard answers a body over ADMIN_BODY_LIMIT, on every /admin method that may carry one. */
 const ADMIN_TOO_LARGE = adminErrors(413)
 
@@ -187,7 +187,7 @@ const ADMIN_TOO_LARGE = adminErrors(413)
  *   `response` schemas take the place of every response of `detail`, and its path and query
  *   parameters the place of those of `detail` (the OpenAI-Organization header of /v1/models/{id}).
  * - The errors every operation of a kind may answer, in the envelope: 400 invalid_request, 401
- *   invalid_admin_key and 503 not_ready on every /admin operation (413 request_too_large on those
+ *   invalid_admin_key, 429 rate_limit_exceeded (wrong admin keys) and 503 not_ready on every /admin operation (413 request_too_large on those
  *   but GET), 500 internal_error on all.
  * - A number in the query or the path as the number it is. Elysia documents the string it coerces
  *   too, `anyOf: [{type: string, format: integer, default: 0}, {type: integer}]`, and Swagger UI

@@ -150,6 +150,7 @@ const ADMIN_ERRORS = {
   404: 'not_found: no such object (the message names it)',
   409: 'conflict: the change collides with what is there (the message says with what)',
   413: 'request_too_large: the body is over 1 MiB',
+  429: 'rate_limit_exceeded: too many wrong admin keys from this client address of late (server.admin_attempts_per_minute); Retry-After says when to try again',
   503: "not_ready: the gateway's database cannot serve the request now (with Retry-After), or a stored provider secret was sealed with a master key this instance lacks (the message names its id)",
 } as const
 
@@ -161,7 +162,7 @@ const pick = <K extends string | number>(table: Record<K, string>, statuses: rea
 
 /** The error responses of a client route, each in the envelope. */
 export const clientErrors = (...statuses: (keyof typeof CLIENT_ERRORS)[]) => pick(CLIENT_ERRORS, statuses)
-/** The error responses of an admin route, each in the envelope (401 and 503 are added to every /admin operation by the docs). */
+/** The error responses of an admin route, each in the envelope (400, 401, 429 and 503 are added to every /admin operation by the docs). */
 export const adminErrors = (...statuses: (keyof typeof ADMIN_ERRORS)[]) => pick(ADMIN_ERRORS, statuses)
 
 /** A JSON answer with `status` (200 unless given), for `detail.responses`. */
