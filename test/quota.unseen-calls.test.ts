@@ -5,7 +5,7 @@
  * it; a client that leaves after a failed attempt, before the next one, gets it back, as no
  * attempt can bill.
  */
-import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from 'bun:test'
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, spyOn, test } from 'bun:test'
 import { startKeyedUpstream, type KeyedUpstream } from './fixtures/keyed-upstream.ts'
 import { secretOf } from './support/balance.ts'
 import { deleteTaggedKeys } from './support/redis-procs.ts'
@@ -18,8 +18,11 @@ const redisUrl = await redisUrlForTests('test/quota.unseen-calls.test.ts')
 
 /** The first byte's wait of the provider `late`: shorter than the key's latency set below. */
 const FIRST_BYTE_MS = 150
-/** Balance's first backoff after a 5xx: the window in which the client leaves. */
-const BACKOFF_MS = 3000
+/**
+ * Balance's first backoff after a 5xx: the window in which the client leaves. A minute, its draw
+ * pinned near the top: a request that slept it out would hold its slot past every wait below.
+ */
+const BACKOFF_MS = 60_000
 
 let up: KeyedUpstream
 beforeAll(async () => {
@@ -89,12 +92,21 @@ for (const backend of quotaBackends(redisUrl)) {
       const { id, key } = await createKey(gw, user, { limits: { max_parallel: 1 }, budget: { tokens: 100_000, period: 'day' } })
       const controller = new AbortController()
       const before = up.stats(flaky).requests
-      const pending = gw.chat(key, { model: 'retried-gpt', max_tokens: 500 }, { signal: controller.signal }).catch(() => null)
-      // flaky answered 500; balance now waits its backoff before trying spare.
-      await eventually(async () => (up.stats(flaky).requests > before ? true : undefined), 5000, 'the failed attempt')
+      // Full jitter draws the backoff in [0, BACKOFF_MS): pinned near the top, 54 s.
+      const random = spyOn(Math, 'random').mockReturnValue(0.9)
+      let pending: Promise<Response | null>
+      try {
+        pending = gw.chat(key, { model: 'retried-gpt', max_tokens: 500 }, { signal: controller.signal }).catch(() => null)
+        // flaky answered 500; balance now waits its backoff before trying spare.
+        await eventually(async () => (up.stats(flaky).requests > before ? true : undefined), 5000, 'the failed attempt')
+      } finally {
+        random.mockRestore()
+      }
       expect((await gw.keyInfo(key)).remaining.budget_tokens!).toBeLessThanOrEqual(100_000 - 500)
       controller.abort()
       expect(await pending).toBeNull()
+      // The backoff ends with the client's request: its max_parallel slot is free well before the 54 s
+      // the sleep had left, where it stayed taken until then.
       await settled(id)
       expect(up.stats(spare).requests).toBe(0)
       expect((await gw.keyInfo(key)).remaining.budget_tokens).toBe(100_000)

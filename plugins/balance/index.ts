@@ -582,8 +582,9 @@ export const balance = definePlugin({
         const delay = ceiling > 0 ? Math.random() * ceiling : 0
         // No key that the pick after the wait could take: the client has its error now, not after a wait in vain.
         if (!this.readyBy(delay)) return previous.error
-        const again = () => this.pick() ?? previous.error
-        return delay > 0 ? Bun.sleep(delay).then(again) : again()
+        // A client gone during the wait takes no key: the pipeline sees the abort and answers nobody.
+        const again = () => (this.signal.aborted ? previous.error : (this.pick() ?? previous.error))
+        return delay > 0 ? sleepUnlessAborted(delay, this.signal).then(again) : again()
       }
 
       report(_target: RouteTarget, latencyMs: number, response: Response | undefined, failure: AttemptFailure | undefined): void {
@@ -763,6 +764,24 @@ function partialEndpoints(chain: readonly Pool[]): ReadonlySet<Endpoint> {
   const partial = new Set<Endpoint>()
   for (const endpoint of some) if ([...adapters].some((adapter) => !adapter.endpoints.has(endpoint))) partial.add(endpoint)
   return partial
+}
+
+/**
+ * A backoff of `ms` that ends early when the client's request is aborted, so a request whose client
+ * left holds its slot (max_parallel, in-flight counts) no longer than it takes to notice, where it
+ * slept up to backoff_max_ms. Made only when a retry backs off: a request that never does pays nothing.
+ */
+function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve()
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    signal.addEventListener('abort', done, { once: true })
+  })
 }
 
 /** 5xx, timeouts and network errors (status 0) are worth another target, after a backoff. */
