@@ -12,7 +12,8 @@ import { pruneAlerts } from '../plugins/logging/alerts.ts';
 import { createTestPostgresDatabase, postgresUrlForTests, type TestPostgresDatabase } from '../test/support/services.ts';
 import { migrations } from './index.ts';
 
-const { '0007-alerts-created-at': _, ...before } = migrations;
+/** The migrations before this one (a later one, applied first, would be out of order). */
+const before = Object.fromEntries(Object.entries(migrations).filter(([n]) => n < '0007-alerts-created-at'));
 const UP_TO = { ...before, '0007-alerts-created-at': migrations['0007-alerts-created-at'] };
 
 /** The columns of the index `name` on alerts_sent, in order; empty when there is none. */

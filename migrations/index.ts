@@ -16,6 +16,7 @@ import * as consoleRevocations from './0004-console-revocations.ts';
 import * as providerKeyWeight from './0005-provider-key-weight.ts';
 import * as ownerModels from './0006-owner-models.ts';
 import * as alertsCreatedAt from './0007-alerts-created-at.ts';
+import * as apiKeysExpiring from './0008-api-keys-expiring.ts';
 
 export const migrations = {
   '0001-initial': initial,
@@ -25,4 +26,5 @@ export const migrations = {
   '0005-provider-key-weight': providerKeyWeight,
   '0006-owner-models': ownerModels,
   '0007-alerts-created-at': alertsCreatedAt,
+  '0008-api-keys-expiring': apiKeysExpiring,
 } as const satisfies Readonly<Record<string, Migration>>;

@@ -688,55 +688,6 @@ describe('alerts by webhook', () => {
     }
   })
 
-  test('expiring keys: every key in the window is alerted once, past the first page, ties in expires_at paged by id', async () => {
-    const receiver = startReceiver()
-    const m = await standaloneMonitor(receiver.url, { expiringWithinDays: 7, expiringPageSize: 3 })
-    try {
-      const now = new Date().toISOString()
-      await m.db.insertInto('users').values({ id: 'usr_exp', email: null, name: null, disabled_at: null, deleted_at: null, limits: null, budget: null, metadata: null, created_at: now, updated_at: now }).execute()
-      const soon = new Date(Date.now() + 2 * DAY).toISOString()
-      const later = new Date(Date.now() + 5 * DAY).toISOString()
-      // Five keys share one expiry, so the page boundaries (after 3 and 6) fall inside a tie and
-      // between instants; ids are inserted out of order. One key outside the window, one rotated.
-      const inWindow: Array<[string, string]> = [
-        ['key_exp_e', soon],
-        ['key_exp_b', soon],
-        ['key_exp_d', soon],
-        ['key_exp_a', soon],
-        ['key_exp_c', soon],
-        ['key_exp_g', later],
-        ['key_exp_f', later],
-      ]
-      const key = (id: string, expiresAt: string, over: { grace_until?: string } = {}) => ({
-        id,
-        hash: `hash_${id}`,
-        start: 'sk-dev-abcde',
-        end: id.slice(-4),
-        environment: 'dev',
-        user_id: 'usr_exp',
-        expires_at: expiresAt,
-        created_at: now,
-        updated_at: now,
-        ...over,
-      })
-      await m.db
-        .insertInto('api_keys')
-        .values([
-          ...inWindow.map(([id, at]) => key(id, at)),
-          key('key_exp_far', new Date(Date.now() + 20 * DAY).toISOString()),
-          key('key_exp_rotated', soon, { grace_until: soon }),
-        ])
-        .execute()
-      await m.monitor.tick()
-      await waitFor(() => receiver.received.length >= inWindow.length, 'an alert for every expiring key')
-      await m.monitor.tick()
-      const alerted = receiver.of('key_expiring').map((a) => a.subject.id)
-      expect(alerted.sort()).toEqual(inWindow.map(([id]) => id).sort())
-    } finally {
-      await m.close()
-      receiver.stop()
-    }
-  })
 
   test('a delivery claim lasts from when it is taken, however long the deliveries before it in the round took', async () => {
     // Each POST takes 300 ms: the sixth alert of a round is claimed 1.5 s in, past twice the timeout.
@@ -1153,6 +1104,70 @@ function lineageSuite(url: () => string) {
     }
   })
 }
+
+/** The expiring-keys check's pages (a row value past the last row of the page before) on one dialect. */
+function expiringPagesSuite(url: () => string): void {
+  test('expiring keys: every key in the window is alerted once, past the first page, ties in expires_at paged by id', async () => {
+    const receiver = startReceiver()
+    const m = await standaloneMonitor(receiver.url, { expiringWithinDays: 7, expiringPageSize: 3 }, url())
+    try {
+      const now = new Date().toISOString()
+      await m.db.insertInto('users').values({ id: 'usr_exp', email: null, name: null, disabled_at: null, deleted_at: null, limits: null, budget: null, metadata: null, created_at: now, updated_at: now }).execute()
+      const soon = new Date(Date.now() + 2 * DAY).toISOString()
+      const later = new Date(Date.now() + 5 * DAY).toISOString()
+      // Five keys share one expiry, so the page boundaries (after 3 and 6) fall inside a tie and
+      // between instants; ids are inserted out of order. One key outside the window, one rotated.
+      const inWindow: Array<[string, string]> = [
+        ['key_exp_e', soon],
+        ['key_exp_b', soon],
+        ['key_exp_d', soon],
+        ['key_exp_a', soon],
+        ['key_exp_c', soon],
+        ['key_exp_g', later],
+        ['key_exp_f', later],
+      ]
+      const key = (id: string, expiresAt: string, over: { grace_until?: string } = {}) => ({
+        id,
+        hash: `hash_${id}`,
+        start: 'sk-dev-abcde',
+        end: id.slice(-4),
+        environment: 'dev',
+        user_id: 'usr_exp',
+        expires_at: expiresAt,
+        created_at: now,
+        updated_at: now,
+        ...over,
+      })
+      await m.db
+        .insertInto('api_keys')
+        .values([
+          ...inWindow.map(([id, at]) => key(id, at)),
+          key('key_exp_far', new Date(Date.now() + 20 * DAY).toISOString()),
+          key('key_exp_rotated', soon, { grace_until: soon }),
+        ])
+        .execute()
+      await m.monitor.tick()
+      await waitFor(() => receiver.received.length >= inWindow.length, 'an alert for every expiring key')
+      await m.monitor.tick()
+      const alerted = receiver.of('key_expiring').map((a) => a.subject.id)
+      expect(alerted.sort()).toEqual(inWindow.map(([id]) => id).sort())
+    } finally {
+      await m.close()
+      receiver.stop()
+    }
+  })
+}
+
+describe('expiring keys paged on SQLite', () => expiringPagesSuite(() => 'sqlite::memory:'))
+
+describe.skipIf(postgresUrl === null)('expiring keys paged on Postgres', () => {
+  let pg: TestPostgresDatabase
+  beforeAll(async () => {
+    pg = await createTestPostgresDatabase(postgresUrl!, 'alerts_expiring_pages')
+  })
+  afterAll(() => pg.drop())
+  expiringPagesSuite(() => pg.url)
+})
 
 describe('budget alerts per key lineage on SQLite', () => lineageSuite(() => 'sqlite::memory:'))
 describe('budget sums over a long period on SQLite', () => longPeriodSuite(() => 'sqlite::memory:'))

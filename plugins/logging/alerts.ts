@@ -218,13 +218,15 @@ export class AlertMonitor {
         .select(['id', 'lineage_id', 'user_id', 'team_id', 'name', 'start', 'end', 'environment', 'expires_at'])
         .where('status', '=', 'active')
         .where('grace_until', 'is', null)
-        .where('expires_at', '>', from)
+        // The first page starts past now, each next one past the last row of the one before (which is
+        // past now too) as a row value, alone: SQLite takes one lower bound of a range, and with
+        // `expires_at > from` beside the tuple, or `a > x or (a = x and b > y)` in its place, each page
+        // read the window from its start. The tuple is one range of api_keys_expiring_idx on both dialects.
+        .$if(after === null, (q) => q.where('expires_at', '>', from))
+        .$if(after !== null, (q) => q.where((eb) => eb(eb.refTuple('expires_at', 'id'), '>', eb.tuple(after!.expiresAt, after!.id))))
         .where('expires_at', '<=', until)
         // A key refused for its owner or team (deleted, disabled, left the team) is not worth an alert.
         .where(holderMayUse)
-        .$if(after !== null, (q) =>
-          q.where((eb) => eb.or([eb('expires_at', '>', after!.expiresAt), eb.and([eb('expires_at', '=', after!.expiresAt), eb('id', '>', after!.id)])])),
-        )
         .orderBy('expires_at')
         .orderBy('id')
         .limit(size)
