@@ -65,3 +65,42 @@ describe('watching refusals', () => {
     expect(heard).toHaveLength(3)
   })
 })
+
+describe('upstream health past its bound of keys', () => {
+  test("an evicted key the catalog has keeps its gauge (its last attempt's word) and the key tracked in its place gets its own; the catalog dropping it later takes it away", () => {
+    const metrics = new MetricsRegistry()
+    let now = 0
+    const health = new UpstreamHealth(metrics, () => ++now, 2)
+    health.retain((provider) => provider === 'p')
+    health.record(target('p', 'dead'), 401, 5)
+    health.record(target('p', 'b'), 200, 5)
+    // A third key: `dead`, tried longest ago, is forgotten, but it still answered 401 last.
+    health.record(target('p', 'c'), 500, 5)
+    expect(health.get('p', 'dead')).toBeUndefined()
+    expect(upSeries(metrics).sort()).toEqual([
+      'sluice_upstream_key_up{provider="p",key="b"} 1',
+      'sluice_upstream_key_up{provider="p",key="c"} 0',
+      'sluice_upstream_key_up{provider="p",key="dead"} 0',
+    ])
+    // Tried again: tracked afresh on the same series.
+    health.record(target('p', 'dead'), 200, 5)
+    expect(upSeries(metrics)).toContain('sluice_upstream_key_up{provider="p",key="dead"} 1')
+    expect(upSeries(metrics)).toHaveLength(3)
+
+    // b is evicted now; the catalog then drops it (and nothing tracks it): its gauge goes.
+    health.retain((provider, key) => provider === 'p' && key !== 'b')
+    expect(upSeries(metrics).sort()).toEqual(['sluice_upstream_key_up{provider="p",key="c"} 0', 'sluice_upstream_key_up{provider="p",key="dead"} 1'])
+  })
+
+  test('series kept for evicted keys are bounded too: the oldest goes first, and a tracked key never folds into _overflow', () => {
+    const metrics = new MetricsRegistry()
+    let now = 0
+    const health = new UpstreamHealth(metrics, () => ++now, 2)
+    for (let i = 0; i < 10; i++) health.record(target('p', `k${i}`), 200, 5)
+    const lines = upSeries(metrics)
+    expect(lines).toHaveLength(4)
+    expect(lines.join('\n')).not.toContain('_overflow')
+    expect(lines).toContain('sluice_upstream_key_up{provider="p",key="k9"} 1')
+    expect(lines).toContain('sluice_upstream_key_up{provider="p",key="k8"} 1')
+  })
+})

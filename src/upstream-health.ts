@@ -47,6 +47,13 @@ export class UpstreamHealth {
   /** provider id → key id → state: looked up on every attempt without building a string. */
   private readonly byProvider = new Map<string, Map<string, Entry>>()
   private size = 0
+  /**
+   * Keys evicted (the bound) whose `sluice_upstream_key_up` series stays: the catalog still has
+   * them, and the gauge still tells their last attempt (a dead key, tried longest ago, is the first
+   * evicted, and its 0 is what alerting reads). Oldest first, at most `maxKeys`; {@link retain}
+   * takes the series of those the catalog drops. Touched only on eviction and a key's first attempt.
+   */
+  private readonly gaugeOnly = new Map<string, { provider: string; key: string }>()
   /** The keys the catalog has, as the last {@link retain} named them; until one, every key. */
   private catalogHas: (provider: string, key: string) => boolean = () => true
   private readonly watchers: Array<(state: UpstreamKeyState) => void> = []
@@ -63,7 +70,8 @@ export class UpstreamHealth {
       name: 'sluice_upstream_key_up',
       help: 'Whether the last upstream attempt with this provider key said the key works (1) or not (0: 401, 403, 429, 5xx, network error).',
       labelNames: ['provider', 'key'],
-      maxSeries: maxKeys,
+      // The tracked keys and the evicted ones whose series stays (gaugeOnly): a tracked key never folds into _overflow.
+      maxSeries: maxKeys * 2,
     })
     this.attempts = metrics.counter({
       name: 'sluice_upstream_attempts_total',
@@ -169,6 +177,11 @@ export class UpstreamHealth {
       }
       if (keys.size === 0) this.byProvider.delete(provider)
     }
+    for (const [id, { provider, key }] of this.gaugeOnly) {
+      if (has(provider, key)) continue
+      this.gaugeOnly.delete(id)
+      this.up.remove(provider, key)
+    }
   }
 
   /** The key's entry, made on its first attempt; undefined for a key the catalog no longer has. */
@@ -179,6 +192,8 @@ export class UpstreamHealth {
     // Once per key (its first attempt), not per attempt: a known key is found above.
     if (!this.catalogHas(provider, key)) return undefined
     if (this.size >= this.maxKeys) this.evictOne()
+    // Tracked again: its series is the entry's once more.
+    if (this.gaugeOnly.size > 0) this.gaugeOnly.delete(gaugeId(provider, key))
     if (!keys) this.byProvider.set(provider, (keys = new Map()))
     const entry: Entry = {
       provider,
@@ -211,8 +226,22 @@ export class UpstreamHealth {
     keys.delete(oldest.key)
     if (keys.size === 0) this.byProvider.delete(oldest.provider)
     this.size--
+    // A key the catalog no longer names takes its gauge with it; one it has keeps it (see gaugeOnly).
+    if (!this.catalogHas(oldest.provider, oldest.key)) {
+      this.up.remove(oldest.provider, oldest.key)
+      return
+    }
+    if (this.gaugeOnly.size >= this.maxKeys) {
+      const [id, first] = this.gaugeOnly.entries().next().value!
+      this.gaugeOnly.delete(id)
+      this.up.remove(first.provider, first.key)
+    }
+    this.gaugeOnly.set(gaugeId(oldest.provider, oldest.key), { provider: oldest.provider, key: oldest.key })
   }
 }
+
+/** A key's id in gaugeOnly; ids hold no NUL. */
+const gaugeId = (provider: string, key: string): string => `${provider}\0${key}`
 
 /** Does this status say the key itself works? A request error (400, 404…) is the client's, not the key's. */
 function worksWith(status: number): boolean {
