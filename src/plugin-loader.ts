@@ -4,7 +4,7 @@ import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { KindGuard, OptionalKind, ReadonlyKind, TransformKind, Type, type TSchema } from '@sinclair/typebox'
 import { Value, type ValueError } from '@sinclair/typebox/value'
-import { ConfigError, checkPluginEntry, schemaErrorMessage, type PluginSource } from './config/load.ts'
+import { ConfigError, checkPluginEntry, fillNumberReferences, notANumber, schemaErrorMessage, type PluginSource } from './config/load.ts'
 import { hooksProblem, isPluginFactory, isPluginInstance, misspeltHooks, type Identity, type PluginContext, type PluginDefinition, type PluginHooks, type PluginInstance } from './plugin.ts'
 import type { LoadedPlugin, Pipeline } from './pipeline.ts'
 import { GatewayError } from './errors.ts'
@@ -39,7 +39,9 @@ export async function resolvePlugins(config: PluginSource, builtins: Record<stri
       continue
     }
     if (!first) named.set(instance.name, { definition: instance.definition, path })
-    const options = validateOptions(instance, path, problems)
+    // Options written in the file (`{"use": …, "options": …}`) may hold a number as "${NAME}".
+    const written = typeof entry === 'object' && entry !== null && 'use' in entry
+    const options = validateOptions(instance, path, problems, written ? config.wholeReferences : undefined)
     // The same plugin with equal options registers once (a config and a preset may both list it).
     const identity = `${instance.name}\u0000${optionsIdentity(options)}`
     if (seen.has(identity)) continue
@@ -262,7 +264,7 @@ function exportedPlugin(mod: Record<string, unknown>): PluginFactory | PluginIns
   return [...new Set(plugins.map((p) => (isPluginFactory(p) ? p.definition.name : p.name)))]
 }
 
-function validateOptions(instance: PluginInstance, path: string, problems: string[]): unknown {
+function validateOptions(instance: PluginInstance, path: string, problems: string[], wholeReferences?: ReadonlyMap<string, string>): unknown {
   const declared = instance.definition.options
   if (!declared) return instance.options
   const schema = withoutCoercion(declared)
@@ -270,8 +272,18 @@ function validateOptions(instance: PluginInstance, path: string, problems: strin
   // them into the objects it is given, so it gets copies of the caller's (see copyContainers).
   const value = Value.Default(schema, copyContainers(instance.options ?? {}))
   let ok = true
+  // A number option that is "${NAME}" in the file takes the variable as a number, as the config's own fields do.
+  const notNumbers = new Set<string>()
+  if (wholeReferences) {
+    fillNumberReferences(schema, value, `${path}/options`, wholeReferences, (at, variable) => {
+      notNumbers.add(at)
+      problems.push(`${path}: plugin "${instance.name}" option ${at || '/'}: ${notANumber(variable)}`)
+    })
+  }
+  if (notNumbers.size > 0) ok = false
   for (const error of Value.Errors(schema, value)) {
     ok = false
+    if (notNumbers.has(error.path)) continue
     problems.push(`${path}: plugin "${instance.name}" option ${error.path || '/'}: ${optionErrorMessage(error)}`)
   }
   if (!ok) return undefined

@@ -181,6 +181,31 @@ describe('${VAR} interpolation', () => {
     expect(mixed).toEqual([expect.stringMatching(/^\/server\/port: Expected integer/)])
   })
 
+  test('a number plugin option that is exactly "${NAME}" takes the variable as a number, through loadConfig and through a later resolvePlugins; a value that is no number names the option and the variable', async () => {
+    const plugins = [{ use: 'balance', options: { backoff_ms: '${BACKOFF}', backoff_max_ms: '${BACKOFF_MAX:-2000}', max_attempts: '${ATTEMPTS}' } }]
+    const env = { BACKOFF: ' 75 ', ATTEMPTS: '4' }
+    const resolved = await loadConfig({ env, config: { plugins }, resolvePlugins: (source) => resolvePlugins(source, BUILTIN_PLUGINS) })
+    expect((resolved.plugins as Array<{ options: Record<string, unknown> }>)[0]?.options).toMatchObject({ backoff_ms: 75, backoff_max_ms: 2000, max_attempts: 4 })
+    // Resolved by the gateway after the load (createGateway on a loaded config).
+    const later = await resolvePlugins(await loadConfig({ env, config: { plugins } }), BUILTIN_PLUGINS)
+    expect(later[0]?.options).toMatchObject({ backoff_ms: 75, backoff_max_ms: 2000, max_attempts: 4 })
+
+    const problems = await problemsOf({
+      env: { BACKOFF: 'fast', ATTEMPTS: '2.5', BACKOFF_MAX: 'sk-abc123' },
+      config: { plugins },
+      resolvePlugins: (source) => resolvePlugins(source, BUILTIN_PLUGINS),
+    })
+    expect(problems.toSorted()).toEqual([
+      '/plugins/0: plugin "balance" option /backoff_max_ms: environment variable BACKOFF_MAX is not a number, and this field takes one',
+      '/plugins/0: plugin "balance" option /backoff_ms: environment variable BACKOFF is not a number, and this field takes one',
+      '/plugins/0: plugin "balance" option /max_attempts: Expected integer',
+    ])
+    expect(problems.join('\n')).not.toContain('sk-abc123')
+    // Written as a string, not a variable: still refused as one.
+    const quoted = await problemsOf({ env: {}, config: { plugins: [{ use: 'balance', options: { backoff_ms: '75' } }] }, resolvePlugins: (source) => resolvePlugins(source, BUILTIN_PLUGINS) })
+    expect(quoted).toEqual(['/plugins/0: plugin "balance" option /backoff_ms: Expected integer (got a string; write the value without quotes)'])
+  })
+
   test('${NAME:-default} takes the default when NAME is unset or empty, and the variable otherwise', async () => {
     const config = await loadConfig({
       env: { SET: 'from-env', EMPTY: '' },

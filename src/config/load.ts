@@ -68,6 +68,12 @@ export interface ResolvedConfig {
   configPath: string | null
   /** Relative plugin paths resolve from here (the config file's folder, else the working dir). */
   baseDir: string
+  /**
+   * The paths (JSON pointers from the file's root) of the strings that were one `${NAME}` and
+   * nothing else, with the variable's name: a plugin's number option written so takes the value as
+   * a number (see fillNumberReferences). Absent for a config that did not come through loadConfig.
+   */
+  wholeReferences?: ReadonlyMap<string, string>
 }
 
 /** A config that cannot boot: every problem, each with its path. */
@@ -97,7 +103,7 @@ export interface LoadOptions {
 }
 
 /** What resolving the plugins needs of the config: the entries, and where relative paths start. */
-export type PluginSource = Pick<ResolvedConfig, 'plugins' | 'baseDir'>
+export type PluginSource = Pick<ResolvedConfig, 'plugins' | 'baseDir' | 'wholeReferences'>
 
 /** Read, interpolate, validate and merge the config. Throws `ConfigError` listing every problem. */
 export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedConfig> {
@@ -115,7 +121,10 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   const unset: UnresolvedReference[] = []
   const whole = new Map<string, string>()
   const interpolated = interpolate(raw, '', env, unset, whole) as ConfigFile
-  fillNumbers(interpolated, whole, unset)
+  fillNumberReferences(ConfigFileSchema, interpolated, '', whole, (path, name) => {
+    // An unset variable is already a problem at this path.
+    if (!unset.some((u) => u.path === path)) unset.push({ path, problem: notANumber(name) })
+  })
   const unsetProblems = unset.map(({ path, problem }) => `${path || '/'}: ${problem}`)
   // Top-level sections the checks below cannot read, for a schema error in them; in the catalog's
   // lists, the entries (a section is then unreadable only when it is not a list).
@@ -200,7 +209,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
   let plugins = file.plugins ?? null
   if (options.resolvePlugins) {
     try {
-      plugins = await options.resolvePlugins({ plugins, baseDir })
+      plugins = await options.resolvePlugins({ plugins, baseDir, wholeReferences: whole })
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error
       problems.push(...error.problems)
@@ -244,6 +253,7 @@ export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedCon
     plugins,
     configPath,
     baseDir,
+    wholeReferences: whole,
   }
 }
 
@@ -449,25 +459,34 @@ const WHOLE_REFERENCE = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}$/
 const JSON_NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/
 
 /**
- * A number field of the config whose string is exactly one variable reference (`"port": "${PORT}"`;
- * the environment holds only text, and JSON has no other way to put a variable in a number) takes
- * the variable's value as a number, which the schema then holds to the field's rules. A value that
- * is no number is a problem at the field naming the variable, never repeating its value (it may be
- * a secret put in the wrong variable). `whole` maps the paths of such strings to their variable.
+ * A number field whose string is exactly one variable reference (`"port": "${PORT}"`; the
+ * environment holds only text, and JSON has no other way to put a variable in a number) takes the
+ * variable's value as a number, which the schema then holds to the field's rules: the config's
+ * fields, and a plugin's options (`prefix` their path in the file). A value that is no number goes
+ * to `notNumber` with its path in `value` and the variable, for a problem that names the variable,
+ * never repeating its value (it may be a secret put in the wrong variable). `whole` maps the paths
+ * of such strings (from the file's root) to their variable.
  */
-function fillNumbers(config: unknown, whole: ReadonlyMap<string, string>, unset: UnresolvedReference[]): void {
+export function fillNumberReferences(
+  schema: TSchema,
+  value: unknown,
+  prefix: string,
+  whole: ReadonlyMap<string, string>,
+  notNumber: (path: string, variable: string) => void,
+): void {
   if (whole.size === 0) return
-  for (const error of [...Value.Errors(ConfigFileSchema, config)]) {
+  for (const error of [...Value.Errors(schema, value)]) {
     const wanted = error.schema.type
-    const name = whole.get(error.path)
+    const name = whole.get(prefix + error.path)
     if (name === undefined || typeof error.value !== 'string' || (wanted !== 'number' && wanted !== 'integer')) continue
-    // An unset variable is already a problem at this path.
-    if (unset.some((u) => u.path === error.path)) continue
     const text = error.value.trim()
-    if (JSON_NUMBER.test(text)) ValuePointer.Set(config, error.path, Number(text))
-    else unset.push({ path: error.path, problem: `environment variable ${name} is not a number, and this field takes one` })
+    if (JSON_NUMBER.test(text)) ValuePointer.Set(value, error.path, Number(text))
+    else notNumber(error.path, name)
   }
 }
+
+/** What is wrong with a number field that holds a variable whose value is no number. */
+export const notANumber = (variable: string): string => `environment variable ${variable} is not a number, and this field takes one`
 
 /** The longest text between the braces of a `${…}` that is no reference that a boot problem repeats (API keys are longer). */
 const MAX_SHOWN_REFERENCE = 32
