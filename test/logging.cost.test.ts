@@ -7,7 +7,10 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Server } from 'bun'
 import { startAuthGateway, userWithKey, type AuthGateway } from './support/auth.ts'
-import { rowCount, waitForRows } from './support/logging.ts'
+import { logRow, rowCount, waitForRows } from './support/logging.ts'
+import { createDatabase } from '../src/db/index.ts'
+import { migrateToLatest } from '../src/db/migrate.ts'
+import { spendSince, usageBy } from '../plugins/logging/repo.ts'
 import { createTestPostgresDatabase, postgresUrlForTests, type TestPostgresDatabase } from './support/services.ts'
 
 const postgresUrl = await postgresUrlForTests('test/logging.cost.test.ts')
@@ -148,4 +151,46 @@ describe.skipIf(postgresUrl === null)('request cost on Postgres', () => {
   })
   afterAll(() => database?.drop())
   costCases(() => ({ DATABASE_URL: database!.url, SLUICE_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64') }))
+})
+
+/**
+ * Sums of many small costs straight from the log, as /admin/usage and budget alerts read them: a
+ * double's addition row after row (Postgres' sum) drifts past what rounding to 15 digits hides
+ * (2,400 costs of $0.00025 made 0.599999999999962); each dialect's sum is the exact one.
+ */
+function manySmallCosts(url: () => string) {
+  test('2,400 costs of $0.00025 sum to 0.6, and a mix to its decimal total, in /admin/usage and in budget spend', async () => {
+    const handle = await createDatabase(url())
+    try {
+      await migrateToLatest(handle.db)
+      const at = new Date().toISOString()
+      const rows = Array.from({ length: 2400 }, (_, i) => logRow(`req_small_${i}`, at, { user_id: 'usr_small', cost_usd: 0.00025 }))
+      // 3,000 more of a second user: $0.0000013, $0.00025 and $0.1 in turn, exactly 100.2513 in all.
+      const mix = [0.0000013, 0.00025, 0.1]
+      rows.push(...Array.from({ length: 3000 }, (_, i) => logRow(`req_mix_${i}`, at, { user_id: 'usr_mix', cost_usd: mix[i % 3]! })))
+      for (let i = 0; i < rows.length; i += 500) await handle.db.insertInto('request_logs').values(rows.slice(i, i + 500)).execute()
+      const report = await usageBy(handle.db, 'user', {}, 10)
+      expect(report.map((g) => [g.group, g.cost_usd])).toEqual([
+        ['usr_mix', 100.2513],
+        ['usr_small', 0.6],
+      ])
+      const spend = await spendSince(handle.db, 'user_id', ['usr_small', 'usr_mix'], null, new Date(Date.now() + 60_000).toISOString())
+      expect(spend.get('usr_small')).toEqual({ tokens: expect.any(Number), usd: 0.6, closed: { tokens: expect.any(Number), usd: 0.6 } })
+      expect(spend.get('usr_mix')?.usd).toBe(100.2513)
+      expect(spend.get('usr_mix')?.closed.usd).toBe(100.2513)
+    } finally {
+      await handle.close()
+    }
+  })
+}
+
+describe('many small costs summed on SQLite', () => manySmallCosts(() => 'sqlite::memory:'))
+
+describe.skipIf(postgresUrl === null)('many small costs summed on Postgres', () => {
+  let pg: TestPostgresDatabase
+  beforeAll(async () => {
+    pg = await createTestPostgresDatabase(postgresUrl!, 'logging_small_costs')
+  })
+  afterAll(() => pg.drop())
+  manySmallCosts(() => pg.url)
 })

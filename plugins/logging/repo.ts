@@ -47,6 +47,17 @@ const unindexed = (column: 'key_id' | 'user_id' | 'team_id') => sql<string | nul
 /** A sum of costs, without the float noise of the database's addition (see roundUsdSum). */
 const usdSum = (v: unknown): number => roundUsdSum(num(v))
 
+/**
+ * The sum of a cost column (or an expression of one) as each dialect adds it exactly: SQLite's
+ * sum() of doubles is compensated (Kahan-Babushka-Neumaier, since 3.43), Postgres' is a double's
+ * addition row after row, whose error grows with the rows past what usdSum's rounding hides (2,400
+ * costs of $0.00025 made 0.599999999999962), so Postgres adds them as numeric (each cost's 15
+ * digits, exact). Both then read the same after usdSum.
+ */
+function costSum(db: Db, cost: Expression<number> | RawBuilder<number>): RawBuilder<number> {
+  return db.getExecutor().adapter instanceof PostgresAdapter ? sql<number>`sum(cast(${cost} as numeric))` : sql<number>`sum(${cost})`
+}
+
 function groupExpression(by: Grouping): Expression<string | null> {
   switch (by) {
     case 'key':
@@ -108,7 +119,7 @@ export async function usageBy(db: Db, by: Grouping, filter: LogFilter, limit: nu
       (eb) => eb.fn.sum<number>('prompt_tokens').as('prompt_tokens'),
       (eb) => eb.fn.sum<number>('completion_tokens').as('completion_tokens'),
       (eb) => eb.fn.sum<number>('total_tokens').as('total_tokens'),
-      (eb) => eb.fn.sum<number>('cost_usd').as('cost_usd'),
+      costSum(db, sql.ref('cost_usd')).as('cost_usd'),
     ])
     .groupBy(group)
   // Filtered and ordered outside the aggregate, by its output columns: the keyset condition
@@ -196,11 +207,11 @@ export interface SpendSplit extends Spend {
 }
 
 /** Sums of tokens and USD, and of the rows before `closedBefore` (ISO; null: none), as the columns of one query; `prefix` names the log's table. */
-function spendSums(prefix: '' | 'r.', closedBefore: string | null) {
-  const ref = (column: 'at' | 'total_tokens' | 'cost_usd') => sql.ref(`${prefix}${column}`)
-  const before = (column: 'total_tokens' | 'cost_usd') =>
-    closedBefore === null ? sql<number>`0` : sql<number>`sum(case when ${ref('at')} < ${closedBefore} then ${ref(column)} else 0 end)`
-  return [sql<number>`sum(${ref('total_tokens')})`.as('tokens'), sql<number>`sum(${ref('cost_usd')})`.as('usd'), before('total_tokens').as('closed_tokens'), before('cost_usd').as('closed_usd')] as const
+function spendSums(db: Db, prefix: '' | 'r.', closedBefore: string | null) {
+  const ref = (column: 'at' | 'total_tokens' | 'cost_usd') => sql.ref<number>(`${prefix}${column}`)
+  const closedTokens = closedBefore === null ? sql<number>`0` : sql<number>`sum(case when ${ref('at')} < ${closedBefore} then ${ref('total_tokens')} else 0 end)`
+  const closedUsd = closedBefore === null ? sql<number>`0` : costSum(db, sql<number>`case when ${ref('at')} < ${closedBefore} then ${ref('cost_usd')} else 0 end`)
+  return [sql<number>`sum(${ref('total_tokens')})`.as('tokens'), costSum(db, ref('cost_usd')).as('usd'), closedTokens.as('closed_tokens'), closedUsd.as('closed_usd')] as const
 }
 
 const split = (r: { tokens: unknown; usd: unknown; closed_tokens: unknown; closed_usd: unknown }): SpendSplit => ({
@@ -218,7 +229,7 @@ export async function spendSince(db: Db, column: SpendColumn, ids: readonly stri
   await inChunks(ids, async (chunk) => {
     let q = db
       .selectFrom('request_logs')
-      .select([sql<string>`${sql.ref(column)}`.as('id'), ...spendSums('', closedBefore)])
+      .select([sql<string>`${sql.ref(column)}`.as('id'), ...spendSums(db, '', closedBefore)])
       .where(column, 'in', chunk)
     if (from !== null) q = q.where('at', '>=', from)
     const rows = await q.groupBy(column).execute()
@@ -241,7 +252,7 @@ export async function lineageSpendSince(db: Db, lineages: readonly string[], fro
     let q = db
       .selectFrom('api_keys as k')
       .innerJoin('request_logs as r', 'r.key_id', 'k.id')
-      .select([lineage.as('id'), ...spendSums('r.', closedBefore)])
+      .select([lineage.as('id'), ...spendSums(db, 'r.', closedBefore)])
       // The lineage's first key by its id, its successors by api_keys_lineage_id_idx; both
       // then reach their rows by request_logs_key_id_at_idx.
       .where((eb) => eb.or([eb('k.lineage_id', 'in', chunk), eb.and([eb('k.lineage_id', 'is', null), eb('k.id', 'in', chunk)])]))
