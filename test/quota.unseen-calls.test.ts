@@ -45,6 +45,8 @@ for (const backend of quotaBackends(redisUrl)) {
           providers: [provider('late', 'late1', { first_byte_ms: FIRST_BYTE_MS }), provider('flaky', 'flaky1'), provider('spare', 'spare1')],
           models: [
             { name: 'late-gpt', targets: [{ provider: 'late', model: 'mock-gpt' }] },
+            // Its priority tier at ten times the standard prices.
+            { name: 'late-tiered', targets: [{ provider: 'late', model: 'mock-gpt' }], pricing: { input: 1, output: 1, service_tiers: { priority: { input: 10, output: 10 } } } },
             // flaky first, spare after it: a 5xx from flaky is retried on spare after the backoff.
             { name: 'retried-gpt', strategy: 'round-robin', targets: [{ provider: 'flaky', model: 'mock-gpt' }, { provider: 'spare', model: 'mock-gpt' }] },
           ],
@@ -82,6 +84,19 @@ for (const backend of quotaBackends(redisUrl)) {
       const left = (await gw.keyInfo(key)).remaining.budget_tokens!
       expect(left).toBeLessThanOrEqual(100_000 - 500)
       expect(left).toBeGreaterThan(100_000 - 600)
+    })
+
+    test("a request that asks for a service tier reserves its money at that tier's prices, and a call given up keeps that spent", async () => {
+      up.set(secretOf(`${tag}-late1`), { latencyMs: FIRST_BYTE_MS * 4 })
+      const user = await createUser(gw)
+      const { id, key } = await createKey(gw, user, { limits: { max_parallel: 1 }, budget: { usd: 1, period: 'day' } })
+      const res = await gw.chat(key, { model: 'late-tiered', max_tokens: 500, service_tier: 'priority' })
+      expect(res.status).toBe(504)
+      await settled(id)
+      // (prompt + 500) tokens at 10 USD per million: at least 0.005 spent, where standard prices held a tenth of it.
+      const left = (await gw.keyInfo(key)).remaining.budget_usd!
+      expect(left).toBeLessThanOrEqual(1 - 0.005)
+      expect(left).toBeGreaterThan(1 - 0.006)
     })
 
     test('a client that leaves after a failed attempt, before its retry, gets the reservation back: no upstream answered or can bill it', async () => {

@@ -6,7 +6,7 @@ import { definePlugin, type GatewayRequest, type Identity } from '../../src/plug
 import { GatewayError } from '../../src/errors.ts'
 import { DIAGNOSE, DIAGNOSIS } from '../../src/routes/doctor.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
-import { priceOf } from '../../src/lib/usage.ts'
+import { priceOf, tierPricing } from '../../src/lib/usage.ts'
 import { within } from '../../src/lib/within.ts'
 import { completionsAsked, maxTokensField, maxTokensOf } from '../../src/providers/shared/openai-format.ts'
 import { PendingReleases, settleSurely } from './settle.ts'
@@ -198,7 +198,10 @@ export const quota = definePlugin({
       let reserve = reserveTokens(req)
       if (reserve instanceof Promise) reserve = await reserve
       const tokens = reserve.prompt + reserve.completion
-      const pricing = services.tokenizer.pricing(req.group?.name ?? req.model ?? '', undefined, req.group?.pricing)
+      // At the prices of the service tier the request asks for (priority costs about twice the
+      // standard), as the pipeline counts a usage it has to count: the reservation is what a call
+      // given up is charged. One own-key look-up.
+      const pricing = tierPricing(services.tokenizer.pricing(req.group?.name ?? req.model ?? '', undefined, req.group?.pricing), req.body.service_tier)
       const usd = priceOf(reserve.prompt, reserve.completion, 0, pricing) ?? 0
       const microUsd = toMicroUsd(usd)
       const items = withCosts(template, { tokens, microUsd })
