@@ -21,7 +21,7 @@ declare const self: Worker
 /** Where the worker writes. */
 export type WorkerTarget =
   | { dialect: 'sqlite'; filename: string; busyMs: number }
-  | { dialect: 'postgres'; url: string; searchPath: string | null }
+  | { dialect: 'postgres'; url: string; searchPath: string | null; /** The URL's `connect_timeout`, in seconds (0: none), which its parsing took out of `url`. */ connectTimeoutS: number }
 
 export interface WorkerStatement {
   sql: string
@@ -69,7 +69,7 @@ function sqliteWriter(target: Extract<WorkerTarget, { dialect: 'sqlite' }>): Wri
 }
 
 function postgresWriter(target: Extract<WorkerTarget, { dialect: 'postgres' }>): Writer {
-  const sql = new SQL(target.url, { max: 1, ...(target.searchPath === null ? {} : { connection: { search_path: target.searchPath } }) })
+  const sql = new SQL(target.url, { max: 1, connectionTimeout: target.connectTimeoutS, ...(target.searchPath === null ? {} : { connection: { search_path: target.searchPath } }) })
   return {
     // One transaction, each statement limited to the write's time left (plugins/logging/write-limit.ts):
     // a write the main thread stopped waiting for is stopped by the server too, and rolled back.

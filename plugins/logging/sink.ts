@@ -154,7 +154,7 @@ function threadTarget(handle: DatabaseHandle, databaseUrl: string | null, busyMs
   // Only a handle opened from this very URL: a test (or an embedding program) may hand the gateway another.
   if (databaseUrl === null || handle.url !== maskDatabaseUrl(databaseUrl.trim())) return null
   const parsed = parseDatabaseUrl(databaseUrl)
-  if (parsed.dialect === 'postgres') return { dialect: 'postgres', url: parsed.connectionUrl, searchPath: parsed.searchPath }
+  if (parsed.dialect === 'postgres') return { dialect: 'postgres', url: parsed.connectionUrl, searchPath: parsed.searchPath, connectTimeoutS: parsed.connectTimeoutS }
   return parsed.filename === SQLITE_MEMORY ? null : { dialect: 'sqlite', filename: parsed.filename, busyMs }
 }
 
