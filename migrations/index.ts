@@ -17,6 +17,7 @@ import * as providerKeyWeight from './0005-provider-key-weight.ts';
 import * as ownerModels from './0006-owner-models.ts';
 import * as alertsCreatedAt from './0007-alerts-created-at.ts';
 import * as apiKeysExpiring from './0008-api-keys-expiring.ts';
+import * as providerKeyPosition from './0009-provider-key-position.ts';
 
 export const migrations = {
   '0001-initial': initial,
@@ -27,4 +28,5 @@ export const migrations = {
   '0006-owner-models': ownerModels,
   '0007-alerts-created-at': alertsCreatedAt,
   '0008-api-keys-expiring': apiKeysExpiring,
+  '0009-provider-key-position': providerKeyPosition,
 } as const satisfies Readonly<Record<string, Migration>>;

@@ -288,7 +288,8 @@ export class Catalog {
 
   private async storedProviders(): Promise<ProviderConfig[]> {
     const rows = await this.db.selectFrom('providers').selectAll().where('deleted_at', 'is', null).orderBy('created_at').orderBy(this.byteOrder('id')).execute()
-    const keyRows = await this.db.selectFrom('provider_keys').selectAll().where('disabled_at', 'is', null).orderBy('created_at').execute()
+    // In the order given: a POST's or PATCH's keys share their created_at, and their position tells them apart.
+    const keyRows = await this.db.selectFrom('provider_keys').selectAll().where('disabled_at', 'is', null).orderBy('created_at').orderBy('position').orderBy(this.byteOrder('id')).execute()
     return rows.map((row): ProviderConfig => {
       const keys = keyRows
         .filter((k) => k.provider_id === row.id)
@@ -483,8 +484,8 @@ export class Catalog {
                 // A provider deleted earlier under this id leaves a row behind (its secrets are already gone).
                 await tx.deleteFrom('providers').where('id', '=', input.id).where('deleted_at', 'is not', null).execute()
                 await tx.insertInto('providers').values({ id: input.id, type: input.type, ...this.sealSettings(input.id, provider), created_at: at, updated_at: at, deleted_at: null }).execute()
-                for (const k of input.keys) {
-                  await tx.insertInto('provider_keys').values({ id: rowIdOf(input.id, k.id), provider_id: input.id, ...this.seal(rowIdOf(input.id, k.id), k.secret), weight: k.weight ?? 1, rpm: k.rpm ?? null, tpm: k.tpm ?? null, disabled_at: null, created_at: at, updated_at: at }).execute()
+                for (const [position, k] of input.keys.entries()) {
+                  await tx.insertInto('provider_keys').values({ id: rowIdOf(input.id, k.id), provider_id: input.id, ...this.seal(rowIdOf(input.id, k.id), k.secret), weight: k.weight ?? 1, position, rpm: k.rpm ?? null, tpm: k.tpm ?? null, disabled_at: null, created_at: at, updated_at: at }).execute()
                 }
               })
             },
@@ -523,8 +524,8 @@ export class Catalog {
                 await tx.updateTable('providers').set({ type: merged.type, ...this.sealSettings(params.id, merged), updated_at: at }).where('id', '=', params.id).execute()
                 if (patch.keys) {
                   await tx.deleteFrom('provider_keys').where('provider_id', '=', params.id).execute()
-                  for (const k of patch.keys) {
-                    await tx.insertInto('provider_keys').values({ id: rowIdOf(params.id, k.id), provider_id: params.id, ...this.seal(rowIdOf(params.id, k.id), k.secret), weight: k.weight ?? 1, rpm: k.rpm ?? null, tpm: k.tpm ?? null, disabled_at: null, created_at: at, updated_at: at }).execute()
+                  for (const [position, k] of patch.keys.entries()) {
+                    await tx.insertInto('provider_keys').values({ id: rowIdOf(params.id, k.id), provider_id: params.id, ...this.seal(rowIdOf(params.id, k.id), k.secret), weight: k.weight ?? 1, position, rpm: k.rpm ?? null, tpm: k.tpm ?? null, disabled_at: null, created_at: at, updated_at: at }).execute()
                   }
                 }
               })

@@ -81,12 +81,23 @@ async function tiedCatalog(gw: AuthGateway): Promise<{ providers: string[]; mode
   return { providers: providers.data.filter((p) => p.source === 'admin').map((p) => p.id), models: models.data.filter((m) => m.source === 'admin').map((m) => m.name) }
 }
 
+/** A provider's keys in the order given (the first is the one a gateway without balance sends), after their rows were rewritten. */
+const GIVEN_KEYS = ['zz', 'aa', 'mm', 'Ab', 'a-b']
+async function givenKeyOrder(gw: AuthGateway): Promise<string[]> {
+  await gw.adminOk('POST', '/admin/providers', { id: 'keyed', type: 'openai-compatible', base_url: upstream.url, keys: GIVEN_KEYS.map((id) => ({ id, secret: `key-order-secret-${id}-0123456789` })) })
+  // As rotate-encryption-key rewrites each row (on Postgres an updated row moves within the table).
+  for (const id of GIVEN_KEYS.slice(0, 3)) await sql`update provider_keys set updated_at = updated_at where provider_id = 'keyed' and id like ${'%' + id}`.execute(gw.db)
+  const provider = await gw.adminOk<{ keys: Array<{ id: string }> }>('GET', '/admin/providers/keyed')
+  return provider.keys.map((k) => k.id)
+}
+
 describe('admin lists: one order of rows created at the same time on every database', () => {
   test('on SQLite, by id in descending byte order, paged the same; providers and models oldest first, by id and name in byte order', async () => {
     const gw = await startAuthGateway(upstream.url)
     try {
       expect(await tiedLists(gw)).toEqual({ users: byteOrderDesc, pagedUsers: byteOrderDesc, members: byteOrderDesc, pagedMembers: byteOrderDesc })
       expect(await tiedCatalog(gw)).toEqual({ providers: byteOrderAsc, models: byteOrderAsc })
+      expect(await givenKeyOrder(gw)).toEqual(GIVEN_KEYS)
     } finally {
       await gw.close()
     }
@@ -102,6 +113,7 @@ describe('admin lists: one order of rows created at the same time on every datab
     try {
       expect(await tiedLists(gw)).toEqual({ users: byteOrderDesc, pagedUsers: byteOrderDesc, members: byteOrderDesc, pagedMembers: byteOrderDesc })
       expect(await tiedCatalog(gw)).toEqual({ providers: byteOrderAsc, models: byteOrderAsc })
+      expect(await givenKeyOrder(gw)).toEqual(GIVEN_KEYS)
     } finally {
       await gw.close()
       await admin.unsafe(`drop database if exists "${name}" with (force)`)

@@ -393,6 +393,7 @@ function sharedSuite(url: () => string): void {
           secret_enc: 'v1:nonce:ciphertext',
           key_version: 'mk1',
           weight: 1,
+          position: 0,
           rpm: 500,
           tpm: 200_000,
           disabled_at: null,

@@ -151,6 +151,8 @@ export interface ProviderKeysTable {
   key_version: string;
   /** @default 1 */
   weight: Generated<number>;
+  /** The key's place in its provider's list as given (0 first); 0 for rows from before migration 0009. @default 0 */
+  position: Generated<number>;
   rpm: number | null;
   tpm: number | null;
   disabled_at: IsoTimestamp | null;
