@@ -7,7 +7,7 @@ import type { Kysely } from 'kysely';
 import { createDatabase, type DatabaseHandle } from '../src/db/index.ts';
 import { migrateDown, migrateToLatest } from '../src/db/migrate.ts';
 import type { Database } from '../src/db/schema.ts';
-import { createTestPostgresDatabase, postgresUrlForTests, type TestPostgresDatabase } from '../test/support/services.ts';
+import { describeOnPostgres } from '../test/support/migrations.ts';
 import { migrations } from './index.ts';
 
 const AT = '2025-01-01T00:00:00.000Z';
@@ -75,15 +75,4 @@ describe('0003-lineage on SQLite', () => {
   suite(() => 'sqlite::memory:');
 });
 
-const postgresUrl = await postgresUrlForTests('migrations/0003-lineage.test.ts');
-
-describe.skipIf(postgresUrl === null)('0003-lineage on Postgres', () => {
-  let database: TestPostgresDatabase | undefined;
-  beforeAll(async () => {
-    database = await createTestPostgresDatabase(postgresUrl ?? '', 'lineage');
-  });
-  afterAll(async () => {
-    await database?.drop();
-  });
-  suite(() => database!.url);
-});
+await describeOnPostgres('0003-lineage on Postgres', 'migrations/0003-lineage.test.ts', 'lineage', suite);

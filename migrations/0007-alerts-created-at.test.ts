@@ -9,26 +9,9 @@ import { createDatabase, type DatabaseHandle } from '../src/db/index.ts';
 import { migrateDown, migrateToLatest } from '../src/db/migrate.ts';
 import type { Database } from '../src/db/schema.ts';
 import { pruneAlerts } from '../plugins/logging/alerts.ts';
-import { createTestPostgresDatabase, postgresUrlForTests, type TestPostgresDatabase } from '../test/support/services.ts';
-import { migrations } from './index.ts';
+import { describeOnPostgres, indexColumns, migrationsUpTo } from '../test/support/migrations.ts';
 
-/** The migrations before this one (a later one, applied first, would be out of order). */
-const before = Object.fromEntries(Object.entries(migrations).filter(([n]) => n < '0007-alerts-created-at'));
-const UP_TO = { ...before, '0007-alerts-created-at': migrations['0007-alerts-created-at'] };
-
-/** The columns of the index `name` on alerts_sent, in order; empty when there is none. */
-async function indexColumns(handle: DatabaseHandle, name: string): Promise<string[]> {
-  if (handle.dialect === 'sqlite') {
-    const { rows } = await sql<{ name: string }>`select name from pragma_index_info(${name}) order by seqno`.execute(handle.db);
-    return rows.map((r) => r.name);
-  }
-  const { rows } = await sql<{ column: string }>`
-    select a.attname as column
-    from pg_index i join pg_class c on c.oid = i.indexrelid join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
-    where c.relname = ${name}
-    order by array_position(i.indkey, a.attnum)`.execute(handle.db);
-  return rows.map((r) => r.column);
-}
+const { before, upTo: UP_TO } = migrationsUpTo('0007-alerts-created-at');
 
 function suite(url: () => string): void {
   let handle: DatabaseHandle;
@@ -93,15 +76,4 @@ describe('0007-alerts-created-at on SQLite', () => {
   });
 });
 
-const postgresUrl = await postgresUrlForTests('migrations/0007-alerts-created-at.test.ts');
-
-describe.skipIf(postgresUrl === null)('0007-alerts-created-at on Postgres', () => {
-  let database: TestPostgresDatabase | undefined;
-  beforeAll(async () => {
-    database = await createTestPostgresDatabase(postgresUrl ?? '', 'alerts_created_at');
-  });
-  afterAll(async () => {
-    await database?.drop();
-  });
-  suite(() => database!.url);
-});
+await describeOnPostgres('0007-alerts-created-at on Postgres', 'migrations/0007-alerts-created-at.test.ts', 'alerts_created_at', suite);

@@ -13,27 +13,10 @@ import { createLogger } from '../src/lib/logger.ts';
 import { MetricsRegistry } from '../src/metrics.ts';
 import { UpstreamHealth } from '../src/upstream-health.ts';
 import { AlertMonitor } from '../plugins/logging/alerts.ts';
-import { createTestPostgresDatabase, postgresUrlForTests, type TestPostgresDatabase } from '../test/support/services.ts';
-import { migrations } from './index.ts';
+import { describeOnPostgres, indexColumns, migrationsUpTo } from '../test/support/migrations.ts';
 
-/** The migrations before this one (a later one, applied first, would be out of order). */
-const before = Object.fromEntries(Object.entries(migrations).filter(([n]) => n < '0008-api-keys-expiring'));
-const UP_TO = { ...before, '0008-api-keys-expiring': migrations['0008-api-keys-expiring'] };
+const { before, upTo: UP_TO } = migrationsUpTo('0008-api-keys-expiring');
 const DAY = 86_400_000;
-
-/** The columns of the index `name`, in order; empty when there is none. */
-async function indexColumns(handle: DatabaseHandle, name: string): Promise<string[]> {
-  if (handle.dialect === 'sqlite') {
-    const { rows } = await sql<{ name: string }>`select name from pragma_index_info(${name}) order by seqno`.execute(handle.db);
-    return rows.map((r) => r.name);
-  }
-  const { rows } = await sql<{ column: string }>`
-    select a.attname as column
-    from pg_index i join pg_class c on c.oid = i.indexrelid join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
-    where c.relname = ${name}
-    order by array_position(i.indkey, a.attnum)`.execute(handle.db);
-  return rows.map((r) => r.column);
-}
 
 function suite(url: () => string): void {
   let handle: DatabaseHandle;
@@ -115,15 +98,4 @@ describe('0008-api-keys-expiring on SQLite', () => {
   });
 });
 
-const postgresUrl = await postgresUrlForTests('migrations/0008-api-keys-expiring.test.ts');
-
-describe.skipIf(postgresUrl === null)('0008-api-keys-expiring on Postgres', () => {
-  let database: TestPostgresDatabase | undefined;
-  beforeAll(async () => {
-    database = await createTestPostgresDatabase(postgresUrl ?? '', 'api_keys_expiring');
-  });
-  afterAll(async () => {
-    await database?.drop();
-  });
-  suite(() => database!.url);
-});
+await describeOnPostgres('0008-api-keys-expiring on Postgres', 'migrations/0008-api-keys-expiring.test.ts', 'api_keys_expiring', suite);
