@@ -5,7 +5,7 @@
  * of the last row before, and nothing is sorted.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { sql, type CompiledQuery, type Kysely, type KyselyPlugin } from 'kysely';
+import type { CompiledQuery, Kysely, KyselyPlugin } from 'kysely';
 import { createDatabase, type DatabaseHandle } from '../src/db/index.ts';
 import { migrateDown, migrateToLatest } from '../src/db/migrate.ts';
 import type { Database } from '../src/db/schema.ts';
