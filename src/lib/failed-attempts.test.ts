@@ -39,4 +39,16 @@ describe('clientKey', () => {
     expect(clientKey(null)).toBeNull()
     expect(clientKey('')).toBeNull()
   })
+
+  test('an IPv4-mapped address in any spelling is its IPv4 client, and an IPv4 tail is two groups', () => {
+    // Not one ::/64 that every IPv4 client so written would share (one guesser locking out all of them).
+    expect(clientKey('0:0:0:0:0:ffff:192.0.2.7')).toBe('192.0.2.7')
+    expect(clientKey('::ffff:c000:207')).toBe('192.0.2.7')
+    expect(clientKey('0:0:0:0:0:FFFF:C000:0207')).toBe('192.0.2.7')
+    expect(clientKey('::ffff:c000:208')).toBe('192.0.2.8')
+    // A dotted tail fills the last two groups: the /64 is 1:2:0:4, not 1:2:0:0.
+    expect(clientKey('1:2::4:5:6:192.0.2.7')).toBe('1:2:0:4::/64')
+    expect(clientKey('1:2:3:4:5:6:192.0.2.7')).toBe('1:2:3:4::/64')
+    expect(clientKey('::192.0.2.7')).toBe('0:0:0:0::/64')
+  })
 })

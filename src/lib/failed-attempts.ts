@@ -86,22 +86,34 @@ export class FailedAttempts {
 
 /**
  * The address a limit per client counts under: an IPv4 address as it is (an IPv4-mapped IPv6
- * one, `::ffff:192.0.2.1`, as its IPv4), an IPv6 address by its /64, which one host or site
- * usually holds whole (one address per guess would be free to it). Null for no address.
+ * one, `::ffff:192.0.2.1` however it is spelt, as its IPv4), an IPv6 address by its /64, which one
+ * host or site usually holds whole (one address per guess would be free to it). Null for no address.
  */
 export function clientKey(address: string | null): string | null {
   if (address === null || address === '') return null
   if (isIP(address) !== 6) return address
   const zone = address.indexOf('%')
-  const bare = (zone < 0 ? address : address.slice(0, zone)).toLowerCase()
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/.exec(bare)
-  if (mapped) return mapped[1]!
-  const [head = '', tail = ''] = bare.split('::')
-  const left = head === '' ? [] : head.split(':')
-  const right = bare.includes('::') ? (tail === '' ? [] : tail.split(':')) : []
-  const groups = bare.includes('::') ? [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right] : left
-  return `${groups
-    .slice(0, 4)
-    .map((g) => g.replace(/^0+(?=.)/, ''))
-    .join(':')}::/64`
+  const g = ipv6Groups((zone < 0 ? address : address.slice(0, zone)).toLowerCase())
+  // ::ffff:0:0/96 in any spelling (`::ffff:c000:207`, uncompressed): the IPv4 client, not the ::/64 all of them would share.
+  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
+    return `${g[6]! >> 8}.${g[6]! & 255}.${g[7]! >> 8}.${g[7]! & 255}`
+  }
+  return `${g[0]!.toString(16)}:${g[1]!.toString(16)}:${g[2]!.toString(16)}:${g[3]!.toString(16)}::/64`
+}
+
+/** The eight 16-bit groups of an IPv6 address isIP took (no zone): `::` filled, a dotted IPv4 tail as the last two. */
+function ipv6Groups(bare: string): number[] {
+  const groups = (text: string): number[] =>
+    text === ''
+      ? []
+      : text.split(':').flatMap((part) => {
+          if (!part.includes('.')) return [parseInt(part, 16)]
+          const [a = 0, b = 0, c = 0, d = 0] = part.split('.').map(Number)
+          return [(a << 8) | b, (c << 8) | d]
+        })
+  const gap = bare.indexOf('::')
+  if (gap < 0) return groups(bare)
+  const left = groups(bare.slice(0, gap))
+  const right = groups(bare.slice(gap + 2))
+  return [...left, ...Array<number>(8 - left.length - right.length).fill(0), ...right]
 }
