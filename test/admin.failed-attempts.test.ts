@@ -103,4 +103,28 @@ describe('failed admin keys per client address', () => {
     await expectError(await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${WRONG}` } }), 'invalid_api_key')
     expect((await fetch(`${gw.url}/health`)).status).toBe(200)
   })
+
+  test("a page of another site cannot spend a visitor's attempts: the sign-in takes JSON only, which a browser sends across sites only with the gateway's leave (it gives none)", async () => {
+    await boot()
+    // What a form or a no-cors fetch of any web page may send without a preflight: text/plain, a form's types.
+    for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', null]) {
+      for (let i = 0; i < 11; i++) {
+        const res = await fetch(`${gw.url}/console/login`, { method: 'POST', headers: type === null ? {} : { 'content-type': type }, body: JSON.stringify({ admin_key: WRONG }) })
+        const error = await expectError(res, 'invalid_request')
+        expect(error.message).toContain('application/json')
+      }
+    }
+    // Nothing was counted: the visitor still signs in, and its bearer key works.
+    expect((await signIn(ADMIN_KEY)).status).toBe(200)
+    expect((await users(ADMIN_KEY)).status).toBe(200)
+    // JSON with its parameters is JSON.
+    const withCharset = await fetch(`${gw.url}/console/login`, { method: 'POST', headers: { 'content-type': 'Application/JSON; charset=utf-8' }, body: JSON.stringify({ admin_key: ADMIN_KEY }) })
+    expect(withCharset.status).toBe(200)
+  })
+
+  test("the console's preflight grants no other site: a cross-site JSON sign-in is never sent by a browser", async () => {
+    await boot()
+    const res = await fetch(`${gw.url}/console/login`, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } })
+    expect(res.headers.get('access-control-allow-origin')).toBeNull()
+  })
 })

@@ -21,6 +21,20 @@ const LoginBody = Type.Object({ admin_key: Type.String({ minLength: 1, maxLength
  */
 const LOGIN_BODY_LIMIT = 8 * 1024
 type Login = Static<typeof LoginBody>
+/** `application/json`, with or without parameters. */
+const JSON_MEDIA_TYPE = /^\s*application\/json\s*(?:;|$)/i
+
+/**
+ * The sign-in takes JSON only, as the console page sends it. A page of any other site may make a
+ * visitor's browser POST a form's types or text/plain here without asking (no preflight), and every
+ * wrong key so sent would spend the attempts of the visitor's address (see AdminKeyOptions.failures):
+ * a page left open would keep the admin locked out. JSON across sites needs a preflight, which
+ * /console grants no origin. Refused before the key is looked at, so it counts for nothing.
+ */
+function jsonSignIn(request: Request): void {
+  if (JSON_MEDIA_TYPE.test(request.headers.get('content-type') ?? '')) return
+  throw new GatewayError('invalid_request', 'Send the sign-in as JSON, with Content-Type: application/json, as the console page does.')
+}
 
 /**
  * The page's security headers: scripts and styles from this origin only (every asset is
@@ -128,7 +142,13 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
         logger.info('console sign-in', { session: session.id.slice(0, 6) })
         return sessionView(session, config.environment, sessions.ttlMs)
       },
-      { parse: ({ request }) => readJsonObject(request, LOGIN_BODY_LIMIT), detail: hide },
+      {
+        parse: ({ request }) => {
+          jsonSignIn(request)
+          return readJsonObject(request, LOGIN_BODY_LIMIT)
+        },
+        detail: hide,
+      },
     )
     .post(
       '/logout',
