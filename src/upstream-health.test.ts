@@ -103,4 +103,22 @@ describe('upstream health past its bound of keys', () => {
     expect(lines).toContain('sluice_upstream_key_up{provider="p",key="k9"} 1')
     expect(lines).toContain('sluice_upstream_key_up{provider="p",key="k8"} 1')
   })
+
+  test('a kept key tried again frees its place among the kept series before the eviction it causes, which then keeps another rather than drop one', () => {
+    const metrics = new MetricsRegistry()
+    let now = 0
+    const health = new UpstreamHealth(metrics, () => ++now, 2)
+    for (const key of ['a', 'b', 'c', 'd', 'e']) health.record(target('p', key), 200, 5)
+    // Tracked: d, e; kept (evicted, the catalog has them): b, c (a went past the bound).
+    expect(upSeries(metrics)).toHaveLength(4)
+    // c again: d is evicted and kept in c's place, and b stays.
+    health.record(target('p', 'c'), 500, 5)
+    expect(upSeries(metrics).sort()).toEqual([
+      'sluice_upstream_key_up{provider="p",key="b"} 1',
+      'sluice_upstream_key_up{provider="p",key="c"} 0',
+      'sluice_upstream_key_up{provider="p",key="d"} 1',
+      'sluice_upstream_key_up{provider="p",key="e"} 1',
+    ])
+  })
 })
+

@@ -191,9 +191,10 @@ export class UpstreamHealth {
     if (found) return found
     // Once per key (its first attempt), not per attempt: a known key is found above.
     if (!this.catalogHas(provider, key)) return undefined
-    if (this.size >= this.maxKeys) this.evictOne()
-    // Tracked again: its series is the entry's once more.
+    // Tracked again: its series is the entry's once more. Before the eviction, whose key then takes its
+    // place among the kept series rather than push out the oldest of them.
     if (this.gaugeOnly.size > 0) this.gaugeOnly.delete(gaugeId(provider, key))
+    if (this.size >= this.maxKeys) this.evictOne()
     if (!keys) this.byProvider.set(provider, (keys = new Map()))
     const entry: Entry = {
       provider,
