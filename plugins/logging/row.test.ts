@@ -20,8 +20,15 @@ describe('forwardedAddress', () => {
     expect(forwardedAddress('fe80::1%eth0')).toBe('fe80::1%eth0')
   })
 
-  test('anything else is no address: hex words, bare colons, ports, brackets, names, zones on IPv4', () => {
-    for (const value of ['cafe', 'beef:cafe', '::::', ':', '1.2.3.4:5678', '[2001:db8::1]', '[2001:db8::1]:443', '256.1.1.1', '1.2.3', 'example.com', 'unknown', '1.2.3.4%eth0', 'fe80::1%', 'fe80::1%<x>', '<script>alert(1)</script>', '', ' , 1.2.3.4']) {
+  test('an entry with a port or in brackets (as Azure Application Gateway and IIS write it) is its address', () => {
+    expect(forwardedAddress('203.0.113.7:51234, 10.0.0.1')).toBe('203.0.113.7')
+    expect(forwardedAddress('[2001:db8::1]')).toBe('2001:db8::1')
+    expect(forwardedAddress('[2001:db8::1]:443')).toBe('2001:db8::1')
+    expect(forwardedAddress('6.6.6.6, 198.51.100.4:8080', 1)).toBe('198.51.100.4')
+  })
+
+  test('anything else is no address: hex words, bare colons, bad ports or brackets, names, zones on IPv4', () => {
+    for (const value of ['cafe', 'beef:cafe', '::::', ':', '1.2.3.4:', '1.2.3.4:123456', '1.2.3.4:x', 'example.com:80', '[1.2.3.4]', '[2001:db8::1', '[2001:db8::1]x', '[2001:db8::1]:', '256.1.1.1', '1.2.3', 'example.com', 'unknown', '1.2.3.4%eth0', 'fe80::1%', 'fe80::1%<x>', '<script>alert(1)</script>', '', ' , 1.2.3.4']) {
       expect([value, forwardedAddress(value)]).toEqual([value, null])
     }
     expect(forwardedAddress(null)).toBeNull()
