@@ -4,6 +4,13 @@
  * admin routes with the admin key they take.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { join, resolve } from 'node:path'
+import { Value } from '@sinclair/typebox/value'
+import { BUILTIN_PLUGINS } from '../plugins/index.ts'
+import { loadConfig } from '../src/config/load.ts'
+import type { ConfigFile } from '../src/config/schema.ts'
+import { BudgetSchema, LimitsSchema } from '../src/limits.ts'
+import { resolvePlugins } from '../src/plugin-loader.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'
 import { REQUEST_ID, expectError } from './support/http.ts'
 import { schemaProblems, type CheckOptions, type JsonSchema } from './support/json-schema.ts'
@@ -420,5 +427,134 @@ describe('GET /swagger/json: responses', () => {
     await conforms('get', '/admin/users', await fetch(`${gw.url}/admin/users`))
     await conforms('get', '/v1/models/{id}', await fetch(`${gw.url}/v1/models/nope`, { headers: { authorization: `Bearer ${rotated.key}` } }))
     await conforms('get', '/v1/key', await fetch(`${gw.url}/v1/key`))
+  })
+})
+
+/**
+ * README.md, checked against the code it describes: what an operator copies from it (config
+ * snippets, variables, routes) must work as written.
+ */
+describe('README.md', () => {
+  const ROOT = resolve(import.meta.dir, '..')
+  let readme: string
+  let doc: OpenApiDoc
+  beforeAll(async () => {
+    readme = await Bun.file(join(ROOT, 'README.md')).text()
+    doc = (await (await fetch(`${gw.url}/swagger/json`)).json()) as OpenApiDoc
+  })
+
+  /** The variables named in the first column of the Configuration section's table. */
+  const tableVariables = (): string[] => {
+    const section = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('\n## ', readme.indexOf('## Configuration') + 1))
+    const rows = section.split('\n').filter((line) => /^\| `/.test(line))
+    return rows.flatMap((row) => [...row.split('|')[1]!.matchAll(/`([A-Za-z_][A-Za-z0-9_]*)`/g)].map((m) => m[1]!))
+  }
+
+  /** Every variable the gateway's own code reads from its environment (src/, plugins/; tests aside). */
+  const variablesRead = async (): Promise<Set<string>> => {
+    const read = new Set<string>()
+    for (const folder of ['src', 'plugins']) {
+      for await (const file of new Bun.Glob('**/*.ts').scan({ cwd: join(ROOT, folder) })) {
+        if (file.endsWith('.test.ts')) continue
+        const text = await Bun.file(join(ROOT, folder, file)).text()
+        for (const m of text.matchAll(/\benv\.([A-Za-z_][A-Za-z0-9_]*)|\benv\[\s*'([A-Za-z_][A-Za-z0-9_]*)'\s*\]/g)) read.add((m[1] ?? m[2])!)
+      }
+    }
+    // The console's bundle is built with process.env.NODE_ENV defined as "production": no variable is read.
+    read.delete('NODE_ENV')
+    return read
+  }
+
+  test('every environment variable of the Configuration table is one the gateway reads, and every one it reads is in the table', async () => {
+    const documented = tableVariables()
+    expect(documented).toContain('SLUICE_ADMIN_KEY')
+    const read = await variablesRead()
+    expect(documented.filter((name) => !read.has(name))).toEqual([])
+    expect([...read].filter((name) => !documented.includes(name)).sort()).toEqual([])
+  })
+
+  /** The README's ```jsonc blocks, parsed (a `// …` comment after a value dropped). */
+  const jsoncBlocks = (): Array<{ text: string; value: unknown }> =>
+    [...readme.matchAll(/```jsonc\n([^]*?)```/g)].map((m) => {
+      const text = m[1]!.replace(/([}\],])[ \t]*\/\/[^\n]*/g, '$1')
+      // A block may list several providers, comma-separated, as they sit in the "providers" array.
+      let value: unknown
+      try {
+        value = JSON.parse(text)
+      } catch {
+        value = JSON.parse(`[${text}]`)
+      }
+      return { text, value }
+    })
+
+  /** The environment a snippet's `${NAME}`s need, each set; and a master key, which prod needs. */
+  const envFor = (text: string): Record<string, string> => ({
+    ...Object.fromEntries([...text.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g)].map((m) => [m[1]!, 'sk-readme-example'])),
+    SLUICE_ENCRYPTION_KEY: Buffer.alloc(32, 7).toString('base64'),
+  })
+
+  const load = (config: Record<string, unknown>, env: Record<string, string> = {}) =>
+    loadConfig({ config: config as ConfigFile, env, cwd: ROOT, resolvePlugins: (source) => resolvePlugins(source, BUILTIN_PLUGINS) })
+
+  /** A provider for each id a model snippet's targets name (the snippet shows the model alone). */
+  const standIns = (models: Array<{ targets: Array<{ provider: string }> }>) =>
+    [...new Set(models.flatMap((m) => m.targets.map((t) => t.provider)))].map((id) => ({ id, type: 'mock', keys: [{ id: 'k', secret: '' }] }))
+
+  test('every jsonc snippet is valid as what it shows: a config file, providers, a model group, or limits and a budget', async () => {
+    const blocks = jsoncBlocks()
+    expect(blocks.length).toBeGreaterThanOrEqual(5)
+    const kinds: string[] = []
+    for (const { text, value } of blocks) {
+      const env = envFor(text)
+      const entries = (Array.isArray(value) ? value : [value]) as Array<Record<string, unknown>>
+      if (!Array.isArray(value) && ('providers' in entries[0]! || 'plugins' in entries[0]!)) {
+        kinds.push('config')
+        // Loaded as the gateway loads a file in the repository's folder: its plugin paths resolve from there.
+        const config = await load(entries[0]!, env)
+        expect(config.providers.length).toBeGreaterThan(0)
+      } else if (entries.every((e) => 'type' in e && 'keys' in e)) {
+        kinds.push('providers')
+        await load({ providers: entries }, env)
+      } else if (entries.every((e) => 'targets' in e)) {
+        kinds.push('model')
+        const models = entries as Array<{ targets: Array<{ provider: string }> }>
+        await load({ providers: standIns(models), models }, env)
+      } else if (entries.every((e) => 'limits' in e || 'budget' in e)) {
+        kinds.push('limits')
+        for (const e of entries) {
+          expect({ limits: [...Value.Errors(LimitsSchema, e.limits)].map((x) => x.message) }).toEqual({ limits: [] })
+          expect({ budget: [...Value.Errors(BudgetSchema, e.budget)].map((x) => x.message) }).toEqual({ budget: [] })
+        }
+      } else {
+        throw new Error(`a jsonc snippet of no kind this test knows; teach it to check this one:\n${text}`)
+      }
+    }
+    expect(new Set(kinds)).toEqual(new Set(['config', 'providers', 'model', 'limits']))
+  })
+
+  test('the inline config fragments ("console", "server", a logging "alerts" option, pricing\'s "service_tiers") are valid where they go', async () => {
+    const fragments = [...readme.matchAll(/`("(console|server|limits|alerts|service_tiers)": *\{[^`]*\})`/g)]
+    const checked: string[] = []
+    for (const [, text, key] of fragments) {
+      let value: unknown
+      try {
+        value = JSON.parse(`{${text}}`)
+      } catch {
+        continue // a shape in prose, such as "server": {"port", "host"}
+      }
+      if (key === 'alerts') await load({ plugins: [{ use: 'logging', options: value }] })
+      else if (key === 'service_tiers') await load({ models: [{ name: 'm', targets: [{ provider: 'p', model: 'm' }], pricing: { input: 1, output: 2, ...(value as object) } }], providers: standIns([{ targets: [{ provider: 'p' }] }]) })
+      else await load(value as Record<string, unknown>)
+      checked.push(key!)
+    }
+    expect(new Set(checked)).toEqual(new Set(['console', 'server', 'alerts', 'service_tiers']))
+  })
+
+  test('every route the README names with its method is one the API serves and documents', () => {
+    // Console routes (/console/*) are the console page's own and are left out of the document.
+    const named = [...readme.matchAll(/`(GET|POST|PATCH|PUT|DELETE) (\/(?:v1|admin)[^`\s?]*)`/g)].map((m) => [m[1]!.toLowerCase(), m[2]!] as const)
+    expect(named.length).toBeGreaterThan(10)
+    const missing = named.filter(([method, path]) => doc.paths[path]?.[method] === undefined)
+    expect(missing).toEqual([])
   })
 })
