@@ -16,7 +16,9 @@ its config file (README.md, "Configuration"):
   SLUICE_ENV           the environment it serves (default dev)
   SLUICE_ADMIN_KEY     the admin key (default: generated on first start, printed once)
   SLUICE_ENCRYPTION_KEY, SLUICE_ENCRYPTION_KEY_PREVIOUS, SLUICE_TLS_CERT, SLUICE_TLS_KEY,
-  SLUICE_REUSE_PORT, SLUICE_MEMORY, LOG_LEVEL
+  SLUICE_REUSE_PORT, LOG_LEVEL
+  SLUICE_MEMORY        memory profile bun run start applies: fast (default) or lean, which sets
+                       MIMALLOC_PURGE_DELAY and BUN_JSC_heapGrowthMaxIncrease (a value you set wins)
 
   --help     show this text`
 

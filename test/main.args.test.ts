@@ -38,6 +38,16 @@ describe('the gateway’s arguments', () => {
       expect(readdirSync(cwd)).toEqual([])
     }, 30_000)
 
+    test(`${script} --help names every variable of the README's Configuration table, as the README says it does`, async () => {
+      const readme = await Bun.file(join(ROOT, 'README.md')).text()
+      const start = readme.indexOf('## Configuration')
+      const rows = readme.slice(start, readme.indexOf('\n## ', start + 1)).split('\n').filter((line) => line.startsWith('| `'))
+      const variables = rows.flatMap((row) => [...row.split('|')[1]!.matchAll(/`([A-Za-z_][A-Za-z0-9_]*)`/g)].map((m) => m[1]!))
+      expect(variables.length).toBeGreaterThan(10)
+      const { stdout } = await run(script, ['--help'], mkdtempSync(join(dir, 'help-vars-')))
+      expect(variables.filter((name) => !new RegExp(`\\b${name}\\b`).test(stdout))).toEqual([])
+    }, 30_000)
+
     test(`${script} with an argument refuses it with the usage, exit 2, creating nothing`, async () => {
       const cwd = mkdtempSync(join(dir, 'args-'))
       const { code, stdout, stderr } = await run(script, ['--port', '9000'], cwd)
