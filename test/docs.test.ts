@@ -550,6 +550,23 @@ describe('README.md', () => {
     expect(new Set(checked)).toEqual(new Set(['console', 'server', 'alerts', 'service_tiers']))
   })
 
+  test("every option of every built-in plugin is named in the README, and logging's alerts options in its Alerts paragraph", () => {
+    interface ObjectSchema { properties?: Record<string, ObjectSchema> }
+    const missing: string[] = []
+    for (const [name, factory] of Object.entries(BUILTIN_PLUGINS)) {
+      const options = (factory() as unknown as { definition: { options?: ObjectSchema } }).definition.options
+      const keys = Object.keys(options?.properties ?? {})
+      expect({ name, options: keys.length > 0 }).toEqual({ name, options: true })
+      for (const key of keys) if (!readme.includes(`\`${key}\``)) missing.push(`${name}: ${key}`)
+    }
+    const alerts = (BUILTIN_PLUGINS.logging!() as unknown as { definition: { options: ObjectSchema } }).definition.options.properties!.alerts!
+    const start = readme.indexOf('Alerts: `"alerts"')
+    expect(start).toBeGreaterThan(0)
+    const paragraph = readme.slice(start, readme.indexOf('\n\n', start))
+    for (const key of Object.keys(alerts.properties ?? {})) if (!paragraph.includes(`"${key}"`) && !paragraph.includes(`\`${key}\``)) missing.push(`logging: alerts.${key}`)
+    expect(missing).toEqual([])
+  })
+
   test('every route the README names with its method is one the API serves and documents', () => {
     // Console routes (/console/*) are the console page's own and are left out of the document.
     const named = [...readme.matchAll(/`(GET|POST|PATCH|PUT|DELETE) (\/(?:v1|admin)[^`\s?]*)`/g)].map((m) => [m[1]!.toLowerCase(), m[2]!] as const)
