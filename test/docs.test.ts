@@ -9,6 +9,7 @@ import { Value } from '@sinclair/typebox/value'
 import { BUILTIN_PLUGINS } from '../plugins/index.ts'
 import { loadConfig } from '../src/config/load.ts'
 import type { ConfigFile } from '../src/config/schema.ts'
+import { ERROR_CODES } from '../src/errors.ts'
 import { BudgetSchema, LimitsSchema } from '../src/limits.ts'
 import { resolvePlugins } from '../src/plugin-loader.ts'
 import { startGateway, type TestGateway } from './support/gateway.ts'
@@ -565,6 +566,14 @@ describe('README.md', () => {
     const paragraph = readme.slice(start, readme.indexOf('\n\n', start))
     for (const key of Object.keys(alerts.properties ?? {})) if (!paragraph.includes(`"${key}"`) && !paragraph.includes(`\`${key}\``)) missing.push(`logging: alerts.${key}`)
     expect(missing).toEqual([])
+  })
+
+  test("the Errors table is the gateway's closed set of codes, each with its status", () => {
+    const start = readme.indexOf('## Errors')
+    const section = readme.slice(start, readme.indexOf('\n## ', start + 1))
+    const rows = [...section.matchAll(/^\| `([a-z_]+)` \| (\d{3}) \|/gm)].map((m) => [m[1]!, Number(m[2])])
+    expect(Object.fromEntries(rows)).toEqual(Object.fromEntries(Object.entries(ERROR_CODES).map(([code, { status }]) => [code, status])))
+    expect(rows).toHaveLength(Object.keys(ERROR_CODES).length)
   })
 
   test('every route the README names with its method is one the API serves and documents', () => {
