@@ -576,6 +576,20 @@ describe('README.md', () => {
     expect(rows).toHaveLength(Object.keys(ERROR_CODES).length)
   })
 
+  test('every metric the README names is one the code registers (src/, plugins/)', async () => {
+    let source = ''
+    for (const folder of ['src', 'plugins']) {
+      for await (const file of new Bun.Glob('**/*.ts').scan({ cwd: join(ROOT, folder) })) if (!file.endsWith('.test.ts')) source += await Bun.file(join(ROOT, folder, file)).text()
+    }
+    const named = [...new Set([...readme.matchAll(/`((?:sluice|process)_[a-z_]+)/g)].map((m) => m[1]!))]
+    // The request log's, named after the first by their suffix (`_queue_capacity`, `_written_total`…).
+    const suffixes = [...new Set([...readme.matchAll(/`(_[a-z_]+)(?:\{[a-z,]*\})?`/g)].map((m) => m[1]!))].filter((s) => s !== '_overflow')
+    expect(named.length).toBeGreaterThan(20)
+    expect(suffixes.length).toBeGreaterThan(3)
+    const all = [...named, ...suffixes.map((suffix) => `sluice_request_log${suffix}`)]
+    expect(all.filter((name) => !new RegExp(`['"\`]${name}['"\`]`).test(source))).toEqual([])
+  })
+
   test('every route the README names with its method is one the API serves and documents', () => {
     // Console routes (/console/*) are the console page's own and are left out of the document.
     const named = [...readme.matchAll(/`(GET|POST|PATCH|PUT|DELETE) (\/(?:v1|admin)[^`\s?]*)`/g)].map((m) => [m[1]!.toLowerCase(), m[2]!] as const)
