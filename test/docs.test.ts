@@ -4,6 +4,7 @@
  * admin routes with the admin key they take.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Value } from '@sinclair/typebox/value'
 import { BUILTIN_PLUGINS } from '../plugins/index.ts'
@@ -588,6 +589,15 @@ describe('README.md', () => {
     expect(suffixes.length).toBeGreaterThan(3)
     const all = [...named, ...suffixes.map((suffix) => `sluice_request_log${suffix}`)]
     expect(all.filter((name) => !new RegExp(`['"\`]${name}['"\`]`).test(source))).toEqual([])
+  })
+
+  test('every file of the repository the README names is there (a reader cannot open one that is not)', () => {
+    const named = [...new Set([...readme.matchAll(/`((?:\.\/)?[A-Za-z0-9_.\/-]+\.(?:ts|md|json|toml)|(?:src|test|plugins|benchmarks|migrations)\/[A-Za-z0-9_.\/-]*)`/g)].map((m) => m[1]!))]
+    // The user's own config files, and the browser tests' screenshots folder, which a run makes.
+    const notOurs = /^(\.\/)?sluice\.config\.(ts|json)$|^test\/artifacts\/$/
+    const paths = named.filter((path) => !notOurs.test(path))
+    expect(paths.length).toBeGreaterThan(10)
+    expect(paths.filter((path) => !existsSync(join(ROOT, path)))).toEqual([])
   })
 
   test('every route the README names with its method is one the API serves and documents', () => {
