@@ -600,6 +600,50 @@ describe('README.md', () => {
     expect(paths.filter((path) => !existsSync(join(ROOT, path)))).toEqual([])
   })
 
+  test("the defaults the README gives for the built-in plugins' options are their schemas' defaults", () => {
+    interface OptionSchema { default?: unknown; properties?: Record<string, OptionSchema> }
+    /** The text the README gives each plugin's options in: its own section; auth's in the Plugins section before the first plugin's. */
+    const sectionOf = (plugin: string): string => {
+      const start = plugin === 'auth' ? readme.indexOf('## Plugins') : readme.indexOf(`### \`${plugin}\``)
+      expect({ plugin, found: start > 0 }).toEqual({ plugin, found: true })
+      return readme.slice(start, readme.indexOf('\n### ', start + 1))
+    }
+    /** A default as written: a number, a quoted string, true or false, []; anything else (prose) is not compared. */
+    const literal = (text: string): { value: unknown } | null => {
+      const t = text.trim()
+      if (/^-?\d+(\.\d+)?$/.test(t)) return { value: Number(t) }
+      if (/^`?"[^"]*"`?$/.test(t)) return { value: t.replace(/^`?"|"`?$/g, '') }
+      if (/^`?(true|false)`?$/.test(t)) return { value: t.replace(/`/g, '') === 'true' }
+      if (/^`?\[\]`?$/.test(t)) return { value: [] }
+      return null
+    }
+    const compared: string[] = []
+    const wrong: Array<{ option: string; readme: unknown; schema: unknown }> = []
+    for (const [plugin, factory] of Object.entries(BUILTIN_PLUGINS)) {
+      const options = (factory() as unknown as { definition: { options: OptionSchema } }).definition.options.properties ?? {}
+      const section = sectionOf(plugin)
+      const given = new Map<string, string>()
+      // Tables: | `a`, `b` | 1, 2 | …
+      for (const row of section.matchAll(/^\| ((?:`[a-z_]+`(?:, )?)+) \| ([^|]*) \|/gm)) {
+        const names = [...row[1]!.matchAll(/`([a-z_]+)`/g)].map((m) => m[1]!)
+        const values = names.length > 1 ? row[2]!.split(',') : [row[2]!]
+        names.forEach((name, i) => given.set(name, values[i] ?? ''))
+      }
+      // Prose: `name` (default…), up to a colon or the parenthesis' end.
+      for (const m of section.matchAll(/`([a-z_]+)`\s*\(([^):]*)[):]/g)) if (!given.has(m[1]!)) given.set(m[1]!, m[2]!)
+      for (const [name, schema] of Object.entries(options)) {
+        const written = given.get(name)
+        const value = written === undefined ? null : literal(written)
+        if (value === null || schema.default === undefined) continue
+        compared.push(`${plugin}.${name}`)
+        if (!Bun.deepEquals(value.value, schema.default)) wrong.push({ option: `${plugin}.${name}`, readme: value.value, schema: schema.default })
+      }
+    }
+    expect(wrong).toEqual([])
+    // Most of them are compared: a README that stops giving them in a form read here is noticed.
+    expect(compared.length).toBeGreaterThan(35)
+  })
+
   test('every route the README names with its method is one the API serves and documents', () => {
     // Console routes (/console/*) are the console page's own and are left out of the document.
     const named = [...readme.matchAll(/`(GET|POST|PATCH|PUT|DELETE) (\/(?:v1|admin)[^`\s?]*)`/g)].map((m) => [m[1]!.toLowerCase(), m[2]!] as const)
