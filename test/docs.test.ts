@@ -644,6 +644,39 @@ describe('README.md', () => {
     expect(compared.length).toBeGreaterThan(35)
   })
 
+  test('the defaults the README gives for the config and the variables are what a gateway with neither gets', async () => {
+    const config = await loadConfig({ config: {}, env: {}, cwd: ROOT })
+    /** The number the README writes right after `before` (a field's "(default N"). */
+    const after = (before: string): number => {
+      const at = readme.indexOf(before)
+      expect({ before, found: at >= 0 }).toEqual({ before, found: true })
+      return Number(/^\s*(\d+)/.exec(readme.slice(at + before.length))?.[1])
+    }
+    expect({
+      body_timeout_ms: after('`limits.body_timeout_ms` (default'),
+      idle_timeout_s: after('`limits.idle_timeout_s` (default'),
+      hook_timeout_ms: after('`limits.hook_timeout_ms` (default'),
+      shutdown_grace_ms: after('`"server": {"shutdown_grace_ms":'),
+      session_ttl_ms: after('"session_ttl_ms":'),
+    }).toEqual({
+      body_timeout_ms: config.bodyTimeoutMs,
+      idle_timeout_s: config.idleTimeoutS,
+      hook_timeout_ms: config.hookTimeoutMs,
+      shutdown_grace_ms: config.shutdownGraceMs,
+      session_ttl_ms: config.console.sessionTtlMs,
+    })
+    expect(readme).toContain('`"console": {"enabled": true, "session_ttl_ms": 28800000}` configures the console (these are the defaults)')
+    expect(config.console.enabled).toBe(true)
+    // The variables' table: the defaults column.
+    const row = (name: string): string => readme.split('\n').find((line) => line.startsWith(`| \`${name}\``))?.split('|')[2]?.trim() ?? ''
+    expect({ port: row('PORT`, `HOST'), database: row('DATABASE_URL'), env: row('SLUICE_ENV'), log: row('LOG_LEVEL') }).toEqual({
+      port: `\`${config.port}\`, \`${config.host}\``,
+      database: `\`${config.databaseUrl}\``,
+      env: `\`${config.environment}\``,
+      log: `\`${config.logLevel}\``,
+    })
+  })
+
   test('every route the README names with its method is one the API serves and documents', () => {
     // Console routes (/console/*) are the console page's own and are left out of the document.
     const named = [...readme.matchAll(/`(GET|POST|PATCH|PUT|DELETE) (\/(?:v1|admin)[^`\s?]*)`/g)].map((m) => [m[1]!.toLowerCase(), m[2]!] as const)
