@@ -5,7 +5,7 @@ import type { Services } from './services.ts'
 import { MAX_TIMER_MS, type Pricing, type Timeouts } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
-import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, completionsAsked, isMisdirectedPage, isRecord, isRedirect, maxTokensOf, streamErrorFrame } from './providers/shared/openai-format.ts'
+import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, completionsAsked, errorEventStatus, isMisdirectedPage, isRecord, isRedirect, maxTokensOf, streamErrorFrame } from './providers/shared/openai-format.ts'
 import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
 import { retryAfterMs, spentLimitsResetS } from './lib/rate-headers.ts'
@@ -1150,7 +1150,11 @@ export class Pipeline {
       if (data === null || data === '[DONE]') return true
       // Parse only when someone needs the chunk or it carries usage.
       const hasUsage = seen.sees(data)
-      if (!hasUsage && chunkHooks.length === 0) return true
+      if (!hasUsage && chunkHooks.length === 0) {
+        // The upstream's own error event (OpenAI's code null, vLLM's status as its code): the client reads the gateway's envelope.
+        if (rewrite && ERROR_EVENT.test(data)) replaced = ownErrorEvent(data, req.target)
+        return true
+      }
       let parsed: Record<string, unknown>
       try {
         parsed = JSON.parse(data) as Record<string, unknown>
@@ -1186,7 +1190,7 @@ export class Pipeline {
           // Data that cannot be written (a cycle, a BigInt): the chunk goes on as the upstream sent it.
           chunkFailed(by, error)
         }
-      }
+      } else if (keep && rewrite && ERROR_EVENT.test(data)) replaced = ownErrorEvent(data, req.target)
       return keep
     }
 
@@ -1732,8 +1736,7 @@ class StreamUsage {
       const error = (JSON.parse(data) as { error?: { code?: unknown } | null }).error
       // OpenRouter's error sits beside the chunk's other fields, its choice finishing with "error".
       if (beside && (typeof error !== 'object' || error === null)) return null
-      const code = error?.code
-      return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code) ? (code as ErrorCode) : 'upstream_error'
+      return eventErrorCode(error)
     } catch {
       return null
     }
@@ -1782,6 +1785,45 @@ const ENDS_DONE = /data:[ \t]*\[DONE\][ \t]*(?:\r?\n)*$/
 
 /** An SSE event whose data is an error object (OpenAI's shape, which every adapter writes). */
 const ERROR_EVENT = /^\s*\{\s*"error"\s*:/
+
+/**
+ * The gateway's code for an error event's error: its `code` where that is one of the gateway's (an
+ * adapter's frame), else the code of the status it stands for, as a stream's first event is read
+ * (vLLM's status as its code, OpenAI's type and code: `server_error` a 5xx, `upstream_error`).
+ */
+function eventErrorCode(error: unknown): ErrorCode {
+  if (!isRecord(error)) return 'upstream_error'
+  const code = error.code
+  if (typeof code === 'string' && Object.hasOwn(ERROR_CODES, code)) return code as ErrorCode
+  return upstreamErrorCode(errorEventStatus(error))
+}
+
+/**
+ * An upstream's error event (`data: {"error": …}` after its 200) as the gateway writes it to a client:
+ * the envelope with the code the request is logged with (eventErrorCode) and that code's type, the
+ * upstream's type or code and message (its key scrubbed) in the message, as the adapters write
+ * Anthropic's and Gemini's. Null for one to leave as it came: already the envelope (an adapter's frame,
+ * a code of the gateway's with its type), or not JSON. Read only for error events, which end a stream.
+ */
+function ownErrorEvent(data: string, target: RouteTarget | undefined): string | null {
+  let error: unknown
+  try {
+    error = (JSON.parse(data) as { error?: unknown }).error
+  } catch {
+    return null
+  }
+  // A bare message (`{"error": "…"}`) is an error all the same.
+  if (typeof error === 'string') error = { message: error }
+  if (!isRecord(error)) return null
+  const code = eventErrorCode(error)
+  const param = error.param === null || typeof error.param === 'string' ? error.param : undefined
+  if (error.code === code && error.type === ERROR_CODES[code].type && typeof error.message === 'string' && param !== undefined) return null
+  const said = typeof error.type === 'string' && error.type ? error.type : typeof error.code === 'string' && error.code ? error.code : typeof error.code === 'number' ? `HTTP ${error.code}` : 'error'
+  const secrets = target ? secretsOf(target) : []
+  const message = typeof error.message === 'string' && error.message.trim() ? scrubAll(error.message, secrets) : 'no details given.'
+  const body = { error: { message: `Upstream provider "${target?.provider.id ?? 'unknown'}" failed mid-stream (${scrubAll(said, secrets)}): ${message}`, type: ERROR_CODES[code].type, param: param ? scrubAll(param, secrets) : null, code } }
+  return `data: ${JSON.stringify(body)}`
+}
 
 /** A chunk whose choice finishes with "error": OpenRouter's failure mid-stream, its `error` beside the chunk's fields. */
 const FINISHED_ON_ERROR = /"finish_reason"\s*:\s*"error"/

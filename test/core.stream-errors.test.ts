@@ -33,9 +33,18 @@ function body(model: string): string {
     return chunk('Hel') + frame(failed) + 'data: [DONE]\n\n'
   }
   if (model === 'fails-other') return chunk('Hel') + frame({ error: { message: 'The server had an error.', type: 'server_error', param: null, code: 'server_overloaded' } })
+  // OpenAI's own, code null; vLLM's, its HTTP status as the code; one that echoes the provider key.
+  if (model === 'fails-openai') return chunk('Hel') + frame({ error: { message: 'The server had an error while processing your request.', type: 'server_error', param: null, code: null } })
+  if (model === 'fails-vllm') return chunk('Hel') + frame({ error: { message: 'This model cannot take the request.', type: 'BadRequestError', param: null, code: 400 } })
+  if (model === 'fails-limited') return chunk('Hel') + frame({ error: { message: 'Rate limit reached for tokens.', type: 'tokens', param: null, code: 'rate_limit_exceeded' } })
+  if (model === 'fails-bare') return chunk('Hel') + frame({ error: 'Internal server error' })
+  if (model === 'fails-echo') return chunk('Hel') + frame({ error: { message: `Bad key ${SECRET} mid-stream`, type: 'server_error', param: null, code: null } })
   const usage = { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 }
   return chunk('Hel') + chunk('lo') + frame({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [], usage }) + 'data: [DONE]\n\n'
 }
+
+/** The provider key of upstreamConfig, which no client may read. */
+const SECRET = 'sk-upstream-secret-0123456789'
 
 let upstream: ReturnType<typeof Bun.serve>
 let gw: TestGateway
@@ -54,7 +63,7 @@ beforeAll(async () => {
   const url = `http://127.0.0.1:${upstream.port}/v1`
   gw = await startGateway(
     upstreamConfig(url, {
-      models: ['fails-known', 'fails-other', 'fails-openrouter', 'whole', 'cut', 'no-done', 'no-done-spaced'].map((name) => ({ name, targets: [{ provider: 'up', model: name }] })),
+      models: ['fails-known', 'fails-other', 'fails-openai', 'fails-vllm', 'fails-limited', 'fails-bare', 'fails-echo', 'fails-openrouter', 'whole', 'cut', 'no-done', 'no-done-spaced'].map((name) => ({ name, targets: [{ provider: 'up', model: name }] })),
       plugins: [recorder],
     }),
   )
@@ -90,6 +99,41 @@ for (const [way, askUsage] of [['mirrored', true], ['tapped', false]] as const) 
     test('is heard as upstream_error when its code is not one of the gateway\'s', async () => {
       const { outcome } = await streamOf('fails-other', askUsage)
       expect(outcome).toMatchObject({ status: 200, errorCode: 'upstream_error', aborted: false })
+    })
+
+    test("is heard with the code of the HTTP status an upstream gives as its code (vLLM's)", async () => {
+      const { outcome } = await streamOf('fails-vllm', askUsage)
+      expect(outcome).toMatchObject({ status: 200, errorCode: 'invalid_request', aborted: false })
+    })
+
+    test("reaches the client in the gateway's envelope where the gateway writes the stream, else as the upstream sent it", async () => {
+      const cases = [
+        ['fails-other', 'server_error', 'The server had an error.', 'upstream_error', 'api_error'],
+        ['fails-openai', 'server_error', 'The server had an error while processing your request.', 'upstream_error', 'api_error'],
+        ['fails-vllm', 'BadRequestError', 'This model cannot take the request.', 'invalid_request', 'invalid_request_error'],
+        ['fails-limited', 'tokens', 'Rate limit reached for tokens.', 'rate_limit_exceeded', 'rate_limit_error'],
+        ['fails-bare', 'error', 'Internal server error', 'upstream_error', 'api_error'],
+      ] as const
+      for (const [model, said, message, code, type] of cases) {
+        const { text } = await streamOf(model, askUsage)
+        const last = JSON.parse(text.trim().split('\n\n').at(-1)!.slice('data: '.length)) as { error: Record<string, unknown> }
+        if (way === 'tapped') {
+          expect({ model, error: last.error }).toEqual({ model, error: { message: `Upstream provider "up" failed mid-stream (${said}): ${message}`, type, param: null, code } })
+        } else {
+          // Mirrored: the upstream's own bytes, handed on as they came.
+          expect(JSON.stringify(last.error)).toContain(message)
+        }
+      }
+      // One already in the envelope, with one of the gateway's codes and its type, goes on as it came.
+      const known = await streamOf('fails-known', askUsage)
+      expect(JSON.parse(known.text.trim().split('\n\n').at(-1)!.slice('data: '.length))).toEqual({
+        error: { message: 'Rate limit reached mid-stream.', type: 'rate_limit_error', param: null, code: 'rate_limit_exceeded' },
+      })
+      if (way === 'tapped') {
+        const echo = await streamOf('fails-echo', askUsage)
+        expect(echo.text).not.toContain(SECRET)
+        expect(echo.text).toContain('Bad key')
+      }
     })
 
     test("is heard as upstream_error when it is OpenRouter's (the error beside a choice finishing with \"error\"), not as an answer that finished", async () => {

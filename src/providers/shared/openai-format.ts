@@ -267,6 +267,41 @@ export function wantsStreamUsage(body: JsonObject): boolean {
   return isRecord(options) && options.include_usage === true
 }
 
+/** OpenAI's error types (and Groq's `requests`/`tokens` for its rate limits) as the statuses they come with outside a stream. */
+const TYPE_STATUS: Readonly<Record<string, number>> = {
+  invalid_request_error: 400,
+  authentication_error: 401,
+  permission_error: 403,
+  not_found_error: 404,
+  rate_limit_error: 429,
+  requests: 429,
+  tokens: 429,
+  insufficient_quota: 429,
+  server_error: 500,
+  api_error: 500,
+  overloaded_error: 503,
+  service_unavailable: 503,
+}
+
+/** Error codes that say more than their type: a rate limit or a spent quota, whatever type it is filed under. */
+const CODE_STATUS: Readonly<Record<string, number>> = {
+  rate_limit_exceeded: 429,
+  insufficient_quota: 429,
+  invalid_api_key: 401,
+  server_is_overloaded: 503,
+  context_length_exceeded: 400,
+}
+
+/**
+ * The status an error event stands for: its numeric `code` where that is an HTTP error status
+ * (OpenRouter's, vLLM's), else its `code` or `type` as OpenAI answers them outside a stream, else 500.
+ */
+export function errorEventStatus(error: Record<string, unknown>): number {
+  const numeric = num(error.code) ?? num(error.status)
+  if (numeric !== undefined && Number.isInteger(numeric) && numeric >= 400 && numeric < 600) return numeric
+  return CODE_STATUS[str(error.code) ?? ''] ?? TYPE_STATUS[str(error.type) ?? ''] ?? 500
+}
+
 /**
  * An error inside a stream, the way OpenAI sends one: a `data:` frame holding `{error}`
  * and no `[DONE]` after it. The official clients raise it as an API error.
