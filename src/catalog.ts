@@ -253,6 +253,7 @@ export class Catalog {
 
   /** Load the database part and listen for changes from other instances. */
   async start(): Promise<void> {
+    await this.warnShadowed()
     await this.reload()
     await this.services.bus.subscribe(CHANNEL, () => {
       this.reload().catch((error: unknown) => this.logger.error('could not reload providers and models', { error: String(error) }))
@@ -268,11 +269,46 @@ export class Catalog {
   async reload(): Promise<void> {
     const { providers, models } = await this.stored()
     const all = [...this.config.providers, ...providers]
-    this.models.replace(all, [...this.config.models, ...models])
+    const { served, unserved } = servable(all, [...this.config.models, ...models])
+    this.models.replace(all, served)
+    this.warnUnserved(unserved)
     const live = new Map(all.map((p) => [p.id, new Set(p.keys.map((k) => k.id))]))
     this.services.upstreams.retain((provider, key) => live.get(provider)?.has(key) === true)
   }
 
+  /** What {@link warnUnserved} said last, so that a reload with nothing new to say says nothing. */
+  private unservedSaid = ''
+
+  /** Names, once per change of the set, the stored models left out of the registry (see {@link servable}). */
+  private warnUnserved(unserved: readonly Unserved[]): void {
+    const said = unserved.map((u) => `${u.model}\u0000${u.provider}`).join('\u0001')
+    if (said === this.unservedSaid) return
+    this.unservedSaid = said
+    for (const { model, provider } of unserved) {
+      this.logger.warn(
+        `model "${model}" (added through the admin API) is not served: it targets provider "${provider}", which neither the config file nor the admin API has (any more); give it targets that exist (PATCH /admin/models/{name}) or delete it`,
+        { model, provider },
+      )
+    }
+  }
+
+  /**
+   * Rows added through the admin API under an id the config file has since come to define too (the
+   * admin API refuses such an id while the config file has it): the config file's entry is the one
+   * in force, and the row is left alone, unused, until the config file drops the id.
+   */
+  private async warnShadowed(): Promise<void> {
+    const providers = await this.db.selectFrom('providers').select('id').where('deleted_at', 'is', null).execute()
+    for (const { id } of providers.filter((row) => this.isConfigProvider(row.id))) {
+      this.logger.warn(`provider "${id}" added through the admin API is defined in the config file too: the config file's is used`, { provider: id })
+    }
+    const models = await this.db.selectFrom('models').select('name').execute()
+    for (const { name } of models.filter((row) => this.isConfigModel(row.name))) {
+      this.logger.warn(`model "${name}" added through the admin API is defined in the config file too: the config file's is used`, { model: name })
+    }
+  }
+
+  /** The stored providers and models in force: those under an id of the config file's are not (see {@link warnShadowed}). */
   private async stored(): Promise<StoredCatalog> {
     return { providers: await this.storedProviders(), models: await this.storedModels() }
   }
@@ -287,7 +323,8 @@ export class Catalog {
   }
 
   private async storedProviders(): Promise<ProviderConfig[]> {
-    const rows = await this.db.selectFrom('providers').selectAll().where('deleted_at', 'is', null).orderBy('created_at').orderBy(this.byteOrder('id')).execute()
+    const all = await this.db.selectFrom('providers').selectAll().where('deleted_at', 'is', null).orderBy('created_at').orderBy(this.byteOrder('id')).execute()
+    const rows = all.filter((row) => !this.isConfigProvider(row.id))
     // In the order given: a POST's or PATCH's keys share their created_at, and their position tells them apart.
     const keyRows = await this.db.selectFrom('provider_keys').selectAll().where('disabled_at', 'is', null).orderBy('created_at').orderBy('position').orderBy(this.byteOrder('id')).execute()
     return rows.map((row): ProviderConfig => {
@@ -309,7 +346,7 @@ export class Catalog {
   /** Models need no secret opened: their reads do not go through the providers'. */
   private async storedModels(): Promise<ModelConfig[]> {
     const rows = await this.db.selectFrom('models').selectAll().orderBy('created_at').orderBy(this.byteOrder('name')).execute()
-    return rows.map((m) => JSON.parse(m.config) as ModelConfig)
+    return rows.filter((m) => !this.isConfigModel(m.name)).map((m) => JSON.parse(m.config) as ModelConfig)
   }
 
   /** A `providers.config` column read: sealed headers opened, plain ones (older rows) taken as they are. */
@@ -348,7 +385,8 @@ export class Catalog {
     if (problems.length) throw refusal(problems, subject)
     try {
       // Building a registry from the candidate catches unsupported types before anything is written.
-      new ModelRegistry([...this.config.providers, ...candidate.providers], [...this.config.models, ...candidate.models])
+      const providers = [...this.config.providers, ...candidate.providers]
+      new ModelRegistry(providers, servable(providers, [...this.config.models, ...candidate.models]).served)
     } catch (error) {
       throw new GatewayError('invalid_request', error instanceof Error ? error.message : String(error))
     }
@@ -625,6 +663,30 @@ export class Catalog {
       })
       .delete('/models/:name/*', ({ request }) => deleteModel(decodePercent(modelPathId(request)), request), { detail: { hide: true } })
   }
+}
+
+/** A stored model the registry leaves out, and the first provider it names that is not there. */
+interface Unserved {
+  model: string
+  provider: string
+}
+
+/**
+ * The models the registry can serve: one naming a provider that is not there is left out. Only a
+ * stored model can be such (the config file's are checked at boot, and the admin API refuses the
+ * change that would make one), after the config file dropped a provider it targets: one model
+ * must not stop the boot, and the admin API, which still lists it, is where it is mended.
+ */
+function servable(providers: readonly ProviderConfig[], models: readonly ModelConfig[]): { served: ModelConfig[]; unserved: Unserved[] } {
+  const ids = new Set(providers.map((p) => p.id))
+  const served: ModelConfig[] = []
+  const unserved: Unserved[] = []
+  for (const model of models) {
+    const missing = model.targets.find((t) => !ids.has(t.provider))
+    if (missing) unserved.push({ model: model.name, provider: missing.provider })
+    else served.push(model)
+  }
+  return { served, unserved }
 }
 
 /** Key ids are per provider; rows are unique across providers, so the row id carries both. */
