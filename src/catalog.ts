@@ -473,7 +473,8 @@ export class Catalog {
       if (dependents.length) throw new GatewayError('conflict', `Model "${name}" is a fallback of model(s) ${dependents.join(', ')}; change or delete them first.`)
       await this.commit(
         async (db) => {
-          await db.deleteFrom('models').where('name', '=', name).execute()
+          const deleted = await db.deleteFrom('models').where('name', '=', name).executeTakeFirst()
+          if (deleted.numDeletedRows === 0n) throw new GatewayError('not_found', `No model "${echo(name)}".`)
         },
         current,
         { providers: current.providers, models: current.models.filter((m) => m.name !== name) },
@@ -598,7 +599,9 @@ export class Catalog {
             async (db) => {
               const at = new Date().toISOString()
               // The row stays (soft delete) without its settings: its sealed headers go with its key secrets.
-              await db.updateTable('providers').set({ config: '{}', deleted_at: at, updated_at: at }).where('id', '=', params.id).execute()
+              // Only while not deleted: of two DELETEs at once, the second finds it gone (404, as after the first).
+              const deleted = await db.updateTable('providers').set({ config: '{}', deleted_at: at, updated_at: at }).where('id', '=', params.id).where('deleted_at', 'is', null).executeTakeFirst()
+              if (deleted.numUpdatedRows === 0n) throw new GatewayError('not_found', `No provider "${echo(params.id)}".`)
               await db.deleteFrom('provider_keys').where('provider_id', '=', params.id).execute()
             },
             current,

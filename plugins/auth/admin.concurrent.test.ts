@@ -1,7 +1,7 @@
 /**
  * Admin changes to one key sent at the same time (a double click, two operators, two instances):
  * exactly one rotation and one revocation win, the others are 409 `conflict`, and the key keeps
- * one successor. On SQLite two gateways share one file (one gateway's connection serializes its
+ * one successor; of two DELETEs of one user, team, provider or model, one is 200 and one 404. On SQLite two gateways share one file (one gateway's connection serializes its
  * own requests); on Postgres one gateway and its pool.
  *
  * Needs Postgres for the second half: skipped with a printed line without it, a failure with CI set.
@@ -62,6 +62,31 @@ async function expectOneRevocationWins([a, b]: Pair): Promise<void> {
 }
 
 /**
+ * Two DELETEs of one user, team, provider or model at once: one 200, one 404 (as a DELETE after
+ * it), one audit entry, and the first deletion's time kept.
+ */
+async function expectOneDeleteWins([a, b]: Pair): Promise<void> {
+  for (let round = 0; round < ROUNDS; round++) {
+    const id = `del-${round}-${crypto.randomUUID().slice(0, 8)}`
+    const made: [string, string, unknown][] = [
+      ['user', '/admin/users', { id }],
+      ['team', '/admin/teams', { id, name: id }],
+      ['provider', '/admin/providers', { id, type: 'openai-compatible', base_url: 'http://127.0.0.1:9/v1', keys: [{ id: 'k', secret: 's' }] }],
+      ['model', '/admin/models', { name: id, targets: [{ provider: id, model: 'm' }] }],
+    ]
+    for (const [, path, body] of made) expect((await a.admin('POST', path, body)).status).toBe(201)
+    // The model first: a provider a model uses is not deleted.
+    for (const [kind, path] of [made[3]!, made[0]!, made[1]!, made[2]!]) {
+      const answers = await Promise.all([a.admin('DELETE', `${path}/${id}`), b.admin('DELETE', `${path}/${id}`)])
+      expect({ kind, statuses: answers.map((res) => res.status).sort() }).toEqual({ kind, statuses: [200, 404] })
+      await expectEnvelope(answers.find((res) => res.status === 404)!, 'not_found')
+      const audited = await a.db.selectFrom('audit_log').select('id').where('action', '=', `${kind}.delete`).where('target_id', '=', id).execute()
+      expect({ kind, audited: audited.length }).toEqual({ kind, audited: 1 })
+    }
+  }
+}
+
+/**
  * A PATCH of limits and a rotation of one key at once: in either order the chain ends with the new
  * limits (a PATCH first is copied into the successor; a rotation first gets the PATCH applied to the
  * whole chain), so the key that outlives the grace period keeps the operator's change.
@@ -105,6 +130,7 @@ describe('concurrent key changes on SQLite (two gateways, one file)', () => {
   test('two rotations of one key: one 201, one 409, one successor', () => expectOneRotationWins(pair))
   test('two revocations of one key: one 200, one 409, the winner reason kept, one audit entry', () => expectOneRevocationWins(pair))
   test('a PATCH of limits during a rotation reaches the successor', () => expectPatchDuringRotationKept(pair))
+  test('two DELETEs of one user, team, provider or model: one 200, one 404, one audit entry', () => expectOneDeleteWins(pair))
 })
 
 const postgresUrl = await postgresUrlForTests('plugins/auth/admin.concurrent.test.ts')
@@ -127,4 +153,5 @@ describe.skipIf(postgresUrl === null)('concurrent key changes on Postgres', () =
   test('two rotations of one key: one 201, one 409, one successor', () => expectOneRotationWins([gw, gw]))
   test('two revocations of one key: one 200, one 409, the winner reason kept, one audit entry', () => expectOneRevocationWins([gw, gw]))
   test('a PATCH of limits during a rotation reaches the successor', () => expectPatchDuringRotationKept([gw, gw]))
+  test('two DELETEs of one user, team, provider or model: one 200, one 404, one audit entry', () => expectOneDeleteWins([gw, gw]))
 })

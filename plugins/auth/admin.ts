@@ -139,7 +139,9 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
       async ({ params, request }) => {
         const row = await user(params.id)
         const at = iso(now())
-        await db.updateTable('users').set({ deleted_at: at, updated_at: at }).where('id', '=', row.id).execute()
+        // Only while not deleted: of two DELETEs at once, the second finds it gone (404, as after the first) and audits nothing.
+        const deleted = await db.updateTable('users').set({ deleted_at: at, updated_at: at }).where('id', '=', row.id).where('deleted_at', 'is', null).executeTakeFirst()
+        if (deleted.numUpdatedRows === 0n) throw notFound('user', row.id)
         await invalidate(null)
         await audit(db, { actor: adminActor(request), action: 'user.delete', targetType: 'user', targetId: row.id })
         return userView(await user(row.id, true))
@@ -207,7 +209,9 @@ export function adminRoutes({ services, environment, invalidate }: AdminDeps) {
       async ({ params, request }) => {
         const row = await team(params.id)
         const at = iso(now())
-        await db.updateTable('teams').set({ deleted_at: at, updated_at: at }).where('id', '=', row.id).execute()
+        // Only while not deleted: of two DELETEs at once, the second finds it gone (404, as after the first) and audits nothing.
+        const deleted = await db.updateTable('teams').set({ deleted_at: at, updated_at: at }).where('id', '=', row.id).where('deleted_at', 'is', null).executeTakeFirst()
+        if (deleted.numUpdatedRows === 0n) throw notFound('team', row.id)
         await invalidate(null)
         await audit(db, { actor: adminActor(request), action: 'team.delete', targetType: 'team', targetId: row.id })
         return teamView(await team(row.id, true))
