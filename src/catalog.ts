@@ -455,7 +455,8 @@ export class Catalog {
       const merged = patchedModel(existing, patch)
       await this.commit(
         async (db) => {
-          await db.updateTable('models').set({ config: JSON.stringify(merged), updated_at: new Date().toISOString() }).where('name', '=', name).execute()
+          const updated = await db.updateTable('models').set({ config: JSON.stringify(merged), updated_at: new Date().toISOString() }).where('name', '=', name).executeTakeFirst()
+          if (updated.numUpdatedRows === 0n) throw new GatewayError('not_found', `No model "${echo(name)}".`)
         },
         current,
         { providers: current.providers, models: current.models.map((m) => (m.name === name ? merged : m)) },
@@ -560,7 +561,9 @@ export class Catalog {
             async (db) => {
               const at = new Date().toISOString()
               await db.transaction().execute(async (tx) => {
-                await tx.updateTable('providers').set({ type: merged.type, ...this.sealSettings(params.id, merged), updated_at: at }).where('id', '=', params.id).execute()
+                // Only while not deleted: a DELETE that won the race erased its settings and keys, and they stay erased.
+                const updated = await tx.updateTable('providers').set({ type: merged.type, ...this.sealSettings(params.id, merged), updated_at: at }).where('id', '=', params.id).where('deleted_at', 'is', null).executeTakeFirst()
+                if (updated.numUpdatedRows === 0n) throw new GatewayError('not_found', `No provider "${echo(params.id)}".`)
                 if (patch.keys) {
                   await tx.deleteFrom('provider_keys').where('provider_id', '=', params.id).execute()
                   for (const [position, k] of patch.keys.entries()) {

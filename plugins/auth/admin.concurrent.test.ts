@@ -87,6 +87,26 @@ async function expectOneDeleteWins([a, b]: Pair): Promise<void> {
 }
 
 /**
+ * A provider's PATCH (new keys and headers) and its DELETE at once: the provider ends deleted with
+ * no settings and no key secrets, whichever came first; a PATCH after the DELETE is 404.
+ */
+async function expectPatchDuringDeleteErasesAll([a, b]: Pair): Promise<void> {
+  for (let round = 0; round < ROUNDS * 2; round++) {
+    const id = `pd-${round}-${crypto.randomUUID().slice(0, 8)}`
+    expect((await a.admin('POST', '/admin/providers', { id, type: 'openai-compatible', base_url: 'http://127.0.0.1:9/v1', keys: [{ id: 'k1', secret: 's1' }] })).status).toBe(201)
+    const [patched, deleted] = await Promise.all([
+      a.admin('PATCH', `/admin/providers/${id}`, { keys: [{ id: 'k2', secret: 's2' }], headers: { 'x-secret': 'h' } }),
+      b.admin('DELETE', `/admin/providers/${id}`),
+    ])
+    expect(deleted.status).toBe(200)
+    expect([200, 404]).toContain(patched.status)
+    const row = await a.db.selectFrom('providers').select(['config', 'deleted_at']).where('id', '=', id).executeTakeFirstOrThrow()
+    const keys = await a.db.selectFrom('provider_keys').select('id').where('provider_id', '=', id).execute()
+    expect({ round, config: row.config, deleted: row.deleted_at !== null, keys }).toEqual({ round, config: '{}', deleted: true, keys: [] })
+  }
+}
+
+/**
  * A PATCH of limits and a rotation of one key at once: in either order the chain ends with the new
  * limits (a PATCH first is copied into the successor; a rotation first gets the PATCH applied to the
  * whole chain), so the key that outlives the grace period keeps the operator's change.
@@ -131,6 +151,7 @@ describe('concurrent key changes on SQLite (two gateways, one file)', () => {
   test('two revocations of one key: one 200, one 409, the winner reason kept, one audit entry', () => expectOneRevocationWins(pair))
   test('a PATCH of limits during a rotation reaches the successor', () => expectPatchDuringRotationKept(pair))
   test('two DELETEs of one user, team, provider or model: one 200, one 404, one audit entry', () => expectOneDeleteWins(pair))
+  test("a provider's PATCH during its DELETE leaves no settings nor key secrets", () => expectPatchDuringDeleteErasesAll(pair))
 })
 
 const postgresUrl = await postgresUrlForTests('plugins/auth/admin.concurrent.test.ts')
@@ -154,4 +175,5 @@ describe.skipIf(postgresUrl === null)('concurrent key changes on Postgres', () =
   test('two revocations of one key: one 200, one 409, the winner reason kept, one audit entry', () => expectOneRevocationWins([gw, gw]))
   test('a PATCH of limits during a rotation reaches the successor', () => expectPatchDuringRotationKept([gw, gw]))
   test('two DELETEs of one user, team, provider or model: one 200, one 404, one audit entry', () => expectOneDeleteWins([gw, gw]))
+  test("a provider's PATCH during its DELETE leaves no settings nor key secrets", () => expectPatchDuringDeleteErasesAll([gw, gw]))
 })
