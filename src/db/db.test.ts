@@ -1020,6 +1020,23 @@ describe.skipIf(postgresUrl === null)('postgres', () => {
     }
   });
 
+  test('?search_path= naming a schema that does not exist: the status says so too, not another schema\'s status', async () => {
+    // The database's default schema is migrated (sharedSuite did): its bookkeeping is not this search_path's.
+    const migrated = await createDatabase(databaseUrl());
+    await migrateToLatest(migrated.db);
+    await migrated.close();
+    const handle = await createDatabase(`${databaseUrl()}?search_path=no_such_schema&max=1`);
+    try {
+      const failure = await errorOf(migrationStatus(handle.db));
+      expect(failure).toBeInstanceOf(MigrationError);
+      expect((failure as MigrationError).message).toBe(
+        'No schema to create the tables in: the search_path (no_such_schema) names none that exists. Create it (create schema …), or name one that exists in ?search_path= of DATABASE_URL.',
+      );
+    } finally {
+      await handle.close();
+    }
+  });
+
   test('a URL with no host and the socket folder in ?host= connects over the Unix socket', async () => {
     const admin = await createDatabase(databaseUrl());
     let socketDir: string;

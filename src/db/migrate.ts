@@ -122,7 +122,7 @@ export async function migrationStatus<DB>(
   options: MigrateOptions = {},
 ): Promise<MigrationStatusEntry[]> {
   const set = options.migrations ?? allMigrations;
-  const schema = await migrationTableSchema(db);
+  const schema = await ownSchema(db);
   const migrator = newMigrator(db, set, schema);
   try {
     const infos = await migrator.getMigrations();
@@ -163,6 +163,15 @@ async function appliedMigrations<DB>(
 }
 
 async function createMigrator<DB>(db: Kysely<DB>, options: MigrateOptions): Promise<Migrator> {
+  return newMigrator(db, options.migrations ?? allMigrations, await ownSchema(db));
+}
+
+/**
+ * {@link migrationTableSchema}, refused on Postgres when no schema of the search_path exists: then
+ * there is nowhere to migrate, and no status of ours to read (Kysely would read the bookkeeping of
+ * whichever schema it finds one in).
+ */
+async function ownSchema<DB>(db: Kysely<DB>): Promise<string | undefined> {
   const schema = await migrationTableSchema(db);
   if (schema === undefined && db.getExecutor().adapter instanceof PostgresAdapter) {
     // current_schema() is null: no schema of the search_path exists, and Postgres would only say
@@ -174,7 +183,7 @@ async function createMigrator<DB>(db: Kysely<DB>, options: MigrateOptions): Prom
       undefined,
     );
   }
-  return newMigrator(db, options.migrations ?? allMigrations, schema);
+  return schema;
 }
 
 function newMigrator<DB>(db: Kysely<DB>, set: MigrationSet, schema: string | undefined): Migrator {
