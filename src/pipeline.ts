@@ -1627,6 +1627,8 @@ function generatedOnly(req: GatewayRequest, texts: ChoiceTexts): ChoiceTexts {
 /** A message or a stream delta of OpenAI's format, as far as the tokens it generated go. */
 interface GeneratedPart {
   content?: unknown
+  /** What the model said instead of an answer (OpenAI's structured outputs), content being null. */
+  refusal?: unknown
   /** The reasoning a server shows: `reasoning_content` (DeepSeek, vLLM, the gateway's adapters) or `reasoning` (newer vLLM). */
   reasoning_content?: unknown
   reasoning?: unknown
@@ -1634,13 +1636,14 @@ interface GeneratedPart {
 }
 
 /**
- * Every text a message or delta generated: its content, its reasoning (output tokens too, and
- * billed as such) and its tool calls' arguments, for the estimate where the upstream gives no usage.
+ * Every text a message or delta generated: its content or refusal, its reasoning (output tokens too,
+ * and billed as such) and its tool calls' arguments, for the estimate where the upstream gives no usage.
  */
 function generatedText(message: Record<string, unknown>): string {
   const part = message as GeneratedPart
   let text = ''
   if (typeof part.content === 'string') text += part.content
+  if (typeof part.refusal === 'string') text += part.refusal
   if (typeof part.reasoning_content === 'string') text += part.reasoning_content
   else if (typeof part.reasoning === 'string') text += part.reasoning
   if (Array.isArray(part.tool_calls)) {

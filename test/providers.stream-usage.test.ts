@@ -15,6 +15,7 @@ const enc = new TextEncoder()
 const frame = (delta: Record<string, unknown>, finish: string | null = null) =>
   `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'strict', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`
 
+const REFUSAL = "I'm sorry, but I can't help with that request, as it asks for something I must not provide."
 const REASONING = 'The user greets me, so a short and friendly greeting back is what fits here best of all.'
 let strict: ReturnType<typeof Bun.serve>
 const bodies: Record<string, unknown>[] = []
@@ -43,6 +44,15 @@ beforeAll(async () => {
       }
       // Asked to "think", it shows its reasoning first, as DeepSeek and vLLM do, and reports no usage either way.
       const thinks = JSON.stringify(body.messages).includes('think')
+      // Asked for what it will not do, it refuses as OpenAI's structured outputs do: the text in `refusal`, content null.
+      if (JSON.stringify(body.messages).includes('forbidden')) {
+        if (body.stream !== true) {
+          const message = { role: 'assistant', content: null, refusal: REFUSAL }
+          return Response.json({ id: 'c1', object: 'chat.completion', created: 1, model: 'strict', choices: [{ index: 0, message, finish_reason: 'stop' }] })
+        }
+        const text = frame({ role: 'assistant', content: null, refusal: '' }) + frame({ refusal: REFUSAL.slice(0, 30) }) + frame({ refusal: REFUSAL.slice(30) }) + frame({}, 'stop') + 'data: [DONE]\n\n'
+        return new Response(enc.encode(text), { headers: { 'content-type': 'text/event-stream' } })
+      }
       if (body.stream !== true) {
         const message = { role: 'assistant', content: 'four words of text', ...(thinks ? { reasoning_content: REASONING } : {}) }
         return Response.json({ id: 'c1', object: 'chat.completion', created: 1, model: 'strict', choices: [{ index: 0, message, finish_reason: 'stop' }] })
@@ -116,6 +126,23 @@ describe('a provider that refuses stream_options', () => {
       const reasoned = await estimate('think', stream)
       // The same answer; the reasoning's own words on top (about a token a word here).
       expect(reasoned - plain).toBeGreaterThanOrEqual(REASONING.split(' ').length - 2)
+    }
+  })
+
+  test('the estimate counts a refusal (OpenAI\'s `refusal`, content null) as completion tokens, streamed or not', async () => {
+    for (const stream of [true, false]) {
+      usages.length = 0
+      const res = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'strict', messages: [{ role: 'user', content: 'something forbidden' }], stream }),
+      })
+      expect(res.status).toBe(200)
+      await res.arrayBuffer()
+      await settledHooks(() => usages.length)
+      expect(usages[0]?.source).toBe('estimated')
+      // About a token a word: the refusal's words were generated and are billed as such.
+      expect(usages[0]?.completionTokens ?? 0).toBeGreaterThanOrEqual(REFUSAL.split(' ').length - 2)
     }
   })
 
