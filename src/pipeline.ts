@@ -9,7 +9,7 @@ import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, completionsAsked, errorEventSta
 import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
 import { retryAfterMs, spentLimitsResetS } from './lib/rate-headers.ts'
-import { cacheWritesOf, carriesUsage, eventUsage, findServiceTier, findUsage, lastUsage, parseUsage, priceOf, promptUsageOf, roughPromptTokens, roughTokens, tierPricing } from './lib/usage.ts'
+import { cacheWritesOf, carriesUsage, hourCacheWritesOf, eventUsage, findServiceTier, findUsage, lastUsage, parseUsage, priceOf, promptUsageOf, roughPromptTokens, roughTokens, tierPricing } from './lib/usage.ts'
 import { within } from './lib/within.ts'
 import { DEFAULT_TOTAL_MS, headersWaitMs } from './providers/timeouts.ts'
 import type { ModelGroup, ModelRegistry, RouteTarget } from './models.ts'
@@ -1324,14 +1324,15 @@ export class Pipeline {
     const stated = prompt?.()
     const known = stated === undefined ? null : parseUsage(stated, undefined)
     const writes = cacheWritesOf(stated)
+    const hourWrites = writes > 0 ? hourCacheWritesOf(stated) : 0
     this.counting++
-    this.countUsage(req, texts, known, writes).then(finish, (error: unknown) => {
+    this.countUsage(req, texts, known, writes, hourWrites).then(finish, (error: unknown) => {
       this.logger.warn('could not count usage; using an estimate', { request_id: req.id, error: String(error) })
-      finish(estimateUsage(req, texts, this.askedPricing(req), known, writes))
+      finish(estimateUsage(req, texts, this.askedPricing(req), known, writes, hourWrites))
     })
   }
 
-  private async countUsage(req: GatewayRequest, texts: ChoiceTexts, prompt: Usage | null, cacheWrites: number): Promise<Usage> {
+  private async countUsage(req: GatewayRequest, texts: ChoiceTexts, prompt: Usage | null, cacheWrites: number, hourWrites: number): Promise<Usage> {
     const tokenizer = this.services.tokenizer
     // The group that served (another after a fallback) and its upstream model: counted as /v1/tokens/count counts the group.
     const model = req.target?.group ?? req.model ?? ''
@@ -1346,7 +1347,7 @@ export class Pipeline {
       completionTokens,
       cachedTokens,
       totalTokens: promptTokens + completionTokens,
-      costUsd: priceOf(promptTokens, completionTokens, cachedTokens, this.askedPricing(req), cacheWrites),
+      costUsd: priceOf(promptTokens, completionTokens, cachedTokens, this.askedPricing(req), cacheWrites, undefined, hourWrites),
       source: 'estimated',
     }
   }
@@ -1538,7 +1539,7 @@ function askForStreamUsage(req: GatewayRequest): void {
   req.locals.__hideUsageChunk = true
 }
 
-function estimateUsage(req: GatewayRequest, texts: ChoiceTexts, pricing: Pricing | undefined, prompt: Usage | null, cacheWrites: number): Usage {
+function estimateUsage(req: GatewayRequest, texts: ChoiceTexts, pricing: Pricing | undefined, prompt: Usage | null, cacheWrites: number, hourWrites: number): Usage {
   const promptTokens = prompt?.promptTokens ?? roughPromptTokens(req.body)
   const cachedTokens = prompt?.cachedTokens ?? 0
   let completionTokens = 0
@@ -1548,7 +1549,7 @@ function estimateUsage(req: GatewayRequest, texts: ChoiceTexts, pricing: Pricing
     completionTokens,
     cachedTokens,
     totalTokens: promptTokens + completionTokens,
-    costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing, cacheWrites),
+    costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing, cacheWrites, undefined, hourWrites),
     source: 'estimated',
   }
 }

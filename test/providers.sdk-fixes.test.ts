@@ -144,6 +144,7 @@ describe('Anthropic prompt-cache writes are priced as Anthropic bills them', () 
       models: [
         { name: 'claude', targets: [{ provider: 'an', model: 'claude-sonnet-4-5' }], pricing: { input: 3, output: 15 } },
         { name: 'claude-priced', targets: [{ provider: 'an', model: 'claude-sonnet-4-5' }], pricing: { input: 3, output: 15, cache_write_input: 6 } },
+        { name: 'claude-hour', targets: [{ provider: 'an', model: 'claude-sonnet-4-5' }], pricing: { input: 3, output: 15, cache_write_1h_input: 9 } },
       ],
       plugins: [recorder],
     })
@@ -194,6 +195,45 @@ describe('Anthropic prompt-cache writes are priced as Anthropic bills them', () 
     await waitFor(() => usages.length === 1, 'the usage hook')
     expect(usages[0]).toMatchObject({ promptTokens: 10_100, completionTokens: 100, source: 'provider' })
     expect(usages[0]!.costUsd).toBeCloseTo(billed, 10)
+  })
+
+  // Of the 10,000 written, 6,000 to the 1-hour cache (cache_control ttl "1h"), which Anthropic bills at 2 x input.
+  const hourUsage = { ...upstreamUsage, cache_creation: { ephemeral_5m_input_tokens: 4_000, ephemeral_1h_input_tokens: 6_000 } }
+  const hourBilled = (100 * 3 + 4_000 * 3.75 + 6_000 * 6 + 100 * 15) / 1e6
+  const hourCached = { role: 'system', content: [{ type: 'text', text: 'a long system prompt', cache_control: { type: 'ephemeral', ttl: '1h' } }] }
+
+  test('1-hour cache writes cost 2 x input by default (cache_write_1h_input when set), streamed or not; the client sees the split', async () => {
+    upstream.answer(() =>
+      json({ id: 'msg_3', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5', content: [{ type: 'text', text: 'ok' }], stop_reason: 'end_turn', usage: hourUsage }),
+    )
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude', messages: [hourCached, { role: 'user', content: 'hi' }] })
+    const body = (await res.json()) as { usage: Json }
+    expect(body.usage).toMatchObject({
+      prompt_tokens: 10_100,
+      cache_creation_input_tokens: 10_000,
+      cache_creation: { ephemeral_5m_input_tokens: 4_000, ephemeral_1h_input_tokens: 6_000 },
+    })
+    await waitFor(() => usages.length === 1, 'the usage hook')
+    expect(usages[0]!.costUsd).toBeCloseTo(hourBilled, 10)
+
+    await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude-hour', messages: [hourCached, { role: 'user', content: 'hi' }] })
+    await waitFor(() => usages.length === 2, 'the usage hook')
+    expect(usages[1]!.costUsd).toBeCloseTo((100 * 3 + 4_000 * 3.75 + 6_000 * 9 + 100 * 15) / 1e6, 10)
+
+    upstream.answer(() =>
+      anthropicSse([
+        { type: 'message_start', message: { id: 'msg_4', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5', content: [], stop_reason: null, usage: { ...hourUsage, output_tokens: 1 } } },
+        { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } },
+        { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'ok' } },
+        { type: 'content_block_stop', index: 0 },
+        { type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 100 } },
+        { type: 'message_stop' },
+      ]),
+    )
+    const streamed = await postJson(`${gw.url}/v1/chat/completions`, { model: 'claude', stream: true, stream_options: { include_usage: true }, messages: [hourCached, { role: 'user', content: 'hi' }] })
+    expect(await streamed.text()).toContain('"cache_creation":{"ephemeral_5m_input_tokens":4000,"ephemeral_1h_input_tokens":6000}')
+    await waitFor(() => usages.length === 3, 'the usage hook')
+    expect(usages[2]!.costUsd).toBeCloseTo(hourBilled, 10)
   })
 })
 

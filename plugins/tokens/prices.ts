@@ -7,7 +7,7 @@
  * in 2025: an answer's `service_tier` picks them. Prices by prompt length use the lower band
  * (Gemini 2.5 Pro: prompts up to 200k tokens); `cached_input` is the
  * cache-read price. Anthropic's cache writes take `cache_write_input`'s default, 1.25 × input,
- * its price for the 5-minute cache (the 1-hour cache's 2 × is not told apart). Prices change:
+ * its price for the 5-minute cache, and those to the 1-hour cache `cache_write_1h_input`'s, 2 × input. Prices change:
  * set `pricing` on a model group when the bill must match.
  */
 import type { Pricing } from '../../src/config/schema.ts'

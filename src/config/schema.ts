@@ -83,6 +83,11 @@ const PriceFields = {
    * the only cache writes reported). @default 1.25 × input (Anthropic's price for its 5-minute cache)
    */
   cache_write_input: Type.Optional(Type.Number({ minimum: 0 })),
+  /**
+   * USD per million input tokens written to the 1-hour prompt cache (a `cache_control` with `ttl: "1h"`;
+   * Anthropic's `cache_creation.ephemeral_1h_input_tokens`, a part of the cache writes). @default 2 × input
+   */
+  cache_write_1h_input: Type.Optional(Type.Number({ minimum: 0 })),
   /** USD per million audio input tokens (`prompt_tokens_details.audio_tokens`, part of prompt_tokens). @default input */
   audio_input: Type.Optional(Type.Number({ minimum: 0 })),
   /** USD per million audio output tokens (`completion_tokens_details.audio_tokens`, part of completion_tokens). @default output */

@@ -25,7 +25,7 @@ export function parseUsage(raw: unknown, pricing: Pricing | undefined): Usage | 
     completionTokens,
     cachedTokens,
     totalTokens: int(u.total_tokens) || promptTokens + completionTokens,
-    costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing, cacheWrites, audio),
+    costUsd: priceOf(promptTokens, completionTokens, cachedTokens, pricing, cacheWrites, audio, cacheWrites > 0 ? hourCacheWritesOf(u) : 0),
     source: 'provider',
   }
 }
@@ -62,6 +62,17 @@ function audioOf(prompt: Record<string, unknown> | undefined, completion: unknow
 /** Cache writes in an OpenAI-format `usage`, as the Anthropic adapter (and LiteLLM in front of Claude) report them: within prompt_tokens. */
 export function cacheWritesOf(raw: unknown): number {
   return typeof raw === 'object' && raw !== null ? int((raw as Record<string, unknown>).cache_creation_input_tokens) : 0
+}
+
+/**
+ * The part of the cache writes made to the 1-hour cache (`cache_control` with `ttl: "1h"`), which
+ * Anthropic bills at 2 × input, not the 5-minute cache's 1.25 ×: its `cache_creation.ephemeral_1h_input_tokens`,
+ * which the Anthropic adapter passes on in the usage as it came.
+ */
+export function hourCacheWritesOf(raw: unknown): number {
+  if (typeof raw !== 'object' || raw === null) return 0
+  const split = (raw as Record<string, unknown>).cache_creation
+  return typeof split === 'object' && split !== null ? int((split as Record<string, unknown>).ephemeral_1h_input_tokens) : 0
 }
 
 const QUOTE = 0x22
@@ -201,6 +212,8 @@ export function findServiceTier(bytes: Uint8Array): string | undefined {
 
 /** What Anthropic bills a token written to its 5-minute prompt cache, in input prices. */
 const CACHE_WRITE_FACTOR = 1.25
+/** What Anthropic bills a token written to its 1-hour prompt cache, in input prices. */
+const HOUR_CACHE_WRITE_FACTOR = 2
 
 /** Audio tokens within a usage's prompt and completion. */
 export interface AudioTokens {
@@ -211,20 +224,31 @@ export interface AudioTokens {
 /**
  * USD for token counts at per-million prices; null without pricing. `cached` (cache hits) and
  * `cacheWrites` are parts of `prompt`, each at its own price: a cache write at `cache_write_input`,
- * or 1.25 × input, what Anthropic (whose usage alone reports cache writes) bills for them. Audio
+ * or 1.25 × input, what Anthropic (whose usage alone reports cache writes) bills for them, and the
+ * `hourWrites` among them (the 1-hour cache's) at `cache_write_1h_input`, or 2 × input. Audio
  * tokens are parts of the prompt (of what is left of it past hits and writes) and of the
  * completion, at `audio_input` and `audio_output` (default: the text prices).
  */
-export function priceOf(prompt: number, completion: number, cached: number, pricing: Pricing | undefined, cacheWrites = 0, audio?: AudioTokens): number | null {
+export function priceOf(
+  prompt: number,
+  completion: number,
+  cached: number,
+  pricing: Pricing | undefined,
+  cacheWrites = 0,
+  audio?: AudioTokens,
+  hourWrites = 0,
+): number | null {
   if (!pricing) return null
   const writes = Math.min(cacheWrites, Math.max(0, prompt - cached))
   const uncached = Math.max(0, prompt - cached - writes)
+  const hour = Math.min(hourWrites, writes)
   const writePrice = pricing.cache_write_input ?? pricing.input * CACHE_WRITE_FACTOR
+  const hourPrice = pricing.cache_write_1h_input ?? pricing.input * HOUR_CACHE_WRITE_FACTOR
   const audioIn = Math.min(audio?.prompt ?? 0, uncached)
   const audioOut = Math.min(audio?.completion ?? 0, completion)
   const inputUsd = (uncached - audioIn) * pricing.input + audioIn * (pricing.audio_input ?? pricing.input)
   const outputUsd = (completion - audioOut) * pricing.output + audioOut * (pricing.audio_output ?? pricing.output)
-  return roundUsd((inputUsd + cached * (pricing.cached_input ?? pricing.input) + writes * writePrice + outputUsd) / 1_000_000)
+  return roundUsd((inputUsd + cached * (pricing.cached_input ?? pricing.input) + (writes - hour) * writePrice + hour * hourPrice + outputUsd) / 1_000_000)
 }
 
 /** Pico-dollars in a dollar: what a cost is rounded to. */

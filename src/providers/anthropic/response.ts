@@ -36,7 +36,8 @@ export function finishReason(stopReason: unknown): FinishReason {
  * Anthropic's usage in OpenAI's terms. Anthropic counts cached and cache-writing input
  * apart from `input_tokens`; OpenAI's `prompt_tokens` holds all of them, with the cache
  * hits repeated as `cached_tokens` and the cache writes as `cache_creation_input_tokens`
- * (Anthropic bills them above the input price).
+ * (Anthropic bills them above the input price), with Anthropic's `cache_creation` split where some
+ * went to the 1-hour cache (billed higher still).
  */
 export function usageOf(usage: unknown): ChatUsage | undefined {
   // No usage is better than zeros: without it the gateway counts the tokens itself.
@@ -45,7 +46,11 @@ export function usageOf(usage: unknown): ChatUsage | undefined {
   const cacheRead = count(u.cache_read_input_tokens)
   const cacheWrite = count(u.cache_creation_input_tokens)
   const prompt = count(u.input_tokens) + cacheRead + cacheWrite
-  return chatUsage(prompt, count(u.output_tokens), cacheRead, 0, cacheWrite)
+  const out = chatUsage(prompt, count(u.output_tokens), cacheRead, 0, cacheWrite)
+  const split = u.cache_creation
+  const hour = cacheWrite > 0 && isRecord(split) ? Math.min(count(split.ephemeral_1h_input_tokens), cacheWrite) : 0
+  if (hour > 0) out.cache_creation = { ephemeral_5m_input_tokens: cacheWrite - hour, ephemeral_1h_input_tokens: hour }
+  return out
 }
 
 /**

@@ -147,11 +147,12 @@ export class AnthropicStreamTranslator implements SseTranslator {
   /**
    * Keep the counts an event states. The API (and proxies in front of it) send `null` for a
    * count they do not restate, as message_delta does for the input counts: a null must not
-   * wipe the number message_start gave, or the prompt tokens of the stream would read 0.
+   * wipe the number message_start gave, or the prompt tokens of the stream would read 0. The
+   * split of the cache writes (`cache_creation`) is kept as the object it is.
    */
   private takeUsage(usage: JsonObject): void {
     const kept: JsonObject = { ...(this.usage ?? {}) }
-    for (const [name, value] of Object.entries(usage)) if (typeof value === 'number') kept[name] = value
+    for (const [name, value] of Object.entries(usage)) if (typeof value === 'number' || (name === 'cache_creation' && isRecord(value))) kept[name] = value
     this.usage = kept
   }
 

@@ -56,6 +56,11 @@ export interface ChatUsage {
    * LiteLLM clients read it), part of `prompt_tokens` as cache hits are; priced apart (see priceOf).
    */
   cache_creation_input_tokens?: number
+  /**
+   * How the cache writes split between Anthropic's 5-minute and 1-hour caches (its own field, as it
+   * came), when some went to the 1-hour cache, which is billed at 2 × input (see priceOf).
+   */
+  cache_creation?: { ephemeral_5m_input_tokens: number; ephemeral_1h_input_tokens: number }
 }
 
 export interface ChatMessage {
