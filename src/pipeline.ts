@@ -1713,7 +1713,11 @@ class StreamUsage {
 
   /** The whole stream's text at once, when it was held to its end: the usage found from the end, if any (see lastUsage). */
   takeLast(text: string): boolean {
-    this.usage = lastUsage(text, this.pricing())
+    let final = false
+    this.usage = lastUsage(text, this.pricing(), (data, event) => {
+      final = noChoices(event.choices) || FINISHED.test(data)
+    })
+    this.finalUsage = this.usage !== null && final
     return this.usage !== null
   }
 
@@ -1747,12 +1751,14 @@ class StreamUsage {
   }
 
   /**
-   * Whether the stream stopped before it finished: no `[DONE]`, no usage, and its last event gives
-   * no finish_reason (an upstream that closed its answer cleanly mid-way, a proxy that cut it).
+   * Whether the stream stopped before it finished: no `[DONE]`, no usage in a last event (one of no
+   * choices, or with its finish_reason), and its last event gives no finish_reason (an upstream that
+   * closed its answer cleanly mid-way, a proxy that cut it). A usage on a chunk mid-answer (a server
+   * that sends the count so far on every chunk: vLLM's continuous_usage_stats) is no end.
    * Only a stream that ended by itself is asked (not one the client left, nor one that failed).
    */
   endedEarly(): boolean {
-    if (this.done || this.usage !== null) return false
+    if (this.done || this.finalUsage) return false
     const data = this.last
     return data === null || !FINISHED.test(data)
   }

@@ -14,16 +14,23 @@ import { settledHooks } from './support/http.ts'
 const frame = (data: unknown) => `data: ${JSON.stringify(data)}\n\n`
 const chunk = (text: string) => frame({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content: text }, finish_reason: null }] })
 
+/** A chunk carrying the usage so far, as servers that count on every chunk send it (vLLM's continuous_usage_stats). */
+const counted = (text: string, completion: number, reason: string | null = null) =>
+  frame({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content: text }, finish_reason: reason }], usage: { prompt_tokens: 5, completion_tokens: completion, total_tokens: 5 + completion } })
+
 const finishing = (reason: string) => frame({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: {}, finish_reason: reason }] })
 
 /**
  * Models: `fails-known` ends on an error event with a gateway code, `fails-other` with a code of
  * its own, `whole` ends normally; `cut` closes cleanly mid-answer (no finish_reason, no [DONE]),
  * `no-done` finishes its answer but sends no [DONE] (some servers), `no-done-spaced` the same with
- * Python's JSON spacing.
+ * Python's JSON spacing; `cut-counted` and `no-done-counted` are `cut` and `no-done` from a server that
+ * sends the usage so far on every chunk.
  */
 function body(model: string): string {
   if (model === 'cut') return chunk('Hel') + chunk('lo')
+  if (model === 'cut-counted') return counted('Hel', 1) + counted('lo', 2)
+  if (model === 'no-done-counted') return counted('Hel', 1) + counted('lo', 2) + counted('', 2, 'stop')
   if (model === 'no-done') return chunk('Hel') + finishing('stop')
   if (model === 'no-done-spaced') return chunk('Hel') + 'data: {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}\n\n'
   if (model === 'fails-known') return chunk('Hel') + frame({ error: { message: 'Rate limit reached mid-stream.', type: 'rate_limit_error', param: null, code: 'rate_limit_exceeded' } })
@@ -63,7 +70,7 @@ beforeAll(async () => {
   const url = `http://127.0.0.1:${upstream.port}/v1`
   gw = await startGateway(
     upstreamConfig(url, {
-      models: ['fails-known', 'fails-other', 'fails-openai', 'fails-vllm', 'fails-limited', 'fails-bare', 'fails-echo', 'fails-openrouter', 'whole', 'cut', 'no-done', 'no-done-spaced'].map((name) => ({ name, targets: [{ provider: 'up', model: name }] })),
+      models: ['fails-known', 'fails-other', 'fails-openai', 'fails-vllm', 'fails-limited', 'fails-bare', 'fails-echo', 'fails-openrouter', 'whole', 'cut', 'cut-counted', 'no-done', 'no-done-spaced', 'no-done-counted'].map((name) => ({ name, targets: [{ provider: 'up', model: name }] })),
       plugins: [recorder],
     }),
   )
@@ -148,21 +155,23 @@ for (const [way, askUsage] of [['mirrored', true], ['tapped', false]] as const) 
       expect(outcome).toMatchObject({ status: 200, errorCode: null, aborted: false })
     })
 
-    test('a stream the upstream closed before the answer finished is heard as upstream_error', async () => {
-      const { text, outcome } = await streamOf('cut', askUsage)
-      expect(text).toContain('"lo"')
-      expect(outcome).toMatchObject({ status: 200, errorCode: 'upstream_error', aborted: false })
-      // The client's own stream: where the gateway writes it (tapped), it ends with an error event
-      // the SDK raises; a mirrored stream is the upstream's own bytes, handed on natively.
-      if (way === 'tapped') {
-        const last = text.trim().split('\n\n').at(-1)!
-        expect(JSON.parse(last.slice('data: '.length))).toMatchObject({ error: { code: 'upstream_error', type: 'api_error' } })
-        expect(last).toContain('ended the stream before the answer finished')
+    test('a stream the upstream closed before the answer finished is heard as upstream_error, a server that counts on every chunk too', async () => {
+      for (const model of ['cut', 'cut-counted']) {
+        const { text, outcome } = await streamOf(model, askUsage)
+        expect(text).toContain('"lo"')
+        expect(outcome).toMatchObject({ status: 200, errorCode: 'upstream_error', aborted: false })
+        // The client's own stream: where the gateway writes it (tapped), it ends with an error event
+        // the SDK raises; a mirrored stream is the upstream's own bytes, handed on natively.
+        if (way === 'tapped') {
+          const last = text.trim().split('\n\n').at(-1)!
+          expect(JSON.parse(last.slice('data: '.length))).toMatchObject({ error: { code: 'upstream_error', type: 'api_error' } })
+          expect(last).toContain('ended the stream before the answer finished')
+        }
       }
     })
 
     test('a finished answer without [DONE] is no error', async () => {
-      for (const model of ['no-done', 'no-done-spaced']) {
+      for (const model of ['no-done', 'no-done-spaced', 'no-done-counted']) {
         const { text, outcome } = await streamOf(model, askUsage)
         expect(text).not.toContain('"error"')
         expect(outcome).toMatchObject({ status: 200, errorCode: null, aborted: false })

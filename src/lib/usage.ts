@@ -294,9 +294,9 @@ export function carriesUsage(data: string): boolean {
  * from the end: usage comes last, just before [DONE]); null when none does, or when that event is
  * not one JSON line (the caller then splits the stream event by event). `"usage":` cannot occur
  * inside a JSON string (its quotes would be escaped), so a match is a real key. Priced at the service
- * tier that event reports (see tierPricing).
+ * tier that event reports (see tierPricing). `found`, when given, hears that event's data and parsed form.
  */
-export function lastUsage(text: string, pricing: Pricing | undefined): Usage | null {
+export function lastUsage(text: string, pricing: Pricing | undefined, found?: (data: string, event: Record<string, unknown>) => void): Usage | null {
   let at = text.lastIndexOf(USAGE_KEY_TEXT)
   // Skip the `"usage":null` of chunks after the last one that has an object.
   while (at > 0 && !objectAt(text, at + USAGE_KEY_TEXT.length)) at = text.lastIndexOf(USAGE_KEY_TEXT, at - 1)
@@ -307,7 +307,9 @@ export function lastUsage(text: string, pricing: Pricing | undefined): Usage | n
   if (end < 0) end = text.length
   if (text.charCodeAt(end - 1) === 13) end--
   try {
-    const event = JSON.parse(text.slice(line + 5, end)) as Record<string, unknown>
+    const data = text.slice(line + 5, end)
+    const event = JSON.parse(data) as Record<string, unknown>
+    found?.(data, event)
     return parseUsage(eventUsage(event), tierPricing(pricing, event.service_tier))
   } catch {
     return null
