@@ -5,7 +5,7 @@ import type { Services } from './services.ts'
 import { MAX_TIMER_MS, type Pricing, type Timeouts } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
-import { REFUSAL_HEADER, UPSTREAM_STATUS_HEADER, completionsAsked, errorEventStatus, isMisdirectedPage, isRecord, isRedirect, maxTokensOf, streamErrorFrame } from './providers/shared/openai-format.ts'
+import { UPSTREAM_STATUS_HEADER, isRefusal, completionsAsked, errorEventStatus, isMisdirectedPage, isRecord, isRedirect, maxTokensOf, streamErrorFrame } from './providers/shared/openai-format.ts'
 import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
 import { retryAfterMs, spentLimitsResetS } from './lib/rate-headers.ts'
@@ -785,7 +785,7 @@ export class Pipeline {
         return new Answer(response, guard, startedAt)
       }
       const text = await response.text().catch(() => '')
-      if (response.headers.has(REFUSAL_HEADER)) return { status: response.status, error: refusalError(text), retryAfter: null, refused: true }
+      if (isRefusal(response)) return { status: response.status, error: refusalError(text), retryAfter: null, refused: true }
       const status = accountOutOfMoney(response.status, text) ? 403 : response.status
       return {
         status,

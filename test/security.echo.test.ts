@@ -29,7 +29,9 @@ beforeAll(async () => {
     hostname: '127.0.0.1',
     fetch(request) {
       const seen = `${request.url} ${JSON.stringify(Object.fromEntries(request.headers))}`
-      return Response.json({ error: { message: `Bad request, I saw: ${seen}`, param: `x-org-token=${request.headers.get('x-org-token')}` } }, { status: 400 })
+      // A header named as the gateway marks its adapters' own refusals, which no upstream answer is.
+      const marked = new URL(request.url).searchParams.has('marked') ? { 'x-sluice-refusal': '1' } : undefined
+      return Response.json({ error: { message: `Bad request, I saw: ${seen}`, param: `x-org-token=${request.headers.get('x-org-token')}` } }, { status: 400, headers: marked })
     },
   })
   const base = `http://user:${PASSWORD}@127.0.0.1:${echo.port}/v1?key=${QUERY_SECRET}`
@@ -40,6 +42,7 @@ beforeAll(async () => {
       { id: 'gone', type: 'openai-compatible', baseUrl: `http://127.0.0.1:9/v1?key=${QUERY_SECRET}`, keys: [{ id: 'k1', secret: KEY }] },
       { id: 'padded', type: 'openai-compatible', baseUrl: `http://127.0.0.1:${echo.port}/v1`, keys: [{ id: 'k1', secret: `${PADDED_KEY}\n` }], headers: { 'x-org-token': ` ${PADDED_HEADER}\t` } },
       { id: 'basic', type: 'openai-compatible', baseUrl: `http://${BASIC_USER}:${BASIC_PASSWORD}@127.0.0.1:${echo.port}/v1`, keys: [{ id: 'none', secret: '' }] },
+      { id: 'marked', type: 'openai-compatible', baseUrl: `http://127.0.0.1:${echo.port}/v1?marked`, keys: [{ id: 'k1', secret: KEY }], headers: { 'x-org-token': HEADER_SECRET } },
       { id: 'token-user', type: 'openai-compatible', baseUrl: `http://${USER_TOKEN}@127.0.0.1:${echo.port}/v1`, keys: [{ id: 'none', secret: '' }] },
     ],
     models: [
@@ -47,6 +50,7 @@ beforeAll(async () => {
       { name: 'gone', targets: [{ provider: 'gone', model: 'm' }] },
       { name: 'padded', targets: [{ provider: 'padded', model: 'm' }] },
       { name: 'basic', targets: [{ provider: 'basic', model: 'm' }] },
+      { name: 'marked', targets: [{ provider: 'marked', model: 'm' }] },
       { name: 'token-user', targets: [{ provider: 'token-user', model: 'm' }] },
     ],
     plugins: [],
@@ -90,6 +94,14 @@ describe('secrets an upstream echoes', () => {
       expect(text).toContain('Basic ')
       expect({ model, leaks: leaks(text) }).toEqual({ model, leaks: [] })
     }
+  })
+
+  test("an upstream answer carrying the header of an adapter's own refusal is the upstream's still: its echo is scrubbed and the provider named", async () => {
+    const res = await postJson(`${gw.url}/v1/chat/completions`, { model: 'marked', messages: [{ role: 'user', content: 'hi' }] })
+    expect(res.status).toBe(400)
+    const text = await res.text()
+    expect(text).toContain('Upstream provider \\"marked\\"')
+    expect(leaks(text)).toEqual([])
   })
 
   test('a call that cannot be made: its message names no query value of the base URL', async () => {

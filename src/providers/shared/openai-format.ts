@@ -157,10 +157,16 @@ export function errorResponse(status: number, message: string, options: { type?:
 export const CONTEXT_LENGTH_EXCEEDED = { code: 'context_length_exceeded', param: 'messages' } as const
 
 /**
- * Marks an adapter's answer as its own refusal (see refusalResponse): the pipeline tells the
- * client what to change without blaming the provider, and counts nothing against its key.
+ * An adapter's answers that are its own refusals (see refusalResponse): the pipeline tells the
+ * client what to change without blaming the provider, and counts nothing against its key. Known
+ * by the object itself, not by a header: an OpenAI-compatible adapter hands on its upstream's
+ * answer as it came, and a header any upstream could send would pass its body to the client
+ * unscrubbed (an echoed provider key with it).
  */
-export const REFUSAL_HEADER = 'x-sluice-refusal'
+const refusals = new WeakSet<Response>()
+
+/** Whether `response` is an adapter's own refusal, made by {@link refusalResponse}. */
+export const isRefusal = (response: Response): boolean => refusals.has(response)
 
 /**
  * The status the provider really answered, on an adapter's error whose status it mapped (Anthropic's
@@ -171,7 +177,9 @@ export const UPSTREAM_STATUS_HEADER = 'x-sluice-upstream-status'
 
 /** The 400 a translator's refusal becomes; the upstream is never called. */
 export function refusalResponse(refusal: { message: string; param: string | null }): Response {
-  return errorResponse(400, refusal.message, { code: 'invalid_request', param: refusal.param, headers: { [REFUSAL_HEADER]: '1' } })
+  const response = errorResponse(400, refusal.message, { code: 'invalid_request', param: refusal.param })
+  refusals.add(response)
+  return response
 }
 
 /** 4xx statuses whose web page still says what it is about: the key (401, 403), the pace (429), the request's time or size (408, 413). */
