@@ -791,6 +791,7 @@ export class Pipeline {
         status,
         error: upstreamError(status, text, target, response.headers, response.status),
         retryAfter: retryAfterSeconds(response.headers, status),
+        ...(status === response.status ? {} : { upstreamStatus: response.status }),
       }
     } catch (error) {
       // Aborted (too slow, the client left, the shutdown) rather than failed to reach the upstream:

@@ -118,6 +118,11 @@ export interface AttemptFailure {
   /** ms the attempt took. */
   latencyMs: number
   /**
+   * The status the upstream answered where the gateway acts on another: an account out of money
+   * (a 402, or OpenAI's 429 `insufficient_quota`) is acted on as a 403. Undefined otherwise.
+   */
+  upstreamStatus?: number
+  /**
    * The provider's adapter refused the request before sending it (a field it cannot translate):
    * nothing reached the upstream, so this says nothing about its key. `status` is 400.
    */

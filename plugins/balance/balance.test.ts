@@ -182,6 +182,30 @@ describe('401 and 403: dead keys', () => {
     expect(requests('a')).toBe(2)
   })
 
+  test('a 403 that a second key gives the same request is about the request (a provider\'s moderation, say): the client has it, no key is retired, nor a third tried', async () => {
+    const g = await boot({ keys: ['a', 'b', 'c'] })
+    // What OpenRouter answers a flagged prompt, whichever key sends it.
+    for (const k of ['a', 'b', 'c']) fixture.up.set(secretOf(k), { failure: { status: 403 } })
+    const error = await expectError(await g.chat(), 'upstream_error')
+    expect(error.message).toContain('(HTTP 403)')
+    expect(error.message).toContain('no key is retired')
+    expect(error.message).not.toContain('An operator must')
+    expect(requests('a') + requests('b') + requests('c')).toBe(2)
+    const rows = await g.health()
+    for (const row of rows) expect({ key: row.key, state: row.state }).toEqual({ key: row.key, state: 'healthy' })
+    // The two keys asked still show the refusal to an operator.
+    expect(rows.filter((row) => row.last_error?.status === 403)).toHaveLength(2)
+    for (const k of ['a', 'b', 'c']) fixture.up.set(secretOf(k), { failure: null })
+    await okSequential(g, 6)
+  })
+
+  test('an account out of money on every key (a 402, acted on as a 403) still retires each key it reaches', async () => {
+    const g = await boot({ keys: ['a', 'b'] })
+    for (const k of ['a', 'b']) fixture.up.set(secretOf(k), { failure: { status: 402 } })
+    await expectError(await g.chat(), 'upstream_error')
+    for (const row of await g.health()) expect({ key: row.key, state: row.state }).toEqual({ key: row.key, state: 'dead' })
+  })
+
   test('403 on the only key: 502 upstream_error too', async () => {
     const g = await boot({ keys: ['a'] })
     fixture.up.set(secretOf('a'), { failure: { status: 403 } })

@@ -341,13 +341,18 @@ export const balance = definePlugin({
      * with it. An outage of the whole endpoint opens every model's circuit in turn, each after
      * `circuit_failures` failures of its own, retried on other keys meanwhile.
      */
+    /** The key's last error, as the health view shows it. */
+    const noteError = (h: KeyHealth, failure: AttemptFailure, t: number) => {
+      h.lastError = { at: t, status: failure.status, message: (failure.operatorMessage ?? failure.error.message).slice(0, 300) }
+    }
+
     const onFailure = (h: KeyHealth, model: ModelHealth, failure: AttemptFailure) => {
       const t = now()
       model.trial = false
       // The request's own fault (the upstream's 400 or 404, the adapter's refusal) tells nothing of
       // the key: its last error stays the last one about the key, which an operator reads for that.
       if (!retryable(failure.status) && !keyFault(failure.status)) return
-      h.lastError = { at: t, status: failure.status, message: (failure.operatorMessage ?? failure.error.message).slice(0, 300) }
+      noteError(h, failure, t)
       if (failure.status === 429) {
         // Bounded as the options' timers are: a Retry-After of 1e13 s (a broken upstream or proxy) would
         // make a date no ISO string can hold, failing the health view and every Retry-After computed from it.
@@ -478,6 +483,15 @@ export const balance = definePlugin({
       private pool = 0
       /** Providers whose adapter refused this request (a field it cannot translate): set on the first such refusal. */
       private refusedBy: ProviderRuntime[] | undefined = undefined
+      /**
+       * The key of this request's first 403, not yet retired: a 403 may be about the request (a
+       * provider's moderation or permission check: OpenRouter's flagged input, Gemini's file of
+       * another project), and one request must not retire every key of a provider. Retired once
+       * another key serves the request or fails it otherwise, or none is left to ask; kept when a
+       * second key answers the same 403 (`sameRefusal`), which ends the request.
+       */
+      private forbidden: { c: Pool['candidates'][number]; failure: AttemptFailure } | undefined = undefined
+      private sameRefusal = false
 
       constructor(
         private readonly chain: readonly Pool[],
@@ -555,6 +569,14 @@ export const balance = definePlugin({
         return undefined
       }
 
+      /** This request's first 403 is the key's after all (see `forbidden`): it is retired as any refused key. */
+      private retireForbidden(): void {
+        const f = this.forbidden
+        if (f === undefined) return
+        this.forbidden = undefined
+        onFailure(f.c.health, f.c.modelHealth, f.failure)
+      }
+
       next(previous: AttemptFailure | undefined): MaybePromise<RouteTarget | GatewayError | undefined> {
         if (this.signal.aborted) return previous?.error ?? new GatewayError('upstream_error', 'The client closed the request.')
         if (!previous) return this.pick() ?? noHealthy(this.chain, this.tokens, this.endpoint)
@@ -570,18 +592,23 @@ export const balance = definePlugin({
         }
         // The request's own fault (400, 404, 413, 422...): another key would answer the same.
         if (!retryable(previous.status) && !keyFault(previous.status)) return previous.error
+        if (this.sameRefusal) return sameRefusalError(previous)
         if (this.attempts >= options.max_attempts) {
+          this.retireForbidden()
           // The budget is spent, but a fallback group not tried yet gets its one attempt (no backoff:
           // another group is another upstream).
           return this.pick(this.reached + 1) ?? (retryable(previous.status) ? previous.error : noHealthy(this.chain, this.tokens, this.endpoint, previous, true))
         }
         // A 429 or a refusal: the key is out; another one now, else why none is left.
-        if (!retryable(previous.status)) return this.pick() ?? noHealthy(this.chain, this.tokens, this.endpoint, previous)
+        if (!retryable(previous.status)) return this.pick() ?? (this.retireForbidden(), noHealthy(this.chain, this.tokens, this.endpoint, previous))
         const ceiling = Math.min(options.backoff_max_ms, options.backoff_ms * 2 ** this.retries++)
         // Full jitter; the last failure says more than "nothing left" when no key remains.
         const delay = ceiling > 0 ? Math.random() * ceiling : 0
         // No key that the pick after the wait could take: the client has its error now, not after a wait in vain.
-        if (!this.readyBy(delay)) return previous.error
+        if (!this.readyBy(delay)) {
+          this.retireForbidden()
+          return previous.error
+        }
         // A client gone during the wait takes no key: the pipeline sees the abort and answers nobody.
         const again = () => (this.signal.aborted ? previous.error : (this.pick() ?? previous.error))
         return delay > 0 ? sleepUnlessAborted(delay, this.signal).then(again) : again()
@@ -606,10 +633,25 @@ export const balance = definePlugin({
           }
           ;(this.tried ??= []).push(c.modelHealth)
           // The client going away is not the key's fault.
+          const first = this.forbidden
           if (this.signal.aborted) c.modelHealth.trial = false
-          else onFailure(c.health, c.modelHealth, failure)
+          else if (maybeRequests(failure) && first === undefined) this.forbidden = { c, failure }
+          else if (maybeRequests(failure) && first !== undefined) {
+            // Two keys refuse the same request: it is the request they refuse, not the keys. Each
+            // key's last error still tells an operator (a whole account refused would show so).
+            c.modelHealth.trial = false
+            first.c.modelHealth.trial = false
+            noteError(first.c.health, first.failure, now())
+            noteError(c.health, failure, now())
+            this.forbidden = undefined
+            this.sameRefusal = true
+          } else {
+            this.retireForbidden()
+            onFailure(c.health, c.modelHealth, failure)
+          }
           return
         }
+        this.retireForbidden()
         const c = this.current
         if (c && response) {
           this.answered = c
@@ -789,6 +831,22 @@ const retryable = (status: number): boolean => status === 0 || status >= 500
 
 /** About the key, not the request: rate-limited (429) or refused (401, 403). Another key may do. */
 const keyFault = (status: number): boolean => status === 429 || keyRefusal(status)
+
+/** The answer to a request that two keys of a provider refused with 403: the upstream's words, no key retired. */
+function sameRefusalError(previous: AttemptFailure): GatewayError {
+  // The upstream's own words, out of the message that blamed the key (see upstreamError).
+  const message = previous.error.message
+  const from = message.indexOf('): ')
+  const said = (from === -1 ? message : message.slice(from + 3)).replace(KEY_BLAME, '')
+  return new GatewayError(
+    'upstream_error',
+    `Upstream provider "${previous.target.provider.id}" refused this request (HTTP 403) with two of its keys, so the refusal is taken as about the request (a moderation or permission check of the provider's), and no key is retired: ${said}`,
+  )
+}
+const KEY_BLAME = / An operator must fix or replace that provider key\.$/
+
+/** A 403 the upstream sent as such (not an account out of money): it may be about the request. */
+const maybeRequests = (failure: AttemptFailure): boolean => failure.status === 403 && failure.upstreamStatus === undefined
 
 /** The upstream refused the key itself (401, 403): dead until an operator acts. */
 const keyRefusal = (status: number): boolean => status === 401 || status === 403
