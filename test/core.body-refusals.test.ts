@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { definePlugin, type Outcome } from '../src/plugin.ts'
 import { startMockUpstream, type MockUpstream } from './fixtures/mock-upstream.ts'
 import { startAuthGateway, userWithKey, type AuthGateway } from './support/auth.ts'
+import { startGateway } from './support/gateway.ts'
 import { rawExchange } from './support/http.ts'
 
 interface Seen {
@@ -149,6 +150,27 @@ describe('a body that does not arrive', () => {
     } finally {
       await gw.close()
       await upstream.stop()
+    }
+  }, 20_000)
+})
+
+describe('a sign-in body that does not arrive', () => {
+  test('the console sign-in, which takes no key before its body, refuses a body sent partly after limits.body_timeout_ms and closes its connection: 408', async () => {
+    const gw = await startGateway({ limits: { body_timeout_ms: 600 }, plugins: [] }, { env: { SLUICE_ADMIN_KEY: 'sluice-admin-slow-sign-in-0123456789' } })
+    const port = Number(new URL(gw.url).port)
+    try {
+      for (const [framing, part] of [
+        ['content-length: 1000', '{"admin_key":'],
+        ['transfer-encoding: chunked', 'd\r\n{"admin_key":\r\n'],
+      ] as const) {
+        // Answered once the gateway closes the connection: before, a stranger held it open for good.
+        const text = await rawExchange(port, `POST /console/login HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n${framing}\r\n\r\n${part}`)
+        expect(text.split('\r\n')[0]).toBe('HTTP/1.1 408 Request Timeout')
+        expect(text.toLowerCase()).toContain('connection: close')
+        expect(text).toContain('did not arrive within 0.6 s')
+      }
+    } finally {
+      await gw.close()
     }
   }, 20_000)
 })

@@ -145,7 +145,9 @@ export async function consoleRoutes({ config, services, logger }: ConsoleDeps) {
       {
         parse: ({ request }) => {
           jsonSignIn(request)
-          return readJsonObject(request, LOGIN_BODY_LIMIT)
+          // Under the client API's deadline: anyone may post here, and a body trickled in a byte
+          // at a time (each within the idle timeout) would hold the connection for good.
+          return readJsonObject(request, LOGIN_BODY_LIMIT, config.bodyTimeoutMs)
         },
         detail: hide,
       },
