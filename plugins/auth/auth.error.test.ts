@@ -512,6 +512,13 @@ describe('invalid_admin_key (401)', () => {
     await expectEnvelope(await fetch(`${gw.url}/admin/keys/expiring?within=forever`), 'invalid_admin_key')
   })
 
+  test('/v1 is no oracle for guesses at the admin key (which /admin/* limits per address): a wrong guess is answered as the admin key itself is, but for its masked form', async () => {
+    const guess = `${ADMIN_KEY.slice(0, -1)}X`
+    const right = await expectApiError(chat(gw.client(ADMIN_KEY)), 'invalid_api_key')
+    const wrong = await expectApiError(chat(gw.client(guess)), 'invalid_api_key')
+    expect(wrong.replace(`${guess.slice(0, 12)}…${guess.slice(-4)}`, 'KEY')).toBe(right.replace(`${ADMIN_KEY.slice(0, 12)}…${ADMIN_KEY.slice(-4)}`, 'KEY'))
+  })
+
   test('a gateway key is not an admin key, and the admin key is not a gateway key', async () => {
     const { key } = await userWithKey(gw)
     await expectEnvelope(await fetch(`${gw.url}/admin/users`, { headers: { authorization: `Bearer ${key.key}` } }), 'invalid_admin_key')

@@ -50,7 +50,6 @@ export const auth = definePlugin({
     const verifier = new KeyVerifier({
       db,
       environment: config.environment,
-      isAdminKey: services.admin.matches,
       now: services.now,
       cacheSize: options.cache_size,
       cacheTtlMs: options.cache_ttl_ms,

@@ -1,3 +1,4 @@
+import { MIN_ADMIN_KEY_LENGTH } from '../../src/config/load.ts'
 import { databaseUnavailable, isDatabaseUnavailable } from '../../src/db/errors.ts'
 import { GatewayError } from '../../src/errors.ts'
 import { allowsModel, type Endpoint, type Identity } from '../../src/plugin.ts'
@@ -40,8 +41,6 @@ export interface VerifierOptions {
   /** Loads the record of a hash. @default findKeyRecord on `db`, within KEY_LOOKUP_TIMEOUT_MS (tests count or delay loads through this) */
   load?: (hash: string) => Promise<KeyRecord | null>
   environment: string
-  /** Whether a secret is the gateway's admin key, asked only of a key that is no API key, to say so. @default never */
-  isAdminKey?: (secret: string) => boolean
   now: () => number
   cacheSize: number
   cacheTtlMs: number
@@ -115,14 +114,15 @@ export class KeyVerifier {
     }
     const env = keyEnvironment(key)
     if (env === null) {
-      if (this.options.isAdminKey?.(key)) {
-        return fail(new GatewayError('invalid_api_key', 'This is the gateway\'s admin key, which only /admin/* takes. The client API takes an API key (sk-<env>-…): create one with POST /admin/keys or in the console, and send that.'))
-      }
       const provider = providerOfKey(key)
       if (provider !== null) {
         return fail(new GatewayError('invalid_api_key', `The API key ${maskKey(key)} is not a sluice key: it looks like ${provider} API key. This gateway holds the providers' keys itself; send the sluice key an admin gave you (sk-<environment>-…), with the client's base URL set to this gateway.`))
       }
-      return fail(new GatewayError('invalid_api_key', `The API key ${maskKey(key)} is malformed. sluice keys look like sk-<environment>-<secret of 32+ letters and digits>; check for a truncated copy, quotes or spaces.`))
+      // Whether it is the admin key is not said: /v1 takes wrong keys without limit, and would let
+      // anyone test guesses at the admin key that /admin/* and the console limit per address. A
+      // secret as long as an admin key is told, whatever it is, where the admin key belongs.
+      const admin = key.length >= MIN_ADMIN_KEY_LENGTH ? ADMIN_KEY_HINT : ''
+      return fail(new GatewayError('invalid_api_key', `The API key ${maskKey(key)} is malformed. sluice keys look like sk-<environment>-<secret of 32+ letters and digits>; check for a truncated copy, quotes or spaces.${admin}`))
     }
     if (env !== this.options.environment) {
       const error = new GatewayError('environment_mismatch', `The API key ${maskKey(key)} belongs to the "${env}" environment, but this gateway serves "${this.options.environment}". Use a ${this.options.environment} key here, or send the request to the ${env} gateway.`)
@@ -236,6 +236,9 @@ function successorAdvice(record: KeyRecord, now: number): string {
   if (record.rotatedToUntil === null || record.rotatedToUntil > now) return ` Use the new key (it starts with ${start}).`
   return ` The key that replaced it (it starts with ${start}) was itself replaced or revoked since: ask an admin for the current key of its rotation chain (lineage ${record.lineageId}).`
 }
+
+/** What a secret that is no API key, but as long as an admin key, is told (see verify). */
+const ADMIN_KEY_HINT = ' If it is the gateway\'s admin key: only /admin/* and the console take that one; the client API takes an API key (sk-<env>-…), which an admin creates with POST /admin/keys or in the console.'
 
 /** A list of models as a refusal names it. */
 const listed = (models: readonly string[] | null): string => (models?.length ? models.join(', ') : 'none')
