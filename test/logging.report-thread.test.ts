@@ -60,7 +60,7 @@ test('a report over a big request log on SQLite: other requests are answered whi
   const { status, body } = await report
   expect(status).toBe(200)
   expect(body.data).toHaveLength(40)
-  expect(body.data[0]).toEqual({ group: 'usr_0', requests: ROWS / 40, errors: ROWS / 40, prompt_tokens: ROWS / 40, completion_tokens: (ROWS / 40) * 2, total_tokens: (ROWS / 40) * 3, cost_usd: (ROWS / 40) * 0.5 })
+  expect(body.data[0]).toEqual({ group: 'usr_0', name: null, display: null, requests: ROWS / 40, errors: ROWS / 40, prompt_tokens: ROWS / 40, completion_tokens: (ROWS / 40) * 2, total_tokens: (ROWS / 40) * 3, cost_usd: (ROWS / 40) * 0.5 })
 }, 60_000)
 
 test('the log listing reads through the thread too', async () => {
