@@ -44,7 +44,7 @@ test('a report over a big request log on SQLite: other requests are answered whi
   let reported = false
   const report = fetch(`${tg.url}/admin/usage?group_by=user`, { headers: { authorization: `Bearer ${ADMIN}` } }).then(async (res) => {
     reported = true
-    return { status: res.status, body: (await res.json()) as { data: Array<{ group: string; requests: number; errors: number; prompt_tokens: number; completion_tokens: number; total_tokens: number; cost_usd: number }> } }
+    return { status: res.status, body: (await res.json()) as { data: Array<{ group: string; name: string | null; display: string | null; requests: number; errors: number; prompt_tokens: number; completion_tokens: number; total_tokens: number; cost_usd: number }> } }
   })
   // Health checks one after another until the report is answered. A statement on the event loop
   // would hold the first of them until its end, so at most one or two could come back before the
