@@ -9,6 +9,7 @@ import { readUntilEnd, startBreakingUpstream, startKeyedUpstream } from '../../t
 import { startMockAnthropic } from '../../test/fixtures/mock-anthropic.ts'
 import { secretOf, startBalanceGateway, type BalanceGateway, type BalanceSetup, upstreamForFile } from '../../test/support/balance.ts'
 import { expectError, waitFor } from '../../test/support/http.ts'
+import { FORBIDDEN_STRIKES } from './index.ts'
 
 /** Short timings so cooldowns, open circuits and backoffs fit in a test. */
 const FAST = { cooldown_ms: 1000, circuit_failures: 3, circuit_open_ms: 600, backoff_ms: 10, backoff_max_ms: 40 }
@@ -206,13 +207,30 @@ describe('401 and 403: dead keys', () => {
     for (const row of await g.health()) expect({ key: row.key, state: row.state }).toEqual({ key: row.key, state: 'dead' })
   })
 
-  test('403 on the only key: 502 upstream_error too', async () => {
+  // A 403 may be about the request (a flagged prompt, another project's file): with no other key to
+  // ask, one request must not retire a provider's only key for every user.
+  test('403 on the only key: 502 upstream_error; the key is retired at the third such request in a row, a success between starting the count again', async () => {
     const g = await boot({ keys: ['a'] })
     fixture.up.set(secretOf('a'), { failure: { status: 403 } })
+    expect(FORBIDDEN_STRIKES).toBeGreaterThan(1)
+    for (let i = 1; i < FORBIDDEN_STRIKES; i++) {
+      const error = await expectError(await g.chat(), 'upstream_error')
+      expect(error.message).toContain('(HTTP 403)')
+      expect(error.message).toContain('no other key of it was left')
+      expect((await g.health())[0]!.state).toBe('healthy')
+    }
+    // A success between: the refusals were about those requests.
+    fixture.up.set(secretOf('a'), { failure: null })
+    expect((await g.chat()).status).toBe(200)
+    fixture.up.set(secretOf('a'), { failure: { status: 403 } })
+    for (let i = 1; i < FORBIDDEN_STRIKES; i++) await expectError(await g.chat(), 'upstream_error')
+    expect((await g.health())[0]!.state).toBe('healthy')
+    // The third in a row: about the key after all.
     const error = await expectError(await g.chat(), 'upstream_error')
     expect(error.message).toContain('(HTTP 403)')
+    expect((await g.health())[0]!.state).toBe('dead')
     await expectError(await g.chat(), 'upstream_error')
-    expect(requests('a')).toBe(1)
+    expect(requests('a')).toBe(2 * FORBIDDEN_STRIKES)
   })
 
   test('a refused key beside a cooling one: 503 no_healthy_upstream with the cooling key\'s Retry-After, naming both reasons', async () => {

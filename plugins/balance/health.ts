@@ -38,6 +38,12 @@ export interface KeyHealth {
   models: Map<string, ModelHealth>
   /** Refused by the upstream (401/403): not used again until an operator acts. */
   dead: string | null
+  /**
+   * 403s in a row, each of a request no other key was left to ask (a provider with one key): each
+   * may be about the request, so the key is retired at FORBIDDEN_STRIKES of them; a success, or
+   * an operator's reset, starts the count again.
+   */
+  forbiddenStrikes: number
   inFlight: number
   /** Exponentially weighted moving average of attempt latency, ms; 0 = unknown. */
   latencyEwma: number
@@ -96,6 +102,7 @@ export function newHealth(provider: string, key: string): KeyHealth {
     key,
     models: new Map(),
     dead: null,
+    forbiddenStrikes: 0,
     inFlight: 0,
     latencyEwma: 0,
     latencyAt: 0,

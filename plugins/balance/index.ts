@@ -116,6 +116,7 @@ export const balance = definePlugin({
     }
     const clear = (h: KeyHealth) => {
       h.dead = null
+      h.forbiddenStrikes = 0
       // In place: pools' candidates hold these records.
       for (const c of h.models.values()) {
         c.until = 0
@@ -381,6 +382,7 @@ export const balance = definePlugin({
       model.failures = 0
       model.openUntil = 0
       model.trial = false
+      h.forbiddenStrikes = 0
       recordLatency(h, latencyMs, options.latency_alpha, now())
       const room = headroomFrom(response.headers, now())
       // The provider's headers are about the model it was asked for.
@@ -577,6 +579,26 @@ export const balance = definePlugin({
         onFailure(f.c.health, f.c.modelHealth, f.failure)
       }
 
+      /**
+       * This request's first 403, with no other key left to tell whether it is about the key or the
+       * request (a provider with one key, or the attempts spent): a strike against the key, retired
+       * at its FORBIDDEN_STRIKES-th in a row, so that one request the provider refuses (a flagged
+       * prompt, another project's file) does not retire a provider's only key for every user. True
+       * when no 403 stays unretired (there was none, or this one retired its key).
+       */
+      private strikeForbidden(): boolean {
+        const f = this.forbidden
+        if (f === undefined) return true
+        if (++f.c.health.forbiddenStrikes >= FORBIDDEN_STRIKES) {
+          this.retireForbidden()
+          return true
+        }
+        this.forbidden = undefined
+        f.c.modelHealth.trial = false
+        noteError(f.c.health, f.failure, now())
+        return false
+      }
+
       next(previous: AttemptFailure | undefined): MaybePromise<RouteTarget | GatewayError | undefined> {
         if (this.signal.aborted) return previous?.error ?? new GatewayError('upstream_error', 'The client closed the request.')
         if (!previous) return this.pick() ?? noHealthy(this.chain, this.tokens, this.endpoint)
@@ -594,13 +616,13 @@ export const balance = definePlugin({
         if (!retryable(previous.status) && !keyFault(previous.status)) return previous.error
         if (this.sameRefusal) return sameRefusalError(previous)
         if (this.attempts >= options.max_attempts) {
-          this.retireForbidden()
+          const retired = this.strikeForbidden()
           // The budget is spent, but a fallback group not tried yet gets its one attempt (no backoff:
           // another group is another upstream).
-          return this.pick(this.reached + 1) ?? (retryable(previous.status) ? previous.error : noHealthy(this.chain, this.tokens, this.endpoint, previous, true))
+          return this.pick(this.reached + 1) ?? (retryable(previous.status) ? previous.error : retired ? noHealthy(this.chain, this.tokens, this.endpoint, previous, true) : unconfirmedRefusalError(previous))
         }
         // A 429 or a refusal: the key is out; another one now, else why none is left.
-        if (!retryable(previous.status)) return this.pick() ?? (this.retireForbidden(), noHealthy(this.chain, this.tokens, this.endpoint, previous))
+        if (!retryable(previous.status)) return this.pick() ?? (this.strikeForbidden() ? noHealthy(this.chain, this.tokens, this.endpoint, previous) : unconfirmedRefusalError(previous))
         const ceiling = Math.min(options.backoff_max_ms, options.backoff_ms * 2 ** this.retries++)
         // Full jitter; the last failure says more than "nothing left" when no key remains.
         const delay = ceiling > 0 ? Math.random() * ceiling : 0
@@ -844,6 +866,20 @@ function sameRefusalError(previous: AttemptFailure): GatewayError {
   )
 }
 const KEY_BLAME = / An operator must fix or replace that provider key\.$/
+
+/** 403s in a row, each with no other key to ask, that retire a key (KeyHealth.forbiddenStrikes). */
+export const FORBIDDEN_STRIKES = 3
+
+/** The answer to a request refused with 403 by a key no other key could check, not yet retired (strikeForbidden). */
+function unconfirmedRefusalError(previous: AttemptFailure): GatewayError {
+  const message = previous.error.message
+  const from = message.indexOf('): ')
+  const said = (from === -1 ? message : message.slice(from + 3)).replace(KEY_BLAME, '')
+  return new GatewayError(
+    'upstream_error',
+    `Upstream provider "${previous.target.provider.id}" refused this request (HTTP 403), and no other key of it was left to tell whether the refusal is about the request (a moderation or permission check of the provider's) or about the key: the key stays in service until ${FORBIDDEN_STRIKES} requests in a row are refused so. ${said}`,
+  )
+}
 
 /** A 403 the upstream sent as such (not an account out of money): it may be about the request. */
 const maybeRequests = (failure: AttemptFailure): boolean => failure.status === 403 && failure.upstreamStatus === undefined
