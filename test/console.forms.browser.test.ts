@@ -10,6 +10,8 @@ import { chromium, type Browser, type BrowserContext, type Page } from 'playwrig
 import { startGateway, type TestGateway } from './support/gateway.ts'
 import { CHROMIUM, chromiumFor } from './support/chromium.ts'
 
+/** Each test's bound: a page or two and their requests take 0.2-3 s alone, and over 5 s (bun's default) in loaded full runs. */
+const SLOW = 30_000
 const ADMIN_KEY = 'sluice-admin-forms-test-0123456789abcdef'
 const HOUR = 3_600_000
 
@@ -75,7 +77,7 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     await hint.waitFor()
     expect(await hint.textContent()).toBe("Kept only in this browser's session cookie (HttpOnly, 2 hours).")
     await signIn(page)
-  })
+  }, SLOW)
 
   test('a create or an edit the API refuses keeps what the operator typed', async () => {
     await admin('POST', '/admin/keys', { user_id: 'olga', name: 'plain' })
@@ -116,7 +118,7 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     expect(await dialog.getByRole('alert').count()).toBe(0)
     expect(await page.locator('#edit-name').inputValue()).toBe('plain')
     await dialog.getByRole('button', { name: 'Cancel' }).click()
-  })
+  }, SLOW)
 
   test('a budget amount without a period is refused in the form, before anything is sent', async () => {
     await open(page, 'keys?status=active', 'Keys')
@@ -129,7 +131,7 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     await page.locator('#create-budget-period-error').filter({ hasText: 'A budget needs a period' }).waitFor()
     expect(changes.slice(sent)).toEqual([])
     expect(await page.evaluate(() => document.activeElement?.id)).toBe('create-budget-period')
-  })
+  }, SLOW)
 
   test('an edit sends only the fields the operator changed; a USD budget below a cent can be changed', async () => {
     const key = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'stale', limits: { rpm: 10 }, expires_at: '2030-06-01T12:34:56.789Z', budget: { usd: 0.125, period: 'day' } })
@@ -157,7 +159,7 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     await page.getByRole('button', { name: 'Save changes' }).click()
     await page.getByText('Key stale renamed saved.').waitFor()
     expect((await admin('GET', `/admin/keys/${key.id}`)).budget).toEqual({ usd: 0.0005, period: 'day' })
-  })
+  }, SLOW)
 
   test('a key with models: [] and scopes: [] (nothing allowed) is turned back into every model and endpoint, and back again', async () => {
     const key = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'nothing', models: [], scopes: [] })
@@ -188,7 +190,7 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     await page.getByText('Key nothing saved.').waitFor()
     expect(changes.slice(sent)).toEqual([`PATCH /admin/keys/${key.id} {"models":[]}`])
     expect(await admin('GET', `/admin/keys/${key.id}`)).toMatchObject({ models: [], scopes: null })
-  })
+  }, SLOW)
 
   test('the unfiltered key list shows a key whose owner is disabled, or whose team is deleted, as refused, and why', async () => {
     await admin('POST', '/admin/users', { id: 'paul', name: 'Paul' })
@@ -210,7 +212,7 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     expect(await page.getByRole('button', { name: 'Rotate paul key' }).count()).toBe(0)
     expect(await status('rita team key').textContent()).toContain('team gone is deleted')
     expect(await status('rita own key').textContent()).toBe('active')
-  })
+  }, SLOW)
 
   test('an action on Keys keeps the rows loaded with "Load more"', async () => {
     await admin('POST', '/admin/users', { id: 'many' })
@@ -366,7 +368,7 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     const hash = new URLSearchParams(new URL(page.url()).hash.split('?')[1])
     expect(hash.get('key_id')).toBe(key.id)
     expect(hash.get('id')).toBe(requestId)
-  })
+  }, SLOW)
 
   test('a session that ends in the middle of a form asks to sign in again over the page, and the form keeps what was typed', async () => {
     const own = await browser.newContext({ viewport: { width: 1366, height: 900 } })
@@ -407,7 +409,7 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     } finally {
       await own.close()
     }
-  })
+  }, SLOW)
 
   test('an expired key can be given a new expiry (and so work again) or be revoked from Keys', async () => {
     const lapsed = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'lapsed', expires_at: new Date(Date.now() + 1_000).toISOString() })
@@ -432,7 +434,7 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     await page.getByRole('dialog', { name: 'Revoke lapsed too?' }).getByRole('button', { name: 'Revoke key' }).click()
     await page.getByText('Key lapsed too revoked.').waitFor()
     expect((await admin('GET', `/admin/keys/${gone.id}`)).status).toBe('revoked')
-  })
+  }, SLOW)
 
   test('a revoked key says when and why in the list: by the operator with a reason, or by a rotation', async () => {
     const left = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'left the company' })
@@ -445,7 +447,7 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     // When: relative, with the time itself on hover.
     expect(await status('left the company').locator('[title]').count()).toBe(1)
     expect(await status('rotated away').textContent()).toContain(`replaced by ${successor.id}`)
-  })
+  }, SLOW)
 
   test("Keys of one owner or team say so when the owner is disabled or deleted, or the team deleted: those keys are refused", async () => {
     await admin('POST', '/admin/users', { id: 'leaver' })
@@ -495,7 +497,7 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     await page.getByRole('button', { name: 'Members of longname' }).click()
     const title = page.getByRole('heading', { name: `Members of ${long}` })
     expect(await title.evaluate((h) => h.scrollWidth <= h.clientWidth)).toBe(true)
-  })
+  }, SLOW)
 
   test('Key doctor says what is left of each budget there is, the largest request now and the end of a grace period', async () => {
     const usd = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'usd only', budget: { period: 'month', usd: 5 }, limits: { tpm: 300 } })
@@ -513,7 +515,7 @@ describe.skipIf(!available)('console forms and lists in Chromium', () => {
     await open(page, `doctor?key_id=${old.id}`, 'Key doctor')
     const status = page.getByTestId('diagnosis').locator('dt:text-is("Status") + dd')
     await status.getByText('rotated: works until').waitFor()
-  })
+  }, SLOW)
 
   test("Overview's daily charts label each bar with its UTC day, in a browser west of UTC too", async () => {
     const key = await admin('POST', '/admin/keys', { user_id: 'olga', name: 'charted' })
