@@ -854,32 +854,31 @@ const retryable = (status: number): boolean => status === 0 || status >= 500
 /** About the key, not the request: rate-limited (429) or refused (401, 403). Another key may do. */
 const keyFault = (status: number): boolean => status === 429 || keyRefusal(status)
 
-/** The answer to a request that two keys of a provider refused with 403: the upstream's words, no key retired. */
-function sameRefusalError(previous: AttemptFailure): GatewayError {
-  // The upstream's own words, out of the message that blamed the key (see upstreamError).
+/**
+ * The answer to a request refused with 403 that retired no key: the upstream's own words, out of
+ * the message that blamed the key (see upstreamError), after `why` no key was retired.
+ */
+function requestRefusalError(previous: AttemptFailure, why: string): GatewayError {
   const message = previous.error.message
   const from = message.indexOf('): ')
   const said = (from === -1 ? message : message.slice(from + 3)).replace(KEY_BLAME, '')
-  return new GatewayError(
-    'upstream_error',
-    `Upstream provider "${previous.target.provider.id}" refused this request (HTTP 403) with two of its keys, so the refusal is taken as about the request (a moderation or permission check of the provider's), and no key is retired: ${said}`,
-  )
+  return new GatewayError('upstream_error', `Upstream provider "${previous.target.provider.id}" refused this request (HTTP 403)${why} ${said}`)
 }
 const KEY_BLAME = / An operator must fix or replace that provider key\.$/
+
+/** Two keys of a provider refused the request with 403: it is the request they refuse. */
+const sameRefusalError = (previous: AttemptFailure): GatewayError =>
+  requestRefusalError(previous, " with two of its keys, so the refusal is taken as about the request (a moderation or permission check of the provider's), and no key is retired:")
 
 /** 403s in a row, each with no other key to ask, that retire a key (KeyHealth.forbiddenStrikes). */
 export const FORBIDDEN_STRIKES = 3
 
-/** The answer to a request refused with 403 by a key no other key could check, not yet retired (strikeForbidden). */
-function unconfirmedRefusalError(previous: AttemptFailure): GatewayError {
-  const message = previous.error.message
-  const from = message.indexOf('): ')
-  const said = (from === -1 ? message : message.slice(from + 3)).replace(KEY_BLAME, '')
-  return new GatewayError(
-    'upstream_error',
-    `Upstream provider "${previous.target.provider.id}" refused this request (HTTP 403), and no other key of it was left to tell whether the refusal is about the request (a moderation or permission check of the provider's) or about the key: the key stays in service until ${FORBIDDEN_STRIKES} requests in a row are refused so. ${said}`,
+/** A key no other key could check refused the request with 403, and is not retired yet (strikeForbidden). */
+const unconfirmedRefusalError = (previous: AttemptFailure): GatewayError =>
+  requestRefusalError(
+    previous,
+    `, and no other key of it was left to tell whether the refusal is about the request (a moderation or permission check of the provider's) or about the key: the key stays in service until ${FORBIDDEN_STRIKES} requests in a row are refused so.`,
   )
-}
 
 /** A 403 the upstream sent as such (not an account out of money): it may be about the request. */
 const maybeRequests = (failure: AttemptFailure): boolean => failure.status === 403 && failure.upstreamStatus === undefined
