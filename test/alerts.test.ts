@@ -63,12 +63,14 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true })
 })
 
-function boot(file: string, webhookUrl: string, alerts: Record<string, unknown> = {}, models?: unknown[]): Promise<AuthGateway> {
+/** A gateway with auth and logging's alerts (and `quota`, its plugin entry, between them when given). */
+function boot(file: string, webhookUrl: string, alerts: Record<string, unknown> = {}, models?: unknown[], quota?: string | { use: string; options: Record<string, unknown> }): Promise<AuthGateway> {
   return startAuthGateway(upstream.url, {
     config: {
       ...(models ? { models: models as never } : {}),
       plugins: [
         { use: 'auth', options: { demo_key: false } },
+        ...(quota === undefined ? [] : [quota]),
         { use: 'logging', options: { flush_ms: 10, alerts: { webhook_url: webhookUrl, check_ms: 100, retry_base_ms: 50, ...alerts } } },
       ],
     },
@@ -224,16 +226,7 @@ describe('alerts by webhook', () => {
 
   test("an operator's budget reset (quota plugin) starts the key's spend over: its thresholds alert again from the reset on, the spend before it no longer counts", async () => {
     const receiver = startReceiver()
-    const gw = await startAuthGateway(upstream.url, {
-      config: {
-        plugins: [
-          { use: 'auth', options: { demo_key: false } },
-          'quota',
-          { use: 'logging', options: { flush_ms: 10, alerts: { webhook_url: receiver.url, check_ms: 100, retry_base_ms: 50 } } },
-        ],
-      },
-      env: { DATABASE_URL: `sqlite://${join(dir, 'budget-reset.db')}` },
-    })
+    const gw = await boot(join(dir, 'budget-reset.db'), receiver.url, {}, undefined, 'quota')
     try {
       const { key } = await userWithKey(gw, { budget: { tokens: 100, period: 'day' } })
       const auth = { authorization: `Bearer ${key.key}` }
@@ -269,16 +262,7 @@ describe('alerts by webhook', () => {
 
   test('with the quota plugin, a budget that refuses requests (its remainder below their reservation) is alerted as spent, once, though its recorded spend stays under 100 %', async () => {
     const receiver = startReceiver()
-    const gw = await startAuthGateway(upstream.url, {
-      config: {
-        plugins: [
-          { use: 'auth', options: { demo_key: false } },
-          'quota',
-          { use: 'logging', options: { flush_ms: 10, alerts: { webhook_url: receiver.url, check_ms: 100, retry_base_ms: 50 } } },
-        ],
-      },
-      env: { DATABASE_URL: `sqlite://${join(dir, 'budget-refused.db')}` },
-    })
+    const gw = await boot(join(dir, 'budget-refused.db'), receiver.url, {}, undefined, 'quota')
     try {
       const { key } = await userWithKey(gw, { budget: { tokens: 100, period: 'day' } })
       const auth = { authorization: `Bearer ${key.key}` }
@@ -318,16 +302,7 @@ describe('alerts by webhook', () => {
 
   test('with the quota plugin, one large request refused well short of the budget raises no alert: its 80 and 100 % come when the spend does', async () => {
     const receiver = startReceiver()
-    const gw = await startAuthGateway(upstream.url, {
-      config: {
-        plugins: [
-          { use: 'auth', options: { demo_key: false } },
-          'quota',
-          { use: 'logging', options: { flush_ms: 10, alerts: { webhook_url: receiver.url, check_ms: 100, retry_base_ms: 50 } } },
-        ],
-      },
-      env: { DATABASE_URL: `sqlite://${join(dir, 'budget-refused-large.db')}` },
-    })
+    const gw = await boot(join(dir, 'budget-refused-large.db'), receiver.url, {}, undefined, 'quota')
     try {
       const { key } = await userWithKey(gw, { budget: { tokens: 1000, period: 'day' } })
       const auth = { authorization: `Bearer ${key.key}` }
@@ -349,18 +324,8 @@ describe('alerts by webhook', () => {
 
   test('with the quota plugin, tokens reserved by requests in flight are not spend: no budget alert while they run, none after they use little', async () => {
     const receiver = startReceiver()
-    const gw = await startAuthGateway(upstream.url, {
-      config: {
-        models: [{ name: 'slow-gpt', targets: [{ provider: 'up', model: 'mock-slow-1500' }] }] as never,
-        plugins: [
-          { use: 'auth', options: { demo_key: false } },
-          // A request that sets no max_tokens reserves 450 completion tokens; the mock answers 16 words.
-          { use: 'quota', options: { completion_estimate: 450 } },
-          { use: 'logging', options: { flush_ms: 10, alerts: { webhook_url: receiver.url, check_ms: 100, retry_base_ms: 50 } } },
-        ],
-      },
-      env: { DATABASE_URL: `sqlite://${join(dir, 'budget-reserved.db')}` },
-    })
+    // A request that sets no max_tokens reserves 450 completion tokens; the mock answers 16 words.
+    const gw = await boot(join(dir, 'budget-reserved.db'), receiver.url, {}, [{ name: 'slow-gpt', targets: [{ provider: 'up', model: 'mock-slow-1500' }] }], { use: 'quota', options: { completion_estimate: 450 } })
     try {
       const { key } = await userWithKey(gw, { budget: { tokens: 1000, period: 'day' } })
       const auth = { authorization: `Bearer ${key.key}` }
@@ -383,17 +348,8 @@ describe('alerts by webhook', () => {
 
   test('with the quota plugin, a budget alert reads what the quota counts: spend whose log rows are gone (retention) still alerts', async () => {
     const receiver = startReceiver()
-    const gw = await startAuthGateway(upstream.url, {
-      config: {
-        plugins: [
-          { use: 'auth', options: { demo_key: false } },
-          'quota',
-          // A check at boot, the next 3 s later: the spend and the loss of its rows come between the two.
-          { use: 'logging', options: { flush_ms: 10, alerts: { webhook_url: receiver.url, check_ms: 3000, retry_base_ms: 50 } } },
-        ],
-      },
-      env: { DATABASE_URL: `sqlite://${join(dir, 'budget-enforced.db')}` },
-    })
+    // A check at boot, the next 3 s later: the spend and the loss of its rows come between the two.
+    const gw = await boot(join(dir, 'budget-enforced.db'), receiver.url, { check_ms: 3000 }, undefined, 'quota')
     try {
       const { key } = await userWithKey(gw, { budget: { tokens: 100, period: 'total' } })
       let used = 0
