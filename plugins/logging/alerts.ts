@@ -4,7 +4,7 @@ import type { Database } from '../../src/db/schema.ts'
 import { holderMayUse } from '../../src/db/key-holders.ts'
 import { budgetPeriod, type Budget } from '../../src/limits.ts'
 import { fromJson } from '../../src/lib/json-text.ts'
-import { within } from '../../src/lib/within.ts'
+import { waitAtMost } from '../../src/lib/within.ts'
 import type { Logger } from '../../src/lib/logger.ts'
 import type { CounterSeries, MetricsRegistry } from '../../src/metrics.ts'
 import type { UpstreamHealth, UpstreamKeyState } from '../../src/upstream-health.ts'
@@ -174,9 +174,9 @@ export class AlertMonitor {
     if (this.retryTimer) clearTimeout(this.retryTimer)
     // A dead key's alert being recorded is what another instance will send: it is let finish.
     const left = [...this.recording.values(), ...(this.running ? [this.running] : [])]
-    // within(), not a race with a sleep: its timer goes with the wait, where a sleep held the process
+    // waitAtMost(), not a race with a sleep: its timer goes with the wait, where a sleep held the process
     // for the whole timeout after everything had ended.
-    if (left.length > 0) await within(Promise.all(left), timeoutMs, () => null).catch(() => {})
+    if (left.length > 0) await waitAtMost(Promise.all(left), timeoutMs)
   }
 
   /**

@@ -1,7 +1,7 @@
 import { RedisClient as NativeRedis } from 'bun'
 import type { Cluster, Redis } from 'ioredis'
 import type { RedisClient } from '../../src/redis.ts'
-import { within } from '../../src/lib/within.ts'
+import { waitAtMost, within } from '../../src/lib/within.ts'
 
 /** A script argument: a key or a number, or binary (a packed batch, see pack.ts). */
 export type ScriptArg = string | number | Buffer
@@ -132,8 +132,8 @@ export class NativeConnection implements ScriptConnection {
   /** Resolves once connected, or after `maxMs` (calls fail fast until a retry connects). */
   whenConnected(maxMs: number): Promise<void> {
     if (this.client.connected) return Promise.resolve()
-    // within(), not a race with a sleep: the timer goes once connected.
-    return within(new Promise<void>((resolve) => this.waiting.push(resolve)), maxMs, () => null).catch(() => {})
+    // waitAtMost(), not a race with a sleep: the timer goes once connected.
+    return waitAtMost(new Promise<void>((resolve) => this.waiting.push(resolve)), maxMs)
   }
 
   /** Whether the connection is up now. */

@@ -7,7 +7,7 @@ import { GatewayError } from '../../src/errors.ts'
 import { DIAGNOSE, DIAGNOSIS } from '../../src/routes/doctor.ts'
 import type { Budget, Limits } from '../../src/limits.ts'
 import { priceOf, tierPricing } from '../../src/lib/usage.ts'
-import { within } from '../../src/lib/within.ts'
+import { waitAtMost } from '../../src/lib/within.ts'
 import { completionsAsked, maxTokensField, maxTokensOf } from '../../src/providers/shared/openai-format.ts'
 import { PendingReleases, settleSurely } from './settle.ts'
 import { MICRO, PlanCache, hasLease, planItems, subjectItems, toMicroUsd, withCosts, type Item, type Scope, type Subject, type Subjects } from './plan.ts'
@@ -85,7 +85,7 @@ export const quota = definePlugin({
       // Without a listener an unreachable Redis would print every reconnect attempt; backendDown logs instead.
       for (const client of clients) client.on('error', () => {})
       // Up to 2 s for them to be ready (not: each command waits or fails on its own); the timer goes with the wait.
-      await within(Promise.all(clients.map((client) => new Promise((resolve) => client.once('ready', resolve)))), 2000, () => 'not ready').catch(() => {})
+      await waitAtMost(Promise.all(clients.map((client) => new Promise((resolve) => client.once('ready', resolve)))), 2000)
       primary = await redisStore(clients.map((client) => new IoredisConnection(client)))
     }
     let lastWarn = 0

@@ -1,5 +1,4 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
-import { trimHttpWhitespace } from './http-token.ts'
 
 /**
  * Secrets at rest by envelope encryption: each secret has its own random data key
@@ -100,12 +99,12 @@ function parseEnvelope(stored: string): Envelope {
 }
 
 /**
- * A secret as a header carries it (trimHttpWhitespace: a secret file's trailing newline is not
- * sent), the form an upstream sees and may echo, and then trimmed of the other white space around
- * it too (NBSP, say), which an upstream may not echo as it was sent (as one byte, not UTF-8): what
- * is left is still part of what was sent, and goes.
+ * A secret as a header carries it, without the white space around it (a secret file's trailing
+ * newline is not sent), and without the other white space (NBSP, say) either, which an upstream may
+ * not echo as it was sent (as one byte, not UTF-8): trim() takes both, and what is left is still
+ * part of what was sent, and goes.
  */
-const sent = (value: string): string => trimHttpWhitespace(value).trim()
+const sent = (value: string): string => value.trim()
 
 /** Remove a provider secret from text that may reach a client or a log (an upstream may echo the key it was sent). */
 export function scrub(text: string, secret: string): string {
