@@ -180,7 +180,7 @@ export function stateOf(h: KeyHealth, now: number): KeyState {
   let cooling = false
   for (const c of h.models.values()) {
     if (c.openUntil > now) return 'open'
-    if (c.openUntil !== 0) probing = true
+    if (halfOpen(c, now)) probing = true
     if (c.until > now) cooling = true
   }
   return probing ? 'half_open' : cooling ? 'cooling' : 'healthy'

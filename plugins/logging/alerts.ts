@@ -10,7 +10,7 @@ import type { CounterSeries, MetricsRegistry } from '../../src/metrics.ts'
 import type { UpstreamHealth, UpstreamKeyState } from '../../src/upstream-health.ts'
 import type { BudgetReader, BudgetRefusal } from '../../src/services.ts'
 import { inChunks, lineageSpendSince, spendSince, type SpendColumn } from './repo.ts'
-import { SpendCache, type SpendCacheOptions } from './spend-cache.ts'
+import { SpendCache } from './spend-cache.ts'
 
 /** The kinds of alert, as the `kind` field of the webhook body. */
 export type AlertKind = 'key_expiring' | 'budget' | 'upstream_key_dead'
@@ -30,8 +30,6 @@ export interface AlertOptions {
   expiringPageSize?: number
   /** The request log's retention in days (0: keeps every row), to know whether it holds a budget's whole period. @default 0 */
   retentionDays?: number
-  /** How the budgets' sums of the hours that are over are remembered (see SpendCache). */
-  spendCache?: SpendCacheOptions
 }
 
 /** The JSON body POSTed to the webhook. `id` is stable: a receiver may dedupe on it. */
@@ -138,7 +136,7 @@ export class AlertMonitor {
     this.sent = new Map(kinds.map((k) => [k, sent.labels(k)]))
     this.failures = new Map(kinds.map((k) => [k, failed.labels(k)]))
     this.refusalFloor = Math.max(0, ...options.budgetThresholds.filter((t) => t < 1))
-    this.spendCache = new SpendCache(options.spendCache)
+    this.spendCache = new SpendCache()
   }
 
   start(): void {
