@@ -5,7 +5,7 @@ import type { Services } from './services.ts'
 import { MAX_TIMER_MS, type Pricing, type Timeouts } from './config/schema.ts'
 import { SseSplitter, eventData } from './lib/sse.ts'
 import { type BodyWatch, Watchdog } from './lib/watchdog.ts'
-import { UPSTREAM_STATUS_HEADER, isRefusal, completionsAsked, errorEventStatus, isMisdirectedPage, isRecord, isRedirect, maxTokensOf, streamErrorFrame } from './providers/shared/openai-format.ts'
+import { UPSTREAM_STATUS_HEADER, isRefusal, completionsAsked, errorBody, errorEventStatus, isMisdirectedPage, isRecord, isRedirect, maxTokensOf, streamErrorFrame } from './providers/shared/openai-format.ts'
 import { callSecrets, scrubAll } from './lib/secrets.ts'
 import { echo } from './lib/key-text.ts'
 import { retryAfterMs, spentLimitsResetS } from './lib/rate-headers.ts'
@@ -1153,7 +1153,7 @@ export class Pipeline {
       const hasUsage = seen.sees(data)
       if (!hasUsage && chunkHooks.length === 0) {
         // The upstream's own error event (OpenAI's code null, vLLM's status as its code): the client reads the gateway's envelope.
-        if (rewrite && ERROR_EVENT.test(data)) replaced = ownErrorEvent(data, req.target)
+        if (rewrite && ERROR_EVENT.test(data)) replaced = ownErrorEvent(errorOfEvent(data), req.target)
         return true
       }
       let parsed: Record<string, unknown>
@@ -1191,7 +1191,7 @@ export class Pipeline {
           // Data that cannot be written (a cycle, a BigInt): the chunk goes on as the upstream sent it.
           chunkFailed(by, error)
         }
-      } else if (keep && rewrite && ERROR_EVENT.test(data)) replaced = ownErrorEvent(data, req.target)
+      } else if (keep && rewrite && ERROR_EVENT.test(data)) replaced = ownErrorEvent(parsed.error, req.target)
       return keep
     }
 
@@ -1814,15 +1814,9 @@ function eventErrorCode(error: unknown): ErrorCode {
  * the envelope with the code the request is logged with (eventErrorCode) and that code's type, the
  * upstream's type or code and message (its key scrubbed) in the message, as the adapters write
  * Anthropic's and Gemini's. Null for one to leave as it came: already the envelope (an adapter's frame,
- * a code of the gateway's with its type), or not JSON. Read only for error events, which end a stream.
+ * a code of the gateway's with its type), or no error object (the event not JSON). Read only for error events, which end a stream.
  */
-function ownErrorEvent(data: string, target: RouteTarget | undefined): string | null {
-  let error: unknown
-  try {
-    error = (JSON.parse(data) as { error?: unknown }).error
-  } catch {
-    return null
-  }
+function ownErrorEvent(error: unknown, target: RouteTarget | undefined): string | null {
   // A bare message (`{"error": "…"}`) is an error all the same.
   if (typeof error === 'string') error = { message: error }
   if (!isRecord(error)) return null
@@ -1832,8 +1826,17 @@ function ownErrorEvent(data: string, target: RouteTarget | undefined): string | 
   const said = typeof error.type === 'string' && error.type ? error.type : typeof error.code === 'string' && error.code ? error.code : typeof error.code === 'number' ? `HTTP ${error.code}` : 'error'
   const secrets = target ? secretsOf(target) : []
   const message = typeof error.message === 'string' && error.message.trim() ? scrubAll(error.message, secrets) : 'no details given.'
-  const body = { error: { message: `Upstream provider "${target?.provider.id ?? 'unknown'}" failed mid-stream (${scrubAll(said, secrets)}): ${message}`, type: ERROR_CODES[code].type, param: param ? scrubAll(param, secrets) : null, code } }
+  const body = errorBody(`Upstream provider "${target?.provider.id ?? 'unknown'}" failed mid-stream (${scrubAll(said, secrets)}): ${message}`, ERROR_CODES[code].type, code, param ? scrubAll(param, secrets) : null)
   return `data: ${JSON.stringify(body)}`
+}
+
+/** The `error` of an event's JSON text (undefined when it is no JSON object): for events not parsed otherwise. */
+function errorOfEvent(data: string): unknown {
+  try {
+    return (JSON.parse(data) as { error?: unknown }).error
+  } catch {
+    return undefined
+  }
 }
 
 /** A chunk whose choice finishes with "error": OpenRouter's failure mid-stream, its `error` beside the chunk's fields. */
