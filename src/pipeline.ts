@@ -714,15 +714,12 @@ export class Pipeline {
     let failure: AttemptFailure | undefined
     for (;;) {
       let next = this.nextTarget(plan, owner, failure)
-      if (next instanceof Promise) {
-        next = await next
-        // The client left while the plan waited (balance's backoff ends then): nobody to answer, and
-        // the hooks hear it as aborted (499), not as the last attempt's failure.
-        if (req.request.signal.aborted) return null
-      }
+      if (next instanceof Promise) next = await next
+      // The client left (while the plan waited, too: balance's backoff ends then): nobody to answer,
+      // and the hooks hear it as aborted (499), not as the last attempt's failure.
+      if (req.request.signal.aborted) return null
       if (next === undefined) return failure?.error ?? new GatewayError('no_healthy_upstream', `No upstream is available for model "${echo(req.model ?? '', 256)}" right now; retry shortly.`)
       if (next instanceof GatewayError) return next
-      if (req.request.signal.aborted) return null
       if (this.cutOff) return shuttingDown()
       // Set before the attempt: a request that fails upstream is still logged against the key that failed it.
       req.target = next
