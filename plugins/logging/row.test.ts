@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
-import { forwardedAddress, isoTime } from './row.ts'
+import { forwardedAddress } from '../../src/lib/forwarded.ts'
+import { isoTime } from './row.ts'
 
 describe('isoTime', () => {
   test('matches Date#toISOString, across seconds and for fractional times', () => {

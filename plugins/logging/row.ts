@@ -4,7 +4,6 @@ import { maskKeysUpTo } from '../../src/lib/key-text.ts'
 import { redactBody } from './redact.ts'
 import { forwardedAddress } from '../../src/lib/forwarded.ts'
 
-export { forwardedAddress }
 
 /** The `error_code` of a request the client abandoned before its end (no gateway error code applies). */
 export const CLIENT_CLOSED = 'client_closed'

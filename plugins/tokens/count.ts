@@ -281,10 +281,10 @@ function patchTokens(width: number, height: number, per100: number): number {
 }
 
 /** Anthropic's limits: an image is scaled down until its long side is at most 1568 px and it costs at most about 1600 tokens. */
-export const AREA_MAX_SIDE = 1568
-export const AREA_MAX_TOKENS = 1600
+const AREA_MAX_SIDE = 1568
+const AREA_MAX_TOKENS = 1600
 /** Pixels a token under the area rule. */
-export const PIXELS_PER_TOKEN = 750
+const PIXELS_PER_TOKEN = 750
 
 /**
  * Anthropic's rule for Claude: width × height / 750 tokens, rounded up, after the image is scaled

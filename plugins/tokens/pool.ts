@@ -171,10 +171,11 @@ export class CountPool {
     const head = slot.pending.entries().next()
     if (head.done || head.value[1].timer !== undefined) return
     const id = head.value[0]
-    head.value[1].timer = setTimeout(() => this.overrun(slot.index, slot, id), this.options.timeoutMs)
+    head.value[1].timer = setTimeout(() => this.overrun(slot, id), this.options.timeoutMs)
   }
 
-  private overrun(index: number, slot: Slot, id: number): void {
+  private overrun(slot: Slot, id: number): void {
+    const index = slot.index
     if (this.slots[index] !== slot) return
     const ms = this.options.timeoutMs
     this.options.logger.warn('a token count overran its timeout; restarting its worker', { timeout_ms: ms, queued: slot.pending.size - 1 })

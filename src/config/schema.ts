@@ -23,7 +23,7 @@ export const MAX_TIMER_MS = 2_147_483_647
  * 1e12) keeps those sums finite, where two targets of 1e308 made them Infinity, then NaN: one
  * target took every request.
  */
-export const MAX_WEIGHT = 1_000_000
+const MAX_WEIGHT = 1_000_000
 
 export const ProviderKeySchema = Type.Object(
   {
@@ -95,7 +95,7 @@ const PriceFields = {
 }
 
 /** A service tier's name as an answer reports it (OpenAI's `service_tier`: `flex`, `priority`). */
-export const SERVICE_TIER_NAME = /^[a-z0-9_-]{1,32}$/
+const SERVICE_TIER_NAME = /^[a-z0-9_-]{1,32}$/
 
 export const PricingSchema = Type.Object(
   {

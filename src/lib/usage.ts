@@ -216,7 +216,7 @@ const CACHE_WRITE_FACTOR = 1.25
 const HOUR_CACHE_WRITE_FACTOR = 2
 
 /** Audio tokens within a usage's prompt and completion. */
-export interface AudioTokens {
+interface AudioTokens {
   prompt: number
   completion: number
 }

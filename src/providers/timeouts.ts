@@ -1,7 +1,7 @@
 import type { Timeouts } from '../config/schema.ts'
 
 /** A stream's wait for its headers when the provider sets no `first_byte_ms`. */
-export const DEFAULT_FIRST_BYTE_MS = 60_000
+const DEFAULT_FIRST_BYTE_MS = 60_000
 /** A whole upstream call's bound when the provider sets no `total_ms`. */
 export const DEFAULT_TOTAL_MS = 600_000
 
