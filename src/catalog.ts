@@ -11,7 +11,7 @@ import { sql, type Kysely, type RawBuilder } from 'kysely'
 import { catalogProblems, type CatalogProblem, type ResolvedConfig } from './config/load.ts'
 import { ModelSchema, PROVIDER_TYPES, ProviderKeySchema, TimeoutsSchema, type ModelConfig, type ProviderConfig } from './config/schema.ts'
 import type { Database } from './db/schema.ts'
-import { DEFAULT_DATABASE_URL, isUniqueViolation, parseDatabaseUrl } from './db/index.ts'
+import { DEFAULT_DATABASE_URL, byteOrder, isUniqueViolation, parseDatabaseUrl } from './db/index.ts'
 import { SQLITE_MEMORY } from './db/sqlite-dialect.ts'
 import { GatewayError } from './errors.ts'
 import { createLogger, type Logger } from './lib/logger.ts'
@@ -319,7 +319,7 @@ export class Catalog {
    * update (`collate "C"`, as its default collation may be linguistic; SQLite compares bytes).
    */
   private byteOrder(column: 'id' | 'name'): RawBuilder<string> {
-    return this.services.db.dialect === 'postgres' ? sql<string>`${sql.ref(column)} collate "C"` : sql<string>`${sql.ref(column)}`
+    return byteOrder(column, this.services.db.dialect)
   }
 
   private async storedProviders(): Promise<ProviderConfig[]> {

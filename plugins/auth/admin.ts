@@ -4,7 +4,7 @@ import { adminActor, adminGuard } from '../../src/admin-key.ts'
 import { sql, type Selectable, type SelectQueryBuilder } from 'kysely'
 import { GatewayError } from '../../src/errors.ts'
 import { withoutNulls, type BudgetInput, type LimitsInput } from '../../src/limits.ts'
-import { isUniqueViolation, type DatabaseDialect } from '../../src/db/index.ts'
+import { byteOrder, isUniqueViolation, type DatabaseDialect } from '../../src/db/index.ts'
 import type { ApiKeysTable, TeamsTable, UsersTable } from '../../src/db/schema.ts'
 import { holderMayUse, holderStatus, type HolderStatus } from '../../src/db/key-holders.ts'
 import { newId } from '../../src/lib/id.ts'
@@ -610,7 +610,7 @@ async function page<DB, TB extends keyof DB, K extends string, O extends { creat
   // The builder's own types cannot name a column chosen by the caller; seen as one table of the
   // two columns the cursor reads, the conditions type-check and the rows are the caller's.
   let sel = q as unknown as SelectQueryBuilder<{ row: { created_at: string; tiebreak: string } }, 'row', O>
-  const tb = dialect === 'postgres' ? sql<string>`${sql.ref(tiebreak)} collate "C"` : sql<string>`${sql.ref(tiebreak)}`
+  const tb = byteOrder(tiebreak, dialect)
   if (query.cursor) {
     const c = decodeCursor(query.cursor)
     if (!c) throw badCursor()

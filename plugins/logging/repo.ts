@@ -1,5 +1,6 @@
 import { PostgresAdapter, sql, type Expression, type Kysely, type RawBuilder, type Transaction } from 'kysely'
 import type { Database, RequestLogRow } from '../../src/db/schema.ts'
+import { byteOrder } from '../../src/db/index.ts'
 import { roundUsdSum } from '../../src/lib/usage.ts'
 import { CLIENT_CLOSED } from './row.ts'
 
@@ -127,7 +128,7 @@ export async function usageBy(db: Db, by: Grouping, filter: LogFilter, limit: nu
   const isNull = sql<number>`case when ${sql.ref('u.group')} is null then 1 else 0 end`
   // Groups are ordered, and the cursor compared, byte by byte as SQLite does: Postgres would use the
   // database's collation, which in a linguistic one (en_US, ICU) sorts case and punctuation otherwise.
-  const groupText: RawBuilder<string | null> = db.getExecutor().adapter instanceof PostgresAdapter ? sql`${sql.ref('u.group')} collate "C"` : sql`${sql.ref('u.group')}`
+  const groupText: RawBuilder<string | null> = byteOrder('u.group', db.getExecutor().adapter instanceof PostgresAdapter ? 'postgres' : 'sqlite')
   let q = db.selectFrom(grouped.as('u')).selectAll('u')
   if (after) {
     const { requests, group: last } = after

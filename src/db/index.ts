@@ -6,7 +6,7 @@ import { SQL } from 'bun';
 import { statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Kysely, sql } from 'kysely';
+import { Kysely, sql, type RawBuilder } from 'kysely';
 import { PostgresJSDialect } from 'kysely-postgres-js';
 import type { Database } from './schema.ts';
 import { isStatementTimeout, markingUnavailable, reportTooSlow } from './errors.ts';
@@ -56,6 +56,14 @@ export const REPORT_STATEMENT_TIMEOUT_MS = 60_000;
 export const DEFAULT_PING_TIMEOUT_MS = 2000;
 
 export type DatabaseDialect = 'sqlite' | 'postgres';
+
+/**
+ * `column` compared in byte order on both databases, as SQLite compares text: `collate "C"` on
+ * Postgres, whose default collation may be linguistic (en_US, ICU: case and punctuation sorted
+ * otherwise), so rows order, and cursors compare, the same wherever they are kept.
+ */
+export const byteOrder = (column: string, dialect: DatabaseDialect): RawBuilder<string> =>
+  dialect === 'postgres' ? sql<string>`${sql.ref(column)} collate "C"` : sql<string>`${sql.ref(column)}`;
 
 export interface DatabaseHandle {
   readonly db: Kysely<Database>;
