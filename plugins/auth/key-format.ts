@@ -22,7 +22,4 @@ export function mintKey(environment: string): MintedKey {
   return { plaintext, hash: hashKey(plaintext), start: plaintext.slice(0, 12), end: plaintext.slice(-4) }
 }
 
-export { echo, keyEnvironment, maskKey, maskKeysIn } from '../../src/lib/key-text.ts'
-
-/** The masked display form of a stored key. */
-export const displayKey = (start: string, end: string): string => `${start}…${end}`
+export { displayKey, echo, keyEnvironment, maskKey, maskKeysIn } from '../../src/lib/key-text.ts'

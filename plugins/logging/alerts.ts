@@ -5,6 +5,7 @@ import { holderMayUse } from '../../src/db/key-holders.ts'
 import { budgetPeriod, type Budget } from '../../src/limits.ts'
 import { fromJson } from '../../src/lib/json-text.ts'
 import { waitAtMost } from '../../src/lib/within.ts'
+import { displayKey } from '../../src/lib/key-text.ts'
 import type { Logger } from '../../src/lib/logger.ts'
 import type { CounterSeries, MetricsRegistry } from '../../src/metrics.ts'
 import type { UpstreamHealth, UpstreamKeyState } from '../../src/upstream-health.ts'
@@ -249,7 +250,7 @@ export class AlertMonitor {
       threshold: this.options.expiringWithinDays,
       // The expiry itself: a key whose expiry is moved is alerted again for the new date.
       period: r.expires_at!,
-      message: `API key ${r.id} (${r.start}…${r.end}) of user ${r.user_id} expires at ${r.expires_at}, within ${this.options.expiringWithinDays} days. Extend its expires_at (PATCH /admin/keys/${r.id}) or issue a new key; a rotation keeps the expiry.`,
+      message: `API key ${r.id} (${displayKey(r.start, r.end)}) of user ${r.user_id} expires at ${r.expires_at}, within ${this.options.expiringWithinDays} days. Extend its expires_at (PATCH /admin/keys/${r.id}) or issue a new key; a rotation keeps the expiry.`,
       details: {
         key_id: r.id,
         lineage_id: r.lineage_id ?? r.id,
@@ -257,7 +258,7 @@ export class AlertMonitor {
         team_id: r.team_id,
         name: r.name,
         environment: r.environment,
-        display: `${r.start}…${r.end}`,
+        display: displayKey(r.start, r.end),
         expires_at: r.expires_at,
       },
     }))

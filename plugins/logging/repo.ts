@@ -1,6 +1,7 @@
 import { PostgresAdapter, sql, type Expression, type Kysely, type RawBuilder, type Transaction } from 'kysely'
 import type { Database, RequestLogRow } from '../../src/db/schema.ts'
 import { byteOrder } from '../../src/db/index.ts'
+import { displayKey } from '../../src/lib/key-text.ts'
 import { roundUsdSum } from '../../src/lib/usage.ts'
 import { CLIENT_CLOSED } from './row.ts'
 
@@ -275,11 +276,8 @@ export interface GroupLabel {
   display: string | null
 }
 
-/** Ids looked up in one statement: well under SQLite's and Postgres' bound on parameters. */
-const LABEL_CHUNK = 1000
-
 /**
- * The names of the keys, users or teams a page of usage groups names, in one query per thousand
+ * The names of the keys, users or teams a page of usage groups names, in one query per 500 (inChunks)
  * (not one per group): a key's name and shortened form (`start…end`, as the admin API shows it),
  * a user's name or else its email, a team's name. Deleted users and teams keep theirs. Empty for
  * the groupings that are names already (model, provider key, day).
@@ -287,11 +285,10 @@ const LABEL_CHUNK = 1000
 export async function groupLabels(db: Db, by: Grouping, ids: readonly string[]): Promise<Map<string, GroupLabel>> {
   const labels = new Map<string, GroupLabel>()
   if (by !== 'key' && by !== 'user' && by !== 'team') return labels
-  for (let i = 0; i < ids.length; i += LABEL_CHUNK) {
-    const chunk = ids.slice(i, i + LABEL_CHUNK)
+  await inChunks(ids, async (chunk) => {
     if (by === 'key') {
       const rows = await db.selectFrom('api_keys').select(['id', 'name', 'start', 'end']).where('id', 'in', chunk).execute()
-      for (const r of rows) labels.set(r.id, { name: r.name, display: `${r.start}…${r.end}` })
+      for (const r of rows) labels.set(r.id, { name: r.name, display: displayKey(r.start, r.end) })
     } else if (by === 'user') {
       const rows = await db.selectFrom('users').select(['id', 'name', 'email']).where('id', 'in', chunk).execute()
       for (const r of rows) labels.set(r.id, { name: r.name ?? r.email, display: null })
@@ -299,6 +296,6 @@ export async function groupLabels(db: Db, by: Grouping, ids: readonly string[]):
       const rows = await db.selectFrom('teams').select(['id', 'name']).where('id', 'in', chunk).execute()
       for (const r of rows) labels.set(r.id, { name: r.name, display: null })
     }
-  }
+  })
   return labels
 }

@@ -58,3 +58,6 @@ export function maskKeysUpTo(text: string, max: number): string {
     end = Math.min(text.length, end + max + KEY_TEXT_MAX - masked.length)
   }
 }
+
+/** The masked display form of a stored key (its first and last characters, as the admin API shows it). */
+export const displayKey = (start: string, end: string): string => `${start}…${end}`
