@@ -532,14 +532,15 @@ export const balance = definePlugin({
         const t = now()
         for (const pool of this.chain) {
           for (const c of pool.candidates) {
-            if (this.endpoint !== undefined && !c.target.provider.adapter.endpoints.has(this.endpoint)) continue
-            if (this.refusedBy?.includes(c.target.provider) || this.tried?.includes(c.modelHealth)) continue
-            // Dead: at Infinity.
-            if (availableAt(c.health, c.modelHealth, t) > t + ms || (c.modelHealth.trial && c.modelHealth.openUntil !== 0)) continue
-            if (rateWait(c.target.provider.id, c.key, this.tokens, false) <= ms) return true
+            if (this.eligible(c) && available(c.health, c.modelHealth, t + ms) && rateWait(c.target.provider.id, c.key, this.tokens, false) <= ms) return true
           }
         }
         return false
+      }
+
+      /** Whether this request may take `c` at all: its provider serves the endpoint and took the request, and `c` was not tried. */
+      private eligible(c: Pool['candidates'][number]): boolean {
+        return (this.endpoint === undefined || c.target.provider.adapter.endpoints.has(this.endpoint)) && !this.refusedBy?.includes(c.target.provider) && !this.tried?.includes(c.modelHealth)
       }
 
       /** The next candidate, from the first pool at or after `from` (and before `to`) that has one ready. */
@@ -552,9 +553,7 @@ export const balance = definePlugin({
             // Learned headroom holds only until the provider's window resets.
             if (c.modelHealth.headroom !== null && c.modelHealth.headroomUntil <= t) c.modelHealth.headroom = null
             forgetStaleLatency(c.health, t, options.latency_ttl_ms)
-            if (this.endpoint !== undefined && !c.target.provider.adapter.endpoints.has(this.endpoint)) continue
-            if (this.refusedBy?.includes(c.target.provider)) continue
-            if (available(c.health, c.modelHealth, t) && !this.tried?.includes(c.modelHealth) && rateWait(c.target.provider.id, c.key, this.tokens, false) === 0) ready.push(c)
+            if (this.eligible(c) && available(c.health, c.modelHealth, t) && rateWait(c.target.provider.id, c.key, this.tokens, false) === 0) ready.push(c)
           }
           if (ready.length === 0) continue
           const chosen = PICKERS[pool.group.strategy](ready, pool.state) as Pool['candidates'][number]
