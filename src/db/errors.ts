@@ -71,14 +71,20 @@ const POSTGRES_CONNECTION_CODES: ReadonlySet<string> = new Set([
  * 53200), or read-only (25006: a standby, as the old primary is after a failover, or a database
  * set `default_transaction_read_only`).
  */
-const POSTGRES_UNWRITABLE_STATES = ['53000', '53100', '53200', '25006'] as const;
+const POSTGRES_UNWRITABLE_STATES: ReadonlySet<string> = new Set(['53000', '53100', '53200', '25006']);
 
 /**
  * SQLite result codes of a file that takes no writes now: its disk full (SQLITE_FULL), the file
- * or its folder read-only, or the file moved away (SQLITE_READONLY and its extended codes), an I/O
- * error of the disk under it (SQLITE_IOERR and its extended codes).
+ * or its folder read-only, or the file moved away (SQLITE_READONLY and its extended codes).
  */
-const SQLITE_UNWRITABLE = /^SQLITE_(FULL|READONLY|IOERR)/;
+const SQLITE_UNWRITABLE = /^SQLITE_(FULL|READONLY)/;
+
+/**
+ * SQLite result codes of a database that cannot answer now, besides {@link SQLITE_UNWRITABLE}: a
+ * lock still held when `busy_timeout` ran out (SQLITE_BUSY, SQLITE_LOCKED), an I/O error of the disk
+ * under it (SQLITE_IOERR and its extended codes).
+ */
+const SQLITE_UNAVAILABLE = /^SQLITE_(BUSY|LOCKED|IOERR)/;
 
 /**
  * SQLSTATEs of a server that cannot serve now, rather than of a query that is wrong: connection
@@ -96,14 +102,14 @@ const POSTGRES_QUERY_CANCELED = '57014';
  * overloaded, locked past the wait allowed, a statement stopped by `statement_timeout`, or no
  * writes taken now: full or read-only), as opposed to a query it refused: on Postgres the
  * connection codes and SQLSTATEs above; on SQLite a lock still held when `busy_timeout` ran out
- * (SQLITE_BUSY, SQLITE_LOCKED) and {@link SQLITE_UNWRITABLE}.
+ * and I/O errors ({@link SQLITE_UNAVAILABLE}) and {@link SQLITE_UNWRITABLE}.
  */
 function isUnavailableDriverError(error: unknown): error is Error {
   if (!(error instanceof Error)) {
     return false;
   }
   const code = field(error, 'code');
-  if (typeof code === 'string' && (POSTGRES_CONNECTION_CODES.has(code) || /^SQLITE_(BUSY|LOCKED)/.test(code) || SQLITE_UNWRITABLE.test(code))) {
+  if (typeof code === 'string' && (POSTGRES_CONNECTION_CODES.has(code) || SQLITE_UNAVAILABLE.test(code) || SQLITE_UNWRITABLE.test(code))) {
     return true;
   }
   const state = field(error, 'errno');
@@ -263,8 +269,8 @@ function isUnwritable(error: unknown): boolean {
   const code = field(error, 'code');
   const state = field(error, 'errno');
   return (
-    (typeof code === 'string' && /^SQLITE_(FULL|READONLY)/.test(code)) ||
-    (typeof state === 'string' && (POSTGRES_UNWRITABLE_STATES as readonly string[]).includes(state))
+    (typeof code === 'string' && SQLITE_UNWRITABLE.test(code)) ||
+    (typeof state === 'string' && POSTGRES_UNWRITABLE_STATES.has(state))
   );
 }
 
